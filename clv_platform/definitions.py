@@ -1,0 +1,63 @@
+"""The clv_platform code location: the one place that decides which systems are used.
+
+With no Shopify credentials the whole graph runs on the built-in demo store; with
+`SHOPIFY_SHOP_DOMAIN` + `SHOPIFY_ACCESS_TOKEN` (and optionally `KLAVIYO_API_KEY`) the same
+assets pull the real store. Secrets are bound with `EnvVar`, so their values are read at
+run time and never shown in the UI.
+"""
+
+
+import os
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.automation.jobs import full_refresh_job, import_file_job, rebuild_from_staging_job
+from clv_platform.automation.sensors import inbox_file_sensor, rebuild_after_import_sensor
+from clv_platform.ingestion.assets import raw_klaviyo_profiles, raw_shopify_orders
+from clv_platform.ingestion.file_assets import raw_file_transactions
+from clv_platform.resources.demo import DemoStoreResource, NoProfilesResource
+from clv_platform.resources.storage import duckdb_path
+from clv_platform.transforms.staging_assets import staging_tables
+
+
+def source_resources() -> dict[str, dg.ConfigurableResource]:
+    """Live clients where credentials are set, the demo store otherwise."""
+    demo = DemoStoreResource(
+        n_customers=int(os.environ.get("CLV_DEMO_CUSTOMERS", "5000")),
+        seed=int(os.environ.get("CLV_DEMO_SEED", "42")),
+    )
+    shopify_live = bool(os.environ.get("SHOPIFY_ACCESS_TOKEN")) and bool(os.environ.get("SHOPIFY_SHOP_DOMAIN"))
+    klaviyo_live = bool(os.environ.get("KLAVIYO_API_KEY"))
+    resources: dict[str, dg.ConfigurableResource] = {"shopify": demo, "klaviyo": demo}
+    if shopify_live:
+        from clv_platform.resources.shopify import ShopifyResource
+
+        resources["shopify"] = ShopifyResource(
+            shop_domain=dg.EnvVar("SHOPIFY_SHOP_DOMAIN"),
+            access_token=dg.EnvVar("SHOPIFY_ACCESS_TOKEN"),
+            api_version=os.environ.get("SHOPIFY_API_VERSION", "2025-01"),
+        )
+        resources["klaviyo"] = NoProfilesResource()
+    if klaviyo_live:
+        from clv_platform.resources.klaviyo import KlaviyoResource
+
+        resources["klaviyo"] = KlaviyoResource(api_key=dg.EnvVar("KLAVIYO_API_KEY"))
+    return resources
+
+
+def build_definitions(database: str | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[raw_shopify_orders, raw_klaviyo_profiles, raw_file_transactions, staging_tables],
+        jobs=[full_refresh_job, import_file_job, rebuild_from_staging_job],
+        sensors=[inbox_file_sensor, rebuild_after_import_sensor],
+        resources={
+            "duckdb": DuckDBResource(database=database or str(duckdb_path())),
+            **source_resources(),
+        },
+        # One process per run: DuckDB allows one writer, so steps must not open the file in parallel.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

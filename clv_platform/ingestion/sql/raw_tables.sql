@@ -1,0 +1,38 @@
+-- raw layer: records exactly as received, plus when we received them.
+create schema if not exists raw;
+
+create table if not exists raw.shopify_orders (
+    order_id       varchar,
+    updated_at     timestamp,
+    partition_date date,
+    payload        json,
+    source         varchar,
+    ingested_at    timestamp
+);
+
+create table if not exists raw.klaviyo_profiles (
+    profile_id  varchar,
+    updated_at  timestamp,
+    payload     json,
+    source      varchar,
+    ingested_at timestamp
+);
+
+-- one row per data row of an imported CSV/Excel export; every cell kept as text
+-- so that nothing is lost before staging decides what is valid.
+create table if not exists raw.file_transactions (
+    file_name    varchar,
+    file_format  varchar,
+    row_number   bigint,
+    order_id     varchar,
+    customer_id  varchar,
+    order_date   varchar,
+    product_id   varchar,
+    description  varchar,
+    quantity     varchar,
+    unit_price   varchar,
+    amount       varchar,
+    country      varchar,
+    payload      json,
+    ingested_at  timestamp
+);

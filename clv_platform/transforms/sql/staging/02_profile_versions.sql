@@ -1,0 +1,73 @@
+-- Klaviyo profile versions, parsed; the newest version of each profile wins.
+create or replace temp table _profile_versions as
+with parsed as (
+    select
+        r.source,
+        r.ingested_at,
+        r.payload,
+        json_transform(r.payload, '{
+            "id": "VARCHAR",
+            "attributes": {
+                "email": "VARCHAR", "external_id": "VARCHAR", "created": "VARCHAR", "updated": "VARCHAR",
+                "location": {"country": "VARCHAR", "city": "VARCHAR", "region": "VARCHAR"},
+                "subscriptions": {"email": {"marketing": {
+                    "can_receive_email_marketing": "BOOLEAN", "consent": "VARCHAR"}}},
+                "predictive_analytics": {
+                    "historic_clv": "DOUBLE", "predicted_clv": "DOUBLE", "total_clv": "DOUBLE",
+                    "historic_number_of_orders": "DOUBLE", "predicted_number_of_orders": "DOUBLE",
+                    "average_days_between_orders": "DOUBLE", "average_order_value": "DOUBLE",
+                    "churn_probability": "DOUBLE", "expected_date_of_next_order": "VARCHAR"}
+            }
+        }') as p
+    from raw.klaviyo_profiles as r
+),
+typed as (
+    select
+        source,
+        ingested_at,
+        payload,
+        nullif(trim(p.id), '') as profile_id,
+        nullif(lower(trim(p.attributes.email)), '') as email,
+        p.attributes.external_id as external_id,
+        timezone('UTC', try_cast(p.attributes.created as timestamptz)) as profile_created_at,
+        timezone('UTC', try_cast(p.attributes.updated as timestamptz)) as updated_at,
+        p.attributes.location.country as country,
+        p.attributes.location.city as city,
+        p.attributes.subscriptions.email.marketing.consent as email_consent,
+        p.attributes.subscriptions.email.marketing.can_receive_email_marketing as can_receive_email_marketing,
+        p.attributes.predictive_analytics.historic_clv as klaviyo_historic_clv,
+        p.attributes.predictive_analytics.predicted_clv as klaviyo_predicted_clv,
+        p.attributes.predictive_analytics.predicted_number_of_orders as klaviyo_predicted_orders,
+        p.attributes.predictive_analytics.churn_probability as klaviyo_churn_probability,
+        cast(timezone('UTC', try_cast(p.attributes.predictive_analytics.expected_date_of_next_order as timestamptz)) as date)
+            as klaviyo_expected_next_order_date
+    from parsed
+),
+checked as (
+    select
+        *,
+        case
+            when profile_id is null then 'missing profile id'
+            when updated_at is null then 'missing or unparseable updated timestamp'
+        end as invalid_reason
+    from typed
+)
+select
+    *,
+    row_number() over (
+        partition by profile_id, invalid_reason is null
+        order by updated_at desc, ingested_at desc
+    ) as version_rank,
+    max(updated_at) over (partition by profile_id, invalid_reason is null) as latest_updated_at
+from checked;
+
+create or replace temp table _profile_versions_judged as
+select
+    *,
+    case
+        when invalid_reason is not null then invalid_reason
+        when version_rank > 1 and updated_at = latest_updated_at
+            then 'duplicate of an accepted profile version'
+        when version_rank > 1 then 'superseded by a newer version of the profile'
+    end as reject_reason
+from _profile_versions;

@@ -1,0 +1,216 @@
+-- The staging tables. Each is replaced whole inside the caller's transaction,
+-- so a rebuild is idempotent and readers never see half of one.
+create schema if not exists staging;
+
+create or replace table staging.orders as
+select
+    o.order_id,
+    o.order_name,
+    o.source,
+    null::varchar as source_file,
+    coalesce(m.customer_id, i.customer_id) as customer_id,
+    o.email,
+    o.shopify_customer_id is null as is_guest,
+    o.created_at,
+    o.updated_at,
+    cast(coalesce(o.processed_at, o.created_at) as date) as order_date,
+    o.presentment_currency,
+    $shop_currency as shop_currency,
+    o.financial_status,
+    o.is_cancelled,
+    o.cancelled_at,
+    o.gross_revenue,
+    o.discount_amount,
+    cast(least(o.refunded_amount, o.gross_revenue) as decimal(18, 2)) as refunded_amount,
+    cast(case when o.is_cancelled then 0
+              else greatest(o.gross_revenue - o.refunded_amount, 0) end as decimal(18, 2)) as net_revenue,
+    cast(len(o.line_items) as integer) as line_count,
+    cast(coalesce(list_sum(list_transform(o.line_items, lambda l: try_cast(l.quantity as integer))), 0) as bigint)
+        as item_quantity
+from _accepted_orders as o
+left join _customer_map as m on m.shopify_customer_id = o.shopify_customer_id
+left join _email_identity as i on o.shopify_customer_id is null and i.email = o.email
+where not o.is_test
+
+union all
+
+select
+    'import:' || order_key as order_id,
+    order_key as order_name,
+    'file' as source,
+    arg_max(file_name, ingested_at) as source_file,
+    'import:' || any_value(customer_key) as customer_id,
+    null as email,
+    false as is_guest,
+    min(order_ts) as created_at,
+    max(ingested_at) as updated_at,
+    cast(min(order_ts) as date) as order_date,
+    null as presentment_currency,
+    $shop_currency as shop_currency,
+    'PAID' as financial_status,
+    false as is_cancelled,
+    null::timestamp as cancelled_at,
+    cast(sum(line_value) as decimal(18, 2)) as gross_revenue,
+    cast(0 as decimal(18, 2)) as discount_amount,
+    cast(0 as decimal(18, 2)) as refunded_amount,
+    cast(sum(line_value) as decimal(18, 2)) as net_revenue,
+    cast(count(*) as integer) as line_count,
+    cast(sum(qty) as bigint) as item_quantity
+from _file_rows
+where reject_reason is null and not is_return
+group by order_key;
+
+create or replace table staging.order_lines as
+with shopify_lines as (
+    select
+        o.order_id,
+        unnest(generate_series(1, len(o.line_items))) as line_number,
+        o.line_items
+    from _accepted_orders as o
+    where not o.is_test
+)
+select
+    l.order_id,
+    cast(l.line_number as integer) as line_number,
+    l.line_items[l.line_number].id as line_id,
+    so.customer_id,
+    so.order_date,
+    l.line_items[l.line_number].product.id as product_id,
+    l.line_items[l.line_number].sku as sku,
+    l.line_items[l.line_number].title as title,
+    l.line_items[l.line_number].product.productType as category,
+    try_cast(l.line_items[l.line_number].quantity as integer) as quantity,
+    try_cast(l.line_items[l.line_number].originalUnitPriceSet.shopMoney.amount as decimal(18, 2)) as unit_price,
+    coalesce(try_cast(l.line_items[l.line_number].totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0)
+        as discount_amount,
+    cast(try_cast(l.line_items[l.line_number].quantity as integer)
+         * try_cast(l.line_items[l.line_number].originalUnitPriceSet.shopMoney.amount as decimal(18, 2))
+         - coalesce(try_cast(l.line_items[l.line_number].totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0)
+         as decimal(18, 2)) as line_revenue,
+    so.is_cancelled
+from shopify_lines as l
+join staging.orders as so using (order_id)
+
+union all
+
+select
+    'import:' || order_key as order_id,
+    cast(row_number() over (partition by order_key order by row_number) as integer) as line_number,
+    null as line_id,
+    'import:' || customer_key as customer_id,
+    cast(order_ts as date) as order_date,
+    case when nullif(trim(product_id), '') is not null then 'import:' || trim(product_id) end as product_id,
+    nullif(trim(product_id), '') as sku,
+    description as title,
+    null as category,
+    qty as quantity,
+    cast(coalesce(price, line_value / qty) as decimal(18, 2)) as unit_price,
+    cast(0 as decimal(18, 2)) as discount_amount,
+    cast(line_value as decimal(18, 2)) as line_revenue,
+    false as is_cancelled
+from _file_rows
+where reject_reason is null and not is_return;
+
+-- Return invoices of imported exports (Online Retail II "C…" credit notes).
+create or replace table staging.returns as
+select
+    'import:' || order_key as return_id,
+    'import:' || customer_key as customer_id,
+    cast(order_ts as date) as return_date,
+    case when nullif(trim(product_id), '') is not null then 'import:' || trim(product_id) end as product_id,
+    -qty as quantity,
+    cast(-line_value as decimal(18, 2)) as amount,
+    file_name as source_file
+from _file_rows
+where reject_reason is null and is_return;
+
+create or replace table staging.products as
+select
+    product_id,
+    mode(sku) as sku,
+    mode(title) as title,
+    mode(category) as category,
+    min(order_date) as first_sold_at,
+    max(order_date) as last_sold_at,
+    cast(sum(case when is_cancelled then 0 else quantity end) as bigint) as units_sold,
+    cast(sum(case when is_cancelled then 0 else line_revenue end) as decimal(18, 2)) as revenue
+from staging.order_lines
+where product_id is not null
+group by product_id;
+
+create or replace table staging.customers as
+with people as (
+    select customer_id, email, shopify_customer_id, klaviyo_profile_id from _email_identity
+    union all
+    select s.shopify_customer_id, null, s.shopify_customer_id, null
+    from _shopify_customers as s where s.email is null
+    union all
+    select 'klaviyo:' || p.profile_id, null, null, p.profile_id
+    from _accepted_profiles as p where p.email is null
+    union all
+    select distinct customer_id, null, null, null
+    from staging.orders where source = 'file' and customer_id is not null
+),
+order_stats as (
+    select
+        customer_id,
+        min(created_at) as first_order_at,
+        max(created_at) as last_order_at,
+        count(*) filter (where not is_cancelled) as order_count
+    from staging.orders
+    where customer_id is not null
+    group by customer_id
+)
+select
+    p.customer_id,
+    p.email,
+    p.shopify_customer_id,
+    p.klaviyo_profile_id,
+    k.country,
+    k.city,
+    k.email_consent,
+    k.can_receive_email_marketing,
+    k.profile_created_at,
+    k.klaviyo_historic_clv,
+    k.klaviyo_predicted_clv,
+    k.klaviyo_predicted_orders,
+    k.klaviyo_churn_probability,
+    k.klaviyo_expected_next_order_date,
+    s.first_order_at,
+    s.last_order_at,
+    coalesce(s.order_count, 0) as order_count,
+    s.customer_id is not null as has_orders
+from people as p
+left join _accepted_profiles as k on k.profile_id = p.klaviyo_profile_id
+left join order_stats as s on s.customer_id = p.customer_id;
+
+create or replace table staging.rejected_rows as
+select
+    source,
+    'raw.shopify_orders' as source_table,
+    coalesce(order_id, 'unknown') as record_id,
+    reject_reason as reason,
+    cast(payload as varchar) as payload,
+    now()::timestamp as rejected_at
+from _order_versions_judged
+where reject_reason is not null
+union all
+select
+    source,
+    'raw.klaviyo_profiles',
+    coalesce(profile_id, 'unknown'),
+    reject_reason,
+    cast(payload as varchar),
+    now()::timestamp
+from _profile_versions_judged
+where reject_reason is not null
+union all
+select
+    'file:' || file_name,
+    'raw.file_transactions',
+    file_name || '#' || row_number,
+    reject_reason,
+    cast(payload as varchar),
+    now()::timestamp
+from _file_rows
+where reject_reason is not null;

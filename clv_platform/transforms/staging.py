@@ -1,0 +1,119 @@
+"""raw → staging: parse, validate, de-duplicate and resolve customers, all in DuckDB SQL.
+
+The whole staging layer is rebuilt from the raw tables inside one transaction. That
+makes it idempotent (a rerun replaces every table), keeps the tables consistent with
+each other, and lets us prove that every raw record is either accepted or rejected
+with a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import duckdb
+
+from clv_platform.ingestion.raw_tables import ensure_raw_tables
+from clv_platform.resources.storage import read_sql, run_script
+
+STAGING_SCRIPTS = (
+    "01_order_versions.sql",
+    "02_profile_versions.sql",
+    "03_file_rows.sql",
+    "04_identity.sql",
+    "05_staging_tables.sql",
+)
+
+STAGING_TABLES = ("orders", "order_lines", "customers", "products", "returns", "rejected_rows")
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """Rows in vs rows accepted + rejected for one raw table."""
+
+    source_table: str
+    rows_in: int
+    accepted: int
+    rejected: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_in == self.accepted + self.rejected
+
+
+@dataclass
+class StagingResult:
+    shop_currency: str
+    row_counts: dict[str, int] = field(default_factory=dict)
+    reconciliation: list[Reconciliation] = field(default_factory=list)
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -> str:
+    """The shop currency is whatever `shopMoney` is most often in; fall back to `default`."""
+    value = conn.execute(
+        """
+        select mode(json_extract_string(payload, '$.totalPriceSet.shopMoney.currencyCode'))
+        from raw.shopify_orders
+        """
+    ).fetchone()[0]
+    return value or default
+
+
+def build_staging(conn: duckdb.DuckDBPyConnection, shop_currency: str | None = None) -> StagingResult:
+    """Rebuild every staging table from raw in one transaction and reconcile the counts.
+
+    Raises if any raw table does not balance: silently losing rows is worse than failing.
+    """
+    ensure_raw_tables(conn)
+    currency = shop_currency or infer_shop_currency(conn)
+    if not _CURRENCY.match(currency):
+        raise ValueError(f"shop currency must be a 3-letter ISO code, got {currency!r}")
+    conn.execute("begin transaction")
+    try:
+        for script in STAGING_SCRIPTS:
+            run_script(conn, read_sql("clv_platform.transforms", f"sql/staging/{script}"),
+                       {"shop_currency": currency})
+        result = StagingResult(shop_currency=currency)
+        result.reconciliation = reconcile(conn)
+        unbalanced = [r for r in result.reconciliation if not r.balanced]
+        if unbalanced:
+            raise RuntimeError(f"staging lost rows: {unbalanced}")
+        conn.execute("commit")
+    except Exception:
+        conn.execute("rollback")
+        raise
+    result.row_counts = {
+        t: int(conn.execute(f"select count(*) from staging.{t}").fetchone()[0]) for t in STAGING_TABLES
+    }
+    result.reject_reasons = dict(
+        conn.execute(
+            "select reason, count(*) from staging.rejected_rows group by reason order by 2 desc"
+        ).fetchall()
+    )
+    return result
+
+
+def reconcile(conn: duckdb.DuckDBPyConnection) -> list[Reconciliation]:
+    """Count, per raw table, records in vs accepted vs rejected (reads the temp tables of a build)."""
+    rows = conn.execute(
+        """
+        select 'raw.shopify_orders',
+               (select count(*) from raw.shopify_orders),
+               (select count(*) from staging.orders where source <> 'file'),
+               (select count(*) from staging.rejected_rows where source_table = 'raw.shopify_orders')
+        union all
+        select 'raw.klaviyo_profiles',
+               (select count(*) from raw.klaviyo_profiles),
+               (select count(*) from _accepted_profiles),
+               (select count(*) from staging.rejected_rows where source_table = 'raw.klaviyo_profiles')
+        union all
+        select 'raw.file_transactions',
+               (select count(*) from raw.file_transactions),
+               (select count(*) from _file_rows where reject_reason is null),
+               (select count(*) from staging.rejected_rows where source_table = 'raw.file_transactions')
+        """
+    ).fetchall()
+    return [Reconciliation(t, int(i), int(a), int(r)) for t, i, a, r in rows]

@@ -1,0 +1,66 @@
+"""staging/* assets: the cleaned tables, rebuilt together from raw in one transaction."""
+
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.transforms.staging import build_staging
+
+RAW_INPUTS = [
+    dg.AssetKey(["raw", "shopify_orders"]),
+    dg.AssetKey(["raw", "klaviyo_profiles"]),
+    dg.AssetKey(["raw", "file_transactions"]),
+]
+
+_DESCRIPTIONS = {
+    "orders": "One row per order (newest version wins); test orders excluded; cancelled orders carry no revenue; "
+    "net_revenue = total − refunds in the shop currency; guest orders tied to a customer by email.",
+    "order_lines": "Line items of staging.orders with product, category, quantity, unit price and discount.",
+    "customers": "One row per person, resolved across Shopify and Klaviyo by normalized email, with consent, "
+    "location and Klaviyo's own predictions.",
+    "products": "Products seen in order lines with their category, units sold and revenue.",
+    "returns": "Return invoices from imported exports (Online Retail II credit notes).",
+    "rejected_rows": "Every raw record that did not make it into staging, with source, record id, reason and payload.",
+}
+
+STAGING_SPECS = [
+    dg.AssetSpec(
+        key=["staging", name],
+        deps=RAW_INPUTS,
+        group_name="staging",
+        kinds={"duckdb", "sql"},
+        owners=["team:data-engineering"],
+        description=description,
+    )
+    for name, description in _DESCRIPTIONS.items()
+]
+
+
+@dg.multi_asset(specs=STAGING_SPECS, name="staging_tables")
+def staging_tables(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
+    """Rebuild staging from raw; fail (and keep the previous tables) if any raw row is unaccounted for."""
+    with duckdb.get_connection() as conn:
+        result = build_staging(conn)
+        previews = {
+            name: conn.execute(f"select * from staging.{name} limit 5").df()
+            for name in _DESCRIPTIONS
+        }
+    for rec in result.reconciliation:
+        context.log.info(
+            f"{rec.source_table}: {rec.rows_in} in = {rec.accepted} accepted + {rec.rejected} rejected"
+        )
+    reconciliation_md = "\n".join(
+        ["| raw table | rows in | accepted | rejected |", "|---|---|---|---|"]
+        + [f"| {r.source_table} | {r.rows_in} | {r.accepted} | {r.rejected} |" for r in result.reconciliation]
+    )
+    for name in _DESCRIPTIONS:
+        metadata = {
+            "dagster/row_count": result.row_counts[name],
+            "preview": dg.MetadataValue.md(previews[name].head(5).to_markdown(index=False)),
+        }
+        if name == "orders":
+            metadata["shop_currency"] = result.shop_currency
+        if name == "rejected_rows":
+            metadata["reconciliation"] = dg.MetadataValue.md(reconciliation_md)
+            metadata["reasons"] = dg.MetadataValue.json(result.reject_reasons)
+        yield dg.MaterializeResult(asset_key=["staging", name], metadata=metadata)

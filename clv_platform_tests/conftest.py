@@ -1,0 +1,16 @@
+"""Shared fixtures: every test gets its own DuckDB file and data folders under tmp_path."""
+
+import pytest
+
+
+@pytest.fixture
+def data_env(tmp_path, monkeypatch):
+    """Point the platform's paths at tmp_path and make sure no live credentials leak in."""
+    for var in ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_SHOP_DOMAIN", "KLAVIYO_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    monkeypatch.setenv("CLV_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CLV_INBOX_DIR", str(inbox))
+    monkeypatch.setenv("CLV_DUCKDB_PATH", str(tmp_path / "clv.duckdb"))
+    return tmp_path
