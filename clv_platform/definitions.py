@@ -6,7 +6,6 @@ assets pull the real store. Secrets are bound with `EnvVar`, so their values are
 run time and never shown in the UI.
 """
 
-
 import os
 
 import dagster as dg

@@ -1,10 +1,9 @@
 """Asset jobs: what the schedules, sensors and the UI launch."""
 
-
 import dagster as dg
 
 raw_and_downstream = (
-    dg.AssetSelection.keys(["raw", "shopify_orders"], ["raw", "klaviyo_profiles"]).downstream()
+    dg.AssetSelection.assets(["raw", "shopify_orders"], ["raw", "klaviyo_profiles"]).downstream()
 )
 
 # The nightly/full refresh: API ingestion and everything below it (file imports have their own job).
@@ -17,7 +16,7 @@ full_refresh_job = dg.define_asset_job(
 # What the inbox sensor launches for each new file: that file's rows, then staging and below.
 import_file_job = dg.define_asset_job(
     name="import_inbox_file",
-    selection=dg.AssetSelection.keys(["raw", "file_transactions"]),
+    selection=dg.AssetSelection.assets(["raw", "file_transactions"]),
     description="Import one transaction export from data/inbox into raw.file_transactions.",
 )
 

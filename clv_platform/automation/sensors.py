@@ -1,6 +1,5 @@
 """Sensors: new transaction exports in data/inbox."""
 
-
 import dagster as dg
 
 from clv_platform.automation.jobs import import_file_job, rebuild_from_staging_job

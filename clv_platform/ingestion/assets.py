@@ -5,7 +5,6 @@ then its rows are deleted and re-inserted in one DuckDB transaction. A run kille
 mid-way leaves only whole chunks behind, and rerunning rewrites them identically.
 """
 
-
 import json
 import os
 from collections.abc import Iterable, Iterator

@@ -24,7 +24,7 @@ STAGING_SCRIPTS = (
     "05_staging_tables.sql",
 )
 
-STAGING_TABLES = ("orders", "order_lines", "customers", "products", "returns", "rejected_rows")
+STAGING_TABLES = ("orders", "order_lines", "customers", "products", "refunds", "returns", "rejected_rows")
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 

@@ -1,6 +1,5 @@
 """staging/* assets: the cleaned tables, rebuilt together from raw in one transaction."""
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -19,6 +18,7 @@ _DESCRIPTIONS = {
     "customers": "One row per person, resolved across Shopify and Klaviyo by normalized email, with consent, "
     "location and Klaviyo's own predictions.",
     "products": "Products seen in order lines with their category, units sold and revenue.",
+    "refunds": "One row per Shopify refund with its own date, so features can be computed as of a past cutoff.",
     "returns": "Return invoices from imported exports (Online Retail II credit notes).",
     "rejected_rows": "Every raw record that did not make it into staging, with source, record id, reason and payload.",
 }

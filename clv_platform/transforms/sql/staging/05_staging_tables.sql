@@ -111,6 +111,22 @@ select
 from _file_rows
 where reject_reason is null and not is_return;
 
+-- Refunds with their own dates, so features can see only the refunds made by a cutoff.
+create or replace table staging.refunds as
+with refund_rows as (
+    select o.order_id, unnest(o.refunds) as r
+    from _accepted_orders as o
+    where not o.is_test
+)
+select
+    rr.order_id,
+    rr.r.id as refund_id,
+    so.customer_id,
+    timezone('UTC', try_cast(rr.r.createdAt as timestamptz)) as refunded_at,
+    try_cast(rr.r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) as amount
+from refund_rows as rr
+join staging.orders as so using (order_id);
+
 -- Return invoices of imported exports (Online Retail II "C…" credit notes).
 create or replace table staging.returns as
 select
