@@ -1,0 +1,374 @@
+"""CDNOW-style CLV backtest core: calibrate on data up to a date, score the holdout, compare models.
+
+The backtest is built around one per-customer frame (``BTYDBacktest.frame``): the calibration
+summary, a lifecycle ``stage``, the ``actual`` holdout spend and one column of predicted holdout
+spend per model. Every report section (metrics, deciles, per-stage errors) is computed from that
+frame by ``evaluate_frame``, so further models (xgboost, hybrids) are added by merging their
+predictions in as new columns - ``run_btyd_backtest(..., extra_predictions={...})`` does that.
+
+Models compared here:
+
+* ``naive``: calibration spend per week since the first purchase (first purchase included, age
+  floored at one week) times the holdout length;
+* ``btyd``: expected holdout purchases (BG/NBD or Pareto/NBD) times the Gamma-Gamma expected
+  order value.
+
+Nothing after ``calibration_end`` is used to fit; holdout data only feed ``actual``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clv_platform.models import btyd, metrics
+from clv_platform.models.datasets import load_dataset
+
+NAIVE = "naive"
+BTYD = "btyd"
+AUTO = "auto"
+
+ACTIVE_WINDOW_WEEKS = 13.0
+"""A repeat buyer whose last purchase is within this many weeks of the calibration end is active."""
+
+STAGES = ("new", "one_time", "active_repeat", "lapsed_repeat")
+
+
+def lifecycle_stage(summary: pd.DataFrame, window_weeks: float = ACTIVE_WINDOW_WEEKS) -> pd.Series:
+    """Rule-based lifecycle stage at the calibration end, from calibration data only.
+
+    ``new``: first purchase within ``window_weeks``; ``one_time``: older, no repeat purchase;
+    ``active_repeat``: repeat buyer whose last purchase is within ``window_weeks``;
+    ``lapsed_repeat``: the other repeat buyers.
+    """
+    since_last = summary["T"] - summary["recency"]
+    stage = np.select(
+        [
+            summary["T"] < window_weeks,
+            summary["frequency"] == 0,
+            since_last <= window_weeks,
+        ],
+        ["new", "one_time", "active_repeat"],
+        default="lapsed_repeat",
+    )
+    return pd.Series(stage, index=summary.index, name="stage")
+
+
+def naive_prediction(summary: pd.DataFrame, horizon_weeks: float) -> pd.Series:
+    """Calibration spend rate x horizon; the age is floored at one week to avoid dividing by 0."""
+    rate = summary["calibration_spend"] / summary["T"].clip(lower=1.0)
+    return (rate * horizon_weeks).rename(NAIVE)
+
+
+def _clean(value):
+    """Make a nested result JSON-safe: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def evaluate_frame(frame: pd.DataFrame, models: list[str], actual: str = "actual", stage: str = "stage") -> dict:
+    """Report sections for the prediction columns ``models`` of a per-customer backtest frame.
+
+    Returns ``{"holdout": {"actual_total", "models": {name: M}}, "deciles": {name: [...]},
+    "per_stage": {...}}`` with M = mae, rmse, spearman, normalized_gini, predicted_total.
+    """
+    y = frame[actual].to_numpy(dtype=float)
+    return {
+        "holdout": {
+            "actual_total": float(y.sum()),
+            "models": {name: metrics.regression_metrics(y, frame[name]) for name in models},
+        },
+        "deciles": {name: metrics.decile_table(y, frame[name]) for name in models},
+        "per_stage": metrics.per_stage_errors(frame, stage, actual, models) if stage in frame else {},
+    }
+
+
+@dataclass
+class BTYDBacktest:
+    """Everything a backtest run produced: the JSON-ready ``result`` and the frames behind it."""
+
+    result: dict
+    frame: pd.DataFrame
+    summary: pd.DataFrame
+    models: dict[str, btyd.BTYDModel]
+    transactions: pd.DataFrame
+
+
+def btyd_backtest(
+    dataset: str | os.PathLike,
+    calibration_end=None,
+    holdout_end=None,
+    model_choice: str = btyd.BGNBD,
+    extra_predictions: dict[str, pd.Series] | None = None,
+) -> BTYDBacktest:
+    """Run the BTYD backtest and keep the per-customer frame for further models.
+
+    Both BG/NBD and Pareto/NBD are fitted and reported; ``model_choice`` ("bgnbd",
+    "pareto_nbd" or "auto" = higher log-likelihood, both having four parameters) picks the one
+    behind the ``btyd`` prediction. ``extra_predictions`` maps a model name to predicted holdout
+    spend indexed by customer_id; customers missing from a series count as predicted 0.
+    """
+    started = time.perf_counter()
+    loaded = load_dataset(dataset)
+    calibration_end = pd.Timestamp(calibration_end) if calibration_end is not None else loaded.calibration_end
+    holdout_end = pd.Timestamp(holdout_end) if holdout_end is not None else loaded.holdout_end
+    if calibration_end is None or holdout_end is None:
+        raise ValueError(f"dataset {loaded.name!r} has no default window: pass calibration_end and holdout_end")
+    if holdout_end <= calibration_end:
+        raise ValueError("holdout_end must be after calibration_end")
+
+    summary = btyd.summarize(loaded.transactions, calibration_end, holdout_end)
+    horizon = btyd.holdout_weeks(calibration_end, holdout_end)
+
+    timings = {}
+    fitted = {}
+    for name in btyd.TRANSACTION_MODELS:
+        t0 = time.perf_counter()
+        fitted[name] = btyd.fit_btyd(summary, name)
+        timings[name] = time.perf_counter() - t0
+    if model_choice == AUTO:
+        model_choice = max(fitted, key=lambda name: fitted[name].log_likelihood)
+    if model_choice not in fitted:
+        raise ValueError(f"model_choice must be one of {btyd.TRANSACTION_MODELS + (AUTO,)}, got {model_choice!r}")
+    chosen = fitted[model_choice]
+
+    expected = {name: model.expected_purchases(summary, horizon) for name, model in fitted.items()}
+    scores = chosen.score(summary, horizon)
+    frame = summary.assign(
+        stage=lifecycle_stage(summary),
+        actual=summary["holdout_spend"],
+        **{NAIVE: naive_prediction(summary, horizon), BTYD: scores["expected_spend"]},
+        btyd_expected_purchases=scores["expected_purchases"],
+        btyd_expected_aov=scores["expected_aov"],
+        btyd_p_alive=scores["p_alive"],
+    )
+    model_columns = [NAIVE, BTYD]
+    for name, series in (extra_predictions or {}).items():
+        frame[name] = series.reindex(frame.index).fillna(0.0).astype(float)
+        model_columns.append(name)
+
+    def transaction_section(name: str) -> dict:
+        model = fitted[name]
+        return {
+            "params": {k: float(v) for k, v in model.transactions.params_.items()},
+            "log_likelihood": model.log_likelihood,
+            "predicted_holdout_purchases": float(expected[name].sum()),
+            "fit_seconds": timings[name],
+        }
+
+    spend = chosen.spend
+    result = {
+        "dataset": loaded.name,
+        "customers": int(len(summary)),
+        "window": {
+            "calibration_end": calibration_end.date().isoformat(),
+            "holdout_end": holdout_end.date().isoformat(),
+            "holdout_weeks": horizon,
+        },
+        "btyd_model": model_choice,
+        "calibration_repeat_transactions": int(summary["frequency"].sum()),
+        "holdout_transactions": int(summary["holdout_purchases"].sum()),
+        btyd.BGNBD: transaction_section(btyd.BGNBD),
+        btyd.PARETO_NBD: transaction_section(btyd.PARETO_NBD),
+        "gamma_gamma": {
+            "params": chosen.params()["spend_params"],
+            "population_mean": spend.population_mean,
+            "customers_fitted": spend.n_fitted,
+            "excluded_nonpositive_monetary": spend.n_excluded_nonpositive,
+        },
+        **evaluate_frame(frame, model_columns),
+        "purchases_by_x": btyd.purchases_by_frequency(summary, expected),
+        "cumulative": btyd.cumulative_repeat_transactions(
+            loaded.transactions,
+            {name: model.transactions for name, model in fitted.items()},
+            calibration_end,
+            holdout_end,
+        ),
+    }
+    result["runtime_seconds"] = time.perf_counter() - started
+    return BTYDBacktest(_clean(result), frame, summary, fitted, loaded.transactions)
+
+
+def run_btyd_backtest(
+    dataset: str | os.PathLike,
+    calibration_end=None,
+    holdout_end=None,
+    model_choice: str = btyd.BGNBD,
+    extra_predictions: dict[str, pd.Series] | None = None,
+) -> dict:
+    """JSON-ready result of ``btyd_backtest`` (see there)."""
+    return btyd_backtest(dataset, calibration_end, holdout_end, model_choice, extra_predictions).result
+
+
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return html.escape(str(value))
+
+
+def _svg_lines(title: str, x: list[float], series: dict[str, list[float]], marker_x: float | None) -> str:
+    """A line chart as inline SVG; ``marker_x`` draws a dashed vertical line (calibration end)."""
+    width, height, left, right, top, bottom = 720, 340, 60, 150, 30, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    y_max = max((max(v) for v in series.values() if v), default=1.0) or 1.0
+    x_min, x_max = min(x), max(x)
+    x_span = (x_max - x_min) or 1.0
+
+    def sx(v: float) -> float:
+        return left + (v - x_min) / x_span * plot_w
+
+    def sy(v: float) -> float:
+        return top + plot_h - v / y_max * plot_h
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<text x="{left}" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    for i in range(5):
+        value = y_max * i / 4
+        y = sy(value)
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{value:,.0f}</text>')
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+    for value in np.linspace(x_min, x_max, 7):
+        parts.append(
+            f'<text x="{sx(value):.1f}" y="{top + plot_h + 16}" font-size="10" text-anchor="middle">{value:.0f}</text>'
+        )
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" font-size="11" text-anchor="middle">week</text>')
+    if marker_x is not None:
+        parts.append(f'<line x1="{sx(marker_x):.1f}" x2="{sx(marker_x):.1f}" y1="{top}" y2="{top + plot_h}" '
+                     'stroke="#555" stroke-dasharray="4 3"/>')
+    for i, (name, values) in enumerate(series.items()):
+        color = _PALETTE[i % len(_PALETTE)]
+        points = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(x, values))
+        dash = "" if i == 0 else ' stroke-dasharray="6 3"'
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{points}"/>')
+        y_legend = top + 14 + 18 * i
+        parts.append(f'<line x1="{left + plot_w + 10}" x2="{left + plot_w + 30}" y1="{y_legend}" y2="{y_legend}" '
+                     f'stroke="{color}" stroke-width="2"{dash}/>')
+        parts.append(f'<text x="{left + plot_w + 34}" y="{y_legend + 4}" font-size="11">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _svg_deciles(title: str, rows: list[dict]) -> str:
+    """Grouped bars of mean predicted vs mean actual per prediction decile, as inline SVG."""
+    width, height, left, top, bottom = 720, 300, 60, 30, 40
+    plot_w, plot_h = width - left - 130, height - top - bottom
+    y_max = max([max(r["mean_predicted"] or 0.0, r["mean_actual"] or 0.0) for r in rows] + [1e-9])
+    slot = plot_w / max(len(rows), 1)
+    bar = slot * 0.38
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<text x="{left}" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+             f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#999"/>']
+    for i in range(5):
+        value = y_max * i / 4
+        y = top + plot_h - value / y_max * plot_h
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{value:,.0f}</text>')
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+    for j, row in enumerate(rows):
+        x0 = left + j * slot + slot * 0.12
+        for k, (key, color) in enumerate((("mean_predicted", _PALETTE[0]), ("mean_actual", _PALETTE[1]))):
+            value = row[key] or 0.0
+            h = value / y_max * plot_h
+            parts.append(f'<rect x="{x0 + k * bar:.1f}" y="{top + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
+                         f'fill="{color}"><title>decile {row["decile"]} {key}: {value:,.2f}</title></rect>')
+        parts.append(f'<text x="{x0 + bar:.1f}" y="{top + plot_h + 16}" font-size="10" '
+                     f'text-anchor="middle">{row["decile"]}</text>')
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" font-size="11" text-anchor="middle">'
+                 'decile of predicted spend (1 = highest)</text>')
+    for k, (label, color) in enumerate((("mean predicted", _PALETTE[0]), ("mean actual", _PALETTE[1]))):
+        y = top + 14 + 18 * k
+        parts.append(f'<rect x="{left + plot_w + 12}" y="{y - 8}" width="12" height="12" fill="{color}"/>')
+        parts.append(f'<text x="{left + plot_w + 30}" y="{y + 2}" font-size="11">{label}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_report_html(result: dict, path: str | os.PathLike) -> Path:
+    """Write a self-contained HTML report (inline SVG charts, no external assets) and return its path."""
+    holdout = result["holdout"]
+    models = list(holdout["models"])
+    metric_rows = [
+        [name, m["mae"], m["rmse"], m["spearman"], m["normalized_gini"], m["predicted_total"]]
+        for name, m in holdout["models"].items()
+    ]
+    by_x = result["purchases_by_x"]
+    model_names = [k for k in by_x[0] if k not in ("x", "customers")] if by_x else []
+    by_x_rows = [[r["x"], r["customers"], *[r[k] for k in model_names]] for r in by_x]
+    params_rows = [
+        [name, ", ".join(f"{k}={v:.4g}" for k, v in (result[name]["params"] or {}).items()),
+         result[name].get("log_likelihood")]
+        for name in (btyd.BGNBD, btyd.PARETO_NBD, "gamma_gamma") if name in result
+    ]
+    cumulative = result["cumulative"]
+    cumulative_series = {"actual": cumulative["actual"], **cumulative["models"]}
+    totals = cumulative["totals"]
+    window = result.get("window", {})
+
+    sections = [
+        f"<h1>CLV backtest: {html.escape(str(result['dataset']))}</h1>",
+        f"<p>{result['customers']:,} customers; calibration to {html.escape(str(window.get('calibration_end')))}, "
+        f"holdout to {html.escape(str(window.get('holdout_end')))} ({_fmt(window.get('holdout_weeks'), 1)} weeks). "
+        f"BTYD predictions use <b>{html.escape(str(result.get('btyd_model')))}</b> with Gamma-Gamma spend.</p>",
+        "<h2>Holdout spend per customer</h2>",
+        f"<p>Actual total: {_fmt(holdout['actual_total'], 2)}</p>",
+        _table(["model", "MAE", "RMSE", "Spearman", "normalized Gini", "predicted total"], metric_rows),
+        "<h2>Deciles</h2>",
+        *[
+            _svg_deciles(f"{name}: mean predicted vs actual holdout spend", rows)
+            for name, rows in result["deciles"].items()
+        ],
+        "<h2>Cumulative repeat transactions</h2>",
+        f"<p>Week {totals['week']}: actual {totals['actual']:,}; "
+        + "; ".join(f"{html.escape(k)} {v:,.0f}" for k, v in totals.items() if k not in ("week", "actual"))
+        + ". The dashed vertical line is the calibration end.</p>",
+        _svg_lines("Cumulative repeat transactions, actual vs forecast", cumulative["weeks"], cumulative_series,
+                   cumulative.get("calibration_weeks")),
+        "<h2>Mean holdout purchases by calibration repeat purchases (x)</h2>",
+        _table(["x", "customers", *model_names], by_x_rows),
+        "<h2>Model parameters</h2>",
+        _table(["model", "parameters (weeks)", "log-likelihood"], params_rows),
+        "<h2>Errors by lifecycle stage</h2>",
+        _table(
+            ["stage", "customers", "actual mean", *[f"{m} MAE" for m in models], *[f"{m} RMSE" for m in models]],
+            [
+                [stage, block["customers"], block["actual_mean"], *[block[m]["mae"] for m in models],
+                 *[block[m]["rmse"] for m in models]]
+                for stage, block in result["per_stage"].items()
+            ],
+        ),
+    ]
+    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "text-align:right}th{background:#f3f3f3}svg{display:block;margin:0.5em 0 1em}")
+    title = f"CLV backtest {html.escape(str(result['dataset']))}"
+    document = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title>'
+                f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(document, encoding="utf-8")
+    return out

@@ -1,0 +1,102 @@
+"""Backtest core on the CDNOW sample: JSON shape, model comparison, extension hook, HTML report."""
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clv_platform.models import backtest, metrics
+from clv_platform.models.datasets import CDNOW_CALIBRATION_END, CDNOW_HOLDOUT_END, load_cdnow_sample
+
+
+@pytest.fixture(scope="module")
+def run():
+    return backtest.btyd_backtest("cdnow-sample")
+
+
+def test_result_shape_and_published_figures(run):
+    result = run.result
+    json.dumps(result, allow_nan=False)
+    assert result["dataset"] == "cdnow-sample"
+    assert result["customers"] == 2357
+    sections = ("bgnbd", "pareto_nbd", "gamma_gamma", "holdout", "deciles", "per_stage", "purchases_by_x", "cumulative")
+    assert set(sections) <= set(result)
+    assert result["calibration_repeat_transactions"] == 2457
+    assert result["holdout_transactions"] == 1882
+    assert result["bgnbd"]["log_likelihood"] == pytest.approx(-9582.4, abs=0.05)
+    assert result["bgnbd"]["predicted_holdout_purchases"] == pytest.approx(1653, abs=1)
+    assert result["cumulative"]["totals"]["actual"] == 4339
+    assert set(result["holdout"]["models"]) == {"naive", "btyd"}
+    for block in result["holdout"]["models"].values():
+        assert set(block) == {"mae", "rmse", "spearman", "normalized_gini", "predicted_total"}
+    assert result["holdout"]["actual_total"] == pytest.approx(run.summary["holdout_spend"].sum())
+    assert len(result["deciles"]["btyd"]) == 10
+    assert set(result["per_stage"]) <= set(backtest.STAGES)
+
+
+def test_btyd_beats_naive_on_errors(run):
+    models = run.result["holdout"]["models"]
+    assert models["btyd"]["mae"] < models["naive"]["mae"]
+    assert models["btyd"]["rmse"] < models["naive"]["rmse"]
+    btyd_total = models["btyd"]["predicted_total"]
+    assert btyd_total == pytest.approx(
+        (run.frame["btyd_expected_purchases"] * run.frame["btyd_expected_aov"]).sum()
+    )
+
+
+def test_naive_prediction_is_spend_rate_times_holdout():
+    summary = pd.DataFrame({"calibration_spend": [39.0, 10.0], "T": [13.0, 0.0]})
+    assert backtest.naive_prediction(summary, 39.0).tolist() == pytest.approx([117.0, 390.0])
+
+
+def test_lifecycle_stage_rules():
+    summary = pd.DataFrame(
+        {"frequency": [0, 0, 3, 3], "recency": [0.0, 0.0, 30.0, 5.0], "T": [5.0, 30.0, 35.0, 35.0]}
+    )
+    assert backtest.lifecycle_stage(summary).tolist() == ["new", "one_time", "active_repeat", "lapsed_repeat"]
+
+
+def test_extra_predictions_are_merged_and_evaluated(run):
+    frame = run.frame
+    perfect = frame["actual"].iloc[:-5]
+    result = backtest.run_btyd_backtest("cdnow-sample", extra_predictions={"oracle": perfect})
+    oracle = result["holdout"]["models"]["oracle"]
+    expected = metrics.regression_metrics(frame["actual"], perfect.reindex(frame.index).fillna(0.0))
+    assert oracle["mae"] == pytest.approx(expected["mae"])
+    assert oracle["normalized_gini"] == pytest.approx(expected["normalized_gini"])
+    assert "oracle" in result["deciles"] and "oracle" in result["per_stage"]["one_time"]
+    sections = backtest.evaluate_frame(frame.assign(oracle=frame["actual"]), ["btyd", "oracle"])
+    assert sections["holdout"]["models"]["oracle"]["mae"] == 0.0
+
+
+def test_csv_dataset_matches_named_dataset(tmp_path, run):
+    path = tmp_path / "cdnow.csv"
+    load_cdnow_sample().to_csv(path, index=False)
+    with pytest.raises(ValueError):
+        backtest.run_btyd_backtest(path)
+    result = backtest.run_btyd_backtest(path, CDNOW_CALIBRATION_END, CDNOW_HOLDOUT_END, model_choice="auto")
+    assert result["dataset"] == "cdnow"
+    assert result["btyd_model"] == "bgnbd"
+    np.testing.assert_allclose(
+        list(result["bgnbd"]["params"].values()), list(run.result["bgnbd"]["params"].values()), rtol=1e-9
+    )
+
+
+def test_invalid_model_choice():
+    with pytest.raises(ValueError):
+        backtest.run_btyd_backtest("cdnow-sample", model_choice="xgboost")
+
+
+def test_render_report_html(tmp_path, run):
+    path = backtest.render_report_html(run.result, tmp_path / "report" / "backtest.html")
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in text
+    svgs = [chunk.split("</svg>")[0] + "</svg>" for chunk in text.split("<svg")[1:]]
+    assert len(svgs) == 1 + len(run.result["deciles"])
+    for svg in svgs:
+        ET.fromstring("<svg" + svg)
+    assert "7+" in text and "4,339" in text
