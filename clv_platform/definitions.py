@@ -17,6 +17,7 @@ from clv_platform.ingestion.assets import raw_klaviyo_profiles, raw_shopify_orde
 from clv_platform.ingestion.file_assets import raw_file_transactions
 from clv_platform.resources.demo import DemoStoreResource, NoProfilesResource
 from clv_platform.resources.storage import duckdb_path
+from clv_platform.transforms.features_assets import customer_features
 from clv_platform.transforms.staging_assets import staging_tables
 
 
@@ -47,7 +48,13 @@ def source_resources() -> dict[str, dg.ConfigurableResource]:
 
 def build_definitions(database: str | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[raw_shopify_orders, raw_klaviyo_profiles, raw_file_transactions, staging_tables],
+        assets=[
+            raw_shopify_orders,
+            raw_klaviyo_profiles,
+            raw_file_transactions,
+            staging_tables,
+            customer_features,
+        ],
         jobs=[full_refresh_job, import_file_job, rebuild_from_staging_job],
         sensors=[inbox_file_sensor, rebuild_after_import_sensor],
         resources={

@@ -1,0 +1,991 @@
+"""A local fake of the Shopify GraphQL Admin API and Klaviyo's profiles API, over real HTTP.
+
+`FakeApi` runs a `ThreadingHTTPServer` on 127.0.0.1 (port 0) in a thread and serves a list
+of order nodes and profile objects the way `../shared/api-contracts.md` describes:
+
+- Shopify: `POST /admin/api/{version}/graphql.json` with `X-Shopify-Access-Token`; the
+  `orders` connection (updated_at filter, `sortKey: UPDATED_AT`, cursors, `first` ≤ 250),
+  `lineItems(first:, after:)` paging inside the page and through `order(id:)`, an emulated
+  cost bucket reported in `extensions.cost` (THROTTLED when a query is unaffordable,
+  MAX_COST_EXCEEDED above `max_query_cost`), bulk operations (run, `node(id:)` poll, JSONL
+  result at a URL this server serves) and the 60-day window without `read_all_orders`.
+  Each node is projected onto the fields the query selects, and an unknown field is a
+  GraphQL error, so a client that forgets a contract field fails loudly.
+- Klaviyo: `GET /api/profiles/` with `Authorization: Klaviyo-API-Key …` and `revision`;
+  `filter=greater-than(updated,…)`, `sort`, `page[size]` ≤ 100, `links.next` with a cursor,
+  `additional-fields[profile]` (attributes not asked for are left out).
+
+Faults are switched on per test with `fake.fault(route, kind, times=…, at=…, **params)`;
+see `FakeApi.fault`. Every request is recorded (`fake.requests`) for assertions.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+SHOPIFY = "shopify_graphql"
+BULK_DOWNLOAD = "bulk_download"
+KLAVIYO = "klaviyo_profiles"
+ROUTES = (SHOPIFY, BULK_DOWNLOAD, KLAVIYO)
+
+# Faults checked on every request of a route; the others fire at an event (see FakeApi.fault).
+REQUEST_KINDS = {"status", "throttled", "slow", "truncated", "reset", "duplicate", "bucket_low",
+                 "access_denied", "predictive_503"}
+EVENT_KINDS = {"bulk_failed": SHOPIFY, "bulk_busy": SHOPIFY}
+
+
+# ---------------------------------------------------------------- test data factories
+
+
+def _money(amount: float, currency: str) -> dict:
+    return {"amount": f"{amount:.2f}", "currencyCode": currency}
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make_order_nodes(
+    n: int,
+    *,
+    start: datetime = datetime(2025, 1, 1, tzinfo=timezone.utc),
+    span_days: float = 30,
+    seed: int = 7,
+    big_order_every: int = 9,
+    big_order_lines: int = 120,
+) -> list[dict]:
+    """`n` order nodes in the contract shape (data_contracts.md), spread over `span_days`.
+
+    Every `big_order_every`-th order has `big_order_lines` line items (more than one
+    `lineItems(first:50)` page); some are guest orders, some refunded, some in EUR
+    presentment, and a few share an `updatedAt` second with their neighbour.
+    """
+    rng = random.Random(seed)
+    start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+    nodes = []
+    for i in range(n):
+        created = start + timedelta(seconds=rng.uniform(0, span_days * 86400 * 0.8))
+        updated = created + timedelta(seconds=rng.uniform(0, span_days * 86400 * 0.2))
+        if i % 11 == 5 and nodes:
+            updated = datetime.fromisoformat(nodes[-1]["updatedAt"].replace("Z", "+00:00"))
+            created = min(created, updated)
+        is_big = big_order_every and i % big_order_every == big_order_every - 1
+        line_count = big_order_lines if is_big else rng.randint(1, 4)
+        lines = []
+        for j in range(line_count):
+            price = rng.choice([9.99, 19.5, 29.99, 45.0])
+            product = rng.randint(1, 40)
+            lines.append({
+                "id": f"gid://shopify/LineItem/{i * 1000 + j + 1}",
+                "quantity": rng.randint(1, 3),
+                "sku": f"SKU-{product:03d}",
+                "title": f"Product {product}",
+                "product": {"id": f"gid://shopify/Product/{product}",
+                            "productType": rng.choice(["Tees", "Mugs", "Caps"])},
+                "originalUnitPriceSet": {"shopMoney": _money(price, "USD")},
+                "totalDiscountSet": {"shopMoney": _money(rng.choice([0, 0, 1.5]), "USD")},
+            })
+        total = sum(float(li["originalUnitPriceSet"]["shopMoney"]["amount"]) * li["quantity"] for li in lines)
+        guest = i % 13 == 3
+        email = f"buyer{i % 97}@example.com"
+        refunded = 10.0 if i % 7 == 2 else 0.0
+        presentment = "EUR" if i % 5 == 4 else "USD"
+        nodes.append({
+            "id": f"gid://shopify/Order/{5_000_000 + i}",
+            "name": f"#{1001 + i}",
+            "createdAt": _iso(created),
+            "processedAt": _iso(created),
+            "updatedAt": _iso(updated),
+            "cancelledAt": _iso(updated) if i % 17 == 8 else None,
+            "currencyCode": presentment,
+            "test": i % 23 == 0,
+            "email": email,
+            "displayFinancialStatus": "PARTIALLY_REFUNDED" if refunded else "PAID",
+            "displayFulfillmentStatus": "FULFILLED",
+            "totalPriceSet": {"shopMoney": _money(total, "USD"),
+                              "presentmentMoney": _money(total * (0.9 if presentment == "EUR" else 1), presentment)},
+            "currentTotalPriceSet": {"shopMoney": _money(total - refunded, "USD")},
+            "totalDiscountsSet": {"shopMoney": _money(0, "USD")},
+            "customer": None if guest else {"id": f"gid://shopify/Customer/{7_000 + i % 97}", "email": email},
+            "lineItems": {"nodes": lines},
+            "refunds": [{"id": f"gid://shopify/Refund/{900 + i}", "createdAt": _iso(updated),
+                         "totalRefundedSet": {"shopMoney": _money(refunded, "USD")}}] if refunded else [],
+        })
+    return nodes
+
+
+def make_profiles(
+    n: int, *, start: datetime = datetime(2024, 6, 1, tzinfo=timezone.utc), seed: int = 11
+) -> list[dict]:
+    """`n` JSON:API profile objects with subscriptions and predictive_analytics attributes."""
+    rng = random.Random(seed)
+    start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+    profiles = []
+    for i in range(n):
+        created = start + timedelta(hours=rng.uniform(0, 24 * 200))
+        updated = created + timedelta(hours=rng.uniform(0, 24 * 30))
+        profile_id = f"01P{i:023d}"
+        profiles.append({
+            "type": "profile",
+            "id": profile_id,
+            "attributes": {
+                "email": f"buyer{i}@example.com",
+                "phone_number": None,
+                "external_id": str(7_000 + i),
+                "first_name": f"First{i}",
+                "last_name": f"Last{i}",
+                "organization": None,
+                "location": {"city": "Berlin", "country": rng.choice(["Germany", "United States"]),
+                             "region": None, "zip": None, "timezone": "Europe/Berlin"},
+                "created": created.isoformat(),
+                "updated": updated.isoformat(),
+                "last_event_date": None,
+                "properties": {},
+                "subscriptions": {"email": {"marketing": {"can_receive_email_marketing": i % 3 != 0,
+                                                          "consent": "SUBSCRIBED" if i % 3 else "NEVER_SUBSCRIBED"}}},
+                "predictive_analytics": {
+                    "historic_clv": round(rng.uniform(0, 300), 2), "predicted_clv": round(rng.uniform(0, 200), 2),
+                    "total_clv": None, "historic_number_of_orders": rng.randint(0, 6),
+                    "predicted_number_of_orders": 0.5, "average_days_between_orders": None,
+                    "average_order_value": 40.0, "churn_probability": round(rng.random(), 2),
+                    "expected_date_of_next_order": None, "ranked_channel_affinity": ["email"],
+                },
+            },
+            "links": {"self": f"https://a.klaviyo.com/api/profiles/{profile_id}/"},
+        })
+    return profiles
+
+
+def checksum(records: Iterable[dict]) -> tuple[int, str]:
+    """(count, sha256 of the sorted canonical JSON of every record): equal iff the same records."""
+    lines = sorted(json.dumps(r, sort_keys=True, separators=(",", ":")) for r in records)
+    return len(lines), hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _latest(records: Iterable[dict], updated: Callable[[dict], str]) -> list[dict]:
+    """Only the newest version of each id: a live API serves an object's current state."""
+    newest: dict[str, dict] = {}
+    for record in records:
+        current = newest.get(record["id"])
+        if current is None or _parse_time(updated(record)) > _parse_time(updated(current)):
+            newest[record["id"]] = record
+    return list(newest.values())
+
+
+# ---------------------------------------------------------------- a tiny GraphQL reader
+
+
+@dataclass
+class Selection:
+    args: dict[str, Any]
+    fields: dict[str, Selection] | None
+
+
+_TOKEN = re.compile(
+    r'(?P<skip>\s+|,|#[^\n]*)|(?P<block>"""[\s\S]*?""")|(?P<str>"(?:\\.|[^"\\])*")|(?P<spread>\.\.\.)'
+    r"|(?P<punct>[{}()\[\]:!=@$])|(?P<num>-?\d+(?:\.\d+)?)|(?P<name>[_A-Za-z][_0-9A-Za-z]*)"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _tokens(text: str) -> tuple[tuple[str, str], ...]:
+    tokens = []
+    pos = 0
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if not match:
+            raise ValueError(f"GraphQL syntax error at {pos}: {text[pos:pos + 20]!r}")
+        pos = match.end()
+        if match.lastgroup != "skip":
+            tokens.append((match.lastgroup, match.group()))
+    return tuple(tokens)
+
+
+def parse_graphql(text: str, variables: dict | None = None) -> dict[str, Selection]:
+    """The root selection of a query or mutation: field → (resolved args, sub-selection).
+
+    Enough GraphQL for the fake: operation header, variables, arguments, nested selections
+    and inline fragments (flattened). Aliases are read as the field name.
+    """
+    tokens = _tokens(text)
+    variables = variables or {}
+    i = 0
+
+    def peek() -> str:
+        return tokens[i][1] if i < len(tokens) else ""
+
+    def take(expected: str | None = None) -> tuple[str, str]:
+        nonlocal i
+        if i >= len(tokens) or (expected is not None and tokens[i][1] != expected):
+            raise ValueError(f"GraphQL syntax error: expected {expected!r} at token {i}")
+        i += 1
+        return tokens[i - 1]
+
+    def value() -> Any:
+        kind, tok = take()
+        if tok == "$":
+            return variables.get(take()[1])
+        if kind == "str":
+            return json.loads(tok)
+        if kind == "block":
+            return tok[3:-3]
+        if kind == "num":
+            return float(tok) if "." in tok else int(tok)
+        return {"true": True, "false": False, "null": None}.get(tok, tok)
+
+    def arguments() -> dict[str, Any]:
+        take("(")
+        args = {}
+        while peek() != ")":
+            name = take()[1]
+            take(":")
+            args[name] = value()
+        take(")")
+        return args
+
+    def selection_set() -> dict[str, Selection]:
+        take("{")
+        fields: dict[str, Selection] = {}
+        while peek() != "}":
+            if peek() == "...":
+                take()
+                if peek() == "on":
+                    take()
+                    take()
+                fields.update(selection_set())
+                continue
+            name = take()[1]
+            if peek() == ":":
+                take()
+                name = take()[1]
+            args = arguments() if peek() == "(" else {}
+            sub = selection_set() if peek() == "{" else None
+            fields[name] = Selection(args, sub)
+        take("}")
+        return fields
+
+    depth = 0
+    while peek() != "{" or depth:
+        depth += {"(": 1, ")": -1}.get(peek(), 0)
+        take()
+    return selection_set()
+
+
+class UnknownField(Exception):
+    pass
+
+
+def project(value: Any, fields: dict[str, Selection] | None) -> Any:
+    """`value` cut down to the selected fields (lists element-wise); unknown fields raise."""
+    if fields is None or value is None:
+        return value
+    if isinstance(value, list):
+        return [project(v, fields) for v in value]
+    out = {}
+    for name, sel in fields.items():
+        if name not in value:
+            raise UnknownField(name)
+        out[name] = value[name] if sel.fields is None else project(value[name], sel.fields)
+    return out
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _offset(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    return int(base64.urlsafe_b64decode(cursor.encode()).decode().split(":", 1)[1])
+
+
+def _parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------- faults and records
+
+
+@dataclass
+class Fault:
+    """One injected fault. It fires at the route's request numbers in `at` (1-based), else
+    on the next `times` matching requests (`times=None`: always)."""
+
+    route: str
+    kind: str
+    times: int | None = 1
+    at: frozenset[int] | None = None
+    op: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    fired: int = 0
+
+    def matches(self, number: int, op: str | None, request: Recorded | None) -> bool:
+        if self.op is not None and op != self.op:
+            return False
+        if self.kind == "predictive_503" and request is not None:
+            if "predictive_analytics" not in request.query.get("additional-fields[profile]", ""):
+                return False
+        if self.at is not None:
+            counted = request.op_number if self.op is not None and request is not None else number
+            return counted in self.at
+        return self.times is None or self.fired < self.times
+
+
+@dataclass
+class Recorded:
+    route: str
+    number: int
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    op: str | None = None
+    op_number: int = 0
+    root: dict[str, Selection] | None = None
+    status: int | None = None
+    faults: dict[str, Fault] = field(default_factory=dict)
+
+
+@dataclass
+class _BulkOperation:
+    id: str
+    query: str
+    status: str = "CREATED"
+    polls: int = 0
+    error_code: str | None = None
+    url: str | None = None
+    object_count: int = 0
+    file_size: int = 0
+    created_at: str = field(default_factory=lambda: _iso(datetime.now(timezone.utc)))
+    completed_at: str | None = None
+
+
+class _Response(Exception):
+    """Raised inside the handler to send a ready response."""
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None):
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+# ---------------------------------------------------------------- the fake server
+
+
+class FakeApi:
+    """Fake Shopify + Klaviyo on 127.0.0.1. Use as a context manager; see module docstring.
+
+    Switches (plain attributes, change them any time): `shopify_token`, `klaviyo_key`,
+    `shopify_api_versions`, `shopify_forbidden`, `klaviyo_forbidden`, `read_all_orders`,
+    `now`, `max_query_cost`, `bucket_maximum`, `bucket_restore`, `throttle_http_status`,
+    `bulk_polls_to_complete`, `bulk_jsonl_grouped`, `max_page_size`, `klaviyo_max_page_size`.
+    """
+
+    def __init__(
+        self,
+        orders: Iterable[dict] = (),
+        profiles: Iterable[dict] = (),
+        *,
+        shopify_token: str = "shpat_fake_token_0123456789",
+        klaviyo_key: str = "pk_fake_key_0123456789",
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.orders = sorted(_latest(orders, lambda o: o["updatedAt"]), key=lambda o: (o["updatedAt"], o["id"]))
+        self.profiles = _latest(profiles, lambda p: p["attributes"]["updated"])
+        self.shopify_token = shopify_token
+        self.klaviyo_key = klaviyo_key
+        self.clock = clock
+        self.shopify_api_versions = {"2025-01", "2025-04", "2025-07", "2025-10"}
+        self.shopify_forbidden = False
+        self.klaviyo_forbidden = False
+        self.read_all_orders = True
+        self.now = datetime.now(timezone.utc)
+        self.max_query_cost: float | None = 1000.0
+        self.bucket_maximum = 2000.0
+        self.bucket_restore = 100.0
+        self.throttle_http_status = 200
+        self.bulk_polls_to_complete = 2
+        self.bulk_jsonl_grouped = True
+        self.max_page_size = 250
+        self.klaviyo_max_page_size = 100
+        self.requests: list[Recorded] = []
+        self.faults: list[Fault] = []
+        self.throttled_responses = 0
+        self._bucket_available = self.bucket_maximum
+        self._bucket_at = clock()
+        self._forced_throttle: Fault | None = None
+        self._counters = {route: 0 for route in ROUTES}
+        self._bulk: dict[str, _BulkOperation] = {}
+        self._files: dict[str, bytes] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+
+    def start(self) -> FakeApi:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.fake = self
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeApi:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start the fake first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- test API
+
+    def fault(
+        self,
+        route: str,
+        kind: str,
+        *,
+        times: int | None = 1,
+        at: Iterable[int] | None = None,
+        op: str | None = None,
+        **params: Any,
+    ) -> Fault:
+        """Switch a fault on. Routes: "shopify_graphql", "bulk_download", "klaviyo_profiles".
+
+        Kinds checked on every request of the route (`at` counts that route's requests):
+        - "status": answer HTTP `status` (429/500/502/503/…) with `retry_after` header if given;
+        - "throttled": GraphQL THROTTLED body (HTTP `http_status`, default the fake's
+          `throttle_http_status`=200), bucket reported and set to `available` (default 0);
+        - "slow": wait `delay` seconds before answering normally (beyond a client timeout);
+        - "truncated": cut the body in half; `mode="invalid_json"` (consistent
+          Content-Length, default) or `"short_read"` (promises the full length, then closes);
+        - "reset": close the connection without answering;
+        - "duplicate": the page's last record is repeated as the first of the next page;
+        - "bucket_low": after this query, the cost bucket holds only `available` points;
+        - "access_denied": GraphQL ACCESS_DENIED error (HTTP 200);
+        - "predictive_503": HTTP 503 for Klaviyo requests asking for predictive_analytics.
+        Event kinds (count events, not requests; use `times`):
+        - "bulk_failed": the next bulk operation(s) end FAILED (errorCode INTERNAL_SERVER_ERROR);
+        - "bulk_busy": bulkOperationRunQuery answers "already in progress".
+        `op` limits a GraphQL fault to one operation: "orders", "line_items", "bulk_start", "bulk_poll";
+        with `op`, `at` counts that operation's requests.
+        """
+        if kind not in REQUEST_KINDS and kind not in EVENT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}")
+        spec = Fault(route, kind, times, frozenset(at) if at is not None else None, op, params)
+        with self._lock:
+            self.faults.append(spec)
+        return spec
+
+    def requests_for(self, route: str, op: str | None = None) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.route == route and (op is None or r.op == op)]
+
+    def _fire(self, route: str, number: int, op: str | None, request: Recorded | None, kinds: set[str]) -> dict:
+        fired = {}
+        with self._lock:
+            for spec in self.faults:
+                if spec.route == route and spec.kind in kinds and spec.kind not in fired:
+                    if spec.matches(number, op, request):
+                        spec.fired += 1
+                        fired[spec.kind] = spec
+        return fired
+
+    def _event(self, kind: str) -> bool:
+        return bool(self._fire(EVENT_KINDS[kind], 0, None, None, {kind}))
+
+    # -- Shopify
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._bucket_available = min(
+            self.bucket_maximum, self._bucket_available + (now - self._bucket_at) * self.bucket_restore
+        )
+        self._bucket_at = now
+
+    def _cost(self, requested: float, actual: float | None) -> dict:
+        return {"cost": {"requestedQueryCost": requested, "actualQueryCost": actual, "throttleStatus": {
+            "maximumAvailable": self.bucket_maximum, "currentlyAvailable": round(self._bucket_available, 2),
+            "restoreRate": self.bucket_restore}}}
+
+    def _throttled(self, requested: float, http_status: int) -> _Response:
+        self.throttled_responses += 1
+        return _Response(http_status, {
+            "errors": [{"message": "Throttled", "extensions": {
+                "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
+            "extensions": self._cost(requested, None),
+        })
+
+    def _visible_orders(self) -> list[dict]:
+        if self.read_all_orders:
+            return self.orders
+        cutoff = self.now - timedelta(days=60)
+        return [o for o in self.orders if _parse_time(o["createdAt"]) >= cutoff]
+
+    def _filter_orders(self, search: str | None) -> list[dict]:
+        orders = self._visible_orders()
+        if not search:
+            return orders
+        for op, value in re.findall(r"updated_at:(>=|<=|>|<)'([^']+)'", search):
+            bound = _parse_time(value)
+            test = {">=": lambda t, b=bound: t >= b, ">": lambda t, b=bound: t > b,
+                    "<": lambda t, b=bound: t < b, "<=": lambda t, b=bound: t <= b}[op]
+            orders = [o for o in orders if test(_parse_time(o["updatedAt"]))]
+        return orders
+
+    def graphql(self, request: Recorded, faults: dict) -> tuple[int, Any]:
+        root = request.root
+        if root is None:
+            return 200, {"errors": [{"message": "Parse error: not a GraphQL query"}]}
+        if "access_denied" in faults:
+            return 200, {"errors": [{"message": "Access denied for orders field. Required access: `read_orders`",
+                                     "extensions": {"code": "ACCESS_DENIED"}}], "data": None}
+        handlers = {"orders": self._orders_page, "order": self._order_line_items,
+                    "bulkOperationRunQuery": self._bulk_start, "node": self._bulk_poll}
+        name = next((n for n in root if n in handlers), None)
+        if name is None:
+            return 200, {"errors": [{"message": f"unsupported root fields {list(root)}"}]}
+        with self._lock:
+            self._refill()
+            self._forced_throttle = faults.get("throttled")
+            try:
+                status, payload = handlers[name](root[name], faults)
+            except UnknownField as exc:
+                return 200, {"errors": [{"message": f"Field '{exc}' doesn't exist on this type",
+                                         "extensions": {"code": "undefinedField"}}]}
+            finally:
+                self._forced_throttle = None
+            if "bucket_low" in faults:
+                self._bucket_available = float(faults["bucket_low"].params.get("available", 0))
+            return status, payload
+
+    def _charge(self, requested: float, actual: float) -> dict:
+        """Check the single-query limit and the bucket, then charge; returns `extensions`."""
+        if self.max_query_cost is not None and requested > self.max_query_cost:
+            raise _Response(200, {"errors": [{
+                "message": f"Query cost is {int(requested)}, which exceeds the single query max cost limit "
+                f"({int(self.max_query_cost)}).",
+                "extensions": {"code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": self.max_query_cost}}]})
+        forced = self._forced_throttle
+        if forced is not None:
+            self._bucket_available = float(forced.params.get("available", 0))
+            raise self._throttled(requested, int(forced.params.get("http_status", self.throttle_http_status)))
+        if requested > self._bucket_available:
+            raise self._throttled(requested, self.throttle_http_status)
+        self._bucket_available -= actual
+        return self._cost(requested, actual)
+
+    def _line_item_page(self, order: dict, sel: Selection) -> dict:
+        first = int(sel.args.get("first") or 0)
+        if not 0 < first <= 250:
+            raise _Response(200, {"errors": [{"message": "lineItems needs first between 1 and 250"}]})
+        items = order["lineItems"]["nodes"]
+        start = _offset(sel.args.get("after"))
+        chunk = items[start:start + first]
+        out = {}
+        for name, sub in (sel.fields or {}).items():
+            if name == "nodes":
+                out[name] = project(chunk, sub.fields)
+            elif name == "pageInfo":
+                out[name] = project({"hasNextPage": start + first < len(items),
+                                     "endCursor": _cursor(start + len(chunk)) if chunk else None}, sub.fields)
+            else:
+                raise UnknownField(name)
+        return out
+
+    def _project_order(self, order: dict, fields: dict[str, Selection]) -> dict:
+        out = {}
+        for name, sel in fields.items():
+            if name == "lineItems":
+                out[name] = self._line_item_page(order, sel)
+            elif name not in order:
+                raise UnknownField(name)
+            else:
+                out[name] = project(order[name], sel.fields)
+        return out
+
+    def _orders_page(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        first = int(sel.args.get("first") or 0)
+        if not 0 < first <= self.max_page_size:
+            return 200, {"errors": [{"message": f"first must be between 1 and {self.max_page_size}"}]}
+        if sel.args.get("sortKey") != "UPDATED_AT":
+            return 200, {"errors": [{"message": "the fake only serves sortKey: UPDATED_AT"}]}
+        node_fields = (sel.fields or {}).get("nodes")
+        line_sel = (node_fields.fields or {}).get("lineItems") if node_fields and node_fields.fields else None
+        line_first = int(line_sel.args.get("first") or 0) if line_sel else 0
+        requested = 2 + first * (2 + line_first)
+        orders = self._filter_orders(sel.args.get("query"))
+        start = _offset(sel.args.get("after"))
+        chunk = orders[start:start + first]
+        actual = 2 + sum(2 + min(len(o["lineItems"]["nodes"]), line_first) for o in chunk)
+        extensions = self._charge(requested, actual)
+        end = start + len(chunk)
+        if "duplicate" in faults and chunk and end < len(orders):
+            end -= 1
+        connection = {}
+        for name, sub in (sel.fields or {}).items():
+            if name == "nodes":
+                connection[name] = [self._project_order(o, sub.fields or {}) for o in chunk]
+            elif name == "pageInfo":
+                connection[name] = project({"hasNextPage": end < len(orders),
+                                            "endCursor": _cursor(end) if chunk else None}, sub.fields)
+            else:
+                raise UnknownField(name)
+        return 200, {"data": {"orders": connection}, "extensions": extensions}
+
+    def _order_line_items(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        order = next((o for o in self._visible_orders() if o["id"] == sel.args.get("id")), None)
+        line_sel = (sel.fields or {}).get("lineItems")
+        first = int(line_sel.args.get("first") or 0) if line_sel else 0
+        extensions = self._charge(3 + first, 3 + first)
+        if order is None:
+            return 200, {"data": {"order": None}, "extensions": extensions}
+        data = {"lineItems": self._line_item_page(order, line_sel)} if line_sel else {}
+        return 200, {"data": {"order": data}, "extensions": extensions}
+
+    def _bulk_start(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        extensions = self._charge(10, 10)
+        running = [op for op in self._bulk.values() if op.status in {"CREATED", "RUNNING"}]
+        if running or self._event("bulk_busy"):
+            busy = running[0].id if running else "gid://shopify/BulkOperation/4046676525245"
+            result = {"bulkOperation": None, "userErrors": [{"code": None, "field": None, "message":
+                      f"A bulk query operation for this app and shop is already in progress: {busy}."}]}
+            return 200, {"data": {"bulkOperationRunQuery": result}, "extensions": extensions}
+        try:
+            parse_graphql(sel.args.get("query") or "")
+        except (ValueError, IndexError) as exc:
+            result = {"bulkOperation": None, "userErrors": [{"code": "INVALID", "field": ["query"],
+                                                             "message": f"Invalid bulk query: {exc}"}]}
+            return 200, {"data": {"bulkOperationRunQuery": result}, "extensions": extensions}
+        op = _BulkOperation(id=f"gid://shopify/BulkOperation/{len(self._bulk) + 1}", query=sel.args["query"])
+        self._bulk[op.id] = op
+        result = {"bulkOperation": {"id": op.id, "status": op.status, "createdAt": op.created_at}, "userErrors": []}
+        return 200, {"data": {"bulkOperationRunQuery": result}, "extensions": extensions}
+
+    def _bulk_poll(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        extensions = self._charge(1, 1)
+        op = self._bulk.get(sel.args.get("id"))
+        if op is None:
+            return 200, {"data": {"node": None}, "extensions": extensions}
+        op.polls += 1
+        if op.status in {"CREATED", "RUNNING"}:
+            if op.polls >= self.bulk_polls_to_complete:
+                self._finish_bulk(op)
+            else:
+                op.status = "RUNNING"
+        node = {"id": op.id, "status": op.status, "errorCode": op.error_code, "createdAt": op.created_at,
+                "completedAt": op.completed_at, "objectCount": str(op.object_count),
+                "fileSize": str(op.file_size) if op.url else None, "url": op.url, "partialDataUrl": None}
+        fields = (sel.fields or {})
+        return 200, {"data": {"node": {k: v for k, v in node.items() if k in fields}}, "extensions": extensions}
+
+    def _finish_bulk(self, op: _BulkOperation) -> None:
+        op.completed_at = _iso(datetime.now(timezone.utc))
+        if self._event("bulk_failed"):
+            op.status, op.error_code = "FAILED", "INTERNAL_SERVER_ERROR"
+            return
+        root = parse_graphql(op.query)
+        orders_sel = root["orders"]
+        node_fields = orders_sel.fields["edges"].fields["node"].fields
+        parents, children = [], []
+        for order in self._filter_orders(orders_sel.args.get("query")):
+            line = {"__typename": "Order"}
+            kids = []
+            for name, sel in node_fields.items():
+                if name == "__typename":
+                    continue
+                if name == "lineItems":
+                    item_fields = sel.fields["edges"].fields["node"].fields
+                    for item in order["lineItems"]["nodes"]:
+                        child = {"__typename": "LineItem"}
+                        child.update(project(item, {k: v for k, v in item_fields.items() if k != "__typename"}))
+                        child["__parentId"] = order["id"]
+                        kids.append(child)
+                elif name not in order:
+                    raise UnknownField(name)
+                else:
+                    line[name] = project(order[name], sel.fields)
+            if self.bulk_jsonl_grouped:
+                parents.extend([line, *kids])
+            else:
+                parents.append(line)
+                children.extend(kids)
+        objects = parents + children
+        op.status = "COMPLETED"
+        op.object_count = len(objects)
+        if objects:
+            data = "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in objects).encode()
+            path = f"/bulk/{op.id.rsplit('/', 1)[1]}.jsonl"
+            self._files[path] = data
+            op.file_size = len(data)
+            op.url = f"{self.base_url}{path}?X-Goog-Signature=fake"
+
+    # -- Klaviyo
+
+    def klaviyo_profiles(self, request: Recorded) -> tuple[int, Any]:
+        q = request.query
+        size = int(q.get("page[size]", 20))
+        if not 1 <= size <= self.klaviyo_max_page_size:
+            raise _Response(400, _klaviyo_error(400, "invalid", f"page[size] must be 1..{self.klaviyo_max_page_size}"))
+        sort = q.get("sort", "id")
+        key = sort.lstrip("-")
+        if key not in {"id", "created", "updated", "email"}:
+            raise _Response(400, _klaviyo_error(400, "invalid", f"unsupported sort {sort}"))
+        profiles = list(self.profiles)
+        filter_text = q.get("filter")
+        if filter_text:
+            conditions = re.findall(r"(greater-than|less-than)\((updated|created),([^)]+)\)", filter_text)
+            if not conditions:
+                raise _Response(400, _klaviyo_error(400, "invalid", f"unsupported filter {filter_text}"))
+            for op, attr, value in conditions:
+                bound = _parse_time(value)
+                profiles = [p for p in profiles if (_parse_time(p["attributes"][attr]) > bound if op == "greater-than"
+                                                    else _parse_time(p["attributes"][attr]) < bound)]
+        if key in {"updated", "created"}:
+            profiles.sort(key=lambda p: (_parse_time(p["attributes"][key]), p["id"]), reverse=sort.startswith("-"))
+        else:
+            profiles.sort(key=lambda p: (p["id"] if key == "id" else p["attributes"]["email"]),
+                          reverse=sort.startswith("-"))
+        extra = {f for f in q.get("additional-fields[profile]", "").split(",") if f}
+        unknown = extra - {"subscriptions", "predictive_analytics"}
+        if unknown:
+            raise _Response(400, _klaviyo_error(400, "invalid", f"unknown additional-fields {sorted(unknown)}"))
+        start = _offset(q.get("page[cursor]"))
+        chunk = profiles[start:start + size]
+        end = start + len(chunk)
+        if "duplicate" in request.faults and chunk and end < len(profiles):
+            end -= 1
+        data = []
+        for profile in chunk:
+            attributes = {k: v for k, v in profile["attributes"].items()
+                          if k not in {"subscriptions", "predictive_analytics"} or k in extra}
+            data.append({**profile, "attributes": attributes})
+        params = {k: v for k, v in q.items() if k != "page[cursor]"}
+        base = f"{self.base_url}/api/profiles/"
+        next_link = None
+        if end < len(profiles):
+            next_link = base + "?" + urlencode({**params, "page[cursor]": _cursor(end)}, quote_via=quote)
+        self_link = base + ("?" + urlencode(q, quote_via=quote) if q else "")
+        return 200, {"data": data, "links": {"self": self_link, "next": next_link, "prev": None}}
+
+
+def _klaviyo_error(status: int, code: str, detail: str) -> dict:
+    titles = {401: "Incorrect authentication credentials.", 403: "You do not have permission to perform this action.",
+              429: "Request was throttled.", 503: "Service unavailable.", 404: "Not found.", 400: "Invalid input."}
+    return {"errors": [{"id": "8c8f4aea-0000-4000-8000-000000000000", "status": status, "code": code,
+                        "title": titles.get(status, "Error"), "detail": detail, "source": {"pointer": "/data"},
+                        "meta": {}}]}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    fake: FakeApi
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that time out or disconnect are expected here; stay quiet."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        """Headers and body go out in separate writes; without TCP_NODELAY each response
+        would stall on Nagle + delayed ACK (~40 ms on loopback)."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default stderr access log."""
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def _route(self, path: str) -> str | None:
+        if re.fullmatch(r"/admin/api/[^/]+/graphql\.json", path):
+            return SHOPIFY
+        if path.startswith("/bulk/"):
+            return BULK_DOWNLOAD
+        if path.rstrip("/") == "/api/profiles":
+            return KLAVIYO
+        return None
+
+    def _dispatch(self) -> None:
+        fake = self.server.fake
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        route = self._route(parts.path)
+        with fake._lock:
+            number = 0
+            if route is not None:
+                fake._counters[route] += 1
+                number = fake._counters[route]
+            record = Recorded(route or "unknown", number, self.command, parts.path,
+                              dict(parse_qsl(parts.query, keep_blank_values=True)),
+                              {k.lower(): v for k, v in self.headers.items()}, body)
+            fake.requests.append(record)
+        if route == SHOPIFY:
+            record.root = _parse_body(body)
+            record.op = _graphql_op(record.root)
+            with fake._lock:
+                fake._counters[record.op] = fake._counters.get(record.op, 0) + 1
+                record.op_number = fake._counters[record.op]
+        try:
+            status, payload, headers = self._answer(fake, route, record)
+        except _Response as response:
+            status, payload, headers = response.status, response.body, response.headers
+        except _Reset:
+            record.status = 0
+            self._reset()
+            return
+        record.status = status
+        try:
+            self._send(status, payload, headers, record)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            self.close_connection = True
+
+    def _answer(self, fake: FakeApi, route: str | None, record: Recorded) -> tuple[int, Any, dict]:
+        if route is None:
+            raise _Response(404, {"errors": "Not Found"})
+        faults = fake._fire(route, record.number, record.op, record, REQUEST_KINDS)
+        record.faults = faults
+        if "reset" in faults:
+            raise _Reset()
+        if "slow" in faults:
+            fake._stop.wait(float(faults["slow"].params.get("delay", 2.0)))
+        self._check_auth(fake, route, record)
+        if "status" in faults or "predictive_503" in faults:
+            spec = faults.get("status") or faults["predictive_503"]
+            status = int(spec.params.get("status", 503))
+            headers = {"Retry-After": str(spec.params["retry_after"])} if "retry_after" in spec.params else {}
+            raise _Response(status, _fault_body(route, status), headers)
+        if route == SHOPIFY:
+            status, payload = fake.graphql(record, faults)
+            return status, payload, {}
+        if route == BULK_DOWNLOAD:
+            data = fake._files.get(record.path)
+            if data is None:
+                raise _Response(404, {"errors": "Not Found"})
+            return 200, data, {"Content-Type": "application/jsonl"}
+        status, payload = fake.klaviyo_profiles(record)
+        return status, payload, {"Content-Type": "application/vnd.api+json"}
+
+    def _check_auth(self, fake: FakeApi, route: str, record: Recorded) -> None:
+        if route == SHOPIFY:
+            version = record.path.split("/")[3]
+            if version not in fake.shopify_api_versions:
+                raise _Response(404, {"errors": "Not Found"})
+            if record.headers.get("x-shopify-access-token") != fake.shopify_token:
+                raise _Response(401, {"errors": "[API] Invalid API key or access token (unrecognized login or "
+                                                "wrong password)"})
+            if fake.shopify_forbidden:
+                raise _Response(403, {"errors": "[API] This action requires merchant approval for read_orders scope."})
+        elif route == KLAVIYO:
+            if record.headers.get("authorization") != f"Klaviyo-API-Key {fake.klaviyo_key}":
+                raise _Response(401, _klaviyo_error(401, "authentication_failed",
+                                                    "Incorrect authentication credentials."))
+            if fake.klaviyo_forbidden:
+                raise _Response(403, _klaviyo_error(403, "permission_denied",
+                                                    "You do not have permission to perform this action."))
+            if not record.headers.get("revision"):
+                raise _Response(400, _klaviyo_error(400, "invalid", "missing revision header"))
+
+    def _send(self, status: int, payload: Any, headers: dict, record: Recorded) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        declared = len(data)
+        spec = record.faults.get("truncated")
+        if spec is not None:
+            data = data[: max(1, len(data) // 2)]
+            if spec.params.get("mode", "invalid_json") == "invalid_json":
+                declared = len(data)
+        self.send_response(status)
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(declared))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+        if declared != len(data):
+            self._reset()
+
+    def _reset(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class _Reset(Exception):
+    pass
+
+
+def _parse_body(body: Any) -> dict[str, Selection] | None:
+    query = body.get("query") if isinstance(body, dict) else None
+    if not isinstance(query, str):
+        return None
+    try:
+        return parse_graphql(query, body.get("variables") or {})
+    except (ValueError, IndexError):
+        return None
+
+
+def _graphql_op(root: dict[str, Selection] | None) -> str | None:
+    for name, op in (("orders", "orders"), ("order", "line_items"), ("bulkOperationRunQuery", "bulk_start"),
+                     ("node", "bulk_poll")):
+        if root and name in root:
+            return op
+    return None
+
+
+def _fault_body(route: str, status: int) -> Any:
+    if route == KLAVIYO:
+        code = "throttled" if status == 429 else "error"
+        detail = "Request was throttled. Expected available in 1 second." if status == 429 else "Service unavailable."
+        return _klaviyo_error(status, code, detail)
+    if status == 429:
+        return {"errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume "
+                          "uninterrupted service."}
+    return {"errors": f"Internal error (HTTP {status}), please retry"}
