@@ -1,4 +1,4 @@
-"""`clv-platform` command line: demo | bench | backtest."""
+"""`clv-platform` command line: demo | backtest | bench."""
 
 import argparse
 import os
@@ -37,7 +37,7 @@ def run_demo(args: argparse.Namespace) -> int:
     database = Path(args.database).resolve() if args.database else duckdb_path()
     database.parent.mkdir(parents=True, exist_ok=True)
     defs = build_definitions(database=str(database))
-    job = defs.resolve_job_def("full_refresh")
+    job = defs.resolve_job_def("refresh_everything")
     keys = shopify_daily_partitions.get_partition_keys()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
@@ -58,11 +58,19 @@ def run_demo(args: argparse.Namespace) -> int:
                 print(f"FAILED {event.step_key}: {event.step_failure_data.error.message}", file=sys.stderr)
         return 1
 
+    checks = result.get_asset_check_evaluations()
+    failed_checks = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+    warned_checks = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.WARN]
     rows = _summary(database)
     width = max(len(name) for name, _ in rows)
     print(f"demo store materialized into {database} ({len(keys)} daily partitions)")
     for name, count in rows:
         print(f"  {name:<{width}}  {count:>10,}")
+    passed = len(checks) - len(failed_checks) - len(warned_checks)
+    print(f"asset checks: {passed} passed, {len(warned_checks)} warnings, {len(failed_checks)} failed")
+    for label, group in (("warning", warned_checks), ("FAILED", failed_checks)):
+        for check in group:
+            print(f"  {label} {check.asset_key.to_user_string()}:{check.check_name}: {check.description}")
     print(f"run time: {elapsed:.1f} s")
     return 0
 
@@ -75,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--customers", type=int, default=5000, help="demo store size (default 5000)")
     demo.add_argument("--database", help="DuckDB file (default: $CLV_DUCKDB_PATH or data/clv.duckdb)")
     demo.set_defaults(func=run_demo)
+
+    from clv_platform import backtest_cli, bench
+
+    backtest = sub.add_parser("backtest", help="backtest BTYD, XGBoost and hybrid CLV (and next purchase) models")
+    backtest_cli.add_arguments(backtest)
+    backtest.set_defaults(func=backtest_cli.run)
+
+    bench_parser = sub.add_parser("bench", help="time every stage of a full refresh on a generated store")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(func=bench.run_from_args)
 
     args = parser.parse_args(argv)
     return args.func(args)

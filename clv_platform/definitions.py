@@ -11,14 +11,41 @@ import os
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from clv_platform.automation.jobs import full_refresh_job, import_file_job, rebuild_from_staging_job
+from clv_platform.automation.jobs import (
+    full_refresh_job,
+    import_file_job,
+    rebuild_from_staging_job,
+    refresh_everything_job,
+)
+from clv_platform.automation.monitoring_sensors import MONITORING_JOBS, MONITORING_SENSORS
+from clv_platform.automation.schedules import JOBS as SCHEDULED_JOBS
+from clv_platform.automation.schedules import SCHEDULES
 from clv_platform.automation.sensors import inbox_file_sensor, rebuild_after_import_sensor
+from clv_platform.checks import checks_for
 from clv_platform.ingestion.assets import raw_klaviyo_profiles, raw_shopify_orders
 from clv_platform.ingestion.file_assets import raw_file_transactions
+from clv_platform.marts.assets import MART_ASSETS, MART_CHECKS
+from clv_platform.models.clv_assets import CLV_ASSETS
+from clv_platform.models.npd_assets import NPD_ASSETS
+from clv_platform.models.segment_assets import SEGMENT_ASSETS
+from clv_platform.monitoring.assets import MONITORING_ASSETS
 from clv_platform.resources.demo import DemoStoreResource, NoProfilesResource
 from clv_platform.resources.storage import duckdb_path
 from clv_platform.transforms.features_assets import customer_features
 from clv_platform.transforms.staging_assets import staging_tables
+
+ASSETS = [
+    raw_shopify_orders,
+    raw_klaviyo_profiles,
+    raw_file_transactions,
+    staging_tables,
+    customer_features,
+    *CLV_ASSETS,
+    *NPD_ASSETS,
+    *SEGMENT_ASSETS,
+    *MONITORING_ASSETS,
+    *MART_ASSETS,
+]
 
 
 def source_resources() -> dict[str, dg.ConfigurableResource]:
@@ -48,15 +75,18 @@ def source_resources() -> dict[str, dg.ConfigurableResource]:
 
 def build_definitions(database: str | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[
-            raw_shopify_orders,
-            raw_klaviyo_profiles,
-            raw_file_transactions,
-            staging_tables,
-            customer_features,
+        assets=ASSETS,
+        asset_checks=[*checks_for(ASSETS), *MART_CHECKS],
+        jobs=[
+            full_refresh_job,
+            refresh_everything_job,
+            import_file_job,
+            rebuild_from_staging_job,
+            *SCHEDULED_JOBS,
+            *MONITORING_JOBS,
         ],
-        jobs=[full_refresh_job, import_file_job, rebuild_from_staging_job],
-        sensors=[inbox_file_sensor, rebuild_after_import_sensor],
+        schedules=SCHEDULES,
+        sensors=[inbox_file_sensor, rebuild_after_import_sensor, *MONITORING_SENSORS],
         resources={
             "duckdb": DuckDBResource(database=database or str(duckdb_path())),
             **source_resources(),

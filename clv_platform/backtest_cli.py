@@ -1,0 +1,200 @@
+"""``clv-platform backtest``: naive vs BTYD vs XGBoost vs hybrid on CDNOW or a transactions CSV.
+
+Every model is fitted on data up to the calibration end only (the ML training windows end at or
+before it) and scored on the per-customer spend in (calibration end, holdout end]. ``--json``
+prints one object: dataset, customers, the BG/NBD, Pareto/NBD and Gamma-Gamma parameters, holdout
+metrics per model, per-stage errors and decile tables. ``--report`` writes the HTML report of
+``models.backtest`` (decile and cumulative-transaction charts) plus the ML section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+MODEL_ORDER = ("naive", "btyd", "xgboost", "hybrid")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="cdnow-sample, cdnow-full or a CSV (customer_id,order_date,amount)")
+    parser.add_argument("--calibration-end", help="last day of the calibration period (YYYY-MM-DD)")
+    parser.add_argument("--holdout-end", help="last day of the holdout period (YYYY-MM-DD)")
+    parser.add_argument("--config", help="clv.toml to use (default: the packaged one)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--report", help="write an HTML report to this file")
+    parser.add_argument("--skip-npd", action="store_true", help="leave out the next-purchase-date backtest")
+
+
+def run_backtest(
+    dataset: str, calibration_end=None, holdout_end=None, config_path=None, with_npd: bool = True
+) -> tuple[dict, dict]:
+    """Run all four CLV models (and the three next-purchase models); returns (result, ML summary)."""
+    from clv_platform.models import backtest, clv, frames
+    from clv_platform.models.datasets import load_dataset
+
+    loaded = load_dataset(dataset)
+    calibration_end = pd.Timestamp(calibration_end) if calibration_end else loaded.calibration_end
+    holdout_end = pd.Timestamp(holdout_end) if holdout_end else loaded.holdout_end
+    if calibration_end is None or holdout_end is None:
+        raise ValueError(f"dataset {loaded.name!r} has no default window: pass --calibration-end and --holdout-end")
+    if holdout_end <= calibration_end:
+        raise ValueError("--holdout-end must be after --calibration-end")
+    config = clv.load_config(config_path)
+    conn = frames.staging_connection(loaded.transactions)
+    try:
+        ml = clv.ml_backtest(conn, calibration_end, holdout_end, config)
+    finally:
+        conn.close()
+    result = backtest.btyd_backtest(
+        dataset, calibration_end, holdout_end, config.btyd_model, extra_predictions=ml.predictions
+    ).result
+    if with_npd:
+        from clv_platform.models.npd import NPDModel
+        from clv_platform.models.npd_backtest import run_npd_backtest
+
+        npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1))
+        result["npd"] = {"models": npd["models"], "training_window": npd.get("training_window")}
+    summary = {
+        "seconds": ml.seconds,
+        "variants": ml.summary(),
+        "importance": ml.importance[["rank", "feature", "mean_abs_shap"]].to_dict(orient="records"),
+    }
+    return result, summary
+
+
+def json_view(result: dict) -> dict:
+    """The documented ``--json`` shape, taken from the full backtest result."""
+    params = {name: (result[name].get("params") or {}) for name in ("bgnbd", "pareto_nbd", "gamma_gamma")}
+    return {
+        "dataset": result["dataset"],
+        "customers": result["customers"],
+        "bgnbd": {k: params["bgnbd"][k] for k in ("r", "alpha", "a", "b")},
+        "pareto_nbd": {k: params["pareto_nbd"][k] for k in ("r", "alpha", "s", "beta")},
+        "gamma_gamma": {k: params["gamma_gamma"].get(k) for k in ("p", "q", "v")},
+        "holdout": {
+            "actual_total": result["holdout"]["actual_total"],
+            "models": {m: result["holdout"]["models"][m] for m in MODEL_ORDER},
+        },
+        "per_stage": result["per_stage"],
+        "deciles": result["deciles"],
+        **({"npd": {"models": result["npd"]["models"]}} if "npd" in result else {}),
+    }
+
+
+def _fmt(value, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def table_text(result: dict, ml_summary: dict) -> str:
+    """A readable plain-text summary of the backtest."""
+    window = result.get("window", {})
+    lines = [
+        f"dataset {result['dataset']}: {result['customers']:,} customers, calibration to "
+        f"{window.get('calibration_end')}, holdout to {window.get('holdout_end')}",
+        "BG/NBD " + ", ".join(f"{k}={v:.4g}" for k, v in json_view(result)["bgnbd"].items())
+        + "; Pareto/NBD " + ", ".join(f"{k}={v:.4g}" for k, v in json_view(result)["pareto_nbd"].items())
+        + "; Gamma-Gamma " + ", ".join(f"{k}={v:.4g}" for k, v in json_view(result)["gamma_gamma"].items() if v),
+        "",
+        f"{'model':<8} {'MAE':>9} {'RMSE':>9} {'Spearman':>9} {'Gini':>7} {'predicted':>13} {'actual':>13}",
+    ]
+    actual = result["holdout"]["actual_total"]
+    for name in MODEL_ORDER:
+        m = result["holdout"]["models"][name]
+        lines.append(
+            f"{name:<8} {_fmt(m['mae'], 2):>9} {_fmt(m['rmse'], 2):>9} {_fmt(m['spearman'], 4):>9} "
+            f"{_fmt(m['normalized_gini'], 4):>7} {_fmt(m['predicted_total'], 0):>13} {_fmt(actual, 0):>13}"
+        )
+    hybrid = ml_summary["variants"]["hybrid"]
+    selection = hybrid["selection"]
+    lines += ["", f"objective chosen on the validation window ending {selection['validation_window_end']} "
+              f"by {selection['metric']}: {selection['chosen']} ({hybrid['rounds']} rounds)"]
+    for row in selection["comparison"]:
+        lines.append(
+            f"  {row['objective']:<20} MAE {row['mae']:8.3f}  Gini {_fmt(row['normalized_gini'], 4):>7}  "
+            f"total {row['predicted_total']:>12,.0f} / {row['actual_total']:,.0f}  rounds {row['rounds']}"
+        )
+    if "npd" in result:
+        lines += ["", "next purchase: MAE days (buyers in the holdout), AUC / Brier of P(purchase within 30 / 90 days)",
+                  f"{'model':<8} {'MAE d':>8} {'MAE d|buy':>10} {'AUC30':>7} {'Brier30':>8} {'AUC90':>7} {'Brier90':>8}"]
+        for name, m in result["npd"]["models"].items():
+            lines.append(
+                f"{name:<8} {_fmt(m.get('mae_days'), 1):>8} {_fmt(m.get('mae_days_given_purchase'), 1):>10} "
+                f"{_fmt(m.get('auc_30d'), 3):>7} {_fmt(m.get('brier_30d'), 4):>8} "
+                f"{_fmt(m.get('auc_90d'), 3):>7} {_fmt(m.get('brier_90d'), 4):>8}"
+            )
+    return "\n".join(lines)
+
+
+def ml_section_html(ml_summary: dict) -> str:
+    """The report section on objective selection and feature importance."""
+    hybrid = ml_summary["variants"]["hybrid"]
+    selection = hybrid["selection"]
+    rows = "".join(
+        f"<tr><td>{html.escape(r['objective'])}</td><td>{r['rounds']}</td><td>{r['mae']:.3f}</td>"
+        f"<td>{r['rmse']:.3f}</td><td>{(r['normalized_gini'] or 0):.4f}</td><td>{r['predicted_total']:,.0f}</td>"
+        f"<td>{r['actual_total']:,.0f}</td></tr>"
+        for r in selection["comparison"]
+    )
+    importance = "".join(
+        f"<tr><td>{r['rank']}</td><td>{html.escape(r['feature'])}</td><td>{r['mean_abs_shap']:.4f}</td></tr>"
+        for r in ml_summary["importance"][:15]
+    )
+    return (
+        "<h2>XGBoost objective selection</h2>"
+        f"<p>Trained on windows ending {', '.join(selection['train_window_ends'])}, validated on the window ending "
+        f"{selection['validation_window_end']}, chosen by {html.escape(selection['metric'])}: "
+        f"<b>{html.escape(selection['chosen'])}</b>. Final models: hybrid trained on windows ending "
+        f"{', '.join(hybrid['window_ends'])} ({hybrid['n_train']:,} rows, {hybrid['rounds']} rounds).</p>"
+        "<table><thead><tr><th>objective</th><th>rounds</th><th>MAE</th><th>RMSE</th><th>normalized Gini</th>"
+        f"<th>predicted total</th><th>actual total</th></tr></thead><tbody>{rows}</tbody></table>"
+        "<h2>Hybrid feature importance (mean |SHAP|)</h2>"
+        f"<table><thead><tr><th>rank</th><th>feature</th><th>mean |SHAP|</th></tr></thead><tbody>{importance}"
+        "</tbody></table>"
+    )
+
+
+def write_report(result: dict, ml_summary: dict, path: str | Path) -> Path:
+    """``render_report_html`` of the backtest, with the ML section added before the end."""
+    from clv_platform.models.backtest import render_report_html
+
+    out = render_report_html(result, path)
+    document = out.read_text(encoding="utf-8").replace("</body>", ml_section_html(ml_summary) + "</body>", 1)
+    out.write_text(document, encoding="utf-8")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    try:
+        result, ml_summary = run_backtest(
+            args.dataset, args.calibration_end, args.holdout_end, args.config, with_npd=not args.skip_npd
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"backtest: {error}", file=sys.stderr)
+        return 2
+    if args.report:
+        write_report(result, ml_summary, args.report)
+    if args.json:
+        print(json.dumps(json_view(result), allow_nan=False))
+    else:
+        print(table_text(result, ml_summary))
+        print(f"\nrun time: {time.perf_counter() - started:.1f} s")
+        if args.report:
+            print(f"report: {Path(args.report).resolve()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clv-platform backtest", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,548 @@
+"""Scale benchmark: time each stage of a full refresh on a synthetic store of N customers.
+
+`clv-platform bench --customers N [N ...] [--json]` builds a demo store of N customers,
+writes its raw tables into a temporary DuckDB file and times every stage of the refresh
+(staging, features, and any later stage registered with `register_stage`), with the
+peak resident memory of each. DuckDB allocates natively, so `tracemalloc` would miss
+almost all of it; we read the kernel's high-water mark (`VmHWM`) instead and reset it
+between stages where the kernel allows (`/proc/self/clear_refs`).
+
+On the same data it also times two references, so the feature SQL is judged against
+something rather than in a vacuum:
+
+* a straightforward pandas implementation of the RFM / cadence features — what a
+  notebook does: read the orders into pandas, sort, group by customer, diff, aggregate;
+  its output is checked against the SQL features so the comparison is like for like;
+* a bare DuckDB `group by customer_id` scan of the order-lines table (sum / count), the
+  floor any per-customer aggregation in DuckDB has to pay.
+
+`--source synthetic` skips the demo store and fills the staging tables directly with
+a simple random store in SQL; it isolates the feature SQL at sizes where generating the
+demo store's JSON payloads would dominate the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from clv_platform.transforms.features import materialize_features
+
+StageFn = Callable[[duckdb.DuckDBPyConnection, dict[str, Any]], Any]
+"""A stage gets the connection and a shared context dict (e.g. `cutoff`); it may return
+a row count or a dict of figures to report."""
+
+_EXTRA_STAGES: list[tuple[str, StageFn]] = []
+
+
+def register_stage(name: str, fn: StageFn) -> None:
+    """Add a later refresh stage (models, scoring, drift …) to every subsequent bench run."""
+    if name not in {n for n, _ in _EXTRA_STAGES}:
+        _EXTRA_STAGES.append((name, fn))
+
+
+@dataclass
+class StageTiming:
+    stage: str
+    seconds: float
+    peak_rss_mb: float | None
+    detail: Any = None
+    cpu_seconds: float | None = None
+
+
+@dataclass
+class BenchResult:
+    customers: int
+    source: str
+    threads: int
+    memory_limit: str
+    orders: int = 0
+    order_lines: int = 0
+    feature_rows: int = 0
+    stages: list[StageTiming] = field(default_factory=list)
+    references: dict[str, float] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+    agreement: dict[str, Any] = field(default_factory=dict)
+    process_peak_rss_mb: float | None = None
+    todo: list[str] = field(default_factory=list)
+
+
+def _read_status_kb(key: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux ≥ 4.0) so the next reading is per stage."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process (VmHWM), or of process + children via getrusage (KiB on Linux)."""
+    hwm = _read_status_kb("VmHWM")
+    if hwm is not None:
+        return hwm / 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def _process_peak_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (DuckDB's worker threads included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(name: str, fn: Callable[[], Any]) -> StageTiming:
+    can_reset = _reset_peak_rss()
+    started, cpu = time.perf_counter(), _cpu()
+    detail = fn()
+    seconds = time.perf_counter() - started
+    return StageTiming(name, seconds, _peak_rss_mb() if can_reset else None, detail, _cpu() - cpu)
+
+
+def _best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any, float]:
+    """Best wall time of `repeats` runs (the first run also warms DuckDB's buffer pool),
+    its result, and the best CPU time — steadier than wall time on a shared machine."""
+    best, best_cpu, result = float("inf"), float("inf"), None
+    for _ in range(max(repeats, 1)):
+        started, cpu = time.perf_counter(), _cpu()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+        best_cpu = min(best_cpu, _cpu() - cpu)
+    return best, result, best_cpu
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_memory_limit() -> str:
+    """60 % of physical memory: leaves room for pandas in the same process."""
+    total_kb = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    total_kb = int(line.split()[1])
+    except OSError:
+        pass
+    if not total_kb:
+        return "4GB"
+    return f"{max(int(total_kb * 0.6 / 1024), 512)}MB"
+
+
+def synthetic_staging(conn: duckdb.DuckDBPyConnection, customers: int, seed: float = 0.42) -> None:
+    """Fill staging.orders / order_lines / customers with a random store, in SQL.
+
+    Not the demo store: a quick stand-in with the staging contract's columns the feature
+    SQL reads (Shopify-style ids, about 2.5 orders per customer and 2 lines per order over
+    300 products in 10 categories, 10 % cancelled, some refunds, two years of history), so the feature SQL can be timed at any size.
+    """
+    conn.execute("create schema if not exists staging")
+    conn.execute("select setseed(?)", [seed])
+    conn.execute(
+        """
+        create or replace table staging.orders as
+        with people as (
+            select i as c, 1 + cast(floor(-ln(1 - random()) * 2.0) as integer) as n_orders
+            from range(?) as t(i)
+        ),
+        picks as (
+            select c, unnest(range(n_orders)) as k from people
+        ),
+        raw as (
+            select
+                c, k,
+                date '2023-01-01' + cast(floor(random() * 730) as integer) as order_date,
+                round(5 + random() * 200, 2) as gross,
+                random() as u_cancel,
+                random() as u_refund,
+                1 + cast(floor(random() * 3) as integer) as line_count
+            from picks
+        )
+        select
+            'gid://shopify/Order/' || (5600000000000 + c * 64 + k) as order_id,
+            'gid://shopify/Customer/' || (7000000000000 + c) as customer_id,
+            order_date,
+            order_date + interval (k * 7) minute as created_at,
+            u_cancel < 0.1 as is_cancelled,
+            case when u_cancel < 0.1 then order_date + interval 2 day end as cancelled_at,
+            cast(gross as decimal(18, 2)) as gross_revenue,
+            cast(round(gross * 0.1, 2) as decimal(18, 2)) as discount_amount,
+            cast(case when u_refund < 0.05 then gross when u_refund < 0.12 then round(gross / 3, 2)
+                      else 0 end as decimal(18, 2)) as refunded_amount,
+            cast(case when u_cancel < 0.1 then 0
+                      else greatest(gross - case when u_refund < 0.05 then gross
+                                                 when u_refund < 0.12 then round(gross / 3, 2)
+                                                 else 0 end, 0) end as decimal(18, 2)) as net_revenue,
+            line_count,
+            cast(line_count * 2 as bigint) as item_quantity
+        from raw
+        """,
+        [customers],
+    )
+    conn.execute(
+        """
+        create or replace table staging.order_lines as
+        select
+            order_id,
+            cast(n as integer) as line_number,
+            customer_id,
+            order_date,
+            'gid://shopify/Product/' || (8000000000000 + product) as product_id,
+            ['Apparel', 'Shoes', 'Accessories', 'Beauty', 'Home', 'Outdoor', 'Kids', 'Sports', 'Jewelry',
+             'Gifts'][1 + product % 10] as category,
+            2 as quantity,
+            cast(round(random() * 60, 2) as decimal(18, 2)) as line_revenue,
+            is_cancelled
+        from (
+            select *, cast(floor(random() * 300) as integer) as product
+            from (select *, unnest(range(1, line_count + 1)) as n from staging.orders)
+        )
+        """
+    )
+    conn.execute(
+        """
+        create or replace table staging.customers as
+        select
+            customer_id,
+            'ES' as country,
+            'SUBSCRIBED' as email_consent,
+            true as can_receive_email_marketing,
+            cast(min(order_date) as timestamp) - interval 30 day as profile_created_at
+        from staging.orders
+        group by customer_id
+        """
+    )
+
+
+def demo_store_stages(customers: int) -> list[tuple[str, StageFn]]:
+    """Generate the demo store, write its raw tables and build staging (the real path)."""
+    from clv_platform.ingestion.demo_store import DemoStoreParams, generate
+    from clv_platform.transforms.staging import build_staging
+
+    state: dict[str, Any] = {}
+
+    def gen(conn, ctx):
+        state["store"] = generate(DemoStoreParams(n_customers=customers))
+        return None
+
+    def write_raw(conn, ctx):
+        return state.pop("store").write_raw_tables(conn, datetime.now().replace(microsecond=0))
+
+    def staging(conn, ctx):
+        return build_staging(conn).row_counts
+
+    return [("demo_store.generate", gen), ("raw tables", write_raw), ("staging", staging)]
+
+
+def pandas_features(orders: pd.DataFrame, cutoff: date) -> pd.DataFrame:
+    """The notebook reference: RFM + cadence features with pandas groupby/diff/agg.
+
+    Same definitions as the SQL (non-cancelled as of the cutoff, day-level transactions),
+    written the way an analyst would, vectorized — no per-customer Python loops.
+    """
+    cut = pd.Timestamp(cutoff)
+    df = orders[orders["customer_id"].notna() & (orders["order_date"] <= cut)].copy()
+    cancelled = df["is_cancelled"] & ~(df["cancelled_at"].dt.normalize() > cut)
+    df = df[~cancelled]
+    df["net"] = (df["gross_revenue"] - df["refunded_amount"]).clip(lower=0)
+    df = df.sort_values(["customer_id", "order_date"])
+    days = df.groupby(["customer_id", "order_date"], as_index=False).agg(
+        net=("net", "sum"), orders=("net", "size")
+    )
+    days["gap"] = days.groupby("customer_id")["order_date"].diff().dt.days
+    days["day_number"] = days.groupby("customer_id").cumcount()
+    age = (cut - days["order_date"]).dt.days
+    days["o30"] = days["orders"].where(age < 30, 0)
+    days["o90"] = days["orders"].where(age < 90, 0)
+    days["o365"] = days["orders"].where(age < 365, 0)
+    days["s90"] = days["net"].where(age < 90, 0.0)
+    days["p90"] = days["net"].where((age >= 90) & (age < 180), 0.0)
+    days["repeat_net"] = days["net"].where(days["day_number"] > 0)
+    out = days.groupby("customer_id").agg(
+        first=("order_date", "min"),
+        last=("order_date", "max"),
+        purchase_days=("order_date", "size"),
+        order_count=("orders", "sum"),
+        total_net_spend=("net", "sum"),
+        monetary=("repeat_net", "mean"),
+        mean_interpurchase_days=("gap", "mean"),
+        median_interpurchase_days=("gap", "median"),
+        std_interpurchase_days=("gap", "std"),
+        orders_last_30d=("o30", "sum"),
+        orders_last_90d=("o90", "sum"),
+        orders_last_365d=("o365", "sum"),
+        spend_last_90d=("s90", "sum"),
+        spend_prev_90d=("p90", "sum"),
+    )
+    out["recency_days"] = (cut - out["last"]).dt.days
+    out["frequency"] = out["purchase_days"] - 1
+    out["monetary"] = out["monetary"].fillna(0.0)
+    out["T_days"] = (cut - out["first"]).dt.days
+    return out.drop(columns=["first", "last"])
+
+
+_COMPARED = [
+    "recency_days", "frequency", "monetary", "total_net_spend", "order_count", "T_days",
+    "mean_interpurchase_days", "median_interpurchase_days", "std_interpurchase_days",
+    "orders_last_30d", "orders_last_90d", "orders_last_365d", "spend_last_90d", "spend_prev_90d",
+]
+
+
+def _agreement(sql_features: pd.DataFrame, reference: pd.DataFrame) -> dict[str, Any]:
+    """Max absolute difference per shared column between the SQL and pandas features."""
+    joined = sql_features.set_index("customer_id")[_COMPARED].join(
+        reference[_COMPARED], how="outer", rsuffix="_pd"
+    )
+    worst = {}
+    for col in _COMPARED:
+        a, b = joined[col].astype(float), joined[col + "_pd"].astype(float)
+        both_null = a.isna() & b.isna()
+        diff = (a - b).abs().where(~both_null, 0.0)
+        worst[col] = float(diff.max()) if not diff.isna().any() else float("inf")
+    return {
+        "customers_sql": int(len(sql_features)),
+        "customers_pandas": int(len(reference)),
+        "max_abs_diff": max(worst.values()) if worst else 0.0,
+        "ok": len(sql_features) == len(reference) and all(v < 1e-6 for v in worst.values()),
+    }
+
+
+def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(conn.execute(f"select count(*) from {table}").fetchone()[0])
+
+
+def run_bench(
+    customers: int = 1_000_000,
+    as_json: bool = False,
+    *,
+    source: str = "demo",
+    threads: int | None = None,
+    memory_limit: str | None = None,
+    repeats: int = 3,
+    stages: list[tuple[str, StageFn]] | None = None,
+    keep_database: Path | None = None,
+) -> dict:
+    """Run the benchmark for one store size and return the figures as a dict.
+
+    `stages` replaces the post-feature stages (default: whatever `register_stage` added).
+    `as_json` only affects how `main` prints; it is accepted here for the CLI's sake.
+    """
+    threads = threads or default_threads()
+    memory_limit = memory_limit or default_memory_limit()
+    result = BenchResult(customers=customers, source=source, threads=threads, memory_limit=memory_limit)
+    with tempfile.TemporaryDirectory(prefix="clv-bench-") as tmp:
+        path = keep_database or Path(tmp) / "bench.duckdb"
+        if path.exists():
+            path.unlink()
+        conn = duckdb.connect(str(path))
+        try:
+            conn.execute(f"set threads = {int(threads)}")
+            conn.execute("set memory_limit = ?", [memory_limit])
+            conn.execute("set preserve_insertion_order = false")
+            conn.execute("set enable_progress_bar = false")
+            ctx: dict[str, Any] = {}
+            if source == "synthetic":
+                load: list[tuple[str, StageFn]] = [
+                    ("synthetic staging", lambda c, _: synthetic_staging(c, customers))
+                ]
+            else:
+                load = demo_store_stages(customers)
+            for name, fn in load:
+                result.stages.append(_timed(name, lambda fn=fn: fn(conn, ctx)))
+
+            result.orders = _count(conn, "staging.orders")
+            result.order_lines = _count(conn, "staging.order_lines")
+            cutoff = conn.execute("select max(order_date) from staging.orders").fetchone()[0]
+            ctx["cutoff"] = cutoff
+
+            features = _timed("features", lambda: materialize_features(conn, cutoff))
+            result.feature_rows = features.detail
+            if repeats > 1:
+                again, _, again_cpu = _best_of(repeats - 1, lambda: materialize_features(conn, cutoff))
+                features.seconds = min(features.seconds, again)
+                features.cpu_seconds = min(features.cpu_seconds, again_cpu)
+            result.stages.append(features)
+
+            for name, fn in (stages if stages is not None else list(_EXTRA_STAGES)):
+                result.stages.append(_timed(name, lambda fn=fn: fn(conn, ctx)))
+            if stages is None and not _EXTRA_STAGES:
+                result.todo.append(
+                    "models / scoring / drift stages not registered yet: "
+                    "call clv_platform.bench.register_stage(name, fn) from those modules"
+                )
+
+            bare_s, _, bare_cpu = _best_of(repeats, lambda: conn.execute(
+                """
+                create or replace table main.bench_bare_scan as
+                select customer_id, sum(line_revenue) as revenue, count(*) as line_count
+                from staging.order_lines
+                group by customer_id
+                """
+            ))
+
+            def load_orders() -> pd.DataFrame:
+                return conn.execute(
+                    """
+                    select customer_id, order_date::timestamp as order_date, is_cancelled, cancelled_at,
+                           gross_revenue::double as gross_revenue, refunded_amount::double as refunded_amount
+                    from staging.orders
+                    """
+                ).df()
+
+            load_s, orders_df, _ = _best_of(1, load_orders)
+            _reset_peak_rss()
+            pandas_s, reference, pandas_cpu = _best_of(repeats, lambda: pandas_features(orders_df, cutoff))
+            pandas_peak = _peak_rss_mb()
+            del orders_df
+
+            sql_features = conn.execute("select * from features.customer_features").df()
+            result.agreement = _agreement(sql_features, reference)
+            del sql_features, reference
+
+            duck_s = features.seconds
+            result.references = {
+                "duckdb_features_s": duck_s,
+                "duckdb_features_cpu_s": features.cpu_seconds,
+                "bare_scan_s": bare_s,
+                "bare_scan_cpu_s": bare_cpu,
+                "pandas_compute_cpu_s": pandas_cpu,
+                "pandas_load_s": load_s,
+                "pandas_compute_s": pandas_s,
+                "pandas_total_s": load_s + pandas_s,
+                "pandas_peak_rss_mb": pandas_peak,
+            }
+            result.ratios = {
+                "pandas_compute_over_duckdb_features": pandas_s / duck_s,
+                "pandas_total_over_duckdb_features": (load_s + pandas_s) / duck_s,
+                "duckdb_features_over_bare_scan": duck_s / bare_s,
+                "duckdb_features_over_bare_scan_cpu": features.cpu_seconds / bare_cpu,
+                "feature_ms_per_100k_orders": duck_s * 1000 / max(result.orders, 1) * 100_000,
+            }
+        finally:
+            conn.close()
+    result.process_peak_rss_mb = _process_peak_mb()
+    return _jsonable(asdict(result))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return str(value)
+
+
+def format_report(runs: list[dict]) -> str:
+    """Human-readable table of one or more bench runs."""
+    out: list[str] = []
+    for r in runs:
+        out.append(
+            f"\n== {r['customers']:,} customers ({r['source']}): {r['orders']:,} orders, "
+            f"{r['order_lines']:,} lines, {r['feature_rows']:,} feature rows; "
+            f"threads={r['threads']} memory_limit={r['memory_limit']}"
+        )
+        out.append(f"  {'stage':<24}{'wall s':>10}{'cpu s':>10}{'peak RSS MB':>14}")
+        for s in r["stages"]:
+            peak = "-" if s["peak_rss_mb"] is None else f"{s['peak_rss_mb']:,.0f}"
+            out.append(f"  {s['stage']:<24}{s['seconds']:>10.3f}{s['cpu_seconds']:>10.3f}{peak:>14}")
+        ref, ratio = r["references"], r["ratios"]
+        out.append(f"  {'bare lines group-by':<24}{ref['bare_scan_s']:>10.3f}{ref['bare_scan_cpu_s']:>10.3f}")
+        out.append(f"  {'pandas load orders':<24}{ref['pandas_load_s']:>10.3f}")
+        out.append(f"  {'pandas RFM/cadence':<24}{ref['pandas_compute_s']:>10.3f}{ref['pandas_compute_cpu_s']:>10.3f}"
+                   f"{ref['pandas_peak_rss_mb']:>14,.0f}")
+        out.append(
+            f"  pandas / duckdb features: {ratio['pandas_compute_over_duckdb_features']:.1f}x compute, "
+            f"{ratio['pandas_total_over_duckdb_features']:.1f}x incl. load; "
+            f"duckdb features / bare scan: {ratio['duckdb_features_over_bare_scan']:.2f}x wall, "
+            f"{ratio['duckdb_features_over_bare_scan_cpu']:.2f}x cpu; "
+            f"{ratio['feature_ms_per_100k_orders']:.1f} ms per 100k orders"
+        )
+        agree = r["agreement"]
+        out.append(f"  pandas vs SQL features agree: {agree['ok']} (max abs diff {agree['max_abs_diff']:.2g})")
+        out.append(f"  process peak RSS: {r['process_peak_rss_mb']:,.0f} MB")
+        for todo in r["todo"]:
+            out.append(f"  TODO: {todo}")
+    if len(runs) > 1:
+        out.append("\n== scaling of the feature build")
+        out.append(f"  {'customers':>12}{'orders':>12}{'features s':>12}{'ms/100k orders':>16}")
+        for r in runs:
+            out.append(f"  {r['customers']:>12,}{r['orders']:>12,}{r['references']['duckdb_features_s']:>12.3f}"
+                       f"{r['ratios']['feature_ms_per_100k_orders']:>16.1f}")
+    return "\n".join(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--customers", type=int, nargs="+", default=[1_000_000],
+                        help="store size(s); several values report the scaling (default 1000000)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--source", choices=("demo", "synthetic"), default="demo",
+                        help="demo: demo store → raw → staging (default); synthetic: staging tables in SQL")
+    parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
+    parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit (default: 60%% of RAM)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each measured query")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    runs = [
+        run_bench(n, args.json, source=args.source, threads=args.threads,
+                  memory_limit=args.memory_limit, repeats=args.repeats)
+        for n in args.customers
+    ]
+    if args.json:
+        print(json.dumps(runs if len(runs) > 1 else runs[0], indent=2))
+    else:
+        print(format_report(runs))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clv-platform bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

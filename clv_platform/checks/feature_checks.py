@@ -1,0 +1,125 @@
+"""Asset checks of features/customer_features, all blocking: models must not train on bad features.
+
+Ranges and null-share limits come from `monitoring.toml` (`[checks.feature_ranges]`,
+`[checks.null_share_limits]`), so a new nullable feature is a config change, not a code change.
+A configured column missing from the table fails the range check: a renamed feature must not
+silently lose its guard.
+"""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.checks.common import columns_of, count, missing_table, monitoring_config, result, sample_ids
+from clv_platform.monitoring.drift import CheckSettings
+from clv_platform.resources.storage import table_exists
+from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE
+
+FEATURES = dg.AssetKey(["features", "customer_features"])
+
+
+@dg.asset_check(asset=FEATURES, blocking=True, description="Exactly one row per customer, no null customer_id.")
+def features_one_row_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        if not table_exists(conn, FEATURE_TABLE):
+            return missing_table(FEATURE_TABLE)
+        nulls = count(conn, f"select count(*) from {FEATURE_TABLE} where customer_id is null")
+        dupes_sql = f"select customer_id from {FEATURE_TABLE} group by customer_id having count(*) > 1"
+        dupes = count(conn, f"select count(*) from ({dupes_sql})")
+        examples = sample_ids(conn, dupes_sql) if dupes else []
+    return result(
+        nulls == 0 and dupes == 0,
+        "one row per customer",
+        f"{dupes} customers with more than one feature row (e.g. {', '.join(examples)}), {nulls} null ids",
+        duplicate_customers=dupes,
+        null_customer_ids=nulls,
+    )
+
+
+def range_violations(conn, table: str, settings: CheckSettings) -> tuple[dict[str, int], list[str]]:
+    """Out-of-range row counts per column, and configured columns missing from the table."""
+    present = set(columns_of(conn, table))
+    rules = [(c, f'"{c}" < 0') for c in settings.non_negative] + [
+        (c, f'("{c}" < 0 or "{c}" > 1)') for c in settings.unit_interval
+    ]
+    missing = sorted({c for c, _ in rules if c not in present})
+    violations = {}
+    for column, condition in rules:
+        if column in present:
+            n = count(conn, f"select count(*) from {table} where {condition}")
+            if n:
+                violations[column] = n
+    return violations, missing
+
+
+@dg.asset_check(
+    asset=FEATURES,
+    blocking=True,
+    description="Counts, days and spend are >= 0 and shares lie in [0, 1] (columns from monitoring.toml).",
+)
+def features_value_ranges(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    settings = monitoring_config().checks
+    with duckdb.get_connection() as conn:
+        if not table_exists(conn, FEATURE_TABLE):
+            return missing_table(FEATURE_TABLE)
+        violations, missing = range_violations(conn, FEATURE_TABLE, settings)
+    problems = []
+    if violations:
+        problems.append(f"rows out of range per column: {violations}")
+    if missing:
+        problems.append(f"configured columns missing from the table: {missing}")
+    return result(
+        not problems,
+        f"{len(settings.non_negative)} non-negative and {len(settings.unit_interval)} [0, 1] columns in range",
+        "; ".join(problems),
+        violations=dg.MetadataValue.json(violations),
+        missing_columns=", ".join(missing),
+    )
+
+
+def null_shares(conn, table: str, columns: list[str]) -> dict[str, float]:
+    if not columns:
+        return {}
+    select = ", ".join(f'avg(case when "{c}" is null then 1.0 else 0.0 end) as "{c}"' for c in columns)
+    row = conn.execute(f"select {select} from {table}").fetchone()
+    return {c: float(v or 0.0) for c, v in zip(columns, row)}
+
+
+def null_share_breaches(shares: dict[str, float], settings: CheckSettings) -> dict[str, dict[str, float]]:
+    """Columns whose null share exceeds their limit (the column's own, else `default`)."""
+    out = {}
+    for column, share in shares.items():
+        limit = settings.null_share_limits.get(column, settings.null_share_default)
+        if share > limit + 1e-12:
+            out[column] = {"null_share": round(share, 4), "limit": limit}
+    return out
+
+
+@dg.asset_check(
+    asset=FEATURES,
+    blocking=True,
+    description="The null share of every model feature is within its configured limit.",
+)
+def features_null_shares(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    settings = monitoring_config().checks
+    with duckdb.get_connection() as conn:
+        if not table_exists(conn, FEATURE_TABLE):
+            return missing_table(FEATURE_TABLE)
+        present = set(columns_of(conn, FEATURE_TABLE))
+        columns = [c for c in FEATURE_COLUMNS if c in present]
+        shares = null_shares(conn, FEATURE_TABLE, columns)
+    breaches = null_share_breaches(shares, settings)
+    missing = [c for c in FEATURE_COLUMNS if c not in present]
+    problems = []
+    if breaches:
+        problems.append(f"null share above limit: {breaches}")
+    if missing:
+        problems.append(f"feature columns missing: {missing}")
+    return result(
+        not problems,
+        f"null shares of {len(columns)} features within limits",
+        "; ".join(problems),
+        null_shares=dg.MetadataValue.json({c: round(v, 4) for c, v in shares.items()}),
+    )
+
+
+FEATURE_CHECKS = [features_one_row_per_customer, features_value_ranges, features_null_shares]

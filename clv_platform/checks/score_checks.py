@@ -1,0 +1,135 @@
+"""Asset checks of the score tables, all blocking: marts and exports must not publish bad scores.
+
+scores/customer_clv: no NaN / infinite values, CLV and expected purchases >= 0, p_alive in [0, 1],
+every customer of the feature table scored exactly once. scores/customer_segments: one row per
+customer. Columns a table does not have are skipped, so the checks stay valid while the score
+schema grows.
+"""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.checks.common import columns_of, count, missing_table, result, sample_ids
+from clv_platform.resources.storage import table_exists
+from clv_platform.transforms.features import FEATURE_TABLE
+
+CUSTOMER_CLV = dg.AssetKey(["scores", "customer_clv"])
+CUSTOMER_SEGMENTS = dg.AssetKey(["scores", "customer_segments"])
+CLV_TABLE = "scores.customer_clv"
+SEGMENTS_TABLE = "scores.customer_segments"
+
+SCORE_VALUE_COLUMNS = ("predicted_clv", "p_alive", "expected_purchases", "clv_percentile")
+NON_NEGATIVE_COLUMNS = ("predicted_clv", "expected_purchases")
+PROBABILITY_COLUMNS = ("p_alive",)
+
+
+def _not_finite(column: str) -> str:
+    # isnan/isinf only take floating point; cast so decimal or integer columns work too.
+    return f'("{column}" is null or isnan(cast("{column}" as double)) or isinf(cast("{column}" as double)))'
+
+
+@dg.asset_check(asset=CUSTOMER_CLV, blocking=True, description="No null, NaN or infinite score values.")
+def clv_scores_finite(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        if not table_exists(conn, CLV_TABLE):
+            return missing_table(CLV_TABLE)
+        present = [c for c in SCORE_VALUE_COLUMNS if c in columns_of(conn, CLV_TABLE)]
+        bad = {c: count(conn, f"select count(*) from {CLV_TABLE} where {_not_finite(c)}") for c in present}
+    bad = {c: n for c, n in bad.items() if n}
+    return result(not bad, f"{', '.join(present)} are finite", f"non-finite score values per column: {bad}",
+                  checked_columns=", ".join(present), non_finite=dg.MetadataValue.json(bad))
+
+
+@dg.asset_check(asset=CUSTOMER_CLV, blocking=True, description="predicted_clv and expected_purchases are >= 0.")
+def clv_scores_non_negative(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        if not table_exists(conn, CLV_TABLE):
+            return missing_table(CLV_TABLE)
+        present = [c for c in NON_NEGATIVE_COLUMNS if c in columns_of(conn, CLV_TABLE)]
+        bad = {c: count(conn, f'select count(*) from {CLV_TABLE} where "{c}" < 0') for c in present}
+        examples = sample_ids(conn, f"select customer_id from {CLV_TABLE} where predicted_clv < 0") \
+            if bad.get("predicted_clv") else []
+    bad = {c: n for c, n in bad.items() if n}
+    return result(not bad, "no negative CLV or expected purchases",
+                  f"negative values per column: {bad}" + (f", e.g. {', '.join(examples)}" if examples else ""),
+                  negative=dg.MetadataValue.json(bad))
+
+
+@dg.asset_check(asset=CUSTOMER_CLV, blocking=True, description="p_alive lies in [0, 1].")
+def clv_scores_probabilities(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        if not table_exists(conn, CLV_TABLE):
+            return missing_table(CLV_TABLE)
+        present = [c for c in PROBABILITY_COLUMNS if c in columns_of(conn, CLV_TABLE)]
+        bad = {c: count(conn, f'select count(*) from {CLV_TABLE} where "{c}" < 0 or "{c}" > 1') for c in present}
+    bad = {c: n for c, n in bad.items() if n}
+    return result(not bad, "probabilities within [0, 1]", f"probabilities outside [0, 1] per column: {bad}",
+                  out_of_range=dg.MetadataValue.json(bad))
+
+
+def scored_once_counts(conn, table: str) -> dict[str, int]:
+    """Null ids, duplicated ids, and (when the feature table exists) customers missing or extra."""
+    counts = {
+        "rows": count(conn, f"select count(*) from {table}"),
+        "null_ids": count(conn, f"select count(*) from {table} where customer_id is null"),
+        "duplicated_ids": count(
+            conn, f"select count(*) from (select customer_id from {table} group by 1 having count(*) > 1)"
+        ),
+    }
+    if table_exists(conn, FEATURE_TABLE):
+        counts["missing_customers"] = count(
+            conn,
+            f"select count(*) from (select distinct cast(customer_id as varchar) as id from {FEATURE_TABLE}) f "
+            f"anti join (select cast(customer_id as varchar) as id from {table}) s using (id)",
+        )
+        counts["unknown_customers"] = count(
+            conn,
+            f"select count(*) from (select distinct cast(customer_id as varchar) as id from {table} "
+            f"where customer_id is not null) s "
+            f"anti join (select cast(customer_id as varchar) as id from {FEATURE_TABLE}) f using (id)",
+        )
+    return counts
+
+
+def _scored_once(duckdb: DuckDBResource, table: str) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        if not table_exists(conn, table):
+            return missing_table(table)
+        counts = scored_once_counts(conn, table)
+        examples = sample_ids(
+            conn, f"select customer_id from {table} group by 1 having count(*) > 1"
+        ) if counts["duplicated_ids"] else []
+    problems = {k: v for k, v in counts.items() if k != "rows" and v}
+    return result(
+        not problems,
+        f"{counts['rows']} customers, each scored once",
+        f"{table} is not one row per customer: {problems}" + (f", e.g. {', '.join(examples)}" if examples else ""),
+        **counts,
+    )
+
+
+@dg.asset_check(
+    asset=CUSTOMER_CLV,
+    blocking=True,
+    description="Every customer of features.customer_features is scored exactly once, and nobody else.",
+)
+def clv_every_customer_scored_once(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    return _scored_once(duckdb, CLV_TABLE)
+
+
+@dg.asset_check(
+    asset=CUSTOMER_SEGMENTS,
+    blocking=True,
+    description="Every customer of features.customer_features has exactly one segment row.",
+)
+def segments_every_customer_once(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    return _scored_once(duckdb, SEGMENTS_TABLE)
+
+
+SCORE_CHECKS = [
+    clv_scores_finite,
+    clv_scores_non_negative,
+    clv_scores_probabilities,
+    clv_every_customer_scored_once,
+    segments_every_customer_once,
+]

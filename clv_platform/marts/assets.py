@@ -1,0 +1,362 @@
+"""marts/* assets: the analyst-facing tables, the published snapshot and the score exports.
+
+Every mart is one `sql/<name>.sql` file run in DuckDB with `create or replace`, so a rerun
+rebuilds it from its inputs. Two families:
+
+* score marts (`customer_scores`, `segment_summary`, `cluster_summary`, `segment_history`,
+  `klaviyo_comparison`) join the model outputs in `scores.*` with staging;
+* insight marts (`revenue_monthly`, `cohort_retention`, `product_performance`,
+  `category_performance`, `seasonality`) read staging only.
+
+`analytics_snapshot` then publishes marts + scores to `analytics.duckdb` (see publish.py), the
+file analysts open, and `customer_scores_export` writes the dated Parquet/CSV exports.
+"""
+
+from collections.abc import Callable
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.marts.exports import export_customer_scores, scoring_date
+from clv_platform.marts.publish import analytics_path, publish_snapshot
+from clv_platform.resources.storage import read_sql, row_count, run_script, table_exists
+from clv_platform.transforms.cutoff import scoring_cutoff
+
+OWNERS = ["team:analytics"]
+SQL_PACKAGE = "clv_platform.marts"
+
+SCORE_CLV = dg.AssetKey(["scores", "customer_clv"])
+SCORE_NPD = dg.AssetKey(["scores", "customer_npd"])
+SCORE_SEGMENTS = dg.AssetKey(["scores", "customer_segments"])
+SCORE_KEYS = [SCORE_CLV, SCORE_NPD, SCORE_SEGMENTS]
+
+STAGING_ORDERS = dg.AssetKey(["staging", "orders"])
+STAGING_ORDER_LINES = dg.AssetKey(["staging", "order_lines"])
+STAGING_CUSTOMERS = dg.AssetKey(["staging", "customers"])
+
+# The score columns the marts read, with the type each is cast to. A column the model
+# engineers have not (yet) written reads as null instead of failing the mart; `aliases`
+# lists other names the same column may have in the score table.
+SCORE_INPUTS: dict[str, dict] = {
+    "clv_scores_input": {
+        "table": "scores.customer_clv",
+        "required": True,
+        "columns": {
+            "customer_id": "varchar",
+            "predicted_clv": "double",
+            "p_alive": "double",
+            "expected_purchases": "double",
+            "clv_rank": "bigint",
+            "clv_percentile": "double",
+            "clv_tier": "varchar",
+            "model_version": "varchar",
+            "scored_at": "timestamp",
+        },
+    },
+    "npd_scores_input": {
+        "table": "scores.customer_npd",
+        "required": False,
+        "columns": {
+            "customer_id": "varchar",
+            "predicted_next_purchase_date": "date",
+            "p_purchase_30d": "double",
+            "p_purchase_90d": "double",
+        },
+    },
+    "segment_scores_input": {
+        "table": "scores.customer_segments",
+        "required": False,
+        "columns": {
+            "customer_id": "varchar",
+            "rfm_segment": "varchar",
+            "lifecycle_stage": "varchar",
+            "cluster_id": "integer",
+            "cluster_name": "varchar",
+        },
+        "aliases": {"cluster_id": ["cluster"]},
+    },
+}
+
+
+def create_score_inputs(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Create one temp view per score table with exactly the columns the marts expect.
+
+    Returns what was missing (tables or columns), so the asset can report it. Raises if the
+    CLV scores table itself is missing: without it there is no customer to report on.
+    """
+    missing: list[str] = []
+    for view, spec in SCORE_INPUTS.items():
+        table = spec["table"]
+        if not table_exists(conn, table):
+            if spec["required"]:
+                raise dg.Failure(
+                    f"{table} does not exist: materialize the scores assets before the marts",
+                    metadata={"missing_table": table},
+                )
+            missing.append(table)
+            nulls = ", ".join(f"null::{kind} as {name}" for name, kind in spec["columns"].items())
+            conn.execute(f"create or replace temp view {view} as select {nulls} where false")
+            continue
+        schema, name = table.split(".")
+        present = {
+            c for (c,) in conn.execute(
+                "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+                [schema, name],
+            ).fetchall()
+        }
+        select = []
+        for column, kind in spec["columns"].items():
+            source = next(
+                (c for c in [column, *spec.get("aliases", {}).get(column, [])] if c in present), None
+            )
+            if source is None:
+                missing.append(f"{table}.{column}")
+                select.append(f"null::{kind} as {column}")
+            else:
+                select.append(f'cast("{source}" as {kind}) as {column}')
+        conn.execute(f"create or replace temp view {view} as select {', '.join(select)} from {table}")
+    return missing
+
+
+def mart_metadata(conn: duckdb.DuckDBPyConnection, table: str, order_by: str | None = None) -> dict:
+    """Row count, column list and a five-row preview: what every mart reports in the UI."""
+    columns = [row[0] for row in conn.execute(f"describe {table}").fetchall()]
+    preview = conn.execute(f"select * from {table} {'order by ' + order_by if order_by else ''} limit 5").df()
+    return {
+        "dagster/row_count": row_count(conn, table),
+        "columns": ", ".join(columns),
+        "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+    }
+
+
+def sql_mart(
+    name: str,
+    deps: list[dg.AssetKey],
+    description: str,
+    extra_metadata: Callable[[duckdb.DuckDBPyConnection], dict] | None = None,
+) -> dg.AssetsDefinition:
+    """An asset that runs `sql/<name>.sql` and reports rows, columns and a preview of `marts.<name>`."""
+
+    @dg.asset(
+        key=["marts", name],
+        group_name="marts",
+        deps=deps,
+        kinds={"duckdb", "sql"},
+        owners=OWNERS,
+        description=description,
+    )
+    def _mart(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+        with duckdb.get_connection() as conn:
+            run_script(conn, read_sql(SQL_PACKAGE, f"sql/{name}.sql"))
+            metadata = mart_metadata(conn, f"marts.{name}")
+            if extra_metadata is not None:
+                metadata.update(extra_metadata(conn))
+        context.log.info(f"marts.{name}: {metadata['dagster/row_count']} rows")
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _mart
+
+
+@dg.asset(
+    key=["marts", "customer_scores"],
+    group_name="marts",
+    deps=[*SCORE_KEYS, STAGING_CUSTOMERS, STAGING_ORDERS],
+    kinds={"duckdb", "sql"},
+    owners=OWNERS,
+)
+def customer_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """One row per scored customer: email, predicted CLV, probability alive, expected purchases,
+    next purchase date and 30/90-day purchase probabilities, RFM segment, lifecycle stage,
+    cluster, CLV rank/percentile/tier, model version, plus order history and marketing consent.
+    """
+    with duckdb.get_connection() as conn:
+        missing = create_score_inputs(conn)
+        as_of = scoring_cutoff(conn)
+        run_script(conn, read_sql(SQL_PACKAGE, "sql/customer_scores.sql"), {"as_of": as_of})
+        metadata = mart_metadata(conn, "marts.customer_scores")
+        tiers = conn.execute(
+            "select clv_tier, count(*) from marts.customer_scores group by 1 order by min(clv_rank)"
+        ).fetchall()
+    if missing:
+        context.log.warning(f"score inputs missing, read as null: {', '.join(missing)}")
+    metadata.update(
+        {
+            "as_of_date": str(as_of),
+            "missing_score_inputs": ", ".join(missing) or "none",
+            "customers_per_tier": dg.MetadataValue.json({str(t): int(n) for t, n in tiers}),
+        }
+    )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset_check(asset=customer_scores, blocking=True, description="One row per customer, one per CLV score.")
+def customer_scores_one_row_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        rows, customers = conn.execute(
+            "select count(*), count(distinct customer_id) from marts.customer_scores"
+        ).fetchone()
+        scored = row_count(conn, "scores.customer_clv")
+    return dg.AssetCheckResult(
+        passed=bool(rows == customers == scored),
+        metadata={"rows": int(rows), "distinct_customers": int(customers), "clv_scores": int(scored)},
+    )
+
+
+def _spearman(conn: duckdb.DuckDBPyConnection) -> dict:
+    """Rank correlation of our CLV with Klaviyo's, ties sharing their average rank."""
+    n, rho = conn.execute(
+        """
+        with ranked as (
+            select
+                (rank() over (order by predicted_clv) + count(*) over () + 1
+                 - rank() over (order by predicted_clv desc)) / 2.0 as ours,
+                (rank() over (order by klaviyo_predicted_clv) + count(*) over () + 1
+                 - rank() over (order by klaviyo_predicted_clv desc)) / 2.0 as theirs
+            from marts.klaviyo_comparison
+        )
+        select count(*), corr(ours, theirs) from ranked
+        """
+    ).fetchone()
+    dates = conn.execute(
+        "select median(abs(next_order_days_difference)) from marts.klaviyo_comparison"
+    ).fetchone()[0]
+    return {
+        "customers_compared": int(n),
+        "clv_rank_correlation": dg.MetadataValue.float(float(rho)) if rho is not None else "n/a",
+        "median_abs_next_order_days_difference": float(dates) if dates is not None else "n/a",
+    }
+
+
+segment_summary = sql_mart(
+    "segment_summary",
+    [dg.AssetKey(["marts", "customer_scores"])],
+    "Size, shares, predicted and historical value per RFM segment, lifecycle stage and CLV tier "
+    "(long format: segment_type, segment).",
+)
+cluster_summary = sql_mart(
+    "cluster_summary",
+    [dg.AssetKey(["marts", "customer_scores"])],
+    "One row per behavioural cluster: size, share, predicted CLV, probability alive, history.",
+)
+klaviyo_comparison = sql_mart(
+    "klaviyo_comparison",
+    [dg.AssetKey(["marts", "customer_scores"]), STAGING_CUSTOMERS],
+    "Our predicted CLV and next purchase date beside Klaviyo's predictions for the customers both "
+    "scored; metadata carries the Spearman rank correlation of the two CLV rankings.",
+    extra_metadata=_spearman,
+)
+revenue_monthly = sql_mart(
+    "revenue_monthly",
+    [STAGING_ORDERS],
+    "Net revenue, orders, AOV and new vs returning customers and revenue per calendar month.",
+)
+cohort_retention = sql_mart(
+    "cohort_retention",
+    [STAGING_ORDERS],
+    "Acquisition-month cohorts by months since first order: active customers, retention share, "
+    "revenue and cumulative revenue per customer.",
+)
+product_performance = sql_mart(
+    "product_performance",
+    [STAGING_ORDER_LINES],
+    "Revenue, units, orders, buyers and repeat-buyer share per product.",
+)
+category_performance = sql_mart(
+    "category_performance",
+    [STAGING_ORDER_LINES],
+    "Revenue, units, orders, buyers and repeat-buyer share per product category.",
+)
+seasonality = sql_mart(
+    "seasonality",
+    [STAGING_ORDERS],
+    "Orders and revenue by weekday and by calendar month, indexed per calendar day (1 = average).",
+)
+
+
+@dg.asset(
+    key=["marts", "segment_history"],
+    group_name="marts",
+    deps=[dg.AssetKey(["marts", "segment_summary"])],
+    kinds={"duckdb", "sql"},
+    owners=OWNERS,
+)
+def segment_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """Segment sizes per scoring date, accumulated across scoring runs (the table is never
+    recreated); a rerun on the same scoring date replaces that date's rows.
+    """
+    with duckdb.get_connection() as conn:
+        on = scoring_date(conn)
+        conn.execute("begin transaction")
+        try:
+            run_script(conn, read_sql(SQL_PACKAGE, "sql/segment_history.sql"), {"scoring_date": on})
+            conn.execute("commit")
+        except Exception:
+            conn.execute("rollback")
+            raise
+        metadata = mart_metadata(conn, "marts.segment_history", order_by="scoring_date desc, segment_type")
+        dates = conn.execute("select count(distinct scoring_date) from marts.segment_history").fetchone()[0]
+    metadata.update({"scoring_date": str(on), "scoring_dates_kept": int(dates)})
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    key=["marts", "customer_scores_export"],
+    group_name="marts",
+    deps=[dg.AssetKey(["marts", "customer_scores"])],
+    kinds={"parquet", "csv"},
+    owners=OWNERS,
+)
+def customer_scores_export(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """`exports/customer_scores_<scoring date>.parquet` and `.csv` from marts.customer_scores, for
+    tools that do not speak DuckDB; the same scoring date overwrites its files.
+    """
+    with duckdb.get_connection() as conn:
+        on = scoring_date(conn)
+        paths = export_customer_scores(conn, on)
+        rows = row_count(conn, "marts.customer_scores")
+    context.log.info(f"exported {rows} customers to {', '.join(str(p) for p in paths.values())}")
+    return dg.MaterializeResult(
+        metadata={
+            "scoring_date": str(on),
+            "dagster/row_count": rows,
+            **{f"{fmt}_path": dg.MetadataValue.path(str(path)) for fmt, path in paths.items()},
+        }
+    )
+
+
+INSIGHT_MARTS = [revenue_monthly, cohort_retention, product_performance, category_performance, seasonality]
+SCORE_MARTS = [customer_scores, segment_summary, cluster_summary, segment_history, klaviyo_comparison]
+TABLE_MARTS = [*SCORE_MARTS, *INSIGHT_MARTS]
+
+
+@dg.asset(
+    key=["marts", "analytics_snapshot"],
+    group_name="marts",
+    deps=[key for mart in TABLE_MARTS for key in mart.keys],
+    kinds={"duckdb"},
+    owners=OWNERS,
+)
+def analytics_snapshot(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """`analytics.duckdb`: a copy of every marts.* and scores.* table, published as a new file and
+    swapped in atomically, so analysts can query it (read-only) while the pipeline runs.
+    """
+    with duckdb.get_connection() as conn:
+        snapshot = publish_snapshot(conn, analytics_path())
+    table_md = "\n".join(
+        ["| table | rows |", "|---|---|"] + [f"| {name} | {rows:,} |" for name, rows in snapshot.tables.items()]
+    )
+    context.log.info(f"published {len(snapshot.tables)} tables to {snapshot.path}")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(snapshot.path)),
+            "published_at": str(snapshot.published_at),
+            "tables": dg.MetadataValue.md(table_md),
+            "size_mb": round(snapshot.size_bytes / 1e6, 2),
+            "open_with": f"duckdb -readonly {snapshot.path}",
+        }
+    )
+
+
+MART_ASSETS = [*TABLE_MARTS, customer_scores_export, analytics_snapshot]
+MART_CHECKS = [customer_scores_one_row_per_customer]

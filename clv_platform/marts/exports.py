@@ -1,0 +1,53 @@
+"""Files for people and tools outside DuckDB: `exports/customer_scores_<date>.parquet` and `.csv`.
+
+One pair of files per scoring date (the date of `scored_at`). Re-running a scoring on the same
+date overwrites that date's files; each file is written under a temporary name and renamed into
+place, so a reader (or a sync job picking the folder up) never sees a half-written export.
+"""
+
+import os
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from clv_platform.resources.storage import data_dir
+
+EXPORT_TABLE = "marts.customer_scores"
+FORMATS = {"parquet": "(format parquet, compression zstd)", "csv": "(format csv, header true)"}
+
+
+def exports_dir() -> Path:
+    """`CLV_EXPORT_DIR`, else `<data dir>/exports`."""
+    return Path(os.environ.get("CLV_EXPORT_DIR", str(data_dir() / "exports"))).resolve()
+
+
+def scoring_date(conn: duckdb.DuckDBPyConnection) -> date:
+    """The date of the latest `scored_at` in the customer scores mart (today, UTC, if it has none)."""
+    value = conn.execute(f"select max(scored_at)::date from {EXPORT_TABLE}").fetchone()[0]
+    return value or datetime.now(timezone.utc).date()
+
+
+def export_paths(on: date, folder: Path | None = None) -> dict[str, Path]:
+    folder = folder or exports_dir()
+    return {fmt: folder / f"customer_scores_{on.isoformat()}.{fmt}" for fmt in FORMATS}
+
+
+def export_customer_scores(
+    conn: duckdb.DuckDBPyConnection, on: date | None = None, folder: Path | None = None
+) -> dict[str, Path]:
+    """Write the customer scores mart as Parquet and CSV for the scoring date; returns the paths."""
+    on = on or scoring_date(conn)
+    paths = export_paths(on, folder)
+    for fmt, path in paths.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.tmp")
+        quoted = "'" + str(temp).replace("'", "''") + "'"
+        try:
+            conn.execute(
+                f"copy (select * from {EXPORT_TABLE} order by clv_rank, customer_id) to {quoted} {FORMATS[fmt]}"
+            )
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+    return paths

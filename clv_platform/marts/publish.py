@@ -1,0 +1,142 @@
+"""Publish the marts and scores to a separate DuckDB file that analysts can open at any time.
+
+DuckDB allows one writing process per database file, and a process that holds the pipeline's
+file open for writing blocks every other process from opening it at all. So analysts never
+query `clv.duckdb`: after a refresh the pipeline copies the analyst-facing schemas into a NEW
+file under a temporary name in the same folder, checkpoints and closes it, and then swaps it in
+with `os.replace`, which atomically points the published name at the new file.
+
+A reader that opens `analytics.duckdb` read-only therefore gets either the previous snapshot or
+the new one, always complete: it never sees a half-written file, and a reader that already has
+the old file open keeps reading the old (now unlinked) file until it closes its connection.
+The swap relies on POSIX rename semantics (Linux, macOS); on Windows a file that is open cannot
+be replaced.
+"""
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from clv_platform.resources.storage import data_dir
+
+PUBLISHED_SCHEMAS = ("marts", "scores")
+SNAPSHOT_INFO_TABLE = "marts.snapshot_info"
+_ALIAS = "clv_snapshot_being_written"
+
+
+def analytics_path() -> Path:
+    """The published snapshot: `CLV_ANALYTICS_PATH`, else `<data dir>/analytics.duckdb`."""
+    return Path(os.environ.get("CLV_ANALYTICS_PATH", str(data_dir() / "analytics.duckdb"))).resolve()
+
+
+@dataclass
+class Snapshot:
+    path: Path
+    published_at: datetime
+    tables: dict[str, int] = field(default_factory=dict)
+    size_bytes: int = 0
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _published_tables(conn: duckdb.DuckDBPyConnection, schemas: tuple[str, ...]) -> list[tuple[str, str]]:
+    placeholders = ", ".join("?" for _ in schemas)
+    return conn.execute(
+        f"""
+        select table_schema, table_name from information_schema.tables
+        where table_catalog = current_database() and table_type = 'BASE TABLE'
+          and table_schema in ({placeholders})
+          and table_schema || '.' || table_name <> ?
+        order by 1, 2
+        """,
+        [*schemas, SNAPSHOT_INFO_TABLE],
+    ).fetchall()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder entry) to disk so the swap survives a power cut."""
+    flags = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def publish_snapshot(
+    conn: duckdb.DuckDBPyConnection,
+    target: str | Path | None = None,
+    schemas: tuple[str, ...] = PUBLISHED_SCHEMAS,
+) -> Snapshot:
+    """Copy every table of `schemas` from `conn`'s database into a fresh file and swap it in.
+
+    The copy runs in one read transaction on the source, so all tables come from the same
+    state. A `marts.snapshot_info` table records when it was published and the row count of
+    every table. If anything fails, the temporary file is removed and the previous snapshot
+    stays in place untouched.
+    """
+    target = Path(target) if target is not None else analytics_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    temp_wal = temp.with_name(temp.name + ".wal")
+    published_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    tables = _published_tables(conn, schemas)
+    counts: dict[str, int] = {}
+
+    conn.execute(f"attach {_literal(str(temp))} as {_ALIAS}")
+    try:
+        conn.execute("begin transaction")
+        try:
+            for schema in sorted({s for s, _ in tables} | {SNAPSHOT_INFO_TABLE.split('.')[0]}):
+                conn.execute(f"create schema if not exists {_ALIAS}.{schema}")
+            for schema, table in tables:
+                conn.execute(f'create table {_ALIAS}.{schema}."{table}" as select * from {schema}."{table}"')
+                counts[f"{schema}.{table}"] = int(
+                    conn.execute(f'select count(*) from {_ALIAS}.{schema}."{table}"').fetchone()[0]
+                )
+            conn.execute(
+                f"create table {_ALIAS}.{SNAPSHOT_INFO_TABLE} "
+                "(table_name varchar, row_count bigint, published_at timestamp)"
+            )
+            conn.executemany(
+                f"insert into {_ALIAS}.{SNAPSHOT_INFO_TABLE} values (?, ?, ?)",
+                [[name, rows, published_at] for name, rows in counts.items()],
+            )
+            conn.execute("commit")
+        except Exception:
+            conn.execute("rollback")
+            raise
+        conn.execute(f"checkpoint {_ALIAS}")
+    except Exception:
+        conn.execute(f"detach database if exists {_ALIAS}")
+        _remove(temp, temp_wal)
+        raise
+    conn.execute(f"detach {_ALIAS}")
+    try:
+        _fsync(temp)
+        os.replace(temp, target)
+        _fsync(target.parent)
+    finally:
+        _remove(temp, temp_wal)
+    return Snapshot(path=target, published_at=published_at, tables=counts, size_bytes=target.stat().st_size)
+
+
+def open_snapshot(path: str | Path | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the published snapshot; close it when done to see the next one."""
+    return duckdb.connect(str(Path(path) if path is not None else analytics_path()), read_only=True)

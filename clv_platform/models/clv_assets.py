@@ -1,0 +1,208 @@
+"""ml/btyd, ml/clv_model and scores/customer_clv: probabilistic and machine-learned CLV per customer.
+
+All three work at the scoring cutoff C (``scoring_cutoff``) with the settings of ``clv.toml``:
+``ml/btyd`` fits the BTYD models on the features at C; ``ml/clv_model`` trains the hybrid XGBoost
+model on time-split windows ending at or before C, registers it and explains it with SHAP;
+``scores/customer_clv`` scores every customer with the latest registered model.
+"""
+
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.models import clv, registry
+from clv_platform.resources.storage import data_dir, replace_table
+from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform.transforms.features import FEATURE_TABLE
+
+FEATURES = dg.AssetKey(["features", "customer_features"])
+STAGING_INPUTS = [
+    dg.AssetKey(["staging", "orders"]),
+    dg.AssetKey(["staging", "order_lines"]),
+    dg.AssetKey(["staging", "customers"]),
+]
+BTYD_KEY = dg.AssetKey(["ml", "btyd"])
+CLV_MODEL_KEY = dg.AssetKey(["ml", "clv_model"])
+
+BTYD_TABLE = "ml.btyd_scores"
+IMPORTANCE_TABLE = "ml.clv_feature_importance"
+INTERACTIONS_TABLE = "ml.clv_feature_interactions"
+SCORES_TABLE = "scores.customer_clv"
+
+
+def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False, floatfmt=".4g"))
+
+
+def _features(conn) -> pd.DataFrame:
+    return conn.execute(f"select * from {FEATURE_TABLE} order by customer_id").df()
+
+
+@dg.asset(
+    key=["ml", "btyd"],
+    group_name="ml",
+    deps=[FEATURES],
+    kinds={"python", "duckdb"},
+    owners=["team:data-science"],
+)
+def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """BG/NBD (or Pareto/NBD, per clv.toml) + Gamma-Gamma fitted on the customer features at the
+    scoring cutoff (distinct frequency/recency/T combinations, weighted); writes ml.btyd_scores with
+    p_alive, expected purchases, expected order value and discounted CLV over the horizon per customer.
+    """
+    config = clv.load_config()
+    with duckdb.get_connection() as conn:
+        cutoff = scoring_cutoff(conn)
+        features = _features(conn)
+        frame, model = clv.scoring_frame(conn, cutoff, config, features=features)
+        table = clv.btyd_scores_table(frame, model, config, cutoff)
+        rows = replace_table(conn, BTYD_TABLE, table)
+    params = model.params()
+    context.log.info(f"{model.model} fitted on {rows} customers as of {cutoff}: {params['transaction_params']}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "cutoff": str(cutoff),
+            "model": model.model,
+            "horizon_days": config.horizon_days,
+            "transaction_params": dg.MetadataValue.json(params["transaction_params"]),
+            "spend_params": dg.MetadataValue.json(params["spend_params"]),
+            "log_likelihood": float(model.log_likelihood),
+            "spend_customers_fitted": params["spend_n_fitted"],
+            "spend_excluded_nonpositive": params["spend_n_excluded_nonpositive"],
+            "mean_p_alive": float(table["p_alive"].mean()),
+            "total_expected_spend": float(table["expected_spend"].sum()),
+            "preview": _md(table.sort_values("clv", ascending=False)),
+        }
+    )
+
+
+@dg.asset(
+    key=["ml", "clv_model"],
+    group_name="ml",
+    deps=[FEATURES, BTYD_KEY, *STAGING_INPUTS],
+    kinds={"python", "duckdb", "xgboost"},
+    owners=["team:data-science"],
+)
+def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """Hybrid XGBoost CLV model trained on time-split windows from staging (features at C − H,
+    label = net spend in (C − H, C]) with BTYD features fitted per window; the objective is chosen on
+    an inner validation window. Registers the model (data/models + ml.model_runs) and stores global
+    SHAP importance and top interactions with a bar chart under data/reports.
+    """
+    config = clv.load_config()
+    with duckdb.get_connection() as conn:
+        cutoff = scoring_cutoff(conn)
+        trained = clv.train_clv(conn, cutoff, config, clv.HYBRID)
+        gate = registration_gate(conn, trained.validation_metrics)
+        record = registry.save_model(conn, trained, config, register=gate["register"])
+        frame = clv.frame_from_tables(_features(conn), conn.execute(f"select * from {BTYD_TABLE}").df())
+        importance = clv.shap_importance(trained.model, frame, config.shap_sample)
+        interactions = clv.shap_interactions(trained.model, frame, config.interaction_sample, config.top_interactions)
+        for table, name in ((importance, IMPORTANCE_TABLE), (interactions, INTERACTIONS_TABLE)):
+            replace_table(conn, name, table.assign(model_name=record.name, model_version=record.version))
+    reports = data_dir() / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    plot = reports / f"clv_explainability_{record.version}.html"
+    plot.write_text(
+        clv.explainability_html(importance, interactions, f"CLV model {record.name} {record.version}"),
+        encoding="utf-8",
+    )
+    comparison = pd.DataFrame(trained.selection.comparison).drop(columns=["params"])
+    if gate["register"]:
+        context.log.info(f"registered {record.name} {record.version} ({trained.model.objective.name})")
+    else:
+        context.log.warning(f"{record.name} {record.version} NOT registered, scores keep the previous model: "
+                            f"{gate['reason']}")
+    return dg.MaterializeResult(
+        metadata={
+            "model_name": record.name,
+            "model_version": record.version,
+            "registered": gate["register"],
+            "registration": gate["reason"],
+            "cutoff": str(cutoff),
+            "objective": trained.model.objective.name,
+            "selection_metric": trained.selection.metric,
+            "objective_comparison": _md(comparison, rows=len(comparison)),
+            "validation_metrics": dg.MetadataValue.json(trained.validation_metrics),
+            "n_train": trained.n_train,
+            "num_boost_round": trained.model.num_boost_round,
+            "window_ends": dg.MetadataValue.json(trained.window_ends),
+            "features": dg.MetadataValue.json(trained.model.features),
+            "top_features": _md(importance[["rank", "feature", "mean_abs_shap"]]),
+            "top_interactions": _md(interactions[["rank", "feature_a", "feature_b", "mean_abs_interaction"]]),
+            "booster_path": dg.MetadataValue.path(str(record.booster_path)),
+            "explainability_plot": dg.MetadataValue.path(str(plot)),
+            "explainability_url": dg.MetadataValue.url(plot.as_uri()),
+        }
+    )
+
+
+@dg.asset(
+    key=["scores", "customer_clv"],
+    group_name="scores",
+    deps=[FEATURES, BTYD_KEY, CLV_MODEL_KEY],
+    kinds={"python", "duckdb"},
+    owners=["team:data-science"],
+)
+def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """One row per customer: discounted predicted CLV over the horizon from the latest registered
+    model, BTYD p_alive and expected purchases, rank, percentile and tier (Top 1% … Rest).
+    """
+    config = clv.load_config()
+    scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    with duckdb.get_connection() as conn:
+        model, sidecar = registry.load_latest(conn)
+        frame = clv.frame_from_tables(_features(conn), conn.execute(f"select * from {BTYD_TABLE}").df())
+        scores = clv.assign_tiers(clv.predict_scores(model, frame, config))
+        scores = scores.assign(model_version=sidecar["model_version"], scored_at=scored_at)
+        rows = replace_table(conn, SCORES_TABLE, scores)
+    tiers = (
+        scores.groupby("clv_tier")
+        .agg(customers=("customer_id", "size"), total_clv=("predicted_clv", "sum"), mean_clv=("predicted_clv", "mean"))
+        .reindex([label for label, _ in clv.TIERS] + [clv.REST])
+        .dropna(how="all")
+        .reset_index()
+    )
+    context.log.info(f"scored {rows} customers with {sidecar['model_name']} {sidecar['model_version']}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "model_version": sidecar["model_version"],
+            "total_predicted_clv": float(scores["predicted_clv"].sum()),
+            "mean_predicted_clv": float(scores["predicted_clv"].mean()),
+            "tiers": _md(tiers, rows=len(tiers)),
+            "validation_metrics": dg.MetadataValue.json(json.loads(json.dumps(sidecar["validation_metrics"]))),
+            "preview": _md(scores.sort_values("clv_rank")),
+        }
+    )
+
+
+def registration_gate(conn, validation_metrics: dict) -> dict:
+    """Register a new model only if it is not worse than the served one by more than the margin.
+
+    Scoring always uses the newest *registered* model, so an unregistered candidate never
+    reaches customers; the asset check on ml/clv_model reports the comparison.
+    """
+    from clv_platform.checks.common import monitoring_config
+    from clv_platform.checks.model_checks import compare_runs
+
+    served = registry.latest_registered(conn)
+    if served is None:
+        return {"register": True, "reason": "first model: nothing registered yet"}
+    baseline = {"metrics": served["metrics"]}
+    comparisons = compare_runs({"metrics": validation_metrics}, baseline, monitoring_config().model_regression)
+    regressed = [c for c in comparisons if c["regressed"]]
+    if regressed:
+        reason = "; ".join(
+            f"{c['metric']} {c['candidate']:.4g} vs registered {c['registered']:.4g} (allowed {c['bound']:.4g})"
+            for c in regressed
+        )
+        return {"register": False, "reason": reason}
+    return {"register": True, "reason": "within the margin of the registered model"}
+
+
+CLV_ASSETS = [btyd_scores, clv_model, customer_clv]

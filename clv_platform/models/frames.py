@@ -1,0 +1,89 @@
+"""Transactions frames as a minimal ``staging`` schema, so every data set uses the same feature SQL.
+
+The CLV model is trained on ``transforms/features.py`` features. A backtest on CDNOW or a CSV export
+has only ``customer_id, order_date, amount`` rows, not the Shopify-shaped staging tables; instead
+of a second feature implementation for such data (which would drift from the one the platform
+scores with), the rows are loaded into an in-memory DuckDB as ``staging.orders`` (one order per
+row, never cancelled or refunded), an empty ``staging.order_lines`` and an empty
+``staging.customers`` - exactly the columns ``sql/customer_features.sql`` reads. Features that come
+out all-null or constant on such data (basket, refunds, discounts, profile age) are dropped by
+``usable_features`` before training.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+_STAGING_DDL = (
+    "create schema if not exists staging",
+    """
+    create or replace table staging.orders as
+    select
+        'T' || cast(row_number() over (order by customer_id, order_date, amount) as varchar) as order_id,
+        cast(customer_id as varchar) as customer_id,
+        cast(order_date as date) as order_date,
+        cast(order_date as timestamp)
+            + to_microseconds(row_number() over (partition by customer_id, order_date order by amount))
+            as created_at,
+        cast(order_date as timestamp) as updated_at,
+        false as is_cancelled,
+        cast(null as timestamp) as cancelled_at,
+        cast(amount as decimal(18, 2)) as gross_revenue,
+        cast(0 as decimal(18, 2)) as discount_amount,
+        cast(0 as decimal(18, 2)) as refunded_amount,
+        cast(greatest(amount, 0) as decimal(18, 2)) as net_revenue,
+        cast(null as bigint) as item_quantity,
+        cast(null as bigint) as line_count
+    from transactions_input
+    """,
+    """
+    create or replace table staging.order_lines (
+        order_id varchar, line_number integer, customer_id varchar, order_date date,
+        product_id varchar, sku varchar, category varchar, quantity integer,
+        unit_price decimal(18, 2), discount_amount decimal(18, 2), line_revenue decimal(18, 2),
+        is_cancelled boolean
+    )
+    """,
+    """
+    create or replace table staging.customers (
+        customer_id varchar, email varchar, country varchar, email_consent varchar,
+        can_receive_email_marketing boolean, profile_created_at timestamp
+    )
+    """,
+)
+
+
+def load_staging(conn: duckdb.DuckDBPyConnection, transactions: pd.DataFrame) -> int:
+    """Create ``staging.orders`` / ``order_lines`` / ``customers`` from a transactions frame.
+
+    ``transactions`` has ``customer_id``, ``order_date`` and ``amount`` (the ``datasets`` loaders'
+    shape). Amounts are stored as DECIMAL(18,2) like staging's money columns; a negative amount
+    counts as a zero-value order. Returns the number of orders written.
+    """
+    frame = pd.DataFrame(
+        {
+            "customer_id": transactions["customer_id"].astype(str).to_numpy(),
+            "order_date": pd.to_datetime(transactions["order_date"]).dt.normalize().to_numpy(),
+            "amount": transactions["amount"].astype(float).to_numpy(),
+        }
+    )
+    conn.register("transactions_input", frame)
+    try:
+        for statement in _STAGING_DDL:
+            conn.execute(statement)
+    finally:
+        conn.unregister("transactions_input")
+    return int(conn.execute("select count(*) from staging.orders").fetchone()[0])
+
+
+def staging_connection(transactions: pd.DataFrame) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB holding ``transactions`` as staging tables (caller closes it)."""
+    conn = duckdb.connect(":memory:")
+    load_staging(conn, transactions)
+    return conn
+
+
+def usable_features(frame: pd.DataFrame, candidates: list[str]) -> list[str]:
+    """Candidates present in ``frame`` that are neither all-null nor constant (no signal to learn)."""
+    return [c for c in candidates if c in frame and frame[c].nunique(dropna=True) > 1]

@@ -1,0 +1,167 @@
+"""A file + DuckDB model registry: every trained CLV model is kept, the latest registered one is served.
+
+A model is saved under ``<data_dir>/models/`` as ``<name>_<YYYYmmddTHHMMSSZ>``: the XGBoost booster
+in its binary format (``.ubj``) and a JSON sidecar (``.json``) with the config, data window,
+feature list, objective choice and metrics - everything ``load_model`` needs to predict exactly
+as at training time (feature order, log1p smearing, BTYD offset). One row per save goes to
+``ml.model_runs``; ``is_registered`` marks the runs eligible for serving, and the newest of those
+(by ``trained_at``) is what ``load_latest`` returns. Files are the source of truth for the
+booster; the table is the index that a dashboard or the scoring asset queries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import xgboost as xgb
+
+from clv_platform.models.clv import ClvConfig, ClvModel, ObjectiveSpec, TrainedClv
+from clv_platform.resources.storage import data_dir
+
+MODEL_RUNS_TABLE = "ml.model_runs"
+DEFAULT_MODEL_NAME = "clv_xgb"
+
+_MODEL_RUNS_DDL = """
+create table if not exists ml.model_runs (
+    model_name varchar,
+    model_version varchar,
+    trained_at timestamp,
+    cutoff date,
+    horizon_days integer,
+    objective varchar,
+    n_train bigint,
+    metrics json,
+    path varchar,
+    is_registered boolean
+)
+"""
+
+
+def models_dir() -> Path:
+    return data_dir() / "models"
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Where a saved model lives and what its sidecar says."""
+
+    name: str
+    version: str
+    booster_path: Path
+    sidecar_path: Path
+    sidecar: dict
+
+
+def _version(trained_at: datetime, name: str, folder: Path) -> str:
+    """UTC timestamp version; a save within the same second gets a ``_2``, ``_3`` ... suffix."""
+    base = trained_at.strftime("%Y%m%dT%H%M%SZ")
+    version, n = base, 1
+    while (folder / f"{name}_{version}.json").exists():
+        n += 1
+        version = f"{base}_{n}"
+    return version
+
+
+def ensure_model_runs(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute("create schema if not exists ml")
+    conn.execute(_MODEL_RUNS_DDL)
+
+
+def save_model(
+    conn: duckdb.DuckDBPyConnection,
+    trained: TrainedClv,
+    config: ClvConfig,
+    name: str = DEFAULT_MODEL_NAME,
+    register: bool = True,
+    trained_at: datetime | None = None,
+    extra: dict | None = None,
+) -> ModelRecord:
+    """Write booster + sidecar under ``models_dir()`` and append a row to ``ml.model_runs``."""
+    trained_at = (trained_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    folder = models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    version = _version(trained_at, name, folder)
+    stem = folder / f"{name}_{version}"
+    booster_path, sidecar_path = stem.with_suffix(".ubj"), stem.with_suffix(".json")
+    trained.model.booster.save_model(str(booster_path))
+    sidecar = {
+        "model_name": name,
+        "model_version": version,
+        "trained_at": trained_at.isoformat(),
+        "booster_file": booster_path.name,
+        **trained.sidecar(config),
+        **(extra or {}),
+    }
+    sidecar_path.write_text(json.dumps(sidecar, indent=2, default=str), encoding="utf-8")
+    ensure_model_runs(conn)
+    conn.execute(
+        "insert into ml.model_runs values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            name,
+            version,
+            trained_at.replace(tzinfo=None),
+            trained.cutoff,
+            int(config.horizon_days),
+            trained.model.objective.name,
+            int(trained.n_train),
+            json.dumps(trained.validation_metrics, default=str),
+            str(booster_path),
+            bool(register),
+        ],
+    )
+    return ModelRecord(name, version, booster_path, sidecar_path, sidecar)
+
+
+def load_model(path: str | Path) -> tuple[ClvModel, dict]:
+    """Load a saved model from its booster (``.ubj``) or sidecar (``.json``) path."""
+    stem = Path(path).with_suffix("")
+    sidecar = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+    booster = xgb.Booster()
+    booster.load_model(str(stem.with_suffix(".ubj")))
+    model = ClvModel(
+        booster=booster,
+        features=list(sidecar["features"]),
+        objective=ObjectiveSpec(sidecar["objective"], dict(sidecar["objective_params"]), sidecar["target"]),
+        variant=sidecar["variant"],
+        label_horizon_days=int(sidecar["label_horizon_days"]),
+        smearing=float(sidecar["smearing"]),
+        num_boost_round=int(sidecar["num_boost_round"]),
+        offset=bool(sidecar.get("btyd_offset", False)),
+    )
+    return model, sidecar
+
+
+def latest_registered(conn: duckdb.DuckDBPyConnection, name: str = DEFAULT_MODEL_NAME) -> dict | None:
+    """The newest registered ``ml.model_runs`` row of ``name`` as a dict, or None."""
+    ensure_model_runs(conn)
+    frame = conn.execute(
+        """
+        select * from ml.model_runs
+        where model_name = ? and is_registered
+        order by trained_at desc, model_version desc
+        limit 1
+        """,
+        [name],
+    ).df()
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+def load_latest(conn: duckdb.DuckDBPyConnection, name: str = DEFAULT_MODEL_NAME) -> tuple[ClvModel, dict]:
+    """Load the newest registered model; raises LookupError when none is registered."""
+    row = latest_registered(conn, name)
+    if row is None:
+        raise LookupError(f"no registered model named {name!r} in {MODEL_RUNS_TABLE}")
+    return load_model(row["path"])
+
+
+def set_registered(conn: duckdb.DuckDBPyConnection, name: str, version: str, registered: bool) -> None:
+    """Register or unregister one version (e.g. roll back by unregistering the newest)."""
+    ensure_model_runs(conn)
+    conn.execute(
+        "update ml.model_runs set is_registered = ? where model_name = ? and model_version = ?",
+        [registered, name, version],
+    )

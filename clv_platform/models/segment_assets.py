@@ -1,0 +1,57 @@
+"""scores/customer_segments: RFM segments, lifecycle stages and behavioural clusters."""
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.models.segments import load_config, segment_customers
+from clv_platform.resources.storage import replace_table
+from clv_platform.transforms.features import FEATURE_TABLE
+
+
+@dg.asset(
+    key=["scores", "customer_segments"],
+    group_name="scores",
+    deps=[dg.AssetKey(["features", "customer_features"]), dg.AssetKey(["scores", "customer_clv"])],
+    kinds={"python", "scikitlearn", "duckdb"},
+    owners=["team:data-science"],
+)
+def customer_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """Per customer: RFM quintile scores and named segment (rules in models/segments.toml),
+    lifecycle stage (tenure, cadence-relative recency, probability alive) and a KMeans cluster
+    with k chosen by silhouette; the cluster summary goes to ml.cluster_summary."""
+    config = load_config()
+    with duckdb.get_connection() as conn:
+        frame = conn.execute(
+            f"""
+            select f.*, c.p_alive, c.predicted_clv
+            from {FEATURE_TABLE} as f
+            left join scores.customer_clv as c using (customer_id)
+            order by f.customer_id
+            """
+        ).df()
+        segments, clusters = segment_customers(frame, config, p_alive_col="p_alive", clv_col="predicted_clv")
+        segments = segments.rename(columns={"cluster": "cluster_id"})
+        rows = replace_table(conn, "scores.customer_segments", segments)
+        replace_table(conn, "ml.cluster_summary", clusters.summary.reset_index(drop=False))
+    sizes = {
+        column: segments[column].value_counts().rename_axis(column).reset_index(name="customers")
+        for column in ("rfm_segment", "lifecycle_stage", "cluster_name")
+    }
+    silhouette = pd.DataFrame({"k": list(clusters.silhouette), "silhouette": list(clusters.silhouette.values())})
+    context.log.info(f"{rows} customers segmented; k={clusters.k}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "k": clusters.k,
+            "silhouette": float(clusters.silhouette[clusters.k]),
+            "silhouette_by_k": dg.MetadataValue.md(silhouette.to_markdown(index=False)),
+            "rfm_segment_sizes": dg.MetadataValue.md(sizes["rfm_segment"].to_markdown(index=False)),
+            "lifecycle_stage_sizes": dg.MetadataValue.md(sizes["lifecycle_stage"].to_markdown(index=False)),
+            "cluster_sizes": dg.MetadataValue.md(sizes["cluster_name"].to_markdown(index=False)),
+            "cluster_summary": dg.MetadataValue.md(clusters.summary.to_markdown()),
+        }
+    )
+
+
+SEGMENT_ASSETS = [customer_segments]

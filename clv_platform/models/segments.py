@@ -1,0 +1,352 @@
+"""Customer segments: RFM scores and named segments, lifecycle stages, behavioural clusters.
+
+All thresholds and rules live in ``segments.toml`` next to this module (parsed with
+``tomllib``), so marketing can change a segment definition without touching code; every
+function takes the parsed config (``load_config()``) and falls back to the shipped one.
+
+* RFM: quintile scores 1-5 from percentile ranks. Ties take the *lowest* rank of their group
+  (``rank(method="min")``), so equal values always get equal scores whatever the row order,
+  and the smallest value always scores 1. Recency is reversed (most recent = 5). Named
+  segments are ranges of R, F, M and FM (= round-half-up of (F + M) / 2) tried in config order;
+  the first match wins.
+* Lifecycle: ``new`` (short tenure), then ``churned`` / ``at_risk`` when the time since the last
+  order is a large multiple of the customer's own cadence (mean interval; the pooled population
+  interval for one-time buyers) or, if given, the probability alive is low; else ``active``.
+  Cadence-relative recency is what makes a 60-day gap alarming for a weekly buyer and normal
+  for a quarterly one.
+* Clusters: KMeans on standardized log1p features (spend and counts are heavy-tailed; without
+  the log a few big spenders would be their own clusters). k maximizes the silhouette over the
+  configured range, computed on a seeded fixed-size sample for speed; ties go to the smaller k.
+  Clusters are numbered by mean revenue, highest first, and named from their profile
+  (``name_cluster``).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+from sklearn.preprocessing import StandardScaler
+
+from clv_platform.models.npd import NaiveCadence
+
+RULE_KEYS = ("r", "f", "m", "fm")
+SCORE_COLUMNS = {"r": "r_score", "f": "f_score", "m": "m_score", "fm": "fm_score"}
+STAGES = ("new", "active", "at_risk", "churned")
+
+
+def load_config(path: str | Path | None = None) -> dict:
+    """Parse a segments TOML file (default: the ``segments.toml`` shipped with the package)."""
+    if path is None:
+        text = resources.files("clv_platform.models").joinpath("segments.toml").read_text(encoding="utf-8")
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def _config(config: dict | None) -> dict:
+    return load_config() if config is None else config
+
+
+def quantile_scores(values: pd.Series, bins: int = 5, reverse: bool = False) -> pd.Series:
+    """Scores 1..bins = ceil(bins x percentile rank); ties share the lowest rank of their group.
+
+    Missing values score 1 (nothing known is no evidence of a good customer).
+    """
+    numeric = pd.to_numeric(values, errors="coerce").astype(float)
+    ranked = (-numeric if reverse else numeric).rank(method="min", pct=True)
+    scores = np.ceil(ranked * bins).clip(1, bins)
+    return scores.fillna(1).astype(int)
+
+
+def rfm_scores(frame: pd.DataFrame, config: dict | None = None) -> pd.DataFrame:
+    """``r_score``, ``f_score``, ``m_score``, ``fm_score`` and the ``rfm_cell`` string ("543")."""
+    rfm = _config(config)["rfm"]
+    bins = int(rfm.get("bins", 5))
+    out = pd.DataFrame(
+        {
+            "r_score": quantile_scores(frame[rfm["recency_column"]], bins, reverse=True),
+            "f_score": quantile_scores(frame[rfm["frequency_column"]], bins),
+            "m_score": quantile_scores(frame[rfm["monetary_column"]], bins),
+        },
+        index=frame.index,
+    )
+    out["fm_score"] = np.floor((out["f_score"] + out["m_score"]) / 2 + 0.5).astype(int)
+    out["rfm_cell"] = out["r_score"].astype(str) + out["f_score"].astype(str) + out["m_score"].astype(str)
+    return out
+
+
+def _validated_rules(rules: list[dict]) -> list[dict]:
+    for rule in rules:
+        unknown = set(rule) - {"name", *RULE_KEYS}
+        if "name" not in rule or unknown:
+            raise ValueError(f"segment rule {rule!r}: needs a name and only the keys {RULE_KEYS}")
+        for key in RULE_KEYS:
+            bounds = rule.get(key)
+            if bounds is not None and (len(bounds) != 2 or bounds[0] > bounds[1]):
+                raise ValueError(f"segment rule {rule['name']!r}: {key} must be [min, max], got {bounds!r}")
+    return rules
+
+
+def assign_segments(scores: pd.DataFrame, config: dict | None = None) -> pd.Series:
+    """Named segment per row from ``rfm_scores`` output: the first matching rule wins."""
+    rfm = _config(config)["rfm"]
+    rules = _validated_rules(rfm.get("segments", []))
+    conditions = []
+    for rule in rules:
+        match = np.ones(len(scores), dtype=bool)
+        for key in RULE_KEYS:
+            if key in rule:
+                low, high = rule[key]
+                column = scores[SCORE_COLUMNS[key]].to_numpy()
+                match &= (column >= low) & (column <= high)
+        conditions.append(match)
+    names = [rule["name"] for rule in rules]
+    default = rfm.get("default_segment", "Unclassified")
+    labels = np.select(conditions, names, default=default) if conditions else np.full(len(scores), default)
+    return pd.Series(labels, index=scores.index, name="rfm_segment", dtype=object)
+
+
+def rfm_segments(frame: pd.DataFrame, config: dict | None = None) -> pd.DataFrame:
+    """RFM scores plus the named ``rfm_segment``."""
+    config = _config(config)
+    scores = rfm_scores(frame, config)
+    scores["rfm_segment"] = assign_segments(scores, config)
+    return scores
+
+
+def cadence_ratio(frame: pd.DataFrame, config: dict | None = None) -> pd.Series:
+    """Days since the last order / the customer's mean interval (population interval for one-timers).
+
+    The population interval is pooled over all gaps of the frame's repeat buyers (total gap
+    days / total gaps), the same estimate as the naive next-purchase baseline.
+    """
+    life = _config(config)["lifecycle"]
+    cadence = NaiveCadence(
+        recency_col=life["recency_column"],
+        interval_col=life["interval_column"],
+        frequency_col=life["frequency_column"],
+    ).fit(frame)
+    since_last = pd.to_numeric(frame[life["recency_column"]], errors="coerce").to_numpy(dtype=float)
+    return pd.Series(since_last / cadence.intervals(frame), index=frame.index, name="cadence_ratio")
+
+
+def lifecycle_stages(frame: pd.DataFrame, config: dict | None = None, p_alive=None) -> pd.Series:
+    """``new`` / ``churned`` / ``at_risk`` / ``active``, checked in that order (thresholds in config).
+
+    ``p_alive`` (optional, array-like aligned with ``frame``) adds the probability-alive tests;
+    either signal - cadence or p_alive - is enough to mark a customer at risk or churned.
+    """
+    life = _config(config)["lifecycle"]
+    ratio = cadence_ratio(frame, config).to_numpy()
+    tenure = pd.to_numeric(frame[life["tenure_column"]], errors="coerce").to_numpy(dtype=float)
+    churned = ratio >= life["churned_min_ratio"]
+    at_risk = ratio >= life["at_risk_min_ratio"]
+    if p_alive is not None:
+        alive = np.asarray(p_alive, dtype=float)
+        churned |= alive < life["churned_max_p_alive"]
+        at_risk |= alive < life["at_risk_max_p_alive"]
+    stage = np.select(
+        [tenure <= life["new_max_tenure_days"], churned, at_risk],
+        ["new", "churned", "at_risk"],
+        default="active",
+    )
+    return pd.Series(stage, index=frame.index, name="lifecycle_stage", dtype=object)
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    """Cluster per customer (0 = highest mean revenue), its name, and how k was chosen."""
+
+    labels: pd.Series
+    names: pd.Series
+    k: int
+    silhouette: dict[int, float]
+    summary: pd.DataFrame
+
+
+def cluster_matrix(frame: pd.DataFrame, feature_cols: list[str]) -> np.ndarray:
+    """Standardized log1p of the features; nulls become 0 and negatives are clipped to 0."""
+    raw = frame[list(feature_cols)].apply(pd.to_numeric, errors="coerce").astype(float)
+    return StandardScaler().fit_transform(np.log1p(raw.fillna(0.0).clip(lower=0.0).to_numpy()))
+
+
+def choose_k(x: np.ndarray, k_values, seed: int = 0, n_init: int = 10, sample_size: int = 5000):
+    """Fit KMeans for each k and score the silhouette on one seeded sample of rows.
+
+    The same sample is used for every k so the scores are comparable. Returns
+    ``(best_k, {k: silhouette}, {k: labels})``; k values that need more distinct points than
+    the data has are skipped.
+    """
+    n_distinct = len(np.unique(x, axis=0))
+    ks = [int(k) for k in k_values if 2 <= k < min(n_distinct, len(x))]
+    if not ks:
+        raise ValueError(f"no usable k in {list(k_values)} for {n_distinct} distinct points")
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(x), size=min(sample_size, len(x)), replace=False))
+    scores, labels = {}, {}
+    for k in ks:
+        labels[k] = KMeans(n_clusters=k, random_state=seed, n_init=n_init).fit_predict(x)
+        if len(np.unique(labels[k][sample])) < 2:
+            scores[k] = float("-inf")
+            continue
+        scores[k] = float(silhouette_score(x[sample], labels[k][sample]))
+    best = max(ks, key=lambda k: (scores[k], -k))
+    return best, scores, labels
+
+
+def name_cluster(profile: dict, population: dict, naming: dict) -> str:
+    """Readable name = recency + value + basket words + frequency noun, from ratios to the population.
+
+    * recency: "Recent" if mean days since last order <= ``recent_max_ratio`` x population,
+      "Lapsed" if >= ``lapsed_min_ratio`` x population, else nothing;
+    * value (mean revenue per customer): "high-value" if >= ``high_value_min_ratio`` x
+      population, "low-spend" if <= ``low_value_max_ratio`` x population, else nothing;
+    * basket (mean order value): "big-basket" if >= ``big_basket_min_ratio`` x population,
+      "small-basket" if <= ``small_basket_max_ratio`` x population, else nothing;
+    * frequency (mean repeat purchase days): "one-time buyers" if below
+      ``one_time_max_frequency``, "loyal buyers" if >= ``loyal_min_ratio`` x population, else
+      "repeat buyers".
+    e.g. "Recent one-time buyers", "High-value loyal buyers", "Lapsed low-spend one-time buyers".
+    Means, not medians, so a cluster's share of revenue and its name tell the same story.
+    """
+
+    def ratio(key: str) -> float:
+        base = population[key]
+        return profile[key] / base if base > 0 else 1.0
+
+    words = []
+    if ratio("recency") <= naming["recent_max_ratio"]:
+        words.append("recent")
+    elif ratio("recency") >= naming["lapsed_min_ratio"]:
+        words.append("lapsed")
+    if ratio("revenue") >= naming["high_value_min_ratio"]:
+        words.append("high-value")
+    elif ratio("revenue") <= naming["low_value_max_ratio"]:
+        words.append("low-spend")
+    if ratio("aov") >= naming["big_basket_min_ratio"]:
+        words.append("big-basket")
+    elif ratio("aov") <= naming["small_basket_max_ratio"]:
+        words.append("small-basket")
+    if profile["frequency"] < naming["one_time_max_frequency"]:
+        words.append("one-time buyers")
+    elif ratio("frequency") >= naming["loyal_min_ratio"]:
+        words.append("loyal buyers")
+    else:
+        words.append("repeat buyers")
+    text = " ".join(words)
+    return text[0].upper() + text[1:]
+
+
+def cluster_customers(frame: pd.DataFrame, config: dict | None = None, clv_col: str | None = None) -> ClusterResult:
+    """Behavioural clusters with k chosen by silhouette, a per-cluster summary and names.
+
+    Summary columns: ``cluster``, ``name``, ``customers``, ``customer_share``, ``revenue``,
+    ``revenue_share``, ``mean_revenue``, ``mean_recency_days``, ``mean_frequency``,
+    ``mean_aov`` and ``mean_clv`` when ``clv_col`` is given.
+    """
+    cfg = _config(config)["clusters"]
+    x = cluster_matrix(frame, cfg["features"])
+    k, scores, all_labels = choose_k(
+        x,
+        range(int(cfg["k_min"]), int(cfg["k_max"]) + 1),
+        seed=int(cfg.get("seed", 0)),
+        n_init=int(cfg.get("n_init", 10)),
+        sample_size=int(cfg.get("silhouette_sample_size", 5000)),
+    )
+    raw_labels = all_labels[k]
+
+    columns = {
+        "revenue": cfg["revenue_column"],
+        "recency": cfg["recency_column"],
+        "frequency": cfg["frequency_column"],
+        "aov": cfg["aov_column"],
+    }
+    values = pd.DataFrame(
+        {key: pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float) for key, col in columns.items()}
+    )
+    if clv_col is not None:
+        values["clv"] = pd.to_numeric(frame[clv_col], errors="coerce").to_numpy(dtype=float)
+    values["raw"] = raw_labels
+    means = values.groupby("raw").mean()
+    order = means.sort_values("revenue", ascending=False, kind="stable").index
+    relabel = {raw: new for new, raw in enumerate(order)}
+    labels = pd.Series([relabel[c] for c in raw_labels], index=frame.index, name="cluster")
+
+    values["cluster"] = labels.to_numpy()
+    grouped = values.groupby("cluster")
+    summary = pd.DataFrame(
+        {
+            "customers": grouped.size(),
+            "revenue": grouped["revenue"].sum(),
+            "mean_revenue": grouped["revenue"].mean(),
+            "mean_recency_days": grouped["recency"].mean(),
+            "mean_frequency": grouped["frequency"].mean(),
+            "mean_aov": grouped["aov"].mean(),
+        }
+    )
+    summary.insert(1, "customer_share", summary["customers"] / summary["customers"].sum())
+    total_revenue = summary["revenue"].sum()
+    summary.insert(3, "revenue_share", summary["revenue"] / total_revenue if total_revenue else np.nan)
+    if clv_col is not None:
+        summary["mean_clv"] = grouped["clv"].mean()
+
+    population = {key: float(values[key].mean()) for key in ("revenue", "recency", "frequency", "aov")}
+    naming = cfg["naming"]
+    names, seen = [], {}
+    for _, row in summary.iterrows():
+        name = name_cluster(
+            {
+                "revenue": row["mean_revenue"],
+                "recency": row["mean_recency_days"],
+                "frequency": row["mean_frequency"],
+                "aov": row["mean_aov"],
+            },
+            population,
+            naming,
+        )
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name} #{seen[name]}")
+    summary.insert(0, "name", names)
+    summary = summary.reset_index()
+    name_by_cluster = dict(zip(summary["cluster"], summary["name"]))
+    return ClusterResult(
+        labels=labels,
+        names=labels.map(name_by_cluster).rename("cluster_name"),
+        k=k,
+        silhouette=scores,
+        summary=summary,
+    )
+
+
+def segment_customers(
+    frame: pd.DataFrame,
+    config: dict | None = None,
+    p_alive_col: str | None = None,
+    clv_col: str | None = None,
+) -> tuple[pd.DataFrame, ClusterResult]:
+    """All three segmentations of a features frame, one row per customer, plus the clustering."""
+    config = _config(config)
+    out = rfm_segments(frame, config)
+    if "customer_id" in frame:
+        out.insert(0, "customer_id", frame["customer_id"].to_numpy())
+    p_alive = frame[p_alive_col] if p_alive_col else None
+    out["lifecycle_stage"] = lifecycle_stages(frame, config, p_alive)
+    clusters = cluster_customers(frame, config, clv_col)
+    out["cluster"] = clusters.labels
+    out["cluster_name"] = clusters.names
+    return out, clusters
+
+
+def with_rules(config: dict, rules: list[dict]) -> dict:
+    """A copy of ``config`` whose RFM segment rules are replaced by ``rules``."""
+    updated = copy.deepcopy(config)
+    updated["rfm"]["segments"] = _validated_rules(list(rules))
+    return updated

@@ -1,0 +1,430 @@
+"""monitoring/* assets: score snapshots, drift runs and realized model performance.
+
+* ``monitoring/score_history`` keeps a snapshot of every scoring (predictions, tier and segments
+  with the cutoff and horizon they were made for), because ``scores.*`` is replaced on every run
+  and realized performance can only be computed a horizon later.
+* ``monitoring/drift_runs`` compares the current features with reference features, and the current
+  score snapshot with the previous one (prediction drift, segment-share changes). One row per
+  Dagster run in ``monitoring.drift_runs`` plus one per column in ``monitoring.drift_columns``;
+  re-executing a run replaces its rows. The drift sensor reads the newest row.
+* ``monitoring/model_performance`` evaluates every snapshot whose horizon has passed.
+
+The reference features are those at the cutoff of the newest registered model (what it was
+trained and validated on), computed with the same feature SQL; with no registered model, or one
+newer than the data, the features ``reference_offset_days`` before the current cutoff.
+"""
+
+import json
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.monitoring.drift import (
+    DriftResult,
+    MonitoringConfig,
+    detect_drift,
+    load_config,
+    save_report,
+    segment_share_changes,
+)
+from clv_platform.monitoring.performance import PERFORMANCE_COLUMNS, next_maturity, realized_performance
+from clv_platform.resources.storage import table_exists
+from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE, build_features
+
+FEATURES = dg.AssetKey(["features", "customer_features"])
+CUSTOMER_CLV = dg.AssetKey(["scores", "customer_clv"])
+CUSTOMER_SEGMENTS = dg.AssetKey(["scores", "customer_segments"])
+STAGING_ORDERS = dg.AssetKey(["staging", "orders"])
+SCORE_HISTORY = dg.AssetKey(["monitoring", "score_history"])
+
+SCORE_HISTORY_TABLE = "monitoring.score_history"
+DRIFT_RUNS_TABLE = "monitoring.drift_runs"
+DRIFT_COLUMNS_TABLE = "monitoring.drift_columns"
+PERFORMANCE_TABLE = "monitoring.model_performance"
+
+SCORE_VALUE_COLUMNS = ["predicted_clv", "p_alive", "expected_purchases"]
+SEGMENT_SOURCE_COLUMNS = ["rfm_segment", "lifecycle_stage"]
+
+_DDL = """
+create schema if not exists monitoring;
+create table if not exists monitoring.score_history (
+    snapshot_id varchar, scored_at timestamp, cutoff date, horizon_days integer, model_version varchar,
+    customer_id varchar, predicted_clv double, p_alive double, expected_purchases double,
+    clv_tier varchar, rfm_segment varchar, lifecycle_stage varchar, snapshotted_at timestamp
+);
+create table if not exists monitoring.drift_runs (
+    drift_run_id varchar, run_at timestamp, model_version varchar, current_cutoff date,
+    reference_cutoff date, reference_kind varchar, n_reference bigint, n_current bigint,
+    n_columns integer, n_drifted integer, share_drifted double, drift_share_threshold double,
+    drift_detected boolean, prediction_method varchar, prediction_score double,
+    prediction_drifted boolean, column_drift json, segment_changes json,
+    max_segment_share_change double, skipped_columns json, report_path varchar
+);
+create table if not exists monitoring.drift_columns (
+    drift_run_id varchar, run_at timestamp, "column" varchar, kind varchar, method varchar,
+    threshold double, score double, drifted boolean, is_prediction boolean
+);
+create table if not exists monitoring.model_performance (
+    scoring_date date, snapshot_id varchar, model_version varchar, scored_at timestamp, cutoff date,
+    horizon_days integer, horizon_end date, customers bigint, predicted_total double,
+    actual_total double, mae double, normalized_gini double, evaluated_at timestamp
+);
+"""
+
+
+def ensure_monitoring_tables(conn) -> None:
+    for statement in [s.strip() for s in _DDL.split(";") if s.strip()]:
+        conn.execute(statement)
+
+
+def replace_rows(conn, table: str, frame: pd.DataFrame) -> int:
+    """Replace every row of a table created by ``_DDL`` (types stay fixed even for an empty frame)."""
+    conn.execute("begin transaction")
+    try:
+        conn.execute(f"delete from {table}")
+        if len(frame):
+            conn.register("_rows", frame)
+            conn.execute(f"insert into {table} by name select * from _rows")
+            conn.unregister("_rows")
+        conn.execute("commit")
+    except Exception:
+        conn.execute("rollback")
+        raise
+    return len(frame)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False, floatfmt=".4g") if len(frame) else "(none)")
+
+
+def _newest_model_run(conn, model_version: str | None = None) -> dict | None:
+    """The ml.model_runs row of ``model_version``, or the newest registered run; None without a registry."""
+    if not table_exists(conn, "ml.model_runs"):
+        return None
+    if model_version is not None:
+        sql, params = "select * from ml.model_runs where model_version = ?", [model_version]
+    else:
+        sql, params = "select * from ml.model_runs where is_registered", []
+    frame = conn.execute(f"{sql} order by trained_at desc limit 1", params).df()
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+# ----------------------------------------------------------------------------- score history
+
+
+def snapshot_frame(
+    scores: pd.DataFrame,
+    segments: pd.DataFrame | None,
+    cutoff: date,
+    horizon_days: int,
+    snapshotted_at: datetime,
+) -> pd.DataFrame:
+    """Rows of monitoring.score_history for one scoring (score columns it lacks are left null)."""
+    frame = pd.DataFrame({"customer_id": scores["customer_id"].astype(str).to_numpy()})
+    scored_at = pd.to_datetime(scores["scored_at"]).max() if "scored_at" in scores else pd.Timestamp(snapshotted_at)
+    version = str(scores["model_version"].iloc[0]) if "model_version" in scores and len(scores) else "unknown"
+    frame.insert(0, "snapshot_id", f"{version}@{scored_at:%Y-%m-%dT%H:%M:%S}")
+    frame.insert(1, "scored_at", scored_at)
+    frame.insert(2, "cutoff", pd.Timestamp(cutoff).date())
+    frame.insert(3, "horizon_days", int(horizon_days))
+    frame.insert(4, "model_version", version)
+    for column in SCORE_VALUE_COLUMNS:
+        frame[column] = pd.to_numeric(scores[column], errors="coerce").astype(float).to_numpy() \
+            if column in scores else float("nan")
+    frame["clv_tier"] = scores["clv_tier"].astype(str).to_numpy() if "clv_tier" in scores else None
+    for column in SEGMENT_SOURCE_COLUMNS:
+        if segments is not None and column in segments:
+            lookup = segments.assign(customer_id=segments["customer_id"].astype(str)).set_index("customer_id")[column]
+            frame[column] = frame["customer_id"].map(lookup).astype(object).where(lambda s: s.notna(), None)
+        else:
+            frame[column] = None
+    frame["snapshotted_at"] = snapshotted_at
+    return frame
+
+
+@dg.asset(
+    key=["monitoring", "score_history"],
+    group_name="monitoring",
+    deps=[CUSTOMER_CLV, CUSTOMER_SEGMENTS, FEATURES],
+    kinds={"duckdb"},
+    owners=["team:data-science"],
+)
+def score_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """A snapshot of the current scoring (scores.customer_clv + segments) with its cutoff and horizon,
+    appended to monitoring.score_history; snapshotting the same scoring again replaces it.
+    """
+    config = load_config()
+    now = _now()
+    with duckdb.get_connection() as conn:
+        ensure_monitoring_tables(conn)
+        if not table_exists(conn, "scores.customer_clv"):
+            raise RuntimeError("scores.customer_clv does not exist: materialize scores/customer_clv first")
+        scores = conn.execute("select * from scores.customer_clv").df()
+        segments = (
+            conn.execute("select * from scores.customer_segments").df()
+            if table_exists(conn, "scores.customer_segments") else None
+        )
+        cutoff = (
+            conn.execute(f"select max(feature_cutoff) from {FEATURE_TABLE}").fetchone()[0]
+            if table_exists(conn, FEATURE_TABLE) else None
+        ) or scoring_cutoff(conn)
+        version = str(scores["model_version"].iloc[0]) if "model_version" in scores and len(scores) else None
+        run = _newest_model_run(conn, version) if version else None
+        horizon = int(run["horizon_days"]) if run is not None else config.performance.default_horizon_days
+        frame = snapshot_frame(scores, segments, cutoff, horizon, now)
+        snapshot_id = str(frame["snapshot_id"].iloc[0]) if len(frame) else None
+        conn.execute("begin transaction")
+        try:
+            conn.execute(f"delete from {SCORE_HISTORY_TABLE} where snapshot_id = ?", [snapshot_id])
+            conn.register("_snapshot", frame)
+            conn.execute(f"insert into {SCORE_HISTORY_TABLE} by name select * from _snapshot")
+            conn.unregister("_snapshot")
+            conn.execute("commit")
+        except Exception:
+            conn.execute("rollback")
+            raise
+        snapshots = conn.execute(
+            f"select count(distinct snapshot_id), count(*) from {SCORE_HISTORY_TABLE}"
+        ).fetchone()
+    context.log.info(f"snapshot {snapshot_id}: {len(frame)} customers as of {cutoff}, horizon {horizon} days")
+    return dg.MaterializeResult(
+        metadata={
+            "snapshot_id": snapshot_id,
+            "customers": len(frame),
+            "cutoff": str(cutoff),
+            "horizon_days": horizon,
+            "snapshots_kept": int(snapshots[0]),
+            "dagster/row_count": int(snapshots[1]),
+        }
+    )
+
+
+# ----------------------------------------------------------------------------- drift
+
+
+def reference_cutoff(conn, current: date, config: MonitoringConfig) -> tuple[date, str]:
+    """The cutoff of the reference features and where it came from (see the module docstring)."""
+    run = _newest_model_run(conn)
+    if run is not None and run.get("cutoff") is not None:
+        registered = pd.Timestamp(run["cutoff"]).date()
+        if registered <= current:
+            return registered, f"registered model {run['model_version']}"
+    return current - timedelta(days=config.drift.reference_offset_days), f"{config.drift.reference_offset_days} days earlier"
+
+
+def _snapshots(conn) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The newest score snapshot and the one before it (either may be None)."""
+    if not table_exists(conn, SCORE_HISTORY_TABLE):
+        return None, None
+    ids = [
+        s for (s,) in conn.execute(
+            f"select snapshot_id from {SCORE_HISTORY_TABLE} group by 1 order by max(scored_at) desc, 1 desc limit 2"
+        ).fetchall()
+    ]
+    frames = [conn.execute(f"select * from {SCORE_HISTORY_TABLE} where snapshot_id = ?", [i]).df() for i in ids]
+    frames += [None] * (2 - len(frames))
+    return frames[0], frames[1]
+
+
+def segment_changes(current: pd.DataFrame | None, previous: pd.DataFrame | None, columns) -> dict[str, list[dict]]:
+    """Share changes of every segment column present (and not all null) in both snapshots."""
+    out: dict[str, list[dict]] = {}
+    if current is None or previous is None:
+        return out
+    for column in columns:
+        if column in current and column in previous and current[column].notna().any() and previous[column].notna().any():
+            out[column] = segment_share_changes(previous[column], current[column]).to_dict(orient="records")
+    return out
+
+
+def drift_row(
+    run_id: str, run_at: datetime, model_version: str | None, current_cutoff: date, ref_cutoff: date,
+    ref_kind: str, n_reference: int, n_current: int, result: DriftResult, segments: dict, report: Path | None,
+) -> dict:
+    """The monitoring.drift_runs row of one drift run (JSON columns as text)."""
+    columns = result.to_frame()
+    max_change = max((abs(r["share_change"]) for rows in segments.values() for r in rows), default=0.0)
+    return {
+        "drift_run_id": run_id,
+        "run_at": run_at,
+        "model_version": model_version,
+        "current_cutoff": current_cutoff,
+        "reference_cutoff": ref_cutoff,
+        "reference_kind": ref_kind,
+        "n_reference": n_reference,
+        "n_current": n_current,
+        "n_columns": len(result.columns),
+        "n_drifted": len(result.drifted_columns),
+        "share_drifted": result.share_drifted,
+        "drift_share_threshold": result.drift_share_threshold,
+        "drift_detected": result.drift_detected,
+        "prediction_method": result.prediction.method if result.prediction else None,
+        "prediction_score": result.prediction.score if result.prediction else None,
+        "prediction_drifted": result.prediction.drifted if result.prediction else None,
+        "column_drift": json.dumps(columns.to_dict(orient="records")),
+        "segment_changes": json.dumps(segments),
+        "max_segment_share_change": float(max_change),
+        "skipped_columns": json.dumps(result.skipped),
+        "report_path": str(report) if report else None,
+    }
+
+
+def write_drift_run(conn, row: dict, columns: pd.DataFrame) -> None:
+    """Replace the rows of ``row['drift_run_id']`` in drift_runs and drift_columns, atomically."""
+    ensure_monitoring_tables(conn)
+    run_frame = pd.DataFrame([row])
+    column_frame = columns.assign(drift_run_id=row["drift_run_id"], run_at=row["run_at"])
+    conn.execute("begin transaction")
+    try:
+        for table in (DRIFT_RUNS_TABLE, DRIFT_COLUMNS_TABLE):
+            conn.execute(f"delete from {table} where drift_run_id = ?", [row["drift_run_id"]])
+        conn.register("_drift_run", run_frame)
+        conn.execute(
+            f"insert into {DRIFT_RUNS_TABLE} by name select * replace ("
+            "column_drift::json as column_drift, segment_changes::json as segment_changes, "
+            "skipped_columns::json as skipped_columns) from _drift_run"
+        )
+        conn.unregister("_drift_run")
+        if len(column_frame):
+            conn.register("_drift_columns", column_frame)
+            conn.execute(f"insert into {DRIFT_COLUMNS_TABLE} by name select * from _drift_columns")
+            conn.unregister("_drift_columns")
+        conn.execute("commit")
+    except Exception:
+        conn.execute("rollback")
+        raise
+
+
+@dg.asset(
+    key=["monitoring", "drift_runs"],
+    group_name="monitoring",
+    deps=[FEATURES, SCORE_HISTORY],
+    kinds={"duckdb", "evidently"},
+    owners=["team:data-science"],
+)
+def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """Feature drift (current features vs the registered model's), prediction drift and segment-share
+    changes (current vs previous score snapshot), with an Evidently HTML report under data/reports.
+    One row per run in monitoring.drift_runs; the drift sensor retrains when its flag is set.
+    """
+    config = load_config()
+    run_at = _now()
+    with duckdb.get_connection() as conn:
+        ensure_monitoring_tables(conn)
+        current = conn.execute(f"select * from {FEATURE_TABLE}").df()
+        current_cutoff = (
+            pd.Timestamp(current["feature_cutoff"].max()).date() if len(current) else scoring_cutoff(conn)
+        )
+        ref_cutoff, ref_kind = reference_cutoff(conn, current_cutoff, config)
+        reference = build_features(conn, ref_cutoff)
+        latest, previous = _snapshots(conn)
+        registered = _newest_model_run(conn)
+        old_report = conn.execute(
+            f"select report_path from {DRIFT_RUNS_TABLE} where drift_run_id = ?", [context.run.run_id]
+        ).fetchone()
+    columns = [c for c in FEATURE_COLUMNS if c in current.columns and c in reference.columns]
+    prediction = config.drift.prediction_column
+    have_predictions = latest is not None and previous is not None and prediction in latest and prediction in previous
+    result = detect_drift(
+        reference,
+        current,
+        columns,
+        config.drift,
+        reference_predictions=previous[prediction] if have_predictions else None,
+        current_predictions=latest[prediction] if have_predictions else None,
+    )
+    report = save_report(result, when=run_at)
+    if old_report and old_report[0] and old_report[0] != str(report):
+        Path(old_report[0]).unlink(missing_ok=True)
+    segments = segment_changes(latest, previous, config.drift.segment_columns)
+    model_version = (
+        str(latest["model_version"].iloc[0]) if latest is not None and len(latest)
+        else (registered or {}).get("model_version")
+    )
+    row = drift_row(
+        context.run.run_id, run_at, model_version, current_cutoff, ref_cutoff, ref_kind,
+        len(reference), len(current), result, segments, report,
+    )
+    with duckdb.get_connection() as conn:
+        write_drift_run(conn, row, result.to_frame())
+        total = conn.execute(f"select count(*) from {DRIFT_RUNS_TABLE}").fetchone()[0]
+    drifted = result.to_frame().sort_values("score", ascending=False)
+    context.log.info(
+        f"{len(result.drifted_columns)}/{len(result.columns)} feature columns drifted "
+        f"({result.share_drifted:.0%}, threshold {result.drift_share_threshold:.0%}) vs {ref_kind} ({ref_cutoff})"
+    )
+    metadata = {
+        "drift_run_id": context.run.run_id,
+        "drift_detected": result.drift_detected,
+        "share_drifted": result.share_drifted,
+        "drift_share_threshold": result.drift_share_threshold,
+        "drifted_columns": ", ".join(result.drifted_columns) or "none",
+        "current_cutoff": str(current_cutoff),
+        "reference_cutoff": f"{ref_cutoff} ({ref_kind})",
+        "columns": _md(drifted, rows=len(drifted)),
+        "max_segment_share_change": row["max_segment_share_change"],
+        "skipped_columns": dg.MetadataValue.json(result.skipped),
+        "dagster/row_count": int(total),
+    }
+    if result.prediction:
+        metadata["prediction_drift_score"] = result.prediction.score
+        metadata["prediction_drifted"] = result.prediction.drifted
+    if report:
+        metadata["report"] = dg.MetadataValue.path(str(report))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+# ----------------------------------------------------------------------------- realized performance
+
+
+@dg.asset(
+    key=["monitoring", "model_performance"],
+    group_name="monitoring",
+    deps=[SCORE_HISTORY, STAGING_ORDERS],
+    kinds={"duckdb"},
+    owners=["team:data-science"],
+)
+def model_performance(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """Realized MAE and normalized Gini of every past scoring whose horizon has passed, by scoring
+    date: its predictions against what customers actually spent (discounted) in (cutoff, cutoff + H].
+    """
+    config = load_config()
+    with duckdb.get_connection() as conn:
+        ensure_monitoring_tables(conn)
+        snapshots = conn.execute(
+            f"select snapshot_id, scored_at, cutoff, horizon_days, model_version, customer_id, predicted_clv "
+            f"from {SCORE_HISTORY_TABLE}"
+        ).df()
+        data_end = conn.execute("select max(order_date) from staging.orders").fetchone()[0]
+        orders = conn.execute(
+            "select customer_id, order_date, cast(net_revenue as double) as net_revenue from staging.orders "
+            "where customer_id is not null and order_date > ?",
+            [pd.Timestamp(snapshots["cutoff"].min()).date() if len(snapshots) else date.max],
+        ).df()
+        performance = (
+            realized_performance(snapshots, orders, data_end, config.performance.annual_discount_rate)
+            if data_end is not None else pd.DataFrame(columns=PERFORMANCE_COLUMNS)
+        )
+        performance = performance.assign(evaluated_at=_now())
+        rows = replace_rows(conn, PERFORMANCE_TABLE, performance)
+    pending = next_maturity(snapshots, data_end) if data_end is not None else None
+    context.log.info(f"{rows} scorings evaluated; data through {data_end}; next horizon ends {pending}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "data_through": str(data_end),
+            "next_evaluation_possible": str(pending) if pending else "no pending snapshot",
+            "performance": _md(performance.drop(columns=["evaluated_at"]), rows=20),
+        }
+    )
+
+
+MONITORING_ASSETS = [score_history, drift_runs, model_performance]

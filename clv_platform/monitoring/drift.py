@@ -1,0 +1,374 @@
+"""Drift of a current frame against a reference frame, measured with Evidently 0.7.
+
+Pure functions (frames in, results out) plus the monitoring configuration they share with the
+asset checks (``monitoring.toml`` next to this module, parsed with ``tomllib``).
+
+* Feature drift: Evidently's ``DataDriftPreset`` over the feature columns gives a drift score,
+  the method and a drifted flag per column. The methods are *distances* by default (normed
+  Wasserstein for numbers, Jensen-Shannon for categories), not p-value tests: with thousands
+  of customers a K-S test flags differences far too small to matter for a model, so a p-value
+  threshold would have the retrain sensor firing on every run.
+* The share of drifted columns decides the overall flag: drift is declared when it reaches
+  ``drift_share_threshold``. Columns with fewer than ``min_rows`` non-null values on either side
+  are skipped (and reported as skipped): a distance between a handful of values is noise.
+* Prediction drift: the same per-column measurement on the prediction column, reported apart
+  from the feature share (a model shift is a different question from a data shift).
+* Segment-share changes: the share of each category of two categorical series (reference,
+  current) and the change in percentage points, e.g. how the CLV tiers moved.
+
+Evidently is imported inside the functions that use it: importing it takes seconds, and the
+code location (which imports this module through the checks) should load fast.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clv_platform.resources.storage import data_dir
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    drift_share_threshold: float = 0.3
+    num_method: str = "wasserstein"
+    num_threshold: float = 0.1
+    cat_method: str = "jensenshannon"
+    cat_threshold: float = 0.1
+    per_column_threshold: dict[str, float] = field(default_factory=dict)
+    prediction_column: str = "predicted_clv"
+    prediction_method: str = "wasserstein"
+    prediction_threshold: float = 0.1
+    segment_columns: tuple[str, ...] = ("clv_tier", "rfm_segment", "lifecycle_stage")
+    reference_offset_days: int = 90
+    min_rows: int = 30
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    null_share_default: float = 0.0
+    null_share_limits: dict[str, float] = field(default_factory=dict)
+    non_negative: tuple[str, ...] = ()
+    unit_interval: tuple[str, ...] = ()
+    future_tolerance_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class ModelRegressionSettings:
+    margin: float = 0.05
+    metrics: dict[str, str] = field(default_factory=lambda: {"normalized_gini": "higher", "mae": "lower"})
+    margins: dict[str, float] = field(default_factory=dict)
+    metrics_path: str = ""
+
+    def margin_for(self, metric: str) -> float:
+        return float(self.margins.get(metric, self.margin))
+
+
+@dataclass(frozen=True)
+class PerformanceSettings:
+    default_horizon_days: int = 365
+    annual_discount_rate: float = 0.10
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    checks: CheckSettings = field(default_factory=CheckSettings)
+    model_regression: ModelRegressionSettings = field(default_factory=ModelRegressionSettings)
+    performance: PerformanceSettings = field(default_factory=PerformanceSettings)
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("clv_platform.monitoring").joinpath("monitoring.toml")))
+
+
+def load_config(path: str | Path | None = None) -> MonitoringConfig:
+    """Parse ``monitoring.toml`` (the shipped one unless ``path`` is given); missing keys keep defaults."""
+    raw = tomllib.loads(Path(path or default_config_path()).read_text(encoding="utf-8"))
+    drift = dict(raw.get("drift", {}))
+    if "segment_columns" in drift:
+        drift["segment_columns"] = tuple(drift["segment_columns"])
+    checks_raw = raw.get("checks", {})
+    limits = dict(checks_raw.get("null_share_limits", {}))
+    ranges = checks_raw.get("feature_ranges", {})
+    checks = CheckSettings(
+        null_share_default=float(limits.pop("default", 0.0)),
+        null_share_limits={k: float(v) for k, v in limits.items()},
+        non_negative=tuple(ranges.get("non_negative", ())),
+        unit_interval=tuple(ranges.get("unit_interval", ())),
+        future_tolerance_hours=float(checks_raw.get("future_tolerance_hours", 24.0)),
+    )
+    regression = dict(raw.get("model_regression", {}))
+    return MonitoringConfig(
+        drift=DriftSettings(**drift),
+        checks=checks,
+        model_regression=ModelRegressionSettings(**regression),
+        performance=PerformanceSettings(**raw.get("performance", {})),
+    )
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    column: str
+    kind: str  # "num" or "cat"
+    method: str
+    threshold: float
+    score: float
+    drifted: bool
+
+
+@dataclass
+class DriftResult:
+    """Per-column drift, the share of drifted columns and the overall flag of one comparison."""
+
+    columns: list[ColumnDrift]
+    share_drifted: float
+    drift_detected: bool
+    drift_share_threshold: float
+    prediction: ColumnDrift | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    snapshot: Any = None  # the Evidently snapshot, for the HTML report
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per measured column; the prediction column last, marked ``is_prediction``."""
+        rows = [{**vars(c), "is_prediction": False} for c in self.columns]
+        if self.prediction is not None:
+            rows.append({**vars(self.prediction), "is_prediction": True})
+        return pd.DataFrame(
+            rows, columns=["column", "kind", "method", "threshold", "score", "drifted", "is_prediction"]
+        )
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        return [c.column for c in self.columns if c.drifted]
+
+
+# ----------------------------------------------------------------------------- drift
+
+
+def _kind(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+        return "cat"
+    return "num"
+
+
+def _prepare(frame: pd.DataFrame, columns: list[str], kinds: dict[str, str]) -> pd.DataFrame:
+    """Numbers as float (nullable Int/decimal → float, ±inf → NaN), categories as strings."""
+    out = pd.DataFrame(index=frame.index)
+    for column in columns:
+        if kinds[column] == "num":
+            values = pd.to_numeric(frame[column], errors="coerce").astype(float)
+            out[column] = values.replace([np.inf, -np.inf], np.nan)
+        else:
+            out[column] = frame[column].astype("string").astype(object).where(frame[column].notna(), None)
+    return out
+
+
+def _usable(reference: pd.Series, current: pd.Series, min_rows: int) -> str | None:
+    """Why a column cannot be measured, or None when it can."""
+    ref_n, cur_n = int(reference.notna().sum()), int(current.notna().sum())
+    if ref_n < min_rows or cur_n < min_rows:
+        return f"too few non-null values (reference {ref_n}, current {cur_n}, need {min_rows})"
+    return None
+
+
+def detect_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: list[str] | None = None,
+    settings: DriftSettings | None = None,
+    reference_predictions: pd.Series | None = None,
+    current_predictions: pd.Series | None = None,
+) -> DriftResult:
+    """Compare ``current`` with ``reference`` column by column in one Evidently report.
+
+    ``columns`` defaults to the columns both frames share. When both prediction series are
+    given, their drift is measured too (under ``settings.prediction_column``, with the prediction
+    method and threshold) and kept out of the share of drifted features. Predictions may come
+    from other rows than the features (e.g. the previous score snapshot): every measurement is
+    univariate and drops missing values, so the prediction rows are appended below the feature
+    rows rather than joined to them.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    settings = settings or DriftSettings()
+    prediction = settings.prediction_column
+    if columns is None:
+        columns = [c for c in reference.columns if c in current.columns]
+    columns = [c for c in columns if c != prediction]
+    missing = [c for c in columns if c not in reference.columns or c not in current.columns]
+    if missing:
+        raise KeyError(f"columns missing from the reference or current frame: {missing}")
+
+    kinds = {c: _kind(reference[c]) for c in columns}
+    skipped: dict[str, str] = {}
+    measured = []
+    for column in columns:
+        reason = _usable(reference[column], current[column], settings.min_rows)
+        if reason:
+            skipped[column] = reason
+        else:
+            measured.append(column)
+
+    predict = reference_predictions is not None and current_predictions is not None
+    if predict:
+        kinds[prediction] = "num"
+        reason = _usable(reference_predictions, current_predictions, settings.min_rows)
+        if reason:
+            skipped[prediction] = reason
+            predict = False
+
+    all_columns = measured + ([prediction] if predict else [])
+    if not all_columns:
+        return DriftResult([], 0.0, False, settings.drift_share_threshold, None, skipped, None)
+
+    metrics: list = []
+    if measured:
+        metrics.append(
+            DataDriftPreset(
+                columns=measured,
+                drift_share=settings.drift_share_threshold,
+                num_method=settings.num_method,
+                num_threshold=settings.num_threshold,
+                cat_method=settings.cat_method,
+                cat_threshold=settings.cat_threshold,
+                per_column_threshold={
+                    c: float(t) for c, t in settings.per_column_threshold.items() if c in measured
+                } or None,
+            )
+        )
+    if predict:
+        metrics.append(
+            ValueDrift(column=prediction, method=settings.prediction_method, threshold=settings.prediction_threshold)
+        )
+    definition = DataDefinition(
+        numerical_columns=[c for c in all_columns if kinds[c] == "num"],
+        categorical_columns=[c for c in all_columns if kinds[c] == "cat"],
+    )
+    ref_frame = _prepare(reference, measured, kinds)
+    cur_frame = _prepare(current, measured, kinds)
+    if predict:
+        ref_frame = _with_predictions(ref_frame, reference_predictions, prediction)
+        cur_frame = _with_predictions(cur_frame, current_predictions, prediction)
+    ref = Dataset.from_pandas(ref_frame, data_definition=definition)
+    cur = Dataset.from_pandas(cur_frame, data_definition=definition)
+    # Constant columns make Evidently's correlation widgets divide by a zero deviation; the
+    # drift scores are unaffected, so the warning is silenced here only, not globally.
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = Report(metrics, include_tests=True).run(current_data=cur, reference_data=ref)
+
+    results = _column_results(snapshot.dict(), kinds)
+    feature_results = [results[c] for c in measured]
+    share = sum(r.drifted for r in feature_results) / len(feature_results) if feature_results else 0.0
+    return DriftResult(
+        columns=feature_results,
+        share_drifted=float(share),
+        drift_detected=bool(feature_results) and share >= settings.drift_share_threshold,
+        drift_share_threshold=settings.drift_share_threshold,
+        prediction=results.get(prediction) if predict else None,
+        skipped=skipped,
+        snapshot=snapshot,
+    )
+
+
+def _with_predictions(features: pd.DataFrame, predictions: pd.Series, column: str) -> pd.DataFrame:
+    values = pd.to_numeric(predictions, errors="coerce").astype(float).replace([np.inf, -np.inf], np.nan)
+    block = pd.DataFrame({column: values.to_numpy()})
+    if features.shape[1] == 0:
+        return block
+    return pd.concat([features.reset_index(drop=True), block], ignore_index=True)
+
+
+def _column_results(report: dict, kinds: dict[str, str]) -> dict[str, ColumnDrift]:
+    """Per-column score/method/threshold from the ValueDrift metrics, drifted from their tests.
+
+    The drifted flag is read from Evidently's own test status rather than recomputed: for a
+    distance a high score means drift, for a p-value test a low one, and Evidently knows which.
+    """
+    status = {}
+    for test in report.get("tests", []):
+        metric_id = (test.get("metric_config") or {}).get("metric_id")
+        if metric_id:
+            status[metric_id] = str(getattr(test.get("status"), "value", test.get("status"))).upper()
+    out: dict[str, ColumnDrift] = {}
+    for metric in report.get("metrics", []):
+        config = metric.get("config", {})
+        if not str(config.get("type", "")).endswith(":ValueDrift"):
+            continue
+        column = config["column"]
+        if metric["id"] not in status:
+            raise RuntimeError(f"Evidently returned no drift test for column {column!r}")
+        out[column] = ColumnDrift(
+            column=column,
+            kind=kinds.get(column, "num"),
+            method=str(config.get("method")),
+            threshold=float(config.get("threshold")),
+            score=float(metric["value"]),
+            drifted=status[metric["id"]] == "FAIL",
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- segments
+
+
+def segment_share_changes(reference: pd.Series, current: pd.Series) -> pd.DataFrame:
+    """Share of each category in ``reference`` and ``current`` and the change (current − reference).
+
+    Nulls count as their own category ``"(missing)"`` so a growing share of unsegmented customers
+    shows up. Rows are ordered by the size of the change, largest first.
+    """
+    def shares(values: pd.Series) -> pd.Series:
+        labels = values.astype("string").fillna("(missing)")
+        return labels.value_counts(normalize=True) if len(labels) else pd.Series(dtype=float)
+
+    ref, cur = shares(reference), shares(current)
+    segments = sorted(set(ref.index) | set(cur.index))
+    frame = pd.DataFrame(
+        {
+            "segment": segments,
+            "reference_share": [float(ref.get(s, 0.0)) for s in segments],
+            "current_share": [float(cur.get(s, 0.0)) for s in segments],
+        }
+    )
+    frame["share_change"] = frame["current_share"] - frame["reference_share"]
+    order = frame["share_change"].abs().sort_values(ascending=False, kind="stable").index
+    return frame.loc[order].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- report file
+
+
+def reports_dir() -> Path:
+    return data_dir() / "reports"
+
+
+def save_report(result: DriftResult, when: datetime | None = None, directory: Path | None = None) -> Path | None:
+    """Write the Evidently HTML report to ``<data>/reports/drift_<UTC timestamp>.html``.
+
+    Returns None when nothing was measured (there is no snapshot to render).
+    """
+    if result.snapshot is None:
+        return None
+    when = when or datetime.now(timezone.utc)
+    folder = Path(directory or reports_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"drift_{when:%Y%m%dT%H%M%S}.html"
+    result.snapshot.save_html(str(path))
+    return path

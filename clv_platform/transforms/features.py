@@ -1,0 +1,184 @@
+"""Point-in-time customer features (RFM, lifecycle, cadence, basket, context) in DuckDB SQL.
+
+Every feature is computed "as of" a cutoff date from the staging tables only, by one SQL
+file (`sql/customer_features.sql`) that serves both training (features at C − H, labels
+from (C − H, C]) and scoring (features at C). Having a single implementation is what
+keeps training and serving consistent; the cutoff is passed as a prepared-statement
+parameter, never spliced into the SQL text.
+
+Decisions, and why:
+
+* A *purchase* is a non-cancelled order. Cancellation is judged as of the cutoff
+  (`cancelled_at <= cutoff`), so an order that was live on the cutoff day and cancelled
+  later still counts; otherwise a backtest would know about cancellations from its future.
+* Zero-net (fully refunded) orders *do* count as purchases (they carry 0 spend). The
+  customer still came back and bought, which is the behaviour BTYD models count, and
+  refunds typically land weeks later — excluding them would make purchase counts depend
+  on refund timing.
+* The population at a cutoff is every customer (non-null `customer_id`) with at least one
+  purchase by the cutoff. A customer whose only orders were cancelled has no first
+  purchase, so BTYD quantities (frequency, T) would be undefined for them.
+* Transactions are order *days*: several orders on one day are one transaction
+  (`frequency` = distinct purchase days − 1, `monetary` = mean net value of the repeat
+  days, 0 when there are none), the `lifetimes` convention.
+* `discount_share` = discount / (net-of-discount gross + discount): staging's
+  `gross_revenue` is Shopify's `totalPrice`, already after discounts, so dividing by it
+  alone could exceed 1.
+
+Known residual leaks, not fixable from staging as it is: `refunded_amount` is the order's
+refund total as of today (staging keeps no refund dates), and the Klaviyo context columns
+(`country`, `email_consent`, `can_receive_email_marketing`) are the latest profile state.
+The consent columns are therefore kept out of `FEATURE_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import duckdb
+import pandas as pd
+
+from clv_platform.resources.storage import qualified, read_sql
+
+FEATURE_TABLE = "features.customer_features"
+
+FEATURE_COLUMNS: list[str] = [
+    "recency_days",
+    "frequency",
+    "monetary",
+    "avg_order_value",
+    "total_net_spend",
+    "order_count",
+    "purchase_days",
+    "tenure_days",
+    "T_days",
+    "recency_btyd_days",
+    "T_weeks",
+    "recency_weeks",
+    "mean_interpurchase_days",
+    "median_interpurchase_days",
+    "std_interpurchase_days",
+    "recency_to_interval_ratio",
+    "orders_last_30d",
+    "orders_last_90d",
+    "orders_last_365d",
+    "spend_last_90d",
+    "spend_prev_90d",
+    "spend_trend_90d",
+    "items_per_order",
+    "distinct_products",
+    "distinct_categories",
+    "refund_rate",
+    "discount_share",
+    "first_order_value",
+    "profile_age_days",
+]
+"""Numeric model features. Nullable ones (cadence stats with < 2 or < 3 purchase days,
+ratios with a zero denominator, profile age without a profile) are left null on purpose:
+tree models handle missing values, and imputing here would hide the difference."""
+
+CONTEXT_COLUMNS: list[str] = [
+    "customer_id",
+    "feature_cutoff",
+    "first_order_date",
+    "last_order_date",
+    "cohort_month",
+    "country",
+    "email_consent",
+    "can_receive_email_marketing",
+]
+
+LABEL_COLUMNS: list[str] = ["label_spend", "label_orders", "label_purchase_days", "days_to_next_purchase"]
+
+_LABELS_SQL = """
+, labels as (
+    select
+        customer_id,
+        sum(greatest(cast(gross_revenue - refunded_amount as double), 0)) as label_spend,
+        count(*) as label_orders,
+        count(distinct order_date) as label_purchase_days,
+        min(order_date) - $cutoff::date as days_to_next_purchase
+    from staging.orders
+    where customer_id is not null
+      and order_date > $cutoff::date
+      and order_date <= $label_end::date
+      and not (is_cancelled and coalesce(cast(cancelled_at as date) <= $label_end::date, true))
+    group by customer_id
+)
+select
+    f.*,
+    $label_end::date as label_end,
+    coalesce(l.label_spend, 0) as label_spend,
+    coalesce(l.label_orders, 0) as label_orders,
+    coalesce(l.label_purchase_days, 0) as label_purchase_days,
+    l.days_to_next_purchase
+from features as f
+left join labels as l on l.customer_id = f.customer_id
+order by f.customer_id
+"""
+
+
+def _as_date(cutoff: date) -> date:
+    """Accept a date (or datetime, truncated to its day); reject anything else early."""
+    if hasattr(cutoff, "date") and callable(cutoff.date):
+        cutoff = cutoff.date()
+    if not isinstance(cutoff, date):
+        raise TypeError(f"cutoff must be a datetime.date, got {type(cutoff).__name__}")
+    return cutoff
+
+
+def feature_sql() -> str:
+    """The feature query text: one `select` with a single `$cutoff` DATE parameter."""
+    return read_sql("clv_platform.transforms", "sql/customer_features.sql").strip().rstrip(";")
+
+
+def feature_query(cutoff: date) -> tuple[str, dict[str, date]]:
+    """The feature query and its parameters for `conn.execute(sql, params)`."""
+    return feature_sql(), {"cutoff": _as_date(cutoff)}
+
+
+def build_features(conn: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:
+    """Features as of `cutoff`, one row per customer, ordered by customer_id."""
+    sql, params = feature_query(cutoff)
+    return conn.execute(f"select * from ({sql}) order by customer_id", params).df()
+
+
+def materialize_features(
+    conn: duckdb.DuckDBPyConnection, cutoff: date, table: str = FEATURE_TABLE
+) -> int:
+    """Replace `table` with the features as of `cutoff` (idempotent); return its row count."""
+    name = qualified(table)
+    sql, params = feature_query(cutoff)
+    conn.execute(f"create schema if not exists {name.split('.')[0]}")
+    conn.execute(f"create or replace table {name} as {sql}", params)
+    return int(conn.execute(f"select count(*) from {name}").fetchone()[0])
+
+
+def training_query(cutoff: date, horizon_days: int) -> tuple[str, dict[str, date]]:
+    """Features at `cutoff − horizon_days` joined to labels from (cutoff − H, cutoff].
+
+    The feature part is the same SQL as scoring, parameterized at C − H, so a model
+    trained on these rows sees exactly what it will see when scoring at C.
+    """
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    label_end = _as_date(cutoff)
+    sql = f"with features as (\n{feature_sql()}\n)\n{_LABELS_SQL}"
+    return sql, {"cutoff": label_end - timedelta(days=horizon_days), "label_end": label_end}
+
+
+def build_training_frame(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int) -> pd.DataFrame:
+    """Training rows for customers known at C − H: features at C − H plus labels.
+
+    Labels: `label_spend` (net spend), `label_orders` (non-cancelled orders),
+    `label_purchase_days` (distinct purchase days) in (C − H, C], and
+    `days_to_next_purchase` (first purchase day after C − H minus C − H; null when the
+    customer did not buy in the window — censored at H for a survival model).
+    """
+    sql, params = training_query(cutoff, horizon_days)
+    return conn.execute(sql, params).df()
+
+
+def build_scoring_frame(conn: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:
+    """Scoring rows: the features as of `cutoff`, same query as training."""
+    return build_features(conn, cutoff)

@@ -1,0 +1,354 @@
+"""Marts built on staging from a small demo store, with right answers recomputed by hand.
+
+Staging comes from the real pipeline code (demo store → raw tables → `build_staging`). The
+`scores.*` tables are TEST FIXTURES written here (deterministic fake predictions), standing
+in for the model assets so the join logic of the score marts can be checked on its own.
+"""
+
+import shutil
+from datetime import date, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.ingestion.demo_store import DemoStoreParams, generate
+from clv_platform.marts.assets import (
+    MART_ASSETS,
+    MART_CHECKS,
+    create_score_inputs,
+    customer_scores,
+    customer_scores_export,
+    segment_history,
+    segment_summary,
+)
+from clv_platform.transforms.staging import build_staging
+
+FIXTURE_SCORED_AT = datetime(2026, 11, 2, 3, 0)
+
+# Test fixture: fake model outputs for every customer with a non-cancelled order. Customers whose
+# hash ends in 0 get no next-purchase prediction (to check the left join), and the segments
+# table names its cluster column `cluster` (to check the alias).
+FIXTURE_SCORES_SQL = """
+create schema if not exists scores;
+
+create or replace table scores.customer_clv as
+with base as (
+    select customer_id, sum(net_revenue)::double as spend, max(order_date) as last_order,
+           (select max(order_date) from staging.orders) as as_of
+    from staging.orders where customer_id is not null and not is_cancelled group by customer_id
+),
+predicted as (
+    select customer_id,
+           round(spend * 0.6 + hash(customer_id) % 97, 2) as predicted_clv,
+           greatest(0.02, 1 - datediff('day', last_order, as_of) / 500.0) as p_alive,
+           round((hash(customer_id) % 50) / 10.0, 2) as expected_purchases
+    from base
+),
+ranked as (
+    select *, row_number() over (order by predicted_clv desc, customer_id) as clv_rank, count(*) over () as n
+    from predicted
+)
+select customer_id, predicted_clv, p_alive, expected_purchases, clv_rank,
+       100.0 * (n - clv_rank + 1) / n as clv_percentile,
+       case when clv_rank <= 0.01 * n then 'Top 1%' when clv_rank <= 0.1 * n then 'Top 10%'
+            when clv_rank <= 0.2 * n then 'Top 20%' else 'Rest' end as clv_tier,
+       'fixture-v1' as model_version,
+       timestamp '2026-11-02 03:00:00' as scored_at
+from ranked;
+
+create or replace table scores.customer_npd as
+select customer_id,
+       (select max(order_date) from staging.orders) + (1 + hash(customer_id) % 60)::integer
+           as predicted_next_purchase_date,
+       (hash(customer_id) % 100) / 100.0 as p_purchase_30d,
+       least(1.0, (hash(customer_id) % 100) / 80.0) as p_purchase_90d
+from scores.customer_clv
+where hash(customer_id) % 10 <> 0;
+
+create or replace table scores.customer_segments as
+select customer_id,
+       ['Champions', 'Loyal', 'At risk', 'Hibernating', 'New'][(1 + hash(customer_id) % 5)::integer] as rfm_segment,
+       case when p_alive < 0.3 then 'churned' when p_alive < 0.6 then 'at_risk' else 'active' end
+           as lifecycle_stage,
+       (hash(customer_id) % 4)::integer as cluster,
+       'cluster ' || (hash(customer_id) % 4) as cluster_name
+from scores.customer_clv;
+"""
+
+
+def build_demo_warehouse(database: Path, customers: int = 300) -> None:
+    """Raw + staging from the demo store, plus the fixture score tables."""
+    store = generate(DemoStoreParams(n_customers=customers, seed=11))
+    with duckdb.connect(str(database)) as conn:
+        store.write_raw_tables(conn, datetime(2026, 11, 1))
+        build_staging(conn)
+        for statement in FIXTURE_SCORES_SQL.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+
+def materialize_marts(database: Path, assets=None) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        assets if assets is not None else [*MART_ASSETS, *MART_CHECKS],
+        resources={"duckdb": DuckDBResource(database=str(database))},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("marts")
+    mp = pytest.MonkeyPatch()
+    mp.delenv("CLV_AS_OF", raising=False)
+    mp.setenv("CLV_DATA_DIR", str(tmp))
+    mp.setenv("CLV_ANALYTICS_PATH", str(tmp / "analytics.duckdb"))
+    mp.setenv("CLV_EXPORT_DIR", str(tmp / "exports"))
+    database = tmp / "clv.duckdb"
+    build_demo_warehouse(database)
+    result = materialize_marts(database)
+    yield database, result, tmp
+    mp.undo()
+
+
+def frame(database: Path, sql: str) -> pd.DataFrame:
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute(sql).df()
+
+
+def rows(database: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def one(database: Path, sql: str):
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+def test_every_mart_materializes_and_checks_pass(warehouse):
+    _, result, _ = warehouse
+    assert result.success
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert materialized == {key for asset in MART_ASSETS for key in asset.keys}
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks)
+    for asset in MART_ASSETS:
+        spec = next(iter(asset.specs))
+        assert spec.group_name == "marts" and spec.key.path[0] == "marts"
+        assert spec.description and spec.owners == ["team:analytics"]
+
+
+def test_customer_scores_joins_every_score_table(warehouse):
+    database, _, _ = warehouse
+    mart = frame(database, "select * from marts.customer_scores")
+    clv = frame(database, "select * from scores.customer_clv")
+    npd = frame(database, "select * from scores.customer_npd")
+    segments = frame(database, "select * from scores.customer_segments")
+    customers = frame(database, "select customer_id, email from staging.customers")
+
+    assert len(mart) == len(clv) == mart["customer_id"].nunique() > 100
+    assert list(mart.columns[:15]) == [
+        "customer_id", "email", "predicted_clv", "p_alive", "expected_purchases",
+        "predicted_next_purchase_date", "p_purchase_30d", "rfm_segment", "lifecycle_stage", "cluster_id",
+        "clv_rank", "clv_percentile", "clv_tier", "model_version", "scored_at",
+    ]
+    merged = mart.merge(customers, on="customer_id", suffixes=("", "_staging"))
+    assert len(merged) == len(mart) and (merged["email"] == merged["email_staging"]).all()
+
+    without_npd = mart[~mart["customer_id"].isin(npd["customer_id"])]
+    assert len(without_npd) > 0 and without_npd["predicted_next_purchase_date"].isna().all()
+    with_npd = mart.merge(npd, on="customer_id", suffixes=("", "_npd"))
+    assert (with_npd["p_purchase_30d"] == with_npd["p_purchase_30d_npd"]).all()
+
+    with_segments = mart.merge(segments, on="customer_id")
+    assert (with_segments["cluster_id"] == with_segments["cluster"]).all()
+    assert (with_segments["rfm_segment_x"] == with_segments["rfm_segment_y"]).all()
+
+    assert (mart["as_of_date"].dt.date == one(database, "select max(order_date) from staging.orders")).all()
+    someone = mart.sort_values("clv_rank").iloc[0]
+    by_hand = one(
+        database,
+        f"select sum(net_revenue)::double from staging.orders "
+        f"where customer_id = '{someone.customer_id}' and not is_cancelled",
+    )
+    assert someone.historical_revenue == pytest.approx(by_hand)
+
+
+def test_score_inputs_read_missing_tables_and_columns_as_null():
+    conn = duckdb.connect()
+    conn.execute("create schema scores")
+    conn.execute("create table scores.customer_clv as select 'c1' as customer_id, 10.0 as predicted_clv")
+    missing = create_score_inputs(conn)
+    assert "scores.customer_npd" in missing and "scores.customer_segments" in missing
+    assert "scores.customer_clv.model_version" in missing
+    assert conn.execute("select customer_id, predicted_clv, model_version from clv_scores_input").fetchall() == [
+        ("c1", 10.0, None)
+    ]
+    assert conn.execute("select count(*) from npd_scores_input").fetchone()[0] == 0
+
+
+def test_customer_scores_fails_clearly_without_clv_scores(tmp_path):
+    database = tmp_path / "empty.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        build_staging(conn)
+    result = dg.materialize(
+        [customer_scores],
+        resources={"duckdb": DuckDBResource(database=str(database))},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "scores.customer_clv does not exist" in failure.step_failure_data.error.message
+
+
+def test_revenue_monthly_adds_up_to_staging(warehouse):
+    database, _, _ = warehouse
+    monthly = frame(database, "select * from marts.revenue_monthly")
+    total = one(database, "select sum(net_revenue)::double from staging.orders")
+    orders = one(database, "select count(*) from staging.orders where not is_cancelled")
+    buyers = one(
+        database, "select count(distinct customer_id) from staging.orders where not is_cancelled"
+    )
+    assert monthly["revenue"].sum() == pytest.approx(total)
+    assert monthly["orders"].sum() == orders
+    assert monthly["new_customers"].sum() == buyers  # everybody is new exactly once
+    parts = monthly["new_customer_revenue"] + monthly["returning_customer_revenue"] + monthly["guest_revenue"]
+    assert parts.to_numpy() == pytest.approx(monthly["revenue"].to_numpy())
+    assert (monthly["average_order_value"] * monthly["orders"]).to_numpy() == pytest.approx(monthly["revenue"].to_numpy())
+    assert monthly["month"].is_monotonic_increasing and monthly["month"].is_unique
+    assert monthly["returning_customers"].iloc[0] == 0 and monthly["returning_customers"].sum() > 0
+
+
+def test_cohort_retention_starts_at_100_percent(warehouse):
+    database, _, _ = warehouse
+    cohorts = frame(database, "select * from marts.cohort_retention")
+    month0 = cohorts[cohorts["months_since_first_order"] == 0]
+    assert (month0["retention_share"] == 1.0).all()
+    assert (month0["active_customers"] == month0["cohort_customers"]).all()
+    assert month0["cohort_customers"].sum() == one(
+        database, "select count(distinct customer_id) from staging.orders where not is_cancelled"
+    )
+    assert cohorts["retention_share"].between(0, 1).all()
+    assert (cohorts.loc[cohorts["months_since_first_order"] > 0, "retention_share"] < 1).any()
+    known_revenue = one(
+        database,
+        "select sum(net_revenue)::double from staging.orders where customer_id is not null and not is_cancelled",
+    )
+    assert cohorts["revenue"].sum() == pytest.approx(known_revenue)
+    # every cohort has a row for each month up to the last month with data
+    last = one(database, "select date_trunc('month', max(order_date))::date from staging.orders")
+    ends = cohorts.groupby("cohort_month")["activity_month"].max()
+    assert (ends.dt.date == last).all()
+
+
+def test_product_repeat_buyer_share_by_hand(warehouse):
+    database, _, _ = warehouse
+    lines = frame(database, "select * from staging.order_lines where not is_cancelled")
+    products = frame(database, "select * from marts.product_performance").set_index("product_id")
+    product = products["buyers"].idxmax()
+    mine = lines[lines["product_id"] == product]
+    orders_per_buyer = mine.dropna(subset=["customer_id"]).groupby("customer_id")["order_id"].nunique()
+    row = products.loc[product]
+    assert row["buyers"] == len(orders_per_buyer)
+    assert row["repeat_buyers"] == (orders_per_buyer >= 2).sum()
+    assert row["repeat_buyer_share"] == pytest.approx((orders_per_buyer >= 2).mean())
+    assert row["revenue"] == pytest.approx(float(mine["line_revenue"].astype(float).sum()))
+    assert products["revenue"].sum() == pytest.approx(float(lines["line_revenue"].astype(float).sum()))
+
+    categories = frame(database, "select * from marts.category_performance").set_index("category")
+    assert categories["revenue"].sum() == pytest.approx(products["revenue"].sum())
+    assert categories["products"].sum() == len(products)
+    category = categories["buyers"].idxmax()
+    in_category = lines[lines["category"] == category].dropna(subset=["customer_id"])
+    per_buyer = in_category.groupby("customer_id")["order_id"].nunique()
+    assert categories.loc[category, "repeat_buyer_share"] == pytest.approx((per_buyer >= 2).mean())
+
+
+def test_seasonality_covers_every_weekday_and_month(warehouse):
+    database, _, _ = warehouse
+    season = frame(database, "select * from marts.seasonality")
+    weekdays = season[season["period_type"] == "weekday"].set_index("period")
+    months = season[season["period_type"] == "month"].set_index("period")
+    assert list(weekdays.index) == list(range(1, 8)) and list(months.index) == list(range(1, 13))
+    assert weekdays.loc[1, "period_name"] == "Monday" and months.loc[1, "period_name"] == "January"
+    first, last = one(database, "select min(order_date) from staging.orders"), one(
+        database, "select max(order_date) from staging.orders"
+    )
+    assert weekdays["days"].sum() == months["days"].sum() == (last - first).days + 1
+    revenue = one(database, "select sum(net_revenue)::double from staging.orders")
+    for part in (weekdays, months):
+        assert part["revenue"].sum() == pytest.approx(revenue)
+        assert part["revenue_share"].sum() == pytest.approx(1.0)
+        # indices are per-day ratios, so their day-weighted mean is exactly 1
+        assert (part["revenue_index"] * part["days"]).sum() / part["days"].sum() == pytest.approx(1.0)
+
+
+def test_klaviyo_comparison_rank_correlation(warehouse):
+    database, result, _ = warehouse
+    comparison = frame(database, "select * from marts.klaviyo_comparison")
+    expected_rows = one(
+        database,
+        "select count(*) from marts.customer_scores s join staging.customers c using (customer_id) "
+        "where c.klaviyo_predicted_clv is not null",
+    )
+    assert len(comparison) == expected_rows > 20
+    assert comparison["clv_difference"].to_numpy() == pytest.approx(
+        (comparison["predicted_clv"] - comparison["klaviyo_predicted_clv"]).to_numpy()
+    )
+    metadata = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["marts", "klaviyo_comparison"])
+    )
+    expected = comparison["predicted_clv"].corr(comparison["klaviyo_predicted_clv"], method="spearman")
+    assert metadata["clv_rank_correlation"].value == pytest.approx(expected)
+    assert metadata["customers_compared"].value == len(comparison)
+
+
+def test_segment_and_cluster_summaries_cover_every_customer(warehouse):
+    database, _, _ = warehouse
+    customers = one(database, "select count(*) from marts.customer_scores")
+    sizes = frame(database, "select segment_type, sum(customers) as n, sum(customer_share) as share "
+                            "from marts.segment_summary group by 1")
+    assert set(sizes["segment_type"]) == {"rfm_segment", "lifecycle_stage", "clv_tier"}
+    assert (sizes["n"] == customers).all() and sizes["share"].to_numpy() == pytest.approx(1.0)
+    champions = one(database, "select customers from marts.segment_summary where segment = 'Champions'")
+    assert champions == one(database, "select count(*) from scores.customer_segments where rfm_segment = 'Champions'")
+    clusters = frame(database, "select * from marts.cluster_summary")
+    assert len(clusters) == 4 and clusters["customers"].sum() == customers
+    assert clusters["cluster_name"].str.startswith("cluster ").all()
+
+
+def test_segment_history_keeps_one_copy_per_scoring_date(warehouse, tmp_path):
+    source, _, _ = warehouse
+    database = tmp_path / "copy.duckdb"
+    shutil.copy(source, database)
+    rerun = [customer_scores, segment_summary, segment_history]
+    assert materialize_marts(database, rerun).success  # same scoring date again
+    per_date = one(database, "select count(*) from marts.segment_summary")
+    history = "select scoring_date, count(*) from marts.segment_history group by 1 order by 1"
+    assert rows(database, history) == [(date(2026, 11, 2), per_date)]
+    with duckdb.connect(str(database)) as conn:
+        conn.execute("update scores.customer_clv set scored_at = scored_at + interval 1 day")
+    assert materialize_marts(database, rerun).success
+    assert rows(database, history) == [(date(2026, 11, 2), per_date), (date(2026, 11, 3), per_date)]
+
+
+def test_exports_are_dated_and_idempotent(warehouse):
+    database, _, tmp = warehouse
+    folder = tmp / "exports"
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["customer_scores_2026-11-02.csv", "customer_scores_2026-11-02.parquet"]
+    rows = one(database, "select count(*) from marts.customer_scores")
+    parquet = pd.read_parquet(folder / "customer_scores_2026-11-02.parquet")
+    csv = pd.read_csv(folder / "customer_scores_2026-11-02.csv")
+    assert len(parquet) == len(csv) == rows
+    assert list(parquet["clv_rank"]) == sorted(parquet["clv_rank"])
+    assert set(csv["customer_id"]) == set(parquet["customer_id"])
+    assert materialize_marts(database, [customer_scores_export]).success  # same date: overwritten
+    assert sorted(p.name for p in folder.iterdir()) == files

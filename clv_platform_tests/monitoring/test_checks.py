@@ -1,0 +1,338 @@
+"""Asset checks of every layer: each blocking check fails on a crafted bad input and passes on good input.
+
+The checks are invoked directly with a DuckDBResource on a tmp_path database; one test also runs a
+check through `dg.materialize` to show that a failing blocking check stops the assets downstream.
+"""
+
+import json
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.checks import ALL_CHECKS, checks_for
+from clv_platform.checks.feature_checks import (
+    features_null_shares,
+    features_one_row_per_customer,
+    features_value_ranges,
+)
+from clv_platform.checks.model_checks import clv_model_not_worse_than_registered, metric_value
+from clv_platform.checks.score_checks import (
+    clv_every_customer_scored_once,
+    clv_scores_finite,
+    clv_scores_non_negative,
+    clv_scores_probabilities,
+)
+from clv_platform.checks.staging_checks import (
+    orders_keys_not_null,
+    orders_net_revenue_non_negative,
+    orders_no_future_timestamps,
+    orders_unique_order_id,
+    staging_rows_reconcile,
+)
+from clv_platform.transforms.features import FEATURE_COLUMNS
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "checks.duckdb"
+    return path, DuckDBResource(database=str(path))
+
+
+def write(path, table: str, frame: pd.DataFrame) -> None:
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(f"create schema if not exists {table.split('.')[0]}")
+        conn.register("_f", frame)
+        conn.execute(f"create or replace table {table} as select * from _f")
+
+
+def sql(path, statement: str, params=None) -> None:
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(statement, params or [])
+
+
+def orders(n: int = 4) -> pd.DataFrame:
+    created = datetime(2025, 3, 1, 12)
+    return pd.DataFrame(
+        {
+            "order_id": [f"gid://shopify/Order/{i}" for i in range(n)],
+            "source": "demo",
+            "customer_id": [f"c{i % 2}" for i in range(n)],
+            "created_at": [created + timedelta(days=i) for i in range(n)],
+            "updated_at": [created + timedelta(days=i, hours=1) for i in range(n)],
+            "order_date": [(created + timedelta(days=i)).date() for i in range(n)],
+            "is_cancelled": False,
+            "cancelled_at": pd.Series([None] * n, dtype="datetime64[ns]"),
+            "net_revenue": [10.0 * (i + 1) for i in range(n)],
+        }
+    )
+
+
+def staging_with_reconciliation(path, raw_rows: int, accepted: int, rejected: int) -> None:
+    write(path, "staging.orders", orders(accepted))
+    write(path, "raw.shopify_orders", pd.DataFrame({"order_id": [f"o{i}" for i in range(raw_rows)]}))
+    write(
+        path,
+        "staging.rejected_rows",
+        pd.DataFrame({"source": "demo", "source_table": ["raw.shopify_orders"] * rejected, "reason": "test order"}),
+    )
+
+
+# ----------------------------------------------------------------------------- staging
+
+
+def test_staging_checks_pass_on_good_orders(db):
+    path, resource = db
+    staging_with_reconciliation(path, raw_rows=6, accepted=4, rejected=2)
+    for check in (orders_unique_order_id, orders_keys_not_null, orders_no_future_timestamps,
+                  orders_net_revenue_non_negative, staging_rows_reconcile):
+        result = check(duckdb=resource)
+        assert result.passed, (check.check_key.name, result.description)
+
+
+def test_duplicate_order_id_fails(db):
+    path, resource = db
+    frame = orders()
+    frame.loc[3, "order_id"] = frame.loc[0, "order_id"]
+    write(path, "staging.orders", frame)
+    result = orders_unique_order_id(duckdb=resource)
+    assert not result.passed
+    assert "gid://shopify/Order/0" in result.description
+
+
+def test_null_key_fails(db):
+    path, resource = db
+    frame = orders()
+    frame.loc[1, "order_date"] = None
+    write(path, "staging.orders", frame)
+    result = orders_keys_not_null(duckdb=resource)
+    assert not result.passed and "order_date" in result.description
+
+
+def test_rows_not_reconciling_fail(db):
+    path, resource = db
+    staging_with_reconciliation(path, raw_rows=7, accepted=4, rejected=2)
+    result = staging_rows_reconcile(duckdb=resource)
+    assert not result.passed
+    assert "raw.shopify_orders: 7 in != 4 accepted + 2 rejected" in result.description
+
+
+def test_file_rows_reconcile_through_lines_returns_and_rejects(db):
+    path, resource = db
+    staging_with_reconciliation(path, raw_rows=6, accepted=4, rejected=2)
+    write(path, "raw.file_transactions", pd.DataFrame({"row_number": range(5)}))
+    write(path, "staging.order_lines", pd.DataFrame({"order_id": ["import:1", "import:1", "import:2"]}))
+    write(path, "staging.returns", pd.DataFrame({"return_id": ["import:C3"]}))
+    assert not staging_rows_reconcile(duckdb=resource).passed
+    sql(path, "insert into staging.rejected_rows values ('file:a.csv', 'raw.file_transactions', 'duplicate row')")
+    assert staging_rows_reconcile(duckdb=resource).passed
+
+
+def test_future_timestamp_fails(db):
+    path, resource = db
+    frame = orders()
+    frame.loc[2, "created_at"] = datetime.now() + timedelta(days=3)
+    write(path, "staging.orders", frame)
+    result = orders_no_future_timestamps(duckdb=resource)
+    assert not result.passed and "created_at" in result.description
+
+
+def test_negative_net_revenue_fails(db):
+    path, resource = db
+    frame = orders()
+    frame.loc[1, "net_revenue"] = -5.0
+    write(path, "staging.orders", frame)
+    result = orders_net_revenue_non_negative(duckdb=resource)
+    assert not result.passed and "gid://shopify/Order/1" in result.description
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def features(n: int = 50) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"customer_id": [f"c{i}" for i in range(n)]})
+    for column in FEATURE_COLUMNS:
+        frame[column] = rng.uniform(0, 1, n)
+    return frame
+
+
+def test_feature_checks_pass_on_good_features(db):
+    path, resource = db
+    write(path, "features.customer_features", features())
+    for check in (features_one_row_per_customer, features_value_ranges, features_null_shares):
+        result = check(duckdb=resource)
+        assert result.passed, (check.check_key.name, result.description)
+
+
+@pytest.mark.parametrize(
+    "mutate, check, message",
+    [
+        (lambda f: f.assign(customer_id=["c0", *f["customer_id"][1:-1], "c0"]), features_one_row_per_customer, "c0"),
+        (lambda f: f.assign(recency_days=-f["recency_days"]), features_value_ranges, "recency_days"),
+        (lambda f: f.assign(discount_share=f["discount_share"] + 1.5), features_value_ranges, "discount_share"),
+        (lambda f: f.assign(frequency=np.where(f.index < 5, np.nan, f["frequency"])), features_null_shares, "frequency"),
+        (lambda f: f.drop(columns=["monetary"]), features_value_ranges, "monetary"),
+    ],
+    ids=["duplicate_customer", "negative_recency", "share_above_one", "null_share", "missing_column"],
+)
+def test_feature_checks_fail_on_bad_features(db, mutate, check, message):
+    path, resource = db
+    write(path, "features.customer_features", mutate(features()))
+    result = check(duckdb=resource)
+    assert not result.passed
+    assert message in result.description
+
+
+def test_nullable_feature_within_its_limit_passes(db):
+    path, resource = db
+    write(path, "features.customer_features",
+          features().assign(std_interpurchase_days=lambda f: np.where(f.index < 40, np.nan, 1.0)))
+    assert features_null_shares(duckdb=resource).passed
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def model_runs(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"model_name": "clv_xgb", "model_version": version, "trained_at": datetime(2025, 1, day),
+             "cutoff": date(2025, 1, day), "horizon_days": 365, "objective": "tweedie", "n_train": 100,
+             "metrics": json.dumps(metrics), "path": f"/m/{version}.ubj", "is_registered": registered}
+            for version, day, metrics, registered in rows
+        ]
+    )
+
+
+def test_model_check_passes_without_a_registered_model(db):
+    _, resource = db
+    result = clv_model_not_worse_than_registered(duckdb=resource)
+    assert result.passed and "nothing to compare" in result.description
+
+
+def test_worse_new_model_fails_and_says_why(db):
+    path, resource = db
+    write(path, "ml.model_runs", model_runs([
+        ("v1", 1, {"normalized_gini": 0.60, "mae": 100.0}, True),
+        ("v2", 2, {"normalized_gini": 0.50, "mae": 101.0}, True),
+    ]))
+    result = clv_model_not_worse_than_registered(duckdb=resource)
+    assert not result.passed
+    assert "normalized_gini" in result.description and "v2" in result.description and "v1" in result.description
+    assert "mae" not in result.description  # within its margin
+
+
+def test_new_model_within_margin_passes(db):
+    path, resource = db
+    write(path, "ml.model_runs", model_runs([
+        ("v1", 1, {"normalized_gini": 0.60, "mae": 100.0}, True),
+        ("v0", 3, {"normalized_gini": 0.20, "mae": 900.0}, False),  # unregistered runs are no baseline
+        ("v2", 4, {"normalized_gini": 0.58, "mae": 110.0}, True),
+    ]))
+    result = clv_model_not_worse_than_registered(duckdb=resource)
+    assert result.passed, result.description
+
+
+def test_metric_value_reads_nested_or_top_level():
+    assert metric_value('{"validation": {"mae": 3}}', "mae", "validation") == 3.0
+    assert metric_value('{"mae": 4}', "mae", "validation") == 4.0
+    assert metric_value('{"mae": "NaN"}', "mae") is None
+
+
+# ----------------------------------------------------------------------------- scores
+
+
+def scores(n: int = 10) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "predicted_clv": np.linspace(0, 500, n),
+            "p_alive": np.linspace(0.1, 1.0, n),
+            "expected_purchases": np.linspace(0, 3, n),
+            "clv_tier": "Rest",
+            "model_version": "v1",
+            "scored_at": datetime(2025, 3, 1),
+        }
+    )
+
+
+SCORE_CHECKS = (clv_scores_finite, clv_scores_non_negative, clv_scores_probabilities, clv_every_customer_scored_once)
+
+
+def test_score_checks_pass_on_good_scores(db):
+    path, resource = db
+    write(path, "features.customer_features", features(10))
+    write(path, "scores.customer_clv", scores())
+    for check in SCORE_CHECKS:
+        result = check(duckdb=resource)
+        assert result.passed, (check.check_key.name, result.description)
+
+
+@pytest.mark.parametrize(
+    "mutate, check",
+    [
+        (lambda s: s.assign(predicted_clv=s["predicted_clv"].where(s.index != 3, np.nan)), clv_scores_finite),
+        (lambda s: s.assign(predicted_clv=s["predicted_clv"].where(s.index != 3, -1.0)), clv_scores_non_negative),
+        (lambda s: s.assign(p_alive=s["p_alive"].where(s.index != 3, 1.2)), clv_scores_probabilities),
+        (lambda s: pd.concat([s, s.iloc[[2]]]), clv_every_customer_scored_once),
+        (lambda s: s.iloc[1:], clv_every_customer_scored_once),
+    ],
+    ids=["nan_score", "negative_clv", "probability_above_one", "duplicate_customer", "missing_customer"],
+)
+def test_score_checks_fail_on_bad_scores(db, mutate, check):
+    path, resource = db
+    write(path, "features.customer_features", features(10))
+    write(path, "scores.customer_clv", mutate(scores()))
+    assert not check(duckdb=resource).passed
+
+
+# ----------------------------------------------------------------------------- wiring
+
+
+def test_every_data_check_is_blocking_and_names_are_unique():
+    """Bad staging, features or scores must not flow on; raw only warns (staging rejects bad rows) and
+    the model check only reports (a regressed model is not registered, scoring keeps the old one)."""
+    keys = [key for check in ALL_CHECKS for key in check.check_keys]
+    assert len(keys) == len(set(keys))
+    for check in ALL_CHECKS:
+        for spec in check.check_specs:
+            layer = spec.asset_key.path[0]
+            assert spec.blocking == (layer not in ("raw", "ml")), spec.key
+
+
+def test_checks_for_keeps_only_checks_of_defined_assets():
+    spec = dg.AssetSpec(key=["staging", "orders"])
+    chosen = checks_for([spec])
+    assert chosen and all(k.asset_key == spec.key for c in chosen for k in c.check_keys)
+
+
+def test_failing_blocking_check_stops_downstream_assets(db):
+    path, resource = db
+    bad = orders()
+    bad.loc[3, "order_id"] = bad.loc[0, "order_id"]
+
+    @dg.asset(key=["staging", "orders"])
+    def staging_orders(duckdb: DuckDBResource) -> None:
+        with duckdb.get_connection() as conn:
+            conn.execute("create schema if not exists staging")
+            conn.register("_f", bad)
+            conn.execute("create or replace table staging.orders as select * from _f")
+
+    @dg.asset(key=["features", "downstream"], deps=[staging_orders])
+    def downstream() -> None:
+        return None
+
+    result = dg.materialize(
+        [staging_orders, downstream, orders_unique_order_id],
+        resources={"duckdb": resource},
+        raise_on_error=False,
+    )
+    evaluations = result.get_asset_check_evaluations()
+    assert [e.passed for e in evaluations] == [False]
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert dg.AssetKey(["features", "downstream"]) not in materialized

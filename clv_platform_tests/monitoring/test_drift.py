@@ -1,0 +1,208 @@
+"""Drift detection, segment shares, realized performance, and the monitoring assets on a tmp DuckDB."""
+
+from datetime import date, datetime
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.monitoring import assets as monitoring_assets
+from clv_platform.monitoring.assets import MONITORING_ASSETS
+from clv_platform.monitoring.drift import (
+    DriftSettings,
+    detect_drift,
+    load_config,
+    save_report,
+    segment_share_changes,
+)
+from clv_platform.monitoring.performance import realized_performance, realized_spend
+
+SETTINGS = load_config().drift
+
+
+def customers(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    """Customer features drawn from one distribution; ``shift`` > 0 moves most of them."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{seed}_{i}" for i in range(n)],
+            "recency_days": rng.exponential(120 * (1 + shift), n),
+            "frequency": rng.poisson(1.5 + 3 * shift, n),
+            "monetary": rng.gamma(2.0, 40 * (1 + shift), n),
+            "tenure_days": rng.uniform(0, 700, n),
+            "refund_rate": np.where(rng.random(n) < 0.1, rng.uniform(0, 1, n), 0.0),
+            "mean_interpurchase_days": np.where(rng.random(n) < 0.5, np.nan, rng.gamma(2, 30, n)),
+            "country": rng.choice(["US", "DE", "FR"], n, p=[0.2, 0.3, 0.5] if shift else [0.6, 0.3, 0.1]),
+        }
+    )
+
+
+FEATURES = ["recency_days", "frequency", "monetary", "tenure_days", "refund_rate", "mean_interpurchase_days", "country"]
+
+
+def test_clean_sample_of_the_same_distribution_is_not_drift():
+    result = detect_drift(customers(2000, 1), customers(2000, 2), FEATURES, SETTINGS)
+    assert not result.drift_detected
+    assert result.share_drifted < SETTINGS.drift_share_threshold
+    frame = result.to_frame()
+    assert list(frame["column"]) == FEATURES
+    assert set(frame["method"]) == {"wasserstein", "jensenshannon"}
+    assert frame["score"].between(0, 1).all()
+
+
+def test_drifted_frame_raises_the_flag():
+    result = detect_drift(customers(2000, 1), customers(2000, 3, shift=1.0), FEATURES, SETTINGS)
+    assert result.drift_detected
+    assert {"recency_days", "frequency", "monetary", "country"} <= set(result.drifted_columns)
+    assert "tenure_days" not in result.drifted_columns
+    assert result.share_drifted == pytest.approx(len(result.drifted_columns) / len(FEATURES))
+
+
+def test_threshold_decides_the_overall_flag():
+    lenient = DriftSettings(drift_share_threshold=0.9)
+    result = detect_drift(customers(1000, 1), customers(1000, 3, shift=1.0), FEATURES, lenient)
+    assert 0 < result.share_drifted < 0.9 and not result.drift_detected
+
+
+def test_prediction_drift_is_measured_apart_from_the_feature_share():
+    rng = np.random.default_rng(5)
+    same = detect_drift(customers(500, 1), customers(500, 2), FEATURES, SETTINGS,
+                        reference_predictions=pd.Series(rng.gamma(2, 50, 800)),
+                        current_predictions=pd.Series(rng.gamma(2, 50, 600)))
+    assert same.prediction is not None and not same.prediction.drifted
+    moved = detect_drift(customers(500, 1), customers(500, 2), FEATURES, SETTINGS,
+                         reference_predictions=pd.Series(rng.gamma(2, 50, 800)),
+                         current_predictions=pd.Series(rng.gamma(2, 120, 600)))
+    assert moved.prediction.drifted and moved.prediction.column == SETTINGS.prediction_column
+    assert moved.share_drifted == same.share_drifted  # features unchanged
+    assert moved.to_frame()["is_prediction"].sum() == 1
+
+
+def test_sparse_columns_are_skipped_not_measured():
+    reference = customers(500, 1).assign(profile_age_days=np.nan)
+    result = detect_drift(reference, customers(500, 2).assign(profile_age_days=1.0), ["recency_days", "profile_age_days"])
+    assert "profile_age_days" in result.skipped
+    assert [c.column for c in result.columns] == ["recency_days"]
+
+
+def test_segment_share_changes_on_a_hand_example():
+    reference = pd.Series(["A", "A", "B", "C"])
+    current = pd.Series(["A", "B", "B", None])
+    table = segment_share_changes(reference, current).set_index("segment")
+    assert table.loc["A"].tolist() == pytest.approx([0.5, 0.25, -0.25])
+    assert table.loc["B"].tolist() == pytest.approx([0.25, 0.5, 0.25])
+    assert table.loc["C"].tolist() == pytest.approx([0.25, 0.0, -0.25])
+    assert table.loc["(missing)", "current_share"] == pytest.approx(0.25)
+
+
+def test_report_is_written_as_html(data_env):
+    result = detect_drift(customers(200, 1), customers(200, 2), ["recency_days"], SETTINGS)
+    path = save_report(result, when=datetime(2025, 3, 1, 12, 30, 5))
+    assert path == data_env / "reports" / "drift_20250301T123005.html"
+    assert path.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+
+
+# ----------------------------------------------------------------------------- realized performance
+
+
+def hand_orders() -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            ("a", date(2025, 1, 1), 20.0),   # on the cutoff day: before the window
+            ("a", date(2025, 1, 11), 80.0),
+            ("a", date(2025, 2, 15), 40.0),  # after the 30-day horizon
+            ("b", date(2025, 1, 5), 0.0),    # cancelled: no revenue
+            ("c", date(2025, 1, 31), 30.0),  # last day of the window
+            ("z", date(2025, 1, 20), 99.0),  # not in the snapshot
+        ],
+        columns=["customer_id", "order_date", "net_revenue"],
+    )
+
+
+def hand_snapshots() -> pd.DataFrame:
+    rows = []
+    for snapshot_id, scored_at, cutoff, predictions in (
+        ("v1@early", datetime(2025, 1, 2, 6), date(2025, 1, 1), (1.0, 1.0, 1.0)),   # replaced by the later one that day
+        ("v1@late", datetime(2025, 1, 2, 9), date(2025, 1, 1), (100.0, 50.0, 0.0)),
+        ("v2@pending", datetime(2025, 1, 16, 9), date(2025, 1, 15), (10.0, 10.0, 10.0)),
+    ):
+        for customer, p in zip("abc", predictions):
+            rows.append((snapshot_id, scored_at, cutoff, 30, snapshot_id.split("@")[0], customer, p))
+    return pd.DataFrame(
+        rows, columns=["snapshot_id", "scored_at", "cutoff", "horizon_days", "model_version", "customer_id", "predicted_clv"]
+    )
+
+
+def test_realized_performance_on_a_hand_example():
+    table = realized_performance(hand_snapshots(), hand_orders(), data_end=date(2025, 1, 31))
+    assert len(table) == 1  # the 2025-01-15 scoring's window runs to 2025-02-14: not evaluated yet
+    row = table.iloc[0]
+    assert row["snapshot_id"] == "v1@late" and row["scoring_date"] == date(2025, 1, 2)
+    assert row["actual_total"] == pytest.approx(110.0)  # a 80 + b 0 + c 30
+    assert row["predicted_total"] == pytest.approx(150.0)
+    assert row["mae"] == pytest.approx((20 + 50 + 30) / 3)
+    # ordered by prediction a, b, c → captured 80, 80, 110 of 110; perfect order a, c, b → 80, 110, 110
+    assert row["normalized_gini"] == pytest.approx((2 * (80 + 80 + 110) / 330 - 1) / (2 * (80 + 110 + 110) / 330 - 1))
+    assert row["horizon_end"] == date(2025, 1, 31)
+
+
+def test_realized_spend_is_discounted_to_the_cutoff():
+    spend = realized_spend(hand_orders(), date(2025, 1, 1), 30, annual_discount_rate=0.10)
+    assert spend["a"] == pytest.approx(80 * 1.1 ** (-10 / 365))
+    assert spend["c"] == pytest.approx(30 * 1.1 ** (-30 / 365))
+    assert "b" in spend.index and spend["b"] == 0
+
+
+# ----------------------------------------------------------------------------- assets
+
+
+def _write(conn, table: str, frame: pd.DataFrame) -> None:
+    conn.execute(f"create schema if not exists {table.split('.')[0]}")
+    conn.register("_f", frame)
+    conn.execute(f"create or replace table {table} as select * from _f")
+    conn.unregister("_f")
+
+
+def test_monitoring_assets_snapshot_detect_drift_and_evaluate(data_env, monkeypatch):
+    """Two scorings of shifted customers: snapshots kept, drift flagged, performance table written."""
+    db = data_env / "clv.duckdb"
+    resource = DuckDBResource(database=str(db))
+    current = customers(600, 3, shift=1.0).assign(customer_id=[f"c{i}" for i in range(600)],
+                                                  feature_cutoff=date(2025, 6, 30))
+    monkeypatch.setattr(monitoring_assets, "build_features", lambda conn, cutoff: customers(600, 1))
+    rng = np.random.default_rng(0)
+    with duckdb.connect(str(db)) as conn:
+        _write(conn, "features.customer_features", current)
+        _write(conn, "staging.orders", pd.DataFrame({
+            "customer_id": ["c1", "c2"], "order_date": [date(2025, 7, 3), date(2025, 7, 9)], "net_revenue": [10.0, 5.0],
+        }))
+    for scored_at, scale in ((datetime(2025, 6, 30, 8), 50), (datetime(2025, 7, 1, 8), 150)):
+        with duckdb.connect(str(db)) as conn:
+            _write(conn, "scores.customer_clv", pd.DataFrame({
+                "customer_id": current["customer_id"], "predicted_clv": rng.gamma(2, scale, 600),
+                "p_alive": rng.uniform(0, 1, 600), "expected_purchases": rng.uniform(0, 3, 600),
+                "clv_tier": rng.choice(["Top 10%", "Rest"], 600, p=[0.1, 0.9] if scale == 50 else [0.5, 0.5]),
+                "model_version": "v1", "scored_at": scored_at,
+            }))
+        result = dg.materialize(MONITORING_ASSETS, resources={"duckdb": resource})
+        assert result.success
+
+    with duckdb.connect(str(db), read_only=True) as conn:
+        snapshots = conn.execute(
+            "select snapshot_id, count(*) from monitoring.score_history group by 1 order by 1").fetchall()
+        runs = conn.execute("select * from monitoring.drift_runs order by run_at").df()
+        columns = conn.execute("select * from monitoring.drift_columns").df()
+        performance = conn.execute("select * from monitoring.model_performance").df()
+    assert [n for _, n in snapshots] == [600, 600]
+    assert len(runs) == 2
+    newest = runs.iloc[-1]
+    assert newest["drift_detected"] and newest["share_drifted"] >= SETTINGS.drift_share_threshold
+    assert newest["prediction_drifted"]
+    assert newest["max_segment_share_change"] == pytest.approx(0.4, abs=0.1)
+    assert newest["reference_kind"] == "90 days earlier" and pd.Timestamp(newest["reference_cutoff"]).date() == date(2025, 4, 1)
+    assert (data_env / "reports").joinpath(newest["report_path"].split("/")[-1]).exists()
+    assert set(columns["drift_run_id"]) == set(runs["drift_run_id"])
+    assert performance.empty  # a 365-day horizon has not passed yet

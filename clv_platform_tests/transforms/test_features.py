@@ -1,0 +1,250 @@
+"""Point-in-time customer features on hand-made staging tables whose right answers are known."""
+
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import duckdb
+import pandas as pd
+import pytest
+
+from clv_platform.transforms.features import (
+    FEATURE_COLUMNS,
+    build_features,
+    build_scoring_frame,
+    build_training_frame,
+    materialize_features,
+)
+
+CUTOFF = date(2024, 6, 30)
+
+
+@dataclass
+class Order:
+    order_id: str
+    customer_id: str | None
+    order_date: date
+    gross: float
+    refunded: float = 0.0
+    discount: float = 0.0
+    cancelled_at: date | None = None
+    lines: list[tuple[str, str, int]] = field(default_factory=lambda: [("P0", "Misc", 1)])
+    minute: int = 0
+
+
+def build_staging(conn: duckdb.DuckDBPyConnection, orders: list[Order], profiles: dict | None = None) -> None:
+    """Create staging.orders / order_lines / customers (contract columns the features read)."""
+    conn.execute("create schema if not exists staging")
+    rows, lines = [], []
+    for o in orders:
+        cancelled = o.cancelled_at is not None
+        created = datetime.combine(o.order_date, datetime.min.time()) + timedelta(minutes=o.minute)
+        rows.append({
+            "order_id": o.order_id, "customer_id": o.customer_id, "order_date": o.order_date,
+            "created_at": created, "is_cancelled": cancelled,
+            "cancelled_at": datetime.combine(o.cancelled_at, datetime.min.time()) if cancelled else None,
+            "gross_revenue": o.gross, "discount_amount": o.discount, "refunded_amount": o.refunded,
+            "net_revenue": 0.0 if cancelled else max(o.gross - o.refunded, 0.0),
+            "item_quantity": sum(q for _, _, q in o.lines),
+        })
+        for n, (product, category, qty) in enumerate(o.lines, start=1):
+            lines.append({"order_id": o.order_id, "line_number": n, "customer_id": o.customer_id,
+                          "order_date": o.order_date, "product_id": product, "category": category,
+                          "quantity": qty, "is_cancelled": cancelled})
+    customers = {o.customer_id for o in orders if o.customer_id} | set(profiles or {})
+    people = [{"customer_id": c, "country": "ES", "email_consent": "SUBSCRIBED",
+               "can_receive_email_marketing": True, "profile_created_at": (profiles or {}).get(c),
+               "order_count": 999, "first_order_at": datetime(2000, 1, 1), "last_order_at": datetime(2099, 1, 1)}
+              for c in sorted(customers)]
+    frames = {"orders": pd.DataFrame(rows), "order_lines": pd.DataFrame(lines), "customers": pd.DataFrame(people)}
+    casts = {
+        "orders": """order_id, customer_id::varchar as customer_id, order_date::date as order_date,
+                     created_at::timestamp as created_at, is_cancelled, cancelled_at::timestamp as cancelled_at,
+                     gross_revenue::decimal(18,2) as gross_revenue, discount_amount::decimal(18,2) as discount_amount,
+                     refunded_amount::decimal(18,2) as refunded_amount, net_revenue::decimal(18,2) as net_revenue,
+                     item_quantity::bigint as item_quantity""",
+        "order_lines": """order_id, line_number::integer as line_number, customer_id::varchar as customer_id,
+                          order_date::date as order_date, product_id, category, quantity::integer as quantity,
+                          is_cancelled""",
+        "customers": """customer_id, country, email_consent, can_receive_email_marketing,
+                        profile_created_at::timestamp as profile_created_at, order_count,
+                        first_order_at, last_order_at""",
+    }
+    for name, frame in frames.items():
+        conn.register("_frame", frame)
+        conn.execute(f"create or replace table staging.{name} as select {casts[name]} from _frame")
+        conn.unregister("_frame")
+
+
+def hand_made() -> list[Order]:
+    return [
+        Order("a1", "A", date(2024, 1, 1), 100, discount=10, lines=[("P1", "Apparel", 2)]),
+        Order("a2", "A", date(2024, 3, 1), 50, lines=[("P2", "Shoes", 1)]),
+        Order("a3", "A", date(2024, 3, 1), 30, refunded=30, lines=[("P1", "Apparel", 1)], minute=5),
+        Order("a4", "A", date(2024, 6, 10), 80, refunded=20, lines=[("P3", "Apparel", 3)]),
+        Order("a5", "A", date(2024, 6, 20), 500, cancelled_at=date(2024, 6, 21), lines=[("P9", "Toys", 1)]),
+        Order("a6", "A", date(2024, 8, 1), 1000, lines=[("P8", "Books", 1)]),
+        Order("b1", "B", date(2024, 5, 1), 40, cancelled_at=date(2024, 7, 5)),
+        Order("c1", "C", date(2024, 2, 1), 70, cancelled_at=date(2024, 2, 2)),
+        Order("d1", "D", date(2024, 6, 30), 25),
+        Order("g1", None, date(2024, 4, 1), 60),
+    ]
+
+
+@pytest.fixture
+def conn(tmp_path):
+    with duckdb.connect(str(tmp_path / "clv.duckdb")) as c:
+        yield c
+
+
+def row(frame: pd.DataFrame, customer: str) -> pd.Series:
+    return frame.set_index("customer_id").loc[customer]
+
+
+def test_hand_computed_customer(conn):
+    build_staging(conn, hand_made(), profiles={"A": datetime(2023, 12, 1, 9), "D": datetime(2024, 7, 15)})
+    a = row(build_features(conn, CUTOFF), "A")
+    # purchase days: 01-01 (net 100), 03-01 (two orders: 50 + fully refunded 0), 06-10 (net 60)
+    assert a.recency_days == 20
+    assert a.frequency == 2
+    assert a.purchase_days == 3
+    assert a.order_count == 4
+    assert a.monetary == pytest.approx(55.0)
+    assert a.avg_order_value == pytest.approx(210 / 4)
+    assert a.total_net_spend == pytest.approx(210.0)
+    assert a.tenure_days == a.T_days == 181
+    assert a.recency_btyd_days == 161
+    assert a.T_weeks == pytest.approx(181 / 7)
+    assert a.recency_weeks == pytest.approx(161 / 7)
+    assert a.mean_interpurchase_days == pytest.approx(80.5)
+    assert a.median_interpurchase_days == pytest.approx(80.5)
+    assert a.std_interpurchase_days == pytest.approx(41 / math.sqrt(2))
+    assert a.recency_to_interval_ratio == pytest.approx(20 / 80.5)
+    assert (a.orders_last_30d, a.orders_last_90d, a.orders_last_365d) == (1, 1, 4)
+    assert a.spend_last_90d == pytest.approx(60.0)
+    assert a.spend_prev_90d == pytest.approx(50.0)
+    assert a.spend_trend_90d == pytest.approx(10 / 110)
+    assert a.items_per_order == pytest.approx(7 / 4)
+    assert (a.distinct_products, a.distinct_categories) == (3, 2)
+    assert a.refund_rate == pytest.approx(50 / 260)
+    assert a.discount_share == pytest.approx(10 / 270)
+    assert a.first_order_value == pytest.approx(100.0)
+    assert a.cohort_month == pd.Timestamp(2024, 1, 1)
+    assert a.profile_age_days == 212
+    assert a.feature_cutoff == pd.Timestamp(CUTOFF)
+
+
+def test_population_cancellations_and_single_purchase(conn):
+    build_staging(conn, hand_made(), profiles={"D": datetime(2024, 7, 15)})
+    features = build_features(conn, CUTOFF)
+    # C only has a cancelled order; the guest order has no customer; A, B, D purchased.
+    assert list(features.customer_id) == ["A", "B", "D"]
+    # B's order was cancelled after the cutoff: on the cutoff it was a live purchase.
+    b = row(features, "B")
+    assert (b.order_count, b.total_net_spend, b.frequency, b.monetary) == (1, 40.0, 0, 0.0)
+    assert pd.isna(b.mean_interpurchase_days) and pd.isna(b.recency_to_interval_ratio)
+    # D ordered on the cutoff day; its profile was created after the cutoff.
+    d = row(features, "D")
+    assert (d.recency_days, d.T_days, d.T_weeks) == (0, 0, 0.0)
+    assert pd.isna(d.profile_age_days)
+    # after B's cancellation date B has no purchase left; the cancelled 500 never counts for A
+    later = build_features(conn, date(2024, 7, 10))
+    assert "B" not in set(later.customer_id)
+    assert row(later, "A").total_net_spend == pytest.approx(210.0)
+
+
+def random_orders(n_customers: int, seed: int) -> list[Order]:
+    rng = random.Random(seed)
+    orders, start = [], date(2023, 1, 1)
+    for c in range(n_customers):
+        for k in range(rng.randint(1, 8)):
+            day = start + timedelta(days=rng.randint(0, 700))
+            gross = round(rng.uniform(5, 300), 2)
+            cancelled = day + timedelta(days=rng.randint(0, 60)) if rng.random() < 0.1 else None
+            refunded = gross if rng.random() < 0.05 else (round(gross / 3, 2) if rng.random() < 0.1 else 0)
+            lines = [(f"P{rng.randint(1, 40)}", f"K{rng.randint(1, 6)}", rng.randint(1, 3))
+                     for _ in range(rng.randint(1, 3))]
+            orders.append(Order(f"o{c}-{k}", f"cust{c:04d}", day, gross, refunded=refunded,
+                                discount=round(gross * rng.random() * 0.2, 2), cancelled_at=cancelled,
+                                lines=lines, minute=k))
+    return orders
+
+
+def as_known_at(orders: list[Order], cutoff: date) -> list[Order]:
+    """The store as it looked on `cutoff`: later orders do not exist, later cancellations not yet."""
+    known = []
+    for o in orders:
+        if o.order_date <= cutoff:
+            cancelled = o.cancelled_at if o.cancelled_at and o.cancelled_at <= cutoff else None
+            known.append(Order(o.order_id, o.customer_id, o.order_date, o.gross, o.refunded, o.discount,
+                               cancelled, o.lines, o.minute))
+    return known
+
+
+@pytest.mark.parametrize("cutoff", [date(2023, 6, 15), date(2024, 2, 29), date(2024, 11, 30)])
+def test_point_in_time_no_feature_reads_the_future(tmp_path, cutoff):
+    orders = random_orders(150, seed=cutoff.toordinal())
+    with duckdb.connect(str(tmp_path / "full.duckdb")) as full, \
+            duckdb.connect(str(tmp_path / "truncated.duckdb")) as truncated:
+        build_staging(full, orders)
+        build_staging(truncated, as_known_at(orders, cutoff))
+        expected = build_features(truncated, cutoff)
+        assert len(expected) > 50
+        pd.testing.assert_frame_equal(build_features(full, cutoff), expected, check_exact=False, rtol=1e-12)
+
+        # flood the future with huge orders, new products and new customers: nothing moves
+        future = [Order(f"f{i}", f"cust{i % 200:04d}", cutoff + timedelta(days=1 + i % 30), 1e9,
+                        lines=[(f"NEW{i}", f"NEWCAT{i}", 1000)]) for i in range(400)]
+        build_staging(full, orders + future)
+        pd.testing.assert_frame_equal(build_features(full, cutoff), expected, check_exact=False, rtol=1e-12)
+
+
+def test_training_labels_only_from_the_horizon_window(conn):
+    c, h = date(2024, 6, 30), 30
+    start = c - timedelta(days=h)  # 2024-05-31
+    build_staging(conn, [
+        Order("x0", "X", date(2024, 1, 10), 10),
+        Order("x1", "X", start, 20),  # last feature day: a feature, not a label
+        Order("x2", "X", start + timedelta(days=5), 30, refunded=5),
+        Order("x3", "X", start + timedelta(days=5), 7),
+        Order("x4", "X", date(2024, 6, 20), 99, cancelled_at=date(2024, 6, 22)),
+        Order("x5", "X", c, 40),  # the cutoff day is inside the window
+        Order("x6", "X", c + timedelta(days=1), 1e6),  # after the cutoff: ignored
+        Order("y0", "Y", date(2024, 2, 1), 15),  # no purchase in the window
+        Order("z0", "Z", start + timedelta(days=1), 50),  # unknown at C - H: not a training row
+    ])
+    frame = build_training_frame(conn, c, h)
+    assert list(frame.customer_id) == ["X", "Y"]
+    x, y = row(frame, "X"), row(frame, "Y")
+    assert x.feature_cutoff == pd.Timestamp(start)
+    assert (x.order_count, x.total_net_spend, x.recency_days) == (2, 30.0, 0)
+    assert x.label_spend == pytest.approx(25 + 7 + 40)
+    assert (x.label_orders, x.label_purchase_days, x.days_to_next_purchase) == (3, 2, 5)
+    assert (y.label_spend, y.label_orders, y.label_purchase_days) == (0, 0, 0)
+    assert pd.isna(y.days_to_next_purchase)
+    # the feature half is exactly the scoring query at C - H
+    scoring = build_scoring_frame(conn, start)
+    pd.testing.assert_frame_equal(frame[scoring.columns], scoring)
+    assert set(FEATURE_COLUMNS) <= set(frame.columns)
+
+
+def test_materialization_is_idempotent(conn):
+    build_staging(conn, random_orders(60, seed=7))
+    first = materialize_features(conn, CUTOFF)
+    snapshot = conn.execute("select * from features.customer_features order by customer_id").df()
+    second = materialize_features(conn, CUTOFF)
+    again = conn.execute("select * from features.customer_features order by customer_id").df()
+    assert first == second == len(snapshot)
+    assert snapshot.customer_id.is_unique
+    pd.testing.assert_frame_equal(snapshot, again)
+    assert set(snapshot.feature_cutoff) == {pd.Timestamp(CUTOFF)}
+    pd.testing.assert_frame_equal(snapshot, build_features(conn, CUTOFF))
+
+
+def test_feature_columns_are_numeric(conn):
+    build_staging(conn, random_orders(30, seed=3))
+    frame = build_features(conn, CUTOFF)
+    assert all(pd.api.types.is_numeric_dtype(frame[c]) for c in FEATURE_COLUMNS)
+    with pytest.raises(TypeError):
+        build_features(conn, "2024-06-30")
