@@ -1,11 +1,13 @@
 -- Every fetched Shopify order version, parsed once, with the reason it cannot be
--- used (NULL when it can). Parameters: $shop_currency.
+-- used (NULL when it can). Parameters: $shop_currency. The raw payload stays in raw and
+-- is joined back by rowid only for rejected rows: copying every payload would dominate
+-- the cost at millions of orders.
 create or replace temp table _order_versions as
 with parsed as (
     select
+        r.rowid as raw_rowid,
         r.source,
         r.ingested_at,
-        r.payload,
         json_transform(r.payload, '{
             "id": "VARCHAR", "name": "VARCHAR", "email": "VARCHAR",
             "createdAt": "VARCHAR", "processedAt": "VARCHAR", "updatedAt": "VARCHAR",
@@ -27,9 +29,9 @@ with parsed as (
 ),
 typed as (
     select
+        raw_rowid,
         source,
         ingested_at,
-        payload,
         nullif(trim(o.id), '') as order_id,
         o.name as order_name,
         timezone('UTC', try_cast(o.createdAt as timestamptz)) as created_at,
@@ -81,7 +83,7 @@ select
     max(updated_at) over (partition by order_id, invalid_reason is null) as latest_updated_at
 from checked;
 
-create or replace temp table _order_versions_judged as
+create or replace temp view _order_versions_judged as
 select
     *,
     case

@@ -2,9 +2,9 @@
 create or replace temp table _profile_versions as
 with parsed as (
     select
+        r.rowid as raw_rowid,
         r.source,
         r.ingested_at,
-        r.payload,
         json_transform(r.payload, '{
             "id": "VARCHAR",
             "attributes": {
@@ -23,9 +23,9 @@ with parsed as (
 ),
 typed as (
     select
+        raw_rowid,
         source,
         ingested_at,
-        payload,
         nullif(trim(p.id), '') as profile_id,
         nullif(lower(trim(p.attributes.email)), '') as email,
         p.attributes.external_id as external_id,
@@ -61,7 +61,7 @@ select
     max(updated_at) over (partition by profile_id, invalid_reason is null) as latest_updated_at
 from checked;
 
-create or replace temp table _profile_versions_judged as
+create or replace temp view _profile_versions_judged as
 select
     *,
     case

@@ -2,10 +2,10 @@
 -- Klaviyo; the Shopify customer gid names them when there is one, otherwise the
 -- Klaviyo profile. Two Shopify customer records with one email merge into the
 -- lowest gid. Guest orders join a person through the same email.
-create or replace temp table _accepted_orders as
+create or replace temp view _accepted_orders as
 select * from _order_versions_judged where reject_reason is null;
 
-create or replace temp table _accepted_profiles as
+create or replace temp view _accepted_profiles as
 select * from _profile_versions_judged where reject_reason is null;
 
 create or replace temp table _shopify_customers as

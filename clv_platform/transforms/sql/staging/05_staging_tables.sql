@@ -202,24 +202,26 @@ left join order_stats as s on s.customer_id = p.customer_id;
 
 create or replace table staging.rejected_rows as
 select
-    source,
+    j.source,
     'raw.shopify_orders' as source_table,
-    coalesce(order_id, 'unknown') as record_id,
-    reject_reason as reason,
-    cast(payload as varchar) as payload,
+    coalesce(j.order_id, 'unknown') as record_id,
+    j.reject_reason as reason,
+    cast(r.payload as varchar) as payload,
     now()::timestamp as rejected_at
-from _order_versions_judged
-where reject_reason is not null
+from _order_versions_judged as j
+join raw.shopify_orders as r on r.rowid = j.raw_rowid
+where j.reject_reason is not null
 union all
 select
-    source,
+    j.source,
     'raw.klaviyo_profiles',
-    coalesce(profile_id, 'unknown'),
-    reject_reason,
-    cast(payload as varchar),
+    coalesce(j.profile_id, 'unknown'),
+    j.reject_reason,
+    cast(r.payload as varchar),
     now()::timestamp
-from _profile_versions_judged
-where reject_reason is not null
+from _profile_versions_judged as j
+join raw.klaviyo_profiles as r on r.rowid = j.raw_rowid
+where j.reject_reason is not null
 union all
 select
     'file:' || file_name,
