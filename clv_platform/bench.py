@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+from dagster_duckdb import DuckDBResource
 
 from clv_platform.transforms.features import materialize_features
 
@@ -344,6 +346,62 @@ def _agreement(sql_features: pd.DataFrame, reference: pd.DataFrame) -> dict[str,
     }
 
 
+class _SharedDuckDB(DuckDBResource):
+    """Hands cursors of the bench's own connection to the Dagster assets.
+
+    DuckDB refuses a second connection to one file with other settings in the same process,
+    and a cursor shares the bench's threads and memory limit, so the assets run as configured.
+    """
+
+    @contextmanager
+    def get_connection(self):
+        cursor = _SHARED_CONNECTIONS[self.database].cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+
+_SHARED_CONNECTIONS: dict[str, duckdb.DuckDBPyConnection] = {}
+
+MODEL_GROUPS = ("ml", "scores", "monitoring")
+
+
+def model_stages(conn: duckdb.DuckDBPyConnection, workdir: Path) -> list[StageTiming]:
+    """Models, scoring and drift: the real Dagster assets (and their checks) run in process on the
+    bench database; one timing per asset step, model files and reports kept under `workdir`."""
+    import dagster as dg
+
+    from clv_platform.definitions import ASSETS, source_resources
+
+    key = str(workdir / "bench.duckdb")
+    _SHARED_CONNECTIONS[key] = conn
+    previous = os.environ.get("CLV_DATA_DIR")
+    os.environ["CLV_DATA_DIR"] = str(workdir)
+    can_reset = _reset_peak_rss()
+    started, cpu = time.perf_counter(), _cpu()
+    try:
+        result = dg.materialize(
+            ASSETS,
+            selection=dg.AssetSelection.groups(*MODEL_GROUPS),
+            resources={"duckdb": _SharedDuckDB(database=key), **source_resources()},
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+    finally:
+        _SHARED_CONNECTIONS.pop(key, None)
+        if previous is None:
+            os.environ.pop("CLV_DATA_DIR", None)
+        else:
+            os.environ["CLV_DATA_DIR"] = previous
+    total = time.perf_counter() - started
+    peak = _peak_rss_mb() if can_reset else None
+    steps = [
+        StageTiming(f"  {event.step_key.replace('__', '/')}", event.event_specific_data.duration_ms / 1000, None)
+        for event in result.get_step_success_events()
+    ]
+    return [StageTiming("models + scoring + drift", total, peak, len(steps), _cpu() - cpu), *steps]
+
+
 def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(conn.execute(f"select count(*) from {table}").fetchone()[0])
 
@@ -402,11 +460,8 @@ def run_bench(
 
             for name, fn in (stages if stages is not None else list(_EXTRA_STAGES)):
                 result.stages.append(_timed(name, lambda fn=fn: fn(conn, ctx)))
-            if stages is None and not _EXTRA_STAGES:
-                result.todo.append(
-                    "models / scoring / drift stages not registered yet: "
-                    "call clv_platform.bench.register_stage(name, fn) from those modules"
-                )
+            if stages is None:
+                result.stages.extend(model_stages(conn, Path(tmp)))
 
             bare_s, _, bare_cpu = _best_of(repeats, lambda: conn.execute(
                 """
@@ -484,14 +539,15 @@ def format_report(runs: list[dict]) -> str:
             f"{r['order_lines']:,} lines, {r['feature_rows']:,} feature rows; "
             f"threads={r['threads']} memory_limit={r['memory_limit']}"
         )
-        out.append(f"  {'stage':<24}{'wall s':>10}{'cpu s':>10}{'peak RSS MB':>14}")
+        out.append(f"  {'stage':<34}{'wall s':>10}{'cpu s':>10}{'peak RSS MB':>14}")
         for s in r["stages"]:
             peak = "-" if s["peak_rss_mb"] is None else f"{s['peak_rss_mb']:,.0f}"
-            out.append(f"  {s['stage']:<24}{s['seconds']:>10.3f}{s['cpu_seconds']:>10.3f}{peak:>14}")
+            cpu = "-" if s["cpu_seconds"] is None else f"{s['cpu_seconds']:.3f}"
+            out.append(f"  {s['stage']:<34}{s['seconds']:>10.3f}{cpu:>10}{peak:>14}")
         ref, ratio = r["references"], r["ratios"]
-        out.append(f"  {'bare lines group-by':<24}{ref['bare_scan_s']:>10.3f}{ref['bare_scan_cpu_s']:>10.3f}")
-        out.append(f"  {'pandas load orders':<24}{ref['pandas_load_s']:>10.3f}")
-        out.append(f"  {'pandas RFM/cadence':<24}{ref['pandas_compute_s']:>10.3f}{ref['pandas_compute_cpu_s']:>10.3f}"
+        out.append(f"  {'bare lines group-by':<34}{ref['bare_scan_s']:>10.3f}{ref['bare_scan_cpu_s']:>10.3f}")
+        out.append(f"  {'pandas load orders':<34}{ref['pandas_load_s']:>10.3f}")
+        out.append(f"  {'pandas RFM/cadence':<34}{ref['pandas_compute_s']:>10.3f}{ref['pandas_compute_cpu_s']:>10.3f}"
                    f"{ref['pandas_peak_rss_mb']:>14,.0f}")
         out.append(
             f"  pandas / duckdb features: {ratio['pandas_compute_over_duckdb_features']:.1f}x compute, "
