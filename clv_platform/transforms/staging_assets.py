@@ -43,8 +43,11 @@ def staging_tables(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         result = build_staging(conn)
         previews = {
             name: conn.execute(f"select * from staging.{name} limit 5").df()
-            for name in _DESCRIPTIONS
+            for name in _DESCRIPTIONS if name != "rejected_rows"
         }
+        previews["rejected_rows"] = conn.execute(
+            "select source, record_id, reason, left(payload, 80) as payload from staging.rejected_rows limit 5"
+        ).df()
     for rec in result.reconciliation:
         context.log.info(
             f"{rec.source_table}: {rec.rows_in} in = {rec.accepted} accepted + {rec.rejected} rejected"
