@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from lifetimes import BetaGeoFitter, GammaGammaFitter, ParetoNBDFitter
+from lifetimes.utils import ConvergenceError
 
 BGNBD = "bgnbd"
 PARETO_NBD = "pareto_nbd"
@@ -129,6 +130,11 @@ def condense(summary: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+# Penalizers tried, in order, when a fit does not converge: real stores (and synthetic
+# benchmarks) are not always BG/NBD-shaped, and a slightly shrunk fit beats a failed refresh.
+FALLBACK_PENALIZERS = (0.001, 0.01, 0.1)
+
+
 def _fit_transactions(
     frequency, recency, T, weights, model: str, penalizer: float
 ) -> BetaGeoFitter | ParetoNBDFitter:
@@ -214,11 +220,19 @@ def fit_gamma_gamma(summary: pd.DataFrame, penalizer: float = 0.0) -> SpendFit:
     if len(usable) < 2:
         mean = float(usable["monetary"].mean()) if len(usable) else 0.0
         return SpendFit(None, int(len(usable)), excluded, mean)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        fitter = GammaGammaFitter(penalizer_coef=penalizer).fit(usable["frequency"], usable["monetary"])
-    p, q, v = (float(fitter.params_[k]) for k in ("p", "q", "v"))
-    return SpendFit(fitter, int(len(usable)), excluded, p * v / (q - 1))
+    for attempt in (penalizer, *[p for p in FALLBACK_PENALIZERS if p > penalizer]):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                fitter = GammaGammaFitter(penalizer_coef=attempt).fit(usable["frequency"], usable["monetary"])
+        except ConvergenceError:
+            continue
+        p, q, v = (float(fitter.params_[k]) for k in ("p", "q", "v"))
+        if q > 1:
+            return SpendFit(fitter, int(len(usable)), excluded, p * v / (q - 1))
+    # No usable spend model (e.g. no heterogeneity in spend between customers): every customer
+    # gets the observed mean repeat spend rather than the refresh failing.
+    return SpendFit(None, int(len(usable)), excluded, float(usable["monetary"].mean()))
 
 
 @dataclass(frozen=True)
@@ -336,11 +350,21 @@ def fit_btyd(
     penalizer: float = 0.0,
     spend_penalizer: float = 0.0,
 ) -> BTYDModel:
-    """Fit a transaction model on the condensed RFM combinations and Gamma-Gamma on spend."""
+    """Fit a transaction model on the condensed RFM combinations and Gamma-Gamma on spend.
+
+    If lifetimes reports non-convergence, the fit is retried with growing L2 penalizers
+    (`FALLBACK_PENALIZERS`); the penalizer used is recorded on the result.
+    """
     combos = condense(summary)
-    fitter = _fit_transactions(
-        combos["frequency"], combos["recency"], combos["T"], combos["weight"], model, penalizer
-    )
+    args = (combos["frequency"], combos["recency"], combos["T"], combos["weight"], model)
+    for attempt in (penalizer, *[p for p in FALLBACK_PENALIZERS if p > penalizer]):
+        try:
+            fitter = _fit_transactions(*args, attempt)
+            penalizer = attempt
+            break
+        except ConvergenceError:
+            if attempt == FALLBACK_PENALIZERS[-1] or attempt > FALLBACK_PENALIZERS[-1]:
+                raise
     log_likelihood = transaction_log_likelihood(
         fitter, combos["frequency"], combos["recency"], combos["T"], combos["weight"]
     )

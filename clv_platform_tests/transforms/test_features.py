@@ -31,13 +31,18 @@ class Order:
     cancelled_at: date | None = None
     lines: list[tuple[str, str, int]] = field(default_factory=lambda: [("P0", "Misc", 1)])
     minute: int = 0
+    refunded_on: date | None = None  # day the refund was made; None = the order day
 
 
 def build_staging(conn: duckdb.DuckDBPyConnection, orders: list[Order], profiles: dict | None = None) -> None:
-    """Create staging.orders / order_lines / customers (contract columns the features read)."""
+    """Create staging.orders / order_lines / customers / refunds (contract columns the features read)."""
     conn.execute("create schema if not exists staging")
-    rows, lines = [], []
+    rows, lines, refunds = [], [], []
     for o in orders:
+        if o.refunded:
+            refunds.append({"order_id": o.order_id, "refund_id": f"r-{o.order_id}", "customer_id": o.customer_id,
+                            "refunded_at": datetime.combine(o.refunded_on or o.order_date, datetime.min.time()),
+                            "amount": o.refunded})
         cancelled = o.cancelled_at is not None
         created = datetime.combine(o.order_date, datetime.min.time()) + timedelta(minutes=o.minute)
         rows.append({
@@ -57,7 +62,9 @@ def build_staging(conn: duckdb.DuckDBPyConnection, orders: list[Order], profiles
                "can_receive_email_marketing": True, "profile_created_at": (profiles or {}).get(c),
                "order_count": 999, "first_order_at": datetime(2000, 1, 1), "last_order_at": datetime(2099, 1, 1)}
               for c in sorted(customers)]
-    frames = {"orders": pd.DataFrame(rows), "order_lines": pd.DataFrame(lines), "customers": pd.DataFrame(people)}
+    refund_columns = ["order_id", "refund_id", "customer_id", "refunded_at", "amount"]
+    frames = {"orders": pd.DataFrame(rows), "order_lines": pd.DataFrame(lines), "customers": pd.DataFrame(people),
+              "refunds": pd.DataFrame(refunds, columns=refund_columns)}
     casts = {
         "orders": """order_id, customer_id::varchar as customer_id, order_date::date as order_date,
                      created_at::timestamp as created_at, is_cancelled, cancelled_at::timestamp as cancelled_at,
@@ -67,6 +74,8 @@ def build_staging(conn: duckdb.DuckDBPyConnection, orders: list[Order], profiles
         "order_lines": """order_id, line_number::integer as line_number, customer_id::varchar as customer_id,
                           order_date::date as order_date, product_id, category, quantity::integer as quantity,
                           is_cancelled""",
+        "refunds": """order_id, refund_id, customer_id::varchar as customer_id, refunded_at::timestamp as refunded_at,
+                      amount::decimal(18,2) as amount""",
         "customers": """customer_id, country, email_consent, can_receive_email_marketing,
                         profile_created_at::timestamp as profile_created_at, order_count,
                         first_order_at, last_order_at""",
@@ -163,22 +172,24 @@ def random_orders(n_customers: int, seed: int) -> list[Order]:
             gross = round(rng.uniform(5, 300), 2)
             cancelled = day + timedelta(days=rng.randint(0, 60)) if rng.random() < 0.1 else None
             refunded = gross if rng.random() < 0.05 else (round(gross / 3, 2) if rng.random() < 0.1 else 0)
+            refunded_on = day + timedelta(days=rng.randint(0, 90))  # refunds often land weeks later
             lines = [(f"P{rng.randint(1, 40)}", f"K{rng.randint(1, 6)}", rng.randint(1, 3))
                      for _ in range(rng.randint(1, 3))]
             orders.append(Order(f"o{c}-{k}", f"cust{c:04d}", day, gross, refunded=refunded,
                                 discount=round(gross * rng.random() * 0.2, 2), cancelled_at=cancelled,
-                                lines=lines, minute=k))
+                                lines=lines, minute=k, refunded_on=refunded_on))
     return orders
 
 
 def as_known_at(orders: list[Order], cutoff: date) -> list[Order]:
-    """The store as it looked on `cutoff`: later orders do not exist, later cancellations not yet."""
+    """The store as it looked on `cutoff`: later orders do not exist, later cancellations and refunds not yet."""
     known = []
     for o in orders:
         if o.order_date <= cutoff:
             cancelled = o.cancelled_at if o.cancelled_at and o.cancelled_at <= cutoff else None
-            known.append(Order(o.order_id, o.customer_id, o.order_date, o.gross, o.refunded, o.discount,
-                               cancelled, o.lines, o.minute))
+            refund_known = (o.refunded_on or o.order_date) <= cutoff
+            known.append(Order(o.order_id, o.customer_id, o.order_date, o.gross, o.refunded if refund_known else 0.0,
+                               o.discount, cancelled, o.lines, o.minute, o.refunded_on if refund_known else None))
     return known
 
 

@@ -3,6 +3,7 @@
 -- Rules that keep the features leak-free (see transforms/features.py for the why):
 --   * only orders with order_date <= $cutoff, and only the lines of those orders, are read;
 --   * an order counts as cancelled only if it was cancelled by the cutoff (cancelled_at);
+--   * a refund counts only if it was made by the cutoff (staging.refunds.refunded_at);
 --   * staging.customers is used for profile context only: its order_count / first_order_at /
 --     last_order_at are computed over all time and would leak the future.
 -- A purchase is a non-cancelled order, including a zero-net (fully refunded) one; the
@@ -10,21 +11,30 @@
 -- Days are the BTYD transaction unit: several orders on one day are one transaction.
 -- Performance: one window over the orders (sorted per customer), one hash aggregation of
 -- orders and one of lines per customer, two hash joins; no correlated subqueries.
-with purchase_orders as (
+with refunds_by_cutoff as (
+    -- refunds count from the day they were made: a refund issued after the cutoff is unknown at it
+    select order_id, sum(cast(amount as double)) as refunded
+    from staging.refunds
+    where cast(refunded_at as date) <= $cutoff::date
+    group by order_id
+),
+
+purchase_orders as (
     select
-        customer_id,
-        order_id,
-        order_date,
-        created_at,
-        cast(gross_revenue as double) as gross,
-        cast(discount_amount as double) as discount,
-        cast(refunded_amount as double) as refunded,
-        greatest(cast(gross_revenue - refunded_amount as double), 0) as net,
-        item_quantity
-    from staging.orders
-    where customer_id is not null
-      and order_date <= $cutoff::date
-      and not (is_cancelled and coalesce(cast(cancelled_at as date) <= $cutoff::date, true))
+        o.customer_id,
+        o.order_id,
+        o.order_date,
+        o.created_at,
+        cast(o.gross_revenue as double) as gross,
+        cast(o.discount_amount as double) as discount,
+        least(coalesce(r.refunded, 0), cast(o.gross_revenue as double)) as refunded,
+        greatest(cast(o.gross_revenue as double) - coalesce(r.refunded, 0), 0) as net,
+        o.item_quantity
+    from staging.orders as o
+    left join refunds_by_cutoff as r using (order_id)
+    where o.customer_id is not null
+      and o.order_date <= $cutoff::date
+      and not (o.is_cancelled and coalesce(cast(o.cancelled_at as date) <= $cutoff::date, true))
 ),
 
 sequenced as (
