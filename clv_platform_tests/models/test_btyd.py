@@ -203,3 +203,36 @@ def test_bgnbd_loglik_matches_lifetimes_unscaled():
         np.log(fitter.params_.to_numpy()), freq, rec, T, np.ones(2), 0.0
     ) * 2
     assert btyd.transaction_log_likelihood(fitter, freq, rec, T) == pytest.approx(direct)
+
+
+def test_non_converging_fits_fall_back_to_a_penalizer(cdnow, monkeypatch):
+    """A store whose data do not converge unpenalized still gets a model, and says which penalizer."""
+    from lifetimes.utils import ConvergenceError
+
+    original = BetaGeoFitter.fit
+
+    def fit_or_fail(self, *args, **kwargs):
+        if self.penalizer_coef == 0.0:
+            raise ConvergenceError("did not converge")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BetaGeoFitter, "fit", fit_or_fail)
+    model = btyd.fit_btyd(cdnow[1], btyd.BGNBD)
+    assert model.penalizer == btyd.FALLBACK_PENALIZERS[0]
+    # a small penalty barely moves CDNOW's parameters
+    assert model.params()["transaction_params"]["r"] == pytest.approx(0.243, rel=0.1)
+
+
+def test_spend_model_that_never_converges_falls_back_to_the_observed_mean(cdnow, monkeypatch):
+    from lifetimes import GammaGammaFitter
+    from lifetimes.utils import ConvergenceError
+
+    def never(self, *args, **kwargs):
+        raise ConvergenceError("did not converge")
+
+    monkeypatch.setattr(GammaGammaFitter, "fit", never)
+    summary = cdnow[1]
+    spend = btyd.fit_gamma_gamma(summary)
+    usable = summary[(summary["frequency"] > 0) & (summary["monetary"] > 0)]
+    assert spend.fitter is None and spend.n_fitted == len(usable)
+    assert spend.population_mean == pytest.approx(usable["monetary"].mean())
