@@ -28,6 +28,7 @@ validation window (out of sample; in-sample residuals of boosted trees are too s
 
 from __future__ import annotations
 
+import os
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
@@ -83,6 +84,8 @@ class ClvConfig:
     interaction_sample: int = 400
     top_interactions: int = 20
     backtest: dict = field(default_factory=dict)
+    max_selection_rows: int = 0
+    max_training_rows: int = 0
 
     def for_backtest(self, horizon_days: int) -> "ClvConfig":
         """The config a dataset backtest uses: its holdout as horizon, ``[backtest]`` windows."""
@@ -107,6 +110,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         raw = tomllib.load(handle)
     horizon, model, windows = raw.get("horizon", {}), raw.get("btyd", {}), raw.get("windows", {})
     selection, explain = raw.get("selection", {}), raw.get("explain", {})
+    sampling = raw.get("sampling", {})
     return ClvConfig(
         horizon_days=int(horizon.get("horizon_days", 365)),
         label_horizon_days=int(horizon.get("label_horizon_days", horizon.get("horizon_days", 365))),
@@ -125,6 +129,8 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         interaction_sample=int(explain.get("interaction_sample", 400)),
         top_interactions=int(explain.get("top_interactions", 20)),
         backtest=dict(raw.get("backtest", {})),
+        max_selection_rows=int(sampling.get("max_selection_rows", 0)),
+        max_training_rows=int(sampling.get("max_training_rows", 0)),
     )
 
 
@@ -266,13 +272,36 @@ def window_ends(cutoff: date, count: int, step_days: int, offset_days: int = 0) 
     return [cutoff - timedelta(days=offset_days + k * step_days) for k in range(count)]
 
 
+def customer_keys(frame: pd.DataFrame) -> np.ndarray:
+    """A fixed pseudo-random 64-bit key per customer id (pandas' seeded hash, stable across runs).
+
+    The same customer gets the same key in every window, so a cap on rows keeps whole customers:
+    the customers of a capped window are (nearly) the same in every window and every run.
+    """
+    return pd.util.hash_pandas_object(frame["customer_id"].astype(str), index=False).to_numpy()
+
+
+def cap_rows(frame: pd.DataFrame, max_rows: int | None) -> pd.DataFrame:
+    """At most ``max_rows`` rows: those of the customers with the smallest ``customer_keys``.
+
+    A deterministic customer sample, in the original row order; ``max_rows`` of 0 / None, or a
+    frame that is not larger, returns the frame itself (stores of normal size are untouched).
+    """
+    if not max_rows or len(frame) <= max_rows:
+        return frame
+    keep = np.sort(np.argpartition(customer_keys(frame), max_rows - 1)[:max_rows])
+    return frame.iloc[keep].reset_index(drop=True)
+
+
 def training_windows(
-    conn: duckdb.DuckDBPyConnection, ends: list[date], config: ClvConfig
+    conn: duckdb.DuckDBPyConnection, ends: list[date], config: ClvConfig, max_rows_per_window: int | None = None
 ) -> pd.DataFrame:
     """Stacked training rows of the windows ending at ``ends`` with BTYD features per window.
 
-    Each window's BTYD model is fitted at its own feature cutoff; a window with fewer than two
-    customers (too early in the history) is skipped.
+    Each window's BTYD model is fitted at its own feature cutoff, on all of the window's customers;
+    a window with fewer than two customers (too early in the history) is skipped. With
+    ``max_rows_per_window`` a window keeps a deterministic customer sample of at most that many
+    rows (``cap_rows``) after its BTYD fit.
     """
     h = config.label_horizon_days
     parts = []
@@ -281,6 +310,7 @@ def training_windows(
         if len(frame) < 2 or frame["frequency"].sum() == 0:
             continue
         model = fit_btyd_at(frame, config)
+        frame = cap_rows(frame, max_rows_per_window)
         extra = btyd_features(model, frame, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
         parts.append(frame.join(extra).assign(window_end=pd.Timestamp(end)))
     if not parts:
@@ -310,11 +340,18 @@ def _offset(spec: ObjectiveSpec, btyd_spend) -> np.ndarray:
     return np.log(np.clip(spend, OFFSET_FLOOR, None))
 
 
+def threads(config: ClvConfig) -> int:
+    """XGBoost threads from ``[xgboost] nthread``; 0 (or less) = every core of the machine."""
+    configured = int(config.xgboost.get("nthread", 1))
+    return configured if configured > 0 else max(os.cpu_count() or 1, 1)
+
+
 def _dmatrix(
-    frame: pd.DataFrame, columns: list[str], spec: ObjectiveSpec, offset_column: str | None, label: bool = False
+    frame: pd.DataFrame, columns: list[str], spec: ObjectiveSpec, offset_column: str | None, label: bool = False,
+    nthread: int = 1,
 ) -> xgb.DMatrix:
     """Feature matrix, optional label (transformed for the objective) and optional BTYD offset."""
-    matrix = xgb.DMatrix(_matrix(frame, columns), feature_names=columns, nthread=1)
+    matrix = xgb.DMatrix(_matrix(frame, columns), feature_names=columns, nthread=nthread)
     if label:
         matrix.set_label(_target(spec, frame["label_spend"].to_numpy(dtype=float)))
     if offset_column is not None:
@@ -369,7 +406,7 @@ def _train_params(config: ClvConfig, spec: ObjectiveSpec) -> dict:
     params = {k: v for k, v in config.xgboost.items() if k not in ("num_boost_round", "early_stopping_rounds")}
     params = {"eta" if k == "learning_rate" else ("lambda" if k == "reg_lambda" else k): v for k, v in params.items()}
     params.update(spec.params)
-    params.update(tree_method="hist", eval_metric=spec.eval_metric(), verbosity=0)
+    params.update(tree_method="hist", eval_metric=spec.eval_metric(), verbosity=0, nthread=threads(config))
     return params
 
 
@@ -390,18 +427,29 @@ def train_booster(
     valid: pd.DataFrame | None = None,
     num_boost_round: int | None = None,
     offset: bool = False,
+    cache: dict | None = None,
 ) -> tuple[xgb.Booster, int]:
     """Train one booster; with ``valid`` early-stop on it. Returns (booster, rounds used).
 
     Zero rounds are allowed (the booster then predicts its base margin: the BTYD offset).
+    ``cache`` (a dict kept by the caller across candidates on the same frames) reuses the
+    DMatrix pair of candidates with the same target transform and offset, so XGBoost's
+    histogram index is built once rather than once per candidate.
     """
     offset_column = "btyd_expected_spend" if offset else None
-    dtrain = _dmatrix(train, columns, spec, offset_column, label=True)
+    nthread = threads(config)
+    key = (spec.target, offset_column)
+    if cache is not None and key in cache:
+        dtrain, dvalid = cache[key]
+    else:
+        dtrain = _dmatrix(train, columns, spec, offset_column, label=True, nthread=nthread)
+        dvalid = None if valid is None else _dmatrix(valid, columns, spec, offset_column, label=True, nthread=nthread)
+        if cache is not None:
+            cache[key] = (dtrain, dvalid)
     rounds = int(config.xgboost.get("num_boost_round", 1000) if num_boost_round is None else num_boost_round)
     params = _train_params(config, spec)
     if valid is None:
         return xgb.train(params, dtrain, num_boost_round=rounds), rounds
-    dvalid = _dmatrix(valid, columns, spec, offset_column, label=True)
     booster = xgb.train(
         params,
         dtrain,
@@ -468,10 +516,10 @@ def select_objective(
     (MAE is minimized), ties within the tolerance going to the lower MAE.
     """
     y = valid["label_spend"].to_numpy(dtype=float)
-    rows, best, best_state = [], None, None
+    rows, best, best_state, cache = [], None, None, {}
     for spec in objective_candidates(config):
         offset = uses_offset(config, spec, variant)
-        booster, rounds = train_booster(config, spec, train, columns, valid, offset=offset)
+        booster, rounds = train_booster(config, spec, train, columns, valid, offset=offset, cache=cache)
         smear = _smearing(booster, valid, columns, spec, offset) if spec.target == "log1p" else 1.0
         model = ClvModel(booster, columns, spec, variant, config.label_horizon_days, smear, rounds, offset)
         block = metrics.regression_metrics(y, model.predict_label_window(valid))
@@ -537,13 +585,24 @@ def train_clv(
     Selection: train windows end at C - h - k * step, validation window ends at C. Final model:
     windows end at C - k * step, trained for the early-stopped number of rounds of the chosen
     objective (re-run on the validation split when ``objective`` is given).
+
+    Row caps (``[sampling]`` in clv.toml), the usual practice for large customer bases: each
+    selection window (inner training windows and the validation window) keeps a deterministic
+    customer sample of at most ``max_selection_rows`` rows, and the final model trains on at most
+    ``max_training_rows`` rows (split evenly over its windows). The BTYD of every window is still
+    fitted on all its customers. Stores smaller than the caps are untouched.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     h = config.label_horizon_days
-    final = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days), config)
-    inner = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days, h), config)
-    valid = final[final["window_end"] == pd.Timestamp(cutoff)]
+    per_window = -(-config.max_training_rows // max(config.window_count, 1)) if config.max_training_rows else None
+    final = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days), config,
+                             per_window)
+    final = cap_rows(final, config.max_training_rows)
+    inner = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days, h), config,
+                             config.max_selection_rows or None)
+    valid = cap_rows(final[final["window_end"] == pd.Timestamp(cutoff)].reset_index(drop=True),
+                     config.max_selection_rows)
     columns = feature_list(pd.concat([inner, valid]), variant)
     candidates = config if objective is None else _only(config, objective)
     selection = select_objective(candidates, inner, valid, columns, variant)

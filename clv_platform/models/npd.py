@@ -164,6 +164,14 @@ class NPDModel:
     ``scales``. The number of boosting rounds is chosen by early stopping on the same
     validation split (``valid_fraction`` of the rows, drawn with ``seed``), then the model is
     refitted on all rows with that many rounds.
+
+    Large customer bases: ``max_selection_rows`` caps the rows of the search (train +
+    validation split) and ``max_training_rows`` those of the final refit, each a deterministic
+    customer sample (smallest seeded hash of ``customer_id``, or a seeded random sample without
+    that column); 0 = no cap, and smaller frames are untouched. ``scale_search="local"`` walks
+    each distribution's sorted scale grid from its middle towards the better neighbour and stops
+    at a local minimum of the validation loss - the full grid's choice whenever the loss is
+    unimodal in the scale - instead of fitting every scale (``"grid"``).
     """
 
     distribution: str | None = None
@@ -181,6 +189,9 @@ class NPDModel:
     valid_fraction: float = 0.2
     seed: int = 0
     n_threads: int = 0
+    max_selection_rows: int = 0
+    max_training_rows: int = 0
+    scale_search: str = "grid"
     booster_: xgb.Booster | None = field(default=None, init=False, repr=False)
     feature_cols_: list[str] = field(default_factory=list, init=False)
     n_rounds_: int = field(default=0, init=False)
@@ -243,19 +254,16 @@ class NPDModel:
         x = _as_matrix(frame, feature_cols)
         base = self._base_score(lower, upper)
 
-        order = np.random.default_rng(self.seed).permutation(len(frame))
-        n_valid = max(int(round(len(frame) * self.valid_fraction)), 1)
+        search = _sample_positions(frame, self.max_selection_rows, self.seed)
+        order = search[np.random.default_rng(self.seed).permutation(len(search))]
+        n_valid = max(int(round(len(search) * self.valid_fraction)), 1)
         valid, train = order[:n_valid], order[n_valid:]
         dtrain = self._dmatrix(x[train], lower[train], upper[train])
         dvalid = self._dmatrix(x[valid], lower[valid], upper[valid])
 
-        candidates = [
-            (d, s)
-            for d in ((self.distribution,) if self.distribution else self.distributions)
-            for s in ((self.scale,) if self.scale else self.scales)
-        ]
         self.selection_ = []
-        for distribution, scale in candidates:
+
+        def evaluate(distribution: str, scale: float) -> float:
             booster = xgb.train(
                 self._params(distribution, scale, base),
                 dtrain,
@@ -272,11 +280,23 @@ class NPDModel:
                     "rounds": int(booster.best_iteration) + 1,
                 }
             )
+            return float(booster.best_score)
+
+        scales = (self.scale,) if self.scale else tuple(self.scales)
+        for distribution in (self.distribution,) if self.distribution else self.distributions:
+            if self.scale_search == "local":
+                _local_scale_search(lambda s, d=distribution: evaluate(d, s), scales)
+            elif self.scale_search == "grid":
+                for scale in scales:
+                    evaluate(distribution, scale)
+            else:
+                raise ValueError(f"scale_search must be 'grid' or 'local', got {self.scale_search!r}")
         best = min(self.selection_, key=lambda row: row["valid_nloglik"])
         self.distribution, self.scale, self.n_rounds_ = best["distribution"], best["scale"], best["rounds"]
+        final = _sample_positions(frame, self.max_training_rows, self.seed)
         self.booster_ = xgb.train(
             self._params(self.distribution, self.scale, base),
-            self._dmatrix(x, lower, upper),
+            self._dmatrix(x[final], lower[final], upper[final]),
             num_boost_round=self.n_rounds_,
         )
         self.feature_cols_ = list(feature_cols)
@@ -306,6 +326,49 @@ class NPDModel:
             given = aft_quantile(half, yhat, self.distribution, self.scale)
         median = aft_median(yhat, self.distribution, self.scale)
         return prediction_frame(frame, median, probabilities, cutoff, given)
+
+
+def _sample_positions(frame: pd.DataFrame, max_rows: int, seed: int) -> np.ndarray:
+    """Row positions of a deterministic sample of at most ``max_rows`` rows (all rows if 0 / fewer).
+
+    With a ``customer_id`` column: the customers with the smallest seeded hash of their id (the
+    same customers every run); otherwise a seeded random sample. Positions are in row order.
+    """
+    n = len(frame)
+    if not max_rows or n <= max_rows:
+        return np.arange(n)
+    if "customer_id" in frame:
+        keys = pd.util.hash_pandas_object(frame["customer_id"].astype(str), index=False).to_numpy()
+        return np.sort(np.argpartition(keys, max_rows - 1)[:max_rows])
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
+def _local_scale_search(evaluate, scales) -> None:
+    """Walk the sorted ``scales`` from the middle towards the better neighbour while the loss falls.
+
+    Evaluates the middle scale and both neighbours, then keeps stepping in the improving
+    direction until the next scale is no better; the minimum found is the grid's minimum when
+    the loss is unimodal in the scale.
+    """
+    grid = sorted(float(s) for s in scales)
+    loss: dict[int, float] = {}
+
+    def at(i: int) -> float:
+        if i not in loss:
+            loss[i] = evaluate(grid[i])
+        return loss[i]
+
+    best = len(grid) // 2
+    at(best)
+    for step in (-1, 1):
+        if 0 <= best + step < len(grid):
+            at(best + step)
+    direction = min((i for i in loss), key=lambda i: (loss[i], abs(i - len(grid) // 2))) - best
+    if direction == 0:
+        return
+    best += direction
+    while 0 <= best + direction < len(grid) and at(best + direction) < loss[best]:
+        best += direction
 
 
 def btyd_purchase_probability(params: dict, frequency, T, p_alive, t) -> np.ndarray:

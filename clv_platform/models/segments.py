@@ -17,6 +17,9 @@ function takes the parsed config (``load_config()``) and falls back to the shipp
 * Clusters: KMeans on standardized log1p features (spend and counts are heavy-tailed; without
   the log a few big spenders would be their own clusters). k maximizes the silhouette over the
   configured range, computed on a seeded fixed-size sample for speed; ties go to the smaller k.
+  On large bases the centroids are fitted on a seeded sample of ``fit_sample_size`` rows (4
+  standardized features: 100k rows pin the centroids as well as a million) and every customer is
+  assigned to the nearest centroid; smaller bases are fitted on all rows, as before.
   Clusters are numbered by mean revenue, highest first, and named from their profile
   (``name_cluster``).
 """
@@ -178,28 +181,38 @@ def cluster_matrix(frame: pd.DataFrame, feature_cols: list[str]) -> np.ndarray:
     return StandardScaler().fit_transform(np.log1p(raw.fillna(0.0).clip(lower=0.0).to_numpy()))
 
 
-def choose_k(x: np.ndarray, k_values, seed: int = 0, n_init: int = 10, sample_size: int = 5000):
+def choose_k(
+    x: np.ndarray, k_values, seed: int = 0, n_init: int = 10, sample_size: int = 5000, fit_sample_size: int = 0
+):
     """Fit KMeans for each k and score the silhouette on one seeded sample of rows.
 
-    The same sample is used for every k so the scores are comparable. Returns
-    ``(best_k, {k: silhouette}, {k: labels})``; k values that need more distinct points than
-    the data has are skipped.
+    The same sample is used for every k so the scores are comparable. With ``fit_sample_size``
+    (0 = all rows) smaller than the data, each k is fitted on one seeded sample of that many rows
+    and the labels of every row are its nearest centroid. Returns ``(best_k, {k: silhouette},
+    {k: labels})`` with the labels of the best k only (others are not needed and cost a pass
+    over all rows each); k values that need more distinct points than the data has are skipped.
     """
-    n_distinct = len(np.unique(x, axis=0))
-    ks = [int(k) for k in k_values if 2 <= k < min(n_distinct, len(x))]
-    if not ks:
-        raise ValueError(f"no usable k in {list(k_values)} for {n_distinct} distinct points")
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(x), size=min(sample_size, len(x)), replace=False))
-    scores, labels = {}, {}
+    if fit_sample_size and len(x) > fit_sample_size:
+        fit_rows = np.sort(np.random.default_rng(seed + 1).choice(len(x), size=fit_sample_size, replace=False))
+        fit_x = x[fit_rows]
+    else:
+        fit_x = x
+    n_distinct = len(np.unique(fit_x, axis=0))
+    ks = [int(k) for k in k_values if 2 <= k < min(n_distinct, len(fit_x))]
+    if not ks:
+        raise ValueError(f"no usable k in {list(k_values)} for {n_distinct} distinct points")
+    scores, models = {}, {}
     for k in ks:
-        labels[k] = KMeans(n_clusters=k, random_state=seed, n_init=n_init).fit_predict(x)
-        if len(np.unique(labels[k][sample])) < 2:
+        models[k] = KMeans(n_clusters=k, random_state=seed, n_init=n_init).fit(fit_x)
+        sample_labels = models[k].predict(x[sample])
+        if len(np.unique(sample_labels)) < 2:
             scores[k] = float("-inf")
             continue
-        scores[k] = float(silhouette_score(x[sample], labels[k][sample]))
+        scores[k] = float(silhouette_score(x[sample], sample_labels))
     best = max(ks, key=lambda k: (scores[k], -k))
-    return best, scores, labels
+    return best, scores, {best: models[best].predict(x)}
 
 
 def name_cluster(profile: dict, population: dict, naming: dict) -> str:
@@ -260,6 +273,7 @@ def cluster_customers(frame: pd.DataFrame, config: dict | None = None, clv_col: 
         seed=int(cfg.get("seed", 0)),
         n_init=int(cfg.get("n_init", 10)),
         sample_size=int(cfg.get("silhouette_sample_size", 5000)),
+        fit_sample_size=int(cfg.get("fit_sample_size", 0)),
     )
     raw_labels = all_labels[k]
 
@@ -278,7 +292,7 @@ def cluster_customers(frame: pd.DataFrame, config: dict | None = None, clv_col: 
     means = values.groupby("raw").mean()
     order = means.sort_values("revenue", ascending=False, kind="stable").index
     relabel = {raw: new for new, raw in enumerate(order)}
-    labels = pd.Series([relabel[c] for c in raw_labels], index=frame.index, name="cluster")
+    labels = pd.Series(pd.Series(raw_labels).map(relabel).to_numpy(), index=frame.index, name="cluster")
 
     values["cluster"] = labels.to_numpy()
     grouped = values.groupby("cluster")

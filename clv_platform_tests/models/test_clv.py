@@ -144,3 +144,36 @@ def test_assets_materialize_in_process(demo_db, data_env):
     plot = metadata["explainability_plot"].value
     assert plot.startswith(str(data_env / "reports")) and "<svg" in open(plot, encoding="utf-8").read()
     assert (data_env / "models" / f"clv_xgb_{runs.loc[0, 'model_version']}.ubj").is_file()
+
+
+def test_cap_rows_keeps_a_deterministic_customer_sample():
+    frame = pd.DataFrame({"customer_id": [f"c{i}" for i in range(500)] * 2, "window": [0] * 500 + [1] * 500})
+    assert clv.cap_rows(frame, 0) is frame and clv.cap_rows(frame, 1000) is frame
+    capped = clv.cap_rows(frame, 400)
+    assert len(capped) == 400
+    # whole customers: the smallest keys are those of the same customers in both windows
+    by_window = capped.groupby("window")["customer_id"].apply(set)
+    assert by_window[0] == by_window[1]
+    shuffled = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    assert set(clv.cap_rows(shuffled, 400)["customer_id"]) == set(capped["customer_id"])
+
+
+def test_training_with_row_caps(demo_db):
+    _, path = demo_db
+    base = clv.load_config()
+    config = dataclasses.replace(
+        base,
+        objectives=({"name": "tweedie", "objective": "reg:tweedie", "variance_powers": [1.5]},),
+        xgboost={**base.xgboost, "num_boost_round": 200},
+        max_selection_rows=700,
+        max_training_rows=1500,
+    )
+    with duckdb.connect(str(path), read_only=True) as conn:
+        cutoff = scoring_cutoff(conn)
+        trained = clv.train_clv(conn, cutoff, config)
+        uncapped = clv.training_windows(conn, clv.window_ends(cutoff, config.window_count, config.window_step_days),
+                                        config)
+    assert len(uncapped) > 1500 and trained.n_train <= 1500
+    assert trained.selection.comparison[0]["rounds"] >= 1
+    assert len(trained.window_ends) == config.window_count
+    assert clv.load_config().max_selection_rows > 0 and clv.load_config().max_training_rows > 0

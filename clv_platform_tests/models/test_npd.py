@@ -208,3 +208,47 @@ def test_npd_backtest_on_the_cdnow_sample():
         assert block["positives_30d"] <= block["positives_90d"] <= block["buyers"]
     assert result["models"]["aft"]["auc_90d"] > 0.7
     assert result["models"]["aft"]["brier_90d"] < result["models"]["naive"]["brier_90d"]
+
+
+def test_local_scale_search_finds_the_grid_minimum_with_fewer_fits():
+    """Unimodal validation loss in the scale: the walk stops at the grid's minimum."""
+    rng = np.random.default_rng(3)
+    group = np.repeat(np.arange(3), 600)
+    times = np.array([20.0, 40.0, 80.0])[group] * np.exp(0.5 * rng.normal(size=group.size))
+    frame = pd.DataFrame(
+        {"group": group.astype(float), "days_to_next_purchase": np.where(times <= 90, np.ceil(times), np.nan)}
+    )
+    kwargs = dict(distributions=(npd.NORMAL, npd.LOGISTIC), scales=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
+                  n_threads=1, max_rounds=200)
+    grid = npd.NPDModel(**kwargs).fit(frame, ["group"], horizon_days=90)
+    local = npd.NPDModel(scale_search="local", **kwargs).fit(frame, ["group"], horizon_days=90)
+    assert (local.distribution, local.scale, local.n_rounds_) == (grid.distribution, grid.scale, grid.n_rounds_)
+    assert len(local.selection_) < len(grid.selection_) == 12
+    by_key = {(r["distribution"], r["scale"]): r["valid_nloglik"] for r in grid.selection_}
+    for row in local.selection_:
+        assert row["valid_nloglik"] == pytest.approx(by_key[(row["distribution"], row["scale"])])
+
+
+def test_local_scale_search_walks_to_an_edge():
+    calls = []
+
+    def loss(scale):
+        calls.append(scale)
+        return scale  # decreasing towards the smallest scale
+
+    npd._local_scale_search(loss, (1.5, 0.5, 1.0, 0.75, 1.25))
+    assert calls == [1.0, 0.75, 1.25, 0.5]
+
+
+def test_row_caps_sample_whole_customers_and_leave_small_frames_alone(data):
+    frame = data.assign(customer_id=[f"c{i}" for i in range(len(data))])
+    assert (npd._sample_positions(frame, 0, 0) == np.arange(len(frame))).all()
+    assert (npd._sample_positions(frame, len(frame), 0) == np.arange(len(frame))).all()
+    picked = npd._sample_positions(frame, 1000, 0)
+    assert len(picked) == 1000 and (np.diff(picked) > 0).all()
+    assert (picked == npd._sample_positions(frame.sample(frac=1.0, random_state=2).sort_index(), 1000, 0)).all()
+    capped = fixed_model(max_selection_rows=3000, max_training_rows=4000).fit(frame, ["group", "noise"],
+                                                                               horizon_days=HORIZON)
+    assert capped.booster_.num_boosted_rounds() == capped.n_rounds_
+    median = capped.predict(group_frame(), cutoff=CUTOFF)["days_to_next"].to_numpy()
+    assert np.all(np.abs(median / TRUE_MEDIANS - 1) < 0.25)

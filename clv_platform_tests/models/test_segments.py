@@ -224,3 +224,15 @@ def test_segment_customers_combines_everything(cluster_config):
     assert out["customer_id"].tolist() == frame["customer_id"].tolist()
     assert set(out["lifecycle_stage"]) <= set(segments.STAGES)
     assert clusters.k == 4
+
+
+def test_clusters_fitted_on_a_sample_assign_everyone(cluster_config):
+    frame = blobs(n_per_blob=500)
+    full = segments.cluster_customers(frame, cluster_config)
+    sampled_config = copy.deepcopy(cluster_config)
+    sampled_config["clusters"]["fit_sample_size"] = 400
+    sampled = segments.cluster_customers(frame, sampled_config)
+    assert sampled.k == full.k == 4
+    assert len(sampled.labels) == len(frame) and sampled.labels.notna().all()
+    assert (sampled.labels.to_numpy() == full.labels.to_numpy()).mean() > 0.99
+    assert sampled.summary["customers"].sum() == len(frame)

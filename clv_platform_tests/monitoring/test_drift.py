@@ -1,5 +1,6 @@
 """Drift detection, segment shares, realized performance, and the monitoring assets on a tmp DuckDB."""
 
+import dataclasses
 from datetime import date, datetime
 
 import dagster as dg
@@ -206,3 +207,24 @@ def test_monitoring_assets_snapshot_detect_drift_and_evaluate(data_env, monkeypa
     assert (data_env / "reports").joinpath(newest["report_path"].split("/")[-1]).exists()
     assert set(columns["drift_run_id"]) == set(runs["drift_run_id"])
     assert performance.empty  # a 365-day horizon has not passed yet
+
+
+def test_large_sides_are_measured_on_a_deterministic_sample():
+    from clv_platform.monitoring.drift import sample_rows
+
+    reference, current = customers(6000, seed=1), customers(6000, seed=2)
+    small = customers(100, seed=3)
+    assert sample_rows(small, 500) is small
+    picked = sample_rows(current, 2000)
+    assert len(picked) == 2000 and picked.index.is_monotonic_increasing
+    assert picked.equals(sample_rows(current.sample(frac=1.0, random_state=4).sort_index(), 2000))
+    series = sample_rows(current["monetary"], 2000)
+    assert len(series) == 2000 and series.equals(sample_rows(current["monetary"], 2000))
+    full = detect_drift(reference, current, FEATURES, SETTINGS)
+    capped = detect_drift(reference, current, FEATURES, dataclasses.replace(SETTINGS, max_rows=3000))
+    assert not capped.drift_detected and not full.drift_detected
+    for a, b in zip(full.columns, capped.columns):
+        assert a.column == b.column and b.score == pytest.approx(a.score, abs=0.05)
+    drifted = detect_drift(reference, customers(6000, seed=2, shift=1.0), FEATURES,
+                           dataclasses.replace(SETTINGS, max_rows=3000))
+    assert drifted.drift_detected
