@@ -71,7 +71,10 @@ def save_npd_model(model: NPDModel, meta: dict) -> str:
 def load_latest_npd_model() -> tuple[NPDModel, dict]:
     sidecars = sorted(_models_dir().glob(f"{MODEL_PREFIX}*.json"))
     if not sidecars:
-        raise LookupError(f"no next-purchase model in {_models_dir()}: materialize ml/npd_model first")
+        raise LookupError(
+            f"no next-purchase model in {_models_dir()}: train one first with the refresh_everything or "
+            "weekly_retrain job (or materialize ml/npd_model)"
+        )
     meta = json.loads(sidecars[-1].read_text())
     model = NPDModel(distribution=meta["distribution"], scale=meta["scale"], horizons=tuple(meta["horizons"]))
     model.booster_ = xgb.Booster()

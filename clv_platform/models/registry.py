@@ -154,7 +154,10 @@ def load_latest(conn: duckdb.DuckDBPyConnection, name: str = DEFAULT_MODEL_NAME)
     """Load the newest registered model; raises LookupError when none is registered."""
     row = latest_registered(conn, name)
     if row is None:
-        raise LookupError(f"no registered model named {name!r} in {MODEL_RUNS_TABLE}")
+        raise LookupError(
+            f"no registered model named {name!r} in {MODEL_RUNS_TABLE}: train one first with the "
+            "refresh_everything or weekly_retrain job (or materialize ml/clv_model)"
+        )
     return load_model(row["path"])
 
 
