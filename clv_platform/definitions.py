@@ -30,7 +30,7 @@ from clv_platform.models.npd_assets import NPD_ASSETS
 from clv_platform.models.segment_assets import SEGMENT_ASSETS
 from clv_platform.monitoring.assets import MONITORING_ASSETS
 from clv_platform.resources.demo import DemoStoreResource, NoProfilesResource
-from clv_platform.resources.storage import duckdb_path
+from clv_platform.resources.storage import duckdb_config, duckdb_path
 from clv_platform.transforms.features_assets import customer_features
 from clv_platform.transforms.staging_assets import staging_tables
 
@@ -88,7 +88,7 @@ def build_definitions(database: str | None = None) -> dg.Definitions:
         schedules=SCHEDULES,
         sensors=[inbox_file_sensor, rebuild_after_import_sensor, *MONITORING_SENSORS],
         resources={
-            "duckdb": DuckDBResource(database=database or str(duckdb_path())),
+            "duckdb": DuckDBResource(database=database or str(duckdb_path()), connection_config=duckdb_config()),
             **source_resources(),
         },
         # One process per run: DuckDB allows one writer, so steps must not open the file in parallel.

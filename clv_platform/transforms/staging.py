@@ -1,6 +1,7 @@
 """raw → staging: parse, validate, de-duplicate and resolve customers, all in DuckDB SQL.
 
-The whole staging layer is rebuilt from the raw tables inside one transaction. That
+The whole staging layer is rebuilt from the raw tables inside one transaction (intermediate
+tables live in a `staging_build` schema, dropped after the commit). That
 makes it idempotent (a rerun replaces every table), keeps the tables consistent with
 each other, and lets us prove that every raw record is either accepted or rejected
 with a reason.
@@ -25,6 +26,14 @@ STAGING_SCRIPTS = (
 )
 
 STAGING_TABLES = ("orders", "order_lines", "customers", "products", "refunds", "returns", "rejected_rows")
+
+BUILD_SCHEMA = "staging_build"
+"""Intermediate tables of one build. They are ordinary tables, not temp tables, because
+DuckDB writes a large uncommitted table of a file database to disk as it fills, while an
+uncommitted temp table must stay in memory: with temp tables the build needed > 4 GB at a
+million customers. The schema is rebuilt by every build and dropped right after it."""
+
+BUILD_VIEWS = ("_order_versions_judged", "_profile_versions_judged", "_accepted_orders", "_accepted_profiles")
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -73,6 +82,7 @@ def build_staging(conn: duckdb.DuckDBPyConnection, shop_currency: str | None = N
         raise ValueError(f"shop currency must be a 3-letter ISO code, got {currency!r}")
     conn.execute("begin transaction")
     try:
+        conn.execute(f"create schema if not exists {BUILD_SCHEMA}")
         for script in STAGING_SCRIPTS:
             run_script(conn, read_sql("clv_platform.transforms", f"sql/staging/{script}"),
                        {"shop_currency": currency})
@@ -83,8 +93,13 @@ def build_staging(conn: duckdb.DuckDBPyConnection, shop_currency: str | None = N
             raise RuntimeError(f"staging lost rows: {unbalanced}")
         conn.execute("commit")
     except Exception:
-        conn.execute("rollback")
+        try:
+            conn.execute("rollback")
+        except duckdb.TransactionException:
+            pass  # the failed statement was the commit itself: nothing is left to roll back
         raise
+    finally:
+        _drop_build_objects(conn)
     result.row_counts = {
         t: int(conn.execute(f"select count(*) from staging.{t}").fetchone()[0]) for t in STAGING_TABLES
     }
@@ -94,6 +109,14 @@ def build_staging(conn: duckdb.DuckDBPyConnection, shop_currency: str | None = N
         ).fetchall()
     )
     return result
+
+
+def _drop_build_objects(conn: duckdb.DuckDBPyConnection) -> None:
+    """Drop the intermediates after the commit (DuckDB cannot commit a transaction that both
+    created and dropped a table it wrote optimistically to disk)."""
+    for view in BUILD_VIEWS:
+        conn.execute(f"drop view if exists {view}")
+    conn.execute(f"drop schema if exists {BUILD_SCHEMA} cascade")
 
 
 def reconcile(conn: duckdb.DuckDBPyConnection) -> list[Reconciliation]:
@@ -112,7 +135,7 @@ def reconcile(conn: duckdb.DuckDBPyConnection) -> list[Reconciliation]:
         union all
         select 'raw.file_transactions',
                (select count(*) from raw.file_transactions),
-               (select count(*) from _file_rows where reject_reason is null),
+               (select count(*) from staging_build._file_rows where reject_reason is null),
                (select count(*) from staging.rejected_rows where source_table = 'raw.file_transactions')
         """
     ).fetchall()

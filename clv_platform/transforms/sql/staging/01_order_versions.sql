@@ -1,8 +1,10 @@
--- Every fetched Shopify order version, parsed once, with the reason it cannot be
--- used (NULL when it can). Parameters: $shop_currency. The raw payload stays in raw and
--- is joined back by rowid only for rejected rows: copying every payload would dominate
--- the cost at millions of orders.
-create or replace temp table _order_versions as
+-- Every fetched Shopify order version, parsed, with the reason it cannot be used (NULL
+-- when it can). Parameters: $shop_currency. Only scalar columns are kept: the line items
+-- and refunds are summarised here (counts, sums, validity) and parsed again from raw by
+-- rowid for the accepted versions only (05_staging_tables.sql). Carrying the nested lists
+-- of ~5M versions through the version ranking and joins is what made staging need > 4 GB
+-- at a million customers; the narrow table spills and ranks cheaply.
+create or replace table staging_build._order_versions as
 with parsed as (
     select
         r.rowid as raw_rowid,
@@ -47,8 +49,10 @@ typed as (
         coalesce(try_cast(o.totalDiscountsSet.shopMoney.amount as decimal(18, 2)), 0) as discount_amount,
         nullif(trim(o.customer.id), '') as shopify_customer_id,
         nullif(lower(trim(coalesce(o.customer.email, o.email))), '') as email,
-        coalesce(o.lineItems.nodes, []) as line_items,
-        coalesce(o.refunds, []) as refunds,
+        cast(len(coalesce(o.lineItems.nodes, [])) as integer) as line_count,
+        cast(coalesce(list_sum(list_transform(coalesce(o.lineItems.nodes, []),
+            lambda l: try_cast(l.quantity as integer))), 0) as bigint) as item_quantity,
+        cast(len(coalesce(o.refunds, [])) as integer) as refund_count,
         coalesce(list_sum(list_transform(coalesce(o.refunds, []),
             lambda r: try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)))), 0) as refunded_amount,
         coalesce(list_bool_or(list_transform(coalesce(o.refunds, []),
@@ -73,17 +77,17 @@ checked as (
             when updated_at > now()::timestamp + interval 1 day then 'updatedAt in the future'
         end as invalid_reason
     from typed
+),
+ranked as (
+    select
+        *,
+        row_number() over (
+            partition by order_id, invalid_reason is null
+            order by updated_at desc, ingested_at desc
+        ) as version_rank,
+        max(updated_at) over (partition by order_id, invalid_reason is null) as latest_updated_at
+    from checked
 )
-select
-    *,
-    row_number() over (
-        partition by order_id, invalid_reason is null
-        order by updated_at desc, ingested_at desc
-    ) as version_rank,
-    max(updated_at) over (partition by order_id, invalid_reason is null) as latest_updated_at
-from checked;
-
-create or replace temp view _order_versions_judged as
 select
     *,
     case
@@ -92,5 +96,11 @@ select
             then 'duplicate of an accepted order version'
         when version_rank > 1 then 'superseded by a newer version of the order'
         when is_test then 'test order'
-    end as reject_reason
-from _order_versions;
+    end as reject_reason,
+    -- a stored flag, not a filter on the CASE above: DuckDB estimates `accepted` from its
+    -- statistics, and a 50x under-estimate made the joins build hash tables on the orders
+    reject_reason is null as accepted
+from ranked;
+
+create or replace temp view _order_versions_judged as
+select * from staging_build._order_versions;

@@ -1,5 +1,5 @@
 -- Klaviyo profile versions, parsed; the newest version of each profile wins.
-create or replace temp table _profile_versions as
+create or replace table staging_build._profile_versions as
 with parsed as (
     select
         r.rowid as raw_rowid,
@@ -70,4 +70,4 @@ select
             then 'duplicate of an accepted profile version'
         when version_rank > 1 then 'superseded by a newer version of the profile'
     end as reject_reason
-from _profile_versions;
+from staging_build._profile_versions;

@@ -2,7 +2,7 @@
 -- returns with an invoice number starting with "C" and a negative quantity; any
 -- other negative quantity is an error. When the same order id arrives in two
 -- files, the most recently ingested file wins (exports overlap in practice).
-create or replace temp table _file_rows as
+create or replace table staging_build._file_rows as
 with typed as (
     select
         f.*,

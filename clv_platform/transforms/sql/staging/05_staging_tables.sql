@@ -2,8 +2,11 @@
 -- so a rebuild is idempotent and readers never see half of one.
 create schema if not exists staging;
 
-create or replace table staging.orders as
+-- Accepted Shopify orders with their person resolved; raw_rowid finds the payload again
+-- for the line items and refunds.
+create or replace table staging_build._resolved_orders as
 select
+    o.raw_rowid,
     o.order_id,
     o.order_name,
     o.source,
@@ -24,13 +27,16 @@ select
     cast(least(o.refunded_amount, o.gross_revenue) as decimal(18, 2)) as refunded_amount,
     cast(case when o.is_cancelled then 0
               else greatest(o.gross_revenue - o.refunded_amount, 0) end as decimal(18, 2)) as net_revenue,
-    cast(len(o.line_items) as integer) as line_count,
-    cast(coalesce(list_sum(list_transform(o.line_items, lambda l: try_cast(l.quantity as integer))), 0) as bigint)
-        as item_quantity
+    o.line_count,
+    o.item_quantity,
+    o.refund_count
 from _accepted_orders as o
-left join _customer_map as m on m.shopify_customer_id = o.shopify_customer_id
-left join _email_identity as i on o.shopify_customer_id is null and i.email = o.email
-where not o.is_test
+left join staging_build._customer_map as m on m.shopify_customer_id = o.shopify_customer_id
+left join staging_build._email_identity as i on o.shopify_customer_id is null and i.email = o.email
+where not o.is_test;
+
+create or replace table staging.orders as
+select * exclude (raw_rowid, refund_count) from staging_build._resolved_orders
 
 union all
 
@@ -56,40 +62,53 @@ select
     cast(sum(line_value) as decimal(18, 2)) as net_revenue,
     cast(count(*) as integer) as line_count,
     cast(sum(qty) as bigint) as item_quantity
-from _file_rows
+from staging_build._file_rows
 where reject_reason is null and not is_return
 group by order_key;
 
+-- Line items are parsed a second time, from the payloads of accepted versions only: a
+-- streaming join + unnest that never holds the nested lists of every version at once.
 create or replace table staging.order_lines as
 with shopify_lines as (
     select
-        o.order_id,
-        unnest(generate_series(1, len(o.line_items))) as line_number,
-        o.line_items
-    from _accepted_orders as o
-    where not o.is_test
+        ro.order_id,
+        ro.customer_id,
+        ro.order_date,
+        ro.is_cancelled,
+        unnest(p.items) as l,
+        unnest(range(1, len(p.items) + 1)) as line_number
+    from (
+        select
+            r.rowid as raw_rowid,
+            json_transform(r.payload, '{"lineItems": {"nodes": [{
+                "id": "VARCHAR", "quantity": "VARCHAR", "sku": "VARCHAR", "title": "VARCHAR",
+                "product": {"id": "VARCHAR", "productType": "VARCHAR"},
+                "originalUnitPriceSet": {"shopMoney": {"amount": "VARCHAR"}},
+                "totalDiscountSet": {"shopMoney": {"amount": "VARCHAR"}}
+            }]}}').lineItems.nodes as items
+        from raw.shopify_orders as r
+        where r.rowid in (select raw_rowid from staging_build._resolved_orders where line_count > 0)
+    ) as p
+    join staging_build._resolved_orders as ro using (raw_rowid)
 )
 select
-    l.order_id,
-    cast(l.line_number as integer) as line_number,
-    l.line_items[l.line_number].id as line_id,
-    so.customer_id,
-    so.order_date,
-    l.line_items[l.line_number].product.id as product_id,
-    l.line_items[l.line_number].sku as sku,
-    l.line_items[l.line_number].title as title,
-    l.line_items[l.line_number].product.productType as category,
-    try_cast(l.line_items[l.line_number].quantity as integer) as quantity,
-    try_cast(l.line_items[l.line_number].originalUnitPriceSet.shopMoney.amount as decimal(18, 2)) as unit_price,
-    coalesce(try_cast(l.line_items[l.line_number].totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0)
-        as discount_amount,
-    cast(try_cast(l.line_items[l.line_number].quantity as integer)
-         * try_cast(l.line_items[l.line_number].originalUnitPriceSet.shopMoney.amount as decimal(18, 2))
-         - coalesce(try_cast(l.line_items[l.line_number].totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0)
-         as decimal(18, 2)) as line_revenue,
-    so.is_cancelled
-from shopify_lines as l
-join staging.orders as so using (order_id)
+    order_id,
+    cast(line_number as integer) as line_number,
+    l.id as line_id,
+    customer_id,
+    order_date,
+    l.product.id as product_id,
+    l.sku as sku,
+    l.title as title,
+    l.product.productType as category,
+    try_cast(l.quantity as integer) as quantity,
+    try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2)) as unit_price,
+    coalesce(try_cast(l.totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0) as discount_amount,
+    cast(try_cast(l.quantity as integer) * try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2))
+         - coalesce(try_cast(l.totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0) as decimal(18, 2))
+        as line_revenue,
+    is_cancelled
+from shopify_lines
 
 union all
 
@@ -108,24 +127,31 @@ select
     cast(0 as decimal(18, 2)) as discount_amount,
     cast(line_value as decimal(18, 2)) as line_revenue,
     false as is_cancelled
-from _file_rows
+from staging_build._file_rows
 where reject_reason is null and not is_return;
 
 -- Refunds with their own dates, so features can see only the refunds made by a cutoff.
 create or replace table staging.refunds as
 with refund_rows as (
-    select o.order_id, unnest(o.refunds) as r
-    from _accepted_orders as o
-    where not o.is_test
+    select
+        ro.order_id,
+        ro.customer_id,
+        unnest(json_transform(r.payload, '[{"id": "VARCHAR", "createdAt": "VARCHAR",
+            "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR"}}}]')) as r
+    from (
+        select rowid, payload -> '$.refunds' as payload
+        from raw.shopify_orders
+        where rowid in (select raw_rowid from staging_build._resolved_orders where refund_count > 0)
+    ) as r
+    join staging_build._resolved_orders as ro on ro.raw_rowid = r.rowid
 )
 select
-    rr.order_id,
-    rr.r.id as refund_id,
-    so.customer_id,
-    timezone('UTC', try_cast(rr.r.createdAt as timestamptz)) as refunded_at,
-    try_cast(rr.r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) as amount
-from refund_rows as rr
-join staging.orders as so using (order_id);
+    order_id,
+    r.id as refund_id,
+    customer_id,
+    timezone('UTC', try_cast(r.createdAt as timestamptz)) as refunded_at,
+    try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) as amount
+from refund_rows;
 
 -- Return invoices of imported exports (Online Retail II "C…" credit notes).
 create or replace table staging.returns as
@@ -137,7 +163,7 @@ select
     -qty as quantity,
     cast(-line_value as decimal(18, 2)) as amount,
     file_name as source_file
-from _file_rows
+from staging_build._file_rows
 where reject_reason is null and is_return;
 
 create or replace table staging.products as
@@ -156,10 +182,10 @@ group by product_id;
 
 create or replace table staging.customers as
 with people as (
-    select customer_id, email, shopify_customer_id, klaviyo_profile_id from _email_identity
+    select customer_id, email, shopify_customer_id, klaviyo_profile_id from staging_build._email_identity
     union all
     select s.shopify_customer_id, null, s.shopify_customer_id, null
-    from _shopify_customers as s where s.email is null
+    from staging_build._shopify_customers as s where s.email is null
     union all
     select 'klaviyo:' || p.profile_id, null, null, p.profile_id
     from _accepted_profiles as p where p.email is null
@@ -230,5 +256,5 @@ select
     reject_reason,
     cast(payload as varchar),
     now()::timestamp
-from _file_rows
+from staging_build._file_rows
 where reject_reason is not null;
