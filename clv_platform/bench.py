@@ -337,7 +337,7 @@ def pandas_features(orders: pd.DataFrame, cutoff: date) -> pd.DataFrame:
     return out.drop(columns=["first", "last"])
 
 
-PER_CUSTOMER_SAMPLE = 1_000
+PER_CUSTOMER_SAMPLE = 500
 
 
 def pandas_features_per_customer(orders: pd.DataFrame, cutoff: date) -> pd.DataFrame:
