@@ -33,7 +33,7 @@ DuckDB writes a large uncommitted table of a file database to disk as it fills, 
 uncommitted temp table must stay in memory: with temp tables the build needed > 4 GB at a
 million customers. The schema is rebuilt by every build and dropped right after it."""
 
-BUILD_VIEWS = ("_order_versions_judged", "_profile_versions_judged", "_accepted_orders", "_accepted_profiles")
+BUILD_VIEWS = ("_profile_versions_judged", "_accepted_orders", "_accepted_profiles")
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 

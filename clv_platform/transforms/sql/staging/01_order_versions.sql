@@ -101,6 +101,3 @@ select
     -- statistics, and a 50x under-estimate made the joins build hash tables on the orders
     reject_reason is null as accepted
 from ranked;
-
-create or replace temp view _order_versions_judged as
-select * from staging_build._order_versions;

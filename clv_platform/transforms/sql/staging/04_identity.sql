@@ -3,7 +3,7 @@
 -- Klaviyo profile. Two Shopify customer records with one email merge into the
 -- lowest gid. Guest orders join a person through the same email.
 create or replace temp view _accepted_orders as
-select * from _order_versions_judged where accepted;
+select * from staging_build._order_versions where accepted;
 
 create or replace temp view _accepted_profiles as
 select * from _profile_versions_judged where reject_reason is null;

@@ -234,7 +234,7 @@ select
     j.reject_reason as reason,
     cast(r.payload as varchar) as payload,
     now()::timestamp as rejected_at
-from _order_versions_judged as j
+from staging_build._order_versions as j
 join raw.shopify_orders as r on r.rowid = j.raw_rowid
 where j.reject_reason is not null
 union all
