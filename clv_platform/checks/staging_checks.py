@@ -17,6 +17,7 @@ from clv_platform.checks.common import (
     sample_ids,
 )
 from clv_platform.resources.storage import table_exists
+from clv_platform.transforms.order_history import StaleOrderHistory, check_order_history
 
 RAW_ORDERS = dg.AssetKey(["raw", "shopify_orders"])
 RAW_PROFILES = dg.AssetKey(["raw", "klaviyo_profiles"])
@@ -24,6 +25,7 @@ ORDERS = dg.AssetKey(["staging", "orders"])
 ORDER_LINES = dg.AssetKey(["staging", "order_lines"])
 CUSTOMERS = dg.AssetKey(["staging", "customers"])
 REJECTED = dg.AssetKey(["staging", "rejected_rows"])
+ORDER_HISTORY = dg.AssetKey(["staging", "order_history"])
 
 
 # ----------------------------------------------------------------------------- raw (warnings)
@@ -239,6 +241,31 @@ def staging_rows_reconcile(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     )
 
 
+@dg.asset_check(
+    asset=ORDER_HISTORY,
+    blocking=True,
+    description="One history row per order with a customer, and each customer's purchases numbered 1..n.",
+)
+def order_history_matches_orders(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        try:
+            check_order_history(conn)
+        except StaleOrderHistory as exc:
+            return dg.AssetCheckResult(passed=False, description=str(exc))
+        # a gap or a repeat in purchase_seq would shift every cadence feature of that customer
+        broken = """
+            select customer_id
+            from staging.order_history
+            where purchase_seq is not null
+            group by customer_id
+            having max(purchase_seq) <> count(*) or count(distinct purchase_seq) <> count(*)
+        """
+        bad = count(conn, f"select count(*) from ({broken})")
+        examples = sample_ids(conn, broken)
+    return result(not bad, "history matches staging.orders", f"{bad} customers with a broken purchase sequence, "
+                  f"e.g. {', '.join(examples)}", broken_customers=bad)
+
+
 STAGING_CHECKS = [
     raw_orders_have_ids,
     raw_orders_no_future_updates,
@@ -250,4 +277,5 @@ STAGING_CHECKS = [
     order_lines_keys,
     customers_unique_id,
     staging_rows_reconcile,
+    order_history_matches_orders,
 ]

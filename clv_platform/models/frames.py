@@ -5,15 +5,17 @@ has only ``customer_id, order_date, amount`` rows, not the Shopify-shaped stagin
 of a second feature implementation for such data (which would drift from the one the platform
 scores with), the rows are loaded into an in-memory DuckDB as ``staging.orders`` (one order per
 row, never cancelled or refunded), an empty ``staging.order_lines`` and an empty
-``staging.customers`` - exactly the columns ``sql/customer_features.sql`` reads. Features that come
-out all-null or constant on such data (basket, refunds, discounts, profile age) are dropped by
-``usable_features`` before training.
+``staging.customers``, and ``staging.order_history`` is built from them: the tables
+``sql/customer_features.sql`` reads. Features that come out all-null or constant on such data
+(basket, refunds, discounts, profile age) are dropped by ``usable_features`` before training.
 """
 
 from __future__ import annotations
 
 import duckdb
 import pandas as pd
+
+from clv_platform.transforms.order_history import build_order_history
 
 _STAGING_DDL = (
     "create schema if not exists staging",
@@ -74,6 +76,7 @@ def load_staging(conn: duckdb.DuckDBPyConnection, transactions: pd.DataFrame) ->
             conn.execute(statement)
     finally:
         conn.unregister("transactions_input")
+    build_order_history(conn)
     return int(conn.execute("select count(*) from staging.orders").fetchone()[0])
 
 

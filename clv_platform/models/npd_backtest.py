@@ -34,6 +34,7 @@ import pandas as pd
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from clv_platform.models import btyd, metrics
+from clv_platform.models.frames import load_staging, usable_features
 from clv_platform.models.npd import BTYDTiming, NaiveCadence, NPDModel
 from clv_platform.transforms import features
 
@@ -44,54 +45,6 @@ DEFAULT_TRAINING_HORIZON_DAYS = 90
 """Label window of the AFT training rows. 90 days keeps the training snapshot (C - 90) close to
 the scoring population's tenure and covers both probability horizons inside the window; longer
 times are extrapolated by the fitted distribution."""
-
-_STAGING_DDL = """
-create schema if not exists staging;
-create or replace table staging.orders as
-select
-    cast(row_number() over (order by customer_id, order_date) as varchar) as order_id,
-    cast(customer_id as varchar) as customer_id,
-    cast(order_date as date) as order_date,
-    cast(order_date as timestamp) as created_at,
-    false as is_cancelled,
-    cast(null as timestamp) as cancelled_at,
-    cast(amount as double) as gross_revenue,
-    cast(0 as double) as discount_amount,
-    cast(0 as double) as refunded_amount,
-    cast(amount as double) as net_revenue,
-    cast(null as bigint) as item_quantity,
-    cast(null as bigint) as line_count
-from transactions_input;
-create or replace table staging.order_lines (
-    order_id varchar, line_number integer, customer_id varchar, order_date date,
-    product_id varchar, category varchar, quantity bigint, is_cancelled boolean
-);
-create or replace table staging.customers (
-    customer_id varchar, country varchar, email_consent varchar,
-    can_receive_email_marketing boolean, profile_created_at timestamp
-);
-"""
-
-
-def load_staging(conn: duckdb.DuckDBPyConnection, transactions: pd.DataFrame) -> None:
-    """Minimal ``staging`` tables from a ``customer_id, order_date, amount`` frame."""
-    frame = transactions[["customer_id", "order_date", "amount"]].assign(
-        customer_id=lambda f: f["customer_id"].astype(str),
-        order_date=lambda f: pd.to_datetime(f["order_date"]).dt.normalize(),
-    )
-    conn.register("transactions_input", frame)
-    try:
-        for statement in (s.strip() for s in _STAGING_DDL.split(";")):
-            if statement:
-                conn.execute(statement)
-    finally:
-        conn.unregister("transactions_input")
-
-
-def usable_features(frame: pd.DataFrame, candidates: list[str]) -> list[str]:
-    """Candidates present in ``frame`` that are neither all-null nor constant."""
-    return [c for c in candidates if c in frame and frame[c].nunique(dropna=True) > 1]
-
 
 def holdout_days_to_next(transactions: pd.DataFrame, calibration_end, holdout_end) -> pd.Series:
     """Days from ``calibration_end`` to each customer's first purchase in (C, holdout_end]."""

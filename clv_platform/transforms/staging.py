@@ -10,6 +10,7 @@ with a reason.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
 import duckdb
@@ -23,9 +24,12 @@ STAGING_SCRIPTS = (
     "03_file_rows.sql",
     "04_identity.sql",
     "05_staging_tables.sql",
+    "06_order_history.sql",
 )
 
-STAGING_TABLES = ("orders", "order_lines", "customers", "products", "refunds", "returns", "rejected_rows")
+STAGING_TABLES = (
+    "orders", "order_lines", "customers", "products", "refunds", "returns", "rejected_rows", "order_history",
+)
 
 BUILD_SCHEMA = "staging_build"
 """Intermediate tables of one build. They are ordinary tables, not temp tables, because
@@ -58,6 +62,7 @@ class StagingResult:
     row_counts: dict[str, int] = field(default_factory=dict)
     reconciliation: list[Reconciliation] = field(default_factory=list)
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    script_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -> str:
@@ -83,10 +88,12 @@ def build_staging(conn: duckdb.DuckDBPyConnection, shop_currency: str | None = N
     conn.execute("begin transaction")
     try:
         conn.execute(f"create schema if not exists {BUILD_SCHEMA}")
+        result = StagingResult(shop_currency=currency)
         for script in STAGING_SCRIPTS:
+            started = time.perf_counter()
             run_script(conn, read_sql("clv_platform.transforms", f"sql/staging/{script}"),
                        {"shop_currency": currency})
-        result = StagingResult(shop_currency=currency)
+            result.script_seconds[script] = time.perf_counter() - started
         result.reconciliation = reconcile(conn)
         unbalanced = [r for r in result.reconciliation if not r.balanced]
         if unbalanced:

@@ -21,6 +21,9 @@ _DESCRIPTIONS = {
     "refunds": "One row per Shopify refund with its own date, so features can be computed as of a past cutoff.",
     "returns": "Return invoices from imported exports (Online Retail II credit notes).",
     "rejected_rows": "Every raw record that did not make it into staging, with source, record id, reason and payload.",
+    "order_history": "One row per order of a known customer with its place in the customer's purchase history "
+    "(purchase number, days since the previous purchase, products and categories bought for the first time) "
+    "and its refund dates; precomputed once so the point-in-time features are cheap at every cutoff.",
 }
 
 STAGING_SPECS = [
