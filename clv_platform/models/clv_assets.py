@@ -20,8 +20,9 @@ from clv_platform.transforms.features import FEATURE_TABLE
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
 STAGING_INPUTS = [
-    dg.AssetKey(["staging", "orders"]),
+    dg.AssetKey(["staging", "order_history"]),
     dg.AssetKey(["staging", "order_lines"]),
+    dg.AssetKey(["staging", "refunds"]),
     dg.AssetKey(["staging", "customers"]),
 ]
 BTYD_KEY = dg.AssetKey(["ml", "btyd"])

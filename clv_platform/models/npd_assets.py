@@ -17,7 +17,8 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform.models import clv
 from clv_platform.models.npd import NPDModel
-from clv_platform.models.npd_backtest import evaluate, usable_features
+from clv_platform.models.frames import usable_features
+from clv_platform.models.npd_backtest import evaluate
 from clv_platform.resources.storage import data_dir, replace_table
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE, build_training_frame
@@ -87,7 +88,7 @@ def load_latest_npd_model() -> tuple[NPDModel, dict]:
 @dg.asset(
     key=["ml", "npd_model"],
     group_name="ml",
-    deps=[FEATURES, dg.AssetKey(["staging", "orders"])],
+    deps=[FEATURES, dg.AssetKey(["staging", "order_history"]), dg.AssetKey(["staging", "refunds"])],
     kinds={"python", "xgboost"},
     owners=["team:data-science"],
 )

@@ -25,8 +25,15 @@ Decisions, and why:
   `gross_revenue` is Shopify's `totalPrice`, already after discounts, so dividing by it
   alone could exceed 1.
 
-Refunds are read from `staging.refunds` with their own dates, so a refund made after the
-cutoff is unknown at it (features) and labels see refunds made by the label end. Known
+Refunds count from the day they were made (`staging.refunds.refunded_at`; the history keeps each
+order's first and last refund day), so a refund made after the cutoff is unknown at it
+(features) and labels see refunds made by the label end.
+
+The query reads `staging.order_history`, the cutoff-independent order sequence built once per
+staging build (`transforms/order_history.py`), instead of sorting every order at every cutoff;
+it refuses to run when that table is missing or does not match `staging.orders`. The direct
+formulation it must agree with row for row is kept as a test oracle
+(`clv_platform_tests/transforms/reference_features.sql`). Known
 residual leak: the Klaviyo context columns
 (`country`, `email_consent`, `can_receive_email_marketing`) are the latest profile state.
 The consent columns are therefore kept out of `FEATURE_COLUMNS`.
@@ -40,6 +47,7 @@ import duckdb
 import pandas as pd
 
 from clv_platform.resources.storage import qualified, read_sql
+from clv_platform.transforms.order_history import check_order_history
 
 FEATURE_TABLE = "features.customer_features"
 
@@ -92,26 +100,41 @@ CONTEXT_COLUMNS: list[str] = [
 LABEL_COLUMNS: list[str] = ["label_spend", "label_orders", "label_purchase_days", "days_to_next_purchase"]
 
 _LABELS_SQL = """
-, label_refunds as (
-    select order_id, sum(cast(amount as double)) as refunded
-    from staging.refunds
-    where cast(refunded_at as date) <= $label_end::date
-    group by order_id
+, label_split_refunds as (
+    -- what was refunded by the label end of the window's orders refunded on both sides of it
+    select r.order_id, sum(cast(r.amount as double)) as refunds
+    from staging.refunds as r
+    semi join (
+        select order_id
+        from staging.order_history
+        where order_date > $cutoff::date and order_date <= $label_end::date
+          and first_refunded_on <= $label_end::date and last_refunded_on > $label_end::date
+    ) using (order_id)
+    where cast(r.refunded_at as date) <= $label_end::date
+    group by r.order_id
+),
+label_orders as (
+    select
+        h.customer_id,
+        h.order_date,
+        h.gross_revenue,
+        case when h.last_refunded_on <= $label_end::date then h.refunded_total
+             else coalesce(s.refunds, 0) end as refunds
+    from staging.order_history as h
+    left join label_split_refunds as s using (order_id)
+    where h.order_date > $cutoff::date
+      and h.order_date <= $label_end::date
+      and not (h.is_cancelled and coalesce(h.cancelled_on <= $label_end::date, true))
 ),
 labels as (
     select
-        o.customer_id,
-        sum(greatest(cast(o.gross_revenue as double) - coalesce(r.refunded, 0), 0)) as label_spend,
+        customer_id,
+        sum(gross_revenue - least(refunds, gross_revenue)) as label_spend,
         count(*) as label_orders,
-        count(distinct o.order_date) as label_purchase_days,
-        min(o.order_date) - $cutoff::date as days_to_next_purchase
-    from staging.orders as o
-    left join label_refunds as r using (order_id)
-    where o.customer_id is not null
-      and o.order_date > $cutoff::date
-      and o.order_date <= $label_end::date
-      and not (o.is_cancelled and coalesce(cast(o.cancelled_at as date) <= $label_end::date, true))
-    group by o.customer_id
+        count(distinct order_date) as label_purchase_days,
+        min(order_date) - $cutoff::date as days_to_next_purchase
+    from label_orders
+    group by customer_id
 )
 select
     f.*,
@@ -140,23 +163,6 @@ def feature_sql() -> str:
     return read_sql("clv_platform.transforms", "sql/customer_features.sql").strip().rstrip(";")
 
 
-REFUNDS_DDL = """
-create table if not exists staging.refunds (
-    order_id varchar, refund_id varchar, customer_id varchar, refunded_at timestamp, amount decimal(18, 2)
-)
-"""
-
-
-def ensure_refunds_table(conn: duckdb.DuckDBPyConnection) -> None:
-    """Sources without refunds (CDNOW, transaction exports) get an empty staging.refunds."""
-    exists = conn.execute(
-        "select count(*) from information_schema.tables where table_schema = 'staging' and table_name = 'refunds'"
-    ).fetchall()[0][0]
-    if not exists:
-        conn.execute("create schema if not exists staging")
-        conn.execute(REFUNDS_DDL)
-
-
 def feature_query(cutoff: date) -> tuple[str, dict[str, date]]:
     """The feature query and its parameters for `conn.execute(sql, params)`."""
     return feature_sql(), {"cutoff": _as_date(cutoff)}
@@ -164,7 +170,7 @@ def feature_query(cutoff: date) -> tuple[str, dict[str, date]]:
 
 def build_features(conn: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:
     """Features as of `cutoff`, one row per customer, ordered by customer_id."""
-    ensure_refunds_table(conn)
+    check_order_history(conn)
     sql, params = feature_query(cutoff)
     return conn.execute(f"select * from ({sql}) order by customer_id", params).df()
 
@@ -174,7 +180,7 @@ def materialize_features(
 ) -> int:
     """Replace `table` with the features as of `cutoff` (idempotent); return its row count."""
     name = qualified(table)
-    ensure_refunds_table(conn)
+    check_order_history(conn)
     sql, params = feature_query(cutoff)
     conn.execute(f"create schema if not exists {name.split('.')[0]}")
     conn.execute(f"create or replace table {name} as {sql}", params)
@@ -202,7 +208,7 @@ def build_training_frame(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_
     `days_to_next_purchase` (first purchase day after C − H minus C − H; null when the
     customer did not buy in the window — censored at H for a survival model).
     """
-    ensure_refunds_table(conn)
+    check_order_history(conn)
     sql, params = training_query(cutoff, horizon_days)
     return conn.execute(sql, params).df()
 

@@ -7,7 +7,7 @@ from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE, materialize_features
 
 STAGING_INPUTS = [
-    dg.AssetKey(["staging", "orders"]),
+    dg.AssetKey(["staging", "order_history"]),
     dg.AssetKey(["staging", "order_lines"]),
     dg.AssetKey(["staging", "customers"]),
     dg.AssetKey(["staging", "refunds"]),

@@ -15,7 +15,9 @@ from clv_platform.transforms.features import (
     build_scoring_frame,
     build_training_frame,
     materialize_features,
+    training_query,
 )
+from clv_platform.transforms.order_history import StaleOrderHistory, build_order_history
 
 CUTOFF = date(2024, 6, 30)
 
@@ -32,6 +34,8 @@ class Order:
     lines: list[tuple[str, str, int]] = field(default_factory=lambda: [("P0", "Misc", 1)])
     minute: int = 0
     refunded_on: date | None = None  # day the refund was made; None = the order day
+    second_refund: tuple[float, date] | None = None  # another refund of the order: amount, day
+    cancelled_unknown: bool = False  # cancelled, with no cancellation date
 
 
 def build_staging(conn: duckdb.DuckDBPyConnection, orders: list[Order], profiles: dict | None = None) -> None:
@@ -43,12 +47,17 @@ def build_staging(conn: duckdb.DuckDBPyConnection, orders: list[Order], profiles
             refunds.append({"order_id": o.order_id, "refund_id": f"r-{o.order_id}", "customer_id": o.customer_id,
                             "refunded_at": datetime.combine(o.refunded_on or o.order_date, datetime.min.time()),
                             "amount": o.refunded})
-        cancelled = o.cancelled_at is not None
+        if o.second_refund:
+            amount, day = o.second_refund
+            refunds.append({"order_id": o.order_id, "refund_id": f"r2-{o.order_id}", "customer_id": o.customer_id,
+                            "refunded_at": datetime.combine(day, datetime.min.time()) + timedelta(hours=12),
+                            "amount": amount})
+        cancelled = o.cancelled_at is not None or o.cancelled_unknown
         created = datetime.combine(o.order_date, datetime.min.time()) + timedelta(minutes=o.minute)
         rows.append({
             "order_id": o.order_id, "customer_id": o.customer_id, "order_date": o.order_date,
             "created_at": created, "is_cancelled": cancelled,
-            "cancelled_at": datetime.combine(o.cancelled_at, datetime.min.time()) if cancelled else None,
+            "cancelled_at": datetime.combine(o.cancelled_at, datetime.min.time()) if o.cancelled_at else None,
             "gross_revenue": o.gross, "discount_amount": o.discount, "refunded_amount": o.refunded,
             "net_revenue": 0.0 if cancelled else max(o.gross - o.refunded, 0.0),
             "item_quantity": sum(q for _, _, q in o.lines),
@@ -84,6 +93,7 @@ def build_staging(conn: duckdb.DuckDBPyConnection, orders: list[Order], profiles
         conn.register("_frame", frame)
         conn.execute(f"create or replace table staging.{name} as select {casts[name]} from _frame")
         conn.unregister("_frame")
+    build_order_history(conn)
 
 
 def hand_made() -> list[Order]:
@@ -259,3 +269,99 @@ def test_feature_columns_are_numeric(conn):
     assert all(pd.api.types.is_numeric_dtype(frame[c]) for c in FEATURE_COLUMNS)
     with pytest.raises(TypeError):
         build_features(conn, "2024-06-30")
+
+
+def messy_orders(n_customers: int, seed: int) -> list[Order]:
+    """Orders that exercise every branch of the feature query: several orders on one day,
+    cancellations days after the order (so cutoffs fall in between) or without a date, two
+    refunds of one order on either side of a cutoff, refunds above the order total, lines
+    without product or category, orders without lines, repeat products, guest orders."""
+    rng = random.Random(seed)
+    start, orders = date(2023, 1, 1), []
+    for c in range(n_customers):
+        customer = f"m{c:04d}" if rng.random() > 0.03 else None
+        days = [start + timedelta(days=rng.randint(0, 500)) for _ in range(rng.randint(1, 9))]
+        for k, day in enumerate(days + rng.sample(days, min(len(days), rng.randint(0, 2)))):
+            gross = round(rng.uniform(0, 200), 2)
+            u = rng.random()
+            cancelled_at = day + timedelta(days=rng.randint(0, 20)) if u < 0.15 else None
+            first = round(gross * rng.choice([0.2, 0.5, 1.0, 1.3]), 2) if rng.random() < 0.3 else 0.0
+            second = ((round(gross * rng.choice([0.3, 0.8]), 2), day + timedelta(days=rng.randint(1, 60)))
+                      if first and rng.random() < 0.5 else None)
+            lines = [(rng.choice([f"P{rng.randint(1, 12)}", None]) if rng.random() < 0.1 else f"P{rng.randint(1, 12)}",
+                      None if rng.random() < 0.1 else f"K{rng.randint(1, 4)}", rng.randint(1, 3))
+                     for _ in range(rng.randint(0, 3))]
+            orders.append(Order(f"m{c}-{k}", customer, day, gross, refunded=first,
+                                discount=round(gross * rng.random() * 0.1, 2), cancelled_at=cancelled_at,
+                                cancelled_unknown=0.15 <= u < 0.17, lines=lines, minute=rng.randint(0, 3),
+                                refunded_on=day + timedelta(days=rng.randint(0, 30)), second_refund=second))
+    return orders
+
+
+def reference_sql(name: str) -> str:
+    from pathlib import Path
+
+    return (Path(__file__).parent / name).read_text(encoding="utf-8").strip().rstrip(";")
+
+
+def test_matches_the_direct_formulation(conn):
+    """The production query (precomputed order history + recomputed exceptions) gives exactly the
+    rows of the direct formulation (a window and a distinct count at every cutoff), features and
+    labels, at cutoffs that fall between orders and their cancellations or between two refunds."""
+    orders = messy_orders(250, seed=11)
+    build_staging(conn, orders)
+    events = sorted({o.order_date for o in orders} | {o.cancelled_at for o in orders if o.cancelled_at}
+                    | {o.second_refund[1] for o in orders if o.second_refund})
+    rng = random.Random(5)
+    cutoffs = rng.sample(events, 12) + [events[0], events[-1]]
+    exceptions = 0
+    for cutoff in cutoffs:
+        reference = conn.execute(f"select * from ({reference_sql('reference_features.sql')}) order by customer_id",
+                                 {"cutoff": cutoff}).df()
+        pd.testing.assert_frame_equal(build_features(conn, cutoff), reference, check_exact=False, rtol=1e-12)
+
+        sql, params = training_query(cutoff, 45)
+        reference_training = conn.execute(
+            f"with features as (\n{reference_sql('reference_features.sql')}\n)\n{reference_sql('reference_labels.sql')}",
+            params,
+        ).df()
+        pd.testing.assert_frame_equal(conn.execute(sql, params).df(), reference_training,
+                                      check_exact=False, rtol=1e-12)
+        exceptions += conn.execute(
+            """
+            select count(*) from staging.order_history
+            where order_date <= $c and ((is_cancelled and cancelled_on > $c)
+                                        or (first_refunded_on <= $c and last_refunded_on > $c))
+            """,
+            {"c": cutoff},
+        ).fetchone()[0]
+    # the recomputed path was exercised, not just the precomputed one
+    assert exceptions >= 10
+
+
+def test_features_refuse_a_missing_or_stale_order_history(conn):
+    build_staging(conn, hand_made())
+    conn.execute("insert into staging.orders (order_id, customer_id, order_date, created_at, is_cancelled) "
+                 "values ('late', 'A', date '2024-06-01', timestamp '2024-06-01', false)")
+    with pytest.raises(StaleOrderHistory, match="build_order_history"):
+        build_features(conn, CUTOFF)
+    build_order_history(conn)
+    assert row(build_features(conn, CUTOFF), "A").order_count == 5
+    conn.execute("drop table staging.order_history")
+    with pytest.raises(StaleOrderHistory, match="does not exist"):
+        build_features(conn, CUTOFF)
+
+
+def test_order_history_sequence_and_first_bought_credits(conn):
+    build_staging(conn, hand_made())
+    history = conn.execute("select * from staging.order_history order by customer_id, order_id").df()
+    assert len(history) == 9  # every order with a customer; the guest order has none
+    a = history[history.customer_id == "A"].set_index("order_id")
+    # never-cancelled orders in (date, created_at) order; the cancelled a5 is outside the sequence
+    assert list(a.purchase_seq[["a1", "a2", "a3", "a4", "a6"]]) == [1, 2, 3, 4, 5]
+    assert pd.isna(a.purchase_seq["a5"]) and a.new_products["a5"] == 0
+    assert list(a.days_since_prev_purchase[["a2", "a3", "a4"]]) == [60, 0, 101]
+    # P1/Apparel first bought in a1; P2/Shoes on 03-01 credited to that day's first order a2 (P1 again in a3)
+    assert list(a.new_products[["a1", "a2", "a3", "a4", "a6"]]) == [1, 1, 0, 1, 1]
+    assert list(a.new_categories[["a1", "a2", "a3", "a4", "a6"]]) == [1, 1, 0, 0, 1]
+    assert a.refunded_total["a4"] == 20 and a.last_refunded_on["a4"] == pd.Timestamp(2024, 6, 10)

@@ -2,51 +2,115 @@
 --
 -- Rules that keep the features leak-free (see transforms/features.py for the why):
 --   * only orders with order_date <= $cutoff, and only the lines of those orders, are read;
---   * an order counts as cancelled only if it was cancelled by the cutoff (cancelled_at);
---   * a refund counts only if it was made by the cutoff (staging.refunds.refunded_at);
+--   * an order counts as cancelled only if it was cancelled by the cutoff (cancelled_on);
+--   * a refund counts only if it was made by the cutoff (refunded_at);
 --   * staging.customers is used for profile context only: its order_count / first_order_at /
 --     last_order_at are computed over all time and would leak the future.
 -- A purchase is a non-cancelled order, including a zero-net (fully refunded) one; the
 -- population is every customer with at least one purchase by the cutoff.
 -- Days are the BTYD transaction unit: several orders on one day are one transaction.
--- Performance: one window over the orders (sorted per customer), one hash aggregation of
--- orders and one of lines per customer, a few hash joins; no correlated subqueries.
-with refunds_by_cutoff as (
-    -- refunds count from the day they were made: a refund issued after the cutoff is unknown at it
-    select order_id, sum(cast(amount as double)) as refunded
-    from staging.refunds
-    where cast(refunded_at as date) <= $cutoff::date
-    group by order_id
+--
+-- Performance: the order sequence (purchase number, days since the previous purchase, first
+-- purchase day, first-bought product and category credits) does not depend on the cutoff and
+-- is precomputed in staging.order_history. For almost every customer the purchases as of the
+-- cutoff are a prefix of that sequence, so the features are one hash aggregation over the
+-- history rows up to the cutoff. Two kinds of customer are the exception and are sequenced
+-- here from their own few rows: those with an order placed by the cutoff and cancelled after
+-- it (a live purchase on the cutoff day that the history's sequence skips), and those with an
+-- order refunded partly by and partly after the cutoff (only staging.refunds has the split).
+with exceptions as (
+    select
+        customer_id,
+        order_id,
+        first_refunded_on <= $cutoff::date and last_refunded_on > $cutoff::date as split_refund
+    from staging.order_history
+    where order_date <= $cutoff::date
+      and (
+          (is_cancelled and cancelled_on > $cutoff::date)
+          or (first_refunded_on <= $cutoff::date and last_refunded_on > $cutoff::date)
+      )
 ),
 
-purchase_orders as (
+recomputed_customers as (
+    select distinct customer_id from exceptions
+),
+
+split_refunds as (
+    -- what was refunded by the cutoff of the orders refunded on both sides of it
+    select r.order_id, sum(cast(r.amount as double)) as refunds
+    from staging.refunds as r
+    semi join (select order_id from exceptions where split_refund) using (order_id)
+    where cast(r.refunded_at as date) <= $cutoff::date
+    group by r.order_id
+),
+
+recomputed_orders as (
+    -- the live orders as of the cutoff of the recomputed customers, sequenced as the history is
+    select
+        h.customer_id,
+        h.order_id,
+        h.order_date,
+        h.gross_revenue,
+        h.discount_amount,
+        h.item_quantity,
+        case when h.last_refunded_on <= $cutoff::date then h.refunded_total
+             else coalesce(s.refunds, 0) end as refunds,
+        row_number() over by_time as purchase_seq,
+        h.order_date - lag(h.order_date) over by_time as days_since_prev_purchase,
+        first_value(h.order_date) over by_time as first_purchase_date
+    from staging.order_history as h
+    semi join recomputed_customers using (customer_id)
+    left join split_refunds as s using (order_id)
+    where h.order_date <= $cutoff::date
+      and not (h.is_cancelled and coalesce(h.cancelled_on <= $cutoff::date, true))
+    window by_time as (partition by h.customer_id order by h.order_date, h.created_at, h.order_id)
+),
+
+recomputed_basket as (
+    select
+        l.customer_id,
+        count(distinct l.product_id) as distinct_products,
+        count(distinct l.category) as distinct_categories
+    from staging.order_lines as l
+    semi join recomputed_orders using (order_id)
+    group by l.customer_id
+),
+
+purchases as (
+    -- every purchase as of the cutoff, with refunds as of the cutoff
+    select
+        customer_id,
+        order_date,
+        purchase_seq,
+        days_since_prev_purchase,
+        first_purchase_date,
+        gross_revenue,
+        discount_amount,
+        item_quantity,
+        case when last_refunded_on <= $cutoff::date then refunded_total else 0 end as refunds,
+        new_products,
+        new_categories
+    from staging.order_history
+    anti join recomputed_customers using (customer_id)
+    where order_date <= $cutoff::date and not is_cancelled
+
+    union all
+
     select
         o.customer_id,
-        o.order_id,
         o.order_date,
-        o.created_at,
-        cast(o.gross_revenue as double) as gross,
-        cast(o.discount_amount as double) as discount,
-        least(coalesce(r.refunded, 0), cast(o.gross_revenue as double)) as refunded,
-        greatest(cast(o.gross_revenue as double) - coalesce(r.refunded, 0), 0) as net,
-        o.item_quantity
-    from staging.orders as o
-    left join refunds_by_cutoff as r using (order_id)
-    where o.customer_id is not null
-      and o.order_date <= $cutoff::date
-      and not (o.is_cancelled and coalesce(cast(o.cancelled_at as date) <= $cutoff::date, true))
-),
-
-sequenced as (
-    -- gap_days is 0 for a further order on the same day, so gaps between distinct
-    -- purchase days are exactly the positive gaps
-    select
-        *,
-        order_date - lag(order_date) over by_time as gap_days,
-        row_number() over by_time as order_number,
-        first_value(order_date) over by_time as first_day
-    from purchase_orders
-    window by_time as (partition by customer_id order by order_date, created_at, order_id)
+        o.purchase_seq,
+        o.days_since_prev_purchase,
+        o.first_purchase_date,
+        o.gross_revenue,
+        o.discount_amount,
+        o.item_quantity,
+        o.refunds,
+        -- a recomputed customer's distinct counts ride on their first purchase
+        case when o.purchase_seq = 1 then coalesce(b.distinct_products, 0) else 0 end,
+        case when o.purchase_seq = 1 then coalesce(b.distinct_categories, 0) else 0 end
+    from recomputed_orders as o
+    left join recomputed_basket as b using (customer_id)
 ),
 
 order_stats as (
@@ -54,59 +118,35 @@ order_stats as (
         customer_id,
         min(order_date) as first_order_date,
         max(order_date) as last_order_date,
-        count(*) filter (where order_number = 1 or gap_days > 0) as purchase_days,
+        count(*) filter (where purchase_seq = 1 or days_since_prev_purchase > 0) as purchase_days,
         count(*) as order_count,
         sum(net) as total_net_spend,
-        sum(gross) as gross_spend,
-        sum(discount) as discount_total,
+        sum(gross_revenue) as gross_spend,
+        sum(discount_amount) as discount_total,
         sum(refunded) as refunded_total,
         cast(sum(item_quantity) as bigint) as items_total,
-        coalesce(sum(net) filter (where order_date > first_day), 0) as repeat_day_spend,
-        avg(gap_days) filter (where gap_days > 0) as mean_interpurchase_days,
-        median(gap_days) filter (where gap_days > 0) as median_interpurchase_days,
-        stddev_samp(gap_days) filter (where gap_days > 0) as std_interpurchase_days,
+        coalesce(sum(net) filter (where order_date > first_purchase_date), 0) as repeat_day_spend,
+        -- a positive gap is a gap between two distinct purchase days
+        avg(days_since_prev_purchase) filter (where days_since_prev_purchase > 0) as mean_interpurchase_days,
+        median(days_since_prev_purchase) filter (where days_since_prev_purchase > 0) as median_interpurchase_days,
+        stddev_samp(days_since_prev_purchase) filter (where days_since_prev_purchase > 0) as std_interpurchase_days,
         count(*) filter (where order_date > $cutoff::date - 30) as orders_last_30d,
         count(*) filter (where order_date > $cutoff::date - 90) as orders_last_90d,
         count(*) filter (where order_date > $cutoff::date - 365) as orders_last_365d,
         coalesce(sum(net) filter (where order_date > $cutoff::date - 90), 0) as spend_last_90d,
         coalesce(sum(net) filter (where order_date > $cutoff::date - 180
                                     and order_date <= $cutoff::date - 90), 0) as spend_prev_90d,
-        sum(net) filter (where order_number = 1) as first_order_value
-    from sequenced
+        sum(net) filter (where purchase_seq = 1) as first_order_value,
+        sum(new_products) as distinct_products,
+        sum(new_categories) as distinct_categories
+    from (
+        select
+            *,
+            least(refunds, gross_revenue) as refunded,
+            gross_revenue - least(refunds, gross_revenue) as net
+        from purchases
+    )
     group by customer_id
-),
-
-products as (
-    -- a dense integer per (product, category) seen in the lines: the per-customer distinct
-    -- counts below then de-duplicate small integers in a list instead of hashing every
-    -- (customer id, product id) string pair, about 1.5x faster at a million customers
-    select
-        product_id,
-        category,
-        case when product_id is not null then dense_rank() over (order by product_id) end as product_key,
-        case when category is not null then dense_rank() over (order by category) end as category_key
-    from (select distinct product_id, category from staging.order_lines)
-),
-
-basket as (
-    select
-        l.customer_id,
-        len(list_distinct(list(p.product_key))) as distinct_products,
-        len(list_distinct(list(p.category_key))) as distinct_categories
-    from staging.order_lines as l
-    join products as p
-      on p.product_id is not distinct from l.product_id and p.category is not distinct from l.category
-    where l.customer_id is not null
-      and l.order_date <= $cutoff::date
-      and (not l.is_cancelled
-           or l.order_id in (
-               select order_id
-               from staging.orders
-               where is_cancelled
-                 and order_date <= $cutoff::date
-                 and cast(cancelled_at as date) > $cutoff::date
-           ))
-    group by l.customer_id
 )
 
 select
@@ -137,8 +177,8 @@ select
     s.spend_prev_90d,
     (s.spend_last_90d - s.spend_prev_90d) / nullif(s.spend_last_90d + s.spend_prev_90d, 0) as spend_trend_90d,
     s.items_total / s.order_count as items_per_order,
-    coalesce(b.distinct_products, 0) as distinct_products,
-    coalesce(b.distinct_categories, 0) as distinct_categories,
+    cast(s.distinct_products as bigint) as distinct_products,
+    cast(s.distinct_categories as bigint) as distinct_categories,
     s.refunded_total / nullif(s.gross_spend, 0) as refund_rate,
     s.discount_total / nullif(s.gross_spend + s.discount_total, 0) as discount_share,
     s.first_order_value,
@@ -151,5 +191,4 @@ select
             then $cutoff::date - cast(c.profile_created_at as date)
     end as profile_age_days
 from order_stats as s
-left join basket as b on b.customer_id = s.customer_id
 left join staging.customers as c on c.customer_id = s.customer_id
