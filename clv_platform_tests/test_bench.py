@@ -16,7 +16,9 @@ def test_bench_references_agree_with_the_sql_features():
     assert result["agreement"]["max_abs_diff"] < 1e-6
     assert result["agreement_per_customer"]["ok"], result["agreement_per_customer"]
     stages = [s["stage"] for s in result["stages"]]
-    assert stages == ["synthetic staging", "features"]
+    assert stages == ["synthetic staging", "order history", "features"]
+    assert result["references"]["order_history_s"] > 0
+    assert result["references"]["duckdb_features_training_cutoff_s"] > 0
     # the refresh figures cover staging + features, not the set-up or the references
     assert abs(result["refresh_seconds"] - sum(s["seconds"] for s in result["stages"])) < 1e-9
     report = format_report([result])
