@@ -17,6 +17,8 @@ itself (CDNOW backtests, the synthetic bench store, tests) calls `build_order_hi
 
 from __future__ import annotations
 
+from datetime import date
+
 import duckdb
 
 from clv_platform.resources.storage import read_sql, run_script, table_exists
@@ -74,3 +76,23 @@ def check_order_history(conn: duckdb.DuckDBPyConnection) -> None:
             f"{ORDER_HISTORY_TABLE} has {history} rows but staging.orders has {orders} orders "
             f"with a customer: {hint}"
         )
+
+
+def recomputed_at(conn: duckdb.DuckDBPyConnection, cutoff: date) -> tuple[int, int]:
+    """(orders, customers) for which the feature query cannot use the history as it is at `cutoff`.
+
+    The condition of the `exceptions` CTE of sql/customer_features.sql: an order placed by the
+    cutoff and cancelled after it, or refunded partly by and partly after it. For reports (the
+    bench) and tests that must show the recomputation path was taken.
+    """
+    orders, customers = conn.execute(
+        f"""
+        select count(*), count(distinct customer_id)
+        from {ORDER_HISTORY_TABLE}
+        where order_date <= $cutoff::date
+          and ((is_cancelled and cancelled_on > $cutoff::date)
+               or (first_refunded_on <= $cutoff::date and last_refunded_on > $cutoff::date))
+        """,
+        {"cutoff": cutoff},
+    ).fetchone()
+    return int(orders), int(customers)
