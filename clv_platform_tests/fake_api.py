@@ -38,9 +38,10 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 SHOPIFY = "shopify_graphql"
+SHOPIFY_TOKEN = "shopify_token"
 BULK_DOWNLOAD = "bulk_download"
 KLAVIYO = "klaviyo_profiles"
-ROUTES = (SHOPIFY, BULK_DOWNLOAD, KLAVIYO)
+ROUTES = (SHOPIFY, SHOPIFY_TOKEN, BULK_DOWNLOAD, KLAVIYO)
 
 # Faults checked on every request of a route; the others fire at an event (see FakeApi.fault).
 REQUEST_KINDS = {"status", "throttled", "slow", "truncated", "reset", "duplicate", "bucket_low",
@@ -411,7 +412,16 @@ class FakeApi:
         self.shopify_token = shopify_token
         self.klaviyo_key = klaviyo_key
         self.clock = clock
-        self.shopify_api_versions = {"2025-01", "2025-04", "2025-07", "2025-10"}
+        # Supported versions; an older YYYY-MM one is served as the oldest supported (Shopify
+        # "falls forward"), which the X-Shopify-API-Version response header reveals.
+        self.shopify_api_versions = {"2026-01", "2026-04", "2026-07", "2026-10"}
+        # Dev Dashboard app credentials for the client credentials grant; granted tokens expire
+        # `token_lifetime` seconds (fake clock) after they are issued.
+        self.client_id = "fake_client_id_0123456789"
+        self.client_secret = "shpss_fake_client_secret_0123456789"
+        self.token_lifetime = 86_399
+        self.granted_tokens: dict[str, float] = {}
+        self.shop = {"ianaTimezone": "America/Los_Angeles", "currencyCode": "USD"}
         self.shopify_forbidden = False
         self.klaviyo_forbidden = False
         self.read_all_orders = True
@@ -526,6 +536,45 @@ class FakeApi:
     def _event(self, kind: str) -> bool:
         return bool(self._fire(EVENT_KINDS[kind], 0, None, None, {kind}))
 
+    # -- Shopify authentication and versions
+
+    def grant_token(self, request: Recorded) -> tuple[int, Any, dict]:
+        """The client credentials grant: form fields in, {access_token, scope, expires_in} out."""
+        form = request.body if isinstance(request.body, dict) else {}
+        if request.method != "POST" or form.get("grant_type") != "client_credentials":
+            raise _Response(400, {"error": "unsupported_grant_type"})
+        if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+            raise _Response(400, {"error": "invalid_client",
+                                  "error_description": "Client credentials are invalid"})
+        with self._lock:
+            token = f"shpat_granted_{len(self.granted_tokens) + 1:04d}_{random.getrandbits(64):016x}"
+            self.granted_tokens[token] = self.clock() + self.token_lifetime
+        return 200, {"access_token": token, "scope": "read_orders,read_all_orders,read_customers",
+                     "expires_in": self.token_lifetime}, {}
+
+    def token_valid(self, token: str | None) -> bool:
+        if token is None:
+            return False
+        if token == self.shopify_token:
+            return True
+        expires = self.granted_tokens.get(token)
+        return expires is not None and self.clock() < expires
+
+    def revoke_granted_tokens(self) -> None:
+        """Every token granted so far stops working (an app uninstalled and reinstalled, say)."""
+        with self._lock:
+            for token in self.granted_tokens:
+                self.granted_tokens[token] = float("-inf")
+
+    def served_version(self, requested: str) -> str | None:
+        """The version Shopify answers with: the requested one if supported, the oldest supported one
+        for an expired version, None (HTTP 404) for anything else."""
+        if requested in self.shopify_api_versions:
+            return requested
+        if re.fullmatch(r"\d{4}-(01|04|07|10)", requested) and requested < min(self.shopify_api_versions):
+            return min(self.shopify_api_versions)
+        return None
+
     # -- Shopify
 
     def _refill(self) -> None:
@@ -573,7 +622,7 @@ class FakeApi:
             return 200, {"errors": [{"message": "Access denied for orders field. Required access: `read_orders`",
                                      "extensions": {"code": "ACCESS_DENIED"}}], "data": None}
         handlers = {"orders": self._orders_page, "order": self._order_line_items,
-                    "bulkOperationRunQuery": self._bulk_start, "node": self._bulk_poll}
+                    "bulkOperationRunQuery": self._bulk_start, "node": self._bulk_poll, "shop": self._shop}
         name = next((n for n in root if n in handlers), None)
         if name is None:
             return 200, {"errors": [{"message": f"unsupported root fields {list(root)}"}]}
@@ -625,11 +674,44 @@ class FakeApi:
                 raise UnknownField(name)
         return out
 
+    def _refund_line_page(self, refund: dict, sel: Selection) -> dict:
+        first = int(sel.args.get("first") or 0)
+        if not 0 < first <= 250:
+            raise _Response(200, {"errors": [{"message": "refundLineItems needs first between 1 and 250"}]})
+        items = refund["refundLineItems"]["nodes"]
+        chunk = items[:first]
+        out = {}
+        for name, sub in (sel.fields or {}).items():
+            if name == "nodes":
+                out[name] = project(chunk, sub.fields)
+            elif name == "pageInfo":
+                out[name] = project({"hasNextPage": first < len(items),
+                                     "endCursor": _cursor(len(chunk)) if chunk else None}, sub.fields)
+            else:
+                raise UnknownField(name)
+        return out
+
+    def _project_refunds(self, refunds: list[dict], fields: dict[str, Selection]) -> list[dict]:
+        out = []
+        for refund in refunds:
+            item = {}
+            for name, sel in fields.items():
+                if name == "refundLineItems":
+                    item[name] = self._refund_line_page(refund, sel)
+                elif name not in refund:
+                    raise UnknownField(name)
+                else:
+                    item[name] = project(refund[name], sel.fields)
+            out.append(item)
+        return out
+
     def _project_order(self, order: dict, fields: dict[str, Selection]) -> dict:
         out = {}
         for name, sel in fields.items():
             if name == "lineItems":
                 out[name] = self._line_item_page(order, sel)
+            elif name == "refunds":
+                out[name] = self._project_refunds(order["refunds"], sel.fields or {})
             elif name not in order:
                 raise UnknownField(name)
             else:
@@ -665,15 +747,19 @@ class FakeApi:
                 raise UnknownField(name)
         return 200, {"data": {"orders": connection}, "extensions": extensions}
 
+    def _shop(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        extensions = self._charge(1, 1)
+        return 200, {"data": {"shop": project(self.shop, sel.fields)}, "extensions": extensions}
+
     def _order_line_items(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        """`order(id:)`: a page of its line items, or its refunds (with their refund line items)."""
         order = next((o for o in self._visible_orders() if o["id"] == sel.args.get("id")), None)
         line_sel = (sel.fields or {}).get("lineItems")
         first = int(line_sel.args.get("first") or 0) if line_sel else 0
         extensions = self._charge(3 + first, 3 + first)
         if order is None:
             return 200, {"data": {"order": None}, "extensions": extensions}
-        data = {"lineItems": self._line_item_page(order, line_sel)} if line_sel else {}
-        return 200, {"data": {"order": data}, "extensions": extensions}
+        return 200, {"data": {"order": self._project_order(order, sel.fields or {})}, "extensions": extensions}
 
     def _bulk_start(self, sel: Selection, faults: dict) -> tuple[int, Any]:
         extensions = self._charge(10, 10)
@@ -840,6 +926,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, path: str) -> str | None:
         if re.fullmatch(r"/admin/api/[^/]+/graphql\.json", path):
             return SHOPIFY
+        if path == "/admin/oauth/access_token":
+            return SHOPIFY_TOKEN
         if path.startswith("/bulk/"):
             return BULK_DOWNLOAD
         if path.rstrip("/") == "/api/profiles":
@@ -855,6 +943,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
+        if "x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
+            body = dict(parse_qsl(raw.decode(), keep_blank_values=True))
         route = self._route(parts.path)
         with fake._lock:
             number = 0
@@ -894,6 +984,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reset()
         if "slow" in faults:
             fake._stop.wait(float(faults["slow"].params.get("delay", 2.0)))
+        if route == SHOPIFY_TOKEN:
+            return fake.grant_token(record)
         self._check_auth(fake, route, record)
         if "status" in faults or "predictive_503" in faults:
             spec = faults.get("status") or faults["predictive_503"]
@@ -902,7 +994,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Response(status, _fault_body(route, status), headers)
         if route == SHOPIFY:
             status, payload = fake.graphql(record, faults)
-            return status, payload, {}
+            return status, payload, {"X-Shopify-API-Version": fake.served_version(record.path.split("/")[3])}
         if route == BULK_DOWNLOAD:
             data = fake._files.get(record.path)
             if data is None:
@@ -914,9 +1006,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _check_auth(self, fake: FakeApi, route: str, record: Recorded) -> None:
         if route == SHOPIFY:
             version = record.path.split("/")[3]
-            if version not in fake.shopify_api_versions:
+            if fake.served_version(version) is None:
                 raise _Response(404, {"errors": "Not Found"})
-            if record.headers.get("x-shopify-access-token") != fake.shopify_token:
+            if not fake.token_valid(record.headers.get("x-shopify-access-token")):
                 raise _Response(401, {"errors": "[API] Invalid API key or access token (unrecognized login or "
                                                 "wrong password)"})
             if fake.shopify_forbidden:
@@ -973,8 +1065,10 @@ def _parse_body(body: Any) -> dict[str, Selection] | None:
 
 
 def _graphql_op(root: dict[str, Selection] | None) -> str | None:
+    if root and "order" in root and "refunds" in (root["order"].fields or {}):
+        return "refunds"
     for name, op in (("orders", "orders"), ("order", "line_items"), ("bulkOperationRunQuery", "bulk_start"),
-                     ("node", "bulk_poll")):
+                     ("node", "bulk_poll"), ("shop", "shop")):
         if root and name in root:
             return op
     return None

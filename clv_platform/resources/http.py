@@ -251,11 +251,13 @@ class HttpClient:
         rate_limit_delay: Callable[[Any], float | None] | None = None,
         session: requests.Session | None = None,
         fatal_hints: Mapping[int, str] | None = None,
+        data: Mapping[str, Any] | None = None,
     ) -> Any:
         """The retry loop. `consume(response)` turns a 2xx response into the result.
 
         `consume` runs inside the loop, so a body that breaks while being read or parsed
-        (truncated download, invalid JSON) is retried like any other transient fault.
+        (truncated download, invalid JSON) is retried like any other transient fault. `data` is
+        sent form-encoded (OAuth token requests).
         """
         failures = 0
         last_status: int | None = None
@@ -268,6 +270,7 @@ class HttpClient:
                     url,
                     params=params,
                     json=json_body,
+                    data=data,
                     headers=headers,
                     timeout=self.timeout,
                     stream=stream,

@@ -27,10 +27,11 @@ from datetime import datetime
 from typing import IO, Any
 
 import requests
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from clv_platform.resources import http
 from clv_platform.resources.http import (
+    AuthenticationError,
     ConnectorError,
     HttpClient,
     HttpConnectorResource,
@@ -43,29 +44,49 @@ from clv_platform.resources.http import (
 )
 
 _MONEY = "shopMoney{amount currencyCode}"
+# The newest stable Admin API version (versions are quarterly, YYYY-01/04/07/10, each supported
+# for 12 months; Shopify silently serves the oldest supported one for an expired version).
+DEFAULT_API_VERSION = "2026-10"
 LINE_ITEM_FIELDS = (
-    f"id quantity sku title product{{id productType}} "
+    f"id quantity currentQuantity sku title product{{id productType}} "
     f"originalUnitPriceSet{{{_MONEY}}} totalDiscountSet{{{_MONEY}}}"
 )
+# Field meanings (shopify.dev, Order object): currencyCode is the *shop* currency,
+# presentmentCurrencyCode the customer's; totalPriceSet includes tax, shipping and duties;
+# subtotalPriceSet is the line items after discounts, before returns (tax included only when
+# taxesIncluded); totalDiscountsSet holds order- and line-level discounts before returns.
+# Customer.email is deprecated since 2025-04: defaultEmailAddress{emailAddress} replaces it.
 _ORDER_HEAD = (
-    "id name createdAt processedAt updatedAt cancelledAt currencyCode test email "
-    "displayFinancialStatus displayFulfillmentStatus "
+    "id name createdAt processedAt updatedAt cancelledAt currencyCode presentmentCurrencyCode test email "
+    "displayFinancialStatus displayFulfillmentStatus taxesIncluded "
     f"totalPriceSet{{{_MONEY} presentmentMoney{{amount currencyCode}}}} "
-    f"currentTotalPriceSet{{{_MONEY}}} totalDiscountsSet{{{_MONEY}}} "
-    "customer{id email}"
+    f"subtotalPriceSet{{{_MONEY}}} currentTotalPriceSet{{{_MONEY}}} totalDiscountsSet{{{_MONEY}}} "
+    f"totalTaxSet{{{_MONEY}}} totalShippingPriceSet{{{_MONEY}}} "
+    "customer{id defaultEmailAddress{emailAddress}}"
 )
-_REFUNDS = f"refunds{{id createdAt totalRefundedSet{{{_MONEY}}}}}"
+REFUND_LINE_FIELDS = f"lineItem{{id}} quantity subtotalSet{{{_MONEY}}}"
+_REFUND_HEAD = f"id createdAt totalRefundedSet{{{_MONEY}}}"
+_REFUNDS = (
+    f"refunds{{{_REFUND_HEAD} refundLineItems(first: $refundLinesFirst) {{ "
+    f"pageInfo {{ hasNextPage endCursor }} nodes {{ {REFUND_LINE_FIELDS} }} }} }}"
+)
 
 # Top-level keys of an order node and of a line item, in contract order.
 ORDER_KEYS = (
-    "id", "name", "createdAt", "processedAt", "updatedAt", "cancelledAt", "currencyCode", "test", "email",
-    "displayFinancialStatus", "displayFulfillmentStatus", "totalPriceSet", "currentTotalPriceSet",
-    "totalDiscountsSet", "customer", "lineItems", "refunds",
+    "id", "name", "createdAt", "processedAt", "updatedAt", "cancelledAt", "currencyCode",
+    "presentmentCurrencyCode", "test", "email", "displayFinancialStatus", "displayFulfillmentStatus",
+    "taxesIncluded", "totalPriceSet", "subtotalPriceSet", "currentTotalPriceSet", "totalDiscountsSet",
+    "totalTaxSet", "totalShippingPriceSet", "customer", "lineItems", "refunds",
 )
-LINE_ITEM_KEYS = ("id", "quantity", "sku", "title", "product", "originalUnitPriceSet", "totalDiscountSet")
+LINE_ITEM_KEYS = (
+    "id", "quantity", "currentQuantity", "sku", "title", "product", "originalUnitPriceSet", "totalDiscountSet",
+)
+REFUND_KEYS = ("id", "createdAt", "totalRefundedSet", "refundLineItems")
+REFUND_LINE_KEYS = ("lineItem", "quantity", "subtotalSet")
 
 ORDERS_PAGE_QUERY = (
-    "query ClvOrders($first: Int!, $after: String, $query: String, $lineItemsFirst: Int!) { "
+    "query ClvOrders($first: Int!, $after: String, $query: String, $lineItemsFirst: Int!, "
+    "$refundLinesFirst: Int!) { "
     "orders(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) { "
     "pageInfo { hasNextPage endCursor } "
     f"nodes {{ {_ORDER_HEAD} "
@@ -77,6 +98,13 @@ LINE_ITEMS_QUERY = (
     "order(id: $id) { lineItems(first: $first, after: $after) { "
     f"pageInfo {{ hasNextPage endCursor }} nodes {{ {LINE_ITEM_FIELDS} }} }} }} }}"
 )
+# An order's refunds with all their refunded lines: for the bulk path (a connection inside the
+# `refunds` list is not part of the bulk query) and for a refund with more lines than one page.
+REFUNDS_QUERY = (
+    "query ClvOrderRefunds($id: ID!, $refundLinesFirst: Int!) { order(id: $id) { "
+    f"{_REFUNDS} }} }}"
+)
+SHOP_QUERY = "query ClvShop { shop { ianaTimezone currencyCode } }"
 BULK_RUN_MUTATION = (
     "mutation ClvBulkOrders($query: String!) { bulkOperationRunQuery(query: $query) { "
     "bulkOperation { id status createdAt } userErrors { code field message } } }"
@@ -92,13 +120,24 @@ _COST_IN_MESSAGE = re.compile(r"Query cost is (\d+), which exceeds the single qu
 
 
 def bulk_orders_query(updated_min: datetime) -> str:
-    """The bulk form of the orders query: connections as edges/node with `__typename`, no `first`."""
+    """The bulk form of the orders query: connections as edges/node with `__typename`, no `first`.
+
+    Refunds come without their refund line items (a connection inside the `refunds` list);
+    `bulk_orders` fetches those per refunded order afterwards.
+    """
     return (
         f"{{ orders(query: \"updated_at:>='{utc_iso(updated_min)}'\", sortKey: UPDATED_AT) {{ edges {{ node {{ "
         f"__typename {_ORDER_HEAD} "
         f"lineItems {{ edges {{ node {{ __typename {LINE_ITEM_FIELDS} }} }} }} "
-        f"{_REFUNDS} }} }} }} }}"
+        f"refunds{{{_REFUND_HEAD}}} }} }} }} }}"
     )
+
+
+def _shape_refund(refund: dict) -> dict:
+    lines = (refund.get("refundLineItems") or {}).get("nodes") or []
+    shaped = {k: refund.get(k) for k in REFUND_KEYS if k != "refundLineItems"}
+    shaped["refundLineItems"] = {"nodes": [{k: line.get(k) for k in REFUND_LINE_KEYS} for line in lines]}
+    return shaped
 
 
 def shape_order(order: dict, line_items: list[dict]) -> dict:
@@ -107,6 +146,8 @@ def shape_order(order: dict, line_items: list[dict]) -> dict:
     for key in ORDER_KEYS:
         if key == "lineItems":
             shaped[key] = {"nodes": [{k: item.get(k) for k in LINE_ITEM_KEYS} for item in line_items]}
+        elif key == "refunds":
+            shaped[key] = [_shape_refund(r) for r in order.get(key) or []]
         else:
             shaped[key] = order.get(key)
     return shaped
@@ -168,23 +209,110 @@ class _CostPacer:
             )
 
 
+class _AccessToken:
+    """The Admin API token of one run: a static legacy token, or one from the client credentials grant.
+
+    A granted token is fetched when first needed and fetched again `refresh_margin` seconds
+    before its `expires_in` runs out, so a backfill or bulk operation longer than the token's
+    24 hours keeps going. Every token is added to the client's redaction list.
+    """
+
+    def __init__(self, resource: ShopifyResource, client: HttpClient):
+        self.resource = resource
+        self.client = client
+        self.value: str | None = resource.access_token or None
+        self.expires_at: float | None = None
+        self.grants = 0
+
+    @property
+    def granted(self) -> bool:
+        return not self.resource.access_token
+
+    def get(self) -> str:
+        if self.granted and (self.value is None or http.clock() >= (self.expires_at or 0)):
+            self.renew("expired" if self.value else "first request")
+        assert self.value is not None
+        return self.value
+
+    def renew(self, reason: str) -> None:
+        """Fetch a new token with the client credentials grant (form-encoded, as Shopify documents)."""
+        resource = self.resource
+        url = f"{resource._base_url()}/admin/oauth/access_token"
+
+        def consume(response: requests.Response) -> dict:
+            body = http.parse_json(response)
+            if not isinstance(body, dict) or not body.get("access_token"):
+                raise ConnectorError(
+                    "Shopify's token endpoint answered without an access_token: check SHOPIFY_CLIENT_ID / "
+                    "SHOPIFY_CLIENT_SECRET"
+                )
+            return body
+
+        hint = (
+            f"Shopify refused the client credentials grant (HTTP {{status}}) for {resource.shop_domain}: check "
+            "SHOPIFY_CLIENT_ID and SHOPIFY_CLIENT_SECRET (Dev Dashboard > app > Settings) and that the app is "
+            "installed on this store"
+        )
+        body = self.client.request(
+            "POST",
+            url,
+            what="access token (client credentials grant)",
+            consume=consume,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": resource.client_id,
+                "client_secret": resource.client_secret,
+            },
+            fatal_hints={status: hint.format(status=status) for status in (400, 401, 403, 404)},
+        )
+        token = str(body["access_token"])
+        self.client.secrets = (*self.client.secrets, token)
+        lifetime = float(body.get("expires_in") or 86_400)
+        margin = min(resource.token_refresh_margin_seconds, lifetime / 2)
+        self.value = token
+        self.expires_at = http.clock() + lifetime - margin
+        self.grants += 1
+        self.client.info(
+            f"Shopify: access token obtained with the client credentials grant ({reason}); valid {lifetime:.0f}s, "
+            f"renewed after {lifetime - margin:.0f}s; scope {body.get('scope')}"
+        )
+
+
 class ShopifyResource(HttpConnectorResource):
     """Shopify GraphQL Admin API client for orders (paged by `updatedAt`, or one bulk operation).
 
-    Bind the secret with `access_token=dg.EnvVar("SHOPIFY_ACCESS_TOKEN")`. `shop_domain` is
-    `mystore.myshopify.com` (or a full base URL such as `http://127.0.0.1:8080` for a fake).
+    Credentials, either:
+    - a Dev Dashboard app (every app created since 2026-01-01): `client_id=dg.EnvVar("SHOPIFY_CLIENT_ID")`,
+      `client_secret=dg.EnvVar("SHOPIFY_CLIENT_SECRET")`; the client credentials grant gives a token
+      valid 24 hours, renewed by the client before it expires and once after an unexpected 401;
+    - a legacy custom-app token: `access_token=dg.EnvVar("SHOPIFY_ACCESS_TOKEN")`.
+    `shop_domain` is `mystore.myshopify.com` (or a full base URL such as `http://127.0.0.1:8080` for a fake).
     """
 
     shop_domain: str = Field(description="mystore.myshopify.com, or a full base URL (tests, proxies).")
     access_token: str = Field(
-        repr=False, description="Admin API access token; bind with EnvVar('SHOPIFY_ACCESS_TOKEN')."
+        default="", repr=False,
+        description="Legacy Admin API access token; bind with EnvVar('SHOPIFY_ACCESS_TOKEN'). Empty when the app "
+        "uses client credentials.",
     )
-    api_version: str = Field(default="2025-01", description="Admin API version, e.g. 2025-01.")
+    client_id: str = Field(default="", repr=False, description="Dev Dashboard app client ID; EnvVar('SHOPIFY_CLIENT_ID').")
+    client_secret: str = Field(
+        default="", repr=False, description="Dev Dashboard app client secret; EnvVar('SHOPIFY_CLIENT_SECRET')."
+    )
+    token_refresh_margin_seconds: float = Field(
+        default=600.0, description="Renew a granted token this long before its expires_in runs out."
+    )
+    api_version: str = Field(
+        default=DEFAULT_API_VERSION,
+        description="Admin API version (YYYY-MM, quarterly; each supported 12 months). A run warns when Shopify "
+        "serves another version.",
+    )
     page_size: int = Field(
         default=15,
         description="Orders per page (max 250). With lineItems(first: 50) each order costs ~52 points, so 15 stays under the 1000-point single-query limit; shrinks further if Shopify says a query costs too much.",
     )
     line_items_page_size: int = Field(default=50, description="Line items fetched with each order page.")
+    refund_lines_page_size: int = Field(default=10, description="Refunded lines fetched with each refund.")
     bucket_size: float = Field(default=2000.0, description="Cost bucket size assumed until Shopify reports it.")
     restore_rate: float = Field(default=100.0, description="Bucket restore rate (points/s) assumed until reported.")
     bulk_poll_interval_seconds: float = Field(default=3.0, description="Wait between bulk operation polls.")
@@ -193,9 +321,17 @@ class ShopifyResource(HttpConnectorResource):
     bulk_busy_wait_seconds: float = Field(default=30.0, description="Wait when another bulk query is running.")
     bulk_busy_max_waits: int = Field(default=20, description="How often to wait for another bulk query.")
 
+    # Per-run state, not configuration: the versions Shopify answered with, and the token.
+    _served_versions: set = PrivateAttr(default_factory=set)
+    _token: Any = PrivateAttr(default=None)
+
     @property
     def source_name(self) -> str:
         return "shopify"
+
+    def served_api_versions(self) -> dict[str, str]:
+        """{"requested": ..., "served": ...} as seen in `X-Shopify-API-Version` so far in this run."""
+        return {"requested": self.api_version, "served": ", ".join(sorted(self._served_versions)) or "unknown"}
 
     def _base_url(self) -> str:
         domain = self.shop_domain.strip().rstrip("/")
@@ -210,45 +346,106 @@ class ShopifyResource(HttpConnectorResource):
     def graphql_url(self) -> str:
         return f"{self._base_url()}/admin/api/{self.api_version}/graphql.json"
 
+    def _setting(self) -> str:
+        return "SHOPIFY_ACCESS_TOKEN" if self.access_token else "SHOPIFY_CLIENT_ID / SHOPIFY_CLIENT_SECRET"
+
     def _client(self, log: Any) -> HttpClient:
-        if not self.access_token:
-            raise ConnectorError("SHOPIFY_ACCESS_TOKEN is empty: set it to the app's Admin API access token")
-        return self._http_client(
+        if not self.access_token and not (self.client_id and self.client_secret):
+            raise ConnectorError(
+                "Shopify credentials are missing: set SHOPIFY_CLIENT_ID and SHOPIFY_CLIENT_SECRET (Dev Dashboard "
+                "app, client credentials grant) or the legacy SHOPIFY_ACCESS_TOKEN"
+            )
+        setting = self._setting()
+        client = self._http_client(
             service="Shopify",
-            headers={"X-Shopify-Access-Token": self.access_token, "Content-Type": "application/json"},
+            headers={},  # requests sets the JSON / form Content-Type per request
             fatal_hints={
-                401: "Shopify rejected the access token (HTTP 401): check SHOPIFY_ACCESS_TOKEN and that the app "
+                401: f"Shopify rejected the access token (HTTP 401): check {setting} and that the app "
                 "has read_orders scope",
-                403: "Shopify refused access (HTTP 403): the app behind SHOPIFY_ACCESS_TOKEN needs the read_orders "
+                403: f"Shopify refused access (HTTP 403): the app behind {setting} needs the read_orders "
                 "scope (read_all_orders for orders older than 60 days)",
                 404: f"Shopify returned HTTP 404 for {self.graphql_url()}: check SHOPIFY_SHOP_DOMAIN "
                 f"({self.shop_domain}) and SHOPIFY_API_VERSION ({self.api_version})",
             },
-            secrets=(self.access_token,),
+            secrets=tuple(s for s in (self.access_token, self.client_secret, self.client_id) if s),
             log=log,
         )
+        # One token per run: the chunks of a backfill share it until it is due for renewal.
+        token = self._token
+        if token is None or token.resource is not self:
+            token = _AccessToken(self, client)
+            self._token = token
+        else:
+            token.client = client
+            client.secrets = (*client.secrets, *(v for v in (token.value,) if v))
+        return client
 
     def _graphql(self, client: HttpClient, pacer: _CostPacer, kind: str, query: str, variables: dict) -> dict:
-        """One GraphQL call, paced, with THROTTLED retried in place; returns `data`."""
+        """One GraphQL call, paced, with THROTTLED retried in place; returns `data`.
 
-        def inspect(body: Any) -> None:
+        A 401 with a granted token renews it once and repeats the call; a second 401 fails.
+        """
+
+        def consume(response: requests.Response) -> Any:
+            self._check_version(response, client)
+            body = http.parse_json(response)
             pacer.observe(kind, body)
             self._check_errors(body, pacer)
+            return body
 
         def delay_from_body(body: Any) -> float | None:
             pacer.observe(kind, body)
             return self._throttle_delay(body, pacer)
 
-        pacer.before(kind)
-        body = client.request_json(
-            "POST",
-            self.graphql_url(),
-            what=f"GraphQL {kind}",
-            json_body={"query": query, "variables": variables},
-            inspect=inspect,
-            rate_limit_delay=delay_from_body,
-        )
-        return body["data"]
+        token = self._token
+        for attempt in (1, 2):
+            pacer.before(kind)
+            try:
+                body = client.request(
+                    "POST",
+                    self.graphql_url(),
+                    what=f"GraphQL {kind}",
+                    json_body={"query": query, "variables": variables},
+                    headers={"X-Shopify-Access-Token": token.get()},
+                    consume=consume,
+                    rate_limit_delay=delay_from_body,
+                )
+                return body["data"]
+            except AuthenticationError:
+                if not token.granted:
+                    raise
+                if attempt == 2:
+                    raise AuthenticationError(
+                        "Shopify rejected a freshly granted access token (HTTP 401) twice in a row: check "
+                        "SHOPIFY_CLIENT_ID / SHOPIFY_CLIENT_SECRET, that the app is still installed on "
+                        f"{self.shop_domain} and that it has the read_orders scope"
+                    ) from None
+                client.warning(f"Shopify answered HTTP 401 to GraphQL {kind}; renewing the access token once")
+                token.renew("HTTP 401")
+        raise AssertionError("unreachable")
+
+    def _check_version(self, response: requests.Response, client: HttpClient) -> None:
+        served = response.headers.get("X-Shopify-API-Version")
+        if not served or served in self._served_versions:
+            return
+        self._served_versions.add(served)
+        if served != self.api_version:
+            client.warning(
+                f"Shopify served Admin API version {served} instead of the requested {self.api_version}: "
+                f"{self.api_version} is unsupported or unknown; set SHOPIFY_API_VERSION to a supported version"
+            )
+
+    def shop_info(self, log: Any = None) -> dict:
+        """`shop { ianaTimezone currencyCode }`: the time zone of order days and the shop currency."""
+        client = self._client(log)
+        pacer = _CostPacer(client, self.bucket_size, self.restore_rate)
+        try:
+            shop = self._graphql(client, pacer, "shop", SHOP_QUERY, {}).get("shop") or {}
+        finally:
+            client.session.close()
+        if not shop.get("ianaTimezone") or not shop.get("currencyCode"):
+            raise ConnectorError(f"Shopify shop query returned no ianaTimezone/currencyCode: {shop}")
+        return {"ianaTimezone": shop["ianaTimezone"], "currencyCode": shop["currencyCode"]}
 
     def _throttle_delay(self, body: Any, pacer: _CostPacer) -> float:
         cost = ((body or {}).get("extensions") or {}).get("cost") or {}
@@ -298,7 +495,8 @@ class ShopifyResource(HttpConnectorResource):
         try:
             while True:
                 variables = {"first": first, "after": after, "query": search,
-                             "lineItemsFirst": self.line_items_page_size}
+                             "lineItemsFirst": self.line_items_page_size,
+                             "refundLinesFirst": self.refund_lines_page_size}
                 try:
                     data = self._graphql(client, pacer, "orders page", ORDERS_PAGE_QUERY, variables)
                 except _QueryTooExpensive as exc:
@@ -311,6 +509,9 @@ class ShopifyResource(HttpConnectorResource):
                     if not recent.first_time((node.get("id"), node.get("updatedAt"))):
                         repeats += 1
                         continue
+                    if any(((r or {}).get("refundLineItems") or {}).get("pageInfo", {}).get("hasNextPage")
+                           for r in node.get("refunds") or []):
+                        node = {**node, "refunds": self._all_refunds(client, pacer, node["id"])}
                     yield shape_order(node, self._all_line_items(client, pacer, node))
                     yielded += 1
                 info = connection.get("pageInfo") or {}
@@ -349,6 +550,21 @@ class ShopifyResource(HttpConnectorResource):
             info = more.get("pageInfo") or {}
         return items
 
+    def _all_refunds(self, client: HttpClient, pacer: _CostPacer, order_id: str) -> list[dict]:
+        """The order's refunds with every refunded line (one query; 250 lines per refund is the page limit)."""
+        data = self._graphql(client, pacer, "order refunds", REFUNDS_QUERY,
+                             {"id": order_id, "refundLinesFirst": 250})
+        refunds = (data.get("order") or {}).get("refunds")
+        if refunds is None:
+            raise ConnectorError(f"Shopify returned no refunds for order {order_id} that has refunds")
+        for refund in refunds:
+            if ((refund.get("refundLineItems") or {}).get("pageInfo") or {}).get("hasNextPage"):
+                raise ConnectorError(
+                    f"Shopify refund {refund.get('id')} of order {order_id} has more than 250 refunded lines; "
+                    "the connector does not page them and will not store a partial refund"
+                )
+        return refunds
+
     def bulk_orders(self, updated_min: datetime, log: Any = None) -> Iterator[dict]:
         """Every order version with `updatedAt >= updated_min`, through one bulk operation.
 
@@ -369,7 +585,15 @@ class ShopifyResource(HttpConnectorResource):
                                      "objects but no result URL")
             with tempfile.TemporaryFile(mode="w+b") as spool:
                 self._download(client, url, spool)
-                yield from self._rebuild_orders(spool, client)
+                for order in self._rebuild_orders(spool, client):
+                    if order.get("refunds"):
+                        # The bulk query cannot carry the refunds' line items: fetch them per refunded
+                        # order, keeping only the refunds this order version has (a refund made since
+                        # the bulk snapshot belongs to a later version).
+                        known = {r.get("id") for r in order["refunds"]}
+                        refunds = [r for r in self._all_refunds(client, pacer, order["id"]) if r.get("id") in known]
+                        order = shape_order({**order, "refunds": refunds}, order["lineItems"]["nodes"])
+                    yield order
         finally:
             client.session.close()
 

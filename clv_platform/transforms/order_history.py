@@ -43,10 +43,13 @@ def order_history_sql() -> str:
     return read_sql("clv_platform.transforms", f"sql/staging/{ORDER_HISTORY_SCRIPT}")
 
 
-def build_order_history(conn: duckdb.DuckDBPyConnection) -> int:
-    """(Re)build staging.order_history from staging.orders, order_lines and refunds; return its rows."""
+def build_order_history(conn: duckdb.DuckDBPyConnection, shop_timezone: str = "UTC") -> int:
+    """(Re)build staging.order_history from staging.orders, order_lines and refunds; return its rows.
+
+    Cancellation and refund days are calendar days in `shop_timezone`, like staging's order_date.
+    """
     ensure_refunds_table(conn)
-    run_script(conn, order_history_sql())
+    run_script(conn, order_history_sql(), {"shop_timezone": shop_timezone})
     return int(conn.execute(f"select count(*) from {ORDER_HISTORY_TABLE}").fetchone()[0])
 
 

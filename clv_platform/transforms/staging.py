@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 import time
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 
@@ -41,6 +43,17 @@ BUILD_VIEWS = ("_profile_versions_judged", "_accepted_orders", "_accepted_profil
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
+REVENUE_BASES = ("net_sales", "total_price")
+REVENUE_CONFIG = Path(__file__).with_name("revenue.toml")
+
+
+def revenue_basis(path: Path | None = None) -> str:
+    """The configured meaning of revenue (`revenue.toml` next to this module): net_sales or total_price."""
+    value = tomllib.loads(Path(path or REVENUE_CONFIG).read_text(encoding="utf-8")).get("revenue_basis", "net_sales")
+    if value not in REVENUE_BASES:
+        raise ValueError(f"revenue_basis in {path or REVENUE_CONFIG} must be one of {REVENUE_BASES}, got {value!r}")
+    return value
+
 
 @dataclass(frozen=True)
 class Reconciliation:
@@ -59,6 +72,8 @@ class Reconciliation:
 @dataclass
 class StagingResult:
     shop_currency: str
+    shop_timezone: str = "UTC"
+    revenue_basis: str = "net_sales"
     row_counts: dict[str, int] = field(default_factory=dict)
     reconciliation: list[Reconciliation] = field(default_factory=list)
     reject_reasons: dict[str, int] = field(default_factory=dict)
@@ -76,23 +91,52 @@ def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -
     return value or default
 
 
-def build_staging(conn: duckdb.DuckDBPyConnection, shop_currency: str | None = None) -> StagingResult:
+def stored_shop(conn: duckdb.DuckDBPyConnection) -> tuple[str | None, str | None]:
+    """(currency, IANA time zone) of the newest `raw.shopify_shop` row of the loaded source, if any."""
+    row = conn.execute(
+        """
+        select currency_code, iana_timezone from raw.shopify_shop
+        where source in (select source from raw.shopify_orders limit 1)
+           or not exists (select 1 from raw.shopify_orders)
+        order by fetched_at desc limit 1
+        """
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def build_staging(
+    conn: duckdb.DuckDBPyConnection,
+    shop_currency: str | None = None,
+    shop_timezone: str | None = None,
+    basis: str | None = None,
+) -> StagingResult:
     """Rebuild every staging table from raw in one transaction and reconcile the counts.
 
-    Raises if any raw table does not balance: silently losing rows is worse than failing.
+    The shop currency and time zone come from `raw.shopify_shop` (what Shopify said), else the
+    currency is inferred from the orders and order days are UTC days. Raises if any raw table
+    does not balance: silently losing rows is worse than failing.
     """
     ensure_raw_tables(conn)
-    currency = shop_currency or infer_shop_currency(conn)
+    stored_currency, stored_timezone = stored_shop(conn)
+    currency = shop_currency or stored_currency or infer_shop_currency(conn)
     if not _CURRENCY.match(currency):
         raise ValueError(f"shop currency must be a 3-letter ISO code, got {currency!r}")
+    timezone = shop_timezone or stored_timezone or "UTC"
+    try:
+        conn.execute("select timezone(?, timestamptz '2000-01-01 00:00:00+00')", [timezone])
+    except duckdb.Error as exc:
+        raise ValueError(f"shop time zone {timezone!r} is not an IANA time zone DuckDB knows: {exc}") from None
+    basis = basis or revenue_basis()
+    if basis not in REVENUE_BASES:
+        raise ValueError(f"revenue basis must be one of {REVENUE_BASES}, got {basis!r}")
     conn.execute("begin transaction")
     try:
         conn.execute(f"create schema if not exists {BUILD_SCHEMA}")
-        result = StagingResult(shop_currency=currency)
+        result = StagingResult(shop_currency=currency, shop_timezone=timezone, revenue_basis=basis)
+        params = {"shop_currency": currency, "shop_timezone": timezone, "revenue_basis": basis}
         for script in STAGING_SCRIPTS:
             started = time.perf_counter()
-            run_script(conn, read_sql("clv_platform.transforms", f"sql/staging/{script}"),
-                       {"shop_currency": currency})
+            run_script(conn, read_sql("clv_platform.transforms", f"sql/staging/{script}"), params)
             result.script_seconds[script] = time.perf_counter() - started
         result.reconciliation = reconcile(conn)
         unbalanced = [r for r in result.reconciliation if not r.balanced]

@@ -12,8 +12,9 @@ RAW_INPUTS = [
 ]
 
 _DESCRIPTIONS = {
-    "orders": "One row per order (newest version wins); test orders excluded; cancelled orders carry no revenue; "
-    "net_revenue = total − refunds in the shop currency; guest orders tied to a customer by email.",
+    "orders": "One row per order (newest version wins); test orders excluded; cancelled, voided and expired orders "
+    "carry no revenue; revenue = Shopify net sales (gross sales − discounts − returns, without tax and shipping) "
+    "in the shop currency, order_date = the shop's calendar day; guest orders tied to a customer by email.",
     "order_lines": "Line items of staging.orders with product, category, quantity, unit price and discount.",
     "customers": "One row per person, resolved across Shopify and Klaviyo by normalized email, with consent, "
     "location and Klaviyo's own predictions.",
@@ -66,6 +67,8 @@ def staging_tables(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         }
         if name == "orders":
             metadata["shop_currency"] = result.shop_currency
+            metadata["shop_timezone"] = result.shop_timezone
+            metadata["revenue_basis"] = result.revenue_basis
         if name == "rejected_rows":
             metadata["reconciliation"] = dg.MetadataValue.md(reconciliation_md)
             metadata["reasons"] = dg.MetadataValue.json(result.reject_reasons)

@@ -19,7 +19,9 @@ def order(n: int, *, updated="2025-01-05T08:00:00Z", customer=7, email="ana@exam
     return {
         "id": f"gid://shopify/Order/{n}", "name": f"#{1000 + n}",
         "createdAt": "2025-01-03T10:00:00Z", "processedAt": "2025-01-03T10:00:00Z", "updatedAt": updated,
-        "cancelledAt": cancelled, "currencyCode": currency, "test": test, "email": email,
+        # currencyCode is the shop currency, presentmentCurrencyCode the buyer's (shopify.dev Order)
+        "cancelledAt": cancelled, "currencyCode": shop_currency, "presentmentCurrencyCode": currency,
+        "test": test, "email": email,
         "displayFinancialStatus": "PAID",
         "totalPriceSet": money(total, shop_currency),
         "currentTotalPriceSet": money(total, shop_currency),

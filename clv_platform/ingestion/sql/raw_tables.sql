@@ -36,3 +36,13 @@ create table if not exists raw.file_transactions (
     payload      json,
     ingested_at  timestamp
 );
+
+-- the shop's own settings as Shopify reports them (`shop { ianaTimezone currencyCode }`),
+-- read once per orders load: order days are counted in this time zone, money in this currency.
+create table if not exists raw.shopify_shop (
+    shop_domain   varchar,
+    iana_timezone varchar,
+    currency_code varchar,
+    source        varchar,
+    fetched_at    timestamp
+);

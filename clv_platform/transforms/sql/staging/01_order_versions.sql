@@ -1,5 +1,7 @@
 -- Every fetched Shopify order version, parsed, with the reason it cannot be used (NULL
--- when it can). Parameters: $shop_currency. Only scalar columns are kept: the line items
+-- when it can). Parameter: $shop_currency. The money rules
+-- (net sales, returns, edits, voided orders) are written out in data_contracts.md, "Revenue".
+-- Only scalar columns are kept: the line items
 -- and refunds are summarised here (counts, sums, validity) and parsed again from raw by
 -- rowid for the accepted versions only (05_staging_tables.sql). Carrying the nested lists
 -- of ~5M versions through the version ranking and joins is what made staging need > 4 GB
@@ -13,19 +15,26 @@ with parsed as (
         json_transform(r.payload, '{
             "id": "VARCHAR", "name": "VARCHAR", "email": "VARCHAR",
             "createdAt": "VARCHAR", "processedAt": "VARCHAR", "updatedAt": "VARCHAR",
-            "cancelledAt": "VARCHAR", "currencyCode": "VARCHAR", "test": "BOOLEAN",
+            "cancelledAt": "VARCHAR", "currencyCode": "VARCHAR", "presentmentCurrencyCode": "VARCHAR",
+            "test": "BOOLEAN", "taxesIncluded": "BOOLEAN",
             "displayFinancialStatus": "VARCHAR",
-            "totalPriceSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
+            "totalPriceSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"},
+                              "presentmentMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
             "totalDiscountsSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
-            "customer": {"id": "VARCHAR", "email": "VARCHAR"},
+            "totalTaxSet": {"shopMoney": {"amount": "VARCHAR"}},
+            "totalShippingPriceSet": {"shopMoney": {"amount": "VARCHAR"}},
+            "customer": {"id": "VARCHAR", "email": "VARCHAR", "defaultEmailAddress": {"emailAddress": "VARCHAR"}},
             "lineItems": {"nodes": [{
-                "id": "VARCHAR", "quantity": "VARCHAR", "sku": "VARCHAR", "title": "VARCHAR",
+                "id": "VARCHAR", "quantity": "VARCHAR", "currentQuantity": "VARCHAR", "sku": "VARCHAR",
+                "title": "VARCHAR",
                 "product": {"id": "VARCHAR", "productType": "VARCHAR"},
                 "originalUnitPriceSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
                 "totalDiscountSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}}
             }]},
             "refunds": [{"id": "VARCHAR", "createdAt": "VARCHAR",
-                         "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}}}]
+                         "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
+                         "refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR"}, "quantity": "VARCHAR",
+                                                        "subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]
         }') as o
     from raw.shopify_orders as r
 ),
@@ -42,25 +51,72 @@ typed as (
         timezone('UTC', try_cast(o.cancelledAt as timestamptz)) as cancelled_at,
         o.cancelledAt is not null as is_cancelled,
         coalesce(o.test, false) as is_test,
-        o.currencyCode as presentment_currency,
+        -- Order.currencyCode is the shop currency; the buyer's is presentmentCurrencyCode
+        -- (older payloads without it: the presentmentMoney currency)
+        coalesce(o.presentmentCurrencyCode, o.totalPriceSet.presentmentMoney.currencyCode, o.currencyCode)
+            as presentment_currency,
+        coalesce(o.currencyCode, o.totalPriceSet.shopMoney.currencyCode) as order_shop_currency,
         o.totalPriceSet.shopMoney.currencyCode as money_currency,
-        o.displayFinancialStatus as financial_status,
-        try_cast(o.totalPriceSet.shopMoney.amount as decimal(18, 2)) as gross_revenue,
+        upper(o.displayFinancialStatus) as financial_status,
+        coalesce(o.taxesIncluded, false) as taxes_included,
+        try_cast(o.totalPriceSet.shopMoney.amount as decimal(18, 2)) as total_price,
         coalesce(try_cast(o.totalDiscountsSet.shopMoney.amount as decimal(18, 2)), 0) as discount_amount,
+        coalesce(try_cast(o.totalTaxSet.shopMoney.amount as decimal(18, 2)), 0) as tax_amount,
+        coalesce(try_cast(o.totalShippingPriceSet.shopMoney.amount as decimal(18, 2)), 0) as shipping_amount,
         nullif(trim(o.customer.id), '') as shopify_customer_id,
-        nullif(lower(trim(coalesce(o.customer.email, o.email))), '') as email,
+        nullif(lower(trim(coalesce(o.customer.defaultEmailAddress.emailAddress, o.customer.email, o.email))), '')
+            as email,
         cast(len(coalesce(o.lineItems.nodes, [])) as integer) as line_count,
-        cast(coalesce(list_sum(list_transform(coalesce(o.lineItems.nodes, []),
-            lambda l: try_cast(l.quantity as integer))), 0) as bigint) as item_quantity,
+        -- sold quantity of a line = units still on the order + units refunded (currentQuantity
+        -- excludes both refunded and edited-away units; edited-away units were never sold)
+        list_transform(coalesce(o.lineItems.nodes, []), lambda l: {
+            'price': try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2)),
+            'ordered': try_cast(l.quantity as integer),
+            'sold': least(
+                try_cast(l.quantity as integer),
+                coalesce(try_cast(l.currentQuantity as integer), try_cast(l.quantity as integer))
+                + coalesce(list_sum(list_transform(
+                    flatten(list_transform(coalesce(o.refunds, []),
+                                           lambda r: coalesce(r.refundLineItems.nodes, []))),
+                    lambda x: case when x.lineItem.id = l.id then try_cast(x.quantity as integer) else 0 end)), 0)),
+            'bad_current': l.currentQuantity is not null and try_cast(l.currentQuantity as integer) is null
+        }) as line_facts,
         cast(len(coalesce(o.refunds, [])) as integer) as refund_count,
-        coalesce(list_sum(list_transform(coalesce(o.refunds, []),
-            lambda r: try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)))), 0) as refunded_amount,
-        coalesce(list_bool_or(list_transform(coalesce(o.refunds, []),
-            lambda r: try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) is null)), false) as bad_refund,
-        coalesce(list_bool_or(list_transform(coalesce(o.lineItems.nodes, []),
-            lambda l: try_cast(l.quantity as integer) is null
-                 or try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2)) is null)), false) as bad_line
+        -- the products part of each refund: its refunded lines' subtotals; a refund without
+        -- refunded lines (an amount-only refund) counts whole, since Shopify does not say what it was for
+        list_transform(coalesce(o.refunds, []), lambda r: {
+            'total': try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)),
+            'products': case when len(coalesce(r.refundLineItems.nodes, [])) > 0
+                then list_sum(list_transform(r.refundLineItems.nodes,
+                    lambda x: try_cast(x.subtotalSet.shopMoney.amount as decimal(18, 2))))
+                else try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) end
+        }) as refund_facts
     from parsed
+),
+summed as (
+    select
+        * exclude (line_facts, refund_facts),
+        cast(coalesce(list_sum(list_transform(line_facts, lambda f: f.ordered)), 0) as bigint) as ordered_quantity,
+        cast(coalesce(list_sum(list_transform(line_facts, lambda f: f.sold)), 0) as bigint) as item_quantity,
+        cast(coalesce(list_sum(list_transform(line_facts, lambda f: f.sold * f.price)), 0) as decimal(18, 2))
+            as gross_sales,
+        coalesce(list_sum(list_transform(refund_facts, lambda f: f.total)), 0) as total_refunded,
+        coalesce(list_sum(list_transform(refund_facts, lambda f: f.products)), 0) as product_refunds,
+        coalesce(list_bool_or(list_transform(refund_facts,
+            lambda f: f.total is null or f.products is null)), false) as bad_refund,
+        coalesce(list_bool_or(list_transform(line_facts,
+            lambda f: f.ordered is null or f.price is null or f.bad_current)), false) as bad_line
+    from typed
+),
+valued as (
+    -- net sales = gross sales - discounts - returns, without tax and shipping; a shop whose
+    -- prices include tax has the order's tax taken out of gross sales too
+    select
+        *,
+        financial_status in ('VOIDED', 'EXPIRED') as is_unpaid,
+        cast(greatest(gross_sales - discount_amount - case when taxes_included then tax_amount else 0 end, 0)
+             as decimal(18, 2)) as sales_before_returns
+    from summed
 ),
 checked as (
     select
@@ -68,15 +124,17 @@ checked as (
         case
             when order_id is null then 'missing order id'
             when created_at is null or updated_at is null then 'missing or unparseable createdAt/updatedAt'
-            when gross_revenue is null then 'missing or unparseable total price'
+            when total_price is null then 'missing or unparseable total price'
             when bad_refund then 'unparseable refund amount'
-            when bad_line then 'unparseable line item quantity or price'
+            when bad_line then 'unparseable line item quantity, current quantity or price'
             when money_currency is distinct from $shop_currency
                 then 'amount not in shop currency (' || coalesce(money_currency, 'none') || ')'
-            when gross_revenue < 0 then 'negative total price'
-            when updated_at > now()::timestamp + interval 1 day then 'updatedAt in the future'
+            when order_shop_currency is distinct from $shop_currency
+                then 'order currencyCode is not the shop currency (' || coalesce(order_shop_currency, 'none') || ')'
+            when total_price < 0 then 'negative total price'
+            when updated_at > timezone('UTC', now()) + interval 1 day then 'updatedAt in the future'
         end as invalid_reason
-    from typed
+    from valued
 ),
 ranked as (
     select

@@ -16,19 +16,36 @@ select
     o.shopify_customer_id is null as is_guest,
     o.created_at,
     o.updated_at,
-    cast(coalesce(o.processed_at, o.created_at) as date) as order_date,
+    -- the shop's calendar day, as Shopify's own reports count it
+    cast(timezone($shop_timezone, timezone('UTC', coalesce(o.processed_at, o.created_at))) as date) as order_date,
     o.presentment_currency,
     $shop_currency as shop_currency,
     o.financial_status,
-    o.is_cancelled,
+    -- not a purchase: cancelled, or its payment voided / expired (never paid)
+    o.is_cancelled or o.is_unpaid as is_cancelled,
     o.cancelled_at,
-    o.gross_revenue,
+    cast(timezone($shop_timezone, timezone('UTC', o.cancelled_at)) as date) as cancelled_on,
+    o.is_unpaid,
+    -- revenue as the features, labels and marts read it ($revenue_basis; default net sales)
+    case when $revenue_basis = 'total_price' then o.total_price else o.sales_before_returns end as gross_revenue,
     o.discount_amount,
-    cast(least(o.refunded_amount, o.gross_revenue) as decimal(18, 2)) as refunded_amount,
-    cast(case when o.is_cancelled then 0
-              else greatest(o.gross_revenue - o.refunded_amount, 0) end as decimal(18, 2)) as net_revenue,
+    cast(case when $revenue_basis = 'total_price' then least(o.total_refunded, o.total_price)
+              else least(o.product_refunds, o.sales_before_returns) end as decimal(18, 2)) as refunded_amount,
+    cast(case when o.is_cancelled or o.is_unpaid then 0
+              when $revenue_basis = 'total_price' then greatest(o.total_price - o.total_refunded, 0)
+              else greatest(o.sales_before_returns - o.product_refunds, 0) end as decimal(18, 2)) as net_revenue,
     o.line_count,
     o.item_quantity,
+    -- Shopify's own breakdown, in the shop currency, whatever $revenue_basis says
+    o.gross_sales,
+    cast(least(o.product_refunds, o.sales_before_returns) as decimal(18, 2)) as returns_amount,
+    cast(case when o.is_cancelled or o.is_unpaid then 0
+              else greatest(o.sales_before_returns - o.product_refunds, 0) end as decimal(18, 2)) as net_sales,
+    o.tax_amount,
+    o.shipping_amount,
+    o.total_price,
+    cast(o.total_refunded as decimal(18, 2)) as total_refunded,
+    o.ordered_quantity,
     o.refund_count
 from _accepted_orders as o
 left join staging_build._customer_map as m on m.shopify_customer_id = o.shopify_customer_id
@@ -56,12 +73,22 @@ select
     'PAID' as financial_status,
     false as is_cancelled,
     null::timestamp as cancelled_at,
+    null::date as cancelled_on,
+    false as is_unpaid,
     cast(sum(line_value) as decimal(18, 2)) as gross_revenue,
     cast(0 as decimal(18, 2)) as discount_amount,
     cast(0 as decimal(18, 2)) as refunded_amount,
     cast(sum(line_value) as decimal(18, 2)) as net_revenue,
     cast(count(*) as integer) as line_count,
-    cast(sum(qty) as bigint) as item_quantity
+    cast(sum(qty) as bigint) as item_quantity,
+    cast(sum(line_value) as decimal(18, 2)) as gross_sales,
+    cast(0 as decimal(18, 2)) as returns_amount,
+    cast(sum(line_value) as decimal(18, 2)) as net_sales,
+    cast(0 as decimal(18, 2)) as tax_amount,
+    cast(0 as decimal(18, 2)) as shipping_amount,
+    cast(sum(line_value) as decimal(18, 2)) as total_price,
+    cast(0 as decimal(18, 2)) as total_refunded,
+    cast(sum(qty) as bigint) as ordered_quantity
 from staging_build._file_rows
 where reject_reason is null and not is_return
 group by order_key;
@@ -76,20 +103,45 @@ with shopify_lines as (
         ro.order_date,
         ro.is_cancelled,
         unnest(p.items) as l,
-        unnest(range(1, len(p.items) + 1)) as line_number
+        unnest(range(1, len(p.items) + 1)) as line_number,
+        p.refund_lines
     from (
         select
             r.rowid as raw_rowid,
-            json_transform(r.payload, '{"lineItems": {"nodes": [{
-                "id": "VARCHAR", "quantity": "VARCHAR", "sku": "VARCHAR", "title": "VARCHAR",
+            o.lineItems.nodes as items,
+            flatten(list_transform(coalesce(o.refunds, []), lambda x: coalesce(x.refundLineItems.nodes, [])))
+                as refund_lines
+        from (
+            select rowid, json_transform(payload, '{"lineItems": {"nodes": [{
+                "id": "VARCHAR", "quantity": "VARCHAR", "currentQuantity": "VARCHAR", "sku": "VARCHAR",
+                "title": "VARCHAR",
                 "product": {"id": "VARCHAR", "productType": "VARCHAR"},
                 "originalUnitPriceSet": {"shopMoney": {"amount": "VARCHAR"}},
                 "totalDiscountSet": {"shopMoney": {"amount": "VARCHAR"}}
-            }]}}').lineItems.nodes as items
-        from raw.shopify_orders as r
-        where r.rowid in (select raw_rowid from staging_build._resolved_orders where line_count > 0)
+            }]}, "refunds": [{"refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR"}, "quantity": "VARCHAR"}]}}]
+            }') as o
+            from raw.shopify_orders
+            where rowid in (select raw_rowid from staging_build._resolved_orders where line_count > 0)
+        ) as r
     ) as p
     join staging_build._resolved_orders as ro using (raw_rowid)
+),
+quantified as (
+    select
+        *,
+        try_cast(l.quantity as integer) as ordered_quantity,
+        coalesce(try_cast(l.currentQuantity as integer), try_cast(l.quantity as integer)) as current_quantity,
+        coalesce(list_sum(list_transform(refund_lines,
+            lambda x: case when x.lineItem.id = l.id then try_cast(x.quantity as integer) else 0 end)), 0)
+            as refunded_quantity,
+        try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2)) as unit_price,
+        coalesce(try_cast(l.totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0) as line_discount
+    from shopify_lines
+),
+sold as (
+    -- sold = still on the order + refunded; units removed by an order edit were never sold
+    select *, least(ordered_quantity, current_quantity + refunded_quantity) as sold_quantity
+    from quantified
 )
 select
     order_id,
@@ -101,14 +153,17 @@ select
     l.sku as sku,
     l.title as title,
     l.product.productType as category,
-    try_cast(l.quantity as integer) as quantity,
-    try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2)) as unit_price,
-    coalesce(try_cast(l.totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0) as discount_amount,
-    cast(try_cast(l.quantity as integer) * try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2))
-         - coalesce(try_cast(l.totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0) as decimal(18, 2))
-        as line_revenue,
-    is_cancelled
-from shopify_lines
+    sold_quantity as quantity,
+    unit_price,
+    -- the line's discount covers every ordered unit: keep the sold units' share
+    cast(line_discount * sold_quantity / nullif(ordered_quantity, 0) as decimal(18, 2)) as discount_amount,
+    cast(sold_quantity * unit_price - coalesce(line_discount * sold_quantity / nullif(ordered_quantity, 0), 0)
+         as decimal(18, 2)) as line_revenue,
+    is_cancelled,
+    ordered_quantity,
+    current_quantity,
+    refunded_quantity
+from sold
 
 union all
 
@@ -126,7 +181,10 @@ select
     cast(coalesce(price, line_value / qty) as decimal(18, 2)) as unit_price,
     cast(0 as decimal(18, 2)) as discount_amount,
     cast(line_value as decimal(18, 2)) as line_revenue,
-    false as is_cancelled
+    false as is_cancelled,
+    qty as ordered_quantity,
+    qty as current_quantity,
+    0 as refunded_quantity
 from staging_build._file_rows
 where reject_reason is null and not is_return;
 
@@ -137,21 +195,41 @@ with refund_rows as (
         ro.order_id,
         ro.customer_id,
         unnest(json_transform(r.payload, '[{"id": "VARCHAR", "createdAt": "VARCHAR",
-            "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR"}}}]')) as r
+            "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR"}},
+            "refundLineItems": {"nodes": [{"subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]')) as r
     from (
         select rowid, payload -> '$.refunds' as payload
         from raw.shopify_orders
         where rowid in (select raw_rowid from staging_build._resolved_orders where refund_count > 0)
     ) as r
     join staging_build._resolved_orders as ro on ro.raw_rowid = r.rowid
+),
+valued as (
+    select
+        order_id,
+        r.id as refund_id,
+        customer_id,
+        timezone('UTC', try_cast(r.createdAt as timestamptz)) as refunded_at,
+        try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) as total_refunded,
+        -- the products part (see 01_order_versions.sql): refunded lines, or the whole amount-only refund
+        case when len(coalesce(r.refundLineItems.nodes, [])) > 0
+            then list_sum(list_transform(r.refundLineItems.nodes,
+                lambda x: try_cast(x.subtotalSet.shopMoney.amount as decimal(18, 2))))
+            else try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) end as products_refunded
+    from refund_rows
 )
 select
     order_id,
-    r.id as refund_id,
+    refund_id,
     customer_id,
-    timezone('UTC', try_cast(r.createdAt as timestamptz)) as refunded_at,
-    try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) as amount
-from refund_rows;
+    refunded_at,
+    cast(timezone($shop_timezone, timezone('UTC', refunded_at)) as date) as refunded_on,
+    -- what the revenue loses ($revenue_basis): the products returned, or all the money refunded
+    cast(case when $revenue_basis = 'total_price' then total_refunded else products_refunded end
+         as decimal(18, 2)) as amount,
+    total_refunded,
+    cast(products_refunded as decimal(18, 2)) as products_refunded
+from valued;
 
 -- Return invoices of imported exports (Online Retail II "C…" credit notes).
 create or replace table staging.returns as
@@ -233,7 +311,7 @@ select
     coalesce(j.order_id, 'unknown') as record_id,
     j.reject_reason as reason,
     cast(r.payload as varchar) as payload,
-    now()::timestamp as rejected_at
+    timezone('UTC', now()) as rejected_at
 from staging_build._order_versions as j
 join raw.shopify_orders as r on r.rowid = j.raw_rowid
 where j.reject_reason is not null
@@ -244,7 +322,7 @@ select
     coalesce(j.profile_id, 'unknown'),
     j.reject_reason,
     cast(r.payload as varchar),
-    now()::timestamp
+    timezone('UTC', now())
 from _profile_versions_judged as j
 join raw.klaviyo_profiles as r on r.rowid = j.raw_rowid
 where j.reject_reason is not null
@@ -255,6 +333,6 @@ select
     file_name || '#' || row_number,
     reject_reason,
     cast(payload as varchar),
-    now()::timestamp
+    timezone('UTC', now())
 from staging_build._file_rows
 where reject_reason is not null;

@@ -22,8 +22,8 @@ with refund_totals as (
     select
         order_id,
         sum(cast(amount as double)) as refunded_total,
-        min(cast(refunded_at as date)) as first_refunded_on,
-        max(cast(refunded_at as date)) as last_refunded_on
+        min(cast(timezone($shop_timezone, timezone('UTC', refunded_at)) as date)) as first_refunded_on,
+        max(cast(timezone($shop_timezone, timezone('UTC', refunded_at)) as date)) as last_refunded_on
     from staging.refunds
     group by order_id
 ),
@@ -84,7 +84,8 @@ select
     order_date,
     created_at,
     is_cancelled,
-    cast(cancelled_at as date) as cancelled_on,
+    -- the shop's calendar day, like order_date ($shop_timezone; UTC for hand-filled staging tables)
+    cast(timezone($shop_timezone, timezone('UTC', cancelled_at)) as date) as cancelled_on,
     cast(gross_revenue as double) as gross_revenue,
     cast(discount_amount as double) as discount_amount,
     item_quantity,
