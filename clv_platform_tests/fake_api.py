@@ -72,8 +72,10 @@ def make_order_nodes(
     """`n` order nodes in the contract shape (data_contracts.md), spread over `span_days`.
 
     Every `big_order_every`-th order has `big_order_lines` line items (more than one
-    `lineItems(first:50)` page); some are guest orders, some refunded, some in EUR
-    presentment, and a few share an `updatedAt` second with their neighbour.
+    `lineItems(first:50)` page); some are guest orders, some edited (currentQuantity), some with
+    a returned line (refundLineItems), some paid in EUR (presentmentCurrencyCode; the shop
+    currency stays USD), all with tax and shipping inside totalPriceSet, and a few share an
+    `updatedAt` second with their neighbour.
     """
     rng = random.Random(seed)
     start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
@@ -100,11 +102,37 @@ def make_order_nodes(
                 "originalUnitPriceSet": {"shopMoney": _money(price, "USD")},
                 "totalDiscountSet": {"shopMoney": _money(rng.choice([0, 0, 1.5]), "USD")},
             })
-        total = sum(float(li["originalUnitPriceSet"]["shopMoney"]["amount"]) * li["quantity"] for li in lines)
+        # Real field meanings: an edited order (every 6th) had one unit of its first line removed
+        # (currentQuantity < quantity, and the order's totals are the edited ones); totalPriceSet
+        # holds the lines after discounts plus tax and shipping.
+        edited = i % 6 == 1 and lines[0]["quantity"] > 1
+        for li in lines:
+            li["currentQuantity"] = li["quantity"] - (1 if edited and li is lines[0] else 0)
+        sold = [(float(li["originalUnitPriceSet"]["shopMoney"]["amount"]), li["currentQuantity"], li)
+                for li in lines]
+        discount = sum(float(li["totalDiscountSet"]["shopMoney"]["amount"]) for li in lines)
+        subtotal = round(sum(price * qty for price, qty, _ in sold) - discount, 2)
+        tax = round(subtotal * 0.08, 2)
+        shipping = 0.0 if subtotal >= 100 else 5.0
+        total = round(subtotal + tax + shipping, 2)
         guest = i % 13 == 3
-        email = f"buyer{i % 97}@example.com"
-        refunded = 10.0 if i % 7 == 2 else 0.0
+        email = f"buyer{i}@example.com" if guest else f"buyer{i % 97}@example.com"
+        refunded_line = i % 7 == 2  # one unit of the last line returned, with its tax
         presentment = "EUR" if i % 5 == 4 else "USD"
+        rate = 0.9 if presentment == "EUR" else 1.0
+        refunds = []
+        if refunded_line:
+            price, _, li = sold[-1]
+            line_discount = float(li["totalDiscountSet"]["shopMoney"]["amount"]) / li["quantity"]
+            value = round(price - line_discount, 2)
+            li["currentQuantity"] -= 1
+            refunds.append({
+                "id": f"gid://shopify/Refund/{900 + i}", "createdAt": _iso(updated),
+                "totalRefundedSet": {"shopMoney": _money(round(value * 1.08, 2), "USD")},
+                "refundLineItems": {"nodes": [{"lineItem": {"id": li["id"]}, "quantity": 1,
+                                               "subtotalSet": {"shopMoney": _money(value, "USD")}}]},
+            })
+        refunded = sum(float(r["totalRefundedSet"]["shopMoney"]["amount"]) for r in refunds)
         nodes.append({
             "id": f"gid://shopify/Order/{5_000_000 + i}",
             "name": f"#{1001 + i}",
@@ -112,19 +140,23 @@ def make_order_nodes(
             "processedAt": _iso(created),
             "updatedAt": _iso(updated),
             "cancelledAt": _iso(updated) if i % 17 == 8 else None,
-            "currencyCode": presentment,
+            "currencyCode": "USD",
+            "presentmentCurrencyCode": presentment,
             "test": i % 23 == 0,
             "email": email,
-            "displayFinancialStatus": "PARTIALLY_REFUNDED" if refunded else "PAID",
+            "displayFinancialStatus": "PARTIALLY_REFUNDED" if refunds else ("PENDING" if i % 19 == 7 else "PAID"),
             "displayFulfillmentStatus": "FULFILLED",
-            "totalPriceSet": {"shopMoney": _money(total, "USD"),
-                              "presentmentMoney": _money(total * (0.9 if presentment == "EUR" else 1), presentment)},
+            "taxesIncluded": False,
+            "totalPriceSet": {"shopMoney": _money(total, "USD"), "presentmentMoney": _money(total * rate, presentment)},
+            "subtotalPriceSet": {"shopMoney": _money(subtotal, "USD")},
             "currentTotalPriceSet": {"shopMoney": _money(total - refunded, "USD")},
-            "totalDiscountsSet": {"shopMoney": _money(0, "USD")},
-            "customer": None if guest else {"id": f"gid://shopify/Customer/{7_000 + i % 97}", "email": email},
+            "totalDiscountsSet": {"shopMoney": _money(discount, "USD")},
+            "totalTaxSet": {"shopMoney": _money(tax, "USD")},
+            "totalShippingPriceSet": {"shopMoney": _money(shipping, "USD")},
+            "customer": None if guest else {"id": f"gid://shopify/Customer/{7_000 + i % 97}",
+                                            "defaultEmailAddress": {"emailAddress": email}},
             "lineItems": {"nodes": lines},
-            "refunds": [{"id": f"gid://shopify/Refund/{900 + i}", "createdAt": _iso(updated),
-                         "totalRefundedSet": {"shopMoney": _money(refunded, "USD")}}] if refunded else [],
+            "refunds": refunds,
         })
     return nodes
 

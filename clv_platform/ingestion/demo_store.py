@@ -117,6 +117,11 @@ class DemoStoreParams:
     start_date: date = date(2024, 11, 1)
     end_date: date = date(2026, 10, 31)
     shop_currency: str = "USD"
+    # west of UTC, as many Shopify stores are: an evening order is the next day in UTC
+    shop_timezone: str = "America/Los_Angeles"
+    tax_rate_percent: int = 8  # sales tax on the order subtotal (prices exclude tax)
+    shipping_cents: int = 595  # flat shipping below the free-shipping threshold
+    free_shipping_cents: int = 7500
     second_currency: str = "EUR"
     second_currency_rate: float = 0.92  # units of second currency per shop-currency unit
     # BG/NBD truth (weeks)
@@ -317,18 +322,21 @@ class DemoStore:
         cancelled = _iso(np.where(v["cancelled"].to_numpy(), o["cancel_s"].to_numpy(), -1), "Z")
         refunded_at = _iso(o["refund_s"].to_numpy(), "Z")
         cols = {name: o[name].tolist() for name in (
-            "order_idx", "order_num", "currency_code", "is_test", "account_idx", "guest_email", "gross_cents",
-            "presentment_cents", "discount_cents", "refund_num", "refund_cents",
+            "order_idx", "order_num", "currency_code", "is_test", "account_idx", "guest_email",
+            "discount_cents", "refund_num", "refund_cents", "refund_scope",
         )}
         vcols = {name: v[name].tolist() for name in (
-            "fin_status", "fulfillment_status", "current_cents", "has_refund", "broken",
+            "fin_status", "fulfillment_status", "current_cents", "has_refund", "broken", "sub_cents", "tax_cents",
+            "ship_cents", "total_cents", "presentment_cents", "post_edit",
         )}
         for i in range(len(v)):
             order_idx = cols["order_idx"][i]
             account = cols["account_idx"][i]
             email = acc_email[account] if account >= 0 else cols["guest_email"][i]
-            gross = _money(cols["gross_cents"][i])
+            total = _money(vcols["total_cents"][i])
             broken = vcols["broken"][i]
+            refund_scope = cols["refund_scope"][i] if vcols["has_refund"][i] else 0
+            lines = self._line_nodes(order_idx, vcols["post_edit"][i], refund_scope)
             node = {
                 "id": f"gid://shopify/Order/{cols['order_num'][i]}",
                 "name": f"#{1001 + order_idx}",
@@ -336,46 +344,58 @@ class DemoStore:
                 "processedAt": created[i],
                 "updatedAt": updated[i],
                 "cancelledAt": cancelled[i],
-                "currencyCode": cols["currency_code"][i],
+                "currencyCode": cur,
+                "presentmentCurrencyCode": cols["currency_code"][i],
                 "test": cols["is_test"][i],
                 "email": email,
                 "displayFinancialStatus": _FIN_STATUS[vcols["fin_status"][i]],
                 "displayFulfillmentStatus": _FULFILLMENT[vcols["fulfillment_status"][i]],
+                "taxesIncluded": False,
                 "totalPriceSet": {
                     "shopMoney": {
-                        "amount": gross.replace(".", ",") if broken == _BROKEN_AMOUNT else gross,
+                        "amount": total.replace(".", ",") if broken == _BROKEN_AMOUNT else total,
                         "currencyCode": cur,
                     },
                     "presentmentMoney": {
-                        "amount": _money(cols["presentment_cents"][i]), "currencyCode": cols["currency_code"][i],
+                        "amount": _money(vcols["presentment_cents"][i]), "currencyCode": cols["currency_code"][i],
                     },
                 },
+                "subtotalPriceSet": _shop_money(vcols["sub_cents"][i], cur),
                 "currentTotalPriceSet": _shop_money(vcols["current_cents"][i], cur),
                 "totalDiscountsSet": _shop_money(cols["discount_cents"][i], cur),
+                "totalTaxSet": _shop_money(vcols["tax_cents"][i], cur),
+                "totalShippingPriceSet": _shop_money(vcols["ship_cents"][i], cur),
                 "customer": None if account < 0 else {
-                    "id": f"gid://shopify/Customer/{acc_num[account]}", "email": email,
+                    "id": f"gid://shopify/Customer/{acc_num[account]}", "defaultEmailAddress": {"emailAddress": email},
                 },
-                "lineItems": {"nodes": self._line_nodes(order_idx)},
+                "lineItems": {"nodes": lines},
                 "refunds": [{
                     "id": f"gid://shopify/Refund/{cols['refund_num'][i]}",
                     "createdAt": refunded_at[i],
                     "totalRefundedSet": _shop_money(cols["refund_cents"][i], cur),
-                }] if vcols["has_refund"][i] else [],
+                    "refundLineItems": {"nodes": self._refund_lines(order_idx, refund_scope)},
+                }] if refund_scope else [],
             }
             if broken == _BROKEN_NO_ID:
                 del node["id"]
             yield node
 
-    def _line_nodes(self, order_idx: int) -> list[dict]:
+    def _line_nodes(self, order_idx: int, post_edit: bool, refund_scope: int) -> list[dict]:
+        """Line items of one order version: `quantity` as ordered, `currentQuantity` after the edit
+        (one unit of a removal-edited line gone) and after the refund (1 = last line, 2 = all)."""
         cur = self.params.shop_currency
         lo, hi = self._line_start[order_idx], self._line_start[order_idx + 1]
         cols = self._line_columns()
         nodes = []
-        for line_num, qty, product, unit, disc in zip(*(c[lo:hi].tolist() for c in cols)):
+        for k, (line_num, qty, product, unit, disc, extra) in enumerate(zip(*(c[lo:hi].tolist() for c in cols))):
             sku, title, product_num, category = self._product_info[product]
+            current = qty + (0 if post_edit else extra)
+            if refund_scope == 2 or (refund_scope == 1 and k == hi - lo - 1):
+                current -= qty if refund_scope == 2 else 1
             nodes.append({
                 "id": f"gid://shopify/LineItem/{line_num}",
-                "quantity": qty,
+                "quantity": qty + extra,
+                "currentQuantity": current,
                 "sku": sku,
                 "title": title,
                 "product": {"id": f"gid://shopify/Product/{product_num}", "productType": category},
@@ -384,11 +404,25 @@ class DemoStore:
             })
         return nodes
 
+    def _refund_lines(self, order_idx: int, refund_scope: int) -> list[dict]:
+        """The refunded lines: the last line (quantity 1) for a partial refund, every line for a full one."""
+        cur = self.params.shop_currency
+        lo, hi = self._line_start[order_idx], self._line_start[order_idx + 1]
+        cols = self._line_columns()
+        rows = list(zip(*(c[lo:hi].tolist() for c in cols)))
+        if refund_scope == 1:
+            rows = rows[-1:]
+        return [{
+            "lineItem": {"id": f"gid://shopify/LineItem/{line_num}"},
+            "quantity": qty,
+            "subtotalSet": _shop_money(qty * unit - disc, cur),
+        } for line_num, qty, _, unit, disc, _ in rows]
+
     def _line_columns(self) -> tuple[np.ndarray, ...]:
         if not hasattr(self, "_line_cols"):
             self._line_cols = tuple(
                 self.lines[c].to_numpy()
-                for c in ("line_num", "quantity", "product_idx", "unit_cents", "discount_cents")
+                for c in ("line_num", "quantity", "product_idx", "unit_cents", "discount_cents", "extra")
             )
         return self._line_cols
 
@@ -573,6 +607,8 @@ def generate(params: DemoStoreParams = DemoStoreParams()) -> DemoStore:
         discount_cents=discount,
     )
 
+    orders, versions, lines = _money_columns(params, orders, versions, lines, fx, second)
+
     truth_tx = pd.DataFrame({
         "customer": individual[~is_test],
         "order_num": orders["order_num"].to_numpy()[~is_test],
@@ -602,6 +638,72 @@ def generate(params: DemoStoreParams = DemoStoreParams()) -> DemoStore:
         "preferred_category": np.asarray(params.categories, dtype=object)[preferred],
     })
     return DemoStore(params, products, accounts, orders, versions, lines, profiles, truth_customers, truth_tx)
+
+
+def _tax(params: DemoStoreParams, cents: np.ndarray) -> np.ndarray:
+    """Sales tax in cents, rounded half up (integer arithmetic, so both renderers agree)."""
+    return (cents * params.tax_rate_percent + 50) // 100
+
+
+def _money_columns(
+    params: DemoStoreParams, orders: pd.DataFrame, versions: pd.DataFrame, lines: pd.DataFrame,
+    fx: np.ndarray, second: np.ndarray,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """What Shopify reports per order version, with its real field meanings.
+
+    `gross_cents` (the Gamma-Gamma order value) is the subtotal: the lines after discounts,
+    before returns, without tax and shipping, i.e. Shopify's net sales before returns. On top:
+    - tax and shipping, inside totalPriceSet (and in the presentment amount);
+    - order edits that removed a unit: an edited order without discount was placed with one more
+      unit of its first line, removed by the edit (quantity stays as ordered, currentQuantity
+      drops, and the totals of the versions before the edit include the unit);
+    - refunds with their refunded lines: a partial refund returns the last line (quantity 1)
+      with its tax; a full refund returns every line and refunds the whole total.
+    """
+    n = len(orders)
+    line_order = lines["order_idx"].to_numpy()
+    start = np.searchsorted(line_order, np.arange(n + 1))
+    first, last = start[:-1], start[1:] - 1
+    unit = lines["unit_cents"].to_numpy()
+    disc = lines["discount_cents"].to_numpy()
+    gross = orders["gross_cents"].to_numpy()
+    fate = orders["fate"].to_numpy()
+
+    removal = orders["edited"].to_numpy() & (orders["discount_cents"].to_numpy() == 0)
+    extra = np.zeros(len(lines), dtype=np.int16)
+    extra[first[removal]] = 1
+    lines = lines.assign(extra=extra)
+
+    partial = fate == _FATE_PARTIAL_REFUND
+    full = (fate == _FATE_FULL_REFUND) | (fate == _FATE_CANCEL_REFUND)
+    last_value = unit[last] - disc[last]  # the last line has quantity 1
+    products = np.where(partial, last_value, np.where(full, gross, 0))
+    total_after = gross + _tax(params, gross) + np.where(gross >= params.free_shipping_cents, 0, params.shipping_cents)
+    refund_total = np.where(partial, last_value + _tax(params, last_value), np.where(full, total_after, 0))
+    orders = orders.assign(
+        refund_cents=refund_total, refund_products_cents=products, removal_edit=removal,
+        refund_scope=np.where(partial, 1, np.where(full, 2, 0)).astype(np.int8),
+    )
+
+    v_order = versions["order_idx"].to_numpy()
+    pre_edit = removal[v_order] & (versions["kind"].to_numpy() == _V_CREATED)
+    sub = gross[v_order] + np.where(pre_edit, unit[first[v_order]], 0)
+    tax = _tax(params, sub)
+    ship = np.where(sub >= params.free_shipping_cents, 0, params.shipping_cents)
+    total = sub + tax + ship
+    presentment = np.where(second[v_order], np.round(total * fx[v_order]), total).astype(np.int64)
+    is_money = versions["kind"].to_numpy() == _V_MONEY
+    v_fate = fate[v_order]
+    current = np.where(
+        is_money,
+        np.where(v_fate == _FATE_PARTIAL_REFUND, total - refund_total[v_order], 0),
+        total,
+    )
+    versions = versions.assign(
+        sub_cents=sub, tax_cents=tax, ship_cents=ship, total_cents=total, presentment_cents=presentment,
+        current_cents=current, post_edit=removal[v_order] & ~pre_edit,
+    )
+    return orders, versions, lines
 
 
 def _make_products(params: DemoStoreParams, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
@@ -960,7 +1062,11 @@ def _write_raw_tables(store: DemoStore, conn, ingested_at: datetime) -> dict[str
         conn.register(name, frame)
     try:
         # materialize once, ordered by order, so each chunk below reads only its own blocks
-        conn.execute("create or replace temp table _demo_lines as select * from _demo_lines_df order by order_idx")
+        conn.execute(
+            "create or replace temp table _demo_lines as select *, "
+            "line_number = max(line_number) over (partition by order_idx) as is_last "
+            "from _demo_lines_df order by order_idx"
+        )
         conn.execute(
             "create or replace temp table _demo_versions as select * from _demo_versions_df order by order_idx"
         )
@@ -996,14 +1102,27 @@ with product_json as (
     from _demo_products
 ),
 line_nodes as (
-    select l.order_idx, '[' || string_agg(
-        '{{"id":"gid://shopify/LineItem/' || l.line_num || '","quantity":' || l.quantity || p.fragment
+    -- per version (an order has at most one version of each kind): currentQuantity depends on
+    -- the edit and the refund the version has seen
+    select v.order_idx, v.kind, '[' || string_agg(
+        '{{"id":"gid://shopify/LineItem/' || l.line_num || '","quantity":' || (l.quantity + l.extra)
+        || ',"currentQuantity":' || (l.quantity + case when v.post_edit then 0 else l.extra end
+            - case when v.has_refund and o.refund_scope = 2 then l.quantity
+                   when v.has_refund and o.refund_scope = 1 and l.is_last then 1 else 0 end)
+        || p.fragment
         || ',"originalUnitPriceSet":' || _demo_set(l.unit_cents, $cur)
         || ',"totalDiscountSet":' || _demo_set(l.discount_cents, $cur) || '}}',
-        ',' order by l.line_number) || ']' as nodes
-    from _demo_lines l join product_json p on p.product_idx = l.product_idx
-    where l.order_idx >= $lo and l.order_idx < $hi
-    group by l.order_idx
+        ',' order by l.line_number) || ']' as nodes,
+        '[' || string_agg(case when o.refund_scope = 2 or (o.refund_scope = 1 and l.is_last) then
+            '{{"lineItem":{{"id":"gid://shopify/LineItem/' || l.line_num || '"}},"quantity":' || l.quantity
+            || ',"subtotalSet":' || _demo_set(l.quantity * l.unit_cents - l.discount_cents, $cur) || '}}' end,
+        ',' order by l.line_number) || ']' as refund_lines
+    from _demo_versions v
+    join _demo_orders o on o.order_idx = v.order_idx
+    join _demo_lines l on l.order_idx = v.order_idx
+    join product_json p on p.product_idx = l.product_idx
+    where v.order_idx >= $lo and v.order_idx < $hi
+    group by v.order_idx, v.kind
 )
 select
     case when v.broken = 2 then null else 'gid://shopify/Order/' || o.order_num end,
@@ -1015,31 +1134,38 @@ select
     || '","processedAt":"' || _demo_ts(o.created_s, 'Z')
     || '","updatedAt":"' || _demo_ts(v.updated_s, 'Z')
     || '","cancelledAt":' || case when v.cancelled then '"' || _demo_ts(o.cancel_s, 'Z') || '"' else 'null' end
-    || ',"currencyCode":"' || o.currency_code
+    || ',"currencyCode":"' || $cur
+    || '","presentmentCurrencyCode":"' || o.currency_code
     || '","test":' || case when o.is_test then 'true' else 'false' end
     || ',"email":' || coalesce(to_json(coalesce(a.email, o.guest_email)), 'null')
     || ',"displayFinancialStatus":"' || {fin}[v.fin_status + 1]
     || '","displayFulfillmentStatus":"' || {fulfillment}[v.fulfillment_status + 1]
-    || '","totalPriceSet":{{"shopMoney":{{"amount":"'
-    || case when v.broken = 1 then replace(_demo_money(o.gross_cents), '.', ',') else _demo_money(o.gross_cents) end
-    || '","currencyCode":"' || $cur || '"}},"presentmentMoney":{{"amount":"' || _demo_money(o.presentment_cents)
+    || '","taxesIncluded":false'
+    || ',"totalPriceSet":{{"shopMoney":{{"amount":"'
+    || case when v.broken = 1 then replace(_demo_money(v.total_cents), '.', ',') else _demo_money(v.total_cents) end
+    || '","currencyCode":"' || $cur || '"}},"presentmentMoney":{{"amount":"' || _demo_money(v.presentment_cents)
     || '","currencyCode":"' || o.currency_code || '"}}}}'
+    || ',"subtotalPriceSet":' || _demo_set(v.sub_cents, $cur)
     || ',"currentTotalPriceSet":' || _demo_set(v.current_cents, $cur)
     || ',"totalDiscountsSet":' || _demo_set(o.discount_cents, $cur)
+    || ',"totalTaxSet":' || _demo_set(v.tax_cents, $cur)
+    || ',"totalShippingPriceSet":' || _demo_set(v.ship_cents, $cur)
     || ',"customer":' || case when o.account_idx >= 0
-        then '{{"id":"gid://shopify/Customer/' || a.account_num || '","email":' || to_json(a.email) || '}}'
+        then '{{"id":"gid://shopify/Customer/' || a.account_num || '","defaultEmailAddress":{{"emailAddress":'
+             || to_json(a.email) || '}}}}'
         else 'null' end
     || ',"lineItems":{{"nodes":' || ln.nodes || '}}'
-    || ',"refunds":' || case when v.has_refund
+    || ',"refunds":' || case when v.has_refund and o.refund_scope > 0
         then '[{{"id":"gid://shopify/Refund/' || o.refund_num || '","createdAt":"' || _demo_ts(o.refund_s, 'Z')
-             || '","totalRefundedSet":' || _demo_set(o.refund_cents, $cur) || '}}]'
+             || '","totalRefundedSet":' || _demo_set(o.refund_cents, $cur)
+             || ',"refundLineItems":{{"nodes":' || ln.refund_lines || '}}}}]'
         else '[]' end
     || '}}')::json,
     'demo',
     $ingested
 from _demo_versions v
 join _demo_orders o on o.order_idx = v.order_idx
-join line_nodes ln on ln.order_idx = v.order_idx
+join line_nodes ln on ln.order_idx = v.order_idx and ln.kind = v.kind
 left join _demo_accounts a on a.account_idx = o.account_idx
 where v.order_idx >= $lo and v.order_idx < $hi
 """

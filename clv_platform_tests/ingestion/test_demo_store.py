@@ -19,11 +19,14 @@ TS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 TS_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+00:00$")
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 ORDER_KEYS = {
-    "id", "name", "createdAt", "processedAt", "updatedAt", "cancelledAt", "currencyCode", "test", "email",
-    "displayFinancialStatus", "displayFulfillmentStatus", "totalPriceSet", "currentTotalPriceSet",
-    "totalDiscountsSet", "customer", "lineItems", "refunds",
+    "id", "name", "createdAt", "processedAt", "updatedAt", "cancelledAt", "currencyCode", "presentmentCurrencyCode",
+    "test", "email", "displayFinancialStatus", "displayFulfillmentStatus", "taxesIncluded", "totalPriceSet",
+    "subtotalPriceSet", "currentTotalPriceSet", "totalDiscountsSet", "totalTaxSet", "totalShippingPriceSet",
+    "customer", "lineItems", "refunds",
 }
-LINE_KEYS = {"id", "quantity", "sku", "title", "product", "originalUnitPriceSet", "totalDiscountSet"}
+LINE_KEYS = {
+    "id", "quantity", "currentQuantity", "sku", "title", "product", "originalUnitPriceSet", "totalDiscountSet",
+}
 PREDICTIVE_KEYS = {
     "historic_clv", "predicted_clv", "total_clv", "historic_number_of_orders", "predicted_number_of_orders",
     "average_days_between_orders", "average_order_value", "churn_probability", "expected_date_of_next_order",
@@ -82,17 +85,21 @@ def test_order_nodes_match_the_contract(nodes):
             assert TS_Z.match(node[key])
         assert node["cancelledAt"] is None or TS_Z.match(node["cancelledAt"])
         total = node["totalPriceSet"]
-        assert total["shopMoney"]["currencyCode"] == "USD"
-        assert total["presentmentMoney"]["currencyCode"] == node["currencyCode"]
-        assert node["currencyCode"] in ("USD", "EUR")
-        if node["currencyCode"] == "USD" and not is_broken(node):
+        # Order.currencyCode is the shop currency; presentmentCurrencyCode is the buyer's
+        assert node["currencyCode"] == "USD" and total["shopMoney"]["currencyCode"] == "USD"
+        assert total["presentmentMoney"]["currencyCode"] == node["presentmentCurrencyCode"]
+        assert node["presentmentCurrencyCode"] in ("USD", "EUR")
+        if node["presentmentCurrencyCode"] == "USD" and not is_broken(node):
             assert total["presentmentMoney"]["amount"] == total["shopMoney"]["amount"]
-        for money in (total["presentmentMoney"], node["currentTotalPriceSet"]["shopMoney"],
-                      node["totalDiscountsSet"]["shopMoney"]):
-            assert MONEY.match(money["amount"])
+        assert node["taxesIncluded"] is False
+        for key in ("subtotalPriceSet", "currentTotalPriceSet", "totalDiscountsSet", "totalTaxSet",
+                    "totalShippingPriceSet"):
+            assert MONEY.match(node[key]["shopMoney"]["amount"])
+        assert MONEY.match(total["presentmentMoney"]["amount"])
         if node["customer"] is not None:
             assert re.match(r"^gid://shopify/Customer/\d+$", node["customer"]["id"])
-            assert node["customer"]["email"] == node["email"]
+            assert set(node["customer"]) == {"id", "defaultEmailAddress"}  # Customer.email is deprecated
+            assert node["customer"]["defaultEmailAddress"]["emailAddress"] == node["email"]
         assert isinstance(node["email"], str) and "@" in node["email"]
         assert 1 <= len(node["lineItems"]["nodes"]) <= 6
         for line in node["lineItems"]["nodes"]:
@@ -101,32 +108,55 @@ def test_order_nodes_match_the_contract(nodes):
             assert re.match(r"^gid://shopify/Product/\d+$", line["product"]["id"])
             assert line["product"]["productType"] in DemoStoreParams().categories
             assert isinstance(line["quantity"], int) and line["quantity"] >= 1
+            assert isinstance(line["currentQuantity"], int) and 0 <= line["currentQuantity"] <= line["quantity"]
             assert MONEY.match(line["originalUnitPriceSet"]["shopMoney"]["amount"])
             assert MONEY.match(line["totalDiscountSet"]["shopMoney"]["amount"])
         for refund in node["refunds"]:
             assert re.match(r"^gid://shopify/Refund/\d+$", refund["id"])
             assert TS_Z.match(refund["createdAt"]) and refund["createdAt"] <= node["updatedAt"]
             assert MONEY.match(refund["totalRefundedSet"]["shopMoney"]["amount"])
+            line_ids = {li["id"] for li in node["lineItems"]["nodes"]}
+            assert refund["refundLineItems"]["nodes"]
+            for refunded in refund["refundLineItems"]["nodes"]:
+                assert refunded["lineItem"]["id"] in line_ids and refunded["quantity"] >= 1
+                assert MONEY.match(refunded["subtotalSet"]["shopMoney"]["amount"])
 
 
 def test_lines_add_up_to_the_order_and_refunds_to_the_current_total(nodes):
+    """Shopify's arithmetic: sold units (still on the order + refunded; edited-away units are not
+    sold) at their price minus discounts = subtotal; + tax + shipping = totalPrice; current total =
+    total - refunds (0 once cancelled); a refund's products = its refunded lines' subtotals."""
+    edited = refunded_lines = 0
     for node in nodes:
         if is_broken(node):
             continue
         lines = node["lineItems"]["nodes"]
-        gross = Decimal(node["totalPriceSet"]["shopMoney"]["amount"])
+        refund_qty: dict[str, int] = {}
+        products_refunded = Decimal(0)
+        for refund in node["refunds"]:
+            for r in refund["refundLineItems"]["nodes"]:
+                refund_qty[r["lineItem"]["id"]] = refund_qty.get(r["lineItem"]["id"], 0) + r["quantity"]
+                products_refunded += Decimal(r["subtotalSet"]["shopMoney"]["amount"])
+                refunded_lines += 1
+        sold = {li["id"]: li["currentQuantity"] + refund_qty.get(li["id"], 0) for li in lines}
+        edited += any(sold[li["id"]] < li["quantity"] for li in lines)
+        subtotal = Decimal(node["subtotalPriceSet"]["shopMoney"]["amount"])
         line_discounts = sum(Decimal(li["totalDiscountSet"]["shopMoney"]["amount"]) for li in lines)
-        line_revenue = sum(
-            li["quantity"] * Decimal(li["originalUnitPriceSet"]["shopMoney"]["amount"])
-            - Decimal(li["totalDiscountSet"]["shopMoney"]["amount"])
-            for li in lines
-        )
-        assert line_revenue == gross
+        line_revenue = sum(sold[li["id"]] * Decimal(li["originalUnitPriceSet"]["shopMoney"]["amount"])
+                           for li in lines) - line_discounts
+        assert line_revenue == subtotal
         assert line_discounts == Decimal(node["totalDiscountsSet"]["shopMoney"]["amount"])
+        tax = Decimal(node["totalTaxSet"]["shopMoney"]["amount"])
+        shipping = Decimal(node["totalShippingPriceSet"]["shopMoney"]["amount"])
+        assert tax == (subtotal * Decimal("0.08")).quantize(Decimal("0.01"), rounding="ROUND_HALF_UP")
+        assert shipping == (Decimal(0) if subtotal >= 75 else Decimal("5.95"))
+        total = Decimal(node["totalPriceSet"]["shopMoney"]["amount"])
+        assert total == subtotal + tax + shipping
         refunded = sum(Decimal(r["totalRefundedSet"]["shopMoney"]["amount"]) for r in node["refunds"])
         current = Decimal(node["currentTotalPriceSet"]["shopMoney"]["amount"])
-        assert current == (Decimal(0) if node["cancelledAt"] else gross - refunded)
-        assert 0 <= refunded <= gross
+        assert current == (Decimal(0) if node["cancelledAt"] else total - refunded)
+        assert 0 <= products_refunded <= refunded <= total
+    assert edited > 50 and refunded_lines > 500
 
 
 def test_mess_lands_near_the_configured_rates(store, nodes):
@@ -146,7 +176,7 @@ def test_mess_lands_near_the_configured_rates(store, nodes):
     assert share(real, lambda n: n["displayFinancialStatus"] == "PARTIALLY_REFUNDED") == (
         pytest.approx(p.partial_refund_rate, abs=0.009))
     assert share(real, lambda n: n["customer"] is None) == pytest.approx(p.guest_order_rate, abs=0.012)
-    assert share(latest, lambda n: n["currencyCode"] == "EUR") == (
+    assert share(latest, lambda n: n["presentmentCurrencyCode"] == "EUR") == (
         pytest.approx(p.second_currency_order_rate, abs=0.008))
     assert share(latest, lambda n: n["totalDiscountsSet"]["shopMoney"]["amount"] != "0.00") == (
         pytest.approx(p.discount_rate, abs=0.012))
@@ -162,7 +192,8 @@ def test_mess_lands_near_the_configured_rates(store, nodes):
 
 def test_guest_checkouts_can_be_tied_to_registered_customers(nodes):
     latest = latest_versions(nodes)
-    registered = {n["customer"]["email"].strip().lower(): n["customer"]["email"] for n in latest if n["customer"]}
+    registered = {n["customer"]["defaultEmailAddress"]["emailAddress"].strip().lower():
+                  n["customer"]["defaultEmailAddress"]["emailAddress"] for n in latest if n["customer"]}
     guests = [n for n in latest if n["customer"] is None]
     tied = [g for g in guests if g["email"].strip().lower() in registered]
     assert len(tied) > 50
@@ -183,7 +214,10 @@ def test_orders_have_later_versions(nodes):
         assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
         assert len({v["createdAt"] for v in versions}) == 1
         assert versions[0]["refunds"] == [] and versions[0]["cancelledAt"] is None
-        assert versions[0]["lineItems"] == versions[-1]["lineItems"]
+        # the lines as ordered never change; what is left of them (currentQuantity) may
+        strip = [[{k: v for k, v in li.items() if k != "currentQuantity"} for li in x["lineItems"]["nodes"]]
+                 for x in (versions[0], versions[-1])]
+        assert strip[0] == strip[1]
     changed = [v for v in multi.values() if v[-1]["refunds"] or v[-1]["cancelledAt"]]
     assert changed and all(v[-1]["displayFinancialStatus"] != v[0]["displayFinancialStatus"] for v in changed)
 

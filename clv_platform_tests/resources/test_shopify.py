@@ -52,7 +52,7 @@ def test_paged_orders_match_source_across_many_pages(fake, shopify, order_nodes,
         -(-len(n["lineItems"]["nodes"]) // 50) - 1 for n in big
     )
     first = pages[0]
-    assert first.path == "/admin/api/2025-01/graphql.json"
+    assert first.path == "/admin/api/2026-10/graphql.json"
     assert first.headers["x-shopify-access-token"] == fake.shopify_token
     variables = first.body["variables"]
     assert variables["query"] == "updated_at:>='2024-12-01T00:00:00Z' AND updated_at:<'2025-03-01T00:00:00Z'"
@@ -190,7 +190,7 @@ def test_auth_errors_fail_fast_naming_the_setting(
     elif case == "missing scope":
         fake.shopify_forbidden = True
     elif case == "wrong api version":
-        resource = _copy(shopify, api_version="1999-01")
+        resource = _copy(shopify, api_version="2026-02")  # not a release: 404
     else:
         fake.fault(SHOPIFY, "access_denied", times=None)
 
@@ -204,7 +204,7 @@ def test_auth_errors_fail_fast_naming_the_setting(
 
 
 def test_empty_token_is_a_clear_error(shopify):
-    with pytest.raises(ConnectorError, match="SHOPIFY_ACCESS_TOKEN is empty"):
+    with pytest.raises(ConnectorError, match="SHOPIFY_CLIENT_ID and SHOPIFY_CLIENT_SECRET .* or the legacy SHOPIFY_ACCESS_TOKEN"):
         list(_copy(shopify, access_token="").iter_orders(START, END))
 
 
