@@ -1,7 +1,8 @@
 """The clv_platform code location: the one place that decides which systems are used.
 
 With no Shopify credentials the whole graph runs on the built-in demo store; with
-`SHOPIFY_SHOP_DOMAIN` + `SHOPIFY_ACCESS_TOKEN` (and optionally `KLAVIYO_API_KEY`) the same
+`SHOPIFY_SHOP_DOMAIN` + `SHOPIFY_CLIENT_ID`/`SHOPIFY_CLIENT_SECRET` (or a legacy
+`SHOPIFY_ACCESS_TOKEN`) and optionally `KLAVIYO_API_KEY` the same
 assets pull the real store. Secrets are bound with `EnvVar`, so their values are read at
 run time and never shown in the UI.
 """
@@ -54,7 +55,9 @@ def source_resources() -> dict[str, dg.ConfigurableResource]:
         n_customers=int(os.environ.get("CLV_DEMO_CUSTOMERS", "5000")),
         seed=int(os.environ.get("CLV_DEMO_SEED", "42")),
     )
-    shopify_live = bool(os.environ.get("SHOPIFY_ACCESS_TOKEN")) and bool(os.environ.get("SHOPIFY_SHOP_DOMAIN"))
+    from clv_platform.resources.shopify import DEFAULT_API_VERSION, credential_settings, has_credentials
+
+    shopify_live = has_credentials(os.environ)
     klaviyo_live = bool(os.environ.get("KLAVIYO_API_KEY"))
     resources: dict[str, dg.ConfigurableResource] = {"shopify": demo, "klaviyo": demo}
     if shopify_live:
@@ -62,8 +65,8 @@ def source_resources() -> dict[str, dg.ConfigurableResource]:
 
         resources["shopify"] = ShopifyResource(
             shop_domain=dg.EnvVar("SHOPIFY_SHOP_DOMAIN"),
-            access_token=dg.EnvVar("SHOPIFY_ACCESS_TOKEN"),
-            api_version=os.environ.get("SHOPIFY_API_VERSION", "2025-01"),
+            **credential_settings(os.environ),  # client credentials (Dev Dashboard app) or legacy token
+            api_version=os.environ.get("SHOPIFY_API_VERSION", DEFAULT_API_VERSION),
         )
         resources["klaviyo"] = NoProfilesResource()
     if klaviyo_live:

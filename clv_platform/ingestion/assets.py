@@ -117,6 +117,14 @@ def raw_shopify_orders(
             total += written
             context.log.info(f"{chunk_start:%Y-%m-%d}..{chunk_end:%Y-%m-%d}: {written} order versions")
 
+    shop = _store_shop(duckdb, shopify, source, context.log)
+    versions = shopify.served_api_versions() if hasattr(shopify, "served_api_versions") else {}
+    if versions and versions["served"] not in ("unknown", versions["requested"]):
+        context.log.warning(
+            f"Shopify served Admin API version {versions['served']} instead of {versions['requested']}: "
+            "set SHOPIFY_API_VERSION to a supported version"
+        )
+
     with duckdb.get_connection() as conn:
         stats = conn.execute(
             """
@@ -146,8 +154,34 @@ def raw_shopify_orders(
             "min_updated_at": str(stats[2]),
             "max_updated_at": str(stats[3]),
             "preview": preview,
+            **shop,
+            **{f"shopify_api_version_{k}": v for k, v in versions.items()},
         }
     )
+
+
+def _store_shop(duckdb: DuckDBResource, shopify: dg.ConfigurableResource, source: str, log) -> dict:
+    """Read `shop { ianaTimezone currencyCode }` once per load and keep it in raw.shopify_shop:
+    staging counts order days in that time zone and money in that currency."""
+    if not hasattr(shopify, "shop_info"):
+        return {}
+    info = shopify.shop_info(log)
+    domain = getattr(shopify, "shop_domain", source)
+    with duckdb.get_connection() as conn:
+        conn.execute("begin transaction")
+        try:
+            conn.execute("delete from raw.shopify_shop where source = ?", [source])
+            conn.execute(
+                "insert into raw.shopify_shop values (?, ?, ?, ?, ?)",
+                [domain, info["ianaTimezone"], info["currencyCode"], source,
+                 datetime.now(timezone.utc).replace(tzinfo=None)],
+            )
+            conn.execute("commit")
+        except Exception:
+            conn.execute("rollback")
+            raise
+    log.info(f"shop time zone {info['ianaTimezone']}, currency {info['currencyCode']}")
+    return {"shop_timezone": info["ianaTimezone"], "shop_currency": info["currencyCode"]}
 
 
 def _in_window(node: dict, start: datetime, end: datetime) -> bool:

@@ -1038,6 +1038,13 @@ def _write_raw_tables(store: DemoStore, conn, ingested_at: datetime) -> dict[str
         create or replace table raw.klaviyo_profiles (
             profile_id varchar, updated_at timestamp, payload json, source varchar, ingested_at timestamp)""")
     conn.execute("""
+        create or replace table raw.shopify_shop (
+            shop_domain varchar, iana_timezone varchar, currency_code varchar, source varchar, fetched_at timestamp)""")
+    conn.execute(
+        "insert into raw.shopify_shop values ('demo', ?, ?, 'demo', ?)",
+        [store.params.shop_timezone, cur, ingested_at],
+    )
+    conn.execute("""
         create or replace temp macro _demo_money(c) as
             (c // 100)::varchar || '.' || lpad((c % 100)::varchar, 2, '0')""")
     conn.execute("""

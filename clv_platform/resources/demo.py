@@ -36,6 +36,11 @@ class DemoStoreResource(dg.ConfigurableResource):
     def iter_orders(self, updated_min: datetime, updated_max: datetime, log: Any = None) -> Iterator[dict]:
         yield from self.store().order_nodes(updated_min, updated_max)
 
+    def shop_info(self, log: Any = None) -> dict:
+        """What `shop { ianaTimezone currencyCode }` answers for the demo store."""
+        params = self.store().params
+        return {"ianaTimezone": params.shop_timezone, "currencyCode": params.shop_currency}
+
     def iter_profiles(self, updated_after: datetime | None, log: Any = None) -> Iterator[dict]:
         yield from self.store().profile_objects(updated_after)
 

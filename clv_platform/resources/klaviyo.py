@@ -49,7 +49,11 @@ class KlaviyoResource(HttpConnectorResource):
 
     api_key: str = Field(repr=False, description="Private API key (pk_…) with profiles:read; bind with EnvVar.")
     base_url: str = Field(default="https://a.klaviyo.com", description="API root; a fake server in tests.")
-    revision: str = Field(default="2024-10-15", description="Pinned API revision header.")
+    revision: str = Field(
+        default="2026-10-15",
+        description="Pinned API revision header: the current stable one (quarterly; each supported 2 years, "
+        "retired revisions fall forward or answer 410).",
+    )
     page_size: int = Field(default=100, description="Profiles per page (max 100).")
     include_predictive_analytics: bool = Field(
         default=True, description="Ask for predictive_analytics (falls back to without it if it keeps failing)."

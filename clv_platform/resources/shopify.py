@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import IO, Any
 
+import dagster as dg
 import requests
 from pydantic import Field, PrivateAttr
 
@@ -151,6 +152,21 @@ def shape_order(order: dict, line_items: list[dict]) -> dict:
         else:
             shaped[key] = order.get(key)
     return shaped
+
+
+def credential_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The credential fields of a ShopifyResource, bound with EnvVar to whichever kind is configured.
+
+    A Dev Dashboard app (SHOPIFY_CLIENT_ID + SHOPIFY_CLIENT_SECRET) wins over a legacy
+    SHOPIFY_ACCESS_TOKEN; only names are looked at here, the values are read at run time.
+    """
+    if env.get("SHOPIFY_CLIENT_ID"):
+        return {"client_id": dg.EnvVar("SHOPIFY_CLIENT_ID"), "client_secret": dg.EnvVar("SHOPIFY_CLIENT_SECRET")}
+    return {"access_token": dg.EnvVar("SHOPIFY_ACCESS_TOKEN")}
+
+
+def has_credentials(env: Mapping[str, str]) -> bool:
+    return bool(env.get("SHOPIFY_SHOP_DOMAIN")) and bool(env.get("SHOPIFY_CLIENT_ID") or env.get("SHOPIFY_ACCESS_TOKEN"))
 
 
 class _QueryTooExpensive(Exception):

@@ -44,7 +44,7 @@ def test_profiles_match_source_across_many_pages(fake, klaviyo, profile_objects,
     assert len(calls) == -(-len(profile_objects) // 25) >= 10
     first = calls[0]
     assert first.headers["authorization"] == f"Klaviyo-API-Key {fake.klaviyo_key}"
-    assert first.headers["revision"] == "2024-10-15"
+    assert first.headers["revision"] == "2026-10-15"
     assert first.headers["accept"] == "application/vnd.api+json"
     assert first.query == {
         "page[size]": "25",
