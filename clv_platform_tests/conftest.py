@@ -6,7 +6,8 @@ import pytest
 @pytest.fixture
 def data_env(tmp_path, monkeypatch):
     """Point the platform's paths at tmp_path and make sure no live credentials leak in."""
-    for var in ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_SHOP_DOMAIN", "KLAVIYO_API_KEY"):
+    for var in ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_CLIENT_ID", "SHOPIFY_CLIENT_SECRET", "SHOPIFY_SHOP_DOMAIN",
+                "KLAVIYO_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     inbox = tmp_path / "inbox"
     inbox.mkdir()

@@ -45,7 +45,7 @@ ROUTES = (SHOPIFY, SHOPIFY_TOKEN, BULK_DOWNLOAD, KLAVIYO)
 
 # Faults checked on every request of a route; the others fire at an event (see FakeApi.fault).
 REQUEST_KINDS = {"status", "throttled", "slow", "truncated", "reset", "duplicate", "bucket_low",
-                 "access_denied", "predictive_503"}
+                 "access_denied", "predictive_503", "revoke_tokens"}
 EVENT_KINDS = {"bulk_failed": SHOPIFY, "bulk_busy": SHOPIFY}
 
 
@@ -453,6 +453,7 @@ class FakeApi:
         self.client_secret = "shpss_fake_client_secret_0123456789"
         self.token_lifetime = 86_399
         self.granted_tokens: dict[str, float] = {}
+        self.accept_granted_tokens = True  # False: the grant works but Shopify rejects its tokens (401)
         self.shop = {"ianaTimezone": "America/Los_Angeles", "currencyCode": "USD"}
         self.shopify_forbidden = False
         self.klaviyo_forbidden = False
@@ -535,7 +536,8 @@ class FakeApi:
         - "duplicate": the page's last record is repeated as the first of the next page;
         - "bucket_low": after this query, the cost bucket holds only `available` points;
         - "access_denied": GraphQL ACCESS_DENIED error (HTTP 200);
-        - "predictive_503": HTTP 503 for Klaviyo requests asking for predictive_analytics.
+        - "predictive_503": HTTP 503 for Klaviyo requests asking for predictive_analytics;
+        - "revoke_tokens": before this Shopify request is authenticated, every granted token stops working.
         Event kinds (count events, not requests; use `times`):
         - "bulk_failed": the next bulk operation(s) end FAILED (errorCode INTERNAL_SERVER_ERROR);
         - "bulk_busy": bulkOperationRunQuery answers "already in progress".
@@ -589,6 +591,8 @@ class FakeApi:
             return False
         if token == self.shopify_token:
             return True
+        if not self.accept_granted_tokens:
+            return False
         expires = self.granted_tokens.get(token)
         return expires is not None and self.clock() < expires
 
@@ -1016,14 +1020,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reset()
         if "slow" in faults:
             fake._stop.wait(float(faults["slow"].params.get("delay", 2.0)))
-        if route == SHOPIFY_TOKEN:
-            return fake.grant_token(record)
-        self._check_auth(fake, route, record)
+        if "revoke_tokens" in faults:
+            fake.revoke_granted_tokens()
+        if route != SHOPIFY_TOKEN:
+            self._check_auth(fake, route, record)
         if "status" in faults or "predictive_503" in faults:
             spec = faults.get("status") or faults["predictive_503"]
             status = int(spec.params.get("status", 503))
             headers = {"Retry-After": str(spec.params["retry_after"])} if "retry_after" in spec.params else {}
             raise _Response(status, _fault_body(route, status), headers)
+        if route == SHOPIFY_TOKEN:
+            return fake.grant_token(record)
         if route == SHOPIFY:
             status, payload = fake.graphql(record, faults)
             return status, payload, {"X-Shopify-API-Version": fake.served_version(record.path.split("/")[3])}
