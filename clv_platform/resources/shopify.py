@@ -14,7 +14,12 @@ module adds what is Shopify-specific:
 - an order version repeated on two adjacent pages is yielded once;
 - the bulk result is downloaded to a temporary file first (retried whole), so a broken
   download can never yield half a file twice; it is fetched without the access token,
-  because the signed result URL lives on another host.
+  because the signed result URL lives on another host;
+- credentials: a Dev Dashboard app's client credentials grant (token fetched when needed,
+  renewed before it expires and once after an unexpected 401) or a legacy static token;
+- the API version Shopify served (`X-Shopify-API-Version`) is compared with the requested one;
+- the query asks for each field by its meaning (shop vs presentment currency, tax and shipping,
+  currentQuantity, refunded lines); `data_contracts.md` documents the node.
 """
 
 from __future__ import annotations

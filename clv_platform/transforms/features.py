@@ -22,8 +22,8 @@ Decisions, and why:
   (`frequency` = distinct purchase days − 1, `monetary` = mean net value of the repeat
   days, 0 when there are none), the `lifetimes` convention.
 * `discount_share` = discount / (net-of-discount gross + discount): staging's
-  `gross_revenue` is Shopify's `totalPrice`, already after discounts, so dividing by it
-  alone could exceed 1.
+  `gross_revenue` is Shopify's net sales before returns, already after discounts, so dividing
+  by it alone could exceed 1.
 
 Refunds count from the day they were made (`staging.refunds.refunded_at`; the history keeps each
 order's first and last refund day), so a refund made after the cutoff is unknown at it
