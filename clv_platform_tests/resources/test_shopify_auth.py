@@ -160,3 +160,25 @@ def test_raw_asset_keeps_secrets_out_of_logs_metadata_tables_and_run_storage(
     assert "shopify_api_version_served" in text and "access token obtained" in text  # the run's events are in it
     for secret in secrets:
         assert secret not in text
+
+
+def test_refund_with_more_lines_than_one_page_is_fetched_whole(clock, fast, log):
+    """A refund returning more lines than `refund_lines_page_size` is re-read with all its lines."""
+    nodes = make_order_nodes(8, start=datetime(2025, 1, 1), span_days=2, big_order_every=0)
+    node = nodes[3]
+    node["lineItems"]["nodes"] = [dict(node["lineItems"]["nodes"][0], id=f"gid://shopify/LineItem/77{k}")
+                                  for k in range(3)]
+    node["refunds"] = [{
+        "id": "gid://shopify/Refund/7700", "createdAt": node["updatedAt"],
+        "totalRefundedSet": {"shopMoney": {"amount": "30.00", "currencyCode": "USD"}},
+        "refundLineItems": {"nodes": [{"lineItem": {"id": f"gid://shopify/LineItem/77{k}"}, "quantity": 1,
+                                       "subtotalSet": {"shopMoney": {"amount": "10.00", "currencyCode": "USD"}}}
+                                      for k in range(3)]},
+    }]
+    with FakeApi(nodes, clock=clock.now) as server:
+        resource = ShopifyResource(shop_domain=server.base_url, access_token=server.shopify_token,
+                                   refund_lines_page_size=2, **fast)
+        got = list(resource.iter_orders(datetime(2024, 12, 1), datetime(2025, 2, 1), log))
+        follow_ups = server.requests_for(SHOPIFY, op="refunds")
+    _assert_exact(got, nodes)
+    assert len(follow_ups) == 1 and follow_ups[0].body["variables"]["id"] == node["id"]
