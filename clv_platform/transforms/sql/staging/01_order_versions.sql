@@ -59,7 +59,24 @@ typed as (
             lambda r: try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) is null)), false) as bad_refund,
         coalesce(list_bool_or(list_transform(coalesce(o.lineItems.nodes, []),
             lambda l: try_cast(l.quantity as integer) is null
-                 or try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2)) is null)), false) as bad_line
+                 or try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2)) is null)), false) as bad_line,
+        -- range guards (macros of 00_value_limits.sql); checked before the parse checks so that a
+        -- number too large to cast says so instead of "unparseable"
+        coalesce(list_bool_or(list_transform(coalesce(o.lineItems.nodes, []),
+            lambda l: clv_quantity_out_of_range(l.quantity))), false) as quantity_out_of_range,
+        clv_amount_out_of_range(o.totalPriceSet.shopMoney.amount)
+            or clv_amount_out_of_range(o.totalDiscountsSet.shopMoney.amount)
+            or coalesce(list_bool_or(list_transform(coalesce(o.lineItems.nodes, []),
+                lambda l: clv_amount_out_of_range(l.originalUnitPriceSet.shopMoney.amount)
+                       or clv_amount_out_of_range(l.totalDiscountSet.shopMoney.amount)
+                       or (not clv_quantity_out_of_range(l.quantity)
+                           and clv_line_value_out_of_range(l.quantity, l.originalUnitPriceSet.shopMoney.amount,
+                                                           l.totalDiscountSet.shopMoney.amount)))), false)
+            or coalesce(list_bool_or(list_transform(coalesce(o.refunds, []),
+                lambda r: clv_amount_out_of_range(r.totalRefundedSet.shopMoney.amount))), false)
+            or coalesce(abs(list_sum(list_transform(coalesce(o.refunds, []),
+                lambda r: try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2))))) >= 1000000000000, false)
+            as amount_out_of_range
     from parsed
 ),
 checked as (
@@ -68,6 +85,8 @@ checked as (
         case
             when order_id is null then 'missing order id'
             when created_at is null or updated_at is null then 'missing or unparseable createdAt/updatedAt'
+            when quantity_out_of_range then 'quantity out of range'
+            when amount_out_of_range then 'amount out of range'
             when gross_revenue is null then 'missing or unparseable total price'
             when bad_refund then 'unparseable refund amount'
             when bad_line then 'unparseable line item quantity or price'
