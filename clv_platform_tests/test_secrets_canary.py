@@ -124,6 +124,8 @@ def test_no_piece_of_a_canary_secret_reaches_disk_or_output(env, capfd, caplog):
             result = job()
             runs += 1
             assert not result.success
+            # 4xx-type errors fail at once: no step retry (the 5xx paths run without a policy)
+            assert "STEP_UP_FOR_RETRY" not in {e.event_type_value for e in result.all_events}
             _record_failure(instance, result)
             for event in result.all_events:
                 if event.event_type_value == "STEP_FAILURE":
