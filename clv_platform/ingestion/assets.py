@@ -438,7 +438,12 @@ def _refetch_missing_predictions(
         missing = _profiles_missing_predictions(conn, source)
     if not missing:
         return 0
-    context.log.info(f"re-requesting predictive_analytics for {len(missing)} profiles that lack it")
+    limit = max(0, int(getattr(klaviyo, "predictive_refetch_max_profiles", len(missing))))
+    context.log.info(
+        f"re-requesting predictive_analytics for {min(limit, len(missing))} of the {len(missing)} profiles "
+        "that lack it"
+    )
+    missing = missing[:limit]
     refetched = 0
     batch: list[dict] = []
     try:

@@ -59,6 +59,11 @@ class KlaviyoResource(HttpConnectorResource):
         default=True, description="Ask for predictive_analytics (falls back to without it if it keeps failing)."
     )
     include_subscriptions: bool = Field(default=True, description="Ask for subscriptions (consent).")
+    predictive_refetch_max_profiles: int = Field(
+        default=30000,
+        description="Profiles lacking predictive_analytics re-requested by id per run (100 per request; "
+        "Klaviyo allows ~150 such requests a minute). The rest wait for the next run.",
+    )
 
     @property
     def source_name(self) -> str:

@@ -285,3 +285,25 @@ def test_klaviyo_predictions_still_failing_stay_on_the_list(tmp_path):
     assert meta(first, "profiles_missing_predictions") == 120
     assert meta(second, "profiles_missing_predictions") == 120
     assert meta(third, "profiles_missing_predictions") == 0
+
+
+def test_klaviyo_refetch_is_capped_per_run_and_resumes(tmp_path):
+    profiles = make_profiles(120)
+    db = str(tmp_path / "a.duckdb")
+    with FakeApi((), profiles) as server:
+        klaviyo = KlaviyoResource(api_key=server.klaviyo_key, base_url=server.base_url, page_size=50,
+                                  predictive_refetch_max_profiles=70, **FAST)
+        resources = {"duckdb": DuckDBResource(database=db), "klaviyo": klaviyo}
+        server.fault(KLAVIYO, "predictive_503", times=None)
+        dg.materialize([raw_klaviyo_profiles], resources=resources)  # all 120 without predictions
+        server.faults.clear()
+        second = dg.materialize([raw_klaviyo_profiles], resources=resources)
+        third = dg.materialize([raw_klaviyo_profiles], resources=resources)
+
+    def meta(result, key):
+        return result.asset_materializations_for_node("raw__klaviyo_profiles")[0].metadata[key].value
+
+    assert meta(second, "refetched_for_predictions") == 70
+    assert meta(second, "profiles_missing_predictions") == 120 - 70 - 1  # the sync re-read the newest one
+    assert meta(third, "refetched_for_predictions") == 49
+    assert meta(third, "profiles_missing_predictions") == 0
