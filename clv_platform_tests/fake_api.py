@@ -45,8 +45,8 @@ ROUTES = (SHOPIFY, SHOPIFY_TOKEN, BULK_DOWNLOAD, KLAVIYO)
 
 # Faults checked on every request of a route; the others fire at an event (see FakeApi.fault).
 REQUEST_KINDS = {"status", "throttled", "slow", "truncated", "reset", "duplicate", "bucket_low",
-                 "access_denied", "predictive_503", "revoke_tokens"}
-EVENT_KINDS = {"bulk_failed": SHOPIFY, "bulk_busy": SHOPIFY}
+                 "access_denied", "predictive_503", "revoke_tokens", "null_connection", "echo_headers"}
+EVENT_KINDS = {"bulk_failed": SHOPIFY, "bulk_busy": SHOPIFY, "bulk_partial": SHOPIFY}
 
 
 # ---------------------------------------------------------------- test data factories
@@ -407,6 +407,7 @@ class _BulkOperation:
     file_size: int = 0
     created_at: str = field(default_factory=lambda: _iso(datetime.now(timezone.utc)))
     completed_at: str | None = None
+    partial_url: str | None = None
 
 
 class _Response(Exception):
@@ -538,9 +539,19 @@ class FakeApi:
         - "access_denied": GraphQL ACCESS_DENIED error (HTTP 200);
         - "predictive_503": HTTP 503 for Klaviyo requests asking for predictive_analytics;
         - "revoke_tokens": before this Shopify request is authenticated, every granted token stops working.
+        - "null_connection": HTTP 200 whose `data` holds the query's root field as null
+          (`{"data":{"orders":null}}`), no `errors`;
+        - "echo_headers": an error that echoes the credential and request headers after
+          `pad` filler characters (or placed to straddle character `straddle` of the body):
+          on Shopify HTTP `http_status` (default 200) with a GraphQL error of extension
+          `code` (default None), on Klaviyo HTTP `http_status` (default 503).
+        "truncated" with `mode="cut_lines"` (bulk download) cuts the body after `fraction`
+        of its lines and sends it without Content-Length.
         Event kinds (count events, not requests; use `times`):
         - "bulk_failed": the next bulk operation(s) end FAILED (errorCode INTERNAL_SERVER_ERROR);
-        - "bulk_busy": bulkOperationRunQuery answers "already in progress".
+        - "bulk_busy": bulkOperationRunQuery answers "already in progress";
+        - "bulk_partial": the next bulk operation(s) end `status` (default FAILED) with a
+          `partialDataUrl` to part of the result and no `url`.
         `op` limits a GraphQL fault to one operation: "orders", "line_items", "bulk_start", "bulk_poll";
         with `op`, `at` counts that operation's requests.
         """
@@ -611,6 +622,9 @@ class FakeApi:
             return min(self.shopify_api_versions)
         return None
 
+    def _event_spec(self, kind: str) -> Fault | None:
+        return self._fire(EVENT_KINDS[kind], 0, None, None, {kind}).get(kind)
+
     # -- Shopify
 
     def _refill(self) -> None:
@@ -657,6 +671,8 @@ class FakeApi:
         if "access_denied" in faults:
             return 200, {"errors": [{"message": "Access denied for orders field. Required access: `read_orders`",
                                      "extensions": {"code": "ACCESS_DENIED"}}], "data": None}
+        if "null_connection" in faults:
+            return 200, {"data": {name: None for name in root}}
         handlers = {"orders": self._orders_page, "order": self._order_line_items,
                     "bulkOperationRunQuery": self._bulk_start, "node": self._bulk_poll, "shop": self._shop}
         name = next((n for n in root if n in handlers), None)
@@ -829,7 +845,7 @@ class FakeApi:
                 op.status = "RUNNING"
         node = {"id": op.id, "status": op.status, "errorCode": op.error_code, "createdAt": op.created_at,
                 "completedAt": op.completed_at, "objectCount": str(op.object_count),
-                "fileSize": str(op.file_size) if op.url else None, "url": op.url, "partialDataUrl": None}
+                "fileSize": str(op.file_size) if op.url else None, "url": op.url, "partialDataUrl": op.partial_url}
         fields = (sel.fields or {})
         return 200, {"data": {"node": {k: v for k, v in node.items() if k in fields}}, "extensions": extensions}
 
@@ -867,6 +883,18 @@ class FakeApi:
         objects = parents + children
         op.status = "COMPLETED"
         op.object_count = len(objects)
+        partial = self._event_spec("bulk_partial")
+        if partial is not None and objects:
+            # Shopify: a failed operation may leave part of its result at partialDataUrl.
+            op.status = str(partial.params.get("status", "FAILED"))
+            op.error_code = "INTERNAL_SERVER_ERROR" if op.status == "FAILED" else None
+            kept = objects[: max(1, len(objects) // 2)]
+            data = "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in kept).encode()
+            path = f"/bulk/{op.id.rsplit('/', 1)[1]}-partial.jsonl"
+            self._files[path] = data
+            op.object_count = len(kept)
+            op.partial_url = f"{self.base_url}{path}?X-Goog-Signature=fake"
+            return
         if objects:
             data = "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in objects).encode()
             path = f"/bulk/{op.id.rsplit('/', 1)[1]}.jsonl"
@@ -887,7 +915,13 @@ class FakeApi:
             raise _Response(400, _klaviyo_error(400, "invalid", f"unsupported sort {sort}"))
         profiles = list(self.profiles)
         filter_text = q.get("filter")
-        if filter_text:
+        id_list = re.fullmatch(r"any\(id,\[(.*)\]\)", filter_text or "")
+        if id_list:
+            wanted = set(json.loads("[" + id_list.group(1) + "]"))
+            if len(wanted) > 100:
+                raise _Response(400, _klaviyo_error(400, "invalid", "any() takes at most 100 values"))
+            profiles = [p for p in profiles if p["id"] in wanted]
+        elif filter_text:
             conditions = re.findall(r"(greater-than|less-than)\((updated|created),([^)]+)\)", filter_text)
             if not conditions:
                 raise _Response(400, _klaviyo_error(400, "invalid", f"unsupported filter {filter_text}"))
@@ -921,6 +955,32 @@ class FakeApi:
             next_link = base + "?" + urlencode({**params, "page[cursor]": _cursor(end)}, quote_via=quote)
         self_link = base + ("?" + urlencode(q, quote_via=quote) if q else "")
         return 200, {"data": data, "links": {"self": self_link, "next": next_link, "prev": None}}
+
+
+def _echo_headers(route: str, record: Recorded, spec: Fault) -> _Response:
+    """A (misbehaving) server error that repeats the request's credential and headers.
+
+    `straddle=N` pads the message so that the credential starts 10 characters before
+    character N of the body (where a cut-then-redact excerpt used to leak its start).
+    """
+    secret = record.headers.get("x-shopify-access-token") or record.headers.get("authorization") or ""
+
+    def build(pad: int) -> tuple[int, Any]:
+        text = "x" * pad + " credential " + secret + " request headers: " + json.dumps(record.headers)
+        if route == KLAVIYO:
+            status = int(spec.params.get("http_status", 503))
+            return status, _klaviyo_error(status, "error", text)
+        status = int(spec.params.get("http_status", 200))
+        if status == 200:
+            return 200, {"errors": [{"message": text, "extensions": {"code": spec.params.get("code")}}]}
+        return status, {"errors": text}
+
+    pad = int(spec.params.get("pad", 0))
+    if "straddle" in spec.params:
+        _, body = build(0)
+        pad = max(0, int(spec.params["straddle"]) - 10 - json.dumps(body).find(secret))
+    status, body = build(pad)
+    return _Response(status, body)
 
 
 def _klaviyo_error(status: int, code: str, detail: str) -> dict:
@@ -1024,6 +1084,8 @@ class _Handler(BaseHTTPRequestHandler):
             fake.revoke_granted_tokens()
         if route != SHOPIFY_TOKEN:
             self._check_auth(fake, route, record)
+        if "echo_headers" in faults:
+            raise _echo_headers(route, record, faults["echo_headers"])
         if "status" in faults or "predictive_503" in faults:
             spec = faults.get("status") or faults["predictive_503"]
             status = int(spec.params.get("status", 503))
@@ -1066,19 +1128,29 @@ class _Handler(BaseHTTPRequestHandler):
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         declared = len(data)
         spec = record.faults.get("truncated")
-        if spec is not None:
+        mode = spec.params.get("mode", "invalid_json") if spec is not None else None
+        if mode == "cut_lines":
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[: int(len(lines) * float(spec.params.get("fraction", 0.6)))])
+            declared = None
+        elif spec is not None:
             data = data[: max(1, len(data) // 2)]
-            if spec.params.get("mode", "invalid_json") == "invalid_json":
+            if mode == "invalid_json":
                 declared = len(data)
         self.send_response(status)
         self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(declared))
+        if declared is None:
+            # No Content-Length: the body ends when the connection closes (HTTP/1.1 §6.3).
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(declared))
         self.end_headers()
         self.wfile.write(data)
         self.wfile.flush()
-        if declared != len(data):
+        if declared is None or declared != len(data):
             self._reset()
 
     def _reset(self) -> None:

@@ -16,7 +16,6 @@ written with the next failure, because a run-status sensor handles each event on
 
 import json
 import os
-import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from clv_platform.resources.redaction import REDACTED, SECRET_ENV_VARS, env_secrets, redact  # noqa: F401 (re-exported)
 from clv_platform.resources.storage import data_dir, duckdb_path, table_exists
 
 retrain_job = dg.define_asset_job(
@@ -34,9 +34,7 @@ retrain_job = dg.define_asset_job(
 )
 
 RUN_FAILURES_TABLE = "monitoring.run_failures"
-SECRET_ENV_VARS = ("SHOPIFY_ACCESS_TOKEN", "KLAVIYO_API_KEY")
 MAX_SUMMARY_CHARS = 2000
-REDACTED = "***"
 
 
 # ----------------------------------------------------------------------------- drift → retrain
@@ -91,36 +89,13 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest |
 
 # ----------------------------------------------------------------------------- run failures
 
-_SECRET_PATTERNS: list[tuple[re.Pattern, str]] = [
-    # Shopify Admin API tokens and Klaviyo private keys have recognisable prefixes.
-    (re.compile(r"\bshp(?:at|ca|pa|ss)_[A-Za-z0-9]+"), REDACTED),
-    (re.compile(r"\bpk_[A-Za-z0-9]{10,}"), REDACTED),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
-    # key=value / "key": "value" / Header: value, for anything named like a credential.
-    (
-        re.compile(
-            r"(?i)((?:access[_-]?token|api[_-]?key|apikey|secret|password|passwd|token|authorization|"
-            r"x-shopify-access-token|klaviyo-api-key)[\"']?\s*[:=]\s*[\"']?)([^\s\"',;&)]+)"
-        ),
-        rf"\1{REDACTED}",
-    ),
-    # Credentials inside URLs: scheme://user:password@host
-    (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), rf"\1{REDACTED}@"),
-    # Long opaque strings mixing letters and digits (keys, hashes); UUIDs keep their dashes and survive.
-    (re.compile(r"(?<![A-Za-z0-9_])(?=[A-Za-z0-9_]*\d)(?=[A-Za-z0-9_]*[A-Za-z])[A-Za-z0-9_]{32,}(?![A-Za-z0-9_])"), REDACTED),
-]
-
-
 def scrub_secrets(text: str, env: dict[str, str] | None = None) -> str:
-    """Remove anything that looks like a credential, and the values of the credential env vars."""
+    """Remove anything that looks like a credential, and the values of the credential env vars.
+
+    Delegates to the platform's one redaction function (`resources/redaction.py`).
+    """
     env = os.environ if env is None else env
-    for name in SECRET_ENV_VARS:
-        value = env.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, REDACTED)
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    return redact(text, env_secrets(env))
 
 
 def _root_cause(error):

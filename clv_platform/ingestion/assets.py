@@ -3,19 +3,34 @@
 Writes are idempotent and crash-safe: each chunk of partitions is fetched in full,
 then its rows are deleted and re-inserted in one DuckDB transaction. A run killed
 mid-way leaves only whole chunks behind, and rerunning rewrites them identically.
+
+A window is replaced only by a fetch that finished cleanly (the connectors raise on any
+malformed or incomplete answer), and not by one that lost most of the window's orders
+unless the run is configured with `allow_shrink`. Errors that a retry cannot fix (a wrong
+credential, a missing scope, a wrong API version, a refused replacement) fail the step at
+once instead of going through the asset's retry policy.
 """
 
 import json
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
+from pydantic import Field
 
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.resources.demo import DemoStoreResource
+from clv_platform.resources.http import (
+    AuthenticationError,
+    ConnectorError,
+    NotFoundError,
+    PermissionDeniedError,
+    RequestRejectedError,
+)
 
 ORDERS_START_DATE = os.environ.get("CLV_ORDERS_START_DATE", "2024-11-01")
 
@@ -25,6 +40,47 @@ shopify_daily_partitions = dg.DailyPartitionsDefinition(start_date=ORDERS_START_
 CHUNK_DAYS = 31
 # Bigger ranges than this go through a Shopify bulk operation instead of paging.
 BULK_THRESHOLD_DAYS = 90
+
+
+class ReplacementRefused(RuntimeError):
+    """A clean fetch returned far fewer orders than the window holds; the old rows are kept."""
+
+
+# A retry of these gives the same answer: fail the step at once, naming the setting to fix.
+NOT_RETRYABLE = (AuthenticationError, PermissionDeniedError, NotFoundError, RequestRejectedError, ReplacementRefused)
+
+
+@contextmanager
+def fail_fast_on_permanent_errors():
+    """Turn errors a retry cannot fix into `dg.Failure(allow_retries=False)`.
+
+    The assets' `RetryPolicy` is for transient faults (exhausted connector retries, a
+    malformed answer, a DuckDB lock); without this it would also retry a 401 twice, with
+    30 s and 90 s waits. The message is already redacted by the connector.
+    """
+    try:
+        yield
+    except NOT_RETRYABLE as exc:
+        raise dg.Failure(
+            description=f"{type(exc).__name__}: {exc}",
+            metadata={"error_class": type(exc).__name__, "retryable": False},
+            allow_retries=False,
+        ) from exc
+
+
+class RawOrdersConfig(dg.Config):
+    """Run config of raw/shopify_orders: the replacement guard."""
+
+    allow_shrink: bool = Field(
+        default=False,
+        description="Replace a window even when the fetch lost more than max_shrink_fraction of the orders "
+        "it held (orders deleted in Shopify). Off by default: a short fetch fails and keeps the old rows.",
+    )
+    max_shrink_fraction: float = Field(
+        default=0.5,
+        description="Largest share of a window's stored orders that may be absent from a re-fetch (orders "
+        "updated since and stored in a later window do not count as absent).",
+    )
 
 
 def _source_label(resource: dg.ConfigurableResource, live: str) -> str:
@@ -86,12 +142,26 @@ def _preview(conn, sql: str, params: list | None = None) -> dg.MetadataValue:
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
 )
 def raw_shopify_orders(
-    context: dg.AssetExecutionContext, duckdb: DuckDBResource, shopify: dg.ConfigurableResource
+    context: dg.AssetExecutionContext,
+    config: RawOrdersConfig,
+    duckdb: DuckDBResource,
+    shopify: dg.ConfigurableResource,
 ) -> dg.MaterializeResult:
     """Shopify order nodes as received, one row per order version, partitioned by day of `updatedAt`.
 
-    Re-running a partition (or a range, in one run) replaces exactly its rows.
+    Re-running a partition (or a range, in one run) replaces exactly its rows, unless the
+    fetch lost most of them (see `RawOrdersConfig`).
     """
+    with fail_fast_on_permanent_errors():
+        return _load_shopify_orders(context, config, duckdb, shopify)
+
+
+def _load_shopify_orders(
+    context: dg.AssetExecutionContext,
+    config: RawOrdersConfig,
+    duckdb: DuckDBResource,
+    shopify: dg.ConfigurableResource,
+) -> dg.MaterializeResult:
     window = context.partition_time_window
     start = window.start.astimezone(timezone.utc).replace(tzinfo=None)
     end = window.end.astimezone(timezone.utc).replace(tzinfo=None)
@@ -103,16 +173,22 @@ def raw_shopify_orders(
         ensure_raw_tables(conn)
         _drop_other_sources(conn, "raw.shopify_orders", source, context.log)
 
+    guard = ShrinkGuard(
+        enabled=source != "demo" and not config.allow_shrink,  # demo rows can always be generated again
+        max_fraction=config.max_shrink_fraction,
+    )
     total = 0
     if use_bulk:
         context.log.info(f"{start:%Y-%m-%d}..{end:%Y-%m-%d}: first full load through a bulk operation")
+        # A list, not a stream: the window is replaced only after the fetch has finished
+        # without an error (the connectors raise on every incomplete or malformed answer).
         nodes = [n for n in shopify.bulk_orders(start, context.log) if _in_window(n, start, end)]
-        total += _replace_window(duckdb, start, end, order_frame(nodes, source, ingested_at), source)
+        total += _replace_window(duckdb, start, end, order_frame(nodes, source, ingested_at), source, guard)
     else:
         for chunk_start, chunk_end in _chunks(start, end, CHUNK_DAYS):
-            nodes = shopify.iter_orders(chunk_start, chunk_end, context.log)
+            nodes = list(shopify.iter_orders(chunk_start, chunk_end, context.log))
             written = _replace_window(
-                duckdb, chunk_start, chunk_end, order_frame(nodes, source, ingested_at), source
+                duckdb, chunk_start, chunk_end, order_frame(nodes, source, ingested_at), source, guard
             )
             total += written
             context.log.info(f"{chunk_start:%Y-%m-%d}..{chunk_end:%Y-%m-%d}: {written} order versions")
@@ -147,6 +223,7 @@ def raw_shopify_orders(
         metadata={
             "source": source,
             "window": f"{start:%Y-%m-%d} .. {end:%Y-%m-%d}",
+            "orders_absent_from_refetch": guard.absent,
             "fetch_mode": "bulk operation" if use_bulk else "paged",
             "dagster/row_count": int(table_rows),
             "rows_in_window": int(stats[0]),
@@ -191,9 +268,59 @@ def _in_window(node: dict, start: datetime, end: datetime) -> bool:
     return start <= _parse_ts(updated) < end
 
 
-def _replace_window(duckdb: DuckDBResource, start: datetime, end: datetime, frame: pd.DataFrame, source: str) -> int:
+class ShrinkGuard:
+    """Refuses a replacement that would drop more than `max_fraction` of a window's orders.
+
+    An order stored in the window but absent from its re-fetch is expected when it was
+    updated since (its newer version lives in a later window, already stored); any other
+    absent order is one the fetch lost, or one deleted in Shopify. `absent` totals them.
+    """
+
+    def __init__(self, enabled: bool, max_fraction: float):
+        self.enabled = enabled
+        self.max_fraction = max_fraction
+        self.absent = 0
+
+    def check(self, conn, start: datetime, end: datetime, source: str) -> None:
+        stored, absent = conn.execute(
+            """
+            with stored as (
+                select distinct order_id from raw.shopify_orders
+                where partition_date >= ? and partition_date < ? and source = ? and order_id is not null
+            ),
+            updated_since as (
+                select distinct order_id from raw.shopify_orders where source = ? and updated_at >= ?
+            )
+            select
+                count(*),
+                count(*) filter (where order_id not in (select order_id from _orders_batch where order_id is not null)
+                                   and order_id not in (select order_id from updated_since))
+            from stored
+            """,
+            [start.date(), end.date(), source, source, end],
+        ).fetchone()
+        self.absent += int(absent)
+        if self.enabled and stored and absent > self.max_fraction * stored:
+            raise ReplacementRefused(
+                f"raw.shopify_orders {start:%Y-%m-%d}..{end:%Y-%m-%d}: the fetch lacks {absent} of the {stored} "
+                f"orders stored for this window (more than max_shrink_fraction={self.max_fraction:.0%}); the "
+                "stored rows are kept. If those orders were deleted in Shopify, rerun with run config "
+                "ops.raw__shopify_orders.config.allow_shrink: true"
+            )
+
+
+def _replace_window(
+    duckdb: DuckDBResource,
+    start: datetime,
+    end: datetime,
+    frame: pd.DataFrame,
+    source: str,
+    guard: ShrinkGuard | None = None,
+) -> int:
     """Delete the window's partitions and insert the fetched rows, atomically.
 
+    `frame` must come from a fetch that finished cleanly; `guard` refuses (before anything
+    is deleted) a fetch that lost most of the window's orders.
     Rows whose `updatedAt` is unparseable carry no partition date; they are stored under the
     window's first day so that they are replaced by the same rerun and reach staging's
     rejected rows.
@@ -203,11 +330,13 @@ def _replace_window(duckdb: DuckDBResource, start: datetime, end: datetime, fram
     with duckdb.get_connection() as conn:
         conn.execute("begin transaction")
         try:
+            conn.register("_orders_batch", frame)
+            if guard is not None:
+                guard.check(conn, start, end, source)
             conn.execute(
                 "delete from raw.shopify_orders where partition_date >= ? and partition_date < ? and source = ?",
                 [start.date(), end.date(), source],
             )
-            conn.register("_orders_batch", frame)
             conn.execute(
                 """
                 insert into raw.shopify_orders
@@ -219,6 +348,9 @@ def _replace_window(duckdb: DuckDBResource, start: datetime, end: datetime, fram
             conn.execute("commit")
         except Exception:
             conn.execute("rollback")
+            # DuckDBResource.get_connection closes only on success; a connection left open
+            # by a failed step would keep the file locked for as long as its traceback lives.
+            conn.close()
             raise
     return len(frame)
 
@@ -240,7 +372,16 @@ def raw_klaviyo_profiles(
 
     Profiles arrive sorted by `updated`, and every batch is committed on its own, so the
     stored maximum is a safe resume point after a crash; a re-fetched version replaces itself.
+    Profiles whose latest stored version lacks `predictive_analytics` (it failed during
+    their sync) are requested again by id on every run until it arrives.
     """
+    with fail_fast_on_permanent_errors():
+        return _load_klaviyo_profiles(context, duckdb, klaviyo)
+
+
+def _load_klaviyo_profiles(
+    context: dg.AssetExecutionContext, duckdb: DuckDBResource, klaviyo: dg.ConfigurableResource
+) -> dg.MaterializeResult:
     source = _source_label(klaviyo, "klaviyo")
     ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
     with duckdb.get_connection() as conn:
@@ -261,8 +402,10 @@ def raw_klaviyo_profiles(
             fetched += _upsert_profiles(duckdb, batch, source, ingested_at)
             batch = []
     fetched += _upsert_profiles(duckdb, batch, source, ingested_at)
+    refetched = _refetch_missing_predictions(context, duckdb, klaviyo, source, ingested_at)
 
     with duckdb.get_connection() as conn:
+        still_missing = len(_profiles_missing_predictions(conn, source)) if refetched is not None else 0
         total, distinct = conn.execute(
             "select count(*), count(distinct profile_id) from raw.klaviyo_profiles"
         ).fetchone()
@@ -277,12 +420,81 @@ def raw_klaviyo_profiles(
         metadata={
             "source": source,
             "fetched_this_run": fetched,
+            "refetched_for_predictions": refetched or 0,
+            "profiles_missing_predictions": still_missing,
             "updated_after": str(updated_after),
             "dagster/row_count": int(total),
             "distinct_profiles": int(distinct),
             "preview": preview,
         }
     )
+
+
+def _profiles_missing_predictions(conn, source: str) -> list[str]:
+    """Profiles whose latest stored version has no `predictive_analytics` attribute at all.
+
+    The attribute is present (possibly with null values) whenever it was asked for and
+    delivered; it is absent only when the sync fell back to fetching without it.
+    """
+    return [
+        row[0]
+        for row in conn.execute(
+            """
+            select profile_id from (
+                select profile_id, payload,
+                       row_number() over (partition by profile_id order by updated_at desc, ingested_at desc) as rn
+                from raw.klaviyo_profiles
+                where source = ? and profile_id is not null
+            )
+            where rn = 1 and not coalesce(json_exists(payload, '$.attributes.predictive_analytics'), false)
+            order by profile_id
+            """,
+            [source],
+        ).fetchall()
+    ]
+
+
+def _refetch_missing_predictions(
+    context: dg.AssetExecutionContext,
+    duckdb: DuckDBResource,
+    klaviyo: dg.ConfigurableResource,
+    source: str,
+    ingested_at: datetime,
+) -> int | None:
+    """Request again, by id, the profiles still lacking `predictive_analytics`; None when not applicable.
+
+    A failure here (predictive_analytics still unavailable) is a warning, not a failed run:
+    the profiles themselves are stored, and they stay on the list for the next run.
+    """
+    if not getattr(klaviyo, "include_predictive_analytics", False) or not hasattr(klaviyo, "profiles_by_id"):
+        return None
+    with duckdb.get_connection() as conn:
+        missing = _profiles_missing_predictions(conn, source)
+    if not missing:
+        return 0
+    limit = max(0, int(getattr(klaviyo, "predictive_refetch_max_profiles", len(missing))))
+    context.log.info(
+        f"re-requesting predictive_analytics for {min(limit, len(missing))} of the {len(missing)} profiles "
+        "that lack it"
+    )
+    missing = missing[:limit]
+    refetched = 0
+    batch: list[dict] = []
+    try:
+        for profile in klaviyo.profiles_by_id(missing, context.log):
+            batch.append(profile)
+            if len(batch) >= PROFILE_BATCH:
+                refetched += _upsert_profiles(duckdb, batch, source, ingested_at)
+                batch = []
+    except ConnectorError as exc:
+        if isinstance(exc, NOT_RETRYABLE):
+            raise
+        context.log.warning(
+            f"predictive_analytics still unavailable ({type(exc).__name__}: {exc}); the profiles that lack it "
+            "are requested again on the next run"
+        )
+    refetched += _upsert_profiles(duckdb, batch, source, ingested_at)
+    return refetched
 
 
 def _upsert_profiles(duckdb: DuckDBResource, profiles: list[dict], source: str, ingested_at: datetime) -> int:

@@ -24,7 +24,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -34,6 +34,8 @@ import requests
 from pydantic import Field
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from clv_platform.resources.redaction import excerpt, redact
 
 _module_log = logging.getLogger(__name__)
 
@@ -105,14 +107,6 @@ class RetryPolicy:
         """Exponential backoff with "equal jitter": half fixed, half random, never above max_delay."""
         ceiling = min(self.max_delay, self.base_delay * (2 ** max(failure_number - 1, 0)))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret value in `text` with `***` (secrets shorter than 4 chars are ignored)."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
 
 
 def make_session(headers: Mapping[str, str] | None = None) -> requests.Session:
@@ -301,6 +295,11 @@ class HttpClient:
                     )
                 try:
                     return consume(response)
+                except ConnectorError as exc:
+                    # `consume`/`inspect` build messages from response bodies, which may echo
+                    # request headers: no error leaves this loop unredacted.
+                    exc.args = tuple(self._clean(str(arg)) for arg in exc.args) or exc.args
+                    raise
                 except RateLimited as limited:
                     self._count_rate_limit_wait(what, status)
                     self.wait(min(limited.delay, self.retry.retry_after_cap), f"{limited.reason}; retrying {what}")
@@ -361,12 +360,12 @@ class HttpClient:
         return kind(self._clean(f"{hint} [{what}; server said: {self._excerpt(response)}]"))
 
     def _excerpt(self, response: requests.Response) -> str:
+        """The body as one redacted line of at most 300 characters (redacted first, then cut)."""
         try:
             text = response.content.decode("utf-8", errors="replace")
         except requests.exceptions.RequestException:
             return "<unreadable body>"
-        text = " ".join(text.split())
-        return self._clean(text[:_BODY_EXCERPT] + ("…" if len(text) > _BODY_EXCERPT else ""))
+        return excerpt(text, _BODY_EXCERPT, self.secrets)
 
 
 def utc_iso(value: datetime) -> str:

@@ -44,10 +44,12 @@ from clv_platform.resources.http import (
     PermissionDeniedError,
     RateLimited,
     RecentKeys,
+    RequestRejectedError,
     TransientBodyError,
     make_session,
     utc_iso,
 )
+from clv_platform.resources.redaction import excerpt
 
 _MONEY = "shopMoney{amount currencyCode}"
 # The newest stable Admin API version (versions are quarterly, YYYY-01/04/07/10, each supported
@@ -401,8 +403,20 @@ class ShopifyResource(HttpConnectorResource):
             client.secrets = (*client.secrets, *(v for v in (token.value,) if v))
         return client
 
-    def _graphql(self, client: HttpClient, pacer: _CostPacer, kind: str, query: str, variables: dict) -> dict:
+    def _graphql(
+        self,
+        client: HttpClient,
+        pacer: _CostPacer,
+        kind: str,
+        query: str,
+        variables: dict,
+        validate: Any = None,
+    ) -> dict:
         """One GraphQL call, paced, with THROTTLED retried in place; returns `data`.
+
+        `validate(data)` checks the shape the caller relies on and raises `TransientBodyError`
+        when it is missing, so a malformed HTTP-200 answer is retried like any other bad body
+        and, if it persists, fails the fetch instead of being read as "no more data".
 
         A 401 with a granted token renews it once and repeats the call; a second 401 fails.
         """
@@ -412,6 +426,8 @@ class ShopifyResource(HttpConnectorResource):
             body = http.parse_json(response)
             pacer.observe(kind, body)
             self._check_errors(body, pacer)
+            if validate is not None:
+                validate(body["data"])
             return body
 
         def delay_from_body(body: Any) -> float | None:
@@ -493,14 +509,20 @@ class ShopifyResource(HttpConnectorResource):
                 max_cost = ext.get("maxCost") or (found and found.group(2)) or 1000
                 raise _QueryTooExpensive(float(cost), float(max_cost))
             if code == "ACCESS_DENIED":
+                # The message may echo request headers: redact before it goes anywhere.
                 raise PermissionDeniedError(
                     "Shopify denied access: the app behind SHOPIFY_ACCESS_TOKEN needs the read_orders scope "
-                    f"(and read_customers / read_products for customer and product fields). Shopify said: {message}"
+                    "(and read_customers / read_products for customer and product fields). Shopify said: "
+                    + excerpt(message, 500, pacer.client.secrets)
                 )
         if codes and any(code in {"INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE", "TIMEOUT"} for code in codes):
-            raise TransientBodyError(f"GraphQL error {codes}: {errors[0].get('message')}")
+            first = str((errors[0] or {}).get("message"))
+            raise TransientBodyError(f"GraphQL error {codes}: {excerpt(first, 500, pacer.client.secrets)}")
         if errors:
-            raise ConnectorError(f"Shopify GraphQL error: {json.dumps(errors)[:500]}")
+            # Any other GraphQL error (invalid field, argument, query) repeats on retry.
+            raise RequestRejectedError(
+                f"Shopify GraphQL error: {excerpt(json.dumps(errors), 500, pacer.client.secrets)}"
+            )
         if not isinstance(body.get("data"), dict):
             raise TransientBodyError("GraphQL response has no data")
 
@@ -519,14 +541,15 @@ class ShopifyResource(HttpConnectorResource):
                              "lineItemsFirst": self.line_items_page_size,
                              "refundLinesFirst": self.refund_lines_page_size}
                 try:
-                    data = self._graphql(client, pacer, "orders page", ORDERS_PAGE_QUERY, variables)
+                    data = self._graphql(client, pacer, "orders page", ORDERS_PAGE_QUERY, variables,
+                                         validate=_valid_orders_page)
                 except _QueryTooExpensive as exc:
                     first = self._smaller_page(first, exc, client)
                     continue
-                connection = data.get("orders") or {}
+                connection = data["orders"]
                 pages += 1
                 recent.new_page()
-                for node in connection.get("nodes") or []:
+                for node in connection["nodes"]:
                     if not recent.first_time((node.get("id"), node.get("updatedAt"))):
                         repeats += 1
                         continue
@@ -535,7 +558,7 @@ class ShopifyResource(HttpConnectorResource):
                         node = {**node, "refunds": self._all_refunds(client, pacer, node["id"])}
                     yield shape_order(node, self._all_line_items(client, pacer, node))
                     yielded += 1
-                info = connection.get("pageInfo") or {}
+                info = connection["pageInfo"]
                 client.info(f"Shopify orders: page {pages} done, {yielded} orders so far ({search})")
                 if not info.get("hasNextPage"):
                     break
@@ -565,10 +588,14 @@ class ShopifyResource(HttpConnectorResource):
         info = connection.get("pageInfo") or {}
         while info.get("hasNextPage"):
             variables = {"id": node["id"], "first": self.line_items_page_size, "after": info.get("endCursor")}
-            data = self._graphql(client, pacer, "order line items", LINE_ITEMS_QUERY, variables)
-            more = ((data.get("order") or {}).get("lineItems")) or {}
-            items.extend(more.get("nodes") or [])
-            info = more.get("pageInfo") or {}
+            data = self._graphql(client, pacer, "order line items", LINE_ITEMS_QUERY, variables,
+                                 validate=_valid_line_items_page)
+            more = data["order"]["lineItems"]
+            items.extend(more["nodes"])
+            info = more["pageInfo"]
+            if info["hasNextPage"] and not info.get("endCursor"):
+                raise ConnectorError(f"Shopify said hasNextPage for the line items of {node['id']} but sent no "
+                                     "endCursor; cannot continue safely")
         return items
 
     def _all_refunds(self, client: HttpClient, pacer: _CostPacer, order_id: str) -> list[dict]:
@@ -597,7 +624,7 @@ class ShopifyResource(HttpConnectorResource):
         try:
             operation = self._completed_bulk_operation(client, pacer, query)
             url = operation.get("url")
-            count = int(operation.get("objectCount") or 0)
+            count = _object_count(operation)
             if not url:
                 if count == 0:
                     client.info("Shopify bulk operation completed with no objects: no orders to load")
@@ -605,7 +632,7 @@ class ShopifyResource(HttpConnectorResource):
                 raise ConnectorError(f"Shopify bulk operation {operation.get('id')} completed with {count} "
                                      "objects but no result URL")
             with tempfile.TemporaryFile(mode="w+b") as spool:
-                self._download(client, url, spool)
+                self._download(client, url, spool, count)
                 for order in self._rebuild_orders(spool, client):
                     if order.get("refunds"):
                         # The bulk query cannot carry the refunds' line items: fetch them per refunded
@@ -623,17 +650,19 @@ class ShopifyResource(HttpConnectorResource):
         while True:
             operation_id = self._start_bulk(client, pacer, query)
             operation = self._poll_bulk(client, pacer, operation_id)
-            if operation.get("status") == "COMPLETED":
+            if operation.get("status") == "COMPLETED" and not operation.get("partialDataUrl"):
                 return operation
+            partial = " with only a partial result (partialDataUrl; never loaded)" if operation.get(
+                "partialDataUrl") else ""
             if restarts >= self.bulk_max_restarts:
                 raise ConnectorError(
-                    f"Shopify bulk operation {operation_id} ended {operation.get('status')} "
+                    f"Shopify bulk operation {operation_id} ended {operation.get('status')}{partial} "
                     f"(errorCode {operation.get('errorCode')}) after {restarts} restart(s); rerun later or "
                     "use the paged path"
                 )
             restarts += 1
             client.warning(
-                f"Shopify bulk operation {operation_id} ended {operation.get('status')} "
+                f"Shopify bulk operation {operation_id} ended {operation.get('status')}{partial} "
                 f"(errorCode {operation.get('errorCode')}); restarting ({restarts}/{self.bulk_max_restarts})"
             )
 
@@ -660,8 +689,9 @@ class ShopifyResource(HttpConnectorResource):
     def _poll_bulk(self, client: HttpClient, pacer: _CostPacer, operation_id: str) -> dict:
         waited = 0.0
         while True:
-            data = self._graphql(client, pacer, "bulk poll", BULK_POLL_QUERY, {"id": operation_id})
-            operation = data.get("node") or {}
+            data = self._graphql(client, pacer, "bulk poll", BULK_POLL_QUERY, {"id": operation_id},
+                                 validate=_valid_bulk_node)
+            operation = data["node"]
             status = operation.get("status")
             if status == "COMPLETED" or status in _BULK_TERMINAL_FAILURES:
                 client.info(f"Shopify bulk operation {operation_id}: {status}, {operation.get('objectCount')} objects")
@@ -674,8 +704,13 @@ class ShopifyResource(HttpConnectorResource):
             client.wait(self.bulk_poll_interval_seconds, f"bulk operation {operation_id} is {status}")
             waited += self.bulk_poll_interval_seconds
 
-    def _download(self, client: HttpClient, url: str, spool: IO[bytes]) -> None:
-        """Download the JSONL result to `spool`, checking every line; a broken download is redone whole."""
+    def _download(self, client: HttpClient, url: str, spool: IO[bytes], expected: int) -> None:
+        """Download the JSONL result to `spool`, checking every line; a broken download is redone whole.
+
+        The line count must equal the operation's `objectCount` (every object, parents and
+        children, is one line): a body cut at a line boundary, served without
+        `Content-Length`, parses cleanly and is only caught by this count.
+        """
 
         def consume(response: requests.Response) -> int:
             spool.seek(0)
@@ -690,6 +725,11 @@ class ShopifyResource(HttpConnectorResource):
                     raise TransientBodyError(f"invalid JSONL line {lines + 1} in the bulk result") from None
                 spool.write(line + b"\n")
                 lines += 1
+            if lines != expected:
+                raise TransientBodyError(
+                    f"bulk result has {lines} JSONL lines but the operation reported objectCount {expected} "
+                    "(download cut short or inconsistent)"
+                )
             return lines
 
         plain = make_session()
@@ -734,3 +774,51 @@ class ShopifyResource(HttpConnectorResource):
             seen.add(key)
             yield shape_order(order, items[order_id])
         client.info(f"Shopify bulk: {len(seen)} orders rebuilt")
+
+
+def _invalid(what: str, detail: str) -> TransientBodyError:
+    return TransientBodyError(f"Shopify {what}: malformed response ({detail})")
+
+
+def _check_connection(connection: Any, what: str) -> None:
+    """A connection must carry a `nodes` list of objects and a `pageInfo` with a boolean `hasNextPage`."""
+    if not isinstance(connection, dict):
+        raise _invalid(what, f"connection is {json.dumps(connection)[:20]}, not an object")
+    nodes, info = connection.get("nodes"), connection.get("pageInfo")
+    if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
+        raise _invalid(what, "no `nodes` list")
+    if not isinstance(info, dict) or not isinstance(info.get("hasNextPage"), bool):
+        raise _invalid(what, "no `pageInfo.hasNextPage`")
+
+
+def _valid_orders_page(data: dict) -> None:
+    """`data.orders` is a full connection whose nodes each have an id and a line-item connection."""
+    _check_connection(data.get("orders"), "orders page")
+    for node in data["orders"]["nodes"]:
+        if not node.get("id"):
+            raise _invalid("orders page", "an order node without id")
+        _check_connection(node.get("lineItems"), f"line items of {node['id']}")
+
+
+def _valid_line_items_page(data: dict) -> None:
+    order = data.get("order")
+    if not isinstance(order, dict):
+        raise _invalid("order line items", "`order` is missing")
+    _check_connection(order.get("lineItems"), "order line items")
+
+
+def _valid_bulk_node(data: dict) -> None:
+    node = data.get("node")
+    if not isinstance(node, dict) or not isinstance(node.get("status"), str):
+        raise _invalid("bulk poll", "`node` has no status")
+
+
+def _object_count(operation: dict) -> int:
+    """`objectCount` (an UnsignedInt64, sent as a string); without it the download cannot be checked."""
+    try:
+        return int(operation.get("objectCount"))
+    except (TypeError, ValueError):
+        raise ConnectorError(
+            f"Shopify bulk operation {operation.get('id')} reported no usable objectCount "
+            f"({operation.get('objectCount')!r}); its result cannot be checked for completeness"
+        ) from None

@@ -21,6 +21,7 @@ from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.resources.storage import read_sql, run_script
 
 STAGING_SCRIPTS = (
+    "00_value_limits.sql",
     "01_order_versions.sql",
     "02_profile_versions.sql",
     "03_file_rows.sql",

@@ -90,7 +90,24 @@ typed as (
                 then list_sum(list_transform(r.refundLineItems.nodes,
                     lambda x: try_cast(x.subtotalSet.shopMoney.amount as decimal(18, 2))))
                 else try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) end
-        }) as refund_facts
+        }) as refund_facts,
+        -- range guards (macros of 00_value_limits.sql); checked before the parse checks so that a
+        -- number too large to cast says so instead of "unparseable"
+        coalesce(list_bool_or(list_transform(coalesce(o.lineItems.nodes, []),
+            lambda l: clv_quantity_out_of_range(l.quantity))), false) as quantity_out_of_range,
+        clv_amount_out_of_range(o.totalPriceSet.shopMoney.amount)
+            or clv_amount_out_of_range(o.totalDiscountsSet.shopMoney.amount)
+            or coalesce(list_bool_or(list_transform(coalesce(o.lineItems.nodes, []),
+                lambda l: clv_amount_out_of_range(l.originalUnitPriceSet.shopMoney.amount)
+                       or clv_amount_out_of_range(l.totalDiscountSet.shopMoney.amount)
+                       or (not clv_quantity_out_of_range(l.quantity)
+                           and clv_line_value_out_of_range(l.quantity, l.originalUnitPriceSet.shopMoney.amount,
+                                                           l.totalDiscountSet.shopMoney.amount)))), false)
+            or coalesce(list_bool_or(list_transform(coalesce(o.refunds, []),
+                lambda r: clv_amount_out_of_range(r.totalRefundedSet.shopMoney.amount))), false)
+            or coalesce(abs(list_sum(list_transform(coalesce(o.refunds, []),
+                lambda r: try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2))))) >= 1000000000000, false)
+            as amount_out_of_range
     from parsed
 ),
 summed as (
@@ -98,7 +115,8 @@ summed as (
         * exclude (line_facts, refund_facts),
         cast(coalesce(list_sum(list_transform(line_facts, lambda f: f.ordered)), 0) as bigint) as ordered_quantity,
         cast(coalesce(list_sum(list_transform(line_facts, lambda f: f.sold)), 0) as bigint) as item_quantity,
-        cast(coalesce(list_sum(list_transform(line_facts, lambda f: f.sold * f.price)), 0) as decimal(18, 2))
+        try_cast(coalesce(list_sum(list_transform(line_facts,
+            lambda f: cast(f.sold as decimal(20, 0)) * f.price)), 0) as decimal(18, 2))
             as gross_sales,
         coalesce(list_sum(list_transform(refund_facts, lambda f: f.total)), 0) as total_refunded,
         coalesce(list_sum(list_transform(refund_facts, lambda f: f.products)), 0) as product_refunds,
@@ -114,7 +132,7 @@ valued as (
     select
         *,
         financial_status in ('VOIDED', 'EXPIRED') as is_unpaid,
-        cast(greatest(gross_sales - discount_amount - case when taxes_included then tax_amount else 0 end, 0)
+        try_cast(greatest(gross_sales - discount_amount - case when taxes_included then tax_amount else 0 end, 0)
              as decimal(18, 2)) as sales_before_returns
     from summed
 ),
@@ -124,6 +142,8 @@ checked as (
         case
             when order_id is null then 'missing order id'
             when created_at is null or updated_at is null then 'missing or unparseable createdAt/updatedAt'
+            when quantity_out_of_range then 'quantity out of range'
+            when amount_out_of_range then 'amount out of range'
             when total_price is null then 'missing or unparseable total price'
             when bad_refund then 'unparseable refund amount'
             when bad_line then 'unparseable line item quantity, current quantity or price'

@@ -253,7 +253,9 @@ select
     min(order_date) as first_sold_at,
     max(order_date) as last_sold_at,
     cast(sum(case when is_cancelled then 0 else quantity end) as bigint) as units_sold,
-    cast(sum(case when is_cancelled then 0 else line_revenue end) as decimal(18, 2)) as revenue
+    -- a product's revenue sums lines of many orders: DECIMAL(38, 2), so no number of valid
+    -- lines (each < 10^12, see 01_order_versions.sql) can overflow it
+    cast(sum(case when is_cancelled then 0 else line_revenue end) as decimal(38, 2)) as revenue
 from staging.order_lines
 where product_id is not null
 group by product_id;
