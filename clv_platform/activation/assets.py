@@ -6,8 +6,6 @@ default once on) they only write `activation.planned_changes`; in live mode they
 planned values through `sync.py`, which records every batch before and after it is sent.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import dagster as dg
@@ -65,7 +63,7 @@ def activate(
     if not activation.enabled(destination):
         context.log.info(f"activation to {destination} is off (activation.toml: {destination}_enabled = false)")
         return dg.MaterializeResult(metadata={"status": "off", "mode": activation.mode})
-    run_id = new_run_id(context.run_id[:8])
+    run_id = new_run_id(context.run.run_id[:8])
     with duckdb.get_connection() as conn:
         changes, absent = plan_changes(
             conn, destination, run_id=run_id, mode=activation.mode, now=now_utc(),

@@ -163,12 +163,13 @@ def pack_jobs(profiles: Iterable[dict], max_profiles: int, max_bytes: int) -> It
     size = KlaviyoWriter.body_size([])
     for profile in profiles:
         one = len(json.dumps(KlaviyoWriter.job_body([profile])["data"]["attributes"]["profiles"]["data"][0]).encode())
-        if job and (len(job) >= max_profiles or size + one + 1 > max_bytes):
+        # json.dumps (and requests) separate list items with ", "
+        if job and (len(job) >= max_profiles or size + one + 2 > max_bytes):
             yield job
             job, size = [], KlaviyoWriter.body_size([])
         if size + one > max_bytes:
             raise ConnectorError(f"one Klaviyo profile update is larger than the job limit ({one} bytes)")
         job.append(profile)
-        size += one + 1
+        size += one + 2
     if job:
         yield job

@@ -104,7 +104,7 @@ def write_base(path: str, rows: list[dict]) -> None:
 
 @pytest.fixture
 def base(tmp_path) -> str:
-    path = str(tmp_path / "activation.duckdb")
+    path = str(tmp_path / "clv.duckdb")  # not "activation.duckdb": that catalog name would shadow the schema
     write_base(path, customer_rows())
     return path
 

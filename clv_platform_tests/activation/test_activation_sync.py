@@ -15,10 +15,12 @@ from clv_platform.activation.plan import plan_changes
 from clv_platform.activation.settings import ActivationResource
 from clv_platform.activation.sync import SyncOptions, new_run_id, now_utc, sync_klaviyo, sync_shopify
 from clv_platform.resources.http import AuthenticationError
+from clv_platform.resources.klaviyo import KlaviyoResource
 from clv_platform.resources.klaviyo_write import KlaviyoWriter
 from clv_platform.resources.shopify_write import ShopifyWriter
 from clv_platform.resources import http
 from clv_platform_tests.activation.conftest import (
+    FAST,
     N_CUSTOMERS,
     FakeClock,
     customer_rows,
@@ -39,8 +41,10 @@ class SimulatedKill(BaseException):
     """Stands for the process dying: nothing in the sync may catch it."""
 
 
-def sync_once(path, fake, destination, *, tags=False, options=SMALL):
+def sync_once(path, fake, destination, *, tags=False, options=SMALL, klaviyo_key=None):
     klaviyo, shopify = resources_for(fake)
+    if klaviyo_key is not None:
+        klaviyo = KlaviyoResource(api_key=klaviyo_key, base_url=fake.base_url, **FAST)
     run_id = new_run_id()
     conn = duckdb.connect(path)
     writer = KlaviyoWriter(klaviyo) if destination == "klaviyo" else ShopifyWriter(shopify)
@@ -199,8 +203,9 @@ def reference(tmp_path_factory):
 def test_faults_do_not_change_what_is_delivered(base, fake, clock, reference):
     fake.fault(KLAVIYO_IMPORT, "status", status=429, retry_after=3, at=[1])
     fake.fault(KLAVIYO_IMPORT, "status", status=503, at=[2, 6])
-    fake.fault(KLAVIYO, "status", status=429, retry_after=2, at=[2])
+    fake.fault(KLAVIYO, "status", status=429, retry_after=2, at=[1])
     fake.fault(KLAVIYO_IMPORT, "reset", at=[9])
+    fake.fault(KLAVIYO_IMPORT, "slow", delay=2.5, at=[4])  # a job status poll beyond the 2 s read timeout
     fake.fault(SHOPIFY, "throttled", op="metafields_set", at=[2, 5])
     fake.fault(SHOPIFY, "status", status=502, op="metafields_set", at=[3])
     fake.fault(SHOPIFY, "status", status=429, retry_after=1, op="customer_read", at=[2])
@@ -286,7 +291,7 @@ def test_rejected_values_are_recorded_per_customer_and_others_still_written(base
     k = sync_once(base, fake, "klaviyo")
     assert s.failed_customers == 1 and k.failed_customers == 1
     # the bad customer's call neighbours were retried alone and saved
-    neighbour = SHOPIFY_TARGETS[1]["shopify_customer_id"]
+    neighbour = SHOPIFY_TARGETS[3]["shopify_customer_id"]  # same metafieldsSet call as the bad one
     assert ("clv", "tier") in fake.customers[neighbour]["metafields"]
     assert fake.customers[bad_owner]["metafields"] == {}
     failures = dict(query(base, "select target_id, reason from activation.sync_failures where kind = 'failed'"))
@@ -306,8 +311,8 @@ def test_failures_above_the_threshold_fail_the_run(base, fake, clock):
     result = materialize(base, fake, activation, raise_on_error=False)
     assert not result.success
     assert query(base, "select count(*) from activation.sync_failures where kind = 'failed'") == [(3,)]
-    # under the threshold the same failures are recorded but the run succeeds
-    fake.shopify_invalid_owners = {SHOPIFY_TARGETS[10]["shopify_customer_id"]}
+    # under the threshold failures are recorded but the run succeeds: the three are retried, one fails again
+    fake.shopify_invalid_owners = {SHOPIFY_TARGETS[0]["shopify_customer_id"]}
     ok = materialize(base, fake, ActivationResource(shopify_enabled=True, mode="live"))
     assert ok.success
     assert metadata_of(ok, "shopify_customers")["failed_customers"] == 1
@@ -328,8 +333,7 @@ def test_tags_follow_the_scores(base, fake, clock):
     sent = fake.received[before:]
     assert {(r["dest"], r.get("op"), r.get("tag"), r.get("key")) for r in sent} == {
         ("shopify_tags", "remove", "clv:at-risk", None),
-        ("shopify", None, None, "lifecycle_stage"),
-        ("shopify", None, None, "scored_at"),
+        ("shopify", None, None, "lifecycle_stage"),  # scored_at is unchanged upstream: not resent
     }
     assert report.sent_customers == 1
 
@@ -359,8 +363,8 @@ def test_no_secret_in_logs_or_errors(base, fake, clock, caplog):
                  [KLAVIYO_TARGETS[0]["customer_id"]])
     conn.close()
     real_key = fake.klaviyo_key
-    fake.klaviyo_key = "pk_rotated_key_999999"
+    fake.klaviyo_key = "pk_rotated_key_999999"  # the key we send is now wrong
     with pytest.raises(AuthenticationError) as raised:
-        sync_once(base, fake, "klaviyo")
+        sync_once(base, fake, "klaviyo", klaviyo_key=real_key)
     assert "KLAVIYO_API_KEY" in str(raised.value)
     assert real_key not in caplog.text + str(raised.value)
