@@ -15,6 +15,14 @@ of order nodes and profile objects the way `../shared/api-contracts.md` describe
   `filter=greater-than(updated,…)`, `sort`, `page[size]` ≤ 100, `links.next` with a cursor,
   `additional-fields[profile]` (attributes not asked for are left out).
 
+- Activation writes (issue 23): Shopify `nodes(ids:)` on customers (null for a deleted one),
+  `metafieldsSet` (≤ 25, atomic, typed values validated, userErrors with elementIndex),
+  `tagsAdd`/`tagsRemove`; Klaviyo `/api/profile-bulk-import-jobs/` (POST ≤ 10,000 profiles and
+  5 MB, 202 + job; job polled queued → processing → complete; `import-errors`; job list) and
+  `filter=any(id,[…])` on profiles. Every value a write carried is logged in `fake.received`
+  (`received_checksum()`); switches `customers`, `shopify_invalid_owners`, `klaviyo_deleted`,
+  `klaviyo_reject_ids`, `klaviyo_job_polls_to_complete`.
+
 Faults are switched on per test with `fake.fault(route, kind, times=…, at=…, **params)`;
 see `FakeApi.fault`. Every request is recorded (`fake.requests`) for assertions.
 """

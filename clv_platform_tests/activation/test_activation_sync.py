@@ -368,3 +368,61 @@ def test_no_secret_in_logs_or_errors(base, fake, clock, caplog):
         sync_once(base, fake, "klaviyo", klaviyo_key=real_key)
     assert "KLAVIYO_API_KEY" in str(raised.value)
     assert real_key not in caplog.text + str(raised.value)
+
+
+CHILD = """
+import sys, duckdb
+from clv_platform.activation.plan import plan_changes
+from clv_platform.activation.sync import SyncOptions, new_run_id, now_utc, sync_klaviyo, sync_shopify
+from clv_platform.resources.klaviyo import KlaviyoResource
+from clv_platform.resources.klaviyo_write import KlaviyoWriter
+from clv_platform.resources.shopify import ShopifyResource
+from clv_platform.resources.shopify_write import ShopifyWriter
+path, destination, base_url, key, token = sys.argv[1:6]
+conn = duckdb.connect(path)
+run_id = new_run_id()
+changes, _ = plan_changes(conn, destination, run_id=run_id, mode="live", now=now_utc())
+options = SyncOptions(klaviyo_max_profiles_per_job=20, klaviyo_poll_seconds=0.05, shopify_read_chunk=10)
+if destination == "klaviyo":
+    sync_klaviyo(conn, KlaviyoWriter(KlaviyoResource(api_key=key, base_url=base_url, timeout_seconds=30)),
+                 changes, run_id, options)
+else:
+    sync_shopify(conn, ShopifyWriter(ShopifyResource(shop_domain=base_url, access_token=token, timeout_seconds=30)),
+                 changes, run_id, options)
+"""
+
+
+@pytest.mark.parametrize("destination,route,op,at", [
+    ("klaviyo", KLAVIYO_IMPORT, None, 4),        # the POST of the second import job (after POST, 2 polls)
+    ("shopify", SHOPIFY, "metafields_set", 3),   # the third metafieldsSet call
+])
+def test_sigkill_during_a_write_then_rerun_sends_nothing_twice(base, fake, clock, reference, destination, route,
+                                                               op, at):
+    """A real kill: the sync runs in a child process that is SIGKILLed while the fake is still
+    answering one of its writes (the write is saved upstream, the child never learns it)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fake.fault(route, "slow", delay=1.0, op=op, at=[at])
+    child = subprocess.Popen([sys.executable, "-c", CHILD, base, destination, fake.base_url, fake.klaviyo_key,
+                              fake.shopify_token], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(f.kind == "slow" and f.fired for f in fake.faults):
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the child never reached the slow write"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.stderr.close()
+    while any(r.status is None and r.route != "unknown" for r in list(fake.requests)):
+        time.sleep(0.02)  # let the fake finish saving the write the child died waiting for
+    assert query(base, "select count(*) from activation.sync_batches where status = 'sending'") == [(1,)]
+    report = sync_once(base, fake, destination)
+    assert report.abandoned_batches == 1 and report.failed_customers == 0
+    assert fake.received_checksum(destination) == reference[destination]
