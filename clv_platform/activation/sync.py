@@ -179,9 +179,10 @@ def _items(target: str, customer_id: str, fields: dict[str, str]) -> list[dict]:
 def _split(upstream: dict[str, str | None], wanted: dict[str, str]) -> tuple[dict, dict]:
     """(values to send, values already upstream). Nothing is sent when only companions differ."""
     differ = {f: v for f, v in wanted.items() if upstream.get(f) != v}
+    same = {f: v for f, v in wanted.items() if f not in differ}
     if not any(BY_NAME[f].trigger if f in BY_NAME else True for f in differ):
-        return {}, wanted
-    return differ, {f: v for f, v in wanted.items() if f not in differ}
+        return {}, same  # a differing companion alone is not sent, nor recorded as sent
+    return differ, same
 
 
 # ------------------------------------------------------------------------------------ Klaviyo
@@ -283,6 +284,7 @@ def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, changes
         report.sent_customers += len(job)
         report.sent_values += len(items)
         _klaviyo_finish(ledger, writer, batch_id, job_id, items, options, report)
+    _log_summary(writer.client, report)
     return report
 
 
@@ -391,7 +393,17 @@ def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, changes
             sent.add(items[0]["target_id"])
             report.sent_values += len(items)
     report.sent_customers = len(sent)
+    _log_summary(writer.client, report)
     return report
+
+
+def _log_summary(client, report: SyncReport) -> None:
+    client.info(
+        f"activation to {report.destination}: {report.planned_customers} customers planned, "
+        f"{report.sent_customers} sent ({report.sent_values} values, {report.write_requests} write requests), "
+        f"{report.already_upstream_values} values already upstream, {report.skipped_customers} skipped "
+        f"(deleted upstream), {report.failed_customers} failed, {report.resumed_batches} batches resumed"
+    )
 
 
 def failure_limit(attempted: int, ratio: float, floor: int) -> float:
