@@ -26,7 +26,7 @@ MAX_METAFIELDS_PER_CALL = 25
 
 READ_QUERY = (
     "query ClvActivationRead($ids: [ID!]!) { nodes(ids: $ids) { ... on Customer { id tags "
-    f'metafields(first: 20, namespace: "{NAMESPACE}") {{ nodes {{ key value }} }} }} }} }}'
+    f'metafields(first: 12, namespace: "{NAMESPACE}") {{ nodes {{ key value }} }} }} }} }}'
 )
 SET_MUTATION = (
     "mutation ClvMetafieldsSet($metafields: [MetafieldsSetInput!]!) { metafieldsSet(metafields: $metafields) { "
