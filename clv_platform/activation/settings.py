@@ -28,10 +28,14 @@ class ActivationResource(dg.ConfigurableResource):
     shopify_tags: bool = Field(default=False, description="Also keep the clv:top-5 / clv:at-risk customer tags.")
     failure_ratio_threshold: float = Field(default=0.02, description="Failed share of customers that fails a run.")
     failure_count_floor: int = Field(default=5, description="Failures always tolerated before the ratio applies.")
-    klaviyo_max_profiles_per_job: int = Field(default=10_000, description="Profiles per import job (Klaviyo max 10,000).")
+    klaviyo_max_profiles_per_job: int = Field(
+        default=10_000, description="Profiles per import job (Klaviyo max 10,000)."
+    )
     klaviyo_max_job_bytes: int = Field(default=4_750_000, description="JSON bytes per import job (Klaviyo max 5 MB).")
     klaviyo_poll_seconds: float = Field(default=5.0, description="Wait between import job status polls.")
-    klaviyo_job_timeout_seconds: float = Field(default=1800.0, description="Give up waiting for one job (resumed later).")
+    klaviyo_job_timeout_seconds: float = Field(
+        default=1800.0, description="Give up waiting for one job (the next run resumes it)."
+    )
     shopify_read_chunk: int = Field(default=25, description="Customers read back per nodes(ids:) query.")
 
     def enabled(self, destination: str) -> bool:

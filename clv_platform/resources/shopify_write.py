@@ -18,7 +18,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clv_platform.resources.http import ConnectorError, HttpClient, PermissionDeniedError, RateLimited, TransientBodyError
+from clv_platform.resources.http import (
+    ConnectorError,
+    HttpClient,
+    PermissionDeniedError,
+    RateLimited,
+    TransientBodyError,
+)
 from clv_platform.resources.shopify import ShopifyResource, _CostPacer
 
 NAMESPACE = "clv"
@@ -32,7 +38,10 @@ SET_MUTATION = (
     "mutation ClvMetafieldsSet($metafields: [MetafieldsSetInput!]!) { metafieldsSet(metafields: $metafields) { "
     "metafields { key namespace value } userErrors { field message code elementIndex } } }"
 )
-TAGS_ADD = "mutation ClvTagsAdd($id: ID!, $tags: [String!]!) { tagsAdd(id: $id, tags: $tags) { node { id } userErrors { field message } } }"
+TAGS_ADD = (
+    "mutation ClvTagsAdd($id: ID!, $tags: [String!]!) { tagsAdd(id: $id, tags: $tags) { node { id } "
+    "userErrors { field message } } }"
+)
 TAGS_REMOVE = (
     "mutation ClvTagsRemove($id: ID!, $tags: [String!]!) { tagsRemove(id: $id, tags: $tags) { node { id } "
     "userErrors { field message } } }"
@@ -70,7 +79,9 @@ class ShopifyWriter:
                 errors = [{"message": errors}]
             codes = [((e or {}).get("extensions") or {}).get("code") for e in errors]
             if "THROTTLED" in codes:
-                raise RateLimited(resource._throttle_delay(body, pacer), "GraphQL THROTTLED: waiting for the cost bucket")
+                raise RateLimited(
+                    resource._throttle_delay(body, pacer), "GraphQL THROTTLED: waiting for the cost bucket"
+                )
             if "ACCESS_DENIED" in codes:
                 raise PermissionDeniedError(
                     "Shopify denied access: activation needs the write_customers scope on the app behind "

@@ -21,7 +21,6 @@ from clv_platform.resources.shopify_write import ShopifyWriter
 from clv_platform.resources import http
 from clv_platform_tests.activation.conftest import (
     FAST,
-    N_CUSTOMERS,
     FakeClock,
     customer_rows,
     make_fake,
