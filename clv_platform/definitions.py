@@ -12,7 +12,10 @@ import os
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from clv_platform.activation.assets import ACTIVATION_ASSETS
+from clv_platform.activation.settings import activation_resource
 from clv_platform.automation.jobs import (
+    activate_now_job,
     full_refresh_job,
     import_file_job,
     rebuild_from_staging_job,
@@ -46,6 +49,7 @@ ASSETS = [
     *SEGMENT_ASSETS,
     *MONITORING_ASSETS,
     *MART_ASSETS,
+    *ACTIVATION_ASSETS,
 ]
 
 
@@ -87,12 +91,14 @@ def build_definitions(database: str | None = None) -> dg.Definitions:
             rebuild_from_staging_job,
             *SCHEDULED_JOBS,
             *MONITORING_JOBS,
+            activate_now_job,
         ],
         schedules=SCHEDULES,
         sensors=[inbox_file_sensor, rebuild_after_import_sensor, *MONITORING_SENSORS],
         resources={
             "duckdb": DuckDBResource(database=database or str(duckdb_path()), connection_config=duckdb_config()),
             **source_resources(),
+            "activation": activation_resource(),
         },
         # One process per run: DuckDB allows one writer, so steps must not open the file in parallel.
         executor=dg.in_process_executor,

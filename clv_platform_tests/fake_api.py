@@ -15,6 +15,14 @@ of order nodes and profile objects the way `../shared/api-contracts.md` describe
   `filter=greater-than(updated,…)`, `sort`, `page[size]` ≤ 100, `links.next` with a cursor,
   `additional-fields[profile]` (attributes not asked for are left out).
 
+- Activation writes (issue 23): Shopify `nodes(ids:)` on customers (null for a deleted one),
+  `metafieldsSet` (≤ 25, atomic, typed values validated, userErrors with elementIndex),
+  `tagsAdd`/`tagsRemove`; Klaviyo `/api/profile-bulk-import-jobs/` (POST ≤ 10,000 profiles and
+  5 MB, 202 + job; job polled queued → processing → complete; `import-errors`; job list) and
+  `filter=any(id,[…])` on profiles. Every value a write carried is logged in `fake.received`
+  (`received_checksum()`); switches `customers`, `shopify_invalid_owners`, `klaviyo_deleted`,
+  `klaviyo_reject_ids`, `klaviyo_job_polls_to_complete`.
+
 Faults are switched on per test with `fake.fault(route, kind, times=…, at=…, **params)`;
 see `FakeApi.fault`. Every request is recorded (`fake.requests`) for assertions.
 """
@@ -42,6 +50,9 @@ SHOPIFY_TOKEN = "shopify_token"
 BULK_DOWNLOAD = "bulk_download"
 KLAVIYO = "klaviyo_profiles"
 ROUTES = (SHOPIFY, SHOPIFY_TOKEN, BULK_DOWNLOAD, KLAVIYO)
+# Activation writes (issue 23): Klaviyo bulk profile import jobs.
+KLAVIYO_IMPORT = "klaviyo_import"
+ROUTES = (*ROUTES, KLAVIYO_IMPORT)
 
 # Faults checked on every request of a route; the others fire at an event (see FakeApi.fault).
 REQUEST_KINDS = {"status", "throttled", "slow", "truncated", "reset", "duplicate", "bucket_low",
@@ -481,6 +492,7 @@ class FakeApi:
         self._stop = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._init_activation()
 
     # -- lifecycle
 
@@ -674,7 +686,8 @@ class FakeApi:
         if "null_connection" in faults:
             return 200, {"data": {name: None for name in root}}
         handlers = {"orders": self._orders_page, "order": self._order_line_items,
-                    "bulkOperationRunQuery": self._bulk_start, "node": self._bulk_poll, "shop": self._shop}
+                    "bulkOperationRunQuery": self._bulk_start, "node": self._bulk_poll, "shop": self._shop,
+                    **self._activation_handlers()}
         name = next((n for n in root if n in handlers), None)
         if name is None:
             return 200, {"errors": [{"message": f"unsupported root fields {list(root)}"}]}
@@ -913,7 +926,7 @@ class FakeApi:
         key = sort.lstrip("-")
         if key not in {"id", "created", "updated", "email"}:
             raise _Response(400, _klaviyo_error(400, "invalid", f"unsupported sort {sort}"))
-        profiles = list(self.profiles)
+        profiles = [p for p in self.profiles if p["id"] not in self.klaviyo_deleted]
         filter_text = q.get("filter")
         id_list = re.fullmatch(r"any\(id,\[(.*)\]\)", filter_text or "")
         if id_list:
@@ -947,6 +960,9 @@ class FakeApi:
         for profile in chunk:
             attributes = {k: v for k, v in profile["attributes"].items()
                           if k not in {"subscriptions", "predictive_analytics"} or k in extra}
+            if profile["id"] in self.klaviyo_properties:
+                attributes["properties"] = {**(attributes.get("properties") or {}),
+                                            **self.klaviyo_properties[profile["id"]]}
             data.append({**profile, "attributes": attributes})
         params = {k: v for k, v in q.items() if k != "page[cursor]"}
         base = f"{self.base_url}/api/profiles/"
@@ -955,6 +971,203 @@ class FakeApi:
             next_link = base + "?" + urlencode({**params, "page[cursor]": _cursor(end)}, quote_via=quote)
         self_link = base + ("?" + urlencode(q, quote_via=quote) if q else "")
         return 200, {"data": data, "links": {"self": self_link, "next": next_link, "prev": None}}
+
+    # -- activation writes (issue 23): customer metafields/tags and Klaviyo bulk profile import jobs
+
+    def _init_activation(self) -> None:
+        """State of the write endpoints. `received` logs every value a write request carried
+        (applied or rejected), so tests can compare count + checksum between runs."""
+        self.customers: dict[str, dict] = {}
+        for order in self.orders:
+            if order.get("customer"):
+                self.customers.setdefault(order["customer"]["id"], {"metafields": {}, "tags": set()})
+        self.shopify_invalid_owners: set[str] = set()
+        self.klaviyo_properties: dict[str, dict] = {}
+        self.klaviyo_deleted: set[str] = set()
+        self.klaviyo_reject_ids: set[str] = set()
+        self.klaviyo_jobs: dict[str, dict] = {}
+        self.klaviyo_job_polls_to_complete = 2
+        self.klaviyo_max_import_profiles = 10_000
+        self.klaviyo_max_import_bytes = 5 * 1024 * 1024
+        self.received: list[dict] = []
+
+    def add_customers(self, ids: Iterable[str]) -> None:
+        with self._lock:
+            for gid in ids:
+                self.customers.setdefault(gid, {"metafields": {}, "tags": set()})
+
+    def received_checksum(self, dest: str | None = None) -> tuple[int, str]:
+        with self._lock:
+            return checksum(r for r in self.received if dest is None or r["dest"] == dest)
+
+    def _activation_handlers(self) -> dict:
+        return {"nodes": self._customers_read, "metafieldsSet": self._metafields_set,
+                "tagsAdd": self._tags_add, "tagsRemove": self._tags_remove}
+
+    def _customers_read(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        ids = list(sel.args.get("ids") or [])
+        if len(ids) > 250:
+            return 200, {"errors": [{"message": "nodes accepts at most 250 ids"}]}
+        fields = sel.fields or {}
+        first = int((fields.get("metafields").args.get("first") or 0) if fields.get("metafields") else 0)
+        cost = 1 + len(ids) * (2 + first)
+        extensions = self._charge(cost, cost)
+        namespace = fields["metafields"].args.get("namespace") if "metafields" in fields else None
+        nodes = []
+        for gid in ids:
+            customer = self.customers.get(gid)
+            if customer is None:
+                nodes.append(None)
+                continue
+            metafields = [{"key": k, "value": m["value"], "namespace": ns, "type": m["type"]}
+                          for (ns, k), m in sorted(customer["metafields"].items()) if namespace in (None, ns)]
+            full = {"id": gid, "tags": sorted(customer["tags"]), "metafields": {"nodes": metafields[:first or None]}}
+            nodes.append(project(full, fields))
+        return 200, {"data": {"nodes": nodes}, "extensions": extensions}
+
+    @staticmethod
+    def _metafield_error(item: dict, owners: dict, invalid: set[str]) -> tuple[str, str] | None:
+        kind, value = item.get("type"), str(item.get("value"))
+        if item.get("ownerId") not in owners:
+            return "INVALID", "Owner does not exist"
+        if not re.fullmatch(r"[A-Za-z0-9_-]{2,64}", str(item.get("key") or "")):
+            return "TOO_SHORT", "Key must be 2-64 alphanumeric, hyphen or underscore characters"
+        if not re.fullmatch(r"[A-Za-z0-9_-]{3,255}", str(item.get("namespace") or "")):
+            return "TOO_SHORT", "Namespace must be 3-255 alphanumeric, hyphen or underscore characters"
+        if item.get("ownerId") in invalid:
+            return "INVALID_VALUE", "Value is invalid for this customer (injected by the fake)"
+        checks = {"number_decimal": r"-?\d+(\.\d+)?", "date": r"\d{4}-\d{2}-\d{2}",
+                  "date_time": r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})?"}
+        if kind == "single_line_text_field":
+            return ("INVALID_VALUE", "Value can't contain a newline") if "\n" in value else None
+        if kind not in checks:
+            return "INVALID_TYPE", f"Type '{kind}' is not a valid metafield type"
+        if not re.fullmatch(checks[kind], value):
+            return "INVALID_VALUE", f"Value '{value}' is invalid for type {kind}"
+        return None
+
+    def _metafields_set(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        items = list(sel.args.get("metafields") or [])
+        if len(items) > 25:
+            return 200, {"errors": [{"message": f"The input array size of {len(items)} is greater than the "
+                                                "maximum allowed of 25.", "extensions": {"code": "MAX_INPUT_SIZE_EXCEEDED"}}]}
+        extensions = self._charge(10, 10)
+        for item in items:
+            self.received.append({"dest": "shopify", **{k: item.get(k) for k in
+                                                         ("ownerId", "namespace", "key", "type", "value")}})
+        errors = []
+        for index, item in enumerate(items):
+            problem = self._metafield_error(item, self.customers, self.shopify_invalid_owners)
+            if problem:
+                errors.append({"field": ["metafields", str(index), "value"], "message": problem[1],
+                               "code": problem[0], "elementIndex": index})
+        saved = []
+        if not errors:  # atomic, like Shopify: one error and nothing of the call is saved
+            for item in items:
+                self.customers[item["ownerId"]]["metafields"][(item["namespace"], item["key"])] = {
+                    "value": str(item["value"]), "type": item["type"]}
+                saved.append({"key": item["key"], "namespace": item["namespace"], "value": str(item["value"])})
+        result = {"metafields": saved if not errors else None, "userErrors": errors}
+        return 200, {"data": {"metafieldsSet": project(result, (sel.fields or None))}, "extensions": extensions}
+
+    def _tags(self, sel: Selection, op: str) -> tuple[int, Any]:
+        extensions = self._charge(10, 10)
+        gid, tags = sel.args.get("id"), [str(t) for t in sel.args.get("tags") or []]
+        for tag in tags:
+            self.received.append({"dest": "shopify_tags", "id": gid, "op": op, "tag": tag})
+        customer = self.customers.get(gid)
+        if customer is None:
+            result = {"node": None, "userErrors": [{"field": ["id"], "message": "Customer does not exist"}]}
+        else:
+            customer["tags"] = customer["tags"] | set(tags) if op == "add" else customer["tags"] - set(tags)
+            result = {"node": {"id": gid}, "userErrors": []}
+        name = "tagsAdd" if op == "add" else "tagsRemove"
+        return 200, {"data": {name: project(result, sel.fields or None)}, "extensions": extensions}
+
+    def _tags_add(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        return self._tags(sel, "add")
+
+    def _tags_remove(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        return self._tags(sel, "remove")
+
+    def _job_resource(self, job: dict) -> dict:
+        attributes = {k: job[k] for k in ("status", "created_at", "total_count", "completed_count", "failed_count",
+                                          "completed_at", "expires_at", "started_at")}
+        return {"type": "profile-bulk-import-job", "id": job["id"], "attributes": attributes,
+                "links": {"self": f"{self.base_url}/api/profile-bulk-import-jobs/{job['id']}/"}}
+
+    def _advance_job(self, job: dict) -> None:
+        """Jobs move queued -> processing -> complete as they are polled (or listed)."""
+        if job["status"] in {"complete", "cancelled"}:
+            return
+        job["polls"] += 1
+        if job["status"] == "queued":
+            job["status"], job["started_at"] = "processing", _iso(datetime.now(timezone.utc))
+        if job["polls"] < self.klaviyo_job_polls_to_complete:
+            return
+        known = {p["id"] for p in self.profiles} - self.klaviyo_deleted
+        for index, profile in enumerate(job["profiles"]):
+            pid = profile.get("id")
+            if pid not in known or pid in self.klaviyo_reject_ids:
+                detail = (f"A profile with id {pid} does not exist." if pid not in known
+                          else "Invalid property value (injected by the fake).")
+                job["errors"].append({"type": "import-error", "id": f"err-{job['id']}-{index}", "attributes": {
+                    "code": "invalid", "title": "Invalid input.", "detail": detail,
+                    "source": {"pointer": f"/data/attributes/profiles/data/{index}"}, "original_payload": profile}})
+                continue
+            props = (profile.get("attributes") or {}).get("properties") or {}
+            self.klaviyo_properties.setdefault(pid, {}).update(props)
+        job["failed_count"] = len(job["errors"])
+        job["completed_count"] = len(job["profiles"]) - job["failed_count"]
+        job["status"], job["completed_at"] = "complete", _iso(datetime.now(timezone.utc))
+
+    def klaviyo_import(self, request: Recorded) -> tuple[int, Any]:
+        parts = [p for p in request.path.split("/") if p]  # api, profile-bulk-import-jobs, [id, [sub]]
+        with self._lock:
+            if request.method == "POST" and len(parts) == 2:
+                return self._klaviyo_create_job(request)
+            if request.method == "GET" and len(parts) == 2:
+                for job in self.klaviyo_jobs.values():
+                    self._advance_job(job)
+                jobs = sorted(self.klaviyo_jobs.values(), key=lambda j: (j["created_at"], j["id"]),
+                              reverse=request.query.get("sort") == "-created_at")
+                return 200, {"data": [self._job_resource(j) for j in jobs[:20]], "links": {"next": None}}
+            job = self.klaviyo_jobs.get(parts[2]) if len(parts) >= 3 else None
+            if request.method != "GET" or job is None:
+                raise _Response(404, _klaviyo_error(404, "not_found", "Not found."))
+            if len(parts) == 3:
+                self._advance_job(job)
+                return 200, {"data": self._job_resource(job)}
+            if len(parts) == 4 and parts[3] == "import-errors":
+                return 200, {"data": list(job["errors"]), "links": {"next": None}}
+            raise _Response(404, _klaviyo_error(404, "not_found", "Not found."))
+
+    def _klaviyo_create_job(self, request: Recorded) -> tuple[int, Any]:
+        if int(request.headers.get("content-length") or 0) > self.klaviyo_max_import_bytes:
+            raise _Response(413, _klaviyo_error(400, "invalid", "The payload exceeds the maximum size of 5MB."))
+        data = (request.body or {}).get("data") if isinstance(request.body, dict) else None
+        if not isinstance(data, dict) or data.get("type") != "profile-bulk-import-job":
+            raise _Response(400, _klaviyo_error(400, "invalid", "data.type must be profile-bulk-import-job"))
+        profiles = ((data.get("attributes") or {}).get("profiles") or {}).get("data")
+        if not isinstance(profiles, list) or not 1 <= len(profiles) <= self.klaviyo_max_import_profiles:
+            raise _Response(400, _klaviyo_error(400, "invalid", "profiles.data must hold 1..10000 profiles"))
+        for profile in profiles:
+            attributes = profile.get("attributes") or {}
+            if profile.get("type") != "profile" or not (profile.get("id") or attributes.get("email")
+                                                         or attributes.get("phone_number")
+                                                         or attributes.get("external_id")):
+                raise _Response(400, _klaviyo_error(400, "invalid", "each profile needs type profile and an identifier"))
+        for profile in profiles:
+            self.received.append({"dest": "klaviyo", "id": profile.get("id"),
+                                  "properties": (profile.get("attributes") or {}).get("properties")})
+        now = _iso(datetime.now(timezone.utc))
+        job = {"id": f"job-{len(self.klaviyo_jobs) + 1:05d}", "status": "queued", "created_at": now,
+               "total_count": len(profiles), "completed_count": 0, "failed_count": 0, "completed_at": None,
+               "expires_at": None, "started_at": None, "polls": 0, "profiles": profiles, "errors": []}
+        self.klaviyo_jobs[job["id"]] = job
+        return 202, {"data": self._job_resource(job)}
+
+
 
 
 def _echo_headers(route: str, record: Recorded, spec: Fault) -> _Response:
@@ -1028,6 +1241,8 @@ class _Handler(BaseHTTPRequestHandler):
             return BULK_DOWNLOAD
         if path.rstrip("/") == "/api/profiles":
             return KLAVIYO
+        if path.startswith("/api/profile-bulk-import-jobs"):
+            return KLAVIYO_IMPORT
         return None
 
     def _dispatch(self) -> None:
@@ -1101,6 +1316,9 @@ class _Handler(BaseHTTPRequestHandler):
             if data is None:
                 raise _Response(404, {"errors": "Not Found"})
             return 200, data, {"Content-Type": "application/jsonl"}
+        if route == KLAVIYO_IMPORT:
+            status, payload = fake.klaviyo_import(record)
+            return status, payload, {"Content-Type": "application/vnd.api+json"}
         status, payload = fake.klaviyo_profiles(record)
         return status, payload, {"Content-Type": "application/vnd.api+json"}
 
@@ -1114,7 +1332,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                 "wrong password)"})
             if fake.shopify_forbidden:
                 raise _Response(403, {"errors": "[API] This action requires merchant approval for read_orders scope."})
-        elif route == KLAVIYO:
+        elif route in (KLAVIYO, KLAVIYO_IMPORT):
             if record.headers.get("authorization") != f"Klaviyo-API-Key {fake.klaviyo_key}":
                 raise _Response(401, _klaviyo_error(401, "authentication_failed",
                                                     "Incorrect authentication credentials."))
@@ -1179,7 +1397,8 @@ def _graphql_op(root: dict[str, Selection] | None) -> str | None:
     if root and "order" in root and "refunds" in (root["order"].fields or {}):
         return "refunds"
     for name, op in (("orders", "orders"), ("order", "line_items"), ("bulkOperationRunQuery", "bulk_start"),
-                     ("node", "bulk_poll"), ("shop", "shop")):
+                     ("node", "bulk_poll"), ("shop", "shop"), ("nodes", "customer_read"),
+                     ("metafieldsSet", "metafields_set"), ("tagsAdd", "tags_add"), ("tagsRemove", "tags_remove")):
         if root and name in root:
             return op
     return None

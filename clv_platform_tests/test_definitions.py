@@ -7,7 +7,7 @@ import pytest
 from clv_platform.definitions import build_definitions
 from clv_platform.ingestion.assets import shopify_daily_partitions
 
-LAYERS = {"raw", "staging", "features", "ml", "scores", "monitoring", "marts"}
+LAYERS = {"raw", "staging", "features", "ml", "scores", "monitoring", "marts", "activation"}
 
 
 def test_code_location_loads_and_keys_name_their_layer(data_env):

@@ -34,3 +34,12 @@ rebuild_from_staging_job = dg.define_asset_job(
     description="Rebuild staging and everything downstream (scoring with the registered models) "
     "from the raw tables already loaded.",
 )
+
+# Issue 23: write the scores back to Klaviyo / Shopify by hand (the nightly full_refresh runs the
+# same assets after the snapshot). Each asset does nothing unless activation.toml turns it on.
+activate_now_job = dg.define_asset_job(
+    name="activate_now",
+    selection=dg.AssetSelection.groups("activation"),
+    description="Write the current scores to Klaviyo profiles and Shopify customers (dry run unless "
+    "activation.toml sets mode = \"live\"); reads marts.customer_scores as it is.",
+)

@@ -1,0 +1,98 @@
+"""Planning: which values each destination should receive, from `marts.customer_scores` vs sync state.
+
+`marts.customer_scores` is read by column name; optional columns that are absent (another
+engineer's model may not write them yet) read as null, and a null value is never sent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+
+from clv_platform.activation.fields import FIELDS, REQUIRED_COLUMNS, TAG_PREFIX, TAGS, sql_render
+from clv_platform.resources.storage import read_sql, run_script, table_exists
+
+SQL_PACKAGE = "clv_platform.activation"
+SCORES = "marts.customer_scores"
+DESTINATIONS = ("klaviyo", "shopify")
+TARGET_COLUMN = {"klaviyo": "klaviyo_profile_id", "shopify": "shopify_customer_id"}
+
+
+class ActivationInputError(RuntimeError):
+    """The scores or customers needed to plan are missing."""
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    run_script(conn, read_sql(SQL_PACKAGE, "sql/state_tables.sql"))
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    schema, name = table.split(".")
+    rows = conn.execute(
+        "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+        [schema, name],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def build_values_view(conn: duckdb.DuckDBPyConnection, destination: str, shopify_tags: bool) -> list[str]:
+    """Create `_activation_values` for one destination; returns the optional score columns absent."""
+    for table in (SCORES, "staging.customers"):
+        if not table_exists(conn, table):
+            raise ActivationInputError(f"{table} does not exist: materialize the marts before activation")
+    present = _columns(conn, SCORES)
+    missing_required = REQUIRED_COLUMNS - present
+    if missing_required:
+        raise ActivationInputError(f"{SCORES} lacks required columns {sorted(missing_required)}")
+    absent = []
+    select = ["s.customer_id::varchar as customer_id", f"c.{TARGET_COLUMN[destination]}::varchar as target_id"]
+    for spec in FIELDS:
+        if spec.column in present:
+            typed = f'cast(s."{spec.column}" as {spec.column_type})'
+        else:
+            absent.append(spec.column)
+            typed = f"null::{spec.column_type}"
+        select.append(f'{sql_render(spec, typed)} as "{spec.name}"')
+    if destination == "shopify" and shopify_tags:
+        for tag, (column, rule) in TAGS.items():
+            if column not in present:
+                absent.append(column)
+                continue
+            select.append(f"case when {rule} then 'true' else 'false' end as \"{TAG_PREFIX}{tag}\"")
+    conn.execute(
+        "create or replace temp view _activation_values as select "
+        + ", ".join(select)
+        + f" from {SCORES} as s join staging.customers as c on c.customer_id = s.customer_id"
+    )
+    return absent
+
+
+def plan_changes(
+    conn: duckdb.DuckDBPyConnection,
+    destination: str,
+    *,
+    run_id: str,
+    mode: str,
+    now: datetime,
+    shopify_tags: bool = False,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Write this destination's plan to `activation.planned_changes` and return it.
+
+    Columns: customer_id, target_id, field, new_value, old_value (null: never sent before).
+    """
+    if destination not in DESTINATIONS:
+        raise ValueError(f"unknown destination {destination!r}")
+    ensure_tables(conn)
+    absent = build_values_view(conn, destination, shopify_tags)
+    run_script(
+        conn,
+        read_sql(SQL_PACKAGE, "sql/plan.sql"),
+        {"destination": destination, "run_id": run_id, "mode": mode, "now": now},
+    )
+    frame = conn.execute(
+        "select customer_id, target_id, field, new_value, old_value from _activation_changes "
+        "order by target_id, field"
+    ).df()
+    return frame, absent

@@ -1,0 +1,432 @@
+"""Sending a plan: batches recorded before and after every write, so a killed sync resumes safely.
+
+The design that makes a rerun send nothing twice:
+
+1. every write request is first recorded in `activation.sync_batches` as `sending` (with its
+   items), and only after the destination confirmed it are `activation.sync_state` and the
+   batch status (`done`) updated, in one DuckDB transaction;
+2. before anything is sent, the customers' current values are read back from the destination;
+   values already there are confirmed without sending. So a batch whose confirmation was lost
+   in a crash (`sending` left behind) is found upstream by the next run and not sent again;
+   the read-back is also how deleted or erased customers are found and skipped;
+3. a Klaviyo job whose id was recorded (`submitted`) is polled to its end by the next run
+   instead of being resubmitted; when a crash lost the id, the next run first waits for
+   Klaviyo's unfinished import jobs, so its read-back sees their result.
+
+Failures (rejected values, userErrors, import errors) are recorded per customer in
+`activation.sync_failures`; the caller fails the run when they pass the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+import duckdb
+import pandas as pd
+
+from clv_platform.activation.fields import BY_NAME, TAG_PREFIX, canonical, klaviyo_value
+from clv_platform.resources.klaviyo_write import KlaviyoWriter, pack_jobs
+from clv_platform.resources.shopify_write import MAX_METAFIELDS_PER_CALL, NAMESPACE, ShopifyWriter
+
+DELETED = "deleted or erased upstream: not found by id"
+
+
+def checkpoint(event: str) -> None:
+    """Called right after a write was sent and before it is recorded; crash tests raise here."""
+
+
+@dataclass
+class SyncOptions:
+    klaviyo_max_profiles_per_job: int = 10_000
+    klaviyo_max_job_bytes: int = 4_750_000
+    klaviyo_poll_seconds: float = 5.0
+    klaviyo_job_timeout_seconds: float = 1800.0
+    shopify_read_chunk: int = 25
+    shopify_metafields_per_call: int = MAX_METAFIELDS_PER_CALL
+
+
+@dataclass
+class SyncReport:
+    destination: str
+    planned_customers: int = 0
+    planned_values: int = 0
+    sent_customers: int = 0
+    sent_values: int = 0
+    write_requests: int = 0
+    already_upstream_values: int = 0
+    skipped_customers: int = 0
+    failed_customers: int = 0
+    resumed_batches: int = 0
+    abandoned_batches: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+    def as_metadata(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Ledger:
+    """The DuckDB side of a sync: batch records, confirmed state and failures."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, destination: str, run_id: str):
+        self.conn = conn
+        self.destination = destination
+        self.run_id = run_id
+        self.sequence = 0
+
+    def _transaction(self, work: Callable[[], None]) -> None:
+        self.conn.execute("begin transaction")
+        try:
+            work()
+            self.conn.execute("commit")
+        except BaseException:
+            self.conn.execute("rollback")
+            raise
+
+    def start_batch(self, kind: str, items: list[dict], job_id: str | None = None) -> str:
+        self.sequence += 1
+        batch_id = f"{self.destination}:{self.run_id}:{self.sequence:06d}"
+        now = _now()
+        self.conn.execute(
+            "insert into activation.sync_batches values (?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?, null)",
+            [batch_id, self.destination, self.run_id, kind, len(items), json.dumps(items), job_id, now, now],
+        )
+        return batch_id
+
+    def set_status(self, batch_id: str, status: str, job_id: str | None = None, detail: str | None = None) -> None:
+        self.conn.execute(
+            "update activation.sync_batches set status = ?, job_id = coalesce(?, job_id), "
+            "detail = coalesce(?, detail), updated_at = ? where batch_id = ?",
+            [status, job_id, detail, _now(), batch_id],
+        )
+
+    def open_batches(self) -> list[dict]:
+        rows = self.conn.execute(
+            "select batch_id, kind, status, items, job_id, created_at from activation.sync_batches "
+            "where destination = ? and status in ('sending', 'submitted') order by created_at, batch_id",
+            [self.destination],
+        ).fetchall()
+        return [
+            {"batch_id": r[0], "kind": r[1], "status": r[2], "items": json.loads(r[3]), "job_id": r[4],
+             "created_at": r[5]}
+            for r in rows
+        ]
+
+    def settle(
+        self,
+        confirmed: list[dict],
+        failures: list[dict] | None = None,
+        batch_id: str | None = None,
+        status: str = "done",
+        detail: str | None = None,
+    ) -> None:
+        """In one transaction: confirmed items into sync_state, failures recorded, batch closed."""
+        failures = failures or []
+
+        def work() -> None:
+            now = _now()
+            if confirmed:
+                frame = pd.DataFrame(
+                    [(self.destination, i["target_id"], i["field"], i["customer_id"], i["value"], now, self.run_id)
+                     for i in {(i["target_id"], i["field"]): i for i in confirmed}.values()],
+                    columns=["destination", "target_id", "field", "customer_id", "value", "synced_at", "run_id"],
+                )
+                self.conn.register("_confirmed", frame)
+                try:
+                    self.conn.execute(
+                        "insert into activation.sync_state select * from _confirmed "
+                        "on conflict (destination, target_id, field) do update set "
+                        "customer_id = excluded.customer_id, value = excluded.value, "
+                        "synced_at = excluded.synced_at, run_id = excluded.run_id"
+                    )
+                finally:
+                    self.conn.unregister("_confirmed")
+            for f in failures:
+                self.conn.execute(
+                    "insert into activation.sync_failures values (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [self.destination, self.run_id, f.get("customer_id"), f.get("target_id"), f.get("field"),
+                     f.get("kind", "failed"), f["reason"], now],
+                )
+            if batch_id is not None:
+                self.set_status(batch_id, status, detail=detail)
+
+        self._transaction(work)
+
+
+def _by_target(changes: pd.DataFrame) -> dict[str, dict]:
+    """`{target_id: {"customer_id": ..., "fields": {field: value}}}` in target order."""
+    targets: dict[str, dict] = {}
+    for row in changes.itertuples(index=False):
+        entry = targets.setdefault(row.target_id, {"customer_id": row.customer_id, "fields": {}})
+        entry["fields"][row.field] = row.new_value
+    return targets
+
+
+def _chunks(values: list, size: int) -> Iterator[list]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _items(target: str, customer_id: str, fields: dict[str, str]) -> list[dict]:
+    return [{"customer_id": customer_id, "target_id": target, "field": f, "value": v} for f, v in fields.items()]
+
+
+def _split(upstream: dict[str, str | None], wanted: dict[str, str]) -> tuple[dict, dict]:
+    """(values to send, values already upstream). Nothing is sent when only companions differ."""
+    differ = {f: v for f, v in wanted.items() if upstream.get(f) != v}
+    same = {f: v for f, v in wanted.items() if f not in differ}
+    if not any(BY_NAME[f].trigger if f in BY_NAME else True for f in differ):
+        return {}, same  # a differing companion alone is not sent, nor recorded as sent
+    return differ, same
+
+
+# ------------------------------------------------------------------------------------ Klaviyo
+
+
+def _klaviyo_finish(ledger: Ledger, writer: KlaviyoWriter, batch_id: str, job_id: str, items: list[dict],
+                    options: SyncOptions, report: SyncReport) -> None:
+    job = writer.wait_for_job(job_id, options.klaviyo_poll_seconds, options.klaviyo_job_timeout_seconds)
+    if job.get("status") == "cancelled":
+        failures = [{**i, "reason": f"Klaviyo import job {job_id} was cancelled"} for i in items]
+        _count_failures(report, failures)
+        ledger.settle([], failures, batch_id, status="failed", detail="job cancelled")
+        return
+    rejected: dict[str, str] = {}
+    unattributed: list[str] = []
+    if job.get("failed_count"):
+        for error in writer.import_errors(job_id):
+            if error.profile_id:
+                rejected[error.profile_id] = error.reason
+            else:
+                unattributed.append(error.reason)
+    if unattributed:
+        # Which profiles failed is unknown: confirm none; the next run's read-back sorts it out.
+        failures = [{"reason": f"Klaviyo import job {job_id}: {r}"} for r in unattributed]
+        report.failures.extend(failures)
+        ledger.settle([], failures, batch_id, status="failed", detail=f"{len(unattributed)} unattributed errors")
+        return
+    confirmed = [i for i in items if i["target_id"] not in rejected]
+    failures = []
+    for target, reason in rejected.items():
+        customer = next((i["customer_id"] for i in items if i["target_id"] == target), None)
+        failures.append({"customer_id": customer, "target_id": target, "reason": f"Klaviyo import error: {reason}"})
+    _count_failures(report, failures)
+    ledger.settle(confirmed, failures, batch_id, detail=f"job {job_id}: {job.get('completed_count')} completed, "
+                  f"{job.get('failed_count')} failed")
+
+
+def _count_failures(report: SyncReport, failures: list[dict]) -> None:
+    report.failures.extend(failures)
+    report.failed_customers += len({(f.get("target_id"), f.get("customer_id")) for f in failures})
+
+
+def resume_klaviyo(ledger: Ledger, writer: KlaviyoWriter, options: SyncOptions, report: SyncReport) -> None:
+    for batch in ledger.open_batches():
+        report.resumed_batches += 1
+        if batch["status"] == "submitted" and batch["job_id"]:
+            writer.client.info(f"Klaviyo: resuming import job {batch['job_id']} of an interrupted sync")
+            _klaviyo_finish(ledger, writer, batch["batch_id"], batch["job_id"], batch["items"], options, report)
+            continue
+        # Sent or not, we cannot tell: let Klaviyo finish whatever it has, then the read-back decides.
+        waited = 0.0
+        while writer.unfinished_jobs():
+            if waited >= options.klaviyo_job_timeout_seconds:
+                raise RuntimeError("Klaviyo import jobs stayed unfinished; rerun activation later")
+            writer.client.wait(options.klaviyo_poll_seconds, "an interrupted sync may have a job in Klaviyo")
+            waited += options.klaviyo_poll_seconds
+        report.abandoned_batches += 1
+        ledger.settle([], [], batch["batch_id"], status="abandoned", detail="in doubt after a crash; re-read")
+
+
+def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, changes: pd.DataFrame, run_id: str,
+                 options: SyncOptions | None = None) -> SyncReport:
+    options = options or SyncOptions()
+    ledger = Ledger(conn, "klaviyo", run_id)
+    report = SyncReport("klaviyo")
+    resume_klaviyo(ledger, writer, options, report)
+    targets = _by_target(changes)
+    report.planned_customers, report.planned_values = len(targets), len(changes)
+    pending: list[dict] = []
+    for chunk in _chunks(list(targets), 100):
+        current = writer.current_properties(chunk)
+        already: list[dict] = []
+        skipped: list[dict] = []
+        for target in chunk:
+            entry = targets[target]
+            if target not in current:
+                skipped.append({"customer_id": entry["customer_id"], "target_id": target, "kind": "skipped",
+                                "reason": DELETED})
+                continue
+            upstream = {f: canonical(BY_NAME[f].kind, current[target].get(f)) for f in entry["fields"]}
+            send, same = _split(upstream, entry["fields"])
+            already += _items(target, entry["customer_id"], same)
+            if send:
+                pending.append({
+                    "id": target,
+                    "properties": {f: klaviyo_value(BY_NAME[f], v) for f, v in send.items()},
+                    "items": _items(target, entry["customer_id"], send),
+                })
+        report.already_upstream_values += len(already)
+        report.skipped_customers += len(skipped)
+        ledger.settle(already, skipped)
+    for job in pack_jobs(pending, options.klaviyo_max_profiles_per_job, options.klaviyo_max_job_bytes):
+        items = [i for p in job for i in p["items"]]
+        batch_id = ledger.start_batch("profile-import-job", items)
+        job_id = writer.submit_job([{"id": p["id"], "properties": p["properties"]} for p in job])
+        checkpoint("klaviyo_job_submitted")
+        ledger.set_status(batch_id, "submitted", job_id=job_id)
+        report.write_requests += 1
+        report.sent_customers += len(job)
+        report.sent_values += len(items)
+        _klaviyo_finish(ledger, writer, batch_id, job_id, items, options, report)
+    _log_summary(writer.client, report)
+    return report
+
+
+# ------------------------------------------------------------------------------------ Shopify
+
+
+def _metafield_input(item: dict) -> dict:
+    spec = BY_NAME[item["field"]]
+    return {"ownerId": item["target_id"], "namespace": NAMESPACE, "key": spec.shopify_key,
+            "type": spec.shopify_type, "value": item["value"]}
+
+
+def _send_metafields(ledger: Ledger, writer: ShopifyWriter, customers: list[list[dict]], report: SyncReport) -> None:
+    """One metafieldsSet call for these customers' items; on userErrors (atomic: nothing saved)
+    each customer is retried alone so one bad value does not block the others."""
+    items = [i for customer in customers for i in customer]
+    batch_id = ledger.start_batch("metafieldsSet", items)
+    errors = writer.set_metafields([_metafield_input(i) for i in items])
+    checkpoint("shopify_metafields_sent")
+    report.write_requests += 1
+    if not errors:
+        ledger.settle(items, [], batch_id)
+        return
+    if len(customers) > 1:
+        ledger.settle([], [], batch_id, status="failed", detail="userErrors; retrying customers one by one")
+        for customer in customers:
+            _send_metafields(ledger, writer, [customer], report)
+        return
+    reasons = []
+    for error in errors:
+        index = error.get("elementIndex")
+        where = items[index]["field"] if isinstance(index, int) and 0 <= index < len(items) else None
+        reasons.append(f"{where or error.get('field')}: {error.get('code') or ''} {error.get('message')}".strip())
+    failure = {"customer_id": items[0]["customer_id"], "target_id": items[0]["target_id"],
+               "reason": "Shopify metafieldsSet userErrors: " + "; ".join(reasons)}
+    _count_failures(report, [failure])
+    ledger.settle([], [failure], batch_id, status="failed")
+
+
+def _send_tags(ledger: Ledger, writer: ShopifyWriter, items: list[dict], report: SyncReport) -> None:
+    add = [i["field"].removeprefix(TAG_PREFIX) for i in items if i["value"] == "true"]
+    remove = [i["field"].removeprefix(TAG_PREFIX) for i in items if i["value"] != "true"]
+    batch_id = ledger.start_batch("tags", items)
+    errors = writer.change_tags(items[0]["target_id"], add, remove)
+    checkpoint("shopify_tags_sent")
+    report.write_requests += 1
+    if errors:
+        failure = {"customer_id": items[0]["customer_id"], "target_id": items[0]["target_id"],
+                   "reason": "Shopify tags userErrors: " + "; ".join(str(e.get("message")) for e in errors)}
+        _count_failures(report, [failure])
+        ledger.settle([], [failure], batch_id, status="failed")
+    else:
+        ledger.settle(items, [], batch_id)
+
+
+def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, changes: pd.DataFrame, run_id: str,
+                 options: SyncOptions | None = None) -> SyncReport:
+    options = options or SyncOptions()
+    ledger = Ledger(conn, "shopify", run_id)
+    report = SyncReport("shopify")
+    for batch in ledger.open_batches():
+        # metafieldsSet and tags are synchronous: the read-back below finds what was saved.
+        report.resumed_batches += 1
+        report.abandoned_batches += 1
+        ledger.settle([], [], batch["batch_id"], status="abandoned", detail="in doubt after a crash; re-read")
+    targets = _by_target(changes)
+    report.planned_customers, report.planned_values = len(targets), len(changes)
+    sent: set[str] = set()
+    for chunk in _chunks(list(targets), options.shopify_read_chunk):
+        current = writer.current(chunk)
+        already, skipped, to_send, tag_sends = [], [], [], []
+        for target in chunk:
+            entry = targets[target]
+            if target not in current:
+                skipped.append({"customer_id": entry["customer_id"], "target_id": target, "kind": "skipped",
+                                "reason": DELETED})
+                continue
+            upstream: dict[str, str | None] = {}
+            for f in entry["fields"]:
+                if f.startswith(TAG_PREFIX):
+                    upstream[f] = "true" if f.removeprefix(TAG_PREFIX) in current[target]["tags"] else "false"
+                else:
+                    upstream[f] = canonical(BY_NAME[f].kind, current[target]["metafields"].get(BY_NAME[f].shopify_key))
+            send, same = _split(upstream, entry["fields"])
+            already += _items(target, entry["customer_id"], same)
+            metafields = {f: v for f, v in send.items() if not f.startswith(TAG_PREFIX)}
+            tags = {f: v for f, v in send.items() if f.startswith(TAG_PREFIX)}
+            if metafields:
+                to_send.append(_items(target, entry["customer_id"], metafields))
+            if tags:
+                tag_sends.append(_items(target, entry["customer_id"], tags))
+        report.already_upstream_values += len(already)
+        report.skipped_customers += len(skipped)
+        ledger.settle(already, skipped)
+        call: list[list[dict]] = []
+        for customer in to_send:
+            if call and sum(map(len, call)) + len(customer) > options.shopify_metafields_per_call:
+                _send_metafields(ledger, writer, call, report)
+                call = []
+            call.append(customer)
+        if call:
+            _send_metafields(ledger, writer, call, report)
+        for items in tag_sends:
+            _send_tags(ledger, writer, items, report)
+        for items in [*to_send, *tag_sends]:
+            sent.add(items[0]["target_id"])
+            report.sent_values += len(items)
+    report.sent_customers = len(sent)
+    _log_summary(writer.client, report)
+    return report
+
+
+def _log_summary(client, report: SyncReport) -> None:
+    client.info(
+        f"activation to {report.destination}: {report.planned_customers} customers planned, "
+        f"{report.sent_customers} sent ({report.sent_values} values, {report.write_requests} write requests), "
+        f"{report.already_upstream_values} values already upstream, {report.skipped_customers} skipped "
+        f"(deleted upstream), {report.failed_customers} failed, {report.resumed_batches} batches resumed"
+    )
+
+
+def failure_limit(attempted: int, ratio: float, floor: int) -> float:
+    """Failures allowed before the run fails: max(floor, ratio * customers attempted)."""
+    return max(float(floor), ratio * attempted)
+
+
+def failures_exceeded(report: SyncReport, ratio: float, floor: int) -> bool:
+    attempted = report.planned_customers - report.skipped_customers
+    return report.failed_customers > failure_limit(attempted, ratio, floor)
+
+
+def now_utc() -> datetime:
+    return _now()
+
+
+def new_run_id(tag: str | None = None) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    return f"{stamp}-{tag}" if tag else stamp
+
+
+def preview(frame: pd.DataFrame, rows: int = 10) -> str:
+    if frame.empty:
+        return "(nothing to change)"
+    return frame.head(rows).to_markdown(index=False)
+
