@@ -1168,8 +1168,6 @@ class FakeApi:
         return 202, {"data": self._job_resource(job)}
 
 
-
-
 def _echo_headers(route: str, record: Recorded, spec: Fault) -> _Response:
     """A (misbehaving) server error that repeats the request's credential and headers.
 

@@ -55,9 +55,9 @@ class ShopifyWriter:
         self.resource = resource
         self.client: HttpClient = resource._client(log)
         self.client.fatal_hints = {
-            401: "Shopify rejected the access token (HTTP 401): check SHOPIFY_ACCESS_TOKEN",
+            401: f"Shopify rejected the access token (HTTP 401): check {resource._setting()}",
             403: "Shopify refused access (HTTP 403): activation needs the write_customers scope on the app "
-            "behind SHOPIFY_ACCESS_TOKEN",
+            f"behind {resource._setting()}",
             404: f"Shopify returned HTTP 404 for {resource.graphql_url()}: check SHOPIFY_SHOP_DOMAIN and "
             f"SHOPIFY_API_VERSION ({resource.api_version})",
         }
@@ -85,7 +85,7 @@ class ShopifyWriter:
             if "ACCESS_DENIED" in codes:
                 raise PermissionDeniedError(
                     "Shopify denied access: activation needs the write_customers scope on the app behind "
-                    f"SHOPIFY_ACCESS_TOKEN. Shopify said: {errors[codes.index('ACCESS_DENIED')].get('message')}"
+                    f"{resource._setting()}. Shopify said: {errors[codes.index('ACCESS_DENIED')].get('message')}"
                 )
             if any(c in {"INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE", "TIMEOUT"} for c in codes):
                 raise TransientBodyError(f"GraphQL error {codes}")
@@ -104,6 +104,8 @@ class ShopifyWriter:
             resource.graphql_url(),
             what=f"GraphQL {kind}",
             json_body={"query": query, "variables": variables},
+            # the run's token: static, or granted by client credentials and renewed when due
+            headers={"X-Shopify-Access-Token": resource._token.get()},
             inspect=inspect,
             rate_limit_delay=delay_from_body,
         )
