@@ -41,6 +41,7 @@ from clv_platform.resources.http import (
     make_session,
     utc_iso,
 )
+from clv_platform.resources.shopify_acquisition import ACQUISITION_FIELDS, ACQUISITION_KEYS
 
 _MONEY = "shopMoney{amount currencyCode}"
 LINE_ITEM_FIELDS = (
@@ -52,7 +53,8 @@ _ORDER_HEAD = (
     "displayFinancialStatus displayFulfillmentStatus "
     f"totalPriceSet{{{_MONEY} presentmentMoney{{amount currencyCode}}}} "
     f"currentTotalPriceSet{{{_MONEY}}} totalDiscountsSet{{{_MONEY}}} "
-    "customer{id email}"
+    "customer{id email} "
+    f"{ACQUISITION_FIELDS}"
 )
 _REFUNDS = f"refunds{{id createdAt totalRefundedSet{{{_MONEY}}}}}"
 
@@ -61,7 +63,7 @@ ORDER_KEYS = (
     "id", "name", "createdAt", "processedAt", "updatedAt", "cancelledAt", "currencyCode", "test", "email",
     "displayFinancialStatus", "displayFulfillmentStatus", "totalPriceSet", "currentTotalPriceSet",
     "totalDiscountsSet", "customer", "lineItems", "refunds",
-)
+) + ACQUISITION_KEYS
 LINE_ITEM_KEYS = ("id", "quantity", "sku", "title", "product", "originalUnitPriceSet", "totalDiscountSet")
 
 ORDERS_PAGE_QUERY = (

@@ -21,7 +21,7 @@ ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 ORDER_KEYS = {
     "id", "name", "createdAt", "processedAt", "updatedAt", "cancelledAt", "currencyCode", "test", "email",
     "displayFinancialStatus", "displayFulfillmentStatus", "totalPriceSet", "currentTotalPriceSet",
-    "totalDiscountsSet", "customer", "lineItems", "refunds",
+    "totalDiscountsSet", "customer", "lineItems", "refunds", "sourceName", "discountCodes", "customerJourneySummary",
 }
 LINE_KEYS = {"id", "quantity", "sku", "title", "product", "originalUnitPriceSet", "totalDiscountSet"}
 PREDICTIVE_KEYS = {
