@@ -257,8 +257,9 @@ def existing_customer_forecast(
         lo, hi = period.offsets(cutoff)
         purchases = expected[:, position[hi]] - expected[:, position[lo]]
         spend = np.where(linear, predicted * (hi - lo) / horizon_days, purchases * per_purchase)
-        # compound Poisson: Var = E[N] * E[V^2] = E[N] * v^2 * (1 + CV^2), v the spend per purchase
-        variance = float(np.sum(purchases * per_purchase**2 * (1.0 + cv2)))
+        # compound Poisson with the customer's order value v: spend S = N v, Var = E[N] v^2 (1 + CV^2)
+        # = S v (1 + CV^2). A prediction above the BTYD's means more orders of value v, not bigger ones.
+        variance = float(np.sum(spend * aov * (1.0 + cv2)))
         mean = float(spend.sum())
         variance += (_relative_sd(season.relative_sd, error_scale, period, cutoff) * mean) ** 2
         rows.append(_bounds(period, "existing", mean, variance, expected_purchases=float(purchases.sum())))
@@ -496,7 +497,7 @@ def rehearse(history: pd.DataFrame, cutoff: date, model_name: str = btyd.BGNBD,
     """Forecast from ``months`` before the cutoff with the data up to then, compare with what came.
 
     Returns the error scale s per part, fitted as |log(actual / forecast)| ~ s * sqrt(h) over the
-    rehearsal months h = 1..months (s^2 = mean(log error^2 / h)). The in-sample scatter cannot see
+    rehearsal months h = 1..months (s^2 = mean((log error^2 - relative purchase noise^2) / h)). The in-sample scatter cannot see
     how the purchase model and the acquisition trend drift when extrapolated; this can. With less
     than ``MIN_REHEARSAL_HISTORY_DAYS`` of history before the rehearsal cutoff there is none.
     """
@@ -515,7 +516,9 @@ def rehearse(history: pd.DataFrame, cutoff: date, model_name: str = btyd.BGNBD,
         for h, p in enumerate(periods, start=1):
             predicted, observed = float(table.loc[p.label, f"{part}_revenue"]), float(actual.loc[p.label, column])
             if predicted > 0 and observed > 0:
-                ratios.append(math.log(observed / predicted) ** 2 / h)
+                # the purchase noise the interval has anyway is not part of the systematic error
+                noise_sd = (table.loc[p.label, f"{part}_revenue_high"] - table.loc[p.label, f"{part}_revenue"]) / Z80
+                ratios.append(max(0.0, math.log(observed / predicted) ** 2 - (noise_sd / predicted) ** 2) / h)
         scales[part] = math.sqrt(float(np.mean(ratios))) if ratios else 0.0
     return Rehearsal(rc.date(), scales["existing"], scales["new"], len(periods))
 

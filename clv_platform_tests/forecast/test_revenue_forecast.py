@@ -141,3 +141,4 @@ def test_forecast_cutoff_must_be_a_month_end_before_the_data_end():
         backtest.run_forecast_backtest("demo", "2025-10-15")
     with pytest.raises(ValueError, match="not before the end"):
         backtest.run_forecast_backtest("demo", "2026-10-31")
+
