@@ -5,7 +5,8 @@ predictions = BTYD expected spend, since the backtest does not train the XGBoost
 compared month by month with the actual revenue, against a seasonal-naive baseline: the same
 month one year earlier times the recent trend (revenue of the last three months before the
 cutoff / the same three months a year earlier; 1 when the history does not reach that far back,
-which is flagged). Reported: absolute percentage error per month and its mean (MAPE) for both,
+which is flagged); a flat mean of the last three months is shown beside it. Reported: absolute
+percentage error per month and its mean (MAPE) for each,
 the share of months whose actual lies in the forecast's 80 % interval (coverage), and the errors
 of the existing- and new-customer parts.
 
@@ -124,6 +125,16 @@ def seasonal_naive(transactions: pd.DataFrame, cutoff: date, periods: list[reven
     return values, trend_info
 
 
+def recent_mean(transactions: pd.DataFrame, cutoff: date, months: int = BASELINE_TREND_MONTHS) -> float | None:
+    """A second, flat reference: mean monthly revenue of the last ``months`` whole months before the cutoff."""
+    frame = transactions.assign(order_date=pd.to_datetime(transactions["order_date"]))
+    c = pd.Timestamp(cutoff)
+    start = c - pd.DateOffset(months=months) + pd.Timedelta(days=1)
+    if start < frame["order_date"].min():
+        return None
+    return _revenue_between(frame, start, c) / months
+
+
 def _ape(predicted: float | None, actual: float) -> float | None:
     if predicted is None or actual <= 0:
         return None
@@ -155,6 +166,7 @@ def run_forecast_backtest(dataset: str, cutoff: str | date | None = None) -> dic
         raise ValueError(f"no whole month of data after the cutoff {cutoff}")
     actual = revenue.period_actuals(tx, months, cutoff).set_index("period")
     baseline, trend = seasonal_naive(tx, cutoff, months)
+    recent = recent_mean(tx, cutoff)
     if loaded.closed_cohort:
         table = table.assign(
             total_revenue=table["existing_revenue"], total_revenue_low=table["existing_revenue_low"],
@@ -173,6 +185,8 @@ def run_forecast_backtest(dataset: str, cutoff: str | date | None = None) -> dic
             "low": float(f["total_revenue_low"]),
             "high": float(f["total_revenue_high"]),
             "baseline": baseline[p.label],
+            "recent_mean": recent,
+            "ape_recent_mean": _ape(recent, a["actual_revenue"]),
             "ape_forecast": _ape(float(f["total_revenue"]), a["actual_revenue"]),
             "ape_baseline": _ape(baseline[p.label], a["actual_revenue"]),
             "covered": bool(f["total_revenue_low"] <= a["actual_revenue"] <= f["total_revenue_high"]),
@@ -187,6 +201,7 @@ def run_forecast_backtest(dataset: str, cutoff: str | date | None = None) -> dic
     summary = {
         "mape_forecast": _mean(r["ape_forecast"] for r in rows),
         "mape_baseline": _mean(r["ape_baseline"] for r in rows),
+        "mape_recent_mean": _mean(r["ape_recent_mean"] for r in rows),
         "coverage_80": float(np.mean([r["covered"] for r in rows])),
         "coverage_80_existing": float(np.mean([r["existing_covered"] for r in rows])),
         "coverage_80_new": float(np.mean([r["new_covered"] for r in rows])),
@@ -247,7 +262,8 @@ def forecast_text(result: dict) -> str:
         )
     lines.append(
         f"MAPE forecast {_pct(s['mape_forecast'])} vs seasonal-naive {_pct(s['mape_baseline'])} "
-        f"({'beats' if s['beats_baseline'] else 'does NOT beat'} the baseline); 80% interval coverage "
+        f"({'beats' if s['beats_baseline'] else 'does NOT beat'} the baseline; flat mean of the last 3 months "
+        f"{_pct(s['mape_recent_mean'])}); 80% interval coverage "
         f"{_pct(s['coverage_80'])} (existing {_pct(s['coverage_80_existing'])}, new {_pct(s['coverage_80_new'])}); "
         f"MAPE existing part {_pct(s['mape_existing'])}, new part {_pct(s['mape_new'])}; "
         f"total {_money(s['total_forecast'])} forecast vs {_money(s['total_actual'])} actual"
@@ -311,7 +327,8 @@ def forecast_section_html(result: dict) -> str:
         f"<p>Forecast made at {html.escape(result['cutoff'])} with data up to that day; actual revenue to "
         f"{html.escape(result['data_end'])}. Baseline: same month a year earlier × trend "
         f"{result['baseline_trend']['trend']:.3f} ({html.escape(result['baseline_trend']['window'])}).</p>{note}"
-        f"<p><b>MAPE {_pct(s['mape_forecast'])}</b> vs seasonal-naive {_pct(s['mape_baseline'])}; "
+        f"<p><b>MAPE {_pct(s['mape_forecast'])}</b> vs seasonal-naive {_pct(s['mape_baseline'])} "
+        f"(flat mean of the last three months: {_pct(s['mape_recent_mean'])}); "
         f"80 % interval coverage {_pct(s['coverage_80'])} over {s['months_scored']} months "
         f"(existing {_pct(s['coverage_80_existing'])}, new {_pct(s['coverage_80_new'])}).</p>"
         + forecast_svg(result["months"], "Monthly revenue: actual, forecast (80 % band), seasonal naive")
