@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--report", help="write an HTML report to this file")
     parser.add_argument("--skip-npd", action="store_true", help="leave out the next-purchase-date backtest")
+    parser.add_argument("--forecast", action="store_true",
+                        help="also backtest the store revenue forecast (always on for the demo data sets)")
+    parser.add_argument("--forecast-only", action="store_true", help="only the revenue forecast backtest")
+    parser.add_argument("--forecast-cutoff", help="month end the revenue forecast is made at (default per data set)")
 
 
 def run_backtest(
@@ -169,8 +173,36 @@ def write_report(result: dict, ml_summary: dict, path: str | Path) -> Path:
     return out
 
 
+def run_forecast(args: argparse.Namespace) -> dict | None:
+    """The revenue-forecast backtest when asked for (or on a demo data set, where it is the only one)."""
+    from clv_platform.forecast.backtest import DEMO_DATASETS, run_forecast_backtest
+
+    if not (args.forecast or args.forecast_only or args.dataset in DEMO_DATASETS):
+        return None
+    return run_forecast_backtest(args.dataset, args.forecast_cutoff)
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    from clv_platform.forecast.backtest import DEMO_DATASETS, forecast_text, write_forecast_report
+
+    try:
+        forecast = run_forecast(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"backtest: {error}", file=sys.stderr)
+        return 2
+    if forecast is not None and (args.forecast_only or args.dataset in DEMO_DATASETS):
+        # the CLV backtest needs CDNOW or a CSV; the demo data sets are forecast-only
+        if args.report:
+            write_forecast_report(forecast, args.report)
+        if args.json:
+            print(json.dumps({"forecast": forecast}, allow_nan=False, default=str))
+        else:
+            print(forecast_text(forecast))
+            print(f"\nrun time: {time.perf_counter() - started:.1f} s")
+            if args.report:
+                print(f"report: {Path(args.report).resolve()}")
+        return 0
     try:
         result, ml_summary = run_backtest(
             args.dataset, args.calibration_end, args.holdout_end, args.config, with_npd=not args.skip_npd
@@ -180,10 +212,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.report:
         write_report(result, ml_summary, args.report)
+        if forecast is not None:
+            write_forecast_report(forecast, args.report)
     if args.json:
-        print(json.dumps(json_view(result), allow_nan=False))
+        view = json_view(result)
+        if forecast is not None:
+            view["forecast"] = forecast
+        print(json.dumps(view, allow_nan=False, default=str))
     else:
         print(table_text(result, ml_summary))
+        if forecast is not None:
+            print("\n" + forecast_text(forecast))
         print(f"\nrun time: {time.perf_counter() - started:.1f} s")
         if args.report:
             print(f"report: {Path(args.report).resolve()}")

@@ -168,8 +168,33 @@ def make_order_nodes(
                                             "defaultEmailAddress": {"emailAddress": email}},
             "lineItems": {"nodes": lines},
             "refunds": refunds,
+            **_acquisition(i),
         })
     return nodes
+
+
+def _acquisition(i: int) -> dict:
+    """sourceName, discountCodes and customerJourneySummary as the Admin API returns them:
+    web orders with a first/last visit (direct, google search, a Klaviyo e-mail), a POS order
+    without a journey, and now and then a discount code."""
+    if i % 19 == 7:
+        return {"sourceName": "pos", "discountCodes": [], "customerJourneySummary": None}
+    visits = [
+        {"source": "direct", "sourceType": None, "landingPage": "https://shop.example.com/", "referrerUrl": None,
+         "utmParameters": None},
+        {"source": "google", "sourceType": "SEO", "landingPage": "https://shop.example.com/products/tee",
+         "referrerUrl": "https://www.google.com/", "utmParameters": None},
+        {"source": "email", "sourceType": "NEWSLETTER", "landingPage": "https://shop.example.com/?utm_source=klaviyo",
+         "referrerUrl": None, "utmParameters": {"source": "klaviyo", "medium": "email", "campaign": "welcome_series",
+                                                 "content": None, "term": None}},
+    ]
+    first = visits[i % 3]
+    return {
+        "sourceName": "web",
+        "discountCodes": ["WELCOME10"] if i % 4 == 1 else [],
+        "customerJourneySummary": {"customerOrderIndex": 1 + i % 3, "daysToConversion": i % 5,
+                                   "firstVisit": first, "lastVisit": visits[0] if i % 2 else first},
+    }
 
 
 def make_profiles(

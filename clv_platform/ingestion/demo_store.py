@@ -24,6 +24,7 @@ store of a million customers.
 from __future__ import annotations
 
 from collections.abc import Iterator
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -329,6 +330,7 @@ class DemoStore:
             "fin_status", "fulfillment_status", "current_cents", "has_refund", "broken", "sub_cents", "tax_cents",
             "ship_cents", "total_cents", "presentment_cents", "post_edit",
         )}
+        combo_of, combos = assign_journeys(self)
         for i in range(len(v)):
             order_idx = cols["order_idx"][i]
             account = cols["account_idx"][i]
@@ -376,6 +378,7 @@ class DemoStore:
                     "refundLineItems": {"nodes": self._refund_lines(order_idx, refund_scope)},
                 }] if refund_scope else [],
             }
+            node.update(combos[combo_of[order_idx]])
             if broken == _BROKEN_NO_ID:
                 del node["id"]
             yield node
@@ -1025,6 +1028,13 @@ def _sql_list(values) -> str:
 _ORDER_CHUNK = 500_000
 
 
+def _acquisition_fragments(store: DemoStore) -> pd.DataFrame:
+    """order_idx -> the acquisition keys as a JSON fragment (``,"sourceName":…``) for the SQL renderer."""
+    combo_of, combos = assign_journeys(store)
+    text = np.array(["," + json.dumps(fields, separators=(",", ":"))[1:-1] for fields in combos], dtype=object)
+    return pd.DataFrame({"order_idx": np.arange(len(combo_of)), "fragment": text[combo_of]})
+
+
 def _write_raw_tables(store: DemoStore, conn, ingested_at: datetime) -> dict[str, int]:
     if ingested_at.tzinfo is not None:
         ingested_at = ingested_at.astimezone(timezone.utc).replace(tzinfo=None)
@@ -1058,6 +1068,7 @@ def _write_raw_tables(store: DemoStore, conn, ingested_at: datetime) -> dict[str
         "_demo_products": store.products[["product_idx", "product_num", "sku", "title", "category"]],
         "_demo_accounts": store.accounts[["account_idx", "account_num", "email"]],
         "_demo_orders_df": store.orders,
+        "_demo_acquisition": _acquisition_fragments(store),
         "_demo_versions_df": store.order_versions,
         "_demo_lines_df": store.lines,
         "_demo_profiles_df": store.profiles,
@@ -1167,6 +1178,7 @@ select
              || '","totalRefundedSet":' || _demo_set(o.refund_cents, $cur)
              || ',"refundLineItems":{{"nodes":' || ln.refund_lines || '}}}}]'
         else '[]' end
+    || acq.fragment
     || '}}')::json,
     'demo',
     $ingested
@@ -1174,6 +1186,7 @@ from _demo_versions v
 join _demo_orders o on o.order_idx = v.order_idx
 join line_nodes ln on ln.order_idx = v.order_idx and ln.kind = v.kind
 left join _demo_accounts a on a.account_idx = o.account_idx
+join _demo_acquisition acq on acq.order_idx = v.order_idx
 where v.order_idx >= $lo and v.order_idx < $hi
 """
 
@@ -1231,3 +1244,143 @@ def _profiles_sql() -> str:
         from _demo_profiles_df pr
         join _demo_locations l on l.location_idx = pr.location_idx
     """
+
+
+# ----------------------------------------------------------------- acquisition journeys
+# First-visit channels of a customer's first order, with their share of new customers and how
+# strongly the choice leans on the customer's (log) purchase rate: e-mail subscribers buy again
+# much more often than shoppers brought in by a paid social ad. Shares and leanings are made up
+# but in the usual order for a small Shopify brand.
+_CHANNELS = ("direct", "organic_search", "paid_social", "email")
+_CHANNEL_SHARE = np.array([0.30, 0.30, 0.25, 0.15])
+_CHANNEL_LEAN = np.array([0.3, 0.0, -0.7, 0.9])
+_POS_SHARE = 0.03  # real orders rung up in a shop: no online session, so no journey
+
+
+def _campaign(channel: str, when: date) -> str | None:
+    """The campaign a visit on ``when`` would carry (seasonal pushes, else the always-on one)."""
+    bfcm = (when.month == 11 and when.day >= 15) or (when.month == 12 and when.day <= 5)
+    if channel == "paid_social":
+        if bfcm:
+            return f"bfcm_{when.year}"
+        return "spring_sale" if when.month in (3, 4) else "prospecting_always_on"
+    if channel == "email":
+        return f"bfcm_{when.year}" if bfcm else "welcome_series"
+    if channel == "email_repeat":
+        return f"bfcm_{when.year}" if bfcm else f"newsletter_{when.year}_{when.month:02d}"
+    return None
+
+
+def _visit(channel: str, campaign: str | None, variant: int) -> dict | None:
+    """A ``CustomerVisit`` as the Admin API returns it for a session that came from ``channel``."""
+    shop = "https://demo-store.example.com"
+    if channel == "direct":
+        return {"source": "direct", "sourceType": None, "landingPage": f"{shop}/", "referrerUrl": None,
+                "utmParameters": None}
+    if channel == "organic_search":
+        engine = ("google", "bing")[variant % 2] if variant % 5 == 0 else "google"
+        return {"source": engine, "sourceType": "SEO", "landingPage": f"{shop}/products/best-sellers",
+                "referrerUrl": f"https://www.{engine}.com/", "utmParameters": None}
+    if channel == "paid_social":
+        network = ("facebook", "instagram")[variant % 2]
+        return {"source": network, "sourceType": "AD", "landingPage": f"{shop}/collections/new?utm_source={network}",
+                "referrerUrl": f"https://l.{network}.com/",
+                "utmParameters": {"source": network, "medium": "paid_social", "campaign": campaign,
+                                  "content": ("video_a", "carousel_b")[variant // 2 % 2], "term": None}}
+    # e-mail (Klaviyo flows and campaigns tag their links with utm_source=klaviyo)
+    return {"source": "email", "sourceType": "NEWSLETTER", "landingPage": f"{shop}/?utm_source=klaviyo",
+            "referrerUrl": None,
+            "utmParameters": {"source": "klaviyo", "medium": "email", "campaign": campaign, "content": None,
+                              "term": None}}
+
+
+def _discount_code(frac: float, first: bool, channel: str) -> str:
+    """The code behind a discount of ``frac`` (the demo's discounts are 10/15/20/25 %)."""
+    if frac < 0.125:
+        return "WELCOME10" if first else "THANKYOU10"
+    if frac < 0.175:
+        return "SOCIAL15" if first and channel == "paid_social" else "SPRING15"
+    return "VIP20" if frac < 0.225 else "BFCM25"
+
+
+def assign_journeys(store: DemoStore) -> tuple[np.ndarray, list[dict]]:
+    """Acquisition fields of every order: (combination index per order, the distinct combinations).
+
+    Each combination is the ``sourceName``, ``discountCodes`` and ``customerJourneySummary`` of
+    an order (distinct combinations keep a million-order store cheap to render). A shopper's
+    first order carries the channel that brought them, drawn with a lean on their purchase rate
+    (so the channels differ in later value); later orders come mostly from e-mail and direct
+    visits; POS and test (draft) orders have no journey. Drawn from their own random stream, so
+    the rest of the store is unchanged.
+    """
+    cached = getattr(store, "_journeys", None)
+    if cached is not None:
+        return cached
+    rng = np.random.default_rng(np.random.SeedSequence([store.params.seed, 22]))
+    orders = store.orders
+    n = len(orders)
+    log_rate = np.log(store.truth_customers["lambda"].to_numpy() + 1e-9)
+    z = (log_rate - log_rate.mean()) / (log_rate.std() or 1.0)
+    weights = _CHANNEL_SHARE[None, :] * np.exp(_CHANNEL_LEAN[None, :] * z[:, None])
+    weights /= weights.sum(axis=1, keepdims=True)
+    channel_of = (rng.random(len(z))[:, None] > np.cumsum(weights, axis=1)).sum(axis=1)
+    channel_of = np.minimum(channel_of, len(_CHANNELS) - 1)
+
+    individual = orders["individual"].to_numpy()
+    is_test = orders["is_test"].to_numpy()
+    created = pd.to_datetime(orders["created_s"].to_numpy(), unit="s")
+    # orders are sorted by time, so cumcount is the shopper's order number (0 = first order)
+    order_number = pd.Series(np.where(is_test, -1, individual)).groupby(np.where(is_test, -1, individual)).cumcount()
+    order_number = np.where(is_test, -1, order_number.to_numpy())
+    first = order_number == 0
+    pos = ~is_test & ~first & (rng.random(n) < _POS_SHARE)
+    repeat_channel = rng.choice(np.array(["email_repeat", "direct", "organic_search"]), n, p=[0.5, 0.35, 0.15])
+    channel = np.where(first, np.asarray(_CHANNELS, dtype=object)[channel_of[np.maximum(individual, 0)]],
+                       repeat_channel.astype(object))
+    month, day, year = created.month.to_numpy(), created.day.to_numpy(), created.year.to_numpy()
+    bfcm = ((month == 11) & (day >= 15)) | ((month == 12) & (day <= 5))
+    frame = pd.DataFrame({
+        "kind": np.where(is_test, "test", np.where(pos, "pos", "web")),
+        "channel": channel,
+        "bfcm": bfcm,
+        "spring": np.isin(month, (3, 4)) & (channel == "paid_social"),
+        "year": year,
+        "month": np.where(channel == "email_repeat", month, 0),
+        "variant": rng.integers(0, 20, n),
+        "last_differs": rng.random(n) < 0.3,
+        "order_number": order_number,
+        "first": first,
+    })
+    gross = orders["gross_cents"].to_numpy()
+    discount = orders["discount_cents"].to_numpy()
+    frame["frac"] = np.round(np.where(discount > 0, discount / np.maximum(gross + discount, 1), 0.0), 2)
+    # campaigns only depend on the season for the channels that have them
+    frame.loc[~frame["channel"].isin(["paid_social", "email", "email_repeat"]), ["bfcm", "spring", "year"]] = (
+        False, False, 0)
+    test_rows = frame["kind"] == "test"
+    for column in frame.columns.difference(["kind"]):  # one combination for every test order
+        frame.loc[test_rows, column] = frame[column].dtype.type(0) if frame[column].dtype != object else ""
+    combo_of, uniques = pd.MultiIndex.from_frame(frame).factorize()
+    combo_list = [_journey_fields(dict(zip(frame.columns, values))) for values in uniques]
+    store._journeys = (np.asarray(combo_of, dtype=np.int64), combo_list)
+    return store._journeys
+
+
+def _journey_fields(row: dict) -> dict:
+    """``sourceName``, ``discountCodes``, ``customerJourneySummary`` of one order combination."""
+    if row["kind"] == "test":
+        return {"sourceName": "shopify_draft_order", "discountCodes": [], "customerJourneySummary": None}
+    channel = str(row["channel"])
+    month = 11 if row["bfcm"] else (3 if row["spring"] else max(int(row["month"]), 1))
+    when = date(max(int(row["year"]), 2000), month, 20 if row["bfcm"] else 1)
+    campaign = _campaign(channel, when)
+    codes = [_discount_code(float(row["frac"]), bool(row["first"]), channel)] if row["frac"] > 0 else []
+    if row["kind"] == "pos":
+        return {"sourceName": "pos", "discountCodes": codes, "customerJourneySummary": None}
+    variant = int(row["variant"])
+    first_visit = _visit("email" if channel == "email_repeat" else channel, campaign, variant)
+    last_visit = _visit("direct", None, 0) if row["last_differs"] and channel == "paid_social" else first_visit
+    return {"sourceName": "web", "discountCodes": codes, "customerJourneySummary": {
+        "customerOrderIndex": int(row["order_number"]) + 1, "daysToConversion": variant % 8,
+        "firstVisit": first_visit, "lastVisit": last_visit,
+    }}

@@ -19,6 +19,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from clv_platform.marts.exports import export_customer_scores, scoring_date
+from clv_platform.marts.forecast_assets import FORECAST_MARTS
 from clv_platform.marts.publish import analytics_path, publish_snapshot
 from clv_platform.resources.storage import read_sql, row_count, run_script, table_exists
 from clv_platform.transforms.cutoff import scoring_cutoff
@@ -327,7 +328,7 @@ def customer_scores_export(context: dg.AssetExecutionContext, duckdb: DuckDBReso
 
 INSIGHT_MARTS = [revenue_monthly, cohort_retention, product_performance, category_performance, seasonality]
 SCORE_MARTS = [customer_scores, segment_summary, cluster_summary, segment_history, klaviyo_comparison]
-TABLE_MARTS = [*SCORE_MARTS, *INSIGHT_MARTS]
+TABLE_MARTS = [*SCORE_MARTS, *INSIGHT_MARTS, *FORECAST_MARTS]
 
 
 @dg.asset(

@@ -97,3 +97,74 @@ pivot (
 on months_since_first_order
 using any_value(retention_share)
 order by cohort_month;
+
+-- name: revenue_forecast_next_12_months
+-- Forecast net revenue per month after the as-of date, existing vs new customers, with 80 % intervals.
+select
+    period,
+    period_start,
+    period_end,
+    round(existing_revenue, 0) as existing_revenue,
+    round(new_revenue, 0) as new_revenue,
+    round(total_revenue, 0) as total_revenue,
+    round(total_revenue_low, 0) as total_revenue_low,
+    round(total_revenue_high, 0) as total_revenue_high,
+    round(expected_new_customers, 0) as expected_new_customers
+from marts.revenue_forecast
+where period_kind = 'month'
+order by period_start;
+
+-- name: revenue_forecast_totals
+-- Next 30, 90 and 365 days: total forecast, its interval, and the share expected from existing customers.
+select
+    period,
+    round(total_revenue, 0) as total_revenue,
+    round(total_revenue_low, 0) as total_revenue_low,
+    round(total_revenue_high, 0) as total_revenue_high,
+    round(existing_revenue / nullif(total_revenue, 0), 3) as existing_share
+from marts.revenue_forecast
+where period_kind = 'total'
+order by period_end;
+
+-- name: channels_by_customer_value
+-- Which first-order channels bring the most valuable customers (all months, all campaigns and codes).
+select
+    channel,
+    sum(customers) as customers,
+    round(sum(first_order_value * customers) / sum(customers), 2) as first_order_value,
+    round(sum(repeat_rate_90d * customers_observable_90d) / nullif(sum(customers_observable_90d), 0), 3)
+        as repeat_rate_90d,
+    round(sum(total_predicted_clv) / nullif(sum(scored_customers), 0), 2) as mean_predicted_clv,
+    round(sum(total_predicted_clv), 0) as total_predicted_clv,
+    round(sum(share_alive * scored_customers) / nullif(sum(scored_customers), 0), 3) as share_alive
+from marts.acquisition_value
+where is_all_months
+group by channel
+order by mean_predicted_clv desc;
+
+-- name: campaigns_and_codes_by_value
+-- Campaign × discount code: customers, value per customer with its 80 % interval, repeat rate.
+-- Compare mean_predicted_clv with what a customer of the campaign cost to acquire.
+select
+    channel,
+    campaign,
+    discount_code,
+    customers,
+    round(customers_per_month, 1) as customers_per_month,
+    round(first_order_value, 2) as first_order_value,
+    round(repeat_rate_90d, 3) as repeat_rate_90d,
+    round(mean_predicted_clv, 2) as mean_predicted_clv,
+    round(mean_predicted_clv_low, 2) as mean_predicted_clv_low,
+    round(mean_predicted_clv_high, 2) as mean_predicted_clv_high,
+    round(share_alive, 3) as share_alive
+from marts.acquisition_value
+where is_all_months and customers >= 20
+order by mean_predicted_clv desc;
+
+-- name: new_customers_per_month_by_channel
+-- Customers acquired per month and channel (the monthly rows of the mart).
+select acquisition_month, channel, sum(customers) as customers, round(avg(first_order_value), 2) as first_order_value
+from marts.acquisition_value
+where not is_all_months
+group by acquisition_month, channel
+order by acquisition_month, customers desc;

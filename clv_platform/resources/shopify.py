@@ -50,6 +50,7 @@ from clv_platform.resources.http import (
     utc_iso,
 )
 from clv_platform.resources.redaction import excerpt
+from clv_platform.resources.shopify_acquisition import ACQUISITION_FIELDS, ACQUISITION_KEYS
 
 _MONEY = "shopMoney{amount currencyCode}"
 # The newest stable Admin API version (versions are quarterly, YYYY-01/04/07/10, each supported
@@ -70,7 +71,8 @@ _ORDER_HEAD = (
     f"totalPriceSet{{{_MONEY} presentmentMoney{{amount currencyCode}}}} "
     f"subtotalPriceSet{{{_MONEY}}} currentTotalPriceSet{{{_MONEY}}} totalDiscountsSet{{{_MONEY}}} "
     f"totalTaxSet{{{_MONEY}}} totalShippingPriceSet{{{_MONEY}}} "
-    "customer{id defaultEmailAddress{emailAddress}}"
+    "customer{id defaultEmailAddress{emailAddress}} "
+    f"{ACQUISITION_FIELDS}"
 )
 REFUND_LINE_FIELDS = f"lineItem{{id}} quantity subtotalSet{{{_MONEY}}}"
 _REFUND_HEAD = f"id createdAt totalRefundedSet{{{_MONEY}}}"
@@ -85,7 +87,7 @@ ORDER_KEYS = (
     "presentmentCurrencyCode", "test", "email", "displayFinancialStatus", "displayFulfillmentStatus",
     "taxesIncluded", "totalPriceSet", "subtotalPriceSet", "currentTotalPriceSet", "totalDiscountsSet",
     "totalTaxSet", "totalShippingPriceSet", "customer", "lineItems", "refunds",
-)
+) + ACQUISITION_KEYS
 LINE_ITEM_KEYS = (
     "id", "quantity", "currentQuantity", "sku", "title", "product", "originalUnitPriceSet", "totalDiscountSet",
 )

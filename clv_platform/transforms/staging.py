@@ -28,10 +28,12 @@ STAGING_SCRIPTS = (
     "04_identity.sql",
     "05_staging_tables.sql",
     "06_order_history.sql",
+    "07_acquisition.sql",
 )
 
 STAGING_TABLES = (
     "orders", "order_lines", "customers", "products", "refunds", "returns", "rejected_rows", "order_history",
+    "customer_acquisition",
 )
 
 BUILD_SCHEMA = "staging_build"

@@ -25,6 +25,9 @@ _DESCRIPTIONS = {
     "order_history": "One row per order of a known customer with its place in the customer's purchase history "
     "(purchase number, days since the previous purchase, products and categories bought for the first time) "
     "and its refund dates; precomputed once so the point-in-time features are cheap at every cutoff.",
+    "customer_acquisition": "One row per customer: their first order's channel (from Shopify's first visit: "
+    "e-mail, paid/organic social, paid/organic search, direct, referral, pos, unknown), UTM campaign, discount "
+    "codes, sales channel and first/last visit details.",
 }
 
 STAGING_SPECS = [

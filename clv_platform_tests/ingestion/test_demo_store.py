@@ -22,7 +22,7 @@ ORDER_KEYS = {
     "id", "name", "createdAt", "processedAt", "updatedAt", "cancelledAt", "currencyCode", "presentmentCurrencyCode",
     "test", "email", "displayFinancialStatus", "displayFulfillmentStatus", "taxesIncluded", "totalPriceSet",
     "subtotalPriceSet", "currentTotalPriceSet", "totalDiscountsSet", "totalTaxSet", "totalShippingPriceSet",
-    "customer", "lineItems", "refunds",
+    "customer", "lineItems", "refunds", "sourceName", "discountCodes", "customerJourneySummary",
 }
 LINE_KEYS = {
     "id", "quantity", "currentQuantity", "sku", "title", "product", "originalUnitPriceSet", "totalDiscountSet",

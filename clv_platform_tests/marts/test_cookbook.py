@@ -36,6 +36,20 @@ EXPECTED_COLUMNS = {
         "new_customer_revenue", "returning_customer_revenue", "guest_revenue",
     ],
     "cohort_retention_matrix": ["cohort_month", "cohort_customers", "0", "1", "2", "3", "4", "5", "6"],
+    "revenue_forecast_next_12_months": [
+        "period", "period_start", "period_end", "existing_revenue", "new_revenue", "total_revenue",
+        "total_revenue_low", "total_revenue_high", "expected_new_customers",
+    ],
+    "revenue_forecast_totals": ["period", "total_revenue", "total_revenue_low", "total_revenue_high", "existing_share"],
+    "channels_by_customer_value": [
+        "channel", "customers", "first_order_value", "repeat_rate_90d", "mean_predicted_clv", "total_predicted_clv",
+        "share_alive",
+    ],
+    "campaigns_and_codes_by_value": [
+        "channel", "campaign", "discount_code", "customers", "customers_per_month", "first_order_value",
+        "repeat_rate_90d", "mean_predicted_clv", "mean_predicted_clv_low", "mean_predicted_clv_high", "share_alive",
+    ],
+    "new_customers_per_month_by_channel": ["acquisition_month", "channel", "customers", "first_order_value"],
 }
 
 
@@ -81,6 +95,10 @@ def test_cookbook_query_returns_rows(snapshot, name):
         assert [r[0] for r in rows] == list(range(1, 101))
     if name == "customer_by_email":
         assert len(rows) == 1 and rows[0][columns.index("clv_rank")] == 7
+    if name == "revenue_forecast_next_12_months":
+        assert len(rows) == 12
+    if name == "revenue_forecast_totals":
+        assert [r[0] for r in rows] == ["30d", "90d", "365d"]
     if name == "customers_expected_to_buy_next_week":
         dates = {r[2] for r in rows}
         assert (max(dates) - min(dates)).days <= 6

@@ -1,0 +1,1 @@
+"""Store-level revenue forecast (existing + new customers) and its backtest."""

@@ -1,0 +1,597 @@
+"""Store revenue for the coming months: existing customers plus new customers, with 80 % intervals.
+
+The forecast starts the day after a cutoff C (the scoring cutoff in the asset, a past date in the
+backtest) and covers twelve monthly periods plus 30/90/365-day totals.
+
+* **Existing customers** (first order on or before C): each customer's predicted spend over the
+  score horizon H (``scores.customer_clv.predicted_spend``; in the backtest the BTYD expected
+  spend) is spread over time by the fitted purchase model: the spend expected by day d is
+  ``predicted_i * E_i[X(tau(d))] / E_i[X(tau(H))]``, E_i the BTYD conditional expected number of
+  purchases. ``tau`` is *seasonal operational time*: a day counts as ``s(month)/7`` weeks, where
+  the month-of-year index ``s`` (mean 1) is the store's actual repeat purchases divided by what the
+  fitted model expects for them, month by month (the papers' tracking plot). So the existing part
+  over any window is exactly the sum of the per-customer expected spend over that window
+  (``customer_expected_spend``), and over H it is the sum of the per-customer predictions.
+* **New customers**: daily first orders (an untied guest order counts as one new buyer) are fitted
+  with a Poisson regression on a log-linear trend, day of week and yearly Fourier terms; the
+  forecast daily arrivals times the mean first-order value of the last year, plus their early
+  repeat spend: the model's unconditional E[X(tau(d) - tau(a))] for a customer arriving on day a
+  times the Gamma-Gamma population mean order value.
+
+Intervals (80 %, normal approximation, floored at 0): purchase counts are compound Poisson
+(order values Gamma with CV 1/sqrt(p)), counts of new customers are over-dispersed by the Pearson
+dispersion of the weekly fit, and each part has a systematic relative error estimated from the
+history (the month-to-month scatter of actual vs expected repeat purchases around the seasonal
+index; the extra-Poisson scatter of monthly new-customer counts around their fit).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from clv_platform.models import btyd
+
+Z80 = 1.2815515655446004
+"""Half-width of a two-sided 80 % normal interval in standard deviations (P10 .. P90)."""
+
+MIN_EXPECTED_PER_MONTH = 20.0
+"""Months in which the model expects fewer repeat purchases than this do not shape the seasonal index."""
+
+TOTAL_DAYS = (30, 90, 365)
+HISTORY_DAYS = 730
+"""New-customer history fitted: the last two years (older years say little about today's acquisition)."""
+
+TREND_HOLD_YEARS = 0.5
+"""The fitted acquisition trend is extrapolated for half a year, then held flat (no runaway growth)."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """A forecast window: days ``start`` .. ``end`` inclusive, both after the cutoff."""
+
+    label: str
+    kind: str  # "month" or "total"
+    start: date
+    end: date
+
+    def offsets(self, cutoff: date) -> tuple[int, int]:
+        """(days from the cutoff to the day before ``start``, days to ``end``)."""
+        return (self.start - cutoff).days - 1, (self.end - cutoff).days
+
+
+def forecast_periods(cutoff: date, months: int = 12, totals: tuple[int, ...] = TOTAL_DAYS) -> list[Period]:
+    """Twelve consecutive one-month periods after ``cutoff`` plus the 30/90/365-day totals.
+
+    Period k is (C + (k-1) months, C + k months]; when C is a month end the periods are the
+    calendar months after it (the backtest cuts at month ends so they match monthly actuals).
+    """
+    cutoff = pd.Timestamp(cutoff).normalize()
+    month_end = cutoff.is_month_end
+    ends = [
+        (cutoff + pd.offsets.MonthEnd(k)) if month_end else (cutoff + pd.DateOffset(months=k))
+        for k in range(0, months + 1)
+    ]
+    ends[0] = cutoff
+    periods = [
+        Period(f"M{k:02d}", "month", (ends[k - 1] + pd.Timedelta(days=1)).date(), ends[k].date())
+        for k in range(1, months + 1)
+    ]
+    periods += [
+        Period(f"{days}d", "total", (cutoff + pd.Timedelta(days=1)).date(), (cutoff + pd.Timedelta(days=days)).date())
+        for days in totals
+    ]
+    return periods
+
+
+# ----------------------------------------------------------------------------- seasonality
+@dataclass(frozen=True)
+class SeasonalIndex:
+    """Month-of-year intensity of repeat purchases (mean 1) and the scatter around it."""
+
+    index: np.ndarray  # 12 values, January first
+    relative_sd: float  # systematic relative error of a month's existing-customer revenue
+    months_used: int
+    table: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+
+    @staticmethod
+    def flat() -> "SeasonalIndex":
+        return SeasonalIndex(np.ones(12), 0.0, 0)
+
+    def operational_weeks(self, cutoff: date, days: np.ndarray) -> np.ndarray:
+        """tau(d) in weeks for day offsets ``days`` after the cutoff (each day = s(month) / 7 weeks)."""
+        days = np.asarray(days, dtype=int)
+        horizon = int(days.max(initial=0))
+        if horizon <= 0:
+            return np.zeros(days.shape)
+        calendar = pd.date_range(pd.Timestamp(cutoff) + pd.Timedelta(days=1), periods=horizon, freq="D")
+        weights = self.index[calendar.month.to_numpy() - 1] / btyd.DAYS_PER_WEEK
+        cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+        return cumulative[np.clip(days, 0, None)]
+
+
+def _daily(transactions: pd.DataFrame) -> pd.DataFrame:
+    return btyd._daily(transactions)
+
+
+def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> SeasonalIndex:
+    """Actual / model-expected repeat purchase days per calendar month up to ``cutoff``.
+
+    The expectation is the unconditional E[X(age)] of every customer by first-purchase day (the
+    fitted parameters only), so the ratio carries what the stationary model cannot: the calendar.
+    The log ratios are fitted with a level plus yearly harmonics (one below 24 usable months, two
+    from then on; weighted by the expected count), so the index is smooth, covers months not
+    observed yet and does not reproduce one year's noise; it is normalized to mean 1.
+    """
+    cutoff_ts = pd.Timestamp(cutoff).normalize()
+    daily = _daily(transactions)
+    daily = daily[daily["order_date"] <= cutoff_ts]
+    if daily.empty:
+        return SeasonalIndex.flat()
+    first = daily.groupby("customer_id")["order_date"].transform("min")
+    repeats = daily[daily["order_date"] > first]
+    start = first.min()
+    month_starts = pd.date_range(start.to_period("M").to_timestamp() + pd.offsets.MonthBegin(1), cutoff_ts,
+                                 freq="MS")
+    # complete months only
+    month_starts = month_starts[(month_starts + pd.offsets.MonthEnd(0)) <= cutoff_ts]
+    if len(month_starts) == 0:
+        return SeasonalIndex.flat()
+    bounds = np.concatenate([(month_starts - start).days.to_numpy(),
+                             [((month_starts[-1] + pd.offsets.MonthEnd(0)) - start).days + 1]])
+    cohorts = (first.groupby(daily["customer_id"]).first() - start).dt.days.value_counts().sort_index()
+    f = cohorts.index.to_numpy(dtype=float)
+    n = cohorts.to_numpy(dtype=float)
+    # age at the start of boundary day b (= end of day b-1): (b - f) days, clipped at 0
+    age = np.clip((bounds[:, None] - f[None, :] - 1) / btyd.DAYS_PER_WEEK, 0.0, None)
+    expected_cum = np.zeros_like(age)
+    positive = age > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected_cum[positive] = np.asarray(
+            model.transactions.expected_number_of_purchases_up_to_time(age[positive]), dtype=float
+        )
+    expected_cum = np.nan_to_num(expected_cum)
+    expected = np.diff((expected_cum * n[None, :]).sum(axis=1))
+    repeat_day = (repeats["order_date"] - start).dt.days.to_numpy()
+    repeat_day = repeat_day[repeat_day < bounds[-1]]  # np.histogram's last bin is closed
+    actual = np.histogram(repeat_day, bins=bounds)[0].astype(float)
+    table = pd.DataFrame({"month": month_starts, "actual": actual, "expected": expected})
+    used = table[table["expected"] >= MIN_EXPECTED_PER_MONTH].copy()
+    if len(used) < 3:
+        return SeasonalIndex(np.ones(12), 0.0, len(used), table)
+    used["ratio"] = used["actual"] / used["expected"]
+    used["moy"] = used["month"].dt.month - 1
+    # log(ratio) = level + yearly harmonics, weighted by the expected count: one harmonic with less
+    # than two years of months (a smooth year, also for months not seen yet), two with more
+    harmonics = 2 if len(used) >= 24 else 1
+    angle = 2 * np.pi * (used["moy"].to_numpy() + 0.5) / 12
+
+    def basis(a: np.ndarray) -> np.ndarray:
+        return np.column_stack([f(k * a) for k in range(1, harmonics + 1) for f in (np.cos, np.sin)])
+
+    design = np.column_stack([np.ones(len(used)), basis(angle)])
+    y = np.log(used["ratio"].clip(lower=1e-6).to_numpy())
+    w = np.sqrt(used["expected"].to_numpy())
+    coef, *_ = np.linalg.lstsq(design * w[:, None], y * w, rcond=None)
+    shape = np.exp(basis(2 * np.pi * (np.arange(12) + 0.5) / 12) @ coef[1:])
+    index = np.clip(shape / shape.mean(), 0.3, 3.0)
+    residual = y - design @ coef
+    # what Poisson noise of the monthly counts alone would explain is not systematic
+    poisson = 1.0 / used["actual"].clip(lower=1).to_numpy()
+    relative_sd = float(math.sqrt(max(0.0, float(np.average(residual**2 - poisson, weights=w**2)))))
+    return SeasonalIndex(index, relative_sd, len(used), table)
+
+
+# ----------------------------------------------------------------------------- existing customers
+def _expected_purchases_at(model: btyd.BTYDModel, summary: pd.DataFrame, weeks: np.ndarray) -> np.ndarray:
+    """E_i[X(t)] for every customer (rows) and every operational time t (columns)."""
+    out = np.zeros((len(summary), len(weeks)))
+    for j, t in enumerate(weeks):
+        if t > 0:
+            out[:, j] = model.expected_purchases(summary, float(t))
+    return np.nan_to_num(out)
+
+
+def _spend_scale(model: btyd.BTYDModel, summary: pd.DataFrame, expected_h: np.ndarray,
+                 predicted_spend: pd.Series | None) -> tuple[np.ndarray, np.ndarray]:
+    """(spend per expected purchase, order value) per customer.
+
+    Without per-customer predictions the spend per purchase is the Gamma-Gamma order value; with
+    them it is ``predicted / E[X(tau(H))]`` so the customer's spend by H equals the prediction.
+    """
+    aov = np.asarray(model.expected_average_order_value(summary), dtype=float)
+    if predicted_spend is None:
+        return aov, aov
+    predicted = predicted_spend.reindex(summary.index).fillna(0.0).to_numpy(dtype=float)
+    per_purchase = np.where(expected_h > 0, predicted / np.where(expected_h > 0, expected_h, 1.0), 0.0)
+    return per_purchase, aov
+
+
+def customer_expected_spend(
+    summary: pd.DataFrame, model: btyd.BTYDModel, cutoff: date, days: int, season: SeasonalIndex,
+    predicted_spend: pd.Series | None = None, horizon_days: int = 365,
+) -> pd.Series:
+    """Per-customer expected spend in the ``days`` after the cutoff (the spreading rule of the module).
+
+    A customer whose model expectation over H is 0 but who has a prediction gets it linearly in
+    calendar time (``predicted * days / H``).
+    """
+    weeks = season.operational_weeks(cutoff, np.array([days, horizon_days]))
+    expected = _expected_purchases_at(model, summary, weeks)
+    per_purchase, _ = _spend_scale(model, summary, expected[:, 1], predicted_spend)
+    spend = expected[:, 0] * per_purchase
+    if predicted_spend is not None:
+        predicted = predicted_spend.reindex(summary.index).fillna(0.0).to_numpy(dtype=float)
+        spend = np.where(expected[:, 1] > 0, spend, predicted * days / horizon_days)
+    return pd.Series(spend, index=summary.index, name=f"expected_spend_{days}d")
+
+
+def existing_customer_forecast(
+    summary: pd.DataFrame, model: btyd.BTYDModel, cutoff: date, periods: list[Period], season: SeasonalIndex,
+    predicted_spend: pd.Series | None = None, horizon_days: int = 365, error_scale: float = 0.0,
+) -> pd.DataFrame:
+    """Expected revenue of the customers in ``summary`` per period, with variance and 80 % bounds.
+
+    ``error_scale`` is the systematic relative error per sqrt(month) of horizon (see ``rehearse``).
+    """
+    offsets = sorted({0, horizon_days, *[o for p in periods for o in p.offsets(cutoff)]})
+    position = {o: j for j, o in enumerate(offsets)}
+    weeks = season.operational_weeks(cutoff, np.array(offsets))
+    expected = _expected_purchases_at(model, summary, weeks)
+    expected_h = expected[:, position[horizon_days]]
+    per_purchase, aov = _spend_scale(model, summary, expected_h, predicted_spend)
+    linear = np.zeros(len(summary), dtype=bool)
+    predicted = np.zeros(len(summary))
+    if predicted_spend is not None:
+        predicted = predicted_spend.reindex(summary.index).fillna(0.0).to_numpy(dtype=float)
+        linear = expected_h <= 0
+    cv2 = _order_value_cv2(model)
+    rows = []
+    for period in periods:
+        lo, hi = period.offsets(cutoff)
+        purchases = expected[:, position[hi]] - expected[:, position[lo]]
+        spend = np.where(linear, predicted * (hi - lo) / horizon_days, purchases * per_purchase)
+        # compound Poisson with the customer's order value v: spend S = N v, Var = E[N] v^2 (1 + CV^2)
+        # = S v (1 + CV^2). A prediction above the BTYD's means more orders of value v, not bigger ones.
+        variance = float(np.sum(spend * aov * (1.0 + cv2)))
+        mean = float(spend.sum())
+        variance += (_relative_sd(season.relative_sd, error_scale, period, cutoff) * mean) ** 2
+        rows.append(_bounds(period, "existing", mean, variance, expected_purchases=float(purchases.sum())))
+    return pd.DataFrame(rows)
+
+
+DAYS_PER_MONTH = 365.25 / 12
+
+
+def _relative_sd(in_sample: float, error_scale: float, period: Period, cutoff: date) -> float:
+    """Systematic relative error of a period: the larger of the in-sample scatter and the rehearsal's
+    error grown with the square root of the horizon (months to the middle of the period)."""
+    lo, hi = period.offsets(cutoff)
+    months = (lo + hi) / 2.0 / DAYS_PER_MONTH
+    return max(in_sample, error_scale * math.sqrt(max(months, 0.5)))
+
+
+def _order_value_cv2(model: btyd.BTYDModel) -> float:
+    """Squared CV of one order's value around the customer's mean: 1/p of the Gamma-Gamma fit."""
+    fitter = model.spend.fitter
+    if fitter is None:
+        return 0.0
+    return 1.0 / float(fitter.params_["p"])
+
+
+def _bounds(period: Period, part: str, mean: float, variance: float, **extra) -> dict:
+    sd = math.sqrt(max(variance, 0.0))
+    return {
+        "period": period.label, "period_kind": period.kind, "period_start": period.start, "period_end": period.end,
+        "part": part, "revenue": mean, "revenue_sd": sd,
+        "revenue_low": max(0.0, mean - Z80 * sd), "revenue_high": mean + Z80 * sd, **extra,
+    }
+
+
+# ----------------------------------------------------------------------------- new customers
+@dataclass(frozen=True)
+class AcquisitionFit:
+    """Daily new-customer forecast and the history figures behind it."""
+
+    daily_mean: np.ndarray  # expected new customers on day 1..D after the cutoff
+    dispersion: float
+    relative_sd: float
+    first_order_value: float
+    first_order_value_var: float
+    history_days: int
+    weekly_history: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+
+
+def first_orders(transactions: pd.DataFrame) -> pd.DataFrame:
+    """One row per customer: first purchase day and that day's spend (``first_date``, ``first_value``)."""
+    daily = _daily(transactions)
+    first = daily.sort_values(["customer_id", "order_date"]).drop_duplicates("customer_id")
+    return first.rename(columns={"order_date": "first_date", "amount": "first_value"}).reset_index(drop=True)
+
+
+def _design(day_index: np.ndarray, dates: pd.DatetimeIndex, harmonics: int, trend_cap: float | None) -> np.ndarray:
+    years = day_index / 365.25
+    if trend_cap is not None:  # in years
+        years = np.minimum(years, trend_cap)
+    columns = [years]
+    dow = dates.dayofweek.to_numpy()
+    columns += [(dow == k).astype(float) for k in range(1, 7)]
+    doy = dates.dayofyear.to_numpy() / 365.25
+    for k in range(1, harmonics + 1):
+        columns += [np.sin(2 * np.pi * k * doy), np.cos(2 * np.pi * k * doy)]
+    return np.column_stack(columns)
+
+
+def fit_acquisition(firsts: pd.DataFrame, cutoff: date, horizon_days: int) -> AcquisitionFit:
+    """Poisson regression of daily new customers: trend + day of week + yearly Fourier terms.
+
+    Two years of history or more: trend + 3 yearly harmonics; one to two years: 2 harmonics and no
+    trend; less than a year: trend only. The weekly dispersion (Pearson chi-square / dof, at least
+    1) widens the interval of the counts.
+    """
+    from sklearn.linear_model import PoissonRegressor
+
+    cutoff_ts = pd.Timestamp(cutoff).normalize()
+    firsts = firsts[firsts["first_date"] <= cutoff_ts]
+    if firsts.empty:
+        raise ValueError("no customer has ordered on or before the cutoff: nothing to forecast from")
+    begin = max(firsts["first_date"].min(), cutoff_ts - pd.Timedelta(days=HISTORY_DAYS - 1))
+    days = pd.date_range(begin, cutoff_ts, freq="D")
+    counts = firsts.groupby("first_date").size().reindex(days, fill_value=0).to_numpy(dtype=float)
+    span = len(days)
+    # A trend and a yearly pattern can only be told apart with two years: with one, the fitted
+    # trend would reappear as a jump at the start of the next year's pattern.
+    harmonics = 3 if span >= 728 else (2 if span >= 365 else 0)
+    with_trend = span >= 728 or span < 365
+    t = (days - cutoff_ts).days.to_numpy(dtype=float) * (1.0 if with_trend else 0.0)
+    x = _design(t, days, harmonics, None)
+    reg = PoissonRegressor(alpha=1e-6, max_iter=3000).fit(x, counts)
+    fitted = reg.predict(x)
+
+    future = pd.date_range(cutoff_ts + pd.Timedelta(days=1), periods=horizon_days, freq="D")
+    tf = (future - cutoff_ts).days.to_numpy(dtype=float) * (1.0 if with_trend else 0.0)
+    daily_mean = reg.predict(_design(tf, future, harmonics, TREND_HOLD_YEARS))
+
+    weekly = pd.DataFrame({"day": days, "actual": counts, "fitted": fitted})
+    weekly["week"] = (np.arange(span)[::-1] // 7)  # complete weeks counted back from the cutoff
+    weekly = weekly.groupby("week").agg(start=("day", "min"), actual=("actual", "sum"), fitted=("fitted", "sum"),
+                                        days=("day", "size"))
+    weekly = weekly[weekly["days"] == 7].sort_values("start")
+    dof = max(len(weekly) - x.shape[1] - 1, 1)
+    pearson = float((((weekly["actual"] - weekly["fitted"]) ** 2) / weekly["fitted"].clip(lower=1e-9)).sum() / dof)
+    dispersion = max(1.0, pearson)
+
+    monthly = pd.DataFrame({"month": days.to_period("M"), "actual": counts, "fitted": fitted}).groupby("month").agg(
+        actual=("actual", "sum"), fitted=("fitted", "sum"), days=("actual", "size"))
+    monthly = monthly[(monthly["days"] >= 28) & (monthly["fitted"] > 0)]
+    relative_sd = 0.0
+    if len(monthly) >= 3:
+        log_error = np.log(monthly["actual"].clip(lower=0.5) / monthly["fitted"])
+        relative_sd = float(math.sqrt(max(0.0, float(np.mean(log_error**2) - np.mean(1.0 / monthly["fitted"])))))
+
+    recent = firsts[firsts["first_date"] > cutoff_ts - pd.Timedelta(days=365)]
+    values = (recent if len(recent) >= 20 else firsts)["first_value"].to_numpy(dtype=float)
+    return AcquisitionFit(
+        daily_mean=np.asarray(daily_mean, dtype=float),
+        dispersion=dispersion,
+        relative_sd=relative_sd,
+        first_order_value=float(values.mean()),
+        first_order_value_var=float(values.var()) if len(values) > 1 else 0.0,
+        history_days=span,
+        weekly_history=weekly.reset_index(drop=True),
+    )
+
+
+def new_customer_forecast(
+    acquisition: AcquisitionFit, model: btyd.BTYDModel, cutoff: date, periods: list[Period], season: SeasonalIndex,
+    error_scale: float = 0.0,
+) -> pd.DataFrame:
+    """Revenue of customers who first buy after the cutoff, per period.
+
+    A customer arriving on day a brings the first-order value on day a and repeat spend
+    ``aov * (E[X(tau(d) - tau(a))])`` by day d (unconditional BTYD expectation, population order value).
+    """
+    horizon = max(p.offsets(cutoff)[1] for p in periods)
+    if len(acquisition.daily_mean) < horizon:
+        raise ValueError(f"acquisition forecast covers {len(acquisition.daily_mean)} days, periods need {horizon}")
+    arrival = np.arange(1, horizon + 1)
+    mu = acquisition.daily_mean[:horizon]
+    tau = season.operational_weeks(cutoff, np.arange(0, horizon + 1))
+    aov = float(model.spend.population_mean)
+    cv2 = _order_value_cv2(model)
+    boundaries = sorted({o for p in periods for o in p.offsets(cutoff)})
+    # cumulative repeat purchases of an arrival on day a by the end of day b (0 if b <= a)
+    repeat_cum = np.zeros((horizon, len(boundaries)))
+    for j, b in enumerate(boundaries):
+        later = arrival < b
+        age = tau[b] - tau[arrival[later]]
+        if later.any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                repeat_cum[later, j] = np.nan_to_num(
+                    np.asarray(model.transactions.expected_number_of_purchases_up_to_time(age), dtype=float)
+                )
+    column = {b: j for j, b in enumerate(boundaries)}
+    rows = []
+    for period in periods:
+        lo, hi = period.offsets(cutoff)
+        arriving = (arrival > lo) & (arrival <= hi)
+        repeats = repeat_cum[:, column[hi]] - repeat_cum[:, column[lo]]
+        per_customer = arriving * acquisition.first_order_value + repeats * aov
+        customers = float(mu[arriving].sum())
+        mean = float((mu * per_customer).sum())
+        # over-dispersed arrivals (each arrival brings its whole contribution) + order-value noise
+        variance = acquisition.dispersion * float((mu * per_customer**2).sum())
+        variance += customers * acquisition.first_order_value_var
+        variance += float((mu * repeats).sum()) * aov**2 * cv2
+        variance += (_relative_sd(acquisition.relative_sd, error_scale, period, cutoff) * mean) ** 2
+        rows.append(_bounds(period, "new", mean, variance, expected_new_customers=customers,
+                            expected_purchases=float((mu * (arriving + repeats)).sum())))
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- together
+def combine(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """One row per period: existing, new and total revenue, each with its 80 % interval.
+
+    The two parts are independent, so their variances add.
+    """
+    keys = ["period", "period_kind", "period_start", "period_end"]
+    e = existing.set_index(keys)
+    n = new.set_index(keys)
+    out = pd.DataFrame(index=e.index)
+    for name, part in (("existing", e), ("new", n)):
+        out[f"{name}_revenue"] = part["revenue"]
+        out[f"{name}_revenue_low"] = part["revenue_low"]
+        out[f"{name}_revenue_high"] = part["revenue_high"]
+    out["total_revenue"] = e["revenue"] + n["revenue"]
+    sd = np.sqrt(e["revenue_sd"] ** 2 + n["revenue_sd"] ** 2)
+    out["total_revenue_low"] = (out["total_revenue"] - Z80 * sd).clip(lower=0.0)
+    out["total_revenue_high"] = out["total_revenue"] + Z80 * sd
+    out["expected_new_customers"] = n["expected_new_customers"]
+    out["existing_expected_purchases"] = e["expected_purchases"]
+    return out.reset_index()
+
+
+def fit_purchase_model(summary: pd.DataFrame, model_name: str = btyd.BGNBD) -> btyd.BTYDModel:
+    """BTYD fitted on a calibration summary, with the NaN-safe BG/NBD expectation of ``clv``."""
+    from dataclasses import replace
+
+    from clv_platform.models.clv import _StableBetaGeo
+
+    names = btyd.TRANSACTION_MODELS if model_name == "auto" else (model_name,)
+    fits = [btyd.fit_btyd(summary, name) for name in names]
+    best = max(fits, key=lambda m: m.log_likelihood)
+    if best.model == btyd.BGNBD:
+        best = replace(best, transactions=_StableBetaGeo(best.transactions))
+    return best
+
+
+REHEARSAL_MONTHS = 6
+"""How far back the rehearsal forecast is made (its errors scale the intervals)."""
+MIN_REHEARSAL_HISTORY_DAYS = 120
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """Out-of-sample errors of the same method on the store's own recent past."""
+
+    cutoff: date | None
+    existing_scale: float
+    new_scale: float
+    months: int
+
+    @staticmethod
+    def none() -> "Rehearsal":
+        return Rehearsal(None, 0.0, 0.0, 0)
+
+
+def rehearse(history: pd.DataFrame, cutoff: date, model_name: str = btyd.BGNBD,
+             months: int = REHEARSAL_MONTHS) -> Rehearsal:
+    """Forecast from ``months`` before the cutoff with the data up to then, compare with what came.
+
+    Returns the error scale s per part, fitted as |log(actual / forecast)| ~ s * sqrt(h) over the
+    rehearsal months h = 1..months (s^2 = mean((log error^2 - relative purchase noise^2) / h)). The in-sample scatter cannot see
+    how the purchase model and the acquisition trend drift when extrapolated; this can. With less
+    than ``MIN_REHEARSAL_HISTORY_DAYS`` of history before the rehearsal cutoff there is none.
+    """
+    c = pd.Timestamp(cutoff)
+    rc = (c - pd.offsets.MonthEnd(months)) if c.is_month_end else (c - pd.DateOffset(months=months))
+    dates = pd.to_datetime(history["order_date"])
+    if (rc - dates.min()).days < MIN_REHEARSAL_HISTORY_DAYS:
+        return Rehearsal.none()
+    past = forecast_revenue(history, rc.date(), model_name=model_name, months=months, with_rehearsal=False)
+    periods = [p for p in forecast_periods(rc.date(), months) if p.kind == "month"]
+    actual = period_actuals(history, periods, rc.date()).set_index("period")
+    table = past.table.set_index("period")
+    scales = {}
+    for part, column in (("existing", "actual_existing_revenue"), ("new", "actual_new_revenue")):
+        ratios = []
+        for h, p in enumerate(periods, start=1):
+            predicted, observed = float(table.loc[p.label, f"{part}_revenue"]), float(actual.loc[p.label, column])
+            if predicted > 0 and observed > 0:
+                # the purchase noise the interval has anyway is not part of the systematic error
+                noise_sd = (table.loc[p.label, f"{part}_revenue_high"] - table.loc[p.label, f"{part}_revenue"]) / Z80
+                ratios.append(max(0.0, math.log(observed / predicted) ** 2 - (noise_sd / predicted) ** 2) / h)
+        scales[part] = math.sqrt(float(np.mean(ratios))) if ratios else 0.0
+    return Rehearsal(rc.date(), scales["existing"], scales["new"], len(periods))
+
+
+@dataclass
+class RevenueForecast:
+    """The forecast table plus the fitted pieces (for metadata and the backtest)."""
+
+    table: pd.DataFrame
+    season: SeasonalIndex
+    acquisition: AcquisitionFit
+    model: btyd.BTYDModel
+    cutoff: date
+    rehearsal: Rehearsal = field(default_factory=Rehearsal.none)
+
+
+def forecast_revenue(
+    transactions: pd.DataFrame,
+    cutoff: date,
+    model: btyd.BTYDModel | None = None,
+    summary: pd.DataFrame | None = None,
+    predicted_spend: pd.Series | None = None,
+    horizon_days: int = 365,
+    model_name: str = btyd.BGNBD,
+    months: int = 12,
+    with_rehearsal: bool = True,
+) -> RevenueForecast:
+    """The whole forecast from transactions (customer_id, order_date, amount) up to ``cutoff``.
+
+    ``summary``/``model`` default to the BTYD summary and fit at the cutoff; ``predicted_spend``
+    (per customer over ``horizon_days``) defaults to the BTYD expected spend. Transactions after
+    the cutoff are ignored, so a backtest can pass the whole history. ``with_rehearsal`` widens
+    the intervals by the errors of the same forecast made six months earlier (``rehearse``).
+    """
+    cutoff = pd.Timestamp(cutoff).normalize().date()
+    history = transactions[pd.to_datetime(transactions["order_date"]) <= pd.Timestamp(cutoff)]
+    if summary is None:
+        summary = btyd.summarize(history, cutoff)
+    if model is None:
+        model = fit_purchase_model(summary, model_name)
+    rehearsal = rehearse(history, cutoff, model_name) if with_rehearsal else Rehearsal.none()
+    periods = forecast_periods(cutoff, months)
+    season = seasonal_index(history, model, cutoff)
+    existing = existing_customer_forecast(summary, model, cutoff, periods, season, predicted_spend, horizon_days,
+                                          rehearsal.existing_scale)
+    horizon = max(p.offsets(cutoff)[1] for p in periods)
+    acquisition = fit_acquisition(first_orders(history), cutoff, horizon)
+    new = new_customer_forecast(acquisition, model, cutoff, periods, season, rehearsal.new_scale)
+    return RevenueForecast(combine(existing, new), season, acquisition, model, cutoff, rehearsal)
+
+
+def monthly_actuals(transactions: pd.DataFrame, start: date | None = None, end: date | None = None) -> pd.Series:
+    """Revenue per calendar month (index: first day of the month)."""
+    frame = transactions.assign(order_date=pd.to_datetime(transactions["order_date"]))
+    if start is not None:
+        frame = frame[frame["order_date"] >= pd.Timestamp(start)]
+    if end is not None:
+        frame = frame[frame["order_date"] <= pd.Timestamp(end)]
+    return frame.groupby(frame["order_date"].dt.to_period("M").dt.to_timestamp())["amount"].sum()
+
+
+def period_actuals(transactions: pd.DataFrame, periods: list[Period], cutoff: date) -> pd.DataFrame:
+    """Actual revenue per period, split into customers known at the cutoff and new ones."""
+    frame = transactions.assign(order_date=pd.to_datetime(transactions["order_date"]))
+    first = frame.groupby("customer_id")["order_date"].transform("min")
+    known = first <= pd.Timestamp(cutoff)
+    rows = []
+    for p in periods:
+        inside = (frame["order_date"] >= pd.Timestamp(p.start)) & (frame["order_date"] <= pd.Timestamp(p.end))
+        rows.append({
+            "period": p.label,
+            "actual_revenue": float(frame.loc[inside, "amount"].sum()),
+            "actual_existing_revenue": float(frame.loc[inside & known, "amount"].sum()),
+            "actual_new_revenue": float(frame.loc[inside & ~known, "amount"].sum()),
+        })
+    return pd.DataFrame(rows)

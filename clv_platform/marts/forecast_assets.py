@@ -1,0 +1,336 @@
+"""marts/revenue_forecast and marts/acquisition_value: the store's next twelve months and where
+valuable customers come from.
+
+``revenue_forecast`` runs ``forecast.revenue`` on staging.orders at the scoring cutoff, with each
+customer's predicted spend from scores.customer_clv spread over time by the BTYD model of
+ml/btyd. ``acquisition_value`` is ``sql/acquisition_value.sql`` over staging.customer_acquisition
+and the CLV scores. Both tables carry column comments (DuckDB ``comment on column``) and the same
+descriptions in the asset's column schema.
+"""
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.resources.storage import read_sql, replace_table, row_count, run_script, table_exists
+from clv_platform.transforms.cutoff import scoring_cutoff
+
+OWNERS = ["team:analytics"]
+FORECAST_TABLE = "marts.revenue_forecast"
+ACQUISITION_TABLE = "marts.acquisition_value"
+
+_INTERVAL = "80 % interval (P10..P90, normal approximation floored at 0)"
+FORECAST_COLUMNS = {
+    "cutoff": "Last day of data the forecast starts after (the scoring cutoff).",
+    "period": "M01..M12 = the twelve one-month periods after the cutoff; 30d/90d/365d = totals over that many days.",
+    "period_kind": "'month' or 'total'.",
+    "period_start": "First day of the period (inclusive).",
+    "period_end": "Last day of the period (inclusive).",
+    "days": "Days in the period.",
+    "existing_revenue": "Expected net revenue (shop currency) from customers who ordered by the cutoff: their "
+    "predicted spend spread over time by the BTYD purchase curve (with the store's month-of-year seasonality).",
+    "existing_revenue_low": f"Lower end of the {_INTERVAL} of existing_revenue.",
+    "existing_revenue_high": f"Upper end of the {_INTERVAL} of existing_revenue.",
+    "new_revenue": "Expected net revenue from customers whose first order falls after the cutoff: forecast "
+    "arrivals × first-order value + their repeat spend inside the period.",
+    "new_revenue_low": f"Lower end of the {_INTERVAL} of new_revenue.",
+    "new_revenue_high": f"Upper end of the {_INTERVAL} of new_revenue.",
+    "total_revenue": "existing_revenue + new_revenue.",
+    "total_revenue_low": f"Lower end of the {_INTERVAL} of total_revenue (the two parts independent).",
+    "total_revenue_high": f"Upper end of the {_INTERVAL} of total_revenue.",
+    "expected_new_customers": "Expected number of first-time buyers in the period.",
+    "existing_expected_purchases": "Expected purchase days of existing customers in the period (BTYD).",
+    "per_customer_source": "Which per-customer prediction was spread: scores.customer_clv.predicted_spend, "
+    "or the BTYD expected spend when the scores have no predicted_spend.",
+}
+ACQUISITION_COLUMNS = {
+    "channel": "Channel of the customer's first order, from Shopify's first visit of that order's journey "
+    "(email, paid_social, paid_search, organic_search, organic_social, direct, referral, pos, unknown).",
+    "campaign": "utm_campaign of that first visit; '(none)' without one.",
+    "discount_code": "First discount code of the first order (upper case); '(none)' without one.",
+    "acquisition_month": "Month of the first order; null on the rows that cover all months.",
+    "is_all_months": "True on the rows that add up every acquisition month of the group.",
+    "customers": "Customers acquired (first never-cancelled order) in the group.",
+    "customers_per_month": "customers / months (1 on a month row; the store's months of history on an all-months row).",
+    "first_order_value": "Mean net revenue of the first order.",
+    "customers_observable_90d": "Customers whose first order is at least 90 days before the as-of date.",
+    "repeat_rate_90d": "Share of the observable customers with another order on a later day within 90 days.",
+    "scored_customers": "Customers of the group with a CLV score.",
+    "mean_predicted_clv": "Mean predicted CLV (scores.customer_clv.predicted_clv, discounted, over the horizon).",
+    "mean_predicted_clv_low": "80 % interval of the group's mean CLV: mean − 1.2816 · sd / √n.",
+    "mean_predicted_clv_high": "80 % interval of the group's mean CLV: mean + 1.2816 · sd / √n.",
+    "total_predicted_clv": "Sum of the predicted CLV of the group's customers.",
+    "total_predicted_clv_low": "scored_customers × mean_predicted_clv_low.",
+    "total_predicted_clv_high": "scored_customers × mean_predicted_clv_high.",
+    "sum_customer_clv_p10": "Sum of the per-customer CLV P10 (null until scores.customer_clv carries per-customer "
+    "intervals).",
+    "sum_customer_clv_p90": "Sum of the per-customer CLV P90 (null until scores.customer_clv carries them).",
+    "share_alive": "Mean probability that the group's customers are still active (BTYD p_alive).",
+}
+# Per-customer CLV interval columns, under the names the scores may carry them.
+_CLV_P10 = ("clv_p10", "predicted_clv_p10", "predicted_clv_low")
+_CLV_P90 = ("clv_p90", "predicted_clv_p90", "predicted_clv_high")
+
+
+def comment_columns(conn: duckdb.DuckDBPyConnection, table: str, descriptions: dict[str, str]) -> None:
+    """Store the column descriptions as DuckDB column comments (they travel with the table)."""
+    present = {row[0] for row in conn.execute(f"describe {table}").fetchall()}
+    for column, text in descriptions.items():
+        if column in present:
+            conn.execute(f"comment on column {table}.{column} is '{text.replace(chr(39), chr(39) * 2)}'")
+
+
+def column_schema(descriptions: dict[str, str]) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, description=text) for name, text in descriptions.items()])
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    schema, name = table.split(".")
+    return {
+        c for (c,) in conn.execute(
+            "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+            [schema, name],
+        ).fetchall()
+    }
+
+
+# ----------------------------------------------------------------------------- revenue forecast
+def store_transactions(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Never-cancelled orders as (customer_id, order_date, amount); an untied guest order is its own buyer."""
+    return conn.execute(
+        """
+        select coalesce(customer_id, 'guest:' || order_id) as customer_id, order_date,
+               net_revenue::double as amount
+        from staging.orders
+        where not is_cancelled
+        """
+    ).df()
+
+
+def build_revenue_forecast(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, dict]:
+    """The rows of marts.revenue_forecast and facts for the metadata."""
+    from clv_platform.forecast import revenue
+    from clv_platform.models import clv
+
+    if not table_exists(conn, "staging.orders"):
+        raise dg.Failure("staging.orders does not exist: materialize staging before marts/revenue_forecast")
+    config = clv.load_config()
+    cutoff = scoring_cutoff(conn)
+    transactions = store_transactions(conn)
+    if table_exists(conn, "ml.btyd_scores"):
+        btyd_scores = conn.execute(
+            "select customer_id, frequency, recency_weeks, T_weeks, monetary, horizon_days from ml.btyd_scores"
+        ).df()
+        if btyd_scores.empty:
+            raise dg.Failure("ml.btyd_scores is empty: no customer to forecast")
+        features = pd.DataFrame({
+            "customer_id": btyd_scores["customer_id"].astype(str),
+            "frequency": btyd_scores["frequency"].astype(int),
+            "recency_btyd_days": btyd_scores["recency_weeks"] * 7.0,
+            "T_days": btyd_scores["T_weeks"] * 7.0,
+            "monetary": btyd_scores["monetary"].astype(float),
+        })
+        horizon_days = int(btyd_scores["horizon_days"].iloc[0])
+        summary_source = "ml.btyd_scores"
+    else:
+        # ml/btyd not materialized (e.g. marts rebuilt on their own): the same summary from staging
+        from clv_platform.models import btyd
+
+        known = transactions[~transactions["customer_id"].str.startswith("guest:")]
+        summary_frame = btyd.summarize(known, cutoff).reset_index()
+        features = pd.DataFrame({
+            "customer_id": summary_frame["customer_id"].astype(str),
+            "frequency": summary_frame["frequency"].astype(int),
+            "recency_btyd_days": summary_frame["recency"] * 7.0,
+            "T_days": summary_frame["T"] * 7.0,
+            "monetary": summary_frame["monetary"].astype(float),
+        })
+        horizon_days = config.horizon_days
+        summary_source = "staging.orders (ml.btyd_scores missing)"
+    # the same fit as ml/btyd (same snapshot, same settings): the model object is not stored
+    model = clv.fit_btyd_at(features, config)
+    summary = clv.btyd_summary(features)
+    predicted = None
+    source = "ml.btyd_scores expected spend (BTYD)"
+    if table_exists(conn, "scores.customer_clv") and "predicted_spend" in _columns(conn, "scores.customer_clv"):
+        scores = conn.execute("select customer_id, predicted_spend from scores.customer_clv").df()
+        predicted = scores.set_index(scores["customer_id"].astype(str))["predicted_spend"].astype(float)
+        source = "scores.customer_clv.predicted_spend"
+    result = revenue.forecast_revenue(
+        transactions, cutoff, model=model, summary=summary, predicted_spend=predicted, horizon_days=horizon_days,
+    )
+    table = result.table
+    table.insert(0, "cutoff", cutoff)
+    table.insert(5, "days", [(e - s).days + 1 for s, e in zip(table["period_start"], table["period_end"])])
+    table["per_customer_source"] = source
+    actuals = revenue.monthly_actuals(transactions).rename("actual_revenue")
+    facts = {
+        "cutoff": cutoff,
+        "source": source,
+        "summary_source": summary_source,
+        "season": result.season,
+        "acquisition": result.acquisition,
+        "actuals": actuals[actuals.index > pd.Timestamp(cutoff) - pd.DateOffset(months=24)],
+        "predicted_total": float(predicted.reindex(summary.index).fillna(0).sum()) if predicted is not None else None,
+    }
+    return table, facts
+
+
+def forecast_chart(history: pd.Series, table: pd.DataFrame) -> dict:
+    """A Vega-Lite spec: monthly actuals, then the forecast with its 80 % band."""
+    months = table[table["period_kind"] == "month"]
+    values = [{"month": str(m.date()), "series": "actual", "revenue": round(float(v), 2)} for m, v in history.items()]
+    values += [
+        {"month": str(r.period_start), "series": "forecast", "revenue": round(float(r.total_revenue), 2),
+         "low": round(float(r.total_revenue_low), 2), "high": round(float(r.total_revenue_high), 2)}
+        for r in months.itertuples()
+    ]
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "description": "Net revenue per month: last 24 months of actuals, then the forecast (80 % band).",
+        "data": {"values": values},
+        "encoding": {"x": {"field": "month", "type": "temporal", "timeUnit": "yearmonth"}},
+        "layer": [
+            {"mark": {"type": "area", "opacity": 0.2},
+             "transform": [{"filter": "datum.series === 'forecast'"}],
+             "encoding": {"y": {"field": "low", "type": "quantitative"}, "y2": {"field": "high"}}},
+            {"mark": {"type": "line", "point": True},
+             "encoding": {"y": {"field": "revenue", "type": "quantitative", "title": "net revenue"},
+                          "color": {"field": "series", "type": "nominal"}}},
+        ],
+    }
+
+
+def forecast_markdown(history: pd.Series, table: pd.DataFrame) -> str:
+    """The last 24 months of actuals followed by the twelve forecast months, as a markdown table."""
+    lines = ["| month | actual | forecast | 80 % low | 80 % high | existing | new |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {m:%Y-%m} | {v:,.0f} | | | | | |" for m, v in history.items()]
+    for r in table[table["period_kind"] == "month"].itertuples():
+        lines.append(
+            f"| {r.period_start:%Y-%m-%d}..{r.period_end:%m-%d} | | {r.total_revenue:,.0f} | "
+            f"{r.total_revenue_low:,.0f} | {r.total_revenue_high:,.0f} | {r.existing_revenue:,.0f} | "
+            f"{r.new_revenue:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.asset(
+    key=["marts", "revenue_forecast"],
+    group_name="marts",
+    deps=[dg.AssetKey(["staging", "orders"]), dg.AssetKey(["ml", "btyd"]), dg.AssetKey(["scores", "customer_clv"])],
+    kinds={"python", "duckdb"},
+    owners=OWNERS,
+    metadata={"dagster/column_schema": column_schema(FORECAST_COLUMNS)},
+)
+def revenue_forecast(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """Net revenue for each of the next 12 months and the next 30/90/365 days, split into existing
+    customers (per-customer predicted spend spread by the BTYD purchase curve and the store's
+    seasonality) and new customers (acquisition forecast × first-order value + early repeat spend),
+    each with an 80 % interval; metadata shows it beside the last 24 months of actuals.
+    """
+    with duckdb.get_connection() as conn:
+        table, facts = build_revenue_forecast(conn)
+        rows = replace_table(conn, FORECAST_TABLE, table)
+        comment_columns(conn, FORECAST_TABLE, FORECAST_COLUMNS)
+    totals = table[table["period_kind"] == "total"].set_index("period")
+    season = facts["season"]
+    acquisition = facts["acquisition"]
+    context.log.info(
+        f"revenue forecast after {facts['cutoff']}: next 365 days {totals.loc['365d', 'total_revenue']:,.0f} "
+        f"({totals.loc['365d', 'total_revenue_low']:,.0f}..{totals.loc['365d', 'total_revenue_high']:,.0f})"
+    )
+    metadata = {
+        "dagster/row_count": rows,
+        "cutoff": str(facts["cutoff"]),
+        "per_customer_source": facts["source"],
+        "btyd_summary_source": facts["summary_source"],
+        "forecast_vs_actuals": dg.MetadataValue.md(forecast_markdown(facts["actuals"], table)),
+        "chart_vega_lite": dg.MetadataValue.json(forecast_chart(facts["actuals"], table)),
+        "seasonal_index_jan_dec": dg.MetadataValue.json([round(float(v), 3) for v in season.index]),
+        "existing_relative_sd": float(season.relative_sd),
+        "new_customers_per_day_next_28d": float(acquisition.daily_mean[:28].mean()),
+        "first_order_value": float(acquisition.first_order_value),
+    }
+    for period in ("30d", "90d", "365d"):
+        for column in ("total_revenue", "total_revenue_low", "total_revenue_high", "existing_revenue", "new_revenue"):
+            metadata[f"{period}_{column}"] = dg.MetadataValue.float(float(totals.loc[period, column]))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+# ----------------------------------------------------------------------------- acquisition value
+def create_acquisition_clv_input(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Temp view acquisition_clv_input(customer_id, predicted_clv, p_alive, clv_p10, clv_p90).
+
+    Per-customer CLV interval columns are read when the scores have them (under any name of
+    ``_CLV_P10`` / ``_CLV_P90``), else null; returns what was missing.
+    """
+    if not table_exists(conn, "scores.customer_clv"):
+        raise dg.Failure("scores.customer_clv does not exist: materialize the scores before marts/acquisition_value")
+    present = _columns(conn, "scores.customer_clv")
+    missing = []
+    select = ["cast(customer_id as varchar) as customer_id", "cast(predicted_clv as double) as predicted_clv"]
+    select.append("cast(p_alive as double) as p_alive" if "p_alive" in present else "null::double as p_alive")
+    for alias, names in (("clv_p10", _CLV_P10), ("clv_p90", _CLV_P90)):
+        found = next((n for n in names if n in present), None)
+        if found is None:
+            missing.append(alias)
+            select.append(f"null::double as {alias}")
+        else:
+            select.append(f'cast("{found}" as double) as {alias}')
+    conn.execute(f"create or replace temp view acquisition_clv_input as select {', '.join(select)} "
+                 "from scores.customer_clv")
+    return missing
+
+
+def build_acquisition_value(conn: duckdb.DuckDBPyConnection, as_of) -> list[str]:
+    missing = create_acquisition_clv_input(conn)
+    run_script(conn, read_sql("clv_platform.marts", "sql/acquisition_value.sql"), {"as_of": as_of})
+    comment_columns(conn, ACQUISITION_TABLE, ACQUISITION_COLUMNS)
+    return missing
+
+
+@dg.asset(
+    key=["marts", "acquisition_value"],
+    group_name="marts",
+    deps=[dg.AssetKey(["staging", "customer_acquisition"]), dg.AssetKey(["staging", "order_history"]),
+          dg.AssetKey(["scores", "customer_clv"])],
+    kinds={"duckdb", "sql"},
+    owners=OWNERS,
+    metadata={"dagster/column_schema": column_schema(ACQUISITION_COLUMNS)},
+)
+def acquisition_value(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """Per first-order channel, campaign and discount code (per acquisition month and over all months):
+    customers acquired, first-order value, 90-day repeat rate, mean and total predicted CLV with an
+    80 % interval, and the share still alive. The campaign-effectiveness view.
+    """
+    with duckdb.get_connection() as conn:
+        as_of = scoring_cutoff(conn)
+        missing = build_acquisition_value(conn, as_of)
+        rows = row_count(conn, ACQUISITION_TABLE)
+        channels = conn.execute(
+            """
+            select channel, sum(customers) as customers, sum(total_predicted_clv) / sum(scored_customers)
+                   as mean_predicted_clv, sum(repeat_rate_90d * customers_observable_90d)
+                   / nullif(sum(customers_observable_90d), 0) as repeat_rate_90d
+            from marts.acquisition_value where is_all_months group by channel order by mean_predicted_clv desc
+            """
+        ).df()
+        top = conn.execute(
+            "select channel, campaign, discount_code, customers, round(mean_predicted_clv, 2) as mean_clv, "
+            "round(repeat_rate_90d, 3) as repeat_90d, round(share_alive, 3) as share_alive "
+            "from marts.acquisition_value where is_all_months order by total_predicted_clv desc nulls last limit 10"
+        ).df()
+    if missing:
+        context.log.warning(f"scores.customer_clv has no per-customer CLV interval ({', '.join(missing)}); "
+                            "the mart's interval is the 80 % interval of each group's mean")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": rows,
+        "as_of_date": str(as_of),
+        "per_customer_interval_columns_missing": ", ".join(missing) or "none",
+        "channels": dg.MetadataValue.md(channels.to_markdown(index=False, floatfmt=".3f")),
+        "top_groups_by_total_clv": dg.MetadataValue.md(top.to_markdown(index=False)),
+    })
+
+
+FORECAST_MARTS = [revenue_forecast, acquisition_value]

@@ -1,0 +1,144 @@
+"""The revenue forecast: existing-customer part = the per-customer expected spend, seasonality,
+acquisition fit, and the backtest against the seasonal-naive baseline."""
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clv_platform.forecast import backtest, revenue
+from clv_platform.models import btyd
+
+CUTOFF = date(2025, 10, 31)
+
+
+@pytest.fixture(scope="module")
+def transactions():
+    return backtest.demo_transactions(date(2024, 11, 1), date(2026, 10, 31), n_customers=1500, seed=3)
+
+
+@pytest.fixture(scope="module")
+def fitted(transactions):
+    history = transactions[transactions["order_date"] <= pd.Timestamp(CUTOFF)]
+    summary = btyd.summarize(history, CUTOFF)
+    return history, summary, revenue.fit_purchase_model(summary)
+
+
+def test_periods_are_calendar_months_after_a_month_end():
+    periods = revenue.forecast_periods(date(2025, 11, 30))
+    months = [p for p in periods if p.kind == "month"]
+    assert [(p.start, p.end) for p in months[:3]] == [
+        (date(2025, 12, 1), date(2025, 12, 31)), (date(2026, 1, 1), date(2026, 1, 31)),
+        (date(2026, 2, 1), date(2026, 2, 28)),
+    ]
+    assert months[-1].end == date(2026, 11, 30)
+    totals = {p.label: (p.start, p.end) for p in periods if p.kind == "total"}
+    assert totals["30d"] == (date(2025, 12, 1), date(2025, 12, 30))
+    assert totals["365d"] == (date(2025, 12, 1), date(2026, 11, 30))
+    mid = [p for p in revenue.forecast_periods(date(2025, 1, 15)) if p.kind == "month"]
+    assert (mid[0].start, mid[0].end, mid[1].start) == (date(2025, 1, 16), date(2025, 2, 15), date(2025, 2, 16))
+
+
+def test_existing_part_equals_the_sum_of_per_customer_expected_spend(fitted):
+    history, summary, model = fitted
+    rng = np.random.default_rng(0)
+    predicted = pd.Series(rng.gamma(2.0, 60.0, len(summary)), index=summary.index)
+    predicted.iloc[:5] = 0.0
+    season = revenue.seasonal_index(history, model, CUTOFF)
+    periods = revenue.forecast_periods(CUTOFF)
+    table = revenue.existing_customer_forecast(summary, model, CUTOFF, periods, season, predicted).set_index("period")
+    # over the horizon the spread predictions add up to the predictions themselves
+    assert table.loc["365d", "revenue"] == pytest.approx(predicted.sum(), rel=1e-9)
+    for days in (30, 90, 365):
+        per_customer = revenue.customer_expected_spend(summary, model, CUTOFF, days, season, predicted)
+        assert table.loc[f"{days}d", "revenue"] == pytest.approx(per_customer.sum(), rel=1e-9)
+    # the twelve months after a month end are the 365 days (Nov 2025 .. Oct 2026)
+    months = table[table["period_kind"] == "month"]
+    assert months["revenue"].sum() == pytest.approx(table.loc["365d", "revenue"], rel=1e-9)
+    assert (table["revenue_low"] <= table["revenue"]).all() and (table["revenue"] <= table["revenue_high"]).all()
+
+
+def test_without_seasonality_it_is_lifetimes_expected_purchases_times_spend(fitted):
+    """Independent of the module's code path: lifetimes' E[X(t)] per customer, scaled to the prediction."""
+    _, summary, model = fitted
+    flat = revenue.SeasonalIndex.flat()
+    predicted = pd.Series(np.linspace(10, 500, len(summary)), index=summary.index)
+    periods = revenue.forecast_periods(CUTOFF)
+    table = revenue.existing_customer_forecast(summary, model, CUTOFF, periods, flat, predicted).set_index("period")
+    fitter = model.transactions
+    args = (summary["frequency"].to_numpy(float), summary["recency"].to_numpy(float), summary["T"].to_numpy(float))
+    e90 = np.asarray(fitter.conditional_expected_number_of_purchases_up_to_time(90 / 7, *args))
+    e365 = np.asarray(fitter.conditional_expected_number_of_purchases_up_to_time(365 / 7, *args))
+    assert table.loc["90d", "revenue"] == pytest.approx(float((predicted * e90 / e365).sum()), rel=1e-9)
+    # without per-customer predictions the spend is BTYD purchases x Gamma-Gamma order value
+    plain = revenue.existing_customer_forecast(summary, model, CUTOFF, periods, flat).set_index("period")
+    aov = model.expected_average_order_value(summary)
+    assert plain.loc["365d", "revenue"] == pytest.approx(float((e365 * aov).sum()), rel=1e-9)
+
+
+def test_seasonal_index_finds_the_demo_stores_black_friday_peak():
+    tx = backtest.demo_transactions(date(2023, 11, 1), date(2025, 10, 31), n_customers=3000, seed=8)
+    summary = btyd.summarize(tx, date(2025, 10, 31))
+    model = revenue.fit_purchase_model(summary)
+    season = revenue.seasonal_index(tx, model, date(2025, 10, 31))
+    assert season.index.mean() == pytest.approx(1.0)
+    # the demo's yearly intensity is 1 + 0.15 cos(2 pi (t - Nov 28) / year): high Nov-Dec, low May-Jun
+    assert season.index[[10, 11]].mean() > 1.05 and season.index[[4, 5]].mean() < 0.95
+    assert season.months_used >= 20
+
+
+def test_acquisition_fit_recovers_a_known_daily_rate_and_weekday_pattern():
+    rng = np.random.default_rng(1)
+    days = pd.date_range("2024-01-01", "2025-12-31", freq="D")
+    rate = np.where(days.dayofweek == 6, 12.0, 6.0)  # Sundays double
+    counts = rng.poisson(rate)
+    firsts = pd.DataFrame({
+        "first_date": np.repeat(days, counts),
+        "first_value": 50.0,
+    })
+    fit = revenue.fit_acquisition(firsts, date(2025, 12, 31), 365)
+    future = pd.date_range("2026-01-01", periods=365, freq="D")
+    sundays = fit.daily_mean[future.dayofweek == 6].mean()
+    others = fit.daily_mean[future.dayofweek != 6].mean()
+    assert sundays == pytest.approx(12.0, rel=0.1) and others == pytest.approx(6.0, rel=0.1)
+    assert fit.first_order_value == 50.0 and fit.first_order_value_var == 0.0
+    assert fit.dispersion == pytest.approx(1.0, abs=0.3)
+
+
+def test_new_customer_part_is_arrivals_times_first_value_plus_repeats(fitted):
+    _, _, model = fitted
+    acquisition = revenue.AcquisitionFit(
+        daily_mean=np.full(400, 2.0), dispersion=1.0, relative_sd=0.0, first_order_value=40.0,
+        first_order_value_var=0.0, history_days=365)
+    periods = revenue.forecast_periods(CUTOFF)
+    table = revenue.new_customer_forecast(acquisition, model, CUTOFF, periods, revenue.SeasonalIndex.flat())
+    table = table.set_index("period")
+    assert table.loc["30d", "expected_new_customers"] == pytest.approx(60.0)
+    # 60 arrivals x 40 + their repeat purchases in the 30 days x the population order value
+    repeats = sum(
+        float(model.transactions.expected_number_of_purchases_up_to_time((30 - a) / 7)) for a in range(1, 30)
+    ) * 2.0
+    assert table.loc["30d", "revenue"] == pytest.approx(60 * 40 + repeats * model.spend.population_mean, rel=1e-9)
+
+
+def test_forecast_backtest_beats_the_seasonal_naive_baseline_on_the_demo_store():
+    result = backtest.run_forecast_backtest("demo")
+    summary = result["summary"]
+    assert result["cutoff"] == "2025-10-31" and summary["months_scored"] == 12
+    assert summary["months_with_baseline"] == 12
+    assert summary["beats_baseline"] and summary["mape_forecast"] < summary["mape_baseline"]
+    assert summary["coverage_80"] >= 0.5
+    for row in result["months"]:
+        assert row["ape_forecast"] == pytest.approx(abs(row["forecast"] - row["actual"]) / row["actual"])
+        assert row["actual"] == pytest.approx(row["actual_existing"] + row["actual_new"])
+    html = backtest.forecast_section_html(result)
+    assert "MAPE" in html and "<svg" in html
+
+
+def test_forecast_cutoff_must_be_a_month_end_before_the_data_end():
+    with pytest.raises(ValueError, match="month end"):
+        backtest.run_forecast_backtest("demo", "2025-10-15")
+    with pytest.raises(ValueError, match="not before the end"):
+        backtest.run_forecast_backtest("demo", "2026-10-31")
+
