@@ -9,7 +9,7 @@ import pytest
 
 from clv_platform.marts.forecast_assets import build_acquisition_value
 from clv_platform.transforms.staging import build_staging
-from test_staging import load, order
+from test_staging import load, money, order
 
 
 def visit(source, source_type=None, utm=None, referrer=None, landing="https://shop.example.com/"):
@@ -25,6 +25,9 @@ def journey(first, last=None):
 def placed(n, *, customer, email, day, total, codes=(), journey_=None, source_name="web", cancelled=None):
     node = order(n, customer=customer, email=email, total=total, updated=f"{day}T12:00:00Z", cancelled=cancelled)
     node["createdAt"] = node["processedAt"] = f"{day}T10:00:00Z"
+    # revenue is net sales (lines after discounts), so the one line carries the order's value
+    line = node["lineItems"]["nodes"][0]
+    line["quantity"], line["originalUnitPriceSet"] = 1, money(total, "USD")
     node["sourceName"] = source_name
     node["discountCodes"] = list(codes)
     node["customerJourneySummary"] = journey_

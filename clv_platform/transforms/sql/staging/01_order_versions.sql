@@ -97,6 +97,8 @@ typed as (
             lambda l: clv_quantity_out_of_range(l.quantity))), false) as quantity_out_of_range,
         clv_amount_out_of_range(o.totalPriceSet.shopMoney.amount)
             or clv_amount_out_of_range(o.totalDiscountsSet.shopMoney.amount)
+            or clv_amount_out_of_range(o.totalTaxSet.shopMoney.amount)
+            or clv_amount_out_of_range(o.totalShippingPriceSet.shopMoney.amount)
             or coalesce(list_bool_or(list_transform(coalesce(o.lineItems.nodes, []),
                 lambda l: clv_amount_out_of_range(l.originalUnitPriceSet.shopMoney.amount)
                        or clv_amount_out_of_range(l.totalDiscountSet.shopMoney.amount)
