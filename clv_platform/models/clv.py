@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
@@ -70,7 +70,7 @@ class ClvConfig:
     horizon_days: int = 365
     label_horizon_days: int = 180
     annual_discount_rate: float = 0.10
-    btyd_model: str = btyd.BGNBD
+    btyd_model: str = btyd.AUTO
     btyd_penalizer: float = 0.0
     spend_penalizer: float = 0.0
     window_count: int = 3
@@ -115,7 +115,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         horizon_days=int(horizon.get("horizon_days", 365)),
         label_horizon_days=int(horizon.get("label_horizon_days", horizon.get("horizon_days", 365))),
         annual_discount_rate=float(horizon.get("annual_discount_rate", 0.10)),
-        btyd_model=str(model.get("model", btyd.BGNBD)),
+        btyd_model=str(model.get("model", btyd.AUTO)),
         btyd_penalizer=float(model.get("penalizer", 0.0)),
         spend_penalizer=float(model.get("spend_penalizer", 0.0)),
         window_count=int(windows.get("count", 3)),
@@ -191,61 +191,14 @@ def btyd_summary(features: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-class _StableBetaGeo:
-    """A fitted ``BetaGeoFitter`` whose conditional expectation never returns NaN.
-
-    lifetimes evaluates E[X(t) | x, t_x, T] with a Gauss hypergeometric function whose third
-    argument is a + b + x - 1; on early, thin snapshots BG/NBD can fit a + b < 1 and scipy's
-    ``hyp2f1`` then returns NaN for every x = 0 customer (CDNOW, features at 1997-03-02: 14k
-    rows). The same expectation is P(alive) * E_p[(1 - ((alpha+T) / (alpha+T+p t))^(r+x)) / p]
-    with p ~ Beta(a, b + x) (integrate the Poisson rate out analytically), which Gauss-Jacobi
-    quadrature evaluates exactly to machine precision for smooth integrands; it is used only
-    for the rows lifetimes cannot evaluate. Everything else is delegated to the fitter.
-    """
-
-    def __init__(self, fitter) -> None:
-        self._fitter = fitter
-
-    def __getattr__(self, name):
-        return getattr(self._fitter, name)
-
-    def conditional_expected_number_of_purchases_up_to_time(self, t, frequency, recency, T):
-        values = np.asarray(
-            self._fitter.conditional_expected_number_of_purchases_up_to_time(t, frequency, recency, T), dtype=float
-        )
-        bad = ~np.isfinite(values)
-        if not bad.any():
-            return values
-        from scipy.special import roots_jacobi
-
-        r, alpha, a, b = (float(self._fitter.params_[k]) for k in ("r", "alpha", "a", "b"))
-        x, tx, age = (np.broadcast_to(np.asarray(v, dtype=float), values.shape)[bad] for v in (frequency, recency, T))
-        alive = np.asarray(self._fitter.conditional_probability_alive(x, tx, age), dtype=float)
-        filled = np.empty(x.shape)
-        for value in np.unique(x):
-            rows = x == value
-            nodes, weights = roots_jacobi(64, b + value - 1.0, a - 1.0)
-            p = (1.0 + nodes) / 2.0
-            base = (alpha + age[rows])[:, None]
-            integrand = (1.0 - (base / (base + p[None, :] * t)) ** (r + value)) / p[None, :]
-            filled[rows] = integrand @ weights / weights.sum()
-        values = values.copy()
-        values[bad] = alive * filled
-        return values
-
-
 def fit_btyd_at(features: pd.DataFrame, config: ClvConfig) -> btyd.BTYDModel:
     """BTYD fitted on one feature snapshot only (so on data up to its cutoff).
 
-    ``auto`` picks the transaction model with the higher log-likelihood on this snapshot.
+    ``auto`` is ``btyd.fit_auto``: Pareto/NBD and MBG/NBD, degenerate fits discarded, the higher
+    calibration log-likelihood served, penalized fallbacks after that (the choice and its reason
+    are on the returned model). Every family's predictions are total (``btyd.TransactionModel``).
     """
-    summary = btyd_summary(features)
-    names = btyd.TRANSACTION_MODELS if config.btyd_model == "auto" else (config.btyd_model,)
-    fits = [btyd.fit_btyd(summary, name, config.btyd_penalizer, config.spend_penalizer) for name in names]
-    best = max(fits, key=lambda model: model.log_likelihood)
-    if best.model == btyd.BGNBD:
-        best = replace(best, transactions=_StableBetaGeo(best.transactions))
-    return best
+    return btyd.fit_btyd(btyd_summary(features), config.btyd_model, config.btyd_penalizer, config.spend_penalizer)
 
 
 def btyd_features(

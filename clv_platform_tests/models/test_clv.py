@@ -43,7 +43,8 @@ def test_btyd_recovers_the_generators_parameters(demo_db):
     store, path = demo_db
     with duckdb.connect(str(path), read_only=True) as conn:
         features = conn.execute("select * from features.customer_features").df()
-    model = clv.fit_btyd_at(features, clv.load_config())
+    # the generator is BG/NBD: recover it with that family (the default "auto" serves MBG/Pareto)
+    model = clv.fit_btyd_at(features, dataclasses.replace(clv.load_config(), btyd_model="bgnbd"))
     fitted = model.params()
     truth = store.true_params
     for name, value in truth["bgnbd"].items():
@@ -102,18 +103,38 @@ def test_bgnbd_expectation_is_finite_where_lifetimes_returns_nan():
     """a + b < 1 (seen on thin early snapshots) makes lifetimes' hyp2f1 NaN for x = 0."""
     from lifetimes import BetaGeoFitter
 
+    from clv_platform.models import btyd
+
     fitter = BetaGeoFitter()
     fitter.params_ = pd.Series({"r": 0.2705, "alpha": 4.222, "a": 0.266, "b": 0.5826})
-    stable = clv._StableBetaGeo(fitter)
+    stable = btyd.TransactionModel(fitter, btyd.BGNBD)
     x, tx, T = np.array([0.0, 0.0, 2.0]), np.array([0.0, 0.0, 5.0]), np.array([5.0, 8.0, 8.0])
     assert np.isnan(fitter.conditional_expected_number_of_purchases_up_to_time(13, x, tx, T)[:2]).all()
     values = stable.conditional_expected_number_of_purchases_up_to_time(13, x, tx, T)
     assert np.isfinite(values).all() and values[0] > values[1] > 0
     regular = BetaGeoFitter()
     regular.params_ = pd.Series({"r": 0.25, "alpha": 4.4, "a": 0.79, "b": 2.4})
-    forced = clv._StableBetaGeo(regular)
+    forced = btyd.TransactionModel(regular, btyd.BGNBD)
     expected = regular.conditional_expected_number_of_purchases_up_to_time(13, x, tx, T)
     assert forced.conditional_expected_number_of_purchases_up_to_time(13, x, tx, T) == pytest.approx(expected)
+
+
+def test_served_btyd_puts_long_silent_one_time_buyers_at_risk(demo_db):
+    """Default config (auto): the served family lets one-time buyers drop out, so their p_alive
+    falls with the time since their only purchase; BG/NBD would give them all 1.0."""
+    _, path = demo_db
+    with duckdb.connect(str(path), read_only=True) as conn:
+        features = conn.execute("select * from features.customer_features").df()
+    config = clv.load_config()
+    model = clv.fit_btyd_at(features, config)
+    assert model.model in ("pareto_nbd", "mbgnbd") and model.reason
+    alive = pd.Series(clv.btyd_features(model, features, 26.0, 0.1)["btyd_p_alive"].to_numpy(), index=features.index)
+    one_time = features["frequency"] == 0
+    recent = one_time & (features["T_days"] <= 60)
+    silent = one_time & (features["T_days"] >= 365)
+    assert recent.sum() >= 20 and silent.sum() >= 20
+    assert alive[silent].mean() < alive[recent].mean() - 0.2
+    assert alive[silent].max() < 1.0
 
 
 def test_assets_materialize_in_process(demo_db, data_env):
