@@ -62,6 +62,7 @@ SCORE_INPUTS: dict[str, dict] = {
             "predicted_next_purchase_date": "date",
             "p_purchase_30d": "double",
             "p_purchase_90d": "double",
+            "p_purchase_7d": "double",
         },
     },
     "segment_scores_input": {

@@ -503,6 +503,9 @@ class TrainedClv:
     n_train: int
     window_ends: list[str]
     validation_metrics: dict
+    validation_frame: pd.DataFrame | None = field(default=None, repr=False)
+    """The validation window (features at C - h, labels to C) behind ``validation_metrics``: the
+    registry scores the served model on the same rows (not stored)."""
 
     def sidecar(self, config: ClvConfig) -> dict:
         """The JSON-ready description stored next to the booster by the registry."""
@@ -573,6 +576,7 @@ def train_clv(
         window_ends=sorted({str(t.date()) for t in final["window_end"]}),
         validation_metrics={k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
                                                    "predicted_total", "actual_total")},
+        validation_frame=valid,
     )
 
 

@@ -98,7 +98,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     with duckdb.get_connection() as conn:
         cutoff = scoring_cutoff(conn)
         trained = clv.train_clv(conn, cutoff, config, clv.HYBRID)
-        gate = registration_gate(conn, trained.validation_metrics)
+        gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
         frame = clv.frame_from_tables(_features(conn), conn.execute(f"select * from {BTYD_TABLE}").df())
         importance = clv.shap_importance(trained.model, frame, config.shap_sample)
@@ -124,6 +124,8 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "model_version": record.version,
             "registered": gate["register"],
             "registration": gate["reason"],
+            "served_version_compared": gate.get("served_version") or "",
+            "served_metrics_same_window": dg.MetadataValue.json(gate.get("served_metrics") or {}),
             "cutoff": str(cutoff),
             "objective": trained.model.objective.name,
             "selection_metric": trained.selection.metric,
@@ -182,28 +184,38 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
     )
 
 
-def registration_gate(conn, validation_metrics: dict) -> dict:
-    """Register a new model only if it is not worse than the served one by more than the margin.
+def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAULT_MODEL_NAME) -> tuple[str | None, dict | None]:
+    """(served version, its metrics on the candidate's validation rows) - (None, None) when nothing
+    is registered, (version, None) when the served model cannot be scored on those rows."""
+    from clv_platform.models import metrics
 
-    Scoring always uses the newest *registered* model, so an unregistered candidate never
-    reaches customers; the asset check on ml/clv_model reports the comparison.
+    served = registry.latest_registered(conn, name)
+    if served is None:
+        return None, None
+    frame = trained.validation_frame
+    try:
+        model, _ = registry.load_model(served["path"])
+        predicted = model.predict_label_window(frame)
+    except (KeyError, ValueError, FileNotFoundError, TypeError):
+        return served["model_version"], None
+    return served["model_version"], metrics.regression_metrics(frame["label_spend"].to_numpy(dtype=float), predicted)
+
+
+def registration_gate(conn, trained: clv.TrainedClv) -> dict:
+    """Register the candidate only if it is not worse than the served model on the same window.
+
+    The candidate's metrics are its out-of-sample validation metrics (the selection run trained on
+    windows ending at or before C - h, scored on the window ending at C); the served model is scored
+    on exactly those rows. The served model may have seen part of that window in training, which
+    favours it: the gate errs on the side of keeping what is served. Scoring always uses the newest
+    *registered* model, so a refused candidate never reaches customers.
     """
     from clv_platform.checks.common import monitoring_config
-    from clv_platform.checks.model_checks import compare_runs
 
-    served = registry.latest_registered(conn)
-    if served is None:
-        return {"register": True, "reason": "first model: nothing registered yet"}
-    baseline = {"metrics": served["metrics"]}
-    comparisons = compare_runs({"metrics": validation_metrics}, baseline, monitoring_config().model_regression)
-    regressed = [c for c in comparisons if c["regressed"]]
-    if regressed:
-        reason = "; ".join(
-            f"{c['metric']} {c['candidate']:.4g} vs registered {c['registered']:.4g} (allowed {c['bound']:.4g})"
-            for c in regressed
-        )
-        return {"register": False, "reason": reason}
-    return {"register": True, "reason": "within the margin of the registered model"}
+    version, served = served_metrics_on(conn, trained)
+    decision = registry.decide(trained.validation_metrics, served, monitoring_config().model_regression, version)
+    decision["served_metrics"] = served
+    return decision
 
 
 CLV_ASSETS = [btyd_scores, clv_model, customer_clv]
