@@ -18,6 +18,7 @@ booster; the table is the index that a dashboard or the scoring asset queries.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -192,6 +193,7 @@ def record_run(
 ) -> None:
     """Append one ``ml.model_runs`` row for a model saved elsewhere (the next-purchase model)."""
     ensure_model_runs(conn)
+    metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
     conn.execute(
         "insert into ml.model_runs values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [name, version, trained_at.astimezone(timezone.utc).replace(tzinfo=None), cutoff, int(horizon_days),
