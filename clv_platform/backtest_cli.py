@@ -10,6 +10,7 @@ metrics per model, per-stage errors and decile tables. ``--report`` writes the H
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import sys
@@ -39,13 +40,11 @@ def run_backtest(
     from clv_platform.models.datasets import load_dataset
 
     loaded = load_dataset(dataset)
-    calibration_end = pd.Timestamp(calibration_end) if calibration_end else loaded.calibration_end
-    holdout_end = pd.Timestamp(holdout_end) if holdout_end else loaded.holdout_end
-    if calibration_end is None or holdout_end is None:
-        raise ValueError(f"dataset {loaded.name!r} has no default window: pass --calibration-end and --holdout-end")
+    calibration_end, holdout_end, window_note = default_window(loaded, calibration_end, holdout_end)
     if holdout_end <= calibration_end:
         raise ValueError("--holdout-end must be after --calibration-end")
     config = clv.load_config(config_path)
+    check_history(loaded.transactions, calibration_end, holdout_end, config)
     conn = frames.staging_connection(loaded.transactions)
     try:
         ml = clv.ml_backtest(conn, calibration_end, holdout_end, config)
@@ -60,6 +59,9 @@ def run_backtest(
 
         npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1))
         result["npd"] = {"models": npd["models"], "training_window": npd.get("training_window")}
+    result["window"]["chosen_by"] = window_note
+    serving = ml.trained[clv.HYBRID].serving
+    result["serving"] = {"served": serving.get("served"), "reason": serving.get("reason")}
     summary = {
         "seconds": ml.seconds,
         "variants": ml.summary(),
@@ -68,9 +70,69 @@ def run_backtest(
     return result, summary
 
 
+MIN_HOLDOUT_DAYS = 28
+MAX_DEFAULT_HOLDOUT_DAYS = 365
+
+
+def default_window(loaded, calibration_end=None, holdout_end=None) -> tuple[pd.Timestamp, pd.Timestamp, str]:
+    """The backtest window: as given, else the data set's own (CDNOW), else derived from the file.
+
+    A CSV without a window holds out its last third (at least 28 days, at most a year) and
+    calibrates on everything before: holdout end = last order day.
+    """
+    if calibration_end and holdout_end:
+        return pd.Timestamp(calibration_end), pd.Timestamp(holdout_end), "given"
+    if loaded.calibration_end is not None and not (calibration_end or holdout_end):
+        return loaded.calibration_end, loaded.holdout_end, "the data set's published protocol"
+    dates = loaded.transactions["order_date"]
+    if dates.empty:
+        raise ValueError(f"{loaded.name}: the file has no transactions")
+    first, last = dates.min().normalize(), dates.max().normalize()
+    if holdout_end is None:
+        holdout_end = last
+    holdout_end = pd.Timestamp(holdout_end)
+    if calibration_end is None:
+        span = (holdout_end - first).days
+        holdout = int(min(max(span // 3, MIN_HOLDOUT_DAYS), MAX_DEFAULT_HOLDOUT_DAYS))
+        calibration_end = holdout_end - pd.Timedelta(days=holdout)
+    return pd.Timestamp(calibration_end), holdout_end, (
+        "derived: the last third of the history (28 to 365 days) is the holdout, ending at the last order day")
+
+
+def check_history(transactions: pd.DataFrame, calibration_end, holdout_end, config) -> None:
+    """Fail with a plain sentence when the data cannot support the backtest.
+
+    The ML models train on a label window of h days (``[backtest] label_horizon_days`` of
+    clv.toml, at most the holdout) whose features are computed h days before the calibration end,
+    and select their objective on the window before that: the history before the calibration end
+    must span 2 h days and hold repeat purchases.
+    """
+    calibration_end, holdout_end = pd.Timestamp(calibration_end), pd.Timestamp(holdout_end)
+    dates = transactions["order_date"]
+    first, last = dates.min().normalize(), dates.max().normalize()
+    holdout_days = (holdout_end - calibration_end).days
+    h = int(min(config.backtest.get("label_horizon_days", config.label_horizon_days), holdout_days))
+    have = (calibration_end - first).days
+    if have < 2 * h:
+        raise ValueError(
+            f"history too short: the calibration period runs {have} days ({first.date()} to "
+            f"{calibration_end.date()}), the models need at least {2 * h} days (two label windows of {h} days) "
+            "before the calibration end; use a longer file or a later --calibration-end")
+    if last <= calibration_end:
+        raise ValueError(f"no transactions after the calibration end {calibration_end.date()} "
+                         f"(the file ends {last.date()}): nothing to compare the forecasts with")
+    before = transactions[transactions["order_date"] <= calibration_end]
+    days = before.groupby("customer_id")["order_date"].nunique()
+    if not (days > 1).any():
+        raise ValueError(f"no customer bought on two different days before {calibration_end.date()}: "
+                         "repeat-purchase models cannot be fitted")
+
+
 def json_view(result: dict) -> dict:
     """The documented ``--json`` shape, taken from the full backtest result."""
     params = {name: (result[name].get("params") or {}) for name in ("bgnbd", "pareto_nbd", "gamma_gamma")}
+    params["bgnbd"] = params["bgnbd"] or dict.fromkeys(("r", "alpha", "a", "b"))
+    params["pareto_nbd"] = params["pareto_nbd"] or dict.fromkeys(("r", "alpha", "s", "beta"))
     return {
         "dataset": result["dataset"],
         "customers": result["customers"],
@@ -83,6 +145,9 @@ def json_view(result: dict) -> dict:
         },
         "per_stage": result["per_stage"],
         "deciles": result["deciles"],
+        "btyd_selection": {k: result["btyd_selection"][k] for k in ("chosen", "penalizer", "reason")},
+        "intervals": result.get("intervals", {}),
+        "serving": result.get("serving", {}),
         **({"npd": {"models": result["npd"]["models"]}} if "npd" in result else {}),
     }
 
@@ -110,6 +175,23 @@ def table_text(result: dict, ml_summary: dict) -> str:
             f"{name:<8} {_fmt(m['mae'], 2):>9} {_fmt(m['rmse'], 2):>9} {_fmt(m['spearman'], 4):>9} "
             f"{_fmt(m['normalized_gini'], 4):>7} {_fmt(m['predicted_total'], 0):>13} {_fmt(actual, 0):>13}"
         )
+    chosen = result.get("btyd_selection", {})
+    lines += ["", f"BTYD family: {chosen.get('chosen')} - {chosen.get('reason')}"]
+    for row in chosen.get("candidates", []):
+        ll = row.get("log_likelihood")
+        lines.append(f"  {row['family']:<11} penalizer {row['penalizer']:<5g} {row['status']:<10} "
+                     f"LL {_fmt(ll, 1):>12} {row.get('reason') or ''}")
+    intervals = result.get("intervals", {})
+    if intervals:
+        lines += ["", "80 % intervals (P10-P90): share of customers whose holdout spend falls inside, and the total"]
+        for name, block in intervals.items():
+            lines.append(
+                f"  {name:<8} customers {block['customer_coverage']:.1%} (buyers {_fmt(block['buyer_coverage'], 3)}), "
+                f"total {block['total_p10']:,.0f} - {block['total_p90']:,.0f} vs actual {block['actual_total']:,.0f} "
+                f"({'covered' if block['total_covered'] else 'NOT covered'})")
+    serving = result.get("serving") or {}
+    if serving:
+        lines += ["", f"served for this store: {serving.get('served')} - {serving.get('reason')}"]
     hybrid = ml_summary["variants"]["hybrid"]
     selection = hybrid["selection"]
     lines += ["", f"objective chosen on the validation window ending {selection['validation_window_end']} "
@@ -172,9 +254,12 @@ def write_report(result: dict, ml_summary: dict, path: str | Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
-        result, ml_summary = run_backtest(
-            args.dataset, args.calibration_end, args.holdout_end, args.config, with_npd=not args.skip_npd
-        )
+        # Everything a library prints while fitting (optimizer messages) goes to stderr, so stdout
+        # holds only the report - one JSON object with --json.
+        with contextlib.redirect_stdout(sys.stderr):
+            result, ml_summary = run_backtest(
+                args.dataset, args.calibration_end, args.holdout_end, args.config, with_npd=not args.skip_npd
+            )
     except (ValueError, FileNotFoundError) as error:
         print(f"backtest: {error}", file=sys.stderr)
         return 2

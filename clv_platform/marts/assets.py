@@ -52,6 +52,8 @@ SCORE_INPUTS: dict[str, dict] = {
             "clv_tier": "varchar",
             "model_version": "varchar",
             "scored_at": "timestamp",
+            "predicted_clv_p10": "double",
+            "predicted_clv_p90": "double",
         },
     },
     "npd_scores_input": {

@@ -525,6 +525,24 @@ class BTYDModel:
             out[part] = np.where(counts > 0, rng.gamma(shape, 1.0 / nu), 0.0)
         return out
 
+    def spend_intervals(
+        self, summary: pd.DataFrame, horizon_weeks: float, draws: int = 200, seed: int = 0, chunk: int = 20000,
+        levels: tuple[float, float] = (0.10, 0.90),
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-customer ``levels`` quantiles of spend over the horizon and the draws of the total.
+
+        Chunked over customers, so a large store never holds customers x draws in memory at once.
+        Returns (low, high, total_draws) with total_draws[j] = sum over customers of draw j.
+        """
+        low, high = np.empty(len(summary)), np.empty(len(summary))
+        totals = np.zeros(draws)
+        for k, start in enumerate(range(0, len(summary), chunk)):
+            part = summary.iloc[start:start + chunk]
+            sample = self.sample_spend(part, horizon_weeks, draws, seed + k, chunk)
+            low[start:start + chunk], high[start:start + chunk] = np.quantile(sample, levels, axis=1)
+            totals += sample.sum(axis=0)
+        return low, high, totals
+
     def score(
         self,
         summary: pd.DataFrame,

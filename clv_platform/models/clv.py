@@ -58,6 +58,19 @@ BTYD_FEATURES = [
 ]
 """BTYD outputs used as hybrid features, each over the label window h (training and scoring alike)."""
 
+DERIVED_FEATURES = ["spend_rate_per_week"]
+"""Ratios computed here from the feature table: net spend per week since the first purchase (age
+floored at one week) - the naive spend-rate rule, which ranks customers well and which trees
+cannot build from spend and age alone (a ratio needs many splits)."""
+
+
+def add_derived_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``DERIVED_FEATURES`` added (from ``total_net_spend`` and ``T_days``)."""
+    if not {"total_net_spend", "T_days"} <= set(frame.columns):
+        return frame
+    weeks = (frame["T_days"].astype(float) / btyd.DAYS_PER_WEEK).clip(lower=1.0)
+    return frame.assign(spend_rate_per_week=frame["total_net_spend"].astype(float) / weeks)
+
 TIERS = (("Top 1%", 0.01), ("Top 5%", 0.05), ("Top 10%", 0.10), ("Top 25%", 0.25))
 REST = "Rest"
 
@@ -259,7 +272,7 @@ def training_windows(
     h = config.label_horizon_days
     parts = []
     for end in ends:
-        frame = build_training_frame(conn, end, h)
+        frame = add_derived_features(build_training_frame(conn, end, h))
         if len(frame) < 2 or frame["frequency"].sum() == 0:
             continue
         model = fit_btyd_at(frame, config)
@@ -273,7 +286,7 @@ def training_windows(
 
 def feature_list(frame: pd.DataFrame, variant: str) -> list[str]:
     """Usable features of ``frame`` for a variant: hybrid = base + BTYD, xgboost = base only."""
-    base = usable_features(frame, FEATURE_COLUMNS)
+    base = usable_features(frame, FEATURE_COLUMNS + DERIVED_FEATURES)
     return base + usable_features(frame, BTYD_FEATURES) if variant == HYBRID else base
 
 
@@ -325,8 +338,13 @@ class ClvModel:
     smearing: float = 1.0
     num_boost_round: int = 0
     offset: bool = False
+    serves_btyd: bool = False
+    """True when the booster did not beat the BTYD on the validation window: predictions are then
+    the BTYD's own (``btyd_expected_spend`` over h, ``btyd_expected_spend_horizon`` over H)."""
 
     def _predict(self, frame: pd.DataFrame, offset_column: str) -> np.ndarray:
+        if self.serves_btyd:
+            return np.clip(np.nan_to_num(frame[offset_column].to_numpy(dtype=float)), 0.0, None)
         matrix = _dmatrix(frame, self.features, self.objective, offset_column if self.offset else None)
         raw = self.booster.predict(matrix).astype(float)
         if self.objective.target == "log1p":
@@ -347,7 +365,7 @@ class ClvModel:
         """
         if horizon_days == self.label_horizon_days:
             return self.predict_label_window(frame)
-        if self.offset:
+        if self.offset or self.serves_btyd:
             return self._predict(frame, "btyd_expected_spend_horizon")
         base = self.predict_label_window(frame)
         if self.variant == HYBRID and horizon_ratio is not None:
@@ -504,6 +522,8 @@ class TrainedClv:
     window_ends: list[str]
     validation_metrics: dict
     validation_frame: pd.DataFrame | None = field(default=None, repr=False)
+    serving: dict = field(default_factory=dict)
+    """Hybrid vs BTYD on the validation window: which one is served and why (``serve_or_fall_back``)."""
     """The validation window (features at C - h, labels to C) behind ``validation_metrics``: the
     registry scores the served model on the same rows (not stored)."""
 
@@ -522,6 +542,8 @@ class TrainedClv:
             "target": self.model.objective.target,
             "smearing": self.model.smearing,
             "btyd_offset": self.model.offset,
+            "serves_btyd": self.model.serves_btyd,
+            "serving": self.serving,
             "num_boost_round": self.model.num_boost_round,
             "selection": self.selection.as_dict(),
             "validation_metrics": self.validation_metrics,
@@ -568,16 +590,48 @@ def train_clv(
         config, selection.chosen, final, columns, num_boost_round=selection.rounds, offset=offset
     )
     model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset)
+    validation_metrics = {k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
+                                                 "predicted_total", "actual_total")}
+    serving = serve_or_fall_back(validation_metrics, valid, variant)
+    if serving["served"] == "btyd":
+        model.serves_btyd = True
+        validation_metrics = serving["btyd_metrics"]
     return TrainedClv(
         model=model,
         selection=selection,
         cutoff=cutoff,
         n_train=int(len(final)),
         window_ends=sorted({str(t.date()) for t in final["window_end"]}),
-        validation_metrics={k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
-                                                   "predicted_total", "actual_total")},
+        validation_metrics=validation_metrics,
         validation_frame=valid,
+        serving=serving,
     )
+
+
+def serve_or_fall_back(candidate_metrics: dict, valid: pd.DataFrame, variant: str) -> dict:
+    """Serve the hybrid only if it beats the BTYD on the validation window, else the BTYD.
+
+    "Beats" = higher normalized Gini *and* lower MAE than the BTYD's expected spend on the same
+    validation rows (the BTYD of that window is fitted at its feature cutoff, so both are out of
+    sample). The xgboost variant has no BTYD to fall back on and is always served as trained.
+    """
+    y = valid["label_spend"].to_numpy(dtype=float)
+    btyd_block = metrics.regression_metrics(y, np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)))
+    btyd_metrics = {**btyd_block, "actual_total": float(y.sum())}
+    if variant != HYBRID:
+        return {"served": variant, "reason": "no BTYD fallback for the xgboost variant", "btyd_metrics": btyd_metrics}
+    gini, mae = candidate_metrics.get("normalized_gini"), candidate_metrics.get("mae")
+    b_gini, b_mae = btyd_metrics.get("normalized_gini"), btyd_metrics.get("mae")
+    def fmt(value) -> str:
+        return "n/a" if value is None else f"{value:.4g}"
+
+    comparison = f"Gini {fmt(gini)} vs BTYD {fmt(b_gini)}, MAE {fmt(mae)} vs BTYD {fmt(b_mae)}"
+    beats = None not in (gini, b_gini, mae, b_mae) and gini > b_gini and mae < b_mae
+    if beats:
+        return {"served": HYBRID, "reason": f"hybrid beats BTYD on the validation window ({comparison})",
+                "btyd_metrics": btyd_metrics}
+    return {"served": "btyd", "reason": f"hybrid does not beat BTYD on the validation window ({comparison}): "
+            "serving the BTYD forecast", "btyd_metrics": btyd_metrics}
 
 
 def _only(config: ClvConfig, spec: ObjectiveSpec) -> ClvConfig:
@@ -607,6 +661,7 @@ def scoring_frame(
     ``btyd_*_horizon`` columns (purchases, spend, discounted CLV over H) used for scores.
     """
     frame = build_scoring_frame(conn, cutoff) if features is None else features.reset_index(drop=True)
+    frame = add_derived_features(frame)
     model = model or fit_btyd_at(frame, config)
     h_weeks = config.label_horizon_days / btyd.DAYS_PER_WEEK
     H_weeks = config.horizon_days / btyd.DAYS_PER_WEEK
@@ -653,17 +708,28 @@ def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvCon
     out["monetary"] = frame["monetary"].to_numpy(dtype=float)
     for source, target in BTYD_SCORE_COLUMNS.items():
         out[target] = frame[source].to_numpy(dtype=float)
+    low, high, _ = model.spend_intervals(btyd_summary(frame), config.horizon_days / btyd.DAYS_PER_WEEK)
+    mean = out["expected_spend"].to_numpy(dtype=float)
+    safe = np.where(mean > 0, mean, 1.0)
+    # P10 / P90 of the predictive spend as multiples of its mean: scores apply them to any model's mean
+    out["spend_p10_ratio"] = np.where(mean > 0, low / safe, 0.0)
+    out["spend_p90_ratio"] = np.where(mean > 0, high / safe, 0.0)
     return out
+
+
+INTERVAL_COLUMNS = ["spend_p10_ratio", "spend_p90_ratio"]
+"""Columns of ``ml.btyd_scores``: the 10th / 90th percentile of the customer's predictive spend
+over the horizon divided by its mean (BTYD draws: alive, rate, dropout, Gamma-Gamma spend)."""
 
 
 def frame_from_tables(features: pd.DataFrame, btyd_scores: pd.DataFrame) -> pd.DataFrame:
     """A ``scoring_frame`` rebuilt from ``features.customer_features`` and ``ml.btyd_scores``."""
     renamed = btyd_scores.rename(columns={v: k for k, v in BTYD_SCORE_COLUMNS.items()})
-    keep = ["customer_id", *BTYD_SCORE_COLUMNS]
+    keep = ["customer_id", *BTYD_SCORE_COLUMNS, *[c for c in INTERVAL_COLUMNS if c in renamed]]
     frame = features.assign(customer_id=features["customer_id"].astype(str))
     merged = frame.merge(renamed[keep].assign(customer_id=renamed["customer_id"].astype(str)),
                          on="customer_id", how="left", validate="one_to_one")
-    return merged.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    return add_derived_features(merged.sort_values("customer_id", kind="stable").reset_index(drop=True))
 
 
 def discount_factor(frame: pd.DataFrame, config: ClvConfig) -> np.ndarray:
@@ -689,8 +755,20 @@ def predict_scores(trained: ClvModel, frame: pd.DataFrame, config: ClvConfig) ->
             "predicted_clv": spend * discount_factor(frame, config),
             "p_alive": frame["btyd_p_alive"].to_numpy(),
             "expected_purchases": frame["btyd_expected_purchases_horizon"].to_numpy(),
+            **interval_columns(spend * discount_factor(frame, config), frame),
         }
     )
+
+
+def interval_columns(clv_values: np.ndarray, frame: pd.DataFrame) -> dict:
+    """``predicted_clv_p10`` / ``_p90``: the model's CLV times the BTYD predictive quantile ratios
+    (the BTYD's shape - zero-inflation and spread - around this model's mean); empty without them."""
+    if not set(INTERVAL_COLUMNS) <= set(frame.columns):
+        return {}
+    return {
+        "predicted_clv_p10": clv_values * frame["spend_p10_ratio"].fillna(0.0).to_numpy(dtype=float),
+        "predicted_clv_p90": clv_values * frame["spend_p90_ratio"].fillna(0.0).to_numpy(dtype=float),
+    }
 
 
 def assign_tiers(scores: pd.DataFrame, value: str = "predicted_clv") -> pd.DataFrame:
@@ -821,6 +899,7 @@ class MLBacktest:
                 "window_ends": t.window_ends,
                 "features": len(t.model.features),
                 "selection": t.selection.as_dict(),
+                "serving": {k: v for k, v in t.serving.items()},
             }
             for name, t in self.trained.items()
         }

@@ -10,6 +10,7 @@ import json
 from datetime import datetime, timezone
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
@@ -62,12 +63,18 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg
         table = clv.btyd_scores_table(frame, model, config, cutoff)
         rows = replace_table(conn, BTYD_TABLE, table)
     params = model.params()
-    context.log.info(f"{model.model} fitted on {rows} customers as of {cutoff}: {params['transaction_params']}")
+    context.log.info(f"{model.model} fitted on {rows} customers as of {cutoff}: {params['transaction_params']}; "
+                     f"{model.reason}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "cutoff": str(cutoff),
             "model": model.model,
+            "model_choice": model.reason or f"{model.model} set in clv.toml",
+            "penalizer": float(model.penalizer),
+            "candidates": _md(pd.DataFrame([{k: v for k, v in row.items() if k != "params"}
+                                            for row in model.selection]) if model.selection else
+                              pd.DataFrame({"family": [model.model]})),
             "horizon_days": config.horizon_days,
             "transaction_params": dg.MetadataValue.json(params["transaction_params"]),
             "spend_params": dg.MetadataValue.json(params["spend_params"]),
@@ -75,6 +82,8 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg
             "spend_customers_fitted": params["spend_n_fitted"],
             "spend_excluded_nonpositive": params["spend_n_excluded_nonpositive"],
             "mean_p_alive": float(table["p_alive"].mean()),
+            **({"mean_p_alive_one_time_buyers": float(table.loc[table["frequency"] == 0, "p_alive"].mean())}
+               if (table["frequency"] == 0).any() else {}),
             "total_expected_spend": float(table["expected_spend"].sum()),
             "preview": _md(table.sort_values("clv", ascending=False)),
         }
@@ -114,7 +123,8 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     )
     comparison = pd.DataFrame(trained.selection.comparison).drop(columns=["params"])
     if gate["register"]:
-        context.log.info(f"registered {record.name} {record.version} ({trained.model.objective.name})")
+        context.log.info(f"registered {record.name} {record.version} ({trained.model.objective.name}); "
+                         f"{trained.serving.get('reason', '')}")
     else:
         context.log.warning(f"{record.name} {record.version} NOT registered, scores keep the previous model: "
                             f"{gate['reason']}")
@@ -125,6 +135,9 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "registered": gate["register"],
             "registration": gate["reason"],
             "served_version_compared": gate.get("served_version") or "",
+            "serves": trained.serving.get("served", clv.HYBRID),
+            "serving_reason": trained.serving.get("reason", ""),
+            "btyd_validation_metrics": dg.MetadataValue.json(trained.serving.get("btyd_metrics") or {}),
             "served_metrics_same_window": dg.MetadataValue.json(gate.get("served_metrics") or {}),
             "cutoff": str(cutoff),
             "objective": trained.model.objective.name,
@@ -176,6 +189,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "dagster/row_count": rows,
             "model_version": sidecar["model_version"],
             "total_predicted_clv": float(scores["predicted_clv"].sum()),
+            **total_interval(scores),
             "mean_predicted_clv": float(scores["predicted_clv"].mean()),
             "tiers": _md(tiers, rows=len(tiers)),
             "validation_metrics": dg.MetadataValue.json(json.loads(json.dumps(sidecar["validation_metrics"]))),
@@ -199,6 +213,23 @@ def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAUL
     except (KeyError, ValueError, FileNotFoundError, TypeError):
         return served["model_version"], None
     return served["model_version"], metrics.regression_metrics(frame["label_spend"].to_numpy(dtype=float), predicted)
+
+
+def total_interval(scores: pd.DataFrame) -> dict:
+    """80 % interval of the store's total CLV, from the per-customer P10 / P90.
+
+    Customers are independent given the model, so the total is close to normal (many customers):
+    per-customer sd ~ (P90 - P10) / 2.563 (the normal's P10-P90 width), total = sum +- 1.2816 sd
+    of the sum. Backtests measure its coverage with exact draws (``backtest.interval_metrics``);
+    parameter uncertainty is not included, so the interval is narrow.
+    """
+    if "predicted_clv_p10" not in scores:
+        return {}
+    sd = (scores["predicted_clv_p90"] - scores["predicted_clv_p10"]).to_numpy(dtype=float) / 2.5631
+    total, spread = float(scores["predicted_clv"].sum()), 1.2816 * float(np.sqrt(np.sum(sd ** 2)))
+    return {"total_predicted_clv_p10": max(total - spread, 0.0), "total_predicted_clv_p90": total + spread,
+            "mean_predicted_clv_p10": float(scores["predicted_clv_p10"].mean()),
+            "mean_predicted_clv_p90": float(scores["predicted_clv_p90"].mean())}
 
 
 def registration_gate(conn, trained: clv.TrainedClv) -> dict:

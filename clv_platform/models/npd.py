@@ -482,8 +482,10 @@ class BTYDTiming:
         """Median days given alive, P(purchase within h days), ``p_alive`` (see the class doc)."""
         from lifetimes import BetaGeoFitter
 
-        if not isinstance(self.fitter, BetaGeoFitter):
-            raise TypeError("BTYD timing is exact for BG/NBD only; pass a fitted BetaGeoFitter")
+        # BG/NBD and MBG/NBD (a BetaGeoFitter subclass): an alive customer cannot drop out before
+        # the next purchase in either, so the timing formulas hold; btyd.TransactionModel wraps them
+        if not isinstance(getattr(self.fitter, "fitter", self.fitter), BetaGeoFitter):
+            raise TypeError("BTYD timing is exact for BG/NBD and MBG/NBD only; pass a fitted (M)BG/NBD")
         params = {k: float(v) for k, v in self.fitter.params_.items()}
         x = frame[frequency_col].to_numpy(dtype=float)
         T = frame[T_col].to_numpy(dtype=float)

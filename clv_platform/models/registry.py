@@ -139,6 +139,7 @@ def load_model(path: str | Path) -> tuple[ClvModel, dict]:
         smearing=float(sidecar["smearing"]),
         num_boost_round=int(sidecar["num_boost_round"]),
         offset=bool(sidecar.get("btyd_offset", False)),
+        serves_btyd=bool(sidecar.get("serves_btyd", False)),
     )
     return model, sidecar
 
