@@ -61,7 +61,9 @@ def run_backtest(
         result["npd"] = {"models": npd["models"], "training_window": npd.get("training_window")}
     result["window"]["chosen_by"] = window_note
     serving = ml.trained[clv.HYBRID].serving
-    result["serving"] = {"served": serving.get("served"), "reason": serving.get("reason")}
+    result["serving"] = {"served": serving.get("served"), "reason": serving.get("reason"),
+                         "level_factor": ml.trained[clv.HYBRID].model.level,
+                         "extension": serving.get("extension")}
     summary = {
         "seconds": ml.seconds,
         "variants": ml.summary(),
@@ -191,7 +193,10 @@ def table_text(result: dict, ml_summary: dict) -> str:
                 f"({'covered' if block['total_covered'] else 'NOT covered'})")
     serving = result.get("serving") or {}
     if serving:
-        lines += ["", f"served for this store: {serving.get('served')} - {serving.get('reason')}"]
+        lines += ["", f"served for this store: {serving.get('served')} - {serving.get('reason')}",
+                  f"hybrid level factor (validation window) {serving.get('level_factor', 1.0):.3f}; BTYD extension "
+                  f"factor {(serving.get('extension') or {}).get('factor', 1.0):.3f} "
+                  f"({(serving.get('extension') or {}).get('reason', '')})"]
     hybrid = ml_summary["variants"]["hybrid"]
     selection = hybrid["selection"]
     lines += ["", f"objective chosen on the validation window ending {selection['validation_window_end']} "
@@ -241,12 +246,58 @@ def ml_section_html(ml_summary: dict) -> str:
     )
 
 
+def extra_sections_html(result: dict) -> str:
+    """BTYD family choice, interval coverage, serving decision and the next-purchase comparison."""
+    esc = html.escape
+    chosen = result.get("btyd_selection", {})
+    rows = "".join(
+        f"<tr><td>{esc(r['family'])}</td><td>{r['penalizer']:g}</td><td>{esc(r['status'])}</td>"
+        f"<td>{_fmt(r.get('log_likelihood'), 1)}</td><td>{esc(r.get('reason') or '')}</td></tr>"
+        for r in chosen.get("candidates", [])
+    )
+    parts = [f"<h2>BTYD family</h2><p>Served: <b>{esc(str(chosen.get('chosen')))}</b> - "
+             f"{esc(str(chosen.get('reason')))}</p>",
+             "<table><thead><tr><th>family</th><th>penalizer</th><th>status</th><th>log-likelihood</th>"
+             f"<th>note</th></tr></thead><tbody>{rows}</tbody></table>"]
+    intervals = result.get("intervals", {})
+    if intervals:
+        body = "".join(
+            f"<tr><td>{esc(name)}</td><td>{b['customer_coverage']:.1%}</td><td>{_fmt(b['buyer_coverage'], 3)}</td>"
+            f"<td>{b['total_p10']:,.0f}</td><td>{b['total_p90']:,.0f}</td><td>{b['actual_total']:,.0f}</td>"
+            f"<td>{'yes' if b['total_covered'] else 'no'}</td></tr>" for name, b in intervals.items())
+        parts.append("<h2>80 % intervals (P10-P90)</h2><table><thead><tr><th>model</th><th>customers covered</th>"
+                     "<th>buyers covered</th><th>total P10</th><th>total P90</th><th>actual total</th>"
+                     f"<th>total covered</th></tr></thead><tbody>{body}</tbody></table>")
+    serving = result.get("serving") or {}
+    if serving:
+        parts.append(f"<p>Served for this store: <b>{esc(str(serving.get('served')))}</b> - "
+                     f"{esc(str(serving.get('reason')))}</p>")
+    npd = (result.get("npd") or {}).get("models") or {}
+    if npd:
+        horizons = sorted({int(k[4:-1]) for block in npd.values() for k in block if k.startswith("auc_")})
+        head = "".join(f"<th>AUC {h} d</th><th>Brier {h} d</th>" for h in horizons)
+        body = "".join(
+            f"<tr><td>{esc(name)}</td><td>{_fmt(m.get('mae_days'), 1)}</td>"
+            f"<td>{_fmt(m.get('mae_days_given_purchase'), 1)}</td>"
+            + "".join(f"<td>{_fmt(m.get(f'auc_{h}d'), 3)}</td><td>{_fmt(m.get(f'brier_{h}d'), 4)}</td>" for h in horizons)
+            + "</tr>" for name, m in npd.items())
+        parts.append("<h2>Next purchase: naive cadence vs BTYD timing vs XGBoost AFT</h2>"
+                     "<p>MAE in days on the customers who bought in the holdout (unconditional median, and the "
+                     "median given a purchase within the holdout); AUC and Brier score of P(purchase within h days) "
+                     "on every customer.</p>"
+                     f"<table><thead><tr><th>model</th><th>MAE d</th><th>MAE d | buy</th>{head}</tr></thead>"
+                     f"<tbody>{body}</tbody></table>")
+    return "".join(parts)
+
+
 def write_report(result: dict, ml_summary: dict, path: str | Path) -> Path:
-    """``render_report_html`` of the backtest, with the ML section added before the end."""
+    """``render_report_html`` of the backtest, with the ML, BTYD-choice, interval and next-purchase
+    sections added before the end."""
     from clv_platform.models.backtest import render_report_html
 
     out = render_report_html(result, path)
-    document = out.read_text(encoding="utf-8").replace("</body>", ml_section_html(ml_summary) + "</body>", 1)
+    extra = ml_section_html(ml_summary) + extra_sections_html(result)
+    document = out.read_text(encoding="utf-8").replace("</body>", extra + "</body>", 1)
     out.write_text(document, encoding="utf-8")
     return out
 

@@ -91,6 +91,8 @@ class ClvConfig:
     xgboost: dict = field(default_factory=dict)
     objectives: tuple = ()
     hybrid_offset: bool = True
+    level_calibration: bool = True
+    extension_calibration: bool = True
     selection_metric: str = "normalized_gini"
     selection_tolerance: float = 0.0
     shap_sample: int = 2000
@@ -136,6 +138,8 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         xgboost=dict(raw.get("xgboost", {})),
         objectives=tuple(dict(o) for o in raw.get("objectives", ())),
         hybrid_offset=bool(raw.get("hybrid", {}).get("btyd_offset", True)),
+        level_calibration=bool(raw.get("hybrid", {}).get("level_calibration", True)),
+        extension_calibration=bool(raw.get("hybrid", {}).get("extension_calibration", True)),
         selection_metric=str(selection.get("metric", "normalized_gini")),
         selection_tolerance=float(selection.get("tolerance", 0.0)),
         shap_sample=int(explain.get("shap_sample", 2000)),
@@ -341,6 +345,11 @@ class ClvModel:
     serves_btyd: bool = False
     """True when the booster did not beat the BTYD on the validation window: predictions are then
     the BTYD's own (``btyd_expected_spend`` over h, ``btyd_expected_spend_horizon`` over H)."""
+    level: float = 1.0
+    """Validation-window level factor (actual / predicted total of the chosen candidate)."""
+    extension_factor: float = 1.0
+    """Measured BTYD error beyond the label window (``btyd_extension_factor``), applied to the part
+    of the horizon after h."""
 
     def _predict(self, frame: pd.DataFrame, offset_column: str) -> np.ndarray:
         if self.serves_btyd:
@@ -349,7 +358,7 @@ class ClvModel:
         raw = self.booster.predict(matrix).astype(float)
         if self.objective.target == "log1p":
             raw = np.exp(raw) * self.smearing - 1.0
-        return np.clip(raw, 0.0, None)
+        return np.clip(raw, 0.0, None) * self.level
 
     def predict_label_window(self, frame: pd.DataFrame) -> np.ndarray:
         """Expected net spend over the label window h, on the original currency scale, >= 0."""
@@ -358,19 +367,23 @@ class ClvModel:
     def predict(self, frame: pd.DataFrame, horizon_days: int, horizon_ratio: np.ndarray | None = None) -> np.ndarray:
         """Expected net spend over ``horizon_days`` (see the module docstring on extrapolation).
 
-        An offset model starts from the BTYD spend over H (``btyd_expected_spend_horizon``) and
-        applies its learned multiplicative correction. Otherwise the h-window prediction is
-        scaled by ``horizon_ratio`` (the hybrid's E[X(H)] / E[X(h)]) or, for the xgboost variant
-        or without a ratio, by H / h.
+        The hybrid's h-window prediction p_h is extended with the BTYD's growth from h to H,
+        ``horizon_ratio`` = E[X(H)] / E[X(h)]: p_H = p_h (1 + c (ratio - 1)), with c the BTYD's
+        measured error beyond h (``extension_factor``, 1 = the BTYD's shape as is; for an offset
+        model with c = 1 this is its learned correction applied to the BTYD spend over H). The
+        xgboost variant (no BTYD) or a call without a ratio scales by H / h.
         """
         if horizon_days == self.label_horizon_days:
             return self.predict_label_window(frame)
+        if (self.variant == HYBRID or self.serves_btyd) and horizon_ratio is not None:
+            # h-window prediction x the BTYD's growth from h to H, the part after h corrected by the
+            # BTYD error measured there one window back (1 for the BTYD served as is)
+            factor = 1.0 if self.serves_btyd else self.extension_factor
+            ratio = np.asarray(horizon_ratio, dtype=float)
+            return self.predict_label_window(frame) * (1.0 + factor * (ratio - 1.0))
         if self.offset or self.serves_btyd:
             return self._predict(frame, "btyd_expected_spend_horizon")
-        base = self.predict_label_window(frame)
-        if self.variant == HYBRID and horizon_ratio is not None:
-            return base * np.asarray(horizon_ratio, dtype=float)
-        return base * horizon_days / self.label_horizon_days
+        return self.predict_label_window(frame) * horizon_days / self.label_horizon_days
 
 
 def _train_params(config: ClvConfig, spec: ObjectiveSpec) -> dict:
@@ -463,9 +476,11 @@ class Selection:
     smearing: float
     validation_window_end: str
     train_window_ends: list[str]
+    level: float = 1.0
 
     def as_dict(self) -> dict:
         return {
+            "level": self.level,
             "chosen": self.chosen.name,
             "chosen_params": self.chosen.params,
             "metric": self.metric,
@@ -493,13 +508,15 @@ def select_objective(
         booster, rounds = train_booster(config, spec, train, columns, valid, offset=offset, cache=cache)
         smear = _smearing(booster, valid, columns, spec, offset) if spec.target == "log1p" else 1.0
         model = ClvModel(booster, columns, spec, variant, config.label_horizon_days, smear, rounds, offset)
+        level = level_factor(y, model.predict_label_window(valid)) if config.level_calibration else 1.0
+        model.level = level
         block = metrics.regression_metrics(y, model.predict_label_window(valid))
         row = {"objective": spec.name, "params": spec.params, "btyd_offset": offset, "rounds": rounds,
-               "smearing": smear, "actual_total": float(y.sum()), **block}
+               "smearing": smear, "level": level, "actual_total": float(y.sum()), **block}
         rows.append(row)
         if _better(row, best, config.selection_metric, config.selection_tolerance):
-            best, best_state = row, (spec, rounds, smear)
-    spec, rounds, smear = best_state
+            best, best_state = row, (spec, rounds, smear, level)
+    spec, rounds, smear, level = best_state
     return Selection(
         chosen=spec,
         comparison=rows,
@@ -508,7 +525,59 @@ def select_objective(
         smearing=smear,
         validation_window_end=str(valid["window_end"].max().date()),
         train_window_ends=sorted({str(t.date()) for t in train["window_end"]}),
+        level=level,
     )
+
+
+LEVEL_BOUNDS = (0.25, 4.0)
+
+
+def level_factor(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """actual / predicted total on the validation window, within ``LEVEL_BOUNDS`` (1 if nothing predicted).
+
+    Objectives that are not mean-calibrated on zero-inflated spend (absolute error -> the median,
+    pseudo-Huber -> bounded steps) rank customers well but predict totals far too low; the
+    selection metric (normalized Gini) does not see the level, so a model could be served that
+    forecasts a fraction of the spend. One out-of-sample factor per candidate fixes the level;
+    the bounds keep a degenerate candidate from being blown up.
+    """
+    total = float(np.sum(predicted))
+    if total <= 0:
+        return 1.0
+    return float(np.clip(float(np.sum(actual)) / total, *LEVEL_BOUNDS))
+
+
+EXTENSION_BOUNDS = (0.5, 2.0)
+
+
+def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config: ClvConfig) -> dict:
+    """The BTYD's error on spend *beyond* the label window, measured one window back.
+
+    Features at C - 2h (customers known then), BTYD fitted there; its expected spend in
+    (C - h, C] (= over 2h minus over h) is compared with the actual spend of the same customers
+    in (C - h, C]: factor = actual / expected, within ``EXTENSION_BOUNDS``. The hybrid's forecast
+    for the part of the horizon after h uses the BTYD's growth times this factor, so a store where
+    the BTYD's dropout is too fast (or too slow) for older customers is extrapolated with the
+    error the data showed last time. 1.0 (and why) when the history is too short.
+    """
+    h = config.label_horizon_days
+    if not config.extension_calibration:
+        return {"factor": 1.0, "reason": "disabled ([hybrid] extension_calibration = false)"}
+    first = build_training_frame(conn, cutoff - timedelta(days=h), h)
+    if len(first) < 2 or first["frequency"].sum() == 0:
+        return {"factor": 1.0, "reason": f"no repeat customers {2 * h} days before the cutoff"}
+    both = build_training_frame(conn, cutoff, 2 * h)
+    model = fit_btyd_at(first, config)
+    short = btyd_features(model, first, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
+    long = btyd_features(model, first, 2 * h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
+    expected = float(long["btyd_expected_spend"].sum() - short["btyd_expected_spend"].sum())
+    actual = float(both["label_spend"].sum() - first["label_spend"].sum())
+    if expected <= 0:
+        return {"factor": 1.0, "reason": "the BTYD expects no spend beyond the label window"}
+    factor = float(np.clip(actual / expected, *EXTENSION_BOUNDS))
+    return {"factor": factor, "actual": actual, "btyd_expected": expected, "btyd_model": model.model,
+            "window": f"features at {cutoff - timedelta(days=2 * h)}, spend in ({cutoff - timedelta(days=h)}, {cutoff}]",
+            "reason": f"actual / BTYD spend beyond the label window one window back = {actual / expected:.3f}"}
 
 
 @dataclass
@@ -543,6 +612,8 @@ class TrainedClv:
             "smearing": self.model.smearing,
             "btyd_offset": self.model.offset,
             "serves_btyd": self.model.serves_btyd,
+            "level": self.model.level,
+            "extension_factor": self.model.extension_factor,
             "serving": self.serving,
             "num_boost_round": self.model.num_boost_round,
             "selection": self.selection.as_dict(),
@@ -589,7 +660,10 @@ def train_clv(
     booster, rounds = train_booster(
         config, selection.chosen, final, columns, num_boost_round=selection.rounds, offset=offset
     )
-    model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset)
+    model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
+                     level=selection.level)
+    extension = btyd_extension_factor(conn, cutoff, config) if variant == HYBRID else {"factor": 1.0}
+    model.extension_factor = float(extension["factor"])
     validation_metrics = {k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
                                                  "predicted_total", "actual_total")}
     serving = serve_or_fall_back(validation_metrics, valid, variant)
@@ -604,7 +678,7 @@ def train_clv(
         window_ends=sorted({str(t.date()) for t in final["window_end"]}),
         validation_metrics=validation_metrics,
         validation_frame=valid,
-        serving=serving,
+        serving={**serving, "extension": extension},
     )
 
 

@@ -140,6 +140,8 @@ def load_model(path: str | Path) -> tuple[ClvModel, dict]:
         num_boost_round=int(sidecar["num_boost_round"]),
         offset=bool(sidecar.get("btyd_offset", False)),
         serves_btyd=bool(sidecar.get("serves_btyd", False)),
+        level=float(sidecar.get("level", 1.0)),
+        extension_factor=float(sidecar.get("extension_factor", 1.0)),
     )
     return model, sidecar
 

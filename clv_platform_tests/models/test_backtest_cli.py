@@ -59,6 +59,8 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
         assert MODELS <= set(stage)
     document = report.read_text(encoding="utf-8")
     assert document.count("<svg") >= 5 and "objective selection" in document and "hybrid" in document
+    assert "Next purchase: naive cadence vs BTYD timing vs XGBoost AFT" in document
+    assert "BTYD family" in document and "80 % intervals" in document
 
 
 def test_short_history_is_refused_in_plain_words(tmp_path, capsys):

@@ -76,7 +76,18 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
                                                          "absoluteerror"]
     best = max(comparison, key=lambda row: row["normalized_gini"])
     assert trained.model.objective.name == best["objective"]
-    assert trained.validation_metrics["normalized_gini"] == best["normalized_gini"]
+    # served: the hybrid only if it beats the BTYD on the same validation rows on Gini and MAE
+    btyd_metrics = trained.serving["btyd_metrics"]
+    beats = best["normalized_gini"] > btyd_metrics["normalized_gini"] and best["mae"] < btyd_metrics["mae"]
+    assert trained.serving["served"] == ("hybrid" if beats else "btyd")
+    assert trained.model.serves_btyd == (not beats)
+    served_metrics = best if beats else btyd_metrics
+    assert trained.validation_metrics["normalized_gini"] == served_metrics["normalized_gini"]
+    assert "validation window" in trained.serving["reason"]
+    # the chosen candidate's level factor makes its validation total match the actual one
+    assert best["predicted_total"] == pytest.approx(best["actual_total"], rel=1e-6) or best["level"] in clv.LEVEL_BOUNDS
+    assert trained.model.level == best["level"]
+    assert 0.5 <= trained.model.extension_factor <= 2.0 and trained.serving["extension"]["reason"]
     assert all(pd.Timestamp(end).date() <= cutoff for end in trained.window_ends)
     assert max(trained.selection.train_window_ends) <= str(cutoff - pd.Timedelta(days=config.label_horizon_days))
     log1p = next(row for row in comparison if row["objective"] == "log1p_squarederror")
