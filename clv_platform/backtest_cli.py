@@ -10,6 +10,7 @@ metrics per model, per-stage errors and decile tables. ``--report`` writes the H
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import sys
@@ -43,13 +44,11 @@ def run_backtest(
     from clv_platform.models.datasets import load_dataset
 
     loaded = load_dataset(dataset)
-    calibration_end = pd.Timestamp(calibration_end) if calibration_end else loaded.calibration_end
-    holdout_end = pd.Timestamp(holdout_end) if holdout_end else loaded.holdout_end
-    if calibration_end is None or holdout_end is None:
-        raise ValueError(f"dataset {loaded.name!r} has no default window: pass --calibration-end and --holdout-end")
+    calibration_end, holdout_end, window_note = default_window(loaded, calibration_end, holdout_end)
     if holdout_end <= calibration_end:
         raise ValueError("--holdout-end must be after --calibration-end")
     config = clv.load_config(config_path)
+    check_history(loaded.transactions, calibration_end, holdout_end, config)
     conn = frames.staging_connection(loaded.transactions)
     try:
         ml = clv.ml_backtest(conn, calibration_end, holdout_end, config)
@@ -64,6 +63,11 @@ def run_backtest(
 
         npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1))
         result["npd"] = {"models": npd["models"], "training_window": npd.get("training_window")}
+    result["window"]["chosen_by"] = window_note
+    serving = ml.trained[clv.HYBRID].serving
+    result["serving"] = {"served": serving.get("served"), "reason": serving.get("reason"),
+                         "level_factor": ml.trained[clv.HYBRID].model.level,
+                         "extension": serving.get("extension")}
     summary = {
         "seconds": ml.seconds,
         "variants": ml.summary(),
@@ -72,9 +76,69 @@ def run_backtest(
     return result, summary
 
 
+MIN_HOLDOUT_DAYS = 28
+MAX_DEFAULT_HOLDOUT_DAYS = 365
+
+
+def default_window(loaded, calibration_end=None, holdout_end=None) -> tuple[pd.Timestamp, pd.Timestamp, str]:
+    """The backtest window: as given, else the data set's own (CDNOW), else derived from the file.
+
+    A CSV without a window holds out its last third (at least 28 days, at most a year) and
+    calibrates on everything before: holdout end = last order day.
+    """
+    if calibration_end and holdout_end:
+        return pd.Timestamp(calibration_end), pd.Timestamp(holdout_end), "given"
+    if loaded.calibration_end is not None and not (calibration_end or holdout_end):
+        return loaded.calibration_end, loaded.holdout_end, "the data set's published protocol"
+    dates = loaded.transactions["order_date"]
+    if dates.empty:
+        raise ValueError(f"{loaded.name}: the file has no transactions")
+    first, last = dates.min().normalize(), dates.max().normalize()
+    if holdout_end is None:
+        holdout_end = last
+    holdout_end = pd.Timestamp(holdout_end)
+    if calibration_end is None:
+        span = (holdout_end - first).days
+        holdout = int(min(max(span // 3, MIN_HOLDOUT_DAYS), MAX_DEFAULT_HOLDOUT_DAYS))
+        calibration_end = holdout_end - pd.Timedelta(days=holdout)
+    return pd.Timestamp(calibration_end), holdout_end, (
+        "derived: the last third of the history (28 to 365 days) is the holdout, ending at the last order day")
+
+
+def check_history(transactions: pd.DataFrame, calibration_end, holdout_end, config) -> None:
+    """Fail with a plain sentence when the data cannot support the backtest.
+
+    The ML models train on a label window of h days (``[backtest] label_horizon_days`` of
+    clv.toml, at most the holdout) whose features are computed h days before the calibration end,
+    and select their objective on the window before that: the history before the calibration end
+    must span 2 h days and hold repeat purchases.
+    """
+    calibration_end, holdout_end = pd.Timestamp(calibration_end), pd.Timestamp(holdout_end)
+    dates = transactions["order_date"]
+    first, last = dates.min().normalize(), dates.max().normalize()
+    holdout_days = (holdout_end - calibration_end).days
+    h = int(min(config.backtest.get("label_horizon_days", config.label_horizon_days), holdout_days))
+    have = (calibration_end - first).days
+    if have < 2 * h:
+        raise ValueError(
+            f"history too short: the calibration period runs {have} days ({first.date()} to "
+            f"{calibration_end.date()}), the models need at least {2 * h} days (two label windows of {h} days) "
+            "before the calibration end; use a longer file or a later --calibration-end")
+    if last <= calibration_end:
+        raise ValueError(f"no transactions after the calibration end {calibration_end.date()} "
+                         f"(the file ends {last.date()}): nothing to compare the forecasts with")
+    before = transactions[transactions["order_date"] <= calibration_end]
+    days = before.groupby("customer_id")["order_date"].nunique()
+    if not (days > 1).any():
+        raise ValueError(f"no customer bought on two different days before {calibration_end.date()}: "
+                         "repeat-purchase models cannot be fitted")
+
+
 def json_view(result: dict) -> dict:
     """The documented ``--json`` shape, taken from the full backtest result."""
     params = {name: (result[name].get("params") or {}) for name in ("bgnbd", "pareto_nbd", "gamma_gamma")}
+    params["bgnbd"] = params["bgnbd"] or dict.fromkeys(("r", "alpha", "a", "b"))
+    params["pareto_nbd"] = params["pareto_nbd"] or dict.fromkeys(("r", "alpha", "s", "beta"))
     return {
         "dataset": result["dataset"],
         "customers": result["customers"],
@@ -87,6 +151,9 @@ def json_view(result: dict) -> dict:
         },
         "per_stage": result["per_stage"],
         "deciles": result["deciles"],
+        "btyd_selection": {k: result["btyd_selection"][k] for k in ("chosen", "penalizer", "reason")},
+        "intervals": result.get("intervals", {}),
+        "serving": result.get("serving", {}),
         **({"npd": {"models": result["npd"]["models"]}} if "npd" in result else {}),
     }
 
@@ -114,6 +181,26 @@ def table_text(result: dict, ml_summary: dict) -> str:
             f"{name:<8} {_fmt(m['mae'], 2):>9} {_fmt(m['rmse'], 2):>9} {_fmt(m['spearman'], 4):>9} "
             f"{_fmt(m['normalized_gini'], 4):>7} {_fmt(m['predicted_total'], 0):>13} {_fmt(actual, 0):>13}"
         )
+    chosen = result.get("btyd_selection", {})
+    lines += ["", f"BTYD family: {chosen.get('chosen')} - {chosen.get('reason')}"]
+    for row in chosen.get("candidates", []):
+        ll = row.get("log_likelihood")
+        lines.append(f"  {row['family']:<11} penalizer {row['penalizer']:<5g} {row['status']:<10} "
+                     f"LL {_fmt(ll, 1):>12} {row.get('reason') or ''}")
+    intervals = result.get("intervals", {})
+    if intervals:
+        lines += ["", "80 % intervals (P10-P90): share of customers whose holdout spend falls inside, and the total"]
+        for name, block in intervals.items():
+            lines.append(
+                f"  {name:<8} customers {block['customer_coverage']:.1%} (buyers {_fmt(block['buyer_coverage'], 3)}), "
+                f"total {block['total_p10']:,.0f} - {block['total_p90']:,.0f} vs actual {block['actual_total']:,.0f} "
+                f"({'covered' if block['total_covered'] else 'NOT covered'})")
+    serving = result.get("serving") or {}
+    if serving:
+        lines += ["", f"served for this store: {serving.get('served')} - {serving.get('reason')}",
+                  f"hybrid level factor (validation window) {serving.get('level_factor', 1.0):.3f}; BTYD extension "
+                  f"factor {(serving.get('extension') or {}).get('factor', 1.0):.3f} "
+                  f"({(serving.get('extension') or {}).get('reason', '')})"]
     hybrid = ml_summary["variants"]["hybrid"]
     selection = hybrid["selection"]
     lines += ["", f"objective chosen on the validation window ending {selection['validation_window_end']} "
@@ -163,12 +250,58 @@ def ml_section_html(ml_summary: dict) -> str:
     )
 
 
+def extra_sections_html(result: dict) -> str:
+    """BTYD family choice, interval coverage, serving decision and the next-purchase comparison."""
+    esc = html.escape
+    chosen = result.get("btyd_selection", {})
+    rows = "".join(
+        f"<tr><td>{esc(r['family'])}</td><td>{r['penalizer']:g}</td><td>{esc(r['status'])}</td>"
+        f"<td>{_fmt(r.get('log_likelihood'), 1)}</td><td>{esc(r.get('reason') or '')}</td></tr>"
+        for r in chosen.get("candidates", [])
+    )
+    parts = [f"<h2>BTYD family</h2><p>Served: <b>{esc(str(chosen.get('chosen')))}</b> - "
+             f"{esc(str(chosen.get('reason')))}</p>",
+             "<table><thead><tr><th>family</th><th>penalizer</th><th>status</th><th>log-likelihood</th>"
+             f"<th>note</th></tr></thead><tbody>{rows}</tbody></table>"]
+    intervals = result.get("intervals", {})
+    if intervals:
+        body = "".join(
+            f"<tr><td>{esc(name)}</td><td>{b['customer_coverage']:.1%}</td><td>{_fmt(b['buyer_coverage'], 3)}</td>"
+            f"<td>{b['total_p10']:,.0f}</td><td>{b['total_p90']:,.0f}</td><td>{b['actual_total']:,.0f}</td>"
+            f"<td>{'yes' if b['total_covered'] else 'no'}</td></tr>" for name, b in intervals.items())
+        parts.append("<h2>80 % intervals (P10-P90)</h2><table><thead><tr><th>model</th><th>customers covered</th>"
+                     "<th>buyers covered</th><th>total P10</th><th>total P90</th><th>actual total</th>"
+                     f"<th>total covered</th></tr></thead><tbody>{body}</tbody></table>")
+    serving = result.get("serving") or {}
+    if serving:
+        parts.append(f"<p>Served for this store: <b>{esc(str(serving.get('served')))}</b> - "
+                     f"{esc(str(serving.get('reason')))}</p>")
+    npd = (result.get("npd") or {}).get("models") or {}
+    if npd:
+        horizons = sorted({int(k[4:-1]) for block in npd.values() for k in block if k.startswith("auc_")})
+        head = "".join(f"<th>AUC {h} d</th><th>Brier {h} d</th>" for h in horizons)
+        body = "".join(
+            f"<tr><td>{esc(name)}</td><td>{_fmt(m.get('mae_days'), 1)}</td>"
+            f"<td>{_fmt(m.get('mae_days_given_purchase'), 1)}</td>"
+            + "".join(f"<td>{_fmt(m.get(f'auc_{h}d'), 3)}</td><td>{_fmt(m.get(f'brier_{h}d'), 4)}</td>" for h in horizons)
+            + "</tr>" for name, m in npd.items())
+        parts.append("<h2>Next purchase: naive cadence vs BTYD timing vs XGBoost AFT</h2>"
+                     "<p>MAE in days on the customers who bought in the holdout (unconditional median, and the "
+                     "median given a purchase within the holdout); AUC and Brier score of P(purchase within h days) "
+                     "on every customer.</p>"
+                     f"<table><thead><tr><th>model</th><th>MAE d</th><th>MAE d | buy</th>{head}</tr></thead>"
+                     f"<tbody>{body}</tbody></table>")
+    return "".join(parts)
+
+
 def write_report(result: dict, ml_summary: dict, path: str | Path) -> Path:
-    """``render_report_html`` of the backtest, with the ML section added before the end."""
+    """``render_report_html`` of the backtest, with the ML, BTYD-choice, interval and next-purchase
+    sections added before the end."""
     from clv_platform.models.backtest import render_report_html
 
     out = render_report_html(result, path)
-    document = out.read_text(encoding="utf-8").replace("</body>", ml_section_html(ml_summary) + "</body>", 1)
+    extra = ml_section_html(ml_summary) + extra_sections_html(result)
+    document = out.read_text(encoding="utf-8").replace("</body>", extra + "</body>", 1)
     out.write_text(document, encoding="utf-8")
     return out
 
@@ -204,9 +337,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"report: {Path(args.report).resolve()}")
         return 0
     try:
-        result, ml_summary = run_backtest(
-            args.dataset, args.calibration_end, args.holdout_end, args.config, with_npd=not args.skip_npd
-        )
+        # Everything a library prints while fitting (optimizer messages) goes to stderr, so stdout
+        # holds only the report - one JSON object with --json.
+        with contextlib.redirect_stdout(sys.stderr):
+            result, ml_summary = run_backtest(
+                args.dataset, args.calibration_end, args.holdout_end, args.config, with_npd=not args.skip_npd
+            )
     except (ValueError, FileNotFoundError) as error:
         print(f"backtest: {error}", file=sys.stderr)
         return 2

@@ -53,6 +53,8 @@ SCORE_INPUTS: dict[str, dict] = {
             "clv_tier": "varchar",
             "model_version": "varchar",
             "scored_at": "timestamp",
+            "predicted_clv_p10": "double",
+            "predicted_clv_p90": "double",
         },
     },
     "npd_scores_input": {
@@ -63,6 +65,7 @@ SCORE_INPUTS: dict[str, dict] = {
             "predicted_next_purchase_date": "date",
             "p_purchase_30d": "double",
             "p_purchase_90d": "double",
+            "p_purchase_7d": "double",
         },
     },
     "segment_scores_input": {

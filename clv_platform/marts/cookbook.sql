@@ -46,18 +46,30 @@ where clv_percentile >= 80
 order by predicted_clv desc;
 
 -- name: customers_expected_to_buy_next_week
--- Predicted next purchase in the 7 days after the data's as-of date (yesterday on a live store).
+-- Who is expected to buy in the 7 days after the data's as-of date (yesterday on a live store): the
+-- customers most likely to, as many as P(purchase within 7 days) adds up to over everyone (the
+-- expected number of buyers), plus everyone whose predicted next purchase date falls in the week.
+-- The date is the median time given a purchase within 90 days (null when that purchase is unlikely),
+-- so it agrees with p_purchase_7d / p_purchase_30d.
+with ranked as (
+    select
+        *,
+        row_number() over (order by p_purchase_7d desc nulls last, customer_id) as rank_7d,
+        sum(p_purchase_7d) over () as expected_buyers_7d
+    from marts.customer_scores
+)
 select
     customer_id,
     email,
     predicted_next_purchase_date,
     round(p_purchase_30d, 3) as p_purchase_30d,
     round(predicted_clv, 2) as predicted_clv,
-    rfm_segment
-from marts.customer_scores
-where predicted_next_purchase_date > as_of_date
-  and predicted_next_purchase_date <= as_of_date + 7
-order by predicted_next_purchase_date, p_purchase_30d desc;
+    rfm_segment,
+    round(p_purchase_7d, 3) as p_purchase_7d
+from ranked
+where (p_purchase_7d is not null and rank_7d <= ceil(expected_buyers_7d))
+   or (predicted_next_purchase_date > as_of_date and predicted_next_purchase_date <= as_of_date + 7)
+order by p_purchase_7d desc nulls last, predicted_next_purchase_date, customer_id;
 
 -- name: segment_sizes_over_time
 -- RFM segment sizes per scoring date (one scoring date is added per scoring run).

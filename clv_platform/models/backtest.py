@@ -30,6 +30,7 @@ import pandas as pd
 
 from clv_platform.models import btyd, metrics
 from clv_platform.models.datasets import load_dataset
+from lifetimes.utils import ConvergenceError
 
 NAIVE = "naive"
 BTYD = "btyd"
@@ -80,6 +81,54 @@ def _clean(value):
     return value
 
 
+INTERVAL_DRAWS = 200
+INTERVAL_LEVEL = (0.10, 0.90)
+"""Per-customer CLV interval: the 10th and 90th percentile of the predictive spend distribution."""
+
+
+def _ratio(prediction: np.ndarray, btyd_mean: np.ndarray) -> np.ndarray:
+    """Per-customer factor that turns BTYD spend draws into draws with the model's mean."""
+    return np.where(btyd_mean > 0, prediction / np.where(btyd_mean > 0, btyd_mean, 1.0), 0.0)
+
+
+def customer_intervals(draws: np.ndarray, ratio: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """P10 and P90 of each customer's spend draws (optionally rescaled per customer)."""
+    low, high = np.quantile(draws, INTERVAL_LEVEL, axis=1)
+    if ratio is not None:
+        low, high = low * ratio, high * ratio
+    return low, high
+
+
+def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray) -> dict:
+    """Coverage of the 80 % intervals: per customer and for the store total.
+
+    Draws are the BTYD predictive spend per customer (``BTYDModel.sample_spend``); a model's
+    interval rescales them by its prediction / BTYD mean, so each model keeps its own mean and
+    the BTYD's shape (zero-inflation, spread). The total's draws are the per-draw sums over
+    customers (customers independent given the fitted parameters). Coverage of the customers'
+    interval counts an actual on a bound as covered (most bounds are 0 and most actuals 0).
+    """
+    low, high = customer_intervals(draws, ratio)
+    covered = (actual >= low - 1e-9) & (actual <= high + 1e-9)
+    buyers = actual > 0
+    totals = ratio @ draws
+    total_low, total_high = np.quantile(totals, INTERVAL_LEVEL)
+    return {
+        "level": INTERVAL_LEVEL[1] - INTERVAL_LEVEL[0],
+        "customer_coverage": float(covered.mean()),
+        "buyer_coverage": float(covered[buyers].mean()) if buyers.any() else None,
+        "non_buyer_coverage": float(covered[~buyers].mean()) if (~buyers).any() else None,
+        "below_p10": float((actual < low - 1e-9).mean()),
+        "above_p90": float((actual > high + 1e-9).mean()),
+        "mean_p10": float(low.mean()),
+        "mean_p90": float(high.mean()),
+        "total_p10": float(total_low),
+        "total_p90": float(total_high),
+        "actual_total": float(actual.sum()),
+        "total_covered": bool(total_low <= actual.sum() <= total_high),
+    }
+
+
 def evaluate_frame(frame: pd.DataFrame, models: list[str], actual: str = "actual", stage: str = "stage") -> dict:
     """Report sections for the prediction columns ``models`` of a per-customer backtest frame.
 
@@ -112,7 +161,7 @@ def btyd_backtest(
     dataset: str | os.PathLike,
     calibration_end=None,
     holdout_end=None,
-    model_choice: str = btyd.BGNBD,
+    model_choice: str = AUTO,
     extra_predictions: dict[str, pd.Series] | None = None,
 ) -> BTYDBacktest:
     """Run the BTYD backtest and keep the per-customer frame for further models.
@@ -134,17 +183,25 @@ def btyd_backtest(
     summary = btyd.summarize(loaded.transactions, calibration_end, holdout_end)
     horizon = btyd.holdout_weeks(calibration_end, holdout_end)
 
+    if model_choice not in (*btyd.TRANSACTION_MODELS, AUTO):
+        raise ValueError(f"model_choice must be one of {btyd.TRANSACTION_MODELS + (AUTO,)}, got {model_choice!r}")
     timings = {}
-    fitted = {}
+    attempts: dict[str, btyd.BTYDModel | Exception] = {}
     for name in btyd.TRANSACTION_MODELS:
         t0 = time.perf_counter()
-        fitted[name] = btyd.fit_btyd(summary, name)
+        try:
+            attempts[name] = btyd.fit_btyd(summary, name)
+        except (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            attempts[name] = error  # reported; a family that cannot be fitted must not stop the backtest
         timings[name] = time.perf_counter() - t0
+    fitted = {name: m for name, m in attempts.items() if not isinstance(m, Exception)}
     if model_choice == AUTO:
-        model_choice = max(fitted, key=lambda name: fitted[name].log_likelihood)
-    if model_choice not in fitted:
-        raise ValueError(f"model_choice must be one of {btyd.TRANSACTION_MODELS + (AUTO,)}, got {model_choice!r}")
-    chosen = fitted[model_choice]
+        chosen = btyd.fit_auto(summary, fits=attempts)
+    elif model_choice in fitted:
+        chosen = fitted[model_choice]
+    else:
+        raise ValueError(f"{model_choice} could not be fitted: {attempts[model_choice]}")
+    model_choice = chosen.model
 
     expected = {name: model.expected_purchases(summary, horizon) for name, model in fitted.items()}
     scores = chosen.score(summary, horizon)
@@ -161,8 +218,17 @@ def btyd_backtest(
         frame[name] = series.reindex(frame.index).fillna(0.0).astype(float)
         model_columns.append(name)
 
+    draws = chosen.sample_spend(summary, horizon, INTERVAL_DRAWS)
+    intervals = {
+        name: interval_metrics(frame["actual"].to_numpy(dtype=float), draws,
+                               _ratio(frame[name].to_numpy(dtype=float), scores["expected_spend"].to_numpy()))
+        for name in model_columns if name != NAIVE
+    }
+
     def transaction_section(name: str) -> dict:
-        model = fitted[name]
+        model = fitted.get(name)
+        if model is None:
+            return {"params": None, "error": str(attempts[name])}
         return {
             "params": {k: float(v) for k, v in model.transactions.params_.items()},
             "log_likelihood": model.log_likelihood,
@@ -180,10 +246,13 @@ def btyd_backtest(
             "holdout_weeks": horizon,
         },
         "btyd_model": model_choice,
+        "btyd_selection": {"chosen": chosen.model, "penalizer": chosen.penalizer,
+                           "reason": chosen.reason or f"{chosen.model} requested", "candidates": list(chosen.selection)},
         "calibration_repeat_transactions": int(summary["frequency"].sum()),
         "holdout_transactions": int(summary["holdout_purchases"].sum()),
         btyd.BGNBD: transaction_section(btyd.BGNBD),
         btyd.PARETO_NBD: transaction_section(btyd.PARETO_NBD),
+        btyd.MBGNBD: transaction_section(btyd.MBGNBD),
         "gamma_gamma": {
             "params": chosen.params()["spend_params"],
             "population_mean": spend.population_mean,
@@ -191,6 +260,7 @@ def btyd_backtest(
             "excluded_nonpositive_monetary": spend.n_excluded_nonpositive,
         },
         **evaluate_frame(frame, model_columns),
+        "intervals": intervals,
         "purchases_by_x": btyd.purchases_by_frequency(summary, expected),
         "cumulative": btyd.cumulative_repeat_transactions(
             loaded.transactions,
@@ -207,7 +277,7 @@ def run_btyd_backtest(
     dataset: str | os.PathLike,
     calibration_end=None,
     holdout_end=None,
-    model_choice: str = btyd.BGNBD,
+    model_choice: str = AUTO,
     extra_predictions: dict[str, pd.Series] | None = None,
 ) -> dict:
     """JSON-ready result of ``btyd_backtest`` (see there)."""

@@ -19,16 +19,27 @@ matrix - the likelihood is identical and the fit is much faster on large custome
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from lifetimes import BetaGeoFitter, GammaGammaFitter, ParetoNBDFitter
+from lifetimes import BetaGeoFitter, GammaGammaFitter, ModifiedBetaGeoFitter, ParetoNBDFitter
 from lifetimes.utils import ConvergenceError
+from scipy.special import expit, roots_jacobi
 
 BGNBD = "bgnbd"
 PARETO_NBD = "pareto_nbd"
-TRANSACTION_MODELS = (BGNBD, PARETO_NBD)
+MBGNBD = "mbgnbd"
+TRANSACTION_MODELS = (BGNBD, PARETO_NBD, MBGNBD)
+AUTO = "auto"
+AUTO_FAMILIES = (PARETO_NBD, MBGNBD)
+"""Families ``auto`` fits, in this order. Both let a customer drop out before any repeat purchase
+(Pareto/NBD at any time, MBG/NBD at time 0 and after each purchase), so ``p_alive`` means the same
+for one-time and repeat buyers; BG/NBD does not (p_alive = 1 for every x = 0 customer) and is only
+the last resort, penalized (see ``fit_auto``)."""
+PARAM_BOUNDS = (1e-6, 1e6)
+"""A fitted parameter outside these bounds sits on the boundary of the parameter space (e.g. BG/NBD
+a, b -> 0: nobody ever drops out): the fit is *degenerate* and not served (``degeneracy``)."""
 
 DAYS_PER_WEEK = 7.0
 WEEKS_PER_MONTH = 4.345
@@ -149,6 +160,8 @@ def _fit_transactions(
         warnings.simplefilter("ignore", RuntimeWarning)
         if model == BGNBD:
             return BetaGeoFitter(penalizer_coef=penalizer).fit(frequency, recency, T, weights=weights)
+        if model == MBGNBD:
+            return ModifiedBetaGeoFitter(penalizer_coef=penalizer).fit(frequency, recency, T, weights=weights)
         if model == PARETO_NBD:
             fits = [
                 ParetoNBDFitter(penalizer_coef=penalizer).fit(
@@ -176,12 +189,167 @@ def transaction_log_likelihood(fitter, frequency, recency, T, weights=None) -> f
     recency = np.asarray(recency, dtype=float)
     T = np.asarray(T, dtype=float)
     weights = np.ones_like(T) if weights is None else np.asarray(weights, dtype=float)
-    if isinstance(fitter, BetaGeoFitter):
+    fitter = getattr(fitter, "fitter", fitter)
+    if isinstance(fitter, BetaGeoFitter):  # BG/NBD and MBG/NBD (a subclass with its own likelihood)
         params = np.log(fitter.params_[["r", "alpha", "a", "b"]].to_numpy(dtype=float))
-        mean_nll = BetaGeoFitter._negative_log_likelihood(params, frequency, recency, T, weights, 0.0)
+        mean_nll = type(fitter)._negative_log_likelihood(params, frequency, recency, T, weights, 0.0)
         return float(-mean_nll * weights.sum())
     params = fitter.params_[["r", "alpha", "s", "beta"]].to_numpy(dtype=float)
     return float((weights * ParetoNBDFitter._conditional_log_likelihood(params, frequency, recency, T)).sum())
+
+
+def _beta_nodes(A: float, B: float, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quadrature nodes in (0, 1) and weights summing to 1 for p ~ Beta(A, B), A, B >= 1.
+
+    Gauss-Jacobi (exact for polynomials of degree < 2 n) unless A + B is so large that scipy's
+    normalizing constant 2^(A+B-1) overflows; such a Beta is concentrated (sd ~ 1/sqrt(A+B)) and a
+    Gauss-Hermite rule on its mean and standard deviation, clipped into (0, 1), is used instead.
+    """
+    if A + B < 1000.0:
+        nodes, weights = roots_jacobi(n_nodes, B - 1.0, A - 1.0)  # (1-u)^(B-1) (1+u)^(A-1): Beta(A, B) in p
+        return (1.0 + nodes) / 2.0, weights / weights.sum()
+    nodes, weights = np.polynomial.hermite_e.hermegauss(n_nodes)
+    mean = A / (A + B)
+    sd = np.sqrt(A * B / ((A + B) ** 2 * (A + B + 1.0)))
+    # nodes below 0 are moved to a small fraction of the mean, not towards 0: the caller divides by p
+    p = np.clip(mean + sd * nodes, 1e-3 * mean, 1.0 - 1e-12)
+    return p, weights / weights.sum()
+
+
+def _beta_expectation(g, alpha_, beta_, n_nodes: int = 48) -> np.ndarray:
+    """E[g(p)] for p ~ Beta(alpha_, beta_) (one value per row), exact for smooth ``g``, for any
+    alpha_, beta_ > 0 however close to 0.
+
+    Gauss-Jacobi quadrature needs Jacobi parameters > -1, i.e. Beta parameters > 0 that are not
+    tiny; a degenerate fit (a = 3.7e-19) breaks it. The expectation is rewritten so the quadrature
+    runs on Beta(alpha_ + 1, beta_ + 1) only:
+    E[g] = g(0) + alpha_/(alpha_+beta_) * (k(1) + beta_/(alpha_+beta_+1) * E_{B(alpha_+1, beta_+1)}[m])
+    with k(p) = (g(p) - g(0)) / p and m(p) = (k(p) - k(1)) / (1 - p) - an exact identity
+    (E[p f(p)] = alpha_/(alpha_+beta_) E_{B(alpha_+1, beta_)}[f], and the same on the 1 - p side).
+    ``g`` maps a (rows x nodes) array of p to values of the same shape.
+    """
+    alpha_ = np.asarray(alpha_, dtype=float)
+    beta_ = np.asarray(beta_, dtype=float)
+    out = np.empty(alpha_.shape)
+    pairs = np.stack([alpha_, beta_], axis=1)
+    zero = np.zeros((len(alpha_), 1))
+    one = np.ones((len(alpha_), 1))
+    g0, g1 = g(zero)[:, 0], g(one)[:, 0]
+    k1 = g1 - g0
+    for a_, b_ in np.unique(pairs, axis=0):
+        rows = (alpha_ == a_) & (beta_ == b_)
+        p, weights = _beta_nodes(a_ + 1.0, b_ + 1.0, n_nodes)
+        values = g(np.broadcast_to(p, (int(rows.sum()), n_nodes)), rows)
+        k = (values - g0[rows, None]) / p
+        m = (k - k1[rows, None]) / (1.0 - p)
+        out[rows] = g0[rows] + a_ / (a_ + b_) * (k1[rows] + b_ / (a_ + b_ + 1.0) * (m @ weights))
+    return out
+
+
+class TransactionModel:
+    """A fitted lifetimes transaction model whose predictions are total over valid inputs.
+
+    ``family`` is ``bgnbd``, ``mbgnbd`` or ``pareto_nbd``; ``params_`` and everything else are the
+    lifetimes fitter's. For BG/NBD and MBG/NBD the conditional expectation and P(alive) are computed
+    here, not by lifetimes: lifetimes uses a Gauss hypergeometric function that returns NaN when
+    a + b + x - 1 < 0 and its Gauss-Jacobi fallback raises for a, b -> 0. Both families give
+    E[X(t) | x, t_x, T] = P(alive) * E_p[(1 - ((alpha+T) / (alpha+T+p t))^(r+x)) / p] with
+    p ~ Beta(a, b + x) (BG/NBD) or Beta(a, b + x + 1) (MBG/NBD, where a customer can also drop out
+    at time 0), evaluated by ``_beta_expectation`` for any positive a, b. P(alive) is evaluated in
+    log space (a logistic of the log odds), so it never overflows.
+    """
+
+    def __init__(self, fitter, family: str) -> None:
+        self.fitter = fitter
+        self.family = family
+
+    def __getattr__(self, name):
+        return getattr(self.fitter, name)
+
+    def _p(self):
+        return tuple(float(self.fitter.params_[k]) for k in ("r", "alpha", "a", "b"))
+
+    def conditional_probability_alive(self, frequency, recency, T) -> np.ndarray:
+        x, tx, age = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float)) for v in (frequency, recency, T)))
+        if self.family == PARETO_NBD:
+            with np.errstate(all="ignore"):
+                return np.clip(np.asarray(self.fitter.conditional_probability_alive(x, tx, age), dtype=float), 0, 1)
+        r, alpha, a, b = self._p()
+        with np.errstate(divide="ignore", invalid="ignore"):  # BG/NBD x = 0 rows are replaced below
+            log_odds_dead = (np.log(a) - np.log(b + x - (1.0 if self.family == BGNBD else 0.0))
+                             + (r + x) * (np.log(alpha + age) - np.log(alpha + tx)))
+        alive = expit(-log_odds_dead)
+        if self.family == BGNBD:  # BG/NBD: no dropout before the first repeat purchase
+            alive = np.where(x == 0, 1.0, alive)
+        return alive
+
+    def conditional_expected_number_of_purchases_up_to_time(self, t, frequency, recency, T) -> np.ndarray:
+        """E[X(t) | x, t_x, T]; the shape of the broadcast inputs (a 0-d array for scalars)."""
+        shape = np.broadcast(np.asarray(frequency), np.asarray(recency), np.asarray(T)).shape
+        return self._expected(t, frequency, recency, T).reshape(shape)
+
+    def _expected(self, t, frequency, recency, T) -> np.ndarray:
+        x, tx, age = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float)) for v in (frequency, recency, T)))
+        t = float(t)
+        if self.family == PARETO_NBD:
+            with np.errstate(all="ignore"):
+                values = np.asarray(
+                    self.fitter.conditional_expected_number_of_purchases_up_to_time(t, x, tx, age), dtype=float)
+            return values
+        r, alpha, a, b = self._p()
+        if t <= 0:
+            return np.zeros(x.shape)
+        shape = r + x
+        base = alpha + age
+
+        def g(p, rows=slice(None)):
+            # (1 - (base / (base + p t))^shape) / p, with its limit shape * t / base at p = 0
+            s, bb = shape[rows][:, None], base[rows][:, None]
+            ratio = p * t / bb
+            with np.errstate(divide="ignore", invalid="ignore"):
+                value = -np.expm1(-s * np.log1p(ratio)) / p
+            return np.where(p > 0, value, s * t / bb)
+
+        beta_b = b + x + (1.0 if self.family == MBGNBD else 0.0)
+        return self.conditional_probability_alive(x, tx, age) * _beta_expectation(g, np.full(x.shape, a), beta_b)
+
+    def probability_of_purchase_within(self, t, frequency, recency, T) -> np.ndarray | None:
+        """P(at least one repeat purchase within ``t``): P(alive) * (1 - ((alpha+T)/(alpha+T+t))^(r+x)).
+
+        Exact for BG/NBD and MBG/NBD, where an alive customer cannot drop out before their next
+        purchase. None for Pareto/NBD (dropout in continuous time; not implemented here).
+        """
+        if self.family == PARETO_NBD:
+            return None
+        r, alpha, _, _ = self._p()
+        x, tx, age = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float)) for v in (frequency, recency, T)))
+        none_if_alive = np.exp((r + x) * (np.log(alpha + age) - np.log(alpha + age + float(t))))
+        return self.conditional_probability_alive(x, tx, age) * (1.0 - none_if_alive)
+
+    def sample_purchases(self, t, frequency, recency, T, draws: int, rng: np.random.Generator) -> np.ndarray:
+        """Draws of the number of repeat purchases in the next ``t`` (customers x draws).
+
+        Alive ~ Bernoulli(P(alive)); given alive the rate is Gamma(r + x, alpha + T). BG/MBG: the
+        dropout probability is Beta(a, b + x [+ 1]) and the count is min(Poisson(lambda t), G) with G
+        the geometric purchase at which the customer drops out. Pareto/NBD: the lifetime left is
+        Exponential(mu), mu ~ Gamma(s, beta + T), and the count is Poisson(lambda min(tau, t)).
+        """
+        x, tx, age = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float)) for v in (frequency, recency, T)))
+        n = x.shape[0]
+        alive = rng.random((n, draws)) < self.conditional_probability_alive(x, tx, age)[:, None]
+        params = {k: float(v) for k, v in self.fitter.params_.items()}
+        r, alpha = params["r"], params["alpha"]
+        lam = rng.gamma((r + x)[:, None], 1.0 / (alpha + age)[:, None], size=(n, draws))
+        if self.family == PARETO_NBD:
+            mu = rng.gamma(params["s"], 1.0 / (params["beta"] + age)[:, None], size=(n, draws))
+            tau = rng.exponential(1.0, size=(n, draws)) / np.maximum(mu, 1e-300)
+            counts = rng.poisson(lam * np.minimum(tau, float(t)))
+        else:
+            extra = 1.0 if self.family == MBGNBD else 0.0
+            p = rng.beta(max(params["a"], 1e-300), (params["b"] + x + extra)[:, None], size=(n, draws))
+            drop_at = rng.geometric(np.clip(p, 1e-12, 1.0))
+            counts = np.minimum(rng.poisson(lam * float(t)), drop_at)
+        return np.where(alive, counts, 0)
 
 
 @dataclass(frozen=True)
@@ -240,11 +408,15 @@ class BTYDModel:
     """A fitted transaction model (BG/NBD or Pareto/NBD) plus the Gamma-Gamma spend model."""
 
     model: str
-    transactions: BetaGeoFitter | ParetoNBDFitter
+    transactions: TransactionModel
     spend: SpendFit
     log_likelihood: float
     n_customers: int
     penalizer: float = 0.0
+    selection: tuple = ()
+    """How ``fit_auto`` chose this family: one dict per candidate (family, penalizer, log-likelihood,
+    status, reason); empty for a single-family fit."""
+    reason: str = ""
 
     def params(self) -> dict:
         """Fitted parameters (week units) of both sub-models, plus the fit diagnostics."""
@@ -261,6 +433,9 @@ class BTYDModel:
             "spend_population_mean": self.spend.population_mean,
             "spend_n_fitted": self.spend.n_fitted,
             "spend_n_excluded_nonpositive": self.spend.n_excluded_nonpositive,
+            "penalizer": self.penalizer,
+            "reason": self.reason,
+            "selection": list(self.selection),
         }
 
     def expected_purchases(self, summary: pd.DataFrame, horizon_weeks: float) -> np.ndarray:
@@ -319,6 +494,55 @@ class BTYDModel:
             previous = cumulative
         return clv
 
+    def sample_spend(
+        self, summary: pd.DataFrame, horizon_weeks: float, draws: int = 200, seed: int = 0,
+        chunk: int = 20000,
+    ) -> np.ndarray:
+        """Draws of each customer's (undiscounted) spend over ``horizon_weeks``: customers x draws.
+
+        Purchases come from ``TransactionModel.sample_purchases``; the spend of n purchases is
+        Gamma(n p, nu) with the Gamma-Gamma posterior nu ~ Gamma(q + p x, v + x m) (the population
+        mean per purchase when no spend model could be fitted). Parameter uncertainty is not
+        included, so the intervals are those of the customer-level randomness only.
+        """
+        rng = np.random.default_rng(seed)
+        out = np.empty((len(summary), draws))
+        x_all = summary["frequency"].to_numpy(dtype=float)
+        m_all = np.clip(summary["monetary"].to_numpy(dtype=float), 0.0, None)
+        for start in range(0, len(summary), chunk):
+            part = slice(start, start + chunk)
+            x, m = x_all[part], m_all[part]
+            counts = self.transactions.sample_purchases(
+                horizon_weeks, x, summary["recency"].to_numpy(dtype=float)[part],
+                summary["T"].to_numpy(dtype=float)[part], draws, rng)
+            fitter = self.spend.fitter
+            if fitter is None:
+                out[part] = counts * self.spend.population_mean
+                continue
+            p, q, v = (float(fitter.params_[k]) for k in ("p", "q", "v"))
+            nu = rng.gamma((q + p * x)[:, None], 1.0 / (v + x * m)[:, None], size=counts.shape)
+            shape = np.where(counts > 0, counts * p, 1.0)
+            out[part] = np.where(counts > 0, rng.gamma(shape, 1.0 / nu), 0.0)
+        return out
+
+    def spend_intervals(
+        self, summary: pd.DataFrame, horizon_weeks: float, draws: int = 200, seed: int = 0, chunk: int = 20000,
+        levels: tuple[float, float] = (0.10, 0.90),
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-customer ``levels`` quantiles of spend over the horizon and the draws of the total.
+
+        Chunked over customers, so a large store never holds customers x draws in memory at once.
+        Returns (low, high, total_draws) with total_draws[j] = sum over customers of draw j.
+        """
+        low, high = np.empty(len(summary)), np.empty(len(summary))
+        totals = np.zeros(draws)
+        for k, start in enumerate(range(0, len(summary), chunk)):
+            part = summary.iloc[start:start + chunk]
+            sample = self.sample_spend(part, horizon_weeks, draws, seed + k, chunk)
+            low[start:start + chunk], high[start:start + chunk] = np.quantile(sample, levels, axis=1)
+            totals += sample.sum(axis=0)
+        return low, high, totals
+
     def score(
         self,
         summary: pd.DataFrame,
@@ -353,13 +577,16 @@ def fit_btyd(
     """Fit a transaction model on the condensed RFM combinations and Gamma-Gamma on spend.
 
     If lifetimes reports non-convergence, the fit is retried with growing L2 penalizers
-    (`FALLBACK_PENALIZERS`); the penalizer used is recorded on the result.
+    (`FALLBACK_PENALIZERS`); the penalizer used is recorded on the result. ``model="auto"`` is
+    ``fit_auto`` (family chosen with degenerate-fit fallback).
     """
+    if model == AUTO:
+        return fit_auto(summary, penalizer, spend_penalizer)
     combos = condense(summary)
     args = (combos["frequency"], combos["recency"], combos["T"], combos["weight"], model)
     for attempt in (penalizer, *[p for p in FALLBACK_PENALIZERS if p > penalizer]):
         try:
-            fitter = _fit_transactions(*args, attempt)
+            fitter = TransactionModel(_fit_transactions(*args, attempt), model)
             penalizer = attempt
             break
         except ConvergenceError:
@@ -376,6 +603,95 @@ def fit_btyd(
         n_customers=int(len(summary)),
         penalizer=penalizer,
     )
+
+
+def degeneracy(model: BTYDModel, summary: pd.DataFrame) -> str | None:
+    """Why a fitted transaction model must not be served, or None when it is usable.
+
+    Degenerate: a parameter not finite or outside ``PARAM_BOUNDS`` (the optimizer ran to the edge
+    of the parameter space, e.g. the BG/NBD collapse a = 3.7e-19, b = 3.4e-09 of a store where few
+    customers ever stop), or predictions on the calibration customers that are not finite numbers
+    (E[X] over one year < 0 or NaN, P(alive) outside [0, 1]).
+    """
+    params = {k: float(v) for k, v in model.transactions.params_.items()}
+    low, high = PARAM_BOUNDS
+    bad = {k: v for k, v in params.items() if not np.isfinite(v) or v < low or v > high}
+    if bad:
+        return "parameter at the boundary: " + ", ".join(f"{k}={v:.3g}" for k, v in bad.items())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = model.expected_purchases(summary, 52.0)
+            alive = model.probability_alive(summary)
+    except (ValueError, ArithmeticError) as error:
+        return f"predictions fail: {error}"
+    if not np.all(np.isfinite(expected)) or np.any(expected < -1e-9):
+        return f"{int(np.sum(~np.isfinite(expected) | (expected < -1e-9)))} customers get no finite expectation"
+    if not np.all(np.isfinite(alive)) or np.any((alive < 0) | (alive > 1)):
+        return "P(alive) outside [0, 1]"
+    return None
+
+
+AUTO_FALLBACK = ((MBGNBD, 0.01), (MBGNBD, 0.1), (BGNBD, 0.01), (BGNBD, 0.1))
+"""Penalized fits tried in this order when no family of ``AUTO_FAMILIES`` gives a usable fit."""
+
+
+def fit_auto(
+    summary: pd.DataFrame, penalizer: float = 0.0, spend_penalizer: float = 0.0,
+    fits: dict[str, BTYDModel | Exception] | None = None,
+) -> BTYDModel:
+    """Fit every family of ``AUTO_FAMILIES`` and serve the best usable one.
+
+    Criterion: the highest calibration log-likelihood among the fits that converged and are not
+    degenerate (``degeneracy``); all candidates have four parameters, so this is also the AIC/BIC
+    choice. If none is usable, the penalized fits of ``AUTO_FALLBACK`` are tried in order and the
+    first usable one is served. Only if all of them fail does this raise. The returned model
+    carries ``selection`` (every candidate and its status) and ``reason``. ``fits`` may hold
+    fits (or the exception a fit raised) already made with ``penalizer`` to reuse, by family.
+    """
+    rows: list[dict] = []
+    usable: list[BTYDModel] = []
+    fits = fits or {}
+
+    def attempt(family: str, pen: float) -> BTYDModel | None:
+        try:
+            prefit = fits.get(family) if pen == penalizer else None
+            if isinstance(prefit, Exception):
+                raise prefit
+            fitted = prefit or fit_btyd(summary, family, pen, spend_penalizer)
+        except (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            rows.append({"family": family, "penalizer": pen, "log_likelihood": None, "status": "failed",
+                         "reason": f"{type(error).__name__}: {error}"[:200]})
+            return None
+        problem = degeneracy(fitted, summary)
+        rows.append({"family": family, "penalizer": fitted.penalizer, "log_likelihood": fitted.log_likelihood,
+                     "status": "degenerate" if problem else "usable", "reason": problem or "",
+                     "params": {k: float(v) for k, v in fitted.transactions.params_.items()}})
+        return None if problem else fitted
+
+    for family in AUTO_FAMILIES:
+        fitted = attempt(family, penalizer)
+        if fitted is not None:
+            usable.append(fitted)
+    if usable:
+        best = max(usable, key=lambda m: m.log_likelihood)
+        others = [f"{m.model} {m.log_likelihood:.1f}" for m in usable if m is not best]
+        reason = (f"{best.model}: highest calibration log-likelihood ({best.log_likelihood:.1f}"
+                  + (f" vs {', '.join(others)}" if others else "; the other candidates were not usable") + ")")
+    else:
+        best = None
+        for family, pen in AUTO_FALLBACK:
+            best = attempt(family, max(pen, penalizer))
+            if best is not None:
+                reason = (f"{family} with L2 penalizer {best.penalizer:g}: no unpenalized family of "
+                          f"{AUTO_FAMILIES} was usable")
+                break
+        if best is None:
+            raise ValueError("no BTYD model could be fitted: " + "; ".join(
+                f"{r['family']}({r['penalizer']}): {r['status']} {r['reason']}" for r in rows))
+    chosen = [dict(r, chosen=(r["family"] == best.model and r["penalizer"] == best.penalizer
+                              and r["status"] == "usable")) for r in rows]
+    return replace(best, selection=tuple(chosen), reason=reason)
 
 
 def purchases_by_frequency(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
@@ -58,6 +58,19 @@ BTYD_FEATURES = [
 ]
 """BTYD outputs used as hybrid features, each over the label window h (training and scoring alike)."""
 
+DERIVED_FEATURES = ["spend_rate_per_week"]
+"""Ratios computed here from the feature table: net spend per week since the first purchase (age
+floored at one week) - the naive spend-rate rule, which ranks customers well and which trees
+cannot build from spend and age alone (a ratio needs many splits)."""
+
+
+def add_derived_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``DERIVED_FEATURES`` added (from ``total_net_spend`` and ``T_days``)."""
+    if not {"total_net_spend", "T_days"} <= set(frame.columns):
+        return frame
+    weeks = (frame["T_days"].astype(float) / btyd.DAYS_PER_WEEK).clip(lower=1.0)
+    return frame.assign(spend_rate_per_week=frame["total_net_spend"].astype(float) / weeks)
+
 TIERS = (("Top 1%", 0.01), ("Top 5%", 0.05), ("Top 10%", 0.10), ("Top 25%", 0.25))
 REST = "Rest"
 
@@ -70,7 +83,7 @@ class ClvConfig:
     horizon_days: int = 365
     label_horizon_days: int = 180
     annual_discount_rate: float = 0.10
-    btyd_model: str = btyd.BGNBD
+    btyd_model: str = btyd.AUTO
     btyd_penalizer: float = 0.0
     spend_penalizer: float = 0.0
     window_count: int = 3
@@ -78,6 +91,8 @@ class ClvConfig:
     xgboost: dict = field(default_factory=dict)
     objectives: tuple = ()
     hybrid_offset: bool = True
+    level_calibration: bool = True
+    extension_calibration: bool = True
     selection_metric: str = "normalized_gini"
     selection_tolerance: float = 0.0
     shap_sample: int = 2000
@@ -115,7 +130,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         horizon_days=int(horizon.get("horizon_days", 365)),
         label_horizon_days=int(horizon.get("label_horizon_days", horizon.get("horizon_days", 365))),
         annual_discount_rate=float(horizon.get("annual_discount_rate", 0.10)),
-        btyd_model=str(model.get("model", btyd.BGNBD)),
+        btyd_model=str(model.get("model", btyd.AUTO)),
         btyd_penalizer=float(model.get("penalizer", 0.0)),
         spend_penalizer=float(model.get("spend_penalizer", 0.0)),
         window_count=int(windows.get("count", 3)),
@@ -123,6 +138,8 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         xgboost=dict(raw.get("xgboost", {})),
         objectives=tuple(dict(o) for o in raw.get("objectives", ())),
         hybrid_offset=bool(raw.get("hybrid", {}).get("btyd_offset", True)),
+        level_calibration=bool(raw.get("hybrid", {}).get("level_calibration", True)),
+        extension_calibration=bool(raw.get("hybrid", {}).get("extension_calibration", True)),
         selection_metric=str(selection.get("metric", "normalized_gini")),
         selection_tolerance=float(selection.get("tolerance", 0.0)),
         shap_sample=int(explain.get("shap_sample", 2000)),
@@ -191,61 +208,14 @@ def btyd_summary(features: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-class _StableBetaGeo:
-    """A fitted ``BetaGeoFitter`` whose conditional expectation never returns NaN.
-
-    lifetimes evaluates E[X(t) | x, t_x, T] with a Gauss hypergeometric function whose third
-    argument is a + b + x - 1; on early, thin snapshots BG/NBD can fit a + b < 1 and scipy's
-    ``hyp2f1`` then returns NaN for every x = 0 customer (CDNOW, features at 1997-03-02: 14k
-    rows). The same expectation is P(alive) * E_p[(1 - ((alpha+T) / (alpha+T+p t))^(r+x)) / p]
-    with p ~ Beta(a, b + x) (integrate the Poisson rate out analytically), which Gauss-Jacobi
-    quadrature evaluates exactly to machine precision for smooth integrands; it is used only
-    for the rows lifetimes cannot evaluate. Everything else is delegated to the fitter.
-    """
-
-    def __init__(self, fitter) -> None:
-        self._fitter = fitter
-
-    def __getattr__(self, name):
-        return getattr(self._fitter, name)
-
-    def conditional_expected_number_of_purchases_up_to_time(self, t, frequency, recency, T):
-        values = np.asarray(
-            self._fitter.conditional_expected_number_of_purchases_up_to_time(t, frequency, recency, T), dtype=float
-        )
-        bad = ~np.isfinite(values)
-        if not bad.any():
-            return values
-        from scipy.special import roots_jacobi
-
-        r, alpha, a, b = (float(self._fitter.params_[k]) for k in ("r", "alpha", "a", "b"))
-        x, tx, age = (np.broadcast_to(np.asarray(v, dtype=float), values.shape)[bad] for v in (frequency, recency, T))
-        alive = np.asarray(self._fitter.conditional_probability_alive(x, tx, age), dtype=float)
-        filled = np.empty(x.shape)
-        for value in np.unique(x):
-            rows = x == value
-            nodes, weights = roots_jacobi(64, b + value - 1.0, a - 1.0)
-            p = (1.0 + nodes) / 2.0
-            base = (alpha + age[rows])[:, None]
-            integrand = (1.0 - (base / (base + p[None, :] * t)) ** (r + value)) / p[None, :]
-            filled[rows] = integrand @ weights / weights.sum()
-        values = values.copy()
-        values[bad] = alive * filled
-        return values
-
-
 def fit_btyd_at(features: pd.DataFrame, config: ClvConfig) -> btyd.BTYDModel:
     """BTYD fitted on one feature snapshot only (so on data up to its cutoff).
 
-    ``auto`` picks the transaction model with the higher log-likelihood on this snapshot.
+    ``auto`` is ``btyd.fit_auto``: Pareto/NBD and MBG/NBD, degenerate fits discarded, the higher
+    calibration log-likelihood served, penalized fallbacks after that (the choice and its reason
+    are on the returned model). Every family's predictions are total (``btyd.TransactionModel``).
     """
-    summary = btyd_summary(features)
-    names = btyd.TRANSACTION_MODELS if config.btyd_model == "auto" else (config.btyd_model,)
-    fits = [btyd.fit_btyd(summary, name, config.btyd_penalizer, config.spend_penalizer) for name in names]
-    best = max(fits, key=lambda model: model.log_likelihood)
-    if best.model == btyd.BGNBD:
-        best = replace(best, transactions=_StableBetaGeo(best.transactions))
-    return best
+    return btyd.fit_btyd(btyd_summary(features), config.btyd_model, config.btyd_penalizer, config.spend_penalizer)
 
 
 def btyd_features(
@@ -306,7 +276,7 @@ def training_windows(
     h = config.label_horizon_days
     parts = []
     for end in ends:
-        frame = build_training_frame(conn, end, h)
+        frame = add_derived_features(build_training_frame(conn, end, h))
         if len(frame) < 2 or frame["frequency"].sum() == 0:
             continue
         model = fit_btyd_at(frame, config)
@@ -320,7 +290,7 @@ def training_windows(
 
 def feature_list(frame: pd.DataFrame, variant: str) -> list[str]:
     """Usable features of ``frame`` for a variant: hybrid = base + BTYD, xgboost = base only."""
-    base = usable_features(frame, FEATURE_COLUMNS)
+    base = usable_features(frame, FEATURE_COLUMNS + DERIVED_FEATURES)
     return base + usable_features(frame, BTYD_FEATURES) if variant == HYBRID else base
 
 
@@ -372,13 +342,23 @@ class ClvModel:
     smearing: float = 1.0
     num_boost_round: int = 0
     offset: bool = False
+    serves_btyd: bool = False
+    """True when the booster did not beat the BTYD on the validation window: predictions are then
+    the BTYD's own (``btyd_expected_spend`` over h, ``btyd_expected_spend_horizon`` over H)."""
+    level: float = 1.0
+    """Validation-window level factor (actual / predicted total of the chosen candidate)."""
+    extension_factor: float = 1.0
+    """Measured BTYD error beyond the label window (``btyd_extension_factor``), applied to the part
+    of the horizon after h."""
 
     def _predict(self, frame: pd.DataFrame, offset_column: str) -> np.ndarray:
+        if self.serves_btyd:
+            return np.clip(np.nan_to_num(frame[offset_column].to_numpy(dtype=float)), 0.0, None)
         matrix = _dmatrix(frame, self.features, self.objective, offset_column if self.offset else None)
         raw = self.booster.predict(matrix).astype(float)
         if self.objective.target == "log1p":
             raw = np.exp(raw) * self.smearing - 1.0
-        return np.clip(raw, 0.0, None)
+        return np.clip(raw, 0.0, None) * self.level
 
     def predict_label_window(self, frame: pd.DataFrame) -> np.ndarray:
         """Expected net spend over the label window h, on the original currency scale, >= 0."""
@@ -387,19 +367,23 @@ class ClvModel:
     def predict(self, frame: pd.DataFrame, horizon_days: int, horizon_ratio: np.ndarray | None = None) -> np.ndarray:
         """Expected net spend over ``horizon_days`` (see the module docstring on extrapolation).
 
-        An offset model starts from the BTYD spend over H (``btyd_expected_spend_horizon``) and
-        applies its learned multiplicative correction. Otherwise the h-window prediction is
-        scaled by ``horizon_ratio`` (the hybrid's E[X(H)] / E[X(h)]) or, for the xgboost variant
-        or without a ratio, by H / h.
+        The hybrid's h-window prediction p_h is extended with the BTYD's growth from h to H,
+        ``horizon_ratio`` = E[X(H)] / E[X(h)]: p_H = p_h (1 + c (ratio - 1)), with c the BTYD's
+        measured error beyond h (``extension_factor``, 1 = the BTYD's shape as is; for an offset
+        model with c = 1 this is its learned correction applied to the BTYD spend over H). The
+        xgboost variant (no BTYD) or a call without a ratio scales by H / h.
         """
         if horizon_days == self.label_horizon_days:
             return self.predict_label_window(frame)
-        if self.offset:
+        if (self.variant == HYBRID or self.serves_btyd) and horizon_ratio is not None:
+            # h-window prediction x the BTYD's growth from h to H, the part after h corrected by the
+            # BTYD error measured there one window back (1 for the BTYD served as is)
+            factor = 1.0 if self.serves_btyd else self.extension_factor
+            ratio = np.asarray(horizon_ratio, dtype=float)
+            return self.predict_label_window(frame) * (1.0 + factor * (ratio - 1.0))
+        if self.offset or self.serves_btyd:
             return self._predict(frame, "btyd_expected_spend_horizon")
-        base = self.predict_label_window(frame)
-        if self.variant == HYBRID and horizon_ratio is not None:
-            return base * np.asarray(horizon_ratio, dtype=float)
-        return base * horizon_days / self.label_horizon_days
+        return self.predict_label_window(frame) * horizon_days / self.label_horizon_days
 
 
 def _train_params(config: ClvConfig, spec: ObjectiveSpec) -> dict:
@@ -492,9 +476,11 @@ class Selection:
     smearing: float
     validation_window_end: str
     train_window_ends: list[str]
+    level: float = 1.0
 
     def as_dict(self) -> dict:
         return {
+            "level": self.level,
             "chosen": self.chosen.name,
             "chosen_params": self.chosen.params,
             "metric": self.metric,
@@ -522,13 +508,15 @@ def select_objective(
         booster, rounds = train_booster(config, spec, train, columns, valid, offset=offset, cache=cache)
         smear = _smearing(booster, valid, columns, spec, offset) if spec.target == "log1p" else 1.0
         model = ClvModel(booster, columns, spec, variant, config.label_horizon_days, smear, rounds, offset)
+        level = level_factor(y, model.predict_label_window(valid)) if config.level_calibration else 1.0
+        model.level = level
         block = metrics.regression_metrics(y, model.predict_label_window(valid))
         row = {"objective": spec.name, "params": spec.params, "btyd_offset": offset, "rounds": rounds,
-               "smearing": smear, "actual_total": float(y.sum()), **block}
+               "smearing": smear, "level": level, "actual_total": float(y.sum()), **block}
         rows.append(row)
         if _better(row, best, config.selection_metric, config.selection_tolerance):
-            best, best_state = row, (spec, rounds, smear)
-    spec, rounds, smear = best_state
+            best, best_state = row, (spec, rounds, smear, level)
+    spec, rounds, smear, level = best_state
     return Selection(
         chosen=spec,
         comparison=rows,
@@ -537,7 +525,59 @@ def select_objective(
         smearing=smear,
         validation_window_end=str(valid["window_end"].max().date()),
         train_window_ends=sorted({str(t.date()) for t in train["window_end"]}),
+        level=level,
     )
+
+
+LEVEL_BOUNDS = (0.25, 4.0)
+
+
+def level_factor(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """actual / predicted total on the validation window, within ``LEVEL_BOUNDS`` (1 if nothing predicted).
+
+    Objectives that are not mean-calibrated on zero-inflated spend (absolute error -> the median,
+    pseudo-Huber -> bounded steps) rank customers well but predict totals far too low; the
+    selection metric (normalized Gini) does not see the level, so a model could be served that
+    forecasts a fraction of the spend. One out-of-sample factor per candidate fixes the level;
+    the bounds keep a degenerate candidate from being blown up.
+    """
+    total = float(np.sum(predicted))
+    if total <= 0:
+        return 1.0
+    return float(np.clip(float(np.sum(actual)) / total, *LEVEL_BOUNDS))
+
+
+EXTENSION_BOUNDS = (0.5, 2.0)
+
+
+def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config: ClvConfig) -> dict:
+    """The BTYD's error on spend *beyond* the label window, measured one window back.
+
+    Features at C - 2h (customers known then), BTYD fitted there; its expected spend in
+    (C - h, C] (= over 2h minus over h) is compared with the actual spend of the same customers
+    in (C - h, C]: factor = actual / expected, within ``EXTENSION_BOUNDS``. The hybrid's forecast
+    for the part of the horizon after h uses the BTYD's growth times this factor, so a store where
+    the BTYD's dropout is too fast (or too slow) for older customers is extrapolated with the
+    error the data showed last time. 1.0 (and why) when the history is too short.
+    """
+    h = config.label_horizon_days
+    if not config.extension_calibration:
+        return {"factor": 1.0, "reason": "disabled ([hybrid] extension_calibration = false)"}
+    first = build_training_frame(conn, cutoff - timedelta(days=h), h)
+    if len(first) < 2 or first["frequency"].sum() == 0:
+        return {"factor": 1.0, "reason": f"no repeat customers {2 * h} days before the cutoff"}
+    both = build_training_frame(conn, cutoff, 2 * h)
+    model = fit_btyd_at(first, config)
+    short = btyd_features(model, first, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
+    long = btyd_features(model, first, 2 * h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
+    expected = float(long["btyd_expected_spend"].sum() - short["btyd_expected_spend"].sum())
+    actual = float(both["label_spend"].sum() - first["label_spend"].sum())
+    if expected <= 0:
+        return {"factor": 1.0, "reason": "the BTYD expects no spend beyond the label window"}
+    factor = float(np.clip(actual / expected, *EXTENSION_BOUNDS))
+    return {"factor": factor, "actual": actual, "btyd_expected": expected, "btyd_model": model.model,
+            "window": f"features at {cutoff - timedelta(days=2 * h)}, spend in ({cutoff - timedelta(days=h)}, {cutoff}]",
+            "reason": f"actual / BTYD spend beyond the label window one window back = {actual / expected:.3f}"}
 
 
 @dataclass
@@ -550,6 +590,11 @@ class TrainedClv:
     n_train: int
     window_ends: list[str]
     validation_metrics: dict
+    validation_frame: pd.DataFrame | None = field(default=None, repr=False)
+    serving: dict = field(default_factory=dict)
+    """Hybrid vs BTYD on the validation window: which one is served and why (``serve_or_fall_back``)."""
+    """The validation window (features at C - h, labels to C) behind ``validation_metrics``: the
+    registry scores the served model on the same rows (not stored)."""
 
     def sidecar(self, config: ClvConfig) -> dict:
         """The JSON-ready description stored next to the booster by the registry."""
@@ -566,6 +611,10 @@ class TrainedClv:
             "target": self.model.objective.target,
             "smearing": self.model.smearing,
             "btyd_offset": self.model.offset,
+            "serves_btyd": self.model.serves_btyd,
+            "level": self.model.level,
+            "extension_factor": self.model.extension_factor,
+            "serving": self.serving,
             "num_boost_round": self.model.num_boost_round,
             "selection": self.selection.as_dict(),
             "validation_metrics": self.validation_metrics,
@@ -611,16 +660,52 @@ def train_clv(
     booster, rounds = train_booster(
         config, selection.chosen, final, columns, num_boost_round=selection.rounds, offset=offset
     )
-    model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset)
+    model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
+                     level=selection.level)
+    extension = btyd_extension_factor(conn, cutoff, config) if variant == HYBRID else {"factor": 1.0}
+    model.extension_factor = float(extension["factor"])
+    validation_metrics = {k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
+                                                 "predicted_total", "actual_total")}
+    serving = serve_or_fall_back(validation_metrics, valid, variant)
+    if serving["served"] == "btyd":
+        model.serves_btyd = True
+        validation_metrics = serving["btyd_metrics"]
     return TrainedClv(
         model=model,
         selection=selection,
         cutoff=cutoff,
         n_train=int(len(final)),
         window_ends=sorted({str(t.date()) for t in final["window_end"]}),
-        validation_metrics={k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
-                                                   "predicted_total", "actual_total")},
+        validation_metrics=validation_metrics,
+        validation_frame=valid,
+        serving={**serving, "extension": extension},
     )
+
+
+def serve_or_fall_back(candidate_metrics: dict, valid: pd.DataFrame, variant: str) -> dict:
+    """Serve the hybrid only if it beats the BTYD on the validation window, else the BTYD.
+
+    "Beats" = higher normalized Gini *and* lower MAE than the BTYD's expected spend on the same
+    validation rows (the BTYD of that window is fitted at its feature cutoff, so both are out of
+    sample). The xgboost variant has no BTYD to fall back on and is always served as trained.
+    """
+    y = valid["label_spend"].to_numpy(dtype=float)
+    btyd_block = metrics.regression_metrics(y, np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)))
+    btyd_metrics = {**btyd_block, "actual_total": float(y.sum())}
+    if variant != HYBRID:
+        return {"served": variant, "reason": "no BTYD fallback for the xgboost variant", "btyd_metrics": btyd_metrics}
+    gini, mae = candidate_metrics.get("normalized_gini"), candidate_metrics.get("mae")
+    b_gini, b_mae = btyd_metrics.get("normalized_gini"), btyd_metrics.get("mae")
+    def fmt(value) -> str:
+        return "n/a" if value is None else f"{value:.4g}"
+
+    comparison = f"Gini {fmt(gini)} vs BTYD {fmt(b_gini)}, MAE {fmt(mae)} vs BTYD {fmt(b_mae)}"
+    beats = None not in (gini, b_gini, mae, b_mae) and gini > b_gini and mae < b_mae
+    if beats:
+        return {"served": HYBRID, "reason": f"hybrid beats BTYD on the validation window ({comparison})",
+                "btyd_metrics": btyd_metrics}
+    return {"served": "btyd", "reason": f"hybrid does not beat BTYD on the validation window ({comparison}): "
+            "serving the BTYD forecast", "btyd_metrics": btyd_metrics}
 
 
 def _only(config: ClvConfig, spec: ObjectiveSpec) -> ClvConfig:
@@ -650,6 +735,7 @@ def scoring_frame(
     ``btyd_*_horizon`` columns (purchases, spend, discounted CLV over H) used for scores.
     """
     frame = build_scoring_frame(conn, cutoff) if features is None else features.reset_index(drop=True)
+    frame = add_derived_features(frame)
     model = model or fit_btyd_at(frame, config)
     h_weeks = config.label_horizon_days / btyd.DAYS_PER_WEEK
     H_weeks = config.horizon_days / btyd.DAYS_PER_WEEK
@@ -696,17 +782,28 @@ def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvCon
     out["monetary"] = frame["monetary"].to_numpy(dtype=float)
     for source, target in BTYD_SCORE_COLUMNS.items():
         out[target] = frame[source].to_numpy(dtype=float)
+    low, high, _ = model.spend_intervals(btyd_summary(frame), config.horizon_days / btyd.DAYS_PER_WEEK)
+    mean = out["expected_spend"].to_numpy(dtype=float)
+    safe = np.where(mean > 0, mean, 1.0)
+    # P10 / P90 of the predictive spend as multiples of its mean: scores apply them to any model's mean
+    out["spend_p10_ratio"] = np.where(mean > 0, low / safe, 0.0)
+    out["spend_p90_ratio"] = np.where(mean > 0, high / safe, 0.0)
     return out
+
+
+INTERVAL_COLUMNS = ["spend_p10_ratio", "spend_p90_ratio"]
+"""Columns of ``ml.btyd_scores``: the 10th / 90th percentile of the customer's predictive spend
+over the horizon divided by its mean (BTYD draws: alive, rate, dropout, Gamma-Gamma spend)."""
 
 
 def frame_from_tables(features: pd.DataFrame, btyd_scores: pd.DataFrame) -> pd.DataFrame:
     """A ``scoring_frame`` rebuilt from ``features.customer_features`` and ``ml.btyd_scores``."""
     renamed = btyd_scores.rename(columns={v: k for k, v in BTYD_SCORE_COLUMNS.items()})
-    keep = ["customer_id", *BTYD_SCORE_COLUMNS]
+    keep = ["customer_id", *BTYD_SCORE_COLUMNS, *[c for c in INTERVAL_COLUMNS if c in renamed]]
     frame = features.assign(customer_id=features["customer_id"].astype(str))
     merged = frame.merge(renamed[keep].assign(customer_id=renamed["customer_id"].astype(str)),
                          on="customer_id", how="left", validate="one_to_one")
-    return merged.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    return add_derived_features(merged.sort_values("customer_id", kind="stable").reset_index(drop=True))
 
 
 def discount_factor(frame: pd.DataFrame, config: ClvConfig) -> np.ndarray:
@@ -732,8 +829,20 @@ def predict_scores(trained: ClvModel, frame: pd.DataFrame, config: ClvConfig) ->
             "predicted_clv": spend * discount_factor(frame, config),
             "p_alive": frame["btyd_p_alive"].to_numpy(),
             "expected_purchases": frame["btyd_expected_purchases_horizon"].to_numpy(),
+            **interval_columns(spend * discount_factor(frame, config), frame),
         }
     )
+
+
+def interval_columns(clv_values: np.ndarray, frame: pd.DataFrame) -> dict:
+    """``predicted_clv_p10`` / ``_p90``: the model's CLV times the BTYD predictive quantile ratios
+    (the BTYD's shape - zero-inflation and spread - around this model's mean); empty without them."""
+    if not set(INTERVAL_COLUMNS) <= set(frame.columns):
+        return {}
+    return {
+        "predicted_clv_p10": clv_values * frame["spend_p10_ratio"].fillna(0.0).to_numpy(dtype=float),
+        "predicted_clv_p90": clv_values * frame["spend_p90_ratio"].fillna(0.0).to_numpy(dtype=float),
+    }
 
 
 def assign_tiers(scores: pd.DataFrame, value: str = "predicted_clv") -> pd.DataFrame:
@@ -864,6 +973,7 @@ class MLBacktest:
                 "window_ends": t.window_ends,
                 "features": len(t.model.features),
                 "selection": t.selection.as_dict(),
+                "serving": {k: v for k, v in t.serving.items()},
             }
             for name, t in self.trained.items()
         }

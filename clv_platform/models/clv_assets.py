@@ -10,6 +10,7 @@ import json
 from datetime import datetime, timezone
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
@@ -62,12 +63,18 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg
         table = clv.btyd_scores_table(frame, model, config, cutoff)
         rows = replace_table(conn, BTYD_TABLE, table)
     params = model.params()
-    context.log.info(f"{model.model} fitted on {rows} customers as of {cutoff}: {params['transaction_params']}")
+    context.log.info(f"{model.model} fitted on {rows} customers as of {cutoff}: {params['transaction_params']}; "
+                     f"{model.reason}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "cutoff": str(cutoff),
             "model": model.model,
+            "model_choice": model.reason or f"{model.model} set in clv.toml",
+            "penalizer": float(model.penalizer),
+            "candidates": _md(pd.DataFrame([{k: v for k, v in row.items() if k != "params"}
+                                            for row in model.selection]) if model.selection else
+                              pd.DataFrame({"family": [model.model]})),
             "horizon_days": config.horizon_days,
             "transaction_params": dg.MetadataValue.json(params["transaction_params"]),
             "spend_params": dg.MetadataValue.json(params["spend_params"]),
@@ -75,6 +82,8 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg
             "spend_customers_fitted": params["spend_n_fitted"],
             "spend_excluded_nonpositive": params["spend_n_excluded_nonpositive"],
             "mean_p_alive": float(table["p_alive"].mean()),
+            **({"mean_p_alive_one_time_buyers": float(table.loc[table["frequency"] == 0, "p_alive"].mean())}
+               if (table["frequency"] == 0).any() else {}),
             "total_expected_spend": float(table["expected_spend"].sum()),
             "preview": _md(table.sort_values("clv", ascending=False)),
         }
@@ -98,7 +107,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     with duckdb.get_connection() as conn:
         cutoff = scoring_cutoff(conn)
         trained = clv.train_clv(conn, cutoff, config, clv.HYBRID)
-        gate = registration_gate(conn, trained.validation_metrics)
+        gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
         frame = clv.frame_from_tables(_features(conn), conn.execute(f"select * from {BTYD_TABLE}").df())
         importance = clv.shap_importance(trained.model, frame, config.shap_sample)
@@ -114,7 +123,8 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     )
     comparison = pd.DataFrame(trained.selection.comparison).drop(columns=["params"])
     if gate["register"]:
-        context.log.info(f"registered {record.name} {record.version} ({trained.model.objective.name})")
+        context.log.info(f"registered {record.name} {record.version} ({trained.model.objective.name}); "
+                         f"{trained.serving.get('reason', '')}")
     else:
         context.log.warning(f"{record.name} {record.version} NOT registered, scores keep the previous model: "
                             f"{gate['reason']}")
@@ -124,6 +134,14 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "model_version": record.version,
             "registered": gate["register"],
             "registration": gate["reason"],
+            "served_version_compared": gate.get("served_version") or "",
+            "serves": trained.serving.get("served", clv.HYBRID),
+            "serving_reason": trained.serving.get("reason", ""),
+            "level_factor": float(trained.model.level),
+            "extension_factor": float(trained.model.extension_factor),
+            "extension": dg.MetadataValue.json(trained.serving.get("extension") or {}),
+            "btyd_validation_metrics": dg.MetadataValue.json(trained.serving.get("btyd_metrics") or {}),
+            "served_metrics_same_window": dg.MetadataValue.json(gate.get("served_metrics") or {}),
             "cutoff": str(cutoff),
             "objective": trained.model.objective.name,
             "selection_metric": trained.selection.metric,
@@ -174,6 +192,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "dagster/row_count": rows,
             "model_version": sidecar["model_version"],
             "total_predicted_clv": float(scores["predicted_clv"].sum()),
+            **total_interval(scores),
             "mean_predicted_clv": float(scores["predicted_clv"].mean()),
             "tiers": _md(tiers, rows=len(tiers)),
             "validation_metrics": dg.MetadataValue.json(json.loads(json.dumps(sidecar["validation_metrics"]))),
@@ -182,28 +201,55 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
     )
 
 
-def registration_gate(conn, validation_metrics: dict) -> dict:
-    """Register a new model only if it is not worse than the served one by more than the margin.
+def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAULT_MODEL_NAME) -> tuple[str | None, dict | None]:
+    """(served version, its metrics on the candidate's validation rows) - (None, None) when nothing
+    is registered, (version, None) when the served model cannot be scored on those rows."""
+    from clv_platform.models import metrics
 
-    Scoring always uses the newest *registered* model, so an unregistered candidate never
-    reaches customers; the asset check on ml/clv_model reports the comparison.
+    served = registry.latest_registered(conn, name)
+    if served is None:
+        return None, None
+    frame = trained.validation_frame
+    try:
+        model, _ = registry.load_model(served["path"])
+        predicted = model.predict_label_window(frame)
+    except (KeyError, ValueError, FileNotFoundError, TypeError):
+        return served["model_version"], None
+    return served["model_version"], metrics.regression_metrics(frame["label_spend"].to_numpy(dtype=float), predicted)
+
+
+def total_interval(scores: pd.DataFrame) -> dict:
+    """80 % interval of the store's total CLV, from the per-customer P10 / P90.
+
+    Customers are independent given the model, so the total is close to normal (many customers):
+    per-customer sd ~ (P90 - P10) / 2.563 (the normal's P10-P90 width), total = sum +- 1.2816 sd
+    of the sum. Backtests measure its coverage with exact draws (``backtest.interval_metrics``);
+    parameter uncertainty is not included, so the interval is narrow.
+    """
+    if "predicted_clv_p10" not in scores:
+        return {}
+    sd = (scores["predicted_clv_p90"] - scores["predicted_clv_p10"]).to_numpy(dtype=float) / 2.5631
+    total, spread = float(scores["predicted_clv"].sum()), 1.2816 * float(np.sqrt(np.sum(sd ** 2)))
+    return {"total_predicted_clv_p10": max(total - spread, 0.0), "total_predicted_clv_p90": total + spread,
+            "mean_predicted_clv_p10": float(scores["predicted_clv_p10"].mean()),
+            "mean_predicted_clv_p90": float(scores["predicted_clv_p90"].mean())}
+
+
+def registration_gate(conn, trained: clv.TrainedClv) -> dict:
+    """Register the candidate only if it is not worse than the served model on the same window.
+
+    The candidate's metrics are its out-of-sample validation metrics (the selection run trained on
+    windows ending at or before C - h, scored on the window ending at C); the served model is scored
+    on exactly those rows. The served model may have seen part of that window in training, which
+    favours it: the gate errs on the side of keeping what is served. Scoring always uses the newest
+    *registered* model, so a refused candidate never reaches customers.
     """
     from clv_platform.checks.common import monitoring_config
-    from clv_platform.checks.model_checks import compare_runs
 
-    served = registry.latest_registered(conn)
-    if served is None:
-        return {"register": True, "reason": "first model: nothing registered yet"}
-    baseline = {"metrics": served["metrics"]}
-    comparisons = compare_runs({"metrics": validation_metrics}, baseline, monitoring_config().model_regression)
-    regressed = [c for c in comparisons if c["regressed"]]
-    if regressed:
-        reason = "; ".join(
-            f"{c['metric']} {c['candidate']:.4g} vs registered {c['registered']:.4g} (allowed {c['bound']:.4g})"
-            for c in regressed
-        )
-        return {"register": False, "reason": reason}
-    return {"register": True, "reason": "within the margin of the registered model"}
+    version, served = served_metrics_on(conn, trained)
+    decision = registry.decide(trained.validation_metrics, served, monitoring_config().model_regression, version)
+    decision["served_metrics"] = served
+    return decision
 
 
 CLV_ASSETS = [btyd_scores, clv_model, customer_clv]

@@ -49,7 +49,7 @@ EXTREME = "extreme"
 DISTRIBUTIONS = (NORMAL, LOGISTIC, EXTREME)
 
 DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)
-DEFAULT_HORIZONS = (30, 90)
+DEFAULT_HORIZONS = (7, 30, 90)
 DURATION_COLUMN = "days_to_next_purchase"
 MAX_DATE_DAYS = 36_500
 """Predicted times beyond a century get no date (NaT) rather than overflowing the timestamp."""
@@ -145,6 +145,45 @@ def prediction_frame(
         out[f"p_purchase_{horizon}d"] = np.asarray(values, dtype=float)
     if given_purchase is not None:
         out["days_to_next_given_purchase"] = np.asarray(given_purchase, dtype=float)
+    return out
+
+
+DATE_WINDOW_DAYS = 90
+DATE_MIN_PROBABILITY = 0.25
+
+
+def next_purchase_contract(
+    predictions: pd.DataFrame, cutoff, window_days: int = DATE_WINDOW_DAYS,
+    min_probability: float = DATE_MIN_PROBABILITY,
+) -> pd.DataFrame:
+    """The served next-purchase columns, which agree with each other by construction.
+
+    ``predictions`` is ``NPDModel.predict(..., within_days=window_days)`` (it must hold
+    ``days_to_next_given_purchase`` and ``p_purchase_{window_days}d``). Contract:
+
+    * ``p_purchase_{h}d``: P(next purchase within h days of the cutoff), for every model horizon;
+    * ``days_to_next_purchase``: the median time to the next purchase *given that it happens within
+      ``window_days``* - the date a marketer can act on - shown only when
+      P(purchase within ``window_days``) >= ``min_probability``, else null;
+    * ``predicted_next_purchase_date`` = cutoff + ceil(days) (a purchase at 6.2 days is on day 7).
+
+    So a date within k days of the cutoff (k <= window) means exactly
+    P(k days) >= P(window) / 2 and P(window) >= ``min_probability``.
+    """
+    window_column = f"p_purchase_{int(window_days)}d"
+    if window_column not in predictions or "days_to_next_given_purchase" not in predictions:
+        raise ValueError(f"predictions need {window_column} and days_to_next_given_purchase (predict(within_days=...))")
+    shown = predictions[window_column].to_numpy(dtype=float) >= min_probability
+    days = np.where(shown, predictions["days_to_next_given_purchase"].to_numpy(dtype=float), np.nan)
+    whole = np.ceil(np.clip(days, 1e-9, None))
+    out = pd.DataFrame(index=predictions.index)
+    if "customer_id" in predictions:
+        out["customer_id"] = predictions["customer_id"].to_numpy()
+    out["days_to_next_purchase"] = days
+    out["predicted_next_purchase_date"] = (pd.Series(pd.Timestamp(cutoff).normalize(), index=predictions.index)
+                                           + pd.to_timedelta(whole, unit="D"))
+    for column in [c for c in predictions.columns if c.startswith("p_purchase_")]:
+        out[column] = predictions[column].to_numpy(dtype=float)
     return out
 
 
@@ -443,8 +482,10 @@ class BTYDTiming:
         """Median days given alive, P(purchase within h days), ``p_alive`` (see the class doc)."""
         from lifetimes import BetaGeoFitter
 
-        if not isinstance(self.fitter, BetaGeoFitter):
-            raise TypeError("BTYD timing is exact for BG/NBD only; pass a fitted BetaGeoFitter")
+        # BG/NBD and MBG/NBD (a BetaGeoFitter subclass): an alive customer cannot drop out before
+        # the next purchase in either, so the timing formulas hold; btyd.TransactionModel wraps them
+        if not isinstance(getattr(self.fitter, "fitter", self.fitter), BetaGeoFitter):
+            raise TypeError("BTYD timing is exact for BG/NBD and MBG/NBD only; pass a fitted (M)BG/NBD")
         params = {k: float(v) for k, v in self.fitter.params_.items()}
         x = frame[frequency_col].to_numpy(dtype=float)
         T = frame[T_col].to_numpy(dtype=float)

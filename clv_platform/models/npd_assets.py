@@ -5,6 +5,7 @@ next purchase in (C − H, C] as label; customers who did not buy again by C are
 right-censored at H (lower bound H, upper bound +inf) instead of being dropped.
 """
 
+import copy
 import json
 import os
 import tomllib
@@ -15,8 +16,9 @@ import pandas as pd
 import xgboost as xgb
 from dagster_duckdb import DuckDBResource
 
-from clv_platform.models import clv
-from clv_platform.models.npd import NPDModel
+from clv_platform.models import clv, registry
+from clv_platform.monitoring.drift import ModelRegressionSettings
+from clv_platform.models.npd import DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, NPDModel, next_purchase_contract
 from clv_platform.models.frames import usable_features
 from clv_platform.models.npd_backtest import evaluate
 from clv_platform.resources.storage import data_dir, replace_table
@@ -49,9 +51,14 @@ def _models_dir():
     return data_dir() / "models"
 
 
-def save_npd_model(model: NPDModel, meta: dict) -> str:
-    """Booster + JSON sidecar under data/models, named by UTC time; returns the version."""
-    version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+def save_npd_model(model: NPDModel, meta: dict, conn=None, register: bool = True, metrics: dict | None = None) -> str:
+    """Booster + JSON sidecar under data/models, named by UTC time; returns the version.
+
+    With ``conn`` the run is also recorded in ``ml.model_runs`` (model name ``npd_aft``) with
+    ``register`` as its registration flag - the registry shared with the CLV model.
+    """
+    trained_at = datetime.now(timezone.utc)
+    version = trained_at.strftime("%Y%m%dT%H%M%S%fZ")
     folder = _models_dir()
     folder.mkdir(parents=True, exist_ok=True)
     model.booster_.save_model(str(folder / f"{MODEL_PREFIX}{version}.ubj"))
@@ -65,24 +72,73 @@ def save_npd_model(model: NPDModel, meta: dict) -> str:
         "selection": model.selection_,
         **meta,
     }
-    (folder / f"{MODEL_PREFIX}{version}.json").write_text(json.dumps(sidecar, indent=2, default=str))
+    path = folder / f"{MODEL_PREFIX}{version}.json"
+    path.write_text(json.dumps(sidecar, indent=2, default=str))
+    if conn is not None:
+        registry.record_run(conn, registry.NPD_MODEL_NAME, version, trained_at, meta.get("cutoff"),
+                            int(meta.get("training_horizon_days", 0)), f"{model.distribution}/{model.scale}",
+                            int(meta.get("n_train", 0)), metrics or {}, path, register)
     return version
 
 
-def load_latest_npd_model() -> tuple[NPDModel, dict]:
+def load_npd_model(path) -> tuple[NPDModel, dict]:
+    """A saved next-purchase model from its sidecar (``.json``) path."""
+    from pathlib import Path
+
+    sidecar = Path(path).with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    model = NPDModel(distribution=meta["distribution"], scale=meta["scale"], horizons=tuple(meta["horizons"]))
+    model.horizons = tuple(sorted({*model.horizons, 7, 30, 90}))  # horizons are read-outs of one curve
+    model.booster_ = xgb.Booster()
+    model.booster_.load_model(str(sidecar.with_suffix(".ubj")))
+    model.feature_cols_ = list(meta["feature_cols"])
+    model.n_rounds_ = int(meta["n_rounds"])
+    return model, meta
+
+
+def load_latest_npd_model(conn=None) -> tuple[NPDModel, dict]:
+    """The served next-purchase model: the newest *registered* ``npd_aft`` run of ``ml.model_runs``.
+
+    Without ``conn`` (or without any registry row, e.g. files from before the registry) the newest
+    file is used.
+    """
+    if conn is not None:
+        row = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
+        if row is not None:
+            return load_npd_model(row["path"])
     sidecars = sorted(_models_dir().glob(f"{MODEL_PREFIX}*.json"))
     if not sidecars:
         raise LookupError(
             f"no next-purchase model in {_models_dir()}: train one first with the refresh_everything or "
             "weekly_retrain job (or materialize ml/npd_model)"
         )
-    meta = json.loads(sidecars[-1].read_text())
-    model = NPDModel(distribution=meta["distribution"], scale=meta["scale"], horizons=tuple(meta["horizons"]))
-    model.booster_ = xgb.Booster()
-    model.booster_.load_model(str(sidecars[-1].with_suffix(".ubj")))
-    model.feature_cols_ = list(meta["feature_cols"])
-    model.n_rounds_ = int(meta["n_rounds"])
-    return model, meta
+    return load_npd_model(sidecars[-1])
+
+
+NPD_REGISTRATION = ModelRegressionSettings(margin=0.02, metrics={"auc_30d": "higher", "brier_30d": "lower"})
+"""Next-purchase registration: AUC and Brier score of P(purchase within 30 days) on the latest window."""
+
+
+def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, horizon: int) -> dict:
+    """Register the NPD candidate only if it is not worse than the served model on the same window.
+
+    ``candidate_metrics``: the candidate's shape trained one window earlier (features at C - 2H),
+    scored on ``holdout`` (features at C - H, outcomes in (C - H, C]) - out of sample. The served
+    model is scored on the same ``holdout`` rows.
+    """
+    served_row = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
+    if served_row is None:
+        return registry.decide(candidate_metrics, None, NPD_REGISTRATION, None)
+    try:
+        served, _ = load_npd_model(served_row["path"])
+        predictions = served.predict(holdout, within_days=horizon)
+        served_metrics = evaluate(holdout["days_to_next_purchase"].to_numpy(dtype=float), predictions,
+                                  tuple(served.horizons))
+    except (KeyError, ValueError, FileNotFoundError):
+        served_metrics = None
+    decision = registry.decide(candidate_metrics, served_metrics, NPD_REGISTRATION, served_row["model_version"])
+    decision["served_metrics"] = served_metrics
+    return decision
 
 
 @dg.asset(
@@ -105,13 +161,22 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     model = NPDModel(**settings).fit(frame, features)
     censored = float(frame["days_to_next_purchase"].isna().mean())
     n_train = min(len(frame), settings["max_training_rows"] or len(frame))
-    version = save_npd_model(
-        model, {"cutoff": str(cutoff), "training_horizon_days": horizon,
-                "n_train": n_train, "n_rows": len(frame), "censored_share": censored,
-                "max_selection_rows": settings["max_selection_rows"],
-                "max_training_rows": settings["max_training_rows"], "scale_search": settings["scale_search"]},
-    )
     backtest = _time_split_backtest(duckdb, cutoff, horizon, frame, features, model, settings)
+    candidate_metrics = {k: v for k, v in backtest.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    with duckdb.get_connection() as conn:
+        gate = npd_registration_gate(conn, frame, candidate_metrics, horizon)
+        version = save_npd_model(
+            model, {"cutoff": str(cutoff), "training_horizon_days": horizon,
+                    "n_train": n_train, "n_rows": len(frame), "censored_share": censored,
+                    "max_selection_rows": settings["max_selection_rows"],
+                    "max_training_rows": settings["max_training_rows"], "scale_search": settings["scale_search"],
+                    "registration": gate["reason"]},
+            conn=conn, register=gate["register"], metrics=candidate_metrics,
+        )
+    if gate["register"]:
+        context.log.info(f"registered npd model {version}: {gate['reason']}")
+    else:
+        context.log.warning(f"npd model {version} NOT registered, scores keep the served model: {gate['reason']}")
     # In-sample calibration on the training window: mean predicted vs observed 30/90-day purchase.
     pred = model.predict(frame)
     observed = {h: float((frame["days_to_next_purchase"] <= h).mean()) for h in (30, 90)}
@@ -133,6 +198,9 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "p90_mean_vs_observed": f"{pred['p_purchase_90d'].mean():.3f} vs {observed[90]:.3f}",
             "features": dg.MetadataValue.json(features),
             "backtest": dg.MetadataValue.json(backtest),
+            "registered": gate["register"],
+            "registration": gate["reason"],
+            "served_version_compared": gate.get("served_version") or "",
         }
     )
 
@@ -165,34 +233,60 @@ def _time_split_backtest(duckdb, cutoff, horizon: int, holdout: pd.DataFrame, fe
     owners=["team:data-science"],
 )
 def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    """Per customer: predicted next purchase date (median of the survival curve) and the
-    probability of a purchase within 30 and within 90 days, from the latest NPD model."""
-    model, meta = load_latest_npd_model()
+    """Per customer: P(next purchase within 7 / 30 / 90 days) and a next purchase date that agrees
+    with them - the median time *given a purchase within 90 days*, shown only when that purchase
+    has P >= 0.25 (``npd.next_purchase_contract``, ``[npd]`` in clv.toml) - from the served
+    (latest registered) next-purchase model."""
     scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    settings = date_settings()
     with duckdb.get_connection() as conn:
+        model, meta = load_latest_npd_model(conn)
         cutoff = scoring_cutoff(conn)
         frame = conn.execute(f"select * from {FEATURE_TABLE}").df()
-        pred = model.predict(frame, cutoff=pd.Timestamp(cutoff))
-        scores = pd.DataFrame(
-            {
-                "customer_id": frame["customer_id"].to_numpy(),
-                "days_to_next_purchase": pred["days_to_next"].to_numpy(),
-                "predicted_next_purchase_date": pd.to_datetime(pred["predicted_next_purchase_date"]).dt.date.to_numpy(),
-                "p_purchase_30d": pred["p_purchase_30d"].to_numpy(),
-                "p_purchase_90d": pred["p_purchase_90d"].to_numpy(),
-                "model_version": meta["model_version"],
-                "scored_at": scored_at,
-            }
-        )
+        scores = npd_scores(model, frame, cutoff, **settings).assign(
+            model_version=meta["model_version"], scored_at=scored_at)
         rows = replace_table(conn, "scores.customer_npd", scores)
+    dated = scores["predicted_next_purchase_date"].notna()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "model_version": meta["model_version"],
-            "mean_p_purchase_30d": float(scores["p_purchase_30d"].mean()),
-            "mean_p_purchase_90d": float(scores["p_purchase_90d"].mean()),
-            "expected_buyers_next_30d": float(scores["p_purchase_30d"].sum()),
+            "date_window_days": settings["window_days"],
+            "date_min_probability": settings["min_probability"],
+            "customers_with_date": int(dated.sum()),
+            **{f"mean_p_purchase_{h}d": float(scores[f"p_purchase_{h}d"].mean()) for h in (7, 30, 90)},
+            **{f"expected_buyers_next_{h}d": float(scores[f"p_purchase_{h}d"].sum()) for h in (7, 30, 90)},
+            "dated_within_7d": int((scores["days_to_next_purchase"] <= 7).sum()),
+            "dated_within_30d": int((scores["days_to_next_purchase"] <= 30).sum()),
             "preview": dg.MetadataValue.md(scores.head(5).to_markdown(index=False)),
+        }
+    )
+
+
+def date_settings() -> dict:
+    """``[npd] date_window_days`` and ``date_min_probability`` of clv.toml (the date contract)."""
+    with open(clv.default_config_path(), "rb") as handle:
+        raw = tomllib.load(handle).get("npd", {})
+    return {"window_days": int(raw.get("date_window_days", DATE_WINDOW_DAYS)),
+            "min_probability": float(raw.get("date_min_probability", DATE_MIN_PROBABILITY))}
+
+
+def npd_scores(model: NPDModel, frame: pd.DataFrame, cutoff, window_days: int = DATE_WINDOW_DAYS,
+               min_probability: float = DATE_MIN_PROBABILITY) -> pd.DataFrame:
+    """Rows of ``scores.customer_npd`` (without version / time): see ``next_purchase_contract``."""
+    horizons = tuple(sorted({*model.horizons, 7, 30, 90, int(window_days)}))
+    scorer = copy.copy(model)  # horizons are only read-outs of the fitted curve
+    scorer.horizons = horizons
+    pred = scorer.predict(frame, cutoff=pd.Timestamp(cutoff), within_days=window_days)
+    served = next_purchase_contract(pred, cutoff, window_days, min_probability)
+    return pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"].to_numpy(),
+            "days_to_next_purchase": served["days_to_next_purchase"].to_numpy(),
+            "predicted_next_purchase_date": pd.to_datetime(served["predicted_next_purchase_date"]).dt.date.to_numpy(),
+            "p_purchase_7d": served["p_purchase_7d"].to_numpy(),
+            "p_purchase_30d": served["p_purchase_30d"].to_numpy(),
+            "p_purchase_90d": served["p_purchase_90d"].to_numpy(),
         }
     )
 

@@ -1,4 +1,10 @@
-"""A file + DuckDB model registry: every trained CLV model is kept, the latest registered one is served.
+"""A file + DuckDB model registry for both models (CLV and next purchase): every trained model is
+kept, the latest registered one is served.
+
+Registration (``decide``): a candidate is compared with the served model *on the same validation
+window* - the caller scores the served model on the rows behind the candidate's validation
+metrics - and registered only if no configured metric is worse than the served model's by more
+than its margin. Rollback by version (``rollback_to``) makes an older version the served one.
 
 A model is saved under ``<data_dir>/models/`` as ``<name>_<YYYYmmddTHHMMSSZ>``: the XGBoost booster
 in its binary format (``.ubj``) and a JSON sidecar (``.json``) with the config, data window,
@@ -12,6 +18,7 @@ booster; the table is the index that a dashboard or the scoring asset queries.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +31,7 @@ from clv_platform.resources.storage import data_dir
 
 MODEL_RUNS_TABLE = "ml.model_runs"
 DEFAULT_MODEL_NAME = "clv_xgb"
+NPD_MODEL_NAME = "npd_aft"
 
 _MODEL_RUNS_DDL = """
 create table if not exists ml.model_runs (
@@ -131,6 +139,9 @@ def load_model(path: str | Path) -> tuple[ClvModel, dict]:
         smearing=float(sidecar["smearing"]),
         num_boost_round=int(sidecar["num_boost_round"]),
         offset=bool(sidecar.get("btyd_offset", False)),
+        serves_btyd=bool(sidecar.get("serves_btyd", False)),
+        level=float(sidecar.get("level", 1.0)),
+        extension_factor=float(sidecar.get("extension_factor", 1.0)),
     )
     return model, sidecar
 
@@ -168,3 +179,77 @@ def set_registered(conn: duckdb.DuckDBPyConnection, name: str, version: str, reg
         "update ml.model_runs set is_registered = ? where model_name = ? and model_version = ?",
         [registered, name, version],
     )
+
+
+def record_run(
+    conn: duckdb.DuckDBPyConnection,
+    name: str,
+    version: str,
+    trained_at: datetime,
+    cutoff,
+    horizon_days: int,
+    objective: str,
+    n_train: int,
+    metrics: dict,
+    path: str | Path,
+    registered: bool,
+) -> None:
+    """Append one ``ml.model_runs`` row for a model saved elsewhere (the next-purchase model)."""
+    ensure_model_runs(conn)
+    metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    conn.execute(
+        "insert into ml.model_runs values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [name, version, trained_at.astimezone(timezone.utc).replace(tzinfo=None), cutoff, int(horizon_days),
+         objective, int(n_train), json.dumps(metrics, default=str), str(path), bool(registered)],
+    )
+
+
+def decide(candidate: dict | None, served: dict | None, settings, served_version: str | None = None) -> dict:
+    """Register or not: ``candidate`` and ``served`` are metric dicts on the *same* validation rows.
+
+    ``settings`` is a ``ModelRegressionSettings`` (metric -> "higher"/"lower", relative margins).
+    No served model: register. Served model not scorable on this window (``served`` None): register
+    and say so. Otherwise refuse when any metric regressed beyond its margin. Returns
+    ``{"register", "reason", "comparisons", "served_version"}``.
+    """
+    from clv_platform.checks.model_checks import compare_runs
+
+    if served_version is None:
+        return {"register": True, "reason": "first model: nothing registered yet", "comparisons": [],
+                "served_version": None}
+    if served is None:
+        return {"register": True, "served_version": served_version, "comparisons": [],
+                "reason": f"served {served_version} cannot be scored on this validation window (features changed)"}
+    comparisons = compare_runs({"metrics": candidate or {}}, {"metrics": served}, settings)
+    regressed = [c for c in comparisons if c["regressed"]]
+    if not comparisons:
+        return {"register": True, "served_version": served_version, "comparisons": [],
+                "reason": "no comparable metric on the validation window"}
+    if regressed:
+        reason = f"worse than served {served_version} on the same validation window: " + "; ".join(
+            f"{c['metric']} {c['candidate']:.4g} vs {c['registered']:.4g} (allowed {c['bound']:.4g})" for c in regressed
+        )
+        return {"register": False, "reason": reason, "comparisons": comparisons, "served_version": served_version}
+    summary = ", ".join(f"{c['metric']} {c['candidate']:.4g} vs {c['registered']:.4g}" for c in comparisons)
+    return {"register": True, "comparisons": comparisons, "served_version": served_version,
+            "reason": f"not worse than served {served_version} on the same validation window ({summary})"}
+
+
+def rollback_to(conn: duckdb.DuckDBPyConnection, name: str, version: str) -> None:
+    """Serve ``version`` again: register it and unregister every version trained after it.
+
+    Raises LookupError for an unknown version. Nothing is deleted: files and rows stay, so a roll
+    forward is ``set_registered`` on the newer version.
+    """
+    ensure_model_runs(conn)
+    row = conn.execute(
+        "select trained_at from ml.model_runs where model_name = ? and model_version = ?", [name, version]
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no version {version!r} of {name!r} in {MODEL_RUNS_TABLE}")
+    conn.execute(
+        "update ml.model_runs set is_registered = false where model_name = ? and is_registered "
+        "and (trained_at > ? or (trained_at = ? and model_version > ?))",
+        [name, row[0], row[0], version],
+    )
+    set_registered(conn, name, version, True)

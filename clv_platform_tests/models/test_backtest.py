@@ -33,6 +33,12 @@ def test_result_shape_and_published_figures(run):
         assert set(block) == {"mae", "rmse", "spearman", "normalized_gini", "predicted_total"}
     assert result["holdout"]["actual_total"] == pytest.approx(run.summary["holdout_spend"].sum())
     assert len(result["deciles"]["btyd"]) == 10
+    interval = result["intervals"]["btyd"]
+    assert interval["level"] == pytest.approx(0.8)
+    assert 0.7 <= interval["customer_coverage"] <= 0.95
+    assert interval["customer_coverage"] == pytest.approx(1 - interval["below_p10"] - interval["above_p90"])
+    assert interval["total_p10"] < result["holdout"]["models"]["btyd"]["predicted_total"] < interval["total_p90"]
+    assert isinstance(interval["total_covered"], bool)
     assert set(result["per_stage"]) <= set(backtest.STAGES)
 
 
@@ -78,7 +84,11 @@ def test_csv_dataset_matches_named_dataset(tmp_path, run):
         backtest.run_btyd_backtest(path)
     result = backtest.run_btyd_backtest(path, CDNOW_CALIBRATION_END, CDNOW_HOLDOUT_END, model_choice="auto")
     assert result["dataset"] == "cdnow"
-    assert result["btyd_model"] == "bgnbd"
+    # auto: MBG/NBD (-9582.1) beats Pareto/NBD (-9595.0) on the calibration likelihood of the sample
+    assert result["btyd_model"] == "mbgnbd"
+    assert result["btyd_selection"]["chosen"] == "mbgnbd"
+    assert "highest calibration log-likelihood" in result["btyd_selection"]["reason"]
+    assert {row["family"] for row in result["btyd_selection"]["candidates"]} == {"pareto_nbd", "mbgnbd"}
     np.testing.assert_allclose(
         list(result["bgnbd"]["params"].values()), list(run.result["bgnbd"]["params"].values()), rtol=1e-9
     )

@@ -29,7 +29,12 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert backtest_cli.run(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out) == ["dataset", "customers", "bgnbd", "pareto_nbd", "gamma_gamma", "holdout", "per_stage",
-                         "deciles", "npd"]
+                         "deciles", "btyd_selection", "intervals", "serving", "npd"]
+    assert out["btyd_selection"]["chosen"] in ("pareto_nbd", "mbgnbd") and out["btyd_selection"]["reason"]
+    assert set(out["intervals"]) == {"btyd", "xgboost", "hybrid"}
+    for block in out["intervals"].values():
+        assert 0.0 <= block["customer_coverage"] <= 1.0 and block["total_p10"] <= block["total_p90"]
+    assert out["serving"]["served"] in ("hybrid", "btyd") and "validation window" in out["serving"]["reason"]
     assert set(out["npd"]["models"]) == {"naive", "btyd", "aft"}
     for block in out["npd"]["models"].values():
         assert 0.0 <= block["brier_30d"] <= 1.0 and 0.0 <= block["auc_90d"] <= 1.0 and block["mae_days"] > 0
@@ -54,6 +59,35 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
         assert MODELS <= set(stage)
     document = report.read_text(encoding="utf-8")
     assert document.count("<svg") >= 5 and "objective selection" in document and "hybrid" in document
+    assert "Next purchase: naive cadence vs BTYD timing vs XGBoost AFT" in document
+    assert "BTYD family" in document and "80 % intervals" in document
+
+
+def test_short_history_is_refused_in_plain_words(tmp_path, capsys):
+    import pandas as pd
+
+    path = tmp_path / "short.csv"
+    pd.DataFrame({"customer_id": ["a", "a", "b", "c"],
+                  "order_date": ["2024-01-01", "2024-01-20", "2024-02-01", "2024-02-10"],
+                  "amount": [10.0, 12.0, 5.0, 7.0]}).to_csv(path, index=False)
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_arguments(parser)
+    assert backtest_cli.run(parser.parse_args(["--dataset", str(path), "--json"])) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "history too short" in captured.err and "days" in captured.err
+
+
+def test_default_window_of_a_csv_is_its_last_third():
+    import pandas as pd
+
+    from clv_platform.models.datasets import LoadedDataset
+
+    frame = pd.DataFrame({"customer_id": ["a", "b"], "order_date": pd.to_datetime(["2023-01-01", "2023-12-31"]),
+                          "amount": [1.0, 2.0]})
+    calibration_end, holdout_end, note = backtest_cli.default_window(LoadedDataset("x", frame, None, None))
+    assert holdout_end == pd.Timestamp("2023-12-31")
+    assert (holdout_end - calibration_end).days == 364 // 3 and "derived" in note
 
 
 def test_inverted_window_is_rejected(capsys):

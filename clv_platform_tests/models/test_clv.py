@@ -43,7 +43,8 @@ def test_btyd_recovers_the_generators_parameters(demo_db):
     store, path = demo_db
     with duckdb.connect(str(path), read_only=True) as conn:
         features = conn.execute("select * from features.customer_features").df()
-    model = clv.fit_btyd_at(features, clv.load_config())
+    # the generator is BG/NBD: recover it with that family (the default "auto" serves MBG/Pareto)
+    model = clv.fit_btyd_at(features, dataclasses.replace(clv.load_config(), btyd_model="bgnbd"))
     fitted = model.params()
     truth = store.true_params
     for name, value in truth["bgnbd"].items():
@@ -75,7 +76,18 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
                                                          "absoluteerror"]
     best = max(comparison, key=lambda row: row["normalized_gini"])
     assert trained.model.objective.name == best["objective"]
-    assert trained.validation_metrics["normalized_gini"] == best["normalized_gini"]
+    # served: the hybrid only if it beats the BTYD on the same validation rows on Gini and MAE
+    btyd_metrics = trained.serving["btyd_metrics"]
+    beats = best["normalized_gini"] > btyd_metrics["normalized_gini"] and best["mae"] < btyd_metrics["mae"]
+    assert trained.serving["served"] == ("hybrid" if beats else "btyd")
+    assert trained.model.serves_btyd == (not beats)
+    served_metrics = best if beats else btyd_metrics
+    assert trained.validation_metrics["normalized_gini"] == served_metrics["normalized_gini"]
+    assert "validation window" in trained.serving["reason"]
+    # the chosen candidate's level factor makes its validation total match the actual one
+    assert best["predicted_total"] == pytest.approx(best["actual_total"], rel=1e-6) or best["level"] in clv.LEVEL_BOUNDS
+    assert trained.model.level == best["level"]
+    assert 0.5 <= trained.model.extension_factor <= 2.0 and trained.serving["extension"]["reason"]
     assert all(pd.Timestamp(end).date() <= cutoff for end in trained.window_ends)
     assert max(trained.selection.train_window_ends) <= str(cutoff - pd.Timedelta(days=config.label_horizon_days))
     log1p = next(row for row in comparison if row["objective"] == "log1p_squarederror")
@@ -102,18 +114,38 @@ def test_bgnbd_expectation_is_finite_where_lifetimes_returns_nan():
     """a + b < 1 (seen on thin early snapshots) makes lifetimes' hyp2f1 NaN for x = 0."""
     from lifetimes import BetaGeoFitter
 
+    from clv_platform.models import btyd
+
     fitter = BetaGeoFitter()
     fitter.params_ = pd.Series({"r": 0.2705, "alpha": 4.222, "a": 0.266, "b": 0.5826})
-    stable = clv._StableBetaGeo(fitter)
+    stable = btyd.TransactionModel(fitter, btyd.BGNBD)
     x, tx, T = np.array([0.0, 0.0, 2.0]), np.array([0.0, 0.0, 5.0]), np.array([5.0, 8.0, 8.0])
     assert np.isnan(fitter.conditional_expected_number_of_purchases_up_to_time(13, x, tx, T)[:2]).all()
     values = stable.conditional_expected_number_of_purchases_up_to_time(13, x, tx, T)
     assert np.isfinite(values).all() and values[0] > values[1] > 0
     regular = BetaGeoFitter()
     regular.params_ = pd.Series({"r": 0.25, "alpha": 4.4, "a": 0.79, "b": 2.4})
-    forced = clv._StableBetaGeo(regular)
+    forced = btyd.TransactionModel(regular, btyd.BGNBD)
     expected = regular.conditional_expected_number_of_purchases_up_to_time(13, x, tx, T)
     assert forced.conditional_expected_number_of_purchases_up_to_time(13, x, tx, T) == pytest.approx(expected)
+
+
+def test_served_btyd_puts_long_silent_one_time_buyers_at_risk(demo_db):
+    """Default config (auto): the served family lets one-time buyers drop out, so their p_alive
+    falls with the time since their only purchase; BG/NBD would give them all 1.0."""
+    _, path = demo_db
+    with duckdb.connect(str(path), read_only=True) as conn:
+        features = conn.execute("select * from features.customer_features").df()
+    config = clv.load_config()
+    model = clv.fit_btyd_at(features, config)
+    assert model.model in ("pareto_nbd", "mbgnbd") and model.reason
+    alive = pd.Series(clv.btyd_features(model, features, 26.0, 0.1)["btyd_p_alive"].to_numpy(), index=features.index)
+    one_time = features["frequency"] == 0
+    recent = one_time & (features["T_days"] <= 60)
+    silent = one_time & (features["T_days"] >= 365)
+    assert recent.sum() >= 20 and silent.sum() >= 20
+    assert alive[silent].mean() < alive[recent].mean() - 0.2
+    assert alive[silent].max() < 1.0
 
 
 def test_assets_materialize_in_process(demo_db, data_env):

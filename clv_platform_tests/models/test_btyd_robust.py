@@ -1,0 +1,168 @@
+"""BTYD fits that cannot crash: total predictions, degenerate-fit detection, family fallback,
+honest p_alive for one-time buyers, predictive intervals."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifetimes import BetaGeoFitter, ModifiedBetaGeoFitter, ParetoNBDFitter
+
+from clv_platform.models import btyd
+from clv_platform.models.datasets import load_dataset
+
+COLLAPSE = {"r": 0.476, "alpha": 5.50, "a": 3.7e-19, "b": 3.4e-09}
+"""The BG/NBD collapse of a real store (issue 19): a, b -> 0, nobody ever drops out."""
+
+
+def _transactions(family: str, params: dict) -> btyd.TransactionModel:
+    fitter = {btyd.BGNBD: BetaGeoFitter, btyd.MBGNBD: ModifiedBetaGeoFitter,
+              btyd.PARETO_NBD: ParetoNBDFitter}[family]()
+    fitter.params_ = pd.Series(params, dtype=float)
+    return btyd.TransactionModel(fitter, family)
+
+
+def _model(family: str, params: dict) -> btyd.BTYDModel:
+    spend = btyd.SpendFit(None, 0, 0, 40.0)
+    return btyd.BTYDModel(family, _transactions(family, params), spend, float("nan"), 1)
+
+
+@pytest.fixture(scope="module")
+def cdnow_sample():
+    loaded = load_dataset("cdnow-sample")
+    return btyd.summarize(loaded.transactions, loaded.calibration_end, loaded.holdout_end)
+
+
+def test_collapse_parameters_score_without_error():
+    """x = 0, t_x = 0, T = 3.14 weeks over 180/7 weeks: the limit a -> 0 is the NBD, r t / (alpha + T)."""
+    model = _model(btyd.BGNBD, COLLAPSE)
+    summary = pd.DataFrame({"frequency": [0], "recency": [0.0], "T": [3.14], "monetary": [0.0]})
+    scores = model.score(summary, 180 / 7)
+    expected = 0.476 * (180 / 7) / (5.50 + 3.14)
+    assert scores["expected_purchases"].iloc[0] == pytest.approx(expected, rel=1e-6)
+    assert scores["p_alive"].iloc[0] == 1.0  # BG/NBD: no dropout before a repeat purchase
+    # discounted at 10 % a year over half a year: between the undiscounted and the end-discounted value
+    assert expected * 40.0 / 1.1 ** 0.5 < scores["clv"].iloc[0] < expected * 40.0
+    assert np.isfinite(scores.to_numpy()).all()
+    # and it is flagged, so it is never served
+    assert "boundary" in btyd.degeneracy(model, summary)
+
+
+@pytest.mark.parametrize(
+    "family,params",
+    [
+        (btyd.BGNBD, COLLAPSE),
+        (btyd.MBGNBD, COLLAPSE),
+        (btyd.BGNBD, {"r": 0.2705, "alpha": 4.222, "a": 0.266, "b": 0.5826}),  # a + b < 1: lifetimes NaN
+        (btyd.MBGNBD, {"r": 0.5, "alpha": 6.0, "a": 1e-12, "b": 1e9}),
+        (btyd.BGNBD, {"r": 1e6, "alpha": 1e-7, "a": 5.0, "b": 1e-9}),
+        (btyd.PARETO_NBD, {"r": 0.55, "alpha": 10.6, "s": 0.61, "beta": 11.7}),
+    ],
+)
+def test_predictions_are_total_over_valid_inputs(family, params):
+    tm = _transactions(family, params)
+    x = np.array([0, 0, 1, 1, 5, 60, 0], dtype=float)
+    T = np.array([1e-9, 3.14, 1e-6, 52.0, 52.0, 300.0, 500.0])
+    tx = np.array([0.0, 0.0, 1e-6, 0.0, 51.0, 299.0, 0.0])
+    for t in (0.0, 1e-9, 1.0, 52.0, 520.0):
+        values = tm.conditional_expected_number_of_purchases_up_to_time(t, x, tx, T)
+        assert np.isfinite(values).all() and (values >= 0).all(), (t, values)
+    alive = tm.conditional_probability_alive(x, tx, T)
+    assert np.isfinite(alive).all() and ((alive >= 0) & (alive <= 1)).all()
+    counts = tm.sample_purchases(52.0, x, tx, T, 50, np.random.default_rng(0))
+    assert counts.shape == (7, 50) and (counts >= 0).all()
+
+
+@pytest.mark.parametrize("family", [btyd.BGNBD, btyd.MBGNBD])
+def test_stable_expectation_equals_lifetimes_where_lifetimes_is_finite(family):
+    params = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
+    tm = _transactions(family, params)
+    x = np.array([0, 1, 2, 7, 40], dtype=float)
+    tx = np.array([0.0, 3.0, 30.43, 20.0, 38.0])
+    T = np.array([38.86, 38.86, 38.86, 38.86, 38.86])
+    reference = tm.fitter.conditional_expected_number_of_purchases_up_to_time(39, x, tx, T)
+    assert tm.conditional_expected_number_of_purchases_up_to_time(39, x, tx, T) == pytest.approx(reference, rel=1e-9)
+    assert tm.conditional_probability_alive(x, tx, T) == pytest.approx(
+        tm.fitter.conditional_probability_alive(x, tx, T), rel=1e-12)
+    if family == btyd.BGNBD:  # the published check of Fader, Hardie & Lee (2005)
+        assert float(tm.conditional_expected_number_of_purchases_up_to_time(39, 2, 30.43, 38.86)) == pytest.approx(
+            1.226, abs=5e-4)
+
+
+def test_sampled_purchases_match_the_expectation():
+    tm = _transactions(btyd.MBGNBD, {"r": 0.52, "alpha": 6.2, "a": 0.89, "b": 1.6})
+    x, tx, T = np.array([0.0, 2.0, 6.0]), np.array([0.0, 30.0, 10.0]), np.array([10.0, 38.0, 38.0])
+    draws = tm.sample_purchases(39.0, x, tx, T, 40000, np.random.default_rng(1))
+    expected = tm.conditional_expected_number_of_purchases_up_to_time(39.0, x, tx, T)
+    assert draws.mean(axis=1) == pytest.approx(expected, rel=0.05)
+
+
+def test_auto_serves_the_higher_likelihood_family_and_says_why(cdnow_sample):
+    model = btyd.fit_auto(cdnow_sample)
+    rows = {row["family"]: row for row in model.selection}
+    assert set(rows) == {btyd.PARETO_NBD, btyd.MBGNBD}
+    assert all(row["status"] == "usable" for row in rows.values())
+    best = max(rows.values(), key=lambda row: row["log_likelihood"])
+    assert model.model == best["family"] and best["chosen"]
+    assert model.log_likelihood == pytest.approx(best["log_likelihood"])
+    assert "highest calibration log-likelihood" in model.reason
+    assert model.params()["reason"] == model.reason
+
+
+def test_degenerate_fits_fall_back_in_the_stated_order(cdnow_sample, monkeypatch):
+    """Unpenalized fits collapse (parameters at the edge) -> penalized MBG/NBD is served."""
+    real = btyd._fit_transactions
+
+    def collapsing(frequency, recency, T, weights, model, penalizer):
+        fitter = real(frequency, recency, T, weights, model, penalizer)
+        if penalizer == 0.0:
+            params = fitter.params_.copy()
+            params[params.index[-1]] = 1e-12  # b (BG/MBG) or beta (Pareto) runs to 0
+            fitter.params_ = params
+        return fitter
+
+    monkeypatch.setattr(btyd, "_fit_transactions", collapsing)
+    model = btyd.fit_auto(cdnow_sample)
+    statuses = [(row["family"], row["penalizer"], row["status"]) for row in model.selection]
+    assert statuses == [(btyd.PARETO_NBD, 0.0, "degenerate"), (btyd.MBGNBD, 0.0, "degenerate"),
+                        (btyd.MBGNBD, 0.01, "usable")]
+    assert model.model == btyd.MBGNBD and model.penalizer == 0.01
+    assert "penalizer 0.01" in model.reason
+    assert btyd.degeneracy(model, cdnow_sample) is None
+
+
+def test_every_family_failing_raises_a_clear_error(cdnow_sample, monkeypatch):
+    from lifetimes.utils import ConvergenceError
+
+    def failing(*args, **kwargs):
+        raise ConvergenceError("did not converge")
+
+    monkeypatch.setattr(btyd, "_fit_transactions", failing)
+    with pytest.raises(ValueError, match="no BTYD model could be fitted"):
+        btyd.fit_auto(cdnow_sample)
+
+
+def test_long_silent_one_time_buyers_are_less_alive_than_recent_ones(cdnow_sample):
+    """The served family lets a customer drop out before a repeat purchase (unlike BG/NBD)."""
+    model = btyd.fit_auto(cdnow_sample)
+    one_time = pd.DataFrame({"frequency": [0, 0, 0], "recency": [0.0, 0.0, 0.0], "T": [1.0, 26.0, 104.0],
+                             "monetary": [0.0, 0.0, 0.0]})
+    alive = model.probability_alive(one_time)
+    assert alive[0] > alive[1] > alive[2]
+    assert alive[2] < 0.6 * alive[0]
+    bgnbd = btyd.fit_btyd(cdnow_sample, btyd.BGNBD)
+    assert (bgnbd.probability_alive(one_time) == 1.0).all()  # what BG/NBD would have said
+
+
+def test_spend_intervals_cover_about_their_level(cdnow_sample):
+    """80 % per-customer intervals from the BTYD predictive distribution: coverage near 80 %."""
+    from clv_platform.models.backtest import interval_metrics
+
+    model = btyd.fit_auto(cdnow_sample)
+    draws = model.sample_spend(cdnow_sample, 39.0, draws=200, seed=3)
+    assert draws.shape == (len(cdnow_sample), 200) and (draws >= 0).all()
+    mean = model.score(cdnow_sample, 39.0)["expected_spend"].to_numpy()
+    assert draws.sum(axis=0).mean() / mean.sum() == pytest.approx(1.0, rel=0.03)
+    result = interval_metrics(cdnow_sample["holdout_spend"].to_numpy(), draws, np.ones(len(cdnow_sample)))
+    assert 0.75 <= result["customer_coverage"] <= 0.95
+    assert result["total_p10"] < draws.sum(axis=0).mean() < result["total_p90"]
+    doubled = interval_metrics(cdnow_sample["holdout_spend"].to_numpy(), draws, np.full(len(cdnow_sample), 2.0))
+    assert doubled["total_p90"] == pytest.approx(2 * result["total_p90"])
