@@ -15,7 +15,9 @@ import pandas as pd
 import xgboost as xgb
 from dagster_duckdb import DuckDBResource
 
+from clv_platform import contract
 from clv_platform.models import clv
+from clv_platform.reports import float_metrics
 from clv_platform.models.npd import NPDModel
 from clv_platform.models.frames import usable_features
 from clv_platform.models.npd_backtest import evaluate
@@ -133,6 +135,8 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "p90_mean_vs_observed": f"{pred['p_purchase_90d'].mean():.3f} vs {observed[90]:.3f}",
             "features": dg.MetadataValue.json(features),
             "backtest": dg.MetadataValue.json(backtest),
+            # AUC / Brier / MAE of the out-of-time check as floats, plotted across versions
+            **float_metrics(backtest, prefix="backtest_"),
         }
     )
 
@@ -185,9 +189,12 @@ def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             }
         )
         rows = replace_table(conn, "scores.customer_npd", scores)
+        contract.apply_comments(conn, tables=["scores.customer_npd"])
+        schema = contract.column_metadata(conn, "scores.customer_npd")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            **schema,
             "model_version": meta["model_version"],
             "mean_p_purchase_30d": float(scores["p_purchase_30d"].mean()),
             "mean_p_purchase_90d": float(scores["p_purchase_90d"].mean()),
