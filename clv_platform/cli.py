@@ -35,6 +35,13 @@ def demo_loggers(log_path: Path, out=None) -> dict:
     started = time.perf_counter()
 
     class Progress(logging.Handler):
+        """Collects a step's materializations (a partitioned asset has one per partition) and
+        prints them when the step succeeds; failures and failed checks are printed at once."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.pending: dict[str, dict[str, dict]] = {}
+
         def emit(self, record: logging.LogRecord) -> None:
             event = getattr(record, "dagster_meta", {}).get("dagster_event")
             if event is None:
@@ -43,8 +50,17 @@ def demo_loggers(log_path: Path, out=None) -> dict:
             if event.is_step_materialization:
                 materialization = event.event_specific_data.materialization
                 rows = materialization.metadata.get("dagster/row_count")
-                count = f"  {rows.value:,} rows" if rows is not None else ""
-                print(f"{elapsed}  done  {materialization.asset_key.to_user_string()}{count}", file=out, flush=True)
+                seen = self.pending.setdefault(event.step_key or "", {}).setdefault(
+                    materialization.asset_key.to_user_string(), {"partitions": 0, "rows": None}
+                )
+                seen["partitions"] += 1 if materialization.partition else 0
+                seen["rows"] = rows.value if rows is not None else seen["rows"]
+            elif event.is_step_success:
+                for key, seen in sorted(self.pending.pop(event.step_key or "", {}).items()):
+                    detail = f"  {seen['rows']:,} rows" if seen["rows"] is not None else ""
+                    if seen["partitions"]:
+                        detail += f" ({seen['partitions']:,} partitions)"
+                    print(f"{elapsed}  done  {key}{detail}", file=out, flush=True)
             elif event.is_step_failure:
                 print(f"{elapsed}  FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}",
                       file=out, flush=True)

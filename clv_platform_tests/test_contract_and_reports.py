@@ -151,7 +151,7 @@ def test_model_registry_view_marks_served_registered_and_candidates(tmp_path):
 def test_demo_loggers_print_one_line_per_asset_and_keep_the_full_log(tmp_path):
     from clv_platform.cli import demo_loggers
 
-    @dg.asset
+    @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["a", "b", "c"]))
     def first() -> dg.MaterializeResult:
         return dg.MaterializeResult(metadata={"dagster/row_count": 1234})
 
@@ -163,13 +163,15 @@ def test_demo_loggers_print_one_line_per_asset_and_keep_the_full_log(tmp_path):
     log_path = tmp_path / "demo.log"
     loggers = demo_loggers(log_path, out=out)
     job = dg.Definitions(assets=[first, second], jobs=[dg.define_asset_job("all")]).resolve_job_def("all")
+    # one run over all three partitions (as the demo runs raw/shopify_orders over every day)
     result = job.with_logger_defs(loggers).execute_in_process(
-        run_config={"loggers": {name: {} for name in loggers}}, instance=dg.DagsterInstance.ephemeral()
+        run_config={"loggers": {name: {} for name in loggers}}, instance=dg.DagsterInstance.ephemeral(),
+        tags={"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "c"},
     )
     assert result.success
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
-    assert lines[0].split()[1:] == ["done", "first", "1,234", "rows"]
+    assert lines[0].split()[1:] == ["done", "first", "1,234", "rows", "(3", "partitions)"]
     assert lines[1].split()[1:] == ["done", "second"]
     log = log_path.read_text(encoding="utf-8")
     assert "a detail only the log file needs" in log
