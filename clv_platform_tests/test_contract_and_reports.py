@@ -177,3 +177,25 @@ def test_demo_loggers_print_one_line_per_asset_and_keep_the_full_log(tmp_path):
     assert "a detail only the log file needs" in log
     assert "a detail only the log file needs" not in out.getvalue()
     assert len(log.splitlines()) > 10  # every Dagster event of the run, not just the progress lines
+
+
+def test_demo_run_is_recorded_under_the_ui_code_location(tmp_path):
+    """The Overview timeline only draws runs of a loaded code location: the demo run names it."""
+    from clv_platform.cli import _runs_with_ui_origin
+
+    @dg.asset
+    def only() -> None:
+        return None
+
+    job = dg.Definitions(assets=[only], jobs=[dg.define_asset_job("refresh_everything")]).resolve_job_def(
+        "refresh_everything"
+    )
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        _runs_with_ui_origin(instance, job.name)
+        result = job.execute_in_process(instance=instance)
+        run = instance.get_run_by_id(result.run_id)
+    assert result.success
+    origin = run.remote_job_origin
+    assert origin is not None and origin.job_name == "refresh_everything"
+    assert origin.location_name == "clv_platform"  # workspace.yaml's location_name
+    assert origin.repository_origin.repository_name == "__repository__"
