@@ -25,7 +25,7 @@ def report_url(path: str | Path) -> str:
         relative = path.relative_to(folder)
     except ValueError:
         raise ValueError(f"{path} is not inside the served reports folder {folder}") from None
-    return f"{reports_url()}/{relative.as_posix()}"
+    return f"{reports_url()}/" + ("" if relative == Path(".") else relative.as_posix())
 
 
 def prune_reports(prefix: str, keep: int | None = None, folder: Path | None = None) -> list[Path]:

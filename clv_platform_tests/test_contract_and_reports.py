@@ -69,6 +69,7 @@ def test_report_url_points_at_the_served_folder(data_env, monkeypatch):
     monkeypatch.setenv("CLV_REPORTS_URL", "http://127.0.0.1:3999/")
     report = data_env / "reports" / "drift_20250101T000000.html"
     assert report_url(report) == "http://127.0.0.1:3999/drift_20250101T000000.html"
+    assert report_url(data_env / "reports") == "http://127.0.0.1:3999/"  # the folder listing
     with pytest.raises(ValueError, match="not inside the served reports folder"):
         report_url(data_env / "elsewhere.html")
 

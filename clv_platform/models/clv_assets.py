@@ -128,6 +128,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
         encoding="utf-8",
     )
     pruned = prune_reports("clv_explainability_")
+    drift_reports = sorted(reports.glob("drift_*.html"))
     comparison = pd.DataFrame(trained.selection.comparison).drop(columns=["params"])
     if gate["register"]:
         context.log.info(f"registered {record.name} {record.version} ({trained.model.objective.name})")
@@ -157,6 +158,9 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "booster_path": dg.MetadataValue.path(str(record.booster_path)),
             "explainability_plot": dg.MetadataValue.path(str(plot)),
             "explainability_url": dg.MetadataValue.url(report_url(plot)),
+            # the newest drift report (monitoring/drift_runs) so far, and the folder of all reports
+            **({"latest_drift_report_url": dg.MetadataValue.url(report_url(drift_reports[-1]))} if drift_reports else {}),
+            "all_reports_url": dg.MetadataValue.url(report_url(reports)),
             "reports_pruned": len(pruned),
         }
     )
