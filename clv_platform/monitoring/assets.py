@@ -30,6 +30,7 @@ from clv_platform.monitoring.drift import (
     MonitoringConfig,
     detect_drift,
     load_config,
+    save_note,
     save_report,
     segment_share_changes,
 )
@@ -361,6 +362,15 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.
         title = (f"No feature comparison yet: the features at {current_cutoff} are the training reference of "
                  f"{ref_kind}; prediction drift only (model {model_version})")
     report = save_report(result, when=run_at, title=title)
+    if report is None:
+        report = save_note(title, [
+            f"Reference: {ref_kind}, features at {ref_cutoff}. Current features: {current_cutoff}.",
+            "Feature drift is measured once the data has moved past the registered model's training cutoff."
+            if not compared else "No column had enough non-null values on both sides to be measured.",
+            "Prediction drift needs two score snapshots (monitoring.score_history)."
+            if result.prediction is None else "",
+            f"Skipped: {json.dumps(result.skipped)}" if result.skipped else "",
+        ], when=run_at)
     if old_report and old_report[0] and old_report[0] != str(report):
         Path(old_report[0]).unlink(missing_ok=True)
     prune_reports("drift_")

@@ -407,6 +407,22 @@ def save_report(
     return path
 
 
+def save_note(title: str, lines: list[str], when: datetime | None = None, directory: Path | None = None) -> Path:
+    """A small HTML page in place of the Evidently report when nothing could be compared, so the
+    asset's report link always opens a page that says why (``drift_<UTC timestamp>.html``)."""
+    when = when or datetime.now(timezone.utc)
+    folder = Path(directory or reports_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"drift_{when:%Y%m%dT%H%M%S}.html"
+    body = "".join(f"<p>{escape(line)}</p>" for line in lines if line)
+    path.write_text(
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{escape(title)}</title></head>'
+        f'<body style="font-family:sans-serif;max-width:900px;margin:2em auto"><h1>{escape(title)}</h1>{body}</body></html>',
+        encoding="utf-8",
+    )
+    return path
+
+
 def _add_title(path: Path, title: str) -> None:
     """Put ``title`` into the report's <title> and as a heading at the top of its body."""
     text = escape(title)

@@ -262,6 +262,8 @@ def test_first_drift_run_after_training_reports_no_comparison_yet(data_env, monk
     with duckdb.connect(str(db), read_only=True) as conn:
         row = conn.execute("select n_columns, share_drifted, drift_detected, reference_kind from monitoring.drift_runs").fetchone()
     assert row == (0, None, False, "registered model v9")
+    note = open(metadata["report"].value, encoding="utf-8").read()  # the link opens a page saying why
+    assert "No feature comparison yet" in note and "training cutoff" in note
 
     # after the data moved on, the same model's training features are the reference, and the
     # report's title says which windows and which model are compared
