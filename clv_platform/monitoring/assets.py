@@ -229,6 +229,11 @@ def reference_cutoff(conn, current: date, config: MonitoringConfig) -> tuple[dat
     return current - timedelta(days=config.drift.reference_offset_days), f"{config.drift.reference_offset_days} days earlier"
 
 
+def run_is_reference(ref_kind: str) -> bool:
+    """True when the reference features are a registered model's training cutoff (see reference_cutoff)."""
+    return ref_kind.startswith("registered model")
+
+
 def _snapshots(conn) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """The newest score snapshot and the one before it (either may be None)."""
     if not table_exists(conn, SCORE_HISTORY_TABLE):
@@ -356,7 +361,8 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.
         else (registered or {}).get("model_version")
     )
     if compared:
-        title = (f"Feature drift: features at {current_cutoff} vs the training reference at {ref_cutoff} "
+        reference_name = "the training reference" if run_is_reference(ref_kind) else "the reference features"
+        title = (f"Feature drift: features at {current_cutoff} vs {reference_name} at {ref_cutoff} "
                  f"({ref_kind}), scored by model {model_version}")
     else:
         title = (f"No feature comparison yet: the features at {current_cutoff} are the training reference of "

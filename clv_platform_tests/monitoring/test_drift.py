@@ -204,6 +204,9 @@ def test_monitoring_assets_snapshot_detect_drift_and_evaluate(data_env, monkeypa
     assert newest["prediction_drifted"]
     assert newest["max_segment_share_change"] == pytest.approx(0.4, abs=0.1)
     assert newest["reference_kind"] == "90 days earlier" and pd.Timestamp(newest["reference_cutoff"]).date() == date(2025, 4, 1)
+    drift_events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "drift_runs"]
+    assert "vs the reference features at 2025-04-01 (90 days earlier)" in \
+        drift_events[0].materialization.metadata["report_title"].value
     assert (data_env / "reports").joinpath(newest["report_path"].split("/")[-1]).exists()
     assert set(columns["drift_run_id"]) == set(runs["drift_run_id"])
     assert performance.empty  # a 365-day horizon has not passed yet
