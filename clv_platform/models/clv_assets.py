@@ -202,7 +202,9 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "model_version": sidecar["model_version"],
             "total_predicted_clv": round(float(scores["predicted_clv"].sum()), 2),
             "mean_predicted_clv": round(float(scores["predicted_clv"].mean()), 2),
-            "tiers": dg.MetadataValue.md(tiers.to_markdown(index=False, floatfmt=",.2f")),
+            "tiers": dg.MetadataValue.md(
+                tiers.astype({"customers": int}).to_markdown(index=False, floatfmt=",.2f")
+            ),
             "validation_metrics": dg.MetadataValue.json(json.loads(json.dumps(sidecar["validation_metrics"]))),
             "preview": _md(scores.sort_values("clv_rank")),
         }
