@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/data/.dagster
 export CLV_DATA_DIR ?= $(CURDIR)/data
+export CLV_REPORTS_DIR ?= $(CLV_DATA_DIR)/reports
+REPORTS_PORT ?= 3001
+UI_PORT ?= 3000
+export CLV_REPORTS_URL ?= http://127.0.0.1:$(REPORTS_PORT)
 
 .PHONY: install demo test ui clean
 
@@ -16,9 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: dagster_instance.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp dagster_instance.yaml $@
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/clv-platform demo
@@ -26,8 +30,16 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 test: install
 	$(BIN)/python -m pytest
 
+# The UI, plus data/reports served read-only (GET/HEAD only) on 127.0.0.1:$(REPORTS_PORT): browsers
+# refuse file:// links from the UI, so the assets link to http://127.0.0.1:$(REPORTS_PORT)/<report>.
+# The report server stops with the UI. `dagster dev` is still the command of dagster 1.13 (its
+# successor `dg dev` needs another package), so its supersession notice is filtered.
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	@mkdir -p $(CLV_REPORTS_DIR)
+	@$(BIN)/python -m http.server --bind 127.0.0.1 --directory $(CLV_REPORTS_DIR) $(REPORTS_PORT) >/dev/null 2>&1 & \
+	server=$$!; trap 'kill $$server 2>/dev/null' EXIT INT TERM; \
+	echo "reports: http://127.0.0.1:$(REPORTS_PORT)/ (serving $(CLV_REPORTS_DIR))"; \
+	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
 clean:
 	rm -rf $(VENV) data/.dagster data/*.duckdb data/*.duckdb.wal

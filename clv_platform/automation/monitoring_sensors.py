@@ -75,6 +75,8 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest |
     if run_id == context.cursor:
         return dg.SkipReason(f"newest drift run {run_id} already handled")
     context.update_cursor(run_id)
+    if newest["share_drifted"] is None:
+        return dg.SkipReason(f"drift run {run_id}: no comparison yet (features are the model's training reference)")
     if not newest["drift_detected"]:
         return dg.SkipReason(f"drift run {run_id}: {newest['share_drifted']:.0%} of columns drifted, below threshold")
     return dg.RunRequest(

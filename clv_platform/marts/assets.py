@@ -18,9 +18,10 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from clv_platform import contract
 from clv_platform.marts.exports import export_customer_scores, scoring_date
 from clv_platform.marts.forecast_assets import FORECAST_MARTS
-from clv_platform.marts.publish import analytics_path, publish_snapshot
+from clv_platform.marts.publish import SNAPSHOT_STORAGE_VERSION, analytics_path, publish_snapshot
 from clv_platform.resources.storage import read_sql, row_count, run_script, table_exists
 from clv_platform.transforms.cutoff import scoring_cutoff
 
@@ -124,12 +125,16 @@ def create_score_inputs(conn: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def mart_metadata(conn: duckdb.DuckDBPyConnection, table: str, order_by: str | None = None) -> dict:
-    """Row count, column list and a five-row preview: what every mart reports in the UI."""
-    columns = [row[0] for row in conn.execute(f"describe {table}").fetchall()]
+    """Row count, column schema with the contract's descriptions and a five-row preview (in the
+    contract's row order): what every mart reports in the UI. Also writes the descriptions as
+    DuckDB comments, which `create or replace` has just dropped.
+    """
+    contract.apply_comments(conn, tables=[table])
+    order_by = order_by or contract.order_by(table)
     preview = conn.execute(f"select * from {table} {'order by ' + order_by if order_by else ''} limit 5").df()
     return {
         "dagster/row_count": row_count(conn, table),
-        "columns": ", ".join(columns),
+        **contract.column_metadata(conn, table),
         "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
     }
 
@@ -357,7 +362,8 @@ def analytics_snapshot(context: dg.AssetExecutionContext, duckdb: DuckDBResource
             "published_at": str(snapshot.published_at),
             "tables": dg.MetadataValue.md(table_md),
             "size_mb": round(snapshot.size_bytes / 1e6, 2),
-            "open_with": f"duckdb -readonly {snapshot.path}",
+            "open_with": f"duckdb -readonly {snapshot.path}   (CLI: pip install duckdb-cli; any duckdb >= 1.0)",
+            "storage_version": SNAPSHOT_STORAGE_VERSION,
         }
     )
 

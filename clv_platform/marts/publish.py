@@ -11,6 +11,13 @@ the new one, always complete: it never sees a half-written file, and a reader th
 the old file open keeps reading the old (now unlinked) file until it closes its connection.
 The swap relies on POSIX rename semantics (Linux, macOS); on Windows a file that is open cannot
 be replaced.
+
+The file is written in DuckDB storage version `SNAPSHOT_STORAGE_VERSION` (v1.0.0 = header version
+number 64), not in the format of the duckdb that runs the pipeline: analysts open it with whatever
+DuckDB they have (the `duckdb-cli` wheel from pip, duckdb 1.x in a notebook, DBeaver's driver),
+and a 1.x reader refuses any file newer than it knows ("we can only read versions between 64 and
+68"). Every duckdb since 1.0 reads version 64. Tables are copied in the order the data contract
+gives (`order_by`), and the contract's table and column descriptions are written as comments.
 """
 
 import os
@@ -21,9 +28,15 @@ from pathlib import Path
 
 import duckdb
 
+from clv_platform import contract
 from clv_platform.resources.storage import data_dir
 
 PUBLISHED_SCHEMAS = ("marts", "scores")
+# Oldest DuckDB release whose readers must open the snapshot: written with ATTACH's STORAGE_VERSION.
+SNAPSHOT_STORAGE_VERSION = "v1.0.0"
+# The storage version numbers in a DuckDB file header: v1.0.0 writes 64, and duckdb 1.0 ... 1.5
+# read 64 up to 64 ... 68 (2.0 writes 69), so 64 is the number every 1.x reader accepts.
+SNAPSHOT_HEADER_VERSION = 64
 SNAPSHOT_INFO_TABLE = "marts.snapshot_info"
 _ALIAS = "clv_snapshot_being_written"
 
@@ -99,14 +112,20 @@ def publish_snapshot(
     tables = _published_tables(conn, schemas)
     counts: dict[str, int] = {}
 
-    conn.execute(f"attach {_literal(str(temp))} as {_ALIAS}")
+    conn.execute(
+        f"attach {_literal(str(temp))} as {_ALIAS} (storage_version {_literal(SNAPSHOT_STORAGE_VERSION)})"
+    )
     try:
         conn.execute("begin transaction")
         try:
             for schema in sorted({s for s, _ in tables} | {SNAPSHOT_INFO_TABLE.split('.')[0]}):
                 conn.execute(f"create schema if not exists {_ALIAS}.{schema}")
             for schema, table in tables:
-                conn.execute(f'create table {_ALIAS}.{schema}."{table}" as select * from {schema}."{table}"')
+                order = contract.order_by(f"{schema}.{table}")
+                conn.execute(
+                    f'create table {_ALIAS}.{schema}."{table}" as select * from {schema}."{table}"'
+                    + (f" order by {order}" if order else "")
+                )
                 counts[f"{schema}.{table}"] = int(
                     conn.execute(f'select count(*) from {_ALIAS}.{schema}."{table}"').fetchone()[0]
                 )
@@ -118,6 +137,7 @@ def publish_snapshot(
                 f"insert into {_ALIAS}.{SNAPSHOT_INFO_TABLE} values (?, ?, ?)",
                 [[name, rows, published_at] for name, rows in counts.items()],
             )
+            contract.apply_comments(conn, catalog=_ALIAS, schemas=schemas)
             conn.execute("commit")
         except Exception:
             conn.execute("rollback")
@@ -135,6 +155,18 @@ def publish_snapshot(
     finally:
         _remove(temp, temp_wal)
     return Snapshot(path=target, published_at=published_at, tables=counts, size_bytes=target.stat().st_size)
+
+
+def header_version(path: str | Path) -> int:
+    """The storage version number in a DuckDB file's main header (bytes 8-11 `DUCK`, then a uint64).
+
+    What a reader compares with the versions it can read, before it reads anything else.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(20)
+    if len(head) < 20 or head[8:12] != b"DUCK":
+        raise ValueError(f"{path} is not a DuckDB database file")
+    return int.from_bytes(head[12:20], "little")
 
 
 def open_snapshot(path: str | Path | None = None) -> duckdb.DuckDBPyConnection:

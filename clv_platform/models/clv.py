@@ -71,7 +71,10 @@ def add_derived_features(frame: pd.DataFrame) -> pd.DataFrame:
     weeks = (frame["T_days"].astype(float) / btyd.DAYS_PER_WEEK).clip(lower=1.0)
     return frame.assign(spend_rate_per_week=frame["total_net_spend"].astype(float) / weeks)
 
-TIERS = (("Top 1%", 0.01), ("Top 5%", 0.05), ("Top 10%", 0.10), ("Top 25%", 0.25))
+
+# Bands of the CLV ranking named for the ranks they hold (a "Top 5%" label on ranks 1-5 % would
+# read as cumulative): (label, upper share of n). Stated in data_contract.toml and the README.
+TIERS = (("Top 1%", 0.01), ("1-5%", 0.05), ("5-10%", 0.10), ("10-25%", 0.25))
 REST = "Rest"
 
 
@@ -850,8 +853,8 @@ def assign_tiers(scores: pd.DataFrame, value: str = "predicted_clv") -> pd.DataF
 
     Ties are broken by customer_id so the ranking is deterministic. ``clv_percentile`` =
     100 * (n - rank + 1) / n: the share of customers ranked at or below this one (100 for the
-    best). The tier is the smallest "Top x%" with rank <= x * n, else ``Rest``; in a base smaller
-    than 100 customers "Top 1%" is therefore empty rather than rounded up.
+    best). The tier is the first band of ``TIERS`` whose upper share x has rank <= x * n, else
+    ``Rest``; in a base smaller than 100 customers "Top 1%" is therefore empty rather than rounded up.
     """
     n = len(scores)
     order = scores.sort_values([value, "customer_id"], ascending=[False, True], kind="stable").index

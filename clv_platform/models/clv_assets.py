@@ -14,8 +14,11 @@ import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from clv_platform import contract
 from clv_platform.models import clv, registry
-from clv_platform.resources.storage import data_dir, replace_table
+from clv_platform.models.registry_view import create_model_registry_view
+from clv_platform.reports import float_metrics, prune_reports, report_url
+from clv_platform.resources.storage import replace_table, reports_dir
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE
 
@@ -62,12 +65,15 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg
         frame, model = clv.scoring_frame(conn, cutoff, config, features=features)
         table = clv.btyd_scores_table(frame, model, config, cutoff)
         rows = replace_table(conn, BTYD_TABLE, table)
+        contract.apply_comments(conn, tables=[BTYD_TABLE])
+        schema = contract.column_metadata(conn, BTYD_TABLE)
     params = model.params()
     context.log.info(f"{model.model} fitted on {rows} customers as of {cutoff}: {params['transaction_params']}; "
                      f"{model.reason}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            **schema,
             "cutoff": str(cutoff),
             "model": model.model,
             "model_choice": model.reason or f"{model.model} set in clv.toml",
@@ -114,13 +120,24 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
         interactions = clv.shap_interactions(trained.model, frame, config.interaction_sample, config.top_interactions)
         for table, name in ((importance, IMPORTANCE_TABLE), (interactions, INTERACTIONS_TABLE)):
             replace_table(conn, name, table.assign(model_name=record.name, model_version=record.version))
-    reports = data_dir() / "reports"
+        create_model_registry_view(conn)
+        registry_md = conn.execute(
+            "select model_version, status, objective, mae, normalized_gini from ml.model_registry limit 10"
+        ).df().to_markdown(index=False, floatfmt=".4g")
+    reports = reports_dir()
     reports.mkdir(parents=True, exist_ok=True)
     plot = reports / f"clv_explainability_{record.version}.html"
     plot.write_text(
-        clv.explainability_html(importance, interactions, f"CLV model {record.name} {record.version}"),
+        clv.explainability_html(
+            importance, interactions,
+            f"CLV model {record.name} {record.version}: mean |SHAP| in the booster's margin units "
+            f"({trained.model.objective.name}; log of spend for log-link objectives, spend in the shop "
+            "currency otherwise)",
+        ),
         encoding="utf-8",
     )
+    pruned = prune_reports("clv_explainability_")
+    drift_reports = sorted(reports.glob("drift_*.html"))
     comparison = pd.DataFrame(trained.selection.comparison).drop(columns=["params"])
     if gate["register"]:
         context.log.info(f"registered {record.name} {record.version} ({trained.model.objective.name}); "
@@ -147,6 +164,9 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "selection_metric": trained.selection.metric,
             "objective_comparison": _md(comparison, rows=len(comparison)),
             "validation_metrics": dg.MetadataValue.json(trained.validation_metrics),
+            # one float per metric, so the Plots tab draws each across model versions
+            **float_metrics(trained.validation_metrics, prefix="validation_"),
+            "model_registry": dg.MetadataValue.md(registry_md),
             "n_train": trained.n_train,
             "num_boost_round": trained.model.num_boost_round,
             "window_ends": dg.MetadataValue.json(trained.window_ends),
@@ -155,7 +175,11 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "top_interactions": _md(interactions[["rank", "feature_a", "feature_b", "mean_abs_interaction"]]),
             "booster_path": dg.MetadataValue.path(str(record.booster_path)),
             "explainability_plot": dg.MetadataValue.path(str(plot)),
-            "explainability_url": dg.MetadataValue.url(plot.as_uri()),
+            "explainability_url": dg.MetadataValue.url(report_url(plot)),
+            # the newest drift report (monitoring/drift_runs) so far, and the folder of all reports
+            **({"latest_drift_report_url": dg.MetadataValue.url(report_url(drift_reports[-1]))} if drift_reports else {}),
+            "all_reports_url": dg.MetadataValue.url(report_url(reports)),
+            "reports_pruned": len(pruned),
         }
     )
 
@@ -179,6 +203,8 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
         scores = clv.assign_tiers(clv.predict_scores(model, frame, config))
         scores = scores.assign(model_version=sidecar["model_version"], scored_at=scored_at)
         rows = replace_table(conn, SCORES_TABLE, scores)
+        contract.apply_comments(conn, tables=[SCORES_TABLE])
+        schema = contract.column_metadata(conn, SCORES_TABLE)
     tiers = (
         scores.groupby("clv_tier")
         .agg(customers=("customer_id", "size"), total_clv=("predicted_clv", "sum"), mean_clv=("predicted_clv", "mean"))
@@ -190,11 +216,14 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            **schema,
             "model_version": sidecar["model_version"],
-            "total_predicted_clv": float(scores["predicted_clv"].sum()),
+            "total_predicted_clv": round(float(scores["predicted_clv"].sum()), 2),
             **total_interval(scores),
-            "mean_predicted_clv": float(scores["predicted_clv"].mean()),
-            "tiers": _md(tiers, rows=len(tiers)),
+            "mean_predicted_clv": round(float(scores["predicted_clv"].mean()), 2),
+            "tiers": dg.MetadataValue.md(
+                tiers.astype({"customers": int}).to_markdown(index=False, floatfmt=",.2f")
+            ),
             "validation_metrics": dg.MetadataValue.json(json.loads(json.dumps(sidecar["validation_metrics"]))),
             "preview": _md(scores.sort_values("clv_rank")),
         }

@@ -16,9 +16,11 @@ import pandas as pd
 import xgboost as xgb
 from dagster_duckdb import DuckDBResource
 
+from clv_platform import contract
 from clv_platform.models import clv, registry
 from clv_platform.monitoring.drift import ModelRegressionSettings
 from clv_platform.models.npd import DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, NPDModel, next_purchase_contract
+from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features
 from clv_platform.models.npd_backtest import evaluate
 from clv_platform.resources.storage import data_dir, replace_table
@@ -201,6 +203,8 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "registered": gate["register"],
             "registration": gate["reason"],
             "served_version_compared": gate.get("served_version") or "",
+            # AUC / Brier / MAE of the out-of-time check as floats, plotted across versions
+            **float_metrics(backtest, prefix="backtest_"),
         }
     )
 
@@ -246,10 +250,13 @@ def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
         scores = npd_scores(model, frame, cutoff, **settings).assign(
             model_version=meta["model_version"], scored_at=scored_at)
         rows = replace_table(conn, "scores.customer_npd", scores)
+        contract.apply_comments(conn, tables=["scores.customer_npd"])
+        schema = contract.column_metadata(conn, "scores.customer_npd")
     dated = scores["predicted_next_purchase_date"].notna()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            **schema,
             "model_version": meta["model_version"],
             "date_window_days": settings["window_days"],
             "date_min_probability": settings["min_probability"],

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from clv_platform import contract
 from clv_platform.models.segments import load_config, segment_customers
 from clv_platform.resources.storage import replace_table
 from clv_platform.transforms.features import FEATURE_TABLE
@@ -33,6 +34,8 @@ def customer_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
         segments, clusters = segment_customers(frame, config, p_alive_col="p_alive", clv_col="predicted_clv")
         segments = segments.rename(columns={"cluster": "cluster_id"})
         rows = replace_table(conn, "scores.customer_segments", segments)
+        contract.apply_comments(conn, tables=["scores.customer_segments"])
+        schema = contract.column_metadata(conn, "scores.customer_segments")
         replace_table(conn, "ml.cluster_summary", clusters.summary.reset_index(drop=False))
     sizes = {
         column: segments[column].value_counts().rename_axis(column).reset_index(name="customers")
@@ -43,6 +46,7 @@ def customer_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            **schema,
             "k": clusters.k,
             "silhouette": float(clusters.silhouette[clusters.k]),
             "silhouette_by_k": dg.MetadataValue.md(silhouette.to_markdown(index=False)),

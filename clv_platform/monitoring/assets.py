@@ -11,7 +11,10 @@
 
 The reference features are those at the cutoff of the newest registered model (what it was
 trained and validated on), computed with the same feature SQL; with no registered model, or one
-newer than the data, the features ``reference_offset_days`` before the current cutoff.
+newer than the data, the features ``reference_offset_days`` before the current cutoff. When the
+reference cutoff is the current cutoff (the first drift run after training) there is nothing to
+compare yet: the run is recorded with ``n_columns = 0`` and a null ``share_drifted`` and says "no
+comparison yet", instead of a drift of 0 that only measures the features against themselves.
 """
 
 import json
@@ -27,10 +30,13 @@ from clv_platform.monitoring.drift import (
     MonitoringConfig,
     detect_drift,
     load_config,
+    save_note,
     save_report,
     segment_share_changes,
 )
 from clv_platform.monitoring.performance import PERFORMANCE_COLUMNS, next_maturity, realized_performance
+from clv_platform import contract
+from clv_platform.reports import prune_reports, report_url
 from clv_platform.resources.storage import table_exists
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE, build_features
@@ -194,6 +200,8 @@ def score_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> 
         snapshots = conn.execute(
             f"select count(distinct snapshot_id), count(*) from {SCORE_HISTORY_TABLE}"
         ).fetchone()
+        contract.apply_comments(conn, tables=[SCORE_HISTORY_TABLE])
+        schema = contract.column_metadata(conn, SCORE_HISTORY_TABLE)
     context.log.info(f"snapshot {snapshot_id}: {len(frame)} customers as of {cutoff}, horizon {horizon} days")
     return dg.MaterializeResult(
         metadata={
@@ -203,6 +211,7 @@ def score_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> 
             "horizon_days": horizon,
             "snapshots_kept": int(snapshots[0]),
             "dagster/row_count": int(snapshots[1]),
+            **schema,
         }
     )
 
@@ -218,6 +227,11 @@ def reference_cutoff(conn, current: date, config: MonitoringConfig) -> tuple[dat
         if registered <= current:
             return registered, f"registered model {run['model_version']}"
     return current - timedelta(days=config.drift.reference_offset_days), f"{config.drift.reference_offset_days} days earlier"
+
+
+def run_is_reference(ref_kind: str) -> bool:
+    """True when the reference features are a registered model's training cutoff (see reference_cutoff)."""
+    return ref_kind.startswith("registered model")
 
 
 def _snapshots(conn) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
@@ -330,7 +344,8 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.
         old_report = conn.execute(
             f"select report_path from {DRIFT_RUNS_TABLE} where drift_run_id = ?", [context.run.run_id]
         ).fetchone()
-    columns = [c for c in FEATURE_COLUMNS if c in current.columns and c in reference.columns]
+    compared = ref_cutoff != current_cutoff
+    columns = [c for c in FEATURE_COLUMNS if c in current.columns and c in reference.columns] if compared else []
     prediction = config.drift.prediction_column
     have_predictions = latest is not None and previous is not None and prediction in latest and prediction in previous
     result = detect_drift(
@@ -341,30 +356,55 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.
         reference_predictions=previous[prediction] if have_predictions else None,
         current_predictions=latest[prediction] if have_predictions else None,
     )
-    report = save_report(result, when=run_at)
-    if old_report and old_report[0] and old_report[0] != str(report):
-        Path(old_report[0]).unlink(missing_ok=True)
-    segments = segment_changes(latest, previous, config.drift.segment_columns)
     model_version = (
         str(latest["model_version"].iloc[0]) if latest is not None and len(latest)
         else (registered or {}).get("model_version")
     )
+    if compared:
+        reference_name = "the training reference" if run_is_reference(ref_kind) else "the reference features"
+        title = (f"Feature drift: features at {current_cutoff} vs {reference_name} at {ref_cutoff} "
+                 f"({ref_kind}), scored by model {model_version}")
+    else:
+        title = (f"No feature comparison yet: the features at {current_cutoff} are the training reference of "
+                 f"{ref_kind}; prediction drift only (model {model_version})")
+    report = save_report(result, when=run_at, title=title)
+    if report is None:
+        report = save_note(title, [
+            f"Reference: {ref_kind}, features at {ref_cutoff}. Current features: {current_cutoff}.",
+            "Feature drift is measured once the data has moved past the registered model's training cutoff."
+            if not compared else "No column had enough non-null values on both sides to be measured.",
+            "Prediction drift needs two score snapshots (monitoring.score_history)."
+            if result.prediction is None else "",
+            f"Skipped: {json.dumps(result.skipped)}" if result.skipped else "",
+        ], when=run_at)
+    if old_report and old_report[0] and old_report[0] != str(report):
+        Path(old_report[0]).unlink(missing_ok=True)
+    prune_reports("drift_")
+    segments = segment_changes(latest, previous, config.drift.segment_columns)
     row = drift_row(
         context.run.run_id, run_at, model_version, current_cutoff, ref_cutoff, ref_kind,
         len(reference), len(current), result, segments, report,
     )
+    if not compared:
+        row["share_drifted"] = None
     with duckdb.get_connection() as conn:
         write_drift_run(conn, row, result.to_frame())
         total = conn.execute(f"select count(*) from {DRIFT_RUNS_TABLE}").fetchone()[0]
+        contract.apply_comments(conn, tables=[DRIFT_RUNS_TABLE])
+        schema = contract.column_metadata(conn, DRIFT_RUNS_TABLE)
     drifted = result.to_frame().sort_values("score", ascending=False)
-    context.log.info(
-        f"{len(result.drifted_columns)}/{len(result.columns)} feature columns drifted "
-        f"({result.share_drifted:.0%}, threshold {result.drift_share_threshold:.0%}) vs {ref_kind} ({ref_cutoff})"
-    )
+    if compared:
+        status = (f"{len(result.drifted_columns)}/{len(result.columns)} feature columns drifted "
+                  f"({result.share_drifted:.0%}, threshold {result.drift_share_threshold:.0%})")
+    else:
+        status = "no comparison yet"
+    context.log.info(f"{status}: features at {current_cutoff} vs {ref_kind} ({ref_cutoff})")
     metadata = {
         "drift_run_id": context.run.run_id,
+        "status": status,
+        "report_title": title,
         "drift_detected": result.drift_detected,
-        "share_drifted": result.share_drifted,
+        **({"share_drifted": result.share_drifted} if compared else {}),
         "drift_share_threshold": result.drift_share_threshold,
         "drifted_columns": ", ".join(result.drifted_columns) or "none",
         "current_cutoff": str(current_cutoff),
@@ -373,12 +413,14 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.
         "max_segment_share_change": row["max_segment_share_change"],
         "skipped_columns": dg.MetadataValue.json(result.skipped),
         "dagster/row_count": int(total),
+        **schema,
     }
     if result.prediction:
         metadata["prediction_drift_score"] = result.prediction.score
         metadata["prediction_drifted"] = result.prediction.drifted
     if report:
         metadata["report"] = dg.MetadataValue.path(str(report))
+        metadata["report_url"] = dg.MetadataValue.url(report_url(report))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -415,11 +457,14 @@ def model_performance(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
         )
         performance = performance.assign(evaluated_at=_now())
         rows = replace_rows(conn, PERFORMANCE_TABLE, performance)
+        contract.apply_comments(conn, tables=[PERFORMANCE_TABLE])
+        schema = contract.column_metadata(conn, PERFORMANCE_TABLE)
     pending = next_maturity(snapshots, data_end) if data_end is not None else None
     context.log.info(f"{rows} scorings evaluated; data through {data_end}; next horizon ends {pending}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            **schema,
             "data_through": str(data_end),
             "next_evaluation_possible": str(pending) if pending else "no pending snapshot",
             "performance": _md(performance.drop(columns=["evaluated_at"]), rows=20),

@@ -27,8 +27,10 @@ code location (which imports this module through the checks) should load fast.
 
 from __future__ import annotations
 
+import re
 import tomllib
 import warnings
+from html import escape
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clv_platform.resources.storage import data_dir
+from clv_platform.resources.storage import reports_dir
 
 # ----------------------------------------------------------------------------- configuration
 
@@ -385,14 +387,13 @@ def segment_share_changes(reference: pd.Series, current: pd.Series) -> pd.DataFr
 # ----------------------------------------------------------------------------- report file
 
 
-def reports_dir() -> Path:
-    return data_dir() / "reports"
+def save_report(
+    result: DriftResult, when: datetime | None = None, directory: Path | None = None, title: str | None = None
+) -> Path | None:
+    """Write the Evidently HTML report to ``<reports dir>/drift_<UTC timestamp>.html``.
 
-
-def save_report(result: DriftResult, when: datetime | None = None, directory: Path | None = None) -> Path | None:
-    """Write the Evidently HTML report to ``<data>/reports/drift_<UTC timestamp>.html``.
-
-    Returns None when nothing was measured (there is no snapshot to render).
+    ``title`` (which windows and which model are compared) becomes the page title and a heading
+    above Evidently's widgets. Returns None when nothing was measured (there is no snapshot to render).
     """
     if result.snapshot is None:
         return None
@@ -401,4 +402,34 @@ def save_report(result: DriftResult, when: datetime | None = None, directory: Pa
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"drift_{when:%Y%m%dT%H%M%S}.html"
     result.snapshot.save_html(str(path))
+    if title:
+        _add_title(path, title)
     return path
+
+
+def save_note(title: str, lines: list[str], when: datetime | None = None, directory: Path | None = None) -> Path:
+    """A small HTML page in place of the Evidently report when nothing could be compared, so the
+    asset's report link always opens a page that says why (``drift_<UTC timestamp>.html``)."""
+    when = when or datetime.now(timezone.utc)
+    folder = Path(directory or reports_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"drift_{when:%Y%m%dT%H%M%S}.html"
+    body = "".join(f"<p>{escape(line)}</p>" for line in lines if line)
+    path.write_text(
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{escape(title)}</title></head>'
+        f'<body style="font-family:sans-serif;max-width:900px;margin:2em auto"><h1>{escape(title)}</h1>{body}</body></html>',
+        encoding="utf-8",
+    )
+    return path
+
+
+def _add_title(path: Path, title: str) -> None:
+    """Put ``title`` into the report's <title> and as a heading at the top of its body."""
+    text = escape(title)
+    document = path.read_text(encoding="utf-8")
+    document, titled = re.subn(r"<title>.*?</title>", f"<title>{text}</title>", document, count=1, flags=re.S)
+    if not titled:
+        document = document.replace("<head>", f"<head><title>{text}</title>", 1)
+    heading = f'<h1 style="font-family:sans-serif;font-size:20px;margin:16px">{text}</h1>'
+    document = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + heading, document, count=1)
+    path.write_text(document, encoding="utf-8")

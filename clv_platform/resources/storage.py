@@ -48,6 +48,28 @@ def inbox_dir() -> Path:
     return Path(os.environ.get("CLV_INBOX_DIR", str(data_dir() / "inbox"))).resolve()
 
 
+def reports_dir() -> Path:
+    """HTML reports (explainability, drift, backtest): `CLV_REPORTS_DIR`, else `<data dir>/reports`."""
+    return Path(os.environ.get("CLV_REPORTS_DIR", str(data_dir() / "reports"))).resolve()
+
+
+DEFAULT_REPORTS_URL = "http://127.0.0.1:3001"
+DEFAULT_REPORT_RETENTION = 5
+
+
+def reports_url() -> str:
+    """Where `make ui` serves `reports_dir()` read-only (`CLV_REPORTS_URL`); asset links point there."""
+    return os.environ.get("CLV_REPORTS_URL", DEFAULT_REPORTS_URL).rstrip("/")
+
+
+def report_retention() -> int:
+    """Newest reports kept per kind (`CLV_REPORT_RETENTION`, default 5; each drift report is ~5 MB)."""
+    value = int(os.environ.get("CLV_REPORT_RETENTION", str(DEFAULT_REPORT_RETENTION)))
+    if value < 1:
+        raise ValueError(f"CLV_REPORT_RETENTION must be at least 1 (the report just written), got {value}")
+    return value
+
+
 def read_sql(package: str, name: str) -> str:
     """Read a .sql file shipped inside the package (works from an installed wheel too)."""
     return resources.files(package).joinpath(name).read_text(encoding="utf-8")

@@ -3,6 +3,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from clv_platform import contract
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE, materialize_features
 
@@ -47,6 +48,8 @@ def customer_features(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
             """
         ).df().iloc[0]
         preview = conn.execute(f"select * from {FEATURE_TABLE} order by total_net_spend desc limit 5").df()
+        contract.apply_comments(conn, tables=[FEATURE_TABLE])
+        schema = contract.column_metadata(conn, FEATURE_TABLE)
     context.log.info(f"{rows} customers with features as of {cutoff}")
     null_md = "\n".join(
         ["| column | null share |", "|---|---|"]
@@ -56,6 +59,7 @@ def customer_features(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
         metadata={
             "cutoff": str(cutoff),
             "dagster/row_count": rows,
+            **schema,
             "columns": len(columns),
             "mean_frequency": float(summary["mean_frequency"] or 0),
             "mean_recency_days": float(summary["mean_recency_days"] or 0),

@@ -3,6 +3,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from clv_platform import contract
 from clv_platform.transforms.staging import build_staging
 
 RAW_INPUTS = [
@@ -55,6 +56,8 @@ def staging_tables(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         previews["rejected_rows"] = conn.execute(
             "select source, record_id, reason, left(payload, 80) as payload from staging.rejected_rows limit 5"
         ).df()
+        contract.apply_comments(conn, schemas=("staging",))
+        schemas = {name: contract.column_metadata(conn, f"staging.{name}") for name in _DESCRIPTIONS}
     for rec in result.reconciliation:
         context.log.info(
             f"{rec.source_table}: {rec.rows_in} in = {rec.accepted} accepted + {rec.rejected} rejected"
@@ -66,6 +69,7 @@ def staging_tables(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     for name in _DESCRIPTIONS:
         metadata = {
             "dagster/row_count": result.row_counts[name],
+            **schemas[name],
             "preview": dg.MetadataValue.md(previews[name].head(5).to_markdown(index=False)),
         }
         if name == "orders":

@@ -160,3 +160,40 @@ def test_reader_process_never_sees_a_broken_or_partial_snapshot(tmp_path):
     assert report["reads"] >= 10
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp") or p.endswith(".wal")]
     assert Path(target).exists()
+
+
+def test_snapshot_is_written_in_a_storage_version_every_duckdb_1x_reads(tmp_path):
+    """duckdb 1.0 ... 1.5 readers accept header versions 64 up to 64 ... 68; the snapshot says 64,
+    whatever duckdb wrote it, while the working database keeps the writer's own format."""
+    target = tmp_path / "analytics.duckdb"
+    working = tmp_path / "clv.duckdb"
+    with duckdb.connect(str(working)) as conn:
+        write_scores(conn, 50)
+        publish_snapshot(conn, target)
+    assert publish.header_version(target) == publish.SNAPSHOT_HEADER_VERSION == 64
+    assert publish.SNAPSHOT_STORAGE_VERSION == "v1.0.0"
+    with open_snapshot(target) as conn:
+        assert conn.execute("select count(*) from marts.customer_scores").fetchone()[0] == 50
+    with pytest.raises(ValueError, match="not a DuckDB"):
+        (tmp_path / "x.duckdb").write_bytes(b"not a database at all")
+        publish.header_version(tmp_path / "x.duckdb")
+
+
+@pytest.mark.skipif(not os.environ.get("CLV_TEST_DUCKDB_CLI"),
+                    reason="set CLV_TEST_DUCKDB_CLI to a duckdb 1.x CLI (pip install duckdb-cli==1.5.*)")
+def test_snapshot_opens_with_the_duckdb_1x_cli(tmp_path):
+    """The README's command, run by the CLI analysts install from pip (a separate duckdb 1.x)."""
+    cli = os.environ["CLV_TEST_DUCKDB_CLI"]
+    version = subprocess.run([cli, "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("v1."), version
+    target = tmp_path / "analytics.duckdb"
+    with duckdb.connect(str(tmp_path / "clv.duckdb")) as conn:
+        write_scores(conn, 25)
+        publish_snapshot(conn, target)
+    out = subprocess.run(
+        [cli, "-readonly", "-csv", str(target), "-c",
+         "select count(*), sum(clv_rank) from marts.customer_scores"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == f"25,{25 * 26 // 2}"

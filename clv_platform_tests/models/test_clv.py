@@ -104,9 +104,9 @@ def test_tiers_and_percentiles_on_a_hand_made_frame():
     assert tiered.loc["c199", "clv_rank"] == 200 and tiered.loc["c199", "clv_percentile"] == 0.5
     assert tiered.loc["c004", "clv_rank"] == 5 and tiered.loc["c005", "clv_rank"] == 6
     counts = tiered["clv_tier"].value_counts().to_dict()
-    assert counts == {"Top 1%": 2, "Top 5%": 8, "Top 10%": 10, "Top 25%": 30, "Rest": 150}
-    assert tiered.loc["c001", "clv_tier"] == "Top 1%" and tiered.loc["c002", "clv_tier"] == "Top 5%"
-    assert tiered.loc["c049", "clv_tier"] == "Top 25%" and tiered.loc["c050", "clv_tier"] == "Rest"
+    assert counts == {"Top 1%": 2, "1-5%": 8, "5-10%": 10, "10-25%": 30, "Rest": 150}
+    assert tiered.loc["c001", "clv_tier"] == "Top 1%" and tiered.loc["c002", "clv_tier"] == "1-5%"
+    assert tiered.loc["c049", "clv_tier"] == "10-25%" and tiered.loc["c050", "clv_tier"] == "Rest"
     assert sorted(tiered["clv_rank"]) == list(range(1, n + 1))
 
 
@@ -164,7 +164,7 @@ def test_assets_materialize_in_process(demo_db, data_env):
     assert btyd_rows[0] == customers and 0 < btyd_rows[1] < 1
     assert len(scores) == customers and scores["customer_id"].is_unique
     assert (scores["predicted_clv"] >= 0).all() and scores["predicted_clv"].sum() > 0
-    assert set(scores["clv_tier"]) == {"Top 1%", "Top 5%", "Top 10%", "Top 25%", "Rest"}
+    assert set(scores["clv_tier"]) == {"Top 1%", "1-5%", "5-10%", "10-25%", "Rest"}
     assert (scores["model_version"] == runs.loc[0, "model_version"]).all()
     assert len(runs) == 1 and runs.loc[0, "is_registered"] and runs.loc[0, "n_train"] > customers
     assert importance["mean_abs_shap"].is_monotonic_decreasing and len(interactions) > 0

@@ -204,6 +204,9 @@ def test_monitoring_assets_snapshot_detect_drift_and_evaluate(data_env, monkeypa
     assert newest["prediction_drifted"]
     assert newest["max_segment_share_change"] == pytest.approx(0.4, abs=0.1)
     assert newest["reference_kind"] == "90 days earlier" and pd.Timestamp(newest["reference_cutoff"]).date() == date(2025, 4, 1)
+    drift_events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "drift_runs"]
+    assert "vs the reference features at 2025-04-01 (90 days earlier)" in \
+        drift_events[0].materialization.metadata["report_title"].value
     assert (data_env / "reports").joinpath(newest["report_path"].split("/")[-1]).exists()
     assert set(columns["drift_run_id"]) == set(runs["drift_run_id"])
     assert performance.empty  # a 365-day horizon has not passed yet
@@ -228,3 +231,55 @@ def test_large_sides_are_measured_on_a_deterministic_sample():
     drifted = detect_drift(reference, customers(6000, seed=2, shift=1.0), FEATURES,
                            dataclasses.replace(SETTINGS, max_rows=3000))
     assert drifted.drift_detected
+
+
+def _registered_model(conn, cutoff: date) -> None:
+    conn.execute("create schema if not exists ml")
+    conn.execute(
+        "create or replace table ml.model_runs (model_name varchar, model_version varchar, trained_at timestamp, "
+        "cutoff date, horizon_days integer, objective varchar, n_train bigint, metrics json, path varchar, "
+        "is_registered boolean)"
+    )
+    conn.execute(
+        "insert into ml.model_runs values ('clv_xgb', 'v9', timestamp '2025-06-30 09:00', ?, 365, 'tweedie', "
+        "100, '{}', 'p', true)", [cutoff],
+    )
+
+
+def test_first_drift_run_after_training_reports_no_comparison_yet(data_env, monkeypatch):
+    """Right after training the reference features ARE the current ones: not a drift of 0."""
+    db = data_env / "clv.duckdb"
+    current = customers(300, 3, shift=1.0).assign(feature_cutoff=date(2025, 6, 30))
+    built = []
+    monkeypatch.setattr(monitoring_assets, "build_features",
+                        lambda conn, cutoff: built.append(cutoff) or customers(300, 1))
+    with duckdb.connect(str(db)) as conn:
+        _write(conn, "features.customer_features", current)
+        _registered_model(conn, date(2025, 6, 30))
+    result = dg.materialize([monitoring_assets.drift_runs], resources={"duckdb": DuckDBResource(database=str(db))})
+    assert result.success
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["status"].value == "no comparison yet"
+    assert "share_drifted" not in metadata
+    assert "No feature comparison yet" in metadata["report_title"].value
+    with duckdb.connect(str(db), read_only=True) as conn:
+        row = conn.execute("select n_columns, share_drifted, drift_detected, reference_kind from monitoring.drift_runs").fetchone()
+    assert row == (0, None, False, "registered model v9")
+    note = open(metadata["report"].value, encoding="utf-8").read()  # the link opens a page saying why
+    assert "No feature comparison yet" in note and "training cutoff" in note
+
+    # after the data moved on, the same model's training features are the reference, and the
+    # report's title says which windows and which model are compared
+    current = current.assign(feature_cutoff=date(2025, 7, 31))
+    with duckdb.connect(str(db)) as conn:
+        _write(conn, "features.customer_features", current)
+    result = dg.materialize([monitoring_assets.drift_runs], resources={"duckdb": DuckDBResource(database=str(db))})
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert built[-1] == date(2025, 6, 30)
+    assert metadata["drift_detected"].value is True and metadata["share_drifted"].value > 0.3
+    title = metadata["report_title"].value
+    assert "features at 2025-07-31 vs the training reference at 2025-06-30 (registered model v9)" in title
+    report = metadata["report"].value
+    html = open(report, encoding="utf-8").read()
+    assert f"<title>{title}</title>" in html and title in html.split("<body", 1)[1]
+    assert metadata["report_url"].value.endswith("/" + report.split("/")[-1])

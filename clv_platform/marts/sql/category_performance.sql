@@ -35,14 +35,14 @@ sales as (
 select
     s.category_name as category,
     s.products,
-    s.revenue,
+    round(s.revenue, 2) as revenue,
     s.revenue / sum(s.revenue) over () as revenue_share,
     s.units,
     s.orders,
     coalesce(b.buyers, 0) as buyers,
     coalesce(b.repeat_buyers, 0) as repeat_buyers,
     coalesce(b.repeat_buyers, 0) / nullif(b.buyers, 0) as repeat_buyer_share,
-    s.revenue / s.orders as revenue_per_order
+    round(s.revenue / s.orders, 2) as revenue_per_order
 from sales s
 left join buyers b using (category_name)
 order by s.revenue desc, s.category_name;

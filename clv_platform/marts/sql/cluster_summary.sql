@@ -5,13 +5,13 @@ select
     any_value(cluster_name) as cluster_name,
     count(*) as customers,
     count(*) / sum(count(*)) over () as customer_share,
-    sum(predicted_clv) as total_predicted_clv,
-    avg(predicted_clv) as mean_predicted_clv,
+    round(sum(predicted_clv), 2) as total_predicted_clv,
+    round(avg(predicted_clv), 2) as mean_predicted_clv,
     avg(p_alive) as mean_p_alive,
     avg(expected_purchases) as mean_expected_purchases,
     avg(p_purchase_30d) as mean_p_purchase_30d,
-    sum(historical_revenue) as historical_revenue,
-    avg(historical_revenue) as mean_historical_revenue,
+    round(sum(historical_revenue), 2) as historical_revenue,
+    round(avg(historical_revenue), 2) as mean_historical_revenue,
     avg(order_count) as mean_order_count,
     mode(rfm_segment) as most_common_rfm_segment
 from marts.customer_scores

@@ -45,10 +45,10 @@ select
     coalesce(a.active_customers, 0) as active_customers,
     coalesce(a.active_customers, 0) / g.cohort_customers as retention_share,
     coalesce(a.orders, 0) as orders,
-    coalesce(a.revenue, 0) as revenue,
-    sum(coalesce(a.revenue, 0)) over (
+    round(coalesce(a.revenue, 0), 2) as revenue,
+    round(sum(coalesce(a.revenue, 0)) over (
         partition by g.cohort_month order by g.month_offset rows between unbounded preceding and current row
-    ) / g.cohort_customers as cumulative_revenue_per_customer
+    ) / g.cohort_customers, 2) as cumulative_revenue_per_customer
 from grid g
 left join activity a using (cohort_month, month_offset)
 order by g.cohort_month, g.month_offset;

@@ -1,6 +1,7 @@
 -- marts.customer_scores: one row per scored customer, every model output side by side.
 -- Reads the normalized score views (clv_scores_input, npd_scores_input, segment_scores_input)
 -- that marts/assets.py creates over scores.*; a score table or column that is missing reads as null.
+-- Money is rounded to cents here (ranks and tiers come from the unrounded scores).
 create schema if not exists marts;
 
 create or replace table marts.customer_scores as
@@ -18,7 +19,7 @@ with history as (
 select
     c.customer_id,
     cu.email,
-    c.predicted_clv,
+    round(c.predicted_clv, 2) as predicted_clv,
     c.p_alive,
     c.expected_purchases,
     n.predicted_next_purchase_date,
@@ -35,7 +36,7 @@ select
     s.cluster_name,
     $as_of::date as as_of_date,
     coalesce(h.order_count, 0) as order_count,
-    coalesce(h.historical_revenue, 0) as historical_revenue,
+    round(coalesce(h.historical_revenue, 0), 2) as historical_revenue,
     h.first_order_date,
     h.last_order_date,
     cu.country,

@@ -10,8 +10,8 @@ with both_scored as (
         s.customer_id,
         s.email,
         s.predicted_clv,
-        k.klaviyo_predicted_clv,
-        k.klaviyo_historic_clv,
+        round(k.klaviyo_predicted_clv, 2) as klaviyo_predicted_clv,
+        round(k.klaviyo_historic_clv, 2) as klaviyo_historic_clv,
         s.predicted_next_purchase_date,
         k.klaviyo_expected_next_order_date,
         s.p_alive,
@@ -24,7 +24,7 @@ with both_scored as (
 )
 select
     *,
-    predicted_clv - klaviyo_predicted_clv as clv_difference,
+    round(predicted_clv - klaviyo_predicted_clv, 2) as clv_difference,
     datediff('day', klaviyo_expected_next_order_date, predicted_next_purchase_date) as next_order_days_difference,
     rank() over (order by predicted_clv desc) as our_clv_rank,
     rank() over (order by klaviyo_predicted_clv desc) as klaviyo_clv_rank

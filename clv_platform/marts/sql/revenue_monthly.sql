@@ -33,16 +33,16 @@ labelled as (
 )
 select
     month,
-    sum(net_revenue) as revenue,
+    round(sum(net_revenue), 2) as revenue,
     count(*) as orders,
-    sum(net_revenue) / count(*) as average_order_value,
+    round(sum(net_revenue) / count(*), 2) as average_order_value,
     count(distinct customer_id) as customers,
     count(distinct customer_id) filter (where customer_type = 'new') as new_customers,
     count(distinct customer_id) filter (where customer_type = 'returning') as returning_customers,
-    coalesce(sum(net_revenue) filter (where customer_type = 'new'), 0) as new_customer_revenue,
-    coalesce(sum(net_revenue) filter (where customer_type = 'returning'), 0) as returning_customer_revenue,
+    round(coalesce(sum(net_revenue) filter (where customer_type = 'new'), 0), 2) as new_customer_revenue,
+    round(coalesce(sum(net_revenue) filter (where customer_type = 'returning'), 0), 2) as returning_customer_revenue,
     count(*) filter (where customer_type = 'guest') as guest_orders,
-    coalesce(sum(net_revenue) filter (where customer_type = 'guest'), 0) as guest_revenue,
+    round(coalesce(sum(net_revenue) filter (where customer_type = 'guest'), 0), 2) as guest_revenue,
     coalesce(sum(net_revenue) filter (where customer_type = 'returning'), 0) / sum(net_revenue) as returning_revenue_share
 from labelled
 group by month

@@ -40,10 +40,10 @@ select
     end as period_name,
     d.days,
     coalesce(s.orders, 0) as orders,
-    coalesce(s.revenue, 0) as revenue,
+    round(coalesce(s.revenue, 0), 2) as revenue,
     coalesce(s.revenue, 0) / sum(coalesce(s.revenue, 0)) over (partition by d.period_type) as revenue_share,
     coalesce(s.orders, 0) / d.days as orders_per_day,
-    coalesce(s.revenue, 0) / d.days as revenue_per_day,
+    round(coalesce(s.revenue, 0) / d.days, 2) as revenue_per_day,
     coalesce(s.revenue, 0) / d.days / o.revenue_per_day as revenue_index,
     coalesce(s.orders, 0) / d.days / o.orders_per_day as orders_index
 from days d

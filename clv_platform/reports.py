@@ -1,0 +1,60 @@
+"""HTML reports under `reports_dir()`: browser links to them and pruning by a retention setting.
+
+Browsers refuse `file://` links from an http page, so `make ui` serves the reports folder
+read-only on 127.0.0.1 (`python -m http.server --bind 127.0.0.1 --directory data/reports 3001`)
+and assets link to `reports_url()/<file name>` with `MetadataValue.url`.
+
+Each report kind has its own file-name prefix (`clv_explainability_`, `drift_`, `backtest_`);
+pruning only ever touches files of that prefix with the `.html` suffix, newest kept by name
+(the names end in a UTC timestamp), so a file someone else put in the folder is never deleted.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from clv_platform.resources.storage import report_retention, reports_dir, reports_url
+
+
+def report_url(path: str | Path) -> str:
+    """The http address of a report inside `reports_dir()`; raises for a file elsewhere."""
+    path = Path(path).resolve()
+    folder = reports_dir()
+    try:
+        relative = path.relative_to(folder)
+    except ValueError:
+        raise ValueError(f"{path} is not inside the served reports folder {folder}") from None
+    return f"{reports_url()}/" + ("" if relative == Path(".") else relative.as_posix())
+
+
+def prune_reports(prefix: str, keep: int | None = None, folder: Path | None = None) -> list[Path]:
+    """Delete all but the `keep` newest `<prefix>*.html` reports; returns the deleted paths."""
+    keep = report_retention() if keep is None else keep
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    if not prefix:
+        raise ValueError("a report prefix is required: pruning never matches every file")
+    folder = Path(folder) if folder is not None else reports_dir()
+    reports = sorted(p for p in folder.glob(f"{prefix}*.html") if p.is_file())
+    removed = reports[:-keep] if len(reports) > keep else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def float_metrics(metrics: dict | None, prefix: str = "") -> dict[str, float]:
+    """Every finite number of a metrics dict as its own top-level float metadata entry.
+
+    Dagster plots a float metadata key across materializations (the asset's Plots tab); one JSON
+    blob is not plotted. Nested dicts become `<prefix><outer>_<inner>`; NaN/inf, booleans and text
+    are left out (they would break the plot), counts stay numbers.
+    """
+    out: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(float_metrics(value, prefix=f"{name}_"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value)):
+            out[name] = float(value)
+    return out
