@@ -44,7 +44,7 @@ BY_NAME = {f.name: f for f in FIELDS}
 # Shopify tags (values 'true'/'false'): the rule is SQL over marts.customer_scores columns.
 # tag -> (the column it needs, the rule over s = marts.customer_scores)
 TAGS: dict[str, tuple[str, str]] = {
-    "clv:top-5": ("clv_tier", "s.clv_tier in ('Top 1%', 'Top 5%')"),
+    "clv:top-5": ("clv_tier", "s.clv_tier in ('Top 1%', '1-5%')"),
     "clv:at-risk": ("lifecycle_stage", "s.lifecycle_stage = 'at_risk'"),
 }
 TAG_PREFIX = "tag:"

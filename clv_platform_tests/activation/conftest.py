@@ -70,7 +70,7 @@ def customer_rows(n: int = N_CUSTOMERS) -> list[dict]:
             "p_purchase_30d": (i % 9) / 9,
             "rfm_segment": ["Champions", "Loyal", "At risk", "Hibernating"][i % 4],
             "lifecycle_stage": "at_risk" if i % 6 == 0 else "active",
-            "clv_tier": "Top 5%" if i >= n - 6 else "Rest",
+            "clv_tier": "1-5%" if i >= n - 6 else "Rest",
             "model_version": "clv-20261129",
             "scored_at": SCORED_AT,
         })

@@ -57,7 +57,7 @@ def test_values_are_canonical_and_tags_only_when_meaningful(tmp_path):
     assert by[(first, "tag:clv:at-risk")] == "true"  # i = 0 is at risk
     # a tag that was never set is not planned as a removal
     assert (rows[1]["shopify_customer_id"], "tag:clv:at-risk") not in by
-    assert by[(rows[-2]["shopify_customer_id"], "tag:clv:top-5")] == "true"  # i = 10: Top 5%
+    assert by[(rows[-2]["shopify_customer_id"], "tag:clv:top-5")] == "true"  # i = 10: tier 1-5%
     # Klaviyo-only people have no Shopify target
     assert all(t.startswith("gid://shopify/Customer/") for t in changes["target_id"])
 
