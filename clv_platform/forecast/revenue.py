@@ -460,17 +460,12 @@ def combine(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_purchase_model(summary: pd.DataFrame, model_name: str = btyd.BGNBD) -> btyd.BTYDModel:
-    """BTYD fitted on a calibration summary, with the NaN-safe BG/NBD expectation of ``clv``."""
-    from dataclasses import replace
+    """BTYD fitted on a calibration summary (``"auto"``: the family ``btyd.fit_auto`` serves).
 
-    from clv_platform.models.clv import _StableBetaGeo
-
-    names = btyd.TRANSACTION_MODELS if model_name == "auto" else (model_name,)
-    fits = [btyd.fit_btyd(summary, name) for name in names]
-    best = max(fits, key=lambda m: m.log_likelihood)
-    if best.model == btyd.BGNBD:
-        best = replace(best, transactions=_StableBetaGeo(best.transactions))
-    return best
+    ``btyd.TransactionModel`` keeps every expectation total over valid inputs, also for a
+    collapsed fit, so the forecast needs no guard of its own.
+    """
+    return btyd.fit_btyd(summary, model_name)
 
 
 REHEARSAL_MONTHS = 6
