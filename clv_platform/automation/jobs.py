@@ -34,3 +34,12 @@ rebuild_from_staging_job = dg.define_asset_job(
     description="Rebuild staging and everything downstream (scoring with the registered models) "
     "from the raw tables already loaded.",
 )
+
+# The rebuild after an import when the store has no trained models yet (a files-only store's
+# first import): the same as rebuild_from_staging plus training and registering the models.
+rebuild_and_train_job = dg.define_asset_job(
+    name="rebuild_and_train",
+    selection=dg.AssetSelection.groups("staging").downstream(),
+    description="Rebuild staging and everything downstream from the raw tables already loaded, training and "
+    "registering the models (what a files-only store runs after its first import, and `clv-platform files`).",
+)

@@ -66,17 +66,23 @@ class StagingResult:
 
 
 def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -> str:
-    """The shop currency is whatever `shopMoney` is most often in; fall back to `default`."""
+    """The shop currency is whatever `shopMoney` is most often in, else the most frequent currency
+    of the imported file rows (column or store setting, recorded per row); fall back to `default`."""
     value = conn.execute(
         """
-        select mode(json_extract_string(payload, '$.totalPriceSet.shopMoney.currencyCode'))
-        from raw.shopify_orders
+        select coalesce(
+            (select mode(json_extract_string(payload, '$.totalPriceSet.shopMoney.currencyCode'))
+             from raw.shopify_orders),
+            (select mode(nullif(upper(trim(currency)), '')) from raw.file_transactions)
+        )
         """
     ).fetchone()[0]
     return value or default
 
 
-def build_staging(conn: duckdb.DuckDBPyConnection, shop_currency: str | None = None) -> StagingResult:
+def build_staging(
+    conn: duckdb.DuckDBPyConnection, shop_currency: str | None = None, store_timezone: str = "UTC"
+) -> StagingResult:
     """Rebuild every staging table from raw in one transaction and reconcile the counts.
 
     Raises if any raw table does not balance: silently losing rows is worse than failing.
@@ -92,7 +98,7 @@ def build_staging(conn: duckdb.DuckDBPyConnection, shop_currency: str | None = N
         for script in STAGING_SCRIPTS:
             started = time.perf_counter()
             run_script(conn, read_sql("clv_platform.transforms", f"sql/staging/{script}"),
-                       {"shop_currency": currency})
+                       {"shop_currency": currency, "store_timezone": store_timezone})
             result.script_seconds[script] = time.perf_counter() - started
         result.reconciliation = reconcile(conn)
         unbalanced = [r for r in result.reconciliation if not r.balanced]
