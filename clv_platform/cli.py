@@ -125,7 +125,7 @@ def run_files(args: argparse.Namespace) -> int:
     instance.add_dynamic_partitions(inbox_file_partitions.name, files)
     started = time.perf_counter()
     importer = defs.resolve_job_def("import_inbox_file")
-    for name in files:
+    for name in [] if args.build_only else files:
         step = time.perf_counter()
         result = importer.execute_in_process(instance=instance, partition_key=name, raise_on_error=False,
                                              tags={"clv/trigger": "clv-platform files"})
@@ -133,6 +133,8 @@ def run_files(args: argparse.Namespace) -> int:
             _print_failures(result)
             return 1
         print(f"imported {name} in {time.perf_counter() - step:.1f} s")
+    if args.import_only:
+        return 0
     train = args.retrain or needs_training(database, settings.models_dir)
     job = defs.resolve_job_def("rebuild_and_train" if train else "rebuild_from_staging")
     result = job.execute_in_process(instance=instance, raise_on_error=False, tags={"clv/trigger": "clv-platform files"})
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     files = sub.add_parser("files", help="files-only store: import every export in the inbox and build everything")
     files.add_argument("--database", help="DuckDB file (default: $CLV_DUCKDB_PATH or data/files.duckdb)")
     files.add_argument("--retrain", action="store_true", help="train new models even if some are registered")
+    files.add_argument("--import-only", action="store_true", help="import the inbox files, build nothing")
+    files.add_argument("--build-only", action="store_true", help="build from the raw rows already imported")
     files.set_defaults(func=run_files)
 
     withdraw = sub.add_parser("withdraw-file", help="remove every raw row of one imported file")

@@ -26,7 +26,7 @@ def files_store(tmp_path_factory):
     mp.setenv("CLV_FILE_CURRENCY", "GBP")
     export = synthesize(n_customers=300, seed=3, lines_per_invoice=3)
     sheet_rows = write_two_sheet_workbook(export, inbox / "online_retail_II.xlsx")
-    code = run_files(SimpleNamespace(database=None, retrain=False))
+    code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
     yield SimpleNamespace(code=code, db=tmp / "files.duckdb", export=export, sheet_rows=sheet_rows, tmp=tmp)
     mp.undo()
 
@@ -88,7 +88,9 @@ def test_every_input_row_is_accounted_for(files_store):
 def test_credit_notes_cancel_orders_and_the_as_of_date_is_the_files_last_order(files_store):
     export = files_store.export
     with duckdb.connect(str(files_store.db), read_only=True) as conn:
-        orders = conn.execute("select order_id, customer_id, order_date, net_revenue::double from staging.orders").df()
+        orders = conn.execute(
+            "select order_id, customer_id, order_date, net_revenue::double as net_revenue from staging.orders"
+        ).df()
         cutoffs = conn.execute("select distinct feature_cutoff from features.customer_features").fetchall()
         postage = conn.execute(
             "select count(*) from staging.order_lines where sku in ('POST', 'DOT') and product_id is null"

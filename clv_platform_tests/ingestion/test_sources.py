@@ -173,3 +173,46 @@ def test_inbox_sensor_keys_files_by_content_and_ignores_the_inbox_outside_files_
     os.utime(path, (stat.st_atime, stat.st_mtime))
     assert path.stat().st_size == stat.st_size
     assert tick("files").run_requests[0].run_key != first
+
+
+def test_rebuild_after_the_first_import_trains_the_models(data_env):
+    from clv_platform.automation.sensors import needs_training
+    from clv_platform.models.npd_assets import MODEL_PREFIX
+
+    db, models = data_env / "clv.duckdb", data_env / "models"
+    assert needs_training(db, models)  # fresh store: nothing registered, no file yet
+    models.mkdir(exist_ok=True)
+    (models / f"{MODEL_PREFIX}20250101T000000000000Z.json").write_text("{}")
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("create schema ml")
+        conn.execute("create table ml.model_runs (model_name varchar, is_registered boolean)")
+        conn.execute("insert into ml.model_runs values ('clv_xgb', false)")
+    assert needs_training(db, models)  # trained once but never registered
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("update ml.model_runs set is_registered = true")
+    assert not needs_training(db, models)
+    (models / f"{MODEL_PREFIX}20250101T000000000000Z.json").unlink()
+    assert needs_training(db, models)  # the next-purchase model is missing
+
+
+def test_as_of_date_belongs_to_the_store(data_env):
+    from clv_platform.transforms.cutoff import cutoff_and_rule
+
+    db = data_env / "clv.duckdb"
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("create schema staging")
+        conn.execute(
+            "create table staging.orders as select * from (values ('file', date '2011-12-09'), "
+            "('demo', date '2026-11-30')) as t(source, order_date)"
+        )
+        conn.execute("create schema meta")
+        conn.execute("create table meta.platform (source varchar, created_at timestamp, shop_timezone varchar)")
+        conn.execute("insert into meta.platform values ('files', now(), null)")
+        settings = load_settings({"CLV_DATA_DIR": str(data_env), "CLV_SOURCE": "files"})
+        assert cutoff_and_rule(conn, settings) == (date(2011, 12, 9), "last order date of the store's imported files")
+        conn.execute("update meta.platform set source = 'shopify', shop_timezone = 'Asia/Tokyo'")
+        now = datetime(2025, 3, 1, 16, 0, tzinfo=timezone.utc)  # already 2 March 01:00 in Tokyo
+        assert cutoff_and_rule(conn, settings, now) == (
+            date(2025, 3, 1), "last complete day in the shop's time zone (Asia/Tokyo)")
+        pinned = load_settings({"CLV_DATA_DIR": str(data_env), "CLV_AS_OF": "2024-05-05"})
+        assert cutoff_and_rule(conn, pinned, now)[0] == date(2024, 5, 5)
