@@ -216,3 +216,24 @@ def test_as_of_date_belongs_to_the_store(data_env):
             date(2025, 3, 1), "last complete day in the shop's time zone (Asia/Tokyo)")
         pinned = load_settings({"CLV_DATA_DIR": str(data_env), "CLV_AS_OF": "2024-05-05"})
         assert cutoff_and_rule(conn, pinned, now)[0] == date(2024, 5, 5)
+
+
+def test_the_rebuild_after_an_import_asks_for_training_on_a_fresh_files_store(data_env, monkeypatch):
+    from clv_platform.automation.sensors import rebuild_after_import_sensor
+
+    monkeypatch.setenv("CLV_SOURCE", "files")
+    monkeypatch.setenv("CLV_FILE_CURRENCY", "GBP")
+    (data_env / "inbox" / "shop.csv").write_text("customer_id,order_id,order_date,amount\nc1,o1,2025-01-01,10.00\n")
+    defs = build_definitions(database=str(data_env / "clv.duckdb"))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("inbox_files", ["shop.csv"])
+    run = defs.resolve_job_def("import_inbox_file").execute_in_process(instance=instance, partition_key="shop.csv")
+    assert run.success
+    context = dg.build_run_status_sensor_context(
+        sensor_name="rebuild_after_import_sensor", dagster_instance=instance, dagster_run=run.dagster_run,
+        dagster_event=run.get_run_success_event(),
+        resources={"duckdb": defs.resources["duckdb"]},
+    )
+    request = rebuild_after_import_sensor(context)
+    assert request.job_name == "rebuild_and_train" and request.run_key == run.run_id
+    assert request.tags["clv/trains_models"] == "true"
