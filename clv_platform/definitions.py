@@ -1,16 +1,16 @@
-"""The clv_platform code location: the one place that decides which systems are used.
+"""The clv_platform code location: the one place that decides which store and systems are used.
 
-With no Shopify credentials the whole graph runs on the built-in demo store; with
-`SHOPIFY_SHOP_DOMAIN` + `SHOPIFY_CLIENT_ID`/`SHOPIFY_CLIENT_SECRET` (or a legacy
-`SHOPIFY_ACCESS_TOKEN`) and optionally `KLAVIYO_API_KEY` the same
-assets pull the real store. Secrets are bound with `EnvVar`, so their values are read at
-run time and never shown in the UI.
+`load_settings()` (clv_platform/settings.py) is read once here. `CLV_SOURCE` picks the store:
+`demo` (default; the built-in demo store, in data/demo.duckdb), `shopify` (the live shop,
+`SHOPIFY_SHOP_DOMAIN` + `SHOPIFY_CLIENT_ID`/`SHOPIFY_CLIENT_SECRET` of a Dev Dashboard app, or a
+legacy `SHOPIFY_ACCESS_TOKEN`; optionally `KLAVIYO_API_KEY`; data/clv.duckdb) or
+`files` (exports dropped into data/inbox only; data/files.duckdb). Missing live credentials are an
+error of the live run, never a switch to the demo. Secrets are bound with `EnvVar`, so their
+values are read at run time and never shown in the UI. The settings travel to every asset,
+check and sensor inside the `duckdb` resource (`StorageResource`).
 """
 
-import os
-
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from clv_platform.activation.assets import ACTIVATION_ASSETS
 from clv_platform.activation.settings import activation_resource
@@ -18,6 +18,7 @@ from clv_platform.automation.jobs import (
     activate_now_job,
     full_refresh_job,
     import_file_job,
+    rebuild_and_train_job,
     rebuild_from_staging_job,
     refresh_everything_job,
 )
@@ -33,8 +34,14 @@ from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.models.npd_assets import NPD_ASSETS
 from clv_platform.models.segment_assets import SEGMENT_ASSETS
 from clv_platform.monitoring.assets import MONITORING_ASSETS
-from clv_platform.resources.demo import DemoStoreResource, NoProfilesResource
-from clv_platform.resources.storage import duckdb_config, duckdb_path
+from clv_platform.resources.demo import (
+    DemoStoreResource,
+    FilesOnlyResource,
+    MissingCredentialsResource,
+    NoProfilesResource,
+)
+from clv_platform.resources.storage import StorageResource
+from clv_platform.settings import Settings, load_settings, with_database
 from clv_platform.transforms.features_assets import customer_features
 from clv_platform.transforms.staging_assets import staging_tables
 
@@ -53,34 +60,44 @@ ASSETS = [
 ]
 
 
-def source_resources() -> dict[str, dg.ConfigurableResource]:
-    """Live clients where credentials are set, the demo store otherwise."""
-    demo = DemoStoreResource(
-        n_customers=int(os.environ.get("CLV_DEMO_CUSTOMERS", "5000")),
-        seed=int(os.environ.get("CLV_DEMO_SEED", "42")),
-    )
-    from clv_platform.resources.shopify import DEFAULT_API_VERSION, credential_settings, has_credentials
-
-    shopify_live = has_credentials(os.environ)
-    klaviyo_live = bool(os.environ.get("KLAVIYO_API_KEY"))
-    resources: dict[str, dg.ConfigurableResource] = {"shopify": demo, "klaviyo": demo}
-    if shopify_live:
-        from clv_platform.resources.shopify import ShopifyResource
+def source_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The `shopify` and `klaviyo` clients of the store `CLV_SOURCE` names."""
+    if settings.source == "demo":
+        demo = DemoStoreResource(
+            n_customers=settings.demo_customers,
+            seed=settings.demo_seed,
+            end_date=settings.demo_end_date().isoformat(),
+        )
+        return {"shopify": demo, "klaviyo": demo}
+    if settings.source == "files":
+        return {"shopify": FilesOnlyResource(), "klaviyo": FilesOnlyResource()}
+    resources: dict[str, dg.ConfigurableResource] = {}
+    if settings.has_shopify_credentials:
+        from clv_platform.resources.shopify import ShopifyResource, shopify_credentials
 
         resources["shopify"] = ShopifyResource(
             shop_domain=dg.EnvVar("SHOPIFY_SHOP_DOMAIN"),
-            **credential_settings(os.environ),  # client credentials (Dev Dashboard app) or legacy token
-            api_version=os.environ.get("SHOPIFY_API_VERSION", DEFAULT_API_VERSION),
+            # client credentials (Dev Dashboard app) or a legacy token; names only, values at run time
+            **shopify_credentials(settings.shopify_uses_client_credentials),
+            api_version=settings.shopify_api_version,
         )
-        resources["klaviyo"] = NoProfilesResource()
-    if klaviyo_live:
+    else:
+        resources["shopify"] = MissingCredentialsResource(
+            missing_credentials="SHOPIFY_SHOP_DOMAIN and SHOPIFY_CLIENT_ID / SHOPIFY_CLIENT_SECRET (or SHOPIFY_ACCESS_TOKEN)"
+        )
+    if settings.has_klaviyo_key:
         from clv_platform.resources.klaviyo import KlaviyoResource
 
         resources["klaviyo"] = KlaviyoResource(api_key=dg.EnvVar("KLAVIYO_API_KEY"))
+    else:
+        resources["klaviyo"] = NoProfilesResource()
     return resources
 
 
-def build_definitions(database: str | None = None) -> dg.Definitions:
+def build_definitions(database: str | None = None, settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or load_settings()
+    if database:
+        settings = with_database(settings, database)
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=[*checks_for(ASSETS), *MART_CHECKS],
@@ -89,6 +106,7 @@ def build_definitions(database: str | None = None) -> dg.Definitions:
             refresh_everything_job,
             import_file_job,
             rebuild_from_staging_job,
+            rebuild_and_train_job,
             *SCHEDULED_JOBS,
             *MONITORING_JOBS,
             activate_now_job,
@@ -96,8 +114,8 @@ def build_definitions(database: str | None = None) -> dg.Definitions:
         schedules=SCHEDULES,
         sensors=[inbox_file_sensor, rebuild_after_import_sensor, *MONITORING_SENSORS],
         resources={
-            "duckdb": DuckDBResource(database=database or str(duckdb_path()), connection_config=duckdb_config()),
-            **source_resources(),
+            "duckdb": StorageResource.from_settings(settings),
+            **source_resources(settings),
             "activation": activation_resource(),
         },
         # One process per run: DuckDB allows one writer, so steps must not open the file in parallel.

@@ -14,4 +14,6 @@ def data_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CLV_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CLV_INBOX_DIR", str(inbox))
     monkeypatch.setenv("CLV_DUCKDB_PATH", str(tmp_path / "clv.duckdb"))
+    monkeypatch.setenv("CLV_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv("CLV_SOURCE", raising=False)
     return tmp_path

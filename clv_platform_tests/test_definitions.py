@@ -28,6 +28,7 @@ def test_code_location_loads_and_keys_name_their_layer(data_env):
 
 
 def test_live_mode_binds_secrets_through_env_vars(data_env, monkeypatch):
+    monkeypatch.setenv("CLV_SOURCE", "shopify")
     monkeypatch.setenv("SHOPIFY_SHOP_DOMAIN", "example.myshopify.com")
     monkeypatch.setenv("SHOPIFY_ACCESS_TOKEN", "shpat_secret_value")
     defs = build_definitions(database=str(data_env / "clv.duckdb"))

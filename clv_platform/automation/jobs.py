@@ -43,3 +43,13 @@ activate_now_job = dg.define_asset_job(
     description="Write the current scores to Klaviyo profiles and Shopify customers (dry run unless "
     "activation.toml sets mode = \"live\"); reads marts.customer_scores as it is.",
 )
+
+
+# The rebuild after an import when the store has no trained models yet (a files-only store's
+# first import): the same as rebuild_from_staging plus training and registering the models.
+rebuild_and_train_job = dg.define_asset_job(
+    name="rebuild_and_train",
+    selection=dg.AssetSelection.groups("staging").downstream(),
+    description="Rebuild staging and everything downstream from the raw tables already loaded, training and "
+    "registering the models (what a files-only store runs after its first import, and `clv-platform files`).",
+)

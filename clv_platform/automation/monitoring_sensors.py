@@ -22,9 +22,10 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster_duckdb import DuckDBResource
 
 from clv_platform.resources.redaction import REDACTED, SECRET_ENV_VARS, env_secrets, redact  # noqa: F401 (re-exported)
-from clv_platform.resources.storage import data_dir, duckdb_path, table_exists
+from clv_platform.resources.storage import settings_of, table_exists
 
 retrain_job = dg.define_asset_job(
     "retrain_models",
@@ -35,6 +36,9 @@ retrain_job = dg.define_asset_job(
 
 RUN_FAILURES_TABLE = "monitoring.run_failures"
 MAX_SUMMARY_CHARS = 2000
+# What DuckDB raises while another process holds the write lock. (Inside the sensors the name
+# `duckdb` is the resource parameter Dagster matches by name, not the module.)
+_LOCKED = (duckdb.IOException, duckdb.ConnectionException)
 
 
 # ----------------------------------------------------------------------------- drift → retrain
@@ -60,13 +64,14 @@ def newest_drift_run(path: Path) -> dict | None:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrain (features → ml → scores) once for each drift run whose drift flag is set.",
 )
-def drift_retrain_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    path = duckdb_path()
+def drift_retrain_sensor(context: dg.SensorEvaluationContext, duckdb: DuckDBResource) -> dg.RunRequest | dg.SkipReason:
+    # The file of the code location's `duckdb` resource, opened read-only (never the write lock).
+    path = Path(duckdb.database)
     if not path.exists():
         return dg.SkipReason(f"no DuckDB file at {path} yet")
     try:
         newest = newest_drift_run(path)
-    except (duckdb.IOException, duckdb.ConnectionException) as error:
+    except _LOCKED as error:
         # Another process (a run) holds the write lock: try again on the next tick.
         return dg.SkipReason(f"DuckDB is busy, retrying next tick: {str(error).splitlines()[0]}")
     if newest is None:
@@ -133,8 +138,9 @@ def failure_row(context: dg.RunFailureSensorContext) -> dict:
     }
 
 
-def _pending_path() -> Path:
-    return data_dir() / "monitoring" / "run_failures_pending.jsonl"
+def _pending_path(path: Path) -> Path:
+    """The spool in the database's folder (`<data>/monitoring/`)."""
+    return Path(path).resolve().parent / "monitoring" / "run_failures_pending.jsonl"
 
 
 def write_failures(path: Path, rows: list[dict]) -> None:
@@ -157,8 +163,8 @@ def write_failures(path: Path, rows: list[dict]) -> None:
 
 def record_failure(row: dict, path: Path | None = None, attempts: int = 5, wait_seconds: float = 0.5) -> bool:
     """Write ``row`` plus any spooled rows; spool it instead if DuckDB stays locked. True if written."""
-    path = path or duckdb_path()
-    spool = _pending_path()
+    path = path or settings_of().duckdb_path
+    spool = _pending_path(path)
     pending = [json.loads(line) for line in spool.read_text(encoding="utf-8").splitlines() if line.strip()] \
         if spool.exists() else []
     for attempt in range(attempts):
@@ -180,12 +186,13 @@ def record_failure(row: dict, path: Path | None = None, attempts: int = 5, wait_
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Record every failed run (id, job, time, scrubbed error summary) in monitoring.run_failures.",
 )
-def record_run_failure_sensor(context: dg.RunFailureSensorContext) -> None:
+def record_run_failure_sensor(context: dg.RunFailureSensorContext, duckdb: DuckDBResource) -> None:
     row = failure_row(context)
-    if record_failure(row):
+    path = Path(duckdb.database)
+    if record_failure(row, path):
         context.log.info(f"recorded failed run {row['run_id']} of {row['job_name']}")
     else:
-        context.log.warning(f"DuckDB locked: failed run {row['run_id']} spooled to {_pending_path()}")
+        context.log.warning(f"DuckDB locked: failed run {row['run_id']} spooled to {_pending_path(path)}")
 
 
 MONITORING_SENSORS = [drift_retrain_sensor, record_run_failure_sensor]

@@ -1,21 +1,31 @@
-"""Sensors: new transaction exports in data/inbox."""
+"""Sensors: new transaction exports in data/inbox, and the rebuild after each import.
+
+Both only act for a files-only store (`CLV_SOURCE=files`): a demo or live database never takes
+rows from the inbox, so an export cannot be mixed into another store.
+"""
+
+from pathlib import Path
 
 import dagster as dg
+import duckdb as duckdb_lib
+from dagster_duckdb import DuckDBResource
 
-from clv_platform.automation.jobs import import_file_job, rebuild_from_staging_job
+from clv_platform.automation.jobs import import_file_job, rebuild_and_train_job, rebuild_from_staging_job
 from clv_platform.ingestion.file_assets import inbox_file_partitions
-from clv_platform.ingestion.file_import import SUPPORTED_SUFFIXES
-from clv_platform.resources.storage import inbox_dir
-
+from clv_platform.ingestion.file_import import SUPPORTED_SUFFIXES, content_hash
+from clv_platform.resources.storage import settings_of
 
 @dg.sensor(job=import_file_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def inbox_file_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def inbox_file_sensor(context: dg.SensorEvaluationContext, duckdb: DuckDBResource) -> dg.SensorResult | dg.SkipReason:
     """Launch one import per new (or changed) file in the inbox.
 
-    The run key is name + size + modification time, so each version of a file is
-    imported exactly once however often the sensor ticks.
+    The run key is name + SHA-256 of the content, so each version of a file is imported exactly
+    once however often the sensor ticks.
     """
-    folder = inbox_dir()
+    settings = settings_of(duckdb)
+    if settings.source != "files":
+        return dg.SkipReason(f"CLV_SOURCE={settings.source}: the inbox is read only by a files-only store")
+    folder = settings.inbox_dir
     if not folder.is_dir():
         return dg.SkipReason(f"inbox folder {folder} does not exist")
     files = sorted(
@@ -26,12 +36,12 @@ def inbox_file_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
     new_names = [p.name for p in files if p.name not in known]
     requests = []
     for path in files:
-        stat = path.stat()
+        digest = content_hash(path)
         requests.append(
             dg.RunRequest(
-                run_key=f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}",
+                run_key=f"{path.name}:{digest}",
                 partition_key=path.name,
-                tags={"clv/inbox_file": path.name},
+                tags={"clv/inbox_file": path.name, "clv/content_sha256": digest},
             )
         )
     if not requests:
@@ -42,12 +52,47 @@ def inbox_file_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
     )
 
 
+def needs_training(database: Path, models_dir: Path) -> bool:
+    """True when the store has no registered CLV model or no next-purchase model yet.
+
+    Read-only; a database that cannot be opened (locked by a run) counts as needing training,
+    because a needless retrain costs minutes while a rebuild without models fails.
+    """
+    from clv_platform.models.npd_assets import MODEL_PREFIX
+
+    if not any(models_dir.glob(f"{MODEL_PREFIX}*.json")):
+        return True
+    if not database.exists():
+        return True
+    try:
+        with duckdb_lib.connect(str(database), read_only=True) as conn:
+            exists = conn.execute(
+                "select count(*) from information_schema.tables where table_schema = 'ml' and table_name = 'model_runs'"
+            ).fetchone()[0]
+            if not exists:
+                return True
+            registered = conn.execute(
+                "select count(*) from ml.model_runs where model_name = 'clv_xgb' and is_registered"
+            ).fetchone()[0]
+    except (duckdb_lib.IOException, duckdb_lib.ConnectionException):
+        return True
+    return registered == 0
+
+
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[import_file_job],
-    request_job=rebuild_from_staging_job,
+    request_jobs=[rebuild_from_staging_job, rebuild_and_train_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def rebuild_after_import_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-    """After a file import succeeds, rebuild staging and everything below it, once per import run."""
-    return dg.RunRequest(run_key=context.dagster_run.run_id)
+def rebuild_after_import_sensor(context: dg.RunStatusSensorContext, duckdb: DuckDBResource) -> dg.RunRequest:
+    """After a file import succeeds, rebuild staging and everything below it, once per import run.
+
+    When the store has no trained models yet (its first import), the rebuild trains and registers
+    them too instead of failing on "no registered model".
+    """
+    settings = settings_of(duckdb)
+    train = needs_training(Path(duckdb.database), settings.models_dir)
+    job = rebuild_and_train_job if train else rebuild_from_staging_job
+    return dg.RunRequest(run_key=context.dagster_run.run_id, job_name=job.name,
+                         tags={"clv/trigger": "inbox import", "clv/trains_models": str(train).lower()})

@@ -9,10 +9,14 @@ malformed or incomplete answer), and not by one that lost most of the window's o
 unless the run is configured with `allow_shrink`. Errors that a retry cannot fix (a wrong
 credential, a missing scope, a wrong API version, a refused replacement) fail the step at
 once instead of going through the asset's retry policy.
+
+Before anything is fetched, the database's recorded store must match `CLV_SOURCE`
+(`store_source.ensure_store_source`); rows of another source are never deleted. A files-only
+store has no API ingestion: these assets then record that they did nothing.
 """
 
 import json
-import os
+from dataclasses import replace
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -23,6 +27,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
+from clv_platform.ingestion.store_source import SourceMismatchError, ensure_store_source
 from clv_platform.resources.demo import DemoStoreResource
 from clv_platform.resources.http import (
     AuthenticationError,
@@ -31,8 +36,10 @@ from clv_platform.resources.http import (
     PermissionDeniedError,
     RequestRejectedError,
 )
+from clv_platform.resources.storage import StorageResource, settings_of
+from clv_platform.settings import Settings, load_settings
 
-ORDERS_START_DATE = os.environ.get("CLV_ORDERS_START_DATE", "2024-11-01")
+ORDERS_START_DATE = load_settings().orders_start_date
 
 shopify_daily_partitions = dg.DailyPartitionsDefinition(start_date=ORDERS_START_DATE)
 
@@ -120,12 +127,40 @@ def order_frame(nodes: Iterable[dict], source: str, ingested_at: datetime) -> pd
     )
 
 
-def _drop_other_sources(conn, table: str, source: str, log) -> None:
-    """Switching demo ↔ live must not leave the other store's rows mixed in."""
-    stale = conn.execute(f"select count(*) from {table} where source <> ?", [source]).fetchone()[0]
-    if stale:
-        log.warning(f"{table}: removing {stale} rows from another source before loading '{source}'")
-        conn.execute(f"delete from {table} where source <> ?", [source])
+def _store_settings(duckdb: DuckDBResource, client: dg.ConfigurableResource) -> Settings:
+    """The settings of this run; a plain `DuckDBResource` (a test's own) takes the store from the client."""
+    settings = settings_of(duckdb)
+    if not isinstance(duckdb, StorageResource):
+        name = getattr(client, "source_name", "shopify")
+        settings = replace(settings, source=name if name in ("demo", "files") else "shopify")
+    return settings
+
+
+def _guard_source(context, duckdb: DuckDBResource, client: dg.ConfigurableResource) -> Settings:
+    """Fail before touching anything when the database holds another store or live credentials are missing."""
+    settings = _store_settings(duckdb, client)
+    mismatch = None
+    # Raised after the block: DuckDBResource.get_connection does not close on an exception.
+    with duckdb.get_connection() as conn:
+        try:
+            ensure_store_source(conn, settings)
+        except SourceMismatchError as exc:
+            mismatch = str(exc)
+    if mismatch:
+        raise dg.Failure(description=mismatch, allow_retries=False)
+    if settings.source == "shopify" and getattr(client, "missing_credentials", None):
+        raise dg.Failure(
+            description=f"CLV_SOURCE=shopify but {client.missing_credentials} not set: the live store cannot be "
+            "fetched. Set them (see README, 'Pointing the platform at a real store'); the raw rows already loaded are kept as they are.",
+            allow_retries=False,
+        )
+    return settings
+
+
+def _skipped_for_files(table: str) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={"source": "files", "skipped": f"CLV_SOURCE=files: {table} is not used by a files-only store"}
+    )
 
 
 def _preview(conn, sql: str, params: list | None = None) -> dg.MetadataValue:
@@ -165,13 +200,12 @@ def _load_shopify_orders(
     window = context.partition_time_window
     start = window.start.astimezone(timezone.utc).replace(tzinfo=None)
     end = window.end.astimezone(timezone.utc).replace(tzinfo=None)
+    settings = _guard_source(context, duckdb, shopify)
+    if settings.source == "files":
+        return _skipped_for_files("raw.shopify_orders")
     source = _source_label(shopify, "shopify")
     ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
     use_bulk = hasattr(shopify, "bulk_orders") and (end - start).days > BULK_THRESHOLD_DAYS
-
-    with duckdb.get_connection() as conn:
-        ensure_raw_tables(conn)
-        _drop_other_sources(conn, "raw.shopify_orders", source, context.log)
 
     guard = ShrinkGuard(
         enabled=source != "demo" and not config.allow_shrink,  # demo rows can always be generated again
@@ -382,11 +416,13 @@ def raw_klaviyo_profiles(
 def _load_klaviyo_profiles(
     context: dg.AssetExecutionContext, duckdb: DuckDBResource, klaviyo: dg.ConfigurableResource
 ) -> dg.MaterializeResult:
+    settings = _guard_source(context, duckdb, klaviyo)
+    if settings.source == "files":
+        return _skipped_for_files("raw.klaviyo_profiles")
     source = _source_label(klaviyo, "klaviyo")
     ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
     with duckdb.get_connection() as conn:
         ensure_raw_tables(conn)
-        _drop_other_sources(conn, "raw.klaviyo_profiles", source, context.log)
         watermark = conn.execute(
             "select max(updated_at) from raw.klaviyo_profiles where source = ?", [source]
         ).fetchone()[0]

@@ -1,14 +1,16 @@
 """raw/file_transactions: transaction exports dropped into data/inbox, one partition per file."""
 
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from clv_platform.ingestion.file_import import UnreadableFileError, parse_export
+from clv_platform.ingestion.file_import import RAW_COLUMNS, UnreadableFileError, content_hash, parse_export
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
-from clv_platform.resources.storage import inbox_dir
+from clv_platform.ingestion.store_source import SourceMismatchError, ensure_store_source
+from clv_platform.resources.storage import StorageResource, settings_of
 
 inbox_file_partitions = dg.DynamicPartitionsDefinition(name="inbox_files")
 
@@ -28,11 +30,28 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
     run and leaves everything loaded before untouched.
     """
     file_name = context.partition_key
-    path = inbox_dir() / file_name
+    settings = settings_of(duckdb)
+    if not isinstance(duckdb, StorageResource):  # a test's own plain resource: this asset is the files store
+        settings = replace(settings, source="files")
+    mismatch = None
+    # Raised after the block: DuckDBResource.get_connection does not close on an exception.
+    with duckdb.get_connection() as conn:
+        try:
+            ensure_store_source(conn, settings)
+        except SourceMismatchError as exc:
+            mismatch = str(exc)
+    if mismatch:
+        raise dg.Failure(
+            description=f"{file_name}: not imported. {mismatch} Exports are imported by a files-only store "
+            "(CLV_SOURCE=files, see README 'Run on your own export')."
+        )
+    inbox = settings.inbox_dir
+    path = inbox / file_name
     if not path.is_file():
-        raise dg.Failure(description=f"{file_name}: file not found in {inbox_dir()}")
+        raise dg.Failure(description=f"{file_name}: file not found in {inbox}")
+    digest = content_hash(path)
     try:
-        frame = parse_export(path, datetime.now(timezone.utc).replace(tzinfo=None))
+        frame = parse_export(path, datetime.now(timezone.utc).replace(tzinfo=None), settings.file_currency, digest)
     except UnreadableFileError as exc:
         raise dg.Failure(description=str(exc)) from exc
 
@@ -42,25 +61,29 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
         try:
             conn.execute("delete from raw.file_transactions where file_name = ?", [file_name])
             conn.register("_file_batch", frame)
+            columns = ", ".join(RAW_COLUMNS)
             conn.execute(
-                """
-                insert into raw.file_transactions
-                select file_name, file_format, row_number, order_id, customer_id, order_date, product_id,
-                       description, quantity, unit_price, amount, country, payload::json, ingested_at
-                from _file_batch
-                """
+                f"insert into raw.file_transactions ({columns}) "
+                f"select {columns.replace('payload', 'payload::json')} from _file_batch"
             )
             conn.unregister("_file_batch")
             conn.execute("commit")
         except Exception:
             conn.execute("rollback")
             raise
-    context.log.info(f"{file_name}: {len(frame)} rows imported as {frame['file_format'].iat[0] if len(frame) else 'empty'}")
+    file_format = frame["file_format"].iat[0] if len(frame) else "empty"
+    malformed = int(frame["parse_error"].notna().sum())
+    sheets = frame["sheet_name"].dropna().value_counts(sort=False).to_dict()
+    context.log.info(f"{file_name}: {len(frame)} rows imported as {file_format} ({malformed} malformed lines)")
     return dg.MaterializeResult(
         metadata={
             "file": file_name,
-            "format": frame["file_format"].iat[0] if len(frame) else "empty",
+            "format": file_format,
+            "content_sha256": digest,
             "dagster/row_count": len(frame),
+            "malformed_lines": malformed,
+            "rows_per_sheet": dg.MetadataValue.json({str(k): int(v) for k, v in sheets.items()}),
+            "currencies": dg.MetadataValue.json(frame["currency"].value_counts().to_dict()),
             "preview": dg.MetadataValue.md(frame.drop(columns=["payload"]).head(5).to_markdown(index=False)),
         }
     )

@@ -1,14 +1,30 @@
 """Read a transaction export (CSV or Excel) into raw rows, keeping every cell as text.
 
-Two layouts are recognized from the header: Online Retail II (`Invoice, StockCode,
-Description, Quantity, InvoiceDate, Price, Customer ID, Country`) and a generic one
-(`customer_id, order_id, order_date, amount[, product_id, quantity]`). Validation of
-the values happens in staging SQL, where every bad row gets a reason; this module only
-refuses files it cannot read at all, naming the file and the problem.
+Layouts are recognized from the header, whatever its case, spaces and punctuation:
+
+* line level (both UCI Online Retail files and their usual spellings): invoice
+  (`InvoiceNo` / `Invoice`), stock code, quantity, invoice date, unit price (`UnitPrice` /
+  `Price`), customer id (`CustomerID` / `Customer ID`), optionally description, country and
+  currency;
+* order level (generic): `customer_id, order_id, order_date, amount`, optionally `product_id`,
+  `quantity`, `country`, `currency`.
+
+An unknown header fails the file listing the layouts. CSV delimiter (`,` `;` tab `|`) and
+encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Windows-1252) are detected. A line
+whose field count does not match the header is kept as a raw row with its line number and a
+parse error, which staging rejects with that reason: one bad line never refuses the file.
+Every sheet of a workbook is read (an empty sheet contributes no rows; a sheet with another
+header fails the file naming the sheet). Values are judged in staging SQL, where every bad row
+gets a reason; this module only refuses files it cannot read at all, naming the file and the
+problem.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
+import hashlib
+import io
 import json
 import re
 from datetime import datetime
@@ -18,24 +34,37 @@ import pandas as pd
 
 SUPPORTED_SUFFIXES = (".csv", ".txt", ".xlsx", ".xlsm")
 
-ONLINE_RETAIL_COLUMNS = {
-    "invoice": "order_id",
-    "stockcode": "product_id",
-    "description": "description",
-    "quantity": "quantity",
-    "invoicedate": "order_date",
-    "price": "unit_price",
-    "customerid": "customer_id",
+# normalized header spelling → raw column
+HEADER_ALIASES = {
+    "invoice": "order_id", "invoiceno": "order_id", "invoicenumber": "order_id", "invoiceid": "order_id",
+    "orderid": "order_id", "orderno": "order_id", "ordernumber": "order_id",
+    "stockcode": "product_id", "productid": "product_id", "sku": "product_id", "productcode": "product_id",
+    "description": "description", "productname": "description",
+    "quantity": "quantity", "qty": "quantity",
+    "invoicedate": "order_date", "orderdate": "order_date", "date": "order_date",
+    "price": "unit_price", "unitprice": "unit_price",
+    "customerid": "customer_id", "customer": "customer_id", "customerno": "customer_id",
     "country": "country",
+    "amount": "amount", "total": "amount", "ordertotal": "amount",
+    "currency": "currency", "currencycode": "currency",
 }
-GENERIC_REQUIRED = {"customer_id", "order_id", "order_date", "amount"}
-GENERIC_OPTIONAL = {"product_id", "quantity"}
+LINE_LEVEL_REQUIRED = {"order_id", "product_id", "quantity", "order_date", "unit_price", "customer_id"}
+ORDER_LEVEL_REQUIRED = {"customer_id", "order_id", "order_date", "amount"}
+EXPECTED_LAYOUTS = (
+    "Online Retail (InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID, Country), "
+    "Online Retail II (Invoice, StockCode, Description, Quantity, InvoiceDate, Price, Customer ID, Country), "
+    "or order level (customer_id, order_id, order_date, amount[, product_id, quantity, country, currency]); "
+    "header names are matched ignoring case, spaces and punctuation"
+)
 
 RAW_COLUMNS = [
     "file_name", "file_format", "row_number", "order_id", "customer_id", "order_date",
     "product_id", "description", "quantity", "unit_price", "amount", "country", "payload",
-    "ingested_at",
+    "ingested_at", "sheet_name", "currency", "parse_error", "content_sha256", "decimal_separator",
 ]
+_VALUE_COLUMNS = ["order_id", "customer_id", "order_date", "product_id", "description",
+                  "quantity", "unit_price", "amount", "country"]
+_SNIFF_BYTES = 1 << 16
 
 
 class UnreadableFileError(Exception):
@@ -58,65 +87,230 @@ def _cell_text(value) -> str | None:
     return text if text.strip() != "" else None
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def content_hash(path: Path) -> str:
+    """SHA-256 of the file's bytes: a corrected file is a new version even with the same name, size
+    and modification time, and a touched but unchanged file is the same version."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def detect_encoding(head: bytes) -> str:
+    """The text encoding of a CSV from its first bytes: BOMs first, then UTF-16 without BOM by its
+    zero bytes, then UTF-8 if it decodes, else Windows-1252 (what European Excel writes)."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if len(head) >= 4 and head[1::2].count(0) > len(head) // 4:
+        return "utf-16-le"
+    if len(head) >= 4 and head[0::2].count(0) > len(head) // 4:
+        return "utf-16-be"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the end of the sample
+            return "cp1252"
+    return "utf-8"
+
+
+def detect_delimiter(sample: str) -> str:
+    """`,` `;` tab or `|`, whichever splits the header line into the most fields consistently."""
+    lines = [line for line in sample.splitlines()[:20] if line.strip()]
+    if not lines:
+        return ","
+    try:
+        return csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t|").delimiter
+    except csv.Error:
+        counts = {d: lines[0].count(d) for d in ",;\t|"}
+        return max(counts, key=counts.get) if max(counts.values()) else ","
+
+
+_DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})*,\d+$|^-?\d+,\d+$")
+
+
+def decimal_separator(frame: pd.DataFrame, delimiter: str) -> str:
+    """`,` when a semicolon/tab file writes its prices or amounts with a decimal comma (European
+    Excel: `6,95`, `1.234,50`), else `.`. Decided per file from its values, never per cell."""
+    if delimiter == ",":
+        return "."
+    values = pd.concat([frame["unit_price"], frame["amount"]]).dropna().astype(str).str.strip()
+    values = values[values != ""].head(5000)
+    if values.empty:
+        return "."
+    return "," if values.str.match(_DECIMAL_COMMA).mean() > 0.5 else "."
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str] | None, str | None]], str]:
+    """Header, data rows as (line number, fields, parse error), and the delimiter of a CSV."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise UnreadableFileError(f"{path.name}: the file is empty")
+    encoding = detect_encoding(raw[:_SNIFF_BYTES])
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace") if encoding.startswith("utf-8") else None
+        if text is None:
+            raise UnreadableFileError(f"{path.name}: not valid {encoding} text") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    delimiter = detect_delimiter(text[:_SNIFF_BYTES])
+    # strict: an unterminated quote or a stray quote is a malformed line, not silently joined text
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise UnreadableFileError(f"{path.name}: the file is empty") from None
+    width = len(header)
+    rows: list[tuple[int, list[str] | None, str | None]] = []
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a NUL byte or an unterminated quote: that line, not the file
+            rows.append((reader.line_num, None, f"malformed line {reader.line_num}: {exc}"))
+            continue
+        if not fields or all(not f.strip() for f in fields):
+            continue  # blank line: not a row
+        if len(fields) != width:
+            rows.append((reader.line_num, fields,
+                         f"malformed line {reader.line_num}: {len(fields)} fields, the header has {width}"))
+        else:
+            rows.append((reader.line_num, fields, None))
+    return header, rows, delimiter
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def detect_format(columns: list[str], file_name: str) -> tuple[str, dict[str, int]]:
+    """The layout and, for each raw column, the index of the file column feeding it."""
+    mapping: dict[str, int] = {}
+    for index, name in enumerate(columns):
+        target = HEADER_ALIASES.get(_normalize(name))
+        if target and target not in mapping:
+            mapping[target] = index
+    if LINE_LEVEL_REQUIRED <= set(mapping):
+        mapping.pop("amount", None)
+        return "online_retail", mapping
+    if ORDER_LEVEL_REQUIRED <= set(mapping):
+        return "generic", mapping
+    raise UnreadableFileError(f"{file_name}: unrecognized columns {list(columns)}; expected {EXPECTED_LAYOUTS}")
+
+
+def _frame_from_rows(
+    header: list[str], rows: list[tuple[int, list | None, str | None]], file_name: str, sheet: str | None,
+    mapping: dict[str, int], file_format: str,
+) -> pd.DataFrame:
+    columns: dict[str, list] = {c: [] for c in _VALUE_COLUMNS}
+    currency, payloads, numbers, errors = [], [], [], []
+    names = [str(h) for h in header]
+    for number, fields, error in rows:
+        numbers.append(number)
+        errors.append(error)
+        if fields is None or error is not None:
+            for column in _VALUE_COLUMNS:
+                columns[column].append(None)
+            currency.append(None)
+            payloads.append(json.dumps({"fields": fields}, ensure_ascii=False, default=str))
+            continue
+        cells = [_cell_text(v) for v in fields]
+        for column in _VALUE_COLUMNS:
+            index = mapping.get(column)
+            columns[column].append(cells[index] if index is not None else None)
+        index = mapping.get("currency")
+        currency.append(cells[index] if index is not None else None)
+        payloads.append(json.dumps(dict(zip(names, cells)), ensure_ascii=False))
+    out = pd.DataFrame(columns)
+    out.insert(0, "file_name", file_name)
+    out.insert(1, "file_format", file_format)
+    out.insert(2, "row_number", pd.Series(numbers, dtype="int64"))
+    out["payload"] = payloads
+    out["sheet_name"] = sheet
+    out["currency"] = currency
+    out["parse_error"] = errors
+    return out
+
+
+def _read_workbook(path: Path) -> list[tuple[str, list[str], list[tuple[int, list, None]]]]:
+    try:
+        sheets = pd.read_excel(path, sheet_name=None, dtype=object, engine="openpyxl", header=None)
+    except Exception as exc:  # zip and openpyxl errors all mean "cannot read this file"
+        raise UnreadableFileError(
+            f"{path.name}: cannot be parsed as {path.suffix[1:].lower()} ({type(exc).__name__}: {exc})"
+        ) from exc
+    out = []
+    for name, frame in sheets.items():
+        frame = frame.dropna(how="all")
+        if frame.empty:
+            out.append((str(name), [], []))
+            continue
+        header = [_cell_text(v) or "" for v in frame.iloc[0].tolist()]
+        body = frame.iloc[1:]
+        # Sheet row number as Excel shows it (1-based, header row included).
+        rows = [(int(idx) + 1, list(values), None) for idx, values in zip(body.index, body.itertuples(index=False))]
+        out.append((str(name), header, rows))
+    return out
+
+
+def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
+                 content_sha256: str | None = None) -> pd.DataFrame:
+    """Every data row of the file as a raw.file_transactions row (nothing dropped here).
+
+    `currency` is the store's file currency (setting); a currency column wins row by row. Without
+    either the file is refused: amounts without a currency cannot be added up honestly.
+    """
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnreadableFileError(
             f"{path.name}: unsupported file type '{suffix}' (expected one of {', '.join(SUPPORTED_SUFFIXES)})"
         )
-    try:
-        if suffix in (".xlsx", ".xlsm"):
-            frame = pd.read_excel(path, dtype=object, engine="openpyxl")
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="latin-1")
-        except Exception:
-            raise UnreadableFileError(f"{path.name}: not valid UTF-8 or Latin-1 text ({exc})") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise UnreadableFileError(f"{path.name}: the file is empty") from exc
-    except Exception as exc:  # parser, zip and openpyxl errors all mean "cannot read this file"
-        raise UnreadableFileError(f"{path.name}: cannot be parsed as {suffix[1:]} ({type(exc).__name__}: {exc})") from exc
-    return frame
-
-
-def detect_format(columns: list[str], file_name: str) -> str:
-    normalized = {_normalize(c) for c in columns}
-    if set(ONLINE_RETAIL_COLUMNS) <= normalized:
-        return "online_retail"
-    if {_normalize(c) for c in GENERIC_REQUIRED} <= normalized:
-        return "generic"
-    raise UnreadableFileError(
-        f"{file_name}: unrecognized columns {list(columns)}; expected Online Retail II "
-        "(Invoice, StockCode, Description, Quantity, InvoiceDate, Price, Customer ID, Country) "
-        "or customer_id, order_id, order_date, amount[, product_id, quantity]"
-    )
-
-
-def parse_export(path: Path, ingested_at: datetime) -> pd.DataFrame:
-    """Every data row of the file as a raw.file_transactions row (nothing dropped here)."""
-    frame = read_table(path)
-    file_format = detect_format(list(frame.columns), path.name)
-    by_norm = {_normalize(c): c for c in frame.columns}
-    if file_format == "online_retail":
-        mapping = {target: by_norm[src] for src, target in ONLINE_RETAIL_COLUMNS.items()}
+    parts = []
+    without_currency_column = False
+    if suffix in (".xlsx", ".xlsm"):
+        sheets = _read_workbook(path)
+        formats = set()
+        for sheet, header, rows in sheets:
+            if not header:
+                continue
+            try:
+                file_format, mapping = detect_format(header, f"{path.name}, sheet '{sheet}'")
+            except UnreadableFileError as exc:
+                raise UnreadableFileError(
+                    f"{exc} (the workbook has sheets {[s for s, _, _ in sheets]}; every sheet is imported, so each "
+                    "must have a recognized header or be empty)"
+                ) from None
+            formats.add(file_format)
+            without_currency_column |= "currency" not in mapping
+            parts.append(_frame_from_rows(header, rows, path.name, sheet, mapping, file_format))
+        if not parts:
+            raise UnreadableFileError(f"{path.name}: every sheet is empty ({[s for s, _, _ in sheets]})")
+        if len(formats) > 1:
+            raise UnreadableFileError(f"{path.name}: sheets have different layouts ({sorted(formats)})")
     else:
-        mapping = {name: by_norm[_normalize(name)] for name in GENERIC_REQUIRED | GENERIC_OPTIONAL
-                   if _normalize(name) in by_norm}
-
-    text = frame.map(_cell_text)
-    out = pd.DataFrame(index=frame.index)
-    out["file_name"] = path.name
-    out["file_format"] = file_format
-    # row_number = line in a CSV (header is line 1) / row in a sheet, so a rejected row is findable.
-    out["row_number"] = (frame.index + 2).astype("int64")
-    for column in ["order_id", "customer_id", "order_date", "product_id", "description",
-                   "quantity", "unit_price", "amount", "country"]:
-        out[column] = text[mapping[column]] if column in mapping else None
-    out["payload"] = [
-        json.dumps({str(k): v for k, v in row.items()}, ensure_ascii=False)
-        for row in text.to_dict(orient="records")
-    ]
-    out["ingested_at"] = ingested_at
-    return out[RAW_COLUMNS].reset_index(drop=True)
+        header, rows, delimiter = _read_csv(path)
+        file_format, mapping = detect_format(header, path.name)
+        without_currency_column = "currency" not in mapping
+        part = _frame_from_rows(header, rows, path.name, None, mapping, file_format)
+        part["decimal_separator"] = decimal_separator(part, delimiter)
+        parts.append(part)
+    frame = pd.concat(parts, ignore_index=True)
+    if "decimal_separator" not in frame:
+        frame["decimal_separator"] = "."  # Excel cells are numbers, not text
+    if currency:
+        frame["currency"] = frame["currency"].where(frame["currency"].notna(), currency)
+    elif without_currency_column and len(frame):
+        raise UnreadableFileError(
+            f"{path.name}: no currency column and no store currency set; set [store] file_currency in "
+            "store.toml (e.g. \"GBP\") or CLV_FILE_CURRENCY, then import the file again"
+        )
+    frame["ingested_at"] = ingested_at
+    frame["content_sha256"] = content_sha256
+    return frame[RAW_COLUMNS].reset_index(drop=True)

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import duckdb
 
-from clv_platform.resources.storage import data_dir
+from clv_platform.settings import load_settings
 
 EXPORT_TABLE = "marts.customer_scores"
 FORMATS = {"parquet": "(format parquet, compression zstd)", "csv": "(format csv, header true)"}
 
 
 def exports_dir() -> Path:
-    """`CLV_EXPORT_DIR`, else `<data dir>/exports`."""
-    return Path(os.environ.get("CLV_EXPORT_DIR", str(data_dir() / "exports"))).resolve()
+    """`CLV_EXPORT_DIR`, else `<data dir>/exports` (see `settings.py`)."""
+    return load_settings().export_dir
 
 
 def scoring_date(conn: duckdb.DuckDBPyConnection) -> date:

@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 
 from clv_platform import contract
-from clv_platform.resources.storage import data_dir
+from clv_platform.settings import load_settings
 
 PUBLISHED_SCHEMAS = ("marts", "scores")
 # Oldest DuckDB release whose readers must open the snapshot: written with ATTACH's STORAGE_VERSION.
@@ -43,7 +43,7 @@ _ALIAS = "clv_snapshot_being_written"
 
 def analytics_path() -> Path:
     """The published snapshot: `CLV_ANALYTICS_PATH`, else `<data dir>/analytics.duckdb`."""
-    return Path(os.environ.get("CLV_ANALYTICS_PATH", str(data_dir() / "analytics.duckdb"))).resolve()
+    return load_settings().analytics_path
 
 
 @dataclass

@@ -23,7 +23,8 @@ from clv_platform.models.npd import DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, NPDM
 from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features
 from clv_platform.models.npd_backtest import evaluate
-from clv_platform.resources.storage import data_dir, replace_table
+from clv_platform.resources.storage import replace_table
+from clv_platform.settings import load_settings
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE, build_training_frame
 
@@ -50,7 +51,7 @@ def npd_settings() -> dict:
 
 
 def _models_dir():
-    return data_dir() / "models"
+    return load_settings().models_dir
 
 
 def save_npd_model(model: NPDModel, meta: dict, conn=None, register: bool = True, metrics: dict | None = None) -> str:

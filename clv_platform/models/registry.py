@@ -27,7 +27,7 @@ import duckdb
 import xgboost as xgb
 
 from clv_platform.models.clv import ClvConfig, ClvModel, ObjectiveSpec, TrainedClv
-from clv_platform.resources.storage import data_dir
+from clv_platform.settings import load_settings
 
 MODEL_RUNS_TABLE = "ml.model_runs"
 DEFAULT_MODEL_NAME = "clv_xgb"
@@ -50,7 +50,7 @@ create table if not exists ml.model_runs (
 
 
 def models_dir() -> Path:
-    return data_dir() / "models"
+    return load_settings().models_dir
 
 
 @dataclass(frozen=True)

@@ -163,19 +163,16 @@ def shape_order(order: dict, line_items: list[dict]) -> dict:
     return shaped
 
 
-def credential_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    """The credential fields of a ShopifyResource, bound with EnvVar to whichever kind is configured.
+def shopify_credentials(client_credentials: bool) -> dict[str, Any]:
+    """The credential fields of a ShopifyResource, bound with EnvVar to the configured kind.
 
-    A Dev Dashboard app (SHOPIFY_CLIENT_ID + SHOPIFY_CLIENT_SECRET) wins over a legacy
-    SHOPIFY_ACCESS_TOKEN; only names are looked at here, the values are read at run time.
+    A Dev Dashboard app (SHOPIFY_CLIENT_ID + SHOPIFY_CLIENT_SECRET, client credentials grant)
+    wins over a legacy SHOPIFY_ACCESS_TOKEN (`Settings.shopify_uses_client_credentials`); the
+    values are read at run time only.
     """
-    if env.get("SHOPIFY_CLIENT_ID"):
+    if client_credentials:
         return {"client_id": dg.EnvVar("SHOPIFY_CLIENT_ID"), "client_secret": dg.EnvVar("SHOPIFY_CLIENT_SECRET")}
     return {"access_token": dg.EnvVar("SHOPIFY_ACCESS_TOKEN")}
-
-
-def has_credentials(env: Mapping[str, str]) -> bool:
-    return bool(env.get("SHOPIFY_SHOP_DOMAIN")) and bool(env.get("SHOPIFY_CLIENT_ID") or env.get("SHOPIFY_ACCESS_TOKEN"))
 
 
 class _QueryTooExpensive(Exception):

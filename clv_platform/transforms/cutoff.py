@@ -1,21 +1,51 @@
-"""The "as of" date every feature, model and score is computed at.
+"""The "as of" date every feature, model and score is computed at, decided by the store itself.
 
-By default it is the last day with orders in staging: a store's data (and the demo
-store's, which ends on a fixed date) is complete up to there. `CLV_AS_OF=YYYY-MM-DD`
-pins it, e.g. to re-score the past.
+* `CLV_AS_OF=YYYY-MM-DD` pins it (e.g. to re-score the past).
+* A files-only store: the last order date of the store's own file rows.
+* A live Shopify store: the last complete day in the shop's time zone (the zone a connector
+  stored in `meta.platform`, else `[store] timezone` of store.toml, else UTC).
+* The demo store: its last day with orders (its history ends the day before the run).
+
+The store is the one `meta.platform` records for this database, so another source can never
+move the date (see `ingestion/store_source.py`).
 """
 
-import os
-from datetime import date
+from __future__ import annotations
+
+from datetime import date, datetime
 
 import duckdb
 
+from clv_platform.ingestion.store_source import recorded_source, shop_timezone
+from clv_platform.settings import Settings, load_settings
 
-def scoring_cutoff(conn: duckdb.DuckDBPyConnection) -> date:
-    pinned = os.environ.get("CLV_AS_OF")
-    if pinned:
-        return date.fromisoformat(pinned)
-    value = conn.execute("select max(order_date) from staging.orders").fetchone()[0]
+
+def cutoff_and_rule(
+    conn: duckdb.DuckDBPyConnection, settings: Settings | None = None, now: datetime | None = None
+) -> tuple[date, str]:
+    """The as-of date and a sentence saying where it comes from (for asset metadata)."""
+    settings = settings or load_settings()
+    if settings.as_of is not None:
+        return settings.as_of, f"pinned by CLV_AS_OF={settings.as_of.isoformat()}"
+    source = recorded_source(conn)
+    if source is None:  # a database written before meta.platform: its newest order day, as before
+        value = conn.execute("select max(order_date) from staging.orders").fetchone()[0]
+        if value is None:
+            raise ValueError("staging.orders is empty: there is nothing to compute features as of")
+        return value, "last day with orders in staging"
+    if source == "shopify":
+        tz = shop_timezone(conn) or settings.store_timezone
+        day = settings.last_complete_day(now, tz)
+        return day, f"last complete day in the shop's time zone ({tz})"
+    where = "where source = 'file'" if source == "files" else "where source <> 'file'"
+    value = conn.execute(f"select max(order_date) from staging.orders {where}").fetchone()[0]
     if value is None:
-        raise ValueError("staging.orders is empty: there is nothing to compute features as of")
-    return value
+        raise ValueError(
+            f"staging.orders holds no orders of the '{source}' store: there is nothing to compute features as of"
+        )
+    rule = "last order date of the store's imported files" if source == "files" else "last day of the demo store"
+    return value, rule
+
+
+def scoring_cutoff(conn: duckdb.DuckDBPyConnection, settings: Settings | None = None) -> date:
+    return cutoff_and_rule(conn, settings)[0]

@@ -4,7 +4,8 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
-from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform.resources.storage import settings_of
+from clv_platform.transforms.cutoff import cutoff_and_rule
 from clv_platform.transforms.features import FEATURE_TABLE, materialize_features
 
 STAGING_INPUTS = [
@@ -27,7 +28,7 @@ def customer_features(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
     scoring cutoff (the last day with orders, or `CLV_AS_OF`), computed in DuckDB SQL from staging only.
     """
     with duckdb.get_connection() as conn:
-        cutoff = scoring_cutoff(conn)
+        cutoff, cutoff_rule = cutoff_and_rule(conn, settings_of(duckdb))
         rows = materialize_features(conn, cutoff)
         columns = [
             name for (name,) in conn.execute(
@@ -58,6 +59,7 @@ def customer_features(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
     return dg.MaterializeResult(
         metadata={
             "cutoff": str(cutoff),
+            "cutoff_rule": cutoff_rule,
             "dagster/row_count": rows,
             **schema,
             "columns": len(columns),

@@ -84,11 +84,15 @@ class StagingResult:
 
 
 def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -> str:
-    """The shop currency is whatever `shopMoney` is most often in; fall back to `default`."""
+    """The shop currency is whatever `shopMoney` is most often in, else the most frequent currency
+    of the imported file rows (column or store setting, recorded per row); fall back to `default`."""
     value = conn.execute(
         """
-        select mode(json_extract_string(payload, '$.totalPriceSet.shopMoney.currencyCode'))
-        from raw.shopify_orders
+        select coalesce(
+            (select mode(json_extract_string(payload, '$.totalPriceSet.shopMoney.currencyCode'))
+             from raw.shopify_orders),
+            (select mode(nullif(upper(trim(currency)), '')) from raw.file_transactions)
+        )
         """
     ).fetchone()[0]
     return value or default
@@ -112,11 +116,14 @@ def build_staging(
     shop_currency: str | None = None,
     shop_timezone: str | None = None,
     basis: str | None = None,
+    store_timezone: str | None = None,
 ) -> StagingResult:
     """Rebuild every staging table from raw in one transaction and reconcile the counts.
 
     The shop currency and time zone come from `raw.shopify_shop` (what Shopify said), else the
-    currency is inferred from the orders and order days are UTC days. Raises if any raw table
+    currency is inferred from the orders and the time zone is the store setting
+    (`store_timezone`, e.g. for a files-only store), else UTC. Order days of every source are
+    calendar days in that time zone. Raises if any raw table
     does not balance: silently losing rows is worse than failing.
     """
     ensure_raw_tables(conn)
@@ -124,7 +131,7 @@ def build_staging(
     currency = shop_currency or stored_currency or infer_shop_currency(conn)
     if not _CURRENCY.match(currency):
         raise ValueError(f"shop currency must be a 3-letter ISO code, got {currency!r}")
-    timezone = shop_timezone or stored_timezone or "UTC"
+    timezone = shop_timezone or stored_timezone or store_timezone or "UTC"
     try:
         conn.execute("select timezone(?, timestamptz '2000-01-01 00:00:00+00')", [timezone])
     except duckdb.Error as exc:
@@ -136,7 +143,8 @@ def build_staging(
     try:
         conn.execute(f"create schema if not exists {BUILD_SCHEMA}")
         result = StagingResult(shop_currency=currency, shop_timezone=timezone, revenue_basis=basis)
-        params = {"shop_currency": currency, "shop_timezone": timezone, "revenue_basis": basis}
+        params = {"shop_currency": currency, "shop_timezone": timezone, "store_timezone": timezone,
+                  "revenue_basis": basis}
         for script in STAGING_SCRIPTS:
             started = time.perf_counter()
             run_script(conn, read_sql("clv_platform.transforms", f"sql/staging/{script}"), params)

@@ -4,6 +4,8 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
+from clv_platform.ingestion.store_source import SourceMismatchError, ensure_store_source
+from clv_platform.resources.storage import StorageResource, settings_of
 from clv_platform.transforms.staging import build_staging
 
 RAW_INPUTS = [
@@ -21,7 +23,9 @@ _DESCRIPTIONS = {
     "location and Klaviyo's own predictions.",
     "products": "Products seen in order lines with their category, units sold and revenue.",
     "refunds": "One row per Shopify refund with its own date, so features can be computed as of a past cutoff.",
-    "returns": "Return invoices from imported exports (Online Retail II credit notes).",
+    "returns": "Every credit-note line of imported exports (Online Retail C invoices) with the order it was matched "
+    "to (same customer and stock code, else the customer's latest earlier order, else none: booked on its own date); "
+    "matched ones are also refunds of that order in staging.refunds.",
     "rejected_rows": "Every raw record that did not make it into staging, with source, record id, reason and payload.",
     "order_history": "One row per order of a known customer with its place in the customer's purchase history "
     "(purchase number, days since the previous purchase, products and categories bought for the first time) "
@@ -47,8 +51,21 @@ STAGING_SPECS = [
 @dg.multi_asset(specs=STAGING_SPECS, name="staging_tables")
 def staging_tables(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     """Rebuild staging from raw; fail (and keep the previous tables) if any raw row is unaccounted for."""
+    settings = settings_of(duckdb)
+    if isinstance(duckdb, StorageResource):  # a test's own plain resource names no store
+        mismatch = None
+        # Raised after the block: DuckDBResource.get_connection does not close on an exception.
+        with duckdb.get_connection() as conn:
+            try:
+                ensure_store_source(conn, settings)
+            except SourceMismatchError as exc:
+                mismatch = str(exc)
+        if mismatch:
+            raise dg.Failure(description=mismatch, allow_retries=False)
     with duckdb.get_connection() as conn:
-        result = build_staging(conn)
+        result = build_staging(
+            conn, settings.file_currency if settings.source == "files" else None, settings.store_timezone
+        )
         previews = {
             name: conn.execute(f"select * from staging.{name} limit 5").df()
             for name in _DESCRIPTIONS if name != "rejected_rows"

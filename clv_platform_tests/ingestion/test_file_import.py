@@ -50,6 +50,11 @@ EXPECTED = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _store_currency(monkeypatch):
+    monkeypatch.setenv("CLV_FILE_CURRENCY", "GBP")
+
+
 def _import(data_env, file_name: str):
     db = data_env / "clv.duckdb"
     instance = dg.DagsterInstance.ephemeral()
@@ -81,15 +86,24 @@ def test_hostile_csv_every_row_accounted_for(data_env):
             "select order_id, quantity, unit_price, line_revenue from staging.order_lines order by order_id, line_number"
         ).fetchall()
         orders = dict(conn.execute("select order_id, net_revenue::double from staging.orders").fetchall())
-        returns = conn.execute("select return_id, customer_id, quantity, amount::double from staging.returns").fetchall()
+        returns = conn.execute(
+            "select return_id, customer_id, quantity, amount::double, matched_order_id, matched_by from staging.returns"
+        ).fetchall()
+        refunds = conn.execute("select order_id, amount::double from staging.refunds").fetchall()
         raw_rows = conn.execute("select count(*) from raw.file_transactions").fetchone()[0]
 
     assert raw_rows == len(EXPECTED)
     assert rejected == {line: reason for line, reason in EXPECTED.items() if reason}
     assert len(lines) + len(returns) + len(rejected) == raw_rows
-    assert orders == {"import:489434": pytest.approx(12 * 6.95 + 12 * 6.75), "import:489435": pytest.approx(30.60)}
+    # the credit note C489440 gives back one LED CANDLE of 13085's order 489434 (same customer and stock code)
+    assert orders == {
+        "import:489434": pytest.approx(12 * 6.95 + 12 * 6.75 - 6.95),
+        "import:489435": pytest.approx(30.60),
+    }
     assert [(q, float(p)) for _, q, p, _ in lines] == [(12, 6.95), (12, 6.75), (12, 2.55)]
-    assert returns == [("import:C489440", "import:13085", 1, pytest.approx(6.95))]
+    assert returns == [("import:C489440", "import:13085", 1, pytest.approx(6.95), "import:489434",
+                        "customer and stock code")]
+    assert refunds == [("import:489434", pytest.approx(6.95))]
 
 
 def test_generic_excel_export_and_reimport_replaces(data_env):
@@ -133,4 +147,6 @@ def test_unrecognized_columns_name_the_file(data_env):
     result, _ = _import(data_env, "odd.csv")
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "odd.csv: unrecognized columns ['foo', 'bar']" in failure.step_failure_data.user_failure_data.description
+    message = failure.step_failure_data.user_failure_data.description
+    assert "odd.csv: unrecognized columns ['foo', 'bar']" in message
+    assert "InvoiceNo" in message and "Customer ID" in message and "customer_id, order_id, order_date, amount" in message

@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
+from dagster_duckdb import DuckDBResource
 
 from clv_platform.automation.monitoring_sensors import (
     MONITORING_JOBS,
@@ -20,6 +21,7 @@ from clv_platform.automation.monitoring_sensors import (
 )
 from clv_platform.monitoring.assets import drift_row, write_drift_run
 from clv_platform.monitoring.drift import ColumnDrift, DriftResult
+from clv_platform.resources.storage import duckdb_path
 
 
 def add_drift_run(path, run_id: str, run_at: datetime, flagged: bool) -> None:
@@ -31,7 +33,9 @@ def add_drift_run(path, run_id: str, run_at: datetime, flagged: bool) -> None:
 
 
 def tick(instance, cursor=None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"duckdb": DuckDBResource(database=str(duckdb_path()))}
+    )
     return drift_retrain_sensor(context), context.cursor
 
 
@@ -142,6 +146,7 @@ def test_run_failure_sensor_records_the_failure_without_secrets(data_env, monkey
         dagster_instance=instance,
         dagster_run=run.dagster_run,
         dagster_event=run.get_run_failure_event(),
+        resources={"duckdb": DuckDBResource(database=str(data_env / "clv.duckdb"))},
     ).for_run_failure()
     record_run_failure_sensor(context)
 

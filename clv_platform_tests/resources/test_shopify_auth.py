@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from clv_platform.resources.http import AuthenticationError, ConnectorError
-from clv_platform.resources.shopify import DEFAULT_API_VERSION, ShopifyResource, credential_settings
+from clv_platform.resources.shopify import DEFAULT_API_VERSION, ShopifyResource, shopify_credentials
 from clv_platform_tests.fake_api import SHOPIFY, SHOPIFY_TOKEN, FakeApi, checksum, make_order_nodes
 
 START = datetime(2024, 12, 1)
@@ -106,9 +106,9 @@ def test_wrong_client_secret_fails_fast_naming_the_setting(fake, fast, clock, lo
 
 
 def test_credentials_are_bound_with_env_vars():
-    app = credential_settings({"SHOPIFY_CLIENT_ID": "x", "SHOPIFY_ACCESS_TOKEN": "y"})
+    app = shopify_credentials(True)
     assert app == {"client_id": dg.EnvVar("SHOPIFY_CLIENT_ID"), "client_secret": dg.EnvVar("SHOPIFY_CLIENT_SECRET")}
-    assert credential_settings({"SHOPIFY_ACCESS_TOKEN": "y"}) == {"access_token": dg.EnvVar("SHOPIFY_ACCESS_TOKEN")}
+    assert shopify_credentials(False) == {"access_token": dg.EnvVar("SHOPIFY_ACCESS_TOKEN")}
 
 
 def test_raw_asset_keeps_secrets_out_of_logs_metadata_tables_and_run_storage(
@@ -127,7 +127,7 @@ def test_raw_asset_keeps_secrets_out_of_logs_metadata_tables_and_run_storage(
         monkeypatch.setenv("SHOPIFY_CLIENT_SECRET", server.client_secret)
         resources = {
             "duckdb": DuckDBResource(database=str(database)),
-            "shopify": ShopifyResource(shop_domain=server.base_url, **credential_settings({"SHOPIFY_CLIENT_ID": "1"}),
+            "shopify": ShopifyResource(shop_domain=server.base_url, **shopify_credentials(True),
                                        api_version="2025-10", page_size=4, **fast),
         }
         result = dg.materialize([raw_shopify_orders], resources=resources, partition_key="2025-01-01",

@@ -46,3 +46,12 @@ create table if not exists raw.shopify_shop (
     source        varchar,
     fetched_at    timestamp
 );
+
+-- added later: the workbook sheet, the row's currency (column or store setting), why the line
+-- could not be split into the header's fields, and the SHA-256 of the imported file.
+alter table raw.file_transactions add column if not exists sheet_name varchar;
+alter table raw.file_transactions add column if not exists currency varchar;
+alter table raw.file_transactions add column if not exists parse_error varchar;
+alter table raw.file_transactions add column if not exists content_sha256 varchar;
+-- ',' when the file writes decimals with a comma (European Excel CSVs), else '.'
+alter table raw.file_transactions add column if not exists decimal_separator varchar;

@@ -58,40 +58,49 @@ select * exclude (raw_rowid, refund_count) from staging_build._resolved_orders
 union all
 
 select
-    'import:' || order_key as order_id,
-    order_key as order_name,
+    'import:' || f.order_key as order_id,
+    f.order_key as order_name,
     'file' as source,
-    arg_max(file_name, ingested_at) as source_file,
-    'import:' || any_value(customer_key) as customer_id,
+    arg_max(f.file_name, f.ingested_at) as source_file,
+    'import:' || any_value(f.customer_key) as customer_id,
     null as email,
     false as is_guest,
-    min(order_ts) as created_at,
-    max(ingested_at) as updated_at,
-    cast(min(order_ts) as date) as order_date,
-    null as presentment_currency,
+    min(f.order_ts) as created_at,
+    max(f.ingested_at) as updated_at,
+    cast(min(f.order_ts) as date) as order_date,
+    any_value(f.currency_code) as presentment_currency,
     $shop_currency as shop_currency,
     'PAID' as financial_status,
     false as is_cancelled,
     null::timestamp as cancelled_at,
     null::date as cancelled_on,
     false as is_unpaid,
-    cast(sum(line_value) as decimal(18, 2)) as gross_revenue,
+    cast(sum(f.line_value) as decimal(18, 2)) as gross_revenue,
     cast(0 as decimal(18, 2)) as discount_amount,
-    cast(0 as decimal(18, 2)) as refunded_amount,
-    cast(sum(line_value) as decimal(18, 2)) as net_revenue,
+    -- credit notes matched to the order (staging.refunds), never more than the order
+    cast(least(coalesce(any_value(c.credited), 0), sum(f.line_value)) as decimal(18, 2)) as refunded_amount,
+    cast(sum(f.line_value) - least(coalesce(any_value(c.credited), 0), sum(f.line_value)) as decimal(18, 2))
+        as net_revenue,
     cast(count(*) as integer) as line_count,
-    cast(sum(qty) as bigint) as item_quantity,
-    cast(sum(line_value) as decimal(18, 2)) as gross_sales,
-    cast(0 as decimal(18, 2)) as returns_amount,
-    cast(sum(line_value) as decimal(18, 2)) as net_sales,
+    cast(sum(f.qty) as bigint) as item_quantity,
+    -- a file line is a product sale at its price: gross = net sales before returns; credit notes
+    -- are the returns; files carry no tax, shipping or discounts
+    cast(sum(f.line_value) as decimal(18, 2)) as gross_sales,
+    cast(least(coalesce(any_value(c.credited), 0), sum(f.line_value)) as decimal(18, 2)) as returns_amount,
+    cast(sum(f.line_value) - least(coalesce(any_value(c.credited), 0), sum(f.line_value)) as decimal(18, 2))
+        as net_sales,
     cast(0 as decimal(18, 2)) as tax_amount,
     cast(0 as decimal(18, 2)) as shipping_amount,
-    cast(sum(line_value) as decimal(18, 2)) as total_price,
-    cast(0 as decimal(18, 2)) as total_refunded,
-    cast(sum(qty) as bigint) as ordered_quantity
-from staging_build._file_rows
-where reject_reason is null and not is_return
-group by order_key;
+    cast(sum(f.line_value) as decimal(18, 2)) as total_price,
+    cast(least(coalesce(any_value(c.credited), 0), sum(f.line_value)) as decimal(18, 2)) as total_refunded,
+    cast(sum(f.qty) as bigint) as ordered_quantity
+from staging_build._file_rows as f
+left join (
+    select matched_order_key, sum(cast(amount as decimal(38, 2))) as credited
+    from staging_build._file_credits where matched_order_key is not null group by matched_order_key
+) as c on c.matched_order_key = f.order_key
+where f.reject_reason is null and not f.is_return
+group by f.order_key;
 
 -- Line items are parsed a second time, from the payloads of accepted versions only: a
 -- streaming join + unnest that never holds the nested lists of every version at once.
@@ -169,16 +178,17 @@ union all
 
 select
     'import:' || order_key as order_id,
-    cast(row_number() over (partition by order_key order by row_number) as integer) as line_number,
+    cast(row_number() over (partition by order_key order by sheet_name, row_number) as integer) as line_number,
     null as line_id,
     'import:' || customer_key as customer_id,
     cast(order_ts as date) as order_date,
-    case when nullif(trim(product_id), '') is not null then 'import:' || trim(product_id) end as product_id,
-    nullif(trim(product_id), '') as sku,
+    -- postage and adjustment lines are revenue of the order but not products
+    case when product_key is not null and line_kind = 'product' then 'import:' || product_key end as product_id,
+    product_key as sku,
     description as title,
-    null as category,
+    case when line_kind <> 'product' then line_kind end as category,
     qty as quantity,
-    cast(coalesce(price, line_value / qty) as decimal(18, 2)) as unit_price,
+    coalesce(price, cast(line_value / qty as decimal(18, 2))) as unit_price,
     cast(0 as decimal(18, 2)) as discount_amount,
     cast(line_value as decimal(18, 2)) as line_revenue,
     false as is_cancelled,
@@ -229,20 +239,38 @@ select
          as decimal(18, 2)) as amount,
     total_refunded,
     cast(products_refunded as decimal(18, 2)) as products_refunded
-from valued;
+from valued
 
--- Return invoices of imported exports (Online Retail II "C…" credit notes).
+union all
+
+-- credit notes of imported exports matched to a sale, on the credit note's own date
+select
+    'import:' || matched_order_key as order_id,
+    'import:' || credit_key || '#' || file_name || '#' || coalesce(sheet_name || '!', '') || row_number as refund_id,
+    'import:' || customer_key as customer_id,
+    order_ts as refunded_at,
+    -- file timestamps are already in the store's time zone (03_file_rows.sql)
+    cast(order_ts as date) as refunded_on,
+    cast(amount as decimal(18, 2)) as amount,
+    cast(amount as decimal(18, 2)) as total_refunded,
+    cast(amount as decimal(18, 2)) as products_refunded
+from staging_build._file_credits
+where matched_order_key is not null;
+
+-- Every credit-note line of imported exports, with the order it was matched to (and how); the
+-- matched ones are also refunds of that order in staging.refunds.
 create or replace table staging.returns as
 select
-    'import:' || order_key as return_id,
+    'import:' || credit_key as return_id,
     'import:' || customer_key as customer_id,
     cast(order_ts as date) as return_date,
-    case when nullif(trim(product_id), '') is not null then 'import:' || trim(product_id) end as product_id,
-    -qty as quantity,
-    cast(-line_value as decimal(18, 2)) as amount,
-    file_name as source_file
-from staging_build._file_rows
-where reject_reason is null and is_return;
+    case when product_key is not null then 'import:' || product_key end as product_id,
+    quantity,
+    amount,
+    file_name as source_file,
+    case when matched_order_key is not null then 'import:' || matched_order_key end as matched_order_id,
+    matched_by
+from staging_build._file_credits;
 
 create or replace table staging.products as
 select
@@ -270,8 +298,14 @@ with people as (
     select 'klaviyo:' || p.profile_id, null, null, p.profile_id
     from _accepted_profiles as p where p.email is null
     union all
-    select distinct customer_id, null, null, null
-    from staging.orders where source = 'file' and customer_id is not null
+    select distinct 'import:' || customer_key, null, null, null
+    from staging_build._file_rows where reject_reason is null
+),
+file_countries as (
+    -- the country a file states for the customer (the most frequent one over their rows)
+    select 'import:' || customer_key as customer_id, mode(nullif(trim(country), '')) as country
+    from staging_build._file_rows where reject_reason is null
+    group by customer_key
 ),
 order_stats as (
     select
@@ -288,7 +322,7 @@ select
     p.email,
     p.shopify_customer_id,
     p.klaviyo_profile_id,
-    k.country,
+    coalesce(k.country, fc.country) as country,
     k.city,
     k.email_consent,
     k.can_receive_email_marketing,
@@ -304,7 +338,8 @@ select
     s.customer_id is not null as has_orders
 from people as p
 left join _accepted_profiles as k on k.profile_id = p.klaviyo_profile_id
-left join order_stats as s on s.customer_id = p.customer_id;
+left join order_stats as s on s.customer_id = p.customer_id
+left join file_countries as fc on fc.customer_id = p.customer_id;
 
 create or replace table staging.rejected_rows as
 select
@@ -332,7 +367,7 @@ union all
 select
     'file:' || file_name,
     'raw.file_transactions',
-    file_name || '#' || row_number,
+    file_name || '#' || coalesce(sheet_name || '!', '') || row_number,
     reject_reason,
     cast(payload as varchar),
     timezone('UTC', now())

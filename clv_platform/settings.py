@@ -1,0 +1,189 @@
+"""The platform's settings: one typed object, read once, handed to the graph as a resource.
+
+Two places feed it:
+
+* the environment, for what differs per machine or deployment: which store this database holds
+  (`CLV_SOURCE=demo|shopify|files`, default `demo`), paths (`CLV_DATA_DIR`, `CLV_DUCKDB_PATH`,
+  `CLV_INBOX_DIR`, `CLV_EXPORT_DIR`, `CLV_ANALYTICS_PATH`), `CLV_AS_OF`, the DuckDB memory cap,
+  and whether the live credentials are present (their values are never read here: the clients
+  bind them with `dg.EnvVar`);
+* `store.toml` (the packaged defaults, overridden by `<data dir>/store.toml` when it exists), for
+  the store owner's knobs: the store's time zone, the currency of imported files, the first day
+  of Shopify history, the demo store's size and seed.
+
+This module is the only one that reads `os.environ` for them. `definitions.py` calls
+`load_settings()` once and builds the `StorageResource` (a `DuckDBResource` that also carries
+the settings) every asset, check and sensor receives; `settings_of(resource)` gives the assets
+the typed object back.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import date, datetime, timedelta, timezone
+from importlib import resources
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+SOURCES = ("demo", "shopify", "files")
+DEFAULT_MEMORY_LIMIT = "4GB"
+# The demo store is generated over this many days, ending the day before the run.
+DEMO_HISTORY_DAYS = 730
+
+
+class SettingsError(ValueError):
+    """A setting has a value the platform cannot run with; the message names the setting."""
+
+
+# The newest stable Shopify Admin API version (quarterly, each supported for 12 months).
+DEFAULT_SHOPIFY_API_VERSION = "2026-10"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the graph needs to know about where it runs and which store it serves."""
+
+    source: str
+    data_dir: Path
+    duckdb_path: Path
+    inbox_dir: Path
+    export_dir: Path
+    analytics_path: Path
+    models_dir: Path
+    memory_limit: str
+    as_of: date | None
+    store_timezone: str
+    file_currency: str | None
+    orders_start_date: str
+    demo_customers: int
+    demo_seed: int
+    shopify_api_version: str
+    has_shopify_credentials: bool
+    # which kind of Shopify credential is configured (names only, never values): a Dev Dashboard
+    # app's client credentials grant, or a legacy static Admin API token
+    shopify_uses_client_credentials: bool
+    has_klaviyo_key: bool
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    def demo_end_date(self, today: date | None = None) -> date:
+        """The demo store's last day of history: the day before the run (or before `CLV_AS_OF`)."""
+        anchor = self.as_of or today or datetime.now(timezone.utc).date()
+        return anchor - timedelta(days=1)
+
+    def last_complete_day(self, now: datetime | None = None, tz_name: str | None = None) -> date:
+        """Yesterday in the store's time zone: the newest day whose orders are all in."""
+        now = now or datetime.now(timezone.utc)
+        return now.astimezone(ZoneInfo(tz_name or self.store_timezone)).date() - timedelta(days=1)
+
+
+def _packaged_toml() -> dict:
+    return tomllib.loads(resources.files("clv_platform").joinpath("store.toml").read_text(encoding="utf-8"))
+
+
+def _merged_toml(data_dir: Path, env: Mapping[str, str]) -> dict:
+    config = _packaged_toml()
+    override = Path(env["CLV_STORE_CONFIG"]) if env.get("CLV_STORE_CONFIG") else data_dir / "store.toml"
+    if override.is_file():
+        try:
+            user = tomllib.loads(override.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{override}: not valid TOML ({exc})") from exc
+        for section, values in user.items():
+            if isinstance(values, dict):
+                config.setdefault(section, {}).update(values)
+            else:
+                config[section] = values
+    return config
+
+
+def default_database(data_dir: Path, source: str) -> Path:
+    """Each kind of store gets its own file, so a demo run can never touch a live or files database.
+
+    The live store keeps the historical name `clv.duckdb`, so an existing live install finds its data.
+    """
+    return data_dir / {"demo": "demo.duckdb", "shopify": "clv.duckdb", "files": "files.duckdb"}[source]
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment and `store.toml` into a `Settings`; raise `SettingsError` on a bad value."""
+    env = os.environ if env is None else env
+    source = (env.get("CLV_SOURCE") or "demo").strip().lower()
+    if source not in SOURCES:
+        raise SettingsError(f"CLV_SOURCE={source!r} is not one of {', '.join(SOURCES)}")
+    data_dir = Path(env.get("CLV_DATA_DIR") or "data").resolve()
+    config = _merged_toml(data_dir, env)
+    store, demo = config.get("store", {}), config.get("demo", {})
+
+    as_of_text = (env.get("CLV_AS_OF") or "").strip()
+    try:
+        as_of = date.fromisoformat(as_of_text) if as_of_text else None
+    except ValueError as exc:
+        raise SettingsError(f"CLV_AS_OF={as_of_text!r} is not a YYYY-MM-DD date") from exc
+
+    tz_name = str(env.get("CLV_STORE_TIMEZONE") or store.get("timezone") or "UTC")
+    try:
+        ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SettingsError(f"store time zone {tz_name!r} (store.toml [store] timezone) is not an IANA name") from exc
+    currency = str(env.get("CLV_FILE_CURRENCY") or store.get("file_currency") or "").strip().upper() or None
+    if currency is not None and (len(currency) != 3 or not currency.isalpha()):
+        raise SettingsError(f"file currency {currency!r} (store.toml [store] file_currency) is not a 3-letter ISO code")
+
+    return Settings(
+        source=source,
+        data_dir=data_dir,
+        duckdb_path=Path(env.get("CLV_DUCKDB_PATH") or default_database(data_dir, source)).resolve(),
+        inbox_dir=Path(env.get("CLV_INBOX_DIR") or data_dir / "inbox").resolve(),
+        export_dir=Path(env.get("CLV_EXPORT_DIR") or data_dir / "exports").resolve(),
+        analytics_path=Path(env.get("CLV_ANALYTICS_PATH") or data_dir / "analytics.duckdb").resolve(),
+        # Models of a live store are never replaced by a demo or files run's models.
+        models_dir=Path(env.get("CLV_MODELS_DIR") or (data_dir / "models" if source == "shopify"
+                                                      else data_dir / "models" / source)).resolve(),
+        memory_limit=env.get("CLV_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
+        as_of=as_of,
+        store_timezone=tz_name,
+        file_currency=currency,
+        orders_start_date=str(env.get("CLV_ORDERS_START_DATE") or store.get("orders_start_date") or "2024-11-01"),
+        demo_customers=int(env.get("CLV_DEMO_CUSTOMERS") or demo.get("customers", 5000)),
+        demo_seed=int(env.get("CLV_DEMO_SEED") or demo.get("seed", 42)),
+        shopify_api_version=str(env.get("SHOPIFY_API_VERSION") or store.get("shopify_api_version")
+                                or DEFAULT_SHOPIFY_API_VERSION),
+        has_shopify_credentials=bool(env.get("SHOPIFY_SHOP_DOMAIN"))
+        and bool((env.get("SHOPIFY_CLIENT_ID") and env.get("SHOPIFY_CLIENT_SECRET")) or env.get("SHOPIFY_ACCESS_TOKEN")),
+        shopify_uses_client_credentials=bool(env.get("SHOPIFY_CLIENT_ID")),
+        has_klaviyo_key=bool(env.get("KLAVIYO_API_KEY")),
+    )
+
+
+def settings_fields(settings: Settings) -> dict[str, object]:
+    """The settings as plain config values (paths and dates as text) for a Dagster resource."""
+    values = asdict(settings)
+    out: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, Path):
+            out[key] = str(value)
+        elif isinstance(value, date):
+            out[key] = value.isoformat()
+        else:
+            out[key] = value
+    return out
+
+
+def settings_from_fields(fields: Mapping[str, object]) -> Settings:
+    """Inverse of `settings_fields`."""
+    kwargs = dict(fields)
+    for key in ("data_dir", "duckdb_path", "inbox_dir", "export_dir", "analytics_path", "models_dir"):
+        kwargs[key] = Path(str(kwargs[key]))
+    kwargs["as_of"] = date.fromisoformat(str(kwargs["as_of"])) if kwargs.get("as_of") else None
+    kwargs["file_currency"] = kwargs.get("file_currency") or None
+    return Settings(**kwargs)
+
+
+def with_database(settings: Settings, database: str | Path) -> Settings:
+    return replace(settings, duckdb_path=Path(database).resolve())

@@ -1,0 +1,302 @@
+"""Exports read as the retailer meant them: header variants, encodings and delimiters, float ids,
+credit notes, non-product lines, sheets, time-zone offsets, overflow values, re-sends and withdrawal."""
+
+import textwrap
+from types import SimpleNamespace
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.cli import withdraw_file
+from clv_platform.ingestion.file_assets import inbox_file_partitions, raw_file_transactions
+from clv_platform.ingestion.file_import import UnreadableFileError, detect_delimiter, detect_encoding, parse_export
+from clv_platform.transforms.staging import build_staging
+
+
+@pytest.fixture(autouse=True)
+def _store_currency(monkeypatch):
+    monkeypatch.setenv("CLV_FILE_CURRENCY", "GBP")
+
+
+def _import(data_env, file_name: str, text: str | bytes | None = None):
+    path = data_env / "inbox" / file_name
+    if isinstance(text, str):
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    elif isinstance(text, bytes):
+        path.write_bytes(text)
+    db = data_env / "clv.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(inbox_file_partitions.name, [file_name])
+    result = dg.materialize(
+        [raw_file_transactions], partition_key=file_name, instance=instance, raise_on_error=False,
+        resources={"duckdb": DuckDBResource(database=str(db))},
+    )
+    return result, db
+
+
+def _failure(result) -> str:
+    event = next(e for e in result.all_events if e.is_step_failure)
+    data = event.step_failure_data
+    return data.user_failure_data.description if data.user_failure_data else data.error.message
+
+
+def _stage(db, store_timezone: str = "UTC"):
+    with duckdb.connect(str(db)) as conn:
+        result = build_staging(conn, store_timezone=store_timezone)
+        rejected = dict(conn.execute(
+            "select record_id, reason from staging.rejected_rows where source_table = 'raw.file_transactions'"
+        ).fetchall())
+        orders = {o: float(n) for o, n in conn.execute("select order_id, net_revenue from staging.orders").fetchall()}
+    return result, rejected, orders
+
+
+ORIGINAL = """\
+    InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
+    536365,85123A,"WHITE HANGING HEART T-LIGHT HOLDER, LARGE",6,12/1/2010 8:26,2.55,17850.0,United Kingdom
+    536365,POST,POSTAGE,1,12/1/2010 8:26,18,17850.0,United Kingdom
+    536366,22633,HAND WARMER UNION JACK,6,12/1/2010 8:28,1.85,17851.0,France
+    C536367,22633,HAND WARMER UNION JACK,-6,12/1/2010 9:00,1.85,17851.0,France
+    536368,22634,PLACEHOLDER,1,12/2/2010 9:00,0,17850.0,United Kingdom
+    A563185,B,Adjust bad debt,1,8/12/2011 14:50,-11062.06,,United Kingdom
+    C536369,22999,NEVER BOUGHT HERE,-2,12/3/2010 9:00,4.00,17852.0,Germany
+    C536370,21000,OTHER PRODUCT,-1,12/3/2010 10:00,3.00,17850.0,United Kingdom
+    """
+
+
+def test_original_uci_header_float_ids_credit_notes_and_non_product_lines(data_env):
+    result, db = _import(data_env, "online_retail.csv", ORIGINAL)
+    assert result.success
+    # a second file with integer ids and the Online Retail II header: the same customers
+    second = """\
+        invoice , stock code,DESCRIPTION,qty,Invoice Date,price,Customer ID,country
+        536400,85123A,WHITE HANGING HEART T-LIGHT HOLDER,2,2010-12-05 10:00:00,2.55,17850,United Kingdom
+        """
+    assert _import(data_env, "ii.csv", second)[0].success
+    staged, rejected, orders = _stage(db)
+    assert rejected == {
+        "online_retail.csv#6": "zero price (no revenue: a free or placeholder line)",
+        "online_retail.csv#7": "bad-debt adjustment (A invoice): not a customer transaction",
+    }
+    with duckdb.connect(str(db)) as conn:
+        customers = dict(conn.execute("select customer_id, country from staging.customers").fetchall())
+        lines = conn.execute(
+            "select order_id, sku, product_id, category, line_revenue::double from staging.order_lines order by all"
+        ).fetchall()
+        returns = conn.execute(
+            "select return_id, matched_order_id, matched_by, amount::double from staging.returns order by 1"
+        ).fetchall()
+        currencies = conn.execute("select distinct presentment_currency, shop_currency from staging.orders").fetchall()
+    assert set(customers) == {"import:17850", "import:17851", "import:17852"}  # 17850.0 == 17850
+    assert customers["import:17851"] == "France" and customers["import:17852"] == "Germany"
+    assert currencies == [("GBP", "GBP")] and staged.shop_currency == "GBP"
+    # postage is revenue of its order but not a product
+    assert ("import:536365", "POST", None, "postage", 18.0) in lines
+    assert orders["import:536365"] == pytest.approx(6 * 2.55 + 18 - 3.00)  # C536370: same customer, other product
+    assert orders["import:536366"] == 0.0  # cancelled in full by C536367
+    assert returns == [
+        ("import:C536367", "import:536366", "customer and stock code", pytest.approx(11.10)),
+        ("import:C536369", None, "none", pytest.approx(8.00)),  # booked on its own date
+        ("import:C536370", "import:536365", "customer", pytest.approx(3.00)),
+    ]
+    rec = {r.source_table: r for r in staged.reconciliation}["raw.file_transactions"]
+    assert (rec.rows_in, rec.accepted, rec.rejected) == (9, 7, 2)
+
+
+def test_a_file_of_returns_only_is_accounted_for(data_env):
+    text = """\
+        Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country
+        C1,22633,HAND WARMER,-6,2010-12-01 09:00:00,1.85,17851,France
+        C2,22634,MUG,-1,2010-12-02 09:00:00,3.00,17852,France
+        """
+    assert _import(data_env, "returns.csv", text)[0].success
+    staged, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {} and orders == {}
+    assert staged.row_counts["returns"] == 2 and staged.row_counts["refunds"] == 0
+
+
+def test_refund_rate_counts_credit_notes_as_of_their_date(data_env):
+    from clv_platform.transforms.features import materialize_features
+
+    text = """\
+        Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country
+        1,A,X,10,2010-01-01 09:00:00,10.00,1,UK
+        2,A,X,10,2010-03-01 09:00:00,10.00,1,UK
+        C3,A,X,-5,2010-03-20 09:00:00,10.00,1,UK
+        4,B,Y,1,2010-04-01 09:00:00,10.00,2,UK
+        """
+    assert _import(data_env, "f.csv", text)[0].success
+    db = data_env / "clv.duckdb"
+    _stage(db)
+    with duckdb.connect(str(db)) as conn:
+        for cutoff, expected in (("2010-03-10", 0.0), ("2010-04-01", 50 / 200)):
+            materialize_features(conn, pd.Timestamp(cutoff).date())
+            row = conn.execute(
+                "select refund_rate, total_net_spend from features.customer_features where customer_id = 'import:1'"
+            ).fetchone()
+            assert row[0] == pytest.approx(expected)
+            assert row[1] == pytest.approx(200 - 200 * expected)
+
+
+def test_semicolon_cp1252_and_utf16_exports_are_read(data_env):
+    semicolon = (
+        "Invoice;StockCode;Description;Quantity;InvoiceDate;Price;Customer ID;Country\r\n"
+        "10;A1;CAFÉ CRÈME;2;05.03.2024 10:00;1.234,50;7;Österreich\r\n"
+        "11;A2;TASSE;1;06.03.2024 10:00;6,95;8;Deutschland\r\n"
+    )
+    assert _import(data_env, "eu.csv", semicolon.encode("cp1252"))[0].success
+    text16 = "customer_id\torder_id\torder_date\tamount\r\nc1\to1\t2024-03-01\t10.50\r\nc2\to2\t2024-03-02\t20.00\r\n"
+    assert _import(data_env, "u16.csv", text16.encode("utf-16"))[0].success  # with BOM, tab-separated
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {}
+    assert orders == {"import:10": pytest.approx(2469.0), "import:11": pytest.approx(6.95),
+                      "import:o1": pytest.approx(10.5), "import:o2": pytest.approx(20.0)}
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        assert conn.execute("select title from staging.order_lines where order_id = 'import:10'").fetchone()[0] == \
+            "CAFÉ CRÈME"
+    assert detect_encoding("é".encode("utf-16-le") * 10) == "utf-16-le"
+    assert detect_delimiter("a|b|c\n1|2|3\n") == "|"
+
+
+def test_malformed_line_is_rejected_with_its_line_number(data_env):
+    text = (
+        "customer_id,order_id,order_date,amount\n"
+        "c1,o1,2024-03-01,10.00\n"
+        "c2,o2,2024-03-02,20.00,surplus\n"
+        'c3,o3,2024-03-03,"5.00\n'
+    )
+    result, db = _import(data_env, "bad.csv", text)
+    assert result.success
+    _, rejected, orders = _stage(db)
+    assert rejected["bad.csv#3"] == "malformed line 3: 5 fields, the header has 4"
+    assert any(k.startswith("bad.csv#") and "malformed line" in v for k, v in rejected.items() if k != "bad.csv#3")
+    assert orders == {"import:o1": pytest.approx(10.0)}
+
+
+def test_offsets_are_converted_to_the_store_time_zone(data_env):
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,late,2024-03-05T23:30:00-05:00,10.00
+        c1,early,2024-03-06T01:30:00+05:00,10.00
+        c1,zulu,2024-03-06T12:00:00Z,10.00
+        c1,naive,2024-03-06 12:00:00,10.00
+        """
+    assert _import(data_env, "tz.csv", text)[0].success
+    db = data_env / "clv.duckdb"
+    for tz, expected in (
+        ("UTC", {"late": "2024-03-06 04:30:00", "early": "2024-03-05 20:30:00", "zulu": "2024-03-06 12:00:00"}),
+        ("America/New_York", {"late": "2024-03-05 23:30:00", "early": "2024-03-05 15:30:00",
+                              "zulu": "2024-03-06 07:00:00"}),
+    ):
+        _stage(db, tz)
+        with duckdb.connect(str(db)) as conn:
+            got = {o.split(":")[1]: str(t)
+                   for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
+        assert got == {**expected, "naive": "2024-03-06 12:00:00"}
+
+
+def test_overflow_values_are_rejected_rows_and_staging_succeeds(data_env):
+    line_level = """\
+        Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country
+        1,A,HUGE,2147483647,2010-12-01 09:00:00,99999999.99,1,UK
+        2,A,TOO MANY,99999999999,2010-12-01 09:00:00,1.00,1,UK
+        3,A,FINE,1,2010-12-01 09:00:00,1.00,1,UK
+        4,A,BIG PRICE,1,2010-12-01 09:00:00,99999999999999999999999,1,UK
+        """
+    order_level = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,2024-03-01,9999999999999999.99
+        c2,o2,2024-03-01,9000000000000000
+        c2,o2,2024-03-01,9000000000000000
+        c3,o3,2024-03-01,600000000000
+        c3,o3,2024-03-01,600000000001
+        c4,o4,2024-03-01,12.00
+        """
+    assert _import(data_env, "lines.csv", line_level)[0].success
+    assert _import(data_env, "orders.csv", order_level)[0].success
+    staged, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {
+        "lines.csv#2": "amount out of range: 214748364678525163.53",
+        "lines.csv#3": "quantity out of range: 99999999999",
+        "lines.csv#5": "price out of range: 99999999999999999999999",
+        "orders.csv#2": "amount out of range: 9999999999999999.99",
+        "orders.csv#3": "amount out of range: 9000000000000000",
+        "orders.csv#4": "amount out of range: 9000000000000000",
+        "orders.csv#5": "order total out of range: 1200000000001.00",
+        "orders.csv#6": "order total out of range: 1200000000001.00",
+    }
+    assert orders == {"import:3": pytest.approx(1.0), "import:o4": pytest.approx(12.0)}
+    assert all(r.balanced for r in staged.reconciliation)
+
+
+def test_a_later_invalid_resend_does_not_replace_loaded_orders(data_env):
+    first = "customer_id,order_id,order_date,amount\nc1,o1,2024-03-01,10.00\nc2,o2,2024-03-02,20.00\n"
+    assert _import(data_env, "a.csv", first)[0].success
+    later = "customer_id,order_id,order_date,amount\nc1,o1,2024-03-01,N/A\nc2,o2,2024-03-02,25.00\n"
+    assert _import(data_env, "b.csv", later)[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert orders == {"import:o1": pytest.approx(10.0), "import:o2": pytest.approx(25.0)}
+    assert rejected == {"b.csv#2": "unparseable amount: N/A", "a.csv#3": "order re-imported from a later file"}
+
+
+def test_every_sheet_of_a_workbook_is_read(data_env):
+    path = data_env / "inbox" / "book.xlsx"
+    sheet = lambda ids: pd.DataFrame({"Invoice": ids, "StockCode": "A", "Description": "X", "Quantity": 1,  # noqa: E731
+                                      "InvoiceDate": pd.Timestamp("2010-12-01 09:00"), "Price": 2.5,
+                                      "Customer ID": 17850.0, "Country": "UK"})
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        sheet([1, 2, 3]).to_excel(writer, sheet_name="Year 2009-2010", index=False)
+        pd.DataFrame().to_excel(writer, sheet_name="Notes", index=False)
+        sheet([4, 5]).rename(columns={"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}) \
+            .to_excel(writer, sheet_name="Year 2010-2011", index=False)
+    result, db = _import(data_env, "book.xlsx")
+    assert result.success
+    meta = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert meta["rows_per_sheet"].value == {"Year 2009-2010": 3, "Year 2010-2011": 2}
+    _, rejected, orders = _stage(db)
+    assert rejected == {} and len(orders) == 5
+    with duckdb.connect(str(db)) as conn:
+        assert conn.execute("select distinct customer_id from staging.orders").fetchall() == [("import:17850",)]
+
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        sheet([1]).to_excel(writer, sheet_name="Sales", index=False)
+        pd.DataFrame({"note": ["x"]}).to_excel(writer, sheet_name="Pivot", index=False)
+    result, _ = _import(data_env, "book.xlsx")
+    assert not result.success
+    message = _failure(result)
+    assert "sheet 'Pivot'" in message and "['Sales', 'Pivot']" in message
+
+
+def test_currency_comes_from_a_column_or_the_setting_and_is_never_guessed(data_env, monkeypatch, tmp_path):
+    text = "customer_id,order_id,order_date,amount\nc1,o1,2024-03-01,10.00\n"
+    monkeypatch.delenv("CLV_FILE_CURRENCY")
+    path = tmp_path / "x.csv"
+    path.write_text(text)
+    with pytest.raises(UnreadableFileError, match="file_currency"):
+        parse_export(path, pd.Timestamp("2024-01-01").to_pydatetime())
+    with_column = (
+        "customer_id,order_id,order_date,amount,currency\n"
+        "c1,o1,2024-03-01,10.00,GBP\nc2,o2,2024-03-01,5.00,eur\nc3,o3,2024-03-01,7.00,gbp\n"
+    )
+    assert _import(data_env, "cur.csv", with_column)[0].success
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        assert conn.execute("select currency from raw.file_transactions order by row_number").fetchall() == [
+            ("GBP",), ("eur",), ("gbp",)]  # recorded per row as the file has it
+    staged, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert staged.shop_currency == "GBP"  # the most frequent currency of the rows
+    assert rejected == {"cur.csv#3": "currency EUR differs from the store currency GBP"}
+    assert set(orders) == {"import:o1", "import:o3"}
+
+
+def test_withdrawing_a_file_removes_only_its_rows(data_env):
+    assert _import(data_env, "a.csv", "customer_id,order_id,order_date,amount\nc1,o1,2024-03-01,10.00\n")[0].success
+    assert _import(data_env, "b.csv", "customer_id,order_id,order_date,amount\nc2,o2,2024-03-01,20.00\n")[0].success
+    db = data_env / "clv.duckdb"
+    assert withdraw_file(SimpleNamespace(file="a.csv", database=str(db))) == 0
+    assert withdraw_file(SimpleNamespace(file="a.csv", database=str(db))) == 1  # nothing left to withdraw
+    _, _, orders = _stage(db)
+    assert orders == {"import:o2": pytest.approx(20.0)}
+    with duckdb.connect(str(db)) as conn:
+        assert conn.execute("select file_name, rows from meta.withdrawn_files").fetchall() == [("a.csv", 1)]
