@@ -13,6 +13,7 @@ import duckdb
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from clv_platform import contract
 from clv_platform.resources.storage import read_sql, replace_table, row_count, run_script, table_exists
 from clv_platform.transforms.cutoff import scoring_cutoff
 
@@ -20,69 +21,10 @@ OWNERS = ["team:analytics"]
 FORECAST_TABLE = "marts.revenue_forecast"
 ACQUISITION_TABLE = "marts.acquisition_value"
 
-_INTERVAL = "80 % interval (P10..P90, normal approximation floored at 0)"
-FORECAST_COLUMNS = {
-    "cutoff": "Last day of data the forecast starts after (the scoring cutoff).",
-    "period": "M01..M12 = the twelve one-month periods after the cutoff; 30d/90d/365d = totals over that many days.",
-    "period_kind": "'month' or 'total'.",
-    "period_start": "First day of the period (inclusive).",
-    "period_end": "Last day of the period (inclusive).",
-    "days": "Days in the period.",
-    "existing_revenue": "Expected net revenue (shop currency) from customers who ordered by the cutoff: their "
-    "predicted spend spread over time by the BTYD purchase curve (with the store's month-of-year seasonality).",
-    "existing_revenue_low": f"Lower end of the {_INTERVAL} of existing_revenue.",
-    "existing_revenue_high": f"Upper end of the {_INTERVAL} of existing_revenue.",
-    "new_revenue": "Expected net revenue from customers whose first order falls after the cutoff: forecast "
-    "arrivals × first-order value + their repeat spend inside the period.",
-    "new_revenue_low": f"Lower end of the {_INTERVAL} of new_revenue.",
-    "new_revenue_high": f"Upper end of the {_INTERVAL} of new_revenue.",
-    "total_revenue": "existing_revenue + new_revenue.",
-    "total_revenue_low": f"Lower end of the {_INTERVAL} of total_revenue (the two parts independent).",
-    "total_revenue_high": f"Upper end of the {_INTERVAL} of total_revenue.",
-    "expected_new_customers": "Expected number of first-time buyers in the period.",
-    "existing_expected_purchases": "Expected purchase days of existing customers in the period (BTYD).",
-    "per_customer_source": "Which per-customer prediction was spread: scores.customer_clv.predicted_spend, "
-    "or the BTYD expected spend when the scores have no predicted_spend.",
-}
-ACQUISITION_COLUMNS = {
-    "channel": "Channel of the customer's first order, from Shopify's first visit of that order's journey "
-    "(email, paid_social, paid_search, organic_search, organic_social, direct, referral, pos, unknown).",
-    "campaign": "utm_campaign of that first visit; '(none)' without one.",
-    "discount_code": "First discount code of the first order (upper case); '(none)' without one.",
-    "acquisition_month": "Month of the first order; null on the rows that cover all months.",
-    "is_all_months": "True on the rows that add up every acquisition month of the group.",
-    "customers": "Customers acquired (first never-cancelled order) in the group.",
-    "customers_per_month": "customers / months (1 on a month row; the store's months of history on an all-months row).",
-    "first_order_value": "Mean net revenue of the first order.",
-    "customers_observable_90d": "Customers whose first order is at least 90 days before the as-of date.",
-    "repeat_rate_90d": "Share of the observable customers with another order on a later day within 90 days.",
-    "scored_customers": "Customers of the group with a CLV score.",
-    "mean_predicted_clv": "Mean predicted CLV (scores.customer_clv.predicted_clv, discounted, over the horizon).",
-    "mean_predicted_clv_low": "80 % interval of the group's mean CLV: mean − 1.2816 · sd / √n.",
-    "mean_predicted_clv_high": "80 % interval of the group's mean CLV: mean + 1.2816 · sd / √n.",
-    "total_predicted_clv": "Sum of the predicted CLV of the group's customers.",
-    "total_predicted_clv_low": "scored_customers × mean_predicted_clv_low.",
-    "total_predicted_clv_high": "scored_customers × mean_predicted_clv_high.",
-    "sum_customer_clv_p10": "Sum of the per-customer CLV P10 (null until scores.customer_clv carries per-customer "
-    "intervals).",
-    "sum_customer_clv_p90": "Sum of the per-customer CLV P90 (null until scores.customer_clv carries them).",
-    "share_alive": "Mean probability that the group's customers are still active (BTYD p_alive).",
-}
+# Column descriptions of both marts: data_contract.toml (the one source; see contract.py).
 # Per-customer CLV interval columns, under the names the scores may carry them.
 _CLV_P10 = ("clv_p10", "predicted_clv_p10", "predicted_clv_low")
 _CLV_P90 = ("clv_p90", "predicted_clv_p90", "predicted_clv_high")
-
-
-def comment_columns(conn: duckdb.DuckDBPyConnection, table: str, descriptions: dict[str, str]) -> None:
-    """Store the column descriptions as DuckDB column comments (they travel with the table)."""
-    present = {row[0] for row in conn.execute(f"describe {table}").fetchall()}
-    for column, text in descriptions.items():
-        if column in present:
-            conn.execute(f"comment on column {table}.{column} is '{text.replace(chr(39), chr(39) * 2)}'")
-
-
-def column_schema(descriptions: dict[str, str]) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name, description=text) for name, text in descriptions.items()])
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -221,7 +163,6 @@ def forecast_markdown(history: pd.Series, table: pd.DataFrame) -> str:
     deps=[dg.AssetKey(["staging", "orders"]), dg.AssetKey(["ml", "btyd"]), dg.AssetKey(["scores", "customer_clv"])],
     kinds={"python", "duckdb"},
     owners=OWNERS,
-    metadata={"dagster/column_schema": column_schema(FORECAST_COLUMNS)},
 )
 def revenue_forecast(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """Net revenue for each of the next 12 months and the next 30/90/365 days, split into existing
@@ -232,7 +173,8 @@ def revenue_forecast(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
     with duckdb.get_connection() as conn:
         table, facts = build_revenue_forecast(conn)
         rows = replace_table(conn, FORECAST_TABLE, table)
-        comment_columns(conn, FORECAST_TABLE, FORECAST_COLUMNS)
+        contract.apply_comments(conn, tables=[FORECAST_TABLE])
+        schema = contract.column_metadata(conn, FORECAST_TABLE)
     totals = table[table["period_kind"] == "total"].set_index("period")
     season = facts["season"]
     acquisition = facts["acquisition"]
@@ -255,7 +197,7 @@ def revenue_forecast(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
     for period in ("30d", "90d", "365d"):
         for column in ("total_revenue", "total_revenue_low", "total_revenue_high", "existing_revenue", "new_revenue"):
             metadata[f"{period}_{column}"] = dg.MetadataValue.float(float(totals.loc[period, column]))
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata={**schema, **metadata})
 
 
 # ----------------------------------------------------------------------------- acquisition value
@@ -286,7 +228,7 @@ def create_acquisition_clv_input(conn: duckdb.DuckDBPyConnection) -> list[str]:
 def build_acquisition_value(conn: duckdb.DuckDBPyConnection, as_of) -> list[str]:
     missing = create_acquisition_clv_input(conn)
     run_script(conn, read_sql("clv_platform.marts", "sql/acquisition_value.sql"), {"as_of": as_of})
-    comment_columns(conn, ACQUISITION_TABLE, ACQUISITION_COLUMNS)
+    contract.apply_comments(conn, tables=[ACQUISITION_TABLE])
     return missing
 
 
@@ -297,7 +239,6 @@ def build_acquisition_value(conn: duckdb.DuckDBPyConnection, as_of) -> list[str]
           dg.AssetKey(["scores", "customer_clv"])],
     kinds={"duckdb", "sql"},
     owners=OWNERS,
-    metadata={"dagster/column_schema": column_schema(ACQUISITION_COLUMNS)},
 )
 def acquisition_value(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """Per first-order channel, campaign and discount code (per acquisition month and over all months):
@@ -308,6 +249,7 @@ def acquisition_value(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
         as_of = scoring_cutoff(conn)
         missing = build_acquisition_value(conn, as_of)
         rows = row_count(conn, ACQUISITION_TABLE)
+        schema = contract.column_metadata(conn, ACQUISITION_TABLE)
         channels = conn.execute(
             """
             select channel, sum(customers) as customers, sum(total_predicted_clv) / sum(scored_customers)
@@ -326,6 +268,7 @@ def acquisition_value(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
                             "the mart's interval is the 80 % interval of each group's mean")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows,
+        **schema,
         "as_of_date": str(as_of),
         "per_customer_interval_columns_missing": ", ".join(missing) or "none",
         "channels": dg.MetadataValue.md(channels.to_markdown(index=False, floatfmt=".3f")),

@@ -70,8 +70,9 @@ class StorageResource(DuckDBResource):
     orders_start_date: str = "2024-11-01"
     demo_customers: int = 5000
     demo_seed: int = 42
-    shopify_api_version: str = "2025-01"
+    shopify_api_version: str = "2026-10"
     has_shopify_credentials: bool = False
+    shopify_uses_client_credentials: bool = False
     has_klaviyo_key: bool = False
 
     @classmethod

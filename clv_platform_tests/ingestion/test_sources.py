@@ -85,7 +85,8 @@ def test_live_database_with_secrets_unset_fails_and_keeps_every_raw_row(data_env
     assert type(defs.resources["shopify"]).__name__ == "MissingCredentialsResource"
     result = _run_day(defs, yesterday)
     assert not result.success
-    assert "SHOPIFY_SHOP_DOMAIN / SHOPIFY_ACCESS_TOKEN not set" in _failure_messages(result)
+    message = _failure_messages(result)
+    assert "SHOPIFY_SHOP_DOMAIN and SHOPIFY_CLIENT_ID / SHOPIFY_CLIENT_SECRET (or SHOPIFY_ACCESS_TOKEN) not set" in message
     assert _fingerprint(db) == before
     with duckdb.connect(str(db), read_only=True) as conn:
         assert recorded_source(conn) == "shopify"
