@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
@@ -998,8 +998,11 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     hybrid = train_clv(conn, cutoff, config, HYBRID)
     plain = train_clv(conn, cutoff, config, XGBOOST, objective=hybrid.selection.chosen)
     index = frame["customer_id"].astype(str)
+    # each variant's own forecast, also when the platform would serve the BTYD instead (``serving``
+    # says which): the backtest compares the models, not the serving decision
     predictions = {
-        name: pd.Series(trained.model.predict(frame, horizon, frame["btyd_horizon_ratio"].to_numpy()),
+        name: pd.Series(replace(trained.model, serves_btyd=False).predict(
+                            frame, horizon, frame["btyd_horizon_ratio"].to_numpy()),
                         index=index.to_numpy(), name=name)
         for name, trained in ((XGBOOST, plain), (HYBRID, hybrid))
     }

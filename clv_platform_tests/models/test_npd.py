@@ -164,9 +164,10 @@ def test_btyd_timing_predict(bgnbd):
     frame = pd.DataFrame({"frequency": [0.0, 2.0], "recency_weeks": [0.0, 30.43], "T_weeks": [30.0, 38.86]})
     out = npd.BTYDTiming(bgnbd).predict(frame, cutoff=CUTOFF, within_days=273)
     assert list(out.columns) == [
-        "days_to_next", "predicted_next_purchase_date", "p_purchase_30d", "p_purchase_90d",
+        "days_to_next", "predicted_next_purchase_date", "p_purchase_7d", "p_purchase_30d", "p_purchase_90d",
         "days_to_next_given_purchase", "p_alive",
     ]
+    assert (out["p_purchase_7d"] < out["p_purchase_30d"]).all()
     assert (out["p_purchase_30d"] < out["p_purchase_90d"]).all()
     assert (out["p_purchase_90d"] <= out["p_alive"]).all()
     assert (out["days_to_next_given_purchase"] < 273).all()
