@@ -20,9 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster_instance.yaml
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster_instance.yaml $@
+	cp dagster.yaml $@
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/clv-platform demo
@@ -39,7 +39,8 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 	@$(BIN)/python -m http.server --bind 127.0.0.1 --directory $(CLV_REPORTS_DIR) $(REPORTS_PORT) >/dev/null 2>&1 & \
 	server=$$!; trap 'kill $$server 2>/dev/null' EXIT INT TERM; \
 	echo "reports: http://127.0.0.1:$(REPORTS_PORT)/ (serving $(CLV_REPORTS_DIR))"; \
-	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
+	cd $(DAGSTER_HOME) && PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+		$(CURDIR)/$(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w $(CURDIR)/workspace.yaml
 
 clean:
 	rm -rf $(VENV) data/.dagster data/*.duckdb data/*.duckdb.wal
