@@ -38,6 +38,9 @@ class SettingsError(ValueError):
     """A setting has a value the platform cannot run with; the message names the setting."""
 
 
+DEFAULT_REPORTS_URL = "http://127.0.0.1:3001"
+DEFAULT_REPORT_RETENTION = 5
+
 # The newest stable Shopify Admin API version (quarterly, each supported for 12 months).
 DEFAULT_SHOPIFY_API_VERSION = "2026-10"
 
@@ -66,10 +69,11 @@ class Settings:
     # app's client credentials grant, or a legacy static Admin API token
     shopify_uses_client_credentials: bool
     has_klaviyo_key: bool
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.data_dir / "reports"
+    # HTML reports (explainability, drift, backtest), where `make ui` serves them read-only, and
+    # how many of each kind are kept (each drift report is about 5 MB)
+    reports_dir: Path = Path("data/reports")
+    reports_url: str = DEFAULT_REPORTS_URL
+    report_retention: int = DEFAULT_REPORT_RETENTION
 
     def demo_end_date(self, today: date | None = None) -> date:
         """The demo store's last day of history: the day before the run (or before `CLV_AS_OF`)."""
@@ -135,6 +139,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if currency is not None and (len(currency) != 3 or not currency.isalpha()):
         raise SettingsError(f"file currency {currency!r} (store.toml [store] file_currency) is not a 3-letter ISO code")
 
+    try:
+        retention = int(env.get("CLV_REPORT_RETENTION") or DEFAULT_REPORT_RETENTION)
+    except ValueError as exc:
+        raise SettingsError(f"CLV_REPORT_RETENTION={env.get('CLV_REPORT_RETENTION')!r} is not a whole number") from exc
+    if retention < 1:
+        raise SettingsError(f"CLV_REPORT_RETENTION must be at least 1 (the report just written), got {retention}")
+
     return Settings(
         source=source,
         data_dir=data_dir,
@@ -158,6 +169,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         and bool((env.get("SHOPIFY_CLIENT_ID") and env.get("SHOPIFY_CLIENT_SECRET")) or env.get("SHOPIFY_ACCESS_TOKEN")),
         shopify_uses_client_credentials=bool(env.get("SHOPIFY_CLIENT_ID")),
         has_klaviyo_key=bool(env.get("KLAVIYO_API_KEY")),
+        reports_dir=Path(env.get("CLV_REPORTS_DIR") or data_dir / "reports").resolve(),
+        reports_url=(env.get("CLV_REPORTS_URL") or DEFAULT_REPORTS_URL).rstrip("/"),
+        report_retention=retention,
     )
 
 
@@ -178,7 +192,7 @@ def settings_fields(settings: Settings) -> dict[str, object]:
 def settings_from_fields(fields: Mapping[str, object]) -> Settings:
     """Inverse of `settings_fields`."""
     kwargs = dict(fields)
-    for key in ("data_dir", "duckdb_path", "inbox_dir", "export_dir", "analytics_path", "models_dir"):
+    for key in ("data_dir", "duckdb_path", "inbox_dir", "export_dir", "analytics_path", "models_dir", "reports_dir"):
         kwargs[key] = Path(str(kwargs[key]))
     kwargs["as_of"] = date.fromisoformat(str(kwargs["as_of"])) if kwargs.get("as_of") else None
     kwargs["file_currency"] = kwargs.get("file_currency") or None

@@ -90,12 +90,13 @@ def fetch_profiles_without_step_retries(context: dg.OpExecutionContext, klaviyo:
     list(klaviyo.iter_profiles(None, context.log))
 
 
-def _record_failure(instance: dg.DagsterInstance, result) -> None:
+def _record_failure(instance: dg.DagsterInstance, result, duckdb_resource: DuckDBResource) -> None:
     context = dg.build_run_status_sensor_context(
         sensor_name="record_run_failures",
         dagster_instance=instance,
         dagster_run=result.dagster_run,
         dagster_event=result.get_run_failure_event(),
+        resources={"duckdb": duckdb_resource},
     ).for_run_failure()
     record_run_failure_sensor(context)
 
@@ -126,7 +127,7 @@ def test_no_piece_of_a_canary_secret_reaches_disk_or_output(env, capfd, caplog):
             assert not result.success
             # 4xx-type errors fail at once: no step retry (the 5xx paths run without a policy)
             assert "STEP_UP_FOR_RETRY" not in {e.event_type_value for e in result.all_events}
-            _record_failure(instance, result)
+            _record_failure(instance, result, duckdb_resource)
             for event in result.all_events:
                 if event.event_type_value == "STEP_FAILURE":
                     failures.append(event)

@@ -74,6 +74,9 @@ class StorageResource(DuckDBResource):
     has_shopify_credentials: bool = False
     shopify_uses_client_credentials: bool = False
     has_klaviyo_key: bool = False
+    reports_dir: str = "data/reports"
+    reports_url: str = "http://127.0.0.1:3001"
+    report_retention: int = 5
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "StorageResource":
@@ -105,24 +108,17 @@ def settings_of(resource: DuckDBResource | None = None) -> Settings:
 
 def reports_dir() -> Path:
     """HTML reports (explainability, drift, backtest): `CLV_REPORTS_DIR`, else `<data dir>/reports`."""
-    return Path(os.environ.get("CLV_REPORTS_DIR", str(data_dir() / "reports"))).resolve()
-
-
-DEFAULT_REPORTS_URL = "http://127.0.0.1:3001"
-DEFAULT_REPORT_RETENTION = 5
+    return settings_of().reports_dir
 
 
 def reports_url() -> str:
     """Where `make ui` serves `reports_dir()` read-only (`CLV_REPORTS_URL`); asset links point there."""
-    return os.environ.get("CLV_REPORTS_URL", DEFAULT_REPORTS_URL).rstrip("/")
+    return settings_of().reports_url
 
 
 def report_retention() -> int:
-    """Newest reports kept per kind (`CLV_REPORT_RETENTION`, default 5; each drift report is ~5 MB)."""
-    value = int(os.environ.get("CLV_REPORT_RETENTION", str(DEFAULT_REPORT_RETENTION)))
-    if value < 1:
-        raise ValueError(f"CLV_REPORT_RETENTION must be at least 1 (the report just written), got {value}")
-    return value
+    """Newest reports kept per kind (`CLV_REPORT_RETENTION`, default 5, at least 1)."""
+    return settings_of().report_retention
 
 
 def read_sql(package: str, name: str) -> str:

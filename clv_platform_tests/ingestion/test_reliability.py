@@ -207,7 +207,9 @@ def test_orders_updated_since_do_not_count_as_lost(tmp_path, source):
 def test_auth_permission_and_version_errors_are_not_retried(tmp_path, source, switch, setting):
     with FakeApi(source) as server:
         resources = _resources(server, str(tmp_path / "a.duckdb"))
-        value = {"shopify_token": "another-token", "shopify_forbidden": True, "shopify_api_versions": {"2099-01"}}
+        # a version Shopify does not know at all (newer than any it serves) answers 404; an expired
+        # one would be served forward instead (test_shopify_auth)
+        value = {"shopify_token": "another-token", "shopify_forbidden": True, "shopify_api_versions": {"2024-01"}}
         setattr(server, switch, value[switch])
         result = dg.materialize(
             [raw_shopify_orders],

@@ -112,7 +112,7 @@ judged as (
                 then 'negative price or amount'
             when file_format = 'online_retail' and price_wide = 0
                 then 'zero price (no revenue: a free or placeholder line)'
-            when order_ts > now()::timestamp + interval 1 day then 'order date in the future'
+            when order_ts > timezone($store_timezone, now()) + interval 1 day then 'order date in the future'
         end as base_reason
     from valued
 ),
