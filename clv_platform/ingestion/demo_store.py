@@ -33,6 +33,7 @@ import pandas as pd
 
 DAY_S = 86_400
 WEEK_S = 7 * DAY_S
+_MAX_NS_SECONDS = 9.2e9  # datetime64[ns] ends in 2262 (9.22e9 s after 1970)
 YEAR_S = 365.25 * DAY_S
 
 # Numeric id ranges, shaped like Shopify's 13-digit ids.
@@ -635,7 +636,10 @@ def generate(params: DemoStoreParams = DemoStoreParams()) -> DemoStore:
         "lambda": lam,
         "p_drop": p_drop,
         "nu": nu,
-        "dropout_time": pd.to_datetime(np.where(np.isnan(dropout_abs), np.nan, np.floor(dropout_abs)), unit="s"),
+        # a dropout centuries away (a tiny dropout rate) is past what datetime64[ns] holds: NaT, like none
+        "dropout_time": pd.to_datetime(
+            np.where(np.isnan(dropout_abs) | (dropout_abs > _MAX_NS_SECONDS), np.nan, np.floor(dropout_abs)), unit="s"
+        ),
         "is_alive_at_end": np.isnan(dropout_w),
         "n_purchases": np.bincount(individual[~is_test], minlength=n),
         "preferred_category": np.asarray(params.categories, dtype=object)[preferred],
