@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/data/.dagster
 export CLV_DATA_DIR ?= $(CURDIR)/data
-export CLV_REPORTS_DIR ?= $(CLV_DATA_DIR)/reports
+# only `make ui` passes these on (tests point the data folder elsewhere and must not inherit them)
+CLV_REPORTS_DIR ?= $(CLV_DATA_DIR)/reports
 REPORTS_PORT ?= 3001
 UI_PORT ?= 3000
-export CLV_REPORTS_URL ?= http://127.0.0.1:$(REPORTS_PORT)
+CLV_REPORTS_URL ?= http://127.0.0.1:$(REPORTS_PORT)
 
 .PHONY: install demo test ui clean
 
@@ -39,7 +40,8 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 	@$(BIN)/python -m http.server --bind 127.0.0.1 --directory $(CLV_REPORTS_DIR) $(REPORTS_PORT) >/dev/null 2>&1 & \
 	server=$$!; trap 'kill $$server 2>/dev/null' EXIT INT TERM; \
 	echo "reports: http://127.0.0.1:$(REPORTS_PORT)/ (serving $(CLV_REPORTS_DIR))"; \
-	cd $(DAGSTER_HOME) && PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+	cd $(DAGSTER_HOME) && CLV_REPORTS_DIR=$(CLV_REPORTS_DIR) CLV_REPORTS_URL=$(CLV_REPORTS_URL) \
+		PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
 		$(CURDIR)/$(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w $(CURDIR)/workspace.yaml
 
 clean:

@@ -16,4 +16,7 @@ def data_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CLV_DUCKDB_PATH", str(tmp_path / "clv.duckdb"))
     monkeypatch.setenv("CLV_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.delenv("CLV_SOURCE", raising=False)
+    # paths derived from the data folder unless set: a developer's (or make's) values must not leak in
+    for var in ("CLV_REPORTS_DIR", "CLV_REPORTS_URL", "CLV_REPORT_RETENTION", "CLV_ANALYTICS_PATH", "CLV_EXPORT_DIR"):
+        monkeypatch.delenv(var, raising=False)
     return tmp_path
