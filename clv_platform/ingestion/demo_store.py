@@ -34,6 +34,17 @@ import pandas as pd
 DAY_S = 86_400
 WEEK_S = 7 * DAY_S
 _MAX_NS_SECONDS = 9.2e9  # datetime64[ns] ends in 2262 (9.22e9 s after 1970)
+
+
+def _seconds_to_datetime(seconds: np.ndarray) -> np.ndarray:
+    """Epoch seconds as datetime64[ns], NaT for NaN and for a dropout centuries away (a tiny dropout
+    rate) that datetime64[ns] cannot hold. Integer casts, not pandas' unit conversion: that one
+    rounds through a float multiply that has raised a spurious overflow after other tests."""
+    ok = np.isfinite(seconds) & (np.abs(np.nan_to_num(seconds)) <= _MAX_NS_SECONDS)
+    whole = np.where(ok, np.floor(np.nan_to_num(seconds)), 0).astype(np.int64)
+    out = whole.astype("datetime64[s]").astype("datetime64[ns]")
+    out[~ok] = np.datetime64("NaT")
+    return out
 YEAR_S = 365.25 * DAY_S
 
 # Numeric id ranges, shaped like Shopify's 13-digit ids.
@@ -636,10 +647,7 @@ def generate(params: DemoStoreParams = DemoStoreParams()) -> DemoStore:
         "lambda": lam,
         "p_drop": p_drop,
         "nu": nu,
-        # a dropout centuries away (a tiny dropout rate) is past what datetime64[ns] holds: NaT, like none
-        "dropout_time": pd.to_datetime(
-            np.where(np.isnan(dropout_abs) | (dropout_abs > _MAX_NS_SECONDS), np.nan, np.floor(dropout_abs)), unit="s"
-        ),
+        "dropout_time": _seconds_to_datetime(dropout_abs),
         "is_alive_at_end": np.isnan(dropout_w),
         "n_purchases": np.bincount(individual[~is_test], minlength=n),
         "preferred_category": np.asarray(params.categories, dtype=object)[preferred],
