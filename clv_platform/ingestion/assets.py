@@ -27,7 +27,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
-from clv_platform.ingestion.store_source import SourceMismatchError, ensure_store_source
+from clv_platform.ingestion.store_source import fail_unless_store_matches
 from clv_platform.resources.demo import DemoStoreResource
 from clv_platform.resources.http import (
     AuthenticationError,
@@ -139,15 +139,7 @@ def _store_settings(duckdb: DuckDBResource, client: dg.ConfigurableResource) -> 
 def _guard_source(context, duckdb: DuckDBResource, client: dg.ConfigurableResource) -> Settings:
     """Fail before touching anything when the database holds another store or live credentials are missing."""
     settings = _store_settings(duckdb, client)
-    mismatch = None
-    # Raised after the block: DuckDBResource.get_connection does not close on an exception.
-    with duckdb.get_connection() as conn:
-        try:
-            ensure_store_source(conn, settings)
-        except SourceMismatchError as exc:
-            mismatch = str(exc)
-    if mismatch:
-        raise dg.Failure(description=mismatch, allow_retries=False)
+    fail_unless_store_matches(duckdb, settings)
     if settings.source == "shopify" and getattr(client, "missing_credentials", None):
         raise dg.Failure(
             description=f"CLV_SOURCE=shopify but {client.missing_credentials} not set: the live store cannot be "

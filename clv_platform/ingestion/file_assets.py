@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform.ingestion.file_import import RAW_COLUMNS, UnreadableFileError, content_hash, parse_export
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
-from clv_platform.ingestion.store_source import SourceMismatchError, ensure_store_source
+from clv_platform.ingestion.store_source import fail_unless_store_matches
 from clv_platform.resources.storage import StorageResource, settings_of
 
 inbox_file_partitions = dg.DynamicPartitionsDefinition(name="inbox_files")
@@ -33,18 +33,8 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
     settings = settings_of(duckdb)
     if not isinstance(duckdb, StorageResource):  # a test's own plain resource: this asset is the files store
         settings = replace(settings, source="files")
-    mismatch = None
-    # Raised after the block: DuckDBResource.get_connection does not close on an exception.
-    with duckdb.get_connection() as conn:
-        try:
-            ensure_store_source(conn, settings)
-        except SourceMismatchError as exc:
-            mismatch = str(exc)
-    if mismatch:
-        raise dg.Failure(
-            description=f"{file_name}: not imported. {mismatch} Exports are imported by a files-only store "
-            "(CLV_SOURCE=files, see README 'Run on your own export')."
-        )
+    fail_unless_store_matches(duckdb, settings, context=f"{file_name}: not imported (exports are imported by a "
+                              "files-only store: CLV_SOURCE=files, see README 'Run on your own export'). ")
     inbox = settings.inbox_dir
     path = inbox / file_name
     if not path.is_file():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import dagster as dg
 import duckdb
 
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
@@ -115,3 +116,20 @@ def ensure_store_source(conn: duckdb.DuckDBPyConnection, settings: Settings) -> 
 def raw_sources_of(source: str) -> set[str]:
     """The `source` values the raw API tables may hold for a store."""
     return set(_RAW_SOURCES[source])
+
+
+def fail_unless_store_matches(resource, settings: Settings, context: str = "") -> None:
+    """Run `ensure_store_source` on the asset's DuckDB resource and turn a mismatch into a
+    non-retryable `dg.Failure` (retrying cannot change which store the database holds).
+
+    The failure is raised after the connection block: `DuckDBResource.get_connection` does not
+    close its connection on an exception. `context` prefixes the message (e.g. the file name).
+    """
+    mismatch = None
+    with resource.get_connection() as conn:
+        try:
+            ensure_store_source(conn, settings)
+        except SourceMismatchError as exc:
+            mismatch = str(exc)
+    if mismatch:
+        raise dg.Failure(description=f"{context}{mismatch}", allow_retries=False)

@@ -4,7 +4,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
-from clv_platform.ingestion.store_source import SourceMismatchError, ensure_store_source
+from clv_platform.ingestion.store_source import fail_unless_store_matches
 from clv_platform.resources.storage import StorageResource, settings_of
 from clv_platform.transforms.staging import build_staging
 
@@ -53,15 +53,7 @@ def staging_tables(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     """Rebuild staging from raw; fail (and keep the previous tables) if any raw row is unaccounted for."""
     settings = settings_of(duckdb)
     if isinstance(duckdb, StorageResource):  # a test's own plain resource names no store
-        mismatch = None
-        # Raised after the block: DuckDBResource.get_connection does not close on an exception.
-        with duckdb.get_connection() as conn:
-            try:
-                ensure_store_source(conn, settings)
-            except SourceMismatchError as exc:
-                mismatch = str(exc)
-        if mismatch:
-            raise dg.Failure(description=mismatch, allow_retries=False)
+        fail_unless_store_matches(duckdb, settings)
     with duckdb.get_connection() as conn:
         result = build_staging(
             conn, settings.file_currency if settings.source == "files" else None, settings.store_timezone
