@@ -275,6 +275,7 @@ def withdraw_file(args: argparse.Namespace) -> int:
     """
     import duckdb
 
+    from clv_platform.core.sql import transaction
     from clv_platform.ingestion.store_source import ensure_meta_table
     from clv_platform.settings import load_settings
 
@@ -284,15 +285,14 @@ def withdraw_file(args: argparse.Namespace) -> int:
         conn.execute(
             "create table if not exists meta.withdrawn_files (file_name varchar, rows bigint, withdrawn_at timestamp)"
         )
-        conn.execute("begin transaction")
-        rows = conn.execute("select count(*) from raw.file_transactions where file_name = ?", [args.file]).fetchone()[0]
+        with transaction(conn):
+            rows = conn.execute("select count(*) from raw.file_transactions where file_name = ?", [args.file]).fetchone()[0]
+            if rows:
+                conn.execute("delete from raw.file_transactions where file_name = ?", [args.file])
+                conn.execute("insert into meta.withdrawn_files values (?, ?, now()::timestamp)", [args.file, rows])
         if rows == 0:
-            conn.execute("rollback")
             print(f"{args.file}: no rows of this file in {database}", file=sys.stderr)
             return 1
-        conn.execute("delete from raw.file_transactions where file_name = ?", [args.file])
-        conn.execute("insert into meta.withdrawn_files values (?, ?, now()::timestamp)", [args.file, rows])
-        conn.execute("commit")
     print(f"{args.file}: {rows} raw rows withdrawn from {database}; rebuild staging to drop its orders "
           "(clv-platform files, or the rebuild_from_staging job)")
     return 0

@@ -19,6 +19,8 @@ from importlib import resources
 import dagster as dg
 import duckdb
 
+from clv_platform.core.horizon import load_horizon
+
 CONTRACT_FILE = "data_contract.toml"
 UNDESCRIBED = "(no description in data_contract.toml)"
 
@@ -32,9 +34,7 @@ class TableContract:
 
 
 def _placeholders() -> dict[str, object]:
-    from clv_platform.models import clv
-
-    config = clv.load_config()
+    config = load_horizon()
     return {
         "horizon_days": config.horizon_days,
         "label_horizon_days": config.label_horizon_days,

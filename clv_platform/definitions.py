@@ -34,7 +34,7 @@ from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.models.npd_assets import NPD_ASSETS
 from clv_platform.models.segment_assets import SEGMENT_ASSETS
 from clv_platform.monitoring.assets import MONITORING_ASSETS
-from clv_platform.resources.demo import (
+from clv_platform.ingestion.source_resources import (
     DemoStoreResource,
     FilesOnlyResource,
     MissingCredentialsResource,

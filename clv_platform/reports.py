@@ -14,7 +14,22 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from clv_platform.resources.storage import report_retention, reports_dir, reports_url
+from clv_platform.settings import load_settings
+
+
+def reports_dir() -> Path:
+    """HTML reports (explainability, drift, backtest): `CLV_REPORTS_DIR`, else `<data dir>/reports`."""
+    return load_settings().reports_dir
+
+
+def reports_url() -> str:
+    """Where `make ui` serves `reports_dir()` read-only (`CLV_REPORTS_URL`); asset links point there."""
+    return load_settings().reports_url
+
+
+def report_retention() -> int:
+    """Newest reports kept per kind (`CLV_REPORT_RETENTION`, default 5, at least 1)."""
+    return load_settings().report_retention
 
 
 def report_url(path: str | Path) -> str:

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 import duckdb
 import pandas as pd
 
+from clv_platform.core.sql import transaction
 from clv_platform.activation.fields import BY_NAME, TAG_PREFIX, canonical, klaviyo_value
 from clv_platform.resources.klaviyo_write import KlaviyoWriter, pack_jobs
 from clv_platform.resources.shopify_write import MAX_METAFIELDS_PER_CALL, NAMESPACE, ShopifyWriter
@@ -80,13 +81,8 @@ class Ledger:
         self.sequence = 0
 
     def _transaction(self, work: Callable[[], None]) -> None:
-        self.conn.execute("begin transaction")
-        try:
+        with transaction(self.conn):
             work()
-            self.conn.execute("commit")
-        except BaseException:
-            self.conn.execute("rollback")
-            raise
 
     def start_batch(self, kind: str, items: list[dict], job_id: str | None = None) -> str:
         self.sequence += 1

@@ -24,6 +24,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from clv_platform.core.sql import transaction
 from clv_platform.resources.redaction import REDACTED, SECRET_ENV_VARS, env_secrets, redact  # noqa: F401 (re-exported)
 from clv_platform.resources.storage import settings_of, table_exists
 
@@ -151,14 +152,13 @@ def write_failures(path: Path, rows: list[dict]) -> None:
             f"create table if not exists {RUN_FAILURES_TABLE} ("
             "run_id varchar, job_name varchar, failed_at timestamp, failed_steps varchar, error_summary varchar)"
         )
-        conn.execute("begin transaction")
-        for row in rows:
-            conn.execute(f"delete from {RUN_FAILURES_TABLE} where run_id = ?", [row["run_id"]])
-            conn.execute(
-                f"insert into {RUN_FAILURES_TABLE} values (?, ?, ?, ?, ?)",
-                [row["run_id"], row["job_name"], row["failed_at"], row["failed_steps"], row["error_summary"]],
-            )
-        conn.execute("commit")
+        with transaction(conn):
+            for row in rows:
+                conn.execute(f"delete from {RUN_FAILURES_TABLE} where run_id = ?", [row["run_id"]])
+                conn.execute(
+                    f"insert into {RUN_FAILURES_TABLE} values (?, ?, ?, ?, ?)",
+                    [row["run_id"], row["job_name"], row["failed_at"], row["failed_steps"], row["error_summary"]],
+                )
 
 
 def record_failure(row: dict, path: Path | None = None, attempts: int = 5, wait_seconds: float = 0.5) -> bool:

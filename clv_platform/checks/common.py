@@ -1,4 +1,4 @@
-"""Helpers the asset checks share: reading the monitoring config once, and small SQL probes.
+"""Helpers the asset checks share: small SQL probes and the result factory.
 
 Every check opens its own DuckDB connection, runs a few counting queries and returns an
 `AssetCheckResult` whose description says what failed and whose metadata carries the counts
@@ -6,18 +6,12 @@ Every check opens its own DuckDB connection, runs a few counting queries and ret
 """
 
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 
 import dagster as dg
 import duckdb
 
-from clv_platform.monitoring.drift import MonitoringConfig, load_config
+from clv_platform.core.thresholds import monitoring_config
 from clv_platform.resources.storage import qualified, table_exists
-
-
-@lru_cache(maxsize=1)
-def monitoring_config() -> MonitoringConfig:
-    return load_config()
 
 
 def columns_of(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:

@@ -10,7 +10,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from clv_platform.checks.common import columns_of, count, missing_table, monitoring_config, result, sample_ids
-from clv_platform.monitoring.drift import CheckSettings
+from clv_platform.core.thresholds import CheckSettings
 from clv_platform.resources.storage import table_exists
 from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE
 

@@ -11,64 +11,16 @@ scores still flow, with the old model — and fails to say why the new one was h
 """
 
 import json
-import math
 
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from clv_platform.checks.common import monitoring_config
-from clv_platform.monitoring.drift import ModelRegressionSettings
+from clv_platform.core.thresholds import ModelRegressionSettings, compare_runs, metric_value, monitoring_config
 from clv_platform.resources.storage import table_exists
 
 CLV_MODEL = dg.AssetKey(["ml", "clv_model"])
 MODEL_RUNS_TABLE = "ml.model_runs"
-
-
-def metric_value(metrics, name: str, path: str = "") -> float | None:
-    """A metric from a run's metrics JSON: under the dotted ``path`` if present, else top level."""
-    if isinstance(metrics, str):
-        metrics = json.loads(metrics or "{}")
-    if not isinstance(metrics, dict):
-        return None
-    block = metrics
-    for part in [p for p in path.split(".") if p]:
-        block = block.get(part) if isinstance(block, dict) else None
-    for source in (block, metrics):
-        if isinstance(source, dict) and name in source:
-            try:
-                value = float(source[name])
-            except (TypeError, ValueError):
-                return None
-            return value if math.isfinite(value) else None
-    return None
-
-
-def compare_runs(candidate: dict, baseline: dict, settings: ModelRegressionSettings) -> list[dict]:
-    """Per configured metric: candidate vs baseline value, allowed bound and whether it regressed.
-
-    "Worse by more than the margin" is relative to the baseline: for a higher-is-better metric
-    the candidate must reach baseline − margin·|baseline|, for lower-is-better at most
-    baseline + margin·|baseline|. Metrics missing (or not finite) on either side are skipped.
-    """
-    rows = []
-    for name, direction in settings.metrics.items():
-        new = metric_value(candidate.get("metrics"), name, settings.metrics_path)
-        old = metric_value(baseline.get("metrics"), name, settings.metrics_path)
-        if new is None or old is None:
-            continue
-        allowance = settings.margin_for(name) * abs(old)
-        if direction == "higher":
-            bound, worse = old - allowance, new < old - allowance
-        elif direction == "lower":
-            bound, worse = old + allowance, new > old + allowance
-        else:
-            raise ValueError(f"metric {name}: direction must be 'higher' or 'lower', got {direction!r}")
-        rows.append(
-            {"metric": name, "better": direction, "candidate": new, "registered": old,
-             "bound": bound, "margin": settings.margin_for(name), "regressed": bool(worse)}
-        )
-    return rows
 
 
 def regression_report(runs: pd.DataFrame, settings: ModelRegressionSettings) -> list[dict]:

@@ -26,9 +26,10 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from clv_platform.core.sql import transaction
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.ingestion.store_source import fail_unless_store_matches
-from clv_platform.resources.demo import DemoStoreResource
+from clv_platform.ingestion.source_resources import DemoStoreResource, FilesOnlyResource
 from clv_platform.resources.http import (
     AuthenticationError,
     ConnectorError,
@@ -131,8 +132,8 @@ def _store_settings(duckdb: DuckDBResource, client: dg.ConfigurableResource) -> 
     """The settings of this run; a plain `DuckDBResource` (a test's own) takes the store from the client."""
     settings = settings_of(duckdb)
     if not isinstance(duckdb, StorageResource):
-        name = getattr(client, "source_name", "shopify")
-        settings = replace(settings, source=name if name in ("demo", "files") else "shopify")
+        source = "demo" if isinstance(client, DemoStoreResource) else "files" if isinstance(client, FilesOnlyResource) else "shopify"
+        settings = replace(settings, source=source)
     return settings
 
 
@@ -271,18 +272,13 @@ def _store_shop(duckdb: DuckDBResource, shopify: dg.ConfigurableResource, source
     info = shopify.shop_info(log)
     domain = getattr(shopify, "shop_domain", source)
     with duckdb.get_connection() as conn:
-        conn.execute("begin transaction")
-        try:
+        with transaction(conn):
             conn.execute("delete from raw.shopify_shop where source = ?", [source])
             conn.execute(
                 "insert into raw.shopify_shop values (?, ?, ?, ?, ?)",
                 [domain, info["ianaTimezone"], info["currencyCode"], source,
                  datetime.now(timezone.utc).replace(tzinfo=None)],
             )
-            conn.execute("commit")
-        except Exception:
-            conn.execute("rollback")
-            raise
     log.info(f"shop time zone {info['ianaTimezone']}, currency {info['currencyCode']}")
     return {"shop_timezone": info["ianaTimezone"], "shop_currency": info["currencyCode"]}
 
@@ -354,26 +350,24 @@ def _replace_window(
     frame = frame.copy()
     frame["partition_date"] = frame["partition_date"].where(frame["partition_date"].notna(), start.date())
     with duckdb.get_connection() as conn:
-        conn.execute("begin transaction")
         try:
-            conn.register("_orders_batch", frame)
-            if guard is not None:
-                guard.check(conn, start, end, source)
-            conn.execute(
-                "delete from raw.shopify_orders where partition_date >= ? and partition_date < ? and source = ?",
-                [start.date(), end.date(), source],
-            )
-            conn.execute(
-                """
-                insert into raw.shopify_orders
-                select order_id, updated_at, partition_date, payload::json, source, ingested_at
-                from _orders_batch
-                """
-            )
-            conn.unregister("_orders_batch")
-            conn.execute("commit")
+            with transaction(conn):
+                conn.register("_orders_batch", frame)
+                if guard is not None:
+                    guard.check(conn, start, end, source)
+                conn.execute(
+                    "delete from raw.shopify_orders where partition_date >= ? and partition_date < ? and source = ?",
+                    [start.date(), end.date(), source],
+                )
+                conn.execute(
+                    """
+                    insert into raw.shopify_orders
+                    select order_id, updated_at, partition_date, payload::json, source, ingested_at
+                    from _orders_batch
+                    """
+                )
+                conn.unregister("_orders_batch")
         except Exception:
-            conn.execute("rollback")
             # DuckDBResource.get_connection closes only on success; a connection left open
             # by a failed step would keep the file locked for as long as its traceback lives.
             conn.close()
@@ -543,8 +537,7 @@ def _upsert_profiles(duckdb: DuckDBResource, profiles: list[dict], source: str, 
         }
     )
     with duckdb.get_connection() as conn:
-        conn.execute("begin transaction")
-        try:
+        with transaction(conn):
             conn.register("_profiles_batch", frame)
             conn.execute(
                 """
@@ -560,8 +553,4 @@ def _upsert_profiles(duckdb: DuckDBResource, profiles: list[dict], source: str, 
                 """
             )
             conn.unregister("_profiles_batch")
-            conn.execute("commit")
-        except Exception:
-            conn.execute("rollback")
-            raise
     return len(frame)

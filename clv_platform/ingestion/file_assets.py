@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from clv_platform.core.sql import transaction
 from clv_platform.ingestion.file_import import RAW_COLUMNS, UnreadableFileError, content_hash, parse_export
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.ingestion.store_source import fail_unless_store_matches
@@ -47,8 +48,7 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
 
     with duckdb.get_connection() as conn:
         ensure_raw_tables(conn)
-        conn.execute("begin transaction")
-        try:
+        with transaction(conn):
             conn.execute("delete from raw.file_transactions where file_name = ?", [file_name])
             conn.register("_file_batch", frame)
             columns = ", ".join(RAW_COLUMNS)
@@ -57,10 +57,6 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
                 f"select {columns.replace('payload', 'payload::json')} from _file_batch"
             )
             conn.unregister("_file_batch")
-            conn.execute("commit")
-        except Exception:
-            conn.execute("rollback")
-            raise
     file_format = frame["file_format"].iat[0] if len(frame) else "empty"
     malformed = int(frame["parse_error"].notna().sum())
     sheets = frame["sheet_name"].dropna().value_counts(sort=False).to_dict()

@@ -18,6 +18,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from clv_platform.core.sql import transaction
 from clv_platform import contract
 from clv_platform.marts.exports import export_customer_scores, scoring_date
 from clv_platform.marts.forecast_assets import FORECAST_MARTS
@@ -296,13 +297,8 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -
     """
     with duckdb.get_connection() as conn:
         on = scoring_date(conn)
-        conn.execute("begin transaction")
-        try:
+        with transaction(conn):
             run_script(conn, read_sql(SQL_PACKAGE, "sql/segment_history.sql"), {"scoring_date": on})
-            conn.execute("commit")
-        except Exception:
-            conn.execute("rollback")
-            raise
         metadata = mart_metadata(conn, "marts.segment_history", order_by="scoring_date desc, segment_type")
         dates = conn.execute("select count(distinct scoring_date) from marts.segment_history").fetchone()[0]
     metadata.update({"scoring_date": str(on), "scoring_dates_kept": int(dates)})

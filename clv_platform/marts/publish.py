@@ -28,6 +28,7 @@ from pathlib import Path
 
 import duckdb
 
+from clv_platform.core.sql import transaction
 from clv_platform import contract
 from clv_platform.settings import load_settings
 
@@ -116,8 +117,7 @@ def publish_snapshot(
         f"attach {_literal(str(temp))} as {_ALIAS} (storage_version {_literal(SNAPSHOT_STORAGE_VERSION)})"
     )
     try:
-        conn.execute("begin transaction")
-        try:
+        with transaction(conn):
             for schema in sorted({s for s, _ in tables} | {SNAPSHOT_INFO_TABLE.split('.')[0]}):
                 conn.execute(f"create schema if not exists {_ALIAS}.{schema}")
             for schema, table in tables:
@@ -138,10 +138,6 @@ def publish_snapshot(
                 [[name, rows, published_at] for name, rows in counts.items()],
             )
             contract.apply_comments(conn, catalog=_ALIAS, schemas=schemas)
-            conn.execute("commit")
-        except Exception:
-            conn.execute("rollback")
-            raise
         conn.execute(f"checkpoint {_ALIAS}")
     except Exception:
         conn.execute(f"detach database if exists {_ALIAS}")

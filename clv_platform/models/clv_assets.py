@@ -273,7 +273,7 @@ def registration_gate(conn, trained: clv.TrainedClv) -> dict:
     favours it: the gate errs on the side of keeping what is served. Scoring always uses the newest
     *registered* model, so a refused candidate never reaches customers.
     """
-    from clv_platform.checks.common import monitoring_config
+    from clv_platform.core.thresholds import monitoring_config
 
     version, served = served_metrics_on(conn, trained)
     decision = registry.decide(trained.validation_metrics, served, monitoring_config().model_regression, version)

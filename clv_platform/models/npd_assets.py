@@ -18,7 +18,7 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
 from clv_platform.models import clv, registry
-from clv_platform.monitoring.drift import ModelRegressionSettings
+from clv_platform.core.thresholds import ModelRegressionSettings
 from clv_platform.models.npd import DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, NPDModel, next_purchase_contract
 from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features

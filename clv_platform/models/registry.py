@@ -212,7 +212,7 @@ def decide(candidate: dict | None, served: dict | None, settings, served_version
     and say so. Otherwise refuse when any metric regressed beyond its margin. Returns
     ``{"register", "reason", "comparisons", "served_version"}``.
     """
-    from clv_platform.checks.model_checks import compare_runs
+    from clv_platform.core.thresholds import compare_runs
 
     if served_version is None:
         return {"register": True, "reason": "first model: nothing registered yet", "comparisons": [],

@@ -35,6 +35,7 @@ from clv_platform.monitoring.drift import (
     segment_share_changes,
 )
 from clv_platform.monitoring.performance import PERFORMANCE_COLUMNS, next_maturity, realized_performance
+from clv_platform.core.sql import transaction
 from clv_platform import contract
 from clv_platform.reports import prune_reports, report_url
 from clv_platform.resources.storage import table_exists
@@ -89,17 +90,12 @@ def ensure_monitoring_tables(conn) -> None:
 
 def replace_rows(conn, table: str, frame: pd.DataFrame) -> int:
     """Replace every row of a table created by ``_DDL`` (types stay fixed even for an empty frame)."""
-    conn.execute("begin transaction")
-    try:
+    with transaction(conn):
         conn.execute(f"delete from {table}")
         if len(frame):
             conn.register("_rows", frame)
             conn.execute(f"insert into {table} by name select * from _rows")
             conn.unregister("_rows")
-        conn.execute("commit")
-    except Exception:
-        conn.execute("rollback")
-        raise
     return len(frame)
 
 
@@ -187,16 +183,11 @@ def score_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> 
         horizon = int(run["horizon_days"]) if run is not None else config.performance.default_horizon_days
         frame = snapshot_frame(scores, segments, cutoff, horizon, now)
         snapshot_id = str(frame["snapshot_id"].iloc[0]) if len(frame) else None
-        conn.execute("begin transaction")
-        try:
+        with transaction(conn):
             conn.execute(f"delete from {SCORE_HISTORY_TABLE} where snapshot_id = ?", [snapshot_id])
             conn.register("_snapshot", frame)
             conn.execute(f"insert into {SCORE_HISTORY_TABLE} by name select * from _snapshot")
             conn.unregister("_snapshot")
-            conn.execute("commit")
-        except Exception:
-            conn.execute("rollback")
-            raise
         snapshots = conn.execute(
             f"select count(distinct snapshot_id), count(*) from {SCORE_HISTORY_TABLE}"
         ).fetchone()
@@ -296,8 +287,7 @@ def write_drift_run(conn, row: dict, columns: pd.DataFrame) -> None:
     ensure_monitoring_tables(conn)
     run_frame = pd.DataFrame([row])
     column_frame = columns.assign(drift_run_id=row["drift_run_id"], run_at=row["run_at"])
-    conn.execute("begin transaction")
-    try:
+    with transaction(conn):
         for table in (DRIFT_RUNS_TABLE, DRIFT_COLUMNS_TABLE):
             conn.execute(f"delete from {table} where drift_run_id = ?", [row["drift_run_id"]])
         conn.register("_drift_run", run_frame)
@@ -311,10 +301,6 @@ def write_drift_run(conn, row: dict, columns: pd.DataFrame) -> None:
             conn.register("_drift_columns", column_frame)
             conn.execute(f"insert into {DRIFT_COLUMNS_TABLE} by name select * from _drift_columns")
             conn.unregister("_drift_columns")
-        conn.execute("commit")
-    except Exception:
-        conn.execute("rollback")
-        raise
 
 
 @dg.asset(

@@ -1,7 +1,7 @@
 """Drift of a current frame against a reference frame, measured with Evidently 0.7.
 
-Pure functions (frames in, results out) plus the monitoring configuration they share with the
-asset checks (``monitoring.toml`` next to this module, parsed with ``tomllib``).
+Pure functions (frames in, results out); their thresholds come from ``monitoring.toml``, parsed
+in ``clv_platform.core.thresholds`` (the asset checks and the registration gate read them too).
 
 * Feature drift: Evidently's ``DataDriftPreset`` over the feature columns gives a drift score,
   the method and a drifted flag per column. The methods are *distances* by default (normed
@@ -28,12 +28,10 @@ code location (which imports this module through the checks) should load fast.
 from __future__ import annotations
 
 import re
-import tomllib
 import warnings
 from html import escape
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -42,88 +40,17 @@ import pandas as pd
 
 from clv_platform.resources.storage import reports_dir
 
-# ----------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class DriftSettings:
-    drift_share_threshold: float = 0.3
-    num_method: str = "wasserstein"
-    num_threshold: float = 0.1
-    cat_method: str = "jensenshannon"
-    cat_threshold: float = 0.1
-    per_column_threshold: dict[str, float] = field(default_factory=dict)
-    prediction_column: str = "predicted_clv"
-    prediction_method: str = "wasserstein"
-    prediction_threshold: float = 0.1
-    segment_columns: tuple[str, ...] = ("clv_tier", "rfm_segment", "lifecycle_stage")
-    reference_offset_days: int = 90
-    min_rows: int = 30
-    max_rows: int = 0
-    sample_seed: int = 0
-
-
-@dataclass(frozen=True)
-class CheckSettings:
-    null_share_default: float = 0.0
-    null_share_limits: dict[str, float] = field(default_factory=dict)
-    non_negative: tuple[str, ...] = ()
-    unit_interval: tuple[str, ...] = ()
-    future_tolerance_hours: float = 24.0
-
-
-@dataclass(frozen=True)
-class ModelRegressionSettings:
-    margin: float = 0.05
-    metrics: dict[str, str] = field(default_factory=lambda: {"normalized_gini": "higher", "mae": "lower"})
-    margins: dict[str, float] = field(default_factory=dict)
-    metrics_path: str = ""
-
-    def margin_for(self, metric: str) -> float:
-        return float(self.margins.get(metric, self.margin))
-
-
-@dataclass(frozen=True)
-class PerformanceSettings:
-    default_horizon_days: int = 365
-    annual_discount_rate: float = 0.10
-
-
-@dataclass(frozen=True)
-class MonitoringConfig:
-    drift: DriftSettings = field(default_factory=DriftSettings)
-    checks: CheckSettings = field(default_factory=CheckSettings)
-    model_regression: ModelRegressionSettings = field(default_factory=ModelRegressionSettings)
-    performance: PerformanceSettings = field(default_factory=PerformanceSettings)
-
-
-def default_config_path() -> Path:
-    return Path(str(resources.files("clv_platform.monitoring").joinpath("monitoring.toml")))
-
-
-def load_config(path: str | Path | None = None) -> MonitoringConfig:
-    """Parse ``monitoring.toml`` (the shipped one unless ``path`` is given); missing keys keep defaults."""
-    raw = tomllib.loads(Path(path or default_config_path()).read_text(encoding="utf-8"))
-    drift = dict(raw.get("drift", {}))
-    if "segment_columns" in drift:
-        drift["segment_columns"] = tuple(drift["segment_columns"])
-    checks_raw = raw.get("checks", {})
-    limits = dict(checks_raw.get("null_share_limits", {}))
-    ranges = checks_raw.get("feature_ranges", {})
-    checks = CheckSettings(
-        null_share_default=float(limits.pop("default", 0.0)),
-        null_share_limits={k: float(v) for k, v in limits.items()},
-        non_negative=tuple(ranges.get("non_negative", ())),
-        unit_interval=tuple(ranges.get("unit_interval", ())),
-        future_tolerance_hours=float(checks_raw.get("future_tolerance_hours", 24.0)),
-    )
-    regression = dict(raw.get("model_regression", {}))
-    return MonitoringConfig(
-        drift=DriftSettings(**drift),
-        checks=checks,
-        model_regression=ModelRegressionSettings(**regression),
-        performance=PerformanceSettings(**raw.get("performance", {})),
-    )
+# The configuration (dataclasses and `load_config`) lives in `clv_platform.core.thresholds`, below
+# the checks and the models that read it too; these names are re-exported for the monitoring code.
+from clv_platform.core.thresholds import (  # noqa: E402,F401
+    CheckSettings,
+    DriftSettings,
+    ModelRegressionSettings,
+    MonitoringConfig,
+    PerformanceSettings,
+    default_config_path,
+    load_config,
+)
 
 
 # ----------------------------------------------------------------------------- results

@@ -69,10 +69,6 @@ class KlaviyoResource(HttpConnectorResource):
         "Klaviyo allows ~150 such requests a minute). The rest wait for the next run.",
     )
 
-    @property
-    def source_name(self) -> str:
-        return "klaviyo"
-
     def profiles_url(self) -> str:
         return f"{self.base_url.rstrip('/')}/api/profiles/"
 

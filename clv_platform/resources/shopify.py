@@ -347,10 +347,6 @@ class ShopifyResource(HttpConnectorResource):
     _served_versions: set = PrivateAttr(default_factory=set)
     _token: Any = PrivateAttr(default=None)
 
-    @property
-    def source_name(self) -> str:
-        return "shopify"
-
     def served_api_versions(self) -> dict[str, str]:
         """{"requested": ..., "served": ...} as seen in `X-Shopify-API-Version` so far in this run."""
         return {"requested": self.api_version, "served": ", ".join(sorted(self._served_versions)) or "unknown"}

@@ -1,4 +1,4 @@
-"""Where the platform keeps its files, and the small DuckDB helpers every layer shares.
+"""Where the platform keeps its files, and the DuckDB resource every asset receives.
 
 Paths come from the settings object (`clv_platform/settings.py`, which reads `CLV_DATA_DIR`,
 `CLV_DUCKDB_PATH`, ...) so a test, the Makefile and a deployment can each point the same code
@@ -8,17 +8,22 @@ settings, so an asset gets them from the resource it already has (`settings_of(d
 
 from __future__ import annotations
 
-import re
-from importlib import resources
 from pathlib import Path
 
-import duckdb
-import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from clv_platform.core.sql import (  # noqa: F401 (re-exported: the SQL helpers every layer uses)
+    qualified,
+    read_sql,
+    replace_table,
+    row_count,
+    run_script,
+    split_statements,
+    table_exists,
+    transaction,
+)
+from clv_platform.reports import report_retention, reports_dir, reports_url  # noqa: F401 (re-exported)
 from clv_platform.settings import DEFAULT_MEMORY_LIMIT, Settings, load_settings, settings_from_fields, with_database
-
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 def data_dir() -> Path:
@@ -104,74 +109,3 @@ def settings_of(resource: DuckDBResource | None = None) -> Settings:
         return resource.settings()
     settings = load_settings()
     return with_database(settings, resource.database) if resource is not None else settings
-
-
-def reports_dir() -> Path:
-    """HTML reports (explainability, drift, backtest): `CLV_REPORTS_DIR`, else `<data dir>/reports`."""
-    return settings_of().reports_dir
-
-
-def reports_url() -> str:
-    """Where `make ui` serves `reports_dir()` read-only (`CLV_REPORTS_URL`); asset links point there."""
-    return settings_of().reports_url
-
-
-def report_retention() -> int:
-    """Newest reports kept per kind (`CLV_REPORT_RETENTION`, default 5, at least 1)."""
-    return settings_of().report_retention
-
-
-def read_sql(package: str, name: str) -> str:
-    """Read a .sql file shipped inside the package (works from an installed wheel too)."""
-    return resources.files(package).joinpath(name).read_text(encoding="utf-8")
-
-
-def split_statements(sql: str) -> list[str]:
-    """Split a SQL script on statement-ending semicolons (our files keep `;` at line ends)."""
-    parts = re.split(r";\s*(?:\n|$)", sql)
-    return [p.strip() for p in parts if p.strip() and not _only_comments(p)]
-
-
-def _only_comments(sql: str) -> bool:
-    return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
-
-
-def run_script(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> None:
-    """Execute each statement of a script, passing only the parameters it uses."""
-    for statement in split_statements(sql):
-        used = {k: v for k, v in (params or {}).items() if f"${k}" in statement}
-        conn.execute(statement, used) if used else conn.execute(statement)
-
-
-def qualified(table: str) -> str:
-    """Validate a `schema.table` name before it is interpolated into SQL."""
-    parts = table.split(".")
-    if len(parts) != 2 or not all(_IDENTIFIER.match(p) for p in parts):
-        raise ValueError(f"not a schema-qualified table name: {table!r}")
-    return table
-
-
-def replace_table(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> int:
-    """Replace `schema.table` with the frame's rows: re-running an asset never duplicates."""
-    name = qualified(table)
-    conn.execute(f"create schema if not exists {name.split('.')[0]}")
-    conn.register("_frame_to_write", frame)
-    try:
-        conn.execute(f"create or replace table {name} as select * from _frame_to_write")
-    finally:
-        conn.unregister("_frame_to_write")
-    return len(frame)
-
-
-def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-    schema, name = qualified(table).split(".")
-    return bool(
-        conn.execute(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-            [schema, name],
-        ).fetchone()[0]
-    )
-
-
-def row_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
-    return int(conn.execute(f"select count(*) from {qualified(table)}").fetchone()[0])

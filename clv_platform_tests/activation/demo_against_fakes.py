@@ -19,7 +19,7 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform.activation.assets import ACTIVATION_ASSETS
 from clv_platform.activation.settings import ActivationResource
-from clv_platform.resources.demo import DemoStoreResource
+from clv_platform.ingestion.source_resources import DemoStoreResource
 from clv_platform.resources.klaviyo import KlaviyoResource
 from clv_platform.resources.shopify import ShopifyResource
 from clv_platform_tests.fake_api import FakeApi

@@ -338,7 +338,7 @@ def test_tags_follow_the_scores(base, fake, clock):
 
 
 def test_live_mode_without_credentials_fails_loudly(base):
-    from clv_platform.resources.demo import DemoStoreResource
+    from clv_platform.ingestion.source_resources import DemoStoreResource
 
     demo = DemoStoreResource(n_customers=10)
     result = dg.materialize(

@@ -14,7 +14,7 @@ from clv_platform.definitions import build_definitions
 from clv_platform.ingestion.assets import raw_shopify_orders
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.ingestion.store_source import recorded_source
-from clv_platform.resources.demo import DemoStoreResource
+from clv_platform.ingestion.source_resources import DemoStoreResource
 from clv_platform.resources.storage import StorageResource
 from clv_platform.settings import SettingsError, load_settings
 

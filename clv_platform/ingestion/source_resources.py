@@ -1,4 +1,7 @@
-"""The built-in demo store as a resource, so the asset graph runs with no credentials.
+"""The source resources that are not live clients: the demo store, and the stand-ins bound when
+a live source is absent (no Klaviyo key, missing credentials, a files-only store).
+
+The demo store is a resource so the asset graph runs with no credentials.
 
 It serves the same records the live clients do (GraphQL order nodes, JSON:API
 profiles), so demo and live share one parsing path from raw onwards.
@@ -38,10 +41,6 @@ class DemoStoreResource(dg.ConfigurableResource):
     seed: int = 42
     end_date: str | None = None
 
-    @property
-    def source_name(self) -> str:
-        return "demo"
-
     def store(self) -> DemoStore:
         return _store(self.n_customers, self.seed, self.end_date)
 
@@ -63,10 +62,6 @@ class NoProfilesResource(dg.ConfigurableResource):
     Mixing demo profiles into a real store's customers would be worse than none.
     """
 
-    @property
-    def source_name(self) -> str:
-        return "klaviyo"
-
     def iter_profiles(self, updated_after: datetime | None, log: Any = None) -> Iterator[dict]:
         return iter(())
 
@@ -81,20 +76,12 @@ class MissingCredentialsResource(dg.ConfigurableResource):
 
     missing_credentials: str
 
-    @property
-    def source_name(self) -> str:
-        return "shopify"
-
     def iter_orders(self, updated_min: datetime, updated_max: datetime, log: Any = None) -> Iterator[dict]:
         raise dg.Failure(description=f"CLV_SOURCE=shopify but {self.missing_credentials} not set", allow_retries=False)
 
 
 class FilesOnlyResource(dg.ConfigurableResource):
     """Bound as `shopify` and `klaviyo` in a files-only store: those assets do nothing there."""
-
-    @property
-    def source_name(self) -> str:
-        return "files"
 
     def iter_orders(self, updated_min: datetime, updated_max: datetime, log: Any = None) -> Iterator[dict]:
         return iter(())

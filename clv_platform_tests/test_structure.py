@@ -1,0 +1,104 @@
+"""The tree's structure rules: imports run downward only (tools/check_imports.py)."""
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clv_platform.core.horizon import load_horizon
+from clv_platform.models import clv
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "clv_platform"
+
+
+def _lint():
+    spec = importlib.util.spec_from_file_location("check_imports", ROOT / "tools" / "check_imports.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tree_copy(tmp_path):
+    """The package's Python files copied to tmp_path, to plant violations in."""
+    target = tmp_path / "clv_platform"
+    shutil.copytree(PACKAGE, target, ignore=shutil.ignore_patterns("__pycache__", "*.toml", "*.sql", "*.md"))
+    return target
+
+
+def test_the_tree_imports_downward_only():
+    assert _lint().violations(PACKAGE) == []
+
+
+def test_make_lint_runs_the_check_and_passes():
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "check_imports.py")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "import direction ok" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "module, line, named",
+    [
+        # a top-level upward import: ingestion reaching into the marts
+        ("ingestion/raw_tables.py", "from clv_platform.marts import assets\n", "clv_platform.marts.assets (marts)"),
+        # a lazy one inside a function counts too
+        ("models/btyd.py", "def _late():\n    from clv_platform.checks.model_checks import MODEL_CHECKS\n",
+         "clv_platform.checks.model_checks (checks)"),
+        # the low layer importing a resource
+        ("core/sql.py", "import clv_platform.resources.storage\n", "clv_platform.resources.storage (resources)"),
+        # relative imports are resolved like absolute ones
+        ("transforms/features.py", "from ..monitoring import drift\n", "clv_platform.monitoring.drift (monitoring)"),
+    ],
+)
+def test_a_planted_upward_import_fails(tree_copy, module, line, named, capsys):
+    path = tree_copy / module
+    path.write_text(path.read_text() + "\n" + line)
+    lint = _lint()
+    problems = lint.violations(tree_copy)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{path}:") and named in problems[0] and "a higher layer" in problems[0]
+    assert lint.main(["check_imports.py", str(tree_copy)]) == 1
+    assert named in capsys.readouterr().out
+
+
+def test_a_module_in_no_layer_fails(tree_copy):
+    (tree_copy / "scratch.py").write_text('"""A module nobody placed."""\n')
+    problems = _lint().violations(tree_copy)
+    assert problems == [f"{tree_copy / 'scratch.py'}: module clv_platform.scratch is in no layer of tools/check_imports.py LAYERS"]
+
+
+def test_downward_and_same_layer_imports_pass(tree_copy):
+    path = tree_copy / "marts" / "exports.py"
+    path.write_text(path.read_text() + "\nfrom clv_platform.models import segments\nfrom clv_platform.marts import publish\n")
+    assert _lint().violations(tree_copy) == []
+
+
+def test_the_contracts_horizon_is_the_models_horizon():
+    """core.horizon reads clv.toml's [horizon] for the data contract; it must agree with the models."""
+    config, horizon = clv.load_config(), load_horizon()
+    assert (horizon.horizon_days, horizon.label_horizon_days, horizon.annual_discount_rate) == (
+        config.horizon_days, config.label_horizon_days, config.annual_discount_rate)
+
+
+def test_transaction_commits_a_block_and_rolls_back_a_failed_one(tmp_path):
+    import duckdb
+
+    from clv_platform.core.sql import transaction
+
+    with duckdb.connect(str(tmp_path / "t.duckdb")) as conn:
+        conn.execute("create table t (x integer)")
+        with transaction(conn):
+            conn.execute("insert into t values (1), (2)")
+        with pytest.raises(ZeroDivisionError):
+            with transaction(conn):
+                conn.execute("insert into t values (3)")
+                1 / 0
+        assert conn.execute("select list(x order by x) from t").fetchone()[0] == [1, 2]
+        # the connection is usable again: no transaction was left open
+        with transaction(conn):
+            conn.execute("delete from t where x = 1")
+        assert conn.execute("select list(x) from t").fetchone()[0] == [2]
