@@ -132,15 +132,16 @@ def _runs_with_ui_origin(instance, job_name: str) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Materialize the whole graph on the demo store, in this process, into the DuckDB file."""
-    if os.environ.get("CLV_SOURCE", "demo") != "demo":
-        print(f"note: CLV_SOURCE={os.environ['CLV_SOURCE']} is set; `demo` uses the demo store (CLV_SOURCE=demo)",
+    from clv_platform.settings import env_value, force_environment
+
+    if (env_value("CLV_SOURCE") or "demo") != "demo":
+        print(f"note: CLV_SOURCE={env_value('CLV_SOURCE')} is set; `demo` uses the demo store (CLV_SOURCE=demo)",
               file=sys.stderr)
-    os.environ["CLV_SOURCE"] = "demo"
-    os.environ.setdefault("CLV_DEMO_CUSTOMERS", str(args.customers))
+    force_environment(CLV_SOURCE="demo", CLV_DEMO_CUSTOMERS=env_value("CLV_DEMO_CUSTOMERS") or str(args.customers))
     for var in ("SHOPIFY_ACCESS_TOKEN", "KLAVIYO_API_KEY"):
-        if os.environ.get(var):
+        if env_value(var):
             print(f"note: {var} is set; `demo` ignores it and uses the built-in demo store", file=sys.stderr)
-            os.environ.pop(var)
+            force_environment(**{var: None})
 
     import dagster as dg
 
@@ -157,7 +158,7 @@ def run_demo(args: argparse.Namespace) -> int:
     loggers = demo_loggers(log_path)
     job = defs.resolve_job_def("refresh_everything").with_logger_defs(loggers)
     keys = shopify_daily_partitions.get_partition_keys()
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance = dg.DagsterInstance.get() if env_value("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     if instance.is_persistent:
         _runs_with_ui_origin(instance, job.name)
 
@@ -216,11 +217,13 @@ def run_files(args: argparse.Namespace) -> int:
     scores with the registered ones. Each file is one partition of raw/file_transactions; a file
     already imported is imported again (its rows replaced), so the command is idempotent.
     """
-    if os.environ.get("CLV_SOURCE", "files") != "files":
-        print(f"CLV_SOURCE={os.environ['CLV_SOURCE']} is set; `files` runs a files-only store: "
+    from clv_platform.settings import env_value, force_environment
+
+    if (env_value("CLV_SOURCE") or "files") != "files":
+        print(f"CLV_SOURCE={env_value('CLV_SOURCE')} is set; `files` runs a files-only store: "
               "unset it or set CLV_SOURCE=files", file=sys.stderr)
         return 2
-    os.environ["CLV_SOURCE"] = "files"
+    force_environment(CLV_SOURCE="files")
 
     import dagster as dg
 
@@ -240,7 +243,7 @@ def run_files(args: argparse.Namespace) -> int:
         print(f"no exports in {inbox} ({', '.join(SUPPORTED_SUFFIXES)}): put your file there first", file=sys.stderr)
         return 2
     defs = build_definitions(database=str(database))
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance = dg.DagsterInstance.get() if env_value("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(inbox_file_partitions.name, files)
     started = time.perf_counter()
     importer = defs.resolve_job_def("import_inbox_file")

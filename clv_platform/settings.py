@@ -114,9 +114,57 @@ def default_database(data_dir: Path, source: str) -> Path:
     return data_dir / {"demo": "demo.duckdb", "shopify": "clv.duckdb", "files": "files.duckdb"}[source]
 
 
+# Environment variables whose values are secrets wherever they appear. Their values are never part
+# of `Settings` (which Dagster shows as resource config); `secret_values()` hands them to redaction.
+SECRET_ENV_VARS = ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_CLIENT_SECRET", "KLAVIYO_API_KEY")
+
+# What a command forces for the rest of its process (`clv-platform demo` runs the demo store
+# whatever `CLV_SOURCE` says); None hides a variable from the settings. See `force_environment`.
+_FORCED: dict[str, str | None] = {}
+
+
+def force_environment(**values: str | None) -> None:
+    """Override environment settings for the rest of this process, without touching `os.environ`.
+
+    `force_environment(CLV_SOURCE="demo", KLAVIYO_API_KEY=None)`: every later `load_settings()` sees
+    the demo source and no Klaviyo key. Used by the command line, which runs one store per process.
+    """
+    _FORCED.update(values)
+
+
+def clear_forced_environment() -> None:
+    """Forget what `force_environment` set (tests)."""
+    _FORCED.clear()
+
+
+def environment() -> dict[str, str]:
+    """The process environment as the settings see it: `os.environ` plus what was forced."""
+    env = dict(os.environ)
+    for name, value in _FORCED.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def env_value(name: str) -> str | None:
+    """One environment value as the settings see it (e.g. `DAGSTER_HOME` for the command line)."""
+    return environment().get(name)
+
+
+def secret_values() -> tuple[str, ...]:
+    """The values of the credential variables set in the process, for redaction only.
+
+    Read from `os.environ` itself, not the forced view: a key hidden from a demo run's settings is
+    still a secret that must not reach a log.
+    """
+    return tuple(v for v in (os.environ.get(name) for name in SECRET_ENV_VARS) if v)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the environment and `store.toml` into a `Settings`; raise `SettingsError` on a bad value."""
-    env = os.environ if env is None else env
+    env = environment() if env is None else env
     source = (env.get("CLV_SOURCE") or "demo").strip().lower()
     if source not in SOURCES:
         raise SettingsError(f"CLV_SOURCE={source!r} is not one of {', '.join(SOURCES)}")

@@ -2,6 +2,16 @@
 
 import pytest
 
+from clv_platform.settings import clear_forced_environment
+
+
+@pytest.fixture(autouse=True)
+def _no_forced_environment():
+    """`clv-platform demo`/`files` force the source for their process; a test's run must not leak it."""
+    clear_forced_environment()
+    yield
+    clear_forced_environment()
+
 
 @pytest.fixture
 def data_env(tmp_path, monkeypatch):

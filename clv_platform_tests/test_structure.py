@@ -1,4 +1,5 @@
-"""The tree's structure rules: imports run downward only (tools/check_imports.py)."""
+"""The tree's structure rules (tools/check_imports.py): imports run downward only, and only the
+settings read the environment."""
 
 import importlib.util
 import shutil
@@ -37,7 +38,7 @@ def test_the_tree_imports_downward_only():
 def test_make_lint_runs_the_check_and_passes():
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "check_imports.py")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "import direction ok" in done.stdout
+    assert "import direction and environment reads ok" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -77,6 +78,29 @@ def test_downward_and_same_layer_imports_pass(tree_copy):
     assert _lint().violations(tree_copy) == []
 
 
+@pytest.mark.parametrize(
+    "code, what",
+    [
+        ("import os\nSOURCE = os.environ.get('CLV_SOURCE')\n", "os.environ"),
+        ("import os\n\ndef f():\n    return os.getenv('CLV_AS_OF')\n", "os.getenv"),
+        ("from os import environ\n", "from os import environ"),
+        ("import os\n\ndef f():\n    os.environ['CLV_SOURCE'] = 'demo'\n", "os.environ"),
+    ],
+)
+def test_reading_the_environment_outside_settings_fails(tree_copy, code, what):
+    path = tree_copy / "marts" / "exports.py"
+    path.write_text(path.read_text() + "\n" + code)
+    problems = _lint().violations(tree_copy)
+    assert len(problems) == 1, problems
+    assert f"clv_platform.marts.exports reads the environment ({what})" in problems[0]
+
+
+def test_settings_and_definitions_may_read_the_environment(tree_copy):
+    path = tree_copy / "definitions.py"
+    path.write_text(path.read_text() + "\nimport os\nHOME = os.environ.get('DAGSTER_HOME')\n")
+    assert _lint().violations(tree_copy) == []
+
+
 def test_the_contracts_horizon_is_the_models_horizon():
     """core.horizon reads clv.toml's [horizon] for the data contract; it must agree with the models."""
     config, horizon = clv.load_config(), load_horizon()
@@ -102,3 +126,22 @@ def test_transaction_commits_a_block_and_rolls_back_a_failed_one(tmp_path):
         with transaction(conn):
             conn.execute("delete from t where x = 1")
         assert conn.execute("select list(x) from t").fetchone()[0] == [2]
+
+
+def test_a_forced_source_reaches_the_settings_without_touching_os_environ(monkeypatch, tmp_path):
+    import os
+
+    from clv_platform.settings import env_value, force_environment, load_settings, secret_values
+
+    monkeypatch.setenv("CLV_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CLV_SOURCE", "shopify")
+    monkeypatch.setenv("KLAVIYO_API_KEY", "pk_forced_test_key_123")
+    monkeypatch.delenv("CLV_DUCKDB_PATH", raising=False)
+    force_environment(CLV_SOURCE="demo", KLAVIYO_API_KEY=None)
+    settings = load_settings()
+    assert (settings.source, settings.has_klaviyo_key) == ("demo", False)
+    assert settings.duckdb_path == (tmp_path / "demo.duckdb").resolve()
+    assert env_value("CLV_SOURCE") == "demo" and env_value("KLAVIYO_API_KEY") is None
+    assert os.environ["CLV_SOURCE"] == "shopify"
+    # a key hidden from the settings is still redacted
+    assert "pk_forced_test_key_123" in secret_values()

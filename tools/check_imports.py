@@ -1,8 +1,13 @@
-"""Import-direction lint: a module of clv_platform imports only from its own layer or the ones below.
+"""Structure lint of clv_platform: imports run downward, and only the settings read the environment.
+
+1. A module imports only from its own layer or the ones below.
 
 The layer order is declared once, here (lowest first). A module belongs to the layer whose prefix
 matches it longest; a module in no layer is an error too, so a new package must be placed. Imports
 inside functions count like top-level ones: a lazy import still ties the layers together.
+
+2. Only `ENV_READERS` touch `os.environ` / `os.getenv` (read or write): everything else gets its
+settings from `clv_platform.settings` (the typed object, or `env_value` / `secret_values`).
 
 Usage: `python tools/check_imports.py [package dir]` (default: the clv_platform folder beside this
 script's parent). Prints one line per upward import and exits 1 when there is any.
@@ -35,6 +40,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "clv_platform.backtest_cli", "clv_platform.bench")),
 )
 PACKAGE = "clv_platform"
+
+# The modules that may read the environment: the settings loader and the code location calling it.
+ENV_READERS = ("clv_platform.settings", "clv_platform.definitions")
+# Exempt until it leaves the package (issue 21 moves the bench to benchmarks/).
+ENV_EXEMPT = ("clv_platform.bench",)
+_ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 
 
 def layer_of(module: str) -> int | None:
@@ -74,6 +85,18 @@ def imported_modules(tree: ast.AST, module: str, is_package: bool, known: set[st
     return out
 
 
+def environment_reads(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) of every `os.environ`/`os.getenv`-style use, and `from os import environ`."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in _ENV_NAMES and isinstance(node.value, ast.Name) \
+                and node.value.id == "os":
+            out.append((node.lineno, f"os.{node.attr}"))
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            out += [(node.lineno, f"from os import {a.name}") for a in node.names if a.name in _ENV_NAMES]
+    return out
+
+
 def violations(root: Path) -> list[str]:
     files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
     names = {}
@@ -88,6 +111,10 @@ def violations(root: Path) -> list[str]:
             problems.append(f"{path}: module {name} is in no layer of tools/check_imports.py LAYERS")
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        if name not in ENV_READERS + ENV_EXEMPT:
+            for line, what in sorted(set(environment_reads(tree))):
+                problems.append(f"{path}:{line}: {name} reads the environment ({what}); only "
+                                f"{', '.join(ENV_READERS)} may (use clv_platform.settings)")
         for line, target in sorted(set(imported_modules(tree, name, path.name == "__init__.py", known))):
             if target == PACKAGE:
                 continue  # the package itself: only its warning filter
@@ -107,7 +134,7 @@ def main(argv: list[str]) -> int:
     for problem in problems:
         print(problem)
     if not problems:
-        print(f"import direction ok: {root}")
+        print(f"import direction and environment reads ok: {root}")
     return 1 if problems else 0
 
 

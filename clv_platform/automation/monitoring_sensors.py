@@ -15,7 +15,6 @@ written with the next failure, because a run-status sensor handles each event on
 """
 
 import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +26,7 @@ from dagster_duckdb import DuckDBResource
 from clv_platform.core.sql import transaction
 from clv_platform.resources.redaction import REDACTED, SECRET_ENV_VARS, env_secrets, redact  # noqa: F401 (re-exported)
 from clv_platform.resources.storage import settings_of, table_exists
+from clv_platform.settings import secret_values
 
 retrain_job = dg.define_asset_job(
     "retrain_models",
@@ -100,10 +100,10 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext, duckdb: DuckDBReso
 def scrub_secrets(text: str, env: dict[str, str] | None = None) -> str:
     """Remove anything that looks like a credential, and the values of the credential env vars.
 
-    Delegates to the platform's one redaction function (`resources/redaction.py`).
+    The values come from `settings.secret_values()` (or from `env`, a test's mapping). Delegates to
+    the platform's one redaction function (`resources/redaction.py`).
     """
-    env = os.environ if env is None else env
-    return redact(text, env_secrets(env))
+    return redact(text, secret_values() if env is None else env_secrets(env))
 
 
 def _root_cause(error):

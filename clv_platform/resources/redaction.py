@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from clv_platform.settings import SECRET_ENV_VARS  # noqa: F401 (re-exported)
+
 REDACTED = "***"
 
-# Environment variables whose values are secrets wherever they appear (the run-failure
-# sensor passes their values; the connectors pass their own credentials directly).
-SECRET_ENV_VARS = ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_CLIENT_SECRET", "KLAVIYO_API_KEY")
+# SECRET_ENV_VARS (declared in settings.py, re-exported here): the run-failure sensor redacts
+# their values; the connectors pass their own credentials directly.
 
 _SECRET_PATTERNS: list[tuple[re.Pattern, str]] = [
     # Shopify Admin API tokens and Klaviyo private keys have recognisable prefixes.
