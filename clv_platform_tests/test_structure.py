@@ -145,3 +145,22 @@ def test_a_forced_source_reaches_the_settings_without_touching_os_environ(monkey
     assert os.environ["CLV_SOURCE"] == "shopify"
     # a key hidden from the settings is still redacted
     assert "pk_forced_test_key_123" in secret_values()
+
+
+def test_every_asset_key_is_declared_once_as_a_literal_schema_table():
+    """A newcomer finds an asset's code by grepping its key: `["schema", "table"]` stands in exactly
+    one module of the package (where the asset is defined), and the key has the layer prefix."""
+    import re
+
+    from clv_platform.definitions import ASSETS
+
+    sources = {p: p.read_text() for p in PACKAGE.rglob("*.py") if p.name != "bench.py"}
+    layers = {"raw", "staging", "features", "ml", "scores", "monitoring", "marts", "activation"}
+    keys = [key for asset in ASSETS for key in asset.keys]
+    assert len(keys) == len(set(keys)) and len(keys) >= 38
+    for key in keys:
+        assert len(key.path) == 2 and key.path[0] in layers, key
+        literal = re.compile(r'\[\s*"%s",\s*"%s"\s*\]' % tuple(key.path))
+        places = [p.relative_to(PACKAGE).as_posix() for p, text in sources.items() if len(literal.findall(text))]
+        counts = [len(literal.findall(sources[PACKAGE / p])) for p in places]
+        assert places and counts == [1], f"{key.to_user_string()} declared in {places} ({counts})"

@@ -23,14 +23,12 @@ from clv_platform.activation.sync import (
     sync_klaviyo,
     sync_shopify,
 )
+from clv_platform.marts.assets import ANALYTICS_SNAPSHOT, CUSTOMER_SCORES
 from clv_platform.resources.storage import row_count
+from clv_platform.transforms.staging_assets import CUSTOMERS
 
 OWNERS = ["team:analytics"]
-UPSTREAM = [
-    dg.AssetKey(["marts", "customer_scores"]),
-    dg.AssetKey(["staging", "customers"]),
-    dg.AssetKey(["marts", "analytics_snapshot"]),
-]
+UPSTREAM = [CUSTOMER_SCORES, CUSTOMERS, ANALYTICS_SNAPSHOT]
 
 
 def _live_writer(destination: str, source: Any, log: Any) -> Any:

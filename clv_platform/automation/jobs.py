@@ -2,10 +2,15 @@
 
 import dagster as dg
 
-API_RAW = dg.AssetSelection.assets(["raw", "shopify_orders"], ["raw", "klaviyo_profiles"])
+from clv_platform.ingestion.assets import RAW_KLAVIYO_PROFILES, RAW_SHOPIFY_ORDERS
+from clv_platform.ingestion.file_assets import RAW_FILE_TRANSACTIONS
+from clv_platform.models.clv_assets import CLV_MODEL_KEY
+from clv_platform.models.npd_assets import NPD_MODEL_KEY
+
+API_RAW = dg.AssetSelection.assets(RAW_SHOPIFY_ORDERS, RAW_KLAVIYO_PROFILES)
 # Model training: weekly (or on drift), not every night, so that nightly scores come from the
 # registered model and the drift monitor compares today's data with what that model learned from.
-MODEL_TRAINING = dg.AssetSelection.assets(["ml", "clv_model"], ["ml", "npd_model"])
+MODEL_TRAINING = dg.AssetSelection.assets(CLV_MODEL_KEY, NPD_MODEL_KEY)
 
 full_refresh_job = dg.define_asset_job(
     name="full_refresh",
@@ -24,7 +29,7 @@ refresh_everything_job = dg.define_asset_job(
 # What the inbox sensor launches for each new file: that file's rows.
 import_file_job = dg.define_asset_job(
     name="import_inbox_file",
-    selection=dg.AssetSelection.assets(["raw", "file_transactions"]),
+    selection=dg.AssetSelection.assets(RAW_FILE_TRANSACTIONS),
     description="Import one transaction export from data/inbox into raw.file_transactions.",
 )
 

@@ -13,8 +13,9 @@ from clv_platform.checks.common import columns_of, count, missing_table, monitor
 from clv_platform.core.thresholds import CheckSettings
 from clv_platform.resources.storage import table_exists
 from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE
+from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
 
-FEATURES = dg.AssetKey(["features", "customer_features"])
+FEATURES = CUSTOMER_FEATURES
 
 
 @dg.asset_check(asset=FEATURES, blocking=True, description="Exactly one row per customer, no null customer_id.")

@@ -17,9 +17,10 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from clv_platform.core.thresholds import ModelRegressionSettings, compare_runs, metric_value, monitoring_config
+from clv_platform.models.clv_assets import CLV_MODEL_KEY
 from clv_platform.resources.storage import table_exists
 
-CLV_MODEL = dg.AssetKey(["ml", "clv_model"])
+CLV_MODEL = CLV_MODEL_KEY
 MODEL_RUNS_TABLE = "ml.model_runs"
 
 

@@ -11,10 +11,10 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform.checks.common import columns_of, count, missing_table, result, sample_ids
 from clv_platform.resources.storage import table_exists
+from clv_platform.models.clv_assets import CUSTOMER_CLV
+from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
 from clv_platform.transforms.features import FEATURE_TABLE
 
-CUSTOMER_CLV = dg.AssetKey(["scores", "customer_clv"])
-CUSTOMER_SEGMENTS = dg.AssetKey(["scores", "customer_segments"])
 CLV_TABLE = "scores.customer_clv"
 SEGMENTS_TABLE = "scores.customer_segments"
 

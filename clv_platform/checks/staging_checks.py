@@ -17,15 +17,13 @@ from clv_platform.checks.common import (
     sample_ids,
 )
 from clv_platform.resources.storage import table_exists
+from clv_platform.ingestion.assets import RAW_KLAVIYO_PROFILES, RAW_SHOPIFY_ORDERS
 from clv_platform.transforms.order_history import StaleOrderHistory, check_order_history
+from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORDER_LINES, ORDERS, REJECTED_ROWS
 
-RAW_ORDERS = dg.AssetKey(["raw", "shopify_orders"])
-RAW_PROFILES = dg.AssetKey(["raw", "klaviyo_profiles"])
-ORDERS = dg.AssetKey(["staging", "orders"])
-ORDER_LINES = dg.AssetKey(["staging", "order_lines"])
-CUSTOMERS = dg.AssetKey(["staging", "customers"])
-REJECTED = dg.AssetKey(["staging", "rejected_rows"])
-ORDER_HISTORY = dg.AssetKey(["staging", "order_history"])
+RAW_ORDERS = RAW_SHOPIFY_ORDERS
+RAW_PROFILES = RAW_KLAVIYO_PROFILES
+REJECTED = REJECTED_ROWS
 
 
 # ----------------------------------------------------------------------------- raw (warnings)

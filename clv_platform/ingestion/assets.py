@@ -160,8 +160,13 @@ def _preview(conn, sql: str, params: list | None = None) -> dg.MetadataValue:
     return dg.MetadataValue.md(conn.execute(sql, params or []).df().to_markdown(index=False))
 
 
+# Asset keys, declared once (= the DuckDB tables raw.shopify_orders and raw.klaviyo_profiles).
+RAW_SHOPIFY_ORDERS = dg.AssetKey(["raw", "shopify_orders"])
+RAW_KLAVIYO_PROFILES = dg.AssetKey(["raw", "klaviyo_profiles"])
+
+
 @dg.asset(
-    key=["raw", "shopify_orders"],
+    key=RAW_SHOPIFY_ORDERS,
     group_name="raw",
     partitions_def=shopify_daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -379,7 +384,7 @@ PROFILE_BATCH = 5000
 
 
 @dg.asset(
-    key=["raw", "klaviyo_profiles"],
+    key=RAW_KLAVIYO_PROFILES,
     group_name="raw",
     kinds={"klaviyo", "duckdb"},
     owners=["team:data-engineering"],

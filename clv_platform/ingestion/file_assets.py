@@ -16,8 +16,11 @@ from clv_platform.resources.storage import StorageResource, settings_of
 inbox_file_partitions = dg.DynamicPartitionsDefinition(name="inbox_files")
 
 
+RAW_FILE_TRANSACTIONS = dg.AssetKey(["raw", "file_transactions"])  # the table raw.file_transactions
+
+
 @dg.asset(
-    key=["raw", "file_transactions"],
+    key=RAW_FILE_TRANSACTIONS,
     group_name="raw",
     partitions_def=inbox_file_partitions,
     kinds={"csv", "excel", "duckdb"},

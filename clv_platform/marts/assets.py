@@ -24,19 +24,32 @@ from clv_platform.marts.exports import export_customer_scores, scoring_date
 from clv_platform.marts.forecast_assets import FORECAST_MARTS
 from clv_platform.marts.publish import SNAPSHOT_STORAGE_VERSION, analytics_path, publish_snapshot
 from clv_platform.resources.storage import read_sql, row_count, run_script, table_exists
+from clv_platform.models.clv_assets import CUSTOMER_CLV
+from clv_platform.models.npd_assets import CUSTOMER_NPD
+from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
 from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_LINES, ORDERS
 
 OWNERS = ["team:analytics"]
 SQL_PACKAGE = "clv_platform.marts"
 
-SCORE_CLV = dg.AssetKey(["scores", "customer_clv"])
-SCORE_NPD = dg.AssetKey(["scores", "customer_npd"])
-SCORE_SEGMENTS = dg.AssetKey(["scores", "customer_segments"])
+SCORE_CLV, SCORE_NPD, SCORE_SEGMENTS = CUSTOMER_CLV, CUSTOMER_NPD, CUSTOMER_SEGMENTS
 SCORE_KEYS = [SCORE_CLV, SCORE_NPD, SCORE_SEGMENTS]
+STAGING_ORDERS, STAGING_ORDER_LINES, STAGING_CUSTOMERS = ORDERS, ORDER_LINES, CUSTOMERS
 
-STAGING_ORDERS = dg.AssetKey(["staging", "orders"])
-STAGING_ORDER_LINES = dg.AssetKey(["staging", "order_lines"])
-STAGING_CUSTOMERS = dg.AssetKey(["staging", "customers"])
+# Asset keys of the marts defined here, declared once; each equals the DuckDB table it writes.
+CUSTOMER_SCORES = dg.AssetKey(["marts", "customer_scores"])
+SEGMENT_SUMMARY = dg.AssetKey(["marts", "segment_summary"])
+CLUSTER_SUMMARY = dg.AssetKey(["marts", "cluster_summary"])
+KLAVIYO_COMPARISON = dg.AssetKey(["marts", "klaviyo_comparison"])
+REVENUE_MONTHLY = dg.AssetKey(["marts", "revenue_monthly"])
+COHORT_RETENTION = dg.AssetKey(["marts", "cohort_retention"])
+PRODUCT_PERFORMANCE = dg.AssetKey(["marts", "product_performance"])
+CATEGORY_PERFORMANCE = dg.AssetKey(["marts", "category_performance"])
+SEASONALITY = dg.AssetKey(["marts", "seasonality"])
+SEGMENT_HISTORY = dg.AssetKey(["marts", "segment_history"])
+CUSTOMER_SCORES_EXPORT = dg.AssetKey(["marts", "customer_scores_export"])
+ANALYTICS_SNAPSHOT = dg.AssetKey(["marts", "analytics_snapshot"])
 
 # The score columns the marts read, with the type each is cast to. A column the model
 # engineers have not (yet) written reads as null instead of failing the mart; `aliases`
@@ -141,15 +154,16 @@ def mart_metadata(conn: duckdb.DuckDBPyConnection, table: str, order_by: str | N
 
 
 def sql_mart(
-    name: str,
+    key: dg.AssetKey,
     deps: list[dg.AssetKey],
     description: str,
     extra_metadata: Callable[[duckdb.DuckDBPyConnection], dict] | None = None,
 ) -> dg.AssetsDefinition:
     """An asset that runs `sql/<name>.sql` and reports rows, columns and a preview of `marts.<name>`."""
+    name = key.path[-1]
 
     @dg.asset(
-        key=["marts", name],
+        key=key,
         group_name="marts",
         deps=deps,
         kinds={"duckdb", "sql"},
@@ -169,7 +183,7 @@ def sql_mart(
 
 
 @dg.asset(
-    key=["marts", "customer_scores"],
+    key=CUSTOMER_SCORES,
     group_name="marts",
     deps=[*SCORE_KEYS, STAGING_CUSTOMERS, STAGING_ORDERS],
     kinds={"duckdb", "sql"},
@@ -239,55 +253,55 @@ def _spearman(conn: duckdb.DuckDBPyConnection) -> dict:
 
 
 segment_summary = sql_mart(
-    "segment_summary",
-    [dg.AssetKey(["marts", "customer_scores"])],
+    SEGMENT_SUMMARY,
+    [CUSTOMER_SCORES],
     "Size, shares, predicted and historical value per RFM segment, lifecycle stage and CLV tier "
     "(long format: segment_type, segment).",
 )
 cluster_summary = sql_mart(
-    "cluster_summary",
-    [dg.AssetKey(["marts", "customer_scores"])],
+    CLUSTER_SUMMARY,
+    [CUSTOMER_SCORES],
     "One row per behavioural cluster: size, share, predicted CLV, probability alive, history.",
 )
 klaviyo_comparison = sql_mart(
-    "klaviyo_comparison",
-    [dg.AssetKey(["marts", "customer_scores"]), STAGING_CUSTOMERS],
+    KLAVIYO_COMPARISON,
+    [CUSTOMER_SCORES, STAGING_CUSTOMERS],
     "Our predicted CLV and next purchase date beside Klaviyo's predictions for the customers both "
     "scored; metadata carries the Spearman rank correlation of the two CLV rankings.",
     extra_metadata=_spearman,
 )
 revenue_monthly = sql_mart(
-    "revenue_monthly",
+    REVENUE_MONTHLY,
     [STAGING_ORDERS],
     "Net revenue, orders, AOV and new vs returning customers and revenue per calendar month.",
 )
 cohort_retention = sql_mart(
-    "cohort_retention",
+    COHORT_RETENTION,
     [STAGING_ORDERS],
     "Acquisition-month cohorts by months since first order: active customers, retention share, "
     "revenue and cumulative revenue per customer.",
 )
 product_performance = sql_mart(
-    "product_performance",
+    PRODUCT_PERFORMANCE,
     [STAGING_ORDER_LINES],
     "Revenue, units, orders, buyers and repeat-buyer share per product.",
 )
 category_performance = sql_mart(
-    "category_performance",
+    CATEGORY_PERFORMANCE,
     [STAGING_ORDER_LINES],
     "Revenue, units, orders, buyers and repeat-buyer share per product category.",
 )
 seasonality = sql_mart(
-    "seasonality",
+    SEASONALITY,
     [STAGING_ORDERS],
     "Orders and revenue by weekday and by calendar month, indexed per calendar day (1 = average).",
 )
 
 
 @dg.asset(
-    key=["marts", "segment_history"],
+    key=SEGMENT_HISTORY,
     group_name="marts",
-    deps=[dg.AssetKey(["marts", "segment_summary"])],
+    deps=[SEGMENT_SUMMARY],
     kinds={"duckdb", "sql"},
     owners=OWNERS,
 )
@@ -306,9 +320,9 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -
 
 
 @dg.asset(
-    key=["marts", "customer_scores_export"],
+    key=CUSTOMER_SCORES_EXPORT,
     group_name="marts",
-    deps=[dg.AssetKey(["marts", "customer_scores"])],
+    deps=[CUSTOMER_SCORES],
     kinds={"parquet", "csv"},
     owners=OWNERS,
 )
@@ -336,7 +350,7 @@ TABLE_MARTS = [*SCORE_MARTS, *INSIGHT_MARTS, *FORECAST_MARTS]
 
 
 @dg.asset(
-    key=["marts", "analytics_snapshot"],
+    key=ANALYTICS_SNAPSHOT,
     group_name="marts",
     deps=[key for mart in TABLE_MARTS for key in mart.keys],
     kinds={"duckdb"},

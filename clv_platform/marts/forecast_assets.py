@@ -3,7 +3,7 @@ valuable customers come from.
 
 ``revenue_forecast`` runs ``forecast.revenue`` on staging.orders at the scoring cutoff, with each
 customer's predicted spend from scores.customer_clv spread over time by the BTYD model of
-ml/btyd. ``acquisition_value`` is ``sql/acquisition_value.sql`` over staging.customer_acquisition
+ml/btyd_scores. ``acquisition_value`` is ``sql/acquisition_value.sql`` over staging.customer_acquisition
 and the CLV scores. Both tables carry column comments (DuckDB ``comment on column``) and the same
 descriptions in the asset's column schema.
 """
@@ -15,7 +15,9 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
 from clv_platform.resources.storage import read_sql, replace_table, row_count, run_script, table_exists
+from clv_platform.models.clv_assets import BTYD_KEY, CUSTOMER_CLV
 from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform.transforms.staging_assets import CUSTOMER_ACQUISITION, ORDER_HISTORY, ORDERS
 
 OWNERS = ["team:analytics"]
 FORECAST_TABLE = "marts.revenue_forecast"
@@ -76,7 +78,7 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFram
         horizon_days = int(btyd_scores["horizon_days"].iloc[0])
         summary_source = "ml.btyd_scores"
     else:
-        # ml/btyd not materialized (e.g. marts rebuilt on their own): the same summary from staging
+        # ml/btyd_scores not materialized (e.g. marts rebuilt on their own): the same summary from staging
         from clv_platform.models import btyd
 
         known = transactions[~transactions["customer_id"].str.startswith("guest:")]
@@ -90,7 +92,7 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFram
         })
         horizon_days = config.horizon_days
         summary_source = "staging.orders (ml.btyd_scores missing)"
-    # the same fit as ml/btyd (same snapshot, same settings): the model object is not stored
+    # the same fit as ml/btyd_scores (same snapshot, same settings): the model object is not stored
     model = clv.fit_btyd_at(features, config)
     summary = clv.btyd_summary(features)
     predicted = None
@@ -157,10 +159,15 @@ def forecast_markdown(history: pd.Series, table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# Asset keys, declared once; each equals the DuckDB table the asset writes.
+REVENUE_FORECAST = dg.AssetKey(["marts", "revenue_forecast"])
+ACQUISITION_VALUE = dg.AssetKey(["marts", "acquisition_value"])
+
+
 @dg.asset(
-    key=["marts", "revenue_forecast"],
+    key=REVENUE_FORECAST,
     group_name="marts",
-    deps=[dg.AssetKey(["staging", "orders"]), dg.AssetKey(["ml", "btyd"]), dg.AssetKey(["scores", "customer_clv"])],
+    deps=[ORDERS, BTYD_KEY, CUSTOMER_CLV],
     kinds={"python", "duckdb"},
     owners=OWNERS,
 )
@@ -233,10 +240,9 @@ def build_acquisition_value(conn: duckdb.DuckDBPyConnection, as_of) -> list[str]
 
 
 @dg.asset(
-    key=["marts", "acquisition_value"],
+    key=ACQUISITION_VALUE,
     group_name="marts",
-    deps=[dg.AssetKey(["staging", "customer_acquisition"]), dg.AssetKey(["staging", "order_history"]),
-          dg.AssetKey(["scores", "customer_clv"])],
+    deps=[CUSTOMER_ACQUISITION, ORDER_HISTORY, CUSTOMER_CLV],
     kinds={"duckdb", "sql"},
     owners=OWNERS,
 )

@@ -1,7 +1,7 @@
-"""ml/btyd, ml/clv_model and scores/customer_clv: probabilistic and machine-learned CLV per customer.
+"""ml/btyd_scores, ml/clv_model and scores/customer_clv: probabilistic and machine-learned CLV per customer.
 
 All three work at the scoring cutoff C (``scoring_cutoff``) with the settings of ``clv.toml``:
-``ml/btyd`` fits the BTYD models on the features at C; ``ml/clv_model`` trains the hybrid XGBoost
+``ml/btyd_scores`` fits the BTYD models on the features at C; ``ml/clv_model`` trains the hybrid XGBoost
 model on time-split windows ending at or before C, registers it and explains it with SHAP;
 ``scores/customer_clv`` scores every customer with the latest registered model.
 """
@@ -21,16 +21,15 @@ from clv_platform.reports import float_metrics, prune_reports, report_url
 from clv_platform.resources.storage import replace_table, reports_dir
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE
+from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
+from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORDER_LINES, REFUNDS
 
-FEATURES = dg.AssetKey(["features", "customer_features"])
-STAGING_INPUTS = [
-    dg.AssetKey(["staging", "order_history"]),
-    dg.AssetKey(["staging", "order_lines"]),
-    dg.AssetKey(["staging", "refunds"]),
-    dg.AssetKey(["staging", "customers"]),
-]
-BTYD_KEY = dg.AssetKey(["ml", "btyd"])
+FEATURES = CUSTOMER_FEATURES
+STAGING_INPUTS = [ORDER_HISTORY, ORDER_LINES, REFUNDS, CUSTOMERS]
+# Asset keys, declared once; each equals the DuckDB table the asset writes.
+BTYD_KEY = dg.AssetKey(["ml", "btyd_scores"])
 CLV_MODEL_KEY = dg.AssetKey(["ml", "clv_model"])
+CUSTOMER_CLV = dg.AssetKey(["scores", "customer_clv"])
 
 BTYD_TABLE = "ml.btyd_scores"
 IMPORTANCE_TABLE = "ml.clv_feature_importance"
@@ -47,7 +46,7 @@ def _features(conn) -> pd.DataFrame:
 
 
 @dg.asset(
-    key=["ml", "btyd"],
+    key=BTYD_KEY,
     group_name="ml",
     deps=[FEATURES],
     kinds={"python", "duckdb"},
@@ -97,7 +96,7 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg
 
 
 @dg.asset(
-    key=["ml", "clv_model"],
+    key=CLV_MODEL_KEY,
     group_name="ml",
     deps=[FEATURES, BTYD_KEY, *STAGING_INPUTS],
     kinds={"python", "duckdb", "xgboost"},
@@ -185,7 +184,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
 
 
 @dg.asset(
-    key=["scores", "customer_clv"],
+    key=CUSTOMER_CLV,
     group_name="scores",
     deps=[FEATURES, BTYD_KEY, CLV_MODEL_KEY],
     kinds={"python", "duckdb"},

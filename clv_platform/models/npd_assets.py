@@ -27,9 +27,13 @@ from clv_platform.resources.storage import replace_table
 from clv_platform.settings import load_settings
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE, build_training_frame
+from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
+from clv_platform.transforms.staging_assets import ORDER_HISTORY, REFUNDS
 
-FEATURES = dg.AssetKey(["features", "customer_features"])
+FEATURES = CUSTOMER_FEATURES
+# Asset keys, declared once; each equals the DuckDB table the asset writes.
 NPD_MODEL_KEY = dg.AssetKey(["ml", "npd_model"])
+CUSTOMER_NPD = dg.AssetKey(["scores", "customer_npd"])
 # The label window of the survival model: long enough to observe repeat purchases of
 # most cadences, short enough that the features at C − H are recent.
 TRAINING_HORIZON_DAYS = 90
@@ -145,9 +149,9 @@ def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, 
 
 
 @dg.asset(
-    key=["ml", "npd_model"],
+    key=NPD_MODEL_KEY,
     group_name="ml",
-    deps=[FEATURES, dg.AssetKey(["staging", "order_history"]), dg.AssetKey(["staging", "refunds"])],
+    deps=[FEATURES, ORDER_HISTORY, REFUNDS],
     kinds={"python", "xgboost"},
     owners=["team:data-science"],
 )
@@ -231,7 +235,7 @@ def _time_split_backtest(duckdb, cutoff, horizon: int, holdout: pd.DataFrame, fe
 
 
 @dg.asset(
-    key=["scores", "customer_npd"],
+    key=CUSTOMER_NPD,
     group_name="scores",
     deps=[FEATURES, NPD_MODEL_KEY],
     kinds={"python", "duckdb"},

@@ -5,15 +5,20 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
+from clv_platform.models.clv_assets import CUSTOMER_CLV
 from clv_platform.models.segments import load_config, segment_customers
 from clv_platform.resources.storage import replace_table
 from clv_platform.transforms.features import FEATURE_TABLE
+from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
+
+
+CUSTOMER_SEGMENTS = dg.AssetKey(["scores", "customer_segments"])  # the table scores.customer_segments
 
 
 @dg.asset(
-    key=["scores", "customer_segments"],
+    key=CUSTOMER_SEGMENTS,
     group_name="scores",
-    deps=[dg.AssetKey(["features", "customer_features"]), dg.AssetKey(["scores", "customer_clv"])],
+    deps=[CUSTOMER_FEATURES, CUSTOMER_CLV],
     kinds={"python", "scikitlearn", "duckdb"},
     owners=["team:data-science"],
 )

@@ -40,13 +40,18 @@ from clv_platform import contract
 from clv_platform.reports import prune_reports, report_url
 from clv_platform.resources.storage import table_exists
 from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform.models.clv_assets import CUSTOMER_CLV
+from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
 from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE, build_features
+from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
+from clv_platform.transforms.staging_assets import ORDERS
 
-FEATURES = dg.AssetKey(["features", "customer_features"])
-CUSTOMER_CLV = dg.AssetKey(["scores", "customer_clv"])
-CUSTOMER_SEGMENTS = dg.AssetKey(["scores", "customer_segments"])
-STAGING_ORDERS = dg.AssetKey(["staging", "orders"])
+FEATURES = CUSTOMER_FEATURES
+STAGING_ORDERS = ORDERS
+# Asset keys, declared once; each equals the DuckDB table the asset writes.
 SCORE_HISTORY = dg.AssetKey(["monitoring", "score_history"])
+DRIFT_RUNS = dg.AssetKey(["monitoring", "drift_runs"])
+MODEL_PERFORMANCE = dg.AssetKey(["monitoring", "model_performance"])
 
 SCORE_HISTORY_TABLE = "monitoring.score_history"
 DRIFT_RUNS_TABLE = "monitoring.drift_runs"
@@ -153,7 +158,7 @@ def snapshot_frame(
 
 
 @dg.asset(
-    key=["monitoring", "score_history"],
+    key=SCORE_HISTORY,
     group_name="monitoring",
     deps=[CUSTOMER_CLV, CUSTOMER_SEGMENTS, FEATURES],
     kinds={"duckdb"},
@@ -304,7 +309,7 @@ def write_drift_run(conn, row: dict, columns: pd.DataFrame) -> None:
 
 
 @dg.asset(
-    key=["monitoring", "drift_runs"],
+    key=DRIFT_RUNS,
     group_name="monitoring",
     deps=[FEATURES, SCORE_HISTORY],
     kinds={"duckdb", "evidently"},
@@ -414,7 +419,7 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.
 
 
 @dg.asset(
-    key=["monitoring", "model_performance"],
+    key=MODEL_PERFORMANCE,
     group_name="monitoring",
     deps=[SCORE_HISTORY, STAGING_ORDERS],
     kinds={"duckdb"},

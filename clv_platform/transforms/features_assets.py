@@ -7,17 +7,15 @@ from clv_platform import contract
 from clv_platform.resources.storage import settings_of
 from clv_platform.transforms.cutoff import cutoff_and_rule
 from clv_platform.transforms.features import FEATURE_TABLE, materialize_features
+from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORDER_LINES, REFUNDS
 
-STAGING_INPUTS = [
-    dg.AssetKey(["staging", "order_history"]),
-    dg.AssetKey(["staging", "order_lines"]),
-    dg.AssetKey(["staging", "customers"]),
-    dg.AssetKey(["staging", "refunds"]),
-]
+STAGING_INPUTS = [ORDER_HISTORY, ORDER_LINES, CUSTOMERS, REFUNDS]
+# The asset key, declared once (= the DuckDB table features.customer_features).
+CUSTOMER_FEATURES = dg.AssetKey(["features", "customer_features"])
 
 
 @dg.asset(
-    key=["features", "customer_features"],
+    key=CUSTOMER_FEATURES,
     group_name="features",
     deps=STAGING_INPUTS,
     kinds={"duckdb", "sql"},

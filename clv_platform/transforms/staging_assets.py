@@ -4,15 +4,27 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
+from clv_platform.ingestion.assets import RAW_KLAVIYO_PROFILES, RAW_SHOPIFY_ORDERS
+from clv_platform.ingestion.file_assets import RAW_FILE_TRANSACTIONS
 from clv_platform.ingestion.store_source import fail_unless_store_matches
 from clv_platform.resources.storage import StorageResource, settings_of
 from clv_platform.transforms.staging import build_staging
 
-RAW_INPUTS = [
-    dg.AssetKey(["raw", "shopify_orders"]),
-    dg.AssetKey(["raw", "klaviyo_profiles"]),
-    dg.AssetKey(["raw", "file_transactions"]),
-]
+RAW_INPUTS = [RAW_SHOPIFY_ORDERS, RAW_KLAVIYO_PROFILES, RAW_FILE_TRANSACTIONS]
+
+# Asset keys of the staging tables, declared once (each = the DuckDB table staging.<name>).
+ORDERS = dg.AssetKey(["staging", "orders"])
+ORDER_LINES = dg.AssetKey(["staging", "order_lines"])
+CUSTOMERS = dg.AssetKey(["staging", "customers"])
+PRODUCTS = dg.AssetKey(["staging", "products"])
+REFUNDS = dg.AssetKey(["staging", "refunds"])
+RETURNS = dg.AssetKey(["staging", "returns"])
+REJECTED_ROWS = dg.AssetKey(["staging", "rejected_rows"])
+ORDER_HISTORY = dg.AssetKey(["staging", "order_history"])
+CUSTOMER_ACQUISITION = dg.AssetKey(["staging", "customer_acquisition"])
+STAGING_KEYS = {key.path[-1]: key for key in (
+    ORDERS, ORDER_LINES, CUSTOMERS, PRODUCTS, REFUNDS, RETURNS, REJECTED_ROWS, ORDER_HISTORY, CUSTOMER_ACQUISITION,
+)}
 
 _DESCRIPTIONS = {
     "orders": "One row per order (newest version wins); test orders excluded; cancelled, voided and expired orders "
@@ -37,7 +49,7 @@ _DESCRIPTIONS = {
 
 STAGING_SPECS = [
     dg.AssetSpec(
-        key=["staging", name],
+        key=STAGING_KEYS[name],
         deps=RAW_INPUTS,
         group_name="staging",
         kinds={"duckdb", "sql"},
@@ -88,4 +100,4 @@ def staging_tables(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         if name == "rejected_rows":
             metadata["reconciliation"] = dg.MetadataValue.md(reconciliation_md)
             metadata["reasons"] = dg.MetadataValue.json(result.reject_reasons)
-        yield dg.MaterializeResult(asset_key=["staging", name], metadata=metadata)
+        yield dg.MaterializeResult(asset_key=STAGING_KEYS[name], metadata=metadata)

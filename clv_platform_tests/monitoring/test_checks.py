@@ -305,10 +305,22 @@ def test_every_data_check_is_blocking_and_names_are_unique():
             assert spec.blocking == (layer not in ("raw", "ml")), spec.key
 
 
-def test_checks_for_keeps_only_checks_of_defined_assets():
-    spec = dg.AssetSpec(key=["staging", "orders"])
-    chosen = checks_for([spec])
-    assert chosen and all(k.asset_key == spec.key for c in chosen for k in c.check_keys)
+def test_checks_for_returns_every_check_when_every_target_is_defined():
+    from clv_platform.definitions import ASSETS
+
+    assert checks_for(ASSETS) == ALL_CHECKS
+
+
+def test_checks_for_raises_on_a_check_whose_asset_is_not_defined():
+    """A typo in a check's key (or a renamed asset) must not silently drop the check."""
+    from clv_platform.checks import UnknownCheckTarget
+    from clv_platform.definitions import ASSETS
+
+    without_orders = [a for a in ASSETS if dg.AssetKey(["staging", "orders"]) not in a.keys]
+    assert len(without_orders) == len(ASSETS) - 1  # the staging multi-asset is the one left out
+    with pytest.raises(UnknownCheckTarget, match=r"orders_unique_order_id on staging/orders") as raised:
+        checks_for(without_orders)
+    assert "features/customer_features" not in str(raised.value)
 
 
 def test_failing_blocking_check_stops_downstream_assets(db):
