@@ -14,13 +14,14 @@ from clv_platform.marts import publish
 from clv_platform.marts.publish import open_snapshot, publish_snapshot
 
 # The reader runs in its own interpreter, like an analyst's notebook: open read-only, count,
-# close, as fast as it can, until the stop file appears (or its own limits are hit).
+# close, as fast as it can, until the stop file appears (or its own limits are hit). It prints
+# `seen <rows>` whenever the version it reads changes, so the writer can wait for it.
 READER = r"""
 import json, os, sys, time
 import duckdb
 
 path, stop_file, max_reads, max_seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-reads, errors, seen, inconsistent = 0, [], {}, []
+reads, errors, seen, inconsistent, last = 0, [], {}, [], None
 started = time.monotonic()
 while reads < max_reads and time.monotonic() - started < max_seconds:
     stopping = os.path.exists(stop_file)
@@ -36,11 +37,14 @@ while reads < max_reads and time.monotonic() - started < max_seconds:
         finally:
             conn.close()
         reads += 1
+        if reads == 1:
+            print("ready", flush=True)
+        if rows != last:  # tell the writer which version this reader now sees
+            print(f"seen {rows}", flush=True)
+            last = rows
         seen[rows] = seen.get(rows, 0) + 1
         if not (rows == customers == info and rank_sum == rows * (rows + 1) // 2):
             inconsistent.append([rows, customers, info, rank_sum])
-        if reads == 1:
-            print("ready", flush=True)
     except Exception as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
     if stopping:
@@ -130,14 +134,21 @@ def test_reader_process_never_sees_a_broken_or_partial_snapshot(tmp_path):
         [sys.executable, "-c", READER, str(target), str(stop_file), "100000", "60"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    def wait_until_seen(rows: int) -> None:
+        """Block until the reader reports reading version `rows` (it gives up after its 60 s)."""
+        while (line := reader.stdout.readline().strip()) != f"seen {rows}":
+            assert line.startswith("seen "), f"reader stopped before seeing {rows} rows: {line!r}"
+
     try:
         assert reader.stdout.readline().strip() == "ready"
+        wait_until_seen(100)
         started = time.monotonic()
         for size in SIZES * 2:
             write_scores(source, size)
             publish_snapshot(source, target)
             published.add(size)
-            time.sleep(0.1)
+            # the next swap happens only once the reader has read this one: every version is read
+            wait_until_seen(size)
         publish_seconds = time.monotonic() - started
         stop_file.touch()
         out, err = reader.communicate(timeout=60)
@@ -155,8 +166,7 @@ def test_reader_process_never_sees_a_broken_or_partial_snapshot(tmp_path):
     )
     assert report["error_count"] == 0, report["errors"]
     assert report["inconsistent"] == []
-    assert set(seen) <= published
-    assert len(seen) >= 3  # it really read while snapshots were being swapped
+    assert set(seen) == published  # it really read every snapshot while they were being swapped
     assert report["reads"] >= 10
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp") or p.endswith(".wal")]
     assert Path(target).exists()

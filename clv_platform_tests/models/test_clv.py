@@ -12,7 +12,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from clv_platform.ingestion.demo_store import DemoStoreParams, generate
-from clv_platform.models import clv
+from clv_platform.models import clv, metrics
 from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import materialize_features
@@ -81,8 +81,17 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     beats = best["normalized_gini"] > btyd_metrics["normalized_gini"] and best["mae"] < btyd_metrics["mae"]
     assert trained.serving["served"] == ("hybrid" if beats else "btyd")
     assert trained.model.serves_btyd == (not beats)
-    served_metrics = best if beats else btyd_metrics
-    assert trained.validation_metrics["normalized_gini"] == served_metrics["normalized_gini"]
+    # the served model's validation metrics, recomputed here from the validation rows (the BTYD's
+    # expected spend) or taken from the selection table (the hybrid), not from validation_metrics itself
+    valid = trained.validation_frame
+    y = valid["label_spend"].to_numpy(dtype=float)
+    btyd_prediction = np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float))
+    assert btyd_metrics["mae"] == pytest.approx(float(np.mean(np.abs(y - btyd_prediction))))
+    assert trained.validation_metrics["actual_total"] == pytest.approx(float(y.sum()))
+    expected = best if beats else {"mae": float(np.mean(np.abs(y - btyd_prediction))),
+                                   "normalized_gini": metrics.normalized_gini(y, btyd_prediction)}
+    assert trained.validation_metrics["normalized_gini"] == pytest.approx(expected["normalized_gini"])
+    assert trained.validation_metrics["mae"] == pytest.approx(expected["mae"])
     assert "validation window" in trained.serving["reason"]
     # the chosen candidate's level factor makes its validation total match the actual one
     assert best["predicted_total"] == pytest.approx(best["actual_total"], rel=1e-6) or best["level"] in clv.LEVEL_BOUNDS

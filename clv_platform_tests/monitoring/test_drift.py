@@ -1,7 +1,7 @@
 """Drift detection, segment shares, realized performance, and the monitoring assets on a tmp DuckDB."""
 
 import dataclasses
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -197,6 +197,7 @@ def test_monitoring_assets_snapshot_detect_drift_and_evaluate(data_env, monkeypa
         runs = conn.execute("select * from monitoring.drift_runs order by run_at").df()
         columns = conn.execute("select * from monitoring.drift_columns").df()
         performance = conn.execute("select * from monitoring.model_performance").df()
+        first_cutoff = pd.Timestamp(conn.execute("select min(cutoff) from monitoring.score_history").fetchone()[0]).date()
     assert [n for _, n in snapshots] == [600, 600]
     assert len(runs) == 2
     newest = runs.iloc[-1]
@@ -209,7 +210,13 @@ def test_monitoring_assets_snapshot_detect_drift_and_evaluate(data_env, monkeypa
         drift_events[0].materialization.metadata["report_title"].value
     assert (data_env / "reports").joinpath(newest["report_path"].split("/")[-1]).exists()
     assert set(columns["drift_run_id"]) == set(runs["drift_run_id"])
-    assert performance.empty  # a 365-day horizon has not passed yet
+    # a 365-day horizon has not passed yet: nothing to evaluate, and the asset says when it will be
+    assert performance.empty and {"mae", "normalized_gini", "horizon_end"} <= set(performance.columns)
+    perf_events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "model_performance"]
+    meta = perf_events[0].materialization.metadata
+    assert meta["data_through"].value == "2025-07-09"
+    assert meta["dagster/row_count"].value == 0
+    assert meta["next_evaluation_possible"].value == str(first_cutoff + timedelta(days=365))
 
 
 def test_large_sides_are_measured_on_a_deterministic_sample():
