@@ -164,3 +164,35 @@ def test_every_asset_key_is_declared_once_as_a_literal_schema_table():
         places = [p.relative_to(PACKAGE).as_posix() for p, text in sources.items() if len(literal.findall(text))]
         counts = [len(literal.findall(sources[PACKAGE / p])) for p in places]
         assert places and counts == [1], f"{key.to_user_string()} declared in {places} ({counts})"
+
+
+def test_sql_assets_carry_the_hash_of_their_sql_as_code_version():
+    """So the UI marks an asset stale when its SQL changed since it was last materialized."""
+    import dagster as dg
+
+    from clv_platform.core.sql import sql_code_version
+    from clv_platform.definitions import ASSETS
+    from clv_platform.transforms.staging import STAGING_SCRIPTS
+
+    versions = {k: a.code_versions_by_key.get(k) for a in ASSETS for k in a.keys}
+    sql_assets = {k for a in ASSETS for k in a.keys if "sql" in a.specs_by_key[k].kinds}
+    assert len(sql_assets) >= 20
+    assert [k.to_user_string() for k in sql_assets if not versions[k]] == []
+    assert versions[dg.AssetKey(["marts", "revenue_monthly"])] == sql_code_version(
+        "clv_platform.marts", "sql/revenue_monthly.sql")
+    assert versions[dg.AssetKey(["features", "customer_features"])] == sql_code_version(
+        "clv_platform.transforms", "sql/customer_features.sql")
+    assert versions[dg.AssetKey(["staging", "orders"])] == sql_code_version(
+        "clv_platform.transforms", *(f"sql/staging/{s}" for s in STAGING_SCRIPTS))
+    # every mart has its own SQL, so its own version
+    marts = [versions[k] for k in sql_assets if k.path[0] == "marts"]
+    assert len(set(marts)) == len(marts)
+
+
+def test_editing_the_sql_changes_the_code_version(monkeypatch):
+    from clv_platform.core import sql
+
+    before = sql.sql_code_version("clv_platform.marts", "sql/revenue_monthly.sql")
+    text = sql.read_sql("clv_platform.marts", "sql/revenue_monthly.sql")
+    monkeypatch.setattr(sql, "read_sql", lambda package, name: text + "\n-- a comment\n")
+    assert sql.sql_code_version("clv_platform.marts", "sql/revenue_monthly.sql") != before

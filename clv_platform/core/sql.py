@@ -7,6 +7,7 @@ partition behind). Table names interpolated into SQL go through `qualified` firs
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,19 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
 def read_sql(package: str, name: str) -> str:
     """Read a .sql file shipped inside the package (works from an installed wheel too)."""
     return resources.files(package).joinpath(name).read_text(encoding="utf-8")
+
+
+def sql_code_version(package: str, *names: str) -> str:
+    """A Dagster `code_version` for an asset built by packaged SQL files: a hash of their text.
+
+    Editing a `.sql` file changes it, so the UI marks the asset (and what is below it) stale until
+    it is materialized again with the new SQL.
+    """
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode())
+        digest.update(read_sql(package, name).encode())
+    return digest.hexdigest()[:16]
 
 
 def split_statements(sql: str) -> list[str]:

@@ -18,7 +18,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from clv_platform.core.sql import transaction
+from clv_platform.core.sql import sql_code_version, transaction
 from clv_platform import contract
 from clv_platform.marts.exports import export_customer_scores, scoring_date
 from clv_platform.marts.forecast_assets import FORECAST_MARTS
@@ -164,6 +164,7 @@ def sql_mart(
 
     @dg.asset(
         key=key,
+        code_version=sql_code_version(SQL_PACKAGE, f"sql/{name}.sql"),
         group_name="marts",
         deps=deps,
         kinds={"duckdb", "sql"},
@@ -184,6 +185,7 @@ def sql_mart(
 
 @dg.asset(
     key=CUSTOMER_SCORES,
+    code_version=sql_code_version(SQL_PACKAGE, "sql/customer_scores.sql"),
     group_name="marts",
     deps=[*SCORE_KEYS, STAGING_CUSTOMERS, STAGING_ORDERS],
     kinds={"duckdb", "sql"},
@@ -300,6 +302,7 @@ seasonality = sql_mart(
 
 @dg.asset(
     key=SEGMENT_HISTORY,
+    code_version=sql_code_version(SQL_PACKAGE, "sql/segment_history.sql"),
     group_name="marts",
     deps=[SEGMENT_SUMMARY],
     kinds={"duckdb", "sql"},

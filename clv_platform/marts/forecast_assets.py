@@ -14,6 +14,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
+from clv_platform.core.sql import sql_code_version
 from clv_platform.resources.storage import read_sql, replace_table, row_count, run_script, table_exists
 from clv_platform.models.clv_assets import BTYD_KEY, CUSTOMER_CLV
 from clv_platform.transforms.cutoff import scoring_cutoff
@@ -241,6 +242,7 @@ def build_acquisition_value(conn: duckdb.DuckDBPyConnection, as_of) -> list[str]
 
 @dg.asset(
     key=ACQUISITION_VALUE,
+    code_version=sql_code_version("clv_platform.marts", "sql/acquisition_value.sql"),
     group_name="marts",
     deps=[CUSTOMER_ACQUISITION, ORDER_HISTORY, CUSTOMER_CLV],
     kinds={"duckdb", "sql"},

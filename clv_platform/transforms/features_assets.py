@@ -4,6 +4,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
+from clv_platform.core.sql import sql_code_version
 from clv_platform.resources.storage import settings_of
 from clv_platform.transforms.cutoff import cutoff_and_rule
 from clv_platform.transforms.features import FEATURE_TABLE, materialize_features
@@ -16,6 +17,7 @@ CUSTOMER_FEATURES = dg.AssetKey(["features", "customer_features"])
 
 @dg.asset(
     key=CUSTOMER_FEATURES,
+    code_version=sql_code_version("clv_platform.transforms", "sql/customer_features.sql"),
     group_name="features",
     deps=STAGING_INPUTS,
     kinds={"duckdb", "sql"},
