@@ -14,6 +14,7 @@ import dagster as dg
 
 from clv_platform.activation.assets import ACTIVATION_ASSETS
 from clv_platform.activation.settings import activation_resource
+from clv_platform.automation.freshness import with_freshness
 from clv_platform.automation.jobs import (
     activate_now_job,
     full_refresh_job,
@@ -99,7 +100,7 @@ def build_definitions(database: str | None = None, settings: Settings | None = N
     if database:
         settings = with_database(settings, database)
     return dg.Definitions(
-        assets=ASSETS,
+        assets=with_freshness(ASSETS),
         asset_checks=[*checks_for(ASSETS), *MART_CHECKS],
         jobs=[
             full_refresh_job,
