@@ -43,11 +43,12 @@ store_months as (
     select datediff('month', min(acquisition_month), date_trunc('month', cast($as_of as date))) + 1 as months
     from acquired
 ),
-by_month as (
+together as (
+    -- both grains in one pass: the month rows, and the all-months rollup (acquisition_month null)
     select
         channel, campaign, discount_code, acquisition_month,
         count(*) as customers,
-        1 as months_acquiring,
+        case when grouping(acquisition_month) = 1 then any_value(store_months.months) else 1 end as months_acquiring,
         avg(first_order_net_revenue) as first_order_value,
         count(*) filter (where observable_90d) as customers_observable_90d,
         count(*) filter (where observable_90d and repeated_90d) as repeaters_90d,
@@ -59,30 +60,8 @@ by_month as (
         sum(clv_p90) as sum_customer_clv_p90,
         avg(p_alive) as share_alive
     from acquired
-    group by all
-),
-all_months as (
-    select
-        channel, campaign, discount_code, null::date as acquisition_month,
-        count(*) as customers,
-        any_value((select months from store_months)) as months_acquiring,
-        avg(first_order_net_revenue) as first_order_value,
-        count(*) filter (where observable_90d) as customers_observable_90d,
-        count(*) filter (where observable_90d and repeated_90d) as repeaters_90d,
-        count(predicted_clv) as scored_customers,
-        avg(predicted_clv) as mean_predicted_clv,
-        stddev_samp(predicted_clv) as sd_predicted_clv,
-        sum(predicted_clv) as total_predicted_clv,
-        sum(clv_p10) as sum_customer_clv_p10,
-        sum(clv_p90) as sum_customer_clv_p90,
-        avg(p_alive) as share_alive
-    from acquired
-    group by channel, campaign, discount_code
-),
-together as (
-    select * from by_month
-    union all
-    select * from all_months
+    cross join store_months
+    group by grouping sets ((channel, campaign, discount_code, acquisition_month), (channel, campaign, discount_code))
 )
 select
     channel,
