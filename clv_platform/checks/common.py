@@ -7,8 +7,11 @@ Every check opens its own DuckDB connection, runs a few counting queries and ret
 
 from datetime import datetime, timedelta, timezone
 
+from collections.abc import Callable
+
 import dagster as dg
 import duckdb
+from dagster_duckdb import DuckDBResource
 
 from clv_platform.core.thresholds import monitoring_config
 from clv_platform.resources.storage import qualified, table_exists
@@ -57,3 +60,72 @@ def missing_table(table: str) -> dg.AssetCheckResult:
 
 def result(passed: bool, ok: str, failed: str, **metadata) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=bool(passed), description=ok if passed else failed, metadata=metadata)
+
+
+def rows_where_check(
+    asset: dg.AssetKey,
+    table: str,
+    where: str,
+    *,
+    name: str,
+    description: str,
+    found: str,
+    none: str,
+    metadata_key: str,
+    params: Callable[[], list] | None = None,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.WARN,
+) -> dg.AssetChecksDefinition:
+    """A check that fails when rows of `table` match `where` (`found` is formatted with their count).
+
+    `params` is called at check time (e.g. the future limit, which moves with the clock). A missing
+    table fails the check: a source never loaded is something to see, not to pass over.
+    """
+
+    @dg.asset_check(asset=asset, name=name, description=description)
+    def _check(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+        with duckdb.get_connection() as conn:
+            if not table_exists(conn, table):
+                return missing_table(table)
+            bad = count(conn, f"select count(*) from {qualified(table)} where {where}", params() if params else [])
+        return dg.AssetCheckResult(
+            passed=bad == 0, severity=severity, description=found.format(bad) if bad else none,
+            metadata={metadata_key: bad},
+        )
+
+    return _check
+
+
+def column_rule_check(
+    asset: dg.AssetKey,
+    table: str,
+    columns: tuple[str, ...],
+    broken: Callable[[str], str],
+    *,
+    name: str,
+    description: str,
+    ok: str,
+    failed: str,
+    metadata_key: str,
+    examples_sql: str | None = None,
+) -> dg.AssetChecksDefinition:
+    """A blocking check that counts, per column of `columns` present in `table`, the rows where the
+    SQL condition `broken(column)` holds; passes when every count is 0. `failed` is prefixed to the
+    per-column counts; with `examples_sql` a few offending ids are named.
+    """
+
+    @dg.asset_check(asset=asset, name=name, blocking=True, description=description)
+    def _check(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+        with duckdb.get_connection() as conn:
+            if not table_exists(conn, table):
+                return missing_table(table)
+            present = [c for c in columns if c in columns_of(conn, table)]
+            counts = {c: count(conn, f"select count(*) from {qualified(table)} where {broken(c)}") for c in present}
+            bad = {c: n for c, n in counts.items() if n}
+            examples = sample_ids(conn, examples_sql) if bad and examples_sql else []
+        return result(
+            not bad, ok.format(columns=", ".join(present)),
+            f"{failed}: {bad}" + (f", e.g. {', '.join(examples)}" if examples else ""),
+            checked_columns=", ".join(present), **{metadata_key: dg.MetadataValue.json(bad)},
+        )
+
+    return _check

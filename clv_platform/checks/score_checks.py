@@ -9,7 +9,7 @@ schema grows.
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from clv_platform.checks.common import columns_of, count, missing_table, result, sample_ids
+from clv_platform.checks.common import column_rule_check, count, missing_table, result, sample_ids
 from clv_platform.resources.storage import table_exists
 from clv_platform.models.clv_assets import CUSTOMER_CLV
 from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
@@ -28,43 +28,23 @@ def _not_finite(column: str) -> str:
     return f'("{column}" is null or isnan(cast("{column}" as double)) or isinf(cast("{column}" as double)))'
 
 
-@dg.asset_check(asset=CUSTOMER_CLV, blocking=True, description="No null, NaN or infinite score values.")
-def clv_scores_finite(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, CLV_TABLE):
-            return missing_table(CLV_TABLE)
-        present = [c for c in SCORE_VALUE_COLUMNS if c in columns_of(conn, CLV_TABLE)]
-        bad = {c: count(conn, f"select count(*) from {CLV_TABLE} where {_not_finite(c)}") for c in present}
-    bad = {c: n for c, n in bad.items() if n}
-    return result(not bad, f"{', '.join(present)} are finite", f"non-finite score values per column: {bad}",
-                  checked_columns=", ".join(present), non_finite=dg.MetadataValue.json(bad))
-
-
-@dg.asset_check(asset=CUSTOMER_CLV, blocking=True, description="predicted_clv and expected_purchases are >= 0.")
-def clv_scores_non_negative(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, CLV_TABLE):
-            return missing_table(CLV_TABLE)
-        present = [c for c in NON_NEGATIVE_COLUMNS if c in columns_of(conn, CLV_TABLE)]
-        bad = {c: count(conn, f'select count(*) from {CLV_TABLE} where "{c}" < 0') for c in present}
-        examples = sample_ids(conn, f"select customer_id from {CLV_TABLE} where predicted_clv < 0") \
-            if bad.get("predicted_clv") else []
-    bad = {c: n for c, n in bad.items() if n}
-    return result(not bad, "no negative CLV or expected purchases",
-                  f"negative values per column: {bad}" + (f", e.g. {', '.join(examples)}" if examples else ""),
-                  negative=dg.MetadataValue.json(bad))
-
-
-@dg.asset_check(asset=CUSTOMER_CLV, blocking=True, description="p_alive lies in [0, 1].")
-def clv_scores_probabilities(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, CLV_TABLE):
-            return missing_table(CLV_TABLE)
-        present = [c for c in PROBABILITY_COLUMNS if c in columns_of(conn, CLV_TABLE)]
-        bad = {c: count(conn, f'select count(*) from {CLV_TABLE} where "{c}" < 0 or "{c}" > 1') for c in present}
-    bad = {c: n for c, n in bad.items() if n}
-    return result(not bad, "probabilities within [0, 1]", f"probabilities outside [0, 1] per column: {bad}",
-                  out_of_range=dg.MetadataValue.json(bad))
+clv_scores_finite = column_rule_check(
+    CUSTOMER_CLV, CLV_TABLE, SCORE_VALUE_COLUMNS, _not_finite,
+    name="clv_scores_finite", description="No null, NaN or infinite score values.",
+    ok="{columns} are finite", failed="non-finite score values per column", metadata_key="non_finite",
+)
+clv_scores_non_negative = column_rule_check(
+    CUSTOMER_CLV, CLV_TABLE, NON_NEGATIVE_COLUMNS, lambda c: f'"{c}" < 0',
+    name="clv_scores_non_negative", description="predicted_clv and expected_purchases are >= 0.",
+    ok="no negative CLV or expected purchases", failed="negative values per column", metadata_key="negative",
+    examples_sql=f"select customer_id from {CLV_TABLE} where predicted_clv < 0",
+)
+clv_scores_probabilities = column_rule_check(
+    CUSTOMER_CLV, CLV_TABLE, PROBABILITY_COLUMNS, lambda c: f'"{c}" < 0 or "{c}" > 1',
+    name="clv_scores_probabilities", description="p_alive lies in [0, 1].",
+    ok="probabilities within [0, 1]", failed="probabilities outside [0, 1] per column",
+    metadata_key="out_of_range",
+)
 
 
 def scored_once_counts(conn, table: str) -> dict[str, int]:

@@ -14,6 +14,7 @@ from clv_platform.checks.common import (
     future_limit,
     missing_table,
     result,
+    rows_where_check,
     sample_ids,
 )
 from clv_platform.resources.storage import table_exists
@@ -29,46 +30,22 @@ REJECTED = REJECTED_ROWS
 # ----------------------------------------------------------------------------- raw (warnings)
 
 
-@dg.asset_check(asset=RAW_ORDERS, description="Every fetched order version has an id and an updatedAt.")
-def raw_orders_have_ids(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, "raw.shopify_orders"):
-            return missing_table("raw.shopify_orders")
-        bad = count(conn, "select count(*) from raw.shopify_orders where order_id is null or updated_at is null")
-    return dg.AssetCheckResult(
-        passed=bad == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"{bad} order versions without id or updatedAt (staging rejects them)" if bad else "all ids present",
-        metadata={"rows_without_id": bad},
-    )
-
-
-@dg.asset_check(asset=RAW_ORDERS, description="No order version is updated in the future.")
-def raw_orders_no_future_updates(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, "raw.shopify_orders"):
-            return missing_table("raw.shopify_orders")
-        bad = count(conn, "select count(*) from raw.shopify_orders where updated_at > ?", [future_limit()])
-    return dg.AssetCheckResult(
-        passed=bad == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"{bad} order versions dated in the future" if bad else "no future timestamps",
-        metadata={"future_rows": bad},
-    )
-
-
-@dg.asset_check(asset=RAW_PROFILES, description="No Klaviyo profile is updated in the future.")
-def raw_profiles_no_future_updates(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, "raw.klaviyo_profiles"):
-            return missing_table("raw.klaviyo_profiles")
-        bad = count(conn, "select count(*) from raw.klaviyo_profiles where updated_at > ?", [future_limit()])
-    return dg.AssetCheckResult(
-        passed=bad == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"{bad} profile versions dated in the future" if bad else "no future timestamps",
-        metadata={"future_rows": bad},
-    )
+raw_orders_have_ids = rows_where_check(
+    RAW_ORDERS, "raw.shopify_orders", "order_id is null or updated_at is null",
+    name="raw_orders_have_ids", description="Every fetched order version has an id and an updatedAt.",
+    found="{} order versions without id or updatedAt (staging rejects them)", none="all ids present",
+    metadata_key="rows_without_id",
+)
+raw_orders_no_future_updates = rows_where_check(
+    RAW_ORDERS, "raw.shopify_orders", "updated_at > ?", params=lambda: [future_limit()],
+    name="raw_orders_no_future_updates", description="No order version is updated in the future.",
+    found="{} order versions dated in the future", none="no future timestamps", metadata_key="future_rows",
+)
+raw_profiles_no_future_updates = rows_where_check(
+    RAW_PROFILES, "raw.klaviyo_profiles", "updated_at > ?", params=lambda: [future_limit()],
+    name="raw_profiles_no_future_updates", description="No Klaviyo profile is updated in the future.",
+    found="{} profile versions dated in the future", none="no future timestamps", metadata_key="future_rows",
+)
 
 
 # ----------------------------------------------------------------------------- staging (blocking)
