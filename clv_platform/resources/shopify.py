@@ -486,7 +486,12 @@ class ShopifyResource(HttpConnectorResource):
             return max(1.0, pacer.maximum / 10 / pacer.restore_rate)
         return pacer.refill_delay(float(requested)) + _SAFETY_SECONDS
 
-    def _check_errors(self, body: Any, pacer: _CostPacer) -> None:
+    def raise_if_throttled(self, body: Any, pacer: _CostPacer) -> tuple[list[dict], list[str | None]]:
+        """The body's GraphQL errors and their codes, after raising `RateLimited` on THROTTLED.
+
+        Shared by the reads here and the writes of `shopify_write.py`; a body that is not a JSON
+        object is a transient error (a proxy page, a cut connection).
+        """
         if not isinstance(body, dict):
             raise TransientBodyError("GraphQL response is not a JSON object")
         errors = body.get("errors") or []
@@ -495,6 +500,10 @@ class ShopifyResource(HttpConnectorResource):
         codes = [((e or {}).get("extensions") or {}).get("code") for e in errors]
         if "THROTTLED" in codes:
             raise RateLimited(self._throttle_delay(body, pacer), "GraphQL THROTTLED: waiting for the cost bucket")
+        return errors, codes
+
+    def _check_errors(self, body: Any, pacer: _CostPacer) -> None:
+        errors, codes = self.raise_if_throttled(body, pacer)
         for error, code in zip(errors, codes):
             message = str((error or {}).get("message", ""))
             if code == "MAX_COST_EXCEEDED" or _COST_IN_MESSAGE.search(message):

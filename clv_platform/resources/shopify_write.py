@@ -22,7 +22,6 @@ from clv_platform.resources.http import (
     ConnectorError,
     HttpClient,
     PermissionDeniedError,
-    RateLimited,
     TransientBodyError,
 )
 from clv_platform.resources.shopify import ShopifyResource, _CostPacer
@@ -72,16 +71,7 @@ class ShopifyWriter:
 
         def inspect(body: Any) -> None:
             pacer.observe(kind, body)
-            if not isinstance(body, dict):
-                raise TransientBodyError("GraphQL response is not a JSON object")
-            errors = body.get("errors") or []
-            if isinstance(errors, str):
-                errors = [{"message": errors}]
-            codes = [((e or {}).get("extensions") or {}).get("code") for e in errors]
-            if "THROTTLED" in codes:
-                raise RateLimited(
-                    resource._throttle_delay(body, pacer), "GraphQL THROTTLED: waiting for the cost bucket"
-                )
+            errors, codes = resource.raise_if_throttled(body, pacer)
             if "ACCESS_DENIED" in codes:
                 raise PermissionDeniedError(
                     "Shopify denied access: activation needs the write_customers scope on the app behind "
