@@ -100,7 +100,7 @@ def _runs_with_ui_origin(instance, job_name: str) -> None:
     only draws runs of a loaded location (the run was under Runs only). The origin names the
     location of `workspace.yaml` (`clv_platform`, module `clv_platform.definitions`), so the demo
     run appears on the timeline beside scheduled runs. Uses Dagster's internal origin classes
-    (pinned to 1.13): if they move, the run is recorded as before, without the origin.
+    (pinned to 1.13): if they move, the run is still recorded, only without the origin.
     """
     try:
         from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME

@@ -70,7 +70,7 @@ class MissingCredentialsResource(dg.ConfigurableResource):
     """Bound as `shopify` when `CLV_SOURCE=shopify` but the credentials are not set.
 
     A missing secret must stop the run with a message naming it, never switch the store to
-    the demo (which used to delete the live rows). The raw asset checks `missing_credentials`
+    the demo (whose rows would replace the live ones). The raw asset checks `missing_credentials`
     before it fetches anything.
     """
 

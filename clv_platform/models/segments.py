@@ -19,7 +19,7 @@ function takes the parsed config (``load_config()``) and falls back to the shipp
   configured range, computed on a seeded fixed-size sample for speed; ties go to the smaller k.
   On large bases the centroids are fitted on a seeded sample of ``fit_sample_size`` rows (4
   standardized features: 100k rows pin the centroids as well as a million) and every customer is
-  assigned to the nearest centroid; smaller bases are fitted on all rows, as before.
+  assigned to the nearest centroid; smaller bases are fitted on all rows.
   Clusters are numbered by mean revenue, highest first, and named from their profile
   (``name_cluster``).
 """

@@ -28,7 +28,7 @@ def cutoff_and_rule(
     if settings.as_of is not None:
         return settings.as_of, f"pinned by CLV_AS_OF={settings.as_of.isoformat()}"
     source = recorded_source(conn)
-    if source is None:  # a database written before meta.platform: its newest order day, as before
+    if source is None:  # a database written before meta.platform records no source: its newest order day
         value = conn.execute("select max(order_date) from staging.orders").fetchone()[0]
         if value is None:
             raise ValueError("staging.orders is empty: there is nothing to compute features as of")
