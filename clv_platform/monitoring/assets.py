@@ -51,6 +51,7 @@ STAGING_ORDERS = ORDERS
 # Asset keys, declared once; each equals the DuckDB table the asset writes.
 SCORE_HISTORY = dg.AssetKey(["monitoring", "score_history"])
 DRIFT_RUNS = dg.AssetKey(["monitoring", "drift_runs"])
+DRIFT_COLUMNS = dg.AssetKey(["monitoring", "drift_columns"])
 MODEL_PERFORMANCE = dg.AssetKey(["monitoring", "model_performance"])
 
 SCORE_HISTORY_TABLE = "monitoring.score_history"
@@ -308,17 +309,22 @@ def write_drift_run(conn, row: dict, columns: pd.DataFrame) -> None:
             conn.unregister("_drift_columns")
 
 
-@dg.asset(
-    key=DRIFT_RUNS,
-    group_name="monitoring",
-    deps=[FEATURES, SCORE_HISTORY],
-    kinds={"duckdb", "evidently"},
-    owners=["team:data-science"],
+@dg.multi_asset(
+    name="drift_runs",
+    specs=[
+        dg.AssetSpec(DRIFT_RUNS, group_name="monitoring", deps=[FEATURES, SCORE_HISTORY],
+                     kinds={"duckdb", "evidently"}, owners=["team:data-science"],
+                     description="One row per drift run: feature, prediction and segment-share drift."),
+        dg.AssetSpec(DRIFT_COLUMNS, group_name="monitoring", deps=[FEATURES, SCORE_HISTORY],
+                     kinds={"duckdb", "evidently"}, owners=["team:data-science"],
+                     description="One row per measured column of each drift run, written with it."),
+    ],
 )
-def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     """Feature drift (current features vs the registered model's), prediction drift and segment-share
     changes (current vs previous score snapshot), with an Evidently HTML report under data/reports.
-    One row per run in monitoring.drift_runs; the drift sensor retrains when its flag is set.
+    One row per run in monitoring.drift_runs and one per measured column in monitoring.drift_columns,
+    written in one transaction; the drift sensor retrains when the run's flag is set.
     """
     config = load_config()
     run_at = _now()
@@ -381,8 +387,10 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.
     with duckdb.get_connection() as conn:
         write_drift_run(conn, row, result.to_frame())
         total = conn.execute(f"select count(*) from {DRIFT_RUNS_TABLE}").fetchone()[0]
-        contract.apply_comments(conn, tables=[DRIFT_RUNS_TABLE])
+        column_rows = conn.execute(f"select count(*) from {DRIFT_COLUMNS_TABLE}").fetchone()[0]
+        contract.apply_comments(conn, tables=[DRIFT_RUNS_TABLE, DRIFT_COLUMNS_TABLE])
         schema = contract.column_metadata(conn, DRIFT_RUNS_TABLE)
+        column_schema = contract.column_metadata(conn, DRIFT_COLUMNS_TABLE)
     drifted = result.to_frame().sort_values("score", ascending=False)
     if compared:
         status = (f"{len(result.drifted_columns)}/{len(result.columns)} feature columns drifted "
@@ -412,7 +420,13 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.
     if report:
         metadata["report"] = dg.MetadataValue.path(str(report))
         metadata["report_url"] = dg.MetadataValue.url(report_url(report))
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(asset_key=DRIFT_RUNS, metadata=metadata)
+    yield dg.MaterializeResult(asset_key=DRIFT_COLUMNS, metadata={
+        "dagster/row_count": int(column_rows),
+        "columns_this_run": len(drifted),
+        "drift_run_id": context.run.run_id,
+        **column_schema,
+    })
 
 
 # ----------------------------------------------------------------------------- realized performance

@@ -210,6 +210,11 @@ def test_monitoring_assets_snapshot_detect_drift_and_evaluate(data_env, monkeypa
         drift_events[0].materialization.metadata["report_title"].value
     assert (data_env / "reports").joinpath(newest["report_path"].split("/")[-1]).exists()
     assert set(columns["drift_run_id"]) == set(runs["drift_run_id"])
+    # monitoring.drift_columns is an asset of its own, materialized with each drift run
+    column_events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "drift_columns"]
+    assert len(column_events) == 1
+    assert column_events[0].materialization.metadata["dagster/row_count"].value == len(columns)
+    assert column_events[0].materialization.metadata["columns_this_run"].value == (columns["drift_run_id"] == newest["drift_run_id"]).sum()
     # a 365-day horizon has not passed yet: nothing to evaluate, and the asset says when it will be
     assert performance.empty and {"mae", "normalized_gini", "horizon_end"} <= set(performance.columns)
     perf_events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "model_performance"]
