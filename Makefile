@@ -10,7 +10,7 @@ REPORTS_PORT ?= 3001
 UI_PORT ?= 3000
 CLV_REPORTS_URL ?= http://127.0.0.1:$(REPORTS_PORT)
 
-.PHONY: install demo test ui clean
+.PHONY: install demo test ui bench clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,11 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 test: install
 	$(BIN)/python -m pytest
+
+# The scale benchmark (benchmarks/, not part of the installed package), e.g.
+#   make bench ARGS="--customers 100000 --mode nightly"
+bench: install
+	$(BIN)/python -m benchmarks.bench $(ARGS)
 
 # The UI, plus data/reports served read-only (GET/HEAD only) on 127.0.0.1:$(REPORTS_PORT): browsers
 # refuse file:// links from the UI, so the assets link to http://127.0.0.1:$(REPORTS_PORT)/<report>.
