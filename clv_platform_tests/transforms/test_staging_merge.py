@@ -190,3 +190,32 @@ def test_a_deleted_raw_row_forces_a_full_build(conn=None):
         assert build_staging(conn, shop_currency="USD", basis="total_price").full_reason.startswith("revenue_basis")
         forced = build_staging(conn, shop_currency="USD", basis="total_price", full_rebuild=True)
         assert forced.mode == "full" and forced.full_reason is None
+
+
+def test_the_staging_asset_merges_by_default_and_the_full_rebuild_job_rebuilds(tmp_path):
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from clv_platform.automation.jobs import full_rebuild_job
+    from clv_platform.transforms.staging_assets import staging_tables
+
+    db = str(tmp_path / "clv.duckdb")
+    with duckdb.connect(db) as conn:
+        load(conn, [order(1)])
+
+    def run(run_config=None):
+        result = dg.materialize([staging_tables], resources={"duckdb": DuckDBResource(database=db)},
+                                run_config=run_config, instance=dg.DagsterInstance.ephemeral())
+        mats = {tuple(m.asset_key.path): m.metadata for m in result.asset_materializations_for_node("staging_tables")}
+        return mats[("staging", "orders")]
+
+    first = run()
+    assert first["build_mode"].value == "full" and first["full_build_reason"].value == "no previous build"
+    with duckdb.connect(db) as conn:
+        load(conn, [order(2, updated="2025-01-06T00:00:00Z")])
+    second = run()
+    assert second["build_mode"].value == "merge" and second["merged_keys"].value["orders"] == 1
+    assert second["dagster/row_count"].value == 2
+    job_config = full_rebuild_job.config
+    forced = run(job_config)
+    assert forced["build_mode"].value == "full" and "full_build_reason" not in forced
