@@ -45,7 +45,7 @@ import pandas as pd
 from benchmarks.references import PER_CUSTOMER_SAMPLE, agreement, pandas_features, pandas_features_per_customer
 from benchmarks.synthetic import synthetic_staging
 from clv_platform.resources.storage import StorageResource
-from clv_platform.settings import Settings, load_settings
+from clv_platform.settings import Settings, load_settings, using_settings
 from clv_platform.transforms.features import materialize_features
 from clv_platform.transforms.order_history import (
     ORDER_HISTORY_SCRIPT,
@@ -230,7 +230,9 @@ def bench_settings(workdir: Path, database: Path, memory_limit: str | None = Non
     """The settings of a bench run: a demo store whose every file lives under `workdir`.
 
     Built from an explicit mapping rather than the caller's environment, so a developer's
-    `CLV_*` variables (a live store's paths, say) can never point the bench at real data.
+    `CLV_*` variables (a live store's paths, say) can never point the bench at real data. The
+    runs hand them to the assets in the `duckdb` resource and, for modules that still call
+    `load_settings()` themselves, through `using_settings` (never by rewriting `os.environ`).
     """
     env = {"CLV_SOURCE": "demo", "CLV_DATA_DIR": str(workdir), "CLV_DUCKDB_PATH": str(database)}
     if memory_limit:
@@ -273,12 +275,13 @@ def model_stages(conn: duckdb.DuckDBPyConnection, workdir: Path) -> list[StageTi
     can_reset = _reset_peak_rss()
     started, cpu = time.perf_counter(), _cpu()
     try:
-        result = dg.materialize(
-            ASSETS,
-            selection=dg.AssetSelection.groups(*MODEL_GROUPS),
-            resources={"duckdb": _SharedDuckDB.from_settings(settings), **source_resources(settings)},
-            instance=dg.DagsterInstance.ephemeral(),
-        )
+        with using_settings(settings):
+            result = dg.materialize(
+                ASSETS,
+                selection=dg.AssetSelection.groups(*MODEL_GROUPS),
+                resources={"duckdb": _SharedDuckDB.from_settings(settings), **source_resources(settings)},
+                instance=dg.DagsterInstance.ephemeral(),
+            )
     finally:
         _SHARED_CONNECTIONS.pop(key, None)
     total = time.perf_counter() - started
@@ -537,9 +540,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
     parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit (default: the platform's, CLV_DUCKDB_MEMORY_LIMIT or 4GB)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each measured query")
+    parser.add_argument("--mode", choices=("full", "nightly"), default="full",
+                        help="full: time every stage of a full refresh with the references (default); nightly: a "
+                             "full refresh, then one appended day and the nightly run, asset by asset "
+                             "(benchmarks/nightly.py)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if args.mode == "nightly":
+        from benchmarks.nightly import format_nightly, run_nightly
+
+        if args.source != "demo":
+            raise SystemExit("--mode nightly runs on the demo store (the merge reads raw JSON): drop --source")
+        nightly = [run_nightly(n, args.threads or default_threads(), args.memory_limit or default_memory_limit())
+                   for n in args.customers]
+        print(json.dumps(nightly if len(nightly) > 1 else nightly[0], indent=2) if args.json
+              else "\n".join(format_nightly(r) for r in nightly))
+        return 0
     runs = [
         run_bench(n, args.json, source=args.source, threads=args.threads,
                   memory_limit=args.memory_limit, repeats=args.repeats)

@@ -6,7 +6,7 @@ features, and that the bench builds its settings without touching the environmen
 """
 
 import os
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -97,3 +97,67 @@ def test_bench_settings_keep_every_file_under_the_bench_folder(tmp_path, monkeyp
     for path in (settings.data_dir, settings.models_dir, settings.reports_dir, settings.inbox_dir,
                  settings.export_dir, settings.analytics_path):
         assert Path(path).resolve().is_relative_to(tmp_path.resolve()), path
+
+
+def test_nightly_day_appends_the_expected_rows_and_merges_like_a_full_build(tmp_path):
+    import duckdb
+
+    from benchmarks.nightly import append_day
+    from clv_platform.ingestion.demo_store import DemoStoreParams, generate
+    from clv_platform.transforms.staging import build_staging
+    from clv_platform_tests.transforms.test_staging_merge import assert_same_staging
+
+    path = tmp_path / "store.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        generate(DemoStoreParams(n_customers=400, seed=3)).write_raw_tables(conn, datetime(2026, 11, 1, 6))
+        build_staging(conn)
+        orders_before = conn.execute("select count(*) from staging.orders").fetchone()[0]
+        raw_before = conn.execute("select (select count(*) from raw.shopify_orders), "
+                                  "(select count(*) from raw.klaviyo_profiles)").fetchone()
+        day = append_day(conn, fraction=0.01)
+        raw_after = conn.execute("select (select count(*) from raw.shopify_orders), "
+                                 "(select count(*) from raw.klaviyo_profiles)").fetchone()
+        assert day.new_orders == -(-day.history_orders // 100)  # ceil of 1 % of the history's orders
+        assert day.refunds == day.new_orders // 5 and day.cancellations == max(1, day.new_orders // 20)
+        assert day.edits == max(1, day.new_orders // 20)
+        assert raw_after[0] - raw_before[0] == day.order_rows
+        assert raw_after[1] - raw_before[1] == day.profile_rows and day.new_profiles == day.new_customers
+
+        merged = build_staging(conn)
+        assert merged.mode == "merge"
+        assert merged.merged["orders"] == day.order_rows  # every appended version is its own order
+        new_day = conn.execute("select count(*) from staging.orders where order_date = ?", [date.fromisoformat(
+            day.day)]).fetchone()[0]
+        assert conn.execute("select count(*) from staging.orders").fetchone()[0] == orders_before + day.new_orders
+        assert new_day >= day.new_orders
+        assert conn.execute("select count(*) from staging.customers where email like 'nightly-%'").fetchone()[0] \
+            == day.new_customers
+        refunded = conn.execute("select count(*) from staging.refunds where refunded_on = ?",
+                                [date.fromisoformat(day.day)]).fetchone()[0]
+        assert refunded == day.refunds
+    full_path = tmp_path / "full.duckdb"
+    with duckdb.connect(str(full_path)) as full:
+        full.execute(f"attach '{path}' as src (read_only)")
+        full.execute("create schema raw")
+        for table in ("shopify_orders", "klaviyo_profiles", "file_transactions", "shopify_shop"):
+            full.execute(f"create table raw.{table} as select * from src.raw.{table}")
+        full.execute("detach src")
+        assert build_staging(full).mode == "full"
+    with duckdb.connect(str(path)) as conn:
+        assert_same_staging(conn, str(full_path))
+
+
+def test_bench_runs_see_the_bench_settings_in_every_module(tmp_path, monkeypatch):
+    """Modules that ask `load_settings()` for a path get the bench's folder inside `using_settings`."""
+    from clv_platform.marts.publish import analytics_path
+    from clv_platform.models.registry import models_dir
+    from clv_platform.resources.storage import reports_dir
+    from clv_platform.settings import load_settings, using_settings
+
+    monkeypatch.setenv("CLV_DATA_DIR", str(tmp_path / "live"))
+    settings = bench_settings(tmp_path / "bench", tmp_path / "bench" / "bench.duckdb")
+    with using_settings(settings):
+        assert load_settings() is settings
+        for path in (analytics_path(), models_dir(), reports_dir()):
+            assert Path(path).is_relative_to(tmp_path / "bench"), path
+    assert load_settings().data_dir == (tmp_path / "live").resolve()  # and only inside the block
