@@ -10,7 +10,7 @@ REPORTS_PORT ?= 3001
 UI_PORT ?= 3000
 CLV_REPORTS_URL ?= http://127.0.0.1:$(REPORTS_PORT)
 
-.PHONY: install demo test lint ui clean
+.PHONY: install demo test lint ui bench clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ test: install
 # Layers import downward only (the order is declared in tools/check_imports.py).
 lint: install
 	$(BIN)/python tools/check_imports.py
+
+# The scale benchmark (benchmarks/, not part of the installed package), e.g.
+#   make bench ARGS="--customers 100000 --mode nightly"
+bench: install
+	$(BIN)/python -m benchmarks.bench $(ARGS)
 
 # The UI, plus data/reports served read-only (GET/HEAD only) on 127.0.0.1:$(REPORTS_PORT): browsers
 # refuse file:// links from the UI, so the assets link to http://127.0.0.1:$(REPORTS_PORT)/<report>.

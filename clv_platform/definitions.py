@@ -17,6 +17,7 @@ from clv_platform.activation.settings import activation_resource
 from clv_platform.automation.freshness import with_freshness
 from clv_platform.automation.jobs import (
     activate_now_job,
+    full_rebuild_job,
     full_refresh_job,
     import_file_job,
     rebuild_and_train_job,
@@ -108,6 +109,7 @@ def build_definitions(database: str | None = None, settings: Settings | None = N
             import_file_job,
             rebuild_from_staging_job,
             rebuild_and_train_job,
+            full_rebuild_job,
             *SCHEDULED_JOBS,
             *MONITORING_JOBS,
             activate_now_job,

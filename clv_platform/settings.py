@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from importlib import resources
@@ -162,8 +164,30 @@ def secret_values() -> tuple[str, ...]:
     return tuple(v for v in (os.environ.get(name) for name in SECRET_ENV_VARS) if v)
 
 
+_ACTIVE: ContextVar[Settings | None] = ContextVar("clv_active_settings", default=None)
+
+
+@contextmanager
+def using_settings(settings: Settings) -> Iterator[Settings]:
+    """Within the block, `load_settings()` returns `settings` instead of reading the environment.
+
+    For a tool that runs the graph in process on its own files (the benchmark): every module that
+    still asks `load_settings()` for a path gets the tool's, and the environment is never rewritten.
+    """
+    token = _ACTIVE.set(settings)
+    try:
+        yield settings
+    finally:
+        _ACTIVE.reset(token)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read the environment and `store.toml` into a `Settings`; raise `SettingsError` on a bad value."""
+    """Read the environment and `store.toml` into a `Settings`; raise `SettingsError` on a bad value.
+
+    Inside `using_settings(s)` (and without an explicit `env`) this is `s`.
+    """
+    if env is None and (active := _ACTIVE.get()) is not None:
+        return active
     env = environment() if env is None else env
     source = (env.get("CLV_SOURCE") or "demo").strip().lower()
     if source not in SOURCES:

@@ -37,14 +37,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("marts", ("clv_platform.marts",)),
     ("activation", ("clv_platform.activation",)),
     ("wiring", ("clv_platform.automation", "clv_platform.definitions", "clv_platform.cli",
-                "clv_platform.backtest_cli", "clv_platform.bench")),
+                "clv_platform.backtest_cli")),
 )
 PACKAGE = "clv_platform"
 
 # The modules that may read the environment: the settings loader and the code location calling it.
 ENV_READERS = ("clv_platform.settings", "clv_platform.definitions")
-# Exempt until it leaves the package (issue 21 moves the bench to benchmarks/).
-ENV_EXEMPT = ("clv_platform.bench",)
 _ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 
 
@@ -111,7 +109,7 @@ def violations(root: Path) -> list[str]:
             problems.append(f"{path}: module {name} is in no layer of tools/check_imports.py LAYERS")
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        if name not in ENV_READERS + ENV_EXEMPT:
+        if name not in ENV_READERS:
             for line, what in sorted(set(environment_reads(tree))):
                 problems.append(f"{path}:{line}: {name} reads the environment ({what}); only "
                                 f"{', '.join(ENV_READERS)} may (use clv_platform.settings)")

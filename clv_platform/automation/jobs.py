@@ -40,6 +40,16 @@ rebuild_from_staging_job = dg.define_asset_job(
     "from the raw tables already loaded.",
 )
 
+# The same selection with staging rebuilt from all of raw instead of merged (transforms/staging.py):
+# after a change to the staging SQL, or to prove a merged store equals a rebuilt one.
+full_rebuild_job = dg.define_asset_job(
+    name="full_rebuild",
+    selection=dg.AssetSelection.groups("staging").downstream() - MODEL_TRAINING,
+    config={"ops": {"staging_tables": {"config": {"full_rebuild": True}}}},
+    description="Rebuild every staging table from all the raw rows (not only the new ones) and everything "
+    "downstream, scoring with the registered models.",
+)
+
 # Issue 23: write the scores back to Klaviyo / Shopify by hand (the nightly full_refresh runs the
 # same assets after the snapshot). Each asset does nothing unless activation.toml turns it on.
 activate_now_job = dg.define_asset_job(

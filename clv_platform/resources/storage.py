@@ -40,7 +40,7 @@ def duckdb_config() -> dict[str, object]:
     `memory_limit` (env `CLV_DUCKDB_MEMORY_LIMIT`, default 4 GB) caps DuckDB's buffer pool;
     beyond it joins, sorts and uncommitted tables spill to `<database>.tmp`. DuckDB's own
     default is 80 % of RAM, which leaves nothing for the pandas and XGBoost work of the same
-    run; at 4 GB a million-customer refresh stays under 6 GiB in total (`clv-platform bench`).
+    run; at 4 GB a million-customer refresh stays under 6 GiB in total (`make bench`).
     `preserve_insertion_order = false` lets large `create table as` statements stream
     without buffering to keep row order; every query that needs an order says `order by`.
     """

@@ -1,10 +1,21 @@
 """raw → staging: parse, validate, de-duplicate and resolve customers, all in DuckDB SQL.
 
-The whole staging layer is rebuilt from the raw tables inside one transaction (intermediate
-tables live in a `staging_build` schema, dropped after the commit). That
-makes it idempotent (a rerun replaces every table), keeps the tables consistent with
-each other, and lets us prove that every raw record is either accepted or rejected
-with a reason.
+Two ways to the same tables, each inside one transaction (so readers never see half a build,
+and every raw record is proven accepted or rejected with a reason):
+
+* a **full build** parses every raw row with the scripts of `sql/staging/`;
+* a **merge** (the default once a full build has run) parses only the raw order versions and
+  profiles that arrived since the last build, re-ranks the versions of the orders and profiles
+  they touch, re-resolves the identities they change, and replaces the staging rows of exactly
+  the orders, products and customers affected. It runs the same SQL statements as the full
+  build, each over the affected subset (`_scoped`), so the two cannot drift apart; a test
+  builds one store both ways and compares every table row for row.
+
+The build keeps its parsed versions and identity tables in the `staging_build` schema, and a
+high-water mark of the raw tables in `staging_build.build_state`. A merge falls back to a full
+build (and says why) when the raw rows it already read changed (a re-fetched Shopify partition
+or Klaviyo profile deletes and re-inserts raw rows), when imported files changed, or when the
+shop's currency, time zone or revenue basis changed.
 """
 
 from __future__ import annotations
@@ -17,13 +28,16 @@ from pathlib import Path
 
 import duckdb
 
+from clv_platform.core.sql import transaction
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
-from clv_platform.resources.storage import read_sql, run_script
+from clv_platform.resources.storage import read_sql, run_script, split_statements, table_exists
 
 STAGING_SCRIPTS = (
     "00_value_limits.sql",
     "01_order_versions.sql",
+    "01_rank_order_versions.sql",
     "02_profile_versions.sql",
+    "02_rank_profile_versions.sql",
     "03_file_rows.sql",
     "04_identity.sql",
     "05_staging_tables.sql",
@@ -37,12 +51,22 @@ STAGING_TABLES = (
 )
 
 BUILD_SCHEMA = "staging_build"
-"""Intermediate tables of one build. They are ordinary tables, not temp tables, because
-DuckDB writes a large uncommitted table of a file database to disk as it fills, while an
-uncommitted temp table must stay in memory: with temp tables the build needed > 4 GB at a
-million customers. The schema is rebuilt by every build and dropped right after it."""
+"""Parsed versions and identity tables of the last build, kept for the next merge. They are
+ordinary tables, not temp tables, because DuckDB writes a large uncommitted table of a file
+database to disk as it fills, while an uncommitted temp table must stay in memory: with temp
+tables the build needed > 4 GB at a million customers."""
 
-BUILD_VIEWS = ("_profile_versions_judged", "_accepted_orders", "_accepted_profiles")
+BUILD_VIEWS = (
+    "_profile_versions_judged", "_accepted_orders", "_accepted_profiles", "_order_versions_checked",
+    "_profile_versions_checked", "_order_versions_rank_input", "_profile_versions_rank_input",
+    "_raw_orders_scope", "_raw_profiles_scope",
+)
+
+STATE_TABLE = f"{BUILD_SCHEMA}.build_state"
+
+LOAD_BOOKKEEPING_COLUMNS = {"rejected_rows": ("rejected_at",)}
+"""Columns that say when a row was written, not what it says: a merge keeps the time of the
+build that first rejected a row. The full-vs-merge comparison ignores exactly these."""
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -81,6 +105,14 @@ class StagingResult:
     reconciliation: list[Reconciliation] = field(default_factory=list)
     reject_reasons: dict[str, int] = field(default_factory=dict)
     script_seconds: dict[str, float] = field(default_factory=dict)
+    mode: str = "full"
+    """"full" or "merge"."""
+    full_reason: str | None = None
+    """Why a build that could have merged rebuilt everything (None for a merge or a requested full build)."""
+    load_reconciliation: list[Reconciliation] = field(default_factory=list)
+    """A merge's new raw rows per table: in = accepted + rejected (of this load only)."""
+    merged: dict[str, int] = field(default_factory=dict)
+    """A merge's affected keys: orders, profiles, customers, products."""
 
 
 def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -> str:
@@ -117,14 +149,17 @@ def build_staging(
     shop_timezone: str | None = None,
     basis: str | None = None,
     store_timezone: str | None = None,
+    *,
+    full_rebuild: bool = False,
 ) -> StagingResult:
-    """Rebuild every staging table from raw in one transaction and reconcile the counts.
+    """Bring every staging table up to date with raw in one transaction and reconcile the counts.
 
-    The shop currency and time zone come from `raw.shopify_shop` (what Shopify said), else the
-    currency is inferred from the orders and the time zone is the store setting
-    (`store_timezone`, e.g. for a files-only store), else UTC. Order days of every source are
-    calendar days in that time zone. Raises if any raw table
-    does not balance: silently losing rows is worse than failing.
+    Merges the raw rows that arrived since the last build when it can (see the module docstring),
+    else (or with `full_rebuild`) rebuilds everything. The shop currency and time zone come from
+    `raw.shopify_shop` (what Shopify said), else the currency is inferred from the orders and the
+    time zone is the store setting (`store_timezone`, e.g. for a files-only store), else UTC.
+    Order days of every source are calendar days in that time zone. Raises if any raw table does
+    not balance: silently losing rows is worse than failing.
     """
     ensure_raw_tables(conn)
     stored_currency, stored_timezone = stored_shop(conn)
@@ -139,27 +174,26 @@ def build_staging(
     basis = basis or revenue_basis()
     if basis not in REVENUE_BASES:
         raise ValueError(f"revenue basis must be one of {REVENUE_BASES}, got {basis!r}")
-    conn.execute("begin transaction")
+    params = {"shop_currency": currency, "shop_timezone": timezone, "store_timezone": timezone,
+              "revenue_basis": basis}
+    result = StagingResult(shop_currency=currency, shop_timezone=timezone, revenue_basis=basis)
+    marks = _raw_marks(conn)
+    state = None if full_rebuild else _read_state(conn)
+    if not full_rebuild:
+        result.full_reason = _why_not_merge(conn, state, marks, params)
     try:
-        conn.execute(f"create schema if not exists {BUILD_SCHEMA}")
-        result = StagingResult(shop_currency=currency, shop_timezone=timezone, revenue_basis=basis)
-        params = {"shop_currency": currency, "shop_timezone": timezone, "store_timezone": timezone,
-                  "revenue_basis": basis}
-        for script in STAGING_SCRIPTS:
-            started = time.perf_counter()
-            run_script(conn, read_sql("clv_platform.transforms", f"sql/staging/{script}"), params)
-            result.script_seconds[script] = time.perf_counter() - started
-        result.reconciliation = reconcile(conn)
-        unbalanced = [r for r in result.reconciliation if not r.balanced]
-        if unbalanced:
-            raise RuntimeError(f"staging lost rows: {unbalanced}")
-        conn.execute("commit")
-    except Exception:
-        try:
-            conn.execute("rollback")
-        except duckdb.TransactionException:
-            pass  # the failed statement was the commit itself: nothing is left to roll back
-        raise
+        with transaction(conn):
+            conn.execute(f"create schema if not exists {BUILD_SCHEMA}")
+            if full_rebuild or result.full_reason:
+                _full_build(conn, params, result)
+            else:
+                result.mode = "merge"
+                _merge(conn, params, state, result)
+            result.reconciliation = reconcile(conn)
+            unbalanced = [r for r in result.reconciliation + result.load_reconciliation if not r.balanced]
+            if unbalanced:
+                raise RuntimeError(f"staging lost rows: {unbalanced}")
+            _write_state(conn, marks, params, result.mode)
     finally:
         _drop_build_objects(conn)
     result.row_counts = {
@@ -173,12 +207,366 @@ def build_staging(
     return result
 
 
+VIEW_SCRIPTS = ("01_order_versions.sql", "02_profile_versions.sql")
+"""Scripts that define a view, which DuckDB cannot prepare with parameters: their parameters
+are written in as quoted literals (all of them validated above: an ISO code, an IANA zone, a basis)."""
+
+
+def _script(name: str, params: dict | None = None) -> str:
+    sql = read_sql("clv_platform.transforms", f"sql/staging/{name}")
+    if name in VIEW_SCRIPTS and params:
+        for key, value in params.items():
+            sql = sql.replace(f"${key}", "'" + str(value).replace("'", "''") + "'")
+    return sql
+
+
+def _full_build(conn: duckdb.DuckDBPyConnection, params: dict, result: StagingResult) -> None:
+    """Every staging table from every raw row (the scripts of STAGING_SCRIPTS in order)."""
+    conn.execute("create or replace temp view _raw_orders_scope as select rowid as raw_rowid, * from raw.shopify_orders")
+    conn.execute("create or replace temp view _raw_profiles_scope as "
+                 "select rowid as raw_rowid, * from raw.klaviyo_profiles")
+    for script in STAGING_SCRIPTS:
+        started = time.perf_counter()
+        if script == "01_rank_order_versions.sql":
+            conn.execute("create or replace temp view _order_versions_rank_input as select * from _order_versions_checked")
+        if script == "02_rank_profile_versions.sql":
+            conn.execute("create or replace temp view _profile_versions_rank_input as "
+                         "select * from _profile_versions_checked")
+        run_script(conn, _script(script, params), params)
+        result.script_seconds[script] = time.perf_counter() - started
+
+
+# --- merge -----------------------------------------------------------------------------------
+
+_STATEMENT_HEAD = re.compile(r"^create or replace (?:temp )?(?:table|view) ([a-z_.]+) as\b", re.MULTILINE)
+
+
+def _statement(script: str, target: str) -> str:
+    """The one statement of `script` that creates `target` (fails loudly if the SQL changed)."""
+    found = [st for st in split_statements(_script(script))
+             if (m := _STATEMENT_HEAD.search(st)) and m.group(1) == target]
+    if len(found) != 1:
+        raise RuntimeError(f"{script}: expected one statement creating {target}, found {len(found)}")
+    return found[0]
+
+
+def _scoped(script: str, target: str, into: str | None, sources: dict[str, str]) -> str:
+    """`target`'s statement of `script`, writing to temp table `into` (None: `target` itself),
+    with each source table replaced by a subquery (its affected rows). Every named source must
+    occur, so a renamed table in the SQL fails here instead of silently reading everything."""
+    sql = _statement(script, target)
+    head = _STATEMENT_HEAD.search(sql)
+    body = sql[head.end():]
+    for table, subquery in sources.items():
+        pattern = re.compile(r"(?<![\w.])" + re.escape(table) + r"(?![\w])")
+        if not pattern.search(body):
+            raise RuntimeError(f"{script}: {target} does not read {table}")
+        body = pattern.sub(lambda _m: f"({subquery})", body)
+    kind = "temp table" if into else "table"
+    return f"create or replace {kind} {into or target} as{body}"
+
+
+def _run(conn: duckdb.DuckDBPyConnection, params: dict, sql: str) -> None:
+    run_script(conn, sql, params)
+
+
+def _in(table: str, key: str, keys: str, column: str | None = None) -> str:
+    """`select * from table where key in (select column from keys)`."""
+    return f"select * from {table} where {key} in (select {column or key} from {keys})"
+
+
+def _replace_rows(conn: duckdb.DuckDBPyConnection, table: str, key: str, keys: str, delta: str) -> None:
+    """Delete `table`'s rows whose `key` is in `keys`, then insert the delta's rows."""
+    conn.execute(f"delete from {table} where {key} in (select {key} from {keys})")
+    conn.execute(f"insert into {table} by name select * from {delta}")
+
+
+def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: StagingResult) -> None:
+    """Merge the raw rows that arrived since the last build (rowid above its high-water mark)."""
+    started = time.perf_counter()
+    conn.execute("create or replace temp view _raw_orders_scope as "
+                 f"select rowid as raw_rowid, * from raw.shopify_orders where rowid > {int(state['orders_max_rowid'])}")
+    conn.execute("create or replace temp view _raw_profiles_scope as "
+                 f"select rowid as raw_rowid, * from raw.klaviyo_profiles where rowid > {int(state['profiles_max_rowid'])}")
+    run_script(conn, _script("00_value_limits.sql"), params)
+
+    # 1. versions: parse the new rows, re-rank them with the stored versions of the same orders/profiles
+    run_script(conn, _script("01_order_versions.sql", params), params)
+    conn.execute("create or replace temp table _new_order_versions as select * from _order_versions_checked")
+    conn.execute("create or replace temp table _aff_orders as "
+                 "select distinct order_id from _new_order_versions where order_id is not null")
+    conn.execute(
+        """
+        create or replace temp view _order_versions_rank_input as
+        select * from _new_order_versions
+        union all by name
+        select * exclude (version_rank, latest_updated_at, reject_reason, accepted)
+        from staging_build._order_versions where order_id in (select order_id from _aff_orders)
+        """
+    )
+    _run(conn, params, _scoped("01_rank_order_versions.sql", "staging_build._order_versions", "_order_versions_delta",
+                         {"_order_versions_rank_input": "select * from _order_versions_rank_input"}))
+    run_script(conn, _script("02_profile_versions.sql", params), params)
+    conn.execute("create or replace temp table _new_profile_versions as select * from _profile_versions_checked")
+    conn.execute("create or replace temp table _aff_profiles as "
+                 "select distinct profile_id from _new_profile_versions where profile_id is not null")
+    conn.execute(
+        """
+        create or replace temp view _profile_versions_rank_input as
+        select * from _new_profile_versions
+        union all by name
+        select * exclude (version_rank, latest_updated_at)
+        from staging_build._profile_versions where profile_id in (select profile_id from _aff_profiles)
+        """
+    )
+    _run(conn, params, _scoped("02_rank_profile_versions.sql", "staging_build._profile_versions", "_profile_versions_delta",
+                         {"_profile_versions_rank_input": "select * from _profile_versions_rank_input"}))
+    _run(conn, params, _scoped("02_rank_profile_versions.sql", "_profile_versions_judged", "_profile_versions_delta_judged",
+                         {"staging_build._profile_versions": "select * from _profile_versions_delta"}))
+    # per load: the new raw rows, accepted or rejected as this merge judged them
+    result.load_reconciliation = [
+        Reconciliation(table, *map(int, conn.execute(
+            f"select count(*), count(*) filter (where {accepted}), count(*) filter (where not ({accepted})) "
+            f"from {delta} where raw_rowid > ?", [int(state[mark])]).fetchone()))
+        for table, delta, accepted, mark in (
+            ("raw.shopify_orders (this load)", "_order_versions_delta", "accepted", "orders_max_rowid"),
+            ("raw.klaviyo_profiles (this load)", "_profile_versions_delta_judged", "reject_reason is null",
+             "profiles_max_rowid"),
+        )
+    ]
+
+    # what the touched orders and profiles were before (their old identities must be re-resolved too)
+    conn.execute("""
+        create or replace temp table _old_accepted as
+        select order_id, shopify_customer_id, email from staging_build._order_versions
+        where accepted and order_id in (select order_id from _aff_orders)
+    """)
+    run_script(conn, _statement("02_rank_profile_versions.sql", "_profile_versions_judged"), params)
+    run_script(conn, _statement("04_identity.sql", "_accepted_orders"), params)
+    run_script(conn, _statement("04_identity.sql", "_accepted_profiles"), params)
+    conn.execute("""
+        create or replace temp table _old_profiles as
+        select profile_id, email from _accepted_profiles where profile_id in (select profile_id from _aff_profiles)
+    """)
+    # the deltas also hold the new rows without an id (rejected, and never a version of another row)
+    _replace_rows(conn, "staging_build._order_versions", "order_id", "_aff_orders", "_order_versions_delta")
+    _replace_rows(conn, "staging_build._profile_versions", "profile_id", "_aff_profiles", "_profile_versions_delta")
+
+    # 2. identity: the Shopify customers, emails and customer map rows the touched records reach
+    conn.execute("""
+        create or replace temp table _aff_sc as
+        select shopify_customer_id from _old_accepted where shopify_customer_id is not null
+        union
+        select shopify_customer_id from _order_versions_delta where accepted and shopify_customer_id is not null
+    """)
+    conn.execute("""
+        create or replace temp table _aff_email as
+        select email from staging_build._shopify_customers
+        where shopify_customer_id in (select shopify_customer_id from _aff_sc) and email is not null
+        union select email from _old_accepted where email is not null
+        union select email from _order_versions_delta where accepted and email is not null
+        union select email from _old_profiles where email is not null
+        union select email from _profile_versions_delta_judged where reject_reason is null and email is not null
+    """)
+    _run(conn, params, _scoped("04_identity.sql", "staging_build._shopify_customers", "_shopify_customers_delta",
+                         {"_accepted_orders": _in("_accepted_orders", "shopify_customer_id", "_aff_sc")}))
+    _replace_rows(conn, "staging_build._shopify_customers", "shopify_customer_id", "_aff_sc",
+                  "_shopify_customers_delta")
+    conn.execute("insert into _aff_email select email from _shopify_customers_delta where email is not null "
+                 "except select email from _aff_email")
+    conn.execute("""
+        create or replace temp table _aff_customers as
+        select customer_id from staging_build._email_identity where email in (select email from _aff_email)
+        union select 'klaviyo:' || profile_id from _aff_profiles
+        union select shopify_customer_id from _aff_sc
+    """)
+    _run(conn, params, _scoped("04_identity.sql", "staging_build._email_identity", "_email_identity_delta", {
+        "staging_build._shopify_customers": _in("staging_build._shopify_customers", "email", "_aff_email"),
+        "_accepted_profiles": _in("_accepted_profiles", "email", "_aff_email"),
+    }))
+    _replace_rows(conn, "staging_build._email_identity", "email", "_aff_email", "_email_identity_delta")
+    conn.execute("""
+        create or replace temp table _aff_map as
+        select shopify_customer_id from _aff_sc
+        union select shopify_customer_id from staging_build._shopify_customers
+        where email in (select email from _aff_email)
+    """)
+    conn.execute("insert into _aff_customers select customer_id from staging_build._customer_map "
+                 "where shopify_customer_id in (select shopify_customer_id from _aff_map)")
+    _run(conn, params, _scoped("04_identity.sql", "staging_build._customer_map", "_customer_map_delta", {
+        "staging_build._shopify_customers": _in("staging_build._shopify_customers", "shopify_customer_id", "_aff_map"),
+    }))
+    _replace_rows(conn, "staging_build._customer_map", "shopify_customer_id", "_aff_map", "_customer_map_delta")
+    conn.execute("""
+        insert into _aff_customers
+        select customer_id from _email_identity_delta union all select customer_id from _customer_map_delta
+    """)
+
+    # 3. orders whose row may change: the touched ones, and those of every identity re-resolved
+    conn.execute("""
+        create or replace temp table _aff_resolve as
+        select order_id from _aff_orders
+        union
+        select order_id from _accepted_orders
+        where shopify_customer_id in (select shopify_customer_id from _aff_map)
+           or (shopify_customer_id is null and email in (select email from _aff_email))
+    """)
+    conn.execute("insert into _aff_customers select customer_id from staging_build._resolved_orders "
+                 "where order_id in (select order_id from _aff_resolve) and customer_id is not null")
+    conn.execute("create or replace temp table _aff_products as select product_id from staging.order_lines "
+                 "where order_id in (select order_id from _aff_resolve) and product_id is not null")
+    _run(conn, params, _scoped("05_staging_tables.sql", "staging_build._resolved_orders", "_resolved_orders_delta",
+                         {"_accepted_orders": _in("_accepted_orders", "order_id", "_aff_resolve")}))
+    _replace_rows(conn, "staging_build._resolved_orders", "order_id", "_aff_resolve", "_resolved_orders_delta")
+    conn.execute("insert into _aff_customers select customer_id from _resolved_orders_delta where customer_id is not null")
+    no_files = {"staging_build._file_rows": "select * from staging_build._file_rows limit 0"}
+    no_credits = {"staging_build._file_credits": "select * from staging_build._file_credits limit 0"}
+    resolved = {"staging_build._resolved_orders": "select * from _resolved_orders_delta"}
+    for table, sources in (
+        ("staging.orders", {**resolved, **no_files, **no_credits}),
+        ("staging.order_lines", {**resolved, **no_files}),
+        ("staging.refunds", {**resolved, **no_credits}),
+    ):
+        delta = "_delta_" + table.split(".")[1]
+        _run(conn, params, _scoped("05_staging_tables.sql", table, delta, sources))
+        _replace_rows(conn, table, "order_id", "_aff_resolve", delta)
+    conn.execute("insert into _aff_products select product_id from _delta_order_lines where product_id is not null")
+    conn.execute("create or replace temp table _aff_products as select distinct product_id from _aff_products")
+    _run(conn, params, _scoped("05_staging_tables.sql", "staging.products", "_delta_products", {
+        "staging.order_lines": _in("staging.order_lines", "product_id", "_aff_products")}))
+    _replace_rows(conn, "staging.products", "product_id", "_aff_products", "_delta_products")
+
+    # 4. customers, their purchase history and acquisition: every customer any of the above touched
+    conn.execute("create or replace temp table _aff_customers as "
+                 "select distinct customer_id from _aff_customers where customer_id is not null")
+    _run(conn, params, _scoped("05_staging_tables.sql", "staging.customers", "_delta_customers", {
+        "staging_build._email_identity": _in("staging_build._email_identity", "customer_id", "_aff_customers"),
+        "staging_build._shopify_customers": _in("staging_build._shopify_customers", "shopify_customer_id",
+                                                "_aff_customers", "customer_id"),
+        "_accepted_profiles": "select * from _accepted_profiles where 'klaviyo:' || profile_id in "
+                              "(select customer_id from _aff_customers) or profile_id in (select klaviyo_profile_id "
+                              "from staging_build._email_identity where customer_id in "
+                              "(select customer_id from _aff_customers))",
+        "staging_build._file_rows": "select * from staging_build._file_rows where 'import:' || customer_key in "
+                                    "(select customer_id from _aff_customers)",
+        "staging.orders": _in("staging.orders", "customer_id", "_aff_customers"),
+    }))
+    _replace_rows(conn, "staging.customers", "customer_id", "_aff_customers", "_delta_customers")
+    customer_orders = "select order_id from staging.orders where customer_id in (select customer_id from _aff_customers)"
+    _run(conn, params, _scoped("06_order_history.sql", "staging.order_history", "_delta_order_history", {
+        "staging.orders": _in("staging.orders", "customer_id", "_aff_customers"),
+        "staging.order_lines": _in("staging.order_lines", "customer_id", "_aff_customers"),
+        "staging.refunds": f"select * from staging.refunds where order_id in ({customer_orders})",
+    }))
+    _replace_rows(conn, "staging.order_history", "customer_id", "_aff_customers", "_delta_order_history")
+    _run(conn, params, _scoped("07_acquisition.sql", "staging.customer_acquisition", "_delta_acquisition", {
+        "staging.order_history": _in("staging.order_history", "customer_id", "_aff_customers"),
+    }))
+    _replace_rows(conn, "staging.customer_acquisition", "customer_id", "_aff_customers", "_delta_acquisition")
+
+    # 5. rejected rows of the touched orders and profiles (rows of unknown id are new rows only)
+    _run(conn, params, _scoped("05_staging_tables.sql", "staging.rejected_rows", "_delta_rejected", {
+        "staging_build._order_versions": "select * from _order_versions_delta",
+        "_profile_versions_judged": "select * from _profile_versions_delta_judged",
+        **no_files,
+    }))
+    conn.execute("""
+        delete from staging.rejected_rows
+        where (source_table = 'raw.shopify_orders' and record_id in (select order_id from _aff_orders))
+           or (source_table = 'raw.klaviyo_profiles' and record_id in (select profile_id from _aff_profiles))
+    """)
+    conn.execute("insert into staging.rejected_rows by name select * from _delta_rejected")
+    result.merged = {
+        name: int(conn.execute(f"select count(*) from {table}").fetchone()[0])
+        for name, table in (("orders", "_aff_orders"), ("profiles", "_aff_profiles"),
+                            ("orders_resolved", "_aff_resolve"), ("customers", "_aff_customers"),
+                            ("products", "_aff_products"))
+    }
+    result.script_seconds["merge"] = time.perf_counter() - started
+
+
+# --- high-water mark ---------------------------------------------------------------------------
+
+def _raw_marks(conn: duckdb.DuckDBPyConnection) -> dict:
+    """Where raw stands: the last rowid of each API table with a fingerprint of every row up to
+    it, and a fingerprint of the imported files. A delete, a re-insert or a moved rowid changes
+    the fingerprint of rows a merge would otherwise trust."""
+    orders = conn.execute("select coalesce(max(rowid), -1), count(*) from raw.shopify_orders").fetchone()
+    profiles = conn.execute("select coalesce(max(rowid), -1), count(*) from raw.klaviyo_profiles").fetchone()
+    files = conn.execute(
+        "select count(*), coalesce(bit_xor(hash(rowid, file_name, row_number, content_sha256, ingested_at)), 0) "
+        "from raw.file_transactions"
+    ).fetchone()
+    return {
+        "orders_max_rowid": int(orders[0]), "orders_rows": int(orders[1]),
+        "orders_fingerprint": _fingerprint(conn, "raw.shopify_orders", "order_id", int(orders[0])),
+        "profiles_max_rowid": int(profiles[0]), "profiles_rows": int(profiles[1]),
+        "profiles_fingerprint": _fingerprint(conn, "raw.klaviyo_profiles", "profile_id", int(profiles[0])),
+        "files_fingerprint": f"{files[0]}:{files[1]}",
+    }
+
+
+def _fingerprint(conn: duckdb.DuckDBPyConnection, table: str, key: str, up_to_rowid: int) -> str:
+    row = conn.execute(
+        f"select count(*), coalesce(bit_xor(hash(rowid, {key}, updated_at, ingested_at)), 0) from {table} "
+        "where rowid <= ?", [up_to_rowid]
+    ).fetchone()
+    return f"{row[0]}:{row[1]}"
+
+
+def _read_state(conn: duckdb.DuckDBPyConnection) -> dict | None:
+    try:
+        cur = conn.execute(f"select * from {STATE_TABLE}")
+    except duckdb.CatalogException:
+        return None
+    row = cur.fetchone()
+    return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
+
+
+def _why_not_merge(conn: duckdb.DuckDBPyConnection, state: dict | None, marks: dict, params: dict) -> str | None:
+    """None when the raw rows since `state` can be merged, else why a full build is needed."""
+    if state is None:
+        return "no previous build"
+    for key in ("shop_currency", "shop_timezone", "revenue_basis"):
+        if state.get(key) != params[key]:
+            return f"{key} changed ({state.get(key)} → {params[key]})"
+    if state["files_fingerprint"] != marks["files_fingerprint"]:
+        return "imported files changed"
+    for table, prefix, key in (("raw.shopify_orders", "orders", "order_id"),
+                               ("raw.klaviyo_profiles", "profiles", "profile_id")):
+        if _fingerprint(conn, table, key, int(state[f"{prefix}_max_rowid"])) != state[f"{prefix}_fingerprint"]:
+            return f"rows of {table} already built were deleted or re-inserted"
+    missing = [t for t in (*(f"staging.{t}" for t in STAGING_TABLES), f"{BUILD_SCHEMA}._order_versions",
+                           f"{BUILD_SCHEMA}._profile_versions", f"{BUILD_SCHEMA}._resolved_orders",
+                           f"{BUILD_SCHEMA}._file_rows", f"{BUILD_SCHEMA}._customer_map")
+               if not table_exists(conn, t)]
+    if missing:
+        return f"tables of the last build are missing: {', '.join(missing)}"
+    return None
+
+
+def _write_state(conn: duckdb.DuckDBPyConnection, marks: dict, params: dict, mode: str) -> None:
+    values = {**marks, "shop_currency": params["shop_currency"], "shop_timezone": params["shop_timezone"],
+              "revenue_basis": params["revenue_basis"], "mode": mode}
+    conn.execute(
+        f"create or replace table {STATE_TABLE} as select now() as built_at, "
+        + ", ".join(f"${k} as {k}" for k in values),
+        values,
+    )
+
+
 def _drop_build_objects(conn: duckdb.DuckDBPyConnection) -> None:
-    """Drop the intermediates after the commit (DuckDB cannot commit a transaction that both
-    created and dropped a table it wrote optimistically to disk)."""
+    """Drop the views and delta tables of one build; the `staging_build` tables stay for the next merge."""
     for view in BUILD_VIEWS:
         conn.execute(f"drop view if exists {view}")
-    conn.execute(f"drop schema if exists {BUILD_SCHEMA} cascade")
+    temps = conn.execute(
+        "select table_name from duckdb_tables() where temporary and "
+        "(table_name like '\\_delta\\_%' escape '\\' or table_name like '\\_aff\\_%' escape '\\' "
+        "or table_name like '%\\_delta' escape '\\' or table_name in ('_new_order_versions', "
+        "'_new_profile_versions', '_old_accepted', '_old_profiles'))"
+    ).fetchall()
+    for (name,) in temps:
+        conn.execute(f"drop table if exists temp.{name}")
 
 
 def reconcile(conn: duckdb.DuckDBPyConnection) -> list[Reconciliation]:

@@ -1,4 +1,8 @@
-"""staging/* assets: the cleaned tables, rebuilt together from raw in one transaction."""
+"""staging/* assets: the cleaned tables, brought up to date together from raw in one transaction.
+
+By default a run merges only the raw rows that arrived since the last build (transforms/staging.py);
+run config `{"full_rebuild": true}` (the `full_rebuild` job) rebuilds every table from all of raw.
+"""
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -65,15 +69,25 @@ STAGING_SPECS = [
 ]
 
 
+class StagingConfig(dg.Config):
+    """How staging is brought up to date."""
+
+    full_rebuild: bool = False
+    """Rebuild every staging table from all of raw instead of merging the rows that arrived since the
+    last build (which gives the same tables; a full rebuild is the fallback a merge takes by itself
+    when raw rows it already read were deleted, imported files changed or the shop settings changed)."""
+
+
 @dg.multi_asset(specs=STAGING_SPECS, name="staging_tables")
-def staging_tables(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
-    """Rebuild staging from raw; fail (and keep the previous tables) if any raw row is unaccounted for."""
+def staging_tables(context: dg.AssetExecutionContext, config: StagingConfig, duckdb: DuckDBResource):
+    """Merge (or rebuild) staging from raw; fail (and keep the previous tables) if any raw row is unaccounted for."""
     settings = settings_of(duckdb)
     if isinstance(duckdb, StorageResource):  # a test's own plain resource names no store
         fail_unless_store_matches(duckdb, settings)
     with duckdb.get_connection() as conn:
         result = build_staging(
-            conn, settings.file_currency if settings.source == "files" else None, settings.store_timezone
+            conn, settings.file_currency if settings.source == "files" else None, settings.store_timezone,
+            full_rebuild=config.full_rebuild,
         )
         previews = {
             name: conn.execute(f"select * from staging.{name} limit 5").df()
@@ -84,13 +98,16 @@ def staging_tables(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         ).df()
         contract.apply_comments(conn, schemas=("staging",))
         schemas = {name: contract.column_metadata(conn, f"staging.{name}") for name in _DESCRIPTIONS}
-    for rec in result.reconciliation:
+    context.log.info(f"staging {result.mode}" + (f" (full because {result.full_reason})" if result.full_reason else "")
+                     + (f": {result.merged}" if result.merged else ""))
+    for rec in result.reconciliation + result.load_reconciliation:
         context.log.info(
             f"{rec.source_table}: {rec.rows_in} in = {rec.accepted} accepted + {rec.rejected} rejected"
         )
     reconciliation_md = "\n".join(
         ["| raw table | rows in | accepted | rejected |", "|---|---|---|---|"]
-        + [f"| {r.source_table} | {r.rows_in} | {r.accepted} | {r.rejected} |" for r in result.reconciliation]
+        + [f"| {r.source_table} | {r.rows_in} | {r.accepted} | {r.rejected} |"
+           for r in result.reconciliation + result.load_reconciliation]
     )
     for name in _DESCRIPTIONS:
         metadata = {
@@ -99,6 +116,11 @@ def staging_tables(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "preview": dg.MetadataValue.md(previews[name].head(5).to_markdown(index=False)),
         }
         if name == "orders":
+            metadata["build_mode"] = result.mode
+            if result.full_reason:
+                metadata["full_build_reason"] = result.full_reason
+            if result.merged:
+                metadata["merged_keys"] = dg.MetadataValue.json(result.merged)
             metadata["shop_currency"] = result.shop_currency
             metadata["shop_timezone"] = result.shop_timezone
             metadata["revenue_basis"] = result.revenue_basis

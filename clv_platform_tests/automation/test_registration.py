@@ -37,10 +37,8 @@ CHECKS = {
 }
 SCHEDULES = {"nightly_refresh": "full_refresh", "weekly_retrain": "weekly_retrain", "daily_scoring": "daily_scoring"}
 SENSORS = {"drift_retrain_sensor", "inbox_file_sensor", "rebuild_after_import_sensor", "record_run_failures"}
-JOBS = {"activate_now", "daily_scoring", "full_refresh", "import_inbox_file", "rebuild_and_train",
+JOBS = {"activate_now", "daily_scoring", "full_rebuild", "full_refresh", "import_inbox_file", "rebuild_and_train",
         "rebuild_from_staging", "refresh_everything", "retrain_models", "weekly_retrain"}
-# Modules that only run outside the code location (the bench builds its own definitions).
-NOT_SCANNED = {"clv_platform.bench"}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +52,6 @@ def declared(kind) -> dict[str, object]:
     """Every object of `kind` bound to a module-level name (or inside a module-level list) in the package."""
     found = {}
     for info in pkgutil.walk_packages(clv_platform.__path__, "clv_platform."):
-        if info.name in NOT_SCANNED:
-            continue
         module = importlib.import_module(info.name)
         for value in vars(module).values():
             for item in value if type(value) in (list, tuple) else [value]:

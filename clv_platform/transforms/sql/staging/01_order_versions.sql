@@ -1,15 +1,16 @@
--- Every fetched Shopify order version, parsed, with the reason it cannot be used (NULL
--- when it can). Parameter: $shop_currency. The money rules
+-- Every Shopify order version in scope (`_raw_orders_scope`: all of raw.shopify_orders on a full
+-- build, the rows that arrived since the last build on a merge), parsed, with the reason it cannot
+-- be used (NULL when it can); 01_rank_order_versions.sql then picks the newest version per order. Parameter: $shop_currency. The money rules
 -- (net sales, returns, edits, voided orders) are written out in data_contracts.md, "Revenue".
 -- Only scalar columns are kept: the line items
 -- and refunds are summarised here (counts, sums, validity) and parsed again from raw by
 -- rowid for the accepted versions only (05_staging_tables.sql). Carrying the nested lists
 -- of ~5M versions through the version ranking and joins is what made staging need > 4 GB
 -- at a million customers; the narrow table spills and ranks cheaply.
-create or replace table staging_build._order_versions as
+create or replace temp view _order_versions_checked as
 with parsed as (
     select
-        r.rowid as raw_rowid,
+        r.raw_rowid,
         r.source,
         r.ingested_at,
         json_transform(r.payload, '{
@@ -36,7 +37,7 @@ with parsed as (
                          "refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR"}, "quantity": "VARCHAR",
                                                         "subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]
         }') as o
-    from raw.shopify_orders as r
+    from _raw_orders_scope as r
 ),
 typed as (
     select
@@ -157,27 +158,5 @@ checked as (
             when updated_at > timezone('UTC', now()) + interval 1 day then 'updatedAt in the future'
         end as invalid_reason
     from valued
-),
-ranked as (
-    select
-        *,
-        row_number() over (
-            partition by order_id, invalid_reason is null
-            order by updated_at desc, ingested_at desc
-        ) as version_rank,
-        max(updated_at) over (partition by order_id, invalid_reason is null) as latest_updated_at
-    from checked
 )
-select
-    *,
-    case
-        when invalid_reason is not null then invalid_reason
-        when version_rank > 1 and updated_at = latest_updated_at
-            then 'duplicate of an accepted order version'
-        when version_rank > 1 then 'superseded by a newer version of the order'
-        when is_test then 'test order'
-    end as reject_reason,
-    -- a stored flag, not a filter on the CASE above: DuckDB estimates `accepted` from its
-    -- statistics, and a 50x under-estimate made the joins build hash tables on the orders
-    reject_reason is null as accepted
-from ranked;
+select * from checked;

@@ -1,8 +1,9 @@
--- Klaviyo profile versions, parsed; the newest version of each profile wins.
-create or replace table staging_build._profile_versions as
+-- Klaviyo profile versions in scope (`_raw_profiles_scope`, like 01), parsed and checked;
+-- 02_rank_profile_versions.sql ranks them (the newest version of each profile wins).
+create or replace temp view _profile_versions_checked as
 with parsed as (
     select
-        r.rowid as raw_rowid,
+        r.raw_rowid,
         r.source,
         r.ingested_at,
         json_transform(r.payload, '{
@@ -19,7 +20,7 @@ with parsed as (
                     "churn_probability": "DOUBLE", "expected_date_of_next_order": "VARCHAR"}
             }
         }') as p
-    from raw.klaviyo_profiles as r
+    from _raw_profiles_scope as r
 ),
 typed as (
     select
@@ -52,22 +53,4 @@ checked as (
         end as invalid_reason
     from typed
 )
-select
-    *,
-    row_number() over (
-        partition by profile_id, invalid_reason is null
-        order by updated_at desc, ingested_at desc
-    ) as version_rank,
-    max(updated_at) over (partition by profile_id, invalid_reason is null) as latest_updated_at
-from checked;
-
-create or replace temp view _profile_versions_judged as
-select
-    *,
-    case
-        when invalid_reason is not null then invalid_reason
-        when version_rank > 1 and updated_at = latest_updated_at
-            then 'duplicate of an accepted profile version'
-        when version_rank > 1 then 'superseded by a newer version of the profile'
-    end as reject_reason
-from staging_build._profile_versions;
+select * from checked;

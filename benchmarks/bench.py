@@ -1,6 +1,7 @@
 """Scale benchmark: time each stage of a full refresh on a synthetic store of N customers.
 
-`clv-platform bench --customers N [N ...] [--json]` builds a demo store of N customers,
+`make bench ARGS="--customers N [N ...] [--json]"` (or `python -m benchmarks.bench ...` from the
+repository root) builds a demo store of N customers,
 writes its raw tables into a temporary DuckDB file and times every stage of the refresh
 (staging, features, and any later stage registered with `register_stage`), with the
 peak resident memory of each. DuckDB allocates natively, so `tracemalloc` would miss
@@ -40,8 +41,11 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
+from benchmarks.references import PER_CUSTOMER_SAMPLE, agreement, pandas_features, pandas_features_per_customer
+from benchmarks.synthetic import synthetic_staging
+from clv_platform.resources.storage import StorageResource
+from clv_platform.settings import Settings, load_settings, using_settings
 from clv_platform.transforms.features import materialize_features
 from clv_platform.transforms.order_history import (
     ORDER_HISTORY_SCRIPT,
@@ -182,101 +186,6 @@ def _release_freed_memory() -> None:
         pass
 
 
-def synthetic_staging(conn: duckdb.DuckDBPyConnection, customers: int, seed: float = 0.42) -> None:
-    """Fill staging.orders / order_lines / customers with a random store, in SQL.
-
-    Not the demo store: a quick stand-in with the staging contract's columns the feature
-    SQL reads (Shopify-style ids, about 2.5 orders per customer and 2 lines per order over
-    300 products in 10 categories, 10 % cancelled, some refunds, two years of history), so the feature SQL can be timed at any size.
-    `staging.order_history` is left to `build_order_history`, timed as a stage of its own.
-    """
-    conn.execute("create schema if not exists staging")
-    conn.execute("select setseed(?)", [seed])
-    conn.execute(
-        """
-        create or replace table staging.orders as
-        with people as (
-            select i as c, 1 + cast(floor(-ln(1 - random()) * 2.0) as integer) as n_orders
-            from range(?) as t(i)
-        ),
-        picks as (
-            select c, unnest(range(n_orders)) as k from people
-        ),
-        raw as (
-            select
-                c, k,
-                date '2023-01-01' + cast(floor(random() * 730) as integer) as order_date,
-                round(5 + random() * 200, 2) as gross,
-                random() as u_cancel,
-                random() as u_refund,
-                1 + cast(floor(random() * 3) as integer) as line_count
-            from picks
-        )
-        select
-            'gid://shopify/Order/' || (5600000000000 + c * 64 + k) as order_id,
-            'gid://shopify/Customer/' || (7000000000000 + c) as customer_id,
-            order_date,
-            order_date + interval (k * 7) minute as created_at,
-            u_cancel < 0.1 as is_cancelled,
-            case when u_cancel < 0.1 then order_date + interval 2 day end as cancelled_at,
-            cast(gross as decimal(18, 2)) as gross_revenue,
-            cast(round(gross * 0.1, 2) as decimal(18, 2)) as discount_amount,
-            cast(case when u_refund < 0.05 then gross when u_refund < 0.12 then round(gross / 3, 2)
-                      else 0 end as decimal(18, 2)) as refunded_amount,
-            cast(case when u_cancel < 0.1 then 0
-                      else greatest(gross - case when u_refund < 0.05 then gross
-                                                 when u_refund < 0.12 then round(gross / 3, 2)
-                                                 else 0 end, 0) end as decimal(18, 2)) as net_revenue,
-            line_count,
-            cast(line_count * 2 as bigint) as item_quantity
-        from raw
-        """,
-        [customers],
-    )
-    conn.execute(
-        """
-        create or replace table staging.refunds as
-        select order_id, 'r-' || order_id as refund_id, customer_id,
-               created_at + interval 3 day as refunded_at, refunded_amount as amount
-        from staging.orders
-        where refunded_amount > 0
-        """
-    )
-    conn.execute(
-        """
-        create or replace table staging.order_lines as
-        select
-            order_id,
-            cast(n as integer) as line_number,
-            customer_id,
-            order_date,
-            'gid://shopify/Product/' || (8000000000000 + product) as product_id,
-            ['Apparel', 'Shoes', 'Accessories', 'Beauty', 'Home', 'Outdoor', 'Kids', 'Sports', 'Jewelry',
-             'Gifts'][1 + product % 10] as category,
-            2 as quantity,
-            cast(round(random() * 60, 2) as decimal(18, 2)) as line_revenue,
-            is_cancelled
-        from (
-            select *, cast(floor(random() * 300) as integer) as product
-            from (select *, unnest(range(1, line_count + 1)) as n from staging.orders)
-        )
-        """
-    )
-    conn.execute(
-        """
-        create or replace table staging.customers as
-        select
-            customer_id,
-            'ES' as country,
-            'SUBSCRIBED' as email_consent,
-            true as can_receive_email_marketing,
-            cast(min(order_date) as timestamp) - interval 30 day as profile_created_at
-        from staging.orders
-        group by customer_id
-        """
-    )
-
-
 def demo_store_stages(customers: int) -> list[tuple[str, StageFn]]:
     """Generate the demo store, write its raw tables and build staging (the real path)."""
     from clv_platform.ingestion.demo_store import DemoStoreParams, generate
@@ -299,122 +208,13 @@ def demo_store_stages(customers: int) -> list[tuple[str, StageFn]]:
     return [("demo_store.generate", gen), ("raw tables", write_raw), ("staging", staging)]
 
 
-def pandas_features(orders: pd.DataFrame, cutoff: date) -> pd.DataFrame:
-    """The notebook reference: RFM + cadence features with pandas groupby/diff/agg.
-
-    Same definitions as the SQL (non-cancelled as of the cutoff, day-level transactions),
-    written the way an analyst would, vectorized — no per-customer Python loops.
-    """
-    cut = pd.Timestamp(cutoff)
-    df = orders[orders["customer_id"].notna() & (orders["order_date"] <= cut)].copy()
-    cancelled = df["is_cancelled"] & ~(df["cancelled_at"].dt.normalize() > cut)
-    df = df[~cancelled]
-    df["net"] = (df["gross_revenue"] - df["refunded_amount"]).clip(lower=0)
-    df = df.sort_values(["customer_id", "order_date"])
-    days = df.groupby(["customer_id", "order_date"], as_index=False).agg(
-        net=("net", "sum"), orders=("net", "size")
-    )
-    days["gap"] = days.groupby("customer_id")["order_date"].diff().dt.days
-    days["day_number"] = days.groupby("customer_id").cumcount()
-    age = (cut - days["order_date"]).dt.days
-    days["o30"] = days["orders"].where(age < 30, 0)
-    days["o90"] = days["orders"].where(age < 90, 0)
-    days["o365"] = days["orders"].where(age < 365, 0)
-    days["s90"] = days["net"].where(age < 90, 0.0)
-    days["p90"] = days["net"].where((age >= 90) & (age < 180), 0.0)
-    days["repeat_net"] = days["net"].where(days["day_number"] > 0)
-    out = days.groupby("customer_id").agg(
-        first=("order_date", "min"),
-        last=("order_date", "max"),
-        purchase_days=("order_date", "size"),
-        order_count=("orders", "sum"),
-        total_net_spend=("net", "sum"),
-        monetary=("repeat_net", "mean"),
-        mean_interpurchase_days=("gap", "mean"),
-        median_interpurchase_days=("gap", "median"),
-        std_interpurchase_days=("gap", "std"),
-        orders_last_30d=("o30", "sum"),
-        orders_last_90d=("o90", "sum"),
-        orders_last_365d=("o365", "sum"),
-        spend_last_90d=("s90", "sum"),
-        spend_prev_90d=("p90", "sum"),
-    )
-    out["recency_days"] = (cut - out["last"]).dt.days
-    out["frequency"] = out["purchase_days"] - 1
-    out["monetary"] = out["monetary"].fillna(0.0)
-    out["T_days"] = (cut - out["first"]).dt.days
-    return out.drop(columns=["first", "last"])
-
-
-PER_CUSTOMER_SAMPLE = 500
-
-
-def pandas_features_per_customer(orders: pd.DataFrame, cutoff: date) -> pd.DataFrame:
-    """The seed projects' style: one Python function per customer through `groupby().apply`.
-
-    This is how RFM/cadence features are commonly written in CLV notebooks (readable, and
-    slow: Python work per customer). Same definitions as `pandas_features`.
-    """
-    cut = pd.Timestamp(cutoff)
-    df = orders[orders["customer_id"].notna() & (orders["order_date"] <= cut)].copy()
-    df = df[~(df["is_cancelled"] & ~(df["cancelled_at"].dt.normalize() > cut))]
-    df["net"] = (df["gross_revenue"] - df["refunded_amount"]).clip(lower=0)
-
-    def one_customer(g: pd.DataFrame) -> pd.Series:
-        days = g.groupby("order_date")["net"].agg(["sum", "size"]).sort_index()
-        gaps = days.index.to_series().diff().dt.days.dropna()
-        age = (cut - days.index).days
-        return pd.Series({
-            "recency_days": (cut - days.index.max()).days,
-            "frequency": len(days) - 1,
-            "monetary": days["sum"].iloc[1:].mean() if len(days) > 1 else 0.0,
-            "total_net_spend": days["sum"].sum(),
-            "order_count": days["size"].sum(),
-            "T_days": (cut - days.index.min()).days,
-            "mean_interpurchase_days": gaps.mean() if len(gaps) else np.nan,
-            "median_interpurchase_days": gaps.median() if len(gaps) else np.nan,
-            "std_interpurchase_days": gaps.std() if len(gaps) > 1 else np.nan,
-            "orders_last_30d": days["size"][age < 30].sum(),
-            "orders_last_90d": days["size"][age < 90].sum(),
-            "orders_last_365d": days["size"][age < 365].sum(),
-            "spend_last_90d": days["sum"][age < 90].sum(),
-            "spend_prev_90d": days["sum"][(age >= 90) & (age < 180)].sum(),
-        })
-
-    return df.groupby("customer_id").apply(one_customer, include_groups=False)
-
-
-_COMPARED = [
-    "recency_days", "frequency", "monetary", "total_net_spend", "order_count", "T_days",
-    "mean_interpurchase_days", "median_interpurchase_days", "std_interpurchase_days",
-    "orders_last_30d", "orders_last_90d", "orders_last_365d", "spend_last_90d", "spend_prev_90d",
-]
-
-
-def _agreement(sql_features: pd.DataFrame, reference: pd.DataFrame) -> dict[str, Any]:
-    """Max absolute difference per shared column between the SQL and pandas features."""
-    joined = sql_features.set_index("customer_id")[_COMPARED].join(
-        reference[_COMPARED], how="outer", rsuffix="_pd"
-    )
-    worst = {}
-    for col in _COMPARED:
-        a, b = joined[col].astype(float), joined[col + "_pd"].astype(float)
-        both_null = a.isna() & b.isna()
-        diff = (a - b).abs().where(~both_null, 0.0)
-        worst[col] = float(diff.max()) if not diff.isna().any() else float("inf")
-    return {
-        "customers_sql": int(len(sql_features)),
-        "customers_pandas": int(len(reference)),
-        "max_abs_diff": max(worst.values()) if worst else 0.0,
-        "ok": len(sql_features) == len(reference) and all(v < 1e-6 for v in worst.values()),
-    }
-
-
-class _SharedDuckDB(DuckDBResource):
+class _SharedDuckDB(StorageResource):
     """Hands cursors of the bench's own connection to the Dagster assets.
 
     DuckDB refuses a second connection to one file with other settings in the same process,
     and a cursor shares the bench's threads and memory limit, so the assets run as configured.
+    It is a `StorageResource`, so the assets read the bench's settings (its data folder, model
+    and report folders) from it instead of from the environment.
     """
 
     @contextmanager
@@ -424,6 +224,20 @@ class _SharedDuckDB(DuckDBResource):
             yield cursor
         finally:
             cursor.close()
+
+
+def bench_settings(workdir: Path, database: Path, memory_limit: str | None = None) -> Settings:
+    """The settings of a bench run: a demo store whose every file lives under `workdir`.
+
+    Built from an explicit mapping rather than the caller's environment, so a developer's
+    `CLV_*` variables (a live store's paths, say) can never point the bench at real data. The
+    runs hand them to the assets in the `duckdb` resource and, for modules that still call
+    `load_settings()` themselves, through `using_settings` (never by rewriting `os.environ`).
+    """
+    env = {"CLV_SOURCE": "demo", "CLV_DATA_DIR": str(workdir), "CLV_DUCKDB_PATH": str(database)}
+    if memory_limit:
+        env["CLV_DUCKDB_MEMORY_LIMIT"] = memory_limit
+    return load_settings(env)
 
 
 _SHARED_CONNECTIONS: dict[str, duckdb.DuckDBPyConnection] = {}
@@ -456,24 +270,20 @@ def model_stages(conn: duckdb.DuckDBPyConnection, workdir: Path) -> list[StageTi
     from clv_platform.definitions import ASSETS, source_resources
 
     key = str(workdir / "bench.duckdb")
+    settings = bench_settings(workdir, Path(key))
     _SHARED_CONNECTIONS[key] = conn
-    previous = os.environ.get("CLV_DATA_DIR")
-    os.environ["CLV_DATA_DIR"] = str(workdir)
     can_reset = _reset_peak_rss()
     started, cpu = time.perf_counter(), _cpu()
     try:
-        result = dg.materialize(
-            ASSETS,
-            selection=dg.AssetSelection.groups(*MODEL_GROUPS),
-            resources={"duckdb": _SharedDuckDB(database=key), **source_resources()},
-            instance=dg.DagsterInstance.ephemeral(),
-        )
+        with using_settings(settings):
+            result = dg.materialize(
+                ASSETS,
+                selection=dg.AssetSelection.groups(*MODEL_GROUPS),
+                resources={"duckdb": _SharedDuckDB.from_settings(settings), **source_resources(settings)},
+                instance=dg.DagsterInstance.ephemeral(),
+            )
     finally:
         _SHARED_CONNECTIONS.pop(key, None)
-        if previous is None:
-            os.environ.pop("CLV_DATA_DIR", None)
-        else:
-            os.environ["CLV_DATA_DIR"] = previous
     total = time.perf_counter() - started
     peak = _peak_rss_mb() if can_reset else None
     steps = [
@@ -604,10 +414,10 @@ def run_bench(
             del orders_df_full, sample
 
             sql_features = conn.execute("select * from features.customer_features").df()
-            result.agreement_per_customer = _agreement(
+            result.agreement_per_customer = agreement(
                 sql_features[sql_features["customer_id"].isin(set(per_customer.index))], per_customer
             )
-            result.agreement = _agreement(sql_features, reference)
+            result.agreement = agreement(sql_features, reference)
             del sql_features, reference
 
             duck_s = features.seconds
@@ -730,9 +540,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
     parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit (default: the platform's, CLV_DUCKDB_MEMORY_LIMIT or 4GB)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each measured query")
+    parser.add_argument("--mode", choices=("full", "nightly"), default="full",
+                        help="full: time every stage of a full refresh with the references (default); nightly: a "
+                             "full refresh, then one appended day and the nightly run, asset by asset "
+                             "(benchmarks/nightly.py)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if args.mode == "nightly":
+        from benchmarks.nightly import format_nightly, run_nightly
+
+        if args.source != "demo":
+            raise SystemExit("--mode nightly runs on the demo store (the merge reads raw JSON): drop --source")
+        nightly = [run_nightly(n, args.threads or default_threads(), args.memory_limit or default_memory_limit())
+                   for n in args.customers]
+        print(json.dumps(nightly if len(nightly) > 1 else nightly[0], indent=2) if args.json
+              else "\n".join(format_nightly(r) for r in nightly))
+        return 0
     runs = [
         run_bench(n, args.json, source=args.source, threads=args.threads,
                   memory_limit=args.memory_limit, repeats=args.repeats)
@@ -746,7 +570,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="clv-platform bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="make bench ARGS=...", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 

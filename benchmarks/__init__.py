@@ -1,0 +1,1 @@
+"""Benchmarks of the platform, kept out of the installed package: `make bench ARGS="..."`."""

@@ -1,0 +1,311 @@
+"""Nightly mode of the bench: what the nightly schedule costs next to a full refresh.
+
+`make bench ARGS="--customers N --mode nightly"` builds a demo store of N customers, runs the
+full refresh (staging rebuilt from all of raw, features, model training, scoring, monitoring,
+marts, activation plan: the real Dagster assets, one timing per asset), then appends one day of
+news to raw with `append_day` (new orders of existing and new customers, about 0.3 % of the
+history; refunds, cancellations and discount edits of old orders; Klaviyo profile updates and
+new profiles) and runs the nightly selection (the same assets without model training, staging
+merged) on it. Both runs report the wall time of each asset and the peak RSS of the whole run.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+NEW_ORDER_ID_BASE = 9_100_000_000_000
+NEW_CUSTOMER_ID_BASE = 9_200_000_000_000
+
+
+@dataclass
+class DayAppended:
+    """What `append_day` wrote to raw (the expected shape of one day of news)."""
+
+    day: str
+    history_orders: int
+    new_orders: int
+    new_customers: int
+    refunds: int
+    cancellations: int
+    edits: int
+    profile_updates: int
+    new_profiles: int
+
+    @property
+    def order_rows(self) -> int:
+        return self.new_orders + self.refunds + self.cancellations + self.edits
+
+    @property
+    def profile_rows(self) -> int:
+        return self.profile_updates + self.new_profiles
+
+
+def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: float = 0.21) -> DayAppended:
+    """Append one day of news to raw after the newest order version, shaped like the demo store's.
+
+    New orders copy sampled existing payloads under new ids (no refunds, not cancelled, placed on
+    the new day); one in ten goes to a new customer (new Shopify id and e-mail, with a new Klaviyo
+    profile). Old orders get new versions: an amount-only refund of 30 % (a fifth as many as new
+    orders), a cancellation (a twentieth) and a discount edit (a twentieth). As many profiles as
+    new orders get an update (a new city and `updated` time).
+    """
+    conn.execute("select setseed(?)", [seed])
+    history, day = conn.execute(
+        "select count(distinct order_id), max(updated_at)::date + 1 from raw.shopify_orders"
+    ).fetchone()
+    n_new = max(1, math.ceil(history * fraction))
+    n_refund, n_cancel, n_edit = max(1, n_new // 5), max(1, n_new // 20), max(1, n_new // 20)
+    n_new_customers = max(1, n_new // 10)
+    at = datetime(day.year, day.month, day.day, 15)  # mid-afternoon UTC: the same day in the shop's zone
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    ingested = datetime.now().replace(microsecond=0)
+    # the newest version of each order, the population the day's news is drawn from
+    conn.execute("""
+        create or replace temp table _latest as
+        select order_id, payload, source from raw.shopify_orders
+        qualify row_number() over (partition by order_id order by updated_at desc, ingested_at desc) = 1
+    """)
+    conn.execute(f"create or replace temp table _picked as select *, row_number() over () as i from "
+                 f"(select * from _latest using sample {n_new} rows (reservoir, 7))")
+    conn.execute(
+        """
+        insert into raw.shopify_orders
+        select
+            'gid://shopify/Order/' || ($base + i) as order_id,
+            $at as updated_at, $at::date as partition_date,
+            json_merge_patch(
+                json_merge_patch(payload, json_object(
+                    'id', 'gid://shopify/Order/' || ($base + i), 'name', '#N' || i,
+                    'createdAt', $stamp, 'processedAt', $stamp, 'updatedAt', $stamp,
+                    'cancelledAt', null, 'refunds', [], 'displayFinancialStatus', 'PAID')),
+                case when i <= $n_new_customers then json_object(
+                    'email', 'nightly-' || i || '@example.com',
+                    'customer', json_object('id', 'gid://shopify/Customer/' || ($customer_base + i),
+                                            'email', 'nightly-' || i || '@example.com'))
+                else '{}'::json end) as payload,
+            source, $ingested as ingested_at
+        from _picked
+        """,
+        {"base": NEW_ORDER_ID_BASE, "customer_base": NEW_CUSTOMER_ID_BASE, "at": at, "stamp": stamp,
+         "n_new_customers": n_new_customers, "ingested": ingested},
+    )
+    # old orders: a refund, a cancellation or a discount edit each (disjoint samples of paid orders)
+    conn.execute(f"""
+        create or replace temp table _old as
+        select *, row_number() over () as i from (
+            -- the sample is drawn after the filter (a SAMPLE clause on the table itself would draw first)
+            select * from (
+                select * from _latest
+                where payload ->> '$.cancelledAt' is null
+                  and json_array_length(coalesce(payload -> '$.refunds', '[]')) = 0
+            ) using sample {n_refund + n_cancel + n_edit} rows (reservoir, 11))
+    """)
+    conn.execute(
+        """
+        insert into raw.shopify_orders
+        select
+            order_id, $at, $at::date,
+            json_merge_patch(payload, case
+                when i <= $n_refund then json_object(
+                    'updatedAt', $stamp, 'displayFinancialStatus', 'PARTIALLY_REFUNDED',
+                    'refunds', [json_object(
+                        'id', 'gid://shopify/Refund/' || ($base + i), 'createdAt', $stamp,
+                        'totalRefundedSet', json_object('shopMoney', json_object(
+                            'amount', round(try_cast(payload ->> '$.totalPriceSet.shopMoney.amount' as double) * 0.3, 2)::varchar,
+                            'currencyCode', payload ->> '$.totalPriceSet.shopMoney.currencyCode')),
+                        'refundLineItems', json_object('nodes', []))])
+                when i <= $n_refund + $n_cancel then json_object(
+                    'updatedAt', $stamp, 'cancelledAt', $stamp, 'displayFinancialStatus', 'VOIDED')
+                else json_object(
+                    'updatedAt', $stamp,
+                    'totalDiscountsSet', json_object('shopMoney', json_object(
+                        'amount', (coalesce(try_cast(payload ->> '$.totalDiscountsSet.shopMoney.amount' as double), 0)
+                                   + 1)::decimal(18, 2)::varchar,
+                        'currencyCode', payload ->> '$.totalPriceSet.shopMoney.currencyCode')))
+            end),
+            source, $ingested
+        from _old
+        """,
+        {"at": at, "stamp": stamp, "n_refund": n_refund, "n_cancel": n_cancel, "base": NEW_ORDER_ID_BASE,
+         "ingested": ingested},
+    )
+    edits = conn.execute("select count(*) from _old").fetchone()[0] - n_refund - n_cancel
+    # profiles: updates of existing ones, and one new profile per new customer
+    conn.execute("""
+        create or replace temp table _profiles as
+        select profile_id, payload, source from raw.klaviyo_profiles
+        qualify row_number() over (partition by profile_id order by updated_at desc, ingested_at desc) = 1
+    """)
+    n_profiles = int(conn.execute("select count(*) from _profiles").fetchone()[0])
+    if n_profiles:
+        stamp_tz = at.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        conn.execute(
+            f"""
+            insert into raw.klaviyo_profiles
+            select profile_id, $at,
+                   json_merge_patch(payload, json_object('attributes', json_object(
+                       'updated', $stamp, 'location', json_object('city', 'Nightly City')))),
+                   source, $ingested
+            from (select * from _profiles using sample {min(n_new, n_profiles)} rows (reservoir, 13))
+            """,
+            {"at": at, "stamp": stamp_tz, "ingested": ingested},
+        )
+        conn.execute(
+            """
+            insert into raw.klaviyo_profiles
+            select 'NIGHTLY' || i, $at,
+                   json_merge_patch(payload, json_object('id', 'NIGHTLY' || i, 'attributes', json_object(
+                       'email', 'nightly-' || i || '@example.com', 'external_id', null,
+                       'created', $stamp, 'updated', $stamp))),
+                   source, $ingested
+            from (select *, row_number() over () as i from (select * from _profiles limit $n))
+            """,
+            {"at": at, "stamp": stamp_tz, "ingested": ingested, "n": n_new_customers},
+        )
+    for temp in ("_latest", "_picked", "_old", "_profiles"):
+        conn.execute(f"drop table if exists temp.{temp}")
+    return DayAppended(
+        day=day.isoformat(), history_orders=int(history), new_orders=n_new, new_customers=n_new_customers,
+        refunds=n_refund, cancellations=n_cancel, edits=int(edits),
+        profile_updates=min(n_new, n_profiles), new_profiles=n_new_customers if n_profiles else 0,
+    )
+
+
+@dataclass
+class RunTiming:
+    """One Dagster run of the bench: total wall time, peak RSS and each asset step's time."""
+
+    name: str
+    seconds: float
+    peak_rss_mb: float | None
+    steps: dict[str, float] = field(default_factory=dict)
+    staging_mode: str | None = None
+    merged: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class NightlyResult:
+    customers: int
+    threads: int
+    memory_limit: str
+    orders: int = 0
+    setup_seconds: float = 0.0
+    full: RunTiming | None = None
+    appended: dict[str, Any] = field(default_factory=dict)
+    append_seconds: float = 0.0
+    nightly: RunTiming | None = None
+    nightly_over_full: float | None = None
+    staging_merged_keys: dict[str, int] = field(default_factory=dict)
+
+
+def _dagster_run(conn, workdir: Path, name: str, selection, run_config: dict | None) -> RunTiming:
+    """Materialize `selection` of the real assets on the bench's connection; time every step."""
+    import dagster as dg
+
+    from benchmarks import bench
+    from clv_platform.definitions import ASSETS, source_resources
+    from clv_platform.settings import using_settings
+
+    key = str(workdir / "bench.duckdb")
+    settings = bench.bench_settings(workdir, Path(key))
+    bench._SHARED_CONNECTIONS[key] = conn
+    bench._release_freed_memory()
+    can_reset = bench._reset_peak_rss()
+    started = time.perf_counter()
+    try:
+        with using_settings(settings):
+            result = dg.materialize(
+                ASSETS,
+                selection=selection,
+                resources={"duckdb": bench._SharedDuckDB.from_settings(settings), **source_resources(settings),
+                           "activation": _activation()},
+                run_config=run_config,
+                instance=dg.DagsterInstance.ephemeral(),
+            )
+    finally:
+        bench._SHARED_CONNECTIONS.pop(key, None)
+    seconds = time.perf_counter() - started
+    timing = RunTiming(name, seconds, bench._peak_rss_mb() if can_reset else None)
+    for event in result.get_step_success_events():
+        timing.steps[event.step_key.replace("__", "/")] = event.event_specific_data.duration_ms / 1000
+    for mat in result.asset_materializations_for_node("staging_tables"):
+        if tuple(mat.asset_key.path) == ("staging", "orders"):
+            timing.staging_mode = mat.metadata["build_mode"].value
+            merged = mat.metadata.get("merged_keys")
+            timing.merged = merged.value if merged is not None else {}
+    return timing
+
+
+def _activation():
+    from clv_platform.activation.settings import activation_resource
+
+    return activation_resource()
+
+
+def run_nightly(customers: int, threads: int, memory_limit: str) -> dict:
+    """Full refresh, then one appended day and the nightly run, on a demo store of `customers`."""
+    import dagster as dg
+
+    from benchmarks import bench
+    from clv_platform.automation.jobs import MODEL_TRAINING
+    from clv_platform.ingestion.demo_store import DemoStoreParams, generate
+
+    result = NightlyResult(customers=customers, threads=threads, memory_limit=memory_limit)
+    from_staging = dg.AssetSelection.groups("staging").downstream()
+    with tempfile.TemporaryDirectory(prefix="clv-bench-nightly-") as tmp:
+        workdir = Path(tmp)
+        conn = duckdb.connect(str(workdir / "bench.duckdb"))
+        try:
+            conn.execute(f"set threads = {int(threads)}")
+            conn.execute("set memory_limit = ?", [memory_limit])
+            conn.execute("set preserve_insertion_order = false")
+            conn.execute("set enable_progress_bar = false")
+            started = time.perf_counter()
+            generate(DemoStoreParams(n_customers=customers)).write_raw_tables(
+                conn, datetime.now().replace(microsecond=0))
+            result.setup_seconds = time.perf_counter() - started
+            result.full = _dagster_run(conn, workdir, "full refresh", from_staging,
+                                       {"ops": {"staging_tables": {"config": {"full_rebuild": True}}}})
+            result.orders = int(conn.execute("select count(*) from staging.orders").fetchone()[0])
+            started = time.perf_counter()
+            result.appended = asdict(append_day(conn))
+            result.append_seconds = time.perf_counter() - started
+            result.nightly = _dagster_run(conn, workdir, "nightly", from_staging - MODEL_TRAINING, None)
+            result.staging_merged_keys = result.nightly.merged
+            result.nightly_over_full = result.nightly.seconds / result.full.seconds
+        finally:
+            conn.close()
+    return bench._jsonable(asdict(result))
+
+
+def format_nightly(r: dict) -> str:
+    full, nightly = r["full"], r["nightly"]
+    out = [
+        f"\n== nightly vs full refresh, {r['customers']:,} customers ({r['orders']:,} orders); "
+        f"threads={r['threads']} memory_limit={r['memory_limit']}",
+        f"  set-up (demo store → raw): {r['setup_seconds']:.1f} s; appended day {r['appended']['day']}: "
+        f"{r['appended']['new_orders']:,} new orders ({r['appended']['new_customers']:,} new customers), "
+        f"{r['appended']['refunds']:,} refunds, {r['appended']['cancellations']:,} cancellations, "
+        f"{r['appended']['edits']:,} edits of old orders, {r['appended']['profile_updates']:,} profile updates, "
+        f"{r['appended']['new_profiles']:,} new profiles ({r['append_seconds']:.1f} s)",
+        f"  {'asset':<44}{'full s':>10}{'nightly s':>12}",
+    ]
+    for step in sorted(set(full["steps"]) | set(nightly["steps"]), key=lambda s: list(full["steps"]).index(s)
+                       if s in full["steps"] else 10 ** 6):
+        f_s, n_s = full["steps"].get(step), nightly["steps"].get(step)
+        out.append(f"  {step:<44}{'-' if f_s is None else f'{f_s:.1f}':>10}{'-' if n_s is None else f'{n_s:.1f}':>12}")
+    peak = lambda t: "-" if t["peak_rss_mb"] is None else f"{t['peak_rss_mb']:,.0f} MB"  # noqa: E731
+    out.append(f"  {'total (staging ' + str(full['staging_mode']) + ' / ' + str(nightly['staging_mode']) + ')':<44}"
+               f"{full['seconds']:>10.1f}{nightly['seconds']:>12.1f}")
+    out.append(f"  peak RSS: full {peak(full)}, nightly {peak(nightly)}; nightly / full = {r['nightly_over_full']:.3f}")
+    if r.get("staging_merged_keys"):
+        out.append(f"  staging merge touched: {r['staging_merged_keys']}")
+    return "\n".join(out)

@@ -1,0 +1,221 @@
+"""A merge of new raw rows gives exactly the tables a full rebuild gives.
+
+The same raw records reach two databases: one is built once from everything, the other is built
+from a first load and then merged load by load (later versions of old orders: edits, refunds,
+cancellations; new customers; Klaviyo profile updates; awkward identity changes). Every staging
+table must then be equal row for row (EXCEPT ALL both ways), ignoring only the bookkeeping
+columns named in `LOAD_BOOKKEEPING_COLUMNS` (when a row was rejected).
+"""
+
+import copy
+import json
+from datetime import date, datetime
+
+import duckdb
+import pytest
+
+from clv_platform.ingestion.demo_store import DemoStoreParams, generate
+from clv_platform.ingestion.raw_tables import ensure_raw_tables
+from clv_platform.transforms.staging import LOAD_BOOKKEEPING_COLUMNS, STAGING_TABLES, build_staging
+from clv_platform_tests.transforms.test_staging import order, profile
+
+RAW = ("shopify_orders", "klaviyo_profiles")
+
+
+def assert_same_staging(merged: duckdb.DuckDBPyConnection, full_path: str) -> None:
+    merged.execute(f"attach '{full_path}' as full_db (read_only)")
+    try:
+        for table in STAGING_TABLES:
+            ignored = LOAD_BOOKKEEPING_COLUMNS.get(table, ())
+            cols = ", ".join(c for (c,) in merged.execute(
+                "select column_name from information_schema.columns where table_catalog = current_database() "
+                "and table_schema = 'staging' and table_name = ? order by ordinal_position", [table]).fetchall()
+                if c not in ignored)
+            full_cols = ", ".join(c for (c,) in merged.execute(
+                "select column_name from information_schema.columns where table_catalog = 'full_db' "
+                "and table_schema = 'staging' and table_name = ? order by ordinal_position", [table]).fetchall()
+                if c not in ignored)
+            assert cols == full_cols, table
+            only_merged = merged.execute(
+                f"select {cols} from staging.{table} except all select {cols} from full_db.staging.{table}").fetchall()
+            only_full = merged.execute(
+                f"select {cols} from full_db.staging.{table} except all select {cols} from staging.{table}").fetchall()
+            assert not only_merged and not only_full, (table, only_merged[:3], only_full[:3])
+    finally:
+        merged.execute("detach full_db")
+
+
+def copy_rows(source: duckdb.DuckDBPyConnection, target: duckdb.DuckDBPyConnection, where: dict[str, str]) -> int:
+    """Insert the source's raw rows matching `where[table]` into the target, in their stored order."""
+    n = 0
+    for table in RAW:
+        frame = source.execute(f"select * from raw.{table} where {where[table]} order by rowid").df()
+        target.register("_rows", frame)
+        target.execute(f"insert into raw.{table} select * from _rows")
+        target.unregister("_rows")
+        n += len(frame)
+    return n
+
+
+@pytest.fixture(scope="module")
+def demo_raw(tmp_path_factory):
+    """A small demo store's raw tables (its later order versions are edits, refunds, cancellations)."""
+    path = str(tmp_path_factory.mktemp("demo") / "demo_store.duckdb")
+    store = generate(DemoStoreParams(n_customers=250, seed=7, start_date=date(2024, 11, 1),
+                                     end_date=date(2025, 10, 31)))
+    with duckdb.connect(path) as conn:
+        store.write_raw_tables(conn, datetime(2025, 11, 1, 6))
+        # the profiles of one load all carry its ingestion time; give later versions later loads
+    return path
+
+
+def test_merging_daily_loads_of_the_demo_store_equals_a_full_build(demo_raw, tmp_path):
+    cuts = ["2025-09-01", "2025-09-15", "2025-10-01", "2025-10-20", "2100-01-01"]
+    with duckdb.connect(demo_raw, read_only=True) as source:
+        # the loads must hold what the merge has to get right, or the test proves little
+        later = source.execute(
+            """
+            select count(*) filter (where o.updated_at > ? and first.updated_at <= ?),
+                   count(*) filter (where o.updated_at > ? and json_array_length(o.payload -> '$.refunds') > 0),
+                   count(*) filter (where o.updated_at > ? and o.payload ->> '$.cancelledAt' is not null)
+            from raw.shopify_orders as o
+            join (select order_id, min(updated_at) as updated_at from raw.shopify_orders group by order_id) as first
+              using (order_id)
+            """, [cuts[0], cuts[0], cuts[0], cuts[0]]).fetchone()
+        assert all(n > 0 for n in later), later  # versions of old orders, refunds, cancellations after the first load
+        new_profiles = source.execute("select count(*) from raw.klaviyo_profiles where updated_at > ?",
+                                      [cuts[0]]).fetchone()[0]
+        assert new_profiles > 0
+
+        full_path = str(tmp_path / "full.duckdb")
+        with duckdb.connect(full_path) as full:
+            ensure_raw_tables(full)
+            copy_rows(source, full, dict.fromkeys(RAW, "true"))
+            assert build_staging(full).mode == "full"
+
+        with duckdb.connect(str(tmp_path / "merged.duckdb")) as merged:
+            ensure_raw_tables(merged)
+            previous = "1900-01-01"
+            modes = []
+            for cut in cuts:
+                window = f"coalesce(updated_at, timestamp '1900-01-02') > '{previous}' " \
+                         f"and coalesce(updated_at, timestamp '1900-01-02') <= '{cut}'"
+                assert copy_rows(source, merged, dict.fromkeys(RAW, window)) > 0
+                result = build_staging(merged)
+                modes.append(result.mode)
+                if result.mode == "merge":
+                    assert all(r.balanced and r.rows_in > 0 for r in result.load_reconciliation[:1])
+                    assert result.merged["orders"] > 0
+                previous = cut
+            assert modes == ["full"] + ["merge"] * (len(cuts) - 1)
+            assert_same_staging(merged, full_path)
+
+
+def load(conn, orders=(), profiles=()):
+    ensure_raw_tables(conn)
+    for node in orders:
+        updated = node.get("updatedAt") or "2025-01-01T00:00:00Z"
+        conn.execute(
+            "insert into raw.shopify_orders values (?, timezone('UTC', ?::timestamptz), ?::date, ?, 'demo', now())",
+            [node.get("id"), updated, updated[:10], json.dumps(node)],
+        )
+    for p in profiles:
+        conn.execute(
+            "insert into raw.klaviyo_profiles values (?, timezone('UTC', ?::timestamptz), ?, 'demo', now())",
+            [p.get("id"), p["attributes"]["updated"], json.dumps(p)],
+        )
+
+
+def awkward_loads():
+    """Loads whose merge changes who a customer is, not only what they bought."""
+    no_id = order(20, updated="2025-01-06T00:00:00Z")
+    no_id.pop("id")
+    return [
+        # 1: a guest order of bo, ana's order, a profile for cy, a test order
+        ([order(1, customer=None, email="bo@example.com"), order(2, customer=7, email="ana@example.com"),
+          order(3, test=True)],
+         [profile("P1", "cy@example.com")]),
+        # 2: bo becomes a Shopify customer (their guest order must move to them); ana's order is refunded;
+        #    cy's profile changes email to ana's (cy's person disappears, ana gains the profile)
+        ([order(4, customer=9, email="BO@example.com", updated="2025-01-06T00:00:00Z"),
+          order(2, customer=7, email="ana@example.com", updated="2025-01-07T00:00:00Z", refunds=["10.00"])],
+         [profile("P1", "ana@example.com", updated="2025-02-02T00:00:00+00:00")]),
+        # 3: the same version again (a duplicate), an unusable newer version (the old one must stay),
+        #    an order without id, a profile without email, a second Shopify customer sharing bo's email
+        ([order(2, customer=7, email="ana@example.com", updated="2025-01-07T00:00:00Z", refunds=["10.00"]),
+          order(4, customer=9, email="bo@example.com", updated="2025-01-09T00:00:00Z", total="oops"),
+          no_id, order(5, customer=2, email="bo@example.com", updated="2025-01-10T00:00:00Z")],
+         [profile("P2", None, updated="2025-02-03T00:00:00+00:00")]),
+        # 4: ana's order is cancelled; a new product on a new customer's order
+        ([order(2, customer=7, email="ana@example.com", updated="2025-01-12T00:00:00Z", refunds=["10.00"],
+                cancelled="2025-01-11T00:00:00Z"),
+          {**order(6, customer=11, email="dee@example.com", updated="2025-01-12T00:00:00Z"),
+           "lineItems": {"nodes": [{**order(6)["lineItems"]["nodes"][0],
+                                    "product": {"id": "gid://shopify/Product/2", "productType": "Shoes"}}]}}],
+         [profile("P3", "dee@example.com", updated="2025-02-04T00:00:00+00:00")]),
+    ]
+
+
+def test_merges_that_change_identities_equal_a_full_build(tmp_path):
+    loads = awkward_loads()
+    full_path = str(tmp_path / "full.duckdb")
+    with duckdb.connect(full_path) as full:
+        for orders, profiles in loads:
+            load(full, copy.deepcopy(orders), profiles)
+        build_staging(full, shop_currency="USD")
+    with duckdb.connect(str(tmp_path / "merged.duckdb")) as merged:
+        for i, (orders, profiles) in enumerate(loads):
+            load(merged, copy.deepcopy(orders), profiles)
+            result = build_staging(merged, shop_currency="USD")
+            assert result.mode == ("full" if i == 0 else "merge"), (i, result.full_reason)
+        # bo's guest order now belongs to the lowest gid sharing bo's email
+        assert merged.execute("select customer_id from staging.orders where order_id = 'gid://shopify/Order/1'"
+                              ).fetchone()[0] == "gid://shopify/Customer/2"
+        assert_same_staging(merged, full_path)
+
+
+def test_a_deleted_raw_row_forces_a_full_build(conn=None):
+    with duckdb.connect() as conn:
+        load(conn, [order(1), order(2, updated="2025-01-06T00:00:00Z")])
+        assert build_staging(conn, shop_currency="USD").mode == "full"
+        load(conn, [order(3, updated="2025-01-07T00:00:00Z")])
+        assert build_staging(conn, shop_currency="USD").mode == "merge"
+        # a re-fetched partition deletes and re-inserts raw rows the last build already read
+        conn.execute("delete from raw.shopify_orders where order_id = 'gid://shopify/Order/2'")
+        load(conn, [order(2, updated="2025-01-06T00:00:00Z")])
+        again = build_staging(conn, shop_currency="USD")
+        assert again.mode == "full" and "deleted or re-inserted" in again.full_reason
+        assert conn.execute("select count(*) from staging.orders").fetchone()[0] == 3
+        # a changed setting rebuilds too, and full_rebuild always does
+        assert build_staging(conn, shop_currency="USD", basis="total_price").full_reason.startswith("revenue_basis")
+        forced = build_staging(conn, shop_currency="USD", basis="total_price", full_rebuild=True)
+        assert forced.mode == "full" and forced.full_reason is None
+
+
+def test_the_staging_asset_merges_by_default_and_the_full_rebuild_job_rebuilds(tmp_path):
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from clv_platform.automation.jobs import full_rebuild_job
+    from clv_platform.transforms.staging_assets import staging_tables
+
+    db = str(tmp_path / "clv.duckdb")
+    with duckdb.connect(db) as conn:
+        load(conn, [order(1)])
+
+    def run(run_config=None):
+        result = dg.materialize([staging_tables], resources={"duckdb": DuckDBResource(database=db)},
+                                run_config=run_config, instance=dg.DagsterInstance.ephemeral())
+        mats = {tuple(m.asset_key.path): m.metadata for m in result.asset_materializations_for_node("staging_tables")}
+        return mats[("staging", "orders")]
+
+    first = run()
+    assert first["build_mode"].value == "full" and first["full_build_reason"].value == "no previous build"
+    with duckdb.connect(db) as conn:
+        load(conn, [order(2, updated="2025-01-06T00:00:00Z")])
+    second = run()
+    assert second["build_mode"].value == "merge" and second["merged_keys"].value["orders"] == 1
+    assert second["dagster/row_count"].value == 2
+    job_config = full_rebuild_job.config
+    forced = run(job_config)
+    assert forced["build_mode"].value == "full" and "full_build_reason" not in forced
