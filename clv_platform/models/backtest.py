@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clv_platform.models import btyd, metrics
+from clv_platform.models import btyd, lifecycle, metrics
 from clv_platform.models.datasets import load_dataset
 from lifetimes.utils import ConvergenceError
 
@@ -36,30 +36,8 @@ NAIVE = "naive"
 BTYD = "btyd"
 AUTO = "auto"
 
-ACTIVE_WINDOW_WEEKS = 13.0
-"""A repeat buyer whose last purchase is within this many weeks of the calibration end is active."""
-
-STAGES = ("new", "one_time", "active_repeat", "lapsed_repeat")
-
-
-def lifecycle_stage(summary: pd.DataFrame, window_weeks: float = ACTIVE_WINDOW_WEEKS) -> pd.Series:
-    """Rule-based lifecycle stage at the calibration end, from calibration data only.
-
-    ``new``: first purchase within ``window_weeks``; ``one_time``: older, no repeat purchase;
-    ``active_repeat``: repeat buyer whose last purchase is within ``window_weeks``;
-    ``lapsed_repeat``: the other repeat buyers.
-    """
-    since_last = summary["T"] - summary["recency"]
-    stage = np.select(
-        [
-            summary["T"] < window_weeks,
-            summary["frequency"] == 0,
-            since_last <= window_weeks,
-        ],
-        ["new", "one_time", "active_repeat"],
-        default="lapsed_repeat",
-    )
-    return pd.Series(stage, index=summary.index, name="stage")
+STAGES = lifecycle.STAGES
+"""Per-stage errors use production's lifecycle rule (``lifecycle.stages_from_summary``)."""
 
 
 def naive_prediction(summary: pd.DataFrame, horizon_weeks: float) -> pd.Series:
@@ -206,7 +184,7 @@ def btyd_backtest(
     expected = {name: model.expected_purchases(summary, horizon) for name, model in fitted.items()}
     scores = chosen.score(summary, horizon)
     frame = summary.assign(
-        stage=lifecycle_stage(summary),
+        stage=lifecycle.stages_from_summary(summary, p_alive=scores["p_alive"].to_numpy()),
         actual=summary["holdout_spend"],
         **{NAIVE: naive_prediction(summary, horizon), BTYD: scores["expected_spend"]},
         btyd_expected_purchases=scores["expected_purchases"],

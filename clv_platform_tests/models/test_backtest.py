@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clv_platform.models import backtest, metrics
+from clv_platform.models import backtest, lifecycle, metrics, segments
 from clv_platform.models.datasets import CDNOW_CALIBRATION_END, CDNOW_HOLDOUT_END, load_cdnow_sample
 
 
@@ -57,11 +57,29 @@ def test_naive_prediction_is_spend_rate_times_holdout():
     assert backtest.naive_prediction(summary, 39.0).tolist() == pytest.approx([117.0, 390.0])
 
 
-def test_lifecycle_stage_rules():
+def test_backtest_stages_are_the_production_lifecycle_rule():
+    """The backtest groups by ``lifecycle.lifecycle_stages`` (what segments assign), not a rule of its own.
+
+    Weeks -> days: tenure = 7 T, days since last = 7 (T - recency), mean interval = 7 recency / x.
+    Pooled interval of the repeat buyers = (210 + 35 + 140) / (3 + 3 + 2) = 48.125 days.
+    """
     summary = pd.DataFrame(
-        {"frequency": [0, 0, 3, 3], "recency": [0.0, 0.0, 30.0, 5.0], "T": [5.0, 30.0, 35.0, 35.0]}
+        {"frequency": [0, 0, 3, 3, 2], "recency": [0.0, 0.0, 30.0, 5.0, 20.0], "T": [5.0, 60.0, 35.0, 35.0, 30.0]},
+        index=["new", "old_one_timer", "steady", "lapsed", "on_cadence"],
     )
-    assert backtest.lifecycle_stage(summary).tolist() == ["new", "one_time", "active_repeat", "lapsed_repeat"]
+    features = lifecycle.features_from_summary(summary)
+    assert features.loc["steady"].tolist() == pytest.approx([245.0, 35.0, 70.0, 3.0])
+    assert np.isnan(features.loc["old_one_timer", "mean_interpurchase_days"])
+    ratio = lifecycle.cadence_ratio(features)
+    assert ratio["old_one_timer"] == pytest.approx(420.0 / 48.125)
+    assert ratio["lapsed"] == pytest.approx(210.0 / (35.0 / 3.0))
+    # new (35 days <= 90), one-timer 8.7 intervals silent (churned), 0.5 (active), 18 (churned), 1.0 (active)
+    assert lifecycle.stages_from_summary(summary).tolist() == ["new", "churned", "active", "churned", "active"]
+    # a low p_alive alone is enough for at_risk (< 0.5) / churned (< 0.2); new stays new
+    p_alive = [0.1, 0.9, 0.3, 0.9, 0.1]
+    assert lifecycle.stages_from_summary(summary, p_alive=p_alive).tolist() == [
+        "new", "churned", "at_risk", "churned", "churned"]
+    assert segments.lifecycle_stages is lifecycle.lifecycle_stages and backtest.STAGES == segments.STAGES
 
 
 def test_extra_predictions_are_merged_and_evaluated(run):
@@ -72,7 +90,7 @@ def test_extra_predictions_are_merged_and_evaluated(run):
     expected = metrics.regression_metrics(frame["actual"], perfect.reindex(frame.index).fillna(0.0))
     assert oracle["mae"] == pytest.approx(expected["mae"])
     assert oracle["normalized_gini"] == pytest.approx(expected["normalized_gini"])
-    assert "oracle" in result["deciles"] and "oracle" in result["per_stage"]["one_time"]
+    assert "oracle" in result["deciles"] and "oracle" in result["per_stage"]["churned"]
     sections = backtest.evaluate_frame(frame.assign(oracle=frame["actual"]), ["btyd", "oracle"])
     assert sections["holdout"]["models"]["oracle"]["mae"] == 0.0
 

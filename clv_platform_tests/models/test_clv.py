@@ -81,8 +81,21 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     beats = best["normalized_gini"] > btyd_metrics["normalized_gini"] and best["mae"] < btyd_metrics["mae"]
     assert trained.serving["served"] == ("hybrid" if beats else "btyd")
     assert trained.model.serves_btyd == (not beats)
-    served_metrics = best if beats else btyd_metrics
-    assert trained.validation_metrics["normalized_gini"] == served_metrics["normalized_gini"]
+    # the served model's validation metrics, recomputed here from the validation rows themselves
+    valid = trained.validation_frame
+    y = valid["label_spend"].to_numpy(dtype=float)
+    btyd_spend = np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float))
+    btyd_mae = float(np.abs(btyd_spend - y).mean())
+    served = trained.validation_metrics
+    assert served["actual_total"] == pytest.approx(y.sum()) and y.sum() > 0
+    assert 0.0 < served["normalized_gini"] <= 1.0
+    if beats:
+        assert served["mae"] < btyd_mae and served["mae"] == pytest.approx(best["mae"])
+    else:
+        assert served["mae"] == pytest.approx(btyd_mae)
+        assert served["predicted_total"] == pytest.approx(btyd_spend.sum())
+        # the BTYD is then what the model predicts on those rows
+        assert trained.model.predict_label_window(valid) == pytest.approx(np.clip(btyd_spend, 0.0, None))
     assert "validation window" in trained.serving["reason"]
     # the chosen candidate's level factor makes its validation total match the actual one
     assert best["predicted_total"] == pytest.approx(best["actual_total"], rel=1e-6) or best["level"] in clv.LEVEL_BOUNDS
