@@ -40,6 +40,23 @@ def test_result_shape_and_published_figures(run):
     assert interval["total_p10"] < result["holdout"]["models"]["btyd"]["predicted_total"] < interval["total_p90"]
     assert isinstance(interval["total_covered"], bool)
     assert set(result["per_stage"]) <= set(backtest.STAGES)
+    # parameter uncertainty: 20 BTYD refits on customer resamples spread the total a few per cent
+    # (2,357 customers) and widen the total's interval beyond the customer-noise-only one
+    boot = result["parameter_bootstrap"]
+    assert boot["replicates"] == 20 and boot["failed"] == 0 and boot["family"] == result["btyd_model"]
+    assert 0.005 < boot["cv"] < 0.2 and boot["factor_p10"] < 1.0 < boot["factor_p90"]
+    assert interval["parameter_uncertainty"] is True
+    assert interval["total_p10"] < interval["total_p10_process"] and interval["total_p90"] > interval["total_p90_process"]
+
+
+def test_total_draws_pair_customer_noise_with_parameter_factors():
+    draws = np.array([[1.0, 2.0, 0.0], [3.0, 4.0, 5.0]])
+    ratio = np.array([1.0, 2.0])
+    assert backtest.total_draws(draws, ratio).tolist() == [7.0, 10.0, 10.0]
+    assert backtest.total_draws(draws, ratio, np.empty(0)).tolist() == [7.0, 10.0, 10.0]
+    assert backtest.total_draws(draws, ratio, np.array([0.5])).tolist() == [3.5, 5.0, 5.0]
+    scaled = backtest.total_draws(draws, ratio, np.array([0.5, 2.0]), seed=3)
+    assert all(value in (t * 0.5, t * 2.0) for value, t in zip(scaled, [7.0, 10.0, 10.0]))
 
 
 def test_btyd_beats_naive_on_errors(run):
@@ -85,7 +102,7 @@ def test_backtest_stages_are_the_production_lifecycle_rule():
 def test_extra_predictions_are_merged_and_evaluated(run):
     frame = run.frame
     perfect = frame["actual"].iloc[:-5]
-    result = backtest.run_btyd_backtest("cdnow-sample", extra_predictions={"oracle": perfect})
+    result = backtest.run_btyd_backtest("cdnow-sample", extra_predictions={"oracle": perfect}, bootstrap_replicates=0)
     oracle = result["holdout"]["models"]["oracle"]
     expected = metrics.regression_metrics(frame["actual"], perfect.reindex(frame.index).fillna(0.0))
     assert oracle["mae"] == pytest.approx(expected["mae"])
@@ -100,7 +117,8 @@ def test_csv_dataset_matches_named_dataset(tmp_path, run):
     load_cdnow_sample().to_csv(path, index=False)
     with pytest.raises(ValueError):
         backtest.run_btyd_backtest(path)
-    result = backtest.run_btyd_backtest(path, CDNOW_CALIBRATION_END, CDNOW_HOLDOUT_END, model_choice="auto")
+    result = backtest.run_btyd_backtest(path, CDNOW_CALIBRATION_END, CDNOW_HOLDOUT_END, model_choice="auto",
+                                        bootstrap_replicates=0)
     assert result["dataset"] == "cdnow"
     # auto: MBG/NBD (-9582.1) beats Pareto/NBD (-9595.0) on the calibration likelihood of the sample
     assert result["btyd_model"] == "mbgnbd"

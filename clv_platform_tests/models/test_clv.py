@@ -78,7 +78,8 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     assert trained.model.objective.name == best["objective"]
     # served: the hybrid only if it beats the BTYD on the same validation rows on Gini and MAE
     btyd_metrics = trained.serving["btyd_metrics"]
-    beats = best["normalized_gini"] > btyd_metrics["normalized_gini"] and best["mae"] < btyd_metrics["mae"]
+    blended = trained.selection.blend_metrics or best
+    beats = blended["normalized_gini"] > btyd_metrics["normalized_gini"] and blended["mae"] < btyd_metrics["mae"]
     assert trained.serving["served"] == ("hybrid" if beats else "btyd")
     assert trained.model.serves_btyd == (not beats)
     # the served model's validation metrics, recomputed here from the validation rows themselves
@@ -90,7 +91,9 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     assert served["actual_total"] == pytest.approx(y.sum()) and y.sum() > 0
     assert 0.0 < served["normalized_gini"] <= 1.0
     if beats:
-        assert served["mae"] < btyd_mae and served["mae"] == pytest.approx(best["mae"])
+        # the served hybrid is the blend w * booster + (1 - w) * BTYD chosen on that window
+        blended = trained.selection.blend_metrics or best
+        assert served["mae"] < btyd_mae and served["mae"] == pytest.approx(blended["mae"])
     else:
         assert served["mae"] == pytest.approx(btyd_mae)
         assert served["predicted_total"] == pytest.approx(btyd_spend.sum())
@@ -186,6 +189,16 @@ def test_assets_materialize_in_process(demo_db, data_env):
         for event in result.get_asset_materialization_events()
         if event.asset_key == dg.AssetKey(["ml", "clv_model"])
     )
+    # top-level floats (plotted across versions): the served model's and the BTYD's validation numbers
+    validation = metadata["validation_metrics"].value
+    assert metadata["validation_mae"].value == pytest.approx(validation["mae"])
+    assert metadata["validation_total_error"].value == pytest.approx(
+        validation["predicted_total"] / validation["actual_total"] - 1.0)
+    btyd_block = metadata["btyd_validation_metrics"].value
+    assert metadata["btyd_validation_normalized_gini"].value == pytest.approx(btyd_block["normalized_gini"])
+    assert metadata["validation_btyd_total_error"].value == pytest.approx(
+        btyd_block["predicted_total"] / btyd_block["actual_total"] - 1.0)
+    assert 0.0 <= metadata["blend_weight"].value <= 1.0
     plot = metadata["explainability_plot"].value
     assert plot.startswith(str(data_env / "reports")) and "<svg" in open(plot, encoding="utf-8").read()
     assert (data_env / "models" / f"clv_xgb_{runs.loc[0, 'model_version']}.ubj").is_file()
@@ -222,3 +235,23 @@ def test_training_with_row_caps(demo_db):
     assert trained.selection.comparison[0]["rounds"] >= 1
     assert len(trained.window_ends) == config.window_count
     assert clv.load_config().max_selection_rows > 0 and clv.load_config().max_training_rows > 0
+
+
+def test_blend_weight_takes_the_lowest_mae_blend_that_beats_the_btyd():
+    """y = (0, 0, 10, 30); BTYD 4 for everyone (no ranking, MAE 10); booster (0, 0, 20, 40) (MAE 5).
+
+    Blend MAE(w) = [2 (4 - 4w) + |16w - 6| + |36w - 26|] / 4: 2.8 at w = 0.6, 2.1 at 0.7, 2.8 at 0.8,
+    5 at w = 1 - below both models, lowest on the grid at w = 0.7.
+    """
+    y = np.array([0.0, 0.0, 10.0, 30.0])
+    btyd_spend = np.full(4, 4.0)
+    chosen = clv.blend_weight(y, btyd_spend, np.array([0.0, 0.0, 20.0, 40.0]))
+    assert chosen["weight"] == pytest.approx(0.7)
+    assert chosen["metrics"]["mae"] == pytest.approx(2.1)
+    assert chosen["metrics"]["predicted_total"] == pytest.approx(0.7 * 60.0 + 0.3 * 16.0)
+    by_weight = {row["weight"]: row["mae"] for row in chosen["comparison"]}
+    assert by_weight[0.0] == pytest.approx(10.0) and by_weight[1.0] == pytest.approx(5.0)
+    assert by_weight[0.6] == pytest.approx(2.8) and by_weight[0.8] == pytest.approx(2.8)
+    # a booster that ranks backwards never beats the BTYD on Gini: no blend, the serving falls back
+    backwards = clv.blend_weight(y, btyd_spend, np.array([40.0, 20.0, 0.0, 0.0]))
+    assert backwards["weight"] == 1.0 and backwards["metrics"] is None and "no blend" in backwards["reason"]

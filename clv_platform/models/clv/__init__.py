@@ -67,6 +67,8 @@ from clv_platform.models.clv.objective import (  # noqa: F401
     select_objective,
     LEVEL_BOUNDS,
     level_factor,
+    blend_weight,
+    BLEND_GRID,
 )
 from clv_platform.models.clv.train import (  # noqa: F401
     EXTENSION_BOUNDS,

@@ -69,15 +69,22 @@ class ClvModel:
     extension_factor: float = 1.0
     """Measured BTYD error beyond the label window (``btyd_extension_factor``), applied to the part
     of the horizon after h."""
+    blend: float = 1.0
+    """Weight w of the booster in w * booster + (1 - w) * BTYD (hybrid only; chosen on the
+    validation window by ``objective.blend_weight``; 1 = the booster alone)."""
 
     def _predict(self, frame: pd.DataFrame, offset_column: str) -> np.ndarray:
+        btyd_spend = np.clip(np.nan_to_num(frame[offset_column].to_numpy(dtype=float)), 0.0, None)
         if self.serves_btyd:
-            return np.clip(np.nan_to_num(frame[offset_column].to_numpy(dtype=float)), 0.0, None)
+            return btyd_spend
         matrix = _dmatrix(frame, self.features, self.objective, offset_column if self.offset else None)
         raw = self.booster.predict(matrix).astype(float)
         if self.objective.target == "log1p":
             raw = np.exp(raw) * self.smearing - 1.0
-        return np.clip(raw, 0.0, None) * self.level
+        booster = np.clip(raw, 0.0, None) * self.level
+        if self.blend >= 1.0:
+            return booster
+        return self.blend * booster + (1.0 - self.blend) * btyd_spend
 
     def predict_label_window(self, frame: pd.DataFrame) -> np.ndarray:
         """Expected net spend over the label window h, on the original currency scale, >= 0."""

@@ -54,6 +54,7 @@ class ClvConfig:
     hybrid_offset: bool = True
     level_calibration: bool = True
     extension_calibration: bool = True
+    hybrid_blend: bool = True
     selection_metric: str = "normalized_gini"
     selection_tolerance: float = 0.0
     shap_sample: int = 2000
@@ -101,6 +102,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         hybrid_offset=bool(raw.get("hybrid", {}).get("btyd_offset", True)),
         level_calibration=bool(raw.get("hybrid", {}).get("level_calibration", True)),
         extension_calibration=bool(raw.get("hybrid", {}).get("extension_calibration", True)),
+        hybrid_blend=bool(raw.get("hybrid", {}).get("blend", True)),
         selection_metric=str(selection.get("metric", "normalized_gini")),
         selection_tolerance=float(selection.get("tolerance", 0.0)),
         shap_sample=int(explain.get("shap_sample", 2000)),

@@ -87,6 +87,7 @@ class TrainedClv:
             "serves_btyd": self.model.serves_btyd,
             "level": self.model.level,
             "extension_factor": self.model.extension_factor,
+            "blend": self.model.blend,
             "serving": self.serving,
             "num_boost_round": self.model.num_boost_round,
             "selection": self.selection.as_dict(),
@@ -134,11 +135,14 @@ def train_clv(
         config, selection.chosen, final, columns, num_boost_round=selection.rounds, offset=offset
     )
     model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
-                     level=selection.level)
+                     level=selection.level, blend=selection.blend)
     extension = btyd_extension_factor(conn, cutoff, config) if variant == HYBRID else {"factor": 1.0}
     model.extension_factor = float(extension["factor"])
     validation_metrics = {k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
                                                  "predicted_total", "actual_total")}
+    if selection.blend_metrics is not None:
+        # the served hybrid is the blend: its validation metrics are the blend's
+        validation_metrics = {k: selection.blend_metrics[k] for k in validation_metrics}
     serving = serve_or_fall_back(validation_metrics, valid, variant)
     if serving["served"] == "btyd":
         model.serves_btyd = True
