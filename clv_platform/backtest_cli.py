@@ -237,11 +237,14 @@ def table_text(result: dict, ml_summary: dict) -> str:
     hybrid = ml_summary["variants"]["hybrid"]
     selection = hybrid["selection"]
     lines += ["", f"objective chosen on the validation window ending {selection['validation_window_end']} "
-              f"by {selection['metric']}: {selection['chosen']} ({hybrid['rounds']} rounds)"]
+              f"by {selection.get('criterion') or selection['metric']}: {selection['chosen']} ({hybrid['rounds']} rounds, "
+              f"booster weight in the blend with the BTYD {selection.get('blend', 1.0):g})"]
     for row in selection["comparison"]:
         lines.append(
             f"  {row['objective']:<20} MAE {row['mae']:8.3f}  Gini {_fmt(row['normalized_gini'], 4):>7}  "
             f"total {row['predicted_total']:>12,.0f} / {row['actual_total']:,.0f}  rounds {row['rounds']}"
+            + (f"  blend w {row['blend_weight_chosen']:g} MAE {row['blend_mae']:.3f}"
+               if row.get("blend_mae") is not None else "")
         )
     if "npd" in result:
         lines += ["", "next purchase: MAE days (buyers in the holdout), AUC / Brier of P(purchase within 30 / 90 days)",

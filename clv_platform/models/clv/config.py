@@ -57,6 +57,7 @@ class ClvConfig:
     hybrid_blend: bool = True
     selection_metric: str = "normalized_gini"
     selection_tolerance: float = 0.0
+    max_total_error: float = 0.15
     shap_sample: int = 2000
     interaction_sample: int = 400
     top_interactions: int = 20
@@ -105,6 +106,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         hybrid_blend=bool(raw.get("hybrid", {}).get("blend", True)),
         selection_metric=str(selection.get("metric", "normalized_gini")),
         selection_tolerance=float(selection.get("tolerance", 0.0)),
+        max_total_error=float(selection.get("max_total_error", 0.15)),
         shap_sample=int(explain.get("shap_sample", 2000)),
         interaction_sample=int(explain.get("interaction_sample", 400)),
         top_interactions=int(explain.get("top_interactions", 20)),
