@@ -268,3 +268,7 @@ def test_blend_weight_takes_the_lowest_mae_blend_that_beats_the_btyd():
     # forecasts 42.4 (+6 %) with MAE 2.8, below w = 0.5 (38, MAE 3.5)
     bounded = clv.blend_weight(y, btyd_spend, np.array([0.0, 0.0, 20.0, 40.0]), max_total_error=0.15)
     assert bounded["weight"] == pytest.approx(0.6) and bounded["metrics"]["mae"] == pytest.approx(2.8)
+    # significance: w = 0.7 gains (2.8, 2.8, 0.8, 25.2) per customer, mean 7.9 < 1.645 x SE 5.79: no win;
+    # w = 0.5 gains (2, 2, 4, 18), mean 6.5 > 1.645 x 3.86 = 6.35: the lowest MAE (3.5) that is a real win
+    significant = clv.blend_weight(y, btyd_spend, np.array([0.0, 0.0, 20.0, 40.0]), significance_z=1.645)
+    assert significant["weight"] == pytest.approx(0.5) and significant["metrics"]["mae"] == pytest.approx(3.5)

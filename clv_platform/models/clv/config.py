@@ -58,6 +58,7 @@ class ClvConfig:
     selection_metric: str = "normalized_gini"
     selection_tolerance: float = 0.0
     max_total_error: float = 0.15
+    mae_significance_z: float = 1.645
     shap_sample: int = 2000
     interaction_sample: int = 400
     top_interactions: int = 20
@@ -107,6 +108,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         selection_metric=str(selection.get("metric", "normalized_gini")),
         selection_tolerance=float(selection.get("tolerance", 0.0)),
         max_total_error=float(selection.get("max_total_error", 0.15)),
+        mae_significance_z=float(selection.get("mae_significance_z", 1.645)),
         shap_sample=int(explain.get("shap_sample", 2000)),
         interaction_sample=int(explain.get("interaction_sample", 400)),
         top_interactions=int(explain.get("top_interactions", 20)),

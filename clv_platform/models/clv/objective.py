@@ -94,7 +94,7 @@ def select_objective(
         prediction = model.predict_label_window(valid)
         blend = {"weight": 1.0, "metrics": None, "comparison": []}
         if variant == HYBRID and config.hybrid_blend:
-            blend = blend_weight(y, btyd_spend, prediction, config.max_total_error)
+            blend = blend_weight(y, btyd_spend, prediction, config.max_total_error, config.mae_significance_z)
             row.update(blend_weight_chosen=blend["weight"] if blend["metrics"] else None,
                        blend_mae=(blend["metrics"] or {}).get("mae"))
         rows.append(row)
@@ -131,7 +131,7 @@ BLEND_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
 
 def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.ndarray,
-                 max_total_error: float | None = None) -> dict:
+                 max_total_error: float | None = None, significance_z: float | None = None) -> dict:
     """The hybrid's weight w in w * booster + (1 - w) * BTYD, chosen on the validation window.
 
     Why: per-customer MAE is minimized by the conditional *median*, which for zero-inflated,
@@ -145,7 +145,9 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
     there (BTYD fitted at the window's feature cutoff, booster trained on earlier windows). With
     ``max_total_error`` a blend must also forecast the window's total within that relative error
     (``[selection] max_total_error``): a blend that wins MAE by forecasting far too little is not
-    a CLV a merchant can sum.
+    a CLV a merchant can sum. With ``significance_z`` the MAE gain over the BTYD must also exceed
+    z standard errors of the paired per-customer gains (``[selection] mae_significance_z``): on
+    CDNOW a gain of 0.001 on a validation MAE of 14.76 picked a blend that lost on the holdout.
     """
     y = np.asarray(actual, dtype=float)
     base = metrics.regression_metrics(y, btyd_spend)
@@ -157,6 +159,11 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
         beats = w > 0 and block["normalized_gini"] > base["normalized_gini"] and block["mae"] < base["mae"]
         if max_total_error is not None and y.sum() > 0:
             beats = beats and abs(block["predicted_total"] / y.sum() - 1.0) <= max_total_error
+        if beats and significance_z:
+            # paired per-customer gain in absolute error; a gain within noise is no win
+            gain = np.abs(btyd_spend - y) - np.abs(w * booster_spend + (1.0 - w) * btyd_spend - y)
+            se = float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+            beats = float(gain.mean()) > significance_z * se
         if beats and (best is None or block["mae"] <= best[1]["mae"]):
             best = (float(w), block)
     if best is None:
