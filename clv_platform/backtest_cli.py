@@ -67,6 +67,8 @@ def run_backtest(
     serving = ml.trained[clv.HYBRID].serving
     result["serving"] = {"served": serving.get("served"), "reason": serving.get("reason"),
                          "level_factor": ml.trained[clv.HYBRID].model.level,
+                         "blend": ml.trained[clv.HYBRID].model.blend,
+                         "blend_validation": ml.trained[clv.HYBRID].selection.blend_comparison,
                          "extension": serving.get("extension")}
     summary = {
         "seconds": ml.seconds,
@@ -153,9 +155,33 @@ def json_view(result: dict) -> dict:
         "deciles": result["deciles"],
         "btyd_selection": {k: result["btyd_selection"][k] for k in ("chosen", "penalizer", "reason")},
         "intervals": result.get("intervals", {}),
+        "parameter_bootstrap": result.get("parameter_bootstrap", {}),
         "serving": result.get("serving", {}),
+        "headline": headline(result),
         **({"npd": {"models": result["npd"]["models"]}} if "npd" in result else {}),
     }
+
+
+def headline(result: dict) -> dict:
+    """Flat top-level numbers per model: ``<model>_mae``, ``_normalized_gini``, ``_predicted_total``,
+    ``_total_error`` (predicted / actual total - 1), ``_customer_coverage`` and ``_total_covered``
+    (1.0 / 0.0) of the 80 % intervals, plus the actual total, so dashboards and scripts read
+    them without walking the nested sections."""
+    actual = float(result["holdout"]["actual_total"])
+    out = {"actual_total": actual}
+    for name, block in result["holdout"]["models"].items():
+        total = float(block["predicted_total"])
+        out[f"{name}_mae"] = block["mae"]
+        out[f"{name}_normalized_gini"] = block["normalized_gini"]
+        out[f"{name}_predicted_total"] = total
+        out[f"{name}_total_error"] = total / actual - 1.0 if actual else None
+        interval = (result.get("intervals") or {}).get(name)
+        if interval:
+            out[f"{name}_customer_coverage"] = interval["customer_coverage"]
+            out[f"{name}_total_p10"] = interval["total_p10"]
+            out[f"{name}_total_p90"] = interval["total_p90"]
+            out[f"{name}_total_covered"] = 1.0 if interval["total_covered"] else 0.0
+    return out
 
 
 def _fmt(value, digits: int) -> str:
@@ -194,21 +220,31 @@ def table_text(result: dict, ml_summary: dict) -> str:
             lines.append(
                 f"  {name:<8} customers {block['customer_coverage']:.1%} (buyers {_fmt(block['buyer_coverage'], 3)}), "
                 f"total {block['total_p10']:,.0f} - {block['total_p90']:,.0f} vs actual {block['actual_total']:,.0f} "
-                f"({'covered' if block['total_covered'] else 'NOT covered'})")
+                f"({'covered' if block['total_covered'] else 'NOT covered'}; customer noise only "
+                f"{block.get('total_p10_process', 0):,.0f} - {block.get('total_p90_process', 0):,.0f})")
+        boot = result.get("parameter_bootstrap") or {}
+        if boot:
+            lines.append(f"  parameter term: {boot.get('replicates', 0)} customer-bootstrap refits of {boot.get('family')} "
+                         f"({boot.get('failed', 0)} failed), total factor P10-P90 {_fmt(boot.get('factor_p10'), 3)} - "
+                         f"{_fmt(boot.get('factor_p90'), 3)} {boot.get('reason', '')}")
     serving = result.get("serving") or {}
     if serving:
         lines += ["", f"served for this store: {serving.get('served')} - {serving.get('reason')}",
-                  f"hybrid level factor (validation window) {serving.get('level_factor', 1.0):.3f}; BTYD extension "
+                  f"hybrid level factor (validation window) {serving.get('level_factor', 1.0):.3f}; booster blend "
+                  f"weight {serving.get('blend', 1.0):.2f}; BTYD extension "
                   f"factor {(serving.get('extension') or {}).get('factor', 1.0):.3f} "
                   f"({(serving.get('extension') or {}).get('reason', '')})"]
     hybrid = ml_summary["variants"]["hybrid"]
     selection = hybrid["selection"]
     lines += ["", f"objective chosen on the validation window ending {selection['validation_window_end']} "
-              f"by {selection['metric']}: {selection['chosen']} ({hybrid['rounds']} rounds)"]
+              f"by {selection.get('criterion') or selection['metric']}: {selection['chosen']} ({hybrid['rounds']} rounds, "
+              f"booster weight in the blend with the BTYD {selection.get('blend', 1.0):g})"]
     for row in selection["comparison"]:
         lines.append(
             f"  {row['objective']:<20} MAE {row['mae']:8.3f}  Gini {_fmt(row['normalized_gini'], 4):>7}  "
             f"total {row['predicted_total']:>12,.0f} / {row['actual_total']:,.0f}  rounds {row['rounds']}"
+            + (f"  blend w {row['blend_weight_chosen']:g} MAE {row['blend_mae']:.3f}"
+               if row.get("blend_mae") is not None else "")
         )
     if "npd" in result:
         lines += ["", "next purchase: MAE days (buyers in the holdout), AUC / Brier of P(purchase within 30 / 90 days)",

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clv_platform.models import btyd, metrics
+from clv_platform.models import btyd, lifecycle, metrics
 from clv_platform.models.datasets import load_dataset
 from lifetimes.utils import ConvergenceError
 
@@ -36,30 +36,8 @@ NAIVE = "naive"
 BTYD = "btyd"
 AUTO = "auto"
 
-ACTIVE_WINDOW_WEEKS = 13.0
-"""A repeat buyer whose last purchase is within this many weeks of the calibration end is active."""
-
-STAGES = ("new", "one_time", "active_repeat", "lapsed_repeat")
-
-
-def lifecycle_stage(summary: pd.DataFrame, window_weeks: float = ACTIVE_WINDOW_WEEKS) -> pd.Series:
-    """Rule-based lifecycle stage at the calibration end, from calibration data only.
-
-    ``new``: first purchase within ``window_weeks``; ``one_time``: older, no repeat purchase;
-    ``active_repeat``: repeat buyer whose last purchase is within ``window_weeks``;
-    ``lapsed_repeat``: the other repeat buyers.
-    """
-    since_last = summary["T"] - summary["recency"]
-    stage = np.select(
-        [
-            summary["T"] < window_weeks,
-            summary["frequency"] == 0,
-            since_last <= window_weeks,
-        ],
-        ["new", "one_time", "active_repeat"],
-        default="lapsed_repeat",
-    )
-    return pd.Series(stage, index=summary.index, name="stage")
+STAGES = lifecycle.STAGES
+"""Per-stage errors use production's lifecycle rule (``lifecycle.stages_from_summary``)."""
 
 
 def naive_prediction(summary: pd.DataFrame, horizon_weeks: float) -> pd.Series:
@@ -82,6 +60,8 @@ def _clean(value):
 
 
 INTERVAL_DRAWS = 200
+PARAMETER_REPLICATES = 20
+"""Customer-bootstrap refits of the BTYD behind the parameter term of the store-total interval."""
 INTERVAL_LEVEL = (0.10, 0.90)
 """Per-customer CLV interval: the 10th and 90th percentile of the predictive spend distribution."""
 
@@ -99,20 +79,39 @@ def customer_intervals(draws: np.ndarray, ratio: np.ndarray | None = None) -> tu
     return low, high
 
 
-def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray) -> dict:
+def total_draws(draws: np.ndarray, ratio: np.ndarray, factors: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """Draws of the store total: per-draw sums over customers, times a parameter-bootstrap factor.
+
+    ``factors`` (``btyd.parameter_bootstrap``) are the store totals of BTYD refits on resampled
+    customers relative to the fitted one; each customer-noise draw is paired with a factor drawn
+    at random, so the total's spread holds the process noise given the parameters *and* the
+    uncertainty of the parameters. Without factors it is the process noise alone.
+    """
+    totals = ratio @ draws
+    if factors is None or len(factors) == 0:
+        return totals
+    picks = np.random.default_rng(seed).integers(0, len(factors), len(totals))
+    return totals * np.asarray(factors, dtype=float)[picks]
+
+
+def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray,
+                     factors: np.ndarray | None = None) -> dict:
     """Coverage of the 80 % intervals: per customer and for the store total.
 
     Draws are the BTYD predictive spend per customer (``BTYDModel.sample_spend``); a model's
     interval rescales them by its prediction / BTYD mean, so each model keeps its own mean and
     the BTYD's shape (zero-inflation, spread). The total's draws are the per-draw sums over
-    customers (customers independent given the fitted parameters). Coverage of the customers'
-    interval counts an actual on a bound as covered (most bounds are 0 and most actuals 0).
+    customers (customers independent given the fitted parameters) times the parameter-bootstrap
+    factors (``total_draws``); ``total_p10_process`` / ``_p90_process`` are the interval without
+    the parameter term, for comparison. Coverage of the customers' interval counts an actual on
+    a bound as covered (most bounds are 0 and most actuals 0).
     """
     low, high = customer_intervals(draws, ratio)
     covered = (actual >= low - 1e-9) & (actual <= high + 1e-9)
     buyers = actual > 0
-    totals = ratio @ draws
-    total_low, total_high = np.quantile(totals, INTERVAL_LEVEL)
+    process_low, process_high = np.quantile(ratio @ draws, INTERVAL_LEVEL)
+    total_low, total_high = np.quantile(total_draws(draws, ratio, factors), INTERVAL_LEVEL)
+    actual_total = float(actual.sum())
     return {
         "level": INTERVAL_LEVEL[1] - INTERVAL_LEVEL[0],
         "customer_coverage": float(covered.mean()),
@@ -124,8 +123,11 @@ def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray) -
         "mean_p90": float(high.mean()),
         "total_p10": float(total_low),
         "total_p90": float(total_high),
-        "actual_total": float(actual.sum()),
-        "total_covered": bool(total_low <= actual.sum() <= total_high),
+        "total_p10_process": float(process_low),
+        "total_p90_process": float(process_high),
+        "parameter_uncertainty": factors is not None and len(factors) > 0,
+        "actual_total": actual_total,
+        "total_covered": bool(total_low <= actual_total <= total_high),
     }
 
 
@@ -163,6 +165,7 @@ def btyd_backtest(
     holdout_end=None,
     model_choice: str = AUTO,
     extra_predictions: dict[str, pd.Series] | None = None,
+    bootstrap_replicates: int = PARAMETER_REPLICATES,
 ) -> BTYDBacktest:
     """Run the BTYD backtest and keep the per-customer frame for further models.
 
@@ -206,7 +209,7 @@ def btyd_backtest(
     expected = {name: model.expected_purchases(summary, horizon) for name, model in fitted.items()}
     scores = chosen.score(summary, horizon)
     frame = summary.assign(
-        stage=lifecycle_stage(summary),
+        stage=lifecycle.stages_from_summary(summary, p_alive=scores["p_alive"].to_numpy()),
         actual=summary["holdout_spend"],
         **{NAIVE: naive_prediction(summary, horizon), BTYD: scores["expected_spend"]},
         btyd_expected_purchases=scores["expected_purchases"],
@@ -219,10 +222,21 @@ def btyd_backtest(
         model_columns.append(name)
 
     draws = chosen.sample_spend(summary, horizon, INTERVAL_DRAWS)
+    t0 = time.perf_counter()
+    bootstrap = btyd.parameter_bootstrap(chosen, summary, horizon, bootstrap_replicates) if bootstrap_replicates else {
+        "replicates": 0, "factors": np.empty(0), "reason": "parameter bootstrap off (0 replicates)"}
+    factors = bootstrap["factors"]
     intervals = {
         name: interval_metrics(frame["actual"].to_numpy(dtype=float), draws,
-                               _ratio(frame[name].to_numpy(dtype=float), scores["expected_spend"].to_numpy()))
+                               _ratio(frame[name].to_numpy(dtype=float), scores["expected_spend"].to_numpy()),
+                               factors)
         for name in model_columns if name != NAIVE
+    }
+    parameter_section = {
+        **{k: v for k, v in bootstrap.items() if k != "factors"},
+        "factor_p10": float(np.quantile(factors, 0.1)) if len(factors) else None,
+        "factor_p90": float(np.quantile(factors, 0.9)) if len(factors) else None,
+        "seconds": time.perf_counter() - t0,
     }
 
     def transaction_section(name: str) -> dict:
@@ -261,6 +275,7 @@ def btyd_backtest(
         },
         **evaluate_frame(frame, model_columns),
         "intervals": intervals,
+        "parameter_bootstrap": parameter_section,
         "purchases_by_x": btyd.purchases_by_frequency(summary, expected),
         "cumulative": btyd.cumulative_repeat_transactions(
             loaded.transactions,
@@ -279,9 +294,11 @@ def run_btyd_backtest(
     holdout_end=None,
     model_choice: str = AUTO,
     extra_predictions: dict[str, pd.Series] | None = None,
+    bootstrap_replicates: int = PARAMETER_REPLICATES,
 ) -> dict:
     """JSON-ready result of ``btyd_backtest`` (see there)."""
-    return btyd_backtest(dataset, calibration_end, holdout_end, model_choice, extra_predictions).result
+    return btyd_backtest(dataset, calibration_end, holdout_end, model_choice, extra_predictions,
+                         bootstrap_replicates).result
 
 
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")

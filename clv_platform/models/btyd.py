@@ -503,7 +503,8 @@ class BTYDModel:
         Purchases come from ``TransactionModel.sample_purchases``; the spend of n purchases is
         Gamma(n p, nu) with the Gamma-Gamma posterior nu ~ Gamma(q + p x, v + x m) (the population
         mean per purchase when no spend model could be fitted). Parameter uncertainty is not
-        included, so the intervals are those of the customer-level randomness only.
+        included here (it moves every customer together and matters for the store total, see
+        ``parameter_bootstrap``), so these are the customer-level randomness only.
         """
         rng = np.random.default_rng(seed)
         out = np.empty((len(summary), draws))
@@ -566,6 +567,45 @@ class BTYDModel:
             },
             index=summary.index,
         )
+
+
+def parameter_bootstrap(
+    model: BTYDModel, summary: pd.DataFrame, horizon_weeks: float, replicates: int = 20, seed: int = 0,
+) -> dict:
+    """Parameter uncertainty of the store total: customer bootstrap of the fitted BTYD.
+
+    Each replicate resamples the calibration customers with replacement, refits the same family
+    (and penalizer) and Gamma-Gamma on the resample, and predicts the expected holdout spend of
+    the *original* customers; ``factors`` = replicate total / the fitted model's total. Combined
+    with the per-customer draws (``sample_spend``: who is alive, how many purchases, what they
+    spend, given the parameters), the total's interval covers both sources. A replicate whose
+    refit fails is left out and counted in ``failed``; with fewer than two usable replicates the
+    factors are empty (no parameter term) and ``reason`` says so.
+    """
+    base = float(model.score(summary, horizon_weeks)["expected_spend"].sum())
+    rng = np.random.default_rng(seed)
+    factors, failed = [], 0
+    for _ in range(int(replicates)):
+        rows = rng.integers(0, len(summary), len(summary))
+        resample = summary.iloc[rows].reset_index(drop=True)
+        try:
+            refit = fit_btyd(resample, model.model, model.penalizer)
+            total = float(refit.score(summary, horizon_weeks)["expected_spend"].sum())
+        except (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError):
+            failed += 1
+            continue
+        if not np.isfinite(total) or base <= 0:
+            failed += 1
+            continue
+        factors.append(total / base)
+    out = {"replicates": int(replicates), "failed": failed, "family": model.model,
+           "factors": np.asarray(factors, dtype=float)}
+    if len(factors) < 2:
+        out["factors"] = np.empty(0)
+        out["reason"] = f"{len(factors)} usable bootstrap refits: no parameter term"
+    else:
+        out["cv"] = float(np.std(factors, ddof=1) / np.mean(factors))
+    return out
 
 
 def fit_btyd(

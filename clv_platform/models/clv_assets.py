@@ -37,6 +37,16 @@ INTERACTIONS_TABLE = "ml.clv_feature_interactions"
 SCORES_TABLE = "scores.customer_clv"
 
 
+def _total_errors(trained) -> dict:
+    """predicted / actual total - 1 on the validation window, for the served model and the BTYD."""
+    out = {}
+    for name, block in (("total_error", trained.validation_metrics), ("btyd_total_error", trained.serving.get("btyd_metrics"))):
+        actual = (block or {}).get("actual_total")
+        if actual:
+            out[name] = float(block["predicted_total"]) / float(actual) - 1.0
+    return out
+
+
 def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False, floatfmt=".4g"))
 
@@ -165,6 +175,10 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "validation_metrics": dg.MetadataValue.json(trained.validation_metrics),
             # one float per metric, so the Plots tab draws each across model versions
             **float_metrics(trained.validation_metrics, prefix="validation_"),
+            # the served model's and the BTYD's total error on the same window, and the BTYD's metrics
+            **float_metrics(_total_errors(trained), prefix="validation_"),
+            **float_metrics(trained.serving.get("btyd_metrics"), prefix="btyd_validation_"),
+            "blend_weight": float(trained.model.blend),
             "model_registry": dg.MetadataValue.md(registry_md),
             "n_train": trained.n_train,
             "num_boost_round": trained.model.num_boost_round,

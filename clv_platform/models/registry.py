@@ -142,6 +142,7 @@ def load_model(path: str | Path) -> tuple[ClvModel, dict]:
         serves_btyd=bool(sidecar.get("serves_btyd", False)),
         level=float(sidecar.get("level", 1.0)),
         extension_factor=float(sidecar.get("extension_factor", 1.0)),
+        blend=float(sidecar.get("blend", 1.0)),
     )
     return model, sidecar
 

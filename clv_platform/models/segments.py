@@ -9,11 +9,7 @@ function takes the parsed config (``load_config()``) and falls back to the shipp
   and the smallest value always scores 1. Recency is reversed (most recent = 5). Named
   segments are ranges of R, F, M and FM (= round-half-up of (F + M) / 2) tried in config order;
   the first match wins.
-* Lifecycle: ``new`` (short tenure), then ``churned`` / ``at_risk`` when the time since the last
-  order is a large multiple of the customer's own cadence (mean interval; the pooled population
-  interval for one-time buyers) or, if given, the probability alive is low; else ``active``.
-  Cadence-relative recency is what makes a 60-day gap alarming for a weekly buyer and normal
-  for a quarterly one.
+* Lifecycle: the one rule of ``lifecycle.py`` (re-exported here), shared with the backtest.
 * Clusters: KMeans on standardized log1p features (spend and counts are heavy-tailed; without
   the log a few big spenders would be their own clusters). k maximizes the silhouette over the
   configured range, computed on a seeded fixed-size sample for speed; ties go to the smaller k.
@@ -38,11 +34,10 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
-from clv_platform.models.npd import NaiveCadence
+from clv_platform.models.lifecycle import STAGES, cadence_ratio, lifecycle_stages  # noqa: F401 (the one rule)
 
 RULE_KEYS = ("r", "f", "m", "fm")
 SCORE_COLUMNS = {"r": "r_score", "f": "f_score", "m": "m_score", "fm": "fm_score"}
-STAGES = ("new", "active", "at_risk", "churned")
 
 
 def load_config(path: str | Path | None = None) -> dict:
@@ -123,45 +118,6 @@ def rfm_segments(frame: pd.DataFrame, config: dict | None = None) -> pd.DataFram
     scores = rfm_scores(frame, config)
     scores["rfm_segment"] = assign_segments(scores, config)
     return scores
-
-
-def cadence_ratio(frame: pd.DataFrame, config: dict | None = None) -> pd.Series:
-    """Days since the last order / the customer's mean interval (population interval for one-timers).
-
-    The population interval is pooled over all gaps of the frame's repeat buyers (total gap
-    days / total gaps), the same estimate as the naive next-purchase baseline.
-    """
-    life = _config(config)["lifecycle"]
-    cadence = NaiveCadence(
-        recency_col=life["recency_column"],
-        interval_col=life["interval_column"],
-        frequency_col=life["frequency_column"],
-    ).fit(frame)
-    since_last = pd.to_numeric(frame[life["recency_column"]], errors="coerce").to_numpy(dtype=float)
-    return pd.Series(since_last / cadence.intervals(frame), index=frame.index, name="cadence_ratio")
-
-
-def lifecycle_stages(frame: pd.DataFrame, config: dict | None = None, p_alive=None) -> pd.Series:
-    """``new`` / ``churned`` / ``at_risk`` / ``active``, checked in that order (thresholds in config).
-
-    ``p_alive`` (optional, array-like aligned with ``frame``) adds the probability-alive tests;
-    either signal - cadence or p_alive - is enough to mark a customer at risk or churned.
-    """
-    life = _config(config)["lifecycle"]
-    ratio = cadence_ratio(frame, config).to_numpy()
-    tenure = pd.to_numeric(frame[life["tenure_column"]], errors="coerce").to_numpy(dtype=float)
-    churned = ratio >= life["churned_min_ratio"]
-    at_risk = ratio >= life["at_risk_min_ratio"]
-    if p_alive is not None:
-        alive = np.asarray(p_alive, dtype=float)
-        churned |= alive < life["churned_max_p_alive"]
-        at_risk |= alive < life["at_risk_max_p_alive"]
-    stage = np.select(
-        [tenure <= life["new_max_tenure_days"], churned, at_risk],
-        ["new", "churned", "at_risk"],
-        default="active",
-    )
-    return pd.Series(stage, index=frame.index, name="lifecycle_stage", dtype=object)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clv_platform.models import backtest, metrics
+from clv_platform.models import backtest, lifecycle, metrics, segments
 from clv_platform.models.datasets import CDNOW_CALIBRATION_END, CDNOW_HOLDOUT_END, load_cdnow_sample
 
 
@@ -40,6 +40,23 @@ def test_result_shape_and_published_figures(run):
     assert interval["total_p10"] < result["holdout"]["models"]["btyd"]["predicted_total"] < interval["total_p90"]
     assert isinstance(interval["total_covered"], bool)
     assert set(result["per_stage"]) <= set(backtest.STAGES)
+    # parameter uncertainty: 20 BTYD refits on customer resamples spread the total a few per cent
+    # (2,357 customers) and widen the total's interval beyond the customer-noise-only one
+    boot = result["parameter_bootstrap"]
+    assert boot["replicates"] == 20 and boot["failed"] == 0 and boot["family"] == result["btyd_model"]
+    assert 0.005 < boot["cv"] < 0.2 and boot["factor_p10"] < 1.0 < boot["factor_p90"]
+    assert interval["parameter_uncertainty"] is True
+    assert interval["total_p10"] < interval["total_p10_process"] and interval["total_p90"] > interval["total_p90_process"]
+
+
+def test_total_draws_pair_customer_noise_with_parameter_factors():
+    draws = np.array([[1.0, 2.0, 0.0], [3.0, 4.0, 5.0]])
+    ratio = np.array([1.0, 2.0])
+    assert backtest.total_draws(draws, ratio).tolist() == [7.0, 10.0, 10.0]
+    assert backtest.total_draws(draws, ratio, np.empty(0)).tolist() == [7.0, 10.0, 10.0]
+    assert backtest.total_draws(draws, ratio, np.array([0.5])).tolist() == [3.5, 5.0, 5.0]
+    scaled = backtest.total_draws(draws, ratio, np.array([0.5, 2.0]), seed=3)
+    assert all(value in (t * 0.5, t * 2.0) for value, t in zip(scaled, [7.0, 10.0, 10.0]))
 
 
 def test_btyd_beats_naive_on_errors(run):
@@ -57,22 +74,40 @@ def test_naive_prediction_is_spend_rate_times_holdout():
     assert backtest.naive_prediction(summary, 39.0).tolist() == pytest.approx([117.0, 390.0])
 
 
-def test_lifecycle_stage_rules():
+def test_backtest_stages_are_the_production_lifecycle_rule():
+    """The backtest groups by ``lifecycle.lifecycle_stages`` (what segments assign), not a rule of its own.
+
+    Weeks -> days: tenure = 7 T, days since last = 7 (T - recency), mean interval = 7 recency / x.
+    Pooled interval of the repeat buyers = (210 + 35 + 140) / (3 + 3 + 2) = 48.125 days.
+    """
     summary = pd.DataFrame(
-        {"frequency": [0, 0, 3, 3], "recency": [0.0, 0.0, 30.0, 5.0], "T": [5.0, 30.0, 35.0, 35.0]}
+        {"frequency": [0, 0, 3, 3, 2], "recency": [0.0, 0.0, 30.0, 5.0, 20.0], "T": [5.0, 60.0, 35.0, 35.0, 30.0]},
+        index=["new", "old_one_timer", "steady", "lapsed", "on_cadence"],
     )
-    assert backtest.lifecycle_stage(summary).tolist() == ["new", "one_time", "active_repeat", "lapsed_repeat"]
+    features = lifecycle.features_from_summary(summary)
+    assert features.loc["steady"].tolist() == pytest.approx([245.0, 35.0, 70.0, 3.0])
+    assert np.isnan(features.loc["old_one_timer", "mean_interpurchase_days"])
+    ratio = lifecycle.cadence_ratio(features)
+    assert ratio["old_one_timer"] == pytest.approx(420.0 / 48.125)
+    assert ratio["lapsed"] == pytest.approx(210.0 / (35.0 / 3.0))
+    # new (35 days <= 90), one-timer 8.7 intervals silent (churned), 0.5 (active), 18 (churned), 1.0 (active)
+    assert lifecycle.stages_from_summary(summary).tolist() == ["new", "churned", "active", "churned", "active"]
+    # a low p_alive alone is enough for at_risk (< 0.5) / churned (< 0.2); new stays new
+    p_alive = [0.1, 0.9, 0.3, 0.9, 0.1]
+    assert lifecycle.stages_from_summary(summary, p_alive=p_alive).tolist() == [
+        "new", "churned", "at_risk", "churned", "churned"]
+    assert segments.lifecycle_stages is lifecycle.lifecycle_stages and backtest.STAGES == segments.STAGES
 
 
 def test_extra_predictions_are_merged_and_evaluated(run):
     frame = run.frame
     perfect = frame["actual"].iloc[:-5]
-    result = backtest.run_btyd_backtest("cdnow-sample", extra_predictions={"oracle": perfect})
+    result = backtest.run_btyd_backtest("cdnow-sample", extra_predictions={"oracle": perfect}, bootstrap_replicates=0)
     oracle = result["holdout"]["models"]["oracle"]
     expected = metrics.regression_metrics(frame["actual"], perfect.reindex(frame.index).fillna(0.0))
     assert oracle["mae"] == pytest.approx(expected["mae"])
     assert oracle["normalized_gini"] == pytest.approx(expected["normalized_gini"])
-    assert "oracle" in result["deciles"] and "oracle" in result["per_stage"]["one_time"]
+    assert "oracle" in result["deciles"] and "oracle" in result["per_stage"]["churned"]
     sections = backtest.evaluate_frame(frame.assign(oracle=frame["actual"]), ["btyd", "oracle"])
     assert sections["holdout"]["models"]["oracle"]["mae"] == 0.0
 
@@ -82,7 +117,8 @@ def test_csv_dataset_matches_named_dataset(tmp_path, run):
     load_cdnow_sample().to_csv(path, index=False)
     with pytest.raises(ValueError):
         backtest.run_btyd_backtest(path)
-    result = backtest.run_btyd_backtest(path, CDNOW_CALIBRATION_END, CDNOW_HOLDOUT_END, model_choice="auto")
+    result = backtest.run_btyd_backtest(path, CDNOW_CALIBRATION_END, CDNOW_HOLDOUT_END, model_choice="auto",
+                                        bootstrap_replicates=0)
     assert result["dataset"] == "cdnow"
     # auto: MBG/NBD (-9582.1) beats Pareto/NBD (-9595.0) on the calibration likelihood of the sample
     assert result["btyd_model"] == "mbgnbd"

@@ -29,11 +29,26 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert backtest_cli.run(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out) == ["dataset", "customers", "bgnbd", "pareto_nbd", "gamma_gamma", "holdout", "per_stage",
-                         "deciles", "btyd_selection", "intervals", "serving", "npd"]
+                         "deciles", "btyd_selection", "intervals", "parameter_bootstrap", "serving", "headline",
+                         "npd"]
     assert out["btyd_selection"]["chosen"] in ("pareto_nbd", "mbgnbd") and out["btyd_selection"]["reason"]
     assert set(out["intervals"]) == {"btyd", "xgboost", "hybrid"}
     for block in out["intervals"].values():
         assert 0.0 <= block["customer_coverage"] <= 1.0 and block["total_p10"] <= block["total_p90"]
+        # the parameter term widens the total's interval around the customer-noise-only one
+        assert block["parameter_uncertainty"] is True
+        assert block["total_p90"] - block["total_p10"] > block["total_p90_process"] - block["total_p10_process"]
+    boot = out["parameter_bootstrap"]
+    assert boot["replicates"] == 20 and boot["failed"] < 5 and 0.0 < boot["cv"] < 0.5
+    assert boot["factor_p10"] < 1.0 < boot["factor_p90"]
+    head, actual = out["headline"], out["holdout"]["actual_total"]
+    for name in ("naive", "btyd", "xgboost", "hybrid"):
+        block = out["holdout"]["models"][name]
+        assert head[f"{name}_mae"] == block["mae"] and head[f"{name}_normalized_gini"] == block["normalized_gini"]
+        assert head[f"{name}_total_error"] == pytest.approx(block["predicted_total"] / actual - 1.0)
+    assert head["hybrid_customer_coverage"] == out["intervals"]["hybrid"]["customer_coverage"]
+    assert head["btyd_total_covered"] == float(out["intervals"]["btyd"]["total_covered"])
+    assert all(isinstance(v, float) for v in head.values())
     assert out["serving"]["served"] in ("hybrid", "btyd") and "validation window" in out["serving"]["reason"]
     assert set(out["npd"]["models"]) == {"naive", "btyd", "aft"}
     for block in out["npd"]["models"].values():

@@ -74,24 +74,40 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     comparison = trained.selection.comparison
     assert [row["objective"] for row in comparison] == ["tweedie_1.3", "tweedie_1.6", "log1p_squarederror",
                                                          "absoluteerror"]
-    best = max(comparison, key=lambda row: row["normalized_gini"])
+    # the serving criterion first: the candidate whose blend with the BTYD beats it on Gini and MAE
+    # (total within 15 %) with the lowest blended MAE; only if none does, the highest Gini
+    beating = [row for row in comparison if row["blend_mae"] is not None]
+    if beating:
+        best = min(beating, key=lambda row: row["blend_mae"])
+        assert trained.selection.criterion == "beats_btyd"
+        assert trained.model.blend == best["blend_weight_chosen"] == trained.selection.blend
+    else:
+        best = max(comparison, key=lambda row: row["normalized_gini"])
+        assert trained.selection.criterion == "normalized_gini" and trained.model.blend == 1.0
     assert trained.model.objective.name == best["objective"]
     # served: the hybrid only if it beats the BTYD on the same validation rows on Gini and MAE
     btyd_metrics = trained.serving["btyd_metrics"]
-    beats = best["normalized_gini"] > btyd_metrics["normalized_gini"] and best["mae"] < btyd_metrics["mae"]
+    blended = trained.selection.blend_metrics or best
+    beats = blended["normalized_gini"] > btyd_metrics["normalized_gini"] and blended["mae"] < btyd_metrics["mae"]
     assert trained.serving["served"] == ("hybrid" if beats else "btyd")
     assert trained.model.serves_btyd == (not beats)
-    # the served model's validation metrics, recomputed here from the validation rows (the BTYD's
-    # expected spend) or taken from the selection table (the hybrid), not from validation_metrics itself
+    # the served model's validation metrics, recomputed here from the validation rows themselves
     valid = trained.validation_frame
     y = valid["label_spend"].to_numpy(dtype=float)
-    btyd_prediction = np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float))
-    assert btyd_metrics["mae"] == pytest.approx(float(np.mean(np.abs(y - btyd_prediction))))
-    assert trained.validation_metrics["actual_total"] == pytest.approx(float(y.sum()))
-    expected = best if beats else {"mae": float(np.mean(np.abs(y - btyd_prediction))),
-                                   "normalized_gini": metrics.normalized_gini(y, btyd_prediction)}
-    assert trained.validation_metrics["normalized_gini"] == pytest.approx(expected["normalized_gini"])
-    assert trained.validation_metrics["mae"] == pytest.approx(expected["mae"])
+    btyd_spend = np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float))
+    btyd_mae = float(np.abs(btyd_spend - y).mean())
+    served = trained.validation_metrics
+    assert served["actual_total"] == pytest.approx(y.sum()) and y.sum() > 0
+    assert 0.0 < served["normalized_gini"] <= 1.0
+    if beats:
+        # the served hybrid is the blend w * booster + (1 - w) * BTYD chosen on that window
+        blended = trained.selection.blend_metrics or best
+        assert served["mae"] < btyd_mae and served["mae"] == pytest.approx(blended["mae"])
+    else:
+        assert served["mae"] == pytest.approx(btyd_mae)
+        assert served["predicted_total"] == pytest.approx(btyd_spend.sum())
+        # the BTYD is then what the model predicts on those rows
+        assert trained.model.predict_label_window(valid) == pytest.approx(np.clip(btyd_spend, 0.0, None))
     assert "validation window" in trained.serving["reason"]
     # the chosen candidate's level factor makes its validation total match the actual one
     assert best["predicted_total"] == pytest.approx(best["actual_total"], rel=1e-6) or best["level"] in clv.LEVEL_BOUNDS
@@ -182,6 +198,16 @@ def test_assets_materialize_in_process(demo_db, data_env):
         for event in result.get_asset_materialization_events()
         if event.asset_key == dg.AssetKey(["ml", "clv_model"])
     )
+    # top-level floats (plotted across versions): the served model's and the BTYD's validation numbers
+    validation = metadata["validation_metrics"].value
+    assert metadata["validation_mae"].value == pytest.approx(validation["mae"])
+    assert metadata["validation_total_error"].value == pytest.approx(
+        validation["predicted_total"] / validation["actual_total"] - 1.0)
+    btyd_block = metadata["btyd_validation_metrics"].value
+    assert metadata["btyd_validation_normalized_gini"].value == pytest.approx(btyd_block["normalized_gini"])
+    assert metadata["validation_btyd_total_error"].value == pytest.approx(
+        btyd_block["predicted_total"] / btyd_block["actual_total"] - 1.0)
+    assert 0.0 <= metadata["blend_weight"].value <= 1.0
     plot = metadata["explainability_plot"].value
     assert plot.startswith(str(data_env / "reports")) and "<svg" in open(plot, encoding="utf-8").read()
     assert (data_env / "models" / f"clv_xgb_{runs.loc[0, 'model_version']}.ubj").is_file()
@@ -218,3 +244,31 @@ def test_training_with_row_caps(demo_db):
     assert trained.selection.comparison[0]["rounds"] >= 1
     assert len(trained.window_ends) == config.window_count
     assert clv.load_config().max_selection_rows > 0 and clv.load_config().max_training_rows > 0
+
+
+def test_blend_weight_takes_the_lowest_mae_blend_that_beats_the_btyd():
+    """y = (0, 0, 10, 30); BTYD 4 for everyone (no ranking, MAE 10); booster (0, 0, 20, 40) (MAE 5).
+
+    Blend MAE(w) = [2 (4 - 4w) + |16w - 6| + |36w - 26|] / 4: 2.8 at w = 0.6, 2.1 at 0.7, 2.8 at 0.8,
+    5 at w = 1 - below both models, lowest on the grid at w = 0.7.
+    """
+    y = np.array([0.0, 0.0, 10.0, 30.0])
+    btyd_spend = np.full(4, 4.0)
+    chosen = clv.blend_weight(y, btyd_spend, np.array([0.0, 0.0, 20.0, 40.0]))
+    assert chosen["weight"] == pytest.approx(0.7)
+    assert chosen["metrics"]["mae"] == pytest.approx(2.1)
+    assert chosen["metrics"]["predicted_total"] == pytest.approx(0.7 * 60.0 + 0.3 * 16.0)
+    by_weight = {row["weight"]: row["mae"] for row in chosen["comparison"]}
+    assert by_weight[0.0] == pytest.approx(10.0) and by_weight[1.0] == pytest.approx(5.0)
+    assert by_weight[0.6] == pytest.approx(2.8) and by_weight[0.8] == pytest.approx(2.8)
+    # a booster that ranks backwards never beats the BTYD on Gini: no blend, the serving falls back
+    backwards = clv.blend_weight(y, btyd_spend, np.array([40.0, 20.0, 0.0, 0.0]))
+    assert backwards["weight"] == 1.0 and backwards["metrics"] is None and "no blend" in backwards["reason"]
+    # with a total bound of 15 % (actual 40): w = 0.7 forecasts 46.8 (+17 %) and is out; w = 0.6
+    # forecasts 42.4 (+6 %) with MAE 2.8, below w = 0.5 (38, MAE 3.5)
+    bounded = clv.blend_weight(y, btyd_spend, np.array([0.0, 0.0, 20.0, 40.0]), max_total_error=0.15)
+    assert bounded["weight"] == pytest.approx(0.6) and bounded["metrics"]["mae"] == pytest.approx(2.8)
+    # significance: w = 0.7 gains (2.8, 2.8, 0.8, 25.2) per customer, mean 7.9 < 1.645 x SE 5.79: no win;
+    # w = 0.5 gains (2, 2, 4, 18), mean 6.5 > 1.645 x 3.86 = 6.35: the lowest MAE (3.5) that is a real win
+    significant = clv.blend_weight(y, btyd_spend, np.array([0.0, 0.0, 20.0, 40.0]), significance_z=1.645)
+    assert significant["weight"] == pytest.approx(0.5) and significant["metrics"]["mae"] == pytest.approx(3.5)

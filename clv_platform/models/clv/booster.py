@@ -1,0 +1,180 @@
+"""The XGBoost part: matrices with the BTYD offset, the trained ``ClvModel`` and how it predicts,
+and training one booster (early-stopped or for a fixed number of rounds).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from clv_platform.models.clv.config import HYBRID, ClvConfig, ObjectiveSpec
+
+
+def _matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    return frame[columns].astype("float64").to_numpy()
+
+
+OFFSET_FLOOR = 0.01
+"""Smallest BTYD spend used as a log offset (a customer the BTYD gives no chance still can buy)."""
+
+
+def _offset(spec: ObjectiveSpec, btyd_spend) -> np.ndarray:
+    """The BTYD prediction on the booster's margin scale: log (Tweedie) or log1p (log1p target)."""
+    spend = np.nan_to_num(np.asarray(btyd_spend, dtype=float), nan=0.0)
+    if spec.target == "log1p":
+        return np.log1p(np.clip(spend, 0.0, None))
+    return np.log(np.clip(spend, OFFSET_FLOOR, None))
+
+
+def threads(config: ClvConfig) -> int:
+    """XGBoost threads from ``[xgboost] nthread``; 0 (or less) = every core of the machine."""
+    configured = int(config.xgboost.get("nthread", 1))
+    return configured if configured > 0 else max(os.cpu_count() or 1, 1)
+
+
+def _dmatrix(
+    frame: pd.DataFrame, columns: list[str], spec: ObjectiveSpec, offset_column: str | None, label: bool = False,
+    nthread: int = 1,
+) -> xgb.DMatrix:
+    """Feature matrix, optional label (transformed for the objective) and optional BTYD offset."""
+    matrix = xgb.DMatrix(_matrix(frame, columns), feature_names=columns, nthread=nthread)
+    if label:
+        matrix.set_label(_target(spec, frame["label_spend"].to_numpy(dtype=float)))
+    if offset_column is not None:
+        matrix.set_base_margin(_offset(spec, frame[offset_column]))
+    return matrix
+
+
+@dataclass
+class ClvModel:
+    """A trained booster plus everything needed to use it the way it was trained."""
+
+    booster: xgb.Booster
+    features: list[str]
+    objective: ObjectiveSpec
+    variant: str
+    label_horizon_days: int
+    smearing: float = 1.0
+    num_boost_round: int = 0
+    offset: bool = False
+    serves_btyd: bool = False
+    """True when the booster did not beat the BTYD on the validation window: predictions are then
+    the BTYD's own (``btyd_expected_spend`` over h, ``btyd_expected_spend_horizon`` over H)."""
+    level: float = 1.0
+    """Validation-window level factor (actual / predicted total of the chosen candidate)."""
+    extension_factor: float = 1.0
+    """Measured BTYD error beyond the label window (``btyd_extension_factor``), applied to the part
+    of the horizon after h."""
+    blend: float = 1.0
+    """Weight w of the booster in w * booster + (1 - w) * BTYD (hybrid only; chosen on the
+    validation window by ``objective.blend_weight``; 1 = the booster alone)."""
+
+    def _predict(self, frame: pd.DataFrame, offset_column: str) -> np.ndarray:
+        btyd_spend = np.clip(np.nan_to_num(frame[offset_column].to_numpy(dtype=float)), 0.0, None)
+        if self.serves_btyd:
+            return btyd_spend
+        matrix = _dmatrix(frame, self.features, self.objective, offset_column if self.offset else None)
+        raw = self.booster.predict(matrix).astype(float)
+        if self.objective.target == "log1p":
+            raw = np.exp(raw) * self.smearing - 1.0
+        booster = np.clip(raw, 0.0, None) * self.level
+        if self.blend >= 1.0:
+            return booster
+        return self.blend * booster + (1.0 - self.blend) * btyd_spend
+
+    def predict_label_window(self, frame: pd.DataFrame) -> np.ndarray:
+        """Expected net spend over the label window h, on the original currency scale, >= 0."""
+        return self._predict(frame, "btyd_expected_spend")
+
+    def predict(self, frame: pd.DataFrame, horizon_days: int, horizon_ratio: np.ndarray | None = None) -> np.ndarray:
+        """Expected net spend over ``horizon_days`` (see the module docstring on extrapolation).
+
+        The hybrid's h-window prediction p_h is extended with the BTYD's growth from h to H,
+        ``horizon_ratio`` = E[X(H)] / E[X(h)]: p_H = p_h (1 + c (ratio - 1)), with c the BTYD's
+        measured error beyond h (``extension_factor``, 1 = the BTYD's shape as is; for an offset
+        model with c = 1 this is its learned correction applied to the BTYD spend over H). The
+        xgboost variant (no BTYD) or a call without a ratio scales by H / h.
+        """
+        if horizon_days == self.label_horizon_days:
+            return self.predict_label_window(frame)
+        if (self.variant == HYBRID or self.serves_btyd) and horizon_ratio is not None:
+            # h-window prediction x the BTYD's growth from h to H, the part after h corrected by the
+            # BTYD error measured there one window back (1 for the BTYD served as is)
+            factor = 1.0 if self.serves_btyd else self.extension_factor
+            ratio = np.asarray(horizon_ratio, dtype=float)
+            return self.predict_label_window(frame) * (1.0 + factor * (ratio - 1.0))
+        if self.offset or self.serves_btyd:
+            return self._predict(frame, "btyd_expected_spend_horizon")
+        return self.predict_label_window(frame) * horizon_days / self.label_horizon_days
+
+
+def _train_params(config: ClvConfig, spec: ObjectiveSpec) -> dict:
+    params = {k: v for k, v in config.xgboost.items() if k not in ("num_boost_round", "early_stopping_rounds")}
+    params = {"eta" if k == "learning_rate" else ("lambda" if k == "reg_lambda" else k): v for k, v in params.items()}
+    params.update(spec.params)
+    params.update(tree_method="hist", eval_metric=spec.eval_metric(), verbosity=0, nthread=threads(config))
+    return params
+
+
+def uses_offset(config: ClvConfig, spec: ObjectiveSpec, variant: str) -> bool:
+    """The hybrid boosts from the BTYD prediction (as a log offset) for log-link objectives."""
+    return variant == HYBRID and config.hybrid_offset and spec.log_link
+
+
+def _target(spec: ObjectiveSpec, y: np.ndarray) -> np.ndarray:
+    return np.log1p(y) if spec.target == "log1p" else y
+
+
+def train_booster(
+    config: ClvConfig,
+    spec: ObjectiveSpec,
+    train: pd.DataFrame,
+    columns: list[str],
+    valid: pd.DataFrame | None = None,
+    num_boost_round: int | None = None,
+    offset: bool = False,
+    cache: dict | None = None,
+) -> tuple[xgb.Booster, int]:
+    """Train one booster; with ``valid`` early-stop on it. Returns (booster, rounds used).
+
+    Zero rounds are allowed (the booster then predicts its base margin: the BTYD offset).
+    ``cache`` (a dict kept by the caller across candidates on the same frames) reuses the
+    DMatrix pair of candidates with the same target transform and offset, so XGBoost's
+    histogram index is built once rather than once per candidate.
+    """
+    offset_column = "btyd_expected_spend" if offset else None
+    nthread = threads(config)
+    key = (spec.target, offset_column)
+    if cache is not None and key in cache:
+        dtrain, dvalid = cache[key]
+    else:
+        dtrain = _dmatrix(train, columns, spec, offset_column, label=True, nthread=nthread)
+        dvalid = None if valid is None else _dmatrix(valid, columns, spec, offset_column, label=True, nthread=nthread)
+        if cache is not None:
+            cache[key] = (dtrain, dvalid)
+    rounds = int(config.xgboost.get("num_boost_round", 1000) if num_boost_round is None else num_boost_round)
+    params = _train_params(config, spec)
+    if valid is None:
+        return xgb.train(params, dtrain, num_boost_round=rounds), rounds
+    booster = xgb.train(
+        params,
+        dtrain,
+        num_boost_round=rounds,
+        evals=[(dvalid, "validation")],
+        early_stopping_rounds=int(config.xgboost.get("early_stopping_rounds", 50)),
+        verbose_eval=False,
+    )
+    best = int(booster.best_iteration) + 1
+    return booster[:best], best
+
+
+def _smearing(booster: xgb.Booster, frame: pd.DataFrame, columns: list[str], spec: ObjectiveSpec,
+              offset: bool) -> float:
+    """Duan's smearing factor mean(exp(residual)) of a log1p model on ``frame``."""
+    log_pred = booster.predict(_dmatrix(frame, columns, spec, "btyd_expected_spend" if offset else None))
+    residual = np.log1p(frame["label_spend"].to_numpy(dtype=float)) - log_pred
+    return float(np.mean(np.exp(residual)))

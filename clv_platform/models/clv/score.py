@@ -1,0 +1,167 @@
+"""Scoring at the cutoff: the scoring frame (features + BTYD over h and H), ``ml.btyd_scores``
+rows, per-customer predicted spend / CLV with P10-P90, discounting and CLV tiers.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from clv_platform.models import btyd
+from clv_platform.transforms.features import build_scoring_frame
+from clv_platform.models.clv.config import ClvConfig
+from clv_platform.models.clv.windows import add_derived_features, btyd_summary, fit_btyd_at, btyd_features
+from clv_platform.models.clv.booster import ClvModel
+
+
+# Bands of the CLV ranking named for the ranks they hold (a "Top 5%" label on ranks 1-5 % would
+# read as cumulative): (label, upper share of n). Stated in data_contract.toml and the README.
+TIERS = (("Top 1%", 0.01), ("1-5%", 0.05), ("5-10%", 0.10), ("10-25%", 0.25))
+
+
+REST = "Rest"
+
+
+def scoring_frame(
+    conn: duckdb.DuckDBPyConnection,
+    cutoff: date,
+    config: ClvConfig,
+    model: btyd.BTYDModel | None = None,
+    features: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, btyd.BTYDModel]:
+    """Features at C plus BTYD features (over h) and the BTYD quantities over the horizon H.
+
+    Adds ``btyd_horizon_ratio`` = E[X(H)] / E[X(h)] (1 where E[X(h)] = 0), ``btyd_p_alive`` and
+    ``btyd_*_horizon`` columns (purchases, spend, discounted CLV over H) used for scores.
+    """
+    frame = build_scoring_frame(conn, cutoff) if features is None else features.reset_index(drop=True)
+    frame = add_derived_features(frame)
+    model = model or fit_btyd_at(frame, config)
+    h_weeks = config.label_horizon_days / btyd.DAYS_PER_WEEK
+    H_weeks = config.horizon_days / btyd.DAYS_PER_WEEK
+    short = btyd_features(model, frame, h_weeks, config.annual_discount_rate)
+    long = btyd_features(model, frame, H_weeks, config.annual_discount_rate)
+    ratio = np.where(short["btyd_expected_purchases"] > 0,
+                     long["btyd_expected_purchases"] / short["btyd_expected_purchases"].where(
+                         short["btyd_expected_purchases"] > 0, 1.0),
+                     H_weeks / h_weeks)
+    out = frame.join(short).assign(
+        btyd_horizon_ratio=ratio,
+        btyd_expected_purchases_horizon=long["btyd_expected_purchases"],
+        btyd_expected_spend_horizon=long["btyd_expected_spend"],
+        btyd_clv_horizon=long["btyd_clv"],
+    )
+    return out, model
+
+
+BTYD_SCORE_COLUMNS = {
+    "btyd_p_alive": "p_alive",
+    "btyd_expected_purchases_horizon": "expected_purchases",
+    "btyd_expected_aov": "expected_aov",
+    "btyd_expected_spend_horizon": "expected_spend",
+    "btyd_clv_horizon": "clv",
+    "btyd_expected_purchases": "expected_purchases_label_window",
+    "btyd_expected_spend": "expected_spend_label_window",
+    "btyd_clv": "clv_label_window",
+    "btyd_horizon_ratio": "horizon_ratio",
+}
+"""``scoring_frame`` column -> ``ml.btyd_scores`` column: the table keeps both horizons so the
+scores asset rebuilds the hybrid's inputs from it without refitting the BTYD."""
+
+
+def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvConfig, cutoff: date) -> pd.DataFrame:
+    """Rows of ``ml.btyd_scores`` from a ``scoring_frame``: one per customer."""
+    out = pd.DataFrame({"customer_id": frame["customer_id"].astype(str).to_numpy()})
+    out["cutoff"] = pd.Timestamp(cutoff).date()
+    out["btyd_model"] = model.model
+    out["horizon_days"] = config.horizon_days
+    out["label_horizon_days"] = config.label_horizon_days
+    out["frequency"] = frame["frequency"].to_numpy()
+    out["recency_weeks"] = frame["recency_btyd_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK
+    out["T_weeks"] = frame["T_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK
+    out["monetary"] = frame["monetary"].to_numpy(dtype=float)
+    for source, target in BTYD_SCORE_COLUMNS.items():
+        out[target] = frame[source].to_numpy(dtype=float)
+    low, high, _ = model.spend_intervals(btyd_summary(frame), config.horizon_days / btyd.DAYS_PER_WEEK)
+    mean = out["expected_spend"].to_numpy(dtype=float)
+    safe = np.where(mean > 0, mean, 1.0)
+    # P10 / P90 of the predictive spend as multiples of its mean: scores apply them to any model's mean
+    out["spend_p10_ratio"] = np.where(mean > 0, low / safe, 0.0)
+    out["spend_p90_ratio"] = np.where(mean > 0, high / safe, 0.0)
+    return out
+
+
+INTERVAL_COLUMNS = ["spend_p10_ratio", "spend_p90_ratio"]
+"""Columns of ``ml.btyd_scores``: the 10th / 90th percentile of the customer's predictive spend
+over the horizon divided by its mean (BTYD draws: alive, rate, dropout, Gamma-Gamma spend)."""
+
+
+def frame_from_tables(features: pd.DataFrame, btyd_scores: pd.DataFrame) -> pd.DataFrame:
+    """A ``scoring_frame`` rebuilt from ``features.customer_features`` and ``ml.btyd_scores``."""
+    renamed = btyd_scores.rename(columns={v: k for k, v in BTYD_SCORE_COLUMNS.items()})
+    keep = ["customer_id", *BTYD_SCORE_COLUMNS, *[c for c in INTERVAL_COLUMNS if c in renamed]]
+    frame = features.assign(customer_id=features["customer_id"].astype(str))
+    merged = frame.merge(renamed[keep].assign(customer_id=renamed["customer_id"].astype(str)),
+                         on="customer_id", how="left", validate="one_to_one")
+    return add_derived_features(merged.sort_values("customer_id", kind="stable").reset_index(drop=True))
+
+
+def discount_factor(frame: pd.DataFrame, config: ClvConfig) -> np.ndarray:
+    """Per-customer PV factor of spend over H: BTYD's discounted / undiscounted expected spend.
+
+    It weights the discounting by when the BTYD expects the purchases (early for a likely churner);
+    for a customer with no expected spend the factor of a spend rate flat over H is used.
+    """
+    weeks = np.arange(1.0, config.horizon_days / btyd.DAYS_PER_WEEK + 1e-9)
+    flat = float(np.mean((1.0 + config.annual_discount_rate) ** (-(weeks / btyd.WEEKS_PER_YEAR)))) if weeks.size else 1.0
+    spend = frame["btyd_expected_spend_horizon"].to_numpy(dtype=float)
+    clv = frame["btyd_clv_horizon"].to_numpy(dtype=float)
+    return np.where(spend > 0, clv / np.where(spend > 0, spend, 1.0), flat)
+
+
+def predict_scores(trained: ClvModel, frame: pd.DataFrame, config: ClvConfig) -> pd.DataFrame:
+    """Per-customer predicted spend and discounted CLV over the horizon from a ``scoring_frame``."""
+    spend = trained.predict(frame, config.horizon_days, frame["btyd_horizon_ratio"].to_numpy())
+    return pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"].to_numpy(),
+            "predicted_spend": spend,
+            "predicted_clv": spend * discount_factor(frame, config),
+            "p_alive": frame["btyd_p_alive"].to_numpy(),
+            "expected_purchases": frame["btyd_expected_purchases_horizon"].to_numpy(),
+            **interval_columns(spend * discount_factor(frame, config), frame),
+        }
+    )
+
+
+def interval_columns(clv_values: np.ndarray, frame: pd.DataFrame) -> dict:
+    """``predicted_clv_p10`` / ``_p90``: the model's CLV times the BTYD predictive quantile ratios
+    (the BTYD's shape - zero-inflation and spread - around this model's mean); empty without them."""
+    if not set(INTERVAL_COLUMNS) <= set(frame.columns):
+        return {}
+    return {
+        "predicted_clv_p10": clv_values * frame["spend_p10_ratio"].fillna(0.0).to_numpy(dtype=float),
+        "predicted_clv_p90": clv_values * frame["spend_p90_ratio"].fillna(0.0).to_numpy(dtype=float),
+    }
+
+
+def assign_tiers(scores: pd.DataFrame, value: str = "predicted_clv") -> pd.DataFrame:
+    """Add ``clv_rank`` (1 = highest), ``clv_percentile`` and ``clv_tier``.
+
+    Ties are broken by customer_id so the ranking is deterministic. ``clv_percentile`` =
+    100 * (n - rank + 1) / n: the share of customers ranked at or below this one (100 for the
+    best). The tier is the first band of ``TIERS`` whose upper share x has rank <= x * n, else
+    ``Rest``; in a base smaller than 100 customers "Top 1%" is therefore empty rather than rounded up.
+    """
+    n = len(scores)
+    order = scores.sort_values([value, "customer_id"], ascending=[False, True], kind="stable").index
+    rank = pd.Series(np.arange(1, n + 1), index=order).reindex(scores.index)
+    out = scores.assign(clv_rank=rank.astype("int64"), clv_percentile=100.0 * (n - rank + 1) / max(n, 1))
+    tier = np.full(n, REST, dtype=object)
+    for label, share in reversed(TIERS):
+        tier[rank.to_numpy() <= share * n] = label
+    out["clv_tier"] = tier
+    return out

@@ -1,0 +1,185 @@
+"""Training the served CLV model (``train_clv``): objective selection, final fit on windows ending
+at or before the cutoff, the BTYD extension factor beyond the label window, and the decision to
+serve the hybrid or fall back to the BTYD (``serve_or_fall_back``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from clv_platform.models import btyd, metrics
+from clv_platform.transforms.features import build_training_frame
+from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
+from clv_platform.models.clv.windows import fit_btyd_at, btyd_features, window_ends, cap_rows, training_windows, feature_list
+from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster
+from clv_platform.models.clv.objective import Selection, select_objective, _only
+
+
+EXTENSION_BOUNDS = (0.5, 2.0)
+
+
+def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config: ClvConfig) -> dict:
+    """The BTYD's error on spend *beyond* the label window, measured one window back.
+
+    Features at C - 2h (customers known then), BTYD fitted there; its expected spend in
+    (C - h, C] (= over 2h minus over h) is compared with the actual spend of the same customers
+    in (C - h, C]: factor = actual / expected, within ``EXTENSION_BOUNDS``. The hybrid's forecast
+    for the part of the horizon after h uses the BTYD's growth times this factor, so a store where
+    the BTYD's dropout is too fast (or too slow) for older customers is extrapolated with the
+    error the data showed last time. 1.0 (and why) when the history is too short.
+    """
+    h = config.label_horizon_days
+    if not config.extension_calibration:
+        return {"factor": 1.0, "reason": "disabled ([hybrid] extension_calibration = false)"}
+    first = build_training_frame(conn, cutoff - timedelta(days=h), h)
+    if len(first) < 2 or first["frequency"].sum() == 0:
+        return {"factor": 1.0, "reason": f"no repeat customers {2 * h} days before the cutoff"}
+    both = build_training_frame(conn, cutoff, 2 * h)
+    model = fit_btyd_at(first, config)
+    short = btyd_features(model, first, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
+    long = btyd_features(model, first, 2 * h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
+    expected = float(long["btyd_expected_spend"].sum() - short["btyd_expected_spend"].sum())
+    actual = float(both["label_spend"].sum() - first["label_spend"].sum())
+    if expected <= 0:
+        return {"factor": 1.0, "reason": "the BTYD expects no spend beyond the label window"}
+    factor = float(np.clip(actual / expected, *EXTENSION_BOUNDS))
+    return {"factor": factor, "actual": actual, "btyd_expected": expected, "btyd_model": model.model,
+            "window": f"features at {cutoff - timedelta(days=2 * h)}, spend in ({cutoff - timedelta(days=h)}, {cutoff}]",
+            "reason": f"actual / BTYD spend beyond the label window one window back = {actual / expected:.3f}"}
+
+
+@dataclass
+class TrainedClv:
+    """A final model with its selection record and training-data description."""
+
+    model: ClvModel
+    selection: Selection
+    cutoff: date
+    n_train: int
+    window_ends: list[str]
+    validation_metrics: dict
+    validation_frame: pd.DataFrame | None = field(default=None, repr=False)
+    serving: dict = field(default_factory=dict)
+    """Hybrid vs BTYD on the validation window: which one is served and why (``serve_or_fall_back``)."""
+    """The validation window (features at C - h, labels to C) behind ``validation_metrics``: the
+    registry scores the served model on the same rows (not stored)."""
+
+    def sidecar(self, config: ClvConfig) -> dict:
+        """The JSON-ready description stored next to the booster by the registry."""
+        return {
+            "variant": self.model.variant,
+            "cutoff": self.cutoff.isoformat(),
+            "horizon_days": config.horizon_days,
+            "label_horizon_days": self.model.label_horizon_days,
+            "window_ends": self.window_ends,
+            "n_train": self.n_train,
+            "features": self.model.features,
+            "objective": self.model.objective.name,
+            "objective_params": self.model.objective.params,
+            "target": self.model.objective.target,
+            "smearing": self.model.smearing,
+            "btyd_offset": self.model.offset,
+            "serves_btyd": self.model.serves_btyd,
+            "level": self.model.level,
+            "extension_factor": self.model.extension_factor,
+            "blend": self.model.blend,
+            "serving": self.serving,
+            "num_boost_round": self.model.num_boost_round,
+            "selection": self.selection.as_dict(),
+            "validation_metrics": self.validation_metrics,
+            "config": asdict(config),
+        }
+
+
+def train_clv(
+    conn: duckdb.DuckDBPyConnection,
+    cutoff: date,
+    config: ClvConfig,
+    variant: str = HYBRID,
+    objective: ObjectiveSpec | None = None,
+) -> TrainedClv:
+    """Select the objective (unless given) and train the final model on windows ending <= C.
+
+    Selection: train windows end at C - h - k * step, validation window ends at C. Final model:
+    windows end at C - k * step, trained for the early-stopped number of rounds of the chosen
+    objective (re-run on the validation split when ``objective`` is given).
+
+    Row caps (``[sampling]`` in clv.toml), the usual practice for large customer bases: each
+    selection window (inner training windows and the validation window) keeps a deterministic
+    customer sample of at most ``max_selection_rows`` rows, and the final model trains on at most
+    ``max_training_rows`` rows (split evenly over its windows). The BTYD of every window is still
+    fitted on all its customers. Stores smaller than the caps are untouched.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    h = config.label_horizon_days
+    per_window = -(-config.max_training_rows // max(config.window_count, 1)) if config.max_training_rows else None
+    final = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days), config,
+                             per_window)
+    final = cap_rows(final, config.max_training_rows)
+    inner = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days, h), config,
+                             config.max_selection_rows or None)
+    valid = cap_rows(final[final["window_end"] == pd.Timestamp(cutoff)].reset_index(drop=True),
+                     config.max_selection_rows)
+    columns = feature_list(pd.concat([inner, valid]), variant)
+    candidates = config if objective is None else _only(config, objective)
+    selection = select_objective(candidates, inner, valid, columns, variant)
+    chosen = next(r for r in selection.comparison if r["objective"] == selection.chosen.name)
+    offset = uses_offset(config, selection.chosen, variant)
+    booster, rounds = train_booster(
+        config, selection.chosen, final, columns, num_boost_round=selection.rounds, offset=offset
+    )
+    model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
+                     level=selection.level, blend=selection.blend)
+    extension = btyd_extension_factor(conn, cutoff, config) if variant == HYBRID else {"factor": 1.0}
+    model.extension_factor = float(extension["factor"])
+    validation_metrics = {k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
+                                                 "predicted_total", "actual_total")}
+    if selection.blend_metrics is not None:
+        # the served hybrid is the blend: its validation metrics are the blend's
+        validation_metrics = {k: selection.blend_metrics[k] for k in validation_metrics}
+    serving = serve_or_fall_back(validation_metrics, valid, variant)
+    if serving["served"] == "btyd":
+        model.serves_btyd = True
+        validation_metrics = serving["btyd_metrics"]
+    return TrainedClv(
+        model=model,
+        selection=selection,
+        cutoff=cutoff,
+        n_train=int(len(final)),
+        window_ends=sorted({str(t.date()) for t in final["window_end"]}),
+        validation_metrics=validation_metrics,
+        validation_frame=valid,
+        serving={**serving, "extension": extension},
+    )
+
+
+def serve_or_fall_back(candidate_metrics: dict, valid: pd.DataFrame, variant: str) -> dict:
+    """Serve the hybrid only if it beats the BTYD on the validation window, else the BTYD.
+
+    "Beats" = higher normalized Gini *and* lower MAE than the BTYD's expected spend on the same
+    validation rows (the BTYD of that window is fitted at its feature cutoff, so both are out of
+    sample). The xgboost variant has no BTYD to fall back on and is always served as trained.
+    """
+    y = valid["label_spend"].to_numpy(dtype=float)
+    btyd_block = metrics.regression_metrics(y, np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)))
+    btyd_metrics = {**btyd_block, "actual_total": float(y.sum())}
+    if variant != HYBRID:
+        return {"served": variant, "reason": "no BTYD fallback for the xgboost variant", "btyd_metrics": btyd_metrics}
+    gini, mae = candidate_metrics.get("normalized_gini"), candidate_metrics.get("mae")
+    b_gini, b_mae = btyd_metrics.get("normalized_gini"), btyd_metrics.get("mae")
+    def fmt(value) -> str:
+        return "n/a" if value is None else f"{value:.4g}"
+
+    comparison = f"Gini {fmt(gini)} vs BTYD {fmt(b_gini)}, MAE {fmt(mae)} vs BTYD {fmt(b_mae)}"
+    beats = None not in (gini, b_gini, mae, b_mae) and gini > b_gini and mae < b_mae
+    if beats:
+        return {"served": HYBRID, "reason": f"hybrid beats BTYD on the validation window ({comparison})",
+                "btyd_metrics": btyd_metrics}
+    return {"served": "btyd", "reason": f"hybrid does not beat BTYD on the validation window ({comparison}): "
+            "serving the BTYD forecast", "btyd_metrics": btyd_metrics}

@@ -1,0 +1,128 @@
+"""Training data: point-in-time label windows stacked with per-window BTYD features.
+
+Each window's BTYD is fitted at that window's feature cutoff only (a model fitted at the
+cutoff would know the labels of earlier windows).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from clv_platform.models import btyd
+from clv_platform.models.frames import usable_features
+from clv_platform.transforms.features import FEATURE_COLUMNS, build_training_frame
+from clv_platform.models.clv.config import HYBRID, BTYD_FEATURES, DERIVED_FEATURES, ClvConfig
+
+
+def add_derived_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``DERIVED_FEATURES`` added (from ``total_net_spend`` and ``T_days``)."""
+    if not {"total_net_spend", "T_days"} <= set(frame.columns):
+        return frame
+    weeks = (frame["T_days"].astype(float) / btyd.DAYS_PER_WEEK).clip(lower=1.0)
+    return frame.assign(spend_rate_per_week=frame["total_net_spend"].astype(float) / weeks)
+
+
+def btyd_summary(features: pd.DataFrame) -> pd.DataFrame:
+    """The BTYD calibration summary (weeks, not rounded) from a feature frame, by customer_id.
+
+    Equal to ``btyd.summarize`` at the same cutoff: the feature SQL already counts purchase days.
+    """
+    frame = features.set_index("customer_id")
+    return pd.DataFrame(
+        {
+            "frequency": frame["frequency"].astype(int),
+            "recency": frame["recency_btyd_days"].astype(float) / btyd.DAYS_PER_WEEK,
+            "T": frame["T_days"].astype(float) / btyd.DAYS_PER_WEEK,
+            "monetary": frame["monetary"].astype(float),
+        },
+        index=frame.index,
+    )
+
+
+def fit_btyd_at(features: pd.DataFrame, config: ClvConfig) -> btyd.BTYDModel:
+    """BTYD fitted on one feature snapshot only (so on data up to its cutoff).
+
+    ``auto`` is ``btyd.fit_auto``: Pareto/NBD and MBG/NBD, degenerate fits discarded, the higher
+    calibration log-likelihood served, penalized fallbacks after that (the choice and its reason
+    are on the returned model). Every family's predictions are total (``btyd.TransactionModel``).
+    """
+    return btyd.fit_btyd(btyd_summary(features), config.btyd_model, config.btyd_penalizer, config.spend_penalizer)
+
+
+def btyd_features(
+    model: btyd.BTYDModel, features: pd.DataFrame, horizon_weeks: float, annual_discount_rate: float
+) -> pd.DataFrame:
+    """The ``BTYD_FEATURES`` columns over ``horizon_weeks``, aligned to ``features``' rows."""
+    summary = btyd_summary(features)
+    scores = model.score(summary, horizon_weeks, annual_discount_rate)
+    return pd.DataFrame(
+        {
+            "btyd_p_alive": scores["p_alive"].to_numpy(),
+            "btyd_expected_purchases": scores["expected_purchases"].to_numpy(),
+            "btyd_expected_aov": scores["expected_aov"].to_numpy(),
+            "btyd_expected_spend": scores["expected_spend"].to_numpy(),
+            "btyd_clv": scores["clv"].to_numpy(),
+        },
+        index=features.index,
+    )
+
+
+def window_ends(cutoff: date, count: int, step_days: int, offset_days: int = 0) -> list[date]:
+    """Label-window ends C - offset, C - offset - step, ... (newest first)."""
+    return [cutoff - timedelta(days=offset_days + k * step_days) for k in range(count)]
+
+
+def customer_keys(frame: pd.DataFrame) -> np.ndarray:
+    """A fixed pseudo-random 64-bit key per customer id (pandas' seeded hash, stable across runs).
+
+    The same customer gets the same key in every window, so a cap on rows keeps whole customers:
+    the customers of a capped window are (nearly) the same in every window and every run.
+    """
+    return pd.util.hash_pandas_object(frame["customer_id"].astype(str), index=False).to_numpy()
+
+
+def cap_rows(frame: pd.DataFrame, max_rows: int | None) -> pd.DataFrame:
+    """At most ``max_rows`` rows: those of the customers with the smallest ``customer_keys``.
+
+    A deterministic customer sample, in the original row order; ``max_rows`` of 0 / None, or a
+    frame that is not larger, returns the frame itself (stores of normal size are untouched).
+    """
+    if not max_rows or len(frame) <= max_rows:
+        return frame
+    keep = np.sort(np.argpartition(customer_keys(frame), max_rows - 1)[:max_rows])
+    return frame.iloc[keep].reset_index(drop=True)
+
+
+def training_windows(
+    conn: duckdb.DuckDBPyConnection, ends: list[date], config: ClvConfig, max_rows_per_window: int | None = None
+) -> pd.DataFrame:
+    """Stacked training rows of the windows ending at ``ends`` with BTYD features per window.
+
+    Each window's BTYD model is fitted at its own feature cutoff, on all of the window's customers;
+    a window with fewer than two customers (too early in the history) is skipped. With
+    ``max_rows_per_window`` a window keeps a deterministic customer sample of at most that many
+    rows (``cap_rows``) after its BTYD fit.
+    """
+    h = config.label_horizon_days
+    parts = []
+    for end in ends:
+        frame = add_derived_features(build_training_frame(conn, end, h))
+        if len(frame) < 2 or frame["frequency"].sum() == 0:
+            continue
+        model = fit_btyd_at(frame, config)
+        frame = cap_rows(frame, max_rows_per_window)
+        extra = btyd_features(model, frame, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
+        parts.append(frame.join(extra).assign(window_end=pd.Timestamp(end)))
+    if not parts:
+        raise ValueError(f"no training window with customers among those ending at {ends}")
+    return pd.concat(parts, ignore_index=True)
+
+
+def feature_list(frame: pd.DataFrame, variant: str) -> list[str]:
+    """Usable features of ``frame`` for a variant: hybrid = base + BTYD, xgboost = base only."""
+    base = usable_features(frame, FEATURE_COLUMNS + DERIVED_FEATURES)
+    return base + usable_features(frame, BTYD_FEATURES) if variant == HYBRID else base

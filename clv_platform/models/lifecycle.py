@@ -1,0 +1,103 @@
+"""The one lifecycle-stage rule: ``new`` / ``churned`` / ``at_risk`` / ``active``.
+
+Used by ``scores/customer_segments`` (``segments.segment_customers``, whose column the marts
+read) and by the dataset backtest (``backtest.py`` groups its per-stage errors with
+``stages_from_summary``), so the backtest's per-stage errors describe the stages production assigns.
+Thresholds and column names are the ``[lifecycle]`` section of ``segments.toml``.
+
+Rule, checked in this order: ``new`` (tenure at most ``new_max_tenure_days``), then ``churned`` /
+``at_risk`` when the time since the last order is a large multiple of the customer's own cadence
+(mean interval; the pooled population interval for one-time buyers) or, if given, the
+probability alive is low; else ``active``. Cadence-relative recency is what makes a 60-day gap
+alarming for a weekly buyer and normal for a quarterly one.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from clv_platform.models.npd import NaiveCadence
+
+STAGES = ("new", "active", "at_risk", "churned")
+
+DAYS_PER_WEEK = 7.0
+
+
+def _lifecycle_config(config: dict | None) -> dict:
+    """The ``[lifecycle]`` section of a parsed segments config (default: the shipped ``segments.toml``)."""
+    if config is None:
+        text = resources.files("clv_platform.models").joinpath("segments.toml").read_text(encoding="utf-8")
+        config = tomllib.loads(text)
+    return config["lifecycle"]
+
+
+def cadence_ratio(frame: pd.DataFrame, config: dict | None = None) -> pd.Series:
+    """Days since the last order / the customer's mean interval (population interval for one-timers).
+
+    The population interval is pooled over all gaps of the frame's repeat buyers (total gap
+    days / total gaps), the same estimate as the naive next-purchase baseline.
+    """
+    life = _lifecycle_config(config)
+    cadence = NaiveCadence(
+        recency_col=life["recency_column"],
+        interval_col=life["interval_column"],
+        frequency_col=life["frequency_column"],
+    ).fit(frame)
+    since_last = pd.to_numeric(frame[life["recency_column"]], errors="coerce").to_numpy(dtype=float)
+    return pd.Series(since_last / cadence.intervals(frame), index=frame.index, name="cadence_ratio")
+
+
+def lifecycle_stages(frame: pd.DataFrame, config: dict | None = None, p_alive=None) -> pd.Series:
+    """``new`` / ``churned`` / ``at_risk`` / ``active``, checked in that order (thresholds in config).
+
+    ``p_alive`` (optional, array-like aligned with ``frame``) adds the probability-alive tests;
+    either signal - cadence or p_alive - is enough to mark a customer at risk or churned.
+    """
+    life = _lifecycle_config(config)
+    ratio = cadence_ratio(frame, config).to_numpy()
+    tenure = pd.to_numeric(frame[life["tenure_column"]], errors="coerce").to_numpy(dtype=float)
+    churned = ratio >= life["churned_min_ratio"]
+    at_risk = ratio >= life["at_risk_min_ratio"]
+    if p_alive is not None:
+        alive = np.asarray(p_alive, dtype=float)
+        churned |= alive < life["churned_max_p_alive"]
+        at_risk |= alive < life["at_risk_max_p_alive"]
+    stage = np.select(
+        [tenure <= life["new_max_tenure_days"], churned, at_risk],
+        ["new", "churned", "at_risk"],
+        default="active",
+    )
+    return pd.Series(stage, index=frame.index, name="lifecycle_stage", dtype=object)
+
+
+def features_from_summary(summary: pd.DataFrame, config: dict | None = None) -> pd.DataFrame:
+    """The lifecycle columns of the feature table rebuilt from a BTYD calibration summary.
+
+    ``summary`` has ``frequency`` (repeat purchase days), ``recency`` (first to last purchase) and
+    ``T`` (first purchase to the cutoff) in weeks, as ``btyd.summarize`` makes it. The feature SQL
+    defines tenure = cutoff - first order, recency = cutoff - last order and the mean interval =
+    mean gap between purchase days = (last - first) / frequency (null for one-time buyers).
+    """
+    life = _lifecycle_config(config)
+    frequency = summary["frequency"].to_numpy(dtype=float)
+    span_days = summary["recency"].to_numpy(dtype=float) * DAYS_PER_WEEK
+    age_days = summary["T"].to_numpy(dtype=float) * DAYS_PER_WEEK
+    safe = np.where(frequency > 0, frequency, 1.0)
+    return pd.DataFrame(
+        {
+            life["tenure_column"]: age_days,
+            life["recency_column"]: age_days - span_days,
+            life["interval_column"]: np.where(frequency > 0, span_days / safe, np.nan),
+            life["frequency_column"]: frequency,
+        },
+        index=summary.index,
+    )
+
+
+def stages_from_summary(summary: pd.DataFrame, config: dict | None = None, p_alive=None) -> pd.Series:
+    """Production's ``lifecycle_stages`` applied to a BTYD calibration summary (the backtest's frame)."""
+    return lifecycle_stages(features_from_summary(summary, config), config, p_alive).rename("stage")
