@@ -44,6 +44,18 @@ def sample_ids(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = 
     return [str(r[0]) for r in conn.execute(f"select * from ({sql}) limit {int(limit)}", params or []).fetchall()]
 
 
+def offenders(conn: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, list[str]]:
+    """How many rows `sql` returns, and a few of their ids to name in the description (none
+    looked up when there are none)."""
+    n = count(conn, f"select count(*) from ({sql})")
+    return n, (sample_ids(conn, sql) if n else [])
+
+
+def problems(*found: tuple[object, str]) -> list[str]:
+    """The messages of the (value, message) pairs whose value is non-empty, in order."""
+    return [message for value, message in found if value]
+
+
 def utc_now_naive() -> datetime:
     """Now in UTC without tzinfo: the platform stores UTC as naive TIMESTAMP."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -60,6 +72,29 @@ def missing_table(table: str) -> dg.AssetCheckResult:
 
 def result(passed: bool, ok: str, failed: str, **metadata) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=bool(passed), description=ok if passed else failed, metadata=metadata)
+
+
+def table_check(
+    asset: dg.AssetKey, table: str | None, *, description: str, blocking: bool = True, name: str | None = None,
+) -> Callable[[Callable[[duckdb.DuckDBPyConnection], dg.AssetCheckResult]], dg.AssetChecksDefinition]:
+    """Turn `probe(conn) -> AssetCheckResult` into a check on `table`, named `name` or after the probe.
+
+    Every hand-written check opened a connection and failed on a missing table the same way;
+    this keeps that in one place so a check body is only its own queries. `table=None` is for a
+    probe that reads several tables and treats a missing one itself.
+    """
+
+    def wrap(probe: Callable[[duckdb.DuckDBPyConnection], dg.AssetCheckResult]) -> dg.AssetChecksDefinition:
+        @dg.asset_check(asset=asset, name=name or probe.__name__, blocking=blocking, description=description)
+        def _check(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+            with duckdb.get_connection() as conn:
+                if table is not None and not table_exists(conn, table):
+                    return missing_table(table)
+                return probe(conn)
+
+        return _check
+
+    return wrap
 
 
 def rows_where_check(
@@ -129,3 +164,44 @@ def column_rule_check(
         )
 
     return _check
+
+
+def offending_ids_check(
+    asset: dg.AssetKey,
+    table: str,
+    sql: str,
+    *,
+    name: str,
+    description: str,
+    ok: str,
+    failed: str,
+    metadata_key: str,
+    examples_key: str | None = None,
+) -> dg.AssetChecksDefinition:
+    """A blocking check that fails when `sql` (listing offending ids) returns rows; `failed` is
+    formatted with their count `n` and a few `examples`, which `examples_key` also records."""
+
+    def probe(conn: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
+        n, examples = offenders(conn, sql)
+        extra = {examples_key: ", ".join(examples)} if examples_key else {}
+        return result(n == 0, ok, failed.format(n=n, examples=", ".join(examples)), **{metadata_key: n}, **extra)
+
+    return table_check(asset, table, description=description, name=name)(probe)
+
+
+def one_row_per_customer_check(
+    asset: dg.AssetKey, table: str, *, name: str, description: str, failed: str, duplicates_key: str,
+) -> dg.AssetChecksDefinition:
+    """A blocking check that `table` has no null and no repeated customer_id; `failed` is formatted
+    with `nulls`, `dupes` and a few duplicated `examples`. Staging and features share the rule."""
+
+    def probe(conn: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
+        nulls = count(conn, f"select count(*) from {table} where customer_id is null")
+        dupes, examples = offenders(conn, f"select customer_id from {table} group by customer_id having count(*) > 1")
+        return result(
+            nulls == 0 and dupes == 0, "one row per customer",
+            failed.format(nulls=nulls, dupes=dupes, examples=", ".join(examples)),
+            **{duplicates_key: dupes, "null_customer_ids": nulls},
+        )
+
+    return table_check(asset, table, description=description, name=name)(probe)

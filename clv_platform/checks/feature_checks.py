@@ -7,33 +7,24 @@ silently lose its guard.
 """
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from clv_platform.checks.common import columns_of, count, missing_table, monitoring_config, result, sample_ids
+from clv_platform.checks.common import (
+    columns_of, count, monitoring_config, one_row_per_customer_check, problems,
+    result, table_check,
+)
 from clv_platform.core.thresholds import CheckSettings
-from clv_platform.resources.storage import table_exists
 from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE
 from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
 
 FEATURES = CUSTOMER_FEATURES
 
 
-@dg.asset_check(asset=FEATURES, blocking=True, description="Exactly one row per customer, no null customer_id.")
-def features_one_row_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, FEATURE_TABLE):
-            return missing_table(FEATURE_TABLE)
-        nulls = count(conn, f"select count(*) from {FEATURE_TABLE} where customer_id is null")
-        dupes_sql = f"select customer_id from {FEATURE_TABLE} group by customer_id having count(*) > 1"
-        dupes = count(conn, f"select count(*) from ({dupes_sql})")
-        examples = sample_ids(conn, dupes_sql) if dupes else []
-    return result(
-        nulls == 0 and dupes == 0,
-        "one row per customer",
-        f"{dupes} customers with more than one feature row (e.g. {', '.join(examples)}), {nulls} null ids",
-        duplicate_customers=dupes,
-        null_customer_ids=nulls,
-    )
+features_one_row_per_customer = one_row_per_customer_check(
+    FEATURES, FEATURE_TABLE, name="features_one_row_per_customer",
+    description="Exactly one row per customer, no null customer_id.",
+    failed="{dupes} customers with more than one feature row (e.g. {examples}), {nulls} null ids",
+    duplicates_key="duplicate_customers",
+)
 
 
 def range_violations(conn, table: str, settings: CheckSettings) -> tuple[dict[str, int], list[str]]:
@@ -52,26 +43,21 @@ def range_violations(conn, table: str, settings: CheckSettings) -> tuple[dict[st
     return violations, missing
 
 
-@dg.asset_check(
-    asset=FEATURES,
-    blocking=True,
+@table_check(
+    FEATURES, FEATURE_TABLE,
     description="Counts, days and spend are >= 0 and shares lie in [0, 1] (columns from monitoring.toml).",
 )
-def features_value_ranges(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+def features_value_ranges(conn) -> dg.AssetCheckResult:
     settings = monitoring_config().checks
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, FEATURE_TABLE):
-            return missing_table(FEATURE_TABLE)
-        violations, missing = range_violations(conn, FEATURE_TABLE, settings)
-    problems = []
-    if violations:
-        problems.append(f"rows out of range per column: {violations}")
-    if missing:
-        problems.append(f"configured columns missing from the table: {missing}")
+    violations, missing = range_violations(conn, FEATURE_TABLE, settings)
+    found = problems(
+        (violations, f"rows out of range per column: {violations}"),
+        (missing, f"configured columns missing from the table: {missing}"),
+    )
     return result(
-        not problems,
+        not found,
         f"{len(settings.non_negative)} non-negative and {len(settings.unit_interval)} [0, 1] columns in range",
-        "; ".join(problems),
+        "; ".join(found),
         violations=dg.MetadataValue.json(violations),
         missing_columns=", ".join(missing),
     )
@@ -95,30 +81,21 @@ def null_share_breaches(shares: dict[str, float], settings: CheckSettings) -> di
     return out
 
 
-@dg.asset_check(
-    asset=FEATURES,
-    blocking=True,
-    description="The null share of every model feature is within its configured limit.",
+@table_check(
+    FEATURES, FEATURE_TABLE, description="The null share of every model feature is within its configured limit."
 )
-def features_null_shares(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+def features_null_shares(conn) -> dg.AssetCheckResult:
     settings = monitoring_config().checks
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, FEATURE_TABLE):
-            return missing_table(FEATURE_TABLE)
-        present = set(columns_of(conn, FEATURE_TABLE))
-        columns = [c for c in FEATURE_COLUMNS if c in present]
-        shares = null_shares(conn, FEATURE_TABLE, columns)
+    present = set(columns_of(conn, FEATURE_TABLE))
+    columns = [c for c in FEATURE_COLUMNS if c in present]
+    shares = null_shares(conn, FEATURE_TABLE, columns)
     breaches = null_share_breaches(shares, settings)
     missing = [c for c in FEATURE_COLUMNS if c not in present]
-    problems = []
-    if breaches:
-        problems.append(f"null share above limit: {breaches}")
-    if missing:
-        problems.append(f"feature columns missing: {missing}")
+    found = problems((breaches, f"null share above limit: {breaches}"), (missing, f"feature columns missing: {missing}"))
     return result(
-        not problems,
+        not found,
         f"null shares of {len(columns)} features within limits",
-        "; ".join(problems),
+        "; ".join(found),
         null_shares=dg.MetadataValue.json({c: round(v, 4) for c, v in shares.items()}),
     )
 

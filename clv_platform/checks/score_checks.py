@@ -7,9 +7,8 @@ schema grows.
 """
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from clv_platform.checks.common import column_rule_check, count, missing_table, result, sample_ids
+from clv_platform.checks.common import column_rule_check, count, result, sample_ids, table_check
 from clv_platform.resources.storage import table_exists
 from clv_platform.models.clv_assets import CUSTOMER_CLV
 from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
@@ -71,39 +70,33 @@ def scored_once_counts(conn, table: str) -> dict[str, int]:
     return counts
 
 
-def _scored_once(duckdb: DuckDBResource, table: str) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, table):
-            return missing_table(table)
+def scored_once_check(asset: dg.AssetKey, table: str, name: str, description: str) -> dg.AssetChecksDefinition:
+    """One-row-per-scored-customer check on `table`; the CLV and segment tables share the rule."""
+
+    def probe(conn) -> dg.AssetCheckResult:
         counts = scored_once_counts(conn, table)
         examples = sample_ids(
             conn, f"select customer_id from {table} group by 1 having count(*) > 1"
         ) if counts["duplicated_ids"] else []
-    problems = {k: v for k, v in counts.items() if k != "rows" and v}
-    return result(
-        not problems,
-        f"{counts['rows']} customers, each scored once",
-        f"{table} is not one row per customer: {problems}" + (f", e.g. {', '.join(examples)}" if examples else ""),
-        **counts,
-    )
+        problems = {k: v for k, v in counts.items() if k != "rows" and v}
+        return result(
+            not problems,
+            f"{counts['rows']} customers, each scored once",
+            f"{table} is not one row per customer: {problems}" + (f", e.g. {', '.join(examples)}" if examples else ""),
+            **counts,
+        )
+
+    return table_check(asset, table, description=description, name=name)(probe)
 
 
-@dg.asset_check(
-    asset=CUSTOMER_CLV,
-    blocking=True,
-    description="Every customer of features.customer_features is scored exactly once, and nobody else.",
+clv_every_customer_scored_once = scored_once_check(
+    CUSTOMER_CLV, CLV_TABLE, "clv_every_customer_scored_once",
+    "Every customer of features.customer_features is scored exactly once, and nobody else.",
 )
-def clv_every_customer_scored_once(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    return _scored_once(duckdb, CLV_TABLE)
-
-
-@dg.asset_check(
-    asset=CUSTOMER_SEGMENTS,
-    blocking=True,
-    description="Every customer of features.customer_features has exactly one segment row.",
+segments_every_customer_once = scored_once_check(
+    CUSTOMER_SEGMENTS, SEGMENTS_TABLE, "segments_every_customer_once",
+    "Every customer of features.customer_features has exactly one segment row.",
 )
-def segments_every_customer_once(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    return _scored_once(duckdb, SEGMENTS_TABLE)
 
 
 SCORE_CHECKS = [

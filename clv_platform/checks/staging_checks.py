@@ -6,18 +6,18 @@ with duplicate orders, lost rows, future dates or negative revenue stops before 
 """
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from clv_platform.checks.common import (
     count,
     count_or_zero,
     future_limit,
-    missing_table,
+    offending_ids_check,
+    one_row_per_customer_check,
     result,
     rows_where_check,
     sample_ids,
+    table_check,
 )
-from clv_platform.resources.storage import table_exists
 from clv_platform.ingestion.assets import RAW_KLAVIYO_PROFILES, RAW_SHOPIFY_ORDERS
 from clv_platform.transforms.order_history import StaleOrderHistory, check_order_history
 from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORDER_LINES, ORDERS, REJECTED_ROWS
@@ -51,58 +51,40 @@ raw_profiles_no_future_updates = rows_where_check(
 # ----------------------------------------------------------------------------- staging (blocking)
 
 
-@dg.asset_check(asset=ORDERS, blocking=True, description="order_id is unique in staging.orders.")
-def orders_unique_order_id(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, "staging.orders"):
-            return missing_table("staging.orders")
-        dupes_sql = "select order_id from staging.orders group by order_id having count(*) > 1"
-        dupes = count(conn, f"select count(*) from ({dupes_sql})")
-        examples = sample_ids(conn, dupes_sql) if dupes else []
-    return result(
-        dupes == 0,
-        "order_id is unique",
-        f"{dupes} order ids appear more than once, e.g. {', '.join(examples)}",
-        duplicate_order_ids=dupes,
-        examples=", ".join(examples),
-    )
-
-
-@dg.asset_check(
-    asset=ORDERS, blocking=True, description="order_id, order_date and created_at are never null."
+orders_unique_order_id = offending_ids_check(
+    ORDERS, "staging.orders", "select order_id from staging.orders group by order_id having count(*) > 1",
+    name="orders_unique_order_id", description="order_id is unique in staging.orders.",
+    ok="order_id is unique", failed="{n} order ids appear more than once, e.g. {examples}",
+    metadata_key="duplicate_order_ids", examples_key="examples",
 )
-def orders_keys_not_null(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, "staging.orders"):
-            return missing_table("staging.orders")
-        nulls = {
-            column: count(conn, f"select count(*) from staging.orders where {column} is null")
-            for column in ("order_id", "order_date", "created_at")
-        }
+
+
+@table_check(ORDERS, "staging.orders", description="order_id, order_date and created_at are never null.")
+def orders_keys_not_null(conn) -> dg.AssetCheckResult:
+    nulls = {
+        column: count(conn, f"select count(*) from staging.orders where {column} is null")
+        for column in ("order_id", "order_date", "created_at")
+    }
     bad = {c: n for c, n in nulls.items() if n}
     return result(not bad, "no null keys", f"null keys in staging.orders: {bad}", **{f"null_{c}": n for c, n in nulls.items()})
 
 
-@dg.asset_check(
-    asset=ORDERS,
-    blocking=True,
+@table_check(
+    ORDERS, "staging.orders",
     description="No order is created, updated, dated or cancelled in the future (beyond the configured tolerance).",
 )
-def orders_no_future_timestamps(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+def orders_no_future_timestamps(conn) -> dg.AssetCheckResult:
     limit = future_limit()
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, "staging.orders"):
-            return missing_table("staging.orders")
-        counts = {
-            column: count(conn, f"select count(*) from staging.orders where cast({column} as timestamp) > ?", [limit])
-            for column in ("created_at", "updated_at", "order_date", "cancelled_at")
-        }
-        examples = sample_ids(
-            conn,
-            "select order_id from staging.orders where created_at > ? or updated_at > ? "
-            "or cast(order_date as timestamp) > ? or cancelled_at > ?",
-            [limit] * 4,
-        )
+    counts = {
+        column: count(conn, f"select count(*) from staging.orders where cast({column} as timestamp) > ?", [limit])
+        for column in ("created_at", "updated_at", "order_date", "cancelled_at")
+    }
+    examples = sample_ids(
+        conn,
+        "select order_id from staging.orders where created_at > ? or updated_at > ? "
+        "or cast(order_date as timestamp) > ? or cancelled_at > ?",
+        [limit] * 4,
+    )
     bad = {c: n for c, n in counts.items() if n}
     return result(
         not bad,
@@ -113,33 +95,22 @@ def orders_no_future_timestamps(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=ORDERS, blocking=True, description="net_revenue is never negative or null.")
-def orders_net_revenue_non_negative(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, "staging.orders"):
-            return missing_table("staging.orders")
-        bad_sql = "select order_id from staging.orders where net_revenue < 0 or net_revenue is null"
-        bad = count(conn, f"select count(*) from ({bad_sql})")
-        examples = sample_ids(conn, bad_sql) if bad else []
-    return result(
-        bad == 0,
-        "net_revenue >= 0 everywhere",
-        f"{bad} orders with negative or null net_revenue, e.g. {', '.join(examples)}",
-        bad_orders=bad,
+orders_net_revenue_non_negative = offending_ids_check(
+    ORDERS, "staging.orders", "select order_id from staging.orders where net_revenue < 0 or net_revenue is null",
+    name="orders_net_revenue_non_negative", description="net_revenue is never negative or null.",
+    ok="net_revenue >= 0 everywhere", failed="{n} orders with negative or null net_revenue, e.g. {examples}",
+    metadata_key="bad_orders",
+)
+
+
+@table_check(ORDER_LINES, "staging.order_lines", description="(order_id, line_number) is present and unique.")
+def order_lines_keys(conn) -> dg.AssetCheckResult:
+    nulls = count(conn, "select count(*) from staging.order_lines where order_id is null or line_number is null")
+    dupes = count(
+        conn,
+        "select count(*) from (select order_id, line_number from staging.order_lines "
+        "group by all having count(*) > 1)",
     )
-
-
-@dg.asset_check(asset=ORDER_LINES, blocking=True, description="(order_id, line_number) is present and unique.")
-def order_lines_keys(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, "staging.order_lines"):
-            return missing_table("staging.order_lines")
-        nulls = count(conn, "select count(*) from staging.order_lines where order_id is null or line_number is null")
-        dupes = count(
-            conn,
-            "select count(*) from (select order_id, line_number from staging.order_lines "
-            "group by all having count(*) > 1)",
-        )
     return result(
         nulls == 0 and dupes == 0,
         "line keys present and unique",
@@ -149,22 +120,10 @@ def order_lines_keys(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=CUSTOMERS, blocking=True, description="customer_id is present and unique.")
-def customers_unique_id(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        if not table_exists(conn, "staging.customers"):
-            return missing_table("staging.customers")
-        nulls = count(conn, "select count(*) from staging.customers where customer_id is null")
-        dupes_sql = "select customer_id from staging.customers group by customer_id having count(*) > 1"
-        dupes = count(conn, f"select count(*) from ({dupes_sql})")
-        examples = sample_ids(conn, dupes_sql) if dupes else []
-    return result(
-        nulls == 0 and dupes == 0,
-        "one row per customer",
-        f"{nulls} null customer ids, {dupes} duplicated, e.g. {', '.join(examples)}",
-        null_customer_ids=nulls,
-        duplicate_customer_ids=dupes,
-    )
+customers_unique_id = one_row_per_customer_check(
+    CUSTOMERS, "staging.customers", name="customers_unique_id", description="customer_id is present and unique.",
+    failed="{nulls} null customer ids, {dupes} duplicated, e.g. {examples}", duplicates_key="duplicate_customer_ids",
+)
 
 
 def reconciliation_counts(conn) -> list[dict]:
@@ -191,14 +150,12 @@ def reconciliation_counts(conn) -> list[dict]:
     return rows
 
 
-@dg.asset_check(
-    asset=REJECTED,
-    blocking=True,
+@table_check(
+    REJECTED, None,
     description="For every raw table: rows in = rows accepted into staging + rows rejected with a reason.",
 )
-def staging_rows_reconcile(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        rows = reconciliation_counts(conn)
+def staging_rows_reconcile(conn) -> dg.AssetCheckResult:
+    rows = reconciliation_counts(conn)
     unbalanced = [r for r in rows if r["rows_in"] != r["accepted"] + r["rejected"]]
     table = "\n".join(
         ["| raw table | rows in | accepted | rejected |", "|---|---|---|---|"]
@@ -216,27 +173,25 @@ def staging_rows_reconcile(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(
-    asset=ORDER_HISTORY,
-    blocking=True,
+@table_check(
+    ORDER_HISTORY, None,
     description="One history row per order with a customer, and each customer's purchases numbered 1..n.",
 )
-def order_history_matches_orders(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as conn:
-        try:
-            check_order_history(conn)
-        except StaleOrderHistory as exc:
-            return dg.AssetCheckResult(passed=False, description=str(exc))
-        # a gap or a repeat in purchase_seq would shift every cadence feature of that customer
-        broken = """
-            select customer_id
-            from staging.order_history
-            where purchase_seq is not null
-            group by customer_id
-            having max(purchase_seq) <> count(*) or count(distinct purchase_seq) <> count(*)
-        """
-        bad = count(conn, f"select count(*) from ({broken})")
-        examples = sample_ids(conn, broken)
+def order_history_matches_orders(conn) -> dg.AssetCheckResult:
+    try:
+        check_order_history(conn)
+    except StaleOrderHistory as exc:
+        return dg.AssetCheckResult(passed=False, description=str(exc))
+    # a gap or a repeat in purchase_seq would shift every cadence feature of that customer
+    broken = """
+        select customer_id
+        from staging.order_history
+        where purchase_seq is not null
+        group by customer_id
+        having max(purchase_seq) <> count(*) or count(distinct purchase_seq) <> count(*)
+    """
+    bad = count(conn, f"select count(*) from ({broken})")
+    examples = sample_ids(conn, broken)
     return result(not bad, "history matches staging.orders", f"{bad} customers with a broken purchase sequence, "
                   f"e.g. {', '.join(examples)}", broken_customers=bad)
 
