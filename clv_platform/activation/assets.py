@@ -105,36 +105,33 @@ def activate(
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(
-    key=["activation", "klaviyo_profiles"],
-    deps=UPSTREAM,
-    group_name="activation",
-    owners=OWNERS,
-    description="clv_* custom properties on Klaviyo profiles, through bulk profile import jobs (off by default).",
-)
-def klaviyo_profiles(
-    context: dg.AssetExecutionContext,
-    duckdb: DuckDBResource,
-    activation: ActivationResource,
-    klaviyo: dg.ConfigurableResource,
-) -> dg.MaterializeResult:
-    return activate(context, "klaviyo", duckdb, activation, klaviyo)
+def activation_asset(key: list[str], destination: str, description: str) -> dg.AssetsDefinition:
+    """An activation asset for one destination: both write back the same planned changes through
+    `activate` and differ only in key, destination resource and description."""
+
+    @dg.asset(
+        key=key,
+        deps=UPSTREAM,
+        group_name="activation",
+        owners=OWNERS,
+        description=description,
+        required_resource_keys={"duckdb", "activation", destination},
+    )
+    def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        resources = context.resources
+        return activate(context, destination, resources.duckdb, resources.activation, getattr(resources, destination))
+
+    return _activation
 
 
-@dg.asset(
-    key=["activation", "shopify_customers"],
-    deps=UPSTREAM,
-    group_name="activation",
-    owners=OWNERS,
-    description="clv namespace metafields (and optional clv: tags) on Shopify customers (off by default).",
+klaviyo_profiles = activation_asset(
+    ["activation", "klaviyo_profiles"], "klaviyo",
+    "clv_* custom properties on Klaviyo profiles, through bulk profile import jobs (off by default).",
 )
-def shopify_customers(
-    context: dg.AssetExecutionContext,
-    duckdb: DuckDBResource,
-    activation: ActivationResource,
-    shopify: dg.ConfigurableResource,
-) -> dg.MaterializeResult:
-    return activate(context, "shopify", duckdb, activation, shopify)
+shopify_customers = activation_asset(
+    ["activation", "shopify_customers"], "shopify",
+    "clv namespace metafields (and optional clv: tags) on Shopify customers (off by default).",
+)
 
 
 ACTIVATION_ASSETS = [klaviyo_profiles, shopify_customers]

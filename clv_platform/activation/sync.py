@@ -168,6 +168,17 @@ def _chunks(values: list, size: int) -> Iterator[list]:
         yield values[start:start + size]
 
 
+def _upstream_or_skipped(chunk: list[str], targets: dict, current: dict) -> tuple[list[str], list[dict]]:
+    """The chunk's targets still found upstream, and skip records for the deleted or erased ones:
+    both destinations read back before writing and must not recreate a customer removed there."""
+    present = [t for t in chunk if t in current]
+    skipped = [
+        {"customer_id": targets[t]["customer_id"], "target_id": t, "kind": "skipped", "reason": DELETED}
+        for t in chunk if t not in current
+    ]
+    return present, skipped
+
+
 def _items(target: str, customer_id: str, fields: dict[str, str]) -> list[dict]:
     return [{"customer_id": customer_id, "target_id": target, "field": f, "value": v} for f, v in fields.items()]
 
@@ -251,13 +262,9 @@ def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, changes
     for chunk in _chunks(list(targets), 100):
         current = writer.current_properties(chunk)
         already: list[dict] = []
-        skipped: list[dict] = []
-        for target in chunk:
+        present, skipped = _upstream_or_skipped(chunk, targets, current)
+        for target in present:
             entry = targets[target]
-            if target not in current:
-                skipped.append({"customer_id": entry["customer_id"], "target_id": target, "kind": "skipped",
-                                "reason": DELETED})
-                continue
             upstream = {f: canonical(BY_NAME[f].kind, current[target].get(f)) for f in entry["fields"]}
             send, same = _split(upstream, entry["fields"])
             already += _items(target, entry["customer_id"], same)
@@ -351,13 +358,10 @@ def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, changes
     sent: set[str] = set()
     for chunk in _chunks(list(targets), options.shopify_read_chunk):
         current = writer.current(chunk)
-        already, skipped, to_send, tag_sends = [], [], [], []
-        for target in chunk:
+        already, to_send, tag_sends = [], [], []
+        present, skipped = _upstream_or_skipped(chunk, targets, current)
+        for target in present:
             entry = targets[target]
-            if target not in current:
-                skipped.append({"customer_id": entry["customer_id"], "target_id": target, "kind": "skipped",
-                                "reason": DELETED})
-                continue
             upstream: dict[str, str | None] = {}
             for f in entry["fields"]:
                 if f.startswith(TAG_PREFIX):
