@@ -70,25 +70,24 @@ def demo_loggers(log_path: Path, out=None) -> dict:
                     print(f"{elapsed}  check {check.severity.value.lower()}: "
                           f"{check.asset_key.to_user_string()}:{check.check_name}", file=out, flush=True)
 
-    @dg.logger(description="Every Dagster event of the run, to a file")
-    def demo_file(_init_context) -> logging.Logger:
-        logger = logging.getLogger("clv_platform.demo.file")
+    def own_logger(name: str, handler: logging.Handler) -> logging.Logger:
+        """A logger with only `handler`: a rerun must not add a second one, nor echo to the root."""
+        logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = False
         logger.setLevel(logging.DEBUG)
-        handler = logging.FileHandler(log_path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         return logger
 
+    @dg.logger(description="Every Dagster event of the run, to a file")
+    def demo_file(_init_context) -> logging.Logger:
+        handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        return own_logger("clv_platform.demo.file", handler)
+
     @dg.logger(description="One console line per materialized asset and failure")
     def demo_progress(_init_context) -> logging.Logger:
-        logger = logging.getLogger("clv_platform.demo.progress")
-        logger.handlers.clear()
-        logger.propagate = False
-        logger.setLevel(logging.DEBUG)
-        logger.addHandler(Progress())
-        return logger
+        return own_logger("clv_platform.demo.progress", Progress())
 
     return {"demo_file": demo_file, "demo_progress": demo_progress}
 

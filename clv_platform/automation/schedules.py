@@ -99,26 +99,22 @@ def build_schedules(config: dict | None = None) -> list[dg.ScheduleDefinition]:
             tags={"clv/trigger": "nightly_refresh"},
         )
 
-    weekly = config["weekly_retrain"]
-    daily = config["daily_scoring"]
+    def cron_schedule(name: str, job) -> dg.ScheduleDefinition:
+        """A cron schedule set by its own table of the schedule config, tagged with its name as the trigger."""
+        settings = config[name]
+        return dg.ScheduleDefinition(
+            name=name,
+            cron_schedule=settings["cron"],
+            job=job,
+            execution_timezone=tz,
+            default_status=_status(settings),
+            tags={"clv/trigger": name},
+        )
+
     return [
         nightly_refresh,
-        dg.ScheduleDefinition(
-            name="weekly_retrain",
-            cron_schedule=weekly["cron"],
-            job=weekly_retrain_job,
-            execution_timezone=tz,
-            default_status=_status(weekly),
-            tags={"clv/trigger": "weekly_retrain"},
-        ),
-        dg.ScheduleDefinition(
-            name="daily_scoring",
-            cron_schedule=daily["cron"],
-            job=daily_scoring_job,
-            execution_timezone=tz,
-            default_status=_status(daily),
-            tags={"clv/trigger": "daily_scoring"},
-        ),
+        cron_schedule("weekly_retrain", weekly_retrain_job),
+        cron_schedule("daily_scoring", daily_scoring_job),
     ]
 
 
