@@ -37,9 +37,7 @@ with parsed as (
 ),
 typed as (
     select
-        raw_rowid,
-        source,
-        ingested_at,
+        * exclude (o),  -- the raw bookkeeping columns of clv_parsed_payloads
         nullif(trim(o.id), '') as order_id,
         o.name as order_name,
         timezone('UTC', try_cast(o.createdAt as timestamptz)) as created_at,

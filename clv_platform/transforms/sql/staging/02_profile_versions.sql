@@ -20,9 +20,7 @@ with parsed as (
 ),
 typed as (
     select
-        raw_rowid,
-        source,
-        ingested_at,
+        * exclude (p),  -- the raw bookkeeping columns of clv_parsed_payloads
         nullif(trim(p.id), '') as profile_id,
         nullif(lower(trim(p.attributes.email)), '') as email,
         p.attributes.external_id as external_id,
