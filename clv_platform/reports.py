@@ -11,6 +11,7 @@ pruning only ever touches files of that prefix with the `.html` suffix, newest k
 
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
 
@@ -73,3 +74,25 @@ def float_metrics(metrics: dict | None, prefix: str = "") -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value)):
             out[name] = float(value)
     return out
+
+
+def svg_chart_start(width: int, height: int, left: float, title: str) -> list[str]:
+    """The opening tag and bold title of an inline SVG chart, so every report's charts look alike."""
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+            f'<text x="{left}" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>']
+
+
+def svg_value_axis(left: float, top: float, plot_w: float, plot_h: float, y_max: float,
+                   grid: bool = True) -> list[str]:
+    """Five labels from 0 to ``y_max`` on a chart's left edge (with light grid lines when ``grid``).
+
+    One axis for the backtest reports' charts, so their scales read the same way.
+    """
+    parts = []
+    for i in range(5):
+        value = y_max * i / 4
+        y = top + plot_h - value / y_max * plot_h
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{value:,.0f}</text>')
+        if grid:
+            parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+    return parts

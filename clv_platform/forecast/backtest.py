@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from clv_platform.forecast import revenue
+from clv_platform.reports import svg_chart_start, svg_value_axis
 
 DEMO_DATASETS = {
     # name: (start, end, default cutoff)
@@ -285,12 +286,9 @@ def forecast_svg(rows: list[dict], title: str) -> str:
     def sy(v: float) -> float:
         return top + plot_h - v / y_max * plot_h
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<text x="{left}" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
-    for k in range(5):
-        v = y_max * k / 4
-        parts.append(f'<text x="{left - 6}" y="{sy(v) + 4:.1f}" font-size="10" text-anchor="end">{v:,.0f}</text>')
+    parts = [*svg_chart_start(width, height, left, title),
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+             *svg_value_axis(left, top, plot_w, plot_h, y_max, grid=False)]
     band = [f"{sx(i):.1f},{sy(r['high']):.1f}" for i, r in enumerate(rows)]
     band += [f"{sx(i):.1f},{sy(r['low']):.1f}" for i, r in reversed(list(enumerate(rows)))]
     parts.append(f'<polygon points="{" ".join(band)}" fill="#1f77b4" fill-opacity="0.15" stroke="none"/>')

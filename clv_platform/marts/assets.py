@@ -158,13 +158,19 @@ def sql_mart(
     deps: list[dg.AssetKey],
     description: str,
     extra_metadata: Callable[[duckdb.DuckDBPyConnection], dict] | None = None,
+    macros: tuple[str, ...] = (),
 ) -> dg.AssetsDefinition:
-    """An asset that runs `sql/<name>.sql` and reports rows, columns and a preview of `marts.<name>`."""
+    """An asset that runs `sql/<name>.sql` and reports rows, columns and a preview of `marts.<name>`.
+
+    ``macros`` are `sql/` files of DuckDB macros that several marts share; they run first on the
+    same connection and count in the code version, so editing one marks its marts stale.
+    """
     name = key.path[-1]
+    scripts = [*(f"sql/{m}" for m in macros), f"sql/{name}.sql"]
 
     @dg.asset(
         key=key,
-        code_version=sql_code_version(SQL_PACKAGE, f"sql/{name}.sql"),
+        code_version=sql_code_version(SQL_PACKAGE, *scripts),
         group_name="marts",
         deps=deps,
         kinds={"duckdb", "sql"},
@@ -173,7 +179,8 @@ def sql_mart(
     )
     def _mart(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
         with duckdb.get_connection() as conn:
-            run_script(conn, read_sql(SQL_PACKAGE, f"sql/{name}.sql"))
+            for script in scripts:
+                run_script(conn, read_sql(SQL_PACKAGE, script))
             metadata = mart_metadata(conn, f"marts.{name}")
             if extra_metadata is not None:
                 metadata.update(extra_metadata(conn))
@@ -287,11 +294,13 @@ product_performance = sql_mart(
     PRODUCT_PERFORMANCE,
     [STAGING_ORDER_LINES],
     "Revenue, units, orders, buyers and repeat-buyer share per product.",
+    macros=("_line_sales.sql",),
 )
 category_performance = sql_mart(
     CATEGORY_PERFORMANCE,
     [STAGING_ORDER_LINES],
     "Revenue, units, orders, buyers and repeat-buyer share per product category.",
+    macros=("_line_sales.sql",),
 )
 seasonality = sql_mart(
     SEASONALITY,

@@ -53,6 +53,21 @@ def store_transactions(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
 
 
+def _btyd_features(summary: pd.DataFrame, recency_weeks: str, T_weeks: str) -> pd.DataFrame:
+    """The BTYD model's input frame from a per-customer summary in weeks.
+
+    ml.btyd_scores and ``btyd.summarize`` name the week columns differently; one conversion to
+    the model's day columns keeps both sources of the forecast fitting the same features.
+    """
+    return pd.DataFrame({
+        "customer_id": summary["customer_id"].astype(str),
+        "frequency": summary["frequency"].astype(int),
+        "recency_btyd_days": summary[recency_weeks] * 7.0,
+        "T_days": summary[T_weeks] * 7.0,
+        "monetary": summary["monetary"].astype(float),
+    })
+
+
 def build_revenue_forecast(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, dict]:
     """The rows of marts.revenue_forecast and facts for the metadata."""
     from clv_platform.forecast import revenue
@@ -69,13 +84,7 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFram
         ).df()
         if btyd_scores.empty:
             raise dg.Failure("ml.btyd_scores is empty: no customer to forecast")
-        features = pd.DataFrame({
-            "customer_id": btyd_scores["customer_id"].astype(str),
-            "frequency": btyd_scores["frequency"].astype(int),
-            "recency_btyd_days": btyd_scores["recency_weeks"] * 7.0,
-            "T_days": btyd_scores["T_weeks"] * 7.0,
-            "monetary": btyd_scores["monetary"].astype(float),
-        })
+        features = _btyd_features(btyd_scores, "recency_weeks", "T_weeks")
         horizon_days = int(btyd_scores["horizon_days"].iloc[0])
         summary_source = "ml.btyd_scores"
     else:
@@ -84,13 +93,7 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFram
 
         known = transactions[~transactions["customer_id"].str.startswith("guest:")]
         summary_frame = btyd.summarize(known, cutoff).reset_index()
-        features = pd.DataFrame({
-            "customer_id": summary_frame["customer_id"].astype(str),
-            "frequency": summary_frame["frequency"].astype(int),
-            "recency_btyd_days": summary_frame["recency"] * 7.0,
-            "T_days": summary_frame["T"] * 7.0,
-            "monetary": summary_frame["monetary"].astype(float),
-        })
+        features = _btyd_features(summary_frame, "recency", "T")
         horizon_days = config.horizon_days
         summary_source = "staging.orders (ml.btyd_scores missing)"
     # the same fit as ml/btyd_scores (same snapshot, same settings): the model object is not stored

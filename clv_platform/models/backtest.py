@@ -30,6 +30,7 @@ import pandas as pd
 
 from clv_platform.models import btyd, lifecycle, metrics
 from clv_platform.models.datasets import load_dataset
+from clv_platform.reports import svg_chart_start, svg_value_axis
 from lifetimes.utils import ConvergenceError
 
 NAIVE = "naive"
@@ -288,17 +289,12 @@ def btyd_backtest(
     return BTYDBacktest(_clean(result), frame, summary, fitted, loaded.transactions)
 
 
-def run_btyd_backtest(
-    dataset: str | os.PathLike,
-    calibration_end=None,
-    holdout_end=None,
-    model_choice: str = AUTO,
-    extra_predictions: dict[str, pd.Series] | None = None,
-    bootstrap_replicates: int = PARAMETER_REPLICATES,
-) -> dict:
-    """JSON-ready result of ``btyd_backtest`` (see there)."""
-    return btyd_backtest(dataset, calibration_end, holdout_end, model_choice, extra_predictions,
-                         bootstrap_replicates).result
+def run_btyd_backtest(*args, **kwargs) -> dict:
+    """JSON-ready result of ``btyd_backtest``, which takes the same arguments (see there).
+
+    The arguments pass through unchanged so that the two signatures cannot drift apart.
+    """
+    return btyd_backtest(*args, **kwargs).result
 
 
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
@@ -326,14 +322,9 @@ def _svg_lines(title: str, x: list[float], series: dict[str, list[float]], marke
     def sy(v: float) -> float:
         return top + plot_h - v / y_max * plot_h
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<text x="{left}" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
-    for i in range(5):
-        value = y_max * i / 4
-        y = sy(value)
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{value:,.0f}</text>')
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+    parts = [*svg_chart_start(width, height, left, title),
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>',
+             *svg_value_axis(left, top, plot_w, plot_h, y_max)]
     for value in np.linspace(x_min, x_max, 7):
         parts.append(
             f'<text x="{sx(value):.1f}" y="{top + plot_h + 16}" font-size="10" text-anchor="middle">{value:.0f}</text>'
@@ -362,14 +353,9 @@ def _svg_deciles(title: str, rows: list[dict]) -> str:
     y_max = max([max(r["mean_predicted"] or 0.0, r["mean_actual"] or 0.0) for r in rows] + [1e-9])
     slot = plot_w / max(len(rows), 1)
     bar = slot * 0.38
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<text x="{left}" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
-             f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#999"/>']
-    for i in range(5):
-        value = y_max * i / 4
-        y = top + plot_h - value / y_max * plot_h
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{value:,.0f}</text>')
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+    parts = [*svg_chart_start(width, height, left, title),
+             f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#999"/>',
+             *svg_value_axis(left, top, plot_w, plot_h, y_max)]
     for j, row in enumerate(rows):
         x0 = left + j * slot + slot * 0.12
         for k, (key, color) in enumerate((("mean_predicted", _PALETTE[0]), ("mean_actual", _PALETTE[1]))):

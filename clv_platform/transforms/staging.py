@@ -34,6 +34,7 @@ from clv_platform.resources.storage import read_sql, run_script, split_statement
 
 STAGING_SCRIPTS = (
     "00_value_limits.sql",
+    "00_payload_macros.sql",
     "01_order_versions.sql",
     "01_rank_order_versions.sql",
     "02_profile_versions.sql",
@@ -289,6 +290,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     conn.execute("create or replace temp view _raw_profiles_scope as "
                  f"select rowid as raw_rowid, * from raw.klaviyo_profiles where rowid > {int(state['profiles_max_rowid'])}")
     run_script(conn, _script("00_value_limits.sql"), params)
+    run_script(conn, _script("00_payload_macros.sql"), params)
 
     # 1. versions: parse the new rows, re-rank them with the stored versions of the same orders/profiles
     run_script(conn, _script("01_order_versions.sql", params), params)

@@ -9,11 +9,8 @@
 -- at a million customers; the narrow table spills and ranks cheaply.
 create or replace temp view _order_versions_checked as
 with parsed as (
-    select
-        r.raw_rowid,
-        r.source,
-        r.ingested_at,
-        json_transform(r.payload, '{
+    -- clv_parsed_payloads: 00_payload_macros.sql
+    select * rename (payload as o) from clv_parsed_payloads('_raw_orders_scope', '{
             "id": "VARCHAR", "name": "VARCHAR", "email": "VARCHAR",
             "createdAt": "VARCHAR", "processedAt": "VARCHAR", "updatedAt": "VARCHAR",
             "cancelledAt": "VARCHAR", "currencyCode": "VARCHAR", "presentmentCurrencyCode": "VARCHAR",
@@ -36,14 +33,11 @@ with parsed as (
                          "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
                          "refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR"}, "quantity": "VARCHAR",
                                                         "subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]
-        }') as o
-    from _raw_orders_scope as r
+        }')
 ),
 typed as (
     select
-        raw_rowid,
-        source,
-        ingested_at,
+        * exclude (o),  -- the raw bookkeeping columns of clv_parsed_payloads
         nullif(trim(o.id), '') as order_id,
         o.name as order_name,
         timezone('UTC', try_cast(o.createdAt as timestamptz)) as created_at,

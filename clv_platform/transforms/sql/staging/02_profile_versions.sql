@@ -2,11 +2,8 @@
 -- 02_rank_profile_versions.sql ranks them (the newest version of each profile wins).
 create or replace temp view _profile_versions_checked as
 with parsed as (
-    select
-        r.raw_rowid,
-        r.source,
-        r.ingested_at,
-        json_transform(r.payload, '{
+    -- clv_parsed_payloads: 00_payload_macros.sql
+    select * rename (payload as p) from clv_parsed_payloads('_raw_profiles_scope', '{
             "id": "VARCHAR",
             "attributes": {
                 "email": "VARCHAR", "external_id": "VARCHAR", "created": "VARCHAR", "updated": "VARCHAR",
@@ -19,14 +16,11 @@ with parsed as (
                     "average_days_between_orders": "DOUBLE", "average_order_value": "DOUBLE",
                     "churn_probability": "DOUBLE", "expected_date_of_next_order": "VARCHAR"}
             }
-        }') as p
-    from _raw_profiles_scope as r
+        }')
 ),
 typed as (
     select
-        raw_rowid,
-        source,
-        ingested_at,
+        * exclude (p),  -- the raw bookkeeping columns of clv_parsed_payloads
         nullif(trim(p.id), '') as profile_id,
         nullif(lower(trim(p.attributes.email)), '') as email,
         p.attributes.external_id as external_id,

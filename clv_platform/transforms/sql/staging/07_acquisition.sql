@@ -55,27 +55,14 @@ parsed as (
     from payloads
 ),
 visits as (
+    -- clv_visit: 00_payload_macros.sql; each visit's fields as first_visit_* / last_visit_* columns
     select
-        * exclude (fv, lv, journey),
+        * exclude (fv, lv, journey, first_visit, last_visit),
         journey is not null and json_type(journey) <> 'NULL' as has_journey,
-        lower(nullif(trim(json_extract_string(fv, '$.source')), '')) as first_visit_source,
-        nullif(trim(json_extract_string(fv, '$.sourceType')), '') as first_visit_source_type,
-        lower(nullif(trim(json_extract_string(fv, '$.utmParameters.source')), '')) as first_visit_utm_source,
-        lower(nullif(trim(json_extract_string(fv, '$.utmParameters.medium')), '')) as first_visit_utm_medium,
-        nullif(trim(json_extract_string(fv, '$.utmParameters.campaign')), '') as first_visit_utm_campaign,
-        nullif(trim(json_extract_string(fv, '$.utmParameters.content')), '') as first_visit_utm_content,
-        nullif(trim(json_extract_string(fv, '$.utmParameters.term')), '') as first_visit_utm_term,
-        nullif(trim(json_extract_string(fv, '$.landingPage')), '') as first_visit_landing_page,
-        nullif(trim(json_extract_string(fv, '$.referrerUrl')), '') as first_visit_referrer_url,
-        lower(nullif(trim(json_extract_string(lv, '$.source')), '')) as last_visit_source,
-        nullif(trim(json_extract_string(lv, '$.sourceType')), '') as last_visit_source_type,
-        lower(nullif(trim(json_extract_string(lv, '$.utmParameters.source')), '')) as last_visit_utm_source,
-        lower(nullif(trim(json_extract_string(lv, '$.utmParameters.medium')), '')) as last_visit_utm_medium,
-        nullif(trim(json_extract_string(lv, '$.utmParameters.campaign')), '') as last_visit_utm_campaign,
-        nullif(trim(json_extract_string(lv, '$.landingPage')), '') as last_visit_landing_page,
-        nullif(trim(json_extract_string(lv, '$.referrerUrl')), '') as last_visit_referrer_url,
+        columns(first_visit.*) as 'first_visit_\0',
+        columns(last_visit.*) as 'last_visit_\0',
         fv is not null and json_type(fv) <> 'NULL' as has_first_visit
-    from parsed
+    from (select *, clv_visit(fv) as first_visit, clv_visit(lv) as last_visit from parsed)
 ),
 hosts as (
     select

@@ -1,0 +1,23 @@
+-- clv_parsed_payloads(scope, structure): the rows of a raw-scope view (`_raw_orders_scope`,
+-- `_raw_profiles_scope`) with their JSON payload parsed by json_transform into `structure`.
+-- 01_order_versions.sql and 02_profile_versions.sql both start this way; one macro keeps the
+-- raw bookkeeping columns (raw_rowid, source, ingested_at) the same for both kinds of version.
+create or replace temp macro clv_parsed_payloads(scope, structure) as table
+    select r.raw_rowid, r.source, r.ingested_at, json_transform(r.payload, structure) as payload
+    from query_table(scope) as r;
+
+-- clv_visit(v): the attribution fields of one visit of an order's customerJourneySummary (JSON),
+-- blank text as null and the source, utm source and utm medium in lower case. 07_acquisition.sql
+-- reads the first and the last visit with it, so both are cleaned by the same rules.
+create or replace temp macro clv_visit_text(v, path) as nullif(trim(json_extract_string(v, path)), '');
+create or replace temp macro clv_visit(v) as {
+    'source': lower(clv_visit_text(v, '$.source')),
+    'source_type': clv_visit_text(v, '$.sourceType'),
+    'utm_source': lower(clv_visit_text(v, '$.utmParameters.source')),
+    'utm_medium': lower(clv_visit_text(v, '$.utmParameters.medium')),
+    'utm_campaign': clv_visit_text(v, '$.utmParameters.campaign'),
+    'utm_content': clv_visit_text(v, '$.utmParameters.content'),
+    'utm_term': clv_visit_text(v, '$.utmParameters.term'),
+    'landing_page': clv_visit_text(v, '$.landingPage'),
+    'referrer_url': clv_visit_text(v, '$.referrerUrl')
+};
