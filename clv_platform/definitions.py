@@ -24,7 +24,7 @@ from clv_platform.automation.jobs import (
     rebuild_from_staging_job,
     refresh_everything_job,
 )
-from clv_platform.automation.monitoring_sensors import MONITORING_JOBS, MONITORING_SENSORS
+from clv_platform.automation.monitoring_sensors import MONITORING_JOBS, MONITORING_SENSORS, MONITORING_TABLE_SPECS
 from clv_platform.automation.schedules import JOBS as SCHEDULED_JOBS
 from clv_platform.automation.schedules import SCHEDULES
 from clv_platform.automation.sensors import inbox_file_sensor, rebuild_after_import_sensor
@@ -34,6 +34,7 @@ from clv_platform.ingestion.file_assets import raw_file_transactions
 from clv_platform.marts.assets import MART_ASSETS, MART_CHECKS
 from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.models.npd_assets import NPD_ASSETS
+from clv_platform.models.registry import MODEL_RUNS_SPEC
 from clv_platform.models.segment_assets import SEGMENT_ASSETS
 from clv_platform.monitoring.assets import MONITORING_ASSETS
 from clv_platform.ingestion.source_resources import (
@@ -60,6 +61,9 @@ ASSETS = [
     *MART_ASSETS,
     *ACTIVATION_ASSETS,
 ]
+# Tables written outside an asset's own run (the registry index by both training assets, the run
+# failures by a sensor): declared so the catalog lists them, not executable.
+TABLE_SPECS = [MODEL_RUNS_SPEC, *MONITORING_TABLE_SPECS]
 
 
 def source_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -101,7 +105,7 @@ def build_definitions(database: str | None = None, settings: Settings | None = N
     if database:
         settings = with_database(settings, database)
     return dg.Definitions(
-        assets=with_freshness(ASSETS),
+        assets=[*with_freshness(ASSETS), *TABLE_SPECS],
         asset_checks=[*checks_for(ASSETS), *MART_CHECKS],
         jobs=[
             full_refresh_job,

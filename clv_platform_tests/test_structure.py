@@ -152,11 +152,11 @@ def test_every_asset_key_is_declared_once_as_a_literal_schema_table():
     one module of the package (where the asset is defined), and the key has the layer prefix."""
     import re
 
-    from clv_platform.definitions import ASSETS
+    from clv_platform.definitions import ASSETS, TABLE_SPECS
 
     sources = {p: p.read_text() for p in PACKAGE.rglob("*.py")}
     layers = {"raw", "staging", "features", "ml", "scores", "monitoring", "marts", "activation"}
-    keys = [key for asset in ASSETS for key in asset.keys]
+    keys = [key for asset in ASSETS for key in asset.keys] + [spec.key for spec in TABLE_SPECS]
     assert len(keys) == len(set(keys)) and len(keys) >= 38
     for key in keys:
         assert len(key.path) == 2 and key.path[0] in layers, key

@@ -15,7 +15,7 @@ from datetime import timedelta
 import dagster as dg
 
 from clv_platform.automation.schedules import load_config
-from clv_platform.models.clv_assets import CLV_MODEL_KEY
+from clv_platform.models.clv_assets import CLV_MODEL_KEY, FEATURE_IMPORTANCE, FEATURE_INTERACTIONS
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
 
 # Rebuilt by the nightly refresh: warn when a night was missed, fail after a day and a quarter.
@@ -23,7 +23,8 @@ NIGHTLY = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=30), warn_w
 # Retrained by the weekly retrain (or earlier, on drift).
 WEEKLY = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8), warn_window=timedelta(days=7, hours=6))
 
-WEEKLY_KEYS = {CLV_MODEL_KEY, NPD_MODEL_KEY}
+# The SHAP tables are written with the CLV model, so they are as fresh as it is.
+WEEKLY_KEYS = {CLV_MODEL_KEY, FEATURE_IMPORTANCE, FEATURE_INTERACTIONS, NPD_MODEL_KEY}
 # raw/* are partitioned fetches judged by their partitions, activation/* runs on demand.
 UNPOLICED_LAYERS = {"raw", "activation"}
 

@@ -10,7 +10,9 @@ from clv_platform.models.npd_assets import NPD_MODEL_KEY
 API_RAW = dg.AssetSelection.assets(RAW_SHOPIFY_ORDERS, RAW_KLAVIYO_PROFILES)
 # Model training: weekly (or on drift), not every night, so that nightly scores come from the
 # registered model and the drift monitor compares today's data with what that model learned from.
-MODEL_TRAINING = dg.AssetSelection.assets(CLV_MODEL_KEY, NPD_MODEL_KEY)
+# The models' multi-assets come whole (the SHAP tables are written with ml/clv_model), so subtracting
+# this selection never leaves a part of a multi-asset that cannot run alone.
+MODEL_TRAINING = dg.AssetSelection.assets(CLV_MODEL_KEY, NPD_MODEL_KEY).required_multi_asset_neighbors()
 
 full_refresh_job = dg.define_asset_job(
     name="full_refresh",

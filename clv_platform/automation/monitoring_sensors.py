@@ -23,6 +23,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from clv_platform.core.assets import side_table_spec
 from clv_platform.core.sql import transaction
 from clv_platform.resources.redaction import REDACTED, SECRET_ENV_VARS, env_secrets, redact  # noqa: F401 (re-exported)
 from clv_platform.resources.storage import settings_of, table_exists
@@ -36,6 +37,9 @@ retrain_job = dg.define_asset_job(
 )
 
 RUN_FAILURES_TABLE = "monitoring.run_failures"
+RUN_FAILURES = dg.AssetKey(["monitoring", "run_failures"])  # a sensor writes it: runless materializations
+RUN_FAILURES_SPEC = side_table_spec(RUN_FAILURES, "One row per failed run (id, job, time, scrubbed error summary), "
+                                    "written by the record_run_failures sensor (automation/monitoring_sensors.py).")
 MAX_SUMMARY_CHARS = 2000
 # What DuckDB raises while another process holds the write lock. (Inside the sensors the name
 # `duckdb` is the resource parameter Dagster matches by name, not the module.)
@@ -190,10 +194,13 @@ def record_run_failure_sensor(context: dg.RunFailureSensorContext, duckdb: DuckD
     row = failure_row(context)
     path = Path(duckdb.database)
     if record_failure(row, path):
+        context.instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=RUN_FAILURES, metadata={"run_id": row["run_id"], "job_name": row["job_name"]}))
         context.log.info(f"recorded failed run {row['run_id']} of {row['job_name']}")
     else:
         context.log.warning(f"DuckDB locked: failed run {row['run_id']} spooled to {_pending_path(path)}")
 
 
 MONITORING_SENSORS = [drift_retrain_sensor, record_run_failure_sensor]
+MONITORING_TABLE_SPECS = [RUN_FAILURES_SPEC]
 MONITORING_JOBS = [retrain_job]

@@ -36,7 +36,8 @@ weekly_retrain_job = dg.define_asset_job(
 
 daily_scoring_job = dg.define_asset_job(
     name="daily_scoring",
-    selection=dg.AssetSelection.groups("scores", "marts"),
+    # ml/cluster_summary is written by scores/customer_segments' multi-asset: it comes along
+    selection=dg.AssetSelection.groups("scores", "marts").required_multi_asset_neighbors(),
     description="Score customers with the registered models, rebuild the marts, exports and the snapshot.",
 )
 

@@ -15,6 +15,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
+from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.models import clv, registry
 from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url
@@ -26,14 +27,16 @@ from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORD
 
 FEATURES = CUSTOMER_FEATURES
 STAGING_INPUTS = [ORDER_HISTORY, ORDER_LINES, REFUNDS, CUSTOMERS]
-# Asset keys, declared once; each equals the DuckDB table the asset writes.
+# Asset keys, declared once, each beside the DuckDB table it names.
 BTYD_KEY = dg.AssetKey(["ml", "btyd_scores"])
-CLV_MODEL_KEY = dg.AssetKey(["ml", "clv_model"])
-CUSTOMER_CLV = dg.AssetKey(["scores", "customer_clv"])
-
 BTYD_TABLE = "ml.btyd_scores"
+CLV_MODEL_KEY = dg.AssetKey(["ml", "clv_model"])  # files under data/models, rows in ml.model_runs
+# written by ml/clv_model with the model they explain (specs of its multi-asset)
+FEATURE_IMPORTANCE = dg.AssetKey(["ml", "clv_feature_importance"])
 IMPORTANCE_TABLE = "ml.clv_feature_importance"
+FEATURE_INTERACTIONS = dg.AssetKey(["ml", "clv_feature_interactions"])
 INTERACTIONS_TABLE = "ml.clv_feature_interactions"
+CUSTOMER_CLV = dg.AssetKey(["scores", "customer_clv"])
 SCORES_TABLE = "scores.customer_clv"
 
 
@@ -55,13 +58,7 @@ def _features(conn) -> pd.DataFrame:
     return conn.execute(f"select * from {FEATURE_TABLE} order by customer_id").df()
 
 
-@dg.asset(
-    key=BTYD_KEY,
-    group_name="ml",
-    deps=[FEATURES],
-    kinds={"python", "duckdb"},
-    owners=["team:data-science"],
-)
+@layer_asset(BTYD_KEY, deps=[FEATURES], kinds={"python", "duckdb"})
 def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """BG/NBD (or Pareto/NBD, per clv.toml) + Gamma-Gamma fitted on the customer features at the
     scoring cutoff (distinct frequency/recency/T combinations, weighted); writes ml.btyd_scores with
@@ -105,30 +102,45 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg
     )
 
 
-@dg.asset(
-    key=CLV_MODEL_KEY,
-    group_name="ml",
-    deps=[FEATURES, BTYD_KEY, *STAGING_INPUTS],
-    kinds={"python", "duckdb", "xgboost"},
-    owners=["team:data-science"],
+CLV_MODEL_DESCRIPTION = """Hybrid XGBoost CLV model trained on time-split windows from staging (features at C − H,
+label = net spend in (C − H, C]) with BTYD features fitted per window; the objective is chosen on
+an inner validation window. Registers the model (data/models + ml.model_runs) and stores global
+SHAP importance and top interactions with a bar chart under data/reports."""
+
+
+def _model_spec(key: dg.AssetKey, description: str | None = None) -> dg.AssetSpec:
+    """The model and its SHAP tables share group, inputs and owner: one place for all three."""
+    return layer_spec(key, deps=[FEATURES, BTYD_KEY, *STAGING_INPUTS], kinds={"python", "duckdb", "xgboost"},
+                      description=description)
+
+
+@dg.multi_asset(
+    name="clv_model",
+    specs=[
+        _model_spec(CLV_MODEL_KEY, CLV_MODEL_DESCRIPTION),
+        _model_spec(FEATURE_IMPORTANCE, "Global SHAP importance per feature of the model trained in the same run."),
+        _model_spec(FEATURE_INTERACTIONS, "Top SHAP feature interactions of the model trained in the same run."),
+    ],
 )
-def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    """Hybrid XGBoost CLV model trained on time-split windows from staging (features at C − H,
-    label = net spend in (C − H, C]) with BTYD features fitted per window; the objective is chosen on
-    an inner validation window. Registers the model (data/models + ml.model_runs) and stores global
-    SHAP importance and top interactions with a bar chart under data/reports.
-    """
+def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
+    """The hybrid CLV model and its SHAP tables (``CLV_MODEL_DESCRIPTION``), one run for all three
+    because the tables explain the booster this run trained."""
     config = clv.load_config()
     with duckdb.get_connection() as conn:
         cutoff = scoring_cutoff(conn)
         trained = clv.train_clv(conn, cutoff, config, clv.HYBRID)
         gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
+        context.log_event(registry.model_runs_event(record.name, record.version, gate["register"]))
         frame = clv.frame_from_tables(_features(conn), conn.execute(f"select * from {BTYD_TABLE}").df())
         importance = clv.shap_importance(trained.model, frame, config.shap_sample)
         interactions = clv.shap_interactions(trained.model, frame, config.interaction_sample, config.top_interactions)
+        side = {}
         for table, name in ((importance, IMPORTANCE_TABLE), (interactions, INTERACTIONS_TABLE)):
-            replace_table(conn, name, table.assign(model_name=record.name, model_version=record.version))
+            rows = replace_table(conn, name, table.assign(model_name=record.name, model_version=record.version))
+            contract.apply_comments(conn, tables=[name])
+            side[name] = {"dagster/row_count": rows, **contract.column_metadata(conn, name),
+                          "model_name": record.name, "model_version": record.version}
         create_model_registry_view(conn)
         registry_md = conn.execute(
             "select model_version, status, objective, mae, normalized_gini from ml.model_registry limit 10"
@@ -154,7 +166,8 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     else:
         context.log.warning(f"{record.name} {record.version} NOT registered, scores keep the previous model: "
                             f"{gate['reason']}")
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
+        asset_key=CLV_MODEL_KEY,
         metadata={
             "model_name": record.name,
             "model_version": record.version,
@@ -195,15 +208,11 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "reports_pruned": len(pruned),
         }
     )
+    yield dg.MaterializeResult(asset_key=FEATURE_IMPORTANCE, metadata=side[IMPORTANCE_TABLE])
+    yield dg.MaterializeResult(asset_key=FEATURE_INTERACTIONS, metadata=side[INTERACTIONS_TABLE])
 
 
-@dg.asset(
-    key=CUSTOMER_CLV,
-    group_name="scores",
-    deps=[FEATURES, BTYD_KEY, CLV_MODEL_KEY],
-    kinds={"python", "duckdb"},
-    owners=["team:data-science"],
-)
+@layer_asset(CUSTOMER_CLV, deps=[FEATURES, BTYD_KEY, CLV_MODEL_KEY], kinds={"python", "duckdb"})
 def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """One row per customer: discounted predicted CLV over the horizon from the latest registered
     model, BTYD p_alive and expected purchases, rank, percentile and tier (Top 1% … Rest).

@@ -18,6 +18,7 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
 from clv_platform.models import clv, registry
+from clv_platform.core.assets import layer_asset
 from clv_platform.core.thresholds import ModelRegressionSettings
 from clv_platform.models.npd import DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, NPDModel, next_purchase_contract
 from clv_platform.reports import float_metrics
@@ -148,13 +149,7 @@ def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, 
     return decision
 
 
-@dg.asset(
-    key=NPD_MODEL_KEY,
-    group_name="ml",
-    deps=[FEATURES, ORDER_HISTORY, REFUNDS],
-    kinds={"python", "xgboost"},
-    owners=["team:data-science"],
-)
+@layer_asset(NPD_MODEL_KEY, deps=[FEATURES, ORDER_HISTORY, REFUNDS], kinds={"python", "xgboost"})
 def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """XGBoost survival:aft next-purchase model with right-censoring; distribution and scale
     chosen by validation negative log-likelihood (on a capped customer sample for large stores,
@@ -180,6 +175,7 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
                     "registration": gate["reason"]},
             conn=conn, register=gate["register"], metrics=candidate_metrics,
         )
+    context.log_event(registry.model_runs_event(registry.NPD_MODEL_NAME, version, gate["register"]))
     if gate["register"]:
         context.log.info(f"registered npd model {version}: {gate['reason']}")
     else:
@@ -234,13 +230,7 @@ def _time_split_backtest(duckdb, cutoff, horizon: int, holdout: pd.DataFrame, fe
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in result.items()}
 
 
-@dg.asset(
-    key=CUSTOMER_NPD,
-    group_name="scores",
-    deps=[FEATURES, NPD_MODEL_KEY],
-    kinds={"python", "duckdb"},
-    owners=["team:data-science"],
-)
+@layer_asset(CUSTOMER_NPD, deps=[FEATURES, NPD_MODEL_KEY], kinds={"python", "duckdb"})
 def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """Per customer: P(next purchase within 7 / 30 / 90 days) and a next purchase date that agrees
     with them - the median time *given a purchase within 90 days*, shown only when that purchase

@@ -23,13 +23,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import xgboost as xgb
 
+from clv_platform.core.assets import side_table_spec
 from clv_platform.models.clv import ClvConfig, ClvModel, ObjectiveSpec, TrainedClv
 from clv_platform.settings import load_settings
 
 MODEL_RUNS_TABLE = "ml.model_runs"
+# written here for whichever training asset saves a model; that asset logs the materialization
+MODEL_RUNS = dg.AssetKey(["ml", "model_runs"])
+MODEL_RUNS_SPEC = side_table_spec(MODEL_RUNS, "The registry index: one row per trained model, appended by "
+                                  "ml/clv_model and ml/npd_model (models/registry.py); ml.model_registry is its view.")
 DEFAULT_MODEL_NAME = "clv_xgb"
 NPD_MODEL_NAME = "npd_aft"
 
@@ -122,6 +128,13 @@ def save_model(
         ],
     )
     return ModelRecord(name, version, booster_path, sidecar_path, sidecar)
+
+
+def model_runs_event(name: str, version: str, registered: bool) -> dg.AssetMaterialization:
+    """What the saving asset logs for ``ml/model_runs``: the row it appended, so the catalog shows
+    when and by which model the index last changed."""
+    return dg.AssetMaterialization(asset_key=MODEL_RUNS, metadata={
+        "model_name": name, "model_version": version, "registered": bool(registered)})
 
 
 def load_model(path: str | Path) -> tuple[ClvModel, dict]:

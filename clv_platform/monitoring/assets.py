@@ -35,6 +35,7 @@ from clv_platform.monitoring.drift import (
     segment_share_changes,
 )
 from clv_platform.monitoring.performance import PERFORMANCE_COLUMNS, next_maturity, realized_performance
+from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.sql import transaction
 from clv_platform import contract
 from clv_platform.reports import prune_reports, report_url
@@ -158,13 +159,7 @@ def snapshot_frame(
     return frame
 
 
-@dg.asset(
-    key=SCORE_HISTORY,
-    group_name="monitoring",
-    deps=[CUSTOMER_CLV, CUSTOMER_SEGMENTS, FEATURES],
-    kinds={"duckdb"},
-    owners=["team:data-science"],
-)
+@layer_asset(SCORE_HISTORY, deps=[CUSTOMER_CLV, CUSTOMER_SEGMENTS, FEATURES], kinds={"duckdb"})
 def score_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """A snapshot of the current scoring (scores.customer_clv + segments) with its cutoff and horizon,
     appended to monitoring.score_history; snapshotting the same scoring again replaces it.
@@ -312,12 +307,10 @@ def write_drift_run(conn, row: dict, columns: pd.DataFrame) -> None:
 @dg.multi_asset(
     name="drift_runs",
     specs=[
-        dg.AssetSpec(DRIFT_RUNS, group_name="monitoring", deps=[FEATURES, SCORE_HISTORY],
-                     kinds={"duckdb", "evidently"}, owners=["team:data-science"],
-                     description="One row per drift run: feature, prediction and segment-share drift."),
-        dg.AssetSpec(DRIFT_COLUMNS, group_name="monitoring", deps=[FEATURES, SCORE_HISTORY],
-                     kinds={"duckdb", "evidently"}, owners=["team:data-science"],
-                     description="One row per measured column of each drift run, written with it."),
+        layer_spec(DRIFT_RUNS, deps=[FEATURES, SCORE_HISTORY], kinds={"duckdb", "evidently"},
+                   description="One row per drift run: feature, prediction and segment-share drift."),
+        layer_spec(DRIFT_COLUMNS, deps=[FEATURES, SCORE_HISTORY], kinds={"duckdb", "evidently"},
+                   description="One row per measured column of each drift run, written with it."),
     ],
 )
 def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
@@ -432,13 +425,7 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
 # ----------------------------------------------------------------------------- realized performance
 
 
-@dg.asset(
-    key=MODEL_PERFORMANCE,
-    group_name="monitoring",
-    deps=[SCORE_HISTORY, STAGING_ORDERS],
-    kinds={"duckdb"},
-    owners=["team:data-science"],
-)
+@layer_asset(MODEL_PERFORMANCE, deps=[SCORE_HISTORY, STAGING_ORDERS], kinds={"duckdb"})
 def model_performance(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """Realized MAE and normalized Gini of every past scoring whose horizon has passed, by scoring
     date: its predictions against what customers actually spent (discounted) in (cutoff, cutoff + H].

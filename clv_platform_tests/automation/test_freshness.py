@@ -29,7 +29,8 @@ def test_policies_follow_the_jobs_that_refresh_the_assets(defs):
     by_key = specs(defs)
     named = {key: spec.freshness_policy for key, spec in by_key.items() if spec.freshness_policy}
     assert {k for k, p in named.items() if p == freshness.WEEKLY} == {
-        dg.AssetKey(["ml", "clv_model"]), dg.AssetKey(["ml", "npd_model"])}
+        dg.AssetKey(["ml", "clv_model"]), dg.AssetKey(["ml", "npd_model"]),
+        dg.AssetKey(["ml", "clv_feature_importance"]), dg.AssetKey(["ml", "clv_feature_interactions"])}
     for key, policy in named.items():
         # an expectation only where a scheduled job really refreshes the asset
         assert key in (weekly if policy == freshness.WEEKLY else nightly), key.to_user_string()

@@ -95,7 +95,9 @@ def test_jobs_and_schedules_load_with_the_code_location(data_env):
     scoring = {tuple(k.path) for k in defs.resolve_job_def("daily_scoring").asset_layer.executable_asset_keys}
     refresh = {tuple(k.path) for k in defs.resolve_job_def("full_refresh").asset_layer.executable_asset_keys}
     assert ("features", "customer_features") in retrain and ("marts", "analytics_snapshot") in retrain
-    assert {layer for layer, _ in scoring} == {"scores", "marts"}
+    # scoring never retrains; the one ml table it writes is the segments' cluster summary
+    assert {layer for layer, _ in scoring} == {"scores", "marts", "ml"}
+    assert {key for key in scoring if key[0] == "ml"} == {("ml", "cluster_summary")}
     assert ("ml", "clv_model") not in refresh and ("ml", "clv_model") in retrain  # nightly scores, weekly trains
     assert ("marts", "revenue_monthly") in refresh and ("marts", "analytics_snapshot") in refresh
     partitions = defs.resolve_job_def("full_refresh").partitions_def

@@ -193,6 +193,12 @@ def test_assets_materialize_in_process(demo_db, data_env):
     assert (scores["model_version"] == runs.loc[0, "model_version"]).all()
     assert len(runs) == 1 and runs.loc[0, "is_registered"] and runs.loc[0, "n_train"] > customers
     assert importance["mean_abs_shap"].is_monotonic_decreasing and len(interactions) > 0
+    # the side tables are assets: the SHAP tables are specs of ml/clv_model, the registry index is logged
+    counts = {e.asset_key.to_user_string(): e.materialization.metadata.get("dagster/row_count")
+              for e in result.get_asset_materialization_events()}
+    assert counts["ml/clv_feature_importance"].value == len(importance)
+    assert counts["ml/clv_feature_interactions"].value == len(interactions)
+    assert "ml/model_runs" in counts
     metadata = next(
         event.materialization.metadata
         for event in result.get_asset_materialization_events()

@@ -159,6 +159,10 @@ def test_run_failure_sensor_records_the_failure_without_secrets(data_env, monkey
     text = " ".join(str(v) for v in row.to_numpy())
     for secret in (SECRET_TOKEN, "plain-env-secret-value", "abc123xyz"):
         assert secret not in text
+    # the write shows in the catalog as a materialization of monitoring/run_failures, without a run
+    event = instance.get_latest_materialization_event(dg.AssetKey(["monitoring", "run_failures"]))
+    assert event is not None and event.run_id == ""
+    assert event.asset_materialization.metadata["run_id"].value == run.run_id
 
 
 def test_locked_database_spools_failures_and_writes_them_later(data_env):
