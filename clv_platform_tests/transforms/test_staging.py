@@ -46,7 +46,8 @@ def profile(pid: str, email: str | None, updated="2025-02-01T00:00:00+00:00") ->
     }}
 
 
-def load(conn, orders, profiles=()):
+def load(conn, orders=(), profiles=()):
+    """Insert order nodes and profiles into the raw tables as one ingestion would (an id may be missing)."""
     ensure_raw_tables(conn)
     for node in orders:
         updated = node.get("updatedAt") or "2025-01-01T00:00:00Z"
@@ -57,7 +58,7 @@ def load(conn, orders, profiles=()):
     for p in profiles:
         conn.execute(
             "insert into raw.klaviyo_profiles values (?, timezone('UTC', ?::timestamptz), ?, 'demo', now())",
-            [p["id"], p["attributes"]["updated"], json.dumps(p)],
+            [p.get("id"), p["attributes"]["updated"], json.dumps(p)],
         )
 
 

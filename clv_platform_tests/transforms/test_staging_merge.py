@@ -8,7 +8,6 @@ columns named in `LOAD_BOOKKEEPING_COLUMNS` (when a row was rejected).
 """
 
 import copy
-import json
 from datetime import date, datetime
 
 import duckdb
@@ -17,7 +16,7 @@ import pytest
 from clv_platform.ingestion.demo_store import DemoStoreParams, generate
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.transforms.staging import LOAD_BOOKKEEPING_COLUMNS, STAGING_TABLES, build_staging
-from clv_platform_tests.transforms.test_staging import order, profile
+from clv_platform_tests.transforms.test_staging import load, order, profile
 
 RAW = ("shopify_orders", "klaviyo_profiles")
 
@@ -109,21 +108,6 @@ def test_merging_daily_loads_of_the_demo_store_equals_a_full_build(demo_raw, tmp
                 previous = cut
             assert modes == ["full"] + ["merge"] * (len(cuts) - 1)
             assert_same_staging(merged, full_path)
-
-
-def load(conn, orders=(), profiles=()):
-    ensure_raw_tables(conn)
-    for node in orders:
-        updated = node.get("updatedAt") or "2025-01-01T00:00:00Z"
-        conn.execute(
-            "insert into raw.shopify_orders values (?, timezone('UTC', ?::timestamptz), ?::date, ?, 'demo', now())",
-            [node.get("id"), updated, updated[:10], json.dumps(node)],
-        )
-    for p in profiles:
-        conn.execute(
-            "insert into raw.klaviyo_profiles values (?, timezone('UTC', ?::timestamptz), ?, 'demo', now())",
-            [p.get("id"), p["attributes"]["updated"], json.dumps(p)],
-        )
 
 
 def awkward_loads():
