@@ -153,7 +153,8 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
     base = metrics.regression_metrics(y, btyd_spend)
     rows, best = [], None
     for w in BLEND_GRID:
-        block = metrics.regression_metrics(y, w * booster_spend + (1.0 - w) * btyd_spend)
+        blended = w * booster_spend + (1.0 - w) * btyd_spend
+        block = metrics.regression_metrics(y, blended)
         row = {"weight": float(w), **{k: block[k] for k in ("mae", "normalized_gini", "predicted_total")}}
         rows.append(row)
         beats = w > 0 and block["normalized_gini"] > base["normalized_gini"] and block["mae"] < base["mae"]
@@ -161,7 +162,7 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
             beats = beats and abs(block["predicted_total"] / y.sum() - 1.0) <= max_total_error
         if beats and significance_z:
             # paired per-customer gain in absolute error; a gain within noise is no win
-            gain = np.abs(btyd_spend - y) - np.abs(w * booster_spend + (1.0 - w) * btyd_spend - y)
+            gain = np.abs(btyd_spend - y) - np.abs(blended - y)
             se = float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
             beats = float(gain.mean()) > significance_z * se
         if beats and (best is None or block["mae"] <= best[1]["mae"]):
