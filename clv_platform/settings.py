@@ -42,6 +42,8 @@ class SettingsError(ValueError):
 
 DEFAULT_REPORTS_URL = "http://127.0.0.1:3001"
 DEFAULT_REPORT_RETENTION = 5
+DEFAULT_BATCH_CUSTOMERS = 200_000
+DEFAULT_REFIT_AFTER_DAYS = 8
 
 # The newest stable Shopify Admin API version (quarterly, each supported for 12 months).
 DEFAULT_SHOPIFY_API_VERSION = "2026-10"
@@ -76,6 +78,11 @@ class Settings:
     reports_dir: Path = Path("data/reports")
     reports_url: str = DEFAULT_REPORTS_URL
     report_retention: int = DEFAULT_REPORT_RETENTION
+    # store.toml [scale]: customers per batch of the scoring, segmentation and drift steps (peak
+    # memory follows it, not the store size), and how many cutoff days a stored fit (BTYD,
+    # revenue forecast, segmentation) is reused by the nightly run before it is refitted
+    batch_customers: int = DEFAULT_BATCH_CUSTOMERS
+    refit_after_days: int = DEFAULT_REFIT_AFTER_DAYS
 
     def demo_end_date(self, today: date | None = None) -> date:
         """The demo store's last day of history: the day before the run (or before `CLV_AS_OF`)."""
@@ -194,7 +201,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"CLV_SOURCE={source!r} is not one of {', '.join(SOURCES)}")
     data_dir = Path(env.get("CLV_DATA_DIR") or "data").resolve()
     config = _merged_toml(data_dir, env)
-    store, demo = config.get("store", {}), config.get("demo", {})
+    store, demo, scale = config.get("store", {}), config.get("demo", {}), config.get("scale", {})
 
     as_of_text = (env.get("CLV_AS_OF") or "").strip()
     try:
@@ -217,6 +224,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"CLV_REPORT_RETENTION={env.get('CLV_REPORT_RETENTION')!r} is not a whole number") from exc
     if retention < 1:
         raise SettingsError(f"CLV_REPORT_RETENTION must be at least 1 (the report just written), got {retention}")
+
+    try:
+        batch_customers = int(scale.get("batch_customers", DEFAULT_BATCH_CUSTOMERS))
+        refit_after_days = int(scale.get("refit_after_days", DEFAULT_REFIT_AFTER_DAYS))
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"store.toml [scale] batch_customers / refit_after_days must be whole numbers: {exc}") from exc
+    if batch_customers < 1 or refit_after_days < 0:
+        raise SettingsError("store.toml [scale] batch_customers must be at least 1 and refit_after_days at least 0, "
+                            f"got {batch_customers} and {refit_after_days}")
 
     return Settings(
         source=source,
@@ -244,6 +260,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reports_dir=Path(env.get("CLV_REPORTS_DIR") or data_dir / "reports").resolve(),
         reports_url=(env.get("CLV_REPORTS_URL") or DEFAULT_REPORTS_URL).rstrip("/"),
         report_retention=retention,
+        batch_customers=batch_customers,
+        refit_after_days=refit_after_days,
     )
 
 

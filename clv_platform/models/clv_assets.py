@@ -16,10 +16,11 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
 from clv_platform.core.assets import layer_asset, layer_spec
-from clv_platform.models import clv, registry
+from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
+from clv_platform.models import clv, registry, stored_fits
 from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url
-from clv_platform.resources.storage import replace_table, reports_dir
+from clv_platform.resources.storage import replace_table, reports_dir, settings_of
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE
 from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
@@ -58,46 +59,113 @@ def _features(conn) -> pd.DataFrame:
     return conn.execute(f"select * from {FEATURE_TABLE} order by customer_id").df()
 
 
+class BtydScoresConfig(dg.Config):
+    """``refit``: fit the BTYD at this run's cutoff even when a fresh stored fit exists."""
+
+    refit: bool = False
+
+
+BTYD_FIT_COLUMNS = "customer_id, frequency, recency_btyd_days, T_days, monetary"
+"""The feature columns a BTYD fit reads (the calibration summary), not the whole feature row."""
+INTERVAL_CHUNK = 20_000
+"""Customers per draw of the spend intervals; each chunk gets its own seed (its index in the store),
+so batches are whole chunks and the intervals do not depend on the batch size."""
+TRAINING_KEYS = (CLV_MODEL_KEY, dg.AssetKey(["ml", "npd_model"]))
+
+
+def stored_or_fitted_btyd(context, conn, cutoff, config: clv.ClvConfig, max_age_days: int,
+                          refit: bool = False) -> tuple:
+    """(BTYD model, ``stored_fits.Decision``, fit cutoff): the stored fit when it may be reused at
+    ``cutoff``, else a fit on every customer's features at ``cutoff`` (stored for the next nights)."""
+    key = stored_fits.btyd_config_key(config)
+    stored = stored_fits.load(conn, stored_fits.BTYD)
+    force = "refit requested (BtydScoresConfig.refit)" if refit else stored_fits.training_run(context, TRAINING_KEYS)
+    decision = stored_fits.decide(stored, cutoff, key, max_age_days, force)
+    if decision.reuse:
+        return stored_fits.btyd_from_params(stored.params), decision, stored.fit_cutoff
+    summary_frame = conn.execute(f"select {BTYD_FIT_COLUMNS} from {FEATURE_TABLE} order by customer_id").df()
+    model = clv.fit_btyd_at(summary_frame, config)
+    del summary_frame
+    stored_fits.save(conn, stored_fits.BTYD, cutoff, key, stored_fits.btyd_params(model), decision.reason)
+    return model, decision, cutoff
+
+
+def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, chunk: int | None = None) -> dict:
+    """Score every customer of the feature table with ``model`` in batches of about ``batch``
+    customers (whole interval chunks) into ml.btyd_scores; returns the totals for the metadata."""
+    chunk = int(chunk or INTERVAL_CHUNK)
+    batch = max(chunk, int(batch) - int(batch) % chunk)
+    ranges = customer_ranges(conn, FEATURE_TABLE, batch)
+    totals = {"rows": 0, "p_alive_sum": 0.0, "one_time": 0, "one_time_p_alive_sum": 0.0, "expected_spend": 0.0}
+    top = []
+    with BatchWriter(conn, BTYD_TABLE) as writer:
+        for offset, features in read_batches(conn, f"select * from {FEATURE_TABLE} where {{where}} order by customer_id",
+                                             ranges):
+            frame, _ = clv.scoring_frame(conn, cutoff, config, model=model, features=features)
+            table = clv.btyd_scores_table(frame, model, config, cutoff, seed=offset // chunk, chunk=chunk)
+            writer.write(table)
+            one_time = table["frequency"] == 0
+            totals["rows"] += len(table)
+            totals["p_alive_sum"] += float(table["p_alive"].sum())
+            totals["one_time"] += int(one_time.sum())
+            totals["one_time_p_alive_sum"] += float(table.loc[one_time, "p_alive"].sum())
+            totals["expected_spend"] += float(table["expected_spend"].sum())
+            top.append(table.nlargest(10, "clv"))
+    totals["top"] = pd.concat(top).nlargest(10, "clv") if top else pd.DataFrame()
+    totals["batches"] = len(ranges)
+    totals["batch_customers"] = batch
+    return totals
+
+
 @layer_asset(BTYD_KEY, deps=[FEATURES], kinds={"python", "duckdb"})
-def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    """BG/NBD (or Pareto/NBD, per clv.toml) + Gamma-Gamma fitted on the customer features at the
-    scoring cutoff (distinct frequency/recency/T combinations, weighted); writes ml.btyd_scores with
-    p_alive, expected purchases, expected order value and discounted CLV over the horizon per customer.
+def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
+                config: BtydScoresConfig) -> dg.MaterializeResult:
+    """BG/NBD (or Pareto/NBD, per clv.toml) + Gamma-Gamma evaluated at the scoring cutoff: p_alive,
+    expected purchases, expected order value and discounted CLV over the horizon per customer.
+
+    The parameters come from ``ml.stored_fits`` when a fit made at most ``refit_after_days`` cutoff
+    days earlier exists (the nightly case); the training run, a missing or stale fit, or changed
+    settings fit them again on the features at the cutoff (distinct frequency/recency/T
+    combinations, weighted) and store them. Customers are scored in batches (``batch_customers``).
     """
-    config = clv.load_config()
+    clv_config = clv.load_config()
+    settings = settings_of(duckdb)
     with duckdb.get_connection() as conn:
         cutoff = scoring_cutoff(conn)
-        features = _features(conn)
-        frame, model = clv.scoring_frame(conn, cutoff, config, features=features)
-        table = clv.btyd_scores_table(frame, model, config, cutoff)
-        rows = replace_table(conn, BTYD_TABLE, table)
+        model, decision, fit_cutoff = stored_or_fitted_btyd(context, conn, cutoff, clv_config,
+                                                            settings.refit_after_days, config.refit)
+        totals = write_btyd_scores(conn, model, clv_config, cutoff, settings.batch_customers)
         contract.apply_comments(conn, tables=[BTYD_TABLE])
         schema = contract.column_metadata(conn, BTYD_TABLE)
     params = model.params()
-    context.log.info(f"{model.model} fitted on {rows} customers as of {cutoff}: {params['transaction_params']}; "
-                     f"{model.reason}")
+    rows = totals["rows"]
+    context.log.info(f"{model.model} {'reused' if decision.reuse else 'fitted'} ({decision.reason}); "
+                     f"{rows} customers scored as of {cutoff}: {params['transaction_params']}; {model.reason}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             **schema,
             "cutoff": str(cutoff),
+            **decision.metadata(fit_cutoff),
+            "batches": totals["batches"],
+            "batch_customers": totals["batch_customers"],
             "model": model.model,
             "model_choice": model.reason or f"{model.model} set in clv.toml",
             "penalizer": float(model.penalizer),
             "candidates": _md(pd.DataFrame([{k: v for k, v in row.items() if k != "params"}
                                             for row in model.selection]) if model.selection else
                               pd.DataFrame({"family": [model.model]})),
-            "horizon_days": config.horizon_days,
+            "horizon_days": clv_config.horizon_days,
             "transaction_params": dg.MetadataValue.json(params["transaction_params"]),
             "spend_params": dg.MetadataValue.json(params["spend_params"]),
             "log_likelihood": float(model.log_likelihood),
             "spend_customers_fitted": params["spend_n_fitted"],
             "spend_excluded_nonpositive": params["spend_n_excluded_nonpositive"],
-            "mean_p_alive": float(table["p_alive"].mean()),
-            **({"mean_p_alive_one_time_buyers": float(table.loc[table["frequency"] == 0, "p_alive"].mean())}
-               if (table["frequency"] == 0).any() else {}),
-            "total_expected_spend": float(table["expected_spend"].sum()),
-            "preview": _md(table.sort_values("clv", ascending=False)),
+            **({"mean_p_alive": totals["p_alive_sum"] / rows} if rows else {}),
+            **({"mean_p_alive_one_time_buyers": totals["one_time_p_alive_sum"] / totals["one_time"]}
+               if totals["one_time"] else {}),
+            "total_expected_spend": totals["expected_spend"],
+            "preview": _md(totals["top"]),
         }
     )
 

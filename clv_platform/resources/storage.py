@@ -23,7 +23,15 @@ from clv_platform.core.sql import (  # noqa: F401 (re-exported: the SQL helpers 
     transaction,
 )
 from clv_platform.reports import report_retention, reports_dir, reports_url  # noqa: F401 (re-exported)
-from clv_platform.settings import DEFAULT_MEMORY_LIMIT, Settings, load_settings, settings_from_fields, with_database
+from clv_platform.settings import (
+    DEFAULT_BATCH_CUSTOMERS,
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_REFIT_AFTER_DAYS,
+    Settings,
+    load_settings,
+    settings_from_fields,
+    with_database,
+)
 
 
 def data_dir() -> Path:
@@ -82,6 +90,8 @@ class StorageResource(DuckDBResource):
     reports_dir: str = "data/reports"
     reports_url: str = "http://127.0.0.1:3001"
     report_retention: int = 5
+    batch_customers: int = DEFAULT_BATCH_CUSTOMERS
+    refit_after_days: int = DEFAULT_REFIT_AFTER_DAYS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "StorageResource":

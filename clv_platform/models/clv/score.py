@@ -72,8 +72,12 @@ BTYD_SCORE_COLUMNS = {
 scores asset rebuilds the hybrid's inputs from it without refitting the BTYD."""
 
 
-def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvConfig, cutoff: date) -> pd.DataFrame:
-    """Rows of ``ml.btyd_scores`` from a ``scoring_frame``: one per customer."""
+def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvConfig, cutoff: date,
+                      seed: int = 0, chunk: int = 20000) -> pd.DataFrame:
+    """Rows of ``ml.btyd_scores`` from a ``scoring_frame``: one per customer.
+
+    The interval draws of the k-th ``chunk`` of rows use seed ``seed + k``: a batch that starts at
+    row ``seed * chunk`` of the store draws what a single pass over the store would."""
     out = pd.DataFrame({"customer_id": frame["customer_id"].astype(str).to_numpy()})
     out["cutoff"] = pd.Timestamp(cutoff).date()
     out["btyd_model"] = model.model
@@ -85,7 +89,8 @@ def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvCon
     out["monetary"] = frame["monetary"].to_numpy(dtype=float)
     for source, target in BTYD_SCORE_COLUMNS.items():
         out[target] = frame[source].to_numpy(dtype=float)
-    low, high, _ = model.spend_intervals(btyd_summary(frame), config.horizon_days / btyd.DAYS_PER_WEEK)
+    low, high, _ = model.spend_intervals(btyd_summary(frame), config.horizon_days / btyd.DAYS_PER_WEEK,
+                                         seed=seed, chunk=chunk)
     mean = out["expected_spend"].to_numpy(dtype=float)
     safe = np.where(mean > 0, mean, 1.0)
     # P10 / P90 of the predictive spend as multiples of its mean: scores apply them to any model's mean

@@ -1,0 +1,96 @@
+"""Customers in batches: per-customer Python work (scoring, segment assignment, drift) reads a
+table's rows one ``customer_id`` range at a time and writes each batch's result before reading the
+next, so peak memory follows the batch size (``store.toml [scale] batch_customers``), not the store.
+
+Ranges are cut at every ``batch``-th customer id of the table in id order, so each batch holds
+exactly ``batch`` customers (the last one fewer) and the batches in order are the table in
+``customer_id`` order: a per-customer computation gives the same rows whatever the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import duckdb
+import pandas as pd
+
+from clv_platform.core.sql import qualified
+
+
+def customer_ranges(conn: duckdb.DuckDBPyConnection, table: str, batch: int,
+                    column: str = "customer_id") -> list[tuple[object | None, object | None]]:
+    """[(lo, hi), ...] with lo <= id < hi (None: open end) covering every row of ``table``."""
+    if batch < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch}")
+    cuts = [row[0] for row in conn.execute(
+        f"""
+        select {column} from (
+            select {column}, row_number() over (order by {column}) - 1 as i from {qualified(table)}
+        )
+        where i > 0 and i % ? = 0
+        order by {column}
+        """,
+        [int(batch)],
+    ).fetchall()]
+    bounds = [None, *cuts, None]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def range_condition(lo, hi, column: str = "customer_id") -> tuple[str, list]:
+    """A SQL condition (without ``where``) and its parameters for one range of ``customer_ranges``."""
+    parts, params = [], []
+    if lo is not None:
+        parts.append(f"{column} >= ?")
+        params.append(lo)
+    if hi is not None:
+        parts.append(f"{column} < ?")
+        params.append(hi)
+    return (" and ".join(parts) or "true"), params
+
+
+def read_batches(conn: duckdb.DuckDBPyConnection, query: str, ranges, params: list | None = None,
+                 column: str = "customer_id") -> Iterator[tuple[int, pd.DataFrame]]:
+    """(offset of the batch's first row, frame) per range; ``query`` holds ``{where}`` where the
+    range's condition goes and must order by ``customer_id``."""
+    offset = 0
+    for lo, hi in ranges:
+        condition, bound = range_condition(lo, hi, column)
+        frame = conn.execute(query.format(where=condition), [*(params or []), *bound]).df()
+        yield offset, frame
+        offset += len(frame)
+
+
+class BatchWriter:
+    """Writes the batches of one table inside one transaction: readers see the old table until the
+    last batch is in, and a failure leaves the old table as it was (nothing half-written)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, table: str):
+        self.conn, self.table, self.rows, self._first = conn, qualified(table), 0, True
+
+    def __enter__(self) -> "BatchWriter":
+        self.conn.execute(f"create schema if not exists {self.table.split('.')[0]}")
+        self.conn.execute("begin transaction")
+        return self
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if not self._first and frame.empty:
+            return
+        self.conn.register("_batch_to_write", frame)
+        try:
+            if self._first:
+                self.conn.execute(f"create or replace table {self.table} as select * from _batch_to_write")
+                self._first = False
+            else:
+                self.conn.execute(f"insert into {self.table} by name select * from _batch_to_write")
+        finally:
+            self.conn.unregister("_batch_to_write")
+        self.rows += len(frame)
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.conn.execute("commit")
+        else:
+            try:
+                self.conn.execute("rollback")
+            except duckdb.TransactionException:
+                pass  # the failing statement already ended the transaction

@@ -1,0 +1,139 @@
+"""Fits reused by the nightly run (models/stored_fits.py) and the batched BTYD scoring.
+
+A stored fit must predict exactly what the fitted object did; the nightly run must reuse it and
+give the same scores a refit with the same parameters would; a missing, stale, future or
+mismatched fit must be refitted; and scoring in batches must give the rows of one pass.
+"""
+
+import json
+import shutil
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from clv_platform.ingestion.demo_store import DemoStoreParams, generate
+from clv_platform.models import btyd, clv, stored_fits
+from clv_platform.models.clv_assets import BTYD_FIT_COLUMNS, btyd_scores, write_btyd_scores
+from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform.transforms.features import FEATURE_TABLE, materialize_features
+from clv_platform.transforms.staging import build_staging
+
+
+@pytest.fixture(scope="module")
+def features_db(tmp_path_factory):
+    """Staging and features of a 1,500-customer demo store (built once)."""
+    store = generate(DemoStoreParams(n_customers=1500))
+    path = tmp_path_factory.mktemp("fits") / "fits.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        store.write_raw_tables(conn, datetime(2026, 11, 1))
+        build_staging(conn)
+        materialize_features(conn, scoring_cutoff(conn))
+    return path
+
+
+def _summary(path):
+    with duckdb.connect(str(path), read_only=True) as conn:
+        frame = conn.execute(f"select {BTYD_FIT_COLUMNS} from {FEATURE_TABLE} order by customer_id").df()
+    return frame, clv.btyd_summary(frame)
+
+
+@pytest.mark.parametrize("family", [btyd.BGNBD, btyd.MBGNBD, btyd.PARETO_NBD, btyd.AUTO])
+def test_stored_params_predict_exactly_what_the_fit_did(features_db, family):
+    frame, summary = _summary(features_db)
+    fitted = btyd.fit_btyd(summary, family)
+    # through JSON, as the table stores it
+    rebuilt = stored_fits.btyd_from_params(json.loads(json.dumps(stored_fits.btyd_params(fitted))))
+    assert rebuilt.model == fitted.model and rebuilt.reason == fitted.reason
+    assert rebuilt.params()["transaction_params"] == fitted.params()["transaction_params"]
+    pd.testing.assert_frame_equal(rebuilt.score(summary, 52.0, 0.1), fitted.score(summary, 52.0, 0.1), rtol=1e-12)
+    low_a, high_a, _ = fitted.spend_intervals(summary, 52.0, draws=50)
+    low_b, high_b, _ = rebuilt.spend_intervals(summary, 52.0, draws=50)
+    np.testing.assert_array_equal(low_a, low_b)
+    np.testing.assert_array_equal(high_a, high_b)
+    assert float(rebuilt.score(summary, 52.0)["expected_spend"].sum()) > 0
+
+
+def test_decide_refits_when_missing_stale_future_or_other_settings():
+    cutoff = date(2026, 10, 31)
+    fit = stored_fits.StoredFit("btyd", date(2026, 10, 28), datetime(2026, 10, 29), "k1", {})
+    assert stored_fits.decide(None, cutoff, "k1", 8) == stored_fits.Decision(False, "no stored fit", 0)
+    reused = stored_fits.decide(fit, cutoff, "k1", 8)
+    assert reused.reuse and reused.age_days == 3
+    assert not stored_fits.decide(fit, cutoff, "k2", 8).reuse  # settings changed
+    stale = stored_fits.decide(fit, cutoff, "k1", 2)
+    assert not stale.reuse and "3 days old" in stale.reason
+    assert stored_fits.decide(fit, cutoff, "k1", 3).reuse  # exactly the limit still reuses
+    future = stored_fits.decide(fit, date(2026, 10, 27), "k1", 8)
+    assert not future.reuse and "later cutoff" in future.reason  # would leak the future
+    forced = stored_fits.decide(fit, cutoff, "k1", 8, force="this run trains the models")
+    assert not forced.reuse and forced.reason == "this run trains the models"
+
+
+def _metadata(result, key=("ml", "btyd_scores")):
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(list(key)))
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_nightly_btyd_scores_reuse_the_stored_fit_and_refit_when_it_is_stale(features_db, data_env):
+    database = data_env / "nightly.duckdb"
+    shutil.copy(features_db, database)
+    resources = {"duckdb": DuckDBResource(database=str(database))}
+
+    first = dg.materialize([btyd_scores], resources=resources)
+    meta = _metadata(first)
+    assert meta["fit"] == "refitted" and meta["fit_reason"] == "no stored fit" and meta["fit_age_days"] == 0
+    with duckdb.connect(str(database)) as conn:
+        refit_scores = conn.execute("select * from ml.btyd_scores order by customer_id").df()
+        stored = stored_fits.load(conn, stored_fits.BTYD)
+        cutoff = scoring_cutoff(conn)
+    assert stored.fit_cutoff == cutoff and stored.params["model"] == meta["model"]
+
+    second = dg.materialize([btyd_scores], resources=resources)
+    meta = _metadata(second)
+    assert meta["fit"] == "reused" and meta["fit_age_days"] == 0 and meta["fit_cutoff"] == str(cutoff)
+    with duckdb.connect(str(database)) as conn:
+        reused_scores = conn.execute("select * from ml.btyd_scores order by customer_id").df()
+        assert conn.execute("select count(*) from ml.stored_fits").fetchone()[0] == 1
+    # same parameters, same cutoff: the reused fit gives the refit's scores, value for value
+    pd.testing.assert_frame_equal(reused_scores, refit_scores)
+    assert reused_scores["p_alive"].between(0, 1).all() and reused_scores["clv"].sum() > 0
+
+    # a stored fit older than refit_after_days (8) is refitted, and the new fit replaces it
+    with duckdb.connect(str(database)) as conn:
+        conn.execute("update ml.stored_fits set fit_cutoff = ?", [cutoff - timedelta(days=9)])
+    third = _metadata(dg.materialize([btyd_scores], resources=resources))
+    assert third["fit"] == "refitted" and "9 days old" in third["fit_reason"]
+    with duckdb.connect(str(database)) as conn:
+        assert stored_fits.load(conn, stored_fits.BTYD).fit_cutoff == cutoff
+        pd.testing.assert_frame_equal(conn.execute("select * from ml.btyd_scores order by customer_id").df(),
+                                      refit_scores)
+
+    # the training run refits whatever is stored
+    forced = _metadata(dg.materialize([btyd_scores], resources=resources,
+                                      run_config={"ops": {"ml__btyd_scores": {"config": {"refit": True}}}}))
+    assert forced["fit"] == "refitted" and "refit requested" in forced["fit_reason"]
+
+
+def test_btyd_scores_in_batches_equal_one_pass(features_db, data_env):
+    database = data_env / "batches.duckdb"
+    shutil.copy(features_db, database)
+    config = clv.load_config()
+    frame, summary = _summary(features_db)
+    model = btyd.fit_btyd(summary, btyd.MBGNBD)
+    with duckdb.connect(str(database)) as conn:
+        cutoff = scoring_cutoff(conn)
+        customers = conn.execute(f"select count(*) from {FEATURE_TABLE}").fetchone()[0]
+        one = write_btyd_scores(conn, model, config, cutoff, batch=10**9, chunk=100)
+        single = conn.execute("select * from ml.btyd_scores order by customer_id").df()
+        many = write_btyd_scores(conn, model, config, cutoff, batch=250, chunk=100)
+        batched = conn.execute("select * from ml.btyd_scores order by customer_id").df()
+    assert one["batches"] == 1 and many["batches"] == -(-customers // 200)  # 250 rounds down to 2 chunks
+    assert len(batched) == customers == one["rows"] == many["rows"]
+    pd.testing.assert_frame_equal(batched, single)
+    assert many["expected_spend"] == pytest.approx(one["expected_spend"], rel=1e-12)
+    assert (batched["spend_p90_ratio"] >= batched["spend_p10_ratio"]).all()
