@@ -531,7 +531,7 @@ class RevenueForecast:
 
 
 def forecast_revenue(
-    transactions: pd.DataFrame,
+    transactions: pd.DataFrame | None,
     cutoff: date,
     model: btyd.BTYDModel | None = None,
     summary: pd.DataFrame | None = None,
@@ -540,6 +540,9 @@ def forecast_revenue(
     model_name: str = btyd.BGNBD,
     months: int = 12,
     with_rehearsal: bool = True,
+    season: SeasonalIndex | None = None,
+    rehearsal: Rehearsal | None = None,
+    firsts: pd.DataFrame | None = None,
 ) -> RevenueForecast:
     """The whole forecast from transactions (customer_id, order_date, amount) up to ``cutoff``.
 
@@ -547,20 +550,30 @@ def forecast_revenue(
     (per customer over ``horizon_days``) defaults to the BTYD expected spend. Transactions after
     the cutoff are ignored, so a backtest can pass the whole history. ``with_rehearsal`` widens
     the intervals by the errors of the same forecast made six months earlier (``rehearse``).
+
+    ``season``, ``rehearsal`` and ``firsts`` (``first_orders`` up to the cutoff) may come from an
+    earlier fit or from SQL; with all of them and ``summary``/``model`` given, ``transactions`` may be
+    None (the nightly run reuses the week's seasonality and rehearsal errors and never loads every order).
     """
     cutoff = pd.Timestamp(cutoff).normalize().date()
-    history = transactions[pd.to_datetime(transactions["order_date"]) <= pd.Timestamp(cutoff)]
+    history = None
+    if transactions is not None:
+        history = transactions[pd.to_datetime(transactions["order_date"]) <= pd.Timestamp(cutoff)]
+    elif summary is None or model is None or season is None or firsts is None or (with_rehearsal and rehearsal is None):
+        raise ValueError("forecast_revenue without transactions needs summary, model, season, firsts and rehearsal")
     if summary is None:
         summary = btyd.summarize(history, cutoff)
     if model is None:
         model = fit_purchase_model(summary, model_name)
-    rehearsal = rehearse(history, cutoff, model_name) if with_rehearsal else Rehearsal.none()
+    if rehearsal is None:
+        rehearsal = rehearse(history, cutoff, model_name) if with_rehearsal else Rehearsal.none()
     periods = forecast_periods(cutoff, months)
-    season = seasonal_index(history, model, cutoff)
+    if season is None:
+        season = seasonal_index(history, model, cutoff)
     existing = existing_customer_forecast(summary, model, cutoff, periods, season, predicted_spend, horizon_days,
                                           rehearsal.existing_scale)
     horizon = max(p.offsets(cutoff)[1] for p in periods)
-    acquisition = fit_acquisition(first_orders(history), cutoff, horizon)
+    acquisition = fit_acquisition(first_orders(history) if firsts is None else firsts, cutoff, horizon)
     new = new_customer_forecast(acquisition, model, cutoff, periods, season, rehearsal.new_scale)
     return RevenueForecast(combine(existing, new), season, acquisition, model, cutoff, rehearsal)
 

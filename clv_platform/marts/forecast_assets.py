@@ -8,14 +8,17 @@ and the CLV scores. Both tables carry column comments (DuckDB ``comment on colum
 descriptions in the asset's column schema.
 """
 
+from datetime import date
+
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
 from clv_platform.core.sql import sql_code_version
-from clv_platform.resources.storage import read_sql, replace_table, row_count, run_script, table_exists
+from clv_platform.resources.storage import read_sql, replace_table, row_count, run_script, settings_of, table_exists
 from clv_platform.models.clv_assets import BTYD_KEY, CUSTOMER_CLV
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.staging_assets import CUSTOMER_ACQUISITION, ORDER_HISTORY, ORDERS
@@ -68,37 +71,93 @@ def _btyd_features(summary: pd.DataFrame, recency_weeks: str, T_weeks: str) -> p
     })
 
 
-def build_revenue_forecast(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, dict]:
-    """The rows of marts.revenue_forecast and facts for the metadata."""
-    from clv_platform.forecast import revenue
-    from clv_platform.models import clv
-
-    if not table_exists(conn, "staging.orders"):
-        raise dg.Failure("staging.orders does not exist: materialize staging before marts/revenue_forecast")
-    config = clv.load_config()
-    cutoff = scoring_cutoff(conn)
-    transactions = store_transactions(conn)
+def _forecast_inputs(conn: duckdb.DuckDBPyConnection, config, cutoff) -> tuple[pd.DataFrame, int, str]:
+    """(BTYD features of every customer, horizon days, where they came from)."""
     if table_exists(conn, "ml.btyd_scores"):
         btyd_scores = conn.execute(
             "select customer_id, frequency, recency_weeks, T_weeks, monetary, horizon_days from ml.btyd_scores"
         ).df()
         if btyd_scores.empty:
             raise dg.Failure("ml.btyd_scores is empty: no customer to forecast")
-        features = _btyd_features(btyd_scores, "recency_weeks", "T_weeks")
-        horizon_days = int(btyd_scores["horizon_days"].iloc[0])
-        summary_source = "ml.btyd_scores"
-    else:
-        # ml/btyd_scores not materialized (e.g. marts rebuilt on their own): the same summary from staging
-        from clv_platform.models import btyd
+        return (_btyd_features(btyd_scores, "recency_weeks", "T_weeks"), int(btyd_scores["horizon_days"].iloc[0]),
+                "ml.btyd_scores")
+    # ml/btyd_scores not materialized (e.g. marts rebuilt on their own): the same summary from staging
+    from clv_platform.models import btyd
 
-        known = transactions[~transactions["customer_id"].str.startswith("guest:")]
-        summary_frame = btyd.summarize(known, cutoff).reset_index()
-        features = _btyd_features(summary_frame, "recency", "T")
-        horizon_days = config.horizon_days
-        summary_source = "staging.orders (ml.btyd_scores missing)"
-    # the same fit as ml/btyd_scores (same snapshot, same settings): the model object is not stored
-    model = clv.fit_btyd_at(features, config)
+    transactions = store_transactions(conn)
+    known = transactions[~transactions["customer_id"].str.startswith("guest:")]
+    summary_frame = btyd.summarize(known, cutoff).reset_index()
+    return (_btyd_features(summary_frame, "recency", "T"), config.horizon_days,
+            "staging.orders (ml.btyd_scores missing)")
+
+
+def _btyd_model(conn, config, features: pd.DataFrame, cutoff):
+    """(the BTYD model ml/btyd_scores served at this cutoff, its stored fit or None, where it came from).
+
+    The stored fit (``ml.stored_fits``) is used when it exists under the same settings and is not
+    from a later cutoff; otherwise the BTYD is fitted here on ``features``, as ml/btyd_scores would.
+    """
+    from clv_platform.models import clv, stored_fits
+
+    stored = stored_fits.load(conn, stored_fits.BTYD)
+    if stored is not None and stored.fit_cutoff <= cutoff and stored.config_key == stored_fits.btyd_config_key(config):
+        return stored_fits.btyd_from_params(stored.params), stored, f"stored BTYD fit of {stored.fit_cutoff}"
+    return clv.fit_btyd_at(features, config), None, "fitted here (no usable stored BTYD fit)"
+
+
+def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_age_days: int | None = None,
+                           refit: bool = False) -> tuple[pd.DataFrame, dict]:
+    """The rows of marts.revenue_forecast and facts for the metadata.
+
+    The seasonal index and the rehearsal's error scales (the two pieces that read every order) are
+    fitted with the BTYD they belong to and stored in ``ml.stored_fits``; a later run reuses them
+    while that BTYD fit is served and they are at most ``max_age_days`` cutoff days old (None:
+    ``refit_after_days`` of the settings), and recomputes only what depends on the cutoff: every
+    customer's expected spend and the acquisition forecast (first orders in SQL).
+    """
+    from clv_platform.forecast import revenue
+    from clv_platform.models import clv, stored_fits
+    from clv_platform.models.clv_assets import TRAINING_KEYS
+    from clv_platform.settings import load_settings
+
+    if not table_exists(conn, "staging.orders"):
+        raise dg.Failure("staging.orders does not exist: materialize staging before marts/revenue_forecast")
+    config = clv.load_config()
+    cutoff = scoring_cutoff(conn)
+    max_age_days = load_settings().refit_after_days if max_age_days is None else max_age_days
+    features, horizon_days, summary_source = _forecast_inputs(conn, config, cutoff)
+    model, btyd_fit, model_source = _btyd_model(conn, config, features, cutoff)
     summary = clv.btyd_summary(features)
+    del features
+    key = stored_fits.config_key({"btyd_fitted_at": btyd_fit.fitted_at if btyd_fit else None,
+                                  "btyd_fit_cutoff": btyd_fit.fit_cutoff if btyd_fit else cutoff,
+                                  "horizon_days": horizon_days, "model": revenue.btyd.BGNBD})
+    stored = stored_fits.load(conn, stored_fits.REVENUE_FORECAST)
+    force = "refit requested" if refit else (stored_fits.training_run(context, TRAINING_KEYS) if context else None)
+    decision = stored_fits.decide(stored if btyd_fit is not None else None, cutoff, key, max_age_days, force)
+    if decision.reuse:
+        p = stored.params
+        season = revenue.SeasonalIndex(np.asarray(p["season_index"], dtype=float), float(p["season_relative_sd"]),
+                                       int(p["season_months_used"]))
+        rehearsal = revenue.Rehearsal(date.fromisoformat(p["rehearsal_cutoff"]) if p["rehearsal_cutoff"] else None,
+                                      float(p["rehearsal_existing_scale"]), float(p["rehearsal_new_scale"]),
+                                      int(p["rehearsal_months"]))
+        fit_cutoff = stored.fit_cutoff
+    else:
+        transactions = store_transactions(conn)
+        history = transactions[pd.to_datetime(transactions["order_date"]) <= pd.Timestamp(cutoff)]
+        season = revenue.seasonal_index(history, model, cutoff)
+        rehearsal = revenue.rehearse(history, cutoff)
+        del transactions, history
+        fit_cutoff = cutoff
+        stored_fits.save(conn, stored_fits.REVENUE_FORECAST, cutoff, key, {
+            "season_index": [float(v) for v in season.index], "season_relative_sd": float(season.relative_sd),
+            "season_months_used": int(season.months_used),
+            "rehearsal_cutoff": str(rehearsal.cutoff) if rehearsal.cutoff else None,
+            "rehearsal_existing_scale": float(rehearsal.existing_scale),
+            "rehearsal_new_scale": float(rehearsal.new_scale), "rehearsal_months": int(rehearsal.months),
+        }, decision.reason)
+    firsts = conn.execute(read_sql("clv_platform.marts", "sql/forecast_first_orders.sql"), {"cutoff": cutoff}).df()
     predicted = None
     source = "ml.btyd_scores expected spend (BTYD)"
     if table_exists(conn, "scores.customer_clv") and "predicted_spend" in _columns(conn, "scores.customer_clv"):
@@ -106,17 +165,21 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFram
         predicted = scores.set_index(scores["customer_id"].astype(str))["predicted_spend"].astype(float)
         source = "scores.customer_clv.predicted_spend"
     result = revenue.forecast_revenue(
-        transactions, cutoff, model=model, summary=summary, predicted_spend=predicted, horizon_days=horizon_days,
+        None, cutoff, model=model, summary=summary, predicted_spend=predicted, horizon_days=horizon_days,
+        season=season, rehearsal=rehearsal, firsts=firsts,
     )
     table = result.table
     table.insert(0, "cutoff", cutoff)
     table.insert(5, "days", [(e - s).days + 1 for s, e in zip(table["period_start"], table["period_end"])])
     table["per_customer_source"] = source
-    actuals = revenue.monthly_actuals(transactions).rename("actual_revenue")
+    actuals = conn.execute(read_sql("clv_platform.marts", "sql/forecast_monthly_actuals.sql")).df()
+    actuals = actuals.set_index(pd.to_datetime(actuals["month"]))["actual_revenue"]
     facts = {
         "cutoff": cutoff,
         "source": source,
         "summary_source": summary_source,
+        "btyd_model_source": model_source,
+        "fit": decision.metadata(fit_cutoff),
         "season": result.season,
         "acquisition": result.acquisition,
         "actuals": actuals[actuals.index > pd.Timestamp(cutoff) - pd.DateOffset(months=24)],
@@ -181,8 +244,9 @@ def revenue_forecast(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
     seasonality) and new customers (acquisition forecast × first-order value + early repeat spend),
     each with an 80 % interval; metadata shows it beside the last 24 months of actuals.
     """
+    settings = settings_of(duckdb)
     with duckdb.get_connection() as conn:
-        table, facts = build_revenue_forecast(conn)
+        table, facts = build_revenue_forecast(conn, context, settings.refit_after_days)
         rows = replace_table(conn, FORECAST_TABLE, table)
         contract.apply_comments(conn, tables=[FORECAST_TABLE])
         schema = contract.column_metadata(conn, FORECAST_TABLE)
@@ -198,6 +262,8 @@ def revenue_forecast(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
         "cutoff": str(facts["cutoff"]),
         "per_customer_source": facts["source"],
         "btyd_summary_source": facts["summary_source"],
+        "btyd_model_source": facts["btyd_model_source"],
+        **facts["fit"],
         "forecast_vs_actuals": dg.MetadataValue.md(forecast_markdown(facts["actuals"], table)),
         "chart_vega_lite": dg.MetadataValue.json(forecast_chart(facts["actuals"], table)),
         "seasonal_index_jan_dec": dg.MetadataValue.json([round(float(v), 3) for v in season.index]),
