@@ -35,30 +35,39 @@ def _lifecycle_config(config: dict | None) -> dict:
     return config["lifecycle"]
 
 
-def cadence_ratio(frame: pd.DataFrame, config: dict | None = None) -> pd.Series:
-    """Days since the last order / the customer's mean interval (population interval for one-timers).
-
-    The population interval is pooled over all gaps of the frame's repeat buyers (total gap
-    days / total gaps), the same estimate as the naive next-purchase baseline.
-    """
+def population_cadence(frame: pd.DataFrame, config: dict | None = None) -> NaiveCadence:
+    """The cadence baseline fitted on ``frame``: its population interval is pooled over all gaps of
+    the frame's repeat buyers (total gap days / total gaps)."""
     life = _lifecycle_config(config)
-    cadence = NaiveCadence(
+    return NaiveCadence(
         recency_col=life["recency_column"],
         interval_col=life["interval_column"],
         frequency_col=life["frequency_column"],
     ).fit(frame)
+
+
+def cadence_ratio(frame: pd.DataFrame, config: dict | None = None, cadence: NaiveCadence | None = None) -> pd.Series:
+    """Days since the last order / the customer's mean interval (population interval for one-timers).
+
+    The population interval is pooled over all gaps of the frame's repeat buyers (total gap
+    days / total gaps), the same estimate as the naive next-purchase baseline; a batch of a larger
+    store passes the ``cadence`` fitted on the whole store (``population_cadence``).
+    """
+    life = _lifecycle_config(config)
+    cadence = cadence or population_cadence(frame, config)
     since_last = pd.to_numeric(frame[life["recency_column"]], errors="coerce").to_numpy(dtype=float)
     return pd.Series(since_last / cadence.intervals(frame), index=frame.index, name="cadence_ratio")
 
 
-def lifecycle_stages(frame: pd.DataFrame, config: dict | None = None, p_alive=None) -> pd.Series:
+def lifecycle_stages(frame: pd.DataFrame, config: dict | None = None, p_alive=None,
+                     cadence: NaiveCadence | None = None) -> pd.Series:
     """``new`` / ``churned`` / ``at_risk`` / ``active``, checked in that order (thresholds in config).
 
     ``p_alive`` (optional, array-like aligned with ``frame``) adds the probability-alive tests;
     either signal - cadence or p_alive - is enough to mark a customer at risk or churned.
     """
     life = _lifecycle_config(config)
-    ratio = cadence_ratio(frame, config).to_numpy()
+    ratio = cadence_ratio(frame, config, cadence).to_numpy()
     tenure = pd.to_numeric(frame[life["tenure_column"]], errors="coerce").to_numpy(dtype=float)
     churned = ratio >= life["churned_min_ratio"]
     at_risk = ratio >= life["at_risk_min_ratio"]

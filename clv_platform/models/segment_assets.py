@@ -1,4 +1,14 @@
-"""scores/customer_segments: RFM segments, lifecycle stages and behavioural clusters."""
+"""scores/customer_segments: RFM segments, lifecycle stages and behavioural clusters.
+
+The clustering (scaler, centroids, names; KMeans over k with the silhouette, the expensive part)
+is fitted by the training run, the first run, or when the stored fit is stale, and stored in
+``ml.stored_fits``; every run assigns customers to the stored centroids. Store-wide quantities
+(RFM percentile ranks in SQL, the pooled cadence of the lifecycle rule) are computed over all
+customers; the per-customer rest runs in batches of ``batch_customers``, so memory does not grow
+with the store. ``ml.cluster_summary`` is an aggregate in SQL of the segments written.
+"""
+
+import re
 
 import dagster as dg
 import pandas as pd
@@ -6,9 +16,13 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
 from clv_platform.core.assets import layer_spec
-from clv_platform.models.clv_assets import CUSTOMER_CLV
-from clv_platform.models.segments import load_config, segment_customers
-from clv_platform.resources.storage import replace_table
+from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
+from clv_platform.models import stored_fits
+from clv_platform.models.clv_assets import CUSTOMER_CLV, TRAINING_KEYS
+from clv_platform.models.lifecycle import _lifecycle_config, lifecycle_stages, population_cadence
+from clv_platform.models.segments import assign_clusters, fit_clusters, load_config, rfm_from_scores
+from clv_platform.resources.storage import read_sql, row_count, settings_of
+from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE
 from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
 
@@ -18,6 +32,75 @@ CUSTOMER_SEGMENTS = dg.AssetKey(["scores", "customer_segments"])  # the table sc
 CLUSTER_SUMMARY = dg.AssetKey(["ml", "cluster_summary"])
 SEGMENTS_TABLE = "scores.customer_segments"
 CLUSTER_SUMMARY_TABLE = "ml.cluster_summary"
+SEGMENT_COLUMNS = ["customer_id", "r_score", "f_score", "m_score", "fm_score", "rfm_cell", "rfm_segment",
+                   "lifecycle_stage", "cluster_id", "cluster_name"]
+
+
+def _column(name: str) -> str:
+    """A column name from segments.toml, checked before it goes into SQL text."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", str(name)):
+        raise ValueError(f"segments.toml names the column {name!r}: expected a lower-case identifier")
+    return name
+
+
+def stored_or_fitted_clusters(context, conn, cutoff, config: dict, max_age_days: int) -> tuple[dict, object, object]:
+    """(cluster parameters, ``stored_fits.Decision``, fit cutoff): the stored clustering when it may be
+    reused, else KMeans fitted on every customer's cluster features (the only whole-store frame,
+    of a few numeric columns) and stored."""
+    key = stored_fits.config_key({"clusters": config["clusters"]})
+    stored = stored_fits.load(conn, stored_fits.SEGMENTS)
+    decision = stored_fits.decide(stored, cutoff, key, max_age_days, stored_fits.training_run(context, TRAINING_KEYS))
+    if decision.reuse:
+        return stored.params, decision, stored.fit_cutoff
+    cfg = config["clusters"]
+    columns = sorted({*map(_column, cfg["features"]), *(_column(cfg[c]) for c in
+                      ("revenue_column", "recency_column", "frequency_column", "aov_column"))})
+    frame = conn.execute(
+        f"select {', '.join('f.' + c for c in columns)}, c.predicted_clv from {FEATURE_TABLE} as f "
+        "left join scores.customer_clv as c using (customer_id) order by f.customer_id"
+    ).df()
+    params = fit_clusters(frame, config, clv_col="predicted_clv")
+    stored_fits.save(conn, stored_fits.SEGMENTS, cutoff, key, params, decision.reason)
+    return params, decision, cutoff
+
+
+def write_segments(conn, config: dict, params: dict, batch: int) -> dict:
+    """scores.customer_segments in batches of ``batch`` customers with the clusters of ``params``;
+    returns the segment sizes for the metadata."""
+    rfm, life = config["rfm"], _lifecycle_config(config)
+    run_sql = read_sql("clv_platform.models", "sql/segment_rfm.sql").format(
+        recency=_column(rfm["recency_column"]), frequency=_column(rfm["frequency_column"]),
+        monetary=_column(rfm["monetary_column"]), bins=int(rfm.get("bins", 5)))
+    conn.execute(run_sql)
+    # the pooled population interval of the lifecycle rule, over the whole store
+    cadence = population_cadence(conn.execute(
+        f"select {_column(life['interval_column'])}, {_column(life['frequency_column'])} from {FEATURE_TABLE}"
+    ).df(), config)
+    ranges = customer_ranges(conn, FEATURE_TABLE, batch)
+    sizes: dict[str, pd.Series] = {}
+    with BatchWriter(conn, SEGMENTS_TABLE) as writer:
+        for _, frame in read_batches(conn, f"""
+                select f.*, c.p_alive, c.predicted_clv, r.r_score, r.f_score, r.m_score
+                from {FEATURE_TABLE} as f
+                left join scores.customer_clv as c using (customer_id)
+                join segment_rfm as r using (customer_id)
+                where {{where}}
+                order by f.customer_id""", ranges, column="f.customer_id"):
+            out = rfm_from_scores(frame, config)
+            out.insert(0, "customer_id", frame["customer_id"].to_numpy())
+            out["lifecycle_stage"] = lifecycle_stages(frame, config, frame["p_alive"], cadence).to_numpy()
+            out["cluster_id"], out["cluster_name"] = assign_clusters(frame, params)
+            out = out[SEGMENT_COLUMNS]
+            writer.write(out)
+            for column in ("rfm_segment", "lifecycle_stage", "cluster_name"):
+                counts = out[column].value_counts()
+                sizes[column] = counts if column not in sizes else sizes[column].add(counts, fill_value=0)
+    conn.execute("drop table if exists segment_rfm")
+    cfg = config["clusters"]
+    conn.execute(read_sql("clv_platform.models", "sql/cluster_summary.sql").format(
+        revenue=_column(cfg["revenue_column"]), recency=_column(cfg["recency_column"]),
+        frequency=_column(cfg["frequency_column"]), aov=_column(cfg["aov_column"])))
+    return {"rows": writer.rows, "batches": len(ranges), "sizes": sizes}
 
 
 @dg.multi_asset(
@@ -26,7 +109,8 @@ CLUSTER_SUMMARY_TABLE = "ml.cluster_summary"
         layer_spec(CUSTOMER_SEGMENTS, deps=[CUSTOMER_FEATURES, CUSTOMER_CLV], kinds={"python", "scikitlearn", "duckdb"},
                    description="Per customer: RFM quintile scores and named segment (rules in models/segments.toml),\n"
                    "lifecycle stage (tenure, cadence-relative recency, probability alive) and a KMeans cluster\n"
-                   "with k chosen by silhouette; the cluster summary goes to ml.cluster_summary."),
+                   "with k chosen by silhouette (fitted weekly, stored, assigned nightly); the cluster summary\n"
+                   "goes to ml.cluster_summary."),
         layer_spec(CLUSTER_SUMMARY, deps=[CUSTOMER_FEATURES, CUSTOMER_CLV], kinds={"python", "scikitlearn", "duckdb"},
                    description="One row per behavioural cluster of the segmentation written in the same run."),
     ],
@@ -35,44 +119,41 @@ def customer_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
     """The segments and the summary of their clusters, one run for both so the summary always
     describes the clusters the customers carry."""
     config = load_config()
+    settings = settings_of(duckdb)
     with duckdb.get_connection() as conn:
-        frame = conn.execute(
-            f"""
-            select f.*, c.p_alive, c.predicted_clv
-            from {FEATURE_TABLE} as f
-            left join scores.customer_clv as c using (customer_id)
-            order by f.customer_id
-            """
-        ).df()
-        segments, clusters = segment_customers(frame, config, p_alive_col="p_alive", clv_col="predicted_clv")
-        segments = segments.rename(columns={"cluster": "cluster_id"})
-        rows = replace_table(conn, SEGMENTS_TABLE, segments)
-        summary_rows = replace_table(conn, CLUSTER_SUMMARY_TABLE, clusters.summary.reset_index(drop=False))
+        cutoff = scoring_cutoff(conn)
+        params, decision, fit_cutoff = stored_or_fitted_clusters(context, conn, cutoff, config,
+                                                                 settings.refit_after_days)
+        written = write_segments(conn, config, params, settings.batch_customers)
+        summary = conn.execute(f"select * from {CLUSTER_SUMMARY_TABLE} order by cluster").df()
+        summary_rows = row_count(conn, CLUSTER_SUMMARY_TABLE)
         contract.apply_comments(conn, tables=[SEGMENTS_TABLE, CLUSTER_SUMMARY_TABLE])
         schema = contract.column_metadata(conn, SEGMENTS_TABLE)
         summary_schema = contract.column_metadata(conn, CLUSTER_SUMMARY_TABLE)
-    sizes = {
-        column: segments[column].value_counts().rename_axis(column).reset_index(name="customers")
-        for column in ("rfm_segment", "lifecycle_stage", "cluster_name")
-    }
-    silhouette = pd.DataFrame({"k": list(clusters.silhouette), "silhouette": list(clusters.silhouette.values())})
-    context.log.info(f"{rows} customers segmented; k={clusters.k}")
+    rows, k = written["rows"], int(params["k"])
+    sizes = {column: counts.astype(int).sort_values(ascending=False).rename_axis(column).reset_index(name="customers")
+             for column, counts in written["sizes"].items()}
+    silhouette = pd.DataFrame({"k": [int(k) for k in params["silhouette"]],
+                               "silhouette": list(params["silhouette"].values())})
+    context.log.info(f"{rows} customers segmented; k={k}; clustering {decision.reason}")
     yield dg.MaterializeResult(
         asset_key=CUSTOMER_SEGMENTS,
         metadata={
             "dagster/row_count": rows,
             **schema,
-            "k": clusters.k,
-            "silhouette": float(clusters.silhouette[clusters.k]),
+            **decision.metadata(fit_cutoff),
+            "batches": written["batches"],
+            "k": k,
+            "silhouette": float(params["silhouette"][str(k)]),
             "silhouette_by_k": dg.MetadataValue.md(silhouette.to_markdown(index=False)),
             "rfm_segment_sizes": dg.MetadataValue.md(sizes["rfm_segment"].to_markdown(index=False)),
             "lifecycle_stage_sizes": dg.MetadataValue.md(sizes["lifecycle_stage"].to_markdown(index=False)),
             "cluster_sizes": dg.MetadataValue.md(sizes["cluster_name"].to_markdown(index=False)),
-            "cluster_summary": dg.MetadataValue.md(clusters.summary.to_markdown()),
+            "cluster_summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
         }
     )
     yield dg.MaterializeResult(asset_key=CLUSTER_SUMMARY,
-                               metadata={"dagster/row_count": summary_rows, **summary_schema, "k": clusters.k})
+                               metadata={"dagster/row_count": summary_rows, **summary_schema, "k": k})
 
 
 SEGMENT_ASSETS = [customer_segments]

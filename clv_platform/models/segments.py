@@ -129,12 +129,20 @@ class ClusterResult:
     k: int
     silhouette: dict[int, float]
     summary: pd.DataFrame
+    centroids: np.ndarray | None = None
+    """KMeans centroids in cluster-id order, in the standardized log1p space of ``scaler``."""
+    scaler: StandardScaler | None = None
+
+
+def log_matrix(frame: pd.DataFrame, feature_cols: list[str]) -> np.ndarray:
+    """log1p of the features; nulls become 0 and negatives are clipped to 0."""
+    raw = frame[list(feature_cols)].apply(pd.to_numeric, errors="coerce").astype(float)
+    return np.log1p(raw.fillna(0.0).clip(lower=0.0).to_numpy())
 
 
 def cluster_matrix(frame: pd.DataFrame, feature_cols: list[str]) -> np.ndarray:
     """Standardized log1p of the features; nulls become 0 and negatives are clipped to 0."""
-    raw = frame[list(feature_cols)].apply(pd.to_numeric, errors="coerce").astype(float)
-    return StandardScaler().fit_transform(np.log1p(raw.fillna(0.0).clip(lower=0.0).to_numpy()))
+    return StandardScaler().fit_transform(log_matrix(frame, feature_cols))
 
 
 def choose_k(
@@ -168,7 +176,7 @@ def choose_k(
             continue
         scores[k] = float(silhouette_score(x[sample], sample_labels))
     best = max(ks, key=lambda k: (scores[k], -k))
-    return best, scores, {best: models[best].predict(x)}
+    return best, scores, {best: models[best].predict(x), "model": models[best]}
 
 
 def name_cluster(profile: dict, population: dict, naming: dict) -> str:
@@ -222,7 +230,8 @@ def cluster_customers(frame: pd.DataFrame, config: dict | None = None, clv_col: 
     ``mean_aov`` and ``mean_clv`` when ``clv_col`` is given.
     """
     cfg = _config(config)["clusters"]
-    x = cluster_matrix(frame, cfg["features"])
+    scaler = StandardScaler().fit(log_matrix(frame, cfg["features"]))
+    x = scaler.transform(log_matrix(frame, cfg["features"]))
     k, scores, all_labels = choose_k(
         x,
         range(int(cfg["k_min"]), int(cfg["k_max"]) + 1),
@@ -249,6 +258,13 @@ def cluster_customers(frame: pd.DataFrame, config: dict | None = None, clv_col: 
     order = means.sort_values("revenue", ascending=False, kind="stable").index
     relabel = {raw: new for new, raw in enumerate(order)}
     labels = pd.Series(pd.Series(raw_labels).map(relabel).to_numpy(), index=frame.index, name="cluster")
+    # a centroid no customer is nearest to keeps an id after the others (it can win customers later)
+    fitted = all_labels["model"].cluster_centers_
+    ids = {**relabel, **{raw: len(relabel) + i for i, raw in
+                         enumerate(r for r in range(len(fitted)) if r not in relabel)}}
+    centroids = np.empty_like(fitted)
+    for raw, new in ids.items():
+        centroids[int(new)] = fitted[int(raw)]
 
     values["cluster"] = labels.to_numpy()
     grouped = values.groupby("cluster")
@@ -293,7 +309,47 @@ def cluster_customers(frame: pd.DataFrame, config: dict | None = None, clv_col: 
         k=k,
         silhouette=scores,
         summary=summary,
+        centroids=centroids,
+        scaler=scaler,
     )
+
+
+def fit_clusters(frame: pd.DataFrame, config: dict | None = None, clv_col: str | None = None) -> dict:
+    """The clustering of ``cluster_customers`` as stored parameters: the scaler (mean, scale of the
+    log1p features), the centroids in cluster-id order (0 = highest mean revenue), the names, k and
+    the silhouette per k. ``assign_clusters`` with them labels any customer without refitting.
+    """
+    cfg = _config(config)["clusters"]
+    result = cluster_customers(frame, config, clv_col)
+    names = dict(zip(result.summary["cluster"].astype(int), result.summary["name"]))
+    return {
+        "features": list(cfg["features"]),
+        "mean": [float(v) for v in result.scaler.mean_],
+        "scale": [float(v) for v in result.scaler.scale_],
+        "centroids": result.centroids.tolist(),
+        "names": [names.get(i, f"Cluster {i}") for i in range(len(result.centroids))],
+        "k": int(result.k),
+        "silhouette": {str(k): float(v) for k, v in result.silhouette.items()},
+    }
+
+
+def assign_clusters(frame: pd.DataFrame, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(cluster id, cluster name) per row: the nearest stored centroid in the stored scaling."""
+    x = (log_matrix(frame, params["features"]) - np.asarray(params["mean"])) / np.asarray(params["scale"])
+    centroids = np.asarray(params["centroids"], dtype=float)
+    distances = ((x[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    labels = distances.argmin(axis=1)
+    return labels, np.asarray(params["names"], dtype=object)[labels]
+
+
+def rfm_from_scores(scores: pd.DataFrame, config: dict | None = None) -> pd.DataFrame:
+    """``rfm_scores`` output from r/f/m scores computed elsewhere (the store-wide ranks in SQL)."""
+    config = _config(config)
+    out = scores[["r_score", "f_score", "m_score"]].astype(int)
+    out["fm_score"] = np.floor((out["f_score"] + out["m_score"]) / 2 + 0.5).astype(int)
+    out["rfm_cell"] = out["r_score"].astype(str) + out["f_score"].astype(str) + out["m_score"].astype(str)
+    out["rfm_segment"] = assign_segments(out, config)
+    return out
 
 
 def segment_customers(
