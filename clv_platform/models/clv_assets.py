@@ -20,7 +20,7 @@ from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.models import clv, registry, stored_fits
 from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url
-from clv_platform.resources.storage import replace_table, reports_dir, settings_of
+from clv_platform.resources.storage import read_sql, replace_table, reports_dir, settings_of
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE
 from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
@@ -280,44 +280,79 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     yield dg.MaterializeResult(asset_key=FEATURE_INTERACTIONS, metadata=side[INTERACTIONS_TABLE])
 
 
+def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, scored_at, batch: int) -> dict:
+    """scores.customer_clv in batches of ``batch`` customers (features and ml.btyd_scores of the
+    same id range), then rank, percentile and tier over the whole table in SQL."""
+    ranges = customer_ranges(conn, FEATURE_TABLE, batch)
+    btyd_batches = read_batches(conn, f"select * from {BTYD_TABLE} where {{where}} order by customer_id", ranges)
+    with BatchWriter(conn, SCORES_TABLE) as writer:
+        for (_, features), (_, btyd_rows) in zip(
+                read_batches(conn, f"select * from {FEATURE_TABLE} where {{where}} order by customer_id", ranges),
+                btyd_batches):
+            frame = clv.frame_from_tables(features, btyd_rows)
+            writer.write(clv.predict_scores(model, frame, config).assign(model_version=model_version,
+                                                                           scored_at=scored_at))
+        tiers = " ".join(f"when clv_rank <= {share!r}::double * _n then '{label}'" for label, share in clv.TIERS)
+        conn.execute(read_sql("clv_platform.models", "sql/clv_tiers.sql").format(tiers=tiers, rest=clv.REST))
+    return {"rows": writer.rows, "batches": len(ranges)}
+
+
 @layer_asset(CUSTOMER_CLV, deps=[FEATURES, BTYD_KEY, CLV_MODEL_KEY], kinds={"python", "duckdb"})
 def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """One row per customer: discounted predicted CLV over the horizon from the latest registered
     model, BTYD p_alive and expected purchases, rank, percentile and tier (Top 1% … Rest).
+    Customers are scored in batches of ``batch_customers`` (store.toml [scale]).
     """
     config = clv.load_config()
+    settings = settings_of(duckdb)
     scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
     with duckdb.get_connection() as conn:
         model, sidecar = registry.load_latest(conn)
-        frame = clv.frame_from_tables(_features(conn), conn.execute(f"select * from {BTYD_TABLE}").df())
-        scores = clv.assign_tiers(clv.predict_scores(model, frame, config))
-        scores = scores.assign(model_version=sidecar["model_version"], scored_at=scored_at)
-        rows = replace_table(conn, SCORES_TABLE, scores)
+        written = write_clv_scores(conn, model, config, sidecar["model_version"], scored_at, settings.batch_customers)
+        rows = written["rows"]
         contract.apply_comments(conn, tables=[SCORES_TABLE])
         schema = contract.column_metadata(conn, SCORES_TABLE)
-    tiers = (
-        scores.groupby("clv_tier")
-        .agg(customers=("customer_id", "size"), total_clv=("predicted_clv", "sum"), mean_clv=("predicted_clv", "mean"))
-        .reindex([label for label, _ in clv.TIERS] + [clv.REST])
-        .dropna(how="all")
-        .reset_index()
-    )
-    context.log.info(f"scored {rows} customers with {sidecar['model_name']} {sidecar['model_version']}")
+        tiers = conn.execute(f"""
+            select clv_tier, count(*) as customers, sum(predicted_clv) as total_clv, avg(predicted_clv) as mean_clv
+            from {SCORES_TABLE} group by clv_tier""").df()
+        totals = conn.execute(f"select sum(predicted_clv), avg(predicted_clv) from {SCORES_TABLE}").fetchone()
+        interval = _total_interval_sql(conn)
+        preview = conn.execute(f"select * from {SCORES_TABLE} order by clv_rank limit 10").df()
+    tiers = (tiers.set_index("clv_tier").reindex([label for label, _ in clv.TIERS] + [clv.REST])
+             .dropna(how="all").reset_index())
+    context.log.info(f"scored {rows} customers with {sidecar['model_name']} {sidecar['model_version']} "
+                     f"in {written['batches']} batches")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             **schema,
             "model_version": sidecar["model_version"],
-            "total_predicted_clv": round(float(scores["predicted_clv"].sum()), 2),
-            **total_interval(scores),
-            "mean_predicted_clv": round(float(scores["predicted_clv"].mean()), 2),
+            "batches": written["batches"],
+            "total_predicted_clv": round(float(totals[0] or 0.0), 2),
+            **interval,
+            "mean_predicted_clv": round(float(totals[1] or 0.0), 2),
             "tiers": dg.MetadataValue.md(
                 tiers.astype({"customers": int}).to_markdown(index=False, floatfmt=",.2f")
             ),
             "validation_metrics": dg.MetadataValue.json(json.loads(json.dumps(sidecar["validation_metrics"]))),
-            "preview": _md(scores.sort_values("clv_rank")),
+            "preview": _md(preview),
         }
     )
+
+
+def _total_interval_sql(conn) -> dict:
+    """``total_interval`` of the scores table, aggregated in DuckDB (the same formula)."""
+    columns = {c for (c,) in conn.execute(
+        "select column_name from duckdb_columns() where schema_name = 'scores' and table_name = 'customer_clv'"
+    ).fetchall()}
+    if "predicted_clv_p10" not in columns:
+        return {}
+    total, variance, p10, p90 = conn.execute(f"""
+        select sum(predicted_clv), sum(pow((predicted_clv_p90 - predicted_clv_p10) / 2.5631, 2)),
+               avg(predicted_clv_p10), avg(predicted_clv_p90) from {SCORES_TABLE}""").fetchone()
+    spread = 1.2816 * float(np.sqrt(variance or 0.0))
+    return {"total_predicted_clv_p10": max(float(total) - spread, 0.0), "total_predicted_clv_p90": float(total) + spread,
+            "mean_predicted_clv_p10": float(p10), "mean_predicted_clv_p90": float(p90)}
 
 
 def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAULT_MODEL_NAME) -> tuple[str | None, dict | None]:

@@ -24,7 +24,8 @@ from clv_platform.models.npd import DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, NPDM
 from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features
 from clv_platform.models.npd_backtest import evaluate
-from clv_platform.resources.storage import replace_table
+from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
+from clv_platform.resources.storage import replace_table, settings_of
 from clv_platform.settings import load_settings
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE, build_training_frame
@@ -241,13 +242,17 @@ def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
     with duckdb.get_connection() as conn:
         model, meta = load_latest_npd_model(conn)
         cutoff = scoring_cutoff(conn)
-        frame = conn.execute(f"select * from {FEATURE_TABLE}").df()
-        scores = npd_scores(model, frame, cutoff, **settings).assign(
-            model_version=meta["model_version"], scored_at=scored_at)
-        rows = replace_table(conn, "scores.customer_npd", scores)
+        written = write_npd_scores(conn, model, cutoff, settings, meta["model_version"], scored_at,
+                                   settings_of(duckdb).batch_customers)
+        rows = written["rows"]
         contract.apply_comments(conn, tables=["scores.customer_npd"])
         schema = contract.column_metadata(conn, "scores.customer_npd")
-    dated = scores["predicted_next_purchase_date"].notna()
+        summary = conn.execute("""
+            select count(predicted_next_purchase_date), avg(p_purchase_7d), avg(p_purchase_30d), avg(p_purchase_90d),
+                   sum(p_purchase_7d), sum(p_purchase_30d), sum(p_purchase_90d),
+                   count(*) filter (where days_to_next_purchase <= 7), count(*) filter (where days_to_next_purchase <= 30)
+            from scores.customer_npd""").fetchone()
+        scores = conn.execute("select * from scores.customer_npd order by customer_id limit 5").df()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
@@ -255,14 +260,28 @@ def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "model_version": meta["model_version"],
             "date_window_days": settings["window_days"],
             "date_min_probability": settings["min_probability"],
-            "customers_with_date": int(dated.sum()),
-            **{f"mean_p_purchase_{h}d": float(scores[f"p_purchase_{h}d"].mean()) for h in (7, 30, 90)},
-            **{f"expected_buyers_next_{h}d": float(scores[f"p_purchase_{h}d"].sum()) for h in (7, 30, 90)},
-            "dated_within_7d": int((scores["days_to_next_purchase"] <= 7).sum()),
-            "dated_within_30d": int((scores["days_to_next_purchase"] <= 30).sum()),
+            "batches": written["batches"],
+            "customers_with_date": int(summary[0]),
+            **{f"mean_p_purchase_{h}d": float(summary[1 + i] or 0.0) for i, h in enumerate((7, 30, 90))},
+            **{f"expected_buyers_next_{h}d": float(summary[4 + i] or 0.0) for i, h in enumerate((7, 30, 90))},
+            "dated_within_7d": int(summary[7]),
+            "dated_within_30d": int(summary[8]),
             "preview": dg.MetadataValue.md(scores.head(5).to_markdown(index=False)),
         }
     )
+
+
+def write_npd_scores(conn, model: NPDModel, cutoff, settings: dict, model_version: str, scored_at,
+                     batch: int) -> dict:
+    """scores.customer_npd in batches of ``batch`` customers of the feature table (each customer's
+    prediction reads only its own row)."""
+    ranges = customer_ranges(conn, FEATURE_TABLE, batch)
+    with BatchWriter(conn, "scores.customer_npd", casts={"predicted_next_purchase_date": "date"}) as writer:
+        for _, frame in read_batches(conn, f"select * from {FEATURE_TABLE} where {{where}} order by customer_id",
+                                     ranges):
+            writer.write(npd_scores(model, frame, cutoff, **settings).assign(
+                model_version=model_version, scored_at=scored_at))
+    return {"rows": writer.rows, "batches": len(ranges)}
 
 
 def date_settings() -> dict:

@@ -39,7 +39,7 @@ from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.sql import transaction
 from clv_platform import contract
 from clv_platform.reports import prune_reports, report_url
-from clv_platform.resources.storage import table_exists
+from clv_platform.resources.storage import read_sql, table_exists
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.models.clv_assets import CUSTOMER_CLV
 from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
@@ -129,40 +129,43 @@ def _newest_model_run(conn, model_version: str | None = None) -> dict | None:
 # ----------------------------------------------------------------------------- score history
 
 
-def snapshot_frame(
-    scores: pd.DataFrame,
-    segments: pd.DataFrame | None,
-    cutoff: date,
-    horizon_days: int,
-    snapshotted_at: datetime,
-) -> pd.DataFrame:
-    """Rows of monitoring.score_history for one scoring (score columns it lacks are left null)."""
-    frame = pd.DataFrame({"customer_id": scores["customer_id"].astype(str).to_numpy()})
-    scored_at = pd.to_datetime(scores["scored_at"]).max() if "scored_at" in scores else pd.Timestamp(snapshotted_at)
-    version = str(scores["model_version"].iloc[0]) if "model_version" in scores and len(scores) else "unknown"
-    frame.insert(0, "snapshot_id", f"{version}@{scored_at:%Y-%m-%dT%H:%M:%S}")
-    frame.insert(1, "scored_at", scored_at)
-    frame.insert(2, "cutoff", pd.Timestamp(cutoff).date())
-    frame.insert(3, "horizon_days", int(horizon_days))
-    frame.insert(4, "model_version", version)
-    for column in SCORE_VALUE_COLUMNS:
-        frame[column] = pd.to_numeric(scores[column], errors="coerce").astype(float).to_numpy() \
-            if column in scores else float("nan")
-    frame["clv_tier"] = scores["clv_tier"].astype(str).to_numpy() if "clv_tier" in scores else None
-    for column in SEGMENT_SOURCE_COLUMNS:
-        if segments is not None and column in segments:
-            lookup = segments.assign(customer_id=segments["customer_id"].astype(str)).set_index("customer_id")[column]
-            frame[column] = frame["customer_id"].map(lookup).astype(object).where(lambda s: s.notna(), None)
-        else:
-            frame[column] = None
-    frame["snapshotted_at"] = snapshotted_at
-    return frame
+def _table_columns(conn, table: str) -> set[str]:
+    schema, name = table.split(".")
+    return {c for (c,) in conn.execute(
+        "select column_name from duckdb_columns() where schema_name = ? and table_name = ?", [schema, name]
+    ).fetchall()}
+
+
+def snapshot_scores(conn, columns: set[str], snapshot_id: str, scored_at, cutoff, horizon: int, version: str,
+                    now) -> int:
+    """Append the current scoring to monitoring.score_history in SQL (``sql/score_snapshot.sql``),
+    replacing a snapshot of the same cutoff and model version (the same day run again) and one with
+    the same id; returns the customers written."""
+    values = ", ".join(f"c.{c}::double as {c}" if c in columns else f"null::double as {c}"
+                       for c in SCORE_VALUE_COLUMNS)
+    values += ", c.clv_tier::varchar as clv_tier" if "clv_tier" in columns else ", null::varchar as clv_tier"
+    segment_columns = (_table_columns(conn, "scores.customer_segments")
+                       if table_exists(conn, "scores.customer_segments") else set())
+    segments = ", ".join(f"s.{c}::varchar as {c}" if c in segment_columns else f"null::varchar as {c}"
+                         for c in SEGMENT_SOURCE_COLUMNS)
+    join = ("left join scores.customer_segments as s on s.customer_id::varchar = c.customer_id::varchar"
+            if "customer_id" in segment_columns else "")
+    sql = read_sql("clv_platform.monitoring", "sql/score_snapshot.sql").format(
+        values=values, segments=segments, segment_join=join)
+    with transaction(conn):
+        conn.execute(f"delete from {SCORE_HISTORY_TABLE} where snapshot_id = ? or (cutoff = ? and model_version = ?)",
+                     [snapshot_id, cutoff, version])
+        conn.execute(sql, {"snapshot_id": snapshot_id, "scored_at": scored_at, "cutoff": cutoff,
+                           "horizon_days": horizon, "model_version": version, "snapshotted_at": now})
+    return int(conn.execute(f"select count(*) from {SCORE_HISTORY_TABLE} where snapshot_id = ?",
+                            [snapshot_id]).fetchone()[0])
 
 
 @layer_asset(SCORE_HISTORY, deps=[CUSTOMER_CLV, CUSTOMER_SEGMENTS, FEATURES], kinds={"duckdb"})
 def score_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """A snapshot of the current scoring (scores.customer_clv + segments) with its cutoff and horizon,
-    appended to monitoring.score_history; snapshotting the same scoring again replaces it.
+    appended to monitoring.score_history in SQL; snapshotting the same scoring, or the same cutoff with
+    the same model (a day run again), replaces it.
     """
     config = load_config()
     now = _now()
@@ -170,35 +173,32 @@ def score_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> 
         ensure_monitoring_tables(conn)
         if not table_exists(conn, "scores.customer_clv"):
             raise RuntimeError("scores.customer_clv does not exist: materialize scores/customer_clv first")
-        scores = conn.execute("select * from scores.customer_clv").df()
-        segments = (
-            conn.execute("select * from scores.customer_segments").df()
-            if table_exists(conn, "scores.customer_segments") else None
-        )
         cutoff = (
             conn.execute(f"select max(feature_cutoff) from {FEATURE_TABLE}").fetchone()[0]
             if table_exists(conn, FEATURE_TABLE) else None
         ) or scoring_cutoff(conn)
-        version = str(scores["model_version"].iloc[0]) if "model_version" in scores and len(scores) else None
+        columns = _table_columns(conn, "scores.customer_clv")
+        version, scored_at = conn.execute(
+            "select {}, {} from scores.customer_clv".format(
+                "any_value(model_version::varchar)" if "model_version" in columns else "null",
+                "max(scored_at::timestamp)" if "scored_at" in columns else "null")
+        ).fetchone()
+        version = str(version) if version is not None else None
+        scored_at = pd.Timestamp(scored_at or now).to_pydatetime()
         run = _newest_model_run(conn, version) if version else None
         horizon = int(run["horizon_days"]) if run is not None else config.performance.default_horizon_days
-        frame = snapshot_frame(scores, segments, cutoff, horizon, now)
-        snapshot_id = str(frame["snapshot_id"].iloc[0]) if len(frame) else None
-        with transaction(conn):
-            conn.execute(f"delete from {SCORE_HISTORY_TABLE} where snapshot_id = ?", [snapshot_id])
-            conn.register("_snapshot", frame)
-            conn.execute(f"insert into {SCORE_HISTORY_TABLE} by name select * from _snapshot")
-            conn.unregister("_snapshot")
+        snapshot_id = f"{version or 'unknown'}@{scored_at:%Y-%m-%dT%H:%M:%S}"
+        customers = snapshot_scores(conn, columns, snapshot_id, scored_at, cutoff, horizon, version or "unknown", now)
         snapshots = conn.execute(
             f"select count(distinct snapshot_id), count(*) from {SCORE_HISTORY_TABLE}"
         ).fetchone()
         contract.apply_comments(conn, tables=[SCORE_HISTORY_TABLE])
         schema = contract.column_metadata(conn, SCORE_HISTORY_TABLE)
-    context.log.info(f"snapshot {snapshot_id}: {len(frame)} customers as of {cutoff}, horizon {horizon} days")
+    context.log.info(f"snapshot {snapshot_id}: {customers} customers as of {cutoff}, horizon {horizon} days")
     return dg.MaterializeResult(
         metadata={
             "snapshot_id": snapshot_id,
-            "customers": len(frame),
+            "customers": customers,
             "cutoff": str(cutoff),
             "horizon_days": horizon,
             "snapshots_kept": int(snapshots[0]),

@@ -137,3 +137,45 @@ def test_btyd_scores_in_batches_equal_one_pass(features_db, data_env):
     pd.testing.assert_frame_equal(batched, single)
     assert many["expected_spend"] == pytest.approx(one["expected_spend"], rel=1e-12)
     assert (batched["spend_p90_ratio"] >= batched["spend_p10_ratio"]).all()
+
+
+class _SpendModel:
+    """A stand-in for the registered booster: predicted spend = 1.1 x the BTYD's over the horizon
+    (what is under test here is the batching and the ranking, not the model)."""
+
+    def predict(self, frame, horizon_days, ratio):
+        return 1.1 * frame["btyd_expected_spend_horizon"].to_numpy(dtype=float)
+
+
+def test_clv_scores_in_batches_equal_the_whole_frame_scoring(features_db, data_env):
+    from clv_platform.models.clv_assets import _total_interval_sql, total_interval, write_clv_scores
+
+    database = data_env / "clv.duckdb"
+    shutil.copy(features_db, database)
+    config = clv.load_config()
+    _, summary = _summary(features_db)
+    model = btyd.fit_btyd(summary, btyd.MBGNBD)
+    scored_at = datetime(2026, 11, 2, 3)
+    with duckdb.connect(str(database)) as conn:
+        cutoff = scoring_cutoff(conn)
+        write_btyd_scores(conn, model, config, cutoff, batch=10**9)
+        one = write_clv_scores(conn, _SpendModel(), config, "v1", scored_at, batch=10**9)
+        single = conn.execute("select * from scores.customer_clv order by customer_id").df()
+        many = write_clv_scores(conn, _SpendModel(), config, "v1", scored_at, batch=211)
+        batched = conn.execute("select * from scores.customer_clv order by customer_id").df()
+        interval = _total_interval_sql(conn)
+        frame = clv.frame_from_tables(conn.execute(f"select * from {FEATURE_TABLE}").df(),
+                                      conn.execute("select * from ml.btyd_scores").df())
+    assert one["batches"] == 1 and many["batches"] == -(-len(single) // 211)
+    pd.testing.assert_frame_equal(batched, single)
+    # the old whole-frame path: predict everyone, then clv.assign_tiers in pandas
+    expected = clv.assign_tiers(clv.predict_scores(_SpendModel(), frame, config)).assign(
+        model_version="v1", scored_at=scored_at).sort_values("customer_id").reset_index(drop=True)
+    assert list(batched.columns) == list(expected.columns)
+    pd.testing.assert_frame_equal(batched, expected, check_dtype=False, rtol=1e-12)
+    assert set(batched["clv_tier"]) == {"Top 1%", "1-5%", "5-10%", "10-25%", "Rest"}
+    assert sorted(batched["clv_rank"]) == list(range(1, len(batched) + 1))
+    reference = total_interval(expected)
+    assert interval.keys() == reference.keys()
+    for key, value in reference.items():
+        assert interval[key] == pytest.approx(value, rel=1e-9), key

@@ -180,8 +180,12 @@ def test_monitoring_assets_snapshot_detect_drift_and_evaluate(data_env, monkeypa
         _write(conn, "staging.orders", pd.DataFrame({
             "customer_id": ["c1", "c2"], "order_date": [date(2025, 7, 3), date(2025, 7, 9)], "net_revenue": [10.0, 5.0],
         }))
+    # two nightly scorings: the second a day later (a scoring of the same cutoff and model replaces
+    # its snapshot, see test_score_history_rerun_of_a_day_replaces_its_snapshot)
     for scored_at, scale in ((datetime(2025, 6, 30, 8), 50), (datetime(2025, 7, 1, 8), 150)):
         with duckdb.connect(str(db)) as conn:
+            _write(conn, "features.customer_features",
+                   current.assign(feature_cutoff=scored_at.date()))
             _write(conn, "scores.customer_clv", pd.DataFrame({
                 "customer_id": current["customer_id"], "predicted_clv": rng.gamma(2, scale, 600),
                 "p_alive": rng.uniform(0, 1, 600), "expected_purchases": rng.uniform(0, 3, 600),
@@ -204,9 +208,9 @@ def test_monitoring_assets_snapshot_detect_drift_and_evaluate(data_env, monkeypa
     assert newest["drift_detected"] and newest["share_drifted"] >= SETTINGS.drift_share_threshold
     assert newest["prediction_drifted"]
     assert newest["max_segment_share_change"] == pytest.approx(0.4, abs=0.1)
-    assert newest["reference_kind"] == "90 days earlier" and pd.Timestamp(newest["reference_cutoff"]).date() == date(2025, 4, 1)
+    assert newest["reference_kind"] == "90 days earlier" and pd.Timestamp(newest["reference_cutoff"]).date() == date(2025, 4, 2)
     drift_events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "drift_runs"]
-    assert "vs the reference features at 2025-04-01 (90 days earlier)" in \
+    assert "vs the reference features at 2025-04-02 (90 days earlier)" in \
         drift_events[0].materialization.metadata["report_title"].value
     assert (data_env / "reports").joinpath(newest["report_path"].split("/")[-1]).exists()
     assert set(columns["drift_run_id"]) == set(runs["drift_run_id"])
@@ -222,6 +226,39 @@ def test_monitoring_assets_snapshot_detect_drift_and_evaluate(data_env, monkeypa
     assert meta["data_through"].value == "2025-07-09"
     assert meta["dagster/row_count"].value == 0
     assert meta["next_evaluation_possible"].value == str(first_cutoff + timedelta(days=365))
+
+
+def test_score_history_rerun_of_a_day_replaces_its_snapshot(data_env):
+    """Re-scoring the same cutoff with the same model replaces that day's snapshot (same rows and
+    values, new scored_at); a new cutoff or a new model version adds a snapshot."""
+    db = data_env / "clv.duckdb"
+    resource = DuckDBResource(database=str(db))
+    ids = [f"c{i}" for i in range(50)]
+    with duckdb.connect(str(db)) as conn:
+        _write(conn, "features.customer_features", pd.DataFrame({"customer_id": ids,
+                                                                  "feature_cutoff": date(2025, 6, 30)}))
+        _write(conn, "scores.customer_segments", pd.DataFrame({
+            "customer_id": ids[:40], "rfm_segment": "Loyal", "lifecycle_stage": "active"}))
+
+    def score(scored_at, version="v1"):
+        with duckdb.connect(str(db)) as conn:
+            _write(conn, "scores.customer_clv", pd.DataFrame({
+                "customer_id": ids, "predicted_clv": np.arange(50, dtype=float), "p_alive": 0.5,
+                "expected_purchases": 1.0, "clv_tier": "Rest", "model_version": version, "scored_at": scored_at}))
+        assert dg.materialize([monitoring_assets.score_history], resources={"duckdb": resource}).success
+        with duckdb.connect(str(db), read_only=True) as conn:
+            return conn.execute("select * from monitoring.score_history order by snapshot_id, customer_id").df()
+
+    first = score(datetime(2025, 7, 1, 2))
+    again = score(datetime(2025, 7, 1, 5))  # the same night run again
+    assert len(first) == len(again) == 50 and again["snapshot_id"].nunique() == 1
+    assert again["snapshot_id"].iloc[0] == "v1@2025-07-01T05:00:00"
+    drop = ["snapshot_id", "scored_at", "snapshotted_at"]
+    pd.testing.assert_frame_equal(again.drop(columns=drop), first.drop(columns=drop))
+    assert again["predicted_clv"].sum() == sum(range(50)) and again["rfm_segment"].isna().sum() == 10
+    assert (pd.to_datetime(again["cutoff"]).dt.date == date(2025, 6, 30)).all()
+    other_model = score(datetime(2025, 7, 1, 6), version="v2")
+    assert other_model["snapshot_id"].nunique() == 2 and len(other_model) == 100
 
 
 def test_large_sides_are_measured_on_a_deterministic_sample():
