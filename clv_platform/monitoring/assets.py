@@ -43,7 +43,7 @@ from clv_platform.resources.storage import read_sql, table_exists
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.models.clv_assets import CUSTOMER_CLV
 from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
-from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE, build_features
+from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE, check_order_history, feature_query
 from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
 from clv_platform.transforms.staging_assets import ORDERS
 
@@ -226,18 +226,75 @@ def run_is_reference(ref_kind: str) -> bool:
     return ref_kind.startswith("registered model")
 
 
-def _snapshots(conn) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """The newest score snapshot and the one before it (either may be None)."""
+def sampled_rows(conn, source_sql: str, params: dict, max_rows: int) -> tuple[pd.DataFrame, int]:
+    """(at most ``max_rows`` rows of ``source_sql``, its row count): the customers with the smallest
+    hash of their id, the same customers on every side and in every run (0 = every row)."""
+    conn.execute(f"create or replace temp table _drift_side as {source_sql}", params)
+    try:
+        n = int(conn.execute("select count(*) from _drift_side").fetchone()[0])
+        has_id = "customer_id" in {c for (c,) in conn.execute("select column_name from (describe _drift_side)").fetchall()}
+        if max_rows and n > max_rows:
+            pick = (f"qualify row_number() over (order by hash(customer_id::varchar), customer_id) <= {int(max_rows)}"
+                    if has_id else f"using sample {int(max_rows)} rows (reservoir, 0)")
+        else:
+            pick = ""
+        frame = conn.execute(f"select * from _drift_side {pick} {'order by customer_id' if has_id else ''}").df()
+    finally:
+        conn.execute("drop table if exists _drift_side")
+    return frame, n
+
+
+def reference_features(conn, cutoff: date, max_rows: int) -> tuple[pd.DataFrame, int]:
+    """The features at the reference cutoff (the feature SQL), sampled like the current ones."""
+    check_order_history(conn)
+    sql, params = feature_query(cutoff)
+    return sampled_rows(conn, sql, params, max_rows)
+
+
+def snapshot_inputs(conn, prediction: str, segment_columns, max_rows: int) -> dict:
+    """From the newest score snapshot and the one before it: the newest's model version, each one's
+    predictions (``max_rows`` customers with the smallest id hash) and the segment-share changes
+    between them (``segment_changes``), aggregated in SQL."""
+    out = {"latest_model_version": None, "latest_predictions": None, "previous_predictions": None,
+           "segment_changes": {}}
     if not table_exists(conn, SCORE_HISTORY_TABLE):
-        return None, None
-    ids = [
-        s for (s,) in conn.execute(
-            f"select snapshot_id from {SCORE_HISTORY_TABLE} group by 1 order by max(scored_at) desc, 1 desc limit 2"
-        ).fetchall()
-    ]
-    frames = [conn.execute(f"select * from {SCORE_HISTORY_TABLE} where snapshot_id = ?", [i]).df() for i in ids]
-    frames += [None] * (2 - len(frames))
-    return frames[0], frames[1]
+        return out
+    ids = [s for (s,) in conn.execute(
+        f"select snapshot_id from {SCORE_HISTORY_TABLE} group by 1 order by max(scored_at) desc, 1 desc limit 2"
+    ).fetchall()]
+    if not ids:
+        return out
+    out["latest_model_version"] = conn.execute(
+        f"select any_value(model_version) from {SCORE_HISTORY_TABLE} where snapshot_id = ?", [ids[0]]).fetchone()[0]
+    if len(ids) < 2:
+        return out
+    columns = _table_columns(conn, SCORE_HISTORY_TABLE)
+    if prediction in columns:
+        limit = f"limit {int(max_rows)}" if max_rows else ""
+        for key, snapshot in (("latest_predictions", ids[0]), ("previous_predictions", ids[1])):
+            values = conn.execute(
+                f"""select {prediction} from {SCORE_HISTORY_TABLE} where snapshot_id = ?
+                    order by hash(customer_id::varchar), customer_id {limit}""", [snapshot]).df()[prediction]
+            out[key] = values.rename(prediction)
+    for column in segment_columns:
+        if column not in columns:
+            continue
+        shares = conn.execute(
+            f"""select snapshot_id, coalesce({column}::varchar, '(missing)') as segment,
+                       count(*)::double / sum(count(*)) over (partition by snapshot_id) as share,
+                       sum(count({column})) over (partition by snapshot_id) as known
+                from {SCORE_HISTORY_TABLE} where snapshot_id in (?, ?) group by 1, 2""", ids).df()
+        known = shares.groupby("snapshot_id")["known"].first()
+        if len(known) < 2 or (known <= 0).any():
+            continue  # all null on one side: nothing to compare
+        frame = (shares.pivot(index="segment", columns="snapshot_id", values="share").reindex(columns=ids)
+                 .fillna(0.0).sort_index())
+        table = pd.DataFrame({"segment": frame.index.astype(str), "reference_share": frame[ids[1]].to_numpy(),
+                              "current_share": frame[ids[0]].to_numpy()})
+        table["share_change"] = table["current_share"] - table["reference_share"]
+        order = table["share_change"].abs().sort_values(ascending=False, kind="stable").index
+        out["segment_changes"][column] = table.loc[order].reset_index(drop=True).to_dict(orient="records")
+    return out
 
 
 def segment_changes(current: pd.DataFrame | None, previous: pd.DataFrame | None, columns) -> dict[str, list[dict]]:
@@ -321,35 +378,32 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     """
     config = load_config()
     run_at = _now()
+    settings = config.drift
     with duckdb.get_connection() as conn:
         ensure_monitoring_tables(conn)
-        current = conn.execute(f"select * from {FEATURE_TABLE}").df()
-        current_cutoff = (
-            pd.Timestamp(current["feature_cutoff"].max()).date() if len(current) else scoring_cutoff(conn)
-        )
+        # only the rows the comparison measures leave DuckDB: memory is bounded by drift max_rows
+        current, n_current = sampled_rows(conn, f"select * from {FEATURE_TABLE}", {}, settings.max_rows)
+        current_cutoff = conn.execute(f"select max(feature_cutoff) from {FEATURE_TABLE}").fetchone()[0]
+        current_cutoff = pd.Timestamp(current_cutoff).date() if current_cutoff is not None else scoring_cutoff(conn)
         ref_cutoff, ref_kind = reference_cutoff(conn, current_cutoff, config)
-        reference = build_features(conn, ref_cutoff)
-        latest, previous = _snapshots(conn)
+        reference, n_reference = reference_features(conn, ref_cutoff, settings.max_rows)
+        snapshots = snapshot_inputs(conn, settings.prediction_column, settings.segment_columns, settings.max_rows)
         registered = _newest_model_run(conn)
         old_report = conn.execute(
             f"select report_path from {DRIFT_RUNS_TABLE} where drift_run_id = ?", [context.run.run_id]
         ).fetchone()
     compared = ref_cutoff != current_cutoff
     columns = [c for c in FEATURE_COLUMNS if c in current.columns and c in reference.columns] if compared else []
-    prediction = config.drift.prediction_column
-    have_predictions = latest is not None and previous is not None and prediction in latest and prediction in previous
+    have_predictions = snapshots["previous_predictions"] is not None and snapshots["latest_predictions"] is not None
     result = detect_drift(
         reference,
         current,
         columns,
         config.drift,
-        reference_predictions=previous[prediction] if have_predictions else None,
-        current_predictions=latest[prediction] if have_predictions else None,
+        reference_predictions=snapshots["previous_predictions"] if have_predictions else None,
+        current_predictions=snapshots["latest_predictions"] if have_predictions else None,
     )
-    model_version = (
-        str(latest["model_version"].iloc[0]) if latest is not None and len(latest)
-        else (registered or {}).get("model_version")
-    )
+    model_version = snapshots["latest_model_version"] or (registered or {}).get("model_version")
     if compared:
         reference_name = "the training reference" if run_is_reference(ref_kind) else "the reference features"
         title = (f"Feature drift: features at {current_cutoff} vs {reference_name} at {ref_cutoff} "
@@ -370,10 +424,9 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     if old_report and old_report[0] and old_report[0] != str(report):
         Path(old_report[0]).unlink(missing_ok=True)
     prune_reports("drift_")
-    segments = segment_changes(latest, previous, config.drift.segment_columns)
     row = drift_row(
         context.run.run_id, run_at, model_version, current_cutoff, ref_cutoff, ref_kind,
-        len(reference), len(current), result, segments, report,
+        n_reference, n_current, result, snapshots["segment_changes"], report,
     )
     if not compared:
         row["share_drifted"] = None

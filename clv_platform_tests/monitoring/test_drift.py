@@ -173,7 +173,7 @@ def test_monitoring_assets_snapshot_detect_drift_and_evaluate(data_env, monkeypa
     resource = DuckDBResource(database=str(db))
     current = customers(600, 3, shift=1.0).assign(customer_id=[f"c{i}" for i in range(600)],
                                                   feature_cutoff=date(2025, 6, 30))
-    monkeypatch.setattr(monitoring_assets, "build_features", lambda conn, cutoff: customers(600, 1))
+    monkeypatch.setattr(monitoring_assets, "reference_features", lambda conn, cutoff, max_rows: (customers(600, 1), 600))
     rng = np.random.default_rng(0)
     with duckdb.connect(str(db)) as conn:
         _write(conn, "features.customer_features", current)
@@ -300,8 +300,8 @@ def test_first_drift_run_after_training_reports_no_comparison_yet(data_env, monk
     db = data_env / "clv.duckdb"
     current = customers(300, 3, shift=1.0).assign(feature_cutoff=date(2025, 6, 30))
     built = []
-    monkeypatch.setattr(monitoring_assets, "build_features",
-                        lambda conn, cutoff: built.append(cutoff) or customers(300, 1))
+    monkeypatch.setattr(monitoring_assets, "reference_features",
+                        lambda conn, cutoff, max_rows: (built.append(cutoff) or customers(300, 1), 300))
     with duckdb.connect(str(db)) as conn:
         _write(conn, "features.customer_features", current)
         _registered_model(conn, date(2025, 6, 30))
@@ -332,3 +332,43 @@ def test_first_drift_run_after_training_reports_no_comparison_yet(data_env, monk
     html = open(report, encoding="utf-8").read()
     assert f"<title>{title}</title>" in html and title in html.split("<body", 1)[1]
     assert metadata["report_url"].value.endswith("/" + report.split("/")[-1])
+
+
+def test_drift_inputs_leave_duckdb_sampled_and_segment_shares_match_pandas(data_env):
+    """Only max_rows customers (the smallest id hashes, the same on both sides) leave DuckDB, the
+    counts are of every row, and the SQL segment-share changes equal segment_changes on whole frames."""
+    db = data_env / "clv.duckdb"
+    rng = np.random.default_rng(3)
+    n = 900
+    frame = customers(n, 2).assign(customer_id=[f"c{i:04d}" for i in range(n)])
+    with duckdb.connect(str(db)) as conn:
+        monitoring_assets.ensure_monitoring_tables(conn)
+        _write(conn, "features.customer_features", frame)
+        sample, total = monitoring_assets.sampled_rows(conn, "select * from features.customer_features", {}, 200)
+        again, _ = monitoring_assets.sampled_rows(
+            conn, "select * from features.customer_features where customer_id <> 'nobody'", {}, 200)
+        whole, _ = monitoring_assets.sampled_rows(conn, "select * from features.customer_features", {}, 0)
+        assert total == n and len(sample) == 200 and len(whole) == n
+        assert sample["customer_id"].is_monotonic_increasing and sample.equals(again)
+        for snapshot, (day, p) in enumerate(((datetime(2025, 6, 1), [0.6, 0.3, 0.1]), (datetime(2025, 6, 2), [0.2, 0.5, 0.3]))):
+            history = pd.DataFrame({
+                "snapshot_id": f"v1@{day:%Y-%m-%d}", "scored_at": day, "cutoff": day.date(), "horizon_days": 365,
+                "model_version": "v1", "customer_id": frame["customer_id"], "predicted_clv": rng.gamma(2, 50 * (1 + snapshot), n),
+                "p_alive": 0.5, "expected_purchases": 1.0, "clv_tier": "Rest",
+                "rfm_segment": pd.Series(rng.choice(["Loyal", "New", None], n, p=p), dtype=object),
+                "lifecycle_stage": None, "snapshotted_at": day})
+            conn.register("_h", history)
+            conn.execute("insert into monitoring.score_history by name select * from _h")
+            conn.unregister("_h")
+        inputs = monitoring_assets.snapshot_inputs(conn, "predicted_clv", ["rfm_segment", "lifecycle_stage"], 300)
+        latest = conn.execute("select * from monitoring.score_history where snapshot_id = 'v1@2025-06-02'").df()
+        previous = conn.execute("select * from monitoring.score_history where snapshot_id = 'v1@2025-06-01'").df()
+    assert inputs["latest_model_version"] == "v1"
+    assert len(inputs["latest_predictions"]) == len(inputs["previous_predictions"]) == 300
+    assert inputs["latest_predictions"].mean() > inputs["previous_predictions"].mean()
+    expected = monitoring_assets.segment_changes(latest, previous, ["rfm_segment", "lifecycle_stage"])
+    assert set(inputs["segment_changes"]) == set(expected) == {"rfm_segment"}  # lifecycle all null: skipped
+    got = pd.DataFrame(inputs["segment_changes"]["rfm_segment"])
+    want = pd.DataFrame(expected["rfm_segment"])
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12)
+    assert set(got["segment"]) == {"Loyal", "New", "(missing)"} and abs(got["share_change"].sum()) < 1e-12
