@@ -190,12 +190,19 @@ def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: da
 
 # ----------------------------------------------------------------------------- existing customers
 def _expected_purchases_at(model: btyd.BTYDModel, summary: pd.DataFrame, weeks: np.ndarray) -> np.ndarray:
-    """E_i[X(t)] for every customer (rows) and every operational time t (columns)."""
-    out = np.zeros((len(summary), len(weeks)))
+    """E_i[X(t)] for every customer (rows) and every operational time t (columns).
+
+    E[X(t)] depends on (frequency, recency, T) only, so it is evaluated once per distinct triple
+    (a store's one-time buyers share a few hundred) and given to every customer who has it.
+    """
+    keys = summary[["frequency", "recency", "T"]].to_numpy(dtype=float)
+    distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+    triples = pd.DataFrame(distinct, columns=["frequency", "recency", "T"])
+    out = np.zeros((len(triples), len(weeks)))
     for j, t in enumerate(weeks):
         if t > 0:
-            out[:, j] = model.expected_purchases(summary, float(t))
-    return np.nan_to_num(out)
+            out[:, j] = model.expected_purchases(triples, float(t))
+    return np.nan_to_num(out)[np.asarray(inverse).reshape(-1)]
 
 
 def _spend_scale(model: btyd.BTYDModel, summary: pd.DataFrame, expected_h: np.ndarray,

@@ -90,6 +90,36 @@ def stored_or_fitted_btyd(context, conn, cutoff, config: clv.ClvConfig, max_age_
     return model, decision, cutoff
 
 
+BTYD_KEY_COLUMNS = ["frequency", "recency_btyd_days", "T_days", "monetary"]
+"""Every BTYD quantity of a customer is a function of these alone: customers who share them (a
+store's one-time buyers of the same first-order day, many of them) are scored once."""
+
+
+def _score_chunks(conn, features: pd.DataFrame, model, config: clv.ClvConfig, cutoff, offset: int,
+                  chunk: int) -> pd.DataFrame:
+    """ml.btyd_scores rows of one batch, ``chunk`` customers at a time: each chunk's distinct
+    ``BTYD_KEY_COLUMNS`` rows are scored (interval draws seeded by the chunk's place in the store)
+    and the results given to every customer of the chunk that shares them."""
+    parts = []
+    for start in range(0, len(features), chunk):
+        part = features.iloc[start:start + chunk]
+        keys = part[BTYD_KEY_COLUMNS].to_numpy(dtype=float)
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        distinct = part.iloc[np.sort(first)]
+        # position of each customer's key among the distinct rows, in the order they were scored
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))
+        frame, _ = clv.scoring_frame(conn, cutoff, config, model=model, features=distinct.reset_index(drop=True))
+        scored = clv.btyd_scores_table(frame, model, config, cutoff, seed=(offset + start) // chunk, chunk=chunk)
+        rows = scored.iloc[rank[np.asarray(inverse).reshape(-1)]].reset_index(drop=True)
+        rows["customer_id"] = part["customer_id"].astype(str).to_numpy()
+        parts.append(rows)
+    if not parts:
+        frame, _ = clv.scoring_frame(conn, cutoff, config, model=model, features=features)
+        return clv.btyd_scores_table(frame, model, config, cutoff, chunk=chunk)
+    return pd.concat(parts, ignore_index=True)
+
+
 def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, chunk: int | None = None) -> dict:
     """Score every customer of the feature table with ``model`` in batches of about ``batch``
     customers (whole interval chunks) into ml.btyd_scores; returns the totals for the metadata."""
@@ -101,8 +131,7 @@ def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, ch
     with BatchWriter(conn, BTYD_TABLE) as writer:
         for offset, features in read_batches(conn, f"select * from {FEATURE_TABLE} where {{where}} order by customer_id",
                                              ranges):
-            frame, _ = clv.scoring_frame(conn, cutoff, config, model=model, features=features)
-            table = clv.btyd_scores_table(frame, model, config, cutoff, seed=offset // chunk, chunk=chunk)
+            table = _score_chunks(conn, features, model, config, cutoff, offset, chunk)
             writer.write(table)
             one_time = table["frequency"] == 0
             totals["rows"] += len(table)

@@ -179,3 +179,33 @@ def test_clv_scores_in_batches_equal_the_whole_frame_scoring(features_db, data_e
     assert interval.keys() == reference.keys()
     for key, value in reference.items():
         assert interval[key] == pytest.approx(value, rel=1e-9), key
+
+
+def test_customers_sharing_their_btyd_inputs_are_scored_once_with_the_same_values(features_db, data_env):
+    """Scoring distinct (frequency, recency, T, monetary) rows once per chunk gives every customer
+    the closed-form values of scoring them one by one, and identical customers identical intervals."""
+    from clv_platform.models.clv_assets import BTYD_KEY_COLUMNS
+
+    database = data_env / "dedupe.duckdb"
+    shutil.copy(features_db, database)
+    config = clv.load_config()
+    _, summary = _summary(features_db)
+    model = btyd.fit_btyd(summary, btyd.MBGNBD)
+    with duckdb.connect(str(database)) as conn:
+        cutoff = scoring_cutoff(conn)
+        write_btyd_scores(conn, model, config, cutoff, batch=10**9)
+        table = conn.execute("select * from ml.btyd_scores order by customer_id").df()
+        features = conn.execute(f"select * from {FEATURE_TABLE} order by customer_id").df()
+    frame, _ = clv.scoring_frame(None, cutoff, config, model=model, features=features)
+    one_by_one = clv.btyd_scores_table(frame, model, config, cutoff)
+    distinct = len(features.drop_duplicates(BTYD_KEY_COLUMNS))
+    assert distinct < len(features)  # one-time buyers of the same first-order day share their inputs
+    deterministic = ["frequency", "recency_weeks", "T_weeks", "monetary", "p_alive", "expected_purchases",
+                     "expected_aov", "expected_spend", "clv", "expected_purchases_label_window",
+                     "expected_spend_label_window", "clv_label_window", "horizon_ratio"]
+    pd.testing.assert_frame_equal(table[["customer_id", *deterministic]],
+                                  one_by_one[["customer_id", *deterministic]], rtol=1e-12)
+    joined = table[["customer_id", "spend_p10_ratio", "spend_p90_ratio"]].join(
+        features.set_index("customer_id")[BTYD_KEY_COLUMNS], on="customer_id")
+    spread = joined.groupby(BTYD_KEY_COLUMNS, dropna=False)[["spend_p10_ratio", "spend_p90_ratio"]].nunique()
+    assert (spread <= 1).all().all()
