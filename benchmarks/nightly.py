@@ -189,6 +189,7 @@ class RunTiming:
     steps: dict[str, float] = field(default_factory=dict)
     staging_mode: str | None = None
     merged: dict[str, int] = field(default_factory=dict)
+    fits: dict[str, str] = field(default_factory=dict)  # asset -> "reused" / "refitted" (stored_fits)
 
 
 @dataclass
@@ -236,6 +237,10 @@ def _dagster_run(conn, workdir: Path, name: str, selection, run_config: dict | N
     timing = RunTiming(name, seconds, bench._peak_rss_mb() if can_reset else None)
     for event in result.get_step_success_events():
         timing.steps[event.step_key.replace("__", "/")] = event.event_specific_data.duration_ms / 1000
+    for event in result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        if "fit" in meta:
+            timing.fits[event.asset_key.to_user_string()] = meta["fit"].value
     for mat in result.asset_materializations_for_node("staging_tables"):
         if tuple(mat.asset_key.path) == ("staging", "orders"):
             timing.staging_mode = mat.metadata["build_mode"].value
@@ -306,6 +311,9 @@ def format_nightly(r: dict) -> str:
     out.append(f"  {'total (staging ' + str(full['staging_mode']) + ' / ' + str(nightly['staging_mode']) + ')':<44}"
                f"{full['seconds']:>10.1f}{nightly['seconds']:>12.1f}")
     out.append(f"  peak RSS: full {peak(full)}, nightly {peak(nightly)}; nightly / full = {r['nightly_over_full']:.3f}")
+    for run in ("full", "nightly"):
+        if r[run].get("fits"):
+            out.append(f"  stored fits, {run}: " + ", ".join(f"{k} {v}" for k, v in r[run]["fits"].items()))
     if r.get("staging_merged_keys"):
         out.append(f"  staging merge touched: {r['staging_merged_keys']}")
     return "\n".join(out)
