@@ -1,9 +1,11 @@
 """ml/btyd_scores, ml/clv_model and scores/customer_clv: probabilistic and machine-learned CLV per customer.
 
 All three work at the scoring cutoff C (``scoring_cutoff``) with the settings of ``clv.toml``:
-``ml/btyd_scores`` fits the BTYD models on the features at C; ``ml/clv_model`` trains the hybrid XGBoost
-model on time-split windows ending at or before C, registers it and explains it with SHAP;
-``scores/customer_clv`` scores every customer with the latest registered model.
+``ml/btyd_scores`` evaluates the BTYD models at C with the stored fit (``stored_fits``; fitted on the
+features at C by a training run or when the stored fit is missing or stale); ``ml/clv_model`` trains the
+hybrid XGBoost model on time-split windows ending at or before C, registers it and explains it with
+SHAP; ``scores/customer_clv`` scores every customer with the latest registered model. Both scoring
+assets go through the customers in batches (``core.batches``, ``batch_customers``).
 """
 
 import json
