@@ -20,6 +20,7 @@ from clv_platform import contract
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.models import clv, registry, stored_fits
+from clv_platform.models.npd_assets import NPD_MODEL_KEY
 from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url
 from clv_platform.resources.storage import read_sql, replace_table, reports_dir, settings_of
@@ -72,7 +73,8 @@ BTYD_FIT_COLUMNS = "customer_id, frequency, recency_btyd_days, T_days, monetary"
 INTERVAL_CHUNK = 20_000
 """Customers per draw of the spend intervals; each chunk gets its own seed (its index in the store),
 so batches are whole chunks and the intervals do not depend on the batch size."""
-TRAINING_KEYS = (CLV_MODEL_KEY, dg.AssetKey(["ml", "npd_model"]))
+TRAINING_KEYS = (CLV_MODEL_KEY, NPD_MODEL_KEY)
+"""A run whose selection holds one of these trains the models, and refits every stored fit."""
 
 
 def stored_or_fitted_btyd(context, conn, cutoff, config: clv.ClvConfig, max_age_days: int,
