@@ -17,7 +17,9 @@ function takes the parsed config (``load_config()``) and falls back to the shipp
   standardized features: 100k rows pin the centroids as well as a million) and every customer is
   assigned to the nearest centroid; smaller bases are fitted on all rows.
   Clusters are numbered by mean revenue, highest first, and named from their profile
-  (``name_cluster``).
+  (``name_cluster``). ``fit_clusters`` turns a clustering into stored parameters (scaler,
+  centroids, names) and ``assign_clusters`` labels customers with them, so the nightly run
+  assigns without refitting (``segment_assets``).
 """
 
 from __future__ import annotations
@@ -154,7 +156,8 @@ def choose_k(
     (0 = all rows) smaller than the data, each k is fitted on one seeded sample of that many rows
     and the labels of every row are its nearest centroid. Returns ``(best_k, {k: silhouette},
     {k: labels})`` with the labels of the best k only (others are not needed and cost a pass
-    over all rows each); k values that need more distinct points than the data has are skipped.
+    over all rows each) and, under ``"model"``, the fitted KMeans of the best k (its centroids are what
+``fit_clusters`` stores); k values that need more distinct points than the data has are skipped.
     """
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(x), size=min(sample_size, len(x)), replace=False))
