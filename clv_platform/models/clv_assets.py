@@ -192,6 +192,9 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             **float_metrics(_total_errors(trained), prefix="validation_"),
             **float_metrics(trained.serving.get("btyd_metrics"), prefix="btyd_validation_"),
             "blend_weight": float(trained.model.blend),
+            "sharpen": float(trained.model.sharpen),
+            "sharpen_hybrid": float(trained.serving.get("hybrid_sharpen", 1.0)),
+            "sharpen_btyd": float(trained.serving.get("btyd_sharpen", 1.0)),
             "model_registry": dg.MetadataValue.md(registry_md),
             "n_train": trained.n_train,
             "num_boost_round": trained.model.num_boost_round,
@@ -243,6 +246,8 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "total_predicted_clv": round(float(scores["predicted_clv"].sum()), 2),
             **total_interval(scores),
             "mean_predicted_clv": round(float(scores["predicted_clv"].mean()), 2),
+            "sharpen": float(model.sharpen),
+            **point_in_interval(scores),
             "tiers": dg.MetadataValue.md(
                 tiers.astype({"customers": int}).to_markdown(index=False, floatfmt=",.2f")
             ),
@@ -263,7 +268,8 @@ def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAUL
     frame = trained.validation_frame
     try:
         model, _ = registry.load_model(served["path"])
-        predicted = model.predict_label_window(frame)
+        # the served point forecast, as the candidate's validation metrics are
+        predicted = model.point(model.predict_label_window(frame))
     except (KeyError, ValueError, FileNotFoundError, TypeError):
         return served["model_version"], None
     return served["model_version"], metrics.regression_metrics(frame["label_spend"].to_numpy(dtype=float), predicted)
@@ -284,6 +290,17 @@ def total_interval(scores: pd.DataFrame) -> dict:
     return {"total_predicted_clv_p10": max(total - spread, 0.0), "total_predicted_clv_p90": total + spread,
             "mean_predicted_clv_p10": float(scores["predicted_clv_p10"].mean()),
             "mean_predicted_clv_p90": float(scores["predicted_clv_p90"].mean())}
+
+
+def point_in_interval(scores: pd.DataFrame) -> dict:
+    """Share of customers whose served point forecast lies within their P10-P90: the interval is
+    built around the mean, and a sharpened point of a likely buyer can exceed its P90."""
+    if "predicted_clv_p10" not in scores or scores.empty:
+        return {}
+    point = scores["predicted_clv_point"].to_numpy(dtype=float)
+    inside = (point >= scores["predicted_clv_p10"].to_numpy(dtype=float) - 1e-9) & (
+        point <= scores["predicted_clv_p90"].to_numpy(dtype=float) + 1e-9)
+    return {"point_within_p10_p90_share": float(inside.mean())}
 
 
 def registration_gate(conn, trained: clv.TrainedClv) -> dict:

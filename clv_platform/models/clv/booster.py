@@ -73,6 +73,17 @@ class ClvModel:
     """Weight w of the booster in w * booster + (1 - w) * BTYD (hybrid only; chosen on the
     validation window by ``objective.blend_weight``; 1 = the booster alone)."""
 
+    sharpen: float = 1.0
+    """Exponent gamma of the served point forecast (``point``): the total-preserving sharpening
+    of the mean chosen on the validation window (``objective.sharpen_exponent``); 1 = the mean."""
+
+    def point(self, mean: np.ndarray) -> np.ndarray:
+        """The served point forecast from this model's conditional means over a whole population:
+        c * mean ** gamma with the population's sum unchanged (``objective.sharpen``)."""
+        from clv_platform.models.clv.objective import sharpen
+
+        return sharpen(mean, self.sharpen)
+
     def _predict(self, frame: pd.DataFrame, offset_column: str) -> np.ndarray:
         btyd_spend = np.clip(np.nan_to_num(frame[offset_column].to_numpy(dtype=float)), 0.0, None)
         if self.serves_btyd:
