@@ -377,7 +377,11 @@ def extra_sections_html(result: dict) -> str:
     serving = result.get("serving") or {}
     if serving:
         parts.append(f"<p>Served for this store: <b>{esc(str(serving.get('served')))}</b> - "
-                     f"{esc(str(serving.get('reason')))}</p>")
+                     f"{esc(str(serving.get('reason')))}. Point forecast: the mean sharpened as c &middot; p^&gamma; "
+                     f"(same total and ranking), &gamma; chosen on the validation window: served "
+                     f"{serving.get('sharpen', 1.0):g}, hybrid {serving.get('hybrid_sharpen') or 1.0:g}, BTYD "
+                     f"{serving.get('btyd_sharpen') or 1.0:g}. The <i>hybrid</i> row is the hybrid's point "
+                     "forecast, <i>hybrid_mean</i> its conditional mean, <i>served</i> what the platform serves.</p>")
     npd = (result.get("npd") or {}).get("models") or {}
     if npd:
         horizons = sorted({int(k[4:-1]) for block in npd.values() for k in block if k.startswith("auc_")})

@@ -247,6 +247,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             **total_interval(scores),
             "mean_predicted_clv": round(float(scores["predicted_clv"].mean()), 2),
             "sharpen": float(model.sharpen),
+            "sharpen_at_horizon": model.horizon_gamma(config.horizon_days),
             **point_in_interval(scores),
             "tiers": dg.MetadataValue.md(
                 tiers.astype({"customers": int}).to_markdown(index=False, floatfmt=",.2f")

@@ -228,8 +228,14 @@ def test_assets_materialize_in_process(demo_db, data_env):
     # the served point forecast: the mean sharpened with the served exponent, same sum and ranking
     assert metadata["sharpen"].value in (metadata["sharpen_hybrid"].value, metadata["sharpen_btyd"].value)
     assert scores["predicted_clv_point"].sum() == pytest.approx(scores["predicted_clv"].sum(), rel=1e-9)
+    scoring = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                   if e.asset_key == dg.AssetKey(["scores", "customer_clv"]))
+    gamma, config = metadata["sharpen"].value, clv.load_config()
+    # the exponent chosen on the label window h, carried to the horizon H: 1 + (gamma - 1) h / H
+    assert scoring["sharpen_at_horizon"].value == pytest.approx(
+        1.0 + (gamma - 1.0) * min(1.0, config.label_horizon_days / config.horizon_days))
     assert scores["predicted_clv_point"].to_numpy() == pytest.approx(
-        clv.sharpen(scores["predicted_clv"].to_numpy(), metadata["sharpen"].value))
+        clv.sharpen(scores["predicted_clv"].to_numpy(), scoring["sharpen_at_horizon"].value))
     by_mean = scores.sort_values(["predicted_clv", "customer_id"])["customer_id"].to_numpy()
     by_point = scores.sort_values(["predicted_clv_point", "customer_id"])["customer_id"].to_numpy()
     assert (by_mean == by_point).all()
@@ -358,3 +364,12 @@ def test_blend_weight_judges_each_blend_by_its_sharpened_point_forecast():
     assert sharp["metrics"]["mae"] < plain["metrics"]["mae"]
     row = next(r for r in sharp["comparison"] if r["weight"] == w)
     assert row["sharpen"] == gamma and row["mean_mae"] == pytest.approx(float(np.abs(blended - y).mean()))
+
+
+def test_sharpening_exponent_is_carried_from_the_label_window_to_the_horizon():
+    model = clv.ClvModel(None, [], clv.objective_candidates(clv.load_config())[0], clv.HYBRID, 91, sharpen=1.6)
+    assert model.horizon_gamma(None) == 1.6 and model.horizon_gamma(91) == 1.6 and model.horizon_gamma(30) == 1.6
+    assert model.horizon_gamma(273) == pytest.approx(1.2)
+    p = np.array([0.0, 1.0, 3.0])
+    assert model.point(p, 273) == pytest.approx(clv.sharpen(p, 1.2))
+    assert model.point(p, 273).sum() == pytest.approx(4.0)

@@ -79,11 +79,11 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     # exponent chosen on the validation window (``train.point_forecasts``); what the platform
     # serves for this store (the BTYD's point forecast when the hybrid does not beat it)
     served_model = hybrid.model
-    served = served_model.point(served_model.predict(frame, horizon, ratio))
+    served = served_model.point(served_model.predict(frame, horizon, ratio), horizon)
     predictions = {
         XGBOOST: pd.Series(means[XGBOOST], index=index, name=XGBOOST),
         HYBRID: pd.Series(replace(hybrid.model, sharpen=hybrid.serving.get("hybrid_sharpen", 1.0)).point(
-            means[HYBRID]), index=index, name=HYBRID),
+            means[HYBRID], horizon), index=index, name=HYBRID),
         HYBRID_MEAN: pd.Series(means[HYBRID], index=index, name=HYBRID_MEAN),
         SERVED: pd.Series(served, index=index, name=SERVED),
     }
