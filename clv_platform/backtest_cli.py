@@ -20,6 +20,15 @@ from pathlib import Path
 import pandas as pd
 
 MODEL_ORDER = ("naive", "btyd", "xgboost", "hybrid")
+EXTRA_MODELS = ("hybrid_mean", "served")
+"""Further backtest columns when present: the hybrid's conditional mean (``hybrid`` is its served,
+sharpened point forecast) and the point forecast the platform serves for the store."""
+
+
+def model_names(result: dict) -> list[str]:
+    """The model columns of a result in report order."""
+    present = result["holdout"]["models"]
+    return [m for m in (*MODEL_ORDER, *EXTRA_MODELS) if m in present]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--report", help="write an HTML report to this file")
     parser.add_argument("--skip-npd", action="store_true", help="leave out the next-purchase-date backtest")
+    parser.add_argument("--coverage-windows", type=int, default=6,
+                        help="rolling windows for the coverage of the BTYD store-total interval (0 = off)")
     parser.add_argument("--forecast", action="store_true",
                         help="also backtest the store revenue forecast (always on for the demo data sets)")
     parser.add_argument("--forecast-only", action="store_true", help="only the revenue forecast backtest")
@@ -37,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_backtest(
-    dataset: str, calibration_end=None, holdout_end=None, config_path=None, with_npd: bool = True
+    dataset: str, calibration_end=None, holdout_end=None, config_path=None, with_npd: bool = True,
+    coverage_windows: int = 0,
 ) -> tuple[dict, dict]:
     """Run all four CLV models (and the three next-purchase models); returns (result, ML summary)."""
     from clv_platform.models import backtest, clv, frames
@@ -55,7 +67,8 @@ def run_backtest(
     finally:
         conn.close()
     result = backtest.btyd_backtest(
-        dataset, calibration_end, holdout_end, config.btyd_model, extra_predictions=ml.predictions
+        dataset, calibration_end, holdout_end, config.btyd_model, extra_predictions=ml.predictions,
+        mean_columns=ml.mean_columns,
     ).result
     if with_npd:
         from clv_platform.models.npd import NPDModel
@@ -63,11 +76,23 @@ def run_backtest(
 
         npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1))
         result["npd"] = {"models": npd["models"], "training_window": npd.get("training_window")}
+    if coverage_windows > 0:
+        # the store-total interval over several windows: one window cannot tell noise from bias.
+        # Holdouts of one label window ([backtest] label_horizon_days) so that earlier windows'
+        # errors are known at later calibration ends (the bias term)
+        days = int(min(config.backtest.get("label_horizon_days", config.label_horizon_days),
+                       (holdout_end - calibration_end).days))
+        ends = backtest.coverage_window_ends(loaded.transactions, days, limit=coverage_windows)
+        result["total_coverage_windows"] = backtest._clean(
+            backtest.rolling_total_coverage(loaded.transactions, ends, days, config.btyd_model))
     result["window"]["chosen_by"] = window_note
     serving = ml.trained[clv.HYBRID].serving
     result["serving"] = {"served": serving.get("served"), "reason": serving.get("reason"),
                          "level_factor": ml.trained[clv.HYBRID].model.level,
                          "blend": ml.trained[clv.HYBRID].model.blend,
+                         "sharpen": ml.trained[clv.HYBRID].model.sharpen,
+                         "hybrid_sharpen": serving.get("hybrid_sharpen"),
+                         "btyd_sharpen": serving.get("btyd_sharpen"),
                          "blend_validation": ml.trained[clv.HYBRID].selection.blend_comparison,
                          "extension": serving.get("extension")}
     summary = {
@@ -149,7 +174,7 @@ def json_view(result: dict) -> dict:
         "gamma_gamma": {k: params["gamma_gamma"].get(k) for k in ("p", "q", "v")},
         "holdout": {
             "actual_total": result["holdout"]["actual_total"],
-            "models": {m: result["holdout"]["models"][m] for m in MODEL_ORDER},
+            "models": {m: result["holdout"]["models"][m] for m in model_names(result)},
         },
         "per_stage": result["per_stage"],
         "deciles": result["deciles"],
@@ -159,6 +184,7 @@ def json_view(result: dict) -> dict:
         "serving": result.get("serving", {}),
         "headline": headline(result),
         **({"npd": {"models": result["npd"]["models"]}} if "npd" in result else {}),
+        **({"total_coverage_windows": result["total_coverage_windows"]} if "total_coverage_windows" in result else {}),
     }
 
 
@@ -181,6 +207,8 @@ def headline(result: dict) -> dict:
             out[f"{name}_total_p10"] = interval["total_p10"]
             out[f"{name}_total_p90"] = interval["total_p90"]
             out[f"{name}_total_covered"] = 1.0 if interval["total_covered"] else 0.0
+            if "point_within_interval" in interval:
+                out[f"{name}_point_within_interval"] = interval["point_within_interval"]
     return out
 
 
@@ -198,13 +226,13 @@ def table_text(result: dict, ml_summary: dict) -> str:
         + "; Pareto/NBD " + ", ".join(f"{k}={v:.4g}" for k, v in json_view(result)["pareto_nbd"].items())
         + "; Gamma-Gamma " + ", ".join(f"{k}={v:.4g}" for k, v in json_view(result)["gamma_gamma"].items() if v),
         "",
-        f"{'model':<8} {'MAE':>9} {'RMSE':>9} {'Spearman':>9} {'Gini':>7} {'predicted':>13} {'actual':>13}",
+        f"{'model':<11} {'MAE':>9} {'RMSE':>9} {'Spearman':>9} {'Gini':>7} {'predicted':>13} {'actual':>13}",
     ]
     actual = result["holdout"]["actual_total"]
-    for name in MODEL_ORDER:
+    for name in model_names(result):
         m = result["holdout"]["models"][name]
         lines.append(
-            f"{name:<8} {_fmt(m['mae'], 2):>9} {_fmt(m['rmse'], 2):>9} {_fmt(m['spearman'], 4):>9} "
+            f"{name:<11} {_fmt(m['mae'], 2):>9} {_fmt(m['rmse'], 2):>9} {_fmt(m['spearman'], 4):>9} "
             f"{_fmt(m['normalized_gini'], 4):>7} {_fmt(m['predicted_total'], 0):>13} {_fmt(actual, 0):>13}"
         )
     chosen = result.get("btyd_selection", {})
@@ -227,11 +255,29 @@ def table_text(result: dict, ml_summary: dict) -> str:
             lines.append(f"  parameter term: {boot.get('replicates', 0)} customer-bootstrap refits of {boot.get('family')} "
                          f"({boot.get('failed', 0)} failed), total factor P10-P90 {_fmt(boot.get('factor_p10'), 3)} - "
                          f"{_fmt(boot.get('factor_p90'), 3)} {boot.get('reason', '')}")
+    rolling = result.get("total_coverage_windows")
+    if rolling:
+        lines += ["", f"BTYD store-total 80 % interval over {rolling['evaluated']} rolling windows of "
+                  f"{rolling['holdout_days']} days: coverage {_fmt(rolling.get('coverage'), 2)} (misses above "
+                  f"{rolling.get('misses_above')}, below {rolling.get('misses_below')}; mean total error "
+                  f"{_fmt(rolling.get('mean_total_error'), 3)}); {rolling.get('diagnosis')}; with the bias term: "
+                  f"{_fmt(rolling.get('adjusted_coverage'), 2)} over {rolling.get('adjusted_evaluated')} windows"]
+        for row in rolling["windows"]:
+            if row.get("evaluated"):
+                lines.append(f"  {row['calibration_end']} to {row['holdout_end']}: predicted "
+                             f"{row['predicted_total']:,.0f}, interval {row['total_p10']:,.0f} - {row['total_p90']:,.0f}, "
+                             f"actual {row['actual_total']:,.0f} ({row['side']})"
+                             + (f"; with bias term {row['adjusted_p10']:,.0f} - {row['adjusted_p90']:,.0f}"
+                                if "adjusted_p10" in row else ""))
+            else:
+                lines.append(f"  {row['calibration_end']}: not evaluated - {row.get('reason')}")
     serving = result.get("serving") or {}
     if serving:
         lines += ["", f"served for this store: {serving.get('served')} - {serving.get('reason')}",
                   f"hybrid level factor (validation window) {serving.get('level_factor', 1.0):.3f}; booster blend "
-                  f"weight {serving.get('blend', 1.0):.2f}; BTYD extension "
+                  f"weight {serving.get('blend', 1.0):.2f}; point-forecast sharpening gamma: served "
+                  f"{serving.get('sharpen', 1.0):g}, hybrid {serving.get('hybrid_sharpen') or 1.0:g}, BTYD "
+                  f"{serving.get('btyd_sharpen') or 1.0:g} (chosen on the validation window); BTYD extension "
                   f"factor {(serving.get('extension') or {}).get('factor', 1.0):.3f} "
                   f"({(serving.get('extension') or {}).get('reason', '')})"]
     hybrid = ml_summary["variants"]["hybrid"]
@@ -308,10 +354,34 @@ def extra_sections_html(result: dict) -> str:
         parts.append("<h2>80 % intervals (P10-P90)</h2><table><thead><tr><th>model</th><th>customers covered</th>"
                      "<th>buyers covered</th><th>total P10</th><th>total P90</th><th>actual total</th>"
                      f"<th>total covered</th></tr></thead><tbody>{body}</tbody></table>")
+    rolling = result.get("total_coverage_windows")
+    if rolling:
+        body = "".join(
+            f"<tr><td>{esc(r['calibration_end'])}</td><td>{esc(r['holdout_end'])}</td>"
+            + (f"<td>{r['predicted_total']:,.0f}</td><td>{r['total_p10']:,.0f}</td><td>{r['total_p90']:,.0f}</td>"
+               f"<td>{r['actual_total']:,.0f}</td><td>{esc(r['side'])}</td>"
+               f"<td>{_fmt(r.get('adjusted_p10'), 0)}</td><td>{_fmt(r.get('adjusted_p90'), 0)}</td>"
+               if r.get("evaluated") else f"<td colspan='7'>{esc(str(r.get('reason')))}</td>")
+            + "</tr>" for r in rolling["windows"])
+        parts.append(
+            f"<h2>Store-total interval over rolling windows</h2><p>BTYD 80 % interval of the store total over "
+            f"{rolling['evaluated']} windows of {rolling['holdout_days']} days: coverage "
+            f"{_fmt(rolling.get('coverage'), 2)}, misses above {rolling.get('misses_above')}, below "
+            f"{rolling.get('misses_below')}, mean total error {_fmt(rolling.get('mean_total_error'), 3)}. "
+            f"{esc(str(rolling.get('diagnosis')))}. With the bias term (past windows' total errors, known at "
+            f"the calibration end): coverage {_fmt(rolling.get('adjusted_coverage'), 2)} over "
+            f"{rolling.get('adjusted_evaluated')} windows.</p>"
+            "<table><thead><tr><th>calibration end</th><th>holdout end</th><th>predicted</th><th>P10</th>"
+            "<th>P90</th><th>actual</th><th>actual is</th><th>P10 with bias term</th><th>P90 with bias term</th>"
+            f"</tr></thead><tbody>{body}</tbody></table>")
     serving = result.get("serving") or {}
     if serving:
         parts.append(f"<p>Served for this store: <b>{esc(str(serving.get('served')))}</b> - "
-                     f"{esc(str(serving.get('reason')))}</p>")
+                     f"{esc(str(serving.get('reason')))}. Point forecast: the mean sharpened as c &middot; p^&gamma; "
+                     f"(same total and ranking), &gamma; chosen on the validation window: served "
+                     f"{serving.get('sharpen', 1.0):g}, hybrid {serving.get('hybrid_sharpen') or 1.0:g}, BTYD "
+                     f"{serving.get('btyd_sharpen') or 1.0:g}. The <i>hybrid</i> row is the hybrid's point "
+                     "forecast, <i>hybrid_mean</i> its conditional mean, <i>served</i> what the platform serves.</p>")
     npd = (result.get("npd") or {}).get("models") or {}
     if npd:
         horizons = sorted({int(k[4:-1]) for block in npd.values() for k in block if k.startswith("auc_")})
@@ -377,7 +447,8 @@ def run(args: argparse.Namespace) -> int:
         # holds only the report - one JSON object with --json.
         with contextlib.redirect_stdout(sys.stderr):
             result, ml_summary = run_backtest(
-                args.dataset, args.calibration_end, args.holdout_end, args.config, with_npd=not args.skip_npd
+                args.dataset, args.calibration_end, args.holdout_end, args.config, with_npd=not args.skip_npd,
+                coverage_windows=args.coverage_windows,
             )
     except (ValueError, FileNotFoundError) as error:
         print(f"backtest: {error}", file=sys.stderr)

@@ -96,7 +96,7 @@ def total_draws(draws: np.ndarray, ratio: np.ndarray, factors: np.ndarray | None
 
 
 def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray,
-                     factors: np.ndarray | None = None) -> dict:
+                     factors: np.ndarray | None = None, point: np.ndarray | None = None) -> dict:
     """Coverage of the 80 % intervals: per customer and for the store total.
 
     Draws are the BTYD predictive spend per customer (``BTYDModel.sample_spend``); a model's
@@ -105,7 +105,9 @@ def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray,
     customers (customers independent given the fitted parameters) times the parameter-bootstrap
     factors (``total_draws``); ``total_p10_process`` / ``_p90_process`` are the interval without
     the parameter term, for comparison. Coverage of the customers' interval counts an actual on
-    a bound as covered (most bounds are 0 and most actuals 0).
+    a bound as covered (most bounds are 0 and most actuals 0). With ``point`` (a point forecast
+    other than the mean, e.g. the sharpened hybrid) ``point_within_interval`` is the share of
+    customers whose point lies within their P10-P90.
     """
     low, high = customer_intervals(draws, ratio)
     covered = (actual >= low - 1e-9) & (actual <= high + 1e-9)
@@ -129,6 +131,8 @@ def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray,
         "parameter_uncertainty": factors is not None and len(factors) > 0,
         "actual_total": actual_total,
         "total_covered": bool(total_low <= actual_total <= total_high),
+        **({"point_within_interval": float(((point >= low - 1e-9) & (point <= high + 1e-9)).mean())}
+           if point is not None else {}),
     }
 
 
@@ -146,6 +150,120 @@ def evaluate_frame(frame: pd.DataFrame, models: list[str], actual: str = "actual
         },
         "deciles": {name: metrics.decile_table(y, frame[name]) for name in models},
         "per_stage": metrics.per_stage_errors(frame, stage, actual, models) if stage in frame else {},
+    }
+
+
+COVERAGE_WINDOWS = 8
+"""Most rolling windows ``rolling_total_coverage`` evaluates (the newest ones)."""
+COVERAGE_REPLICATES = 10
+"""Bootstrap refits per rolling window (the main window uses ``PARAMETER_REPLICATES``)."""
+
+
+def coverage_window_ends(transactions: pd.DataFrame, holdout_days: int, step_days: int = 30,
+                         min_history_days: int | None = None, limit: int = COVERAGE_WINDOWS) -> list[pd.Timestamp]:
+    """Calibration ends of the rolling windows: every ``step_days`` back from the last day that
+    leaves a full holdout of ``holdout_days``, while at least ``min_history_days`` (default: the
+    holdout length) of history lie before; the newest ``limit``, oldest first."""
+    dates = transactions["order_date"]
+    if dates.empty:
+        return []
+    first, last = dates.min().normalize(), dates.max().normalize()
+    history = int(holdout_days if min_history_days is None else min_history_days)
+    ends, end = [], last - pd.Timedelta(days=int(holdout_days))
+    while end - first >= pd.Timedelta(days=history) and len(ends) < limit:
+        ends.append(end)
+        end -= pd.Timedelta(days=int(step_days))
+    return sorted(ends)
+
+
+def rolling_total_coverage(transactions: pd.DataFrame, calibration_ends: list, holdout_days: int,
+                           model_choice: str = AUTO, replicates: int = COVERAGE_REPLICATES, seed: int = 0) -> dict:
+    """Coverage of the BTYD's 80 % store-total interval over rolling windows, and a bias term.
+
+    For each calibration end C: fit the BTYD family (``model_choice``) on the customers known at C,
+    draw the store total over (C, C + holdout] (customer draws x parameter-bootstrap factors, as in
+    ``interval_metrics``) and check whether the actual total falls inside the P10-P90. One window
+    cannot tell a noisy miss from a biased model; several can: misses mostly on one side with a
+    mean total error larger than the interval's half width are misfit *bias*, not noise.
+
+    Bias term (point in time): the windows whose holdout had ended by C give observed total
+    errors e = log(actual / predicted); each draw of window C's total is multiplied by exp(+-|e|)
+    for one of those errors drawn at random with a random sign (``adjusted_p10`` / ``_p90``).
+    Symmetric, because a misfit that under-forecasts in one season can over-forecast in the next
+    (CDNOW does both): shifting by the past bias would move the interval the wrong way. Only data
+    before C is used; it needs two earlier windows. The past errors hold noise too, so the widened
+    interval is conservative. Every window's row says whether it was evaluated and why not.
+    """
+    rows, rng = [], np.random.default_rng(seed)
+    for end in sorted(pd.Timestamp(e) for e in calibration_ends):
+        holdout_end = end + pd.Timedelta(days=int(holdout_days))
+        row = {"calibration_end": end.date().isoformat(), "holdout_end": holdout_end.date().isoformat()}
+        summary = btyd.summarize(transactions, end, holdout_end)
+        actual = float(summary["holdout_spend"].sum())
+        if summary.empty or summary["frequency"].sum() == 0:
+            rows.append({**row, "evaluated": False, "reason": "no repeat purchases before the calibration end"})
+            continue
+        try:
+            model = btyd.fit_auto(summary) if model_choice == AUTO else btyd.fit_btyd(summary, model_choice)
+        except (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            rows.append({**row, "evaluated": False, "reason": f"BTYD fit failed: {error}"})
+            continue
+        weeks = int(holdout_days) / btyd.DAYS_PER_WEEK
+        predicted = float(model.score(summary, weeks)["expected_spend"].sum())
+        draws = model.sample_spend(summary, weeks, INTERVAL_DRAWS, seed=seed)
+        boot = btyd.parameter_bootstrap(model, summary, weeks, replicates, seed=seed) if replicates else {"factors": []}
+        totals = total_draws(draws, np.ones(len(summary)), boot["factors"], seed=seed)
+        low, high = (float(v) for v in np.quantile(totals, INTERVAL_LEVEL))
+        row.update(evaluated=True, btyd_model=model.model, customers=int(len(summary)), predicted_total=predicted,
+                   actual_total=actual, total_p10=low, total_p90=high, covered=bool(low <= actual <= high),
+                   side="inside" if low <= actual <= high else ("above" if actual > high else "below"),
+                   total_error=predicted / actual - 1.0 if actual > 0 else None)
+        past = [abs(np.log(r["actual_total"] / r["predicted_total"])) for r in rows
+                if r.get("evaluated") and r["predicted_total"] > 0 and r["actual_total"] > 0
+                and pd.Timestamp(r["holdout_end"]) <= end]
+        if len(past) >= 2:
+            errors = np.asarray(past)[rng.integers(0, len(past), len(totals))]
+            adjusted = totals * np.exp(errors * rng.choice((-1.0, 1.0), len(totals)))
+            a_low, a_high = (float(v) for v in np.quantile(adjusted, INTERVAL_LEVEL))
+            row.update(bias_windows=len(past), adjusted_p10=a_low, adjusted_p90=a_high,
+                       adjusted_covered=bool(a_low <= actual <= a_high))
+        rows.append(row)
+    return {"holdout_days": int(holdout_days), "level": INTERVAL_LEVEL[1] - INTERVAL_LEVEL[0], "windows": rows,
+            **coverage_summary(rows)}
+
+
+def coverage_summary(rows: list[dict]) -> dict:
+    """Coverage over the evaluated windows, the side of the misses and the diagnosis (bias vs noise).
+
+    Bias: at least two misses, two thirds or more of them on one side, and a mean |total error|
+    above the mean relative half width of the intervals (the errors are larger than the interval
+    claims and point one way). Otherwise the misses are what an 80 % interval's noise allows.
+    """
+    done = [r for r in rows if r.get("evaluated")]
+    if not done:
+        return {"evaluated": 0, "coverage": None, "diagnosis": "no window could be evaluated"}
+    above = sum(r["side"] == "above" for r in done)
+    below = sum(r["side"] == "below" for r in done)
+    errors = [r["total_error"] for r in done if r["total_error"] is not None]
+    half = [(r["total_p90"] - r["total_p10"]) / 2.0 / r["predicted_total"] for r in done if r["predicted_total"] > 0]
+    misses = above + below
+    mean_abs_error = float(np.mean(np.abs(errors))) if errors else None
+    mean_half_width = float(np.mean(half)) if half else None
+    biased = (misses >= 2 and max(above, below) >= 2 * misses / 3 and mean_abs_error is not None
+              and mean_half_width is not None and mean_abs_error > mean_half_width)
+    adjusted = [r for r in done if "adjusted_covered" in r]
+    return {
+        "evaluated": len(done),
+        "coverage": float(np.mean([r["covered"] for r in done])),
+        "misses_above": above,
+        "misses_below": below,
+        "mean_total_error": float(np.mean(errors)) if errors else None,
+        "mean_abs_total_error": mean_abs_error,
+        "mean_relative_half_width": mean_half_width,
+        "diagnosis": ("bias: the misses fall mostly on one side and the total errors exceed the interval's "
+                      "half width" if biased else "noise: the misses are within what the interval allows"),
+        "adjusted_evaluated": len(adjusted),
+        "adjusted_coverage": float(np.mean([r["adjusted_covered"] for r in adjusted])) if adjusted else None,
     }
 
 
@@ -167,6 +285,7 @@ def btyd_backtest(
     model_choice: str = AUTO,
     extra_predictions: dict[str, pd.Series] | None = None,
     bootstrap_replicates: int = PARAMETER_REPLICATES,
+    mean_columns: dict[str, str] | None = None,
 ) -> BTYDBacktest:
     """Run the BTYD backtest and keep the per-customer frame for further models.
 
@@ -227,10 +346,12 @@ def btyd_backtest(
     bootstrap = btyd.parameter_bootstrap(chosen, summary, horizon, bootstrap_replicates) if bootstrap_replicates else {
         "replicates": 0, "factors": np.empty(0), "reason": "parameter bootstrap off (0 replicates)"}
     factors = bootstrap["factors"]
+    means = {name: (mean_columns or {}).get(name, name) for name in model_columns}
     intervals = {
         name: interval_metrics(frame["actual"].to_numpy(dtype=float), draws,
-                               _ratio(frame[name].to_numpy(dtype=float), scores["expected_spend"].to_numpy()),
-                               factors)
+                               _ratio(frame[means[name]].to_numpy(dtype=float), scores["expected_spend"].to_numpy()),
+                               factors,
+                               point=frame[name].to_numpy(dtype=float) if means[name] != name else None)
         for name in model_columns if name != NAIVE
     }
     parameter_section = {

@@ -293,6 +293,9 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             **float_metrics(_total_errors(trained), prefix="validation_"),
             **float_metrics(trained.serving.get("btyd_metrics"), prefix="btyd_validation_"),
             "blend_weight": float(trained.model.blend),
+            "sharpen": float(trained.model.sharpen),
+            "sharpen_hybrid": float(trained.serving.get("hybrid_sharpen", 1.0)),
+            "sharpen_btyd": float(trained.serving.get("btyd_sharpen", 1.0)),
             "model_registry": dg.MetadataValue.md(registry_md),
             "n_train": trained.n_train,
             "num_boost_round": trained.model.num_boost_round,
@@ -326,8 +329,11 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
             writer.write(clv.predict_scores(model, frame, config).assign(model_version=model_version,
                                                                            scored_at=scored_at))
         tiers = " ".join(f"when clv_rank <= {share!r}::double * _n then '{label}'" for label, share in clv.TIERS)
-        conn.execute(read_sql("clv_platform.models", "sql/clv_tiers.sql").format(tiers=tiers, rest=clv.REST))
-    return {"rows": writer.rows, "batches": len(ranges)}
+        # the point forecast's scale c keeps the sum over the whole store (not per batch): SQL, after the batches
+        gamma = model.horizon_gamma(config.horizon_days)
+        conn.execute(read_sql("clv_platform.models", "sql/clv_tiers.sql").format(
+            tiers=tiers, rest=clv.REST, gamma=repr(float(gamma))))
+    return {"rows": writer.rows, "batches": len(ranges), "gamma": float(gamma)}
 
 
 @layer_asset(CUSTOMER_CLV, deps=[FEATURES, BTYD_KEY, CLV_MODEL_KEY], kinds={"python", "duckdb"})
@@ -350,6 +356,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             from {SCORES_TABLE} group by clv_tier""").df()
         totals = conn.execute(f"select sum(predicted_clv), avg(predicted_clv) from {SCORES_TABLE}").fetchone()
         interval = _total_interval_sql(conn)
+        point_share = _point_in_interval_sql(conn)
         preview = conn.execute(f"select * from {SCORES_TABLE} order by clv_rank limit 10").df()
     tiers = (tiers.set_index("clv_tier").reindex([label for label, _ in clv.TIERS] + [clv.REST])
              .dropna(how="all").reset_index())
@@ -364,6 +371,9 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "total_predicted_clv": round(float(totals[0] or 0.0), 2),
             **interval,
             "mean_predicted_clv": round(float(totals[1] or 0.0), 2),
+            "sharpen": float(model.sharpen),
+            "sharpen_at_horizon": written["gamma"],
+            **point_share,
             "tiers": dg.MetadataValue.md(
                 tiers.astype({"customers": int}).to_markdown(index=False, floatfmt=",.2f")
             ),
@@ -371,6 +381,16 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "preview": _md(preview),
         }
     )
+
+
+def _point_in_interval_sql(conn) -> dict:
+    """Share of customers whose served point forecast lies within their P10-P90: the interval is
+    built around the mean, and a sharpened point of a likely buyer can exceed its P90."""
+    (share,) = conn.execute(f"""
+        select avg(case when predicted_clv_point between predicted_clv_p10 - 1e-9 and predicted_clv_p90 + 1e-9
+                        then 1.0 else 0.0 end)
+        from {SCORES_TABLE} where predicted_clv_p10 is not null""").fetchone()
+    return {} if share is None else {"point_within_p10_p90_share": float(share)}
 
 
 def _total_interval_sql(conn) -> dict:
@@ -399,7 +419,8 @@ def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAUL
     frame = trained.validation_frame
     try:
         model, _ = registry.load_model(served["path"])
-        predicted = model.predict_label_window(frame)
+        # the served point forecast, as the candidate's validation metrics are
+        predicted = model.point(model.predict_label_window(frame))
     except (KeyError, ValueError, FileNotFoundError, TypeError):
         return served["model_version"], None
     return served["model_version"], metrics.regression_metrics(frame["label_spend"].to_numpy(dtype=float), predicted)

@@ -156,6 +156,7 @@ def load_model(path: str | Path) -> tuple[ClvModel, dict]:
         level=float(sidecar.get("level", 1.0)),
         extension_factor=float(sidecar.get("extension_factor", 1.0)),
         blend=float(sidecar.get("blend", 1.0)),
+        sharpen=float(sidecar.get("sharpen", 1.0)),
     )
     return model, sidecar
 

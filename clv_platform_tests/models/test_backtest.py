@@ -146,3 +146,78 @@ def test_render_report_html(tmp_path, run):
     for svg in svgs:
         ET.fromstring("<svg" + svg)
     assert "7+" in text and "4,339" in text
+
+
+def test_point_forecast_columns_keep_their_interval_around_the_mean(run):
+    """A point column mapped to its mean column gets the mean's interval and the share inside it."""
+    frame = run.frame
+    mean = frame["btyd"]
+    point = pd.Series(np.where(mean > mean.median(), 2.0 * mean, 0.0), index=frame.index)
+    result = backtest.btyd_backtest("cdnow-sample", extra_predictions={"point": point, "point_mean": mean},
+                                    mean_columns={"point": "point_mean"}, bootstrap_replicates=0).result
+    with_mean, own = result["intervals"]["point"], result["intervals"]["point_mean"]
+    assert with_mean["total_p10"] == pytest.approx(own["total_p10"])
+    assert with_mean["customer_coverage"] == pytest.approx(own["customer_coverage"])
+    assert "point_within_interval" not in own
+    draws = run.models[result["btyd_model"]].sample_spend(run.summary, result["window"]["holdout_weeks"],
+                                                           backtest.INTERVAL_DRAWS)
+    low, high = backtest.customer_intervals(draws)
+    inside = ((point.to_numpy() >= low - 1e-9) & (point.to_numpy() <= high + 1e-9)).mean()
+    assert with_mean["point_within_interval"] == pytest.approx(float(inside))
+
+
+def test_coverage_summary_tells_bias_from_noise():
+    def row(actual, low, high, predicted=100.0):
+        side = "inside" if low <= actual <= high else ("above" if actual > high else "below")
+        return {"evaluated": True, "predicted_total": predicted, "actual_total": actual, "total_p10": low,
+                "total_p90": high, "covered": side == "inside", "side": side, "total_error": predicted / actual - 1}
+
+    # three misses above, errors about -17 % against a half width of 5 %: bias
+    biased = backtest.coverage_summary([row(120, 95, 105), row(121, 95, 105), row(119, 95, 105), row(101, 95, 105),
+                                        {"evaluated": False, "reason": "no repeat purchases"}])
+    assert biased["evaluated"] == 4 and biased["coverage"] == pytest.approx(0.25)
+    assert (biased["misses_above"], biased["misses_below"]) == (3, 0)
+    assert biased["mean_relative_half_width"] == pytest.approx(0.05)
+    assert biased["diagnosis"].startswith("bias")
+    # misses on both sides, small errors: noise
+    noisy = backtest.coverage_summary([row(106, 95, 105), row(94, 95, 105), row(100, 95, 105), row(102, 95, 105)])
+    assert noisy["coverage"] == pytest.approx(0.5) and noisy["diagnosis"].startswith("noise")
+    assert backtest.coverage_summary([])["coverage"] is None
+
+
+def test_rolling_total_coverage_on_the_cdnow_sample():
+    """Four 91-day windows, each holdout ending by the next calibration end: the last one has three
+    earlier errors for its bias term, the first none."""
+    transactions = load_cdnow_sample()
+    ends = [pd.Timestamp(d) for d in ("1997-06-30", "1997-09-29", "1997-12-29", "1998-03-30")]
+    result = backtest.rolling_total_coverage(transactions, ends, 91, replicates=2)
+    json.dumps(backtest._clean(result), allow_nan=False)
+    rows = result["windows"]
+    assert [r["calibration_end"] for r in rows] == [d.date().isoformat() for d in ends]
+    for end, r in zip(ends, rows):
+        assert r["evaluated"] and r["btyd_model"] in ("pareto_nbd", "mbgnbd")
+        known = transactions[transactions["order_date"] <= end]["customer_id"].unique()
+        later = transactions[(transactions["order_date"] > end)
+                             & (transactions["order_date"] <= end + pd.Timedelta(days=91))
+                             & transactions["customer_id"].isin(known)]
+        assert r["actual_total"] == pytest.approx(later["amount"].sum())
+        assert r["customers"] == len(known)
+        assert r["covered"] == (r["total_p10"] <= r["actual_total"] <= r["total_p90"])
+        assert r["total_error"] == pytest.approx(r["predicted_total"] / r["actual_total"] - 1.0)
+    assert [r.get("bias_windows") for r in rows] == [None, None, 2, 3]
+    for r in rows[2:]:
+        # the symmetric bias term only widens the interval
+        assert r["adjusted_p10"] < r["total_p10"] and r["adjusted_p90"] > r["total_p90"]
+    assert result["coverage"] == pytest.approx(np.mean([r["covered"] for r in rows]))
+    assert result["adjusted_evaluated"] == 2
+    assert result["misses_above"] + result["misses_below"] == sum(not r["covered"] for r in rows)
+
+
+def test_coverage_window_ends_step_back_from_the_last_full_holdout():
+    transactions = pd.DataFrame({"customer_id": ["a", "b"], "order_date": pd.to_datetime(["2020-01-01", "2020-12-31"]),
+                                 "amount": [1.0, 2.0]})
+    ends = backtest.coverage_window_ends(transactions, 91, step_days=30, limit=3)
+    assert ends == [pd.Timestamp("2020-08-02"), pd.Timestamp("2020-09-01"), pd.Timestamp("2020-10-01")]
+    # history must be at least the holdout long: 2020-04-01 is the earliest end
+    assert min(backtest.coverage_window_ends(transactions, 91, limit=100)) >= pd.Timestamp("2020-04-01")
+    assert backtest.coverage_window_ends(transactions.iloc[:0], 91) == []

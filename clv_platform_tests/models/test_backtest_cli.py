@@ -8,7 +8,7 @@ import pytest
 
 from clv_platform import backtest_cli
 
-MODELS = {"naive", "btyd", "xgboost", "hybrid"}
+MODELS = {"naive", "btyd", "xgboost", "hybrid", "hybrid_mean", "served"}
 METRICS = {"mae", "rmse", "spearman", "normalized_gini", "predicted_total"}
 
 
@@ -32,7 +32,17 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
                          "deciles", "btyd_selection", "intervals", "parameter_bootstrap", "serving", "headline",
                          "npd"]
     assert out["btyd_selection"]["chosen"] in ("pareto_nbd", "mbgnbd") and out["btyd_selection"]["reason"]
-    assert set(out["intervals"]) == {"btyd", "xgboost", "hybrid"}
+    assert set(out["intervals"]) == {"btyd", "xgboost", "hybrid", "hybrid_mean", "served"}
+    # the hybrid column is the sharpened point forecast of hybrid_mean: same total and ranking,
+    # the interval built around the mean, and the share of points inside it reported
+    point, mean = out["holdout"]["models"]["hybrid"], out["holdout"]["models"]["hybrid_mean"]
+    assert point["predicted_total"] == pytest.approx(mean["predicted_total"], rel=1e-9)
+    assert point["normalized_gini"] == pytest.approx(mean["normalized_gini"], abs=1e-9)
+    assert point["spearman"] == pytest.approx(mean["spearman"], abs=1e-9)
+    assert out["intervals"]["hybrid"]["total_p10"] == pytest.approx(out["intervals"]["hybrid_mean"]["total_p10"])
+    assert 0.0 <= out["intervals"]["hybrid"]["point_within_interval"] <= 1.0
+    assert out["serving"]["sharpen"] in (out["serving"]["hybrid_sharpen"], out["serving"]["btyd_sharpen"])
+    assert 1.0 <= out["serving"]["hybrid_sharpen"] <= 2.0 and 1.0 <= out["serving"]["btyd_sharpen"] <= 2.0
     for block in out["intervals"].values():
         assert 0.0 <= block["customer_coverage"] <= 1.0 and block["total_p10"] <= block["total_p90"]
         # the parameter term widens the total's interval around the customer-noise-only one

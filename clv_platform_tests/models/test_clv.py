@@ -99,12 +99,23 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     served = trained.validation_metrics
     assert served["actual_total"] == pytest.approx(y.sum()) and y.sum() > 0
     assert 0.0 < served["normalized_gini"] <= 1.0
+    # the point forecasts' sharpening exponents are chosen on these validation rows alone
+    z = config.mae_significance_z
+    w = trained.model.blend
+    hybrid_mean = w * trained.selection.validation_prediction + (1.0 - w) * np.clip(btyd_spend, 0.0, None)
+    assert trained.serving["hybrid_sharpen"] == clv.sharpen_exponent(y, hybrid_mean, z)["gamma"]
+    assert trained.serving["btyd_sharpen"] == clv.sharpen_exponent(y, btyd_spend, z)["gamma"]
+    assert trained.model.sharpen == trained.serving["hybrid_sharpen" if beats else "btyd_sharpen"]
     if beats:
-        # the served hybrid is the blend w * booster + (1 - w) * BTYD chosen on that window
+        # the served hybrid is the blend w * booster + (1 - w) * BTYD chosen on that window, its
+        # point forecast sharpened with the exponent chosen there
         blended = trained.selection.blend_metrics or best
+        point = clv.sharpen(hybrid_mean, trained.model.sharpen)
         assert served["mae"] < btyd_mae and served["mae"] == pytest.approx(blended["mae"])
+        assert served["mae"] == pytest.approx(float(np.abs(point - y).mean()))
     else:
-        assert served["mae"] == pytest.approx(btyd_mae)
+        point = clv.sharpen(btyd_spend, trained.model.sharpen)
+        assert served["mae"] == pytest.approx(float(np.abs(point - y).mean())) and served["mae"] <= btyd_mae
         assert served["predicted_total"] == pytest.approx(btyd_spend.sum())
         # the BTYD is then what the model predicts on those rows
         assert trained.model.predict_label_window(valid) == pytest.approx(np.clip(btyd_spend, 0.0, None))
@@ -214,6 +225,20 @@ def test_assets_materialize_in_process(demo_db, data_env):
     assert metadata["validation_btyd_total_error"].value == pytest.approx(
         btyd_block["predicted_total"] / btyd_block["actual_total"] - 1.0)
     assert 0.0 <= metadata["blend_weight"].value <= 1.0
+    # the served point forecast: the mean sharpened with the served exponent, same sum and ranking
+    assert metadata["sharpen"].value in (metadata["sharpen_hybrid"].value, metadata["sharpen_btyd"].value)
+    assert scores["predicted_clv_point"].sum() == pytest.approx(scores["predicted_clv"].sum(), rel=1e-9)
+    scoring = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                   if e.asset_key == dg.AssetKey(["scores", "customer_clv"]))
+    gamma, config = metadata["sharpen"].value, clv.load_config()
+    # the exponent chosen on the label window h, carried to the horizon H: 1 + (gamma - 1) h / H
+    assert scoring["sharpen_at_horizon"].value == pytest.approx(
+        1.0 + (gamma - 1.0) * min(1.0, config.label_horizon_days / config.horizon_days))
+    assert scores["predicted_clv_point"].to_numpy() == pytest.approx(
+        clv.sharpen(scores["predicted_clv"].to_numpy(), scoring["sharpen_at_horizon"].value))
+    by_mean = scores.sort_values(["predicted_clv", "customer_id"])["customer_id"].to_numpy()
+    by_point = scores.sort_values(["predicted_clv_point", "customer_id"])["customer_id"].to_numpy()
+    assert (by_mean == by_point).all()
     plot = metadata["explainability_plot"].value
     assert plot.startswith(str(data_env / "reports")) and "<svg" in open(plot, encoding="utf-8").read()
     assert (data_env / "models" / f"clv_xgb_{runs.loc[0, 'model_version']}.ubj").is_file()
@@ -278,3 +303,73 @@ def test_blend_weight_takes_the_lowest_mae_blend_that_beats_the_btyd():
     # w = 0.5 gains (2, 2, 4, 18), mean 6.5 > 1.645 x 3.86 = 6.35: the lowest MAE (3.5) that is a real win
     significant = clv.blend_weight(y, btyd_spend, np.array([0.0, 0.0, 20.0, 40.0]), significance_z=1.645)
     assert significant["weight"] == pytest.approx(0.5) and significant["metrics"]["mae"] == pytest.approx(3.5)
+
+
+def test_sharpening_keeps_the_total_and_the_ranking():
+    """p = (0, 1, 2, 4, 8), gamma 2: p ** 2 = (0, 1, 4, 16, 64) sums to 85, c = 15 / 85."""
+    p = np.array([0.0, 1.0, 2.0, 4.0, 8.0])
+    sharp = clv.sharpen(p, 2.0)
+    assert sharp == pytest.approx(np.array([0.0, 1.0, 4.0, 16.0, 64.0]) * 15.0 / 85.0)
+    assert sharp.sum() == pytest.approx(15.0)
+    y = np.array([0.0, 0.0, 3.0, 1.0, 11.0])
+    assert metrics.normalized_gini(y, sharp) == pytest.approx(metrics.normalized_gini(y, p))
+    assert clv.sharpen(p, 1.0) == pytest.approx(p)
+    # large currency amounts cannot overflow the power; all-zero forecasts stay zero
+    big = np.array([1e300, 2e300])
+    assert clv.sharpen(big, 2.0) == pytest.approx(np.array([0.6e300, 2.4e300]))
+    assert (clv.sharpen(np.zeros(3), 1.5) == 0.0).all()
+
+
+def test_sharpen_exponent_takes_the_lowest_validation_mae_with_a_significant_gain():
+    """800 customers forecast 1 who buy nothing, 200 forecast 4 who spend 9 (total 1,600 vs 1,800).
+
+    gamma: c = 1600 / (800 + 200 * 4 ** gamma), MAE = (800 c + 200 |9 - c 4 ** gamma|) / 1000, which
+    falls with gamma over the grid: 1.8 at gamma 1, 0.84 at gamma 2 (c = 0.4: 0.4 and 6.4).
+    """
+    y = np.r_[np.zeros(800), np.full(200, 9.0)]
+    p = np.r_[np.ones(800), np.full(200, 4.0)]
+    chosen = clv.sharpen_exponent(y, p, significance_z=1.645)
+    assert chosen["gamma"] == 2.0 and chosen["mae"] == pytest.approx(0.84)
+    by_gamma = {row["gamma"]: row["mae"] for row in chosen["comparison"]}
+    assert by_gamma[1.0] == pytest.approx(1.8)
+    c = 1600.0 / (800.0 + 200.0 * 4.0 ** 1.5)
+    assert by_gamma[1.5] == pytest.approx((800 * c + 200 * abs(9.0 - c * 8.0)) / 1000.0)
+    # a forecast that already equals the outcomes: no exponent lowers its MAE (0), gamma stays 1
+    assert clv.sharpen_exponent(p, p, 1.645)["gamma"] == 1.0
+    # a gain within noise (an absurd margin here) is no reason to sharpen
+    assert clv.sharpen_exponent(y, p, significance_z=1e9)["gamma"] == 1.0
+    # the exponent depends only on the rows given: on rows where buyers spend what the mean says
+    # (forecast 4, spend 4; non-buyers forecast 0), sharpening cannot help
+    flat = clv.sharpen_exponent(np.r_[np.zeros(800), np.full(200, 4.0)], np.r_[np.zeros(800), np.full(200, 4.0)])
+    assert flat["gamma"] == 1.0
+
+
+def test_blend_weight_judges_each_blend_by_its_sharpened_point_forecast():
+    """BTYD 1 for everyone (no ranking); booster ranks perfectly: (0.5 x 800, 5 x 200), total 1,400.
+
+    With sharpening every blend w > 0 keeps its Gini and total and gets its own gamma; the chosen
+    blend's MAE is the MAE of its sharpened forecast, recomputed here.
+    """
+    y = np.r_[np.zeros(800), np.full(200, 9.0)]
+    btyd_spend = np.ones(1000)
+    booster = np.r_[np.full(800, 0.5), np.full(200, 5.0)]
+    plain = clv.blend_weight(y, btyd_spend, booster, significance_z=1.645)
+    sharp = clv.blend_weight(y, btyd_spend, booster, significance_z=1.645, sharpening=True)
+    assert sharp["metrics"] is not None and sharp["sharpen"] > 1.0
+    w, gamma = sharp["weight"], sharp["sharpen"]
+    blended = w * booster + (1.0 - w) * btyd_spend
+    point = clv.sharpen(blended, gamma)
+    assert sharp["metrics"]["mae"] == pytest.approx(float(np.abs(point - y).mean()))
+    assert sharp["metrics"]["predicted_total"] == pytest.approx(blended.sum())
+    assert sharp["metrics"]["mae"] < plain["metrics"]["mae"]
+    row = next(r for r in sharp["comparison"] if r["weight"] == w)
+    assert row["sharpen"] == gamma and row["mean_mae"] == pytest.approx(float(np.abs(blended - y).mean()))
+
+
+def test_sharpening_exponent_is_carried_from_the_label_window_to_the_horizon():
+    model = clv.ClvModel(None, [], clv.objective_candidates(clv.load_config())[0], clv.HYBRID, 91, sharpen=1.6)
+    assert model.horizon_gamma(None) == 1.6 and model.horizon_gamma(91) == 1.6 and model.horizon_gamma(30) == 1.6
+    assert model.horizon_gamma(273) == pytest.approx(1.2)
+    p = np.array([0.0, 1.0, 3.0])
+    assert model.point(p, 273) == pytest.approx(clv.sharpen(p, 1.2))
+    assert model.point(p, 273).sum() == pytest.approx(4.0)

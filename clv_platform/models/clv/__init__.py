@@ -69,6 +69,9 @@ from clv_platform.models.clv.objective import (  # noqa: F401
     level_factor,
     blend_weight,
     BLEND_GRID,
+    SHARPEN_GRID,
+    sharpen,
+    sharpen_exponent,
 )
 from clv_platform.models.clv.train import (  # noqa: F401
     EXTENSION_BOUNDS,
@@ -76,6 +79,7 @@ from clv_platform.models.clv.train import (  # noqa: F401
     TrainedClv,
     train_clv,
     serve_or_fall_back,
+    point_forecasts,
 )
 from clv_platform.models.clv.score import (  # noqa: F401
     scoring_frame,

@@ -5,7 +5,7 @@ the holdout.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import pandas as pd
@@ -17,6 +17,16 @@ from clv_platform.models.clv.score import scoring_frame
 from clv_platform.models.clv.explain import shap_importance
 
 
+HYBRID_MEAN = "hybrid_mean"
+"""Backtest column: the hybrid's conditional mean (the ``hybrid`` column is its served point forecast)."""
+
+
+SERVED = "served"
+"""Backtest column: the point forecast the platform would serve for the store (hybrid or BTYD)."""
+
+
+
+
 @dataclass
 class MLBacktest:
     """Holdout predictions of the ML variants and what was learned on the way."""
@@ -25,6 +35,9 @@ class MLBacktest:
     trained: dict[str, TrainedClv]
     importance: pd.DataFrame
     seconds: float = 0.0
+    mean_columns: dict = field(default_factory=dict)
+    """Point-forecast column -> the column holding its conditional mean (intervals are built
+    around means, ``backtest.btyd_backtest(..., mean_columns=...)``)."""
 
     def summary(self) -> dict:
         return {
@@ -56,14 +69,25 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     frame, _ = scoring_frame(conn, cutoff, config)
     hybrid = train_clv(conn, cutoff, config, HYBRID)
     plain = train_clv(conn, cutoff, config, XGBOOST, objective=hybrid.selection.chosen)
-    index = frame["customer_id"].astype(str)
+    index = frame["customer_id"].astype(str).to_numpy()
+    ratio = frame["btyd_horizon_ratio"].to_numpy()
     # each variant's own forecast, also when the platform would serve the BTYD instead (``serving``
     # says which): the backtest compares the models, not the serving decision
+    means = {name: replace(trained.model, serves_btyd=False).predict(frame, horizon, ratio)
+             for name, trained in ((XGBOOST, plain), (HYBRID, hybrid))}
+    # the hybrid's served point forecast: its mean sharpened over the scored customers with the
+    # exponent chosen on the validation window (``train.point_forecasts``); what the platform
+    # serves for this store (the BTYD's point forecast when the hybrid does not beat it)
+    served_model = hybrid.model
+    served = served_model.point(served_model.predict(frame, horizon, ratio), horizon)
     predictions = {
-        name: pd.Series(replace(trained.model, serves_btyd=False).predict(
-                            frame, horizon, frame["btyd_horizon_ratio"].to_numpy()),
-                        index=index.to_numpy(), name=name)
-        for name, trained in ((XGBOOST, plain), (HYBRID, hybrid))
+        XGBOOST: pd.Series(means[XGBOOST], index=index, name=XGBOOST),
+        HYBRID: pd.Series(replace(hybrid.model, sharpen=hybrid.serving.get("hybrid_sharpen", 1.0)).point(
+            means[HYBRID], horizon), index=index, name=HYBRID),
+        HYBRID_MEAN: pd.Series(means[HYBRID], index=index, name=HYBRID_MEAN),
+        SERVED: pd.Series(served, index=index, name=SERVED),
     }
     importance = shap_importance(hybrid.model, frame, config.shap_sample)
-    return MLBacktest(predictions, {XGBOOST: plain, HYBRID: hybrid}, importance, time.perf_counter() - started)
+    mean_columns = {HYBRID: HYBRID_MEAN, SERVED: "btyd" if hybrid.model.serves_btyd else HYBRID_MEAN}
+    return MLBacktest(predictions, {XGBOOST: plain, HYBRID: hybrid}, importance, time.perf_counter() - started,
+                      mean_columns)

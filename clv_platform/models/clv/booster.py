@@ -73,6 +73,32 @@ class ClvModel:
     """Weight w of the booster in w * booster + (1 - w) * BTYD (hybrid only; chosen on the
     validation window by ``objective.blend_weight``; 1 = the booster alone)."""
 
+    sharpen: float = 1.0
+    """Exponent gamma of the served point forecast (``point``): the total-preserving sharpening
+    of the mean chosen on the validation window (``objective.sharpen_exponent``); 1 = the mean."""
+
+    def point(self, mean: np.ndarray, horizon_days: int | None = None) -> np.ndarray:
+        """The served point forecast from this model's conditional means over a whole population:
+        c * mean ** gamma with the population's sum unchanged (``objective.sharpen``), gamma
+        carried from the label window to ``horizon_days`` by ``horizon_gamma``."""
+        from clv_platform.models.clv.objective import sharpen
+
+        return sharpen(mean, self.horizon_gamma(horizon_days))
+
+    def horizon_gamma(self, horizon_days: int | None = None) -> float:
+        """The sharpening exponent for a forecast over ``horizon_days``: 1 + (gamma - 1) * h / H.
+
+        gamma is chosen on a validation window of the label length h; over a longer horizon H
+        each customer's spend is a sum over more purchase chances, less zero-inflated and less
+        skewed, so the MAE-optimal point lies closer to the mean. The departure from the mean
+        (gamma - 1) is scaled by h / H (no change for H <= h). Measured on the backtests
+        (README): the exponent chosen on CDNOW's 13-week window sharpened its 39-week holdout too
+        much, and the holdout's best exponent was near this scaled one.
+        """
+        if horizon_days is None or horizon_days <= self.label_horizon_days or self.sharpen == 1.0:
+            return float(self.sharpen)
+        return float(1.0 + (self.sharpen - 1.0) * self.label_horizon_days / horizon_days)
+
     def _predict(self, frame: pd.DataFrame, offset_column: str) -> np.ndarray:
         btyd_spend = np.clip(np.nan_to_num(frame[offset_column].to_numpy(dtype=float)), 0.0, None)
         if self.serves_btyd:

@@ -55,6 +55,7 @@ class ClvConfig:
     level_calibration: bool = True
     extension_calibration: bool = True
     hybrid_blend: bool = True
+    sharpen: bool = True
     selection_metric: str = "normalized_gini"
     selection_tolerance: float = 0.0
     max_total_error: float = 0.15
@@ -105,6 +106,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         level_calibration=bool(raw.get("hybrid", {}).get("level_calibration", True)),
         extension_calibration=bool(raw.get("hybrid", {}).get("extension_calibration", True)),
         hybrid_blend=bool(raw.get("hybrid", {}).get("blend", True)),
+        sharpen=bool(raw.get("hybrid", {}).get("sharpen", True)),
         selection_metric=str(selection.get("metric", "normalized_gini")),
         selection_tolerance=float(selection.get("tolerance", 0.0)),
         max_total_error=float(selection.get("max_total_error", 0.15)),

@@ -128,13 +128,21 @@ def discount_factor(frame: pd.DataFrame, config: ClvConfig) -> np.ndarray:
 
 
 def predict_scores(trained: ClvModel, frame: pd.DataFrame, config: ClvConfig) -> pd.DataFrame:
-    """Per-customer predicted spend and discounted CLV over the horizon from a ``scoring_frame``."""
+    """Per-customer predicted spend and discounted CLV over the horizon from a ``scoring_frame``.
+
+    ``predicted_spend`` / ``predicted_clv`` are conditional means (what sums, tiers and the revenue
+    forecast use); ``predicted_clv_point`` is the served per-customer point forecast, the model's
+    total-preserving sharpening of ``predicted_clv`` over this frame (``ClvModel.point``): same
+    ranking and sum, lower absolute error. ``frame`` must therefore hold the whole scored population.
+    """
     spend = trained.predict(frame, config.horizon_days, frame["btyd_horizon_ratio"].to_numpy())
+    clv_values = spend * discount_factor(frame, config)
     return pd.DataFrame(
         {
             "customer_id": frame["customer_id"].to_numpy(),
             "predicted_spend": spend,
-            "predicted_clv": spend * discount_factor(frame, config),
+            "predicted_clv": clv_values,
+            "predicted_clv_point": trained.point(clv_values, config.horizon_days),
             "p_alive": frame["btyd_p_alive"].to_numpy(),
             "expected_purchases": frame["btyd_expected_purchases_horizon"].to_numpy(),
             **interval_columns(spend * discount_factor(frame, config), frame),

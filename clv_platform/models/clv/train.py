@@ -17,7 +17,7 @@ from clv_platform.transforms.features import build_training_frame
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
 from clv_platform.models.clv.windows import fit_btyd_at, btyd_features, window_ends, cap_rows, training_windows, feature_list
 from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster
-from clv_platform.models.clv.objective import Selection, select_objective, _only
+from clv_platform.models.clv.objective import Selection, select_objective, sharpen_exponent, _only
 
 
 EXTENSION_BOUNDS = (0.5, 2.0)
@@ -88,6 +88,7 @@ class TrainedClv:
             "level": self.model.level,
             "extension_factor": self.model.extension_factor,
             "blend": self.model.blend,
+            "sharpen": self.model.sharpen,
             "serving": self.serving,
             "num_boost_round": self.model.num_boost_round,
             "selection": self.selection.as_dict(),
@@ -144,9 +145,15 @@ def train_clv(
         # the served hybrid is the blend: its validation metrics are the blend's
         validation_metrics = {k: selection.blend_metrics[k] for k in validation_metrics}
     serving = serve_or_fall_back(validation_metrics, valid, variant)
+    serving.update(point_forecasts(config, selection, valid, model))
     if serving["served"] == "btyd":
         model.serves_btyd = True
         validation_metrics = serving["btyd_metrics"]
+    model.sharpen = serving["btyd_sharpen"] if model.serves_btyd else serving["hybrid_sharpen"]
+    if model.serves_btyd and model.sharpen != 1.0:
+        # the served point forecast's validation MAE (its Gini and total are the mean's); a served
+        # hybrid's metrics are already those of its sharpened blend
+        validation_metrics = {**validation_metrics, "mae": serving["btyd_point_mae"]}
     return TrainedClv(
         model=model,
         selection=selection,
@@ -157,6 +164,34 @@ def train_clv(
         validation_frame=valid,
         serving={**serving, "extension": extension},
     )
+
+
+def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame, model: ClvModel) -> dict:
+    """Sharpening exponents of the hybrid's and the BTYD's point forecasts, both chosen on the
+    validation window (``objective.sharpen_exponent``; 1 with ``[hybrid] sharpen = false``).
+
+    The hybrid's is the one its blend was selected with when a blend beat the BTYD; otherwise it is
+    chosen for the chosen candidate's out-of-sample validation forecast blended with weight w (the
+    backtest still reports the hybrid). The BTYD's is used when the BTYD is served.
+    """
+    y = valid["label_spend"].to_numpy(dtype=float)
+    btyd_spend = np.clip(np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
+    if not config.sharpen:
+        return {"hybrid_sharpen": 1.0, "btyd_sharpen": 1.0, "btyd_point_mae": metrics.mae(y, btyd_spend),
+                "sharpen_reason": "disabled ([hybrid] sharpen = false)"}
+    z = config.mae_significance_z
+    btyd_choice = sharpen_exponent(y, btyd_spend, z)
+    if selection.blend_metrics is not None:
+        hybrid = selection.sharpen
+    elif model.variant == HYBRID and selection.validation_prediction is not None:
+        w = model.blend
+        hybrid = sharpen_exponent(y, w * selection.validation_prediction + (1.0 - w) * btyd_spend, z)["gamma"]
+    else:
+        hybrid = 1.0
+    return {"hybrid_sharpen": float(hybrid), "btyd_sharpen": btyd_choice["gamma"],
+            "btyd_point_mae": btyd_choice["mae"], "btyd_sharpen_comparison": btyd_choice["comparison"],
+            "sharpen_reason": "gamma of the total-preserving sharpening c * p ** gamma of the served mean, "
+                              "lowest validation MAE with a significant gain"}
 
 
 def serve_or_fall_back(candidate_metrics: dict, valid: pd.DataFrame, variant: str) -> dict:

@@ -1,11 +1,25 @@
 -- rank, percentile and tier of every scored customer (clv.assign_tiers in sql, after the batches
 -- are written): rank 1 = highest predicted_clv, ties broken by customer_id; percentile =
 -- 100 * (n - rank + 1) / n; tier = the first band whose share x has rank <= x * n, else 'Rest'
--- ({tiers} is generated from clv.TIERS).
+-- ({tiers} is generated from clv.TIERS). predicted_clv_point is recomputed over the whole table
+-- (objective.sharpen: c * p ^ gamma with c keeping the store's sum of predicted_clv; p scaled by
+-- its maximum first, as in numpy), since each batch could only keep its own sum.
 create or replace table scores.customer_clv as
-with ranked as (
-    select *, row_number() over (order by predicted_clv desc, customer_id) as clv_rank, count(*) over () as _n
+with clipped as (
+    select *, case when predicted_clv is null or isnan(predicted_clv) or predicted_clv < 0 then 0.0
+                   else predicted_clv end as _p
     from scores.customer_clv
+), powered as (
+    select *, case when max(_p) over () > 0 then pow(_p / max(_p) over (), {gamma}) else _p end as _w
+    from clipped
+), pointed as (
+    select * exclude (_p, _w) replace (
+        case when {gamma} = 1.0 or max(_p) over () <= 0 then _p
+             else _w * sum(_p) over () / sum(_w) over () end as predicted_clv_point)
+    from powered
+), ranked as (
+    select *, row_number() over (order by predicted_clv desc, customer_id) as clv_rank, count(*) over () as _n
+    from pointed
 )
 select * exclude (_n, model_version, scored_at),
        100.0::double * (_n - clv_rank + 1) / greatest(_n, 1) as clv_percentile,
