@@ -118,7 +118,7 @@ def load_latest_npd_model(conn=None) -> tuple[NPDModel, dict]:
     if not sidecars:
         raise LookupError(
             f"no next-purchase model in {_models_dir()}: train one first with the refresh_everything or "
-            "weekly_retrain job (or materialize ml/npd_model)"
+            "retrain_models job (or materialize ml/npd_model)"
         )
     return load_npd_model(sidecars[-1])
 

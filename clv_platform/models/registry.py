@@ -181,7 +181,7 @@ def load_latest(conn: duckdb.DuckDBPyConnection, name: str = DEFAULT_MODEL_NAME)
     if row is None:
         raise LookupError(
             f"no registered model named {name!r} in {MODEL_RUNS_TABLE}: train one first with the "
-            "refresh_everything or weekly_retrain job (or materialize ml/clv_model)"
+            "refresh_everything or retrain_models job (or materialize ml/clv_model)"
         )
     return load_model(row["path"])
 

@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 from dagster_duckdb import DuckDBResource
 
+from clv_platform.automation.jobs import retrain_models_job
 from clv_platform.automation.monitoring_sensors import (
-    MONITORING_JOBS,
     MONITORING_SENSORS,
     drift_retrain_sensor,
     record_failure,
     record_run_failure_sensor,
-    retrain_job,
     scrub_secrets,
 )
 from clv_platform.monitoring.assets import drift_row, write_drift_run
@@ -103,8 +102,8 @@ def test_retrain_job_selects_features_models_scores_and_marts_only():
     @dg.asset(key=["monitoring", "d"], group_name="monitoring", deps=[s])
     def d() -> None: ...
 
-    defs = dg.Definitions(assets=[f, m, s, t, d], jobs=MONITORING_JOBS, sensors=MONITORING_SENSORS)
-    job = defs.resolve_job_def(retrain_job.name)
+    defs = dg.Definitions(assets=[f, m, s, t, d], jobs=[retrain_models_job], sensors=MONITORING_SENSORS)
+    job = defs.resolve_job_def(retrain_models_job.name)
     assert set(job.asset_layer.executable_asset_keys) == {f.key, m.key, s.key, t.key}
 
 
