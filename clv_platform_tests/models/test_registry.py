@@ -17,13 +17,13 @@ def _trained(spec: clv.ObjectiveSpec, offset: bool, seed: int = 0) -> tuple[clv.
     n = 600
     frame = pd.DataFrame({
         "frequency": rng.poisson(1.0, n),
-        "recency_days": rng.integers(0, 300, n),
+        "days_since_last_order": rng.integers(0, 300, n),
         "btyd_expected_spend": rng.gamma(1.0, 20.0, n),
         "btyd_expected_spend_horizon": rng.gamma(1.0, 40.0, n),
     })
     frame["label_spend"] = np.where(rng.random(n) < 0.6, 0.0, frame["btyd_expected_spend"] * rng.gamma(2.0, 1.0, n))
     config = clv.load_config()
-    columns = ["frequency", "recency_days", "btyd_expected_spend"]
+    columns = ["frequency", "days_since_last_order", "btyd_expected_spend"]
     booster, rounds = clv.train_booster(config, spec, frame, columns, num_boost_round=30, offset=offset)
     model = clv.ClvModel(booster, columns, spec, clv.HYBRID, 90, 1.07 if spec.target == "log1p" else 1.0,
                          rounds, offset)

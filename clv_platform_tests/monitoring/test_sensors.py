@@ -24,7 +24,7 @@ from clv_platform.resources.storage import duckdb_path
 
 
 def add_drift_run(path, run_id: str, run_at: datetime, flagged: bool) -> None:
-    columns = [ColumnDrift("recency_days", "num", "wasserstein", 0.1, 0.5 if flagged else 0.01, flagged)]
+    columns = [ColumnDrift("days_since_last_order", "num", "wasserstein", 0.1, 0.5 if flagged else 0.01, flagged)]
     result = DriftResult(columns, float(flagged), flagged, 0.3)
     row = drift_row(run_id, run_at, "v1", run_at.date(), run_at.date(), "test", 10, 10, result, {}, None)
     with duckdb.connect(str(path)) as conn:
