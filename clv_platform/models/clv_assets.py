@@ -222,6 +222,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
     with duckdb.get_connection() as conn:
         model, sidecar = registry.load_latest(conn)
         frame = clv.frame_from_tables(_features(conn), conn.execute(f"select * from {BTYD_TABLE}").df())
+        registry.require_features(registry.DEFAULT_MODEL_NAME, sidecar["model_version"], model.features, frame.columns)
         scores = clv.assign_tiers(clv.predict_scores(model, frame, config))
         scores = scores.assign(model_version=sidecar["model_version"], scored_at=scored_at)
         rows = replace_table(conn, SCORES_TABLE, scores)

@@ -242,6 +242,7 @@ def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
         model, meta = load_latest_npd_model(conn)
         cutoff = scoring_cutoff(conn)
         frame = conn.execute(f"select * from {FEATURE_TABLE}").df()
+        registry.require_features(registry.NPD_MODEL_NAME, meta["model_version"], model.feature_cols_, frame.columns)
         scores = npd_scores(model, frame, cutoff, **settings).assign(
             model_version=meta["model_version"], scored_at=scored_at)
         rows = replace_table(conn, "scores.customer_npd", scores)
