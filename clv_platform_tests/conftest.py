@@ -72,3 +72,18 @@ def _pareto_fits_once_per_input():
     mp.setattr(btyd, "_fit_transactions", fit_once)
     yield
     mp.undo()
+
+
+# The slowest files first. `make test` hands whole files to its workers in collection order, so
+# these (each materializes the whole graph or trains on a store for minutes; the other files
+# take seconds, see `--durations`) start at once on separate workers instead of last on one.
+SLOWEST_FIRST = ("test_definitions.py", "test_files_only.py", "models/test_backtest_cli.py", "models/test_clv.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(SLOWEST_FIRST) if path.endswith(f"clv_platform_tests/{name}")),
+                    len(SLOWEST_FIRST))
+
+    items.sort(key=rank)  # stable: every other test keeps its place
