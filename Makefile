@@ -28,8 +28,11 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/clv-platform demo
 
+# On every core (pytest-xdist), one test file per worker: a file's module fixtures (a materialized
+# store, a trained model) are built once. `PYTEST_ARGS="-n 0"` runs it in one process.
+PYTEST_ARGS ?= -n auto --dist loadfile
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Layers import downward only (the order is declared in tools/check_imports.py).
 lint: install

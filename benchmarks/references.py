@@ -54,7 +54,7 @@ def pandas_features(orders: pd.DataFrame, cutoff: date) -> pd.DataFrame:
         spend_last_90d=("s90", "sum"),
         spend_prev_90d=("p90", "sum"),
     )
-    out["recency_days"] = (cut - out["last"]).dt.days
+    out["days_since_last_order"] = (cut - out["last"]).dt.days
     out["frequency"] = out["purchase_days"] - 1
     out["monetary"] = out["monetary"].fillna(0.0)
     out["T_days"] = (cut - out["first"]).dt.days
@@ -80,7 +80,7 @@ def pandas_features_per_customer(orders: pd.DataFrame, cutoff: date) -> pd.DataF
         gaps = days.index.to_series().diff().dt.days.dropna()
         age = (cut - days.index).days
         return pd.Series({
-            "recency_days": (cut - days.index.max()).days,
+            "days_since_last_order": (cut - days.index.max()).days,
             "frequency": len(days) - 1,
             "monetary": days["sum"].iloc[1:].mean() if len(days) > 1 else 0.0,
             "total_net_spend": days["sum"].sum(),
@@ -100,7 +100,7 @@ def pandas_features_per_customer(orders: pd.DataFrame, cutoff: date) -> pd.DataF
 
 
 _COMPARED = [
-    "recency_days", "frequency", "monetary", "total_net_spend", "order_count", "T_days",
+    "days_since_last_order", "frequency", "monetary", "total_net_spend", "order_count", "T_days",
     "mean_interpurchase_days", "median_interpurchase_days", "std_interpurchase_days",
     "orders_last_30d", "orders_last_90d", "orders_last_365d", "spend_last_90d", "spend_prev_90d",
 ]

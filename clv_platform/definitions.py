@@ -23,8 +23,9 @@ from clv_platform.automation.jobs import (
     rebuild_and_train_job,
     rebuild_from_staging_job,
     refresh_everything_job,
+    retrain_models_job,
 )
-from clv_platform.automation.monitoring_sensors import MONITORING_JOBS, MONITORING_SENSORS, MONITORING_TABLE_SPECS
+from clv_platform.automation.monitoring_sensors import MONITORING_SENSORS, MONITORING_TABLE_SPECS
 from clv_platform.automation.schedules import JOBS as SCHEDULED_JOBS
 from clv_platform.automation.schedules import SCHEDULES
 from clv_platform.automation.sensors import inbox_file_sensor, rebuild_after_import_sensor
@@ -114,8 +115,8 @@ def build_definitions(database: str | None = None, settings: Settings | None = N
             rebuild_from_staging_job,
             rebuild_and_train_job,
             full_rebuild_job,
+            retrain_models_job,
             *SCHEDULED_JOBS,
-            *MONITORING_JOBS,
             activate_now_job,
         ],
         schedules=SCHEDULES,

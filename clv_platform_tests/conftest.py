@@ -1,7 +1,12 @@
 """Shared fixtures: every test gets its own DuckDB file and data folders under tmp_path."""
 
+import copy
+import hashlib
+
+import numpy as np
 import pytest
 
+from clv_platform.models import btyd
 from clv_platform.settings import clear_forced_environment
 
 
@@ -30,3 +35,55 @@ def data_env(tmp_path, monkeypatch):
     for var in ("CLV_REPORTS_DIR", "CLV_REPORTS_URL", "CLV_REPORT_RETENTION", "CLV_ANALYTICS_PATH", "CLV_EXPORT_DIR"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _pareto_fits_once_per_input():
+    """Fit each distinct Pareto/NBD input once per test session.
+
+    The Pareto/NBD fit (lifetimes' Nelder-Mead from fixed starts, deterministic) is most of the
+    suite's CPU time, and many tests train on the same store and windows. Identical inputs
+    (counts, recencies, ages, weights, penalizer) give the identical fitter, so a repeat is
+    answered with a deep copy of the first fit: callers may mutate what they get (a test plants
+    a degenerate parameter) without touching the stored one. Tests that replace
+    ``btyd._fit_transactions`` themselves still see every call, and BG/NBD-family fits (fast,
+    gradient-based) always run.
+    """
+    real = getattr(btyd, "_fit_transactions", None)
+    if real is None:  # renamed upstream: no sharing, tests just run slower
+        yield
+        return
+    fits: dict[str, object] = {}
+
+    def fit_once(frequency, recency, T, weights, model, penalizer):
+        if model != btyd.PARETO_NBD:
+            return real(frequency, recency, T, weights, model, penalizer)
+        digest = hashlib.sha256(f"{model}|{float(penalizer)!r}|{weights is None}".encode())
+        for values in (frequency, recency, T, weights):
+            if values is not None:
+                digest.update(np.ascontiguousarray(np.asarray(values, dtype=float)).tobytes())
+                digest.update(b"|")
+        key = digest.hexdigest()
+        if key not in fits:
+            fits[key] = real(frequency, recency, T, weights, model, penalizer)
+        return copy.deepcopy(fits[key])
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(btyd, "_fit_transactions", fit_once)
+    yield
+    mp.undo()
+
+
+# The slowest files first. `make test` hands whole files to its workers in collection order, so
+# these (each materializes the whole graph or trains on a store for minutes; the other files
+# take seconds, see `--durations`) start at once on separate workers instead of last on one.
+SLOWEST_FIRST = ("test_definitions.py", "test_files_only.py", "models/test_backtest_cli.py", "models/test_clv.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(SLOWEST_FIRST) if path.endswith(f"clv_platform_tests/{name}")),
+                    len(SLOWEST_FIRST))
+
+    items.sort(key=rank)  # stable: every other test keeps its place

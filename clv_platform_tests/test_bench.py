@@ -61,14 +61,14 @@ def test_pandas_references_give_the_hand_computed_features():
         assert sorted(out.index) == ["a", "b", "c"]
         a, b, c = out.loc["a"], out.loc["b"], out.loc["c"]
         assert a["frequency"] == 2 and a["order_count"] == 4
-        assert a["recency_days"] == 10 and a["T_days"] == 181
+        assert a["days_since_last_order"] == 10 and a["T_days"] == 181
         assert a["total_net_spend"] == pytest.approx(190.0)
         assert a["monetary"] == pytest.approx((70.0 + 20.0) / 2)  # repeat days only
         assert a["mean_interpurchase_days"] == pytest.approx((60 + 111) / 2)
         assert a["orders_last_30d"] == 1 and a["orders_last_90d"] == 1 and a["orders_last_365d"] == 4
         assert a["spend_last_90d"] == pytest.approx(20.0) and a["spend_prev_90d"] == pytest.approx(70.0)  # 1 January is 181 days old
         assert b["frequency"] == 0 and b["order_count"] == 1 and b["monetary"] == 0.0
-        assert b["total_net_spend"] == pytest.approx(40.0) and b["recency_days"] == 30
+        assert b["total_net_spend"] == pytest.approx(40.0) and b["days_since_last_order"] == 30
         assert pd.isna(b["mean_interpurchase_days"])
         assert c["order_count"] == 1 and c["total_net_spend"] == pytest.approx(25.0)
 

@@ -35,6 +35,16 @@ import_file_job = dg.define_asset_job(
     description="Import one transaction export from data/inbox into raw.file_transactions.",
 )
 
+# One retrain job for both triggers: the weekly schedule (`weekly_retrain`) and the drift sensor
+# (`drift_retrain_sensor`, one run per flagged drift run). It does not select the monitoring group,
+# so a retrain never produces a new drift run by itself: no retrain loop.
+retrain_models_job = dg.define_asset_job(
+    name="retrain_models",
+    selection=dg.AssetSelection.groups("features", "ml", "scores", "marts"),
+    description="Recompute features, retrain and register the models, re-score every customer, rebuild the "
+    "marts and the snapshot (weekly schedule, or launched on drift).",
+)
+
 rebuild_from_staging_job = dg.define_asset_job(
     name="rebuild_from_staging",
     selection=dg.AssetSelection.groups("staging").downstream() - MODEL_TRAINING,

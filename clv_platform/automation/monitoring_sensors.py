@@ -1,9 +1,9 @@
 """Monitoring automation: retrain on drift, and keep a record of failed runs in DuckDB.
 
 * ``drift_retrain_sensor`` reads the newest ``monitoring.drift_runs`` row. When its drift flag is
-  set it requests one ``retrain_models`` run (features → ml → scores) with ``run_key`` = the drift
-  run id, and moves its cursor to that id, so a drift run triggers exactly one retrain however
-  often the sensor ticks. The retrain job does not select the monitoring group, so a retrain
+  set it requests one ``retrain_models`` run (features → ml → scores → marts; the weekly schedule's
+  job too, see ``jobs.py``) with ``run_key`` = the drift run id, and moves its cursor to that id,
+  so a drift run triggers exactly one retrain however often the sensor ticks. The retrain job does not select the monitoring group, so a retrain
   never produces a new drift run by itself: there is no loop.
 * ``record_run_failure_sensor`` writes every failed run to ``monitoring.run_failures`` with an
   error summary scrubbed of secrets (tokens, keys, the values of the credential env vars).
@@ -23,18 +23,12 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from clv_platform.automation.jobs import retrain_models_job
 from clv_platform.core.assets import side_table_spec
 from clv_platform.core.sql import transaction
 from clv_platform.resources.redaction import REDACTED, SECRET_ENV_VARS, env_secrets, redact  # noqa: F401 (re-exported)
 from clv_platform.resources.storage import settings_of, table_exists
 from clv_platform.settings import secret_values
-
-retrain_job = dg.define_asset_job(
-    "retrain_models",
-    selection=dg.AssetSelection.groups("features", "ml", "scores", "marts"),
-    description="Recompute features, retrain the models, rescore every customer and republish the marts "
-    "(launched on drift).",
-)
 
 RUN_FAILURES_TABLE = "monitoring.run_failures"
 RUN_FAILURES = dg.AssetKey(["monitoring", "run_failures"])  # a sensor writes it: runless materializations
@@ -64,7 +58,7 @@ def newest_drift_run(path: Path) -> dict | None:
 
 
 @dg.sensor(
-    job=retrain_job,
+    job=retrain_models_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Retrain (features → ml → scores) once for each drift run whose drift flag is set.",
@@ -203,4 +197,3 @@ def record_run_failure_sensor(context: dg.RunFailureSensorContext, duckdb: DuckD
 
 MONITORING_SENSORS = [drift_retrain_sensor, record_run_failure_sensor]
 MONITORING_TABLE_SPECS = [RUN_FAILURES_SPEC]
-MONITORING_JOBS = [retrain_job]

@@ -7,7 +7,8 @@ time (DuckDB allows a single writer), so runs whose ticks overlap queue rather t
 * `nightly_refresh` (02:00): the `full_refresh` job for the previous day's Shopify partition,
   i.e. the newest day whose `updatedAt` window has fully ended in UTC, plus Klaviyo profiles
   and everything downstream.
-* `weekly_retrain` (Sunday 04:00): features → model training (`ml`) → scores → marts.
+* `weekly_retrain` (Sunday 04:00): the `retrain_models` job (features → model training (`ml`) →
+  scores → marts), the same job the drift sensor launches.
 * `daily_scoring` (04:00 the other days): scores with the registered models → marts.
 
 To refresh everything by hand, launch the `full_refresh` job over all partitions from the UI
@@ -23,16 +24,10 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from clv_platform.automation.jobs import full_refresh_job
+from clv_platform.automation.jobs import full_refresh_job, retrain_models_job
 from clv_platform.ingestion.assets import shopify_daily_partitions
 
 DEFAULT_TIMEZONE = "UTC"
-
-weekly_retrain_job = dg.define_asset_job(
-    name="weekly_retrain",
-    selection=dg.AssetSelection.groups("features", "ml", "scores", "marts"),
-    description="Recompute features, retrain and register the models, re-score, rebuild the marts and the snapshot.",
-)
 
 daily_scoring_job = dg.define_asset_job(
     name="daily_scoring",
@@ -41,7 +36,7 @@ daily_scoring_job = dg.define_asset_job(
     description="Score customers with the registered models, rebuild the marts, exports and the snapshot.",
 )
 
-JOBS = [weekly_retrain_job, daily_scoring_job]
+JOBS = [daily_scoring_job]  # `retrain_models` (the weekly schedule's job) is in jobs.py: the drift sensor launches it too
 
 
 def load_config(path: str | Path | None = None) -> dict:
@@ -114,7 +109,7 @@ def build_schedules(config: dict | None = None) -> list[dg.ScheduleDefinition]:
 
     return [
         nightly_refresh,
-        cron_schedule("weekly_retrain", weekly_retrain_job),
+        cron_schedule("weekly_retrain", retrain_models_job),
         cron_schedule("daily_scoring", daily_scoring_job),
     ]
 

@@ -65,7 +65,7 @@ def _btyd_features(summary: pd.DataFrame, recency_weeks: str, T_weeks: str) -> p
     return pd.DataFrame({
         "customer_id": summary["customer_id"].astype(str),
         "frequency": summary["frequency"].astype(int),
-        "recency_btyd_days": summary[recency_weeks] * 7.0,
+        "first_to_last_order_days": summary[recency_weeks] * 7.0,
         "T_days": summary[T_weeks] * 7.0,
         "monetary": summary["monetary"].astype(float),
     })

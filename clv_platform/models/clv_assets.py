@@ -347,6 +347,10 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
     scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
     with duckdb.get_connection() as conn:
         model, sidecar = registry.load_latest(conn)
+        # a model trained on other feature names fails here with a clear message (no rows written)
+        empty = clv.frame_from_tables(conn.execute(f"select * from {FEATURE_TABLE} limit 0").df(),
+                                      conn.execute(f"select * from {BTYD_TABLE} limit 0").df())
+        registry.require_features(registry.DEFAULT_MODEL_NAME, sidecar["model_version"], model.features, empty.columns)
         written = write_clv_scores(conn, model, config, sidecar["model_version"], scored_at, settings.batch_customers)
         rows = written["rows"]
         contract.apply_comments(conn, tables=[SCORES_TABLE])

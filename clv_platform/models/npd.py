@@ -517,7 +517,7 @@ class NaiveCadence:
     """
 
     horizons: tuple[int, ...] = DEFAULT_HORIZONS
-    recency_col: str = "recency_days"
+    recency_col: str = "days_since_last_order"
     interval_col: str = "mean_interpurchase_days"
     frequency_col: str = "frequency"
     population_interval_: float = field(default=float("nan"), init=False)

@@ -119,7 +119,7 @@ def load_latest_npd_model(conn=None) -> tuple[NPDModel, dict]:
     if not sidecars:
         raise LookupError(
             f"no next-purchase model in {_models_dir()}: train one first with the refresh_everything or "
-            "weekly_retrain job (or materialize ml/npd_model)"
+            "retrain_models job (or materialize ml/npd_model)"
         )
     return load_npd_model(sidecars[-1])
 
@@ -242,6 +242,8 @@ def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
     with duckdb.get_connection() as conn:
         model, meta = load_latest_npd_model(conn)
         cutoff = scoring_cutoff(conn)
+        columns = conn.execute(f"select * from {FEATURE_TABLE} limit 0").df().columns
+        registry.require_features(registry.NPD_MODEL_NAME, meta["model_version"], model.feature_cols_, columns)
         written = write_npd_scores(conn, model, cutoff, settings, meta["model_version"], scored_at,
                                    settings_of(duckdb).batch_customers)
         rows = written["rows"]

@@ -182,9 +182,32 @@ def load_latest(conn: duckdb.DuckDBPyConnection, name: str = DEFAULT_MODEL_NAME)
     if row is None:
         raise LookupError(
             f"no registered model named {name!r} in {MODEL_RUNS_TABLE}: train one first with the "
-            "refresh_everything or weekly_retrain job (or materialize ml/clv_model)"
+            "refresh_everything or retrain_models job (or materialize ml/clv_model)"
         )
     return load_model(row["path"])
+
+
+class ServedModelFeaturesMissing(LookupError):
+    """The served model needs feature columns that the current feature table does not have."""
+
+
+def require_features(name: str, version: str, model_features: list[str], columns) -> None:
+    """Fail clearly when the served model ``name`` / ``version`` cannot be scored on ``columns``.
+
+    A model keeps the feature names it was trained on; after a feature is renamed or removed the
+    current features no longer have them. Training already copes (``decide``: a served model that
+    cannot be scored on the validation window does not block the candidate), so the remedy is a
+    retrain; scoring must not fail with a bare ``KeyError`` deep inside XGBoost instead.
+    """
+    available = set(columns)
+    missing = [column for column in model_features if column not in available]
+    if missing:
+        raise ServedModelFeaturesMissing(
+            f"the served {name} model {version} was trained on feature columns the current features do not "
+            f"have: {', '.join(missing)} (renamed or removed since it was trained). Train and register a new "
+            "model with the retrain_models job (or refresh_everything, or materialize ml/clv_model and "
+            "ml/npd_model), then score again."
+        )
 
 
 def set_registered(conn: duckdb.DuckDBPyConnection, name: str, version: str, registered: bool) -> None:

@@ -52,16 +52,15 @@ from clv_platform.transforms.order_history import check_order_history
 FEATURE_TABLE = "features.customer_features"
 
 FEATURE_COLUMNS: list[str] = [
-    "recency_days",
+    "days_since_last_order",
     "frequency",
     "monetary",
     "avg_order_value",
     "total_net_spend",
     "order_count",
     "purchase_days",
-    "tenure_days",
     "T_days",
-    "recency_btyd_days",
+    "first_to_last_order_days",
     "T_weeks",
     "recency_weeks",
     "mean_interpurchase_days",

@@ -42,7 +42,7 @@ def customer_features(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
         null_shares = conn.execute(f"select {null_share_sql} from {FEATURE_TABLE}").df().iloc[0]
         summary = conn.execute(
             f"""
-            select avg(frequency) as mean_frequency, avg(recency_days) as mean_recency_days,
+            select avg(frequency) as mean_frequency, avg(days_since_last_order) as mean_recency_days,
                    avg(total_net_spend) as mean_total_spend, avg(case when frequency = 0 then 1.0 else 0 end)
                    as one_time_buyer_share
             from {FEATURE_TABLE}

@@ -25,7 +25,7 @@ def specs(definitions) -> dict[dg.AssetKey, dg.AssetSpec]:
 
 def test_policies_follow_the_jobs_that_refresh_the_assets(defs):
     nightly = set(defs.resolve_job_def("full_refresh").asset_layer.executable_asset_keys)
-    weekly = set(defs.resolve_job_def("weekly_retrain").asset_layer.executable_asset_keys)
+    weekly = set(defs.resolve_job_def("retrain_models").asset_layer.executable_asset_keys)
     by_key = specs(defs)
     named = {key: spec.freshness_policy for key, spec in by_key.items() if spec.freshness_policy}
     assert {k for k, p in named.items() if p == freshness.WEEKLY} == {

@@ -35,10 +35,10 @@ CHECKS = {
     ("staging/orders", "orders_unique_order_id"),
     ("staging/rejected_rows", "staging_rows_reconcile"),
 }
-SCHEDULES = {"nightly_refresh": "full_refresh", "weekly_retrain": "weekly_retrain", "daily_scoring": "daily_scoring"}
+SCHEDULES = {"nightly_refresh": "full_refresh", "weekly_retrain": "retrain_models", "daily_scoring": "daily_scoring"}
 SENSORS = {"drift_retrain_sensor", "inbox_file_sensor", "rebuild_after_import_sensor", "record_run_failures"}
 JOBS = {"activate_now", "daily_scoring", "full_rebuild", "full_refresh", "import_inbox_file", "rebuild_and_train",
-        "rebuild_from_staging", "refresh_everything", "retrain_models", "weekly_retrain"}
+        "rebuild_from_staging", "refresh_everything", "retrain_models"}
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +86,12 @@ def test_every_job_is_registered(defs):
     assert {j.name for j in defs.jobs} == JOBS
     # define_asset_job's class is not public API: take it from a job we know
     assert {j.name for j in declared(type(full_refresh_job)).values()} <= JOBS
+
+
+def test_the_weekly_schedule_and_the_drift_sensor_launch_one_retrain_job(defs):
+    schedule = next(s for s in defs.schedules if s.name == "weekly_retrain")
+    sensor = next(s for s in defs.sensors if s.name == "drift_retrain_sensor")
+    assert schedule.job_name == sensor.job_name == "retrain_models"
+    # the one job selects features, models, scores and marts: no monitoring, so no retrain loop
+    layers = {key.path[0] for key in defs.resolve_job_def("retrain_models").asset_layer.executable_asset_keys}
+    assert layers == {"features", "ml", "scores", "marts"}

@@ -36,9 +36,9 @@ def test_shipped_schedules_follow_the_config():
         assert schedule.execution_timezone == config["timezone"]
     assert found["nightly_refresh"].cron_schedule == "0 2 * * *"
     assert found["nightly_refresh"].job_name == "full_refresh"
-    assert found["weekly_retrain"].job_name == "weekly_retrain"
+    assert found["weekly_retrain"].job_name == "retrain_models"
     assert found["daily_scoring"].job_name == "daily_scoring"
-    assert {j.name for j in schedules.JOBS} == {"weekly_retrain", "daily_scoring"}
+    assert {j.name for j in schedules.JOBS} == {"daily_scoring"}
 
 
 def test_config_file_sets_timezone_cron_and_status(tmp_path):
@@ -91,7 +91,7 @@ def test_jobs_and_schedules_load_with_the_code_location(data_env):
     defs = build_definitions(database=str(data_env / "clv.duckdb"))
     dg.Definitions.validate_loadable(defs)
     assert {s.name for s in defs.schedules} == {s.name for s in schedules.SCHEDULES}
-    retrain = {tuple(k.path) for k in defs.resolve_job_def("weekly_retrain").asset_layer.executable_asset_keys}
+    retrain = {tuple(k.path) for k in defs.resolve_job_def("retrain_models").asset_layer.executable_asset_keys}
     scoring = {tuple(k.path) for k in defs.resolve_job_def("daily_scoring").asset_layer.executable_asset_keys}
     refresh = {tuple(k.path) for k in defs.resolve_job_def("full_refresh").asset_layer.executable_asset_keys}
     assert ("features", "customer_features") in retrain and ("marts", "analytics_snapshot") in retrain

@@ -176,7 +176,7 @@ def test_btyd_timing_predict(bgnbd):
 def test_naive_cadence():
     frame = pd.DataFrame(
         {
-            "recency_days": [25.0, 4.0, 100.0],
+            "days_since_last_order": [25.0, 4.0, 100.0],
             "mean_interpurchase_days": [10.0, 20.0, None],
             "frequency": [3, 1, 0],
         }

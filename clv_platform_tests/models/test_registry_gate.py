@@ -19,8 +19,8 @@ LOG1P = clv.ObjectiveSpec("log1p_squarederror", {"objective": "reg:squarederror"
 
 def _spend_frame(seed: int, n: int = 1500) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"frequency": rng.poisson(1.5, n).astype(float), "recency_days": rng.integers(0, 300, n)})
-    rate = (1 + frame["frequency"]) * np.exp(-frame["recency_days"] / 150)
+    frame = pd.DataFrame({"frequency": rng.poisson(1.5, n).astype(float), "days_since_last_order": rng.integers(0, 300, n)})
+    rate = (1 + frame["frequency"]) * np.exp(-frame["days_since_last_order"] / 150)
     frame["btyd_expected_spend"] = 20 * rate
     frame["label_spend"] = np.where(rng.random(n) < np.clip(0.3 * rate, 0, 0.95), rng.gamma(2.0, 20.0, n), 0.0)
     return frame
@@ -31,7 +31,7 @@ def _trained_clv(frame: pd.DataFrame, valid: pd.DataFrame, shuffle: bool, seed: 
     train = frame.copy()
     if shuffle:  # a candidate that learned nothing: labels permuted
         train["label_spend"] = np.random.default_rng(seed).permutation(train["label_spend"].to_numpy())
-    columns = ["frequency", "recency_days"]
+    columns = ["frequency", "days_since_last_order"]
     booster, rounds = clv.train_booster(config, LOG1P, train, columns, num_boost_round=60)
     model = clv.ClvModel(booster, columns, LOG1P, clv.HYBRID, 90, 1.0, rounds, False)
     block = metrics.regression_metrics(valid["label_spend"].to_numpy(), model.predict_label_window(valid))

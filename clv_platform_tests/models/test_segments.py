@@ -33,7 +33,7 @@ def test_quantile_scores_are_quintiles_with_deterministic_ties():
 def test_rfm_scores_from_raw_columns(config):
     frame = pd.DataFrame(
         {
-            "recency_days": [1, 10, 100, 200, 300],
+            "days_since_last_order": [1, 10, 100, 200, 300],
             "purchase_days": [9, 7, 5, 3, 1],
             "total_net_spend": [500.0, 400.0, 300.0, 200.0, 100.0],
         }
@@ -114,8 +114,8 @@ def lifecycle_frame() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "customer_id": ["new", "active", "risk", "churned", "one_timer"],
-            "tenure_days": [30, 400, 400, 400, 400],
-            "recency_days": [25, 15, 25, 50, 130],
+            "T_days": [30, 400, 400, 400, 400],
+            "days_since_last_order": [25, 15, 25, 50, 130],
             "mean_interpurchase_days": [None, 10.0, 10.0, 10.0, None],
             "frequency": [0, 5, 5, 5, 0],
         }
@@ -157,7 +157,7 @@ def blobs(n_per_blob: int = 150, seed: int = 0) -> pd.DataFrame:
         ]
     )
     rows = centres.repeat(n_per_blob, axis=0) * np.exp(0.08 * rng.normal(size=(4 * n_per_blob, 4)))
-    frame = pd.DataFrame(rows, columns=["recency_days", "purchase_days", "avg_order_value", "total_net_spend"])
+    frame = pd.DataFrame(rows, columns=["days_since_last_order", "purchase_days", "avg_order_value", "total_net_spend"])
     frame["purchase_days"] = frame["purchase_days"].round().clip(lower=1)
     frame["frequency"] = frame["purchase_days"] - 1
     frame["clv"] = frame["total_net_spend"] * 0.5
@@ -212,7 +212,7 @@ def test_name_rule():
 def test_segment_customers_combines_everything(cluster_config):
     frame = blobs().assign(
         customer_id=lambda f: [f"c{i}" for i in range(len(f))],
-        tenure_days=400,
+        T_days=400,
         mean_interpurchase_days=lambda f: np.where(f["frequency"] > 0, 30.0, np.nan),
         p_alive=0.9,
     )

@@ -141,10 +141,21 @@ def test_btyd_scores_in_batches_equal_one_pass(features_db, data_env):
 
 class _SpendModel:
     """A stand-in for the registered booster: predicted spend = 1.1 x the BTYD's over the horizon
-    (what is under test here is the batching and the ranking, not the model)."""
+    (what is under test here is the batching and the ranking, not the model), with a sharpened
+    point forecast whose scale must hold over the whole store, not per batch."""
+
+    sharpen = 1.4
 
     def predict(self, frame, horizon_days, ratio):
         return 1.1 * frame["btyd_expected_spend_horizon"].to_numpy(dtype=float)
+
+    def horizon_gamma(self, horizon_days=None):
+        return self.sharpen
+
+    def point(self, mean, horizon_days=None):
+        from clv_platform.models.clv.objective import sharpen
+
+        return sharpen(mean, self.horizon_gamma(horizon_days))
 
 
 def test_clv_scores_in_batches_equal_the_whole_frame_scoring(features_db, data_env):
@@ -175,6 +186,8 @@ def test_clv_scores_in_batches_equal_the_whole_frame_scoring(features_db, data_e
     pd.testing.assert_frame_equal(batched, expected, check_dtype=False, rtol=1e-12)
     assert set(batched["clv_tier"]) == {"Top 1%", "1-5%", "5-10%", "10-25%", "Rest"}
     assert sorted(batched["clv_rank"]) == list(range(1, len(batched) + 1))
+    assert batched["predicted_clv_point"].sum() == pytest.approx(batched["predicted_clv"].sum(), rel=1e-9)
+    assert (batched["predicted_clv_point"] != batched["predicted_clv"]).any()
     reference = total_interval(expected)
     assert interval.keys() == reference.keys()
     for key, value in reference.items():

@@ -173,7 +173,7 @@ def test_feature_checks_pass_on_good_features(db):
     "mutate, check, message",
     [
         (lambda f: f.assign(customer_id=["c0", *f["customer_id"][1:-1], "c0"]), features_one_row_per_customer, "c0"),
-        (lambda f: f.assign(recency_days=-f["recency_days"]), features_value_ranges, "recency_days"),
+        (lambda f: f.assign(days_since_last_order=-f["days_since_last_order"]), features_value_ranges, "days_since_last_order"),
         (lambda f: f.assign(discount_share=f["discount_share"] + 1.5), features_value_ranges, "discount_share"),
         (lambda f: f.assign(frequency=np.where(f.index < 5, np.nan, f["frequency"])), features_null_shares, "frequency"),
         (lambda f: f.drop(columns=["monetary"]), features_value_ranges, "monetary"),

@@ -30,10 +30,10 @@ def customers(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "customer_id": [f"c{seed}_{i}" for i in range(n)],
-            "recency_days": rng.exponential(120 * (1 + shift), n),
+            "days_since_last_order": rng.exponential(120 * (1 + shift), n),
             "frequency": rng.poisson(1.5 + 3 * shift, n),
             "monetary": rng.gamma(2.0, 40 * (1 + shift), n),
-            "tenure_days": rng.uniform(0, 700, n),
+            "T_days": rng.uniform(0, 700, n),
             "refund_rate": np.where(rng.random(n) < 0.1, rng.uniform(0, 1, n), 0.0),
             "mean_interpurchase_days": np.where(rng.random(n) < 0.5, np.nan, rng.gamma(2, 30, n)),
             "country": rng.choice(["US", "DE", "FR"], n, p=[0.2, 0.3, 0.5] if shift else [0.6, 0.3, 0.1]),
@@ -41,7 +41,7 @@ def customers(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
     )
 
 
-FEATURES = ["recency_days", "frequency", "monetary", "tenure_days", "refund_rate", "mean_interpurchase_days", "country"]
+FEATURES = ["days_since_last_order", "frequency", "monetary", "T_days", "refund_rate", "mean_interpurchase_days", "country"]
 
 
 def test_clean_sample_of_the_same_distribution_is_not_drift():
@@ -57,8 +57,8 @@ def test_clean_sample_of_the_same_distribution_is_not_drift():
 def test_drifted_frame_raises_the_flag():
     result = detect_drift(customers(2000, 1), customers(2000, 3, shift=1.0), FEATURES, SETTINGS)
     assert result.drift_detected
-    assert {"recency_days", "frequency", "monetary", "country"} <= set(result.drifted_columns)
-    assert "tenure_days" not in result.drifted_columns
+    assert {"days_since_last_order", "frequency", "monetary", "country"} <= set(result.drifted_columns)
+    assert "T_days" not in result.drifted_columns
     assert result.share_drifted == pytest.approx(len(result.drifted_columns) / len(FEATURES))
 
 
@@ -84,9 +84,9 @@ def test_prediction_drift_is_measured_apart_from_the_feature_share():
 
 def test_sparse_columns_are_skipped_not_measured():
     reference = customers(500, 1).assign(profile_age_days=np.nan)
-    result = detect_drift(reference, customers(500, 2).assign(profile_age_days=1.0), ["recency_days", "profile_age_days"])
+    result = detect_drift(reference, customers(500, 2).assign(profile_age_days=1.0), ["days_since_last_order", "profile_age_days"])
     assert "profile_age_days" in result.skipped
-    assert [c.column for c in result.columns] == ["recency_days"]
+    assert [c.column for c in result.columns] == ["days_since_last_order"]
 
 
 def test_segment_share_changes_on_a_hand_example():
@@ -100,7 +100,7 @@ def test_segment_share_changes_on_a_hand_example():
 
 
 def test_report_is_written_as_html(data_env):
-    result = detect_drift(customers(200, 1), customers(200, 2), ["recency_days"], SETTINGS)
+    result = detect_drift(customers(200, 1), customers(200, 2), ["days_since_last_order"], SETTINGS)
     path = save_report(result, when=datetime(2025, 3, 1, 12, 30, 5))
     assert path == data_env / "reports" / "drift_20250301T123005.html"
     assert path.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")

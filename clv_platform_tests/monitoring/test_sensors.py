@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 from dagster_duckdb import DuckDBResource
 
+from clv_platform.automation.jobs import retrain_models_job
 from clv_platform.automation.monitoring_sensors import (
-    MONITORING_JOBS,
     MONITORING_SENSORS,
     drift_retrain_sensor,
     record_failure,
     record_run_failure_sensor,
-    retrain_job,
     scrub_secrets,
 )
 from clv_platform.monitoring.assets import drift_row, write_drift_run
@@ -25,7 +24,7 @@ from clv_platform.resources.storage import duckdb_path
 
 
 def add_drift_run(path, run_id: str, run_at: datetime, flagged: bool) -> None:
-    columns = [ColumnDrift("recency_days", "num", "wasserstein", 0.1, 0.5 if flagged else 0.01, flagged)]
+    columns = [ColumnDrift("days_since_last_order", "num", "wasserstein", 0.1, 0.5 if flagged else 0.01, flagged)]
     result = DriftResult(columns, float(flagged), flagged, 0.3)
     row = drift_row(run_id, run_at, "v1", run_at.date(), run_at.date(), "test", 10, 10, result, {}, None)
     with duckdb.connect(str(path)) as conn:
@@ -103,8 +102,8 @@ def test_retrain_job_selects_features_models_scores_and_marts_only():
     @dg.asset(key=["monitoring", "d"], group_name="monitoring", deps=[s])
     def d() -> None: ...
 
-    defs = dg.Definitions(assets=[f, m, s, t, d], jobs=MONITORING_JOBS, sensors=MONITORING_SENSORS)
-    job = defs.resolve_job_def(retrain_job.name)
+    defs = dg.Definitions(assets=[f, m, s, t, d], jobs=[retrain_models_job], sensors=MONITORING_SENSORS)
+    job = defs.resolve_job_def(retrain_models_job.name)
     assert set(job.asset_layer.executable_asset_keys) == {f.key, m.key, s.key, t.key}
 
 

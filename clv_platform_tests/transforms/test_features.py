@@ -126,15 +126,15 @@ def test_hand_computed_customer(conn):
     build_staging(conn, hand_made(), profiles={"A": datetime(2023, 12, 1, 9), "D": datetime(2024, 7, 15)})
     a = row(build_features(conn, CUTOFF), "A")
     # purchase days: 01-01 (net 100), 03-01 (two orders: 50 + fully refunded 0), 06-10 (net 60)
-    assert a.recency_days == 20
+    assert a.days_since_last_order == 20
     assert a.frequency == 2
     assert a.purchase_days == 3
     assert a.order_count == 4
     assert a.monetary == pytest.approx(55.0)
     assert a.avg_order_value == pytest.approx(210 / 4)
     assert a.total_net_spend == pytest.approx(210.0)
-    assert a.tenure_days == a.T_days == 181
-    assert a.recency_btyd_days == 161
+    assert a.T_days == 181
+    assert a.first_to_last_order_days == 161
     assert a.T_weeks == pytest.approx(181 / 7)
     assert a.recency_weeks == pytest.approx(161 / 7)
     assert a.mean_interpurchase_days == pytest.approx(80.5)
@@ -166,7 +166,7 @@ def test_population_cancellations_and_single_purchase(conn):
     assert pd.isna(b.mean_interpurchase_days) and pd.isna(b.recency_to_interval_ratio)
     # D ordered on the cutoff day; its profile was created after the cutoff.
     d = row(features, "D")
-    assert (d.recency_days, d.T_days, d.T_weeks) == (0, 0, 0.0)
+    assert (d.days_since_last_order, d.T_days, d.T_weeks) == (0, 0, 0.0)
     assert pd.isna(d.profile_age_days)
     # after B's cancellation date B has no purchase left; the cancelled 500 never counts for A
     later = build_features(conn, date(2024, 7, 10))
@@ -240,7 +240,7 @@ def test_training_labels_only_from_the_horizon_window(conn):
     assert list(frame.customer_id) == ["X", "Y"]
     x, y = row(frame, "X"), row(frame, "Y")
     assert x.feature_cutoff == pd.Timestamp(start)
-    assert (x.order_count, x.total_net_spend, x.recency_days) == (2, 30.0, 0)
+    assert (x.order_count, x.total_net_spend, x.days_since_last_order) == (2, 30.0, 0)
     assert x.label_spend == pytest.approx(25 + 7 + 40)
     assert (x.label_orders, x.label_purchase_days, x.days_to_next_purchase) == (3, 2, 5)
     assert (y.label_spend, y.label_orders, y.label_purchase_days) == (0, 0, 0)

@@ -84,7 +84,7 @@ def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvCon
     out["horizon_days"] = config.horizon_days
     out["label_horizon_days"] = config.label_horizon_days
     out["frequency"] = frame["frequency"].to_numpy()
-    out["recency_weeks"] = frame["recency_btyd_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK
+    out["recency_weeks"] = frame["first_to_last_order_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK
     out["T_weeks"] = frame["T_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK
     out["monetary"] = frame["monetary"].to_numpy(dtype=float)
     for source, target in BTYD_SCORE_COLUMNS.items():

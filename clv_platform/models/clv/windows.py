@@ -35,7 +35,7 @@ def btyd_summary(features: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "frequency": frame["frequency"].astype(int),
-            "recency": frame["recency_btyd_days"].astype(float) / btyd.DAYS_PER_WEEK,
+            "recency": frame["first_to_last_order_days"].astype(float) / btyd.DAYS_PER_WEEK,
             "T": frame["T_days"].astype(float) / btyd.DAYS_PER_WEEK,
             "monetary": frame["monetary"].astype(float),
         },
