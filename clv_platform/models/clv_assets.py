@@ -68,7 +68,7 @@ class BtydScoresConfig(dg.Config):
     refit: bool = False
 
 
-BTYD_FIT_COLUMNS = "customer_id, frequency, recency_btyd_days, T_days, monetary"
+BTYD_FIT_COLUMNS = "customer_id, frequency, first_to_last_order_days, T_days, monetary"
 """The feature columns a BTYD fit reads (the calibration summary), not the whole feature row."""
 INTERVAL_CHUNK = 20_000
 """Customers per draw of the spend intervals; each chunk gets its own seed (its index in the store),
@@ -94,7 +94,7 @@ def stored_or_fitted_btyd(context, conn, cutoff, config: clv.ClvConfig, max_age_
     return model, decision, cutoff
 
 
-BTYD_KEY_COLUMNS = ["frequency", "recency_btyd_days", "T_days", "monetary"]
+BTYD_KEY_COLUMNS = ["frequency", "first_to_last_order_days", "T_days", "monetary"]
 """Every BTYD quantity of a customer is a function of these alone: customers who share them (a
 store's one-time buyers of the same first-order day, many of them) are scored once."""
 

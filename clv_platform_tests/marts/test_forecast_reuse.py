@@ -57,7 +57,7 @@ def test_nightly_forecast_reuses_the_stored_fit_and_equals_the_full_forecast(tmp
     with duckdb.connect(str(database), read_only=True) as conn:
         cutoff = scoring_cutoff(conn)
         model = stored_fits.btyd_from_params(stored_fits.load(conn, stored_fits.BTYD).params)
-        features = conn.execute("select customer_id, frequency, recency_weeks * 7 as recency_btyd_days, "
+        features = conn.execute("select customer_id, frequency, recency_weeks * 7 as first_to_last_order_days, "
                                 "T_weeks * 7 as T_days, monetary from ml.btyd_scores").df()
         scores = conn.execute("select customer_id, predicted_spend from scores.customer_clv").df()
         transactions = store_transactions(conn)
