@@ -71,7 +71,7 @@ FAULTS = {
     "500 twice": dict(kind="status", times=2, status=500),
     "502": dict(kind="status", at={3}, status=502),
     "503": dict(kind="status", at={4, 5}, status=503),
-    "slower than the read timeout": dict(kind="slow", at={2}, delay=1.5),
+    "slower than the read timeout": dict(kind="slow", at={2}, delay=5.0),
     "truncated JSON body": dict(kind="truncated", at={2}),
     "body shorter than Content-Length": dict(kind="truncated", at={3}, mode="short_read"),
     "connection reset": dict(kind="reset", at={2, 6}),

@@ -81,7 +81,7 @@ FAULTS = {
     "503 on line-item follow-ups": dict(kind="status", times=2, op="line_items", status=503),
     "THROTTLED with HTTP 200": dict(kind="throttled", at={2}),
     "THROTTLED with HTTP 429": dict(kind="throttled", at={3}, http_status=429),
-    "slower than the read timeout": dict(kind="slow", at={2}, delay=1.5),
+    "slower than the read timeout": dict(kind="slow", at={2}, delay=5.0),
     "truncated JSON body": dict(kind="truncated", at={2}),
     "body shorter than Content-Length": dict(kind="truncated", at={3}, mode="short_read"),
     "connection reset": dict(kind="reset", at={2, 5}),
@@ -286,7 +286,7 @@ def test_bulk_with_no_objects_yields_nothing(fake, shopify):
         dict(kind="truncated", times=1),
         dict(kind="truncated", times=1, mode="short_read"),
         dict(kind="reset", times=1),
-        dict(kind="slow", times=1, delay=1.5),
+        dict(kind="slow", times=1, delay=5.0),
     ],
     ids=["500", "truncated", "short_read", "reset", "slow"],
 )
