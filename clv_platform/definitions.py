@@ -36,6 +36,7 @@ from clv_platform.marts.assets import MART_ASSETS, MART_CHECKS
 from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.models.npd_assets import NPD_ASSETS
 from clv_platform.models.registry import MODEL_RUNS_SPEC
+from clv_platform.models.stored_fits import STORED_FITS_SPEC
 from clv_platform.models.segment_assets import SEGMENT_ASSETS
 from clv_platform.monitoring.assets import MONITORING_ASSETS
 from clv_platform.ingestion.source_resources import (
@@ -64,7 +65,7 @@ ASSETS = [
 ]
 # Tables written outside an asset's own run (the registry index by both training assets, the run
 # failures by a sensor): declared so the catalog lists them, not executable.
-TABLE_SPECS = [MODEL_RUNS_SPEC, *MONITORING_TABLE_SPECS]
+TABLE_SPECS = [MODEL_RUNS_SPEC, STORED_FITS_SPEC, *MONITORING_TABLE_SPECS]
 
 
 def source_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:

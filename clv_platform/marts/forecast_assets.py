@@ -156,7 +156,7 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
             "rehearsal_cutoff": str(rehearsal.cutoff) if rehearsal.cutoff else None,
             "rehearsal_existing_scale": float(rehearsal.existing_scale),
             "rehearsal_new_scale": float(rehearsal.new_scale), "rehearsal_months": int(rehearsal.months),
-        }, decision.reason)
+        }, decision.reason, context=context)
     firsts = conn.execute(read_sql("clv_platform.marts", "sql/forecast_first_orders.sql"), {"cutoff": cutoff}).df()
     predicted = None
     source = "ml.btyd_scores expected spend (BTYD)"

@@ -90,7 +90,7 @@ def stored_or_fitted_btyd(context, conn, cutoff, config: clv.ClvConfig, max_age_
     summary_frame = conn.execute(f"select {BTYD_FIT_COLUMNS} from {FEATURE_TABLE} order by customer_id").df()
     model = clv.fit_btyd_at(summary_frame, config)
     del summary_frame
-    stored_fits.save(conn, stored_fits.BTYD, cutoff, key, stored_fits.btyd_params(model), decision.reason)
+    stored_fits.save(conn, stored_fits.BTYD, cutoff, key, stored_fits.btyd_params(model), decision.reason, context=context)
     return model, decision, cutoff
 
 

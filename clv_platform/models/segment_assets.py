@@ -60,7 +60,7 @@ def stored_or_fitted_clusters(context, conn, cutoff, config: dict, max_age_days:
         "left join scores.customer_clv as c using (customer_id) order by f.customer_id"
     ).df()
     params = fit_clusters(frame, config, clv_col="predicted_clv")
-    stored_fits.save(conn, stored_fits.SEGMENTS, cutoff, key, params, decision.reason)
+    stored_fits.save(conn, stored_fits.SEGMENTS, cutoff, key, params, decision.reason, context=context)
     return params, decision, cutoff
 
 

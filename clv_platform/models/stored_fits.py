@@ -17,13 +17,21 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
+import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
 
+from clv_platform.core.assets import side_table_spec
 from clv_platform.core.sql import table_exists, transaction
 
 TABLE = "ml.stored_fits"
+# written by whichever asset refits a component (ml/btyd_scores, scores/customer_segments,
+# marts/revenue_forecast); that asset logs the materialization (``save(..., context=)``)
+STORED_FITS = dg.AssetKey(["ml", "stored_fits"])
+STORED_FITS_SPEC = side_table_spec(STORED_FITS, "Fits the nightly run reuses: one row per component (BTYD "
+                                   "parameters, segmentation centroids, revenue-forecast pieces), replaced when "
+                                   "the component is refitted (models/stored_fits.py).")
 BTYD = "btyd"
 REVENUE_FORECAST = "revenue_forecast"
 SEGMENTS = "segments"
@@ -81,8 +89,9 @@ def load(conn: duckdb.DuckDBPyConnection, component: str) -> StoredFit | None:
 
 
 def save(conn: duckdb.DuckDBPyConnection, component: str, fit_cutoff: date, key: str, params: dict,
-         reason: str = "") -> StoredFit:
-    """Store (replace) the component's fit; ``params`` must be JSON-serializable."""
+         reason: str = "", context=None) -> StoredFit:
+    """Store (replace) the component's fit; ``params`` must be JSON-serializable. With the asset's
+    ``context``, the write is logged as a materialization of ``ml/stored_fits``."""
     fitted_at = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
     text = json.dumps(params, sort_keys=True, allow_nan=True, default=_json_default)
     for statement in _DDL.split(";"):
@@ -91,6 +100,9 @@ def save(conn: duckdb.DuckDBPyConnection, component: str, fit_cutoff: date, key:
         conn.execute(f"delete from {TABLE} where component = ?", [component])
         conn.execute(f"insert into {TABLE} values (?, ?, ?, ?, ?, ?)",
                      [component, fit_cutoff, fitted_at, key, reason, text])
+    if context is not None:
+        context.log_event(dg.AssetMaterialization(asset_key=STORED_FITS, metadata={
+            "component": component, "fit_cutoff": str(fit_cutoff), "reason": reason}))
     return StoredFit(component, fit_cutoff, fitted_at, key, json.loads(text))
 
 
