@@ -73,8 +73,11 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
         select order_id, payload, source from raw.shopify_orders
         qualify row_number() over (partition by order_id order by updated_at desc, ingested_at desc) = 1
     """)
-    conn.execute(f"create or replace temp table _picked as select *, row_number() over () as i from "
-                 f"(select * from _latest using sample {n_new} rows (reservoir, 7))")
+    # samples by a seeded hash order, not DuckDB's reservoir sample: a seeded SAMPLE repeats only
+    # single-threaded, and the day must be the same on every run (and test orders are never copied)
+    conn.execute(f"create or replace temp table _picked as select *, row_number() over (order by order_id) as i from "
+                 f"(select * from _latest where coalesce(payload ->> '$.test', 'false') <> 'true' "
+                 f"order by hash(order_id || '#7') limit {n_new})")
     conn.execute(
         """
         insert into raw.shopify_orders
@@ -100,13 +103,12 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
     # old orders: a refund, a cancellation or a discount edit each (disjoint samples of paid orders)
     conn.execute(f"""
         create or replace temp table _old as
-        select *, row_number() over () as i from (
-            -- the sample is drawn after the filter (a SAMPLE clause on the table itself would draw first)
-            select * from (
-                select * from _latest
-                where payload ->> '$.cancelledAt' is null
-                  and json_array_length(coalesce(payload -> '$.refunds', '[]')) = 0
-            ) using sample {n_refund + n_cancel + n_edit} rows (reservoir, 11))
+        select *, row_number() over (order by order_id) as i from (
+            select * from _latest
+            where payload ->> '$.cancelledAt' is null
+              and json_array_length(coalesce(payload -> '$.refunds', '[]')) = 0
+              and coalesce(payload ->> '$.test', 'false') <> 'true'
+            order by hash(order_id || '#11') limit {n_refund + n_cancel + n_edit})
     """)
     conn.execute(
         """
@@ -154,7 +156,7 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
                    json_merge_patch(payload, json_object('attributes', json_object(
                        'updated', $stamp, 'location', json_object('city', 'Nightly City')))),
                    source, $ingested
-            from (select * from _profiles using sample {min(n_new, n_profiles)} rows (reservoir, 13))
+            from (select * from _profiles order by hash(profile_id || '#13') limit {min(n_new, n_profiles)})
             """,
             {"at": at, "stamp": stamp_tz, "ingested": ingested},
         )
@@ -166,7 +168,7 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
                        'email', 'nightly-' || i || '@example.com', 'external_id', null,
                        'created', $stamp, 'updated', $stamp))),
                    source, $ingested
-            from (select *, row_number() over () as i from (select * from _profiles limit $n))
+            from (select *, row_number() over (order by profile_id) as i from (select * from _profiles order by profile_id limit $n))
             """,
             {"at": at, "stamp": stamp_tz, "ingested": ingested, "n": n_new_customers},
         )
