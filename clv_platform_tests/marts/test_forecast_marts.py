@@ -41,7 +41,10 @@ def test_revenue_forecast_asset_spreads_the_scores_predicted_spend(tmp_path, mon
     assert (table["total_revenue_high"] < 2 * table["total_revenue"]).all()
     assert (table["new_revenue"] > 0).all() and table.loc["M01", "expected_new_customers"] > 0
     assert "spread over time" in comments["existing_revenue"]
-    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    events = {e.asset_key: e.materialization for e in result.get_asset_materialization_events()}
+    # the first forecast on this store fits its seasonality and logs the stored fit
+    assert events[dg.AssetKey(["ml", "stored_fits"])].metadata["component"].value == "revenue_forecast"
+    metadata = events[dg.AssetKey(["marts", "revenue_forecast"])].metadata
     assert "| month | actual | forecast" in metadata["forecast_vs_actuals"].value
     assert metadata["chart_vega_lite"].value["layer"]
     assert metadata["365d_total_revenue"].value == pytest.approx(table.loc["365d", "total_revenue"])
