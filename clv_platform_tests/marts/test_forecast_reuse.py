@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from dagster_duckdb import DuckDBResource
 
+from clv_platform_tests.dagster_events import materialization_metadata
+
 
 def _fit_metadata(result):
-    event = next(e for e in result.get_asset_materialization_events()
-                 if e.asset_key == dg.AssetKey(["marts", "revenue_forecast"]))
-    return {k: v.value for k, v in event.materialization.metadata.items()}
+    return materialization_metadata(result, ("marts", "revenue_forecast"))
 
 
 def _table(database):

@@ -17,6 +17,7 @@ from clv_platform.models import segments, stored_fits
 from clv_platform.models.segment_assets import SEGMENT_COLUMNS, customer_segments, write_segments
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE, materialize_features
+from clv_platform_tests.dagster_events import materialization_metadata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "marts"))
 
@@ -33,9 +34,7 @@ def warehouse(tmp_path_factory):
 
 
 def _meta(result):
-    event = next(e for e in result.get_asset_materialization_events()
-                 if e.asset_key == dg.AssetKey(["scores", "customer_segments"]))
-    return {k: v.value for k, v in event.materialization.metadata.items()}
+    return materialization_metadata(result, ("scores", "customer_segments"))
 
 
 def _segments(database):

@@ -22,6 +22,7 @@ from clv_platform.models.clv_assets import BTYD_FIT_COLUMNS, btyd_scores, write_
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE, materialize_features
 from clv_platform.transforms.staging import build_staging
+from clv_platform_tests.dagster_events import materialization_metadata
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +76,7 @@ def test_decide_refits_when_missing_stale_future_or_other_settings():
 
 
 def _metadata(result, key=("ml", "btyd_scores")):
-    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(list(key)))
-    return {k: v.value for k, v in event.materialization.metadata.items()}
+    return materialization_metadata(result, key)
 
 
 def test_nightly_btyd_scores_reuse_the_stored_fit_and_refit_when_it_is_stale(features_db, data_env):
