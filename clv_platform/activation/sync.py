@@ -38,13 +38,19 @@ def checkpoint(event: str) -> None:
     """Called right after a write was sent and before it is recorded; crash tests raise here."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SyncOptions:
-    klaviyo_max_profiles_per_job: int = 10_000
-    klaviyo_max_job_bytes: int = 4_750_000
-    klaviyo_poll_seconds: float = 5.0
-    klaviyo_job_timeout_seconds: float = 1800.0
-    shopify_read_chunk: int = 25
+    """Batch sizes and waits of one sync, clamped to the destinations' limits.
+
+    Built by `ActivationResource.options()` (activation/settings.py), which holds the one set of
+    defaults and their descriptions; tests build it the same way with their own small values.
+    """
+
+    klaviyo_max_profiles_per_job: int
+    klaviyo_max_job_bytes: int
+    klaviyo_poll_seconds: float
+    klaviyo_job_timeout_seconds: float
+    shopify_read_chunk: int
     shopify_metafields_per_call: int = MAX_METAFIELDS_PER_CALL
 
 
@@ -251,8 +257,7 @@ def resume_klaviyo(ledger: Ledger, writer: KlaviyoWriter, options: SyncOptions, 
 
 
 def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, changes: pd.DataFrame, run_id: str,
-                 options: SyncOptions | None = None) -> SyncReport:
-    options = options or SyncOptions()
+                 options: SyncOptions) -> SyncReport:
     ledger = Ledger(conn, "klaviyo", run_id)
     report = SyncReport("klaviyo")
     resume_klaviyo(ledger, writer, options, report)
@@ -344,8 +349,7 @@ def _send_tags(ledger: Ledger, writer: ShopifyWriter, items: list[dict], report:
 
 
 def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, changes: pd.DataFrame, run_id: str,
-                 options: SyncOptions | None = None) -> SyncReport:
-    options = options or SyncOptions()
+                 options: SyncOptions) -> SyncReport:
     ledger = Ledger(conn, "shopify", run_id)
     report = SyncReport("shopify")
     for batch in ledger.open_batches():

@@ -24,7 +24,9 @@ store of a million customers.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from importlib import resources
 import json
+import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -86,21 +88,18 @@ _LAST_NAMES = (
     "Novak", "Dubois", "Jensen", "Costa", "Ito", "Walker", "Martin", "Haddad", "Olsen", "Reyes",
 )
 _EMAIL_DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com", "inbox.example.org")
-# city, country, region, zip, timezone, weight
-_LOCATIONS = (
-    ("New York", "United States", "NY", "10017", "America/New_York", 0.16),
-    ("Los Angeles", "United States", "CA", "90012", "America/Los_Angeles", 0.14),
-    ("Chicago", "United States", "IL", "60601", "America/Chicago", 0.10),
-    ("Austin", "United States", "TX", "78701", "America/Chicago", 0.09),
-    ("Seattle", "United States", "WA", "98101", "America/Los_Angeles", 0.08),
-    ("Miami", "United States", "FL", "33101", "America/New_York", 0.08),
-    ("Denver", "United States", "CO", "80202", "America/Denver", 0.06),
-    ("Toronto", "Canada", "ON", "M5H 2N2", "America/Toronto", 0.07),
-    ("London", "United Kingdom", "England", "SW1A 1AA", "Europe/London", 0.07),
-    ("Berlin", "Germany", "Berlin", "10115", "Europe/Berlin", 0.05),
-    ("Madrid", "Spain", "Madrid", "28013", "Europe/Madrid", 0.05),
-    ("Paris", "France", "Ile-de-France", "75001", "Europe/Paris", 0.05),
-)
+
+
+def _load_locations() -> tuple[tuple, ...]:
+    """The (city, country, region, zip, timezone, weight) rows of demo_locations.toml."""
+    table = tomllib.loads(resources.files("clv_platform.ingestion").joinpath("demo_locations.toml")
+                          .read_text(encoding="utf-8"))
+    if table["columns"] != ["city", "country", "region", "zip", "timezone", "weight"]:
+        raise ValueError(f"demo_locations.toml: unexpected columns {table['columns']}")
+    return tuple(tuple(row) for row in table["rows"])
+
+
+_LOCATIONS = _load_locations()
 _CROCKFORD = np.frombuffer(b"0123456789ABCDEFGHJKMNPQRSTVWXYZ", dtype=np.uint8)
 _CONSENTS = ("SUBSCRIBED", "UNSUBSCRIBED", "NEVER_SUBSCRIBED")
 _FIN_STATUS = ("PAID", "AUTHORIZED", "PARTIALLY_REFUNDED", "REFUNDED", "VOIDED")

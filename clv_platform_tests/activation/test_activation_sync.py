@@ -13,7 +13,7 @@ from clv_platform.activation import sync as sync_module
 from clv_platform.activation.assets import klaviyo_profiles, shopify_customers
 from clv_platform.activation.plan import plan_changes
 from clv_platform.activation.settings import ActivationResource
-from clv_platform.activation.sync import SyncOptions, new_run_id, now_utc, sync_klaviyo, sync_shopify
+from clv_platform.activation.sync import new_run_id, now_utc, sync_klaviyo, sync_shopify
 from clv_platform.resources.http import AuthenticationError
 from clv_platform.resources.klaviyo import KlaviyoResource
 from clv_platform.resources.klaviyo_write import KlaviyoWriter
@@ -33,7 +33,7 @@ ROWS = customer_rows()
 KLAVIYO_TARGETS = [r for r in ROWS if r["klaviyo_profile_id"]]
 SHOPIFY_TARGETS = [r for r in ROWS if r["shopify_customer_id"]]
 # Small jobs and calls so one sync is many batches (and a kill lands in the middle).
-SMALL = SyncOptions(klaviyo_max_profiles_per_job=20, klaviyo_poll_seconds=1.0, shopify_read_chunk=10)
+SMALL = ActivationResource(klaviyo_max_profiles_per_job=20, klaviyo_poll_seconds=1.0, shopify_read_chunk=10).options()
 
 
 class SimulatedKill(BaseException):
@@ -372,7 +372,8 @@ def test_no_secret_in_logs_or_errors(base, fake, clock, caplog):
 CHILD = """
 import sys, duckdb
 from clv_platform.activation.plan import plan_changes
-from clv_platform.activation.sync import SyncOptions, new_run_id, now_utc, sync_klaviyo, sync_shopify
+from clv_platform.activation.settings import ActivationResource
+from clv_platform.activation.sync import new_run_id, now_utc, sync_klaviyo, sync_shopify
 from clv_platform.resources.klaviyo import KlaviyoResource
 from clv_platform.resources.klaviyo_write import KlaviyoWriter
 from clv_platform.resources.shopify import ShopifyResource
@@ -381,7 +382,7 @@ path, destination, base_url, key, token = sys.argv[1:6]
 conn = duckdb.connect(path)
 run_id = new_run_id()
 changes, _ = plan_changes(conn, destination, run_id=run_id, mode="live", now=now_utc())
-options = SyncOptions(klaviyo_max_profiles_per_job=20, klaviyo_poll_seconds=0.05, shopify_read_chunk=10)
+options = ActivationResource(klaviyo_max_profiles_per_job=20, klaviyo_poll_seconds=0.05, shopify_read_chunk=10).options()
 if destination == "klaviyo":
     sync_klaviyo(conn, KlaviyoWriter(KlaviyoResource(api_key=key, base_url=base_url, timeout_seconds=30)),
                  changes, run_id, options)
