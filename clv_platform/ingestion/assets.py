@@ -79,16 +79,12 @@ def fail_fast_on_permanent_errors():
 class RawOrdersConfig(dg.Config):
     """Run config of raw/shopify_orders: the replacement guard."""
 
-    allow_shrink: bool = Field(
-        default=False,
-        description="Replace a window even when the fetch lost more than max_shrink_fraction of the orders "
-        "it held (orders deleted in Shopify). Off by default: a short fetch fails and keeps the old rows.",
-    )
-    max_shrink_fraction: float = Field(
-        default=0.5,
-        description="Largest share of a window's stored orders that may be absent from a re-fetch (orders "
-        "updated since and stored in a later window do not count as absent).",
-    )
+    allow_shrink: bool = Field(default=False, description=(
+        "Replace a window even when the fetch lost more than max_shrink_fraction of the orders it held (orders "
+        "deleted in Shopify). Off by default: a short fetch fails and keeps the old rows."))
+    max_shrink_fraction: float = Field(default=0.5, description=(
+        "Largest share of a window's stored orders that may be absent from a re-fetch (orders updated since and "
+        "stored in a later window do not count as absent)."))
 
 
 def _source_label(resource: dg.ConfigurableResource, live: str) -> str:

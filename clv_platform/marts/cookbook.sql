@@ -6,8 +6,7 @@
 -- The 100 customers with the highest predicted CLV, with what we know about them.
 select
     clv_rank,
-    customer_id,
-    email,
+    customer_id, email,
     round(predicted_clv, 2) as predicted_clv,
     round(p_alive, 3) as p_alive,
     round(expected_purchases, 2) as expected_purchases,
@@ -31,8 +30,7 @@ where email = lower(trim('jane.doe@example.com'));
 -- Top-20% predicted value whose lifecycle stage is at risk / churned or who are probably gone
 -- (p_alive < 0.5): the win-back list, most valuable first.
 select
-    customer_id,
-    email,
+    customer_id, email,
     round(predicted_clv, 2) as predicted_clv,
     round(p_alive, 3) as p_alive,
     lifecycle_stage,
@@ -59,8 +57,7 @@ with ranked as (
     from marts.customer_scores
 )
 select
-    customer_id,
-    email,
+    customer_id, email,
     predicted_next_purchase_date,
     round(p_purchase_30d, 3) as p_purchase_30d,
     round(predicted_clv, 2) as predicted_clv,
@@ -92,9 +89,7 @@ select
     round(average_order_value, 2) as average_order_value,
     new_customers,
     returning_customers,
-    round(new_customer_revenue, 2) as new_customer_revenue,
-    round(returning_customer_revenue, 2) as returning_customer_revenue,
-    round(guest_revenue, 2) as guest_revenue
+    round(columns(['new_customer_revenue', 'returning_customer_revenue', 'guest_revenue']), 2)
 from marts.revenue_monthly
 where month > (select max(month) from marts.revenue_monthly) - interval 12 month
 order by month;
@@ -116,12 +111,9 @@ select
     period,
     period_start,
     period_end,
-    round(existing_revenue, 0) as existing_revenue,
-    round(new_revenue, 0) as new_revenue,
-    round(total_revenue, 0) as total_revenue,
-    round(total_revenue_low, 0) as total_revenue_low,
-    round(total_revenue_high, 0) as total_revenue_high,
-    round(expected_new_customers, 0) as expected_new_customers
+    -- columns([...]) applies the rounding to each listed column and keeps its name and order
+    round(columns(['existing_revenue', 'new_revenue', 'total_revenue', 'total_revenue_low', 'total_revenue_high',
+                   'expected_new_customers']), 0)
 from marts.revenue_forecast
 where period_kind = 'month'
 order by period_start;
@@ -130,9 +122,7 @@ order by period_start;
 -- Next 30, 90 and 365 days: total forecast, its interval, and the share expected from existing customers.
 select
     period,
-    round(total_revenue, 0) as total_revenue,
-    round(total_revenue_low, 0) as total_revenue_low,
-    round(total_revenue_high, 0) as total_revenue_high,
+    round(columns(['total_revenue', 'total_revenue_low', 'total_revenue_high']), 0),
     round(existing_revenue / nullif(total_revenue, 0), 3) as existing_share
 from marts.revenue_forecast
 where period_kind = 'total'
@@ -165,9 +155,7 @@ select
     round(customers_per_month, 1) as customers_per_month,
     round(first_order_value, 2) as first_order_value,
     round(repeat_rate_90d, 3) as repeat_rate_90d,
-    round(mean_predicted_clv, 2) as mean_predicted_clv,
-    round(mean_predicted_clv_low, 2) as mean_predicted_clv_low,
-    round(mean_predicted_clv_high, 2) as mean_predicted_clv_high,
+    round(columns(['mean_predicted_clv', 'mean_predicted_clv_low', 'mean_predicted_clv_high']), 2),
     round(share_alive, 3) as share_alive
 from marts.acquisition_value
 where is_all_months and customers >= 20

@@ -82,11 +82,8 @@ def decile_table(y_true, y_pred, n_bins: int = 10) -> list[dict]:
     bins[order] = np.arange(y.size) * n_bins // max(y.size, 1)
     frame = pd.DataFrame({"decile": bins + 1, "predicted": p, "actual": y})
     table = frame.groupby("decile").agg(
-        customers=("actual", "size"),
-        mean_predicted=("predicted", "mean"),
-        mean_actual=("actual", "mean"),
-        total_predicted=("predicted", "sum"),
-        total_actual=("actual", "sum"),
+        customers=("actual", "size"), mean_predicted=("predicted", "mean"), mean_actual=("actual", "mean"),
+        total_predicted=("predicted", "sum"), total_actual=("actual", "sum"),
     )
     return [
         {

@@ -220,16 +220,8 @@ class HttpClient:
                 inspect(body)
             return body
 
-        return self.request(
-            method,
-            url,
-            what=what,
-            params=params,
-            json_body=json_body,
-            headers=headers,
-            consume=consume,
-            rate_limit_delay=rate_limit_delay,
-        )
+        return self.request(method, url, what=what, params=params, json_body=json_body, headers=headers,
+                            consume=consume, rate_limit_delay=rate_limit_delay)
 
     def request(
         self,

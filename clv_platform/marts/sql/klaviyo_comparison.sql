@@ -6,18 +6,14 @@ create schema if not exists marts;
 
 create or replace table marts.klaviyo_comparison as
 with both_scored as (
+    -- one line per compared quantity: ours first, then Klaviyo's
     select
-        s.customer_id,
-        s.email,
-        s.predicted_clv,
-        round(k.klaviyo_predicted_clv, 2) as klaviyo_predicted_clv,
+        s.customer_id, s.email,
+        s.predicted_clv, round(k.klaviyo_predicted_clv, 2) as klaviyo_predicted_clv,
         round(k.klaviyo_historic_clv, 2) as klaviyo_historic_clv,
-        s.predicted_next_purchase_date,
-        k.klaviyo_expected_next_order_date,
-        s.p_alive,
-        1 - k.klaviyo_churn_probability as klaviyo_p_alive,
-        s.clv_tier,
-        s.historical_revenue
+        s.predicted_next_purchase_date, k.klaviyo_expected_next_order_date,
+        s.p_alive, 1 - k.klaviyo_churn_probability as klaviyo_p_alive,
+        s.clv_tier, s.historical_revenue
     from marts.customer_scores s
     join staging.customers k on k.customer_id = s.customer_id
     where s.predicted_clv is not null and k.klaviyo_predicted_clv is not null
