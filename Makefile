@@ -29,8 +29,10 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/clv-platform demo
 
 # On every core (pytest-xdist), one test file per worker: a file's module fixtures (a materialized
-# store, a trained model) are built once. `PYTEST_ARGS="-n 0"` runs it in one process.
-PYTEST_ARGS ?= -n auto --dist loadfile
+# store, a trained model) are built once. Files are handed out in collection order, where
+# clv_platform_tests/conftest.py puts the slowest first (xdist's default reorders them by test
+# count, which started the few-test, minutes-long files last). `PYTEST_ARGS="-n 0"` runs it in one process.
+PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -8,6 +8,7 @@ import pytest
 
 from clv_platform.models import btyd
 from clv_platform.settings import clear_forced_environment
+from clv_platform_tests import demo_cache
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +36,22 @@ def data_env(tmp_path, monkeypatch):
     for var in ("CLV_REPORTS_DIR", "CLV_REPORTS_URL", "CLV_REPORT_RETENTION", "CLV_ANALYTICS_PATH", "CLV_EXPORT_DIR"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _demo_store_cache(tmp_path_factory, request):
+    """The folder demo_cache.py builds each demo store into once; shared by the xdist workers.
+
+    A worker's base temp is a child of the run's one (pytest-of-<user>/pytest-N/gw0), so the
+    parent is the run's folder: every worker of this run sees the same cache, the next run a new one.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if hasattr(request.config, "workerinput") else base
+    folder = root / "demo_store_cache"
+    folder.mkdir(exist_ok=True)
+    demo_cache.CACHE_DIR = folder
+    yield folder
+    demo_cache.CACHE_DIR = None
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -74,9 +91,11 @@ def _pareto_fits_once_per_input():
     mp.undo()
 
 
-# The slowest files first. `make test` hands whole files to its workers in collection order, so
-# these (each materializes the whole graph or trains on a store for minutes; the other files
-# take seconds, see `--durations`) start at once on separate workers instead of last on one.
+# The slowest files first. `make test` hands whole files to its workers in collection order
+# (`--no-loadscope-reorder`: xdist's default orders files by test count, which put these few-test
+# files near the end), so these (each materializes the whole graph or trains on a store for
+# minutes; most other files take seconds, see `--durations`) start at once on separate workers
+# instead of last on one.
 SLOWEST_FIRST = ("test_definitions.py", "test_files_only.py", "models/test_backtest_cli.py", "models/test_clv.py")
 
 

@@ -172,6 +172,14 @@ class DemoStoreParams:
     predictive_null_rate: float = 0.1  # share of those whose predictions are blank
     staff_accounts: int = 3
 
+    @property
+    def true_params(self) -> dict:
+        """The BG/NBD and Gamma-Gamma parameters the store is generated from (what a fit should recover)."""
+        return {
+            "bgnbd": {"r": self.r, "alpha": self.alpha, "a": self.a, "b": self.b},
+            "gamma_gamma": {"p": self.gg_p, "q": self.gg_q, "v": self.gg_gamma},
+        }
+
 
 def _epoch(d: date | datetime) -> float:
     """Seconds since the epoch; naive datetimes and dates are taken as UTC."""
@@ -306,11 +314,7 @@ class DemoStore:
 
     @property
     def true_params(self) -> dict:
-        p = self.params
-        return {
-            "bgnbd": {"r": p.r, "alpha": p.alpha, "a": p.a, "b": p.b},
-            "gamma_gamma": {"p": p.gg_p, "q": p.gg_q, "v": p.gg_gamma},
-        }
+        return self.params.true_params
 
     # ----------------------------------------------------------------- Shopify orders
     def order_nodes(self, updated_min: datetime | None = None, updated_max: datetime | None = None) -> Iterator[dict]:

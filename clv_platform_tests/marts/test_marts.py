@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from clv_platform.ingestion.demo_store import DemoStoreParams, generate
 from clv_platform.marts.assets import (
     MART_ASSETS,
     MART_CHECKS,
@@ -27,6 +26,7 @@ from clv_platform.marts.assets import (
 )
 from clv_platform.transforms.staging import build_staging
 from clv_platform.models.stored_fits import STORED_FITS
+from clv_platform_tests.demo_cache import demo_database
 
 FIXTURE_SCORED_AT = datetime(2026, 11, 2, 3, 0)
 
@@ -83,10 +83,8 @@ from scores.customer_clv;
 
 def build_demo_warehouse(database: Path, customers: int = 300) -> None:
     """Raw + staging from the demo store, plus the fixture score tables."""
-    store = generate(DemoStoreParams(n_customers=customers, seed=11))
+    demo_database(database, customers, seed=11)
     with duckdb.connect(str(database)) as conn:
-        store.write_raw_tables(conn, datetime(2026, 11, 1))
-        build_staging(conn)
         for statement in FIXTURE_SCORES_SQL.split(";"):
             if statement.strip():
                 conn.execute(statement)

@@ -2,7 +2,6 @@
 
 import dataclasses
 import shutil
-from datetime import datetime
 
 import dagster as dg
 import duckdb
@@ -11,24 +10,18 @@ import pandas as pd
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from clv_platform.ingestion.demo_store import DemoStoreParams, generate
+from clv_platform.ingestion.demo_store import DemoStoreParams
 from clv_platform.models import clv, metrics
 from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.transforms.cutoff import scoring_cutoff
-from clv_platform.transforms.features import materialize_features
-from clv_platform.transforms.staging import build_staging
+from clv_platform_tests.demo_cache import demo_database
 
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
     """A DuckDB file with staging and features of a 2,000-customer demo store (built once)."""
-    store = generate(DemoStoreParams(n_customers=2000))
-    path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
-    with duckdb.connect(str(path)) as conn:
-        store.write_raw_tables(conn, datetime(2026, 11, 1))
-        build_staging(conn)
-        materialize_features(conn, scoring_cutoff(conn))
-    return store, path
+    path = demo_database(tmp_path_factory.mktemp("demo") / "demo.duckdb", 2000, features=True)
+    return DemoStoreParams(n_customers=2000), path
 
 
 def test_btyd_recovers_the_generators_parameters(demo_db):
@@ -40,13 +33,13 @@ def test_btyd_recovers_the_generators_parameters(demo_db):
     store's mess (3% cancelled orders dropped, refunds lowering spend, guest checkouts) adds a
     few per cent of bias on top. Gamma-Gamma rests on thousands of repeat orders, hence 10%.
     """
-    store, path = demo_db
+    params, path = demo_db
     with duckdb.connect(str(path), read_only=True) as conn:
         features = conn.execute("select * from features.customer_features").df()
     # the generator is BG/NBD: recover it with that family (the default "auto" serves MBG/Pareto)
     model = clv.fit_btyd_at(features, dataclasses.replace(clv.load_config(), btyd_model="bgnbd"))
     fitted = model.params()
-    truth = store.true_params
+    truth = params.true_params
     for name, value in truth["bgnbd"].items():
         assert fitted["transaction_params"][name] == pytest.approx(value, rel=0.30), name
     tp, fp = truth["bgnbd"], fitted["transaction_params"]

@@ -2,7 +2,6 @@
 7/30/90-day probabilities, and the cookbook's "next week" query returns the likely buyers."""
 
 import re
-from datetime import datetime
 from importlib import resources
 
 import duckdb
@@ -10,25 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clv_platform.ingestion.demo_store import DemoStoreParams, generate
 from clv_platform.models.npd import NPDModel, next_purchase_contract
 from clv_platform.models.npd_assets import npd_scores
 from clv_platform.models.frames import usable_features
 from clv_platform.transforms.cutoff import scoring_cutoff
-from clv_platform.transforms.features import FEATURE_COLUMNS, build_training_frame, materialize_features
-from clv_platform.transforms.staging import build_staging
+from clv_platform.transforms.features import FEATURE_COLUMNS, build_training_frame
+from clv_platform_tests.demo_cache import demo_database
 
 
 @pytest.fixture(scope="module")
 def demo_scores(tmp_path_factory):
     """scores.customer_npd rows of a 1,500-customer demo store (AFT with a fixed shape: fast)."""
-    store = generate(DemoStoreParams(n_customers=1500))
-    path = tmp_path_factory.mktemp("npd") / "demo.duckdb"
+    path = demo_database(tmp_path_factory.mktemp("npd") / "demo.duckdb", 1500, features=True)
     with duckdb.connect(str(path)) as conn:
-        store.write_raw_tables(conn, datetime(2026, 11, 1))
-        build_staging(conn)
         cutoff = scoring_cutoff(conn)
-        materialize_features(conn, cutoff)
         training = build_training_frame(conn, cutoff, 90)
         features = conn.execute("select * from features.customer_features order by customer_id").df()
     columns = usable_features(training, FEATURE_COLUMNS)

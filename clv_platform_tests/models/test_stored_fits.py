@@ -16,25 +16,18 @@ import pandas as pd
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from clv_platform.ingestion.demo_store import DemoStoreParams, generate
 from clv_platform.models import btyd, clv, stored_fits
 from clv_platform.models.clv_assets import BTYD_FIT_COLUMNS, btyd_scores, write_btyd_scores
 from clv_platform.transforms.cutoff import scoring_cutoff
-from clv_platform.transforms.features import FEATURE_TABLE, materialize_features
-from clv_platform.transforms.staging import build_staging
+from clv_platform.transforms.features import FEATURE_TABLE
 from clv_platform_tests.dagster_events import materialization_metadata
+from clv_platform_tests.demo_cache import demo_database
 
 
 @pytest.fixture(scope="module")
 def features_db(tmp_path_factory):
     """Staging and features of a 1,500-customer demo store (built once)."""
-    store = generate(DemoStoreParams(n_customers=1500))
-    path = tmp_path_factory.mktemp("fits") / "fits.duckdb"
-    with duckdb.connect(str(path)) as conn:
-        store.write_raw_tables(conn, datetime(2026, 11, 1))
-        build_staging(conn)
-        materialize_features(conn, scoring_cutoff(conn))
-    return path
+    return demo_database(tmp_path_factory.mktemp("fits") / "fits.duckdb", 1500, features=True)
 
 
 def _summary(path):
