@@ -6,6 +6,7 @@ import pytest
 
 from clv_platform.definitions import build_definitions
 from clv_platform.ingestion.assets import shopify_daily_partitions
+from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
 
 LAYERS = {"raw", "staging", "features", "ml", "scores", "monitoring", "marts", "activation"}
 
@@ -40,9 +41,14 @@ def test_live_mode_binds_secrets_through_env_vars(data_env, monkeypatch):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """One full refresh of a 400-customer demo store, shared by the invariant tests."""
+    """One full refresh of a 400-customer demo store, shared by the invariant tests.
+
+    The models train on the cheaper clv.toml of cheap_config.py: these tests check that every
+    asset materializes and what the tables hold, not the models' accuracy (test_clv.py does).
+    """
     tmp = tmp_path_factory.mktemp("demo")
     mp = pytest.MonkeyPatch()
+    use_clv_config(mp, cheap_clv_config(tmp))
     for var in ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_SHOP_DOMAIN", "KLAVIYO_API_KEY"):
         mp.delenv(var, raising=False)
     mp.setenv("CLV_DEMO_CUSTOMERS", "400")

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from clv_platform.cli import run_files
+from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
 from clv_platform_tests.online_retail import synthesize, write_two_sheet_workbook
 
 
@@ -17,6 +18,8 @@ def files_store(tmp_path_factory):
     inbox = tmp / "inbox"
     inbox.mkdir()
     mp = pytest.MonkeyPatch()
+    # what the graph writes is checked here, not the models' accuracy: the cheaper clv.toml
+    use_clv_config(mp, cheap_clv_config(tmp))
     for var in ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_SHOP_DOMAIN", "KLAVIYO_API_KEY", "CLV_DUCKDB_PATH", "CLV_AS_OF",
                 "DAGSTER_HOME", "CLV_MODELS_DIR"):
         mp.delenv(var, raising=False)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from clv_platform import backtest_cli
-from clv_platform.models import clv
+from clv_platform_tests.cheap_config import cheap_clv_config
 
 MODELS = {"naive", "btyd", "xgboost", "hybrid", "hybrid_mean", "served"}
 METRICS = {"mae", "rmse", "spearman", "normalized_gini", "predicted_total"}
@@ -18,32 +18,8 @@ def _sig(value: float, digits: int = 3) -> float:
 
 
 # This file checks what the CLI reports and how the pieces relate, not how accurate the models
-# are, so it runs on a cheaper clv.toml (through the CLI's own --config): MBG/NBD instead of the
-# auto choice (whose Pareto/NBD refits per training window were half the run time; the auto
-# choice on CDNOW is asserted in test_backtest.py), three objective candidates instead of eight
-# (one per kind: log-link with the BTYD offset, log1p target, absolute error), and one thread per
-# booster (`make test` runs two workers on two cores).
-CHEAP_CONFIG = {
-    'model = "auto"': 'model = "mbgnbd"',
-    "variance_powers = [1.2, 1.35, 1.5, 1.65, 1.8]": "variance_powers = [1.5]",
-    '[[objectives]]\nname = "pseudohubererror"\nobjective = "reg:pseudohubererror"\nhuber_slope = 25.0\n': "",
-    "nthread = 2": "nthread = 1",
-}
-
-
-def cheap_config(folder) -> str:
-    """The packaged clv.toml with the CHEAP_CONFIG replacements (each must still match)."""
-    text = clv.default_config_path().read_text(encoding="utf-8")
-    for old, new in CHEAP_CONFIG.items():
-        assert old in text, f"clv.toml changed: {old!r} no longer found"
-        text = text.replace(old, new)
-    path = folder / "clv_cheap.toml"
-    path.write_text(text, encoding="utf-8")
-    config = clv.load_config(path)
-    assert config.btyd_model == "mbgnbd" and config.xgboost.get("nthread") == 1
-    assert [c.name for c in clv.objective_candidates(config)] == ["tweedie_1.5", "log1p_squarederror",
-                                                                  "absoluteerror"]
-    return str(path)
+# are, so it runs on the cheaper clv.toml of cheap_config.py through the CLI's own --config (the
+# Pareto/NBD refits per training window of the auto choice were half the run time).
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +30,7 @@ def sample_run(tmp_path_factory):
     report = folder / "cdnow.html"
     # the rolling-window coverage is tested in test_backtest.py; here it would only add run time
     return parser.parse_args(["--dataset", "cdnow-sample", "--json", "--report", str(report),
-                              "--coverage-windows", "0", "--config", cheap_config(folder)]), report
+                              "--coverage-windows", "0", "--config", str(cheap_clv_config(folder))]), report
 
 
 def test_json_has_the_documented_shape_and_published_parameters(sample_run, capsys):

@@ -14,6 +14,7 @@ from clv_platform.ingestion.demo_store import DemoStoreParams
 from clv_platform.models import clv, metrics
 from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
 from clv_platform_tests.demo_cache import demo_database
 
 
@@ -59,7 +60,9 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
             {"name": "log1p_squarederror", "objective": "reg:squarederror", "target": "log1p"},
             {"name": "absoluteerror", "objective": "reg:absoluteerror"},
         ),
-        xgboost={**base.xgboost, "num_boost_round": 300},
+        xgboost={**base.xgboost, "num_boost_round": 300, "nthread": 1},
+        # the family choice is test_served_btyd_...'s subject; MBG/NBD spares a Pareto/NBD fit per window
+        btyd_model="mbgnbd",
     )
     with duckdb.connect(str(path), read_only=True) as conn:
         cutoff = scoring_cutoff(conn)
@@ -177,10 +180,12 @@ def test_served_btyd_puts_long_silent_one_time_buyers_at_risk(demo_db):
     assert alive[silent].max() < 1.0
 
 
-def test_assets_materialize_in_process(demo_db, data_env):
+def test_assets_materialize_in_process(demo_db, data_env, monkeypatch):
+    """The three assets on the cheaper clv.toml (cheap_config.py): this checks what they write."""
     _, path = demo_db
     database = data_env / "x.duckdb"
     shutil.copy(path, database)
+    use_clv_config(monkeypatch, cheap_clv_config(data_env))
     result = dg.materialize(CLV_ASSETS, resources={"duckdb": DuckDBResource(database=str(database))})
     assert result.success
     with duckdb.connect(str(database), read_only=True) as conn:
@@ -255,7 +260,8 @@ def test_training_with_row_caps(demo_db):
     config = dataclasses.replace(
         base,
         objectives=({"name": "tweedie", "objective": "reg:tweedie", "variance_powers": [1.5]},),
-        xgboost={**base.xgboost, "num_boost_round": 200},
+        xgboost={**base.xgboost, "num_boost_round": 200, "nthread": 1},
+        btyd_model="mbgnbd",  # the caps are the subject, not the BTYD family
         max_selection_rows=700,
         max_training_rows=1500,
     )

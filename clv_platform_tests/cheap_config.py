@@ -1,0 +1,53 @@
+"""A cheaper clv.toml for tests that check what the pipeline does, not how accurate it is.
+
+The packaged clv.toml searches eight objective candidates and lets `auto` fit Pareto/NBD beside
+MBG/NBD in every training window: right for a store, most of the run time of a test that only
+checks shapes, relations and that every asset materializes. `cheap_clv_config` writes the
+packaged file with a few replacements (each must still match, so a changed clv.toml fails here
+loudly instead of silently testing the full search):
+
+* MBG/NBD instead of the auto choice (the auto choice is asserted in test_backtest.py and
+  test_btyd_robust.py);
+* three objective candidates instead of eight, one of each kind: Tweedie (log link, the BTYD
+  offset), log1p target, absolute error (level calibration);
+* one thread per booster: `make test` runs two workers on two cores.
+
+`use_clv_config` points every `load_config()` of the code location at such a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clv_platform.models import clv
+from clv_platform.models.clv import config as clv_config
+
+CHEAP_REPLACEMENTS = {
+    'model = "auto"': 'model = "mbgnbd"',
+    "variance_powers = [1.2, 1.35, 1.5, 1.65, 1.8]": "variance_powers = [1.5]",
+    '[[objectives]]\nname = "pseudohubererror"\nobjective = "reg:pseudohubererror"\nhuber_slope = 25.0\n': "",
+    "nthread = 2": "nthread = 1",
+}
+CHEAP_CANDIDATES = ["tweedie_1.5", "log1p_squarederror", "absoluteerror"]
+
+
+def cheap_clv_config(folder: Path) -> Path:
+    """Write the packaged clv.toml with CHEAP_REPLACEMENTS to `folder`/clv_cheap.toml."""
+    text = clv.default_config_path().read_text(encoding="utf-8")
+    for old, new in CHEAP_REPLACEMENTS.items():
+        assert old in text, f"clv.toml changed: {old!r} no longer found"
+        text = text.replace(old, new)
+    path = Path(folder) / "clv_cheap.toml"
+    path.write_text(text, encoding="utf-8")
+    config = clv.load_config(path)
+    assert config.btyd_model == "mbgnbd" and config.xgboost.get("nthread") == 1
+    assert [c.name for c in clv.objective_candidates(config)] == CHEAP_CANDIDATES
+    return path
+
+
+def use_clv_config(mp: pytest.MonkeyPatch, path: Path) -> None:
+    """Make `clv.load_config()` and the `[npd]` settings read `path` instead of the packaged file."""
+    mp.setattr(clv_config, "default_config_path", lambda: Path(path))
+    mp.setattr(clv, "default_config_path", lambda: Path(path))  # npd_assets reads it through the package
