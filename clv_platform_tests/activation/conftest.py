@@ -11,43 +11,18 @@ from datetime import date, datetime, timedelta
 import duckdb
 import pytest
 
-from clv_platform.resources import http
 from clv_platform.resources.klaviyo import KlaviyoResource
 from clv_platform.resources.shopify import ShopifyResource
+from clv_platform_tests.fake_clock import FAST, FakeClock, install_fake_clock  # noqa: F401 (re-exported)
 from clv_platform_tests.fake_api import FakeApi, make_profiles
 
-FAST = {
-    "connect_timeout_seconds": 2.0,
-    "timeout_seconds": 2.0,
-    "max_retries": 4,
-    "backoff_base_seconds": 0.01,
-    "backoff_max_seconds": 0.05,
-}
 N_CUSTOMERS = 120
 SCORED_AT = datetime(2026, 11, 30, 4, 0, 0)
 
 
-class FakeClock:
-    """Monotonic time that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.t = 1_000.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
-
-
 @pytest.fixture
 def clock(monkeypatch) -> FakeClock:
-    fake_clock = FakeClock()
-    monkeypatch.setattr(http, "sleep", fake_clock.sleep)
-    monkeypatch.setattr(http, "clock", fake_clock.now)
-    return fake_clock
+    return install_fake_clock(monkeypatch)
 
 
 def customer_rows(n: int = N_CUSTOMERS) -> list[dict]:

@@ -1,7 +1,7 @@
 """Fixtures for the live-connector tests: a fake clock, the fake API server, the resources.
 
-The fake clock replaces `http.sleep`/`http.clock`, and the fake server's cost bucket reads
-the same clock, so throttling and pacing are exercised for real without waiting.
+The fake clock (fake_clock.py) replaces `http.sleep`/`http.clock`, and the fake server's cost
+bucket reads the same clock, so throttling and pacing are exercised for real without waiting.
 """
 
 from __future__ import annotations
@@ -11,41 +11,15 @@ import traceback
 
 import pytest
 
-from clv_platform.resources import http
 from clv_platform.resources.klaviyo import KlaviyoResource
 from clv_platform.resources.shopify import ShopifyResource
+from clv_platform_tests.fake_clock import FAST, FakeClock, install_fake_clock
 from clv_platform_tests.fake_api import FakeApi, make_order_nodes, make_profiles
-
-FAST = {
-    "connect_timeout_seconds": 2.0,
-    "timeout_seconds": 2.0,  # generous: a loaded CI machine must not turn a normal reply into a timeout
-    "max_retries": 4,
-    "backoff_base_seconds": 0.01,
-    "backoff_max_seconds": 0.05,
-}
-
-
-class FakeClock:
-    """Monotonic time that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.t = 1_000.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
 
 
 @pytest.fixture
 def clock(monkeypatch) -> FakeClock:
-    fake_clock = FakeClock()
-    monkeypatch.setattr(http, "sleep", fake_clock.sleep)
-    monkeypatch.setattr(http, "clock", fake_clock.now)
-    return fake_clock
+    return install_fake_clock(monkeypatch)
 
 
 @pytest.fixture(scope="session")
