@@ -83,7 +83,9 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
         assert trained.model.blend == best["blend_weight_chosen"] == trained.selection.blend
     else:
         best = max(comparison, key=lambda row: row["normalized_gini"])
-        assert trained.selection.criterion == "normalized_gini" and trained.model.blend == 1.0
+        assert trained.selection.criterion == "normalized_gini"
+        # no blend is served; the hybrid keeps the blend that ranks best on validation (or w = 1)
+        assert trained.model.blend == trained.selection.blend
     assert trained.model.objective.name == best["objective"]
     # the served model's validation metrics, recomputed here from the validation rows themselves
     valid = trained.validation_frame
@@ -324,6 +326,14 @@ def test_blend_weight_takes_the_lowest_mae_blend_that_beats_the_btyd():
     # a booster that ranks backwards never beats the BTYD on Gini: no blend, the serving falls back
     backwards = clv.blend_weight(y, btyd_spend, np.array([40.0, 20.0, 0.0, 0.0]))
     assert backwards["weight"] == 1.0 and backwards["metrics"] is None and "no blend" in backwards["reason"]
+    # a booster that ranks perfectly but forecasts far too much: every blend w > 0 has the same
+    # (perfect) Gini and a total out of the 15 % bound (16 + 2984 w vs 40), so none is served; the
+    # hybrid keeps the blend with the highest Gini, ties to the lower MAE: the smallest w, 0.1
+    # (MAE (7.2 + 93.6 + 173.6) / 4 = 68.6, growing with w)
+    ranks_only = clv.blend_weight(y, btyd_spend, np.array([0.0, 0.0, 1000.0, 2000.0]), max_total_error=0.15)
+    assert ranks_only["comparison"][1]["mae"] == pytest.approx(68.6)
+    assert ranks_only["metrics"] is None and ranks_only["weight"] == pytest.approx(0.1)
+    assert "highest validation Gini" in ranks_only["reason"]
     # with a total bound of 15 % (actual 40): w = 0.7 forecasts 46.8 (+17 %) and is out; w = 0.6
     # forecasts 42.4 (+6 %) with MAE 2.8, below w = 0.5 (38, MAE 3.5)
     bounded = clv.blend_weight(y, btyd_spend, np.array([0.0, 0.0, 20.0, 40.0]), max_total_error=0.15)
