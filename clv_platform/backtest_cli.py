@@ -291,8 +291,9 @@ def table_text(result: dict, ml_summary: dict) -> str:
         lines += ["", f"BTYD store-total 80 % interval over {rolling['evaluated']} rolling windows of "
                   f"{rolling['holdout_days']} days: coverage {_fmt(rolling.get('coverage'), 2)} (misses above "
                   f"{rolling.get('misses_above')}, below {rolling.get('misses_below')}; mean total error "
-                  f"{_fmt(rolling.get('mean_total_error'), 3)}); {rolling.get('diagnosis')}; with the bias term: "
-                  f"{_fmt(rolling.get('adjusted_coverage'), 2)} over {rolling.get('adjusted_evaluated')} windows"]
+                  f"{_fmt(rolling.get('mean_total_error'), 3)}); {rolling.get('diagnosis')}; with the bias term "
+                  f"({rolling.get('bias_term')}): {_fmt(rolling.get('adjusted_coverage'), 2)} over "
+                  f"{rolling.get('adjusted_evaluated')} windows (symmetric {_fmt(rolling.get('symmetric_adjusted_coverage'), 2)})"]
         for row in rolling["windows"]:
             if row.get("evaluated"):
                 lines.append(f"  {row['calibration_end']} to {row['holdout_end']}: predicted "
@@ -401,9 +402,9 @@ def extra_sections_html(result: dict) -> str:
             f"{rolling['evaluated']} windows of {rolling['holdout_days']} days: coverage "
             f"{_fmt(rolling.get('coverage'), 2)}, misses above {rolling.get('misses_above')}, below "
             f"{rolling.get('misses_below')}, mean total error {_fmt(rolling.get('mean_total_error'), 3)}. "
-            f"{esc(str(rolling.get('diagnosis')))}. With the bias term (past windows' total errors, known at "
-            f"the calibration end): coverage {_fmt(rolling.get('adjusted_coverage'), 2)} over "
-            f"{rolling.get('adjusted_evaluated')} windows.</p>"
+            f"{esc(str(rolling.get('diagnosis')))}. With the bias term ({esc(str(rolling.get('bias_term')))}): "
+            f"coverage {_fmt(rolling.get('adjusted_coverage'), 2)} over {rolling.get('adjusted_evaluated')} windows "
+            f"(symmetric widening only: {_fmt(rolling.get('symmetric_adjusted_coverage'), 2)}).</p>"
             "<table><thead><tr><th>calibration end</th><th>holdout end</th><th>predicted</th><th>P10</th>"
             "<th>P90</th><th>actual</th><th>actual is</th><th>P10 with bias term</th><th>P90 with bias term</th>"
             f"</tr></thead><tbody>{body}</tbody></table>")
