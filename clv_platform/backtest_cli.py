@@ -236,10 +236,11 @@ def verdict(result: dict) -> dict:
         "hybrid_ranking_gini": gini,
         "hybrid_point_mae": mae,
         "best_btyd_mae": min(btyd_maes),
-        "hybrid_ahead_on_gini": bool(gini is not None and gini > models["btyd"]["normalized_gini"]
-                                     and gini > models["naive"]["normalized_gini"]),
-        "hybrid_ahead_on_mae": bool(mae < min(btyd_maes)),
-        "hybrid_total_within_15pct": bool(total_error is not None and abs(total_error) <= 0.15),
+        # 1.0 / 0.0 like the other flags, so every headline value is a float
+        "hybrid_ahead_on_gini": float(gini is not None and gini > models["btyd"]["normalized_gini"]
+                                      and gini > models["naive"]["normalized_gini"]),
+        "hybrid_ahead_on_mae": float(mae < min(btyd_maes)),
+        "hybrid_total_within_15pct": float(total_error is not None and abs(total_error) <= 0.15),
     }
 
 
