@@ -176,8 +176,45 @@ def coverage_window_ends(transactions: pd.DataFrame, holdout_days: int, step_day
     return sorted(ends)
 
 
+BIAS_WINDOWS = 4
+"""Earlier validation windows (each ending by the calibration end) behind a window's bias term."""
+
+
+def validation_ends(end: pd.Timestamp, first: pd.Timestamp, holdout_days: int, step_days: int = 30,
+                    min_history_days: int | None = None, limit: int = BIAS_WINDOWS) -> list[pd.Timestamp]:
+    """Calibration ends of the validation windows known at ``end``: their holdout of ``holdout_days``
+    ends on or before ``end`` (C - holdout, C - holdout - step, ...), each with at least
+    ``min_history_days`` (default: the holdout length) of history; the newest ``limit``."""
+    history = int(holdout_days if min_history_days is None else min_history_days)
+    out, e = [], pd.Timestamp(end) - pd.Timedelta(days=int(holdout_days))
+    while e - first >= pd.Timedelta(days=history) and len(out) < limit:
+        out.append(e)
+        e -= pd.Timedelta(days=int(step_days))
+    return out
+
+
+def _window_fit(transactions: pd.DataFrame, end: pd.Timestamp, holdout_days: int, model_choice: str, cache: dict):
+    """(summary, model or the error, predicted total, actual total) of one window, cached by its end."""
+    if end in cache:
+        return cache[end]
+    summary = btyd.summarize(transactions, end, end + pd.Timedelta(days=int(holdout_days)))
+    actual = float(summary["holdout_spend"].sum())
+    if summary.empty or summary["frequency"].sum() == 0:
+        cache[end] = (summary, ValueError("no repeat purchases before the calibration end"), None, actual)
+        return cache[end]
+    try:
+        model = btyd.fit_auto(summary) if model_choice == AUTO else btyd.fit_btyd(summary, model_choice)
+    except (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+        cache[end] = (summary, error, None, actual)
+        return cache[end]
+    predicted = float(model.score(summary, int(holdout_days) / btyd.DAYS_PER_WEEK)["expected_spend"].sum())
+    cache[end] = (summary, model, predicted, actual)
+    return cache[end]
+
+
 def rolling_total_coverage(transactions: pd.DataFrame, calibration_ends: list, holdout_days: int,
-                           model_choice: str = AUTO, replicates: int = COVERAGE_REPLICATES, seed: int = 0) -> dict:
+                           model_choice: str = AUTO, replicates: int = COVERAGE_REPLICATES, seed: int = 0,
+                           step_days: int = 30, bias_windows: int = BIAS_WINDOWS) -> dict:
     """Coverage of the BTYD's 80 % store-total interval over rolling windows, and a bias term.
 
     For each calibration end C: fit the BTYD family (``model_choice``) on the customers known at C,
@@ -186,30 +223,27 @@ def rolling_total_coverage(transactions: pd.DataFrame, calibration_ends: list, h
     cannot tell a noisy miss from a biased model; several can: misses mostly on one side with a
     mean total error larger than the interval's half width are misfit *bias*, not noise.
 
-    Bias term (point in time): the windows whose holdout had ended by C give observed total
-    errors e = log(actual / predicted); each draw of window C's total is multiplied by exp(+-|e|)
-    for one of those errors drawn at random with a random sign (``adjusted_p10`` / ``_p90``).
-    Symmetric, because a misfit that under-forecasts in one season can over-forecast in the next
-    (CDNOW does both): shifting by the past bias would move the interval the wrong way. Only data
-    before C is used; it needs two earlier windows. The past errors hold noise too, so the widened
-    interval is conservative. Every window's row says whether it was evaluated and why not.
+    Bias term (point in time): up to ``bias_windows`` *validation windows* known at C
+    (``validation_ends``: the same BTYD fitted at C - holdout, C - holdout - step, ..., each holdout
+    ending by C) give observed total errors e = log(actual / predicted). Each draw of window C's
+    total is multiplied by exp(e) for one of those errors drawn at random (``adjusted_p10`` /
+    ``_p90``): the interval is shifted *and* widened by the validation total-error distribution,
+    as a conformal interval is. ``symmetric_p10`` / ``_p90`` use exp(+-|e|) instead (widening
+    only), for stores whose errors change sign with the season. Only data up to C is used; it needs
+    two validation windows. Every window's row says whether it was evaluated and why not.
     """
-    rows, rng = [], np.random.default_rng(seed)
+    rows, rng, cache = [], np.random.default_rng(seed), {}
+    dates = transactions["order_date"]
+    first = dates.min().normalize() if len(dates) else None
     for end in sorted(pd.Timestamp(e) for e in calibration_ends):
         holdout_end = end + pd.Timedelta(days=int(holdout_days))
         row = {"calibration_end": end.date().isoformat(), "holdout_end": holdout_end.date().isoformat()}
-        summary = btyd.summarize(transactions, end, holdout_end)
-        actual = float(summary["holdout_spend"].sum())
-        if summary.empty or summary["frequency"].sum() == 0:
-            rows.append({**row, "evaluated": False, "reason": "no repeat purchases before the calibration end"})
-            continue
-        try:
-            model = btyd.fit_auto(summary) if model_choice == AUTO else btyd.fit_btyd(summary, model_choice)
-        except (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
-            rows.append({**row, "evaluated": False, "reason": f"BTYD fit failed: {error}"})
+        summary, model, predicted, actual = _window_fit(transactions, end, holdout_days, model_choice, cache)
+        if isinstance(model, Exception):
+            reason = str(model) if "repeat" in str(model) else f"BTYD fit failed: {model}"
+            rows.append({**row, "evaluated": False, "reason": reason})
             continue
         weeks = int(holdout_days) / btyd.DAYS_PER_WEEK
-        predicted = float(model.score(summary, weeks)["expected_spend"].sum())
         draws = model.sample_spend(summary, weeks, INTERVAL_DRAWS, seed=seed)
         boot = btyd.parameter_bootstrap(model, summary, weeks, replicates, seed=seed) if replicates else {"factors": []}
         totals = total_draws(draws, np.ones(len(summary)), boot["factors"], seed=seed)
@@ -218,17 +252,25 @@ def rolling_total_coverage(transactions: pd.DataFrame, calibration_ends: list, h
                    actual_total=actual, total_p10=low, total_p90=high, covered=bool(low <= actual <= high),
                    side="inside" if low <= actual <= high else ("above" if actual > high else "below"),
                    total_error=predicted / actual - 1.0 if actual > 0 else None)
-        past = [abs(np.log(r["actual_total"] / r["predicted_total"])) for r in rows
-                if r.get("evaluated") and r["predicted_total"] > 0 and r["actual_total"] > 0
-                and pd.Timestamp(r["holdout_end"]) <= end]
+        past = []
+        for v_end in validation_ends(end, first, holdout_days, step_days, limit=bias_windows):
+            _, v_model, v_predicted, v_actual = _window_fit(transactions, v_end, holdout_days, model_choice, cache)
+            if not isinstance(v_model, Exception) and v_predicted and v_predicted > 0 and v_actual > 0:
+                past.append(float(np.log(v_actual / v_predicted)))
         if len(past) >= 2:
             errors = np.asarray(past)[rng.integers(0, len(past), len(totals))]
-            adjusted = totals * np.exp(errors * rng.choice((-1.0, 1.0), len(totals)))
+            adjusted = totals * np.exp(errors)
+            symmetric = totals * np.exp(np.abs(errors) * rng.choice((-1.0, 1.0), len(totals)))
             a_low, a_high = (float(v) for v in np.quantile(adjusted, INTERVAL_LEVEL))
-            row.update(bias_windows=len(past), adjusted_p10=a_low, adjusted_p90=a_high,
-                       adjusted_covered=bool(a_low <= actual <= a_high))
+            s_low, s_high = (float(v) for v in np.quantile(symmetric, INTERVAL_LEVEL))
+            row.update(bias_windows=len(past), bias_log_errors=past, adjusted_p10=a_low, adjusted_p90=a_high,
+                       adjusted_covered=bool(a_low <= actual <= a_high), symmetric_p10=s_low, symmetric_p90=s_high,
+                       symmetric_covered=bool(s_low <= actual <= s_high))
         rows.append(row)
     return {"holdout_days": int(holdout_days), "level": INTERVAL_LEVEL[1] - INTERVAL_LEVEL[0], "windows": rows,
+            "bias_term": ("earlier validation windows known at each calibration end (holdout ending by it, "
+                          f"{int(step_days)}-day steps, up to {int(bias_windows)}): total draws x exp(log error) "
+                          "of one of them at random (shift and widen); symmetric = exp(+-|log error|)"),
             **coverage_summary(rows)}
 
 
@@ -252,6 +294,7 @@ def coverage_summary(rows: list[dict]) -> dict:
     biased = (misses >= 2 and max(above, below) >= 2 * misses / 3 and mean_abs_error is not None
               and mean_half_width is not None and mean_abs_error > mean_half_width)
     adjusted = [r for r in done if "adjusted_covered" in r]
+    symmetric = [r for r in done if "symmetric_covered" in r]
     return {
         "evaluated": len(done),
         "coverage": float(np.mean([r["covered"] for r in done])),
@@ -264,6 +307,8 @@ def coverage_summary(rows: list[dict]) -> dict:
                       "half width" if biased else "noise: the misses are within what the interval allows"),
         "adjusted_evaluated": len(adjusted),
         "adjusted_coverage": float(np.mean([r["adjusted_covered"] for r in adjusted])) if adjusted else None,
+        "symmetric_adjusted_coverage": (float(np.mean([r["symmetric_covered"] for r in symmetric]))
+                                        if symmetric else None),
     }
 
 

@@ -535,14 +535,26 @@ class BTYDModel:
         Chunked over customers, so a large store never holds customers x draws in memory at once.
         Returns (low, high, total_draws) with total_draws[j] = sum over customers of draw j.
         """
-        low, high = np.empty(len(summary)), np.empty(len(summary))
+        quantiles, totals = self.spend_quantiles(summary, horizon_weeks, levels, draws, seed, chunk)
+        return quantiles[0], quantiles[-1], totals
+
+    def spend_quantiles(
+        self, summary: pd.DataFrame, horizon_weeks: float, levels: tuple[float, ...] = (0.10, 0.50, 0.90),
+        draws: int = 200, seed: int = 0, chunk: int = 20000,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-customer quantiles (one row per level) of spend over the horizon, and the total's draws.
+
+        The same draws as ``spend_intervals`` with the same seed (chunk k uses ``seed + k``), so
+        adding the median (0.5) to the levels leaves the P10 / P90 unchanged.
+        """
+        out = np.empty((len(levels), len(summary)))
         totals = np.zeros(draws)
         for k, start in enumerate(range(0, len(summary), chunk)):
             part = summary.iloc[start:start + chunk]
             sample = self.sample_spend(part, horizon_weeks, draws, seed + k, chunk)
-            low[start:start + chunk], high[start:start + chunk] = np.quantile(sample, levels, axis=1)
+            out[:, start:start + chunk] = np.quantile(sample, levels, axis=1)
             totals += sample.sum(axis=0)
-        return low, high, totals
+        return out, totals
 
     def score(
         self,

@@ -296,6 +296,9 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "sharpen": float(trained.model.sharpen),
             "sharpen_hybrid": float(trained.serving.get("hybrid_sharpen", 1.0)),
             "sharpen_btyd": float(trained.serving.get("btyd_sharpen", 1.0)),
+            "point_rule": trained.model.point_rule,
+            "point_rule_hybrid": str(trained.serving.get("hybrid_point_rule", clv.SHARPEN)),
+            "point_rule_btyd": str(trained.serving.get("btyd_point_rule", clv.SHARPEN)),
             "model_registry": dg.MetadataValue.md(registry_md),
             "n_train": trained.n_train,
             "num_boost_round": trained.model.num_boost_round,
@@ -332,8 +335,9 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
         # the point forecast's scale c keeps the sum over the whole store (not per batch): SQL, after the batches
         gamma = model.horizon_gamma(config.horizon_days)
         conn.execute(read_sql("clv_platform.models", "sql/clv_tiers.sql").format(
-            tiers=tiers, rest=clv.REST, gamma=repr(float(gamma))))
-    return {"rows": writer.rows, "batches": len(ranges), "gamma": float(gamma)}
+            tiers=tiers, rest=clv.REST, gamma=repr(float(gamma)),
+            recompute="false" if model.point_rule == clv.MEDIAN else "true"))
+    return {"rows": writer.rows, "batches": len(ranges), "gamma": float(gamma), "point_rule": model.point_rule}
 
 
 @layer_asset(CUSTOMER_CLV, deps=[FEATURES, BTYD_KEY, CLV_MODEL_KEY], kinds={"python", "duckdb"})
@@ -377,6 +381,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "mean_predicted_clv": round(float(totals[1] or 0.0), 2),
             "sharpen": float(model.sharpen),
             "sharpen_at_horizon": written["gamma"],
+            "point_rule": written["point_rule"],
             **point_share,
             "tiers": dg.MetadataValue.md(
                 tiers.astype({"customers": int}).to_markdown(index=False, floatfmt=",.2f")
@@ -423,11 +428,15 @@ def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAUL
     frame = trained.validation_frame
     try:
         model, _ = registry.load_model(served["path"])
-        # the served point forecast, as the candidate's validation metrics are
-        predicted = model.point(model.predict_label_window(frame))
+        # as the candidate's validation metrics are: MAE of the served point forecast, Gini and
+        # total of its mean (a median point is not a ranking)
+        mean = model.predict_label_window(frame)
+        p50 = frame[clv.P50_COLUMN].to_numpy(dtype=float) if clv.P50_COLUMN in frame else None
+        predicted = model.point(mean, None, p50)
     except (KeyError, ValueError, FileNotFoundError, TypeError):
         return served["model_version"], None
-    return served["model_version"], metrics.regression_metrics(frame["label_spend"].to_numpy(dtype=float), predicted)
+    y = frame["label_spend"].to_numpy(dtype=float)
+    return served["model_version"], {**metrics.regression_metrics(y, mean), "mae": metrics.mae(y, predicted)}
 
 
 def total_interval(scores: pd.DataFrame) -> dict:

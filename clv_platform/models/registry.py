@@ -157,6 +157,7 @@ def load_model(path: str | Path) -> tuple[ClvModel, dict]:
         extension_factor=float(sidecar.get("extension_factor", 1.0)),
         blend=float(sidecar.get("blend", 1.0)),
         sharpen=float(sidecar.get("sharpen", 1.0)),
+        point_rule=str(sidecar.get("point_rule", "sharpen")),
     )
     return model, sidecar
 

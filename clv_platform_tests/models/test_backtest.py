@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clv_platform.models import backtest, lifecycle, metrics, segments
+from clv_platform.models import backtest, btyd, lifecycle, metrics, segments
 from clv_platform.models.datasets import CDNOW_CALIBRATION_END, CDNOW_HOLDOUT_END, load_cdnow_sample
 
 
@@ -204,12 +204,24 @@ def test_rolling_total_coverage_on_the_cdnow_sample():
         assert r["customers"] == len(known)
         assert r["covered"] == (r["total_p10"] <= r["actual_total"] <= r["total_p90"])
         assert r["total_error"] == pytest.approx(r["predicted_total"] / r["actual_total"] - 1.0)
-    assert [r.get("bias_windows") for r in rows] == [None, None, 2, 3]
-    for r in rows[2:]:
-        # the symmetric bias term only widens the interval
-        assert r["adjusted_p10"] < r["total_p10"] and r["adjusted_p90"] > r["total_p90"]
+    # the bias term's validation windows end their holdout by the calibration end, 30-day steps back
+    # from C - 91, each with 91 days of history after 1997-01-01: none at 1997-06-30, three at
+    # 1997-09-29 (06-30, 05-31, 05-01), four later
+    assert [r.get("bias_windows") for r in rows] == [None, 3, 4, 4]
+    for r in rows[1:]:
+        # the symmetric variant only widens the interval; the signed one shifts it as well
+        assert r["symmetric_p10"] < r["total_p10"] and r["symmetric_p90"] > r["total_p90"]
+        assert r["adjusted_p90"] - r["adjusted_p10"] > r["total_p90"] - r["total_p10"]
+    # each error is log(actual / predicted) of the same BTYD fitted at a validation end (point in time)
+    last = rows[-1]
+    v_end = ends[-1] - pd.Timedelta(days=91)
+    summary = btyd.summarize(transactions[transactions["order_date"] <= ends[-1]], v_end, ends[-1])
+    v_pred = btyd.fit_auto(summary).score(summary, 13.0)["expected_spend"].sum()
+    assert last["bias_log_errors"][0] == pytest.approx(np.log(summary["holdout_spend"].sum() / v_pred))
     assert result["coverage"] == pytest.approx(np.mean([r["covered"] for r in rows]))
-    assert result["adjusted_evaluated"] == 2
+    assert result["adjusted_evaluated"] == 3
+    assert result["adjusted_coverage"] == pytest.approx(np.mean([r["adjusted_covered"] for r in rows[1:]]))
+    assert "validation windows" in result["bias_term"]
     assert result["misses_above"] + result["misses_below"] == sum(not r["covered"] for r in rows)
 
 

@@ -9,7 +9,7 @@ import pytest
 from clv_platform import backtest_cli
 from clv_platform_tests.cheap_config import cheap_clv_config
 
-MODELS = {"naive", "btyd", "xgboost", "hybrid", "hybrid_mean", "served"}
+MODELS = {"naive", "btyd", "xgboost", "hybrid", "hybrid_mean", "btyd_point", "served"}
 METRICS = {"mae", "rmse", "spearman", "normalized_gini", "predicted_total"}
 
 
@@ -41,17 +41,35 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
                          "deciles", "btyd_selection", "intervals", "parameter_bootstrap", "serving", "headline",
                          "npd"]
     assert out["btyd_selection"]["chosen"] == "mbgnbd" and out["btyd_selection"]["reason"]
-    assert set(out["intervals"]) == {"btyd", "xgboost", "hybrid", "hybrid_mean", "served"}
-    # the hybrid column is the sharpened point forecast of hybrid_mean: same total and ranking,
-    # the interval built around the mean, and the share of points inside it reported
+    assert set(out["intervals"]) == {"btyd", "xgboost", "hybrid", "hybrid_mean", "btyd_point", "served"}
+    serving = out["serving"]
+    assert serving["hybrid_point_rule"] in ("sharpen", "median") and serving["btyd_point_rule"] in ("sharpen", "median")
+    assert serving["point_rule"] == serving["btyd_point_rule" if serving["served"] == "btyd" else "hybrid_point_rule"]
     point, mean = out["holdout"]["models"]["hybrid"], out["holdout"]["models"]["hybrid_mean"]
-    assert point["predicted_total"] == pytest.approx(mean["predicted_total"], rel=1e-9)
-    assert point["normalized_gini"] == pytest.approx(mean["normalized_gini"], abs=1e-9)
-    assert point["spearman"] == pytest.approx(mean["spearman"], abs=1e-9)
+    if serving["hybrid_point_rule"] == "sharpen":
+        # the hybrid column is the sharpened point forecast of hybrid_mean: same total and ranking
+        assert point["predicted_total"] == pytest.approx(mean["predicted_total"], rel=1e-9)
+        assert point["normalized_gini"] == pytest.approx(mean["normalized_gini"], abs=1e-9)
+    else:
+        # the predictive median: 0 for every customer less likely than not to buy, so below the mean's total
+        assert point["predicted_total"] < mean["predicted_total"]
+    if serving["btyd_point_rule"] == "sharpen":
+        assert out["holdout"]["models"]["btyd_point"]["predicted_total"] == pytest.approx(
+            out["holdout"]["models"]["btyd"]["predicted_total"], rel=1e-6)
+    # the interval is built around the mean, and the share of points inside it is reported
     assert out["intervals"]["hybrid"]["total_p10"] == pytest.approx(out["intervals"]["hybrid_mean"]["total_p10"])
+    assert out["intervals"]["btyd_point"]["total_p10"] == pytest.approx(out["intervals"]["btyd"]["total_p10"])
     assert 0.0 <= out["intervals"]["hybrid"]["point_within_interval"] <= 1.0
-    assert out["serving"]["sharpen"] in (out["serving"]["hybrid_sharpen"], out["serving"]["btyd_sharpen"])
-    assert 1.0 <= out["serving"]["hybrid_sharpen"] <= 2.0 and 1.0 <= out["serving"]["btyd_sharpen"] <= 2.0
+    assert serving["sharpen"] in (serving["hybrid_sharpen"], serving["btyd_sharpen"])
+    assert 1.0 <= serving["hybrid_sharpen"] <= 3.0 and 1.0 <= serving["btyd_sharpen"] <= 3.0
+    # the verdict: ranking by the hybrid's mean, MAE of its point against the better BTYD MAE
+    models = out["holdout"]["models"]
+    verdict = out["headline"]
+    assert verdict["hybrid_ranking_gini"] == mean["normalized_gini"] and verdict["hybrid_point_mae"] == point["mae"]
+    assert verdict["best_btyd_mae"] == min(models["btyd"]["mae"], models["btyd_point"]["mae"])
+    assert verdict["hybrid_ahead_on_mae"] == float(point["mae"] < verdict["best_btyd_mae"])
+    assert verdict["hybrid_ahead_on_gini"] == float(mean["normalized_gini"] > max(
+        models["btyd"]["normalized_gini"], models["naive"]["normalized_gini"]))
     for block in out["intervals"].values():
         assert 0.0 <= block["customer_coverage"] <= 1.0 and block["total_p10"] <= block["total_p90"]
         # the parameter term widens the total's interval around the customer-noise-only one

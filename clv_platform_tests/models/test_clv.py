@@ -79,42 +79,60 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
         assert trained.model.blend == best["blend_weight_chosen"] == trained.selection.blend
     else:
         best = max(comparison, key=lambda row: row["normalized_gini"])
-        assert trained.selection.criterion == "normalized_gini" and trained.model.blend == 1.0
+        assert trained.selection.criterion == "normalized_gini"
+        # no blend is served; the hybrid keeps the blend that ranks best on validation (or w = 1)
+        assert trained.model.blend == trained.selection.blend
     assert trained.model.objective.name == best["objective"]
-    # served: the hybrid only if it beats the BTYD on the same validation rows on Gini and MAE
-    btyd_metrics = trained.serving["btyd_metrics"]
-    blended = trained.selection.blend_metrics or best
-    beats = blended["normalized_gini"] > btyd_metrics["normalized_gini"] and blended["mae"] < btyd_metrics["mae"]
-    assert trained.serving["served"] == ("hybrid" if beats else "btyd")
-    assert trained.model.serves_btyd == (not beats)
     # the served model's validation metrics, recomputed here from the validation rows themselves
     valid = trained.validation_frame
     y = valid["label_spend"].to_numpy(dtype=float)
-    btyd_spend = np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float))
+    btyd_spend = np.clip(np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
     btyd_mae = float(np.abs(btyd_spend - y).mean())
+    # the P50 / mean ratios behind the median point rule come from the BTYD fitted at the
+    # validation window's own feature cutoff (out of sample), drawn over the label window
+    p50 = valid[clv.P50_COLUMN].to_numpy(dtype=float)
+    h_weeks = config.label_horizon_days / 7.0
+    assert p50 == pytest.approx(clv.p50_ratio(clv.fit_btyd_at(valid, config), valid, h_weeks, "btyd_expected_spend"))
+    assert ((p50 >= 0.0) & np.isfinite(p50)).all() and (p50 == 0.0).any()
+    # the point rules (sharpening exponent or predictive median) are chosen on these rows alone
+    z = config.mae_significance_z
+    btyd_choice = clv.point_rule(y, btyd_spend, p50, z)
+    assert (trained.serving["btyd_point_rule"], trained.serving["btyd_sharpen"]) == (btyd_choice["rule"],
+                                                                                     btyd_choice["gamma"])
+    assert trained.serving["btyd_point_mae"] == pytest.approx(btyd_choice["mae"])
+    w = trained.model.blend
+    hybrid_mean = w * trained.selection.validation_prediction + (1.0 - w) * btyd_spend
+    if trained.selection.blend_metrics is None:
+        choice = clv.point_rule(y, hybrid_mean, p50, z)
+        assert (trained.serving["hybrid_point_rule"], trained.serving["hybrid_sharpen"]) == (choice["rule"],
+                                                                                           choice["gamma"])
+    # served: the hybrid only if it beats the BTYD on the same validation rows on Gini and on MAE,
+    # the BTYD's MAE being the lower of its mean's and its own point forecast's
+    btyd_metrics = trained.serving["btyd_metrics"]
+    blended = trained.selection.blend_metrics or best
+    beats = (blended["normalized_gini"] > btyd_metrics["normalized_gini"]
+             and blended["mae"] < min(btyd_metrics["mae"], btyd_choice["mae"]))
+    assert trained.serving["served"] == ("hybrid" if beats else "btyd")
+    assert trained.model.serves_btyd == (not beats)
     served = trained.validation_metrics
     assert served["actual_total"] == pytest.approx(y.sum()) and y.sum() > 0
     assert 0.0 < served["normalized_gini"] <= 1.0
-    # the point forecasts' sharpening exponents are chosen on these validation rows alone
-    z = config.mae_significance_z
-    w = trained.model.blend
-    hybrid_mean = w * trained.selection.validation_prediction + (1.0 - w) * np.clip(btyd_spend, 0.0, None)
-    assert trained.serving["hybrid_sharpen"] == clv.sharpen_exponent(y, hybrid_mean, z)["gamma"]
-    assert trained.serving["btyd_sharpen"] == clv.sharpen_exponent(y, btyd_spend, z)["gamma"]
-    assert trained.model.sharpen == trained.serving["hybrid_sharpen" if beats else "btyd_sharpen"]
+    kind = "hybrid" if beats else "btyd"
+    assert trained.model.sharpen == trained.serving[f"{kind}_sharpen"]
+    assert trained.model.point_rule == trained.serving[f"{kind}_point_rule"]
     if beats:
         # the served hybrid is the blend w * booster + (1 - w) * BTYD chosen on that window, its
-        # point forecast sharpened with the exponent chosen there
-        blended = trained.selection.blend_metrics or best
-        point = clv.sharpen(hybrid_mean, trained.model.sharpen)
+        # point forecast under the rule chosen there; Gini and total are the blend mean's
+        point = clv.apply_point_rule(hybrid_mean, trained.model.point_rule, trained.model.sharpen, p50)
         assert served["mae"] < btyd_mae and served["mae"] == pytest.approx(blended["mae"])
         assert served["mae"] == pytest.approx(float(np.abs(point - y).mean()))
+        assert served["predicted_total"] == pytest.approx(hybrid_mean.sum())
     else:
-        point = clv.sharpen(btyd_spend, trained.model.sharpen)
+        point = clv.apply_point_rule(btyd_spend, trained.model.point_rule, trained.model.sharpen, p50)
         assert served["mae"] == pytest.approx(float(np.abs(point - y).mean())) and served["mae"] <= btyd_mae
         assert served["predicted_total"] == pytest.approx(btyd_spend.sum())
         # the BTYD is then what the model predicts on those rows
-        assert trained.model.predict_label_window(valid) == pytest.approx(np.clip(btyd_spend, 0.0, None))
+        assert trained.model.predict_label_window(valid) == pytest.approx(btyd_spend)
     assert "validation window" in trained.serving["reason"]
     # the chosen candidate's level factor makes its validation total match the actual one
     assert best["predicted_total"] == pytest.approx(best["actual_total"], rel=1e-6) or best["level"] in clv.LEVEL_BOUNDS
@@ -223,20 +241,33 @@ def test_assets_materialize_in_process(demo_db, data_env, monkeypatch):
     assert metadata["validation_btyd_total_error"].value == pytest.approx(
         btyd_block["predicted_total"] / btyd_block["actual_total"] - 1.0)
     assert 0.0 <= metadata["blend_weight"].value <= 1.0
-    # the served point forecast: the mean sharpened with the served exponent, same sum and ranking
+    # the served point forecast under the served point rule (chosen on the validation window)
     assert metadata["sharpen"].value in (metadata["sharpen_hybrid"].value, metadata["sharpen_btyd"].value)
-    assert scores["predicted_clv_point"].sum() == pytest.approx(scores["predicted_clv"].sum(), rel=1e-9)
+    assert metadata["point_rule"].value in (metadata["point_rule_hybrid"].value, metadata["point_rule_btyd"].value)
     scoring = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                    if e.asset_key == dg.AssetKey(["scores", "customer_clv"]))
-    gamma, config = metadata["sharpen"].value, clv.load_config()
-    # the exponent chosen on the label window h, carried to the horizon H: 1 + (gamma - 1) h / H
-    assert scoring["sharpen_at_horizon"].value == pytest.approx(
-        1.0 + (gamma - 1.0) * min(1.0, config.label_horizon_days / config.horizon_days))
-    assert scores["predicted_clv_point"].to_numpy() == pytest.approx(
-        clv.sharpen(scores["predicted_clv"].to_numpy(), scoring["sharpen_at_horizon"].value))
-    by_mean = scores.sort_values(["predicted_clv", "customer_id"])["customer_id"].to_numpy()
-    by_point = scores.sort_values(["predicted_clv_point", "customer_id"])["customer_id"].to_numpy()
-    assert (by_mean == by_point).all()
+    assert scoring["point_rule"].value == metadata["point_rule"].value
+    with duckdb.connect(str(database), read_only=True) as conn:
+        p50 = conn.execute("select s.spend_p50_ratio from scores.customer_clv c join ml.btyd_scores s "
+                           "using (customer_id) order by c.customer_id").df()["spend_p50_ratio"].to_numpy()
+    scores = scores.sort_values("customer_id").reset_index(drop=True)
+    assert (p50 >= 0).all() and (p50 <= scores["predicted_clv_p90"].to_numpy() / np.where(
+        scores["predicted_clv"] > 0, scores["predicted_clv"], 1.0) + 1e-9).all()
+    if metadata["point_rule"].value == clv.MEDIAN:
+        # per customer: the mean times the BTYD's P50 / mean (the SQL keeps the batches' values)
+        assert scores["predicted_clv_point"].to_numpy() == pytest.approx(scores["predicted_clv"].to_numpy() * p50)
+    else:
+        # the mean sharpened with the served exponent, same sum and ranking
+        assert scores["predicted_clv_point"].sum() == pytest.approx(scores["predicted_clv"].sum(), rel=1e-9)
+        gamma, config = metadata["sharpen"].value, clv.load_config()
+        # the exponent chosen on the label window h, carried to the horizon H: 1 + (gamma - 1) h / H
+        assert scoring["sharpen_at_horizon"].value == pytest.approx(
+            1.0 + (gamma - 1.0) * min(1.0, config.label_horizon_days / config.horizon_days))
+        assert scores["predicted_clv_point"].to_numpy() == pytest.approx(
+            clv.sharpen(scores["predicted_clv"].to_numpy(), scoring["sharpen_at_horizon"].value))
+        by_mean = scores.sort_values(["predicted_clv", "customer_id"])["customer_id"].to_numpy()
+        by_point = scores.sort_values(["predicted_clv_point", "customer_id"])["customer_id"].to_numpy()
+        assert (by_mean == by_point).all()
     plot = metadata["explainability_plot"].value
     assert plot.startswith(str(data_env / "reports")) and "<svg" in open(plot, encoding="utf-8").read()
     assert (data_env / "models" / f"clv_xgb_{runs.loc[0, 'model_version']}.ubj").is_file()
@@ -294,6 +325,14 @@ def test_blend_weight_takes_the_lowest_mae_blend_that_beats_the_btyd():
     # a booster that ranks backwards never beats the BTYD on Gini: no blend, the serving falls back
     backwards = clv.blend_weight(y, btyd_spend, np.array([40.0, 20.0, 0.0, 0.0]))
     assert backwards["weight"] == 1.0 and backwards["metrics"] is None and "no blend" in backwards["reason"]
+    # a booster that ranks perfectly but forecasts far too much: every blend w > 0 has the same
+    # (perfect) Gini and a total out of the 15 % bound (16 + 2984 w vs 40), so none is served; the
+    # hybrid keeps the blend with the highest Gini, ties to the lower MAE: the smallest w, 0.1
+    # (MAE (7.2 + 93.6 + 173.6) / 4 = 68.6, growing with w)
+    ranks_only = clv.blend_weight(y, btyd_spend, np.array([0.0, 0.0, 1000.0, 2000.0]), max_total_error=0.15)
+    assert ranks_only["comparison"][1]["mae"] == pytest.approx(68.6)
+    assert ranks_only["metrics"] is None and ranks_only["weight"] == pytest.approx(0.1)
+    assert "highest validation Gini" in ranks_only["reason"]
     # with a total bound of 15 % (actual 40): w = 0.7 forecasts 46.8 (+17 %) and is out; w = 0.6
     # forecasts 42.4 (+6 %) with MAE 2.8, below w = 0.5 (38, MAE 3.5)
     bounded = clv.blend_weight(y, btyd_spend, np.array([0.0, 0.0, 20.0, 40.0]), max_total_error=0.15)
@@ -323,12 +362,14 @@ def test_sharpen_exponent_takes_the_lowest_validation_mae_with_a_significant_gai
     """800 customers forecast 1 who buy nothing, 200 forecast 4 who spend 9 (total 1,600 vs 1,800).
 
     gamma: c = 1600 / (800 + 200 * 4 ** gamma), MAE = (800 c + 200 |9 - c 4 ** gamma|) / 1000, which
-    falls with gamma over the grid: 1.8 at gamma 1, 0.84 at gamma 2 (c = 0.4: 0.4 and 6.4).
+    falls with gamma over the grid: 1.8 at gamma 1, 0.84 at gamma 2 (c = 0.4: 0.4 and 6.4), 0.388 at
+    the grid's end, gamma 3 (c = 1600 / 13600: 0.118 and 7.53).
     """
     y = np.r_[np.zeros(800), np.full(200, 9.0)]
     p = np.r_[np.ones(800), np.full(200, 4.0)]
     chosen = clv.sharpen_exponent(y, p, significance_z=1.645)
-    assert chosen["gamma"] == 2.0 and chosen["mae"] == pytest.approx(0.84)
+    assert chosen["gamma"] == 3.0 and chosen["mae"] == pytest.approx(388.235 / 1000, rel=1e-4)
+    assert next(r["mae"] for r in chosen["comparison"] if r["gamma"] == 2.0) == pytest.approx(0.84)
     by_gamma = {row["gamma"]: row["mae"] for row in chosen["comparison"]}
     assert by_gamma[1.0] == pytest.approx(1.8)
     c = 1600.0 / (800.0 + 200.0 * 4.0 ** 1.5)
@@ -372,3 +413,57 @@ def test_sharpening_exponent_is_carried_from_the_label_window_to_the_horizon():
     p = np.array([0.0, 1.0, 3.0])
     assert model.point(p, 273) == pytest.approx(clv.sharpen(p, 1.2))
     assert model.point(p, 273).sum() == pytest.approx(4.0)
+
+
+def test_point_rule_takes_the_predictive_median_when_it_wins_on_the_rows_given():
+    """700 customers forecast 3 with a P50 of 0 (210 spend 10, 490 nothing), 300 forecast 20 with a
+    P50 of 22 who spend 22. MAE: mean 3.54; predictive median 2.10 (210 x 10 / 1000); the best
+    total-preserving sharpening cannot go below 2.70 (a -> 2.14, b -> 22 with 700 a + 300 b = 8,100)."""
+    y = np.r_[np.full(210, 10.0), np.zeros(490), np.full(300, 22.0)]
+    mean = np.r_[np.full(700, 3.0), np.full(300, 20.0)]
+    p50 = np.r_[np.zeros(700), np.full(300, 1.1)]
+    chosen = clv.point_rule(y, mean, p50, significance_z=1.645)
+    assert chosen["rule"] == clv.MEDIAN and chosen["mae"] == pytest.approx(2.10)
+    rows = {(r["rule"], r["gamma"]): r["mae"] for r in chosen["comparison"]}
+    assert rows[(clv.SHARPEN, 1.0)] == pytest.approx(3.54) and rows[(clv.MEDIAN, None)] == pytest.approx(2.10)
+    assert min(v for (rule, _), v in rows.items() if rule == clv.SHARPEN) >= 2.70 - 1e-9
+    point = clv.apply_point_rule(mean, chosen["rule"], chosen["gamma"], p50)
+    assert point == pytest.approx(np.r_[np.zeros(700), np.full(300, 22.0)])
+    # the same forecasts on rows where everyone spends their mean: the mean stays the point
+    same = clv.point_rule(mean, mean, p50, significance_z=1.645)
+    assert same["rule"] == clv.SHARPEN and same["gamma"] == 1.0 and same["mae"] == 0.0
+    # without P50 ratios only the sharpening is a candidate
+    assert clv.point_rule(y, mean, None, 1.645)["rule"] == clv.SHARPEN
+    # a gain within noise keeps the mean
+    assert clv.point_rule(y, mean, p50, significance_z=1e9)["rule"] == clv.SHARPEN
+
+
+def test_median_point_is_not_monotone_and_says_so_while_the_mean_keeps_the_sum():
+    """The median rule is per customer: a larger mean with P(buy) < 1/2 gets 0 below a smaller one;
+    rankings and sums therefore use the mean column (predict_scores), which this test sums."""
+    assert clv.median_point(np.array([3.0, 2.0]), np.array([0.0, 1.2])) == pytest.approx([0.0, 2.4])
+    with pytest.raises(ValueError, match="spend_p50_ratio"):
+        clv.apply_point_rule(np.ones(3), clv.MEDIAN, 1.0, None)
+    config = clv.load_config()
+    frame = pd.DataFrame({
+        "customer_id": ["a", "b", "c", "d"],
+        "btyd_expected_spend": [10.0, 5.0, 0.0, 40.0],
+        "btyd_horizon_ratio": [2.0, 2.0, 2.0, 1.5],
+        "btyd_expected_spend_horizon": [20.0, 10.0, 0.0, 60.0],
+        "btyd_clv_horizon": [18.0, 9.0, 0.0, 54.0],
+        "btyd_p_alive": [0.5, 0.2, 0.1, 0.9],
+        "btyd_expected_purchases_horizon": [0.4, 0.2, 0.0, 1.5],
+        "spend_p10_ratio": [0.0, 0.0, 0.0, 0.3],
+        "spend_p90_ratio": [2.5, 3.0, 0.0, 2.0],
+        "spend_p50_ratio": [0.0, 0.0, 0.0, 0.9],
+    })
+    model = clv.ClvModel(None, [], clv.objective_candidates(config)[0], clv.HYBRID, config.label_horizon_days,
+                         serves_btyd=True, point_rule=clv.MEDIAN)
+    scores = clv.predict_scores(model, frame, config)
+    # the mean: BTYD spend over the horizon x its PV factor (clv / spend), sums to 81
+    assert scores["predicted_clv"].to_numpy() == pytest.approx([18.0, 9.0, 0.0, 54.0])
+    assert scores["predicted_clv"].sum() == pytest.approx(81.0)
+    assert scores["predicted_clv_point"].to_numpy() == pytest.approx([0.0, 0.0, 0.0, 48.6])
+    # the interval around the same mean holds the median point
+    assert (scores["predicted_clv_p10"] <= scores["predicted_clv_point"] + 1e-9).all()
+    assert (scores["predicted_clv_point"] <= scores["predicted_clv_p90"] + 1e-9).all()

@@ -43,6 +43,7 @@ def _trained(spec: clv.ObjectiveSpec, offset: bool, seed: int = 0) -> tuple[clv.
 )
 def test_round_trip_gives_identical_predictions(data_env, spec, offset):
     trained, frame = _trained(spec, offset)
+    trained.model.point_rule, trained.model.sharpen = clv.MEDIAN, 1.3
     config = clv.load_config()
     with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
         record = registry.save_model(conn, trained, config, trained_at=datetime(2026, 11, 21, 23, 0, tzinfo=timezone.utc))
@@ -57,6 +58,11 @@ def test_round_trip_gives_identical_predictions(data_env, spec, offset):
     assert row["cutoff"].date() == date(2026, 10, 31) and row["horizon_days"] == config.horizon_days
     np.testing.assert_array_equal(model.predict_label_window(frame), trained.model.predict_label_window(frame))
     np.testing.assert_array_equal(model.predict(frame, 365), trained.model.predict(frame, 365))
+    # the served point rule comes back with the model: the median of the same means
+    assert (sidecar["point_rule"], model.point_rule, model.sharpen) == (clv.MEDIAN, clv.MEDIAN, 1.3)
+    ratio = np.linspace(0.0, 1.5, len(frame))
+    mean = model.predict(frame, 365)
+    np.testing.assert_allclose(model.point(mean, 365, ratio), mean * ratio)
 
 
 def test_latest_registered_skips_unregistered_and_older(data_env):

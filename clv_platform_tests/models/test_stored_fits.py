@@ -138,6 +138,7 @@ class _SpendModel:
     point forecast whose scale must hold over the whole store, not per batch."""
 
     sharpen = 1.4
+    point_rule = "sharpen"
 
     def predict(self, frame, horizon_days, ratio):
         return 1.1 * frame["btyd_expected_spend_horizon"].to_numpy(dtype=float)
@@ -145,7 +146,7 @@ class _SpendModel:
     def horizon_gamma(self, horizon_days=None):
         return self.sharpen
 
-    def point(self, mean, horizon_days=None):
+    def point(self, mean, horizon_days=None, p50_ratio=None):
         from clv_platform.models.clv.objective import sharpen
 
         return sharpen(mean, self.horizon_gamma(horizon_days))

@@ -72,6 +72,13 @@ from clv_platform.models.clv.objective import (  # noqa: F401
     SHARPEN_GRID,
     sharpen,
     sharpen_exponent,
+    SHARPEN,
+    MEDIAN,
+    POINT_RULES,
+    P50_COLUMN,
+    median_point,
+    point_rule,
+    apply_point_rule,
 )
 from clv_platform.models.clv.train import (  # noqa: F401
     EXTENSION_BOUNDS,
@@ -80,12 +87,14 @@ from clv_platform.models.clv.train import (  # noqa: F401
     train_clv,
     serve_or_fall_back,
     point_forecasts,
+    p50_ratio,
 )
 from clv_platform.models.clv.score import (  # noqa: F401
     scoring_frame,
     BTYD_SCORE_COLUMNS,
     btyd_scores_table,
     INTERVAL_COLUMNS,
+    MEDIAN_COLUMN,
     frame_from_tables,
     discount_factor,
     predict_scores,

@@ -12,7 +12,9 @@ import pandas as pd
 
 from clv_platform.models.clv.config import HYBRID, XGBOOST, ClvConfig
 from clv_platform.models.clv.windows import window_ends
-from clv_platform.models.clv.train import TrainedClv, train_clv
+from clv_platform.models import btyd
+from clv_platform.models.clv.objective import SHARPEN
+from clv_platform.models.clv.train import TrainedClv, p50_ratio, train_clv
 from clv_platform.models.clv.score import scoring_frame
 from clv_platform.models.clv.explain import shap_importance
 
@@ -23,6 +25,11 @@ HYBRID_MEAN = "hybrid_mean"
 
 SERVED = "served"
 """Backtest column: the point forecast the platform would serve for the store (hybrid or BTYD)."""
+
+
+BTYD_POINT = "btyd_point"
+"""Backtest column: the BTYD's own point forecast under its point rule chosen on the validation
+window (``train.point_forecasts``): what the hybrid's point forecast is fairly compared with."""
 
 
 
@@ -66,7 +73,7 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     cutoff = pd.Timestamp(calibration_end).date()
     horizon = (pd.Timestamp(holdout_end) - pd.Timestamp(calibration_end)).days
     config = config.for_backtest(horizon)
-    frame, _ = scoring_frame(conn, cutoff, config)
+    frame, model_btyd = scoring_frame(conn, cutoff, config)
     hybrid = train_clv(conn, cutoff, config, HYBRID)
     plain = train_clv(conn, cutoff, config, XGBOOST, objective=hybrid.selection.chosen)
     index = frame["customer_id"].astype(str).to_numpy()
@@ -75,19 +82,29 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     # says which): the backtest compares the models, not the serving decision
     means = {name: replace(trained.model, serves_btyd=False).predict(frame, horizon, ratio)
              for name, trained in ((XGBOOST, plain), (HYBRID, hybrid))}
-    # the hybrid's served point forecast: its mean sharpened over the scored customers with the
-    # exponent chosen on the validation window (``train.point_forecasts``); what the platform
-    # serves for this store (the BTYD's point forecast when the hybrid does not beat it)
+    # each customer's BTYD P50 / mean over the holdout, for the median point rule (the same draws'
+    # shape the intervals use); only drawn when the rule can be chosen
+    p50 = (p50_ratio(model_btyd, frame, horizon / btyd.DAYS_PER_WEEK, "btyd_expected_spend_horizon")
+           if config.sharpen else None)
+    serving = hybrid.serving
+    # the hybrid's point forecast under the rule chosen on the validation window (also when the
+    # BTYD is served); the BTYD's own point forecast under its rule; and what the platform serves
+    hybrid_point = replace(hybrid.model, sharpen=serving.get("hybrid_sharpen", 1.0),
+                           point_rule=serving.get("hybrid_point_rule", SHARPEN)).point(means[HYBRID], horizon, p50)
+    btyd_mean = replace(hybrid.model, serves_btyd=True).predict(frame, horizon, ratio)
+    btyd_point = replace(hybrid.model, serves_btyd=True, sharpen=serving.get("btyd_sharpen", 1.0),
+                         point_rule=serving.get("btyd_point_rule", SHARPEN)).point(btyd_mean, horizon, p50)
     served_model = hybrid.model
-    served = served_model.point(served_model.predict(frame, horizon, ratio), horizon)
+    served = served_model.point(served_model.predict(frame, horizon, ratio), horizon, p50)
     predictions = {
         XGBOOST: pd.Series(means[XGBOOST], index=index, name=XGBOOST),
-        HYBRID: pd.Series(replace(hybrid.model, sharpen=hybrid.serving.get("hybrid_sharpen", 1.0)).point(
-            means[HYBRID], horizon), index=index, name=HYBRID),
+        HYBRID: pd.Series(hybrid_point, index=index, name=HYBRID),
         HYBRID_MEAN: pd.Series(means[HYBRID], index=index, name=HYBRID_MEAN),
+        BTYD_POINT: pd.Series(btyd_point, index=index, name=BTYD_POINT),
         SERVED: pd.Series(served, index=index, name=SERVED),
     }
     importance = shap_importance(hybrid.model, frame, config.shap_sample)
-    mean_columns = {HYBRID: HYBRID_MEAN, SERVED: "btyd" if hybrid.model.serves_btyd else HYBRID_MEAN}
+    mean_columns = {HYBRID: HYBRID_MEAN, BTYD_POINT: "btyd",
+                    SERVED: "btyd" if hybrid.model.serves_btyd else HYBRID_MEAN}
     return MLBacktest(predictions, {XGBOOST: plain, HYBRID: hybrid}, importance, time.perf_counter() - started,
                       mean_columns)

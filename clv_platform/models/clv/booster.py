@@ -77,13 +77,21 @@ class ClvModel:
     """Exponent gamma of the served point forecast (``point``): the total-preserving sharpening
     of the mean chosen on the validation window (``objective.sharpen_exponent``); 1 = the mean."""
 
-    def point(self, mean: np.ndarray, horizon_days: int | None = None) -> np.ndarray:
-        """The served point forecast from this model's conditional means over a whole population:
-        c * mean ** gamma with the population's sum unchanged (``objective.sharpen``), gamma
-        carried from the label window to ``horizon_days`` by ``horizon_gamma``."""
-        from clv_platform.models.clv.objective import sharpen
+    point_rule: str = "sharpen"
+    """The served point forecast's rule (``objective.point_rule``, chosen on the validation window):
+    "sharpen" (c * mean ** gamma, gamma = ``sharpen``) or "median" (the predictive median)."""
 
-        return sharpen(mean, self.horizon_gamma(horizon_days))
+    def point(self, mean: np.ndarray, horizon_days: int | None = None, p50_ratio: np.ndarray | None = None) -> np.ndarray:
+        """The served point forecast from this model's conditional means over a whole population.
+
+        "sharpen": c * mean ** gamma with the population's sum unchanged (``objective.sharpen``),
+        gamma carried from the label window to ``horizon_days`` by ``horizon_gamma``. "median":
+        mean x ``p50_ratio``, each customer's BTYD P50 / mean over the same horizon (the ratio is
+        computed over the horizon itself, so nothing needs carrying; per customer, so batches
+        are exact)."""
+        from clv_platform.models.clv.objective import apply_point_rule
+
+        return apply_point_rule(mean, self.point_rule, self.horizon_gamma(horizon_days), p50_ratio)
 
     def horizon_gamma(self, horizon_days: int | None = None) -> float:
         """The sharpening exponent for a forecast over ``horizon_days``: 1 + (gamma - 1) * h / H.

@@ -14,6 +14,11 @@ from clv_platform.models.clv.config import HYBRID, ClvConfig, ObjectiveSpec, obj
 from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster, _smearing
 
 
+P50_COLUMN = "btyd_spend_p50_ratio"
+"""Validation-window column (``train.train_clv``): the P50 / mean ratio of each customer's BTYD
+predictive spend over the label window, from the BTYD fitted at that window's feature cutoff."""
+
+
 def _better(candidate: dict, best: dict | None, metric: str, tolerance: float) -> bool:
     if best is None:
         return True
@@ -41,6 +46,8 @@ class Selection:
     """Booster weight of the hybrid's blend with the BTYD (``blend_weight``); 1 = no blend."""
     sharpen: float = 1.0
     """Exponent gamma of the served point forecast's total-preserving sharpening (``sharpen``)."""
+    point_rule: str = "sharpen"
+    """The blend's point rule chosen on the validation window (``point_rule``: sharpen or median)."""
     blend_metrics: dict | None = None
     """Validation metrics of the blended prediction (None without a blend)."""
     blend_comparison: list = field(default_factory=list)
@@ -54,6 +61,7 @@ class Selection:
             "level": self.level,
             "blend": self.blend,
             "sharpen": self.sharpen,
+            "point_rule": self.point_rule,
             "criterion": self.criterion,
             "blend_metrics": self.blend_metrics,
             "blend_comparison": self.blend_comparison,
@@ -83,6 +91,7 @@ def select_objective(
     """
     y = valid["label_spend"].to_numpy(dtype=float)
     btyd_spend = np.clip(np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
+    p50 = valid[P50_COLUMN].to_numpy(dtype=float) if P50_COLUMN in valid else None
     rows, best, best_state, cache, best_beating = [], None, None, {}, None
     for spec in objective_candidates(config):
         offset = uses_offset(config, spec, variant)
@@ -95,12 +104,13 @@ def select_objective(
         row = {"objective": spec.name, "params": spec.params, "btyd_offset": offset, "rounds": rounds,
                "smearing": smear, "level": level, "actual_total": float(y.sum()), **block}
         prediction = model.predict_label_window(valid)
-        blend = {"weight": 1.0, "sharpen": 1.0, "metrics": None, "comparison": []}
+        blend = {"weight": 1.0, "sharpen": 1.0, "point_rule": SHARPEN, "metrics": None, "comparison": []}
         if variant == HYBRID and config.hybrid_blend:
             blend = blend_weight(y, btyd_spend, prediction, config.max_total_error, config.mae_significance_z,
-                                 sharpening=config.sharpen)
+                                 sharpening=config.sharpen, p50_ratio=p50)
             row.update(blend_weight_chosen=blend["weight"] if blend["metrics"] else None,
                        blend_sharpen=blend["sharpen"] if blend["metrics"] else None,
+                       blend_point_rule=blend["point_rule"] if blend["metrics"] else None,
                        blend_mae=(blend["metrics"] or {}).get("mae"))
         rows.append(row)
         state = (spec, rounds, smear, level, prediction, blend)
@@ -125,6 +135,7 @@ def select_objective(
         level=level,
         blend=blend["weight"],
         sharpen=blend["sharpen"],
+        point_rule=blend["point_rule"],
         blend_metrics=blend["metrics"],
         blend_comparison=blend["comparison"],
         validation_prediction=chosen_prediction,
@@ -132,8 +143,66 @@ def select_objective(
     )
 
 
-SHARPEN_GRID = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0)
+SHARPEN_GRID = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0)
 """Exponents gamma tried by ``sharpen_exponent`` (1 = the conditional mean as is)."""
+
+
+SHARPEN = "sharpen"
+"""Point rule: the total-preserving sharpening c * p ** gamma of the mean (gamma 1 = the mean)."""
+MEDIAN = "median"
+"""Point rule: the median of the customer's predictive spend, mean x the BTYD's P50 / mean ratio."""
+POINT_RULES = (SHARPEN, MEDIAN)
+
+
+def median_point(mean: np.ndarray, p50_ratio: np.ndarray) -> np.ndarray:
+    """The predictive median: each customer's mean times the P50 / mean ratio of their BTYD draws.
+
+    The BTYD's shape (who is alive, how many purchases, what they spend) around the model's mean,
+    as the P10 / P90 are. 0 for every customer whose chance of spending anything over the horizon
+    is below one half: the conditional median of zero-inflated spend, which minimizes absolute
+    error. Not monotone in the mean (a likely buyer with a small mean ranks above an unlikely one
+    with a large mean) and it does not sum to the total: rankings, tiers and sums use the mean.
+    """
+    p = np.clip(np.nan_to_num(np.asarray(mean, dtype=float)), 0.0, None)
+    ratio = np.clip(np.nan_to_num(np.asarray(p50_ratio, dtype=float)), 0.0, None)
+    return p * ratio
+
+
+def point_rule(actual: np.ndarray, prediction: np.ndarray, p50_ratio: np.ndarray | None = None,
+               significance_z: float | None = None) -> dict:
+    """The served point rule for a forecast, chosen on a validation window by MAE.
+
+    Candidates: the sharpening exponents of ``sharpen_exponent`` (gamma 1 = the mean) and, with
+    ``p50_ratio`` (the BTYD's P50 / mean per customer over the same window), the predictive median
+    (``median_point``). The lowest MAE among the candidates whose gain over the mean exceeds
+    ``significance_z`` standard errors of the paired per-customer gains; the mean when none does.
+    Only the rows given decide (out-of-sample validation predictions, never the holdout).
+    """
+    y = np.asarray(actual, dtype=float)
+    p = np.clip(np.nan_to_num(np.asarray(prediction, dtype=float)), 0.0, None)
+    sharp = sharpen_exponent(y, p, significance_z)
+    rows = [dict(r, rule=SHARPEN) for r in sharp["comparison"]]
+    best = {"rule": SHARPEN, "gamma": sharp["gamma"], "mae": sharp["mae"], "reason": sharp["reason"]}
+    if p50_ratio is not None and y.size:
+        median = median_point(p, p50_ratio)
+        error = metrics.mae(y, median)
+        rows.append({"rule": MEDIAN, "gamma": None, "mae": error})
+        if error < best["mae"] and _significant_gain(y, p, median, significance_z):
+            best = {"rule": MEDIAN, "gamma": 1.0, "mae": error,
+                    "reason": "predictive median: lowest validation MAE with a significant gain over the mean"}
+    return {**best, "comparison": rows}
+
+
+def apply_point_rule(mean: np.ndarray, rule: str, gamma: float, p50_ratio: np.ndarray | None = None) -> np.ndarray:
+    """The point forecast of ``rule`` (``point_rule``'s choice) for the conditional means ``mean``."""
+    if rule == MEDIAN:
+        if p50_ratio is None:
+            raise ValueError("the median point rule needs each customer's P50 / mean spend ratio "
+                             "(ml.btyd_scores.spend_p50_ratio): rebuild ml/btyd_scores")
+        return median_point(mean, p50_ratio)
+    if rule != SHARPEN:
+        raise ValueError(f"unknown point rule {rule!r}; expected one of {POINT_RULES}")
+    return sharpen(mean, gamma)
 
 
 def sharpen(values: np.ndarray, gamma: float) -> np.ndarray:
@@ -196,7 +265,7 @@ BLEND_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
 def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.ndarray,
                  max_total_error: float | None = None, significance_z: float | None = None,
-                 sharpening: bool = False) -> dict:
+                 sharpening: bool = False, p50_ratio: np.ndarray | None = None) -> dict:
     """The hybrid's weight w in w * booster + (1 - w) * BTYD, chosen on the validation window.
 
     Why: per-customer MAE is minimized by the conditional *median*, which for zero-inflated,
@@ -215,19 +284,33 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
     CDNOW a gain of 0.001 on a validation MAE of 14.76 picked a blend that lost on the holdout.
     With ``sharpening`` each blend is judged by its served point forecast, the total-preserving
     ``sharpen`` with the exponent ``sharpen_exponent`` picks for it on the same rows (same
-    significance margin); Gini and total are unchanged by it, only MAE moves.
+    significance margin); Gini and total are unchanged by it, only MAE moves. With ``p50_ratio``
+    (the BTYD's P50 / mean per validation customer) the point rule of each blend is ``point_rule``'s
+    choice (sharpening or the predictive median) and the BTYD is judged by *its* best point rule on
+    the same rows: a point forecast is compared with a point forecast of the same kind, never a
+    median with a mean. Gini and the total are always those of the blend's mean (what ranks, tiers
+    and sums use); only the MAE is the point forecast's.
     """
     y = np.asarray(actual, dtype=float)
+    btyd_spend = np.clip(np.nan_to_num(np.asarray(btyd_spend, dtype=float)), 0.0, None)
     base = metrics.regression_metrics(y, btyd_spend)
+    base_point = btyd_spend
+    if sharpening and y.size:
+        choice = point_rule(y, btyd_spend, p50_ratio, significance_z)
+        base_point = apply_point_rule(btyd_spend, choice["rule"], choice["gamma"], p50_ratio)
+        base = {**base, "mae": metrics.mae(y, base_point)}
     rows, best = [], None
     for w in BLEND_GRID:
         blended = w * booster_spend + (1.0 - w) * btyd_spend
-        # the served point forecast of this blend: its total-preserving sharpening (``sharpen``),
-        # gamma chosen on these validation rows; Gini and the total are the blend's own
-        gamma = sharpen_exponent(y, blended, significance_z)["gamma"] if sharpening else 1.0
-        point = sharpen(blended, gamma)
-        block = metrics.regression_metrics(y, point)
-        row = {"weight": float(w), "sharpen": gamma,
+        # the served point forecast of this blend: its point rule (sharpening gamma or the
+        # predictive median) chosen on these validation rows; Gini and the total are the blend's own
+        rule, gamma = SHARPEN, 1.0
+        if sharpening and y.size:
+            choice = point_rule(y, blended, p50_ratio, significance_z)
+            rule, gamma = choice["rule"], choice["gamma"]
+        point = apply_point_rule(blended, rule, gamma, p50_ratio)
+        block = {**metrics.regression_metrics(y, blended), "mae": metrics.mae(y, point) if y.size else None}
+        row = {"weight": float(w), "point_rule": rule, "sharpen": gamma,
                **{k: block[k] for k in ("mae", "normalized_gini", "predicted_total")},
                "mean_mae": metrics.mae(y, blended) if y.size else None}
         rows.append(row)
@@ -236,16 +319,26 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
             beats = beats and abs(block["predicted_total"] / y.sum() - 1.0) <= max_total_error
         if beats and significance_z:
             # paired per-customer gain in absolute error; a gain within noise is no win
-            beats = _significant_gain(y, btyd_spend, point, significance_z)
+            beats = _significant_gain(y, base_point, point, significance_z)
         if beats and (best is None or block["mae"] <= best[1]["mae"]):
-            best = (float(w), block, gamma)
+            best = (float(w), block, gamma, rule)
     if best is None:
-        return {"weight": 1.0, "sharpen": 1.0, "metrics": None, "comparison": rows,
-                "reason": "no blend beats the BTYD on validation Gini and MAE"}
-    return {"weight": best[0], "sharpen": best[2], "metrics": {**best[1], "actual_total": float(y.sum())},
-            "comparison": rows,
+        # no blend is served (the BTYD is), but the hybrid the backtest reports should still be the
+        # blend that ranks best: the highest validation Gini above the BTYD's (ties: lower MAE),
+        # else the booster alone
+        ranked = [r for r in rows if r["weight"] > 0 and r["normalized_gini"] is not None
+                  and base["normalized_gini"] is not None and r["normalized_gini"] > base["normalized_gini"]]
+        top = max(ranked, key=lambda r: (r["normalized_gini"], -r["mae"]), default=None)
+        weight = top["weight"] if top else 1.0
+        return {"weight": weight, "sharpen": 1.0, "point_rule": SHARPEN, "metrics": None, "comparison": rows,
+                "btyd_point_mae": base["mae"],
+                "reason": "no blend beats the BTYD on validation Gini and MAE"
+                          + (f"; the hybrid is the blend with the highest validation Gini (w = {weight:g})" if top else "")}
+    return {"weight": best[0], "sharpen": best[2], "point_rule": best[3],
+            "metrics": {**best[1], "actual_total": float(y.sum())}, "comparison": rows,
+            "btyd_point_mae": base["mae"],
             "reason": f"lowest validation MAE among blends beating the BTYD on Gini and MAE "
-                      f"(w = {best[0]:g}, sharpening gamma = {best[2]:g})"}
+                      f"(w = {best[0]:g}, point rule {best[3]}, gamma = {best[2]:g})"}
 
 
 LEVEL_BOUNDS = (0.25, 4.0)

@@ -89,13 +89,15 @@ def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvCon
     out["monetary"] = frame["monetary"].to_numpy(dtype=float)
     for source, target in BTYD_SCORE_COLUMNS.items():
         out[target] = frame[source].to_numpy(dtype=float)
-    low, high, _ = model.spend_intervals(btyd_summary(frame), config.horizon_days / btyd.DAYS_PER_WEEK,
-                                         seed=seed, chunk=chunk)
+    (low, median, high), _ = model.spend_quantiles(btyd_summary(frame), config.horizon_days / btyd.DAYS_PER_WEEK,
+                                                   (0.10, 0.50, 0.90), seed=seed, chunk=chunk)
     mean = out["expected_spend"].to_numpy(dtype=float)
     safe = np.where(mean > 0, mean, 1.0)
-    # P10 / P90 of the predictive spend as multiples of its mean: scores apply them to any model's mean
+    # P10 / P50 / P90 of the predictive spend as multiples of its mean: scores apply them to any
+    # model's mean (the interval, and the median point rule)
     out["spend_p10_ratio"] = np.where(mean > 0, low / safe, 0.0)
     out["spend_p90_ratio"] = np.where(mean > 0, high / safe, 0.0)
+    out["spend_p50_ratio"] = np.where(mean > 0, median / safe, 0.0)
     return out
 
 
@@ -104,10 +106,15 @@ INTERVAL_COLUMNS = ["spend_p10_ratio", "spend_p90_ratio"]
 over the horizon divided by its mean (BTYD draws: alive, rate, dropout, Gamma-Gamma spend)."""
 
 
+MEDIAN_COLUMN = "spend_p50_ratio"
+"""Column of ``ml.btyd_scores``: the median of the same draws divided by the mean, for the median
+point rule (``objective.median_point``)."""
+
+
 def frame_from_tables(features: pd.DataFrame, btyd_scores: pd.DataFrame) -> pd.DataFrame:
     """A ``scoring_frame`` rebuilt from ``features.customer_features`` and ``ml.btyd_scores``."""
     renamed = btyd_scores.rename(columns={v: k for k, v in BTYD_SCORE_COLUMNS.items()})
-    keep = ["customer_id", *BTYD_SCORE_COLUMNS, *[c for c in INTERVAL_COLUMNS if c in renamed]]
+    keep = ["customer_id", *BTYD_SCORE_COLUMNS, *[c for c in (*INTERVAL_COLUMNS, MEDIAN_COLUMN) if c in renamed]]
     frame = features.assign(customer_id=features["customer_id"].astype(str))
     merged = frame.merge(renamed[keep].assign(customer_id=renamed["customer_id"].astype(str)),
                          on="customer_id", how="left", validate="one_to_one")
@@ -132,17 +139,20 @@ def predict_scores(trained: ClvModel, frame: pd.DataFrame, config: ClvConfig) ->
 
     ``predicted_spend`` / ``predicted_clv`` are conditional means (what sums, tiers and the revenue
     forecast use); ``predicted_clv_point`` is the served per-customer point forecast, the model's
-    total-preserving sharpening of ``predicted_clv`` over this frame (``ClvModel.point``): same
-    ranking and sum, lower absolute error. ``frame`` must therefore hold the whole scored population.
+    point rule (``ClvModel.point``): the total-preserving sharpening of ``predicted_clv`` over this
+    frame (same ranking and sum; ``frame`` must then hold the whole scored population, the scores
+    asset recomputes it in SQL over the table) or the predictive median ``predicted_clv`` x
+    ``spend_p50_ratio`` (per customer).
     """
     spend = trained.predict(frame, config.horizon_days, frame["btyd_horizon_ratio"].to_numpy())
     clv_values = spend * discount_factor(frame, config)
+    p50 = frame[MEDIAN_COLUMN].fillna(0.0).to_numpy(dtype=float) if MEDIAN_COLUMN in frame else None
     return pd.DataFrame(
         {
             "customer_id": frame["customer_id"].to_numpy(),
             "predicted_spend": spend,
             "predicted_clv": clv_values,
-            "predicted_clv_point": trained.point(clv_values, config.horizon_days),
+            "predicted_clv_point": trained.point(clv_values, config.horizon_days, p50),
             "p_alive": frame["btyd_p_alive"].to_numpy(),
             "expected_purchases": frame["btyd_expected_purchases_horizon"].to_numpy(),
             **interval_columns(spend * discount_factor(frame, config), frame),

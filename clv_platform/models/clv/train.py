@@ -15,9 +15,10 @@ import pandas as pd
 from clv_platform.models import btyd, metrics
 from clv_platform.transforms.features import build_training_frame
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
-from clv_platform.models.clv.windows import fit_btyd_at, btyd_features, window_ends, cap_rows, training_windows, feature_list
+from clv_platform.models.clv.windows import (fit_btyd_at, btyd_features, btyd_summary, window_ends, cap_rows,
+                                             training_windows, feature_list)
 from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster
-from clv_platform.models.clv.objective import Selection, select_objective, sharpen_exponent, _only
+from clv_platform.models.clv.objective import (MEDIAN, P50_COLUMN, SHARPEN, Selection, select_objective, point_rule, _only)
 
 
 EXTENSION_BOUNDS = (0.5, 2.0)
@@ -89,6 +90,7 @@ class TrainedClv:
             "extension_factor": self.model.extension_factor,
             "blend": self.model.blend,
             "sharpen": self.model.sharpen,
+            "point_rule": self.model.point_rule,
             "serving": self.serving,
             "num_boost_round": self.model.num_boost_round,
             "selection": self.selection.as_dict(),
@@ -120,13 +122,19 @@ def train_clv(
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     h = config.label_horizon_days
     per_window = -(-config.max_training_rows // max(config.window_count, 1)) if config.max_training_rows else None
+    fits: dict = {}
     final = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days), config,
-                             per_window)
+                             per_window, models=fits)
     final = cap_rows(final, config.max_training_rows)
     inner = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days, h), config,
                              config.max_selection_rows or None)
     valid = cap_rows(final[final["window_end"] == pd.Timestamp(cutoff)].reset_index(drop=True),
                      config.max_selection_rows)
+    if config.sharpen and cutoff in fits and len(valid):
+        # the predictive median is a candidate point rule: its P50 / mean over the label window,
+        # drawn from the BTYD fitted at the validation window's own feature cutoff (out of sample)
+        valid = valid.assign(**{P50_COLUMN: p50_ratio(fits[cutoff], valid, h / btyd.DAYS_PER_WEEK,
+                                                     "btyd_expected_spend")})
     columns = feature_list(pd.concat([inner, valid]), variant)
     candidates = config if objective is None else _only(config, objective)
     selection = select_objective(candidates, inner, valid, columns, variant)
@@ -144,13 +152,15 @@ def train_clv(
     if selection.blend_metrics is not None:
         # the served hybrid is the blend: its validation metrics are the blend's
         validation_metrics = {k: selection.blend_metrics[k] for k in validation_metrics}
-    serving = serve_or_fall_back(validation_metrics, valid, variant)
-    serving.update(point_forecasts(config, selection, valid, model))
+    points = point_forecasts(config, selection, valid, model)
+    serving = serve_or_fall_back(validation_metrics, valid, variant, btyd_point_mae=points["btyd_point_mae"])
+    serving.update(points)
     if serving["served"] == "btyd":
         model.serves_btyd = True
         validation_metrics = serving["btyd_metrics"]
     model.sharpen = serving["btyd_sharpen"] if model.serves_btyd else serving["hybrid_sharpen"]
-    if model.serves_btyd and model.sharpen != 1.0:
+    model.point_rule = serving["btyd_point_rule"] if model.serves_btyd else serving["hybrid_point_rule"]
+    if model.serves_btyd and (model.sharpen != 1.0 or model.point_rule != SHARPEN):
         # the served point forecast's validation MAE (its Gini and total are the mean's); a served
         # hybrid's metrics are already those of its sharpened blend
         validation_metrics = {**validation_metrics, "mae": serving["btyd_point_mae"]}
@@ -166,40 +176,62 @@ def train_clv(
     )
 
 
+def p50_ratio(model: btyd.BTYDModel, frame: pd.DataFrame, horizon_weeks: float, mean_column: str,
+              draws: int = 200, seed: int = 0) -> np.ndarray:
+    """Each customer's P50 / mean of the BTYD predictive spend over ``horizon_weeks`` (0 where the
+    mean is 0): the shape of the predictive median around a mean, as ``spend_p10_ratio`` is."""
+    quantiles, _ = model.spend_quantiles(btyd_summary(frame), horizon_weeks, (0.5,), draws, seed)
+    mean = frame[mean_column].to_numpy(dtype=float)
+    return np.where(mean > 0, quantiles[0] / np.where(mean > 0, mean, 1.0), 0.0)
+
+
 def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame, model: ClvModel) -> dict:
-    """Sharpening exponents of the hybrid's and the BTYD's point forecasts, both chosen on the
-    validation window (``objective.sharpen_exponent``; 1 with ``[hybrid] sharpen = false``).
+    """Point rules of the hybrid's and the BTYD's served point forecasts, both chosen on the
+    validation window (``objective.point_rule``: sharpening exponent or predictive median; the
+    mean with ``[hybrid] sharpen = false``).
 
     The hybrid's is the one its blend was selected with when a blend beat the BTYD; otherwise it is
     chosen for the chosen candidate's out-of-sample validation forecast blended with weight w (the
-    backtest still reports the hybrid). The BTYD's is used when the BTYD is served.
+    backtest still reports the hybrid). The BTYD's is used when the BTYD is served, and its MAE
+    (``btyd_point_mae``) is what the hybrid's point forecast must beat.
     """
     y = valid["label_spend"].to_numpy(dtype=float)
     btyd_spend = np.clip(np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
     if not config.sharpen:
-        return {"hybrid_sharpen": 1.0, "btyd_sharpen": 1.0, "btyd_point_mae": metrics.mae(y, btyd_spend),
-                "sharpen_reason": "disabled ([hybrid] sharpen = false)"}
+        return {"hybrid_sharpen": 1.0, "btyd_sharpen": 1.0, "hybrid_point_rule": SHARPEN, "btyd_point_rule": SHARPEN,
+                "btyd_point_mae": metrics.mae(y, btyd_spend), "sharpen_reason": "disabled ([hybrid] sharpen = false)"}
     z = config.mae_significance_z
-    btyd_choice = sharpen_exponent(y, btyd_spend, z)
+    p50 = valid[P50_COLUMN].to_numpy(dtype=float) if P50_COLUMN in valid else None
+    btyd_choice = point_rule(y, btyd_spend, p50, z)
+    hybrid_comparison = []
     if selection.blend_metrics is not None:
-        hybrid = selection.sharpen
+        hybrid = (selection.point_rule, selection.sharpen)
     elif model.variant == HYBRID and selection.validation_prediction is not None:
         w = model.blend
-        hybrid = sharpen_exponent(y, w * selection.validation_prediction + (1.0 - w) * btyd_spend, z)["gamma"]
+        choice = point_rule(y, w * selection.validation_prediction + (1.0 - w) * btyd_spend, p50, z)
+        hybrid, hybrid_comparison = (choice["rule"], choice["gamma"]), choice["comparison"]
     else:
-        hybrid = 1.0
-    return {"hybrid_sharpen": float(hybrid), "btyd_sharpen": btyd_choice["gamma"],
-            "btyd_point_mae": btyd_choice["mae"], "btyd_sharpen_comparison": btyd_choice["comparison"],
-            "sharpen_reason": "gamma of the total-preserving sharpening c * p ** gamma of the served mean, "
-                              "lowest validation MAE with a significant gain"}
+        hybrid = (SHARPEN, 1.0)
+    return {"hybrid_point_rule": hybrid[0], "hybrid_sharpen": float(hybrid[1]),
+            "btyd_point_rule": btyd_choice["rule"], "btyd_sharpen": float(btyd_choice["gamma"]),
+            "btyd_point_mae": btyd_choice["mae"], "btyd_point_comparison": btyd_choice["comparison"],
+            "hybrid_point_comparison": hybrid_comparison,
+            # the median is not monotone in the mean: rank and tier by the mean, never by the point
+            "hybrid_point_monotone": hybrid[0] != MEDIAN, "btyd_point_monotone": btyd_choice["rule"] != MEDIAN,
+            "sharpen_reason": "point rule of the served mean (total-preserving sharpening c * p ** gamma, or the "
+                              "predictive median when P50 ratios are available): lowest validation MAE with a "
+                              "significant gain over the mean"}
 
 
-def serve_or_fall_back(candidate_metrics: dict, valid: pd.DataFrame, variant: str) -> dict:
+def serve_or_fall_back(candidate_metrics: dict, valid: pd.DataFrame, variant: str,
+                       btyd_point_mae: float | None = None) -> dict:
     """Serve the hybrid only if it beats the BTYD on the validation window, else the BTYD.
 
     "Beats" = higher normalized Gini *and* lower MAE than the BTYD's expected spend on the same
     validation rows (the BTYD of that window is fitted at its feature cutoff, so both are out of
-    sample). The xgboost variant has no BTYD to fall back on and is always served as trained.
+    sample). With ``btyd_point_mae`` (the MAE of the BTYD's own point forecast, ``point_forecasts``)
+    the hybrid's MAE must also be below it: a point rule is compared with a point rule. The
+    xgboost variant has no BTYD to fall back on and is always served as trained.
     """
     y = valid["label_spend"].to_numpy(dtype=float)
     btyd_block = metrics.regression_metrics(y, np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)))
@@ -208,6 +240,8 @@ def serve_or_fall_back(candidate_metrics: dict, valid: pd.DataFrame, variant: st
         return {"served": variant, "reason": "no BTYD fallback for the xgboost variant", "btyd_metrics": btyd_metrics}
     gini, mae = candidate_metrics.get("normalized_gini"), candidate_metrics.get("mae")
     b_gini, b_mae = btyd_metrics.get("normalized_gini"), btyd_metrics.get("mae")
+    if btyd_point_mae is not None and b_mae is not None:
+        b_mae = min(b_mae, btyd_point_mae)
     def fmt(value) -> str:
         return "n/a" if value is None else f"{value:.4g}"
 

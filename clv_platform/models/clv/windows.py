@@ -98,14 +98,16 @@ def cap_rows(frame: pd.DataFrame, max_rows: int | None) -> pd.DataFrame:
 
 
 def training_windows(
-    conn: duckdb.DuckDBPyConnection, ends: list[date], config: ClvConfig, max_rows_per_window: int | None = None
+    conn: duckdb.DuckDBPyConnection, ends: list[date], config: ClvConfig, max_rows_per_window: int | None = None,
+    models: dict | None = None,
 ) -> pd.DataFrame:
     """Stacked training rows of the windows ending at ``ends`` with BTYD features per window.
 
     Each window's BTYD model is fitted at its own feature cutoff, on all of the window's customers;
     a window with fewer than two customers (too early in the history) is skipped. With
     ``max_rows_per_window`` a window keeps a deterministic customer sample of at most that many
-    rows (``cap_rows``) after its BTYD fit.
+    rows (``cap_rows``) after its BTYD fit. ``models`` (a dict) receives each window's BTYD model by
+    its end date, for the caller to draw from (``train.train_clv``: the validation window's P50).
     """
     h = config.label_horizon_days
     parts = []
@@ -114,6 +116,8 @@ def training_windows(
         if len(frame) < 2 or frame["frequency"].sum() == 0:
             continue
         model = fit_btyd_at(frame, config)
+        if models is not None:
+            models[end] = model
         frame = cap_rows(frame, max_rows_per_window)
         extra = btyd_features(model, frame, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
         parts.append(frame.join(extra).assign(window_end=pd.Timestamp(end)))

@@ -3,7 +3,8 @@
 -- 100 * (n - rank + 1) / n; tier = the first band whose share x has rank <= x * n, else 'Rest'
 -- ({tiers} is generated from clv.TIERS). predicted_clv_point is recomputed over the whole table
 -- (objective.sharpen: c * p ^ gamma with c keeping the store's sum of predicted_clv; p scaled by
--- its maximum first, as in numpy), since each batch could only keep its own sum.
+-- its maximum first, as in numpy), since each batch could only keep its own sum. With the median
+-- point rule ({recompute} = false) the point is per customer and the batches' values are kept.
 create or replace table scores.customer_clv as
 with clipped as (
     select *, case when predicted_clv is null or isnan(predicted_clv) or predicted_clv < 0 then 0.0
@@ -14,7 +15,8 @@ with clipped as (
     from clipped
 ), pointed as (
     select * exclude (_p, _w) replace (
-        case when {gamma} = 1.0 or max(_p) over () <= 0 then _p
+        case when not {recompute} then predicted_clv_point
+             when {gamma} = 1.0 or max(_p) over () <= 0 then _p
              else _w * sum(_p) over () / sum(_w) over () end as predicted_clv_point)
     from powered
 ), ranked as (
