@@ -13,7 +13,7 @@ import pandas as pd
 from clv_platform.models import btyd
 from clv_platform.transforms.features import build_scoring_frame
 from clv_platform.models.clv.config import ClvConfig
-from clv_platform.models.clv.windows import add_derived_features, btyd_summary, fit_btyd_at, btyd_features
+from clv_platform.models.clv.windows import add_derived_features, btyd_summary, fit_btyd_at, btyd_features_horizons
 from clv_platform.models.clv.booster import ClvModel
 
 
@@ -42,8 +42,7 @@ def scoring_frame(
     model = model or fit_btyd_at(frame, config)
     h_weeks = config.label_horizon_days / btyd.DAYS_PER_WEEK
     H_weeks = config.horizon_days / btyd.DAYS_PER_WEEK
-    short = btyd_features(model, frame, h_weeks, config.annual_discount_rate)
-    long = btyd_features(model, frame, H_weeks, config.annual_discount_rate)
+    short, long = btyd_features_horizons(model, frame, [h_weeks, H_weeks], config.annual_discount_rate)
     ratio = np.where(short["btyd_expected_purchases"] > 0,
                      long["btyd_expected_purchases"] / short["btyd_expected_purchases"].where(
                          short["btyd_expected_purchases"] > 0, 1.0),

@@ -57,18 +57,27 @@ def btyd_features(
     model: btyd.BTYDModel, features: pd.DataFrame, horizon_weeks: float, annual_discount_rate: float
 ) -> pd.DataFrame:
     """The ``BTYD_FEATURES`` columns over ``horizon_weeks``, aligned to ``features``' rows."""
+    return btyd_features_horizons(model, features, [horizon_weeks], annual_discount_rate)[0]
+
+
+def btyd_features_horizons(
+    model: btyd.BTYDModel, features: pd.DataFrame, horizons_weeks, annual_discount_rate: float
+) -> list[pd.DataFrame]:
+    """``btyd_features`` for several horizons from one evaluation of the BTYD (``score_horizons``)."""
     summary = btyd_summary(features)
-    scores = model.score(summary, horizon_weeks, annual_discount_rate)
-    return pd.DataFrame(
-        {
-            "btyd_p_alive": scores["p_alive"].to_numpy(),
-            "btyd_expected_purchases": scores["expected_purchases"].to_numpy(),
-            "btyd_expected_aov": scores["expected_aov"].to_numpy(),
-            "btyd_expected_spend": scores["expected_spend"].to_numpy(),
-            "btyd_clv": scores["clv"].to_numpy(),
-        },
-        index=features.index,
-    )
+    return [
+        pd.DataFrame(
+            {
+                "btyd_p_alive": scores["p_alive"].to_numpy(),
+                "btyd_expected_purchases": scores["expected_purchases"].to_numpy(),
+                "btyd_expected_aov": scores["expected_aov"].to_numpy(),
+                "btyd_expected_spend": scores["expected_spend"].to_numpy(),
+                "btyd_clv": scores["clv"].to_numpy(),
+            },
+            index=features.index,
+        )
+        for scores in model.score_horizons(summary, horizons_weeks, annual_discount_rate)
+    ]
 
 
 def window_ends(cutoff: date, count: int, step_days: int, offset_days: int = 0) -> list[date]:
