@@ -15,7 +15,8 @@ import pandas as pd
 from clv_platform.models import btyd, metrics
 from clv_platform.transforms.features import build_training_frame
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
-from clv_platform.models.clv.windows import fit_btyd_at, btyd_features, window_ends, cap_rows, training_windows, feature_list
+from clv_platform.models.clv.windows import (WindowFits, btyd_features, window_ends, cap_rows, training_windows,
+                                             feature_list)
 from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster
 from clv_platform.models.clv.objective import Selection, select_objective, sharpen_exponent, _only
 
@@ -23,7 +24,8 @@ from clv_platform.models.clv.objective import Selection, select_objective, sharp
 EXTENSION_BOUNDS = (0.5, 2.0)
 
 
-def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config: ClvConfig) -> dict:
+def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config: ClvConfig,
+                          fits: WindowFits | None = None) -> dict:
     """The BTYD's error on spend *beyond* the label window, measured one window back.
 
     Features at C - 2h (customers known then), BTYD fitted there; its expected spend in
@@ -40,7 +42,7 @@ def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config:
     if len(first) < 2 or first["frequency"].sum() == 0:
         return {"factor": 1.0, "reason": f"no repeat customers {2 * h} days before the cutoff"}
     both = build_training_frame(conn, cutoff, 2 * h)
-    model = fit_btyd_at(first, config)
+    model = (fits or WindowFits(config)).fit(first, cutoff - timedelta(days=2 * h))
     short = btyd_features(model, first, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
     long = btyd_features(model, first, 2 * h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
     expected = float(long["btyd_expected_spend"].sum() - short["btyd_expected_spend"].sum())
@@ -120,11 +122,12 @@ def train_clv(
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     h = config.label_horizon_days
     per_window = -(-config.max_training_rows // max(config.window_count, 1)) if config.max_training_rows else None
+    fits = WindowFits(config)  # one BTYD fit per feature cutoff of this run
     final = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days), config,
-                             per_window)
+                             per_window, fits)
     final = cap_rows(final, config.max_training_rows)
     inner = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days, h), config,
-                             config.max_selection_rows or None)
+                             config.max_selection_rows or None, fits)
     valid = cap_rows(final[final["window_end"] == pd.Timestamp(cutoff)].reset_index(drop=True),
                      config.max_selection_rows)
     columns = feature_list(pd.concat([inner, valid]), variant)
@@ -137,7 +140,7 @@ def train_clv(
     )
     model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
                      level=selection.level, blend=selection.blend)
-    extension = btyd_extension_factor(conn, cutoff, config) if variant == HYBRID else {"factor": 1.0}
+    extension = btyd_extension_factor(conn, cutoff, config, fits) if variant == HYBRID else {"factor": 1.0}
     model.extension_factor = float(extension["factor"])
     validation_metrics = {k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
                                                  "predicted_total", "actual_total")}
