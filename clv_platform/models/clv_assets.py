@@ -20,6 +20,7 @@ from clv_platform import contract
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.models import btyd_intervals, clv, registry, stored_fits
+from clv_platform.models.clv.windows import pareto_params
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
 from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url
@@ -236,7 +237,10 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     config = clv.load_config()
     with duckdb.get_connection() as conn:
         cutoff = scoring_cutoff(conn)
-        trained = clv.train_clv(conn, cutoff, config, clv.HYBRID)
+        # the window fits' Pareto/NBD starts at the served fit's optimum (ml/btyd_scores ran first)
+        stored = stored_fits.load(conn, stored_fits.BTYD)
+        start = pareto_params(stored_fits.btyd_from_params(stored.params)) if stored is not None else None
+        trained = clv.train_clv(conn, cutoff, config, clv.HYBRID, pareto_start=start)
         gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
         context.log_event(registry.model_runs_event(record.name, record.version, gate["register"]))

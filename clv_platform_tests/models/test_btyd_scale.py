@@ -150,11 +150,14 @@ def test_window_fits_fit_each_feature_cutoff_once_and_warm_start_pareto(monkeypa
     fits = windows.WindowFits(clv.load_config())
     frame = pd.DataFrame({"customer_id": ["a"]})
     first = fits.fit(frame, date(2026, 1, 1))
+    seeded = windows.WindowFits(clv.load_config(), pareto_start={"r": 1.0, "alpha": 2.0, "s": 3.0, "beta": 4.0})
+    seeded.fit(frame, date(2026, 1, 1))
     assert fits.fit(frame, date(2026, 1, 1)) is first  # the same snapshot: no second fit
     second = fits.fit(frame, date(2025, 12, 2))
     assert fits.fitted == 2 and second is not first
     assert calls[0] is None  # the run's first fit starts from the fixed starts
-    assert calls[1] == {k: v * 2 for k, v in pareto.items()}  # then from the previous optimum
+    assert calls[1] == {"r": 1.0, "alpha": 2.0, "s": 3.0, "beta": 4.0}  # a run seeded with the served fit's
+    assert calls[2] == {k: v * 2 for k, v in pareto.items()}  # then from the previous optimum
 
 
 def test_interval_ratios_do_not_depend_on_the_repeat_spend(cdnow):

@@ -105,8 +105,11 @@ def train_clv(
     config: ClvConfig,
     variant: str = HYBRID,
     objective: ObjectiveSpec | None = None,
+    pareto_start: dict | None = None,
 ) -> TrainedClv:
     """Select the objective (unless given) and train the final model on windows ending <= C.
+
+    ``pareto_start``: Pareto/NBD parameters the run's first window fit starts from (``WindowFits``).
 
     Selection: train windows end at C - h - k * step, validation window ends at C. Final model:
     windows end at C - k * step, trained for the early-stopped number of rounds of the chosen
@@ -122,7 +125,7 @@ def train_clv(
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     h = config.label_horizon_days
     per_window = -(-config.max_training_rows // max(config.window_count, 1)) if config.max_training_rows else None
-    fits = WindowFits(config)  # one BTYD fit per feature cutoff of this run
+    fits = WindowFits(config, pareto_start)  # one BTYD fit per feature cutoff of this run
     final = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days), config,
                              per_window, fits)
     final = cap_rows(final, config.max_training_rows)

@@ -66,22 +66,24 @@ class WindowFits:
     window's optimum (``btyd.fit_btyd``'s ``pareto_start``) instead of the fixed starts.
     """
 
-    def __init__(self, config: ClvConfig) -> None:
+    def __init__(self, config: ClvConfig, pareto_start: dict | None = None) -> None:
+        """``pareto_start``: week-unit Pareto/NBD parameters to start the run's first fit from
+        (the served BTYD fit's, ``pareto_params``); None = the fixed starts."""
         self.config = config
         self.models: dict[date, btyd.BTYDModel] = {}
         self.fitted = 0
-        self._pareto: dict | None = None
+        self._pareto: dict | None = pareto_start
 
     def fit(self, features: pd.DataFrame, feature_cutoff: date) -> btyd.BTYDModel:
         if feature_cutoff not in self.models:
             model = fit_btyd_at(features, self.config, pareto_start=self._pareto)
             self.fitted += 1
             self.models[feature_cutoff] = model
-            self._pareto = _pareto_params(model) or self._pareto
+            self._pareto = pareto_params(model) or self._pareto
         return self.models[feature_cutoff]
 
 
-def _pareto_params(model: btyd.BTYDModel) -> dict | None:
+def pareto_params(model: btyd.BTYDModel) -> dict | None:
     """Week-unit parameters of the unpenalized Pareto/NBD fit behind ``model``, if one converged."""
     if model.model == btyd.PARETO_NBD and model.penalizer == 0:
         return {k: float(v) for k, v in model.transactions.params_.items()}
