@@ -72,17 +72,18 @@ def _pareto_fits_once_per_input():
         return
     fits: dict[str, object] = {}
 
-    def fit_once(frequency, recency, T, weights, model, penalizer):
+    def fit_once(frequency, recency, T, weights, model, penalizer, pareto_start=None):
         if model != btyd.PARETO_NBD:
             return real(frequency, recency, T, weights, model, penalizer)
-        digest = hashlib.sha256(f"{model}|{float(penalizer)!r}|{weights is None}".encode())
+        # a warm start (btyd.fit_btyd's pareto_start) is part of the input: it may end elsewhere
+        digest = hashlib.sha256(f"{model}|{float(penalizer)!r}|{weights is None}|{sorted((pareto_start or {}).items())}".encode())
         for values in (frequency, recency, T, weights):
             if values is not None:
                 digest.update(np.ascontiguousarray(np.asarray(values, dtype=float)).tobytes())
                 digest.update(b"|")
         key = digest.hexdigest()
         if key not in fits:
-            fits[key] = real(frequency, recency, T, weights, model, penalizer)
+            fits[key] = real(frequency, recency, T, weights, model, penalizer, pareto_start=pareto_start)
         return copy.deepcopy(fits[key])
 
     mp = pytest.MonkeyPatch()

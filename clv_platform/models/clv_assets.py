@@ -19,7 +19,8 @@ from dagster_duckdb import DuckDBResource
 from clv_platform import contract
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
-from clv_platform.models import clv, registry, stored_fits
+from clv_platform.models import btyd_intervals, clv, registry, stored_fits
+from clv_platform.models.clv.windows import pareto_params
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
 from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url
@@ -100,10 +101,10 @@ store's one-time buyers of the same first-order day, many of them) are scored on
 
 
 def _score_chunks(conn, features: pd.DataFrame, model, config: clv.ClvConfig, cutoff, offset: int,
-                  chunk: int) -> pd.DataFrame:
+                  chunk: int, intervals=None) -> pd.DataFrame:
     """ml.btyd_scores rows of one batch, ``chunk`` customers at a time: each chunk's distinct
-    ``BTYD_KEY_COLUMNS`` rows are scored (interval draws seeded by the chunk's place in the store)
-    and the results given to every customer of the chunk that shares them."""
+    ``BTYD_KEY_COLUMNS`` rows are scored (interval ratios looked up in ``intervals``, the store's
+    table) and the results given to every customer of the chunk that shares them."""
     parts = []
     for start in range(0, len(features), chunk):
         part = features.iloc[start:start + chunk]
@@ -114,13 +115,13 @@ def _score_chunks(conn, features: pd.DataFrame, model, config: clv.ClvConfig, cu
         rank = np.empty(len(first), dtype=np.int64)
         rank[np.argsort(first)] = np.arange(len(first))
         frame, _ = clv.scoring_frame(conn, cutoff, config, model=model, features=distinct.reset_index(drop=True))
-        scored = clv.btyd_scores_table(frame, model, config, cutoff, seed=(offset + start) // chunk, chunk=chunk)
+        scored = clv.btyd_scores_table(frame, model, config, cutoff, chunk=chunk, intervals=intervals)
         rows = scored.iloc[rank[np.asarray(inverse).reshape(-1)]].reset_index(drop=True)
         rows["customer_id"] = part["customer_id"].astype(str).to_numpy()
         parts.append(rows)
     if not parts:
         frame, _ = clv.scoring_frame(conn, cutoff, config, model=model, features=features)
-        return clv.btyd_scores_table(frame, model, config, cutoff, chunk=chunk)
+        return clv.btyd_scores_table(frame, model, config, cutoff, chunk=chunk, intervals=intervals)
     return pd.concat(parts, ignore_index=True)
 
 
@@ -131,11 +132,17 @@ def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, ch
     batch = max(chunk, int(batch) - int(batch) % chunk)
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
     totals = {"rows": 0, "p_alive_sum": 0.0, "one_time": 0, "one_time_p_alive_sum": 0.0, "expected_spend": 0.0}
+    # the interval draws, once per interval key of the whole store (btyd_intervals): a few tens of
+    # thousands of keys at any store size, and the same values for any batch size
+    codes = conn.execute(f"select distinct {btyd_intervals.KEY_SQL} as code from {FEATURE_TABLE}").fetchnumpy()["code"]
+    intervals = btyd_intervals.interval_table(model, codes, config.horizon_days / btyd_intervals.btyd.DAYS_PER_WEEK,
+                                              chunk=chunk)
+    totals["interval_keys"] = int(intervals.codes.size)
     top = []
     with BatchWriter(conn, BTYD_TABLE) as writer:
         for offset, features in read_batches(conn, f"select * from {FEATURE_TABLE} where {{where}} order by customer_id",
                                              ranges):
-            table = _score_chunks(conn, features, model, config, cutoff, offset, chunk)
+            table = _score_chunks(conn, features, model, config, cutoff, offset, chunk, intervals)
             writer.write(table)
             one_time = table["frequency"] == 0
             totals["rows"] += len(table)
@@ -182,6 +189,7 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
             **decision.metadata(fit_cutoff),
             "batches": totals["batches"],
             "batch_customers": totals["batch_customers"],
+            "interval_keys": totals["interval_keys"],
             "model": model.model,
             "model_choice": model.reason or f"{model.model} set in clv.toml",
             "penalizer": float(model.penalizer),
@@ -229,7 +237,10 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     config = clv.load_config()
     with duckdb.get_connection() as conn:
         cutoff = scoring_cutoff(conn)
-        trained = clv.train_clv(conn, cutoff, config, clv.HYBRID)
+        # the window fits' Pareto/NBD starts at the served fit's optimum (ml/btyd_scores ran first)
+        stored = stored_fits.load(conn, stored_fits.BTYD)
+        start = pareto_params(stored_fits.btyd_from_params(stored.params)) if stored is not None else None
+        trained = clv.train_clv(conn, cutoff, config, clv.HYBRID, pareto_start=start)
         gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
         context.log_event(registry.model_runs_event(record.name, record.version, gate["register"]))

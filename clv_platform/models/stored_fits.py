@@ -194,5 +194,7 @@ def btyd_from_params(params: dict):
 
 def btyd_config_key(config) -> str:
     """The settings of ``clv.toml`` a BTYD fit depends on."""
+    cap = int(getattr(config, "max_btyd_fit_customers", 0) or 0)
+    # the cap enters the key only when set, so fits stored before it existed stay valid
     return config_key({"model": config.btyd_model, "penalizer": config.btyd_penalizer,
-                       "spend_penalizer": config.spend_penalizer})
+                       "spend_penalizer": config.spend_penalizer, **({"max_fit_customers": cap} if cap else {})})

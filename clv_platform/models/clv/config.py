@@ -66,6 +66,7 @@ class ClvConfig:
     backtest: dict = field(default_factory=dict)
     max_selection_rows: int = 0
     max_training_rows: int = 0
+    max_btyd_fit_customers: int = 0
 
     def for_backtest(self, horizon_days: int) -> "ClvConfig":
         """The config a dataset backtest uses: its holdout as horizon, ``[backtest]`` windows."""
@@ -117,6 +118,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         backtest=dict(raw.get("backtest", {})),
         max_selection_rows=int(sampling.get("max_selection_rows", 0)),
         max_training_rows=int(sampling.get("max_training_rows", 0)),
+        max_btyd_fit_customers=int(sampling.get("max_btyd_fit_customers", 0)),
     )
 
 

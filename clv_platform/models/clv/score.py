@@ -10,10 +10,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from clv_platform.models import btyd
+from clv_platform.models import btyd, btyd_intervals
 from clv_platform.transforms.features import build_scoring_frame
 from clv_platform.models.clv.config import ClvConfig
-from clv_platform.models.clv.windows import add_derived_features, btyd_summary, fit_btyd_at, btyd_features
+from clv_platform.models.clv.windows import add_derived_features, btyd_summary, fit_btyd_at, btyd_features_horizons
 from clv_platform.models.clv.booster import ClvModel
 
 
@@ -42,8 +42,7 @@ def scoring_frame(
     model = model or fit_btyd_at(frame, config)
     h_weeks = config.label_horizon_days / btyd.DAYS_PER_WEEK
     H_weeks = config.horizon_days / btyd.DAYS_PER_WEEK
-    short = btyd_features(model, frame, h_weeks, config.annual_discount_rate)
-    long = btyd_features(model, frame, H_weeks, config.annual_discount_rate)
+    short, long = btyd_features_horizons(model, frame, [h_weeks, H_weeks], config.annual_discount_rate)
     ratio = np.where(short["btyd_expected_purchases"] > 0,
                      long["btyd_expected_purchases"] / short["btyd_expected_purchases"].where(
                          short["btyd_expected_purchases"] > 0, 1.0),
@@ -73,11 +72,13 @@ scores asset rebuilds the hybrid's inputs from it without refitting the BTYD."""
 
 
 def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvConfig, cutoff: date,
-                      seed: int = 0, chunk: int = 20000) -> pd.DataFrame:
+                      seed: int = 0, chunk: int = 20000,
+                      intervals: btyd_intervals.IntervalTable | None = None) -> pd.DataFrame:
     """Rows of ``ml.btyd_scores`` from a ``scoring_frame``: one per customer.
 
-    The interval draws of the k-th ``chunk`` of rows use seed ``seed + k``: a batch that starts at
-    row ``seed * chunk`` of the store draws what a single pass over the store would."""
+    The interval ratios come from ``intervals`` (drawn once for the whole store's interval keys,
+    ``btyd_intervals``), or, without it, from a table drawn here for this frame's keys (seed
+    ``seed``, ``chunk`` keys per draw)."""
     out = pd.DataFrame({"customer_id": frame["customer_id"].astype(str).to_numpy()})
     out["cutoff"] = pd.Timestamp(cutoff).date()
     out["btyd_model"] = model.model
@@ -89,15 +90,17 @@ def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvCon
     out["monetary"] = frame["monetary"].to_numpy(dtype=float)
     for source, target in BTYD_SCORE_COLUMNS.items():
         out[target] = frame[source].to_numpy(dtype=float)
-    (low, median, high), _ = model.spend_quantiles(btyd_summary(frame), config.horizon_days / btyd.DAYS_PER_WEEK,
-                                                   (0.10, 0.50, 0.90), seed=seed, chunk=chunk)
+    codes = btyd_intervals.interval_keys(frame["frequency"], frame["first_to_last_order_days"], frame["T_days"])
+    if intervals is None:
+        intervals = btyd_intervals.interval_table(model, codes, config.horizon_days / btyd.DAYS_PER_WEEK,
+                                                  seed=seed, chunk=chunk)
+    low, median, high = intervals.lookup(codes)
     mean = out["expected_spend"].to_numpy(dtype=float)
-    safe = np.where(mean > 0, mean, 1.0)
     # P10 / P50 / P90 of the predictive spend as multiples of its mean: scores apply them to any
     # model's mean (the interval, and the median point rule)
-    out["spend_p10_ratio"] = np.where(mean > 0, low / safe, 0.0)
-    out["spend_p90_ratio"] = np.where(mean > 0, high / safe, 0.0)
-    out["spend_p50_ratio"] = np.where(mean > 0, median / safe, 0.0)
+    out["spend_p10_ratio"] = np.where(mean > 0, low, 0.0)
+    out["spend_p90_ratio"] = np.where(mean > 0, high, 0.0)
+    out["spend_p50_ratio"] = np.where(mean > 0, median, 0.0)
     return out
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 from clv_platform.models import btyd, metrics
 from clv_platform.transforms.features import build_training_frame
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
-from clv_platform.models.clv.windows import (fit_btyd_at, btyd_features, btyd_summary, window_ends, cap_rows,
+from clv_platform.models.clv.windows import (WindowFits, btyd_features, btyd_summary, window_ends, cap_rows,
                                              training_windows, feature_list)
 from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster
 from clv_platform.models.clv.objective import (MEDIAN, P50_COLUMN, SHARPEN, Selection, select_objective, point_rule, _only)
@@ -24,7 +24,8 @@ from clv_platform.models.clv.objective import (MEDIAN, P50_COLUMN, SHARPEN, Sele
 EXTENSION_BOUNDS = (0.5, 2.0)
 
 
-def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config: ClvConfig) -> dict:
+def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config: ClvConfig,
+                          fits: WindowFits | None = None) -> dict:
     """The BTYD's error on spend *beyond* the label window, measured one window back.
 
     Features at C - 2h (customers known then), BTYD fitted there; its expected spend in
@@ -41,7 +42,7 @@ def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config:
     if len(first) < 2 or first["frequency"].sum() == 0:
         return {"factor": 1.0, "reason": f"no repeat customers {2 * h} days before the cutoff"}
     both = build_training_frame(conn, cutoff, 2 * h)
-    model = fit_btyd_at(first, config)
+    model = (fits or WindowFits(config)).fit(first, cutoff - timedelta(days=2 * h))
     short = btyd_features(model, first, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
     long = btyd_features(model, first, 2 * h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
     expected = float(long["btyd_expected_spend"].sum() - short["btyd_expected_spend"].sum())
@@ -105,8 +106,11 @@ def train_clv(
     config: ClvConfig,
     variant: str = HYBRID,
     objective: ObjectiveSpec | None = None,
+    pareto_start: dict | None = None,
 ) -> TrainedClv:
     """Select the objective (unless given) and train the final model on windows ending <= C.
+
+    ``pareto_start``: Pareto/NBD parameters the run's first window fit starts from (``WindowFits``).
 
     Selection: train windows end at C - h - k * step, validation window ends at C. Final model:
     windows end at C - k * step, trained for the early-stopped number of rounds of the chosen
@@ -122,18 +126,19 @@ def train_clv(
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     h = config.label_horizon_days
     per_window = -(-config.max_training_rows // max(config.window_count, 1)) if config.max_training_rows else None
-    fits: dict = {}
+    fits = WindowFits(config, pareto_start)  # one BTYD fit per feature cutoff of this run
     final = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days), config,
-                             per_window, models=fits)
+                             per_window, fits)
     final = cap_rows(final, config.max_training_rows)
     inner = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days, h), config,
-                             config.max_selection_rows or None)
+                             config.max_selection_rows or None, fits)
     valid = cap_rows(final[final["window_end"] == pd.Timestamp(cutoff)].reset_index(drop=True),
                      config.max_selection_rows)
-    if config.sharpen and cutoff in fits and len(valid):
+    valid_fit = fits.models.get(cutoff - timedelta(days=h))
+    if config.sharpen and valid_fit is not None and len(valid):
         # the predictive median is a candidate point rule: its P50 / mean over the label window,
         # drawn from the BTYD fitted at the validation window's own feature cutoff (out of sample)
-        valid = valid.assign(**{P50_COLUMN: p50_ratio(fits[cutoff], valid, h / btyd.DAYS_PER_WEEK,
+        valid = valid.assign(**{P50_COLUMN: p50_ratio(valid_fit, valid, h / btyd.DAYS_PER_WEEK,
                                                      "btyd_expected_spend")})
     columns = feature_list(pd.concat([inner, valid]), variant)
     candidates = config if objective is None else _only(config, objective)
@@ -145,7 +150,7 @@ def train_clv(
     )
     model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
                      level=selection.level, blend=selection.blend)
-    extension = btyd_extension_factor(conn, cutoff, config) if variant == HYBRID else {"factor": 1.0}
+    extension = btyd_extension_factor(conn, cutoff, config, fits) if variant == HYBRID else {"factor": 1.0}
     model.extension_factor = float(extension["factor"])
     validation_metrics = {k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
                                                  "predicted_total", "actual_total")}

@@ -43,32 +43,83 @@ def btyd_summary(features: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def fit_btyd_at(features: pd.DataFrame, config: ClvConfig) -> btyd.BTYDModel:
+def fit_btyd_at(features: pd.DataFrame, config: ClvConfig, pareto_start: dict | None = None) -> btyd.BTYDModel:
     """BTYD fitted on one feature snapshot only (so on data up to its cutoff).
 
     ``auto`` is ``btyd.fit_auto``: Pareto/NBD and MBG/NBD, degenerate fits discarded, the higher
     calibration log-likelihood served, penalized fallbacks after that (the choice and its reason
     are on the returned model). Every family's predictions are total (``btyd.TransactionModel``).
+    A snapshot of more than ``[sampling] max_btyd_fit_customers`` customers is fitted on that
+    deterministic customer sample (``cap_rows``), the parameters then serve every customer:
+    the fit's cost stops growing with the store, smaller stores are fitted on every customer.
     """
-    return btyd.fit_btyd(btyd_summary(features), config.btyd_model, config.btyd_penalizer, config.spend_penalizer)
+    sample = cap_rows(features, config.max_btyd_fit_customers or None)
+    return btyd.fit_btyd(btyd_summary(sample), config.btyd_model, config.btyd_penalizer, config.spend_penalizer,
+                         pareto_start=pareto_start)
+
+
+class WindowFits:
+    """The BTYD fits of one training run, by feature cutoff.
+
+    Windows of a run share feature cutoffs (the extension factor's window is the oldest selection
+    window), so each snapshot is fitted once; and a Pareto/NBD fit starts from the previous
+    window's optimum (``btyd.fit_btyd``'s ``pareto_start``) instead of the fixed starts.
+    """
+
+    def __init__(self, config: ClvConfig, pareto_start: dict | None = None) -> None:
+        """``pareto_start``: week-unit Pareto/NBD parameters to start the run's first fit from
+        (the served BTYD fit's, ``pareto_params``); None = the fixed starts."""
+        self.config = config
+        self.models: dict[date, btyd.BTYDModel] = {}
+        self.fitted = 0
+        self._pareto: dict | None = pareto_start
+
+    def fit(self, features: pd.DataFrame, feature_cutoff: date) -> btyd.BTYDModel:
+        if feature_cutoff not in self.models:
+            model = fit_btyd_at(features, self.config, pareto_start=self._pareto)
+            self.fitted += 1
+            self.models[feature_cutoff] = model
+            self._pareto = pareto_params(model) or self._pareto
+        return self.models[feature_cutoff]
+
+
+def pareto_params(model: btyd.BTYDModel) -> dict | None:
+    """Week-unit parameters of the unpenalized Pareto/NBD fit behind ``model``, if one converged."""
+    if model.model == btyd.PARETO_NBD and model.penalizer == 0:
+        return {k: float(v) for k, v in model.transactions.params_.items()}
+    for row in model.selection:
+        if row.get("family") == btyd.PARETO_NBD and row.get("penalizer") == 0 and row.get("params"):
+            if row.get("status") in ("usable", "degenerate") and all(
+                    np.isfinite(v) and v > 0 for v in row["params"].values()):
+                return dict(row["params"])
+    return None
 
 
 def btyd_features(
     model: btyd.BTYDModel, features: pd.DataFrame, horizon_weeks: float, annual_discount_rate: float
 ) -> pd.DataFrame:
     """The ``BTYD_FEATURES`` columns over ``horizon_weeks``, aligned to ``features``' rows."""
+    return btyd_features_horizons(model, features, [horizon_weeks], annual_discount_rate)[0]
+
+
+def btyd_features_horizons(
+    model: btyd.BTYDModel, features: pd.DataFrame, horizons_weeks, annual_discount_rate: float
+) -> list[pd.DataFrame]:
+    """``btyd_features`` for several horizons from one evaluation of the BTYD (``score_horizons``)."""
     summary = btyd_summary(features)
-    scores = model.score(summary, horizon_weeks, annual_discount_rate)
-    return pd.DataFrame(
-        {
-            "btyd_p_alive": scores["p_alive"].to_numpy(),
-            "btyd_expected_purchases": scores["expected_purchases"].to_numpy(),
-            "btyd_expected_aov": scores["expected_aov"].to_numpy(),
-            "btyd_expected_spend": scores["expected_spend"].to_numpy(),
-            "btyd_clv": scores["clv"].to_numpy(),
-        },
-        index=features.index,
-    )
+    return [
+        pd.DataFrame(
+            {
+                "btyd_p_alive": scores["p_alive"].to_numpy(),
+                "btyd_expected_purchases": scores["expected_purchases"].to_numpy(),
+                "btyd_expected_aov": scores["expected_aov"].to_numpy(),
+                "btyd_expected_spend": scores["expected_spend"].to_numpy(),
+                "btyd_clv": scores["clv"].to_numpy(),
+            },
+            index=features.index,
+        )
+        for scores in model.score_horizons(summary, horizons_weeks, annual_discount_rate)
+    ]
 
 
 def window_ends(cutoff: date, count: int, step_days: int, offset_days: int = 0) -> list[date]:
@@ -99,25 +150,24 @@ def cap_rows(frame: pd.DataFrame, max_rows: int | None) -> pd.DataFrame:
 
 def training_windows(
     conn: duckdb.DuckDBPyConnection, ends: list[date], config: ClvConfig, max_rows_per_window: int | None = None,
-    models: dict | None = None,
+    fits: WindowFits | None = None,
 ) -> pd.DataFrame:
     """Stacked training rows of the windows ending at ``ends`` with BTYD features per window.
 
     Each window's BTYD model is fitted at its own feature cutoff, on all of the window's customers;
     a window with fewer than two customers (too early in the history) is skipped. With
     ``max_rows_per_window`` a window keeps a deterministic customer sample of at most that many
-    rows (``cap_rows``) after its BTYD fit. ``models`` (a dict) receives each window's BTYD model by
-    its end date, for the caller to draw from (``train.train_clv``: the validation window's P50).
+    rows (``cap_rows``) after its BTYD fit. ``fits`` shares the fits of a training run (by feature
+    cutoff: the caller draws from the validation window's, ``train.train_clv``'s P50).
     """
     h = config.label_horizon_days
+    fits = fits or WindowFits(config)
     parts = []
     for end in ends:
         frame = add_derived_features(build_training_frame(conn, end, h))
         if len(frame) < 2 or frame["frequency"].sum() == 0:
             continue
-        model = fit_btyd_at(frame, config)
-        if models is not None:
-            models[end] = model
+        model = fits.fit(frame, end - timedelta(days=h))
         frame = cap_rows(frame, max_rows_per_window)
         extra = btyd_features(model, frame, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
         parts.append(frame.join(extra).assign(window_end=pd.Timestamp(end)))
