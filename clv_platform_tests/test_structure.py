@@ -1,6 +1,7 @@
 """The tree's structure rules (tools/check_imports.py): imports run downward only, and only the
 settings read the environment."""
 
+import functools
 import importlib.util
 import shutil
 import subprocess
@@ -16,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "clv_platform"
 
 
+@functools.cache
 def _lint():
+    """tools/check_imports.py loaded once (its parse cache then serves every test here)."""
     spec = importlib.util.spec_from_file_location("check_imports", ROOT / "tools" / "check_imports.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -16,6 +16,7 @@ script's parent). Prints one line per upward import and exits 1 when there is an
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from pathlib import Path
 
@@ -95,6 +96,12 @@ def environment_reads(tree: ast.AST) -> list[tuple[int, str]]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _parse(text: str) -> ast.AST:
+    """One parse per distinct source text: the structure tests lint many copies of one tree."""
+    return ast.parse(text)
+
+
 def violations(root: Path) -> list[str]:
     files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
     names = {}
@@ -108,7 +115,11 @@ def violations(root: Path) -> list[str]:
         if own is None:
             problems.append(f"{path}: module {name} is in no layer of tools/check_imports.py LAYERS")
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        text = path.read_text(encoding="utf-8")
+        try:
+            tree = _parse(text)
+        except SyntaxError:
+            tree = ast.parse(text, filename=str(path))  # raises again, naming the file
         if name not in ENV_READERS:
             for line, what in sorted(set(environment_reads(tree))):
                 problems.append(f"{path}:{line}: {name} reads the environment ({what}); only "
