@@ -89,6 +89,7 @@ def interval_table(model: btyd.BTYDModel, codes, horizon_weeks: float, draws: in
                                                    draws, seed, chunk)
     mean = model.expected_purchases(summary, horizon_weeks) * model.expected_average_order_value(summary)
     safe = np.where(mean > 0, mean, 1.0)
+
     def ratio(quantile: np.ndarray) -> np.ndarray:
         return np.where(mean > 0, quantile / safe, 0.0)
 

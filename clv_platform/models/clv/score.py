@@ -158,7 +158,7 @@ def predict_scores(trained: ClvModel, frame: pd.DataFrame, config: ClvConfig) ->
             "predicted_clv_point": trained.point(clv_values, config.horizon_days, p50),
             "p_alive": frame["btyd_p_alive"].to_numpy(),
             "expected_purchases": frame["btyd_expected_purchases_horizon"].to_numpy(),
-            **interval_columns(spend * discount_factor(frame, config), frame),
+            **interval_columns(clv_values, frame),
         }
     )
 

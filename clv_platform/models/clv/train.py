@@ -15,7 +15,7 @@ import pandas as pd
 from clv_platform.models import btyd, metrics
 from clv_platform.transforms.features import build_training_frame
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
-from clv_platform.models.clv.windows import (WindowFits, btyd_features, btyd_summary, window_ends, cap_rows,
+from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons, btyd_summary, window_ends, cap_rows,
                                              training_windows, feature_list)
 from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster
 from clv_platform.models.clv.objective import (MEDIAN, P50_COLUMN, SHARPEN, Selection, select_objective, point_rule, _only)
@@ -43,8 +43,8 @@ def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config:
         return {"factor": 1.0, "reason": f"no repeat customers {2 * h} days before the cutoff"}
     both = build_training_frame(conn, cutoff, 2 * h)
     model = (fits or WindowFits(config)).fit(first, cutoff - timedelta(days=2 * h))
-    short = btyd_features(model, first, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
-    long = btyd_features(model, first, 2 * h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
+    short, long = btyd_features_horizons(model, first, [h / btyd.DAYS_PER_WEEK, 2 * h / btyd.DAYS_PER_WEEK],
+                                         config.annual_discount_rate)
     expected = float(long["btyd_expected_spend"].sum() - short["btyd_expected_spend"].sum())
     actual = float(both["label_spend"].sum() - first["label_spend"].sum())
     if expected <= 0:
