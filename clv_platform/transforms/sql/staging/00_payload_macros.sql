@@ -6,18 +6,19 @@ create or replace temp macro clv_parsed_payloads(scope, structure) as table
     select r.raw_rowid, r.source, r.ingested_at, json_transform(r.payload, structure) as payload
     from query_table(scope) as r;
 
--- clv_visit(v): the attribution fields of one visit of an order's customerJourneySummary (JSON),
--- blank text as null and the source, utm source and utm medium in lower case. 07_acquisition.sql
--- reads the first and the last visit with it, so both are cleaned by the same rules.
-create or replace temp macro clv_visit_text(v, path) as nullif(trim(json_extract_string(v, path)), '');
+-- clv_visit(v): the attribution fields of one visit of an order's customerJourneySummary (the
+-- struct of clv_journey_structure, parsed once per payload), blank text as null and the source,
+-- utm source and utm medium in lower case. 07_acquisition.sql reads the first and the last visit
+-- with it, so both are cleaned by the same rules.
+create or replace temp macro clv_visit_text(t) as nullif(trim(t), '');
 create or replace temp macro clv_visit(v) as {
-    'source': lower(clv_visit_text(v, '$.source')),
-    'source_type': clv_visit_text(v, '$.sourceType'),
-    'utm_source': lower(clv_visit_text(v, '$.utmParameters.source')),
-    'utm_medium': lower(clv_visit_text(v, '$.utmParameters.medium')),
-    'utm_campaign': clv_visit_text(v, '$.utmParameters.campaign'),
-    'utm_content': clv_visit_text(v, '$.utmParameters.content'),
-    'utm_term': clv_visit_text(v, '$.utmParameters.term'),
-    'landing_page': clv_visit_text(v, '$.landingPage'),
-    'referrer_url': clv_visit_text(v, '$.referrerUrl')
+    'source': lower(clv_visit_text(v.source)),
+    'source_type': clv_visit_text(v.sourceType),
+    'utm_source': lower(clv_visit_text(v.utmParameters.source)),
+    'utm_medium': lower(clv_visit_text(v.utmParameters.medium)),
+    'utm_campaign': clv_visit_text(v.utmParameters.campaign),
+    'utm_content': clv_visit_text(v.utmParameters.content),
+    'utm_term': clv_visit_text(v.utmParameters.term),
+    'landing_page': clv_visit_text(v.landingPage),
+    'referrer_url': clv_visit_text(v.referrerUrl)
 };

@@ -33,6 +33,8 @@ payloads as (
     left join raw.shopify_orders as r on r.rowid = ro.raw_rowid
 ),
 parsed as (
+    -- one json_transform per payload (each json_extract would parse the ~2 KB document again):
+    -- a missing key and a JSON null both give a null struct: no journey / no visit
     select
         customer_id,
         order_id as first_order_id,
@@ -41,27 +43,37 @@ parsed as (
         first_order_net_revenue,
         order_source,
         payload is not null as has_payload,
-        nullif(trim(json_extract_string(payload, '$.sourceName')), '') as source_name,
+        nullif(trim(p.sourceName), '') as source_name,
         coalesce(
-            list_filter(
-                list_transform(
-                    from_json(coalesce(json_extract(payload, '$.discountCodes'), '[]'), '["varchar"]'),
-                    lambda c: upper(trim(c))),
-                lambda c: c is not null and c <> ''),
+            list_filter(list_transform(p.discountCodes, lambda c: upper(trim(c))), lambda c: c is not null and c <> ''),
             []::varchar[]) as discount_codes,
-        json_extract(payload, '$.customerJourneySummary.firstVisit') as fv,
-        json_extract(payload, '$.customerJourneySummary.lastVisit') as lv,
-        json_extract(payload, '$.customerJourneySummary') as journey
-    from payloads
+        p.customerJourneySummary.firstVisit as fv,
+        p.customerJourneySummary.lastVisit as lv,
+        p.customerJourneySummary as journey
+    from (
+        select *, json_transform(payload, '{
+            "sourceName": "VARCHAR", "discountCodes": ["VARCHAR"],
+            "customerJourneySummary": {
+                "firstVisit": {"source": "VARCHAR", "sourceType": "VARCHAR", "landingPage": "VARCHAR",
+                               "referrerUrl": "VARCHAR",
+                               "utmParameters": {"source": "VARCHAR", "medium": "VARCHAR", "campaign": "VARCHAR",
+                                                 "content": "VARCHAR", "term": "VARCHAR"}},
+                "lastVisit": {"source": "VARCHAR", "sourceType": "VARCHAR", "landingPage": "VARCHAR",
+                              "referrerUrl": "VARCHAR",
+                              "utmParameters": {"source": "VARCHAR", "medium": "VARCHAR", "campaign": "VARCHAR",
+                                                "content": "VARCHAR", "term": "VARCHAR"}}}
+        }') as p
+        from payloads
+    )
 ),
 visits as (
     -- clv_visit: 00_payload_macros.sql; each visit's fields as first_visit_* / last_visit_* columns
     select
         * exclude (fv, lv, journey, first_visit, last_visit),
-        journey is not null and json_type(journey) <> 'NULL' as has_journey,
+        journey is not null as has_journey,
         columns(first_visit.*) as 'first_visit_\0',
         columns(last_visit.*) as 'last_visit_\0',
-        fv is not null and json_type(fv) <> 'NULL' as has_first_visit
+        fv is not null as has_first_visit
     from (select *, clv_visit(fv) as first_visit, clv_visit(lv) as last_visit from parsed)
 ),
 hosts as (
