@@ -386,6 +386,9 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
         "staging_build._shopify_customers": _in("staging_build._shopify_customers", "email", "_aff_email"),
         "_accepted_profiles": _in("_accepted_profiles", "email", "_aff_email"),
     }))
+    # the person each touched email resolved to before: only a changed one re-resolves guest orders
+    conn.execute("create or replace temp table _old_email_identity as select email, customer_id "
+                 "from staging_build._email_identity where email in (select email from _aff_email)")
     _replace_rows(conn, "staging_build._email_identity", "email", "_aff_email", "_email_identity_delta")
     conn.execute("""
         create or replace temp table _aff_map as
@@ -398,20 +401,38 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     _run(conn, params, _scoped("04_identity.sql", "staging_build._customer_map", "_customer_map_delta", {
         "staging_build._shopify_customers": _in("staging_build._shopify_customers", "shopify_customer_id", "_aff_map"),
     }))
+    conn.execute("create or replace temp table _old_customer_map as select shopify_customer_id, customer_id "
+                 "from staging_build._customer_map where shopify_customer_id in (select shopify_customer_id from _aff_map)")
     _replace_rows(conn, "staging_build._customer_map", "shopify_customer_id", "_aff_map", "_customer_map_delta")
     conn.execute("""
         insert into _aff_customers
         select customer_id from _email_identity_delta union all select customer_id from _customer_map_delta
     """)
 
-    # 3. orders whose row may change: the touched ones, and those of every identity re-resolved
+    # 3. orders whose row may change: the touched ones, and those whose person changed. A resolved
+    # order reads only its own version, its Shopify customer's map row and (a guest order) its
+    # email's identity, so an order of a touched person whose map row / identity resolves to the
+    # same customer as before keeps its rows (a repeat buyer's new order re-resolves that order,
+    # not their whole history).
+    conn.execute("""
+        create or replace temp table _changed_map as
+        select shopify_customer_id
+        from _old_customer_map as o full join _customer_map_delta as n using (shopify_customer_id)
+        where o.customer_id is distinct from n.customer_id
+    """)
+    conn.execute("""
+        create or replace temp table _changed_email as
+        select email
+        from _old_email_identity as o full join _email_identity_delta as n using (email)
+        where o.customer_id is distinct from n.customer_id
+    """)
     conn.execute("""
         create or replace temp table _aff_resolve as
         select order_id from _aff_orders
         union
         select order_id from _accepted_orders
-        where shopify_customer_id in (select shopify_customer_id from _aff_map)
-           or (shopify_customer_id is null and email in (select email from _aff_email))
+        where shopify_customer_id in (select shopify_customer_id from _changed_map)
+           or (shopify_customer_id is null and email in (select email from _changed_email))
     """)
     conn.execute("insert into _aff_customers select customer_id from staging_build._resolved_orders "
                  "where order_id in (select order_id from _aff_resolve) and customer_id is not null")
@@ -565,7 +586,8 @@ def _drop_build_objects(conn: duckdb.DuckDBPyConnection) -> None:
         "select table_name from duckdb_tables() where temporary and "
         "(table_name like '\\_delta\\_%' escape '\\' or table_name like '\\_aff\\_%' escape '\\' "
         "or table_name like '%\\_delta' escape '\\' or table_name in ('_new_order_versions', "
-        "'_new_profile_versions', '_old_accepted', '_old_profiles'))"
+        "'_new_profile_versions', '_old_accepted', '_old_profiles', '_old_email_identity', '_old_customer_map', "
+        "'_changed_map', '_changed_email'))"
     ).fetchall()
     for (name,) in temps:
         conn.execute(f"drop table if exists temp.{name}")

@@ -158,6 +158,35 @@ def test_merges_that_change_identities_equal_a_full_build(tmp_path):
         assert_same_staging(merged, full_path)
 
 
+def test_a_repeat_buyers_new_order_re_resolves_only_what_changed(tmp_path):
+    """A new order of a known person re-resolves that order, not the person's history; a new
+    Shopify customer sharing a guest's email re-resolves the guest orders that move to them."""
+    history = [order(n, customer=7, email="ana@example.com") for n in range(1, 5)]
+    history += [order(n, customer=None, email="bo@example.com") for n in (5, 6)]
+    later = [order(7, customer=7, email="ana@example.com", updated="2025-01-08T00:00:00Z")]
+    bo_joins = [order(8, customer=9, email="bo@example.com", updated="2025-01-09T00:00:00Z")]
+    full_path = str(tmp_path / "full.duckdb")
+    with duckdb.connect(full_path) as full:
+        load(full, history + later + bo_joins, [profile("P1", "ana@example.com")])
+        build_staging(full, shop_currency="USD")
+    with duckdb.connect(str(tmp_path / "merged.duckdb")) as merged:
+        load(merged, history, [profile("P1", "ana@example.com")])
+        build_staging(merged, shop_currency="USD")
+        load(merged, later)
+        repeat = build_staging(merged, shop_currency="USD")
+        # ana's four earlier orders keep their rows; her customer row and history are rebuilt
+        assert repeat.mode == "merge"
+        assert repeat.merged["orders"] == 1 and repeat.merged["orders_resolved"] == 1
+        assert repeat.merged["customers"] >= 1
+        load(merged, bo_joins)
+        joined = build_staging(merged, shop_currency="USD")
+        # bo's two guest orders move to the new Shopify customer, with bo's new order
+        assert joined.merged["orders_resolved"] == 3
+        assert merged.execute("select count(*) from staging.orders where customer_id = 'gid://shopify/Customer/9'"
+                              ).fetchone()[0] == 3
+        assert_same_staging(merged, full_path)
+
+
 def test_a_deleted_raw_row_forces_a_full_build(conn=None):
     with duckdb.connect() as conn:
         load(conn, [order(1), order(2, updated="2025-01-06T00:00:00Z")])
