@@ -9,6 +9,7 @@ assets go through the customers in batches (``core.batches``, ``batch_customers`
 """
 
 import json
+import tomllib
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -61,6 +62,40 @@ def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
 
 def _features(conn) -> pd.DataFrame:
     return conn.execute(f"select * from {FEATURE_TABLE} order by customer_id").df()
+
+
+EXPLAIN_MAX_CUSTOMERS = 50_000
+"""Default of ``[explain] max_customers`` (clv.toml)."""
+
+
+def explain_max_customers() -> int:
+    """``[explain] max_customers`` of clv.toml: customers the SHAP sample is drawn from (0 = all)."""
+    with open(clv.default_config_path(), "rb") as handle:
+        raw = tomllib.load(handle).get("explain", {})
+    return int(raw.get("max_customers", EXPLAIN_MAX_CUSTOMERS))
+
+
+def explain_frame(conn, max_customers: int) -> pd.DataFrame:
+    """The scoring frame the SHAP tables are computed on (``frame_from_tables``).
+
+    SHAP reads a sample of ``[explain] shap_sample`` (2,000) rows of it, so a store of more than
+    ``max_customers`` customers gets only a deterministic customer sample of that size from DuckDB
+    (smallest DuckDB hash of the id) instead of every feature and BTYD row as pandas frames (at a
+    million customers that load, merge and sort was the step's largest frame, ~1.5 GB). Smaller
+    stores read every customer, as before, so their SHAP rows are unchanged.
+    """
+    total = int(conn.execute(f"select count(*) from {FEATURE_TABLE}").fetchone()[0])
+    if not max_customers or total <= max_customers:
+        return clv.frame_from_tables(_features(conn), conn.execute(f"select * from {BTYD_TABLE}").df())
+    conn.execute(f"create or replace temp table _explain_customers as select customer_id from {FEATURE_TABLE} "
+                 "order by hash(customer_id), customer_id limit ?", [int(max_customers)])
+    try:
+        picked = "customer_id in (select customer_id from _explain_customers)"
+        features = conn.execute(f"select * from {FEATURE_TABLE} where {picked} order by customer_id").df()
+        scores = conn.execute(f"select * from {BTYD_TABLE} where {picked}").df()
+    finally:
+        conn.execute("drop table if exists temp._explain_customers")
+    return clv.frame_from_tables(features, scores)
 
 
 class BtydScoresConfig(dg.Config):
@@ -244,7 +279,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
         context.log_event(registry.model_runs_event(record.name, record.version, gate["register"]))
-        frame = clv.frame_from_tables(_features(conn), conn.execute(f"select * from {BTYD_TABLE}").df())
+        frame = explain_frame(conn, explain_max_customers())
         importance = clv.shap_importance(trained.model, frame, config.shap_sample)
         interactions = clv.shap_interactions(trained.model, frame, config.interaction_sample, config.top_interactions)
         side = {}

@@ -216,3 +216,28 @@ def test_customers_sharing_their_btyd_inputs_are_scored_once_with_the_same_value
         features.set_index("customer_id")[BTYD_KEY_COLUMNS], on="customer_id")
     spread = joined.groupby(BTYD_KEY_COLUMNS, dropna=False)[["spend_p10_ratio", "spend_p90_ratio"]].nunique()
     assert (spread <= 1).all().all()
+
+
+def test_the_shap_frame_of_a_large_store_is_a_deterministic_customer_sample(features_db, data_env):
+    """Above ``[explain] max_customers`` the SHAP frame holds exactly that many customers (the same
+    ones every run), each row equal to the whole-store frame's row; at or below it, every customer."""
+    from clv_platform.models.clv_assets import explain_frame, explain_max_customers
+
+    database = data_env / "explain.duckdb"
+    shutil.copy(features_db, database)
+    frame, summary = _summary(features_db)
+    model = btyd.fit_btyd(summary, btyd.MBGNBD)
+    with duckdb.connect(str(database)) as conn:
+        write_btyd_scores(conn, model, clv.load_config(), scoring_cutoff(conn), batch=10**9, chunk=100)
+        customers = conn.execute(f"select count(*) from {FEATURE_TABLE}").fetchone()[0]
+        whole = explain_frame(conn, 0)
+        assert explain_frame(conn, customers).equals(whole)
+        sample = explain_frame(conn, 300)
+        again = explain_frame(conn, 300)
+        leftover = conn.execute("select count(*) from duckdb_tables() where table_name = '_explain_customers'").fetchone()[0]
+    assert explain_max_customers() == 50_000
+    assert len(whole) == customers > 300 and leftover == 0
+    assert len(sample) == 300 and sample["customer_id"].is_unique and sample["customer_id"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(sample, again)
+    expected = whole[whole["customer_id"].isin(sample["customer_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(sample, expected)
