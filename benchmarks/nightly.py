@@ -189,6 +189,12 @@ class RunTiming:
     seconds: float
     peak_rss_mb: float | None
     steps: dict[str, float] = field(default_factory=dict)
+    step_peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    """Per step: the highest RSS sampled while it ran (every `RSS_SAMPLE_SECONDS`; the run's
+    peak_rss_mb is the exact VmHWM): which step sets the peak."""
+    step_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """Per step: CPU seconds of the process (DuckDB's threads included) while it ran, a figure
+    that does not grow when other jobs share the cores (wall times do)."""
     staging_mode: str | None = None
     merged: dict[str, int] = field(default_factory=dict)
     fits: dict[str, str] = field(default_factory=dict)  # asset -> "reused" / "refitted" (stored_fits)
@@ -222,7 +228,10 @@ def _dagster_run(conn, workdir: Path, name: str, selection, run_config: dict | N
     bench._SHARED_CONNECTIONS[key] = conn
     bench._release_freed_memory()
     can_reset = bench._reset_peak_rss()
+    instance = dg.DagsterInstance.ephemeral()
+    sampler = _RssSampler()
     started = time.perf_counter()
+    sampler.start()
     try:
         with using_settings(settings):
             result = dg.materialize(
@@ -231,14 +240,21 @@ def _dagster_run(conn, workdir: Path, name: str, selection, run_config: dict | N
                 resources={"duckdb": bench._SharedDuckDB.from_settings(settings), **source_resources(settings),
                            "activation": _activation()},
                 run_config=run_config,
-                instance=dg.DagsterInstance.ephemeral(),
+                instance=instance,
             )
     finally:
+        sampler.stop()
         bench._SHARED_CONNECTIONS.pop(key, None)
     seconds = time.perf_counter() - started
     timing = RunTiming(name, seconds, bench._peak_rss_mb() if can_reset else None)
     for event in result.get_step_success_events():
         timing.steps[event.step_key.replace("__", "/")] = event.event_specific_data.duration_ms / 1000
+    for step, (begin, end) in _step_windows(instance, result.run_id).items():
+        peak, cpu = sampler.during(begin, end)
+        if peak is not None:
+            timing.step_peak_rss_mb[step.replace("__", "/")] = peak
+        if cpu is not None:
+            timing.step_cpu_seconds[step.replace("__", "/")] = cpu
     for event in result.get_asset_materialization_events():
         meta = event.materialization.metadata
         if "fit" in meta:
@@ -249,6 +265,66 @@ def _dagster_run(conn, workdir: Path, name: str, selection, run_config: dict | N
             merged = mat.metadata.get("merged_keys")
             timing.merged = merged.value if merged is not None else {}
     return timing
+
+
+RSS_SAMPLE_SECONDS = 0.2
+
+
+class _RssSampler:
+    """Samples (time, RSS, process CPU seconds) in a background thread while a run executes."""
+
+    def __init__(self, every: float = RSS_SAMPLE_SECONDS) -> None:
+        import threading
+
+        self.every = every
+        self.samples: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-rss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        from benchmarks import bench
+
+        rss = bench._read_status_kb("VmRSS")
+        self.samples.append((time.time(), (rss or 0) / 1024, time.process_time()))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.every)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def during(self, begin: float, end: float) -> tuple[float | None, float | None]:
+        """Highest RSS sampled in [begin, end] and the CPU seconds between the samples around it."""
+        inside = [s for s in self.samples if begin <= s[0] <= end]
+        before = [s for s in self.samples if s[0] <= begin]
+        after = [s for s in self.samples if s[0] >= end]
+        peak = max((s[1] for s in inside), default=None)
+        cpu = after[0][2] - before[-1][2] if before and after else None
+        return peak, cpu
+
+
+def _step_windows(instance, run_id: str) -> dict[str, tuple[float, float]]:
+    """(start, end) wall-clock times of each step of a run, from its event log."""
+    import dagster as dg
+
+    starts: dict[str, float] = {}
+    windows: dict[str, tuple[float, float]] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type == dg.DagsterEventType.STEP_SUCCESS and event.step_key in starts:
+            windows[event.step_key] = (starts[event.step_key], entry.timestamp)
+    return windows
 
 
 def _activation():

@@ -6,6 +6,7 @@ features, and that the bench builds its settings without touching the environmen
 """
 
 import os
+import time
 from datetime import date, datetime
 from pathlib import Path
 
@@ -161,3 +162,47 @@ def test_bench_runs_see_the_bench_settings_in_every_module(tmp_path, monkeypatch
         for path in (analytics_path(), models_dir(), reports_dir()):
             assert Path(path).is_relative_to(tmp_path / "bench"), path
     assert load_settings().data_dir == (tmp_path / "live").resolve()  # and only inside the block
+
+
+def test_step_peak_and_cpu_come_from_the_samples_inside_each_step():
+    """A step's peak RSS is the highest sample taken while it ran (not the run's), and its CPU
+    seconds are the process CPU between the samples around it."""
+    from benchmarks.nightly import _RssSampler
+
+    sampler = _RssSampler()
+    sampler.samples = [(0.0, 100.0, 1.0), (1.0, 900.0, 2.0), (2.0, 300.0, 4.0), (3.0, 250.0, 7.5), (4.0, 120.0, 8.0)]
+    assert sampler.during(1.5, 3.0) == (300.0, 5.5)   # samples at 2 and 3 inside; CPU 7.5 - 2.0 (at 3 and at 1)
+    assert sampler.during(0.0, 1.0) == (900.0, 1.0)
+    assert sampler.during(3.5, 9.0) == (120.0, None)   # no sample after the end: no CPU figure
+    assert sampler.during(3.2, 3.4) == (None, 0.5)   # no sample inside: no peak
+
+
+def test_a_bench_run_reports_each_steps_peak_rss_and_cpu(tmp_path):
+    import dagster as dg
+
+    from benchmarks.nightly import _RssSampler, _step_windows
+
+    @dg.asset
+    def holds_memory():
+        block = bytearray(200 * 1024 * 1024)  # 200 MiB, touched so that it is resident
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        time.sleep(0.6)
+        return len(block)
+
+    @dg.asset
+    def small(holds_memory):
+        time.sleep(0.6)
+        return holds_memory
+
+    instance = dg.DagsterInstance.ephemeral()
+    sampler = _RssSampler(every=0.05)
+    sampler.start()
+    result = dg.materialize([holds_memory, small], instance=instance)
+    sampler.stop()
+    windows = _step_windows(instance, result.run_id)
+    assert set(windows) == {"holds_memory", "small"}
+    peak_big, cpu_big = sampler.during(*windows["holds_memory"])
+    peak_small, _ = sampler.during(*windows["small"])
+    assert peak_big is not None and peak_small is not None and cpu_big is not None and cpu_big >= 0
+    assert peak_big > peak_small + 150  # the 200 MiB block was resident only in its own step
