@@ -434,14 +434,18 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
         where shopify_customer_id in (select shopify_customer_id from _changed_map)
            or (shopify_customer_id is null and email in (select email from _changed_email))
     """)
-    conn.execute("insert into _aff_customers select customer_id from staging_build._resolved_orders "
+    # the customers whose purchase history can change: those who had or now have a re-resolved order
+    conn.execute("create or replace temp table _aff_history as select customer_id from staging_build._resolved_orders "
                  "where order_id in (select order_id from _aff_resolve) and customer_id is not null")
+    conn.execute("insert into _aff_customers select customer_id from _aff_history")
     conn.execute("create or replace temp table _aff_products as select product_id from staging.order_lines "
                  "where order_id in (select order_id from _aff_resolve) and product_id is not null")
     _run(conn, params, _scoped("05_staging_tables.sql", "staging_build._resolved_orders", "_resolved_orders_delta",
                          {"_accepted_orders": _in("_accepted_orders", "order_id", "_aff_resolve")}))
     _replace_rows(conn, "staging_build._resolved_orders", "order_id", "_aff_resolve", "_resolved_orders_delta")
-    conn.execute("insert into _aff_customers select customer_id from _resolved_orders_delta where customer_id is not null")
+    conn.execute("insert into _aff_history select customer_id from _resolved_orders_delta where customer_id is not null")
+    conn.execute("create or replace temp table _aff_history as select distinct customer_id from _aff_history")
+    conn.execute("insert into _aff_customers select customer_id from _aff_history")
     no_files = {"staging_build._file_rows": "select * from staging_build._file_rows limit 0"}
     no_credits = {"staging_build._file_credits": "select * from staging_build._file_credits limit 0"}
     resolved = {"staging_build._resolved_orders": "select * from _resolved_orders_delta"}
@@ -475,17 +479,19 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
         "staging.orders": _in("staging.orders", "customer_id", "_aff_customers"),
     }))
     _replace_rows(conn, "staging.customers", "customer_id", "_aff_customers", "_delta_customers")
-    customer_orders = "select order_id from staging.orders where customer_id in (select customer_id from _aff_customers)"
+    # order_history and customer_acquisition read only a customer's orders, lines and refunds: an
+    # identity change that moved no order (a profile update, a new email) leaves them as they are
+    customer_orders = "select order_id from staging.orders where customer_id in (select customer_id from _aff_history)"
     _run(conn, params, _scoped("06_order_history.sql", "staging.order_history", "_delta_order_history", {
-        "staging.orders": _in("staging.orders", "customer_id", "_aff_customers"),
-        "staging.order_lines": _in("staging.order_lines", "customer_id", "_aff_customers"),
+        "staging.orders": _in("staging.orders", "customer_id", "_aff_history"),
+        "staging.order_lines": _in("staging.order_lines", "customer_id", "_aff_history"),
         "staging.refunds": f"select * from staging.refunds where order_id in ({customer_orders})",
     }))
-    _replace_rows(conn, "staging.order_history", "customer_id", "_aff_customers", "_delta_order_history")
+    _replace_rows(conn, "staging.order_history", "customer_id", "_aff_history", "_delta_order_history")
     _run(conn, params, _scoped("07_acquisition.sql", "staging.customer_acquisition", "_delta_acquisition", {
-        "staging.order_history": _in("staging.order_history", "customer_id", "_aff_customers"),
+        "staging.order_history": _in("staging.order_history", "customer_id", "_aff_history"),
     }))
-    _replace_rows(conn, "staging.customer_acquisition", "customer_id", "_aff_customers", "_delta_acquisition")
+    _replace_rows(conn, "staging.customer_acquisition", "customer_id", "_aff_history", "_delta_acquisition")
 
     # 5. rejected rows of the touched orders and profiles (rows of unknown id are new rows only)
     _run(conn, params, _scoped("05_staging_tables.sql", "staging.rejected_rows", "_delta_rejected", {
@@ -503,6 +509,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
         name: int(conn.execute(f"select count(*) from {table}").fetchone()[0])
         for name, table in (("orders", "_aff_orders"), ("profiles", "_aff_profiles"),
                             ("orders_resolved", "_aff_resolve"), ("customers", "_aff_customers"),
+                            ("history_customers", "_aff_history"),
                             ("products", "_aff_products"))
     }
     result.script_seconds["merge"] = time.perf_counter() - started

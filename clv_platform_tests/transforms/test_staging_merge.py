@@ -165,9 +165,11 @@ def test_a_repeat_buyers_new_order_re_resolves_only_what_changed(tmp_path):
     history += [order(n, customer=None, email="bo@example.com") for n in (5, 6)]
     later = [order(7, customer=7, email="ana@example.com", updated="2025-01-08T00:00:00Z")]
     bo_joins = [order(8, customer=9, email="bo@example.com", updated="2025-01-09T00:00:00Z")]
+    moved = profile("P1", "ana@example.com", updated="2025-02-05T00:00:00+00:00")
+    moved["attributes"]["location"] = {"country": "Portugal"}
     full_path = str(tmp_path / "full.duckdb")
     with duckdb.connect(full_path) as full:
-        load(full, history + later + bo_joins, [profile("P1", "ana@example.com")])
+        load(full, history + later + bo_joins, [profile("P1", "ana@example.com"), moved])
         build_staging(full, shop_currency="USD")
     with duckdb.connect(str(tmp_path / "merged.duckdb")) as merged:
         load(merged, history, [profile("P1", "ana@example.com")])
@@ -177,13 +179,20 @@ def test_a_repeat_buyers_new_order_re_resolves_only_what_changed(tmp_path):
         # ana's four earlier orders keep their rows; her customer row and history are rebuilt
         assert repeat.mode == "merge"
         assert repeat.merged["orders"] == 1 and repeat.merged["orders_resolved"] == 1
-        assert repeat.merged["customers"] >= 1
+        assert repeat.merged["customers"] >= 1 and repeat.merged["history_customers"] == 1
         load(merged, bo_joins)
         joined = build_staging(merged, shop_currency="USD")
         # bo's two guest orders move to the new Shopify customer, with bo's new order
         assert joined.merged["orders_resolved"] == 3
         assert merged.execute("select count(*) from staging.orders where customer_id = 'gid://shopify/Customer/9'"
                               ).fetchone()[0] == 3
+        assert joined.merged["history_customers"] == 1  # the guest orders had no customer before
+        # a profile update changes ana's customer row, not her purchase history
+        load(merged, profiles=[moved])
+        updated = build_staging(merged, shop_currency="USD")
+        assert updated.merged["orders_resolved"] == 0 and updated.merged["history_customers"] == 0
+        assert merged.execute("select country from staging.customers where email = 'ana@example.com'"
+                              ).fetchone()[0] == "Portugal"
         assert_same_staging(merged, full_path)
 
 
