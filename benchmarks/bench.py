@@ -224,6 +224,29 @@ class _SharedDuckDB(StorageResource):
             yield cursor
         finally:
             cursor.close()
+            limit = _SHARED_MEMORY_LIMITS.get(self.database)
+            if limit and self.database in _SHARED_CONNECTIONS:
+                release_buffer_cache(_SHARED_CONNECTIONS[self.database], limit)
+
+
+def release_buffer_cache(conn: duckdb.DuckDBPyConnection, memory_limit: str) -> None:
+    """Evict DuckDB's cached blocks, then set `memory_limit` back (the bench's configured string).
+
+    The platform's assets each open their own connection (`DuckDBResource.get_connection`) and
+    close it when done, which closes the database and frees its buffer pool: a step never starts
+    with the blocks the previous steps read. The bench hands every step a cursor of one shared
+    connection instead, so without this the cache of the staging build (up to `memory_limit` of raw
+    payload blocks) stayed resident under every later step and counted in the run's peak RSS.
+    Lowering the limit makes DuckDB drop unpinned blocks (clean ones are re-read from the file when
+    needed); a limit it cannot reach (pinned blocks) is skipped. The limit is restored from the
+    configured string, not from `current_setting` (which prints a rounded "3.7 GiB").
+    """
+    try:
+        conn.execute("set memory_limit = '32MB'")
+    except duckdb.Error:
+        pass  # more is pinned than that: nothing to release safely
+    finally:
+        conn.execute("set memory_limit = ?", [memory_limit])
 
 
 def bench_settings(workdir: Path, database: Path, memory_limit: str | None = None) -> Settings:
@@ -241,6 +264,8 @@ def bench_settings(workdir: Path, database: Path, memory_limit: str | None = Non
 
 
 _SHARED_CONNECTIONS: dict[str, duckdb.DuckDBPyConnection] = {}
+_SHARED_MEMORY_LIMITS: dict[str, str] = {}
+"""The memory_limit each shared connection was opened with (restored by `release_buffer_cache`)."""
 
 MODEL_GROUPS = ("ml", "scores", "monitoring")
 

@@ -206,3 +206,26 @@ def test_a_bench_run_reports_each_steps_peak_rss_and_cpu(tmp_path):
     peak_small, _ = sampler.during(*windows["small"])
     assert peak_big is not None and peak_small is not None and cpu_big is not None and cpu_big >= 0
     assert peak_big > peak_small + 150  # the 200 MiB block was resident only in its own step
+
+
+def test_releasing_the_buffer_cache_drops_cached_blocks_and_keeps_the_limit(tmp_path):
+    """What a step's own connection does when it closes: the blocks read before are no longer
+    held, and the configured memory limit is exactly what it was (not a rounded "3.7 GiB")."""
+    import duckdb
+
+    from benchmarks.bench import release_buffer_cache
+
+    conn = duckdb.connect(str(tmp_path / "cache.duckdb"))
+    conn.execute("set memory_limit = '1GB'")
+    conn.execute("create table t as select i, md5(i::varchar) || md5((i + 1)::varchar) || md5((i * 7)::varchar) as h "
+                 "from range(2000000) as r(i)")
+    conn.execute("checkpoint")
+    conn.execute("select count(distinct h) from t").fetchall()
+    limit = conn.execute("select current_setting('memory_limit')").fetchone()[0]
+    held = conn.execute("select sum(memory_usage_bytes) from duckdb_memory()").fetchone()[0]
+    release_buffer_cache(conn, "1GB")
+    after = conn.execute("select sum(memory_usage_bytes) from duckdb_memory()").fetchone()[0]
+    assert held > 64 * 2**20 and after <= 32 * 2**20, (held, after)
+    assert conn.execute("select current_setting('memory_limit')").fetchone()[0] == limit
+    assert conn.execute("select count(*), max(i) from t").fetchone() == (2000000, 1999999)  # re-read from the file
+    conn.close()
