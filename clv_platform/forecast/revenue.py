@@ -244,6 +244,10 @@ def existing_customer_forecast(
     """Expected revenue of the customers in ``summary`` per period, with variance and 80 % bounds.
 
     ``error_scale`` is the systematic relative error per sqrt(month) of horizon (see ``rehearse``).
+    A ``summary`` with a ``customers`` column is grouped: each row stands for that many customers
+    with the same (frequency, recency, T, monetary), and ``predicted_spend`` of a row is the sum of
+    their predictions. Every quantity below is a sum over customers, linear in each customer's
+    prediction, so the grouped rows give the per-customer result (the nightly groups in SQL).
     """
     offsets = sorted({0, horizon_days, *[o for p in periods for o in p.offsets(cutoff)]})
     position = {o: j for j, o in enumerate(offsets)}
@@ -251,11 +255,15 @@ def existing_customer_forecast(
     expected = _expected_purchases_at(model, summary, weeks)
     expected_h = expected[:, position[horizon_days]]
     per_purchase, aov = _spend_scale(model, summary, expected_h, predicted_spend)
+    customers = (summary["customers"].to_numpy(dtype=float) if "customers" in summary
+                 else np.ones(len(summary)))
     linear = np.zeros(len(summary), dtype=bool)
     predicted = np.zeros(len(summary))
     if predicted_spend is not None:
         predicted = predicted_spend.reindex(summary.index).fillna(0.0).to_numpy(dtype=float)
         linear = expected_h <= 0
+    else:
+        per_purchase = per_purchase * customers  # the order value of one customer, times the row's customers
     cv2 = _order_value_cv2(model)
     rows = []
     for period in periods:
@@ -267,7 +275,8 @@ def existing_customer_forecast(
         variance = float(np.sum(spend * aov * (1.0 + cv2)))
         mean = float(spend.sum())
         variance += (_relative_sd(season.relative_sd, error_scale, period, cutoff) * mean) ** 2
-        rows.append(_bounds(period, "existing", mean, variance, expected_purchases=float(purchases.sum())))
+        rows.append(_bounds(period, "existing", mean, variance,
+                            expected_purchases=float((purchases * customers).sum())))
     return pd.DataFrame(rows)
 
 
