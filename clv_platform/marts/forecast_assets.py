@@ -187,7 +187,8 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
         transactions = store_transactions(conn)
         history = transactions[pd.to_datetime(transactions["order_date"]) <= pd.Timestamp(cutoff)]
         season = revenue.seasonal_index(history, model, cutoff)
-        rehearsal = revenue.rehearse(history, cutoff)
+        # the rehearsal's BTYD fit sees at most [sampling] max_btyd_fit_customers (as ml/btyd_scores' fit)
+        rehearsal = revenue.rehearse(history, cutoff, max_fit_customers=config.max_btyd_fit_customers or None)
         del transactions, history
         fit_cutoff = cutoff
         stored_fits.save(conn, stored_fits.REVENUE_FORECAST, cutoff, key, {

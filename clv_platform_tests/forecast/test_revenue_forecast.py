@@ -168,3 +168,20 @@ def test_grouped_summary_rows_give_the_per_customer_forecast(fitted, with_predic
     got = revenue.existing_customer_forecast(grouped, model, CUTOFF, periods, season, summed, error_scale=0.1)
     pd.testing.assert_frame_equal(got, per_customer, rtol=1e-10)
     assert per_customer["expected_purchases"].iloc[0] > 0
+
+
+def test_purchase_model_fit_is_capped_to_a_deterministic_customer_sample(fitted):
+    """Above ``max_customers`` the rehearsal's BTYD is fitted on the cap_rows sample (the CLV fits'
+    sample); at or below it the fit is the one on every customer, parameter for parameter."""
+    from clv_platform.models.clv.windows import cap_rows
+
+    _, summary, model = fitted
+    n = len(summary)
+    same = revenue.fit_purchase_model(summary, max_customers=n)
+    assert same.params()["transaction_params"] == model.params()["transaction_params"]
+    capped = revenue.fit_purchase_model(summary, max_customers=n // 2)
+    sample = cap_rows(summary.rename_axis("customer_id").reset_index(), n // 2).set_index("customer_id")
+    assert len(sample) == n // 2
+    by_hand = btyd.fit_btyd(sample, btyd.BGNBD)
+    assert capped.params()["transaction_params"] == by_hand.params()["transaction_params"]
+    assert capped.params()["transaction_params"] != model.params()["transaction_params"]
