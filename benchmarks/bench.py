@@ -569,6 +569,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="full: time every stage of a full refresh with the references (default); nightly: a "
                              "full refresh, then one appended day and the nightly run, asset by asset "
                              "(benchmarks/nightly.py)")
+    parser.add_argument("--keep-dir", type=Path, default=None,
+                        help="nightly mode: copy the store as it stands before the nightly run to this folder "
+                             "(for benchmarks/nightly_profile.py)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -577,7 +580,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
         if args.source != "demo":
             raise SystemExit("--mode nightly runs on the demo store (the merge reads raw JSON): drop --source")
-        nightly = [run_nightly(n, args.threads or default_threads(), args.memory_limit or default_memory_limit())
+        nightly = [run_nightly(n, args.threads or default_threads(), args.memory_limit or default_memory_limit(),
+                               keep_dir=args.keep_dir / str(n) if args.keep_dir else None)
                    for n in args.customers]
         print(json.dumps(nightly if len(nightly) > 1 else nightly[0], indent=2) if args.json
               else "\n".join(format_nightly(r) for r in nightly))

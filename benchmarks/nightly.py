@@ -341,8 +341,13 @@ def _activation():
     return activation_resource()
 
 
-def run_nightly(customers: int, threads: int, memory_limit: str) -> dict:
-    """Full refresh, then one appended day and the nightly run, on a demo store of `customers`."""
+def run_nightly(customers: int, threads: int, memory_limit: str, keep_dir: Path | None = None) -> dict:
+    """Full refresh, then one appended day and the nightly run, on a demo store of `customers`.
+
+    With `keep_dir`, the store as it stands before the nightly run (full refresh done, day
+    appended) is copied there as `before_nightly.duckdb`, with the run's data folder, so the
+    nightly can be profiled again and again on the same data (`benchmarks/nightly_profile.py`).
+    """
     import dagster as dg
 
     from benchmarks import bench
@@ -370,6 +375,8 @@ def run_nightly(customers: int, threads: int, memory_limit: str) -> dict:
             started = time.perf_counter()
             result.appended = asdict(append_day(conn))
             result.append_seconds = time.perf_counter() - started
+            if keep_dir is not None:
+                _keep(conn, workdir, Path(keep_dir))
             result.nightly = _dagster_run(conn, workdir, "nightly", from_staging - MODEL_TRAINING, None,
                                           memory_limit)
             result.staging_merged_keys = result.nightly.merged
@@ -377,6 +384,22 @@ def run_nightly(customers: int, threads: int, memory_limit: str) -> dict:
         finally:
             conn.close()
     return bench._jsonable(asdict(result))
+
+
+def _keep(conn, workdir: Path, keep_dir: Path) -> None:
+    """Copy the checkpointed store and its data folder (stored reports, registry files) to `keep_dir`."""
+    import shutil
+
+    conn.execute("checkpoint")
+    keep_dir.mkdir(parents=True, exist_ok=True)
+    for item in workdir.iterdir():
+        target = keep_dir / ("before_nightly.duckdb" if item.name == "bench.duckdb" else item.name)
+        if item.name.startswith("bench.duckdb."):
+            continue  # the WAL is empty after the checkpoint
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
 
 
 def format_nightly(r: dict) -> str:

@@ -62,6 +62,28 @@ def test_column_schema_and_comments_follow_the_contract(tmp_path):
     assert table_comment == contract.table_contract("scores.customer_clv").description
 
 
+def test_comments_are_one_commit_or_join_the_callers_transaction(tmp_path):
+    """apply_comments writes all comments in one transaction of its own; inside a caller's open
+    transaction (own_transaction=False) it joins it, so a rollback of the caller drops them with the rest."""
+    with duckdb.connect(str(tmp_path / "c.duckdb")) as conn:
+        conn.execute("create schema scores")
+        conn.execute("create table scores.customer_clv as select 'c1' as customer_id, 1.5::double as predicted_clv")
+
+        def comment():
+            return conn.execute("select comment from duckdb_columns() where table_name = 'customer_clv' "
+                                "and column_name = 'predicted_clv'").fetchone()[0]
+
+        conn.execute("begin transaction")
+        assert contract.apply_comments(conn, tables=["scores.customer_clv"], own_transaction=False) == 2
+        assert comment() == contract.describe("scores.customer_clv", "predicted_clv")
+        conn.execute("rollback")
+        assert comment() is None
+        assert contract.apply_comments(conn, tables=["scores.customer_clv"]) == 2
+        conn.execute("begin transaction")  # no transaction was left open by it
+        conn.execute("rollback")
+        assert comment() == contract.describe("scores.customer_clv", "predicted_clv")
+
+
 # ----------------------------------------------------------------------------- reports
 
 

@@ -244,6 +244,10 @@ def existing_customer_forecast(
     """Expected revenue of the customers in ``summary`` per period, with variance and 80 % bounds.
 
     ``error_scale`` is the systematic relative error per sqrt(month) of horizon (see ``rehearse``).
+    A ``summary`` with a ``customers`` column is grouped: each row stands for that many customers
+    with the same (frequency, recency, T, monetary), and ``predicted_spend`` of a row is the sum of
+    their predictions. Every quantity below is a sum over customers, linear in each customer's
+    prediction, so the grouped rows give the per-customer result (the nightly groups in SQL).
     """
     offsets = sorted({0, horizon_days, *[o for p in periods for o in p.offsets(cutoff)]})
     position = {o: j for j, o in enumerate(offsets)}
@@ -251,11 +255,15 @@ def existing_customer_forecast(
     expected = _expected_purchases_at(model, summary, weeks)
     expected_h = expected[:, position[horizon_days]]
     per_purchase, aov = _spend_scale(model, summary, expected_h, predicted_spend)
+    customers = (summary["customers"].to_numpy(dtype=float) if "customers" in summary
+                 else np.ones(len(summary)))
     linear = np.zeros(len(summary), dtype=bool)
     predicted = np.zeros(len(summary))
     if predicted_spend is not None:
         predicted = predicted_spend.reindex(summary.index).fillna(0.0).to_numpy(dtype=float)
         linear = expected_h <= 0
+    else:
+        per_purchase = per_purchase * customers  # the order value of one customer, times the row's customers
     cv2 = _order_value_cv2(model)
     rows = []
     for period in periods:
@@ -267,7 +275,8 @@ def existing_customer_forecast(
         variance = float(np.sum(spend * aov * (1.0 + cv2)))
         mean = float(spend.sum())
         variance += (_relative_sd(season.relative_sd, error_scale, period, cutoff) * mean) ** 2
-        rows.append(_bounds(period, "existing", mean, variance, expected_purchases=float(purchases.sum())))
+        rows.append(_bounds(period, "existing", mean, variance,
+                            expected_purchases=float((purchases * customers).sum())))
     return pd.DataFrame(rows)
 
 
@@ -464,12 +473,21 @@ def combine(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def fit_purchase_model(summary: pd.DataFrame, model_name: str = btyd.BGNBD) -> btyd.BTYDModel:
+def fit_purchase_model(summary: pd.DataFrame, model_name: str = btyd.BGNBD,
+                       max_customers: int | None = None) -> btyd.BTYDModel:
     """BTYD fitted on a calibration summary (``"auto"``: the family ``btyd.fit_auto`` serves).
 
     ``btyd.TransactionModel`` keeps every expectation total over valid inputs, also for a
-    collapsed fit, so the forecast needs no guard of its own.
+    collapsed fit, so the forecast needs no guard of its own. With ``max_customers`` a larger
+    summary is fitted on that deterministic customer sample (``cap_rows``, the sample the CLV
+    fits use; ``[sampling] max_btyd_fit_customers``); the parameters then forecast every customer.
     """
+    if max_customers and len(summary) > max_customers:
+        from clv_platform.models.clv.windows import cap_rows
+
+        ids = summary.index.to_series(name="customer_id").astype(str).reset_index(drop=True)
+        summary = cap_rows(summary.reset_index(drop=True).assign(customer_id=ids), max_customers)
+        summary = summary.set_index("customer_id")
     return btyd.fit_btyd(summary, model_name)
 
 
@@ -493,7 +511,7 @@ class Rehearsal:
 
 
 def rehearse(history: pd.DataFrame, cutoff: date, model_name: str = btyd.BGNBD,
-             months: int = REHEARSAL_MONTHS) -> Rehearsal:
+             months: int = REHEARSAL_MONTHS, max_fit_customers: int | None = None) -> Rehearsal:
     """Forecast from ``months`` before the cutoff with the data up to then, compare with what came.
 
     Returns the error scale s per part, fitted as |log(actual / forecast)| ~ s * sqrt(h) over the
@@ -506,7 +524,8 @@ def rehearse(history: pd.DataFrame, cutoff: date, model_name: str = btyd.BGNBD,
     dates = pd.to_datetime(history["order_date"])
     if (rc - dates.min()).days < MIN_REHEARSAL_HISTORY_DAYS:
         return Rehearsal.none()
-    past = forecast_revenue(history, rc.date(), model_name=model_name, months=months, with_rehearsal=False)
+    past = forecast_revenue(history, rc.date(), model_name=model_name, months=months, with_rehearsal=False,
+                            max_fit_customers=max_fit_customers)
     periods = [p for p in forecast_periods(rc.date(), months) if p.kind == "month"]
     actual = period_actuals(history, periods, rc.date()).set_index("period")
     table = past.table.set_index("period")
@@ -548,6 +567,7 @@ def forecast_revenue(
     season: SeasonalIndex | None = None,
     rehearsal: Rehearsal | None = None,
     firsts: pd.DataFrame | None = None,
+    max_fit_customers: int | None = None,
 ) -> RevenueForecast:
     """The whole forecast from transactions (customer_id, order_date, amount) up to ``cutoff``.
 
@@ -556,6 +576,7 @@ def forecast_revenue(
     the cutoff are ignored, so a backtest can pass the whole history. ``with_rehearsal`` widens
     the intervals by the errors of the same forecast made six months earlier (``rehearse``).
 
+    ``max_fit_customers`` caps the customers a BTYD fitted here sees (``fit_purchase_model``).
     ``season``, ``rehearsal`` and ``firsts`` (``first_orders`` up to the cutoff) may come from an
     earlier fit or from SQL; with all of them and ``summary``/``model`` given, ``transactions`` may be
     None (the nightly run reuses the week's seasonality and rehearsal errors and never loads every order).
@@ -569,9 +590,10 @@ def forecast_revenue(
     if summary is None:
         summary = btyd.summarize(history, cutoff)
     if model is None:
-        model = fit_purchase_model(summary, model_name)
+        model = fit_purchase_model(summary, model_name, max_fit_customers)
     if rehearsal is None:
-        rehearsal = rehearse(history, cutoff, model_name) if with_rehearsal else Rehearsal.none()
+        rehearsal = (rehearse(history, cutoff, model_name, max_fit_customers=max_fit_customers)
+                     if with_rehearsal else Rehearsal.none())
     periods = forecast_periods(cutoff, months)
     if season is None:
         season = seasonal_index(history, model, cutoff)

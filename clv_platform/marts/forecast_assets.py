@@ -91,7 +91,34 @@ def _forecast_inputs(conn: duckdb.DuckDBPyConnection, config, cutoff) -> tuple[p
             "staging.orders (ml.btyd_scores missing)")
 
 
-def _btyd_model(conn, config, features: pd.DataFrame, cutoff):
+GROUPED_SUMMARY_SQL = """
+select b.frequency::bigint as frequency, b.recency_weeks::double as recency, b.T_weeks::double as T,
+       b.monetary::double as monetary, count(*) as customers, {predicted} as predicted_spend
+from ml.btyd_scores as b
+{join}
+group by all
+order by all
+"""
+"""ml.btyd_scores grouped by the BTYD summary: the existing-customer forecast is a sum over customers,
+linear in each one's predicted spend (``revenue.existing_customer_forecast``), so one row per distinct
+(frequency, recency, T, monetary) with its customer count and summed prediction gives the same
+forecast without a per-customer frame (one-time buyers of a first-order day share one row)."""
+
+
+def _grouped_summary(conn: duckdb.DuckDBPyConnection, with_predicted: bool) -> tuple[pd.DataFrame, pd.Series | None]:
+    """(grouped summary, summed predicted spend per row or None), both on the same RangeIndex."""
+    sql = GROUPED_SUMMARY_SQL.format(
+        predicted="sum(coalesce(c.predicted_spend::double, 0.0))" if with_predicted else "null::double",
+        join="left join scores.customer_clv as c on c.customer_id::varchar = b.customer_id::varchar"
+        if with_predicted else "")
+    summary = conn.execute(sql).df()
+    predicted = summary.pop("predicted_spend").astype(float) if with_predicted else None
+    if not with_predicted:
+        summary = summary.drop(columns="predicted_spend")
+    return summary, predicted
+
+
+def _btyd_model(conn, config, features: pd.DataFrame | None, cutoff):
     """(the BTYD model ml/btyd_scores served at this cutoff, its stored fit or None, where it came from).
 
     The stored fit (``ml.stored_fits``) is used when it exists under the same settings and is not
@@ -102,6 +129,8 @@ def _btyd_model(conn, config, features: pd.DataFrame, cutoff):
     stored = stored_fits.load(conn, stored_fits.BTYD)
     if stored is not None and stored.fit_cutoff <= cutoff and stored.config_key == stored_fits.btyd_config_key(config):
         return stored_fits.btyd_from_params(stored.params), stored, f"stored BTYD fit of {stored.fit_cutoff}"
+    if features is None:  # the grouped path: the fit needs the per-customer summary
+        features, _, _ = _forecast_inputs(conn, config, cutoff)
     return clv.fit_btyd_at(features, config), None, "fitted here (no usable stored BTYD fit)"
 
 
@@ -125,10 +154,21 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
     config = clv.load_config()
     cutoff = scoring_cutoff(conn)
     max_age_days = load_settings().refit_after_days if max_age_days is None else max_age_days
-    features, horizon_days, summary_source = _forecast_inputs(conn, config, cutoff)
-    model, btyd_fit, model_source = _btyd_model(conn, config, features, cutoff)
-    summary = clv.btyd_summary(features)
-    del features
+    has_predicted = table_exists(conn, "scores.customer_clv") and "predicted_spend" in _columns(conn, "scores.customer_clv")
+    predicted = None
+    if table_exists(conn, "ml.btyd_scores"):
+        # the nightly path: grouped in SQL, never a per-customer frame (see GROUPED_SUMMARY_SQL)
+        summary, predicted = _grouped_summary(conn, has_predicted)
+        if summary.empty:
+            raise dg.Failure("ml.btyd_scores is empty: no customer to forecast")
+        horizon_days = int(conn.execute("select any_value(horizon_days) from ml.btyd_scores").fetchone()[0])
+        summary_source = "ml.btyd_scores"
+        model, btyd_fit, model_source = _btyd_model(conn, config, None, cutoff)
+    else:
+        features, horizon_days, summary_source = _forecast_inputs(conn, config, cutoff)
+        model, btyd_fit, model_source = _btyd_model(conn, config, features, cutoff)
+        summary = clv.btyd_summary(features)
+        del features
     key = stored_fits.config_key({"btyd_fitted_at": btyd_fit.fitted_at if btyd_fit else None,
                                   "btyd_fit_cutoff": btyd_fit.fit_cutoff if btyd_fit else cutoff,
                                   "horizon_days": horizon_days, "model": revenue.btyd.BGNBD})
@@ -147,7 +187,8 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
         transactions = store_transactions(conn)
         history = transactions[pd.to_datetime(transactions["order_date"]) <= pd.Timestamp(cutoff)]
         season = revenue.seasonal_index(history, model, cutoff)
-        rehearsal = revenue.rehearse(history, cutoff)
+        # the rehearsal's BTYD fit sees at most [sampling] max_btyd_fit_customers (as ml/btyd_scores' fit)
+        rehearsal = revenue.rehearse(history, cutoff, max_fit_customers=config.max_btyd_fit_customers or None)
         del transactions, history
         fit_cutoff = cutoff
         stored_fits.save(conn, stored_fits.REVENUE_FORECAST, cutoff, key, {
@@ -158,11 +199,11 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
             "rehearsal_new_scale": float(rehearsal.new_scale), "rehearsal_months": int(rehearsal.months),
         }, decision.reason, context=context)
     firsts = conn.execute(read_sql("clv_platform.marts", "sql/forecast_first_orders.sql"), {"cutoff": cutoff}).df()
-    predicted = None
     source = "ml.btyd_scores expected spend (BTYD)"
-    if table_exists(conn, "scores.customer_clv") and "predicted_spend" in _columns(conn, "scores.customer_clv"):
-        scores = conn.execute("select customer_id, predicted_spend from scores.customer_clv").df()
-        predicted = scores.set_index(scores["customer_id"].astype(str))["predicted_spend"].astype(float)
+    if has_predicted:
+        if predicted is None:  # per-customer summary (no ml.btyd_scores): predictions by customer id
+            scores = conn.execute("select customer_id, predicted_spend from scores.customer_clv").df()
+            predicted = scores.set_index(scores["customer_id"].astype(str))["predicted_spend"].astype(float)
         source = "scores.customer_clv.predicted_spend"
     result = revenue.forecast_revenue(
         None, cutoff, model=model, summary=summary, predicted_spend=predicted, horizon_days=horizon_days,

@@ -137,7 +137,7 @@ def publish_snapshot(
                 f"insert into {_ALIAS}.{SNAPSHOT_INFO_TABLE} values (?, ?, ?)",
                 [[name, rows, published_at] for name, rows in counts.items()],
             )
-            contract.apply_comments(conn, catalog=_ALIAS, schemas=schemas)
+            contract.apply_comments(conn, catalog=_ALIAS, schemas=schemas, own_transaction=False)
         conn.execute(f"checkpoint {_ALIAS}")
     except Exception:
         conn.execute(f"detach database if exists {_ALIAS}")

@@ -78,9 +78,17 @@ def write_segments(conn, config: dict, params: dict, batch: int) -> dict:
     ).df(), config)
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
     sizes: dict[str, pd.Series] = {}
+    # only the feature columns the lifecycle rule and the cluster assignment read leave DuckDB
+    # (not the whole feature row, whose conversion to pandas grows with every feature added)
+    needed = sorted({*params["features"],
+                     *(life[c] for c in ("tenure_column", "recency_column", "interval_column", "frequency_column"))})
+    for name in needed:  # feature names as the feature table spells them (T_days), checked before SQL
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
+            raise ValueError(f"segments.toml names the column {name!r}: expected an identifier")
     with BatchWriter(conn, SEGMENTS_TABLE) as writer:
         for _, frame in read_batches(conn, f"""
-                select f.*, c.p_alive, c.predicted_clv, r.r_score, r.f_score, r.m_score
+                select f.customer_id, {', '.join(f'f."{c}"' for c in needed)},
+                       c.p_alive, c.predicted_clv, r.r_score, r.f_score, r.m_score
                 from {FEATURE_TABLE} as f
                 left join scores.customer_clv as c using (customer_id)
                 join segment_rfm as r using (customer_id)

@@ -39,7 +39,7 @@ from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.sql import transaction
 from clv_platform import contract
 from clv_platform.reports import prune_reports, report_url
-from clv_platform.resources.storage import read_sql, table_exists
+from clv_platform.resources.storage import qualified, read_sql, row_count, table_exists
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.models.clv_assets import CUSTOMER_CLV
 from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
@@ -226,22 +226,35 @@ def run_is_reference(ref_kind: str) -> bool:
     return ref_kind.startswith("registered model")
 
 
+def _pick(conn, relation: str, n: int, max_rows: int) -> pd.DataFrame:
+    """At most ``max_rows`` rows of ``relation`` (``n`` rows): the smallest id hashes, in id order.
+
+    ``order by ... limit`` is a top-N (a heap of ``max_rows`` rows), not a sort of the whole side."""
+    has_id = "customer_id" in {c for (c,) in conn.execute(f"select column_name from (describe {relation})").fetchall()}
+    if max_rows and n > max_rows:
+        inner = (f"select * from {relation} order by hash(customer_id::varchar), customer_id limit {int(max_rows)}"
+                 if has_id else f"select * from {relation} using sample {int(max_rows)} rows (reservoir, 0)")
+    else:
+        inner = f"select * from {relation}"
+    return conn.execute(f"select * from ({inner}) {'order by customer_id' if has_id else ''}").df()
+
+
 def sampled_rows(conn, source_sql: str, params: dict, max_rows: int) -> tuple[pd.DataFrame, int]:
     """(at most ``max_rows`` rows of ``source_sql``, its row count): the customers with the smallest
     hash of their id, the same customers on every side and in every run (0 = every row)."""
     conn.execute(f"create or replace temp table _drift_side as {source_sql}", params)
     try:
         n = int(conn.execute("select count(*) from _drift_side").fetchone()[0])
-        has_id = "customer_id" in {c for (c,) in conn.execute("select column_name from (describe _drift_side)").fetchall()}
-        if max_rows and n > max_rows:
-            pick = (f"qualify row_number() over (order by hash(customer_id::varchar), customer_id) <= {int(max_rows)}"
-                    if has_id else f"using sample {int(max_rows)} rows (reservoir, 0)")
-        else:
-            pick = ""
-        frame = conn.execute(f"select * from _drift_side {pick} {'order by customer_id' if has_id else ''}").df()
+        frame = _pick(conn, "_drift_side", n, max_rows)
     finally:
         conn.execute("drop table if exists _drift_side")
     return frame, n
+
+
+def sampled_table(conn, table: str, max_rows: int) -> tuple[pd.DataFrame, int]:
+    """``sampled_rows`` of a stored table, read in place (no copy of the whole table first)."""
+    n = row_count(conn, table)
+    return _pick(conn, qualified(table), n, max_rows), n
 
 
 def reference_features(conn, cutoff: date, max_rows: int) -> tuple[pd.DataFrame, int]:
@@ -382,7 +395,7 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     with duckdb.get_connection() as conn:
         ensure_monitoring_tables(conn)
         # only the rows the comparison measures leave DuckDB: memory is bounded by drift max_rows
-        current, n_current = sampled_rows(conn, f"select * from {FEATURE_TABLE}", {}, settings.max_rows)
+        current, n_current = sampled_table(conn, FEATURE_TABLE, settings.max_rows)
         current_cutoff = conn.execute(f"select max(feature_cutoff) from {FEATURE_TABLE}").fetchone()[0]
         current_cutoff = pd.Timestamp(current_cutoff).date() if current_cutoff is not None else scoring_cutoff(conn)
         ref_cutoff, ref_kind = reference_cutoff(conn, current_cutoff, config)

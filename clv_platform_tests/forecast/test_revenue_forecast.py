@@ -142,3 +142,46 @@ def test_forecast_cutoff_must_be_a_month_end_before_the_data_end():
     with pytest.raises(ValueError, match="not before the end"):
         backtest.run_forecast_backtest("demo", "2026-10-31")
 
+
+
+@pytest.mark.parametrize("with_predictions", [True, False])
+def test_grouped_summary_rows_give_the_per_customer_forecast(fitted, with_predictions):
+    """The nightly groups ml.btyd_scores in SQL (one row per distinct summary, its customer count and
+    summed predictions): every column of the existing-customer forecast must equal the per-customer one."""
+    history, summary, model = fitted
+    # many customers sharing a summary, as one-time buyers of a first-order day do
+    customers = pd.concat([summary, summary.iloc[:400], summary.iloc[:100]])
+    customers.index = [f"c{i}" for i in range(len(customers))]
+    rng = np.random.default_rng(1)
+    predicted = pd.Series(rng.gamma(2.0, 60.0, len(customers)), index=customers.index) if with_predictions else None
+    if predicted is not None:
+        predicted.iloc[::7] = 0.0
+    season = revenue.seasonal_index(history, model, CUTOFF)
+    periods = revenue.forecast_periods(CUTOFF)
+    per_customer = revenue.existing_customer_forecast(customers, model, CUTOFF, periods, season, predicted,
+                                                      error_scale=0.1)
+    keys = ["frequency", "recency", "T", "monetary"]
+    frame = customers[keys].assign(predicted=predicted if predicted is not None else 0.0)
+    grouped = frame.groupby(keys, as_index=False).agg(customers=("predicted", "size"), predicted=("predicted", "sum"))
+    assert len(grouped) < len(customers) - 400  # the duplicates did collapse
+    summed = grouped.pop("predicted") if predicted is not None else None
+    got = revenue.existing_customer_forecast(grouped, model, CUTOFF, periods, season, summed, error_scale=0.1)
+    pd.testing.assert_frame_equal(got, per_customer, rtol=1e-10)
+    assert per_customer["expected_purchases"].iloc[0] > 0
+
+
+def test_purchase_model_fit_is_capped_to_a_deterministic_customer_sample(fitted):
+    """Above ``max_customers`` the rehearsal's BTYD is fitted on the cap_rows sample (the CLV fits'
+    sample); at or below it the fit is the one on every customer, parameter for parameter."""
+    from clv_platform.models.clv.windows import cap_rows
+
+    _, summary, model = fitted
+    n = len(summary)
+    same = revenue.fit_purchase_model(summary, max_customers=n)
+    assert same.params()["transaction_params"] == model.params()["transaction_params"]
+    capped = revenue.fit_purchase_model(summary, max_customers=n // 2)
+    sample = cap_rows(summary.rename_axis("customer_id").reset_index(), n // 2).set_index("customer_id")
+    assert len(sample) == n // 2
+    by_hand = btyd.fit_btyd(sample, btyd.BGNBD)
+    assert capped.params()["transaction_params"] == by_hand.params()["transaction_params"]
+    assert capped.params()["transaction_params"] != model.params()["transaction_params"]

@@ -423,3 +423,38 @@ def test_segment_summary_ranks_segments_by_value_and_publishes_them_in_that_orde
             assert [r for r, _ in ranked] == list(range(1, len(ranked) + 1))
             values = [v for _, v in ranked]
             assert values == sorted(values, reverse=True)
+
+
+REVENUE_MONTHLY_BY_DISTINCT_SQL = """
+with labelled as (
+    select date_trunc('month', o.order_date)::date as month, o.customer_id, o.net_revenue::double as net_revenue,
+           case when o.customer_id is null then 'guest'
+                when date_trunc('month', o.order_date) = f.first_month then 'new' else 'returning' end as kind
+    from staging.orders o
+    left join (select customer_id, date_trunc('month', min(order_date)) as first_month from staging.orders
+               where customer_id is not null and not is_cancelled group by 1) f using (customer_id)
+    where not o.is_cancelled
+)
+select month, round(sum(net_revenue), 2) as revenue, count(*) as orders,
+       round(sum(net_revenue) / count(*), 2) as average_order_value, count(distinct customer_id) as customers,
+       count(distinct customer_id) filter (where kind = 'new') as new_customers,
+       count(distinct customer_id) filter (where kind = 'returning') as returning_customers,
+       round(coalesce(sum(net_revenue) filter (where kind = 'new'), 0), 2) as new_customer_revenue,
+       round(coalesce(sum(net_revenue) filter (where kind = 'returning'), 0), 2) as returning_customer_revenue,
+       count(*) filter (where kind = 'guest') as guest_orders,
+       round(coalesce(sum(net_revenue) filter (where kind = 'guest'), 0), 2) as guest_revenue,
+       coalesce(sum(net_revenue) filter (where kind = 'returning'), 0) / sum(net_revenue) as returning_revenue_share
+from labelled group by month order by month
+"""
+
+
+def test_revenue_monthly_equals_the_count_distinct_formulation(warehouse):
+    """The mart counts customers as rows of a per-(month, customer) aggregate; the direct formulation
+    with count(distinct) over every order must give the same table (money to the cent, shares to 1e-12)."""
+    database, _, _ = warehouse
+    got = frame(database, "select * from marts.revenue_monthly order by month")
+    expected = frame(database, REVENUE_MONTHLY_BY_DISTINCT_SQL)
+    assert list(got.columns) == list(expected.columns)
+    assert len(got) == len(expected) > 12
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, rtol=1e-12, atol=0.0)
+    assert got["guest_orders"].sum() > 0 and got["returning_customers"].sum() > 0

@@ -350,6 +350,14 @@ def test_drift_inputs_leave_duckdb_sampled_and_segment_shares_match_pandas(data_
         whole, _ = monitoring_assets.sampled_rows(conn, "select * from features.customer_features", {}, 0)
         assert total == n and len(sample) == 200 and len(whole) == n
         assert sample["customer_id"].is_monotonic_increasing and sample.equals(again)
+        # the current side reads the stored table in place: the same customers as the query path
+        in_place, counted = monitoring_assets.sampled_table(conn, "features.customer_features", 200)
+        assert counted == n and in_place.equals(sample)
+        # ... which are the 200 smallest (hash, id), picked here by a full sort
+        hashes = conn.execute("select customer_id, hash(customer_id) as h from features.customer_features").df()
+        smallest = hashes.sort_values(["h", "customer_id"]).head(200)["customer_id"].sort_values().tolist()
+        assert sample["customer_id"].tolist() == smallest
+        assert monitoring_assets.sampled_table(conn, "features.customer_features", 0)[0].equals(whole)
         for snapshot, (day, p) in enumerate(((datetime(2025, 6, 1), [0.6, 0.3, 0.1]), (datetime(2025, 6, 2), [0.2, 0.5, 0.3]))):
             history = pd.DataFrame({
                 "snapshot_id": f"v1@{day:%Y-%m-%d}", "scored_at": day, "cutoff": day.date(), "horizon_days": 365,
