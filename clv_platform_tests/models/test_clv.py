@@ -11,7 +11,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from clv_platform.ingestion.demo_store import DemoStoreParams
-from clv_platform.models import clv, metrics
+from clv_platform.models import btyd_intervals, clv, metrics
 from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
@@ -92,7 +92,11 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     # validation window's own feature cutoff (out of sample), drawn over the label window
     p50 = valid[clv.P50_COLUMN].to_numpy(dtype=float)
     h_weeks = config.label_horizon_days / 7.0
-    assert p50 == pytest.approx(clv.p50_ratio(clv.fit_btyd_at(valid, config), valid, h_weeks, "btyd_expected_spend"))
+    # ... read from the interval table that serves spend_p50_ratio (one estimator, no per-customer twin)
+    codes = btyd_intervals.interval_keys(valid["frequency"], valid["first_to_last_order_days"], valid["T_days"])
+    table = btyd_intervals.interval_table(clv.fit_btyd_at(valid, config), codes, h_weeks)
+    expected_p50 = np.where(valid["btyd_expected_spend"].to_numpy(dtype=float) > 0, table.lookup(codes)[1], 0.0)
+    assert p50 == pytest.approx(expected_p50)
     assert ((p50 >= 0.0) & np.isfinite(p50)).all() and (p50 == 0.0).any()
     # the point rules (sharpening exponent or predictive median) are chosen on these rows alone
     z = config.mae_significance_z

@@ -12,10 +12,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from clv_platform.models import btyd, metrics
+from clv_platform.models import btyd, btyd_intervals, metrics
 from clv_platform.transforms.features import build_training_frame
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
-from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons, btyd_summary, window_ends, cap_rows,
+from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons, window_ends, cap_rows,
                                              training_windows, feature_list)
 from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster
 from clv_platform.models.clv.objective import (MEDIAN, P50_COLUMN, SHARPEN, Selection, select_objective, point_rule, _only)
@@ -184,10 +184,14 @@ def train_clv(
 def p50_ratio(model: btyd.BTYDModel, frame: pd.DataFrame, horizon_weeks: float, mean_column: str,
               draws: int = 200, seed: int = 0) -> np.ndarray:
     """Each customer's P50 / mean of the BTYD predictive spend over ``horizon_weeks`` (0 where the
-    mean is 0): the shape of the predictive median around a mean, as ``spend_p10_ratio`` is."""
-    quantiles, _ = model.spend_quantiles(btyd_summary(frame), horizon_weeks, (0.5,), draws, seed)
+    mean in ``mean_column`` is 0), read from ``btyd_intervals.interval_table(...).lookup``: the
+    estimator that serves the median in ``ml.btyd_scores.spend_p50_ratio``, so the point rule is
+    chosen (training, backtest) with the ratios it is served with. ``frame`` needs ``frequency``,
+    ``first_to_last_order_days`` and ``T_days`` (integer days)."""
+    codes = btyd_intervals.interval_keys(frame["frequency"], frame["first_to_last_order_days"], frame["T_days"])
+    _, median, _ = btyd_intervals.interval_table(model, codes, horizon_weeks, draws, seed).lookup(codes)
     mean = frame[mean_column].to_numpy(dtype=float)
-    return np.where(mean > 0, quantiles[0] / np.where(mean > 0, mean, 1.0), 0.0)
+    return np.where(mean > 0, median, 0.0)
 
 
 def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame, model: ClvModel) -> dict:
