@@ -96,6 +96,7 @@ def run_backtest(
                          "btyd_sharpen": serving.get("btyd_sharpen"),
                          "point_rule": ml.trained[clv.HYBRID].model.point_rule,
                          "hybrid_point_rule": serving.get("hybrid_point_rule"),
+                         "hybrid_point_shrink": serving.get("hybrid_point_shrink"),
                          "btyd_point_rule": serving.get("btyd_point_rule"),
                          "btyd_point_validation": serving.get("btyd_point_comparison"),
                          "hybrid_point_validation": serving.get("hybrid_point_comparison"),
@@ -310,7 +311,8 @@ def table_text(result: dict, ml_summary: dict) -> str:
                   f"hybrid level factor (validation window) {serving.get('level_factor', 1.0):.3f}; booster blend "
                   f"weight {serving.get('blend', 1.0):.2f}; point rule (chosen on the validation window): served "
                   f"{serving.get('point_rule') or 'sharpen'} (gamma {serving.get('sharpen', 1.0):g}), hybrid "
-                  f"{serving.get('hybrid_point_rule') or 'sharpen'} (gamma {serving.get('hybrid_sharpen') or 1.0:g}), "
+                  f"{serving.get('hybrid_point_rule') or 'sharpen'} (gamma {serving.get('hybrid_sharpen') or 1.0:g}, "
+                  f"shrink to the BTYD mean {serving.get('hybrid_point_shrink') or 1.0:g}), "
                   f"BTYD {serving.get('btyd_point_rule') or 'sharpen'} (gamma {serving.get('btyd_sharpen') or 1.0:g}); "
                   "BTYD extension "
                   f"factor {(serving.get('extension') or {}).get('factor', 1.0):.3f} "

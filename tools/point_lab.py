@@ -73,6 +73,9 @@ def cache(dataset: str = "cdnow-full") -> None:
                                 p50_table=table.lookup(codes)[1],
                                 p_buy_btyd=p_buy(model_btyd, frame, horizon / btyd.DAYS_PER_WEEK)),
         "model": hybrid.model,
+        # spend draws (customers x 200) from each window's own BTYD: the shape of the positive part
+        "valid_draws": valid_fit.sample_spend(clv.btyd_summary(valid), h_weeks).astype(np.float32),
+        "holdout_draws": model_btyd.sample_spend(clv.btyd_summary(frame), horizon / btyd.DAYS_PER_WEEK).astype(np.float32),
     }
     CACHE.write_bytes(pickle.dumps(out))
     print("cached", CACHE, {k: v for k, v in hybrid.serving.items() if "comparison" not in k})
@@ -107,4 +110,77 @@ def diagnose() -> None:
 
 
 if __name__ == "__main__":
-    {"cache": cache, "diagnose": diagnose}[sys.argv[1]](*sys.argv[2:])
+    {"cache": cache, "diagnose": diagnose, "experiment": lambda: None}[sys.argv[1]](*sys.argv[2:])
+
+
+def _logit(p):
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def mixture_median(mean, p_buy, draws):
+    """Median of (1 - P) * 0 + P * positive part; the positive part has the BTYD draws' shape
+    (positive draws of the customer) rescaled to mean / P (the model's spend given a purchase)."""
+    mean, p_buy = np.asarray(mean, float), np.asarray(p_buy, float)
+    out = np.zeros(len(mean))
+    take = p_buy >= 0.5
+    level = 1.0 - 0.5 / np.where(take, p_buy, 1.0)
+    d = np.asarray(draws, float)
+    for i in np.flatnonzero(take):
+        pos = d[i][d[i] > 0]
+        if pos.size == 0 or mean[i] <= 0:
+            continue
+        out[i] = mean[i] / p_buy[i] * np.quantile(pos, level[i]) / pos.mean()
+    return out
+
+
+def experiment() -> None:
+    import xgboost as xgb
+    d = pickle.loads(CACHE.read_bytes())
+    v, h = d["valid"], d["holdout"]
+    w = d["blend"]
+    yv = v["label_spend"].to_numpy(float)
+    bv = np.clip(np.nan_to_num(v["btyd_expected_spend"].to_numpy(float)), 0, None)
+    hv = w * d["valid_booster"] + (1 - w) * bv
+    rv = v["btyd_spend_p50_ratio"].to_numpy(float)
+    yh, bh, hh, rh = (h[c].to_numpy(float) for c in ("actual", "btyd_mean", "hybrid_mean", "p50_table"))
+    print(f"blend w={w}; validation rows {len(yv)}, holdout {len(yh)}")
+    print("shrink lambda: valid MAE | holdout MAE   (lambda=0 is the BTYD median)")
+    for lam in np.linspace(0, 1, 11):
+        print(f"  {lam:.1f} {_mae(yv, (lam * hv + (1 - lam) * bv) * rv):8.3f} {_mae(yh, (lam * hh + (1 - lam) * bh) * rh):8.3f}")
+    # (a) classifier for P(buy in the label window), BTYD's logit as base margin
+    inner, cols = d["inner"], d["columns"]
+    params = {"objective": "binary:logistic", "eta": 0.03, "max_depth": 4, "min_child_weight": 50,
+              "subsample": 0.8, "colsample_bytree": 0.8, "lambda": 5.0, "eval_metric": "logloss", "nthread": 2,
+              "seed": 7}
+    dtr = xgb.DMatrix(inner[cols].astype(float).to_numpy(), label=(inner["label_spend"] > 0).astype(float).to_numpy(),
+                      feature_names=cols)
+    dva = xgb.DMatrix(v[cols].astype(float).to_numpy(), label=(yv > 0).astype(float), feature_names=cols)
+    booster = xgb.train(params, dtr, 1000, evals=[(dva, "v")], early_stopping_rounds=50, verbose_eval=False)
+    rounds = booster.best_iteration + 1
+    booster = booster[:rounds]
+    pv = booster.predict(dva)
+    pb = v["p_buy_btyd"].to_numpy(float)
+    print(f"classifier rounds {rounds}; validation buyers {np.mean(yv > 0):.3f}, "
+          f"mean P clf {pv.mean():.3f}, BTYD {pb.mean():.3f}; P>=.5 share clf {np.mean(pv >= .5):.3f} btyd {np.mean(pb >= .5):.3f}")
+    dh = xgb.DMatrix(h[cols].astype(float).to_numpy(), feature_names=cols)
+    ph_h = booster.predict(dh)
+    pH_b = h["p_buy_btyd"].to_numpy(float)
+    pH = 1 / (1 + np.exp(-(_logit(pH_b) + _logit(ph_h) - _logit(d["holdout_p_buy_h"]))))
+    print(f"holdout buyers {np.mean(yh > 0):.3f}; mean P_H carried {pH.mean():.3f}, BTYD {pH_b.mean():.3f}; "
+          f"P>=.5 share carried {np.mean(pH >= .5):.3f} btyd {np.mean(pH_b >= .5):.3f}")
+    vd, hd = d["valid_draws"], d["holdout_draws"]
+    print("mixture median            valid MAE | holdout MAE")
+    for name, (mv, pvv, mh, phh) in {
+        "btyd mean, btyd P": (bv, pb, bh, pH_b),
+        "hybrid mean, btyd P": (hv, pb, hh, pH_b),
+        "btyd mean, clf P": (bv, pv, bh, pH),
+        "hybrid mean, clf P": (hv, pv, hh, pH),
+    }.items():
+        print(f"  {name:22s} {_mae(yv, mixture_median(mv, pvv, vd)):8.3f} {_mae(yh, mixture_median(mh, phh, hd)):8.3f}")
+    print(f"  reference medians: btyd {_mae(yv, bv * rv):8.3f} {_mae(yh, bh * rh):8.3f}; "
+          f"hybrid {_mae(yv, hv * rv):8.3f} {_mae(yh, hh * rh):8.3f}")
+
+
+if __name__ == "__main__" and sys.argv[1] == "experiment":
+    experiment()

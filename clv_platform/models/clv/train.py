@@ -92,6 +92,7 @@ class TrainedClv:
             "blend": self.model.blend,
             "sharpen": self.model.sharpen,
             "point_rule": self.model.point_rule,
+            "point_shrink": self.model.point_shrink,
             "serving": self.serving,
             "num_boost_round": self.model.num_boost_round,
             "selection": self.selection.as_dict(),
@@ -165,6 +166,7 @@ def train_clv(
         validation_metrics = serving["btyd_metrics"]
     model.sharpen = serving["btyd_sharpen"] if model.serves_btyd else serving["hybrid_sharpen"]
     model.point_rule = serving["btyd_point_rule"] if model.serves_btyd else serving["hybrid_point_rule"]
+    model.point_shrink = 1.0 if model.serves_btyd else serving["hybrid_point_shrink"]
     if model.serves_btyd and (model.sharpen != 1.0 or model.point_rule != SHARPEN):
         # the served point forecast's validation MAE (its Gini and total are the mean's); a served
         # hybrid's metrics are already those of its sharpened blend
@@ -208,20 +210,22 @@ def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame
     btyd_spend = np.clip(np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
     if not config.sharpen:
         return {"hybrid_sharpen": 1.0, "btyd_sharpen": 1.0, "hybrid_point_rule": SHARPEN, "btyd_point_rule": SHARPEN,
+                "hybrid_point_shrink": 1.0,
                 "btyd_point_mae": metrics.mae(y, btyd_spend), "sharpen_reason": "disabled ([hybrid] sharpen = false)"}
     z = config.mae_significance_z
     p50 = valid[P50_COLUMN].to_numpy(dtype=float) if P50_COLUMN in valid else None
     btyd_choice = point_rule(y, btyd_spend, p50, z)
     hybrid_comparison = []
     if selection.blend_metrics is not None:
-        hybrid = (selection.point_rule, selection.sharpen)
+        hybrid = (selection.point_rule, selection.sharpen, selection.point_shrink)
     elif model.variant == HYBRID and selection.validation_prediction is not None:
         w = model.blend
-        choice = point_rule(y, w * selection.validation_prediction + (1.0 - w) * btyd_spend, p50, z)
-        hybrid, hybrid_comparison = (choice["rule"], choice["gamma"]), choice["comparison"]
+        choice = point_rule(y, w * selection.validation_prediction + (1.0 - w) * btyd_spend, p50, z,
+                            btyd_mean=btyd_spend)
+        hybrid, hybrid_comparison = (choice["rule"], choice["gamma"], choice["shrink"]), choice["comparison"]
     else:
-        hybrid = (SHARPEN, 1.0)
-    return {"hybrid_point_rule": hybrid[0], "hybrid_sharpen": float(hybrid[1]),
+        hybrid = (SHARPEN, 1.0, 1.0)
+    return {"hybrid_point_rule": hybrid[0], "hybrid_sharpen": float(hybrid[1]), "hybrid_point_shrink": float(hybrid[2]),
             "btyd_point_rule": btyd_choice["rule"], "btyd_sharpen": float(btyd_choice["gamma"]),
             "btyd_point_mae": btyd_choice["mae"], "btyd_point_comparison": btyd_choice["comparison"],
             "hybrid_point_comparison": hybrid_comparison,
