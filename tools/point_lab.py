@@ -6,7 +6,11 @@ validation window (features at C - h, labels to C; the BTYD of that window, the 
 out-of-sample prediction and the blend weight), the inner training rows, and the holdout frame
 (features at C, the BTYD and hybrid means over the holdout, the BTYD of C, the actual spend).
 ``python tools/point_lab.py diagnose`` splits the holdout MAE of the BTYD's and the hybrid's
-median points by holdout buyer / non-buyer and by decile of the mean.
+median points by holdout buyer / non-buyer and by decile of the mean; ``experiment`` tries the
+point-rule candidates of issue 19 on the validation window and the holdout side by side: the
+median of the mean shrunk towards the BTYD's (lambda), a booster classifier's P(buy) carried to
+the horizon by the BTYD's log-odds (mixture median with the BTYD draws' positive-part shape), and
+(``/tmp`` one-off, see the report) a direct absolute-error booster.
 Not part of the platform; a development tool.
 """
 
@@ -109,8 +113,6 @@ def diagnose() -> None:
               f"pred med b/h {points['btyd_median'][m].mean():7.2f} {points['hybrid_median'][m].mean():7.2f}")
 
 
-if __name__ == "__main__":
-    {"cache": cache, "diagnose": diagnose, "experiment": lambda: None}[sys.argv[1]](*sys.argv[2:])
 
 
 def _logit(p):
@@ -182,5 +184,5 @@ def experiment() -> None:
           f"hybrid {_mae(yv, hv * rv):8.3f} {_mae(yh, hh * rh):8.3f}")
 
 
-if __name__ == "__main__" and sys.argv[1] == "experiment":
-    experiment()
+if __name__ == "__main__":
+    {"cache": cache, "diagnose": diagnose, "experiment": experiment}[sys.argv[1]](*sys.argv[2:])
