@@ -111,7 +111,7 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert set(out["gamma_gamma"]) == {"p", "q", "v"}
     assert out["gamma_gamma"]["p"] == pytest.approx(6.25, rel=0.01)
     holdout = out["holdout"]
-    assert set(holdout) == {"actual_total", "models"} and set(holdout["models"]) == MODELS
+    assert set(holdout) == {"actual_total", "models", "hybrid_point_vs_btyd"} and set(holdout["models"]) == MODELS
     for block in holdout["models"].values():
         assert set(block) == METRICS and all(math.isfinite(v) for v in block.values())
     assert set(out["deciles"]) == MODELS and all(len(rows) == 10 for rows in out["deciles"].values())
