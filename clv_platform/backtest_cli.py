@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 MODEL_ORDER = ("naive", "btyd", "xgboost", "hybrid")
@@ -67,10 +68,12 @@ def run_backtest(
         ml = clv.ml_backtest(conn, calibration_end, holdout_end, config)
     finally:
         conn.close()
-    result = backtest.btyd_backtest(
+    run = backtest.btyd_backtest(
         dataset, calibration_end, holdout_end, config.btyd_model, extra_predictions=ml.predictions,
         mean_columns=ml.mean_columns,
-    ).result
+    )
+    result = run.result
+    result["holdout"]["hybrid_point_vs_btyd"] = paired_mae_gain(run.frame, "hybrid", ("btyd", "btyd_point"))
     if with_npd:
         from clv_platform.models.npd import NPDModel
         from clv_platform.models.npd_backtest import run_npd_backtest
@@ -96,6 +99,7 @@ def run_backtest(
                          "btyd_sharpen": serving.get("btyd_sharpen"),
                          "point_rule": ml.trained[clv.HYBRID].model.point_rule,
                          "hybrid_point_rule": serving.get("hybrid_point_rule"),
+                         "hybrid_point_shrink": serving.get("hybrid_point_shrink"),
                          "btyd_point_rule": serving.get("btyd_point_rule"),
                          "btyd_point_validation": serving.get("btyd_point_comparison"),
                          "hybrid_point_validation": serving.get("hybrid_point_comparison"),
@@ -181,6 +185,8 @@ def json_view(result: dict) -> dict:
         "holdout": {
             "actual_total": result["holdout"]["actual_total"],
             "models": {m: result["holdout"]["models"][m] for m in model_names(result)},
+            **({"hybrid_point_vs_btyd": result["holdout"]["hybrid_point_vs_btyd"]}
+               if result["holdout"].get("hybrid_point_vs_btyd") else {}),
         },
         "per_stage": result["per_stage"],
         "deciles": result["deciles"],
@@ -219,6 +225,23 @@ def headline(result: dict) -> dict:
     return out
 
 
+def paired_mae_gain(frame: pd.DataFrame, model: str, rivals: tuple[str, ...], z: float = 1.645) -> dict:
+    """The holdout MAE gain of ``model`` over the best of ``rivals`` with its paired standard error:
+    the mean over customers of |rival - actual| - |model - actual| and sd / sqrt(n). ``significant``
+    when the gain exceeds ``z`` standard errors (one-sided 5 %): a lower MAE within that noise is a
+    tie, not a win (the selection on the validation window uses the same margin)."""
+    present = [r for r in rivals if r in frame]
+    if model not in frame or not present:
+        return {}
+    y = frame["actual"].to_numpy(dtype=float)
+    errors = {r: np.abs(frame[r].to_numpy(dtype=float) - y) for r in present}
+    rival = min(present, key=lambda r: float(errors[r].mean()))
+    gain = errors[rival] - np.abs(frame[model].to_numpy(dtype=float) - y)
+    se = float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+    return {"rival": rival, "gain": float(gain.mean()), "se": se, "z": z,
+            "significant": bool(float(gain.mean()) > z * se)}
+
+
 def verdict(result: dict) -> dict:
     """The issue's bar for the hybrid, read off the holdout: ranking (normalized Gini of its mean,
     which ranks and tiers customers) ahead of the BTYD and the naive rule; MAE of its point forecast
@@ -232,6 +255,7 @@ def verdict(result: dict) -> dict:
     gini, mae = models["hybrid_mean"]["normalized_gini"], models["hybrid"]["mae"]
     btyd_maes = [models["btyd"]["mae"]] + ([models["btyd_point"]["mae"]] if "btyd_point" in models else [])
     total_error = float(models["hybrid_mean"]["predicted_total"]) / actual - 1.0 if actual else None
+    paired = result["holdout"].get("hybrid_point_vs_btyd") or {}
     return {
         "hybrid_ranking_gini": gini,
         "hybrid_point_mae": mae,
@@ -239,7 +263,12 @@ def verdict(result: dict) -> dict:
         # 1.0 / 0.0 like the other flags, so every headline value is a float
         "hybrid_ahead_on_gini": float(gini is not None and gini > models["btyd"]["normalized_gini"]
                                       and gini > models["naive"]["normalized_gini"]),
-        "hybrid_ahead_on_mae": float(mae < min(btyd_maes)),
+        # ahead = lower MAE by more than 1.645 paired standard errors; a lower MAE within noise is
+        # reported as a tie (hybrid_ties_on_mae), not as ahead
+        "hybrid_ahead_on_mae": float(mae < min(btyd_maes) and paired.get("significant", True)),
+        "hybrid_ties_on_mae": float(mae < min(btyd_maes) and not paired.get("significant", True)),
+        "hybrid_mae_gain": paired.get("gain"),
+        "hybrid_mae_gain_se": paired.get("se"),
         "hybrid_total_within_15pct": float(total_error is not None and abs(total_error) <= 0.15),
     }
 
@@ -310,7 +339,8 @@ def table_text(result: dict, ml_summary: dict) -> str:
                   f"hybrid level factor (validation window) {serving.get('level_factor', 1.0):.3f}; booster blend "
                   f"weight {serving.get('blend', 1.0):.2f}; point rule (chosen on the validation window): served "
                   f"{serving.get('point_rule') or 'sharpen'} (gamma {serving.get('sharpen', 1.0):g}), hybrid "
-                  f"{serving.get('hybrid_point_rule') or 'sharpen'} (gamma {serving.get('hybrid_sharpen') or 1.0:g}), "
+                  f"{serving.get('hybrid_point_rule') or 'sharpen'} (gamma {serving.get('hybrid_sharpen') or 1.0:g}, "
+                  f"shrink to the BTYD mean {serving.get('hybrid_point_shrink') or 1.0:g}), "
                   f"BTYD {serving.get('btyd_point_rule') or 'sharpen'} (gamma {serving.get('btyd_sharpen') or 1.0:g}); "
                   "BTYD extension "
                   f"factor {(serving.get('extension') or {}).get('factor', 1.0):.3f} "

@@ -344,6 +344,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "sharpen_btyd": float(trained.serving.get("btyd_sharpen", 1.0)),
             "point_rule": trained.model.point_rule,
             "point_rule_hybrid": str(trained.serving.get("hybrid_point_rule", clv.SHARPEN)),
+            "point_shrink": float(trained.model.point_shrink),
             "point_rule_btyd": str(trained.serving.get("btyd_point_rule", clv.SHARPEN)),
             "model_registry": dg.MetadataValue.md(registry_md),
             "n_train": trained.n_train,
@@ -478,7 +479,7 @@ def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAUL
         # total of its mean (a median point is not a ranking)
         mean = model.predict_label_window(frame)
         p50 = frame[clv.P50_COLUMN].to_numpy(dtype=float) if clv.P50_COLUMN in frame else None
-        predicted = model.point(mean, None, p50)
+        predicted = model.point(mean, None, p50, frame["btyd_expected_spend"].to_numpy(dtype=float))
     except (KeyError, ValueError, FileNotFoundError, TypeError):
         return served["model_version"], None
     y = frame["label_spend"].to_numpy(dtype=float)

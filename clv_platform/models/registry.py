@@ -158,6 +158,7 @@ def load_model(path: str | Path) -> tuple[ClvModel, dict]:
         blend=float(sidecar.get("blend", 1.0)),
         sharpen=float(sidecar.get("sharpen", 1.0)),
         point_rule=str(sidecar.get("point_rule", "sharpen")),
+        point_shrink=float(sidecar.get("point_shrink", 1.0)),
     )
     return model, sidecar
 

@@ -4,6 +4,8 @@ import argparse
 import json
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from clv_platform import backtest_cli
@@ -67,7 +69,13 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     verdict = out["headline"]
     assert verdict["hybrid_ranking_gini"] == mean["normalized_gini"] and verdict["hybrid_point_mae"] == point["mae"]
     assert verdict["best_btyd_mae"] == min(models["btyd"]["mae"], models["btyd_point"]["mae"])
-    assert verdict["hybrid_ahead_on_mae"] == float(point["mae"] < verdict["best_btyd_mae"])
+    # ahead only beyond 1.645 paired standard errors of the per-customer gain; within them a tie
+    paired = out["holdout"]["hybrid_point_vs_btyd"]
+    assert paired["rival"] == min(("btyd", "btyd_point"), key=lambda m: models[m]["mae"])
+    assert paired["gain"] == pytest.approx(models[paired["rival"]]["mae"] - point["mae"], abs=1e-9)
+    assert paired["se"] > 0 and paired["significant"] == (paired["gain"] > 1.645 * paired["se"])
+    assert verdict["hybrid_ahead_on_mae"] == float(point["mae"] < verdict["best_btyd_mae"] and paired["significant"])
+    assert verdict["hybrid_ties_on_mae"] == float(point["mae"] < verdict["best_btyd_mae"] and not paired["significant"])
     assert verdict["hybrid_ahead_on_gini"] == float(mean["normalized_gini"] > max(
         models["btyd"]["normalized_gini"], models["naive"]["normalized_gini"]))
     for block in out["intervals"].values():
@@ -103,7 +111,7 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert set(out["gamma_gamma"]) == {"p", "q", "v"}
     assert out["gamma_gamma"]["p"] == pytest.approx(6.25, rel=0.01)
     holdout = out["holdout"]
-    assert set(holdout) == {"actual_total", "models"} and set(holdout["models"]) == MODELS
+    assert set(holdout) == {"actual_total", "models", "hybrid_point_vs_btyd"} and set(holdout["models"]) == MODELS
     for block in holdout["models"].values():
         assert set(block) == METRICS and all(math.isfinite(v) for v in block.values())
     assert set(out["deciles"]) == MODELS and all(len(rows) == 10 for rows in out["deciles"].values())
@@ -149,3 +157,28 @@ def test_inverted_window_is_rejected(capsys):
                               "--holdout-end", "1997-09-01"])
     assert backtest_cli.run(args) == 2
     assert "holdout-end" in capsys.readouterr().err
+
+
+def test_a_lower_mae_within_noise_is_a_tie_not_ahead():
+    """Paired gain of the hybrid over the better BTYD column: +0.01 on 4 customers and -0.01 on 3 of
+    400 is a lower MAE (by 0.000025) with a standard error of 0.000066: a tie. 1.0 on every
+    customer is ahead."""
+    actual = np.r_[np.full(200, 10.0), np.zeros(200)]
+    frame = pd.DataFrame({"actual": actual, "btyd": actual + 1.0, "btyd_point": actual + 2.0,
+                          "hybrid": np.r_[np.full(4, 10.99), np.full(3, 11.01), np.full(193, 11.0), np.full(200, 1.0)]})
+    tie = backtest_cli.paired_mae_gain(frame, "hybrid", ("btyd", "btyd_point"))
+    assert tie["rival"] == "btyd" and tie["gain"] == pytest.approx(0.000025)
+    assert tie["se"] == pytest.approx(np.std(np.r_[np.full(4, 0.01), np.full(3, -0.01), np.zeros(393)], ddof=1) / 20.0)
+    assert tie["significant"] is False
+    ahead = backtest_cli.paired_mae_gain(frame.assign(hybrid=actual), "hybrid", ("btyd", "btyd_point"))
+    assert ahead["gain"] == pytest.approx(1.0) and ahead["se"] == 0.0 and ahead["significant"] is True
+    result = {"holdout": {"actual_total": 2000.0, "hybrid_point_vs_btyd": tie, "models": {
+        name: {"mae": float(np.abs(frame[name] - actual).mean()), "normalized_gini": 0.5, "predicted_total": 2000.0}
+        for name in ("btyd", "btyd_point", "hybrid")} | {"hybrid_mean": {"normalized_gini": 0.6,
+                                                                      "predicted_total": 2000.0},
+                                                      "naive": {"normalized_gini": 0.4}}}}
+    flags = backtest_cli.verdict(result)
+    assert (flags["hybrid_ahead_on_mae"], flags["hybrid_ties_on_mae"]) == (0.0, 1.0)
+    result["holdout"]["hybrid_point_vs_btyd"] = ahead
+    assert (backtest_cli.verdict(result)["hybrid_ahead_on_mae"], backtest_cli.verdict(result)["hybrid_ties_on_mae"]) \
+        == (1.0, 0.0)

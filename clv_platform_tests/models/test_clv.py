@@ -11,7 +11,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from clv_platform.ingestion.demo_store import DemoStoreParams
-from clv_platform.models import clv, metrics
+from clv_platform.models import btyd_intervals, clv, metrics
 from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
@@ -92,7 +92,11 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     # validation window's own feature cutoff (out of sample), drawn over the label window
     p50 = valid[clv.P50_COLUMN].to_numpy(dtype=float)
     h_weeks = config.label_horizon_days / 7.0
-    assert p50 == pytest.approx(clv.p50_ratio(clv.fit_btyd_at(valid, config), valid, h_weeks, "btyd_expected_spend"))
+    # ... read from the interval table that serves spend_p50_ratio (one estimator, no per-customer twin)
+    codes = btyd_intervals.interval_keys(valid["frequency"], valid["first_to_last_order_days"], valid["T_days"])
+    table = btyd_intervals.interval_table(clv.fit_btyd_at(valid, config), codes, h_weeks)
+    expected_p50 = np.where(valid["btyd_expected_spend"].to_numpy(dtype=float) > 0, table.lookup(codes)[1], 0.0)
+    assert p50 == pytest.approx(expected_p50)
     assert ((p50 >= 0.0) & np.isfinite(p50)).all() and (p50 == 0.0).any()
     # the point rules (sharpening exponent or predictive median) are chosen on these rows alone
     z = config.mae_significance_z
@@ -467,3 +471,82 @@ def test_median_point_is_not_monotone_and_says_so_while_the_mean_keeps_the_sum()
     # the interval around the same mean holds the median point
     assert (scores["predicted_clv_p10"] <= scores["predicted_clv_point"] + 1e-9).all()
     assert (scores["predicted_clv_point"] <= scores["predicted_clv_p90"] + 1e-9).all()
+
+
+def test_shrunk_median_is_chosen_on_the_rows_given_and_refused_when_it_loses_to_the_btyd():
+    """500 customers with a P50 of 0 (BTYD mean 5, model mean 5; 100 spend 4, 400 nothing) and 500
+    likely buyers (P50 / mean 1) with BTYD mean 10, model mean 30, spending 20. The median of
+    lambda * 30 + (1 - lambda) * 10 is 10 + 20 lambda: exact at lambda = 0.5. MAE: model mean
+    (100 x 1 + 400 x 5 + 500 x 10) / 1000 = 7.1; own median (lambda = 1) (400 + 5000) / 1000 = 5.4;
+    lambda = 0.5 gives 0.4 (the 100 small buyers only)."""
+    y = np.r_[np.full(100, 4.0), np.zeros(400), np.full(500, 20.0)]
+    btyd_mean = np.r_[np.full(500, 5.0), np.full(500, 10.0)]
+    mean = np.r_[np.full(500, 5.0), np.full(500, 30.0)]
+    p50 = np.r_[np.zeros(500), np.ones(500)]
+    chosen = clv.point_rule(y, mean, p50, significance_z=1.645, btyd_mean=btyd_mean)
+    assert (chosen["rule"], chosen["shrink"]) == (clv.MEDIAN, 0.5) and chosen["mae"] == pytest.approx(0.4)
+    rows = {(r["rule"], r.get("shrink")): r["mae"] for r in chosen["comparison"] if r["rule"] == clv.MEDIAN}
+    assert rows[(clv.MEDIAN, 1.0)] == pytest.approx(5.4)
+    assert rows[(clv.MEDIAN, 0.1)] == pytest.approx(0.4 + 8.0 * 0.5)  # 12: 8 below 20 for every buyer
+    point = clv.apply_point_rule(mean, chosen["rule"], chosen["gamma"], p50, chosen["shrink"], btyd_mean)
+    assert point == pytest.approx(np.r_[np.zeros(500), np.full(500, 20.0)])
+    # the choice is a function of the rows given: where the buyers spend their model mean, the
+    # model's own median (lambda = 1) wins; without the BTYD mean no shrinking is tried
+    other = clv.point_rule(np.r_[np.zeros(500), np.full(500, 30.0)], mean, p50, 1.645, btyd_mean=btyd_mean)
+    assert (other["rule"], other["shrink"]) == (clv.MEDIAN, 1.0) and other["mae"] == 0.0
+    assert {r.get("shrink") for r in clv.point_rule(y, mean, p50, 1.645)["comparison"]} <= {None, 1.0}
+    with pytest.raises(ValueError, match="BTYD mean"):
+        clv.apply_point_rule(mean, clv.MEDIAN, 1.0, p50, 0.5, None)
+    # served through ClvModel.point: the same lambda at any horizon (the P50 ratio is the horizon's)
+    model = dataclasses.replace(clv.ClvModel(None, [], clv.objective_candidates(clv.load_config())[0], clv.HYBRID, 91),
+                                point_rule=clv.MEDIAN, point_shrink=0.5)
+    assert model.point(mean, 273, p50, btyd_mean) == pytest.approx(point)
+
+
+def test_blend_refuses_a_shrunk_median_that_does_not_beat_the_btyd_median():
+    """Buyers spend exactly the BTYD's median (10), so the BTYD's own point has MAE 0 on them and
+    every blend's point (shrunk or not) is worse: no blend is served, whatever its Gini."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(500), np.full(500, 10.0)]
+    btyd_mean = np.r_[np.full(500, 5.0), np.full(500, 10.0)]
+    booster = np.r_[rng.uniform(0.0, 2.0, 500), np.full(500, 30.0)]
+    p50 = np.r_[np.zeros(500), np.ones(500)]
+    out = clv.blend_weight(y, btyd_mean, booster, max_total_error=None, significance_z=1.645, sharpening=True,
+                           p50_ratio=p50)
+    assert out["metrics"] is None and out["btyd_point_mae"] == pytest.approx(0.0)
+    assert out["point_rule"] == clv.SHARPEN and out["shrink"] == 1.0
+    # each blend was judged by its best point (lowest MAE at lambda 0.1: 10 + 0.1 * w * 20 per buyer)
+    w1 = next(r for r in out["comparison"] if r["weight"] == 1.0)
+    assert (w1["point_rule"], w1["point_shrink"]) == (clv.MEDIAN, 0.1) and w1["mae"] == pytest.approx(1.0)
+    # where the booster ranks the buyers (half spend 30, forecast 40; half spend 10, forecast 20)
+    # and the BTYD cannot (10 for all), a blend's point beats the BTYD median (MAE 5.0) and is served
+    # (here the sharpening of the blend, which also zeroes the non-buyers' small forecasts)
+    y2 = np.r_[np.zeros(500), np.full(250, 30.0), np.full(250, 10.0)]
+    booster2 = np.r_[booster[:500], np.full(250, 40.0), np.full(250, 20.0)]
+    won = clv.blend_weight(y2, btyd_mean, booster2, None, 1.645, sharpening=True, p50_ratio=p50)
+    assert won["btyd_point_mae"] == pytest.approx(5.0)
+    assert won["metrics"] is not None and won["metrics"]["mae"] < 1.0 and won["metrics"]["normalized_gini"] == 1.0
+
+
+def test_shrunk_median_point_keeps_the_mean_column_summing_to_the_total():
+    """predict_scores: the mean columns are untouched by the point rule; the shrunk median uses the
+    BTYD's discounted CLV as the level it shrinks to."""
+    config = clv.load_config()
+    frame = pd.DataFrame({
+        "customer_id": ["a", "b"],
+        "btyd_expected_spend": [10.0, 40.0],
+        "btyd_horizon_ratio": [2.0, 1.5],
+        "btyd_expected_spend_horizon": [20.0, 60.0],
+        "btyd_clv_horizon": [18.0, 54.0],
+        "btyd_p_alive": [0.5, 0.9],
+        "btyd_expected_purchases_horizon": [0.4, 1.5],
+        "spend_p10_ratio": [0.0, 0.3],
+        "spend_p90_ratio": [2.5, 2.0],
+        "spend_p50_ratio": [0.0, 0.9],
+    })
+    model = clv.ClvModel(None, [], clv.objective_candidates(config)[0], clv.HYBRID, config.label_horizon_days,
+                         serves_btyd=True, point_rule=clv.MEDIAN, point_shrink=0.5)
+    scores = clv.predict_scores(model, frame, config)
+    assert scores["predicted_clv"].sum() == pytest.approx(72.0)
+    # the served BTYD shrunk to itself: 0.5 * 54 + 0.5 * 54 = 54, times 0.9
+    assert scores["predicted_clv_point"].to_numpy() == pytest.approx([0.0, 48.6])

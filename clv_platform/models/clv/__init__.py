@@ -79,6 +79,8 @@ from clv_platform.models.clv.objective import (  # noqa: F401
     median_point,
     point_rule,
     apply_point_rule,
+    SHRINK_GRID,
+    shrunk_mean,
 )
 from clv_platform.models.clv.train import (  # noqa: F401
     EXTENSION_BOUNDS,

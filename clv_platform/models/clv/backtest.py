@@ -89,13 +89,16 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     serving = hybrid.serving
     # the hybrid's point forecast under the rule chosen on the validation window (also when the
     # BTYD is served); the BTYD's own point forecast under its rule; and what the platform serves
-    hybrid_point = replace(hybrid.model, sharpen=serving.get("hybrid_sharpen", 1.0),
-                           point_rule=serving.get("hybrid_point_rule", SHARPEN)).point(means[HYBRID], horizon, p50)
     btyd_mean = replace(hybrid.model, serves_btyd=True).predict(frame, horizon, ratio)
+    hybrid_point = replace(hybrid.model, sharpen=serving.get("hybrid_sharpen", 1.0),
+                           point_rule=serving.get("hybrid_point_rule", SHARPEN),
+                           point_shrink=serving.get("hybrid_point_shrink", 1.0)).point(means[HYBRID], horizon, p50,
+                                                                                     btyd_mean)
     btyd_point = replace(hybrid.model, serves_btyd=True, sharpen=serving.get("btyd_sharpen", 1.0),
-                         point_rule=serving.get("btyd_point_rule", SHARPEN)).point(btyd_mean, horizon, p50)
+                         point_rule=serving.get("btyd_point_rule", SHARPEN),
+                         point_shrink=1.0).point(btyd_mean, horizon, p50)
     served_model = hybrid.model
-    served = served_model.point(served_model.predict(frame, horizon, ratio), horizon, p50)
+    served = served_model.point(served_model.predict(frame, horizon, ratio), horizon, p50, btyd_mean)
     predictions = {
         XGBOOST: pd.Series(means[XGBOOST], index=index, name=XGBOOST),
         HYBRID: pd.Series(hybrid_point, index=index, name=HYBRID),

@@ -81,17 +81,24 @@ class ClvModel:
     """The served point forecast's rule (``objective.point_rule``, chosen on the validation window):
     "sharpen" (c * mean ** gamma, gamma = ``sharpen``) or "median" (the predictive median)."""
 
-    def point(self, mean: np.ndarray, horizon_days: int | None = None, p50_ratio: np.ndarray | None = None) -> np.ndarray:
+    point_shrink: float = 1.0
+    """Median rule only: the median is taken of point_shrink * mean + (1 - point_shrink) * the
+    BTYD's mean (``objective.shrunk_mean``, lambda chosen on the validation window); 1 = own mean."""
+
+    def point(self, mean: np.ndarray, horizon_days: int | None = None, p50_ratio: np.ndarray | None = None,
+              btyd_mean: np.ndarray | None = None) -> np.ndarray:
         """The served point forecast from this model's conditional means over a whole population.
 
         "sharpen": c * mean ** gamma with the population's sum unchanged (``objective.sharpen``),
         gamma carried from the label window to ``horizon_days`` by ``horizon_gamma``. "median":
         mean x ``p50_ratio``, each customer's BTYD P50 / mean over the same horizon (the ratio is
         computed over the horizon itself, so nothing needs carrying; per customer, so batches
-        are exact)."""
+        are exact); with ``point_shrink`` < 1 the mean is first shrunk towards ``btyd_mean`` (the
+        BTYD's mean of the same quantity over the same horizon), the same lambda at any horizon."""
         from clv_platform.models.clv.objective import apply_point_rule
 
-        return apply_point_rule(mean, self.point_rule, self.horizon_gamma(horizon_days), p50_ratio)
+        return apply_point_rule(mean, self.point_rule, self.horizon_gamma(horizon_days), p50_ratio,
+                                self.point_shrink, btyd_mean)
 
     def horizon_gamma(self, horizon_days: int | None = None) -> float:
         """The sharpening exponent for a forecast over ``horizon_days``: 1 + (gamma - 1) * h / H.

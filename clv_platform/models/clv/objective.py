@@ -48,6 +48,8 @@ class Selection:
     """Exponent gamma of the served point forecast's total-preserving sharpening (``sharpen``)."""
     point_rule: str = "sharpen"
     """The blend's point rule chosen on the validation window (``point_rule``: sharpen or median)."""
+    point_shrink: float = 1.0
+    """Weight of the blend's own mean in the median point rule (``point_rule``); 1 = its own median."""
     blend_metrics: dict | None = None
     """Validation metrics of the blended prediction (None without a blend)."""
     blend_comparison: list = field(default_factory=list)
@@ -62,6 +64,7 @@ class Selection:
             "blend": self.blend,
             "sharpen": self.sharpen,
             "point_rule": self.point_rule,
+            "point_shrink": self.point_shrink,
             "criterion": self.criterion,
             "blend_metrics": self.blend_metrics,
             "blend_comparison": self.blend_comparison,
@@ -104,13 +107,15 @@ def select_objective(
         row = {"objective": spec.name, "params": spec.params, "btyd_offset": offset, "rounds": rounds,
                "smearing": smear, "level": level, "actual_total": float(y.sum()), **block}
         prediction = model.predict_label_window(valid)
-        blend = {"weight": 1.0, "sharpen": 1.0, "point_rule": SHARPEN, "metrics": None, "comparison": []}
+        blend = {"weight": 1.0, "sharpen": 1.0, "point_rule": SHARPEN, "shrink": 1.0, "metrics": None,
+                 "comparison": []}
         if variant == HYBRID and config.hybrid_blend:
             blend = blend_weight(y, btyd_spend, prediction, config.max_total_error, config.mae_significance_z,
                                  sharpening=config.sharpen, p50_ratio=p50)
             row.update(blend_weight_chosen=blend["weight"] if blend["metrics"] else None,
                        blend_sharpen=blend["sharpen"] if blend["metrics"] else None,
                        blend_point_rule=blend["point_rule"] if blend["metrics"] else None,
+                       blend_point_shrink=blend["shrink"] if blend["metrics"] else None,
                        blend_mae=(blend["metrics"] or {}).get("mae"))
         rows.append(row)
         state = (spec, rounds, smear, level, prediction, blend)
@@ -136,6 +141,7 @@ def select_objective(
         blend=blend["weight"],
         sharpen=blend["sharpen"],
         point_rule=blend["point_rule"],
+        point_shrink=blend["shrink"],
         blend_metrics=blend["metrics"],
         blend_comparison=blend["comparison"],
         validation_prediction=chosen_prediction,
@@ -152,6 +158,9 @@ SHARPEN = "sharpen"
 MEDIAN = "median"
 """Point rule: the median of the customer's predictive spend, mean x the BTYD's P50 / mean ratio."""
 POINT_RULES = (SHARPEN, MEDIAN)
+SHRINK_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""Weights lambda of a model's own mean in the shrunk median (lambda * mean + (1 - lambda) * BTYD
+mean) x P50 ratio, tried by ``point_rule`` when the BTYD's mean is given (1 = the model's own median)."""
 
 
 def median_point(mean: np.ndarray, p50_ratio: np.ndarray) -> np.ndarray:
@@ -169,7 +178,7 @@ def median_point(mean: np.ndarray, p50_ratio: np.ndarray) -> np.ndarray:
 
 
 def point_rule(actual: np.ndarray, prediction: np.ndarray, p50_ratio: np.ndarray | None = None,
-               significance_z: float | None = None) -> dict:
+               significance_z: float | None = None, btyd_mean: np.ndarray | None = None) -> dict:
     """The served point rule for a forecast, chosen on a validation window by MAE.
 
     Candidates: the sharpening exponents of ``sharpen_exponent`` (gamma 1 = the mean) and, with
@@ -177,29 +186,55 @@ def point_rule(actual: np.ndarray, prediction: np.ndarray, p50_ratio: np.ndarray
     (``median_point``). The lowest MAE among the candidates whose gain over the mean exceeds
     ``significance_z`` standard errors of the paired per-customer gains; the mean when none does.
     Only the rows given decide (out-of-sample validation predictions, never the holdout).
+
+    With ``btyd_mean`` (the BTYD's mean on the same rows; the hybrid's rule) the median of a
+    shrunk mean lambda * prediction + (1 - lambda) * btyd_mean is a candidate for each lambda of
+    ``SHRINK_GRID``: the BTYD's zero set and shape around a level between the two models (the
+    hybrid's mean is mean-calibrated, and a conditional median of heavy-tailed spend sits below the
+    mean's level for the likely buyers). ``shrink`` in the result is the chosen lambda (1 for the
+    model's own median and for sharpening). Lambda = 0 (the BTYD's own median) is no candidate:
+    the hybrid's point must differ from the BTYD's to be served.
     """
     y = np.asarray(actual, dtype=float)
     p = np.clip(np.nan_to_num(np.asarray(prediction, dtype=float)), 0.0, None)
     sharp = sharpen_exponent(y, p, significance_z)
     rows = [dict(r, rule=SHARPEN) for r in sharp["comparison"]]
-    best = {"rule": SHARPEN, "gamma": sharp["gamma"], "mae": sharp["mae"], "reason": sharp["reason"]}
+    best = {"rule": SHARPEN, "gamma": sharp["gamma"], "shrink": 1.0, "mae": sharp["mae"], "reason": sharp["reason"]}
     if p50_ratio is not None and y.size:
-        median = median_point(p, p50_ratio)
-        error = metrics.mae(y, median)
-        rows.append({"rule": MEDIAN, "gamma": None, "mae": error})
-        if error < best["mae"] and _significant_gain(y, p, median, significance_z):
-            best = {"rule": MEDIAN, "gamma": 1.0, "mae": error,
-                    "reason": "predictive median: lowest validation MAE with a significant gain over the mean"}
+        weights = (1.0,) if btyd_mean is None else (1.0, *sorted(SHRINK_GRID, reverse=True))
+        for lam in weights:
+            median = median_point(shrunk_mean(p, lam, btyd_mean), p50_ratio)
+            error = metrics.mae(y, median)
+            rows.append({"rule": MEDIAN, "gamma": None, "shrink": float(lam), "mae": error})
+            if error < best["mae"] and _significant_gain(y, p, median, significance_z):
+                best = {"rule": MEDIAN, "gamma": 1.0, "shrink": float(lam), "mae": error,
+                        "reason": "predictive median" + (f" of the mean shrunk to the BTYD's (lambda = {lam:g})"
+                                                         if lam < 1.0 else "")
+                                  + ": lowest validation MAE with a significant gain over the mean"}
     return {**best, "comparison": rows}
 
 
-def apply_point_rule(mean: np.ndarray, rule: str, gamma: float, p50_ratio: np.ndarray | None = None) -> np.ndarray:
-    """The point forecast of ``rule`` (``point_rule``'s choice) for the conditional means ``mean``."""
+def shrunk_mean(mean: np.ndarray, shrink: float, btyd_mean: np.ndarray | None) -> np.ndarray:
+    """lambda * mean + (1 - lambda) * btyd_mean (the mean itself for lambda = 1): the level the
+    shrunk median point rule takes the P50 ratio of. Needs the BTYD mean for lambda < 1."""
+    p = np.clip(np.nan_to_num(np.asarray(mean, dtype=float)), 0.0, None)
+    if shrink >= 1.0:
+        return p
+    if btyd_mean is None:
+        raise ValueError(f"the shrunk median point rule (lambda = {shrink:g}) needs the BTYD mean of each customer")
+    b = np.clip(np.nan_to_num(np.asarray(btyd_mean, dtype=float)), 0.0, None)
+    return shrink * p + (1.0 - shrink) * b
+
+
+def apply_point_rule(mean: np.ndarray, rule: str, gamma: float, p50_ratio: np.ndarray | None = None,
+                     shrink: float = 1.0, btyd_mean: np.ndarray | None = None) -> np.ndarray:
+    """The point forecast of ``rule`` (``point_rule``'s choice) for the conditional means ``mean``
+    (the median of the shrunk mean with ``shrink`` < 1, which needs ``btyd_mean``)."""
     if rule == MEDIAN:
         if p50_ratio is None:
             raise ValueError("the median point rule needs each customer's P50 / mean spend ratio "
                              "(ml.btyd_scores.spend_p50_ratio): rebuild ml/btyd_scores")
-        return median_point(mean, p50_ratio)
+        return median_point(shrunk_mean(mean, shrink, btyd_mean), p50_ratio)
     if rule != SHARPEN:
         raise ValueError(f"unknown point rule {rule!r}; expected one of {POINT_RULES}")
     return sharpen(mean, gamma)
@@ -304,13 +339,13 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
         blended = w * booster_spend + (1.0 - w) * btyd_spend
         # the served point forecast of this blend: its point rule (sharpening gamma or the
         # predictive median) chosen on these validation rows; Gini and the total are the blend's own
-        rule, gamma = SHARPEN, 1.0
+        rule, gamma, shrink = SHARPEN, 1.0, 1.0
         if sharpening and y.size:
-            choice = point_rule(y, blended, p50_ratio, significance_z)
-            rule, gamma = choice["rule"], choice["gamma"]
-        point = apply_point_rule(blended, rule, gamma, p50_ratio)
+            choice = point_rule(y, blended, p50_ratio, significance_z, btyd_mean=btyd_spend if w > 0 else None)
+            rule, gamma, shrink = choice["rule"], choice["gamma"], choice["shrink"]
+        point = apply_point_rule(blended, rule, gamma, p50_ratio, shrink, btyd_spend)
         block = {**metrics.regression_metrics(y, blended), "mae": metrics.mae(y, point) if y.size else None}
-        row = {"weight": float(w), "point_rule": rule, "sharpen": gamma,
+        row = {"weight": float(w), "point_rule": rule, "sharpen": gamma, "point_shrink": shrink,
                **{k: block[k] for k in ("mae", "normalized_gini", "predicted_total")},
                "mean_mae": metrics.mae(y, blended) if y.size else None}
         rows.append(row)
@@ -321,7 +356,7 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
             # paired per-customer gain in absolute error; a gain within noise is no win
             beats = _significant_gain(y, base_point, point, significance_z)
         if beats and (best is None or block["mae"] <= best[1]["mae"]):
-            best = (float(w), block, gamma, rule)
+            best = (float(w), block, gamma, rule, shrink)
     if best is None:
         # no blend is served (the BTYD is), but the hybrid the backtest reports should still be the
         # blend that ranks best: the highest validation Gini above the BTYD's (ties: lower MAE),
@@ -330,15 +365,16 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
                   and base["normalized_gini"] is not None and r["normalized_gini"] > base["normalized_gini"]]
         top = max(ranked, key=lambda r: (r["normalized_gini"], -r["mae"]), default=None)
         weight = top["weight"] if top else 1.0
-        return {"weight": weight, "sharpen": 1.0, "point_rule": SHARPEN, "metrics": None, "comparison": rows,
+        return {"weight": weight, "sharpen": 1.0, "point_rule": SHARPEN, "shrink": 1.0, "metrics": None,
+                "comparison": rows,
                 "btyd_point_mae": base["mae"],
                 "reason": "no blend beats the BTYD on validation Gini and MAE"
                           + (f"; the hybrid is the blend with the highest validation Gini (w = {weight:g})" if top else "")}
-    return {"weight": best[0], "sharpen": best[2], "point_rule": best[3],
+    return {"weight": best[0], "sharpen": best[2], "point_rule": best[3], "shrink": best[4],
             "metrics": {**best[1], "actual_total": float(y.sum())}, "comparison": rows,
             "btyd_point_mae": base["mae"],
             "reason": f"lowest validation MAE among blends beating the BTYD on Gini and MAE "
-                      f"(w = {best[0]:g}, point rule {best[3]}, gamma = {best[2]:g})"}
+                      f"(w = {best[0]:g}, point rule {best[3]}, gamma = {best[2]:g}, shrink = {best[4]:g})"}
 
 
 LEVEL_BOUNDS = (0.25, 4.0)

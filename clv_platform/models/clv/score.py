@@ -155,7 +155,9 @@ def predict_scores(trained: ClvModel, frame: pd.DataFrame, config: ClvConfig) ->
             "customer_id": frame["customer_id"].to_numpy(),
             "predicted_spend": spend,
             "predicted_clv": clv_values,
-            "predicted_clv_point": trained.point(clv_values, config.horizon_days, p50),
+            # a shrunk median point needs the BTYD's CLV (same discounting) as the level it shrinks to
+            "predicted_clv_point": trained.point(clv_values, config.horizon_days, p50,
+                                                 frame["btyd_clv_horizon"].to_numpy(dtype=float)),
             "p_alive": frame["btyd_p_alive"].to_numpy(),
             "expected_purchases": frame["btyd_expected_purchases_horizon"].to_numpy(),
             **interval_columns(clv_values, frame),

@@ -12,10 +12,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from clv_platform.models import btyd, metrics
+from clv_platform.models import btyd, btyd_intervals, metrics
 from clv_platform.transforms.features import build_training_frame
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
-from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons, btyd_summary, window_ends, cap_rows,
+from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons, window_ends, cap_rows,
                                              training_windows, feature_list)
 from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster
 from clv_platform.models.clv.objective import (MEDIAN, P50_COLUMN, SHARPEN, Selection, select_objective, point_rule, _only)
@@ -92,6 +92,7 @@ class TrainedClv:
             "blend": self.model.blend,
             "sharpen": self.model.sharpen,
             "point_rule": self.model.point_rule,
+            "point_shrink": self.model.point_shrink,
             "serving": self.serving,
             "num_boost_round": self.model.num_boost_round,
             "selection": self.selection.as_dict(),
@@ -165,6 +166,7 @@ def train_clv(
         validation_metrics = serving["btyd_metrics"]
     model.sharpen = serving["btyd_sharpen"] if model.serves_btyd else serving["hybrid_sharpen"]
     model.point_rule = serving["btyd_point_rule"] if model.serves_btyd else serving["hybrid_point_rule"]
+    model.point_shrink = 1.0 if model.serves_btyd else serving["hybrid_point_shrink"]
     if model.serves_btyd and (model.sharpen != 1.0 or model.point_rule != SHARPEN):
         # the served point forecast's validation MAE (its Gini and total are the mean's); a served
         # hybrid's metrics are already those of its sharpened blend
@@ -184,10 +186,14 @@ def train_clv(
 def p50_ratio(model: btyd.BTYDModel, frame: pd.DataFrame, horizon_weeks: float, mean_column: str,
               draws: int = 200, seed: int = 0) -> np.ndarray:
     """Each customer's P50 / mean of the BTYD predictive spend over ``horizon_weeks`` (0 where the
-    mean is 0): the shape of the predictive median around a mean, as ``spend_p10_ratio`` is."""
-    quantiles, _ = model.spend_quantiles(btyd_summary(frame), horizon_weeks, (0.5,), draws, seed)
+    mean in ``mean_column`` is 0), read from ``btyd_intervals.interval_table(...).lookup``: the
+    estimator that serves the median in ``ml.btyd_scores.spend_p50_ratio``, so the point rule is
+    chosen (training, backtest) with the ratios it is served with. ``frame`` needs ``frequency``,
+    ``first_to_last_order_days`` and ``T_days`` (integer days)."""
+    codes = btyd_intervals.interval_keys(frame["frequency"], frame["first_to_last_order_days"], frame["T_days"])
+    _, median, _ = btyd_intervals.interval_table(model, codes, horizon_weeks, draws, seed).lookup(codes)
     mean = frame[mean_column].to_numpy(dtype=float)
-    return np.where(mean > 0, quantiles[0] / np.where(mean > 0, mean, 1.0), 0.0)
+    return np.where(mean > 0, median, 0.0)
 
 
 def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame, model: ClvModel) -> dict:
@@ -204,20 +210,22 @@ def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame
     btyd_spend = np.clip(np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
     if not config.sharpen:
         return {"hybrid_sharpen": 1.0, "btyd_sharpen": 1.0, "hybrid_point_rule": SHARPEN, "btyd_point_rule": SHARPEN,
+                "hybrid_point_shrink": 1.0,
                 "btyd_point_mae": metrics.mae(y, btyd_spend), "sharpen_reason": "disabled ([hybrid] sharpen = false)"}
     z = config.mae_significance_z
     p50 = valid[P50_COLUMN].to_numpy(dtype=float) if P50_COLUMN in valid else None
     btyd_choice = point_rule(y, btyd_spend, p50, z)
     hybrid_comparison = []
     if selection.blend_metrics is not None:
-        hybrid = (selection.point_rule, selection.sharpen)
+        hybrid = (selection.point_rule, selection.sharpen, selection.point_shrink)
     elif model.variant == HYBRID and selection.validation_prediction is not None:
         w = model.blend
-        choice = point_rule(y, w * selection.validation_prediction + (1.0 - w) * btyd_spend, p50, z)
-        hybrid, hybrid_comparison = (choice["rule"], choice["gamma"]), choice["comparison"]
+        choice = point_rule(y, w * selection.validation_prediction + (1.0 - w) * btyd_spend, p50, z,
+                            btyd_mean=btyd_spend)
+        hybrid, hybrid_comparison = (choice["rule"], choice["gamma"], choice["shrink"]), choice["comparison"]
     else:
-        hybrid = (SHARPEN, 1.0)
-    return {"hybrid_point_rule": hybrid[0], "hybrid_sharpen": float(hybrid[1]),
+        hybrid = (SHARPEN, 1.0, 1.0)
+    return {"hybrid_point_rule": hybrid[0], "hybrid_sharpen": float(hybrid[1]), "hybrid_point_shrink": float(hybrid[2]),
             "btyd_point_rule": btyd_choice["rule"], "btyd_sharpen": float(btyd_choice["gamma"]),
             "btyd_point_mae": btyd_choice["mae"], "btyd_point_comparison": btyd_choice["comparison"],
             "hybrid_point_comparison": hybrid_comparison,
