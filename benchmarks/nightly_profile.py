@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         database = _copy_store(args.kept, workdir)
         conn = duckdb.connect(str(database))
         conn.execute(f"set threads = {int(args.threads)}")
-        conn.execute("set memory_limit = ?", [bench.default_memory_limit()])
+        memory_limit = bench.default_memory_limit()
+        conn.execute("set memory_limit = ?", [memory_limit])
         conn.execute("set preserve_insertion_order = false")
         conn.execute("set enable_progress_bar = false")
         _repoint_models(conn, workdir)
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if profiler:
                 profiler.enable()
-            timing = nightly._dagster_run(run_conn, workdir, "nightly", selection, None)
+            # released between steps as in the bench's runs (each asset's own connection closes)
+            timing = nightly._dagster_run(run_conn, workdir, "nightly", selection, None, memory_limit)
         finally:
             if profiler:
                 profiler.disable()
