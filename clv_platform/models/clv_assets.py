@@ -9,7 +9,6 @@ assets go through the customers in batches (``core.batches``, ``batch_customers`
 """
 
 import json
-import tomllib
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -64,22 +63,11 @@ def _features(conn) -> pd.DataFrame:
     return conn.execute(f"select * from {FEATURE_TABLE} order by customer_id").df()
 
 
-EXPLAIN_MAX_CUSTOMERS = 50_000
-"""Default of ``[explain] max_customers`` (clv.toml)."""
-
-
-def explain_max_customers() -> int:
-    """``[explain] max_customers`` of clv.toml: customers the SHAP sample is drawn from (0 = all)."""
-    with open(clv.default_config_path(), "rb") as handle:
-        raw = tomllib.load(handle).get("explain", {})
-    return int(raw.get("max_customers", EXPLAIN_MAX_CUSTOMERS))
-
-
 def explain_frame(conn, max_customers: int) -> pd.DataFrame:
     """The scoring frame the SHAP tables are computed on (``frame_from_tables``).
 
     SHAP reads a sample of ``[explain] shap_sample`` (2,000) rows of it, so a store of more than
-    ``max_customers`` customers gets only a deterministic customer sample of that size from DuckDB
+    ``max_customers`` (``[explain] max_customers``) customers gets only a deterministic customer sample of that size from DuckDB
     (smallest DuckDB hash of the id) instead of every feature and BTYD row as pandas frames (at a
     million customers that load, merge and sort was the step's largest frame, ~1.5 GB). Smaller
     stores read every customer, as before, so their SHAP rows are unchanged.
@@ -279,7 +267,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
         context.log_event(registry.model_runs_event(record.name, record.version, gate["register"]))
-        frame = explain_frame(conn, explain_max_customers())
+        frame = explain_frame(conn, config.explain_max_customers)
         importance = clv.shap_importance(trained.model, frame, config.shap_sample)
         interactions = clv.shap_interactions(trained.model, frame, config.interaction_sample, config.top_interactions)
         side = {}

@@ -221,7 +221,7 @@ def test_customers_sharing_their_btyd_inputs_are_scored_once_with_the_same_value
 def test_the_shap_frame_of_a_large_store_is_a_deterministic_customer_sample(features_db, data_env):
     """Above ``[explain] max_customers`` the SHAP frame holds exactly that many customers (the same
     ones every run), each row equal to the whole-store frame's row; at or below it, every customer."""
-    from clv_platform.models.clv_assets import explain_frame, explain_max_customers
+    from clv_platform.models.clv_assets import explain_frame
 
     database = data_env / "explain.duckdb"
     shutil.copy(features_db, database)
@@ -235,7 +235,7 @@ def test_the_shap_frame_of_a_large_store_is_a_deterministic_customer_sample(feat
         sample = explain_frame(conn, 300)
         again = explain_frame(conn, 300)
         leftover = conn.execute("select count(*) from duckdb_tables() where table_name = '_explain_customers'").fetchone()[0]
-    assert explain_max_customers() == 50_000
+    assert clv.load_config().explain_max_customers == 50_000
     assert len(whole) == customers > 300 and leftover == 0
     assert len(sample) == 300 and sample["customer_id"].is_unique and sample["customer_id"].is_monotonic_increasing
     pd.testing.assert_frame_equal(sample, again)

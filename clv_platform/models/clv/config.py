@@ -63,6 +63,8 @@ class ClvConfig:
     shap_sample: int = 2000
     interaction_sample: int = 400
     top_interactions: int = 20
+    explain_max_customers: int = 50000
+    """``[explain] max_customers``: a larger store's SHAP sample is drawn from that many customers (0 = all)."""
     backtest: dict = field(default_factory=dict)
     max_selection_rows: int = 0
     max_training_rows: int = 0
@@ -115,6 +117,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         shap_sample=int(explain.get("shap_sample", 2000)),
         interaction_sample=int(explain.get("interaction_sample", 400)),
         top_interactions=int(explain.get("top_interactions", 20)),
+        explain_max_customers=int(explain.get("max_customers", 50000)),
         backtest=dict(raw.get("backtest", {})),
         max_selection_rows=int(sampling.get("max_selection_rows", 0)),
         max_training_rows=int(sampling.get("max_training_rows", 0)),
