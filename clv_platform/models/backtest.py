@@ -194,21 +194,22 @@ def validation_ends(end: pd.Timestamp, first: pd.Timestamp, holdout_days: int, s
 
 
 def _window_fit(transactions: pd.DataFrame, end: pd.Timestamp, holdout_days: int, model_choice: str, cache: dict):
-    """(summary, model or the error, predicted total, actual total) of one window, cached by its end."""
+    """(summary, model or None, predicted total, actual total, why not evaluated) of one window,
+    cached by its end (a validation window is the same fit as an earlier calibration window)."""
     if end in cache:
         return cache[end]
     summary = btyd.summarize(transactions, end, end + pd.Timedelta(days=int(holdout_days)))
     actual = float(summary["holdout_spend"].sum())
     if summary.empty or summary["frequency"].sum() == 0:
-        cache[end] = (summary, ValueError("no repeat purchases before the calibration end"), None, actual)
+        cache[end] = (summary, None, None, actual, "no repeat purchases before the calibration end")
         return cache[end]
     try:
         model = btyd.fit_auto(summary) if model_choice == AUTO else btyd.fit_btyd(summary, model_choice)
     except (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
-        cache[end] = (summary, error, None, actual)
+        cache[end] = (summary, None, None, actual, f"BTYD fit failed: {error}")
         return cache[end]
     predicted = float(model.score(summary, int(holdout_days) / btyd.DAYS_PER_WEEK)["expected_spend"].sum())
-    cache[end] = (summary, model, predicted, actual)
+    cache[end] = (summary, model, predicted, actual, None)
     return cache[end]
 
 
@@ -238,9 +239,8 @@ def rolling_total_coverage(transactions: pd.DataFrame, calibration_ends: list, h
     for end in sorted(pd.Timestamp(e) for e in calibration_ends):
         holdout_end = end + pd.Timedelta(days=int(holdout_days))
         row = {"calibration_end": end.date().isoformat(), "holdout_end": holdout_end.date().isoformat()}
-        summary, model, predicted, actual = _window_fit(transactions, end, holdout_days, model_choice, cache)
-        if isinstance(model, Exception):
-            reason = str(model) if "repeat" in str(model) else f"BTYD fit failed: {model}"
+        summary, model, predicted, actual, reason = _window_fit(transactions, end, holdout_days, model_choice, cache)
+        if model is None:
             rows.append({**row, "evaluated": False, "reason": reason})
             continue
         weeks = int(holdout_days) / btyd.DAYS_PER_WEEK
@@ -254,8 +254,8 @@ def rolling_total_coverage(transactions: pd.DataFrame, calibration_ends: list, h
                    total_error=predicted / actual - 1.0 if actual > 0 else None)
         past = []
         for v_end in validation_ends(end, first, holdout_days, step_days, limit=bias_windows):
-            _, v_model, v_predicted, v_actual = _window_fit(transactions, v_end, holdout_days, model_choice, cache)
-            if not isinstance(v_model, Exception) and v_predicted and v_predicted > 0 and v_actual > 0:
+            _, v_model, v_predicted, v_actual, _ = _window_fit(transactions, v_end, holdout_days, model_choice, cache)
+            if v_model is not None and v_predicted and v_predicted > 0 and v_actual > 0:
                 past.append(float(np.log(v_actual / v_predicted)))
         if len(past) >= 2:
             errors = np.asarray(past)[rng.integers(0, len(past), len(totals))]
