@@ -56,8 +56,7 @@ def run(customers: int, batch: int = 200_000, chunk: int = 20_000) -> dict:
     model = stored_model()
     features = synthetic_features(customers)
     started = time.perf_counter()
-    codes = btyd_intervals.interval_keys(features["frequency"], features["first_to_last_order_days"],
-                                         features["T_days"])
+    codes = btyd_intervals.frame_keys(features)
     table = btyd_intervals.interval_table(model, codes, config.horizon_days / btyd.DAYS_PER_WEEK, chunk=chunk)
     interval_s = time.perf_counter() - started
     rows, spend = 0, 0.0

@@ -54,7 +54,7 @@ def cache(dataset: str = "cdnow-full") -> None:
     btyd_mean = replace(hybrid.model, serves_btyd=True).predict(frame, horizon, ratio)
     summary = btyd.summarize(loaded.transactions, cal, hold)
     actual = summary["holdout_spend"].reindex(frame["customer_id"].astype(str)).fillna(0.0).to_numpy()
-    codes = btyd_intervals.interval_keys(frame["frequency"], frame["first_to_last_order_days"], frame["T_days"])
+    codes = btyd_intervals.frame_keys(frame)
     table = btyd_intervals.interval_table(model_btyd, codes, horizon / btyd.DAYS_PER_WEEK)
     def p_buy(model, f, weeks):
         # P(at least one purchase in `weeks`) from the BTYD's own draws (exact only for (M)BG/NBD)

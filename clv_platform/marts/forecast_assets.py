@@ -112,10 +112,8 @@ def _grouped_summary(conn: duckdb.DuckDBPyConnection, with_predicted: bool) -> t
         join="left join scores.customer_clv as c on c.customer_id::varchar = b.customer_id::varchar"
         if with_predicted else "")
     summary = conn.execute(sql).df()
-    predicted = summary.pop("predicted_spend").astype(float) if with_predicted else None
-    if not with_predicted:
-        summary = summary.drop(columns="predicted_spend")
-    return summary, predicted
+    predicted = summary.pop("predicted_spend").astype(float)
+    return summary, predicted if with_predicted else None
 
 
 def _btyd_model(conn, config, features: pd.DataFrame | None, cutoff):

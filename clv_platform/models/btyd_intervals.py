@@ -48,6 +48,12 @@ def interval_keys(frequency, recency_days, T_days) -> np.ndarray:
     return x * _X + tx * _TX + age
 
 
+def frame_keys(frame: pd.DataFrame) -> np.ndarray:
+    """``interval_keys`` of a feature frame's customers (``frequency``, ``first_to_last_order_days``,
+    ``T_days``): the keys scoring, training and the backtest look the ratios up by."""
+    return interval_keys(frame["frequency"], frame["first_to_last_order_days"], frame["T_days"])
+
+
 def key_summary(codes: np.ndarray) -> pd.DataFrame:
     """The BTYD summary (weeks) a key stands for, with m = 0."""
     codes = np.asarray(codes, dtype=np.int64)

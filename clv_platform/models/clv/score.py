@@ -90,7 +90,7 @@ def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvCon
     out["monetary"] = frame["monetary"].to_numpy(dtype=float)
     for source, target in BTYD_SCORE_COLUMNS.items():
         out[target] = frame[source].to_numpy(dtype=float)
-    codes = btyd_intervals.interval_keys(frame["frequency"], frame["first_to_last_order_days"], frame["T_days"])
+    codes = btyd_intervals.frame_keys(frame)
     if intervals is None:
         intervals = btyd_intervals.interval_table(model, codes, config.horizon_days / btyd.DAYS_PER_WEEK,
                                                   seed=seed, chunk=chunk)

@@ -190,7 +190,7 @@ def p50_ratio(model: btyd.BTYDModel, frame: pd.DataFrame, horizon_weeks: float, 
     estimator that serves the median in ``ml.btyd_scores.spend_p50_ratio``, so the point rule is
     chosen (training, backtest) with the ratios it is served with. ``frame`` needs ``frequency``,
     ``first_to_last_order_days`` and ``T_days`` (integer days)."""
-    codes = btyd_intervals.interval_keys(frame["frequency"], frame["first_to_last_order_days"], frame["T_days"])
+    codes = btyd_intervals.frame_keys(frame)
     _, median, _ = btyd_intervals.interval_table(model, codes, horizon_weeks, draws, seed).lookup(codes)
     mean = frame[mean_column].to_numpy(dtype=float)
     return np.where(mean > 0, median, 0.0)

@@ -6,8 +6,8 @@ create or replace temp macro clv_parsed_payloads(scope, structure) as table
     select r.raw_rowid, r.source, r.ingested_at, json_transform(r.payload, structure) as payload
     from query_table(scope) as r;
 
--- clv_visit(v): the attribution fields of one visit of an order's customerJourneySummary (the
--- struct of clv_journey_structure, parsed once per payload), blank text as null and the source,
+-- clv_visit(v): the attribution fields of one visit of an order's customerJourneySummary (a
+-- struct that 07_acquisition.sql's json_transform parses once per payload), blank text as null and the source,
 -- utm source and utm medium in lower case. 07_acquisition.sql reads the first and the last visit
 -- with it, so both are cleaned by the same rules.
 create or replace temp macro clv_visit_text(t) as nullif(trim(t), '');
