@@ -60,8 +60,12 @@ tables the build needed > 4 GB at a million customers."""
 BUILD_VIEWS = (
     "_profile_versions_judged", "_accepted_orders", "_accepted_profiles", "_order_versions_checked",
     "_profile_versions_checked", "_order_versions_rank_input", "_profile_versions_rank_input",
-    "_raw_orders_scope", "_raw_profiles_scope",
+    "_raw_orders_scope", "_raw_profiles_scope", "_raw_orders_extra",
 )
+
+PAYLOADS_TABLE = f"{BUILD_SCHEMA}._order_payloads"
+"""The order payloads of one build, parsed once (01_order_versions.sql) and read by the versions,
+the order lines and the refunds; dropped before the build commits (a merge parses only its own)."""
 
 STATE_TABLE = f"{BUILD_SCHEMA}.build_state"
 
@@ -190,6 +194,7 @@ def build_staging(
             else:
                 result.mode = "merge"
                 _merge(conn, params, state, result)
+            conn.execute(f"drop table if exists {PAYLOADS_TABLE}")
             result.reconciliation = reconcile(conn)
             unbalanced = [r for r in result.reconciliation + result.load_reconciliation if not r.balanced]
             if unbalanced:
@@ -443,6 +448,14 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     _run(conn, params, _scoped("05_staging_tables.sql", "staging_build._resolved_orders", "_resolved_orders_delta",
                          {"_accepted_orders": _in("_accepted_orders", "order_id", "_aff_resolve")}))
     _replace_rows(conn, "staging_build._resolved_orders", "order_id", "_aff_resolve", "_resolved_orders_delta")
+    # the lines and refunds below read parsed payloads: parse the re-resolved orders' versions that
+    # did not arrive in this load (an old order of a person whose identity changed)
+    conn.execute(f"""
+        create or replace temp view _raw_orders_extra as
+        select rowid as raw_rowid, * from raw.shopify_orders
+        where rowid in (select raw_rowid from _resolved_orders_delta except select raw_rowid from {PAYLOADS_TABLE})
+    """)
+    conn.execute(f"insert into {PAYLOADS_TABLE} select * from clv_order_payloads('_raw_orders_extra')")
     conn.execute("insert into _aff_history select customer_id from _resolved_orders_delta where customer_id is not null")
     conn.execute("create or replace temp table _aff_history as select distinct customer_id from _aff_history")
     conn.execute("insert into _aff_customers select customer_id from _aff_history")

@@ -2,38 +2,23 @@
 -- build, the rows that arrived since the last build on a merge), parsed, with the reason it cannot
 -- be used (NULL when it can); 01_rank_order_versions.sql then picks the newest version per order. Parameter: $shop_currency. The money rules
 -- (net sales, returns, edits, voided orders) are written out in data_contracts.md, "Revenue".
--- Only scalar columns are kept: the line items
--- and refunds are summarised here (counts, sums, validity) and parsed again from raw by
--- rowid for the accepted versions only (05_staging_tables.sql). Carrying the nested lists
--- of ~5M versions through the version ranking and joins is what made staging need > 4 GB
--- at a million customers; the narrow table spills and ranks cheaply.
+--
+-- Each payload is parsed once (json_transform is most of staging's CPU): the parsed struct is
+-- stored in staging_build._order_payloads, and both this view (the scalar columns, summaries of
+-- the line items and refunds) and 05_staging_tables.sql (the line items and refunds of the
+-- accepted versions) read it. Only scalar columns go on from here: carrying the nested lists of
+-- ~5M versions through the version ranking and joins is what made staging need > 4 GB at a
+-- million customers; the parsed table is written as it streams (an ordinary table, see
+-- staging.BUILD_SCHEMA), and the ranking reads only its scalar fields. It is dropped after
+-- the build.
+create or replace table staging_build._order_payloads as
+select * from clv_order_payloads('_raw_orders_scope');
+
 create or replace temp view _order_versions_checked as
 with parsed as (
     -- clv_parsed_payloads: 00_payload_macros.sql
-    select * rename (payload as o) from clv_parsed_payloads('_raw_orders_scope', '{
-            "id": "VARCHAR", "name": "VARCHAR", "email": "VARCHAR",
-            "createdAt": "VARCHAR", "processedAt": "VARCHAR", "updatedAt": "VARCHAR",
-            "cancelledAt": "VARCHAR", "currencyCode": "VARCHAR", "presentmentCurrencyCode": "VARCHAR",
-            "test": "BOOLEAN", "taxesIncluded": "BOOLEAN",
-            "displayFinancialStatus": "VARCHAR",
-            "totalPriceSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"},
-                              "presentmentMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
-            "totalDiscountsSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
-            "totalTaxSet": {"shopMoney": {"amount": "VARCHAR"}},
-            "totalShippingPriceSet": {"shopMoney": {"amount": "VARCHAR"}},
-            "customer": {"id": "VARCHAR", "email": "VARCHAR", "defaultEmailAddress": {"emailAddress": "VARCHAR"}},
-            "lineItems": {"nodes": [{
-                "id": "VARCHAR", "quantity": "VARCHAR", "currentQuantity": "VARCHAR", "sku": "VARCHAR",
-                "title": "VARCHAR",
-                "product": {"id": "VARCHAR", "productType": "VARCHAR"},
-                "originalUnitPriceSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
-                "totalDiscountSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}}
-            }]},
-            "refunds": [{"id": "VARCHAR", "createdAt": "VARCHAR",
-                         "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
-                         "refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR"}, "quantity": "VARCHAR",
-                                                        "subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]
-        }')
+    -- clv_order_payloads (00_payload_macros.sql), parsed once into staging_build._order_payloads
+    select * rename (payload as o) from staging_build._order_payloads
 ),
 typed as (
     select

@@ -2,8 +2,8 @@
 -- so a rebuild is idempotent and readers never see half of one.
 create schema if not exists staging;
 
--- Accepted Shopify orders with their person resolved; raw_rowid finds the payload again
--- for the line items and refunds.
+-- Accepted Shopify orders with their person resolved; raw_rowid finds the parsed payload
+-- (staging_build._order_payloads) for the line items and refunds.
 create or replace table staging_build._resolved_orders as
 select
     o.raw_rowid,
@@ -102,8 +102,9 @@ left join (
 where f.reject_reason is null and not f.is_return
 group by f.order_key;
 
--- Line items are parsed a second time, from the payloads of accepted versions only: a
--- streaming join + unnest that never holds the nested lists of every version at once.
+-- Line items of the accepted versions, from the payloads 01_order_versions.sql parsed
+-- (staging_build._order_payloads): a streaming join + unnest that never holds the nested lists
+-- of every version at once.
 create or replace table staging.order_lines as
 with shopify_lines as (
     select
@@ -116,22 +117,12 @@ with shopify_lines as (
         p.refund_lines
     from (
         select
-            r.rowid as raw_rowid,
-            o.lineItems.nodes as items,
-            flatten(list_transform(coalesce(o.refunds, []), lambda x: coalesce(x.refundLineItems.nodes, [])))
+            raw_rowid,
+            payload.lineItems.nodes as items,
+            flatten(list_transform(coalesce(payload.refunds, []), lambda x: coalesce(x.refundLineItems.nodes, [])))
                 as refund_lines
-        from (
-            select rowid, json_transform(payload, '{"lineItems": {"nodes": [{
-                "id": "VARCHAR", "quantity": "VARCHAR", "currentQuantity": "VARCHAR", "sku": "VARCHAR",
-                "title": "VARCHAR",
-                "product": {"id": "VARCHAR", "productType": "VARCHAR"},
-                "originalUnitPriceSet": {"shopMoney": {"amount": "VARCHAR"}},
-                "totalDiscountSet": {"shopMoney": {"amount": "VARCHAR"}}
-            }]}, "refunds": [{"refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR"}, "quantity": "VARCHAR"}]}}]
-            }') as o
-            from raw.shopify_orders
-            where rowid in (select raw_rowid from staging_build._resolved_orders where line_count > 0)
-        ) as r
+        from staging_build._order_payloads
+        where raw_rowid in (select raw_rowid from staging_build._resolved_orders where line_count > 0)
     ) as p
     join staging_build._resolved_orders as ro using (raw_rowid)
 ),
@@ -201,18 +192,17 @@ where reject_reason is null and not is_return;
 -- Refunds with their own dates, so features can see only the refunds made by a cutoff.
 create or replace table staging.refunds as
 with refund_rows as (
+    -- the refunds of the accepted versions, from the payloads 01_order_versions.sql parsed
     select
         ro.order_id,
         ro.customer_id,
-        unnest(json_transform(r.payload, '[{"id": "VARCHAR", "createdAt": "VARCHAR",
-            "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR"}},
-            "refundLineItems": {"nodes": [{"subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]')) as r
+        unnest(p.refunds) as r
     from (
-        select rowid, payload -> '$.refunds' as payload
-        from raw.shopify_orders
-        where rowid in (select raw_rowid from staging_build._resolved_orders where refund_count > 0)
-    ) as r
-    join staging_build._resolved_orders as ro on ro.raw_rowid = r.rowid
+        select raw_rowid, payload.refunds as refunds
+        from staging_build._order_payloads
+        where raw_rowid in (select raw_rowid from staging_build._resolved_orders where refund_count > 0)
+    ) as p
+    join staging_build._resolved_orders as ro on ro.raw_rowid = p.raw_rowid
 ),
 valued as (
     select
