@@ -6,10 +6,9 @@ create or replace temp macro clv_parsed_payloads(scope, structure) as table
     select r.raw_rowid, r.source, r.ingested_at, json_transform(r.payload, structure) as payload
     from query_table(scope) as r;
 
--- clv_order_payloads(scope): the Shopify order rows of `scope` parsed with every field staging
--- reads (01_order_versions.sql: versions; 05_staging_tables.sql: order lines and refunds). One
--- structure, so a payload is parsed once for all of them (a merge parses the few extra accepted
--- versions it re-resolves with the same macro, transforms/staging.py).
+-- clv_order_payloads(scope): the Shopify order rows of `scope` parsed with every field that
+-- 01_order_versions.sql reads for the versions and types for the order lines and refunds of
+-- 05_staging_tables.sql: one structure, so each payload is parsed once for all of them.
 create or replace temp macro clv_order_payloads(scope) as table
     select * from clv_parsed_payloads(scope, '{
             "id": "VARCHAR", "name": "VARCHAR", "email": "VARCHAR",

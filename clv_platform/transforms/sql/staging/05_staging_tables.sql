@@ -102,9 +102,9 @@ left join (
 where f.reject_reason is null and not f.is_return
 group by f.order_key;
 
--- Line items of the accepted versions, from the payloads 01_order_versions.sql parsed
--- (staging_build._order_payloads): a streaming join + unnest that never holds the nested lists
--- of every version at once.
+-- Line items of the accepted versions, typed once by 01_order_versions.sql
+-- (staging_build._order_payloads.line_facts): a streaming join + unnest that never holds the
+-- nested lists of every version at once.
 create or replace table staging.order_lines as
 with shopify_lines as (
     select
@@ -112,15 +112,10 @@ with shopify_lines as (
         ro.customer_id,
         ro.order_date,
         ro.is_cancelled,
-        unnest(p.items) as l,
-        unnest(range(1, len(p.items) + 1)) as line_number,
-        p.refund_lines
+        unnest(p.line_facts) as l,
+        unnest(range(1, len(p.line_facts) + 1)) as line_number
     from (
-        select
-            raw_rowid,
-            payload.lineItems.nodes as items,
-            flatten(list_transform(coalesce(payload.refunds, []), lambda x: coalesce(x.refundLineItems.nodes, [])))
-                as refund_lines
+        select raw_rowid, line_facts
         from staging_build._order_payloads
         where raw_rowid in (select raw_rowid from staging_build._resolved_orders where line_count > 0)
     ) as p
@@ -129,13 +124,11 @@ with shopify_lines as (
 quantified as (
     select
         *,
-        try_cast(l.quantity as integer) as ordered_quantity,
-        coalesce(try_cast(l.currentQuantity as integer), try_cast(l.quantity as integer)) as current_quantity,
-        coalesce(list_sum(list_transform(refund_lines,
-            lambda x: case when x.lineItem.id = l.id then try_cast(x.quantity as integer) else 0 end)), 0)
-            as refunded_quantity,
-        try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2)) as unit_price,
-        coalesce(try_cast(l.totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0) as line_discount
+        l.ordered as ordered_quantity,
+        l.current as current_quantity,
+        l.refunded as refunded_quantity,
+        l.price as unit_price,
+        l.discount as line_discount
     from shopify_lines
 ),
 sold as (
@@ -149,10 +142,10 @@ select
     l.id as line_id,
     customer_id,
     order_date,
-    l.product.id as product_id,
-    l.sku as sku,
-    l.title as title,
-    l.product.productType as category,
+    l.product_id,
+    l.sku,
+    l.title,
+    l.category,
     sold_quantity as quantity,
     unit_price,
     -- the line's discount covers every ordered unit: keep the sold units' share
@@ -192,13 +185,13 @@ where reject_reason is null and not is_return;
 -- Refunds with their own dates, so features can see only the refunds made by a cutoff.
 create or replace table staging.refunds as
 with refund_rows as (
-    -- the refunds of the accepted versions, from the payloads 01_order_versions.sql parsed
+    -- the refunds of the accepted versions, typed once by 01_order_versions.sql (refund_facts)
     select
         ro.order_id,
         ro.customer_id,
-        unnest(p.refunds) as r
+        unnest(p.refund_facts) as r
     from (
-        select raw_rowid, payload.refunds as refunds
+        select raw_rowid, refund_facts
         from staging_build._order_payloads
         where raw_rowid in (select raw_rowid from staging_build._resolved_orders where refund_count > 0)
     ) as p
@@ -209,13 +202,10 @@ valued as (
         order_id,
         r.id as refund_id,
         customer_id,
-        timezone('UTC', try_cast(r.createdAt as timestamptz)) as refunded_at,
-        try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) as total_refunded,
+        r.refunded_at,
+        r.total as total_refunded,
         -- the products part (see 01_order_versions.sql): refunded lines, or the whole amount-only refund
-        case when len(coalesce(r.refundLineItems.nodes, [])) > 0
-            then list_sum(list_transform(r.refundLineItems.nodes,
-                lambda x: try_cast(x.subtotalSet.shopMoney.amount as decimal(18, 2))))
-            else try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) end as products_refunded
+        r.products as products_refunded
     from refund_rows
 )
 select
