@@ -503,11 +503,27 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
         "staging.order_lines": _in("staging.order_lines", "customer_id", "_aff_history"),
         "staging.refunds": f"select * from staging.refunds where order_id in ({customer_orders})",
     }))
+    conn.execute("create or replace temp table _old_firsts as select customer_id, order_id from staging.order_history "
+                 "where purchase_seq = 1 and customer_id in (select customer_id from _aff_history)")
     _replace_rows(conn, "staging.order_history", "customer_id", "_aff_history", "_delta_order_history")
+    # a customer's acquisition row reads only their first purchase: its order row, its accepted
+    # payload. A repeat buyer's new order leaves both as they were, so only customers whose first
+    # purchase is another order, or was re-resolved, are re-read (their payloads are mostly this
+    # load's rows, so the raw scan is cut to the newest row groups instead of every payload).
+    conn.execute("""
+        create or replace temp table _aff_acquisition as
+        select h.customer_id
+        from _aff_history as h
+        left join _old_firsts as o using (customer_id)
+        left join (select customer_id, order_id from _delta_order_history where purchase_seq = 1) as n
+            using (customer_id)
+        where o.order_id is distinct from n.order_id or o.order_id is null
+           or n.order_id in (select order_id from _aff_resolve)
+    """)
     _run(conn, params, _scoped("07_acquisition.sql", "staging.customer_acquisition", "_delta_acquisition", {
-        "staging.order_history": _in("staging.order_history", "customer_id", "_aff_history"),
+        "staging.order_history": _in("staging.order_history", "customer_id", "_aff_acquisition"),
     }))
-    _replace_rows(conn, "staging.customer_acquisition", "customer_id", "_aff_history", "_delta_acquisition")
+    _replace_rows(conn, "staging.customer_acquisition", "customer_id", "_aff_acquisition", "_delta_acquisition")
 
     # 5. rejected rows of the touched orders and profiles (rows of unknown id are new rows only)
     _run(conn, params, _scoped("05_staging_tables.sql", "staging.rejected_rows", "_delta_rejected", {
@@ -526,6 +542,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
         for name, table in (("orders", "_aff_orders"), ("profiles", "_aff_profiles"),
                             ("orders_resolved", "_aff_resolve"), ("customers", "_aff_customers"),
                             ("history_customers", "_aff_history"),
+                            ("acquisition_customers", "_aff_acquisition"),
                             ("products", "_aff_products"))
     }
     result.script_seconds["merge"] = time.perf_counter() - started
@@ -610,7 +627,7 @@ def _drop_build_objects(conn: duckdb.DuckDBPyConnection) -> None:
         "(table_name like '\\_delta\\_%' escape '\\' or table_name like '\\_aff\\_%' escape '\\' "
         "or table_name like '%\\_delta' escape '\\' or table_name in ('_new_order_versions', "
         "'_new_profile_versions', '_old_accepted', '_old_profiles', '_old_email_identity', '_old_customer_map', "
-        "'_changed_map', '_changed_email', '_order_payloads_extra'))"
+        "'_changed_map', '_changed_email', '_order_payloads_extra', '_old_firsts'))"
     ).fetchall()
     for (name,) in temps:
         conn.execute(f"drop table if exists temp.{name}")

@@ -180,6 +180,8 @@ def test_a_repeat_buyers_new_order_re_resolves_only_what_changed(tmp_path):
         assert repeat.mode == "merge"
         assert repeat.merged["orders"] == 1 and repeat.merged["orders_resolved"] == 1
         assert repeat.merged["customers"] >= 1 and repeat.merged["history_customers"] == 1
+        # her first purchase is the same order as before: her acquisition row is not re-read
+        assert repeat.merged["acquisition_customers"] == 0
         load(merged, bo_joins)
         joined = build_staging(merged, shop_currency="USD")
         # bo's two guest orders move to the new Shopify customer, with bo's new order
@@ -187,6 +189,9 @@ def test_a_repeat_buyers_new_order_re_resolves_only_what_changed(tmp_path):
         assert merged.execute("select count(*) from staging.orders where customer_id = 'gid://shopify/Customer/9'"
                               ).fetchone()[0] == 3
         assert joined.merged["history_customers"] == 1  # the guest orders had no customer before
+        assert joined.merged["acquisition_customers"] == 1  # and so no first purchase
+        assert merged.execute("select first_order_id from staging.customer_acquisition "
+                              "where customer_id = 'gid://shopify/Customer/9'").fetchone()[0] == "gid://shopify/Order/5"
         # a profile update changes ana's customer row, not her purchase history
         load(merged, profiles=[moved])
         updated = build_staging(merged, shop_currency="USD")
