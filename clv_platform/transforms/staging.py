@@ -183,10 +183,10 @@ def build_staging(
     params = {"shop_currency": currency, "shop_timezone": timezone, "store_timezone": timezone,
               "revenue_basis": basis}
     result = StagingResult(shop_currency=currency, shop_timezone=timezone, revenue_basis=basis)
-    marks = _raw_marks(conn)
     state = None if full_rebuild else _read_state(conn)
+    marks, at_state = _raw_marks(conn, state)
     if not full_rebuild:
-        result.full_reason = _why_not_merge(conn, state, marks, params)
+        result.full_reason = _why_not_merge(conn, state, marks, at_state, params)
     try:
         with transaction(conn):
             conn.execute(f"create schema if not exists {BUILD_SCHEMA}")
@@ -550,31 +550,34 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
 
 # --- high-water mark ---------------------------------------------------------------------------
 
-def _raw_marks(conn: duckdb.DuckDBPyConnection) -> dict:
+def _raw_marks(conn: duckdb.DuckDBPyConnection, state: dict | None = None) -> tuple[dict, dict]:
     """Where raw stands: the last rowid of each API table with a fingerprint of every row up to
     it, and a fingerprint of the imported files. A delete, a re-insert or a moved rowid changes
-    the fingerprint of rows a merge would otherwise trust."""
-    orders = conn.execute("select coalesce(max(rowid), -1), count(*) from raw.shopify_orders").fetchone()
-    profiles = conn.execute("select coalesce(max(rowid), -1), count(*) from raw.klaviyo_profiles").fetchone()
+    the fingerprint of rows a merge would otherwise trust.
+
+    Also returns the fingerprints of the rows up to `state`'s high-water marks (what the last build
+    read), taken in the same scan of each table: the nightly check costs one pass over raw's keys."""
+    marks: dict = {}
+    at_state: dict = {}
+    for table, prefix, key in (("raw.shopify_orders", "orders", "order_id"),
+                               ("raw.klaviyo_profiles", "profiles", "profile_id")):
+        bound = int(state[f"{prefix}_max_rowid"]) if state else -1
+        row = conn.execute(
+            f"""
+            select coalesce(max(rowid), -1), count(*), coalesce(bit_xor(h), 0),
+                   count(*) filter (where rowid <= $bound), coalesce(bit_xor(h) filter (where rowid <= $bound), 0)
+            from (select rowid, hash(rowid, {key}, updated_at, ingested_at) as h from {table})
+            """, {"bound": bound}
+        ).fetchone()
+        marks[f"{prefix}_max_rowid"], marks[f"{prefix}_rows"] = int(row[0]), int(row[1])
+        marks[f"{prefix}_fingerprint"] = f"{row[1]}:{row[2]}"
+        at_state[prefix] = f"{row[3]}:{row[4]}"
     files = conn.execute(
         "select count(*), coalesce(bit_xor(hash(rowid, file_name, row_number, content_sha256, ingested_at)), 0) "
         "from raw.file_transactions"
     ).fetchone()
-    return {
-        "orders_max_rowid": int(orders[0]), "orders_rows": int(orders[1]),
-        "orders_fingerprint": _fingerprint(conn, "raw.shopify_orders", "order_id", int(orders[0])),
-        "profiles_max_rowid": int(profiles[0]), "profiles_rows": int(profiles[1]),
-        "profiles_fingerprint": _fingerprint(conn, "raw.klaviyo_profiles", "profile_id", int(profiles[0])),
-        "files_fingerprint": f"{files[0]}:{files[1]}",
-    }
-
-
-def _fingerprint(conn: duckdb.DuckDBPyConnection, table: str, key: str, up_to_rowid: int) -> str:
-    row = conn.execute(
-        f"select count(*), coalesce(bit_xor(hash(rowid, {key}, updated_at, ingested_at)), 0) from {table} "
-        "where rowid <= ?", [up_to_rowid]
-    ).fetchone()
-    return f"{row[0]}:{row[1]}"
+    marks["files_fingerprint"] = f"{files[0]}:{files[1]}"
+    return marks, at_state
 
 
 def _read_state(conn: duckdb.DuckDBPyConnection) -> dict | None:
@@ -586,8 +589,10 @@ def _read_state(conn: duckdb.DuckDBPyConnection) -> dict | None:
     return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
 
 
-def _why_not_merge(conn: duckdb.DuckDBPyConnection, state: dict | None, marks: dict, params: dict) -> str | None:
-    """None when the raw rows since `state` can be merged, else why a full build is needed."""
+def _why_not_merge(conn: duckdb.DuckDBPyConnection, state: dict | None, marks: dict, at_state: dict,
+                   params: dict) -> str | None:
+    """None when the raw rows since `state` can be merged, else why a full build is needed
+    (`at_state`: the fingerprints of raw up to `state`'s marks now, from `_raw_marks`)."""
     if state is None:
         return "no previous build"
     for key in ("shop_currency", "shop_timezone", "revenue_basis"):
@@ -595,9 +600,8 @@ def _why_not_merge(conn: duckdb.DuckDBPyConnection, state: dict | None, marks: d
             return f"{key} changed ({state.get(key)} → {params[key]})"
     if state["files_fingerprint"] != marks["files_fingerprint"]:
         return "imported files changed"
-    for table, prefix, key in (("raw.shopify_orders", "orders", "order_id"),
-                               ("raw.klaviyo_profiles", "profiles", "profile_id")):
-        if _fingerprint(conn, table, key, int(state[f"{prefix}_max_rowid"])) != state[f"{prefix}_fingerprint"]:
+    for table, prefix in (("raw.shopify_orders", "orders"), ("raw.klaviyo_profiles", "profiles")):
+        if at_state[prefix] != state[f"{prefix}_fingerprint"]:
             return f"rows of {table} already built were deleted or re-inserted"
     missing = [t for t in (*(f"staging.{t}" for t in STAGING_TABLES), f"{BUILD_SCHEMA}._order_versions",
                            f"{BUILD_SCHEMA}._profile_versions", f"{BUILD_SCHEMA}._resolved_orders",
