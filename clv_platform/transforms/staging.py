@@ -63,11 +63,6 @@ BUILD_VIEWS = (
     "_raw_orders_scope", "_raw_profiles_scope",
 )
 
-PAYLOADS_TABLE = f"{BUILD_SCHEMA}._order_payloads"
-"""The order versions of one build, each payload parsed once (01_order_versions.sql) with its line
-items and refunds typed, read by the version ranking, the order lines and the refunds; dropped
-before the build commits (a merge parses only the versions it needs)."""
-
 STATE_TABLE = f"{BUILD_SCHEMA}.build_state"
 
 LOAD_BOOKKEEPING_COLUMNS = {"rejected_rows": ("rejected_at",)}
@@ -195,7 +190,6 @@ def build_staging(
             else:
                 result.mode = "merge"
                 _merge(conn, params, state, result)
-            conn.execute(f"drop table if exists {PAYLOADS_TABLE}")
             result.reconciliation = reconcile(conn)
             unbalanced = [r for r in result.reconciliation + result.load_reconciliation if not r.balanced]
             if unbalanced:
@@ -449,16 +443,6 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     _run(conn, params, _scoped("05_staging_tables.sql", "staging_build._resolved_orders", "_resolved_orders_delta",
                          {"_accepted_orders": _in("_accepted_orders", "order_id", "_aff_resolve")}))
     _replace_rows(conn, "staging_build._resolved_orders", "order_id", "_aff_resolve", "_resolved_orders_delta")
-    # the lines and refunds below read parsed payloads: parse the re-resolved orders' versions that
-    # did not arrive in this load (an old order of a person whose identity changed). The raw scope
-    # of the versions pass is done with, so it now names just those rows for the same statement.
-    conn.execute(f"""
-        create or replace temp view _raw_orders_scope as
-        select rowid as raw_rowid, * from raw.shopify_orders
-        where rowid in (select raw_rowid from _resolved_orders_delta except select raw_rowid from {PAYLOADS_TABLE})
-    """)
-    _run(conn, params, _scoped("01_order_versions.sql", PAYLOADS_TABLE, "_order_payloads_extra", {}))
-    conn.execute(f"insert into {PAYLOADS_TABLE} select * from _order_payloads_extra")
     conn.execute("insert into _aff_history select customer_id from _resolved_orders_delta where customer_id is not null")
     conn.execute("create or replace temp table _aff_history as select distinct customer_id from _aff_history")
     conn.execute("insert into _aff_customers select customer_id from _aff_history")
@@ -631,7 +615,7 @@ def _drop_build_objects(conn: duckdb.DuckDBPyConnection) -> None:
         "(table_name like '\\_delta\\_%' escape '\\' or table_name like '\\_aff\\_%' escape '\\' "
         "or table_name like '%\\_delta' escape '\\' or table_name in ('_new_order_versions', "
         "'_new_profile_versions', '_old_accepted', '_old_profiles', '_old_email_identity', '_old_customer_map', "
-        "'_changed_map', '_changed_email', '_order_payloads_extra', '_old_firsts'))"
+        "'_changed_map', '_changed_email', '_old_firsts'))"
     ).fetchall()
     for (name,) in temps:
         conn.execute(f"drop table if exists temp.{name}")

@@ -6,35 +6,6 @@ create or replace temp macro clv_parsed_payloads(scope, structure) as table
     select r.raw_rowid, r.source, r.ingested_at, json_transform(r.payload, structure) as payload
     from query_table(scope) as r;
 
--- clv_order_payloads(scope): the Shopify order rows of `scope` parsed with every field that
--- 01_order_versions.sql reads for the versions and types for the order lines and refunds of
--- 05_staging_tables.sql: one structure, so each payload is parsed once for all of them.
-create or replace temp macro clv_order_payloads(scope) as table
-    select * from clv_parsed_payloads(scope, '{
-            "id": "VARCHAR", "name": "VARCHAR", "email": "VARCHAR",
-            "createdAt": "VARCHAR", "processedAt": "VARCHAR", "updatedAt": "VARCHAR",
-            "cancelledAt": "VARCHAR", "currencyCode": "VARCHAR", "presentmentCurrencyCode": "VARCHAR",
-            "test": "BOOLEAN", "taxesIncluded": "BOOLEAN",
-            "displayFinancialStatus": "VARCHAR",
-            "totalPriceSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"},
-                              "presentmentMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
-            "totalDiscountsSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
-            "totalTaxSet": {"shopMoney": {"amount": "VARCHAR"}},
-            "totalShippingPriceSet": {"shopMoney": {"amount": "VARCHAR"}},
-            "customer": {"id": "VARCHAR", "email": "VARCHAR", "defaultEmailAddress": {"emailAddress": "VARCHAR"}},
-            "lineItems": {"nodes": [{
-                "id": "VARCHAR", "quantity": "VARCHAR", "currentQuantity": "VARCHAR", "sku": "VARCHAR",
-                "title": "VARCHAR",
-                "product": {"id": "VARCHAR", "productType": "VARCHAR"},
-                "originalUnitPriceSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
-                "totalDiscountSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}}
-            }]},
-            "refunds": [{"id": "VARCHAR", "createdAt": "VARCHAR",
-                         "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
-                         "refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR"}, "quantity": "VARCHAR",
-                                                        "subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]
-        }');
-
 -- clv_visit(v): the attribution fields of one visit of an order's customerJourneySummary (a
 -- struct that 07_acquisition.sql's json_transform parses once per payload), blank text as null and the source,
 -- utm source and utm medium in lower case. 07_acquisition.sql reads the first and the last visit

@@ -1,20 +1,39 @@
 -- Every Shopify order version in scope (`_raw_orders_scope`: all of raw.shopify_orders on a full
 -- build, the rows that arrived since the last build on a merge), parsed, with the reason it cannot
--- be used (NULL when it can); 01_rank_order_versions.sql then picks the newest version per order.
--- Parameter: $shop_currency. The money rules (net sales, returns, edits, voided orders) are
--- written out in data_contracts.md, "Revenue".
---
--- Each payload is parsed once (json_transform is most of staging's CPU) into
--- staging_build._order_payloads: the version's scalar columns, plus its line items and refunds
--- as typed lists (line_facts, refund_facts) that 05_staging_tables.sql unnests for the accepted
--- versions instead of parsing their JSON again. The ranking reads the view below, without the
--- lists: carrying the nested lists of ~5M versions through the version ranking and joins is what
--- made staging need > 4 GB at a million customers. The table is an ordinary one (written to the
--- file as it fills, see staging.BUILD_SCHEMA), dropped before the build commits.
-create or replace table staging_build._order_payloads as
+-- be used (NULL when it can); 01_rank_order_versions.sql then picks the newest version per order. Parameter: $shop_currency. The money rules
+-- (net sales, returns, edits, voided orders) are written out in data_contracts.md, "Revenue".
+-- Only scalar columns are kept: the line items
+-- and refunds are summarised here (counts, sums, validity) and parsed again from raw by
+-- rowid for the accepted versions only (05_staging_tables.sql). Carrying the nested lists
+-- of ~5M versions through the version ranking and joins is what made staging need > 4 GB
+-- at a million customers; the narrow table spills and ranks cheaply.
+create or replace temp view _order_versions_checked as
 with parsed as (
-    -- clv_order_payloads: 00_payload_macros.sql
-    select * rename (payload as o) from clv_order_payloads('_raw_orders_scope')
+    -- clv_parsed_payloads: 00_payload_macros.sql
+    select * rename (payload as o) from clv_parsed_payloads('_raw_orders_scope', '{
+            "id": "VARCHAR", "name": "VARCHAR", "email": "VARCHAR",
+            "createdAt": "VARCHAR", "processedAt": "VARCHAR", "updatedAt": "VARCHAR",
+            "cancelledAt": "VARCHAR", "currencyCode": "VARCHAR", "presentmentCurrencyCode": "VARCHAR",
+            "test": "BOOLEAN", "taxesIncluded": "BOOLEAN",
+            "displayFinancialStatus": "VARCHAR",
+            "totalPriceSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"},
+                              "presentmentMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
+            "totalDiscountsSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
+            "totalTaxSet": {"shopMoney": {"amount": "VARCHAR"}},
+            "totalShippingPriceSet": {"shopMoney": {"amount": "VARCHAR"}},
+            "customer": {"id": "VARCHAR", "email": "VARCHAR", "defaultEmailAddress": {"emailAddress": "VARCHAR"}},
+            "lineItems": {"nodes": [{
+                "id": "VARCHAR", "quantity": "VARCHAR", "currentQuantity": "VARCHAR", "sku": "VARCHAR",
+                "title": "VARCHAR",
+                "product": {"id": "VARCHAR", "productType": "VARCHAR"},
+                "originalUnitPriceSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
+                "totalDiscountSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}}
+            }]},
+            "refunds": [{"id": "VARCHAR", "createdAt": "VARCHAR",
+                         "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
+                         "refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR"}, "quantity": "VARCHAR",
+                                                        "subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]
+        }')
 ),
 typed as (
     select
@@ -43,31 +62,24 @@ typed as (
         nullif(lower(trim(coalesce(o.customer.defaultEmailAddress.emailAddress, o.customer.email, o.email))), '')
             as email,
         cast(len(coalesce(o.lineItems.nodes, [])) as integer) as line_count,
-        -- each line as staging.order_lines reads it; its sold quantity (summed below) = units still
-        -- on the order + units refunded (currentQuantity excludes both refunded and edited-away
-        -- units; edited-away units were never sold)
+        -- sold quantity of a line = units still on the order + units refunded (currentQuantity
+        -- excludes both refunded and edited-away units; edited-away units were never sold)
         list_transform(coalesce(o.lineItems.nodes, []), lambda l: {
-            'id': l.id,
-            'product_id': l.product.id,
-            'sku': l.sku,
-            'title': l.title,
-            'category': l.product.productType,
             'price': try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2)),
-            'discount': coalesce(try_cast(l.totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0),
             'ordered': try_cast(l.quantity as integer),
-            'current': coalesce(try_cast(l.currentQuantity as integer), try_cast(l.quantity as integer)),
-            'refunded': coalesce(list_sum(list_transform(
-                flatten(list_transform(coalesce(o.refunds, []),
-                                       lambda r: coalesce(r.refundLineItems.nodes, []))),
-                lambda x: case when x.lineItem.id = l.id then try_cast(x.quantity as integer) else 0 end)), 0),
+            'sold': least(
+                try_cast(l.quantity as integer),
+                coalesce(try_cast(l.currentQuantity as integer), try_cast(l.quantity as integer))
+                + coalesce(list_sum(list_transform(
+                    flatten(list_transform(coalesce(o.refunds, []),
+                                           lambda r: coalesce(r.refundLineItems.nodes, []))),
+                    lambda x: case when x.lineItem.id = l.id then try_cast(x.quantity as integer) else 0 end)), 0)),
             'bad_current': l.currentQuantity is not null and try_cast(l.currentQuantity as integer) is null
         }) as line_facts,
         cast(len(coalesce(o.refunds, [])) as integer) as refund_count,
         -- the products part of each refund: its refunded lines' subtotals; a refund without
         -- refunded lines (an amount-only refund) counts whole, since Shopify does not say what it was for
         list_transform(coalesce(o.refunds, []), lambda r: {
-            'id': r.id,
-            'refunded_at': timezone('UTC', try_cast(r.createdAt as timestamptz)),
             'total': try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)),
             'products': case when len(coalesce(r.refundLineItems.nodes, [])) > 0
                 then list_sum(list_transform(r.refundLineItems.nodes,
@@ -97,12 +109,11 @@ typed as (
 ),
 summed as (
     select
-        *,
+        * exclude (line_facts, refund_facts),
         cast(coalesce(list_sum(list_transform(line_facts, lambda f: f.ordered)), 0) as bigint) as ordered_quantity,
-        cast(coalesce(list_sum(list_transform(line_facts,
-            lambda f: least(f.ordered, f.current + f.refunded))), 0) as bigint) as item_quantity,
+        cast(coalesce(list_sum(list_transform(line_facts, lambda f: f.sold)), 0) as bigint) as item_quantity,
         try_cast(coalesce(list_sum(list_transform(line_facts,
-            lambda f: cast(least(f.ordered, f.current + f.refunded) as decimal(20, 0)) * f.price)), 0) as decimal(18, 2))
+            lambda f: cast(f.sold as decimal(20, 0)) * f.price)), 0) as decimal(18, 2))
             as gross_sales,
         coalesce(list_sum(list_transform(refund_facts, lambda f: f.total)), 0) as total_refunded,
         coalesce(list_sum(list_transform(refund_facts, lambda f: f.products)), 0) as product_refunds,
@@ -143,7 +154,3 @@ checked as (
     from valued
 )
 select * from checked;
-
--- the versions as 01_rank_order_versions.sql ranks them: scalar columns only
-create or replace temp view _order_versions_checked as
-select * exclude (line_facts, refund_facts) from staging_build._order_payloads;

@@ -2,8 +2,8 @@
 -- so a rebuild is idempotent and readers never see half of one.
 create schema if not exists staging;
 
--- Accepted Shopify orders with their person resolved; raw_rowid finds the parsed payload
--- (staging_build._order_payloads) for the line items and refunds.
+-- Accepted Shopify orders with their person resolved; raw_rowid finds the payload again
+-- for the line items and refunds.
 create or replace table staging_build._resolved_orders as
 select
     o.raw_rowid,
@@ -102,9 +102,8 @@ left join (
 where f.reject_reason is null and not f.is_return
 group by f.order_key;
 
--- Line items of the accepted versions, typed once by 01_order_versions.sql
--- (staging_build._order_payloads.line_facts): a streaming join + unnest that never holds the
--- nested lists of every version at once.
+-- Line items are parsed a second time, from the payloads of accepted versions only: a
+-- streaming join + unnest that never holds the nested lists of every version at once.
 create or replace table staging.order_lines as
 with shopify_lines as (
     select
@@ -112,23 +111,40 @@ with shopify_lines as (
         ro.customer_id,
         ro.order_date,
         ro.is_cancelled,
-        unnest(p.line_facts) as l,
-        unnest(range(1, len(p.line_facts) + 1)) as line_number
+        unnest(p.items) as l,
+        unnest(range(1, len(p.items) + 1)) as line_number,
+        p.refund_lines
     from (
-        select raw_rowid, line_facts
-        from staging_build._order_payloads
-        where raw_rowid in (select raw_rowid from staging_build._resolved_orders where line_count > 0)
+        select
+            r.rowid as raw_rowid,
+            o.lineItems.nodes as items,
+            flatten(list_transform(coalesce(o.refunds, []), lambda x: coalesce(x.refundLineItems.nodes, [])))
+                as refund_lines
+        from (
+            select rowid, json_transform(payload, '{"lineItems": {"nodes": [{
+                "id": "VARCHAR", "quantity": "VARCHAR", "currentQuantity": "VARCHAR", "sku": "VARCHAR",
+                "title": "VARCHAR",
+                "product": {"id": "VARCHAR", "productType": "VARCHAR"},
+                "originalUnitPriceSet": {"shopMoney": {"amount": "VARCHAR"}},
+                "totalDiscountSet": {"shopMoney": {"amount": "VARCHAR"}}
+            }]}, "refunds": [{"refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR"}, "quantity": "VARCHAR"}]}}]
+            }') as o
+            from raw.shopify_orders
+            where rowid in (select raw_rowid from staging_build._resolved_orders where line_count > 0)
+        ) as r
     ) as p
     join staging_build._resolved_orders as ro using (raw_rowid)
 ),
 quantified as (
     select
         *,
-        l.ordered as ordered_quantity,
-        l.current as current_quantity,
-        l.refunded as refunded_quantity,
-        l.price as unit_price,
-        l.discount as line_discount
+        try_cast(l.quantity as integer) as ordered_quantity,
+        coalesce(try_cast(l.currentQuantity as integer), try_cast(l.quantity as integer)) as current_quantity,
+        coalesce(list_sum(list_transform(refund_lines,
+            lambda x: case when x.lineItem.id = l.id then try_cast(x.quantity as integer) else 0 end)), 0)
+            as refunded_quantity,
+        try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2)) as unit_price,
+        coalesce(try_cast(l.totalDiscountSet.shopMoney.amount as decimal(18, 2)), 0) as line_discount
     from shopify_lines
 ),
 sold as (
@@ -142,10 +158,10 @@ select
     l.id as line_id,
     customer_id,
     order_date,
-    l.product_id,
-    l.sku,
-    l.title,
-    l.category,
+    l.product.id as product_id,
+    l.sku as sku,
+    l.title as title,
+    l.product.productType as category,
     sold_quantity as quantity,
     unit_price,
     -- the line's discount covers every ordered unit: keep the sold units' share
@@ -185,27 +201,31 @@ where reject_reason is null and not is_return;
 -- Refunds with their own dates, so features can see only the refunds made by a cutoff.
 create or replace table staging.refunds as
 with refund_rows as (
-    -- the refunds of the accepted versions, typed once by 01_order_versions.sql (refund_facts)
     select
         ro.order_id,
         ro.customer_id,
-        unnest(p.refund_facts) as r
+        unnest(json_transform(r.payload, '[{"id": "VARCHAR", "createdAt": "VARCHAR",
+            "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR"}},
+            "refundLineItems": {"nodes": [{"subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]')) as r
     from (
-        select raw_rowid, refund_facts
-        from staging_build._order_payloads
-        where raw_rowid in (select raw_rowid from staging_build._resolved_orders where refund_count > 0)
-    ) as p
-    join staging_build._resolved_orders as ro on ro.raw_rowid = p.raw_rowid
+        select rowid, payload -> '$.refunds' as payload
+        from raw.shopify_orders
+        where rowid in (select raw_rowid from staging_build._resolved_orders where refund_count > 0)
+    ) as r
+    join staging_build._resolved_orders as ro on ro.raw_rowid = r.rowid
 ),
 valued as (
     select
         order_id,
         r.id as refund_id,
         customer_id,
-        r.refunded_at,
-        r.total as total_refunded,
+        timezone('UTC', try_cast(r.createdAt as timestamptz)) as refunded_at,
+        try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) as total_refunded,
         -- the products part (see 01_order_versions.sql): refunded lines, or the whole amount-only refund
-        r.products as products_refunded
+        case when len(coalesce(r.refundLineItems.nodes, [])) > 0
+            then list_sum(list_transform(r.refundLineItems.nodes,
+                lambda x: try_cast(x.subtotalSet.shopMoney.amount as decimal(18, 2))))
+            else try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) end as products_refunded
     from refund_rows
 )
 select
