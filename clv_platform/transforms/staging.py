@@ -113,7 +113,8 @@ class StagingResult:
     load_reconciliation: list[Reconciliation] = field(default_factory=list)
     """A merge's new raw rows per table: in = accepted + rejected (of this load only)."""
     merged: dict[str, int] = field(default_factory=dict)
-    """A merge's affected keys: orders, profiles, customers, products."""
+    """A merge's affected keys: orders, profiles, orders re-resolved, customers, customers whose
+    history / acquisition row was rebuilt, products."""
 
 
 def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -> str:
