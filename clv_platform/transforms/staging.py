@@ -493,8 +493,8 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     _replace_rows(conn, "staging.order_history", "customer_id", "_aff_history", "_delta_order_history")
     # a customer's acquisition row reads only their first purchase: its order row, its accepted
     # payload. A repeat buyer's new order leaves both as they were, so only customers whose first
-    # purchase is another order, or was re-resolved, are re-read: at 300k, 557 payloads instead of
-    # 5,694, most of them old rows spread over the whole raw table (a cold block read each).
+    # purchase is another order, or was re-resolved, are re-read: at 300k, 557 first-order payloads
+    # instead of 5,694 (an old order's payload is a cold block read somewhere in the raw table).
     conn.execute("""
         create or replace temp table _aff_acquisition as
         select h.customer_id
