@@ -1,0 +1,76 @@
+"""Per-statement wall and CPU seconds of one staging build, on a copy of a built store.
+
+    python -m benchmarks.staging_profile full  STORE.duckdb [--work /tmp/dir]
+    python -m benchmarks.staging_profile merge STORE.duckdb [--work /tmp/dir]
+
+`full` rebuilds staging from raw (`build_staging(full_rebuild=True)`); `merge` first appends one
+day of news (`benchmarks.nightly.append_day`, as the nightly bench does) and then merges it. The
+store is copied first and never written (e.g. a bench `--keep-dir`'s `before_nightly.duckdb`).
+CPU seconds are the process's (`time.process_time`), which grow far less than wall seconds when
+other jobs share the cores, so two versions of the code are compared on CPU seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from benchmarks.bench import default_memory_limit
+from benchmarks.nightly import append_day
+from clv_platform.transforms.staging import build_staging
+
+
+class _TimedConnection:
+    """A connection whose `execute` records (wall s, CPU s, statement head) per call."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self._conn = conn
+        self.timings: list[tuple[float, float, str]] = []
+
+    def execute(self, sql: str, *args):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = self._conn.execute(sql, *args)
+        self.timings.append((time.perf_counter() - wall, time.process_time() - cpu, " ".join(sql.split())[:110]))
+        return result
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("full", "merge"))
+    parser.add_argument("store", type=Path)
+    parser.add_argument("--work", type=Path, default=None, help="folder for the copy (default: a temp dir)")
+    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--timezone", default="UTC", help="the store time zone the staging asset passes")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        copy = Path(tmp) / "store.duckdb"
+        shutil.copy(args.store, copy)
+        conn = duckdb.connect(str(copy), config={"memory_limit": default_memory_limit()})
+        try:
+            if args.mode == "merge":
+                print(append_day(conn))
+            timed = _TimedConnection(conn)
+            wall, cpu = time.perf_counter(), time.process_time()
+            result = build_staging(timed, None, args.timezone, full_rebuild=args.mode == "full")
+            print(f"{args.mode}: built as {result.mode} ({result.full_reason or 'as asked'}), "
+                  f"wall {time.perf_counter() - wall:.1f} s, CPU {time.process_time() - cpu:.1f} s")
+            if result.merged:
+                print(f"merged keys: {result.merged}")
+            print(f"{'wall s':>8}{'CPU s':>8}  statement")
+            for w, c, head in sorted(timed.timings, key=lambda t: t[1], reverse=True)[:args.top]:
+                print(f"{w:8.2f}{c:8.2f}  {head}")
+        finally:
+            conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

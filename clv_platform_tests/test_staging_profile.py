@@ -1,0 +1,25 @@
+"""benchmarks.staging_profile: times a merge on a copy and leaves the given store as it was."""
+
+from datetime import datetime
+
+import duckdb
+
+from benchmarks.staging_profile import main
+from clv_platform.ingestion.demo_store import DemoStoreParams, generate
+from clv_platform.transforms.staging import build_staging
+
+
+def test_profiles_a_merge_on_a_copy_of_the_store(tmp_path, capsys):
+    store = tmp_path / "store.duckdb"
+    with duckdb.connect(str(store)) as conn:
+        generate(DemoStoreParams(n_customers=200)).write_raw_tables(conn, datetime(2026, 1, 1))
+        build_staging(conn, None, "UTC")
+        raw_before = conn.execute("select count(*) from raw.shopify_orders").fetchone()[0]
+    assert main(["merge", str(store), "--work", str(tmp_path), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "merge: built as merge (as asked)" in out
+    assert "merged keys: {'orders':" in out
+    assert len([line for line in out.splitlines() if "create or replace" in line]) == 3
+    with duckdb.connect(str(store), read_only=True) as conn:  # the day was appended to the copy only
+        assert conn.execute("select count(*) from raw.shopify_orders").fetchone()[0] == raw_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.duckdb"]  # the copy's folder is gone
