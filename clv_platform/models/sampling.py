@@ -1,0 +1,145 @@
+"""Training frames of a customer sample, drawn in DuckDB before anything reaches pandas.
+
+The model steps cap their rows (``[sampling]`` in clv.toml): each keeps the customers with the
+smallest seeded pandas hash of their id (``customer_keys``), the same customers in every window
+and every run. Fetching a whole-store frame with ``.df()`` and capping it afterwards made the cost
+of every training run grow with the store (eight 1M-row frames per CLV run). Here the same rule
+runs in SQL: the hash of every customer id of the store is computed once per run (pandas, so it
+is bit-for-bit the key ``cap_rows`` uses), registered with DuckDB, and each window's query keeps
+its ``max_rows`` smallest keys before ``.df()``. Because the kept set is "the smallest keys" in
+both places, a frame sampled to N rows and then capped to M <= N rows with ``cap_rows`` holds
+exactly the rows ``cap_rows(whole_frame, M)`` holds: the models are unchanged by the move, only
+the memory and the fetch shrink. Stores with at most ``max_rows`` customers take the unchanged
+whole-frame path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from clv_platform.transforms.features import build_training_frame, check_order_history, training_query
+
+KEYS_VIEW = "__clv_customer_sample_keys"
+"""Name of the registered (customer_id, sample_key) frame; registered per connection and run."""
+
+
+def customer_keys(ids: pd.Series) -> np.ndarray:
+    """The fixed pseudo-random 64-bit key of each customer id (pandas' seeded hash, stable across
+    runs and machines): the sampling order of every capped training frame."""
+    return pd.util.hash_pandas_object(ids.astype(str), index=False).to_numpy()
+
+
+@dataclass
+class SampledFrame:
+    """A training frame (possibly a customer sample) and the size of the window it was drawn from."""
+
+    frame: pd.DataFrame
+    rows: int
+    """Rows (customers) of the whole window."""
+    frequency: int
+    """Sum of ``frequency`` (repeat purchase days) over the whole window: 0 = no repeat customer."""
+    max_rows: int | None
+    """The cap it was fetched with (None = whole window)."""
+
+    @property
+    def complete(self) -> bool:
+        return len(self.frame) == self.rows
+
+
+@dataclass
+class TrainingFrames:
+    """The training frames of one run, each fetched once, customer-sampled in SQL when capped.
+
+    ``get(end, h, max_rows)``: features at ``end - h`` with labels in (end - h, end], at most
+    ``max_rows`` rows (0 / None = all) chosen by the smallest ``customer_keys``, in customer_id
+    order - the same rows as ``cap_rows(build_training_frame(conn, end, h), max_rows)``. A frame is
+    fetched once per (end, h) with the largest cap announced for it by ``want`` (or the first
+    request's), and a later request with a smaller cap is served from it by ``cap_rows``.
+    """
+
+    conn: duckdb.DuckDBPyConnection
+    _wanted: dict = field(default_factory=dict)
+    _frames: dict = field(default_factory=dict)
+    _store_customers: int | None = None
+    _keys_registered: bool = False
+    fetched: list = field(default_factory=list)
+    """(end, h, max_rows, rows fetched) of every query run (metadata, tests)."""
+
+    def want(self, end: date, horizon_days: int, max_rows: int | None) -> None:
+        """Announce a later ``get``: the frame is fetched with the largest cap announced (None = all)."""
+        key, cap = (end, int(horizon_days)), int(max_rows) if max_rows else None
+        if key in self._wanted:
+            old = self._wanted[key]
+            cap = None if old is None or cap is None else max(old, cap)
+        self._wanted[key] = cap
+
+    def get(self, end: date, horizon_days: int, max_rows: int | None) -> SampledFrame:
+        from clv_platform.models.clv.windows import cap_rows
+
+        key = (end, int(horizon_days))
+        cap = int(max_rows) if max_rows else None
+        held = self._frames.get(key)
+        if held is None or not (held.complete or (cap is not None and held.max_rows is not None
+                                                  and cap <= held.max_rows)):
+            fetch = cap
+            if key in self._wanted:
+                fetch = None if self._wanted[key] is None or cap is None else max(self._wanted[key], cap)
+            held = self._fetch(end, int(horizon_days), fetch)
+            self._frames[key] = held
+        if cap is None or len(held.frame) <= cap:
+            return held
+        return SampledFrame(cap_rows(held.frame, cap), held.rows, held.frequency, cap)
+
+    def _fetch(self, end: date, horizon_days: int, max_rows: int | None) -> SampledFrame:
+        if max_rows is None or self.store_customers() <= max_rows:
+            frame = build_training_frame(self.conn, end, horizon_days)
+            self.fetched.append((end, horizon_days, max_rows, len(frame)))
+            return SampledFrame(frame, len(frame), int(frame["frequency"].sum()) if len(frame) else 0, None)
+        self._register_keys()
+        sql, params = training_query(end, horizon_days)
+        # window aggregates run before QUALIFY: the whole window's size and repeat days come back
+        # with the sample, so the callers' "too few customers" checks see the window, not the sample
+        frame = self.conn.execute(
+            f"""
+            select t.*, count(*) over () as __window_rows, sum(t.frequency) over () as __window_frequency
+            from ({sql}) as t
+            join {KEYS_VIEW} as k on k.customer_id = t.customer_id
+            qualify row_number() over (order by k.sample_key) <= $max_rows
+            order by t.customer_id
+            """,
+            {**params, "max_rows": int(max_rows)},
+        ).df()
+        rows = int(frame["__window_rows"].iloc[0]) if len(frame) else 0
+        frequency = int(frame["__window_frequency"].iloc[0] or 0) if len(frame) else 0
+        frame = frame.drop(columns=["__window_rows", "__window_frequency"])
+        self.fetched.append((end, horizon_days, max_rows, len(frame)))
+        return SampledFrame(frame, rows, frequency, max_rows)
+
+    def store_customers(self) -> int:
+        """Customers with any order in the store: no window can hold more."""
+        if self._store_customers is None:
+            check_order_history(self.conn)
+            self._store_customers = int(self.conn.execute(
+                "select count(distinct customer_id) from staging.order_history").fetchone()[0])
+        return self._store_customers
+
+    def _register_keys(self) -> None:
+        if self._keys_registered:
+            return
+        # every customer of the feature SQL's population comes from staging.order_history
+        ids = self.conn.execute("select distinct customer_id from staging.order_history").df()["customer_id"]
+        keys = pd.DataFrame({"customer_id": ids.to_numpy(), "sample_key": customer_keys(ids)})
+        self.conn.register(KEYS_VIEW, keys)
+        self._keys_registered = True
+
+    def close(self) -> None:
+        """Unregister the keys and drop the held frames."""
+        if self._keys_registered:
+            self.conn.unregister(KEYS_VIEW)
+            self._keys_registered = False
+        self._frames.clear()
