@@ -59,7 +59,8 @@ class TrainingFrames:
     ``max_rows`` rows (0 / None = all) chosen by the smallest ``customer_keys``, in customer_id
     order - the same rows as ``cap_rows(build_training_frame(conn, end, h), max_rows)``. A frame is
     fetched once per (end, h) with the largest cap announced for it by ``want`` (or the first
-    request's), and a later request with a smaller cap is served from it by ``cap_rows``.
+    request's) and held until its announced uses are served; a later request with a smaller cap
+    is served from it by ``cap_rows``. Frames that were not announced are not held.
     """
 
     conn: duckdb.DuckDBPyConnection
@@ -71,12 +72,15 @@ class TrainingFrames:
     """(end, h, max_rows, rows fetched) of every query run (metadata, tests)."""
 
     def want(self, end: date, horizon_days: int, max_rows: int | None) -> None:
-        """Announce a later ``get``: the frame is fetched with the largest cap announced (None = all)."""
+        """Announce a later ``get``: the frame is fetched with the largest cap announced (None = all)
+        and held until the last announced ``get`` has been served (then released)."""
         key, cap = (end, int(horizon_days)), int(max_rows) if max_rows else None
         if key in self._wanted:
-            old = self._wanted[key]
+            old, uses = self._wanted[key]
             cap = None if old is None or cap is None else max(old, cap)
-        self._wanted[key] = cap
+            self._wanted[key] = (cap, uses + 1)
+        else:
+            self._wanted[key] = (cap, 1)
 
     def get(self, end: date, horizon_days: int, max_rows: int | None) -> SampledFrame:
         from clv_platform.models.clv.windows import cap_rows
@@ -88,9 +92,18 @@ class TrainingFrames:
                                                   and cap <= held.max_rows)):
             fetch = cap
             if key in self._wanted:
-                fetch = None if self._wanted[key] is None or cap is None else max(self._wanted[key], cap)
+                wanted = self._wanted[key][0]
+                fetch = None if wanted is None or cap is None else max(wanted, cap)
             held = self._fetch(end, int(horizon_days), fetch)
-            self._frames[key] = held
+        if key in self._wanted:
+            wanted, uses = self._wanted[key]
+            # held for the announced uses only: a run does not keep every window in memory
+            if uses > 1:
+                self._wanted[key] = (wanted, uses - 1)
+                self._frames[key] = held
+            else:
+                del self._wanted[key]
+                self._frames.pop(key, None)
         if cap is None or len(held.frame) <= cap:
             return held
         return SampledFrame(cap_rows(held.frame, cap), held.rows, held.frequency, cap)
