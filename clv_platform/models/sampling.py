@@ -41,8 +41,8 @@ class SampledFrame:
     frame: pd.DataFrame
     rows: int
     """Rows (customers) of the whole window."""
-    frequency: int
-    """Sum of ``frequency`` (repeat purchase days) over the whole window: 0 = no repeat customer."""
+    has_repeat: bool
+    """Whether the whole window has a customer with a repeat purchase day (``frequency`` > 0)."""
     max_rows: int | None
     """The cap it was fetched with (None = whole window)."""
 
@@ -70,6 +70,8 @@ class TrainingFrames:
     _keys_registered: bool = False
     fetched: list = field(default_factory=list)
     """(end, h, max_rows, rows fetched) of every query run (metadata, tests)."""
+    pushed_down: int = 0
+    """Samples whose features were computed for the candidate customers only (``_fetch_pushed_down``)."""
 
     def want(self, end: date, horizon_days: int, max_rows: int | None) -> None:
         """Announce a later ``get``: the frame is fetched with the largest cap announced (None = all)
@@ -106,15 +108,79 @@ class TrainingFrames:
                 self._frames.pop(key, None)
         if cap is None or len(held.frame) <= cap:
             return held
-        return SampledFrame(cap_rows(held.frame, cap), held.rows, held.frequency, cap)
+        return SampledFrame(cap_rows(held.frame, cap), held.rows, held.has_repeat, cap)
 
     def _fetch(self, end: date, horizon_days: int, max_rows: int | None) -> SampledFrame:
         if max_rows is None or self.store_customers() <= max_rows:
             frame = build_training_frame(self.conn, end, horizon_days)
             self.fetched.append((end, horizon_days, max_rows, len(frame)))
-            return SampledFrame(frame, len(frame), int(frame["frequency"].sum()) if len(frame) else 0, None)
+            return SampledFrame(frame, len(frame), bool(len(frame) and frame["frequency"].sum() > 0), None)
         self._register_keys()
         sql, params = training_query(end, horizon_days)
+        sampled = self._fetch_pushed_down(sql, params, max_rows)
+        if sampled is None:
+            sampled = self._fetch_filtered_after(sql, params, max_rows)
+        else:
+            self.pushed_down += 1
+        self.fetched.append((end, horizon_days, max_rows, len(sampled.frame)))
+        return sampled
+
+    def _fetch_pushed_down(self, sql: str, params: dict, max_rows: int) -> SampledFrame | None:
+        """The sample with the features computed for candidate customers only.
+
+        Candidates: the ``max_rows`` + margin smallest keys among customers with any order by the
+        feature cutoff (a superset of the window's customers, who need a purchase not cancelled by
+        then). Every feature and label is a function of the customer's own orders, so reading
+        ``staging.order_history`` for the candidates only gives their rows unchanged; when at
+        least ``max_rows`` candidates are in the window, its ``max_rows`` smallest keys are among
+        them. Otherwise (or when the sample has no repeat customer, so the window's total is
+        needed) None: the caller computes every customer's features and samples after.
+        """
+        margin = max_rows // 50 + 100
+        threshold = self.conn.execute(
+            f"""
+            select max(sample_key) from (
+                select k.sample_key
+                from {KEYS_VIEW} as k
+                semi join (select customer_id from staging.order_history where order_date <= $cutoff::date)
+                    using (customer_id)
+                order by k.sample_key
+                limit $candidates
+            )
+            """,
+            {"cutoff": params["cutoff"], "candidates": max_rows + margin},
+        ).fetchall()[0][0]
+        if threshold is None:
+            return None
+        candidates = (f"(select * from staging.order_history semi join "
+                      f"(select customer_id from {KEYS_VIEW} where sample_key <= $key_max) using (customer_id))")
+        pushed = sql.replace("staging.order_history", candidates)
+        frame = self.conn.execute(
+            f"""
+            select t.*
+            from ({pushed}) as t
+            join {KEYS_VIEW} as k on k.customer_id = t.customer_id
+            qualify row_number() over (order by k.sample_key) <= $max_rows
+            order by t.customer_id
+            """,
+            {**params, "max_rows": int(max_rows), "key_max": threshold},
+        ).df()
+        if len(frame) < max_rows or frame["frequency"].sum() == 0:
+            return None
+        # the window's size: customers with a purchase by the feature cutoff not cancelled by then
+        # (the feature SQL's population)
+        rows = int(self.conn.execute(
+            """
+            select count(distinct customer_id) from staging.order_history
+            where order_date <= $cutoff::date
+              and not (is_cancelled and coalesce(cancelled_on <= $cutoff::date, true))
+            """,
+            {"cutoff": params["cutoff"]},
+        ).fetchall()[0][0])
+        return SampledFrame(frame, rows, True, max_rows)
+
+    def _fetch_filtered_after(self, sql: str, params: dict, max_rows: int) -> SampledFrame:
+        """The sample of every customer's features (window aggregates give the window's totals)."""
         # window aggregates run before QUALIFY: the whole window's size and repeat days come back
         # with the sample, so the callers' "too few customers" checks see the window, not the sample
         frame = self.conn.execute(
@@ -130,15 +196,14 @@ class TrainingFrames:
         rows = int(frame["__window_rows"].iloc[0]) if len(frame) else 0
         frequency = int(frame["__window_frequency"].iloc[0] or 0) if len(frame) else 0
         frame = frame.drop(columns=["__window_rows", "__window_frequency"])
-        self.fetched.append((end, horizon_days, max_rows, len(frame)))
-        return SampledFrame(frame, rows, frequency, max_rows)
+        return SampledFrame(frame, rows, frequency > 0, max_rows)
 
     def store_customers(self) -> int:
         """Customers with any order in the store: no window can hold more."""
         if self._store_customers is None:
             check_order_history(self.conn)
             self._store_customers = int(self.conn.execute(
-                "select count(distinct customer_id) from staging.order_history").fetchone()[0])
+                "select count(distinct customer_id) from staging.order_history").fetchall()[0][0])
         return self._store_customers
 
     def _register_keys(self) -> None:

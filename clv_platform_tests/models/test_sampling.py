@@ -31,18 +31,34 @@ def test_a_window_above_the_cap_is_sampled_in_sql_to_cap_rows_rows(store):
             frames = sampling.TrainingFrames(conn)
             got = frames.get(cutoff, 180, 700)
             # went through the SQL sample (700 rows fetched), not a whole fetch capped in pandas
-            assert frames.fetched == [(cutoff, 180, 700, 700)]
+            assert frames.fetched == [(cutoff, 180, 700, 700)] and frames.pushed_down == 1
             frames.close()
             draws.append(got)
     for got in draws:
         assert len(got.frame) == 700 and not got.complete
-        assert got.rows == len(whole) and got.frequency == int(whole["frequency"].sum())
+        assert got.rows == len(whole) and got.has_repeat == bool(whole["frequency"].sum() > 0)
         pd.testing.assert_frame_equal(got.frame, clv.cap_rows(whole, 700))
     # deterministic: the same customers on a second run
     assert draws[0].frame["customer_id"].tolist() == draws[1].frame["customer_id"].tolist()
     # the smallest keys of the whole window
     keys = sampling.customer_keys(whole["customer_id"])
     assert set(draws[0].frame["customer_id"]) == set(whole["customer_id"][keys <= np.sort(keys)[699]])
+
+
+def test_the_sample_without_the_pushed_down_candidates_is_the_same(store, monkeypatch):
+    """The fallback (every customer's features, sampled after) gives the same rows and totals."""
+    with duckdb.connect(str(store), read_only=True) as conn:
+        cutoff = scoring_cutoff(conn)
+        frames = sampling.TrainingFrames(conn)
+        pushed = frames.get(cutoff, 180, 700)
+        frames.close()
+        monkeypatch.setattr(sampling.TrainingFrames, "_fetch_pushed_down", lambda *args: None)
+        frames = sampling.TrainingFrames(conn)
+        after = frames.get(cutoff, 180, 700)
+        assert frames.pushed_down == 0
+        frames.close()
+    assert (after.rows, after.has_repeat) == (pushed.rows, pushed.has_repeat)
+    pd.testing.assert_frame_equal(after.frame, pushed.frame)
 
 
 def test_a_window_at_or_below_the_cap_is_the_whole_frame(store):

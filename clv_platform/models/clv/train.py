@@ -44,7 +44,7 @@ def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config:
     frames = frames or TrainingFrames(conn)
     rows = fetch_rows(config.max_extension_rows, config)
     first = frames.get(cutoff - timedelta(days=h), h, rows)
-    if first.rows < 2 or first.frequency == 0:
+    if first.rows < 2 or not first.has_repeat:
         return {"factor": 1.0, "reason": f"no repeat customers {2 * h} days before the cutoff"}
     both = frames.get(cutoff, 2 * h, rows).frame
     model = (fits or WindowFits(config)).fit(first.frame, cutoff - timedelta(days=2 * h))

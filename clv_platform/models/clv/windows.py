@@ -179,7 +179,7 @@ def training_windows(
     parts = []
     for end in ends:
         sampled = frames.get(end, h, fetch_rows(max_rows_per_window, config))
-        if sampled.rows < 2 or sampled.frequency == 0:
+        if sampled.rows < 2 or not sampled.has_repeat:
             continue
         frame = add_derived_features(sampled.frame)
         model = fits.fit(frame, end - timedelta(days=h))
