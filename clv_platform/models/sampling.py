@@ -25,7 +25,12 @@ import pandas as pd
 from clv_platform.transforms.features import build_training_frame, check_order_history, training_query
 
 KEYS_VIEW = "__clv_customer_sample_keys"
-"""Name of the registered (customer_id, sample_key) frame; registered per connection and run."""
+"""Temp table of (customer_id, sample_key), written once per run and connection, dropped by ``close``."""
+
+
+PUSH_DOWN_SHARE = 4
+"""A cap of at most 1 / PUSH_DOWN_SHARE of the store's customers is sampled in SQL (the features
+computed for the candidates only); a larger one reads the whole window and caps it in pandas."""
 
 
 def customer_keys(ids: pd.Series) -> np.ndarray:
@@ -115,6 +120,16 @@ class TrainingFrames:
             frame = build_training_frame(self.conn, end, horizon_days)
             self.fetched.append((end, horizon_days, max_rows, len(frame)))
             return SampledFrame(frame, len(frame), bool(len(frame) and frame["frequency"].sum() > 0), None)
+        if max_rows * PUSH_DOWN_SHARE > self.store_customers():
+            # a sample of a large share of the store: reading every row and capping in pandas costs
+            # less than sampling in SQL (300k store, 223k-customer window, 150k cap: 2.4 s CPU whole,
+            # 3.2 s sampled after the features, 4.1 s with the features of the candidates only)
+            from clv_platform.models.clv.windows import cap_rows
+
+            whole = build_training_frame(self.conn, end, horizon_days)
+            self.fetched.append((end, horizon_days, max_rows, len(whole)))
+            return SampledFrame(cap_rows(whole, max_rows), len(whole),
+                                bool(len(whole) and whole["frequency"].sum() > 0), max_rows)
         self._register_keys()
         sql, params = training_query(end, horizon_days)
         sampled = self._fetch_pushed_down(sql, params, max_rows)
@@ -212,12 +227,19 @@ class TrainingFrames:
         # every customer of the feature SQL's population comes from staging.order_history
         ids = self.conn.execute("select distinct customer_id from staging.order_history").df()["customer_id"]
         keys = pd.DataFrame({"customer_id": ids.to_numpy(), "sample_key": customer_keys(ids)})
-        self.conn.register(KEYS_VIEW, keys)
+        # a temp table, not a registered frame: every scan of a pandas frame converts its Python
+        # strings again, and each sampled query reads the keys up to three times
+        self.conn.register("__clv_customer_sample_keys_frame", keys)
+        try:
+            self.conn.execute(f"create or replace temp table {KEYS_VIEW} as "
+                              "select customer_id, sample_key from __clv_customer_sample_keys_frame")
+        finally:
+            self.conn.unregister("__clv_customer_sample_keys_frame")
         self._keys_registered = True
 
     def close(self) -> None:
         """Unregister the keys and drop the held frames."""
         if self._keys_registered:
-            self.conn.unregister(KEYS_VIEW)
+            self.conn.execute(f"drop table if exists temp.main.{KEYS_VIEW}")
             self._keys_registered = False
         self._frames.clear()

@@ -21,6 +21,25 @@ def store(tmp_path_factory):
     return demo_database(tmp_path_factory.mktemp("sampling") / "demo.duckdb", 2000, features=True)
 
 
+@pytest.fixture(autouse=True)
+def sample_in_sql(monkeypatch):
+    """The 2,000-customer store is small: sample every cap below it in SQL (the 1M store's case)."""
+    monkeypatch.setattr(sampling, "PUSH_DOWN_SHARE", 1)
+
+
+def test_a_cap_near_the_store_size_reads_the_whole_window_and_caps_it(store, monkeypatch):
+    monkeypatch.setattr(sampling, "PUSH_DOWN_SHARE", 4)   # the default: 700 * 4 > 2,000 customers
+    with duckdb.connect(str(store), read_only=True) as conn:
+        cutoff = scoring_cutoff(conn)
+        whole = build_training_frame(conn, cutoff, 180)
+        frames = sampling.TrainingFrames(conn)
+        got = frames.get(cutoff, 180, 700)
+        assert frames.fetched == [(cutoff, 180, 700, len(whole))] and frames.pushed_down == 0
+        frames.close()
+    assert got.rows == len(whole) and len(got.frame) == 700
+    pd.testing.assert_frame_equal(got.frame, clv.cap_rows(whole, 700))
+
+
 def test_a_window_above_the_cap_is_sampled_in_sql_to_cap_rows_rows(store):
     with duckdb.connect(str(store), read_only=True) as conn:
         cutoff = scoring_cutoff(conn)
