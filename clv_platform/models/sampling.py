@@ -5,8 +5,9 @@ smallest seeded pandas hash of their id (``customer_keys``), the same customers 
 and every run. Fetching a whole-store frame with ``.df()`` and capping it afterwards made the cost
 of every training run grow with the store (eight 1M-row frames per CLV run). Here the same rule
 runs in SQL: the hash of every customer id of the store is computed once per run (pandas, so it
-is bit-for-bit the key ``cap_rows`` uses), registered with DuckDB, and each window's query keeps
-its ``max_rows`` smallest keys before ``.df()``. Because the kept set is "the smallest keys" in
+is bit-for-bit the key ``cap_rows`` uses) into a DuckDB temp table, and each window's query keeps
+its ``max_rows`` smallest keys before ``.df()`` (a cap above a quarter of the store, where that
+costs more than it saves, reads the window whole and caps it in pandas: ``PUSH_DOWN_SHARE``). Because the kept set is "the smallest keys" in
 both places, a frame sampled to N rows and then capped to M <= N rows with ``cap_rows`` holds
 exactly the rows ``cap_rows(whole_frame, M)`` holds: the models are unchanged by the move, only
 the memory and the fetch shrink. Stores with at most ``max_rows`` customers take the unchanged

@@ -132,8 +132,10 @@ def train_clv(
     Row caps (``[sampling]`` in clv.toml), the usual practice for large customer bases: each
     selection window (inner training windows and the validation window) keeps a deterministic
     customer sample of at most ``max_selection_rows`` rows, and the final model trains on at most
-    ``max_training_rows`` rows (split evenly over its windows). The BTYD of every window is still
-    fitted on all its customers. Stores smaller than the caps are untouched.
+    ``max_training_rows`` rows (split evenly over its windows); each window's BTYD is fitted on
+    ``max_btyd_fit_customers`` of its customers. The samples are drawn in SQL before the frames
+    reach pandas, each frame read once (``sampling.TrainingFrames``), with the rows capping the
+    whole frames would keep. Stores smaller than the caps are untouched.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
