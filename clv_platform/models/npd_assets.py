@@ -28,7 +28,8 @@ from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.resources.storage import replace_table, settings_of
 from clv_platform.settings import load_settings
 from clv_platform.transforms.cutoff import scoring_cutoff
-from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE, build_training_frame
+from clv_platform.models.sampling import TrainingFrames
+from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE
 from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
 from clv_platform.transforms.staging_assets import ORDER_HISTORY, REFUNDS
 
@@ -54,6 +55,16 @@ def npd_settings() -> dict:
         "max_training_rows": int(raw.get("max_training_rows", 0)),
         "scale_search": str(raw.get("scale_search", "grid")),
     }
+
+
+def npd_fetch_rows(settings: dict) -> int | None:
+    """Rows of a training window the NPD model needs (None = all): the larger of its two caps, since
+    the search's and the refit's samples are both the smallest customer keys
+    (``npd._sample_positions``), so a window sampled to the larger cap in SQL gives the model the
+    rows the whole window would. Either cap at 0 (no cap) needs the whole window."""
+    if not settings["max_selection_rows"] or not settings["max_training_rows"]:
+        return None
+    return max(settings["max_selection_rows"], settings["max_training_rows"])
 
 
 def _models_dir():
@@ -157,20 +168,29 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     see ``[npd]`` in clv.toml)."""
     settings = npd_settings()
     horizon = settings.pop("training_horizon_days")
+    rows = npd_fetch_rows(settings)
     with duckdb.get_connection() as conn:
         cutoff = scoring_cutoff(conn)
-        frame = build_training_frame(conn, cutoff, horizon)
+        # both windows customer-sampled in SQL to the caps' rows (a store above them is evaluated on
+        # that sample too: the holdout metrics, the registration gate and the calibration below)
+        frames = TrainingFrames(conn)
+        try:
+            window = frames.get(cutoff, horizon, rows)
+            earlier = frames.get(cutoff - timedelta(days=horizon), horizon, rows)
+        finally:
+            frames.close()
+    frame = window.frame
     features = usable_features(frame, FEATURE_COLUMNS)
     model = NPDModel(**settings).fit(frame, features)
     censored = float(frame["days_to_next_purchase"].isna().mean())
     n_train = min(len(frame), settings["max_training_rows"] or len(frame))
-    backtest = _time_split_backtest(duckdb, cutoff, horizon, frame, features, model, settings)
+    backtest = _time_split_backtest(earlier.frame, cutoff, horizon, frame, features, model, settings)
     candidate_metrics = {k: v for k, v in backtest.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     with duckdb.get_connection() as conn:
         gate = npd_registration_gate(conn, frame, candidate_metrics, horizon)
         version = save_npd_model(
             model, {"cutoff": str(cutoff), "training_horizon_days": horizon,
-                    "n_train": n_train, "n_rows": len(frame), "censored_share": censored,
+                    "n_train": n_train, "n_rows": window.rows, "n_sampled": len(frame), "censored_share": censored,
                     "max_selection_rows": settings["max_selection_rows"],
                     "max_training_rows": settings["max_training_rows"], "scale_search": settings["scale_search"],
                     "registration": gate["reason"]},
@@ -192,7 +212,9 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "cutoff": str(cutoff),
             "training_horizon_days": horizon,
             "n_train": n_train,
-            "n_rows": len(frame),
+            "n_rows": window.rows,
+            # rows the model and its holdout metrics saw: a customer sample when the store is above the caps
+            "n_sampled": len(frame),
             "censored_share": censored,
             "distribution": model.distribution,
             "scale": float(model.scale),
@@ -211,14 +233,13 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     )
 
 
-def _time_split_backtest(duckdb, cutoff, horizon: int, holdout: pd.DataFrame, features: list[str],
+def _time_split_backtest(earlier: pd.DataFrame, cutoff, horizon: int, holdout: pd.DataFrame, features: list[str],
                          chosen: NPDModel, settings: dict) -> dict:
     """Out-of-time check shown in the UI: the chosen model shape trained one window earlier
-    (features at C − 2H, labels in (C − 2H, C − H]) and scored on the latest window
-    (features at C − H, outcomes in (C − H, C]): MAE in days for buyers, AUC and Brier at 30/90 days.
+    (``earlier``: features at C − 2H, labels in (C − 2H, C − H]) and scored on the latest window
+    (``holdout``: features at C − H, outcomes in (C − H, C]): MAE in days for buyers, AUC and Brier
+    at 30/90 days.
     """
-    with duckdb.get_connection() as conn:
-        earlier = build_training_frame(conn, cutoff - timedelta(days=horizon), horizon)
     try:
         model = NPDModel(**{**settings, "distribution": chosen.distribution, "scale": chosen.scale})
         model.fit(earlier, features)

@@ -69,6 +69,8 @@ class ClvConfig:
     max_selection_rows: int = 0
     max_training_rows: int = 0
     max_btyd_fit_customers: int = 0
+    max_extension_rows: int = 0
+    """``[sampling] max_extension_rows``: customers the extension factor is measured on (0 = all)."""
 
     def for_backtest(self, horizon_days: int) -> "ClvConfig":
         """The config a dataset backtest uses: its holdout as horizon, ``[backtest]`` windows."""
@@ -122,6 +124,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         max_selection_rows=int(sampling.get("max_selection_rows", 0)),
         max_training_rows=int(sampling.get("max_training_rows", 0)),
         max_btyd_fit_customers=int(sampling.get("max_btyd_fit_customers", 0)),
+        max_extension_rows=int(sampling.get("max_extension_rows", 0)),
     )
 
 

@@ -136,7 +136,7 @@ def select_objective(
         rounds=rounds,
         smearing=smear,
         validation_window_end=str(valid["window_end"].max().date()),
-        train_window_ends=sorted({str(t.date()) for t in train["window_end"]}),
+        train_window_ends=sorted({str(t.date()) for t in train["window_end"].drop_duplicates()}),
         level=level,
         blend=blend["weight"],
         sharpen=blend["sharpen"],

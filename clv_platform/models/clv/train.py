@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from clv_platform.models import btyd, btyd_intervals, metrics
-from clv_platform.transforms.features import build_training_frame
+from clv_platform.models.sampling import TrainingFrames
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
 from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons, window_ends, cap_rows,
-                                             training_windows, feature_list)
+                                             training_windows, feature_list, fetch_rows)
 from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster
 from clv_platform.models.clv.objective import (MEDIAN, P50_COLUMN, SHARPEN, Selection, select_objective, point_rule, _only)
 
@@ -25,7 +25,7 @@ EXTENSION_BOUNDS = (0.5, 2.0)
 
 
 def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config: ClvConfig,
-                          fits: WindowFits | None = None) -> dict:
+                          fits: WindowFits | None = None, frames: TrainingFrames | None = None) -> dict:
     """The BTYD's error on spend *beyond* the label window, measured one window back.
 
     Features at C - 2h (customers known then), BTYD fitted there; its expected spend in
@@ -34,23 +34,35 @@ def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config:
     for the part of the horizon after h uses the BTYD's growth times this factor, so a store where
     the BTYD's dropout is too fast (or too slow) for older customers is extrapolated with the
     error the data showed last time. 1.0 (and why) when the history is too short.
+
+    A store with more than ``[sampling] max_extension_rows`` customers at C - 2h measures the
+    ratio on that deterministic customer sample (the same customers in both frames), drawn in SQL.
     """
     h = config.label_horizon_days
     if not config.extension_calibration:
         return {"factor": 1.0, "reason": "disabled ([hybrid] extension_calibration = false)"}
-    first = build_training_frame(conn, cutoff - timedelta(days=h), h)
-    if len(first) < 2 or first["frequency"].sum() == 0:
+    frames = frames or TrainingFrames(conn)
+    rows = fetch_rows(config.max_extension_rows, config)
+    first = frames.get(cutoff - timedelta(days=h), h, rows)
+    if first.rows < 2 or not first.has_repeat:
         return {"factor": 1.0, "reason": f"no repeat customers {2 * h} days before the cutoff"}
-    both = build_training_frame(conn, cutoff, 2 * h)
-    model = (fits or WindowFits(config)).fit(first, cutoff - timedelta(days=2 * h))
-    short, long = btyd_features_horizons(model, first, [h / btyd.DAYS_PER_WEEK, 2 * h / btyd.DAYS_PER_WEEK],
+    both = frames.get(cutoff, 2 * h, rows).frame
+    model = (fits or WindowFits(config)).fit(first.frame, cutoff - timedelta(days=2 * h))
+    sample = first.frame
+    if config.max_extension_rows:
+        sample = cap_rows(sample, config.max_extension_rows)
+        both = cap_rows(both, config.max_extension_rows)
+    if len(sample) != len(both) or not sample["customer_id"].equals(both["customer_id"]):
+        raise ValueError("btyd_extension_factor: the two frames at the same feature cutoff hold different customers")
+    short, long = btyd_features_horizons(model, sample, [h / btyd.DAYS_PER_WEEK, 2 * h / btyd.DAYS_PER_WEEK],
                                          config.annual_discount_rate)
     expected = float(long["btyd_expected_spend"].sum() - short["btyd_expected_spend"].sum())
-    actual = float(both["label_spend"].sum() - first["label_spend"].sum())
+    actual = float(both["label_spend"].sum() - sample["label_spend"].sum())
     if expected <= 0:
         return {"factor": 1.0, "reason": "the BTYD expects no spend beyond the label window"}
     factor = float(np.clip(actual / expected, *EXTENSION_BOUNDS))
     return {"factor": factor, "actual": actual, "btyd_expected": expected, "btyd_model": model.model,
+            "customers": int(len(sample)), "window_customers": int(first.rows),
             "window": f"features at {cutoff - timedelta(days=2 * h)}, spend in ({cutoff - timedelta(days=h)}, {cutoff}]",
             "reason": f"actual / BTYD spend beyond the label window one window back = {actual / expected:.3f}"}
 
@@ -120,19 +132,40 @@ def train_clv(
     Row caps (``[sampling]`` in clv.toml), the usual practice for large customer bases: each
     selection window (inner training windows and the validation window) keeps a deterministic
     customer sample of at most ``max_selection_rows`` rows, and the final model trains on at most
-    ``max_training_rows`` rows (split evenly over its windows). The BTYD of every window is still
-    fitted on all its customers. Stores smaller than the caps are untouched.
+    ``max_training_rows`` rows (split evenly over its windows); each window's BTYD is fitted on
+    ``max_btyd_fit_customers`` of its customers. The samples are drawn in SQL before the frames
+    reach pandas, each frame read once (``sampling.TrainingFrames``), with the rows capping the
+    whole frames would keep. Stores smaller than the caps are untouched.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     h = config.label_horizon_days
     per_window = -(-config.max_training_rows // max(config.window_count, 1)) if config.max_training_rows else None
     fits = WindowFits(config, pareto_start)  # one BTYD fit per feature cutoff of this run
-    final = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days), config,
-                             per_window, fits)
+    final_ends = window_ends(cutoff, config.window_count, config.window_step_days)
+    inner_ends = window_ends(cutoff, config.window_count, config.window_step_days, h)
+    # every frame of the run is read once, customer-sampled in SQL to the largest cap it serves
+    # (the extension factor's first frame is the inner window ending at C - h)
+    frames = TrainingFrames(conn)
+    for end in final_ends:
+        frames.want(end, h, fetch_rows(per_window, config))
+    for end in inner_ends:
+        frames.want(end, h, fetch_rows(config.max_selection_rows or None, config))
+    if variant == HYBRID and config.extension_calibration:
+        frames.want(cutoff - timedelta(days=h), h, fetch_rows(config.max_extension_rows or None, config))
+    try:
+        return _train(conn, cutoff, config, variant, objective, fits, frames, final_ends, inner_ends, per_window)
+    finally:
+        frames.close()
+
+
+def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: ObjectiveSpec | None, fits: WindowFits,
+           frames: TrainingFrames, final_ends: list[date], inner_ends: list[date], per_window: int | None) -> TrainedClv:
+    """``train_clv``'s body, on the run's shared frames and fits."""
+    h = config.label_horizon_days
+    final = training_windows(conn, final_ends, config, per_window, fits, frames)
     final = cap_rows(final, config.max_training_rows)
-    inner = training_windows(conn, window_ends(cutoff, config.window_count, config.window_step_days, h), config,
-                             config.max_selection_rows or None, fits)
+    inner = training_windows(conn, inner_ends, config, config.max_selection_rows or None, fits, frames)
     valid = cap_rows(final[final["window_end"] == pd.Timestamp(cutoff)].reset_index(drop=True),
                      config.max_selection_rows)
     valid_fit = fits.models.get(cutoff - timedelta(days=h))
@@ -151,7 +184,7 @@ def train_clv(
     )
     model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
                      level=selection.level, blend=selection.blend)
-    extension = btyd_extension_factor(conn, cutoff, config, fits) if variant == HYBRID else {"factor": 1.0}
+    extension = btyd_extension_factor(conn, cutoff, config, fits, frames) if variant == HYBRID else {"factor": 1.0}
     model.extension_factor = float(extension["factor"])
     validation_metrics = {k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
                                                  "predicted_total", "actual_total")}
@@ -176,7 +209,7 @@ def train_clv(
         selection=selection,
         cutoff=cutoff,
         n_train=int(len(final)),
-        window_ends=sorted({str(t.date()) for t in final["window_end"]}),
+        window_ends=sorted({str(t.date()) for t in final["window_end"].drop_duplicates()}),  # distinct ends first: a Timestamp per row cost seconds
         validation_metrics=validation_metrics,
         validation_frame=valid,
         serving={**serving, "extension": extension},

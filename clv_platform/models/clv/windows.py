@@ -14,7 +14,9 @@ import pandas as pd
 
 from clv_platform.models import btyd
 from clv_platform.models.frames import usable_features
-from clv_platform.transforms.features import FEATURE_COLUMNS, build_training_frame
+from clv_platform.models.sampling import TrainingFrames
+from clv_platform.models.sampling import customer_keys as _id_keys
+from clv_platform.transforms.features import FEATURE_COLUMNS
 from clv_platform.models.clv.config import HYBRID, BTYD_FEATURES, DERIVED_FEATURES, ClvConfig
 
 
@@ -133,7 +135,7 @@ def customer_keys(frame: pd.DataFrame) -> np.ndarray:
     The same customer gets the same key in every window, so a cap on rows keeps whole customers:
     the customers of a capped window are (nearly) the same in every window and every run.
     """
-    return pd.util.hash_pandas_object(frame["customer_id"].astype(str), index=False).to_numpy()
+    return _id_keys(frame["customer_id"])
 
 
 def cap_rows(frame: pd.DataFrame, max_rows: int | None) -> pd.DataFrame:
@@ -148,25 +150,38 @@ def cap_rows(frame: pd.DataFrame, max_rows: int | None) -> pd.DataFrame:
     return frame.iloc[keep].reset_index(drop=True)
 
 
+def fetch_rows(max_rows: int | None, config: ClvConfig) -> int | None:
+    """Rows a capped window must be fetched with (``sampling.TrainingFrames``): its own cap, or the
+    BTYD fit's customer cap when that is larger (the fit samples the same smallest keys, so it sees
+    the customers it would see in the whole window). None = the whole window."""
+    if not max_rows or not config.max_btyd_fit_customers:
+        return None
+    return max(int(max_rows), int(config.max_btyd_fit_customers))
+
+
 def training_windows(
     conn: duckdb.DuckDBPyConnection, ends: list[date], config: ClvConfig, max_rows_per_window: int | None = None,
-    fits: WindowFits | None = None,
+    fits: WindowFits | None = None, frames: TrainingFrames | None = None,
 ) -> pd.DataFrame:
     """Stacked training rows of the windows ending at ``ends`` with BTYD features per window.
 
-    Each window's BTYD model is fitted at its own feature cutoff, on all of the window's customers;
-    a window with fewer than two customers (too early in the history) is skipped. With
-    ``max_rows_per_window`` a window keeps a deterministic customer sample of at most that many
-    rows (``cap_rows``) after its BTYD fit. ``fits`` shares the fits of a training run (by feature
-    cutoff: the caller draws from the validation window's, ``train.train_clv``'s P50).
+    Each window's BTYD model is fitted at its own feature cutoff (on ``[sampling]
+    max_btyd_fit_customers`` of its customers); a window with fewer than two customers (too early
+    in the history) or no repeat customer is skipped. With ``max_rows_per_window`` a window keeps a
+    deterministic customer sample of at most that many rows (``cap_rows``' rule), drawn in SQL
+    before the frame reaches pandas (``frames``, a ``sampling.TrainingFrames`` shared by the run
+    so each window is read once). ``fits`` shares the fits of a training run (by feature cutoff:
+    the caller draws from the validation window's, ``train.train_clv``'s P50).
     """
     h = config.label_horizon_days
     fits = fits or WindowFits(config)
+    frames = frames or TrainingFrames(conn)
     parts = []
     for end in ends:
-        frame = add_derived_features(build_training_frame(conn, end, h))
-        if len(frame) < 2 or frame["frequency"].sum() == 0:
+        sampled = frames.get(end, h, fetch_rows(max_rows_per_window, config))
+        if sampled.rows < 2 or not sampled.has_repeat:
             continue
+        frame = add_derived_features(sampled.frame)
         model = fits.fit(frame, end - timedelta(days=h))
         frame = cap_rows(frame, max_rows_per_window)
         extra = btyd_features(model, frame, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
