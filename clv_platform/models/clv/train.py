@@ -154,7 +154,7 @@ def train_clv(
         margin = inner_clf.predict(_dmatrix_plain(valid, columns), output_margin=True).astype(float)
         shift = calibration_shift(margin, valid["label_spend"].to_numpy(dtype=float))
         valid = valid.assign(**{BUY_P_COLUMN: 1.0 / (1.0 + np.exp(-(margin + shift)))})
-        classifier = {"rounds": clf_rounds, "shift": shift}
+        classifier = {"rounds": clf_rounds, "shift": shift, "booster": inner_clf}
     candidates = config if objective is None else _only(config, objective)
     selection = select_objective(candidates, inner, valid, columns, variant)
     chosen = next(r for r in selection.comparison if r["objective"] == selection.chosen.name)
@@ -165,8 +165,10 @@ def train_clv(
     model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
                      level=selection.level, blend=selection.blend)
     if classifier is not None:
-        # the served classifier: the final windows, the early-stopped rounds, the validation shift
-        model.classifier, _ = train_buy_classifier(config, final, columns, num_boost_round=classifier["rounds"])
+        # the served classifier is the one the point rule was chosen with (trained on the inner
+        # windows, calibrated on the validation window), not a refit on the final windows: its
+        # shift belongs to it, and the validation MAE of the mixture is then the served rule's
+        model.classifier = classifier.pop("booster")
         model.classifier_shift = float(classifier["shift"])
     extension = btyd_extension_factor(conn, cutoff, config, fits) if variant == HYBRID else {"factor": 1.0}
     model.extension_factor = float(extension["factor"])
