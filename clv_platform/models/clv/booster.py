@@ -79,10 +79,11 @@ class ClvModel:
 
     point_rule: str = "sharpen"
     """The served point forecast's rule (``objective.point_rule``, chosen on the validation window):
-    "sharpen" (c * mean ** gamma, gamma = ``sharpen``) or "median" (the predictive median)."""
+    "sharpen" (c * mean ** gamma, gamma = ``sharpen``), "median" (the predictive median) or "mixture"
+    (the median of the buy classifier's mixture, ``objective.mixture_median``)."""
 
     point_shrink: float = 1.0
-    """Median rule only: the median is taken of point_shrink * mean + (1 - point_shrink) * the
+    """Median and mixture rules: the median is taken of point_shrink * mean + (1 - point_shrink) * the
     BTYD's mean (``objective.shrunk_mean``, lambda chosen on the validation window); 1 = own mean."""
 
     classifier: xgb.Booster | None = None
