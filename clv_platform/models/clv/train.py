@@ -19,7 +19,7 @@ from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons,
                                              training_windows, feature_list)
 from clv_platform.models.clv.booster import (ClvModel, _dmatrix_plain, calibration_shift, train_buy_classifier,
                                              uses_offset, train_booster)
-from clv_platform.models.clv.objective import (BUY_P_COLUMN, MEDIAN, MIXTURE, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
+from clv_platform.models.clv.objective import (BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
                                                POSITIVE_COLUMNS, SHARPEN, Selection, select_objective, point_rule,
                                                validation_mixture, _only)
 
@@ -149,7 +149,8 @@ def train_clv(
     classifier = None
     if variant == HYBRID and config.buy_classifier and P50_COLUMN in valid and len(inner) and len(valid):
         # the mixture median's buy classifier: trained on the inner windows, early-stopped and
-        # calibrated (one log-odds shift) on the validation window; its P there is out of sample
+        # calibrated (one log-odds shift) on the validation window; its P there is out of sample but
+        # for those two (the round count and the shift), as the booster's level factor is
         inner_clf, clf_rounds = train_buy_classifier(config, inner, columns, valid)
         margin = inner_clf.predict(_dmatrix_plain(valid, columns), output_margin=True).astype(float)
         shift = calibration_shift(margin, valid["label_spend"].to_numpy(dtype=float))
