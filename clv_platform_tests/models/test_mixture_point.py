@@ -120,7 +120,6 @@ def test_stored_model_reproduces_trainings_mixture_point_and_scoring_carries_it(
     assert (valid[clv.P_BUY_HORIZON] == valid[clv.P_BUY_LABEL]).all()  # one window: nothing to carry
     mixture = clv.objective.validation_mixture(valid)
     assert mixture is not None and mixture[1].shape == (len(valid), len(clv.POSITIVE_LEVELS))
-    # every mixture candidate's validation MAE is in the hybrid's comparison when no blend served it
     btyd_mean = valid["btyd_expected_spend"].to_numpy(dtype=float)
     mean = trained.model.predict_label_window(valid)
     expected = clv.mixture_median(clv.shrunk_mean(mean, 0.3, btyd_mean), p_valid, mixture[1])
