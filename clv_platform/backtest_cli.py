@@ -104,6 +104,8 @@ def run_backtest(
                          "btyd_point_validation": serving.get("btyd_point_comparison"),
                          "hybrid_point_validation": serving.get("hybrid_point_comparison"),
                          "blend_validation": ml.trained[clv.HYBRID].selection.blend_comparison,
+                         # the mixture point rule's classifier: rounds, calibration shift, mean P vs buyers
+                         "buy_classifier": serving.get("buy_classifier"),
                          "extension": serving.get("extension")}
     summary = {
         "seconds": ml.seconds,

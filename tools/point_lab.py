@@ -172,14 +172,29 @@ def experiment() -> None:
     print(f"holdout buyers {np.mean(yh > 0):.3f}; mean P_H carried {pH.mean():.3f}, BTYD {pH_b.mean():.3f}; "
           f"P>=.5 share carried {np.mean(pH >= .5):.3f} btyd {np.mean(pH_b >= .5):.3f}")
     vd, hd = d["valid_draws"], d["holdout_draws"]
-    print("mixture median            valid MAE | holdout MAE")
+    # the platform's calibration in the large: one log-odds shift so the mean P on validation = buyer share
+    from clv_platform.models.clv.booster import calibration_shift
+    shift = calibration_shift(_logit(pv), yv > 0)
+    pv_cal = 1 / (1 + np.exp(-(_logit(pv) + shift)))
+    pH_cal = 1 / (1 + np.exp(-(_logit(pH_b) + _logit(ph_h) + shift - _logit(d["holdout_p_buy_h"]))))
+    print(f"calibration shift {shift:+.3f}: mean P valid {pv_cal.mean():.3f}, P>=.5 share valid {np.mean(pv_cal >= .5):.3f}, "
+          f"holdout {np.mean(pH_cal >= .5):.3f}")
+    base_v, base_h = bv * rv, bh * rh
+    print("mixture median            valid MAE | holdout MAE | paired holdout gain vs BTYD median (SE)")
     for name, (mv, pvv, mh, phh) in {
         "btyd mean, btyd P": (bv, pb, bh, pH_b),
         "hybrid mean, btyd P": (hv, pb, hh, pH_b),
         "btyd mean, clf P": (bv, pv, bh, pH),
         "hybrid mean, clf P": (hv, pv, hh, pH),
+        "btyd mean, clf P cal": (bv, pv_cal, bh, pH_cal),
+        "hybrid mean, clf P cal": (hv, pv_cal, hh, pH_cal),
     }.items():
-        print(f"  {name:22s} {_mae(yv, mixture_median(mv, pvv, vd)):8.3f} {_mae(yh, mixture_median(mh, phh, hd)):8.3f}")
+        ph_point = mixture_median(mh, phh, hd)
+        gain = np.abs(base_h - yh) - np.abs(ph_point - yh)
+        se = gain.std(ddof=1) / np.sqrt(len(gain))
+        gv = np.abs(base_v - yv) - np.abs(mixture_median(mv, pvv, vd) - yv)
+        print(f"  {name:22s} {_mae(yv, mixture_median(mv, pvv, vd)):8.3f} {_mae(yh, ph_point):8.3f}   "
+              f"{gain.mean():+.3f} ({se:.3f}); valid gain {gv.mean():+.4f} ({gv.std(ddof=1) / np.sqrt(len(gv)):.4f})")
     print(f"  reference medians: btyd {_mae(yv, bv * rv):8.3f} {_mae(yh, bh * rh):8.3f}; "
           f"hybrid {_mae(yv, hv * rv):8.3f} {_mae(yh, hh * rh):8.3f}")
 

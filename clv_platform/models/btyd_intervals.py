@@ -65,38 +65,106 @@ def key_summary(codes: np.ndarray) -> pd.DataFrame:
     })
 
 
+POSITIVE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+"""Levels of the positive-part quantiles (the spend draws > 0 of a key), as in
+``clv.objective.POSITIVE_LEVELS``: the mixture median point rule reads the level 1 - 0.5 / p."""
+LABEL_SEED_OFFSET = 1_000_000
+"""The purchase draws over the label window use seed ``seed + LABEL_SEED_OFFSET + chunk index``,
+a stream apart from the spend draws', so adding them leaves the P10 / P50 / P90 unchanged."""
+
+
 @dataclass(frozen=True)
 class IntervalTable:
-    """P10 / P50 / P90 ratios of each key (sorted unique codes)."""
+    """P10 / P50 / P90 ratios of each key (sorted unique codes) and, for the mixture median point
+    rule, the BTYD's P(any spend over the horizon), P(any purchase over the label window) and the
+    positive-part quantile ratios (keys x ``POSITIVE_LEVELS``, quantile / positive-part mean)."""
 
     codes: np.ndarray
     p10_ratio: np.ndarray
     p50_ratio: np.ndarray
     p90_ratio: np.ndarray
+    p_buy: np.ndarray | None = None
+    p_buy_label: np.ndarray | None = None
+    positive_ratios: np.ndarray | None = None
 
-    def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(P10 ratio, P50 ratio, P90 ratio) of each code; every code must be in the table."""
+    def _at(self, codes: np.ndarray) -> np.ndarray:
         codes = np.asarray(codes, dtype=np.int64)
         at = np.searchsorted(self.codes, codes)
         if at.size and ((at >= self.codes.size) | (self.codes[np.minimum(at, self.codes.size - 1)] != codes)).any():
             raise KeyError("a customer's interval key is missing from the interval table")
+        return at
+
+    def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(P10 ratio, P50 ratio, P90 ratio) of each code; every code must be in the table."""
+        at = self._at(codes)
         return self.p10_ratio[at], self.p50_ratio[at], self.p90_ratio[at]
+
+    def lookup_mixture(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(P(buy over the horizon), P(buy over the label window), positive-part ratios) per code."""
+        if self.p_buy is None or self.positive_ratios is None:
+            raise ValueError("this interval table was drawn without the positive-part quantiles")
+        at = self._at(codes)
+        label = self.p_buy if self.p_buy_label is None else self.p_buy_label
+        return self.p_buy[at], label[at], self.positive_ratios[at]
+
+
+def positive_quantile_ratios(sample: np.ndarray, levels=POSITIVE_LEVELS) -> np.ndarray:
+    """Per row of ``sample`` (customers x draws): the quantiles of its positive draws at ``levels``
+    (numpy's default linear interpolation, as ``np.quantile`` of the positive draws alone) divided by
+    their mean; 0 for a row without positive draws."""
+    ordered = np.sort(np.asarray(sample, dtype=float), axis=1)
+    n, draws = ordered.shape
+    positive = ordered > 0
+    k = positive.sum(axis=1)
+    zeros = draws - k
+    total = np.where(positive, ordered, 0.0).sum(axis=1)
+    mean = np.where(k > 0, total / np.maximum(k, 1), 1.0)
+    rows = np.arange(n)
+    out = np.zeros((n, len(levels)))
+    for j, level in enumerate(levels):
+        position = level * np.maximum(k - 1, 0)
+        low = np.floor(position).astype(int)
+        high = np.minimum(low + 1, np.maximum(k - 1, 0))
+        frac = position - low
+        a = ordered[rows, np.minimum(zeros + low, draws - 1)]
+        b = ordered[rows, np.minimum(zeros + high, draws - 1)]
+        out[:, j] = np.where(k > 0, (a + (b - a) * frac) / mean, 0.0)
+    return out
 
 
 def interval_table(model: btyd.BTYDModel, codes, horizon_weeks: float, draws: int = 200, seed: int = 0,
-                   chunk: int = 20_000, levels: tuple[float, float] = (0.10, 0.90)) -> IntervalTable:
+                   chunk: int = 20_000, levels: tuple[float, float] = (0.10, 0.90),
+                   label_weeks: float | None = None) -> IntervalTable:
     """Draw the ``levels`` quantiles and the median of spend over ``horizon_weeks`` for each
-    distinct key of ``codes`` (``BTYDModel.spend_quantiles``, ``draws`` per key; adding the median
-    leaves the other two unchanged) and divide them by the closed-form mean of the same key; 0
-    where that mean is 0."""
+    distinct key of ``codes`` (``BTYDModel.sample_spend``, ``draws`` per key, chunk k seeded
+    ``seed + k`` as ``BTYDModel.spend_quantiles``) and divide them by the closed-form mean of the
+    same key; 0 where that mean is 0. From the same draws: P(spend > 0) and the positive-part
+    quantile ratios (``positive_quantile_ratios``). With ``label_weeks`` (the label window, shorter
+    than the horizon) P(any purchase over it) is drawn per key too (seed stream
+    ``LABEL_SEED_OFFSET`` apart); without it the label-window P(buy) is the horizon's."""
     unique = np.unique(np.asarray(codes, dtype=np.int64))
     summary = key_summary(unique)
-    (low, median, high), _ = model.spend_quantiles(summary, horizon_weeks, (levels[0], 0.5, levels[1]),
-                                                   draws, seed, chunk)
+    quantiles = np.empty((3, len(unique)))
+    p_buy = np.empty(len(unique))
+    positive = np.empty((len(unique), len(POSITIVE_LEVELS)))
+    p_label = None if label_weeks is None or float(label_weeks) == float(horizon_weeks) else np.empty(len(unique))
+    for k, start in enumerate(range(0, len(unique), chunk)):
+        part = summary.iloc[start:start + chunk]
+        sample = model.sample_spend(part, horizon_weeks, draws, seed + k, chunk)
+        rows = slice(start, start + chunk)
+        quantiles[:, rows] = np.quantile(sample, (levels[0], 0.5, levels[1]), axis=1)
+        p_buy[rows] = (sample > 0).mean(axis=1)
+        positive[rows] = positive_quantile_ratios(sample)
+        if p_label is not None:
+            counts = model.transactions.sample_purchases(
+                float(label_weeks), part["frequency"].to_numpy(dtype=float), part["recency"].to_numpy(dtype=float),
+                part["T"].to_numpy(dtype=float), draws, np.random.default_rng(seed + LABEL_SEED_OFFSET + k))
+            p_label[rows] = (counts > 0).mean(axis=1)
+    low, median, high = quantiles
     mean = model.expected_purchases(summary, horizon_weeks) * model.expected_average_order_value(summary)
     safe = np.where(mean > 0, mean, 1.0)
 
     def ratio(quantile: np.ndarray) -> np.ndarray:
         return np.where(mean > 0, quantile / safe, 0.0)
 
-    return IntervalTable(unique, ratio(low), ratio(median), ratio(high))
+    return IntervalTable(unique, ratio(low), ratio(median), ratio(high), p_buy, p_label, positive)

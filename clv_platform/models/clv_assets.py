@@ -159,7 +159,8 @@ def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, ch
     # thousands of keys at any store size, and the same values for any batch size
     codes = conn.execute(f"select distinct {btyd_intervals.KEY_SQL} as code from {FEATURE_TABLE}").fetchnumpy()["code"]
     intervals = btyd_intervals.interval_table(model, codes, config.horizon_days / btyd_intervals.btyd.DAYS_PER_WEEK,
-                                              chunk=chunk)
+                                              chunk=chunk,
+                                              label_weeks=config.label_horizon_days / btyd_intervals.btyd.DAYS_PER_WEEK)
     totals["interval_keys"] = int(intervals.codes.size)
     top = []
     with BatchWriter(conn, BTYD_TABLE) as writer:
@@ -371,7 +372,7 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
         gamma = model.horizon_gamma(config.horizon_days)
         conn.execute(read_sql("clv_platform.models", "sql/clv_tiers.sql").format(
             tiers=tiers, rest=clv.REST, gamma=repr(float(gamma)),
-            recompute="false" if model.point_rule == clv.MEDIAN else "true"))
+            recompute="false" if model.point_rule != clv.SHARPEN else "true"))
     return {"rows": writer.rows, "batches": len(ranges), "gamma": float(gamma), "point_rule": model.point_rule}
 
 
@@ -467,7 +468,7 @@ def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAUL
         # total of its mean (a median point is not a ranking)
         mean = model.predict_label_window(frame)
         p50 = frame[clv.P50_COLUMN].to_numpy(dtype=float) if clv.P50_COLUMN in frame else None
-        predicted = model.point(mean, None, p50, frame["btyd_expected_spend"].to_numpy(dtype=float))
+        predicted = model.point(mean, None, p50, frame["btyd_expected_spend"].to_numpy(dtype=float), frame)
     except (KeyError, ValueError, FileNotFoundError, TypeError):
         return served["model_version"], None
     y = frame["label_spend"].to_numpy(dtype=float)

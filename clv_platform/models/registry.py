@@ -102,7 +102,12 @@ def save_model(
     stem = folder / f"{name}_{version}"
     booster_path, sidecar_path = stem.with_suffix(".ubj"), stem.with_suffix(".json")
     trained.model.booster.save_model(str(booster_path))
+    classifier_path = stem.with_name(f"{stem.name}_buy.ubj")
+    if trained.model.classifier is not None:
+        # the mixture point rule's buy classifier, next to the booster
+        trained.model.classifier.save_model(str(classifier_path))
     sidecar = {
+        "classifier_file": classifier_path.name if trained.model.classifier is not None else None,
         "model_name": name,
         "model_version": version,
         "trained_at": trained_at.isoformat(),
@@ -159,7 +164,11 @@ def load_model(path: str | Path) -> tuple[ClvModel, dict]:
         sharpen=float(sidecar.get("sharpen", 1.0)),
         point_rule=str(sidecar.get("point_rule", "sharpen")),
         point_shrink=float(sidecar.get("point_shrink", 1.0)),
+        classifier_shift=float(sidecar.get("classifier_shift", 0.0)),
     )
+    if sidecar.get("classifier_file"):
+        model.classifier = xgb.Booster()
+        model.classifier.load_model(str(stem.parent / sidecar["classifier_file"]))
     return model, sidecar
 
 

@@ -146,7 +146,7 @@ class _SpendModel:
     def horizon_gamma(self, horizon_days=None):
         return self.sharpen
 
-    def point(self, mean, horizon_days=None, p50_ratio=None, btyd_mean=None):
+    def point(self, mean, horizon_days=None, p50_ratio=None, btyd_mean=None, frame=None):
         from clv_platform.models.clv.objective import sharpen
 
         return sharpen(mean, self.horizon_gamma(horizon_days))

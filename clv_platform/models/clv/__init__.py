@@ -60,6 +60,8 @@ from clv_platform.models.clv.booster import (  # noqa: F401
     threads,
     ClvModel,
     uses_offset,
+    train_buy_classifier,
+    calibration_shift,
     train_booster,
 )
 from clv_platform.models.clv.objective import (  # noqa: F401
@@ -81,6 +83,15 @@ from clv_platform.models.clv.objective import (  # noqa: F401
     apply_point_rule,
     SHRINK_GRID,
     shrunk_mean,
+    MIXTURE,
+    MIXTURE_SHRINK_GRID,
+    POSITIVE_LEVELS,
+    POSITIVE_COLUMNS,
+    P_BUY_HORIZON,
+    P_BUY_LABEL,
+    BUY_P_COLUMN,
+    mixture_median,
+    carry_buy_probability,
 )
 from clv_platform.models.clv.train import (  # noqa: F401
     EXTENSION_BOUNDS,
@@ -90,6 +101,7 @@ from clv_platform.models.clv.train import (  # noqa: F401
     serve_or_fall_back,
     point_forecasts,
     p50_ratio,
+    point_rule_columns,
 )
 from clv_platform.models.clv.score import (  # noqa: F401
     scoring_frame,
@@ -97,6 +109,7 @@ from clv_platform.models.clv.score import (  # noqa: F401
     btyd_scores_table,
     INTERVAL_COLUMNS,
     MEDIAN_COLUMN,
+    MIXTURE_COLUMNS,
     frame_from_tables,
     discount_factor,
     predict_scores,

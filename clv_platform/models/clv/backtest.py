@@ -14,7 +14,8 @@ from clv_platform.models.clv.config import HYBRID, XGBOOST, ClvConfig
 from clv_platform.models.clv.windows import window_ends
 from clv_platform.models import btyd
 from clv_platform.models.clv.objective import SHARPEN
-from clv_platform.models.clv.train import TrainedClv, p50_ratio, train_clv
+from clv_platform.models.clv.objective import P50_COLUMN
+from clv_platform.models.clv.train import TrainedClv, point_rule_columns, train_clv
 from clv_platform.models.clv.score import scoring_frame
 from clv_platform.models.clv.explain import shap_importance
 
@@ -84,8 +85,13 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
              for name, trained in ((XGBOOST, plain), (HYBRID, hybrid))}
     # each customer's BTYD P50 / mean over the holdout, for the median point rule (the same draws'
     # shape the intervals use); only drawn when the rule can be chosen
-    p50 = (p50_ratio(model_btyd, frame, horizon / btyd.DAYS_PER_WEEK, "btyd_expected_spend_horizon")
-           if config.sharpen else None)
+    # (and the mixture median's BTYD P(buy) over the holdout and the label window and positive-part
+    # shape, from the same draws: what ml.btyd_scores stores for scoring)
+    if config.sharpen:
+        frame = frame.assign(**point_rule_columns(model_btyd, frame, horizon / btyd.DAYS_PER_WEEK,
+                                                  "btyd_expected_spend_horizon",
+                                                  label_weeks=config.label_horizon_days / btyd.DAYS_PER_WEEK))
+    p50 = frame[P50_COLUMN].to_numpy(dtype=float) if config.sharpen else None
     serving = hybrid.serving
     # the hybrid's point forecast under the rule chosen on the validation window (also when the
     # BTYD is served); the BTYD's own point forecast under its rule; and what the platform serves
@@ -93,12 +99,12 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     hybrid_point = replace(hybrid.model, sharpen=serving.get("hybrid_sharpen", 1.0),
                            point_rule=serving.get("hybrid_point_rule", SHARPEN),
                            point_shrink=serving.get("hybrid_point_shrink", 1.0)).point(means[HYBRID], horizon, p50,
-                                                                                     btyd_mean)
+                                                                                     btyd_mean, frame)
     btyd_point = replace(hybrid.model, serves_btyd=True, sharpen=serving.get("btyd_sharpen", 1.0),
                          point_rule=serving.get("btyd_point_rule", SHARPEN),
-                         point_shrink=1.0).point(btyd_mean, horizon, p50)
+                         point_shrink=1.0).point(btyd_mean, horizon, p50, frame=frame)
     served_model = hybrid.model
-    served = served_model.point(served_model.predict(frame, horizon, ratio), horizon, p50, btyd_mean)
+    served = served_model.point(served_model.predict(frame, horizon, ratio), horizon, p50, btyd_mean, frame)
     predictions = {
         XGBOOST: pd.Series(means[XGBOOST], index=index, name=XGBOOST),
         HYBRID: pd.Series(hybrid_point, index=index, name=HYBRID),

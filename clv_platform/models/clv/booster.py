@@ -79,14 +79,45 @@ class ClvModel:
 
     point_rule: str = "sharpen"
     """The served point forecast's rule (``objective.point_rule``, chosen on the validation window):
-    "sharpen" (c * mean ** gamma, gamma = ``sharpen``) or "median" (the predictive median)."""
+    "sharpen" (c * mean ** gamma, gamma = ``sharpen``), "median" (the predictive median) or "mixture"
+    (the median of the buy classifier's mixture, ``objective.mixture_median``)."""
 
     point_shrink: float = 1.0
-    """Median rule only: the median is taken of point_shrink * mean + (1 - point_shrink) * the
+    """Median and mixture rules: the median is taken of point_shrink * mean + (1 - point_shrink) * the
     BTYD's mean (``objective.shrunk_mean``, lambda chosen on the validation window); 1 = own mean."""
 
+    classifier: xgb.Booster | None = None
+    """The hybrid's buy classifier (binary:logistic, P(any spend in the label window h)) of the
+    mixture point rule (``train_buy_classifier``); None when none was trained."""
+
+    classifier_shift: float = 0.0
+    """Log-odds added to the classifier's margin: its calibration in the large on the validation
+    window (``calibration_shift``)."""
+
+    def buy_probability(self, frame: pd.DataFrame) -> np.ndarray:
+        """The calibrated classifier's P(any spend over the label window) of each customer."""
+        if self.classifier is None:
+            raise ValueError("this model has no buy classifier (the mixture point rule needs one)")
+        margin = self.classifier.predict(_dmatrix_plain(frame, self.features), output_margin=True).astype(float)
+        return 1.0 / (1.0 + np.exp(-(margin + self.classifier_shift)))
+
+    def mixture_inputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(P(buy over the frame's horizon), positive-part ratios) of the mixture point rule: the
+        classifier's label-window P carried to the horizon by the BTYD's log-odds
+        (``objective.carry_buy_probability``) with the frame's ``p_buy_horizon`` /
+        ``p_buy_label_window`` (equal on a label-window frame, where nothing is carried)."""
+        from clv_platform.models.clv.objective import P_BUY_HORIZON, P_BUY_LABEL, POSITIVE_COLUMNS, carry_buy_probability
+
+        missing = [c for c in (P_BUY_HORIZON, P_BUY_LABEL, *POSITIVE_COLUMNS) if c not in frame]
+        if missing:
+            raise ValueError(f"the mixture point rule needs the BTYD columns {missing} (ml.btyd_scores): "
+                             "rebuild ml/btyd_scores")
+        p = carry_buy_probability(self.buy_probability(frame), frame[P_BUY_HORIZON].to_numpy(dtype=float),
+                                  frame[P_BUY_LABEL].to_numpy(dtype=float))
+        return p, frame[list(POSITIVE_COLUMNS)].to_numpy(dtype=float)
+
     def point(self, mean: np.ndarray, horizon_days: int | None = None, p50_ratio: np.ndarray | None = None,
-              btyd_mean: np.ndarray | None = None) -> np.ndarray:
+              btyd_mean: np.ndarray | None = None, frame: pd.DataFrame | None = None) -> np.ndarray:
         """The served point forecast from this model's conditional means over a whole population.
 
         "sharpen": c * mean ** gamma with the population's sum unchanged (``objective.sharpen``),
@@ -94,11 +125,18 @@ class ClvModel:
         mean x ``p50_ratio``, each customer's BTYD P50 / mean over the same horizon (the ratio is
         computed over the horizon itself, so nothing needs carrying; per customer, so batches
         are exact); with ``point_shrink`` < 1 the mean is first shrunk towards ``btyd_mean`` (the
-        BTYD's mean of the same quantity over the same horizon), the same lambda at any horizon."""
-        from clv_platform.models.clv.objective import apply_point_rule
+        BTYD's mean of the same quantity over the same horizon), the same lambda at any horizon.
+        "mixture": the mixture median (``objective.mixture_median``) of the same shrunk level with
+        P(buy) and the positive-part shape from ``frame`` (``mixture_inputs``; per customer)."""
+        from clv_platform.models.clv.objective import MIXTURE, apply_point_rule
 
+        mixture = None
+        if self.point_rule == MIXTURE:
+            if frame is None:
+                raise ValueError("the mixture point rule needs the scoring frame (classifier features, BTYD P(buy))")
+            mixture = self.mixture_inputs(frame)
         return apply_point_rule(mean, self.point_rule, self.horizon_gamma(horizon_days), p50_ratio,
-                                self.point_shrink, btyd_mean)
+                                self.point_shrink, btyd_mean, mixture)
 
     def horizon_gamma(self, horizon_days: int | None = None) -> float:
         """The sharpening exponent for a forecast over ``horizon_days``: 1 + (gamma - 1) * h / H.
@@ -211,6 +249,63 @@ def train_booster(
     )
     best = int(booster.best_iteration) + 1
     return booster[:best], best
+
+
+def _dmatrix_plain(frame: pd.DataFrame, columns: list[str]) -> xgb.DMatrix:
+    return xgb.DMatrix(_matrix(frame, columns), feature_names=columns)
+
+
+def _classifier_params(config: ClvConfig) -> dict:
+    """The regression boosters' tree settings ([xgboost]) with the logistic objective."""
+    params = {k: v for k, v in config.xgboost.items() if k not in ("num_boost_round", "early_stopping_rounds")}
+    params = {"eta" if k == "learning_rate" else ("lambda" if k == "reg_lambda" else k): v for k, v in params.items()}
+    params.update(objective="binary:logistic", eval_metric="logloss", tree_method="hist", verbosity=0,
+                  nthread=threads(config))
+    return params
+
+
+def train_buy_classifier(config: ClvConfig, train: pd.DataFrame, columns: list[str], valid: pd.DataFrame | None = None,
+                         num_boost_round: int | None = None) -> tuple[xgb.Booster, int]:
+    """XGBoost classifier of P(any spend in the label window) (label: ``label_spend`` > 0) on the
+    regression boosters' features and tree settings; with ``valid`` early-stopped on its log loss
+    (returns the early-stopped rounds), else trained for ``num_boost_round`` rounds."""
+    def matrix(frame: pd.DataFrame) -> xgb.DMatrix:
+        m = xgb.DMatrix(_matrix(frame, columns), feature_names=columns, nthread=threads(config))
+        m.set_label((frame["label_spend"].to_numpy(dtype=float) > 0).astype(float))
+        return m
+
+    params = _classifier_params(config)
+    dtrain = matrix(train)
+    if valid is None:
+        rounds = int(num_boost_round or 1)
+        return xgb.train(params, dtrain, num_boost_round=rounds), rounds
+    booster = xgb.train(params, dtrain, num_boost_round=int(config.xgboost.get("num_boost_round", 1000)),
+                        evals=[(matrix(valid), "validation")],
+                        early_stopping_rounds=int(config.xgboost.get("early_stopping_rounds", 50)), verbose_eval=False)
+    best = int(booster.best_iteration) + 1
+    return booster[:best], best
+
+
+SHIFT_BOUNDS = (-3.0, 3.0)
+"""Bounds of the classifier's calibration shift in log-odds."""
+
+
+def calibration_shift(margin: np.ndarray, bought: np.ndarray) -> float:
+    """Calibration in the large: the log-odds shift d with mean(sigmoid(margin + d)) = share of
+    buyers on these rows (Platt scaling with the slope fixed at 1), by bisection within
+    ``SHIFT_BOUNDS``; 0 without rows."""
+    margin = np.asarray(margin, dtype=float)
+    target = float(np.mean(np.asarray(bought, dtype=float) > 0)) if margin.size else 0.0
+    if not margin.size:
+        return 0.0
+    low, high = SHIFT_BOUNDS
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        if float(np.mean(1.0 / (1.0 + np.exp(-(margin + mid))))) < target:
+            low = mid
+        else:
+            high = mid
+    return float(0.5 * (low + high))
 
 
 def _smearing(booster: xgb.Booster, frame: pd.DataFrame, columns: list[str], spec: ObjectiveSpec,

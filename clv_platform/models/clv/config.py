@@ -56,6 +56,8 @@ class ClvConfig:
     extension_calibration: bool = True
     hybrid_blend: bool = True
     sharpen: bool = True
+    buy_classifier: bool = True
+    """``[hybrid] buy_classifier``: train the buy classifier of the mixture median point rule."""
     selection_metric: str = "normalized_gini"
     selection_tolerance: float = 0.0
     max_total_error: float = 0.15
@@ -112,6 +114,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         extension_calibration=bool(raw.get("hybrid", {}).get("extension_calibration", True)),
         hybrid_blend=bool(raw.get("hybrid", {}).get("blend", True)),
         sharpen=bool(raw.get("hybrid", {}).get("sharpen", True)),
+        buy_classifier=bool(raw.get("hybrid", {}).get("buy_classifier", True)),
         selection_metric=str(selection.get("metric", "normalized_gini")),
         selection_tolerance=float(selection.get("tolerance", 0.0)),
         max_total_error=float(selection.get("max_total_error", 0.15)),

@@ -95,6 +95,7 @@ def select_objective(
     y = valid["label_spend"].to_numpy(dtype=float)
     btyd_spend = np.clip(np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
     p50 = valid[P50_COLUMN].to_numpy(dtype=float) if P50_COLUMN in valid else None
+    mixture = validation_mixture(valid)
     rows, best, best_state, cache, best_beating = [], None, None, {}, None
     for spec in objective_candidates(config):
         offset = uses_offset(config, spec, variant)
@@ -111,7 +112,7 @@ def select_objective(
                  "comparison": []}
         if variant == HYBRID and config.hybrid_blend:
             blend = blend_weight(y, btyd_spend, prediction, config.max_total_error, config.mae_significance_z,
-                                 sharpening=config.sharpen, p50_ratio=p50)
+                                 sharpening=config.sharpen, p50_ratio=p50, mixture=mixture)
             row.update(blend_weight_chosen=blend["weight"] if blend["metrics"] else None,
                        blend_sharpen=blend["sharpen"] if blend["metrics"] else None,
                        blend_point_rule=blend["point_rule"] if blend["metrics"] else None,
@@ -149,6 +150,19 @@ def select_objective(
     )
 
 
+BUY_P_COLUMN = "buy_p_label_window"
+"""Validation-window column (``train.train_clv``): the hybrid's calibrated buy classifier P(any spend
+in the label window), out of sample (trained on the inner windows)."""
+
+
+def validation_mixture(valid: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """(classifier P(buy), positive-part ratios) of the validation rows, or None when training did
+    not add them (no classifier, no BTYD fit of the window, ``[hybrid] sharpen = false``)."""
+    if BUY_P_COLUMN not in valid or not set(POSITIVE_COLUMNS) <= set(valid.columns):
+        return None
+    return (valid[BUY_P_COLUMN].to_numpy(dtype=float), valid[list(POSITIVE_COLUMNS)].to_numpy(dtype=float))
+
+
 SHARPEN_GRID = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0)
 """Exponents gamma tried by ``sharpen_exponent`` (1 = the conditional mean as is)."""
 
@@ -157,7 +171,27 @@ SHARPEN = "sharpen"
 """Point rule: the total-preserving sharpening c * p ** gamma of the mean (gamma 1 = the mean)."""
 MEDIAN = "median"
 """Point rule: the median of the customer's predictive spend, mean x the BTYD's P50 / mean ratio."""
-POINT_RULES = (SHARPEN, MEDIAN)
+MIXTURE = "mixture"
+"""Point rule: the median of the mixture {0 with probability 1 - p; the BTYD's positive-part spend
+shape scaled to mean / p otherwise}, p = the hybrid's buy classifier (``mixture_median``)."""
+POINT_RULES = (SHARPEN, MEDIAN, MIXTURE)
+POSITIVE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+"""Levels of the positive-part quantile grid (``btyd_intervals``): the mixture median needs the
+positive part's quantile at 1 - 0.5 / p, which lies in [0, 0.5] for p in [0.5, 1]; between grid
+levels it is interpolated linearly."""
+POSITIVE_COLUMNS = tuple(f"spend_pos_q{round(level * 100):02d}_ratio" for level in POSITIVE_LEVELS)
+"""Frame / ``ml.btyd_scores`` columns: the positive-part quantiles of the BTYD spend draws over the
+horizon divided by the positive part's mean (conditional on any spend), one per ``POSITIVE_LEVELS``."""
+P_BUY_HORIZON = "p_buy_horizon"
+"""Frame / ``ml.btyd_scores`` column: the BTYD's P(any spend over the horizon), share of its draws."""
+P_BUY_LABEL = "p_buy_label_window"
+"""Frame / ``ml.btyd_scores`` column: the BTYD's P(any purchase over the label window h)."""
+MIXTURE_SHRINK_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+"""Weights lambda of the hybrid's mean in the mixture median's level (lambda * hybrid mean +
+(1 - lambda) * BTYD mean). Unlike the shrunk median, lambda = 0 is a candidate: the point still
+differs from the BTYD's through the classifier's P(buy)."""
+P_CLIP = 1e-4
+"""Probabilities are clipped to [P_CLIP, 1 - P_CLIP] before taking log-odds."""
 SHRINK_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Weights lambda of a model's own mean in the shrunk median (lambda * mean + (1 - lambda) * BTYD
 mean) x P50 ratio, tried by ``point_rule`` when the BTYD's mean is given (1 = the model's own median)."""
@@ -177,8 +211,51 @@ def median_point(mean: np.ndarray, p50_ratio: np.ndarray) -> np.ndarray:
     return p * ratio
 
 
+def logit(p) -> np.ndarray:
+    """log(p / (1 - p)) of probabilities clipped to [P_CLIP, 1 - P_CLIP]."""
+    q = np.clip(np.nan_to_num(np.asarray(p, dtype=float), nan=0.0), P_CLIP, 1.0 - P_CLIP)
+    return np.log(q / (1.0 - q))
+
+
+def carry_buy_probability(p_label, btyd_p_horizon, btyd_p_label) -> np.ndarray:
+    """P(buy over the horizon H) from a classifier's P(buy over the label window h), carried by the
+    BTYD's log-odds: logit P_H = logit p_h + (logit P_H^BTYD - logit P_h^BTYD). The classifier
+    corrects the BTYD's odds over h and the correction is kept over H; for H = h (equal BTYD
+    columns) it is p_h itself (clipped to [P_CLIP, 1 - P_CLIP])."""
+    z = logit(p_label) + logit(btyd_p_horizon) - logit(btyd_p_label)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def mixture_median(mean, p_buy, positive_ratios) -> np.ndarray:
+    """Median of the mixture {0 w.p. 1 - p; S+ w.p. p}, S+ = the BTYD's positive-part spend shape
+    scaled to the conditional mean given a purchase, mean / p.
+
+    For p < 0.5 the median is 0; otherwise it is S+'s quantile at level 1 - 0.5 / p (in [0, 0.5]),
+    i.e. mean / p x the positive-part quantile ratio at that level, interpolated linearly on
+    ``POSITIVE_LEVELS`` (``positive_ratios``: customers x levels, quantile / positive-part mean).
+    A customer whose BTYD draws hold no positive spend (ratios 0) gets 0: there is no shape to
+    scale."""
+    m = np.clip(np.nan_to_num(np.asarray(mean, dtype=float)), 0.0, None)
+    p = np.clip(np.nan_to_num(np.asarray(p_buy, dtype=float)), 0.0, 1.0)
+    ratios = np.clip(np.nan_to_num(np.asarray(positive_ratios, dtype=float)), 0.0, None).reshape(len(m), -1)
+    if ratios.shape[1] != len(POSITIVE_LEVELS):
+        raise ValueError(f"positive-part ratios need {len(POSITIVE_LEVELS)} levels {POSITIVE_LEVELS}, "
+                         f"got {ratios.shape[1]}")
+    take = p >= 0.5
+    safe_p = np.where(take, p, 1.0)
+    level = np.where(take, 1.0 - 0.5 / safe_p, 0.0)
+    step = POSITIVE_LEVELS[1] - POSITIVE_LEVELS[0]
+    position = np.clip(level / step, 0.0, len(POSITIVE_LEVELS) - 1.0)
+    low = np.minimum(np.floor(position).astype(int), len(POSITIVE_LEVELS) - 2)
+    frac = position - low
+    rows = np.arange(len(m))
+    ratio = ratios[rows, low] * (1.0 - frac) + ratios[rows, low + 1] * frac
+    return np.where(take, m / safe_p * ratio, 0.0)
+
+
 def point_rule(actual: np.ndarray, prediction: np.ndarray, p50_ratio: np.ndarray | None = None,
-               significance_z: float | None = None, btyd_mean: np.ndarray | None = None) -> dict:
+               significance_z: float | None = None, btyd_mean: np.ndarray | None = None,
+               mixture: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """The served point rule for a forecast, chosen on a validation window by MAE.
 
     Candidates: the sharpening exponents of ``sharpen_exponent`` (gamma 1 = the mean) and, with
@@ -194,6 +271,11 @@ def point_rule(actual: np.ndarray, prediction: np.ndarray, p50_ratio: np.ndarray
     mean's level for the likely buyers). ``shrink`` in the result is the chosen lambda (1 for the
     model's own median and for sharpening). Lambda = 0 (the BTYD's own median) is no candidate:
     the hybrid's point must differ from the BTYD's to be served.
+
+    With ``mixture`` = (each customer's classifier P(buy) over the same window, the BTYD's
+    positive-part quantile ratios, customers x ``POSITIVE_LEVELS``) the mixture median
+    (``mixture_median``) of lambda * prediction + (1 - lambda) * btyd_mean is a candidate for each
+    lambda of ``MIXTURE_SHRINK_GRID`` (only lambda = 1 without ``btyd_mean``), on the same footing.
     """
     y = np.asarray(actual, dtype=float)
     p = np.clip(np.nan_to_num(np.asarray(prediction, dtype=float)), 0.0, None)
@@ -211,6 +293,17 @@ def point_rule(actual: np.ndarray, prediction: np.ndarray, p50_ratio: np.ndarray
                         "reason": "predictive median" + (f" of the mean shrunk to the BTYD's (lambda = {lam:g})"
                                                          if lam < 1.0 else "")
                                   + ": lowest validation MAE with a significant gain over the mean"}
+    if mixture is not None and y.size:
+        p_buy, ratios = mixture
+        weights = (1.0,) if btyd_mean is None else tuple(sorted(MIXTURE_SHRINK_GRID, reverse=True))
+        for lam in weights:
+            point = mixture_median(shrunk_mean(p, lam, btyd_mean), p_buy, ratios)
+            error = metrics.mae(y, point)
+            rows.append({"rule": MIXTURE, "gamma": None, "shrink": float(lam), "mae": error})
+            if error < best["mae"] and _significant_gain(y, p, point, significance_z):
+                best = {"rule": MIXTURE, "gamma": 1.0, "shrink": float(lam), "mae": error,
+                        "reason": f"mixture median (classifier P(buy), BTYD positive-part shape, lambda = {lam:g})"
+                                  ": lowest validation MAE with a significant gain over the mean"}
     return {**best, "comparison": rows}
 
 
@@ -220,6 +313,8 @@ def shrunk_mean(mean: np.ndarray, shrink: float, btyd_mean: np.ndarray | None) -
     p = np.clip(np.nan_to_num(np.asarray(mean, dtype=float)), 0.0, None)
     if shrink >= 1.0:
         return p
+    if shrink <= 0.0 and btyd_mean is not None:
+        return np.clip(np.nan_to_num(np.asarray(btyd_mean, dtype=float)), 0.0, None)
     if btyd_mean is None:
         raise ValueError(f"the shrunk median point rule (lambda = {shrink:g}) needs the BTYD mean of each customer")
     b = np.clip(np.nan_to_num(np.asarray(btyd_mean, dtype=float)), 0.0, None)
@@ -227,9 +322,17 @@ def shrunk_mean(mean: np.ndarray, shrink: float, btyd_mean: np.ndarray | None) -
 
 
 def apply_point_rule(mean: np.ndarray, rule: str, gamma: float, p50_ratio: np.ndarray | None = None,
-                     shrink: float = 1.0, btyd_mean: np.ndarray | None = None) -> np.ndarray:
+                     shrink: float = 1.0, btyd_mean: np.ndarray | None = None,
+                     mixture: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The point forecast of ``rule`` (``point_rule``'s choice) for the conditional means ``mean``
-    (the median of the shrunk mean with ``shrink`` < 1, which needs ``btyd_mean``)."""
+    (the median of the shrunk mean with ``shrink`` < 1, which needs ``btyd_mean``; the mixture
+    median needs ``mixture`` = (P(buy), positive-part ratios))."""
+    if rule == MIXTURE:
+        if mixture is None:
+            raise ValueError("the mixture point rule needs each customer's P(buy) from the buy classifier and the "
+                             "BTYD positive-part quantile ratios (ml.btyd_scores.spend_pos_q*_ratio): "
+                             "rebuild ml/btyd_scores")
+        return mixture_median(shrunk_mean(mean, shrink, btyd_mean), mixture[0], mixture[1])
     if rule == MEDIAN:
         if p50_ratio is None:
             raise ValueError("the median point rule needs each customer's P50 / mean spend ratio "
@@ -300,7 +403,8 @@ BLEND_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
 def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.ndarray,
                  max_total_error: float | None = None, significance_z: float | None = None,
-                 sharpening: bool = False, p50_ratio: np.ndarray | None = None) -> dict:
+                 sharpening: bool = False, p50_ratio: np.ndarray | None = None,
+                 mixture: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """The hybrid's weight w in w * booster + (1 - w) * BTYD, chosen on the validation window.
 
     Why: per-customer MAE is minimized by the conditional *median*, which for zero-inflated,
@@ -324,7 +428,9 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
     choice (sharpening or the predictive median) and the BTYD is judged by *its* best point rule on
     the same rows: a point forecast is compared with a point forecast of the same kind, never a
     median with a mean. Gini and the total are always those of the blend's mean (what ranks, tiers
-    and sums use); only the MAE is the point forecast's.
+    and sums use); only the MAE is the point forecast's. With ``mixture`` (the hybrid's buy
+    classifier P(buy) and the BTYD positive-part ratios on these rows) each blend's point rule may
+    also be the mixture median; the BTYD's own point rule never uses the classifier.
     """
     y = np.asarray(actual, dtype=float)
     btyd_spend = np.clip(np.nan_to_num(np.asarray(btyd_spend, dtype=float)), 0.0, None)
@@ -341,9 +447,10 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
         # predictive median) chosen on these validation rows; Gini and the total are the blend's own
         rule, gamma, shrink = SHARPEN, 1.0, 1.0
         if sharpening and y.size:
-            choice = point_rule(y, blended, p50_ratio, significance_z, btyd_mean=btyd_spend if w > 0 else None)
+            choice = point_rule(y, blended, p50_ratio, significance_z, btyd_mean=btyd_spend if w > 0 else None,
+                                mixture=mixture)
             rule, gamma, shrink = choice["rule"], choice["gamma"], choice["shrink"]
-        point = apply_point_rule(blended, rule, gamma, p50_ratio, shrink, btyd_spend)
+        point = apply_point_rule(blended, rule, gamma, p50_ratio, shrink, btyd_spend, mixture)
         block = {**metrics.regression_metrics(y, blended), "mae": metrics.mae(y, point) if y.size else None}
         row = {"weight": float(w), "point_rule": rule, "sharpen": gamma, "point_shrink": shrink,
                **{k: block[k] for k in ("mae", "normalized_gini", "predicted_total")},

@@ -15,6 +15,7 @@ from clv_platform.transforms.features import build_scoring_frame
 from clv_platform.models.clv.config import ClvConfig
 from clv_platform.models.clv.windows import add_derived_features, btyd_summary, fit_btyd_at, btyd_features_horizons
 from clv_platform.models.clv.booster import ClvModel
+from clv_platform.models.clv.objective import P_BUY_HORIZON, P_BUY_LABEL, POSITIVE_COLUMNS
 
 
 # Bands of the CLV ranking named for the ranks they hold (a "Top 5%" label on ranks 1-5 % would
@@ -101,6 +102,14 @@ def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvCon
     out["spend_p10_ratio"] = np.where(mean > 0, low, 0.0)
     out["spend_p90_ratio"] = np.where(mean > 0, high, 0.0)
     out["spend_p50_ratio"] = np.where(mean > 0, median, 0.0)
+    if intervals.p_buy is not None and intervals.positive_ratios is not None:
+        # the mixture median point rule's BTYD inputs (objective.mixture_median): P(any spend over the
+        # horizon), P(any purchase over the label window) and the positive-part quantile ratios
+        p_horizon, p_label, positive = intervals.lookup_mixture(codes)
+        out[P_BUY_HORIZON] = p_horizon
+        out[P_BUY_LABEL] = p_label
+        for j, column in enumerate(POSITIVE_COLUMNS):
+            out[column] = positive[:, j]
     return out
 
 
@@ -114,10 +123,15 @@ MEDIAN_COLUMN = "spend_p50_ratio"
 point rule (``objective.median_point``)."""
 
 
+MIXTURE_COLUMNS = (P_BUY_HORIZON, P_BUY_LABEL, *POSITIVE_COLUMNS)
+"""Columns of ``ml.btyd_scores`` the mixture median point rule reads (``ClvModel.mixture_inputs``)."""
+
+
 def frame_from_tables(features: pd.DataFrame, btyd_scores: pd.DataFrame) -> pd.DataFrame:
     """A ``scoring_frame`` rebuilt from ``features.customer_features`` and ``ml.btyd_scores``."""
     renamed = btyd_scores.rename(columns={v: k for k, v in BTYD_SCORE_COLUMNS.items()})
-    keep = ["customer_id", *BTYD_SCORE_COLUMNS, *[c for c in (*INTERVAL_COLUMNS, MEDIAN_COLUMN) if c in renamed]]
+    keep = ["customer_id", *BTYD_SCORE_COLUMNS, *[c for c in (*INTERVAL_COLUMNS, MEDIAN_COLUMN, *MIXTURE_COLUMNS)
+                                                  if c in renamed]]
     frame = features.assign(customer_id=features["customer_id"].astype(str))
     merged = frame.merge(renamed[keep].assign(customer_id=renamed["customer_id"].astype(str)),
                          on="customer_id", how="left", validate="one_to_one")
@@ -144,8 +158,9 @@ def predict_scores(trained: ClvModel, frame: pd.DataFrame, config: ClvConfig) ->
     forecast use); ``predicted_clv_point`` is the served per-customer point forecast, the model's
     point rule (``ClvModel.point``): the total-preserving sharpening of ``predicted_clv`` over this
     frame (same ranking and sum; ``frame`` must then hold the whole scored population, the scores
-    asset recomputes it in SQL over the table) or the predictive median ``predicted_clv`` x
-    ``spend_p50_ratio`` (per customer).
+    asset recomputes it in SQL over the table), the predictive median ``predicted_clv`` x
+    ``spend_p50_ratio`` (per customer) or the mixture median (per customer: the model's buy
+    classifier on this frame, carried to the horizon by the BTYD's P(buy) columns).
     """
     spend = trained.predict(frame, config.horizon_days, frame["btyd_horizon_ratio"].to_numpy())
     clv_values = spend * discount_factor(frame, config)
@@ -157,7 +172,7 @@ def predict_scores(trained: ClvModel, frame: pd.DataFrame, config: ClvConfig) ->
             "predicted_clv": clv_values,
             # a shrunk median point needs the BTYD's CLV (same discounting) as the level it shrinks to
             "predicted_clv_point": trained.point(clv_values, config.horizon_days, p50,
-                                                 frame["btyd_clv_horizon"].to_numpy(dtype=float)),
+                                                 frame["btyd_clv_horizon"].to_numpy(dtype=float), frame),
             "p_alive": frame["btyd_p_alive"].to_numpy(),
             "expected_purchases": frame["btyd_expected_purchases_horizon"].to_numpy(),
             **interval_columns(clv_values, frame),

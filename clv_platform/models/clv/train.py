@@ -17,8 +17,11 @@ from clv_platform.models.sampling import TrainingFrames
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
 from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons, window_ends, cap_rows,
                                              training_windows, feature_list, fetch_rows)
-from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster
-from clv_platform.models.clv.objective import (MEDIAN, P50_COLUMN, SHARPEN, Selection, select_objective, point_rule, _only)
+from clv_platform.models.clv.booster import (ClvModel, _dmatrix_plain, calibration_shift, train_buy_classifier,
+                                             uses_offset, train_booster)
+from clv_platform.models.clv.objective import (BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
+                                               POSITIVE_COLUMNS, SHARPEN, Selection, select_objective, point_rule,
+                                               validation_mixture, _only)
 
 
 EXTENSION_BOUNDS = (0.5, 2.0)
@@ -105,6 +108,7 @@ class TrainedClv:
             "sharpen": self.model.sharpen,
             "point_rule": self.model.point_rule,
             "point_shrink": self.model.point_shrink,
+            "classifier_shift": self.model.classifier_shift,
             "serving": self.serving,
             "num_boost_round": self.model.num_boost_round,
             "selection": self.selection.as_dict(),
@@ -172,9 +176,19 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
     if config.sharpen and valid_fit is not None and len(valid):
         # the predictive median is a candidate point rule: its P50 / mean over the label window,
         # drawn from the BTYD fitted at the validation window's own feature cutoff (out of sample)
-        valid = valid.assign(**{P50_COLUMN: p50_ratio(valid_fit, valid, h / btyd.DAYS_PER_WEEK,
-                                                     "btyd_expected_spend")})
+        # (and the mixture median's BTYD P(buy) and positive-part shape, from the same draws)
+        valid = valid.assign(**point_rule_columns(valid_fit, valid, h / btyd.DAYS_PER_WEEK, "btyd_expected_spend"))
     columns = feature_list(pd.concat([inner, valid]), variant)
+    classifier = None
+    if variant == HYBRID and config.buy_classifier and P50_COLUMN in valid and len(inner) and len(valid):
+        # the mixture median's buy classifier: trained on the inner windows, early-stopped and
+        # calibrated (one log-odds shift) on the validation window; its P there is out of sample but
+        # for those two (the round count and the shift), as the booster's level factor is
+        inner_clf, clf_rounds = train_buy_classifier(config, inner, columns, valid)
+        margin = inner_clf.predict(_dmatrix_plain(valid, columns), output_margin=True).astype(float)
+        shift = calibration_shift(margin, valid["label_spend"].to_numpy(dtype=float))
+        valid = valid.assign(**{BUY_P_COLUMN: 1.0 / (1.0 + np.exp(-(margin + shift)))})
+        classifier = {"rounds": clf_rounds, "shift": shift, "booster": inner_clf}
     candidates = config if objective is None else _only(config, objective)
     selection = select_objective(candidates, inner, valid, columns, variant)
     chosen = next(r for r in selection.comparison if r["objective"] == selection.chosen.name)
@@ -184,6 +198,12 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
     )
     model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
                      level=selection.level, blend=selection.blend)
+    if classifier is not None:
+        # the served classifier is the one the point rule was chosen with (trained on the inner
+        # windows, calibrated on the validation window), not a refit on the final windows: its
+        # shift belongs to it, and the validation MAE of the mixture is then the served rule's
+        model.classifier = classifier.pop("booster")
+        model.classifier_shift = float(classifier["shift"])
     extension = btyd_extension_factor(conn, cutoff, config, fits, frames) if variant == HYBRID else {"factor": 1.0}
     model.extension_factor = float(extension["factor"])
     validation_metrics = {k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
@@ -212,7 +232,10 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         window_ends=sorted({str(t.date()) for t in final["window_end"].drop_duplicates()}),  # distinct ends first: a Timestamp per row cost seconds
         validation_metrics=validation_metrics,
         validation_frame=valid,
-        serving={**serving, "extension": extension},
+        serving={**serving, "extension": extension,
+                 "buy_classifier": None if classifier is None else {
+                     **classifier, "validation_mean_p": float(valid[BUY_P_COLUMN].mean()),
+                     "validation_buyer_share": float((valid["label_spend"] > 0).mean())}},
     )
 
 
@@ -227,6 +250,21 @@ def p50_ratio(model: btyd.BTYDModel, frame: pd.DataFrame, horizon_weeks: float, 
     _, median, _ = btyd_intervals.interval_table(model, codes, horizon_weeks, draws, seed).lookup(codes)
     mean = frame[mean_column].to_numpy(dtype=float)
     return np.where(mean > 0, median, 0.0)
+
+
+def point_rule_columns(model: btyd.BTYDModel, frame: pd.DataFrame, horizon_weeks: float, mean_column: str,
+                       label_weeks: float | None = None, draws: int = 200, seed: int = 0) -> dict:
+    """The BTYD columns the point rules read, from one ``btyd_intervals.interval_table`` (the
+    estimator scoring serves them with): ``P50_COLUMN`` (as ``p50_ratio``), and for the mixture
+    median ``p_buy_horizon``, ``p_buy_label_window`` (over ``label_weeks``; the horizon's without
+    it) and the positive-part quantile ratios ``POSITIVE_COLUMNS``."""
+    codes = btyd_intervals.frame_keys(frame)
+    table = btyd_intervals.interval_table(model, codes, horizon_weeks, draws, seed, label_weeks=label_weeks)
+    _, median, _ = table.lookup(codes)
+    p_horizon, p_label, positive = table.lookup_mixture(codes)
+    mean = frame[mean_column].to_numpy(dtype=float)
+    return {P50_COLUMN: np.where(mean > 0, median, 0.0), P_BUY_HORIZON: p_horizon, P_BUY_LABEL: p_label,
+            **{c: positive[:, j] for j, c in enumerate(POSITIVE_COLUMNS)}}
 
 
 def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame, model: ClvModel) -> dict:
@@ -254,7 +292,7 @@ def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame
     elif model.variant == HYBRID and selection.validation_prediction is not None:
         w = model.blend
         choice = point_rule(y, w * selection.validation_prediction + (1.0 - w) * btyd_spend, p50, z,
-                            btyd_mean=btyd_spend)
+                            btyd_mean=btyd_spend, mixture=validation_mixture(valid))
         hybrid, hybrid_comparison = (choice["rule"], choice["gamma"], choice["shrink"]), choice["comparison"]
     else:
         hybrid = (SHARPEN, 1.0, 1.0)
@@ -263,7 +301,7 @@ def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame
             "btyd_point_mae": btyd_choice["mae"], "btyd_point_comparison": btyd_choice["comparison"],
             "hybrid_point_comparison": hybrid_comparison,
             # the median is not monotone in the mean: rank and tier by the mean, never by the point
-            "hybrid_point_monotone": hybrid[0] != MEDIAN, "btyd_point_monotone": btyd_choice["rule"] != MEDIAN,
+            "hybrid_point_monotone": hybrid[0] == SHARPEN, "btyd_point_monotone": btyd_choice["rule"] == SHARPEN,
             "sharpen_reason": "point rule of the served mean (total-preserving sharpening c * p ** gamma, or the "
                               "predictive median when P50 ratios are available): lowest validation MAE with a "
                               "significant gain over the mean"}
