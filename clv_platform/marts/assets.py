@@ -22,6 +22,7 @@ from clv_platform.core.sql import sql_code_version, transaction
 from clv_platform import contract
 from clv_platform.marts.exports import export_customer_scores, scoring_date
 from clv_platform.marts.forecast_assets import FORECAST_MARTS
+from clv_platform.marts.incremental import build_line_mart
 from clv_platform.marts.publish import SNAPSHOT_STORAGE_VERSION, analytics_path, publish_snapshot
 from clv_platform.resources.storage import read_sql, row_count, run_script, table_exists
 from clv_platform.models.clv_assets import CUSTOMER_CLV
@@ -290,17 +291,39 @@ cohort_retention = sql_mart(
     "Acquisition-month cohorts by months since first order: active customers, retention share, "
     "revenue and cumulative revenue per customer.",
 )
-product_performance = sql_mart(
+def line_mart(key: dg.AssetKey, description: str) -> dg.AssetsDefinition:
+    """An order-line mart kept as a per-buyer state that a staging merge updates in part
+    (``incremental.py``), then aggregated by `sql/<name>.sql`, all in one transaction."""
+    name = key.path[-1]
+    scripts = ["sql/_line_sales.sql", f"sql/{name}.sql"]
+
+    @dg.asset(
+        key=key,
+        code_version=sql_code_version(SQL_PACKAGE, *scripts),
+        group_name="marts",
+        deps=[STAGING_ORDER_LINES],
+        kinds={"duckdb", "sql"},
+        owners=OWNERS,
+        description=description,
+    )
+    def _mart(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+        with duckdb.get_connection() as conn:
+            update = build_line_mart(conn, name)
+            metadata = mart_metadata(conn, f"marts.{name}")
+        context.log.info(f"marts.{name}: {metadata['dagster/row_count']} rows; state {update['update']} "
+                         f"({update['update_reason']})")
+        return dg.MaterializeResult(metadata={**metadata, **update})
+
+    return _mart
+
+
+product_performance = line_mart(
     PRODUCT_PERFORMANCE,
-    [STAGING_ORDER_LINES],
     "Revenue, units, orders, buyers and repeat-buyer share per product.",
-    macros=("_line_sales.sql",),
 )
-category_performance = sql_mart(
+category_performance = line_mart(
     CATEGORY_PERFORMANCE,
-    [STAGING_ORDER_LINES],
     "Revenue, units, orders, buyers and repeat-buyer share per product category.",
-    macros=("_line_sales.sql",),
 )
 seasonality = sql_mart(
     SEASONALITY,
