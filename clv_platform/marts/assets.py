@@ -22,7 +22,7 @@ from clv_platform.core.sql import sql_code_version, transaction
 from clv_platform import contract
 from clv_platform.marts.exports import export_customer_scores, scoring_date
 from clv_platform.marts.forecast_assets import FORECAST_MARTS
-from clv_platform.marts.incremental import build_line_mart
+from clv_platform.marts.incremental import LINE_MARTS, build_line_mart
 from clv_platform.marts.publish import SNAPSHOT_STORAGE_VERSION, analytics_path, publish_snapshot
 from clv_platform.resources.storage import read_sql, row_count, run_script, table_exists
 from clv_platform.models.clv_assets import CUSTOMER_CLV
@@ -280,28 +280,18 @@ klaviyo_comparison = sql_mart(
     "scored; metadata carries the Spearman rank correlation of the two CLV rankings.",
     extra_metadata=_spearman,
 )
-revenue_monthly = sql_mart(
-    REVENUE_MONTHLY,
-    [STAGING_ORDERS],
-    "Net revenue, orders, AOV and new vs returning customers and revenue per calendar month.",
-)
-cohort_retention = sql_mart(
-    COHORT_RETENTION,
-    [STAGING_ORDERS],
-    "Acquisition-month cohorts by months since first order: active customers, retention share, "
-    "revenue and cumulative revenue per customer.",
-)
-def line_mart(key: dg.AssetKey, description: str) -> dg.AssetsDefinition:
+
+def line_mart(key: dg.AssetKey, deps: list[dg.AssetKey], description: str) -> dg.AssetsDefinition:
     """An order-line mart kept as a per-buyer state that a staging merge updates in part
     (``incremental.py``), then aggregated by `sql/<name>.sql`, all in one transaction."""
     name = key.path[-1]
-    scripts = ["sql/_line_sales.sql", f"sql/{name}.sql"]
+    scripts = [LINE_MARTS[name].macro_file, f"sql/{name}.sql"]
 
     @dg.asset(
         key=key,
         code_version=sql_code_version(SQL_PACKAGE, *scripts),
         group_name="marts",
-        deps=[STAGING_ORDER_LINES],
+        deps=deps,
         kinds={"duckdb", "sql"},
         owners=OWNERS,
         description=description,
@@ -317,12 +307,25 @@ def line_mart(key: dg.AssetKey, description: str) -> dg.AssetsDefinition:
     return _mart
 
 
+revenue_monthly = line_mart(
+    REVENUE_MONTHLY,
+    [STAGING_ORDERS],
+    "Net revenue, orders, AOV and new vs returning customers and revenue per calendar month.",
+)
+cohort_retention = line_mart(
+    COHORT_RETENTION,
+    [STAGING_ORDERS],
+    "Acquisition-month cohorts by months since first order: active customers, retention share, "
+    "revenue and cumulative revenue per customer.",
+)
 product_performance = line_mart(
     PRODUCT_PERFORMANCE,
+    [STAGING_ORDER_LINES],
     "Revenue, units, orders, buyers and repeat-buyer share per product.",
 )
 category_performance = line_mart(
     CATEGORY_PERFORMANCE,
+    [STAGING_ORDER_LINES],
     "Revenue, units, orders, buyers and repeat-buyer share per product category.",
 )
 seasonality = sql_mart(

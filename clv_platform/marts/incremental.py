@@ -1,7 +1,9 @@
-"""Order-line marts that a nightly run updates instead of rebuilding (product and category performance).
+"""Order marts that a nightly run updates instead of rebuilding: product and category performance,
+revenue per month and cohort retention.
 
-Each keeps a state table ``marts_build.<mart>_state`` of one row per grain and buyer
-(``clv_line_state`` in ``sql/_line_sales.sql``); the mart is an aggregation of it. After a staging
+Each keeps a state table ``marts_build.<mart>_state``, one row per grain and buyer
+(``clv_line_state`` in ``sql/_line_sales.sql``) or per customer and month
+(``clv_customer_month_state`` in ``sql/_customer_months.sql``); the mart is an aggregation of it. After a staging
 merge only the state rows of the customers and guest orders the merge re-resolved change
 (``staging_build.change_log``, written by ``transforms/staging.py`` in the build's transaction), so
 those rows are deleted and recomputed from their lines, and the mart is aggregated again from the
@@ -25,34 +27,42 @@ from clv_platform.transforms.staging import CHANGE_LOG
 
 STATE_SCHEMA = "marts_build"
 APPLIED_TABLE = f"{STATE_SCHEMA}.applied_changes"
-"""Per mart: the last change-log seq its state includes, the state SQL's hash and its line count."""
+"""Per mart: the last change-log seq its state includes, the state SQL's hash and the source rows it holds (lines or orders)."""
 
 
 @dataclass(frozen=True)
 class LineMart:
-    """One incremental order-line mart: the view of its lines (with a ``grain``) and its state table."""
+    """One incremental mart: the rows it reads (staging lines or orders with ``customer_id`` and
+    ``order_id``), the macro file and macro that make its state, and the state column that counts
+    the rows read (checked against them after each update)."""
 
     name: str
-    lines_sql: str
+    rows_sql: str
+    macro_file: str = "sql/_line_sales.sql"
+    macro: str = "clv_line_state"
+    count_column: str = "lines"
 
     @property
     def state_table(self) -> str:
         return f"{STATE_SCHEMA}.{self.name}_state"
 
 
+_LINES = "select *, {grain} as grain from staging.order_lines where not is_cancelled"
+_MONTHS = {"macro_file": "sql/_customer_months.sql", "macro": "clv_customer_month_state", "count_column": "orders"}
+
 LINE_MARTS = {
-    "product_performance": LineMart(
-        "product_performance",
-        "select *, product_id as grain from staging.order_lines where not is_cancelled"),
-    "category_performance": LineMart(
-        "category_performance",
-        "select *, coalesce(category, 'uncategorized') as grain from staging.order_lines where not is_cancelled"),
+    "product_performance": LineMart("product_performance", _LINES.format(grain="product_id")),
+    "category_performance": LineMart("category_performance",
+                                     _LINES.format(grain="coalesce(category, 'uncategorized')")),
+    "revenue_monthly": LineMart("revenue_monthly", "select * from staging.orders where not is_cancelled", **_MONTHS),
+    "cohort_retention": LineMart("cohort_retention", "select * from staging.orders where customer_id is not null "
+                                 "and not is_cancelled", **_MONTHS),
 }
 
 
 def state_version(mart: LineMart) -> str:
     """A hash of what the state rows are made of: the macro file and the mart's lines."""
-    text = read_sql("clv_platform.marts", "sql/_line_sales.sql") + mart.lines_sql
+    text = read_sql("clv_platform.marts", mart.macro_file) + mart.macro + mart.rows_sql
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -83,10 +93,10 @@ def plan(conn: duckdb.DuckDBPyConnection, mart: LineMart) -> tuple[str, str, int
 
 def refresh_state(conn: duckdb.DuckDBPyConnection, mart: LineMart) -> dict:
     """Bring ``mart.state_table`` up to date with staging (call inside a transaction, after the
-    ``_line_sales.sql`` macros ran on ``conn``); returns what was done, for the metadata."""
+    mart's macro file ran on ``conn``); returns what was done, for the metadata."""
     _ensure_applied(conn)
     mode, why, seq = plan(conn, mart)
-    conn.execute(f"create or replace temp view _{mart.name}_lines as {mart.lines_sql}")
+    conn.execute(f"create or replace temp view _{mart.name}_lines as {mart.rows_sql}")
     lines_view = f"_{mart.name}_lines"
     touched = {"customers": 0, "guest_orders": 0}
     if mode == "incremental":
@@ -107,14 +117,14 @@ def refresh_state(conn: duckdb.DuckDBPyConnection, mart: LineMart) -> dict:
             select * from {lines_view}
             where customer_id in (select customer_id from _changed_customers)
                or (customer_id is null and order_id in (select order_id from _changed_orders))""")
-        conn.execute(f"insert into {mart.state_table} select * from clv_line_state('_{mart.name}_changed_lines')")
+        conn.execute(f"insert into {mart.state_table} select * from {mart.macro}('_{mart.name}_changed_lines')")
         lines = conn.execute(f"select count(*) from {lines_view}").fetchone()[0]
-        in_state = conn.execute(f"select coalesce(sum(lines), 0) from {mart.state_table}").fetchone()[0]
+        in_state = conn.execute(f"select coalesce(sum({mart.count_column}), 0) from {mart.state_table}").fetchone()[0]
         if int(in_state) != int(lines):
             mode, why = "full", f"the state held {in_state} lines, staging {lines}: rebuilt"
     if mode == "full":
-        conn.execute(f"create or replace table {mart.state_table} as select * from clv_line_state('{lines_view}')")
-        lines = conn.execute(f"select coalesce(sum(lines), 0) from {mart.state_table}").fetchone()[0]
+        conn.execute(f"create or replace table {mart.state_table} as select * from {mart.macro}('{lines_view}')")
+        lines = conn.execute(f"select coalesce(sum({mart.count_column}), 0) from {mart.state_table}").fetchone()[0]
     conn.execute(f"delete from {APPLIED_TABLE} where mart = ?", [mart.name])
     conn.execute(f"insert into {APPLIED_TABLE} values (?, ?, ?, ?)", [mart.name, seq, state_version(mart), int(lines)])
     for name in ("_changed_customers", "_changed_orders"):
@@ -125,8 +135,9 @@ def refresh_state(conn: duckdb.DuckDBPyConnection, mart: LineMart) -> dict:
 
 def build_line_mart(conn: duckdb.DuckDBPyConnection, name: str) -> dict:
     """Update the state of ``marts.<name>`` and aggregate the mart from it, in one transaction."""
+    mart = LINE_MARTS[name]
     with transaction(conn):
-        run_script(conn, read_sql("clv_platform.marts", "sql/_line_sales.sql"))
-        update = refresh_state(conn, LINE_MARTS[name])
+        run_script(conn, read_sql("clv_platform.marts", mart.macro_file))
+        update = refresh_state(conn, mart)
         run_script(conn, read_sql("clv_platform.marts", f"sql/{name}.sql"))
     return update
