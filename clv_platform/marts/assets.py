@@ -1,7 +1,10 @@
 """marts/* assets: the analyst-facing tables, the published snapshot and the score exports.
 
 Every mart is one `sql/<name>.sql` file run in DuckDB with `create or replace`, so a rerun
-rebuilds it from its inputs. Two families:
+rebuilds it from its inputs. Four of them (`product_performance`, `category_performance`,
+`revenue_monthly`, `cohort_retention`) aggregate a state table in `marts_build` that a staging
+merge updates only for the customers and guest orders it re-resolved (`incremental.py`): the
+nightly cost follows the day's changes, not the order history. Two families:
 
 * score marts (`customer_scores`, `segment_summary`, `cluster_summary`, `segment_history`,
   `klaviyo_comparison`) join the model outputs in `scores.*` with staging;
