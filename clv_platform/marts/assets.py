@@ -1,7 +1,10 @@
 """marts/* assets: the analyst-facing tables, the published snapshot and the score exports.
 
 Every mart is one `sql/<name>.sql` file run in DuckDB with `create or replace`, so a rerun
-rebuilds it from its inputs. Two families:
+rebuilds it from its inputs. Four of them (`product_performance`, `category_performance`,
+`revenue_monthly`, `cohort_retention`) aggregate a state table in `marts_build` that a staging
+merge updates only for the customers and guest orders it re-resolved (`incremental.py`): the
+nightly cost follows the day's changes, not the order history. Two families:
 
 * score marts (`customer_scores`, `segment_summary`, `cluster_summary`, `segment_history`,
   `klaviyo_comparison`) join the model outputs in `scores.*` with staging;
@@ -22,6 +25,7 @@ from clv_platform.core.sql import sql_code_version, transaction
 from clv_platform import contract
 from clv_platform.marts.exports import export_customer_scores, scoring_date
 from clv_platform.marts.forecast_assets import FORECAST_MARTS
+from clv_platform.marts.incremental import LINE_MARTS, build_line_mart
 from clv_platform.marts.publish import SNAPSHOT_STORAGE_VERSION, analytics_path, publish_snapshot
 from clv_platform.resources.storage import read_sql, row_count, run_script, table_exists
 from clv_platform.models.clv_assets import CUSTOMER_CLV
@@ -279,28 +283,53 @@ klaviyo_comparison = sql_mart(
     "scored; metadata carries the Spearman rank correlation of the two CLV rankings.",
     extra_metadata=_spearman,
 )
-revenue_monthly = sql_mart(
+
+def line_mart(key: dg.AssetKey, deps: list[dg.AssetKey], description: str) -> dg.AssetsDefinition:
+    """An order-line mart kept as a per-buyer state that a staging merge updates in part
+    (``incremental.py``), then aggregated by `sql/<name>.sql`, all in one transaction."""
+    name = key.path[-1]
+    scripts = [LINE_MARTS[name].macro_file, f"sql/{name}.sql"]
+
+    @dg.asset(
+        key=key,
+        code_version=sql_code_version(SQL_PACKAGE, *scripts),
+        group_name="marts",
+        deps=deps,
+        kinds={"duckdb", "sql"},
+        owners=OWNERS,
+        description=description,
+    )
+    def _mart(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+        with duckdb.get_connection() as conn:
+            update = build_line_mart(conn, name)
+            metadata = mart_metadata(conn, f"marts.{name}")
+        context.log.info(f"marts.{name}: {metadata['dagster/row_count']} rows; state {update['update']} "
+                         f"({update['update_reason']})")
+        return dg.MaterializeResult(metadata={**metadata, **update})
+
+    return _mart
+
+
+revenue_monthly = line_mart(
     REVENUE_MONTHLY,
     [STAGING_ORDERS],
     "Net revenue, orders, AOV and new vs returning customers and revenue per calendar month.",
 )
-cohort_retention = sql_mart(
+cohort_retention = line_mart(
     COHORT_RETENTION,
     [STAGING_ORDERS],
     "Acquisition-month cohorts by months since first order: active customers, retention share, "
     "revenue and cumulative revenue per customer.",
 )
-product_performance = sql_mart(
+product_performance = line_mart(
     PRODUCT_PERFORMANCE,
     [STAGING_ORDER_LINES],
     "Revenue, units, orders, buyers and repeat-buyer share per product.",
-    macros=("_line_sales.sql",),
 )
-category_performance = sql_mart(
+category_performance = line_mart(
     CATEGORY_PERFORMANCE,
     [STAGING_ORDER_LINES],
     "Revenue, units, orders, buyers and repeat-buyer share per product category.",
-    macros=("_line_sales.sql",),
 )
 seasonality = sql_mart(
     SEASONALITY,

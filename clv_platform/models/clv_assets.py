@@ -355,16 +355,25 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     yield dg.MaterializeResult(asset_key=FEATURE_INTERACTIONS, metadata=side[INTERACTIONS_TABLE])
 
 
+def scoring_join_sql(conn) -> str:
+    """The ``read_batches`` query of ``clv.frame_from_tables`` done in DuckDB: each feature row with
+    its ml.btyd_scores columns under their scoring-frame names (null where a customer has none), in
+    ``customer_id`` order, so the scoring reads one joined batch instead of two frames merged and
+    sorted in pandas (add ``clv.add_derived_features`` to the result)."""
+    present = {c for (c,) in conn.execute(f"select column_name from (describe {BTYD_TABLE})").fetchall()}
+    renamed = [f'b."{target}" as "{source}"' for source, target in clv.BTYD_SCORE_COLUMNS.items()]
+    extra = [f'b."{c}"' for c in (*clv.INTERVAL_COLUMNS, clv.MEDIAN_COLUMN) if c in present]
+    return (f"select f.*, {', '.join(renamed + extra)} from {FEATURE_TABLE} f "
+            f"left join {BTYD_TABLE} b using (customer_id) where {{where}} order by customer_id")
+
+
 def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, scored_at, batch: int) -> dict:
     """scores.customer_clv in batches of ``batch`` customers (features and ml.btyd_scores of the
     same id range), then rank, percentile and tier over the whole table in SQL."""
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
-    btyd_batches = read_batches(conn, f"select * from {BTYD_TABLE} where {{where}} order by customer_id", ranges)
     with BatchWriter(conn, SCORES_TABLE) as writer:
-        for (_, features), (_, btyd_rows) in zip(
-                read_batches(conn, f"select * from {FEATURE_TABLE} where {{where}} order by customer_id", ranges),
-                btyd_batches):
-            frame = clv.frame_from_tables(features, btyd_rows)
+        for _, frame in read_batches(conn, scoring_join_sql(conn), ranges):
+            frame = clv.add_derived_features(frame)
             writer.write(clv.predict_scores(model, frame, config).assign(model_version=model_version,
                                                                            scored_at=scored_at))
         tiers = " ".join(f"when clv_rank <= {share!r}::double * _n then '{label}'" for label, share in clv.TIERS)

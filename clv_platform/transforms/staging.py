@@ -196,6 +196,7 @@ def build_staging(
             if unbalanced:
                 raise RuntimeError(f"staging lost rows: {unbalanced}")
             _write_state(conn, marks, params, result.mode)
+            _log_changes(conn, result.mode)
     finally:
         _drop_build_objects(conn)
     result.row_counts = {
@@ -605,6 +606,30 @@ def _write_state(conn: duckdb.DuckDBPyConnection, marks: dict, params: dict, mod
         + ", ".join(f"${k} as {k}" for k in values),
         values,
     )
+
+
+CHANGE_LOG = f"{BUILD_SCHEMA}.change_log"
+"""What each build changed, for the marts that update only the groups a day touched
+(``marts/incremental.py``): one row per build (``seq``, ``mode``, kind and key null), and for a
+merge one row per customer whose order lines may have changed (``kind`` 'customer': a previous or
+new owner of a re-resolved order) and per re-resolved order (``kind`` 'order', for guest orders).
+A full build empties the log: every reader rebuilds."""
+
+CHANGE_LOG_MERGES_KEPT = 60
+"""Merges kept in the change log; a reader that fell further behind sees the gap and rebuilds."""
+
+
+def _log_changes(conn: duckdb.DuckDBPyConnection, mode: str) -> None:
+    """Append this build to ``CHANGE_LOG`` (in the build's transaction, before its temp tables go)."""
+    conn.execute(f"create table if not exists {CHANGE_LOG} (seq bigint, mode varchar, kind varchar, key varchar)")
+    seq = int(conn.execute(f"select coalesce(max(seq), 0) + 1 from {CHANGE_LOG}").fetchone()[0])
+    if mode != "merge":
+        conn.execute(f"delete from {CHANGE_LOG}")
+    conn.execute(f"insert into {CHANGE_LOG} values (?, ?, null, null)", [seq, mode])
+    if mode == "merge":
+        conn.execute(f"insert into {CHANGE_LOG} select ?, 'merge', 'customer', customer_id from _aff_history", [seq])
+        conn.execute(f"insert into {CHANGE_LOG} select ?, 'merge', 'order', order_id from _aff_resolve", [seq])
+        conn.execute(f"delete from {CHANGE_LOG} where seq <= ?", [seq - CHANGE_LOG_MERGES_KEPT])
 
 
 def _drop_build_objects(conn: duckdb.DuckDBPyConnection) -> None:

@@ -153,7 +153,8 @@ class _SpendModel:
 
 
 def test_clv_scores_in_batches_equal_the_whole_frame_scoring(features_db, data_env):
-    from clv_platform.models.clv_assets import _total_interval_sql, total_interval, write_clv_scores
+    from clv_platform.models.clv_assets import (_total_interval_sql, scoring_join_sql, total_interval,
+                                                write_clv_scores)
 
     database = data_env / "clv.duckdb"
     shutil.copy(features_db, database)
@@ -171,6 +172,9 @@ def test_clv_scores_in_batches_equal_the_whole_frame_scoring(features_db, data_e
         interval = _total_interval_sql(conn)
         frame = clv.frame_from_tables(conn.execute(f"select * from {FEATURE_TABLE}").df(),
                                       conn.execute("select * from ml.btyd_scores").df())
+        # the scoring reads features and BTYD rows joined in DuckDB: the same frame as the pandas merge
+        joined = clv.add_derived_features(conn.execute(scoring_join_sql(conn).format(where="true")).df())
+    pd.testing.assert_frame_equal(joined, frame)
     assert one["batches"] == 1 and many["batches"] == -(-len(single) // 211)
     pd.testing.assert_frame_equal(batched, single)
     # the old whole-frame path: predict everyone, then clv.assign_tiers in pandas

@@ -82,6 +82,44 @@ def test_prediction_drift_is_measured_apart_from_the_feature_share():
     assert moved.to_frame()["is_prediction"].sum() == 1
 
 
+def test_per_column_drift_equals_evidentlys_data_drift_preset():
+    """detect_drift runs one ValueDrift per column instead of DataDriftPreset (which measured every
+    column three times): each column's method, threshold, score and drifted flag, and so the share
+    and the overall flag, must be the ones the preset computes on the same frames."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    from clv_platform.monitoring.drift import _column_results, _prepare
+
+    settings = dataclasses.replace(SETTINGS, per_column_threshold={"monetary": 0.02, "country": 0.3},
+                                   drift_share_threshold=0.3)
+    reference, current = customers(1500, 1), customers(1500, 4, shift=0.3)
+    result = detect_drift(reference, current, FEATURES, settings)
+
+    kinds = {c: ("cat" if c == "country" else "num") for c in FEATURES}
+    definition = DataDefinition(numerical_columns=[c for c in FEATURES if kinds[c] == "num"],
+                                categorical_columns=["country"])
+    preset = DataDriftPreset(columns=FEATURES, drift_share=settings.drift_share_threshold,
+                             num_method=settings.num_method, num_threshold=settings.num_threshold,
+                             cat_method=settings.cat_method, cat_threshold=settings.cat_threshold,
+                             per_column_threshold=settings.per_column_threshold)
+    snapshot = Report([preset], include_tests=True).run(
+        current_data=Dataset.from_pandas(_prepare(current, FEATURES, kinds), data_definition=definition),
+        reference_data=Dataset.from_pandas(_prepare(reference, FEATURES, kinds), data_definition=definition))
+    expected = _column_results(snapshot.dict(), kinds)
+    assert [c.column for c in result.columns] == FEATURES
+    for column in result.columns:
+        assert column == expected[column.column]
+    by_name = {c.column: c for c in result.columns}
+    assert by_name["monetary"].threshold == 0.02 and by_name["country"].threshold == 0.3
+    assert by_name["country"].method == "jensenshannon" and by_name["T_days"].method == "wasserstein"
+    # the per-column overrides make both outcomes occur, so the comparison is not of all-False flags
+    assert 0 < len(result.drifted_columns) < len(FEATURES)
+    share = sum(c.drifted for c in expected.values()) / len(FEATURES)
+    assert result.share_drifted == pytest.approx(share)
+    assert result.drift_detected == (share >= settings.drift_share_threshold)
+
+
 def test_sparse_columns_are_skipped_not_measured():
     reference = customers(500, 1).assign(profile_age_days=np.nan)
     result = detect_drift(reference, customers(500, 2).assign(profile_age_days=1.0), ["days_since_last_order", "profile_age_days"])

@@ -2,19 +2,17 @@
 -- A customer is active in a month when they placed a non-cancelled order in it; month 0 is the
 -- acquisition month, so its retention share is 1 by construction. Every month from acquisition to
 -- the last month with data is present, with 0 active customers where nobody bought.
+-- Aggregates marts_build.cohort_retention_state (clv_customer_month_state, _customer_months.sql:
+-- one row per customer and month they bought in, kept up to date by marts/incremental.py);
+-- revenue is summed exactly (decimal) before rounding.
 create schema if not exists marts;
 
 create or replace table marts.cohort_retention as
-with orders as (
-    select customer_id, date_trunc('month', order_date)::date as month, net_revenue::double as net_revenue
-    from staging.orders
-    where customer_id is not null and not is_cancelled
-),
-cohorts as (
-    select customer_id, min(month) as cohort_month from orders group by customer_id
+with state as (
+    select * from marts_build.cohort_retention_state where customer_id is not null
 ),
 cohort_sizes as (
-    select cohort_month, count(*) as cohort_customers from cohorts group by cohort_month
+    select cohort_month, count(*) as cohort_customers from state where month = cohort_month group by cohort_month
 ),
 grid as (
     select
@@ -23,18 +21,17 @@ grid as (
         m.month_offset
     from cohort_sizes s
     cross join lateral (
-        select unnest(range(0, datediff('month', s.cohort_month, (select max(month) from orders)) + 1)) as month_offset
+        select unnest(range(0, datediff('month', s.cohort_month, (select max(month) from state)) + 1)) as month_offset
     ) m
 ),
 activity as (
     select
-        c.cohort_month,
-        datediff('month', c.cohort_month, o.month) as month_offset,
-        count(distinct o.customer_id) as active_customers,
-        count(*) as orders,
-        sum(o.net_revenue) as revenue
-    from orders o
-    join cohorts c using (customer_id)
+        cohort_month,
+        datediff('month', cohort_month, month) as month_offset,
+        count(*) as active_customers,
+        sum(orders)::bigint as orders,
+        sum(revenue) as revenue
+    from state
     group by all
 )
 select
@@ -45,10 +42,10 @@ select
     coalesce(a.active_customers, 0) as active_customers,
     coalesce(a.active_customers, 0) / g.cohort_customers as retention_share,
     coalesce(a.orders, 0) as orders,
-    round(coalesce(a.revenue, 0), 2) as revenue,
-    round(sum(coalesce(a.revenue, 0)) over (
+    round(coalesce(a.revenue, 0)::double, 2) as revenue,
+    round((sum(coalesce(a.revenue, 0)) over (
         partition by g.cohort_month order by g.month_offset rows between unbounded preceding and current row
-    ) / g.cohort_customers, 2) as cumulative_revenue_per_customer
+    ))::double / g.cohort_customers, 2) as cumulative_revenue_per_customer
 from grid g
 left join activity a using (cohort_month, month_offset)
 order by g.cohort_month, g.month_offset;
