@@ -362,7 +362,7 @@ def scoring_join_sql(conn) -> str:
     sorted in pandas (add ``clv.add_derived_features`` to the result)."""
     present = {c for (c,) in conn.execute(f"select column_name from (describe {BTYD_TABLE})").fetchall()}
     renamed = [f'b."{target}" as "{source}"' for source, target in clv.BTYD_SCORE_COLUMNS.items()]
-    extra = [f'b."{c}"' for c in (*clv.INTERVAL_COLUMNS, clv.MEDIAN_COLUMN) if c in present]
+    extra = [f'b."{c}"' for c in (*clv.INTERVAL_COLUMNS, clv.MEDIAN_COLUMN, *clv.MIXTURE_COLUMNS) if c in present]
     return (f"select f.*, {', '.join(renamed + extra)} from {FEATURE_TABLE} f "
             f"left join {BTYD_TABLE} b using (customer_id) where {{where}} order by customer_id")
 
