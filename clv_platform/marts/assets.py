@@ -163,11 +163,14 @@ def sql_mart(
     description: str,
     extra_metadata: Callable[[duckdb.DuckDBPyConnection], dict] | None = None,
     macros: tuple[str, ...] = (),
+    build: Callable[[duckdb.DuckDBPyConnection], dict] | None = None,
 ) -> dg.AssetsDefinition:
     """An asset that runs `sql/<name>.sql` and reports rows, columns and a preview of `marts.<name>`.
 
     ``macros`` are `sql/` files of DuckDB macros that several marts share; they run first on the
     same connection and count in the code version, so editing one marks its marts stale.
+    ``build``, when given, writes the mart instead of running the scripts (which still make the
+    code version) and returns metadata to report beside the mart's.
     """
     name = key.path[-1]
     scripts = [*(f"sql/{m}" for m in macros), f"sql/{name}.sql"]
@@ -183,12 +186,17 @@ def sql_mart(
     )
     def _mart(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
         with duckdb.get_connection() as conn:
-            for script in scripts:
-                run_script(conn, read_sql(SQL_PACKAGE, script))
-            metadata = mart_metadata(conn, f"marts.{name}")
+            built = {}
+            if build is not None:
+                built = build(conn)
+            else:
+                for script in scripts:
+                    run_script(conn, read_sql(SQL_PACKAGE, script))
+            metadata = {**mart_metadata(conn, f"marts.{name}"), **built}
             if extra_metadata is not None:
                 metadata.update(extra_metadata(conn))
-        context.log.info(f"marts.{name}: {metadata['dagster/row_count']} rows")
+        context.log.info(f"marts.{name}: {metadata['dagster/row_count']} rows"
+                         + "".join(f"; {k} {v}" for k, v in built.items()))
         return dg.MaterializeResult(metadata=metadata)
 
     return _mart
@@ -288,26 +296,8 @@ def line_mart(key: dg.AssetKey, deps: list[dg.AssetKey], description: str) -> dg
     """An order-line mart kept as a per-buyer state that a staging merge updates in part
     (``incremental.py``), then aggregated by `sql/<name>.sql`, all in one transaction."""
     name = key.path[-1]
-    scripts = [LINE_MARTS[name].macro_file, f"sql/{name}.sql"]
-
-    @dg.asset(
-        key=key,
-        code_version=sql_code_version(SQL_PACKAGE, *scripts),
-        group_name="marts",
-        deps=deps,
-        kinds={"duckdb", "sql"},
-        owners=OWNERS,
-        description=description,
-    )
-    def _mart(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
-        with duckdb.get_connection() as conn:
-            update = build_line_mart(conn, name)
-            metadata = mart_metadata(conn, f"marts.{name}")
-        context.log.info(f"marts.{name}: {metadata['dagster/row_count']} rows; state {update['update']} "
-                         f"({update['update_reason']})")
-        return dg.MaterializeResult(metadata={**metadata, **update})
-
-    return _mart
+    return sql_mart(key, deps, description, macros=(LINE_MARTS[name].macro_file.removeprefix("sql/"),),
+                    build=lambda conn: build_line_mart(conn, name))
 
 
 revenue_monthly = line_mart(
