@@ -50,7 +50,6 @@ from clv_platform.models.clv.windows import (  # noqa: F401
     fit_btyd_at,
     btyd_features,
     window_ends,
-    customer_keys,
     cap_rows,
     training_windows,
     feature_list,

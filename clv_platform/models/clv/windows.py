@@ -14,8 +14,7 @@ import pandas as pd
 
 from clv_platform.models import btyd
 from clv_platform.models.frames import usable_features
-from clv_platform.models.sampling import TrainingFrames
-from clv_platform.models.sampling import customer_keys as _id_keys
+from clv_platform.models.sampling import TrainingFrames, cap_rows
 from clv_platform.transforms.features import FEATURE_COLUMNS
 from clv_platform.models.clv.config import HYBRID, BTYD_FEATURES, DERIVED_FEATURES, ClvConfig
 
@@ -127,27 +126,6 @@ def btyd_features_horizons(
 def window_ends(cutoff: date, count: int, step_days: int, offset_days: int = 0) -> list[date]:
     """Label-window ends C - offset, C - offset - step, ... (newest first)."""
     return [cutoff - timedelta(days=offset_days + k * step_days) for k in range(count)]
-
-
-def customer_keys(frame: pd.DataFrame) -> np.ndarray:
-    """A fixed pseudo-random 64-bit key per customer id (pandas' seeded hash, stable across runs).
-
-    The same customer gets the same key in every window, so a cap on rows keeps whole customers:
-    the customers of a capped window are (nearly) the same in every window and every run.
-    """
-    return _id_keys(frame["customer_id"])
-
-
-def cap_rows(frame: pd.DataFrame, max_rows: int | None) -> pd.DataFrame:
-    """At most ``max_rows`` rows: those of the customers with the smallest ``customer_keys``.
-
-    A deterministic customer sample, in the original row order; ``max_rows`` of 0 / None, or a
-    frame that is not larger, returns the frame itself (stores of normal size are untouched).
-    """
-    if not max_rows or len(frame) <= max_rows:
-        return frame
-    keep = np.sort(np.argpartition(customer_keys(frame), max_rows - 1)[:max_rows])
-    return frame.iloc[keep].reset_index(drop=True)
 
 
 def fetch_rows(max_rows: int | None, config: ClvConfig) -> int | None:
