@@ -3,17 +3,15 @@ cohorts) equal a rebuild, row for row."""
 
 import copy
 import shutil
-from datetime import date, datetime
 
 import duckdb
 import pandas as pd
 import pytest
 
-from clv_platform.ingestion.demo_store import DemoStoreParams, generate
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.marts.incremental import APPLIED_TABLE, LINE_MARTS, build_line_mart
 from clv_platform.transforms.staging import CHANGE_LOG, build_staging
-from clv_platform_tests.transforms.test_staging_merge import RAW, awkward_loads, copy_rows, load
+from clv_platform_tests.transforms.test_staging_merge import RAW, awkward_loads, copy_rows, load, write_demo_raw
 
 MARTS = list(LINE_MARTS)
 
@@ -42,13 +40,7 @@ def assert_same(merged: dict[str, pd.DataFrame], rebuilt: dict[str, pd.DataFrame
 
 @pytest.fixture(scope="module")
 def demo_raw(tmp_path_factory):
-    """A small demo store's raw tables (later order versions are edits, refunds, cancellations)."""
-    path = str(tmp_path_factory.mktemp("demo") / "demo_store.duckdb")
-    store = generate(DemoStoreParams(n_customers=250, seed=11, start_date=date(2024, 11, 1),
-                                     end_date=date(2025, 10, 31)))
-    with duckdb.connect(path) as conn:
-        store.write_raw_tables(conn, datetime(2025, 11, 1, 6))
-    return path
+    return write_demo_raw(tmp_path_factory, seed=11)
 
 
 def test_daily_merges_of_the_demo_store_update_the_line_marts_as_a_rebuild_would(demo_raw, tmp_path):

@@ -56,16 +56,19 @@ def copy_rows(source: duckdb.DuckDBPyConnection, target: duckdb.DuckDBPyConnecti
     return n
 
 
-@pytest.fixture(scope="module")
-def demo_raw(tmp_path_factory):
+def write_demo_raw(tmp_path_factory, seed: int) -> str:
     """A small demo store's raw tables (its later order versions are edits, refunds, cancellations)."""
     path = str(tmp_path_factory.mktemp("demo") / "demo_store.duckdb")
-    store = generate(DemoStoreParams(n_customers=250, seed=7, start_date=date(2024, 11, 1),
+    store = generate(DemoStoreParams(n_customers=250, seed=seed, start_date=date(2024, 11, 1),
                                      end_date=date(2025, 10, 31)))
     with duckdb.connect(path) as conn:
         store.write_raw_tables(conn, datetime(2025, 11, 1, 6))
-        # the profiles of one load all carry its ingestion time; give later versions later loads
     return path
+
+
+@pytest.fixture(scope="module")
+def demo_raw(tmp_path_factory):
+    return write_demo_raw(tmp_path_factory, seed=7)
 
 
 def test_merging_daily_loads_of_the_demo_store_equals_a_full_build(demo_raw, tmp_path):
