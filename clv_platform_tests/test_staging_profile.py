@@ -4,7 +4,7 @@ from datetime import datetime
 
 import duckdb
 
-from benchmarks.staging_profile import main
+from benchmarks.staging_profile import main, statement_head
 from clv_platform.ingestion.demo_store import DemoStoreParams, generate
 from clv_platform.transforms.staging import build_staging
 
@@ -30,3 +30,9 @@ def test_profiles_a_merge_on_a_copy_of_the_store(tmp_path, capsys):
     with duckdb.connect(str(store), read_only=True) as conn:  # the day was appended to the copy only
         assert conn.execute("select count(*) from raw.shopify_orders").fetchone()[0] == raw_before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.duckdb"]  # the copy's folder is gone
+
+
+def test_statement_head_starts_at_the_sql_verb():
+    sql = "-- why this statement exists\n  -- second line\ninsert into staging.orders\nselect 1  -- trailing note\n"
+    assert statement_head(sql) == "insert into staging.orders select 1 -- trailing note"
+    assert statement_head("select " + "x, " * 100, width=20) == "select x, x, x, x, x"
