@@ -148,9 +148,32 @@ def _score_chunks(conn, features: pd.DataFrame, model, config: clv.ClvConfig, cu
     return pd.concat(parts, ignore_index=True)
 
 
-def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, chunk: int | None = None) -> dict:
+def mixture_inputs_needed(context, conn, config: clv.ClvConfig) -> tuple[bool, str]:
+    """Whether ml.btyd_scores must carry the mixture point rule's inputs (``clv.MIXTURE_COLUMNS``),
+    and why: a run that trains the models may register a model serving that rule, otherwise only
+    a served model that uses it reads them. Their draws cost about a third of the nightly BTYD
+    evaluation, so a night whose served model uses another rule leaves them null."""
+    if not config.buy_classifier:
+        served = registry.served_point_rule(conn)
+        if served is None or served[1] != clv.MIXTURE:
+            return False, "[hybrid] buy_classifier = false and the served model does not use the mixture rule"
+    if stored_fits.training_run(context, TRAINING_KEYS):
+        return True, "this run trains the models (a new model may serve the mixture rule)"
+    served = registry.served_point_rule(conn)
+    if served is None:
+        return True, "no model served yet"
+    version, rule = served
+    if rule == clv.MIXTURE:
+        return True, f"the served model {version} uses the mixture point rule"
+    return False, f"skipped: the served model {version} uses the {rule} point rule"
+
+
+def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, chunk: int | None = None,
+                      mixture: bool = True) -> dict:
     """Score every customer of the feature table with ``model`` in batches of about ``batch``
-    customers (whole interval chunks) into ml.btyd_scores; returns the totals for the metadata."""
+    customers (whole interval chunks) into ml.btyd_scores; returns the totals for the metadata.
+    Without ``mixture`` the mixture point rule's label-window P(buy) and positive-part quantile
+    columns are null (``mixture_inputs_needed``)."""
     chunk = int(chunk or INTERVAL_CHUNK)
     batch = max(chunk, int(batch) - int(batch) % chunk)
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
@@ -160,7 +183,8 @@ def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, ch
     codes = conn.execute(f"select distinct {btyd_intervals.KEY_SQL} as code from {FEATURE_TABLE}").fetchnumpy()["code"]
     intervals = btyd_intervals.interval_table(model, codes, config.horizon_days / btyd_intervals.btyd.DAYS_PER_WEEK,
                                               chunk=chunk,
-                                              label_weeks=config.label_horizon_days / btyd_intervals.btyd.DAYS_PER_WEEK)
+                                              label_weeks=config.label_horizon_days / btyd_intervals.btyd.DAYS_PER_WEEK,
+                                              mixture=mixture)
     totals["interval_keys"] = int(intervals.codes.size)
     top = []
     with BatchWriter(conn, BTYD_TABLE) as writer:
@@ -198,7 +222,8 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
         cutoff = scoring_cutoff(conn)
         model, decision, fit_cutoff = stored_or_fitted_btyd(context, conn, cutoff, clv_config,
                                                             settings.refit_after_days, config.refit)
-        totals = write_btyd_scores(conn, model, clv_config, cutoff, settings.batch_customers)
+        mixture, mixture_reason = mixture_inputs_needed(context, conn, clv_config)
+        totals = write_btyd_scores(conn, model, clv_config, cutoff, settings.batch_customers, mixture=mixture)
         contract.apply_comments(conn, tables=[BTYD_TABLE])
         schema = contract.column_metadata(conn, BTYD_TABLE)
     params = model.params()
@@ -214,6 +239,7 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
             "batches": totals["batches"],
             "batch_customers": totals["batch_customers"],
             "interval_keys": totals["interval_keys"],
+            "mixture_inputs": mixture_reason,
             "model": model.model,
             "model_choice": model.reason or f"{model.model} set in clv.toml",
             "penalizer": float(model.penalizer),

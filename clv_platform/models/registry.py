@@ -198,6 +198,16 @@ def load_latest(conn: duckdb.DuckDBPyConnection, name: str = DEFAULT_MODEL_NAME)
     return load_model(row["path"])
 
 
+def served_point_rule(conn: duckdb.DuckDBPyConnection, name: str = DEFAULT_MODEL_NAME) -> tuple[str, str] | None:
+    """(version, point rule) of the served model, read from its sidecar without loading the
+    booster; None when no model is registered."""
+    row = latest_registered(conn, name)
+    if row is None:
+        return None
+    sidecar = json.loads(Path(row["path"]).with_suffix(".json").read_text(encoding="utf-8"))
+    return str(row["model_version"]), str(sidecar.get("point_rule", "sharpen"))
+
+
 class ServedModelFeaturesMissing(LookupError):
     """The served model needs feature columns that the current feature table does not have."""
 

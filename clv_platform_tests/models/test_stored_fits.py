@@ -245,3 +245,62 @@ def test_the_shap_frame_of_a_large_store_is_a_deterministic_customer_sample(feat
     pd.testing.assert_frame_equal(sample, again)
     expected = whole[whole["customer_id"].isin(sample["customer_id"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(sample, expected)
+
+
+def test_btyd_scores_without_the_mixture_inputs_leave_only_those_columns_null(features_db, data_env):
+    database = data_env / "no_mixture.duckdb"
+    shutil.copy(features_db, database)
+    config = clv.load_config()
+    _, summary = _summary(features_db)
+    model = btyd.fit_btyd(summary, btyd.MBGNBD)
+    with duckdb.connect(str(database)) as conn:
+        cutoff = scoring_cutoff(conn)
+        write_btyd_scores(conn, model, config, cutoff, batch=10**9, chunk=100)
+        full = conn.execute("select * from ml.btyd_scores order by customer_id").df()
+        write_btyd_scores(conn, model, config, cutoff, batch=10**9, chunk=100, mixture=False)
+        lean = conn.execute("select * from ml.btyd_scores order by customer_id").df()
+    skipped = [clv.P_BUY_LABEL, *clv.POSITIVE_COLUMNS]
+    assert list(lean.columns) == list(full.columns)
+    assert lean[skipped].isna().all().all() and full[skipped].notna().all().all()
+    # the same draws: intervals, medians and P(buy over the horizon) do not move
+    pd.testing.assert_frame_equal(lean.drop(columns=skipped), full.drop(columns=skipped))
+    assert 0 < full[clv.P_BUY_HORIZON].mean() < 1
+
+    class _Mixture(clv.ClvModel):
+        def buy_probability(self, frame):
+            return np.full(len(frame), 0.5)
+
+    served = object.__new__(_Mixture)  # only its buy probability is read
+    with pytest.raises(ValueError, match="materialize ml/btyd_scores again"):
+        served.mixture_inputs(lean)
+    p, positive = served.mixture_inputs(full)
+    assert p.shape == (len(full),) and positive.shape == (len(full), len(clv.POSITIVE_COLUMNS))
+
+
+def test_the_mixture_inputs_are_drawn_only_when_a_model_may_read_them(features_db, data_env, monkeypatch):
+    from clv_platform.models import clv_assets, registry
+
+    database = data_env / "mixture_need.duckdb"
+    shutil.copy(features_db, database)
+    resources = {"duckdb": DuckDBResource(database=str(database))}
+    served = {"rule": None}
+    monkeypatch.setattr(registry, "served_point_rule",
+                        lambda conn, name=registry.DEFAULT_MODEL_NAME: served["rule"] and ("v1", served["rule"]))
+
+    meta = _metadata(dg.materialize([btyd_scores], resources=resources))
+    assert meta["mixture_inputs"] == "no model served yet"
+    served["rule"] = "sharpen"
+    meta = _metadata(dg.materialize([btyd_scores], resources=resources))
+    assert meta["mixture_inputs"] == "skipped: the served model v1 uses the sharpen point rule"
+    with duckdb.connect(str(database)) as conn:
+        assert conn.execute(f"select count(*) from ml.btyd_scores where {clv.P_BUY_LABEL} is not null").fetchone()[0] == 0
+    served["rule"] = clv.MIXTURE
+    meta = _metadata(dg.materialize([btyd_scores], resources=resources))
+    assert meta["mixture_inputs"] == "the served model v1 uses the mixture point rule"
+    with duckdb.connect(str(database)) as conn:
+        assert conn.execute(f"select count(*) from ml.btyd_scores where {clv.P_BUY_LABEL} is null").fetchone()[0] == 0
+    # a run that trains the models draws them whatever is served
+    served["rule"] = "sharpen"
+    monkeypatch.setattr(clv_assets.stored_fits, "training_run", lambda context, keys: "this run trains the models")
+    meta = _metadata(dg.materialize([btyd_scores], resources=resources))
+    assert meta["mixture_inputs"].startswith("this run trains the models")

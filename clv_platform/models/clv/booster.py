@@ -112,9 +112,14 @@ class ClvModel:
         if missing:
             raise ValueError(f"the mixture point rule needs the BTYD columns {missing} (ml.btyd_scores): "
                              "rebuild ml/btyd_scores")
-        p = carry_buy_probability(self.buy_probability(frame), frame[P_BUY_HORIZON].to_numpy(dtype=float),
-                                  frame[P_BUY_LABEL].to_numpy(dtype=float))
-        return p, frame[list(POSITIVE_COLUMNS)].to_numpy(dtype=float)
+        positive = frame[list(POSITIVE_COLUMNS)].to_numpy(dtype=float)
+        label = frame[P_BUY_LABEL].to_numpy(dtype=float)
+        if np.isnan(label).any() or np.isnan(positive).any():
+            raise ValueError("ml.btyd_scores was written without the mixture point rule's inputs (the model served "
+                             "then used another rule, see its `mixture_inputs` metadata): materialize ml/btyd_scores "
+                             "again before scoring with this model")
+        p = carry_buy_probability(self.buy_probability(frame), frame[P_BUY_HORIZON].to_numpy(dtype=float), label)
+        return p, positive
 
     def point(self, mean: np.ndarray, horizon_days: int | None = None, p50_ratio: np.ndarray | None = None,
               btyd_mean: np.ndarray | None = None, frame: pd.DataFrame | None = None) -> np.ndarray:

@@ -110,6 +110,13 @@ def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvCon
         out[P_BUY_LABEL] = p_label
         for j, column in enumerate(POSITIVE_COLUMNS):
             out[column] = positive[:, j]
+    elif intervals.p_buy is not None:
+        # drawn without the mixture inputs (the served model does not read them): the same columns,
+        # null, so the table keeps one schema whichever model is served
+        out[P_BUY_HORIZON] = intervals.p_buy[intervals.positions(codes)]
+        out[P_BUY_LABEL] = np.nan
+        for column in POSITIVE_COLUMNS:
+            out[column] = np.nan
     return out
 
 
