@@ -62,10 +62,10 @@ def run_backtest(
     if holdout_end <= calibration_end:
         raise ValueError("--holdout-end must be after --calibration-end")
     config = clv.load_config(config_path)
-    check_history(loaded.transactions, calibration_end, holdout_end, config)
+    label_days, label_note = check_history(loaded.transactions, calibration_end, holdout_end, config)
     conn = frames.staging_connection(loaded.transactions)
     try:
-        ml = clv.ml_backtest(conn, calibration_end, holdout_end, config)
+        ml = clv.ml_backtest(conn, calibration_end, holdout_end, config, label_days=label_days)
     finally:
         conn.close()
     run = backtest.btyd_backtest(
@@ -90,6 +90,8 @@ def run_backtest(
         result["total_coverage_windows"] = backtest._clean(
             backtest.rolling_total_coverage(loaded.transactions, ends, days, config.btyd_model))
     result["window"]["chosen_by"] = window_note
+    result["window"]["label_window_days"] = label_days
+    result["window"]["label_window"] = label_note
     serving = ml.trained[clv.HYBRID].serving
     result["serving"] = {"served": serving.get("served"), "reason": serving.get("reason"),
                          "level_factor": ml.trained[clv.HYBRID].model.level,
@@ -144,33 +146,63 @@ def default_window(loaded, calibration_end=None, holdout_end=None) -> tuple[pd.T
         "derived: the last third of the history (28 to 365 days) is the holdout, ending at the last order day")
 
 
-def check_history(transactions: pd.DataFrame, calibration_end, holdout_end, config) -> None:
-    """Fail with a plain sentence when the data cannot support the backtest.
+MIN_REPEAT_CUSTOMERS = 10
+"""Customers who must have bought on two different days by the earliest feature cutoff of the ML
+training (C - 2h, the objective selection's training window): that window's BTYD is fitted there."""
+MIN_LABEL_DAYS = 14
+"""The shortest label window the backtest shortens to before it calls the history too short."""
+
+
+def check_history(transactions: pd.DataFrame, calibration_end, holdout_end, config) -> tuple[int, str]:
+    """The label window h of the ML models (days) and a sentence on how it was set; fails with a
+    plain sentence when the data cannot support the backtest.
 
     The ML models train on a label window of h days (``[backtest] label_horizon_days`` of
     clv.toml, at most the holdout) whose features are computed h days before the calibration end,
-    and select their objective on the window before that: the history before the calibration end
-    must span 2 h days and hold repeat purchases.
+    and select their objective on the window before that, with features at C - 2h: at that
+    date ``MIN_REPEAT_CUSTOMERS`` customers must have bought twice. A short file whose first repeat
+    buyers come late gets a shorter h (down to ``MIN_LABEL_DAYS``) rather than failing deep inside
+    the training with no usable window.
     """
     calibration_end, holdout_end = pd.Timestamp(calibration_end), pd.Timestamp(holdout_end)
     dates = transactions["order_date"]
     first, last = dates.min().normalize(), dates.max().normalize()
     holdout_days = (holdout_end - calibration_end).days
-    h = int(min(config.backtest.get("label_horizon_days", config.label_horizon_days), holdout_days))
+    configured = int(config.backtest.get("label_horizon_days", config.label_horizon_days))
+    h = min(configured, holdout_days)
     have = (calibration_end - first).days
-    if have < 2 * h:
+    if have < 2 * MIN_LABEL_DAYS:
         raise ValueError(
             f"history too short: the calibration period runs {have} days ({first.date()} to "
-            f"{calibration_end.date()}), the models need at least {2 * h} days (two label windows of {h} days) "
-            "before the calibration end; use a longer file or a later --calibration-end")
+            f"{calibration_end.date()}), the models need at least {2 * MIN_LABEL_DAYS} days (two label windows of "
+            f"at least {MIN_LABEL_DAYS} days) before the calibration end; use a longer file or a later --calibration-end")
     if last <= calibration_end:
         raise ValueError(f"no transactions after the calibration end {calibration_end.date()} "
                          f"(the file ends {last.date()}): nothing to compare the forecasts with")
     before = transactions[transactions["order_date"] <= calibration_end]
-    days = before.groupby("customer_id")["order_date"].nunique()
-    if not (days > 1).any():
+    # each customer's second distinct purchase day: when they became a repeat buyer
+    second = (before.assign(day=before["order_date"].dt.normalize()).drop_duplicates(["customer_id", "day"])
+              .sort_values("day").groupby("customer_id")["day"].nth(1).sort_values())
+    if second.empty:
         raise ValueError(f"no customer bought on two different days before {calibration_end.date()}: "
                          "repeat-purchase models cannot be fitted")
+    if len(second) < MIN_REPEAT_CUSTOMERS:
+        raise ValueError(f"history too short: only {len(second)} customers bought on two different days before "
+                         f"{calibration_end.date()}, the models need at least {MIN_REPEAT_CUSTOMERS}")
+    ready = second.iloc[MIN_REPEAT_CUSTOMERS - 1]
+    fits = (calibration_end - ready).days // 2
+    if fits < h:
+        if fits < MIN_LABEL_DAYS:
+            raise ValueError(
+                f"history too short: the calibration period runs {have} days ({first.date()} to "
+                f"{calibration_end.date()}) and its {MIN_REPEAT_CUSTOMERS}th repeat buyer came on {ready.date()}; "
+                f"the models need two label windows of at least {MIN_LABEL_DAYS} days after that "
+                f"(by {(ready + pd.Timedelta(days=2 * MIN_LABEL_DAYS)).date()}) before the calibration end; "
+                "use a longer file or a later --calibration-end")
+        return fits, (f"{fits} days, shortened from {h}: the objective selection trains on features at "
+                      f"C - 2h, and only from {ready.date()} had {MIN_REPEAT_CUSTOMERS} customers bought twice")
+    return h, (f"{h} days ([backtest] label_horizon_days)" if h == configured
+               else f"{h} days (the holdout; [backtest] label_horizon_days is {configured})")
 
 
 def json_view(result: dict) -> dict:
@@ -181,6 +213,7 @@ def json_view(result: dict) -> dict:
     return {
         "dataset": result["dataset"],
         "customers": result["customers"],
+        "window": result.get("window", {}),
         "bgnbd": {k: params["bgnbd"][k] for k in ("r", "alpha", "a", "b")},
         "pareto_nbd": {k: params["pareto_nbd"][k] for k in ("r", "alpha", "s", "beta")},
         "gamma_gamma": {k: params["gamma_gamma"].get(k) for k in ("p", "q", "v")},

@@ -39,10 +39,14 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     args, report = sample_run
     assert backtest_cli.run(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert list(out) == ["dataset", "customers", "bgnbd", "pareto_nbd", "gamma_gamma", "holdout", "per_stage",
+    assert list(out) == ["dataset", "customers", "window", "bgnbd", "pareto_nbd", "gamma_gamma", "holdout", "per_stage",
                          "deciles", "btyd_selection", "intervals", "parameter_bootstrap", "serving", "headline",
                          "npd"]
     assert out["btyd_selection"]["chosen"] == "mbgnbd" and out["btyd_selection"]["reason"]
+    # the published protocol's window; the label window is the configured 91 days, not shortened
+    assert (out["window"]["calibration_end"], out["window"]["holdout_end"]) == ("1997-09-30", "1998-06-30")
+    assert out["window"]["label_window_days"] == 91
+    assert out["window"]["label_window"] == "91 days ([backtest] label_horizon_days)"
     assert set(out["intervals"]) == {"btyd", "xgboost", "hybrid", "hybrid_mean", "btyd_point", "served"}
     serving = out["serving"]
     assert serving["hybrid_point_rule"] in ("sharpen", "median") and serving["btyd_point_rule"] in ("sharpen", "median")
@@ -136,6 +140,39 @@ def test_short_history_is_refused_in_plain_words(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "history too short" in captured.err and "days" in captured.err
+
+
+def _repeat_buyers(second_days: list[str], n_one_time: int = 30) -> pd.DataFrame:
+    """Customers first buying on 2024-01-01 and again on the given days, plus one-time buyers."""
+    rows = [("r%d" % i, "2024-01-01", 10.0) for i in range(len(second_days))]
+    rows += [("r%d" % i, day, 12.0) for i, day in enumerate(second_days)]
+    rows += [("o%d" % i, "2024-01-%02d" % (1 + i % 28), 5.0) for i in range(n_one_time)]
+    rows += [("late", "2024-06-20", 9.0)]  # an order after the calibration end
+    frame = pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+    return frame.assign(order_date=pd.to_datetime(frame["order_date"]))
+
+
+def test_label_window_shrinks_to_what_the_history_supports_and_refuses_below_two_weeks():
+    from clv_platform.models import clv
+
+    config = clv.load_config()
+    calibration_end, holdout_end = pd.Timestamp("2024-05-31"), pd.Timestamp("2024-06-30")
+    # ten repeat buyers by 2024-01-20: two 30-day windows fit after it, the holdout (30 days) rules
+    early = _repeat_buyers(["2024-01-%02d" % d for d in range(11, 21)])
+    assert backtest_cli.check_history(early, calibration_end, holdout_end, config) == (
+        30, "30 days (the holdout; [backtest] label_horizon_days is 91)")
+    # the tenth repeat buyer on 2024-04-11: C - 2h must not come before it, so h = 50 // 2 = 25
+    late = _repeat_buyers(["2024-03-%02d" % d for d in range(1, 10)] + ["2024-04-11"])
+    days, note = backtest_cli.check_history(late, calibration_end, holdout_end, config)
+    assert days == 25 and note.startswith("25 days, shortened from 30") and "2024-04-11" in note
+    assert config.for_backtest(30, days).label_horizon_days == 25
+    assert config.for_backtest(30).label_horizon_days == 30 and config.for_backtest(200).label_horizon_days == 91
+    # the tenth on 2024-05-10: 21 days // 2 = 10 < 14, refused in plain words
+    with pytest.raises(ValueError, match=r"history too short: .*10th repeat buyer came on 2024-05-10.*by 2024-06-07"):
+        backtest_cli.check_history(_repeat_buyers(["2024-03-01"] * 9 + ["2024-05-10"]), calibration_end,
+                                   holdout_end, config)
+    with pytest.raises(ValueError, match="only 9 customers bought on two different days"):
+        backtest_cli.check_history(_repeat_buyers(["2024-02-01"] * 9), calibration_end, holdout_end, config)
 
 
 def test_default_window_of_a_csv_is_its_last_third():

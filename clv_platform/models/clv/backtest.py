@@ -62,18 +62,20 @@ class MLBacktest:
         }
 
 
-def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, config: ClvConfig) -> MLBacktest:
+def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, config: ClvConfig,
+                label_days: int | None = None) -> MLBacktest:
     """Train both variants on data up to ``calibration_end`` and predict spend to ``holdout_end``.
 
     ``conn`` holds staging tables of the whole data set (``frames.load_staging``); only windows
     ending on or before the calibration end are read for training, and the features for the
     prediction are computed at the calibration end. The objective is selected once, for the
     hybrid, and the xgboost variant reuses it so the two differ only in the BTYD features.
+    ``label_days`` caps the label window at what the history supports (``backtest_cli.check_history``).
     """
     started = time.perf_counter()
     cutoff = pd.Timestamp(calibration_end).date()
     horizon = (pd.Timestamp(holdout_end) - pd.Timestamp(calibration_end)).days
-    config = config.for_backtest(horizon)
+    config = config.for_backtest(horizon, label_days)
     frame, model_btyd = scoring_frame(conn, cutoff, config)
     hybrid = train_clv(conn, cutoff, config, HYBRID)
     plain = train_clv(conn, cutoff, config, XGBOOST, objective=hybrid.selection.chosen)

@@ -74,12 +74,14 @@ class ClvConfig:
     max_extension_rows: int = 0
     """``[sampling] max_extension_rows``: customers the extension factor is measured on (0 = all)."""
 
-    def for_backtest(self, horizon_days: int) -> "ClvConfig":
-        """The config a dataset backtest uses: its holdout as horizon, ``[backtest]`` windows."""
+    def for_backtest(self, horizon_days: int, label_days: int | None = None) -> "ClvConfig":
+        """The config a dataset backtest uses: its holdout as horizon, ``[backtest]`` windows, and
+        the label window at most ``label_days`` (what the history supports, ``check_history``)."""
         values = asdict(self)
+        label = min(self.backtest.get("label_horizon_days", self.label_horizon_days), horizon_days)
         values.update(
             horizon_days=int(horizon_days),
-            label_horizon_days=int(min(self.backtest.get("label_horizon_days", self.label_horizon_days), horizon_days)),
+            label_horizon_days=int(min(label, label_days) if label_days else label),
             window_count=int(self.backtest.get("window_count", self.window_count)),
             window_step_days=int(self.backtest.get("window_step_days", self.window_step_days)),
             objectives=tuple(self.objectives),
