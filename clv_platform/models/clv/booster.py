@@ -12,6 +12,7 @@ import pandas as pd
 import xgboost as xgb
 
 from clv_platform.models.clv.config import HYBRID, ClvConfig, ObjectiveSpec
+from clv_platform.models.clv.windows import naive_spend
 
 
 def _matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -72,6 +73,14 @@ class ClvModel:
     blend: float = 1.0
     """Weight w of the booster in w * booster + (1 - w) * BTYD (hybrid only; chosen on the
     validation window by ``objective.blend_weight``; 1 = the booster alone)."""
+
+    naive_weight: float = 0.0
+    """Weight of the naive spend-rate rule (``windows.naive_spend`` x ``naive_level``) in the blend
+    w * booster + naive_weight * naive + (1 - w - naive_weight) * BTYD (hybrid only; chosen on the
+    validation window with w by ``objective.blend_weight``; 0 = no naive component)."""
+
+    naive_level: float = 1.0
+    """Level factor of the naive component: actual / naive total on the validation window."""
 
     sharpen: float = 1.0
     """Exponent gamma of the served point forecast (``point``): the total-preserving sharpening
@@ -152,7 +161,8 @@ class ClvModel:
             return float(self.sharpen)
         return float(1.0 + (self.sharpen - 1.0) * self.label_horizon_days / horizon_days)
 
-    def _predict(self, frame: pd.DataFrame, offset_column: str) -> np.ndarray:
+    def _predict(self, frame: pd.DataFrame, offset_column: str, days: int | None = None) -> np.ndarray:
+        """The blend over the window of ``offset_column`` (``days`` long; the label window by default)."""
         btyd_spend = np.clip(np.nan_to_num(frame[offset_column].to_numpy(dtype=float)), 0.0, None)
         if self.serves_btyd:
             return btyd_spend
@@ -161,9 +171,16 @@ class ClvModel:
         if self.objective.target == "log1p":
             raw = np.exp(raw) * self.smearing - 1.0
         booster = np.clip(raw, 0.0, None) * self.level
-        if self.blend >= 1.0:
+        if self.blend >= 1.0 and not self.naive_weight:
             return booster
-        return self.blend * booster + (1.0 - self.blend) * btyd_spend
+        blended = self.blend * booster + (1.0 - self.blend - self.naive_weight) * btyd_spend
+        if self.naive_weight:
+            naive = naive_spend(frame, self.label_horizon_days if days is None else days)
+            if naive is None:
+                raise ValueError("the hybrid's blend has a naive spend-rate component: the frame needs "
+                                 "total_net_spend and T_days (or spend_rate_per_week)")
+            blended = blended + self.naive_weight * self.naive_level * naive
+        return blended
 
     def predict_label_window(self, frame: pd.DataFrame) -> np.ndarray:
         """Expected net spend over the label window h, on the original currency scale, >= 0."""
@@ -187,7 +204,7 @@ class ClvModel:
             ratio = np.asarray(horizon_ratio, dtype=float)
             return self.predict_label_window(frame) * (1.0 + factor * (ratio - 1.0))
         if self.offset or self.serves_btyd:
-            return self._predict(frame, "btyd_expected_spend_horizon")
+            return self._predict(frame, "btyd_expected_spend_horizon", horizon_days)
         return self.predict_label_window(frame) * horizon_days / self.label_horizon_days
 
 

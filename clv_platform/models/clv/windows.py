@@ -27,6 +27,18 @@ def add_derived_features(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(spend_rate_per_week=frame["total_net_spend"].astype(float) / weeks)
 
 
+def naive_spend(frame: pd.DataFrame, days: float) -> np.ndarray | None:
+    """The naive spend-rate rule over ``days``: ``spend_rate_per_week`` x days / 7 per customer
+    (derived here when absent), or None when the frame cannot give it (no spend or age columns).
+    The hybrid's blend may include it as a third component (``objective.blend_weight``)."""
+    if "spend_rate_per_week" not in frame:
+        frame = add_derived_features(frame)
+    if "spend_rate_per_week" not in frame:
+        return None
+    rate = np.nan_to_num(frame["spend_rate_per_week"].to_numpy(dtype=float))
+    return np.clip(rate, 0.0, None) * float(days) / btyd.DAYS_PER_WEEK
+
+
 def btyd_summary(features: pd.DataFrame) -> pd.DataFrame:
     """The BTYD calibration summary (weeks, not rounded) from a feature frame, by customer_id.
 
