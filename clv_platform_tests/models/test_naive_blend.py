@@ -91,15 +91,19 @@ def test_a_blend_beats_the_btyd_only_if_it_also_ranks_as_well_as_the_naive_rule(
     assert len(judged) == len([e for e in eligible if e[2] > 0]) < 55
 
 
-def test_naive_validation_is_the_spend_rate_times_the_window_at_the_windows_level():
+def test_naive_validation_is_the_spend_rate_times_the_window_at_the_btyds_level():
     """Spend 70 over 14 days (2 weeks) and 30 over 3 days (age floored at 1 week): rates 35 and 30
-    per week, 91 days = 13 weeks: 455 and 390; the window's actual total 169 gives level 169 / 845."""
-    valid = pd.DataFrame({"total_net_spend": [70.0, 30.0], "T_days": [14, 3], "label_spend": [100.0, 69.0]})
+    per week, 91 days = 13 weeks: 455 and 390 (total 845). The BTYD forecasts 130 against an actual
+    169: its level 1.3; the naive rule is served at the BTYD's total x that level, 169 = actual."""
+    valid = pd.DataFrame({"total_net_spend": [70.0, 30.0], "T_days": [14, 3], "label_spend": [100.0, 69.0],
+                          "btyd_expected_spend": [80.0, 50.0]})
     assert clv.naive_spend(valid, 91) == pytest.approx([455.0, 390.0])
+    assert clv.naive_btyd_ratio(valid, 91) == pytest.approx(130.0 / 845.0)
     naive, level = clv.naive_validation(valid, 91)
-    assert level == pytest.approx(0.2) and naive == pytest.approx([91.0, 78.0]) and naive.sum() == pytest.approx(169.0)
+    assert level == pytest.approx(1.3) and naive == pytest.approx([91.0, 78.0])
     assert clv.naive_validation(valid.drop(columns="T_days"), 91) == (None, 1.0)
     assert clv.naive_validation(valid.assign(total_net_spend=0.0), 91) == (None, 1.0)
+    assert clv.naive_validation(valid.assign(btyd_expected_spend=0.0), 91) == (None, 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +122,9 @@ def test_model_predicts_the_three_component_blend_and_the_registry_keeps_it(demo
     selection = trained.selection
     # the naive level is measured on the validation rows and recorded with the other blend choices
     naive, level = clv.naive_validation(valid, config.label_horizon_days)
+    btyd_spend = valid["btyd_expected_spend"].to_numpy(dtype=float)
     assert selection.naive_level == pytest.approx(level) == trained.model.naive_level
+    assert level == pytest.approx(valid["label_spend"].sum() / btyd_spend.sum())
     assert naive.sum() == pytest.approx(valid["label_spend"].sum())
     assert {"naive_weight", "naive_level", "component_gini"} <= set(selection.as_dict())
     assert selection.component_gini["naive"] == pytest.approx(
@@ -126,9 +132,15 @@ def test_model_predicts_the_three_component_blend_and_the_registry_keeps_it(demo
     # a model with a naive component predicts w * booster + v * naive + (1 - w - v) * BTYD
     model = dataclasses.replace(trained.model, blend=0.5, naive_weight=0.3, serves_btyd=False)
     booster = dataclasses.replace(model, blend=1.0, naive_weight=0.0).predict_label_window(valid)
-    btyd_spend = valid["btyd_expected_spend"].to_numpy(dtype=float)
     want = 0.5 * booster + 0.3 * naive + 0.2 * btyd_spend
     assert model.predict_label_window(valid) == pytest.approx(want)
+    # the naive level follows the BTYD of the population scored: given for the whole store (the
+    # scores asset's SQL total), a batch of it gets the same forecasts as the whole frame
+    ratio = clv.naive_btyd_ratio(valid, config.label_horizon_days)
+    batch = valid.iloc[: len(valid) // 3]
+    stored = dataclasses.replace(model, naive_population_ratio=ratio)
+    assert stored.predict_label_window(batch) == pytest.approx(want[: len(batch)])
+    assert not np.allclose(model.predict_label_window(batch), want[: len(batch)])
     # over a longer horizon the blend is extended with the BTYD's growth like the booster alone
     ratio = np.full(len(valid), 2.0)
     assert model.predict(valid, 2 * config.label_horizon_days, ratio) == pytest.approx(
@@ -139,3 +151,21 @@ def test_model_predicts_the_three_component_blend_and_the_registry_keeps_it(demo
         loaded, sidecar = registry.load_latest(conn)
     assert (sidecar["naive_weight"], sidecar["naive_level"]) == (0.3, pytest.approx(level))
     assert loaded.predict_label_window(valid) == pytest.approx(want)
+
+
+def test_scores_asset_takes_the_naive_level_from_the_whole_store_in_sql():
+    """naive_population_ratio (SQL over the feature table and ml.btyd_scores) = naive_btyd_ratio of
+    the joined frame: BTYD 10 + 20 + 0 (a customer without BTYD row counts 0) over the naive rule's
+    (35 + 30 + 0; a refund-negative spend counts 0) x 13 weeks."""
+    from clv_platform.models.clv_assets import naive_population_ratio
+
+    features = pd.DataFrame({"customer_id": ["a", "b", "c"], "total_net_spend": [70.0, 30.0, -5.0],
+                             "T_days": [14, 3, 40]})
+    scores = pd.DataFrame({"customer_id": ["a", "b"], "expected_spend_label_window": [10.0, 20.0]})
+    with duckdb.connect() as conn:
+        conn.execute("create schema features; create schema ml")
+        conn.execute("create table features.customer_features as select * from features")
+        conn.execute("create table ml.btyd_scores as select * from scores")
+        ratio = naive_population_ratio(conn, 91)
+    frame = features.assign(btyd_expected_spend=[10.0, 20.0, np.nan])
+    assert ratio == pytest.approx(30.0 / (65.0 * 13.0)) == pytest.approx(clv.naive_btyd_ratio(frame, 91))

@@ -48,6 +48,7 @@ from clv_platform.models.clv.windows import (  # noqa: F401
     add_derived_features,
     btyd_summary,
     naive_spend,
+    naive_btyd_ratio,
     fit_btyd_at,
     btyd_features,
     window_ends,

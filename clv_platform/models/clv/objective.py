@@ -12,7 +12,7 @@ import pandas as pd
 from clv_platform.models import metrics
 from clv_platform.models.clv.config import HYBRID, ClvConfig, ObjectiveSpec, objective_candidates
 from clv_platform.models.clv.booster import ClvModel, uses_offset, train_booster, _smearing
-from clv_platform.models.clv.windows import naive_spend
+from clv_platform.models.clv.windows import naive_btyd_ratio, naive_spend
 
 
 P50_COLUMN = "btyd_spend_p50_ratio"
@@ -48,7 +48,8 @@ class Selection:
     naive_weight: float = 0.0
     """Weight of the naive spend-rate rule in the blend (``blend_weight``); 0 = not a component."""
     naive_level: float = 1.0
-    """Level factor of the naive rule on the validation window (``naive_validation``)."""
+    """The naive component's level relative to the BTYD: actual / BTYD total on the validation
+    window (``naive_validation``, ``ClvModel.naive_level``)."""
     component_gini: dict = field(default_factory=dict)
     """Validation Gini of the blend's components alone (booster, BTYD, naive) for the chosen candidate."""
     sharpen: float = 1.0
@@ -167,18 +168,23 @@ def select_objective(
 
 
 def naive_validation(valid: pd.DataFrame, days: int) -> tuple[np.ndarray | None, float]:
-    """The naive spend-rate rule over the validation window, level-calibrated there, and its level
-    (actual / naive total; (None, 1) when the frame has no spend rate or the rule forecasts nothing).
+    """The naive spend-rate rule over the validation window at the level the model serves it with,
+    and that level relative to the BTYD, actual / BTYD total (``ClvModel.naive_level``); (None, 1)
+    when the frame has no spend rate or the rule or the BTYD forecasts nothing.
 
     The rule extrapolates a customer's past spend rate with no dropout, so its total is far above
-    the actual (CDNOW: about 3.7x over a 13-week window); the factor makes it a mean forecast like
-    the booster's (``level_factor``), so a blend with it keeps the total. Unlike the booster's it is
-    not bounded: it corrects a known bias of a fixed rule, not a degenerate fit."""
+    the actual (CDNOW: about 3.3-3.7x over a 13-week window). Served, it is scaled to the BTYD's
+    total over the scored population times the BTYD's level here (``ClvModel.naive_scale``); on
+    these rows that is actual / naive total, a mean forecast like the booster's, so a blend with it
+    keeps the total. Unlike the booster's level it is not bounded: it corrects a known bias of a
+    fixed rule, not a degenerate fit."""
     raw = naive_spend(valid, days)
-    if raw is None or not len(raw) or float(raw.sum()) <= 0:
+    ratio = naive_btyd_ratio(valid, days)
+    if raw is None or ratio is None:
         return None, 1.0
-    level = float(valid["label_spend"].to_numpy(dtype=float).sum() / raw.sum())
-    return raw * level, level
+    y_total = float(valid["label_spend"].to_numpy(dtype=float).sum())
+    btyd_level = y_total / (ratio * float(raw.sum()))
+    return raw * ratio * btyd_level, btyd_level
 
 
 BUY_P_COLUMN = "buy_p_label_window"

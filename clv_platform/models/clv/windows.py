@@ -39,6 +39,21 @@ def naive_spend(frame: pd.DataFrame, days: float) -> np.ndarray | None:
     return np.clip(rate, 0.0, None) * float(days) / btyd.DAYS_PER_WEEK
 
 
+def naive_btyd_ratio(frame: pd.DataFrame, days: int) -> float | None:
+    """Sum of the BTYD's spend over the label window (``btyd_expected_spend``) / sum of the naive
+    rule's over the same ``days``, over the customers of ``frame``; None when either is missing or 0.
+
+    The naive component of the hybrid's blend takes its level from the BTYD of the population it
+    scores: the naive rule's own level drifts with the customers' age (the first purchase over a
+    short life inflates a young customer's rate), the BTYD's models it."""
+    naive = naive_spend(frame, days)
+    if naive is None or "btyd_expected_spend" not in frame:
+        return None
+    btyd_total = float(np.clip(np.nan_to_num(frame["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None).sum())
+    naive_total = float(naive.sum())
+    return btyd_total / naive_total if naive_total > 0 and btyd_total > 0 else None
+
+
 def btyd_summary(features: pd.DataFrame) -> pd.DataFrame:
     """The BTYD calibration summary (weeks, not rounded) from a feature frame, by customer_id.
 
