@@ -96,6 +96,10 @@ def run_backtest(
     result["serving"] = {"served": serving.get("served"), "reason": serving.get("reason"),
                          "level_factor": ml.trained[clv.HYBRID].model.level,
                          "blend": ml.trained[clv.HYBRID].model.blend,
+                         # the naive spend-rate rule's weight in the blend and its validation level
+                         "naive_weight": ml.trained[clv.HYBRID].model.naive_weight,
+                         "naive_level": ml.trained[clv.HYBRID].model.naive_level,
+                         "component_gini": ml.trained[clv.HYBRID].selection.component_gini,
                          "sharpen": ml.trained[clv.HYBRID].model.sharpen,
                          "hybrid_sharpen": serving.get("hybrid_sharpen"),
                          "btyd_sharpen": serving.get("btyd_sharpen"),

@@ -8,6 +8,7 @@ SHAP; ``scores/customer_clv`` scores every customer with the latest registered m
 assets go through the customers in batches (``core.batches``, ``batch_customers``).
 """
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 
@@ -19,7 +20,7 @@ from dagster_duckdb import DuckDBResource
 from clv_platform import contract
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
-from clv_platform.models import btyd_intervals, clv, registry, stored_fits
+from clv_platform.models import btyd, btyd_intervals, clv, registry, stored_fits
 from clv_platform.models.clv.windows import pareto_params
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
 from clv_platform.models.registry_view import create_model_registry_view
@@ -354,6 +355,9 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             **float_metrics(_total_errors(trained), prefix="validation_"),
             **float_metrics(trained.serving.get("btyd_metrics"), prefix="btyd_validation_"),
             "blend_weight": float(trained.model.blend),
+            "blend_naive_weight": float(trained.model.naive_weight),
+            "blend_naive_level": float(trained.model.naive_level),
+            "blend_component_gini": dg.MetadataValue.json(trained.selection.component_gini or {}),
             "sharpen": float(trained.model.sharpen),
             "sharpen_hybrid": float(trained.serving.get("hybrid_sharpen", 1.0)),
             "sharpen_btyd": float(trained.serving.get("btyd_sharpen", 1.0)),
@@ -393,9 +397,26 @@ def scoring_join_sql(conn) -> str:
             f"left join {BTYD_TABLE} b using (customer_id) where {{where}} order by customer_id")
 
 
+def naive_population_ratio(conn, days: int) -> float | None:
+    """``clv.windows.naive_btyd_ratio`` over every customer of the feature table, in SQL: the BTYD's
+    label-window spend total (ml.btyd_scores) / the naive spend-rate rule's over ``days``. The
+    hybrid's naive component takes its level from it, and the scores are written in batches."""
+    btyd_total, naive_total = conn.execute(f"""
+        select sum(greatest(coalesce(b.expected_spend_label_window, 0), 0)),
+               sum(greatest(coalesce(f.total_net_spend / greatest(f.T_days / {btyd.DAYS_PER_WEEK!r}, 1.0), 0), 0))
+                   * {float(days)!r} / {btyd.DAYS_PER_WEEK!r}
+        from {FEATURE_TABLE} f left join {BTYD_TABLE} b using (customer_id)""").fetchone()
+    if not naive_total or not btyd_total or naive_total <= 0 or btyd_total <= 0:
+        return None
+    return float(btyd_total) / float(naive_total)
+
+
 def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, scored_at, batch: int) -> dict:
     """scores.customer_clv in batches of ``batch`` customers (features and ml.btyd_scores of the
     same id range), then rank, percentile and tier over the whole table in SQL."""
+    if model.naive_weight and not model.serves_btyd:
+        # the naive component's level comes from the whole store, not from each batch
+        model = dataclasses.replace(model, naive_population_ratio=naive_population_ratio(conn, model.label_horizon_days))
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
     with BatchWriter(conn, SCORES_TABLE) as writer:
         for _, frame in read_batches(conn, scoring_join_sql(conn), ranges):

@@ -161,6 +161,8 @@ def load_model(path: str | Path) -> tuple[ClvModel, dict]:
         level=float(sidecar.get("level", 1.0)),
         extension_factor=float(sidecar.get("extension_factor", 1.0)),
         blend=float(sidecar.get("blend", 1.0)),
+        naive_weight=float(sidecar.get("naive_weight", 0.0)),
+        naive_level=float(sidecar.get("naive_level", 1.0)),
         sharpen=float(sidecar.get("sharpen", 1.0)),
         point_rule=str(sidecar.get("point_rule", "sharpen")),
         point_shrink=float(sidecar.get("point_shrink", 1.0)),

@@ -104,8 +104,12 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     assert (trained.serving["btyd_point_rule"], trained.serving["btyd_sharpen"]) == (btyd_choice["rule"],
                                                                                      btyd_choice["gamma"])
     assert trained.serving["btyd_point_mae"] == pytest.approx(btyd_choice["mae"])
-    w = trained.model.blend
-    hybrid_mean = w * trained.selection.validation_prediction + (1.0 - w) * btyd_spend
+    w, v = trained.model.blend, trained.model.naive_weight
+    # the hybrid's mean: w * booster + v * naive + (1 - w - v) * BTYD, the naive spend-rate rule
+    # level-calibrated on these rows (the third component, weight chosen with w)
+    naive, naive_level = clv.naive_validation(valid, config.label_horizon_days)
+    assert trained.model.naive_level == pytest.approx(naive_level) and naive.sum() == pytest.approx(y.sum())
+    hybrid_mean = clv.blend_mean(trained.selection.validation_prediction, btyd_spend, w, naive, v)
     if trained.selection.blend_metrics is None:
         choice = clv.point_rule(y, hybrid_mean, p50, z)
         assert (trained.serving["hybrid_point_rule"], trained.serving["hybrid_sharpen"]) == (choice["rule"],

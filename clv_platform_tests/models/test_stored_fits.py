@@ -139,6 +139,7 @@ class _SpendModel:
 
     sharpen = 1.4
     point_rule = "sharpen"
+    naive_weight = 0.0  # no naive spend-rate component in the blend (ClvModel.naive_weight)
 
     def predict(self, frame, horizon_days, ratio):
         return 1.1 * frame["btyd_expected_spend_horizon"].to_numpy(dtype=float)

@@ -47,6 +47,8 @@ from clv_platform.models.clv.config import (  # noqa: F401
 from clv_platform.models.clv.windows import (  # noqa: F401
     add_derived_features,
     btyd_summary,
+    naive_spend,
+    naive_btyd_ratio,
     fit_btyd_at,
     btyd_features,
     window_ends,
@@ -69,6 +71,9 @@ from clv_platform.models.clv.objective import (  # noqa: F401
     LEVEL_BOUNDS,
     level_factor,
     blend_weight,
+    blend_mean,
+    blend_pairs,
+    naive_validation,
     BLEND_GRID,
     SHARPEN_GRID,
     sharpen,

@@ -12,6 +12,7 @@ import pandas as pd
 import xgboost as xgb
 
 from clv_platform.models.clv.config import HYBRID, ClvConfig, ObjectiveSpec
+from clv_platform.models.clv.windows import naive_btyd_ratio, naive_spend
 
 
 def _matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -72,6 +73,31 @@ class ClvModel:
     blend: float = 1.0
     """Weight w of the booster in w * booster + (1 - w) * BTYD (hybrid only; chosen on the
     validation window by ``objective.blend_weight``; 1 = the booster alone)."""
+
+    naive_weight: float = 0.0
+    """Weight of the naive spend-rate rule (``windows.naive_spend``, at the level ``naive_scale``) in
+    the blend w * booster + naive_weight * naive + (1 - w - naive_weight) * BTYD (hybrid only; chosen
+    on the validation window with w by ``objective.blend_weight``; 0 = no naive component)."""
+
+    naive_level: float = 1.0
+    """The naive component's level relative to the BTYD: actual / BTYD total on the validation
+    window. The naive rule is scaled to the BTYD's label-window total over the scored population
+    (``naive_population_ratio``) times this, so it carries ranking and the level follows the BTYD
+    at the scored cutoff (on the validation rows: actual / naive total). A constant actual / naive
+    factor from the validation window, whose customers are h younger, under-forecast the CDNOW
+    holdout: the naive rule's level drifts with age (BTYD / naive total 0.275 there, 0.339 at C)."""
+
+    naive_population_ratio: float | None = None
+    """BTYD / naive label-window total over the whole scored population (``windows.naive_btyd_ratio``;
+    the scores asset computes it in SQL before its batches); None = over the frame predicted, which
+    must then hold the whole population (the backtest, the validation window)."""
+
+    def naive_scale(self, frame: pd.DataFrame) -> float:
+        """Factor of the naive rule in the blend: ``naive_level`` x the population's BTYD / naive ratio."""
+        ratio = self.naive_population_ratio
+        if ratio is None:
+            ratio = naive_btyd_ratio(frame, self.label_horizon_days)
+        return float(self.naive_level * (ratio or 0.0))
 
     sharpen: float = 1.0
     """Exponent gamma of the served point forecast (``point``): the total-preserving sharpening
@@ -157,7 +183,8 @@ class ClvModel:
             return float(self.sharpen)
         return float(1.0 + (self.sharpen - 1.0) * self.label_horizon_days / horizon_days)
 
-    def _predict(self, frame: pd.DataFrame, offset_column: str) -> np.ndarray:
+    def _predict(self, frame: pd.DataFrame, offset_column: str, days: int | None = None) -> np.ndarray:
+        """The blend over the window of ``offset_column`` (``days`` long; the label window by default)."""
         btyd_spend = np.clip(np.nan_to_num(frame[offset_column].to_numpy(dtype=float)), 0.0, None)
         if self.serves_btyd:
             return btyd_spend
@@ -166,9 +193,16 @@ class ClvModel:
         if self.objective.target == "log1p":
             raw = np.exp(raw) * self.smearing - 1.0
         booster = np.clip(raw, 0.0, None) * self.level
-        if self.blend >= 1.0:
+        if self.blend >= 1.0 and not self.naive_weight:
             return booster
-        return self.blend * booster + (1.0 - self.blend) * btyd_spend
+        blended = self.blend * booster + (1.0 - self.blend - self.naive_weight) * btyd_spend
+        if self.naive_weight:
+            naive = naive_spend(frame, self.label_horizon_days if days is None else days)
+            if naive is None:
+                raise ValueError("the hybrid's blend has a naive spend-rate component: the frame needs "
+                                 "total_net_spend and T_days (or spend_rate_per_week)")
+            blended = blended + self.naive_weight * self.naive_scale(frame) * naive
+        return blended
 
     def predict_label_window(self, frame: pd.DataFrame) -> np.ndarray:
         """Expected net spend over the label window h, on the original currency scale, >= 0."""
@@ -192,7 +226,7 @@ class ClvModel:
             ratio = np.asarray(horizon_ratio, dtype=float)
             return self.predict_label_window(frame) * (1.0 + factor * (ratio - 1.0))
         if self.offset or self.serves_btyd:
-            return self._predict(frame, "btyd_expected_spend_horizon")
+            return self._predict(frame, "btyd_expected_spend_horizon", horizon_days)
         return self.predict_label_window(frame) * horizon_days / self.label_horizon_days
 
 

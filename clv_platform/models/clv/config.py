@@ -55,6 +55,8 @@ class ClvConfig:
     level_calibration: bool = True
     extension_calibration: bool = True
     hybrid_blend: bool = True
+    hybrid_naive: bool = True
+    """``[hybrid] naive_component``: the blend may include the naive spend-rate rule (``blend_weight``)."""
     sharpen: bool = True
     buy_classifier: bool = True
     """``[hybrid] buy_classifier``: train the buy classifier of the mixture median point rule."""
@@ -115,6 +117,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         level_calibration=bool(raw.get("hybrid", {}).get("level_calibration", True)),
         extension_calibration=bool(raw.get("hybrid", {}).get("extension_calibration", True)),
         hybrid_blend=bool(raw.get("hybrid", {}).get("blend", True)),
+        hybrid_naive=bool(raw.get("hybrid", {}).get("naive_component", True)),
         sharpen=bool(raw.get("hybrid", {}).get("sharpen", True)),
         buy_classifier=bool(raw.get("hybrid", {}).get("buy_classifier", True)),
         selection_metric=str(selection.get("metric", "normalized_gini")),

@@ -20,8 +20,8 @@ from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons,
 from clv_platform.models.clv.booster import (ClvModel, _dmatrix_plain, calibration_shift, train_buy_classifier,
                                              uses_offset, train_booster)
 from clv_platform.models.clv.objective import (BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
-                                               POSITIVE_COLUMNS, SHARPEN, Selection, select_objective, point_rule,
-                                               validation_mixture, _only)
+                                               POSITIVE_COLUMNS, SHARPEN, Selection, blend_mean, naive_validation,
+                                               select_objective, point_rule, validation_mixture, _only)
 
 
 EXTENSION_BOUNDS = (0.5, 2.0)
@@ -105,6 +105,8 @@ class TrainedClv:
             "level": self.model.level,
             "extension_factor": self.model.extension_factor,
             "blend": self.model.blend,
+            "naive_weight": self.model.naive_weight,
+            "naive_level": self.model.naive_level,
             "sharpen": self.model.sharpen,
             "point_rule": self.model.point_rule,
             "point_shrink": self.model.point_shrink,
@@ -197,7 +199,8 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         config, selection.chosen, final, columns, num_boost_round=selection.rounds, offset=offset
     )
     model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
-                     level=selection.level, blend=selection.blend)
+                     level=selection.level, blend=selection.blend, naive_weight=selection.naive_weight,
+                     naive_level=selection.naive_level)
     if classifier is not None:
         # the served classifier is the one the point rule was chosen with (trained on the inner
         # windows, calibrated on the validation window), not a refit on the final windows: its
@@ -290,9 +293,9 @@ def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame
     if selection.blend_metrics is not None:
         hybrid = (selection.point_rule, selection.sharpen, selection.point_shrink)
     elif model.variant == HYBRID and selection.validation_prediction is not None:
-        w = model.blend
-        choice = point_rule(y, w * selection.validation_prediction + (1.0 - w) * btyd_spend, p50, z,
-                            btyd_mean=btyd_spend, mixture=validation_mixture(valid))
+        naive = naive_validation(valid, model.label_horizon_days)[0] if model.naive_weight else None
+        mean = blend_mean(selection.validation_prediction, btyd_spend, model.blend, naive, model.naive_weight)
+        choice = point_rule(y, mean, p50, z, btyd_mean=btyd_spend, mixture=validation_mixture(valid))
         hybrid, hybrid_comparison = (choice["rule"], choice["gamma"], choice["shrink"]), choice["comparison"]
     else:
         hybrid = (SHARPEN, 1.0, 1.0)

@@ -27,6 +27,33 @@ def add_derived_features(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(spend_rate_per_week=frame["total_net_spend"].astype(float) / weeks)
 
 
+def naive_spend(frame: pd.DataFrame, days: float) -> np.ndarray | None:
+    """The naive spend-rate rule over ``days``: ``spend_rate_per_week`` x days / 7 per customer
+    (derived here when absent), or None when the frame cannot give it (no spend or age columns).
+    The hybrid's blend may include it as a third component (``objective.blend_weight``)."""
+    if "spend_rate_per_week" not in frame:
+        frame = add_derived_features(frame)
+    if "spend_rate_per_week" not in frame:
+        return None
+    rate = np.nan_to_num(frame["spend_rate_per_week"].to_numpy(dtype=float))
+    return np.clip(rate, 0.0, None) * float(days) / btyd.DAYS_PER_WEEK
+
+
+def naive_btyd_ratio(frame: pd.DataFrame, days: int) -> float | None:
+    """Sum of the BTYD's spend over the label window (``btyd_expected_spend``) / sum of the naive
+    rule's over the same ``days``, over the customers of ``frame``; None when either is missing or 0.
+
+    The naive component of the hybrid's blend takes its level from the BTYD of the population it
+    scores: the naive rule's own level drifts with the customers' age (the first purchase over a
+    short life inflates a young customer's rate), the BTYD's models it."""
+    naive = naive_spend(frame, days)
+    if naive is None or "btyd_expected_spend" not in frame:
+        return None
+    btyd_total = float(np.clip(np.nan_to_num(frame["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None).sum())
+    naive_total = float(naive.sum())
+    return btyd_total / naive_total if naive_total > 0 and btyd_total > 0 else None
+
+
 def btyd_summary(features: pd.DataFrame) -> pd.DataFrame:
     """The BTYD calibration summary (weeks, not rounded) from a feature frame, by customer_id.
 
