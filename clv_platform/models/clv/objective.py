@@ -501,7 +501,9 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
     ranks better than the BTYD the hybrid ranked below the naive rule. A blend must then also rank
     at least as well as the naive rule (validation Gini) to count as beating the BTYD, and when no
     blend beats the BTYD the hybrid is the pair of highest validation Gini - never below the best
-    of its three components there.
+    of its three components there. A pair with the naive rule is judged by its point forecast (the
+    31 point rules searched) only when it also ranks better than every booster-BTYD blend: ranking
+    is what the naive rule is added for, and it bounds the search on large validation windows.
     """
     y = np.asarray(actual, dtype=float)
     btyd_spend = np.clip(np.nan_to_num(np.asarray(btyd_spend, dtype=float)), 0.0, None)
@@ -515,7 +517,7 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
     if naive_spend is not None:
         naive_spend = np.clip(np.nan_to_num(np.asarray(naive_spend, dtype=float)), 0.0, None)
         naive_gini = metrics.regression_metrics(y, naive_spend)["normalized_gini"] if y.size else None
-    rows, best = [], None
+    rows, best, two_part_gini = [], None, -np.inf
     for w, v in blend_pairs(naive_spend is not None):
         blended = blend_mean(booster_spend, btyd_spend, w, naive_spend, v)
         gini = metrics.normalized_gini(y, blended) if y.size else None
@@ -533,9 +535,13 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
                "point_shrink": 1.0, "mae": mean_mae, "normalized_gini": gini, "predicted_total": total,
                "mean_mae": mean_mae}
         rows.append(row)
-        if v > 0 and not ranks:
-            # a pair with the naive rule that cannot beat the BTYD: its point rule is not searched
-            # (31 candidates per pair), the row keeps the mean's MAE and says so
+        if v == 0 and w > 0 and gini is not None:
+            two_part_gini = max(two_part_gini, gini)
+        if v > 0 and not (ranks and gini > two_part_gini):
+            # a pair with the naive rule that cannot beat the BTYD, or that ranks no better than some
+            # booster-BTYD blend (the naive rule is there to rank): its point rule is not searched
+            # (31 candidates per pair, 0.14 s each at 75,000 validation rows, 55 pairs), the row keeps
+            # the mean's MAE and says so
             row.update(point_rule=None, mae=None)
             continue
         # the served point forecast of this blend: its point rule (sharpening gamma or the
