@@ -19,6 +19,7 @@ loudly instead of silently testing the full search):
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,13 @@ def use_clv_config(mp: pytest.MonkeyPatch, path: Path) -> None:
     """Make `clv.load_config()` and the `[npd]` settings read `path` instead of the packaged file."""
     mp.setattr(clv_config, "default_config_path", lambda: Path(path))
     mp.setattr(clv, "default_config_path", lambda: Path(path))  # npd_assets reads it through the package
+
+
+def one_tweedie_config(rounds: int, **changes) -> clv.ClvConfig:
+    """The packaged config with one Tweedie candidate, at most ``rounds`` boosting rounds on one
+    thread and MBG/NBD (plus ``changes``): a model trained in seconds, for tests of what a model
+    carries and how it is stored and scored, not of how good it is."""
+    base = clv.load_config()
+    return dataclasses.replace(
+        base, objectives=({"name": "tweedie", "objective": "reg:tweedie", "variance_powers": [1.5]},),
+        xgboost={**base.xgboost, "num_boost_round": rounds, "nthread": 1}, btyd_model="mbgnbd", **changes)

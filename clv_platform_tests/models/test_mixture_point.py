@@ -12,6 +12,7 @@ import pytest
 
 from clv_platform.models import btyd, btyd_intervals, clv, registry
 from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform_tests.cheap_config import one_tweedie_config
 from clv_platform_tests.demo_cache import demo_database
 
 # quantile / positive-part mean at levels 0, 0.1, ..., 0.5 (one row per customer)
@@ -103,10 +104,7 @@ def demo_db(tmp_path_factory):
 
 
 def test_stored_model_reproduces_trainings_mixture_point_and_scoring_carries_it(demo_db, data_env):
-    base = clv.load_config()
-    config = dataclasses.replace(
-        base, objectives=({"name": "tweedie", "objective": "reg:tweedie", "variance_powers": [1.5]},),
-        xgboost={**base.xgboost, "num_boost_round": 200, "nthread": 1}, btyd_model="mbgnbd")
+    config = one_tweedie_config(200)
     with duckdb.connect(str(demo_db), read_only=True) as conn:
         cutoff = scoring_cutoff(conn)
         trained = clv.train_clv(conn, cutoff, config)

@@ -12,6 +12,7 @@ import pytest
 
 from clv_platform.models import clv, metrics, registry
 from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform_tests.cheap_config import one_tweedie_config
 from clv_platform_tests.demo_cache import demo_database
 
 
@@ -112,10 +113,7 @@ def demo_db(tmp_path_factory):
 
 
 def test_model_predicts_the_three_component_blend_and_the_registry_keeps_it(demo_db, data_env):
-    base = clv.load_config()
-    config = dataclasses.replace(
-        base, objectives=({"name": "tweedie", "objective": "reg:tweedie", "variance_powers": [1.5]},),
-        xgboost={**base.xgboost, "num_boost_round": 100, "nthread": 1}, btyd_model="mbgnbd", buy_classifier=False)
+    config = one_tweedie_config(100, buy_classifier=False)
     with duckdb.connect(str(demo_db), read_only=True) as conn:
         trained = clv.train_clv(conn, scoring_cutoff(conn), config)
     valid = trained.validation_frame

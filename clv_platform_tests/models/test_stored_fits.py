@@ -112,12 +112,16 @@ def test_nightly_btyd_scores_reuse_the_stored_fit_and_refit_when_it_is_stale(fea
     assert forced["fit"] == "refitted" and "refit requested" in forced["fit_reason"]
 
 
-def test_btyd_scores_in_batches_equal_one_pass(features_db, data_env):
-    database = data_env / "batches.duckdb"
+def _mbgnbd_on_copy(features_db, data_env, name: str):
+    """A copy of the features store under ``name`` and an MBG/NBD fitted on its customers."""
+    database = data_env / name
     shutil.copy(features_db, database)
+    return database, btyd.fit_btyd(_summary(features_db)[1], btyd.MBGNBD)
+
+
+def test_btyd_scores_in_batches_equal_one_pass(features_db, data_env):
+    database, model = _mbgnbd_on_copy(features_db, data_env, "batches.duckdb")
     config = clv.load_config()
-    frame, summary = _summary(features_db)
-    model = btyd.fit_btyd(summary, btyd.MBGNBD)
     with duckdb.connect(str(database)) as conn:
         cutoff = scoring_cutoff(conn)
         customers = conn.execute(f"select count(*) from {FEATURE_TABLE}").fetchone()[0]
@@ -249,11 +253,8 @@ def test_the_shap_frame_of_a_large_store_is_a_deterministic_customer_sample(feat
 
 
 def test_btyd_scores_without_the_mixture_inputs_leave_only_those_columns_null(features_db, data_env):
-    database = data_env / "no_mixture.duckdb"
-    shutil.copy(features_db, database)
+    database, model = _mbgnbd_on_copy(features_db, data_env, "no_mixture.duckdb")
     config = clv.load_config()
-    _, summary = _summary(features_db)
-    model = btyd.fit_btyd(summary, btyd.MBGNBD)
     with duckdb.connect(str(database)) as conn:
         cutoff = scoring_cutoff(conn)
         write_btyd_scores(conn, model, config, cutoff, batch=10**9, chunk=100)
