@@ -154,19 +154,16 @@ def mixture_inputs_needed(context, conn, config: clv.ClvConfig) -> tuple[bool, s
     and why: a run that trains the models may register a model serving that rule, otherwise only
     a served model that uses it reads them. Their draws cost 1.6 of 14 CPU s of the nightly BTYD
     evaluation at 300k customers, so a night whose served model uses another rule leaves them null."""
+    served = registry.served_point_rule(conn)
+    if served is not None and served[1] == clv.MIXTURE:
+        return True, f"the served model {served[0]} uses the mixture point rule"
     if not config.buy_classifier:
-        served = registry.served_point_rule(conn)
-        if served is None or served[1] != clv.MIXTURE:
-            return False, "[hybrid] buy_classifier = false and the served model does not use the mixture rule"
+        return False, "[hybrid] buy_classifier = false and the served model does not use the mixture rule"
     if stored_fits.training_run(context, TRAINING_KEYS):
         return True, "this run trains the models (a new model may serve the mixture rule)"
-    served = registry.served_point_rule(conn)
     if served is None:
         return True, "no model served yet"
-    version, rule = served
-    if rule == clv.MIXTURE:
-        return True, f"the served model {version} uses the mixture point rule"
-    return False, f"skipped: the served model {version} uses the {rule} point rule"
+    return False, f"skipped: the served model {served[0]} uses the {served[1]} point rule"
 
 
 def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, chunk: int | None = None,

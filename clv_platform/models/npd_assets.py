@@ -105,12 +105,11 @@ def load_npd_model(path) -> tuple[NPDModel, dict]:
     """A saved next-purchase model from its sidecar (``.json``) path."""
     from pathlib import Path
 
-    sidecar = Path(path).with_suffix(".json")
-    meta = json.loads(sidecar.read_text())
+    meta = registry.read_sidecar(path)
     model = NPDModel(distribution=meta["distribution"], scale=meta["scale"], horizons=tuple(meta["horizons"]))
     model.horizons = tuple(sorted({*model.horizons, 7, 30, 90}))  # horizons are read-outs of one curve
     model.booster_ = xgb.Booster()
-    model.booster_.load_model(str(sidecar.with_suffix(".ubj")))
+    model.booster_.load_model(str(Path(path).with_suffix(".ubj")))
     model.feature_cols_ = list(meta["feature_cols"])
     model.n_rounds_ = int(meta["n_rounds"])
     return model, meta

@@ -142,10 +142,15 @@ def model_runs_event(name: str, version: str, registered: bool) -> dg.AssetMater
         "model_name": name, "model_version": version, "registered": bool(registered)})
 
 
+def read_sidecar(path: str | Path) -> dict:
+    """The JSON sidecar of a saved model, from its booster (``.ubj``) or sidecar (``.json``) path."""
+    return json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
+
+
 def load_model(path: str | Path) -> tuple[ClvModel, dict]:
     """Load a saved model from its booster (``.ubj``) or sidecar (``.json``) path."""
     stem = Path(path).with_suffix("")
-    sidecar = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+    sidecar = read_sidecar(path)
     booster = xgb.Booster()
     booster.load_model(str(stem.with_suffix(".ubj")))
     model = ClvModel(
@@ -206,8 +211,7 @@ def served_point_rule(conn: duckdb.DuckDBPyConnection, name: str = DEFAULT_MODEL
     row = latest_registered(conn, name)
     if row is None:
         return None
-    sidecar = json.loads(Path(row["path"]).with_suffix(".json").read_text(encoding="utf-8"))
-    return str(row["model_version"]), str(sidecar.get("point_rule", "sharpen"))
+    return str(row["model_version"]), str(read_sidecar(row["path"]).get("point_rule", "sharpen"))
 
 
 class ServedModelFeaturesMissing(LookupError):
