@@ -122,6 +122,9 @@ def stored_or_fitted_btyd(context, conn, cutoff, config: clv.ClvConfig, max_age_
 BTYD_KEY_COLUMNS = ["frequency", "first_to_last_order_days", "T_days", "monetary"]
 """Every BTYD quantity of a customer is a function of these alone: customers who share them (a
 store's one-time buyers of the same first-order day, many of them) are scored once."""
+BTYD_READ_COLUMNS = ", ".join(["customer_id", *BTYD_KEY_COLUMNS])
+"""What ``write_btyd_scores`` reads of the feature table: the whole feature row (36 columns, three of
+them strings) took longer to convert to pandas than the BTYD evaluation of a batch's distinct keys."""
 
 
 def _score_chunks(conn, features: pd.DataFrame, model, config: clv.ClvConfig, cutoff, offset: int,
@@ -186,8 +189,8 @@ def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, ch
     totals["interval_keys"] = int(intervals.codes.size)
     top = []
     with BatchWriter(conn, BTYD_TABLE) as writer:
-        for offset, features in read_batches(conn, f"select * from {FEATURE_TABLE} where {{where}} order by customer_id",
-                                             ranges):
+        for offset, features in read_batches(conn, f"select {BTYD_READ_COLUMNS} from {FEATURE_TABLE} where {{where}} "
+                                             "order by customer_id", ranges):
             table = _score_chunks(conn, features, model, config, cutoff, offset, chunk, intervals)
             writer.write(table)
             one_time = table["frequency"] == 0
@@ -382,15 +385,23 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     yield dg.MaterializeResult(asset_key=FEATURE_INTERACTIONS, metadata=side[INTERACTIONS_TABLE])
 
 
-def scoring_join_sql(conn) -> str:
+def scoring_join_sql(conn, features: list[str] | None = None) -> str:
     """The ``read_batches`` query of ``clv.frame_from_tables`` done in DuckDB: each feature row with
     its ml.btyd_scores columns under their scoring-frame names (null where a customer has none), in
     ``customer_id`` order, so the scoring reads one joined batch instead of two frames merged and
-    sorted in pandas (add ``clv.add_derived_features`` to the result)."""
+    sorted in pandas (add ``clv.add_derived_features`` to the result). With ``features`` (a model's)
+    only those feature columns are read, with customer_id, total_net_spend and T_days: converting the
+    whole feature row to pandas cost more than the booster's prediction."""
     present = {c for (c,) in conn.execute(f"select column_name from (describe {BTYD_TABLE})").fetchall()}
     renamed = [f'b."{target}" as "{source}"' for source, target in clv.BTYD_SCORE_COLUMNS.items()]
     extra = [f'b."{c}"' for c in (*clv.INTERVAL_COLUMNS, clv.MEDIAN_COLUMN, *clv.MIXTURE_COLUMNS) if c in present]
-    return (f"select f.*, {', '.join(renamed + extra)} from {FEATURE_TABLE} f "
+    own = "f.*"
+    if features is not None:
+        # the model's features, and what the derived spend rate (naive component) is computed from
+        wanted = {"customer_id", "total_net_spend", "T_days", *features}
+        columns = [c for (c,) in conn.execute(f"select column_name from (describe {FEATURE_TABLE})").fetchall()]
+        own = ", ".join(f'f."{c}"' for c in columns if c in wanted)
+    return (f"select {own}, {', '.join(renamed + extra)} from {FEATURE_TABLE} f "
             f"left join {BTYD_TABLE} b using (customer_id) where {{where}} order by customer_id")
 
 
@@ -416,7 +427,7 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
         model = dataclasses.replace(model, naive_population_ratio=naive_population_ratio(conn, model.label_horizon_days))
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
     with BatchWriter(conn, SCORES_TABLE) as writer:
-        for _, frame in read_batches(conn, scoring_join_sql(conn), ranges):
+        for _, frame in read_batches(conn, scoring_join_sql(conn, model.features), ranges):
             frame = clv.add_derived_features(frame)
             writer.write(clv.predict_scores(model, frame, config).assign(model_version=model_version,
                                                                            scored_at=scored_at))

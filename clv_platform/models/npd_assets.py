@@ -298,8 +298,11 @@ def write_npd_scores(conn, model: NPDModel, cutoff, settings: dict, model_versio
     """scores.customer_npd in batches of ``batch`` customers of the feature table (each customer's
     prediction reads only its own row)."""
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
+    # only the model's features leave DuckDB: converting the whole feature row (36 columns, three
+    # of them strings) to pandas cost more than the prediction itself
+    columns = ", ".join(f'"{c}"' for c in dict.fromkeys(["customer_id", *model.feature_cols_]))
     with BatchWriter(conn, "scores.customer_npd", casts={"predicted_next_purchase_date": "date"}) as writer:
-        for _, frame in read_batches(conn, f"select * from {FEATURE_TABLE} where {{where}} order by customer_id",
+        for _, frame in read_batches(conn, f"select {columns} from {FEATURE_TABLE} where {{where}} order by customer_id",
                                      ranges):
             writer.write(npd_scores(model, frame, cutoff, **settings).assign(
                 model_version=model_version, scored_at=scored_at))

@@ -2,6 +2,8 @@
 7/30/90-day probabilities, and the cookbook's "next week" query returns the likely buyers."""
 
 import re
+import shutil
+from datetime import datetime
 from importlib import resources
 
 import duckdb
@@ -10,7 +12,7 @@ import pandas as pd
 import pytest
 
 from clv_platform.models.npd import NPDModel, next_purchase_contract
-from clv_platform.models.npd_assets import npd_scores
+from clv_platform.models.npd_assets import date_settings, npd_scores, write_npd_scores
 from clv_platform.models.frames import usable_features
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_COLUMNS, build_training_frame
@@ -18,8 +20,8 @@ from clv_platform_tests.demo_cache import demo_database
 
 
 @pytest.fixture(scope="module")
-def demo_scores(tmp_path_factory):
-    """scores.customer_npd rows of a 1,500-customer demo store (AFT with a fixed shape: fast)."""
+def demo_model(tmp_path_factory):
+    """A 1,500-customer demo store with features, its AFT model (fixed shape: fast), cutoff, features."""
     path = demo_database(tmp_path_factory.mktemp("npd") / "demo.duckdb", 1500, features=True)
     with duckdb.connect(str(path)) as conn:
         cutoff = scoring_cutoff(conn)
@@ -27,7 +29,34 @@ def demo_scores(tmp_path_factory):
         features = conn.execute("select * from features.customer_features order by customer_id").df()
     columns = usable_features(training, FEATURE_COLUMNS)
     model = NPDModel(distribution="logistic", scale=1.0, n_threads=1, max_rounds=300).fit(training, columns)
+    return path, model, cutoff, features
+
+
+@pytest.fixture(scope="module")
+def demo_scores(demo_model):
+    """scores.customer_npd rows of the demo store, scored from the whole feature frame."""
+    _, model, cutoff, features = demo_model
     return npd_scores(model, features, cutoff), cutoff
+
+
+def test_the_scores_asset_reads_only_the_model_features_in_batches_and_writes_the_same_rows(demo_model, tmp_path):
+    path, model, cutoff, features = demo_model
+    database = tmp_path / "copy.duckdb"
+    shutil.copy(path, database)
+    settings = date_settings()
+    scored_at = datetime(2026, 11, 2, 3)
+    with duckdb.connect(str(database)) as conn:
+        written = write_npd_scores(conn, model, cutoff, settings, "v1", scored_at, batch=400)
+        table = conn.execute("select * exclude (model_version, scored_at) from scores.customer_npd "
+                             "order by customer_id").df()
+    # the model reads fewer columns than the feature row has: the batches read only those
+    assert len(model.feature_cols_) + 1 < features.shape[1]
+    assert written["batches"] == -(-len(features) // 400) and written["rows"] == len(features)
+    expected = npd_scores(model, features, cutoff, **settings)
+    for frame in (table, expected):  # DuckDB gives the date column back as timestamps
+        frame["predicted_next_purchase_date"] = pd.to_datetime(frame["predicted_next_purchase_date"]).astype("datetime64[ns]")
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False)
+    assert table["p_purchase_30d"].between(0, 1).all() and table["p_purchase_30d"].std() > 0
 
 
 def _cookbook_query(name: str) -> str:

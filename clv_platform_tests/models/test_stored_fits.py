@@ -143,6 +143,7 @@ class _SpendModel:
 
     sharpen = 1.4
     point_rule = "sharpen"
+    features = ["frequency", "spend_rate_per_week", "btyd_p_alive"]  # what the scoring reads of the features
     naive_weight = 0.0  # no naive spend-rate component in the blend (ClvModel.naive_weight)
 
     def predict(self, frame, horizon_days, ratio):
@@ -155,6 +156,11 @@ class _SpendModel:
         from clv_platform.models.clv.objective import sharpen
 
         return sharpen(mean, self.horizon_gamma(horizon_days))
+
+
+def conn_frame(database, join_sql, features):
+    with duckdb.connect(str(database)) as conn:
+        return conn.execute(join_sql(conn, features).format(where="true")).df()
 
 
 def test_clv_scores_in_batches_equal_the_whole_frame_scoring(features_db, data_env):
@@ -180,6 +186,11 @@ def test_clv_scores_in_batches_equal_the_whole_frame_scoring(features_db, data_e
         # the scoring reads features and BTYD rows joined in DuckDB: the same frame as the pandas merge
         joined = clv.add_derived_features(conn.execute(scoring_join_sql(conn).format(where="true")).df())
     pd.testing.assert_frame_equal(joined, frame)
+    # with a model's features: only those feature columns (and the spend rate's inputs) are read
+    narrow = clv.add_derived_features(conn_frame(database, scoring_join_sql, _SpendModel.features))
+    assert {"frequency", "T_days", "total_net_spend", "spend_rate_per_week", "btyd_p_alive"} <= set(narrow.columns)
+    assert "country" not in narrow.columns and narrow.shape[1] < joined.shape[1]
+    pd.testing.assert_frame_equal(narrow, joined[list(narrow.columns)])
     assert one["batches"] == 1 and many["batches"] == -(-len(single) // 211)
     pd.testing.assert_frame_equal(batched, single)
     # the old whole-frame path: predict everyone, then clv.assign_tiers in pandas
