@@ -120,6 +120,12 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     blended = trained.selection.blend_metrics or best
     beats = (blended["normalized_gini"] > btyd_metrics["normalized_gini"]
              and blended["mae"] < min(btyd_metrics["mae"], btyd_choice["mae"]))
+    if config.hybrid_blend and trained.selection.blend_metrics is None:
+        # the blend search (with its significance and ranking bars) found no blend that beats the
+        # BTYD: the BTYD is served, and the reason quotes the reported hybrid, not the booster alone
+        beats = False
+        assert trained.serving["reason"].startswith("no blend of the booster, the BTYD and the naive rule")
+        assert f"Gini {metrics.normalized_gini(y, hybrid_mean):.4g} vs BTYD" in trained.serving["reason"]
     assert trained.serving["served"] == ("hybrid" if beats else "btyd")
     assert trained.model.serves_btyd == (not beats)
     served = trained.validation_metrics
@@ -554,3 +560,20 @@ def test_shrunk_median_point_keeps_the_mean_column_summing_to_the_total():
     assert scores["predicted_clv"].sum() == pytest.approx(72.0)
     # the served BTYD shrunk to itself: 0.5 * 54 + 0.5 * 54 = 54, times 0.9
     assert scores["predicted_clv_point"].to_numpy() == pytest.approx([0.0, 48.6])
+
+
+def test_the_fallback_reason_quotes_the_reported_blend_not_the_booster_alone():
+    y = np.array([0.0, 0.0, 10.0, 30.0, 0.0, 5.0])
+    valid = pd.DataFrame({"label_spend": y, "btyd_expected_spend": [5.0, 2.0, 6.0, 20.0, 1.0, 4.0]})
+    booster = {"normalized_gini": 0.99, "mae": 0.5}  # would "beat" the BTYD on its own
+    plain = clv.serve_or_fall_back(booster, valid, clv.HYBRID)
+    assert plain["served"] == "hybrid" and "Gini 0.99 vs BTYD" in plain["reason"]
+    blend = {"normalized_gini": 0.8123, "mae": 3.25, "mae_gain": 0.125, "mae_gain_se": 0.5, "predicted_total": 40.0}
+    served = clv.serve_or_fall_back(booster, valid, clv.HYBRID, btyd_point_mae=3.375, unbeaten_blend=blend,
+                                    significance_z=1.645, naive_gini=0.7)
+    assert served["served"] == "btyd"
+    reason = served["reason"]
+    btyd_gini = metrics.normalized_gini(y, valid["btyd_expected_spend"].to_numpy())
+    assert f"Gini 0.8123 vs BTYD {btyd_gini:.4g} and naive 0.7" in reason
+    assert "point MAE 3.25 vs BTYD point 3.375 (gain 0.125, SE 0.5, needs > 1.645 SE)" in reason
+    assert "total 40 vs actual 45" in reason and "0.99" not in reason

@@ -21,7 +21,8 @@ from clv_platform.models.clv.booster import (ClvModel, _dmatrix_plain, calibrati
                                              uses_offset, train_booster)
 from clv_platform.models.clv.objective import (BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
                                                POSITIVE_COLUMNS, SHARPEN, Selection, blend_mean, naive_validation,
-                                               select_objective, point_rule, validation_mixture, _only)
+                                               select_objective, point_rule, validation_mixture, _only,
+                                               apply_point_rule)
 
 
 EXTENSION_BOUNDS = (0.5, 2.0)
@@ -215,7 +216,9 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         # the served hybrid is the blend: its validation metrics are the blend's
         validation_metrics = {k: selection.blend_metrics[k] for k in validation_metrics}
     points = point_forecasts(config, selection, valid, model)
-    serving = serve_or_fall_back(validation_metrics, valid, variant, btyd_point_mae=points["btyd_point_mae"])
+    serving = serve_or_fall_back(validation_metrics, valid, variant, btyd_point_mae=points["btyd_point_mae"],
+                                 unbeaten_blend=points.pop("unbeaten_blend"), significance_z=config.mae_significance_z,
+                                 naive_gini=selection.component_gini.get("naive"))
     serving.update(points)
     if serving["served"] == "btyd":
         model.serves_btyd = True
@@ -289,17 +292,28 @@ def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame
     z = config.mae_significance_z
     p50 = valid[P50_COLUMN].to_numpy(dtype=float) if P50_COLUMN in valid else None
     btyd_choice = point_rule(y, btyd_spend, p50, z)
-    hybrid_comparison = []
+    hybrid_comparison, unblended = [], None
     if selection.blend_metrics is not None:
         hybrid = (selection.point_rule, selection.sharpen, selection.point_shrink)
     elif model.variant == HYBRID and selection.validation_prediction is not None:
         naive = naive_validation(valid, model.label_horizon_days)[0] if model.naive_weight else None
         mean = blend_mean(selection.validation_prediction, btyd_spend, model.blend, naive, model.naive_weight)
-        choice = point_rule(y, mean, p50, z, btyd_mean=btyd_spend, mixture=validation_mixture(valid))
+        mixture = validation_mixture(valid)
+        choice = point_rule(y, mean, p50, z, btyd_mean=btyd_spend, mixture=mixture)
         hybrid, hybrid_comparison = (choice["rule"], choice["gamma"], choice["shrink"]), choice["comparison"]
+        if selection.blend_comparison:
+            # no blend beat the BTYD: what the reported hybrid (the best-ranking blend, its own point
+            # rule) did on the validation window, for the serving reason
+            point = apply_point_rule(mean, *hybrid[:2], p50, hybrid[2], btyd_spend, mixture)
+            btyd_point = apply_point_rule(btyd_spend, btyd_choice["rule"], btyd_choice["gamma"], p50)
+            gain = np.abs(btyd_point - y) - np.abs(point - y)
+            unblended = {**metrics.regression_metrics(y, mean), "mae": metrics.mae(y, point),
+                         "mae_gain": float(gain.mean()),
+                         "mae_gain_se": float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0}
     else:
         hybrid = (SHARPEN, 1.0, 1.0)
     return {"hybrid_point_rule": hybrid[0], "hybrid_sharpen": float(hybrid[1]), "hybrid_point_shrink": float(hybrid[2]),
+            "unbeaten_blend": unblended,
             "btyd_point_rule": btyd_choice["rule"], "btyd_sharpen": float(btyd_choice["gamma"]),
             "btyd_point_mae": btyd_choice["mae"], "btyd_point_comparison": btyd_choice["comparison"],
             "hybrid_point_comparison": hybrid_comparison,
@@ -311,7 +325,8 @@ def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame
 
 
 def serve_or_fall_back(candidate_metrics: dict, valid: pd.DataFrame, variant: str,
-                       btyd_point_mae: float | None = None) -> dict:
+                       btyd_point_mae: float | None = None, unbeaten_blend: dict | None = None,
+                       significance_z: float | None = None, naive_gini: float | None = None) -> dict:
     """Serve the hybrid only if it beats the BTYD on the validation window, else the BTYD.
 
     "Beats" = higher normalized Gini *and* lower MAE than the BTYD's expected spend on the same
@@ -319,6 +334,11 @@ def serve_or_fall_back(candidate_metrics: dict, valid: pd.DataFrame, variant: st
     sample). With ``btyd_point_mae`` (the MAE of the BTYD's own point forecast, ``point_forecasts``)
     the hybrid's MAE must also be below it: a point rule is compared with a point rule. The
     xgboost variant has no BTYD to fall back on and is always served as trained.
+
+    ``unbeaten_blend``: the blend search (``objective.blend_weight``, with its MAE significance,
+    naive-rule ranking and total bounds) found no blend that beats the BTYD; the BTYD is served and
+    the reason quotes that reported hybrid's validation Gini and point MAE (with the paired MAE gain
+    and its standard error), not the booster's alone, which is not what would have been served.
     """
     y = valid["label_spend"].to_numpy(dtype=float)
     btyd_block = metrics.regression_metrics(y, np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)))
@@ -332,6 +352,17 @@ def serve_or_fall_back(candidate_metrics: dict, valid: pd.DataFrame, variant: st
     def fmt(value) -> str:
         return "n/a" if value is None else f"{value:.4g}"
 
+    if unbeaten_blend is not None:
+        blend = unbeaten_blend
+        bars = [f"Gini {fmt(blend.get('normalized_gini'))} vs BTYD {fmt(b_gini)}"
+                + (f" and naive {fmt(naive_gini)}" if naive_gini is not None else ""),
+                f"point MAE {fmt(blend.get('mae'))} vs BTYD point {fmt(b_mae)} (gain {fmt(blend.get('mae_gain'))}, "
+                f"SE {fmt(blend.get('mae_gain_se'))}"
+                + (f", needs > {significance_z:g} SE)" if significance_z else ")"),
+                f"total {fmt(blend.get('predicted_total'))} vs actual {fmt(btyd_metrics.get('actual_total'))}"]
+        return {"served": "btyd", "reason": "no blend of the booster, the BTYD and the naive rule beats the BTYD on "
+                f"the validation window (best-ranking blend: {'; '.join(bars)}): serving the BTYD forecast",
+                "btyd_metrics": btyd_metrics}
     comparison = f"Gini {fmt(gini)} vs BTYD {fmt(b_gini)}, MAE {fmt(mae)} vs BTYD {fmt(b_mae)}"
     beats = None not in (gini, b_gini, mae, b_mae) and gini > b_gini and mae < b_mae
     if beats:
