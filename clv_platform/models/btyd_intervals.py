@@ -21,9 +21,10 @@ in chunks with seeds 0, 1, ...), so batches of any size give every customer the 
 The nightly run draws each key once per stored BTYD fit and keeps it (``interval_cache``): a full
 draw (a refit, a training run, changed draw settings) seeds chunk k of the sorted keys with
 ``seed + k`` as above; a night that reuses the fit draws only its keys missing from the cache,
-chunk k of those (sorted) seeded with the numpy SeedSequence ``[seed + k, cutoff day number]``
-(``stream``). Each night's new keys so get a stream of their own, reproducible from the fit, the
-settings and the night's cutoff, and a key already drawn keeps its values for the life of the fit.
+chunk k of those (sorted) seeded with the numpy SeedSequence ``[seed + k, cutoff day number, rows
+the cache held]`` (``stream``). Each night's new keys so get streams of their own, reproducible from
+the fit, the settings and the nights before, and a key already drawn keeps its values for the life
+of the fit.
 """
 
 from __future__ import annotations

@@ -221,6 +221,8 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
     days earlier exists (the nightly case); the training run, a missing or stale fit, or changed
     settings fit them again on the features at the cutoff (distinct frequency/recency/T
     combinations, weighted) and store them. Customers are scored in batches (``batch_customers``).
+    The interval draws come from the fit's ``ml.btyd_interval_cache`` (``interval_cache``): a night
+    draws only the interval keys this fit has not drawn yet.
     """
     clv_config = clv.load_config()
     settings = settings_of(duckdb)

@@ -124,14 +124,16 @@ def cached_interval_table(conn: duckdb.DuckDBPyConnection, model, codes, setting
         if mixture and without_mixture:
             conn.execute(f"delete from {TABLE}")
         cached = conn.execute(f"select * from {TABLE}").df()
-        fresh = len(cached) == 0
+        held = len(cached)
+        fresh = held == 0
         # a cache drawn with the mixture columns keeps drawing them (it stays whole for a night that needs them)
         draw_mixture = mixture or (not fresh and not without_mixture)
         cached = cached[cached["code"].isin(unique)]
         missing = np.setdiff1d(unique, cached["code"].to_numpy(dtype=np.int64), assume_unique=True)
         # a full draw (the first of a fit, or a redraw) seeds as ``interval_table`` always did; the
-        # keys a night adds to the cache get the stream of its cutoff
-        stream = () if fresh else (cutoff.toordinal(),)
+        # keys a night adds get a stream of its cutoff and of the rows held before (a second draw at
+        # the same cutoff, after late data, so gets streams of its own, not the first draw's again)
+        stream = () if fresh else (cutoff.toordinal(), held)
         drawn = settings.draw(model, missing, draw_mixture, stream) if missing.size else None
         if not fresh:
             reason = "reused the cache of this fit" + (f", drew {missing.size} new keys" if missing.size else "")

@@ -92,10 +92,10 @@ def test_a_second_night_draws_only_its_new_keys_and_keeps_the_cached_values(stor
     # every key drawn the first night keeps its values exactly
     kept = cache2[cache2["code"].isin(cache1["code"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, cache1)
-    # the new keys: drawn alone, chunk k seeded by [k, the night's cutoff day number]
+    # the new keys: drawn alone, chunk k seeded by [k, the night's cutoff day number, rows held before]
     drawn = btyd_intervals.interval_table(model, new, clv.load_config().horizon_days / btyd.DAYS_PER_WEEK,
                                           chunk=100, label_weeks=clv.load_config().label_horizon_days / btyd.DAYS_PER_WEEK,
-                                          stream=((cutoff + timedelta(days=1)).toordinal(),))
+                                          stream=((cutoff + timedelta(days=1)).toordinal(), n1))
     added = cache2[cache2["code"].isin(new)]
     np.testing.assert_array_equal(added["p90_ratio"].to_numpy(), drawn.p90_ratio)
     np.testing.assert_array_equal(added["p_buy_label"].to_numpy(), drawn.p_buy_label)
