@@ -197,6 +197,8 @@ class RunTiming:
     that does not grow when other jobs share the cores (wall times do)."""
     staging_mode: str | None = None
     merged: dict[str, int] = field(default_factory=dict)
+    interval_keys: dict[str, int] = field(default_factory=dict)
+    """ml/btyd_scores' interval keys: total, reused from the interval cache, drawn in this run."""
     fits: dict[str, str] = field(default_factory=dict)  # asset -> "reused" / "refitted" (stored_fits)
 
 
@@ -267,6 +269,9 @@ def _dagster_run(conn, workdir: Path, name: str, selection, run_config: dict | N
         meta = event.materialization.metadata
         if "fit" in meta:
             timing.fits[event.asset_key.to_user_string()] = meta["fit"].value
+        if "interval_keys" in meta:
+            timing.interval_keys = {k: meta[k].value for k in ("interval_keys", "interval_keys_reused",
+                                                              "interval_keys_drawn") if k in meta}
     for mat in result.asset_materializations_for_node("staging_tables"):
         if tuple(mat.asset_key.path) == ("staging", "orders"):
             timing.staging_mode = mat.metadata["build_mode"].value

@@ -580,7 +580,7 @@ class BTYDModel:
         return clv
 
     def sample_spend(
-        self, summary: pd.DataFrame, horizon_weeks: float, draws: int = 200, seed: int = 0,
+        self, summary: pd.DataFrame, horizon_weeks: float, draws: int = 200, seed: int | list[int] = 0,
         chunk: int = 20000,
     ) -> np.ndarray:
         """Draws of each customer's (undiscounted) spend over ``horizon_weeks``: customers x draws.

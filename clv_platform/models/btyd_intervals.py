@@ -15,8 +15,16 @@ Two facts make this cheap without changing what the intervals mean:
 
 So a store has at most (distinct x) x (weeks of history)^2 / 2 interval keys whatever its size
 (31,105 for the 98,600 customers of the 100k demo store, where the exact (x, t_x, T, m) rows are
-75,717); the draws of a key are a function of the store's set of keys only (sorted, drawn in
-chunks with seeds 0, 1, ...), so batches of any size give every customer the same values.
+75,717); the draws of a key are a function of the set of keys drawn together only (sorted, drawn
+in chunks with seeds 0, 1, ...), so batches of any size give every customer the same values.
+
+The nightly run draws each key once per stored BTYD fit and keeps it (``interval_cache``): a full
+draw (a refit, a training run, changed draw settings) seeds chunk k of the sorted keys with
+``seed + k`` as above; a night that reuses the fit draws only its keys missing from the cache,
+chunk k of those (sorted) seeded with the numpy SeedSequence ``[seed + k, cutoff day number, rows
+the cache held]`` (``stream``). Each night's new keys so get streams of their own, reproducible from
+the fit, the settings and the nights before, and a key already drawn keeps its values for the life
+of the fit.
 """
 
 from __future__ import annotations
@@ -133,9 +141,15 @@ def positive_quantile_ratios(sample: np.ndarray, levels=POSITIVE_LEVELS) -> np.n
     return out
 
 
+def _seed(seed: int, stream: tuple[int, ...]):
+    """``seed`` alone (a full draw: the seeds as ever), or the SeedSequence entropy ``[seed, *stream]``."""
+    return [int(seed), *map(int, stream)] if stream else int(seed)
+
+
 def interval_table(model: btyd.BTYDModel, codes, horizon_weeks: float, draws: int = 200, seed: int = 0,
                    chunk: int = 20_000, levels: tuple[float, float] = (0.10, 0.90),
-                   label_weeks: float | None = None, mixture: bool = True) -> IntervalTable:
+                   label_weeks: float | None = None, mixture: bool = True,
+                   stream: tuple[int, ...] = ()) -> IntervalTable:
     """Draw the ``levels`` quantiles and the median of spend over ``horizon_weeks`` for each
     distinct key of ``codes`` (``BTYDModel.sample_spend``, ``draws`` per key, chunk k seeded
     ``seed + k`` as ``BTYDModel.spend_quantiles``) and divide them by the closed-form mean of the
@@ -146,7 +160,9 @@ def interval_table(model: btyd.BTYDModel, codes, horizon_weeks: float, draws: in
     ``mixture=False`` neither the label-window draws nor the positive-part quantiles are made (the
     table's ``positive_ratios`` is None): they serve only the mixture point rule, and cost 11 % of
     a nightly BTYD evaluation at 300k customers when the served model does not use it. The
-    P10 / P50 / P90 and P(buy) are the same either way (same draws, same seeds)."""
+    P10 / P50 / P90 and P(buy) are the same either way (same draws, same seeds). A non-empty
+    ``stream`` (a night's draw of the keys missing from the interval cache, see the module
+    docstring) seeds chunk k with the SeedSequence ``[seed + k, *stream]`` instead of ``seed + k``."""
     unique = np.unique(np.asarray(codes, dtype=np.int64))
     summary = key_summary(unique)
     quantiles = np.empty((3, len(unique)))
@@ -156,7 +172,7 @@ def interval_table(model: btyd.BTYDModel, codes, horizon_weeks: float, draws: in
                else np.empty(len(unique)))
     for k, start in enumerate(range(0, len(unique), chunk)):
         part = summary.iloc[start:start + chunk]
-        sample = model.sample_spend(part, horizon_weeks, draws, seed + k, chunk)
+        sample = model.sample_spend(part, horizon_weeks, draws, _seed(seed + k, stream), chunk)
         rows = slice(start, start + chunk)
         quantiles[:, rows] = np.quantile(sample, (levels[0], 0.5, levels[1]), axis=1)
         p_buy[rows] = (sample > 0).mean(axis=1)
@@ -165,7 +181,8 @@ def interval_table(model: btyd.BTYDModel, codes, horizon_weeks: float, draws: in
         if p_label is not None:
             counts = model.transactions.sample_purchases(
                 float(label_weeks), part["frequency"].to_numpy(dtype=float), part["recency"].to_numpy(dtype=float),
-                part["T"].to_numpy(dtype=float), draws, np.random.default_rng(seed + LABEL_SEED_OFFSET + k))
+                part["T"].to_numpy(dtype=float), draws,
+                np.random.default_rng(_seed(seed + LABEL_SEED_OFFSET + k, stream)))
             p_label[rows] = (counts > 0).mean(axis=1)
     low, median, high = quantiles
     mean = model.expected_purchases(summary, horizon_weeks) * model.expected_average_order_value(summary)

@@ -20,7 +20,7 @@ from dagster_duckdb import DuckDBResource
 from clv_platform import contract
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
-from clv_platform.models import btyd, btyd_intervals, clv, registry, stored_fits
+from clv_platform.models import btyd, btyd_intervals, clv, interval_cache, registry, stored_fits
 from clv_platform.models.clv.windows import pareto_params
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
 from clv_platform.models.registry_view import create_model_registry_view
@@ -170,11 +170,13 @@ def mixture_inputs_needed(context, conn, config: clv.ClvConfig) -> tuple[bool, s
 
 
 def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, chunk: int | None = None,
-                      mixture: bool = True) -> dict:
+                      mixture: bool = True, fit: str | None = None) -> dict:
     """Score every customer of the feature table with ``model`` in batches of about ``batch``
     customers (whole interval chunks) into ml.btyd_scores; returns the totals for the metadata.
     Without ``mixture`` the mixture point rule's label-window P(buy) and positive-part quantile
-    columns are null (``mixture_inputs_needed``)."""
+    columns are null (``mixture_inputs_needed``). With ``fit`` (``interval_cache.fit_identity`` of
+    the stored fit ``model`` is) the interval table comes from that fit's interval cache, only the
+    keys it lacks drawn; without it every key is drawn and nothing is kept."""
     chunk = int(chunk or INTERVAL_CHUNK)
     batch = max(chunk, int(batch) - int(batch) % chunk)
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
@@ -182,10 +184,16 @@ def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, ch
     # the interval draws, once per interval key of the whole store (btyd_intervals): a few tens of
     # thousands of keys at any store size, and the same values for any batch size
     codes = conn.execute(f"select distinct {btyd_intervals.KEY_SQL} as code from {FEATURE_TABLE}").fetchnumpy()["code"]
-    intervals = btyd_intervals.interval_table(model, codes, config.horizon_days / btyd_intervals.btyd.DAYS_PER_WEEK,
-                                              chunk=chunk,
-                                              label_weeks=config.label_horizon_days / btyd_intervals.btyd.DAYS_PER_WEEK,
-                                              mixture=mixture)
+    draw = interval_cache.DrawSettings(config.horizon_days / btyd.DAYS_PER_WEEK,
+                                       config.label_horizon_days / btyd.DAYS_PER_WEEK, chunk=chunk)
+    if fit is None:
+        intervals = draw.draw(model, codes, mixture)
+        totals["interval_cache"] = {"interval_keys": int(intervals.codes.size), "interval_keys_reused": 0,
+                                    "interval_keys_drawn": int(intervals.codes.size),
+                                    "interval_cache": "not used (no stored fit given)"}
+    else:
+        intervals, totals["interval_cache"] = interval_cache.cached_interval_table(conn, model, codes, draw, fit,
+                                                                                   cutoff, mixture)
     totals["interval_keys"] = int(intervals.codes.size)
     top = []
     with BatchWriter(conn, BTYD_TABLE) as writer:
@@ -216,6 +224,8 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
     days earlier exists (the nightly case); the training run, a missing or stale fit, or changed
     settings fit them again on the features at the cutoff (distinct frequency/recency/T
     combinations, weighted) and store them. Customers are scored in batches (``batch_customers``).
+    The interval draws come from the fit's ``ml.btyd_interval_cache`` (``interval_cache``): a night
+    draws only the interval keys this fit has not drawn yet.
     """
     clv_config = clv.load_config()
     settings = settings_of(duckdb)
@@ -224,8 +234,9 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
         model, decision, fit_cutoff = stored_or_fitted_btyd(context, conn, cutoff, clv_config,
                                                             settings.refit_after_days, config.refit)
         mixture, mixture_reason = mixture_inputs_needed(context, conn, clv_config)
-        totals = write_btyd_scores(conn, model, clv_config, cutoff, settings.batch_customers, mixture=mixture)
-        contract.apply_comments(conn, tables=[BTYD_TABLE])
+        fit = interval_cache.fit_identity(stored_fits.load(conn, stored_fits.BTYD))
+        totals = write_btyd_scores(conn, model, clv_config, cutoff, settings.batch_customers, mixture=mixture, fit=fit)
+        contract.apply_comments(conn, tables=[BTYD_TABLE, interval_cache.TABLE])
         schema = contract.column_metadata(conn, BTYD_TABLE)
     params = model.params()
     rows = totals["rows"]
@@ -239,7 +250,8 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
             **decision.metadata(fit_cutoff),
             "batches": totals["batches"],
             "batch_customers": totals["batch_customers"],
-            "interval_keys": totals["interval_keys"],
+            # the interval table of this fit kept in ml.btyd_interval_cache: keys read from it, keys drawn tonight
+            **totals["interval_cache"],
             "mixture_inputs": mixture_reason,
             "model": model.model,
             "model_choice": model.reason or f"{model.model} set in clv.toml",
