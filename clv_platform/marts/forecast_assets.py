@@ -3,7 +3,7 @@ valuable customers come from.
 
 ``revenue_forecast`` runs ``forecast.revenue`` on staging.orders at the scoring cutoff, with each
 customer's predicted spend from scores.customer_clv spread over time by the BTYD model of
-ml/btyd_scores. ``acquisition_value`` is ``sql/acquisition_value.sql`` over staging.customer_acquisition
+ml/btyd_scores; what it needs from the orders is grouped in SQL (``forecast_refit``, ``sql/forecast_*.sql``). ``acquisition_value`` is ``sql/acquisition_value.sql`` over staging.customer_acquisition
 and the CLV scores. Both tables carry column comments (DuckDB ``comment on column``) and the same
 descriptions in the asset's column schema.
 """
@@ -138,11 +138,12 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
                            refit: bool = False) -> tuple[pd.DataFrame, dict]:
     """The rows of marts.revenue_forecast and facts for the metadata.
 
-    The seasonal index and the rehearsal's error scales (the two pieces that read every order) are
-    fitted with the BTYD they belong to and stored in ``ml.stored_fits``; a later run reuses them
-    while that BTYD fit is served and they are at most ``max_age_days`` cutoff days old (None:
-    ``refit_after_days`` of the settings), and recomputes only what depends on the cutoff: every
-    customer's expected spend and the acquisition forecast (first orders in SQL).
+    The seasonal index and the rehearsal's error scales (the two pieces that read every order,
+    grouped in DuckDB by ``forecast_refit``) are fitted with the BTYD they belong to and stored in
+    ``ml.stored_fits``; a later run reuses them while that BTYD fit is served and they are at most
+    ``max_age_days`` cutoff days old (None: ``refit_after_days`` of the settings), and recomputes
+    only what depends on the cutoff: every customer's expected spend and the acquisition forecast
+    (first orders in SQL).
     """
     from clv_platform.forecast import revenue
     from clv_platform.marts import forecast_refit
