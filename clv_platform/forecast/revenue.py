@@ -119,9 +119,31 @@ def _daily(transactions: pd.DataFrame) -> pd.DataFrame:
     return btyd._daily(transactions)
 
 
+def purchase_days(transactions: pd.DataFrame, cutoff: date) -> pd.DataFrame:
+    """Per calendar day up to ``cutoff``: buyers whose first purchase day it is and repeat purchase days.
+
+    ``seasonal_index`` needs nothing else from the orders; ``sql/forecast_purchase_days.sql`` is the
+    same table in DuckDB (the asset's refit), this one serves the backtest's CSV data sets.
+    """
+    daily = _daily(transactions)
+    daily = daily[daily["order_date"] <= pd.Timestamp(cutoff).normalize()]
+    first = daily.groupby("customer_id")["order_date"].transform("min")
+    is_first = daily["order_date"] == first
+    days = pd.DataFrame({"day": daily["order_date"], "first_buyers": is_first.astype(int),
+                         "repeat_days": (~is_first).astype(int)})
+    return days.groupby("day", as_index=False, sort=True)[["first_buyers", "repeat_days"]].sum()
+
+
 def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> SeasonalIndex:
+    """``seasonal_index_from_days`` on the transactions' ``purchase_days``."""
+    return seasonal_index_from_days(purchase_days(transactions, cutoff), model, cutoff)
+
+
+def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> SeasonalIndex:
     """Actual / model-expected repeat purchase days per calendar month up to ``cutoff``.
 
+    ``days``: ``purchase_days`` (day, first_buyers, repeat_days), possibly longer than ``cutoff``
+    (later days are ignored, so one table serves the cutoff and the rehearsal cutoff before it).
     The expectation is the unconditional E[X(age)] of every customer by first-purchase day (the
     fitted parameters only), so the ratio carries what the stationary model cannot: the calendar.
     The log ratios are fitted with a level plus yearly harmonics (one below 24 usable months, two
@@ -129,13 +151,12 @@ def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: da
     observed yet and does not reproduce one year's noise; it is normalized to mean 1.
     """
     cutoff_ts = pd.Timestamp(cutoff).normalize()
-    daily = _daily(transactions)
-    daily = daily[daily["order_date"] <= cutoff_ts]
-    if daily.empty:
+    days = days.assign(day=pd.to_datetime(days["day"]))
+    days = days[days["day"] <= cutoff_ts]
+    if days.empty:
         return SeasonalIndex.flat()
-    first = daily.groupby("customer_id")["order_date"].transform("min")
-    repeats = daily[daily["order_date"] > first]
-    start = first.min()
+    cohort_days = days[days["first_buyers"] > 0]
+    start = cohort_days["day"].min()
     month_starts = pd.date_range(start.to_period("M").to_timestamp() + pd.offsets.MonthBegin(1), cutoff_ts,
                                  freq="MS")
     # complete months only
@@ -144,9 +165,8 @@ def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: da
         return SeasonalIndex.flat()
     bounds = np.concatenate([(month_starts - start).days.to_numpy(),
                              [((month_starts[-1] + pd.offsets.MonthEnd(0)) - start).days + 1]])
-    cohorts = (first.groupby(daily["customer_id"]).first() - start).dt.days.value_counts().sort_index()
-    f = cohorts.index.to_numpy(dtype=float)
-    n = cohorts.to_numpy(dtype=float)
+    f = (cohort_days["day"] - start).dt.days.to_numpy(dtype=float)
+    n = cohort_days["first_buyers"].to_numpy(dtype=float)
     # age at the start of boundary day b (= end of day b-1): (b - f) days, clipped at 0
     age = np.clip((bounds[:, None] - f[None, :] - 1) / btyd.DAYS_PER_WEEK, 0.0, None)
     expected_cum = np.zeros_like(age)
@@ -158,9 +178,10 @@ def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: da
         )
     expected_cum = np.nan_to_num(expected_cum)
     expected = np.diff((expected_cum * n[None, :]).sum(axis=1))
-    repeat_day = (repeats["order_date"] - start).dt.days.to_numpy()
-    repeat_day = repeat_day[repeat_day < bounds[-1]]  # np.histogram's last bin is closed
-    actual = np.histogram(repeat_day, bins=bounds)[0].astype(float)
+    repeat_day = (days["day"] - start).dt.days.to_numpy()
+    inside = repeat_day < bounds[-1]  # np.histogram's last bin is closed
+    actual = np.histogram(repeat_day[inside], bins=bounds,
+                          weights=days["repeat_days"].to_numpy(dtype=float)[inside])[0]
     table = pd.DataFrame({"month": month_starts, "actual": actual, "expected": expected})
     used = table[table["expected"] >= MIN_EXPECTED_PER_MONTH].copy()
     if len(used) < 3:
@@ -510,25 +531,37 @@ class Rehearsal:
         return Rehearsal(None, 0.0, 0.0, 0)
 
 
+def rehearsal_cutoff(cutoff: date, months: int = REHEARSAL_MONTHS) -> date:
+    """The cutoff ``months`` before ``cutoff``: month end to month end, else the same day of the month."""
+    c = pd.Timestamp(cutoff)
+    return ((c - pd.offsets.MonthEnd(months)) if c.is_month_end else (c - pd.DateOffset(months=months))).date()
+
+
 def rehearse(history: pd.DataFrame, cutoff: date, model_name: str = btyd.BGNBD,
              months: int = REHEARSAL_MONTHS, max_fit_customers: int | None = None) -> Rehearsal:
     """Forecast from ``months`` before the cutoff with the data up to then, compare with what came.
 
-    Returns the error scale s per part, fitted as |log(actual / forecast)| ~ s * sqrt(h) over the
-    rehearsal months h = 1..months (s^2 = mean((log error^2 - relative purchase noise^2) / h)). The in-sample scatter cannot see
-    how the purchase model and the acquisition trend drift when extrapolated; this can. With less
-    than ``MIN_REHEARSAL_HISTORY_DAYS`` of history before the rehearsal cutoff there is none.
+    The in-sample scatter cannot see how the purchase model and the acquisition trend drift when
+    extrapolated; this can (``rehearsal_errors``). With less than ``MIN_REHEARSAL_HISTORY_DAYS`` of
+    history before the rehearsal cutoff there is none. The asset's refit makes the same forecast
+    from DuckDB (``marts.forecast_refit``); both end in ``rehearsal_errors``.
     """
-    c = pd.Timestamp(cutoff)
-    rc = (c - pd.offsets.MonthEnd(months)) if c.is_month_end else (c - pd.DateOffset(months=months))
+    rc = rehearsal_cutoff(cutoff, months)
     dates = pd.to_datetime(history["order_date"])
-    if (rc - dates.min()).days < MIN_REHEARSAL_HISTORY_DAYS:
+    if (pd.Timestamp(rc) - dates.min()).days < MIN_REHEARSAL_HISTORY_DAYS:
         return Rehearsal.none()
-    past = forecast_revenue(history, rc.date(), model_name=model_name, months=months, with_rehearsal=False,
+    past = forecast_revenue(history, rc, model_name=model_name, months=months, with_rehearsal=False,
                             max_fit_customers=max_fit_customers)
-    periods = [p for p in forecast_periods(rc.date(), months) if p.kind == "month"]
-    actual = period_actuals(history, periods, rc.date()).set_index("period")
-    table = past.table.set_index("period")
+    periods = [p for p in forecast_periods(rc, months) if p.kind == "month"]
+    return rehearsal_errors(past.table, period_actuals(history, periods, rc), periods, rc)
+
+
+def rehearsal_errors(table: pd.DataFrame, actual: pd.DataFrame, periods: list[Period], rc: date) -> Rehearsal:
+    """The error scale s per part of the forecast ``table`` made at ``rc`` against the ``actual`` revenue
+    per period (``period_actuals``), fitted as |log(actual / forecast)| ~ s * sqrt(h) over the
+    rehearsal months h = 1..months (s^2 = mean((log error^2 - relative purchase noise^2) / h))."""
+    actual = actual.set_index("period")
+    table = table.set_index("period")
     scales = {}
     for part, column in (("existing", "actual_existing_revenue"), ("new", "actual_new_revenue")):
         ratios = []
@@ -539,7 +572,7 @@ def rehearse(history: pd.DataFrame, cutoff: date, model_name: str = btyd.BGNBD,
                 noise_sd = (table.loc[p.label, f"{part}_revenue_high"] - table.loc[p.label, f"{part}_revenue"]) / Z80
                 ratios.append(max(0.0, math.log(observed / predicted) ** 2 - (noise_sd / predicted) ** 2) / h)
         scales[part] = math.sqrt(float(np.mean(ratios))) if ratios else 0.0
-    return Rehearsal(rc.date(), scales["existing"], scales["new"], len(periods))
+    return Rehearsal(rc, scales["existing"], scales["new"], len(periods))
 
 
 @dataclass

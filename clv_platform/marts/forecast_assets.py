@@ -3,7 +3,7 @@ valuable customers come from.
 
 ``revenue_forecast`` runs ``forecast.revenue`` on staging.orders at the scoring cutoff, with each
 customer's predicted spend from scores.customer_clv spread over time by the BTYD model of
-ml/btyd_scores. ``acquisition_value`` is ``sql/acquisition_value.sql`` over staging.customer_acquisition
+ml/btyd_scores; what it needs from the orders is grouped in SQL (``forecast_refit``, ``sql/forecast_*.sql``). ``acquisition_value`` is ``sql/acquisition_value.sql`` over staging.customer_acquisition
 and the CLV scores. Both tables carry column comments (DuckDB ``comment on column``) and the same
 descriptions in the asset's column schema.
 """
@@ -45,7 +45,11 @@ def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
 
 # ----------------------------------------------------------------------------- revenue forecast
 def store_transactions(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Never-cancelled orders as (customer_id, order_date, amount); an untied guest order is its own buyer."""
+    """Never-cancelled orders as (customer_id, order_date, amount); an untied guest order is its own buyer.
+
+    The input of ``forecast.revenue``'s pandas functions (the backtest's path); the asset groups in
+    SQL instead (``forecast_refit``) and the tests hold it to what these give on this frame.
+    """
     return conn.execute(
         """
         select coalesce(customer_id, 'guest:' || order_id) as customer_id, order_date,
@@ -82,11 +86,9 @@ def _forecast_inputs(conn: duckdb.DuckDBPyConnection, config, cutoff) -> tuple[p
         return (_btyd_features(btyd_scores, "recency_weeks", "T_weeks"), int(btyd_scores["horizon_days"].iloc[0]),
                 "ml.btyd_scores")
     # ml/btyd_scores not materialized (e.g. marts rebuilt on their own): the same summary from staging
-    from clv_platform.models import btyd
+    from clv_platform.marts import forecast_refit
 
-    transactions = store_transactions(conn)
-    known = transactions[~transactions["customer_id"].str.startswith("guest:")]
-    summary_frame = btyd.summarize(known, cutoff).reset_index()
+    summary_frame = forecast_refit.customer_summary(conn, cutoff, known_only=True)
     return (_btyd_features(summary_frame, "recency", "T"), config.horizon_days,
             "staging.orders (ml.btyd_scores missing)")
 
@@ -136,13 +138,15 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
                            refit: bool = False) -> tuple[pd.DataFrame, dict]:
     """The rows of marts.revenue_forecast and facts for the metadata.
 
-    The seasonal index and the rehearsal's error scales (the two pieces that read every order) are
-    fitted with the BTYD they belong to and stored in ``ml.stored_fits``; a later run reuses them
-    while that BTYD fit is served and they are at most ``max_age_days`` cutoff days old (None:
-    ``refit_after_days`` of the settings), and recomputes only what depends on the cutoff: every
-    customer's expected spend and the acquisition forecast (first orders in SQL).
+    The seasonal index and the rehearsal's error scales (the two pieces that read every order,
+    grouped in DuckDB by ``forecast_refit``) are fitted with the BTYD they belong to and stored in
+    ``ml.stored_fits``; a later run reuses them while that BTYD fit is served and they are at most
+    ``max_age_days`` cutoff days old (None: ``refit_after_days`` of the settings), and recomputes
+    only what depends on the cutoff: every customer's expected spend and the acquisition forecast
+    (first orders in SQL).
     """
     from clv_platform.forecast import revenue
+    from clv_platform.marts import forecast_refit
     from clv_platform.models import clv, stored_fits
     from clv_platform.models.clv_assets import TRAINING_KEYS
     from clv_platform.settings import load_settings
@@ -173,6 +177,7 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
     stored = stored_fits.load(conn, stored_fits.REVENUE_FORECAST)
     force = "refit requested" if refit else (stored_fits.training_run(context, TRAINING_KEYS) if context else None)
     decision = stored_fits.decide(stored if btyd_fit is not None else None, cutoff, key, max_age_days, force)
+    firsts = forecast_refit.first_orders(conn, cutoff)
     if decision.reuse:
         p = stored.params
         season = revenue.SeasonalIndex(np.asarray(p["season_index"], dtype=float), float(p["season_relative_sd"]),
@@ -182,12 +187,10 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
                                       int(p["rehearsal_months"]))
         fit_cutoff = stored.fit_cutoff
     else:
-        transactions = store_transactions(conn)
-        history = transactions[pd.to_datetime(transactions["order_date"]) <= pd.Timestamp(cutoff)]
-        season = revenue.seasonal_index(history, model, cutoff)
-        # the rehearsal's BTYD fit sees at most [sampling] max_btyd_fit_customers (as ml/btyd_scores' fit)
-        rehearsal = revenue.rehearse(history, cutoff, max_fit_customers=config.max_btyd_fit_customers or None)
-        del transactions, history
+        # grouped in DuckDB, never every order in pandas; the rehearsal's BTYD fit sees at most
+        # [sampling] max_btyd_fit_customers (as ml/btyd_scores' fit)
+        season, rehearsal = forecast_refit.refit(conn, model, cutoff, firsts,
+                                                 max_fit_customers=config.max_btyd_fit_customers or None)
         fit_cutoff = cutoff
         stored_fits.save(conn, stored_fits.REVENUE_FORECAST, cutoff, key, {
             "season_index": [float(v) for v in season.index], "season_relative_sd": float(season.relative_sd),
@@ -196,7 +199,6 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
             "rehearsal_existing_scale": float(rehearsal.existing_scale),
             "rehearsal_new_scale": float(rehearsal.new_scale), "rehearsal_months": int(rehearsal.months),
         }, decision.reason, context=context)
-    firsts = conn.execute(read_sql("clv_platform.marts", "sql/forecast_first_orders.sql"), {"cutoff": cutoff}).df()
     source = "ml.btyd_scores expected spend (BTYD)"
     if has_predicted:
         if predicted is None:  # per-customer summary (no ml.btyd_scores): predictions by customer id

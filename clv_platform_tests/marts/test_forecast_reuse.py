@@ -1,5 +1,9 @@
 """marts/revenue_forecast at night: the stored seasonality and rehearsal errors are reused, the rest
-is recomputed at the cutoff, and the result equals the whole pandas forecast with the same pieces."""
+is recomputed at the cutoff, and the result equals the whole pandas forecast with the same pieces.
+
+The first run refits in SQL (``marts.forecast_refit``); the pandas forecast below fits the
+seasonality and the rehearsal from every order, so the comparison (1e-9 relative) also holds the
+SQL refit to the pandas path on the forecast table (the pieces: test_forecast_refit_sql)."""
 
 from datetime import timedelta
 
