@@ -284,6 +284,36 @@ def _replace_rows(conn: duckdb.DuckDBPyConnection, table: str, key: str, keys: s
     conn.execute(f"insert into {table} by name select * from {delta}")
 
 
+def _replace_changed_rows(conn: duckdb.DuckDBPyConnection, table: str, key: str, keys: str, delta: str) -> int:
+    """Like `_replace_rows`, but deletes and inserts only the rows that differ (a multiset difference
+    over every column), and returns how many rows it deleted.
+
+    For tables whose rows are recomputed per customer, most of which come back identical: at 300k a
+    day's merge recomputed 49,480 `staging.order_history` rows (every order of 4,799 customers).
+    Every deleted row is a hole that DuckDB's checkpoint later vacuums by rewriting whole row groups
+    (three adjacent groups merged into two), so deleting and re-inserting identical rows made that
+    night's commit rewrite about 730,000 rows of the table (2.0-2.5 s of a 2.7-2.9 s checkpoint)."""
+    columns = [row[0] for row in conn.execute(f"select column_name from (describe {table})").fetchall()]
+    same = " and ".join(f"o.{c} is not distinct from n.{c}" for c in ("_dup", *columns))
+    numbered = ", row_number() over (partition by {cols}) as _dup".format(cols=", ".join(columns))
+    conn.execute(f"""
+        create or replace temp table _changed_old as
+        select o._rowid from (select rowid as _rowid, *{numbered} from {table}
+                              where {key} in (select {key} from {keys})) as o
+        where not exists (select 1 from (select *{numbered} from {delta}) as n where {same})
+    """)
+    conn.execute(f"""
+        create or replace temp table _changed_new as
+        select * exclude (_dup) from (select *{numbered} from {delta}) as n
+        where not exists (select 1 from (select *{numbered} from {table}
+                                         where {key} in (select {key} from {keys})) as o where {same})
+    """)
+    deleted = int(conn.execute("select count(*) from _changed_old").fetchone()[0])
+    conn.execute(f"delete from {table} where rowid in (select _rowid from _changed_old)")
+    conn.execute(f"insert into {table} by name select * from _changed_new")
+    return deleted
+
+
 def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: StagingResult) -> None:
     """Merge the raw rows that arrived since the last build (rowid above its high-water mark)."""
     started = time.perf_counter()
@@ -491,7 +521,8 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     }))
     conn.execute("create or replace temp table _old_firsts as select customer_id, order_id from staging.order_history "
                  "where purchase_seq = 1 and customer_id in (select customer_id from _aff_history)")
-    _replace_rows(conn, "staging.order_history", "customer_id", "_aff_history", "_delta_order_history")
+    history_replaced = _replace_changed_rows(conn, "staging.order_history", "customer_id", "_aff_history",
+                                             "_delta_order_history")
     # a customer's acquisition row reads only their first purchase: its order row, its accepted
     # payload. A repeat buyer's new order leaves both as they were, so only customers whose first
     # purchase is another order, or was re-resolved, are re-read: at 300k, 557 first-order payloads
@@ -531,6 +562,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
                             ("acquisition_customers", "_aff_acquisition"),
                             ("products", "_aff_products"))
     }
+    result.merged["history_rows_replaced"] = history_replaced
     result.script_seconds["merge"] = time.perf_counter() - started
 
 
@@ -641,7 +673,7 @@ def _drop_build_objects(conn: duckdb.DuckDBPyConnection) -> None:
         "(table_name like '\\_delta\\_%' escape '\\' or table_name like '\\_aff\\_%' escape '\\' "
         "or table_name like '%\\_delta' escape '\\' or table_name in ('_new_order_versions', "
         "'_new_profile_versions', '_old_accepted', '_old_profiles', '_old_email_identity', '_old_customer_map', "
-        "'_changed_map', '_changed_email', '_old_firsts'))"
+        "'_changed_map', '_changed_email', '_old_firsts', '_changed_old', '_changed_new'))"
     ).fetchall()
     for (name,) in temps:
         conn.execute(f"drop table if exists temp.{name}")
