@@ -114,7 +114,8 @@ class StagingResult:
     """A merge's new raw rows per table: in = accepted + rejected (of this load only)."""
     merged: dict[str, int] = field(default_factory=dict)
     """A merge's affected keys: orders, profiles, orders re-resolved, customers, customers whose
-    history / acquisition row was rebuilt, products."""
+    history / acquisition row was rebuilt, products; and `history_rows_replaced`, the
+    `order_history` rows that changed (deleted and written again)."""
 
 
 def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -> str:
