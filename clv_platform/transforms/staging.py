@@ -114,7 +114,8 @@ class StagingResult:
     """A merge's new raw rows per table: in = accepted + rejected (of this load only)."""
     merged: dict[str, int] = field(default_factory=dict)
     """A merge's affected keys: orders, profiles, orders re-resolved, customers, customers whose
-    history / acquisition row was rebuilt, products."""
+    history / acquisition row was rebuilt, products; and `history_rows_replaced`, the
+    `order_history` rows that changed (deleted and written again)."""
 
 
 def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -> str:
@@ -282,6 +283,31 @@ def _replace_rows(conn: duckdb.DuckDBPyConnection, table: str, key: str, keys: s
     """Delete `table`'s rows whose `key` is in `keys`, then insert the delta's rows."""
     conn.execute(f"delete from {table} where {key} in (select {key} from {keys})")
     conn.execute(f"insert into {table} by name select * from {delta}")
+
+
+def _replace_changed_rows(conn: duckdb.DuckDBPyConnection, table: str, key: str, keys: str, delta: str) -> int:
+    """Like `_replace_rows`, but deletes and inserts only the rows that differ (a multiset difference
+    over every column), and returns how many rows it deleted.
+
+    For tables whose rows are recomputed per customer, most of which come back identical: at 300k a
+    day's merge recomputed 49,480 `staging.order_history` rows (every order of 4,799 customers).
+    Every deleted row is a hole that DuckDB's checkpoint later vacuums by rewriting whole row groups
+    (four adjacent groups merged into three), so deleting and re-inserting identical rows made that
+    night's commit rewrite 726,590 rows of the table (2.0-2.5 s of a 2.7-2.9 s checkpoint)."""
+    columns = [row[0] for row in conn.execute(f"select column_name from (describe {table})").fetchall()]
+    same = " and ".join(f"o.{c} is not distinct from n.{c}" for c in ("_dup", *columns))
+    numbered = ", row_number() over (partition by {cols}) as _dup".format(cols=", ".join(columns))
+    # the keys' current rows, read from the table once; _dup numbers identical rows (a multiset)
+    conn.execute(f"create or replace temp table _changed_old as select rowid as _rowid, *{numbered} from {table} "
+                 f"where {key} in (select {key} from {keys})")
+    conn.execute(f"create or replace temp table _changed_new as select *{numbered} from {delta}")
+    conn.execute("create or replace temp table _changed_gone as select o._rowid from _changed_old as o "
+                 f"where not exists (select 1 from _changed_new as n where {same})")
+    deleted = int(conn.execute("select count(*) from _changed_gone").fetchone()[0])
+    conn.execute(f"delete from {table} where rowid in (select _rowid from _changed_gone)")
+    conn.execute(f"insert into {table} by name select * exclude (_dup) from _changed_new as n "
+                 f"where not exists (select 1 from _changed_old as o where {same})")
+    return deleted
 
 
 def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: StagingResult) -> None:
@@ -491,7 +517,8 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     }))
     conn.execute("create or replace temp table _old_firsts as select customer_id, order_id from staging.order_history "
                  "where purchase_seq = 1 and customer_id in (select customer_id from _aff_history)")
-    _replace_rows(conn, "staging.order_history", "customer_id", "_aff_history", "_delta_order_history")
+    history_replaced = _replace_changed_rows(conn, "staging.order_history", "customer_id", "_aff_history",
+                                             "_delta_order_history")
     # a customer's acquisition row reads only their first purchase: its order row, its accepted
     # payload. A repeat buyer's new order leaves both as they were, so only customers whose first
     # purchase is another order, or was re-resolved, are re-read: at 300k, 557 first-order payloads
@@ -531,6 +558,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
                             ("acquisition_customers", "_aff_acquisition"),
                             ("products", "_aff_products"))
     }
+    result.merged["history_rows_replaced"] = history_replaced
     result.script_seconds["merge"] = time.perf_counter() - started
 
 
@@ -641,7 +669,7 @@ def _drop_build_objects(conn: duckdb.DuckDBPyConnection) -> None:
         "(table_name like '\\_delta\\_%' escape '\\' or table_name like '\\_aff\\_%' escape '\\' "
         "or table_name like '%\\_delta' escape '\\' or table_name in ('_new_order_versions', "
         "'_new_profile_versions', '_old_accepted', '_old_profiles', '_old_email_identity', '_old_customer_map', "
-        "'_changed_map', '_changed_email', '_old_firsts'))"
+        "'_changed_map', '_changed_email', '_old_firsts', '_changed_old', '_changed_new', '_changed_gone'))"
     ).fetchall()
     for (name,) in temps:
         conn.execute(f"drop table if exists temp.{name}")

@@ -249,3 +249,25 @@ def test_the_staging_asset_merges_by_default_and_the_full_rebuild_job_rebuilds(t
     job_config = full_rebuild_job.config
     forced = run(job_config)
     assert forced["build_mode"].value == "full" and "full_build_reason" not in forced
+
+
+def test_replace_changed_rows_keeps_identical_rows_in_place():
+    """Only rows that differ are deleted and inserted (NULLs equal, duplicates counted), and the
+    table ends up holding exactly the delta for the replaced keys."""
+    from clv_platform.transforms.staging import _replace_changed_rows
+
+    with duckdb.connect() as conn:
+        conn.execute("create table t (k varchar, v integer, w varchar)")
+        conn.execute("insert into t values ('a', 1, null), ('a', 2, 'x'), ('b', 3, 'y'), ('b', 3, 'y'), "
+                     "('c', 9, 'keep')")
+        conn.execute("create temp table keys as select * from (values ('a'), ('b')) as s(k)")
+        # a: (1, null) unchanged, (2, 'x') becomes (2, 'z'); b: one of two duplicates goes, a new row comes
+        conn.execute("create temp table delta as select * from (values ('a', 1, null), ('a', 2, 'z'), "
+                     "('b', 3, 'y'), ('b', 4, null)) as s(k, v, w)")
+        before = dict(conn.execute("select v, rowid from t where k = 'a' and v = 1").fetchall())
+        deleted = _replace_changed_rows(conn, "t", "k", "keys", "delta")
+        assert deleted == 2
+        assert sorted(conn.execute("select * from t").fetchall(), key=str) == sorted(
+            [("a", 1, None), ("a", 2, "z"), ("b", 3, "y"), ("b", 4, None), ("c", 9, "keep")], key=str)
+        # the unchanged row was not deleted and re-inserted: it keeps its row id
+        assert dict(conn.execute("select v, rowid from t where k = 'a' and v = 1").fetchall()) == before
