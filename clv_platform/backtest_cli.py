@@ -269,16 +269,15 @@ def paired_mae_gain(frame: pd.DataFrame, model: str, rivals: tuple[str, ...], z:
     the mean over customers of |rival - actual| - |model - actual| and sd / sqrt(n). ``significant``
     when the gain exceeds ``z`` standard errors (one-sided 5 %): a lower MAE within that noise is a
     tie, not a win (the selection on the validation window uses the same margin)."""
+    from clv_platform.models import metrics
+
     present = [r for r in rivals if r in frame]
     if model not in frame or not present:
         return {}
     y = frame["actual"].to_numpy(dtype=float)
-    errors = {r: np.abs(frame[r].to_numpy(dtype=float) - y) for r in present}
-    rival = min(present, key=lambda r: float(errors[r].mean()))
-    gain = errors[rival] - np.abs(frame[model].to_numpy(dtype=float) - y)
-    se = float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
-    return {"rival": rival, "gain": float(gain.mean()), "se": se, "z": z,
-            "significant": bool(float(gain.mean()) > z * se)}
+    rival = min(present, key=lambda r: float(np.abs(frame[r].to_numpy(dtype=float) - y).mean()))
+    gain, se = metrics.paired_mae_gain(y, frame[rival].to_numpy(dtype=float), frame[model].to_numpy(dtype=float))
+    return {"rival": rival, "gain": gain, "se": se, "z": z, "significant": bool(gain > z * se)}
 
 
 def verdict(result: dict) -> dict:

@@ -25,6 +25,16 @@ def mae(y_true, y_pred) -> float:
     return float(np.mean(np.abs(p - y))) if y.size else float("nan")
 
 
+def paired_mae_gain(actual, base, new) -> tuple[float, float]:
+    """Mean per-customer gain in absolute error of ``new`` over ``base``, |base - y| - |new - y|, and
+    its paired standard error sd / sqrt(n) (0 for fewer than two customers): a lower MAE within a
+    few standard errors is noise, not a win."""
+    y = np.asarray(actual, dtype=float)
+    gain = np.abs(np.asarray(base, dtype=float) - y) - np.abs(np.asarray(new, dtype=float) - y)
+    se = float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+    return float(gain.mean()), se
+
+
 def rmse(y_true, y_pred) -> float:
     y, p = _arrays(y_true, y_pred)
     return float(np.sqrt(np.mean((p - y) ** 2))) if y.size else float("nan")

@@ -405,11 +405,8 @@ def sharpen(values: np.ndarray, gamma: float) -> np.ndarray:
 def _significant_gain(actual: np.ndarray, base: np.ndarray, new: np.ndarray, z: float | None) -> bool:
     """Whether ``new`` has a lower MAE than ``base`` by more than z standard errors of the paired
     per-customer gains in absolute error (any lower MAE when z is None or 0)."""
-    gain = np.abs(base - actual) - np.abs(new - actual)
-    if not z:
-        return float(gain.mean()) > 0
-    se = float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
-    return float(gain.mean()) > z * se
+    gain, se = metrics.paired_mae_gain(actual, base, new)
+    return gain > (z * se if z else 0.0)
 
 
 def sharpen_exponent(actual: np.ndarray, prediction: np.ndarray, significance_z: float | None = None) -> dict:

@@ -306,10 +306,9 @@ def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame
             # rule) did on the validation window, for the serving reason
             point = apply_point_rule(mean, *hybrid[:2], p50, hybrid[2], btyd_spend, mixture)
             btyd_point = apply_point_rule(btyd_spend, btyd_choice["rule"], btyd_choice["gamma"], p50)
-            gain = np.abs(btyd_point - y) - np.abs(point - y)
+            gain, se = metrics.paired_mae_gain(y, btyd_point, point)
             unblended = {**metrics.regression_metrics(y, mean), "mae": metrics.mae(y, point),
-                         "mae_gain": float(gain.mean()),
-                         "mae_gain_se": float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0}
+                         "mae_gain": gain, "mae_gain_se": se}
     else:
         hybrid = (SHARPEN, 1.0, 1.0)
     return {"hybrid_point_rule": hybrid[0], "hybrid_sharpen": float(hybrid[1]), "hybrid_point_shrink": float(hybrid[2]),
