@@ -418,3 +418,54 @@ def test_drift_inputs_leave_duckdb_sampled_and_segment_shares_match_pandas(data_
     want = pd.DataFrame(expected["rfm_segment"])
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12)
     assert set(got["segment"]) == {"Loyal", "New", "(missing)"} and abs(got["share_change"].sum()) < 1e-12
+
+
+@pytest.mark.parametrize("margin", [0.0, monitoring_assets.REFERENCE_CANDIDATE_MARGIN])
+def test_reference_features_of_the_candidates_equal_the_sample_of_the_whole_query(tmp_path, monkeypatch, margin):
+    """The reference side computed on the candidates' order history only gives the rows (and the
+    count) of the old path, the whole store's features sampled, at cutoffs that fall between orders
+    and their cancellations and between two refunds; with no head room (margin 0) the candidates
+    without a purchase leave too few rows and the whole query runs instead."""
+    from clv_platform.transforms.features import feature_query
+    from clv_platform_tests.transforms.test_features import build_staging, messy_orders
+
+    monkeypatch.setattr(monitoring_assets, "REFERENCE_CANDIDATE_MARGIN", margin)
+    orders = messy_orders(300, seed=7)
+    paths = {"candidates": 0, "whole": 0}
+    with duckdb.connect(str(tmp_path / "store.duckdb")) as conn:
+        build_staging(conn, orders)
+        cancels = sorted({o.cancelled_at for o in orders if o.cancelled_at})
+        for cutoff in [date(2023, 2, 15), cancels[len(cancels) // 2], date(2023, 12, 31), date(2024, 6, 1)]:
+            sql, params = feature_query(cutoff)
+            expected, n = monitoring_assets.sampled_rows(conn, sql, params, 60)
+            assert monitoring_assets.reference_population(conn, cutoff) == n > 60
+            got, counted = monitoring_assets.reference_features(conn, cutoff, 60)
+            assert counted == n and len(got) == 60
+            pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
+            whole, _ = monitoring_assets.reference_features(conn, cutoff, 0)
+            assert len(whole) == n
+            # which path ran: the candidates hold customers without a purchase at the cutoff
+            drawn = 60 + int(60 * margin)
+            purchasing = conn.execute(
+                f"""select count(*) from (select customer_id from (select distinct customer_id
+                    from staging.order_history where order_date <= $cutoff::date)
+                    order by hash(customer_id::varchar), customer_id limit {drawn})
+                    where customer_id in (select customer_id from ({sql}))""", params).fetchone()[0]
+            paths["candidates" if purchasing >= 60 else "whole"] += 1
+        assert not conn.execute("select * from duckdb_tables() where temporary").fetchall()
+        assert not conn.execute("select * from duckdb_views() where temporary and view_name like '_drift%'").fetchall()
+    assert paths["candidates"] >= 1 if margin else paths["whole"] >= 1
+
+
+def test_current_side_reads_only_the_compared_columns(data_env):
+    """The current features leave DuckDB with customer_id and the asked columns only, same rows."""
+    db = data_env / "clv.duckdb"
+    frame = customers(500, 4).assign(customer_id=[f"c{i:04d}" for i in range(500)], country="DE")
+    with duckdb.connect(str(db)) as conn:
+        _write(conn, "features.customer_features", frame)
+        whole, n = monitoring_assets.sampled_table(conn, "features.customer_features", 100)
+        narrow, m = monitoring_assets.sampled_table(
+            conn, "features.customer_features", 100, ["frequency", "monetary", "absent"])
+    assert n == m == 500
+    assert list(narrow.columns) == ["customer_id", "frequency", "monetary"]
+    assert narrow.equals(whole[["customer_id", "frequency", "monetary"]])
