@@ -1,6 +1,7 @@
 """Drift detection, segment shares, realized performance, and the monitoring assets on a tmp DuckDB."""
 
 import dataclasses
+import re
 from datetime import date, datetime, timedelta
 
 import dagster as dg
@@ -142,6 +143,18 @@ def test_report_is_written_as_html(data_env):
     path = save_report(result, when=datetime(2025, 3, 1, 12, 30, 5))
     assert path == data_env / "reports" / "drift_20250301T123005.html"
     assert path.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+    # titled in memory: the page Evidently's save_html writes, with the title and heading added
+    title = r"Feature drift at 2025-03-01 vs C:\ref <v1>"
+    titled = save_report(result, when=datetime(2025, 3, 1, 12, 30, 6), title=title)
+    plain = data_env / "plain.html"
+    result.snapshot.save_html(str(plain))
+    page, expected = titled.read_text(encoding="utf-8"), plain.read_text(encoding="utf-8")
+    escaped = "Feature drift at 2025-03-01 vs C:\\ref &lt;v1&gt;"
+    heading = f'<h1 style="font-family:sans-serif;font-size:20px;margin:16px">{escaped}</h1>'
+    assert f"<title>{escaped}</title>" in page and heading in page
+    ids = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|metric_[0-9a-f]{32}")
+    assert ids.sub("id", page.replace(heading, "").replace(f"<title>{escaped}</title>", "")) == \
+        ids.sub("id", re.sub(r"<title>.*?</title>", "", expected, count=1, flags=re.S))  # ids are drawn per render
 
 
 # ----------------------------------------------------------------------------- realized performance
