@@ -374,7 +374,12 @@ class TransactionModel:
         for u, b_ in enumerate(distinct):
             rows = order[edges[u]:edges[u + 1]]
             p, weights = _beta_nodes(a + 1.0, float(b_) + 1.0, EXPECTATION_NODES)
-            s, bb = shape[rows][:, None], base[rows][:, None]
+            # Given x, the expectation of an alive customer depends on T alone (t_x only enters
+            # P(alive)), and T takes one value per day of first purchase: the integral is
+            # evaluated once per distinct (x, T), far fewer than the customers of a large store.
+            bases, back = np.unique(base[rows], return_inverse=True)
+            s, bb = float(shape[rows[0]]), bases[:, None]
+            block = np.zeros((bases.shape[0], times.shape[0]))
             for j, t in enumerate(times):
                 if t <= 0:
                     continue
@@ -386,7 +391,8 @@ class TransactionModel:
                 values = -np.expm1(-s * np.log1p(p * t / bb)) / p
                 k = (values - g0[:, None]) / p
                 m = (k - k1[:, None]) / (1.0 - p)
-                out[rows, j] = g0 + a / (a + b_) * (k1 + b_ / (a + b_ + 1.0) * (m @ weights))
+                block[:, j] = g0 + a / (a + b_) * (k1 + b_ / (a + b_ + 1.0) * (m @ weights))
+            out[rows] = block[back.reshape(-1)]
         return self.conditional_probability_alive(x, tx, age)[:, None] * out
 
     def probability_of_purchase_within(self, t, frequency, recency, T) -> np.ndarray | None:

@@ -135,15 +135,14 @@ def _score_chunks(conn, features: pd.DataFrame, model, config: clv.ClvConfig, cu
     parts = []
     for start in range(0, len(features), chunk):
         part = features.iloc[start:start + chunk]
-        keys = part[BTYD_KEY_COLUMNS].to_numpy(dtype=float)
-        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-        distinct = part.iloc[np.sort(first)]
-        # position of each customer's key among the distinct rows, in the order they were scored
-        rank = np.empty(len(first), dtype=np.int64)
-        rank[np.argsort(first)] = np.arange(len(first))
+        # each customer's key numbered in the order of its first appearance (a hash grouping: the
+        # lexicographic sort of np.unique(axis=0) cost 1.2 s a night at 300k customers)
+        inverse = part.groupby(BTYD_KEY_COLUMNS, sort=False, dropna=False).ngroup().to_numpy()
+        _, first = np.unique(inverse, return_index=True)
+        distinct = part.iloc[first]
         frame, _ = clv.scoring_frame(conn, cutoff, config, model=model, features=distinct.reset_index(drop=True))
         scored = clv.btyd_scores_table(frame, model, config, cutoff, chunk=chunk, intervals=intervals)
-        rows = scored.iloc[rank[np.asarray(inverse).reshape(-1)]].reset_index(drop=True)
+        rows = scored.iloc[inverse].reset_index(drop=True)
         rows["customer_id"] = part["customer_id"].astype(str).to_numpy()
         parts.append(rows)
     if not parts:

@@ -67,6 +67,23 @@ def test_all_horizons_at_once_equal_one_horizon_at_a_time(cdnow, family, params)
     assert (np.diff(many, axis=1) >= -1e-12).all()  # cumulative purchases never fall
 
 
+@pytest.mark.parametrize("family", [btyd.BGNBD, btyd.MBGNBD])
+def test_customers_sharing_x_and_T_are_evaluated_once_but_keep_their_own_p_alive(family):
+    """The integral is evaluated once per distinct (x, T): customers who share them but differ in
+    t_x must still get their own P(alive) x integral, the value each gets when scored alone."""
+    model = _transactions(family, {"r": 0.6, "alpha": 7.0, "a": 0.9, "b": 3.1})
+    x = np.array([0, 0, 3, 3, 3, 3, 1, 7], dtype=float)
+    age = np.array([20, 20, 40, 40, 40, 12.5, 40, 40], dtype=float)
+    tx = np.array([0, 0, 39, 5, 20, 12, 1, 30], dtype=float)
+    times = [4.345, 52.142857]
+    together = model.expected_at_times(times, x, tx, age)
+    alone = np.vstack([model.expected_at_times(times, x[i:i + 1], tx[i:i + 1], age[i:i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(together, alone, rtol=1e-14, atol=0)
+    # same (x, T), different t_x: the later last purchase is likelier alive and expects more
+    assert together[2, 1] > together[4, 1] > together[3, 1] > 0
+    assert together[0, 1] == together[1, 1]
+
+
 def test_score_horizons_equal_separate_scores_and_the_period_sum(cdnow):
     spend = btyd.fit_gamma_gamma(cdnow)
     model = btyd.BTYDModel(btyd.MBGNBD, _transactions(btyd.MBGNBD, {"r": 0.52, "alpha": 6.2, "a": 0.89, "b": 1.6}),
