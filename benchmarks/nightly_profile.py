@@ -9,6 +9,7 @@ change to one step can be timed before and after on the same data:
     .venv/bin/python -m benchmarks.nightly_profile data/bench-keep/300000 [--select marts/cohort_retention ...]
         [--profile out.prof] [--sql-timings] [--repeat N [--advance-day]] [--staging-only] [--checkpoint]
 
+`--profile` profiles the last run only (with `--repeat 2 --advance-day`, the steady-state night).
 `--sql-timings` logs every `conn.execute` that takes more than 0.2 s with its first line of SQL.
 `--repeat N` runs the selection N times on the same copy and prints each run: a step that keeps
 state for the next night (the BTYD interval cache, ``btyd_intervals``) is cold in the first run and
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--select", nargs="*", default=None, help="asset keys (a/b) of the nightly to run; "
                         "default: the whole nightly selection after staging")
     parser.add_argument("--with-staging", action="store_true", help="also run the staging merge")
-    parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats here")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write cProfile stats of the last run (the steady state of --repeat) here")
     parser.add_argument("--sql-timings", action="store_true")
     parser.add_argument("--staging-only", action="store_true", help="run only the staging merge")
     parser.add_argument("--checkpoint", action="store_true", help="end with a timed CHECKPOINT (in the total)")
@@ -139,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"advanced staging and features by the kept day in {time.perf_counter() - advanced:.1f} s",
                           file=sys.stderr)
                 cpu = time.process_time()
-                if profiler:
+                last = run == max(1, args.repeat) - 1
+                if profiler and last:  # the cold first run would double every count and hide the steady state
                     profiler.enable()
                 # released between steps as in the bench's runs (each asset's own connection closes)
                 timing = nightly._dagster_run(run_conn, workdir, "nightly", selection, None, memory_limit)
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                     conn.execute("checkpoint")
                     timing.steps["CHECKPOINT"] = time.perf_counter() - checkpoint_started
                     timing.seconds += timing.steps["CHECKPOINT"]
-                if profiler:
+                if profiler and last:
                     profiler.disable()
                 runs.append((timing, time.process_time() - cpu))
         finally:
