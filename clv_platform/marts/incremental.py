@@ -7,7 +7,8 @@ Each keeps a state table ``marts_build.<mart>_state``, one row per grain and buy
 merge only the state rows of the customers and guest orders the merge re-resolved change
 (``staging_build.change_log``, written by ``transforms/staging.py`` in the build's transaction), so
 those rows are deleted and recomputed from their lines, and the mart is aggregated again from the
-state: the same table a rebuild gives (a test compares them row for row).
+state: the same table a rebuild gives (a test compares them row for row). With no merge since the
+state was last brought up to date (a rerun of the marts) no line is selected at all.
 
 The state is rebuilt from every line when it cannot be trusted: no change log (staging not built
 by ``build_staging``), no state or a state of other SQL, a full staging build since the state was
@@ -88,6 +89,8 @@ def plan(conn: duckdb.DuckDBPyConnection, mart: LineMart) -> tuple[str, str, int
         return "full", "staging was rebuilt", latest[0]
     if applied[0] < latest[1] - 1:
         return "full", f"the change log no longer reaches back to seq {applied[0]}", latest[0]
+    if applied[0] == latest[0]:
+        return "incremental", f"no staging merge since seq {applied[0]}", latest[0]
     return "incremental", f"merges {applied[0] + 1}..{latest[0]}", latest[0]
 
 
@@ -99,12 +102,14 @@ def refresh_state(conn: duckdb.DuckDBPyConnection, mart: LineMart) -> dict:
     conn.execute(f"create or replace temp view _{mart.name}_lines as {mart.rows_sql}")
     lines_view = f"_{mart.name}_lines"
     touched = {"customers": 0, "guest_orders": 0}
-    if mode == "incremental":
-        applied = conn.execute(f"select seq from {APPLIED_TABLE} where mart = ?", [mart.name]).fetchone()[0]
+    since = conn.execute(f"select seq from {APPLIED_TABLE} where mart = ?", [mart.name]).fetchone()
+    # with no merge since the state was brought up to date (a rerun) there is nothing to select:
+    # finding no changed lines would still scan every line (0.7 s a line mart at 300k)
+    if mode == "incremental" and since[0] < seq:
         conn.execute(f"""create or replace temp table _changed_customers as
-            select distinct key as customer_id from {CHANGE_LOG} where seq > ? and kind = 'customer'""", [applied])
+            select distinct key as customer_id from {CHANGE_LOG} where seq > ? and kind = 'customer'""", since)
         conn.execute(f"""create or replace temp table _changed_orders as
-            select distinct key as order_id from {CHANGE_LOG} where seq > ? and kind = 'order'""", [applied])
+            select distinct key as order_id from {CHANGE_LOG} where seq > ? and kind = 'order'""", since)
         touched = {
             "customers": int(conn.execute("select count(*) from _changed_customers").fetchone()[0]),
             "guest_orders": int(conn.execute("select count(*) from _changed_orders").fetchone()[0]),
@@ -118,6 +123,8 @@ def refresh_state(conn: duckdb.DuckDBPyConnection, mart: LineMart) -> dict:
             where customer_id in (select customer_id from _changed_customers)
                or (customer_id is null and order_id in (select order_id from _changed_orders))""")
         conn.execute(f"insert into {mart.state_table} select * from {mart.macro}('_{mart.name}_changed_lines')")
+    if mode == "incremental":
+        # staging written by something else than build_staging: the counts part (0.01-0.03 s at 300k)
         lines = conn.execute(f"select count(*) from {lines_view}").fetchone()[0]
         in_state = conn.execute(f"select coalesce(sum({mart.count_column}), 0) from {mart.state_table}").fetchone()[0]
         if int(in_state) != int(lines):
