@@ -64,15 +64,31 @@ class BatchWriter:
     """Writes the batches of one table inside one transaction: readers see the old table until the
     last batch is in, and a failure leaves the old table as it was (nothing half-written)."""
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, table: str, casts: dict[str, str] | None = None):
+    def __init__(self, conn: duckdb.DuckDBPyConnection, table: str, casts: dict[str, str] | None = None,
+                 constants: dict[str, tuple[str, object]] | None = None, temporary: bool = False):
         """``casts``: column -> SQL type for columns a batch may hold only nulls of (pandas cannot
-        tell their type then, and the first batch creates the table)."""
-        self.conn, self.table, self.rows, self._first = conn, qualified(table), 0, True
+        tell their type then, and the first batch creates the table). ``constants``: column ->
+        (SQL type, value) of columns equal on every row (a model version, a run time), added after
+        the frame's columns in SQL as parameters: a pandas column of one repeated string cost a
+        Python object per row to build and to scan. ``temporary``: ``table`` is a plain name of a
+        temp table (this connection's, gone with it) that SQL inside the same transaction turns into
+        the stored table: the batches are then not written to the store only to be rewritten."""
+        self.conn, self.rows, self._first, self._temporary = conn, 0, True, temporary
+        if temporary:
+            if not table.isidentifier():
+                raise ValueError(f"a temp table takes a plain name, got {table!r}")
+            self.table = table
+        else:
+            self.table = qualified(table)
         replace = ", ".join(f"{column}::{kind} as {column}" for column, kind in (casts or {}).items())
-        self._select = f"select * replace ({replace}) from _batch_to_write" if replace else "select * from _batch_to_write"
+        added = "".join(f", ?::{kind} as {column}" for column, (kind, _) in (constants or {}).items())
+        self._params = [value for _, value in (constants or {}).values()]
+        star = f"* replace ({replace})" if replace else "*"
+        self._select = f"select {star}{added} from _batch_to_write"
 
     def __enter__(self) -> "BatchWriter":
-        self.conn.execute(f"create schema if not exists {self.table.split('.')[0]}")
+        if not self._temporary:
+            self.conn.execute(f"create schema if not exists {self.table.split('.')[0]}")
         self.conn.execute("begin transaction")
         return self
 
@@ -82,10 +98,11 @@ class BatchWriter:
         self.conn.register("_batch_to_write", frame)
         try:
             if self._first:
-                self.conn.execute(f"create or replace table {self.table} as {self._select}")
+                kind = "temp table" if self._temporary else "table"
+                self.conn.execute(f"create or replace {kind} {self.table} as {self._select}", self._params)
                 self._first = False
             else:
-                self.conn.execute(f"insert into {self.table} by name {self._select}")
+                self.conn.execute(f"insert into {self.table} by name {self._select}", self._params)
         finally:
             self.conn.unregister("_batch_to_write")
         self.rows += len(frame)

@@ -345,7 +345,8 @@ class NPDModel:
         """The booster's time prediction ``yhat = exp(f(x))`` (the location of ln T, in days)."""
         if self.booster_ is None:
             raise RuntimeError("NPDModel is not fitted")
-        return self.booster_.predict(xgb.DMatrix(_as_matrix(frame, self.feature_cols_)))
+        # inplace_predict: the DMatrix's values bit for bit (NaN missing in both) without building it
+        return self.booster_.inplace_predict(_as_matrix(frame, self.feature_cols_))
 
     def probability_within(self, frame: pd.DataFrame, days: float) -> np.ndarray:
         return aft_cdf(days, self.predicted_time(frame), self.distribution, self.scale)

@@ -301,11 +301,12 @@ def write_npd_scores(conn, model: NPDModel, cutoff, settings: dict, model_versio
     # only the model's features leave DuckDB: converting the whole feature row (36 columns, three
     # of them strings) to pandas cost more than the prediction itself
     columns = ", ".join(f'"{c}"' for c in dict.fromkeys(["customer_id", *model.feature_cols_]))
-    with BatchWriter(conn, "scores.customer_npd", casts={"predicted_next_purchase_date": "date"}) as writer:
+    constants = {"model_version": ("varchar", model_version), "scored_at": ("timestamp", scored_at)}
+    with BatchWriter(conn, "scores.customer_npd", casts={"predicted_next_purchase_date": "date"},
+                     constants=constants) as writer:
         for _, frame in read_batches(conn, f"select {columns} from {FEATURE_TABLE} where {{where}} order by customer_id",
                                      ranges):
-            writer.write(npd_scores(model, frame, cutoff, **settings).assign(
-                model_version=model_version, scored_at=scored_at))
+            writer.write(_npd_rows(model, frame, cutoff, **settings))
     return {"rows": writer.rows, "batches": len(ranges)}
 
 
@@ -320,6 +321,15 @@ def date_settings() -> dict:
 def npd_scores(model: NPDModel, frame: pd.DataFrame, cutoff, window_days: int = DATE_WINDOW_DAYS,
                min_probability: float = DATE_MIN_PROBABILITY) -> pd.DataFrame:
     """Rows of ``scores.customer_npd`` (without version / time): see ``next_purchase_contract``."""
+    out = _npd_rows(model, frame, cutoff, window_days, min_probability)
+    out["predicted_next_purchase_date"] = out["predicted_next_purchase_date"].dt.date.to_numpy()
+    return out
+
+
+def _npd_rows(model: NPDModel, frame: pd.DataFrame, cutoff, window_days: int, min_probability: float) -> pd.DataFrame:
+    """``npd_scores`` with the date still a midnight timestamp (NaT: no date): the batched writer
+    casts it to a date in SQL, where a column of Python ``date`` objects cost one object per row to
+    build and to scan."""
     horizons = tuple(sorted({*model.horizons, 7, 30, 90, int(window_days)}))
     scorer = copy.copy(model)  # horizons are only read-outs of the fitted curve
     scorer.horizons = horizons
@@ -329,7 +339,7 @@ def npd_scores(model: NPDModel, frame: pd.DataFrame, cutoff, window_days: int = 
         {
             "customer_id": frame["customer_id"].to_numpy(),
             "days_to_next_purchase": served["days_to_next_purchase"].to_numpy(),
-            "predicted_next_purchase_date": pd.to_datetime(served["predicted_next_purchase_date"]).dt.date.to_numpy(),
+            "predicted_next_purchase_date": pd.to_datetime(served["predicted_next_purchase_date"]).to_numpy(),
             "p_purchase_7d": served["p_purchase_7d"].to_numpy(),
             "p_purchase_30d": served["p_purchase_30d"].to_numpy(),
             "p_purchase_90d": served["p_purchase_90d"].to_numpy(),

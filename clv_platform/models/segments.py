@@ -350,9 +350,17 @@ def rfm_from_scores(scores: pd.DataFrame, config: dict | None = None) -> pd.Data
     config = _config(config)
     out = scores[["r_score", "f_score", "m_score"]].astype(int)
     out["fm_score"] = np.floor((out["f_score"] + out["m_score"]) / 2 + 0.5).astype(int)
-    out["rfm_cell"] = out["r_score"].astype(str) + out["f_score"].astype(str) + out["m_score"].astype(str)
+    out["rfm_cell"] = _cells(*(out[c].to_numpy() for c in ("r_score", "f_score", "m_score")))
     out["rfm_segment"] = assign_segments(out, config)
     return out
+
+
+def _cells(r: np.ndarray, f: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """"rfm" cell labels ("513") of integer scores >= 0 through a table of the scores' texts: three
+    pandas ``astype(str)`` per batch were 0.4 s of the 300k nightly's segment step."""
+    top = int(max(r.max(), f.max(), m.max())) if len(r) else 0
+    text = np.array([str(i) for i in range(top + 1)], dtype=object)
+    return text[r] + text[f] + text[m]
 
 
 def segment_customers(

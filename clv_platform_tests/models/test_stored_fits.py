@@ -180,6 +180,10 @@ def test_clv_scores_in_batches_equal_the_whole_frame_scoring(features_db, data_e
         single = conn.execute("select * from scores.customer_clv order by customer_id").df()
         many = write_clv_scores(conn, _SpendModel(), config, "v1", scored_at, batch=211)
         batched = conn.execute("select * from scores.customer_clv order by customer_id").df()
+        # the batches went through a temp table that the tier SQL replaced with the stored table
+        assert conn.execute("select count(*) from duckdb_tables() where table_name = '_clv_unranked'").fetchone() == (0,)
+        types = dict(conn.execute("select column_name, column_type from (describe scores.customer_clv)").fetchall())
+        assert (types["model_version"], types["scored_at"], types["clv_rank"]) == ("VARCHAR", "TIMESTAMP", "BIGINT")
         interval = _total_interval_sql(conn)
         frame = clv.frame_from_tables(conn.execute(f"select * from {FEATURE_TABLE}").df(),
                                       conn.execute("select * from ml.btyd_scores").df())
@@ -206,6 +210,38 @@ def test_clv_scores_in_batches_equal_the_whole_frame_scoring(features_db, data_e
     assert interval.keys() == reference.keys()
     for key, value in reference.items():
         assert interval[key] == pytest.approx(value, rel=1e-9), key
+
+
+class _FailingSecondBatch(_SpendModel):
+    """Fails on its second batch, after the first was written to the temp table."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, frame, horizon_days, ratio):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("scoring failed mid-way")
+        return super().predict(frame, horizon_days, ratio)
+
+
+def test_a_clv_scoring_failing_mid_way_leaves_the_scores_as_they_were(features_db, data_env):
+    from clv_platform.models.clv_assets import write_clv_scores
+
+    database = data_env / "clv.duckdb"
+    shutil.copy(features_db, database)
+    config = clv.load_config()
+    _, summary = _summary(features_db)
+    with duckdb.connect(str(database)) as conn:
+        write_btyd_scores(conn, btyd.fit_btyd(summary, btyd.MBGNBD), config, scoring_cutoff(conn), batch=10**9)
+        write_clv_scores(conn, _SpendModel(), config, "v1", datetime(2026, 11, 2, 3), batch=10**9)
+        before = conn.execute("select * from scores.customer_clv order by customer_id").df()
+        with pytest.raises(RuntimeError, match="mid-way"):
+            write_clv_scores(conn, _FailingSecondBatch(), config, "v2", datetime(2026, 11, 3, 3), batch=211)
+        after = conn.execute("select * from scores.customer_clv order by customer_id").df()
+        assert conn.execute("select count(*) from duckdb_tables() where table_name = '_clv_unranked'").fetchone() == (0,)
+    assert set(after["model_version"]) == {"v1"} and len(after) > 211
+    pd.testing.assert_frame_equal(after, before)
 
 
 def test_customers_sharing_their_btyd_inputs_are_scored_once_with_the_same_values(features_db, data_env):

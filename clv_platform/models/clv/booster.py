@@ -19,6 +19,20 @@ def _matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return frame[columns].astype("float64").to_numpy()
 
 
+def predict_rows(booster: xgb.Booster, frame: pd.DataFrame, columns: list[str], base_margin: np.ndarray | None = None,
+                 output_margin: bool = False) -> np.ndarray:
+    """``booster.predict(DMatrix(frame[columns]))`` without the DMatrix: ``inplace_predict`` on the
+    same float64 matrix gives bit-identical values (NaN is missing in both; tested on every scoring
+    booster), and building the DMatrix cost 0.6 of the 2.1 s of prediction in the 300k nightly.
+    The DMatrix checked the feature names; the booster's names are checked here instead."""
+    names = booster.feature_names
+    if names is not None and list(names) != list(columns):
+        raise ValueError(f"the booster was trained on the features {names}, not {list(columns)}")
+    # row-major: pandas hands the feature block over column-major, which inplace_predict reads strided
+    return booster.inplace_predict(np.ascontiguousarray(_matrix(frame, columns)),
+                                   predict_type="margin" if output_margin else "value", base_margin=base_margin)
+
+
 OFFSET_FLOOR = 0.01
 """Smallest BTYD spend used as a log offset (a customer the BTYD gives no chance still can buy)."""
 
@@ -124,7 +138,7 @@ class ClvModel:
         """The calibrated classifier's P(any spend over the label window) of each customer."""
         if self.classifier is None:
             raise ValueError("this model has no buy classifier (the mixture point rule needs one)")
-        margin = self.classifier.predict(_dmatrix_plain(frame, self.features), output_margin=True).astype(float)
+        margin = predict_rows(self.classifier, frame, self.features, output_margin=True).astype(float)
         return 1.0 / (1.0 + np.exp(-(margin + self.classifier_shift)))
 
     def mixture_inputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -188,8 +202,8 @@ class ClvModel:
         btyd_spend = np.clip(np.nan_to_num(frame[offset_column].to_numpy(dtype=float)), 0.0, None)
         if self.serves_btyd:
             return btyd_spend
-        matrix = _dmatrix(frame, self.features, self.objective, offset_column if self.offset else None)
-        raw = self.booster.predict(matrix).astype(float)
+        margin = _offset(self.objective, frame[offset_column]) if self.offset else None
+        raw = predict_rows(self.booster, frame, self.features, base_margin=margin).astype(float)
         if self.objective.target == "log1p":
             raw = np.exp(raw) * self.smearing - 1.0
         booster = np.clip(raw, 0.0, None) * self.level

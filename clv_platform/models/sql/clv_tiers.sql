@@ -5,11 +5,12 @@
 -- (objective.sharpen: c * p ^ gamma with c keeping the store's sum of predicted_clv; p scaled by
 -- its maximum first, as in numpy), since each batch could only keep its own sum. With the median
 -- point rule ({recompute} = false) the point is per customer and the batches' values are kept.
+-- {source}: the batches' temp table (write_clv_scores), so the table is written once.
 create or replace table scores.customer_clv as
 with clipped as (
     select *, case when predicted_clv is null or isnan(predicted_clv) or predicted_clv < 0 then 0.0
                    else predicted_clv end as _p
-    from scores.customer_clv
+    from {source}
 ), powered as (
     select *, case when max(_p) over () > 0 then pow(_p / max(_p) over (), {gamma}) else _p end as _w
     from clipped
