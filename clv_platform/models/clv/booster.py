@@ -304,10 +304,6 @@ def train_booster(
     return booster[:best], best
 
 
-def _dmatrix_plain(frame: pd.DataFrame, columns: list[str]) -> xgb.DMatrix:
-    return xgb.DMatrix(_matrix(frame, columns), feature_names=columns)
-
-
 def _classifier_params(config: ClvConfig) -> dict:
     """The regression boosters' tree settings ([xgboost]) with the logistic objective."""
     params = {k: v for k, v in config.xgboost.items() if k not in ("num_boost_round", "early_stopping_rounds")}

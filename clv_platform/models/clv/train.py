@@ -17,7 +17,7 @@ from clv_platform.models.sampling import TrainingFrames
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
 from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons, window_ends, cap_rows,
                                              training_windows, feature_list, fetch_rows)
-from clv_platform.models.clv.booster import (ClvModel, _dmatrix_plain, calibration_shift, train_buy_classifier,
+from clv_platform.models.clv.booster import (ClvModel, calibration_shift, predict_rows, train_buy_classifier,
                                              uses_offset, train_booster)
 from clv_platform.models.clv.objective import (BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
                                                POSITIVE_COLUMNS, SHARPEN, Selection, blend_mean, naive_validation,
@@ -188,7 +188,7 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         # calibrated (one log-odds shift) on the validation window; its P there is out of sample but
         # for those two (the round count and the shift), as the booster's level factor is
         inner_clf, clf_rounds = train_buy_classifier(config, inner, columns, valid)
-        margin = inner_clf.predict(_dmatrix_plain(valid, columns), output_margin=True).astype(float)
+        margin = predict_rows(inner_clf, valid, columns, output_margin=True).astype(float)
         shift = calibration_shift(margin, valid["label_spend"].to_numpy(dtype=float))
         valid = valid.assign(**{BUY_P_COLUMN: 1.0 / (1.0 + np.exp(-(margin + shift)))})
         classifier = {"rounds": clf_rounds, "shift": shift, "booster": inner_clf}
