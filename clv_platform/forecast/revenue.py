@@ -36,9 +36,7 @@ import numpy as np
 import pandas as pd
 
 from clv_platform.models import btyd
-
-Z80 = 1.2815515655446004
-"""Half-width of a two-sided 80 % normal interval in standard deviations (P10 .. P90)."""
+from clv_platform.models.total_interval import Z80  # one constant for every 80 % interval (the CLV total's too)
 
 MIN_EXPECTED_PER_MONTH = 20.0
 """Months in which the model expects fewer repeat purchases than this do not shape the seasonal index."""

@@ -20,7 +20,7 @@ from dagster_duckdb import DuckDBResource
 from clv_platform import contract
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
-from clv_platform.models import btyd, btyd_intervals, clv, interval_cache, registry, stored_fits
+from clv_platform.models import btyd, btyd_intervals, clv, interval_cache, registry, stored_fits, total_interval as totals_
 from clv_platform.models.clv.windows import pareto_params
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
 from clv_platform.models.registry_view import create_model_registry_view
@@ -354,6 +354,8 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "extension_factor": float(trained.model.extension_factor),
             "extension": dg.MetadataValue.json(trained.serving.get("extension") or {}),
             "btyd_validation_metrics": dg.MetadataValue.json(trained.serving.get("btyd_metrics") or {}),
+            # the total errors behind the served store-total interval of scores/customer_clv (total_interval)
+            "total_interval_errors": dg.MetadataValue.json(trained.serving.get("total_error") or {}),
             "served_metrics_same_window": dg.MetadataValue.json(gate.get("served_metrics") or {}),
             "cutoff": str(cutoff),
             "objective": trained.model.objective.name,
@@ -478,7 +480,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             select clv_tier, count(*) as customers, sum(predicted_clv) as total_clv, avg(predicted_clv) as mean_clv
             from {SCORES_TABLE} group by clv_tier""").df()
         totals = conn.execute(f"select sum(predicted_clv), avg(predicted_clv) from {SCORES_TABLE}").fetchone()
-        interval = _total_interval_sql(conn)
+        interval = _total_interval_sql(conn, sidecar)
         point_share = _point_in_interval_sql(conn)
         preview = conn.execute(f"select * from {SCORES_TABLE} order by clv_rank limit 10").df()
     tiers = (tiers.set_index("clv_tier").reindex([label for label, _ in clv.TIERS] + [clv.REST])
@@ -517,7 +519,7 @@ def _point_in_interval_sql(conn) -> dict:
     return {} if share is None else {"point_within_p10_p90_share": float(share)}
 
 
-def _total_interval_sql(conn) -> dict:
+def _total_interval_sql(conn, sidecar: dict | None = None) -> dict:
     """``total_interval`` of the scores table, aggregated in DuckDB (the same formula)."""
     columns = {c for (c,) in conn.execute(
         "select column_name from duckdb_columns() where schema_name = 'scores' and table_name = 'customer_clv'"
@@ -525,11 +527,30 @@ def _total_interval_sql(conn) -> dict:
     if "predicted_clv_p10" not in columns:
         return {}
     total, variance, p10, p90 = conn.execute(f"""
-        select sum(predicted_clv), sum(pow((predicted_clv_p90 - predicted_clv_p10) / 2.5631, 2)),
+        select sum(predicted_clv), sum(pow((predicted_clv_p90 - predicted_clv_p10) / {2.0 * totals_.Z80!r}, 2)),
                avg(predicted_clv_p10), avg(predicted_clv_p90) from {SCORES_TABLE}""").fetchone()
-    spread = 1.2816 * float(np.sqrt(variance or 0.0))
-    return {"total_predicted_clv_p10": max(float(total) - spread, 0.0), "total_predicted_clv_p90": float(total) + spread,
-            "mean_predicted_clv_p10": float(p10), "mean_predicted_clv_p90": float(p90)}
+    return _interval_metadata(float(total or 0.0), float(variance or 0.0), float(p10), float(p90), sidecar)
+
+
+def _interval_metadata(total: float, variance: float, mean_p10: float, mean_p90: float, sidecar: dict | None) -> dict:
+    """The store total's served 80 % interval (``total_interval.widen`` with the model's recorded
+    total errors, horizon / label window from its sidecar) and the process-only one it widens."""
+    low, high = totals_.process_interval(total, variance)
+    out = {"total_predicted_clv_p10_process": low, "total_predicted_clv_p90_process": high,
+           "mean_predicted_clv_p10": mean_p10, "mean_predicted_clv_p90": mean_p90}
+    if sidecar is None:
+        return {"total_predicted_clv_p10": low, "total_predicted_clv_p90": high, **out}
+    block = (sidecar.get("serving") or {}).get("total_error")
+    errors, why = totals_.served_errors(block)
+    ratio = float(sidecar.get("horizon_days") or 0) / float((block or {}).get("label_days") or 1)
+    served = totals_.widen(total, low, high, errors, ratio, why)
+    return {"total_predicted_clv_p10": served["p10"], "total_predicted_clv_p90": served["p90"], **out,
+            "total_interval_rule": served["rule"],
+            "total_interval_error_windows": served["windows"],
+            **({"total_interval_rms_log_error": served["rms_log_error"]} if served["windows"] else {}),
+            "total_interval_errors": dg.MetadataValue.json({k: (block or {}).get(k) for k in (
+                "label_days", "windows", "btyd_log_errors", "level_calibrated", "method_log_errors",
+                "served_validation_log_error", "reason")})}
 
 
 def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAULT_MODEL_NAME) -> tuple[str | None, dict | None]:
@@ -554,21 +575,23 @@ def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAUL
     return served["model_version"], {**metrics.regression_metrics(y, mean), "mae": metrics.mae(y, predicted)}
 
 
-def total_interval(scores: pd.DataFrame) -> dict:
-    """80 % interval of the store's total CLV, from the per-customer P10 / P90.
+def total_interval(scores: pd.DataFrame, sidecar: dict | None = None) -> dict:
+    """80 % interval of the store's total CLV: the process interval from the per-customer P10 / P90,
+    widened by the served model's own total error (``total_interval.widen``).
 
-    Customers are independent given the model, so the total is close to normal (many customers):
-    per-customer sd ~ (P90 - P10) / 2.563 (the normal's P10-P90 width), total = sum +- 1.2816 sd
-    of the sum. Backtests measure its coverage with exact draws (``backtest.interval_metrics``);
-    parameter uncertainty is not included, so the interval is narrow.
+    Customers are independent given the model, so the process part is close to normal (many
+    customers): per-customer sd ~ (P90 - P10) / 2.563, total = sum +- 1.2816 sd of the sum
+    (``*_process``). That leaves out the model being wrong for the store, which dominates the
+    total; the validation windows recorded at training (sidecar ``serving.total_error``) add it.
+    Without a sidecar, or without recorded errors, the process interval is served and
+    ``total_interval_rule`` says so.
     """
     if "predicted_clv_p10" not in scores:
         return {}
-    sd = (scores["predicted_clv_p90"] - scores["predicted_clv_p10"]).to_numpy(dtype=float) / 2.5631
-    total, spread = float(scores["predicted_clv"].sum()), 1.2816 * float(np.sqrt(np.sum(sd ** 2)))
-    return {"total_predicted_clv_p10": max(total - spread, 0.0), "total_predicted_clv_p90": total + spread,
-            "mean_predicted_clv_p10": float(scores["predicted_clv_p10"].mean()),
-            "mean_predicted_clv_p90": float(scores["predicted_clv_p90"].mean())}
+    variance = totals_.customer_variance(scores["predicted_clv_p10"], scores["predicted_clv_p90"])
+    return _interval_metadata(float(scores["predicted_clv"].sum()), variance,
+                              float(scores["predicted_clv_p10"].mean()), float(scores["predicted_clv_p90"].mean()),
+                              sidecar)
 
 
 def registration_gate(conn, trained: clv.TrainedClv) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from clv_platform.ingestion.demo_store import DemoStoreParams
-from clv_platform.models import btyd_intervals, clv, metrics
+from clv_platform.models import btyd_intervals, clv, metrics, total_interval
 from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
@@ -261,6 +261,20 @@ def test_assets_materialize_in_process(demo_db, data_env, monkeypatch):
     scoring = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                    if e.asset_key == dg.AssetKey(["scores", "customer_clv"]))
     assert scoring["point_rule"].value == metadata["point_rule"].value
+    # the store total's served interval: the process interval widened by the errors ml/clv_model recorded
+    record = metadata["total_interval_errors"].value
+    assert record["level_calibrated"] == (metadata["serves"].value == "hybrid")
+    assert record["method_log_errors"] == pytest.approx(total_interval.method_errors(
+        record["btyd_log_errors"], record["level_calibrated"]))
+    with duckdb.connect(str(database), read_only=True) as conn:
+        total = conn.execute("select sum(predicted_clv) from scores.customer_clv").fetchone()[0]
+    widened = total_interval.widen(total, scoring["total_predicted_clv_p10_process"].value,
+                                   scoring["total_predicted_clv_p90_process"].value, record["method_log_errors"],
+                                   clv.load_config().horizon_days / record["label_days"], record["reason"])
+    assert scoring["total_predicted_clv_p10"].value == pytest.approx(widened["p10"], rel=1e-9)
+    assert scoring["total_predicted_clv_p90"].value == pytest.approx(widened["p90"], rel=1e-9)
+    assert scoring["total_interval_rule"].value == widened["rule"]
+    assert scoring["total_interval_error_windows"].value == len(record["method_log_errors"])
     with duckdb.connect(str(database), read_only=True) as conn:
         p50 = conn.execute("select s.spend_p50_ratio from scores.customer_clv c join ml.btyd_scores s "
                            "using (customer_id) order by c.customer_id").df()["spend_p50_ratio"].to_numpy()

@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from clv_platform.models import btyd, btyd_intervals, metrics
+from clv_platform.models import btyd, btyd_intervals, metrics, total_interval
 from clv_platform.models.sampling import TrainingFrames
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
 from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons, window_ends, cap_rows,
@@ -230,6 +230,8 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         # the served point forecast's validation MAE (its Gini and total are the mean's); a served
         # hybrid's metrics are already those of its sharpened blend
         validation_metrics = {**validation_metrics, "mae": serving["btyd_point_mae"]}
+    serving["total_error"] = total_error_record(valid, inner, cutoff, h, level_calibrated=not model.serves_btyd,
+                                                served_metrics=validation_metrics)
     return TrainedClv(
         model=model,
         selection=selection,
@@ -243,6 +245,36 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
                      **classifier, "validation_mean_p": float(valid[BUY_P_COLUMN].mean()),
                      "validation_buyer_share": float((valid["label_spend"] > 0).mean())}},
     )
+
+
+def total_error_record(valid: pd.DataFrame, inner: pd.DataFrame, cutoff: date, h: int, level_calibrated: bool,
+                       served_metrics: dict | None = None) -> dict:
+    """The total errors behind the served store-total interval (``total_interval``), point in time.
+
+    Windows whose labels end by the cutoff and do not overlap: the validation window (labels
+    (C - h, C]) and the inner window h before it (labels (C - 2h, C - h]); the BTYD of each is
+    fitted at its own feature cutoff, so its total there is out of sample. The served method's
+    errors are the BTYD's, or for the hybrid (level calibrated on the validation window) the error
+    of that level on the older window (``total_interval.method_errors``). The served model's own
+    validation error is kept for the record: for the hybrid it is in sample (its level).
+    """
+    older = inner[inner["window_end"] == pd.Timestamp(cutoff - timedelta(days=h))] if len(inner) else inner
+    windows = total_interval.window_errors([(cutoff, valid), (cutoff - timedelta(days=h), older)])
+    btyd_errors = [w["log_error"] for w in windows if w["log_error"] is not None]
+    method = total_interval.method_errors(btyd_errors, level_calibrated)
+    own = served_metrics or {}
+    return {
+        "label_days": int(h),
+        "windows": windows,
+        "btyd_log_errors": btyd_errors,
+        "level_calibrated": bool(level_calibrated),
+        "method_log_errors": method,
+        "served_validation_log_error": (float(np.log(own["actual_total"] / own["predicted_total"]))
+                                        if own.get("actual_total") and own.get("predicted_total") else None),
+        "reason": (f"{len(method)} out-of-sample total error(s) of the served method" if method else
+                   f"too short a history: {len(btyd_errors)} of 2 label windows of {h} days ending by {cutoff} have a "
+                   "BTYD total error" + (" and the hybrid's level needs two" if level_calibrated else "")),
+    }
 
 
 def p50_ratio(model: btyd.BTYDModel, frame: pd.DataFrame, horizon_weeks: float, mean_column: str,
