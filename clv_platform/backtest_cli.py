@@ -70,9 +70,10 @@ def run_backtest(
         conn.close()
     run = backtest.btyd_backtest(
         dataset, calibration_end, holdout_end, config.btyd_model, extra_predictions=ml.predictions,
-        mean_columns=ml.mean_columns,
+        mean_columns=ml.mean_columns, served_errors=ml.served_errors, label_days=ml.label_days,
     )
     result = run.result
+    result["served_total_interval"] = served_interval_section(result, ml)
     result["holdout"]["hybrid_point_vs_btyd"] = paired_mae_gain(run.frame, "hybrid", ("btyd", "btyd_point"))
     if with_npd:
         from clv_platform.models.npd import NPDModel
@@ -119,6 +120,34 @@ def run_backtest(
         "importance": ml.importance[["rank", "feature", "mean_abs_shap"]].to_dict(orient="records"),
     }
     return result, summary
+
+
+INTERVAL_KINDS = {
+    "served_total_p10 / served_total_p90": (
+        "what scores/customer_clv serves for this total at the calibration end: the process interval below widened by "
+        "the total errors its method recorded at training (t(0.9, n) x rms log error x sqrt(holdout / label window), "
+        "added in quadrature; total_interval.widen); served_total_rule says which rule applied"),
+    "served_total_process_p10 / _p90": (
+        "its base, the process-only interval served before: normal, from the customers' P10/P90 (no model error)"),
+    "total_p10 / total_p90": "customer draws x store-total factors of BTYD refits on bootstrap resamples (process + parameters)",
+    "total_p10_process / _p90_process": "customer draws only (process noise given the parameters)",
+}
+
+
+def served_interval_section(result: dict, ml) -> dict:
+    """The served store-total interval of the model the platform serves for the store, with the
+    training windows behind it and what each interval field of ``intervals`` is."""
+    block = (result.get("intervals") or {}).get("served") or {}
+    record = ml.trained["hybrid"].serving.get("total_error") or {}
+    return {
+        "served_model": "btyd" if ml.trained["hybrid"].model.serves_btyd else "hybrid",
+        **{k: block.get(k) for k in ("served_total_p10", "served_total_p90", "served_total_covered",
+                                     "served_total_process_p10", "served_total_process_p90",
+                                     "served_total_process_covered", "served_total_rule",
+                                     "served_total_relative_width", "actual_total")},
+        "training_windows": record,
+        "kinds": INTERVAL_KINDS,
+    }
 
 
 MIN_HOLDOUT_DAYS = 28
@@ -232,6 +261,7 @@ def json_view(result: dict) -> dict:
         "btyd_selection": {k: result["btyd_selection"][k] for k in ("chosen", "penalizer", "reason")},
         "intervals": result.get("intervals", {}),
         "parameter_bootstrap": result.get("parameter_bootstrap", {}),
+        "served_total_interval": result.get("served_total_interval", {}),
         "serving": result.get("serving", {}),
         "headline": headline(result),
         **({"npd": {"models": result["npd"]["models"]}} if "npd" in result else {}),
@@ -258,6 +288,11 @@ def headline(result: dict) -> dict:
             out[f"{name}_total_p10"] = interval["total_p10"]
             out[f"{name}_total_p90"] = interval["total_p90"]
             out[f"{name}_total_covered"] = 1.0 if interval["total_covered"] else 0.0
+            if "served_total_p10" in interval:
+                # the interval scores/customer_clv serves (process + the method's recorded total error)
+                out[f"{name}_served_total_p10"] = interval["served_total_p10"]
+                out[f"{name}_served_total_p90"] = interval["served_total_p90"]
+                out[f"{name}_served_total_covered"] = 1.0 if interval["served_total_covered"] else 0.0
             if "point_within_interval" in interval:
                 out[f"{name}_point_within_interval"] = interval["point_within_interval"]
     out.update(verdict(result))
@@ -349,6 +384,12 @@ def table_text(result: dict, ml_summary: dict) -> str:
                 f"total {block['total_p10']:,.0f} - {block['total_p90']:,.0f} vs actual {block['actual_total']:,.0f} "
                 f"({'covered' if block['total_covered'] else 'NOT covered'}; customer noise only "
                 f"{block.get('total_p10_process', 0):,.0f} - {block.get('total_p90_process', 0):,.0f})")
+            if "served_total_p10" in block:
+                lines.append(
+                    f"  {'':<8} served interval {block['served_total_p10']:,.0f} - {block['served_total_p90']:,.0f} "
+                    f"({'covered' if block['served_total_covered'] else 'NOT covered'}; process-only base "
+                    f"{block['served_total_process_p10']:,.0f} - {block['served_total_process_p90']:,.0f}, "
+                    f"{'covered' if block['served_total_process_covered'] else 'NOT covered'}): {block['served_total_rule']}")
         boot = result.get("parameter_bootstrap") or {}
         if boot:
             lines.append(f"  parameter term: {boot.get('replicates', 0)} customer-bootstrap refits of {boot.get('family')} "
@@ -361,14 +402,21 @@ def table_text(result: dict, ml_summary: dict) -> str:
                   f"{rolling.get('misses_above')}, below {rolling.get('misses_below')}; mean total error "
                   f"{_fmt(rolling.get('mean_total_error'), 3)}); {rolling.get('diagnosis')}; with the bias term "
                   f"({rolling.get('bias_term')}): {_fmt(rolling.get('adjusted_coverage'), 2)} over "
-                  f"{rolling.get('adjusted_evaluated')} windows (symmetric {_fmt(rolling.get('symmetric_adjusted_coverage'), 2)})"]
+                  f"{rolling.get('adjusted_evaluated')} windows (symmetric {_fmt(rolling.get('symmetric_adjusted_coverage'), 2)}); "
+                  f"served rule {_fmt(rolling.get('served_coverage'), 2)} over {rolling.get('served_evaluated')} windows "
+                  f"({rolling.get('served_with_errors')} with validation errors; its process-only base "
+                  f"{_fmt(rolling.get('served_process_coverage'), 2)}; mean width "
+                  f"{_fmt(rolling.get('served_mean_relative_width'), 3)} of the total)"]
         for row in rolling["windows"]:
             if row.get("evaluated"):
                 lines.append(f"  {row['calibration_end']} to {row['holdout_end']}: predicted "
                              f"{row['predicted_total']:,.0f}, interval {row['total_p10']:,.0f} - {row['total_p90']:,.0f}, "
                              f"actual {row['actual_total']:,.0f} ({row['side']})"
                              + (f"; with bias term {row['adjusted_p10']:,.0f} - {row['adjusted_p90']:,.0f}"
-                                if "adjusted_p10" in row else ""))
+                                if "adjusted_p10" in row else "")
+                             + (f"; served rule {row['served_total_p10']:,.0f} - {row['served_total_p90']:,.0f}"
+                                f" ({'covered' if row['served_total_covered'] else 'not covered'})"
+                                if "served_total_p10" in row else ""))
             else:
                 lines.append(f"  {row['calibration_end']}: not evaluated - {row.get('reason')}")
     serving = result.get("serving") or {}
@@ -453,10 +501,19 @@ def extra_sections_html(result: dict) -> str:
         body = "".join(
             f"<tr><td>{esc(name)}</td><td>{b['customer_coverage']:.1%}</td><td>{_fmt(b['buyer_coverage'], 3)}</td>"
             f"<td>{b['total_p10']:,.0f}</td><td>{b['total_p90']:,.0f}</td><td>{b['actual_total']:,.0f}</td>"
-            f"<td>{'yes' if b['total_covered'] else 'no'}</td></tr>" for name, b in intervals.items())
+            f"<td>{'yes' if b['total_covered'] else 'no'}</td>"
+            f"<td>{_fmt(b.get('served_total_process_p10'), 0)} - {_fmt(b.get('served_total_process_p90'), 0)}</td>"
+            f"<td>{_fmt(b.get('served_total_p10'), 0)} - {_fmt(b.get('served_total_p90'), 0)}</td>"
+            f"<td>{'' if 'served_total_covered' not in b else ('yes' if b['served_total_covered'] else 'no')}</td>"
+            "</tr>" for name, b in intervals.items())
+        rules = "".join(f"<li>{esc(name)}: {esc(str(b['served_total_rule']))}</li>"
+                        for name, b in intervals.items() if "served_total_rule" in b)
         parts.append("<h2>80 % intervals (P10-P90)</h2><table><thead><tr><th>model</th><th>customers covered</th>"
-                     "<th>buyers covered</th><th>total P10</th><th>total P90</th><th>actual total</th>"
-                     f"<th>total covered</th></tr></thead><tbody>{body}</tbody></table>")
+                     "<th>buyers covered</th><th>total P10 (draws + parameters)</th><th>total P90</th><th>actual total</th>"
+                     "<th>total covered</th><th>process-only total (served before)</th><th>served total interval</th>"
+                     f"<th>served covers</th></tr></thead><tbody>{body}</tbody></table>"
+                     + "".join(f"<p>{esc(k)}: {esc(v)}</p>" for k, v in INTERVAL_KINDS.items())
+                     + (f"<ul>{rules}</ul>" if rules else ""))
     rolling = result.get("total_coverage_windows")
     if rolling:
         body = "".join(
@@ -464,7 +521,8 @@ def extra_sections_html(result: dict) -> str:
             + (f"<td>{r['predicted_total']:,.0f}</td><td>{r['total_p10']:,.0f}</td><td>{r['total_p90']:,.0f}</td>"
                f"<td>{r['actual_total']:,.0f}</td><td>{esc(r['side'])}</td>"
                f"<td>{_fmt(r.get('adjusted_p10'), 0)}</td><td>{_fmt(r.get('adjusted_p90'), 0)}</td>"
-               if r.get("evaluated") else f"<td colspan='7'>{esc(str(r.get('reason')))}</td>")
+               f"<td>{_fmt(r.get('served_total_p10'), 0)}</td><td>{_fmt(r.get('served_total_p90'), 0)}</td>"
+               if r.get("evaluated") else f"<td colspan='9'>{esc(str(r.get('reason')))}</td>")
             + "</tr>" for r in rolling["windows"])
         parts.append(
             f"<h2>Store-total interval over rolling windows</h2><p>BTYD 80 % interval of the store total over "
@@ -473,10 +531,13 @@ def extra_sections_html(result: dict) -> str:
             f"{rolling.get('misses_below')}, mean total error {_fmt(rolling.get('mean_total_error'), 3)}. "
             f"{esc(str(rolling.get('diagnosis')))}. With the bias term ({esc(str(rolling.get('bias_term')))}): "
             f"coverage {_fmt(rolling.get('adjusted_coverage'), 2)} over {rolling.get('adjusted_evaluated')} windows "
-            f"(symmetric widening only: {_fmt(rolling.get('symmetric_adjusted_coverage'), 2)}).</p>"
+            f"(symmetric widening only: {_fmt(rolling.get('symmetric_adjusted_coverage'), 2)}). The served rule "
+            f"(what scores/customer_clv serves): coverage {_fmt(rolling.get('served_coverage'), 2)} over "
+            f"{rolling.get('served_evaluated')} windows, mean width {_fmt(rolling.get('served_mean_relative_width'), 3)} "
+            "of the predicted total.</p>"
             "<table><thead><tr><th>calibration end</th><th>holdout end</th><th>predicted</th><th>P10</th>"
             "<th>P90</th><th>actual</th><th>actual is</th><th>P10 with bias term</th><th>P90 with bias term</th>"
-            f"</tr></thead><tbody>{body}</tbody></table>")
+            f"<th>served P10</th><th>served P90</th></tr></thead><tbody>{body}</tbody></table>")
     serving = result.get("serving") or {}
     if serving:
         parts.append(f"<p>Served for this store: <b>{esc(str(serving.get('served')))}</b> - "

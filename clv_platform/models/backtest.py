@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clv_platform.models import btyd, lifecycle, metrics
+from clv_platform.models import btyd, lifecycle, metrics, total_interval
 from clv_platform.models.datasets import load_dataset
 from clv_platform.reports import svg_chart_start, svg_value_axis
 from lifetimes.utils import ConvergenceError
@@ -96,7 +96,9 @@ def total_draws(draws: np.ndarray, ratio: np.ndarray, factors: np.ndarray | None
 
 
 def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray,
-                     factors: np.ndarray | None = None, point: np.ndarray | None = None) -> dict:
+                     factors: np.ndarray | None = None, point: np.ndarray | None = None,
+                     served: tuple[list[float], str | None] | None = None, mean_total: float | None = None,
+                     horizon_ratio: float = 1.0) -> dict:
     """Coverage of the 80 % intervals: per customer and for the store total.
 
     Draws are the BTYD predictive spend per customer (``BTYDModel.sample_spend``); a model's
@@ -108,6 +110,11 @@ def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray,
     a bound as covered (most bounds are 0 and most actuals 0). With ``point`` (a point forecast
     other than the mean, e.g. the sharpened hybrid) ``point_within_interval`` is the share of
     customers whose point lies within their P10-P90.
+
+    ``served`` = (the method's total errors, why none) as recorded at training: ``served_total_*``
+    is then the interval the platform serves for this total (``total_interval.widen`` of the
+    normal process interval from the customers' P10/P90 around ``mean_total``, the errors grown
+    by ``horizon_ratio`` = holdout / label window), the same computation as scores/customer_clv's.
     """
     low, high = customer_intervals(draws, ratio)
     covered = (actual >= low - 1e-9) & (actual <= high + 1e-9)
@@ -133,7 +140,23 @@ def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray,
         "total_covered": bool(total_low <= actual_total <= total_high),
         **({"point_within_interval": float(((point >= low - 1e-9) & (point <= high + 1e-9)).mean())}
            if point is not None else {}),
+        **(served_total(actual_total, low, high, served, mean_total, horizon_ratio) if served is not None else {}),
     }
+
+
+def served_total(actual_total: float, low: np.ndarray, high: np.ndarray, served: tuple[list[float], str | None],
+                 mean_total: float, horizon_ratio: float) -> dict:
+    """``served_total_*`` of ``interval_metrics``: the served store-total interval and its coverage."""
+    errors, reason = served
+    base_low, base_high = total_interval.process_interval(mean_total, total_interval.customer_variance(low, high))
+    w = total_interval.widen(mean_total, base_low, base_high, errors, horizon_ratio, reason)
+    return {"served_total_p10": w["p10"], "served_total_p90": w["p90"],
+            "served_total_covered": bool(w["p10"] <= actual_total <= w["p90"]),
+            "served_total_process_p10": base_low, "served_total_process_p90": base_high,
+            "served_total_process_covered": bool(base_low <= actual_total <= base_high),
+            "served_total_rule": w["rule"], "served_total_log_errors": w["log_errors"],
+            "served_total_log_half_width": w["half_width"],
+            "served_total_relative_width": (w["p90"] - w["p10"]) / mean_total if mean_total > 0 else None}
 
 
 def evaluate_frame(frame: pd.DataFrame, models: list[str], actual: str = "actual", stage: str = "stage") -> dict:
@@ -178,6 +201,9 @@ def coverage_window_ends(transactions: pd.DataFrame, holdout_days: int, step_day
 
 BIAS_WINDOWS = 4
 """Earlier validation windows (each ending by the calibration end) behind a window's bias term."""
+SERVED_WINDOWS = 2
+"""Validation windows of the served rule: as training records them, the label windows ending at C
+and one window before (``train.total_error_record``)."""
 
 
 def validation_ends(end: pd.Timestamp, first: pd.Timestamp, holdout_days: int, step_days: int = 30,
@@ -257,6 +283,16 @@ def rolling_total_coverage(transactions: pd.DataFrame, calibration_ends: list, h
             _, v_model, v_predicted, v_actual, _ = _window_fit(transactions, v_end, holdout_days, model_choice, cache)
             if v_model is not None and v_predicted and v_predicted > 0 and v_actual > 0:
                 past.append(float(np.log(v_actual / v_predicted)))
+        # the served rule (total_interval.widen), as ml/clv_model records it at C: the BTYD's errors on
+        # the label windows ending at C and C - holdout (features at C - holdout, C - 2 holdout)
+        served = []
+        for v_end in validation_ends(end, first, holdout_days, int(holdout_days), limit=SERVED_WINDOWS):
+            _, v_model, v_predicted, v_actual, _ = _window_fit(transactions, v_end, holdout_days, model_choice, cache)
+            if v_model is not None and v_predicted and v_predicted > 0 and v_actual > 0:
+                served.append(float(np.log(v_actual / v_predicted)))
+        c_low, c_high = customer_intervals(draws)
+        row.update(served_total(actual, c_low, c_high, (served, None), predicted, 1.0))
+        row["served_windows"] = len(served)
         if len(past) >= 2:
             errors = np.asarray(past)[rng.integers(0, len(past), len(totals))]
             adjusted = totals * np.exp(errors)
@@ -295,6 +331,8 @@ def coverage_summary(rows: list[dict]) -> dict:
               and mean_half_width is not None and mean_abs_error > mean_half_width)
     adjusted = [r for r in done if "adjusted_covered" in r]
     symmetric = [r for r in done if "symmetric_covered" in r]
+    served = [r for r in done if "served_total_covered" in r]
+    widened = [r for r in served if r.get("served_windows")]
     return {
         "evaluated": len(done),
         "coverage": float(np.mean([r["covered"] for r in done])),
@@ -309,6 +347,15 @@ def coverage_summary(rows: list[dict]) -> dict:
         "adjusted_coverage": float(np.mean([r["adjusted_covered"] for r in adjusted])) if adjusted else None,
         "symmetric_adjusted_coverage": (float(np.mean([r["symmetric_covered"] for r in symmetric]))
                                         if symmetric else None),
+        # the served rule (total_interval.widen; process-only where no validation window existed)
+        "served_evaluated": len(served),
+        "served_with_errors": len(widened),
+        "served_coverage": float(np.mean([r["served_total_covered"] for r in served])) if served else None,
+        "served_process_coverage": (float(np.mean([r["served_total_process_covered"] for r in served]))
+                                    if served else None),
+        "served_mean_relative_width": (float(np.mean([r["served_total_relative_width"] for r in served
+                                                      if r["served_total_relative_width"] is not None]))
+                                       if served else None),
     }
 
 
@@ -331,6 +378,8 @@ def btyd_backtest(
     extra_predictions: dict[str, pd.Series] | None = None,
     bootstrap_replicates: int = PARAMETER_REPLICATES,
     mean_columns: dict[str, str] | None = None,
+    served_errors: dict[str, tuple[list[float], str | None]] | None = None,
+    label_days: int | None = None,
 ) -> BTYDBacktest:
     """Run the BTYD backtest and keep the per-customer frame for further models.
 
@@ -338,6 +387,9 @@ def btyd_backtest(
     "pareto_nbd" or "auto" = higher log-likelihood, both having four parameters) picks the one
     behind the ``btyd`` prediction. ``extra_predictions`` maps a model name to predicted holdout
     spend indexed by customer_id; customers missing from a series count as predicted 0.
+    ``served_errors`` maps a model column to the total errors its method recorded at training
+    (``clv.ml_backtest``), ``label_days`` their window: those models' intervals report the served
+    store-total interval too (``interval_metrics``).
     """
     started = time.perf_counter()
     loaded = load_dataset(dataset)
@@ -387,6 +439,7 @@ def btyd_backtest(
         model_columns.append(name)
 
     draws = chosen.sample_spend(summary, horizon, INTERVAL_DRAWS)
+    holdout_days = (holdout_end - calibration_end).days  # the served horizon of the backtest
     t0 = time.perf_counter()
     bootstrap = btyd.parameter_bootstrap(chosen, summary, horizon, bootstrap_replicates) if bootstrap_replicates else {
         "replicates": 0, "factors": np.empty(0), "reason": "parameter bootstrap off (0 replicates)"}
@@ -396,7 +449,10 @@ def btyd_backtest(
         name: interval_metrics(frame["actual"].to_numpy(dtype=float), draws,
                                _ratio(frame[means[name]].to_numpy(dtype=float), scores["expected_spend"].to_numpy()),
                                factors,
-                               point=frame[name].to_numpy(dtype=float) if means[name] != name else None)
+                               point=frame[name].to_numpy(dtype=float) if means[name] != name else None,
+                               served=(served_errors or {}).get(name),
+                               mean_total=float(frame[means[name]].sum()),
+                               horizon_ratio=(holdout_days / label_days) if label_days else 1.0)
         for name in model_columns if name != NAIVE
     }
     parameter_section = {

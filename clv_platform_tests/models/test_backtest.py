@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clv_platform.models import backtest, btyd, lifecycle, metrics, segments
+from clv_platform.models import backtest, btyd, lifecycle, metrics, segments, total_interval
 from clv_platform.models.datasets import CDNOW_CALIBRATION_END, CDNOW_HOLDOUT_END, load_cdnow_sample
 
 
@@ -224,6 +224,20 @@ def test_rolling_total_coverage_on_the_cdnow_sample():
     assert result["adjusted_coverage"] == pytest.approx(np.mean([r["adjusted_covered"] for r in rows[1:]]))
     assert "validation windows" in result["bias_term"]
     assert result["misses_above"] + result["misses_below"] == sum(not r["covered"] for r in rows)
+    # the served rule: the BTYD's errors on the label windows ending at C and C - 91 (features at
+    # C - 91 and C - 182, each with 91 days of history): none at 06-30 (process only), one at 09-29
+    assert [r["served_windows"] for r in rows] == [0, 1, 2, 2]
+    assert rows[0]["served_total_rule"].startswith("process only")
+    assert (rows[0]["served_total_p10"], rows[0]["served_total_p90"]) == (
+        rows[0]["served_total_process_p10"], rows[0]["served_total_process_p90"])
+    # the last window's served errors are those of the windows calibrated at 1997-12-29 and 09-29
+    assert last["served_total_log_errors"] == pytest.approx(
+        [np.log(r["actual_total"] / r["predicted_total"]) for r in (rows[2], rows[1])])
+    for r in rows[1:]:
+        assert r["served_total_p10"] < r["served_total_process_p10"] and r["served_total_p90"] > r["served_total_process_p90"]
+        assert r["served_total_covered"] == (r["served_total_p10"] <= r["actual_total"] <= r["served_total_p90"])
+    assert result["served_evaluated"] == 4 and result["served_with_errors"] == 3
+    assert result["served_coverage"] == pytest.approx(np.mean([r["served_total_covered"] for r in rows]))
 
 
 def test_coverage_window_ends_step_back_from_the_last_full_holdout():
@@ -234,3 +248,25 @@ def test_coverage_window_ends_step_back_from_the_last_full_holdout():
     # history must be at least the holdout long: 2020-04-01 is the earliest end
     assert min(backtest.coverage_window_ends(transactions, 91, limit=100)) >= pd.Timestamp("2020-04-01")
     assert backtest.coverage_window_ends(transactions.iloc[:0], 91) == []
+
+
+def test_backtest_served_total_interval_fields():
+    rng = np.random.default_rng(3)
+    draws = rng.gamma(0.5, 20.0, size=(400, 200))
+    actual = draws[:, 0] * 1.3
+    ratio = np.ones(400)
+    mean_total = float(draws.mean(axis=1).sum())
+    out = backtest.interval_metrics(actual, draws, ratio, served=([0.2, 0.1], None), mean_total=mean_total,
+                                    horizon_ratio=3.0)
+    low, high = backtest.customer_intervals(draws)
+    base = total_interval.process_interval(mean_total, total_interval.customer_variance(low, high))
+    expected = total_interval.widen(mean_total, *base, [0.2, 0.1], 3.0)
+    assert out["served_total_p10"] == pytest.approx(expected["p10"]) and out["served_total_p90"] == pytest.approx(expected["p90"])
+    assert (out["served_total_process_p10"], out["served_total_process_p90"]) == pytest.approx(base)
+    assert out["served_total_covered"] == (out["served_total_p10"] <= actual.sum() <= out["served_total_p90"])
+    assert out["served_total_process_covered"] == (base[0] <= actual.sum() <= base[1])
+    assert out["served_total_relative_width"] == pytest.approx((expected["p90"] - expected["p10"]) / mean_total)
+    # the process-only base is the draws' own interval to within the normal approximation (2 % here:
+    # the sd read off a skewed customer's P10-P90 is short of its true sd)
+    assert base[0] == pytest.approx(out["total_p10_process"], rel=0.05)
+    assert "served_total_p10" not in backtest.interval_metrics(actual, draws, ratio)

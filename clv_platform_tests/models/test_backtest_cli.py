@@ -40,8 +40,8 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert backtest_cli.run(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out) == ["dataset", "customers", "window", "bgnbd", "pareto_nbd", "gamma_gamma", "holdout", "per_stage",
-                         "deciles", "btyd_selection", "intervals", "parameter_bootstrap", "serving", "headline",
-                         "npd"]
+                         "deciles", "btyd_selection", "intervals", "parameter_bootstrap", "served_total_interval",
+                         "serving", "headline", "npd"]
     assert out["btyd_selection"]["chosen"] == "mbgnbd" and out["btyd_selection"]["reason"]
     # the published protocol's window; the label window is the configured 91 days, not shortened
     assert (out["window"]["calibration_end"], out["window"]["holdout_end"]) == ("1997-09-30", "1998-06-30")
@@ -69,7 +69,7 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert serving["sharpen"] in (serving["hybrid_sharpen"], serving["btyd_sharpen"])
     assert 1.0 <= serving["hybrid_sharpen"] <= 3.0 and 1.0 <= serving["btyd_sharpen"] <= 3.0
     # the verdict: ranking by the hybrid's mean, MAE of its point against the better BTYD MAE
-    models = out["holdout"]["models"]
+    models, head = out["holdout"]["models"], out["headline"]
     verdict = out["headline"]
     assert verdict["hybrid_ranking_gini"] == mean["normalized_gini"] and verdict["hybrid_point_mae"] == point["mae"]
     assert verdict["best_btyd_mae"] == min(models["btyd"]["mae"], models["btyd_point"]["mae"])
@@ -87,10 +87,35 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
         # the parameter term widens the total's interval around the customer-noise-only one
         assert block["parameter_uncertainty"] is True
         assert block["total_p90"] - block["total_p10"] > block["total_p90_process"] - block["total_p10_process"]
+    # the served store-total interval (what scores/customer_clv serves), next to its process-only base
+    served = out["served_total_interval"]
+    record = served["training_windows"]
+    assert served["served_model"] == out["serving"]["served"] and record["label_days"] == 91
+    assert [w["label_end"] for w in record["windows"]] == ["1997-09-30", "1997-07-01"]
+    assert record["btyd_log_errors"] == pytest.approx(
+        [math.log(w["actual_total"] / w["predicted_total"]) for w in record["windows"]])
+    for name in ("btyd", "btyd_point", "hybrid", "hybrid_mean", "served"):
+        block = out["intervals"][name]
+        level = name.startswith("hybrid") or (name == "served" and served["served_model"] == "hybrid")
+        errors = ([record["btyd_log_errors"][1] - record["btyd_log_errors"][0]] if level
+                  else record["btyd_log_errors"])
+        assert block["served_total_log_errors"] == pytest.approx(errors), name
+        # t(0.9, n) x rms x sqrt(273 / 91 days)
+        t = {1: 3.077683537175253, 2: 1.8856180831641267}[len(errors)]
+        assert block["served_total_log_half_width"] == pytest.approx(
+            t * float(np.sqrt(np.mean(np.square(errors)))) * math.sqrt(273 / 91))
+        assert block["served_total_p10"] <= block["served_total_process_p10"] <= block["served_total_process_p90"]
+        assert block["served_total_process_p90"] <= block["served_total_p90"]
+        assert block["served_total_covered"] == (
+            block["served_total_p10"] <= out["holdout"]["actual_total"] <= block["served_total_p90"])
+        assert head[f"{name}_served_total_covered"] == float(block["served_total_covered"])
+        assert block["served_total_rule"].startswith("symmetric t")
+    assert served["served_total_p10"] == out["intervals"]["served"]["served_total_p10"]
+    assert "served_total_p10 / served_total_p90" in served["kinds"]
     boot = out["parameter_bootstrap"]
     assert boot["replicates"] == 20 and boot["failed"] < 5 and 0.0 < boot["cv"] < 0.5
     assert boot["factor_p10"] < 1.0 < boot["factor_p90"]
-    head, actual = out["headline"], out["holdout"]["actual_total"]
+    actual = out["holdout"]["actual_total"]
     for name in ("naive", "btyd", "xgboost", "hybrid"):
         block = out["holdout"]["models"][name]
         assert head[f"{name}_mae"] == block["mae"] and head[f"{name}_normalized_gini"] == block["normalized_gini"]
@@ -124,7 +149,7 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     document = report.read_text(encoding="utf-8")
     assert document.count("<svg") >= 5 and "objective selection" in document and "hybrid" in document
     assert "Next purchase: naive cadence vs BTYD timing vs XGBoost AFT" in document
-    assert "BTYD family" in document and "80 % intervals" in document
+    assert "BTYD family" in document and "80 % intervals" in document and "served total interval" in document
 
 
 def test_short_history_is_refused_in_plain_words(tmp_path, capsys):

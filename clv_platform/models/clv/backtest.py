@@ -12,7 +12,7 @@ import pandas as pd
 
 from clv_platform.models.clv.config import HYBRID, XGBOOST, ClvConfig
 from clv_platform.models.clv.windows import window_ends
-from clv_platform.models import btyd
+from clv_platform.models import btyd, total_interval
 from clv_platform.models.clv.objective import SHARPEN
 from clv_platform.models.clv.objective import P50_COLUMN
 from clv_platform.models.clv.train import TrainedClv, point_rule_columns, train_clv
@@ -46,6 +46,10 @@ class MLBacktest:
     mean_columns: dict = field(default_factory=dict)
     """Point-forecast column -> the column holding its conditional mean (intervals are built
     around means, ``backtest.btyd_backtest(..., mean_columns=...)``)."""
+    served_errors: dict = field(default_factory=dict)
+    """Column -> (total errors of its method recorded at training, why none): the served
+    store-total interval of each column (``backtest.btyd_backtest(..., served_errors=...)``)."""
+    label_days: int | None = None
 
     def summary(self) -> dict:
         return {
@@ -118,4 +122,20 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     mean_columns = {HYBRID: HYBRID_MEAN, BTYD_POINT: "btyd",
                     SERVED: "btyd" if hybrid.model.serves_btyd else HYBRID_MEAN}
     return MLBacktest(predictions, {XGBOOST: plain, HYBRID: hybrid}, importance, time.perf_counter() - started,
-                      mean_columns)
+                      mean_columns, served_errors(hybrid, plain), config.label_horizon_days)
+
+
+def served_errors(hybrid: TrainedClv, plain: TrainedClv) -> dict:
+    """Each backtest column's method errors as training recorded them (``train.total_error_record``):
+    the BTYD columns the BTYD's own, the hybrid's (and the xgboost variant's, also level calibrated)
+    the error of a validation-window level on the older window; ``served`` those of the served one."""
+    block = hybrid.serving.get("total_error") or {}
+    btyd_errors = total_interval.method_errors(block.get("btyd_log_errors") or [], level_calibrated=False)
+    hybrid_errors = total_interval.method_errors(block.get("btyd_log_errors") or [], level_calibrated=True)
+    windows = f"{len(btyd_errors)} of 2 label windows ending by the cutoff have a BTYD total error"
+    btyd_entry = (btyd_errors, None if btyd_errors else f"too short a history: {windows}")
+    hybrid_entry = (hybrid_errors, None if hybrid_errors else f"too short a history: {windows}, the level needs two")
+    plain_block = plain.serving.get("total_error") or {}
+    plain_entry = (list(plain_block.get("method_log_errors") or []), plain_block.get("reason"))
+    return {"btyd": btyd_entry, BTYD_POINT: btyd_entry, HYBRID: hybrid_entry, HYBRID_MEAN: hybrid_entry,
+            XGBOOST: plain_entry, SERVED: btyd_entry if hybrid.model.serves_btyd else hybrid_entry}
