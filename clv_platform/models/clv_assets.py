@@ -480,7 +480,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             select clv_tier, count(*) as customers, sum(predicted_clv) as total_clv, avg(predicted_clv) as mean_clv
             from {SCORES_TABLE} group by clv_tier""").df()
         totals = conn.execute(f"select sum(predicted_clv), avg(predicted_clv) from {SCORES_TABLE}").fetchone()
-        interval = _total_interval_sql(conn, sidecar)
+        interval = _total_interval_sql(conn, sidecar, config.horizon_days)
         point_share = _point_in_interval_sql(conn)
         preview = conn.execute(f"select * from {SCORES_TABLE} order by clv_rank limit 10").df()
     tiers = (tiers.set_index("clv_tier").reindex([label for label, _ in clv.TIERS] + [clv.REST])
@@ -519,7 +519,7 @@ def _point_in_interval_sql(conn) -> dict:
     return {} if share is None else {"point_within_p10_p90_share": float(share)}
 
 
-def _total_interval_sql(conn, sidecar: dict | None = None) -> dict:
+def _total_interval_sql(conn, sidecar: dict | None = None, horizon_days: int | None = None) -> dict:
     """``total_interval`` of the scores table, aggregated in DuckDB (the same formula)."""
     columns = {c for (c,) in conn.execute(
         "select column_name from duckdb_columns() where schema_name = 'scores' and table_name = 'customer_clv'"
@@ -529,12 +529,15 @@ def _total_interval_sql(conn, sidecar: dict | None = None) -> dict:
     total, variance, p10, p90 = conn.execute(f"""
         select sum(predicted_clv), sum(pow((predicted_clv_p90 - predicted_clv_p10) / {2.0 * totals_.Z80!r}, 2)),
                avg(predicted_clv_p10), avg(predicted_clv_p90) from {SCORES_TABLE}""").fetchone()
-    return _interval_metadata(float(total or 0.0), float(variance or 0.0), float(p10), float(p90), sidecar)
+    return _interval_metadata(float(total or 0.0), float(variance or 0.0), float(p10), float(p90), sidecar,
+                              horizon_days)
 
 
-def _interval_metadata(total: float, variance: float, mean_p10: float, mean_p90: float, sidecar: dict | None) -> dict:
+def _interval_metadata(total: float, variance: float, mean_p10: float, mean_p90: float, sidecar: dict | None,
+                       horizon_days: int | None = None) -> dict:
     """The store total's served 80 % interval (``total_interval.widen`` with the model's recorded
-    total errors, horizon / label window from its sidecar) and the process-only one it widens."""
+    total errors over the scores' horizon / their label window; the sidecar's horizon without
+    ``horizon_days``) and the process-only one it widens."""
     low, high = totals_.process_interval(total, variance)
     out = {"total_predicted_clv_p10_process": low, "total_predicted_clv_p90_process": high,
            "mean_predicted_clv_p10": mean_p10, "mean_predicted_clv_p90": mean_p90}
@@ -542,7 +545,7 @@ def _interval_metadata(total: float, variance: float, mean_p10: float, mean_p90:
         return {"total_predicted_clv_p10": low, "total_predicted_clv_p90": high, **out}
     block = (sidecar.get("serving") or {}).get("total_error")
     errors, why = totals_.served_errors(block)
-    ratio = float(sidecar.get("horizon_days") or 0) / float((block or {}).get("label_days") or 1)
+    ratio = float(horizon_days or sidecar.get("horizon_days") or 0) / float((block or {}).get("label_days") or 1)
     served = totals_.widen(total, low, high, errors, ratio, why)
     return {"total_predicted_clv_p10": served["p10"], "total_predicted_clv_p90": served["p90"], **out,
             "total_interval_rule": served["rule"],
