@@ -258,6 +258,10 @@ def rolling_total_coverage(transactions: pd.DataFrame, calibration_ends: list, h
     as a conformal interval is. ``symmetric_p10`` / ``_p90`` use exp(+-|e|) instead (widening
     only), for stores whose errors change sign with the season. Only data up to C is used; it needs
     two validation windows. Every window's row says whether it was evaluated and why not.
+
+    ``served_total_*``: the rule scores/customer_clv serves (``total_interval.widen``), with the
+    errors ml/clv_model would have recorded at C: the BTYD's on the label windows ending at C and
+    C - holdout (``SERVED_WINDOWS``); process-only, labelled, where there is none.
     """
     rows, rng, cache = [], np.random.default_rng(seed), {}
     dates = transactions["order_date"]
