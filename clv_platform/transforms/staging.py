@@ -279,9 +279,17 @@ def _in(table: str, key: str, keys: str, column: str | None = None) -> str:
     return f"select * from {table} where {key} in (select {column or key} from {keys})"
 
 
-def _replace_rows(conn: duckdb.DuckDBPyConnection, table: str, key: str, keys: str, delta: str) -> None:
-    """Delete `table`'s rows whose `key` is in `keys`, then insert the delta's rows."""
-    conn.execute(f"delete from {table} where {key} in (select {key} from {keys})")
+def _replace_rows(conn: duckdb.DuckDBPyConnection, table: str, key: str, keys: str, delta: str,
+                  old_rows: str | None = None) -> None:
+    """Delete `table`'s rows whose `key` is in `keys`, then insert the delta's rows.
+
+    `old_rows`: a temp table that already holds the `_rowid` of exactly those rows (read earlier in the
+    same transaction, so the row ids still hold); the delete then finds them by row id instead of
+    scanning the key column of the whole table again."""
+    if old_rows:
+        conn.execute(f"delete from {table} where rowid in (select _rowid from {old_rows})")
+    else:
+        conn.execute(f"delete from {table} where {key} in (select {key} from {keys})")
     conn.execute(f"insert into {table} by name select * from {delta}")
 
 
@@ -310,6 +318,10 @@ def _replace_changed_rows(conn: duckdb.DuckDBPyConnection, table: str, key: str,
     return deleted
 
 
+def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(conn.execute(f"select count(*) from {table}").fetchone()[0])
+
+
 def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: StagingResult) -> None:
     """Merge the raw rows that arrived since the last build (rowid above its high-water mark)."""
     started = time.perf_counter()
@@ -325,13 +337,16 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     conn.execute("create or replace temp table _new_order_versions as select * from _order_versions_checked")
     conn.execute("create or replace temp table _aff_orders as "
                  "select distinct order_id from _new_order_versions where order_id is not null")
+    # the stored versions of the touched orders, read once: the ranking and `_old_accepted` both need
+    # them, and each read is a scan of every stored version (a semi join reads all its columns)
+    conn.execute("create or replace temp table _stored_versions as select rowid as _rowid, * "
+                 "from staging_build._order_versions where order_id in (select order_id from _aff_orders)")
     conn.execute(
         """
         create or replace temp view _order_versions_rank_input as
         select * from _new_order_versions
         union all by name
-        select * exclude (version_rank, latest_updated_at, reject_reason, accepted)
-        from staging_build._order_versions where order_id in (select order_id from _aff_orders)
+        select * exclude (_rowid, version_rank, latest_updated_at, reject_reason, accepted) from _stored_versions
         """
     )
     _run(conn, params, _scoped("01_rank_order_versions.sql", "staging_build._order_versions", "_order_versions_delta",
@@ -368,8 +383,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     # what the touched orders and profiles were before (their old identities must be re-resolved too)
     conn.execute("""
         create or replace temp table _old_accepted as
-        select order_id, shopify_customer_id, email from staging_build._order_versions
-        where accepted and order_id in (select order_id from _aff_orders)
+        select order_id, shopify_customer_id, email from _stored_versions where accepted
     """)
     run_script(conn, _statement("02_rank_profile_versions.sql", "_profile_versions_judged"), params)
     run_script(conn, _statement("04_identity.sql", "_accepted_orders"), params)
@@ -379,7 +393,8 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
         select profile_id, email from _accepted_profiles where profile_id in (select profile_id from _aff_profiles)
     """)
     # the deltas also hold the new rows without an id (rejected, and never a version of another row)
-    _replace_rows(conn, "staging_build._order_versions", "order_id", "_aff_orders", "_order_versions_delta")
+    _replace_rows(conn, "staging_build._order_versions", "order_id", "_aff_orders", "_order_versions_delta",
+                  old_rows="_stored_versions")
     _replace_rows(conn, "staging_build._profile_versions", "profile_id", "_aff_profiles", "_profile_versions_delta")
 
     # 2. identity: the Shopify customers, emails and customer map rows the touched records reach
@@ -454,23 +469,39 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
         from _old_email_identity as o full join _email_identity_delta as n using (email)
         where o.customer_id is distinct from n.customer_id
     """)
-    conn.execute("""
-        create or replace temp table _aff_resolve as
-        select order_id from _aff_orders
-        union
-        select order_id from _accepted_orders
-        where shopify_customer_id in (select shopify_customer_id from _changed_map)
-           or (shopify_customer_id is null and email in (select email from _changed_email))
-    """)
-    # the customers whose purchase history can change: those who had or now have a re-resolved order
-    conn.execute("create or replace temp table _aff_history as select customer_id from staging_build._resolved_orders "
-                 "where order_id in (select order_id from _aff_resolve) and customer_id is not null")
+    # the orders a changed person moves (not among the touched ones): on most nights no map row or
+    # e-mail identity changes owner, and the scan of every accepted version for them is skipped
+    moved = _count(conn, "_changed_map") + _count(conn, "_changed_email") > 0
+    conn.execute("create or replace temp table _moved_orders as " + (
+        """select order_id from _accepted_orders
+        where (shopify_customer_id in (select shopify_customer_id from _changed_map)
+               or (shopify_customer_id is null and email in (select email from _changed_email)))
+          and order_id not in (select order_id from _aff_orders)"""
+        if moved else "select order_id from _aff_orders limit 0"))
+    conn.execute("create or replace temp table _aff_resolve as "
+                 "select order_id from _aff_orders union all select order_id from _moved_orders")
+    # the re-resolved orders' current rows, read once: their old owners (the customers whose purchase
+    # history can change are those who had or now have a re-resolved order), their old lines' products,
+    # and the row ids the replacement deletes
+    conn.execute("create or replace temp table _old_resolved as select rowid as _rowid, customer_id "
+                 "from staging_build._resolved_orders where order_id in (select order_id from _aff_resolve)")
+    conn.execute("create or replace temp table _aff_history as "
+                 "select customer_id from _old_resolved where customer_id is not null")
     conn.execute("insert into _aff_customers select customer_id from _aff_history")
-    conn.execute("create or replace temp table _aff_products as select product_id from staging.order_lines "
-                 "where order_id in (select order_id from _aff_resolve) and product_id is not null")
+    conn.execute("""
+        create or replace temp table _old_lines as
+        select rowid as _rowid, product_id, sku, title, category, order_date, quantity, line_revenue, is_cancelled
+        from staging.order_lines where order_id in (select order_id from _aff_resolve)
+    """)
+    conn.execute("create or replace temp table _aff_products as "
+                 "select product_id from _old_lines where product_id is not null")
+    # the touched orders' accepted versions are in the ranking's delta; only moved orders are read back
     _run(conn, params, _scoped("05_staging_tables.sql", "staging_build._resolved_orders", "_resolved_orders_delta",
-                         {"_accepted_orders": _in("_accepted_orders", "order_id", "_aff_resolve")}))
-    _replace_rows(conn, "staging_build._resolved_orders", "order_id", "_aff_resolve", "_resolved_orders_delta")
+                         {"_accepted_orders": "select * from _order_versions_delta where accepted"
+                                              + (" union all by name " + _in("_accepted_orders", "order_id",
+                                                                             "_moved_orders") if moved else "")}))
+    _replace_rows(conn, "staging_build._resolved_orders", "order_id", "_aff_resolve", "_resolved_orders_delta",
+                  old_rows="_old_resolved")
     conn.execute("insert into _aff_history select customer_id from _resolved_orders_delta where customer_id is not null")
     conn.execute("create or replace temp table _aff_history as select distinct customer_id from _aff_history")
     conn.execute("insert into _aff_customers select customer_id from _aff_history")
@@ -484,7 +515,8 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     ):
         delta = "_delta_" + table.split(".")[1]
         _run(conn, params, _scoped("05_staging_tables.sql", table, delta, sources))
-        _replace_rows(conn, table, "order_id", "_aff_resolve", delta)
+        _replace_rows(conn, table, "order_id", "_aff_resolve", delta,
+                      old_rows="_old_lines" if table == "staging.order_lines" else None)
     conn.execute("insert into _aff_products select product_id from _delta_order_lines where product_id is not null")
     conn.execute("create or replace temp table _aff_products as select distinct product_id from _aff_products")
     _run(conn, params, _scoped("05_staging_tables.sql", "staging.products", "_delta_products", {
@@ -669,7 +701,8 @@ def _drop_build_objects(conn: duckdb.DuckDBPyConnection) -> None:
         "(table_name like '\\_delta\\_%' escape '\\' or table_name like '\\_aff\\_%' escape '\\' "
         "or table_name like '%\\_delta' escape '\\' or table_name in ('_new_order_versions', "
         "'_new_profile_versions', '_old_accepted', '_old_profiles', '_old_email_identity', '_old_customer_map', "
-        "'_changed_map', '_changed_email', '_old_firsts', '_changed_old', '_changed_new', '_changed_gone'))"
+        "'_changed_map', '_changed_email', '_old_firsts', '_stored_versions', '_moved_orders', '_old_resolved', "
+        "'_old_lines', '_changed_old', '_changed_new', '_changed_gone'))"
     ).fetchall()
     for (name,) in temps:
         conn.execute(f"drop table if exists temp.{name}")
