@@ -114,8 +114,9 @@ class StagingResult:
     """A merge's new raw rows per table: in = accepted + rejected (of this load only)."""
     merged: dict[str, int] = field(default_factory=dict)
     """A merge's affected keys: orders, profiles, orders re-resolved, customers, customers whose
-    history / acquisition row was rebuilt, products; and `history_rows_replaced`, the
-    `order_history` rows that changed (deleted and written again)."""
+    history / acquisition row was rebuilt, products; `history_rows_replaced`, the
+    `order_history` rows that changed (deleted and written again); and `products_recounted`, the
+    touched products aggregated from all their lines rather than adjusted by the replaced ones."""
 
 
 def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -> str:
@@ -519,9 +520,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
                       old_rows="_old_lines" if table == "staging.order_lines" else None)
     conn.execute("insert into _aff_products select product_id from _delta_order_lines where product_id is not null")
     conn.execute("create or replace temp table _aff_products as select distinct product_id from _aff_products")
-    _run(conn, params, _scoped("05_staging_tables.sql", "staging.products", "_delta_products", {
-        "staging.order_lines": _in("staging.order_lines", "product_id", "_aff_products")}))
-    _replace_rows(conn, "staging.products", "product_id", "_aff_products", "_delta_products")
+    products_recounted = _merge_products(conn, params)
 
     # 4. customers, their purchase history and acquisition: every customer any of the above touched
     conn.execute("create or replace temp table _aff_customers as "
@@ -591,7 +590,89 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
                             ("products", "_aff_products"))
     }
     result.merged["history_rows_replaced"] = history_replaced
+    result.merged["products_recounted"] = products_recounted
     result.script_seconds["merge"] = time.perf_counter() - started
+
+
+PRODUCT_ADJUSTED = """
+create or replace temp table _products_adjusted as
+with gone as (
+    select product_id, count(*) as n, min(order_date) as first_day, max(order_date) as last_day,
+           sum(case when is_cancelled then 0 else quantity end) as units,
+           sum(case when is_cancelled then 0 else line_revenue end) as revenue
+    from _old_lines where product_id is not null group by product_id
+),
+came as (
+    select product_id, count(*) as n, min(order_date) as first_day, max(order_date) as last_day,
+           sum(case when is_cancelled then 0 else quantity end) as units,
+           sum(case when is_cancelled then 0 else line_revenue end) as revenue
+    from _delta_order_lines where product_id is not null group by product_id
+),
+-- per product and text column: touched lines that carry another value than the product's mode
+-- (`odd`), and the net change of the mode value's count (`net`)
+texts as (
+    select l.product_id, l.sign,
+           not coalesce(l.sku is null or l.sku = p.sku, false) as odd_sku,
+           not coalesce(l.title is null or l.title = p.title, false) as odd_title,
+           not coalesce(l.category is null or l.category = p.category, false) as odd_category,
+           l.sku = p.sku as is_sku, l.title = p.title as is_title, l.category = p.category as is_category
+    from (select product_id, sku, title, category, -1 as sign from _old_lines
+          union all
+          select product_id, sku, title, category, 1 from _delta_order_lines) as l
+    join staging.products as p using (product_id)
+),
+modes_kept as (
+    select product_id,
+           not bool_or(odd_sku or odd_title or odd_category)
+           and coalesce(sum(sign) filter (where is_sku), 0) >= 0
+           and coalesce(sum(sign) filter (where is_title), 0) >= 0
+           and coalesce(sum(sign) filter (where is_category), 0) >= 0 as kept
+    from texts group by product_id
+)
+select
+    p.product_id, p.sku, p.title, p.category,
+    least(p.first_sold_at, c.first_day) as first_sold_at,
+    greatest(p.last_sold_at, c.last_day) as last_sold_at,
+    cast(p.units_sold - coalesce(g.units, 0) + coalesce(c.units, 0) as bigint) as units_sold,
+    cast(p.revenue - coalesce(g.revenue, 0) + coalesce(c.revenue, 0) as decimal(38, 2)) as revenue,
+    -- the stored row plus the day's lines minus the replaced ones is the product's aggregate over
+    -- all its lines when: every mode stays (above); a removed line at the first / last day is
+    -- matched by a new one at or beyond it; and the product keeps at least as many lines
+    m.kept
+    and (g.first_day is null or g.first_day > p.first_sold_at or c.first_day <= p.first_sold_at)
+    and (g.last_day is null or g.last_day < p.last_sold_at or c.last_day >= p.last_sold_at)
+    and coalesce(c.n, 0) >= coalesce(g.n, 0) as exact
+from staging.products as p
+join _aff_products using (product_id)
+left join gone as g using (product_id)
+left join came as c using (product_id)
+left join modes_kept as m using (product_id)
+"""
+
+
+def _merge_products(conn: duckdb.DuckDBPyConnection, params: dict) -> int:
+    """Bring the touched products' rows up to date from the lines the merge replaced, not from all their lines.
+
+    The demo store sells every one of its products each day, so re-aggregating the touched products
+    read every order line of the store each night. A product's units and revenue are sums (the
+    stored value minus the replaced lines plus the new ones is exact in DECIMAL), its first and last
+    day are kept unless a replaced line held them, and its sku, title and category are modes that
+    stay when every touched line carries the product's value (or none) and that value's count does
+    not fall. Products where any of this fails, and new products, are aggregated from all their
+    lines with the full build's statement, as before (reads `_old_lines`: the replaced lines).
+    Returns how many products were aggregated that way."""
+    conn.execute(PRODUCT_ADJUSTED)
+    conn.execute("create or replace temp table _products_recount as select product_id from _aff_products "
+                 "where product_id not in (select product_id from _products_adjusted where exact)")
+    conn.execute("create or replace temp table _delta_products as "
+                 "select * exclude (exact) from _products_adjusted where exact")
+    recount = _count(conn, "_products_recount")
+    if recount:
+        _run(conn, params, _scoped("05_staging_tables.sql", "staging.products", "_products_recounted", {
+            "staging.order_lines": _in("staging.order_lines", "product_id", "_products_recount")}))
+        conn.execute("insert into _delta_products by name select * from _products_recounted")
+    _replace_rows(conn, "staging.products", "product_id", "_aff_products", "_delta_products")
+    return recount
 
 
 # --- high-water mark ---------------------------------------------------------------------------
@@ -702,7 +783,7 @@ def _drop_build_objects(conn: duckdb.DuckDBPyConnection) -> None:
         "or table_name like '%\\_delta' escape '\\' or table_name in ('_new_order_versions', "
         "'_new_profile_versions', '_old_accepted', '_old_profiles', '_old_email_identity', '_old_customer_map', "
         "'_changed_map', '_changed_email', '_old_firsts', '_stored_versions', '_moved_orders', '_old_resolved', "
-        "'_old_lines', '_changed_old', '_changed_new', '_changed_gone'))"
+        "'_old_lines', '_products_adjusted', '_products_recount', '_products_recounted', '_changed_old', '_changed_new', '_changed_gone'))"
     ).fetchall()
     for (name,) in temps:
         conn.execute(f"drop table if exists temp.{name}")
