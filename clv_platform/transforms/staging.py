@@ -540,11 +540,13 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     _replace_rows(conn, "staging.customers", "customer_id", "_aff_customers", "_delta_customers")
     # order_history and customer_acquisition read only a customer's orders, lines and refunds: an
     # identity change that moved no order (a profile update, a new email) leaves them as they are
-    customer_orders = "select order_id from staging.orders where customer_id in (select customer_id from _aff_history)"
+    # a refund row carries its order's customer (both written from one resolved order; a file credit
+    # note is matched to its own customer's order, and file customers are never re-resolved by a
+    # merge), so the refunds are selected by customer instead of by a second scan of staging.orders
     _run(conn, params, _scoped("06_order_history.sql", "staging.order_history", "_delta_order_history", {
         "staging.orders": _in("staging.orders", "customer_id", "_aff_history"),
         "staging.order_lines": _in("staging.order_lines", "customer_id", "_aff_history"),
-        "staging.refunds": f"select * from staging.refunds where order_id in ({customer_orders})",
+        "staging.refunds": _in("staging.refunds", "customer_id", "_aff_history"),
     }))
     conn.execute("create or replace temp table _old_firsts as select customer_id, order_id from staging.order_history "
                  "where purchase_seq = 1 and customer_id in (select customer_id from _aff_history)")
