@@ -115,8 +115,9 @@ class StagingResult:
     merged: dict[str, int] = field(default_factory=dict)
     """A merge's affected keys: orders, profiles, orders re-resolved, customers, customers whose
     history / acquisition row was rebuilt, products; `history_rows_replaced`, the
-    `order_history` rows that changed (deleted and written again); and `products_recounted`, the
-    touched products aggregated from all their lines rather than adjusted by the replaced ones."""
+    `order_history` rows that changed (deleted and written again); `customer_rows_replaced`, the same
+    for `staging.customers`; and `products_recounted`, the touched products aggregated from all their
+    lines rather than adjusted by the replaced ones."""
 
 
 def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -> str:
@@ -433,7 +434,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     # the person each touched email resolved to before: only a changed one re-resolves guest orders
     conn.execute("create or replace temp table _old_email_identity as select email, customer_id "
                  "from staging_build._email_identity where email in (select email from _aff_email)")
-    _replace_rows(conn, "staging_build._email_identity", "email", "_aff_email", "_email_identity_delta")
+    _replace_changed_rows(conn, "staging_build._email_identity", "email", "_aff_email", "_email_identity_delta")
     conn.execute("""
         create or replace temp table _aff_map as
         select shopify_customer_id from _aff_sc
@@ -537,7 +538,10 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
                                     "(select customer_id from _aff_customers)",
         "staging.orders": _in("staging.orders", "customer_id", "_aff_customers"),
     }))
-    _replace_rows(conn, "staging.customers", "customer_id", "_aff_customers", "_delta_customers")
+    # most touched people come back unchanged (a repeat buyer's identity, a profile field no column
+    # reads): only the rows that differ are deleted, so the checkpoint has fewer holes to vacuum
+    customers_replaced = _replace_changed_rows(conn, "staging.customers", "customer_id", "_aff_customers",
+                                               "_delta_customers")
     # order_history and customer_acquisition read only a customer's orders, lines and refunds: an
     # identity change that moved no order (a profile update, a new email) leaves them as they are
     # a refund row carries its order's customer (both written from one resolved order; a file credit
@@ -593,6 +597,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     }
     result.merged["history_rows_replaced"] = history_replaced
     result.merged["products_recounted"] = products_recounted
+    result.merged["customer_rows_replaced"] = customers_replaced
     result.script_seconds["merge"] = time.perf_counter() - started
 
 

@@ -199,6 +199,8 @@ def test_a_repeat_buyers_new_order_re_resolves_only_what_changed(tmp_path):
         load(merged, profiles=[moved])
         updated = build_staging(merged, shop_currency="USD")
         assert updated.merged["orders_resolved"] == 0 and updated.merged["history_customers"] == 0
+        # only her row changed (its country): the other rows the profile reached stay where they are
+        assert updated.merged["customer_rows_replaced"] == 1
         assert merged.execute("select country from staging.customers where email = 'ana@example.com'"
                               ).fetchone()[0] == "Portugal"
         assert_same_staging(merged, full_path)
