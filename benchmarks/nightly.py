@@ -61,6 +61,12 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
     history, day = conn.execute(
         "select count(distinct order_id), max(updated_at)::date + 1 from raw.shopify_orders"
     ).fetchone()
+    # days appended before (a --repeat --advance-day run, a profiled store): tonight's new orders,
+    # customers, e-mails and profiles are numbered after theirs, so a second day is news and not
+    # new versions of the first day's orders under other customers' e-mails
+    serial = int(conn.execute(
+        "select count(distinct order_id) from raw.shopify_orders "
+        "where try_cast(regexp_extract(order_id, '/(\\d+)$', 1) as hugeint) > ?", [NEW_ORDER_ID_BASE]).fetchone()[0])
     n_new = max(1, math.ceil(history * fraction))
     n_refund, n_cancel, n_edit = max(1, n_new // 5), max(1, n_new // 20), max(1, n_new // 20)
     n_new_customers = max(1, n_new // 10)
@@ -82,22 +88,22 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
         """
         insert into raw.shopify_orders
         select
-            'gid://shopify/Order/' || ($base + i) as order_id,
+            'gid://shopify/Order/' || ($base + $serial + i) as order_id,
             $at as updated_at, $at::date as partition_date,
             json_merge_patch(
                 json_merge_patch(payload, json_object(
-                    'id', 'gid://shopify/Order/' || ($base + i), 'name', '#N' || i,
+                    'id', 'gid://shopify/Order/' || ($base + $serial + i), 'name', '#N' || ($serial + i),
                     'createdAt', $stamp, 'processedAt', $stamp, 'updatedAt', $stamp,
                     'cancelledAt', null, 'refunds', [], 'displayFinancialStatus', 'PAID')),
                 case when i <= $n_new_customers then json_object(
-                    'email', 'nightly-' || i || '@example.com',
-                    'customer', json_object('id', 'gid://shopify/Customer/' || ($customer_base + i),
-                                            'email', 'nightly-' || i || '@example.com'))
+                    'email', 'nightly-' || ($serial + i) || '@example.com',
+                    'customer', json_object('id', 'gid://shopify/Customer/' || ($customer_base + $serial + i),
+                                            'email', 'nightly-' || ($serial + i) || '@example.com'))
                 else '{}'::json end) as payload,
             source, $ingested as ingested_at
         from _picked
         """,
-        {"base": NEW_ORDER_ID_BASE, "customer_base": NEW_CUSTOMER_ID_BASE, "at": at, "stamp": stamp,
+        {"base": NEW_ORDER_ID_BASE, "customer_base": NEW_CUSTOMER_ID_BASE, "serial": serial, "at": at, "stamp": stamp,
          "n_new_customers": n_new_customers, "ingested": ingested},
     )
     # old orders: a refund, a cancellation or a discount edit each (disjoint samples of paid orders)
@@ -119,7 +125,7 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
                 when i <= $n_refund then json_object(
                     'updatedAt', $stamp, 'displayFinancialStatus', 'PARTIALLY_REFUNDED',
                     'refunds', [json_object(
-                        'id', 'gid://shopify/Refund/' || ($base + i), 'createdAt', $stamp,
+                        'id', 'gid://shopify/Refund/' || ($base + $serial + i), 'createdAt', $stamp,
                         'totalRefundedSet', json_object('shopMoney', json_object(
                             'amount', round(try_cast(payload ->> '$.totalPriceSet.shopMoney.amount' as double) * 0.3, 2)::varchar,
                             'currencyCode', payload ->> '$.totalPriceSet.shopMoney.currencyCode')),
@@ -137,6 +143,7 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
         from _old
         """,
         {"at": at, "stamp": stamp, "n_refund": n_refund, "n_cancel": n_cancel, "base": NEW_ORDER_ID_BASE,
+         "serial": serial,
          "ingested": ingested},
     )
     edits = conn.execute("select count(*) from _old").fetchone()[0] - n_refund - n_cancel
@@ -163,14 +170,14 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
         conn.execute(
             """
             insert into raw.klaviyo_profiles
-            select 'NIGHTLY' || i, $at,
-                   json_merge_patch(payload, json_object('id', 'NIGHTLY' || i, 'attributes', json_object(
-                       'email', 'nightly-' || i || '@example.com', 'external_id', null,
+            select 'NIGHTLY' || ($serial + i), $at,
+                   json_merge_patch(payload, json_object('id', 'NIGHTLY' || ($serial + i), 'attributes', json_object(
+                       'email', 'nightly-' || ($serial + i) || '@example.com', 'external_id', null,
                        'created', $stamp, 'updated', $stamp))),
                    source, $ingested
             from (select *, row_number() over (order by profile_id) as i from (select * from _profiles order by profile_id limit $n))
             """,
-            {"at": at, "stamp": stamp_tz, "ingested": ingested, "n": n_new_customers},
+            {"at": at, "stamp": stamp_tz, "ingested": ingested, "n": n_new_customers, "serial": serial},
         )
     for temp in ("_latest", "_picked", "_old", "_profiles"):
         conn.execute(f"drop table if exists temp.{temp}")

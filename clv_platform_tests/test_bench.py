@@ -229,3 +229,29 @@ def test_releasing_the_buffer_cache_drops_cached_blocks_and_keeps_the_limit(tmp_
     assert conn.execute("select current_setting('memory_limit')").fetchone()[0] == limit
     assert conn.execute("select count(*), max(i) from t").fetchone() == (2000000, 1999999)  # re-read from the file
     conn.close()
+
+
+def test_a_second_appended_day_brings_new_orders_customers_and_profiles(tmp_path):
+    """Day two's new orders, customers and profiles are numbered after day one's: its merge sees
+    them as new (each appended version is its own order), not as edits of day one's orders."""
+    import duckdb
+
+    from benchmarks.nightly import append_day
+    from clv_platform.ingestion.demo_store import DemoStoreParams, generate
+    from clv_platform.transforms.staging import build_staging
+
+    with duckdb.connect(str(tmp_path / "store.duckdb")) as conn:
+        generate(DemoStoreParams(n_customers=300, seed=5)).write_raw_tables(conn, datetime(2026, 11, 1, 6))
+        build_staging(conn)
+        first = append_day(conn, fraction=0.01)
+        build_staging(conn)
+        customers = conn.execute("select count(*) from staging.customers where email like 'nightly-%'").fetchone()[0]
+        second = append_day(conn, fraction=0.01)
+        merged = build_staging(conn)
+        assert merged.mode == "merge" and merged.merged["orders"] == second.order_rows
+        assert conn.execute("select count(*) from staging.customers where email like 'nightly-%'").fetchone()[0] \
+            == customers + second.new_customers == first.new_customers + second.new_customers
+        assert conn.execute("select count(*) from raw.klaviyo_profiles where profile_id like 'NIGHTLY%'"
+                            ).fetchone()[0] == first.new_profiles + second.new_profiles
+        assert conn.execute("select count(distinct profile_id) from raw.klaviyo_profiles "
+                            "where profile_id like 'NIGHTLY%'").fetchone()[0] == first.new_profiles + second.new_profiles

@@ -114,8 +114,10 @@ class StagingResult:
     """A merge's new raw rows per table: in = accepted + rejected (of this load only)."""
     merged: dict[str, int] = field(default_factory=dict)
     """A merge's affected keys: orders, profiles, orders re-resolved, customers, customers whose
-    history / acquisition row was rebuilt, products; and `history_rows_replaced`, the
-    `order_history` rows that changed (deleted and written again)."""
+    history / acquisition row was rebuilt, products; `history_rows_replaced`, the
+    `order_history` rows that changed (deleted and written again); `customer_rows_replaced`, the same
+    for `staging.customers`; and `products_recounted`, the touched products aggregated from all their
+    lines rather than adjusted by the replaced ones."""
 
 
 def infer_shop_currency(conn: duckdb.DuckDBPyConnection, default: str = "USD") -> str:
@@ -279,9 +281,17 @@ def _in(table: str, key: str, keys: str, column: str | None = None) -> str:
     return f"select * from {table} where {key} in (select {column or key} from {keys})"
 
 
-def _replace_rows(conn: duckdb.DuckDBPyConnection, table: str, key: str, keys: str, delta: str) -> None:
-    """Delete `table`'s rows whose `key` is in `keys`, then insert the delta's rows."""
-    conn.execute(f"delete from {table} where {key} in (select {key} from {keys})")
+def _replace_rows(conn: duckdb.DuckDBPyConnection, table: str, key: str, keys: str, delta: str,
+                  old_rows: str | None = None) -> None:
+    """Delete `table`'s rows whose `key` is in `keys`, then insert the delta's rows.
+
+    `old_rows`: a temp table that already holds the `_rowid` of exactly those rows (read earlier in the
+    same transaction, so the row ids still hold); the delete then finds them by row id instead of
+    scanning the key column of the whole table again."""
+    if old_rows:
+        conn.execute(f"delete from {table} where rowid in (select _rowid from {old_rows})")
+    else:
+        conn.execute(f"delete from {table} where {key} in (select {key} from {keys})")
     conn.execute(f"insert into {table} by name select * from {delta}")
 
 
@@ -310,6 +320,10 @@ def _replace_changed_rows(conn: duckdb.DuckDBPyConnection, table: str, key: str,
     return deleted
 
 
+def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(conn.execute(f"select count(*) from {table}").fetchone()[0])
+
+
 def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: StagingResult) -> None:
     """Merge the raw rows that arrived since the last build (rowid above its high-water mark)."""
     started = time.perf_counter()
@@ -325,13 +339,16 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     conn.execute("create or replace temp table _new_order_versions as select * from _order_versions_checked")
     conn.execute("create or replace temp table _aff_orders as "
                  "select distinct order_id from _new_order_versions where order_id is not null")
+    # the stored versions of the touched orders, read once: the ranking and `_old_accepted` both need
+    # them, and each read is a scan of every stored version (a semi join reads all its columns)
+    conn.execute("create or replace temp table _stored_versions as select rowid as _rowid, * "
+                 "from staging_build._order_versions where order_id in (select order_id from _aff_orders)")
     conn.execute(
         """
         create or replace temp view _order_versions_rank_input as
         select * from _new_order_versions
         union all by name
-        select * exclude (version_rank, latest_updated_at, reject_reason, accepted)
-        from staging_build._order_versions where order_id in (select order_id from _aff_orders)
+        select * exclude (_rowid, version_rank, latest_updated_at, reject_reason, accepted) from _stored_versions
         """
     )
     _run(conn, params, _scoped("01_rank_order_versions.sql", "staging_build._order_versions", "_order_versions_delta",
@@ -368,8 +385,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     # what the touched orders and profiles were before (their old identities must be re-resolved too)
     conn.execute("""
         create or replace temp table _old_accepted as
-        select order_id, shopify_customer_id, email from staging_build._order_versions
-        where accepted and order_id in (select order_id from _aff_orders)
+        select order_id, shopify_customer_id, email from _stored_versions where accepted
     """)
     run_script(conn, _statement("02_rank_profile_versions.sql", "_profile_versions_judged"), params)
     run_script(conn, _statement("04_identity.sql", "_accepted_orders"), params)
@@ -379,7 +395,8 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
         select profile_id, email from _accepted_profiles where profile_id in (select profile_id from _aff_profiles)
     """)
     # the deltas also hold the new rows without an id (rejected, and never a version of another row)
-    _replace_rows(conn, "staging_build._order_versions", "order_id", "_aff_orders", "_order_versions_delta")
+    _replace_rows(conn, "staging_build._order_versions", "order_id", "_aff_orders", "_order_versions_delta",
+                  old_rows="_stored_versions")
     _replace_rows(conn, "staging_build._profile_versions", "profile_id", "_aff_profiles", "_profile_versions_delta")
 
     # 2. identity: the Shopify customers, emails and customer map rows the touched records reach
@@ -417,7 +434,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     # the person each touched email resolved to before: only a changed one re-resolves guest orders
     conn.execute("create or replace temp table _old_email_identity as select email, customer_id "
                  "from staging_build._email_identity where email in (select email from _aff_email)")
-    _replace_rows(conn, "staging_build._email_identity", "email", "_aff_email", "_email_identity_delta")
+    _replace_changed_rows(conn, "staging_build._email_identity", "email", "_aff_email", "_email_identity_delta")
     conn.execute("""
         create or replace temp table _aff_map as
         select shopify_customer_id from _aff_sc
@@ -454,23 +471,39 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
         from _old_email_identity as o full join _email_identity_delta as n using (email)
         where o.customer_id is distinct from n.customer_id
     """)
-    conn.execute("""
-        create or replace temp table _aff_resolve as
-        select order_id from _aff_orders
-        union
-        select order_id from _accepted_orders
-        where shopify_customer_id in (select shopify_customer_id from _changed_map)
-           or (shopify_customer_id is null and email in (select email from _changed_email))
-    """)
-    # the customers whose purchase history can change: those who had or now have a re-resolved order
-    conn.execute("create or replace temp table _aff_history as select customer_id from staging_build._resolved_orders "
-                 "where order_id in (select order_id from _aff_resolve) and customer_id is not null")
+    # the orders a changed person moves (not among the touched ones): on most nights no map row or
+    # e-mail identity changes owner, and the scan of every accepted version for them is skipped
+    moved = _count(conn, "_changed_map") + _count(conn, "_changed_email") > 0
+    conn.execute("create or replace temp table _moved_orders as " + (
+        """select order_id from _accepted_orders
+        where (shopify_customer_id in (select shopify_customer_id from _changed_map)
+               or (shopify_customer_id is null and email in (select email from _changed_email)))
+          and order_id not in (select order_id from _aff_orders)"""
+        if moved else "select order_id from _aff_orders limit 0"))
+    conn.execute("create or replace temp table _aff_resolve as "
+                 "select order_id from _aff_orders union all select order_id from _moved_orders")
+    # the re-resolved orders' current rows, read once: their old owners (the customers whose purchase
+    # history can change are those who had or now have a re-resolved order), their old lines' products,
+    # and the row ids the replacement deletes
+    conn.execute("create or replace temp table _old_resolved as select rowid as _rowid, customer_id "
+                 "from staging_build._resolved_orders where order_id in (select order_id from _aff_resolve)")
+    conn.execute("create or replace temp table _aff_history as "
+                 "select customer_id from _old_resolved where customer_id is not null")
     conn.execute("insert into _aff_customers select customer_id from _aff_history")
-    conn.execute("create or replace temp table _aff_products as select product_id from staging.order_lines "
-                 "where order_id in (select order_id from _aff_resolve) and product_id is not null")
+    conn.execute("""
+        create or replace temp table _old_lines as
+        select rowid as _rowid, product_id, sku, title, category, order_date, quantity, line_revenue, is_cancelled
+        from staging.order_lines where order_id in (select order_id from _aff_resolve)
+    """)
+    conn.execute("create or replace temp table _aff_products as "
+                 "select product_id from _old_lines where product_id is not null")
+    # the touched orders' accepted versions are in the ranking's delta; only moved orders are read back
     _run(conn, params, _scoped("05_staging_tables.sql", "staging_build._resolved_orders", "_resolved_orders_delta",
-                         {"_accepted_orders": _in("_accepted_orders", "order_id", "_aff_resolve")}))
-    _replace_rows(conn, "staging_build._resolved_orders", "order_id", "_aff_resolve", "_resolved_orders_delta")
+                         {"_accepted_orders": "select * from _order_versions_delta where accepted"
+                                              + (" union all by name " + _in("_accepted_orders", "order_id",
+                                                                             "_moved_orders") if moved else "")}))
+    _replace_rows(conn, "staging_build._resolved_orders", "order_id", "_aff_resolve", "_resolved_orders_delta",
+                  old_rows="_old_resolved")
     conn.execute("insert into _aff_history select customer_id from _resolved_orders_delta where customer_id is not null")
     conn.execute("create or replace temp table _aff_history as select distinct customer_id from _aff_history")
     conn.execute("insert into _aff_customers select customer_id from _aff_history")
@@ -484,12 +517,11 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     ):
         delta = "_delta_" + table.split(".")[1]
         _run(conn, params, _scoped("05_staging_tables.sql", table, delta, sources))
-        _replace_rows(conn, table, "order_id", "_aff_resolve", delta)
+        _replace_rows(conn, table, "order_id", "_aff_resolve", delta,
+                      old_rows="_old_lines" if table == "staging.order_lines" else None)
     conn.execute("insert into _aff_products select product_id from _delta_order_lines where product_id is not null")
     conn.execute("create or replace temp table _aff_products as select distinct product_id from _aff_products")
-    _run(conn, params, _scoped("05_staging_tables.sql", "staging.products", "_delta_products", {
-        "staging.order_lines": _in("staging.order_lines", "product_id", "_aff_products")}))
-    _replace_rows(conn, "staging.products", "product_id", "_aff_products", "_delta_products")
+    products_recounted = _merge_products(conn, params)
 
     # 4. customers, their purchase history and acquisition: every customer any of the above touched
     conn.execute("create or replace temp table _aff_customers as "
@@ -506,14 +538,19 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
                                     "(select customer_id from _aff_customers)",
         "staging.orders": _in("staging.orders", "customer_id", "_aff_customers"),
     }))
-    _replace_rows(conn, "staging.customers", "customer_id", "_aff_customers", "_delta_customers")
+    # most touched people come back unchanged (a repeat buyer's identity, a profile field no column
+    # reads): only the rows that differ are deleted, so the checkpoint has fewer holes to vacuum
+    customers_replaced = _replace_changed_rows(conn, "staging.customers", "customer_id", "_aff_customers",
+                                               "_delta_customers")
     # order_history and customer_acquisition read only a customer's orders, lines and refunds: an
     # identity change that moved no order (a profile update, a new email) leaves them as they are
-    customer_orders = "select order_id from staging.orders where customer_id in (select customer_id from _aff_history)"
+    # a refund row carries its order's customer (both written from one resolved order; a file credit
+    # note is matched to its own customer's order, and file customers are never re-resolved by a
+    # merge), so the refunds are selected by customer instead of by a second scan of staging.orders
     _run(conn, params, _scoped("06_order_history.sql", "staging.order_history", "_delta_order_history", {
         "staging.orders": _in("staging.orders", "customer_id", "_aff_history"),
         "staging.order_lines": _in("staging.order_lines", "customer_id", "_aff_history"),
-        "staging.refunds": f"select * from staging.refunds where order_id in ({customer_orders})",
+        "staging.refunds": _in("staging.refunds", "customer_id", "_aff_history"),
     }))
     conn.execute("create or replace temp table _old_firsts as select customer_id, order_id from staging.order_history "
                  "where purchase_seq = 1 and customer_id in (select customer_id from _aff_history)")
@@ -559,7 +596,90 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
                             ("products", "_aff_products"))
     }
     result.merged["history_rows_replaced"] = history_replaced
+    result.merged["products_recounted"] = products_recounted
+    result.merged["customer_rows_replaced"] = customers_replaced
     result.script_seconds["merge"] = time.perf_counter() - started
+
+
+PRODUCT_ADJUSTED = """
+create or replace temp table _products_adjusted as
+with gone as (
+    select product_id, count(*) as n, min(order_date) as first_day, max(order_date) as last_day,
+           sum(case when is_cancelled then 0 else quantity end) as units,
+           sum(case when is_cancelled then 0 else line_revenue end) as revenue
+    from _old_lines where product_id is not null group by product_id
+),
+came as (
+    select product_id, count(*) as n, min(order_date) as first_day, max(order_date) as last_day,
+           sum(case when is_cancelled then 0 else quantity end) as units,
+           sum(case when is_cancelled then 0 else line_revenue end) as revenue
+    from _delta_order_lines where product_id is not null group by product_id
+),
+-- per product and text column: touched lines that carry another value than the product's mode
+-- (`odd`), and the net change of the mode value's count (`net`)
+texts as (
+    select l.product_id, l.sign,
+           not coalesce(l.sku is null or l.sku = p.sku, false) as odd_sku,
+           not coalesce(l.title is null or l.title = p.title, false) as odd_title,
+           not coalesce(l.category is null or l.category = p.category, false) as odd_category,
+           l.sku = p.sku as is_sku, l.title = p.title as is_title, l.category = p.category as is_category
+    from (select product_id, sku, title, category, -1 as sign from _old_lines
+          union all
+          select product_id, sku, title, category, 1 from _delta_order_lines) as l
+    join staging.products as p using (product_id)
+),
+modes_kept as (
+    select product_id,
+           not bool_or(odd_sku or odd_title or odd_category)
+           and coalesce(sum(sign) filter (where is_sku), 0) >= 0
+           and coalesce(sum(sign) filter (where is_title), 0) >= 0
+           and coalesce(sum(sign) filter (where is_category), 0) >= 0 as kept
+    from texts group by product_id
+)
+select
+    p.product_id, p.sku, p.title, p.category,
+    least(p.first_sold_at, c.first_day) as first_sold_at,
+    greatest(p.last_sold_at, c.last_day) as last_sold_at,
+    cast(p.units_sold - coalesce(g.units, 0) + coalesce(c.units, 0) as bigint) as units_sold,
+    cast(p.revenue - coalesce(g.revenue, 0) + coalesce(c.revenue, 0) as decimal(38, 2)) as revenue,
+    -- the stored row plus the day's lines minus the replaced ones is the product's aggregate over
+    -- all its lines when: every mode stays (above); a removed line at the first / last day is
+    -- matched by a new one at or beyond it; and the product keeps at least as many lines
+    m.kept
+    and (g.first_day is null or g.first_day > p.first_sold_at or c.first_day <= p.first_sold_at)
+    and (g.last_day is null or g.last_day < p.last_sold_at or c.last_day >= p.last_sold_at)
+    and coalesce(c.n, 0) >= coalesce(g.n, 0) as exact
+from staging.products as p
+join _aff_products using (product_id)
+left join gone as g using (product_id)
+left join came as c using (product_id)
+left join modes_kept as m using (product_id)
+"""
+
+
+def _merge_products(conn: duckdb.DuckDBPyConnection, params: dict) -> int:
+    """Bring the touched products' rows up to date from the lines the merge replaced, not from all their lines.
+
+    The demo store sells every one of its products each day, so re-aggregating the touched products
+    read every order line of the store each night. A product's units and revenue are sums (the
+    stored value minus the replaced lines plus the new ones is exact in DECIMAL), its first and last
+    day are kept unless a replaced line held them, and its sku, title and category are modes that
+    stay when every touched line carries the product's value (or none) and that value's count does
+    not fall. Products where any of this fails, and new products, are aggregated from all their
+    lines with the full build's statement, as before (reads `_old_lines`: the replaced lines).
+    Returns how many products were aggregated that way."""
+    conn.execute(PRODUCT_ADJUSTED)
+    conn.execute("create or replace temp table _products_recount as select product_id from _aff_products "
+                 "where product_id not in (select product_id from _products_adjusted where exact)")
+    conn.execute("create or replace temp table _delta_products as "
+                 "select * exclude (exact) from _products_adjusted where exact")
+    recount = _count(conn, "_products_recount")
+    if recount:
+        _run(conn, params, _scoped("05_staging_tables.sql", "staging.products", "_products_recounted", {
+            "staging.order_lines": _in("staging.order_lines", "product_id", "_products_recount")}))
+        conn.execute("insert into _delta_products by name select * from _products_recounted")
+    _replace_rows(conn, "staging.products", "product_id", "_aff_products", "_delta_products")
+    return recount
 
 
 # --- high-water mark ---------------------------------------------------------------------------
@@ -669,7 +789,8 @@ def _drop_build_objects(conn: duckdb.DuckDBPyConnection) -> None:
         "(table_name like '\\_delta\\_%' escape '\\' or table_name like '\\_aff\\_%' escape '\\' "
         "or table_name like '%\\_delta' escape '\\' or table_name in ('_new_order_versions', "
         "'_new_profile_versions', '_old_accepted', '_old_profiles', '_old_email_identity', '_old_customer_map', "
-        "'_changed_map', '_changed_email', '_old_firsts', '_changed_old', '_changed_new', '_changed_gone'))"
+        "'_changed_map', '_changed_email', '_old_firsts', '_stored_versions', '_moved_orders', '_old_resolved', "
+        "'_old_lines', '_products_adjusted', '_products_recount', '_products_recounted', '_changed_old', '_changed_new', '_changed_gone'))"
     ).fetchall()
     for (name,) in temps:
         conn.execute(f"drop table if exists temp.{name}")

@@ -199,6 +199,8 @@ def test_a_repeat_buyers_new_order_re_resolves_only_what_changed(tmp_path):
         load(merged, profiles=[moved])
         updated = build_staging(merged, shop_currency="USD")
         assert updated.merged["orders_resolved"] == 0 and updated.merged["history_customers"] == 0
+        # only her row changed (its country): the other rows the profile reached stay where they are
+        assert updated.merged["customer_rows_replaced"] == 1
         assert merged.execute("select country from staging.customers where email = 'ana@example.com'"
                               ).fetchone()[0] == "Portugal"
         assert_same_staging(merged, full_path)
@@ -271,3 +273,50 @@ def test_replace_changed_rows_keeps_identical_rows_in_place():
             [("a", 1, None), ("a", 2, "z"), ("b", 3, "y"), ("b", 4, None), ("c", 9, "keep")], key=str)
         # the unchanged row was not deleted and re-inserted: it keeps its row id
         assert dict(conn.execute("select v, rowid from t where k = 'a' and v = 1").fetchall()) == before
+
+
+def on_day(node: dict, day: str, title: str | None = None) -> dict:
+    """An order node placed on `day` (its product line optionally under another title)."""
+    node = {**node, "createdAt": f"{day}T10:00:00Z", "processedAt": f"{day}T10:00:00Z"}
+    if title:
+        node["lineItems"] = {"nodes": [{**node["lineItems"]["nodes"][0], "title": title}]}
+    return node
+
+
+def test_a_merge_adjusts_products_by_the_replaced_lines_and_recounts_when_it_cannot(tmp_path):
+    """staging.products after a merge equals the full build's, whether a touched product was adjusted
+    (stored row - replaced lines + new lines) or aggregated again from all its lines."""
+    history = [on_day(order(n, customer=7, email="ana@example.com"), day)
+               for n, day in ((1, "2025-01-02"), (2, "2025-01-03"), (3, "2025-01-04"))]
+    loads = [
+        (history, 0, None),
+        # a refund of an old order, a cancellation, a new order on a later day: adjusted in place
+        ([on_day(order(2, updated="2025-01-10T00:00:00Z", refunds=["10.00"]), "2025-01-03"),
+          on_day(order(3, updated="2025-01-10T00:00:00Z", cancelled="2025-01-09T00:00:00Z"), "2025-01-04"),
+          on_day(order(4, updated="2025-01-10T00:00:00Z"), "2025-01-09")],
+         0, (6, "180.00", "2025-01-02", "2025-01-09")),
+        # the first day's only order becomes a test order: its line goes, so the product is recounted
+        ([on_day(order(1, updated="2025-01-11T00:00:00Z", test=True), "2025-01-02")],
+         1, (4, "120.00", "2025-01-03", "2025-01-09")),
+        # a line under another title: the title's mode may move, so the product is recounted
+        ([on_day(order(5, updated="2025-01-12T00:00:00Z"), "2025-01-12", title="Tee (new)")],
+         1, (6, "180.00", "2025-01-03", "2025-01-12")),
+    ]
+    full_path = str(tmp_path / "full.duckdb")
+    with duckdb.connect(full_path) as full:
+        for orders, _, _ in loads:
+            load(full, copy.deepcopy(orders))
+        build_staging(full, shop_currency="USD")
+    with duckdb.connect(str(tmp_path / "merged.duckdb")) as merged:
+        for i, (orders, recounted, expected) in enumerate(loads):
+            load(merged, copy.deepcopy(orders))
+            result = build_staging(merged, shop_currency="USD")
+            if i == 0:
+                continue
+            assert result.mode == "merge" and result.merged["products"] == 1
+            assert result.merged["products_recounted"] == recounted, i
+            units, revenue, first, last = merged.execute(
+                "select units_sold, revenue, first_sold_at, last_sold_at from staging.products").fetchone()
+            assert (units, str(revenue), str(first), str(last)) == expected, i
+        assert merged.execute("select title from staging.products").fetchone()[0] == "Tee"
+        assert_same_staging(merged, full_path)
