@@ -2,9 +2,10 @@
 table's rows one ``customer_id`` range at a time and writes each batch's result before reading the
 next, so peak memory follows the batch size (``store.toml [scale] batch_customers``), not the store.
 
-Ranges are cut at every ``batch``-th customer id of the table in id order, so each batch holds
-exactly ``batch`` customers (the last one fewer) and the batches in order are the table in
-``customer_id`` order: a per-customer computation gives the same rows whatever the batch size.
+Ranges are cut at the table's id quantiles k / n_batches (n_batches = ceil(rows / batch)), so
+there are as many batches as ``batch`` exact cuts would give, each within a row or two of
+rows / n_batches <= ``batch`` customers, and the batches in order are the table in
+``customer_id`` order: a per-customer computation gives the same rows whatever the cuts.
 """
 
 from __future__ import annotations
@@ -19,19 +20,24 @@ from clv_platform.core.sql import qualified
 
 def customer_ranges(conn: duckdb.DuckDBPyConnection, table: str, batch: int,
                     column: str = "customer_id") -> list[tuple[object | None, object | None]]:
-    """[(lo, hi), ...] with lo <= id < hi (None: open end) covering every row of ``table``."""
+    """[(lo, hi), ...] with lo <= id < hi (None: open end) covering every row of ``table``.
+
+    The cuts are ``quantile_disc`` values (a selection per cut, O(rows)) rather than every
+    ``batch``-th id of a ``row_number()`` over the sorted table (a sort of every id): 0.2 s
+    instead of 1.2 s for 1M string ids, paid by each of the nightly's batched steps.
+    """
     if batch < 1:
         raise ValueError(f"batch size must be at least 1, got {batch}")
-    cuts = [row[0] for row in conn.execute(
-        f"""
-        select {column} from (
-            select {column}, row_number() over (order by {column}) - 1 as i from {qualified(table)}
-        )
-        where i > 0 and i % ? = 0
-        order by {column}
-        """,
-        [int(batch)],
-    ).fetchall()]
+    (rows,) = conn.execute(f"select count({column}) from {qualified(table)}").fetchone()
+    parts = -(-int(rows) // int(batch))
+    if parts <= 1:
+        return [(None, None)]
+    # the i-th cut at position i * rows / parts + 1/2: rounded to the nearest row whichever of the
+    # usual index rules (ceil(n q) - 1 or floor((n - 1) q)) the quantile uses, never the first row
+    fractions = ", ".join(repr((i * rows / parts + 0.5) / rows) for i in range(1, parts))
+    (values,) = conn.execute(
+        f"select quantile_disc({column}, [{fractions}]) from {qualified(table)}").fetchone()
+    cuts = sorted(set(values))  # a non-unique column can repeat a cut; an empty range is not a batch
     bounds = [None, *cuts, None]
     return list(zip(bounds[:-1], bounds[1:]))
 
