@@ -35,9 +35,11 @@ def customer_ranges(conn: duckdb.DuckDBPyConnection, table: str, batch: int,
     # the i-th cut at position i * rows / parts + 1/2: rounded to the nearest row whichever of the
     # usual index rules (ceil(n q) - 1 or floor((n - 1) q)) the quantile uses, never the first row
     fractions = ", ".join(repr((i * rows / parts + 0.5) / rows) for i in range(1, parts))
-    (values,) = conn.execute(
-        f"select quantile_disc({column}, [{fractions}]) from {qualified(table)}").fetchone()
-    cuts = sorted(set(values))  # a non-unique column can repeat a cut; an empty range is not a batch
+    values, lowest = conn.execute(
+        f"select quantile_disc({column}, [{fractions}]), min({column}) "
+        f"from {qualified(table)}").fetchone()
+    # a non-unique column can repeat a cut, or cut at its smallest value: an empty range is not a batch
+    cuts = sorted(value for value in set(values) if value > lowest)
     bounds = [None, *cuts, None]
     return list(zip(bounds[:-1], bounds[1:]))
 

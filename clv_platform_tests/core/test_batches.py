@@ -1,0 +1,74 @@
+"""customer_ranges: the quantile cuts must give ceil(n / batch) batches, none larger than the batch,
+none empty, and together every row exactly once, in customer_id order."""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+import pytest
+
+from clv_platform.core.batches import customer_ranges, range_condition, read_batches
+
+
+def _table(conn, ids):
+    conn.execute("create schema if not exists s; create or replace table s.t (customer_id varchar)")
+    if ids:
+        conn.executemany("insert into s.t values (?)", [(i,) for i in ids])
+
+
+def _batch_sizes(conn, ranges):
+    sizes = []
+    for lo, hi in ranges:
+        condition, params = range_condition(lo, hi)
+        (count,) = conn.execute(f"select count(*) from s.t where {condition}", params).fetchone()
+        sizes.append(count)
+    return sizes
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, 100, 997, 1000, 1001, 4099])
+@pytest.mark.parametrize("batch", [1, 3, 10, 64, 1000])
+def test_unique_ids_give_ceil_batches_each_within_the_size(rows, batch):
+    conn = duckdb.connect()
+    # string ids whose text order differs from their numeric order, as Shopify's gids do
+    _table(conn, [f"gid://shopify/Customer/{(i * 7919) % 100003}" for i in range(rows)])
+    ranges = customer_ranges(conn, "s.t", batch)
+    sizes = _batch_sizes(conn, ranges)
+    assert len(ranges) == max(1, math.ceil(rows / batch))
+    assert sum(sizes) == rows
+    assert all(0 < size <= batch for size in sizes)
+    # the batches differ by at most a couple of rows: cut at quantiles, not at the end
+    assert max(sizes) - min(sizes) <= 2
+
+
+def test_ranges_read_back_every_row_once_in_order():
+    conn = duckdb.connect()
+    ids = [f"{i:.1f}" for i in range(5000, 0, -3)]  # float-looking ids, inserted in reverse order
+    _table(conn, ids)
+    ranges = customer_ranges(conn, "s.t", 250)
+    read = [frame for _, frame in read_batches(
+        conn, "select customer_id from s.t where {where} order by customer_id", ranges)]
+    offsets = [offset for offset, _ in read_batches(
+        conn, "select customer_id from s.t where {where} order by customer_id", ranges)]
+    seen = [value for frame in read for value in frame["customer_id"]]
+    assert seen == sorted(ids)
+    assert offsets[0] == 0 and offsets[1] == len(read[0])
+
+
+def test_repeated_ids_never_give_an_empty_batch():
+    conn = duckdb.connect()
+    # a column that is not unique (order lines by customer): a cut may repeat, a range must not
+    _table(conn, ["a"] * 40 + ["b"] * 3 + ["c"] * 40 + [f"d{i}" for i in range(5)])
+    ranges = customer_ranges(conn, "s.t", 10)
+    sizes = _batch_sizes(conn, ranges)
+    assert sum(sizes) == 88
+    assert all(size > 0 for size in sizes)
+    assert len(ranges) < math.ceil(88 / 10)  # the repeated cuts were merged, not kept empty
+
+
+def test_empty_table_is_one_open_range_and_a_zero_batch_is_refused():
+    conn = duckdb.connect()
+    _table(conn, [])
+    assert customer_ranges(conn, "s.t", 100) == [(None, None)]
+    with pytest.raises(ValueError, match="at least 1"):
+        customer_ranges(conn, "s.t", 0)
