@@ -285,6 +285,8 @@ def headline(result: dict) -> dict:
         interval = (result.get("intervals") or {}).get(name)
         if interval:
             out[f"{name}_customer_coverage"] = interval["customer_coverage"]
+            if "customer_model_coverage" in interval:
+                out[f"{name}_customer_model_coverage"] = interval["customer_model_coverage"]
             out[f"{name}_total_p10"] = interval["total_p10"]
             out[f"{name}_total_p90"] = interval["total_p90"]
             out[f"{name}_total_covered"] = 1.0 if interval["total_covered"] else 0.0
@@ -380,7 +382,8 @@ def table_text(result: dict, ml_summary: dict) -> str:
         lines += ["", "80 % intervals (P10-P90): share of customers whose holdout spend falls inside, and the total"]
         for name, block in intervals.items():
             lines.append(
-                f"  {name:<8} customers {block['customer_coverage']:.1%} (buyers {_fmt(block['buyer_coverage'], 3)}), "
+                f"  {name:<8} customers {block['customer_coverage']:.1%} (the model expects "
+                f"{_fmt(block.get('customer_model_coverage'), 3)}; buyers {_fmt(block['buyer_coverage'], 3)}), "
                 f"total {block['total_p10']:,.0f} - {block['total_p90']:,.0f} vs actual {block['actual_total']:,.0f} "
                 f"({'covered' if block['total_covered'] else 'NOT covered'}; customer noise only "
                 f"{block.get('total_p10_process', 0):,.0f} - {block.get('total_p90_process', 0):,.0f})")
@@ -499,7 +502,8 @@ def extra_sections_html(result: dict) -> str:
     intervals = result.get("intervals", {})
     if intervals:
         body = "".join(
-            f"<tr><td>{esc(name)}</td><td>{b['customer_coverage']:.1%}</td><td>{_fmt(b['buyer_coverage'], 3)}</td>"
+            f"<tr><td>{esc(name)}</td><td>{b['customer_coverage']:.1%}</td>"
+            f"<td>{_fmt(b.get('customer_model_coverage'), 3)}</td><td>{_fmt(b['buyer_coverage'], 3)}</td>"
             f"<td>{b['total_p10']:,.0f}</td><td>{b['total_p90']:,.0f}</td><td>{b['actual_total']:,.0f}</td>"
             f"<td>{'yes' if b['total_covered'] else 'no'}</td>"
             f"<td>{_fmt(b.get('served_total_process_p10'), 0)} - {_fmt(b.get('served_total_process_p90'), 0)}</td>"
@@ -508,7 +512,7 @@ def extra_sections_html(result: dict) -> str:
             "</tr>" for name, b in intervals.items())
         rules = "".join(f"<li>{esc(name)}: {esc(str(b['served_total_rule']))}</li>"
                         for name, b in intervals.items() if "served_total_rule" in b)
-        parts.append("<h2>80 % intervals (P10-P90)</h2><table><thead><tr><th>model</th><th>customers covered</th>"
+        parts.append("<h2>80 % intervals (P10-P90)</h2><table><thead><tr><th>model</th><th>customers covered</th><th>model's own mass</th>"
                      "<th>buyers covered</th><th>total P10 (draws + parameters)</th><th>total P90</th><th>actual total</th>"
                      "<th>total covered</th><th>process-only total (served before)</th><th>served total interval</th>"
                      f"<th>served covers</th></tr></thead><tbody>{body}</tbody></table>"

@@ -80,6 +80,19 @@ def customer_intervals(draws: np.ndarray, ratio: np.ndarray | None = None) -> tu
     return low, high
 
 
+def own_interval_mass(draws: np.ndarray, ratio: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
+    """The coverage the model itself expects of its P10-P90: the mean over customers of the share
+    of their own draws inside [P10, P90], bounds included as ``interval_metrics`` counts actuals.
+
+    Spend has an atom at 0 (and a customer with no expected spend is all atom), so a closed P10-P90
+    of a customer with P(no spend) between 0.1 and 0.9 holds the whole atom: 80 % is the floor of
+    its mass, not its value. An observed coverage is calibrated when it matches this figure, not
+    when it matches 0.80."""
+    scaled = draws * np.asarray(ratio, dtype=float)[:, None]
+    inside = (scaled >= low[:, None] - 1e-9) & (scaled <= high[:, None] + 1e-9)
+    return float(inside.mean()) if inside.size else float("nan")
+
+
 def total_draws(draws: np.ndarray, ratio: np.ndarray, factors: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
     """Draws of the store total: per-draw sums over customers, times a parameter-bootstrap factor.
 
@@ -118,6 +131,7 @@ def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray,
     """
     low, high = customer_intervals(draws, ratio)
     covered = (actual >= low - 1e-9) & (actual <= high + 1e-9)
+    model_coverage = own_interval_mass(draws, ratio, low, high)
     buyers = actual > 0
     process_low, process_high = np.quantile(ratio @ draws, INTERVAL_LEVEL)
     total_low, total_high = np.quantile(total_draws(draws, ratio, factors), INTERVAL_LEVEL)
@@ -125,6 +139,7 @@ def interval_metrics(actual: np.ndarray, draws: np.ndarray, ratio: np.ndarray,
     return {
         "level": INTERVAL_LEVEL[1] - INTERVAL_LEVEL[0],
         "customer_coverage": float(covered.mean()),
+        "customer_model_coverage": model_coverage,
         "buyer_coverage": float(covered[buyers].mean()) if buyers.any() else None,
         "non_buyer_coverage": float(covered[~buyers].mean()) if (~buyers).any() else None,
         "below_p10": float((actual < low - 1e-9).mean()),

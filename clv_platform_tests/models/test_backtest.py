@@ -37,6 +37,9 @@ def test_result_shape_and_published_figures(run):
     assert interval["level"] == pytest.approx(0.8)
     assert 0.7 <= interval["customer_coverage"] <= 0.95
     assert interval["customer_coverage"] == pytest.approx(1 - interval["below_p10"] - interval["above_p90"])
+    # the atom at 0 lifts what the model expects above 80 %; the CDNOW holdout is close to it
+    assert 0.8 < interval["customer_model_coverage"] < 0.95
+    assert abs(interval["customer_coverage"] - interval["customer_model_coverage"]) < 0.05
     assert interval["total_p10"] < result["holdout"]["models"]["btyd"]["predicted_total"] < interval["total_p90"]
     assert isinstance(interval["total_covered"], bool)
     assert set(result["per_stage"]) <= set(backtest.STAGES)
@@ -270,3 +273,25 @@ def test_backtest_served_total_interval_fields():
     # the sd read off a skewed customer's P10-P90 is short of its true sd)
     assert base[0] == pytest.approx(out["total_p10_process"], rel=0.05)
     assert "served_total_p10" not in backtest.interval_metrics(actual, draws, ratio)
+
+
+def test_own_interval_mass_counts_the_atom_at_zero():
+    """A closed P10-P90 holds all of an atom at 0: the model itself expects more than 80 % coverage
+    from customers likely not to buy, and exactly 100 % from one who cannot."""
+    rng = np.random.default_rng(3)
+    n = 1000
+    continuous = rng.permutation(np.arange(1.0, n + 1.0))            # no atom: 80 % (801 of 1000 draws)
+    atom = np.where(np.arange(n) < 300, 0.0, np.arange(n) + 1.0)     # 30 % zeros, then distinct values
+    draws = np.vstack([continuous, atom, np.zeros(n)])
+    ratio = np.array([1.0, 2.0, 1.0])                                # a model mean twice the BTYD's
+    low, high = backtest.customer_intervals(draws, ratio)
+    own = [backtest.own_interval_mass(draws[[i]], ratio[[i]], low[[i]], high[[i]]) for i in range(3)]
+    assert own[0] == pytest.approx(0.80, abs=0.002)
+    # zeros (300) plus the positive draws up to the P90 (900 - 300 = 600 of them, the P90 itself on a draw)
+    assert low[1] == 0.0 and own[1] == pytest.approx(0.90, abs=0.002)
+    assert own[2] == 1.0
+    assert backtest.own_interval_mass(draws, ratio, low, high) == pytest.approx(np.mean(own))
+    actual = np.array([500.0, 0.0, 0.0])
+    result = backtest.interval_metrics(actual, draws, ratio)
+    assert result["customer_model_coverage"] == pytest.approx(np.mean(own))
+    assert result["customer_coverage"] == 1.0
