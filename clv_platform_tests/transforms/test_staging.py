@@ -111,6 +111,15 @@ def test_cleaning_rules(conn):
         ("gid://shopify/Order/8", "missing or unparseable total price"),
         ("unknown", "missing order id"),
     ]
+    # the payload is kept for what a record holds (test, invalid); a superseded or duplicate version
+    # stays in raw, so its payload is not copied
+    payloads = dict(conn.execute("""select reason, payload is not null from staging.rejected_rows""").fetchall())
+    assert payloads == {"duplicate of an accepted order version": False,
+                        "superseded by a newer version of the order": False, "test order": True,
+                        "amount not in shop currency (EUR)": True, "missing or unparseable total price": True,
+                        "missing order id": True}
+    test_payload = conn.execute("select payload from staging.rejected_rows where reason = 'test order'").fetchone()[0]
+    assert json.loads(test_payload)["id"] == "gid://shopify/Order/3"
     shopify = next(r for r in result.reconciliation if r.source_table == "raw.shopify_orders")
     assert (shopify.rows_in, shopify.accepted, shopify.rejected) == (11, 5, 6)
     # one row per order id; lines follow their orders
@@ -143,6 +152,8 @@ def test_customers_resolved_across_shopify_and_klaviyo(conn):
     assert conn.execute(
         "select reason from staging.rejected_rows where source_table = 'raw.klaviyo_profiles'"
     ).fetchall() == [("superseded by a newer version of the profile",)]
+    assert conn.execute("select payload from staging.rejected_rows where source_table = 'raw.klaviyo_profiles'"
+                        ).fetchall() == [(None,)]
 
 
 def test_rebuild_is_idempotent(conn):

@@ -341,6 +341,11 @@ left join _accepted_profiles as k on k.profile_id = p.klaviyo_profile_id
 left join order_stats as s on s.customer_id = p.customer_id
 left join file_countries as fc on fc.customer_id = p.customer_id;
 
+-- Payload only for a version rejected for what it holds (invalid, test): one superseded by a newer
+-- version of the same record (or a duplicate of it) is a normal update, and it stays in raw,
+-- never deleted. Its payload is not copied: raw already keeps it, and on a nightly merge those
+-- are the versions accepted until tonight, spread over all of raw, whose payloads cost about as
+-- much to decode as the whole column (DuckDB decodes a vector for each row read).
 create or replace table staging.rejected_rows as
 select
     j.source,
@@ -351,7 +356,17 @@ select
     timezone('UTC', now()) as rejected_at
 from staging_build._order_versions as j
 join raw.shopify_orders as r on r.rowid = j.raw_rowid
-where j.reject_reason is not null
+where j.invalid_reason is not null or j.reject_reason = 'test order'
+union all
+select
+    j.source,
+    'raw.shopify_orders',
+    coalesce(j.order_id, 'unknown'),
+    j.reject_reason,
+    null,
+    timezone('UTC', now())
+from staging_build._order_versions as j
+where j.invalid_reason is null and j.reject_reason is not null and j.reject_reason <> 'test order'
 union all
 select
     j.source,
@@ -362,7 +377,17 @@ select
     timezone('UTC', now())
 from _profile_versions_judged as j
 join raw.klaviyo_profiles as r on r.rowid = j.raw_rowid
-where j.reject_reason is not null
+where j.invalid_reason is not null
+union all
+select
+    j.source,
+    'raw.klaviyo_profiles',
+    coalesce(j.profile_id, 'unknown'),
+    j.reject_reason,
+    null,
+    timezone('UTC', now())
+from _profile_versions_judged as j
+where j.invalid_reason is null and j.reject_reason is not null
 union all
 select
     'file:' || file_name,
