@@ -43,7 +43,8 @@ _DESCRIPTIONS = {
     "returns": "Every credit-note line of imported exports (Online Retail C invoices) with the order it was matched "
     "to (same customer and stock code, else the customer's latest earlier order, else none: booked on its own date); "
     "matched ones are also refunds of that order in staging.refunds.",
-    "rejected_rows": "Every raw record that did not make it into staging, with source, record id, reason and payload.",
+    "rejected_rows": "Every raw record that did not make it into staging, with source, record id, reason and payload "
+                     "(null for a version superseded by a newer one, which stays in raw).",
     "order_history": "One row per order of a known customer with its place in the customer's purchase history "
     "(purchase number, days since the previous purchase, products and categories bought for the first time) "
     "and its refund dates; precomputed once so the point-in-time features are cheap at every cutoff.",
