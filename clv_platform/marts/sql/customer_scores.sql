@@ -48,5 +48,8 @@ from clv_scores_input c
 left join staging.customers cu on cu.customer_id = c.customer_id
 left join npd_scores_input n on n.customer_id = c.customer_id
 left join segment_scores_input s on s.customer_id = c.customer_id
-left join history h on h.customer_id = c.customer_id
-order by c.clv_rank, c.customer_id;
+left join history h on h.customer_id = c.customer_id;
+-- no ORDER BY: with preserve_insertion_order = false (resources/storage.py) the stored order is
+-- not kept anyway, and every reader that shows rows in order sorts them (the snapshot and the
+-- previews by the contract's order_by, the exports by clv_rank): a sort of every customer saved
+-- (0.5 s of 2.4 at 1M)

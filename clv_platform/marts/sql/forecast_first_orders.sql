@@ -7,7 +7,9 @@ with daily as (
     where not is_cancelled and order_date <= $cutoff
     group by all
 )
-select customer_id, order_date::timestamp as first_date, amount as first_value
+-- one purchase day per (customer, day) above, so the first is unique: a grouped arg_min instead of
+-- a window sorting every customer's days (same rows; 1.2-1.4 s against 1.3-1.8 at 1M customers)
+select customer_id, min(order_date)::timestamp as first_date, arg_min(amount, order_date) as first_value
 from daily
-qualify row_number() over (partition by customer_id order by order_date) = 1
+group by customer_id
 order by customer_id
