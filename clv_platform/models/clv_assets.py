@@ -21,7 +21,7 @@ from clv_platform import contract
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.models import btyd, btyd_intervals, clv, interval_cache, registry, stored_fits, total_interval as totals_
-from clv_platform.models.clv.windows import pareto_params
+from clv_platform.models.btyd import pareto_params
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
 from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from clv_platform.models import btyd
+from clv_platform.models.btyd import pareto_params
 from clv_platform.models.frames import usable_features
 from clv_platform.models.sampling import TrainingFrames, cap_rows
 from clv_platform.transforms.features import FEATURE_COLUMNS
@@ -109,18 +110,6 @@ class WindowFits:
             self.models[feature_cutoff] = model
             self._pareto = pareto_params(model) or self._pareto
         return self.models[feature_cutoff]
-
-
-def pareto_params(model: btyd.BTYDModel) -> dict | None:
-    """Week-unit parameters of the unpenalized Pareto/NBD fit behind ``model``, if one converged."""
-    if model.model == btyd.PARETO_NBD and model.penalizer == 0:
-        return {k: float(v) for k, v in model.transactions.params_.items()}
-    for row in model.selection:
-        if row.get("family") == btyd.PARETO_NBD and row.get("penalizer") == 0 and row.get("params"):
-            if row.get("status") in ("usable", "degenerate") and all(
-                    np.isfinite(v) and v > 0 for v in row["params"].values()):
-                return dict(row["params"])
-    return None
 
 
 def btyd_features(
