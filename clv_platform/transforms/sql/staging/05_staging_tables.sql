@@ -345,7 +345,10 @@ left join file_countries as fc on fc.customer_id = p.customer_id;
 -- version of the same record (or a duplicate of it) is a normal update, and it stays in raw,
 -- never deleted. Its payload is not copied: raw already keeps it, and on a nightly merge those
 -- are the versions accepted until tonight, spread over all of raw, whose payloads cost about as
--- much to decode as the whole column (DuckDB decodes a vector for each row read).
+-- much to decode as the whole column (DuckDB decodes a vector for each row read). Each source is
+-- two selects, not one left join with the condition in its ON clause: that form reads the payloads
+-- of every rejected version again (the merge's rejected rows 2.5-3.4 s at 1M customers, against
+-- under 0.2 s for the inner join on the versions that need them).
 create or replace table staging.rejected_rows as
 select
     j.source,
