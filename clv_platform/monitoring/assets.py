@@ -33,8 +33,10 @@ from clv_platform.monitoring.drift import (
     save_note,
     save_report,
     segment_share_changes,
+    warm_up,
 )
 from clv_platform.monitoring.performance import PERFORMANCE_COLUMNS, next_maturity, realized_performance
+from clv_platform.core import warmup
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.sql import transaction
 from clv_platform import contract
@@ -542,6 +544,11 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         "drift_run_id": context.run.run_id,
         **column_schema,
     })
+
+
+# the drift step is near the end of a run and the only user of Evidently: load it while the
+# run's first steps execute (core.warmup; the storage resource starts it for runs that select it)
+warmup.register("evidently", [drift_runs.node_def.name], warm_up)
 
 
 # ----------------------------------------------------------------------------- realized performance

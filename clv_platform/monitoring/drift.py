@@ -250,6 +250,32 @@ def detect_drift(
     )
 
 
+def warm_up() -> None:
+    """Import Evidently and render one tiny report, so the drift step of this process finds
+    Evidently and the Plotly modules its widgets validate already loaded (`core.warmup`, which
+    runs this in a background thread while a run's first steps execute).
+
+    It builds the report as `detect_drift` does (a number, a category and the prediction column,
+    each a ValueDrift) but without `detect_drift`'s `warnings.catch_warnings`, which swaps the
+    process-wide warning filters and is not safe off the main thread; the data are not constant,
+    so nothing warns."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
+    settings = DriftSettings()
+    rng = np.random.default_rng(0)
+    n = 200
+    frames = [pd.DataFrame({"number": rng.normal(shift, 1.0, n), "category": rng.choice(["a", "b", "c"], n),
+                            "prediction": rng.gamma(2.0, 10.0 + shift, n)}) for shift in (0.0, 0.5)]
+    definition = DataDefinition(numerical_columns=["number", "prediction"], categorical_columns=["category"])
+    reference, current = (Dataset.from_pandas(frame, data_definition=definition) for frame in frames)
+    metrics = [ValueDrift(column="number", method=settings.num_method, threshold=settings.num_threshold),
+               ValueDrift(column="category", method=settings.cat_method, threshold=settings.cat_threshold),
+               ValueDrift(column="prediction", method=settings.prediction_method,
+                          threshold=settings.prediction_threshold)]
+    Report(metrics, include_tests=True).run(current_data=current, reference_data=reference).get_html_str(as_iframe=False)
+
+
 def _method_name(method):
     """A drift method as ValueDrift takes it (DataDriftPreset's conversion: a StatTest by its name)."""
     return getattr(method, "name", method)

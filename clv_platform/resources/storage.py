@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from clv_platform.core import warmup
 from clv_platform.core.sql import (  # noqa: F401 (re-exported: the SQL helpers every layer uses)
     qualified,
     read_sql,
@@ -104,9 +106,30 @@ class StorageResource(DuckDBResource):
             **fields,
         )
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Once per run (the platform's in-process executor): start the background warm-ups of
+        the libraries the run's later steps need (`core.warmup`)."""
+        started = warmup.start_for_run(_run_step_keys(context))
+        if started and context.log is not None:
+            context.log.debug(f"loading {', '.join(started)} in the background for later steps")
+
     def settings(self) -> Settings:
         names = Settings.__dataclass_fields__
         return settings_from_fields({name: getattr(self, name) for name in names} | {"duckdb_path": self.database})
+
+
+def _run_step_keys(context: dg.InitResourceContext) -> set[str] | None:
+    """The step keys the run executes: its selected steps, else every step of its plan; None
+    when neither is known (a resource built outside a run)."""
+    run = context.run
+    if run is None:
+        return None
+    if run.step_keys_to_execute is not None:
+        return set(run.step_keys_to_execute)
+    if context.instance is not None and run.execution_plan_snapshot_id:
+        plan = context.instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        return {step.key for step in plan.steps}
+    return None
 
 
 def settings_of(resource: DuckDBResource | None = None) -> Settings:
