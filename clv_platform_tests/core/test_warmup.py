@@ -107,3 +107,31 @@ def test_the_drift_warm_up_renders_a_report_off_the_main_thread():
 
     # what the drift step's widgets validate is loaded: the scatter traces of each ValueDrift
     assert "plotly.graph_objs._scatter" in sys.modules and "evidently.metrics" in sys.modules
+
+
+def test_a_run_without_a_step_selection_warms_for_every_step_of_its_plan(tmp_path):
+    """A run the daemon launches for a whole job may carry no step keys: the run's stored
+    execution plan gives them."""
+    from types import SimpleNamespace
+
+    from clv_platform.resources.storage import _run_step_keys
+
+    first, second = _name(), _name()
+
+    @dg.asset(key=["ml", first])
+    def upstream(duckdb: StorageResource) -> None:
+        return None
+
+    @dg.asset(key=["ml", second], deps=[upstream])
+    def downstream(duckdb: StorageResource) -> None:
+        return None
+
+    job = dg.define_asset_job("plan_job", selection="*")
+    defs = dg.Definitions(assets=[upstream, downstream], jobs=[job],
+                          resources={"duckdb": StorageResource(database=str(tmp_path / "w.duckdb"))})
+    with dg.instance_for_test() as instance:
+        run = instance.get_run_by_id(defs.resolve_job_def("plan_job").execute_in_process(instance=instance).run_id)
+        whole_job = run._replace(step_keys_to_execute=None)
+        assert _run_step_keys(SimpleNamespace(run=whole_job, instance=instance)) == {f"ml__{first}", f"ml__{second}"}
+        assert _run_step_keys(SimpleNamespace(run=whole_job, instance=None)) is None
+    assert _run_step_keys(SimpleNamespace(run=None, instance=None)) is None
