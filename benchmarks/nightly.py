@@ -209,7 +209,7 @@ class RunTiming:
     """ml/btyd_scores' interval keys: total, reused from the interval cache, drawn in this run."""
     fits: dict[str, str] = field(default_factory=dict)  # asset -> "reused" / "refitted" (stored_fits)
     process_start_seconds: float | None = None
-    """From launching the run's process to its first step's start of work (interpreter, imports,
+    """From launching the run's process to the run's start (interpreter, imports, definitions,
     connection): the run worker's start, outside the run's seconds."""
 
 
@@ -408,7 +408,21 @@ RUNS = ("full", "nightly")
 and the nightly selection (staging merged, the registered models, no training)."""
 
 
+def run_selection(run: str):
+    """(asset selection, run config) of one of `RUNS`: everything from staging down, staging
+    rebuilt from all of raw for the full refresh; without model training for the nightly."""
+    import dagster as dg
+
+    from clv_platform.automation.jobs import MODEL_TRAINING
+
+    from_staging = dg.AssetSelection.groups("staging").downstream()
+    if run == "full":
+        return from_staging, {"ops": {"staging_tables": {"config": {"full_rebuild": True}}}}
+    return from_staging - MODEL_TRAINING, None
+
+
 def _open(workdir: Path, threads: int, memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """The bench's connection to `workdir/bench.duckdb`, with its threads and memory limit."""
     conn = duckdb.connect(str(workdir / "bench.duckdb"))
     conn.execute(f"set threads = {int(threads)}")
     conn.execute("set memory_limit = ?", [memory_limit])
@@ -446,9 +460,6 @@ def _child_main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    import dagster as dg
-
-    from clv_platform.automation.jobs import MODEL_TRAINING
     from clv_platform.definitions import ASSETS  # noqa: F401  (loaded before the run, as a run worker does)
 
     parser = argparse.ArgumentParser(description="one bench run in its own process")
@@ -460,11 +471,7 @@ def _child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launched-at", type=float, required=True)
     args = parser.parse_args(argv)
 
-    from_staging = dg.AssetSelection.groups("staging").downstream()
-    if args.run == "full":
-        selection, run_config = from_staging, {"ops": {"staging_tables": {"config": {"full_rebuild": True}}}}
-    else:
-        selection, run_config = from_staging - MODEL_TRAINING, None
+    selection, run_config = run_selection(args.run)
     conn = _open(args.workdir, args.threads, args.memory_limit)
     process_start = time.time() - args.launched_at
     try:

@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     import dagster as dg
 
     from benchmarks import bench, nightly
-    from clv_platform.automation.jobs import MODEL_TRAINING
     from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -103,28 +102,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="after the first run, merge the kept appended day into staging and features")
     args = parser.parse_args(argv)
 
-    from_staging = dg.AssetSelection.groups("staging").downstream()
+    nightly_selection, _ = nightly.run_selection("nightly")
     if args.staging_only:
         selection = dg.AssetSelection.groups("staging")
     elif args.select:
         selection = dg.AssetSelection.keys(*[dg.AssetKey(k.split("/")) for k in args.select])
     elif args.with_staging:
-        selection = from_staging - MODEL_TRAINING
+        selection = nightly_selection
     else:
-        selection = from_staging - MODEL_TRAINING - dg.AssetSelection.groups("staging")
+        selection = nightly_selection - dg.AssetSelection.groups("staging")
     with tempfile.TemporaryDirectory(prefix="clv-nightly-profile-") as tmp:
         workdir = Path(tmp)
         started = time.perf_counter()
-        database = _copy_store(args.kept, workdir)
+        _copy_store(args.kept, workdir)  # to workdir/bench.duckdb, which nightly._open opens
         # the copy's 3 GB sit dirty in the page cache: without a sync here the first checkpoint's
         # fsync writes them back (4-5 s of the staging merge's commit at 300k were this, not DuckDB)
         os.sync()
-        conn = duckdb.connect(str(database))
-        conn.execute(f"set threads = {int(args.threads)}")
         memory_limit = bench.default_memory_limit()
-        conn.execute("set memory_limit = ?", [memory_limit])
-        conn.execute("set preserve_insertion_order = false")
-        conn.execute("set enable_progress_bar = false")
+        conn = nightly._open(workdir, args.threads, memory_limit)
         _repoint_models(conn, workdir)
         print(f"copied the store in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         run_conn = _TimedConnection(conn) if args.sql_timings else conn
