@@ -1,6 +1,7 @@
 """marts/revenue_forecast's refit in DuckDB (``marts.forecast_refit``) against the pandas functions of
 ``forecast.revenue`` on the same demo store: the seasonal index, the rehearsal's inputs and errors
-agree to 1e-9 relative (float sums in another order; the fits see the same numbers), for a month-end
+agree to 1e-9 relative (float sums in another order; the fits see the same numbers), the rehearsal's error
+scales, which pass through an optimizer, to 1e-6, for a month-end
 cutoff and one mid-month, with and without the BTYD fit's customer cap. (The whole forecast table of
 the refit against the pandas forecast: test_forecast_reuse.)"""
 
@@ -14,6 +15,9 @@ import pytest
 from clv_platform_tests.demo_cache import demo_database
 
 REL = 1e-9
+# The rehearsal's scales come out of a BTYD fit (scipy's optimizer) on sums taken in another order:
+# inputs that differ in the 16th digit move the converged optimum in about the 9th (seen: 5e-9 in CI).
+FIT_REL = 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +93,8 @@ def test_rehearsal_equals_the_pandas_rehearsal(store, cutoff, cap):
     expected = revenue.rehearse(history, cutoff, max_fit_customers=cap)
     assert got.cutoff == expected.cutoff == rc
     assert got.months == expected.months == revenue.REHEARSAL_MONTHS
-    assert got.existing_scale == pytest.approx(expected.existing_scale, rel=REL)
-    assert got.new_scale == pytest.approx(expected.new_scale, rel=REL)
+    assert got.existing_scale == pytest.approx(expected.existing_scale, rel=FIT_REL)
+    assert got.new_scale == pytest.approx(expected.new_scale, rel=FIT_REL)
     assert got.existing_scale > 0 or got.new_scale > 0
 
     expected_actuals = revenue.period_actuals(history, periods, rc)
