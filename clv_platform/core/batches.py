@@ -11,6 +11,7 @@ rows / n_batches <= ``batch`` customers, and the batches in order are the table 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import pandas as pd
@@ -57,15 +58,51 @@ def range_condition(lo, hi, column: str = "customer_id") -> tuple[str, list]:
 
 
 def read_batches(conn: duckdb.DuckDBPyConnection, query: str, ranges, params: list | None = None,
-                 column: str = "customer_id") -> Iterator[tuple[int, pd.DataFrame]]:
+                 column: str = "customer_id", prefetch: bool = False) -> Iterator[tuple[int, pd.DataFrame]]:
     """(offset of the batch's first row, frame) per range; ``query`` holds ``{where}`` where the
-    range's condition goes and must order by ``customer_id``."""
-    offset = 0
-    for lo, hi in ranges:
+    range's condition goes and must order by ``customer_id``.
+
+    ``prefetch``: the next batch is read on a cursor of its own in a background thread while the
+    caller works on the current one, so the scan and its conversion to pandas overlap with the
+    caller's Python and model work (DuckDB releases the GIL while it runs). At most two batches
+    are then in memory. A cursor is another connection to the same database: it sees committed
+    tables only, not this connection's temp tables or its open transaction's writes, so only a
+    query over committed tables may prefetch (the scoring steps read the feature and score tables
+    an earlier step committed).
+    """
+    ranges = list(ranges)
+    if not prefetch or len(ranges) < 2:
+        offset = 0
+        for lo, hi in ranges:
+            condition, bound = range_condition(lo, hi, column)
+            frame = conn.execute(query.format(where=condition), [*(params or []), *bound]).df()
+            yield offset, frame
+            offset += len(frame)
+        return
+    yield from _prefetched(conn, query, ranges, params, column)
+
+
+def _prefetched(conn, query: str, ranges: list, params: list | None, column: str) -> Iterator[tuple[int, pd.DataFrame]]:
+    cursor = conn.cursor()
+
+    def fetch(lo, hi) -> pd.DataFrame:
         condition, bound = range_condition(lo, hi, column)
-        frame = conn.execute(query.format(where=condition), [*(params or []), *bound]).df()
-        yield offset, frame
-        offset += len(frame)
+        return cursor.execute(query.format(where=condition), [*(params or []), *bound]).df()
+
+    offset = 0
+    # one worker: the reads stay in range order; leaving the block waits for a read in flight
+    # (a caller that stops early, or fails, never leaves a thread reading on a closed cursor)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read_batches") as pool:
+            pending = pool.submit(fetch, *ranges[0])
+            for index in range(len(ranges)):
+                frame = pending.result()
+                if index + 1 < len(ranges):
+                    pending = pool.submit(fetch, *ranges[index + 1])
+                yield offset, frame
+                offset += len(frame)
+    finally:
+        cursor.close()
 
 
 class BatchWriter:

@@ -305,7 +305,7 @@ def write_npd_scores(conn, model: NPDModel, cutoff, settings: dict, model_versio
     with BatchWriter(conn, "scores.customer_npd", casts={"predicted_next_purchase_date": "date"},
                      constants=constants) as writer:
         for _, frame in read_batches(conn, f"select {columns} from {FEATURE_TABLE} where {{where}} order by customer_id",
-                                     ranges):
+                                     ranges, prefetch=True):
             writer.write(_npd_rows(model, frame, cutoff, **settings))
     return {"rows": writer.rows, "batches": len(ranges)}
 

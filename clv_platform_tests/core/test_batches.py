@@ -72,3 +72,59 @@ def test_empty_table_is_one_open_range_and_a_zero_batch_is_refused():
     assert customer_ranges(conn, "s.t", 100) == [(None, None)]
     with pytest.raises(ValueError, match="at least 1"):
         customer_ranges(conn, "s.t", 0)
+
+
+def _file_table(tmp_path, ids):
+    """A committed table in a database file (a prefetching cursor reads committed tables only)."""
+    conn = duckdb.connect(str(tmp_path / "b.duckdb"))
+    conn.execute("create schema s; create table s.t (customer_id varchar, value double)")
+    conn.executemany("insert into s.t values (?, ?)", [(i, float(n)) for n, i in enumerate(ids)])
+    return conn
+
+
+QUERY = "select customer_id, value from s.t where {where} order by customer_id"
+
+
+def test_prefetched_batches_equal_the_sequential_ones(tmp_path):
+    ids = [f"gid://shopify/Customer/{(i * 7919) % 100003}" for i in range(3001)]
+    conn = _file_table(tmp_path, ids)
+    ranges = customer_ranges(conn, "s.t", 400)
+    assert len(ranges) == 8
+    sequential = list(read_batches(conn, QUERY, ranges))
+    prefetched = list(read_batches(conn, QUERY, ranges, prefetch=True))
+    assert [o for o, _ in prefetched] == [o for o, _ in sequential]
+    for (_, a), (_, b) in zip(sequential, prefetched):
+        assert a.equals(b)
+    assert [v for _, f in prefetched for v in f["customer_id"]] == sorted(ids)
+
+
+def test_prefetch_inside_an_open_write_transaction_reads_the_committed_source(tmp_path):
+    """As the scoring steps use it: the batches are read while a BatchWriter's transaction on the
+    same connection writes another table."""
+    from clv_platform.core.batches import BatchWriter
+
+    conn = _file_table(tmp_path, [f"c{i:04d}" for i in range(1000)])
+    ranges = customer_ranges(conn, "s.t", 300)
+    with BatchWriter(conn, "s.out") as writer:
+        for _, frame in read_batches(conn, QUERY, ranges, prefetch=True):
+            writer.write(frame.assign(value=frame["value"] * 2))
+    assert conn.execute("select count(*), sum(value) from s.out").fetchone() == (1000, 2.0 * sum(range(1000)))
+
+
+def test_a_prefetching_reader_stopped_early_or_failing_ends_cleanly(tmp_path):
+    conn = _file_table(tmp_path, [f"c{i:04d}" for i in range(1000)])
+    ranges = customer_ranges(conn, "s.t", 100)
+    batches = read_batches(conn, QUERY, ranges, prefetch=True)
+    first = next(batches)
+    batches.close()  # waits for the read in flight, closes its cursor
+    assert first[0] == 0 and len(first[1]) == 100
+    # a failing read surfaces in the caller at the batch it belongs to, after the batches before it
+    failing = ("select customer_id, case when customer_id = 'c0500' then error('bad batch') end as x "
+               "from s.t where {where} order by customer_id")
+    seen = []
+    with pytest.raises(duckdb.Error, match="bad batch"):
+        for offset, _ in read_batches(conn, failing, ranges, prefetch=True):
+            seen.append(offset)
+    assert seen == [0, 100, 200, 300, 400]
+    # the connection is still usable afterwards
+    assert conn.execute("select count(*) from s.t").fetchone() == (1000,)
