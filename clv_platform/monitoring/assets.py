@@ -17,6 +17,7 @@ compare yet: the run is recorded with ``n_columns = 0`` and a null ``share_drift
 comparison yet", instead of a drift of 0 that only measures the features against themselves.
 """
 
+import hashlib
 import json
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -35,7 +36,7 @@ from clv_platform.monitoring.drift import (
     segment_share_changes,
     warm_up,
 )
-from clv_platform.monitoring.performance import PERFORMANCE_COLUMNS, next_maturity, realized_performance
+from clv_platform.monitoring.performance import evaluate, matured, next_maturity, snapshot_heads
 from clv_platform.core import warmup
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.sql import transaction
@@ -95,17 +96,6 @@ create table if not exists monitoring.model_performance (
 def ensure_monitoring_tables(conn) -> None:
     for statement in [s.strip() for s in _DDL.split(";") if s.strip()]:
         conn.execute(statement)
-
-
-def replace_rows(conn, table: str, frame: pd.DataFrame) -> int:
-    """Replace every row of a table created by ``_DDL`` (types stay fixed even for an empty frame)."""
-    with transaction(conn):
-        conn.execute(f"delete from {table}")
-        if len(frame):
-            conn.register("_rows", frame)
-            conn.execute(f"insert into {table} by name select * from _rows")
-            conn.unregister("_rows")
-    return len(frame)
 
 
 def _now() -> datetime:
@@ -322,6 +312,50 @@ def reference_features(conn, cutoff: date, max_rows: int) -> tuple[pd.DataFrame,
     return frame, n
 
 
+DRIFT_REFERENCE_TABLE = "monitoring.drift_reference"
+
+
+def _reference_key(ref_cutoff: date, ref_kind: str, max_rows: int) -> str:
+    """What a frozen reference sample depends on: the model and its cutoff, the sample size and the
+    feature SQL's text (a changed feature definition computes the reference again)."""
+    sql_hash = hashlib.sha256(feature_query(ref_cutoff)[0].encode()).hexdigest()[:16]
+    return f"{ref_kind}|{ref_cutoff}|{int(max_rows)}|{sql_hash}"
+
+
+def training_reference(conn, ref_cutoff: date, ref_kind: str, max_rows: int) -> tuple[pd.DataFrame, int, bool]:
+    """(reference sample, population, reused): a registered model's reference features, computed
+    once and kept in ``monitoring.drift_reference``.
+
+    The reference of a registered model is the features at its training cutoff, which every night
+    recomputed from the whole order history (``reference_features``: the feature SQL over the
+    sampled customers' history, about 2 s of the drift step at 1M customers). Kept from the first
+    run that computes it, it is what the model was trained on as the data stood then: a later
+    correction to an order before the cutoff (a late refund) no longer moves the reference, as it
+    did not move the model. Any other reference (``reference_offset_days`` before the current
+    cutoff, moving nightly) is computed as before and not kept. One reference is kept at a time.
+    """
+    if not run_is_reference(ref_kind):
+        frame, n = reference_features(conn, ref_cutoff, max_rows)
+        return frame, n, False
+    key = _reference_key(ref_cutoff, ref_kind, max_rows)
+    if table_exists(conn, DRIFT_REFERENCE_TABLE):
+        (population,) = conn.execute(f"select max(reference_population) from {DRIFT_REFERENCE_TABLE} "
+                                     "where reference_key = ?", [key]).fetchone()
+        if population is not None:
+            frame = conn.execute(f"select * exclude (reference_key, reference_population) from {DRIFT_REFERENCE_TABLE} "
+                                 "where reference_key = ? order by customer_id", [key]).df()
+            return frame, int(population), True
+    frame, n = reference_features(conn, ref_cutoff, max_rows)
+    if len(frame):
+        with transaction(conn):
+            conn.register("_reference", frame)
+            conn.execute(f"create or replace table {DRIFT_REFERENCE_TABLE} as "
+                         "select ?::varchar as reference_key, ?::bigint as reference_population, * from _reference",
+                         [key, int(n)])
+            conn.unregister("_reference")
+    return frame, n, False
+
+
 def snapshot_inputs(conn, prediction: str, segment_columns, max_rows: int) -> dict:
     """From the newest score snapshot and the one before it: the newest's model version, each one's
     predictions (``max_rows`` customers with the smallest id hash) and the segment-share changes
@@ -457,7 +491,7 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         current_cutoff = conn.execute(f"select max(feature_cutoff) from {FEATURE_TABLE}").fetchone()[0]
         current_cutoff = pd.Timestamp(current_cutoff).date() if current_cutoff is not None else scoring_cutoff(conn)
         ref_cutoff, ref_kind = reference_cutoff(conn, current_cutoff, config)
-        reference, n_reference = reference_features(conn, ref_cutoff, settings.max_rows)
+        reference, n_reference, reference_reused = training_reference(conn, ref_cutoff, ref_kind, settings.max_rows)
         snapshots = snapshot_inputs(conn, settings.prediction_column, settings.segment_columns, settings.max_rows)
         registered = _newest_model_run(conn)
         old_report = conn.execute(
@@ -505,7 +539,7 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         write_drift_run(conn, row, result.to_frame())
         total = conn.execute(f"select count(*) from {DRIFT_RUNS_TABLE}").fetchone()[0]
         column_rows = conn.execute(f"select count(*) from {DRIFT_COLUMNS_TABLE}").fetchone()[0]
-        contract.apply_comments(conn, tables=[DRIFT_RUNS_TABLE, DRIFT_COLUMNS_TABLE])
+        contract.apply_comments(conn, tables=[DRIFT_RUNS_TABLE, DRIFT_COLUMNS_TABLE, DRIFT_REFERENCE_TABLE])
         schema = contract.column_metadata(conn, DRIFT_RUNS_TABLE)
         column_schema = contract.column_metadata(conn, DRIFT_COLUMNS_TABLE)
     drifted = result.to_frame().sort_values("score", ascending=False)
@@ -525,6 +559,7 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         "drifted_columns": ", ".join(result.drifted_columns) or "none",
         "current_cutoff": str(current_cutoff),
         "reference_cutoff": f"{ref_cutoff} ({ref_kind})",
+        "reference_reused": reference_reused,
         "columns": _md(drifted, rows=len(drifted)),
         "max_segment_share_change": row["max_segment_share_change"],
         "skipped_columns": dg.MetadataValue.json(result.skipped),
@@ -558,37 +593,49 @@ warmup.register("evidently", [drift_runs.node_def.name], warm_up)
 def model_performance(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """Realized MAE and normalized Gini of every past scoring whose horizon has passed, by scoring
     date: its predictions against what customers actually spent (discounted) in (cutoff, cutoff + H].
+
+    Each scoring is evaluated once, in the first run after its horizon ends, and its row is kept
+    (``evaluated_at``); a row whose snapshot is no longer the day's scoring (replaced, or gone) is
+    dropped. The score history holds a whole store per night, so only one scoring at a time is read.
     """
     config = load_config()
     with duckdb.get_connection() as conn:
         ensure_monitoring_tables(conn)
-        snapshots = conn.execute(
-            f"select snapshot_id, scored_at, cutoff, horizon_days, model_version, customer_id, predicted_clv "
-            f"from {SCORE_HISTORY_TABLE}"
-        ).df()
+        heads = snapshot_heads(conn, SCORE_HISTORY_TABLE)
         data_end = conn.execute("select max(order_date) from staging.orders").fetchone()[0]
-        orders = conn.execute(
-            "select customer_id, order_date, cast(net_revenue as double) as net_revenue from staging.orders "
-            "where customer_id is not null and order_date > ?",
-            [pd.Timestamp(snapshots["cutoff"].min()).date() if len(snapshots) else date.max],
-        ).df()
-        performance = (
-            realized_performance(snapshots, orders, data_end, config.performance.annual_discount_rate)
-            if data_end is not None else pd.DataFrame(columns=PERFORMANCE_COLUMNS)
-        )
-        performance = performance.assign(evaluated_at=_now())
-        rows = replace_rows(conn, PERFORMANCE_TABLE, performance)
+        chosen = set(matured(heads, data_end)["snapshot_id"]) if data_end is not None else set()
+        kept = {s for (s,) in conn.execute(f"select snapshot_id from {PERFORMANCE_TABLE}").fetchall()} & chosen
+        new = (evaluate(conn, heads, data_end, config.performance.annual_discount_rate, done=kept)
+               if data_end is not None else pd.DataFrame())
+        new = new.assign(evaluated_at=_now())
+        with transaction(conn):
+            dropped = conn.execute(
+                f"select count(*) from {PERFORMANCE_TABLE} where snapshot_id not in (select unnest(?::varchar[]))",
+                [sorted(kept)]).fetchone()[0]
+            conn.execute(f"delete from {PERFORMANCE_TABLE} where snapshot_id not in (select unnest(?::varchar[]))",
+                         [sorted(kept)])
+            if len(new):
+                conn.register("_rows", new)
+                conn.execute(f"insert into {PERFORMANCE_TABLE} by name select * from _rows")
+                conn.unregister("_rows")
+        rows = row_count(conn, PERFORMANCE_TABLE)
+        performance = conn.execute(f"select * exclude (evaluated_at) from {PERFORMANCE_TABLE} "
+                                   "order by scoring_date desc limit 20").df()
         contract.apply_comments(conn, tables=[PERFORMANCE_TABLE])
         schema = contract.column_metadata(conn, PERFORMANCE_TABLE)
-    pending = next_maturity(snapshots, data_end) if data_end is not None else None
-    context.log.info(f"{rows} scorings evaluated; data through {data_end}; next horizon ends {pending}")
+    pending = next_maturity(heads, data_end) if data_end is not None else None
+    context.log.info(f"{len(new)} scorings evaluated now, {rows} in all; data through {data_end}; "
+                     f"next horizon ends {pending}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             **schema,
+            "evaluated_now": len(new),
+            "rows_dropped": int(dropped),
+            "snapshots": len(heads),
             "data_through": str(data_end),
             "next_evaluation_possible": str(pending) if pending else "no pending snapshot",
-            "performance": _md(performance.drop(columns=["evaluated_at"]), rows=20),
+            "performance": _md(performance, rows=20),
         }
     )
 

@@ -20,7 +20,7 @@ from clv_platform.monitoring.drift import (
     save_report,
     segment_share_changes,
 )
-from clv_platform.monitoring.performance import realized_performance, realized_spend
+from clv_platform.monitoring.performance import evaluate, next_maturity, realized_outcomes, snapshot_heads
 
 SETTINGS = load_config().drift
 
@@ -188,8 +188,22 @@ def hand_snapshots() -> pd.DataFrame:
     )
 
 
+def _hand_store():
+    conn = duckdb.connect()
+    conn.execute("create schema monitoring; create schema staging")
+    for table, frame in (("monitoring.score_history", hand_snapshots()), ("staging.orders", hand_orders())):
+        conn.register("_f", frame)
+        conn.execute(f"create table {table} as select * from _f")
+        conn.unregister("_f")
+    return conn
+
+
 def test_realized_performance_on_a_hand_example():
-    table = realized_performance(hand_snapshots(), hand_orders(), data_end=date(2025, 1, 31))
+    conn = _hand_store()
+    heads = snapshot_heads(conn)
+    assert heads["snapshot_id"].tolist() == ["v1@early", "v1@late", "v2@pending"]
+    assert heads["customers"].tolist() == [3, 3, 3]
+    table = evaluate(conn, heads, data_end=date(2025, 1, 31))
     assert len(table) == 1  # the 2025-01-15 scoring's window runs to 2025-02-14: not evaluated yet
     row = table.iloc[0]
     assert row["snapshot_id"] == "v1@late" and row["scoring_date"] == date(2025, 1, 2)
@@ -199,13 +213,25 @@ def test_realized_performance_on_a_hand_example():
     # ordered by prediction a, b, c → captured 80, 80, 110 of 110; perfect order a, c, b → 80, 110, 110
     assert row["normalized_gini"] == pytest.approx((2 * (80 + 80 + 110) / 330 - 1) / (2 * (80 + 110 + 110) / 330 - 1))
     assert row["horizon_end"] == date(2025, 1, 31)
+    assert next_maturity(heads, date(2025, 1, 31)) == date(2025, 2, 14)
+    # a scoring already evaluated is not evaluated again
+    assert evaluate(conn, heads, date(2025, 1, 31), done={"v1@late"}).empty
+    # once the data reach 2025-02-14 the second scoring matures too
+    later = evaluate(conn, heads, date(2025, 2, 14), done={"v1@late"})
+    assert later["snapshot_id"].tolist() == ["v2@pending"]
+    # (2025-01-15, 2025-02-14]: c's 30 on 01-31; a's 40 on 02-15 is after it, z's 99 was not scored
+    assert later.iloc[0]["actual_total"] == pytest.approx(30.0)
 
 
 def test_realized_spend_is_discounted_to_the_cutoff():
-    spend = realized_spend(hand_orders(), date(2025, 1, 1), 30, annual_discount_rate=0.10)
-    assert spend["a"] == pytest.approx(80 * 1.1 ** (-10 / 365))
-    assert spend["c"] == pytest.approx(30 * 1.1 ** (-30 / 365))
-    assert "b" in spend.index and spend["b"] == 0
+    conn = _hand_store()
+    actual, predicted = realized_outcomes(conn, "v1@late", date(2025, 1, 1), 30, annual_discount_rate=0.10)
+    # the snapshot's customers a, b, c (z bought but was not scored)
+    assert sorted(predicted.tolist()) == [0.0, 50.0, 100.0]
+    spend = dict(zip(predicted.tolist(), actual.tolist()))
+    assert spend[100.0] == pytest.approx(80 * 1.1 ** (-10 / 365))  # a
+    assert spend[50.0] == 0  # b: a cancelled order
+    assert spend[0.0] == pytest.approx(30 * 1.1 ** (-30 / 365))  # c, on the window's last day
 
 
 # ----------------------------------------------------------------------------- assets
@@ -375,7 +401,8 @@ def test_first_drift_run_after_training_reports_no_comparison_yet(data_env, monk
         _write(conn, "features.customer_features", current)
     result = dg.materialize([monitoring_assets.drift_runs], resources={"duckdb": DuckDBResource(database=str(db))})
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
-    assert built[-1] == date(2025, 6, 30)
+    # the training reference was computed once, by the first run, and kept for this one
+    assert built == [date(2025, 6, 30)] and metadata["reference_reused"].value is True
     assert metadata["drift_detected"].value is True and metadata["share_drifted"].value > 0.3
     title = metadata["report_title"].value
     assert "features at 2025-07-31 vs the training reference at 2025-06-30 (registered model v9)" in title
@@ -383,6 +410,41 @@ def test_first_drift_run_after_training_reports_no_comparison_yet(data_env, monk
     html = open(report, encoding="utf-8").read()
     assert f"<title>{title}</title>" in html and title in html.split("<body", 1)[1]
     assert metadata["report_url"].value.endswith("/" + report.split("/")[-1])
+    with duckdb.connect(str(db), read_only=True) as conn:
+        kept = conn.execute("select * exclude (reference_key, reference_population) from monitoring.drift_reference "
+                            "order by customer_id").df()
+        key, population = conn.execute("select any_value(reference_key), any_value(reference_population) "
+                                       "from monitoring.drift_reference").fetchone()
+    expected = customers(300, 1)
+    pd.testing.assert_frame_equal(kept, expected.sort_values("customer_id").reset_index(drop=True), check_dtype=False)
+    assert key.startswith("registered model v9|2025-06-30|") and population == 300
+
+    # a newly registered model has another training reference: computed again, and the only one kept
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("update ml.model_runs set model_version = 'v10', cutoff = date '2025-07-15'")
+    result = dg.materialize([monitoring_assets.drift_runs], resources={"duckdb": DuckDBResource(database=str(db))})
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert built == [date(2025, 6, 30), date(2025, 7, 15)] and metadata["reference_reused"].value is False
+    with duckdb.connect(str(db), read_only=True) as conn:
+        keys = conn.execute("select distinct reference_key from monitoring.drift_reference").fetchall()
+    assert len(keys) == 1 and keys[0][0].startswith("registered model v10|2025-07-15|")
+
+
+def test_a_reference_that_moves_nightly_is_not_kept(data_env, monkeypatch):
+    """Without a registered model the reference is the features reference_offset_days earlier, a new
+    cutoff every night: computed each run, nothing kept."""
+    db = data_env / "clv.duckdb"
+    built = []
+    monkeypatch.setattr(monitoring_assets, "reference_features",
+                        lambda conn, cutoff, max_rows: (built.append(cutoff) or customers(300, 1), 300))
+    for day in (date(2025, 6, 30), date(2025, 7, 1)):
+        with duckdb.connect(str(db)) as conn:
+            _write(conn, "features.customer_features", customers(300, 3).assign(feature_cutoff=day))
+        result = dg.materialize([monitoring_assets.drift_runs], resources={"duckdb": DuckDBResource(database=str(db))})
+        assert result.get_asset_materialization_events()[0].materialization.metadata["reference_reused"].value is False
+    assert built == [date(2025, 4, 1), date(2025, 4, 2)]
+    with duckdb.connect(str(db), read_only=True) as conn:
+        assert not conn.execute("select count(*) from duckdb_tables() where table_name = 'drift_reference'").fetchone()[0]
 
 
 def test_drift_inputs_leave_duckdb_sampled_and_segment_shares_match_pandas(data_env):
@@ -482,3 +544,48 @@ def test_current_side_reads_only_the_compared_columns(data_env):
     assert n == m == 500
     assert list(narrow.columns) == ["customer_id", "frequency", "monetary"]
     assert narrow.equals(whole[["customer_id", "frequency", "monetary"]])
+
+
+def test_model_performance_evaluates_each_scoring_once_and_keeps_its_row(data_env):
+    """Run after run the asset evaluates only scorings that matured since; a row stays as evaluated
+    (its evaluated_at unchanged) and is dropped when its snapshot is no longer the day's scoring."""
+    db = data_env / "clv.duckdb"
+    resource = DuckDBResource(database=str(db))
+    with duckdb.connect(str(db)) as conn:
+        monitoring_assets.ensure_monitoring_tables(conn)
+        conn.register("_f", hand_snapshots())
+        conn.execute("insert into monitoring.score_history by name select * from _f")
+        conn.unregister("_f")
+        orders = hand_orders()
+        _write(conn, "staging.orders", orders[orders["order_date"] <= date(2025, 1, 31)])
+
+    def run():
+        result = dg.materialize([monitoring_assets.model_performance], resources={"duckdb": resource})
+        assert result.success
+        metadata = result.get_asset_materialization_events()[0].materialization.metadata
+        with duckdb.connect(str(db), read_only=True) as conn:
+            table = conn.execute("select * from monitoring.model_performance order by scoring_date").df()
+        return metadata, table
+
+    metadata, first = run()
+    assert metadata["evaluated_now"].value == 1 and first["snapshot_id"].tolist() == ["v1@late"]
+    # discounted at monitoring.toml's 10 % a year: a's 80 ten days after the cutoff, c's 30 thirty days after
+    assert first.iloc[0]["actual_total"] == pytest.approx(80 * 1.1 ** (-10 / 365) + 30 * 1.1 ** (-30 / 365))
+    metadata, again = run()
+    assert metadata["evaluated_now"].value == 0
+    assert again["evaluated_at"].tolist() == first["evaluated_at"].tolist()
+    # the data reach the second scoring's horizon end: only it is evaluated
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("insert into staging.orders values ('a', date '2025-02-15', 40.0)")
+    metadata, later = run()
+    assert metadata["evaluated_now"].value == 1
+    assert later["snapshot_id"].tolist() == ["v1@late", "v2@pending"]
+    assert later.iloc[0]["evaluated_at"] == first.iloc[0]["evaluated_at"]
+    # the day's scoring replaced by another snapshot: the old row goes, the new one is evaluated
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("update monitoring.score_history set snapshot_id = 'v1@rerun', predicted_clv = 80 "
+                     "where snapshot_id = 'v1@late'")
+    metadata, rerun = run()
+    assert metadata["evaluated_now"].value == 1 and metadata["rows_dropped"].value == 1
+    assert rerun["snapshot_id"].tolist() == ["v1@rerun", "v2@pending"]
+    assert rerun.iloc[0]["predicted_total"] == pytest.approx(240.0)
