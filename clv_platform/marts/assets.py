@@ -23,7 +23,7 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform.core.sql import sql_code_version, transaction
 from clv_platform import contract
-from clv_platform.marts.exports import export_customer_scores, scoring_date
+from clv_platform.marts.exports import export_customer_scores, exports_on_disk, scoring_date
 from clv_platform.marts.forecast_assets import FORECAST_MARTS
 from clv_platform.marts.incremental import LINE_MARTS, build_line_mart
 from clv_platform.marts.publish import SNAPSHOT_STORAGE_VERSION, analytics_path, publish_snapshot
@@ -365,11 +365,16 @@ def customer_scores_export(context: dg.AssetExecutionContext, duckdb: DuckDBReso
         on = scoring_date(conn)
         paths = export_customer_scores(conn, on)
         rows = row_count(conn, "marts.customer_scores")
-    context.log.info(f"exported {rows} customers to {', '.join(str(p) for p in paths.values())}")
+    files, size = exports_on_disk(next(iter(paths.values())).parent)
+    context.log.info(f"exported {rows} customers to {', '.join(str(p) for p in paths.values())}; "
+                     f"the folder holds {files} export files, {size / 1e6:,.0f} MB")
     return dg.MaterializeResult(
         metadata={
             "scoring_date": str(on),
             "dagster/row_count": rows,
+            "export_files_on_disk": files,
+            "export_bytes_on_disk": size,
+            **{f"{fmt}_bytes": path.stat().st_size for fmt, path in paths.items()},
             **{f"{fmt}_path": dg.MetadataValue.path(str(path)) for fmt, path in paths.items()},
         }
     )

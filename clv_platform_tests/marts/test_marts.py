@@ -352,8 +352,15 @@ def test_exports_are_dated_and_idempotent(warehouse):
     assert len(parquet) == len(csv) == rows
     assert list(parquet["clv_rank"]) == sorted(parquet["clv_rank"])
     assert set(csv["customer_id"]) == set(parquet["customer_id"])
-    assert materialize_marts(database, [customer_scores_export]).success  # same date: overwritten
+    result = materialize_marts(database, [customer_scores_export])  # same date: overwritten
+    assert result.success
     assert sorted(p.name for p in folder.iterdir()) == files
+    # the folder's size is in the metadata (nothing prunes old exports)
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    sizes = {name: (folder / name).stat().st_size for name in files}
+    assert metadata["export_files_on_disk"].value == 2
+    assert metadata["export_bytes_on_disk"].value == sum(sizes.values()) > 0
+    assert metadata["csv_bytes"].value == sizes["customer_scores_2026-11-02.csv"]
 
 
 def test_every_mart_column_is_described_in_the_ui_and_in_duckdb(warehouse):
