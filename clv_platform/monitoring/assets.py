@@ -589,23 +589,34 @@ warmup.register("evidently", [drift_runs.node_def.name], warm_up)
 # ----------------------------------------------------------------------------- realized performance
 
 
+class ModelPerformanceConfig(dg.Config):
+    """How past scorings are evaluated."""
+
+    reevaluate: bool = False
+    """Evaluate every matured scoring again (after corrections to old orders, e.g. late refunds),
+    instead of only those whose horizon has passed since the last run; one scoring at a time."""
+
+
 @layer_asset(MODEL_PERFORMANCE, deps=[SCORE_HISTORY, STAGING_ORDERS], kinds={"duckdb"})
-def model_performance(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def model_performance(context: dg.AssetExecutionContext, config: ModelPerformanceConfig,
+                      duckdb: DuckDBResource) -> dg.MaterializeResult:
     """Realized MAE and normalized Gini of every past scoring whose horizon has passed, by scoring
     date: its predictions against what customers actually spent (discounted) in (cutoff, cutoff + H].
 
     Each scoring is evaluated once, in the first run after its horizon ends, and its row is kept
     (``evaluated_at``); a row whose snapshot is no longer the day's scoring (replaced, or gone) is
     dropped. The score history holds a whole store per night, so only one scoring at a time is read.
+    With ``reevaluate`` (run config) every matured scoring is evaluated again.
     """
-    config = load_config()
+    settings = load_config()
     with duckdb.get_connection() as conn:
         ensure_monitoring_tables(conn)
         heads = snapshot_heads(conn, SCORE_HISTORY_TABLE)
         data_end = conn.execute("select max(order_date) from staging.orders").fetchone()[0]
         chosen = set(matured(heads, data_end)["snapshot_id"]) if data_end is not None else set()
-        kept = {s for (s,) in conn.execute(f"select snapshot_id from {PERFORMANCE_TABLE}").fetchall()} & chosen
-        new = (evaluate(conn, heads, data_end, config.performance.annual_discount_rate, done=kept)
+        stored = {s for (s,) in conn.execute(f"select snapshot_id from {PERFORMANCE_TABLE}").fetchall()}
+        kept = set() if config.reevaluate else stored & chosen
+        new = (evaluate(conn, heads, data_end, settings.performance.annual_discount_rate, done=kept)
                if data_end is not None else pd.DataFrame())
         new = new.assign(evaluated_at=_now())
         with transaction(conn):

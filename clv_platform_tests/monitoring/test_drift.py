@@ -559,8 +559,9 @@ def test_model_performance_evaluates_each_scoring_once_and_keeps_its_row(data_en
         orders = hand_orders()
         _write(conn, "staging.orders", orders[orders["order_date"] <= date(2025, 1, 31)])
 
-    def run():
-        result = dg.materialize([monitoring_assets.model_performance], resources={"duckdb": resource})
+    def run(reevaluate: bool = False):
+        result = dg.materialize([monitoring_assets.model_performance], resources={"duckdb": resource},
+                                run_config={"ops": {"monitoring__model_performance": {"config": {"reevaluate": reevaluate}}}})
         assert result.success
         metadata = result.get_asset_materialization_events()[0].materialization.metadata
         with duckdb.connect(str(db), read_only=True) as conn:
@@ -589,3 +590,11 @@ def test_model_performance_evaluates_each_scoring_once_and_keeps_its_row(data_en
     assert metadata["evaluated_now"].value == 1 and metadata["rows_dropped"].value == 1
     assert rerun["snapshot_id"].tolist() == ["v1@rerun", "v2@pending"]
     assert rerun.iloc[0]["predicted_total"] == pytest.approx(240.0)
+    # a late refund of an order inside an evaluated window changes nothing until asked to re-evaluate
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("update staging.orders set net_revenue = 0 where customer_id = 'c'")
+    assert run()[1]["actual_total"].tolist() == rerun["actual_total"].tolist()
+    metadata, fresh = run(reevaluate=True)
+    assert metadata["evaluated_now"].value == 2
+    assert fresh["actual_total"].tolist() == pytest.approx([80 * 1.1 ** (-10 / 365), 0.0])
+    assert (fresh["evaluated_at"] > rerun["evaluated_at"]).all()
