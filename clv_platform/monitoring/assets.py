@@ -36,7 +36,7 @@ from clv_platform.monitoring.drift import (
     segment_share_changes,
     warm_up,
 )
-from clv_platform.monitoring.performance import evaluate, matured, next_maturity, snapshot_heads
+from clv_platform.monitoring.performance import SCORE_HISTORY_TABLE, evaluate, matured, next_maturity, snapshot_heads
 from clv_platform.core import warmup
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.sql import transaction
@@ -58,7 +58,6 @@ DRIFT_RUNS = dg.AssetKey(["monitoring", "drift_runs"])
 DRIFT_COLUMNS = dg.AssetKey(["monitoring", "drift_columns"])
 MODEL_PERFORMANCE = dg.AssetKey(["monitoring", "model_performance"])
 
-SCORE_HISTORY_TABLE = "monitoring.score_history"
 DRIFT_RUNS_TABLE = "monitoring.drift_runs"
 DRIFT_COLUMNS_TABLE = "monitoring.drift_columns"
 PERFORMANCE_TABLE = "monitoring.model_performance"
