@@ -46,7 +46,8 @@ from clv_platform.resources.storage import qualified, read_sql, row_count, table
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.models.clv_assets import CUSTOMER_CLV
 from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
-from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE, check_order_history, feature_query
+from clv_platform.transforms.features import (FEATURE_COLUMNS, FEATURE_TABLE, check_order_history, feature_query,
+                                              feature_sql)
 from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
 from clv_platform.transforms.staging_assets import ORDERS
 
@@ -317,7 +318,7 @@ DRIFT_REFERENCE_TABLE = "monitoring.drift_reference"
 def _reference_key(ref_cutoff: date, ref_kind: str, max_rows: int) -> str:
     """What a frozen reference sample depends on: the model and its cutoff, the sample size and the
     feature SQL's text (a changed feature definition computes the reference again)."""
-    sql_hash = hashlib.sha256(feature_query(ref_cutoff)[0].encode()).hexdigest()[:16]
+    sql_hash = hashlib.sha256(feature_sql().encode()).hexdigest()[:16]
     return f"{ref_kind}|{ref_cutoff}|{int(max_rows)}|{sql_hash}"
 
 
@@ -612,18 +613,14 @@ def model_performance(context: dg.AssetExecutionContext, config: ModelPerformanc
         ensure_monitoring_tables(conn)
         heads = snapshot_heads(conn, SCORE_HISTORY_TABLE)
         data_end = conn.execute("select max(order_date) from staging.orders").fetchone()[0]
-        chosen = set(matured(heads, data_end)["snapshot_id"]) if data_end is not None else set()
+        scorings = matured(heads, data_end) if data_end is not None else heads.iloc[0:0]
         stored = {s for (s,) in conn.execute(f"select snapshot_id from {PERFORMANCE_TABLE}").fetchall()}
-        kept = set() if config.reevaluate else stored & chosen
-        new = (evaluate(conn, heads, data_end, settings.performance.annual_discount_rate, done=kept)
-               if data_end is not None else pd.DataFrame())
+        kept = set() if config.reevaluate else stored & set(scorings["snapshot_id"])
+        new = evaluate(conn, scorings, settings.performance.annual_discount_rate, done=kept)
         new = new.assign(evaluated_at=_now())
         with transaction(conn):
-            dropped = conn.execute(
-                f"select count(*) from {PERFORMANCE_TABLE} where snapshot_id not in (select unnest(?::varchar[]))",
-                [sorted(kept)]).fetchone()[0]
-            conn.execute(f"delete from {PERFORMANCE_TABLE} where snapshot_id not in (select unnest(?::varchar[]))",
-                         [sorted(kept)])
+            (dropped,) = conn.execute(f"delete from {PERFORMANCE_TABLE} "
+                                      "where snapshot_id not in (select unnest(?::varchar[]))", [sorted(kept)]).fetchone()
             if len(new):
                 conn.register("_rows", new)
                 conn.execute(f"insert into {PERFORMANCE_TABLE} by name select * from _rows")

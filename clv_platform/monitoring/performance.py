@@ -102,13 +102,13 @@ def realized_outcomes(conn, snapshot_id: str, cutoff: date, horizon_days: int, a
     return np.asarray(frame["actual"], dtype=float), np.asarray(frame["predicted"], dtype=float)
 
 
-def evaluate(conn, heads: pd.DataFrame, data_end: date, annual_discount_rate: float = 0.0,
+def evaluate(conn, scorings: pd.DataFrame, annual_discount_rate: float = 0.0,
              done: set[str] | frozenset = frozenset(), prediction_column: str = "predicted_clv",
              table: str = SCORE_HISTORY_TABLE, orders: str = "staging.orders") -> pd.DataFrame:
-    """One row per matured scoring (``matured``) whose snapshot is not in ``done``: MAE and
+    """One row per matured scoring (a row of ``matured``) whose snapshot is not in ``done``: MAE and
     normalized Gini of its predictions against the realized spend (``realized_outcomes``)."""
     rows = []
-    for head in matured(heads, data_end).itertuples(index=False):
+    for head in scorings.itertuples(index=False):
         if head.snapshot_id in done:
             continue
         y, p = realized_outcomes(conn, head.snapshot_id, head.cutoff, head.horizon_days, annual_discount_rate,

@@ -20,7 +20,7 @@ from clv_platform.monitoring.drift import (
     save_report,
     segment_share_changes,
 )
-from clv_platform.monitoring.performance import evaluate, next_maturity, realized_outcomes, snapshot_heads
+from clv_platform.monitoring.performance import evaluate, matured, next_maturity, realized_outcomes, snapshot_heads
 
 SETTINGS = load_config().drift
 
@@ -203,7 +203,7 @@ def test_realized_performance_on_a_hand_example():
     heads = snapshot_heads(conn)
     assert heads["snapshot_id"].tolist() == ["v1@early", "v1@late", "v2@pending"]
     assert heads["customers"].tolist() == [3, 3, 3]
-    table = evaluate(conn, heads, data_end=date(2025, 1, 31))
+    table = evaluate(conn, matured(heads, date(2025, 1, 31)))
     assert len(table) == 1  # the 2025-01-15 scoring's window runs to 2025-02-14: not evaluated yet
     row = table.iloc[0]
     assert row["snapshot_id"] == "v1@late" and row["scoring_date"] == date(2025, 1, 2)
@@ -215,9 +215,9 @@ def test_realized_performance_on_a_hand_example():
     assert row["horizon_end"] == date(2025, 1, 31)
     assert next_maturity(heads, date(2025, 1, 31)) == date(2025, 2, 14)
     # a scoring already evaluated is not evaluated again
-    assert evaluate(conn, heads, date(2025, 1, 31), done={"v1@late"}).empty
+    assert evaluate(conn, matured(heads, date(2025, 1, 31)), done={"v1@late"}).empty
     # once the data reach 2025-02-14 the second scoring matures too
-    later = evaluate(conn, heads, date(2025, 2, 14), done={"v1@late"})
+    later = evaluate(conn, matured(heads, date(2025, 2, 14)), done={"v1@late"})
     assert later["snapshot_id"].tolist() == ["v2@pending"]
     # (2025-01-15, 2025-02-14]: c's 30 on 01-31; a's 40 on 02-15 is after it, z's 99 was not scored
     assert later.iloc[0]["actual_total"] == pytest.approx(30.0)
