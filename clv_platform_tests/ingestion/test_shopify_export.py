@@ -249,3 +249,13 @@ def test_unparseable_order_columns_reject_the_order_with_the_column_named(data_e
     assert orders == {}
     assert rejected == {"bad.csv#2": "unparseable Refunded Amount: n/a", "bad.csv#3": "unparseable Refunded Amount: n/a",
                         "bad.csv#4": "unparseable order date: sometime"}
+
+
+def test_order_columns_beyond_the_value_limits_are_rejected_rows(data_env):
+    huge = [dict(r) for r in ORDERS[0]]
+    huge[0]["Refunded Amount"] = "99999999999999999999.00"
+    assert _import(data_env, "huge.csv", _csv(huge + ORDERS[1]))[0].success
+    staged, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {f"huge.csv#{n}": "amount out of range: Refunded Amount 99999999999999999999.00" for n in (2, 3)}
+    assert orders == {"import:#1002": pytest.approx(25.0)}
+    assert all(r.balanced for r in staged.reconciliation)

@@ -166,7 +166,17 @@ counted as (
             when try_cast(qty_text as integer) is not null then try_cast(qty_text as integer)
             -- "6.0" from a spreadsheet is 6; 2.5 or 3e9 are not a quantity
             when qty_double = floor(qty_double) and abs(qty_double) < 2147483648 then cast(qty_double as integer)
-        end as qty
+        end as qty,
+        -- the first Shopify order column beyond the value limits
+        case
+            when abs(refunded_wide) > 999999999999.99 then 'Refunded Amount ' || refunded_text
+            when abs(discount_wide) > 999999999999.99 then 'Discount Amount ' || discount_text
+            when abs(shipping_wide) > 999999999999.99 then 'Shipping ' || shipping_text
+            when abs(taxes_wide) > 999999999999.99 then 'Taxes ' || taxes_text
+            when abs(duties_wide) > 999999999999.99 then 'Duties ' || duties_text
+            when abs(total_wide) > 999999999999.99 then 'Total ' || total_text
+            when abs(line_discount_wide) > 999999999999.99 then 'Lineitem discount ' || line_discount_text
+        end as big_order_number
     from typed
 ),
 valued as (
@@ -207,10 +217,7 @@ judged as (
             when file_format <> 'online_retail' and (amount_wide is null or abs(amount_wide) > 999999999999.99)
                 then 'amount out of range: ' || amount
             when bad_order_number is not null then 'unparseable ' || bad_order_number
-            when greatest(abs(refunded_wide), abs(discount_wide), abs(shipping_wide), abs(taxes_wide), abs(duties_wide),
-                          abs(coalesce(total_wide, 0)), abs(line_discount_wide)) > 999999999999.99
-                then 'amount out of range: ' || coalesce(refunded_text, '') || ' ' || coalesce(total_text, '')
-                     || ' ' || coalesce(line_discount_text, '')
+            when big_order_number is not null then 'amount out of range: ' || big_order_number
             when cancelled_text is not null and cancelled_ts is null then 'unparseable Cancelled at: ' || cancelled_text
             when abs(value_wide) > 999999999999.99
                 then 'amount out of range: ' || cast(cast(value_wide as decimal(38, 2)) as varchar)
