@@ -55,10 +55,8 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
             conn.execute("delete from raw.file_transactions where file_name = ?", [file_name])
             conn.register("_file_batch", frame)
             columns = ", ".join(RAW_COLUMNS)
-            conn.execute(
-                f"insert into raw.file_transactions ({columns}) "
-                f"select {columns.replace('payload', 'payload::json')} from _file_batch"
-            )
+            values = ", ".join(f"{c}::json" if c in ("payload", "layout_fields") else c for c in RAW_COLUMNS)
+            conn.execute(f"insert into raw.file_transactions ({columns}) select {values} from _file_batch")
             conn.unregister("_file_batch")
     file_format = frame["file_format"].iat[0] if len(frame) else "empty"
     malformed = int(frame["parse_error"].notna().sum())

@@ -7,7 +7,13 @@ Layouts are recognized from the header, whatever its case, spaces and punctuatio
   `Price`), customer id (`CustomerID` / `Customer ID`), optionally description, country and
   currency;
 * order level (generic): `customer_id, order_id, order_date, amount`, optionally `product_id`,
-  `quantity`, `country`, `currency`.
+  `quantity`, `country`, `currency`;
+* Shopify admin's orders export (Orders → Export, plain CSV or CSV for Excel): one row per line
+  item (`Name`, `Lineitem quantity`, `Lineitem price`, `Lineitem name`, `Lineitem sku`), the
+  order's own columns (`Email`, `Financial Status`, `Created at`, `Subtotal`, `Currency`,
+  `Refunded Amount`, `Cancelled at`, `Id`, ...) on its first row only. The rows are kept as they
+  are (staging gives each line row its order's columns); the order columns that have no raw
+  column of their own are kept under canonical names in `layout_fields`.
 
 An unknown header fails the file listing the layouts. CSV delimiter (`,` `;` tab `|`) and
 encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Windows-1252) are detected. A line
@@ -50,17 +56,37 @@ HEADER_ALIASES = {
 }
 LINE_LEVEL_REQUIRED = {"order_id", "product_id", "quantity", "order_date", "unit_price", "customer_id"}
 ORDER_LEVEL_REQUIRED = {"customer_id", "order_id", "order_date", "amount"}
+
+# Shopify admin's orders export: normalized header → raw column. `Email` is the customer (the
+# export has no customer id), `Subtotal` the order's amount (after discounts, before shipping and
+# taxes), `Lineitem sku` the product (staging falls back to `Lineitem name` when it is blank).
+SHOPIFY_ORDERS_COLUMNS = {
+    "name": "order_id", "email": "customer_id", "createdat": "order_date", "lineitemsku": "product_id",
+    "lineitemname": "description", "lineitemquantity": "quantity", "lineitemprice": "unit_price",
+    "subtotal": "amount", "billingcountry": "country", "currency": "currency",
+}
+# ... and the columns kept in `layout_fields` (normalized header → canonical name staging reads)
+SHOPIFY_ORDERS_FIELDS = {
+    "id": "id", "financialstatus": "financial_status", "paidat": "paid_at", "cancelledat": "cancelled_at",
+    "refundedamount": "refunded_amount", "discountamount": "discount_amount", "shipping": "shipping",
+    "taxes": "taxes", "duties": "duties", "total": "total", "lineitemdiscount": "line_discount",
+    "shippingcountry": "shipping_country", "outstandingbalance": "outstanding_balance",
+}
+SHOPIFY_ORDERS_REQUIRED = {"name", "email", "financialstatus", "createdat", "subtotal",
+                           "lineitemquantity", "lineitemprice", "lineitemname"}
 EXPECTED_LAYOUTS = (
     "Online Retail (InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID, Country), "
     "Online Retail II (Invoice, StockCode, Description, Quantity, InvoiceDate, Price, Customer ID, Country), "
-    "or order level (customer_id, order_id, order_date, amount[, product_id, quantity, country, currency]); "
-    "header names are matched ignoring case, spaces and punctuation"
+    "order level (customer_id, order_id, order_date, amount[, product_id, quantity, country, currency]), "
+    "or Shopify's orders export (Name, Email, Financial Status, Created at, Subtotal, Lineitem quantity, "
+    "Lineitem name, Lineitem price, ...); header names are matched ignoring case, spaces and punctuation"
 )
 
 RAW_COLUMNS = [
     "file_name", "file_format", "row_number", "order_id", "customer_id", "order_date",
     "product_id", "description", "quantity", "unit_price", "amount", "country", "payload",
     "ingested_at", "sheet_name", "currency", "parse_error", "content_sha256", "decimal_separator",
+    "layout_fields",
 ]
 _VALUE_COLUMNS = ["order_id", "customer_id", "order_date", "product_id", "description",
                   "quantity", "unit_price", "amount", "country"]
@@ -190,43 +216,55 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str] | None, 
 # --------------------------------------------------------------------------- layout
 
 
-def detect_format(columns: list[str], file_name: str) -> tuple[str, dict[str, int]]:
-    """The layout and, for each raw column, the index of the file column feeding it."""
-    mapping: dict[str, int] = {}
+def detect_format(columns: list[str], file_name: str) -> tuple[str, dict[str, int], dict[str, int]]:
+    """The layout, for each raw column the index of the file column feeding it, and for each
+    layout field (`layout_fields`, Shopify's orders export only) the index of its column."""
+    normalized = [_normalize(name) for name in columns]
+    if SHOPIFY_ORDERS_REQUIRED <= set(normalized):
+        mapping, fields = {}, {}
+        for index, name in enumerate(normalized):
+            if name in SHOPIFY_ORDERS_COLUMNS:
+                mapping.setdefault(SHOPIFY_ORDERS_COLUMNS[name], index)
+            if name in SHOPIFY_ORDERS_FIELDS:
+                fields.setdefault(SHOPIFY_ORDERS_FIELDS[name], index)
+        return "shopify_orders", mapping, fields
+    mapping = {}
     for index, name in enumerate(columns):
         target = HEADER_ALIASES.get(_normalize(name))
         if target and target not in mapping:
             mapping[target] = index
     if LINE_LEVEL_REQUIRED <= set(mapping):
         mapping.pop("amount", None)
-        return "online_retail", mapping
+        return "online_retail", mapping, {}
     if ORDER_LEVEL_REQUIRED <= set(mapping):
-        return "generic", mapping
+        return "generic", mapping, {}
     raise UnreadableFileError(f"{file_name}: unrecognized columns {list(columns)}; expected {EXPECTED_LAYOUTS}")
 
 
 def _frame_from_rows(
     header: list[str], rows: list[tuple[int, list | None, str | None]], file_name: str, sheet: str | None,
-    mapping: dict[str, int], file_format: str,
+    mapping: dict[str, int], file_format: str, fields: dict[str, int],
 ) -> pd.DataFrame:
     columns: dict[str, list] = {c: [] for c in _VALUE_COLUMNS}
-    currency, payloads, numbers, errors = [], [], [], []
+    currency, payloads, numbers, errors, layout = [], [], [], [], []
     names = [str(h) for h in header]
-    for number, fields, error in rows:
+    for number, cells_in, error in rows:
         numbers.append(number)
         errors.append(error)
-        if fields is None or error is not None:
+        if cells_in is None or error is not None:
             for column in _VALUE_COLUMNS:
                 columns[column].append(None)
             currency.append(None)
-            payloads.append(json.dumps({"fields": fields}, ensure_ascii=False, default=str))
+            layout.append(None)
+            payloads.append(json.dumps({"fields": cells_in}, ensure_ascii=False, default=str))
             continue
-        cells = [_cell_text(v) for v in fields]
+        cells = [_cell_text(v) for v in cells_in]
         for column in _VALUE_COLUMNS:
             index = mapping.get(column)
             columns[column].append(cells[index] if index is not None else None)
         index = mapping.get("currency")
         currency.append(cells[index] if index is not None else None)
+        layout.append(json.dumps({k: cells[i] for k, i in fields.items()}, ensure_ascii=False) if fields else None)
         payloads.append(json.dumps(dict(zip(names, cells)), ensure_ascii=False))
     out = pd.DataFrame(columns)
     out.insert(0, "file_name", file_name)
@@ -236,6 +274,7 @@ def _frame_from_rows(
     out["sheet_name"] = sheet
     out["currency"] = currency
     out["parse_error"] = errors
+    out["layout_fields"] = layout
     return out
 
 
@@ -281,7 +320,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
             if not header:
                 continue
             try:
-                file_format, mapping = detect_format(header, f"{path.name}, sheet '{sheet}'")
+                file_format, mapping, fields = detect_format(header, f"{path.name}, sheet '{sheet}'")
             except UnreadableFileError as exc:
                 raise UnreadableFileError(
                     f"{exc} (the workbook has sheets {[s for s, _, _ in sheets]}; every sheet is imported, so each "
@@ -289,16 +328,16 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
                 ) from None
             formats.add(file_format)
             without_currency_column |= "currency" not in mapping
-            parts.append(_frame_from_rows(header, rows, path.name, sheet, mapping, file_format))
+            parts.append(_frame_from_rows(header, rows, path.name, sheet, mapping, file_format, fields))
         if not parts:
             raise UnreadableFileError(f"{path.name}: every sheet is empty ({[s for s, _, _ in sheets]})")
         if len(formats) > 1:
             raise UnreadableFileError(f"{path.name}: sheets have different layouts ({sorted(formats)})")
     else:
         header, rows, delimiter = _read_csv(path)
-        file_format, mapping = detect_format(header, path.name)
+        file_format, mapping, fields = detect_format(header, path.name)
         without_currency_column = "currency" not in mapping
-        part = _frame_from_rows(header, rows, path.name, None, mapping, file_format)
+        part = _frame_from_rows(header, rows, path.name, None, mapping, file_format, fields)
         part["decimal_separator"] = decimal_separator(part, delimiter)
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)

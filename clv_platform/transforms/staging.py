@@ -513,7 +513,7 @@ def _merge(conn: duckdb.DuckDBPyConnection, params: dict, state: dict, result: S
     for table, sources in (
         ("staging.orders", {**resolved, **no_files, **no_credits}),
         ("staging.order_lines", {**resolved, **no_files}),
-        ("staging.refunds", {**resolved, **no_credits}),
+        ("staging.refunds", {**resolved, **no_files, **no_credits}),
     ):
         delta = "_delta_" + table.split(".")[1]
         _run(conn, params, _scoped("05_staging_tables.sql", table, delta, sources))

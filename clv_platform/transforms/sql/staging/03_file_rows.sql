@@ -15,29 +15,101 @@
 --   never a failed staging. Arithmetic is done in DECIMAL(38, 4), which cannot overflow here.
 -- * When the same order id arrives in two files, the most recently ingested file's *valid*
 --   rows win (exports overlap in practice); a later file's invalid rows replace nothing.
+-- * Shopify's orders export (file_format 'shopify_orders'; rules in data_contracts.md, "Files"):
+--   one row per line item, the order's own columns on its first row only, so every line row
+--   takes them from its order's head row (the first row of the same Name in the file that has
+--   any). The customer is the normalized email (no email: a guest order, rejected like a missing
+--   customer id); the order id is the numeric `Id` when it is an integer (`5123456789012.0` is
+--   `5123456789012`; Excel's `5.12346E+12` has lost digits, so such an order is keyed by its
+--   Name instead) and re-sends are matched by Name; `Created at` is read as the wall-clock time
+--   it is written in (the shop's own time zone), so the order day is the day the shop saw.
+--   The order's revenue comes from its Subtotal, refunds and cancellation (05_staging_tables.sql).
+-- text of a number, with a file's decimal comma (`6,95`, `1.234,50`) read as such
+create or replace temp macro clv_file_number_text(t, separator) as
+    nullif(case when separator = ',' then replace(replace(trim(t), '.', ''), ',', '.') else trim(t) end, '');
+-- a timestamp as text: `2024-03-10 21:15:00 -0500`, ISO with `T`, `Z` or `-05:00`, or without an offset
+create or replace temp macro clv_file_wall_clock(t) as
+    try_cast(regexp_replace(trim(t), '\s*(Z|[+-][0-9]{2}:?[0-9]{2})$', '') as timestamp);
+
 create or replace table staging_build._file_rows as
-with keyed as (
+with heads as (
+    -- the head row of each order of a Shopify orders export: the first one carrying order columns
+    select
+        file_name,
+        trim(order_id) as head_name,
+        customer_id as head_customer,
+        order_date as head_date,
+        amount as head_amount,
+        currency as head_currency,
+        coalesce(nullif(trim(country), ''), nullif(trim(layout_fields ->> 'shipping_country'), '')) as head_country,
+        layout_fields as head_fields
+    from raw.file_transactions
+    where file_format = 'shopify_orders' and parse_error is null and nullif(trim(order_id), '') is not null
+      and coalesce(nullif(trim(layout_fields ->> 'financial_status'), ''), nullif(trim(order_date), ''),
+                   nullif(trim(amount), '')) is not null
+    qualify row_number() over (partition by file_name, trim(order_id) order by sheet_name, row_number) = 1
+),
+filled as (
+    select
+        f.* replace (
+            case when f.file_format = 'shopify_orders' then h.head_customer else f.customer_id end as customer_id,
+            case when f.file_format = 'shopify_orders' then h.head_date else f.order_date end as order_date,
+            case when f.file_format = 'shopify_orders' then h.head_amount else f.amount end as amount,
+            case when f.file_format = 'shopify_orders' then coalesce(h.head_currency, f.currency)
+                 else f.currency end as currency,
+            case when f.file_format = 'shopify_orders' then h.head_country else f.country end as country
+        ),
+        f.file_format = 'shopify_orders' as is_shopify,
+        h.head_name is not null as has_head,
+        h.head_fields,
+        nullif(trim(f.order_id), '') as order_name_text,
+        nullif(trim(f.product_id), '') as sku_text
+    from raw.file_transactions as f
+    left join heads as h on f.file_format = 'shopify_orders' and h.file_name = f.file_name
+                        and h.head_name = trim(f.order_id)
+),
+keyed as (
     select
         f.*,
-        nullif(regexp_replace(trim(f.order_id), '^([0-9]+)\.0+$', '\1'), '') as order_key,
-        nullif(regexp_replace(trim(f.customer_id), '^([0-9]+)\.0+$', '\1'), '') as customer_key,
-        nullif(regexp_replace(trim(f.product_id), '^([0-9]+)\.0+$', '\1'), '') as product_key,
+        case
+            when is_shopify then coalesce(
+                nullif(regexp_extract(trim(head_fields ->> 'id'), '^([0-9]+)(\.0+)?$', 1), ''),
+                order_name_text)
+            else nullif(regexp_replace(trim(f.order_id), '^([0-9]+)\.0+$', '\1'), '')
+        end as order_key,
+        -- which rows are the same order when files overlap: the Name in Shopify's export
+        case when is_shopify then 'name:' || order_name_text
+             else nullif(regexp_replace(trim(f.order_id), '^([0-9]+)\.0+$', '\1'), '') end as resend_key,
+        case when is_shopify then nullif(lower(trim(f.customer_id)), '')
+             else nullif(regexp_replace(trim(f.customer_id), '^([0-9]+)\.0+$', '\1'), '') end as customer_key,
+        -- a Shopify line without a SKU is its product by name
+        case when is_shopify then coalesce(sku_text, nullif(trim(f.description), ''))
+             else nullif(regexp_replace(trim(f.product_id), '^([0-9]+)\.0+$', '\1'), '') end as product_key,
         nullif(upper(trim(f.currency)), '') as currency_code,
         trim(f.order_date) as date_text,
         regexp_matches(trim(f.order_date), '(Z|[+-][0-9]{2}:?[0-9]{2})$') as has_offset,
         nullif(trim(f.quantity), '') as qty_text,
-        nullif(case when f.decimal_separator = ','
-                    then replace(replace(trim(f.unit_price), '.', ''), ',', '.')
-                    else trim(f.unit_price) end, '') as price_text,
-        nullif(case when f.decimal_separator = ','
-                    then replace(replace(trim(f.amount), '.', ''), ',', '.')
-                    else trim(f.amount) end, '') as amount_text
-    from raw.file_transactions as f
+        clv_file_number_text(f.unit_price, f.decimal_separator) as price_text,
+        clv_file_number_text(f.amount, f.decimal_separator) as amount_text,
+        -- Shopify's order columns (NULL for other layouts) and the line's own discount
+        upper(nullif(trim(head_fields ->> 'financial_status'), '')) as financial_status,
+        nullif(trim(head_fields ->> 'cancelled_at'), '') as cancelled_text,
+        clv_file_number_text(head_fields ->> 'refunded_amount', f.decimal_separator) as refunded_text,
+        clv_file_number_text(head_fields ->> 'discount_amount', f.decimal_separator) as discount_text,
+        clv_file_number_text(head_fields ->> 'shipping', f.decimal_separator) as shipping_text,
+        clv_file_number_text(head_fields ->> 'taxes', f.decimal_separator) as taxes_text,
+        clv_file_number_text(head_fields ->> 'duties', f.decimal_separator) as duties_text,
+        clv_file_number_text(head_fields ->> 'total', f.decimal_separator) as total_text,
+        clv_file_number_text(f.layout_fields ->> 'line_discount', f.decimal_separator) as line_discount_text
+    from filled as f
 ),
 typed as (
     select
         *,
         case
+            -- Shopify writes its timestamps in the shop's time zone: the written wall clock is the shop's
+            when is_shopify then coalesce(clv_file_wall_clock(date_text), try_strptime(date_text, '%m/%d/%Y %H:%M'),
+                                          try_strptime(date_text, '%m/%d/%Y %H:%M:%S'))
             when has_offset then timezone($store_timezone, try_cast(date_text as timestamptz))
             else coalesce(
                 try_cast(date_text as timestamp),
@@ -48,14 +120,37 @@ typed as (
                 try_strptime(date_text, '%d.%m.%Y')
             )
         end as order_ts,
+        clv_file_wall_clock(cancelled_text) as cancelled_ts,
         try_cast(qty_text as double) as qty_double,
         try_cast(price_text as decimal(38, 2)) as price_wide,
         try_cast(amount_text as decimal(38, 2)) as amount_wide,
         try_cast(price_text as double) as price_double,
         try_cast(amount_text as double) as amount_double,
+        coalesce(try_cast(refunded_text as decimal(38, 2)), 0) as refunded_wide,
+        coalesce(try_cast(discount_text as decimal(38, 2)), 0) as discount_wide,
+        coalesce(try_cast(shipping_text as decimal(38, 2)), 0) as shipping_wide,
+        coalesce(try_cast(taxes_text as decimal(38, 2)), 0) as taxes_wide,
+        coalesce(try_cast(duties_text as decimal(38, 2)), 0) as duties_wide,
+        try_cast(total_text as decimal(38, 2)) as total_wide,
+        coalesce(try_cast(line_discount_text as decimal(38, 2)), 0) as line_discount_wide,
+        -- the first order column written but not a number (blank is zero)
+        case
+            when refunded_text is not null and try_cast(refunded_text as decimal(38, 2)) is null
+                then 'Refunded Amount: ' || refunded_text
+            when discount_text is not null and try_cast(discount_text as decimal(38, 2)) is null
+                then 'Discount Amount: ' || discount_text
+            when shipping_text is not null and try_cast(shipping_text as decimal(38, 2)) is null
+                then 'Shipping: ' || shipping_text
+            when taxes_text is not null and try_cast(taxes_text as decimal(38, 2)) is null then 'Taxes: ' || taxes_text
+            when duties_text is not null and try_cast(duties_text as decimal(38, 2)) is null then 'Duties: ' || duties_text
+            when total_text is not null and try_cast(total_text as decimal(38, 2)) is null then 'Total: ' || total_text
+            when line_discount_text is not null and try_cast(line_discount_text as decimal(38, 2)) is null
+                then 'Lineitem discount: ' || line_discount_text
+        end as bad_order_number,
         file_format = 'online_retail' and upper(order_key) like 'C%' as is_return,
         file_format = 'online_retail' and upper(order_key) like 'A%' as is_bad_debt,
         case
+            when is_shopify then 'product'
             when upper(product_key) in ('POST', 'DOT', 'C2') then 'postage'
             when upper(product_key) in ('M', 'D', 'S', 'B', 'BANK CHARGES', 'AMAZONFEE', 'CRUK', 'PADS')
                 then 'adjustment'
@@ -67,17 +162,29 @@ counted as (
     select
         *,
         case
-            when qty_text is null then 1
+            when qty_text is null and not is_shopify then 1  -- an order-level file without quantities
             when try_cast(qty_text as integer) is not null then try_cast(qty_text as integer)
             -- "6.0" from a spreadsheet is 6; 2.5 or 3e9 are not a quantity
             when qty_double = floor(qty_double) and abs(qty_double) < 2147483648 then cast(qty_double as integer)
-        end as qty
+        end as qty,
+        -- the first Shopify order column beyond the value limits
+        case
+            when abs(refunded_wide) > 999999999999.99 then 'Refunded Amount ' || refunded_text
+            when abs(discount_wide) > 999999999999.99 then 'Discount Amount ' || discount_text
+            when abs(shipping_wide) > 999999999999.99 then 'Shipping ' || shipping_text
+            when abs(taxes_wide) > 999999999999.99 then 'Taxes ' || taxes_text
+            when abs(duties_wide) > 999999999999.99 then 'Duties ' || duties_text
+            when abs(total_wide) > 999999999999.99 then 'Total ' || total_text
+            when abs(line_discount_wide) > 999999999999.99 then 'Lineitem discount ' || line_discount_text
+        end as big_order_number
     from typed
 ),
 valued as (
     select
         *,
         case when file_format = 'online_retail' then cast(qty as decimal(38, 2)) * price_wide
+             -- a Shopify line: its units at their price, less the line's own discount
+             when is_shopify then cast(qty as decimal(38, 2)) * price_wide - line_discount_wide
              else amount_wide end as value_wide
     from counted
 ),
@@ -87,28 +194,39 @@ judged as (
         case
             when parse_error is not null then parse_error
             when order_key is null then 'missing order id'
+            when is_shopify and not has_head
+                then 'no order row: no row of order ' || order_name_text || ' in the file has its Email, Financial '
+                     || 'Status, Created at or Subtotal'
             when is_bad_debt then 'bad-debt adjustment (A invoice): not a customer transaction'
+            when is_shopify and customer_key is null
+                then 'missing customer id: guest order without an email (the export has no other customer id)'
             when customer_key is null then 'missing customer id'
             when currency_code is null then 'missing currency (no currency column value and no store file_currency)'
             when currency_code <> $shop_currency
                 then 'currency ' || currency_code || ' differs from the store currency ' || $shop_currency
             when order_ts is null then 'unparseable order date: ' || coalesce(order_date, 'empty')
             when qty is null and abs(qty_double) >= 2147483648 then 'quantity out of range: ' || quantity
-            when qty is null then 'unparseable quantity: ' || quantity
-            when file_format = 'online_retail' and price_double is null
+            when qty is null then 'unparseable quantity: ' || coalesce(quantity, 'empty')
+            when file_format <> 'generic' and price_double is null
                 then 'unparseable price: ' || coalesce(unit_price, 'empty')
-            when file_format = 'online_retail' and (price_wide is null or abs(price_wide) > 999999999999.99)
+            when file_format <> 'generic' and (price_wide is null or abs(price_wide) > 999999999999.99)
                 then 'price out of range: ' || unit_price
             when file_format <> 'online_retail' and amount_double is null
-                then 'unparseable amount: ' || coalesce(amount, 'empty')
+                then 'unparseable ' || case when is_shopify then 'Subtotal' else 'amount' end || ': '
+                     || coalesce(amount, 'empty')
             when file_format <> 'online_retail' and (amount_wide is null or abs(amount_wide) > 999999999999.99)
                 then 'amount out of range: ' || amount
+            when bad_order_number is not null then 'unparseable ' || bad_order_number
+            when big_order_number is not null then 'amount out of range: ' || big_order_number
+            when cancelled_text is not null and cancelled_ts is null then 'unparseable Cancelled at: ' || cancelled_text
             when abs(value_wide) > 999999999999.99
                 then 'amount out of range: ' || cast(cast(value_wide as decimal(38, 2)) as varchar)
             when qty < 0 and not is_return then 'negative quantity on a sale (not a return invoice)'
             when qty > 0 and is_return then 'positive quantity on a return invoice'
             when qty = 0 then 'zero quantity'
             when price_wide < 0 or (file_format <> 'online_retail' and amount_wide < 0)
+                or least(refunded_wide, discount_wide, shipping_wide, taxes_wide, duties_wide, coalesce(total_wide, 0),
+                         line_discount_wide) < 0
                 then 'negative price or amount'
             when file_format = 'online_retail' and price_wide = 0
                 then 'zero price (no revenue: a free or placeholder line)'
@@ -120,7 +238,7 @@ latest as (
     select
         *,
         -- only valid rows can replace an order: an invalid re-send keeps the earlier file's rows
-        max(case when base_reason is null then ingested_at end) over (partition by order_key)
+        max(case when base_reason is null then ingested_at end) over (partition by resend_key)
             as latest_ingest_of_order,
         row_number() over (
             partition by file_name, sheet_name, order_id, customer_id, order_date, product_id,
@@ -149,6 +267,30 @@ select
     r.* exclude (row_reason, value_wide),
     cast(case when abs(r.value_wide) <= 999999999999.99 then r.value_wide end as decimal(18, 2)) as line_value,
     cast(case when abs(r.price_wide) <= 999999999999.99 then r.price_wide end as decimal(18, 2)) as price,
+    -- what 05_staging_tables.sql reads per order (the same on every row of an order): the order's
+    -- name and identity, and for Shopify's export its money columns and status (NULL otherwise)
+    coalesce(r.order_name_text, r.order_key) as order_name,
+    case when r.is_shopify then r.customer_key end as customer_email,
+    case when r.is_shopify then r.sku_text else r.product_key end as line_sku,
+    coalesce(r.cancelled_ts is not null, false) as order_cancelled,
+    coalesce(r.financial_status in ('VOIDED', 'EXPIRED'), false) as order_unpaid,
+    -- net sales before returns: the Subtotal (lines after discounts, without shipping), less the
+    -- taxes when the prices include them (the Total then is Subtotal + Shipping + Duties)
+    cast(case when r.is_shopify and abs(r.amount_wide) <= 999999999999.99 then greatest(
+        r.amount_wide - case when r.taxes_wide > 0 and r.total_wide = r.amount_wide + r.shipping_wide + r.duties_wide
+                             then r.taxes_wide else 0 end, 0) end as decimal(18, 2)) as order_sales,
+    cast(case when r.is_shopify and abs(r.total_wide) <= 999999999999.99 then r.total_wide end as decimal(18, 2))
+        as order_total,
+    cast(case when r.is_shopify and abs(r.refunded_wide) <= 999999999999.99 then r.refunded_wide end
+         as decimal(18, 2)) as order_refunded,
+    cast(case when r.is_shopify and abs(r.discount_wide) <= 999999999999.99 then r.discount_wide end
+         as decimal(18, 2)) as order_discount,
+    cast(case when r.is_shopify and abs(r.taxes_wide) <= 999999999999.99 then r.taxes_wide end
+         as decimal(18, 2)) as order_tax,
+    cast(case when r.is_shopify and abs(r.shipping_wide) <= 999999999999.99 then r.shipping_wide end
+         as decimal(18, 2)) as order_shipping,
+    cast(case when abs(r.line_discount_wide) <= 999999999999.99 then r.line_discount_wide else 0 end
+         as decimal(18, 2)) as line_discount,
     case
         when r.row_reason is not null then r.row_reason
         when abs(t.order_total) > 999999999999.99

@@ -57,50 +57,82 @@ select * exclude (raw_rowid, refund_count) from staging_build._resolved_orders
 
 union all
 
+-- orders of imported exports. Line-level files: gross = Σ quantity × price of the order's lines
+-- (no tax, shipping or discounts), refunds = the credit notes matched to it. Shopify's orders
+-- export: the order's own columns (the same on each of its rows, 03_file_rows.sql): gross = net
+-- sales before returns (Subtotal), refunds = its Refunded Amount, cancelled or voided = revenue 0.
 select
-    'import:' || f.order_key as order_id,
-    f.order_key as order_name,
+    'import:' || order_key as order_id,
+    order_name,
     'file' as source,
-    arg_max(f.file_name, f.ingested_at) as source_file,
-    'import:' || any_value(f.customer_key) as customer_id,
-    null as email,
+    source_file,
+    'import:' || customer_key as customer_id,
+    email,
     false as is_guest,
-    min(f.order_ts) as created_at,
-    max(f.ingested_at) as updated_at,
-    cast(min(f.order_ts) as date) as order_date,
-    any_value(f.currency_code) as presentment_currency,
+    created_at,
+    updated_at,
+    cast(created_at as date) as order_date,
+    presentment_currency,
     $shop_currency as shop_currency,
-    'PAID' as financial_status,
-    false as is_cancelled,
-    null::timestamp as cancelled_at,
-    null::date as cancelled_on,
-    false as is_unpaid,
-    cast(sum(f.line_value) as decimal(18, 2)) as gross_revenue,
-    cast(0 as decimal(18, 2)) as discount_amount,
-    -- credit notes matched to the order (staging.refunds), never more than the order
-    cast(least(coalesce(any_value(c.credited), 0), sum(f.line_value)) as decimal(18, 2)) as refunded_amount,
-    cast(sum(f.line_value) - least(coalesce(any_value(c.credited), 0), sum(f.line_value)) as decimal(18, 2))
-        as net_revenue,
-    cast(count(*) as integer) as line_count,
-    cast(sum(f.qty) as bigint) as item_quantity,
-    -- a file line is a product sale at its price: gross = net sales before returns; credit notes
-    -- are the returns; files carry no tax, shipping or discounts
-    cast(sum(f.line_value) as decimal(18, 2)) as gross_sales,
-    cast(least(coalesce(any_value(c.credited), 0), sum(f.line_value)) as decimal(18, 2)) as returns_amount,
-    cast(sum(f.line_value) - least(coalesce(any_value(c.credited), 0), sum(f.line_value)) as decimal(18, 2))
-        as net_sales,
-    cast(0 as decimal(18, 2)) as tax_amount,
-    cast(0 as decimal(18, 2)) as shipping_amount,
-    cast(sum(f.line_value) as decimal(18, 2)) as total_price,
-    cast(least(coalesce(any_value(c.credited), 0), sum(f.line_value)) as decimal(18, 2)) as total_refunded,
-    cast(sum(f.qty) as bigint) as ordered_quantity
-from staging_build._file_rows as f
-left join (
-    select matched_order_key, sum(cast(amount as decimal(38, 2))) as credited
-    from staging_build._file_credits where matched_order_key is not null group by matched_order_key
-) as c on c.matched_order_key = f.order_key
-where f.reject_reason is null and not f.is_return
-group by f.order_key;
+    financial_status,
+    is_cancelled or is_unpaid as is_cancelled,
+    cancelled_at,
+    cast(cancelled_at as date) as cancelled_on,
+    is_unpaid,
+    cast(gross_revenue as decimal(18, 2)) as gross_revenue,
+    discount_amount,
+    -- refunds never take more than the order's revenue
+    cast(least(refunds, gross_revenue) as decimal(18, 2)) as refunded_amount,
+    cast(case when is_cancelled or is_unpaid then 0 else gross_revenue - least(refunds, gross_revenue) end
+         as decimal(18, 2)) as net_revenue,
+    line_count,
+    item_quantity,
+    gross_sales,
+    cast(least(refunds, sales_before_returns) as decimal(18, 2)) as returns_amount,
+    cast(case when is_cancelled or is_unpaid then 0 else sales_before_returns - least(refunds, sales_before_returns) end
+         as decimal(18, 2)) as net_sales,
+    tax_amount,
+    shipping_amount,
+    total_price,
+    cast(coalesce(exported_refunded, least(refunds, total_price)) as decimal(18, 2)) as total_refunded,
+    item_quantity as ordered_quantity
+from (
+    select
+        *,
+        case when $revenue_basis = 'total_price' then total_price else sales_before_returns end as gross_revenue
+    from (
+        select
+            f.order_key,
+            any_value(f.order_name) as order_name,
+            arg_max(f.file_name, f.ingested_at) as source_file,
+            any_value(f.customer_key) as customer_key,
+            any_value(f.customer_email) as email,
+            min(f.order_ts) as created_at,
+            max(f.ingested_at) as updated_at,
+            any_value(f.currency_code) as presentment_currency,
+            coalesce(any_value(f.financial_status), 'PAID') as financial_status,
+            bool_or(f.order_cancelled) as is_cancelled,
+            min(f.cancelled_ts) as cancelled_at,
+            bool_or(f.order_unpaid) as is_unpaid,
+            coalesce(any_value(f.order_sales), sum(f.line_value)) as sales_before_returns,
+            coalesce(any_value(f.order_total), sum(f.line_value)) as total_price,
+            cast(coalesce(any_value(f.order_discount), 0) as decimal(18, 2)) as discount_amount,
+            coalesce(any_value(c.credited), 0) + coalesce(any_value(f.order_refunded), 0) as refunds,
+            any_value(f.order_refunded) as exported_refunded,
+            cast(count(*) as integer) as line_count,
+            cast(sum(f.qty) as bigint) as item_quantity,
+            cast(sum(f.line_value + f.line_discount) as decimal(18, 2)) as gross_sales,
+            cast(coalesce(any_value(f.order_tax), 0) as decimal(18, 2)) as tax_amount,
+            cast(coalesce(any_value(f.order_shipping), 0) as decimal(18, 2)) as shipping_amount
+        from staging_build._file_rows as f
+        left join (
+            select matched_order_key, sum(cast(amount as decimal(38, 2))) as credited
+            from staging_build._file_credits where matched_order_key is not null group by matched_order_key
+        ) as c on c.matched_order_key = f.order_key
+        where f.reject_reason is null and not f.is_return
+        group by f.order_key
+    )
+);
 
 -- Line items are parsed a second time, from the payloads of accepted versions only: a
 -- streaming join + unnest that never holds the nested lists of every version at once.
@@ -181,17 +213,17 @@ select
     cast(row_number() over (partition by order_key order by sheet_name, row_number) as integer) as line_number,
     null as line_id,
     'import:' || customer_key as customer_id,
-    cast(order_ts as date) as order_date,
+    cast(order_ts as date) as order_date,  -- a Shopify order's rows all carry its Created at
     -- postage and adjustment lines are revenue of the order but not products
     case when product_key is not null and line_kind = 'product' then 'import:' || product_key end as product_id,
-    product_key as sku,
+    line_sku as sku,
     description as title,
     case when line_kind <> 'product' then line_kind end as category,
     qty as quantity,
     coalesce(price, cast(line_value / qty as decimal(18, 2))) as unit_price,
-    cast(0 as decimal(18, 2)) as discount_amount,
+    line_discount as discount_amount,
     cast(line_value as decimal(18, 2)) as line_revenue,
-    false as is_cancelled,
+    order_cancelled or order_unpaid as is_cancelled,
     qty as ordered_quantity,
     qty as current_quantity,
     0 as refunded_quantity
@@ -255,7 +287,24 @@ select
     cast(amount as decimal(18, 2)) as total_refunded,
     cast(amount as decimal(18, 2)) as products_refunded
 from staging_build._file_credits
-where matched_order_key is not null;
+where matched_order_key is not null
+
+union all
+
+-- the Refunded Amount of an order of a Shopify orders export: one refund, booked on the order's own
+-- day (the export gives no refund date); it may include refunded shipping and tax
+select
+    'import:' || order_key as order_id,
+    'import:' || order_key || '#refunded' as refund_id,
+    'import:' || any_value(customer_key) as customer_id,
+    min(order_ts) as refunded_at,
+    cast(min(order_ts) as date) as refunded_on,
+    any_value(order_refunded) as amount,
+    any_value(order_refunded) as total_refunded,
+    any_value(order_refunded) as products_refunded
+from staging_build._file_rows
+where reject_reason is null and is_shopify and order_refunded > 0
+group by order_key;
 
 -- Every credit-note line of imported exports, with the order it was matched to (and how); the
 -- matched ones are also refunds of that order in staging.refunds.
@@ -298,8 +347,10 @@ with people as (
     select 'klaviyo:' || p.profile_id, null, null, p.profile_id
     from _accepted_profiles as p where p.email is null
     union all
-    select distinct 'import:' || customer_key, null, null, null
+    -- a file's customer; Shopify's orders export names them by their email
+    select 'import:' || customer_key, max(customer_email), null, null
     from staging_build._file_rows where reject_reason is null
+    group by customer_key
 ),
 file_countries as (
     -- the country a file states for the customer (the most frequent one over their rows)
