@@ -54,6 +54,8 @@ ranked as (
     from predicted
 )
 select customer_id, predicted_clv, p_alive, expected_purchases, clv_rank,
+       -- interval ends as the scoring writes them: not rounded
+       predicted_clv * 0.3 + 0.123456789 as predicted_clv_p10, predicted_clv * 1.7 + 0.987654321 as predicted_clv_p90,
        100.0 * (n - clv_rank + 1) / n as clv_percentile,
        case when clv_rank <= 0.01 * n then 'Top 1%' when clv_rank <= 0.1 * n then 'Top 10%'
             when clv_rank <= 0.2 * n then 'Top 20%' else 'Rest' end as clv_tier,
@@ -396,7 +398,7 @@ def test_every_mart_column_is_described_in_the_ui_and_in_duckdb(warehouse):
 def test_money_in_the_marts_is_rounded_to_cents(warehouse):
     database, _, _ = warehouse
     money = {
-        "customer_scores": ["predicted_clv", "historical_revenue"],
+        "customer_scores": ["predicted_clv", "historical_revenue", "predicted_clv_p10", "predicted_clv_p90"],
         "segment_summary": ["total_predicted_clv", "mean_predicted_clv", "historical_revenue"],
         "cluster_summary": ["total_predicted_clv", "mean_predicted_clv", "historical_revenue", "mean_historical_revenue"],
         "revenue_monthly": ["revenue", "average_order_value", "new_customer_revenue", "guest_revenue"],

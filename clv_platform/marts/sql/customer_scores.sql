@@ -42,8 +42,8 @@ select
     cu.country,
     cu.can_receive_email_marketing,
     n.p_purchase_7d,
-    c.predicted_clv_p10,
-    c.predicted_clv_p90
+    round(c.predicted_clv_p10, 2) as predicted_clv_p10,
+    round(c.predicted_clv_p90, 2) as predicted_clv_p90
 from clv_scores_input c
 left join staging.customers cu on cu.customer_id = c.customer_id
 left join npd_scores_input n on n.customer_id = c.customer_id
