@@ -410,13 +410,14 @@ def run_bench(
             def load_orders() -> pd.DataFrame:
                 return conn.execute(
                     """
-                    select o.customer_id, o.order_date::timestamp as order_date, o.is_cancelled, o.cancelled_at,
+                    select o.customer_id, o.order_date::timestamp as order_date, o.is_cancelled,
+                           o.cancelled_on::timestamp as cancelled_at,  -- the shop's calendar day, as the SQL reads it
                            o.gross_revenue::double as gross_revenue,
                            coalesce(r.refunded, 0) as refunded_amount
                     from staging.orders as o
                     left join (
                         select order_id, sum(amount)::double as refunded from staging.refunds
-                        where refunded_at::date <= ? group by order_id
+                        where refunded_on <= ? group by order_id
                     ) as r using (order_id)
                     """,
                     [cutoff],

@@ -43,6 +43,7 @@ def synthetic_staging(conn: duckdb.DuckDBPyConnection, customers: int, seed: flo
             order_date + interval (k * 7) minute as created_at,
             u_cancel < 0.1 as is_cancelled,
             case when u_cancel < 0.1 then order_date + interval 2 day end as cancelled_at,
+            case when u_cancel < 0.1 then cast(order_date + interval 2 day as date) end as cancelled_on,
             cast(gross as decimal(18, 2)) as gross_revenue,
             cast(round(gross * 0.1, 2) as decimal(18, 2)) as discount_amount,
             cast(case when u_refund < 0.05 then gross when u_refund < 0.12 then round(gross / 3, 2)
@@ -61,7 +62,8 @@ def synthetic_staging(conn: duckdb.DuckDBPyConnection, customers: int, seed: flo
         """
         create or replace table staging.refunds as
         select order_id, 'r-' || order_id as refund_id, customer_id,
-               created_at + interval 3 day as refunded_at, refunded_amount as amount
+               created_at + interval 3 day as refunded_at, cast(created_at + interval 3 day as date) as refunded_on,
+               refunded_amount as amount
         from staging.orders
         where refunded_amount > 0
         """

@@ -31,6 +31,7 @@ _STAGING_DDL = (
         cast(order_date as timestamp) as updated_at,
         false as is_cancelled,
         cast(null as timestamp) as cancelled_at,
+        cast(null as date) as cancelled_on,
         cast(amount as decimal(18, 2)) as gross_revenue,
         cast(0 as decimal(18, 2)) as discount_amount,
         cast(0 as decimal(18, 2)) as refunded_amount,

@@ -25,7 +25,8 @@ Decisions, and why:
   `gross_revenue` is Shopify's net sales before returns, already after discounts, so dividing
   by it alone could exceed 1.
 
-Refunds count from the day they were made (`staging.refunds.refunded_at`; the history keeps each
+Refunds count from the shop's calendar day they were made (`staging.refunds.refunded_on`, the day
+staging gives each refund for its source, like `order_date`; the history keeps each
 order's first and last refund day), so a refund made after the cutoff is unknown at it
 (features) and labels see refunds made by the label end.
 
@@ -109,7 +110,7 @@ _LABELS_SQL = """
         where order_date > $cutoff::date and order_date <= $label_end::date
           and first_refunded_on <= $label_end::date and last_refunded_on > $label_end::date
     ) using (order_id)
-    where cast(r.refunded_at as date) <= $label_end::date
+    where r.refunded_on <= $label_end::date
     group by r.order_id
 ),
 label_orders as (

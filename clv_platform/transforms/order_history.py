@@ -28,7 +28,8 @@ ORDER_HISTORY_SCRIPT = "06_order_history.sql"
 
 REFUNDS_DDL = """
 create table if not exists staging.refunds (
-    order_id varchar, refund_id varchar, customer_id varchar, refunded_at timestamp, amount decimal(18, 2)
+    order_id varchar, refund_id varchar, customer_id varchar, refunded_at timestamp, refunded_on date,
+    amount decimal(18, 2)
 )
 """
 
@@ -43,13 +44,15 @@ def order_history_sql() -> str:
     return read_sql("clv_platform.transforms", f"sql/staging/{ORDER_HISTORY_SCRIPT}")
 
 
-def build_order_history(conn: duckdb.DuckDBPyConnection, shop_timezone: str = "UTC") -> int:
+def build_order_history(conn: duckdb.DuckDBPyConnection) -> int:
     """(Re)build staging.order_history from staging.orders, order_lines and refunds; return its rows.
 
-    Cancellation and refund days are calendar days in `shop_timezone`, like staging's order_date.
+    Cancellation and refund days are staging's own (`staging.orders.cancelled_on`,
+    `staging.refunds.refunded_on`): the shop's calendar days, dated per source like order_date
+    (an API instant in the shop's time zone, a file's wall clock as written), never recomputed here.
     """
     ensure_refunds_table(conn)
-    run_script(conn, order_history_sql(), {"shop_timezone": shop_timezone})
+    run_script(conn, order_history_sql())
     return int(conn.execute(f"select count(*) from {ORDER_HISTORY_TABLE}").fetchone()[0])
 
 

@@ -300,3 +300,32 @@ def test_withdrawing_a_file_removes_only_its_rows(data_env):
     assert orders == {"import:o2": pytest.approx(20.0)}
     with duckdb.connect(str(db)) as conn:
         assert conn.execute("select file_name, rows from meta.withdrawn_files").fetchall() == [("a.csv", 1)]
+
+
+def test_credit_note_and_cancellation_days_are_the_shops_in_a_store_west_of_utc(data_env):
+    """A file's times are the shop's wall clock: the history and the features keep the day staging
+    gives a credit note or a cancellation, not that day read as UTC and moved into the store's zone
+    (a credit note at 02:00 in New York would fall on the day before)."""
+    from clv_platform.transforms.features import materialize_features
+
+    text = """\
+        Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country
+        1,A,X,10,2010-03-01 09:00:00,10.00,1,US
+        2,A,X,10,2010-03-05 09:00:00,10.00,1,US
+        C3,A,X,-5,2010-03-20 02:00:00,10.00,1,US
+        """
+    assert _import(data_env, "f.csv", text)[0].success
+    db = data_env / "clv.duckdb"
+    _stage(db, "America/New_York")
+    with duckdb.connect(str(db)) as conn:
+        refund_day = conn.execute("select refunded_on from staging.refunds").fetchone()[0]
+        history = conn.execute(
+            "select first_refunded_on, last_refunded_on, refunded_total from staging.order_history "
+            "where first_refunded_on is not null").fetchone()
+        assert str(refund_day) == "2010-03-20"
+        assert [str(history[0]), str(history[1]), history[2]] == ["2010-03-20", "2010-03-20", 50.0]
+        # by 03-19 the credit note has not been issued; by its own day it has
+        for cutoff, spend in (("2010-03-19", 200.0), ("2010-03-20", 150.0)):
+            materialize_features(conn, pd.Timestamp(cutoff).date())
+            assert conn.execute("select total_net_spend from features.customer_features").fetchone()[0] == \
+                pytest.approx(spend), cutoff

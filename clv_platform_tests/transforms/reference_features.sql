@@ -7,8 +7,8 @@
 --
 -- Rules that keep the features leak-free (see transforms/features.py for the why):
 --   * only orders with order_date <= $cutoff, and only the lines of those orders, are read;
---   * an order counts as cancelled only if it was cancelled by the cutoff (cancelled_at);
---   * a refund counts only if it was made by the cutoff (staging.refunds.refunded_at);
+--   * an order counts as cancelled only if it was cancelled by the cutoff (cancelled_on);
+--   * a refund counts only if it was made by the cutoff (staging.refunds.refunded_on);
 --   * staging.customers is used for profile context only: its order_count / first_order_at /
 --     last_order_at are computed over all time and would leak the future.
 -- A purchase is a non-cancelled order, including a zero-net (fully refunded) one; the
@@ -20,7 +20,7 @@ with refunds_by_cutoff as (
     -- refunds count from the day they were made: a refund issued after the cutoff is unknown at it
     select order_id, sum(cast(amount as double)) as refunded
     from staging.refunds
-    where cast(refunded_at as date) <= $cutoff::date
+    where refunded_on <= $cutoff::date
     group by order_id
 ),
 
@@ -39,7 +39,7 @@ purchase_orders as (
     left join refunds_by_cutoff as r using (order_id)
     where o.customer_id is not null
       and o.order_date <= $cutoff::date
-      and not (o.is_cancelled and coalesce(cast(o.cancelled_at as date) <= $cutoff::date, true))
+      and not (o.is_cancelled and coalesce(o.cancelled_on <= $cutoff::date, true))
 ),
 
 sequenced as (
@@ -109,7 +109,7 @@ basket as (
                from staging.orders
                where is_cancelled
                  and order_date <= $cutoff::date
-                 and cast(cancelled_at as date) > $cutoff::date
+                 and cancelled_on > $cutoff::date
            ))
     group by l.customer_id
 )

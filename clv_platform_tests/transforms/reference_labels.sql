@@ -3,7 +3,7 @@
 , label_refunds as (
     select order_id, sum(cast(amount as double)) as refunded
     from staging.refunds
-    where cast(refunded_at as date) <= $label_end::date
+    where refunded_on <= $label_end::date
     group by order_id
 ),
 labels as (
@@ -18,7 +18,7 @@ labels as (
     where o.customer_id is not null
       and o.order_date > $cutoff::date
       and o.order_date <= $label_end::date
-      and not (o.is_cancelled and coalesce(cast(o.cancelled_at as date) <= $label_end::date, true))
+      and not (o.is_cancelled and coalesce(o.cancelled_on <= $label_end::date, true))
     group by o.customer_id
 )
 select

@@ -72,12 +72,15 @@ def build_staging(conn: duckdb.DuckDBPyConnection, orders: list[Order], profiles
                "can_receive_email_marketing": True, "profile_created_at": (profiles or {}).get(c),
                "order_count": 999, "first_order_at": datetime(2000, 1, 1), "last_order_at": datetime(2099, 1, 1)}
               for c in sorted(customers)]
-    refund_columns = ["order_id", "refund_id", "customer_id", "refunded_at", "amount"]
+    refund_columns = ["order_id", "refund_id", "customer_id", "refunded_at", "refunded_on", "amount"]
+    for refund in refunds:  # staging dates each refund (the shop's calendar day; UTC here)
+        refund["refunded_on"] = refund["refunded_at"].date()
     frames = {"orders": pd.DataFrame(rows), "order_lines": pd.DataFrame(lines), "customers": pd.DataFrame(people),
               "refunds": pd.DataFrame(refunds, columns=refund_columns)}
     casts = {
         "orders": """order_id, customer_id::varchar as customer_id, order_date::date as order_date,
                      created_at::timestamp as created_at, is_cancelled, cancelled_at::timestamp as cancelled_at,
+                     cancelled_at::date as cancelled_on,
                      gross_revenue::decimal(18,2) as gross_revenue, discount_amount::decimal(18,2) as discount_amount,
                      refunded_amount::decimal(18,2) as refunded_amount, net_revenue::decimal(18,2) as net_revenue,
                      item_quantity::bigint as item_quantity""",
@@ -85,7 +88,7 @@ def build_staging(conn: duckdb.DuckDBPyConnection, orders: list[Order], profiles
                           order_date::date as order_date, product_id, category, quantity::integer as quantity,
                           is_cancelled""",
         "refunds": """order_id, refund_id, customer_id::varchar as customer_id, refunded_at::timestamp as refunded_at,
-                      amount::decimal(18,2) as amount""",
+                      refunded_on::date as refunded_on, amount::decimal(18,2) as amount""",
         "customers": """customer_id, country, email_consent, can_receive_email_marketing,
                         profile_created_at::timestamp as profile_created_at, order_count,
                         first_order_at, last_order_at""",

@@ -3,7 +3,7 @@
 -- Rules that keep the features leak-free (see transforms/features.py for the why):
 --   * only orders with order_date <= $cutoff, and only the lines of those orders, are read;
 --   * an order counts as cancelled only if it was cancelled by the cutoff (cancelled_on);
---   * a refund counts only if it was made by the cutoff (refunded_at);
+--   * a refund counts only if it was made by the cutoff (refunded_on, the shop's calendar day);
 --   * staging.customers is used for profile context only: its order_count / first_order_at /
 --     last_order_at are computed over all time and would leak the future.
 -- A purchase is a non-cancelled order, including a zero-net (fully refunded) one; the
@@ -40,7 +40,7 @@ split_refunds as (
     select r.order_id, sum(cast(r.amount as double)) as refunds
     from staging.refunds as r
     semi join (select order_id from exceptions where split_refund) using (order_id)
-    where cast(r.refunded_at as date) <= $cutoff::date
+    where r.refunded_on <= $cutoff::date
     group by r.order_id
 ),
 

@@ -22,8 +22,10 @@ with refund_totals as (
     select
         order_id,
         sum(cast(amount as double)) as refunded_total,
-        min(cast(timezone($shop_timezone, timezone('UTC', refunded_at)) as date)) as first_refunded_on,
-        max(cast(timezone($shop_timezone, timezone('UTC', refunded_at)) as date)) as last_refunded_on
+        -- the shop's calendar days, as staging dated each refund for its source (an API refund's UTC
+        -- instant in the shop's time zone; a file's wall clock as written)
+        min(refunded_on) as first_refunded_on,
+        max(refunded_on) as last_refunded_on
     from staging.refunds
     group by order_id
 ),
@@ -57,7 +59,7 @@ sequenced as (
         o.order_date,
         o.created_at,
         o.is_cancelled,
-        o.cancelled_at,
+        o.cancelled_on,
         o.gross_revenue,
         o.discount_amount,
         o.item_quantity,
@@ -84,8 +86,8 @@ select
     order_date,
     created_at,
     is_cancelled,
-    -- the shop's calendar day, like order_date ($shop_timezone; UTC for hand-filled staging tables)
-    cast(timezone($shop_timezone, timezone('UTC', cancelled_at)) as date) as cancelled_on,
+    -- the shop's calendar day, as staging.orders dated it for the order's source (like order_date)
+    cancelled_on,
     cast(gross_revenue as double) as gross_revenue,
     cast(discount_amount as double) as discount_amount,
     item_quantity,
