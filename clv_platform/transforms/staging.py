@@ -28,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from clv_platform.core.sql import transaction
+from clv_platform.core.sql import sql_code_version, transaction
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.resources.storage import read_sql, run_script, split_statements, table_exists
 
@@ -45,6 +45,12 @@ STAGING_SCRIPTS = (
     "06_order_history.sql",
     "07_acquisition.sql",
 )
+
+RULES_VERSION = sql_code_version("clv_platform.transforms", *(f"sql/staging/{s}" for s in STAGING_SCRIPTS))
+"""A hash of the staging scripts' text: the rules a build applied. A merge only re-parses the raw
+rows that changed, so after an upgrade that changed a rule the untouched rows would keep the old
+one; a build whose stored version differs rebuilds everything instead (and the Dagster
+`code_version` of the staging assets is this too, so the UI marks them stale)."""
 
 STAGING_TABLES = (
     "orders", "order_lines", "customers", "products", "refunds", "returns", "rejected_rows", "order_history",
@@ -732,6 +738,9 @@ def _why_not_merge(conn: duckdb.DuckDBPyConnection, state: dict | None, marks: d
     for key in ("shop_currency", "shop_timezone", "revenue_basis"):
         if state.get(key) != params[key]:
             return f"{key} changed ({state.get(key)} → {params[key]})"
+    if state.get("rules_version") != RULES_VERSION:
+        return (f"the staging rules changed (scripts version {state.get('rules_version') or 'unrecorded'} → "
+                f"{RULES_VERSION}): every raw row is parsed again with them")
     if state["files_fingerprint"] != marks["files_fingerprint"]:
         return "imported files changed"
     for table, prefix in (("raw.shopify_orders", "orders"), ("raw.klaviyo_profiles", "profiles")):
@@ -748,7 +757,7 @@ def _why_not_merge(conn: duckdb.DuckDBPyConnection, state: dict | None, marks: d
 
 def _write_state(conn: duckdb.DuckDBPyConnection, marks: dict, params: dict, mode: str) -> None:
     values = {**marks, "shop_currency": params["shop_currency"], "shop_timezone": params["shop_timezone"],
-              "revenue_basis": params["revenue_basis"], "mode": mode}
+              "revenue_basis": params["revenue_basis"], "rules_version": RULES_VERSION, "mode": mode}
     conn.execute(
         f"create or replace table {STATE_TABLE} as select now() as built_at, "
         + ", ".join(f"${k} as {k}" for k in values),

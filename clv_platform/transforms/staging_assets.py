@@ -8,12 +8,11 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from clv_platform import contract
-from clv_platform.core.sql import sql_code_version
 from clv_platform.ingestion.assets import RAW_KLAVIYO_PROFILES, RAW_SHOPIFY_ORDERS
 from clv_platform.ingestion.file_assets import RAW_FILE_TRANSACTIONS
 from clv_platform.ingestion.store_source import fail_unless_store_matches
 from clv_platform.resources.storage import StorageResource, settings_of
-from clv_platform.transforms.staging import STAGING_SCRIPTS, build_staging
+from clv_platform.transforms.staging import RULES_VERSION, build_staging
 
 RAW_INPUTS = [RAW_SHOPIFY_ORDERS, RAW_KLAVIYO_PROFILES, RAW_FILE_TRANSACTIONS]
 
@@ -53,14 +52,12 @@ _DESCRIPTIONS = {
     "codes, sales channel and first/last visit details.",
 }
 
-# Staging is rebuilt by all its scripts together: one version for every table of the multi-asset.
-STAGING_SQL_VERSION = sql_code_version("clv_platform.transforms", *(f"sql/staging/{s}" for s in STAGING_SCRIPTS))
 
 STAGING_SPECS = [
     dg.AssetSpec(
         key=STAGING_KEYS[name],
         deps=RAW_INPUTS,
-        code_version=STAGING_SQL_VERSION,
+        code_version=RULES_VERSION,  # all scripts together: one version for every table
         group_name="staging",
         kinds={"duckdb", "sql"},
         owners=["team:data-engineering"],

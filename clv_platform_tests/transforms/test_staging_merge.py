@@ -224,6 +224,28 @@ def test_a_deleted_raw_row_forces_a_full_build(conn=None):
         assert forced.mode == "full" and forced.full_reason is None
 
 
+def test_changed_staging_rules_force_one_full_build(monkeypatch):
+    """After an upgrade that changed a staging script, rows a merge would not touch must follow the
+    new rules too: the first build rebuilds everything, the next merges again."""
+    from clv_platform.transforms import staging
+
+    with duckdb.connect() as conn:
+        load(conn, [order(1)])
+        assert build_staging(conn, shop_currency="USD").mode == "full"
+        load(conn, [order(2, updated="2025-01-06T00:00:00Z")])
+        assert build_staging(conn, shop_currency="USD").mode == "merge"
+        previous = staging.RULES_VERSION
+        monkeypatch.setattr(staging, "RULES_VERSION", "0123456789abcdef")
+        load(conn, [order(3, updated="2025-01-07T00:00:00Z")])
+        upgraded = build_staging(conn, shop_currency="USD")
+        assert upgraded.mode == "full"
+        assert upgraded.full_reason == (f"the staging rules changed (scripts version {previous} → 0123456789abcdef): "
+                                        "every raw row is parsed again with them")
+        assert conn.execute("select count(*) from staging.orders").fetchone()[0] == 3
+        load(conn, [order(4, updated="2025-01-08T00:00:00Z")])
+        assert build_staging(conn, shop_currency="USD").mode == "merge"
+
+
 def test_the_staging_asset_merges_by_default_and_the_full_rebuild_job_rebuilds(tmp_path):
     import dagster as dg
     from dagster_duckdb import DuckDBResource
