@@ -4,7 +4,8 @@
 process interval widened by t(0.9, n) x rms of the BTYD's total log errors on the two 91-day label
 windows ending at the cutoff x sqrt(H / 91)); ``marts/revenue_forecast`` serves the existing
 customers' revenue per period and over 30/90/365 days with ``forecast.revenue`` (compound-Poisson
-noise plus a systematic term scaled by one rehearsal six months back). Both are intervals for the
+noise plus a systematic term scaled by one rehearsal six months back, t(0.9, 1) x its scale since
+``REHEARSAL_T_FACTOR``; a run on older code measures the known-sd rule). Both are intervals for the
 revenue of the customers known at the cutoff C over (C, C + H]; this measures how often each holds
 the actual, undiscounted, for H = 3, 6 and 12 calendar months at every month-end cutoff that
 leaves a whole horizon.
