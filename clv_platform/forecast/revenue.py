@@ -20,9 +20,15 @@ backtest) and covers twelve monthly periods plus 30/90/365-day totals.
 
 Intervals (80 %, normal approximation, floored at 0): purchase counts are compound Poisson
 (order values Gamma with CV 1/sqrt(p)), counts of new customers are over-dispersed by the Pearson
-dispersion of the weekly fit, and each part has a systematic relative error estimated from the
-history (the month-to-month scatter of actual vs expected repeat purchases around the seasonal
-index; the extra-Poisson scatter of monthly new-customer counts around their fit).
+dispersion of the weekly fit, and each part has a systematic relative error: the larger of the
+in-sample scatter (the month-to-month scatter of actual vs expected repeat purchases around the
+seasonal index; the extra-Poisson scatter of monthly new-customer counts around their fit) and the
+error of the same forecast *rehearsed* six months before the cutoff (``rehearse``), grown with the
+square root of the horizon and taken as one draw of the method's error: its 80 % quantile is
+t(0.9, 1) = 3.078 times the rehearsal's scale, not 1.2816 times (``REHEARSAL_T_FACTOR``; the CLV
+store total's interval uses the same t rule, ``models.total_interval``). Without a rehearsal (less
+than ``MIN_REHEARSAL_HISTORY_DAYS`` of history before the rehearsal cutoff) only the in-sample
+scatter is there, which does not see extrapolation error (``Rehearsal.none``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from clv_platform.models import btyd
 from clv_platform.models.total_interval import Z80  # one constant for every 80 % interval (the CLV total's too)
@@ -262,7 +269,8 @@ def existing_customer_forecast(
 ) -> pd.DataFrame:
     """Expected revenue of the customers in ``summary`` per period, with variance and 80 % bounds.
 
-    ``error_scale`` is the systematic relative error per sqrt(month) of horizon (see ``rehearse``).
+    ``error_scale`` is the rehearsal's relative error per sqrt(month) of horizon (see ``rehearse``); the
+    systematic sd of a period is ``_relative_sd`` (that scale times ``REHEARSAL_T_FACTOR``).
     A ``summary`` with a ``customers`` column is grouped: each row stands for that many customers
     with the same (frequency, recency, T, monetary), and ``predicted_spend`` of a row is the sum of
     their predictions. Every quantity below is a sum over customers, linear in each customer's
@@ -302,12 +310,35 @@ def existing_customer_forecast(
 DAYS_PER_MONTH = 365.25 / 12
 
 
+REHEARSALS = 1
+"""Rehearsals behind the systematic term: one forecast made ``REHEARSAL_MONTHS`` before the cutoff."""
+REHEARSAL_T_FACTOR = float(stats.t.ppf(0.9, REHEARSALS)) / Z80
+"""t(0.9, n) / z(0.9) with n = ``REHEARSALS``: the rehearsal's error scale is *estimated* from one
+forecast (its six monthly errors share that forecast's level, so they are one draw of the method's
+error, not six), so its 80 % quantile is Student's t with n = 1 (3.078), not the normal 1.2816 of a
+known sd; the sd entering the normal bounds is the scale times 3.078 / 1.2816 = 2.40. The same rule
+as the CLV store total's (``models.total_interval``: t(0.9, n) x rms of n out-of-sample errors),
+fixed before its coverage was measured (``benchmarks/interval_agreement.py``, README)."""
+
+
 def _relative_sd(in_sample: float, error_scale: float, period: Period, cutoff: date) -> float:
-    """Systematic relative error of a period: the larger of the in-sample scatter and the rehearsal's
-    error grown with the square root of the horizon (months to the middle of the period)."""
+    """Systematic relative error (sd) of a period: the larger of the in-sample scatter and the
+    rehearsal's error scale grown with the square root of the horizon (months to the middle of the
+    period), times ``REHEARSAL_T_FACTOR`` (one rehearsal is one draw of the error, not its known sd)."""
     lo, hi = period.offsets(cutoff)
     months = (lo + hi) / 2.0 / DAYS_PER_MONTH
-    return max(in_sample, error_scale * math.sqrt(max(months, 0.5)))
+    return max(in_sample, REHEARSAL_T_FACTOR * error_scale * math.sqrt(max(months, 0.5)))
+
+
+def interval_rule(in_sample: float, rehearsal: "Rehearsal", part: str = "existing") -> str:
+    """What the systematic term of a part's 80 % interval rests on, in words (asset metadata)."""
+    scale = rehearsal.existing_scale if part == "existing" else rehearsal.new_scale
+    if rehearsal.cutoff is None:
+        return (f"in-sample scatter only ({in_sample:.4f}): no rehearsal (less than {MIN_REHEARSAL_HISTORY_DAYS} days "
+                f"of history before the rehearsal cutoff), so no extrapolation error is in the interval")
+    return (f"systematic sd = larger of the in-sample scatter {in_sample:.4f} and {REHEARSAL_T_FACTOR:.3f} "
+            f"(t(0.9, {REHEARSALS}) {REHEARSAL_T_FACTOR * Z80:.3f} / 1.282: one rehearsal) x rehearsal scale "
+            f"{scale:.4f} (forecast from {rehearsal.cutoff}) x sqrt(months to the middle of the period)")
 
 
 def _order_value_cv2(model: btyd.BTYDModel) -> float:

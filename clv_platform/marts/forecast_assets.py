@@ -223,6 +223,7 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
         "fit": decision.metadata(fit_cutoff),
         "season": result.season,
         "acquisition": result.acquisition,
+        "rehearsal": result.rehearsal,
         "actuals": actuals[actuals.index > pd.Timestamp(cutoff) - pd.DateOffset(months=24)],
         "predicted_total": float(predicted.reindex(summary.index).fillna(0).sum()) if predicted is not None else None,
     }
@@ -285,6 +286,8 @@ def revenue_forecast(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
     seasonality) and new customers (acquisition forecast × first-order value + early repeat spend),
     each with an 80 % interval; metadata shows it beside the last 24 months of actuals.
     """
+    from clv_platform.forecast import revenue
+
     settings = settings_of(duckdb)
     with duckdb.get_connection() as conn:
         table, facts = build_revenue_forecast(conn, context, settings.refit_after_days)
@@ -309,6 +312,12 @@ def revenue_forecast(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
         "chart_vega_lite": dg.MetadataValue.json(forecast_chart(facts["actuals"], table)),
         "seasonal_index_jan_dec": dg.MetadataValue.json([round(float(v), 3) for v in season.index]),
         "existing_relative_sd": float(season.relative_sd),
+        "rehearsal_cutoff": str(facts["rehearsal"].cutoff) if facts["rehearsal"].cutoff else "none",
+        "rehearsal_existing_scale": float(facts["rehearsal"].existing_scale),
+        "rehearsal_new_scale": float(facts["rehearsal"].new_scale),
+        # what the intervals' systematic term rests on (forecast.revenue._relative_sd), in words
+        "existing_interval_rule": revenue.interval_rule(season.relative_sd, facts["rehearsal"], "existing"),
+        "new_interval_rule": revenue.interval_rule(acquisition.relative_sd, facts["rehearsal"], "new"),
         "new_customers_per_day_next_28d": float(acquisition.daily_mean[:28].mean()),
         "first_order_value": float(acquisition.first_order_value),
     }

@@ -185,3 +185,48 @@ def test_purchase_model_fit_is_capped_to_a_deterministic_customer_sample(fitted)
     by_hand = btyd.fit_btyd(sample, btyd.BGNBD)
     assert capped.params()["transaction_params"] == by_hand.params()["transaction_params"]
     assert capped.params()["transaction_params"] != model.params()["transaction_params"]
+
+
+def test_systematic_term_is_one_rehearsal_as_a_t_draw_grown_with_the_square_root_of_the_horizon():
+    """The rehearsal's scale s is one draw of the method's error: sd = t(0.9, 1) / z(0.9) x s x
+    sqrt(months to the period's middle), so the 80 % half width is 3.078 s sqrt(months) (the CLV
+    store total's t rule), never below the in-sample scatter."""
+    assert revenue.REHEARSAL_T_FACTOR == pytest.approx(3.0776835 / 1.2815516, rel=1e-6)
+    cutoff = date(2026, 10, 31)
+    periods = {p.label: p for p in revenue.forecast_periods(cutoff)}
+    # 365d: middle at 182.5 days = 5.9959 months; 2.40153 x 0.05 x 2.44865 = 0.29403
+    assert revenue._relative_sd(0.02, 0.05, periods["365d"], cutoff) == pytest.approx(0.294025, rel=1e-5)
+    # November (30 days): middle at 15 days = 0.49 months, floored at half a month: 2.40153 x 0.05 x 0.70711
+    assert revenue._relative_sd(0.02, 0.05, periods["M01"], cutoff) == pytest.approx(0.084907, rel=1e-5)
+    # the 90 days: middle 45 days = 1.4784 months: 2.40153 x 0.05 x 1.21590 = 0.146000
+    assert revenue._relative_sd(0.0, 0.05, periods["90d"], cutoff) == pytest.approx(0.146000, rel=1e-4)
+    # no rehearsal: the in-sample scatter alone, not grown
+    assert revenue._relative_sd(0.02, 0.0, periods["365d"], cutoff) == 0.02
+    assert revenue._relative_sd(0.5, 0.05, periods["365d"], cutoff) == 0.5
+
+
+def test_rehearsal_scale_widens_the_existing_interval_by_the_t_rule(fitted):
+    """The existing part's variance is purchase noise plus (systematic sd x revenue)^2: with a scale of
+    0.05 the 365-day 80 % bounds of a flat season are revenue +- 1.2816 sqrt(noise + (0.29403 revenue)^2)."""
+    _, summary, model = fitted
+    flat = revenue.SeasonalIndex.flat()
+    cutoff = CUTOFF
+    periods = revenue.forecast_periods(cutoff)
+    noise = revenue.existing_customer_forecast(summary, model, cutoff, periods, flat).set_index("period")
+    wide = revenue.existing_customer_forecast(summary, model, cutoff, periods, flat, error_scale=0.05).set_index("period")
+    mean, noise_sd = noise.loc["365d", "revenue"], noise.loc["365d", "revenue_sd"]
+    months = 182.5 / (365.25 / 12)
+    systematic = 3.0776835 / 1.2815516 * 0.05 * np.sqrt(months)
+    expected_sd = np.sqrt(noise_sd ** 2 + (systematic * mean) ** 2)
+    assert wide.loc["365d", "revenue"] == pytest.approx(mean, rel=1e-12)
+    assert wide.loc["365d", "revenue_sd"] == pytest.approx(expected_sd, rel=1e-6)
+    assert wide.loc["365d", "revenue_high"] - mean == pytest.approx(1.2815516 * expected_sd, rel=1e-6)
+    # the systematic term dominates: half width about 3.078 x 0.05 x sqrt(6) = 37.7 % of the revenue
+    assert (wide.loc["365d", "revenue_high"] - mean) / mean == pytest.approx(0.3768, abs=0.01)
+
+
+def test_interval_rule_says_what_the_systematic_term_rests_on():
+    with_one = revenue.Rehearsal(date(2026, 4, 30), 0.03, 0.05, 6)
+    assert "2.402" in revenue.interval_rule(0.01, with_one) and "0.0300" in revenue.interval_rule(0.01, with_one)
+    assert "0.0500" in revenue.interval_rule(0.01, with_one, "new")
+    assert revenue.interval_rule(0.01, revenue.Rehearsal.none()).startswith("in-sample scatter only")
