@@ -147,7 +147,8 @@ def test_training_on_sql_samples_equals_training_on_whole_frames_capped(store, m
     assert any(fetched), "the run asked for capped frames"
     assert sampled.n_train == before.n_train <= 1200
     assert sampled.selection.comparison == before.selection.comparison
-    assert sampled.validation_metrics == before.validation_metrics
+    # equal up to the order DuckDB's threads summed the labels in (a last-digit difference was seen)
+    assert sampled.validation_metrics == pytest.approx(before.validation_metrics, rel=1e-12, abs=1e-12)
     assert sampled.serving["extension"] == before.serving["extension"]
     assert sampled.serving["extension"]["customers"] == 600
     pd.testing.assert_frame_equal(sampled.validation_frame, before.validation_frame)
