@@ -82,9 +82,12 @@ def run_backtest(
     result["holdout"]["hybrid_point_vs_btyd"] = paired_mae_gain(run.frame, "hybrid", ("btyd", "btyd_point"))
     if with_npd:
         from clv_platform.models.npd import NPDModel
-        from clv_platform.models.npd_backtest import run_npd_backtest
+        from clv_platform.models.npd_backtest import DEFAULT_TRAINING_HORIZON_DAYS, run_npd_backtest
 
-        npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1))
+        # the AFT trains on one label window before the calibration end: at most the label window the
+        # history supports (check_history), else a short file has no training rows at C - 90 days
+        npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1),
+                               training_horizon_days=min(DEFAULT_TRAINING_HORIZON_DAYS, label_days))
         result["npd"] = {"models": npd["models"], "training_window": npd.get("training_window")}
     if coverage_windows > 0:
         # the store-total interval over several windows: one window cannot tell noise from bias.

@@ -284,3 +284,27 @@ def test_rows_left_out_of_a_csv_are_reported_in_the_json(tmp_path, capsys):
     assert result["input"] == {"rows_used": len(rows) - 7, "rows_dropped": {"missing customer id": 7}}
     assert result["customers"] <= 120  # customers first seen by the calibration end; never one called "nan"
     assert "7 missing customer id" in captured.err
+
+
+def test_next_purchase_backtest_of_a_short_history_trains_on_the_window_it_supports(tmp_path):
+    """Four months of orders: the CLV models shorten their label window to what the history supports;
+    the next-purchase AFT trained at C - 90 days, before the first order, and the whole backtest
+    failed with "need at least 10 training rows, got 0"."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for i in range(300):
+        day = pd.Timestamp("2023-01-01") + pd.Timedelta(days=int(rng.integers(0, 50)))
+        while day <= pd.Timestamp("2023-04-30"):
+            rows.append((f"c{i}", day.date().isoformat(), float(rng.gamma(3.0, 15.0))))
+            day += pd.Timedelta(days=int(rng.integers(5, 40)))
+    path = tmp_path / "four_months.csv"
+    pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"]).to_csv(path, index=False)
+    result, _ = backtest_cli.run_backtest(str(path), config_path=cheap_clv_config(tmp_path), with_npd=True)
+    label_days = result["window"]["label_window_days"]
+    assert label_days < 90
+    window = result["npd"]["training_window"]
+    assert window["horizon_days"] == label_days and window["rows"] > 100
+    for name in ("naive", "btyd", "aft"):
+        block = result["npd"]["models"][name]
+        assert block["customers"] == result["customers"]
+        assert all(math.isfinite(block[key]) for key in ("mae_days", "median_ae_days"))
