@@ -39,9 +39,10 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     args, report = sample_run
     assert backtest_cli.run(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert list(out) == ["dataset", "customers", "window", "bgnbd", "pareto_nbd", "gamma_gamma", "holdout", "per_stage",
-                         "deciles", "btyd_selection", "intervals", "parameter_bootstrap", "served_total_interval",
-                         "serving", "headline", "npd"]
+    assert list(out) == ["dataset", "customers", "window", "input", "bgnbd", "pareto_nbd", "gamma_gamma", "holdout",
+                         "per_stage", "deciles", "btyd_selection", "intervals", "parameter_bootstrap",
+                         "served_total_interval", "serving", "headline", "npd"]
+    assert out["input"] == {"rows_used": 6919, "rows_dropped": {}}
     assert out["btyd_selection"]["chosen"] == "mbgnbd" and out["btyd_selection"]["reason"]
     # the published protocol's window; the label window is the configured 91 days, not shortened
     assert (out["window"]["calibration_end"], out["window"]["holdout_end"]) == ("1997-09-30", "1998-06-30")
