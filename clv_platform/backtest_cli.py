@@ -58,6 +58,9 @@ def run_backtest(
     from clv_platform.models.datasets import load_dataset
 
     loaded = load_dataset(dataset)
+    if loaded.dropped:
+        print(f"backtest: {loaded.name}: rows left out: "
+              + ", ".join(f"{n} {reason}" for reason, n in loaded.dropped.items()), file=sys.stderr)
     calibration_end, holdout_end, window_note = default_window(loaded, calibration_end, holdout_end)
     if holdout_end <= calibration_end:
         raise ValueError("--holdout-end must be after --calibration-end")
@@ -73,13 +76,18 @@ def run_backtest(
         mean_columns=ml.mean_columns, served_errors=ml.served_errors, label_days=ml.label_days,
     )
     result = run.result
+    # the rows of the file the backtest could not use, by reason (a CSV's missing ids, unreadable dates)
+    result["input"] = {"rows_used": int(len(loaded.transactions)), "rows_dropped": dict(loaded.dropped)}
     result["served_total_interval"] = served_interval_section(result, ml)
     result["holdout"]["hybrid_point_vs_btyd"] = paired_mae_gain(run.frame, "hybrid", ("btyd", "btyd_point"))
     if with_npd:
         from clv_platform.models.npd import NPDModel
-        from clv_platform.models.npd_backtest import run_npd_backtest
+        from clv_platform.models.npd_backtest import DEFAULT_TRAINING_HORIZON_DAYS, run_npd_backtest
 
-        npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1))
+        # the AFT trains on one label window before the calibration end: at most the label window the
+        # history supports (check_history), else a short file has no training rows at C - 90 days
+        npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1),
+                               training_horizon_days=min(DEFAULT_TRAINING_HORIZON_DAYS, label_days))
         result["npd"] = {"models": npd["models"], "training_window": npd.get("training_window")}
     if coverage_windows > 0:
         # the store-total interval over several windows: one window cannot tell noise from bias.
@@ -204,6 +212,11 @@ def check_history(transactions: pd.DataFrame, calibration_end, holdout_end, conf
     configured = int(config.backtest.get("label_horizon_days", config.label_horizon_days))
     h = min(configured, holdout_days)
     have = (calibration_end - first).days
+    if have < 0:
+        raise ValueError(
+            f"history too short: the file's orders span {(last - first).days} days ({first.date()} to {last.date()}) "
+            f"and the calibration end {calibration_end.date()} is before the first order; the models need at least "
+            f"{2 * MIN_LABEL_DAYS} days of history before the calibration end and orders after it")
     if have < 2 * MIN_LABEL_DAYS:
         raise ValueError(
             f"history too short: the calibration period runs {have} days ({first.date()} to "
@@ -247,6 +260,7 @@ def json_view(result: dict) -> dict:
         "dataset": result["dataset"],
         "customers": result["customers"],
         "window": result.get("window", {}),
+        "input": result.get("input", {}),
         "bgnbd": {k: params["bgnbd"][k] for k in ("r", "alpha", "a", "b")},
         "pareto_nbd": {k: params["pareto_nbd"][k] for k in ("r", "alpha", "s", "beta")},
         "gamma_gamma": {k: params["gamma_gamma"].get(k) for k in ("p", "q", "v")},

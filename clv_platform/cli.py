@@ -183,11 +183,21 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _print_failures(result) -> None:
+    """One line per failed step: the step and the error that made it fail (the innermost cause, not
+    dagster's "Error occurred while executing op" wrapper). The run's own RUN_FAILURE event carries
+    no step data and adds nothing."""
     for event in result.all_events:
-        if event.is_failure and event.step_failure_data is not None:
-            data = event.step_failure_data
-            detail = data.user_failure_data.description if data.user_failure_data else data.error.message
-            print(f"FAILED {event.step_key}: {detail}", file=sys.stderr)
+        if not event.is_step_failure or event.step_failure_data is None:
+            continue
+        data = event.step_failure_data
+        if data.user_failure_data and data.user_failure_data.description:
+            detail = data.user_failure_data.description
+        else:
+            error = data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
+            detail = error.message.strip() if error is not None else "unknown error"
+        print(f"FAILED {event.step_key}: {detail}", file=sys.stderr)
 
 
 def _report(result, database: Path, elapsed: float, log_path: Path | None = None) -> int:

@@ -110,3 +110,26 @@ def test_credit_notes_cancel_orders_and_the_as_of_date_is_the_files_last_order(f
     assert checked >= 3
     assert cutoffs == [(pd.Timestamp(export.last_order_date).date(),)]
     assert postage > 0
+
+
+def test_a_failed_run_is_reported_as_plain_lines_not_a_traceback(capsys):
+    """A failed run's events end with RUN_FAILURE, which has no step failure data: the report names
+    the failed step and its error and stops there (it raised dagster's CheckError on that event)."""
+    import dagster as dg
+
+    from clv_platform.cli import _print_failures
+
+    @dg.op
+    def no_btyd_model():
+        raise ValueError("no BTYD model could be fitted: pareto_nbd(0.0): degenerate")
+
+    @dg.job
+    def failing():
+        no_btyd_model()
+
+    result = failing.execute_in_process(raise_on_error=False)
+    assert not result.success
+    capsys.readouterr()  # dagster's own log lines
+    _print_failures(result)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["FAILED no_btyd_model: ValueError: no BTYD model could be fitted: pareto_nbd(0.0): degenerate"]

@@ -63,10 +63,16 @@ def features_value_ranges(conn) -> dg.AssetCheckResult:
     )
 
 
-def null_shares(conn, table: str, columns: list[str]) -> dict[str, float]:
+def null_shares(conn, table: str, columns: list[str], defined_when: dict[str, str] | None = None) -> dict[str, float]:
+    """Share of nulls per column; for a column of ``defined_when`` only over the rows where the
+    condition holds (0 when there are none)."""
     if not columns:
         return {}
-    select = ", ".join(f'avg(case when "{c}" is null then 1.0 else 0.0 end) as "{c}"' for c in columns)
+    defined_when = defined_when or {}
+    select = ", ".join(
+        f'avg(case when "{c}" is null then 1.0 else 0.0 end)'
+        + (f" filter (where {defined_when[c]})" if c in defined_when else "") + f' as "{c}"'
+        for c in columns)
     row = conn.execute(f"select {select} from {table}").fetchone()
     return {c: float(v or 0.0) for c, v in zip(columns, row)}
 
@@ -88,7 +94,7 @@ def features_null_shares(conn) -> dg.AssetCheckResult:
     settings = monitoring_config().checks
     present = set(columns_of(conn, FEATURE_TABLE))
     columns = [c for c in FEATURE_COLUMNS if c in present]
-    shares = null_shares(conn, FEATURE_TABLE, columns)
+    shares = null_shares(conn, FEATURE_TABLE, columns, settings.null_share_defined_when)
     breaches = null_share_breaches(shares, settings)
     missing = [c for c in FEATURE_COLUMNS if c not in present]
     found = problems((breaches, f"null share above limit: {breaches}"), (missing, f"feature columns missing: {missing}"))

@@ -40,6 +40,9 @@ class DriftSettings:
 class CheckSettings:
     null_share_default: float = 0.0
     null_share_limits: dict[str, float] = field(default_factory=dict)
+    null_share_defined_when: dict[str, str] = field(default_factory=dict)
+    """Per column, the SQL condition on the feature table under which the column is defined: its null
+    share is taken over those rows only (``[checks.null_share_defined_when]``)."""
     non_negative: tuple[str, ...] = ()
     unit_interval: tuple[str, ...] = ()
     future_tolerance_hours: float = 24.0
@@ -86,6 +89,7 @@ def load_config(path: str | Path | None = None) -> MonitoringConfig:
     checks = CheckSettings(
         null_share_default=float(limits.pop("default", 0.0)),
         null_share_limits={k: float(v) for k, v in limits.items()},
+        null_share_defined_when={k: str(v) for k, v in checks_raw.get("null_share_defined_when", {}).items()},
         non_negative=tuple(ranges.get("non_negative", ())),
         unit_interval=tuple(ranges.get("unit_interval", ())),
         future_tolerance_hours=float(checks_raw.get("future_tolerance_hours", 24.0)),

@@ -794,7 +794,17 @@ def degeneracy(model: BTYDModel, summary: pd.DataFrame) -> str | None:
     low, high = PARAM_BOUNDS
     bad = {k: v for k, v in params.items() if not np.isfinite(v) or v < low or v > high}
     if bad:
-        return "parameter at the boundary: " + ", ".join(f"{k}={v:.3g}" for k, v in bad.items())
+        return BOUNDARY + ", ".join(f"{k}={v:.3g}" for k, v in bad.items())
+    return prediction_problem(model, summary)
+
+
+BOUNDARY = "parameter at the boundary: "
+"""How ``degeneracy`` starts when the fit ran to the edge of the parameter space."""
+
+
+def prediction_problem(model: BTYDModel, summary: pd.DataFrame) -> str | None:
+    """Why the model's predictions on ``summary`` are unusable (not finite, negative expectations,
+    P(alive) outside [0, 1]), or None."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -834,13 +844,17 @@ def fit_auto(
     Criterion: the highest calibration log-likelihood among the fits that converged and are not
     degenerate (``degeneracy``); all candidates have four parameters, so this is also the AIC/BIC
     choice. If none is usable, the penalized fits of ``AUTO_FALLBACK`` are tried in order and the
-    first usable one is served. Only if all of them fail does this raise. The returned model
+    first usable one is served. If none of those is usable either but an unpenalized fit failed only by
+    running to the edge of the parameter space with finite predictions (a store where nobody drops out),
+    the highest-likelihood such limit is served, and the reason says so. Only if all of them fail does
+    this raise. The returned model
     carries ``selection`` (every candidate and its status) and ``reason``. ``fits`` may hold
     fits (or the exception a fit raised) already made with ``penalizer`` to reuse, by family;
     ``pareto_start`` warm-starts the Pareto/NBD candidate (``_fit_transactions``).
     """
     rows: list[dict] = []
     usable: list[BTYDModel] = []
+    boundary: list[BTYDModel] = []  # unpenalized fits at the edge whose predictions are finite
     fits = fits or {}
 
     def attempt(family: str, pen: float) -> BTYDModel | None:
@@ -858,6 +872,8 @@ def fit_auto(
         rows.append({"family": family, "penalizer": fitted.penalizer, "log_likelihood": fitted.log_likelihood,
                      "status": "degenerate" if problem else "usable", "reason": problem or "",
                      "params": {k: float(v) for k, v in fitted.transactions.params_.items()}})
+        if problem and problem.startswith(BOUNDARY) and pen == penalizer and prediction_problem(fitted, summary) is None:
+            boundary.append(fitted)
         return None if problem else fitted
 
     for family in AUTO_FAMILIES:
@@ -877,11 +893,23 @@ def fit_auto(
                 reason = (f"{family} with L2 penalizer {best.penalizer:g}: no unpenalized family of "
                           f"{AUTO_FAMILIES} was usable")
                 break
+        if best is None and boundary:
+            # Every fit, penalized ones included, ran to the edge: the data sit at a limit of the
+            # model (a store where nobody drops out: a, b or s -> 0; identical buyers: r, alpha -> inf).
+            # The penalizers shrink towards 0 and cannot pull a dropout parameter back from it, so
+            # the limit is what the data say; its predictions are total (checked), so it is served
+            # rather than leaving the store without any forecast.
+            best = max(boundary, key=lambda m: m.log_likelihood)
+            edge = next(r["reason"] for r in rows if r["family"] == best.model and r["penalizer"] == best.penalizer)
+            reason = (f"{best.model} at the limit of its parameter space ({edge.removeprefix(BOUNDARY)}): every fit, "
+                      "penalized ones included, ran to the edge (e.g. nobody in the calibration data dropped out); "
+                      "its predictions are finite, so the limit is served")
         if best is None:
             raise ValueError("no BTYD model could be fitted: " + "; ".join(
                 f"{r['family']}({r['penalizer']}): {r['status']} {r['reason']}" for r in rows))
+    at_limit = any(best is m for m in boundary)
     chosen = [dict(r, chosen=(r["family"] == best.model and r["penalizer"] == best.penalizer
-                              and r["status"] == "usable")) for r in rows]
+                              and (r["status"] == "usable" or at_limit))) for r in rows]
     return replace(best, selection=tuple(chosen), reason=reason)
 
 

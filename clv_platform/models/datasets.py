@@ -11,9 +11,10 @@ downloaded. Anything else passed as ``dataset`` is read as a CSV file with the t
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 CDNOW_SAMPLE = "cdnow-sample"
@@ -34,6 +35,8 @@ class LoadedDataset:
     transactions: pd.DataFrame
     calibration_end: pd.Timestamp | None
     holdout_end: pd.Timestamp | None
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Rows of the file left out, by reason (``read_transactions_csv``)."""
 
 
 def lifetimes_datasets_dir() -> Path:
@@ -80,24 +83,62 @@ def load_cdnow_full() -> pd.DataFrame:
     )
 
 
-def load_transactions_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """A CSV with ``customer_id, order_date, amount`` columns (extra columns are ignored).
+INTEGRAL_FLOAT_ID = r"^([0-9]+)\.0+$"
+"""An id a spreadsheet wrote as a float (``17850.0``): the same id as ``17850``, as in the files
+import (``transforms/sql/staging/03_file_rows.sql``)."""
 
-    ``order_date`` is ISO 8601; timestamps with an offset are converted to UTC before the date is
-    taken, naive ones are taken as they are.
+
+def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, int]]:
+    """A CSV with ``customer_id, order_date, amount`` columns (extra columns are ignored), and the
+    rows left out by reason.
+
+    Ids are read as text and keyed like the files import: surrounding spaces trimmed, an integral
+    float (``17850.0``) is ``17850``, leading zeros kept. ``order_date`` is ISO 8601; timestamps with
+    an offset are converted to UTC before the date is taken, naive ones are taken as they are. A row
+    without a customer id, or whose date or amount cannot be read, is left out and counted (it would
+    otherwise become a customer called "nan" or a NaN spend); a file where no date reads at all is
+    refused with a sentence, since the dates are then in another format (``03/10/2024`` could be
+    March or October).
     """
-    raw = pd.read_csv(path, dtype={"customer_id": str})
+    path = Path(path)
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
+        raise ValueError(f"{path}: the backtest reads a CSV (customer_id, order_date, amount); save the sheet as "
+                         "CSV, or import the workbook with `clv-platform files`")
+    try:
+        raw = pd.read_csv(path, dtype={"customer_id": str, "order_date": str, "amount": str}, keep_default_na=False)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text CSV ({error.reason} at byte {error.start})") from None
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS}")
-    order_date = pd.to_datetime(raw["order_date"], utc=True, format="ISO8601").dt.tz_localize(None)
-    return pd.DataFrame(
+    customer_id = raw["customer_id"].str.strip().str.replace(INTEGRAL_FLOAT_ID, r"\1", regex=True)
+    date_text = raw["order_date"].str.strip()
+    order_date = pd.to_datetime(date_text, utc=True, format="ISO8601", errors="coerce").dt.tz_localize(None)
+    amount = pd.to_numeric(raw["amount"].str.strip().replace("", None), errors="coerce").astype(float)
+    if len(raw) and order_date.isna().all():
+        raise ValueError(f"{path}: no order_date is an ISO 8601 date (e.g. 2024-03-10 or 2024-03-10T21:15:00-05:00); "
+                         f"the file has {date_text.iloc[0]!r}: convert the dates to ISO (day-first and month-first "
+                         "dates cannot be told apart)")
+    reasons = {
+        "missing customer id": customer_id == "",
+        "unparseable order date": (customer_id != "") & order_date.isna(),
+        "unparseable amount": (customer_id != "") & order_date.notna() & ~np.isfinite(amount),
+    }
+    dropped = {reason: int(mask.sum()) for reason, mask in reasons.items() if mask.any()}
+    keep = ~np.logical_or.reduce(list(reasons.values())) if len(raw) else np.ones(0, dtype=bool)
+    frame = pd.DataFrame(
         {
-            "customer_id": raw["customer_id"].astype(str),
-            "order_date": order_date.dt.normalize(),
-            "amount": pd.to_numeric(raw["amount"]).astype(float),
+            "customer_id": customer_id[keep].astype(str),
+            "order_date": order_date[keep].dt.normalize(),
+            "amount": amount[keep],
         }
-    )
+    ).reset_index(drop=True)
+    return frame, dropped
+
+
+def load_transactions_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """The transactions of ``read_transactions_csv`` (the rows it leaves out are not reported)."""
+    return read_transactions_csv(path)[0]
 
 
 def load_dataset(dataset: str | os.PathLike) -> LoadedDataset:
@@ -114,4 +155,5 @@ def load_dataset(dataset: str | os.PathLike) -> LoadedDataset:
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"unknown dataset {name!r}: not one of {CDNOW_DATASETS} and not a file")
-    return LoadedDataset(path.stem, load_transactions_csv(path), None, None)
+    frame, dropped = read_transactions_csv(path)
+    return LoadedDataset(path.stem, frame, None, None, dropped)

@@ -39,9 +39,10 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     args, report = sample_run
     assert backtest_cli.run(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert list(out) == ["dataset", "customers", "window", "bgnbd", "pareto_nbd", "gamma_gamma", "holdout", "per_stage",
-                         "deciles", "btyd_selection", "intervals", "parameter_bootstrap", "served_total_interval",
-                         "serving", "headline", "npd"]
+    assert list(out) == ["dataset", "customers", "window", "input", "bgnbd", "pareto_nbd", "gamma_gamma", "holdout",
+                         "per_stage", "deciles", "btyd_selection", "intervals", "parameter_bootstrap",
+                         "served_total_interval", "serving", "headline", "npd"]
+    assert out["input"] == {"rows_used": 6919, "rows_dropped": {}}
     assert out["btyd_selection"]["chosen"] == "mbgnbd" and out["btyd_selection"]["reason"]
     # the published protocol's window; the label window is the configured 91 days, not shortened
     assert (out["window"]["calibration_end"], out["window"]["holdout_end"]) == ("1997-09-30", "1998-06-30")
@@ -244,3 +245,67 @@ def test_a_lower_mae_within_noise_is_a_tie_not_ahead():
     result["holdout"]["hybrid_point_vs_btyd"] = ahead
     assert (backtest_cli.verdict(result)["hybrid_ahead_on_mae"], backtest_cli.verdict(result)["hybrid_ties_on_mae"]) \
         == (1.0, 0.0)
+
+
+def test_all_orders_on_one_day_is_refused_without_a_negative_period(tmp_path, capsys):
+    """One day of orders: the derived calibration end falls 28 days before it; the message said the
+    calibration period "runs -28 days"."""
+    path = tmp_path / "one_day.csv"
+    pd.DataFrame({"customer_id": [f"c{i % 50}" for i in range(200)], "order_date": "2024-05-05",
+                  "amount": 10.0}).to_csv(path, index=False)
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_arguments(parser)
+    assert backtest_cli.run(parser.parse_args(["--dataset", str(path), "--json"])) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert ("history too short: the file's orders span 0 days (2024-05-05 to 2024-05-05) and the calibration end "
+            "2024-04-07 is before the first order") in captured.err
+    assert "-28" not in captured.err
+
+
+def test_rows_left_out_of_a_csv_are_reported_in_the_json(tmp_path, capsys):
+    """Rows without a customer id are not a customer "nan": they are counted in `input`."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(120):
+        day = pd.Timestamp("2023-01-01") + pd.Timedelta(days=int(rng.integers(0, 60)))
+        while day < pd.Timestamp("2023-12-31"):
+            rows.append((f"{1000 + i}.0" if i % 2 else f" {1000 + i} ", day.date().isoformat(), 10.0 + i % 7))
+            day += pd.Timedelta(days=int(rng.integers(20, 90)))
+    rows += [("", "2023-06-01", 500.0)] * 7
+    path = tmp_path / "export.csv"
+    pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"]).to_csv(path, index=False)
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_arguments(parser)
+    code = backtest_cli.run(parser.parse_args(["--dataset", str(path), "--json", "--skip-npd", "--coverage-windows",
+                                               "0", "--config", str(cheap_clv_config(tmp_path))]))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    result = json.loads(captured.out)
+    assert result["input"] == {"rows_used": len(rows) - 7, "rows_dropped": {"missing customer id": 7}}
+    assert result["customers"] <= 120  # customers first seen by the calibration end; never one called "nan"
+    assert "7 missing customer id" in captured.err
+
+
+def test_next_purchase_backtest_of_a_short_history_trains_on_the_window_it_supports(tmp_path):
+    """Four months of orders: the CLV models shorten their label window to what the history supports;
+    the next-purchase AFT trained at C - 90 days, before the first order, and the whole backtest
+    failed with "need at least 10 training rows, got 0"."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for i in range(300):
+        day = pd.Timestamp("2023-01-01") + pd.Timedelta(days=int(rng.integers(0, 50)))
+        while day <= pd.Timestamp("2023-04-30"):
+            rows.append((f"c{i}", day.date().isoformat(), float(rng.gamma(3.0, 15.0))))
+            day += pd.Timedelta(days=int(rng.integers(5, 40)))
+    path = tmp_path / "four_months.csv"
+    pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"]).to_csv(path, index=False)
+    result, _ = backtest_cli.run_backtest(str(path), config_path=cheap_clv_config(tmp_path), with_npd=True)
+    label_days = result["window"]["label_window_days"]
+    assert label_days < 90
+    window = result["npd"]["training_window"]
+    assert window["horizon_days"] == label_days and window["rows"] > 100
+    for name in ("naive", "btyd", "aft"):
+        block = result["npd"]["models"][name]
+        assert block["customers"] == result["customers"]
+        assert all(math.isfinite(block[key]) for key in ("mae_days", "median_ae_days"))

@@ -166,3 +166,31 @@ def test_spend_intervals_cover_about_their_level(cdnow_sample):
     assert result["total_p10"] < draws.sum(axis=0).mean() < result["total_p90"]
     doubled = interval_metrics(cdnow_sample["holdout_spend"].to_numpy(), draws, np.full(len(cdnow_sample), 2.0))
     assert doubled["total_p90"] == pytest.approx(2 * result["total_p90"])
+
+
+def _nobody_churns() -> pd.DataFrame:
+    """120 customers who each buy every 4 weeks from their first purchase to the calibration end,
+    with a little jitter in the last purchase: nobody ever drops out."""
+    rng = np.random.default_rng(5)
+    T = 56.0 + rng.integers(0, 3, 120).astype(float)
+    frequency = np.floor(T / 4.0)
+    recency = np.minimum(frequency * 4.0 + rng.uniform(-0.5, 0.0, 120), T)
+    return pd.DataFrame({"frequency": frequency.astype(int), "recency": recency, "T": T,
+                         "monetary": rng.gamma(3.0, 15.0, 120)})
+
+
+def test_a_store_where_nobody_churns_serves_the_no_dropout_limit():
+    """Every fit, penalized ones too, runs to the edge (no dropout): the limit is served with a reason
+    instead of the whole scoring failing with "no BTYD model could be fitted"."""
+    summary = _nobody_churns()
+    model = btyd.fit_auto(summary)
+    assert all(row["status"] == "degenerate" for row in model.selection)
+    assert "at the limit of its parameter space" in model.reason
+    assert [row["chosen"] for row in model.selection].count(True) == 1
+    assert model.model in btyd.AUTO_FAMILIES and model.penalizer < 0.01  # a first-round fit, not the fallback
+    alive = model.probability_alive(summary)
+    assert alive.min() > 0.99  # everyone bought on schedule
+    # a purchase every 4 weeks: about 13 in the next 52 weeks each
+    expected = model.expected_purchases(summary, 52.0)
+    assert np.isfinite(expected).all()
+    assert expected.mean() == pytest.approx(13.0, rel=0.1)

@@ -348,3 +348,27 @@ def test_failing_blocking_check_stops_downstream_assets(db):
     assert [e.passed for e in evaluations] == [False]
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert dg.AssetKey(["features", "downstream"]) not in materialized
+
+
+def test_a_store_of_one_time_buyers_passes_the_null_share_check(db):
+    """Cadence statistics are null by definition without a repeat purchase: a store where nobody ever
+    bought twice (every cadence column 100 % null) failed this blocking check and stopped the whole
+    files build. They are judged on the customers with enough purchase days; a null there still fails."""
+    path, resource = db
+    one_time = features().assign(
+        purchase_days=1.0, frequency=0.0, mean_interpurchase_days=np.nan, median_interpurchase_days=np.nan,
+        std_interpurchase_days=np.nan, recency_to_interval_ratio=np.nan)
+    write(path, "features.customer_features", one_time)
+    result = features_null_shares(duckdb=resource)
+    assert result.passed, result.description
+    assert result.metadata["null_shares"].data["mean_interpurchase_days"] == 0.0
+    # ten repeat buyers among them, one of them without a mean interval: 10 % null where defined
+    repeat = one_time.assign(
+        purchase_days=np.where(one_time.index < 10, 2.0, 1.0),
+        mean_interpurchase_days=np.where((one_time.index >= 1) & (one_time.index < 10), 30.0, np.nan),
+        median_interpurchase_days=np.where(one_time.index < 10, 30.0, np.nan),
+        recency_to_interval_ratio=np.where(one_time.index < 10, 1.0, np.nan))
+    write(path, "features.customer_features", repeat)
+    result = features_null_shares(duckdb=resource)
+    assert result.metadata["null_shares"].data["mean_interpurchase_days"] == pytest.approx(0.1)
+    assert result.passed  # 10 % is within the 95 % limit
