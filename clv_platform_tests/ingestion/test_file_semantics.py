@@ -329,3 +329,56 @@ def test_credit_note_and_cancellation_days_are_the_shops_in_a_store_west_of_utc(
             materialize_features(conn, pd.Timestamp(cutoff).date())
             assert conn.execute("select total_net_spend from features.customer_features").fetchone()[0] == \
                 pytest.approx(spend), cutoff
+
+
+def test_day_first_dates_are_read_day_first_and_contradictions_rejected(data_env):
+    """A file's d/m/y order comes from its own dates: 13/08/2023 can only be day-first, so the whole
+    file is, and 11/08/2023 is 11 August (it was read as 8 November); 08/14/2023 makes a file
+    month-first. A file with both is contradictory: a date that could be either is rejected."""
+    day_first = """\
+        customer_id,order_id,order_date,amount
+        c1,d1,13/08/2023,10.00
+        c1,d2,11/08/2023 09:30,10.00
+        c2,d3,01/02/2023,10.00
+        """
+    month_first = """\
+        customer_id,order_id,order_date,amount
+        c1,m1,08/14/2023,10.00
+        c1,m2,08/11/2023,10.00
+        """
+    both = """\
+        customer_id,order_id,order_date,amount
+        c3,b1,13/08/2023,10.00
+        c3,b2,08/14/2023,10.00
+        c3,b3,05/06/2023,10.00
+        """
+    for name, text in (("day.csv", day_first), ("month.csv", month_first), ("both.csv", both)):
+        assert _import(data_env, name, text)[0].success
+    db = data_env / "clv.duckdb"
+    _, rejected, _ = _stage(db)
+    with duckdb.connect(str(db)) as conn:
+        days = {o.split(":")[1]: str(d) for o, d in conn.execute("select order_id, order_date from staging.orders").fetchall()}
+    assert days == {"d1": "2023-08-13", "d2": "2023-08-11", "d3": "2023-02-01",
+                    "m1": "2023-08-14", "m2": "2023-08-11",
+                    "b1": "2023-08-13", "b2": "2023-08-14"}
+    assert rejected == {"both.csv#4": "ambiguous order date: 05/06/2023 (the file writes dates both day-first and month-first)"}
+
+
+def test_an_order_id_on_rows_of_several_customers_is_rejected_not_merged(data_env):
+    """An order id reused for another customer used to become one order of the first customer with
+    both amounts: the other customer's purchase vanished without a reason."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        001,O1,2023-08-01,10.00
+        AbC0,O1,2023-08-02,20.00
+        10000,O1,2023-08-03,30.00
+        001,O2,2023-08-04,40.00
+        """
+    result, db = _import(data_env, "reused.csv", text)
+    assert result.success
+    staged, rejected, orders = _stage(db)
+    assert orders == {"import:O2": pytest.approx(40.0)}
+    reason = "order id used for several customers in the file (001 to AbC0): whose order it is cannot be told"
+    assert rejected == {"reused.csv#2": reason, "reused.csv#3": reason, "reused.csv#4": reason}
+    files = next(r for r in staged.reconciliation if r.source_table == "raw.file_transactions")
+    assert (files.rows_in, files.accepted, files.rejected) == (4, 1, 3)

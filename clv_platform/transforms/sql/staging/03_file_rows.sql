@@ -103,14 +103,43 @@ keyed as (
         clv_file_number_text(f.layout_fields ->> 'line_discount', f.decimal_separator) as line_discount_text
     from filled as f
 ),
+slash_dates as (
+    -- which way a file writes d/m/y dates: a first field above 12 can only be a day (day-first,
+    -- the European and British habit), a second field above 12 only a day (month-first, the US
+    -- habit and the UCI files). A file with only fields up to 12 says nothing: month-first, as
+    -- documented. A file with both is contradictory: its rows that could be either are rejected.
+    select
+        file_name,
+        coalesce(bool_or(try_cast(regexp_extract(date_text, '^([0-9]{1,2})/([0-9]{1,2})/', 1) as integer) > 12), false)
+            as day_first_seen,
+        coalesce(bool_or(try_cast(regexp_extract(date_text, '^([0-9]{1,2})/([0-9]{1,2})/', 2) as integer) > 12), false)
+            as month_first_seen
+    from keyed
+    where not is_shopify
+    group by file_name
+),
 typed as (
     select
-        *,
+        k.*,
+        s.day_first_seen and s.month_first_seen
+            and try_cast(regexp_extract(k.date_text, '^([0-9]{1,2})/([0-9]{1,2})/', 1) as integer) <= 12
+            and try_cast(regexp_extract(k.date_text, '^([0-9]{1,2})/([0-9]{1,2})/', 2) as integer) <= 12
+            as date_ambiguous,
         case
             -- Shopify writes its timestamps in the shop's time zone: the written wall clock is the shop's
             when is_shopify then coalesce(clv_file_wall_clock(date_text), try_strptime(date_text, '%m/%d/%Y %H:%M'),
                                           try_strptime(date_text, '%m/%d/%Y %H:%M:%S'))
             when has_offset then timezone($store_timezone, try_cast(date_text as timestamptz))
+            -- a day-first file, or a row of a contradictory one whose first field can only be a day
+            when s.day_first_seen and (not s.month_first_seen
+                                       or try_cast(regexp_extract(date_text, '^([0-9]{1,2})/', 1) as integer) > 12)
+                then coalesce(
+                    try_strptime(date_text, '%d/%m/%Y %H:%M'),
+                    try_strptime(date_text, '%d/%m/%Y %H:%M:%S'),
+                    try_strptime(date_text, '%d/%m/%Y'),
+                    try_cast(date_text as timestamp),
+                    try_strptime(date_text, '%d.%m.%Y %H:%M'),
+                    try_strptime(date_text, '%d.%m.%Y'))
             else coalesce(
                 try_cast(date_text as timestamp),
                 try_strptime(date_text, '%m/%d/%Y %H:%M'),
@@ -156,7 +185,8 @@ typed as (
                 then 'adjustment'
             else 'product'
         end as line_kind
-    from keyed
+    from keyed as k
+    left join slash_dates as s using (file_name)
 ),
 counted as (
     select
@@ -204,6 +234,8 @@ judged as (
             when currency_code is null then 'missing currency (no currency column value and no store file_currency)'
             when currency_code <> $shop_currency
                 then 'currency ' || currency_code || ' differs from the store currency ' || $shop_currency
+            when date_ambiguous
+                then 'ambiguous order date: ' || order_date || ' (the file writes dates both day-first and month-first)'
             when order_ts is null then 'unparseable order date: ' || coalesce(order_date, 'empty')
             when qty is null and abs(qty_double) >= 2147483648 then 'quantity out of range: ' || quantity
             when qty is null then 'unparseable quantity: ' || coalesce(quantity, 'empty')
@@ -240,6 +272,12 @@ latest as (
         -- only valid rows can replace an order: an invalid re-send keeps the earlier file's rows
         max(case when base_reason is null then ingested_at end) over (partition by resend_key)
             as latest_ingest_of_order,
+        -- one order id on rows of several customers in one file (an id reused or a corrupt export):
+        -- which customer the order is cannot be told, so none of them gets it
+        min(case when base_reason is null then customer_key end) over (partition by resend_key, file_name)
+            as first_customer_of_order,
+        max(case when base_reason is null then customer_key end) over (partition by resend_key, file_name)
+            as last_customer_of_order,
         row_number() over (
             partition by file_name, sheet_name, order_id, customer_id, order_date, product_id,
                          description, quantity, unit_price, amount
@@ -249,10 +287,13 @@ latest as (
 ),
 judged_rows as (
     select
-        * exclude (base_reason),
+        * exclude (base_reason, first_customer_of_order, last_customer_of_order),
         case
             when base_reason is not null then base_reason
             when ingested_at < latest_ingest_of_order then 'order re-imported from a later file'
+            when first_customer_of_order <> last_customer_of_order
+                then 'order id used for several customers in the file (' || first_customer_of_order || ' to '
+                     || last_customer_of_order || '): whose order it is cannot be told'
             when copy_number > 1 then 'duplicate row'
         end as row_reason
     from latest
