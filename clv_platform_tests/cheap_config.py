@@ -57,6 +57,24 @@ def use_clv_config(mp: pytest.MonkeyPatch, path: Path) -> None:
     mp.setattr(clv, "default_config_path", lambda: Path(path))  # npd_assets reads it through the package
 
 
+def use_files_only_store(mp: pytest.MonkeyPatch, folder: Path, file_currency: str | None = None) -> Path:
+    """A files-only store in ``folder`` (``CLV_SOURCE=files``, the cheaper clv.toml, no live-API or
+    path settings inherited from the environment); returns its inbox, created empty."""
+    inbox = folder / "inbox"
+    inbox.mkdir()
+    # what the graph writes is checked, not the models' accuracy: the cheaper clv.toml
+    use_clv_config(mp, cheap_clv_config(folder))
+    for var in ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_SHOP_DOMAIN", "KLAVIYO_API_KEY", "CLV_DUCKDB_PATH", "CLV_AS_OF",
+                "DAGSTER_HOME", "CLV_MODELS_DIR", "CLV_FILE_CURRENCY"):
+        mp.delenv(var, raising=False)
+    mp.setenv("CLV_SOURCE", "files")
+    mp.setenv("CLV_DATA_DIR", str(folder))
+    mp.setenv("CLV_INBOX_DIR", str(inbox))
+    if file_currency:
+        mp.setenv("CLV_FILE_CURRENCY", file_currency)
+    return inbox
+
+
 def one_tweedie_config(rounds: int, **changes) -> clv.ClvConfig:
     """The packaged config with one Tweedie candidate, at most ``rounds`` boosting rounds on one
     thread and MBG/NBD (plus ``changes``): a model trained in seconds, for tests of what a model

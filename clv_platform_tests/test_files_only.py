@@ -8,25 +8,15 @@ import pandas as pd
 import pytest
 
 from clv_platform.cli import run_files
-from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
+from clv_platform_tests.cheap_config import use_files_only_store
 from clv_platform_tests.online_retail import synthesize, write_two_sheet_workbook
 
 
 @pytest.fixture(scope="module")
 def files_store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("files_store")
-    inbox = tmp / "inbox"
-    inbox.mkdir()
     mp = pytest.MonkeyPatch()
-    # what the graph writes is checked here, not the models' accuracy: the cheaper clv.toml
-    use_clv_config(mp, cheap_clv_config(tmp))
-    for var in ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_SHOP_DOMAIN", "KLAVIYO_API_KEY", "CLV_DUCKDB_PATH", "CLV_AS_OF",
-                "DAGSTER_HOME", "CLV_MODELS_DIR"):
-        mp.delenv(var, raising=False)
-    mp.setenv("CLV_SOURCE", "files")
-    mp.setenv("CLV_DATA_DIR", str(tmp))
-    mp.setenv("CLV_INBOX_DIR", str(inbox))
-    mp.setenv("CLV_FILE_CURRENCY", "GBP")
+    inbox = use_files_only_store(mp, tmp, file_currency="GBP")
     export = synthesize(n_customers=300, seed=3, lines_per_invoice=3)
     sheet_rows = write_two_sheet_workbook(export, inbox / "online_retail_II.xlsx")
     code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from clv_platform.cli import run_files
-from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
+from clv_platform_tests.cheap_config import use_files_only_store
 from clv_platform_tests.ingestion.test_shopify_export import HEADER
 from clv_platform_tests.online_retail import synthesize
 
@@ -63,16 +63,8 @@ def write_shopify_export(export, path) -> dict:
 @pytest.fixture(scope="module")
 def shopify_store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("shopify_files_store")
-    inbox = tmp / "inbox"
-    inbox.mkdir()
     mp = pytest.MonkeyPatch()
-    use_clv_config(mp, cheap_clv_config(tmp))
-    for var in ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_SHOP_DOMAIN", "KLAVIYO_API_KEY", "CLV_DUCKDB_PATH", "CLV_AS_OF",
-                "DAGSTER_HOME", "CLV_MODELS_DIR", "CLV_FILE_CURRENCY"):
-        mp.delenv(var, raising=False)
-    mp.setenv("CLV_SOURCE", "files")
-    mp.setenv("CLV_DATA_DIR", str(tmp))
-    mp.setenv("CLV_INBOX_DIR", str(inbox))
+    inbox = use_files_only_store(mp, tmp)  # the export's Currency column gives the currency
     written = write_shopify_export(synthesize(n_customers=300, seed=5, lines_per_invoice=3),
                                    inbox / "orders_export_1.csv")
     code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
