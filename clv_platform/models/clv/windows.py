@@ -188,7 +188,9 @@ def training_windows(
         extra = btyd_features(model, frame, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
         parts.append(frame.join(extra).assign(window_end=pd.Timestamp(end)))
     if not parts:
-        raise HistoryTooShort(f"no training window with customers among those ending at {ends}")
+        raise HistoryTooShort("no training window with customers among those ending at "
+                              f"[{', '.join(str(end) for end in ends)}] (each needs two customers, a repeat buyer "
+                              f"among them, with {h} days of labels)")
     return pd.concat(parts, ignore_index=True)
 
 
