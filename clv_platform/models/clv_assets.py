@@ -306,7 +306,9 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
         context.log_event(registry.model_runs_event(record.name, record.version, gate["register"]))
-        frame = explain_frame(conn, config.explain_max_customers)
+        explained = trained.model.booster is not None
+        # a BTYD-only model (history too short to train) has no booster: empty SHAP tables, no chart
+        frame = explain_frame(conn, config.explain_max_customers) if explained else None
         importance = clv.shap_importance(trained.model, frame, config.shap_sample)
         interactions = clv.shap_interactions(trained.model, frame, config.interaction_sample, config.top_interactions)
         side = {}
@@ -321,19 +323,25 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         ).df().to_markdown(index=False, floatfmt=".4g")
     reports = reports_dir()
     reports.mkdir(parents=True, exist_ok=True)
-    plot = reports / f"clv_explainability_{record.version}.html"
-    plot.write_text(
-        clv.explainability_html(
-            importance, interactions,
-            f"CLV model {record.name} {record.version}: mean |SHAP| in the booster's margin units "
-            f"({trained.model.objective.name}; log of spend for log-link objectives, spend in the shop "
-            "currency otherwise)",
-        ),
-        encoding="utf-8",
-    )
+    plot = reports / f"clv_explainability_{record.version}.html" if explained else None
+    if plot is not None:
+        plot.write_text(
+            clv.explainability_html(
+                importance, interactions,
+                f"CLV model {record.name} {record.version}: mean |SHAP| in the booster's margin units "
+                f"({trained.model.objective.name}; log of spend for log-link objectives, spend in the shop "
+                "currency otherwise)",
+            ),
+            encoding="utf-8",
+        )
     pruned = prune_reports("clv_explainability_")
     drift_reports = sorted(reports.glob("drift_*.html"))
-    comparison = pd.DataFrame(trained.selection.comparison).drop(columns=["params"])
+    comparison = pd.DataFrame(trained.selection.comparison).drop(columns=["params"], errors="ignore")
+    explainability = ({"booster_path": dg.MetadataValue.path(str(record.booster_path)),
+                       "explainability_plot": dg.MetadataValue.path(str(plot)),
+                       "explainability_url": dg.MetadataValue.url(report_url(plot))} if explained else
+                      {"explainability": "none: a BTYD-only model has no booster to explain (empty SHAP tables, "
+                                         "no chart)"})
     if gate["register"]:
         context.log.info(f"registered {record.name} {record.version} ({trained.model.objective.name}); "
                          f"{trained.serving.get('reason', '')}")
@@ -385,9 +393,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "features": dg.MetadataValue.json(trained.model.features),
             "top_features": _md(importance[["rank", "feature", "mean_abs_shap"]]),
             "top_interactions": _md(interactions[["rank", "feature_a", "feature_b", "mean_abs_interaction"]]),
-            "booster_path": dg.MetadataValue.path(str(record.booster_path)),
-            "explainability_plot": dg.MetadataValue.path(str(plot)),
-            "explainability_url": dg.MetadataValue.url(report_url(plot)),
+            **explainability,
             # the newest drift report (monitoring/drift_runs) so far, and the folder of all reports
             **({"latest_drift_report_url": dg.MetadataValue.url(report_url(drift_reports[-1]))} if drift_reports else {}),
             "all_reports_url": dg.MetadataValue.url(report_url(reports)),
@@ -608,6 +614,16 @@ def registration_gate(conn, trained: clv.TrainedClv) -> dict:
     """
     from clv_platform.core.thresholds import monitoring_config
 
+    if trained.validation_frame is None:
+        # a BTYD-only model (history too short to train): no validation window to compare on
+        served = registry.latest_registered(conn)
+        if served is None:
+            return {"register": True, "served_version": None, "comparisons": [], "served_metrics": None,
+                    "reason": "first model: nothing registered yet (BTYD only, the history is too short to train)"}
+        return {"register": False, "served_version": served["model_version"], "comparisons": [],
+                "served_metrics": None,
+                "reason": f"no validation window to compare with the served {served['model_version']} (the history "
+                          "is too short to train): it stays served"}
     version, served = served_metrics_on(conn, trained)
     decision = registry.decide(trained.validation_metrics, served, monitoring_config().model_regression, version)
     decision["served_metrics"] = served

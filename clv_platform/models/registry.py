@@ -7,7 +7,7 @@ metrics - and registered only if no configured metric is worse than the served m
 than its margin. Rollback by version (``rollback_to``) makes an older version the served one.
 
 A model is saved under ``<data_dir>/models/`` as ``<name>_<YYYYmmddTHHMMSSZ>``: the XGBoost booster
-in its binary format (``.ubj``) and a JSON sidecar (``.json``) with the config, data window,
+in its binary format (``.ubj``; none for a BTYD-only model, ``clv.btyd_only``) and a JSON sidecar (``.json``) with the config, data window,
 feature list, objective choice and metrics - everything ``load_model`` needs to predict exactly
 as at training time (feature order, log1p smearing, BTYD offset). One row per save goes to
 ``ml.model_runs``; ``is_registered`` marks the runs eligible for serving, and the newest of those
@@ -65,7 +65,8 @@ class ModelRecord:
 
     name: str
     version: str
-    booster_path: Path
+    booster_path: Path | None
+    """None for a BTYD-only model (no booster)."""
     sidecar_path: Path
     sidecar: dict
 
@@ -100,8 +101,12 @@ def save_model(
     folder.mkdir(parents=True, exist_ok=True)
     version = _version(trained_at, name, folder)
     stem = folder / f"{name}_{version}"
-    booster_path, sidecar_path = stem.with_suffix(".ubj"), stem.with_suffix(".json")
-    trained.model.booster.save_model(str(booster_path))
+    sidecar_path = stem.with_suffix(".json")
+    # a BTYD-only model (history too short to train, ``clv.btyd_only``) has no booster: no .ubj,
+    # and its ml.model_runs path is the sidecar's (``load_model`` reads either)
+    booster_path = stem.with_suffix(".ubj") if trained.model.booster is not None else None
+    if booster_path is not None:
+        trained.model.booster.save_model(str(booster_path))
     classifier_path = stem.with_name(f"{stem.name}_buy.ubj")
     if trained.model.classifier is not None:
         # the mixture point rule's buy classifier, next to the booster
@@ -111,7 +116,7 @@ def save_model(
         "model_name": name,
         "model_version": version,
         "trained_at": trained_at.isoformat(),
-        "booster_file": booster_path.name,
+        "booster_file": booster_path.name if booster_path is not None else None,
         **trained.sidecar(config),
         **(extra or {}),
     }
@@ -128,7 +133,7 @@ def save_model(
             trained.model.objective.name,
             int(trained.n_train),
             json.dumps(trained.validation_metrics, default=str),
-            str(booster_path),
+            str(booster_path or sidecar_path),
             bool(register),
         ],
     )
@@ -148,11 +153,14 @@ def read_sidecar(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path) -> tuple[ClvModel, dict]:
-    """Load a saved model from its booster (``.ubj``) or sidecar (``.json``) path."""
+    """Load a saved model from its booster (``.ubj``) or sidecar (``.json``) path. A sidecar whose
+    ``booster_file`` is null is a BTYD-only model (``clv.btyd_only``): booster None."""
     stem = Path(path).with_suffix("")
     sidecar = read_sidecar(path)
-    booster = xgb.Booster()
-    booster.load_model(str(stem.with_suffix(".ubj")))
+    booster = None
+    if sidecar.get("booster_file", "") is not None:
+        booster = xgb.Booster()
+        booster.load_model(str(stem.with_suffix(".ubj")))
     model = ClvModel(
         booster=booster,
         features=list(sidecar["features"]),

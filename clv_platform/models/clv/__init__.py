@@ -45,6 +45,7 @@ from clv_platform.models.clv.config import (  # noqa: F401
     objective_candidates,
 )
 from clv_platform.models.clv.windows import (  # noqa: F401
+    HistoryTooShort,
     add_derived_features,
     btyd_summary,
     naive_spend,
@@ -99,6 +100,8 @@ from clv_platform.models.clv.objective import (  # noqa: F401
 )
 from clv_platform.models.clv.train import (  # noqa: F401
     EXTENSION_BOUNDS,
+    BTYD_ONLY,
+    btyd_only,
     btyd_extension_factor,
     TrainedClv,
     train_clv,

@@ -66,9 +66,12 @@ def _dmatrix(
 
 @dataclass
 class ClvModel:
-    """A trained booster plus everything needed to use it the way it was trained."""
+    """A trained booster plus everything needed to use it the way it was trained.
 
-    booster: xgb.Booster
+    ``booster`` is None for a BTYD-only model (``train.btyd_only``: the history was too short to
+    train one); such a model always ``serves_btyd`` and has no features."""
+
+    booster: xgb.Booster | None
     features: list[str]
     objective: ObjectiveSpec
     variant: str
@@ -202,6 +205,8 @@ class ClvModel:
         btyd_spend = np.clip(np.nan_to_num(frame[offset_column].to_numpy(dtype=float)), 0.0, None)
         if self.serves_btyd:
             return btyd_spend
+        if self.booster is None:
+            raise ValueError("a model without a booster can only serve the BTYD (serves_btyd)")
         margin = _offset(self.objective, frame[offset_column]) if self.offset else None
         raw = predict_rows(self.booster, frame, self.features, base_margin=margin).astype(float)
         if self.objective.target == "log1p":

@@ -19,8 +19,13 @@ def shap_importance(model: ClvModel, frame: pd.DataFrame, sample: int = 2000) ->
     """Global importance: mean |SHAP| per feature (xgboost's TreeSHAP), on a sample for speed.
 
     SHAP values are on the booster's margin scale (log for Tweedie and log1p), which ranks
-    features the same way as the spend scale would for a single-link model.
+    features the same way as the spend scale would for a single-link model. A model without a
+    booster (BTYD-only, ``train.btyd_only``) has nothing to explain: an empty table.
     """
+    if model.booster is None:
+        return pd.DataFrame({"feature": pd.Series(dtype=str), "mean_abs_shap": pd.Series(dtype=float),
+                             "mean_shap": pd.Series(dtype=float), "rank": pd.Series(dtype="int64"),
+                             "n_sample": pd.Series(dtype="int64")})
     rows = _sample(frame, sample)
     contribs = model.booster.predict(
         _dmatrix(rows, model.features, model.objective, "btyd_expected_spend" if model.offset else None),
@@ -39,7 +44,12 @@ def shap_importance(model: ClvModel, frame: pd.DataFrame, sample: int = 2000) ->
 
 
 def shap_interactions(model: ClvModel, frame: pd.DataFrame, sample: int = 400, top: int = 20) -> pd.DataFrame:
-    """The ``top`` feature pairs by mean |SHAP interaction value| (off-diagonal, i < j, x2 for symmetry)."""
+    """The ``top`` feature pairs by mean |SHAP interaction value| (off-diagonal, i < j, x2 for symmetry);
+    an empty table for a model without a booster (BTYD-only)."""
+    if model.booster is None:
+        return pd.DataFrame({"feature_a": pd.Series(dtype=str), "feature_b": pd.Series(dtype=str),
+                             "mean_abs_interaction": pd.Series(dtype=float), "rank": pd.Series(dtype="int64"),
+                             "n_sample": pd.Series(dtype="int64")})
     rows = _sample(frame, sample, seed=1)
     values = model.booster.predict(
         _dmatrix(rows, model.features, model.objective, "btyd_expected_spend" if model.offset else None),

@@ -15,7 +15,7 @@ import pandas as pd
 from clv_platform.models import btyd, btyd_intervals, metrics, total_interval
 from clv_platform.models.sampling import TrainingFrames
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
-from clv_platform.models.clv.windows import (WindowFits, btyd_features_horizons, window_ends, cap_rows,
+from clv_platform.models.clv.windows import (HistoryTooShort, WindowFits, btyd_features_horizons, window_ends, cap_rows,
                                              training_windows, feature_list, fetch_rows)
 from clv_platform.models.clv.booster import (ClvModel, calibration_shift, predict_rows, train_buy_classifier,
                                              uses_offset, train_booster)
@@ -162,8 +162,44 @@ def train_clv(
         frames.want(cutoff - timedelta(days=h), h, fetch_rows(config.max_extension_rows or None, config))
     try:
         return _train(conn, cutoff, config, variant, objective, fits, frames, final_ends, inner_ends, per_window)
+    except HistoryTooShort as error:
+        if variant != HYBRID:
+            raise  # the xgboost variant has no BTYD to serve
+        return btyd_only(cutoff, config, str(error))
     finally:
         frames.close()
+
+
+BTYD_ONLY = "btyd_only"
+"""Objective name of a model without a booster (``btyd_only``): there was nothing to select."""
+
+
+def btyd_only(cutoff: date, config: ClvConfig, why: str) -> TrainedClv:
+    """The served model when the history is too short to train (``windows.HistoryTooShort``): the
+    BTYD forecast as is, no booster.
+
+    Its predictions are ``ml.btyd_scores``' own (``ClvModel.serves_btyd``); the point forecast is
+    the mean (the median and the sharpening are chosen on a validation window, which this history
+    does not have); there are no validation metrics, and the store-total interval is the process
+    interval only (``total_interval.served_errors``: no recorded total error).
+    """
+    h = config.label_horizon_days
+    reason = f"history too short to train: {why}"
+    spec = ObjectiveSpec(BTYD_ONLY, {}, "identity")
+    model = ClvModel(None, [], spec, HYBRID, h, serves_btyd=True, point_rule=SHARPEN, sharpen=1.0)
+    selection = Selection(chosen=spec, comparison=[], metric=config.selection_metric, rounds=0, smearing=1.0,
+                          validation_window_end="", train_window_ends=[], criterion=reason)
+    total_error = {"label_days": int(h), "windows": [], "btyd_log_errors": [], "level_calibrated": False,
+                   "method_log_errors": [], "served_validation_log_error": None,
+                   "reason": f"{reason} (no label window to measure the total error on: process interval only)"}
+    serving = {"served": "btyd", "reason": reason, "history_too_short": True, "btyd_metrics": {},
+               "total_error": total_error, "extension": {"factor": 1.0, "reason": reason},
+               "buy_classifier": None, "btyd_point_rule": SHARPEN, "btyd_sharpen": 1.0, "btyd_point_mae": None,
+               "hybrid_point_rule": SHARPEN, "hybrid_sharpen": 1.0, "hybrid_point_shrink": 1.0,
+               "sharpen_reason": "the mean: the point rules are chosen on a validation window, which a history "
+                                 "this short does not have"}
+    return TrainedClv(model=model, selection=selection, cutoff=cutoff, n_train=0, window_ends=[],
+                      validation_metrics={}, validation_frame=None, serving=serving)
 
 
 def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: ObjectiveSpec | None, fits: WindowFits,

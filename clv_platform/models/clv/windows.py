@@ -20,6 +20,13 @@ from clv_platform.transforms.features import FEATURE_COLUMNS
 from clv_platform.models.clv.config import HYBRID, BTYD_FEATURES, DERIVED_FEATURES, ClvConfig
 
 
+class HistoryTooShort(ValueError):
+    """No label window ending by the cutoff has the customers a model trains on (two or more, a
+    repeat buyer among them): the store's history is too short to train the CLV model. The one
+    signal ``train.train_clv`` turns into a BTYD-only model (``train.btyd_only``); a ValueError,
+    so callers that do not fall back see the error they always saw."""
+
+
 def add_derived_features(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with ``DERIVED_FEATURES`` added (from ``total_net_spend`` and ``T_days``)."""
     if not {"total_net_spend", "T_days"} <= set(frame.columns):
@@ -181,7 +188,9 @@ def training_windows(
         extra = btyd_features(model, frame, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
         parts.append(frame.join(extra).assign(window_end=pd.Timestamp(end)))
     if not parts:
-        raise ValueError(f"no training window with customers among those ending at {ends}")
+        raise HistoryTooShort("no training window with customers among those ending at "
+                              f"[{', '.join(str(end) for end in ends)}] (each needs two customers, a repeat buyer "
+                              f"among them, with {h} days of labels)")
     return pd.concat(parts, ignore_index=True)
 
 
