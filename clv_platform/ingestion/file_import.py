@@ -33,7 +33,7 @@ import hashlib
 import io
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -111,6 +111,23 @@ def _cell_text(value) -> str | None:
         return str(int(value))
     text = str(value)
     return text if text.strip() != "" else None
+
+
+EXCEL_EPOCH = datetime(1899, 12, 30)
+"""Day 0 of Excel's serial dates (1900 date system, with its phantom 29 Feb 1900 folded in)."""
+EXCEL_SERIAL_DAYS = (20000, 80000)
+"""Serial numbers read as dates in a date column: 1954-10-03 to 2119-01-10. A workbook date cell
+without a date format comes back as its serial number (45173 = 2023-09-04); a number outside
+this range in a date column is left as it is (staging rejects it as an unparseable date)."""
+
+
+def _date_cell_text(value) -> str | None:
+    """A workbook's order-date cell as text: a bare number in the serial range is an unformatted
+    Excel date (its fraction the time of day); anything else as ``_cell_text`` renders it."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            EXCEL_SERIAL_DAYS[0] <= value < EXCEL_SERIAL_DAYS[1]:
+        return (EXCEL_EPOCH + timedelta(days=float(value))).isoformat(sep=" ", timespec="seconds")
+    return _cell_text(value)
 
 
 def content_hash(path: Path) -> str:
@@ -259,6 +276,9 @@ def _frame_from_rows(
             payloads.append(json.dumps({"fields": cells_in}, ensure_ascii=False, default=str))
             continue
         cells = [_cell_text(v) for v in cells_in]
+        date_index = mapping.get("order_date")
+        if date_index is not None:  # CSV cells are text: only a workbook's numeric date cell changes
+            cells[date_index] = _date_cell_text(cells_in[date_index])
         for column in _VALUE_COLUMNS:
             index = mapping.get(column)
             columns[column].append(cells[index] if index is not None else None)

@@ -382,3 +382,18 @@ def test_an_order_id_on_rows_of_several_customers_is_rejected_not_merged(data_en
     assert rejected == {"reused.csv#2": reason, "reused.csv#3": reason, "reused.csv#4": reason}
     files = next(r for r in staged.reconciliation if r.source_table == "raw.file_transactions")
     assert (files.rows_in, files.accepted, files.rejected) == (4, 1, 3)
+
+
+def test_unformatted_excel_serial_dates_are_dates(data_env):
+    """A workbook date cell without a date format comes back as its serial number: 45173 is
+    2023-09-04 (Excel shows it so once formatted as a date), 45173.5 noon of that day. The whole
+    sheet was rejected as unparseable dates; a number out of the serial range still is."""
+    path = data_env / "inbox" / "serial.xlsx"
+    pd.DataFrame({"customer_id": ["c1", "c2", "c3"], "order_id": ["o1", "o2", "o3"],
+                  "order_date": [45173, 45173.5, 12], "amount": [10.0, 20.0, 30.0]}).to_excel(path, index=False)
+    assert _import(data_env, "serial.xlsx")[0].success
+    _, rejected, _ = _stage(data_env / "clv.duckdb")
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        got = {o.split(":")[1]: str(t) for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
+    assert got == {"o1": "2023-09-04 00:00:00", "o2": "2023-09-04 12:00:00"}
+    assert rejected == {"serial.xlsx#Sheet1!4": "unparseable order date: 12"}
