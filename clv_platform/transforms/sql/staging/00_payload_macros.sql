@@ -22,3 +22,10 @@ create or replace temp macro clv_visit(v) as {
     'landing_page': clv_visit_text(v.landingPage),
     'referrer_url': clv_visit_text(v.referrerUrl)
 };
+
+-- An order's revenue after its refunds, one rule for both sources (Shopify orders and imported
+-- files) and either revenue basis: refunds never take more than the revenue they return, and an
+-- order that is not a purchase (cancelled, or its payment voided / expired) is worth 0.
+create or replace temp macro clv_refunded(refunds, revenue) as cast(least(refunds, revenue) as decimal(18, 2));
+create or replace temp macro clv_net_of_refunds(revenue, refunds, not_purchase) as
+    cast(case when not_purchase then 0 else greatest(revenue - refunds, 0) end as decimal(18, 2));

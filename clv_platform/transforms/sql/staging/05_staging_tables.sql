@@ -29,18 +29,18 @@ select
     -- revenue as the features, labels and marts read it ($revenue_basis; default net sales)
     case when $revenue_basis = 'total_price' then o.total_price else o.sales_before_returns end as gross_revenue,
     o.discount_amount,
-    cast(case when $revenue_basis = 'total_price' then least(o.total_refunded, o.total_price)
-              else least(o.product_refunds, o.sales_before_returns) end as decimal(18, 2)) as refunded_amount,
-    cast(case when o.is_cancelled or o.is_unpaid then 0
-              when $revenue_basis = 'total_price' then greatest(o.total_price - o.total_refunded, 0)
-              else greatest(o.sales_before_returns - o.product_refunds, 0) end as decimal(18, 2)) as net_revenue,
+    case when $revenue_basis = 'total_price' then clv_refunded(o.total_refunded, o.total_price)
+         else clv_refunded(o.product_refunds, o.sales_before_returns) end as refunded_amount,
+    case when $revenue_basis = 'total_price'
+         then clv_net_of_refunds(o.total_price, o.total_refunded, o.is_cancelled or o.is_unpaid)
+         else clv_net_of_refunds(o.sales_before_returns, o.product_refunds, o.is_cancelled or o.is_unpaid)
+    end as net_revenue,
     o.line_count,
     o.item_quantity,
     -- Shopify's own breakdown, in the shop currency, whatever $revenue_basis says
     o.gross_sales,
-    cast(least(o.product_refunds, o.sales_before_returns) as decimal(18, 2)) as returns_amount,
-    cast(case when o.is_cancelled or o.is_unpaid then 0
-              else greatest(o.sales_before_returns - o.product_refunds, 0) end as decimal(18, 2)) as net_sales,
+    clv_refunded(o.product_refunds, o.sales_before_returns) as returns_amount,
+    clv_net_of_refunds(o.sales_before_returns, o.product_refunds, o.is_cancelled or o.is_unpaid) as net_sales,
     o.tax_amount,
     o.shipping_amount,
     o.total_price,
@@ -81,16 +81,13 @@ select
     is_unpaid,
     cast(gross_revenue as decimal(18, 2)) as gross_revenue,
     discount_amount,
-    -- refunds never take more than the order's revenue
-    cast(least(refunds, gross_revenue) as decimal(18, 2)) as refunded_amount,
-    cast(case when is_cancelled or is_unpaid then 0 else gross_revenue - least(refunds, gross_revenue) end
-         as decimal(18, 2)) as net_revenue,
+    clv_refunded(refunds, gross_revenue) as refunded_amount,
+    clv_net_of_refunds(gross_revenue, refunds, is_cancelled or is_unpaid) as net_revenue,
     line_count,
     item_quantity,
     gross_sales,
-    cast(least(refunds, sales_before_returns) as decimal(18, 2)) as returns_amount,
-    cast(case when is_cancelled or is_unpaid then 0 else sales_before_returns - least(refunds, sales_before_returns) end
-         as decimal(18, 2)) as net_sales,
+    clv_refunded(refunds, sales_before_returns) as returns_amount,
+    clv_net_of_refunds(sales_before_returns, refunds, is_cancelled or is_unpaid) as net_sales,
     tax_amount,
     shipping_amount,
     total_price,
