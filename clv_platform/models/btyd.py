@@ -28,6 +28,8 @@ from lifetimes import BetaGeoFitter, GammaGammaFitter, ModifiedBetaGeoFitter, Pa
 from lifetimes.utils import ConvergenceError
 from scipy.special import expit, roots_jacobi
 
+from clv_platform.models.datasets import net_purchases
+
 BGNBD = "bgnbd"
 PARETO_NBD = "pareto_nbd"
 MBGNBD = "mbgnbd"
@@ -64,12 +66,18 @@ _PARETO_STARTS = ((0.5, 0.3, 0.5, 0.3), (1.0, 1.0, 1.0, 1.0))
 
 
 def _daily(transactions: pd.DataFrame) -> pd.DataFrame:
-    """One row per customer and day with the day's amounts summed (the papers' protocol)."""
-    frame = transactions[["customer_id", "order_date", "amount"]].copy()
-    frame["customer_id"] = frame["customer_id"].astype(str)
-    frame["order_date"] = pd.to_datetime(frame["order_date"]).dt.normalize()
-    frame["amount"] = frame["amount"].astype(float)
+    """One row per customer and purchase day with the day's amounts summed (the papers' protocol).
+
+    A return (negative amount) is not a purchase day: it reduces the purchase it is booked to
+    (``datasets.net_purchases``) by what the frame holds of it, so a frame cut at a date gives the
+    days' spend as of that date.
+    """
+    frame = net_purchases(transactions)[["customer_id", "order_date", "amount"]]
     return frame.groupby(["customer_id", "order_date"], as_index=False, sort=True)["amount"].sum()
+
+
+def _until(transactions: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    return transactions[pd.to_datetime(transactions["order_date"]) <= end]
 
 
 def summarize(
@@ -88,8 +96,10 @@ def summarize(
     The index is ``customer_id``.
     """
     calibration_end = pd.Timestamp(calibration_end).normalize()
-    daily = _daily(transactions)
-    calibration = daily[daily["order_date"] <= calibration_end]
+    # each window's spend net of the returns made by its end (point in time): a return after the
+    # calibration end of a calibration purchase is not known at the calibration end, and a return
+    # in the holdout of an older purchase is not holdout spend (the platform's labels alike)
+    calibration = _daily(_until(transactions, calibration_end))
 
     grouped = calibration.groupby("customer_id", sort=True)
     first = grouped["order_date"].min()
@@ -120,7 +130,8 @@ def summarize(
         return summary
 
     holdout_end = pd.Timestamp(holdout_end).normalize()
-    holdout = daily[(daily["order_date"] > calibration_end) & (daily["order_date"] <= holdout_end)]
+    daily = _daily(_until(transactions, holdout_end))
+    holdout = daily[daily["order_date"] > calibration_end]
     holdout_grouped = holdout.groupby("customer_id")
     summary["holdout_purchases"] = holdout_grouped.size().reindex(summary.index, fill_value=0).astype(int)
     summary["holdout_spend"] = holdout_grouped["amount"].sum().reindex(summary.index, fill_value=0.0)

@@ -1,7 +1,11 @@
 """Transaction data sets for the CLV backtests.
 
 Every loader returns the same frame, one row per order line:
-``customer_id`` (str), ``order_date`` (datetime64, day precision), ``amount`` (float).
+``customer_id`` (str), ``order_date`` (datetime64, day precision), ``amount`` (float). A negative
+amount is a return (a credit note), not a purchase: ``split_returns`` books it against the
+customer's latest purchase at or before its date, on its own date, as the files import books a
+credit note (``staging.refunds``), so every consumer (the BTYD summaries, the staging tables the
+features are built from) sees it from that date on and never before.
 
 Two named data sets are the CDNOW music-retailer files that ship inside the ``lifetimes`` wheel
 (``lifetimes/datasets/``); they are located at run time from the installed package and are never
@@ -88,6 +92,60 @@ INTEGRAL_FLOAT_ID = r"^([0-9]+)\.0+$"
 import (``transforms/sql/staging/03_file_rows.sql``)."""
 
 
+RETURN_WITHOUT_PURCHASE = "return (negative amount) without an earlier purchase of the customer"
+
+
+def split_returns(transactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(purchases, returns) of a transactions frame.
+
+    ``purchases``: the rows with ``amount >= 0`` (a $0 row is a purchase, as in CDNOW), in
+    (customer, date, amount) order, with ``purchase_id`` 0..n-1. ``returns``: the rows with
+    ``amount < 0`` as ``customer_id``, ``return_date``, ``refund`` (= -amount) and ``purchase_id``,
+    the customer's latest purchase at or before the return's day (the files import's rule for a
+    credit note without a matching product; the largest of that day's purchases when there are
+    several), or -1 when the customer bought nothing by then. The match never depends on what
+    follows the return, so a frame cut at any date matches its returns as the whole frame does.
+    """
+    frame = pd.DataFrame({
+        "customer_id": transactions["customer_id"].astype(str).to_numpy(),
+        "order_date": pd.to_datetime(transactions["order_date"]).dt.normalize().to_numpy(),
+        "amount": transactions["amount"].astype(float).to_numpy(),
+    })
+    negative = frame["amount"].to_numpy() < 0
+    purchases = (frame[~negative].sort_values(["customer_id", "order_date", "amount"], kind="stable")
+                 .reset_index(drop=True))
+    purchases["purchase_id"] = np.arange(len(purchases), dtype=np.int64)
+    returns = frame[negative].rename(columns={"order_date": "return_date"})
+    returns = returns.assign(refund=-returns["amount"]).drop(columns="amount")
+    if returns.empty:
+        return purchases, returns.assign(purchase_id=np.zeros(0, dtype=np.int64)).reset_index(drop=True)
+    latest = purchases.drop_duplicates(["customer_id", "order_date"], keep="last")
+    matched = pd.merge_asof(
+        returns.reset_index(drop=True).sort_values("return_date", kind="stable"),
+        latest[["customer_id", "order_date", "purchase_id"]].sort_values("order_date", kind="stable"),
+        left_on="return_date", right_on="order_date", by="customer_id", direction="backward",
+    )
+    matched["purchase_id"] = matched["purchase_id"].fillna(-1).astype(np.int64)
+    returns = matched.drop(columns="order_date").sort_values(["customer_id", "return_date"], kind="stable")
+    return purchases, returns.reset_index(drop=True)
+
+
+def net_purchases(transactions: pd.DataFrame) -> pd.DataFrame:
+    """The purchases of ``transactions`` with ``amount`` net of the returns the frame holds, each
+    purchase's refunds capped at its amount (a return larger than the order it is booked to
+    refunds that order, not the customer's other spend, as staging caps a refund at its order).
+
+    Cut the frame at a date first for "as of" that date: returns after it are then not yet made.
+    """
+    purchases, returns = split_returns(transactions)
+    if returns.empty:
+        return purchases
+    refunded = returns[returns["purchase_id"] >= 0].groupby("purchase_id")["refund"].sum()
+    refunded = refunded.reindex(purchases["purchase_id"], fill_value=0.0).to_numpy()
+    amount = purchases["amount"].to_numpy()
+    return purchases.assign(amount=amount - np.minimum(refunded, amount))
+
+
 def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, int]]:
     """A CSV with ``customer_id, order_date, amount`` columns (extra columns are ignored), and the
     rows left out by reason.
@@ -98,7 +156,8 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     without a customer id, or whose date or amount cannot be read, is left out and counted (it would
     otherwise become a customer called "nan" or a NaN spend); a file where no date reads at all is
     refused with a sentence, since the dates are then in another format (``03/10/2024`` could be
-    March or October).
+    March or October). A negative amount is a return (``split_returns``); one of a customer who has
+    bought nothing by its day reduces no purchase and is left out and counted.
     """
     path = Path(path)
     if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
@@ -133,6 +192,13 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
             "amount": amount[keep],
         }
     ).reset_index(drop=True)
+    returns = split_returns(frame)[1]
+    orphans = returns[returns["purchase_id"] < 0]
+    if len(orphans):
+        dropped[RETURN_WITHOUT_PURCHASE] = len(orphans)
+        orphan_keys = pd.MultiIndex.from_frame(orphans[["customer_id", "return_date"]])
+        keys = pd.MultiIndex.from_frame(frame[["customer_id", "order_date"]])
+        frame = frame[~((frame["amount"].to_numpy() < 0) & keys.isin(orphan_keys))].reset_index(drop=True)
     return frame, dropped
 
 

@@ -4,10 +4,12 @@ The CLV model is trained on ``transforms/features.py`` features. A backtest on C
 has only ``customer_id, order_date, amount`` rows, not the Shopify-shaped staging tables; instead
 of a second feature implementation for such data (which would drift from the one the platform
 scores with), the rows are loaded into an in-memory DuckDB as ``staging.orders`` (one order per
-row, never cancelled or refunded), an empty ``staging.order_lines`` and an empty
-``staging.customers``, and ``staging.order_history`` is built from them: the tables
+row, never cancelled; a return row is a ``staging.refunds`` row of the purchase
+``datasets.split_returns`` books it to, on its own date), an empty ``staging.order_lines`` and an
+empty ``staging.customers``, and ``staging.order_history`` is built from them: the tables
 ``sql/customer_features.sql`` reads. Features that come out all-null or constant on such data
-(basket, refunds, discounts, profile age) are dropped by ``usable_features`` before training.
+(basket, discounts, profile age; refunds on a file without returns) are dropped by
+``usable_features`` before training.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from clv_platform.models.datasets import split_returns
 from clv_platform.transforms.order_history import build_order_history
 
 _STAGING_DDL = (
@@ -22,7 +25,7 @@ _STAGING_DDL = (
     """
     create or replace table staging.orders as
     select
-        'T' || cast(row_number() over (order by customer_id, order_date, amount) as varchar) as order_id,
+        'T' || cast(purchase_id + 1 as varchar) as order_id,
         cast(customer_id as varchar) as customer_id,
         cast(order_date as date) as order_date,
         cast(order_date as timestamp)
@@ -34,11 +37,23 @@ _STAGING_DDL = (
         cast(null as date) as cancelled_on,
         cast(amount as decimal(18, 2)) as gross_revenue,
         cast(0 as decimal(18, 2)) as discount_amount,
-        cast(0 as decimal(18, 2)) as refunded_amount,
-        cast(greatest(amount, 0) as decimal(18, 2)) as net_revenue,
+        cast(least(refunded, amount) as decimal(18, 2)) as refunded_amount,
+        cast(amount - least(refunded, amount) as decimal(18, 2)) as net_revenue,
         cast(null as bigint) as item_quantity,
         cast(null as bigint) as line_count
-    from transactions_input
+    from purchases_input
+    """,
+    """
+    create or replace table staging.refunds as
+    select
+        'T' || cast(purchase_id + 1 as varchar) as order_id,
+        'R' || cast(row_number() over (order by customer_id, return_date, refund) as varchar) as refund_id,
+        cast(customer_id as varchar) as customer_id,
+        cast(return_date as timestamp) as refunded_at,
+        cast(return_date as date) as refunded_on,
+        cast(refund as decimal(18, 2)) as amount
+    from returns_input
+    where purchase_id >= 0
     """,
     """
     create or replace table staging.order_lines (
@@ -58,25 +73,25 @@ _STAGING_DDL = (
 
 
 def load_staging(conn: duckdb.DuckDBPyConnection, transactions: pd.DataFrame) -> int:
-    """Create ``staging.orders`` / ``order_lines`` / ``customers`` from a transactions frame.
+    """Create ``staging.orders`` / ``refunds`` / ``order_lines`` / ``customers`` from a transactions frame.
 
     ``transactions`` has ``customer_id``, ``order_date`` and ``amount`` (the ``datasets`` loaders'
-    shape). Amounts are stored as DECIMAL(18,2) like staging's money columns; a negative amount
-    counts as a zero-value order. Returns the number of orders written.
+    shape). Amounts are stored as DECIMAL(18,2) like staging's money columns; a negative amount is
+    a refund of the purchase ``split_returns`` books it to, dated on its own day (the features and
+    labels then count it from that day on, capped at the order); one without an earlier purchase
+    reduces nothing. Returns the number of orders written.
     """
-    frame = pd.DataFrame(
-        {
-            "customer_id": transactions["customer_id"].astype(str).to_numpy(),
-            "order_date": pd.to_datetime(transactions["order_date"]).dt.normalize().to_numpy(),
-            "amount": transactions["amount"].astype(float).to_numpy(),
-        }
-    )
-    conn.register("transactions_input", frame)
+    purchases, returns = split_returns(transactions)
+    refunded = returns[returns["purchase_id"] >= 0].groupby("purchase_id")["refund"].sum()
+    purchases = purchases.assign(refunded=refunded.reindex(purchases["purchase_id"], fill_value=0.0).to_numpy())
+    conn.register("purchases_input", purchases)
+    conn.register("returns_input", returns)
     try:
         for statement in _STAGING_DDL:
             conn.execute(statement)
     finally:
-        conn.unregister("transactions_input")
+        conn.unregister("purchases_input")
+        conn.unregister("returns_input")
     build_order_history(conn)
     return int(conn.execute("select count(*) from staging.orders").fetchone()[0])
 

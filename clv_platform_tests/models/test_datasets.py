@@ -89,3 +89,78 @@ def test_csv_with_no_iso_dates_or_a_workbook_is_refused_in_a_sentence(tmp_path):
     book.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\x83")
     with pytest.raises(ValueError, match="the backtest reads a CSV"):
         datasets.load_dataset(book)
+
+
+RETURNS_CSV = """customer_id,order_date,amount
+a,2024-01-01,100
+a,2024-01-20,-30
+a,2024-01-25,50
+a,2024-02-10,-80
+a,2024-02-20,40
+b,2024-01-05,20
+b,2024-01-05,-50
+c,2024-01-10,10
+c,2024-02-15,-5
+d,2024-01-03,-12
+d,2024-01-07,25
+"""
+
+
+def test_a_return_reduces_the_purchase_it_is_booked_to_from_its_own_day_on(tmp_path):
+    """A negative amount is a return of the customer's latest purchase by its day, never a purchase
+    day of its own; each window sees it only from its date on, capped at that purchase.
+
+    a: 100 on 1 Jan, 30 returned on 20 Jan, 50 on 25 Jan (all of it returned on 10 Feb, after the
+    calibration end), 40 on 20 Feb. b: returns more than the order, the same day. c: a return after
+    the calibration end. d: a return before any purchase reduces nothing and is counted."""
+    from clv_platform.models import btyd
+
+    path = tmp_path / "returns.csv"
+    path.write_text(RETURNS_CSV)
+    frame, dropped = datasets.read_transactions_csv(path)
+    assert dropped == {datasets.RETURN_WITHOUT_PURCHASE: 1}
+    assert len(frame) == 10 and not ((frame["customer_id"] == "d") & (frame["amount"] < 0)).any()
+
+    purchases, returns = datasets.split_returns(frame)
+    booked = returns.merge(purchases[["purchase_id", "order_date", "amount"]], on="purchase_id")
+    assert sorted(zip(booked["customer_id"], booked["return_date"].dt.day, booked["order_date"].dt.day)) == [
+        ("a", 10, 25), ("a", 20, 1), ("b", 5, 5), ("c", 15, 10)]
+
+    summary = btyd.summarize(frame, "2024-01-31", "2024-03-31")
+    assert summary.loc["a", "frequency"] == 1                      # 1 and 25 Jan; the 20 Jan return is no purchase
+    assert summary.loc["a", "calibration_spend"] == pytest.approx(120.0)  # 100 - 30 + 50: the 10 Feb return not yet made
+    assert summary.loc["a", "monetary"] == pytest.approx(50.0)
+    assert (summary.loc["a", "holdout_purchases"], summary.loc["a", "holdout_spend"]) == (1, pytest.approx(40.0))
+    assert summary.loc["b", "calibration_spend"] == 0.0            # capped at the order: a purchase worth 0
+    assert summary.loc["b", "frequency"] == 0
+    assert summary.loc["c", "calibration_spend"] == pytest.approx(10.0)
+    assert summary.loc["c", "holdout_spend"] == 0.0                # a holdout return of an older purchase
+    assert summary.loc["d", "calibration_spend"] == pytest.approx(25.0)
+    # as of a later date the 10 Feb return has taken a's 25 Jan purchase back whole
+    later = btyd.summarize(frame, "2024-02-29")
+    assert later.loc["a", "calibration_spend"] == pytest.approx(70.0 + 0.0 + 40.0)
+    assert later.loc["a", "frequency"] == 2
+    assert later.loc["c", "calibration_spend"] == pytest.approx(5.0)
+
+
+def test_the_features_and_labels_of_a_file_with_returns_agree_with_the_btyd_summary(tmp_path):
+    """The hybrid's path (the CSV as staging tables, the platform's feature and label SQL) books the
+    returns as refunds on their own days, so its spend as of the calibration end and its holdout
+    labels are the BTYD summary's, customer by customer."""
+    from datetime import date
+
+    from clv_platform.models import btyd, frames
+    from clv_platform.transforms.features import build_training_frame
+
+    path = tmp_path / "returns.csv"
+    path.write_text(RETURNS_CSV)
+    frame, _ = datasets.read_transactions_csv(path)
+    summary = btyd.summarize(frame, "2024-01-31", "2024-03-31")
+    with frames.staging_connection(frame) as conn:
+        assert conn.execute("select count(*), sum(amount) from staging.refunds").fetchone() == (4, 165)
+        rows = build_training_frame(conn, date(2024, 3, 31), 60).set_index("customer_id").sort_index()
+    assert list(rows.index) == ["a", "b", "c", "d"]
+    assert rows["total_net_spend"].tolist() == pytest.approx(summary["calibration_spend"].tolist())
+    assert rows["frequency"].tolist() == summary["frequency"].tolist()
+    assert rows["label_spend"].fillna(0.0).tolist() == pytest.approx(summary["holdout_spend"].tolist())
+    assert rows.loc["b", "refund_rate"] == pytest.approx(1.0)
