@@ -71,6 +71,7 @@ SHOPIFY_ORDERS_FIELDS = {
     "refundedamount": "refunded_amount", "discountamount": "discount_amount", "shipping": "shipping",
     "taxes": "taxes", "duties": "duties", "total": "total", "lineitemdiscount": "line_discount",
     "shippingcountry": "shipping_country", "outstandingbalance": "outstanding_balance",
+    "acceptsmarketing": "accepts_marketing",
 }
 SHOPIFY_ORDERS_REQUIRED = {"name", "email", "financialstatus", "createdat", "subtotal",
                            "lineitemquantity", "lineitemprice", "lineitemname"}

@@ -259,3 +259,23 @@ def test_order_columns_beyond_the_value_limits_are_rejected_rows(data_env):
     assert rejected == {f"huge.csv#{n}": "amount out of range: Refunded Amount 99999999999999999999.00" for n in (2, 3)}
     assert orders == {"import:#1002": pytest.approx(25.0)}
     assert all(r.balanced for r in staged.reconciliation)
+
+
+def test_accepts_marketing_of_the_customers_newest_order_is_their_consent(data_env):
+    """`Accepts Marketing` is Shopify's consent when the file was exported: the newest order's value
+    counts (ann said no on her March order and yes on her April one). "no" does not tell an
+    unsubscribe from never subscribing: no consent state, but no marketing e-mail either. A blank
+    says nothing."""
+    rows = [dict(r) for r in ORDERS[0] + ORDERS[1] + ORDERS[2] + ORDERS[3]]
+    by_name = {r["Name"]: r for r in rows if "Email" in r}  # the head rows
+    by_name["#1001"]["Accepts Marketing"] = "no"
+    by_name["#1003"]["Accepts Marketing"] = "yes"
+    by_name["#1004"]["Accepts Marketing"] = ""
+    assert _import(data_env, "consent.csv", _csv(rows))[0].success
+    _stage(data_env / "clv.duckdb")
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        consent = {c: (state, can) for c, state, can in conn.execute(
+            "select customer_id, email_consent, can_receive_email_marketing from staging.customers").fetchall()}
+    assert consent == {"import:ann@example.com": ("SUBSCRIBED", True),
+                       "import:bob@example.com": (None, False),
+                       "import:carol@example.com": (None, None)}

@@ -100,7 +100,9 @@ keyed as (
         clv_file_number_text(head_fields ->> 'taxes', f.decimal_separator) as taxes_text,
         clv_file_number_text(head_fields ->> 'duties', f.decimal_separator) as duties_text,
         clv_file_number_text(head_fields ->> 'total', f.decimal_separator) as total_text,
-        clv_file_number_text(f.layout_fields ->> 'line_discount', f.decimal_separator) as line_discount_text
+        clv_file_number_text(f.layout_fields ->> 'line_discount', f.decimal_separator) as line_discount_text,
+        -- the e-mail marketing consent of the customer as Shopify held it when the file was exported
+        lower(nullif(trim(head_fields ->> 'accepts_marketing'), '')) as accepts_marketing
     from filled as f
 ),
 slash_dates as (

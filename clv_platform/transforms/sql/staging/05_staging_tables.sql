@@ -355,6 +355,16 @@ file_countries as (
     from staging_build._file_rows where reject_reason is null
     group by customer_key
 ),
+file_consent as (
+    -- the Shopify export: `Accepts Marketing` (yes / no) of the newest order of the customer in the files:
+    -- "no" does not tell an unsubscribe from never subscribing, so its consent state stays unknown
+    select
+        'import:' || customer_key as customer_id,
+        arg_max(accepts_marketing, order_ts) as accepts_marketing
+    from staging_build._file_rows
+    where reject_reason is null and accepts_marketing in ('yes', 'no')
+    group by customer_key
+),
 order_stats as (
     select
         customer_id,
@@ -372,8 +382,8 @@ select
     p.klaviyo_profile_id,
     coalesce(k.country, fc.country) as country,
     k.city,
-    k.email_consent,
-    k.can_receive_email_marketing,
+    coalesce(k.email_consent, case when m.accepts_marketing = 'yes' then 'SUBSCRIBED' end) as email_consent,
+    coalesce(k.can_receive_email_marketing, m.accepts_marketing = 'yes') as can_receive_email_marketing,
     k.profile_created_at,
     k.klaviyo_historic_clv,
     k.klaviyo_predicted_clv,
@@ -387,7 +397,8 @@ select
 from people as p
 left join _accepted_profiles as k on k.profile_id = p.klaviyo_profile_id
 left join order_stats as s on s.customer_id = p.customer_id
-left join file_countries as fc on fc.customer_id = p.customer_id;
+left join file_countries as fc on fc.customer_id = p.customer_id
+left join file_consent as m on m.customer_id = p.customer_id;
 
 -- Payload only for a version rejected for what it holds (invalid, test): one superseded by a newer
 -- version of the same record (or a duplicate of it) is a normal update, and it stays in raw,
