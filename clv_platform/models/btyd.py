@@ -18,6 +18,9 @@ matrix - the likelihood is identical and the fit is much faster on large custome
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import warnings
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -29,6 +32,24 @@ from lifetimes.utils import ConvergenceError
 from scipy.special import expit, roots_jacobi
 
 from clv_platform.models.datasets import net_purchases
+
+_log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _optimizer_output_logged():
+    """lifetimes prints scipy's whole OptimizeResult before it raises ConvergenceError. The error
+    is handled here (a penalized refit, the next family), so the print is only noise on a CLI's
+    stdout (`clv-platform files` interleaved it with its table counts) and in a run's captured
+    output: it goes to this module's debug log instead."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        if buffer.getvalue().strip():
+            _log.debug("lifetimes optimizer output:\n%s", buffer.getvalue())
+
 
 BGNBD = "bgnbd"
 PARETO_NBD = "pareto_nbd"
@@ -483,7 +504,7 @@ def fit_gamma_gamma(summary: pd.DataFrame, penalizer: float = 0.0) -> SpendFit:
         return SpendFit(None, int(len(usable)), excluded, mean)
     for attempt in (penalizer, *[p for p in FALLBACK_PENALIZERS if p > penalizer]):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _optimizer_output_logged():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 fitter = GammaGammaFitter(penalizer_coef=attempt).fit(usable["frequency"], usable["monetary"])
         except ConvergenceError:
@@ -774,7 +795,8 @@ def fit_btyd(
         try:
             # passed only when set: a plain fit keeps the six-argument call
             start = {"pareto_start": pareto_start} if pareto_start and attempt == penalizer else {}
-            fitter = TransactionModel(_fit_transactions(*args, attempt, **start), model)
+            with _optimizer_output_logged():
+                fitter = TransactionModel(_fit_transactions(*args, attempt, **start), model)
             penalizer = attempt
             break
         except ConvergenceError:

@@ -194,3 +194,18 @@ def test_a_store_where_nobody_churns_serves_the_no_dropout_limit():
     expected = model.expected_purchases(summary, 52.0)
     assert np.isfinite(expected).all()
     assert expected.mean() == pytest.approx(13.0, rel=0.1)
+
+
+def test_a_fit_that_does_not_converge_prints_nothing_and_logs_the_optimizer_output(capsys, caplog):
+    """lifetimes prints scipy's OptimizeResult before raising ConvergenceError; the refit with a
+    penalizer handles the error, and the print went to the CLI's stdout (`clv-platform files`).
+    Identical repeat spends: the unpenalized Gamma-Gamma fit does not converge."""
+    import logging
+
+    summary = pd.DataFrame({"frequency": [1, 2, 3, 1, 2, 4, 1, 2], "monetary": [10.0] * 8,
+                            "recency": [1.0] * 8, "T": [5.0] * 8})
+    with caplog.at_level(logging.DEBUG, logger="clv_platform.models.btyd"):
+        spend = btyd.fit_gamma_gamma(summary)
+    assert spend.fitter is not None and spend.fitter.penalizer_coef == btyd.FALLBACK_PENALIZERS[0]
+    assert capsys.readouterr().out == ""
+    assert any("success: False" in r.getMessage() for r in caplog.records)
