@@ -257,9 +257,12 @@ def _pareto_fit(frequency, recency, T, weights, penalizer: float, start: dict | 
 
 
 PARETO_RAYS = (("s, beta -> inf (every customer drops out at the same rate)", np.array([0.0, 0.0, 1.0, 1.0])),
-               ("r, alpha -> inf (every customer buys at the same rate)", np.array([1.0, 1.0, 0.0, 0.0])))
-"""The two edges of the Pareto/NBD parameter space where a gamma spread vanishes, as directions in
-log parameters: along them the shape and rate grow together, the mean rate stays put."""
+               ("r, alpha -> inf (every customer buys at the same rate)", np.array([1.0, 1.0, 0.0, 0.0])),
+               ("s -> 0 (nobody drops out)", np.array([0.0, 0.0, -1.0, 0.0])),
+               ("r -> 0 (nobody buys again)", np.array([-1.0, 0.0, 0.0, 0.0])))
+"""Edges of the Pareto/NBD parameter space as directions in log parameters: along the first two a
+gamma spread vanishes (shape and rate grow together, the mean rate stays put), along the last two
+the mean dropout or purchase rate goes to 0."""
 
 
 def _pareto_edge(objective: _ParetoLikelihood, z: np.ndarray, value: float) -> str | None:
@@ -842,7 +845,9 @@ def degeneracy(model: BTYDModel, summary: pd.DataFrame) -> str | None:
 
     Degenerate: a parameter not finite or outside ``PARAM_BOUNDS`` (the optimizer ran to the edge
     of the parameter space, e.g. the BG/NBD collapse a = 3.7e-19, b = 3.4e-09 of a store where few
-    customers ever stop), or predictions on the calibration customers that are not finite numbers
+    customers ever stop), a Pareto/NBD fit that stopped on its way to such an edge (``boundary_``,
+    set by ``_pareto_edge``: its parameters are where lifetimes' likelihood gave out, not an
+    estimate), or predictions on the calibration customers that are not finite numbers
     (E[X] over one year < 0 or NaN, P(alive) outside [0, 1]).
     """
     params = {k: float(v) for k, v in model.transactions.params_.items()}

@@ -97,4 +97,4 @@ def test_the_edge_test_tells_an_interior_optimum_from_a_ray_still_rising():
     optimum = objective.log_start({"r": 0.55328, "alpha": 10.5777, "s": 0.606239, "beta": 11.6687})
     assert btyd._pareto_edge(objective, optimum, objective(optimum)) is None
     short = optimum - np.log(1.5) * np.array([0.0, 0.0, 1.0, 1.0])
-    assert btyd._pareto_edge(objective, short, objective(short)) == btyd.PARETO_RAYS[0][0]
+    assert btyd.PARETO_RAYS[0][0] in btyd._pareto_edge(objective, short, objective(short))
