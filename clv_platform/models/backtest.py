@@ -253,8 +253,8 @@ def _window_fit(transactions: pd.DataFrame, end: pd.Timestamp, holdout_days: int
         cache[end] = (summary, None, None, actual, "no repeat purchases before the calibration end")
         return cache[end]
     # the windows are a month apart, so a Pareto/NBD fit starts from the nearest window's optimum
-    # (BFGS, ``btyd._pareto_from_start``) rather than from the two fixed Nelder-Mead starts: those
-    # took minutes a window on a 5,000-customer retailer's export, and every window is refitted
+    # (``btyd._pareto_fit``) rather than from the two fixed starts: every window is refitted, and a
+    # start near the optimum needs fewer likelihood evaluations
     start = _nearest_pareto_start(cache, end)
     try:
         model = (btyd.fit_auto(summary, pareto_start=start) if model_choice == AUTO

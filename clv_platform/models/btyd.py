@@ -83,8 +83,13 @@ SUMMARY_COLUMNS = [
 ]
 
 _PARETO_STARTS = ((0.5, 0.3, 0.5, 0.3), (1.0, 1.0, 1.0, 1.0))
-"""Nelder-Mead starts for Pareto/NBD, in lifetimes' internal scale where max(T) = 1."""
-
+"""Fixed starts of the Pareto/NBD fit, in lifetimes' internal scale where max(T) = 1."""
+PARETO_MAX_ITERATIONS = 200
+"""BFGS iterations per start of the Pareto/NBD fit (5 to 16 likelihood evaluations each, the
+gradient by finite differences). The fits measured (CDNOW, the demo store, the sweep stores) stop
+after 10 to 60; the cap only bounds a fit whose likelihood is noisy along its way (``_pareto_fit``)."""
+PARETO_RIDGE_STEP = 1.05
+"""Step along a heterogeneity ray (``_pareto_edge``): an interior optimum loses likelihood there."""
 
 def _daily(transactions: pd.DataFrame) -> pd.DataFrame:
     """One row per customer and purchase day with the day's amounts summed (the papers' protocol).
@@ -184,14 +189,13 @@ def _fit_transactions(
 ) -> BetaGeoFitter | ParetoNBDFitter:
     """Fit one lifetimes transaction model.
 
-    BG/NBD uses lifetimes' gradient fit as is. Pareto/NBD is fitted by Nelder-Mead from random
-    starts in lifetimes with a loose default tolerance (1e-6), which stops early on the flat
-    (s, beta) ridge of CDNOW; here it runs from fixed starts with tol=1e-10 and keeps the best
-    optimum, which reproduces the published estimates and is deterministic. With ``pareto_start``
+    BG/NBD and MBG/NBD use lifetimes' gradient fit as is. Pareto/NBD is fitted here
+    (``_pareto_fit``), not by lifetimes' ``fit``: that runs Nelder-Mead from random starts with a
+    loose tolerance (1e-6), which stops early on the flat (s, beta) ridge of CDNOW, and Nelder-Mead
+    from fixed starts with a tight one walks for tens of thousands of evaluations on a store whose
+    optimum lies at the edge of the parameter space (see ``_pareto_fit``). With ``pareto_start``
     (week-unit parameters of a fit on similar data, e.g. the previous training window of the same
-    run) Pareto/NBD is fitted by BFGS from that start instead (``_pareto_from_start``): each
-    likelihood evaluation costs two Gauss hypergeometric functions per (x, t_x, T) row, and the
-    two fixed Nelder-Mead starts need about 1,300 of them.
+    run) the fit starts there and falls back to the fixed starts when that start ends nowhere.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -199,57 +203,111 @@ def _fit_transactions(
             return BetaGeoFitter(penalizer_coef=penalizer).fit(frequency, recency, T, weights=weights)
         if model == MBGNBD:
             return ModifiedBetaGeoFitter(penalizer_coef=penalizer).fit(frequency, recency, T, weights=weights)
-        if model == PARETO_NBD and pareto_start:
-            return _pareto_from_start(frequency, recency, T, weights, penalizer, pareto_start)
         if model == PARETO_NBD:
-            fits = [
-                ParetoNBDFitter(penalizer_coef=penalizer).fit(
-                    frequency,
-                    recency,
-                    T,
-                    weights=weights,
-                    initial_params=np.array(start),
-                    tol=1e-10,
-                    maxiter=20000,
-                )
-                for start in _PARETO_STARTS
-            ]
-            return min(fits, key=lambda fitter: fitter._negative_log_likelihood_)
+            return _pareto_fit(frequency, recency, T, weights, penalizer, pareto_start)
     raise ValueError(f"unknown transaction model {model!r}; expected one of {TRANSACTION_MODELS}")
 
 
-def _pareto_from_start(frequency, recency, T, weights, penalizer: float, start: dict) -> ParetoNBDFitter:
-    """Pareto/NBD maximum likelihood by BFGS on the log parameters from a start near the optimum.
+class _ParetoLikelihood:
+    """lifetimes' Pareto/NBD objective on log parameters, in lifetimes' time scale (max T = 1).
 
-    lifetimes' likelihood (same time scaling, max T = 1), per customer; near the optimum the
-    quasi-Newton steps converge in a few dozen evaluations where Nelder-Mead's simplex needs
-    hundreds to shrink to its tolerance. Falls back to the fixed Nelder-Mead starts when BFGS
-    does not end at a finite likelihood no worse than its start.
+    The value is the mean negative log-likelihood per customer (lifetimes' objective divided by
+    the number of rows, same optimum) plus lifetimes' L2 penalty scaled alike, and 1e300 where
+    lifetimes' formula gives no finite number: its Gauss hypergeometric terms (scipy ``hyp2f1``)
+    lose all precision and turn NaN once s and beta (or r and alpha) are large, e.g. s > 165 on a
+    300-customer store. ``evaluations`` counts the calls.
+    """
+
+    def __init__(self, frequency, recency, T, weights, penalizer: float) -> None:
+        self.frequency = np.asarray(frequency).astype(int)
+        age = np.asarray(T, dtype=float)
+        self.scale = 1.0 / float(age.max())
+        self.recency = np.asarray(recency, dtype=float) * self.scale
+        self.T = age * self.scale
+        self.weights = np.ones_like(age) if weights is None else np.asarray(weights, dtype=float)
+        self.total = float(self.weights.sum())
+        self.penalizer = float(penalizer)
+        self.evaluations = 0
+
+    def __call__(self, z) -> float:
+        self.evaluations += 1
+        with np.errstate(all="ignore"):
+            value = ParetoNBDFitter._negative_log_likelihood(
+                np.exp(z), self.frequency, self.recency, self.T, self.weights, self.penalizer)
+        return float(value) * float(self.weights.mean()) / self.total if np.isfinite(value) else 1e300
+
+    def log_start(self, params: dict) -> np.ndarray:
+        """Log parameters in the internal scale of week-unit ``params``."""
+        return np.log([float(params["r"]), float(params["alpha"]) * self.scale,
+                       float(params["s"]), float(params["beta"]) * self.scale])
+
+    def fitter(self, z, value: float) -> ParetoNBDFitter:
+        r, alpha, s, beta = np.exp(z)
+        fitter = ParetoNBDFitter(penalizer_coef=self.penalizer)
+        fitter.params_ = pd.Series({"r": r, "alpha": alpha / self.scale, "s": s, "beta": beta / self.scale})
+        fitter._scale = self.scale
+        fitter._negative_log_likelihood_ = value * self.total / float(self.weights.mean())
+        return fitter
+
+
+def _pareto_fit(frequency, recency, T, weights, penalizer: float, start: dict | None = None) -> ParetoNBDFitter:
+    """Pareto/NBD maximum likelihood by BFGS on the log parameters, from ``start`` or the fixed starts.
+
+    Why not Nelder-Mead (what this did before, tol=1e-10 and 20,000 iterations from each fixed
+    start): on CDNOW both reach the published estimates, BFGS in 150-250 likelihood evaluations a
+    start instead of about 650. But on a store whose customers all drop out at about the same rate
+    the likelihood keeps rising along the ray (s, beta) -> k (s, beta), k -> inf, where the gamma
+    spread of the dropout rates vanishes; lifetimes' likelihood turns NaN a little way along it
+    (above s = 165 on a 300-customer store), and the simplex walked the iteration cap into and
+    around the NaN region at 20-300 ms an evaluation: 19 minutes for one fit and a NaN likelihood
+    at the end. BFGS stops at the edge of the finite region within its iteration cap, and
+    ``_pareto_edge`` then says the fit is at the boundary, so ``degeneracy`` reports it as such.
+
+    The best (lowest objective) end over the starts is kept; deterministic. ``start`` (week units,
+    e.g. a nearby window's optimum) is tried alone first, and the fixed starts only when it ends
+    without a finite likelihood. Raises ``ConvergenceError`` when no start ends at one.
     """
     from scipy.optimize import minimize
 
-    freq = np.asarray(frequency).astype(int)
-    age = np.asarray(T, dtype=float)
-    scale = 1.0 / float(age.max())
-    rec, age = np.asarray(recency, dtype=float) * scale, age * scale
-    w = np.asarray(weights, dtype=float)
-    total = float(w.sum())
+    objective = _ParetoLikelihood(frequency, recency, T, weights, penalizer)
+    tries = [[objective.log_start(start)]] if start else []
+    tries.append([np.log(np.asarray(point, dtype=float)) for point in _PARETO_STARTS])
+    for starts in tries:
+        ends = []
+        for z0 in starts:
+            result = minimize(objective, z0, method="BFGS",
+                              options={"gtol": 1e-8, "maxiter": PARETO_MAX_ITERATIONS})
+            if np.all(np.isfinite(result.x)) and result.fun < 1e300:
+                ends.append((float(result.fun), result.x))
+        if ends:
+            value, z = min(ends, key=lambda end: end[0])
+            fitter = objective.fitter(z, value)
+            fitter.boundary_ = _pareto_edge(objective, z, value)
+            fitter.evaluations_ = objective.evaluations
+            return fitter
+    raise ConvergenceError("Pareto/NBD: no start ends at a finite likelihood")
 
-    def objective(z):
-        with np.errstate(all="ignore"):
-            value = ParetoNBDFitter._negative_log_likelihood(np.exp(z), freq, rec, age, w, penalizer)
-        return float(value) * float(w.mean()) / total if np.isfinite(value) else 1e300
 
-    z0 = np.log([float(start["r"]), float(start["alpha"]) * scale, float(start["s"]), float(start["beta"]) * scale])
-    result = minimize(objective, z0, method="BFGS", options={"gtol": 1e-8, "maxiter": 500})
-    if not np.all(np.isfinite(result.x)) or not result.fun < 1e300 or result.fun > objective(z0):
-        return _fit_transactions(frequency, recency, T, weights, PARETO_NBD, penalizer)
-    r, alpha, s, beta = np.exp(result.x)
-    fitter = ParetoNBDFitter(penalizer_coef=penalizer)
-    fitter.params_ = pd.Series({"r": r, "alpha": alpha / scale, "s": s, "beta": beta / scale})
-    fitter._scale = scale
-    fitter._negative_log_likelihood_ = result.fun * total / float(w.mean())
-    return fitter
+PARETO_RAYS = (("s, beta -> inf (every customer drops out at the same rate)", np.array([0.0, 0.0, 1.0, 1.0])),
+               ("r, alpha -> inf (every customer buys at the same rate)", np.array([1.0, 1.0, 0.0, 0.0])),
+               ("s -> 0 (nobody drops out)", np.array([0.0, 0.0, -1.0, 0.0])),
+               ("r -> 0 (nobody buys again)", np.array([-1.0, 0.0, 0.0, 0.0])))
+"""Edges of the Pareto/NBD parameter space as directions in log parameters: along the first two a
+gamma spread vanishes (shape and rate grow together, the mean rate stays put), along the last two
+the mean dropout or purchase rate goes to 0."""
+
+
+def _pareto_edge(objective: _ParetoLikelihood, z: np.ndarray, value: float) -> str | None:
+    """Which heterogeneity edge the Pareto/NBD optimum ``z`` lies on, or None when it is interior.
+
+    A step of ``PARETO_RIDGE_STEP`` along a ray of ``PARETO_RAYS`` from an interior optimum loses
+    likelihood. If the likelihood there is as high or higher, or lifetimes cannot compute it, the optimizer
+    stopped on its way to that edge (the data want no spread, the supremum is the limit), not at
+    a maximum: the parameters are where lifetimes' formula gave out, not an estimate.
+    """
+    step = np.log(PARETO_RIDGE_STEP)
+    edges = [name for name, ray in PARETO_RAYS if not value < objective(z + step * ray) < 1e300]
+    return "; ".join(edges) or None
 
 
 def transaction_log_likelihood(fitter, frequency, recency, T, weights=None) -> float:
@@ -747,8 +805,8 @@ def parameter_bootstrap(
     base = float(model.score(summary, horizon_weeks)["expected_spend"].sum())
     rng = np.random.default_rng(seed)
     factors, failed = [], 0
-    # a resample's optimum is near the fit's: a Pareto/NBD refit starts there (BFGS) instead of
-    # from the fixed Nelder-Mead starts, minutes a refit on a few thousand customers of real data
+    # a resample's optimum is near the fit's: a Pareto/NBD refit starts there (``_pareto_fit``)
+    # instead of from the two fixed starts, fewer likelihood evaluations a refit
     start = pareto_params(model) if model.model == PARETO_NBD else None
     for _ in range(int(replicates)):
         rows = rng.integers(0, len(summary), len(summary))
@@ -820,7 +878,9 @@ def degeneracy(model: BTYDModel, summary: pd.DataFrame) -> str | None:
 
     Degenerate: a parameter not finite or outside ``PARAM_BOUNDS`` (the optimizer ran to the edge
     of the parameter space, e.g. the BG/NBD collapse a = 3.7e-19, b = 3.4e-09 of a store where few
-    customers ever stop), or predictions on the calibration customers that are not finite numbers
+    customers ever stop), a Pareto/NBD fit that stopped on its way to such an edge (``boundary_``,
+    set by ``_pareto_edge``: its parameters are where lifetimes' likelihood gave out, not an
+    estimate), or predictions on the calibration customers that are not finite numbers
     (E[X] over one year < 0 or NaN, P(alive) outside [0, 1]).
     """
     params = {k: float(v) for k, v in model.transactions.params_.items()}
@@ -828,6 +888,9 @@ def degeneracy(model: BTYDModel, summary: pd.DataFrame) -> str | None:
     bad = {k: v for k, v in params.items() if not np.isfinite(v) or v < low or v > high}
     if bad:
         return BOUNDARY + ", ".join(f"{k}={v:.3g}" for k, v in bad.items())
+    edge = getattr(model.transactions.fitter, "boundary_", None)
+    if edge:  # a Pareto/NBD fit that stopped on its way to an edge (``_pareto_edge``)
+        return BOUNDARY + edge + ", stopped at " + ", ".join(f"{k}={v:.3g}" for k, v in params.items())
     return prediction_problem(model, summary)
 
 
@@ -901,7 +964,9 @@ def fit_auto(
             rows.append({"family": family, "penalizer": pen, "log_likelihood": None, "status": "failed",
                          "reason": f"{type(error).__name__}: {error}"[:200]})
             return None
-        problem = degeneracy(fitted, summary)
+        # a likelihood lifetimes cannot compute would win or lose the max() below at random
+        problem = degeneracy(fitted, summary) or (
+            None if np.isfinite(fitted.log_likelihood) else "log-likelihood not finite")
         rows.append({"family": family, "penalizer": fitted.penalizer, "log_likelihood": fitted.log_likelihood,
                      "status": "degenerate" if problem else "usable", "reason": problem or "",
                      "params": {k: float(v) for k, v in fitted.transactions.params_.items()}})
