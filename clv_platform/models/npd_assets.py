@@ -20,7 +20,8 @@ import pandas as pd
 import xgboost as xgb
 from dagster_duckdb import DuckDBResource
 
-from clv_platform.models import clv, registry
+from clv_platform.models import clv, registry, stored_fits
+from clv_platform.models.btyd import pareto_params
 from clv_platform.core.assets import layer_asset
 from clv_platform.core.thresholds import ModelRegressionSettings
 from clv_platform.models.npd import (BTYD_ONLY, DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, BTYDNextPurchase,
@@ -187,7 +188,9 @@ def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, 
         actual = holdout["days_to_next_purchase"].to_numpy(dtype=float)
         if served is None:
             fallback = True
-            served_metrics = fallback_metrics(holdout, horizon)
+            stored = stored_fits.load(conn, stored_fits.BTYD)
+            start = pareto_params(stored_fits.btyd_from_params(stored.params)) if stored is not None else None
+            served_metrics = fallback_metrics(holdout, horizon, start)
         else:
             predictions = served.predict(holdout, within_days=horizon)
             served_metrics = evaluate(actual, predictions, tuple(served.horizons))
@@ -201,11 +204,13 @@ def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, 
     return decision
 
 
-def fallback_metrics(holdout: pd.DataFrame, horizon: int) -> dict:
+def fallback_metrics(holdout: pd.DataFrame, horizon: int, pareto_start: dict | None = None) -> dict:
     """AUC / Brier of the BTYD fallback on ``holdout`` (features at C - H, outcomes in (C - H, C]):
     the BTYD fitted on those features alone (``clv.fit_btyd_at``, the settings of clv.toml), so it
-    is out of sample like the candidate it is compared with."""
-    fit = clv.fit_btyd_at(holdout, clv.load_config())
+    is out of sample like the candidate it is compared with. ``pareto_start``: the served fit's
+    Pareto/NBD parameters to start from, as the CLV training's window fits do (lifetimes' Pareto/NBD
+    likelihood is slow to search from the fixed starts on some stores)."""
+    fit = clv.fit_btyd_at(holdout, clv.load_config(), pareto_start)
     model = BTYDNextPurchase(fit.transactions)
     inputs = holdout.assign(recency_weeks=holdout["first_to_last_order_days"].astype(float) / 7.0,
                             T_weeks=holdout["T_days"].astype(float) / 7.0)

@@ -186,3 +186,37 @@ def test_lifecycle_below_the_repeat_buyer_minimum_keeps_a_repeat_buyers_own_cade
     pooled = lifecycle.population_cadence(frame, segments.load_config())
     assert pooled.population_interval_ == pytest.approx(40.0)
     assert lifecycle.lifecycle_stages(frame, segments.load_config()).tolist() == ["new", "churned", "churned", "at_risk"]
+
+
+def _holdout(n: int = 400, seed: int = 3) -> pd.DataFrame:
+    """Features at C - 90 of a simulated store (weekly-ish buyers, some gone) with the days to each
+    customer's next purchase in the 90 days after (NaN: none), as a training window holds them."""
+    rng = np.random.default_rng(seed)
+    T = rng.uniform(7, 300, n)
+    frequency = rng.poisson(T / 60.0)
+    span = np.where(frequency > 0, T * rng.uniform(0.3, 1.0, n), 0.0)
+    gone = rng.random(n) < 0.4
+    wait = rng.exponential(np.where(frequency > 0, T / (frequency + 1), 120.0))
+    days = np.where(~gone & (wait <= 90), np.maximum(np.ceil(wait), 1.0), np.nan)
+    return pd.DataFrame({"customer_id": [f"c{i:04d}" for i in range(n)], "frequency": frequency,
+                         "first_to_last_order_days": span, "T_days": T, "monetary": rng.gamma(2.0, 30.0, n),
+                         "days_to_next_purchase": days, "feature_cutoff": pd.Timestamp("2026-01-01")})
+
+
+def test_a_trained_candidate_is_compared_with_a_served_fallback_on_the_same_window(data_env, monkeypatch):
+    from clv_platform.models.npd_assets import fallback_metrics, npd_registration_gate
+    from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
+
+    # MBG/NBD: the comparison is what is tested, not the auto family search (a minute of Pareto/NBD here)
+    use_clv_config(monkeypatch, cheap_clv_config(data_env))
+    holdout = _holdout()
+    served = fallback_metrics(holdout, 90)
+    assert 0.5 < served["auc_30d"] <= 1.0 and 0.0 < served["brier_30d"] < 0.25
+    meta = {"cutoff": str(CUTOFF), "training_horizon_days": 90, "serving_reason": "history too short to train: x"}
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        version = save_npd_fallback(meta, conn, register=True)
+        worse = npd_registration_gate(conn, holdout, {"auc_30d": 0.5, "brier_30d": 0.3}, 90)
+        better = npd_registration_gate(conn, holdout, {"auc_30d": served["auc_30d"] + 0.05,
+                                                       "brier_30d": served["brier_30d"] * 0.9}, 90)
+    assert not worse["register"] and worse["served_version"] == version and "auc_30d" in worse["reason"]
+    assert better["register"] and better["served_metrics"]["auc_30d"] == pytest.approx(served["auc_30d"])
