@@ -35,6 +35,7 @@ from clv_platform.ingestion.file_assets import raw_file_transactions
 from clv_platform.marts.assets import MART_ASSETS, MART_CHECKS
 from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.models.npd_assets import NPD_ASSETS
+from clv_platform.models.npd_score_assets import NPD_SCORE_ASSETS
 from clv_platform.models.registry import MODEL_RUNS_SPEC
 from clv_platform.models.stored_fits import STORED_FITS_SPEC
 from clv_platform.models.segment_assets import SEGMENT_ASSETS
@@ -58,6 +59,7 @@ ASSETS = [
     customer_features,
     *CLV_ASSETS,
     *NPD_ASSETS,
+    *NPD_SCORE_ASSETS,
     *SEGMENT_ASSETS,
     *MONITORING_ASSETS,
     *MART_ASSETS,

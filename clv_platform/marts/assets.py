@@ -29,7 +29,7 @@ from clv_platform.marts.incremental import LINE_MARTS, build_line_mart
 from clv_platform.marts.publish import SNAPSHOT_STORAGE_VERSION, analytics_path, publish_snapshot
 from clv_platform.resources.storage import read_sql, row_count, run_script, table_exists
 from clv_platform.models.clv_assets import CUSTOMER_CLV
-from clv_platform.models.npd_assets import CUSTOMER_NPD
+from clv_platform.models.npd_score_assets import CUSTOMER_NPD
 from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_LINES, ORDERS

@@ -616,14 +616,7 @@ def registration_gate(conn, trained: clv.TrainedClv) -> dict:
 
     if trained.validation_frame is None:
         # a BTYD-only model (history too short to train): no validation window to compare on
-        served = registry.latest_registered(conn)
-        if served is None:
-            return {"register": True, "served_version": None, "comparisons": [], "served_metrics": None,
-                    "reason": "first model: nothing registered yet (BTYD only, the history is too short to train)"}
-        return {"register": False, "served_version": served["model_version"], "comparisons": [],
-                "served_metrics": None,
-                "reason": f"no validation window to compare with the served {served['model_version']} (the history "
-                          "is too short to train): it stays served"}
+        return registry.short_history_decision(conn, registry.DEFAULT_MODEL_NAME)
     version, served = served_metrics_on(conn, trained)
     decision = registry.decide(trained.validation_metrics, served, monitoring_config().model_regression, version)
     decision["served_metrics"] = served

@@ -10,6 +10,12 @@ Rule, checked in this order: ``new`` (tenure at most ``new_max_tenure_days``), t
 (mean interval; the pooled population interval for one-time buyers) or, if given, the
 probability alive is low; else ``active``. Cadence-relative recency is what makes a 60-day gap
 alarming for a weekly buyer and normal for a quarterly one.
+
+A store with fewer repeat buyers than ``cadence_min_repeat_buyers`` (default 1: a store where
+nobody bought twice) has no population interval to judge its one-time buyers by. The rule then
+switches the cadence test off for them (their cadence ratio is undefined, never "overdue") and
+their stage rests on tenure and p_alive alone; a repeat buyer is still judged by their own interval.
+No default cadence is assumed: a made-up interval would call customers overdue on no evidence.
 """
 
 from __future__ import annotations
@@ -35,19 +41,44 @@ def _lifecycle_config(config: dict | None) -> dict:
     return config["lifecycle"]
 
 
+def repeat_buyers(frame: pd.DataFrame, config: dict | None = None) -> int:
+    """Customers of ``frame`` with a known mean interval: those the population interval pools."""
+    life = _lifecycle_config(config)
+    interval = pd.to_numeric(frame[life["interval_column"]], errors="coerce").to_numpy(dtype=float)
+    gaps = pd.to_numeric(frame[life["frequency_column"]], errors="coerce").to_numpy(dtype=float)
+    return int((np.isfinite(interval) & (gaps > 0)).sum())
+
+
 def population_cadence(frame: pd.DataFrame, config: dict | None = None) -> NaiveCadence:
     """The cadence baseline fitted on ``frame``: its population interval is pooled over all gaps of
-    the frame's repeat buyers (total gap days / total gaps)."""
+    the frame's repeat buyers (total gap days / total gaps). With fewer than
+    ``cadence_min_repeat_buyers`` of them it is left unfitted (``population_interval_`` NaN): one-time
+    buyers then get no cadence ratio (module docstring)."""
     life = _lifecycle_config(config)
-    return NaiveCadence(
+    cadence = NaiveCadence(
         recency_col=life["recency_column"],
         interval_col=life["interval_column"],
         frequency_col=life["frequency_column"],
-    ).fit(frame)
+    )
+    if repeat_buyers(frame, config) < max(int(life.get("cadence_min_repeat_buyers", 1)), 1):
+        return cadence
+    return cadence.fit(frame)
+
+
+def cadence_rule(cadence: NaiveCadence, buyers: int, config: dict | None = None) -> str:
+    """What the lifecycle stages of a run rest on, in a sentence for the metadata."""
+    if np.isfinite(cadence.population_interval_):
+        return (f"cadence: each repeat buyer's own mean interval, one-time buyers the population interval of "
+                f"{cadence.population_interval_:.1f} days pooled over {buyers} repeat buyers")
+    minimum = max(int(_lifecycle_config(config).get("cadence_min_repeat_buyers", 1)), 1)
+    return (f"no population interval: {buyers} repeat buyers, fewer than cadence_min_repeat_buyers = {minimum}; "
+            "one-time buyers' stages rest on tenure and p_alive only (the cadence test is off for them), "
+            "repeat buyers are judged by their own interval")
 
 
 def cadence_ratio(frame: pd.DataFrame, config: dict | None = None, cadence: NaiveCadence | None = None) -> pd.Series:
-    """Days since the last order / the customer's mean interval (population interval for one-timers).
+    """Days since the last order / the customer's mean interval (population interval for one-timers;
+    NaN for them when the store has no population interval, ``population_cadence``).
 
     The population interval is pooled over all gaps of the frame's repeat buyers (total gap
     days / total gaps), the same estimate as the naive next-purchase baseline; a batch of a larger

@@ -30,6 +30,9 @@ prediction to compare with the customers who did buy in a window of length L):
   right after a purchase, so an alive customer's next purchase is exactly Poisson(lambda) in
   time, and ``lambda | data, alive ~ Gamma(r + x, alpha + T)``; hence
   ``P(purchase within t) = P(alive) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x))``.
+* ``BTYDNextPurchase``: the same curve for whichever BTYD family ``ml/btyd_scores`` serves
+  (Pareto/NBD too), read off the served fit: the model ``ml/npd_model`` registers when the history
+  is too short to train the AFT model (``HistoryTooShort``).
 * ``NaiveCadence``: "last order + mean inter-purchase interval" (the pooled population interval
   for one-time buyers), with an exponential of that mean for the probabilities.
 """
@@ -53,6 +56,18 @@ DEFAULT_HORIZONS = (7, 30, 90)
 DURATION_COLUMN = "days_to_next_purchase"
 MAX_DATE_DAYS = 36_500
 """Predicted times beyond a century get no date (NaT) rather than overflowing the timestamp."""
+
+
+MIN_TRAINING_ROWS = 10
+"""Rows (customers with features at C - H) below which the AFT model is not trained."""
+
+
+class HistoryTooShort(ValueError):
+    """The label window has too few customers (``MIN_TRAINING_ROWS``) or no observed next purchase to
+    train the AFT model on: a store of a few weeks, or one where nobody bought twice. Raised in one
+    place (``NPDModel.fit``); ``ml/npd_model`` then registers the BTYD fallback
+    (``BTYDNextPurchase``) instead of failing. A ValueError, so callers that do not fall back see
+    the error they always saw."""
 
 
 def aft_cdf(t, predicted_time, distribution: str, scale: float) -> np.ndarray:
@@ -284,12 +299,12 @@ class NPDModel:
         censored at ``horizon_days`` (a scalar or per-row values; default ``label_end -
         feature_cutoff`` from the frame, as ``features.build_training_frame`` returns them).
         """
-        if len(frame) < 10:
-            raise ValueError(f"need at least 10 training rows, got {len(frame)}")
+        if len(frame) < MIN_TRAINING_ROWS:
+            raise HistoryTooShort(f"need at least {MIN_TRAINING_ROWS} training rows, got {len(frame)}")
         horizon = infer_horizon_days(frame) if horizon_days is None else horizon_days
         lower, upper = survival_bounds(frame[duration_col], horizon)
         if not np.isfinite(upper).any():
-            raise ValueError("every row is censored: no purchase was observed in the label window")
+            raise HistoryTooShort("every row is censored: no purchase was observed in the label window")
         x = _as_matrix(frame, feature_cols)
         base = self._base_score(lower, upper)
 
@@ -504,6 +519,42 @@ class BTYDTiming:
         out = prediction_frame(frame, days, probabilities, cutoff, given)
         out["p_alive"] = p_alive
         return out
+
+
+BTYD_ONLY = "btyd_only"
+"""The objective of a next-purchase model without a booster (``ml.model_runs``), as the CLV side's."""
+
+
+@dataclass
+class BTYDNextPurchase:
+    """The next-purchase model served when the history is too short to train the AFT model: the
+    purchase-timing curve of the BTYD fit that ``ml/btyd_scores`` serves (``transactions``, a
+    ``btyd.TransactionModel`` of any family; time unit weeks).
+
+    ``p_purchase_{h}d`` = P(alive) x P(a purchase within h days | alive)
+    (``TransactionModel.probability_of_purchase_within``), the same P(alive) as the CLV scores;
+    ``days_to_next_given_purchase`` = the median time given a purchase within ``within_days``
+    (``median_purchase_time_within``), which is what ``next_purchase_contract`` serves as the date.
+    ``days_to_next`` (the unconditional median) is not served and left NaN: under a BTYD it is
+    infinite for every customer with P(alive) at most one half.
+    """
+
+    transactions: object
+    horizons: tuple[int, ...] = DEFAULT_HORIZONS
+    days_per_unit: float = 7.0
+
+    def predict(self, frame: pd.DataFrame, cutoff=None, within_days: float | None = None,
+                frequency_col: str = "frequency", recency_col: str = "recency_weeks",
+                T_col: str = "T_weeks") -> pd.DataFrame:
+        """The common NPD output (``prediction_frame``) from each row's BTYD inputs (weeks)."""
+        x, tx, age = (frame[c].to_numpy(dtype=float) for c in (frequency_col, recency_col, T_col))
+        probabilities = {h: self.transactions.probability_of_purchase_within(h / self.days_per_unit, x, tx, age)
+                         for h in self.horizons}
+        given = None
+        if within_days is not None:
+            given = self.transactions.median_purchase_time_within(within_days / self.days_per_unit, x, age)
+            given = given * self.days_per_unit
+        return prediction_frame(frame, np.full(len(frame), np.nan), probabilities, cutoff, given)
 
 
 @dataclass

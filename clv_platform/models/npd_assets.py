@@ -1,8 +1,11 @@
-"""ml/npd_model and scores/customer_npd: when will each customer buy next?
+"""ml/npd_model: when will each customer buy next? (scored by ``npd_score_assets``)
 
 The model is XGBoost `survival:aft`, trained on features at C − H with the time to the
 next purchase in (C − H, C] as label; customers who did not buy again by C are
-right-censored at H (lower bound H, upper bound +inf) instead of being dropped.
+right-censored at H (lower bound H, upper bound +inf) instead of being dropped. A history too
+short for that (``npd.HistoryTooShort``: fewer than ten customers at C − H, or none of them bought
+again) registers the BTYD fallback instead (``npd.BTYDNextPurchase``, no booster): the served
+BTYD fit read as a purchase-timing curve, registered only when no next-purchase model is served.
 """
 
 import copy
@@ -10,22 +13,23 @@ import json
 import os
 import tomllib
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import xgboost as xgb
 from dagster_duckdb import DuckDBResource
 
-from clv_platform import contract
-from clv_platform.models import clv, registry
+from clv_platform.models import clv, registry, stored_fits
+from clv_platform.models.btyd import pareto_params
 from clv_platform.core.assets import layer_asset
 from clv_platform.core.thresholds import ModelRegressionSettings
-from clv_platform.models.npd import DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, NPDModel, next_purchase_contract
+from clv_platform.models.npd import (BTYD_ONLY, DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, BTYDNextPurchase,
+                                     HistoryTooShort, NPDModel, next_purchase_contract)
 from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features
 from clv_platform.models.npd_backtest import evaluate
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
-from clv_platform.resources.storage import replace_table, settings_of
 from clv_platform.settings import load_settings
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.models.sampling import TrainingFrames
@@ -34,9 +38,8 @@ from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
 from clv_platform.transforms.staging_assets import ORDER_HISTORY, REFUNDS
 
 FEATURES = CUSTOMER_FEATURES
-# Asset keys, declared once; each equals the DuckDB table the asset writes.
+# Asset key, declared once (files under data/models, rows in ml.model_runs)
 NPD_MODEL_KEY = dg.AssetKey(["ml", "npd_model"])
-CUSTOMER_NPD = dg.AssetKey(["scores", "customer_npd"])
 # The label window of the survival model: long enough to observe repeat purchases of
 # most cadences, short enough that the features at C − H are recent.
 TRAINING_HORIZON_DAYS = 90
@@ -71,19 +74,30 @@ def _models_dir():
     return load_settings().models_dir
 
 
+def _new_version() -> tuple[str, datetime, Path]:
+    """A new version (UTC time to the microsecond) and its sidecar path under data/models."""
+    trained_at = datetime.now(timezone.utc)
+    version = trained_at.strftime("%Y%m%dT%H%M%S%fZ")
+    folder = _models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return version, trained_at, folder / f"{MODEL_PREFIX}{version}.json"
+
+
+def _write_sidecar(path: Path, sidecar: dict) -> None:
+    path.write_text(json.dumps({"model_version": path.stem.removeprefix(MODEL_PREFIX), **sidecar}, indent=2,
+                               default=str))
+
+
 def save_npd_model(model: NPDModel, meta: dict, conn=None, register: bool = True, metrics: dict | None = None) -> str:
     """Booster + JSON sidecar under data/models, named by UTC time; returns the version.
 
     With ``conn`` the run is also recorded in ``ml.model_runs`` (model name ``npd_aft``) with
     ``register`` as its registration flag - the registry shared with the CLV model.
     """
-    trained_at = datetime.now(timezone.utc)
-    version = trained_at.strftime("%Y%m%dT%H%M%S%fZ")
-    folder = _models_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.booster_.save_model(str(folder / f"{MODEL_PREFIX}{version}.ubj"))
-    sidecar = {
-        "model_version": version,
+    version, trained_at, path = _new_version()
+    model.booster_.save_model(str(path.with_suffix(".ubj")))
+    _write_sidecar(path, {
+        "serves": "aft",
         "distribution": model.distribution,
         "scale": model.scale,
         "horizons": list(model.horizons),
@@ -91,9 +105,7 @@ def save_npd_model(model: NPDModel, meta: dict, conn=None, register: bool = True
         "n_rounds": model.n_rounds_,
         "selection": model.selection_,
         **meta,
-    }
-    path = folder / f"{MODEL_PREFIX}{version}.json"
-    path.write_text(json.dumps(sidecar, indent=2, default=str))
+    })
     if conn is not None:
         registry.record_run(conn, registry.NPD_MODEL_NAME, version, trained_at, meta.get("cutoff"),
                             int(meta.get("training_horizon_days", 0)), f"{model.distribution}/{model.scale}",
@@ -101,11 +113,31 @@ def save_npd_model(model: NPDModel, meta: dict, conn=None, register: bool = True
     return version
 
 
-def load_npd_model(path) -> tuple[NPDModel, dict]:
-    """A saved next-purchase model from its sidecar (``.json``) path."""
-    from pathlib import Path
+def save_npd_fallback(meta: dict, conn, register: bool) -> str:
+    """The BTYD fallback (``npd.BTYDNextPurchase``) as a next-purchase model: a sidecar only (no
+    booster: ``booster_file`` null, its ``ml.model_runs`` path the sidecar, objective ``btyd_only``),
+    recorded in ``ml.model_runs`` with ``register``. Its predictions come from the BTYD fit that
+    ``ml/btyd_scores`` serves at scoring time, as the CLV side's BTYD-only model does."""
+    version, trained_at, path = _new_version()
+    _write_sidecar(path, {
+        "serves": "btyd", "booster_file": None, "objective": BTYD_ONLY, "horizons": [7, 30, 90],
+        "feature_cols": [], **meta})
+    registry.record_run(conn, registry.NPD_MODEL_NAME, version, trained_at, meta.get("cutoff"),
+                        int(meta.get("training_horizon_days", 0)), BTYD_ONLY, 0, {}, path, register)
+    return version
 
+
+def is_btyd_fallback(meta: dict) -> bool:
+    """Whether a next-purchase sidecar is the BTYD fallback (no booster) rather than a trained model."""
+    return meta.get("serves") == "btyd"
+
+
+def load_npd_model(path) -> tuple[NPDModel | None, dict]:
+    """A saved next-purchase model from its sidecar (``.json``) path; (None, sidecar) for the BTYD
+    fallback (``is_btyd_fallback``), whose curve is the served BTYD fit at scoring time."""
     meta = registry.read_sidecar(path)
+    if is_btyd_fallback(meta):
+        return None, meta
     model = NPDModel(distribution=meta["distribution"], scale=meta["scale"], horizons=tuple(meta["horizons"]))
     model.horizons = tuple(sorted({*model.horizons, 7, 30, 90}))  # horizons are read-outs of one curve
     model.booster_ = xgb.Booster()
@@ -115,8 +147,9 @@ def load_npd_model(path) -> tuple[NPDModel, dict]:
     return model, meta
 
 
-def load_latest_npd_model(conn=None) -> tuple[NPDModel, dict]:
-    """The served next-purchase model: the newest *registered* ``npd_aft`` run of ``ml.model_runs``.
+def load_latest_npd_model(conn=None) -> tuple[NPDModel | None, dict]:
+    """The served next-purchase model: the newest *registered* ``npd_aft`` run of ``ml.model_runs``
+    (None for the BTYD fallback, see ``load_npd_model``).
 
     Without ``conn`` (or without any registry row, e.g. files from before the registry) the newest
     file is used.
@@ -143,21 +176,46 @@ def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, 
 
     ``candidate_metrics``: the candidate's shape trained one window earlier (features at C - 2H),
     scored on ``holdout`` (features at C - H, outcomes in (C - H, C]) - out of sample. The served
-    model is scored on the same ``holdout`` rows.
+    model is scored on the same ``holdout`` rows; a served BTYD fallback as it would have been
+    served at C - H, with a BTYD fitted on the holdout's features (``fallback_metrics``).
     """
     served_row = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
     if served_row is None:
         return registry.decide(candidate_metrics, None, NPD_REGISTRATION, None)
+    fallback = False
     try:
         served, _ = load_npd_model(served_row["path"])
-        predictions = served.predict(holdout, within_days=horizon)
-        served_metrics = evaluate(holdout["days_to_next_purchase"].to_numpy(dtype=float), predictions,
-                                  tuple(served.horizons))
+        actual = holdout["days_to_next_purchase"].to_numpy(dtype=float)
+        if served is None:
+            fallback = True
+            stored = stored_fits.load(conn, stored_fits.BTYD)
+            start = pareto_params(stored_fits.btyd_from_params(stored.params)) if stored is not None else None
+            served_metrics = fallback_metrics(holdout, horizon, start)
+        else:
+            predictions = served.predict(holdout, within_days=horizon)
+            served_metrics = evaluate(actual, predictions, tuple(served.horizons))
     except (KeyError, ValueError, FileNotFoundError):
         served_metrics = None
     decision = registry.decide(candidate_metrics, served_metrics, NPD_REGISTRATION, served_row["model_version"])
+    if fallback and served_metrics is None:
+        decision["reason"] = (f"the served {served_row['model_version']} is the BTYD fallback, which could not be "
+                              "fitted on this window: the trained model replaces it")
     decision["served_metrics"] = served_metrics
     return decision
+
+
+def fallback_metrics(holdout: pd.DataFrame, horizon: int, pareto_start: dict | None = None) -> dict:
+    """AUC / Brier of the BTYD fallback on ``holdout`` (features at C - H, outcomes in (C - H, C]):
+    the BTYD fitted on those features alone (``clv.fit_btyd_at``, the settings of clv.toml), so it
+    is out of sample like the candidate it is compared with. ``pareto_start``: the served fit's
+    Pareto/NBD parameters to start from, as the CLV training's window fits do (lifetimes' Pareto/NBD
+    likelihood is slow to search from the fixed starts on some stores)."""
+    fit = clv.fit_btyd_at(holdout, clv.load_config(), pareto_start)
+    model = BTYDNextPurchase(fit.transactions)
+    inputs = holdout.assign(recency_weeks=holdout["first_to_last_order_days"].astype(float) / 7.0,
+                            T_weeks=holdout["T_days"].astype(float) / 7.0)
+    predictions = model.predict(inputs, within_days=horizon)  # dated from the frame's feature_cutoff
+    return evaluate(holdout["days_to_next_purchase"].to_numpy(dtype=float), predictions, tuple(model.horizons))
 
 
 @layer_asset(NPD_MODEL_KEY, deps=[FEATURES, ORDER_HISTORY, REFUNDS], kinds={"python", "xgboost"})
@@ -180,7 +238,10 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             frames.close()
     frame = window.frame
     features = usable_features(frame, FEATURE_COLUMNS)
-    model = NPDModel(**settings).fit(frame, features)
+    try:
+        model = NPDModel(**settings).fit(frame, features)
+    except HistoryTooShort as error:
+        return _register_fallback(context, duckdb, cutoff, horizon, window.rows, str(error))
     censored = float(frame["days_to_next_purchase"].isna().mean())
     n_train = min(len(frame), settings["max_training_rows"] or len(frame))
     backtest = _time_split_backtest(earlier.frame, cutoff, horizon, frame, features, model, settings)
@@ -208,6 +269,8 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     return dg.MaterializeResult(
         metadata={
             "model_version": version,
+            "serves": "aft",
+            "serving_reason": "trained: the XGBoost survival:aft model",
             "cutoff": str(cutoff),
             "training_horizon_days": horizon,
             "n_train": n_train,
@@ -232,6 +295,37 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     )
 
 
+def _register_fallback(context, duckdb: DuckDBResource, cutoff, horizon: int, rows: int,
+                       why: str) -> dg.MaterializeResult:
+    """``ml/npd_model`` when the history is too short to train (``npd.HistoryTooShort``): the BTYD
+    fallback is saved and registered when nothing is served (``registry.short_history_decision``),
+    so scores/customer_npd reads its probabilities and dates off the served BTYD fit."""
+    reason = f"history too short to train: {why}"
+    with duckdb.get_connection() as conn:
+        gate = registry.short_history_decision(conn, registry.NPD_MODEL_NAME)
+        version = save_npd_fallback({"cutoff": str(cutoff), "training_horizon_days": horizon, "n_train": 0,
+                                     "n_rows": rows, "serving_reason": reason, "registration": gate["reason"]},
+                                    conn, register=gate["register"])
+    context.log_event(registry.model_runs_event(registry.NPD_MODEL_NAME, version, gate["register"]))
+    if gate["register"]:
+        context.log.info(f"registered the BTYD next-purchase fallback {version}: {reason}")
+    else:
+        context.log.warning(f"npd fallback {version} NOT registered, scores keep the served model: {gate['reason']}")
+    return dg.MaterializeResult(metadata={
+        "model_version": version,
+        "serves": "btyd",
+        "serving_reason": reason,
+        "objective": BTYD_ONLY,
+        "cutoff": str(cutoff),
+        "training_horizon_days": horizon,
+        "n_train": 0,
+        "n_rows": rows,
+        "registered": gate["register"],
+        "registration": gate["reason"],
+        "served_version_compared": gate.get("served_version") or "",
+    })
+
+
 def _time_split_backtest(earlier: pd.DataFrame, cutoff, horizon: int, holdout: pd.DataFrame, features: list[str],
                          chosen: NPDModel, settings: dict) -> dict:
     """Out-of-time check shown in the UI: the chosen model shape trained one window earlier
@@ -251,60 +345,20 @@ def _time_split_backtest(earlier: pd.DataFrame, cutoff, horizon: int, holdout: p
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in result.items()}
 
 
-@layer_asset(CUSTOMER_NPD, deps=[FEATURES, NPD_MODEL_KEY], kinds={"python", "duckdb"})
-def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    """Per customer: P(next purchase within 7 / 30 / 90 days) and a next purchase date that agrees
-    with them - the median time *given a purchase within 90 days*, shown only when that purchase
-    has P >= 0.25 (``npd.next_purchase_contract``, ``[npd]`` in clv.toml) - from the served
-    (latest registered) next-purchase model."""
-    scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
-    settings = date_settings()
-    with duckdb.get_connection() as conn:
-        model, meta = load_latest_npd_model(conn)
-        cutoff = scoring_cutoff(conn)
-        columns = conn.execute(f"select * from {FEATURE_TABLE} limit 0").df().columns
-        registry.require_features(registry.NPD_MODEL_NAME, meta["model_version"], model.feature_cols_, columns)
-        written = write_npd_scores(conn, model, cutoff, settings, meta["model_version"], scored_at,
-                                   settings_of(duckdb).batch_customers)
-        rows = written["rows"]
-        contract.apply_comments(conn, tables=["scores.customer_npd"])
-        schema = contract.column_metadata(conn, "scores.customer_npd")
-        summary = conn.execute("""
-            select count(predicted_next_purchase_date), avg(p_purchase_7d), avg(p_purchase_30d), avg(p_purchase_90d),
-                   sum(p_purchase_7d), sum(p_purchase_30d), sum(p_purchase_90d),
-                   count(*) filter (where days_to_next_purchase <= 7), count(*) filter (where days_to_next_purchase <= 30)
-            from scores.customer_npd""").fetchone()
-        scores = conn.execute("select * from scores.customer_npd order by customer_id limit 5").df()
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": rows,
-            **schema,
-            "model_version": meta["model_version"],
-            "date_window_days": settings["window_days"],
-            "date_min_probability": settings["min_probability"],
-            "batches": written["batches"],
-            "customers_with_date": int(summary[0]),
-            **{f"mean_p_purchase_{h}d": float(summary[1 + i] or 0.0) for i, h in enumerate((7, 30, 90))},
-            **{f"expected_buyers_next_{h}d": float(summary[4 + i] or 0.0) for i, h in enumerate((7, 30, 90))},
-            "dated_within_7d": int(summary[7]),
-            "dated_within_30d": int(summary[8]),
-            "preview": dg.MetadataValue.md(scores.head(5).to_markdown(index=False)),
-        }
-    )
-
-
-def write_npd_scores(conn, model: NPDModel, cutoff, settings: dict, model_version: str, scored_at,
-                     batch: int) -> dict:
-    """scores.customer_npd in batches of ``batch`` customers of the feature table (each customer's
-    prediction reads only its own row)."""
-    ranges = customer_ranges(conn, FEATURE_TABLE, batch)
+def write_npd_scores(conn, model: NPDModel | BTYDNextPurchase, cutoff, settings: dict, model_version: str,
+                     scored_at, batch: int, table: str = FEATURE_TABLE, columns: list[str] | None = None) -> dict:
+    """scores.customer_npd in batches of ``batch`` customers of ``table`` (each customer's prediction
+    reads only its own row): the feature table and the trained model's features by default; the
+    BTYD fallback reads its inputs from ml.btyd_scores (``npd_score_assets``)."""
+    ranges = customer_ranges(conn, table, batch)
     # only the model's features leave DuckDB: converting the whole feature row (36 columns, three
     # of them strings) to pandas cost more than the prediction itself
-    columns = ", ".join(f'"{c}"' for c in dict.fromkeys(["customer_id", *model.feature_cols_]))
+    wanted = columns if columns is not None else model.feature_cols_
+    columns = ", ".join(f'"{c}"' for c in dict.fromkeys(["customer_id", *wanted]))
     constants = {"model_version": ("varchar", model_version), "scored_at": ("timestamp", scored_at)}
     with BatchWriter(conn, "scores.customer_npd", casts={"predicted_next_purchase_date": "date"},
                      constants=constants) as writer:
-        for _, frame in read_batches(conn, f"select {columns} from {FEATURE_TABLE} where {{where}} order by customer_id",
+        for _, frame in read_batches(conn, f"select {columns} from {table} where {{where}} order by customer_id",
                                      ranges, prefetch=True):
             writer.write(_npd_rows(model, frame, cutoff, **settings))
     return {"rows": writer.rows, "batches": len(ranges)}
@@ -318,7 +372,7 @@ def date_settings() -> dict:
             "min_probability": float(raw.get("date_min_probability", DATE_MIN_PROBABILITY))}
 
 
-def npd_scores(model: NPDModel, frame: pd.DataFrame, cutoff, window_days: int = DATE_WINDOW_DAYS,
+def npd_scores(model: NPDModel | BTYDNextPurchase, frame: pd.DataFrame, cutoff, window_days: int = DATE_WINDOW_DAYS,
                min_probability: float = DATE_MIN_PROBABILITY) -> pd.DataFrame:
     """Rows of ``scores.customer_npd`` (without version / time): see ``next_purchase_contract``."""
     out = _npd_rows(model, frame, cutoff, window_days, min_probability)
@@ -326,7 +380,7 @@ def npd_scores(model: NPDModel, frame: pd.DataFrame, cutoff, window_days: int = 
     return out
 
 
-def _npd_rows(model: NPDModel, frame: pd.DataFrame, cutoff, window_days: int, min_probability: float) -> pd.DataFrame:
+def _npd_rows(model: NPDModel | BTYDNextPurchase, frame: pd.DataFrame, cutoff, window_days: int, min_probability: float) -> pd.DataFrame:
     """``npd_scores`` with the date still a midnight timestamp (NaT: no date): the batched writer
     casts it to a date in SQL, where a column of Python ``date`` objects cost one object per row to
     build and to scan."""
@@ -347,4 +401,4 @@ def _npd_rows(model: NPDModel, frame: pd.DataFrame, cutoff, window_days: int, mi
     )
 
 
-NPD_ASSETS = [npd_model, customer_npd]
+NPD_ASSETS = [npd_model]

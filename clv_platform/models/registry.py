@@ -308,6 +308,20 @@ def decide(candidate: dict | None, served: dict | None, settings, served_version
             "reason": f"not worse than served {served_version} on the same validation window ({summary})"}
 
 
+def short_history_decision(conn: duckdb.DuckDBPyConnection, name: str) -> dict:
+    """The registration of a model built because the history is too short to train one (the CLV
+    model's ``clv.btyd_only``, the next-purchase model's ``npd.BTYDNextPurchase``): there is no
+    validation window to compare it with anything, so it is registered only when nothing of ``name``
+    is served, and a served model - trained or not - stays served."""
+    served = latest_registered(conn, name)
+    if served is None:
+        return {"register": True, "served_version": None, "comparisons": [], "served_metrics": None,
+                "reason": "first model: nothing registered yet (BTYD only, the history is too short to train)"}
+    return {"register": False, "served_version": served["model_version"], "comparisons": [], "served_metrics": None,
+            "reason": f"no validation window to compare with the served {served['model_version']} (the history "
+                      "is too short to train): it stays served"}
+
+
 def rollback_to(conn: duckdb.DuckDBPyConnection, name: str, version: str) -> None:
     """Serve ``version`` again: register it and unregister every version trained after it.
 

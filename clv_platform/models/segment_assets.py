@@ -19,7 +19,8 @@ from clv_platform.core.assets import layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.models import stored_fits
 from clv_platform.models.clv_assets import CUSTOMER_CLV, TRAINING_KEYS
-from clv_platform.models.lifecycle import _lifecycle_config, lifecycle_stages, population_cadence
+from clv_platform.models.lifecycle import (_lifecycle_config, cadence_rule, lifecycle_stages, population_cadence,
+                                          repeat_buyers)
 from clv_platform.models.segments import assign_clusters, fit_clusters, load_config, rfm_from_scores
 from clv_platform.resources.storage import read_sql, row_count, settings_of
 from clv_platform.transforms.cutoff import scoring_cutoff
@@ -73,9 +74,12 @@ def write_segments(conn, config: dict, params: dict, batch: int) -> dict:
         monetary=_column(rfm["monetary_column"]), bins=int(rfm.get("bins", 5)))
     conn.execute(run_sql)
     # the pooled population interval of the lifecycle rule, over the whole store
-    cadence = population_cadence(conn.execute(
+    pooled = conn.execute(
         f"select {_column(life['interval_column'])}, {_column(life['frequency_column'])} from {FEATURE_TABLE}"
-    ).df(), config)
+    ).df()
+    cadence = population_cadence(pooled, config)
+    rule = cadence_rule(cadence, repeat_buyers(pooled, config), config)
+    del pooled
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
     sizes: dict[str, pd.Series] = {}
     # only the feature columns the lifecycle rule and the cluster assignment read leave DuckDB
@@ -108,7 +112,7 @@ def write_segments(conn, config: dict, params: dict, batch: int) -> dict:
     conn.execute(read_sql("clv_platform.models", "sql/cluster_summary.sql").format(
         revenue=_column(cfg["revenue_column"]), recency=_column(cfg["recency_column"]),
         frequency=_column(cfg["frequency_column"]), aov=_column(cfg["aov_column"])))
-    return {"rows": writer.rows, "batches": len(ranges), "sizes": sizes}
+    return {"rows": writer.rows, "batches": len(ranges), "sizes": sizes, "lifecycle_cadence": rule}
 
 
 @dg.multi_asset(
@@ -156,6 +160,7 @@ def customer_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
             "silhouette_by_k": dg.MetadataValue.md(silhouette.to_markdown(index=False)),
             "rfm_segment_sizes": dg.MetadataValue.md(sizes["rfm_segment"].to_markdown(index=False)),
             "lifecycle_stage_sizes": dg.MetadataValue.md(sizes["lifecycle_stage"].to_markdown(index=False)),
+            "lifecycle_cadence": written["lifecycle_cadence"],
             "cluster_sizes": dg.MetadataValue.md(sizes["cluster_name"].to_markdown(index=False)),
             "cluster_summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
         }

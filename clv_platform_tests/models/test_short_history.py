@@ -1,6 +1,9 @@
-"""A store whose history is too short to train the CLV model (a few weeks of orders, or nobody
-bought twice): ml/clv_model registers a BTYD-only model (no booster) instead of failing, and
-scores/customer_clv serves ml.btyd_scores' forecast for every customer."""
+"""A store whose history is too short to train the models (a few weeks of orders, or nobody
+bought twice) builds through to marts.customer_scores: ml/clv_model registers a BTYD-only model
+(no booster) and scores/customer_clv serves ml.btyd_scores' forecast for every customer;
+ml/npd_model registers the BTYD next-purchase fallback and scores/customer_npd reads its
+probabilities and dates off the same BTYD fit; the lifecycle rule does without a population
+interval when nobody bought twice."""
 
 import gc
 import json
@@ -14,7 +17,7 @@ import pandas as pd
 import pytest
 
 from clv_platform.cli import run_files
-from clv_platform.models import clv, registry
+from clv_platform.models import clv, npd, registry
 from clv_platform.models.clv_assets import registration_gate
 from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
 
@@ -56,14 +59,17 @@ def short_store(request, tmp_path_factory):
     orders = _orders(repeat=request.param == "seven_weeks")
     orders.to_csv(inbox / "orders.csv", index=False)
     code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
-    # a failed step (ml/npd_model has no fallback) leaves its DuckDB connection in a reference
-    # cycle of its traceback: collect it, or the read-only connections below are refused
+    # a failed step would leave its DuckDB connection in a reference cycle of its traceback: collect
+    # it, so that a failure shows as the assertions below rather than a refused read-only connection
     gc.collect()
     instance = dg.DagsterInstance.get()
-    event = instance.get_latest_materialization_event(dg.AssetKey(["ml", "clv_model"]))
-    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()} if event else None
+    assets = {}
+    for key in ("ml/clv_model", "ml/npd_model", "scores/customer_npd", "scores/customer_segments"):
+        event = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
+        assets[key] = {k: v.value for k, v in event.asset_materialization.metadata.items()} if event else None
     instance.dispose()
-    yield SimpleNamespace(code=code, db=tmp / "files.duckdb", orders=orders, metadata=metadata, kind=request.param)
+    yield SimpleNamespace(code=code, db=tmp / "files.duckdb", orders=orders, metadata=assets["ml/clv_model"],
+                          assets=assets, kind=request.param)
     mp.undo()
 
 
@@ -105,6 +111,75 @@ def test_a_short_store_is_scored_with_the_btyd_forecast_for_every_customer(short
     # the mean is the served point (no validation window to choose another rule on)
     np.testing.assert_allclose(scores["predicted_clv_point"], scores["clv"], rtol=1e-9, atol=1e-9)
     assert (scores["model_version"] == served).all()
+
+
+def test_a_short_store_builds_every_step_through_to_the_marts(short_store):
+    assert short_store.code == 0
+    customers = short_store.orders["customer_id"].nunique()
+    with duckdb.connect(str(short_store.db), read_only=True) as conn:
+        for table in ("scores.customer_npd", "scores.customer_segments", "marts.customer_scores"):
+            rows, distinct = conn.execute(f"select count(*), count(distinct customer_id) from {table}").fetchone()
+            assert rows == distinct == customers, table
+
+
+def test_a_short_store_registers_the_btyd_next_purchase_fallback_with_the_reason(short_store):
+    meta = short_store.assets["ml/npd_model"]
+    assert meta is not None, "ml/npd_model did not materialize"
+    assert meta["serves"] == "btyd" and meta["registered"] is True and meta["objective"] == npd.BTYD_ONLY
+    # both stores span seven weeks: nobody has features at C - 90 days, the AFT's label window start
+    assert meta["serving_reason"] == "history too short to train: need at least 10 training rows, got 0"
+    with duckdb.connect(str(short_store.db), read_only=True) as conn:
+        runs = conn.execute("select * from ml.model_runs where model_name = 'npd_aft'").df()
+    assert len(runs) == 1 and bool(runs["is_registered"].iloc[0]) and runs["objective"].iloc[0] == npd.BTYD_ONLY
+    assert runs["model_version"].iloc[0] == meta["model_version"] and runs["path"].iloc[0].endswith(".json")
+    sidecar = registry.read_sidecar(runs["path"].iloc[0])
+    assert sidecar["serves"] == "btyd" and sidecar["booster_file"] is None
+    scored = short_store.assets["scores/customer_npd"]
+    assert scored["serves"] == "btyd" and scored["serving_reason"] == meta["serving_reason"]
+    assert scored["model_version"] == meta["model_version"] and scored["btyd_model"] == "mbgnbd"  # the cheap config's
+
+
+def test_a_short_store_reads_its_next_purchase_off_the_btyd_fit(short_store):
+    """P(30 d) is the served MBG/NBD's: p_alive of ml.btyd_scores x (1 - ((alpha + T) / (alpha + T + 30/7))^(r + x))
+    with the stored fit's r and alpha; the marts carry the same values and the date contract holds."""
+    with duckdb.connect(str(short_store.db), read_only=True) as conn:
+        (params,) = conn.execute("select params from ml.stored_fits where component = 'btyd'").fetchone()
+        scores = conn.execute("""
+            select n.*, b.p_alive, b.frequency, b.T_weeks, f.feature_cutoff,
+                   m.p_purchase_30d as mart_p30, m.p_purchase_90d as mart_p90,
+                   m.predicted_next_purchase_date as mart_date
+            from scores.customer_npd n join ml.btyd_scores b using (customer_id)
+            join features.customer_features f using (customer_id)
+            join marts.customer_scores m using (customer_id)""").df()
+    transaction = json.loads(params)["transaction_params"]
+    r, alpha = transaction["r"], transaction["alpha"]
+    base = alpha + scores["T_weeks"].to_numpy()
+    expected = scores["p_alive"].to_numpy() * (1 - (base / (base + 30 / 7)) ** (r + scores["frequency"].to_numpy()))
+    np.testing.assert_allclose(scores["p_purchase_30d"], expected, rtol=1e-9, atol=1e-15)
+    for column in ("p_purchase_7d", "p_purchase_30d", "p_purchase_90d"):
+        assert scores[column].notna().all() and scores[column].between(0, 1).all(), column
+    assert (scores["p_purchase_7d"] <= scores["p_purchase_30d"]).all()
+    assert (scores["p_purchase_30d"] <= scores["p_purchase_90d"]).all()
+    dated = scores["predicted_next_purchase_date"].notna()
+    assert (dated == (scores["p_purchase_90d"] >= npd.DATE_MIN_PROBABILITY)).all()
+    assert (dated == scores["days_to_next_purchase"].notna()).all()
+    days = np.ceil(scores.loc[dated, "days_to_next_purchase"].to_numpy())
+    assert (pd.to_datetime(scores.loc[dated, "predicted_next_purchase_date"])
+            == pd.to_datetime(scores.loc[dated, "feature_cutoff"]) + pd.to_timedelta(days, unit="D")).all()
+    assert (scores.loc[dated, "days_to_next_purchase"] <= 90).all()
+    np.testing.assert_allclose(scores["mart_p30"], scores["p_purchase_30d"], atol=1e-4)  # the mart rounds
+    assert (scores["mart_date"].notna() == dated).all()
+    if short_store.kind == "seven_weeks":
+        assert dated.any()  # a young store's customers are likely alive: some get a date
+
+
+def test_a_store_without_repeat_buyers_says_what_its_lifecycle_stages_rest_on(short_store):
+    meta = short_store.assets["scores/customer_segments"]
+    assert meta is not None, "scores/customer_segments did not materialize"
+    if short_store.kind == "no_repeat_buyer":
+        assert meta["lifecycle_cadence"].startswith("no population interval: 0 repeat buyers")
+    else:
+        assert meta["lifecycle_cadence"].startswith("cadence: each repeat buyer's own mean interval")
 
 
 def _short_trained(cutoff=date(2026, 2, 22)) -> clv.TrainedClv:
