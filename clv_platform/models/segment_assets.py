@@ -156,7 +156,8 @@ def customer_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
             **decision.metadata(fit_cutoff),
             "batches": written["batches"],
             "k": k,
-            "silhouette": float(params["silhouette"][str(k)]),
+            # k = 1 (too few distinct customers to split) has no silhouette
+            "silhouette": float(params["silhouette"].get(str(k), float("nan"))),
             "silhouette_by_k": dg.MetadataValue.md(silhouette.to_markdown(index=False)),
             "rfm_segment_sizes": dg.MetadataValue.md(sizes["rfm_segment"].to_markdown(index=False)),
             "lifecycle_stage_sizes": dg.MetadataValue.md(sizes["lifecycle_stage"].to_markdown(index=False)),

@@ -157,7 +157,9 @@ def choose_k(
     and the labels of every row are its nearest centroid. Returns ``(best_k, {k: silhouette},
     {k: labels})`` with the labels of the best k only (others are not needed and cost a pass
     over all rows each) and, under ``"model"``, the fitted KMeans of the best k (its centroids are what
-``fit_clusters`` stores); k values that need more distinct points than the data has are skipped.
+``fit_clusters`` stores); k values that need more distinct points than the data has are skipped,
+    and when none is left (fewer than three distinct points) the result is one cluster (k = 1)
+    with no silhouette scores.
     """
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(x), size=min(sample_size, len(x)), replace=False))
@@ -169,7 +171,11 @@ def choose_k(
     n_distinct = len(np.unique(fit_x, axis=0))
     ks = [int(k) for k in k_values if 2 <= k < min(n_distinct, len(fit_x))]
     if not ks:
-        raise ValueError(f"no usable k in {list(k_values)} for {n_distinct} distinct points")
+        # Too few distinct customers to split (a store of one or two customers, or all alike): one
+        # cluster, everybody in it, and no silhouette (it needs two clusters). A failed segmentation
+        # would leave the store without its marts for want of a grouping nobody can make.
+        model = KMeans(n_clusters=1, random_state=seed, n_init=1).fit(fit_x)
+        return 1, {}, {1: np.zeros(len(x), dtype=np.int32), "model": model}
     scores, models = {}, {}
     for k in ks:
         models[k] = KMeans(n_clusters=k, random_state=seed, n_init=n_init).fit(fit_x)

@@ -236,3 +236,19 @@ def test_clusters_fitted_on_a_sample_assign_everyone(cluster_config):
     assert len(sampled.labels) == len(frame) and sampled.labels.notna().all()
     assert (sampled.labels.to_numpy() == full.labels.to_numpy()).mean() > 0.99
     assert sampled.summary["customers"].sum() == len(frame)
+
+
+def test_too_few_distinct_customers_to_split_are_one_cluster(cluster_config):
+    """A store of one or two customers (or customers all alike) cannot be split into k >= 2
+    clusters: it is one cluster with everybody in it and no silhouette, not a failed segmentation
+    that leaves the store without marts."""
+    frame = blobs(n_per_blob=1).iloc[:2]
+    result = segments.cluster_customers(frame, cluster_config, clv_col="clv")
+    assert (result.k, result.silhouette) == (1, {})
+    assert result.labels.tolist() == [0, 0]
+    assert result.summary["customers"].tolist() == [2]
+    assert result.summary["mean_revenue"].iloc[0] == pytest.approx(frame["total_net_spend"].mean())
+    params = segments.fit_clusters(frame.iloc[:1], cluster_config)
+    assert params["k"] == 1 and len(params["centroids"]) == 1
+    labels, names = segments.assign_clusters(frame, params)
+    assert labels.tolist() == [0, 0] and names[0] == params["names"][0]
