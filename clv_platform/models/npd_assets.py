@@ -113,7 +113,7 @@ def save_npd_model(model: NPDModel, meta: dict, conn=None, register: bool = True
     return version
 
 
-def save_npd_fallback(meta: dict, conn, register: bool) -> str:
+def save_npd_fallback(meta: dict, conn, register: bool, metrics: dict | None = None) -> str:
     """The BTYD fallback (``npd.BTYDNextPurchase``) as a next-purchase model: a sidecar only (no
     booster: ``booster_file`` null, its ``ml.model_runs`` path the sidecar, objective ``btyd_only``),
     recorded in ``ml.model_runs`` with ``register``. Its predictions come from the BTYD fit that
@@ -123,7 +123,7 @@ def save_npd_fallback(meta: dict, conn, register: bool) -> str:
         "serves": "btyd", "booster_file": None, "objective": BTYD_ONLY, "horizons": [7, 30, 90],
         "feature_cols": [], **meta})
     registry.record_run(conn, registry.NPD_MODEL_NAME, version, trained_at, meta.get("cutoff"),
-                        int(meta.get("training_horizon_days", 0)), BTYD_ONLY, 0, {}, path, register)
+                        int(meta.get("training_horizon_days", 0)), BTYD_ONLY, 0, metrics or {}, path, register)
     return version
 
 
@@ -169,6 +169,52 @@ def load_latest_npd_model(conn=None) -> tuple[NPDModel | None, dict]:
 
 NPD_REGISTRATION = ModelRegressionSettings(margin=0.02, metrics={"auc_30d": "higher", "brier_30d": "lower"})
 """Next-purchase registration: AUC and Brier score of P(purchase within 30 days) on the latest window."""
+
+
+NPD_BASELINE = ModelRegressionSettings(margin=0.0, metrics={"auc_30d": "higher", "brier_30d": "lower"})
+"""What a trained next-purchase model must show against the BTYD fallback on the same validation
+window to be served: no worse AUC and no worse Brier score of P(purchase within 30 days), no margin.
+The fallback needs no training and reads the served BTYD fit; a booster that cannot beat it has
+not earned its place (on an Online Retail II-sized store it lost on every horizon)."""
+
+
+def btyd_baseline(conn, holdout: pd.DataFrame, horizon: int) -> tuple[dict | None, str]:
+    """(metrics, note) of the BTYD fallback on ``holdout`` (``fallback_metrics``, started from the
+    served fit's Pareto/NBD parameters), or (None, why) when no BTYD can be fitted on it."""
+    stored = stored_fits.load(conn, stored_fits.BTYD)
+    start = pareto_params(stored_fits.btyd_from_params(stored.params)) if stored is not None else None
+    try:
+        return fallback_metrics(holdout, horizon, start), ""
+    except (ValueError, KeyError, ArithmeticError) as error:
+        return None, f"no BTYD baseline on this window ({type(error).__name__}: {error})"[:300]
+
+
+def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_baseline: str = "",
+                    skipped: str | None = None) -> dict:
+    """Whether the trained model is served rather than the BTYD fallback (``NPD_BASELINE``).
+
+    ``candidate_metrics``: the trained shape's out-of-sample metrics (trained at C - 2H, scored on
+    the window (C - H, C]); ``baseline``: the fallback's on the same rows. A model that could not
+    be checked out of sample (``skipped``: no earlier window to train on) has not earned its place;
+    with no baseline to compare with, the trained model is the only one and is served.
+    Returns ``{"earned", "reason", "comparisons"}``.
+    """
+    from clv_platform.core.thresholds import compare_runs
+
+    if baseline is None:
+        return {"earned": True, "comparisons": [], "reason": f"served without a comparison: {why_no_baseline}"}
+    comparisons = compare_runs({"metrics": candidate_metrics}, {"metrics": baseline}, NPD_BASELINE)
+    if not comparisons:
+        why = f" ({skipped})" if skipped else ""
+        return {"earned": False, "comparisons": [],
+                "reason": f"the trained model could not be checked out of sample{why}: serving the BTYD fallback"}
+    summary = "; ".join(f"{c['metric']} {c['candidate']:.4g} vs BTYD {c['registered']:.4g}" for c in comparisons)
+    if any(c["regressed"] for c in comparisons):
+        return {"earned": False, "comparisons": comparisons,
+                "reason": f"the trained model does not beat the BTYD fallback on the validation window ({summary}): "
+                          "serving the BTYD fallback"}
+    return {"earned": True, "comparisons": comparisons,
+            "reason": f"the trained model is no worse than the BTYD fallback on the validation window ({summary})"}
 
 
 def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, horizon: int) -> dict:
@@ -247,6 +293,13 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     backtest = _time_split_backtest(earlier.frame, cutoff, horizon, frame, features, model, settings)
     candidate_metrics = {k: v for k, v in backtest.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     with duckdb.get_connection() as conn:
+        baseline, why_no_baseline = btyd_baseline(conn, frame, horizon)
+    check = earns_its_place(candidate_metrics, baseline, why_no_baseline, backtest.get("skipped"))
+    if not check["earned"]:
+        return _serve_btyd_instead(context, duckdb, model, check, baseline, backtest, candidate_metrics, {
+            "cutoff": str(cutoff), "training_horizon_days": horizon, "n_train": n_train, "n_rows": window.rows,
+            "n_sampled": len(frame), "censored_share": censored})
+    with duckdb.get_connection() as conn:
         gate = npd_registration_gate(conn, frame, candidate_metrics, horizon)
         version = save_npd_model(
             model, {"cutoff": str(cutoff), "training_horizon_days": horizon,
@@ -270,7 +323,8 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
         metadata={
             "model_version": version,
             "serves": "aft",
-            "serving_reason": "trained: the XGBoost survival:aft model",
+            "serving_reason": f"trained: the XGBoost survival:aft model; {check['reason']}",
+            "btyd_baseline": dg.MetadataValue.json(_finite(baseline or {})),
             "cutoff": str(cutoff),
             "training_horizon_days": horizon,
             "n_train": n_train,
@@ -293,6 +347,46 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             **float_metrics(backtest, prefix="backtest_"),
         }
     )
+
+
+def _finite(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+
+
+def _serve_btyd_instead(context, duckdb: DuckDBResource, model: NPDModel, check: dict, baseline: dict | None,
+                        backtest: dict, candidate_metrics: dict, meta: dict) -> dg.MaterializeResult:
+    """``ml/npd_model`` when the trained model does not earn its place (``earns_its_place``): the
+    trained model is kept on disk and in ``ml.model_runs``, unregistered, with the reason; the BTYD
+    fallback is registered in its place, unless the served model is that fallback already."""
+    with duckdb.get_connection() as conn:
+        served = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
+        already = served is not None and load_npd_model(served["path"])[0] is None
+        trained = save_npd_model(model, {**meta, "registration": check["reason"]}, conn=conn, register=False,
+                                 metrics=candidate_metrics)
+        registration = (f"the served {served['model_version']} is the BTYD fallback already" if already
+                        else check["reason"])
+        version = save_npd_fallback({**meta, "serving_reason": check["reason"], "registration": registration,
+                                     "trained_version_refused": trained}, conn, register=not already,
+                                    metrics=_finite(baseline or {}))
+    context.log_event(registry.model_runs_event(registry.NPD_MODEL_NAME, trained, False))
+    context.log_event(registry.model_runs_event(registry.NPD_MODEL_NAME, version, not already))
+    context.log.warning(f"npd model {trained} NOT served: {check['reason']}")
+    return dg.MaterializeResult(metadata={
+        "model_version": version if not already else served["model_version"],
+        "serves": "btyd",
+        "serving_reason": check["reason"],
+        "objective": BTYD_ONLY,
+        "trained_version_refused": trained,
+        "distribution": model.distribution,
+        "scale": float(model.scale),
+        "backtest": dg.MetadataValue.json(backtest),
+        "btyd_baseline": dg.MetadataValue.json(_finite(baseline or {})),
+        "baseline_comparisons": dg.MetadataValue.json(check["comparisons"]),
+        "registered": not already,
+        "registration": registration,
+        **meta,
+        **float_metrics(backtest, prefix="backtest_"),
+    })
 
 
 def _register_fallback(context, duckdb: DuckDBResource, cutoff, horizon: int, rows: int,

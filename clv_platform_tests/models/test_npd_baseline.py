@@ -1,0 +1,90 @@
+"""A trained next-purchase model is served only if it earns its place against the BTYD fallback
+on the same validation window (``npd_assets.earns_its_place``); otherwise the fallback is served,
+and the trained model is kept unregistered with the reason."""
+
+import gc
+import json
+from types import SimpleNamespace
+
+import dagster as dg
+import duckdb
+import pytest
+
+from clv_platform.cli import run_files
+from clv_platform.models import npd_assets, registry
+from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
+from clv_platform_tests.models.test_short_history import _orders
+
+BTYD = {"auc_30d": 0.8746, "brier_30d": 0.1238, "auc_90d": 0.8936}
+"""The fallback's metrics on the validation window of an Online Retail II-sized store."""
+
+
+def test_a_model_worse_than_the_btyd_on_either_metric_has_not_earned_its_place():
+    # the AFT trained on that store: worse on both (0.8703 < 0.8746, 0.1264 > 0.1238)
+    lost = npd_assets.earns_its_place({"auc_30d": 0.8703, "brier_30d": 0.1264}, BTYD)
+    assert not lost["earned"]
+    assert [(c["metric"], c["regressed"]) for c in lost["comparisons"]] == [("auc_30d", True), ("brier_30d", True)]
+    assert "auc_30d 0.8703 vs BTYD 0.8746" in lost["reason"] and lost["reason"].endswith("serving the BTYD fallback")
+    # better ranking, worse calibration: still not served (no margin)
+    assert not npd_assets.earns_its_place({"auc_30d": 0.90, "brier_30d": 0.1239}, BTYD)["earned"]
+    won = npd_assets.earns_its_place({"auc_30d": 0.8746, "brier_30d": 0.12}, BTYD)
+    assert won["earned"] and "no worse than the BTYD fallback" in won["reason"]
+
+
+def test_a_model_that_could_not_be_checked_is_not_served_and_one_without_a_baseline_is():
+    unchecked = npd_assets.earns_its_place({}, BTYD, skipped="need at least 10 training rows, got 0")
+    assert not unchecked["earned"]
+    assert "could not be checked out of sample (need at least 10 training rows, got 0)" in unchecked["reason"]
+    alone = npd_assets.earns_its_place({"auc_30d": 0.6, "brier_30d": 0.3}, None, "no BTYD baseline (ValueError: x)")
+    assert alone["earned"] and alone["reason"] == "served without a comparison: no BTYD baseline (ValueError: x)"
+
+
+@pytest.fixture(scope="module")
+def four_month_store(tmp_path_factory):
+    """Four months of orders: enough to train the AFT at C - 90 d, too little for the window before
+    it (C - 180 d lies before the first order), so its out-of-sample check is skipped."""
+    tmp = tmp_path_factory.mktemp("four_months")
+    inbox = tmp / "inbox"
+    inbox.mkdir()
+    (tmp / ".dagster").mkdir()
+    mp = pytest.MonkeyPatch()
+    use_clv_config(mp, cheap_clv_config(tmp))
+    for var in ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_SHOP_DOMAIN", "KLAVIYO_API_KEY", "CLV_DUCKDB_PATH", "CLV_AS_OF",
+                "CLV_MODELS_DIR"):
+        mp.delenv(var, raising=False)
+    for var, value in (("CLV_SOURCE", "files"), ("CLV_DATA_DIR", str(tmp)), ("CLV_INBOX_DIR", str(inbox)),
+                       ("CLV_FILE_CURRENCY", "USD"), ("DAGSTER_HOME", str(tmp / ".dagster"))):
+        mp.setenv(var, value)
+    orders = _orders(repeat=True, customers=400, days=120, seed=3)
+    orders.to_csv(inbox / "orders.csv", index=False)
+    code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
+    gc.collect()
+    instance = dg.DagsterInstance.get()
+    assets = {}
+    for key in ("ml/npd_model", "scores/customer_npd"):
+        event = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
+        assets[key] = {k: v.value for k, v in event.asset_materialization.metadata.items()} if event else None
+    instance.dispose()
+    yield SimpleNamespace(code=code, db=tmp / "files.duckdb", orders=orders, assets=assets)
+    mp.undo()
+
+
+def test_an_unchecked_trained_model_is_kept_unregistered_and_the_btyd_fallback_served(four_month_store):
+    assert four_month_store.code == 0
+    meta = four_month_store.assets["ml/npd_model"]
+    assert meta["serves"] == "btyd" and meta["registered"] is True
+    assert meta["serving_reason"].startswith("the trained model could not be checked out of sample (")
+    assert meta["backtest"]["skipped"]
+    with duckdb.connect(str(four_month_store.db), read_only=True) as conn:
+        runs = conn.execute(
+            "select model_version, objective, is_registered, metrics from ml.model_runs where model_name = ? "
+            "order by model_version", [registry.NPD_MODEL_NAME]).fetchall()
+        scored = conn.execute("select count(*), count(distinct customer_id), max(model_version) "
+                              "from scores.customer_npd").fetchone()
+        customers = conn.execute("select count(*) from staging.customers").fetchone()[0]
+    (trained, trained_objective, trained_registered, _), (fallback, objective, registered, metrics) = runs
+    assert trained == meta["trained_version_refused"] and trained_objective != "btyd_only" and not trained_registered
+    assert (fallback, objective, registered) == (meta["model_version"], "btyd_only", True)
+    assert 0.5 < json.loads(metrics)["auc_30d"] <= 1.0  # the fallback's own metrics on the window
+    assert scored == (customers, customers, fallback)
+    assert four_month_store.assets["scores/customer_npd"]["serves"] == "btyd"
