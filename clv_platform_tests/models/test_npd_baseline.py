@@ -2,18 +2,14 @@
 on the same validation window (``npd_assets.earns_its_place``); otherwise the fallback is served,
 and the trained model is kept unregistered with the reason."""
 
-import gc
 import json
 from types import SimpleNamespace
 
-import dagster as dg
 import duckdb
 import pytest
 
-from clv_platform.cli import run_files
 from clv_platform.models import npd_assets, registry
-from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
-from clv_platform_tests.models.test_short_history import _orders
+from clv_platform_tests.models.test_short_history import _orders, build_files_store
 
 BTYD = {"auc_30d": 0.8746, "brier_30d": 0.1238, "auc_90d": 0.8936}
 """The fallback's metrics on the validation window of an Online Retail II-sized store."""
@@ -44,27 +40,9 @@ def four_month_store(tmp_path_factory):
     """Four months of orders: enough to train the AFT at C - 90 d, too little for the window before
     it (C - 180 d lies before the first order), so its out-of-sample check is skipped."""
     tmp = tmp_path_factory.mktemp("four_months")
-    inbox = tmp / "inbox"
-    inbox.mkdir()
-    (tmp / ".dagster").mkdir()
     mp = pytest.MonkeyPatch()
-    use_clv_config(mp, cheap_clv_config(tmp))
-    for var in ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_SHOP_DOMAIN", "KLAVIYO_API_KEY", "CLV_DUCKDB_PATH", "CLV_AS_OF",
-                "CLV_MODELS_DIR"):
-        mp.delenv(var, raising=False)
-    for var, value in (("CLV_SOURCE", "files"), ("CLV_DATA_DIR", str(tmp)), ("CLV_INBOX_DIR", str(inbox)),
-                       ("CLV_FILE_CURRENCY", "USD"), ("DAGSTER_HOME", str(tmp / ".dagster"))):
-        mp.setenv(var, value)
     orders = _orders(repeat=True, customers=400, days=120, seed=3)
-    orders.to_csv(inbox / "orders.csv", index=False)
-    code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
-    gc.collect()
-    instance = dg.DagsterInstance.get()
-    assets = {}
-    for key in ("ml/npd_model", "scores/customer_npd"):
-        event = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
-        assets[key] = {k: v.value for k, v in event.asset_materialization.metadata.items()} if event else None
-    instance.dispose()
+    code, assets = build_files_store(mp, tmp, orders, ("ml/npd_model", "scores/customer_npd"))
     yield SimpleNamespace(code=code, db=tmp / "files.duckdb", orders=orders, assets=assets)
     mp.undo()
 

@@ -19,7 +19,7 @@ import pytest
 from clv_platform.cli import run_files
 from clv_platform.models import clv, npd, registry
 from clv_platform.models.clv_assets import registration_gate
-from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
+from clv_platform_tests.cheap_config import use_files_only_store
 
 
 def _orders(repeat: bool, customers: int = 300, days: int = 49, seed: int = 1) -> pd.DataFrame:
@@ -40,23 +40,13 @@ def _orders(repeat: bool, customers: int = 300, days: int = 49, seed: int = 1) -
     return pd.DataFrame(rows, columns=["customer_id", "order_id", "order_date", "amount"])
 
 
-@pytest.fixture(scope="module", params=["seven_weeks", "no_repeat_buyer"])
-def short_store(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(request.param)
-    inbox = tmp / "inbox"
-    inbox.mkdir()
+def build_files_store(mp: pytest.MonkeyPatch, tmp, orders: pd.DataFrame, keys) -> tuple[int, dict]:
+    """`clv-platform files` on ``orders`` as a files-only store in ``tmp`` (the cheaper clv.toml; ``mp``
+    keeps its settings until the caller undoes it): (exit code, latest materialization metadata of
+    each asset of ``keys``, None for one that did not materialize)."""
+    inbox = use_files_only_store(mp, tmp, "USD")
     (tmp / ".dagster").mkdir()
-    mp = pytest.MonkeyPatch()
-    use_clv_config(mp, cheap_clv_config(tmp))
-    for var in ("SHOPIFY_ACCESS_TOKEN", "SHOPIFY_SHOP_DOMAIN", "KLAVIYO_API_KEY", "CLV_DUCKDB_PATH", "CLV_AS_OF",
-                "CLV_MODELS_DIR"):
-        mp.delenv(var, raising=False)
-    mp.setenv("CLV_SOURCE", "files")
-    mp.setenv("CLV_DATA_DIR", str(tmp))
-    mp.setenv("CLV_INBOX_DIR", str(inbox))
-    mp.setenv("CLV_FILE_CURRENCY", "USD")
     mp.setenv("DAGSTER_HOME", str(tmp / ".dagster"))
-    orders = _orders(repeat=request.param == "seven_weeks")
     orders.to_csv(inbox / "orders.csv", index=False)
     code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
     # a failed step would leave its DuckDB connection in a reference cycle of its traceback: collect
@@ -64,10 +54,20 @@ def short_store(request, tmp_path_factory):
     gc.collect()
     instance = dg.DagsterInstance.get()
     assets = {}
-    for key in ("ml/clv_model", "ml/npd_model", "scores/customer_npd", "scores/customer_segments"):
+    for key in keys:
         event = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
         assets[key] = {k: v.value for k, v in event.asset_materialization.metadata.items()} if event else None
     instance.dispose()
+    return code, assets
+
+
+@pytest.fixture(scope="module", params=["seven_weeks", "no_repeat_buyer"])
+def short_store(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param)
+    mp = pytest.MonkeyPatch()
+    orders = _orders(repeat=request.param == "seven_weeks")
+    code, assets = build_files_store(mp, tmp, orders, ("ml/clv_model", "ml/npd_model", "scores/customer_npd",
+                                                        "scores/customer_segments"))
     yield SimpleNamespace(code=code, db=tmp / "files.duckdb", orders=orders, metadata=assets["ml/clv_model"],
                           assets=assets, kind=request.param)
     mp.undo()
