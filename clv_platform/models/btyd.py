@@ -543,7 +543,7 @@ class TransactionModel:
         if self.family != PARETO_NBD:
             r, alpha = float(self.fitter.params_["r"]), float(self.fitter.params_["alpha"])
             shape, base = r + x, alpha + age
-            target = 1.0 - 0.5 * (1.0 - np.exp(shape * (np.log(base) - np.log(base + window))))
+            target = 1.0 - 0.5 * self.purchase_within_if_alive(window, x, age)
             return base * np.expm1(-np.log(target) / shape)
         keys, inverse = np.unique(np.stack([x, age], axis=1), axis=0, return_inverse=True)
         kx, kt = keys[:, 0], keys[:, 1]

@@ -21,7 +21,6 @@ from clv_platform import contract
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.models import btyd, btyd_intervals, clv, interval_cache, registry, stored_fits, total_interval as totals_
-from clv_platform.models.btyd import pareto_params
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
 from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url
@@ -300,9 +299,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     with duckdb.get_connection() as conn:
         cutoff = scoring_cutoff(conn)
         # the window fits' Pareto/NBD starts at the served fit's optimum (ml/btyd_scores ran first)
-        stored = stored_fits.load(conn, stored_fits.BTYD)
-        start = pareto_params(stored_fits.btyd_from_params(stored.params)) if stored is not None else None
-        trained = clv.train_clv(conn, cutoff, config, clv.HYBRID, pareto_start=start)
+        trained = clv.train_clv(conn, cutoff, config, clv.HYBRID, pareto_start=stored_fits.served_pareto_start(conn))
         gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
         context.log_event(registry.model_runs_event(record.name, record.version, gate["register"]))

@@ -140,10 +140,15 @@ def net_purchases(transactions: pd.DataFrame) -> pd.DataFrame:
     purchases, returns = split_returns(transactions)
     if returns.empty:
         return purchases
-    refunded = returns[returns["purchase_id"] >= 0].groupby("purchase_id")["refund"].sum()
-    refunded = refunded.reindex(purchases["purchase_id"], fill_value=0.0).to_numpy()
     amount = purchases["amount"].to_numpy()
-    return purchases.assign(amount=amount - np.minimum(refunded, amount))
+    return purchases.assign(amount=amount - np.minimum(refunded_by_purchase(purchases, returns), amount))
+
+
+def refunded_by_purchase(purchases: pd.DataFrame, returns: pd.DataFrame) -> np.ndarray:
+    """What ``returns`` (of ``split_returns``) refund of each purchase, in ``purchases``' order
+    (uncapped: a return larger than its purchase is capped by the caller, as staging caps it)."""
+    refunded = returns[returns["purchase_id"] >= 0].groupby("purchase_id")["refund"].sum()
+    return refunded.reindex(purchases["purchase_id"], fill_value=0.0).to_numpy()
 
 
 def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, int]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from clv_platform.models.datasets import split_returns
+from clv_platform.models.datasets import refunded_by_purchase, split_returns
 from clv_platform.transforms.order_history import build_order_history
 
 _STAGING_DDL = (
@@ -82,8 +82,7 @@ def load_staging(conn: duckdb.DuckDBPyConnection, transactions: pd.DataFrame) ->
     reduces nothing. Returns the number of orders written.
     """
     purchases, returns = split_returns(transactions)
-    refunded = returns[returns["purchase_id"] >= 0].groupby("purchase_id")["refund"].sum()
-    purchases = purchases.assign(refunded=refunded.reindex(purchases["purchase_id"], fill_value=0.0).to_numpy())
+    purchases = purchases.assign(refunded=refunded_by_purchase(purchases, returns))
     conn.register("purchases_input", purchases)
     conn.register("returns_input", returns)
     try:

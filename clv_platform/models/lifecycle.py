@@ -41,6 +41,10 @@ def _lifecycle_config(config: dict | None) -> dict:
     return config["lifecycle"]
 
 
+def _min_repeat_buyers(config: dict | None) -> int:
+    return max(int(_lifecycle_config(config).get("cadence_min_repeat_buyers", 1)), 1)
+
+
 def repeat_buyers(frame: pd.DataFrame, config: dict | None = None) -> int:
     """Customers of ``frame`` with a known mean interval: those the population interval pools."""
     life = _lifecycle_config(config)
@@ -60,7 +64,7 @@ def population_cadence(frame: pd.DataFrame, config: dict | None = None) -> Naive
         interval_col=life["interval_column"],
         frequency_col=life["frequency_column"],
     )
-    if repeat_buyers(frame, config) < max(int(life.get("cadence_min_repeat_buyers", 1)), 1):
+    if repeat_buyers(frame, config) < _min_repeat_buyers(config):
         return cadence
     return cadence.fit(frame)
 
@@ -70,8 +74,8 @@ def cadence_rule(cadence: NaiveCadence, buyers: int, config: dict | None = None)
     if np.isfinite(cadence.population_interval_):
         return (f"cadence: each repeat buyer's own mean interval, one-time buyers the population interval of "
                 f"{cadence.population_interval_:.1f} days pooled over {buyers} repeat buyers")
-    minimum = max(int(_lifecycle_config(config).get("cadence_min_repeat_buyers", 1)), 1)
-    return (f"no population interval: {buyers} repeat buyers, fewer than cadence_min_repeat_buyers = {minimum}; "
+    return (f"no population interval: {buyers} repeat buyers, fewer than cadence_min_repeat_buyers = "
+            f"{_min_repeat_buyers(config)}; "
             "one-time buyers' stages rest on tenure and p_alive only (the cadence test is off for them), "
             "repeat buyers are judged by their own interval")
 

@@ -21,9 +21,8 @@ import xgboost as xgb
 from dagster_duckdb import DuckDBResource
 
 from clv_platform.models import clv, registry, stored_fits
-from clv_platform.models.btyd import pareto_params
 from clv_platform.core.assets import layer_asset
-from clv_platform.core.thresholds import ModelRegressionSettings
+from clv_platform.core.thresholds import ModelRegressionSettings, compare_runs
 from clv_platform.models.npd import (BTYD_ONLY, DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, BTYDNextPurchase,
                                      HistoryTooShort, NPDModel, next_purchase_contract)
 from clv_platform.reports import float_metrics
@@ -181,10 +180,8 @@ not earned its place (on an Online Retail II-sized store it lost on every horizo
 def btyd_baseline(conn, holdout: pd.DataFrame, horizon: int) -> tuple[dict | None, str]:
     """(metrics, note) of the BTYD fallback on ``holdout`` (``fallback_metrics``, started from the
     served fit's Pareto/NBD parameters), or (None, why) when no BTYD can be fitted on it."""
-    stored = stored_fits.load(conn, stored_fits.BTYD)
-    start = pareto_params(stored_fits.btyd_from_params(stored.params)) if stored is not None else None
     try:
-        return fallback_metrics(holdout, horizon, start), ""
+        return fallback_metrics(holdout, horizon, stored_fits.served_pareto_start(conn)), ""
     except (ValueError, KeyError, ArithmeticError) as error:
         return None, f"no BTYD baseline on this window ({type(error).__name__}: {error})"[:300]
 
@@ -199,8 +196,6 @@ def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_basel
     with no baseline to compare with, the trained model is the only one and is served.
     Returns ``{"earned", "reason", "comparisons"}``.
     """
-    from clv_platform.core.thresholds import compare_runs
-
     if baseline is None:
         return {"earned": True, "comparisons": [], "reason": f"served without a comparison: {why_no_baseline}"}
     comparisons = compare_runs({"metrics": candidate_metrics}, {"metrics": baseline}, NPD_BASELINE)
@@ -217,13 +212,15 @@ def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_basel
             "reason": f"the trained model is no worse than the BTYD fallback on the validation window ({summary})"}
 
 
-def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, horizon: int) -> dict:
+def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, horizon: int,
+                          baseline: tuple[dict | None, str] | None = None) -> dict:
     """Register the NPD candidate only if it is not worse than the served model on the same window.
 
     ``candidate_metrics``: the candidate's shape trained one window earlier (features at C - 2H),
     scored on ``holdout`` (features at C - H, outcomes in (C - H, C]) - out of sample. The served
     model is scored on the same ``holdout`` rows; a served BTYD fallback as it would have been
-    served at C - H, with a BTYD fitted on the holdout's features (``fallback_metrics``).
+    served at C - H, with a BTYD fitted on the holdout's features: ``baseline`` when the caller has
+    it already (``btyd_baseline`` on the same ``holdout``), else fitted here.
     """
     served_row = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
     if served_row is None:
@@ -231,15 +228,13 @@ def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, 
     fallback = False
     try:
         served, _ = load_npd_model(served_row["path"])
-        actual = holdout["days_to_next_purchase"].to_numpy(dtype=float)
         if served is None:
             fallback = True
-            stored = stored_fits.load(conn, stored_fits.BTYD)
-            start = pareto_params(stored_fits.btyd_from_params(stored.params)) if stored is not None else None
-            served_metrics = fallback_metrics(holdout, horizon, start)
+            served_metrics = (baseline or btyd_baseline(conn, holdout, horizon))[0]
         else:
             predictions = served.predict(holdout, within_days=horizon)
-            served_metrics = evaluate(actual, predictions, tuple(served.horizons))
+            served_metrics = evaluate(holdout["days_to_next_purchase"].to_numpy(dtype=float), predictions,
+                                      tuple(served.horizons))
     except (KeyError, ValueError, FileNotFoundError):
         served_metrics = None
     decision = registry.decide(candidate_metrics, served_metrics, NPD_REGISTRATION, served_row["model_version"])
@@ -300,7 +295,7 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             "cutoff": str(cutoff), "training_horizon_days": horizon, "n_train": n_train, "n_rows": window.rows,
             "n_sampled": len(frame), "censored_share": censored})
     with duckdb.get_connection() as conn:
-        gate = npd_registration_gate(conn, frame, candidate_metrics, horizon)
+        gate = npd_registration_gate(conn, frame, candidate_metrics, horizon, (baseline, why_no_baseline))
         version = save_npd_model(
             model, {"cutoff": str(cutoff), "training_horizon_days": horizon,
                     "n_train": n_train, "n_rows": window.rows, "n_sampled": len(frame), "censored_share": censored,

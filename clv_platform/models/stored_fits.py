@@ -192,6 +192,15 @@ def btyd_from_params(params: dict):
     )
 
 
+def served_pareto_start(conn: duckdb.DuckDBPyConnection) -> dict | None:
+    """The stored BTYD fit's Pareto/NBD parameters (week units), where a Pareto/NBD refit on
+    similar data (a training window, a validation window) starts; None without a stored Pareto/NBD fit."""
+    from clv_platform.models.btyd import pareto_params
+
+    stored = load(conn, BTYD)
+    return pareto_params(btyd_from_params(stored.params)) if stored is not None else None
+
+
 def btyd_config_key(config) -> str:
     """The settings of ``clv.toml`` a BTYD fit depends on."""
     cap = int(getattr(config, "max_btyd_fit_customers", 0) or 0)
