@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-staging", action="store_true", help="also run the staging merge")
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats here")
     parser.add_argument("--sql-timings", action="store_true")
+    parser.add_argument("--sql-threshold", type=float, default=0.2,
+                        help="with --sql-timings: log statements slower than this many seconds")
     parser.add_argument("--staging-only", action="store_true", help="run only the staging merge")
     parser.add_argument("--checkpoint", action="store_true", help="end with a timed CHECKPOINT (in the total)")
     parser.add_argument("--threads", type=int, default=2)
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         conn = nightly._open(workdir, args.threads, memory_limit)
         _repoint_models(conn, workdir)
         print(f"copied the store in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        run_conn = _TimedConnection(conn) if args.sql_timings else conn
+        run_conn = _TimedConnection(conn, args.sql_threshold) if args.sql_timings else conn
         profiler = cProfile.Profile() if args.profile else None
         runs = []
         try:

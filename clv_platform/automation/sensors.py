@@ -53,11 +53,16 @@ def inbox_file_sensor(context: dg.SensorEvaluationContext, duckdb: DuckDBResourc
 
 
 def needs_training(database: Path, models_dir: Path) -> bool:
-    """True when the store has no registered CLV model or no next-purchase model yet.
+    """True when the store has no registered CLV model or no next-purchase model yet, or when a
+    served one is only the BTYD stand-in for a history too short to train
+    (``registry.short_history_stand_in``): the import that lengthens the history tries to train,
+    instead of the stand-in being served until the weekly retrain.
 
     Read-only; a database that cannot be opened (locked by a run) counts as needing training,
-    because a needless retrain costs minutes while a rebuild without models fails.
+    because a needless retrain costs minutes while a rebuild without models fails. A sidecar that
+    cannot be read counts as a stand-in for the same reason.
     """
+    from clv_platform.models import registry
     from clv_platform.models.npd_assets import MODEL_PREFIX
 
     if not any(models_dir.glob(f"{MODEL_PREFIX}*.json")):
@@ -71,12 +76,18 @@ def needs_training(database: Path, models_dir: Path) -> bool:
             ).fetchone()[0]
             if not exists:
                 return True
-            registered = conn.execute(
-                "select count(*) from ml.model_runs where model_name = 'clv_xgb' and is_registered"
-            ).fetchone()[0]
+            served = registry.registered_paths(conn)
     except (duckdb_lib.IOException, duckdb_lib.ConnectionException):
         return True
-    return registered == 0
+    if registry.DEFAULT_MODEL_NAME not in served:
+        return True
+    for path in served.values():
+        try:
+            if registry.short_history_stand_in(registry.read_sidecar(path)):
+                return True
+        except (OSError, TypeError, ValueError):
+            return True
+    return False
 
 
 @dg.run_status_sensor(

@@ -393,7 +393,8 @@ def _register_fallback(context, duckdb: DuckDBResource, cutoff, horizon: int, ro
     with duckdb.get_connection() as conn:
         gate = registry.short_history_decision(conn, registry.NPD_MODEL_NAME)
         version = save_npd_fallback({"cutoff": str(cutoff), "training_horizon_days": horizon, "n_train": 0,
-                                     "n_rows": rows, "serving_reason": reason, "registration": gate["reason"]},
+                                     "n_rows": rows, "serving_reason": reason, "registration": gate["reason"],
+                                     "history_too_short": True},
                                     conn, register=gate["register"])
     context.log_event(registry.model_runs_event(registry.NPD_MODEL_NAME, version, gate["register"]))
     if gate["register"]:

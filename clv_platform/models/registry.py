@@ -308,6 +308,27 @@ def decide(candidate: dict | None, served: dict | None, settings, served_version
             "reason": f"not worse than served {served_version} on the same validation window ({summary})"}
 
 
+def short_history_stand_in(sidecar: dict) -> bool:
+    """Whether a saved model is the BTYD stand-in built because the history was too short to train
+    (the CLV model's ``clv.btyd_only``: ``serving.history_too_short``; the next-purchase fallback of
+    ``npd_assets._register_fallback``: ``history_too_short``). Such a model was never compared with
+    a trained one, so the next import should try to train (``sensors.needs_training``) rather than
+    wait for the weekly retrain; a BTYD served because a trained model lost to it is not one."""
+    return bool(sidecar.get("history_too_short") or (sidecar.get("serving") or {}).get("history_too_short"))
+
+
+def registered_paths(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The saved path of the newest registered run of each model name (the ordering of
+    ``latest_registered``), without creating ``ml.model_runs``: safe on a read-only connection."""
+    rows = conn.execute(
+        """
+        select model_name, arg_max(path, (trained_at, model_version)) from ml.model_runs
+        where is_registered group by model_name
+        """
+    ).fetchall()
+    return {name: path for name, path in rows}
+
+
 def short_history_decision(conn: duckdb.DuckDBPyConnection, name: str) -> dict:
     """The registration of a model built because the history is too short to train one (the CLV
     model's ``clv.btyd_only``, the next-purchase model's ``npd.BTYDNextPurchase``): there is no

@@ -177,22 +177,47 @@ def test_inbox_sensor_keys_files_by_content_and_ignores_the_inbox_outside_files_
 
 
 def test_rebuild_after_the_first_import_trains_the_models(data_env):
+    import json
+
     from clv_platform.automation.sensors import needs_training
+    from clv_platform.models import registry
     from clv_platform.models.npd_assets import MODEL_PREFIX
 
     db, models = data_env / "clv.duckdb", data_env / "models"
     assert needs_training(db, models)  # fresh store: nothing registered, no file yet
     models.mkdir(exist_ok=True)
-    (models / f"{MODEL_PREFIX}20250101T000000000000Z.json").write_text("{}")
+    npd_sidecar, clv_sidecar = models / f"{MODEL_PREFIX}20250101T000000000000Z.json", models / "clv_xgb_1.json"
+    npd_sidecar.write_text(json.dumps({"serves": "xgboost"}))
+    clv_sidecar.write_text(json.dumps({"serving": {"served": "hybrid"}}))
     with duckdb.connect(str(db)) as conn:
         conn.execute("create schema ml")
-        conn.execute("create table ml.model_runs (model_name varchar, is_registered boolean)")
-        conn.execute("insert into ml.model_runs values ('clv_xgb', false)")
+        registry.ensure_model_runs(conn)
+        conn.execute("insert into ml.model_runs (model_name, model_version, trained_at, path, is_registered) values "
+                     "('clv_xgb', '1', timestamp '2025-01-01', ?, false), "
+                     "('npd_aft', '1', timestamp '2025-01-01', ?, true)", [str(clv_sidecar), str(npd_sidecar)])
     assert needs_training(db, models)  # trained once but never registered
     with duckdb.connect(str(db)) as conn:
         conn.execute("update ml.model_runs set is_registered = true")
     assert not needs_training(db, models)
-    (models / f"{MODEL_PREFIX}20250101T000000000000Z.json").unlink()
+
+    # the served CLV model is the BTYD stand-in of a history too short to train: try again
+    clv_sidecar.write_text(json.dumps({"serving": {"served": "btyd", "history_too_short": True}}))
+    assert needs_training(db, models)
+    # a BTYD served because the trained hybrid lost to it is not a stand-in: the weekly retrain decides
+    clv_sidecar.write_text(json.dumps({"serving": {"served": "btyd", "reason": "hybrid does not beat BTYD"}}))
+    assert not needs_training(db, models)
+    # the newest registered next-purchase model is the short-history fallback
+    short_npd = models / f"{MODEL_PREFIX}20250201T000000000000Z.json"
+    short_npd.write_text(json.dumps({"serves": "btyd", "history_too_short": True}))
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("insert into ml.model_runs (model_name, model_version, trained_at, path, is_registered) values "
+                     "('npd_aft', '2', timestamp '2025-02-01', ?, true)", [str(short_npd)])
+    assert needs_training(db, models)
+    with duckdb.connect(str(db)) as conn:  # rolled back to the trained one
+        conn.execute("update ml.model_runs set is_registered = false where model_version = '2'")
+    assert not needs_training(db, models)
+    npd_sidecar.unlink()
+    short_npd.unlink()
     assert needs_training(db, models)  # the next-purchase model is missing
 
 

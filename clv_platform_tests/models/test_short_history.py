@@ -218,3 +218,19 @@ def test_history_too_short_is_still_a_value_error():
     # only the hybrid falls back (the xgboost variant has no BTYD to serve and re-raises it): callers
     # that catch the ValueError the windows always raised keep working
     assert issubclass(clv.HistoryTooShort, ValueError)
+
+
+def test_a_short_store_tries_to_train_again_when_an_import_lengthens_its_history(short_store):
+    """The stand-ins of a short history are served until a trained model can be tried: the next
+    import trains (``sensors.needs_training``) instead of waiting for the weekly retrain."""
+    from clv_platform.automation.sensors import needs_training
+    from clv_platform.settings import load_settings
+
+    assert short_store.code == 0
+    models = load_settings().models_dir
+    with duckdb.connect(str(short_store.db), read_only=True) as conn:
+        served = registry.registered_paths(conn)
+    assert set(served) == {registry.DEFAULT_MODEL_NAME, registry.NPD_MODEL_NAME}
+    assert all(registry.short_history_stand_in(registry.read_sidecar(path)) for path in served.values())
+    assert needs_training(short_store.db, models)
+
