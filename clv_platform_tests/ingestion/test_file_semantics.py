@@ -397,3 +397,32 @@ def test_unformatted_excel_serial_dates_are_dates(data_env):
         got = {o.split(":")[1]: str(t) for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
     assert got == {"o1": "2023-09-04 00:00:00", "o2": "2023-09-04 12:00:00"}
     assert rejected == {"serial.xlsx#Sheet1!4": "unparseable order date: 12"}
+
+
+def test_ids_in_scientific_notation_are_kept_when_exact_and_rejected_when_digits_were_lost(data_env):
+    """A spreadsheet writes a long numeric id as `1.23457E+11`: the last digits are gone, so two
+    customers (or orders) that differ only there would become one. Such rows are rejected with the
+    reason; notation that keeps every digit is the same id as the plain one."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        123456789012,9000000001,2023-08-01,10.00
+        1.23456789012E+11,9000000002,2023-08-02,20.00
+        1.23457E+11,9000000003,2023-08-03,30.00
+        123456789999,9.00000E+09,2023-08-04,40.00
+        17850.0,1.000000005E+09,2023-08-05,50.00
+        """
+    result, db = _import(data_env, "sci.csv", text)
+    assert result.success
+    staged, rejected, orders = _stage(db)
+    assert orders == {"import:9000000001": pytest.approx(10.0), "import:9000000002": pytest.approx(20.0),
+                      "import:1000000005": pytest.approx(50.0)}
+    hint = " (a spreadsheet wrote the id as a number: export the column as text)"
+    assert rejected == {"sci.csv#4": "customer id in scientific notation has lost digits: 1.23457E+11" + hint,
+                        "sci.csv#5": "order id in scientific notation has lost digits: 9.00000E+09" + hint}
+    with duckdb.connect(str(db)) as conn:
+        owners = dict(conn.execute("select order_id, customer_id from staging.orders").fetchall())
+    # the exact notation is the same customer as the plain id: one customer with two orders
+    assert owners["import:9000000001"] == owners["import:9000000002"] == "import:123456789012"
+    assert owners["import:1000000005"] == "import:17850"
+    files = next(r for r in staged.reconciliation if r.source_table == "raw.file_transactions")
+    assert (files.rows_in, files.accepted, files.rejected) == (5, 3, 2)

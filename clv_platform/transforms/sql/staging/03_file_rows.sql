@@ -1,6 +1,9 @@
 -- Rows of imported transaction exports, typed and judged (rules: data_contracts.md, "Files").
 --
--- * Ids written as integral floats by a spreadsheet (17850.0) are the same id as 17850.
+-- * Ids written as integral floats by a spreadsheet (17850.0) are the same id as 17850, and so is
+--   scientific notation that keeps every digit (1.7850E+04). Scientific notation that does not
+--   (Excel's 1.23457E+11 for a 12-digit id) has lost digits: several customers or orders would
+--   become one, so such a row is rejected with the reason instead.
 -- * A file whose decimals are written with a comma (decimal_separator = ',', detected per file
 --   at import: `6,95`, `1.234,50`) is read as such.
 -- * A timestamp with an offset (…-05:00, …Z) is converted to the store's time zone; one
@@ -24,6 +27,24 @@
 --   Name instead) and re-sends are matched by Name; `Created at` is read as the wall-clock time
 --   it is written in (the shop's own time zone), so the order day is the day the shop saw.
 --   The order's revenue comes from its Subtotal, refunds and cancellation (05_staging_tables.sql).
+-- an id as a spreadsheet may have written it: `17850.0` and `1.7850E+04` are `17850`; scientific
+-- notation with fewer mantissa digits than the id has (`1.23457E+11`) stays as written and
+-- clv_file_id_lost_digits says so
+create or replace temp macro clv_file_id_lost_digits(t) as
+    regexp_matches(trim(t), '^[0-9](\.[0-9]*)?[eE]\+?[0-9]+$')
+    and (length(regexp_extract(trim(t), '^[0-9]\.?([0-9]*)[eE]', 1))
+             < try_cast(regexp_extract(trim(t), '[eE]\+?([0-9]+)$', 1) as integer)
+         or ltrim(substr(regexp_extract(trim(t), '^[0-9]\.?([0-9]*)[eE]', 1),
+                         try_cast(regexp_extract(trim(t), '[eE]\+?([0-9]+)$', 1) as integer) + 1), '0') <> '');
+create or replace temp macro clv_file_id(t) as
+    nullif(case
+        when regexp_matches(trim(t), '^[0-9](\.[0-9]*)?[eE]\+?[0-9]+$') and not clv_file_id_lost_digits(t)
+            then coalesce(nullif(ltrim(substr(trim(t), 1, 1)
+                                       || substr(regexp_extract(trim(t), '^[0-9]\.?([0-9]*)[eE]', 1), 1,
+                                                 try_cast(regexp_extract(trim(t), '[eE]\+?([0-9]+)$', 1) as integer)),
+                                       '0'), ''), '0')
+        else regexp_replace(trim(t), '^([0-9]+)\.0+$', '\1')
+    end, '');
 -- text of a number, with a file's decimal comma (`6,95`, `1.234,50`) read as such
 create or replace temp macro clv_file_number_text(t, separator) as
     nullif(case when separator = ',' then replace(replace(trim(t), '.', ''), ',', '.') else trim(t) end, '');
@@ -75,13 +96,15 @@ keyed as (
             when is_shopify then coalesce(
                 nullif(regexp_extract(trim(head_fields ->> 'id'), '^([0-9]+)(\.0+)?$', 1), ''),
                 order_name_text)
-            else nullif(regexp_replace(trim(f.order_id), '^([0-9]+)\.0+$', '\1'), '')
+            else clv_file_id(f.order_id)
         end as order_key,
         -- which rows are the same order when files overlap: the Name in Shopify's export
         case when is_shopify then 'name:' || order_name_text
-             else nullif(regexp_replace(trim(f.order_id), '^([0-9]+)\.0+$', '\1'), '') end as resend_key,
+             else clv_file_id(f.order_id) end as resend_key,
         case when is_shopify then nullif(lower(trim(f.customer_id)), '')
-             else nullif(regexp_replace(trim(f.customer_id), '^([0-9]+)\.0+$', '\1'), '') end as customer_key,
+             else clv_file_id(f.customer_id) end as customer_key,
+        not is_shopify and clv_file_id_lost_digits(f.order_id) as order_id_lost_digits,
+        not is_shopify and clv_file_id_lost_digits(f.customer_id) as customer_id_lost_digits,
         -- a Shopify line without a SKU is its product by name
         case when is_shopify then coalesce(sku_text, nullif(trim(f.description), ''))
              else nullif(regexp_replace(trim(f.product_id), '^([0-9]+)\.0+$', '\1'), '') end as product_key,
@@ -226,6 +249,9 @@ judged as (
         case
             when parse_error is not null then parse_error
             when order_key is null then 'missing order id'
+            when order_id_lost_digits
+                then 'order id in scientific notation has lost digits: ' || trim(order_id)
+                     || ' (a spreadsheet wrote the id as a number: export the column as text)'
             when is_shopify and not has_head
                 then 'no order row: no row of order ' || order_name_text || ' in the file has its Email, Financial '
                      || 'Status, Created at or Subtotal'
@@ -233,6 +259,9 @@ judged as (
             when is_shopify and customer_key is null
                 then 'missing customer id: guest order without an email (the export has no other customer id)'
             when customer_key is null then 'missing customer id'
+            when customer_id_lost_digits
+                then 'customer id in scientific notation has lost digits: ' || trim(customer_id)
+                     || ' (a spreadsheet wrote the id as a number: export the column as text)'
             when currency_code is null then 'missing currency (no currency column value and no store file_currency)'
             when currency_code <> $shop_currency
                 then 'currency ' || currency_code || ' differs from the store currency ' || $shop_currency
