@@ -53,7 +53,7 @@ def run_backtest(
     dataset: str, calibration_end=None, holdout_end=None, config_path=None, with_npd: bool = True,
     coverage_windows: int = 0,
 ) -> tuple[dict, dict]:
-    """Run all four CLV models (and the three next-purchase models); returns (result, ML summary)."""
+    """Run all four CLV models (and the next-purchase models); returns (result, ML summary)."""
     from clv_platform.models import backtest, clv, frames
     from clv_platform.models.datasets import load_dataset
 
@@ -88,7 +88,9 @@ def run_backtest(
         # history supports (check_history), else a short file has no training rows at C - 90 days
         npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1),
                                training_horizon_days=min(DEFAULT_TRAINING_HORIZON_DAYS, label_days))
-        result["npd"] = {"models": npd["models"], "training_window": npd.get("training_window")}
+        served = {k: npd["served"][k] for k in ("model", "reason", "comparisons", "validation")}
+        result["npd"] = backtest._clean({"models": npd["models"], "training_window": npd.get("training_window"),
+                                         "served": {**served, "holdout": npd["served"]["metrics"]}})
     if coverage_windows > 0:
         # the store-total interval over several windows: one window cannot tell noise from bias.
         # Holdouts of one label window ([backtest] label_horizon_days) so that earlier windows'
@@ -278,7 +280,8 @@ def json_view(result: dict) -> dict:
         "served_total_interval": result.get("served_total_interval", {}),
         "serving": result.get("serving", {}),
         "headline": headline(result),
-        **({"npd": {"models": result["npd"]["models"]}} if "npd" in result else {}),
+        **({"npd": {"models": result["npd"]["models"],
+                    "served": {k: result["npd"]["served"][k] for k in ("model", "reason")}}} if "npd" in result else {}),
         **({"total_coverage_windows": result["total_coverage_windows"]} if "total_coverage_windows" in result else {}),
     }
 
@@ -469,6 +472,9 @@ def table_text(result: dict, ml_summary: dict) -> str:
                 f"{_fmt(m.get('auc_30d'), 3):>7} {_fmt(m.get('brier_30d'), 4):>8} "
                 f"{_fmt(m.get('auc_90d'), 3):>7} {_fmt(m.get('brier_90d'), 4):>8}"
             )
+        served = result["npd"].get("served")
+        if served:
+            lines.append(f"served: {served['model']} ({served['reason']})")
     return "\n".join(lines)
 
 
@@ -583,6 +589,12 @@ def extra_sections_html(result: dict) -> str:
                      "on every customer.</p>"
                      f"<table><thead><tr><th>model</th><th>MAE d</th><th>MAE d | buy</th>{head}</tr></thead>"
                      f"<tbody>{body}</tbody></table>")
+        served = (result.get("npd") or {}).get("served")
+        if served:
+            parts.append(f"<p>What the platform would serve at the calibration end (<code>ml/npd_model</code>'s "
+                         f"rule on the same history): <b>{esc(str(served['model']))}</b> - "
+                         f"{esc(str(served['reason']))}. <i>btyd_fallback</i> is that fallback (the BTYD family of "
+                         "clv.toml), <i>btyd</i> the BG/NBD timing baseline.</p>")
     return "".join(parts)
 
 

@@ -22,12 +22,12 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform.models import clv, registry, stored_fits
 from clv_platform.core.assets import layer_asset
-from clv_platform.core.thresholds import ModelRegressionSettings, compare_runs
+from clv_platform.core.thresholds import ModelRegressionSettings
 from clv_platform.models.npd import (BTYD_ONLY, DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, BTYDNextPurchase,
                                      HistoryTooShort, NPDModel, next_purchase_contract)
 from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features
-from clv_platform.models.npd_backtest import evaluate
+from clv_platform.models.npd_backtest import baseline_on, earns_its_place, evaluate, time_split_backtest
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.settings import load_settings
 from clv_platform.transforms.cutoff import scoring_cutoff
@@ -170,46 +170,10 @@ NPD_REGISTRATION = ModelRegressionSettings(margin=0.02, metrics={"auc_30d": "hig
 """Next-purchase registration: AUC and Brier score of P(purchase within 30 days) on the latest window."""
 
 
-NPD_BASELINE = ModelRegressionSettings(margin=0.0, metrics={"auc_30d": "higher", "brier_30d": "lower"})
-"""What a trained next-purchase model must show against the BTYD fallback on the same validation
-window to be served: no worse AUC and no worse Brier score of P(purchase within 30 days), no margin.
-The fallback needs no training and reads the served BTYD fit; a booster that cannot beat it has
-not earned its place (on an Online Retail II-sized store it lost on every horizon)."""
-
-
 def btyd_baseline(conn, holdout: pd.DataFrame, horizon: int) -> tuple[dict | None, str]:
     """(metrics, note) of the BTYD fallback on ``holdout`` (``fallback_metrics``, started from the
     served fit's Pareto/NBD parameters), or (None, why) when no BTYD can be fitted on it."""
-    try:
-        return fallback_metrics(holdout, horizon, stored_fits.served_pareto_start(conn)), ""
-    except (ValueError, KeyError, ArithmeticError) as error:
-        return None, f"no BTYD baseline on this window ({type(error).__name__}: {error})"[:300]
-
-
-def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_baseline: str = "",
-                    skipped: str | None = None) -> dict:
-    """Whether the trained model is served rather than the BTYD fallback (``NPD_BASELINE``).
-
-    ``candidate_metrics``: the trained shape's out-of-sample metrics (trained at C - 2H, scored on
-    the window (C - H, C]); ``baseline``: the fallback's on the same rows. A model that could not
-    be checked out of sample (``skipped``: no earlier window to train on) has not earned its place;
-    with no baseline to compare with, the trained model is the only one and is served.
-    Returns ``{"earned", "reason", "comparisons"}``.
-    """
-    if baseline is None:
-        return {"earned": True, "comparisons": [], "reason": f"served without a comparison: {why_no_baseline}"}
-    comparisons = compare_runs({"metrics": candidate_metrics}, {"metrics": baseline}, NPD_BASELINE)
-    if not comparisons:
-        why = f" ({skipped})" if skipped else ""
-        return {"earned": False, "comparisons": [],
-                "reason": f"the trained model could not be checked out of sample{why}: serving the BTYD fallback"}
-    summary = "; ".join(f"{c['metric']} {c['candidate']:.4g} vs BTYD {c['registered']:.4g}" for c in comparisons)
-    if any(c["regressed"] for c in comparisons):
-        return {"earned": False, "comparisons": comparisons,
-                "reason": f"the trained model does not beat the BTYD fallback on the validation window ({summary}): "
-                          "serving the BTYD fallback"}
-    return {"earned": True, "comparisons": comparisons,
-            "reason": f"the trained model is no worse than the BTYD fallback on the validation window ({summary})"}
+    return baseline_on(holdout, horizon, stored_fits.served_pareto_start(conn))
 
 
 def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, horizon: int,
@@ -245,20 +209,6 @@ def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, 
     return decision
 
 
-def fallback_metrics(holdout: pd.DataFrame, horizon: int, pareto_start: dict | None = None) -> dict:
-    """AUC / Brier of the BTYD fallback on ``holdout`` (features at C - H, outcomes in (C - H, C]):
-    the BTYD fitted on those features alone (``clv.fit_btyd_at``, the settings of clv.toml), so it
-    is out of sample like the candidate it is compared with. ``pareto_start``: the served fit's
-    Pareto/NBD parameters to start from, as the CLV training's window fits do (lifetimes' Pareto/NBD
-    likelihood is slow to search from the fixed starts on some stores)."""
-    fit = clv.fit_btyd_at(holdout, clv.load_config(), pareto_start)
-    model = BTYDNextPurchase(fit.transactions)
-    inputs = holdout.assign(recency_weeks=holdout["first_to_last_order_days"].astype(float) / 7.0,
-                            T_weeks=holdout["T_days"].astype(float) / 7.0)
-    predictions = model.predict(inputs, within_days=horizon)  # dated from the frame's feature_cutoff
-    return evaluate(holdout["days_to_next_purchase"].to_numpy(dtype=float), predictions, tuple(model.horizons))
-
-
 @layer_asset(NPD_MODEL_KEY, deps=[FEATURES, ORDER_HISTORY, REFUNDS], kinds={"python", "xgboost"})
 def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """XGBoost survival:aft next-purchase model with right-censoring; distribution and scale
@@ -285,7 +235,7 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
         return _register_fallback(context, duckdb, cutoff, horizon, window.rows, str(error))
     censored = float(frame["days_to_next_purchase"].isna().mean())
     n_train = min(len(frame), settings["max_training_rows"] or len(frame))
-    backtest = _time_split_backtest(earlier.frame, cutoff, horizon, frame, features, model, settings)
+    backtest = time_split_backtest(earlier.frame, cutoff, horizon, frame, features, model, settings)
     candidate_metrics = {k: v for k, v in backtest.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     with duckdb.get_connection() as conn:
         baseline, why_no_baseline = btyd_baseline(conn, frame, horizon)
@@ -414,25 +364,6 @@ def _register_fallback(context, duckdb: DuckDBResource, cutoff, horizon: int, ro
         "registration": gate["reason"],
         "served_version_compared": gate.get("served_version") or "",
     })
-
-
-def _time_split_backtest(earlier: pd.DataFrame, cutoff, horizon: int, holdout: pd.DataFrame, features: list[str],
-                         chosen: NPDModel, settings: dict) -> dict:
-    """Out-of-time check shown in the UI: the chosen model shape trained one window earlier
-    (``earlier``: features at C − 2H, labels in (C − 2H, C − H]) and scored on the latest window
-    (``holdout``: features at C − H, outcomes in (C − H, C]): MAE in days for buyers, AUC and Brier
-    at 30/90 days.
-    """
-    try:
-        model = NPDModel(**{**settings, "distribution": chosen.distribution, "scale": chosen.scale})
-        model.fit(earlier, features)
-    except ValueError as exc:  # too little history for a second window
-        return {"skipped": str(exc)}
-    predictions = model.predict(holdout, within_days=horizon)
-    actual = holdout["days_to_next_purchase"].to_numpy(dtype=float)
-    result = evaluate(actual, predictions, tuple(model.horizons))
-    result["train_window_end"] = str(cutoff - timedelta(days=horizon))
-    return {k: (None if isinstance(v, float) and v != v else v) for k, v in result.items()}
 
 
 def write_npd_scores(conn, model: NPDModel | BTYDNextPurchase, cutoff, settings: dict, model_version: str,

@@ -17,6 +17,11 @@ holding a minimal ``staging`` schema built from the transactions frame (one orde
 lines, no profiles). Features that come out all-null or constant on such data (basket, refund,
 discount, profile age) are dropped before training.
 
+What the platform would serve: ``ml/npd_model``'s rule run on the same history. The AFT's shape is
+trained one window earlier (features at C - 2H, labels in (C - 2H, C - H]) and scored on the
+latest window before C (features at C - H, outcomes in (C - H, C]) next to the BTYD fallback
+fitted at C - H (``earns_its_place``); the ``served`` block is the holdout of the winner.
+
 Caveat on ``mae_days``: it is measured on holdout buyers only, whose actual times are at most
 the holdout length L, so it favours models that predict short times (the unconditional median
 of a customer who probably never returns is years away). ``mae_days_given_purchase`` scores
@@ -26,6 +31,7 @@ prediction for that subset. Read both next to the probability metrics, which cov
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import duckdb
@@ -33,14 +39,19 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from clv_platform.models import btyd, metrics
+from clv_platform.core.thresholds import ModelRegressionSettings, compare_runs
+from clv_platform.models import btyd, clv, metrics
 from clv_platform.models.frames import load_staging, usable_features
-from clv_platform.models.npd import BTYDTiming, NaiveCadence, NPDModel
+from clv_platform.models.npd import BTYDNextPurchase, BTYDTiming, NaiveCadence, NPDModel
 from clv_platform.transforms import features
 
 NAIVE = "naive"
 BTYD = "btyd"
 AFT = "aft"
+FALLBACK = "btyd_fallback"
+"""The platform's own BTYD next-purchase fallback (``npd.BTYDNextPurchase`` on the BTYD family and
+settings of clv.toml, fitted at C): what ``ml/npd_model`` serves when the AFT does not earn its place.
+``BTYD`` is the BG/NBD timing model, the textbook baseline."""
 DEFAULT_TRAINING_HORIZON_DAYS = 90
 """Label window of the AFT training rows. 90 days keeps the training snapshot (C - 90) close to
 the scoring population's tenure and covers both probability horizons inside the window; longer
@@ -104,6 +115,8 @@ def run_npd_backtest(
         load_staging(conn, transactions)
         cutoff = calibration_end.date()
         training = features.build_training_frame(conn, cutoff, training_horizon_days)
+        earlier = features.build_training_frame(conn, cutoff - timedelta(days=training_horizon_days),
+                                                training_horizon_days)
         scoring = features.build_scoring_frame(conn, cutoff)
     finally:
         conn.close()
@@ -127,6 +140,10 @@ def run_npd_backtest(
         .set_index(scoring.index),
         AFT: model.predict(scoring, cutoff=calibration_end, within_days=window),
     }
+    blocks = {name: evaluate(actual_days, frame, horizons) for name, frame in predictions.items()}
+    blocks[FALLBACK] = fallback_metrics(scoring.assign(days_to_next_purchase=actual_days), int(window))
+    served = served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model)
+    served["metrics"] = blocks[AFT if served["earned"] else FALLBACK]
     return {
         "calibration_end": calibration_end.date().isoformat(),
         "holdout_end": holdout_end.date().isoformat(),
@@ -144,5 +161,95 @@ def run_npd_backtest(
             "selection": model.selection_,
         },
         "naive_population_interval_days": naive.population_interval_,
-        "models": {name: evaluate(actual_days, frame, horizons) for name, frame in predictions.items()},
+        "models": blocks,
+        "served": served,
     }
+
+
+def served_on_history(earlier: pd.DataFrame, latest: pd.DataFrame, cutoff, horizon: int, feature_cols: list[str],
+                      chosen: NPDModel) -> dict:
+    """Which next-purchase model ``ml/npd_model`` would serve at ``cutoff`` (its rule, on the same
+    frames): the chosen AFT shape trained on ``earlier`` and scored on ``latest`` against the BTYD
+    fallback fitted on ``latest``'s features. Returns ``earns_its_place``'s verdict with ``model``
+    (``AFT`` or ``FALLBACK``) and the two validation blocks."""
+    settings = {f.name: getattr(chosen, f.name) for f in dataclasses.fields(chosen) if f.init}
+    check = time_split_backtest(earlier, cutoff, horizon, latest, feature_cols, chosen, settings)
+    candidate = {k: v for k, v in check.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    baseline, why = baseline_on(latest, horizon)
+    verdict = earns_its_place(candidate, baseline, why, check.get("skipped"))
+    return {**verdict, "model": AFT if verdict["earned"] else FALLBACK,
+            "validation": {AFT: candidate, FALLBACK: baseline}}
+
+
+NPD_BASELINE = ModelRegressionSettings(margin=0.0, metrics={"auc_30d": "higher", "brier_30d": "lower"})
+"""What a trained next-purchase model must show against the BTYD fallback on the same validation
+window to be served: no worse AUC and no worse Brier score of P(purchase within 30 days), no margin.
+The fallback needs no training and reads the served BTYD fit; a booster that cannot beat it has
+not earned its place (on an Online Retail II-sized store it lost on every horizon)."""
+
+
+def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_baseline: str = "",
+                    skipped: str | None = None) -> dict:
+    """Whether the trained model is served rather than the BTYD fallback (``NPD_BASELINE``).
+
+    ``candidate_metrics``: the trained shape's out-of-sample metrics (trained at C - 2H, scored on
+    the window (C - H, C]); ``baseline``: the fallback's on the same rows. A model that could not
+    be checked out of sample (``skipped``: no earlier window to train on) has not earned its place;
+    with no baseline to compare with, the trained model is the only one and is served.
+    Returns ``{"earned", "reason", "comparisons"}``.
+    """
+    if baseline is None:
+        return {"earned": True, "comparisons": [], "reason": f"served without a comparison: {why_no_baseline}"}
+    comparisons = compare_runs({"metrics": candidate_metrics}, {"metrics": baseline}, NPD_BASELINE)
+    if not comparisons:
+        why = f" ({skipped})" if skipped else ""
+        return {"earned": False, "comparisons": [],
+                "reason": f"the trained model could not be checked out of sample{why}: serving the BTYD fallback"}
+    summary = "; ".join(f"{c['metric']} {c['candidate']:.4g} vs BTYD {c['registered']:.4g}" for c in comparisons)
+    if any(c["regressed"] for c in comparisons):
+        return {"earned": False, "comparisons": comparisons,
+                "reason": f"the trained model does not beat the BTYD fallback on the validation window ({summary}): "
+                          "serving the BTYD fallback"}
+    return {"earned": True, "comparisons": comparisons,
+            "reason": f"the trained model is no worse than the BTYD fallback on the validation window ({summary})"}
+
+
+def fallback_metrics(holdout: pd.DataFrame, horizon: int, pareto_start: dict | None = None) -> dict:
+    """AUC / Brier of the BTYD fallback on ``holdout`` (features at C - H, outcomes in (C - H, C]):
+    the BTYD fitted on those features alone (``clv.fit_btyd_at``, the settings of clv.toml), so it
+    is out of sample like the candidate it is compared with. ``pareto_start``: the served fit's
+    Pareto/NBD parameters to start from, as the CLV training's window fits do (lifetimes' Pareto/NBD
+    likelihood is slow to search from the fixed starts on some stores)."""
+    fit = clv.fit_btyd_at(holdout, clv.load_config(), pareto_start)
+    model = BTYDNextPurchase(fit.transactions)
+    inputs = holdout.assign(recency_weeks=holdout["first_to_last_order_days"].astype(float) / 7.0,
+                            T_weeks=holdout["T_days"].astype(float) / 7.0)
+    predictions = model.predict(inputs, within_days=horizon)  # dated from the frame's feature_cutoff
+    return evaluate(holdout["days_to_next_purchase"].to_numpy(dtype=float), predictions, tuple(model.horizons))
+
+
+def baseline_on(holdout: pd.DataFrame, horizon: int, pareto_start: dict | None = None) -> tuple[dict | None, str]:
+    """(``fallback_metrics``, "") on ``holdout``, or (None, why) when no BTYD can be fitted on it."""
+    try:
+        return fallback_metrics(holdout, horizon, pareto_start), ""
+    except (ValueError, KeyError, ArithmeticError) as error:
+        return None, f"no BTYD baseline on this window ({type(error).__name__}: {error})"[:300]
+
+
+def time_split_backtest(earlier: pd.DataFrame, cutoff, horizon: int, holdout: pd.DataFrame, features: list[str],
+                        chosen: NPDModel, settings: dict) -> dict:
+    """Out-of-time check shown in the UI: the chosen model shape trained one window earlier
+    (``earlier``: features at C − 2H, labels in (C − 2H, C − H]) and scored on the latest window
+    (``holdout``: features at C − H, outcomes in (C − H, C]): MAE in days for buyers, AUC and Brier
+    at 30/90 days.
+    """
+    try:
+        model = NPDModel(**{**settings, "distribution": chosen.distribution, "scale": chosen.scale})
+        model.fit(earlier, features)
+    except ValueError as exc:  # too little history for a second window
+        return {"skipped": str(exc)}
+    predictions = model.predict(holdout, within_days=horizon)
+    actual = holdout["days_to_next_purchase"].to_numpy(dtype=float)
+    result = evaluate(actual, predictions, tuple(model.horizons))
+    result["train_window_end"] = str(cutoff - timedelta(days=horizon))
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in result.items()}

@@ -125,9 +125,14 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert head["btyd_total_covered"] == float(out["intervals"]["btyd"]["total_covered"])
     assert all(isinstance(v, float) for v in head.values())
     assert out["serving"]["served"] in ("hybrid", "btyd") and "validation window" in out["serving"]["reason"]
-    assert set(out["npd"]["models"]) == {"naive", "btyd", "aft"}
-    for block in out["npd"]["models"].values():
-        assert 0.0 <= block["brier_30d"] <= 1.0 and 0.0 <= block["auc_90d"] <= 1.0 and block["mae_days"] > 0
+    assert set(out["npd"]["models"]) == {"naive", "btyd", "aft", "btyd_fallback"}
+    for name, block in out["npd"]["models"].items():
+        assert 0.0 <= block["brier_30d"] <= 1.0 and 0.0 <= block["auc_90d"] <= 1.0
+        assert name == "btyd_fallback" or block["mae_days"] > 0
+    # ml/npd_model's rule on the history before the calibration end: the BTYD fallback wins there
+    served = out["npd"]["served"]
+    assert served["model"] == "btyd_fallback"
+    assert served["reason"].startswith("the trained model does not beat the BTYD fallback on the validation window")
     # BTYD and the censoring-aware AFT model rank 30-day buyers far better than the cadence rule
     assert min(out["npd"]["models"]["btyd"]["auc_30d"], out["npd"]["models"]["aft"]["auc_30d"]) > (
         out["npd"]["models"]["naive"]["auc_30d"] + 0.15
@@ -305,6 +310,12 @@ def test_next_purchase_backtest_of_a_short_history_trains_on_the_window_it_suppo
     assert label_days < 90
     window = result["npd"]["training_window"]
     assert window["horizon_days"] == label_days and window["rows"] > 100
+    # every customer buys every 5-40 days: the AFT reads the cadence, the BTYD fallback (a Poisson
+    # process) ranks the customers who just bought first and loses on the window before C
+    served = result["npd"]["served"]
+    assert served["model"] == "aft" and served["reason"].startswith("the trained model is no worse than the BTYD")
+    assert served["validation"]["aft"]["auc_30d"] > 0.7 > 0.3 > served["validation"]["btyd_fallback"]["auc_30d"]
+    assert served["holdout"] == result["npd"]["models"]["aft"]
     for name in ("naive", "btyd", "aft"):
         block = result["npd"]["models"][name]
         assert block["customers"] == result["customers"]

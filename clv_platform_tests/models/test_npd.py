@@ -202,13 +202,25 @@ def test_npd_backtest_on_the_cdnow_sample():
     window = result["training_window"]
     assert (window["feature_cutoff"], window["horizon_days"], window["rows"]) == ("1997-07-02", 90, 2357)
     assert 0.7 < result["training_window"]["censored_share"] < 0.9
-    assert set(result["models"]) == {"naive", "btyd", "aft"}
+    assert set(result["models"]) == {"naive", "btyd", "aft", "btyd_fallback"}
     for block in result["models"].values():
         assert block["customers"] == 2357
         assert block["buyers"] == result["models"]["aft"]["buyers"] > 0
         assert block["positives_30d"] <= block["positives_90d"] <= block["buyers"]
     assert result["models"]["aft"]["auc_90d"] > 0.7
     assert result["models"]["aft"]["brier_90d"] < result["models"]["naive"]["brier_90d"]
+    # what ml/npd_model would serve: the AFT shape trained at C - 180 d and checked on (C - 90 d, C]
+    # lost to the BTYD fallback there (AUC 0.7471 vs 0.7731), and the holdout agrees
+    served = result["served"]
+    assert served["model"] == "btyd_fallback" and not served["earned"]
+    assert served["reason"].startswith("the trained model does not beat the BTYD fallback on the validation window")
+    check = served["validation"]
+    assert check["aft"]["customers"] == check["btyd_fallback"]["customers"] == window["rows"]
+    assert check["aft"]["auc_30d"] == pytest.approx(0.7471, abs=1e-4)
+    assert check["btyd_fallback"]["auc_30d"] == pytest.approx(0.7731, abs=1e-4)
+    assert served["metrics"] is result["models"]["btyd_fallback"]
+    fallback, aft_holdout = result["models"]["btyd_fallback"], result["models"]["aft"]
+    assert fallback["auc_30d"] > aft_holdout["auc_30d"] and fallback["brier_30d"] < aft_holdout["brier_30d"]
 
 
 def test_local_scale_search_finds_the_grid_minimum_with_fewer_fits():

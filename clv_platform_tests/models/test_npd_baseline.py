@@ -1,5 +1,5 @@
 """A trained next-purchase model is served only if it earns its place against the BTYD fallback
-on the same validation window (``npd_assets.earns_its_place``); otherwise the fallback is served,
+on the same validation window (``npd_backtest.earns_its_place``); otherwise the fallback is served,
 and the trained model is kept unregistered with the reason."""
 
 import json
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import duckdb
 import pytest
 
-from clv_platform.models import npd_assets, registry
+from clv_platform.models import npd_backtest, registry
 from clv_platform_tests.models.test_short_history import _orders, build_files_store
 
 BTYD = {"auc_30d": 0.8746, "brier_30d": 0.1238, "auc_90d": 0.8936}
@@ -17,21 +17,21 @@ BTYD = {"auc_30d": 0.8746, "brier_30d": 0.1238, "auc_90d": 0.8936}
 
 def test_a_model_worse_than_the_btyd_on_either_metric_has_not_earned_its_place():
     # the AFT trained on that store: worse on both (0.8703 < 0.8746, 0.1264 > 0.1238)
-    lost = npd_assets.earns_its_place({"auc_30d": 0.8703, "brier_30d": 0.1264}, BTYD)
+    lost = npd_backtest.earns_its_place({"auc_30d": 0.8703, "brier_30d": 0.1264}, BTYD)
     assert not lost["earned"]
     assert [(c["metric"], c["regressed"]) for c in lost["comparisons"]] == [("auc_30d", True), ("brier_30d", True)]
     assert "auc_30d 0.8703 vs BTYD 0.8746" in lost["reason"] and lost["reason"].endswith("serving the BTYD fallback")
     # better ranking, worse calibration: still not served (no margin)
-    assert not npd_assets.earns_its_place({"auc_30d": 0.90, "brier_30d": 0.1239}, BTYD)["earned"]
-    won = npd_assets.earns_its_place({"auc_30d": 0.8746, "brier_30d": 0.12}, BTYD)
+    assert not npd_backtest.earns_its_place({"auc_30d": 0.90, "brier_30d": 0.1239}, BTYD)["earned"]
+    won = npd_backtest.earns_its_place({"auc_30d": 0.8746, "brier_30d": 0.12}, BTYD)
     assert won["earned"] and "no worse than the BTYD fallback" in won["reason"]
 
 
 def test_a_model_that_could_not_be_checked_is_not_served_and_one_without_a_baseline_is():
-    unchecked = npd_assets.earns_its_place({}, BTYD, skipped="need at least 10 training rows, got 0")
+    unchecked = npd_backtest.earns_its_place({}, BTYD, skipped="need at least 10 training rows, got 0")
     assert not unchecked["earned"]
     assert "could not be checked out of sample (need at least 10 training rows, got 0)" in unchecked["reason"]
-    alone = npd_assets.earns_its_place({"auc_30d": 0.6, "brier_30d": 0.3}, None, "no BTYD baseline (ValueError: x)")
+    alone = npd_backtest.earns_its_place({"auc_30d": 0.6, "brier_30d": 0.3}, None, "no BTYD baseline (ValueError: x)")
     assert alone["earned"] and alone["reason"] == "served without a comparison: no BTYD baseline (ValueError: x)"
 
 

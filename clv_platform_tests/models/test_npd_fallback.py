@@ -204,7 +204,8 @@ def _holdout(n: int = 400, seed: int = 3) -> pd.DataFrame:
 
 
 def test_a_trained_candidate_is_compared_with_a_served_fallback_on_the_same_window(data_env, monkeypatch):
-    from clv_platform.models.npd_assets import fallback_metrics, npd_registration_gate
+    from clv_platform.models.npd_assets import npd_registration_gate
+    from clv_platform.models.npd_backtest import fallback_metrics
     from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
 
     # MBG/NBD: the comparison is what is tested, not the auto family search (a minute of Pareto/NBD here)
