@@ -8,6 +8,9 @@ Layouts are recognized from the header, whatever its case, spaces and punctuatio
   currency;
 * order level (generic): `customer_id, order_id, order_date, amount`, optionally `product_id`,
   `quantity`, `country`, `currency`;
+* transactions without an order id (`customer_id, order_date, amount`, the same optional columns;
+  CDNOW's and many public logs' shape): each row is one order, keyed in staging by its customer,
+  date and amount as written;
 * Shopify admin's orders export (Orders → Export, plain CSV or CSV for Excel): one row per line
   item (`Name`, `Lineitem quantity`, `Lineitem price`, `Lineitem name`, `Lineitem sku`), the
   order's own columns (`Email`, `Financial Status`, `Created at`, `Subtotal`, `Currency`,
@@ -56,6 +59,7 @@ HEADER_ALIASES = {
 }
 LINE_LEVEL_REQUIRED = {"order_id", "product_id", "quantity", "order_date", "unit_price", "customer_id"}
 ORDER_LEVEL_REQUIRED = {"customer_id", "order_id", "order_date", "amount"}
+TRANSACTIONS_REQUIRED = ORDER_LEVEL_REQUIRED - {"order_id"}
 
 # Shopify admin's orders export: normalized header → raw column. `Email` is the customer (the
 # export has no customer id), `Subtotal` the order's amount (after discounts, before shipping and
@@ -79,6 +83,7 @@ EXPECTED_LAYOUTS = (
     "Online Retail (InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID, Country), "
     "Online Retail II (Invoice, StockCode, Description, Quantity, InvoiceDate, Price, Customer ID, Country), "
     "order level (customer_id, order_id, order_date, amount[, product_id, quantity, country, currency]), "
+    "transactions without an order id (customer_id, order_date, amount[, ...]: a row is an order), "
     "or Shopify's orders export (Name, Email, Financial Status, Created at, Subtotal, Lineitem quantity, "
     "Lineitem name, Lineitem price, ...); header names are matched ignoring case, spaces and punctuation"
 )
@@ -256,6 +261,8 @@ def detect_format(columns: list[str], file_name: str) -> tuple[str, dict[str, in
         return "online_retail", mapping, {}
     if ORDER_LEVEL_REQUIRED <= set(mapping):
         return "generic", mapping, {}
+    if TRANSACTIONS_REQUIRED <= set(mapping):
+        return "transactions", mapping, {}
     raise UnreadableFileError(f"{file_name}: unrecognized columns {list(columns)}; expected {EXPECTED_LAYOUTS}")
 
 

@@ -4,6 +4,10 @@
 --   scientific notation that keeps every digit (1.7850E+04). Scientific notation that does not
 --   (Excel's 1.23457E+11 for a 12-digit id) has lost digits: several customers or orders would
 --   become one, so such a row is rejected with the reason instead.
+-- * A file without an order id column (file_format 'transactions': customer, date, amount) has one
+--   order per row, keyed by its customer, date and amount as written (`row:` and a hash), so a
+--   later file that repeats the row re-sends the same order. Two identical rows in one file are a
+--   duplicate row, as in any layout.
 -- * A file whose decimals are written with a comma (decimal_separator = ',', detected per file
 --   at import: `6,95`, `1.234,50`) is read as such.
 -- * A timestamp with an offset (…-05:00, …Z) is converted to the store's time zone; one
@@ -45,6 +49,11 @@ create or replace temp macro clv_file_id(t) as
                                        '0'), ''), '0')
         else regexp_replace(trim(t), '^([0-9]+)\.0+$', '\1')
     end, '');
+-- the order key of a row of a file without order ids: its customer, date and amount as written
+create or replace temp macro clv_file_row_key(customer, day, amount) as
+    case when clv_file_id(customer) is not null and nullif(trim(day), '') is not null
+         then 'row:' || substr(md5(concat_ws('|', clv_file_id(customer), trim(day), coalesce(trim(amount), ''))), 1, 16)
+    end;
 -- text of a number, with a file's decimal comma (`6,95`, `1.234,50`) read as such
 create or replace temp macro clv_file_number_text(t, separator) as
     nullif(case when separator = ',' then replace(replace(trim(t), '.', ''), ',', '.') else trim(t) end, '');
@@ -96,10 +105,12 @@ keyed as (
             when is_shopify then coalesce(
                 nullif(regexp_extract(trim(head_fields ->> 'id'), '^([0-9]+)(\.0+)?$', 1), ''),
                 order_name_text)
+            when f.file_format = 'transactions' then clv_file_row_key(f.customer_id, f.order_date, f.amount)
             else clv_file_id(f.order_id)
         end as order_key,
         -- which rows are the same order when files overlap: the Name in Shopify's export
         case when is_shopify then 'name:' || order_name_text
+             when f.file_format = 'transactions' then clv_file_row_key(f.customer_id, f.order_date, f.amount)
              else clv_file_id(f.order_id) end as resend_key,
         case when is_shopify then nullif(lower(trim(f.customer_id)), '')
              else clv_file_id(f.customer_id) end as customer_key,
@@ -248,7 +259,7 @@ judged as (
         *,
         case
             when parse_error is not null then parse_error
-            when order_key is null then 'missing order id'
+            when order_key is null and file_format <> 'transactions' then 'missing order id'
             when order_id_lost_digits
                 then 'order id in scientific notation has lost digits: ' || trim(order_id)
                      || ' (a spreadsheet wrote the id as a number: export the column as text)'
@@ -270,9 +281,9 @@ judged as (
             when order_ts is null then 'unparseable order date: ' || coalesce(order_date, 'empty')
             when qty is null and abs(qty_double) >= 2147483648 then 'quantity out of range: ' || quantity
             when qty is null then 'unparseable quantity: ' || coalesce(quantity, 'empty')
-            when file_format <> 'generic' and price_double is null
+            when file_format not in ('generic', 'transactions') and price_double is null
                 then 'unparseable price: ' || coalesce(unit_price, 'empty')
-            when file_format <> 'generic' and (price_wide is null or abs(price_wide) > 999999999999.99)
+            when file_format not in ('generic', 'transactions') and (price_wide is null or abs(price_wide) > 999999999999.99)
                 then 'price out of range: ' || unit_price
             when file_format <> 'online_retail' and amount_double is null
                 then 'unparseable ' || case when is_shopify then 'Subtotal' else 'amount' end || ': '
