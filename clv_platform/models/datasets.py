@@ -15,6 +15,7 @@ downloaded. Anything else passed as ``dataset`` is read as a CSV file with the t
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,23 @@ INTEGRAL_FLOAT_ID = r"^([0-9]+)\.0+$"
 """An id a spreadsheet wrote as a float (``17850.0``): the same id as ``17850``, as in the files
 import (``transforms/sql/staging/03_file_rows.sql``)."""
 
+SCIENTIFIC_ID = re.compile(r"^([0-9])(?:\.([0-9]*))?[eE]\+?([0-9]+)$")
+ID_LOST_DIGITS = "customer id in scientific notation has lost digits"
+
+
+def spreadsheet_id(text: str) -> tuple[str, bool]:
+    """(key, lost digits) of an id as a spreadsheet may have written it, the files import's rule
+    (``clv_file_id`` / ``clv_file_id_lost_digits`` in ``03_file_rows.sql``): ``17850.0`` and
+    ``1.7850E+04`` are ``17850``; ``1.23457E+11`` has fewer mantissa digits than the id has, so
+    customers differing in the lost digits would be merged: it is returned as written, flagged."""
+    match = SCIENTIFIC_ID.match(text)
+    if match is None:
+        return re.sub(INTEGRAL_FLOAT_ID, r"\1", text), False
+    lead, fraction, exponent = match.group(1), match.group(2) or "", int(match.group(3))
+    if len(fraction) < exponent or fraction[exponent:].strip("0"):
+        return text, True
+    return (lead + fraction[:exponent]).lstrip("0") or "0", False
+
 
 RETURN_WITHOUT_PURCHASE = "return (negative amount) without an earlier purchase of the customer"
 
@@ -155,8 +173,9 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     """A CSV with ``customer_id, order_date, amount`` columns (extra columns are ignored), and the
     rows left out by reason.
 
-    Ids are read as text and keyed like the files import: surrounding spaces trimmed, an integral
-    float (``17850.0``) is ``17850``, leading zeros kept. ``order_date`` is ISO 8601; timestamps with
+    Ids are read as text and keyed like the files import (``spreadsheet_id``): surrounding spaces
+    trimmed, an integral float (``17850.0``) or exact scientific notation is the plain id, leading
+    zeros kept; scientific notation that lost digits is left out and counted. ``order_date`` is ISO 8601; timestamps with
     an offset are converted to UTC before the date is taken, naive ones are taken as they are. A row
     without a customer id, or whose date or amount cannot be read, is left out and counted (it would
     otherwise become a customer called "nan" or a NaN spend); a file where no date reads at all is
@@ -175,7 +194,9 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS}")
-    customer_id = raw["customer_id"].str.strip().str.replace(INTEGRAL_FLOAT_ID, r"\1", regex=True)
+    keyed = [spreadsheet_id(text) for text in raw["customer_id"].str.strip()]
+    customer_id = pd.Series([key for key, _ in keyed], index=raw.index, dtype=object)
+    lost = pd.Series([flag for _, flag in keyed], index=raw.index, dtype=bool)
     date_text = raw["order_date"].str.strip()
     order_date = pd.to_datetime(date_text, utc=True, format="ISO8601", errors="coerce").dt.tz_localize(None)
     amount = pd.to_numeric(raw["amount"].str.strip().replace("", None), errors="coerce").astype(float)
@@ -185,8 +206,9 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
                          "dates cannot be told apart)")
     reasons = {
         "missing customer id": customer_id == "",
-        "unparseable order date": (customer_id != "") & order_date.isna(),
-        "unparseable amount": (customer_id != "") & order_date.notna() & ~np.isfinite(amount),
+        ID_LOST_DIGITS: lost,
+        "unparseable order date": (customer_id != "") & ~lost & order_date.isna(),
+        "unparseable amount": (customer_id != "") & ~lost & order_date.notna() & ~np.isfinite(amount),
     }
     dropped = {reason: int(mask.sum()) for reason, mask in reasons.items() if mask.any()}
     keep = ~np.logical_or.reduce(list(reasons.values())) if len(raw) else np.ones(0, dtype=bool)

@@ -1,5 +1,7 @@
 """Loaders of the CDNOW files shipped in the lifetimes wheel and of transaction CSVs."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -164,3 +166,32 @@ def test_the_features_and_labels_of_a_file_with_returns_agree_with_the_btyd_summ
     assert rows["frequency"].tolist() == summary["frequency"].tolist()
     assert rows["label_spend"].fillna(0.0).tolist() == pytest.approx(summary["holdout_spend"].tolist())
     assert rows.loc["b", "refund_rate"] == pytest.approx(1.0)
+
+
+SPREADSHEET_IDS = ["17850", "17850.0", "1.7850E+04", "1.785E+04", "1.23457E+11", "1.23456789012E+11",
+                   "1.234567890120E+11", "1.2345678901205E+11", "00017", "C12345", "1.20E+01", "0.0E+00", "1e3"]
+
+
+def test_the_backtest_keys_spreadsheet_ids_as_the_files_import_does(tmp_path):
+    """One rule for ids in both readers: the backtest CSV's ``spreadsheet_id`` gives the same key and
+    the same lost-digits verdict as the staging SQL's macros on every example."""
+    import re
+
+    import duckdb
+
+    sql = (Path(datasets.__file__).parents[1] / "transforms" / "sql" / "staging" / "03_file_rows.sql").read_text()
+    with duckdb.connect() as conn:
+        for macro in re.findall(r"create or replace temp macro clv_file_id.*?;\n", sql, re.S):
+            conn.execute(macro)
+        expected = {t: conn.execute("select clv_file_id(?), clv_file_id_lost_digits(?)", [t, t]).fetchone()
+                    for t in SPREADSHEET_IDS}
+    assert {t: datasets.spreadsheet_id(t) for t in SPREADSHEET_IDS} == {t: (k, bool(f)) for t, (k, f) in expected.items()}
+    assert datasets.spreadsheet_id("1.23456789012E+11") == ("123456789012", False)
+    assert datasets.spreadsheet_id("1.23457E+11") == ("1.23457E+11", True)
+
+    path = tmp_path / "sci.csv"
+    path.write_text("customer_id,order_date,amount\n123456789012,2024-01-01,10\n1.23456789012E+11,2024-01-09,20\n"
+                    "1.23457E+11,2024-01-05,30\n17850.0,2024-01-02,5\n")
+    frame, dropped = datasets.read_transactions_csv(path)
+    assert dropped == {datasets.ID_LOST_DIGITS: 1}
+    assert sorted(frame["customer_id"]) == ["123456789012", "123456789012", "17850"]
