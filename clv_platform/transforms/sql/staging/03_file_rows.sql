@@ -5,9 +5,10 @@
 --   (Excel's 1.23457E+11 for a 12-digit id) has lost digits: several customers or orders would
 --   become one, so such a row is rejected with the reason instead.
 -- * A file without an order id column (file_format 'transactions': customer, date, amount) has one
---   order per row, keyed by its customer, date and amount as written (`row:` and a hash), so a
---   later file that repeats the row re-sends the same order. Two identical rows in one file are a
---   duplicate row, as in any layout.
+--   order per row, keyed by its customer, date and amount as written and its place among the
+--   file's identical rows (`row:` and a hash): a log's two identical purchases are two orders (such
+--   a file has nothing else to tell them apart, and no duplicate-row rule), and a later file that
+--   repeats the rows re-sends the same orders rather than doubling them.
 -- * A file whose decimals are written with a comma (decimal_separator = ',', detected per file
 --   at import: `6,95`, `1.234,50`) is read as such.
 -- * A timestamp with an offset (…-05:00, …Z) is converted to the store's time zone; one
@@ -49,10 +50,12 @@ create or replace temp macro clv_file_id(t) as
                                        '0'), ''), '0')
         else regexp_replace(trim(t), '^([0-9]+)\.0+$', '\1')
     end, '');
--- the order key of a row of a file without order ids: its customer, date and amount as written
-create or replace temp macro clv_file_row_key(customer, day, amount) as
+-- the order key of a row of a file without order ids: its customer, date and amount as written,
+-- and which of the file's identical rows it is (1, 2, ...)
+create or replace temp macro clv_file_row_key(customer, day, amount, occurrence) as
     case when clv_file_id(customer) is not null and nullif(trim(day), '') is not null
-         then 'row:' || substr(md5(concat_ws('|', clv_file_id(customer), trim(day), coalesce(trim(amount), ''))), 1, 16)
+         then 'row:' || substr(md5(concat_ws('|', clv_file_id(customer), trim(day), coalesce(trim(amount), ''),
+                                              occurrence)), 1, 16)
     end;
 -- text of a number, with a file's decimal comma (`6,95`, `1.234,50`) read as such
 create or replace temp macro clv_file_number_text(t, separator) as
@@ -105,12 +108,16 @@ keyed as (
             when is_shopify then coalesce(
                 nullif(regexp_extract(trim(head_fields ->> 'id'), '^([0-9]+)(\.0+)?$', 1), ''),
                 order_name_text)
-            when f.file_format = 'transactions' then clv_file_row_key(f.customer_id, f.order_date, f.amount)
+            when f.file_format = 'transactions' then clv_file_row_key(f.customer_id, f.order_date, f.amount, row_number()
+                over (partition by f.file_name, clv_file_id(f.customer_id), trim(f.order_date), trim(f.amount)
+                      order by f.sheet_name, f.row_number))
             else clv_file_id(f.order_id)
         end as order_key,
         -- which rows are the same order when files overlap: the Name in Shopify's export
         case when is_shopify then 'name:' || order_name_text
-             when f.file_format = 'transactions' then clv_file_row_key(f.customer_id, f.order_date, f.amount)
+             when f.file_format = 'transactions' then clv_file_row_key(f.customer_id, f.order_date, f.amount, row_number()
+                 over (partition by f.file_name, clv_file_id(f.customer_id), trim(f.order_date), trim(f.amount)
+                       order by f.sheet_name, f.row_number))
              else clv_file_id(f.order_id) end as resend_key,
         case when is_shopify then nullif(lower(trim(f.customer_id)), '')
              else clv_file_id(f.customer_id) end as customer_key,
@@ -336,7 +343,7 @@ judged_rows as (
             when first_customer_of_order <> last_customer_of_order
                 then 'order id used for several customers in the file (' || first_customer_of_order || ' to '
                      || last_customer_of_order || '): whose order it is cannot be told'
-            when copy_number > 1 then 'duplicate row'
+            when copy_number > 1 and file_format <> 'transactions' then 'duplicate row'
         end as row_reason
     from latest
 ),
