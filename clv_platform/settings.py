@@ -83,6 +83,9 @@ class Settings:
     # revenue forecast, segmentation) is reused by the nightly run before it is refitted
     batch_customers: int = DEFAULT_BATCH_CUSTOMERS
     refit_after_days: int = DEFAULT_REFIT_AFTER_DAYS
+    # store.toml [files.columns]: (raw column, header as the export writes it) pairs, for exports
+    # whose headers the importer does not know (`file_import.detect_format`); sorted, so hashable
+    file_columns: tuple[tuple[str, str], ...] = ()
 
     def demo_end_date(self, today: date | None = None) -> date:
         """The demo store's last day of history: the day before the run (or before `CLV_AS_OF`)."""
@@ -93,6 +96,28 @@ class Settings:
         """Yesterday in the store's time zone: the newest day whose orders are all in."""
         now = now or datetime.now(timezone.utc)
         return now.astimezone(ZoneInfo(tz_name or self.store_timezone)).date() - timedelta(days=1)
+
+
+FILE_COLUMN_FIELDS = ("customer_id", "order_id", "order_date", "amount", "product_id", "description", "quantity",
+                      "unit_price", "country", "currency")
+"""The raw columns of an export that store.toml [files.columns] may name a header for."""
+
+
+def _file_columns(table: object) -> tuple[tuple[str, str], ...]:
+    """store.toml [files.columns] checked: known raw columns, non-empty header names, no header twice."""
+    if not isinstance(table, dict):
+        raise SettingsError("store.toml [files.columns] must be a table of raw column = \"header in the file\"")
+    unknown = sorted(set(table) - set(FILE_COLUMN_FIELDS))
+    if unknown:
+        raise SettingsError(f"store.toml [files.columns]: unknown column(s) {unknown}; the columns are "
+                            f"{', '.join(FILE_COLUMN_FIELDS)}")
+    bad = sorted(k for k, v in table.items() if not isinstance(v, str) or not v.strip())
+    if bad:
+        raise SettingsError(f"store.toml [files.columns]: {bad} must name a header of the file (a non-empty string)")
+    headers = [" ".join(v.split()).lower() for v in table.values()]
+    if len(set(headers)) < len(headers):
+        raise SettingsError("store.toml [files.columns]: one header is named for two columns")
+    return tuple(sorted((k, v.strip()) for k, v in table.items()))
 
 
 def _packaged_toml() -> dict:
@@ -202,6 +227,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     data_dir = Path(env.get("CLV_DATA_DIR") or "data").resolve()
     config = _merged_toml(data_dir, env)
     store, demo, scale = config.get("store", {}), config.get("demo", {}), config.get("scale", {})
+    file_columns = _file_columns(config.get("files", {}).get("columns", {}))
 
     as_of_text = (env.get("CLV_AS_OF") or "").strip()
     try:
@@ -262,6 +288,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         report_retention=retention,
         batch_customers=batch_customers,
         refit_after_days=refit_after_days,
+        file_columns=file_columns,
     )
 
 
@@ -274,6 +301,8 @@ def settings_fields(settings: Settings) -> dict[str, object]:
             out[key] = str(value)
         elif isinstance(value, date):
             out[key] = value.isoformat()
+        elif key == "file_columns":
+            out[key] = dict(value)
         else:
             out[key] = value
     return out
@@ -286,6 +315,7 @@ def settings_from_fields(fields: Mapping[str, object]) -> Settings:
         kwargs[key] = Path(str(kwargs[key]))
     kwargs["as_of"] = date.fromisoformat(str(kwargs["as_of"])) if kwargs.get("as_of") else None
     kwargs["file_currency"] = kwargs.get("file_currency") or None
+    kwargs["file_columns"] = tuple(sorted(dict(kwargs.get("file_columns") or {}).items()))
     return Settings(**kwargs)
 
 

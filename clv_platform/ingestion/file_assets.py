@@ -45,7 +45,8 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
         raise dg.Failure(description=f"{file_name}: file not found in {inbox}")
     digest = content_hash(path)
     try:
-        frame = parse_export(path, datetime.now(timezone.utc).replace(tzinfo=None), settings.file_currency, digest)
+        frame = parse_export(path, datetime.now(timezone.utc).replace(tzinfo=None), settings.file_currency, digest,
+                             dict(settings.file_columns))
     except UnreadableFileError as exc:
         raise dg.Failure(description=str(exc)) from exc
 
@@ -71,6 +72,8 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
             "malformed_lines": malformed,
             "rows_per_sheet": dg.MetadataValue.json({str(k): int(v) for k, v in sheets.items()}),
             "currencies": dg.MetadataValue.json(frame["currency"].value_counts().to_dict()),
+            # the store's own header names, when it has any (store.toml [files.columns])
+            **({"named_columns": dg.MetadataValue.json(dict(settings.file_columns))} if settings.file_columns else {}),
             "preview": dg.MetadataValue.md(frame.drop(columns=["payload"]).head(5).to_markdown(index=False)),
         }
     )

@@ -18,7 +18,8 @@ Layouts are recognized from the header, whatever its case, spaces and punctuatio
   are (staging gives each line row its order's columns); the order columns that have no raw
   column of their own are kept under canonical names in `layout_fields`.
 
-An unknown header fails the file listing the layouts. CSV delimiter (`,` `;` tab `|`) and
+Any other export is read once the store names its headers (store.toml [files.columns]: raw column
+= header); an unknown header fails the file listing the layouts and that setting. CSV delimiter (`,` `;` tab `|`) and
 encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Windows-1252) are detected. A line
 whose field count does not match the header is kept as a raw row with its line number and a
 parse error, which staging rejects with that reason: one bad line never refuses the file.
@@ -37,6 +38,7 @@ import io
 import json
 import re
 from datetime import datetime, timedelta
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -239,9 +241,15 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str] | None, 
 # --------------------------------------------------------------------------- layout
 
 
-def detect_format(columns: list[str], file_name: str) -> tuple[str, dict[str, int], dict[str, int]]:
+def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] | None = None,
+                  ) -> tuple[str, dict[str, int], dict[str, int]]:
     """The layout, for each raw column the index of the file column feeding it, and for each
-    layout field (`layout_fields`, Shopify's orders export only) the index of its column."""
+    layout field (`layout_fields`, Shopify's orders export only) the index of its column.
+
+    ``named``: the store's own header names (store.toml [files.columns], raw column -> header),
+    for exports whose headers are not among the built-in spellings; a named header wins over
+    them, and the header it names is not also read as another column. Shopify's orders export is
+    recognized first and read by its own rules."""
     normalized = [_normalize(name) for name in columns]
     if SHOPIFY_ORDERS_REQUIRED <= set(normalized):
         mapping, fields = {}, {}
@@ -251,10 +259,16 @@ def detect_format(columns: list[str], file_name: str) -> tuple[str, dict[str, in
             if name in SHOPIFY_ORDERS_FIELDS:
                 fields.setdefault(SHOPIFY_ORDERS_FIELDS[name], index)
         return "shopify_orders", mapping, fields
+    wanted = {_normalize(header): column for column, header in (named or {}).items()}
     mapping = {}
     for index, name in enumerate(columns):
+        column = wanted.get(_normalize(name))
+        if column and column not in mapping:
+            mapping[column] = index
+    taken = set(mapping.values())
+    for index, name in enumerate(columns):
         target = HEADER_ALIASES.get(_normalize(name))
-        if target and target not in mapping:
+        if target and target not in mapping and index not in taken:
             mapping[target] = index
     if LINE_LEVEL_REQUIRED <= set(mapping):
         mapping.pop("amount", None)
@@ -263,7 +277,9 @@ def detect_format(columns: list[str], file_name: str) -> tuple[str, dict[str, in
         return "generic", mapping, {}
     if TRANSACTIONS_REQUIRED <= set(mapping):
         return "transactions", mapping, {}
-    raise UnreadableFileError(f"{file_name}: unrecognized columns {list(columns)}; expected {EXPECTED_LAYOUTS}")
+    found = f" (with store.toml [files.columns] {dict(named)})" if named else ""
+    raise UnreadableFileError(f"{file_name}: unrecognized columns {list(columns)}{found}; expected {EXPECTED_LAYOUTS}, "
+                              "or name your headers in store.toml [files.columns]")
 
 
 def _frame_from_rows(
@@ -335,11 +351,12 @@ def _read_workbook(path: Path) -> list[tuple[str, list[str], list[tuple[int, lis
 
 
 def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
-                 content_sha256: str | None = None) -> pd.DataFrame:
+                 content_sha256: str | None = None, named: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Every data row of the file as a raw.file_transactions row (nothing dropped here).
 
     `currency` is the store's file currency (setting); a currency column wins row by row. Without
-    either the file is refused: amounts without a currency cannot be added up honestly.
+    either the file is refused: amounts without a currency cannot be added up honestly. `named`:
+    the store's header names (`detect_format`).
     """
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
@@ -355,7 +372,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
             if not header:
                 continue
             try:
-                file_format, mapping, fields = detect_format(header, f"{path.name}, sheet '{sheet}'")
+                file_format, mapping, fields = detect_format(header, f"{path.name}, sheet '{sheet}'", named)
             except UnreadableFileError as exc:
                 raise UnreadableFileError(
                     f"{exc} (the workbook has sheets {[s for s, _, _ in sheets]}; every sheet is imported, so each "
@@ -370,7 +387,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
             raise UnreadableFileError(f"{path.name}: sheets have different layouts ({sorted(formats)})")
     else:
         header, rows, delimiter = _read_csv(path)
-        file_format, mapping, fields = detect_format(header, path.name)
+        file_format, mapping, fields = detect_format(header, path.name, named)
         without_currency_column = "currency" not in mapping
         part = _frame_from_rows(header, rows, path.name, None, mapping, file_format, fields)
         part["decimal_separator"] = decimal_separator(part, delimiter)

@@ -94,6 +94,7 @@ class StorageResource(DuckDBResource):
     report_retention: int = 5
     batch_customers: int = DEFAULT_BATCH_CUSTOMERS
     refit_after_days: int = DEFAULT_REFIT_AFTER_DAYS
+    file_columns: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "StorageResource":

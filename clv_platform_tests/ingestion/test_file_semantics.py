@@ -468,3 +468,51 @@ def test_a_file_without_order_ids_has_one_order_per_row(data_env):
     assert per_customer == {"import:00001": 3, "import:00002": 3}
     files = next(r for r in staged.reconciliation if r.source_table == "raw.file_transactions")
     assert (files.rows_in, files.accepted, files.rejected) == (9, 6, 3)
+
+
+WOOCOMMERCE = """\
+    Order Number,Order Status,Order Date,Email (Billing),Customer User,Order Total Amount,Customer ID
+    1001,completed,2024-03-01 10:15:00,ann@example.com,12,59.90,12
+    1002,completed,2024-03-09 18:40:00,bob@example.com,0,20.00,0
+    1003,completed,2024-04-02 09:05:00,ANN@example.com ,12,35.50,12
+    """
+
+
+def test_an_export_with_unknown_headers_is_read_once_the_store_names_them(data_env, monkeypatch):
+    """A WooCommerce-like export: refused with the setting to use; read once store.toml
+    [files.columns] names its headers. A named header wins over the built-in spelling of the same
+    column (`Customer ID` here, which is 0 for guests) and is not read as anything else."""
+    result, _ = _import(data_env, "woo.csv", WOOCOMMERCE)
+    assert not result.success
+    assert "name your headers in store.toml [files.columns]" in _failure(result)
+
+    (data_env / "store.toml").write_text('[files.columns]\ncustomer_id = "Email (Billing)"\n'
+                                         'order_id = "order number"\namount = "Order Total Amount"\n')
+    result, db = _import(data_env, "woo.csv")
+    assert result.success
+    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert metadata["format"].value == "generic"
+    assert metadata["named_columns"].value == {"amount": "Order Total Amount", "customer_id": "Email (Billing)",
+                                               "order_id": "order number"}
+    staged, rejected, orders = _stage(db)
+    assert rejected == {}
+    assert orders == {"import:1001": pytest.approx(59.90), "import:1002": pytest.approx(20.00),
+                      "import:1003": pytest.approx(35.50)}
+    with duckdb.connect(str(db)) as conn:
+        owners = dict(conn.execute("select order_id, customer_id from staging.orders").fetchall())
+    # an e-mail as the customer is compared without case: Ann's two orders are one customer's
+    assert owners == {"import:1001": "import:ann@example.com", "import:1002": "import:bob@example.com",
+                      "import:1003": "import:ann@example.com"}
+
+
+def test_store_named_headers_are_checked():
+    from clv_platform.settings import SettingsError, _file_columns
+
+    assert _file_columns({"amount": " Total paid ", "customer_id": "Email"}) == (
+        ("amount", "Total paid"), ("customer_id", "Email"))
+    with pytest.raises(SettingsError, match=r"unknown column\(s\) \['email'\]"):
+        _file_columns({"email": "Email"})
+    with pytest.raises(SettingsError, match="one header is named for two columns"):
+        _file_columns({"customer_id": "Email", "order_id": "email"})
+    with pytest.raises(SettingsError, match="must name a header"):
+        _file_columns({"amount": ""})

@@ -4,6 +4,7 @@
 --   scientific notation that keeps every digit (1.7850E+04). Scientific notation that does not
 --   (Excel's 1.23457E+11 for a 12-digit id) has lost digits: several customers or orders would
 --   become one, so such a row is rejected with the reason instead.
+-- * A customer id that is an e-mail address is compared without case (ann@x.com = ANN@x.com).
 -- * A file without an order id column (file_format 'transactions': customer, date, amount) has one
 --   order per row, keyed by its customer, date and amount as written and its place among the
 --   file's identical rows (`row:` and a hash): a log's two identical purchases are two orders (such
@@ -50,11 +51,15 @@ create or replace temp macro clv_file_id(t) as
                                        '0'), ''), '0')
         else regexp_replace(trim(t), '^([0-9]+)\.0+$', '\1')
     end, '');
+-- a customer id: `clv_file_id`, and an e-mail address (a store that names its e-mail column as the
+-- customer, [files.columns]) compared without case, as Shopify's export's e-mails are
+create or replace temp macro clv_file_customer(t) as
+    case when contains(trim(t), '@') then lower(clv_file_id(t)) else clv_file_id(t) end;
 -- the order key of a row of a file without order ids: its customer, date and amount as written,
 -- and which of the file's identical rows it is (1, 2, ...)
 create or replace temp macro clv_file_row_key(customer, day, amount, occurrence) as
-    case when clv_file_id(customer) is not null and nullif(trim(day), '') is not null
-         then 'row:' || substr(md5(concat_ws('|', clv_file_id(customer), trim(day), coalesce(trim(amount), ''),
+    case when clv_file_customer(customer) is not null and nullif(trim(day), '') is not null
+         then 'row:' || substr(md5(concat_ws('|', clv_file_customer(customer), trim(day), coalesce(trim(amount), ''),
                                               occurrence)), 1, 16)
     end;
 -- text of a number, with a file's decimal comma (`6,95`, `1.234,50`) read as such
@@ -109,18 +114,18 @@ keyed as (
                 nullif(regexp_extract(trim(head_fields ->> 'id'), '^([0-9]+)(\.0+)?$', 1), ''),
                 order_name_text)
             when f.file_format = 'transactions' then clv_file_row_key(f.customer_id, f.order_date, f.amount, row_number()
-                over (partition by f.file_name, clv_file_id(f.customer_id), trim(f.order_date), trim(f.amount)
+                over (partition by f.file_name, clv_file_customer(f.customer_id), trim(f.order_date), trim(f.amount)
                       order by f.sheet_name, f.row_number))
             else clv_file_id(f.order_id)
         end as order_key,
         -- which rows are the same order when files overlap: the Name in Shopify's export
         case when is_shopify then 'name:' || order_name_text
              when f.file_format = 'transactions' then clv_file_row_key(f.customer_id, f.order_date, f.amount, row_number()
-                 over (partition by f.file_name, clv_file_id(f.customer_id), trim(f.order_date), trim(f.amount)
+                 over (partition by f.file_name, clv_file_customer(f.customer_id), trim(f.order_date), trim(f.amount)
                        order by f.sheet_name, f.row_number))
              else clv_file_id(f.order_id) end as resend_key,
         case when is_shopify then nullif(lower(trim(f.customer_id)), '')
-             else clv_file_id(f.customer_id) end as customer_key,
+             else clv_file_customer(f.customer_id) end as customer_key,
         not is_shopify and clv_file_id_lost_digits(f.order_id) as order_id_lost_digits,
         not is_shopify and clv_file_id_lost_digits(f.customer_id) as customer_id_lost_digits,
         -- a Shopify line without a SKU is its product by name
