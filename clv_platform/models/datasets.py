@@ -175,7 +175,8 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
 
     Ids are read as text and keyed like the files import (``spreadsheet_id``): surrounding spaces
     trimmed, an integral float (``17850.0``) or exact scientific notation is the plain id, leading
-    zeros kept; scientific notation that lost digits is left out and counted. ``order_date`` is ISO 8601; timestamps with
+    zeros kept, an e-mail address lower-cased; scientific notation that lost digits is left out and
+    counted. ``order_date`` is ISO 8601; timestamps with
     an offset are converted to UTC before the date is taken, naive ones are taken as they are. A row
     without a customer id, or whose date or amount cannot be read, is left out and counted (it would
     otherwise become a customer called "nan" or a NaN spend); a file where no date reads at all is
@@ -195,7 +196,8 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS}")
     keyed = [spreadsheet_id(text) for text in raw["customer_id"].str.strip()]
-    customer_id = pd.Series([key for key, _ in keyed], index=raw.index, dtype=object)
+    # an e-mail address as the customer is compared without case (``clv_file_customer``)
+    customer_id = pd.Series([key.lower() if "@" in key else key for key, _ in keyed], index=raw.index, dtype=object)
     lost = pd.Series([flag for _, flag in keyed], index=raw.index, dtype=bool)
     date_text = raw["order_date"].str.strip()
     order_date = pd.to_datetime(date_text, utc=True, format="ISO8601", errors="coerce").dt.tz_localize(None)
