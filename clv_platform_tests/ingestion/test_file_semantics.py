@@ -516,3 +516,23 @@ def test_store_named_headers_are_checked():
         _file_columns({"customer_id": "Email", "order_id": "email"})
     with pytest.raises(SettingsError, match="must name a header"):
         _file_columns({"amount": ""})
+
+
+def test_dates_with_month_names_and_compact_dates_are_read(data_env):
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,10-Mar-2024,10.00
+        c1,o2,10 March 2024 21:15,11.00
+        c2,o3,"Mar 9, 2024",12.00
+        c2,o4,20240311,13.00
+        c3,o5,2024031,14.00
+        c3,o6,31-Foo-2024,15.00
+        """
+    result, db = _import(data_env, "names.csv", text)
+    assert result.success
+    staged, rejected, orders = _stage(db)
+    with duckdb.connect(str(db)) as conn:
+        days = dict(conn.execute("select order_id, order_date::varchar from staging.orders").fetchall())
+    assert days == {"import:o1": "2024-03-10", "import:o2": "2024-03-10", "import:o3": "2024-03-09",
+                    "import:o4": "2024-03-11"}
+    assert rejected == {"names.csv#6": "unparseable order date: 2024031", "names.csv#7": "unparseable order date: 31-Foo-2024"}

@@ -62,6 +62,13 @@ create or replace temp macro clv_file_row_key(customer, day, amount, occurrence)
          then 'row:' || substr(md5(concat_ws('|', clv_file_customer(customer), trim(day), coalesce(trim(amount), ''),
                                               occurrence)), 1, 16)
     end;
+-- a date written with its month's English name (`10-Mar-2024`, `10 March 2024`, `Mar 10, 2024`) or
+-- as compact yyyymmdd (`20240310`): one reading only, whatever way the file writes slash dates
+create or replace temp macro clv_file_unambiguous_date(t) as coalesce(
+    try_strptime(t, ['%d-%b-%Y %H:%M:%S', '%d-%b-%Y %H:%M', '%d-%b-%Y', '%d %b %Y %H:%M:%S', '%d %b %Y %H:%M',
+                     '%d %b %Y', '%d %B %Y %H:%M', '%d %B %Y', '%b %d, %Y %H:%M:%S', '%b %d, %Y %H:%M', '%b %d, %Y',
+                     '%B %d, %Y %H:%M', '%B %d, %Y', '%d.%m.%Y %H:%M:%S']),
+    case when regexp_matches(t, '^[0-9]{8}$') then try_strptime(t, '%Y%m%d') end);
 -- text of a number, with a file's decimal comma (`6,95`, `1.234,50`) read as such
 create or replace temp macro clv_file_number_text(t, separator) as
     nullif(case when separator = ',' then replace(replace(trim(t), '.', ''), ',', '.') else trim(t) end, '');
@@ -133,7 +140,9 @@ keyed as (
              else nullif(regexp_replace(trim(f.product_id), '^([0-9]+)\.0+$', '\1'), '') end as product_key,
         nullif(upper(trim(f.currency)), '') as currency_code,
         trim(f.order_date) as date_text,
-        regexp_matches(trim(f.order_date), '(Z|[+-][0-9]{2}:?[0-9]{2})$') as has_offset,
+        -- an offset after a time of day (`21:15:00-05:00`, `T21:15Z`): not the year of `10-Mar-2024`
+        regexp_matches(trim(f.order_date), '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}:?[0-9]{2})$')
+            as has_offset,
         nullif(trim(f.quantity), '') as qty_text,
         clv_file_number_text(f.unit_price, f.decimal_separator) as price_text,
         clv_file_number_text(f.amount, f.decimal_separator) as amount_text,
@@ -187,14 +196,16 @@ typed as (
                     try_strptime(date_text, '%d/%m/%Y'),
                     try_cast(date_text as timestamp),
                     try_strptime(date_text, '%d.%m.%Y %H:%M'),
-                    try_strptime(date_text, '%d.%m.%Y'))
+                    try_strptime(date_text, '%d.%m.%Y'),
+                    clv_file_unambiguous_date(date_text))
             else coalesce(
                 try_cast(date_text as timestamp),
                 try_strptime(date_text, '%m/%d/%Y %H:%M'),
                 try_strptime(date_text, '%m/%d/%Y %H:%M:%S'),
                 try_strptime(date_text, '%m/%d/%Y'),
                 try_strptime(date_text, '%d.%m.%Y %H:%M'),
-                try_strptime(date_text, '%d.%m.%Y')
+                try_strptime(date_text, '%d.%m.%Y'),
+                clv_file_unambiguous_date(date_text)
             )
         end as order_ts,
         clv_file_wall_clock(cancelled_text) as cancelled_ts,
