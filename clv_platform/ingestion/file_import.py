@@ -183,6 +183,7 @@ def detect_delimiter(sample: str) -> str:
 
 
 _DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})*,\d+$|^-?\d+,\d+$")
+_CURRENCY_AND_SPACES = re.compile(r"[$£€¥\s\u00a0\u202f]")
 
 
 def decimal_separator(frame: pd.DataFrame, delimiter: str) -> str:
@@ -190,7 +191,9 @@ def decimal_separator(frame: pd.DataFrame, delimiter: str) -> str:
     Excel: `6,95`, `1.234,50`), else `.`. Decided per file from its values, never per cell."""
     if delimiter == ",":
         return "."
-    values = pd.concat([frame["unit_price"], frame["amount"]]).dropna().astype(str).str.strip()
+    # as staging reads them: currency symbols and spaces (thousands groups) left out
+    values = pd.concat([frame["unit_price"], frame["amount"]]).dropna().astype(str).str.replace(
+        _CURRENCY_AND_SPACES, "", regex=True)
     values = values[values != ""].head(5000)
     if values.empty:
         return "."

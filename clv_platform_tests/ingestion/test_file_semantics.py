@@ -536,3 +536,22 @@ def test_dates_with_month_names_and_compact_dates_are_read(data_env):
     assert days == {"import:o1": "2024-03-10", "import:o2": "2024-03-10", "import:o3": "2024-03-09",
                     "import:o4": "2024-03-11"}
     assert rejected == {"names.csv#6": "unparseable order date: 2024031", "names.csv#7": "unparseable order date: 31-Foo-2024"}
+
+
+def test_amounts_with_currency_symbols_and_thousands_separators_are_read(data_env):
+    """A spreadsheet's formatted numbers: `$1,234.50` in a decimal-point file, `1 234,50 €` (a
+    no-break space between the groups) in a decimal-comma one. `12,5` in a decimal-point file
+    is still not a number: it is rejected with the cell as written."""
+    us = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,2024-03-01,"$1,234.50"
+        c2,o2,2024-03-02,£12.00
+        c3,o3,2024-03-03,"12,5"
+        """
+    assert _import(data_env, "us.csv", us)[0].success
+    eu = "customer_id;order_id;order_date;amount\nc4;o4;2024-03-04;1\u00a0234,50 €\nc5;o5;2024-03-05;6,95\n"
+    assert _import(data_env, "eu.csv", eu.encode("utf-8"))[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert orders == {"import:o1": pytest.approx(1234.50), "import:o2": pytest.approx(12.00),
+                      "import:o4": pytest.approx(1234.50), "import:o5": pytest.approx(6.95)}
+    assert rejected == {"us.csv#4": "unparseable amount: 12,5"}

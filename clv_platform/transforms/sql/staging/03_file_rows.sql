@@ -69,9 +69,16 @@ create or replace temp macro clv_file_unambiguous_date(t) as coalesce(
                      '%d %b %Y', '%d %B %Y %H:%M', '%d %B %Y', '%b %d, %Y %H:%M:%S', '%b %d, %Y %H:%M', '%b %d, %Y',
                      '%B %d, %Y %H:%M', '%B %d, %Y', '%d.%m.%Y %H:%M:%S']),
     case when regexp_matches(t, '^[0-9]{8}$') then try_strptime(t, '%Y%m%d') end);
--- text of a number, with a file's decimal comma (`6,95`, `1.234,50`) read as such
-create or replace temp macro clv_file_number_text(t, separator) as
-    nullif(case when separator = ',' then replace(replace(trim(t), '.', ''), ',', '.') else trim(t) end, '');
+-- a number's text without currency symbols and spaces (`$1,234.50`, `1 234,50 €`, a no-break space)
+create or replace temp macro clv_file_bare_number(t) as
+    regexp_replace(trim(t), '[$£€¥[:space:]\x{00A0}\x{202F}]', '', 'g');
+-- text of a number: a file's decimal comma read as such (`6,95`, `1.234,50`), the thousands commas
+-- of a decimal-point file dropped (`1,234.50`); anything else stays as written and fails to parse
+create or replace temp macro clv_file_number_text(t, separator) as nullif(
+    case when separator = ',' then replace(replace(clv_file_bare_number(t), '.', ''), ',', '.')
+         when regexp_matches(clv_file_bare_number(t), '^[-+]?[0-9]{1,3}(,[0-9]{3})+([.][0-9]*)?$')
+             then replace(clv_file_bare_number(t), ',', '')
+         else clv_file_bare_number(t) end, '');
 -- a timestamp as text: `2024-03-10 21:15:00 -0500`, ISO with `T`, `Z` or `-05:00`, or without an offset
 create or replace temp macro clv_file_wall_clock(t) as
     try_cast(regexp_replace(trim(t), '\s*(Z|[+-][0-9]{2}:?[0-9]{2})$', '') as timestamp);
