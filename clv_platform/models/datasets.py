@@ -201,7 +201,11 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     lost = pd.Series([flag for _, flag in keyed], index=raw.index, dtype=bool)
     date_text = raw["order_date"].str.strip()
     order_date = pd.to_datetime(date_text, utc=True, format="ISO8601", errors="coerce").dt.tz_localize(None)
-    amount = pd.to_numeric(raw["amount"].str.strip().replace("", None), errors="coerce").astype(float)
+    # as the files import reads a decimal-point file's amounts (``clv_file_number_text``): currency
+    # symbols and spaces left out, thousands commas dropped (``$1,234.50``)
+    bare = raw["amount"].str.replace(r"[$£€¥\s\u00a0\u202f]", "", regex=True)
+    bare = bare.where(~bare.str.match(r"^[-+]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?$"), bare.str.replace(",", ""))
+    amount = pd.to_numeric(bare.replace("", None), errors="coerce").astype(float)
     if len(raw) and order_date.isna().all():
         raise ValueError(f"{path}: no order_date is an ISO 8601 date (e.g. 2024-03-10 or 2024-03-10T21:15:00-05:00); "
                          f"the file has {date_text.iloc[0]!r}: convert the dates to ISO (day-first and month-first "

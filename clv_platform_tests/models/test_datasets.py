@@ -191,7 +191,9 @@ def test_the_backtest_keys_spreadsheet_ids_as_the_files_import_does(tmp_path):
 
     path = tmp_path / "sci.csv"
     path.write_text("customer_id,order_date,amount\n123456789012,2024-01-01,10\n1.23456789012E+11,2024-01-09,20\n"
-                    "1.23457E+11,2024-01-05,30\n17850.0,2024-01-02,5\nAnn@Example.com,2024-01-03,7\n")
+                    "1.23457E+11,2024-01-05,30\n17850.0,2024-01-02,5\nAnn@Example.com,2024-01-03,\"$1,234.50\"\n"
+                    "x,2024-01-04,\"12,5\"\n")
     frame, dropped = datasets.read_transactions_csv(path)
-    assert dropped == {datasets.ID_LOST_DIGITS: 1}
+    assert dropped == {datasets.ID_LOST_DIGITS: 1, "unparseable amount": 1}
     assert sorted(frame["customer_id"]) == ["123456789012", "123456789012", "17850", "ann@example.com"]
+    assert frame.loc[frame["customer_id"] == "ann@example.com", "amount"].tolist() == [1234.50]
