@@ -99,7 +99,7 @@ class Settings:
 
 
 FILE_COLUMN_FIELDS = ("customer_id", "order_id", "order_date", "amount", "product_id", "description", "quantity",
-                      "unit_price", "country", "currency")
+                      "unit_price", "country", "currency", "status")
 """The raw columns of an export that store.toml [files.columns] may name a header for."""
 
 

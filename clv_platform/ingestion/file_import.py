@@ -59,6 +59,10 @@ HEADER_ALIASES = {
     "amount": "amount", "total": "amount", "ordertotal": "amount",
     "currency": "currency", "currencycode": "currency",
 }
+STATUS_HEADERS = {"status", "orderstatus", "paymentstatus"}
+"""An order's status column of an order- or line-level export (normalized header), kept in
+`layout_fields` as `status`: staging rejects the rows of orders that are not purchases
+(cancelled, failed, pending, ...; data_contracts.md, "Files")."""
 LINE_LEVEL_REQUIRED = {"order_id", "product_id", "quantity", "order_date", "unit_price", "customer_id"}
 ORDER_LEVEL_REQUIRED = {"customer_id", "order_id", "order_date", "amount"}
 TRANSACTIONS_REQUIRED = ORDER_LEVEL_REQUIRED - {"order_id"}
@@ -252,7 +256,8 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
     ``named``: the store's own header names (store.toml [files.columns], raw column -> header),
     for exports whose headers are not among the built-in spellings; a named header wins over
     them, and the header it names is not also read as another column. Shopify's orders export is
-    recognized first and read by its own rules."""
+    recognized first and read by its own rules. An order status column (``STATUS_HEADERS``, or
+    named as ``status``) of the other layouts goes to `layout_fields`."""
     normalized = [_normalize(name) for name in columns]
     if SHOPIFY_ORDERS_REQUIRED <= set(normalized):
         mapping, fields = {}, {}
@@ -263,23 +268,29 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
                 fields.setdefault(SHOPIFY_ORDERS_FIELDS[name], index)
         return "shopify_orders", mapping, fields
     wanted = {_normalize(header): column for column, header in (named or {}).items()}
-    mapping = {}
+    mapping, status = {}, {}
     for index, name in enumerate(columns):
         column = wanted.get(_normalize(name))
-        if column and column not in mapping:
+        if column == "status":
+            status.setdefault("status", index)
+        elif column and column not in mapping:
             mapping[column] = index
-    taken = set(mapping.values())
+    taken = set(mapping.values()) | set(status.values())
+    if "status" not in wanted.values():
+        status = {"status": i for i, name in reversed(list(enumerate(columns)))
+                  if _normalize(name) in STATUS_HEADERS and i not in taken}
+        taken |= set(status.values())
     for index, name in enumerate(columns):
         target = HEADER_ALIASES.get(_normalize(name))
         if target and target not in mapping and index not in taken:
             mapping[target] = index
     if LINE_LEVEL_REQUIRED <= set(mapping):
         mapping.pop("amount", None)
-        return "online_retail", mapping, {}
+        return "online_retail", mapping, status
     if ORDER_LEVEL_REQUIRED <= set(mapping):
-        return "generic", mapping, {}
+        return "generic", mapping, status
     if TRANSACTIONS_REQUIRED <= set(mapping):
-        return "transactions", mapping, {}
+        return "transactions", mapping, status
     found = f" (with store.toml [files.columns] {dict(named)})" if named else ""
     raise UnreadableFileError(f"{file_name}: unrecognized columns {list(columns)}{found}; expected {EXPECTED_LAYOUTS}, "
                               "or name your headers in store.toml [files.columns]")

@@ -555,3 +555,33 @@ def test_amounts_with_currency_symbols_and_thousands_separators_are_read(data_en
     assert orders == {"import:o1": pytest.approx(1234.50), "import:o2": pytest.approx(12.00),
                       "import:o4": pytest.approx(1234.50), "import:o5": pytest.approx(6.95)}
     assert rejected == {"us.csv#4": "unparseable amount: 12,5"}
+
+
+def test_orders_whose_status_says_they_are_no_purchase_are_rejected_with_it(data_env):
+    """An export's order status column: a cancelled, failed, unpaid or fully refunded order is not
+    a purchase (it was summed into the customer's spend before); any other status is."""
+    text = """\
+        customer_id,order_id,order_date,amount,Order Status
+        c1,o1,2024-03-01,10.00,completed
+        c1,o2,2024-03-02,20.00,Cancelled
+        c1,o3,2024-03-03,30.00,wc-pending
+        c2,o4,2024-03-04,40.00,Refunded
+        c2,o5,2024-03-05,50.00,partially refunded
+        c2,o6,2024-03-06,60.00,processing
+        c3,o7,2024-03-07,70.00,
+        c3,o8,2024-03-08,80.00,failed
+        """
+    result, db = _import(data_env, "status.csv", text)
+    assert result.success
+    with duckdb.connect(str(db)) as conn:
+        statuses = [r[0] for r in conn.execute("select layout_fields ->> 'status' from raw.file_transactions "
+                                               "order by row_number").fetchall()]
+    assert statuses == ["completed", "Cancelled", "wc-pending", "Refunded", "partially refunded", "processing", None,
+                        "failed"]
+    _, rejected, orders = _stage(db)
+    assert orders == {"import:o1": pytest.approx(10.0), "import:o5": pytest.approx(50.0),
+                      "import:o6": pytest.approx(60.0), "import:o7": pytest.approx(70.0)}
+    tail = ": not a purchase (cancelled, failed, unpaid or fully refunded; a later export that shows it completed " \
+           "replaces this row)"
+    assert rejected == {"status.csv#3": "order status cancelled" + tail, "status.csv#4": "order status wc-pending" + tail,
+                        "status.csv#5": "order status refunded" + tail, "status.csv#9": "order status failed" + tail}

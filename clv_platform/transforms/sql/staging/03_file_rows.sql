@@ -5,6 +5,9 @@
 --   (Excel's 1.23457E+11 for a 12-digit id) has lost digits: several customers or orders would
 --   become one, so such a row is rejected with the reason instead.
 -- * A customer id that is an e-mail address is compared without case (ann@x.com = ANN@x.com).
+-- * An order status column (Status, Order Status, Payment Status; data_contracts.md) of a layout
+--   other than Shopify's: cancelled, failed, unpaid (pending, on hold), draft and fully refunded
+--   orders are rejected with their status; any other status is a purchase.
 -- * A file without an order id column (file_format 'transactions': customer, date, amount) has one
 --   order per row, keyed by its customer, date and amount as written and its place among the
 --   file's identical rows (`row:` and a hash): a log's two identical purchases are two orders (such
@@ -164,7 +167,9 @@ keyed as (
         clv_file_number_text(head_fields ->> 'total', f.decimal_separator) as total_text,
         clv_file_number_text(f.layout_fields ->> 'line_discount', f.decimal_separator) as line_discount_text,
         -- the e-mail marketing consent of the customer as Shopify held it when the file was exported
-        lower(nullif(trim(head_fields ->> 'accepts_marketing'), '')) as accepts_marketing
+        lower(nullif(trim(head_fields ->> 'accepts_marketing'), '')) as accepts_marketing,
+        -- the order status column of another layout's export (file_import.STATUS_HEADERS)
+        case when not is_shopify then lower(nullif(trim(f.layout_fields ->> 'status'), '')) end as order_status
     from filled as f
 ),
 slash_dates as (
@@ -297,6 +302,12 @@ judged as (
                 then 'no order row: no row of order ' || order_name_text || ' in the file has its Email, Financial '
                      || 'Status, Created at or Subtotal'
             when is_bad_debt then 'bad-debt adjustment (A invoice): not a customer transaction'
+            when regexp_replace(order_status, '^wc-', '') in ('cancelled', 'canceled', 'failed', 'voided', 'void',
+                                                               'declined', 'draft', 'trash', 'pending',
+                                                               'pending payment', 'pending-payment', 'on-hold',
+                                                               'on hold', 'refunded', 'checkout-draft')
+                then 'order status ' || order_status || ': not a purchase (cancelled, failed, unpaid or fully '
+                     || 'refunded; a later export that shows it completed replaces this row)'
             when is_shopify and customer_key is null
                 then 'missing customer id: guest order without an email (the export has no other customer id)'
             when customer_key is null then 'missing customer id'
