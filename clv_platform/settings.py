@@ -44,6 +44,8 @@ DEFAULT_REPORTS_URL = "http://127.0.0.1:3001"
 DEFAULT_REPORT_RETENTION = 5
 DEFAULT_BATCH_CUSTOMERS = 200_000
 DEFAULT_REFIT_AFTER_DAYS = 8
+EXPORT_FORMATS = ("parquet", "csv")
+"""The file formats of the dated customer-scores export (store.toml [exports] formats)."""
 
 # The newest stable Shopify Admin API version (quarterly, each supported for 12 months).
 DEFAULT_SHOPIFY_API_VERSION = "2026-10"
@@ -86,6 +88,10 @@ class Settings:
     # store.toml [files.columns]: (raw column, header as the export writes it) pairs, for exports
     # whose headers the importer does not know (`file_import.detect_format`); sorted, so hashable
     file_columns: tuple[tuple[str, str], ...] = ()
+    # store.toml [exports]: which files each scoring date writes, and how many scoring dates of
+    # them stay in the folder (0: every date; a pair is about 430 MB at 1,000,000 customers)
+    export_formats: tuple[str, ...] = EXPORT_FORMATS
+    export_keep_dates: int = 0
 
     def demo_end_date(self, today: date | None = None) -> date:
         """The demo store's last day of history: the day before the run (or before `CLV_AS_OF`)."""
@@ -213,6 +219,25 @@ def using_settings(settings: Settings) -> Iterator[Settings]:
         _ACTIVE.reset(token)
 
 
+def _exports(table: object) -> tuple[tuple[str, ...], int]:
+    """store.toml [exports] checked: (formats, scoring dates to keep)."""
+    if not isinstance(table, dict):
+        raise SettingsError("store.toml [exports] must be a table (formats = [...], keep_dates = N)")
+    unknown = sorted(set(table) - {"formats", "keep_dates"})
+    if unknown:
+        raise SettingsError(f"store.toml [exports] has unknown keys {unknown}; expected formats, keep_dates")
+    formats = table.get("formats", list(EXPORT_FORMATS))
+    if (not isinstance(formats, list) or not formats or len(set(formats)) != len(formats)
+            or not set(formats) <= set(EXPORT_FORMATS)):
+        raise SettingsError(f"store.toml [exports] formats must be a non-empty list of distinct {list(EXPORT_FORMATS)}, "
+                            f"got {formats!r}")
+    keep = table.get("keep_dates", 0)
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+        raise SettingsError(f"store.toml [exports] keep_dates must be a whole number, 0 (keep every date) or more, "
+                            f"got {keep!r}")
+    return tuple(f for f in EXPORT_FORMATS if f in formats), keep
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the environment and `store.toml` into a `Settings`; raise `SettingsError` on a bad value.
 
@@ -228,6 +253,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     config = _merged_toml(data_dir, env)
     store, demo, scale = config.get("store", {}), config.get("demo", {}), config.get("scale", {})
     file_columns = _file_columns(config.get("files", {}).get("columns", {}))
+    export_formats, export_keep_dates = _exports(config.get("exports", {}))
 
     as_of_text = (env.get("CLV_AS_OF") or "").strip()
     try:
@@ -289,6 +315,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         batch_customers=batch_customers,
         refit_after_days=refit_after_days,
         file_columns=file_columns,
+        export_formats=export_formats,
+        export_keep_dates=export_keep_dates,
     )
 
 
@@ -303,6 +331,8 @@ def settings_fields(settings: Settings) -> dict[str, object]:
             out[key] = value.isoformat()
         elif key == "file_columns":
             out[key] = dict(value)
+        elif key == "export_formats":
+            out[key] = list(value)
         else:
             out[key] = value
     return out
@@ -316,6 +346,7 @@ def settings_from_fields(fields: Mapping[str, object]) -> Settings:
     kwargs["as_of"] = date.fromisoformat(str(kwargs["as_of"])) if kwargs.get("as_of") else None
     kwargs["file_currency"] = kwargs.get("file_currency") or None
     kwargs["file_columns"] = tuple(sorted(dict(kwargs.get("file_columns") or {}).items()))
+    kwargs["export_formats"] = tuple(kwargs.get("export_formats") or EXPORT_FORMATS)
     return Settings(**kwargs)
 
 

@@ -23,11 +23,11 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform.core.sql import sql_code_version, transaction
 from clv_platform import contract
-from clv_platform.marts.exports import export_customer_scores, exports_on_disk, scoring_date
+from clv_platform.marts.exports import export_customer_scores, exports_on_disk, prune_exports, scoring_date
 from clv_platform.marts.forecast_assets import FORECAST_MARTS
 from clv_platform.marts.incremental import LINE_MARTS, build_line_mart
 from clv_platform.marts.publish import SNAPSHOT_STORAGE_VERSION, analytics_path, publish_snapshot
-from clv_platform.resources.storage import read_sql, row_count, run_script, table_exists
+from clv_platform.resources.storage import read_sql, row_count, run_script, settings_of, table_exists
 from clv_platform.models.clv_assets import CUSTOMER_CLV
 from clv_platform.models.npd_score_assets import CUSTOMER_NPD
 from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
@@ -358,22 +358,32 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -
     owners=OWNERS,
 )
 def customer_scores_export(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    """`exports/customer_scores_<scoring date>.parquet` and `.csv` from marts.customer_scores, for
-    tools that do not speak DuckDB; the same scoring date overwrites its files.
+    """`exports/customer_scores_<scoring date>.parquet` and `.csv` (store.toml [exports] formats)
+    from marts.customer_scores, for tools that do not speak DuckDB; the same scoring date
+    overwrites its files. With [exports] keep_dates = N, the files of scoring dates older than the
+    newest N are deleted after the write (0, the default: every date stays).
     """
+    settings = settings_of(duckdb)
     with duckdb.get_connection() as conn:
         on = scoring_date(conn)
-        paths = export_customer_scores(conn, on)
+        paths = export_customer_scores(conn, on, settings.export_dir, settings.export_formats)
         rows = row_count(conn, "marts.customer_scores")
-    files, size = exports_on_disk(next(iter(paths.values())).parent)
+    deleted = prune_exports(settings.export_dir, settings.export_keep_dates, on)
+    files, size = exports_on_disk(settings.export_dir)
     context.log.info(f"exported {rows} customers to {', '.join(str(p) for p in paths.values())}; "
-                     f"the folder holds {files} export files, {size / 1e6:,.0f} MB")
+                     f"the folder holds {files} export files, {size / 1e6:,.0f} MB"
+                     + (f"; deleted {len(deleted)} files of scoring dates beyond the newest "
+                        f"{settings.export_keep_dates} ([exports] keep_dates)" if deleted else ""))
     return dg.MaterializeResult(
         metadata={
             "scoring_date": str(on),
             "dagster/row_count": rows,
+            "formats": ", ".join(paths),
             "export_files_on_disk": files,
             "export_bytes_on_disk": size,
+            "keep_dates": settings.export_keep_dates,
+            "files_deleted": len(deleted),
+            **({"deleted": dg.MetadataValue.json([p.name for p in deleted])} if deleted else {}),
             **{f"{fmt}_bytes": path.stat().st_size for fmt, path in paths.items()},
             **{f"{fmt}_path": dg.MetadataValue.path(str(path)) for fmt, path in paths.items()},
         }

@@ -29,6 +29,7 @@ from clv_platform.settings import (
     DEFAULT_BATCH_CUSTOMERS,
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_REFIT_AFTER_DAYS,
+    EXPORT_FORMATS,
     Settings,
     load_settings,
     settings_from_fields,
@@ -95,6 +96,8 @@ class StorageResource(DuckDBResource):
     batch_customers: int = DEFAULT_BATCH_CUSTOMERS
     refit_after_days: int = DEFAULT_REFIT_AFTER_DAYS
     file_columns: dict[str, str] = {}
+    export_formats: list[str] = list(EXPORT_FORMATS)
+    export_keep_dates: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "StorageResource":

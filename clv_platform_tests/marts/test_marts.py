@@ -357,7 +357,7 @@ def test_exports_are_dated_and_idempotent(warehouse):
     result = materialize_marts(database, [customer_scores_export])  # same date: overwritten
     assert result.success
     assert sorted(p.name for p in folder.iterdir()) == files
-    # the folder's size is in the metadata (nothing prunes old exports)
+    # the folder's size is in the metadata (by default nothing prunes old exports)
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     sizes = {name: (folder / name).stat().st_size for name in files}
     assert metadata["export_files_on_disk"].value == 2
