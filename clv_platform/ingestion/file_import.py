@@ -53,11 +53,14 @@ HEADER_ALIASES = {
     "description": "description", "productname": "description",
     "quantity": "quantity", "qty": "quantity",
     "invoicedate": "order_date", "orderdate": "order_date", "date": "order_date",
+    "transactiondate": "order_date", "purchasedate": "order_date",
     "price": "unit_price", "unitprice": "unit_price",
     "customerid": "customer_id", "customer": "customer_id", "customerno": "customer_id",
     "country": "country",
-    "amount": "amount", "total": "amount", "ordertotal": "amount",
-    "currency": "currency", "currencycode": "currency",
+    # not "Order Total Amount": a WooCommerce export's, whose "Customer ID" is 0 for every guest, so
+    # it must be read with the e-mail named as the customer ([files.columns]), not guessed
+    "amount": "amount", "total": "amount", "ordertotal": "amount", "orderamount": "amount",
+    "currency": "currency", "currencycode": "currency", "ordercurrency": "currency",
 }
 STATUS_HEADERS = {"status", "orderstatus", "paymentstatus"}
 """An order's status column of an order- or line-level export (normalized header), kept in

@@ -585,3 +585,18 @@ def test_orders_whose_status_says_they_are_no_purchase_are_rejected_with_it(data
            "replaces this row)"
     assert rejected == {"status.csv#3": "order status cancelled" + tail, "status.csv#4": "order status wc-pending" + tail,
                         "status.csv#5": "order status refunded" + tail, "status.csv#9": "order status failed" + tail}
+
+
+def test_common_order_export_headers_are_recognized_without_settings():
+    """Order-export and transaction-log spellings: Order Currency, Order Amount, Transaction Date,
+    Purchase Date (WooCommerce's Order Total Amount stays unknown: its Customer ID is 0 for guests,
+    see the test above)."""
+    from clv_platform.ingestion.file_import import detect_format
+
+    layout, mapping, fields = detect_format(
+        ["Order Number", "Transaction Date", "Order Status", "Customer ID", "Order Amount", "Order Currency"],
+        "woo.csv")
+    assert layout == "generic" and fields == {"status": 2}
+    assert mapping == {"order_id": 0, "order_date": 1, "customer_id": 3, "amount": 4, "currency": 5}
+    layout, mapping, _ = detect_format(["Customer", "Purchase Date", "Order Amount"], "log.csv")
+    assert layout == "transactions" and mapping == {"customer_id": 0, "order_date": 1, "amount": 2}
