@@ -2,7 +2,8 @@
 
 Raw keeps records exactly as received, so its checks only warn (staging rejects bad records with
 a reason). Staging is what every feature and model reads: its checks are blocking, so a rebuild
-with duplicate orders, lost rows, future dates or negative revenue stops before the features.
+with duplicate orders, lost rows, future dates or negative revenue stops before the features;
+`ADVISORY_CHECKS` only warn of what may be real (a customer with an implausible share of orders).
 """
 
 import dagster as dg
@@ -120,6 +121,45 @@ def order_lines_keys(conn) -> dg.AssetCheckResult:
     )
 
 
+ADVISORY_CHECKS = {"customers_hold_plausible_order_shares"}
+"""Staging checks that only warn: what they find may be real (see each), so it must not stop a run."""
+PLAUSIBLE_SHARE = 0.01
+PLAUSIBLE_MIN_ORDERS = 50
+PLAUSIBLE_MEDIAN_MULTIPLE = 20
+
+
+@table_check(
+    ORDERS, "staging.orders", blocking=False, name="customers_hold_plausible_order_shares",
+    description=f"No customer holds {PLAUSIBLE_SHARE:.0%} or more of the store's orders, at least "
+    f"{PLAUSIBLE_MIN_ORDERS} and {PLAUSIBLE_MEDIAN_MULTIPLE}x the median customer's: such a customer is usually "
+    "a placeholder for guests (WooCommerce's Customer ID 0) that makes every guest one customer.",
+)
+def customers_hold_plausible_order_shares(conn) -> dg.AssetCheckResult:
+    """Warns, never blocks: a wholesale account can hold that many orders, and an id like 0 is a
+    real customer in a 0-based numbering, so the text of an id alone cannot decide (the import
+    rejects only ids that say there is none, `clv_file_missing_id`). The median multiple keeps a
+    store of few, all frequent customers (a B2B shop) from warning of every one of them."""
+    total, median = conn.execute(
+        "select coalesce(sum(n), 0), coalesce(median(n), 0) from (select count(*) as n from staging.orders "
+        "where customer_id is not null group by customer_id)").fetchone()
+    total = int(total)
+    floor = max(PLAUSIBLE_MIN_ORDERS, PLAUSIBLE_SHARE * total, PLAUSIBLE_MEDIAN_MULTIPLE * float(median))
+    heavy = conn.execute(
+        "select customer_id, count(*) as orders from staging.orders where customer_id is not null "
+        "group by customer_id having count(*) >= ? order by orders desc, customer_id", [floor]).fetchall()
+    listed = ", ".join(f"{customer} ({orders:,} orders, {orders / total:.1%})" for customer, orders in heavy[:5])
+    return dg.AssetCheckResult(
+        passed=not heavy, severity=dg.AssetCheckSeverity.WARN,
+        description=f"no customer holds {floor:,.0f} or more of the {total:,} orders" if not heavy else
+        f"customers holding an implausible share of the {total:,} orders: {listed}. If one is a guest placeholder "
+        "(a Customer ID of 0 for every guest), name the e-mail column as the customer in store.toml "
+        "[files.columns] and import the file again",
+        metadata={"orders": total, "median_orders_per_customer": float(median), "order_floor": float(floor),
+                  "heavy_customers": len(heavy),
+                  **({"examples": dg.MetadataValue.json([[str(c), int(n)] for c, n in heavy[:5]])} if heavy else {})},
+    )
+
+
 customers_unique_id = one_row_per_customer_check(
     CUSTOMERS, "staging.customers", name="customers_unique_id", description="customer_id is present and unique.",
     failed="{nulls} null customer ids, {dupes} duplicated, e.g. {examples}", duplicates_key="duplicate_customer_ids",
@@ -206,6 +246,7 @@ STAGING_CHECKS = [
     orders_net_revenue_non_negative,
     order_lines_keys,
     customers_unique_id,
+    customers_hold_plausible_order_shares,
     staging_rows_reconcile,
     order_history_matches_orders,
 ]

@@ -110,6 +110,8 @@ def spreadsheet_id(text: str) -> tuple[str, bool]:
     return (lead + fraction[:exponent]).lstrip("0") or "0", False
 
 
+MISSING_ID_TEXTS = frozenset({"nan", "null", "none", "n/a", "na", "#n/a", "-", "guest", "unknown", "anonymous"})
+"""Customer ids that say there is none (``clv_file_missing_id`` in ``03_file_rows.sql``): a missing id."""
 RETURN_WITHOUT_PURCHASE = "return (negative amount) without an earlier purchase of the customer"
 
 
@@ -176,7 +178,8 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     Ids are read as text and keyed like the files import (``spreadsheet_id``): surrounding spaces
     trimmed, an integral float (``17850.0``) or exact scientific notation is the plain id, leading
     zeros kept, an e-mail address lower-cased; scientific notation that lost digits is left out and
-    counted. ``order_date`` is ISO 8601; timestamps with
+    counted, and so are ids that say there is none (``MISSING_ID_TEXTS``: ``N/A``, ``nan``, ...).
+    ``order_date`` is ISO 8601; timestamps with
     an offset are converted to UTC before the date is taken, naive ones are taken as they are. A row
     without a customer id, or whose date or amount cannot be read, is left out and counted (it would
     otherwise become a customer called "nan" or a NaN spend); a file where no date reads at all is
@@ -195,7 +198,8 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS}")
-    keyed = [spreadsheet_id(text) for text in raw["customer_id"].str.strip()]
+    keyed = [("", False) if text.lower() in MISSING_ID_TEXTS else spreadsheet_id(text)
+             for text in raw["customer_id"].str.strip()]
     # an e-mail address as the customer is compared without case (``clv_file_customer``)
     customer_id = pd.Series([key.lower() if "@" in key else key for key, _ in keyed], index=raw.index, dtype=object)
     lost = pd.Series([flag for _, flag in keyed], index=raw.index, dtype=bool)
@@ -210,11 +214,12 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
         raise ValueError(f"{path}: no order_date is an ISO 8601 date (e.g. 2024-03-10 or 2024-03-10T21:15:00-05:00); "
                          f"the file has {date_text.iloc[0]!r}: convert the dates to ISO (day-first and month-first "
                          "dates cannot be told apart)")
+    known = (customer_id != "") & ~lost
     reasons = {
         "missing customer id": customer_id == "",
         ID_LOST_DIGITS: lost,
-        "unparseable order date": (customer_id != "") & ~lost & order_date.isna(),
-        "unparseable amount": (customer_id != "") & ~lost & order_date.notna() & ~np.isfinite(amount),
+        "unparseable order date": known & order_date.isna(),
+        "unparseable amount": known & order_date.notna() & ~np.isfinite(amount),
     }
     dropped = {reason: int(mask.sum()) for reason, mask in reasons.items() if mask.any()}
     keep = ~np.logical_or.reduce(list(reasons.values())) if len(raw) else np.ones(0, dtype=bool)

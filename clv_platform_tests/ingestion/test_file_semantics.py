@@ -600,3 +600,30 @@ def test_common_order_export_headers_are_recognized_without_settings():
     assert mapping == {"order_id": 0, "order_date": 1, "customer_id": 3, "amount": 4, "currency": 5}
     layout, mapping, _ = detect_format(["Customer", "Purchase Date", "Order Amount"], "log.csv")
     assert layout == "transactions" and mapping == {"customer_id": 0, "order_date": 1, "amount": 2}
+
+
+def test_customer_ids_that_say_there_is_none_are_rejected_not_merged_into_one_customer(data_env):
+    """Spreadsheets and R write #N/A / NA, pandas nan, shop exports Guest: such rows were one
+    customer holding every guest's orders. Numeric ids 0 and -1 stay customers (a 0-based
+    numbering; WooCommerce's guest 0 is what the staging check customers_hold_plausible_order_shares
+    warns of)."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        17,o1,2024-03-01,10.00
+        0,o2,2024-03-02,20.00
+        0.0,o3,2024-03-03,30.00
+        -1,o4,2024-03-04,40.00
+        #N/A,o5,2024-03-05,50.00
+        nan,o6,2024-03-06,60.00
+        Guest,o7,2024-03-07,70.00
+        NA,o8,2024-03-08,80.00
+        """
+    result, db = _import(data_env, "guests.csv", text)
+    assert result.success
+    _, rejected, orders = _stage(db)
+    assert orders == {"import:o1": pytest.approx(10.0), "import:o2": pytest.approx(20.0),
+                      "import:o3": pytest.approx(30.0), "import:o4": pytest.approx(40.0)}
+    assert rejected == {f"guests.csv#{row}": "missing customer id" for row in (6, 7, 8, 9)}
+    with duckdb.connect(str(db)) as conn:
+        owners = dict(conn.execute("select order_id, customer_id from staging.orders").fetchall())
+    assert owners["import:o2"] == owners["import:o3"] == "import:0" and owners["import:o4"] == "import:-1"

@@ -77,8 +77,9 @@ def test_csv_ids_are_keyed_like_the_files_import_and_unusable_rows_are_counted(t
     loaded = datasets.load_dataset(path)
     frame = loaded.transactions
     assert frame.groupby("customer_id")["amount"].sum().to_dict() == {
-        "17850": 60.0, "00123": 5.0, "123": 6.0, "AbC": 7.0, "abc": 8.0, "NA": 4.0}
-    assert loaded.dropped == {"missing customer id": 2, "unparseable order date": 1, "unparseable amount": 2}
+        "17850": 60.0, "00123": 5.0, "123": 6.0, "AbC": 7.0, "abc": 8.0}
+    # NA is what R's write.csv writes for a missing value: no customer
+    assert loaded.dropped == {"missing customer id": 3, "unparseable order date": 1, "unparseable amount": 2}
     assert frame["amount"].notna().all() and frame["order_date"].notna().all()
 
 
@@ -197,3 +198,29 @@ def test_the_backtest_keys_spreadsheet_ids_as_the_files_import_does(tmp_path):
     assert dropped == {datasets.ID_LOST_DIGITS: 1, "unparseable amount": 1}
     assert sorted(frame["customer_id"]) == ["123456789012", "123456789012", "17850", "ann@example.com"]
     assert frame.loc[frame["customer_id"] == "ann@example.com", "amount"].tolist() == [1234.50]
+
+
+PLACEHOLDER_IDS = ["N/A", "nan", "NaN", "#N/A", " guest ", "Unknown", "-", "0", "0.0", "-1", "00", "10", "A0"]
+
+
+def test_customer_ids_that_say_there_is_none_are_no_customer_in_both_readers(tmp_path):
+    """`N/A`, `nan`, `#N/A`, `guest`, ... are a missing id in the staging SQL and in the backtest CSV:
+    otherwise every guest is one customer with all their orders. 0 and -1 stay ids (a 0-based
+    numbering, as the demo store's CSV has)."""
+    import re
+
+    import duckdb
+
+    sql = (Path(datasets.__file__).parents[1] / "transforms" / "sql" / "staging" / "03_file_rows.sql").read_text()
+    with duckdb.connect() as conn:
+        for macro in re.findall(r"create or replace temp macro clv_file_(?:id|missing_id|customer).*?;\n", sql, re.S):
+            conn.execute(macro)
+        keys = {t: conn.execute("select clv_file_customer(?)", [t]).fetchone()[0] for t in PLACEHOLDER_IDS}
+    assert keys == {"N/A": None, "nan": None, "NaN": None, "#N/A": None, " guest ": None, "Unknown": None, "-": None,
+                    "0": "0", "0.0": "0", "-1": "-1", "00": "00", "10": "10", "A0": "A0"}
+    path = tmp_path / "guests.csv"
+    path.write_text("customer_id,order_date,amount\n"
+                    + "".join(f"{t},2024-01-0{1 + i % 9},{10 + i}\n" for i, t in enumerate(PLACEHOLDER_IDS)))
+    frame, dropped = datasets.read_transactions_csv(path)
+    assert dropped == {"missing customer id": 7}
+    assert sorted(frame["customer_id"]) == ["-1", "0", "0", "00", "10", "A0"]

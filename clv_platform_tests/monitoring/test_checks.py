@@ -28,6 +28,7 @@ from clv_platform.checks.score_checks import (
     clv_scores_probabilities,
 )
 from clv_platform.checks.staging_checks import (
+    customers_hold_plausible_order_shares,
     orders_keys_not_null,
     orders_net_revenue_non_negative,
     orders_no_future_timestamps,
@@ -111,6 +112,26 @@ def test_null_key_fails(db):
     write(path, "staging.orders", frame)
     result = orders_keys_not_null(duckdb=resource)
     assert not result.passed and "order_date" in result.description
+
+
+def test_a_customer_holding_a_large_share_of_the_orders_is_warned_of(db):
+    """A B2B-like store (100 customers, 50 orders each: 1 % apiece) passes; a shop of mostly
+    one-order customers whose guests' orders all carry customer '0' (WooCommerce's guest id) warns
+    and names it, and so would a heavy wholesale account (a warning, never blocking)."""
+    path, resource = db
+    frame = orders(5000)
+    frame["customer_id"] = [f"c{i % 100}" for i in range(5000)]
+    write(path, "staging.orders", frame)
+    result = customers_hold_plausible_order_shares(duckdb=resource)
+    assert result.passed and result.metadata["order_floor"].value == 1000.0  # 20 x the median of 50
+    frame["customer_id"] = [f"c{i}" for i in range(5000)]
+    frame.loc[:899, "customer_id"] = "0"
+    frame.loc[900:929, "customer_id"] = "c-wholesale"  # 30 orders: below the 50-order floor
+    write(path, "staging.orders", frame)
+    result = customers_hold_plausible_order_shares(duckdb=resource)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["examples"].value == [["0", 900]] and result.metadata["order_floor"].value == 50.0
+    assert "0 (900 orders, 18.0%)" in result.description and "[files.columns]" in result.description
 
 
 def test_rows_not_reconciling_fail(db):
@@ -297,12 +318,20 @@ def test_score_checks_fail_on_bad_scores(db, mutate, check):
 def test_every_data_check_is_blocking_and_names_are_unique():
     """Bad staging, features or scores must not flow on; raw only warns (staging rejects bad rows) and
     the model check only reports (a regressed model is not registered, scoring keeps the old one)."""
+    from clv_platform.checks.staging_checks import ADVISORY_CHECKS
+
     keys = [key for check in ALL_CHECKS for key in check.check_keys]
     assert len(keys) == len(set(keys))
+    advisory = set()
     for check in ALL_CHECKS:
         for spec in check.check_specs:
             layer = spec.asset_key.path[0]
-            assert spec.blocking == (layer not in ("raw", "ml")), spec.key
+            if spec.name in ADVISORY_CHECKS:
+                advisory.add(spec.name)
+                assert not spec.blocking, spec.key
+            else:
+                assert spec.blocking == (layer not in ("raw", "ml")), spec.key
+    assert advisory == ADVISORY_CHECKS == {"customers_hold_plausible_order_shares"}
 
 
 def test_checks_for_returns_every_check_when_every_target_is_defined():

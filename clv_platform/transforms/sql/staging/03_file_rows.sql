@@ -5,6 +5,9 @@
 --   (Excel's 1.23457E+11 for a 12-digit id) has lost digits: several customers or orders would
 --   become one, so such a row is rejected with the reason instead.
 -- * A customer id that is an e-mail address is compared without case (ann@x.com = ANN@x.com).
+-- * A customer id that says there is none (N/A, nan, #N/A, guest, ...) is a missing customer id:
+--   all guests would otherwise be one customer (a numeric placeholder such as WooCommerce's 0 can
+--   be a real id elsewhere: the staging check customers_hold_plausible_order_shares warns of it).
 -- * An order status column (Status, Order Status, Payment Status; data_contracts.md) of a layout
 --   other than Shopify's: cancelled, failed, unpaid (pending, on hold), draft and fully refunded
 --   orders are rejected with their status; any other status is a purchase.
@@ -55,9 +58,14 @@ create or replace temp macro clv_file_id(t) as
         else regexp_replace(trim(t), '^([0-9]+)\.0+$', '\1')
     end, '');
 -- a customer id: `clv_file_id`, and an e-mail address (a store that names its e-mail column as the
--- customer, [files.columns]) compared without case, as Shopify's export's e-mails are
+-- customer, [files.columns]) compared without case, as Shopify's export's e-mails are. A text that
+-- says there is no id (`N/A`, `nan`, `#N/A`, `guest`, ...: what spreadsheets, pandas and shop
+-- exports write for a guest) is no id: the row is a missing customer id, not one big customer.
+create or replace temp macro clv_file_missing_id(t) as
+    lower(trim(t)) in ('nan', 'null', 'none', 'n/a', 'na', '#n/a', '-', 'guest', 'unknown', 'anonymous');
 create or replace temp macro clv_file_customer(t) as
-    case when contains(trim(t), '@') then lower(clv_file_id(t)) else clv_file_id(t) end;
+    case when clv_file_missing_id(t) then null
+         when contains(trim(t), '@') then lower(clv_file_id(t)) else clv_file_id(t) end;
 -- the order key of a row of a file without order ids: its customer, date and amount as written,
 -- and which of the file's identical rows it is (1, 2, ...)
 create or replace temp macro clv_file_row_key(customer, day, amount, occurrence) as
