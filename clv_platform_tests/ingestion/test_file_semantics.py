@@ -627,3 +627,51 @@ def test_customer_ids_that_say_there_is_none_are_rejected_not_merged_into_one_cu
     with duckdb.connect(str(db)) as conn:
         owners = dict(conn.execute("select order_id, customer_id from staging.orders").fetchall())
     assert owners["import:o2"] == owners["import:o3"] == "import:0" and owners["import:o4"] == "import:-1"
+
+
+def test_negative_amounts_of_order_level_and_transaction_files_are_refunds_not_rejected_rows(data_env):
+    """A return written as its own row with a negative amount refunds the customer's latest order
+    at or before it (capped at that order); with no earlier order it is a return that reduces none.
+    It was rejected as a negative amount, and the store's revenue kept the refunded money."""
+    text = """\
+        customer_id,order_date,amount
+        c1,2024-01-05,100.00
+        c1,2024-02-01,50.00
+        c1,2024-02-10,-30.00
+        c2,2024-01-10,40.00
+        c2,2024-01-20,-60.00
+        c3,2024-01-03,-15.00
+        c3,2024-01-04,25.00
+        """
+    result, db = _import(data_env, "log.csv", text)
+    assert result.success
+    staged, rejected, orders = _stage(db)
+    assert rejected == {}
+    with duckdb.connect(str(db)) as conn:
+        per_order = conn.execute("select customer_id, order_date::varchar, net_revenue::double from staging.orders "
+                                 "order by 1, 2").fetchall()
+        refunds = conn.execute("select customer_id, refunded_on::varchar, amount::double from staging.refunds "
+                               "order by 1").fetchall()
+        returns = conn.execute("select customer_id, return_date::varchar, amount::double, quantity, matched_by "
+                               "from staging.returns order by 1").fetchall()
+    # c2's return is larger than its order: the order nets to 0, never below
+    assert per_order == [("import:c1", "2024-01-05", 100.0), ("import:c1", "2024-02-01", 20.0),
+                         ("import:c2", "2024-01-10", 0.0), ("import:c3", "2024-01-04", 25.0)]
+    assert refunds == [("import:c1", "2024-02-10", 30.0), ("import:c2", "2024-01-20", 60.0)]
+    assert returns == [("import:c1", "2024-02-10", 30.0, 1, "customer"), ("import:c2", "2024-01-20", 60.0, 1, "customer"),
+                       ("import:c3", "2024-01-03", 15.0, 1, "none")]
+    files = next(r for r in staged.reconciliation if r.source_table == "raw.file_transactions")
+    assert (files.rows_in, files.accepted, files.rejected) == (7, 7, 0)
+
+    # an order-level export writing a partial refund as a row of the same order id
+    result, db = _import(data_env, "orders.csv", """\
+        customer_id,order_id,order_date,amount
+        d1,o1,2024-03-01,80.00
+        d1,o1,2024-03-05,-20.00
+        d1,o2,2024-03-09,10.00
+        """)
+    assert result.success
+    _, rejected, orders = _stage(db)
+    assert rejected == {}
+    assert {k: v for k, v in orders.items() if k in ("import:o1", "import:o2")} == {
+        "import:o1": pytest.approx(60.0), "import:o2": pytest.approx(10.0)}

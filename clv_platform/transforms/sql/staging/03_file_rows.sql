@@ -25,6 +25,8 @@
 --   "A" is a bad-debt adjustment, not a customer transaction. Zero-price lines carry no revenue.
 --   Postage (POST, DOT, C2) and manual/adjustment codes (M, D, S, B, BANK CHARGES, AMAZONFEE,
 --   CRUK, PADS) are kept as non-product lines of their invoice (line_kind).
+-- * Order level and transactions: a row with a negative amount is a return, matched and booked
+--   like a credit note without a stock code (the customer's latest order at or before it).
 -- * Every amount must fit the limits of the data contract (|line| and |order| ≤
 --   999,999,999,999.99, quantity a 32-bit integer); a value outside them is a rejected row,
 --   never a failed staging. Arithmetic is done in DECIMAL(38, 4), which cannot overflow here.
@@ -255,7 +257,11 @@ typed as (
             when line_discount_text is not null and try_cast(line_discount_text as decimal(38, 2)) is null
                 then 'Lineitem discount: ' || line_discount_text
         end as bad_order_number,
-        file_format = 'online_retail' and upper(order_key) like 'C%' as is_return,
+        -- a return: a credit note of a line-level file, or a negative amount in an order-level or
+        -- transactions file (its rows are refunds matched like credit notes, as the backtest's CSV
+        -- reader nets them), never a negative purchase
+        (file_format = 'online_retail' and upper(order_key) like 'C%')
+            or (file_format in ('generic', 'transactions') and coalesce(amount_wide < 0, false)) as is_return,
         file_format = 'online_retail' and upper(order_key) like 'A%' as is_bad_debt,
         case
             when is_shopify then 'product'
@@ -345,9 +351,9 @@ judged as (
             when abs(value_wide) > 999999999999.99
                 then 'amount out of range: ' || cast(cast(value_wide as decimal(38, 2)) as varchar)
             when qty < 0 and not is_return then 'negative quantity on a sale (not a return invoice)'
-            when qty > 0 and is_return then 'positive quantity on a return invoice'
+            when qty > 0 and is_return and file_format = 'online_retail' then 'positive quantity on a return invoice'
             when qty = 0 then 'zero quantity'
-            when price_wide < 0 or (file_format <> 'online_retail' and amount_wide < 0)
+            when price_wide < 0 or (file_format <> 'online_retail' and amount_wide < 0 and not is_return)
                 or least(refunded_wide, discount_wide, shipping_wide, taxes_wide, duties_wide, coalesce(total_wide, 0),
                          line_discount_wide) < 0
                 then 'negative price or amount'
@@ -438,7 +444,7 @@ left join order_totals as t on t.order_key = r.order_key and not r.is_return;
 create or replace table staging_build._file_credits as
 with credits as (
     select order_key as credit_key, customer_key, product_key, order_ts, file_name, sheet_name, row_number,
-           -qty as quantity, -line_value as amount
+           abs(qty) as quantity, -line_value as amount
     from staging_build._file_rows
     where reject_reason is null and is_return
 ),
