@@ -675,3 +675,37 @@ def test_negative_amounts_of_order_level_and_transaction_files_are_refunds_not_r
     assert rejected == {}
     assert {k: v for k, v in orders.items() if k in ("import:o1", "import:o2")} == {
         "import:o1": pytest.approx(60.0), "import:o2": pytest.approx(10.0)}
+
+
+def test_times_on_a_twelve_hour_clock_are_read_with_their_am_pm(data_env):
+    """Excel's and many US tools' `3/1/2024 2:15 PM`: unparseable before (the rows were rejected),
+    and the ISO form's PM was dropped by a plain cast (2:15 PM became 02:15). 12 AM is midnight.
+    A day-first file (a first field above 12) reads its 12-hour times day-first too."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,3/1/2024 2:15 PM,10.00
+        c1,o2,3/2/2024 12:05:09 AM,11.00
+        c2,o3,2024-03-01 2:15:00 pm,12.00
+        c2,o4,03/09/2024 11:59 p.m.,13.00
+        c3,o5,3/10/2024 13:15 PM,14.00
+        """
+    result, db = _import(data_env, "us.csv", text)
+    assert result.success
+    _, rejected, _ = _stage(db)
+    with duckdb.connect(str(db)) as conn:
+        created = dict(conn.execute("select order_id, created_at::varchar from staging.orders").fetchall())
+    assert created == {"import:o1": "2024-03-01 14:15:00", "import:o2": "2024-03-02 00:05:09",
+                       "import:o3": "2024-03-01 14:15:00", "import:o4": "2024-03-09 23:59:00"}
+    assert rejected == {"us.csv#6": "unparseable order date: 3/10/2024 13:15 PM"}
+
+    result, db = _import(data_env, "uk.csv", """\
+        customer_id,order_id,order_date,amount
+        d1,p1,13/01/2024 9:30 AM,10.00
+        d1,p2,02/03/2024 9:30 PM,11.00
+        """)
+    assert result.success
+    _stage(db)
+    with duckdb.connect(str(db)) as conn:
+        created = dict(conn.execute("select order_id, created_at::varchar from staging.orders "
+                                    "where order_id like 'import:p%'").fetchall())
+    assert created == {"import:p1": "2024-01-13 09:30:00", "import:p2": "2024-03-02 21:30:00"}

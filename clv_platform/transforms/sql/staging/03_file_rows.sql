@@ -75,6 +75,19 @@ create or replace temp macro clv_file_row_key(customer, day, amount, occurrence)
          then 'row:' || substr(md5(concat_ws('|', clv_file_customer(customer), trim(day), coalesce(trim(amount), ''),
                                               occurrence)), 1, 16)
     end;
+-- a time of day on a 12-hour clock (`3/1/2024 2:15 PM`, `2024-03-01 2:15:00 pm`: Excel's and many
+-- US tools' text): read with its AM/PM, which a plain cast of the ISO form ignores (2:15 PM became 02:15)
+create or replace temp macro clv_file_clock_text(t) as
+    regexp_replace(regexp_replace(trim(t), '\s*([AaPp])\.?([Mm])\.?$', ' \1\2'), '\s+', ' ', 'g');
+create or replace temp macro clv_file_twelve_hour(t, day_first) as
+    case when regexp_matches(t, '[0-9]\s*[AaPp]\.?[Mm]\.?$')
+              and day_first
+         then try_strptime(clv_file_clock_text(t), ['%d/%m/%Y %I:%M %p', '%d/%m/%Y %I:%M:%S %p', '%Y-%m-%d %I:%M:%S %p',
+                                                    '%Y-%m-%d %I:%M %p', '%d.%m.%Y %I:%M %p', '%d.%m.%Y %I:%M:%S %p'])
+         when regexp_matches(t, '[0-9]\s*[AaPp]\.?[Mm]\.?$')
+         then try_strptime(clv_file_clock_text(t), ['%m/%d/%Y %I:%M %p', '%m/%d/%Y %I:%M:%S %p', '%Y-%m-%d %I:%M:%S %p',
+                                                    '%Y-%m-%d %I:%M %p', '%d.%m.%Y %I:%M %p', '%d.%m.%Y %I:%M:%S %p'])
+    end;
 -- a date written with its month's English name (`10-Mar-2024`, `10 March 2024`, `Mar 10, 2024`) or
 -- as compact yyyymmdd (`20240310`): one reading only, whatever way the file writes slash dates
 create or replace temp macro clv_file_unambiguous_date(t) as coalesce(
@@ -213,6 +226,7 @@ typed as (
             when s.day_first_seen and (not s.month_first_seen
                                        or try_cast(regexp_extract(date_text, '^([0-9]{1,2})/', 1) as integer) > 12)
                 then coalesce(
+                    clv_file_twelve_hour(date_text, true),
                     try_strptime(date_text, '%d/%m/%Y %H:%M'),
                     try_strptime(date_text, '%d/%m/%Y %H:%M:%S'),
                     try_strptime(date_text, '%d/%m/%Y'),
@@ -221,6 +235,7 @@ typed as (
                     try_strptime(date_text, '%d.%m.%Y'),
                     clv_file_unambiguous_date(date_text))
             else coalesce(
+                clv_file_twelve_hour(date_text, false),
                 try_cast(date_text as timestamp),
                 try_strptime(date_text, '%m/%d/%Y %H:%M'),
                 try_strptime(date_text, '%m/%d/%Y %H:%M:%S'),
