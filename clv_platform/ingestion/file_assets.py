@@ -62,7 +62,9 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
     file_format = frame["file_format"].iat[0] if len(frame) else "empty"
     malformed = int(frame["parse_error"].notna().sum())
     sheets = frame["sheet_name"].dropna().value_counts(sort=False).to_dict()
-    context.log.info(f"{file_name}: {len(frame)} rows imported as {file_format} ({malformed} malformed lines)")
+    titles = frame.attrs.get("title_lines", {})
+    context.log.info(f"{file_name}: {len(frame)} rows imported as {file_format} ({malformed} malformed lines)"
+                     + (f"; title lines above the header skipped: {titles}" if titles else ""))
     return dg.MaterializeResult(
         metadata={
             "file": file_name,
@@ -70,6 +72,8 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
             "content_sha256": digest,
             "dagster/row_count": len(frame),
             "malformed_lines": malformed,
+            # a report's title lines above the header, skipped (file_import.find_header)
+            "title_lines_skipped": dg.MetadataValue.json(frame.attrs.get("title_lines", {})),
             "rows_per_sheet": dg.MetadataValue.json({str(k): int(v) for k, v in sheets.items()}),
             "currencies": dg.MetadataValue.json(frame["currency"].value_counts().to_dict()),
             # the store's own header names, when it has any (store.toml [files.columns])

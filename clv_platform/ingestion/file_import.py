@@ -299,6 +299,43 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
                               "or name your headers in store.toml [files.columns]")
 
 
+HEADER_SEARCH_ROWS = 20
+"""How many rows a report's title lines may take above the header (``find_header``)."""
+
+
+def find_header(header: list[str], rows: list[tuple[int, list | None, str | None]], file_name: str,
+                named: Mapping[str, str] | None = None, width_checked: bool = True):
+    """(header, data rows, detected format, title rows skipped) of a file or sheet whose header
+    may sit below a report's title lines (`Sales report` / `Generated 2024-05-01` / blank, then the
+    header): the first row, else the first of the next ``HEADER_SEARCH_ROWS`` rows, that
+    ``detect_format`` recognizes. The title lines are not data: they are counted (the import's
+    metadata reports them), never imported as rows. Without a recognized row the first row's error
+    is raised.
+
+    ``width_checked``: the rows carry a "malformed line" error for a field count other than the
+    first row's (a CSV); below a later header it is checked against that header instead."""
+    try:
+        return header, rows, detect_format(header, file_name, named), 0
+    except UnreadableFileError as first_error:
+        for position, (number, fields, error) in enumerate(rows[:HEADER_SEARCH_ROWS]):
+            if fields is None:
+                continue
+            candidate = [_cell_text(v) or "" for v in fields]
+            try:
+                detected = detect_format(candidate, file_name, named)
+            except UnreadableFileError:
+                continue
+            body = rows[position + 1:]
+            if width_checked:
+                width = len(candidate)
+                body = [(n, f, e if f is None else (None if len(f) == width else
+                                                     f"malformed line {n}: {len(f)} fields, the header has {width}"))
+                        for n, f, e in body]
+            # the first row (taken for the header) and the rows between it and the real header
+            return candidate, body, detected, 1 + sum(f is not None for _, f, _ in rows[:position])
+        raise first_error
+
+
 def _frame_from_rows(
     header: list[str], rows: list[tuple[int, list | None, str | None]], file_name: str, sheet: str | None,
     mapping: dict[str, int], file_format: str, fields: dict[str, int],
@@ -382,6 +419,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
         )
     parts = []
     without_currency_column = False
+    title_lines: dict[str, int] = {}  # report title lines above the header, per file or sheet
     if suffix in (".xlsx", ".xlsm"):
         sheets = _read_workbook(path)
         formats = set()
@@ -389,12 +427,15 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
             if not header:
                 continue
             try:
-                file_format, mapping, fields = detect_format(header, f"{path.name}, sheet '{sheet}'", named)
+                header, rows, (file_format, mapping, fields), skipped = find_header(
+                    header, rows, f"{path.name}, sheet '{sheet}'", named, width_checked=False)
             except UnreadableFileError as exc:
                 raise UnreadableFileError(
                     f"{exc} (the workbook has sheets {[s for s, _, _ in sheets]}; every sheet is imported, so each "
                     "must have a recognized header or be empty)"
                 ) from None
+            if skipped:
+                title_lines[f"sheet '{sheet}'"] = skipped
             formats.add(file_format)
             without_currency_column |= "currency" not in mapping
             parts.append(_frame_from_rows(header, rows, path.name, sheet, mapping, file_format, fields))
@@ -404,7 +445,9 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
             raise UnreadableFileError(f"{path.name}: sheets have different layouts ({sorted(formats)})")
     else:
         header, rows, delimiter = _read_csv(path)
-        file_format, mapping, fields = detect_format(header, path.name, named)
+        header, rows, (file_format, mapping, fields), skipped = find_header(header, rows, path.name, named)
+        if skipped:
+            title_lines[path.name] = skipped
         without_currency_column = "currency" not in mapping
         part = _frame_from_rows(header, rows, path.name, None, mapping, file_format, fields)
         part["decimal_separator"] = decimal_separator(part, delimiter)
@@ -421,4 +464,6 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
         )
     frame["ingested_at"] = ingested_at
     frame["content_sha256"] = content_sha256
-    return frame[RAW_COLUMNS].reset_index(drop=True)
+    frame = frame[RAW_COLUMNS].reset_index(drop=True)
+    frame.attrs["title_lines"] = title_lines
+    return frame

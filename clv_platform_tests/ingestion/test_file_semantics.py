@@ -709,3 +709,41 @@ def test_times_on_a_twelve_hour_clock_are_read_with_their_am_pm(data_env):
         created = dict(conn.execute("select order_id, created_at::varchar from staging.orders "
                                     "where order_id like 'import:p%'").fetchall())
     assert created == {"import:p1": "2024-01-13 09:30:00", "import:p2": "2024-03-02 21:30:00"}
+
+
+def test_a_reports_title_lines_above_the_header_are_skipped_and_reported(data_env):
+    """Reports often start with a title, a date line and a blank line before the header: the file
+    was refused as 'unrecognized columns ['Sales report']'. The header is found below them (within
+    20 rows), the data rows keep their own line numbers, and the import says what it skipped."""
+    result, db = _import(data_env, "report.csv", """\
+        Sales report
+        Generated 2024-05-01,by Ann
+
+        customer_id,order_id,order_date,amount
+        c1,o1,2024-03-01,10.00
+        c2,o2,2024-03-02,11.00
+        c2,o3,2024-03-03
+        """)
+    assert result.success
+    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert metadata["title_lines_skipped"].value == {"report.csv": 2}
+    assert metadata["malformed_lines"].value == 1  # only the short line, checked against the real header
+    with duckdb.connect(str(db)) as conn:
+        rows = conn.execute("select row_number, order_id, parse_error from raw.file_transactions order by 1").fetchall()
+    assert rows == [(5, "o1", None), (6, "o2", None), (7, None, "malformed line 7: 3 fields, the header has 4")]
+
+    frame = pd.DataFrame([["Orders export", None, None, None], [None, None, None, None],
+                          ["customer_id", "order_id", "order_date", "amount"],
+                          ["d1", "p1", "2024-04-01", 20.0], ["d2", "p2", "2024-04-02", 21.0]])
+    frame.to_excel(data_env / "inbox" / "titled.xlsx", index=False, header=False)
+    result, db = _import(data_env, "titled.xlsx")
+    assert result.success
+    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert metadata["title_lines_skipped"].value == {"sheet 'Sheet1'": 1}
+    with duckdb.connect(str(db)) as conn:
+        rows = conn.execute("select row_number, order_id from raw.file_transactions where file_name = 'titled.xlsx' "
+                            "order by 1").fetchall()
+    assert rows == [(4, "p1"), (5, "p2")]
+
+    result, _ = _import(data_env, "notes.csv", "Just some notes\nnothing,here\n1,2\n")
+    assert not result.success and "unrecognized columns ['Just some notes']" in _failure(result)
