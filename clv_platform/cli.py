@@ -248,6 +248,11 @@ def run_files(args: argparse.Namespace) -> int:
     inbox = settings.inbox_dir
     files = sorted(p.name for p in inbox.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
                    and not p.name.startswith(".")) if inbox.is_dir() else []
+    # every other file of the inbox is named, never passed over in silence (a .pdf, a .numbers)
+    for other in sorted(p.name for p in inbox.iterdir() if p.is_file() and not p.name.startswith(".")
+                        and p.suffix.lower() not in SUPPORTED_SUFFIXES) if inbox.is_dir() else []:
+        print(f"not imported: {other} (not a supported type: {', '.join(SUPPORTED_SUFFIXES)}; save it as CSV)",
+              file=sys.stderr)
     if not files and not database.exists():
         print(f"no exports in {inbox} ({', '.join(SUPPORTED_SUFFIXES)}): put your file there first", file=sys.stderr)
         return 2

@@ -44,8 +44,11 @@ def inbox_file_sensor(context: dg.SensorEvaluationContext, duckdb: DuckDBResourc
                 tags={"clv/inbox_file": path.name, "clv/content_sha256": digest},
             )
         )
+    others = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                    and p.suffix.lower() not in SUPPORTED_SUFFIXES)
     if not requests:
-        return dg.SkipReason(f"no importable files in {folder}")
+        return dg.SkipReason(f"no importable files in {folder}"
+                             + (f" (not a supported type, not imported: {', '.join(others)})" if others else ""))
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[inbox_file_partitions.build_add_request(new_names)] if new_names else [],

@@ -43,7 +43,9 @@ from pathlib import Path
 
 import pandas as pd
 
-SUPPORTED_SUFFIXES = (".csv", ".txt", ".xlsx", ".xlsm")
+WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
+"""Spreadsheets read by pandas' calamine engine (Excel 2007+, Excel 97-2003, binary Excel, OpenDocument)."""
+SUPPORTED_SUFFIXES = (".csv", ".txt", *WORKBOOK_SUFFIXES)
 
 # normalized header spelling → raw column
 HEADER_ALIASES = {
@@ -420,7 +422,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
     parts = []
     without_currency_column = False
     title_lines: dict[str, int] = {}  # report title lines above the header, per file or sheet
-    if suffix in (".xlsx", ".xlsm"):
+    if suffix in WORKBOOK_SUFFIXES:
         sheets = _read_workbook(path)
         formats = set()
         for sheet, header, rows in sheets:

@@ -188,7 +188,7 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     bought nothing by its day reduces no purchase and is left out and counted.
     """
     path = Path(path)
-    if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"):
         raise ValueError(f"{path}: the backtest reads a CSV (customer_id, order_date, amount); save the sheet as "
                          "CSV, or import the workbook with `clv-platform files`")
     try:

@@ -747,3 +747,35 @@ def test_a_reports_title_lines_above_the_header_are_skipped_and_reported(data_en
 
     result, _ = _import(data_env, "notes.csv", "Just some notes\nnothing,here\n1,2\n")
     assert not result.success and "unrecognized columns ['Just some notes']" in _failure(result)
+
+
+def test_excel_97_workbooks_are_read_and_other_files_are_named_not_passed_over(data_env, monkeypatch, capsys):
+    """An `.xls` goes through the same workbook reader as `.xlsx` (pandas' calamine engine): this
+    one (statsmodels' test data, a real Excel 97 file) is read and refused for its columns, which
+    only a parsed sheet can show. A file of another type is named by `clv-platform files`."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from clv_platform.cli import run_files
+    from clv_platform.ingestion.file_import import SUPPORTED_SUFFIXES
+
+    assert {".xls", ".xlsb", ".ods"} <= set(SUPPORTED_SUFFIXES)
+    spec = importlib.util.find_spec("statsmodels")
+    source = (Path(spec.origin).parent / "tsa" / "statespace" / "tests" / "results" / "frbny_nowcast" / "Nowcasting"
+              / "data" / "US" / "2016-06-29.xls") if spec else None
+    if source is None or not source.is_file():
+        pytest.skip("no Excel 97 file at hand (statsmodels' test data)")
+    shutil.copy(source, data_env / "inbox" / "macro.xls")
+    result, _ = _import(data_env, "macro.xls")
+    assert not result.success
+    assert "macro.xls, sheet 'data': unrecognized columns ['Date', 'PAYEMS', 'JTSJOL'" in _failure(result)
+
+    (data_env / "inbox" / "macro.xls").unlink()
+    (data_env / "inbox" / "orders.pdf").write_bytes(b"%PDF-1.4")
+    monkeypatch.setenv("CLV_SOURCE", "files")
+    monkeypatch.setenv("CLV_DUCKDB_PATH", str(data_env / "none_yet.duckdb"))
+    from types import SimpleNamespace
+    code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
+    err = capsys.readouterr().err
+    assert code == 2 and "not imported: orders.pdf (not a supported type" in err and "no exports in" in err
