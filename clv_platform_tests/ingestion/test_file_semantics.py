@@ -779,3 +779,26 @@ def test_excel_97_workbooks_are_read_and_other_files_are_named_not_passed_over(d
     code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
     err = capsys.readouterr().err
     assert code == 2 and "not imported: orders.pdf (not a supported type" in err and "no exports in" in err
+
+
+def test_accounting_negatives_are_returns_in_both_readers(data_env, tmp_path):
+    """`($20.00)` and `20.00-` (an accountant's negative, as Excel's accounting format saves it)
+    are -20: returns of the files import and of the backtest CSV, not unparseable amounts."""
+    from clv_platform.models import datasets
+
+    text = """\
+        customer_id,order_date,amount
+        c1,2024-01-05,$100.00
+        c1,2024-01-09,($20.00)
+        c1,2024-01-10,5.00-
+        c1,2024-01-11,(x)
+        """
+    result, db = _import(data_env, "ledger.csv", text)
+    assert result.success
+    _, rejected, orders = _stage(db)
+    assert list(orders.values()) == [pytest.approx(75.0)]
+    assert rejected == {"ledger.csv#5": "unparseable amount: (x)"}
+    path = tmp_path / "ledger.csv"
+    path.write_text(textwrap.dedent(text))
+    frame, dropped = datasets.read_transactions_csv(path)
+    assert sorted(frame["amount"]) == [-20.0, -5.0, 100.0] and dropped == {"unparseable amount": 1}

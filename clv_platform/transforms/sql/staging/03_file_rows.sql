@@ -95,9 +95,12 @@ create or replace temp macro clv_file_unambiguous_date(t) as coalesce(
                      '%d %b %Y', '%d %B %Y %H:%M', '%d %B %Y', '%b %d, %Y %H:%M:%S', '%b %d, %Y %H:%M', '%b %d, %Y',
                      '%B %d, %Y %H:%M', '%B %d, %Y', '%d.%m.%Y %H:%M:%S']),
     case when regexp_matches(t, '^[0-9]{8}$') then try_strptime(t, '%Y%m%d') end);
--- a number's text without currency symbols and spaces (`$1,234.50`, `1 234,50 €`, a no-break space)
+-- a number's text without currency symbols and spaces (`$1,234.50`, `1 234,50 €`, a no-break space),
+-- an accountant's negative in parentheses or with a trailing minus (`($20.00)`, `20.00-`) signed
 create or replace temp macro clv_file_bare_number(t) as
-    regexp_replace(trim(t), '[$£€¥[:space:]\x{00A0}\x{202F}]', '', 'g');
+    regexp_replace(regexp_replace(regexp_replace(trim(t), '[$£€¥[:space:]\x{00A0}\x{202F}]', '', 'g'),
+                                  '^[(]([0-9][0-9.,]*)[)]$', '-\1'),
+                   '^([0-9][0-9.,]*)-$', '-\1');
 -- text of a number: a file's decimal comma read as such (`6,95`, `1.234,50`), the thousands commas
 -- of a decimal-point file dropped (`1,234.50`); anything else stays as written and fails to parse
 create or replace temp macro clv_file_number_text(t, separator) as nullif(
