@@ -802,3 +802,23 @@ def test_accounting_negatives_are_returns_in_both_readers(data_env, tmp_path):
     path.write_text(textwrap.dedent(text))
     frame, dropped = datasets.read_transactions_csv(path)
     assert sorted(frame["amount"]) == [-20.0, -5.0, 100.0] and dropped == {"unparseable amount": 1}
+
+
+def test_a_return_on_a_day_of_several_orders_refunds_the_largest_on_every_build(data_env):
+    """Dates without times put a day's orders at one moment: the return refunds the day's largest
+    order (as the backtest's CSV reader does), not whichever the join met first."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,2024-01-05,10.00
+        c1,o2,2024-01-05,50.00
+        c1,o3,2024-01-05,50.00
+        c1,r1,2024-01-05,-20.00
+        """
+    result, db = _import(data_env, "day.csv", text)
+    assert result.success
+    for _ in range(3):
+        _, rejected, orders = _stage(db)
+        assert rejected == {}
+        # o2 and o3 tie on value: the higher order key wins
+        assert orders == {"import:o1": pytest.approx(10.0), "import:o2": pytest.approx(50.0),
+                          "import:o3": pytest.approx(30.0)}

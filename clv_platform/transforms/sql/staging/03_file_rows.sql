@@ -466,17 +466,28 @@ with credits as (
     from staging_build._file_rows
     where reject_reason is null and is_return
 ),
+-- one sale per customer (and stock code) and timestamp: of several at the same moment (a file of
+-- dates without times: every order of a day), the largest, then the highest order key, so the
+-- ASOF match below is the same on every build (the backtest's CSV reader takes the day's largest too)
 sale_products as (
-    select order_key, customer_key, product_key, min(order_ts) as order_ts
-    from staging_build._file_rows
-    where reject_reason is null and not is_return and product_key is not null
-    group by order_key, customer_key, product_key
+    select customer_key, product_key, order_ts, first(order_key order by value desc, order_key desc) as order_key
+    from (
+        select order_key, customer_key, product_key, min(order_ts) as order_ts, sum(line_value) as value
+        from staging_build._file_rows
+        where reject_reason is null and not is_return and product_key is not null
+        group by order_key, customer_key, product_key
+    )
+    group by customer_key, product_key, order_ts
 ),
 sale_orders as (
-    select order_key, customer_key, min(order_ts) as order_ts
-    from staging_build._file_rows
-    where reject_reason is null and not is_return
-    group by order_key, customer_key
+    select customer_key, order_ts, first(order_key order by value desc, order_key desc) as order_key
+    from (
+        select order_key, customer_key, min(order_ts) as order_ts, sum(line_value) as value
+        from staging_build._file_rows
+        where reject_reason is null and not is_return
+        group by order_key, customer_key
+    )
+    group by customer_key, order_ts
 ),
 by_product as (
     select c.*, s.order_key as product_match
