@@ -239,19 +239,17 @@ def run_files(args: argparse.Namespace) -> int:
     from clv_platform.automation.sensors import needs_training
     from clv_platform.definitions import build_definitions
     from clv_platform.ingestion.file_assets import inbox_file_partitions
-    from clv_platform.ingestion.file_import import SUPPORTED_SUFFIXES
+    from clv_platform.ingestion.file_import import SUPPORTED_SUFFIXES, inbox_listing
     from clv_platform.settings import load_settings
 
     settings = load_settings()
     database = Path(args.database).resolve() if args.database else settings.duckdb_path
     database.parent.mkdir(parents=True, exist_ok=True)
     inbox = settings.inbox_dir
-    files = sorted(p.name for p in inbox.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
-                   and not p.name.startswith(".")) if inbox.is_dir() else []
-    # every other file of the inbox is named, never passed over in silence (a .pdf, a .numbers)
-    for other in sorted(p.name for p in inbox.iterdir() if p.is_file() and not p.name.startswith(".")
-                        and p.suffix.lower() not in SUPPORTED_SUFFIXES) if inbox.is_dir() else []:
-        print(f"not imported: {other} (not a supported type: {', '.join(SUPPORTED_SUFFIXES)}; save it as CSV)",
+    importable, others = inbox_listing(inbox)
+    files = [p.name for p in importable]
+    for other in others:
+        print(f"not imported: {other.name} (not a supported type: {', '.join(SUPPORTED_SUFFIXES)}; save it as CSV)",
               file=sys.stderr)
     if not files and not database.exists():
         print(f"no exports in {inbox} ({', '.join(SUPPORTED_SUFFIXES)}): put your file there first", file=sys.stderr)

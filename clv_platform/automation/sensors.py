@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 
 from clv_platform.automation.jobs import import_file_job, rebuild_and_train_job, rebuild_from_staging_job
 from clv_platform.ingestion.file_assets import inbox_file_partitions
-from clv_platform.ingestion.file_import import SUPPORTED_SUFFIXES, content_hash
+from clv_platform.ingestion.file_import import content_hash, inbox_listing
 from clv_platform.resources.storage import settings_of
 
 @dg.sensor(job=import_file_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -28,10 +28,7 @@ def inbox_file_sensor(context: dg.SensorEvaluationContext, duckdb: DuckDBResourc
     folder = settings.inbox_dir
     if not folder.is_dir():
         return dg.SkipReason(f"inbox folder {folder} does not exist")
-    files = sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES and not p.name.startswith(".")
-    )
+    files, others = inbox_listing(folder)
     known = set(context.instance.get_dynamic_partitions(inbox_file_partitions.name))
     new_names = [p.name for p in files if p.name not in known]
     requests = []
@@ -44,11 +41,9 @@ def inbox_file_sensor(context: dg.SensorEvaluationContext, duckdb: DuckDBResourc
                 tags={"clv/inbox_file": path.name, "clv/content_sha256": digest},
             )
         )
-    others = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                    and p.suffix.lower() not in SUPPORTED_SUFFIXES)
     if not requests:
-        return dg.SkipReason(f"no importable files in {folder}"
-                             + (f" (not a supported type, not imported: {', '.join(others)})" if others else ""))
+        return dg.SkipReason(f"no importable files in {folder}" + (
+            f" (not a supported type, not imported: {', '.join(p.name for p in others)})" if others else ""))
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[inbox_file_partitions.build_add_request(new_names)] if new_names else [],

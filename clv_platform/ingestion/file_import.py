@@ -47,6 +47,17 @@ WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
 """Spreadsheets read by pandas' calamine engine (Excel 2007+, Excel 97-2003, binary Excel, OpenDocument)."""
 SUPPORTED_SUFFIXES = (".csv", ".txt", *WORKBOOK_SUFFIXES)
 
+
+def inbox_listing(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(files to import, files of another type) of the inbox, each sorted by name; hidden files
+    (editor and sync temporaries) are neither. The other files are for naming, never for passing
+    over in silence (`clv-platform files`, the inbox sensor)."""
+    if not folder.is_dir():
+        return [], []
+    files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
+    return ([p for p in files if p.suffix.lower() in SUPPORTED_SUFFIXES],
+            [p for p in files if p.suffix.lower() not in SUPPORTED_SUFFIXES])
+
 # normalized header spelling → raw column
 HEADER_ALIASES = {
     "invoice": "order_id", "invoiceno": "order_id", "invoicenumber": "order_id", "invoiceid": "order_id",
