@@ -229,6 +229,11 @@ def decimal_separator(frame: pd.DataFrame, delimiter: str) -> str:
     return "," if values.str.match(_DECIMAL_COMMA).mean() > 0.5 else "."
 
 
+def _width_error(line: int, fields: list[str], width: int) -> str | None:
+    """A CSV line's error when its field count is not the header's, else None."""
+    return None if len(fields) == width else f"malformed line {line}: {len(fields)} fields, the header has {width}"
+
+
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str] | None, str | None]], str]:
     """Header, data rows as (line number, fields, parse error), and the delimiter of a CSV."""
     raw = path.read_bytes()
@@ -262,11 +267,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str] | None, 
             continue
         if not fields or all(not f.strip() for f in fields):
             continue  # blank line: not a row
-        if len(fields) != width:
-            rows.append((reader.line_num, fields,
-                         f"malformed line {reader.line_num}: {len(fields)} fields, the header has {width}"))
-        else:
-            rows.append((reader.line_num, fields, None))
+        rows.append((reader.line_num, fields, _width_error(reader.line_num, fields, width)))
     return header, rows, delimiter
 
 
@@ -349,10 +350,7 @@ def find_header(header: list[str], rows: list[tuple[int, list | None, str | None
                 continue
             body = rows[position + 1:]
             if width_checked:
-                width = len(candidate)
-                body = [(n, f, e if f is None else (None if len(f) == width else
-                                                     f"malformed line {n}: {len(f)} fields, the header has {width}"))
-                        for n, f, e in body]
+                body = [(n, f, e if f is None else _width_error(n, f, len(candidate))) for n, f, e in body]
             # the first row (taken for the header) and the rows between it and the real header
             return candidate, body, detected, 1 + sum(f is not None for _, f, _ in rows[:position])
         raise first_error

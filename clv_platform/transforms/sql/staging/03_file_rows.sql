@@ -80,13 +80,12 @@ create or replace temp macro clv_file_row_key(customer, day, amount, occurrence)
 create or replace temp macro clv_file_clock_text(t) as
     regexp_replace(regexp_replace(trim(t), '\s*([AaPp])\.?([Mm])\.?$', ' \1\2'), '\s+', ' ', 'g');
 create or replace temp macro clv_file_twelve_hour(t, day_first) as
-    case when regexp_matches(t, '[0-9]\s*[AaPp]\.?[Mm]\.?$')
-              and day_first
-         then try_strptime(clv_file_clock_text(t), ['%d/%m/%Y %I:%M %p', '%d/%m/%Y %I:%M:%S %p', '%Y-%m-%d %I:%M:%S %p',
-                                                    '%Y-%m-%d %I:%M %p', '%d.%m.%Y %I:%M %p', '%d.%m.%Y %I:%M:%S %p'])
-         when regexp_matches(t, '[0-9]\s*[AaPp]\.?[Mm]\.?$')
-         then try_strptime(clv_file_clock_text(t), ['%m/%d/%Y %I:%M %p', '%m/%d/%Y %I:%M:%S %p', '%Y-%m-%d %I:%M:%S %p',
-                                                    '%Y-%m-%d %I:%M %p', '%d.%m.%Y %I:%M %p', '%d.%m.%Y %I:%M:%S %p'])
+    case when regexp_matches(t, '[0-9]\s*[AaPp]\.?[Mm]\.?$') then coalesce(
+        -- only a slash date's field order depends on the file
+        case when day_first then try_strptime(clv_file_clock_text(t), ['%d/%m/%Y %I:%M %p', '%d/%m/%Y %I:%M:%S %p'])
+             else try_strptime(clv_file_clock_text(t), ['%m/%d/%Y %I:%M %p', '%m/%d/%Y %I:%M:%S %p']) end,
+        try_strptime(clv_file_clock_text(t), ['%Y-%m-%d %I:%M:%S %p', '%Y-%m-%d %I:%M %p', '%d.%m.%Y %I:%M %p',
+                                              '%d.%m.%Y %I:%M:%S %p']))
     end;
 -- a date written with its month's English name (`10-Mar-2024`, `10 March 2024`, `Mar 10, 2024`) or
 -- as compact yyyymmdd (`20240310`): one reading only, whatever way the file writes slash dates
