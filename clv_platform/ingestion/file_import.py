@@ -204,12 +204,15 @@ def detect_delimiter(sample: str) -> str:
 
 _DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})*,\d+$|^-?\d+,\d+$")
 _CURRENCY_AND_SPACES = re.compile(r"[$£€¥\s\u00a0\u202f]")
-# an accountant's negative: `(6,95)` or `6,95-` (``clv_file_bare_number`` in 03_file_rows.sql)
+# an accountant's negative: `(6,95)` or `6,95-`
 ACCOUNTING_NEGATIVES = (re.compile(r"^\(([0-9][0-9.,]*)\)$"), re.compile(r"^([0-9][0-9.,]*)-$"))
 
 
-def signed_number_text(values: pd.Series) -> pd.Series:
-    """Bare number texts with an accountant's negative written with a leading minus."""
+def bare_number_text(values: pd.Series) -> pd.Series:
+    """Number texts as staging reads them (``clv_file_bare_number`` in 03_file_rows.sql): currency
+    symbols and spaces (thousands groups) left out, an accountant's negative signed with a leading
+    minus. The decimal detection and the backtest's CSV reader read amounts through it."""
+    values = values.str.replace(_CURRENCY_AND_SPACES, "", regex=True)
     for pattern in ACCOUNTING_NEGATIVES:
         values = values.str.replace(pattern, r"-\1", regex=True)
     return values
@@ -220,9 +223,7 @@ def decimal_separator(frame: pd.DataFrame, delimiter: str) -> str:
     Excel: `6,95`, `1.234,50`), else `.`. Decided per file from its values, never per cell."""
     if delimiter == ",":
         return "."
-    # as staging reads them: currency symbols and spaces (thousands groups) left out
-    values = signed_number_text(pd.concat([frame["unit_price"], frame["amount"]]).dropna().astype(str).str.replace(
-        _CURRENCY_AND_SPACES, "", regex=True))
+    values = bare_number_text(pd.concat([frame["unit_price"], frame["amount"]]).dropna().astype(str))
     values = values[values != ""].head(5000)
     if values.empty:
         return "."

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clv_platform.ingestion.file_import import signed_number_text
+from clv_platform.ingestion.file_import import bare_number_text
 
 CDNOW_SAMPLE = "cdnow-sample"
 CDNOW_FULL = "cdnow-full"
@@ -209,7 +209,7 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     order_date = pd.to_datetime(date_text, utc=True, format="ISO8601", errors="coerce").dt.tz_localize(None)
     # as the files import reads a decimal-point file's amounts (``clv_file_number_text``): currency
     # symbols and spaces left out, thousands commas dropped (``$1,234.50``)
-    bare = signed_number_text(raw["amount"].str.replace(r"[$£€¥\s\u00a0\u202f]", "", regex=True))
+    bare = bare_number_text(raw["amount"])
     bare = bare.where(~bare.str.match(r"^[-+]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?$"), bare.str.replace(",", ""))
     amount = pd.to_numeric(bare.replace("", None), errors="coerce").astype(float)
     if len(raw) and order_date.isna().all():
