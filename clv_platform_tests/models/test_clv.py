@@ -13,6 +13,7 @@ from dagster_duckdb import DuckDBResource
 from clv_platform.ingestion.demo_store import DemoStoreParams
 from clv_platform.models import btyd_intervals, clv, metrics, total_interval
 from clv_platform.models.clv_assets import CLV_ASSETS
+from clv_platform.models.clv import objective
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
 from clv_platform_tests.demo_cache import demo_database
@@ -110,22 +111,36 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     naive, naive_level = clv.naive_validation(valid, config.label_horizon_days)
     assert trained.model.naive_level == pytest.approx(naive_level) and naive.sum() == pytest.approx(y.sum())
     hybrid_mean = clv.blend_mean(trained.selection.validation_prediction, btyd_spend, w, naive, v)
+    mixture = objective.validation_mixture(valid)
     if trained.selection.blend_metrics is None:
-        choice = clv.point_rule(y, hybrid_mean, p50, z)
+        choice = clv.point_rule(y, hybrid_mean, p50, z, btyd_mean=btyd_spend, mixture=mixture)
         assert (trained.serving["hybrid_point_rule"], trained.serving["hybrid_sharpen"]) == (choice["rule"],
                                                                                            choice["gamma"])
+    hybrid_point = clv.apply_point_rule(hybrid_mean, trained.serving["hybrid_point_rule"],
+                                        trained.serving["hybrid_sharpen"], p50, trained.serving["hybrid_point_shrink"],
+                                        btyd_spend, mixture)
     # served: the hybrid only if it beats the BTYD on the same validation rows on Gini and on MAE,
     # the BTYD's MAE being the lower of its mean's and its own point forecast's
     btyd_metrics = trained.serving["btyd_metrics"]
+    btyd_point_mae = min(btyd_metrics["mae"], btyd_choice["mae"])
     blended = trained.selection.blend_metrics or best
-    beats = (blended["normalized_gini"] > btyd_metrics["normalized_gini"]
-             and blended["mae"] < min(btyd_metrics["mae"], btyd_choice["mae"]))
+    beats = (blended["normalized_gini"] > btyd_metrics["normalized_gini"] and blended["mae"] < btyd_point_mae)
     if config.hybrid_blend and trained.selection.blend_metrics is None:
-        # the blend search (with its significance and ranking bars) found no blend that beats the
-        # BTYD: the BTYD is served, and the reason quotes the reported hybrid, not the booster alone
-        beats = False
-        assert trained.serving["reason"].startswith("no blend of the booster, the BTYD and the naive rule")
-        assert f"Gini {metrics.normalized_gini(y, hybrid_mean):.4g} vs BTYD" in trained.serving["reason"]
+        # the blend search (with its MAE significance and ranking bars) found no blend whose MAE gain
+        # is beyond noise: the reported hybrid is served only for a Gini lead beyond z bootstrap SEs,
+        # ranking at least as the naive rule, a point MAE still below the BTYD's and a total within
+        # the bound; the reason quotes that hybrid, not the booster alone
+        gini = metrics.normalized_gini(y, hybrid_mean)
+        gain, se = metrics.paired_gini_gain(y, btyd_spend, hybrid_mean)
+        naive_gini = metrics.normalized_gini(y, naive)
+        point_mae = float(np.abs(hybrid_point - y).mean())
+        beats = (gini > btyd_metrics["normalized_gini"] and gain > z * se and gini >= naive_gini
+                 and point_mae < btyd_point_mae and abs(hybrid_mean.sum() / y.sum() - 1.0) <= config.max_total_error)
+        assert f"Gini {gini:.4g} vs BTYD" in trained.serving["reason"]
+        assert f"(gain {gain:.4g}, SE {se:.4g})" in trained.serving["reason"]
+        assert trained.serving["reason"].startswith("hybrid beats BTYD on the validation window by its ranking" if beats
+                                                    else "no blend of the booster, the BTYD and the naive rule")
+        blended = {"mae": point_mae}
     assert trained.serving["served"] == ("hybrid" if beats else "btyd")
     assert trained.model.serves_btyd == (not beats)
     served = trained.validation_metrics
@@ -135,12 +150,12 @@ def test_objective_selection_keeps_the_best_validation_candidate(demo_db):
     assert trained.model.sharpen == trained.serving[f"{kind}_sharpen"]
     assert trained.model.point_rule == trained.serving[f"{kind}_point_rule"]
     if beats:
-        # the served hybrid is the blend w * booster + (1 - w) * BTYD chosen on that window, its
-        # point forecast under the rule chosen there; Gini and total are the blend mean's
-        point = clv.apply_point_rule(hybrid_mean, trained.model.point_rule, trained.model.sharpen, p50)
-        assert served["mae"] < btyd_mae and served["mae"] == pytest.approx(blended["mae"])
-        assert served["mae"] == pytest.approx(float(np.abs(point - y).mean()))
+        # the served hybrid is the blend w * booster + v * naive + (1 - w - v) * BTYD chosen on that
+        # window, its point forecast under the rule chosen there; Gini and total are the blend mean's
+        assert served["mae"] < btyd_point_mae and served["mae"] == pytest.approx(blended["mae"])
+        assert served["mae"] == pytest.approx(float(np.abs(hybrid_point - y).mean()))
         assert served["predicted_total"] == pytest.approx(hybrid_mean.sum())
+        assert served["normalized_gini"] == pytest.approx(metrics.normalized_gini(y, hybrid_mean))
     else:
         point = clv.apply_point_rule(btyd_spend, trained.model.point_rule, trained.model.sharpen, p50)
         assert served["mae"] == pytest.approx(float(np.abs(point - y).mean())) and served["mae"] <= btyd_mae
@@ -276,14 +291,24 @@ def test_assets_materialize_in_process(demo_db, data_env, monkeypatch):
     assert scoring["total_interval_rule"].value == widened["rule"]
     assert scoring["total_interval_error_windows"].value == len(record["method_log_errors"])
     with duckdb.connect(str(database), read_only=True) as conn:
-        p50 = conn.execute("select s.spend_p50_ratio from scores.customer_clv c join ml.btyd_scores s "
-                           "using (customer_id) order by c.customer_id").df()["spend_p50_ratio"].to_numpy()
+        btyd_rows = conn.execute("select s.spend_p50_ratio, s.clv as btyd_clv from scores.customer_clv c "
+                                 "join ml.btyd_scores s using (customer_id) order by c.customer_id").df()
+    p50 = btyd_rows["spend_p50_ratio"].to_numpy()
     scores = scores.sort_values("customer_id").reset_index(drop=True)
     assert (p50 >= 0).all() and (p50 <= scores["predicted_clv_p90"].to_numpy() / np.where(
         scores["predicted_clv"] > 0, scores["predicted_clv"], 1.0) + 1e-9).all()
+    # the served model's median / mixture is taken of lambda * its mean + (1 - lambda) * the BTYD's
+    shrink = metadata["point_shrink"].value
+    level = clv.shrunk_mean(scores["predicted_clv"].to_numpy(), shrink, btyd_rows["btyd_clv"].to_numpy())
     if metadata["point_rule"].value == clv.MEDIAN:
-        # per customer: the mean times the BTYD's P50 / mean (the SQL keeps the batches' values)
-        assert scores["predicted_clv_point"].to_numpy() == pytest.approx(scores["predicted_clv"].to_numpy() * p50)
+        # per customer: the (shrunk) mean times the BTYD's P50 / mean (the SQL keeps the batches' values)
+        assert scores["predicted_clv_point"].to_numpy() == pytest.approx(level * p50)
+    elif metadata["point_rule"].value == objective.MIXTURE:
+        # the median of {0 w.p. 1 - P(buy); the positive part}: 0 for a customer less likely than not
+        # to buy, else at most the level over P(buy) times the positive part's largest ratio; some of each
+        point = scores["predicted_clv_point"].to_numpy()
+        assert (point >= 0).all() and (point == 0).any() and (point > 0).any()
+        assert (point[level <= 0] == 0).all()
     else:
         # the mean sharpened with the served exponent, same sum and ranking
         assert scores["predicted_clv_point"].sum() == pytest.approx(scores["predicted_clv"].sum(), rel=1e-9)
@@ -591,3 +616,26 @@ def test_the_fallback_reason_quotes_the_reported_blend_not_the_booster_alone():
     assert f"Gini 0.8123 vs BTYD {btyd_gini:.4g} and naive 0.7" in reason
     assert "point MAE 3.25 vs BTYD point 3.375 (gain 0.125, SE 0.5, needs > 1.645 SE)" in reason
     assert "total 40 vs actual 45" in reason and "0.99" not in reason
+
+
+def test_a_blend_that_ranks_better_beyond_noise_is_served_with_an_mae_tie():
+    # no blend's MAE gain cleared the margin (0.125, SE 0.5), but the ranking lead is 8 standard
+    # errors and the point MAE is below the BTYD's: served, and said why
+    y = np.array([0.0, 0.0, 10.0, 30.0, 0.0, 5.0])
+    valid = pd.DataFrame({"label_spend": y, "btyd_expected_spend": [5.0, 2.0, 6.0, 20.0, 1.0, 4.0]})
+    btyd_gini = metrics.normalized_gini(y, valid["btyd_expected_spend"].to_numpy())
+    blend = {"normalized_gini": btyd_gini + 0.04, "gini_gain": 0.04, "gini_gain_se": 0.005, "mae": 3.25,
+             "mae_gain": 0.125, "mae_gain_se": 0.5, "predicted_total": 44.0}
+    kwargs = {"btyd_point_mae": 3.375, "significance_z": 1.645, "naive_gini": btyd_gini, "max_total_error": 0.15}
+    served = clv.serve_or_fall_back({}, valid, clv.HYBRID, unbeaten_blend=blend, **kwargs)
+    assert served["served"] == "hybrid" and served["served_for"] == "ranking"
+    assert "(gain 0.04, SE 0.005)" in served["reason"] and "Gini lead beyond noise" in served["reason"]
+    # each bar alone sends the store back to the BTYD
+    for change in ({"gini_gain_se": 0.03},                       # the lead is within noise
+                   {"mae": 3.5},                                # the point MAE is behind the BTYD's
+                   {"predicted_total": 60.0},                   # the total 33 % off
+                   {"normalized_gini": btyd_gini - 0.01}):      # behind the BTYD's ranking
+        assert clv.serve_or_fall_back({}, valid, clv.HYBRID, unbeaten_blend={**blend, **change},
+                                      **kwargs)["served"] == "btyd", change
+    ranks_below_naive = {**kwargs, "naive_gini": btyd_gini + 0.05}
+    assert clv.serve_or_fall_back({}, valid, clv.HYBRID, unbeaten_blend=blend, **ranks_below_naive)["served"] == "btyd"

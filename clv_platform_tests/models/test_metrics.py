@@ -80,3 +80,33 @@ def test_regression_metrics_and_per_stage():
     assert stages["a"]["m"]["rmse"] == pytest.approx(math.sqrt(0.5))
     assert stages["b"]["m"]["mae"] == pytest.approx(2.0)
     assert stages["b"]["actual_mean"] == pytest.approx(3.0)
+
+
+def test_weighted_gini_equals_the_gini_of_the_repeated_customers():
+    # the bootstrap's weighting (one sort) must give the Gini of customers repeated w times, ties
+    # (a repeated customer ties with itself) included
+    rng = np.random.default_rng(3)
+    y = np.round(np.where(rng.random(400) < 0.3, rng.gamma(2.0, 30.0, 400), 0.0))
+    p = np.round(y + rng.normal(0.0, 25.0, 400), -1)  # rounded: many tied predictions
+    w = rng.poisson(1.0, 400)
+    order, y_sorted, group = metrics._sorted_groups(y, p)
+    weighted = metrics._weighted_gini(y_sorted, group, w[order].astype(float))
+    assert weighted == pytest.approx(metrics.gini(np.repeat(y, w), np.repeat(p, w)), abs=1e-12)
+
+
+def test_paired_gini_gain_and_its_noise():
+    rng = np.random.default_rng(5)
+    n = 4000
+    y = np.where(rng.random(n) < 0.3, rng.gamma(2.0, 30.0, n), 0.0)
+    weak = y + rng.normal(0.0, 60.0, n)
+    strong = y + rng.normal(0.0, 20.0, n)
+    gain, se = metrics.paired_gini_gain(y, weak, strong)
+    assert gain == pytest.approx(metrics.normalized_gini(y, strong) - metrics.normalized_gini(y, weak))
+    assert gain > 0.1 and 0.0 < se < gain / 5
+    # a ranking against itself: no gain, no noise; the same seed gives the same SE
+    assert metrics.paired_gini_gain(y, weak, weak) == (0.0, 0.0)
+    assert metrics.paired_gini_gain(y, weak, strong)[1] == se
+    # two rankings that differ by noise only: a small gain within a few standard errors
+    other = y + rng.normal(0.0, 60.0, n)
+    tie_gain, tie_se = metrics.paired_gini_gain(y, weak, other)
+    assert abs(tie_gain) < 3 * tie_se
