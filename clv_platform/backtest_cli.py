@@ -34,7 +34,8 @@ def model_names(result: dict) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="cdnow-sample, cdnow-full or a CSV (customer_id,order_date,amount)")
+    parser.add_argument("--dataset", required=True, help="cdnow-sample, cdnow-full, a CSV (customer_id,order_date,amount) or a "
+                        "store the platform built (a .duckdb file, e.g. data/files.duckdb)")
     parser.add_argument("--calibration-end", help="last day of the calibration period (YYYY-MM-DD)")
     parser.add_argument("--holdout-end", help="last day of the holdout period (YYYY-MM-DD)")
     parser.add_argument("--config", help="clv.toml to use (default: the packaged one)")

@@ -9,7 +9,9 @@ features are built from) sees it from that date on and never before.
 
 Two named data sets are the CDNOW music-retailer files that ship inside the ``lifetimes`` wheel
 (``lifetimes/datasets/``); they are located at run time from the installed package and are never
-downloaded. Anything else passed as ``dataset`` is read as a CSV file with the three columns above.
+downloaded. A ``.duckdb`` file is a store the platform built, read from its staging tables
+(``read_store_transactions``); anything else passed as ``dataset`` is read as a CSV file with the
+three columns above.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ CDNOW_CALIBRATION_END = pd.Timestamp("1997-09-30")
 CDNOW_HOLDOUT_END = pd.Timestamp("1998-06-30")
 
 TRANSACTION_COLUMNS = ["customer_id", "order_date", "amount"]
+ORDER_ID = "order_id"
+"""Optional column of a transactions frame: the order a row belongs to (a store's frame)."""
+STORE_SUFFIXES = (".duckdb",)
+"""A ``dataset`` with this suffix is a platform store (``read_store_transactions``), not a CSV."""
 
 
 @dataclass(frozen=True)
@@ -127,12 +133,17 @@ def split_returns(transactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     credit note without a matching product; the largest of that day's purchases when there are
     several), or -1 when the customer bought nothing by then. The match never depends on what
     follows the return, so a frame cut at any date matches its returns as the whole frame does.
+    A frame with an ``order_id`` column (a store's, ``read_store_transactions``: one purchase row
+    per order, a return row per refund carrying its order's id) books each return to its own order.
     """
     frame = pd.DataFrame({
         "customer_id": transactions["customer_id"].astype(str).to_numpy(),
         "order_date": pd.to_datetime(transactions["order_date"]).dt.normalize().to_numpy(),
         "amount": transactions["amount"].astype(float).to_numpy(),
     })
+    by_order = ORDER_ID in transactions.columns
+    if by_order:
+        frame[ORDER_ID] = transactions[ORDER_ID].astype(str).to_numpy()
     negative = frame["amount"].to_numpy() < 0
     purchases = (frame[~negative].sort_values(["customer_id", "order_date", "amount"], kind="stable")
                  .reset_index(drop=True))
@@ -141,6 +152,12 @@ def split_returns(transactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     returns = returns.assign(refund=-returns["amount"]).drop(columns="amount")
     if returns.empty:
         return purchases, returns.assign(purchase_id=np.zeros(0, dtype=np.int64)).reset_index(drop=True)
+    if by_order:
+        # a store's refund names its order (``read_store_transactions``): booked to it, not to the
+        # customer's latest purchase
+        ids = pd.Series(purchases["purchase_id"].to_numpy(), index=purchases[ORDER_ID].to_numpy())
+        returns = returns.assign(purchase_id=returns[ORDER_ID].map(ids).fillna(-1).astype(np.int64))
+        return purchases, returns.sort_values(["customer_id", "return_date"], kind="stable").reset_index(drop=True)
     latest = purchases.drop_duplicates(["customer_id", "order_date"], keep="last")
     matched = pd.merge_asof(
         returns.reset_index(drop=True).sort_values("return_date", kind="stable"),
@@ -191,15 +208,18 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     """
     path = Path(path)
     if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"):
-        raise ValueError(f"{path}: the backtest reads a CSV (customer_id, order_date, amount); save the sheet as "
-                         "CSV, or import the workbook with `clv-platform files`")
+        raise ValueError(f"{path}: the backtest reads a CSV (customer_id, order_date, amount) or a store; import "
+                         "the workbook with `CLV_SOURCE=files clv-platform files` and backtest the store it builds "
+                         "(`--dataset data/files.duckdb`)")
     try:
         raw = pd.read_csv(path, dtype={"customer_id": str, "order_date": str, "amount": str}, keep_default_na=False)
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not a UTF-8 text CSV ({error.reason} at byte {error.start})") from None
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS}")
+        raise ValueError(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS} (an export in another "
+                         "layout: import it with `CLV_SOURCE=files clv-platform files` and backtest the store it "
+                         "builds, `--dataset data/files.duckdb`)")
     keyed = [("", False) if text.lower() in MISSING_ID_TEXTS else spreadsheet_id(text)
              for text in raw["customer_id"].str.strip()]
     # an e-mail address as the customer is compared without case (``clv_file_customer``)
@@ -242,6 +262,75 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     return frame, dropped
 
 
+STORE_PURCHASES_SQL = """
+with purchases as (
+    -- the features' purchase (customer_features.sql): an order of a known customer, not cancelled
+    -- by the end of its own day (an order cancelled later is a purchase until then)
+    select order_id, customer_id, order_date, cast(gross_revenue as double) as amount,
+           case when is_cancelled then cancelled_on end as cancelled_on
+    from staging.order_history
+    where not (is_cancelled and coalesce(cancelled_on <= order_date, true))
+)
+select order_id, customer_id, order_date, amount from purchases
+union all
+-- a later cancellation returns the whole order on its day
+select order_id, customer_id, cancelled_on, -amount from purchases where cancelled_on is not null
+union all
+select r.order_id, r.customer_id, r.refunded_on, -cast(r.amount as double)
+from staging.refunds as r semi join purchases using (order_id)
+where r.amount > 0
+order by customer_id, order_date, order_id
+"""
+
+
+def read_store_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The purchases and returns of a store the platform built (``CLV_SOURCE=files`` after
+    ``clv-platform files``, a Shopify store, the demo), from its cleaned staging tables, and the
+    orders left out by reason: so an export in any layout the files import reads (workbooks,
+    day-first dates, statuses, several sheets) is backtested as the platform itself reads it.
+
+    One purchase row per order at its gross revenue (``staging.order_history``: customer resolved,
+    cleaning rules applied, rejected rows already out), a return row per refund on its own day
+    (``staging.refunds``) carrying the order's id, and for an order cancelled after its own day a
+    return of all of it on the cancellation day: as the features see them at any cutoff, with the
+    one difference that such an order stays a purchase occasion after its cancellation. Opened
+    read-only; a store that a run holds open for writing is refused with a sentence.
+    """
+    import duckdb
+
+    path = Path(path)
+    try:
+        conn = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as error:
+        raise ValueError(f"{path}: cannot open the store read-only ({error}); wait for the run that is "
+                         "writing it (or stop the process holding it) and try again") from None
+    try:
+        tables = {name for (name,) in conn.execute(
+            "select table_schema || '.' || table_name from information_schema.tables").fetchall()}
+        missing = [t for t in ("staging.order_history", "staging.refunds", "staging.orders") if t not in tables]
+        if missing:
+            raise ValueError(f"{path}: the store has no {', '.join(missing)}: build its staging tables first "
+                             "(`clv-platform files` for an import, `make demo`, or a refresh of a live store)")
+        frame = conn.execute(STORE_PURCHASES_SQL).df()
+        guests, cancelled = conn.execute("""
+            select count(*) filter (where customer_id is null),
+                   count(*) filter (where customer_id is not null and is_cancelled
+                                    and coalesce(cancelled_on <= order_date, true))
+            from staging.orders""").fetchone()
+        rejected = (conn.execute("select count(*) from staging.rejected_rows").fetchone()[0]
+                    if "staging.rejected_rows" in tables else 0)
+    finally:
+        conn.close()
+    dropped = {reason: int(n) for reason, n in (("guest order (no customer)", guests),
+                                                 ("order cancelled on its own day", cancelled),
+                                                 ("row rejected by the cleaning rules (staging.rejected_rows)",
+                                                  rejected)) if n}
+    frame = frame.assign(customer_id=frame["customer_id"].astype(str), order_id=frame[ORDER_ID].astype(str),
+                         order_date=pd.to_datetime(frame["order_date"]).dt.normalize(),
+                         amount=frame["amount"].astype(float))
+    return frame[[*TRANSACTION_COLUMNS, ORDER_ID]].reset_index(drop=True), dropped
+
+
 def load_transactions_csv(path: str | os.PathLike) -> pd.DataFrame:
     """The transactions of ``read_transactions_csv`` (the rows it leaves out are not reported)."""
     return read_transactions_csv(path)[0]
@@ -261,5 +350,8 @@ def load_dataset(dataset: str | os.PathLike) -> LoadedDataset:
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"unknown dataset {name!r}: not one of {CDNOW_DATASETS} and not a file")
+    if path.suffix.lower() in STORE_SUFFIXES:
+        frame, dropped = read_store_transactions(path)
+        return LoadedDataset(path.stem, frame, None, None, dropped)
     frame, dropped = read_transactions_csv(path)
     return LoadedDataset(path.stem, frame, None, None, dropped)
