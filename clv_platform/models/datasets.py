@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -296,8 +297,6 @@ def read_store_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dict
     one difference that such an order stays a purchase occasion after its cancellation. Opened
     read-only; a store that a run holds open for writing is refused with a sentence.
     """
-    import duckdb
-
     path = Path(path)
     try:
         conn = duckdb.connect(str(path), read_only=True)
