@@ -316,14 +316,18 @@ def read_store_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dict
                    count(*) filter (where customer_id is not null and is_cancelled
                                     and coalesce(cancelled_on <= order_date, true))
             from staging.orders""").fetchone()
-        rejected = (conn.execute("select count(*) from staging.rejected_rows").fetchone()[0]
-                    if "staging.rejected_rows" in tables else 0)
+        # what the cleaning rules kept out of the orders, by reason; a superseded version is not a
+        # loss (its newer version is in), and profiles are not orders
+        rejected = (conn.execute("""
+            select reason, count(*) from staging.rejected_rows
+            where source_table <> 'raw.klaviyo_profiles' and reason not like 'superseded by a newer version%'
+            group by reason order by count(*) desc, reason""").fetchall()
+                    if "staging.rejected_rows" in tables else [])
     finally:
         conn.close()
     dropped = {reason: int(n) for reason, n in (("guest order (no customer)", guests),
-                                                 ("order cancelled on its own day", cancelled),
-                                                 ("row rejected by the cleaning rules (staging.rejected_rows)",
-                                                  rejected)) if n}
+                                                 ("order cancelled on its own day", cancelled)) if n}
+    dropped.update({f"rejected by the cleaning rules: {reason}": int(n) for reason, n in rejected})
     frame = frame.assign(customer_id=frame["customer_id"].astype(str), order_id=frame[ORDER_ID].astype(str),
                          order_date=pd.to_datetime(frame["order_date"]).dt.normalize(),
                          amount=frame["amount"].astype(float))
