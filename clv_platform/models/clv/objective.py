@@ -101,7 +101,8 @@ def select_objective(
     blend beats the BTYD on validation Gini *and* MAE with the lowest blended MAE - the criterion
     the platform serves by, so the objective is not picked by Gini alone and then lose on MAE. If
     no candidate's blend does, the winner maximizes ``config.selection_metric`` (MAE is
-    minimized; ties within the tolerance go to the lower MAE) and the serving falls back to the BTYD.
+    minimized; ties within the tolerance go to the lower MAE) and the serving falls back to the BTYD
+    unless the best-ranking blend beats it by its ranking (``train.serve_or_fall_back``).
     """
     y = valid["label_spend"].to_numpy(dtype=float)
     btyd_spend = np.clip(np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
@@ -471,8 +472,9 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
     MAE is at most the weighted mean of the two and usually below both where their errors differ;
     the blend keeps the total between the two totals. Criterion (the one the platform serves by):
     among weights w > 0 whose blend beats the BTYD on the validation window on *both* normalized
-    Gini and MAE, the lowest MAE (ties: the larger w); if none does, w = 1 and the serving
-    decision (``train.serve_or_fall_back``) falls back to the BTYD. Both inputs are out of sample
+    Gini and MAE, the lowest MAE (ties: the larger w); if none does, the best-ranking blend is
+    reported and the serving decision (``train.serve_or_fall_back``) serves it only for a ranking
+    lead beyond noise with a lower point MAE, else the BTYD. Both inputs are out of sample
     there (BTYD fitted at the window's feature cutoff, booster trained on earlier windows). With
     ``max_total_error`` a blend must also forecast the window's total within that relative error
     (``[selection] max_total_error``): a blend that wins MAE by forecasting far too little is not
