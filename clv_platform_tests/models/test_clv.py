@@ -632,6 +632,7 @@ def test_a_blend_that_ranks_better_beyond_noise_is_served_with_an_mae_tie():
     assert "(gain 0.04, SE 0.005)" in served["reason"] and "Gini lead beyond noise" in served["reason"]
     # each bar alone sends the store back to the BTYD
     for change in ({"gini_gain_se": 0.03},                       # the lead is within noise
+                   {"gini_gain_se": 0.0},                        # its noise unmeasured
                    {"mae": 3.5},                                # the point MAE is behind the BTYD's
                    {"predicted_total": 60.0},                   # the total 33 % off
                    {"normalized_gini": btyd_gini - 0.01}):      # behind the BTYD's ranking

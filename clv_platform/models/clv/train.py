@@ -325,7 +325,8 @@ def _ranks_beyond_noise(blend: dict, btyd_gini: float | None, btyd_mae: float | 
     mae, total = blend.get("mae"), blend.get("predicted_total")
     if None in (gini, gain, se, mae, btyd_gini, btyd_mae) or not np.isfinite(gain):
         return False
-    if not (gini > btyd_gini and gain > (z or 0.0) * se and mae < btyd_mae):
+    # a lead whose noise could not be measured (a handful of customers) is no evidence
+    if not (gini > btyd_gini and se > 0 and gain > (z or 0.0) * se and mae < btyd_mae):
         return False
     if naive_gini is not None and np.isfinite(naive_gini) and gini < naive_gini:
         return False
