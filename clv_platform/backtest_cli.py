@@ -34,8 +34,9 @@ def model_names(result: dict) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="cdnow-sample, cdnow-full, a CSV (customer_id,order_date,amount) or a "
-                        "store the platform built (a .duckdb file, e.g. data/files.duckdb)")
+    parser.add_argument("--dataset", required=True, help="cdnow-sample, cdnow-full, a CSV (customer_id,order_date,amount), a store the "
+                        "platform built (a .duckdb file, e.g. data/files.duckdb), or 'store': the one CLV_SOURCE "
+                        "names")
     parser.add_argument("--calibration-end", help="last day of the calibration period (YYYY-MM-DD)")
     parser.add_argument("--holdout-end", help="last day of the holdout period (YYYY-MM-DD)")
     parser.add_argument("--config", help="clv.toml to use (default: the packaged one)")
@@ -620,11 +621,30 @@ def run_forecast(args: argparse.Namespace) -> dict | None:
     return run_forecast_backtest(args.dataset, args.forecast_cutoff)
 
 
+STORE = "store"
+"""``--dataset store``: the store the settings point at (``CLV_SOURCE``'s database, ``CLV_DUCKDB_PATH``)."""
+
+
+def resolve_dataset(dataset: str) -> str:
+    """``--dataset`` as a loader reads it: ``store`` becomes the configured store's DuckDB file, which
+    must exist (the backtest never builds or changes a store); anything else is passed on."""
+    if dataset != STORE:
+        return dataset
+    from clv_platform.settings import load_settings
+
+    settings = load_settings()
+    if not settings.duckdb_path.is_file():
+        raise FileNotFoundError(f"no store at {settings.duckdb_path} (CLV_SOURCE={settings.source}): build it first "
+                                "(`clv-platform files`, `make demo`, or a refresh of the live store) or pass its file")
+    return str(settings.duckdb_path)
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from clv_platform.forecast.backtest import DEMO_DATASETS, forecast_text, write_forecast_report
 
     try:
+        args.dataset = resolve_dataset(args.dataset)
         forecast = run_forecast(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"backtest: {error}", file=sys.stderr)

@@ -320,3 +320,20 @@ def test_next_purchase_backtest_of_a_short_history_trains_on_the_window_it_suppo
         block = result["npd"]["models"][name]
         assert block["customers"] == result["customers"]
         assert all(math.isfinite(block[key]) for key in ("mae_days", "median_ae_days"))
+
+
+def test_dataset_store_is_the_configured_store_and_never_built(data_env, monkeypatch, capsys):
+    monkeypatch.setenv("CLV_SOURCE", "files")
+    monkeypatch.delenv("CLV_DUCKDB_PATH", raising=False)
+    expected = data_env / "files.duckdb"
+    # no store yet: refused in a sentence, and nothing is created
+    args = argparse.Namespace(dataset="store", forecast=False, forecast_only=False, forecast_cutoff=None)
+    assert backtest_cli.run(args) == 2
+    error = capsys.readouterr().err
+    assert f"no store at {expected} (CLV_SOURCE=files)" in error and not expected.exists()
+    expected.touch()
+    assert backtest_cli.resolve_dataset("store") == str(expected)
+    monkeypatch.setenv("CLV_DUCKDB_PATH", str(data_env / "other.duckdb"))
+    (data_env / "other.duckdb").touch()
+    assert backtest_cli.resolve_dataset("store") == str((data_env / "other.duckdb").resolve())
+    assert backtest_cli.resolve_dataset("cdnow-full") == "cdnow-full"
