@@ -48,6 +48,29 @@ def spearman(y_true, y_pred) -> float:
     return float(spearmanr(y, p).statistic)
 
 
+def _weighted_gini(y_sorted: np.ndarray, group: np.ndarray, weights: np.ndarray) -> float:
+    """``gini`` of customers repeated ``weights`` times (all 1: ``gini`` itself), from one descending
+    sort (``group`` = tie group of each sorted customer; ``_sorted_groups``). Every position of a tie
+    group carries the group's mean, and a repeated customer ties with itself, so each tie group g of
+    W_g positions and sum G_g adds W_g * S_(g-1) + G_g * (W_g + 1) / 2 to the summed cumulative y
+    (S = the sums of the groups before it), without a sort per weighting."""
+    counts = np.bincount(group, weights=weights)
+    sums = np.bincount(group, weights=weights * y_sorted)
+    total, n = sums.sum(), counts.sum()
+    if n == 0 or total == 0:
+        return float("nan")
+    before = np.concatenate([[0.0], np.cumsum(sums)[:-1]])
+    area = float(np.sum(counts * before + sums * (counts + 1.0) / 2.0))
+    return float(2.0 * area / (total * n) - 1.0)
+
+
+def _sorted_groups(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, y in that order, tie group of each position) for customers sorted by ``p`` descending."""
+    order = np.argsort(-p, kind="stable")
+    p_sorted = p[order]
+    return order, y[order], np.concatenate([[0], np.cumsum(p_sorted[1:] != p_sorted[:-1])])
+
+
 def gini(y_true, y_pred) -> float:
     """Gini of ``y`` ordered by ``p`` descending: 2 * mean(cumulative share of y) - 1.
 
@@ -60,15 +83,10 @@ def gini(y_true, y_pred) -> float:
     1/n rather than 0 (negligible for real customer counts; kept to match the paper's numbers).
     """
     y, p = _arrays(y_true, y_pred)
-    total = y.sum()
-    if y.size == 0 or total == 0:
+    if y.size == 0:
         return float("nan")
-    order = np.argsort(-p, kind="stable")
-    p_sorted, y_sorted = p[order], y[order]
-    group = np.concatenate([[0], np.cumsum(p_sorted[1:] != p_sorted[:-1])])
-    group_mean = np.bincount(group, weights=y_sorted) / np.bincount(group)
-    cumulative_share = np.cumsum(group_mean[group]) / total
-    return float(2.0 * cumulative_share.mean() - 1.0)
+    _, y_sorted, group = _sorted_groups(y, p)
+    return _weighted_gini(y_sorted, group, np.ones(y.size))
 
 
 def normalized_gini(y_true, y_pred) -> float:
@@ -78,27 +96,6 @@ def normalized_gini(y_true, y_pred) -> float:
     if not np.isfinite(best) or best == 0:
         return float("nan")
     return float(gini(y, p) / best)
-
-
-def _weighted_gini(y_sorted: np.ndarray, group: np.ndarray, weights: np.ndarray) -> float:
-    """``gini`` of customers repeated ``weights`` times, from one descending sort (``group`` = tie
-    group of each sorted customer): a repeated customer ties with itself, so each tie group g of
-    W_g positions and sum G_g adds W_g * S_(g-1) + G_g * (W_g + 1) / 2 to the summed cumulative
-    y (S = the sums of the groups before it), without a sort per weighting."""
-    counts = np.bincount(group, weights=weights)
-    sums = np.bincount(group, weights=weights * y_sorted)
-    total, n = sums.sum(), counts.sum()
-    if n == 0 or total == 0:
-        return float("nan")
-    before = np.concatenate([[0.0], np.cumsum(sums)[:-1]])
-    area = float(np.sum(counts * before + sums * (counts + 1.0) / 2.0))
-    return 2.0 * area / (total * n) - 1.0
-
-
-def _sorted_groups(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    order = np.argsort(-p, kind="stable")
-    p_sorted = p[order]
-    return order, y[order], np.concatenate([[0], np.cumsum(p_sorted[1:] != p_sorted[:-1])])
 
 
 def paired_gini_gain(actual, base, new, draws: int = 200, seed: int = 0) -> tuple[float, float]:
