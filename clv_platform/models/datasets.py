@@ -263,14 +263,17 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     return frame, dropped
 
 
-STORE_PURCHASES_SQL = """
+CANCELLED_ON_ITS_DAY = "is_cancelled and coalesce(cancelled_on <= order_date, true)"
+"""An order that is no purchase at any cutoff (cancelled, or never paid, by the end of its own day)."""
+
+STORE_PURCHASES_SQL = f"""
 with purchases as (
     -- the features' purchase (customer_features.sql): an order of a known customer, not cancelled
     -- by the end of its own day (an order cancelled later is a purchase until then)
     select order_id, customer_id, order_date, cast(gross_revenue as double) as amount,
            case when is_cancelled then cancelled_on end as cancelled_on
     from staging.order_history
-    where not (is_cancelled and coalesce(cancelled_on <= order_date, true))
+    where not ({CANCELLED_ON_ITS_DAY})
 )
 select order_id, customer_id, order_date, amount from purchases
 union all
@@ -311,10 +314,9 @@ def read_store_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dict
             raise ValueError(f"{path}: the store has no {', '.join(missing)}: build its staging tables first "
                              "(`clv-platform files` for an import, `make demo`, or a refresh of a live store)")
         frame = conn.execute(STORE_PURCHASES_SQL).df()
-        guests, cancelled = conn.execute("""
+        guests, cancelled = conn.execute(f"""
             select count(*) filter (where customer_id is null),
-                   count(*) filter (where customer_id is not null and is_cancelled
-                                    and coalesce(cancelled_on <= order_date, true))
+                   count(*) filter (where customer_id is not null and {CANCELLED_ON_ITS_DAY})
             from staging.orders""").fetchone()
         # what the cleaning rules kept out of the orders, by reason; a superseded version is not a
         # loss (its newer version is in), and profiles are not orders
