@@ -2,14 +2,12 @@
 
 import textwrap
 
-import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from dagster_duckdb import DuckDBResource
 
-from clv_platform.ingestion.file_assets import inbox_file_partitions, raw_file_transactions
 from clv_platform.transforms.staging import build_staging
+from clv_platform_tests.inbox import import_file as _import
 
 HOSTILE_CSV = textwrap.dedent(
     """\
@@ -53,19 +51,6 @@ EXPECTED = {
 @pytest.fixture(autouse=True)
 def _store_currency(monkeypatch):
     monkeypatch.setenv("CLV_FILE_CURRENCY", "GBP")
-
-
-def _import(data_env, file_name: str):
-    db = data_env / "clv.duckdb"
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(inbox_file_partitions.name, [file_name])
-    return dg.materialize(
-        [raw_file_transactions],
-        partition_key=file_name,
-        resources={"duckdb": DuckDBResource(database=str(db))},
-        instance=instance,
-        raise_on_error=False,
-    ), db
 
 
 def test_hostile_csv_every_row_accounted_for(data_env):

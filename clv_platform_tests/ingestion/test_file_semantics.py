@@ -4,37 +4,19 @@ credit notes, non-product lines, sheets, time-zone offsets, overflow values, re-
 import textwrap
 from types import SimpleNamespace
 
-import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from dagster_duckdb import DuckDBResource
 
 from clv_platform.cli import withdraw_file
-from clv_platform.ingestion.file_assets import inbox_file_partitions, raw_file_transactions
 from clv_platform.ingestion.file_import import UnreadableFileError, detect_delimiter, detect_encoding, parse_export
 from clv_platform.transforms.staging import build_staging
+from clv_platform_tests.inbox import import_file as _import
 
 
 @pytest.fixture(autouse=True)
 def _store_currency(monkeypatch):
     monkeypatch.setenv("CLV_FILE_CURRENCY", "GBP")
-
-
-def _import(data_env, file_name: str, text: str | bytes | None = None):
-    path = data_env / "inbox" / file_name
-    if isinstance(text, str):
-        path.write_text(textwrap.dedent(text), encoding="utf-8")
-    elif isinstance(text, bytes):
-        path.write_bytes(text)
-    db = data_env / "clv.duckdb"
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(inbox_file_partitions.name, [file_name])
-    result = dg.materialize(
-        [raw_file_transactions], partition_key=file_name, instance=instance, raise_on_error=False,
-        resources={"duckdb": DuckDBResource(database=str(db))},
-    )
-    return result, db
 
 
 def _failure(result) -> str:

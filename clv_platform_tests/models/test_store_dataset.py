@@ -1,16 +1,12 @@
 """The backtest on a store the platform built: its staging tables read as the transactions frame."""
 
-import textwrap
-
-import dagster as dg
 import duckdb
 import pytest
-from dagster_duckdb import DuckDBResource
 
-from clv_platform.ingestion.file_assets import inbox_file_partitions, raw_file_transactions
 from clv_platform.models import datasets
 from clv_platform.transforms.staging import build_staging
 from clv_platform_tests.demo_cache import demo_database
+from clv_platform_tests.inbox import import_file
 
 EXPORT = """\
     InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
@@ -28,12 +24,8 @@ def _store_currency(monkeypatch):
 
 
 def _files_store(data_env) -> str:
-    (data_env / "inbox" / "retail.csv").write_text(textwrap.dedent(EXPORT), encoding="utf-8")
-    db = data_env / "clv.duckdb"
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(inbox_file_partitions.name, ["retail.csv"])
-    assert dg.materialize([raw_file_transactions], partition_key="retail.csv", instance=instance,
-                          resources={"duckdb": DuckDBResource(database=str(db))}).success
+    result, db = import_file(data_env, "retail.csv", EXPORT)
+    assert result.success
     with duckdb.connect(str(db)) as conn:
         build_staging(conn, store_timezone="UTC")
     return str(db)
