@@ -24,6 +24,8 @@ def test_code_location_loads_and_keys_name_their_layer(data_env):
         assert key.path[0] in LAYERS and len(key.path) == 2, key
     for spec in defs.resolve_all_asset_specs():
         assert spec.group_name == spec.key.path[0], spec.key
+        # what the UI shows beside every asset: who owns it, what it is, where it lives
+        assert spec.description and spec.owners and spec.kinds, spec.key
     for name in ("full_refresh", "import_inbox_file", "rebuild_from_staging", "full_rebuild"):
         defs.resolve_job_def(name)
 

@@ -114,6 +114,7 @@ def activation_asset(key: list[str], destination: str, description: str) -> dg.A
         deps=UPSTREAM,
         group_name="activation",
         owners=OWNERS,
+        kinds={destination, "duckdb"},  # writes to the destination, keeps its sync state in DuckDB
         description=description,
         required_resource_keys={"duckdb", "activation", destination},
     )
