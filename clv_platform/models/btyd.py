@@ -450,6 +450,21 @@ class TransactionModel:
     def _expected(self, t, frequency, recency, T) -> np.ndarray:
         return self.expected_at_times([t], frequency, recency, T)[:, 0]
 
+    def expected_number_of_purchases_up_to_time(self, t) -> np.ndarray:
+        """Unconditional E[X(t)] of a customer who has just made their first purchase (the shape of ``t``).
+
+        BG/NBD and MBG/NBD: the conditional expectation at x = 0, t_x = 0, T = 0 (the same quadrature,
+        total for a, b -> 0), not lifetimes' hypergeometric closed form, which is infinite or NaN at
+        the limit ``fit_auto`` serves for a store where nobody drops out (a = 1e-32, b = 4e-21): the
+        revenue forecast's new customers and seasonal index read this curve.
+        """
+        if self.family == PARETO_NBD:
+            return self.fitter.expected_number_of_purchases_up_to_time(t)
+        times = np.asarray(t, dtype=float)
+        distinct, inverse = np.unique(times.reshape(-1), return_inverse=True)
+        values = self.expected_at_times(distinct, 0.0, 0.0, 0.0)[0]
+        return values[inverse.reshape(-1)].reshape(times.shape)
+
     def expected_at_times(self, times, frequency, recency, T) -> np.ndarray:
         """E[X(t) | x, t_x, T] for every t of ``times`` at once: a (customers x times) array.
 

@@ -196,6 +196,41 @@ def test_a_store_where_nobody_churns_serves_the_no_dropout_limit():
     assert expected.mean() == pytest.approx(13.0, rel=0.1)
 
 
+NO_DROPOUT = {"r": 12.774237487902317, "alpha": 55.90469008425181, "a": 1.2505568746466343e-32,
+              "b": 3.636488966633655e-21}
+"""The MBG/NBD limit fit_auto served for a 600-customer store where everyone buys every ~30 days."""
+
+
+def test_the_no_dropout_limit_has_a_finite_unconditional_curve():
+    """The revenue forecast's new customers and seasonal index read the unconditional E[X(t)];
+    lifetimes' closed form is infinite at this limit (the store's forecast said "365 days inf")."""
+    tm = _transactions(btyd.MBGNBD, NO_DROPOUT)
+    assert not np.isfinite(tm.fitter.expected_number_of_purchases_up_to_time(52.0))  # why it is computed here
+    t = np.array([[0.0, 1.0], [52.0, 4.0]])
+    # nobody drops out: a Poisson-Gamma customer, r t / alpha
+    expected = NO_DROPOUT["r"] * t / NO_DROPOUT["alpha"]
+    np.testing.assert_allclose(tm.expected_number_of_purchases_up_to_time(t), expected, rtol=1e-9)
+    from clv_platform.forecast import revenue
+
+    model = btyd.BTYDModel(btyd.MBGNBD, tm, btyd.SpendFit(None, 0, 0, 50.0), float("nan"), 1)
+    acquisition = revenue.AcquisitionFit(daily_mean=np.full(400, 1.0), dispersion=1.0, relative_sd=0.0,
+                                         first_order_value=40.0, first_order_value_var=0.0, history_days=365)
+    cutoff = pd.Timestamp("2026-11-30").date()
+    table = revenue.new_customer_forecast(acquisition, model, cutoff, revenue.forecast_periods(cutoff),
+                                          revenue.SeasonalIndex.flat()).set_index("period")
+    assert np.isfinite(table[["revenue", "revenue_low", "revenue_high"]].to_numpy()).all()
+    # 30 arrivals x 40 + their repeats: arrival on day a buys r/alpha per week for (30 - a) / 7 weeks
+    repeats = sum(NO_DROPOUT["r"] / NO_DROPOUT["alpha"] * (30 - a) / 7 for a in range(1, 30))
+    assert table.loc["30d", "revenue"] == pytest.approx(30 * 40.0 + repeats * 50.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("family", [btyd.BGNBD, btyd.MBGNBD])
+def test_unconditional_curve_equals_lifetimes_where_lifetimes_is_finite(family):
+    tm = _transactions(family, {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426})
+    t = np.array([0.5, 1.0, 10.0, 39.0, 78.0])
+    np.testing.assert_allclose(tm.expected_number_of_purchases_up_to_time(t),
+                               tm.fitter.expected_number_of_purchases_up_to_time(t), rtol=1e-7)
+
 def test_a_fit_that_does_not_converge_prints_nothing_and_logs_the_optimizer_output(capsys, caplog):
     """lifetimes prints scipy's OptimizeResult before raising ConvergenceError; the refit with a
     penalizer handles the error, and the print went to the CLI's stdout (`clv-platform files`).
