@@ -27,8 +27,8 @@ error of the same forecast *rehearsed* six months before the cutoff (``rehearse`
 square root of the horizon and taken as one draw of the method's error: its 80 % quantile is
 t(0.9, 1) = 3.078 times the rehearsal's scale, not 1.2816 times (``REHEARSAL_T_FACTOR``; the CLV
 store total's interval uses the same t rule, ``models.total_interval``). Without a rehearsal (less
-than ``MIN_REHEARSAL_HISTORY_DAYS`` of history before the rehearsal cutoff) only the in-sample
-scatter is there, which does not see extrapolation error (``Rehearsal.none``).
+than ``MIN_REHEARSAL_HISTORY_DAYS`` of history before the rehearsal cutoff, or no BTYD that converges
+on the customers known then, ``rehearsal_model``) only the in-sample scatter is there, which does not see extrapolation error (``Rehearsal.none``).
 """
 
 from __future__ import annotations
@@ -335,7 +335,8 @@ def interval_rule(in_sample: float, rehearsal: "Rehearsal", part: str = "existin
     scale = rehearsal.existing_scale if part == "existing" else rehearsal.new_scale
     if rehearsal.cutoff is None:
         return (f"in-sample scatter only ({in_sample:.4f}): no rehearsal (less than {MIN_REHEARSAL_HISTORY_DAYS} days "
-                f"of history before the rehearsal cutoff), so no extrapolation error is in the interval")
+                f"of history before the rehearsal cutoff, or too few customers then for a BTYD fit), so no "
+                f"extrapolation error is in the interval")
     return (f"systematic sd = larger of the in-sample scatter {in_sample:.4f} and {REHEARSAL_T_FACTOR:.3f} "
             f"(t(0.9, {REHEARSALS}) {REHEARSAL_T_FACTOR * Z80:.3f} / 1.282: one rehearsal) x rehearsal scale "
             f"{scale:.4f} (forecast from {rehearsal.cutoff}) x sqrt(months to the middle of the period)")
@@ -541,6 +542,17 @@ def fit_purchase_model(summary: pd.DataFrame, model_name: str = btyd.BGNBD,
     return btyd.fit_btyd(summary, model_name)
 
 
+def rehearsal_model(summary: pd.DataFrame, model_name: str = btyd.BGNBD,
+                    max_customers: int | None = None) -> btyd.BTYDModel | None:
+    """``fit_purchase_model`` at the rehearsal cutoff, or None when it does not converge with any
+    penalizer (a tiny store: two one-time buyers six months back): then there is no rehearsal, as
+    with too short a history, instead of a failed forecast."""
+    try:
+        return fit_purchase_model(summary, model_name, max_customers)
+    except btyd.ConvergenceError:
+        return None
+
+
 REHEARSAL_MONTHS = 6
 """How far back the rehearsal forecast is made (its errors scale the intervals)."""
 MIN_REHEARSAL_HISTORY_DAYS = 120
@@ -579,8 +591,12 @@ def rehearse(history: pd.DataFrame, cutoff: date, model_name: str = btyd.BGNBD,
     dates = pd.to_datetime(history["order_date"])
     if (pd.Timestamp(rc) - dates.min()).days < MIN_REHEARSAL_HISTORY_DAYS:
         return Rehearsal.none()
-    past = forecast_revenue(history, rc, model_name=model_name, months=months, with_rehearsal=False,
-                            max_fit_customers=max_fit_customers)
+    summary = btyd.summarize(history[dates <= pd.Timestamp(rc)], rc)
+    model = rehearsal_model(summary, model_name, max_fit_customers)
+    if model is None:
+        return Rehearsal.none()
+    past = forecast_revenue(history, rc, model=model, summary=summary, model_name=model_name, months=months,
+                            with_rehearsal=False, max_fit_customers=max_fit_customers)
     periods = [p for p in forecast_periods(rc, months) if p.kind == "month"]
     return rehearsal_errors(past.table, period_actuals(history, periods, rc), periods, rc)
 

@@ -78,8 +78,9 @@ def rehearse(conn: duckdb.DuckDBPyConnection, cutoff: date, days: pd.DataFrame, 
     try:
         # the fit reads customers (its deterministic sample is of customer ids); the forecast reads
         # the summary grouped with customer counts (``existing_customer_forecast``)
-        model = revenue.fit_purchase_model(_summary_rows(conn).set_index("customer_id"), model_name,
-                                           max_fit_customers)
+        model = revenue.rehearsal_model(_summary_rows(conn).set_index("customer_id"), model_name, max_fit_customers)
+        if model is None:
+            return revenue.Rehearsal.none()
         grouped = conn.execute(f"select frequency, recency, T, monetary, count(*) as customers from {SUMMARY_TABLE} "
                                "group by all order by all").df()
     finally:

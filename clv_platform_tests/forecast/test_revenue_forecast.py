@@ -230,3 +230,24 @@ def test_interval_rule_says_what_the_systematic_term_rests_on():
     assert "2.402" in revenue.interval_rule(0.01, with_one) and "0.0300" in revenue.interval_rule(0.01, with_one)
     assert "0.0500" in revenue.interval_rule(0.01, with_one, "new")
     assert revenue.interval_rule(0.01, revenue.Rehearsal.none()).startswith("in-sample scatter only")
+
+
+def test_a_store_too_small_for_a_btyd_at_the_rehearsal_cutoff_is_forecast_without_rehearsal():
+    """Three customers; six months before the cutoff two one-time buyers, on which the rehearsal's BG/NBD
+    converges with none of its penalizers: no rehearsal (in-sample scatter only), not a failed marts/revenue_forecast."""
+    history = pd.DataFrame({
+        "customer_id": ["a", "a", "b", "c", "c", "c"],
+        "order_date": pd.to_datetime(["2025-01-05", "2025-06-01", "2025-03-01", "2026-02-01", "2026-10-01",
+                                      "2026-11-30"]),
+        "amount": [20.0, 35.0, 50.0, 10.0, 12.0, 15.0],
+    })
+    cutoff = date(2026, 11, 30)
+    rc = revenue.rehearsal_cutoff(cutoff)
+    with pytest.raises(btyd.ConvergenceError):  # what the forecast failed with
+        revenue.fit_purchase_model(btyd.summarize(history[history["order_date"] <= pd.Timestamp(rc)], rc))
+    assert revenue.rehearse(history, cutoff) == revenue.Rehearsal.none()
+    result = revenue.forecast_revenue(history, cutoff, model=btyd.fit_btyd(btyd.summarize(history, cutoff), btyd.AUTO))
+    assert result.rehearsal.cutoff is None
+    table = result.table.set_index("period")
+    assert np.isfinite(table[["existing_revenue", "new_revenue", "total_revenue", "total_revenue_high"]].to_numpy()).all()
+    assert "too few customers then for a BTYD fit" in revenue.interval_rule(0.0, result.rehearsal)
