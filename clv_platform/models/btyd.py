@@ -1019,7 +1019,13 @@ def fit_auto(
     carries ``selection`` (every candidate and its status) and ``reason``. ``fits`` may hold
     fits (or the exception a fit raised) already made with ``penalizer`` to reuse, by family;
     ``pareto_start`` warm-starts the Pareto/NBD candidate (``_fit_transactions``).
+    A summary in which every customer's first purchase is on the cutoff day (T = 0: a store whose
+    orders are all on one day) holds no time to learn a rate from; that is said in a sentence.
     """
+    if len(summary) and float(summary["T"].max()) <= 0:
+        raise ValueError(f"history too short to fit a purchase model: all {len(summary):,} customers first bought "
+                         "on the cutoff day, so no time after any first purchase shows how often they buy; "
+                         "import orders of more than one day")
     rows: list[dict] = []
     usable: list[BTYDModel] = []
     boundary: list[BTYDModel] = []  # unpenalized fits at the edge whose predictions are finite

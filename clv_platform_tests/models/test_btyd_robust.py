@@ -244,3 +244,20 @@ def test_a_fit_that_does_not_converge_prints_nothing_and_logs_the_optimizer_outp
     assert spend.fitter is not None and spend.fitter.penalizer_coef == btyd.FALLBACK_PENALIZERS[0]
     assert capsys.readouterr().out == ""
     assert any("success: False" in r.getMessage() for r in caplog.records)
+
+
+def test_a_store_whose_orders_are_all_on_the_cutoff_day_is_refused_in_a_sentence():
+    """Every T = 0: each family failed with its own error (ZeroDivisionError, ConvergenceError) and
+    ml/btyd_scores with "no BTYD model could be fitted: pareto_nbd(0.0): failed ZeroDivisionError ..."."""
+    day = pd.Timestamp("2026-11-15")
+    transactions = pd.DataFrame({"customer_id": [f"c{i}" for i in range(40)] + ["c0", "c1"],
+                                 "order_date": day, "amount": np.linspace(10.0, 60.0, 42)})
+    summary = btyd.summarize(transactions, day)
+    assert (summary["T"] == 0).all() and len(summary) == 40
+    with pytest.raises(ValueError, match=r"^history too short to fit a purchase model: all 40 customers first bought "
+                                         r"on the cutoff day"):
+        btyd.fit_auto(summary)
+    # one more day of history is enough for a fit (the short-history stand-ins take it from there)
+    later = transactions.assign(order_date=transactions["order_date"].where(transactions.index % 2 == 0,
+                                                                            day - pd.Timedelta(days=1)))
+    assert btyd.fit_auto(btyd.summarize(later, day)).transactions is not None
