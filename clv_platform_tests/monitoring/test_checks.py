@@ -401,3 +401,23 @@ def test_a_store_of_one_time_buyers_passes_the_null_share_check(db):
     result = features_null_shares(duckdb=resource)
     assert result.metadata["null_shares"].data["mean_interpurchase_days"] == pytest.approx(0.1)
     assert result.passed  # 10 % is within the 95 % limit
+
+
+def test_a_store_without_spend_in_its_last_180_days_passes_the_null_share_check(db):
+    """The spend trend is null by definition without spend in the last 180 days: a dormant store whose
+    history ends with five orders in 2022 after nothing since 2019 (199 of 200 customers without a
+    trend, 99.5 % > the 99 % limit) failed this blocking check and stopped the whole files build.
+    It is judged on the customers with spend in those 180 days; a null there still fails."""
+    path, resource = db
+    frame = features(200)
+    recent = frame.index < 1
+    dormant = frame.assign(spend_last_90d=np.where(recent, 40.0, 0.0), spend_prev_90d=0.0,
+                           spend_trend_90d=np.where(recent, 1.0, np.nan))
+    write(path, "features.customer_features", dormant)
+    result = features_null_shares(duckdb=resource)
+    assert result.passed, result.description
+    assert result.metadata["null_shares"].data["spend_trend_90d"] == 0.0
+    write(path, "features.customer_features", dormant.assign(spend_trend_90d=np.nan))
+    result = features_null_shares(duckdb=resource)
+    assert not result.passed and "spend_trend_90d" in result.description
+    assert result.metadata["null_shares"].data["spend_trend_90d"] == 1.0
