@@ -137,9 +137,15 @@ def decide(stored: StoredFit | None, cutoff: date, key: str, max_age_days: int, 
 
 def training_run(context, training_keys) -> str | None:
     """A reason to refit when this run also trains the models (its selection holds one of
-    ``training_keys``): the weekly training refreshes every stored fit."""
+    ``training_keys``): the weekly training refreshes every stored fit.
+
+    The run records its assets only when it is a subset of its job; a whole asset job run
+    (``rebuild_and_train`` from ``clv-platform files``, ``refresh_everything``) records an empty
+    selection, and its assets are those of the job."""
     try:
         selection = context.run.asset_selection
+        if not selection:
+            selection = context.job_def.asset_layer.selected_asset_keys
     except AttributeError:  # a direct invocation without a run
         return None
     if selection and any(key in selection for key in training_keys):

@@ -353,3 +353,34 @@ def test_the_mixture_inputs_are_drawn_only_when_a_model_may_read_them(features_d
     monkeypatch.setattr(clv_assets.stored_fits, "training_run", lambda context, keys: "this run trains the models")
     meta = _metadata(dg.materialize([btyd_scores], resources=resources))
     assert meta["mixture_inputs"].startswith("this run trains the models")
+
+
+def test_a_whole_training_job_run_is_a_training_run():
+    """A whole asset job run records an empty asset selection: `clv-platform files`' rebuild_and_train
+    reused the stored BTYD fit ("reused the fit of ...") and skipped the mixture inputs although it
+    trains the models. The job's own assets say whether it trains; a subset without them does not."""
+    seen = {}
+    trains = dg.AssetKey(["ml", "trains"])
+
+    @dg.asset(key=trains)
+    def trainer():
+        return None
+
+    @dg.asset(deps=[trains])
+    def reader(context):
+        seen[context.run.job_name] = stored_fits.training_run(context, (trains,))
+
+    @dg.asset
+    def other(context):
+        seen[context.run.job_name] = stored_fits.training_run(context, (trains,))
+
+    defs = dg.Definitions(assets=[trainer, reader, other], jobs=[
+        dg.define_asset_job("with_training", selection=dg.AssetSelection.assets(trainer, reader)),
+        dg.define_asset_job("without_training", selection=dg.AssetSelection.assets(other)),
+        dg.define_asset_job("subset", selection=dg.AssetSelection.assets(trainer, reader))])
+    instance = dg.DagsterInstance.ephemeral()
+    for name in ("with_training", "without_training"):
+        assert defs.resolve_job_def(name).execute_in_process(instance=instance).success
+    assert defs.resolve_job_def("subset").execute_in_process(instance=instance,
+                                                             asset_selection=[reader.key]).success
+    assert seen == {"with_training": "this run trains the models", "without_training": None, "subset": None}
