@@ -123,6 +123,10 @@ MISSING_ID_TEXTS = frozenset({"nan", "null", "none", "n/a", "na", "#n/a", "-", "
 """Customer ids that say there is none (``clv_file_missing_id`` in ``03_file_rows.sql``): a missing id."""
 RETURN_WITHOUT_PURCHASE = "return (negative amount) without an earlier purchase of the customer"
 
+FUTURE_DATE = "order date in the future"
+"""A CSV row dated more than a day after now (UTC), left out as the files import rejects it (03_file_rows.sql):
+a typo year would otherwise end the derived holdout months after the last real order."""
+
 
 def split_returns(transactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(purchases, returns) of a transactions frame.
@@ -204,7 +208,8 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     without a customer id, or whose date or amount cannot be read, is left out and counted (it would
     otherwise become a customer called "nan" or a NaN spend); a file where no date reads at all is
     refused with a sentence, since the dates are then in another format (``03/10/2024`` could be
-    March or October). A negative amount is a return (``split_returns``); one of a customer who has
+    March or October). A row dated more than a day after now is left out and counted
+    (``FUTURE_DATE``), as the files import rejects it. A negative amount is a return (``split_returns``); one of a customer who has
     bought nothing by its day reduces no purchase and is left out and counted.
     """
     path = Path(path)
@@ -243,6 +248,8 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
         ID_LOST_DIGITS: lost,
         "unparseable order date": known & order_date.isna(),
         "unparseable amount": known & order_date.notna() & ~np.isfinite(amount),
+        FUTURE_DATE: known & np.isfinite(amount)
+        & (order_date > pd.Timestamp.now(tz="UTC").tz_localize(None) + pd.Timedelta(days=1)),
     }
     dropped = {reason: int(mask.sum()) for reason, mask in reasons.items() if mask.any()}
     keep = ~np.logical_or.reduce(list(reasons.values())) if len(raw) else np.ones(0, dtype=bool)

@@ -224,3 +224,17 @@ def test_customer_ids_that_say_there_is_none_are_no_customer_in_both_readers(tmp
     frame, dropped = datasets.read_transactions_csv(path)
     assert dropped == {"missing customer id": 7}
     assert sorted(frame["customer_id"]) == ["-1", "0", "0", "00", "10", "A0"]
+
+
+def test_rows_dated_in_the_future_are_left_out_and_counted_as_the_files_import_rejects_them(tmp_path):
+    """Ten rows of a typo year (2091) ended the derived holdout there, months after the last real
+    order (`backtest` chose a holdout to 2027-06-10 on 2026-12-03); the files import rejects them."""
+    today = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()
+    rows = [f"a,{(today - pd.Timedelta(days=d)).date()},{10 + d}" for d in (1, 30, 200)]
+    rows += [f"b,{(today - pd.Timedelta(days=90)).date()},20", "b,2091-06-01,30", "c,2091-06-02,n/a"]
+    path = tmp_path / "export.csv"
+    path.write_text("customer_id,order_date,amount\n" + "\n".join(rows) + "\n")
+    loaded = datasets.load_dataset(path)
+    assert loaded.dropped == {"order date in the future": 1, "unparseable amount": 1}
+    assert loaded.transactions["order_date"].max() == today - pd.Timedelta(days=1)
+    assert loaded.transactions.groupby("customer_id")["amount"].sum().to_dict() == {"a": 261.0, "b": 20.0}
