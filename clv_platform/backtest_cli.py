@@ -83,13 +83,20 @@ def run_backtest(
     result["served_total_interval"] = served_interval_section(result, ml)
     result["holdout"]["hybrid_point_vs_btyd"] = paired_mae_gain(run.frame, "hybrid", ("btyd", "btyd_point"))
     if with_npd:
-        from clv_platform.models.npd import NPDModel
+        from clv_platform.models.npd import HistoryTooShort, NPDModel
         from clv_platform.models.npd_backtest import DEFAULT_TRAINING_HORIZON_DAYS, run_npd_backtest
 
         # the AFT trains on one label window before the calibration end: at most the label window the
         # history supports (check_history), else a short file has no training rows at C - 90 days
-        npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1),
-                               training_horizon_days=min(DEFAULT_TRAINING_HORIZON_DAYS, label_days))
+        npd_days = min(DEFAULT_TRAINING_HORIZON_DAYS, label_days)
+        try:
+            npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1),
+                                   training_horizon_days=npd_days)
+        except HistoryTooShort as error:
+            # e.g. a store without orders in the label window before the calibration end
+            raise ValueError(f"history too short for the next-purchase backtest (its model trains on the {npd_days} "
+                             f"days before the calibration end {calibration_end.date()}): {error}; "
+                             "--skip-npd backtests the CLV models without it") from None
         served = {k: npd["served"][k] for k in ("model", "reason", "comparisons", "validation")}
         result["npd"] = backtest._clean({"models": npd["models"], "training_window": npd.get("training_window"),
                                          "served": {**served, "holdout": npd["served"]["metrics"]}})

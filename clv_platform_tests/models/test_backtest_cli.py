@@ -322,6 +322,30 @@ def test_next_purchase_backtest_of_a_short_history_trains_on_the_window_it_suppo
         assert all(math.isfinite(block[key]) for key in ("mae_days", "median_ae_days"))
 
 
+def test_a_store_without_orders_before_the_calibration_end_is_refused_for_the_next_purchase_backtest_in_words(
+        tmp_path):
+    """Orders through August 2022, then nothing until five in October 2023 (a dormant store, or typo
+    dates): the derived calibration end 2023-03-12 has no purchase in the AFT's 90-day label window
+    before it, and the backtest ended in "backtest: every row is censored: no purchase was observed in
+    the label window" without saying what was too short or that the CLV backtest can run alone."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for i in range(200):
+        day = pd.Timestamp("2022-01-01") + pd.Timedelta(days=int(rng.integers(0, 60)))
+        while day <= pd.Timestamp("2022-08-31"):
+            rows.append((f"c{i}", day.date().isoformat(), float(rng.gamma(3.0, 15.0))))
+            day += pd.Timedelta(days=int(rng.integers(5, 40)))
+    rows += [(f"c{i}", "2023-10-15", 30.0) for i in range(5)]
+    path = tmp_path / "late.csv"
+    pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"]).to_csv(path, index=False)
+    with pytest.raises(ValueError) as refused:
+        backtest_cli.run_backtest(str(path), config_path=cheap_clv_config(tmp_path), with_npd=True)
+    assert str(refused.value) == (
+        "history too short for the next-purchase backtest (its model trains on the 90 days before the calibration "
+        "end 2023-03-12): every row is censored: no purchase was observed in the label window; --skip-npd "
+        "backtests the CLV models without it")
+
+
 def test_dataset_store_is_the_configured_store_and_never_built(data_env, monkeypatch, capsys):
     monkeypatch.setenv("CLV_SOURCE", "files")
     monkeypatch.delenv("CLV_DUCKDB_PATH", raising=False)
