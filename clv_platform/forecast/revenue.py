@@ -28,7 +28,8 @@ square root of the horizon and taken as one draw of the method's error: its 80 %
 t(0.9, 1) = 3.078 times the rehearsal's scale, not 1.2816 times (``REHEARSAL_T_FACTOR``; the CLV
 store total's interval uses the same t rule, ``models.total_interval``). Without a rehearsal (less
 than ``MIN_REHEARSAL_HISTORY_DAYS`` of history before the rehearsal cutoff, or no BTYD that converges
-on the customers known then, ``rehearsal_model``) only the in-sample scatter is there, which does not see extrapolation error (``Rehearsal.none``).
+on the customers known then, ``rehearsal_model``) only the in-sample scatter is there, which does not
+see extrapolation error (``Rehearsal.none``).
 """
 
 from __future__ import annotations

@@ -209,8 +209,9 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     otherwise become a customer called "nan" or a NaN spend); a file where no date reads at all is
     refused with a sentence, since the dates are then in another format (``03/10/2024`` could be
     March or October). A row dated more than a day after now is left out and counted
-    (``FUTURE_DATE``), as the files import rejects it. A negative amount is a return (``split_returns``); one of a customer who has
-    bought nothing by its day reduces no purchase and is left out and counted.
+    (``FUTURE_DATE``), as the files import rejects it. A negative amount is a return
+    (``split_returns``); one of a customer who has bought nothing by its day reduces no purchase and is
+    left out and counted.
     """
     path = Path(path)
     if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"):
