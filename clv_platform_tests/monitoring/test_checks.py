@@ -421,3 +421,24 @@ def test_a_store_without_spend_in_its_last_180_days_passes_the_null_share_check(
     result = features_null_shares(duckdb=resource)
     assert not result.passed and "spend_trend_90d" in result.description
     assert result.metadata["null_shares"].data["spend_trend_90d"] == 1.0
+
+
+def test_a_store_of_free_orders_passes_the_null_share_check(db):
+    """Refund rate and discount share divide by gross spend, which a customer whose every order was
+    free (a sample campaign) does not have: 30 % such customers (over the 20 % limit) failed this
+    blocking check and stopped the build. They are judged where there is net spend; a null there
+    (a customer who spent but has no rate) still fails."""
+    path, resource = db
+    frame = features(200)
+    free = frame.index < 60
+    store = frame.assign(total_net_spend=np.where(free, 0.0, 50.0),
+                         refund_rate=np.where(free, np.nan, 0.1), discount_share=np.where(free, np.nan, 0.2))
+    write(path, "features.customer_features", store)
+    result = features_null_shares(duckdb=resource)
+    assert result.passed, result.description
+    assert result.metadata["null_shares"].data["refund_rate"] == 0.0
+    assert result.metadata["null_shares"].data["discount_share"] == 0.0
+    write(path, "features.customer_features", store.assign(refund_rate=np.where(frame.index < 100, np.nan, 0.1)))
+    result = features_null_shares(duckdb=resource)
+    assert not result.passed and "refund_rate" in result.description
+    assert result.metadata["null_shares"].data["refund_rate"] == round(40 / 140, 4)  # shown to 4 places
