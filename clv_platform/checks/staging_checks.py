@@ -3,7 +3,8 @@
 Raw keeps records exactly as received, so its checks only warn (staging rejects bad records with
 a reason). Staging is what every feature and model reads: its checks are blocking, so a rebuild
 with duplicate orders, lost rows, future dates or negative revenue stops before the features;
-`ADVISORY_CHECKS` only warn of what may be real (a customer with an implausible share of orders).
+`ADVISORY_CHECKS` only warn of what may be real (a customer with an implausible share of orders,
+an order of an implausible amount).
 """
 
 import dagster as dg
@@ -121,7 +122,7 @@ def order_lines_keys(conn) -> dg.AssetCheckResult:
     )
 
 
-ADVISORY_CHECKS = {"customers_hold_plausible_order_shares"}
+ADVISORY_CHECKS = {"customers_hold_plausible_order_shares", "orders_have_plausible_amounts"}
 """Staging checks that only warn: what they find may be real (see each), so it must not stop a run."""
 PLAUSIBLE_SHARE = 0.01
 PLAUSIBLE_MIN_ORDERS = 50
@@ -169,6 +170,50 @@ def customers_hold_plausible_order_shares(conn) -> dg.AssetCheckResult:
         metadata={"orders": total, "median_orders_per_customer": float(median), "order_floor": float(floor),
                   "heavy_customers": len(heavy),
                   **({"examples": dg.MetadataValue.json([[str(c), int(n)] for c, n in heavy[:5]])} if heavy else {})},
+    )
+
+
+PLAUSIBLE_AMOUNT_MULTIPLE = 1000
+"""An order of at least this many times the median order's gross revenue is named by
+``orders_have_plausible_amounts``."""
+
+
+@table_check(
+    ORDERS, "staging.orders", blocking=False, name="orders_have_plausible_amounts",
+    description=f"No order's gross revenue is {PLAUSIBLE_AMOUNT_MULTIPLE:,}x the median order's or more: such an "
+    "amount is usually a typo or a misread column (cents as units, an id as an amount).",
+)
+def orders_have_plausible_amounts(conn) -> dg.AssetCheckResult:
+    """Warns, never blocks: a wholesale order can be that large. One order of 1e9 among $20 orders
+    makes its customer's CLV and the store's forecast that of the typo (the spend model trusts a
+    repeat order), so the run says which orders before a marketer reads the scores."""
+    median, floor, examples, n = conn.execute(
+        """
+        with bound as (
+            select median(gross_revenue)::double as median from staging.orders where gross_revenue > 0
+        ),
+        large as (
+            select o.order_id, o.customer_id, o.order_date, o.gross_revenue::double as amount
+            from staging.orders as o, bound as b
+            where b.median > 0 and o.gross_revenue >= ? * b.median
+        )
+        select (select median from bound), ? * (select median from bound),
+               coalesce((select list(struct_pack(order_id := order_id, customer_id := customer_id, amount := amount)
+                                     order by amount desc, order_id) [1:5] from large), []),
+               (select count(*) from large)
+        """, [PLAUSIBLE_AMOUNT_MULTIPLE, PLAUSIBLE_AMOUNT_MULTIPLE]).fetchone()
+    n = int(n)
+    listed = ", ".join(f"{row['order_id']} of customer {row['customer_id']} ({row['amount']:,.2f})" for row in examples)
+    return dg.AssetCheckResult(
+        passed=n == 0, severity=dg.AssetCheckSeverity.WARN,
+        description=(f"no order at {PLAUSIBLE_AMOUNT_MULTIPLE:,}x the median order ({median or 0:,.2f}) or more"
+                     if n == 0 else
+                     f"{n:,} orders of at least {PLAUSIBLE_AMOUNT_MULTIPLE:,}x the median order ({median:,.2f}): "
+                     f"{listed}. If an amount is a typo, correct the export (or withdraw the file) and import "
+                     "it again; the scores of these customers and the forecast follow these amounts"),
+        metadata={"median_order": float(median or 0.0), "amount_floor": float(floor or 0.0), "large_orders": n,
+                  **({"examples": dg.MetadataValue.json([[str(r["order_id"]), str(r["customer_id"]), r["amount"]]
+                                                         for r in examples])} if n else {})},
     )
 
 
@@ -259,6 +304,7 @@ STAGING_CHECKS = [
     order_lines_keys,
     customers_unique_id,
     customers_hold_plausible_order_shares,
+    orders_have_plausible_amounts,
     staging_rows_reconcile,
     order_history_matches_orders,
 ]

@@ -29,6 +29,7 @@ from clv_platform.checks.score_checks import (
 )
 from clv_platform.checks.staging_checks import (
     customers_hold_plausible_order_shares,
+    orders_have_plausible_amounts,
     orders_keys_not_null,
     orders_net_revenue_non_negative,
     orders_no_future_timestamps,
@@ -312,6 +313,24 @@ def test_score_checks_fail_on_bad_scores(db, mutate, check):
     assert not check(duckdb=resource).passed
 
 
+def test_an_order_of_an_implausible_amount_is_warned_of(db):
+    """A store of $20-$40 orders passes, with a wholesale order of 100x the median; a typo of 1e9
+    (the spend model would trust it as a repeat order) warns and names the order, never blocking."""
+    path, resource = db
+    frame = orders(200).assign(gross_revenue=[20.0 + i % 21 for i in range(200)])  # median 30
+    frame.loc[7, "gross_revenue"] = 3000.0
+    write(path, "staging.orders", frame)
+    result = orders_have_plausible_amounts(duckdb=resource)
+    assert result.passed and result.metadata["amount_floor"].value == 30000.0
+    frame.loc[3, "gross_revenue"] = 1e9
+    write(path, "staging.orders", frame)
+    result = orders_have_plausible_amounts(duckdb=resource)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["large_orders"].value == 1
+    assert result.metadata["examples"].value == [["gid://shopify/Order/3", "c1", 1e9]]
+    assert "gid://shopify/Order/3 of customer c1 (1,000,000,000.00)" in result.description
+
+
 # ----------------------------------------------------------------------------- wiring
 
 
@@ -331,7 +350,7 @@ def test_every_data_check_is_blocking_and_names_are_unique():
                 assert not spec.blocking, spec.key
             else:
                 assert spec.blocking == (layer not in ("raw", "ml")), spec.key
-    assert advisory == ADVISORY_CHECKS == {"customers_hold_plausible_order_shares"}
+    assert advisory == ADVISORY_CHECKS == {"customers_hold_plausible_order_shares", "orders_have_plausible_amounts"}
 
 
 def test_checks_for_returns_every_check_when_every_target_is_defined():
