@@ -520,6 +520,27 @@ def test_dates_with_month_names_and_compact_dates_are_read(data_env):
     assert rejected == {"names.csv#6": "unparseable order date: 2024031", "names.csv#7": "unparseable order date: 31-Foo-2024"}
 
 
+def test_two_digit_years_are_read_with_their_century(data_env):
+    """Etsy's Sold Orders export writes `Sale Date` as `12/31/23` (and Excel's m/d/yy, German
+    `31.12.23`): read with %Y the year was 23, and a cast read `1/5/23` as 0001-05-23, so the orders
+    were silently dated in antiquity (and the run then failed in the models). 00-68 are 2000-2068,
+    69-99 are 1969-1999, as strptime's %y reads them."""
+    us = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,12/31/23,10.00
+        c1,o2,1/5/24 2:15 PM,11.00
+        c2,o3,6/30/99,12.00
+        """
+    assert _import(data_env, "etsy.csv", us)[0].success
+    assert _import(data_env, "de.csv", "customer_id;order_id;order_date;amount\nc3;o4;31.12.23;1,50\n".encode())[0].success
+    _, rejected, _ = _stage(data_env / "clv.duckdb")
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        created = dict(conn.execute("select order_id, created_at::varchar from staging.orders").fetchall())
+    assert rejected == {}
+    assert created == {"import:o1": "2023-12-31 00:00:00", "import:o2": "2024-01-05 14:15:00",
+                       "import:o3": "1999-06-30 00:00:00", "import:o4": "2023-12-31 00:00:00"}
+
+
 def test_amounts_with_currency_symbols_and_thousands_separators_are_read(data_env):
     """A spreadsheet's formatted numbers: `$1,234.50` in a decimal-point file, `1 234,50 €` (a
     no-break space between the groups) in a decimal-comma one. `12,5` in a decimal-point file

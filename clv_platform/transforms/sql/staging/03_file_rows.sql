@@ -94,6 +94,17 @@ create or replace temp macro clv_file_unambiguous_date(t) as coalesce(
                      '%d %b %Y', '%d %B %Y %H:%M', '%d %B %Y', '%b %d, %Y %H:%M:%S', '%b %d, %Y %H:%M', '%b %d, %Y',
                      '%B %d, %Y %H:%M', '%B %d, %Y', '%d.%m.%Y %H:%M:%S']),
     case when regexp_matches(t, '^[0-9]{8}$') then try_strptime(t, '%Y%m%d') end);
+-- a slash or dot date with a two-digit year (`12/31/23`: Etsy's Sold Orders, Excel's m/d/yy; `31.12.23`)
+-- written with its century, 00-68 as 2000-2068 and 69-99 as 1969-1999 (strptime's %y): read with
+-- %Y, `23` was the year 23, and a cast read `1/5/23` as 0001-05-23
+create or replace temp macro clv_file_two_digit_year_parts(t) as
+    regexp_extract(t, '^([0-9]{1,2}[/.][0-9]{1,2}[/.])([0-9]{2})([ T].*)?$', ['head', 'year', 'tail']);
+create or replace temp macro clv_file_full_year(t) as
+    case when regexp_matches(t, '^[0-9]{1,2}[/.][0-9]{1,2}[/.][0-9]{2}([ T].*)?$')
+         then clv_file_two_digit_year_parts(t).head
+              || case when cast(clv_file_two_digit_year_parts(t).year as integer) < 69 then '20' else '19' end
+              || clv_file_two_digit_year_parts(t).year || clv_file_two_digit_year_parts(t).tail
+         else t end;
 -- a number's text without currency symbols and spaces (`$1,234.50`, `1 234,50 €`, a no-break space),
 -- an accountant's negative in parentheses or with a trailing minus (`($20.00)`, `20.00-`) signed
 create or replace temp macro clv_file_bare_number(t) as
@@ -174,7 +185,7 @@ keyed as (
         case when is_shopify then coalesce(sku_text, nullif(trim(f.description), ''))
              else nullif(regexp_replace(trim(f.product_id), '^([0-9]+)\.0+$', '\1'), '') end as product_key,
         nullif(upper(trim(f.currency)), '') as currency_code,
-        trim(f.order_date) as date_text,
+        clv_file_full_year(trim(f.order_date)) as date_text,
         -- an offset after a time of day (`21:15:00-05:00`, `T21:15Z`): not the year of `10-Mar-2024`
         regexp_matches(trim(f.order_date), '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}:?[0-9]{2})$')
             as has_offset,
