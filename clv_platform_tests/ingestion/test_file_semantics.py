@@ -541,6 +541,25 @@ def test_two_digit_years_are_read_with_their_century(data_env):
                        "import:o3": "1999-06-30 00:00:00", "import:o4": "2023-12-31 00:00:00"}
 
 
+def test_order_dates_before_1900_are_rejected_not_purchases_in_antiquity(data_env):
+    """A placeholder date (`0001-01-01`, Excel's day 0 `1899-12-30`) or a mis-read one was accepted
+    as a purchase day: a year before 1678 then failed the run in the models (a pandas nanosecond
+    timestamp cannot hold it), a later one skewed tenure and recency. Such a row is rejected."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,2023-05-01,10.00
+        c1,o2,0001-01-01,11.00
+        c2,o3,1899-12-30 00:00:00,12.00
+        c2,o4,1900-01-01,13.00
+        """
+    assert _import(data_env, "placeholders.csv", text)[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    tail = " (a placeholder or a mis-read date)"
+    assert rejected == {"placeholders.csv#3": "order date before 1900: 0001-01-01" + tail,
+                        "placeholders.csv#4": "order date before 1900: 1899-12-30 00:00:00" + tail}
+    assert orders == {"import:o1": pytest.approx(10.0), "import:o4": pytest.approx(13.0)}
+
+
 def test_amounts_with_currency_symbols_and_thousands_separators_are_read(data_env):
     """A spreadsheet's formatted numbers: `$1,234.50` in a decimal-point file, `1 234,50 €` (a
     no-break space between the groups) in a decimal-comma one. `12,5` in a decimal-point file

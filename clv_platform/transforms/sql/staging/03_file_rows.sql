@@ -388,6 +388,10 @@ judged as (
             when file_format = 'online_retail' and price_wide = 0
                 then 'zero price (no revenue: a free or placeholder line)'
             when order_ts > timezone($store_timezone, now()) + interval 1 day then 'order date in the future'
+            -- a placeholder (0001-01-01, Excel's 1899-12-30) or a mis-read date, not a purchase day: years
+            -- before 1678 do not even fit the models' nanosecond timestamps (the run failed there)
+            when order_ts < timestamp '1900-01-01'
+                then 'order date before 1900: ' || order_date || ' (a placeholder or a mis-read date)'
         end as base_reason
     from valued
 ),
