@@ -609,6 +609,27 @@ def test_orders_whose_status_says_they_are_no_purchase_are_rejected_with_it(data
                         "status.csv#5": "order status refunded" + tail, "status.csv#9": "order status failed" + tail}
 
 
+def test_denied_expired_and_reversed_payments_are_no_purchases(data_env):
+    """PayPal's activity download marks a payment the merchant refused `Denied` and one a chargeback
+    took back `Reversed`; an authorization never captured is `Expired` (Shopify, payment gateways).
+    None of them is money received: they were counted as revenue."""
+    text = """\
+        customer_id,order_id,order_date,amount,Status
+        c1,p1,2024-03-01,10.00,Completed
+        c1,p2,2024-03-02,20.00,Denied
+        c2,p3,2024-03-03,30.00,Reversed
+        c2,p4,2024-03-04,40.00,expired
+        c2,p5,2024-03-05,50.00,Partially Refunded
+        """
+    assert _import(data_env, "paypal.csv", text)[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert orders == {"import:p1": pytest.approx(10.0), "import:p5": pytest.approx(50.0)}
+    tail = ": not a purchase (cancelled, failed, unpaid or fully refunded; a later export that shows it completed " \
+           "replaces this row)"
+    assert rejected == {"paypal.csv#3": "order status denied" + tail, "paypal.csv#4": "order status reversed" + tail,
+                        "paypal.csv#5": "order status expired" + tail}
+
+
 def test_common_order_export_headers_are_recognized_without_settings():
     """Order-export and transaction-log spellings: Order Currency, Order Amount, Transaction Date,
     Purchase Date (WooCommerce's Order Total Amount stays unknown: its Customer ID is 0 for guests,

@@ -345,7 +345,8 @@ judged as (
                      || 'Status, Created at or Subtotal'
             when is_bad_debt then 'bad-debt adjustment (A invoice): not a customer transaction'
             when regexp_replace(order_status, '^wc-', '') in ('cancelled', 'canceled', 'failed', 'voided', 'void',
-                                                               'declined', 'draft', 'trash', 'pending',
+                                                               'declined', 'denied', 'expired', 'reversed',
+                                                               'draft', 'trash', 'pending',
                                                                'pending payment', 'pending-payment', 'on-hold',
                                                                'on hold', 'refunded', 'checkout-draft')
                 then 'order status ' || order_status || ': not a purchase (cancelled, failed, unpaid or fully '
