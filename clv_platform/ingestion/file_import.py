@@ -235,8 +235,10 @@ def _width_error(line: int, fields: list[str], width: int) -> str | None:
     return None if len(fields) == width else f"malformed line {line}: {len(fields)} fields, the header has {width}"
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str] | None, str | None]], str]:
-    """Header, data rows as (line number, fields, parse error), and the delimiter of a CSV."""
+def _read_csv(path: Path, delimiter: str | None = None,
+              ) -> tuple[list[str], list[tuple[int, list[str] | None, str | None]], str]:
+    """Header, data rows as (line number, fields, parse error), and the delimiter of a CSV (the
+    one given, else the one detected)."""
     raw = path.read_bytes()
     if not raw.strip():
         raise UnreadableFileError(f"{path.name}: the file is empty")
@@ -249,7 +251,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str] | None, 
             raise UnreadableFileError(f"{path.name}: not valid {encoding} text") from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    delimiter = detect_delimiter(text[:_SNIFF_BYTES])
+    delimiter = delimiter or detect_delimiter(text[:_SNIFF_BYTES])
     # strict: an unterminated quote or a stray quote is a malformed line, not silently joined text
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
@@ -466,7 +468,23 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
             raise UnreadableFileError(f"{path.name}: sheets have different layouts ({sorted(formats)})")
     else:
         header, rows, delimiter = _read_csv(path)
-        header, rows, (file_format, mapping, fields), skipped = find_header(header, rows, path.name, named)
+        try:
+            header, rows, (file_format, mapping, fields), skipped = find_header(header, rows, path.name, named)
+        except UnreadableFileError as error:
+            # the delimiter is detected on the file's first lines, a report's title lines included
+            # (`Umsatzbericht` above a `;` header whose amounts are `475,60`: `,` won): a header
+            # recognized below them with another delimiter is the file's
+            for other in (d for d in ",;\t|" if d != delimiter):
+                header, rows, _ = _read_csv(path, other)
+                try:
+                    header, rows, (file_format, mapping, fields), skipped = find_header(
+                        header, rows, path.name, named)
+                except UnreadableFileError:
+                    continue
+                delimiter = other
+                break
+            else:
+                raise error from None
         if skipped:
             title_lines[path.name] = skipped
         without_currency_column = "currency" not in mapping

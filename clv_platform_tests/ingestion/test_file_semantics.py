@@ -792,6 +792,22 @@ def test_a_reports_title_lines_above_the_header_are_skipped_and_reported(data_en
     assert not result.success and "unrecognized columns ['Just some notes']" in _failure(result)
 
 
+def test_title_lines_above_a_semicolon_header_with_decimal_commas(data_env):
+    """A European report: title lines, then a `;` header and amounts like `475,60`. The delimiter was
+    detected on the first lines, titles included, and `,` won (the title lines have no `;`, every data
+    line one decimal comma): the file was refused as 'unrecognized columns ['Umsatzbericht']'."""
+    text = ("Umsatzbericht\r\nErstellt am 01.01.2024\r\n\r\n"
+            "Customer;Order Number;Order Date;Amount\r\n"
+            "Kundé1;R-1;26.01.2022;475,60\r\nKundé2;R-2;28.01.2022;1.234,50 €\r\nKundé2;R-3;29.01.2022\r\n")
+    result, db = _import(data_env, "umsatz.csv", text.encode("cp1252"))
+    assert result.success
+    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert metadata["title_lines_skipped"].value == {"umsatz.csv": 2}
+    _, rejected, orders = _stage(db)
+    assert orders == {"import:R-1": pytest.approx(475.60), "import:R-2": pytest.approx(1234.50)}
+    assert rejected == {"umsatz.csv#7": "malformed line 7: 3 fields, the header has 4"}
+
+
 def test_excel_97_workbooks_are_read_and_other_files_are_named_not_passed_over(data_env, monkeypatch, capsys):
     """An `.xls` goes through the same workbook reader as `.xlsx` (pandas' calamine engine): this
     one (statsmodels' test data, a real Excel 97 file) is read and refused for its columns, which
