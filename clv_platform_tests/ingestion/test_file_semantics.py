@@ -179,6 +179,34 @@ def test_offsets_are_converted_to_the_store_time_zone(data_env):
         assert got == {**expected, "naive": "2024-03-06 12:00:00"}
 
 
+def test_offsets_written_after_a_space_are_read_and_converted(data_env):
+    """`2023-12-31 22:30:00 -0800`, the offset after a space (Shopify's and Ruby's timestamps, reused
+    by many apps' exports): every such row was rejected as an unparseable order date. It is read like
+    `…22:30:00-08:00`: converted to the store's time zone, so a store west of UTC keeps its own day."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,late,2023-12-31 22:30:00 -0800,10.00
+        c1,short,2023-12-31 22:30 -08:00,11.00
+        c2,east,2024-01-01 03:00:00 +0530,12.00
+        """
+    assert _import(data_env, "tz.csv", text)[0].success
+    db = data_env / "clv.duckdb"
+    for tz, expected in (
+        ("UTC", {"late": "2024-01-01 06:30:00", "short": "2024-01-01 06:30:00", "east": "2023-12-31 21:30:00"}),
+        ("America/Los_Angeles", {"late": "2023-12-31 22:30:00", "short": "2023-12-31 22:30:00",
+                                 "east": "2023-12-31 13:30:00"}),
+    ):
+        _, rejected, _ = _stage(db, tz)
+        assert rejected == {}
+        with duckdb.connect(str(db)) as conn:
+            got = {o.split(":")[1]: str(t)
+                   for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
+            days = {str(d) for (d,) in conn.execute("select order_date from staging.orders "
+                                                    "where order_id <> 'import:east'").fetchall()}
+        assert got == expected
+        assert days == {"2024-01-01" if tz == "UTC" else "2023-12-31"}
+
+
 def test_overflow_values_are_rejected_rows_and_staging_succeeds(data_env):
     line_level = """\
         Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country

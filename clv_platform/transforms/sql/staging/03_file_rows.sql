@@ -234,7 +234,10 @@ typed as (
             -- Shopify writes its timestamps in the shop's time zone: the written wall clock is the shop's
             when is_shopify then coalesce(clv_file_wall_clock(date_text), try_strptime(date_text, '%m/%d/%Y %H:%M'),
                                           try_strptime(date_text, '%m/%d/%Y %H:%M:%S'))
-            when has_offset then timezone($store_timezone, try_cast(date_text as timestamptz))
+            -- `2024-03-10 21:15:00 -0500` (a space before the offset: Shopify's and Ruby's timestamps) reads
+            -- as `…21:15:00-0500`; a cast of it as written failed, and the row was an unparseable date
+            when has_offset then timezone($store_timezone, try_cast(
+                regexp_replace(date_text, '\s+(Z|[+-][0-9]{2}:?[0-9]{2})$', '\1') as timestamptz))
             -- a day-first file, or a row of a contradictory one whose first field can only be a day
             when s.day_first_seen and (not s.month_first_seen
                                        or try_cast(regexp_extract(date_text, '^([0-9]{1,2})/', 1) as integer) > 12)
