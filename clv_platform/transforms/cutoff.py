@@ -42,9 +42,27 @@ def cutoff_and_rule(
     if value is None:
         raise ValueError(
             f"staging.orders holds no orders of the '{source}' store: there is nothing to compute features as of"
+            + (_rejected_file_rows(conn) if source == "files" else "")
         )
     rule = "last order date of the store's imported files" if source == "files" else "last day of the demo store"
     return value, rule
+
+
+def _rejected_file_rows(conn: duckdb.DuckDBPyConnection) -> str:
+    """Why a files-only store has no orders, when the cleaning rules rejected its rows (a file of
+    day numbers, of another currency, ...): their count and most frequent reasons, else ''."""
+    try:
+        total, reasons = conn.execute("""
+            with r as (select split_part(reason, ':', 1) as kind, min(reason) as example, count(*) as n
+                       from staging.rejected_rows where source_table = 'raw.file_transactions' group by 1)
+            select sum(n), list(kind || ' (' || n || case when n = 1 then ' row' else ' rows' end
+                                || ', e.g. ' || example || ')' order by n desc, kind)[:3]
+            from r""").fetchone()
+    except duckdb.Error:
+        return ""
+    if not total:
+        return ""
+    return f"; the cleaning rules rejected {total} imported rows (staging.rejected_rows): " + "; ".join(reasons)
 
 
 def scoring_cutoff(conn: duckdb.DuckDBPyConnection, settings: Settings | None = None) -> date:

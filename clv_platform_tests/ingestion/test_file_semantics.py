@@ -588,6 +588,36 @@ def test_order_dates_before_1900_are_rejected_not_purchases_in_antiquity(data_en
     assert orders == {"import:o1": pytest.approx(10.0), "import:o4": pytest.approx(13.0)}
 
 
+def test_a_store_whose_rows_were_all_rejected_says_why_it_has_no_orders(data_env):
+    """A file of Dunnhumby-style day numbers (`DAY` 1..711, named as the order date) is imported and
+    every row rejected; the run then stopped at the features with only 'staging.orders holds no
+    orders ... nothing to compute features as of'. The sentence now names the rejected rows and their
+    most frequent reasons."""
+    from clv_platform.ingestion.store_source import ensure_meta_table, recorded_source
+    from clv_platform.transforms.cutoff import cutoff_and_rule
+
+    text = """\
+        customer_id,order_id,order_date,amount
+        h1,b1,1,10.00
+        h1,b2,5,11.00
+        h2,b3,12,12.00
+        h2,b4,2024-03-01,EUR 5
+        """
+    result, db = _import(data_env, "transaction_data.csv", text)
+    assert result.success
+    _stage(db)
+    with duckdb.connect(str(db)) as conn:
+        ensure_meta_table(conn)
+        if recorded_source(conn) is None:
+            conn.execute("insert into meta.platform (source, created_at) values ('files', now())")
+        with pytest.raises(ValueError) as error:
+            cutoff_and_rule(conn)
+    assert str(error.value) == (
+        "staging.orders holds no orders of the 'files' store: there is nothing to compute features as of; the "
+        "cleaning rules rejected 4 imported rows (staging.rejected_rows): unparseable order date (3 rows, e.g. "
+        "unparseable order date: 1); unparseable amount (1 row, e.g. unparseable amount: EUR 5)")
+
+
 def test_amounts_with_currency_symbols_and_thousands_separators_are_read(data_env):
     """A spreadsheet's formatted numbers: `$1,234.50` in a decimal-point file, `1 234,50 €` (a
     no-break space between the groups) in a decimal-comma one. `12,5` in a decimal-point file
