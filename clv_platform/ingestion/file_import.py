@@ -359,10 +359,25 @@ def find_header(header: list[str], rows: list[tuple[int, list | None, str | None
         raise first_error
 
 
+UTC_HEADER = re.compile(r"\butc\b|\bgmt\b", re.IGNORECASE)
+"""An order-date header that says its times are UTC (Stripe's `Created (UTC)`, `Created date (UTC)`)."""
+
+
+def _date_zone_fields(header: list[str], mapping: dict[str, int], file_format: str) -> dict[str, str]:
+    """`{"order_date_zone": "UTC"}` when the order-date column's header says its times are UTC (other
+    layouts than Shopify's, whose wall clock is the shop's): staging then converts the times written
+    without an offset from UTC to the store's time zone instead of taking them as already in it."""
+    index = mapping.get("order_date")
+    if file_format == "shopify_orders" or index is None or not UTC_HEADER.search(str(header[index])):
+        return {}
+    return {"order_date_zone": "UTC"}
+
+
 def _frame_from_rows(
     header: list[str], rows: list[tuple[int, list | None, str | None]], file_name: str, sheet: str | None,
     mapping: dict[str, int], file_format: str, fields: dict[str, int],
 ) -> pd.DataFrame:
+    zone = _date_zone_fields(header, mapping, file_format)
     columns: dict[str, list] = {c: [] for c in _VALUE_COLUMNS}
     currency, payloads, numbers, errors, layout = [], [], [], [], []
     names = [str(h) for h in header]
@@ -385,7 +400,8 @@ def _frame_from_rows(
             columns[column].append(cells[index] if index is not None else None)
         index = mapping.get("currency")
         currency.append(cells[index] if index is not None else None)
-        layout.append(json.dumps({k: cells[i] for k, i in fields.items()}, ensure_ascii=False) if fields else None)
+        layout.append(json.dumps({**{k: cells[i] for k, i in fields.items()}, **zone}, ensure_ascii=False)
+                      if fields or zone else None)
         payloads.append(json.dumps(dict(zip(names, cells)), ensure_ascii=False))
     out = pd.DataFrame(columns)
     out.insert(0, "file_name", file_name)

@@ -207,6 +207,36 @@ def test_offsets_written_after_a_space_are_read_and_converted(data_env):
         assert days == {"2024-01-01" if tz == "UTC" else "2023-12-31"}
 
 
+def test_times_under_a_utc_header_are_converted_to_the_store_time_zone(data_env):
+    """Stripe's payments export writes `Created (UTC)` as `2024-01-01 06:30:00`: times in UTC without an
+    offset. They were taken as the store's own wall clock, so in a store west of UTC an evening
+    payment fell on the next day. The header says UTC: they are converted like an offset `Z`."""
+    (data_env / "store.toml").write_text('[files.columns]\norder_id = "id"\norder_date = "Created (UTC)"\n')
+    text = """\
+        id,Created (UTC),Amount,Currency,Status,Customer ID
+        ch_1,2024-01-01 06:30:00,10.00,usd,Paid,cus_A
+        ch_2,2024-01-01 12:00,11.00,usd,Paid,cus_A
+        ch_3,2024-01-01T20:00:00-08:00,12.00,usd,Paid,cus_B
+        """
+    result, db = _import(data_env, "unified_payments.csv", text)
+    assert result.success
+    with duckdb.connect(str(db)) as conn:
+        zones = {z for (z,) in conn.execute("select layout_fields ->> 'order_date_zone' "
+                                            "from raw.file_transactions").fetchall()}
+    assert zones == {"UTC"}
+    for tz, expected in (
+        ("UTC", {"ch_1": "2024-01-01 06:30:00", "ch_2": "2024-01-01 12:00:00", "ch_3": "2024-01-02 04:00:00"}),
+        ("America/Los_Angeles", {"ch_1": "2023-12-31 22:30:00", "ch_2": "2024-01-01 04:00:00",
+                                 "ch_3": "2024-01-01 20:00:00"}),
+    ):
+        _, rejected, _ = _stage(db, tz)
+        assert rejected == {}
+        with duckdb.connect(str(db)) as conn:
+            got = {o.split(":")[1]: str(t)
+                   for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
+        assert got == expected
+
+
 def test_overflow_values_are_rejected_rows_and_staging_succeeds(data_env):
     line_level = """\
         Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country

@@ -189,6 +189,8 @@ keyed as (
         -- an offset after a time of day (`21:15:00-05:00`, `T21:15Z`): not the year of `10-Mar-2024`
         regexp_matches(trim(f.order_date), '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}:?[0-9]{2})$')
             as has_offset,
+        -- the order-date header says its times are UTC (Stripe's `Created (UTC)`; file_import.py)
+        coalesce(not is_shopify and f.layout_fields ->> 'order_date_zone' = 'UTC', false) as date_in_utc,
         nullif(trim(f.quantity), '') as qty_text,
         clv_file_number_text(f.unit_price, f.decimal_separator) as price_text,
         clv_file_number_text(f.amount, f.decimal_separator) as amount_text,
@@ -306,7 +308,10 @@ typed as (
 ),
 counted as (
     select
-        *,
+        -- a time written in UTC (the header says so) and without an offset: converted to the store's
+        -- time zone like an offset `Z`, not taken as already in it
+        * replace (case when date_in_utc and not has_offset then timezone($store_timezone, timezone('UTC', order_ts))
+                        else order_ts end as order_ts),
         case
             when qty_text is null and not is_shopify then 1  -- an order-level file without quantities
             when try_cast(qty_text as integer) is not null then try_cast(qty_text as integer)
