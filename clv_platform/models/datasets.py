@@ -221,7 +221,10 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     try:
         raw = pd.read_csv(path, dtype={"customer_id": str, "order_date": str, "amount": str}, keep_default_na=False)
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not a UTF-8 text CSV ({error.reason} at byte {error.start})") from None
+        raise ValueError(f"{path}: not a UTF-8 text CSV ({error.reason} at byte {error.start}); an export in "
+                         "another encoding (UTF-16, Windows-1252): import it with `CLV_SOURCE=files clv-platform "
+                         "files`, which reads those, and backtest the store it builds, `--dataset data/files.duckdb`"
+                         ) from None
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS} (an export in another "

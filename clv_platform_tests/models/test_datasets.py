@@ -92,6 +92,10 @@ def test_csv_with_no_iso_dates_or_a_workbook_is_refused_in_a_sentence(tmp_path):
     book.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\x83")
     with pytest.raises(ValueError, match="the backtest reads a CSV"):
         datasets.load_dataset(book)
+    wide = tmp_path / "excel.csv"  # Excel's "Unicode text": UTF-16, which the files import reads
+    wide.write_text("customer_id\torder_date\tamount\na\t2024-01-01\t5\n", encoding="utf-16")
+    with pytest.raises(ValueError, match=r"not a UTF-8 text CSV .*import it with `CLV_SOURCE=files clv-platform files`"):
+        datasets.load_dataset(wide)
 
 
 RETURNS_CSV = """customer_id,order_date,amount
