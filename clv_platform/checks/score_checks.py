@@ -1,15 +1,16 @@
-"""Asset checks of the score tables, all blocking: marts and exports must not publish bad scores.
+"""Asset checks of the score tables, blocking: marts and exports must not publish bad scores.
 
 scores/customer_clv: no NaN / infinite values, CLV and expected purchases >= 0, p_alive in [0, 1],
-every customer of the feature table scored exactly once. scores/customer_segments: one row per
-customer. Columns a table does not have are skipped, so the checks stay valid while the score
-schema grows.
+every customer of the feature table scored exactly once; a warning (``ADVISORY_SCORE_CHECKS``) when
+the horizon is many times the store's history. scores/customer_segments: one row per customer.
+Columns a table does not have are skipped, so the checks stay valid while the score schema grows.
 """
 
 import dagster as dg
 
 from clv_platform.checks.common import column_rule_check, count, result, sample_ids, table_check
 from clv_platform.resources.storage import table_exists
+from clv_platform.models import clv
 from clv_platform.models.clv_assets import CUSTOMER_CLV
 from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
 from clv_platform.transforms.features import FEATURE_TABLE
@@ -99,10 +100,44 @@ segments_every_customer_once = scored_once_check(
 )
 
 
+HISTORY_HORIZON_RATIO = 4
+"""A CLV horizon more than this many times the store's history (first order to the cutoff) is an
+extrapolation ``clv_horizon_within_history`` warns of."""
+
+
+@table_check(
+    CUSTOMER_CLV, FEATURE_TABLE, blocking=False, name="clv_horizon_within_history",
+    description=f"The store's history (first order to the cutoff) is at least 1/{HISTORY_HORIZON_RATIO} of the CLV "
+    "horizon; a shorter one makes every CLV an extrapolation of a few weeks' buying over the whole horizon.",
+)
+def clv_horizon_within_history(conn) -> dg.AssetCheckResult:
+    """Warns, never blocks: a young store still wants its scores, but a 5-day export projected over
+    365 days gave CLVs of 60x what its customers had spent, with no word that the BTYD stand-ins
+    had almost nothing to go on. The ranking is still usable; the amounts are not yet."""
+    horizon = clv.load_config().horizon_days
+    (history,) = conn.execute(f"select coalesce(max(T_days), 0) from {FEATURE_TABLE}").fetchone()
+    history = float(history)
+    ratio = horizon / max(history, 1.0)
+    ok = history * HISTORY_HORIZON_RATIO >= horizon
+    return dg.AssetCheckResult(
+        passed=ok, severity=dg.AssetCheckSeverity.WARN,
+        description=(f"{history:,.0f} days of history for a {horizon}-day horizon" if ok else
+                     f"the store's history spans {history:,.0f} days and the CLV horizon is {horizon} days "
+                     f"({ratio:,.0f}x the history): the amounts extrapolate {history:,.0f} days of buying over the "
+                     f"whole horizon; read the ranks, not the amounts, until the history reaches {horizon / HISTORY_HORIZON_RATIO:,.0f} "
+                     "days"),
+        metadata={"history_days": history, "horizon_days": int(horizon), "horizon_to_history": round(ratio, 2)},
+    )
+
+
+ADVISORY_SCORE_CHECKS = {"clv_horizon_within_history"}
+"""Score checks that only warn: what they find is a fact of the store, not a fault of the scores."""
+
 SCORE_CHECKS = [
     clv_scores_finite,
     clv_scores_non_negative,
     clv_scores_probabilities,
     clv_every_customer_scored_once,
+    clv_horizon_within_history,
     segments_every_customer_once,
 ]

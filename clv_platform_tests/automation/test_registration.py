@@ -23,6 +23,7 @@ CHECKS = {
     ("raw/shopify_orders", "raw_orders_no_future_updates"),
     ("scores/customer_clv", "clv_every_customer_scored_once"),
     ("scores/customer_clv", "clv_scores_finite"),
+    ("scores/customer_clv", "clv_horizon_within_history"),
     ("scores/customer_clv", "clv_scores_non_negative"),
     ("scores/customer_clv", "clv_scores_probabilities"),
     ("scores/customer_segments", "segments_every_customer_once"),

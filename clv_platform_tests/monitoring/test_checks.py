@@ -22,7 +22,9 @@ from clv_platform.checks.feature_checks import (
 )
 from clv_platform.checks.model_checks import clv_model_not_worse_than_registered, metric_value
 from clv_platform.checks.score_checks import (
+    ADVISORY_SCORE_CHECKS,
     clv_every_customer_scored_once,
+    clv_horizon_within_history,
     clv_scores_finite,
     clv_scores_non_negative,
     clv_scores_probabilities,
@@ -295,6 +297,20 @@ def test_score_checks_pass_on_good_scores(db):
         assert result.passed, (check.check_key.name, result.description)
 
 
+def test_a_history_far_shorter_than_the_horizon_is_warned_of(db):
+    """A 5-day export scored over 365 days: the BTYD stand-ins projected five days of buying over a
+    year (CLVs of 60x the spend) with no word. A history of a quarter of the horizon passes."""
+    path, resource = db
+    write(path, "scores.customer_clv", scores())
+    write(path, "features.customer_features", features(10).assign(T_days=[4.0] * 9 + [5.0]))
+    result = clv_horizon_within_history(duckdb=resource)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["history_days"].value == 5.0 and result.metadata["horizon_to_history"].value == 73.0
+    assert "spans 5 days and the CLV horizon is 365 days (73x the history)" in result.description
+    write(path, "features.customer_features", features(10).assign(T_days=[30.0] * 9 + [91.25]))
+    assert clv_horizon_within_history(duckdb=resource).passed
+
+
 @pytest.mark.parametrize(
     "mutate, check",
     [
@@ -337,7 +353,9 @@ def test_an_order_of_an_implausible_amount_is_warned_of(db):
 def test_every_data_check_is_blocking_and_names_are_unique():
     """Bad staging, features or scores must not flow on; raw only warns (staging rejects bad rows) and
     the model check only reports (a regressed model is not registered, scoring keeps the old one)."""
-    from clv_platform.checks.staging_checks import ADVISORY_CHECKS
+    from clv_platform.checks.staging_checks import ADVISORY_CHECKS as STAGING_ADVISORY
+
+    ADVISORY_CHECKS = STAGING_ADVISORY | ADVISORY_SCORE_CHECKS
 
     keys = [key for check in ALL_CHECKS for key in check.check_keys]
     assert len(keys) == len(set(keys))
@@ -350,7 +368,8 @@ def test_every_data_check_is_blocking_and_names_are_unique():
                 assert not spec.blocking, spec.key
             else:
                 assert spec.blocking == (layer not in ("raw", "ml")), spec.key
-    assert advisory == ADVISORY_CHECKS == {"customers_hold_plausible_order_shares", "orders_have_plausible_amounts"}
+    assert advisory == ADVISORY_CHECKS == {"customers_hold_plausible_order_shares", "orders_have_plausible_amounts",
+                                           "clv_horizon_within_history"}
 
 
 def test_checks_for_returns_every_check_when_every_target_is_defined():
