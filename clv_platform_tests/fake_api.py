@@ -444,6 +444,7 @@ class _BulkOperation:
     created_at: str = field(default_factory=lambda: _iso(datetime.now(timezone.utc)))
     completed_at: str | None = None
     partial_url: str | None = None
+    group_objects: bool = False
 
 
 class _Response(Exception):
@@ -501,7 +502,9 @@ class FakeApi:
         self.bucket_restore = 100.0
         self.throttle_http_status = 200
         self.bulk_polls_to_complete = 2
-        self.bulk_jsonl_grouped = True
+        # None: as the mutation's `groupObjects` argument says, false when omitted (its default
+        # since API 2026-01); True / False force grouped / ungrouped output.
+        self.bulk_jsonl_grouped: bool | None = None
         self.max_page_size = 250
         self.klaviyo_max_page_size = 100
         self.requests: list[Recorded] = []
@@ -865,7 +868,8 @@ class FakeApi:
             result = {"bulkOperation": None, "userErrors": [{"code": "INVALID", "field": ["query"],
                                                              "message": f"Invalid bulk query: {exc}"}]}
             return 200, {"data": {"bulkOperationRunQuery": result}, "extensions": extensions}
-        op = _BulkOperation(id=f"gid://shopify/BulkOperation/{len(self._bulk) + 1}", query=sel.args["query"])
+        op = _BulkOperation(id=f"gid://shopify/BulkOperation/{len(self._bulk) + 1}", query=sel.args["query"],
+                            group_objects=bool(sel.args.get("groupObjects", False)))
         self._bulk[op.id] = op
         result = {"bulkOperation": {"id": op.id, "status": op.status, "createdAt": op.created_at}, "userErrors": []}
         return 200, {"data": {"bulkOperationRunQuery": result}, "extensions": extensions}
@@ -913,12 +917,15 @@ class FakeApi:
                     raise UnknownField(name)
                 else:
                     line[name] = project(order[name], sel.fields)
-            if self.bulk_jsonl_grouped:
+            grouped = op.group_objects if self.bulk_jsonl_grouped is None else self.bulk_jsonl_grouped
+            if grouped:
                 parents.extend([line, *kids])
             else:
                 parents.append(line)
                 children.extend(kids)
-        objects = parents + children
+        # Ungrouped output (groupObjects: false, the default since 2026-01) promises no order at all:
+        # here every child comes before the parents, the arrangement a reader is least likely to expect.
+        objects = children + parents
         op.status = "COMPLETED"
         op.object_count = len(objects)
         partial = self._event_spec("bulk_partial")

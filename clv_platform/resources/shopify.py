@@ -757,7 +757,13 @@ class ShopifyResource(HttpConnectorResource):
         spool.seek(0)
 
     def _rebuild_orders(self, spool: IO[bytes], client: HttpClient) -> Iterator[dict]:
-        """Group JSONL children under their `__parentId` order and yield contract-shaped nodes."""
+        """Group JSONL children under their `__parentId` order and yield contract-shaped nodes.
+
+        From API 2026-01 `bulkOperationRunQuery(groupObjects:)` defaults to false: the JSONL is
+        not grouped, so a line item may come anywhere in the file, before its order as well as
+        after it. Children are therefore collected by parent id over the whole file and joined
+        at the end; only a child whose order is nowhere in the file is an error.
+        """
         orders: dict[str, dict] = {}
         items: dict[str, list[dict]] = {}
         for raw in spool:
@@ -766,10 +772,14 @@ class ShopifyResource(HttpConnectorResource):
             if parent is None:
                 orders.setdefault(record["id"], record)
                 items.setdefault(record["id"], [])
-            elif parent in items:
-                items[parent].append(record)
             else:
-                raise ConnectorError(f"Shopify bulk result has a child of unknown order {parent}")
+                items.setdefault(parent, []).append(record)
+        orphans = sorted(set(items) - set(orders))
+        if orphans:
+            raise ConnectorError(
+                f"Shopify bulk result has line items of {len(orphans)} order(s) missing from the file "
+                f"(e.g. {orphans[0]})"
+            )
         seen = set()
         for order_id, order in orders.items():
             key = (order_id, order.get("updatedAt"))

@@ -242,6 +242,36 @@ def test_bulk_children_not_next_to_their_parent(fake, shopify, order_nodes):
     _assert_exact(list(shopify.bulk_orders(START)), order_nodes)
 
 
+def test_bulk_ungrouped_by_default_children_before_their_orders(fake, shopify, order_nodes):
+    """API 2026-01+: groupObjects defaults to false, so the JSONL promises no parent-child order."""
+    got = list(shopify.bulk_orders(START))
+
+    _assert_exact(got, order_nodes)
+    start = fake.requests_for(SHOPIFY, op="bulk_start")[0]
+    assert "groupObjects" not in start.body["query"]  # the default (ungrouped) output is read as it is
+    (data,) = fake._files.values()
+    lines = [json.loads(line) for line in data.decode().splitlines()]
+    first_order = next(i for i, r in enumerate(lines) if "__parentId" not in r)
+    assert first_order > 0 and "__parentId" in lines[0]  # a line item came before any order
+    by_id = {n["id"]: n for n in got}
+    some = next(n for n in order_nodes if len(n["lineItems"]["nodes"]) > 1)
+    assert [i["id"] for i in by_id[some["id"]]["lineItems"]["nodes"]] == [i["id"] for i in some["lineItems"]["nodes"]]
+
+
+def test_bulk_child_of_an_order_missing_from_the_file_is_an_error(shopify):
+    import io
+
+    from clv_platform.resources.http import HttpClient, RetryPolicy, make_session
+
+    spool = io.BytesIO(
+        b'{"__typename":"LineItem","id":"gid://shopify/LineItem/1","__parentId":"gid://shopify/Order/9"}\n'
+        b'{"__typename":"Order","id":"gid://shopify/Order/1","updatedAt":"2025-01-01T00:00:00Z"}\n'
+    )
+    client = HttpClient("Shopify", make_session(), (1.0, 1.0), RetryPolicy(), {})
+    with pytest.raises(ConnectorError, match="line items of 1 order.*gid://shopify/Order/9"):
+        list(shopify._rebuild_orders(spool, client))
+
+
 def test_bulk_failed_once_is_restarted(fake, shopify, order_nodes, caplog, log):
     fake.fault(SHOPIFY, "bulk_failed", times=1)
 
