@@ -209,13 +209,35 @@ ACCOUNTING_NEGATIVES = (re.compile(r"^\(([0-9][0-9.,]*)\)$"), re.compile(r"^([0-
 
 
 def bare_number_text(values: pd.Series) -> pd.Series:
-    """Number texts as staging reads them (``clv_file_bare_number`` in 03_file_rows.sql): currency
-    symbols and spaces (thousands groups) left out, an accountant's negative signed with a leading
-    minus. The decimal detection and the backtest's CSV reader read amounts through it."""
+    """Number texts as staging reads them (``clv_file_bare_number`` in 03_file_rows.sql) without their
+    currency codes: currency symbols and spaces (thousands groups) left out, an accountant's negative
+    signed with a leading minus. The backtest's CSV reader reads amounts through it, the files
+    import's decimal detection through ``file_number_text``."""
     values = values.str.replace(_CURRENCY_AND_SPACES, "", regex=True)
     for pattern in ACCOUNTING_NEGATIVES:
         values = values.str.replace(pattern, r"-\1", regex=True)
     return values
+
+
+_DOLLAR_PREFIX = re.compile(r"[A-Z]{1,2}[$]")  # R$, US$, A$, HK$: a dollar-style symbol
+_OTHER_SYMBOLS = re.compile(r"[₹]")
+_CODE_BEFORE = re.compile(r"^([(-]?)[A-Z]{3}([-(]?[0-9.])")
+_CODE_AFTER = re.compile(r"([0-9.)-])[A-Z]{3}([)]?)$")
+_APOSTROPHE_THOUSANDS = re.compile(
+    r"^([-(]?[0-9]{1,3})['’]([0-9]{3})(?:['’]([0-9]{3}))?(?:['’]([0-9]{3}))?([.,][0-9]*)?([)-]?)$")
+
+
+def file_number_text(values: pd.Series) -> pd.Series:
+    """Number texts as the files import reads them (``clv_file_bare_number`` in 03_file_rows.sql):
+    ``bare_number_text`` after leaving out the currency a cell may also carry (`R$ 1.234,56`,
+    `₹1,234.50`, a code: `USD 12.00`, `12.00 EUR`) and Swiss apostrophe thousands (`1'234.50`).
+    Staging checks a code against the store currency; the backtest's CSV reader has no currency, so
+    it reads amounts through ``bare_number_text`` alone (a code there stays unparseable)."""
+    values = values.str.replace(_DOLLAR_PREFIX, "$", regex=True).str.replace(_OTHER_SYMBOLS, "", regex=True)
+    values = values.str.replace(_CURRENCY_AND_SPACES, "", regex=True)
+    values = values.str.replace(_CODE_BEFORE, r"\1\2", regex=True).str.replace(_CODE_AFTER, r"\1\2", regex=True)
+    values = values.str.replace(_APOSTROPHE_THOUSANDS, r"\1\2\3\4\5\6", regex=True)
+    return bare_number_text(values)
 
 
 def decimal_separator(frame: pd.DataFrame, delimiter: str) -> str:
@@ -223,7 +245,7 @@ def decimal_separator(frame: pd.DataFrame, delimiter: str) -> str:
     Excel: `6,95`, `1.234,50`), else `.`. Decided per file from its values, never per cell."""
     if delimiter == ",":
         return "."
-    values = bare_number_text(pd.concat([frame["unit_price"], frame["amount"]]).dropna().astype(str))
+    values = file_number_text(pd.concat([frame["unit_price"], frame["amount"]]).dropna().astype(str))
     values = values[values != ""].head(5000)
     if values.empty:
         return "."

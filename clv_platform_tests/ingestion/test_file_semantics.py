@@ -631,7 +631,7 @@ def test_a_store_whose_rows_were_all_rejected_says_why_it_has_no_orders(data_env
         h1,b1,1,10.00
         h1,b2,5,11.00
         h2,b3,12,12.00
-        h2,b4,2024-03-01,EUR 5
+        h2,b4,2024-03-01,5 euros
         """
     result, db = _import(data_env, "transaction_data.csv", text)
     assert result.success
@@ -645,7 +645,7 @@ def test_a_store_whose_rows_were_all_rejected_says_why_it_has_no_orders(data_env
     assert str(error.value) == (
         "staging.orders holds no orders of the 'files' store: there is nothing to compute features as of; the "
         "cleaning rules rejected 4 imported rows (staging.rejected_rows): unparseable order date (3 rows, e.g. "
-        "unparseable order date: 1); unparseable amount (1 row, e.g. unparseable amount: EUR 5)")
+        "unparseable order date: 1); unparseable amount (1 row, e.g. unparseable amount: 5 euros)")
 
 
 def test_amounts_with_currency_symbols_and_thousands_separators_are_read(data_env):
@@ -969,3 +969,124 @@ def test_a_return_on_a_day_of_several_orders_refunds_the_largest_on_every_build(
         # o2 and o3 tie on value: the higher order key wins
         assert orders == {"import:o1": pytest.approx(10.0), "import:o2": pytest.approx(50.0),
                           "import:o3": pytest.approx(30.0)}
+
+
+def test_dash_dates_follow_the_files_day_or_month_order(data_env):
+    """`31-12-2023` / `12-31-2023` (d-m-y / m-d-y with dashes, as many European and US tools write them)
+    were unparseable order dates. They take the same per-file decision as slash dates: one decision
+    for the file's slash and dash dates together, a field above 12 settling it, contradictions rejected."""
+    day_first = """\
+        customer_id,order_id,order_date,amount
+        c1,d1,31-12-2023,10.00
+        c1,d2,11-08-2023 09:30,10.00
+        c2,d3,01/02/2023,10.00
+        c2,d4,05-06-2023 10:30 PM,10.00
+        """
+    month_first = """\
+        customer_id,order_id,order_date,amount
+        c1,m1,12-31-2023 22:30:15,10.00
+        c1,m2,08-11-2023,10.00
+        """
+    neither = "customer_id,order_id,order_date,amount\nc4,n1,05-06-2023,10.00\n"
+    both = """\
+        customer_id,order_id,order_date,amount
+        c3,b1,31-12-2023,10.00
+        c3,b2,12/30/2023,10.00
+        c3,b3,05-06-2023,10.00
+        """
+    for name, text in (("day.csv", day_first), ("month.csv", month_first), ("neither.csv", neither),
+                       ("both.csv", both)):
+        assert _import(data_env, name, text)[0].success
+    db = data_env / "clv.duckdb"
+    _, rejected, _ = _stage(db)
+    with duckdb.connect(str(db)) as conn:
+        times = {o.split(":")[1]: str(t) for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
+    assert times == {"d1": "2023-12-31 00:00:00", "d2": "2023-08-11 09:30:00", "d3": "2023-02-01 00:00:00",
+                     "d4": "2023-06-05 22:30:00", "m1": "2023-12-31 22:30:15", "m2": "2023-08-11 00:00:00",
+                     "n1": "2023-05-06 00:00:00", "b1": "2023-12-31 00:00:00", "b2": "2023-12-30 00:00:00"}
+    assert rejected == {"both.csv#4": "ambiguous order date: 05-06-2023 (the file writes dates both day-first and "
+                                      "month-first)"}
+
+
+def test_month_name_dates_with_a_comma_before_the_time_and_epoch_numbers(data_env):
+    """`Dec 31, 2023, 10:30 PM` (a comma before a 12-hour time: what US locales' date formatting and
+    many app exports write) was unparseable. A Unix epoch number is not guessed as a date: its header
+    does not say it is one, so it stays rejected as unparseable."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,"Dec 31, 2023, 10:30 PM",10.00
+        c1,o2,"December 30, 2023, 9:05:07 am",10.00
+        c2,o3,"Dec 29, 2023, 22:30",10.00
+        c2,o4,"Dec 28, 2023 12:15 AM",10.00
+        c3,o5,1703961000,10.00
+        """
+    assert _import(data_env, "us.csv", text)[0].success
+    _, rejected, _ = _stage(data_env / "clv.duckdb")
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        times = {o.split(":")[1]: str(t) for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
+    assert times == {"o1": "2023-12-31 22:30:00", "o2": "2023-12-30 09:05:07", "o3": "2023-12-29 22:30:00",
+                     "o4": "2023-12-28 00:15:00"}
+    assert rejected == {"us.csv#6": "unparseable order date: 1703961000"}
+
+
+def test_amounts_with_currency_codes_and_other_symbols_are_read_and_checked(data_env):
+    """`GBP 12.00`, `12.50 GBP`, `₹1,234.50`, `¥500`, Swiss `1'234.50` were unparseable amounts. A
+    currency code in the amount is the row's currency, checked like a currency column's: one other
+    than the store's is rejected (`currency USD differs ...`), never read as the store's currency; a
+    symbol is left out as `$ £ € ¥` always were."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,2024-03-01,GBP 12.00
+        c1,o2,2024-03-02,12.50 GBP
+        c2,o3,2024-03-03,USD 12.00
+        c2,o4,2024-03-04,"₹1,234.50"
+        c3,o5,2024-03-05,1'234.50
+        c3,o6,2024-03-06,GBP 1’234’567.50
+        c4,o7,2024-03-07,¥500
+        c4,o8,2024-03-08,(GBP 20.00)
+        c5,o9,2024-03-09,12.00 EUR
+        c5,o10,2024-03-10,12'5
+        c5,o11,2024-03-11,12.00 gbp
+        """
+    assert _import(data_env, "codes.csv", text)[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert orders == {"import:o1": pytest.approx(12.00), "import:o2": pytest.approx(12.50),
+                      "import:o4": pytest.approx(1234.50), "import:o5": pytest.approx(1234.50),
+                      "import:o6": pytest.approx(1234567.50), "import:o7": pytest.approx(480.0)}  # o8 returns 20
+    assert rejected == {"codes.csv#4": "currency USD differs from the store currency GBP",
+                        "codes.csv#10": "currency EUR differs from the store currency GBP",
+                        "codes.csv#11": "unparseable amount: 12'5", "codes.csv#12": "unparseable amount: 12.00 gbp"}
+
+
+def test_brazilian_and_swiss_amounts_with_their_currency(data_env, monkeypatch):
+    """A Brazilian export (`;`, `R$ 1.234,56`: dot thousands, decimal comma) is detected as a
+    decimal-comma file through its currency symbols and codes; a Swiss one writes `CHF 1'234.50`."""
+    monkeypatch.setenv("CLV_FILE_CURRENCY", "BRL")
+    brazil = ("cliente;pedido;data;valor\n"
+              "c1;b1;31/12/2023;R$ 1.234,56\nc2;b2;01/12/2023;R$12,50\nc3;b3;02/12/2023;BRL 99,90\n"
+              "c4;b4;03/12/2023;10,00 USD\n")
+    (data_env / "store.toml").write_text('[files.columns]\ncustomer_id = "cliente"\norder_id = "pedido"\n'
+                                         'order_date = "data"\namount = "valor"\n')
+    assert _import(data_env, "br.csv", brazil.encode("utf-8"))[0].success
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        assert conn.execute("select distinct decimal_separator from raw.file_transactions").fetchall() == [(",",)]
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert orders == {"import:b1": pytest.approx(1234.56), "import:b2": pytest.approx(12.50),
+                      "import:b3": pytest.approx(99.90)}
+    assert rejected == {"br.csv#5": "currency USD differs from the store currency BRL"}
+
+    monkeypatch.setenv("CLV_FILE_CURRENCY", "CHF")
+    (data_env / "store.toml").unlink()
+    (data_env / "inbox" / "br.csv").unlink()
+    withdraw_file(SimpleNamespace(file="br.csv", database=str(data_env / "clv.duckdb")))
+    swiss = """\
+        customer_id,order_id,order_date,amount
+        s1,c1,31.12.2023,CHF 1'234.50
+        s1,c2,30.12.2023,1'234.50
+        s2,c3,29.12.2023,CHF 99.90
+        """
+    assert _import(data_env, "ch.csv", swiss)[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {}
+    assert orders == {"import:c1": pytest.approx(1234.50), "import:c2": pytest.approx(1234.50),
+                      "import:c3": pytest.approx(99.90)}

@@ -17,7 +17,11 @@
 --   a file has nothing else to tell them apart, and no duplicate-row rule), and a later file that
 --   repeats the rows re-sends the same orders rather than doubling them.
 -- * A file whose decimals are written with a comma (decimal_separator = ',', detected per file
---   at import: `6,95`, `1.234,50`) is read as such.
+--   at import: `6,95`, `1.234,50`) is read as such. A currency code written with an amount
+--   (`USD 12.00`) is the row's currency: one other than the store's is rejected like a currency
+--   column's.
+-- * Dash dates (`31-12-2023`, `12-31-2023`) are slash dates: the file's one day-first / month-first
+--   decision reads both.
 -- * A timestamp with an offset (…-05:00, …Z) is converted to the store's time zone; one
 --   without is already in it.
 -- * Line level (Online Retail): an invoice starting with "C" is a credit note (negative
@@ -85,7 +89,8 @@ create or replace temp macro clv_file_twelve_hour(t, day_first) as
         case when day_first then try_strptime(clv_file_clock_text(t), ['%d/%m/%Y %I:%M %p', '%d/%m/%Y %I:%M:%S %p'])
              else try_strptime(clv_file_clock_text(t), ['%m/%d/%Y %I:%M %p', '%m/%d/%Y %I:%M:%S %p']) end,
         try_strptime(clv_file_clock_text(t), ['%Y-%m-%d %I:%M:%S %p', '%Y-%m-%d %I:%M %p', '%d.%m.%Y %I:%M %p',
-                                              '%d.%m.%Y %I:%M:%S %p']))
+                                              '%d.%m.%Y %I:%M:%S %p', '%b %d, %Y %I:%M %p', '%b %d, %Y %I:%M:%S %p',
+                                              '%B %d, %Y %I:%M %p', '%B %d, %Y %I:%M:%S %p']))
     end;
 -- a date written with its month's English name (`10-Mar-2024`, `10 March 2024`, `Mar 10, 2024`) or
 -- as compact yyyymmdd (`20240310`): one reading only, whatever way the file writes slash dates
@@ -105,10 +110,30 @@ create or replace temp macro clv_file_full_year(t) as
               || case when cast(clv_file_two_digit_year_parts(t).year as integer) < 69 then '20' else '19' end
               || clv_file_two_digit_year_parts(t).year || clv_file_two_digit_year_parts(t).tail
          else t end;
--- a number's text without currency symbols and spaces (`$1,234.50`, `1 234,50 €`, a no-break space),
--- an accountant's negative in parentheses or with a trailing minus (`($20.00)`, `20.00-`) signed
+-- an order date's text as the rules below read it: a two-digit year with its century; a d-m-y / m-d-y
+-- date written with dashes (`31-12-2023`, `12-31-2023 10:30`) with slashes, so that the file's one
+-- day-first / month-first decision (slash_dates) reads both; a month name's date with a comma before
+-- the time (`Dec 31, 2023, 10:30 PM`, US locales' date formatting) without that comma
+create or replace temp macro clv_file_date_text(t) as
+    regexp_replace(regexp_replace(clv_file_full_year(trim(t)),
+                                  '^([0-9]{1,2})-([0-9]{1,2})-([0-9]{4})([ T].*)?$', '\1/\2/\3\4'),
+                   '^([A-Za-z]+[.]? [0-9]{1,2}, [0-9]{4}),\s*', '\1 ');
+-- a number's text without its currency: symbols (`$ £ € ¥ ₹`, `R$` and other letters before a `$`) and
+-- spaces left out (`$1,234.50`, `1 234,50 €`, a no-break space), then a currency code right before or
+-- after the number (`USD 12.00`, `12.00 EUR`, upper case: clv_file_written_currency reads it, and the
+-- row is checked against it like a currency column's value); Swiss apostrophe thousands (`1'234.50`)
+-- dropped; an accountant's negative in parentheses or with a trailing minus (`($20.00)`, `20.00-`) signed
+create or replace temp macro clv_file_unit_free(t) as
+    regexp_replace(regexp_replace(trim(t), '[A-Z]{1,2}[$]', '$', 'g'), '[$£€¥₹[:space:]\x{00A0}\x{202F}]', '', 'g');
+create or replace temp macro clv_file_written_currency(t) as nullif(coalesce(
+    nullif(regexp_extract(clv_file_unit_free(t), '^[(-]?([A-Z]{3})[-(]?[0-9.]', 1), ''),
+    regexp_extract(clv_file_unit_free(t), '[0-9.)-]([A-Z]{3})[)]?$', 1)), '');
 create or replace temp macro clv_file_bare_number(t) as
-    regexp_replace(regexp_replace(regexp_replace(trim(t), '[$£€¥[:space:]\x{00A0}\x{202F}]', '', 'g'),
+    regexp_replace(regexp_replace(regexp_replace(
+        regexp_replace(regexp_replace(clv_file_unit_free(t), '^([(-]?)[A-Z]{3}([-(]?[0-9.])', '\1\2'),
+                       '([0-9.)-])[A-Z]{3}([)]?)$', '\1\2'),
+        '^([-(]?[0-9]{1,3})[''’]([0-9]{3})(?:[''’]([0-9]{3}))?(?:[''’]([0-9]{3}))?([.,][0-9]*)?([)-]?)$',
+        '\1\2\3\4\5\6'),
                                   '^[(]([0-9][0-9.,]*)[)]$', '-\1'),
                    '^([0-9][0-9.,]*)-$', '-\1');
 -- text of a number: a file's decimal comma read as such (`6,95`, `1.234,50`), the thousands commas
@@ -185,7 +210,10 @@ keyed as (
         case when is_shopify then coalesce(sku_text, nullif(trim(f.description), ''))
              else nullif(regexp_replace(trim(f.product_id), '^([0-9]+)\.0+$', '\1'), '') end as product_key,
         nullif(upper(trim(f.currency)), '') as currency_code,
-        clv_file_full_year(trim(f.order_date)) as date_text,
+        -- a currency code written with the amount or price (`USD 12.00`): the row's currency as much as
+        -- its currency column (or the store's file_currency) is
+        coalesce(clv_file_written_currency(f.amount), clv_file_written_currency(f.unit_price)) as written_currency,
+        clv_file_date_text(f.order_date) as date_text,
         -- an offset after a time of day (`21:15:00-05:00`, `T21:15Z`): not the year of `10-Mar-2024`
         regexp_matches(trim(f.order_date), '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}:?[0-9]{2})$')
             as has_offset,
@@ -368,6 +396,8 @@ judged as (
             when currency_code is null then 'missing currency (no currency column value and no store file_currency)'
             when currency_code <> $shop_currency
                 then 'currency ' || currency_code || ' differs from the store currency ' || $shop_currency
+            when written_currency <> $shop_currency
+                then 'currency ' || written_currency || ' differs from the store currency ' || $shop_currency
             when date_ambiguous
                 then 'ambiguous order date: ' || order_date || ' (the file writes dates both day-first and month-first)'
             when order_ts is null then 'unparseable order date: ' || coalesce(order_date, 'empty')
