@@ -105,7 +105,7 @@ class Settings:
 
 
 FILE_COLUMN_FIELDS = ("customer_id", "order_id", "order_date", "amount", "product_id", "description", "quantity",
-                      "unit_price", "country", "currency", "status")
+                      "unit_price", "country", "currency", "status", "refunded_amount")
 """The raw columns of an export that store.toml [files.columns] may name a header for."""
 
 

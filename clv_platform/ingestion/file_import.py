@@ -7,7 +7,7 @@ Layouts are recognized from the header, whatever its case, spaces and punctuatio
   `Price`), customer id (`CustomerID` / `Customer ID`), optionally description, country and
   currency;
 * order level (generic): `customer_id, order_id, order_date, amount`, optionally `product_id`,
-  `quantity`, `country`, `currency`;
+  `quantity`, `country`, `currency`, an order status and a refunded amount (``LAYOUT_FIELD_HEADERS``);
 * transactions without an order id (`customer_id, order_date, amount`, the same optional columns;
   CDNOW's and many public logs' shape): each row is one order, keyed in staging by its customer,
   date and amount as written;
@@ -79,6 +79,15 @@ STATUS_HEADERS = {"status", "orderstatus", "paymentstatus"}
 """An order's status column of an order- or line-level export (normalized header), kept in
 `layout_fields` as `status`: staging rejects the rows of orders that are not purchases
 (cancelled, failed, pending, ...; data_contracts.md, "Files")."""
+REFUNDED_HEADERS = ("amountrefunded", "refundedamount", "refundamount", "refunded")
+"""The money given back on an order of an order-level or transactions export (Stripe's payments
+export `Amount Refunded`, `Refunded Amount`, `Refund Amount`, `Refunded`; normalized header, the
+first of them a file has wins, so a bare `Refunded` beside an amount is not taken for it), kept in
+`layout_fields` as `refunded_amount`: staging subtracts it from the order as it does Shopify's
+`Refunded Amount` (data_contracts.md, "Files")."""
+LAYOUT_FIELD_HEADERS = {"status": STATUS_HEADERS, "refunded_amount": REFUNDED_HEADERS}
+"""The columns of the other layouts than Shopify's kept in `layout_fields` (no raw column of their
+own), by the headers recognized without a setting; store.toml [files.columns] may name them too."""
 LINE_LEVEL_REQUIRED = {"order_id", "product_id", "quantity", "order_date", "unit_price", "customer_id"}
 ORDER_LEVEL_REQUIRED = {"customer_id", "order_id", "order_date", "amount"}
 TRANSACTIONS_REQUIRED = ORDER_LEVEL_REQUIRED - {"order_id"}
@@ -308,7 +317,8 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
     for exports whose headers are not among the built-in spellings; a named header wins over
     them, and the header it names is not also read as another column. Shopify's orders export is
     recognized first and read by its own rules. An order status column (``STATUS_HEADERS``, or
-    named as ``status``) of the other layouts goes to `layout_fields`."""
+    named as ``status``) and a refunded-amount column (``REFUNDED_HEADERS``, or named as
+    ``refunded_amount``) of the other layouts go to `layout_fields`."""
     normalized = [_normalize(name) for name in columns]
     if SHOPIFY_ORDERS_REQUIRED <= set(normalized):
         mapping, fields = {}, {}
@@ -319,29 +329,33 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
                 fields.setdefault(SHOPIFY_ORDERS_FIELDS[name], index)
         return "shopify_orders", mapping, fields
     wanted = {_normalize(header): column for column, header in (named or {}).items()}
-    mapping, status = {}, {}
+    mapping, fields = {}, {}
     for index, name in enumerate(columns):
         column = wanted.get(_normalize(name))
-        if column == "status":
-            status.setdefault("status", index)
+        if column in LAYOUT_FIELD_HEADERS:
+            fields.setdefault(column, index)
         elif column and column not in mapping:
             mapping[column] = index
-    taken = set(mapping.values()) | set(status.values())
-    if "status" not in wanted.values():
-        status = {"status": i for i, name in reversed(list(enumerate(columns)))
-                  if _normalize(name) in STATUS_HEADERS and i not in taken}
-        taken |= set(status.values())
+    taken = set(mapping.values()) | set(fields.values())
+    for field, headers in LAYOUT_FIELD_HEADERS.items():
+        if field not in wanted.values():
+            found = [(list(headers).index(_normalize(name)) if isinstance(headers, tuple) else 0, i)
+                     for i, name in enumerate(columns) if _normalize(name) in headers and i not in taken]
+            if found:
+                fields[field] = min(found)[1]
+                taken.add(fields[field])
     for index, name in enumerate(columns):
         target = HEADER_ALIASES.get(_normalize(name))
         if target and target not in mapping and index not in taken:
             mapping[target] = index
     if LINE_LEVEL_REQUIRED <= set(mapping):
         mapping.pop("amount", None)
-        return "online_retail", mapping, status
+        fields.pop("refunded_amount", None)  # a line-level file's refunds are its credit notes
+        return "online_retail", mapping, fields
     if ORDER_LEVEL_REQUIRED <= set(mapping):
-        return "generic", mapping, status
+        return "generic", mapping, fields
     if TRANSACTIONS_REQUIRED <= set(mapping):
-        return "transactions", mapping, status
+        return "transactions", mapping, fields
     found = f" (with store.toml [files.columns] {dict(named)})" if named else ""
     raise UnreadableFileError(f"{file_name}: unrecognized columns {list(columns)}{found}; expected {EXPECTED_LAYOUTS}, "
                               "or name your headers in store.toml [files.columns]")

@@ -1090,3 +1090,101 @@ def test_brazilian_and_swiss_amounts_with_their_currency(data_env, monkeypatch):
     assert rejected == {}
     assert orders == {"import:c1": pytest.approx(1234.50), "import:c2": pytest.approx(1234.50),
                       "import:c3": pytest.approx(99.90)}
+
+
+def _money(db) -> tuple[dict, list]:
+    with duckdb.connect(str(db)) as conn:
+        orders = {o.split(":", 1)[1]: (g, r, n, t) for o, g, r, n, t in conn.execute(
+            "select order_id, gross_revenue::double, refunded_amount::double, net_revenue::double, "
+            "total_refunded::double from staging.orders").fetchall()}
+        refunds = conn.execute("select order_id, refund_id, refunded_at, refunded_on, amount::double, "
+                               "total_refunded::double from staging.refunds order by 1").fetchall()
+    return orders, refunds
+
+
+def test_an_order_level_files_refunded_amount_reduces_the_order(data_env):
+    """Stripe's payments export carries the money given back per charge (`Amount Refunded`); it was
+    ignored, so a partially refunded payment counted in full. It reduces the order as Shopify's
+    export's `Refunded Amount` does: capped at the order, one refund on the order's own day (the export
+    has no refund date), the uncapped amount in total_refunded, blank = 0, unparseable or negative
+    rejected; a payment whose status says refunded stays rejected by it (no refund counted twice)."""
+    (data_env / "store.toml").write_text('[files.columns]\norder_id = "id"\norder_date = "Created (UTC)"\n')
+    text = """\
+        id,Created (UTC),Amount,Amount Refunded,Currency,Status,Customer ID
+        ch_1,2024-01-01 06:30:00,100.00,0.00,usd,Paid,cus_A
+        ch_2,2024-01-02 10:00:00,50.00,20.00,usd,Partially refunded,cus_A
+        ch_3,2024-01-03 10:00:00,40.00,,usd,Paid,cus_B
+        ch_4,2024-01-04 10:00:00,30.00,45.00,usd,Paid,cus_B
+        ch_5,2024-01-05 10:00:00,25.00,25.00,usd,Refunded,cus_C
+        ch_6,2024-01-06 10:00:00,10.00,n/a,usd,Paid,cus_C
+        ch_7,2024-01-07 10:00:00,10.00,-5.00,usd,Paid,cus_C
+        ch_8,2024-01-08 10:00:00,12.00,USD 2.00,usd,Paid,cus_C
+        ch_9,2024-01-09 10:00:00,12.00,EUR 2.00,usd,Paid,cus_C
+        """
+    result, db = _import(data_env, "unified_payments.csv", text)
+    assert result.success
+    with duckdb.connect(str(db)) as conn:
+        kept = [r[0] for r in conn.execute("select layout_fields ->> 'refunded_amount' from raw.file_transactions "
+                                           "order by row_number").fetchall()]
+    assert kept == ["0.00", "20.00", None, "45.00", "25.00", "n/a", "-5.00", "USD 2.00", "EUR 2.00"]
+    _, rejected, _ = _stage(db)
+    orders, refunds = _money(db)
+    # gross, refunded (capped), net, total_refunded (uncapped)
+    assert orders == {"ch_1": (100.0, 0.0, 100.0, 0.0), "ch_2": (50.0, 20.0, 30.0, 20.0),
+                      "ch_3": (40.0, 0.0, 40.0, 0.0), "ch_4": (30.0, 30.0, 0.0, 45.0),
+                      "ch_8": (12.0, 2.0, 10.0, 2.0)}
+    assert [(o, i, str(at), str(on), a, t) for o, i, at, on, a, t in refunds] == [
+        ("import:ch_2", "import:ch_2#refunded", "2024-01-02 10:00:00", "2024-01-02", 20.0, 20.0),
+        ("import:ch_4", "import:ch_4#refunded", "2024-01-04 10:00:00", "2024-01-04", 45.0, 45.0),
+        ("import:ch_8", "import:ch_8#refunded", "2024-01-08 10:00:00", "2024-01-08", 2.0, 2.0)]
+    tail = ": not a purchase (cancelled, failed, unpaid or fully refunded; a later export that shows it completed " \
+           "replaces this row)"
+    assert rejected == {"unified_payments.csv#6": "order status refunded" + tail,
+                        "unified_payments.csv#7": "unparseable refunded amount: n/a",
+                        "unified_payments.csv#8": "negative price or amount",
+                        "unified_payments.csv#10": "currency EUR differs from the store currency USD"}
+
+
+def test_a_named_refunded_column_of_a_transactions_file_and_rows_of_one_order(data_env):
+    """`[files.columns] refunded_amount` names the column of an export whose header is not a known
+    spelling; a file of several rows per order adds its rows' refunded amounts as it adds their
+    amounts."""
+    (data_env / "store.toml").write_text('[files.columns]\nrefunded_amount = "Money back"\n')
+    log = """\
+        customer_id,order_date,amount,Money back
+        c1,2024-02-01,20.00,5.00
+        c1,2024-02-01,20.00,
+        c2,2024-02-02,8.00,8
+        """
+    lines = """\
+        customer_id,order_id,order_date,amount,product_id,Refund Amount
+        c3,o1,2024-02-03,10.00,A,1.50
+        c3,o1,2024-02-03,15.00,B,2.50
+        c4,o2,2024-02-04,9.00,A,
+        """
+    assert _import(data_env, "log.csv", log)[0].success
+    (data_env / "store.toml").unlink()  # a named header replaces the built-in spellings: not for this file
+    assert _import(data_env, "lines.csv", lines)[0].success
+    _, rejected, _ = _stage(db := data_env / "clv.duckdb")
+    assert rejected == {}
+    orders, refunds = _money(db)
+    by_money = sorted(orders.values())
+    assert by_money == [(8.0, 8.0, 0.0, 8.0), (9.0, 0.0, 9.0, 0.0), (20.0, 0.0, 20.0, 0.0), (20.0, 5.0, 15.0, 5.0),
+                        (25.0, 4.0, 21.0, 4.0)]
+    assert sorted((str(on), a) for _, _, _, on, a, _ in refunds) == [
+        ("2024-02-01", 5.0), ("2024-02-02", 8.0), ("2024-02-03", 4.0)]
+
+
+def test_refunded_headers_are_recognized_without_settings():
+    from clv_platform.ingestion.file_import import detect_format
+
+    for header in ("Amount Refunded", "Refunded Amount", "Refunded", "refund_amount"):
+        layout, mapping, fields = detect_format(["Customer ID", "Order ID", "Date", "Amount", header, "Status"], "x")
+        assert layout == "generic" and fields == {"refunded_amount": 4, "status": 5}, header
+    # a bare `Refunded` (perhaps a yes/no flag) beside the amount refunded is not taken for it
+    _, _, fields = detect_format(["Customer ID", "Order ID", "Date", "Amount", "Refunded", "Amount Refunded"], "x")
+    assert fields == {"refunded_amount": 5}
+    # a line-level file's refunds are its credit notes: a refunded column there is not read
+    layout, _, fields = detect_format(["Invoice", "StockCode", "Quantity", "InvoiceDate", "Price", "Customer ID",
+                                       "Refunded"], "x")
+    assert layout == "online_retail" and fields == {}

@@ -342,3 +342,42 @@ def test_a_merge_adjusts_products_by_the_replaced_lines_and_recounts_when_it_can
             assert (units, str(revenue), str(first), str(last)) == expected, i
         assert merged.execute("select title from staging.products").fetchone()[0] == "Tee"
         assert_same_staging(merged, full_path)
+
+
+def test_a_merge_keeps_an_imported_files_refunded_amounts_as_a_full_build_does(tmp_path):
+    """An order-level file's refunded-amount column is one staging.refunds row per order (as
+    Shopify's export's Refunded Amount): a merge of later Shopify loads leaves them, and every other
+    table, exactly as a full build of the same raw rows writes them."""
+    from clv_platform.ingestion.file_import import RAW_COLUMNS, parse_export
+
+    export = tmp_path / "payments.csv"
+    export.write_text("customer_id,order_id,order_date,amount,currency,Amount Refunded\n"
+                      "c1,p1,2025-01-02,50.00,USD,20.00\nc1,p2,2025-01-03,30.00,USD,45.00\n"
+                      "c2,p3,2025-01-04,10.00,USD,\n")
+    frame = parse_export(export, datetime(2025, 1, 5))
+
+    def add_file(conn):
+        ensure_raw_tables(conn)
+        conn.register("_file_batch", frame)
+        values = ", ".join(f"{c}::json" if c in ("payload", "layout_fields") else c for c in RAW_COLUMNS)
+        conn.execute(f"insert into raw.file_transactions ({', '.join(RAW_COLUMNS)}) select {values} from _file_batch")
+        conn.unregister("_file_batch")
+
+    loads = [[order(1, updated="2025-01-03T10:00:00Z")],
+             [order(1, updated="2025-01-06T08:00:00Z", refunds=["10.00"]),
+              order(2, customer=8, email="bo@example.com", updated="2025-01-06T09:00:00Z")]]
+    full_path = str(tmp_path / "full.duckdb")
+    with duckdb.connect(full_path) as full:
+        add_file(full)
+        for orders in loads:
+            load(full, copy.deepcopy(orders))
+        build_staging(full, shop_currency="USD")
+    with duckdb.connect(str(tmp_path / "merged.duckdb")) as merged:
+        add_file(merged)
+        for i, orders in enumerate(loads):
+            load(merged, copy.deepcopy(orders))
+            result = build_staging(merged, shop_currency="USD")
+            assert result.mode == ("full" if i == 0 else "merge"), (i, result.full_reason)
+        assert merged.execute("select order_id, amount::double from staging.refunds where order_id like 'import:%' "
+                              "order by 1").fetchall() == [("import:p1", 20.0), ("import:p2", 45.0)]
+        assert_same_staging(merged, full_path)

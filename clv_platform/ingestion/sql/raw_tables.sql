@@ -56,5 +56,6 @@ alter table raw.file_transactions add column if not exists content_sha256 varcha
 -- ',' when the file writes decimals with a comma (European Excel CSVs), else '.'
 alter table raw.file_transactions add column if not exists decimal_separator varchar;
 -- the cells of a layout's own columns that have no raw column, under canonical names (Shopify's
--- orders export: id, financial_status, cancelled_at, refunded_amount, ...); NULL for other layouts
+-- orders export: id, financial_status, cancelled_at, refunded_amount, ...; other layouts: status,
+-- refunded_amount, order_date_zone), else NULL
 alter table raw.file_transactions add column if not exists layout_fields json;

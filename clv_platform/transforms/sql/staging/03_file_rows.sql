@@ -212,7 +212,8 @@ keyed as (
         nullif(upper(trim(f.currency)), '') as currency_code,
         -- a currency code written with the amount or price (`USD 12.00`): the row's currency as much as
         -- its currency column (or the store's file_currency) is
-        coalesce(clv_file_written_currency(f.amount), clv_file_written_currency(f.unit_price)) as written_currency,
+        coalesce(clv_file_written_currency(f.amount), clv_file_written_currency(f.unit_price),
+                 clv_file_written_currency(f.layout_fields ->> 'refunded_amount')) as written_currency,
         clv_file_date_text(f.order_date) as date_text,
         -- an offset after a time of day (`21:15:00-05:00`, `T21:15Z`): not the year of `10-Mar-2024`
         regexp_matches(trim(f.order_date), '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}:?[0-9]{2})$')
@@ -225,7 +226,12 @@ keyed as (
         -- Shopify's order columns (NULL for other layouts) and the line's own discount
         upper(nullif(trim(head_fields ->> 'financial_status'), '')) as financial_status,
         nullif(trim(head_fields ->> 'cancelled_at'), '') as cancelled_text,
-        clv_file_number_text(head_fields ->> 'refunded_amount', f.decimal_separator) as refunded_text,
+        -- the money given back: Shopify's `Refunded Amount` (its order's head row), or an order-level or
+        -- transactions file's refunded-amount column (file_import.REFUNDED_HEADERS), on the row itself
+        clv_file_number_text(case when is_shopify then head_fields ->> 'refunded_amount'
+                                  when f.file_format in ('generic', 'transactions')
+                                      then f.layout_fields ->> 'refunded_amount' end,
+                             f.decimal_separator) as refunded_text,
         clv_file_number_text(head_fields ->> 'discount_amount', f.decimal_separator) as discount_text,
         clv_file_number_text(head_fields ->> 'shipping', f.decimal_separator) as shipping_text,
         clv_file_number_text(head_fields ->> 'taxes', f.decimal_separator) as taxes_text,
@@ -307,7 +313,7 @@ typed as (
         -- the first order column written but not a number (blank is zero)
         case
             when refunded_text is not null and try_cast(refunded_text as decimal(38, 2)) is null
-                then 'Refunded Amount: ' || refunded_text
+                then case when is_shopify then 'Refunded Amount: ' else 'refunded amount: ' end || refunded_text
             when discount_text is not null and try_cast(discount_text as decimal(38, 2)) is null
                 then 'Discount Amount: ' || discount_text
             when shipping_text is not null and try_cast(shipping_text as decimal(38, 2)) is null
@@ -348,7 +354,8 @@ counted as (
         end as qty,
         -- the first Shopify order column beyond the value limits
         case
-            when abs(refunded_wide) > 999999999999.99 then 'Refunded Amount ' || refunded_text
+            when abs(refunded_wide) > 999999999999.99
+                then case when is_shopify then 'Refunded Amount ' else 'refunded amount ' end || refunded_text
             when abs(discount_wide) > 999999999999.99 then 'Discount Amount ' || discount_text
             when abs(shipping_wide) > 999999999999.99 then 'Shipping ' || shipping_text
             when abs(taxes_wide) > 999999999999.99 then 'Taxes ' || taxes_text
@@ -467,7 +474,9 @@ judged_rows as (
     from latest
 ),
 order_totals as (
-    select order_key, sum(value_wide) as order_total
+    -- an order-level file's refunds: its rows' refunded amounts, as its gross is its rows' amounts
+    select order_key, sum(value_wide) as order_total,
+           sum(case when not is_shopify then try_cast(refunded_text as decimal(38, 2)) end) as order_refunds
     from judged_rows
     where row_reason is null and not is_return
     group by order_key
@@ -490,7 +499,9 @@ select
                              then r.taxes_wide else 0 end, 0) end as decimal(18, 2)) as order_sales,
     cast(case when r.is_shopify and abs(r.total_wide) <= 999999999999.99 then r.total_wide end as decimal(18, 2))
         as order_total,
-    cast(case when r.is_shopify and abs(r.refunded_wide) <= 999999999999.99 then r.refunded_wide end
+    -- NULL without a refunded-amount column (a blank cell of one is 0)
+    cast(case when r.is_shopify and abs(r.refunded_wide) <= 999999999999.99 then r.refunded_wide
+              when not r.is_shopify and abs(t.order_refunds) <= 999999999999.99 then t.order_refunds end
          as decimal(18, 2)) as order_refunded,
     cast(case when r.is_shopify and abs(r.discount_wide) <= 999999999999.99 then r.discount_wide end
          as decimal(18, 2)) as order_discount,
@@ -504,6 +515,8 @@ select
         when r.row_reason is not null then r.row_reason
         when abs(t.order_total) > 999999999999.99
             then 'order total out of range: ' || cast(cast(t.order_total as decimal(38, 2)) as varchar)
+        when abs(t.order_refunds) > 999999999999.99
+            then 'amount out of range: refunded amount ' || cast(cast(t.order_refunds as decimal(38, 2)) as varchar)
     end as reject_reason
 from judged_rows as r
 left join order_totals as t on t.order_key = r.order_key and not r.is_return;

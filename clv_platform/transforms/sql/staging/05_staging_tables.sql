@@ -58,9 +58,11 @@ select * exclude (raw_rowid, refund_count) from staging_build._resolved_orders
 union all
 
 -- orders of imported exports. Line-level files: gross = Σ quantity × price of the order's lines
--- (no tax, shipping or discounts), refunds = the credit notes matched to it. Shopify's orders
--- export: the order's own columns (the same on each of its rows, 03_file_rows.sql): gross = net
--- sales before returns (Subtotal), refunds = its Refunded Amount, cancelled or voided = revenue 0.
+-- (no tax, shipping or discounts), refunds = the credit notes matched to it. Order-level and
+-- transactions files: gross = Σ amount of its rows, refunds = the returns matched to it and Σ its
+-- rows' refunded-amount column. Shopify's orders export: the order's own columns (the same on each
+-- of its rows, 03_file_rows.sql): gross = net sales before returns (Subtotal), refunds = its
+-- Refunded Amount, cancelled or voided = revenue 0. total_refunded keeps the exported amount uncapped.
 select
     'import:' || order_key as order_id,
     order_name,
@@ -91,7 +93,7 @@ select
     tax_amount,
     shipping_amount,
     total_price,
-    cast(coalesce(exported_refunded, least(refunds, total_price)) as decimal(18, 2)) as total_refunded,
+    cast(least(credited, total_price) + coalesce(exported_refunded, 0) as decimal(18, 2)) as total_refunded,
     item_quantity as ordered_quantity
 from (
     select
@@ -115,6 +117,7 @@ from (
             coalesce(any_value(f.order_total), sum(f.line_value)) as total_price,
             cast(coalesce(any_value(f.order_discount), 0) as decimal(18, 2)) as discount_amount,
             coalesce(any_value(c.credited), 0) + coalesce(any_value(f.order_refunded), 0) as refunds,
+            coalesce(any_value(c.credited), 0) as credited,
             any_value(f.order_refunded) as exported_refunded,
             cast(count(*) as integer) as line_count,
             cast(sum(f.qty) as bigint) as item_quantity,
@@ -288,8 +291,9 @@ where matched_order_key is not null
 
 union all
 
--- the Refunded Amount of an order of a Shopify orders export: one refund, booked on the order's own
--- day (the export gives no refund date); it may include refunded shipping and tax
+-- the Refunded Amount of an order of a Shopify orders export, or the refunded-amount column of an
+-- order-level or transactions file: one refund, booked on the order's own day (the exports give no
+-- refund date); Shopify's may include refunded shipping and tax
 select
     'import:' || order_key as order_id,
     'import:' || order_key || '#refunded' as refund_id,
@@ -300,7 +304,7 @@ select
     any_value(order_refunded) as total_refunded,
     any_value(order_refunded) as products_refunded
 from staging_build._file_rows
-where reject_reason is null and is_shopify and order_refunded > 0
+where reject_reason is null and not is_return and order_refunded > 0
 group by order_key;
 
 -- Every credit-note line of imported exports, with the order it was matched to (and how); the
