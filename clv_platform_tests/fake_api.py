@@ -84,7 +84,8 @@ def make_order_nodes(
 
     Every `big_order_every`-th order has `big_order_lines` line items (more than one
     `lineItems(first:50)` page); some are guest orders, some edited (currentQuantity), some with
-    a returned line (refundLineItems), some paid in EUR (presentmentCurrencyCode; the shop
+    a returned line (refundLineItems), some with only their shipping refunded (refundShippingLines,
+    no refunded lines), some paid in EUR (presentmentCurrencyCode; the shop
     currency stays USD), all with tax and shipping inside totalPriceSet, and a few share an
     `updatedAt` second with their neighbour.
     """
@@ -129,6 +130,7 @@ def make_order_nodes(
         guest = i % 13 == 3
         email = f"buyer{i}@example.com" if guest else f"buyer{i % 97}@example.com"
         refunded_line = i % 7 == 2  # one unit of the last line returned, with its tax
+        refunded_shipping = i % 7 == 4 and shipping > 0  # "we refunded your shipping" (untaxed here)
         presentment = "EUR" if i % 5 == 4 else "USD"
         rate = 0.9 if presentment == "EUR" else 1.0
         refunds = []
@@ -142,6 +144,15 @@ def make_order_nodes(
                 "totalRefundedSet": {"shopMoney": _money(round(value * 1.08, 2), "USD")},
                 "refundLineItems": {"nodes": [{"lineItem": {"id": li["id"]}, "quantity": 1,
                                                "subtotalSet": {"shopMoney": _money(value, "USD")}}]},
+                "refundShippingLines": {"nodes": []},
+            })
+        if refunded_shipping:
+            refunds.append({
+                "id": f"gid://shopify/Refund/{900 + i}", "createdAt": _iso(updated),
+                "totalRefundedSet": {"shopMoney": _money(shipping, "USD")},
+                "refundLineItems": {"nodes": []},
+                "refundShippingLines": {"nodes": [{"subtotalAmountSet": {"shopMoney": _money(shipping, "USD")},
+                                                   "taxAmountSet": {"shopMoney": _money(0, "USD")}}]},
             })
         refunded = sum(float(r["totalRefundedSet"]["shopMoney"]["amount"]) for r in refunds)
         nodes.append({
@@ -767,11 +778,13 @@ class FakeApi:
                 raise UnknownField(name)
         return out
 
-    def _refund_line_page(self, refund: dict, sel: Selection) -> dict:
+    def _refund_line_page(self, refund: dict, sel: Selection, name: str = "refundLineItems") -> dict:
+        """A page of one of the refund's connections (refundLineItems, refundShippingLines); a
+        hand-written refund without refundShippingLines has none (Shopify always sends the connection)."""
         first = int(sel.args.get("first") or 0)
         if not 0 < first <= 250:
-            raise _Response(200, {"errors": [{"message": "refundLineItems needs first between 1 and 250"}]})
-        items = refund["refundLineItems"]["nodes"]
+            raise _Response(200, {"errors": [{"message": f"{name} needs first between 1 and 250"}]})
+        items = (refund.get(name) or {"nodes": []})["nodes"]
         chunk = items[:first]
         out = {}
         for name, sub in (sel.fields or {}).items():
@@ -789,8 +802,8 @@ class FakeApi:
         for refund in refunds:
             item = {}
             for name, sel in fields.items():
-                if name == "refundLineItems":
-                    item[name] = self._refund_line_page(refund, sel)
+                if name in ("refundLineItems", "refundShippingLines"):
+                    item[name] = self._refund_line_page(refund, sel, name)
                 elif name not in refund:
                     raise UnknownField(name)
                 else:

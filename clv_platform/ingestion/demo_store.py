@@ -339,7 +339,7 @@ class DemoStore:
         refunded_at = _iso(o["refund_s"].to_numpy(), "Z")
         cols = {name: o[name].tolist() for name in (
             "order_idx", "order_num", "currency_code", "is_test", "account_idx", "guest_email",
-            "discount_cents", "refund_num", "refund_cents", "refund_scope",
+            "discount_cents", "refund_num", "refund_cents", "refund_scope", "refund_ship_cents",
         )}
         vcols = {name: v[name].tolist() for name in (
             "fin_status", "fulfillment_status", "current_cents", "has_refund", "broken", "sub_cents", "tax_cents",
@@ -391,6 +391,10 @@ class DemoStore:
                     "createdAt": refunded_at[i],
                     "totalRefundedSet": _shop_money(cols["refund_cents"][i], cur),
                     "refundLineItems": {"nodes": self._refund_lines(order_idx, refund_scope)},
+                    "refundShippingLines": {"nodes": [{
+                        "subtotalAmountSet": _shop_money(cols["refund_ship_cents"][i], cur),
+                        "taxAmountSet": _shop_money(0, cur),
+                    }] if cols["refund_ship_cents"][i] else []},
                 }] if refund_scope else [],
             }
             node.update(combos[combo_of[order_idx]])
@@ -423,13 +427,16 @@ class DemoStore:
         return nodes
 
     def _refund_lines(self, order_idx: int, refund_scope: int) -> list[dict]:
-        """The refunded lines: the last line (quantity 1) for a partial refund, every line for a full one."""
+        """The refunded lines: the last line (quantity 1) for a partial refund, every line for a full
+        one, none for a refund of the shipping only (scope 3)."""
         cur = self.params.shop_currency
         lo, hi = self._line_start[order_idx], self._line_start[order_idx + 1]
         cols = self._line_columns()
         rows = list(zip(*(c[lo:hi].tolist() for c in cols)))
         if refund_scope == 1:
             rows = rows[-1:]
+        elif refund_scope == 3:
+            rows = []
         return [{
             "lineItem": {"id": f"gid://shopify/LineItem/{line_num}"},
             "quantity": qty,
@@ -676,7 +683,10 @@ def _money_columns(
       unit of its first line, removed by the edit (quantity stays as ordered, currentQuantity
       drops, and the totals of the versions before the edit include the unit);
     - refunds with their refunded lines: a partial refund returns the last line (quantity 1)
-      with its tax; a full refund returns every line and refunds the whole total.
+      with its tax; a full refund returns every line and refunds the whole total, its shipping as a
+      refunded shipping line (refundShippingLines; shipping is not taxed here);
+    - every fourth partial refund (by order) of an order that paid shipping refunds the shipping
+      only ("we refunded your shipping"): a refunded shipping line and no refunded lines.
     """
     n = len(orders)
     line_order = lines["order_idx"].to_numpy()
@@ -695,12 +705,17 @@ def _money_columns(
     partial = fate == _FATE_PARTIAL_REFUND
     full = (fate == _FATE_FULL_REFUND) | (fate == _FATE_CANCEL_REFUND)
     last_value = unit[last] - disc[last]  # the last line has quantity 1
+    ship_after = np.where(gross >= params.free_shipping_cents, 0, params.shipping_cents)
+    shipping_only = partial & (ship_after > 0) & (np.arange(n) % 4 == 0)
+    partial &= ~shipping_only
     products = np.where(partial, last_value, np.where(full, gross, 0))
-    total_after = gross + _tax(params, gross) + np.where(gross >= params.free_shipping_cents, 0, params.shipping_cents)
-    refund_total = np.where(partial, last_value + _tax(params, last_value), np.where(full, total_after, 0))
+    total_after = gross + _tax(params, gross) + ship_after
+    refund_total = np.where(partial, last_value + _tax(params, last_value),
+                            np.where(full, total_after, np.where(shipping_only, ship_after, 0)))
     orders = orders.assign(
         refund_cents=refund_total, refund_products_cents=products, removal_edit=removal,
-        refund_scope=np.where(partial, 1, np.where(full, 2, 0)).astype(np.int8),
+        refund_ship_cents=np.where(full | shipping_only, ship_after, 0),
+        refund_scope=np.where(partial, 1, np.where(full, 2, np.where(shipping_only, 3, 0))).astype(np.int8),
     )
 
     v_order = versions["order_idx"].to_numpy()
@@ -1146,10 +1161,10 @@ line_nodes as (
         || ',"originalUnitPriceSet":' || _demo_set(l.unit_cents, $cur)
         || ',"totalDiscountSet":' || _demo_set(l.discount_cents, $cur) || '}}',
         ',' order by l.line_number) || ']' as nodes,
-        '[' || string_agg(case when o.refund_scope = 2 or (o.refund_scope = 1 and l.is_last) then
+        '[' || coalesce(string_agg(case when o.refund_scope = 2 or (o.refund_scope = 1 and l.is_last) then
             '{{"lineItem":{{"id":"gid://shopify/LineItem/' || l.line_num || '"}},"quantity":' || l.quantity
             || ',"subtotalSet":' || _demo_set(l.quantity * l.unit_cents - l.discount_cents, $cur) || '}}' end,
-        ',' order by l.line_number) || ']' as refund_lines
+        ',' order by l.line_number), '') || ']' as refund_lines
     from _demo_versions v
     join _demo_orders o on o.order_idx = v.order_idx
     join _demo_lines l on l.order_idx = v.order_idx
@@ -1191,7 +1206,10 @@ select
     || ',"refunds":' || case when v.has_refund and o.refund_scope > 0
         then '[{{"id":"gid://shopify/Refund/' || o.refund_num || '","createdAt":"' || _demo_ts(o.refund_s, 'Z')
              || '","totalRefundedSet":' || _demo_set(o.refund_cents, $cur)
-             || ',"refundLineItems":{{"nodes":' || ln.refund_lines || '}}}}]'
+             || ',"refundLineItems":{{"nodes":' || ln.refund_lines || '}}'
+             || ',"refundShippingLines":{{"nodes":' || case when o.refund_ship_cents > 0
+                 then '[{{"subtotalAmountSet":' || _demo_set(o.refund_ship_cents, $cur)
+                      || ',"taxAmountSet":' || _demo_set(0, $cur) || '}}]' else '[]' end || '}}}}]'
         else '[]' end
     || acq.fragment
     || '}}')::json,

@@ -75,10 +75,18 @@ _ORDER_HEAD = (
     f"{ACQUISITION_FIELDS}"
 )
 REFUND_LINE_FIELDS = f"lineItem{{id}} quantity subtotalSet{{{_MONEY}}}"
+# Refund.refundShippingLines (a RefundShippingLineConnection): the shipping a refund gave back,
+# subtotalAmountSet and taxAmountSet each; staging does not count it as products returned.
+REFUND_SHIPPING_LINE_FIELDS = f"subtotalAmountSet{{{_MONEY}}} taxAmountSet{{{_MONEY}}}"
 _REFUND_HEAD = f"id createdAt totalRefundedSet{{{_MONEY}}}"
+# Both connections of a refund page by $refundLinesFirst (10 on an orders page, 250 when one
+# order's refunds are re-read); the bulk query cannot nest them inside the `refunds` list.
+_REFUND_CONNECTIONS = ("refundLineItems", "refundShippingLines")
 _REFUNDS = (
     f"refunds{{{_REFUND_HEAD} refundLineItems(first: $refundLinesFirst) {{ "
-    f"pageInfo {{ hasNextPage endCursor }} nodes {{ {REFUND_LINE_FIELDS} }} }} }}"
+    f"pageInfo {{ hasNextPage endCursor }} nodes {{ {REFUND_LINE_FIELDS} }} }} "
+    f"refundShippingLines(first: $refundLinesFirst) {{ "
+    f"pageInfo {{ hasNextPage endCursor }} nodes {{ {REFUND_SHIPPING_LINE_FIELDS} }} }} }}"
 )
 
 # Top-level keys of an order node and of a line item, in contract order.
@@ -91,8 +99,9 @@ ORDER_KEYS = (
 LINE_ITEM_KEYS = (
     "id", "quantity", "currentQuantity", "sku", "title", "product", "originalUnitPriceSet", "totalDiscountSet",
 )
-REFUND_KEYS = ("id", "createdAt", "totalRefundedSet", "refundLineItems")
+REFUND_KEYS = ("id", "createdAt", "totalRefundedSet", "refundLineItems", "refundShippingLines")
 REFUND_LINE_KEYS = ("lineItem", "quantity", "subtotalSet")
+REFUND_SHIPPING_LINE_KEYS = ("subtotalAmountSet", "taxAmountSet")
 
 ORDERS_PAGE_QUERY = (
     "query ClvOrders($first: Int!, $after: String, $query: String, $lineItemsFirst: Int!, "
@@ -108,8 +117,9 @@ LINE_ITEMS_QUERY = (
     "order(id: $id) { lineItems(first: $first, after: $after) { "
     f"pageInfo {{ hasNextPage endCursor }} nodes {{ {LINE_ITEM_FIELDS} }} }} }} }}"
 )
-# An order's refunds with all their refunded lines: for the bulk path (a connection inside the
-# `refunds` list is not part of the bulk query) and for a refund with more lines than one page.
+# An order's refunds with all their refunded lines and shipping: for the bulk path (a connection
+# inside the `refunds` list is not part of the bulk query) and for a refund with more lines (or
+# shipping lines) than one page.
 REFUNDS_QUERY = (
     "query ClvOrderRefunds($id: ID!, $refundLinesFirst: Int!) { order(id: $id) { "
     f"{_REFUNDS} }} }}"
@@ -132,8 +142,8 @@ _COST_IN_MESSAGE = re.compile(r"Query cost is (\d+), which exceeds the single qu
 def bulk_orders_query(updated_min: datetime) -> str:
     """The bulk form of the orders query: connections as edges/node with `__typename`, no `first`.
 
-    Refunds come without their refund line items (a connection inside the `refunds` list);
-    `bulk_orders` fetches those per refunded order afterwards.
+    Refunds come without their refund line items and refunded shipping lines (connections inside
+    the `refunds` list); `bulk_orders` fetches those per refunded order afterwards.
     """
     return (
         f"{{ orders(query: \"updated_at:>='{utc_iso(updated_min)}'\", sortKey: UPDATED_AT) {{ edges {{ node {{ "
@@ -145,9 +155,17 @@ def bulk_orders_query(updated_min: datetime) -> str:
 
 def _shape_refund(refund: dict) -> dict:
     lines = (refund.get("refundLineItems") or {}).get("nodes") or []
-    shaped = {k: refund.get(k) for k in REFUND_KEYS if k != "refundLineItems"}
+    shipping = (refund.get("refundShippingLines") or {}).get("nodes") or []
+    shaped = {k: refund.get(k) for k in REFUND_KEYS if k not in _REFUND_CONNECTIONS}
     shaped["refundLineItems"] = {"nodes": [{k: line.get(k) for k in REFUND_LINE_KEYS} for line in lines]}
+    shaped["refundShippingLines"] = {"nodes": [{k: s.get(k) for k in REFUND_SHIPPING_LINE_KEYS} for s in shipping]}
     return shaped
+
+
+def _refund_has_more(refund: dict | None) -> str | None:
+    """The first connection of the refund with another page (refunded lines or shipping), if any."""
+    return next((name for name in _REFUND_CONNECTIONS
+                 if (((refund or {}).get(name) or {}).get("pageInfo") or {}).get("hasNextPage")), None)
 
 
 def shape_order(order: dict, line_items: list[dict]) -> dict:
@@ -334,7 +352,7 @@ class ShopifyResource(HttpConnectorResource):
         description="Orders per page (max 250). With lineItems(first: 50) each order costs ~52 points, so 15 stays under the 1000-point single-query limit; shrinks further if Shopify says a query costs too much.",
     )
     line_items_page_size: int = Field(default=50, description="Line items fetched with each order page.")
-    refund_lines_page_size: int = Field(default=10, description="Refunded lines fetched with each refund.")
+    refund_lines_page_size: int = Field(default=10, description="Refunded lines (and refunded shipping lines) fetched with each refund.")
     bucket_size: float = Field(default=2000.0, description="Cost bucket size assumed until Shopify reports it.")
     restore_rate: float = Field(default=100.0, description="Bucket restore rate (points/s) assumed until reported.")
     bulk_poll_interval_seconds: float = Field(default=3.0, description="Wait between bulk operation polls.")
@@ -557,8 +575,7 @@ class ShopifyResource(HttpConnectorResource):
                     if not recent.first_time((node.get("id"), node.get("updatedAt"))):
                         repeats += 1
                         continue
-                    if any(((r or {}).get("refundLineItems") or {}).get("pageInfo", {}).get("hasNextPage")
-                           for r in node.get("refunds") or []):
+                    if any(_refund_has_more(r) for r in node.get("refunds") or []):
                         node = {**node, "refunds": self._all_refunds(client, pacer, node["id"])}
                     yield shape_order(node, self._all_line_items(client, pacer, node))
                     yielded += 1
@@ -603,16 +620,17 @@ class ShopifyResource(HttpConnectorResource):
         return items
 
     def _all_refunds(self, client: HttpClient, pacer: _CostPacer, order_id: str) -> list[dict]:
-        """The order's refunds with every refunded line (one query; 250 lines per refund is the page limit)."""
+        """The order's refunds with all their refunded lines and shipping lines (one query; 250 is the page limit)."""
         data = self._graphql(client, pacer, "order refunds", REFUNDS_QUERY,
                              {"id": order_id, "refundLinesFirst": 250})
         refunds = (data.get("order") or {}).get("refunds")
         if refunds is None:
             raise ConnectorError(f"Shopify returned no refunds for order {order_id} that has refunds")
         for refund in refunds:
-            if ((refund.get("refundLineItems") or {}).get("pageInfo") or {}).get("hasNextPage"):
+            more = _refund_has_more(refund)
+            if more:
                 raise ConnectorError(
-                    f"Shopify refund {refund.get('id')} of order {order_id} has more than 250 refunded lines; "
+                    f"Shopify refund {refund.get('id')} of order {order_id} has more than 250 {more} nodes; "
                     "the connector does not page them and will not store a partial refund"
                 )
         return refunds

@@ -116,24 +116,34 @@ def test_order_nodes_match_the_contract(nodes):
             assert TS_Z.match(refund["createdAt"]) and refund["createdAt"] <= node["updatedAt"]
             assert MONEY.match(refund["totalRefundedSet"]["shopMoney"]["amount"])
             line_ids = {li["id"] for li in node["lineItems"]["nodes"]}
-            assert refund["refundLineItems"]["nodes"]
+            # refunded lines, refunded shipping, or both (a full refund)
+            assert refund["refundLineItems"]["nodes"] or refund["refundShippingLines"]["nodes"]
             for refunded in refund["refundLineItems"]["nodes"]:
                 assert refunded["lineItem"]["id"] in line_ids and refunded["quantity"] >= 1
                 assert MONEY.match(refunded["subtotalSet"]["shopMoney"]["amount"])
+            for shipped in refund["refundShippingLines"]["nodes"]:
+                assert set(shipped) == {"subtotalAmountSet", "taxAmountSet"}
+                assert MONEY.match(shipped["subtotalAmountSet"]["shopMoney"]["amount"])
+                assert MONEY.match(shipped["taxAmountSet"]["shopMoney"]["amount"])
 
 
 def test_lines_add_up_to_the_order_and_refunds_to_the_current_total(nodes):
     """Shopify's arithmetic: sold units (still on the order + refunded; edited-away units are not
     sold) at their price minus discounts = subtotal; + tax + shipping = totalPrice; current total =
-    total - refunds (0 once cancelled); a refund's products = its refunded lines' subtotals."""
-    edited = refunded_lines = 0
+    total - refunds (0 once cancelled); a refund's products = its refunded lines' subtotals, its
+    shipping = its refunded shipping lines (at most the order's shipping)."""
+    edited = refunded_lines = shipping_only = 0
     for node in nodes:
         if is_broken(node):
             continue
         lines = node["lineItems"]["nodes"]
         refund_qty: dict[str, int] = {}
-        products_refunded = Decimal(0)
+        products_refunded = shipping_refunded = Decimal(0)
         for refund in node["refunds"]:
+            for r in refund["refundShippingLines"]["nodes"]:
+                shipping_refunded += (Decimal(r["subtotalAmountSet"]["shopMoney"]["amount"])
+                                      + Decimal(r["taxAmountSet"]["shopMoney"]["amount"]))
+            shipping_only += not refund["refundLineItems"]["nodes"]
             for r in refund["refundLineItems"]["nodes"]:
                 refund_qty[r["lineItem"]["id"]] = refund_qty.get(r["lineItem"]["id"], 0) + r["quantity"]
                 products_refunded += Decimal(r["subtotalSet"]["shopMoney"]["amount"])
@@ -156,7 +166,8 @@ def test_lines_add_up_to_the_order_and_refunds_to_the_current_total(nodes):
         current = Decimal(node["currentTotalPriceSet"]["shopMoney"]["amount"])
         assert current == (Decimal(0) if node["cancelledAt"] else total - refunded)
         assert 0 <= products_refunded <= refunded <= total
-    assert edited > 50 and refunded_lines > 500
+        assert shipping_refunded <= shipping and products_refunded + shipping_refunded <= refunded
+    assert edited > 50 and refunded_lines > 500 and shipping_only > 20
 
 
 def test_mess_lands_near_the_configured_rates(store, nodes):

@@ -174,6 +174,29 @@ def test_refund_with_more_lines_than_one_page_is_fetched_whole(clock, fast, log)
         "refundLineItems": {"nodes": [{"lineItem": {"id": f"gid://shopify/LineItem/77{k}"}, "quantity": 1,
                                        "subtotalSet": {"shopMoney": {"amount": "10.00", "currencyCode": "USD"}}}
                                       for k in range(3)]},
+        "refundShippingLines": {"nodes": []},
+    }]
+    with FakeApi(nodes, clock=clock.now) as server:
+        resource = ShopifyResource(shop_domain=server.base_url, access_token=server.shopify_token,
+                                   refund_lines_page_size=2, **fast)
+        got = list(resource.iter_orders(datetime(2024, 12, 1), datetime(2025, 2, 1), log))
+        follow_ups = server.requests_for(SHOPIFY, op="refunds")
+    _assert_exact(got, nodes)
+    assert len(follow_ups) == 1 and follow_ups[0].body["variables"]["id"] == node["id"]
+
+
+def test_refund_with_more_shipping_lines_than_one_page_is_fetched_whole(clock, fast, log):
+    """Refunded shipping (`refundShippingLines`) pages like the refunded lines: a refund with more
+    shipping lines than `refund_lines_page_size` is re-read whole, not stored with part of them."""
+    nodes = make_order_nodes(8, start=datetime(2025, 1, 1), span_days=2, big_order_every=0)
+    node = nodes[3]
+    node["refunds"] = [{
+        "id": "gid://shopify/Refund/7800", "createdAt": node["updatedAt"],
+        "totalRefundedSet": {"shopMoney": {"amount": "9.00", "currencyCode": "USD"}},
+        "refundLineItems": {"nodes": []},
+        "refundShippingLines": {"nodes": [
+            {"subtotalAmountSet": {"shopMoney": {"amount": "3.00", "currencyCode": "USD"}},
+             "taxAmountSet": {"shopMoney": {"amount": "0.00", "currencyCode": "USD"}}} for _ in range(3)]},
     }]
     with FakeApi(nodes, clock=clock.now) as server:
         resource = ShopifyResource(shop_domain=server.base_url, access_token=server.shopify_token,

@@ -34,10 +34,14 @@ def line(n: int, qty: int, price: str, discount: str = "0.00", current: int | No
     }
 
 
-def refund(n: int, at: str, total: str, lines: list[tuple[int, int, str]]) -> dict:
+def refund(n: int, at: str, total: str, lines: list[tuple[int, int, str]],
+           shipping: list[tuple[str, str]] = ()) -> dict:
+    """`shipping`: the refunded shipping lines, (subtotalAmountSet, taxAmountSet) each."""
     return {"id": f"gid://shopify/Refund/{n}", "createdAt": at, "totalRefundedSet": usd(total),
             "refundLineItems": {"nodes": [{"lineItem": {"id": f"gid://shopify/LineItem/{li}"}, "quantity": q,
-                                           "subtotalSet": usd(amount)} for li, q, amount in lines]}}
+                                           "subtotalSet": usd(amount)} for li, q, amount in lines]},
+            "refundShippingLines": {"nodes": [{"subtotalAmountSet": usd(sub), "taxAmountSet": usd(tax)}
+                                              for sub, tax in shipping]}}
 
 
 def order(n: int, lines: list[dict], *, subtotal: str, tax: str, shipping: str, total: str, discounts="0.00",
@@ -205,3 +209,56 @@ def test_total_price_basis(conn):
                         ).fetchone()[0] == D("45.00")
     assert conn.execute("select amount from staging.refunds where refund_id = 'gid://shopify/Refund/51'"
                         ).fetchone()[0] == D("32.40")
+
+
+def test_refunded_shipping_is_not_a_return_of_products():
+    """Refunded shipping (`refundShippingLines`, with its tax) is not net sales: a shipping-only
+    refund leaves the revenue at the products' value, a refund of a line and the shipping lowers it
+    by the line only, and an amount-only refund that also refunded shipping counts without it."""
+    at = "2025-03-05T12:00:00Z"
+    nodes = {
+        # "we refunded your shipping": 5.95 + 0.48 tax back, no product returned
+        "shipping only": order(21, [line(211, 2, "30.00")], subtotal="60.00", tax="5.28", shipping="5.95",
+                               total="71.23", status="PARTIALLY_REFUNDED",
+                               refunds=[refund(210, at, "6.43", [], shipping=[("5.95", "0.48")])]),
+        # one unit returned (30.00 + 2.40 tax) together with the shipping (5.95 + 0.48)
+        "line and shipping": order(22, [line(221, 2, "30.00", current=1)], subtotal="60.00", tax="5.28",
+                                   shipping="5.95", total="71.23", status="PARTIALLY_REFUNDED",
+                                   refunds=[refund(220, at, "38.83", [(221, 1, "30.00")],
+                                                   shipping=[("5.95", "0.48")])]),
+        # 20.00 given back without refunded lines, 5.95 of it the shipping: 14.05 counts as products
+        "amount and shipping": order(23, [line(231, 1, "50.00")], subtotal="50.00", tax="4.00", shipping="5.95",
+                                     total="59.95", status="PARTIALLY_REFUNDED",
+                                     refunds=[refund(230, at, "20.00", [], shipping=[("5.95", "0.00")])]),
+    }
+    with duckdb.connect() as c:
+        ensure_raw_tables(c)
+        for node in nodes.values():
+            c.execute("insert into raw.shopify_orders values (?, timezone('UTC', ?::timestamptz), ?::date, ?, "
+                      "'shopify', timezone('UTC', now()))",
+                      [node["id"], node["updatedAt"], node["updatedAt"][:10], json.dumps(node)])
+        build_staging(c)
+        got = {r[0]: r[1:] for r in c.execute(
+            "select order_id, gross_revenue, returns_amount, net_revenue, total_refunded from staging.orders"
+        ).fetchall()}
+        refunds = dict(c.execute("select refund_id, products_refunded from staging.refunds").fetchall())
+        assert c.execute("select count(*) from staging.rejected_rows").fetchone()[0] == 0
+    assert got[nodes["shipping only"]["id"]] == (D("60.00"), D("0.00"), D("60.00"), D("6.43"))
+    assert got[nodes["line and shipping"]["id"]] == (D("60.00"), D("30.00"), D("30.00"), D("38.83"))
+    assert got[nodes["amount and shipping"]["id"]] == (D("50.00"), D("14.05"), D("35.95"), D("20.00"))
+    assert refunds == {"gid://shopify/Refund/210": D("0.00"), "gid://shopify/Refund/220": D("30.00"),
+                       "gid://shopify/Refund/230": D("14.05")}
+
+
+def test_unparseable_refunded_shipping_rejects_the_order():
+    node = order(24, [line(241, 1, "50.00")], subtotal="50.00", tax="4.00", shipping="5.95", total="59.95",
+                 status="PARTIALLY_REFUNDED",
+                 refunds=[refund(240, "2025-03-05T12:00:00Z", "5.95", [], shipping=[("5,95", "0.00")])])
+    with duckdb.connect() as c:
+        ensure_raw_tables(c)
+        c.execute("insert into raw.shopify_orders values (?, timezone('UTC', ?::timestamptz), ?::date, ?, "
+                  "'shopify', timezone('UTC', now()))",
+                  [node["id"], node["updatedAt"], node["updatedAt"][:10], json.dumps(node)])
+        build_staging(c)
+        assert c.execute("select record_id, reason from staging.rejected_rows").fetchall() == [
+            (node["id"], "unparseable refund amount")]

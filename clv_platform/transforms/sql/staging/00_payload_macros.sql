@@ -29,3 +29,23 @@ create or replace temp macro clv_visit(v) as {
 create or replace temp macro clv_refunded(refunds, revenue) as cast(least(refunds, revenue) as decimal(18, 2));
 create or replace temp macro clv_net_of_refunds(revenue, refunds, not_purchase) as
     cast(case when not_purchase then 0 else greatest(revenue - refunds, 0) end as decimal(18, 2));
+
+-- The products part of one Shopify refund (data_contracts.md, "Revenue (Shopify net sales)"),
+-- the one statement of the rule for 01_order_versions.sql and 05_staging_tables.sql: the
+-- subtotals of its refunded lines; a refund without refunded lines is its totalRefundedSet (all
+-- the money given back) minus the shipping it refunded (each refundShippingLines node's
+-- subtotalAmountSet + taxAmountSet), never below 0 - a shipping-only refund returns no products.
+-- NULL when an amount does not parse (the version is rejected: "unparseable refund amount").
+-- (greatest() would skip a NULL, so the floor is a case)
+create or replace temp macro clv_not_below_zero(d) as case when d < 0 then 0 else d end;
+create or replace temp macro clv_refund_shipping(amounts) as
+    case when list_bool_or(list_transform(amounts, lambda a: a is null)) then null
+         else coalesce(list_sum(amounts), 0) end;
+create or replace temp macro clv_refund_products(r) as
+    case when len(coalesce(r.refundLineItems.nodes, [])) > 0
+        then list_sum(list_transform(r.refundLineItems.nodes,
+            lambda x: try_cast(x.subtotalSet.shopMoney.amount as decimal(18, 2))))
+        else clv_not_below_zero(try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2))
+            - clv_refund_shipping(list_transform(coalesce(r.refundShippingLines.nodes, []),
+                lambda s: try_cast(s.subtotalAmountSet.shopMoney.amount as decimal(18, 2))
+                          + try_cast(s.taxAmountSet.shopMoney.amount as decimal(18, 2))))) end;

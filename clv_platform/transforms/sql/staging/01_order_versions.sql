@@ -32,7 +32,10 @@ with parsed as (
             "refunds": [{"id": "VARCHAR", "createdAt": "VARCHAR",
                          "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
                          "refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR"}, "quantity": "VARCHAR",
-                                                        "subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]
+                                                        "subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]},
+                         "refundShippingLines": {"nodes": [{
+                             "subtotalAmountSet": {"shopMoney": {"amount": "VARCHAR"}},
+                             "taxAmountSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]
         }')
 ),
 typed as (
@@ -77,14 +80,10 @@ typed as (
             'bad_current': l.currentQuantity is not null and try_cast(l.currentQuantity as integer) is null
         }) as line_facts,
         cast(len(coalesce(o.refunds, [])) as integer) as refund_count,
-        -- the products part of each refund: its refunded lines' subtotals; a refund without
-        -- refunded lines (an amount-only refund) counts whole, since Shopify does not say what it was for
+        -- the products part of each refund: clv_refund_products (00_payload_macros.sql)
         list_transform(coalesce(o.refunds, []), lambda r: {
             'total': try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)),
-            'products': case when len(coalesce(r.refundLineItems.nodes, [])) > 0
-                then list_sum(list_transform(r.refundLineItems.nodes,
-                    lambda x: try_cast(x.subtotalSet.shopMoney.amount as decimal(18, 2))))
-                else try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) end
+            'products': clv_refund_products(r)
         }) as refund_facts,
         -- range guards (macros of 00_value_limits.sql); checked before the parse checks so that a
         -- number too large to cast says so instead of "unparseable"

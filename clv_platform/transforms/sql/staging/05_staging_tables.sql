@@ -238,7 +238,9 @@ with refund_rows as (
         ro.customer_id,
         unnest(json_transform(r.payload, '[{"id": "VARCHAR", "createdAt": "VARCHAR",
             "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR"}},
-            "refundLineItems": {"nodes": [{"subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]')) as r
+            "refundLineItems": {"nodes": [{"subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]},
+            "refundShippingLines": {"nodes": [{"subtotalAmountSet": {"shopMoney": {"amount": "VARCHAR"}},
+                                               "taxAmountSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]')) as r
     from (
         select rowid, payload -> '$.refunds' as payload
         from raw.shopify_orders
@@ -253,11 +255,8 @@ valued as (
         customer_id,
         timezone('UTC', try_cast(r.createdAt as timestamptz)) as refunded_at,
         try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) as total_refunded,
-        -- the products part (see 01_order_versions.sql): refunded lines, or the whole amount-only refund
-        case when len(coalesce(r.refundLineItems.nodes, [])) > 0
-            then list_sum(list_transform(r.refundLineItems.nodes,
-                lambda x: try_cast(x.subtotalSet.shopMoney.amount as decimal(18, 2))))
-            else try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2)) end as products_refunded
+        -- the products part: clv_refund_products (00_payload_macros.sql), as in 01_order_versions.sql
+        clv_refund_products(r) as products_refunded
     from refund_rows
 )
 select
