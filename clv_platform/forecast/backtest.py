@@ -58,15 +58,17 @@ def demo_transactions(start: date, end: date, n_customers: int = 5000, seed: int
     """Net revenue per order of the demo store (test orders dropped, refunds and voids netted).
 
     Orders carry the simulated shopper (so guest checkouts count for the person who placed them);
-    the amount is the order total minus what was refunded before the store's end date (refunds
-    after a backtest cutoff of orders before it are netted too: a small look-ahead in the history).
+    the amount is the order's net sales as staging computes them: its subtotal (lines after
+    discounts) minus the products refunded before the store's end date, not the tax or shipping
+    refunded (a refund of the shipping only leaves it whole). Refunds after a backtest cutoff of
+    orders before it are netted too: a small look-ahead in the history.
     """
     from clv_platform.ingestion.demo_store import DemoStoreParams, generate
 
     store = generate(DemoStoreParams(n_customers=n_customers, seed=seed, start_date=start, end_date=end))
     # cancelled orders (voided, or cancelled and refunded) are not purchases, as in staging
     orders = store.orders[~store.orders["is_test"] & ~store.orders["fate"].isin([1, 2])]
-    net = (orders["gross_cents"].to_numpy() - orders["refund_cents"].to_numpy()) / 100.0
+    net = (orders["gross_cents"].to_numpy() - orders["refund_products_cents"].to_numpy()) / 100.0
     return pd.DataFrame({
         "customer_id": orders["individual"].astype(str).to_numpy(),
         "order_date": pd.to_datetime(orders["created_s"].to_numpy(), unit="s").normalize(),

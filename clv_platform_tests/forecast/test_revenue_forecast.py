@@ -251,3 +251,22 @@ def test_a_store_too_small_for_a_btyd_at_the_rehearsal_cutoff_is_forecast_withou
     table = result.table.set_index("period")
     assert np.isfinite(table[["existing_revenue", "new_revenue", "total_revenue", "total_revenue_high"]].to_numpy()).all()
     assert "too few customers then for a BTYD fit" in revenue.interval_rule(0.0, result.rehearsal)
+
+
+def test_demo_transactions_are_net_sales_a_shipping_refund_leaves_the_order_whole():
+    """The forecast backtest's demo amounts are staging's net sales: subtotal minus the products
+    refunded. A refund of the shipping only refunds no product (it took the shipping off before)."""
+    from clv_platform.ingestion.demo_store import DemoStoreParams, generate
+
+    start, end = date(2024, 11, 1), date(2025, 10, 31)
+    store = generate(DemoStoreParams(n_customers=400, seed=5, start_date=start, end_date=end))
+    kept = store.orders[~store.orders["is_test"] & ~store.orders["fate"].isin([1, 2])].reset_index(drop=True)
+    amounts = backtest.demo_transactions(start, end, n_customers=400, seed=5)["amount"].to_numpy()
+    shipping_only = (kept["refund_scope"] == 3).to_numpy()
+    partial = (kept["refund_scope"] == 1).to_numpy()
+    assert shipping_only.sum() > 0 and partial.sum() > 0
+    gross = kept["gross_cents"].to_numpy() / 100.0
+    np.testing.assert_allclose(amounts[shipping_only], gross[shipping_only])
+    # a partial refund takes the returned line off, not its tax
+    np.testing.assert_allclose(amounts[partial], gross[partial] - kept["refund_products_cents"].to_numpy()[partial] / 100.0)
+    assert (amounts[partial] > gross[partial] - kept["refund_cents"].to_numpy()[partial] / 100.0).all()
