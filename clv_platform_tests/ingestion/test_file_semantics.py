@@ -35,6 +35,13 @@ def _stage(db, store_timezone: str = "UTC"):
     return result, rejected, orders
 
 
+def _by_order(db, column: str = "created_at") -> dict[str, str]:
+    """`column` of every staging order as text, keyed by the file's own order id (`import:` dropped)."""
+    with duckdb.connect(str(db)) as conn:
+        rows = conn.execute(f"select order_id, {column} from staging.orders").fetchall()
+    return {o.split(":")[1]: str(v) for o, v in rows}
+
+
 ORIGINAL = """\
     InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
     536365,85123A,"WHITE HANGING HEART T-LIGHT HOLDER, LARGE",6,12/1/2010 8:26,2.55,17850.0,United Kingdom
@@ -173,9 +180,7 @@ def test_offsets_are_converted_to_the_store_time_zone(data_env):
                               "zulu": "2024-03-06 07:00:00"}),
     ):
         _stage(db, tz)
-        with duckdb.connect(str(db)) as conn:
-            got = {o.split(":")[1]: str(t)
-                   for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
+        got = _by_order(db)
         assert got == {**expected, "naive": "2024-03-06 12:00:00"}
 
 
@@ -198,11 +203,8 @@ def test_offsets_written_after_a_space_are_read_and_converted(data_env):
     ):
         _, rejected, _ = _stage(db, tz)
         assert rejected == {}
-        with duckdb.connect(str(db)) as conn:
-            got = {o.split(":")[1]: str(t)
-                   for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
-            days = {str(d) for (d,) in conn.execute("select order_date from staging.orders "
-                                                    "where order_id <> 'import:east'").fetchall()}
+        got = _by_order(db)
+        days = {d for o, d in _by_order(db, "order_date").items() if o != "east"}
         assert got == expected
         assert days == {"2024-01-01" if tz == "UTC" else "2023-12-31"}
 
@@ -231,9 +233,7 @@ def test_times_under_a_utc_header_are_converted_to_the_store_time_zone(data_env)
     ):
         _, rejected, _ = _stage(db, tz)
         assert rejected == {}
-        with duckdb.connect(str(db)) as conn:
-            got = {o.split(":")[1]: str(t)
-                   for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
+        got = _by_order(db)
         assert got == expected
 
 
@@ -396,8 +396,7 @@ def test_day_first_dates_are_read_day_first_and_contradictions_rejected(data_env
         assert _import(data_env, name, text)[0].success
     db = data_env / "clv.duckdb"
     _, rejected, _ = _stage(db)
-    with duckdb.connect(str(db)) as conn:
-        days = {o.split(":")[1]: str(d) for o, d in conn.execute("select order_id, order_date from staging.orders").fetchall()}
+    days = _by_order(db, "order_date")
     assert days == {"d1": "2023-08-13", "d2": "2023-08-11", "d3": "2023-02-01",
                     "m1": "2023-08-14", "m2": "2023-08-11",
                     "b1": "2023-08-13", "b2": "2023-08-14"}
@@ -433,8 +432,7 @@ def test_unformatted_excel_serial_dates_are_dates(data_env):
                   "order_date": [45173, 45173.5, 12], "amount": [10.0, 20.0, 30.0]}).to_excel(path, index=False)
     assert _import(data_env, "serial.xlsx")[0].success
     _, rejected, _ = _stage(data_env / "clv.duckdb")
-    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
-        got = {o.split(":")[1]: str(t) for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
+    got = _by_order(data_env / "clv.duckdb")
     assert got == {"o1": "2023-09-04 00:00:00", "o2": "2023-09-04 12:00:00"}
     assert rejected == {"serial.xlsx#Sheet1!4": "unparseable order date: 12"}
 
@@ -999,8 +997,7 @@ def test_dash_dates_follow_the_files_day_or_month_order(data_env):
         assert _import(data_env, name, text)[0].success
     db = data_env / "clv.duckdb"
     _, rejected, _ = _stage(db)
-    with duckdb.connect(str(db)) as conn:
-        times = {o.split(":")[1]: str(t) for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
+    times = _by_order(db)
     assert times == {"d1": "2023-12-31 00:00:00", "d2": "2023-08-11 09:30:00", "d3": "2023-02-01 00:00:00",
                      "d4": "2023-06-05 22:30:00", "m1": "2023-12-31 22:30:15", "m2": "2023-08-11 00:00:00",
                      "n1": "2023-05-06 00:00:00", "b1": "2023-12-31 00:00:00", "b2": "2023-12-30 00:00:00"}
@@ -1022,8 +1019,7 @@ def test_month_name_dates_with_a_comma_before_the_time_and_epoch_numbers(data_en
         """
     assert _import(data_env, "us.csv", text)[0].success
     _, rejected, _ = _stage(data_env / "clv.duckdb")
-    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
-        times = {o.split(":")[1]: str(t) for o, t in conn.execute("select order_id, created_at from staging.orders").fetchall()}
+    times = _by_order(data_env / "clv.duckdb")
     assert times == {"o1": "2023-12-31 22:30:00", "o2": "2023-12-30 09:05:07", "o3": "2023-12-29 22:30:00",
                      "o4": "2023-12-28 00:15:00"}
     assert rejected == {"us.csv#6": "unparseable order date: 1703961000"}

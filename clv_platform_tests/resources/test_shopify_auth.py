@@ -162,6 +162,18 @@ def test_raw_asset_keeps_secrets_out_of_logs_metadata_tables_and_run_storage(
         assert secret not in text
 
 
+def _assert_refunds_read_whole_in_one_follow_up(nodes, node, clock, fast, log):
+    """Read `nodes` with two refund lines per page: every node comes back exact, and only `node`'s
+    refunds needed the one follow-up query that reads them whole."""
+    with FakeApi(nodes, clock=clock.now) as server:
+        resource = ShopifyResource(shop_domain=server.base_url, access_token=server.shopify_token,
+                                   refund_lines_page_size=2, **fast)
+        got = list(resource.iter_orders(datetime(2024, 12, 1), datetime(2025, 2, 1), log))
+        follow_ups = server.requests_for(SHOPIFY, op="refunds")
+    _assert_exact(got, nodes)
+    assert len(follow_ups) == 1 and follow_ups[0].body["variables"]["id"] == node["id"]
+
+
 def test_refund_with_more_lines_than_one_page_is_fetched_whole(clock, fast, log):
     """A refund returning more lines than `refund_lines_page_size` is re-read with all its lines."""
     nodes = make_order_nodes(8, start=datetime(2025, 1, 1), span_days=2, big_order_every=0)
@@ -176,13 +188,7 @@ def test_refund_with_more_lines_than_one_page_is_fetched_whole(clock, fast, log)
                                       for k in range(3)]},
         "refundShippingLines": {"nodes": []},
     }]
-    with FakeApi(nodes, clock=clock.now) as server:
-        resource = ShopifyResource(shop_domain=server.base_url, access_token=server.shopify_token,
-                                   refund_lines_page_size=2, **fast)
-        got = list(resource.iter_orders(datetime(2024, 12, 1), datetime(2025, 2, 1), log))
-        follow_ups = server.requests_for(SHOPIFY, op="refunds")
-    _assert_exact(got, nodes)
-    assert len(follow_ups) == 1 and follow_ups[0].body["variables"]["id"] == node["id"]
+    _assert_refunds_read_whole_in_one_follow_up(nodes, node, clock, fast, log)
 
 
 def test_refund_with_more_shipping_lines_than_one_page_is_fetched_whole(clock, fast, log):
@@ -198,10 +204,4 @@ def test_refund_with_more_shipping_lines_than_one_page_is_fetched_whole(clock, f
             {"subtotalAmountSet": {"shopMoney": {"amount": "3.00", "currencyCode": "USD"}},
              "taxAmountSet": {"shopMoney": {"amount": "0.00", "currencyCode": "USD"}}} for _ in range(3)]},
     }]
-    with FakeApi(nodes, clock=clock.now) as server:
-        resource = ShopifyResource(shop_domain=server.base_url, access_token=server.shopify_token,
-                                   refund_lines_page_size=2, **fast)
-        got = list(resource.iter_orders(datetime(2024, 12, 1), datetime(2025, 2, 1), log))
-        follow_ups = server.requests_for(SHOPIFY, op="refunds")
-    _assert_exact(got, nodes)
-    assert len(follow_ups) == 1 and follow_ups[0].body["variables"]["id"] == node["id"]
+    _assert_refunds_read_whole_in_one_follow_up(nodes, node, clock, fast, log)
