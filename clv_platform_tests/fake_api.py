@@ -83,7 +83,8 @@ def make_order_nodes(
     """`n` order nodes in the contract shape (data_contracts.md), spread over `span_days`.
 
     Every `big_order_every`-th order has `big_order_lines` line items (more than one
-    `lineItems(first:50)` page); some are guest orders, some edited (currentQuantity), some with
+    `lineItems(first:50)` page); some are guest orders, some sold a gift card (isGiftCard), some edited
+    (currentQuantity), some with
     a returned line (refundLineItems), some with only their shipping refunded (refundShippingLines,
     no refunded lines), some paid in EUR (presentmentCurrencyCode; the shop
     currency stays USD), all with tax and shipping inside totalPriceSet, and a few share an
@@ -109,11 +110,19 @@ def make_order_nodes(
                 "quantity": rng.randint(1, 3),
                 "sku": f"SKU-{product:03d}",
                 "title": f"Product {product}",
+                "isGiftCard": False,
                 "product": {"id": f"gid://shopify/Product/{product}",
                             "productType": rng.choice(["Tees", "Mugs", "Caps"])},
                 "originalUnitPriceSet": {"shopMoney": _money(price, "USD")},
                 "totalDiscountSet": {"shopMoney": _money(rng.choice([0, 0, 1.5]), "USD")},
             })
+        # A gift card sold (LineItem.isGiftCard, shopify.dev admin-graphql LineItem): every 10th order's
+        # first line is a gift card product, undiscounted (Shopify discounts never apply to gift cards);
+        # it is in the order's subtotal and total like any line.
+        if i % 10 == 6:
+            lines[0].update(sku=None, title="Gift Card", isGiftCard=True,
+                            product={"id": "gid://shopify/Product/990", "productType": "Gift Cards"},
+                            totalDiscountSet={"shopMoney": _money(0, "USD")})
         # Real field meanings: an edited order (every 6th) had one unit of its first line removed
         # (currentQuantity < quantity, and the order's totals are the edited ones); totalPriceSet
         # holds the lines after discounts plus tax and shipping.
@@ -124,7 +133,8 @@ def make_order_nodes(
                 for li in lines]
         discount = sum(float(li["totalDiscountSet"]["shopMoney"]["amount"]) for li in lines)
         subtotal = round(sum(price * qty for price, qty, _ in sold) - discount, 2)
-        tax = round(subtotal * 0.08, 2)
+        gift_cards = sum(price * qty for price, qty, li in sold if li["isGiftCard"])
+        tax = round((subtotal - gift_cards) * 0.08, 2)  # a gift card is not taxed
         shipping = 0.0 if subtotal >= 100 else 5.0
         total = round(subtotal + tax + shipping, 2)
         guest = i % 13 == 3
@@ -142,7 +152,8 @@ def make_order_nodes(
             refunds.append({
                 "id": f"gid://shopify/Refund/{900 + i}", "createdAt": _iso(updated),
                 "totalRefundedSet": {"shopMoney": _money(round(value * 1.08, 2), "USD")},
-                "refundLineItems": {"nodes": [{"lineItem": {"id": li["id"]}, "quantity": 1,
+                "refundLineItems": {"nodes": [{"lineItem": {"id": li["id"], "isGiftCard": li["isGiftCard"]},
+                                               "quantity": 1,
                                                "subtotalSet": {"shopMoney": _money(value, "USD")}}]},
                 "refundShippingLines": {"nodes": []},
             })

@@ -420,6 +420,7 @@ class DemoStore:
                 "currentQuantity": current,
                 "sku": sku,
                 "title": title,
+                "isGiftCard": False,  # the catalogue's "Gift Card" items are ordinary products
                 "product": {"id": f"gid://shopify/Product/{product_num}", "productType": category},
                 "originalUnitPriceSet": _shop_money(unit, cur),
                 "totalDiscountSet": _shop_money(disc, cur),
@@ -438,7 +439,7 @@ class DemoStore:
         elif refund_scope == 3:
             rows = []
         return [{
-            "lineItem": {"id": f"gid://shopify/LineItem/{line_num}"},
+            "lineItem": {"id": f"gid://shopify/LineItem/{line_num}", "isGiftCard": False},
             "quantity": qty,
             "subtotalSet": _shop_money(qty * unit - disc, cur),
         } for line_num, qty, _, unit, disc, _ in rows]
@@ -1144,7 +1145,7 @@ _ORDERS_SQL = """
 insert into raw.shopify_orders
 with product_json as (
     select product_idx,
-        ',"sku":' || to_json(sku) || ',"title":' || to_json(title)
+        ',"sku":' || to_json(sku) || ',"title":' || to_json(title) || ',"isGiftCard":false'
         || ',"product":{{"id":"gid://shopify/Product/' || product_num || '","productType":' || to_json(category) || '}}'
         as fragment
     from _demo_products
@@ -1162,7 +1163,7 @@ line_nodes as (
         || ',"totalDiscountSet":' || _demo_set(l.discount_cents, $cur) || '}}',
         ',' order by l.line_number) || ']' as nodes,
         '[' || coalesce(string_agg(case when o.refund_scope = 2 or (o.refund_scope = 1 and l.is_last) then
-            '{{"lineItem":{{"id":"gid://shopify/LineItem/' || l.line_num || '"}},"quantity":' || l.quantity
+            '{{"lineItem":{{"id":"gid://shopify/LineItem/' || l.line_num || '","isGiftCard":false}},"quantity":' || l.quantity
             || ',"subtotalSet":' || _demo_set(l.quantity * l.unit_cents - l.discount_cents, $cur) || '}}' end,
         ',' order by l.line_number), '') || ']' as refund_lines
     from _demo_versions v

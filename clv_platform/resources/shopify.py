@@ -56,8 +56,12 @@ _MONEY = "shopMoney{amount currencyCode}"
 # The newest stable Admin API version (versions are quarterly, YYYY-01/04/07/10, each supported
 # for 12 months; Shopify silently serves the oldest supported one for an expired version).
 DEFAULT_API_VERSION = "2026-10"
+# LineItem.isGiftCard: "Whether the line item represents the purchase of a gift card" (on LineItem since
+# 2024-04, shopify.dev changelog "Field isGiftCard on all line item types"): a gift card sold is not
+# a product sale (Shopify books it as a liability; it is revenue when redeemed), so staging leaves it
+# out of net sales. A refund line names its line item's isGiftCard too (RefundLineItem.lineItem: LineItem!).
 LINE_ITEM_FIELDS = (
-    f"id quantity currentQuantity sku title product{{id productType}} "
+    f"id quantity currentQuantity sku title isGiftCard product{{id productType}} "
     f"originalUnitPriceSet{{{_MONEY}}} totalDiscountSet{{{_MONEY}}}"
 )
 # Field meanings (shopify.dev, Order object): currencyCode is the *shop* currency,
@@ -74,7 +78,7 @@ _ORDER_HEAD = (
     "customer{id defaultEmailAddress{emailAddress}} "
     f"{ACQUISITION_FIELDS}"
 )
-REFUND_LINE_FIELDS = f"lineItem{{id}} quantity subtotalSet{{{_MONEY}}}"
+REFUND_LINE_FIELDS = f"lineItem{{id isGiftCard}} quantity subtotalSet{{{_MONEY}}}"
 # Refund.refundShippingLines (a RefundShippingLineConnection): the shipping a refund gave back,
 # subtotalAmountSet and taxAmountSet each; staging does not count it as products returned.
 REFUND_SHIPPING_LINE_FIELDS = f"subtotalAmountSet{{{_MONEY}}} taxAmountSet{{{_MONEY}}}"
@@ -97,7 +101,8 @@ ORDER_KEYS = (
     "totalTaxSet", "totalShippingPriceSet", "customer", "lineItems", "refunds",
 ) + ACQUISITION_KEYS
 LINE_ITEM_KEYS = (
-    "id", "quantity", "currentQuantity", "sku", "title", "product", "originalUnitPriceSet", "totalDiscountSet",
+    "id", "quantity", "currentQuantity", "sku", "title", "isGiftCard", "product", "originalUnitPriceSet",
+    "totalDiscountSet",
 )
 REFUND_KEYS = ("id", "createdAt", "totalRefundedSet", "refundLineItems", "refundShippingLines")
 REFUND_LINE_KEYS = ("lineItem", "quantity", "subtotalSet")

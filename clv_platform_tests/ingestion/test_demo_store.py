@@ -25,7 +25,8 @@ ORDER_KEYS = {
     "customer", "lineItems", "refunds", "sourceName", "discountCodes", "customerJourneySummary",
 }
 LINE_KEYS = {
-    "id", "quantity", "currentQuantity", "sku", "title", "product", "originalUnitPriceSet", "totalDiscountSet",
+    "id", "quantity", "currentQuantity", "sku", "title", "isGiftCard", "product", "originalUnitPriceSet",
+    "totalDiscountSet",
 }
 PREDICTIVE_KEYS = {
     "historic_clv", "predicted_clv", "total_clv", "historic_number_of_orders", "predicted_number_of_orders",

@@ -183,7 +183,8 @@ def test_refund_with_more_lines_than_one_page_is_fetched_whole(clock, fast, log)
     node["refunds"] = [{
         "id": "gid://shopify/Refund/7700", "createdAt": node["updatedAt"],
         "totalRefundedSet": {"shopMoney": {"amount": "30.00", "currencyCode": "USD"}},
-        "refundLineItems": {"nodes": [{"lineItem": {"id": f"gid://shopify/LineItem/77{k}"}, "quantity": 1,
+        "refundLineItems": {"nodes": [{"lineItem": {"id": f"gid://shopify/LineItem/77{k}", "isGiftCard": False},
+                                       "quantity": 1,
                                        "subtotalSet": {"shopMoney": {"amount": "10.00", "currencyCode": "USD"}}}
                                       for k in range(3)]},
         "refundShippingLines": {"nodes": []},

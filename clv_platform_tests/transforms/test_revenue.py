@@ -25,20 +25,23 @@ def usd(amount: str) -> dict:
     return {"shopMoney": {"amount": amount, "currencyCode": "USD"}}
 
 
-def line(n: int, qty: int, price: str, discount: str = "0.00", current: int | None = None) -> dict:
+def line(n: int, qty: int, price: str, discount: str = "0.00", current: int | None = None,
+         gift_card: bool = False) -> dict:
     return {
         "id": f"gid://shopify/LineItem/{n}", "quantity": qty, "currentQuantity": qty if current is None else current,
-        "sku": f"SKU-{n}", "title": f"Product {n}",
+        "sku": f"SKU-{n}", "title": f"Product {n}", "isGiftCard": gift_card,
         "product": {"id": f"gid://shopify/Product/{n % 10}", "productType": "Apparel"},
         "originalUnitPriceSet": usd(price), "totalDiscountSet": usd(discount),
     }
 
 
 def refund(n: int, at: str, total: str, lines: list[tuple[int, int, str]],
-           shipping: list[tuple[str, str]] = ()) -> dict:
-    """`shipping`: the refunded shipping lines, (subtotalAmountSet, taxAmountSet) each."""
+           shipping: list[tuple[str, str]] = (), gift_cards: tuple[int, ...] = ()) -> dict:
+    """`shipping`: the refunded shipping lines, (subtotalAmountSet, taxAmountSet) each; `gift_cards`: the
+    refunded lines that are gift cards (their lineItem's isGiftCard)."""
     return {"id": f"gid://shopify/Refund/{n}", "createdAt": at, "totalRefundedSet": usd(total),
-            "refundLineItems": {"nodes": [{"lineItem": {"id": f"gid://shopify/LineItem/{li}"}, "quantity": q,
+            "refundLineItems": {"nodes": [{"lineItem": {"id": f"gid://shopify/LineItem/{li}",
+                                                        "isGiftCard": li in gift_cards}, "quantity": q,
                                            "subtotalSet": usd(amount)} for li, q, amount in lines]},
             "refundShippingLines": {"nodes": [{"subtotalAmountSet": usd(sub), "taxAmountSet": usd(tax)}
                                               for sub, tax in shipping]}}
@@ -262,3 +265,47 @@ def test_unparseable_refunded_shipping_rejects_the_order():
         build_staging(c)
         assert c.execute("select record_id, reason from staging.rejected_rows").fetchall() == [
             (node["id"], "unparseable refund amount")]
+
+
+def _staged_nodes(nodes: list[dict], query: str) -> list[tuple]:
+    """`query`'s rows after staging `nodes` (America/Los_Angeles shop, like the fixture), nothing rejected."""
+    with duckdb.connect() as c:
+        ensure_raw_tables(c)
+        for node in nodes:
+            c.execute("insert into raw.shopify_orders values (?, timezone('UTC', ?::timestamptz), ?::date, ?, "
+                      "'shopify', timezone('UTC', now()))",
+                      [node["id"], node["updatedAt"], node["updatedAt"][:10], json.dumps(node)])
+        build_staging(c)
+        assert c.execute("select count(*) from staging.rejected_rows").fetchone()[0] == 0
+        return c.execute(query).fetchall()
+
+
+def test_a_gift_card_sold_is_not_net_sales():
+    """LineItem.isGiftCard (shopify.dev admin-graphql LineItem): a gift card sold is a liability, sales
+    only when redeemed. Its line adds no gross sales and no units, is no product line, and a refund of
+    it returns no products; the order's tax, shipping and total stay as Shopify reports them."""
+    at = "2025-03-05T12:00:00Z"
+    nodes = [
+        # two tees (60.00, taxed 4.80) and a 50.00 gift card (untaxed) with 5.95 shipping
+        order(31, [line(311, 2, "30.00"), line(312, 1, "50.00", gift_card=True)], subtotal="110.00", tax="4.80",
+              shipping="5.95", total="120.75"),
+        # the same, the gift card then refunded (50.00 back, no product returned)
+        order(32, [line(321, 2, "30.00"), line(322, 1, "50.00", gift_card=True, current=0)], subtotal="110.00",
+              tax="4.80", shipping="5.95", total="120.75", status="PARTIALLY_REFUNDED",
+              refunds=[refund(320, at, "50.00", [(322, 1, "50.00")], gift_cards=(322,))]),
+        # only a gift card: no net sales
+        order(33, [line(331, 1, "100.00", gift_card=True)], subtotal="100.00", tax="0.00", shipping="0.00",
+              total="100.00"),
+    ]
+    orders = {r[0].rsplit("/", 1)[1]: r[1:] for r in _staged_nodes(nodes, """
+        select order_id, gross_sales, returns_amount, net_sales, net_revenue, item_quantity, ordered_quantity,
+               tax_amount, shipping_amount, total_price, total_refunded from staging.orders""")}
+    assert orders == {
+        "31": (D("60.00"), D("0.00"), D("60.00"), D("60.00"), 2, 2, D("4.80"), D("5.95"), D("120.75"), D("0.00")),
+        "32": (D("60.00"), D("0.00"), D("60.00"), D("60.00"), 2, 2, D("4.80"), D("5.95"), D("120.75"), D("50.00")),
+        "33": (D("0.00"), D("0.00"), D("0.00"), D("0.00"), 0, 0, D("0.00"), D("0.00"), D("100.00"), D("0.00")),
+    }
+    lines = _staged_nodes(nodes, "select line_id, quantity, line_revenue from staging.order_lines order by line_id")
+    assert lines == [("gid://shopify/LineItem/311", 2, D("60.00")), ("gid://shopify/LineItem/321", 2, D("60.00"))]
+    refunds = _staged_nodes(nodes, "select refund_id, amount, total_refunded, products_refunded from staging.refunds")
+    assert refunds == [("gid://shopify/Refund/320", D("0.00"), D("50.00"), D("0.00"))]

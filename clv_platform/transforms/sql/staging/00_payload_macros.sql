@@ -30,9 +30,17 @@ create or replace temp macro clv_refunded(refunds, revenue) as cast(least(refund
 create or replace temp macro clv_net_of_refunds(revenue, refunds, not_purchase) as
     cast(case when not_purchase then 0 else greatest(revenue - refunds, 0) end as decimal(18, 2));
 
+-- A gift card sold is not a product sale (data_contracts.md, "Revenue"): LineItem.isGiftCard, "whether
+-- the line item represents the purchase of a gift card" (shopify.dev admin-graphql LineItem). Shopify
+-- books the card as a liability and counts it as sales when it is redeemed (paying with a gift card is
+-- a payment, not a discount). Its line adds no gross sales or units, and a refund of it returns no
+-- products. `l` is a line item, or the lineItem of a refund line; payloads without the field: false.
+create or replace temp macro clv_gift_card(l) as coalesce(l.isGiftCard, false);
+
 -- The products part of one Shopify refund (data_contracts.md, "Revenue (Shopify net sales)"),
 -- the one statement of the rule for 01_order_versions.sql and 05_staging_tables.sql: the
--- subtotals of its refunded lines; a refund without refunded lines is its totalRefundedSet (all
+-- subtotals of its refunded lines (a refunded gift card is none: clv_gift_card); a refund without
+-- refunded lines is its totalRefundedSet (all
 -- the money given back) minus the shipping it refunded (each refundShippingLines node's
 -- subtotalAmountSet + taxAmountSet), never below 0 - a shipping-only refund returns no products.
 -- NULL when an amount does not parse (the version is rejected: "unparseable refund amount").
@@ -44,7 +52,8 @@ create or replace temp macro clv_refund_shipping(amounts) as
 create or replace temp macro clv_refund_products(r) as
     case when len(coalesce(r.refundLineItems.nodes, [])) > 0
         then list_sum(list_transform(r.refundLineItems.nodes,
-            lambda x: try_cast(x.subtotalSet.shopMoney.amount as decimal(18, 2))))
+            lambda x: case when clv_gift_card(x.lineItem) then 0
+                           else try_cast(x.subtotalSet.shopMoney.amount as decimal(18, 2)) end))
         else clv_not_below_zero(try_cast(r.totalRefundedSet.shopMoney.amount as decimal(18, 2))
             - clv_refund_shipping(list_transform(coalesce(r.refundShippingLines.nodes, []),
                 lambda s: try_cast(s.subtotalAmountSet.shopMoney.amount as decimal(18, 2))

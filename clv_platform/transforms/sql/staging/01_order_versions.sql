@@ -24,14 +24,15 @@ with parsed as (
             "customer": {"id": "VARCHAR", "email": "VARCHAR", "defaultEmailAddress": {"emailAddress": "VARCHAR"}},
             "lineItems": {"nodes": [{
                 "id": "VARCHAR", "quantity": "VARCHAR", "currentQuantity": "VARCHAR", "sku": "VARCHAR",
-                "title": "VARCHAR",
+                "title": "VARCHAR", "isGiftCard": "BOOLEAN",
                 "product": {"id": "VARCHAR", "productType": "VARCHAR"},
                 "originalUnitPriceSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
                 "totalDiscountSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}}
             }]},
             "refunds": [{"id": "VARCHAR", "createdAt": "VARCHAR",
                          "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR", "currencyCode": "VARCHAR"}},
-                         "refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR"}, "quantity": "VARCHAR",
+                         "refundLineItems": {"nodes": [{"lineItem": {"id": "VARCHAR", "isGiftCard": "BOOLEAN"},
+                                                        "quantity": "VARCHAR",
                                                         "subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]},
                          "refundShippingLines": {"nodes": [{
                              "subtotalAmountSet": {"shopMoney": {"amount": "VARCHAR"}},
@@ -66,10 +67,12 @@ typed as (
             as email,
         cast(len(coalesce(o.lineItems.nodes, [])) as integer) as line_count,
         -- sold quantity of a line = units still on the order + units refunded (currentQuantity
-        -- excludes both refunded and edited-away units; edited-away units were never sold)
+        -- excludes both refunded and edited-away units; edited-away units were never sold). A gift
+        -- card sold (isGiftCard, clv_gift_card) is no product sale: it adds no units and no gross sales.
         list_transform(coalesce(o.lineItems.nodes, []), lambda l: {
             'price': try_cast(l.originalUnitPriceSet.shopMoney.amount as decimal(18, 2)),
             'ordered': try_cast(l.quantity as integer),
+            'gift_card': clv_gift_card(l),
             'sold': least(
                 try_cast(l.quantity as integer),
                 coalesce(try_cast(l.currentQuantity as integer), try_cast(l.quantity as integer))
@@ -109,11 +112,13 @@ typed as (
 summed as (
     select
         * exclude (line_facts, refund_facts),
-        cast(coalesce(list_sum(list_transform(line_facts, lambda f: f.ordered)), 0) as bigint) as ordered_quantity,
-        cast(coalesce(list_sum(list_transform(line_facts, lambda f: f.sold)), 0) as bigint) as item_quantity,
+        cast(coalesce(list_sum(list_transform(line_facts,
+            lambda f: case when f.gift_card then 0 else f.ordered end)), 0) as bigint) as ordered_quantity,
+        cast(coalesce(list_sum(list_transform(line_facts,
+            lambda f: case when f.gift_card then 0 else f.sold end)), 0) as bigint) as item_quantity,
         try_cast(coalesce(list_sum(list_transform(line_facts,
-            lambda f: cast(f.sold as decimal(20, 0)) * f.price)), 0) as decimal(18, 2))
-            as gross_sales,
+            lambda f: case when f.gift_card then 0 else cast(f.sold as decimal(20, 0)) * f.price end)), 0)
+            as decimal(18, 2)) as gross_sales,
         coalesce(list_sum(list_transform(refund_facts, lambda f: f.total)), 0) as total_refunded,
         coalesce(list_sum(list_transform(refund_facts, lambda f: f.products)), 0) as product_refunds,
         coalesce(list_bool_or(list_transform(refund_facts,

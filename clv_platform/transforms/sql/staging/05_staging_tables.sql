@@ -155,7 +155,7 @@ with shopify_lines as (
         from (
             select rowid, json_transform(payload, '{"lineItems": {"nodes": [{
                 "id": "VARCHAR", "quantity": "VARCHAR", "currentQuantity": "VARCHAR", "sku": "VARCHAR",
-                "title": "VARCHAR",
+                "title": "VARCHAR", "isGiftCard": "BOOLEAN",
                 "product": {"id": "VARCHAR", "productType": "VARCHAR"},
                 "originalUnitPriceSet": {"shopMoney": {"amount": "VARCHAR"}},
                 "totalDiscountSet": {"shopMoney": {"amount": "VARCHAR"}}
@@ -205,6 +205,8 @@ select
     current_quantity,
     refunded_quantity
 from sold
+-- the order's products: a gift card sold is none (clv_gift_card, 00_payload_macros.sql)
+where not clv_gift_card(l)
 
 union all
 
@@ -238,7 +240,8 @@ with refund_rows as (
         ro.customer_id,
         unnest(json_transform(r.payload, '[{"id": "VARCHAR", "createdAt": "VARCHAR",
             "totalRefundedSet": {"shopMoney": {"amount": "VARCHAR"}},
-            "refundLineItems": {"nodes": [{"subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]},
+            "refundLineItems": {"nodes": [{"lineItem": {"isGiftCard": "BOOLEAN"},
+                                           "subtotalSet": {"shopMoney": {"amount": "VARCHAR"}}}]},
             "refundShippingLines": {"nodes": [{"subtotalAmountSet": {"shopMoney": {"amount": "VARCHAR"}},
                                                "taxAmountSet": {"shopMoney": {"amount": "VARCHAR"}}}]}}]')) as r
     from (
