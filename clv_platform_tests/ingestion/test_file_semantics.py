@@ -309,6 +309,43 @@ def test_every_sheet_of_a_workbook_is_read(data_env):
     assert "sheet 'Pivot'" in message and "['Sales', 'Pivot']" in message
 
 
+def test_rows_repeated_on_two_sheets_of_a_workbook_count_once(data_env):
+    """Online Retail II's two sheets both hold 1-9 Dec 2010 (22,523 identical lines), and a workbook
+    edited by hand often has a sheet of all orders beside the monthly ones: the duplicate-row rule
+    looked within a sheet only, so such orders counted twice. The copy on the other sheet is a
+    duplicate row naming the first, even where one sheet writes the ids as numbers and the other as text."""
+    path = data_env / "inbox" / "book.xlsx"
+    line = lambda invoice, customer, day: {"Invoice": invoice, "StockCode": "85123A", "Description": "HEART",  # noqa: E731
+                                           "Quantity": 6, "InvoiceDate": pd.Timestamp(day), "Price": 2.55,
+                                           "Customer ID": customer, "Country": "UK"}
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        pd.DataFrame([line(536300, 17850.0, "2010-11-30 09:00"), line(536365, 17850.0, "2010-12-01 08:26")]) \
+            .to_excel(writer, sheet_name="Year 2009-2010", index=False)
+        pd.DataFrame([line("536365", "17850", "2010-12-01 08:26"), line(536366, 17851.0, "2010-12-10 09:00")]) \
+            .to_excel(writer, sheet_name="Year 2010-2011", index=False)
+    assert _import(data_env, "book.xlsx")[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert orders == {"import:536300": pytest.approx(15.30), "import:536365": pytest.approx(15.30),
+                      "import:536366": pytest.approx(15.30)}
+    assert rejected == {"book.xlsx#Year 2010-2011!2": "duplicate row: the same as sheet 'Year 2009-2010' row 3 "
+                                                      "(a workbook's sheets that repeat rows count them once)"}
+
+    # a transactions workbook (no order ids): a sheet's two identical rows are two purchases, and the
+    # sheet of all orders repeating them adds none
+    sales = pd.DataFrame({"Customer": ["c1", "c1", "c2"], "Date": pd.to_datetime(["2024-01-03"] * 2 + ["2024-02-01"]),
+                          "Amount": [10.0, 10.0, 7.5]})
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        sales.iloc[:2].to_excel(writer, sheet_name="Jan", index=False)
+        sales.iloc[2:].to_excel(writer, sheet_name="Feb", index=False)
+        sales.to_excel(writer, sheet_name="All", index=False)
+    assert _import(data_env, "book.xlsx")[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert sorted(orders.values()) == [7.5, 10.0, 10.0]
+    assert sorted(rejected) == ["book.xlsx#Feb!2", "book.xlsx#Jan!2", "book.xlsx#Jan!3"]
+    assert rejected["book.xlsx#Jan!3"] == ("duplicate row: the same as sheet 'All' row 3 (a workbook's sheets that "
+                                           "repeat rows count them once)")
+
+
 def test_currency_comes_from_a_column_or_the_setting_and_is_never_guessed(data_env, monkeypatch, tmp_path):
     text = "customer_id,order_id,order_date,amount\nc1,o1,2024-03-01,10.00\n"
     monkeypatch.delenv("CLV_FILE_CURRENCY")

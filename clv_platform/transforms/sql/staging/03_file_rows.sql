@@ -12,10 +12,12 @@
 --   other than Shopify's: cancelled, failed, unpaid (pending, on hold), draft and fully refunded
 --   orders are rejected with their status; any other status is a purchase.
 -- * A file without an order id column (file_format 'transactions': customer, date, amount) has one
---   order per row, keyed by its customer, date and amount as written and its place among the
---   file's identical rows (`row:` and a hash): a log's two identical purchases are two orders (such
---   a file has nothing else to tell them apart, and no duplicate-row rule), and a later file that
---   repeats the rows re-sends the same orders rather than doubling them.
+--   order per row, keyed by its customer, date and amount as written and its place among its
+--   sheet's identical rows (`row:` and a hash): a log's two identical purchases are two orders (such
+--   a file has nothing else to tell them apart), and a later file, or another sheet of the workbook,
+--   that repeats the rows re-sends the same orders rather than doubling them.
+-- * A row with the same values as read as an earlier row of the file, on any sheet, is a duplicate
+--   row: a workbook's sheets that repeat rows (Online Retail II's 1-9 Dec 2010) count them once.
 -- * A file whose decimals are written with a comma (decimal_separator = ',', detected per file
 --   at import: `6,95`, `1.234,50`) is read as such. A currency code written with an amount
 --   (`USD 12.00`) is the row's currency: one other than the store's is rejected like a currency
@@ -191,16 +193,19 @@ keyed as (
             when is_shopify then coalesce(
                 nullif(regexp_extract(trim(head_fields ->> 'id'), '^([0-9]+)(\.0+)?$', 1), ''),
                 order_name_text)
+            -- counted per sheet: the same row on two sheets of a workbook is one order (a duplicate row below)
             when f.file_format = 'transactions' then clv_file_row_key(f.customer_id, f.order_date, f.amount, row_number()
-                over (partition by f.file_name, clv_file_customer(f.customer_id), trim(f.order_date), trim(f.amount)
-                      order by f.sheet_name, f.row_number))
+                over (partition by f.file_name, f.sheet_name, clv_file_customer(f.customer_id), trim(f.order_date),
+                                   trim(f.amount)
+                      order by f.row_number))
             else clv_file_id(f.order_id)
         end as order_key,
         -- which rows are the same order when files overlap: the Name in Shopify's export
         case when is_shopify then 'name:' || order_name_text
              when f.file_format = 'transactions' then clv_file_row_key(f.customer_id, f.order_date, f.amount, row_number()
-                 over (partition by f.file_name, clv_file_customer(f.customer_id), trim(f.order_date), trim(f.amount)
-                       order by f.sheet_name, f.row_number))
+                 over (partition by f.file_name, f.sheet_name, clv_file_customer(f.customer_id), trim(f.order_date),
+                                    trim(f.amount)
+                       order by f.row_number))
              else clv_file_id(f.order_id) end as resend_key,
         case when is_shopify then nullif(lower(trim(f.customer_id)), '')
              else clv_file_customer(f.customer_id) end as customer_key,
@@ -453,23 +458,33 @@ latest as (
             as first_customer_of_order,
         max(case when base_reason is null then customer_key end) over (partition by resend_key, file_name)
             as last_customer_of_order,
-        row_number() over (
-            partition by file_name, sheet_name, order_id, customer_id, order_date, product_id,
-                         description, quantity, unit_price, amount
-            order by row_number
-        ) as copy_number
+        row_number() over same_row as copy_number,
+        first_value(sheet_name) over same_row as first_copy_sheet,
+        first_value(row_number) over same_row as first_copy_row
     from judged
+    -- the same row as read (order, customer, time, product, quantity, money, status), anywhere in the
+    -- file: a workbook whose sheets repeat rows (Online Retail II's two sheets both hold 1-9 Dec 2010, a
+    -- sheet of all orders beside the monthly ones) counts them once, whether a sheet writes an id as a
+    -- number or as text. A transactions file's identical rows of one sheet have keys of their own.
+    window same_row as (
+        partition by file_name, resend_key, customer_key, order_ts, product_key, trim(description), qty,
+                     price_wide, amount_wide, line_discount_wide, currency_code, cast(layout_fields as varchar)
+        order by sheet_name, row_number
+    )
 ),
 judged_rows as (
     select
-        * exclude (base_reason, first_customer_of_order, last_customer_of_order),
+        * exclude (base_reason, first_customer_of_order, last_customer_of_order, first_copy_sheet, first_copy_row),
         case
             when base_reason is not null then base_reason
             when ingested_at < latest_ingest_of_order then 'order re-imported from a later file'
             when first_customer_of_order <> last_customer_of_order
                 then 'order id used for several customers in the file (' || first_customer_of_order || ' to '
                      || last_customer_of_order || '): whose order it is cannot be told'
-            when copy_number > 1 and file_format <> 'transactions' then 'duplicate row'
+            when copy_number > 1 and first_copy_sheet is distinct from sheet_name
+                then 'duplicate row: the same as sheet ''' || first_copy_sheet || ''' row ' || first_copy_row
+                     || ' (a workbook''s sheets that repeat rows count them once)'
+            when copy_number > 1 then 'duplicate row'
         end as row_reason
     from latest
 ),
