@@ -732,6 +732,45 @@ def test_orders_whose_status_says_they_are_no_purchase_are_rejected_with_it(data
                         "status.csv#5": "order status refunded" + tail, "status.csv#9": "order status failed" + tail}
 
 
+def test_totals_and_subtotal_rows_of_a_spreadsheet_are_rejected_as_such(data_env):
+    """A sheet edited by hand ends in `Total` / `Grand Total` rows, and Excel's Subtotal command writes
+    `<value> Total` rows in the column it groups by. A transactions file's `Total` row with a date
+    became a customer `Total` holding the sum again; the others were rejected for a missing order id or
+    date, which does not say what they are. A customer so named with an order id is an order."""
+    path = data_env / "inbox" / "sales.xlsx"
+    pd.DataFrame({
+        "Customer": ["c1", "c2", "January Total", "c1", None, "Total", "Grand Total"],
+        "Date": pd.to_datetime(["2024-01-05", "2024-01-09", None, "2024-02-05", None, "2024-02-29", None]),
+        "Amount": [10.0, 20.0, 30.0, 15.0, 15.0, 45.0, 45.0],
+    }).to_excel(path, index=False)
+    assert _import(data_env, "sales.xlsx")[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert sorted(orders.values()) == [10.0, 15.0, 20.0]
+    assert rejected == {
+        "sales.xlsx#Sheet1!4": "totals row (January Total): a sum of other rows, not an order",
+        "sales.xlsx#Sheet1!6": "missing customer id",
+        "sales.xlsx#Sheet1!7": "totals row (Total): a sum of other rows, not an order",
+        "sales.xlsx#Sheet1!8": "totals row (Grand Total): a sum of other rows, not an order",
+    }
+
+    orders_csv = """\
+        Customer,Order ID,Order Date,Amount
+        c1,1,2024-01-05,10.00
+        c1,1 Total,,10.00
+        Total,2,2024-01-06,20.00
+        2024-01-06 Total,,,20.00
+        Grand Total,,,30.00
+        """
+    assert _import(data_env, "orders.csv", orders_csv)[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert {o: n for o, n in orders.items() if not o.startswith("import:row:")} == {"import:1": 10.0, "import:2": 20.0}
+    assert {r: reason for r, reason in rejected.items() if r.startswith("orders.csv")} == {
+        "orders.csv#3": "totals row (1 Total): a sum of other rows, not an order",
+        "orders.csv#5": "totals row (2024-01-06 Total): a sum of other rows, not an order",
+        "orders.csv#6": "totals row (Grand Total): a sum of other rows, not an order",
+    }
+
+
 def test_denied_expired_and_reversed_payments_are_no_purchases(data_env):
     """PayPal's activity download marks a payment the merchant refused `Denied` and one a chargeback
     took back `Reversed`; an authorization never captured is `Expired` (Shopify, payment gateways).

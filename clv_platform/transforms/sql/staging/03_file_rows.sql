@@ -8,6 +8,7 @@
 -- * A customer id that says there is none (N/A, nan, #N/A, guest, ...) is a missing customer id:
 --   all guests would otherwise be one customer (a numeric placeholder such as WooCommerce's 0 can
 --   be a real id elsewhere: the staging check customers_hold_plausible_order_shares warns of it).
+-- * A totals row (`Total`, `Grand Total`, Excel's `<value> Total` subtotals) is not an order: rejected.
 -- * An order status column (Status, Order Status, Payment Status; data_contracts.md) of a layout
 --   other than Shopify's: cancelled, failed, unpaid (pending, on hold), draft and fully refunded
 --   orders are rejected with their status; any other status is a purchase.
@@ -74,6 +75,11 @@ create or replace temp macro clv_file_missing_id(t) as
 create or replace temp macro clv_file_customer(t) as
     case when clv_file_missing_id(t) then null
          when contains(trim(t), '@') then lower(clv_file_id(t)) else clv_file_id(t) end;
+-- a spreadsheet's totals label (data_contracts.md, "Files"): Excel's Subtotal command writes
+-- `<value> Total` and `Grand Total` (German Excel `<value> Ergebnis`, `Gesamtergebnis`) in the column
+-- it groups by, a table's total row `Total` (`Summe`), a sheet typed by hand `Subtotal`, `Sum`
+create or replace temp macro clv_file_totals_label(t) as
+    regexp_matches(lower(trim(t)), '^((grand|sub)[ -]?)?totals?$|^(gesamtergebnis|gesamtsumme|summe|sum)$|^.+ (total|ergebnis)$');
 -- the order key of a row of a file without order ids: its customer, date and amount as written,
 -- and which of the file's identical rows it is (1, 2, ...)
 create or replace temp macro clv_file_row_key(customer, day, amount, occurrence) as
@@ -209,6 +215,13 @@ keyed as (
              else clv_file_id(f.order_id) end as resend_key,
         case when is_shopify then nullif(lower(trim(f.customer_id)), '')
              else clv_file_customer(f.customer_id) end as customer_key,
+        -- a totals or subtotal row's label: in its order id or date cell, or in its customer cell when
+        -- it has no order id (a total row has none; with one the row is an order of a customer so named)
+        case when is_shopify then null
+             when clv_file_totals_label(f.order_id) then trim(f.order_id)
+             when clv_file_totals_label(f.order_date) then trim(f.order_date)
+             when clv_file_totals_label(f.customer_id) and order_name_text is null then trim(f.customer_id)
+        end as totals_label,
         not is_shopify and clv_file_id_lost_digits(f.order_id) as order_id_lost_digits,
         not is_shopify and clv_file_id_lost_digits(f.customer_id) as customer_id_lost_digits,
         -- a Shopify line without a SKU is its product by name
@@ -384,6 +397,8 @@ judged as (
         *,
         case
             when parse_error is not null then parse_error
+            when totals_label is not null
+                then 'totals row (' || totals_label || '): a sum of other rows, not an order'
             when order_key is null and file_format <> 'transactions' then 'missing order id'
             when order_id_lost_digits
                 then 'order id in scientific notation has lost digits: ' || trim(order_id)
