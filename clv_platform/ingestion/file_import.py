@@ -249,9 +249,10 @@ def file_number_text(values: pd.Series) -> pd.Series:
     return bare_number_text(values)
 
 
-def decimal_separator(frame: pd.DataFrame, delimiter: str) -> str:
-    """`,` when a semicolon/tab file writes its prices or amounts with a decimal comma (European
-    Excel: `6,95`, `1.234,50`), else `.`. Decided per file from its values, never per cell."""
+def decimal_separator(frame: pd.DataFrame, delimiter: str | None) -> str:
+    """`,` when a semicolon/tab file (or a workbook's number cells stored as text, ``delimiter``
+    None) writes its prices or amounts with a decimal comma (European Excel: `6,95`, `1.234,50`),
+    else `.`. Decided per file from its values, never per cell."""
     if delimiter == ",":
         return "."
     values = file_number_text(pd.concat([frame["unit_price"], frame["amount"]]).dropna().astype(str))
@@ -415,7 +416,9 @@ def _frame_from_rows(
 ) -> pd.DataFrame:
     zone = _date_zone_fields(header, mapping, file_format)
     columns: dict[str, list] = {c: [] for c in _VALUE_COLUMNS}
-    currency, payloads, numbers, errors, layout = [], [], [], [], []
+    currency, payloads, numbers, errors, layout, money_text = [], [], [], [], [], []
+    money = [i for i in (mapping.get("unit_price"), mapping.get("amount"), fields.get("refunded_amount"))
+             if i is not None]
     names = [str(h) for h in header]
     for number, cells_in, error in rows:
         numbers.append(number)
@@ -425,9 +428,12 @@ def _frame_from_rows(
                 columns[column].append(None)
             currency.append(None)
             layout.append(None)
+            money_text.append(False)
             payloads.append(json.dumps({"fields": cells_in}, ensure_ascii=False, default=str))
             continue
         cells = [_cell_text(v) for v in cells_in]
+        written = [cells_in[i] for i in money if cells[i] is not None]
+        money_text.append(bool(written) and all(isinstance(v, str) for v in written))
         date_index = mapping.get("order_date")
         if date_index is not None:  # CSV cells are text: only a workbook's numeric date cell changes
             cells[date_index] = _date_cell_text(cells_in[date_index])
@@ -448,6 +454,7 @@ def _frame_from_rows(
     out["currency"] = currency
     out["parse_error"] = errors
     out["layout_fields"] = layout
+    out["money_as_text"] = money_text  # every money cell of the row is text (a workbook's numbers stored as text)
     return out
 
 
@@ -545,7 +552,12 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
     if "decimal_separator" not in frame:
-        frame["decimal_separator"] = "."  # Excel cells are numbers, not text
+        # a number cell is a number; numbers stored as text (typed after an apostrophe, pasted or
+        # imported as text) are written as the person wrote them: `1.234,56` in a German workbook,
+        # where `1.234` is 1234, not 1.234. Their separator is decided on the workbook's text cells.
+        text = frame["money_as_text"]
+        frame["decimal_separator"] = "."
+        frame.loc[text, "decimal_separator"] = decimal_separator(frame[text], None)
     if currency:
         frame["currency"] = frame["currency"].where(frame["currency"].notna(), currency)
     elif without_currency_column and len(frame):

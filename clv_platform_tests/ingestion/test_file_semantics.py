@@ -1101,6 +1101,26 @@ def test_month_name_dates_with_a_comma_before_the_time_and_epoch_numbers(data_en
     assert rejected == {"us.csv#6": "unparseable order date: 1703961000"}
 
 
+def test_numbers_stored_as_text_in_a_german_workbook_are_read_with_its_decimal_comma(data_env):
+    """A workbook's amounts pasted or typed as text in a German sheet: `1.234,56`, `12,50` and `1.234`
+    (1234). Workbook rows were all read decimal-point, so the first two were unparseable and `1.234`
+    and `2.000` became 1.23 and 2.00 without a word. Number cells stay numbers (10.5)."""
+    path = data_env / "inbox" / "umsatz.xlsx"
+    amounts = ["1.234,56", "12,50", "1.234", "45,00", 10.5, "2.000", " 3,99 "]
+    pd.DataFrame({"Customer": [f"k{i}" for i in range(len(amounts))], "Order ID": range(len(amounts)),
+                  "Order Date": "31.12.2023", "Amount": amounts}).to_excel(path, index=False)
+    assert _import(data_env, "umsatz.xlsx")[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {}
+    assert orders == {"import:0": 1234.56, "import:1": 12.5, "import:2": 1234.0, "import:3": 45.0,
+                      "import:4": 10.5, "import:5": 2000.0, "import:6": 3.99}
+    # a workbook whose text amounts are decimal-point keeps reading them so
+    pd.DataFrame({"Customer": ["a", "b", "c"], "Order ID": [1, 2, 3], "Order Date": "2023-12-31",
+                  "Amount": ["1,234.50", "1.234", 7.25]}).to_excel(path, index=False)
+    assert _import(data_env, "umsatz.xlsx")[0].success
+    assert _stage(data_env / "clv.duckdb")[2] == {"import:1": 1234.5, "import:2": 1.23, "import:3": 7.25}
+
+
 def test_amounts_with_currency_codes_and_other_symbols_are_read_and_checked(data_env):
     """`GBP 12.00`, `12.50 GBP`, `₹1,234.50`, `¥500`, Swiss `1'234.50` were unparseable amounts. A
     currency code in the amount is the row's currency, checked like a currency column's: one other
