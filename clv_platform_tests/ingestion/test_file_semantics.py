@@ -1121,6 +1121,23 @@ def test_numbers_stored_as_text_in_a_german_workbook_are_read_with_its_decimal_c
     assert _stage(data_env / "clv.duckdb")[2] == {"import:1": 1234.5, "import:2": 1.23, "import:3": 7.25}
 
 
+def test_line_breaks_around_ids_and_thin_space_thousands_of_a_hand_edited_sheet(data_env):
+    """A cell edited by hand may end in a line break (Alt+Enter) or a tab (text pasted from
+    elsewhere): `c1<line break>` was a second customer beside `c1`, as trim() takes spaces only. A
+    thin or figure space between thousands (`1 234.50`, typographic and SI style) was an unparseable
+    amount, while a no-break space was read."""
+    path = data_env / "inbox" / "edited.xlsx"
+    pd.DataFrame({"Customer": ["c1", "c1\n", "\tAnn@X.com\n", "ann@x.com"], "Order ID": [1, 2, 3, 4],
+                  "Order Date": "2024-01-05",
+                  "Amount": ["10.00", "1\u2009234.50", "2\u2007000.00", "1\u00a0000.00"]}).to_excel(path, index=False)
+    assert _import(data_env, "edited.xlsx")[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {}
+    assert orders == {"import:1": 10.0, "import:2": 1234.5, "import:3": 2000.0, "import:4": 1000.0}
+    assert _by_order(data_env / "clv.duckdb", "customer_id") == {"1": "import:c1", "2": "import:c1",
+                                                                 "3": "import:ann@x.com", "4": "import:ann@x.com"}
+
+
 def test_amounts_with_currency_codes_and_other_symbols_are_read_and_checked(data_env):
     """`GBP 12.00`, `12.50 GBP`, `₹1,234.50`, `¥500`, Swiss `1'234.50` were unparseable amounts. A
     currency code in the amount is the row's currency, checked like a currency column's: one other

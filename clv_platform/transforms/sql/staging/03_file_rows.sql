@@ -48,33 +48,39 @@
 --   Name instead) and re-sends are matched by Name; `Created at` is read as the wall-clock time
 --   it is written in (the shop's own time zone), so the order day is the day the shop saw.
 --   The order's revenue comes from its Subtotal, refunds and cancellation (05_staging_tables.sql).
+-- a cell's text without the white space around it: trim() takes spaces (also no-break ones) but not a
+-- line break or tab, which a cell edited by hand may end in (Alt+Enter, text pasted from elsewhere):
+-- `c1` and `c1<line break>` are one customer
+create or replace temp macro clv_file_id_trimmed(t) as
+    trim(trim(t, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13) || chr(160) || chr(8199) || chr(8201)
+                 || chr(8239)));
 -- an id as a spreadsheet may have written it: `17850.0` and `1.7850E+04` are `17850`; scientific
 -- notation with fewer mantissa digits than the id has (`1.23457E+11`) stays as written and
 -- clv_file_id_lost_digits says so
 create or replace temp macro clv_file_id_lost_digits(t) as
-    regexp_matches(trim(t), '^[0-9](\.[0-9]*)?[eE]\+?[0-9]+$')
-    and (length(regexp_extract(trim(t), '^[0-9]\.?([0-9]*)[eE]', 1))
-             < try_cast(regexp_extract(trim(t), '[eE]\+?([0-9]+)$', 1) as integer)
-         or ltrim(substr(regexp_extract(trim(t), '^[0-9]\.?([0-9]*)[eE]', 1),
-                         try_cast(regexp_extract(trim(t), '[eE]\+?([0-9]+)$', 1) as integer) + 1), '0') <> '');
+    regexp_matches(clv_file_id_trimmed(t), '^[0-9](\.[0-9]*)?[eE]\+?[0-9]+$')
+    and (length(regexp_extract(clv_file_id_trimmed(t), '^[0-9]\.?([0-9]*)[eE]', 1))
+             < try_cast(regexp_extract(clv_file_id_trimmed(t), '[eE]\+?([0-9]+)$', 1) as integer)
+         or ltrim(substr(regexp_extract(clv_file_id_trimmed(t), '^[0-9]\.?([0-9]*)[eE]', 1),
+                         try_cast(regexp_extract(clv_file_id_trimmed(t), '[eE]\+?([0-9]+)$', 1) as integer) + 1), '0') <> '');
 create or replace temp macro clv_file_id(t) as
     nullif(case
-        when regexp_matches(trim(t), '^[0-9](\.[0-9]*)?[eE]\+?[0-9]+$') and not clv_file_id_lost_digits(t)
-            then coalesce(nullif(ltrim(substr(trim(t), 1, 1)
-                                       || substr(regexp_extract(trim(t), '^[0-9]\.?([0-9]*)[eE]', 1), 1,
-                                                 try_cast(regexp_extract(trim(t), '[eE]\+?([0-9]+)$', 1) as integer)),
+        when regexp_matches(clv_file_id_trimmed(t), '^[0-9](\.[0-9]*)?[eE]\+?[0-9]+$') and not clv_file_id_lost_digits(t)
+            then coalesce(nullif(ltrim(substr(clv_file_id_trimmed(t), 1, 1)
+                                       || substr(regexp_extract(clv_file_id_trimmed(t), '^[0-9]\.?([0-9]*)[eE]', 1), 1,
+                                                 try_cast(regexp_extract(clv_file_id_trimmed(t), '[eE]\+?([0-9]+)$', 1) as integer)),
                                        '0'), ''), '0')
-        else regexp_replace(trim(t), '^([0-9]+)\.0+$', '\1')
+        else regexp_replace(clv_file_id_trimmed(t), '^([0-9]+)\.0+$', '\1')
     end, '');
 -- a customer id: `clv_file_id`, and an e-mail address (a store that names its e-mail column as the
 -- customer, [files.columns]) compared without case, as Shopify's export's e-mails are. A text that
 -- says there is no id (`N/A`, `nan`, `#N/A`, `guest`, ...: what spreadsheets, pandas and shop
 -- exports write for a guest) is no id: the row is a missing customer id, not one big customer.
 create or replace temp macro clv_file_missing_id(t) as
-    lower(trim(t)) in ('nan', 'null', 'none', 'n/a', 'na', '#n/a', '-', 'guest', 'unknown', 'anonymous');
+    lower(clv_file_id_trimmed(t)) in ('nan', 'null', 'none', 'n/a', 'na', '#n/a', '-', 'guest', 'unknown', 'anonymous');
 create or replace temp macro clv_file_customer(t) as
     case when clv_file_missing_id(t) then null
-         when contains(trim(t), '@') then lower(clv_file_id(t)) else clv_file_id(t) end;
+         when contains(clv_file_id_trimmed(t), '@') then lower(clv_file_id(t)) else clv_file_id(t) end;
 -- a spreadsheet's totals label (data_contracts.md, "Files"): Excel's Subtotal command writes
 -- `<value> Total` and `Grand Total` (German Excel `<value> Ergebnis`, `Gesamtergebnis`) in the column
 -- it groups by, a table's total row `Total` (`Summe`), a sheet typed by hand `Subtotal`, `Sum`
@@ -127,12 +133,13 @@ create or replace temp macro clv_file_date_text(t) as
                                   '^([0-9]{1,2})-([0-9]{1,2})-([0-9]{4})([ T].*)?$', '\1/\2/\3\4'),
                    '^([A-Za-z]+[.]? [0-9]{1,2}, [0-9]{4}),\s*', '\1 ');
 -- a number's text without its currency: symbols (`$ £ € ¥ ₹`, `R$` and other letters before a `$`) and
--- spaces left out (`$1,234.50`, `1 234,50 €`, a no-break space), then a currency code right before or
+-- spaces left out (`$1,234.50`, `1 234,50 €`, a no-break, thin or figure space), then a currency code right before or
 -- after the number (`USD 12.00`, `12.00 EUR`, upper case: clv_file_written_currency reads it, and the
 -- row is checked against it like a currency column's value); Swiss apostrophe thousands (`1'234.50`)
 -- dropped; an accountant's negative in parentheses or with a trailing minus (`($20.00)`, `20.00-`) signed
 create or replace temp macro clv_file_unit_free(t) as
-    regexp_replace(regexp_replace(trim(t), '[A-Z]{1,2}[$]', '$', 'g'), '[$£€¥₹[:space:]\x{00A0}\x{202F}]', '', 'g');
+    regexp_replace(regexp_replace(trim(t), '[A-Z]{1,2}[$]', '$', 'g'),
+                   '[$£€¥₹[:space:]\x{00A0}\x{2007}\x{2009}\x{202F}]', '', 'g');
 create or replace temp macro clv_file_written_currency(t) as nullif(coalesce(
     nullif(regexp_extract(clv_file_unit_free(t), '^[(-]?([A-Z]{3})[-(]?[0-9.]', 1), ''),
     regexp_extract(clv_file_unit_free(t), '[0-9.)-]([A-Z]{3})[)]?$', 1)), '');
