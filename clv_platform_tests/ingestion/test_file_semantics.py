@@ -634,6 +634,27 @@ def test_two_digit_years_are_read_with_their_century(data_env):
                        "import:o3": "1999-06-30 00:00:00", "import:o4": "2023-12-31 00:00:00"}
 
 
+def test_long_dates_with_weekday_names_and_month_name_dates_with_two_digit_years(data_env):
+    """A CSV saved from a sheet writes dates as they are formatted: Excel's long date
+    (`Sunday, December 31, 2023`), `Sun 31 Dec 2023`, and its built-in `d-mmm-yy` (`31-Dec-23`).
+    The weekday made the first two unparseable, and `31-Dec-23` was the year 23 (rejected as
+    before 1900)."""
+    text = """\
+        customer_id;order_id;order_date;amount
+        c1;1;Sunday, December 31, 2023;10.00
+        c2;2;Sun 31 Dec 2023;20.00
+        c3;3;31-Dec-23;30.00
+        c4;4;5 Jan 24 14:30;40.00
+        c5;5;Thursday, 4 January 2024;50.00
+        """
+    assert _import(data_env, "long.csv", text)[0].success
+    _, rejected, _ = _stage(data_env / "clv.duckdb")
+    assert rejected == {}
+    assert _by_order(data_env / "clv.duckdb") == {"1": "2023-12-31 00:00:00", "2": "2023-12-31 00:00:00",
+                                                  "3": "2023-12-31 00:00:00", "4": "2024-01-05 14:30:00",
+                                                  "5": "2024-01-04 00:00:00"}
+
+
 def test_order_dates_before_1900_are_rejected_not_purchases_in_antiquity(data_env):
     """A placeholder date (`0001-01-01`, Excel's day 0 `1899-12-30`) or a mis-read one was accepted
     as a purchase day: a year before 1678 then failed the run in the models (a pandas nanosecond

@@ -113,23 +113,28 @@ create or replace temp macro clv_file_unambiguous_date(t) as coalesce(
                      '%d %b %Y', '%d %B %Y %H:%M', '%d %B %Y', '%b %d, %Y %H:%M:%S', '%b %d, %Y %H:%M', '%b %d, %Y',
                      '%B %d, %Y %H:%M', '%B %d, %Y', '%d.%m.%Y %H:%M:%S']),
     case when regexp_matches(t, '^[0-9]{8}$') then try_strptime(t, '%Y%m%d') end);
--- a slash or dot date with a two-digit year (`12/31/23`: Etsy's Sold Orders, Excel's m/d/yy; `31.12.23`)
+-- a slash or dot date with a two-digit year (`12/31/23`: Etsy's Sold Orders, Excel's m/d/yy; `31.12.23`),
+-- or a month name's (`31-Dec-23`: Excel's built-in d-mmm-yy, as a CSV saved from it writes it; `31 Dec 23`)
 -- written with its century, 00-68 as 2000-2068 and 69-99 as 1969-1999 (strptime's %y): read with
 -- %Y, `23` was the year 23, and a cast read `1/5/23` as 0001-05-23
 create or replace temp macro clv_file_two_digit_year_parts(t) as
-    regexp_extract(t, '^([0-9]{1,2}[/.][0-9]{1,2}[/.])([0-9]{2})([ T].*)?$', ['head', 'year', 'tail']);
+    regexp_extract(t, '^([0-9]{1,2}[/.][0-9]{1,2}[/.]|[0-9]{1,2}[- ][A-Za-z]{3,9}[- ])([0-9]{2})([ T].*)?$',
+                   ['head', 'year', 'tail']);
 create or replace temp macro clv_file_full_year(t) as
-    case when regexp_matches(t, '^[0-9]{1,2}[/.][0-9]{1,2}[/.][0-9]{2}([ T].*)?$')
+    case when regexp_matches(t, '^([0-9]{1,2}[/.][0-9]{1,2}[/.]|[0-9]{1,2}[- ][A-Za-z]{3,9}[- ])[0-9]{2}([ T].*)?$')
          then clv_file_two_digit_year_parts(t).head
               || case when cast(clv_file_two_digit_year_parts(t).year as integer) < 69 then '20' else '19' end
               || clv_file_two_digit_year_parts(t).year || clv_file_two_digit_year_parts(t).tail
          else t end;
--- an order date's text as the rules below read it: a two-digit year with its century; a d-m-y / m-d-y
+-- an order date's text as the rules below read it: without an English weekday name before it (Excel's
+-- long date `Sunday, December 31, 2023`, `Sun 31 Dec 2023`: a CSV saved from a sheet formatted so
+-- writes them); a two-digit year with its century; a d-m-y / m-d-y
 -- date written with dashes (`31-12-2023`, `12-31-2023 10:30`) with slashes, so that the file's one
 -- day-first / month-first decision (slash_dates) reads both; a month name's date with a comma before
 -- the time (`Dec 31, 2023, 10:30 PM`, US locales' date formatting) without that comma
 create or replace temp macro clv_file_date_text(t) as
-    regexp_replace(regexp_replace(clv_file_full_year(trim(t)),
+    regexp_replace(regexp_replace(clv_file_full_year(
+                                      regexp_replace(trim(t), '^(?i:mon|tue|wed|thu|fri|sat|sun)[a-z]*[.,]?\s+', '')),
                                   '^([0-9]{1,2})-([0-9]{1,2})-([0-9]{4})([ T].*)?$', '\1/\2/\3\4'),
                    '^([A-Za-z]+[.]? [0-9]{1,2}, [0-9]{4}),\s*', '\1 ');
 -- a number's text without its currency: symbols (`$ £ € ¥ ₹`, `R$` and other letters before a `$`) and
