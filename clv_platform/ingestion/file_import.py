@@ -220,9 +220,10 @@ ACCOUNTING_NEGATIVES = (re.compile(r"^\(([0-9][0-9.,]*)\)$"), re.compile(r"^([0-
 def bare_number_text(values: pd.Series) -> pd.Series:
     """Number texts as staging reads them (``clv_file_bare_number`` in 03_file_rows.sql) without their
     currency codes: currency symbols and spaces (thousands groups) left out, an accountant's negative
-    signed with a leading minus. The backtest's CSV reader reads amounts through it, the files
+    signed with a leading minus, as is a typographic minus sign (U+2212, `−12.00`: Numbers, LibreOffice
+    and typeset reports write it). The backtest's CSV reader reads amounts through it, the files
     import's decimal detection through ``file_number_text``."""
-    values = values.str.replace(_CURRENCY_AND_SPACES, "", regex=True)
+    values = values.str.replace("\u2212", "-", regex=False).str.replace(_CURRENCY_AND_SPACES, "", regex=True)
     for pattern in ACCOUNTING_NEGATIVES:
         values = values.str.replace(pattern, r"-\1", regex=True)
     return values

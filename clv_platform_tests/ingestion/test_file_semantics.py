@@ -1025,7 +1025,8 @@ def test_excel_97_workbooks_are_read_and_other_files_are_named_not_passed_over(d
 
 def test_accounting_negatives_are_returns_in_both_readers(data_env, tmp_path):
     """`($20.00)` and `20.00-` (an accountant's negative, as Excel's accounting format saves it)
-    are -20: returns of the files import and of the backtest CSV, not unparseable amounts."""
+    are -20, and `−2.50` (U+2212, the minus sign Numbers and LibreOffice write) is -2.50: returns of
+    the files import and of the backtest CSV, not unparseable amounts."""
     from clv_platform.models import datasets
 
     text = """\
@@ -1034,16 +1035,17 @@ def test_accounting_negatives_are_returns_in_both_readers(data_env, tmp_path):
         c1,2024-01-09,($20.00)
         c1,2024-01-10,5.00-
         c1,2024-01-11,(x)
+        c1,2024-01-12,−2.50
         """
     result, db = _import(data_env, "ledger.csv", text)
     assert result.success
     _, rejected, orders = _stage(db)
-    assert list(orders.values()) == [pytest.approx(75.0)]
+    assert list(orders.values()) == [pytest.approx(72.5)]
     assert rejected == {"ledger.csv#5": "unparseable amount: (x)"}
     path = tmp_path / "ledger.csv"
     path.write_text(textwrap.dedent(text))
     frame, dropped = datasets.read_transactions_csv(path)
-    assert sorted(frame["amount"]) == [-20.0, -5.0, 100.0] and dropped == {"unparseable amount": 1}
+    assert sorted(frame["amount"]) == [-20.0, -5.0, -2.5, 100.0] and dropped == {"unparseable amount": 1}
 
 
 def test_a_return_on_a_day_of_several_orders_refunds_the_largest_on_every_build(data_env):

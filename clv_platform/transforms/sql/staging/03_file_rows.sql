@@ -141,9 +141,10 @@ create or replace temp macro clv_file_date_text(t) as
 -- spaces left out (`$1,234.50`, `1 234,50 €`, a no-break, thin or figure space), then a currency code right before or
 -- after the number (`USD 12.00`, `12.00 EUR`, upper case: clv_file_written_currency reads it, and the
 -- row is checked against it like a currency column's value); Swiss apostrophe thousands (`1'234.50`)
--- dropped; an accountant's negative in parentheses or with a trailing minus (`($20.00)`, `20.00-`) signed
+-- dropped; an accountant's negative in parentheses or with a trailing minus (`($20.00)`, `20.00-`) signed;
+-- a typographic minus sign (U+2212, `−12.00`: Numbers, LibreOffice, typeset reports) is a minus
 create or replace temp macro clv_file_unit_free(t) as
-    regexp_replace(regexp_replace(trim(t), '[A-Z]{1,2}[$]', '$', 'g'),
+    regexp_replace(regexp_replace(replace(trim(t), '−', '-'), '[A-Z]{1,2}[$]', '$', 'g'),
                    '[$£€¥₹[:space:]\x{00A0}\x{2007}\x{2009}\x{202F}]', '', 'g');
 create or replace temp macro clv_file_written_currency(t) as nullif(coalesce(
     nullif(regexp_extract(clv_file_unit_free(t), '^[(-]?([A-Z]{3})[-(]?[0-9.]', 1), ''),
