@@ -655,6 +655,48 @@ def test_long_dates_with_weekday_names_and_month_name_dates_with_two_digit_years
                                                   "5": "2024-01-04 00:00:00"}
 
 
+def test_more_hand_written_and_regional_date_spellings_are_read(data_env):
+    """`Dec 31 2023` (no comma after the day), `20 Dec. 2023` / `Dec. 18, 2023` (an abbreviation's
+    dot), `26-December-2023`, the year-first dotted `2023.12.30` (East Asian and Hungarian sheets) and
+    RFC 2822's `Sun, 24 Dec 2023 10:00:00 +0000` were rejected as unparseable order dates. Each has
+    one reading: read, the RFC 2822 one converted to the store's time zone by its offset."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,Dec 31 2023,10.00
+        c1,o2,2023.12.30,10.00
+        c1,o3,"Sun, 24 Dec 2023 10:00:00 +0000",10.00
+        c1,o4,26-December-2023,10.00
+        c1,o5,20 Dec. 2023,10.00
+        c1,o6,"Dec. 18, 2023",10.00
+        c1,o7,Dec 17 2023 10:30 PM,10.00
+        c1,o8,2023.12.31x,10.00
+        """
+    assert _import(data_env, "spellings.csv", text)[0].success
+    _, rejected, _ = _stage(data_env / "clv.duckdb", "America/Los_Angeles")
+    assert rejected == {"spellings.csv#9": "unparseable order date: 2023.12.31x"}
+    assert _by_order(data_env / "clv.duckdb") == {
+        "o1": "2023-12-31 00:00:00", "o2": "2023-12-30 00:00:00", "o3": "2023-12-24 02:00:00",
+        "o4": "2023-12-26 00:00:00", "o5": "2023-12-20 00:00:00", "o6": "2023-12-18 00:00:00",
+        "o7": "2023-12-17 22:30:00"}
+
+
+def test_times_written_with_utc_or_gmt_are_converted_to_the_store_time_zone(data_env):
+    """`2023-12-31 03:00:00 UTC` and RFC 2822's `GMT` name the offset +0000 in words: they were read
+    as the store's own wall clock (a cast drops the word), so in a store west of UTC an evening order
+    fell on the next day. They are converted like `+0000`."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,utc,2024-01-01 03:00:00 UTC,10.00
+        c1,gmt,"Mon, 01 Jan 2024 03:00:00 GMT",11.00
+        c1,plain,2024-01-01 03:00:00,12.00
+        """
+    assert _import(data_env, "words.csv", text)[0].success
+    _, rejected, _ = _stage(data_env / "clv.duckdb", "America/Los_Angeles")
+    assert rejected == {}
+    assert _by_order(data_env / "clv.duckdb") == {"utc": "2023-12-31 19:00:00", "gmt": "2023-12-31 19:00:00",
+                                                  "plain": "2024-01-01 03:00:00"}
+
+
 def test_order_dates_before_1900_are_rejected_not_purchases_in_antiquity(data_env):
     """A placeholder date (`0001-01-01`, Excel's day 0 `1899-12-30`) or a mis-read one was accepted
     as a purchase day: a year before 1678 then failed the run in the models (a pandas nanosecond

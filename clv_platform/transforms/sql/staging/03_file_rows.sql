@@ -111,7 +111,7 @@ create or replace temp macro clv_file_twelve_hour(t, day_first) as
 create or replace temp macro clv_file_unambiguous_date(t) as coalesce(
     try_strptime(t, ['%d-%b-%Y %H:%M:%S', '%d-%b-%Y %H:%M', '%d-%b-%Y', '%d %b %Y %H:%M:%S', '%d %b %Y %H:%M',
                      '%d %b %Y', '%d %B %Y %H:%M', '%d %B %Y', '%b %d, %Y %H:%M:%S', '%b %d, %Y %H:%M', '%b %d, %Y',
-                     '%B %d, %Y %H:%M', '%B %d, %Y', '%d.%m.%Y %H:%M:%S']),
+                     '%B %d, %Y %H:%M', '%B %d, %Y', '%d.%m.%Y %H:%M:%S', '%d-%B-%Y %H:%M', '%d-%B-%Y']),
     case when regexp_matches(t, '^[0-9]{8}$') then try_strptime(t, '%Y%m%d') end);
 -- a slash or dot date with a two-digit year (`12/31/23`: Etsy's Sold Orders, Excel's m/d/yy; `31.12.23`),
 -- or a month name's (`31-Dec-23`: Excel's built-in d-mmm-yy, as a CSV saved from it writes it; `31 Dec 23`)
@@ -131,12 +131,20 @@ create or replace temp macro clv_file_full_year(t) as
 -- writes them); a two-digit year with its century; a d-m-y / m-d-y
 -- date written with dashes (`31-12-2023`, `12-31-2023 10:30`) with slashes, so that the file's one
 -- day-first / month-first decision (slash_dates) reads both; a month name's date with a comma before
--- the time (`Dec 31, 2023, 10:30 PM`, US locales' date formatting) without that comma
+-- the time (`Dec 31, 2023, 10:30 PM`, US locales' date formatting) without that comma, and one without
+-- the comma after its day (`Dec 31 2023`) with it; an abbreviated month's dot left out (`20 Dec. 2023`,
+-- `Dec. 20, 2023`); a year-first dotted date (`2023.12.31`, the East Asian and Hungarian habit: one
+-- reading only) with dashes; a time's `GMT` / `UTC` (`Sun, 24 Dec 2023 10:00:00 GMT`, RFC 2822's
+-- other spelling of +0000) as the offset +0000
 create or replace temp macro clv_file_date_text(t) as
-    regexp_replace(regexp_replace(clv_file_full_year(
+    regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(clv_file_full_year(
                                       regexp_replace(trim(t), '^(?i:mon|tue|wed|thu|fri|sat|sun)[a-z]*[.,]?\s+', '')),
                                   '^([0-9]{1,2})-([0-9]{1,2})-([0-9]{4})([ T].*)?$', '\1/\2/\3\4'),
-                   '^([A-Za-z]+[.]? [0-9]{1,2}, [0-9]{4}),\s*', '\1 ');
+                   '^([0-9]{1,2} )?([A-Za-z]{3})[.](\s)', '\1\2\3'),
+                   '^([A-Za-z]{3,9}) ([0-9]{1,2}) ([0-9]{4})\b', '\1 \2, \3'),
+                   '^([A-Za-z]+ [0-9]{1,2}, [0-9]{4}),\s*', '\1 '),
+                   '^([0-9]{4})[.]([0-9]{1,2})[.]([0-9]{1,2})\b', '\1-\2-\3'),
+                   '([0-9]:[0-9]{2}(:[0-9]{2})?)\s*(GMT|UTC)$', '\1 +0000');
 -- a number's text without its currency: symbols (`$ £ € ¥ ₹`, `R$` and other letters before a `$`) and
 -- spaces left out (`$1,234.50`, `1 234,50 €`, a no-break, thin or figure space), then a currency code right before or
 -- after the number (`USD 12.00`, `12.00 EUR`, upper case: clv_file_written_currency reads it, and the
@@ -246,8 +254,9 @@ keyed as (
         coalesce(clv_file_written_currency(f.amount), clv_file_written_currency(f.unit_price),
                  clv_file_written_currency(f.layout_fields ->> 'refunded_amount')) as written_currency,
         clv_file_date_text(f.order_date) as date_text,
-        -- an offset after a time of day (`21:15:00-05:00`, `T21:15Z`): not the year of `10-Mar-2024`
-        regexp_matches(trim(f.order_date), '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}:?[0-9]{2})$')
+        -- an offset after a time of day (`21:15:00-05:00`, `T21:15Z`, `10:00:00 GMT` as date_text writes
+        -- it): not the year of `10-Mar-2024`
+        regexp_matches(date_text, '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}:?[0-9]{2})$')
             as has_offset,
         -- the order-date header says its times are UTC (Stripe's `Created (UTC)`; file_import.py)
         coalesce(not is_shopify and f.layout_fields ->> 'order_date_zone' = 'UTC', false) as date_in_utc,
@@ -303,8 +312,11 @@ typed as (
                                           try_strptime(date_text, '%m/%d/%Y %H:%M:%S'))
             -- `2024-03-10 21:15:00 -0500` (a space before the offset: Shopify's and Ruby's timestamps) reads
             -- as `…21:15:00-0500`; a cast of it as written failed, and the row was an unparseable date
-            when has_offset then timezone($store_timezone, try_cast(
-                regexp_replace(date_text, '\s+(Z|[+-][0-9]{2}:?[0-9]{2})$', '\1') as timestamptz))
+            -- `24 Dec 2023 10:00:00 +0000` (RFC 2822, e-mail and some APIs' dates, weekday and GMT read
+            -- above) is no cast's text: read with its offset (%z)
+            when has_offset then timezone($store_timezone, coalesce(try_cast(
+                regexp_replace(date_text, '\s+(Z|[+-][0-9]{2}:?[0-9]{2})$', '\1') as timestamptz),
+                try_strptime(date_text, ['%d %b %Y %H:%M:%S %z', '%d %b %Y %H:%M %z'])))
             -- a day-first file, or a row of a contradictory one whose first field can only be a day
             when s.day_first_seen and (not s.month_first_seen
                                        or try_cast(regexp_extract(date_text, '^([0-9]{1,2})/', 1) as integer) > 12)
