@@ -121,6 +121,10 @@ def spreadsheet_id(text: str) -> tuple[str, bool]:
 
 MISSING_ID_TEXTS = frozenset({"nan", "null", "none", "n/a", "na", "#n/a", "-", "guest", "unknown", "anonymous"})
 """Customer ids that say there is none (``clv_file_missing_id`` in ``03_file_rows.sql``): a missing id."""
+TOTALS_LABEL = re.compile(r"^((grand|sub)[ -]?)?totals?$|^(gesamtergebnis|gesamtsumme|summe|sum)$|^.+ (total|ergebnis)$")
+"""A spreadsheet's totals label in the customer column (``clv_file_totals_label`` in ``03_file_rows.sql``):
+a row summing others (`Total`, `Grand Total`, Excel Subtotal's `<value> Total`), not a customer."""
+TOTALS_ROW = "totals row (a sum of other rows, not a customer)"
 RETURN_WITHOUT_PURCHASE = "return (negative amount) without an earlier purchase of the customer"
 
 FUTURE_DATE = "order date in the future"
@@ -202,7 +206,8 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     Ids are read as text and keyed like the files import (``spreadsheet_id``): surrounding spaces
     trimmed, an integral float (``17850.0``) or exact scientific notation is the plain id, leading
     zeros kept, an e-mail address lower-cased; scientific notation that lost digits is left out and
-    counted, and so are ids that say there is none (``MISSING_ID_TEXTS``: ``N/A``, ``nan``, ...).
+    counted, and so are ids that say there is none (``MISSING_ID_TEXTS``: ``N/A``, ``nan``, ...) and a
+    spreadsheet's totals rows (``TOTALS_LABEL``: a `Total` row with a date was a customer holding the sum).
     ``order_date`` is ISO 8601; timestamps with
     an offset are converted to UTC before the date is taken, naive ones are taken as they are. A row
     without a customer id, or whose date or amount cannot be read, is left out and counted (it would
@@ -246,10 +251,12 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
         raise ValueError(f"{path}: no order_date is an ISO 8601 date (e.g. 2024-03-10 or 2024-03-10T21:15:00-05:00); "
                          f"the file has {date_text.iloc[0]!r}: convert the dates to ISO (day-first and month-first "
                          "dates cannot be told apart)")
-    known = (customer_id != "") & ~lost
+    totals = raw["customer_id"].str.strip().str.lower().str.match(TOTALS_LABEL)
+    known = (customer_id != "") & ~lost & ~totals
     reasons = {
         "missing customer id": customer_id == "",
         ID_LOST_DIGITS: lost,
+        TOTALS_ROW: totals & (customer_id != ""),
         "unparseable order date": known & order_date.isna(),
         "unparseable amount": known & order_date.notna() & ~np.isfinite(amount),
         FUTURE_DATE: known & np.isfinite(amount)

@@ -242,3 +242,27 @@ def test_rows_dated_in_the_future_are_left_out_and_counted_as_the_files_import_r
     assert loaded.dropped == {"order date in the future": 1, "unparseable amount": 1}
     assert loaded.transactions["order_date"].max() == today - pd.Timedelta(days=1)
     assert loaded.transactions.groupby("customer_id")["amount"].sum().to_dict() == {"a": 261.0, "b": 20.0}
+
+
+def test_totals_rows_are_left_out_of_the_backtest_csv_as_the_files_import_rejects_them(tmp_path):
+    """A spreadsheet's `Total` / `Grand Total` / Excel Subtotal `<value> Total` row with a date was a
+    customer of the backtest holding the sum of the others (its spend a multiple of any real
+    customer's). Both readers judge the label with one rule (``clv_file_totals_label``)."""
+    import re
+
+    import duckdb
+
+    labels = ["Total", " GRAND TOTAL ", "Subtotal", "Sub-total", "Totals", "c1 Total", "Gesamtergebnis", "Summe",
+              "c1", "Totalcare", "total-1", "10"]
+    sql = (Path(datasets.__file__).parents[1] / "transforms" / "sql" / "staging" / "03_file_rows.sql").read_text()
+    with duckdb.connect() as conn:
+        conn.execute(re.search(r"create or replace temp macro clv_file_totals_label.*?;\n", sql, re.S).group(0))
+        in_sql = {t: conn.execute("select clv_file_totals_label(?)", [t]).fetchone()[0] for t in labels}
+    in_python = {t: bool(datasets.TOTALS_LABEL.match(t.strip().lower())) for t in labels}
+    assert in_python == in_sql == {t: t not in ("c1", "Totalcare", "total-1", "10") for t in labels}
+    path = tmp_path / "sheet.csv"
+    path.write_text("customer_id,order_date,amount\nc1,2024-01-05,10.00\nc2,2024-01-06,20.00\n"
+                    "c1 Total,2024-01-05,10.00\nTotal,2024-01-06,30.00\n")
+    frame, dropped = datasets.read_transactions_csv(path)
+    assert dropped == {datasets.TOTALS_ROW: 2}
+    assert frame["customer_id"].tolist() == ["c1", "c2"] and frame["amount"].sum() == 30.0
