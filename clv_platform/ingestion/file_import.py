@@ -487,6 +487,19 @@ def _read_workbook(path: Path) -> list[tuple[str, list[str], list[tuple[int, lis
     return out
 
 
+def _hidden_sheets(path: Path) -> set[str]:
+    """Names of the workbook's hidden and very hidden sheets (Excel's sheet state), for the message
+    that refuses a sheet: a merchant cannot find a hidden helper sheet the message names. Read only
+    on that error; empty when the format keeps no sheet state."""
+    try:
+        from python_calamine import CalamineWorkbook, SheetVisibleEnum
+
+        return {m.name for m in CalamineWorkbook.from_path(str(path)).sheets_metadata
+                if m.visible != SheetVisibleEnum.Visible}
+    except Exception:  # the message is still right without the note
+        return set()
+
+
 def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
                  content_sha256: str | None = None, named: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Every data row of the file as a raw.file_transactions row (nothing dropped here).
@@ -513,9 +526,13 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
                 header, rows, (file_format, mapping, fields), skipped = find_header(
                     header, rows, f"{path.name}, sheet '{sheet}'", named, width_checked=False)
             except UnreadableFileError as exc:
+                hidden = _hidden_sheets(path)
+                names = [f"{s} (hidden)" if s in hidden else s for s, _, _ in sheets]
                 raise UnreadableFileError(
-                    f"{exc} (the workbook has sheets {[s for s, _, _ in sheets]}; every sheet is imported, so each "
-                    "must have a recognized header or be empty)"
+                    f"{exc} (the workbook has sheets {names}; every sheet is imported, hidden ones too, so each "
+                    "must have a recognized header or be empty"
+                    + ("; unhide a hidden sheet in Excel (right-click a sheet tab, Unhide) to see it" if hidden else "")
+                    + ")"
                 ) from None
             if skipped:
                 title_lines[f"sheet '{sheet}'"] = skipped

@@ -138,3 +138,36 @@ def test_unrecognized_columns_name_the_file(data_env):
     message = failure.step_failure_data.user_failure_data.description
     assert "odd.csv: unrecognized columns ['foo', 'bar']" in message
     assert "InvoiceNo" in message and "Customer ID" in message and "customer_id, order_id, order_date, amount" in message
+
+
+def test_a_workbook_refused_for_a_hidden_sheet_says_the_sheet_is_hidden(tmp_path):
+    """Every sheet is imported, hidden ones too: a hidden helper sheet (a lookup table) with another
+    header refuses the file. The message named a sheet the merchant cannot see in Excel; it now
+    marks it hidden and says how to find it. A workbook without hidden sheets gets no such note."""
+    from datetime import datetime, timezone
+
+    import openpyxl
+
+    from clv_platform.ingestion.file_import import UnreadableFileError, parse_export
+
+    def workbook(name: str, state: str):
+        book = openpyxl.Workbook()
+        orders = book.active
+        orders.title = "Orders"
+        for row in (["customer_id", "order_id", "order_date", "amount"], ["c1", "o1", "2024-03-01", 10.0]):
+            orders.append(row)
+        lookup = book.create_sheet("Lookup")
+        lookup.append(["code", "rate"])
+        lookup.append(["GBP", 1.0])
+        lookup.sheet_state = state
+        book.save(tmp_path / name)
+        return tmp_path / name
+
+    now = datetime(2024, 4, 1, tzinfo=timezone.utc)
+    with pytest.raises(UnreadableFileError) as hidden:
+        parse_export(workbook("hidden.xlsx", "hidden"), now, currency="GBP")
+    assert "sheets ['Orders', 'Lookup (hidden)']" in str(hidden.value)
+    assert "right-click a sheet tab, Unhide" in str(hidden.value)
+    with pytest.raises(UnreadableFileError) as visible:
+        parse_export(workbook("visible.xlsx", "visible"), now, currency="GBP")
+    assert "sheets ['Orders', 'Lookup']" in str(visible.value) and "Unhide" not in str(visible.value)
