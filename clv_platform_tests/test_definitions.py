@@ -41,6 +41,53 @@ def test_live_mode_binds_secrets_through_env_vars(data_env, monkeypatch):
     assert type(defs.resources["klaviyo"]).__name__ == "NoProfilesResource"
 
 
+def _step_failures(result) -> dict[str, object]:
+    """step key -> the failure's user data (description, metadata) or None for an uncaught error."""
+    return {e.step_key: e.step_failure_data.user_failure_data for e in result.all_events if e.is_step_failure}
+
+
+def test_an_asset_run_before_its_upstream_names_what_to_materialize_first(data_env):
+    """Materializing one asset whose upstream table was never built fails with a sentence naming the
+    asset to materialize, not DuckDB's CatalogException: a table a helper reads beside its direct
+    parents (the as-of date reads staging.orders), a missing schema, and inside a named job."""
+    db = data_env / "clv.duckdb"
+    defs = build_definitions(database=str(db))
+    implicit = defs.resolve_implicit_global_asset_job_def()
+
+    features = implicit.execute_in_process(asset_selection=[dg.AssetKey(["features", "customer_features"])],
+                                           instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    failure = _step_failures(features)["features__customer_features"]
+    assert failure.description == (
+        f"features/customer_features reads staging.orders, which is not in {db} yet: materialize staging/orders "
+        "first (or select features/customer_features with everything upstream of it, e.g. the refresh_everything "
+        "job), then run it again.")
+    assert failure.metadata["materialize_first"].value == "staging/orders"
+
+    with duckdb.connect(str(db)) as conn:  # staging built, the marts never
+        conn.execute("create schema staging")
+        conn.execute("create table staging.orders as select 1 as order_id")
+    summary = implicit.execute_in_process(asset_selection=[dg.AssetKey(["marts", "segment_summary"])],
+                                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert _step_failures(summary)["marts__segment_summary"].metadata["materialize_first"].value == (
+        "marts/customer_scores")
+
+    scoring = defs.resolve_job_def("daily_scoring").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    failures = _step_failures(scoring)
+    assert failures["marts__product_performance"].description.startswith(
+        "marts/product_performance reads staging.order_lines, which is not in ")
+    # a missing upstream is no transient error: the step is not retried
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in scoring.all_events)
+
+
+def test_a_missing_table_outside_an_asset_step_stays_duckdbs_error(tmp_path):
+    from clv_platform.resources.storage import StorageResource
+
+    with pytest.raises(duckdb.CatalogException, match="staging.orders"):
+        with StorageResource(database=str(tmp_path / "x.duckdb")).get_connection() as conn:
+            conn.execute("select * from staging.orders")
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """One full refresh of a 400-customer demo store, shared by the invariant tests.

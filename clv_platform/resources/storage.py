@@ -8,9 +8,13 @@ settings, so an asset gets them from the resource it already has (`settings_of(d
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 
 from clv_platform.core import warmup
@@ -117,9 +121,77 @@ class StorageResource(DuckDBResource):
         if started and context.log is not None:
             context.log.debug(f"loading {', '.join(started)} in the background for later steps")
 
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """DuckDB's connection; a step that reads a table its upstream asset never wrote fails with a
+        sentence naming that asset (`missing_upstream_failure`) instead of DuckDB's CatalogException.
+        Closed on an error too (`DuckDBResource` closes it only after a clean block): a later connection
+        of the same process with another configuration is refused while it stays open."""
+        with super().get_connection() as conn:
+            try:
+                yield conn
+            except duckdb.CatalogException as error:
+                failure = missing_upstream_failure(conn, error, self.database)
+                if failure is None:
+                    raise
+                raise failure from error
+            finally:
+                conn.close()
+
     def settings(self) -> Settings:
         names = Settings.__dataclass_fields__
         return settings_from_fields({name: getattr(self, name) for name in names} | {"duckdb_path": self.database})
+
+
+# DuckDB's words for a table or schema that is not in the database (`Table with name "staging.orders"
+# does not exist because ...`, `Table with name customer_scores does not exist!`, `Schema with name marts ...`).
+_MISSING_NAME = re.compile(r'(Table|Schema) with name "?([A-Za-z0-9_.]+)"? does not exist')
+
+
+def missing_upstream_failure(conn: duckdb.DuckDBPyConnection, error: duckdb.CatalogException,
+                             database: str) -> dg.Failure | None:
+    """A non-retryable `dg.Failure` when `error` is the running asset reading the table of another
+    asset (key = `schema/table`) that was never materialized into `database`; None otherwise
+    (outside an asset step, or a missing name that is no asset's table: a real error, re-raised)."""
+    match = _MISSING_NAME.search(str(error))
+    if match is None:
+        return None
+    try:
+        context = dg.AssetExecutionContext.get()
+        own = set(context.selected_asset_keys)
+        # the assets of the job the run's selection was cut from (a named job also lists the assets
+        # its selection reads), and those above this one, nearest first
+        job = context.job_def
+        while job.asset_selection_data is not None:
+            job = job.asset_selection_data.parent_job_def
+        graph = job.asset_layer.asset_graph
+        known = {key for key in graph.get_all_asset_keys() if key not in own and len(key.path) == 2}
+        direct = set(context.assets_def.dependency_keys) & known
+        upstream = dg.AssetSelection.assets(*own).upstream().resolve(graph) & known
+    except Exception:  # not inside an asset's step (a check, a sensor, a script): DuckDB's error stands
+        return None
+    kind, name = match.groups()
+    if kind == "Schema":  # a missing schema misses every table in it: the nearest ones
+        nearest = ([key for key in keys if key.path[0] == name] for keys in (direct, upstream))
+    elif "." in name:  # an asset's table is what that asset writes
+        nearest = ([key for key in known if ".".join(key.path) == name],)
+    else:  # a bare table name: above this asset first (ml/ and marts/cluster_summary share one)
+        nearest = ([key for key in keys if key.path[1] == name] for keys in (direct, upstream, known))
+    candidates = next((keys for keys in nearest if keys), [])
+    with conn.cursor() as cursor:  # its own transaction: the failed one may still be open
+        missing = sorted(key.to_user_string() for key in candidates if not table_exists(cursor, ".".join(key.path)))
+    if not missing:
+        return None
+    tables = ", ".join(key.replace("/", ".") for key in missing)
+    keys = ", ".join(missing)
+    current = ", ".join(sorted(key.to_user_string() for key in own))
+    return dg.Failure(
+        description=f"{current} reads {tables}, which {'is' if len(missing) == 1 else 'are'} not in {database} yet: "
+        f"materialize {keys} first (or select {current} with everything upstream of it, e.g. the refresh_everything "
+        "job), then run it again.",
+        metadata={"missing_tables": tables, "materialize_first": keys},
+        allow_retries=False,
+    )
 
 
 def _run_step_keys(context: dg.InitResourceContext) -> set[str] | None:
