@@ -111,6 +111,11 @@ def publish_snapshot(
     temp_wal = temp.with_name(temp.name + ".wal")
     published_at = datetime.now(timezone.utc).replace(tzinfo=None)
     tables = _published_tables(conn, schemas)
+    if not tables:  # an empty snapshot would replace the analysts' tables with none
+        raise ValueError(
+            f"nothing to publish: the database has no table in {' or '.join(schemas)} yet; materialize the marts "
+            f"first (marts/customer_scores and the other marts/* assets). {target} is left as it was."
+        )
     counts: dict[str, int] = {}
 
     conn.execute(

@@ -122,6 +122,22 @@ def test_failed_publish_keeps_the_previous_snapshot(tmp_path, monkeypatch):
         assert snap.execute("select count(*) from marts.customer_scores").fetchone()[0] == 10
 
 
+def test_publishing_a_store_without_marts_says_so_and_keeps_the_snapshot(tmp_path):
+    target = tmp_path / "analytics.duckdb"
+    with duckdb.connect(str(tmp_path / "clv.duckdb")) as conn:
+        write_scores(conn, 10)
+        publish_snapshot(conn, target)
+    with duckdb.connect(str(tmp_path / "empty.duckdb")) as conn:
+        conn.execute("create schema staging")
+        conn.execute("create table staging.orders as select 1 as order_id")
+        with pytest.raises(ValueError, match=r"^nothing to publish: the database has no table in marts or scores yet; "
+                                             r"materialize the marts first"):
+            publish_snapshot(conn, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["analytics.duckdb", "clv.duckdb", "empty.duckdb"]
+    with open_snapshot(target) as snap:
+        assert snap.execute("select count(*) from marts.customer_scores").fetchone()[0] == 10
+
+
 def test_reader_process_never_sees_a_broken_or_partial_snapshot(tmp_path):
     target = tmp_path / "analytics.duckdb"
     stop_file = tmp_path / "stop"
