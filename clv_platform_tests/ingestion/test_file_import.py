@@ -171,3 +171,25 @@ def test_a_workbook_refused_for_a_hidden_sheet_says_the_sheet_is_hidden(tmp_path
     with pytest.raises(UnreadableFileError) as visible:
         parse_export(workbook("visible.xlsx", "visible"), now, currency="GBP")
     assert "sheets ['Orders', 'Lookup']" in str(visible.value) and "Unhide" not in str(visible.value)
+
+
+def test_a_demo_store_never_takes_an_inbox_file(data_env):
+    """`import_inbox_file` launched by hand (the UI's launchpad, a partition added by hand) in demo
+    mode: the file is refused and the demo database keeps no file row."""
+    import dagster as dg
+
+    from clv_platform.definitions import build_definitions
+    from clv_platform.ingestion.file_assets import inbox_file_partitions
+
+    (data_env / "inbox" / "good.csv").write_text(HOSTILE_CSV)
+    db = data_env / "clv.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(inbox_file_partitions.name, ["good.csv"])
+    result = build_definitions(database=str(db)).resolve_job_def("import_inbox_file").execute_in_process(
+        partition_key="good.csv", instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_failure_data.user_failure_data.description == (
+        "good.csv: not imported (exports are imported by a files-only store: CLV_SOURCE=files, see README 'Run on "
+        f"your own export'). This run has CLV_SOURCE=demo: nothing was read or written to {db}.")
+    assert not db.exists()
