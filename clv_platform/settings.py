@@ -146,6 +146,16 @@ def _merged_toml(data_dir: Path, env: Mapping[str, str]) -> dict:
     return config
 
 
+def store_mismatch_message(database: str, held: str, wanted: str) -> str:
+    """Why a run refuses a database that holds another store (`meta.platform`) than `CLV_SOURCE`."""
+    return (
+        f"{database} holds the '{held}' store, but CLV_SOURCE={wanted}. Nothing was read or written "
+        f"(no raw row is ever deleted to switch stores). Run with CLV_SOURCE={held} to use this database, "
+        f"or point CLV_DUCKDB_PATH at another file (by default each source has its own: "
+        f"demo.duckdb, clv.duckdb for shopify, files.duckdb)."
+    )
+
+
 def default_database(data_dir: Path, source: str) -> Path:
     """Each kind of store gets its own file, so a demo run can never touch a live or files database.
 

@@ -15,7 +15,7 @@ import dagster as dg
 import duckdb
 
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
-from clv_platform.settings import Settings
+from clv_platform.settings import Settings, store_mismatch_message
 
 META_TABLE = "meta.platform"
 
@@ -85,12 +85,7 @@ def _inferred_source(conn: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def _mismatch(database: str, held: str, wanted: str) -> SourceMismatchError:
-    return SourceMismatchError(
-        f"{database} holds the '{held}' store, but CLV_SOURCE={wanted}. Nothing was read or written "
-        f"(no raw row is ever deleted to switch stores). Run with CLV_SOURCE={held} to use this database, "
-        f"or point CLV_DUCKDB_PATH at another file (by default each source has its own: "
-        f"demo.duckdb, clv.duckdb for shopify, files.duckdb)."
-    )
+    return SourceMismatchError(store_mismatch_message(database, held, wanted))
 
 
 def ensure_store_source(conn: duckdb.DuckDBPyConnection, settings: Settings) -> str:

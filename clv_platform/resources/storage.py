@@ -37,6 +37,7 @@ from clv_platform.settings import (
     Settings,
     load_settings,
     settings_from_fields,
+    store_mismatch_message,
     with_database,
 )
 
@@ -125,10 +126,12 @@ class StorageResource(DuckDBResource):
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """DuckDB's connection; a step that reads a table its upstream asset never wrote fails with a
         sentence naming that asset (`missing_upstream_failure`) instead of DuckDB's CatalogException.
+        A database that holds another store than `source` is refused (`refuse_another_store`).
         Closed on an error too (`DuckDBResource` closes it only after a clean block): a later connection
         of the same process with another configuration is refused while it stays open."""
         with super().get_connection() as conn:
             try:
+                self.refuse_another_store(conn)
                 yield conn
             except duckdb.CatalogException as error:
                 failure = missing_upstream_failure(conn, error, self.database)
@@ -137,6 +140,18 @@ class StorageResource(DuckDBResource):
                 raise failure from error
             finally:
                 conn.close()
+
+    def refuse_another_store(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """Fail (not retryable) when `meta.platform` records another store than `source`: in every
+        step, not only the raw and staging ones (which also record the store on first use), so a
+        retrain, a scoring or one asset launched with another `CLV_SOURCE` never writes its models,
+        scores or exports beside another store's data."""
+        if not table_exists(conn, "meta.platform"):  # recorded by the first raw or staging step
+            return
+        held = conn.execute("select source from meta.platform limit 1").fetchone()
+        if held and held[0] != self.source:
+            raise dg.Failure(description=store_mismatch_message(self.database, held[0], self.source),
+                             allow_retries=False)
 
     def settings(self) -> Settings:
         names = Settings.__dataclass_fields__

@@ -113,6 +113,37 @@ def test_demo_database_refuses_a_files_run_and_files_database_refuses_demo(data_
         assert conn.execute("select count(*) from raw.shopify_orders").fetchone()[0] == demo_rows
 
 
+def test_a_run_without_a_raw_step_refuses_another_store_too(data_env, monkeypatch):
+    """The scoring job, the retrain job and one asset launched alone have no raw or staging step, which
+    guard the store: with another CLV_SOURCE each step fails with the same sentence, writing nothing."""
+    db = data_env / "clv.duckdb"
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("create schema meta")
+        conn.execute("create table meta.platform (source varchar, created_at timestamp, shop_timezone varchar)")
+        conn.execute("insert into meta.platform values ('demo', '2025-01-03', null)")
+        conn.execute("create schema staging")
+        conn.execute("create table staging.orders as select 1 as order_id, date '2025-01-02' as order_date, 'demo' as source")
+    monkeypatch.setenv("CLV_SOURCE", "files")
+    defs = build_definitions(database=str(db))
+    expected = (f"{db} holds the 'demo' store, but CLV_SOURCE=files. Nothing was read or written (no raw row is ever "
+                "deleted to switch stores). Run with CLV_SOURCE=demo to use this database, or point CLV_DUCKDB_PATH "
+                "at another file (by default each source has its own: demo.duckdb, clv.duckdb for shopify, "
+                "files.duckdb).")
+    for job in (defs.resolve_job_def("daily_scoring"), defs.resolve_job_def("retrain_models")):
+        result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        failures = [e.step_failure_data.user_failure_data for e in result.all_events if e.is_step_failure]
+        assert failures and {f.description for f in failures} == {expected}, job.name
+    single = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[dg.AssetKey(["marts", "seasonality"])], instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False)
+    assert [e.step_failure_data.user_failure_data.description for e in single.all_events if e.is_step_failure] == [
+        expected]
+    with duckdb.connect(str(db), read_only=True) as conn:
+        assert conn.execute("select schema_name from duckdb_schemas() where not internal and schema_name "
+                            "not in ('main', 'meta', 'staging') order by 1").fetchall() == []
+    assert not (data_env / "models").exists() and not (data_env / "exports").exists()
+
+
 def test_each_source_has_its_own_database_by_default(tmp_path):
     env = {"CLV_DATA_DIR": str(tmp_path)}
     assert load_settings(env).duckdb_path == tmp_path / "demo.duckdb"
