@@ -80,6 +80,36 @@ def test_an_asset_run_before_its_upstream_names_what_to_materialize_first(data_e
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in scoring.all_events)
 
 
+def test_a_database_another_process_holds_fails_with_a_sentence_naming_it(data_env, monkeypatch):
+    """A run started while another process writes the database (a CLI run beside the UI's queue):
+    the step says who holds the file and what to do, not DuckDB's IOException."""
+    import subprocess
+    import sys
+
+    import dagster_duckdb.resource
+
+    db = data_env / "clv.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time\n"
+                               f"conn = duckdb.connect({str(db)!r}); print('held', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        # DuckDBResource retries a locked file for ~100 s: once is enough here
+        monkeypatch.setattr(dagster_duckdb.resource, "backoff", lambda fn, retry_on, kwargs, max_retries: fn(**kwargs))
+        result = build_definitions(database=str(db)).resolve_implicit_global_asset_job_def().execute_in_process(
+            asset_selection=[dg.AssetKey(["marts", "seasonality"])], instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    failure = _step_failures(result)["marts__seasonality"]
+    assert failure.description.startswith(
+        f"{db} is in use by process {holder.pid} (python"), failure.description
+    assert "DuckDB lets one process write a database at a time" in failure.description
+    assert "clv-platform demo / files, dagster asset materialize" in failure.description
+    assert failure.metadata["locked_by_pid"].value == holder.pid
+
+
 def test_a_missing_table_outside_an_asset_step_stays_duckdbs_error(tmp_path):
     from clv_platform.resources.storage import StorageResource
 

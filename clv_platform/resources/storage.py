@@ -126,20 +126,28 @@ class StorageResource(DuckDBResource):
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """DuckDB's connection; a step that reads a table its upstream asset never wrote fails with a
         sentence naming that asset (`missing_upstream_failure`) instead of DuckDB's CatalogException.
-        A database that holds another store than `source` is refused (`refuse_another_store`).
+        A database that holds another store than `source` is refused (`refuse_another_store`), and one
+        another process keeps locked is a sentence too (`locked_database_failure`).
         Closed on an error too (`DuckDBResource` closes it only after a clean block): a later connection
         of the same process with another configuration is refused while it stays open."""
-        with super().get_connection() as conn:
-            try:
-                self.refuse_another_store(conn)
-                yield conn
-            except duckdb.CatalogException as error:
-                failure = missing_upstream_failure(conn, error, self.database)
-                if failure is None:
-                    raise
-                raise failure from error
-            finally:
-                conn.close()
+        try:
+            # DuckDBResource retries a locked file for about 100 s before it gives up
+            conn = super().get_connection().__enter__()
+        except duckdb.IOException as error:
+            failure = locked_database_failure(error, self.database)
+            if failure is None:
+                raise
+            raise failure from error
+        try:
+            self.refuse_another_store(conn)
+            yield conn
+        except duckdb.CatalogException as error:
+            failure = missing_upstream_failure(conn, error, self.database)
+            if failure is None:
+                raise
+            raise failure from error
+        finally:
+            conn.close()
 
     def refuse_another_store(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Fail (not retryable) when `meta.platform` records another store than `source`: in every
@@ -156,6 +164,28 @@ class StorageResource(DuckDBResource):
     def settings(self) -> Settings:
         names = Settings.__dataclass_fields__
         return settings_from_fields({name: getattr(self, name) for name in names} | {"duckdb_path": self.database})
+
+
+# DuckDB's words for a file another process holds (`Could not set lock on file "...": Conflicting lock
+# is held in /usr/bin/python3.11 (PID 4242)`).
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+
+
+def locked_database_failure(error: duckdb.IOException, database: str) -> dg.Failure | None:
+    """A `dg.Failure` saying who holds `database` and what to do, when `error` is DuckDB refusing its
+    write lock; None for any other I/O error. Retries stay allowed: the holder may finish."""
+    if "Could not set lock on file" not in str(error):
+        return None
+    holder = _LOCK_HOLDER.search(str(error))
+    who = f"process {holder.group(2)} ({Path(holder.group(1)).name})" if holder else "another process"
+    return dg.Failure(
+        description=f"{database} is in use by {who}: DuckDB lets one process write a database at a time. Runs "
+        "launched from the UI, a schedule or a sensor wait for each other (the instance's run queue, "
+        "dagster.yaml), but a run started on the command line (clv-platform demo / files, dagster asset "
+        "materialize, dagster job execute) or a DuckDB shell holding the file does not: let it finish or close "
+        "it, then run this again.",
+        metadata={"locked_by_pid": int(holder.group(2))} if holder else None,
+    )
 
 
 # DuckDB's words for a table or schema that is not in the database (`Table with name "staging.orders"
