@@ -112,11 +112,16 @@ def _root_cause(error):
 
 
 def error_summary(context: dg.RunFailureSensorContext) -> str:
-    """The run's failure message plus each failed step's root error class and message, scrubbed and capped."""
+    """The run's failure message plus each failed step's reason, scrubbed and capped: the sentence of a
+    `dg.Failure` (also one raised from a DuckDB error), else the root error's class and message."""
     parts = [context.failure_event.message or "run failed"]
     for event in context.get_step_failure_events():
-        error = _root_cause(getattr(event.event_specific_data, "error", None))
-        if error is None:
+        data = event.event_specific_data
+        user = getattr(data, "user_failure_data", None)
+        error = _root_cause(getattr(data, "error", None))
+        if user is not None and user.description:
+            detail = user.description
+        elif error is None:
             detail = event.message or ""
         else:
             message = error.message.strip()

@@ -164,6 +164,31 @@ def test_run_failure_sensor_records_the_failure_without_secrets(data_env, monkey
     assert event.asset_materialization.metadata["run_id"].value == run.run_id
 
 
+def test_run_failure_sensor_records_a_failures_sentence_not_its_cause(data_env):
+    """A step that fails with a `dg.Failure` (here raised from DuckDB's CatalogException: features
+    before staging) is recorded with the Failure's sentence, not the inner error nor Dagster's class path."""
+    from clv_platform.definitions import build_definitions
+
+    instance = dg.DagsterInstance.ephemeral()
+    db = data_env / "clv.duckdb"
+    run = build_definitions(database=str(db)).resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[dg.AssetKey(["features", "customer_features"])], instance=instance, raise_on_error=False)
+    assert not run.success
+    context = dg.build_run_status_sensor_context(
+        sensor_name="record_run_failures", dagster_instance=instance, dagster_run=run.dagster_run,
+        dagster_event=run.get_run_failure_event(),
+        resources={"duckdb": DuckDBResource(database=str(db))},
+    ).for_run_failure()
+    record_run_failure_sensor(context)
+    with duckdb.connect(str(db), read_only=True) as conn:
+        summary = conn.execute("select error_summary from monitoring.run_failures").fetchone()[0]
+    assert summary.splitlines()[1] == (
+        f"step features__customer_features: features/customer_features reads staging.orders, which is not in {db} "
+        "yet: materialize staging/orders first (or select features/customer_features with everything upstream of "
+        "it, e.g. the refresh_everything job), then run it again.")
+    assert "CatalogException" not in summary and "dagster._core" not in summary
+
+
 def test_locked_database_spools_failures_and_writes_them_later(data_env):
     db = data_env / "clv.duckdb"
     row = {"run_id": "r1", "job_name": "j", "failed_at": "2025-03-01T00:00:00", "failed_steps": "", "error_summary": "x"}
