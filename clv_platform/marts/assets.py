@@ -242,8 +242,13 @@ def customer_scores_one_row_per_customer(duckdb: DuckDBResource) -> dg.AssetChec
             "select count(*), count(distinct customer_id) from marts.customer_scores"
         ).fetchone()
         scored = row_count(conn, "scores.customer_clv")
+    passed = rows == customers == scored
     return dg.AssetCheckResult(
-        passed=bool(rows == customers == scored),
+        passed=bool(passed),
+        # what failed, in numbers: the CLI and the UI show the description of a failed check
+        description=f"{rows:,} rows, one per customer and per CLV score" if passed else
+        f"marts.customer_scores has {rows:,} rows for {customers:,} distinct customers ({rows - customers:,} "
+        f"duplicated) while scores.customer_clv holds {scored:,} scores: the marts below it are not built from it",
         metadata={"rows": int(rows), "distinct_customers": int(customers), "clv_scores": int(scored)},
     )
 

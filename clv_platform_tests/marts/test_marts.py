@@ -20,6 +20,7 @@ from clv_platform.marts.assets import (
     MART_CHECKS,
     create_score_inputs,
     customer_scores,
+    customer_scores_one_row_per_customer,
     customer_scores_export,
     segment_history,
     segment_summary,
@@ -341,6 +342,28 @@ def test_segment_history_keeps_one_copy_per_scoring_date(warehouse, tmp_path):
         conn.execute("update scores.customer_clv set scored_at = scored_at + interval 1 day")
     assert materialize_marts(database, rerun).success
     assert rows(database, history) == [(date(2026, 11, 2), per_date), (date(2026, 11, 3), per_date)]
+
+
+def test_a_duplicated_score_fails_the_blocking_check_with_numbers_and_stops_the_marts_below(warehouse, tmp_path):
+    source, _, _ = warehouse
+    database = tmp_path / "copy.duckdb"
+    shutil.copy(source, database)
+    with duckdb.connect(str(database)) as conn:
+        scored = conn.execute("select count(*) from scores.customer_clv").fetchone()[0]
+        conn.execute("insert into scores.customer_clv select * from scores.customer_clv order by customer_id limit 2")
+        summary_before = conn.execute("select count(*), sum(customers) from marts.segment_summary").fetchone()
+    result = dg.materialize(
+        [customer_scores, segment_summary, customer_scores_one_row_per_customer],
+        resources={"duckdb": DuckDBResource(database=str(database))},
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+    )
+    check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "customer_scores_one_row_per_customer")
+    assert not check.passed
+    assert check.description == (
+        f"marts.customer_scores has {scored + 2:,} rows for {scored:,} distinct customers (2 duplicated) while "
+        f"scores.customer_clv holds {scored + 2:,} scores: the marts below it are not built from it")
+    assert segment_summary.key not in {e.asset_key for e in result.get_asset_materialization_events()}
+    assert one(database, "select count(*) from marts.segment_summary") == summary_before[0]
 
 
 def test_exports_are_dated_and_idempotent(warehouse):
