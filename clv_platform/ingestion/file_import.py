@@ -75,6 +75,19 @@ HEADER_ALIASES = {
     "amount": "amount", "total": "amount", "ordertotal": "amount", "orderamount": "amount",
     "currency": "currency", "currencycode": "currency", "ordercurrency": "currency",
 }
+FALLBACK_ALIASES = {
+    "amount": ("sales", "salesamount", "totalamount", "linetotal", "revenue", "transactionamount", "purchaseamount"),
+    "order_id": ("transactionid", "transactionno", "transactionnumber", "receiptid", "receiptno", "receiptnumber"),
+    "customer_id": ("clientid", "customercode", "userid", "memberid", "buyerid"),
+    "unit_price": ("priceperunit", "priceeach", "itemprice"),
+    "quantity": ("quantityordered", "qtyordered"),
+}
+"""Looser spellings of a column (normalized header, in order of preference), read only when the file
+has none of ``HEADER_ALIASES``' spellings of it: public sales data sets write the money as `Sales`
+(Tableau's Superstore, one row per line, summed per order), `Total Amount` or `Revenue` and the
+order as `Transaction ID`; a file with `Amount` and `Sales` reads `Amount`. A customer's name is no
+id (two people share one) and stays unread; so does a date header that names no date
+(`TRANSACTION_DT` of Ta Feng, whose `AMOUNT` is the quantity: refused, not misread)."""
 STATUS_HEADERS = {"status", "orderstatus", "paymentstatus"}
 """An order's status column of an order- or line-level export (normalized header), kept in
 `layout_fields` as `status`: staging rejects the rows of orders that are not purchases
@@ -350,6 +363,11 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
         target = HEADER_ALIASES.get(_normalize(name))
         if target and target not in mapping and index not in taken:
             mapping[target] = index
+    for target, spellings in FALLBACK_ALIASES.items():
+        used = taken | set(mapping.values())
+        found = [(spellings.index(name), i) for i, name in enumerate(normalized) if name in spellings and i not in used]
+        if target not in mapping and found:
+            mapping[target] = min(found)[1]
     if LINE_LEVEL_REQUIRED <= set(mapping):
         mapping.pop("amount", None)
         fields.pop("refunded_amount", None)  # a line-level file's refunds are its credit notes

@@ -1362,3 +1362,51 @@ def test_refunded_headers_are_recognized_without_settings():
     layout, _, fields = detect_format(["Invoice", "StockCode", "Quantity", "InvoiceDate", "Price", "Customer ID",
                                        "Refunded"], "x")
     assert layout == "online_retail" and fields == {}
+
+
+SUPERSTORE = """\
+    Row ID,Order ID,Order Date,Ship Date,Ship Mode,Customer ID,Customer Name,Segment,Country,City,State,Postal Code,Region,Product ID,Category,Sub-Category,Product Name,Sales,Quantity,Discount,Profit
+    1,CA-2016-152156,11/8/2016,11/11/2016,Second Class,CG-12520,Claire Gute,Consumer,United States,Henderson,Kentucky,42420,South,FUR-BO-10001798,Furniture,Bookcases,Bush Somerset Collection Bookcase,261.96,2,0,41.9136
+    2,CA-2016-152156,11/8/2016,11/11/2016,Second Class,CG-12520,Claire Gute,Consumer,United States,Henderson,Kentucky,42420,South,FUR-CH-10000454,Furniture,Chairs,"Hon Deluxe Fabric Upholstered Stacking Chairs, Rounded Back",731.94,3,0,219.582
+    3,CA-2016-138688,6/12/2016,6/16/2016,Second Class,DV-13045,Darrin Van Huff,Corporate,United States,Los Angeles,California,90036,West,OFF-LA-10000240,Office Supplies,Labels,Self-Adhesive Address Labels,14.62,2,0,6.8714
+    4,US-2015-108966,10/11/2015,10/18/2015,Standard Class,SO-20335,Sean O'Donnell,Consumer,United States,Fort Lauderdale,Florida,33311,South,FUR-TA-10000577,Furniture,Tables,Bretford CR4500 Series Slim Rectangular Table,957.5775,5,0.45,-383.031
+    5,US-2016-108967,12/31/2016,1/2/2017,Standard Class,SO-20335,Sean O'Donnell,Consumer,United States,Fort Lauderdale,Florida,33311,South,OFF-LA-10000240,Office Supplies,Labels,Labels,22.368,2,0.2,2.5164
+    """
+
+
+def test_public_sales_data_sets_that_write_the_money_as_sales_are_read(data_env):
+    """Tableau's Sample Superstore (one row per line, the line's money after discount as `Sales`,
+    month-first dates) was refused as 'unrecognized columns': `Sales` is the amount when the file has
+    no `Amount`/`Total` spelling, and an order's rows add up. `Quantity` and `Discount` (a fraction)
+    are not multiplied in, `Customer Name` is not the customer."""
+    result, db = _import(data_env, "superstore.csv", SUPERSTORE)
+    assert result.success
+    _, rejected, orders = _stage(db)
+    assert rejected == {}
+    assert orders == {"import:CA-2016-152156": 993.90, "import:CA-2016-138688": 14.62,
+                      "import:US-2015-108966": 957.58, "import:US-2016-108967": 22.37}
+    assert _by_order(db, "order_date") == {"CA-2016-152156": "2016-11-08", "CA-2016-138688": "2016-06-12",
+                                           "US-2015-108966": "2015-10-11", "US-2016-108967": "2016-12-31"}
+    with duckdb.connect(str(db)) as conn:
+        customers = sorted(r[0] for r in conn.execute("select customer_id from staging.customers").fetchall())
+    assert customers == ["import:CG-12520", "import:DV-13045", "import:SO-20335"]
+
+
+def test_looser_header_spellings_yield_to_the_usual_ones():
+    """A looser spelling (`Sales`, `Total Amount`, `Transaction ID`, `Price per Unit`) is read only
+    when the file has no usual spelling of that column, whatever the column order; a file whose only
+    date header names no date (Ta Feng's `TRANSACTION_DT`, whose `AMOUNT` is a quantity) is refused."""
+    from clv_platform.ingestion.file_import import detect_format
+
+    layout, mapping, _ = detect_format(["Sales", "Customer ID", "Order ID", "Order Date", "Amount"], "f.csv")
+    assert (layout, mapping["amount"]) == ("generic", 4)
+    layout, mapping, _ = detect_format(
+        ["Transaction ID", "Date", "Customer ID", "Gender", "Age", "Product Category", "Quantity", "Price per Unit",
+         "Total Amount"], "retail_sales.csv")
+    assert layout == "generic"
+    assert mapping == {"order_id": 0, "order_date": 1, "customer_id": 2, "quantity": 6, "unit_price": 7, "amount": 8}
+    layout, mapping, _ = detect_format(["Revenue", "Sales", "User ID", "Client ID", "Purchase Date"], "log.csv")
+    assert (layout, mapping) == ("transactions", {"amount": 1, "customer_id": 3, "order_date": 4})
+    with pytest.raises(UnreadableFileError, match="unrecognized columns"):
+        detect_format(["TRANSACTION_DT", "CUSTOMER_ID", "AGE_GROUP", "PIN_CODE", "PRODUCT_SUBCLASS", "PRODUCT_ID",
+                       "AMOUNT", "ASSET", "SALES_PRICE"], "tafeng.csv")
