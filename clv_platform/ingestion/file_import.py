@@ -19,8 +19,8 @@ Layouts are recognized from the header, whatever its case, spaces and punctuatio
   column of their own are kept under canonical names in `layout_fields`.
 
 Any other export is read once the store names its headers (store.toml [files.columns]: raw column
-= header); an unknown header fails the file listing the layouts and that setting. CSV delimiter (`,` `;` tab `|`) and
-encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Windows-1252) are detected. A line
+= header); an unknown header fails the file listing the layouts and that setting. CSV delimiter (`,` `;` tab `|`,
+else columns aligned with runs of spaces, as CDNOW's text file writes them) and encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Windows-1252) are detected. A line
 whose field count does not match the header is kept as a raw row with its line number and a
 parse error, which staging rejects with that reason: one bad line never refuses the file.
 Every sheet of a workbook is read (an empty sheet contributes no rows; a sheet with another
@@ -76,7 +76,8 @@ HEADER_ALIASES = {
     "currency": "currency", "currencycode": "currency", "ordercurrency": "currency",
 }
 FALLBACK_ALIASES = {
-    "amount": ("sales", "salesamount", "totalamount", "linetotal", "revenue", "transactionamount", "purchaseamount"),
+    "amount": ("sales", "salesamount", "totalamount", "linetotal", "revenue", "transactionamount", "purchaseamount",
+               "dollarvalue"),
     "order_id": ("transactionid", "transactionno", "transactionnumber", "receiptid", "receiptno", "receiptnumber"),
     "customer_id": ("clientid", "customercode", "userid", "memberid", "buyerid"),
     "unit_price": ("priceperunit", "priceeach", "itemprice"),
@@ -224,6 +225,10 @@ def detect_delimiter(sample: str) -> str:
         return max(counts, key=counts.get) if max(counts.values()) else ","
 
 
+ALIGNED = " "
+"""The "delimiter" of a text file whose columns are aligned with runs of spaces (CDNOW_master.txt:
+` 00001 19970101  1   11.77`), tried only when no header is recognized with `,` `;` tab or `|`."""
+_LINE_EDGE_BLANKS = re.compile(r"^[ ]+|[ \r]+$", re.MULTILINE)
 _DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})*,\d+$|^-?\d+,\d+$")
 _CURRENCY_AND_SPACES = re.compile(r"[$£€¥\s\u00a0\u202f]")
 # an accountant's negative: `(6,95)` or `6,95-`
@@ -298,8 +303,12 @@ def _read_csv(path: Path, delimiter: str | None = None,
     if text.startswith("\ufeff"):
         text = text[1:]
     delimiter = delimiter or detect_delimiter(text[:_SNIFF_BYTES])
+    if delimiter == ALIGNED:
+        # a run of spaces is one separator; the spaces that align the first column or end a line are none
+        text = _LINE_EDGE_BLANKS.sub("", text)
     # strict: an unterminated quote or a stray quote is a malformed line, not silently joined text
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
+                        skipinitialspace=delimiter == ALIGNED)
     try:
         header = next(reader)
     except StopIteration:
@@ -569,7 +578,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
             # the delimiter is detected on the file's first lines, a report's title lines included
             # (`Umsatzbericht` above a `;` header whose amounts are `475,60`: `,` won): a header
             # recognized below them with another delimiter is the file's
-            for other in (d for d in ",;\t|" if d != delimiter):
+            for other in (d for d in ",;\t|" + ALIGNED if d != delimiter):
                 header, rows, _ = _read_csv(path, other)
                 try:
                     header, rows, (file_format, mapping, fields), skipped = find_header(

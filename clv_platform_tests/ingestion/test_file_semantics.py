@@ -1410,3 +1410,29 @@ def test_looser_header_spellings_yield_to_the_usual_ones():
     with pytest.raises(UnreadableFileError, match="unrecognized columns"):
         detect_format(["TRANSACTION_DT", "CUSTOMER_ID", "AGE_GROUP", "PIN_CODE", "PRODUCT_SUBCLASS", "PRODUCT_ID",
                        "AMOUNT", "ASSET", "SALES_PRICE"], "tafeng.csv")
+
+
+def test_a_text_file_with_columns_aligned_by_spaces_is_read(data_env):
+    """CDNOW_master.txt as the lifetimes wheel ships it: columns aligned with runs of spaces (and
+    a leading one), CRLF line ends, `YYYYMMDD` dates, the money as `dollar_value`. It was refused as
+    'unrecognized columns [' customer_id  date number_of_cds  dollar_value']'. Each line is a
+    transaction; a line with another number of fields is a malformed line, not a shifted row."""
+    lines = [" customer_id  date number_of_cds  dollar_value", " 00001 19970101  1   11.77",
+             " 00002 19970112  1   12.00", " 00002 19970112  5   77.00", " 00003 19970102  2   20.76  extra",
+             " 00003 19970330  2   20.76  "]
+    result, db = _import(data_env, "CDNOW_master.txt", ("\r\n".join(lines) + "\r\n").encode())
+    assert result.success
+    with duckdb.connect(str(db)) as conn:
+        raw = conn.execute("select row_number, customer_id, order_date, amount, parse_error from raw.file_transactions "
+                           "order by 1").fetchall()
+    assert raw == [(2, "00001", "19970101", "11.77", None), (3, "00002", "19970112", "12.00", None),
+                   (4, "00002", "19970112", "77.00", None),
+                   (5, None, None, None, "malformed line 5: 5 fields, the header has 4"),
+                   (6, "00003", "19970330", "20.76", None)]
+    _, rejected, orders = _stage(db)
+    assert rejected == {"CDNOW_master.txt#5": "malformed line 5: 5 fields, the header has 4"}
+    assert sorted(orders.values()) == pytest.approx([11.77, 12.00, 20.76, 77.00])
+    with duckdb.connect(str(db)) as conn:
+        days = conn.execute("select customer_id, order_date::varchar from staging.orders order by all").fetchall()
+    assert days == [("import:00001", "1997-01-01"), ("import:00002", "1997-01-12"), ("import:00002", "1997-01-12"),
+                    ("import:00003", "1997-03-30")]
