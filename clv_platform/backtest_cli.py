@@ -34,7 +34,8 @@ def model_names(result: dict) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="cdnow-sample, cdnow-full, a CSV (customer_id,order_date,amount), a store the "
+    parser.add_argument("--dataset", required=True, help="cdnow-sample, cdnow-full, a file (customer_id,order_date,amount, or any export "
+                        "`clv-platform files` reads), a store the "
                         "platform built (a .duckdb file, e.g. data/files.duckdb), or 'store': the one CLV_SOURCE "
                         "names")
     parser.add_argument("--calibration-end", help="last day of the calibration period (YYYY-MM-DD)")

@@ -8,7 +8,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from clv_platform.core.sql import transaction
-from clv_platform.ingestion.file_import import RAW_COLUMNS, UnreadableFileError, content_hash, parse_export
+from clv_platform.ingestion.file_import import UnreadableFileError, content_hash, insert_file_rows, parse_export
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.ingestion.store_source import fail_unless_store_matches
 from clv_platform.resources.storage import StorageResource, settings_of
@@ -58,11 +58,7 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
         ensure_raw_tables(conn)
         with transaction(conn):
             conn.execute("delete from raw.file_transactions where file_name = ?", [file_name])
-            conn.register("_file_batch", frame)
-            columns = ", ".join(RAW_COLUMNS)
-            values = ", ".join(f"{c}::json" if c in ("payload", "layout_fields") else c for c in RAW_COLUMNS)
-            conn.execute(f"insert into raw.file_transactions ({columns}) select {values} from _file_batch")
-            conn.unregister("_file_batch")
+            insert_file_rows(conn, frame)
     file_format = frame["file_format"].iat[0] if len(frame) else "empty"
     malformed = int(frame["parse_error"].notna().sum())
     sheets = frame["sheet_name"].dropna().value_counts(sort=False).to_dict()

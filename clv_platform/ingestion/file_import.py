@@ -615,3 +615,14 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
     frame = frame[RAW_COLUMNS].reset_index(drop=True)
     frame.attrs["title_lines"] = title_lines
     return frame
+
+
+def insert_file_rows(conn, frame: pd.DataFrame) -> None:
+    """Append ``parse_export``'s rows to raw.file_transactions (the caller replaces a file's earlier
+    rows first, in its transaction)."""
+    conn.register("_file_batch", frame)
+    try:
+        values = ", ".join(f"{c}::json" if c in ("payload", "layout_fields") else c for c in RAW_COLUMNS)
+        conn.execute(f"insert into raw.file_transactions ({', '.join(RAW_COLUMNS)}) select {values} from _file_batch")
+    finally:
+        conn.unregister("_file_batch")

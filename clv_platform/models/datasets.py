@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,14 @@ CDNOW_CALIBRATION_END = pd.Timestamp("1997-09-30")
 CDNOW_HOLDOUT_END = pd.Timestamp("1998-06-30")
 
 TRANSACTION_COLUMNS = ["customer_id", "order_date", "amount"]
+NO_CURRENCY = "XXX"
+"""ISO 4217's code for "no currency": the currency of an export's rows in a backtest when neither the
+file nor the settings name one (a backtest compares amounts with amounts of the same file)."""
+
+
+class NotPlainTransactions(ValueError):
+    """A file that is not the plain ``customer_id, order_date, amount`` CSV with ISO dates
+    (``read_transactions_csv``): ``load_dataset`` reads it through the files import instead."""
 ORDER_ID = "order_id"
 """Optional column of a transactions frame: the order a row belongs to (a store's frame)."""
 STORE_SUFFIXES = (".duckdb",)
@@ -201,7 +210,8 @@ def refunded_by_purchase(purchases: pd.DataFrame, returns: pd.DataFrame) -> np.n
 
 def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, int]]:
     """A CSV with ``customer_id, order_date, amount`` columns (extra columns are ignored), and the
-    rows left out by reason.
+    rows left out by reason; any other file raises ``NotPlainTransactions`` (``load_dataset`` then
+    reads it through the files import).
 
     Ids are read as text and keyed like the files import (``spreadsheet_id``): surrounding spaces
     trimmed, an integral float (``17850.0``) or exact scientific notation is the plain id, leading
@@ -220,19 +230,19 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     """
     path = Path(path)
     if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"):
-        raise ValueError(f"{path}: the backtest reads a CSV (customer_id, order_date, amount) or a store; import "
+        raise NotPlainTransactions(f"{path}: the backtest reads a CSV (customer_id, order_date, amount) or a store; import "
                          "the workbook with `CLV_SOURCE=files clv-platform files` and backtest the store it builds "
                          "(`--dataset data/files.duckdb`)")
     try:
         raw = pd.read_csv(path, dtype={"customer_id": str, "order_date": str, "amount": str}, keep_default_na=False)
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not a UTF-8 text CSV ({error.reason} at byte {error.start}); an export in "
+        raise NotPlainTransactions(f"{path}: not a UTF-8 text CSV ({error.reason} at byte {error.start}); an export in "
                          "another encoding (UTF-16, Windows-1252): import it with `CLV_SOURCE=files clv-platform "
                          "files`, which reads those, and backtest the store it builds, `--dataset data/files.duckdb`"
                          ) from None
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS} (an export in another "
+        raise NotPlainTransactions(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS} (an export in another "
                          "layout: import it with `CLV_SOURCE=files clv-platform files` and backtest the store it "
                          "builds, `--dataset data/files.duckdb`)")
     keyed = [("", False) if text.lower() in MISSING_ID_TEXTS else spreadsheet_id(text)
@@ -248,7 +258,7 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     bare = bare.where(~bare.str.match(r"^[-+]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?$"), bare.str.replace(",", ""))
     amount = pd.to_numeric(bare.replace("", None), errors="coerce").astype(float)
     if len(raw) and order_date.isna().all():
-        raise ValueError(f"{path}: no order_date is an ISO 8601 date (e.g. 2024-03-10 or 2024-03-10T21:15:00-05:00); "
+        raise NotPlainTransactions(f"{path}: no order_date is an ISO 8601 date (e.g. 2024-03-10 or 2024-03-10T21:15:00-05:00); "
                          f"the file has {date_text.iloc[0]!r}: convert the dates to ISO (day-first and month-first "
                          "dates cannot be told apart)")
     totals = raw["customer_id"].str.strip().str.lower().str.match(TOTALS_LABEL)
@@ -359,11 +369,57 @@ def load_transactions_csv(path: str | os.PathLike) -> pd.DataFrame:
     return read_transactions_csv(path)[0]
 
 
-def load_dataset(dataset: str | os.PathLike) -> LoadedDataset:
-    """Load a named CDNOW data set or a transactions CSV, with its default backtest window.
+def read_export_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, int]]:
+    """An export in any layout the files import reads (a workbook, Online Retail, Shopify's orders
+    export, day-first dates, UTF-16, a report's title lines, the store's own header names in
+    store.toml [files.columns]), read as the platform reads it: imported into a temporary store whose
+    staging tables are then read as a built store's are (``read_store_transactions``), so the
+    backtest and the platform never disagree on what a file says. Nothing is written beside it.
 
-    CDNOW gets the papers' protocol (calibration to 1997-09-30, holdout to 1998-06-30); a CSV
-    has no default window and the caller must supply one.
+    The currency is the file's currency column, else the store's file currency setting, else
+    ``NO_CURRENCY``; rows in another currency than the file's most frequent one are left out and
+    counted, as the import rejects them. Times are read in the store's time zone setting."""
+    from datetime import datetime, timezone
+
+    from clv_platform.ingestion.file_import import UnreadableFileError, content_hash, insert_file_rows, parse_export
+    from clv_platform.ingestion.raw_tables import ensure_raw_tables
+    from clv_platform.settings import load_settings
+    from clv_platform.transforms.staging import build_staging
+
+    path = Path(path).resolve()
+    settings = load_settings()
+    # one backtest loads its data set more than once (the ML and the BTYD backtests): import once
+    key = (str(path), path.stat().st_mtime_ns, path.stat().st_size, settings.file_currency,
+           settings.file_columns, settings.store_timezone)
+    if key not in _IMPORTED:
+        try:
+            frame = parse_export(path, datetime.now(timezone.utc).replace(tzinfo=None),
+                                 settings.file_currency or NO_CURRENCY, content_hash(path), dict(settings.file_columns))
+        except UnreadableFileError as error:
+            raise ValueError(f"{error} (the backtest reads a file as `clv-platform files` imports it)") from None
+        with tempfile.TemporaryDirectory(prefix="clv-backtest-import-") as folder:
+            store = Path(folder) / "import.duckdb"
+            with duckdb.connect(str(store)) as conn:
+                ensure_raw_tables(conn)
+                insert_file_rows(conn, frame)
+                build_staging(conn, store_timezone=settings.store_timezone)
+            _IMPORTED.clear()
+            _IMPORTED[key] = read_store_transactions(store)
+    frame, dropped = _IMPORTED[key]
+    return frame.copy(), dict(dropped)
+
+
+_IMPORTED: dict[tuple, tuple[pd.DataFrame, dict[str, int]]] = {}
+"""The last export ``read_export_transactions`` imported, by file identity and the settings it read it with."""
+
+
+def load_dataset(dataset: str | os.PathLike) -> LoadedDataset:
+    """Load a named CDNOW data set, a store, or a transactions file, with its default backtest window.
+
+    CDNOW gets the papers' protocol (calibration to 1997-09-30, holdout to 1998-06-30); a file
+    has no default window and the caller must supply one. The plain CSV (``customer_id,
+    order_date, amount``, ISO dates) is read directly; any other export through the files import
+    (``read_export_transactions``).
     """
     name = str(dataset)
     if name == CDNOW_SAMPLE:
@@ -376,5 +432,8 @@ def load_dataset(dataset: str | os.PathLike) -> LoadedDataset:
     if path.suffix.lower() in STORE_SUFFIXES:
         frame, dropped = read_store_transactions(path)
         return LoadedDataset(path.stem, frame, None, None, dropped)
-    frame, dropped = read_transactions_csv(path)
+    try:
+        frame, dropped = read_transactions_csv(path)
+    except NotPlainTransactions:
+        frame, dropped = read_export_transactions(path)
     return LoadedDataset(path.stem, frame, None, None, dropped)

@@ -47,7 +47,7 @@ def test_csv(tmp_path):
 def test_csv_missing_column_and_unknown_dataset(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("customer_id,amount\n1,2\n")
-    with pytest.raises(ValueError, match="order_date"):
+    with pytest.raises(ValueError, match=r"^bad.csv: unrecognized columns \['customer_id', 'amount'\]"):
         datasets.load_dataset(path)
     with pytest.raises(FileNotFoundError):
         datasets.load_dataset("cdnow-nope")
@@ -83,19 +83,39 @@ def test_csv_ids_are_keyed_like_the_files_import_and_unusable_rows_are_counted(t
     assert frame["amount"].notna().all() and frame["order_date"].notna().all()
 
 
-def test_csv_with_no_iso_dates_or_a_workbook_is_refused_in_a_sentence(tmp_path):
+def test_an_export_in_another_layout_is_read_as_the_files_import_reads_it(tmp_path):
+    """The backtest refused every file but the plain `customer_id, order_date, amount` CSV with ISO
+    dates ('the backtest reads a CSV ... import it with clv-platform files'): month-first dates, a
+    workbook, Excel's UTF-16 text and Online Retail's layout are now read through the files import
+    (a temporary store), with its ids, returns and rejected rows; a file that import refuses is
+    refused with its sentence."""
     us = tmp_path / "us.csv"
     us.write_text("customer_id,order_date,amount\na,03/10/2024,5\na,03/31/2024,6\n")
-    with pytest.raises(ValueError, match=r"no order_date is an ISO 8601 date .* '03/10/2024'"):
-        datasets.load_dataset(us)
-    book = tmp_path / "orders.xlsx"
-    book.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\x83")
-    with pytest.raises(ValueError, match="the backtest reads a CSV"):
-        datasets.load_dataset(book)
-    wide = tmp_path / "excel.csv"  # Excel's "Unicode text": UTF-16, which the files import reads
+    loaded = datasets.load_dataset(us)
+    assert loaded.transactions[["customer_id", "order_date", "amount"]].values.tolist() == [
+        ["import:a", pd.Timestamp("2024-03-10"), 5.0], ["import:a", pd.Timestamp("2024-03-31"), 6.0]]
+
+    book = tmp_path / "retail.xlsx"
+    pd.DataFrame({"InvoiceNo": ["536365", "536365", "C536366", "536367"], "StockCode": ["85123A", "POST", "85123A", "22"],
+                  "Description": ["X", "POSTAGE", "X", "Y"], "Quantity": [6, 1, -2, 1],
+                  "InvoiceDate": ["12/1/2010 8:26", "12/1/2010 8:26", "12/3/2010 9:00", "12/13/2010 9:00"],
+                  "UnitPrice": [2.55, 18.0, 2.55, 4.0], "CustomerID": [17850.0, 17850.0, 17850.0, None],
+                  "Country": ["United Kingdom"] * 4}).to_excel(book, index=False)
+    loaded = datasets.load_dataset(book)
+    frame = loaded.transactions
+    # the sale with its postage, its credit note a return on its own day, the guest line out
+    assert frame[["customer_id", "order_date", "amount"]].values.tolist() == [
+        ["import:17850", pd.Timestamp("2010-12-01"), 33.3], ["import:17850", pd.Timestamp("2010-12-03"), -5.1]]
+    assert loaded.dropped == {"rejected by the cleaning rules: missing customer id": 1}
+
+    wide = tmp_path / "excel.csv"  # Excel's "Unicode text": UTF-16, tab separated
     wide.write_text("customer_id\torder_date\tamount\na\t2024-01-01\t5\n", encoding="utf-16")
-    with pytest.raises(ValueError, match=r"not a UTF-8 text CSV .*import it with `CLV_SOURCE=files clv-platform files`"):
-        datasets.load_dataset(wide)
+    assert datasets.load_dataset(wide).transactions["amount"].tolist() == [5.0]
+
+    broken = tmp_path / "orders.xlsx"
+    broken.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\x83")
+    with pytest.raises(ValueError, match=r"^orders.xlsx: .*\(the backtest reads a file as `clv-platform files` imports it\)"):
+        datasets.load_dataset(broken)
 
 
 RETURNS_CSV = """customer_id,order_date,amount
