@@ -697,6 +697,30 @@ def test_times_written_with_utc_or_gmt_are_converted_to_the_store_time_zone(data
                                                   "plain": "2024-01-01 03:00:00"}
 
 
+def test_unix_times_and_excel_serials_written_as_text_are_dates(data_env):
+    """A database's or an API's export writes an instant as a Unix time (`1704078000` seconds,
+    `1704078000000` milliseconds); a CSV saved from a sheet whose date column is formatted General
+    writes Excel's serial (`45292`, `45292.75`). All were rejected as unparseable dates. A Unix time
+    is converted to the store's time zone like a time with an offset (also under a `(UTC)` header: not
+    twice); a serial is a wall clock, as a workbook's date cell is. Dunnhumby's day numbers stay refused."""
+    (data_env / "store.toml").write_text('[files.columns]\norder_date = "Created (UTC)"\n')
+    text = """\
+        customer_id,order_id,Created (UTC),amount
+        c1,sec,1704078000,10.00
+        c1,ms,1704078000000,11.00
+        c1,serial,45292,12.00
+        c1,evening,45292.75,13.00
+        c1,day,711,14.00
+        """
+    assert _import(data_env, "instants.csv", text)[0].success
+    _, rejected, _ = _stage(data_env / "clv.duckdb", "America/Los_Angeles")
+    assert rejected == {"instants.csv#6": "unparseable order date: 711"}
+    # 1704078000 = 2024-01-01 03:00 UTC = 2023-12-31 19:00 in Los Angeles; serial 45292 = 2024-01-01,
+    # read as UTC (the header says so) and converted
+    assert _by_order(data_env / "clv.duckdb") == {"sec": "2023-12-31 19:00:00", "ms": "2023-12-31 19:00:00",
+                                                  "serial": "2023-12-31 16:00:00", "evening": "2024-01-01 10:00:00"}
+
+
 def test_order_dates_before_1900_are_rejected_not_purchases_in_antiquity(data_env):
     """A placeholder date (`0001-01-01`, Excel's day 0 `1899-12-30`) or a mis-read one was accepted
     as a purchase day: a year before 1678 then failed the run in the models (a pandas nanosecond
@@ -1148,8 +1172,8 @@ def test_dash_dates_follow_the_files_day_or_month_order(data_env):
 
 def test_month_name_dates_with_a_comma_before_the_time_and_epoch_numbers(data_env):
     """`Dec 31, 2023, 10:30 PM` (a comma before a 12-hour time: what US locales' date formatting and
-    many app exports write) was unparseable. A Unix epoch number is not guessed as a date: its header
-    does not say it is one, so it stays rejected as unparseable."""
+    many app exports write) was unparseable. A Unix time among them is read as the instant it is
+    (10 digits have no other date reading; it was rejected as unparseable until 4 December 2026)."""
     text = """\
         customer_id,order_id,order_date,amount
         c1,o1,"Dec 31, 2023, 10:30 PM",10.00
@@ -1162,8 +1186,8 @@ def test_month_name_dates_with_a_comma_before_the_time_and_epoch_numbers(data_en
     _, rejected, _ = _stage(data_env / "clv.duckdb")
     times = _by_order(data_env / "clv.duckdb")
     assert times == {"o1": "2023-12-31 22:30:00", "o2": "2023-12-30 09:05:07", "o3": "2023-12-29 22:30:00",
-                     "o4": "2023-12-28 00:15:00"}
-    assert rejected == {"us.csv#6": "unparseable order date: 1703961000"}
+                     "o4": "2023-12-28 00:15:00", "o5": "2023-12-30 18:30:00"}
+    assert rejected == {}
 
 
 def test_numbers_stored_as_text_in_a_german_workbook_are_read_with_its_decimal_comma(data_env):

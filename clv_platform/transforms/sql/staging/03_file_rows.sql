@@ -26,7 +26,8 @@
 -- * Dash dates (`31-12-2023`, `12-31-2023`) are slash dates: the file's one day-first / month-first
 --   decision reads both.
 -- * A timestamp with an offset (…-05:00, …Z) is converted to the store's time zone; one
---   without is already in it.
+--   without is already in it. A Unix time (10 digits: seconds, 13: milliseconds) is an instant
+--   too; an Excel date serial written as text (`45291`, `45291.25`) is a wall clock (1900 system).
 -- * Line level (Online Retail): an invoice starting with "C" is a credit note (negative
 --   quantity); its lines become refunds of the original sale in 05. An invoice starting with
 --   "A" is a bad-debt adjustment, not a customer transaction. Zero-price lines carry no revenue.
@@ -257,7 +258,8 @@ keyed as (
         -- an offset after a time of day (`21:15:00-05:00`, `T21:15Z`, `10:00:00 GMT` as date_text writes
         -- it): not the year of `10-Mar-2024`
         regexp_matches(date_text, '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}:?[0-9]{2})$')
-            as has_offset,
+            -- a Unix time (read below) is an instant too
+            or regexp_matches(date_text, '^[0-9]{10}$|^[0-9]{13}$') as has_offset,
         -- the order-date header says its times are UTC (Stripe's `Created (UTC)`; file_import.py)
         coalesce(not is_shopify and f.layout_fields ->> 'order_date_zone' = 'UTC', false) as date_in_utc,
         nullif(trim(f.quantity), '') as qty_text,
@@ -314,6 +316,15 @@ typed as (
             -- as `…21:15:00-0500`; a cast of it as written failed, and the row was an unparseable date
             -- `24 Dec 2023 10:00:00 +0000` (RFC 2822, e-mail and some APIs' dates, weekday and GMT read
             -- above) is no cast's text: read with its offset (%z)
+            -- seconds or milliseconds since 1970-01-01 UTC, a database's or an API's export (`1710105300`,
+            -- `1710105300000`): an instant, converted like a time with an offset
+            when regexp_matches(date_text, '^[0-9]{10}$|^[0-9]{13}$') then timezone($store_timezone, to_timestamp(
+                cast(date_text as bigint) / case when length(date_text) = 13 then 1000 else 1 end))
+            -- an Excel date serial written as text (`45291`, `45291.5`: a CSV saved from a sheet whose date
+            -- column is formatted General): days since 1899-12-30 (Excel's 1900 date system), a wall clock
+            -- like the workbook cells file_import.py reads
+            when regexp_matches(date_text, '^[0-9]{5}([.][0-9]+)?$') then timestamp '1899-12-30'
+                + to_seconds(cast(round(cast(date_text as double) * 86400) as bigint))
             when has_offset then timezone($store_timezone, coalesce(try_cast(
                 regexp_replace(date_text, '\s+(Z|[+-][0-9]{2}:?[0-9]{2})$', '\1') as timestamptz),
                 try_strptime(date_text, ['%d %b %Y %H:%M:%S %z', '%d %b %Y %H:%M %z'])))
