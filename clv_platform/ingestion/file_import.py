@@ -235,12 +235,17 @@ _CURRENCY_AND_SPACES = re.compile(r"[$£€¥\s\u00a0\u202f]")
 ACCOUNTING_NEGATIVES = (re.compile(r"^\(([0-9][0-9.,]*)\)$"), re.compile(r"^([0-9][0-9.,]*)-$"))
 
 
+_GUARD_APOSTROPHE = re.compile(r"^\s*'(?=[-+(0-9.])")
+"""An apostrophe before a number (`'-12.00`): a formula-injection guard of the exporter, or Excel's text marker."""
+
+
 def bare_number_text(values: pd.Series) -> pd.Series:
     """Number texts as staging reads them (``clv_file_bare_number`` in 03_file_rows.sql) without their
     currency codes: currency symbols and spaces (thousands groups) left out, an accountant's negative
     signed with a leading minus, as is a typographic minus sign (U+2212, `−12.00`: Numbers, LibreOffice
-    and typeset reports write it). The backtest's CSV reader reads amounts through it, the files
+    and typeset reports write it); an apostrophe before the number (``_GUARD_APOSTROPHE``) left out. The backtest's CSV reader reads amounts through it, the files
     import's decimal detection through ``file_number_text``."""
+    values = values.str.replace(_GUARD_APOSTROPHE, "", regex=True)
     values = values.str.replace("\u2212", "-", regex=False).str.replace(_CURRENCY_AND_SPACES, "", regex=True)
     for pattern in ACCOUNTING_NEGATIVES:
         values = values.str.replace(pattern, r"-\1", regex=True)

@@ -1114,6 +1114,42 @@ def test_accounting_negatives_are_returns_in_both_readers(data_env, tmp_path):
     assert sorted(frame["amount"]) == [-20.0, -5.0, -2.5, 100.0] and dropped == {"unparseable amount": 1}
 
 
+def test_an_apostrophe_guarding_a_number_is_left_out_in_both_readers(data_env, tmp_path):
+    """Exporters that guard cells starting with - + = @ against spreadsheet formula injection
+    (WooCommerce's CSV exporter; OWASP's advice) write a refund as `'-20.00`, and Excel's text marker
+    leaks as `'100.00`: both were unparseable amounts, so the refund was lost and the customer's
+    spend overstated. The apostrophe is left out (also before a credit note's quantity `'-2`), in
+    the files import and the backtest's CSV reader; an apostrophe before a word stays unparseable."""
+    from clv_platform.models import datasets
+
+    text = """\
+        customer_id,order_date,amount
+        c1,2024-01-05,'100.00
+        c1,2024-01-09,'-20.00
+        c1,2024-01-10,'x
+        """
+    result, db = _import(data_env, "guarded.csv", text)
+    assert result.success
+    _, rejected, orders = _stage(db)
+    assert list(orders.values()) == [pytest.approx(80.0)]
+    assert rejected == {"guarded.csv#4": "unparseable amount: 'x"}
+    path = tmp_path / "guarded.csv"
+    path.write_text(textwrap.dedent(text))
+    frame, dropped = datasets.read_transactions_csv(path)
+    assert sorted(frame["amount"]) == [-20.0, 100.0] and dropped == {"unparseable amount": 1}
+
+    lines = """\
+        InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
+        536365,85123A,HOLDER,'6,12/1/2010 8:26,'2.55,17850,United Kingdom
+        C536366,85123A,HOLDER,'-2,12/2/2010 9:00,2.55,17850,United Kingdom
+        """
+    result, db = _import(data_env, "lines.csv", lines)
+    assert result.success
+    _, rejected, orders = _stage(db)
+    # the sale of 6 at 2.55 less its credit note of 2
+    assert list(rejected) == ["guarded.csv#4"] and orders["import:536365"] == pytest.approx(10.20)
+
+
 def test_a_return_on_a_day_of_several_orders_refunds_the_largest_on_every_build(data_env):
     """Dates without times put a day's orders at one moment: the return refunds the day's largest
     order (as the backtest's CSV reader does), not whichever the join met first."""

@@ -151,9 +151,12 @@ create or replace temp macro clv_file_date_text(t) as
 -- after the number (`USD 12.00`, `12.00 EUR`, upper case: clv_file_written_currency reads it, and the
 -- row is checked against it like a currency column's value); Swiss apostrophe thousands (`1'234.50`)
 -- dropped; an accountant's negative in parentheses or with a trailing minus (`($20.00)`, `20.00-`) signed;
--- a typographic minus sign (U+2212, `−12.00`: Numbers, LibreOffice, typeset reports) is a minus
+-- a typographic minus sign (U+2212, `−12.00`: Numbers, LibreOffice, typeset reports) is a minus; an
+-- apostrophe before a number (`'-12.00`: exporters that guard a cell starting with - + = @ against
+-- spreadsheet formula injection, WooCommerce's, and Excel's text marker) is left out
 create or replace temp macro clv_file_unit_free(t) as
-    regexp_replace(regexp_replace(replace(trim(t), '−', '-'), '[A-Z]{1,2}[$]', '$', 'g'),
+    regexp_replace(regexp_replace(regexp_replace(replace(trim(t), '−', '-'), '^''([-+(0-9.])', '\1'),
+                                  '[A-Z]{1,2}[$]', '$', 'g'),
                    '[$£€¥₹[:space:]\x{00A0}\x{2007}\x{2009}\x{202F}]', '', 'g');
 create or replace temp macro clv_file_written_currency(t) as nullif(coalesce(
     nullif(regexp_extract(clv_file_unit_free(t), '^[(-]?([A-Z]{3})[-(]?[0-9.]', 1), ''),
@@ -262,7 +265,8 @@ keyed as (
             or regexp_matches(date_text, '^[0-9]{10}$|^[0-9]{13}$') as has_offset,
         -- the order-date header says its times are UTC (Stripe's `Created (UTC)`; file_import.py)
         coalesce(not is_shopify and f.layout_fields ->> 'order_date_zone' = 'UTC', false) as date_in_utc,
-        nullif(trim(f.quantity), '') as qty_text,
+        -- `'-2`: a quantity with a formula-injection guard's apostrophe (clv_file_unit_free)
+        nullif(regexp_replace(trim(f.quantity), '^''([-+0-9.])', '\1'), '') as qty_text,
         clv_file_number_text(f.unit_price, f.decimal_separator) as price_text,
         clv_file_number_text(f.amount, f.decimal_separator) as amount_text,
         -- Shopify's order columns (NULL for other layouts) and the line's own discount
