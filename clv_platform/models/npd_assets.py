@@ -146,24 +146,18 @@ def load_npd_model(path) -> tuple[NPDModel | None, dict]:
     return model, meta
 
 
-def load_latest_npd_model(conn=None) -> tuple[NPDModel | None, dict]:
+def load_latest_npd_model(conn) -> tuple[NPDModel | None, dict]:
     """The served next-purchase model: the newest *registered* ``npd_aft`` run of ``ml.model_runs``
-    (None for the BTYD fallback, see ``load_npd_model``).
-
-    Without ``conn`` (or without any registry row, e.g. files from before the registry) the newest
-    file is used.
-    """
-    if conn is not None:
-        row = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
-        if row is not None:
-            return load_npd_model(row["path"])
-    sidecars = sorted(_models_dir().glob(f"{MODEL_PREFIX}*.json"))
-    if not sidecars:
+    (None for the BTYD fallback, see ``load_npd_model``). Raises LookupError when none is registered,
+    as the CLV model's ``registry.load_latest`` does: a model file without its registry row (a
+    database rebuilt beside an old models folder, a candidate the gate refused) is never served."""
+    row = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
+    if row is None:
         raise LookupError(
-            f"no next-purchase model in {_models_dir()}: train one first with the refresh_everything or "
-            "retrain_models job (or materialize ml/npd_model)"
+            f"no registered model named {registry.NPD_MODEL_NAME!r} in {registry.MODEL_RUNS_TABLE}: train one "
+            "first with the refresh_everything or retrain_models job (or materialize ml/npd_model)"
         )
-    return load_npd_model(sidecars[-1])
+    return load_npd_model(row["path"])
 
 
 NPD_REGISTRATION = ModelRegressionSettings(margin=0.02, metrics={"auc_30d": "higher", "brier_30d": "lower"})

@@ -221,3 +221,21 @@ def test_a_trained_candidate_is_compared_with_a_served_fallback_on_the_same_wind
                                                        "brier_30d": served["brier_30d"] * 0.9}, 90)
     assert not worse["register"] and worse["served_version"] == version and "auc_30d" in worse["reason"]
     assert better["register"] and better["served_metrics"]["auc_30d"] == pytest.approx(served["auc_30d"])
+
+
+def test_a_model_file_without_a_registry_row_is_never_served(data_env):
+    """The next-purchase model was served from the newest file in the models folder when the registry
+    had no row (a database rebuilt beside an old models folder; a candidate the gate refused while
+    nothing was registered), unlike the CLV model, which refuses: both now serve only a registered run."""
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        save_npd_model(_trained_npd(), {"cutoff": str(CUTOFF), "training_horizon_days": 90})  # a file, no row
+        refused = save_npd_model(_trained_npd(), {"cutoff": str(CUTOFF), "training_horizon_days": 90}, conn=conn,
+                                 register=False)
+        with pytest.raises(LookupError, match="no registered model named 'npd_aft' in ml.model_runs: train one first"):
+            load_latest_npd_model(conn)
+        served = save_npd_model(_trained_npd(), {"cutoff": str(CUTOFF), "training_horizon_days": 90}, conn=conn)
+        later = save_npd_model(_trained_npd(), {"cutoff": str(CUTOFF), "training_horizon_days": 90}, conn=conn,
+                               register=False)
+        model, sidecar = load_latest_npd_model(conn)
+    assert isinstance(model, npd.NPDModel) and sidecar["model_version"] == served
+    assert len({refused, served, later}) == 3
