@@ -50,6 +50,10 @@ def inbox_file_sensor(context: dg.SensorEvaluationContext, duckdb: DuckDBResourc
     )
 
 
+WAITING_STATUSES = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING]
+"""A run in these states has not started a step: it has not read the store yet."""
+
+
 def needs_training(database: Path, models_dir: Path) -> bool:
     """True when the store has no registered CLV model or no next-purchase model yet, or when a
     served one is only the BTYD stand-in for a history too short to train
@@ -77,8 +81,8 @@ def needs_training(database: Path, models_dir: Path) -> bool:
             served = registry.registered_paths(conn)
     except (duckdb_lib.IOException, duckdb_lib.ConnectionException):
         return True
-    if registry.DEFAULT_MODEL_NAME not in served:
-        return True
+    if registry.DEFAULT_MODEL_NAME not in served or registry.NPD_MODEL_NAME not in served:
+        return True  # a model file without its registry row is never served (npd_assets.load_latest_npd_model)
     for path in served.values():
         try:
             if registry.short_history_stand_in(registry.read_sidecar(path)):
@@ -94,8 +98,12 @@ def needs_training(database: Path, models_dir: Path) -> bool:
     request_jobs=[rebuild_from_staging_job, rebuild_and_train_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def rebuild_after_import_sensor(context: dg.RunStatusSensorContext, duckdb: DuckDBResource) -> dg.RunRequest:
-    """After a file import succeeds, rebuild staging and everything below it, once per import run.
+def rebuild_after_import_sensor(context: dg.RunStatusSensorContext,
+                                duckdb: DuckDBResource) -> dg.RunRequest | dg.SkipReason:
+    """After a file import succeeds, rebuild staging and everything below it, once per import run,
+    unless a rebuild that has not started yet is waiting in the queue: it reads raw when it starts,
+    after this import, so it covers it (three files dropped together gave three full rebuilds one
+    after another, each building the same store).
 
     When the store has no trained models yet (its first import), the rebuild trains and registers
     them too instead of failing on "no registered model".
@@ -103,5 +111,12 @@ def rebuild_after_import_sensor(context: dg.RunStatusSensorContext, duckdb: Duck
     settings = settings_of(duckdb)
     train = needs_training(Path(duckdb.database), settings.models_dir)
     job = rebuild_and_train_job if train else rebuild_from_staging_job
+    # a waiting rebuild that trains covers a rebuild; one that does not cover a rebuild that must train
+    covering = [rebuild_and_train_job.name] if train else [rebuild_and_train_job.name, rebuild_from_staging_job.name]
+    waiting = context.instance.get_run_records(dg.RunsFilter(job_name=None, statuses=WAITING_STATUSES))
+    waiting = [r.dagster_run for r in waiting if r.dagster_run.job_name in covering]
+    if waiting:
+        return dg.SkipReason(f"import run {context.dagster_run.run_id} is covered by {waiting[0].job_name} run "
+                             f"{waiting[0].run_id}, queued and not started yet: it reads the store after this import")
     return dg.RunRequest(run_key=context.dagster_run.run_id, job_name=job.name,
                          tags={"clv/trigger": "inbox import", "clv/trains_models": str(train).lower()})
