@@ -1089,12 +1089,23 @@ def test_excel_97_workbooks_are_read_and_other_files_are_named_not_passed_over(d
     assert code == 2 and "not imported: orders.pdf (not a supported type" in err and "no exports in" in err
 
 
+def _in_both_readers(data_env, tmp_path, name: str, text: str):
+    """(rejected rows, net revenue by order) of `text` imported and staged, and (frame, dropped) of the
+    backtest's CSV reader on the same text."""
+    from clv_platform.models import datasets
+
+    result, db = _import(data_env, name, text)
+    assert result.success
+    _, rejected, orders = _stage(db)
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return (rejected, orders, *datasets.read_transactions_csv(path))
+
+
 def test_accounting_negatives_are_returns_in_both_readers(data_env, tmp_path):
     """`($20.00)` and `20.00-` (an accountant's negative, as Excel's accounting format saves it)
     are -20, and `−2.50` (U+2212, the minus sign Numbers and LibreOffice write) is -2.50: returns of
     the files import and of the backtest CSV, not unparseable amounts."""
-    from clv_platform.models import datasets
-
     text = """\
         customer_id,order_date,amount
         c1,2024-01-05,$100.00
@@ -1103,14 +1114,9 @@ def test_accounting_negatives_are_returns_in_both_readers(data_env, tmp_path):
         c1,2024-01-11,(x)
         c1,2024-01-12,−2.50
         """
-    result, db = _import(data_env, "ledger.csv", text)
-    assert result.success
-    _, rejected, orders = _stage(db)
+    rejected, orders, frame, dropped = _in_both_readers(data_env, tmp_path, "ledger.csv", text)
     assert list(orders.values()) == [pytest.approx(72.5)]
     assert rejected == {"ledger.csv#5": "unparseable amount: (x)"}
-    path = tmp_path / "ledger.csv"
-    path.write_text(textwrap.dedent(text))
-    frame, dropped = datasets.read_transactions_csv(path)
     assert sorted(frame["amount"]) == [-20.0, -5.0, -2.5, 100.0] and dropped == {"unparseable amount": 1}
 
 
@@ -1120,22 +1126,15 @@ def test_an_apostrophe_guarding_a_number_is_left_out_in_both_readers(data_env, t
     leaks as `'100.00`: both were unparseable amounts, so the refund was lost and the customer's
     spend overstated. The apostrophe is left out (also before a credit note's quantity `'-2`), in
     the files import and the backtest's CSV reader; an apostrophe before a word stays unparseable."""
-    from clv_platform.models import datasets
-
     text = """\
         customer_id,order_date,amount
         c1,2024-01-05,'100.00
         c1,2024-01-09,'-20.00
         c1,2024-01-10,'x
         """
-    result, db = _import(data_env, "guarded.csv", text)
-    assert result.success
-    _, rejected, orders = _stage(db)
+    rejected, orders, frame, dropped = _in_both_readers(data_env, tmp_path, "guarded.csv", text)
     assert list(orders.values()) == [pytest.approx(80.0)]
     assert rejected == {"guarded.csv#4": "unparseable amount: 'x"}
-    path = tmp_path / "guarded.csv"
-    path.write_text(textwrap.dedent(text))
-    frame, dropped = datasets.read_transactions_csv(path)
     assert sorted(frame["amount"]) == [-20.0, 100.0] and dropped == {"unparseable amount": 1}
 
     lines = """\
