@@ -309,8 +309,9 @@ def _read_csv(path: Path, delimiter: str | None = None,
         text = text[1:]
     delimiter = delimiter or detect_delimiter(text[:_SNIFF_BYTES])
     if delimiter == ALIGNED:
-        # a run of spaces is one separator; the spaces that align the first column or end a line are none
-        text = _LINE_EDGE_BLANKS.sub("", text)
+        # a run of spaces (or tabs among them: a printout aligned by both) is one separator; the
+        # blanks that align the first column or end a line are none
+        text = _LINE_EDGE_BLANKS.sub("", text.replace("\t", " "))
     # strict: an unterminated quote or a stray quote is a malformed line, not silently joined text
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
                         skipinitialspace=delimiter == ALIGNED)

@@ -1473,12 +1473,12 @@ def test_looser_header_spellings_yield_to_the_usual_ones():
 
 def test_a_text_file_with_columns_aligned_by_spaces_is_read(data_env):
     """CDNOW_master.txt as the lifetimes wheel ships it: columns aligned with runs of spaces (and
-    a leading one), CRLF line ends, `YYYYMMDD` dates, the money as `dollar_value`. It was refused as
+    a leading one; a tab among them), CRLF line ends, `YYYYMMDD` dates, the money as `dollar_value`. It was refused as
     'unrecognized columns [' customer_id  date number_of_cds  dollar_value']'. Each line is a
     transaction; a line with another number of fields is a malformed line, not a shifted row."""
     lines = [" customer_id  date number_of_cds  dollar_value", " 00001 19970101  1   11.77",
              " 00002 19970112  1   12.00", " 00002 19970112  5   77.00", " 00003 19970102  2   20.76  extra",
-             " 00003 19970330  2   20.76  "]
+             " 00003 19970330\t2   20.76  "]
     result, db = _import(data_env, "CDNOW_master.txt", ("\r\n".join(lines) + "\r\n").encode())
     assert result.success
     with duckdb.connect(str(db)) as conn:
