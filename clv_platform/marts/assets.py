@@ -417,6 +417,10 @@ def analytics_snapshot(context: dg.AssetExecutionContext, duckdb: DuckDBResource
         ["| table | rows |", "|---|---|"] + [f"| {name} | {rows:,} |" for name, rows in snapshot.tables.items()]
     )
     context.log.info(f"published {len(snapshot.tables)} tables to {snapshot.path}")
+    if snapshot.dropped:
+        context.log.warning(f"{len(snapshot.dropped)} tables of the previous snapshot are not in this one (the "
+                            f"database no longer has them; materialize them to publish them again): "
+                            f"{', '.join(snapshot.dropped)}")
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(snapshot.path)),
@@ -425,6 +429,8 @@ def analytics_snapshot(context: dg.AssetExecutionContext, duckdb: DuckDBResource
             "size_mb": round(snapshot.size_bytes / 1e6, 2),
             "open_with": f"duckdb -readonly {snapshot.path}   (CLI: pip install duckdb-cli; any duckdb >= 1.0)",
             "storage_version": SNAPSHOT_STORAGE_VERSION,
+            # tables the replaced snapshot had and this one has not: analysts' queries of them now fail
+            "tables_no_longer_published": dg.MetadataValue.json(snapshot.dropped),
         }
     )
 

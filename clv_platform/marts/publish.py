@@ -53,6 +53,20 @@ class Snapshot:
     published_at: datetime
     tables: dict[str, int] = field(default_factory=dict)
     size_bytes: int = 0
+    dropped: list[str] = field(default_factory=list)
+    """Tables the replaced snapshot had and this one has not (analysts' queries of them now fail)."""
+
+
+def _previous_tables(target: Path) -> set[str]:
+    """The tables of the snapshot about to be replaced, from its `marts.snapshot_info` (none when
+    there is no snapshot yet or it cannot be read: that only loses the comparison)."""
+    if not target.is_file():
+        return set()
+    try:
+        with duckdb.connect(str(target), read_only=True) as old:
+            return {name for (name,) in old.execute(f"select table_name from {SNAPSHOT_INFO_TABLE}").fetchall()}
+    except duckdb.Error:
+        return set()
 
 
 def _literal(value: str) -> str:
@@ -103,7 +117,8 @@ def publish_snapshot(
     The copy runs in one read transaction on the source, so all tables come from the same
     state. A `marts.snapshot_info` table records when it was published and the row count of
     every table. If anything fails, the temporary file is removed and the previous snapshot
-    stays in place untouched.
+    stays in place untouched. A table of the previous snapshot that the database no longer has
+    (a store rebuilt and not yet through every mart) is not published; `Snapshot.dropped` names it.
     """
     target = Path(target) if target is not None else analytics_path()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +132,7 @@ def publish_snapshot(
             f"first (marts/customer_scores and the other marts/* assets). {target} is left as it was."
         )
     counts: dict[str, int] = {}
+    previous = _previous_tables(target)
 
     conn.execute(
         f"attach {_literal(str(temp))} as {_ALIAS} (storage_version {_literal(SNAPSHOT_STORAGE_VERSION)})"
@@ -155,7 +171,8 @@ def publish_snapshot(
         _fsync(target.parent)
     finally:
         _remove(temp, temp_wal)
-    return Snapshot(path=target, published_at=published_at, tables=counts, size_bytes=target.stat().st_size)
+    return Snapshot(path=target, published_at=published_at, tables=counts, size_bytes=target.stat().st_size,
+                    dropped=sorted(previous - set(counts)))
 
 
 def header_version(path: str | Path) -> int:

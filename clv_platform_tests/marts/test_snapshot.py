@@ -138,6 +138,39 @@ def test_publishing_a_store_without_marts_says_so_and_keeps_the_snapshot(tmp_pat
         assert snap.execute("select count(*) from marts.customer_scores").fetchone()[0] == 10
 
 
+def test_a_snapshot_with_fewer_tables_names_those_it_no_longer_publishes(tmp_path):
+    """A store rebuilt and not yet through every mart published a snapshot without the missing tables,
+    silently: analysts' queries of them failed with no trace in the run. The replaced snapshot's tables
+    that this one lacks are named (the asset logs a warning and reports them in metadata)."""
+    target = tmp_path / "analytics.duckdb"
+    with duckdb.connect(str(tmp_path / "clv.duckdb")) as conn:
+        write_scores(conn, 10)
+        conn.execute("create table marts.extra_mart as select 1 as x")
+        assert publish_snapshot(conn, target).dropped == []
+        conn.execute("drop table marts.extra_mart")
+        conn.execute("drop table scores.customer_clv")
+        again = publish_snapshot(conn, target)
+    assert again.dropped == ["marts.extra_mart", "scores.customer_clv"]
+    assert again.tables == {"marts.customer_scores": 10}
+
+
+def test_the_snapshot_asset_reports_the_tables_it_no_longer_publishes(data_env):
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from clv_platform.marts.assets import analytics_snapshot
+
+    db = data_env / "clv.duckdb"
+    with duckdb.connect(str(db)) as conn:
+        write_scores(conn, 10)
+        conn.execute("create table marts.extra_mart as select 1 as x")
+        publish_snapshot(conn, publish.analytics_path())
+        conn.execute("drop table marts.extra_mart")
+    result = dg.materialize([analytics_snapshot], resources={"duckdb": DuckDBResource(database=str(db))})
+    metadata = result.asset_materializations_for_node("marts__analytics_snapshot")[0].metadata
+    assert metadata["tables_no_longer_published"].value == ["marts.extra_mart"]
+
+
 def test_reader_process_never_sees_a_broken_or_partial_snapshot(tmp_path):
     target = tmp_path / "analytics.duckdb"
     stop_file = tmp_path / "stop"
