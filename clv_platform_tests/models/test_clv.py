@@ -640,3 +640,30 @@ def test_a_blend_that_ranks_better_beyond_noise_is_served_with_an_mae_tie():
                                       **kwargs)["served"] == "btyd", change
     ranks_below_naive = {**kwargs, "naive_gini": btyd_gini + 0.05}
     assert clv.serve_or_fall_back({}, valid, clv.HYBRID, unbeaten_blend=blend, **ranks_below_naive)["served"] == "btyd"
+
+
+def test_a_customer_predicted_to_spend_nothing_is_in_no_top_tier():
+    """A store where nobody has come back yet: every forecast 0 but a few. The top bands of ranks
+    held zero-CLV customers ordered by id (and the write-back tagged them clv:top-5); a customer
+    predicted to spend nothing (0 or NaN) is 'Rest' whatever the rank, in the Python twin and in the
+    tier SQL that scores the store."""
+    import duckdb
+
+    from clv_platform.resources.storage import read_sql
+
+    n = 200
+    values = np.zeros(n)
+    values[[7, 50]] = [30.0, 12.5]
+    values[9] = np.nan
+    scores = pd.DataFrame({"customer_id": [f"c{i:03d}" for i in range(n)], "predicted_clv": values})
+    tiered = clv.assign_tiers(scores).set_index("customer_id")
+    assert tiered["clv_tier"].value_counts().to_dict() == {"Top 1%": 2, "Rest": 198}
+    assert tiered.loc[["c007", "c050"], "clv_rank"].tolist() == [1, 2]
+    with duckdb.connect() as conn:
+        conn.register("_frame", scores.assign(predicted_clv_point=values, model_version="v", scored_at=pd.Timestamp(0)))
+        conn.execute("create schema scores; create temp table _clv_unranked as select * from _frame")
+        tiers = " ".join(f"when clv_rank <= {share!r}::double * _n then '{label}'" for label, share in clv.TIERS)
+        conn.execute(read_sql("clv_platform.models", "sql/clv_tiers.sql").format(
+            tiers=tiers, rest=clv.REST, gamma="1.0", recompute="false", source="_clv_unranked"))
+        sql = dict(conn.execute("select customer_id, clv_tier from scores.customer_clv").fetchall())
+    assert sql == tiered["clv_tier"].to_dict()

@@ -205,6 +205,9 @@ def assign_tiers(scores: pd.DataFrame, value: str = "predicted_clv") -> pd.DataF
     100 * (n - rank + 1) / n: the share of customers ranked at or below this one (100 for the
     best). The tier is the first band of ``TIERS`` whose upper share x has rank <= x * n, else
     ``Rest``; in a base smaller than 100 customers "Top 1%" is therefore empty rather than rounded up.
+    A customer predicted to spend nothing (0, or no prediction) is ``Rest`` whatever the rank: in a
+    store where few customers have a positive forecast (nobody came back yet), the top bands of
+    ranks would otherwise hold zeros ordered by id, and the write-back tag them `clv:top-5`.
     """
     n = len(scores)
     order = scores.sort_values([value, "customer_id"], ascending=[False, True], kind="stable").index
@@ -213,5 +216,6 @@ def assign_tiers(scores: pd.DataFrame, value: str = "predicted_clv") -> pd.DataF
     tier = np.full(n, REST, dtype=object)
     for label, share in reversed(TIERS):
         tier[rank.to_numpy() <= share * n] = label
+    tier[~(scores[value].to_numpy(dtype=float) > 0)] = REST
     out["clv_tier"] = tier
     return out

@@ -1,7 +1,8 @@
 -- rank, percentile and tier of every scored customer (clv.assign_tiers in sql, after the batches
 -- are written): rank 1 = highest predicted_clv, ties broken by customer_id; percentile =
 -- 100 * (n - rank + 1) / n; tier = the first band whose share x has rank <= x * n, else 'Rest'
--- ({tiers} is generated from clv.TIERS). predicted_clv_point is recomputed over the whole table
+-- ({tiers} is generated from clv.TIERS), and 'Rest' for a customer predicted to spend nothing
+-- (0, NULL or NaN) whatever the rank. predicted_clv_point is recomputed over the whole table
 -- (objective.sharpen: c * p ^ gamma with c keeping the store's sum of predicted_clv; p scaled by
 -- its maximum first, as in numpy), since each batch could only keep its own sum. With the median
 -- point rule ({recompute} = false) the point is per customer and the batches' values are kept.
@@ -26,6 +27,7 @@ with clipped as (
 )
 select * exclude (_n, model_version, scored_at),
        100.0::double * (_n - clv_rank + 1) / greatest(_n, 1) as clv_percentile,
-       case {tiers} else '{rest}' end as clv_tier,
+       case when predicted_clv is null or isnan(predicted_clv) or predicted_clv <= 0 then '{rest}'
+            {tiers} else '{rest}' end as clv_tier,
        model_version, scored_at
 from ranked
