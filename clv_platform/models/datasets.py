@@ -240,6 +240,9 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
                          "another encoding (UTF-16, Windows-1252): import it with `CLV_SOURCE=files clv-platform "
                          "files`, which reads those, and backtest the store it builds, `--dataset data/files.duckdb`"
                          ) from None
+    except pd.errors.ParserError as error:  # a line with more fields than the header (a comma inside a value)
+        raise NotPlainTransactions(f"{path}: {error}; the files import keeps such a line as a rejected row "
+                                   "(`malformed line N`) and reads the others") from None
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
         raise NotPlainTransactions(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS} (an export in another "
@@ -315,6 +318,14 @@ order by customer_id, order_date, order_id
 """
 
 
+REASON_KIND_SQL = r"""regexp_replace(split_part(regexp_replace(reason, '\s*\([^)]*\)', '', 'g'), ':', 1),
+                                 '^malformed line [0-9]+$', 'malformed line')"""
+"""The kind of a rejection reason, without the value it quotes: `unparseable order date: 13/13/2024`
+and `… : 1` are one kind, so are `malformed line 5: …` and `malformed line 9: …`, and
+`totals row (Total): …`: a real export's thousand bad dates are one line of the backtest's
+`rows_dropped`, not a thousand."""
+
+
 def read_store_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, int]]:
     """The purchases and returns of a store the platform built (``CLV_SOURCE=files`` after
     ``clv-platform files``, a Shopify store, the demo), from its cleaned staging tables, and the
@@ -322,7 +333,7 @@ def read_store_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dict
     day-first dates, statuses, several sheets) is backtested as the platform itself reads it.
 
     One purchase row per order at its gross revenue (``staging.order_history``: customer resolved,
-    cleaning rules applied, rejected rows already out), a return row per refund on its own day
+    cleaning rules applied, rejected rows already out; counted by kind of reason, ``REASON_KIND_SQL``), a return row per refund on its own day
     (``staging.refunds``) carrying the order's id, and for an order cancelled after its own day a
     return of all of it on the cancellation day: as the features see them at any cutoff, with the
     one difference that such an order stays a purchase occasion after its cancellation. Opened
@@ -348,10 +359,10 @@ def read_store_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dict
             from staging.orders""").fetchone()
         # what the cleaning rules kept out of the orders, by reason; a superseded version is not a
         # loss (its newer version is in), and profiles are not orders
-        rejected = (conn.execute("""
-            select reason, count(*) from staging.rejected_rows
+        rejected = (conn.execute(f"""
+            select {REASON_KIND_SQL} as kind, count(*) from staging.rejected_rows
             where source_table <> 'raw.klaviyo_profiles' and reason not like 'superseded by a newer version%'
-            group by reason order by count(*) desc, reason""").fetchall()
+            group by kind order by count(*) desc, kind""").fetchall()
                     if "staging.rejected_rows" in tables else [])
     finally:
         conn.close()

@@ -286,3 +286,19 @@ def test_totals_rows_are_left_out_of_the_backtest_csv_as_the_files_import_reject
     frame, dropped = datasets.read_transactions_csv(path)
     assert dropped == {datasets.TOTALS_ROW: 2}
     assert frame["customer_id"].tolist() == ["c1", "c2"] and frame["amount"].sum() == 30.0
+
+
+def test_rows_an_export_loses_are_counted_by_kind_not_by_value(tmp_path):
+    """The rows the files import rejects were counted per reason text, and the text quotes the value:
+    a real export's many bad dates were as many entries of `rows_dropped`. They are counted by kind.
+    A line with more fields than the header (a comma inside an unquoted value) stopped the backtest
+    with pandas' ParserError; the file is read through the files import, which rejects that line."""
+    path = tmp_path / "orders.csv"
+    path.write_text("customer_id,order_id,order_date,amount\n"
+                    "a,o1,2024-01-05,10\nb,o2,13/13/2024,5\nc,o3,someday,6\nd,o4,2024-01-07,0.5 euros\n"
+                    "e,o5,2024-01-08,7,extra\nf,o6,2024-01-09,8,more\n")
+    loaded = datasets.load_dataset(path)
+    assert loaded.dropped == {"rejected by the cleaning rules: unparseable order date": 2,
+                              "rejected by the cleaning rules: malformed line": 2,
+                              "rejected by the cleaning rules: unparseable amount": 1}
+    assert loaded.transactions["amount"].tolist() == [10.0]
