@@ -243,6 +243,8 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     except pd.errors.ParserError as error:  # a line with more fields than the header (a comma inside a value)
         raise NotPlainTransactions(f"{path}: {error}; the files import keeps such a line as a rejected row "
                                    "(`malformed line N`) and reads the others") from None
+    except pd.errors.EmptyDataError:  # nothing but blank lines: the files import refuses it in a sentence
+        raise NotPlainTransactions(f"{path}: the file is empty") from None
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
         raise NotPlainTransactions(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS} (an export in another "

@@ -302,3 +302,7 @@ def test_rows_an_export_loses_are_counted_by_kind_not_by_value(tmp_path):
                               "rejected by the cleaning rules: malformed line": 2,
                               "rejected by the cleaning rules: unparseable amount": 1}
     assert loaded.transactions["amount"].tolist() == [10.0]
+    for name, text in (("empty.csv", ""), ("blank.csv", "\n\n\n")):  # pandas' EmptyDataError, without the file's name
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=rf"^{name}: the file is empty \(the backtest reads a file as"):
+            datasets.load_dataset(tmp_path / name)
