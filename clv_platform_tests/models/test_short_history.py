@@ -233,4 +233,3 @@ def test_a_short_store_tries_to_train_again_when_an_import_lengthens_its_history
     assert set(served) == {registry.DEFAULT_MODEL_NAME, registry.NPD_MODEL_NAME}
     assert all(registry.short_history_stand_in(registry.read_sidecar(path)) for path in served.values())
     assert needs_training(short_store.db, models)
-

@@ -178,8 +178,10 @@ def training_windows(
     fits = fits or WindowFits(config)
     frames = frames or TrainingFrames(conn)
     parts = []
+    without_repeat = 0
     for end in ends:
         sampled = frames.get(end, h, fetch_rows(max_rows_per_window, config))
+        without_repeat += sampled.rows >= 2 and not sampled.has_repeat
         if sampled.rows < 2 or not sampled.has_repeat:
             continue
         frame = add_derived_features(sampled.frame)
@@ -187,6 +189,11 @@ def training_windows(
         frame = cap_rows(frame, max_rows_per_window)
         extra = btyd_features(model, frame, h / btyd.DAYS_PER_WEEK, config.annual_discount_rate)
         parts.append(frame.join(extra).assign(window_end=pd.Timestamp(end)))
+    if not parts and without_repeat == len(ends):
+        # customers enough, but nobody has bought twice: not a matter of waiting for more days only
+        raise HistoryTooShort(f"no customer has bought on two different days by any training cutoff (windows ending "
+                              f"at [{', '.join(str(end) for end in ends)}], {h} days of labels): there is no repeat "
+                              "behaviour to learn yet")
     if not parts:
         raise HistoryTooShort("no training window with customers among those ending at "
                               f"[{', '.join(str(end) for end in ends)}] (each needs two customers, a repeat buyer "
