@@ -63,7 +63,9 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
     malformed = int(frame["parse_error"].notna().sum())
     sheets = frame["sheet_name"].dropna().value_counts(sort=False).to_dict()
     titles = frame.attrs.get("title_lines", {})
-    context.log.info(f"{file_name}: {len(frame)} rows imported as {file_format} ({malformed} malformed lines)"
+    read_from = ", ".join(f"{column} <- {header!r}" for column, header in frame.attrs.get("columns", {}).items())
+    context.log.info(f"{file_name}: {len(frame)} rows imported as {file_format} ({malformed} malformed lines; "
+                     f"{read_from})"
                      + (f"; title lines above the header skipped: {titles}" if titles else ""))
     return dg.MaterializeResult(
         metadata={
@@ -74,6 +76,9 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
             "malformed_lines": malformed,
             # a report's title lines above the header, skipped (file_import.find_header)
             "title_lines_skipped": dg.MetadataValue.json(frame.attrs.get("title_lines", {})),
+            # which header each column was read from (the looser spellings and store.toml names included)
+            "columns_read_from": dg.MetadataValue.json(frame.attrs.get("columns", {})),
+            **({"delimiter": frame.attrs["delimiter"]} if "delimiter" in frame.attrs else {}),
             "rows_per_sheet": dg.MetadataValue.json({str(k): int(v) for k, v in sheets.items()}),
             "currencies": dg.MetadataValue.json(frame["currency"].value_counts().to_dict()),
             # the store's own header names, when it has any (store.toml [files.columns])

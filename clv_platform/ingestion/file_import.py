@@ -549,6 +549,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
     parts = []
     without_currency_column = False
     title_lines: dict[str, int] = {}  # report title lines above the header, per file or sheet
+    read_as: dict[str, str] = {}  # column (raw or layout field) -> the header it was read from, first sheet's
     if suffix in WORKBOOK_SUFFIXES:
         sheets = _read_workbook(path)
         formats = set()
@@ -571,6 +572,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
                 title_lines[f"sheet '{sheet}'"] = skipped
             formats.add(file_format)
             without_currency_column |= "currency" not in mapping
+            read_as = read_as or _headers_read(header, mapping, fields)
             parts.append(_frame_from_rows(header, rows, path.name, sheet, mapping, file_format, fields))
         if not parts:
             raise UnreadableFileError(f"{path.name}: every sheet is empty ({[s for s, _, _ in sheets]})")
@@ -598,8 +600,10 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
         if skipped:
             title_lines[path.name] = skipped
         without_currency_column = "currency" not in mapping
+        read_as = _headers_read(header, mapping, fields)
         part = _frame_from_rows(header, rows, path.name, None, mapping, file_format, fields)
         part["decimal_separator"] = decimal_separator(part, delimiter)
+        part.attrs["delimiter"] = "columns aligned by spaces" if delimiter == ALIGNED else delimiter
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
     if "decimal_separator" not in frame:
@@ -618,9 +622,20 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
         )
     frame["ingested_at"] = ingested_at
     frame["content_sha256"] = content_sha256
+    delimiter_read = parts[0].attrs.get("delimiter")
     frame = frame[RAW_COLUMNS].reset_index(drop=True)
     frame.attrs["title_lines"] = title_lines
+    frame.attrs["columns"] = read_as
+    if delimiter_read:
+        frame.attrs["delimiter"] = delimiter_read
     return frame
+
+
+def _headers_read(header: list, mapping: dict[str, int], fields: dict[str, int]) -> dict[str, str]:
+    """Which header each column was read from (`{"amount": "Sales", ...}`): with the looser spellings
+    (``FALLBACK_ALIASES``) and the store's own names, what the import took for the money, the customer
+    and the date must be visible where the import is reported, not only in this module."""
+    return {column: str(header[index]) for column, index in sorted({**mapping, **fields}.items())}
 
 
 def insert_file_rows(conn, frame: pd.DataFrame) -> None:

@@ -1440,6 +1440,12 @@ def test_public_sales_data_sets_that_write_the_money_as_sales_are_read(data_env)
     are not multiplied in, `Customer Name` is not the customer."""
     result, db = _import(data_env, "superstore.csv", SUPERSTORE)
     assert result.success
+    # which header was taken for what is in the import's metadata (the UI) and its log line
+    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert metadata["columns_read_from"].value == {
+        "amount": "Sales", "country": "Country", "customer_id": "Customer ID", "description": "Product Name",
+        "order_date": "Order Date", "order_id": "Order ID", "product_id": "Product ID", "quantity": "Quantity"}
+    assert metadata["delimiter"].value == ","
     _, rejected, orders = _stage(db)
     assert rejected == {}
     assert orders == {"import:CA-2016-152156": 993.90, "import:CA-2016-138688": 14.62,
@@ -1481,6 +1487,10 @@ def test_a_text_file_with_columns_aligned_by_spaces_is_read(data_env):
              " 00003 19970330\t2   20.76  "]
     result, db = _import(data_env, "CDNOW_master.txt", ("\r\n".join(lines) + "\r\n").encode())
     assert result.success
+    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert metadata["delimiter"].value == "columns aligned by spaces"
+    assert metadata["columns_read_from"].value == {"amount": "dollar_value", "customer_id": "customer_id",
+                                                   "order_date": "date"}
     with duckdb.connect(str(db)) as conn:
         raw = conn.execute("select row_number, customer_id, order_date, amount, parse_error from raw.file_transactions "
                            "order by 1").fetchall()
