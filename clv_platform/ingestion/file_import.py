@@ -19,8 +19,9 @@ Layouts are recognized from the header, whatever its case, spaces and punctuatio
   column of their own are kept under canonical names in `layout_fields`.
 
 Any other export is read once the store names its headers (store.toml [files.columns]: raw column
-= header); an unknown header fails the file listing the layouts and that setting. CSV delimiter (`,` `;` tab `|`,
-else columns aligned with runs of spaces, as CDNOW's text file writes them) and encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Windows-1252) are detected. A line
+= header); an unknown header fails the file listing the layouts and that setting. CSV delimiter
+(`,` `;` tab `|`, else columns aligned with runs of spaces, as CDNOW's text file writes them) and
+encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Windows-1252) are detected. A line
 whose field count does not match the header is kept as a raw row with its line number and a
 parse error, which staging rejects with that reason: one bad line never refuses the file.
 Every sheet of a workbook is read (an empty sheet contributes no rows; a sheet with another
@@ -243,8 +244,9 @@ def bare_number_text(values: pd.Series) -> pd.Series:
     """Number texts as staging reads them (``clv_file_bare_number`` in 03_file_rows.sql) without their
     currency codes: currency symbols and spaces (thousands groups) left out, an accountant's negative
     signed with a leading minus, as is a typographic minus sign (U+2212, `−12.00`: Numbers, LibreOffice
-    and typeset reports write it); an apostrophe before the number (``_GUARD_APOSTROPHE``) left out. The backtest's CSV reader reads amounts through it, the files
-    import's decimal detection through ``file_number_text``."""
+    and typeset reports write it); an apostrophe before the number (``_GUARD_APOSTROPHE``) left out.
+    The backtest's CSV reader reads amounts through it, the files import's decimal detection through
+    ``file_number_text``."""
     values = values.str.replace(_GUARD_APOSTROPHE, "", regex=True)
     values = values.str.replace("\u2212", "-", regex=False).str.replace(_CURRENCY_AND_SPACES, "", regex=True)
     for pattern in ACCOUNTING_NEGATIVES:

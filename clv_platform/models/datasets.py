@@ -39,15 +39,15 @@ TRANSACTION_COLUMNS = ["customer_id", "order_date", "amount"]
 NO_CURRENCY = "XXX"
 """ISO 4217's code for "no currency": the currency of an export's rows in a backtest when neither the
 file nor the settings name one (a backtest compares amounts with amounts of the same file)."""
+ORDER_ID = "order_id"
+"""Optional column of a transactions frame: the order a row belongs to (a store's frame)."""
+STORE_SUFFIXES = (".duckdb",)
+"""A ``dataset`` with this suffix is a platform store (``read_store_transactions``), not a CSV."""
 
 
 class NotPlainTransactions(ValueError):
     """A file that is not the plain ``customer_id, order_date, amount`` CSV with ISO dates
     (``read_transactions_csv``): ``load_dataset`` reads it through the files import instead."""
-ORDER_ID = "order_id"
-"""Optional column of a transactions frame: the order a row belongs to (a store's frame)."""
-STORE_SUFFIXES = (".duckdb",)
-"""A ``dataset`` with this suffix is a platform store (``read_store_transactions``), not a CSV."""
 
 
 @dataclass(frozen=True)
@@ -230,26 +230,18 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     """
     path = Path(path)
     if path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"):
-        raise NotPlainTransactions(f"{path}: the backtest reads a CSV (customer_id, order_date, amount) or a store; import "
-                         "the workbook with `CLV_SOURCE=files clv-platform files` and backtest the store it builds "
-                         "(`--dataset data/files.duckdb`)")
+        raise NotPlainTransactions(f"{path}: a workbook, not a CSV")
     try:
         raw = pd.read_csv(path, dtype={"customer_id": str, "order_date": str, "amount": str}, keep_default_na=False)
     except UnicodeDecodeError as error:
-        raise NotPlainTransactions(f"{path}: not a UTF-8 text CSV ({error.reason} at byte {error.start}); an export in "
-                         "another encoding (UTF-16, Windows-1252): import it with `CLV_SOURCE=files clv-platform "
-                         "files`, which reads those, and backtest the store it builds, `--dataset data/files.duckdb`"
-                         ) from None
+        raise NotPlainTransactions(f"{path}: not a UTF-8 text CSV ({error.reason} at byte {error.start})") from None
     except pd.errors.ParserError as error:  # a line with more fields than the header (a comma inside a value)
-        raise NotPlainTransactions(f"{path}: {error}; the files import keeps such a line as a rejected row "
-                                   "(`malformed line N`) and reads the others") from None
+        raise NotPlainTransactions(f"{path}: {error}") from None
     except pd.errors.EmptyDataError:  # nothing but blank lines: the files import refuses it in a sentence
         raise NotPlainTransactions(f"{path}: the file is empty") from None
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
-        raise NotPlainTransactions(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS} (an export in another "
-                         "layout: import it with `CLV_SOURCE=files clv-platform files` and backtest the store it "
-                         "builds, `--dataset data/files.duckdb`)")
+        raise NotPlainTransactions(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS}")
     keyed = [("", False) if text.lower() in MISSING_ID_TEXTS else spreadsheet_id(text)
              for text in raw["customer_id"].str.strip()]
     # an e-mail address as the customer is compared without case (``clv_file_customer``)
@@ -263,9 +255,7 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     bare = bare.where(~bare.str.match(r"^[-+]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?$"), bare.str.replace(",", ""))
     amount = pd.to_numeric(bare.replace("", None), errors="coerce").astype(float)
     if len(raw) and order_date.isna().all():
-        raise NotPlainTransactions(f"{path}: no order_date is an ISO 8601 date (e.g. 2024-03-10 or 2024-03-10T21:15:00-05:00); "
-                         f"the file has {date_text.iloc[0]!r}: convert the dates to ISO (day-first and month-first "
-                         "dates cannot be told apart)")
+        raise NotPlainTransactions(f"{path}: no order_date is an ISO 8601 date (the file has {date_text.iloc[0]!r})")
     totals = raw["customer_id"].str.strip().str.lower().str.match(TOTALS_LABEL)
     known = (customer_id != "") & ~lost & ~totals
     reasons = {
@@ -335,10 +325,11 @@ def read_store_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dict
     day-first dates, statuses, several sheets) is backtested as the platform itself reads it.
 
     One purchase row per order at its gross revenue (``staging.order_history``: customer resolved,
-    cleaning rules applied, rejected rows already out; counted by kind of reason, ``REASON_KIND_SQL``), a return row per refund on its own day
+    cleaning rules applied, rejected rows already out), a return row per refund on its own day
     (``staging.refunds``) carrying the order's id, and for an order cancelled after its own day a
     return of all of it on the cancellation day: as the features see them at any cutoff, with the
-    one difference that such an order stays a purchase occasion after its cancellation. Opened
+    one difference that such an order stays a purchase occasion after its cancellation. The rows
+    the cleaning rules rejected are counted by kind of reason (``REASON_KIND_SQL``). Opened
     read-only; a store that a run holds open for writing is refused with a sentence.
     """
     path = Path(path)
