@@ -522,6 +522,38 @@ def _read_workbook(path: Path) -> list[tuple[str, list[str], list[tuple[int, lis
     return out
 
 
+def _refuse_unsaved_formulas(path: Path, sheet: str, header: list, rows: list, mapping: dict[str, int]) -> None:
+    """Refuse a sheet whose every cell of a column the import reads is empty because the cells are
+    formulas without a saved result: a workbook written by a program (openpyxl, a script, some
+    report tools) that no spreadsheet application has opened and saved stores the formula only, and
+    a reader gets nothing, so every row would be rejected as an unparseable amount (Excel shows the
+    values, the merchant cannot see why). Only an entirely empty column is checked (openpyxl, formulas
+    only, at most 50 rows), so a workbook with values costs nothing."""
+    empty = [column for column, index in mapping.items()
+             if rows and all(fields is None or index >= len(fields) or _cell_text(fields[index]) in (None, "")
+                             for _, fields, _ in rows)]
+    if not empty or path.suffix.lower() not in (".xlsx", ".xlsm"):
+        return
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=False)
+    except Exception:  # noqa: BLE001 - calamine read it; without openpyxl's view there is nothing to add
+        return
+    try:
+        cells = book[sheet].iter_rows(min_row=rows[0][0], max_row=rows[0][0] + 49, values_only=True)
+        formulas = {column for line in cells for column in empty
+                    if mapping[column] < len(line) and str(line[mapping[column]] or "").startswith("=")}
+    finally:
+        book.close()
+    if formulas:
+        named = ", ".join(f"{column} ({header[mapping[column]]!r})" for column in sorted(formulas))
+        raise UnreadableFileError(
+            f"{path.name}, sheet '{sheet}': the column(s) {named} hold formulas without a saved result (the workbook "
+            "was written by a program and never opened and saved in a spreadsheet application, which stores the "
+            "results): open it in Excel or LibreOffice, save it, and import it again")
+
+
 def _hidden_sheets(path: Path) -> set[str]:
     """Names of the workbook's hidden and very hidden sheets (Excel's sheet state), for the message
     that refuses a sheet: a merchant cannot find a hidden helper sheet the message names. Read only
@@ -574,6 +606,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
                 title_lines[f"sheet '{sheet}'"] = skipped
             formats.add(file_format)
             without_currency_column |= "currency" not in mapping
+            _refuse_unsaved_formulas(path, sheet, header, rows, mapping)
             read_as = read_as or _headers_read(header, mapping, fields)
             parts.append(_frame_from_rows(header, rows, path.name, sheet, mapping, file_format, fields))
         if not parts:

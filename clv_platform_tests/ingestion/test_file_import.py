@@ -193,3 +193,35 @@ def test_a_demo_store_never_takes_an_inbox_file(data_env):
         "good.csv: not imported (exports are imported by a files-only store: CLV_SOURCE=files, see README 'Run on "
         f"your own export'). This run has CLV_SOURCE=demo: nothing was read or written to {db}.")
     assert not db.exists()
+
+
+def test_a_workbook_of_formulas_without_saved_results_is_refused_with_how_to_fix_it(tmp_path):
+    """A workbook written by a program (here openpyxl) stores formulas without their results; the
+    reader gets empty cells, so every row was rejected as an unparseable amount while Excel shows the
+    values. Such a file is refused naming the column and how to fix it; an empty column that holds no
+    formulas (a blank country) refuses nothing."""
+    from datetime import datetime, timezone
+
+    import openpyxl
+
+    from clv_platform.ingestion.file_import import UnreadableFileError, parse_export
+
+    def workbook(name: str, amount) -> object:
+        book = openpyxl.Workbook()
+        sheet = book.active
+        sheet.title = "Orders"
+        sheet.append(["customer_id", "order_id", "order_date", "qty", "price", "amount", "country"])
+        for i in range(3):
+            sheet.append([f"c{i}", f"o{i}", f"2024-01-0{i + 1}", 2, 5.0, amount(i + 2), None])
+        book.save(tmp_path / name)
+        return tmp_path / name
+
+    now = datetime(2024, 4, 1, tzinfo=timezone.utc)
+    with pytest.raises(UnreadableFileError) as refused:
+        parse_export(workbook("formulas.xlsx", lambda row: f"=D{row}*E{row}"), now, currency="GBP")
+    assert str(refused.value) == (
+        "formulas.xlsx, sheet 'Orders': the column(s) amount ('amount') hold formulas without a saved result (the "
+        "workbook was written by a program and never opened and saved in a spreadsheet application, which stores "
+        "the results): open it in Excel or LibreOffice, save it, and import it again")
+    frame = parse_export(workbook("values.xlsx", lambda row: 10.0), now, currency="GBP")
+    assert frame["amount"].tolist() == ["10"] * 3 and frame["country"].isna().all()
