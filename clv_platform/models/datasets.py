@@ -219,11 +219,11 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     counted, and so are ids that say there is none (``MISSING_ID_TEXTS``: ``N/A``, ``nan``, ...) and a
     spreadsheet's totals rows (``TOTALS_LABEL``: a `Total` row with a date was a customer holding the sum).
     ``order_date`` is ISO 8601; timestamps with
-    an offset are converted to UTC before the date is taken, naive ones are taken as they are. A row
-    without a customer id, or whose date or amount cannot be read, is left out and counted (it would
-    otherwise become a customer called "nan" or a NaN spend); a file where no date reads at all is
-    refused with a sentence, since the dates are then in another format (``03/10/2024`` could be
-    March or October). A row dated more than a day after now is left out and counted
+    an offset are converted to UTC before the date is taken, naive ones are taken as they are; a file
+    with any other date spelling (``03/10/2024``, a Unix time) is not plain: the files import, which
+    reads those, is the one reader of them. A row without a customer id, date or readable amount is
+    left out and counted (it would otherwise become a customer called "nan" or a NaN spend). A row
+    dated more than a day after now is left out and counted
     (``FUTURE_DATE``), as the files import rejects it. A negative amount is a return
     (``split_returns``); one of a customer who has bought nothing by its day reduces no purchase and is
     left out and counted.
@@ -254,8 +254,9 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     bare = bare_number_text(raw["amount"])
     bare = bare.where(~bare.str.match(r"^[-+]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?$"), bare.str.replace(",", ""))
     amount = pd.to_numeric(bare.replace("", None), errors="coerce").astype(float)
-    if len(raw) and order_date.isna().all():
-        raise NotPlainTransactions(f"{path}: no order_date is an ISO 8601 date (the file has {date_text.iloc[0]!r})")
+    unread = order_date.isna() & (date_text != "")
+    if unread.any():  # the files import reads the other spellings (and says which it cannot): one reader of dates
+        raise NotPlainTransactions(f"{path}: order_date {date_text[unread].iloc[0]!r} is not ISO 8601")
     totals = raw["customer_id"].str.strip().str.lower().str.match(TOTALS_LABEL)
     known = (customer_id != "") & ~lost & ~totals
     reasons = {

@@ -70,7 +70,7 @@ def test_csv_ids_are_keyed_like_the_files_import_and_unusable_rows_are_counted(t
         ",8,2024-01-04,99\n"
         ",9,2024-01-05,98\n"
         "NA,10,2024-01-06,4\n"
-        "X1,11,not a date,3\n"
+        "X1,11,,3\n"
         "X2,12,2024-01-06,\n"
         "X3,13,2024-01-06,n/a\n"
     )
@@ -306,3 +306,19 @@ def test_rows_an_export_loses_are_counted_by_kind_not_by_value(tmp_path):
         (tmp_path / name).write_text(text)
         with pytest.raises(ValueError, match=rf"^{name}: the file is empty \(the backtest reads a file as"):
             datasets.load_dataset(tmp_path / name)
+
+
+def test_one_reader_of_dates_a_plain_csv_with_another_spelling_goes_through_the_import(tmp_path):
+    """An ISO file with one Unix time or one slash date among its dates: the plain reader dropped those
+    rows as unparseable while the files import reads them (the backtest and the platform disagreed on
+    the same file). Any non-ISO date sends the file through the import; an empty date stays a dropped row."""
+    path = tmp_path / "mixed.csv"
+    path.write_text("customer_id,order_date,amount\na,2024-01-05,10\na,1704499200,20\nb,03/15/2024,5\n")
+    loaded = datasets.load_dataset(path)
+    assert loaded.transactions[["customer_id", "order_date", "amount"]].values.tolist() == [
+        ["import:a", pd.Timestamp("2024-01-05"), 10.0], ["import:a", pd.Timestamp("2024-01-06"), 20.0],
+        ["import:b", pd.Timestamp("2024-03-15"), 5.0]]
+    empty = tmp_path / "empty_date.csv"
+    empty.write_text("customer_id,order_date,amount\na,2024-01-05,10\nb,,5\n")
+    loaded = datasets.load_dataset(empty)
+    assert loaded.transactions["customer_id"].tolist() == ["a"] and loaded.dropped == {"unparseable order date": 1}
