@@ -288,9 +288,22 @@ def decimal_separator(frame: pd.DataFrame, delimiter: str | None) -> str:
     return "," if values.str.match(_DECIMAL_COMMA).mean() > 0.5 else "."
 
 
-def _width_error(line: int, fields: list[str], width: int) -> str | None:
-    """A CSV line's error when its field count is not the header's, else None."""
-    return None if len(fields) == width else f"malformed line {line}: {len(fields)} fields, the header has {width}"
+def _width_error(line: int, fields: list[str], header: list) -> str | None:
+    """A CSV line's error when its fields do not fit the header, else None.
+
+    A line of another length fits when it has every field up to the header's last named column and
+    nothing but empty fields after it: trailing empty fields (`c1,o1,5.00,,`) and trailing columns the
+    header leaves unnamed (a header ending `amount,,`) carry no value (spreadsheets and hand edits leave
+    such ragged ends; every such line was rejected). A value after the named columns of a line of
+    another length (`…,1,050.00`: a comma inside an amount) is no such end: malformed.
+    """
+    width = len(header)
+    if len(fields) == width:
+        return None
+    named = max((i + 1 for i, name in enumerate(header) if str(name or "").strip()), default=0)
+    if len(fields) >= named and all(not str(f).strip() for f in fields[named:]):
+        return None
+    return f"malformed line {line}: {len(fields)} fields, the header has {width}"
 
 
 def _read_csv(path: Path, delimiter: str | None = None,
@@ -333,7 +346,7 @@ def _read_csv(path: Path, delimiter: str | None = None,
             continue
         if not fields or all(not f.strip() for f in fields):
             continue  # blank line: not a row
-        rows.append((reader.line_num, fields, _width_error(reader.line_num, fields, width)))
+        rows.append((reader.line_num, fields, _width_error(reader.line_num, fields, header)))
     return header, rows, delimiter
 
 
@@ -426,7 +439,7 @@ def find_header(header: list[str], rows: list[tuple[int, list | None, str | None
                 continue
             body = rows[position + 1:]
             if width_checked:
-                body = [(n, f, e if f is None else _width_error(n, f, len(candidate))) for n, f, e in body]
+                body = [(n, f, e if f is None else _width_error(n, f, candidate)) for n, f, e in body]
             # the first row (taken for the header) and the rows between it and the real header
             return candidate, body, detected, 1 + sum(f is not None for _, f, _ in rows[:position])
         raise first_error

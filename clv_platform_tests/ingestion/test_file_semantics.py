@@ -1505,3 +1505,25 @@ def test_a_text_file_with_columns_aligned_by_spaces_is_read(data_env):
         days = conn.execute("select customer_id, order_date::varchar from staging.orders order by all").fetchall()
     assert days == [("import:00001", "1997-01-01"), ("import:00002", "1997-01-12"), ("import:00002", "1997-01-12"),
                     ("import:00003", "1997-03-30")]
+
+
+def test_ragged_trailing_empty_fields_are_no_malformed_line(data_env):
+    """A header ending in unnamed columns (`amount,,`) over lines without them, or lines ending in
+    extra empty fields (`…,4.00,`): spreadsheets and hand edits leave such ragged ends, and every such
+    line was rejected as malformed. They carry the same values and are read; a line with a value after
+    the named columns (`1,050.00`: a comma in an amount) or without a named column's field is still
+    malformed, never a shifted amount."""
+    text = """\
+        customer_id,order_id,order_date,amount,,
+        c1,o1,2024-01-05,10.50
+        c2,o2,2024-01-06,3.00,,
+        c3,o3,2024-01-07,4.00,,,
+        c4,o4,2024-01-08,1,050.00
+        c5,o5,2024-01-09
+        """
+    assert _import(data_env, "ragged.csv", text)[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {"ragged.csv#5": "malformed line 5: 5 fields, the header has 6",
+                        "ragged.csv#6": "malformed line 6: 3 fields, the header has 6"}
+    assert orders == {"import:o1": pytest.approx(10.5), "import:o2": pytest.approx(3.0),
+                      "import:o3": pytest.approx(4.0)}
