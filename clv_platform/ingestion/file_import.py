@@ -469,7 +469,15 @@ def _frame_from_rows(
     money = [i for i in (mapping.get("unit_price"), mapping.get("amount"), fields.get("refunded_amount"))
              if i is not None]
     names = [str(h) for h in header]
+    header_key = [_normalize(name) for name in names]
+    probe = min(mapping.values())  # one cell compared first, so the whole row is normalized only for a header
+    probe_text = names[probe].strip().lower()
     for number, cells_in, error in rows:
+        if (error is None and cells_in is not None and probe < len(cells_in)
+                and str(cells_in[probe]).strip().lower() == probe_text
+                and [_normalize(_cell_text(v) or "") for v in cells_in] == header_key):
+            # the header again below the first (exports pasted one after another): not an order
+            error = f"repeated header row: line {number} repeats the header (exports joined into one file)"
         numbers.append(number)
         errors.append(error)
         if cells_in is None or error is not None:

@@ -1527,3 +1527,20 @@ def test_ragged_trailing_empty_fields_are_no_malformed_line(data_env):
                         "ragged.csv#6": "malformed line 6: 3 fields, the header has 6"}
     assert orders == {"import:o1": pytest.approx(10.5), "import:o2": pytest.approx(3.0),
                       "import:o3": pytest.approx(4.0)}
+
+
+def test_a_header_repeated_below_the_first_is_named_as_such(data_env):
+    """Exports pasted one after another repeat the header mid-file: the row was rejected as
+    'unparseable order date: order_date', which says nothing of the cause. It is rejected as a
+    repeated header row (a sheet's too), and the orders around it are read."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,2024-01-05,10.00
+        Customer_ID,Order ID,order_date,Amount
+        c2,o2,2024-01-06,5.00
+        """
+    assert _import(data_env, "joined.csv", text)[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {"joined.csv#3": "repeated header row: line 3 repeats the header (exports joined into one file)"}
+    assert orders == {"import:o1": pytest.approx(10.0), "import:o2": pytest.approx(5.0)}
+
