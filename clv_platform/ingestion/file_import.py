@@ -231,6 +231,8 @@ ALIGNED = " "
 ` 00001 19970101  1   11.77`), tried only when no header is recognized with `,` `;` tab or `|`."""
 _LINE_EDGE_BLANKS = re.compile(r"^[ ]+|[ \r]+$", re.MULTILINE)
 _DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})*,\d+$|^-?\d+,\d+$")
+_QUOTED_DECIMAL_COMMA = re.compile(r"^-?\d{1,3}(\.\d{3})*,\d{1,2}$|^-?\d+,\d{1,2}$")
+_US_GROUPING = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d*)?$")
 _CURRENCY_AND_SPACES = re.compile(r"[$£€¥\s\u00a0\u202f]")
 # an accountant's negative: `(6,95)` or `6,95-`
 ACCOUNTING_NEGATIVES = (re.compile(r"^\(([0-9][0-9.,]*)\)$"), re.compile(r"^([0-9][0-9.,]*)-$"))
@@ -278,13 +280,18 @@ def file_number_text(values: pd.Series) -> pd.Series:
 def decimal_separator(frame: pd.DataFrame, delimiter: str | None) -> str:
     """`,` when a semicolon/tab file (or a workbook's number cells stored as text, ``delimiter``
     None) writes its prices or amounts with a decimal comma (European Excel: `6,95`, `1.234,50`),
-    else `.`. Decided per file from its values, never per cell."""
-    if delimiter == ",":
-        return "."
+    else `.`. Decided per file from its values, never per cell.
+
+    A comma-separated file can only write a decimal comma quoted (`"10,50"`: a sheet in a European
+    locale downloaded as CSV, Google Sheets'); there it takes one or two decimals (`_QUOTED_DECIMAL_COMMA`)
+    and no US grouping (`1,234.50`) anywhere, so a thousands group (`"1,234"`) never decides it."""
     values = file_number_text(pd.concat([frame["unit_price"], frame["amount"]]).dropna().astype(str))
     values = values[values != ""].head(5000)
     if values.empty:
         return "."
+    if delimiter == ",":
+        comma = values.str.match(_QUOTED_DECIMAL_COMMA).mean() > 0.5 and not values.str.match(_US_GROUPING).any()
+        return "," if comma else "."
     return "," if values.str.match(_DECIMAL_COMMA).mean() > 0.5 else "."
 
 

@@ -257,6 +257,10 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     unread = order_date.isna() & (date_text != "")
     if unread.any():  # the files import reads the other spellings (and says which it cannot): one reader of dates
         raise NotPlainTransactions(f"{path}: order_date {date_text[unread].iloc[0]!r} is not ISO 8601")
+    written = raw["amount"].str.strip() != ""
+    if written.any() and amount[written].isna().mean() > 0.5:  # a format (`"10,50"`), not a stray bad cell
+        raise NotPlainTransactions(f"{path}: most amounts are not decimal-point numbers "
+                                   f"(e.g. {raw['amount'][written & amount.isna()].iloc[0]!r})")
     totals = raw["customer_id"].str.strip().str.lower().str.match(TOTALS_LABEL)
     known = (customer_id != "") & ~lost & ~totals
     reasons = {

@@ -1544,3 +1544,32 @@ def test_a_header_repeated_below_the_first_is_named_as_such(data_env):
     assert rejected == {"joined.csv#3": "repeated header row: line 3 repeats the header (exports joined into one file)"}
     assert orders == {"import:o1": pytest.approx(10.0), "import:o2": pytest.approx(5.0)}
 
+
+def test_quoted_decimal_commas_in_a_comma_separated_file(data_env):
+    """A sheet in a European locale downloaded as CSV (Google Sheets) is comma-separated with its
+    decimal commas quoted (`"10,50"`): every amount was unparseable, the file rejected row by row. Such
+    a file is read decimal-comma when most of its amounts have one or two decimals after a comma and
+    none is grouped the US way; a US file's quoted `"1,234.50"` and thousands `"1,234"` keep it decimal-point."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,o1,2024-01-05,"10,50"
+        c2,o2,2024-01-06,"1.234,50"
+        c3,o3,2024-01-07,"7,95 €"
+        c4,o4,2024-01-08,12
+        """
+    assert _import(data_env, "sheets.csv", text)[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {}
+    assert orders == {"import:o1": pytest.approx(10.5), "import:o2": pytest.approx(1234.5),
+                      "import:o3": pytest.approx(7.95), "import:o4": pytest.approx(12.0)}
+    us = """\
+        customer_id,order_id,order_date,amount
+        d1,p1,2024-01-05,"1,234.50"
+        d2,p2,2024-01-06,"10,50"
+        d3,p3,2024-01-07,"2,000"
+        """
+    assert _import(data_env, "us.csv", us)[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {"us.csv#3": "unparseable amount: 10,50"}
+    assert orders["import:p1"] == pytest.approx(1234.5) and orders["import:p3"] == pytest.approx(2000.0)
+

@@ -322,3 +322,15 @@ def test_one_reader_of_dates_a_plain_csv_with_another_spelling_goes_through_the_
     empty.write_text("customer_id,order_date,amount\na,2024-01-05,10\nb,,5\n")
     loaded = datasets.load_dataset(empty)
     assert loaded.transactions["customer_id"].tolist() == ["a"] and loaded.dropped == {"unparseable order date": 1}
+
+
+def test_a_plain_csv_whose_amounts_are_decimal_commas_is_read_through_the_import(tmp_path):
+    """Google Sheets in a European locale writes `"10,50"`: the plain reader dropped most rows as
+    unparseable amounts; a file where most amounts do not read goes through the import, which reads
+    them (a stray bad amount stays a dropped row of the plain reader)."""
+    path = tmp_path / "sheets.csv"
+    path.write_text('customer_id,order_date,amount\na,2024-01-05,"10,50"\nb,2024-01-06,"7,95"\nc,2024-01-07,3\n')
+    loaded = datasets.load_dataset(path)
+    assert loaded.transactions["amount"].tolist() == [10.5, 7.95, 3.0]
+    assert loaded.transactions["customer_id"].tolist() == ["import:a", "import:b", "import:c"]
+
