@@ -242,6 +242,9 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
         raise NotPlainTransactions(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS}")
+    currencies = {c.strip().upper() for c in raw.get("currency", pd.Series(dtype=str)).astype(str) if c.strip()}
+    if len(currencies) > 1:  # amounts of several currencies do not add up: the import keeps the store's one
+        raise NotPlainTransactions(f"{path}: amounts in several currencies ({', '.join(sorted(currencies))})")
     keyed = [("", False) if text.lower() in MISSING_ID_TEXTS else spreadsheet_id(text)
              for text in raw["customer_id"].str.strip()]
     # an e-mail address as the customer is compared without case (``clv_file_customer``)

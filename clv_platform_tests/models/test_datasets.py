@@ -334,3 +334,18 @@ def test_a_plain_csv_whose_amounts_are_decimal_commas_is_read_through_the_import
     assert loaded.transactions["amount"].tolist() == [10.5, 7.95, 3.0]
     assert loaded.transactions["customer_id"].tolist() == ["import:a", "import:b", "import:c"]
 
+
+def test_a_plain_csv_in_several_currencies_is_not_added_up(tmp_path):
+    """A `currency` column with EUR and USD rows: the plain reader ignored it and added euros to dollars.
+    Such a file goes through the import, which keeps the file's (or the store's) currency and leaves the
+    other rows out, counted."""
+    path = tmp_path / "mixed.csv"
+    path.write_text("customer_id,order_date,amount,currency\na,2024-01-05,10,EUR\nb,2024-01-06,20,eur\n"
+                    "c,2024-01-07,30,USD\n")
+    loaded = datasets.load_dataset(path)
+    assert loaded.transactions["amount"].tolist() == [10.0, 20.0]
+    assert loaded.dropped == {"rejected by the cleaning rules: currency USD differs from the store currency EUR": 1}
+    one = tmp_path / "one.csv"
+    one.write_text("customer_id,order_date,amount,currency\na,2024-01-05,10,EUR\nb,2024-01-06,20,\n")
+    assert datasets.load_dataset(one).transactions["customer_id"].tolist() == ["a", "b"]  # the plain reader
+
