@@ -349,3 +349,16 @@ def test_a_plain_csv_in_several_currencies_is_not_added_up(tmp_path):
     one.write_text("customer_id,order_date,amount,currency\na,2024-01-05,10,EUR\nb,2024-01-06,20,\n")
     assert datasets.load_dataset(one).transactions["customer_id"].tolist() == ["a", "b"]  # the plain reader
 
+
+def test_a_plain_csv_with_a_status_or_refund_column_is_read_as_the_import_reads_it(tmp_path):
+    """`Status` (a cancelled order) and `Amount Refunded` beside the three plain columns were ignored by
+    the plain reader: a cancelled order counted as a purchase, a refund not subtracted. Such a file goes
+    through the import, which applies both."""
+    path = tmp_path / "orders.csv"
+    path.write_text("customer_id,order_id,order_date,amount,Status,Amount Refunded\n"
+                    "a,o1,2024-01-05,10,paid,\nb,o2,2024-01-06,20,cancelled,\nc,o3,2024-01-07,30,paid,5\n")
+    loaded = datasets.load_dataset(path)
+    purchases, returns = datasets.split_returns(loaded.transactions)
+    assert purchases["amount"].tolist() == [10.0, 30.0] and returns["refund"].tolist() == [5.0]
+    assert loaded.dropped == {"rejected by the cleaning rules: order status cancelled": 1}
+
