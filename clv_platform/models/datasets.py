@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from clv_platform.ingestion.file_import import REFUNDED_HEADERS, STATUS_HEADERS, bare_number_text
+from clv_platform.settings import load_settings
 
 CDNOW_SAMPLE = "cdnow-sample"
 CDNOW_FULL = "cdnow-full"
@@ -208,6 +209,10 @@ def refunded_by_purchase(purchases: pd.DataFrame, returns: pd.DataFrame) -> np.n
     return refunded.reindex(purchases["purchase_id"], fill_value=0.0).to_numpy()
 
 
+_TIME_WITH_OFFSET = r"[0-9]:[0-9]{2}(?::[0-9]{2}(?:[.][0-9]+)?)?\s*(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
+"""A time of day with a UTC offset after it (``has_offset`` in 03_file_rows.sql)."""
+
+
 def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, int]]:
     """A CSV with ``customer_id, order_date, amount`` columns (extra columns are ignored), and the
     rows left out by reason; any other file raises ``NotPlainTransactions`` (``load_dataset`` then
@@ -219,7 +224,8 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     counted, and so are ids that say there is none (``MISSING_ID_TEXTS``: ``N/A``, ``nan``, ...) and a
     spreadsheet's totals rows (``TOTALS_LABEL``: a `Total` row with a date was a customer holding the sum).
     ``order_date`` is ISO 8601; timestamps with
-    an offset are converted to UTC before the date is taken, naive ones are taken as they are; a file
+    an offset are converted to the store's time zone (setting) before the date is taken, as the files
+    import converts them, naive ones are taken as they are; a file
     with any other date spelling (``03/10/2024``, a Unix time) is not plain: the files import, which
     reads those, is the one reader of them. A row without a customer id, date or readable amount is
     left out and counted (it would otherwise become a customer called "nan" or a NaN spend). A row
@@ -254,7 +260,12 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     customer_id = pd.Series([key.lower() if "@" in key else key for key, _ in keyed], index=raw.index, dtype=object)
     lost = pd.Series([flag for _, flag in keyed], index=raw.index, dtype=bool)
     date_text = raw["order_date"].str.strip()
-    order_date = pd.to_datetime(date_text, utc=True, format="ISO8601", errors="coerce").dt.tz_localize(None)
+    parsed = pd.to_datetime(date_text, utc=True, format="ISO8601", errors="coerce")
+    # an instant (a time with an offset) on the store's calendar, as the files import reads it; a
+    # time without one is already the store's wall clock
+    instant = date_text.str.contains(_TIME_WITH_OFFSET, regex=True)
+    order_date = parsed.dt.tz_localize(None).where(
+        ~instant, parsed.dt.tz_convert(load_settings().store_timezone).dt.tz_localize(None))
     # as the files import reads a decimal-point file's amounts (``clv_file_number_text``): currency
     # symbols and spaces left out, thousands commas dropped (``$1,234.50``)
     bare = bare_number_text(raw["amount"])
@@ -398,7 +409,6 @@ def read_export_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dic
 
     from clv_platform.ingestion.file_import import UnreadableFileError, content_hash, insert_file_rows, parse_export
     from clv_platform.ingestion.raw_tables import ensure_raw_tables
-    from clv_platform.settings import load_settings
     from clv_platform.transforms.staging import build_staging
 
     path = Path(path).resolve()

@@ -362,3 +362,17 @@ def test_a_plain_csv_with_a_status_or_refund_column_is_read_as_the_import_reads_
     assert purchases["amount"].tolist() == [10.0, 30.0] and returns["refund"].tolist() == [5.0]
     assert loaded.dropped == {"rejected by the cleaning rules: order status cancelled": 1}
 
+
+def test_a_time_with_an_offset_falls_on_the_store_calendar_day_in_both_readers(tmp_path, monkeypatch):
+    """`2024-01-01T03:00:00Z` in a store west of UTC is an evening of 31 December: the plain reader took
+    the UTC day (1 January) while the files import takes the store's, so the backtest and the platform
+    put the order on different days. Both now use the store's time zone; a naive time stays as written."""
+    monkeypatch.setenv("CLV_STORE_TIMEZONE", "America/Los_Angeles")
+    path = tmp_path / "orders.csv"
+    path.write_text("customer_id,order_date,amount\na,2024-01-01T03:00:00Z,10\nb,2024-01-01T03:00:00,20\n"
+                    "c,2024-01-01 23:30:00+02:00,5\n")
+    loaded = datasets.load_dataset(path)
+    assert loaded.transactions["order_date"].dt.strftime("%Y-%m-%d").tolist() == ["2023-12-31", "2024-01-01",
+                                                                                  "2024-01-01"]
+    assert loaded.transactions["customer_id"].tolist() == ["a", "b", "c"]  # the plain reader
+
