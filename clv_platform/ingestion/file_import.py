@@ -149,7 +149,8 @@ class UnreadableFileError(Exception):
     """The file cannot be imported at all; the message names the file and the problem."""
 
 
-def _normalize(name: str) -> str:
+def normalize_header(name: str) -> str:
+    """A header as the layouts are matched: lower case, letters and digits only (`Order ID` = `order_id`)."""
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
@@ -238,7 +239,7 @@ _CURRENCY_AND_SPACES = re.compile(r"[$£€¥\s\u00a0\u202f]")
 ACCOUNTING_NEGATIVES = (re.compile(r"^\(([0-9][0-9.,]*)\)$"), re.compile(r"^([0-9][0-9.,]*)-$"))
 
 
-_GUARD_APOSTROPHE = re.compile(r"^\s*'(?=[-+(0-9.])")
+_GUARD_APOSTROPHE = re.compile(r"^\s*'(?=[-+(0-9.\u2212])")
 """An apostrophe before a number (`'-12.00`): a formula-injection guard of the exporter, or Excel's text marker."""
 
 
@@ -371,7 +372,7 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
     recognized first and read by its own rules. An order status column (``STATUS_HEADERS``, or
     named as ``status``) and a refunded-amount column (``REFUNDED_HEADERS``, or named as
     ``refunded_amount``) of the other layouts go to `layout_fields`."""
-    normalized = [_normalize(name) for name in columns]
+    normalized = [normalize_header(name) for name in columns]
     if SHOPIFY_ORDERS_REQUIRED <= set(normalized):
         mapping, fields = {}, {}
         for index, name in enumerate(normalized):
@@ -380,10 +381,10 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
             if name in SHOPIFY_ORDERS_FIELDS:
                 fields.setdefault(SHOPIFY_ORDERS_FIELDS[name], index)
         return "shopify_orders", mapping, fields
-    wanted = {_normalize(header): column for column, header in (named or {}).items()}
+    wanted = {normalize_header(header): column for column, header in (named or {}).items()}
     mapping, fields = {}, {}
     for index, name in enumerate(columns):
-        column = wanted.get(_normalize(name))
+        column = wanted.get(normalize_header(name))
         if column in LAYOUT_FIELD_HEADERS:
             fields.setdefault(column, index)
         elif column and column not in mapping:
@@ -391,13 +392,13 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
     taken = set(mapping.values()) | set(fields.values())
     for field, headers in LAYOUT_FIELD_HEADERS.items():
         if field not in wanted.values():
-            found = [(list(headers).index(_normalize(name)) if isinstance(headers, tuple) else 0, i)
-                     for i, name in enumerate(columns) if _normalize(name) in headers and i not in taken]
+            found = [(list(headers).index(normalize_header(name)) if isinstance(headers, tuple) else 0, i)
+                     for i, name in enumerate(columns) if normalize_header(name) in headers and i not in taken]
             if found:
                 fields[field] = min(found)[1]
                 taken.add(fields[field])
     for index, name in enumerate(columns):
-        target = HEADER_ALIASES.get(_normalize(name))
+        target = HEADER_ALIASES.get(normalize_header(name))
         if target and target not in mapping and index not in taken:
             mapping[target] = index
     for target, spellings in FALLBACK_ALIASES.items():
@@ -476,13 +477,13 @@ def _frame_from_rows(
     money = [i for i in (mapping.get("unit_price"), mapping.get("amount"), fields.get("refunded_amount"))
              if i is not None]
     names = [str(h) for h in header]
-    header_key = [_normalize(name) for name in names]
+    header_key = [normalize_header(name) for name in names]
     probe = min(mapping.values())  # one cell compared first, so the whole row is normalized only for a header
     probe_text = names[probe].strip().lower()
     for number, cells_in, error in rows:
         if (error is None and cells_in is not None and probe < len(cells_in)
                 and str(cells_in[probe]).strip().lower() == probe_text
-                and [_normalize(_cell_text(v) or "") for v in cells_in] == header_key):
+                and [normalize_header(_cell_text(v) or "") for v in cells_in] == header_key):
             # the header again below the first (exports pasted one after another): not an order
             error = f"repeated header row: line {number} repeats the header (exports joined into one file)"
         numbers.append(number)
@@ -612,6 +613,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
     without_currency_column = False
     title_lines: dict[str, int] = {}  # report title lines above the header, per file or sheet
     read_as: dict[str, str] = {}  # column (raw or layout field) -> the header it was read from, first sheet's
+    delimiter_read = None  # how a CSV was split (a workbook has none)
     if suffix in WORKBOOK_SUFFIXES:
         sheets = _read_workbook(path)
         formats = set()
@@ -666,7 +668,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
         read_as = _headers_read(header, mapping, fields)
         part = _frame_from_rows(header, rows, path.name, None, mapping, file_format, fields)
         part["decimal_separator"] = decimal_separator(part, delimiter)
-        part.attrs["delimiter"] = "columns aligned by spaces" if delimiter == ALIGNED else delimiter
+        delimiter_read = "columns aligned by spaces" if delimiter == ALIGNED else delimiter
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
     if "decimal_separator" not in frame:
@@ -685,7 +687,6 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
         )
     frame["ingested_at"] = ingested_at
     frame["content_sha256"] = content_sha256
-    delimiter_read = parts[0].attrs.get("delimiter")
     frame = frame[RAW_COLUMNS].reset_index(drop=True)
     frame.attrs["title_lines"] = title_lines
     frame.attrs["columns"] = read_as

@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from clv_platform.ingestion.file_import import REFUNDED_HEADERS, STATUS_HEADERS, bare_number_text
+from clv_platform.ingestion.file_import import REFUNDED_HEADERS, STATUS_HEADERS, bare_number_text, normalize_header
 from clv_platform.settings import load_settings
 
 CDNOW_SAMPLE = "cdnow-sample"
@@ -248,7 +248,7 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
         raise NotPlainTransactions(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS}")
-    judged = [c for c in raw.columns if re.sub(r"[^a-z0-9]", "", str(c).lower()) in (*STATUS_HEADERS, *REFUNDED_HEADERS)]
+    judged = [c for c in raw.columns if normalize_header(c) in (*STATUS_HEADERS, *REFUNDED_HEADERS)]
     if judged:  # the import rejects cancelled orders and subtracts refunds; the plain reader would count them
         raise NotPlainTransactions(f"{path}: a column the files import reads ({', '.join(map(str, judged))})")
     currencies = {c.strip().upper() for c in raw.get("currency", pd.Series(dtype=str)).astype(str) if c.strip()}

@@ -1124,18 +1124,20 @@ def test_an_apostrophe_guarding_a_number_is_left_out_in_both_readers(data_env, t
     """Exporters that guard cells starting with - + = @ against spreadsheet formula injection
     (WooCommerce's CSV exporter; OWASP's advice) write a refund as `'-20.00`, and Excel's text marker
     leaks as `'100.00`: both were unparseable amounts, so the refund was lost and the customer's
-    spend overstated. The apostrophe is left out (also before a credit note's quantity `'-2`), in
-    the files import and the backtest's CSV reader; an apostrophe before a word stays unparseable."""
+    spend overstated. The apostrophe is left out (also before a typographic minus, and before a credit
+    note's quantity `'-2`), in the files import and the backtest's CSV reader, to one verdict; an
+    apostrophe before a word stays unparseable."""
     text = """\
         customer_id,order_date,amount
         c1,2024-01-05,'100.00
         c1,2024-01-09,'-20.00
         c1,2024-01-10,'x
+        c1,2024-01-11,'−2.50
         """
     rejected, orders, frame, dropped = _in_both_readers(data_env, tmp_path, "guarded.csv", text)
-    assert list(orders.values()) == [pytest.approx(80.0)]
+    assert list(orders.values()) == [pytest.approx(77.5)]
     assert rejected == {"guarded.csv#4": "unparseable amount: 'x"}
-    assert sorted(frame["amount"]) == [-20.0, 100.0] and dropped == {"unparseable amount": 1}
+    assert sorted(frame["amount"]) == [-20.0, -2.5, 100.0] and dropped == {"unparseable amount": 1}
 
     lines = """\
         InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country

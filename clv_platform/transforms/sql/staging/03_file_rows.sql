@@ -154,9 +154,9 @@ create or replace temp macro clv_file_date_text(t) as
 -- a typographic minus sign (U+2212, `−12.00`: Numbers, LibreOffice, typeset reports) is a minus; an
 -- apostrophe before a number (`'-12.00`: exporters that guard a cell starting with - + = @ against
 -- spreadsheet formula injection, WooCommerce's, and Excel's text marker) is left out
+create or replace temp macro clv_file_unguarded(t) as regexp_replace(trim(t), '^''([-+(0-9.−])', '\1');
 create or replace temp macro clv_file_unit_free(t) as
-    regexp_replace(regexp_replace(regexp_replace(replace(trim(t), '−', '-'), '^''([-+(0-9.])', '\1'),
-                                  '[A-Z]{1,2}[$]', '$', 'g'),
+    regexp_replace(regexp_replace(replace(clv_file_unguarded(t), '−', '-'), '[A-Z]{1,2}[$]', '$', 'g'),
                    '[$£€¥₹[:space:]\x{00A0}\x{2007}\x{2009}\x{202F}]', '', 'g');
 create or replace temp macro clv_file_written_currency(t) as nullif(coalesce(
     nullif(regexp_extract(clv_file_unit_free(t), '^[(-]?([A-Z]{3})[-(]?[0-9.]', 1), ''),
@@ -176,6 +176,8 @@ create or replace temp macro clv_file_number_text(t, separator) as nullif(
          when regexp_matches(clv_file_bare_number(t), '^[-+]?[0-9]{1,3}(,[0-9]{3})+([.][0-9]*)?$')
              then replace(clv_file_bare_number(t), ',', '')
          else clv_file_bare_number(t) end, '');
+-- a Unix time: 10 digits of seconds or 13 of milliseconds since 1970-01-01 UTC
+create or replace temp macro clv_file_unix_time(t) as regexp_matches(t, '^[0-9]{10}$|^[0-9]{13}$');
 -- a timestamp as text: `2024-03-10 21:15:00 -0500`, ISO with `T`, `Z` or `-05:00`, or without an offset
 create or replace temp macro clv_file_wall_clock(t) as
     try_cast(regexp_replace(trim(t), '\s*(Z|[+-][0-9]{2}:?[0-9]{2})$', '') as timestamp);
@@ -262,11 +264,11 @@ keyed as (
         -- it): not the year of `10-Mar-2024`
         regexp_matches(date_text, '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}:?[0-9]{2})$')
             -- a Unix time (read below) is an instant too
-            or regexp_matches(date_text, '^[0-9]{10}$|^[0-9]{13}$') as has_offset,
+            or clv_file_unix_time(date_text) as has_offset,
         -- the order-date header says its times are UTC (Stripe's `Created (UTC)`; file_import.py)
         coalesce(not is_shopify and f.layout_fields ->> 'order_date_zone' = 'UTC', false) as date_in_utc,
-        -- `'-2`: a quantity with a formula-injection guard's apostrophe (clv_file_unit_free)
-        nullif(regexp_replace(trim(f.quantity), '^''([-+0-9.])', '\1'), '') as qty_text,
+        -- `'-2`: a quantity with a formula-injection guard's apostrophe
+        nullif(clv_file_unguarded(f.quantity), '') as qty_text,
         clv_file_number_text(f.unit_price, f.decimal_separator) as price_text,
         clv_file_number_text(f.amount, f.decimal_separator) as amount_text,
         -- Shopify's order columns (NULL for other layouts) and the line's own discount
@@ -316,19 +318,19 @@ typed as (
             -- Shopify writes its timestamps in the shop's time zone: the written wall clock is the shop's
             when is_shopify then coalesce(clv_file_wall_clock(date_text), try_strptime(date_text, '%m/%d/%Y %H:%M'),
                                           try_strptime(date_text, '%m/%d/%Y %H:%M:%S'))
-            -- `2024-03-10 21:15:00 -0500` (a space before the offset: Shopify's and Ruby's timestamps) reads
-            -- as `…21:15:00-0500`; a cast of it as written failed, and the row was an unparseable date
-            -- `24 Dec 2023 10:00:00 +0000` (RFC 2822, e-mail and some APIs' dates, weekday and GMT read
-            -- above) is no cast's text: read with its offset (%z)
             -- seconds or milliseconds since 1970-01-01 UTC, a database's or an API's export (`1710105300`,
             -- `1710105300000`): an instant, converted like a time with an offset
-            when regexp_matches(date_text, '^[0-9]{10}$|^[0-9]{13}$') then timezone($store_timezone, to_timestamp(
+            when clv_file_unix_time(date_text) then timezone($store_timezone, to_timestamp(
                 cast(date_text as bigint) / case when length(date_text) = 13 then 1000 else 1 end))
             -- an Excel date serial written as text (`45291`, `45291.5`: a CSV saved from a sheet whose date
             -- column is formatted General): days since 1899-12-30 (Excel's 1900 date system), a wall clock
             -- like the workbook cells file_import.py reads
             when regexp_matches(date_text, '^[0-9]{5}([.][0-9]+)?$') then timestamp '1899-12-30'
                 + to_seconds(cast(round(cast(date_text as double) * 86400) as bigint))
+            -- `2024-03-10 21:15:00 -0500` (a space before the offset: Shopify's and Ruby's timestamps) reads
+            -- as `…21:15:00-0500`; a cast of it as written failed, and the row was an unparseable date
+            -- `24 Dec 2023 10:00:00 +0000` (RFC 2822, e-mail and some APIs' dates, weekday and GMT read
+            -- above) is no cast's text: read with its offset (%z)
             when has_offset then timezone($store_timezone, coalesce(try_cast(
                 regexp_replace(date_text, '\s+(Z|[+-][0-9]{2}:?[0-9]{2})$', '\1') as timestamptz),
                 try_strptime(date_text, ['%d %b %Y %H:%M:%S %z', '%d %b %Y %H:%M %z'])))
