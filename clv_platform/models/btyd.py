@@ -90,6 +90,13 @@ gradient by finite differences). The fits measured (CDNOW, the demo store, the s
 after 10 to 60; the cap only bounds a fit whose likelihood is noisy along its way (``_pareto_fit``)."""
 PARETO_RIDGE_STEP = 1.05
 """Step along a heterogeneity ray (``_pareto_edge``): an interior optimum loses likelihood there."""
+PARETO_EDGE_SHAPE = 100.0
+"""Gamma shape (r or s) at which a BFGS iterate of the Pareto/NBD fit is stopped as on its way to an
+edge: a shape of 100 is a coefficient of variation of 10 % in the purchase or dropout rates, the
+heterogeneity all but gone. lifetimes' likelihood turns NaN a little further along (s about 165),
+and BFGS spent about half of such a fit's evaluations probing that wall (a store of mostly one-time
+buyers: 334 evaluations from a fixed start, 150 of them beyond s = 100). A fit stopped here is at
+the boundary (``degeneracy``), whatever the edge test says at the stopping point."""
 
 def _daily(transactions: pd.DataFrame) -> pd.DataFrame:
     """One row per customer and purchase day with the day's amounts summed (the papers' protocol).
@@ -260,8 +267,10 @@ def _pareto_fit(frequency, recency, T, weights, penalizer: float, start: dict | 
     spread of the dropout rates vanishes; lifetimes' likelihood turns NaN a little way along it
     (above s = 165 on a 300-customer store), and the simplex walked the iteration cap into and
     around the NaN region at 20-300 ms an evaluation: 19 minutes for one fit and a NaN likelihood
-    at the end. BFGS stops at the edge of the finite region within its iteration cap, and
-    ``_pareto_edge`` then says the fit is at the boundary, so ``degeneracy`` reports it as such.
+    at the end. BFGS is stopped once a gamma shape passes ``PARETO_EDGE_SHAPE``, before that wall
+    (it stopped at the wall within its iteration cap, but only after many probes of it), and
+    ``_pareto_edge`` (or the shape) then says the fit is at the boundary, so ``degeneracy``
+    reports it as such.
 
     The best (lowest objective) end over the starts is kept; deterministic. ``start`` (week units,
     e.g. a nearby window's optimum) is tried alone first, and the fixed starts only when it ends
@@ -272,17 +281,23 @@ def _pareto_fit(frequency, recency, T, weights, penalizer: float, start: dict | 
     objective = _ParetoLikelihood(frequency, recency, T, weights, penalizer)
     tries = [[objective.log_start(start)]] if start else []
     tries.append([np.log(np.asarray(point, dtype=float)) for point in _PARETO_STARTS])
+    limit = np.log(PARETO_EDGE_SHAPE)
+
+    def stop_at_edge(z) -> None:
+        if z[0] > limit or z[2] > limit:  # log r, log s
+            raise StopIteration
+
     for starts in tries:
         ends = []
         for z0 in starts:
-            result = minimize(objective, z0, method="BFGS",
+            result = minimize(objective, z0, method="BFGS", callback=stop_at_edge,
                               options={"gtol": 1e-8, "maxiter": PARETO_MAX_ITERATIONS})
             if np.all(np.isfinite(result.x)) and result.fun < 1e300:
                 ends.append((float(result.fun), result.x))
         if ends:
             value, z = min(ends, key=lambda end: end[0])
             fitter = objective.fitter(z, value)
-            fitter.boundary_ = _pareto_edge(objective, z, value)
+            fitter.boundary_ = _pareto_edge(objective, z, value) or _shape_edge(z)
             fitter.evaluations_ = objective.evaluations
             return fitter
     raise ConvergenceError("Pareto/NBD: no start ends at a finite likelihood")
@@ -295,6 +310,12 @@ PARETO_RAYS = (("s, beta -> inf (every customer drops out at the same rate)", np
 """Edges of the Pareto/NBD parameter space as directions in log parameters: along the first two a
 gamma spread vanishes (shape and rate grow together, the mean rate stays put), along the last two
 the mean dropout or purchase rate goes to 0."""
+
+
+def _shape_edge(z: np.ndarray) -> str | None:
+    """The edge a Pareto/NBD end stopped on at ``PARETO_EDGE_SHAPE`` (None when no shape got there)."""
+    names = [PARETO_RAYS[i][0] for i, shape in ((1, z[0]), (0, z[2])) if shape > np.log(PARETO_EDGE_SHAPE)]
+    return "; ".join(names) + f" (stopped at a gamma shape above {PARETO_EDGE_SHAPE:g})" if names else None
 
 
 def _pareto_edge(objective: _ParetoLikelihood, z: np.ndarray, value: float) -> str | None:
@@ -619,15 +640,49 @@ class SpendFit:
         return np.asarray(self.fitter.conditional_expected_average_profit(frequency, monetary), dtype=float)
 
 
+SPEND_GRADIENT_TOLERANCE = 1e-4
+"""Largest gradient entry (of lifetimes' Gamma-Gamma objective, in log parameters) at which a BFGS end
+that stopped for precision loss is taken as the optimum (``_GammaGammaFit``)."""
+
+
+class _GammaGammaFit(GammaGammaFitter):
+    """lifetimes' Gamma-Gamma fit that also accepts an optimum BFGS reached to machine precision.
+
+    Where customers' mean spends barely differ (one spend distribution for everyone), the
+    likelihood rises along q, v -> inf with p v / (q - 1) fixed, flat to the last digits: BFGS ends
+    there with "precision loss" (scipy status 2) and a gradient of about 1e-6, and lifetimes calls
+    that a failure. The penalized refit that followed pulled q and v back to small values far from
+    the optimum (the population mean spend 13 % above the customers' own mean on such a store), and
+    whether BFGS reported success or precision loss depended on the order of the rows (the order
+    DuckDB returned them in), so two runs on the same data served different spend models.
+    """
+
+    def _fit(self, minimizing_function_args, initial_params, params_size, disp, tol=1e-7, bounds=None, **kwargs):
+        from autograd import hessian, value_and_grad
+        from scipy.optimize import minimize
+
+        x0 = 0.1 * np.ones(params_size) if initial_params is None else initial_params
+        output = minimize(value_and_grad(self._negative_log_likelihood), jac=True, method=None, tol=tol, x0=x0,
+                          args=minimizing_function_args, options={"disp": disp, **kwargs}, bounds=bounds)
+        at_optimum = output.status == 2 and np.all(np.isfinite(output.x)) and np.isfinite(output.fun) and (
+            float(np.max(np.abs(output.jac))) <= SPEND_GRADIENT_TOLERANCE)
+        if not (output.success or at_optimum):
+            _log.debug("lifetimes optimizer output:\n%s", output)  # what lifetimes printed (_optimizer_output_logged)
+            raise ConvergenceError(f"Gamma-Gamma fit did not converge: {output.message}")
+        return output.x, output.fun, hessian(self._negative_log_likelihood)(output.x, *minimizing_function_args)
+
+
 def fit_gamma_gamma(summary: pd.DataFrame, penalizer: float = 0.0) -> SpendFit:
     """Fit Gamma-Gamma on customers with frequency > 0 and monetary > 0.
 
     Zero/negative repeat spend (CDNOW has $0 rows) is outside the model's support, so those
     customers are excluded from the fit and counted in ``n_excluded_nonpositive``. With fewer than
     two usable customers no model is fitted and the mean repeat spend is the population mean.
+    The rows are fitted in one canonical order (frequency, monetary), so the fit does not depend
+    on the order the summary arrives in (``_GammaGammaFit``).
     """
     repeaters = summary[summary["frequency"] > 0]
-    usable = repeaters[repeaters["monetary"] > 0]
+    usable = repeaters[repeaters["monetary"] > 0].sort_values(["frequency", "monetary"], kind="stable")
     excluded = int(len(repeaters) - len(usable))
     if len(usable) < 2:
         mean = float(usable["monetary"].mean()) if len(usable) else 0.0
@@ -636,7 +691,7 @@ def fit_gamma_gamma(summary: pd.DataFrame, penalizer: float = 0.0) -> SpendFit:
         try:
             with warnings.catch_warnings(), _optimizer_output_logged():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                fitter = GammaGammaFitter(penalizer_coef=attempt).fit(usable["frequency"], usable["monetary"])
+                fitter = _GammaGammaFit(penalizer_coef=attempt).fit(usable["frequency"], usable["monetary"])
         except ConvergenceError:
             continue
         p, q, v = (float(fitter.params_[k]) for k in ("p", "q", "v"))
