@@ -97,6 +97,14 @@ heterogeneity all but gone. lifetimes' likelihood turns NaN a little further alo
 and BFGS spent about half of such a fit's evaluations probing that wall (a store of mostly one-time
 buyers: 334 evaluations from a fixed start, 150 of them beyond s = 100). A fit stopped here is at
 the boundary (``degeneracy``), whatever the edge test says at the stopping point."""
+PARETO_EDGE_DROPOUT = 1e-5
+"""Share of customers expected to drop out within the observed history (1 - (beta / (beta + T))^s,
+T the longest customer age) below which a BFGS iterate is stopped as on its way to the edge
+s -> 0 (nobody drops out). The walk on (a store where nobody churns: 600 to 960 evaluations,
+5-16 s a fit from the fixed starts on 600-1,600 customers, and every bootstrap refit again) only
+moved s further towards 0: measured against where it ended, the stopped fit's P(alive) is within
+1e-4 for every customer, the expected purchases within 1.2e-4 and the total within 3e-5.
+A fit stopped here is at the boundary, like one stopped at ``PARETO_EDGE_SHAPE``."""
 
 def _daily(transactions: pd.DataFrame) -> pd.DataFrame:
     """One row per customer and purchase day with the day's amounts summed (the papers' protocol).
@@ -268,9 +276,9 @@ def _pareto_fit(frequency, recency, T, weights, penalizer: float, start: dict | 
     (above s = 165 on a 300-customer store), and the simplex walked the iteration cap into and
     around the NaN region at 20-300 ms an evaluation: 19 minutes for one fit and a NaN likelihood
     at the end. BFGS is stopped once a gamma shape passes ``PARETO_EDGE_SHAPE``, before that wall
-    (it stopped at the wall within its iteration cap, but only after many probes of it), and
-    ``_pareto_edge`` (or the shape) then says the fit is at the boundary, so ``degeneracy``
-    reports it as such.
+    (it stopped at the wall within its iteration cap, but only after many probes of it), or once
+    almost nobody would drop out within the history (``PARETO_EDGE_DROPOUT``), and ``_pareto_edge``
+    (or ``_stopped_edge``) then says the fit is at the boundary, so ``degeneracy`` reports it as such.
 
     The best (lowest objective) end over the starts is kept; deterministic. ``start`` (week units,
     e.g. a nearby window's optimum) is tried alone first, and the fixed starts only when it ends
@@ -281,10 +289,9 @@ def _pareto_fit(frequency, recency, T, weights, penalizer: float, start: dict | 
     objective = _ParetoLikelihood(frequency, recency, T, weights, penalizer)
     tries = [[objective.log_start(start)]] if start else []
     tries.append([np.log(np.asarray(point, dtype=float)) for point in _PARETO_STARTS])
-    limit = np.log(PARETO_EDGE_SHAPE)
 
     def stop_at_edge(z) -> None:
-        if z[0] > limit or z[2] > limit:  # log r, log s
+        if _stopped_edge(z):
             raise StopIteration
 
     for starts in tries:
@@ -297,7 +304,7 @@ def _pareto_fit(frequency, recency, T, weights, penalizer: float, start: dict | 
         if ends:
             value, z = min(ends, key=lambda end: end[0])
             fitter = objective.fitter(z, value)
-            fitter.boundary_ = _pareto_edge(objective, z, value) or _shape_edge(z)
+            fitter.boundary_ = _pareto_edge(objective, z, value) or _stopped_edge(z)
             fitter.evaluations_ = objective.evaluations
             return fitter
     raise ConvergenceError("Pareto/NBD: no start ends at a finite likelihood")
@@ -312,10 +319,17 @@ gamma spread vanishes (shape and rate grow together, the mean rate stays put), a
 the mean dropout or purchase rate goes to 0."""
 
 
-def _shape_edge(z: np.ndarray) -> str | None:
-    """The edge a Pareto/NBD end stopped on at ``PARETO_EDGE_SHAPE`` (None when no shape got there)."""
-    names = [PARETO_RAYS[i][0] for i, shape in ((1, z[0]), (0, z[2])) if shape > np.log(PARETO_EDGE_SHAPE)]
-    return "; ".join(names) + f" (stopped at a gamma shape above {PARETO_EDGE_SHAPE:g})" if names else None
+def _stopped_edge(z: np.ndarray) -> str | None:
+    """The edge the Pareto/NBD iterate ``z`` (log parameters, lifetimes' scale: the longest age is 1)
+    has reached (``PARETO_EDGE_SHAPE``, ``PARETO_EDGE_DROPOUT``), or None."""
+    edges = [f"{PARETO_RAYS[i][0]}: gamma shape above {PARETO_EDGE_SHAPE:g}"
+             for i, shape in ((1, z[0]), (0, z[2])) if shape > np.log(PARETO_EDGE_SHAPE)]
+    with np.errstate(all="ignore"):
+        s, beta = np.exp(z[2]), np.exp(z[3])
+        dropout = -np.expm1(-s * np.log1p(1.0 / beta))
+    if dropout < PARETO_EDGE_DROPOUT:
+        edges.append(f"{PARETO_RAYS[2][0]}: {dropout:.2g} of the customers drop out within the history")
+    return "; ".join(edges) or None
 
 
 def _pareto_edge(objective: _ParetoLikelihood, z: np.ndarray, value: float) -> str | None:

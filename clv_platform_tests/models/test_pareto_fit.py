@@ -105,3 +105,30 @@ def test_the_edge_test_tells_an_interior_optimum_from_a_ray_still_rising():
     assert btyd._pareto_edge(objective, optimum, objective(optimum)) is None
     short = optimum - np.log(1.5) * np.array([0.0, 0.0, 1.0, 1.0])
     assert btyd.PARETO_RAYS[0][0] in btyd._pareto_edge(objective, short, objective(short))
+
+
+def nobody_churns_store(customers: int = 600, days: int = 120, seed: int = 3) -> pd.DataFrame:
+    """Calibration summary of a store whose customers never stop buying (gamma purchase rates, no
+    dropout) over a short history: the Pareto/NBD likelihood keeps rising as s -> 0."""
+    rng = np.random.default_rng(seed)
+    start, rows = pd.Timestamp("2024-09-01"), []
+    for i in range(customers):
+        day, rate = int(rng.integers(0, days - 7)), rng.gamma(1.4, 1 / 25)
+        while day < days:
+            rows.append((f"c{i}", start + pd.Timedelta(days=day), 20.0 + float(rng.gamma(3, 10))))
+            day += int(rng.exponential(1 / rate)) + 1
+    transactions = pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+    return btyd.summarize(transactions, start + pd.Timedelta(days=days - 1))
+
+
+def test_a_store_where_nobody_churns_is_a_boundary_fit_stopped_early(evaluations):
+    """Before: BFGS walked s towards 0 for 600 to 960 evaluations (12-16 s a fit on 1,000-1,600
+    customers of such a store, and again in every bootstrap refit), the predictions not moving."""
+    summary = nobody_churns_store()
+    model = btyd.fit_btyd(summary, btyd.PARETO_NBD)
+    assert evaluations["n"] <= 350  # before: 706
+    problem = btyd.degeneracy(model, summary)
+    assert problem.startswith(btyd.BOUNDARY) and "s -> 0 (nobody drops out)" in problem
+    # at the stop almost nobody drops out: everyone alive, as in the limit (before: 0.999999 at least)
+    assert btyd.prediction_problem(model, summary) is None
+    assert float(np.min(model.probability_alive(summary))) > 0.9999
