@@ -1,0 +1,86 @@
+"""Transaction files of stores unlike the demo and CDNOW, for `clv-platform backtest --dataset FILE`.
+
+Not real data: seeded stand-ins for shapes real Shopify stores have and the demo store does not,
+to see what the backtest and the BTYD fits do on them (time taken, families chosen, totals):
+
+* `nochurn.csv`: 3,000 customers who never stop buying (gamma purchase rates, no dropout) over three
+  years; times with a UTC-8 offset, ids written like floats (`10000.0`), 3 % of orders followed by
+  a return of 1.5 times the order three days later. Every order comes from one spend distribution.
+* `onetime.csv`: 5,000 customers, 88 % of them one-time buyers; the rest buy 1-5 more times a
+  few weeks apart and then stop.
+* `short4m.csv`: the last four months of `nochurn.csv` (a short history).
+
+    python -m benchmarks.awkward_stores /tmp/awkward
+    clv-platform backtest --dataset /tmp/awkward/onetime.csv --json
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+START = pd.Timestamp("2022-01-01")
+
+
+def nochurn(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for c in range(3000):
+        first = START + pd.Timedelta(days=int(rng.integers(0, 365)))
+        rate = max(rng.gamma(0.8, 1 / 20), 1 / 2000)  # purchases a day
+        t = first
+        while t < pd.Timestamp("2024-12-31"):
+            amount = round(float(rng.lognormal(3.5, 0.6)), 2)
+            stamp = (t + pd.Timedelta(hours=int(rng.integers(0, 24)))).strftime("%Y-%m-%dT%H:%M:%S-08:00")
+            rows.append((f"{10000 + c}.0", stamp, amount))
+            if rng.random() < 0.03:  # a return larger than the order
+                later = (t + pd.Timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S-08:00")
+                rows.append((f"{10000 + c}.0", later, -round(amount * 1.5, 2)))
+            t = t + pd.Timedelta(days=min(2000, max(1, int(rng.exponential(1 / rate)))))
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
+def onetime(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for c in range(5000):
+        first = START + pd.Timedelta(days=int(rng.integers(0, 900)))
+        rows.append((str(c), first.date().isoformat(), round(float(rng.lognormal(3, 0.8)), 2)))
+        if rng.random() < 0.12:
+            t = first
+            for _ in range(int(rng.integers(1, 6))):
+                t = t + pd.Timedelta(days=int(rng.exponential(60)) + 1)
+                if t > pd.Timestamp("2024-06-30"):
+                    break
+                rows.append((str(c), t.date().isoformat(), round(float(rng.lognormal(3, 0.8)), 2)))
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
+def write(folder: Path, seed: int = 7) -> dict[str, Path]:
+    """Write the three files into ``folder``; the same seed gives the same bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    stores = {"nochurn": nochurn(rng)}
+    stores["onetime"] = onetime(rng)
+    days = pd.to_datetime(stores["nochurn"]["order_date"].str[:10])
+    stores["short4m"] = stores["nochurn"][days >= "2024-09-01"]
+    paths = {}
+    for name, frame in stores.items():
+        paths[name] = folder / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    for name, path in write(args.folder, args.seed).items():
+        print(f"{name}: {path} ({sum(1 for _ in path.open()) - 1:,} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
