@@ -95,10 +95,11 @@ def test_backtest_stages_are_the_production_lifecycle_rule():
     assert ratio["lapsed"] == pytest.approx(210.0 / (35.0 / 3.0))
     # new (35 days <= 90), one-timer 8.7 intervals silent (churned), 0.5 (active), 18 (churned), 1.0 (active)
     assert lifecycle.stages_from_summary(summary).tolist() == ["new", "churned", "active", "churned", "active"]
-    # a low p_alive alone is enough for at_risk (< 0.5) / churned (< 0.2); new stays new
+    # a low p_alive alone is enough for at_risk (< 0.5) / churned (< 0.2); new stays new; the
+    # cadence's churned needs the model's agreement (p_alive < 0.5): the two at 0.9 are at risk
     p_alive = [0.1, 0.9, 0.3, 0.9, 0.1]
     assert lifecycle.stages_from_summary(summary, p_alive=p_alive).tolist() == [
-        "new", "churned", "at_risk", "churned", "churned"]
+        "new", "at_risk", "at_risk", "at_risk", "churned"]
     assert segments.lifecycle_stages is lifecycle.lifecycle_stages and backtest.STAGES == segments.STAGES
 
 

@@ -139,10 +139,17 @@ def test_lifecycle_thresholds_come_from_the_config(config):
 
 def test_lifecycle_uses_probability_alive(config):
     frame = lifecycle_frame()
+    # cadence ratios 2.5, 1.5, 2.5, 5.0, 13.0: the last two are overdue enough for churned, but the
+    # model says they are probably still customers, so they are at risk (overdue), not churned
     stages = segments.lifecycle_stages(frame, config, p_alive=[0.1, 0.4, 0.9, 0.9, 0.9])
-    assert stages.tolist() == ["new", "at_risk", "at_risk", "churned", "churned"]
-    stages = segments.lifecycle_stages(frame, config, p_alive=[0.9, 0.1, 0.9, 0.9, 0.9])
-    assert stages.tolist()[1] == "churned"
+    assert stages.tolist() == ["new", "at_risk", "at_risk", "at_risk", "at_risk"]
+    # where the model agrees (p_alive below 0.5) the cadence makes them churned; a low p_alive alone does
+    stages = segments.lifecycle_stages(frame, config, p_alive=[0.9, 0.1, 0.9, 0.45, 0.3])
+    assert stages.tolist() == ["new", "churned", "at_risk", "churned", "churned"]
+    # an unknown p_alive leaves the cadence's verdict
+    unknown = segments.lifecycle_stages(frame, config, p_alive=[float("nan")] * 5)
+    assert unknown.tolist() == segments.lifecycle_stages(frame, config).tolist() == [
+        "new", "active", "at_risk", "churned", "churned"]
 
 
 def blobs(n_per_blob: int = 150, seed: int = 0) -> pd.DataFrame:
