@@ -9,6 +9,10 @@ to see what the backtest and the BTYD fits do on them (time taken, families chos
 * `onetime.csv`: 5,000 customers, 88 % of them one-time buyers; the rest buy 1-5 more times a
   few weeks apart and then stop.
 * `short4m.csv`: the last four months of `nochurn.csv` (a short history).
+* `subscription.csv` (seed 11): 2,500 subscribers who buy every 30 days (±2) at one of three prices
+  (5 % of orders three times that) until they cancel: regular, not Poisson, purchase timing.
+* `launch.csv` (seed 12): 3,000 customers whose first orders all fall in a launch week, seven
+  months of history, Pareto-tailed order values and 1 % of customers spending 50 times as much.
 
     python -m benchmarks.awkward_stores /tmp/awkward
     clv-platform backtest --dataset /tmp/awkward/onetime.csv --json
@@ -57,14 +61,44 @@ def onetime(rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
 
 
+def subscription(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    start = pd.Timestamp("2023-01-01")
+    for c in range(2500):
+        t = start + pd.Timedelta(days=int(rng.integers(0, 500)))
+        life, first = rng.exponential(400), t
+        price = rng.choice([29.0, 49.0, 99.0])
+        while t < pd.Timestamp("2024-12-31") and (t - first).days < life:
+            rows.append((f"S{c}", t.isoformat(), price if rng.random() > 0.05 else price * 3))
+            t = t + pd.Timedelta(days=int(30 + rng.normal(0, 2)))
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
+def launch(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    start = pd.Timestamp("2024-03-01")
+    for c in range(3000):
+        t = start + pd.Timedelta(days=int(rng.integers(0, 10)))
+        rate = max(rng.gamma(0.5, 1 / 40), 1 / 3000)
+        alive_until = t + pd.Timedelta(days=float(rng.exponential(150)))
+        whale = rng.random() < 0.01
+        while t < pd.Timestamp("2024-09-30") and t < alive_until:
+            amount = float(rng.pareto(1.5) * 30 + 10) * (50 if whale else 1)
+            rows.append((c, t.isoformat(), round(amount, 2)))
+            t = t + pd.Timedelta(days=min(3000, int(rng.exponential(1 / rate)) + 1))
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
 def write(folder: Path, seed: int = 7) -> dict[str, Path]:
-    """Write the three files into ``folder``; the same seed gives the same bytes."""
+    """Write the files into ``folder``; the same seeds give the same bytes."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     stores = {"nochurn": nochurn(rng)}
     stores["onetime"] = onetime(rng)
     days = pd.to_datetime(stores["nochurn"]["order_date"].str[:10])
     stores["short4m"] = stores["nochurn"][days >= "2024-09-01"]
+    stores["subscription"] = subscription(np.random.default_rng(seed + 4))
+    stores["launch"] = launch(np.random.default_rng(seed + 5))
     paths = {}
     for name, frame in stores.items():
         paths[name] = folder / f"{name}.csv"
