@@ -681,7 +681,8 @@ class _GammaGammaFit(GammaGammaFitter):
         at_optimum = output.status == 2 and np.all(np.isfinite(output.x)) and np.isfinite(output.fun) and (
             float(np.max(np.abs(output.jac))) <= SPEND_GRADIENT_TOLERANCE)
         if not (output.success or at_optimum):
-            _log.debug("lifetimes optimizer output:\n%s", output)  # what lifetimes printed (_optimizer_output_logged)
+            # what lifetimes' own fit prints before it raises, logged as ``_optimizer_output_logged`` logs it
+            _log.debug("lifetimes optimizer output:\n%s", output)
             raise ConvergenceError(f"Gamma-Gamma fit did not converge: {output.message}")
         return output.x, output.fun, hessian(self._negative_log_likelihood)(output.x, *minimizing_function_args)
 
@@ -703,7 +704,7 @@ def fit_gamma_gamma(summary: pd.DataFrame, penalizer: float = 0.0) -> SpendFit:
         return SpendFit(None, int(len(usable)), excluded, mean)
     for attempt in (penalizer, *[p for p in FALLBACK_PENALIZERS if p > penalizer]):
         try:
-            with warnings.catch_warnings(), _optimizer_output_logged():
+            with warnings.catch_warnings():  # _GammaGammaFit logs its optimizer output, prints nothing
                 warnings.simplefilter("ignore", RuntimeWarning)
                 fitter = _GammaGammaFit(penalizer_coef=attempt).fit(usable["frequency"], usable["monetary"])
         except ConvergenceError:
