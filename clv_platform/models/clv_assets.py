@@ -21,6 +21,8 @@ from clv_platform import contract
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.models import btyd, btyd_intervals, clv, interval_cache, registry, stored_fits, total_interval as totals_
+from clv_platform.core.sql import table_exists
+from clv_platform.models.npd import BTYD_ONLY as NPD_BTYD_ONLY
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
 from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url
@@ -42,6 +44,8 @@ IMPORTANCE_TABLE = "ml.clv_feature_importance"
 FEATURE_INTERACTIONS = dg.AssetKey(["ml", "clv_feature_interactions"])
 INTERACTIONS_TABLE = "ml.clv_feature_interactions"
 CUSTOMER_CLV = dg.AssetKey(["scores", "customer_clv"])
+CUSTOMER_NPD = dg.AssetKey(["scores", "customer_npd"])  # the table scores.customer_npd (npd_score_assets)
+NPD_TABLE = "scores.customer_npd"
 SCORES_TABLE = "scores.customer_clv"
 
 
@@ -401,24 +405,62 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     yield dg.MaterializeResult(asset_key=FEATURE_INTERACTIONS, metadata=side[INTERACTIONS_TABLE])
 
 
-def scoring_join_sql(conn, features: list[str] | None = None) -> str:
+def scoring_join_sql(conn, features: list[str] | None = None, alive: bool = False) -> str:
     """The ``read_batches`` query of ``clv.frame_from_tables`` done in DuckDB: each feature row with
     its ml.btyd_scores columns under their scoring-frame names (null where a customer has none), in
     ``customer_id`` order, so the scoring reads one joined batch instead of two frames merged and
     sorted in pandas (add ``clv.add_derived_features`` to the result). With ``features`` (a model's)
     only those feature columns are read, with customer_id, total_net_spend and T_days: converting the
-    whole feature row to pandas cost more than the booster's prediction."""
+    whole feature row to pandas cost more than the booster's prediction. With ``alive`` each row also
+    carries the BTYD's ``frequency`` and the served P(purchase within 90 days) of scores.customer_npd
+    (``npd_p_purchase``), what ``clv.reconcile_alive`` reads."""
     present = {c for (c,) in conn.execute(f"select column_name from (describe {BTYD_TABLE})").fetchall()}
     renamed = [f'b."{target}" as "{source}"' for source, target in clv.BTYD_SCORE_COLUMNS.items()]
     extra = [f'b."{c}"' for c in (*clv.INTERVAL_COLUMNS, clv.MEDIAN_COLUMN, *clv.MIXTURE_COLUMNS) if c in present]
     own = "f.*"
     if features is not None:
         # the model's features, and what the derived spend rate (naive component) is computed from
-        wanted = {"customer_id", "total_net_spend", "T_days", *features}
+        wanted = {"customer_id", "total_net_spend", "T_days", *features, *(["frequency"] if alive else [])}
         columns = [c for (c,) in conn.execute(f"select column_name from (describe {FEATURE_TABLE})").fetchall()]
         own = ", ".join(f'f."{c}"' for c in columns if c in wanted)
-    return (f"select {own}, {', '.join(renamed + extra)} from {FEATURE_TABLE} f "
-            f"left join {BTYD_TABLE} b using (customer_id) where {{where}} order by customer_id")
+    npd_column, npd_join = "", ""
+    if alive:
+        npd_column = f", n.p_purchase_{clv.ALIVE_EVIDENCE_DAYS}d as npd_p_purchase"
+        npd_join = f" left join {NPD_TABLE} n using (customer_id)"
+    return (f"select {own}, {', '.join(renamed + extra)}{npd_column} from {FEATURE_TABLE} f "
+            f"left join {BTYD_TABLE} b using (customer_id){npd_join} where {{where}} order by customer_id")
+
+
+def alive_evidence(conn, cutoff) -> tuple[object | None, str]:
+    """(BTYD transaction model, why) when the served p_alive is reconciled with the served
+    next-purchase model (``clv.reconcile_alive``), else (None, why not).
+
+    Only a trained next-purchase model adds evidence: it is served only where it beat the BTYD's own
+    timing (AUC and Brier of P(30 d)) on the latest window, and the BTYD fallback's probabilities are
+    P(alive) x P(purchase | alive) of the same fit, which would give back p_alive. Its scores must be
+    of this cutoff and this version: a table left from another day is not read as today's."""
+    served = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
+    if served is None:
+        return None, "no next-purchase model is registered: p_alive is the BTYD's"
+    version = str(served["model_version"])
+    if str(served.get("objective")) == NPD_BTYD_ONLY:
+        return None, (f"the served next-purchase model {version} is the BTYD fallback (the BTYD's own timing): "
+                      "p_alive is the BTYD's")
+    if not table_exists(conn, NPD_TABLE):
+        return None, f"{NPD_TABLE} does not exist: p_alive is the BTYD's (materialize scores/customer_npd first)"
+    columns = {c for (c,) in conn.execute(f"select column_name from (describe {NPD_TABLE})").fetchall()}
+    held = (conn.execute(f"select distinct cutoff, model_version from {NPD_TABLE}").fetchall()
+            if "cutoff" in columns else [("unknown", "unknown")])
+    if held != [(cutoff, version)]:
+        shown = ", ".join(f"{c} / {v}" for c, v in held[:3]) or "no rows"
+        return None, (f"{NPD_TABLE} holds cutoff / version {shown}, not {cutoff} / {version}: p_alive is the "
+                      "BTYD's (materialize scores/customer_npd first)")
+    stored = stored_fits.load(conn, stored_fits.BTYD)
+    if stored is None:
+        return None, "no stored BTYD fit: p_alive is the BTYD's"
+    return (stored_fits.btyd_from_params(stored.params).transactions,
+            f"reconciled with P(purchase within {clv.ALIVE_EVIDENCE_DAYS} days) of the served next-purchase "
+            f"model {version}")
 
 
 def naive_population_ratio(conn, days: int) -> float | None:
@@ -435,21 +477,39 @@ def naive_population_ratio(conn, days: int) -> float | None:
     return float(btyd_total) / float(naive_total)
 
 
-def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, scored_at, batch: int) -> dict:
+def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, scored_at, batch: int,
+                     alive=None) -> dict:
     """scores.customer_clv in batches of ``batch`` customers (features and ml.btyd_scores of the
-    same id range), then rank, percentile and tier over the whole table in SQL."""
+    same id range), then rank, percentile and tier over the whole table in SQL. With ``alive`` (the
+    BTYD transaction model of ``alive_evidence``) p_alive and expected purchases are reconciled with
+    the served next-purchase probabilities (``clv.reconcile_alive``)."""
     if model.naive_weight and not model.serves_btyd:
         # the naive component's level comes from the whole store, not from each batch
         model = dataclasses.replace(model, naive_population_ratio=naive_population_ratio(conn, model.label_horizon_days))
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
     constants = {"model_version": ("varchar", model_version), "scored_at": ("timestamp", scored_at)}
+    reconciled = {"lowered": 0, "lowered_by_half": 0, "btyd_p_alive_sum": 0.0, "p_alive_sum": 0.0}
     conn.execute(f"create schema if not exists {SCORES_TABLE.split('.')[0]}")
     # the batches go to a temp table the tier SQL below turns into scores.customer_clv (one write
     # of the table instead of two; -0.2 CPU s of 1.1 at 300k), all in the writer's transaction
     with BatchWriter(conn, "_clv_unranked", constants=constants, temporary=True) as writer:
-        for _, frame in read_batches(conn, scoring_join_sql(conn, model.features), ranges, prefetch=True):
+        for _, frame in read_batches(conn, scoring_join_sql(conn, model.features, alive is not None), ranges,
+                                     prefetch=True):
             frame = clv.add_derived_features(frame)
-            writer.write(clv.predict_scores(model, frame, config))
+            scores = clv.predict_scores(model, frame, config)
+            if alive is not None:
+                btyd_alive = scores["p_alive"].to_numpy(dtype=float)
+                if_alive = alive.purchase_within_if_alive(clv.ALIVE_EVIDENCE_DAYS / btyd.DAYS_PER_WEEK,
+                                                          frame["frequency"].to_numpy(dtype=float),
+                                                          frame["T_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK)
+                scores["p_alive"], scores["expected_purchases"] = clv.reconcile_alive(
+                    btyd_alive, scores["expected_purchases"], frame["npd_p_purchase"], if_alive)
+                lowered = scores["p_alive"].to_numpy() < btyd_alive
+                reconciled["lowered"] += int(lowered.sum())
+                reconciled["btyd_p_alive_sum"] += float(np.nansum(btyd_alive))
+                reconciled["p_alive_sum"] += float(np.nansum(scores["p_alive"].to_numpy()))
+                reconciled["lowered_by_half"] += int((lowered & (scores["p_alive"].to_numpy() < btyd_alive / 2)).sum())
+            writer.write(scores)
         tiers = " ".join(f"when clv_rank <= {share!r}::double * _n then '{label}'" for label, share in clv.TIERS)
         # the point forecast's scale c keeps the sum over the whole store (not per batch): SQL, after the batches
         gamma = model.horizon_gamma(config.horizon_days)
@@ -457,14 +517,16 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
             tiers=tiers, rest=clv.REST, gamma=repr(float(gamma)),
             recompute="false" if model.point_rule != clv.SHARPEN else "true", source="_clv_unranked"))
         conn.execute("drop table _clv_unranked")
-    return {"rows": writer.rows, "batches": len(ranges), "gamma": float(gamma), "point_rule": model.point_rule}
+    return {"rows": writer.rows, "batches": len(ranges), "gamma": float(gamma), "point_rule": model.point_rule,
+            "alive": reconciled if alive is not None else None}
 
 
-@layer_asset(CUSTOMER_CLV, deps=[FEATURES, BTYD_KEY, CLV_MODEL_KEY], kinds={"python", "duckdb"})
+@layer_asset(CUSTOMER_CLV, deps=[FEATURES, BTYD_KEY, CLV_MODEL_KEY, CUSTOMER_NPD], kinds={"python", "duckdb"})
 def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """One row per customer: discounted predicted CLV over the horizon from the latest registered
-    model, BTYD p_alive and expected purchases, rank, percentile and tier (Top 1% … Rest).
-    Customers are scored in batches of ``batch_customers`` (store.toml [scale]).
+    model, BTYD p_alive and expected purchases (lowered where a trained next-purchase model is served
+    and says the customer buys less than an alive one would: ``alive_evidence``), rank, percentile and
+    tier (Top 1% … Rest). Customers are scored in batches of ``batch_customers`` (store.toml [scale]).
     """
     config = clv.load_config()
     settings = settings_of(duckdb)
@@ -475,7 +537,9 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
         empty = clv.frame_from_tables(conn.execute(f"select * from {FEATURE_TABLE} limit 0").df(),
                                       conn.execute(f"select * from {BTYD_TABLE} limit 0").df())
         registry.require_features(registry.DEFAULT_MODEL_NAME, sidecar["model_version"], model.features, empty.columns)
-        written = write_clv_scores(conn, model, config, sidecar["model_version"], scored_at, settings.batch_customers)
+        alive, alive_reason = alive_evidence(conn, scoring_cutoff(conn))
+        written = write_clv_scores(conn, model, config, sidecar["model_version"], scored_at, settings.batch_customers,
+                                   alive=alive)
         rows = written["rows"]
         contract.apply_comments(conn, tables=[SCORES_TABLE])
         schema = contract.column_metadata(conn, SCORES_TABLE)
@@ -489,7 +553,16 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
     tiers = (tiers.set_index("clv_tier").reindex([label for label, _ in clv.TIERS] + [clv.REST])
              .dropna(how="all").reset_index())
     context.log.info(f"scored {rows} customers with {sidecar['model_name']} {sidecar['model_version']} "
-                     f"in {written['batches']} batches")
+                     f"in {written['batches']} batches; p_alive: {alive_reason}")
+    reconciled = written["alive"]
+    alive_metadata = {"p_alive_source": alive_reason}
+    if reconciled is not None:
+        alive_metadata.update({
+            "p_alive_lowered": reconciled["lowered"],
+            "p_alive_lowered_by_half": reconciled["lowered_by_half"],
+            "mean_btyd_p_alive": round(reconciled["btyd_p_alive_sum"] / max(rows, 1), 4),
+            "mean_p_alive": round(reconciled["p_alive_sum"] / max(rows, 1), 4),
+        })
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
@@ -502,6 +575,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "sharpen": float(model.sharpen),
             "sharpen_at_horizon": written["gamma"],
             "point_rule": written["point_rule"],
+            **alive_metadata,
             **point_share,
             "tiers": dg.MetadataValue.md(
                 tiers.astype({"customers": int}).to_markdown(index=False, floatfmt=",.2f")

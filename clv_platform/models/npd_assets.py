@@ -370,7 +370,8 @@ def write_npd_scores(conn, model: NPDModel | BTYDNextPurchase, cutoff, settings:
     # of them strings) to pandas cost more than the prediction itself
     wanted = columns if columns is not None else model.feature_cols_
     columns = ", ".join(f'"{c}"' for c in dict.fromkeys(["customer_id", *wanted]))
-    constants = {"model_version": ("varchar", model_version), "scored_at": ("timestamp", scored_at)}
+    constants = {"model_version": ("varchar", model_version), "scored_at": ("timestamp", scored_at),
+                 "cutoff": ("date", pd.Timestamp(cutoff).date())}
     with BatchWriter(conn, "scores.customer_npd", casts={"predicted_next_purchase_date": "date"},
                      constants=constants) as writer:
         for _, frame in read_batches(conn, f"select {columns} from {table} where {{where}} order by customer_id",

@@ -15,7 +15,7 @@ from dagster_duckdb import DuckDBResource
 from clv_platform import contract
 from clv_platform.core.assets import layer_asset
 from clv_platform.models import registry, stored_fits
-from clv_platform.models.clv_assets import BTYD_KEY, BTYD_TABLE
+from clv_platform.models.clv_assets import BTYD_KEY, BTYD_TABLE, CUSTOMER_NPD, NPD_TABLE
 from clv_platform.models.npd import BTYDNextPurchase
 from clv_platform.models.npd_assets import (FEATURES, NPD_MODEL_KEY, date_settings, load_latest_npd_model,
                                             write_npd_scores)
@@ -23,8 +23,6 @@ from clv_platform.resources.storage import settings_of
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE
 
-CUSTOMER_NPD = dg.AssetKey(["scores", "customer_npd"])  # the table scores.customer_npd
-NPD_TABLE = "scores.customer_npd"
 BTYD_INPUTS = ["frequency", "recency_weeks", "T_weeks"]
 """What the BTYD fallback reads of ml.btyd_scores per customer (the BTYD's own inputs, in weeks)."""
 

@@ -47,12 +47,12 @@ def test_the_scores_asset_reads_only_the_model_features_in_batches_and_writes_th
     scored_at = datetime(2026, 11, 2, 3)
     with duckdb.connect(str(database)) as conn:
         written = write_npd_scores(conn, model, cutoff, settings, "v1", scored_at, batch=400)
-        table = conn.execute("select * exclude (model_version, scored_at) from scores.customer_npd "
+        table = conn.execute("select * exclude (model_version, scored_at, cutoff) from scores.customer_npd "
                              "order by customer_id").df()
-        # version and time are SQL constants of the writer, the date a timestamp cast in SQL: same schema
-        stamped = conn.execute("select distinct model_version, scored_at from scores.customer_npd").fetchall()
+        # version, time and cutoff are SQL constants of the writer, the date a timestamp cast in SQL: same schema
+        stamped = conn.execute("select distinct model_version, scored_at, cutoff from scores.customer_npd").fetchall()
         types = dict(conn.execute("select column_name, column_type from (describe scores.customer_npd)").fetchall())
-    assert stamped == [("v1", scored_at)]
+    assert stamped == [("v1", scored_at, pd.Timestamp(cutoff).date())]
     assert (types["model_version"], types["scored_at"], types["predicted_next_purchase_date"]) == (
         "VARCHAR", "TIMESTAMP", "DATE")
     # the model reads fewer columns than the feature row has: the batches read only those

@@ -120,6 +120,8 @@ from clv_platform.models.clv.score import (  # noqa: F401
     frame_from_tables,
     discount_factor,
     predict_scores,
+    reconcile_alive,
+    ALIVE_EVIDENCE_DAYS,
     interval_columns,
     TIERS,
     REST,

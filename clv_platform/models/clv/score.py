@@ -187,6 +187,37 @@ def predict_scores(trained: ClvModel, frame: pd.DataFrame, config: ClvConfig) ->
     )
 
 
+ALIVE_EVIDENCE_DAYS = 90
+"""The served next-purchase probability the served p_alive is reconciled with (scores.customer_npd
+.p_purchase_90d): the longest of its windows, where a regular buyer's silence shows most."""
+
+
+def reconcile_alive(p_alive, expected_purchases, p_purchase, p_purchase_if_alive) -> tuple[np.ndarray, np.ndarray]:
+    """(p_alive, expected_purchases) of the BTYD, lowered where the served next-purchase model says
+    the customer buys less than an alive customer would.
+
+    A customer who has left buys nothing, so in any model P(purchase within w) = P(alive) x
+    P(purchase within w | alive). The BTYD assumes memoryless purchasing, under which silence says
+    little: a subscriber 80 days past a 30-day cadence keeps p_alive 0.6. Where the next-purchase
+    model that beat the BTYD's own timing on the latest window is served (``alive_evidence``), its
+    ``p_purchase`` over the BTYD's ``p_purchase_if_alive`` (``TransactionModel.purchase_within_if_alive``)
+    is what being alive can still explain, and p_alive is the smaller of the two. Only lowered: a
+    customer the next-purchase model expects to buy more often than the BTYD's alive customer keeps
+    the BTYD's p_alive (that ratio reads the two models' rates, not survival). Expected purchases
+    are P(alive) x E[X | alive] in every BTYD family, so they scale with p_alive. A missing
+    probability (NaN, or a customer the BTYD gives no chance to buy even alive) leaves both as they are.
+    """
+    alive = np.asarray(p_alive, dtype=float)
+    purchases = np.asarray(expected_purchases, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        implied = np.clip(np.asarray(p_purchase, dtype=float) / np.asarray(p_purchase_if_alive, dtype=float), 0.0, 1.0)
+        usable = np.isfinite(implied) & (np.asarray(p_purchase_if_alive, dtype=float) > 0) & np.isfinite(alive)
+        lowered = usable & (implied < alive)
+        served = np.where(lowered, implied, alive)
+        scaled = np.where(lowered & (alive > 0), purchases * served / np.where(alive > 0, alive, 1.0), purchases)
+    return served, scaled
+
+
 def interval_columns(clv_values: np.ndarray, frame: pd.DataFrame) -> dict:
     """``predicted_clv_p10`` / ``_p90``: the model's CLV times the BTYD predictive quantile ratios
     (the BTYD's shape - zero-inflation and spread - around this model's mean); empty without them."""

@@ -1,0 +1,99 @@
+"""p_alive where the BTYD's memoryless purchasing is wrong: a subscription store (every 30 days
+until the subscriber cancels). The BTYD kept a cancelled subscriber 80 days past their cadence at
+p_alive 0.6 and 'at_risk', while the trained next-purchase model (served: it beat the BTYD's timing)
+and the hybrid CLV said they would not buy again."""
+
+from types import SimpleNamespace
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from clv_platform.cli import run_files
+from clv_platform.models import clv
+from clv_platform.models.clv_assets import alive_evidence
+from clv_platform_tests.cheap_config import use_files_only_store
+
+END = pd.Timestamp("2024-12-30")
+
+
+def subscription_export(customers: int = 700, seed: int = 11) -> tuple[pd.DataFrame, dict[str, bool]]:
+    """Subscribers who buy every 30 (+-2) days from a start in 2023-2024 until they cancel (an
+    exponential life of 400 days mean); returns the rows and who is still subscribed at ``END``."""
+    rng = np.random.default_rng(seed)
+    rows, subscribed = [], {}
+    for c in range(customers):
+        t = pd.Timestamp("2023-01-01") + pd.Timedelta(days=int(rng.integers(0, 500)))
+        first, life, price = t, rng.exponential(400), float(rng.choice([29.0, 49.0, 99.0]))
+        while t <= END and (t - first).days < life:
+            rows.append((f"S{c}", t.date().isoformat(), price))
+            t = t + pd.Timedelta(days=int(round(30 + rng.normal(0, 2))))
+        subscribed[f"S{c}"] = t > END
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"]), subscribed
+
+
+@pytest.fixture(scope="module")
+def subscription_store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("subscription_store")
+    mp = pytest.MonkeyPatch()
+    inbox = use_files_only_store(mp, tmp, file_currency="USD")
+    export, subscribed = subscription_export()
+    export.to_csv(inbox / "subscriptions.csv", index=False)
+    code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
+    yield SimpleNamespace(code=code, db=tmp / "files.duckdb", subscribed=subscribed)
+    mp.undo()
+
+
+def test_cancelled_subscribers_are_not_kept_alive_by_the_btyd(subscription_store):
+    assert subscription_store.code == 0
+    with duckdb.connect(str(subscription_store.db), read_only=True) as conn:
+        served = conn.execute("select objective from ml.model_runs where model_name = 'npd_aft' and is_registered "
+                              "order by trained_at desc limit 1").fetchone()[0]
+        frame = conn.execute("""
+            select m.customer_id, m.as_of_date - m.last_order_date as silent_days, m.p_alive, m.lifecycle_stage,
+                   m.expected_purchases, b.p_alive as btyd_p_alive, b.expected_purchases as btyd_expected_purchases
+            from marts.customer_scores m join ml.btyd_scores b using (customer_id)""").df()
+    assert served != "btyd_only"  # the trained model beat the BTYD's timing on this store
+    frame["subscribed"] = frame["customer_id"].str.removeprefix("import:").map(subscription_store.subscribed)
+    # two missed cycles: every one of them has cancelled
+    lapsed = frame[frame["silent_days"].between(61, 150)]
+    assert len(lapsed) >= 10 and not lapsed["subscribed"].any()
+    # the BTYD alone still calls most of them probably alive ...
+    assert lapsed["btyd_p_alive"].mean() > 0.3
+    # ... the served p_alive does not, their stage says so, and the expected purchases follow p_alive
+    assert lapsed["p_alive"].max() < 0.05
+    assert set(lapsed["lifecycle_stage"]) == {"churned"}
+    ratio = lapsed["expected_purchases"] / lapsed["btyd_expected_purchases"]
+    np.testing.assert_allclose(ratio, lapsed["p_alive"] / lapsed["btyd_p_alive"], rtol=1e-9)
+    # subscribers inside their cycle keep the BTYD's p_alive (never raised, and not lowered here)
+    current = frame[frame["silent_days"] <= 25]
+    assert current["subscribed"].mean() > 0.95
+    assert (current["p_alive"] <= current["btyd_p_alive"] + 1e-12).all()
+    assert (current["p_alive"] > 0.5).mean() > 0.95
+    # against who is really still subscribed, the served p_alive is the better probability
+    truth = frame["subscribed"].astype(float)
+    assert ((frame["p_alive"] - truth) ** 2).mean() < 0.5 * ((frame["btyd_p_alive"] - truth) ** 2).mean()
+
+
+def test_scores_of_another_cutoff_are_not_read_as_todays(subscription_store, tmp_path):
+    db = tmp_path / "copy.duckdb"
+    db.write_bytes(subscription_store.db.read_bytes())
+    with duckdb.connect(str(db)) as conn:
+        cutoff = conn.execute("select distinct cutoff from scores.customer_npd").fetchone()[0]
+        model, why = alive_evidence(conn, cutoff)
+        assert model is not None and why.startswith("reconciled with P(purchase within 90 days)")
+        conn.execute("update scores.customer_npd set cutoff = cutoff - 1")
+        model, why = alive_evidence(conn, cutoff)
+        assert model is None and "not " + str(cutoff) in why and "materialize scores/customer_npd" in why
+
+
+def test_reconcile_alive_only_lowers_and_keeps_what_it_cannot_judge():
+    alive, purchases = np.array([0.8, 0.8, 0.3, 0.6, 0.9]), np.array([4.0, 4.0, 1.0, 2.0, 5.0])
+    p_purchase = np.array([0.08, 0.9, 0.2, np.nan, 0.1])
+    if_alive = np.array([0.8, 0.9, 0.4, 0.5, 0.0])
+    served, scaled = clv.reconcile_alive(alive, purchases, p_purchase, if_alive)
+    # 0.08 / 0.8 = 0.1 < 0.8: lowered, purchases scaled by 0.1 / 0.8; 0.9 / 0.9 = 1 > 0.8 and
+    # 0.2 / 0.4 = 0.5 > 0.3: kept (never raised); no probability or no chance if alive: kept
+    np.testing.assert_allclose(served, [0.1, 0.8, 0.3, 0.6, 0.9])
+    np.testing.assert_allclose(scaled, [0.5, 4.0, 1.0, 2.0, 5.0])
