@@ -435,10 +435,11 @@ def alive_evidence(conn, cutoff) -> tuple[object | None, str]:
     """(BTYD transaction model, why) when the served p_alive is reconciled with the served
     next-purchase model (``clv.reconcile_alive``), else (None, why not).
 
-    Only a trained next-purchase model adds evidence: it is served only where it beat the BTYD's own
-    timing (AUC and Brier of P(30 d)) on the latest window, and the BTYD fallback's probabilities are
-    P(alive) x P(purchase | alive) of the same fit, which would give back p_alive. Its scores must be
-    of this cutoff and this version: a table left from another day is not read as today's."""
+    Only a trained next-purchase model adds evidence (the BTYD fallback's probabilities are P(alive) x
+    P(purchase | alive) of the same fit, which would give back p_alive), and only one whose P(purchase
+    within 90 days) beat the BTYD's beyond noise on its validation window (``npd_backtest.paired_brier``,
+    recorded with its metrics): the minimum of two estimates that differ by noise is biased down. Its
+    scores must be of this cutoff and this version: a table left from another day is not read as today's."""
     served = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
     if served is None:
         return None, "no next-purchase model is registered: p_alive is the BTYD's"
@@ -446,6 +447,17 @@ def alive_evidence(conn, cutoff) -> tuple[object | None, str]:
     if str(served.get("objective")) == NPD_BTYD_ONLY:
         return None, (f"the served next-purchase model {version} is the BTYD fallback (the BTYD's own timing): "
                       "p_alive is the BTYD's")
+    metrics = served.get("metrics")
+    metrics = json.loads(metrics) if isinstance(metrics, str) else dict(metrics or {})
+    gain_key = f"brier_{clv.ALIVE_EVIDENCE_DAYS}d_gain_over_btyd"
+    if gain_key not in metrics:
+        return None, (f"the served next-purchase model {version} has no {clv.ALIVE_EVIDENCE_DAYS}-day comparison with "
+                      "the BTYD (trained before it was recorded, or no BTYD on its window): p_alive is the BTYD's")
+    gain, se = float(metrics[gain_key]), float(metrics.get(f"{gain_key}_se", float("nan")))
+    if not metrics.get("alive_evidence"):
+        return None, (f"the served next-purchase model {version} is not better than the BTYD at "
+                      f"{clv.ALIVE_EVIDENCE_DAYS} days beyond noise on its validation window (Brier gain {gain:.5f}, "
+                      f"SE {se:.5f}): p_alive is the BTYD's")
     if not table_exists(conn, NPD_TABLE):
         return None, f"{NPD_TABLE} does not exist: p_alive is the BTYD's (materialize scores/customer_npd first)"
     columns = {c for (c,) in conn.execute(f"select column_name from (describe {NPD_TABLE})").fetchall()}
@@ -460,7 +472,7 @@ def alive_evidence(conn, cutoff) -> tuple[object | None, str]:
         return None, "no stored BTYD fit: p_alive is the BTYD's"
     return (stored_fits.btyd_from_params(stored.params).transactions,
             f"reconciled with P(purchase within {clv.ALIVE_EVIDENCE_DAYS} days) of the served next-purchase "
-            f"model {version}")
+            f"model {version} (Brier gain over the BTYD {gain:.5f}, SE {se:.5f}, on its validation window)")
 
 
 def naive_population_ratio(conn, days: int) -> float | None:

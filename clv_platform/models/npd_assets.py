@@ -27,7 +27,8 @@ from clv_platform.models.npd import (BTYD_ONLY, DATE_MIN_PROBABILITY, DATE_WINDO
                                      HistoryTooShort, NPDModel, next_purchase_contract)
 from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features
-from clv_platform.models.npd_backtest import baseline_on, earns_its_place, evaluate, time_split_backtest
+from clv_platform.models.npd_backtest import (ALIVE_TEST_DAYS, baseline_on, earns_its_place, evaluate, paired_brier,
+                                              time_split_backtest)
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.settings import load_settings
 from clv_platform.transforms.cutoff import scoring_cutoff
@@ -164,10 +165,11 @@ NPD_REGISTRATION = ModelRegressionSettings(margin=0.02, metrics={"auc_30d": "hig
 """Next-purchase registration: AUC and Brier score of P(purchase within 30 days) on the latest window."""
 
 
-def btyd_baseline(conn, holdout: pd.DataFrame, horizon: int) -> tuple[dict | None, str]:
+def btyd_baseline(conn, holdout: pd.DataFrame, horizon: int,
+                  probabilities: dict | None = None) -> tuple[dict | None, str]:
     """(metrics, note) of the BTYD fallback on ``holdout`` (``fallback_metrics``, started from the
     served fit's Pareto/NBD parameters), or (None, why) when no BTYD can be fitted on it."""
-    return baseline_on(holdout, horizon, stored_fits.served_pareto_start(conn))
+    return baseline_on(holdout, horizon, stored_fits.served_pareto_start(conn), probabilities)
 
 
 def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, horizon: int,
@@ -229,10 +231,15 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
         return _register_fallback(context, duckdb, cutoff, horizon, window.rows, str(error))
     censored = float(frame["days_to_next_purchase"].isna().mean())
     n_train = min(len(frame), settings["max_training_rows"] or len(frame))
-    backtest = time_split_backtest(earlier.frame, cutoff, horizon, frame, features, model, settings)
-    candidate_metrics = {k: v for k, v in backtest.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    trained_p, baseline_p = {}, {}
+    backtest = time_split_backtest(earlier.frame, cutoff, horizon, frame, features, model, settings, trained_p)
     with duckdb.get_connection() as conn:
-        baseline, why_no_baseline = btyd_baseline(conn, frame, horizon)
+        baseline, why_no_baseline = btyd_baseline(conn, frame, horizon, baseline_p)
+    if ALIVE_TEST_DAYS in trained_p and ALIVE_TEST_DAYS in baseline_p:
+        # whether the served p_alive may be lowered with this model's probabilities (scores/customer_clv)
+        backtest.update(paired_brier(frame["days_to_next_purchase"].to_numpy(dtype=float),
+                                     trained_p[ALIVE_TEST_DAYS], baseline_p[ALIVE_TEST_DAYS]))
+    candidate_metrics = {k: v for k, v in backtest.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     check = earns_its_place(candidate_metrics, baseline, why_no_baseline, backtest.get("skipped"))
     if not check["earned"]:
         return _serve_btyd_instead(context, duckdb, model, check, baseline, backtest, candidate_metrics, {

@@ -3,6 +3,7 @@ until the subscriber cancels). The BTYD kept a cancelled subscriber 80 days past
 p_alive 0.6 and 'at_risk', while the trained next-purchase model (served: it beat the BTYD's timing)
 and the hybrid CLV said they would not buy again."""
 
+import json
 from types import SimpleNamespace
 
 import duckdb
@@ -13,6 +14,7 @@ import pytest
 from clv_platform.cli import run_files
 from clv_platform.models import clv
 from clv_platform.models.clv_assets import alive_evidence
+from clv_platform.models.npd_backtest import paired_brier
 from clv_platform_tests.cheap_config import use_files_only_store
 
 END = pd.Timestamp("2024-12-30")
@@ -76,16 +78,41 @@ def test_cancelled_subscribers_are_not_kept_alive_by_the_btyd(subscription_store
     assert ((frame["p_alive"] - truth) ** 2).mean() < 0.5 * ((frame["btyd_p_alive"] - truth) ** 2).mean()
 
 
-def test_scores_of_another_cutoff_are_not_read_as_todays(subscription_store, tmp_path):
+def test_only_a_model_better_beyond_noise_and_scores_of_this_cutoff_lower_p_alive(subscription_store, tmp_path):
     db = tmp_path / "copy.duckdb"
     db.write_bytes(subscription_store.db.read_bytes())
     with duckdb.connect(str(db)) as conn:
         cutoff = conn.execute("select distinct cutoff from scores.customer_npd").fetchone()[0]
+        served = "model_name = 'npd_aft' and is_registered"
+        metrics = json.loads(conn.execute(f"select metrics from ml.model_runs where {served}").fetchone()[0])
+        # the trained model's 90-day Brier gain over the BTYD on its validation window, paired
+        assert metrics["alive_evidence"] == 1
+        assert metrics["brier_90d_gain_over_btyd"] > 1.645 * metrics["brier_90d_gain_over_btyd_se"] > 0
         model, why = alive_evidence(conn, cutoff)
         assert model is not None and why.startswith("reconciled with P(purchase within 90 days)")
         conn.execute("update scores.customer_npd set cutoff = cutoff - 1")
         model, why = alive_evidence(conn, cutoff)
         assert model is None and "not " + str(cutoff) in why and "materialize scores/customer_npd" in why
+        conn.execute("update scores.customer_npd set cutoff = cutoff + 1")
+        conn.execute(f"update ml.model_runs set metrics = ? where {served}",
+                     [json.dumps({**metrics, "alive_evidence": 0})])
+        model, why = alive_evidence(conn, cutoff)
+        assert model is None and "not better than the BTYD at 90 days beyond noise" in why
+
+
+def test_paired_brier_gain_needs_to_be_beyond_noise():
+    rng = np.random.default_rng(0)
+    days = np.where(rng.random(4000) < 0.3, rng.integers(1, 200, 4000), np.nan).astype(float)
+    bought = (days <= 90).astype(float)
+    sharp = np.clip(bought * 0.8 + 0.1, 0, 1)  # knows who buys within 90 days
+    vague = np.full(days.size, bought.mean())
+    better = paired_brier(days, sharp, vague)
+    assert better["alive_evidence"] == 1
+    np.testing.assert_allclose(better["brier_90d_gain_over_btyd"],
+                               np.mean((vague - bought) ** 2) - np.mean((sharp - bought) ** 2))
+    # the same probabilities up to noise: no evidence
+    noisy = np.clip(vague + rng.normal(0, 1e-3, days.size), 0, 1)
+    assert paired_brier(days, noisy, vague)["alive_evidence"] == 0
 
 
 def test_reconcile_alive_only_lowers_and_keeps_what_it_cannot_judge():
