@@ -100,7 +100,8 @@ def run_backtest(
                              "--skip-npd backtests the CLV models without it") from None
         served = {k: npd["served"][k] for k in ("model", "reason", "comparisons", "validation")}
         result["npd"] = backtest._clean({"models": npd["models"], "training_window": npd.get("training_window"),
-                                         "served": {**served, "holdout": npd["served"]["metrics"]}})
+                                         "served": {**served, "holdout": npd["served"]["metrics"]},
+                                         "p_alive": restage(run, npd.get("alive_p_purchase"), result)})
     if coverage_windows > 0:
         # the store-total interval over several windows: one window cannot tell noise from bias.
         # Holdouts of one label window ([backtest] label_horizon_days) so that earlier windows'
@@ -140,6 +141,30 @@ def run_backtest(
         "importance": ml.importance[["rank", "feature", "mean_abs_shap"]].to_dict(orient="records"),
     }
     return result, summary
+
+
+def restage(run, p_purchase: pd.Series | None, result: dict) -> str:
+    """The per-stage errors with the stages production would assign: where the next-purchase model
+    production would serve lowers the BTYD's p_alive (``clv.reconcile_alive``, served and better than
+    the BTYD at 90 days beyond noise on its validation window), the stages are judged on the lowered
+    p_alive and ``per_stage`` is rebuilt; returns what p_alive the stages rest on."""
+    from clv_platform.models import backtest, btyd, clv
+
+    if p_purchase is None or run.chosen is None:
+        return "the BTYD's (the served next-purchase model does not beat it at 90 days beyond noise)"
+    summary, frame = run.summary, run.frame
+    if_alive = run.chosen.transactions.purchase_within_if_alive(
+        clv.ALIVE_EVIDENCE_DAYS / btyd.DAYS_PER_WEEK, summary["frequency"].to_numpy(dtype=float),
+        summary["T"].to_numpy(dtype=float))
+    btyd_alive = frame["btyd_p_alive"].to_numpy(dtype=float)
+    served, _ = clv.reconcile_alive(btyd_alive, np.zeros(len(frame)),
+                                    p_purchase.reindex(summary.index.astype(str)).to_numpy(dtype=float), if_alive)
+    # the same model columns as the per-stage errors before, in their order
+    columns = list(dict.fromkeys(m for block in result["per_stage"].values() for m in block if m in frame.columns))
+    result["per_stage"] = backtest._clean(run.restage(served, columns))
+    lowered = int((served < btyd_alive).sum())
+    return (f"lowered for {lowered} of {len(served)} customers by the served next-purchase model's P(purchase within "
+            f"{clv.ALIVE_EVIDENCE_DAYS} days) (clv.reconcile_alive); per_stage uses it")
 
 
 INTERVAL_KINDS = {
@@ -291,7 +316,12 @@ def json_view(result: dict) -> dict:
         "serving": result.get("serving", {}),
         "headline": headline(result),
         **({"npd": {"models": result["npd"]["models"],
-                    "served": {k: result["npd"]["served"][k] for k in ("model", "reason")}}} if "npd" in result else {}),
+                    "served": {k: result["npd"]["served"][k] for k in ("model", "reason")},
+                    # the 90-day paired Brier test on the validation window and what the stages rest on
+                    "alive_evidence": {k: v for k, v in ((result["npd"]["served"].get("validation") or {})
+                                                         .get("aft") or {}).items()
+                                       if k.startswith("brier_90d_gain") or k == "alive_evidence"},
+                    "p_alive": result["npd"].get("p_alive")}} if "npd" in result else {}),
         **({"total_coverage_windows": result["total_coverage_windows"]} if "total_coverage_windows" in result else {}),
     }
 

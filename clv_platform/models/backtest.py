@@ -400,6 +400,15 @@ class BTYDBacktest:
     summary: pd.DataFrame
     models: dict[str, btyd.BTYDModel]
     transactions: pd.DataFrame
+    chosen: btyd.BTYDModel | None = None
+    """The BTYD behind the ``btyd`` column and the stages (``btyd_selection``)."""
+
+    def restage(self, p_alive: np.ndarray, model_columns: list[str]) -> dict:
+        """``per_stage`` again with production's lifecycle rule on ``p_alive`` (aligned with
+        ``summary``): the served p_alive where the next-purchase model lowers the BTYD's
+        (``clv.reconcile_alive``); the frame's ``stage`` column is replaced."""
+        self.frame["stage"] = lifecycle.stages_from_summary(self.summary, p_alive=p_alive).to_numpy()
+        return evaluate_frame(self.frame, model_columns)["per_stage"]
 
 
 def btyd_backtest(
@@ -540,7 +549,7 @@ def btyd_backtest(
         ),
     }
     result["runtime_seconds"] = time.perf_counter() - started
-    return BTYDBacktest(_clean(result), frame, summary, fitted, loaded.transactions)
+    return BTYDBacktest(_clean(result), frame, summary, fitted, loaded.transactions, chosen)
 
 
 def run_btyd_backtest(*args, **kwargs) -> dict:

@@ -2,7 +2,8 @@
 
 Used by ``scores/customer_segments`` (``segments.segment_customers``, whose column the marts
 read) and by the dataset backtest (``backtest.py`` groups its per-stage errors with
-``stages_from_summary``), so the backtest's per-stage errors describe the stages production assigns.
+``stages_from_summary``, on the p_alive production would serve: ``backtest_cli.restage``), so the
+backtest's per-stage errors describe the stages production assigns.
 Thresholds and column names are the ``[lifecycle]`` section of ``segments.toml``.
 
 Rule, checked in this order: ``new`` (tenure at most ``new_max_tenure_days``), then ``churned`` /

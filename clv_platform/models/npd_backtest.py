@@ -144,7 +144,12 @@ def run_npd_backtest(
     blocks[FALLBACK] = fallback_metrics(scoring.assign(days_to_next_purchase=actual_days), int(window))
     served = served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model)
     served["metrics"] = blocks[AFT if served["earned"] else FALLBACK]
+    column = f"p_purchase_{ALIVE_TEST_DAYS}d"
     return {
+        # what production lowers the BTYD's p_alive with (served, and better beyond noise at 90 days)
+        "alive_p_purchase": (predictions[AFT][column].set_axis(scoring.index)
+                             if served["earned"] and served["validation"][AFT].get("alive_evidence")
+                             and column in predictions[AFT] else None),
         "calibration_end": calibration_end.date().isoformat(),
         "holdout_end": holdout_end.date().isoformat(),
         "training_window": {
@@ -173,9 +178,13 @@ def served_on_history(earlier: pd.DataFrame, latest: pd.DataFrame, cutoff, horiz
     fallback fitted on ``latest``'s features. Returns ``earns_its_place``'s verdict with ``model``
     (``AFT`` or ``FALLBACK``) and the two validation blocks."""
     settings = {f.name: getattr(chosen, f.name) for f in dataclasses.fields(chosen) if f.init}
-    check = time_split_backtest(earlier, cutoff, horizon, latest, feature_cols, chosen, settings)
+    trained_p, baseline_p = {}, {}
+    check = time_split_backtest(earlier, cutoff, horizon, latest, feature_cols, chosen, settings, trained_p)
+    baseline, why = baseline_on(latest, horizon, probabilities=baseline_p)
+    if ALIVE_TEST_DAYS in trained_p and ALIVE_TEST_DAYS in baseline_p:
+        check.update(paired_brier(latest["days_to_next_purchase"].to_numpy(dtype=float),
+                                  trained_p[ALIVE_TEST_DAYS], baseline_p[ALIVE_TEST_DAYS]))
     candidate = {k: v for k, v in check.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    baseline, why = baseline_on(latest, horizon)
     verdict = earns_its_place(candidate, baseline, why, check.get("skipped"))
     return {**verdict, "model": AFT if verdict["earned"] else FALLBACK,
             "validation": {AFT: candidate, FALLBACK: baseline}}

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clv_platform.backtest_cli import json_view, run_backtest
 from clv_platform.cli import run_files
 from clv_platform.models import clv
 from clv_platform.models.clv_assets import alive_evidence
@@ -124,3 +125,21 @@ def test_reconcile_alive_only_lowers_and_keeps_what_it_cannot_judge():
     # 0.2 / 0.4 = 0.5 > 0.3: kept (never raised); no probability or no chance if alive: kept
     np.testing.assert_allclose(served, [0.1, 0.8, 0.3, 0.6, 0.9])
     np.testing.assert_allclose(scaled, [0.5, 4.0, 1.0, 2.0, 5.0])
+
+
+def test_the_backtest_judges_stages_on_the_p_alive_production_serves(tmp_path):
+    export, _ = subscription_export()
+    path = tmp_path / "subscriptions.csv"
+    export.to_csv(path, index=False)
+    view = json_view(run_backtest(str(path), with_npd=True)[0])
+    evidence = view["npd"]["alive_evidence"]
+    assert evidence["alive_evidence"] == 1 and evidence["brier_90d_gain_over_btyd"] > 0
+    assert view["npd"]["p_alive"].startswith("lowered for ")
+    stages = view["per_stage"]
+    active = stages["active"]["actual_mean"]
+    # the churned buy (next to) nothing in the holdout; no stage that is not churned is a group of
+    # customers who all stopped (on the BTYD's p_alive alone 58 of them were 'at_risk' here, none of whom bought)
+    assert stages["churned"]["customers"] > 100 and stages["churned"]["actual_mean"] < 0.02 * active
+    for name in ("active", "at_risk", "new"):
+        if stages.get(name, {}).get("customers", 0) >= 10:
+            assert stages[name]["actual_mean"] > 0.1 * active, name
