@@ -101,7 +101,7 @@ def run_backtest(
         served = {k: npd["served"][k] for k in ("model", "reason", "comparisons", "validation")}
         result["npd"] = backtest._clean({"models": npd["models"], "training_window": npd.get("training_window"),
                                          "served": {**served, "holdout": npd["served"]["metrics"]},
-                                         "p_alive": restage(run, npd.get("alive_p_purchase"), result)})
+                                         "p_alive": restage(run, npd, result)})
     if coverage_windows > 0:
         # the store-total interval over several windows: one window cannot tell noise from bias.
         # Holdouts of one label window ([backtest] label_horizon_days) so that earlier windows'
@@ -143,13 +143,17 @@ def run_backtest(
     return result, summary
 
 
-def restage(run, p_purchase: pd.Series | None, result: dict) -> str:
+def restage(run, npd: dict, result: dict) -> str:
     """The per-stage errors with the stages production would assign: where the next-purchase model
     production would serve lowers the BTYD's p_alive (``clv.reconcile_alive``, served and better than
     the BTYD at 90 days beyond noise on its validation window), the stages are judged on the lowered
     p_alive and ``per_stage`` is rebuilt; returns what p_alive the stages rest on."""
     from clv_platform.models import backtest, btyd, clv
+    from clv_platform.models.npd_backtest import AFT
 
+    p_purchase = npd.get("alive_p_purchase")
+    if npd["served"].get("model") != AFT:
+        return "the BTYD's (the served next-purchase model is the BTYD fallback)"
     if p_purchase is None or run.chosen is None:
         return "the BTYD's (the served next-purchase model does not beat it at 90 days beyond noise)"
     summary, frame = run.summary, run.frame
