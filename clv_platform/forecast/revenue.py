@@ -276,6 +276,10 @@ def existing_customer_forecast(
     with the same (frequency, recency, T, monetary), and ``predicted_spend`` of a row is the sum of
     their predictions. Every quantity below is a sum over customers, linear in each customer's
     prediction, so the grouped rows give the per-customer result (the nightly groups in SQL).
+    An ``alive_customers`` column (the row's sum of served p_alive / the BTYD's, where
+    scores/customer_clv lowered p_alive: ``clv.reconcile_alive``) weighs the expected purchases
+    instead of the customer count: E[X(t)] is P(alive) x an alive customer's for every t, so they
+    add up to the scores' expected purchases. The spend is the predictions' and does not change.
     """
     offsets = sorted({0, horizon_days, *[o for p in periods for o in p.offsets(cutoff)]})
     position = {o: j for j, o in enumerate(offsets)}
@@ -285,6 +289,8 @@ def existing_customer_forecast(
     per_purchase, aov = _spend_scale(model, summary, expected_h, predicted_spend)
     customers = (summary["customers"].to_numpy(dtype=float) if "customers" in summary
                  else np.ones(len(summary)))
+    alive = (summary["alive_customers"].fillna(summary.get("customers", 1.0)).to_numpy(dtype=float)
+             if "alive_customers" in summary else customers)
     linear = np.zeros(len(summary), dtype=bool)
     predicted = np.zeros(len(summary))
     if predicted_spend is not None:
@@ -304,7 +310,7 @@ def existing_customer_forecast(
         mean = float(spend.sum())
         variance += (_relative_sd(season.relative_sd, error_scale, period, cutoff) * mean) ** 2
         rows.append(_bounds(period, "existing", mean, variance,
-                            expected_purchases=float((purchases * customers).sum())))
+                            expected_purchases=float((purchases * alive).sum())))
     return pd.DataFrame(rows)
 
 

@@ -95,7 +95,8 @@ def _forecast_inputs(conn: duckdb.DuckDBPyConnection, config, cutoff) -> tuple[p
 
 GROUPED_SUMMARY_SQL = """
 select b.frequency::bigint as frequency, b.recency_weeks::double as recency, b.T_weeks::double as T,
-       b.monetary::double as monetary, count(*) as customers, {predicted} as predicted_spend
+       b.monetary::double as monetary, count(*) as customers, {predicted} as predicted_spend,
+       {alive} as alive_customers
 from ml.btyd_scores as b
 {join}
 group by all
@@ -104,17 +105,25 @@ order by all
 """ml.btyd_scores grouped by the BTYD summary: the existing-customer forecast is a sum over customers,
 linear in each one's predicted spend (``revenue.existing_customer_forecast``), so one row per distinct
 (frequency, recency, T, monetary) with its customer count and summed prediction gives the same
-forecast without a per-customer frame (one-time buyers of a first-order day share one row)."""
+forecast without a per-customer frame (one-time buyers of a first-order day share one row).
+``alive_customers``: the row's sum of scores.customer_clv's p_alive / the BTYD's (1 per customer
+where it was not lowered), what the expected purchases are weighed by
+(``revenue.existing_customer_forecast``)."""
 
 
 def _grouped_summary(conn: duckdb.DuckDBPyConnection, with_predicted: bool) -> tuple[pd.DataFrame, pd.Series | None]:
     """(grouped summary, summed predicted spend per row or None), both on the same RangeIndex."""
     sql = GROUPED_SUMMARY_SQL.format(
         predicted="sum(coalesce(c.predicted_spend::double, 0.0))" if with_predicted else "null::double",
+        alive=("sum(case when b.p_alive > 0 and c.p_alive is not null then least(c.p_alive / b.p_alive, 1.0) "
+               "else 1.0 end)"
+               if with_predicted else "count(*)::double"),
         join="left join scores.customer_clv as c on c.customer_id::varchar = b.customer_id::varchar"
         if with_predicted else "")
     summary = conn.execute(sql).df()
     predicted = summary.pop("predicted_spend").astype(float)
+    if not with_predicted:
+        summary = summary.drop(columns="alive_customers")
     return summary, predicted if with_predicted else None
 
 

@@ -77,6 +77,14 @@ def test_cancelled_subscribers_are_not_kept_alive_by_the_btyd(subscription_store
     # against who is really still subscribed, the served p_alive is the better probability
     truth = frame["subscribed"].astype(float)
     assert ((frame["p_alive"] - truth) ** 2).mean() < 0.5 * ((frame["btyd_p_alive"] - truth) ** 2).mean()
+    # the revenue forecast's expected purchases of the existing customers add up to the scores'
+    with duckdb.connect(str(subscription_store.db), read_only=True) as conn:
+        forecast = conn.execute("select existing_expected_purchases from marts.revenue_forecast "
+                                "where period = '365d'").fetchone()[0]
+        scored, btyd = conn.execute("select sum(c.expected_purchases), sum(b.expected_purchases) "
+                                    "from scores.customer_clv c join ml.btyd_scores b using (customer_id)").fetchone()
+    assert scored < 0.95 * btyd
+    assert forecast == pytest.approx(scored, rel=0.01)
 
 
 def test_only_a_model_better_beyond_noise_and_scores_of_this_cutoff_lower_p_alive(subscription_store, tmp_path):
