@@ -361,7 +361,11 @@ def transaction_log_likelihood(fitter, frequency, recency, T, weights=None) -> f
         mean_nll = type(fitter)._negative_log_likelihood(params, frequency, recency, T, weights, 0.0)
         return float(-mean_nll * weights.sum())
     params = fitter.params_[["r", "alpha", "s", "beta"]].to_numpy(dtype=float)
-    return float((weights * ParetoNBDFitter._conditional_log_likelihood(params, frequency, recency, T)).sum())
+    # NaN where lifetimes' formula loses precision (logaddexp of -inf and NaN terms): the caller
+    # treats a non-finite likelihood as a degenerate fit, so numpy's warning is only console noise
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        values = ParetoNBDFitter._conditional_log_likelihood(params, frequency, recency, T)
+    return float((weights * values).sum())
 
 
 @lru_cache(maxsize=4096)

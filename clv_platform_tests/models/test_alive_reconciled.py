@@ -4,6 +4,7 @@ p_alive 0.6 and 'at_risk', while the trained next-purchase model (served: it bea
 and the hybrid CLV said they would not buy again."""
 
 import json
+import warnings
 from types import SimpleNamespace
 
 import duckdb
@@ -13,7 +14,7 @@ import pytest
 
 from clv_platform.backtest_cli import json_view, run_backtest
 from clv_platform.cli import run_files
-from clv_platform.models import clv
+from clv_platform.models import btyd, clv
 from clv_platform.models.clv_assets import alive_evidence
 from clv_platform.models.npd_backtest import paired_brier
 from clv_platform_tests.cheap_config import use_files_only_store
@@ -151,3 +152,15 @@ def test_the_backtest_judges_stages_on_the_p_alive_production_serves(tmp_path):
     for name in ("active", "at_risk", "new"):
         if stages.get(name, {}).get("customers", 0) >= 10:
             assert stages[name]["actual_mean"] > 0.1 * active, name
+
+
+def test_the_family_choice_prints_no_numpy_warning_on_a_regular_store():
+    # lifetimes' Pareto/NBD likelihood turns NaN here (logaddexp of -inf terms); the choice treats that
+    # as a degenerate fit, and `clv-platform files` printed eight RuntimeWarnings for it
+    export, _ = subscription_export()
+    export["order_date"] = pd.to_datetime(export["order_date"])
+    summary = btyd.summarize(export, END)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = btyd.fit_auto(summary)
+    assert model.model == btyd.MBGNBD
