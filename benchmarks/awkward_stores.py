@@ -13,6 +13,9 @@ to see what the backtest and the BTYD fits do on them (time taken, families chos
   (5 % of orders three times that) until they cancel: regular, not Poisson, purchase timing.
 * `launch.csv` (seed 12): 3,000 customers whose first orders all fall in a launch week, seven
   months of history, Pareto-tailed order values and 1 % of customers spending 50 times as much.
+* `gift.csv` (seed 5): 3,000 customers, 60 % of them buy once a year around 10 December (each year
+  20 % stop), the rest at gamma rates with exponential lifetimes; it ends on 2024-10-31, before the
+  season. ``gift()`` also returns who is still a customer then.
 
     python -m benchmarks.awkward_stores /tmp/awkward
     clv-platform backtest --dataset /tmp/awkward/onetime.csv --json
@@ -89,6 +92,34 @@ def launch(rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
 
 
+def gift(rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, bool]]:
+    """The gift store and who is still a customer at its end (2024-10-31, before the season)."""
+    rows, alive = [], {}
+    for c in range(3000):
+        kind = "gift" if rng.random() < 0.6 else "any"
+        first_year = int(rng.integers(2021, 2024))
+        if kind == "gift":
+            y, live = first_year, True
+            while y <= 2024 and live:
+                d = pd.Timestamp(f"{y}-12-10") + pd.Timedelta(days=int(rng.integers(-12, 12)))
+                if d <= GIFT_END:
+                    rows.append((f"G{c}", d.date().isoformat(), round(float(rng.lognormal(4.2, 0.5)), 2)))
+                live = rng.random() > 0.2
+                y += 1
+            alive[f"G{c}"] = live
+        else:
+            t = pd.Timestamp(f"{first_year}-01-01") + pd.Timedelta(days=int(rng.integers(0, 365)))
+            rate, until = max(rng.gamma(0.8, 1 / 60), 1 / 3000), t + pd.Timedelta(days=float(rng.exponential(500)))
+            while t <= GIFT_END and t < until:
+                rows.append((f"A{c}", t.date().isoformat(), round(float(rng.lognormal(3.8, 0.6)), 2)))
+                t = t + pd.Timedelta(days=min(3000, max(1, int(rng.exponential(1 / rate)))))
+            alive[f"A{c}"] = until > GIFT_END
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"]), alive
+
+
+GIFT_END = pd.Timestamp("2024-10-31")
+
+
 def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     """Write the files into ``folder``; the same seeds give the same bytes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,6 +130,7 @@ def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     stores["short4m"] = stores["nochurn"][days >= "2024-09-01"]
     stores["subscription"] = subscription(np.random.default_rng(seed + 4))
     stores["launch"] = launch(np.random.default_rng(seed + 5))
+    stores["gift"], _ = gift(np.random.default_rng(seed - 2))
     paths = {}
     for name, frame in stores.items():
         paths[name] = folder / f"{name}.csv"
