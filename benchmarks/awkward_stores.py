@@ -16,6 +16,9 @@ to see what the backtest and the BTYD fits do on them (time taken, families chos
 * `gift.csv` (seed 5): 3,000 customers, 60 % of them buy once a year around 10 December (each year
   20 % stop), the rest at gamma rates with exponential lifetimes; it ends on 2024-10-31, before the
   season. ``gift()`` also returns who is still a customer then.
+* `b2b.csv` (seed 9): 150 business accounts ordering every 7, 14 or 28 days (± 20 %) until they stop,
+  lognormal order sizes around 1,800, 10 % of orders followed by a partial credit; day-first dates
+  (`31/12/2024`) and the headers `Customer, Order Date, Order Total`.
 
     python -m benchmarks.awkward_stores /tmp/awkward
     clv-platform backtest --dataset /tmp/awkward/onetime.csv --json
@@ -120,6 +123,22 @@ def gift(rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, bool]]:
 GIFT_END = pd.Timestamp("2024-10-31")
 
 
+def b2b(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for c in range(150):
+        t = pd.Timestamp("2023-01-02") + pd.Timedelta(days=int(rng.integers(0, 400)))
+        gap, size = rng.choice([7, 14, 28]), rng.lognormal(7, 1)
+        until = t + pd.Timedelta(days=float(rng.exponential(900)))
+        while t <= pd.Timestamp("2024-12-31") and t < until:
+            amount = round(float(size * rng.lognormal(0, 0.3)), 2)
+            rows.append((f"ACME-{c:03d}", t.strftime("%d/%m/%Y"), amount))
+            if rng.random() < 0.1:  # a partial credit five days later
+                rows.append((f"ACME-{c:03d}", (t + pd.Timedelta(days=5)).strftime("%d/%m/%Y"),
+                             -round(amount * rng.uniform(0.2, 1.0), 2)))
+            t = t + pd.Timedelta(days=int(max(1, rng.normal(gap, gap * 0.2))))
+    return pd.DataFrame(rows, columns=["Customer", "Order Date", "Order Total"])
+
+
 def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     """Write the files into ``folder``; the same seeds give the same bytes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -131,6 +150,7 @@ def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     stores["subscription"] = subscription(np.random.default_rng(seed + 4))
     stores["launch"] = launch(np.random.default_rng(seed + 5))
     stores["gift"], _ = gift(np.random.default_rng(seed - 2))
+    stores["b2b"] = b2b(np.random.default_rng(seed + 2))
     paths = {}
     for name, frame in stores.items():
         paths[name] = folder / f"{name}.csv"
