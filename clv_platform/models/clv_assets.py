@@ -20,8 +20,8 @@ from dagster_duckdb import DuckDBResource
 from clv_platform import contract
 from clv_platform.core.assets import layer_asset, layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
-from clv_platform.models import btyd, btyd_intervals, clv, interval_cache, registry, stored_fits, total_interval as totals_
 from clv_platform.core.sql import table_exists
+from clv_platform.models import btyd, btyd_intervals, clv, interval_cache, registry, stored_fits, total_interval as totals_
 from clv_platform.models.npd import BTYD_ONLY as NPD_BTYD_ONLY
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
 from clv_platform.models.registry_view import create_model_registry_view
@@ -489,6 +489,23 @@ def naive_population_ratio(conn, days: int) -> float | None:
     return float(btyd_total) / float(naive_total)
 
 
+def _reconcile_batch(scores: pd.DataFrame, frame: pd.DataFrame, alive, tally: dict) -> None:
+    """``scores``' p_alive and expected purchases reconciled in place (``clv.reconcile_alive``) with
+    ``frame``'s served P(purchase within 90 days); ``tally`` adds up what changed, for the metadata."""
+    btyd_alive = scores["p_alive"].to_numpy(dtype=float)
+    if_alive = alive.purchase_within_if_alive(clv.ALIVE_EVIDENCE_DAYS / btyd.DAYS_PER_WEEK,
+                                              frame["frequency"].to_numpy(dtype=float),
+                                              frame["T_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK)
+    served, purchases = clv.reconcile_alive(btyd_alive, scores["expected_purchases"], frame["npd_p_purchase"],
+                                            if_alive)
+    scores["p_alive"], scores["expected_purchases"] = served, purchases
+    lowered = served < btyd_alive
+    tally["lowered"] += int(lowered.sum())
+    tally["lowered_by_half"] += int((lowered & (served < btyd_alive / 2)).sum())
+    tally["btyd_p_alive_sum"] += float(np.nansum(btyd_alive))
+    tally["p_alive_sum"] += float(np.nansum(served))
+
+
 def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, scored_at, batch: int,
                      alive=None) -> dict:
     """scores.customer_clv in batches of ``batch`` customers (features and ml.btyd_scores of the
@@ -510,17 +527,7 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
             frame = clv.add_derived_features(frame)
             scores = clv.predict_scores(model, frame, config)
             if alive is not None:
-                btyd_alive = scores["p_alive"].to_numpy(dtype=float)
-                if_alive = alive.purchase_within_if_alive(clv.ALIVE_EVIDENCE_DAYS / btyd.DAYS_PER_WEEK,
-                                                          frame["frequency"].to_numpy(dtype=float),
-                                                          frame["T_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK)
-                scores["p_alive"], scores["expected_purchases"] = clv.reconcile_alive(
-                    btyd_alive, scores["expected_purchases"], frame["npd_p_purchase"], if_alive)
-                lowered = scores["p_alive"].to_numpy() < btyd_alive
-                reconciled["lowered"] += int(lowered.sum())
-                reconciled["btyd_p_alive_sum"] += float(np.nansum(btyd_alive))
-                reconciled["p_alive_sum"] += float(np.nansum(scores["p_alive"].to_numpy()))
-                reconciled["lowered_by_half"] += int((lowered & (scores["p_alive"].to_numpy() < btyd_alive / 2)).sum())
+                _reconcile_batch(scores, frame, alive, reconciled)
             writer.write(scores)
         tiers = " ".join(f"when clv_rank <= {share!r}::double * _n then '{label}'" for label, share in clv.TIERS)
         # the point forecast's scale c keeps the sum over the whole store (not per batch): SQL, after the batches

@@ -238,7 +238,7 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     if ALIVE_TEST_DAYS in trained_p and ALIVE_TEST_DAYS in baseline_p:
         # whether the served p_alive may be lowered with this model's probabilities (scores/customer_clv)
         backtest.update(paired_brier(frame["days_to_next_purchase"].to_numpy(dtype=float),
-                                     trained_p[ALIVE_TEST_DAYS], baseline_p[ALIVE_TEST_DAYS]))
+                                     trained_p[ALIVE_TEST_DAYS], baseline_p[ALIVE_TEST_DAYS], horizon))
     candidate_metrics = {k: v for k, v in backtest.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     check = earns_its_place(candidate_metrics, baseline, why_no_baseline, backtest.get("skipped"))
     if not check["earned"]:

@@ -183,7 +183,7 @@ def served_on_history(earlier: pd.DataFrame, latest: pd.DataFrame, cutoff, horiz
     baseline, why = baseline_on(latest, horizon, probabilities=baseline_p)
     if ALIVE_TEST_DAYS in trained_p and ALIVE_TEST_DAYS in baseline_p:
         check.update(paired_brier(latest["days_to_next_purchase"].to_numpy(dtype=float),
-                                  trained_p[ALIVE_TEST_DAYS], baseline_p[ALIVE_TEST_DAYS]))
+                                  trained_p[ALIVE_TEST_DAYS], baseline_p[ALIVE_TEST_DAYS], horizon))
     candidate = {k: v for k, v in check.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     verdict = earns_its_place(candidate, baseline, why, check.get("skipped"))
     return {**verdict, "model": AFT if verdict["earned"] else FALLBACK,
@@ -259,7 +259,7 @@ ALIVE_TEST_Z = 1.645
 probabilities may lower the BTYD's p_alive: the bar the platform holds every "better than" to."""
 
 
-def paired_brier(actual_days: np.ndarray, candidate: np.ndarray, baseline: np.ndarray,
+def paired_brier(actual_days: np.ndarray, candidate: np.ndarray, baseline: np.ndarray, window_days: int,
                  days: int = ALIVE_TEST_DAYS) -> dict:
     """The trained model's Brier gain over the BTYD fallback at ``days`` on the same customers:
     ``brier_{days}d_gain_over_btyd`` (baseline - candidate, per customer, averaged; > 0 = better),
@@ -270,7 +270,11 @@ def paired_brier(actual_days: np.ndarray, candidate: np.ndarray, baseline: np.nd
     probabilities; lowering the BTYD's p_alive with them (``clv.reconcile_alive``) takes the minimum of
     two estimates, which is biased down where they only differ by noise: on CDNOW at 1998-02-28 it
     took the holdout total of expected purchases from -7.4 % to -13.5 %. So it needs the trained
-    model to be better at that horizon beyond noise, as on a subscription store's cadence."""
+    model to be better at that horizon beyond noise, as on a subscription store's cadence. Empty
+    (no evidence) when the window of ``actual_days`` is shorter than ``days``: it does not know who
+    bought by then (the backtest of a short file trains next purchase on a shorter window)."""
+    if window_days < days:
+        return {}
     actual = np.asarray(actual_days, dtype=float)
     y = (np.isfinite(actual) & (actual <= days)).astype(float)
     gain = (np.clip(baseline, 0, 1) - y) ** 2 - (np.clip(candidate, 0, 1) - y) ** 2

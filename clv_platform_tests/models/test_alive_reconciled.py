@@ -116,13 +116,15 @@ def test_paired_brier_gain_needs_to_be_beyond_noise():
     bought = (days <= 90).astype(float)
     sharp = np.clip(bought * 0.8 + 0.1, 0, 1)  # knows who buys within 90 days
     vague = np.full(days.size, bought.mean())
-    better = paired_brier(days, sharp, vague)
+    better = paired_brier(days, sharp, vague, window_days=200)
     assert better["alive_evidence"] == 1
     np.testing.assert_allclose(better["brier_90d_gain_over_btyd"],
                                np.mean((vague - bought) ** 2) - np.mean((sharp - bought) ** 2))
     # the same probabilities up to noise: no evidence
     noisy = np.clip(vague + rng.normal(0, 1e-3, days.size), 0, 1)
-    assert paired_brier(days, noisy, vague)["alive_evidence"] == 0
+    assert paired_brier(days, noisy, vague, window_days=200)["alive_evidence"] == 0
+    # a 60-day window does not know who bought within 90 days: no evidence either way
+    assert paired_brier(np.where(days <= 60, days, np.nan), sharp, vague, window_days=60) == {}
 
 
 def test_reconcile_alive_only_lowers_and_keeps_what_it_cannot_judge():
