@@ -148,7 +148,7 @@ def restage(run, npd: dict, result: dict) -> str:
     production would serve lowers the BTYD's p_alive (``clv.reconcile_alive``, served and better than
     the BTYD at 90 days beyond noise on its validation window), the stages are judged on the lowered
     p_alive and ``per_stage`` is rebuilt; returns what p_alive the stages rest on."""
-    from clv_platform.models import backtest, btyd, clv
+    from clv_platform.models import backtest, clv
     from clv_platform.models.npd_backtest import AFT
 
     p_purchase = npd.get("alive_p_purchase")
@@ -157,12 +157,10 @@ def restage(run, npd: dict, result: dict) -> str:
     if p_purchase is None or run.chosen is None:
         return "the BTYD's (the served next-purchase model does not beat it at 90 days beyond noise)"
     summary, frame = run.summary, run.frame
-    if_alive = run.chosen.transactions.purchase_within_if_alive(
-        clv.ALIVE_EVIDENCE_DAYS / btyd.DAYS_PER_WEEK, summary["frequency"].to_numpy(dtype=float),
-        summary["T"].to_numpy(dtype=float))
     btyd_alive = frame["btyd_p_alive"].to_numpy(dtype=float)
-    served, _ = clv.reconcile_alive(btyd_alive, np.zeros(len(frame)),
-                                    p_purchase.reindex(summary.index.astype(str)).to_numpy(dtype=float), if_alive)
+    served, _ = clv.reconcile_alive_with(run.chosen.transactions, btyd_alive, np.zeros(len(frame)),
+                                         p_purchase.reindex(summary.index.astype(str)).to_numpy(dtype=float),
+                                         summary["frequency"], summary["T"])
     # the same model columns as the per-stage errors before, in their order
     columns = list(dict.fromkeys(m for block in result["per_stage"].values() for m in block if m in frame.columns))
     result["per_stage"] = backtest._clean(run.restage(served, columns))

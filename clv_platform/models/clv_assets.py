@@ -493,11 +493,9 @@ def _reconcile_batch(scores: pd.DataFrame, frame: pd.DataFrame, alive, tally: di
     """``scores``' p_alive and expected purchases reconciled in place (``clv.reconcile_alive``) with
     ``frame``'s served P(purchase within 90 days); ``tally`` adds up what changed, for the metadata."""
     btyd_alive = scores["p_alive"].to_numpy(dtype=float)
-    if_alive = alive.purchase_within_if_alive(clv.ALIVE_EVIDENCE_DAYS / btyd.DAYS_PER_WEEK,
-                                              frame["frequency"].to_numpy(dtype=float),
-                                              frame["T_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK)
-    served, purchases = clv.reconcile_alive(btyd_alive, scores["expected_purchases"], frame["npd_p_purchase"],
-                                            if_alive)
+    served, purchases = clv.reconcile_alive_with(alive, btyd_alive, scores["expected_purchases"],
+                                                 frame["npd_p_purchase"], frame["frequency"],
+                                                 frame["T_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK)
     scores["p_alive"], scores["expected_purchases"] = served, purchases
     lowered = served < btyd_alive
     tally["lowered"] += int(lowered.sum())

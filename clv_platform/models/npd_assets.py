@@ -27,8 +27,7 @@ from clv_platform.models.npd import (BTYD_ONLY, DATE_MIN_PROBABILITY, DATE_WINDO
                                      HistoryTooShort, NPDModel, next_purchase_contract)
 from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features
-from clv_platform.models.npd_backtest import (ALIVE_TEST_DAYS, baseline_on, earns_its_place, evaluate, paired_brier,
-                                              time_split_backtest)
+from clv_platform.models.npd_backtest import alive_test, baseline_on, earns_its_place, evaluate, time_split_backtest
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.settings import load_settings
 from clv_platform.transforms.cutoff import scoring_cutoff
@@ -235,10 +234,8 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     backtest = time_split_backtest(earlier.frame, cutoff, horizon, frame, features, model, settings, trained_p)
     with duckdb.get_connection() as conn:
         baseline, why_no_baseline = btyd_baseline(conn, frame, horizon, baseline_p)
-    if ALIVE_TEST_DAYS in trained_p and ALIVE_TEST_DAYS in baseline_p:
-        # whether the served p_alive may be lowered with this model's probabilities (scores/customer_clv)
-        backtest.update(paired_brier(frame["days_to_next_purchase"].to_numpy(dtype=float),
-                                     trained_p[ALIVE_TEST_DAYS], baseline_p[ALIVE_TEST_DAYS], horizon))
+    # whether the served p_alive may be lowered with this model's probabilities (scores/customer_clv)
+    backtest.update(alive_test(frame, trained_p, baseline_p, horizon))
     candidate_metrics = {k: v for k, v in backtest.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     check = earns_its_place(candidate_metrics, baseline, why_no_baseline, backtest.get("skipped"))
     if not check["earned"]:

@@ -181,9 +181,7 @@ def served_on_history(earlier: pd.DataFrame, latest: pd.DataFrame, cutoff, horiz
     trained_p, baseline_p = {}, {}
     check = time_split_backtest(earlier, cutoff, horizon, latest, feature_cols, chosen, settings, trained_p)
     baseline, why = baseline_on(latest, horizon, probabilities=baseline_p)
-    if ALIVE_TEST_DAYS in trained_p and ALIVE_TEST_DAYS in baseline_p:
-        check.update(paired_brier(latest["days_to_next_purchase"].to_numpy(dtype=float),
-                                  trained_p[ALIVE_TEST_DAYS], baseline_p[ALIVE_TEST_DAYS], horizon))
+    check.update(alive_test(latest, trained_p, baseline_p, horizon))
     candidate = {k: v for k, v in check.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     verdict = earns_its_place(candidate, baseline, why, check.get("skipped"))
     return {**verdict, "model": AFT if verdict["earned"] else FALLBACK,
@@ -236,8 +234,7 @@ def fallback_metrics(holdout: pd.DataFrame, horizon: int, pareto_start: dict | N
     inputs = holdout.assign(recency_weeks=holdout["first_to_last_order_days"].astype(float) / 7.0,
                             T_weeks=holdout["T_days"].astype(float) / 7.0)
     predictions = model.predict(inputs, within_days=horizon)  # dated from the frame's feature_cutoff
-    if probabilities is not None and f"p_purchase_{ALIVE_TEST_DAYS}d" in predictions:
-        probabilities[ALIVE_TEST_DAYS] = predictions[f"p_purchase_{ALIVE_TEST_DAYS}d"].to_numpy(dtype=float)
+    _keep_alive_test_probability(predictions, probabilities)
     return evaluate(holdout["days_to_next_purchase"].to_numpy(dtype=float), predictions, tuple(model.horizons))
 
 
@@ -250,9 +247,9 @@ def baseline_on(holdout: pd.DataFrame, horizon: int, pareto_start: dict | None =
         return None, f"no BTYD baseline on this window ({type(error).__name__}: {error})"[:300]
 
 
-ALIVE_TEST_DAYS = 90
+ALIVE_TEST_DAYS = clv.ALIVE_EVIDENCE_DAYS
 """The horizon of ``paired_brier``: the next-purchase probability the served p_alive is reconciled
-with (``clv.ALIVE_EVIDENCE_DAYS``, scores/customer_clv)."""
+with (scores/customer_clv)."""
 
 ALIVE_TEST_Z = 1.645
 """How many standard errors the trained model's Brier gain over the BTYD must reach before its
@@ -286,6 +283,22 @@ def paired_brier(actual_days: np.ndarray, candidate: np.ndarray, baseline: np.nd
             "alive_evidence": int(mean > ALIVE_TEST_Z * se)}
 
 
+def _keep_alive_test_probability(predictions: pd.DataFrame, probabilities: dict | None) -> None:
+    """Put the holdout's P(purchase within ``ALIVE_TEST_DAYS``) into ``probabilities`` (when given)."""
+    column = f"p_purchase_{ALIVE_TEST_DAYS}d"
+    if probabilities is not None and column in predictions:
+        probabilities[ALIVE_TEST_DAYS] = predictions[column].to_numpy(dtype=float)
+
+
+def alive_test(holdout: pd.DataFrame, trained: dict, baseline: dict, horizon: int) -> dict:
+    """``paired_brier`` of the probabilities ``time_split_backtest`` and ``fallback_metrics`` kept for
+    ``holdout`` (a window of ``horizon`` days); empty when either is missing."""
+    if ALIVE_TEST_DAYS not in trained or ALIVE_TEST_DAYS not in baseline:
+        return {}
+    return paired_brier(holdout["days_to_next_purchase"].to_numpy(dtype=float), trained[ALIVE_TEST_DAYS],
+                        baseline[ALIVE_TEST_DAYS], horizon)
+
+
 def time_split_backtest(earlier: pd.DataFrame, cutoff, horizon: int, holdout: pd.DataFrame, features: list[str],
                         chosen: NPDModel, settings: dict, probabilities: dict | None = None) -> dict:
     """Out-of-time check shown in the UI: the chosen model shape trained one window earlier
@@ -300,8 +313,7 @@ def time_split_backtest(earlier: pd.DataFrame, cutoff, horizon: int, holdout: pd
     except ValueError as exc:  # too little history for a second window
         return {"skipped": str(exc)}
     predictions = model.predict(holdout, within_days=horizon)
-    if probabilities is not None and f"p_purchase_{ALIVE_TEST_DAYS}d" in predictions:
-        probabilities[ALIVE_TEST_DAYS] = predictions[f"p_purchase_{ALIVE_TEST_DAYS}d"].to_numpy(dtype=float)
+    _keep_alive_test_probability(predictions, probabilities)
     actual = holdout["days_to_next_purchase"].to_numpy(dtype=float)
     result = evaluate(actual, predictions, tuple(model.horizons))
     result["train_window_end"] = str(cutoff - timedelta(days=horizon))

@@ -121,6 +121,7 @@ from clv_platform.models.clv.score import (  # noqa: F401
     discount_factor,
     predict_scores,
     reconcile_alive,
+    reconcile_alive_with,
     ALIVE_EVIDENCE_DAYS,
     interval_columns,
     TIERS,

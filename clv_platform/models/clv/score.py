@@ -218,6 +218,17 @@ def reconcile_alive(p_alive, expected_purchases, p_purchase, p_purchase_if_alive
     return served, scaled
 
 
+def reconcile_alive_with(transactions, p_alive, expected_purchases, p_purchase, frequency,
+                         T_weeks) -> tuple[np.ndarray, np.ndarray]:
+    """``reconcile_alive`` with the BTYD ``transactions`` model's P(purchase within
+    ``ALIVE_EVIDENCE_DAYS`` | alive) of customers with ``frequency`` repeat purchases at age ``T_weeks``
+    (``TransactionModel.purchase_within_if_alive``): what the scores and the backtest both serve."""
+    if_alive = transactions.purchase_within_if_alive(ALIVE_EVIDENCE_DAYS / btyd.DAYS_PER_WEEK,
+                                                     np.asarray(frequency, dtype=float),
+                                                     np.asarray(T_weeks, dtype=float))
+    return reconcile_alive(p_alive, expected_purchases, p_purchase, if_alive)
+
+
 def interval_columns(clv_values: np.ndarray, frame: pd.DataFrame) -> dict:
     """``predicted_clv_p10`` / ``_p90``: the model's CLV times the BTYD predictive quantile ratios
     (the BTYD's shape - zero-inflation and spread - around this model's mean); empty without them."""
