@@ -27,7 +27,8 @@ from clv_platform.models.npd import (BTYD_ONLY, DATE_MIN_PROBABILITY, DATE_WINDO
                                      HistoryTooShort, NPDModel, next_purchase_contract)
 from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features
-from clv_platform.models.npd_backtest import alive_test, baseline_on, earns_its_place, evaluate, time_split_backtest
+from clv_platform.models.npd_backtest import (alive_test, baseline_on, earns_its_place, evaluate, season_check,
+                                             season_validation, season_window_end, time_split_backtest, with_season)
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.settings import load_settings
 from clv_platform.transforms.cutoff import scoring_cutoff
@@ -200,6 +201,12 @@ def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, 
     if fallback and served_metrics is None:
         decision["reason"] = (f"the served {served_row['model_version']} is the BTYD fallback, which could not be "
                               "fitted on this window: the trained model replaces it")
+    if fallback and not decision["register"] and candidate_metrics.get("season_evidence"):
+        # the comparison earns_its_place made already, with the season it did not see here
+        decision["register"] = True
+        decision["reason"] = (f"{decision['reason']}; registered all the same: the served "
+                              f"{served_row['model_version']} is the BTYD fallback, and the candidate predicted the "
+                              "coming season of a year ago better beyond noise (season_evidence)")
     decision["served_metrics"] = served_metrics
     return decision
 
@@ -220,22 +227,34 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
         try:
             window = frames.get(cutoff, horizon, rows)
             earlier = frames.get(cutoff - timedelta(days=horizon), horizon, rows)
+            # each model also trains on the window a year before the one it predicts (a seasonal store)
+            season = frames.get(season_window_end(cutoff, horizon), horizon, rows).frame
+            before_season_end = season_window_end(cutoff - timedelta(days=horizon), horizon)
+            before_season = frames.get(before_season_end, horizon, rows).frame
+            # judged on the coming season a year ago too, trained as this asset would have been then
+            validation = season_validation(season, before_season,
+                                           frames.get(season_window_end(before_season_end, horizon), horizon, rows).frame)
         finally:
             frames.close()
     frame = window.frame
-    features = usable_features(frame, FEATURE_COLUMNS)
+    training, season_rows = with_season(frame, season)
+    features = usable_features(training, FEATURE_COLUMNS)
     try:
-        model = NPDModel(**settings).fit(frame, features)
+        model = NPDModel(**settings).fit(training, features)
     except HistoryTooShort as error:
         return _register_fallback(context, duckdb, cutoff, horizon, window.rows, str(error))
     censored = float(frame["days_to_next_purchase"].isna().mean())
-    n_train = min(len(frame), settings["max_training_rows"] or len(frame))
+    n_train = min(len(training), settings["max_training_rows"] or len(training))
     trained_p, baseline_p = {}, {}
-    backtest = time_split_backtest(earlier.frame, cutoff, horizon, frame, features, model, settings, trained_p)
+    backtest = time_split_backtest(with_season(earlier.frame, before_season)[0], cutoff, horizon, frame, features,
+                                   model, settings, trained_p)
     with duckdb.get_connection() as conn:
         baseline, why_no_baseline = btyd_baseline(conn, frame, horizon, baseline_p)
+        pareto_start = stored_fits.served_pareto_start(conn)
     # whether the served p_alive may be lowered with this model's probabilities (scores/customer_clv)
     backtest.update(alive_test(frame, trained_p, baseline_p, horizon))
+    # a model that loses on the latest window may still know the coming season better (earns_its_place)
+    backtest.update(season_check(validation, horizon, features, model, settings, pareto_start))
     candidate_metrics = {k: v for k, v in backtest.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     check = earns_its_place(candidate_metrics, baseline, why_no_baseline, backtest.get("skipped"))
     if not check["earned"]:
@@ -247,6 +266,7 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
         version = save_npd_model(
             model, {"cutoff": str(cutoff), "training_horizon_days": horizon,
                     "n_train": n_train, "n_rows": window.rows, "n_sampled": len(frame), "censored_share": censored,
+                    "season_rows": season_rows,
                     "max_selection_rows": settings["max_selection_rows"],
                     "max_training_rows": settings["max_training_rows"], "scale_search": settings["scale_search"],
                     "registration": gate["reason"]},
@@ -275,6 +295,8 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             # rows the model and its holdout metrics saw: a customer sample when the store is above the caps
             "n_sampled": len(frame),
             "censored_share": censored,
+            # rows of the year-ago window stacked with the latest (0: a history shorter than a year and a window)
+            "season_rows": season_rows,
             "distribution": model.distribution,
             "scale": float(model.scale),
             "rounds": model.n_rounds_,

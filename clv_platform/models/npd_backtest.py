@@ -42,7 +42,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from clv_platform.core.thresholds import ModelRegressionSettings, compare_runs
 from clv_platform.models import btyd, clv, metrics
 from clv_platform.models.frames import load_staging, usable_features
-from clv_platform.models.npd import BTYDNextPurchase, BTYDTiming, NaiveCadence, NPDModel
+from clv_platform.models.npd import MIN_TRAINING_ROWS, BTYDNextPurchase, BTYDTiming, NaiveCadence, NPDModel
 from clv_platform.transforms import features
 
 NAIVE = "naive"
@@ -56,6 +56,77 @@ DEFAULT_TRAINING_HORIZON_DAYS = 90
 """Label window of the AFT training rows. 90 days keeps the training snapshot (C - 90) close to
 the scoring population's tenure and covers both probability horizons inside the window; longer
 times are extrapolated by the fitted distribution."""
+SEASON_DAYS = 365
+"""A year: the AFT that predicts the H days after E also trains on the window of those H days one
+year earlier (``season_window_end``), where a seasonal store's customers showed the coming season."""
+
+
+def season_window_end(end, horizon: int):
+    """End of the label window that covers, a year earlier, the ``horizon`` days a model trained on
+    the window ending ``end`` predicts: (end - 365, end - 365 + H] ends at ``end - (365 - H)``.
+
+    The latest window alone never holds the coming season (a store's December buyers are silent
+    from February to October, so a model trained on August-October says they will not buy in
+    November-January); the feature ``orders_next_90d_last_year`` tells the season's buyers apart,
+    and the year-ago window is where the model sees what they do next."""
+    return end - timedelta(days=SEASON_DAYS - int(horizon))
+
+
+def _trainable(frame: pd.DataFrame | None) -> bool:
+    """A window a model can train on: ``npd.MIN_TRAINING_ROWS`` rows with an observed purchase."""
+    return (frame is not None and len(frame) >= MIN_TRAINING_ROWS
+            and bool(frame[features.LABEL_COLUMNS[-1]].notna().any()))
+
+
+def with_season(latest: pd.DataFrame, season: pd.DataFrame | None) -> tuple[pd.DataFrame, int]:
+    """(training rows, season rows used): ``latest`` stacked with the year-ago window ``season``
+    when that window has the rows a model trains on (``npd.MIN_TRAINING_ROWS``) and an observed
+    purchase; else ``latest`` alone (a history shorter than a year and a window, 0 rows used)."""
+    if not _trainable(season):
+        return latest, 0
+    return pd.concat([latest, season], ignore_index=True), len(season)
+
+
+def season_validation(season: pd.DataFrame | None, before_season: pd.DataFrame | None,
+                      before_that: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(training rows, holdout rows) of the season validation, or None when the history is too short.
+
+    The holdout is the window of the coming season a year ago (``season``: ending C - 365 + H,
+    features at C - 365); the candidate is trained as ``ml/npd_model`` would have been at C - 365:
+    the window ending there (``before_season``) with its own year-ago window (``before_that``,
+    ending C - 730 + H). The latest window alone cannot show whether a model knows the season it
+    is about to predict: on a gift store validated on August-October, the model that learned
+    December and the one that did not look alike."""
+    if not (_trainable(season) and _trainable(before_season)):
+        return None
+    return with_season(before_season, before_that)[0], season
+
+
+def season_check(validation: tuple[pd.DataFrame, pd.DataFrame] | None, horizon: int, features: list[str],
+                 chosen: NPDModel, settings: dict, pareto_start: dict | None = None) -> dict:
+    """The chosen shape against the BTYD fallback on the coming season a year ago (``season_validation``):
+    the shape trained on its rows and a BTYD fitted on its holdout's features, both scored on that
+    holdout; ``paired_brier`` of P(purchase within 90 days) under ``season_`` names
+    (``season_brier_90d_gain_over_btyd``, its SE, ``season_evidence``) with ``season_validation_rows``.
+    Empty when there is no such window or either model cannot be fitted on it."""
+    if validation is None:
+        return {}
+    train, holdout = validation
+    trained_p, baseline_p = {}, {}
+    try:
+        model = NPDModel(**{**settings, "distribution": chosen.distribution, "scale": chosen.scale})
+        model.fit(train, features)
+        _keep_alive_test_probability(model.predict(holdout, within_days=horizon), trained_p)
+        fallback_metrics(holdout, horizon, pareto_start, baseline_p)
+    except (ValueError, KeyError, ArithmeticError):
+        return {}
+    test = alive_test(holdout, trained_p, baseline_p, horizon)
+    if not test:
+        return {}
+    gain = f"brier_{ALIVE_TEST_DAYS}d_gain_over_btyd"
+    return {f"season_{gain}": test[gain], f"season_{gain}_se": test[f"{gain}_se"],
+            "season_evidence": test["alive_evidence"], "season_validation_rows": int(len(holdout))}
+
 
 def holdout_days_to_next(transactions: pd.DataFrame, calibration_end, holdout_end) -> pd.Series:
     """Days from ``calibration_end`` to each customer's first purchase in (C, holdout_end]."""
@@ -114,14 +185,21 @@ def run_npd_backtest(
     try:
         load_staging(conn, transactions)
         cutoff = calibration_end.date()
-        training = features.build_training_frame(conn, cutoff, training_horizon_days)
-        earlier = features.build_training_frame(conn, cutoff - timedelta(days=training_horizon_days),
-                                                training_horizon_days)
+        h = training_horizon_days
+        training = features.build_training_frame(conn, cutoff, h)
+        earlier = features.build_training_frame(conn, cutoff - timedelta(days=h), h)
+        # each model also trains on the window a year before the one it predicts (season_window_end)
+        season = features.build_training_frame(conn, season_window_end(cutoff, h), h)
+        stacked, season_rows = with_season(training, season)
+        before_season = features.build_training_frame(conn, season_window_end(cutoff - timedelta(days=h), h), h)
+        earlier, _ = with_season(earlier, before_season)
+        validation = season_validation(season, before_season, features.build_training_frame(
+            conn, season_window_end(season_window_end(cutoff - timedelta(days=h), h), h), h))
         scoring = features.build_scoring_frame(conn, cutoff)
     finally:
         conn.close()
-    feature_cols = usable_features(training, features.FEATURE_COLUMNS)
-    model.fit(training, feature_cols)
+    feature_cols = usable_features(stacked, features.FEATURE_COLUMNS)
+    model.fit(stacked, feature_cols)
 
     scoring["customer_id"] = scoring["customer_id"].astype(str)
     scoring = scoring.set_index("customer_id", drop=False)
@@ -142,7 +220,7 @@ def run_npd_backtest(
     }
     blocks = {name: evaluate(actual_days, frame, horizons) for name, frame in predictions.items()}
     blocks[FALLBACK] = fallback_metrics(scoring.assign(days_to_next_purchase=actual_days), int(window))
-    served = served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model)
+    served = served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model, validation)
     served["metrics"] = blocks[AFT if served["earned"] else FALLBACK]
     column = f"p_purchase_{ALIVE_TEST_DAYS}d"
     return {
@@ -157,6 +235,8 @@ def run_npd_backtest(
             "horizon_days": int(training_horizon_days),
             "rows": int(len(training)),
             "censored_share": float(training[features.LABEL_COLUMNS[-1]].isna().mean()),
+            "season_feature_cutoff": (season_window_end(cutoff, h) - timedelta(days=h)).isoformat(),
+            "season_rows": int(season_rows),
         },
         "aft": {
             "distribution": model.distribution,
@@ -172,7 +252,7 @@ def run_npd_backtest(
 
 
 def served_on_history(earlier: pd.DataFrame, latest: pd.DataFrame, cutoff, horizon: int, feature_cols: list[str],
-                      chosen: NPDModel) -> dict:
+                      chosen: NPDModel, season: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> dict:
     """Which next-purchase model ``ml/npd_model`` would serve at ``cutoff`` (its rule, on the same
     frames): the chosen AFT shape trained on ``earlier`` and scored on ``latest`` against the BTYD
     fallback fitted on ``latest``'s features. Returns ``earns_its_place``'s verdict with ``model``
@@ -182,6 +262,7 @@ def served_on_history(earlier: pd.DataFrame, latest: pd.DataFrame, cutoff, horiz
     check = time_split_backtest(earlier, cutoff, horizon, latest, feature_cols, chosen, settings, trained_p)
     baseline, why = baseline_on(latest, horizon, probabilities=baseline_p)
     check.update(alive_test(latest, trained_p, baseline_p, horizon))
+    check.update(season_check(season, horizon, feature_cols, chosen, settings))
     candidate = {k: v for k, v in check.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     verdict = earns_its_place(candidate, baseline, why, check.get("skipped"))
     return {**verdict, "model": AFT if verdict["earned"] else FALLBACK,
@@ -202,7 +283,10 @@ def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_basel
     ``candidate_metrics``: the trained shape's out-of-sample metrics (trained at C - 2H, scored on
     the window (C - H, C]); ``baseline``: the fallback's on the same rows. A model that could not
     be checked out of sample (``skipped``: no earlier window to train on) has not earned its place;
-    with no baseline to compare with, the trained model is the only one and is served.
+    with no baseline to compare with, the trained model is the only one and is served. A model that
+    loses on the latest window is still served when it predicted the coming season a year ago better
+    beyond noise (``season_check``'s ``season_evidence`` in ``candidate_metrics``): the latest
+    window of a seasonal store never holds the season the served model is about to predict.
     Returns ``{"earned", "reason", "comparisons"}``.
     """
     if baseline is None:
@@ -213,6 +297,13 @@ def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_basel
         return {"earned": False, "comparisons": [],
                 "reason": f"the trained model could not be checked out of sample{why}: serving the BTYD fallback"}
     summary = "; ".join(f"{c['metric']} {c['candidate']:.4g} vs BTYD {c['registered']:.4g}" for c in comparisons)
+    gain = f"season_brier_{ALIVE_TEST_DAYS}d_gain_over_btyd"
+    if any(c["regressed"] for c in comparisons) and candidate_metrics.get("season_evidence"):
+        return {"earned": True, "comparisons": comparisons,
+                "reason": f"the trained model does not beat the BTYD fallback on the latest window ({summary}), "
+                          f"but it predicts the coming season of a year ago better beyond noise (Brier at "
+                          f"{ALIVE_TEST_DAYS} days: gain {candidate_metrics[gain]:.4g}, SE {candidate_metrics[gain + '_se']:.4g}"
+                          f", on {candidate_metrics.get('season_validation_rows', 0)} customers): serving it"}
     if any(c["regressed"] for c in comparisons):
         return {"earned": False, "comparisons": comparisons,
                 "reason": f"the trained model does not beat the BTYD fallback on the validation window ({summary}): "

@@ -74,6 +74,8 @@ FEATURE_COLUMNS: list[str] = [
     "spend_last_90d",
     "spend_prev_90d",
     "spend_trend_90d",
+    "orders_next_90d_last_year",
+    "spend_next_90d_last_year",
     "items_per_order",
     "distinct_products",
     "distinct_categories",

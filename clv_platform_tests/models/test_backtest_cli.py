@@ -322,22 +322,40 @@ def test_next_purchase_backtest_of_a_short_history_trains_on_the_window_it_suppo
         assert all(math.isfinite(block[key]) for key in ("mae_days", "median_ae_days"))
 
 
-def test_a_store_without_orders_before_the_calibration_end_is_refused_for_the_next_purchase_backtest_in_words(
-        tmp_path):
-    """Orders through August 2022, then nothing until five in October 2023 (a dormant store, or typo
-    dates): the derived calibration end 2023-03-12 has no purchase in the AFT's 90-day label window
-    before it, and the backtest ended in "backtest: every row is censored: no purchase was observed in
-    the label window" without saying what was too short or that the CLV backtest can run alone."""
+def _dormant_store(tmp_path, last_day: str):
+    """200 customers buying from January 2022 to ``last_day``, then five orders on 2023-10-15."""
     rng = np.random.default_rng(4)
     rows = []
     for i in range(200):
         day = pd.Timestamp("2022-01-01") + pd.Timedelta(days=int(rng.integers(0, 60)))
-        while day <= pd.Timestamp("2022-08-31"):
+        while day <= pd.Timestamp(last_day):
             rows.append((f"c{i}", day.date().isoformat(), float(rng.gamma(3.0, 15.0))))
             day += pd.Timedelta(days=int(rng.integers(5, 40)))
     rows += [(f"c{i}", "2023-10-15", 30.0) for i in range(5)]
     path = tmp_path / "late.csv"
     pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"]).to_csv(path, index=False)
+    return path
+
+
+def test_a_dormant_store_trains_next_purchase_on_the_season_of_a_year_before(tmp_path):
+    """Orders through August 2022, then nothing until five in October 2023 (a dormant store): the 90
+    days before the derived calibration end 2023-03-12 hold no purchase, but the same 90 days a year
+    earlier do, and the model trains on both (the latest says nobody buys now)."""
+    result, _ = backtest_cli.run_backtest(str(_dormant_store(tmp_path, "2022-08-31")),
+                                       config_path=cheap_clv_config(tmp_path), with_npd=True)
+    window = result["npd"]["training_window"]
+    assert window["feature_cutoff"] == "2022-12-12" and window["censored_share"] == 1.0
+    assert window["season_feature_cutoff"] == "2022-03-12" and window["season_rows"] > 100
+
+
+def test_a_store_without_orders_before_the_calibration_end_is_refused_for_the_next_purchase_backtest_in_words(
+        tmp_path):
+    """Orders through 10 March 2022, then nothing until five in October 2023 (a dormant store, or typo
+    dates): the derived calibration end 2023-03-12 has no purchase in the AFT's 90-day label window
+    before it, nor in the same window a year earlier, and the backtest ended in "backtest: every row
+    is censored: no purchase was observed in the label window" without saying what was too short or
+    that the CLV backtest can run alone."""
+    path = _dormant_store(tmp_path, "2022-03-10")
     with pytest.raises(ValueError) as refused:
         backtest_cli.run_backtest(str(path), config_path=cheap_clv_config(tmp_path), with_npd=True)
     assert str(refused.value) == (

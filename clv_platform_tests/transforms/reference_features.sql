@@ -76,6 +76,10 @@ order_stats as (
         coalesce(sum(net) filter (where order_date > $cutoff::date - 90), 0) as spend_last_90d,
         coalesce(sum(net) filter (where order_date > $cutoff::date - 180
                                     and order_date <= $cutoff::date - 90), 0) as spend_prev_90d,
+        count(*) filter (where order_date > $cutoff::date - 365
+                           and order_date <= $cutoff::date - 275) as orders_next_90d_last_year,
+        coalesce(sum(net) filter (where order_date > $cutoff::date - 365
+                                    and order_date <= $cutoff::date - 275), 0) as spend_next_90d_last_year,
         sum(net) filter (where order_number = 1) as first_order_value
     from sequenced
     group by customer_id
@@ -140,6 +144,10 @@ select
     s.spend_last_90d,
     s.spend_prev_90d,
     (s.spend_last_90d - s.spend_prev_90d) / nullif(s.spend_last_90d + s.spend_prev_90d, 0) as spend_trend_90d,
+    case when s.first_order_date <= $cutoff::date - 365 then s.orders_next_90d_last_year end
+        as orders_next_90d_last_year,
+    case when s.first_order_date <= $cutoff::date - 365 then s.spend_next_90d_last_year end
+        as spend_next_90d_last_year,
     s.items_total / s.order_count as items_per_order,
     coalesce(b.distinct_products, 0) as distinct_products,
     coalesce(b.distinct_categories, 0) as distinct_categories,

@@ -136,6 +136,11 @@ order_stats as (
         coalesce(sum(net) filter (where order_date > $cutoff::date - 90), 0) as spend_last_90d,
         coalesce(sum(net) filter (where order_date > $cutoff::date - 180
                                     and order_date <= $cutoff::date - 90), 0) as spend_prev_90d,
+        -- the 90 days that followed this date a year ago: what the customer did in the coming season
+        count(*) filter (where order_date > $cutoff::date - 365
+                           and order_date <= $cutoff::date - 275) as orders_next_90d_last_year,
+        coalesce(sum(net) filter (where order_date > $cutoff::date - 365
+                                    and order_date <= $cutoff::date - 275), 0) as spend_next_90d_last_year,
         sum(net) filter (where purchase_seq = 1) as first_order_value,
         sum(new_products) as distinct_products,
         sum(new_categories) as distinct_categories
@@ -175,6 +180,11 @@ select
     s.spend_last_90d,
     s.spend_prev_90d,
     (s.spend_last_90d - s.spend_prev_90d) / nullif(s.spend_last_90d + s.spend_prev_90d, 0) as spend_trend_90d,
+    -- null for a customer who was not one a year ago (no season of theirs to repeat), not 0
+    case when s.first_order_date <= $cutoff::date - 365 then s.orders_next_90d_last_year end
+        as orders_next_90d_last_year,
+    case when s.first_order_date <= $cutoff::date - 365 then s.spend_next_90d_last_year end
+        as spend_next_90d_last_year,
     s.items_total / s.order_count as items_per_order,
     cast(s.distinct_products as bigint) as distinct_products,
     cast(s.distinct_categories as bigint) as distinct_categories,
