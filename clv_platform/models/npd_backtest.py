@@ -5,6 +5,9 @@ Protocol (nothing after ``calibration_end`` C is used to fit anything):
 * AFT training rows: features at C - H from orders <= C - H, label = days from C - H to the
   next purchase in (C - H, C], right-censored at H when there is none
   (``features.build_training_frame(conn, C, H)``).
+* Stacked with them, the H days after C a year earlier: features at C - 365, labels in
+  (C - 365, C - 365 + H] (``season_window_end``), when the history has them: the season the model is
+  about to predict, which the latest window of a seasonal store never holds.
 * Scoring: features at C (``features.build_scoring_frame``); BG/NBD fitted on the calibration
   summary (``btyd.summarize`` / ``btyd.fit_btyd``); the naive model's population interval from
   the features at C.
@@ -20,7 +23,8 @@ discount, profile age) are dropped before training.
 What the platform would serve: ``ml/npd_model``'s rule run on the same history. The AFT's shape is
 trained one window earlier (features at C - 2H, labels in (C - 2H, C - H]) and scored on the
 latest window before C (features at C - H, outcomes in (C - H, C]) next to the BTYD fallback
-fitted at C - H (``earns_its_place``); the ``served`` block is the holdout of the winner.
+fitted at C - H (``earns_its_place``), and on the coming season of a year ago (``season_check``);
+the ``served`` block is the holdout of the winner.
 
 Caveat on ``mae_days``: it is measured on holdout buyers only, whose actual times are at most
 the holdout length L, so it favours models that predict short times (the unconditional median

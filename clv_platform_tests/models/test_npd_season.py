@@ -128,3 +128,24 @@ def test_a_store_younger_than_a_year_trains_as_before():
     result = run_npd_backtest(tx, CUTOFF, CUTOFF + pd.Timedelta(days=90), aft=NPDModel(n_threads=1))
     assert result["training_window"]["season_rows"] == 0
     assert "season_evidence" not in result["served"]["validation"][AFT]
+
+
+def test_a_served_fallback_gives_way_to_a_candidate_that_knew_the_season(data_env, monkeypatch):
+    """The registration compares a candidate with the served model on the latest window only: a
+    served BTYD fallback would refuse the seasonal model that earns_its_place chose to serve."""
+    from clv_platform.models.npd_assets import npd_registration_gate, save_npd_fallback
+    from clv_platform.models.npd_backtest import fallback_metrics
+    from clv_platform_tests.cheap_config import cheap_clv_config, use_clv_config
+    from clv_platform_tests.models.test_npd_fallback import _holdout
+
+    use_clv_config(monkeypatch, cheap_clv_config(data_env))
+    holdout = _holdout()
+    served = fallback_metrics(holdout, 90)
+    worse = {"auc_30d": served["auc_30d"] - 0.05, "brier_30d": served["brier_30d"] * 1.2}
+    meta = {"cutoff": "2026-03-01", "training_horizon_days": 90, "serving_reason": "history too short to train: x"}
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        save_npd_fallback(meta, conn, register=True)
+        refused = npd_registration_gate(conn, holdout, worse, 90)
+        seasonal = npd_registration_gate(conn, holdout, {**worse, "season_evidence": 1}, 90)
+    assert not refused["register"]
+    assert seasonal["register"] and "coming season" in seasonal["reason"]
