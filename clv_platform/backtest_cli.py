@@ -318,6 +318,8 @@ def json_view(result: dict) -> dict:
         "serving": result.get("serving", {}),
         "headline": headline(result),
         **({"npd": {"models": result["npd"]["models"],
+                    # the label windows it trained on: the latest, and the season of a year ago (season_rows)
+                    "training_window": result["npd"].get("training_window"),
                     "served": {k: result["npd"]["served"][k] for k in ("model", "reason")},
                     # the 90-day paired Brier test on the validation window and what the stages rest on
                     "alive_evidence": {k: v for k, v in ((result["npd"]["served"].get("validation") or {})

@@ -346,6 +346,8 @@ def test_a_dormant_store_trains_next_purchase_on_the_season_of_a_year_before(tmp
     window = result["npd"]["training_window"]
     assert window["feature_cutoff"] == "2022-12-12" and window["censored_share"] == 1.0
     assert window["season_feature_cutoff"] == "2022-03-12" and window["season_rows"] > 100
+    # and --json says so
+    assert backtest_cli.json_view(result)["npd"]["training_window"]["season_rows"] == window["season_rows"]
 
 
 def test_a_store_without_orders_before_the_calibration_end_is_refused_for_the_next_purchase_backtest_in_words(
