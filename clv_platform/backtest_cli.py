@@ -144,29 +144,32 @@ def run_backtest(
 
 
 def restage(run, npd: dict, result: dict) -> str:
-    """The per-stage errors with the stages production would assign: where the next-purchase model
-    production would serve lowers the BTYD's p_alive (``clv.reconcile_alive``, served and better than
-    the BTYD at 90 days beyond noise on its validation window), the stages are judged on the lowered
-    p_alive and ``per_stage`` is rebuilt; returns what p_alive the stages rest on."""
+    """The per-stage errors with the stages production would assign where the trained next-purchase
+    model is served: its P(purchase within 90 days) waives the cadence test where it is high
+    (``lifecycle.lifecycle_stages``), and where it also beats the BTYD at 90 days beyond noise on its
+    validation window it lowers the BTYD's p_alive (``clv.reconcile_alive``); ``per_stage`` is rebuilt
+    on both. Returns what p_alive the stages rest on."""
     from clv_platform.models import backtest, clv
     from clv_platform.models.npd_backtest import AFT
 
-    p_purchase = npd.get("alive_p_purchase")
-    if npd["served"].get("model") != AFT:
+    if npd["served"].get("model") != AFT or npd.get("served_p_purchase") is None:
         return "the BTYD's (the served next-purchase model is the BTYD fallback)"
-    if p_purchase is None or run.chosen is None:
-        return "the BTYD's (the served next-purchase model does not beat it at 90 days beyond noise)"
     summary, frame = run.summary, run.frame
+    ids = summary.index.astype(str)
     btyd_alive = frame["btyd_p_alive"].to_numpy(dtype=float)
-    served, _ = clv.reconcile_alive_with(run.chosen.transactions, btyd_alive, np.zeros(len(frame)),
-                                         p_purchase.reindex(summary.index.astype(str)).to_numpy(dtype=float),
-                                         summary["frequency"], summary["T"])
+    p_purchase = npd.get("alive_p_purchase")
+    served, said = btyd_alive, "the BTYD's (the served next-purchase model does not beat it at 90 days beyond noise)"
+    if p_purchase is not None and run.chosen is not None:
+        served, _ = clv.reconcile_alive_with(run.chosen.transactions, btyd_alive, np.zeros(len(frame)),
+                                             p_purchase.reindex(ids).to_numpy(dtype=float),
+                                             summary["frequency"], summary["T"])
+        said = (f"lowered for {int((served < btyd_alive).sum())} of {len(served)} customers by the served "
+                f"next-purchase model's P(purchase within {clv.ALIVE_EVIDENCE_DAYS} days) (clv.reconcile_alive)")
     # the same model columns as the per-stage errors before, in their order
     columns = list(dict.fromkeys(m for block in result["per_stage"].values() for m in block if m in frame.columns))
-    result["per_stage"] = backtest._clean(run.restage(served, columns))
-    lowered = int((served < btyd_alive).sum())
-    return (f"lowered for {lowered} of {len(served)} customers by the served next-purchase model's P(purchase within "
-            f"{clv.ALIVE_EVIDENCE_DAYS} days) (clv.reconcile_alive); per_stage uses it")
+    result["per_stage"] = backtest._clean(run.restage(served, columns,
+                                                      npd["served_p_purchase"].reindex(ids).to_numpy(dtype=float)))
+    return f"{said}; per_stage uses it and the served model's P({clv.ALIVE_EVIDENCE_DAYS} d) for the cadence test"
 
 
 INTERVAL_KINDS = {

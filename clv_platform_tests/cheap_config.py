@@ -20,7 +20,10 @@ loudly instead of silently testing the full search):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -73,6 +76,24 @@ def use_files_only_store(mp: pytest.MonkeyPatch, folder: Path, file_currency: st
     if file_currency:
         mp.setenv("CLV_FILE_CURRENCY", file_currency)
     return inbox
+
+
+@contextmanager
+def files_store_run(folder: Path, write: Callable[[Path], object],
+                    file_currency: str | None = None) -> Iterator[SimpleNamespace]:
+    """``clv-platform files`` on a files-only store in ``folder`` (``use_files_only_store``) after
+    ``write(inbox)`` put the export there: yields ``code`` (the exit code), ``db`` (the store's
+    DuckDB) and ``written`` (what ``write`` returned); the environment is restored afterwards. The
+    body of a module fixture that builds one store for a test file."""
+    from clv_platform.cli import run_files
+
+    mp = pytest.MonkeyPatch()
+    try:
+        written = write(use_files_only_store(mp, folder, file_currency))
+        code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
+        yield SimpleNamespace(code=code, db=folder / "files.duckdb", written=written)
+    finally:
+        mp.undo()
 
 
 def one_tweedie_config(rounds: int, **changes) -> clv.ClvConfig:

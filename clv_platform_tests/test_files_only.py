@@ -7,21 +7,17 @@ import duckdb
 import pandas as pd
 import pytest
 
-from clv_platform.cli import run_files
-from clv_platform_tests.cheap_config import use_files_only_store
+from clv_platform_tests.cheap_config import files_store_run
 from clv_platform_tests.online_retail import synthesize, write_two_sheet_workbook
 
 
 @pytest.fixture(scope="module")
 def files_store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("files_store")
-    mp = pytest.MonkeyPatch()
-    inbox = use_files_only_store(mp, tmp, file_currency="GBP")
     export = synthesize(n_customers=300, seed=3, lines_per_invoice=3)
-    sheet_rows = write_two_sheet_workbook(export, inbox / "online_retail_II.xlsx")
-    code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
-    yield SimpleNamespace(code=code, db=tmp / "files.duckdb", export=export, sheet_rows=sheet_rows, tmp=tmp)
-    mp.undo()
+    with files_store_run(tmp, lambda inbox: write_two_sheet_workbook(export, inbox / "online_retail_II.xlsx"),
+                         "GBP") as store:
+        yield SimpleNamespace(code=store.code, db=store.db, export=export, sheet_rows=store.written, tmp=tmp)
 
 
 def _tables(conn) -> list[tuple[str, str]]:

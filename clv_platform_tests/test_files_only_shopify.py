@@ -5,13 +5,11 @@ ids) → `clv-platform files` on a fresh database → scores."""
 
 import csv
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 
 import duckdb
 import pytest
 
-from clv_platform.cli import run_files
-from clv_platform_tests.cheap_config import use_files_only_store
+from clv_platform_tests.cheap_config import files_store_run
 from clv_platform_tests.ingestion.test_shopify_export import HEADER
 from clv_platform_tests.online_retail import synthesize
 
@@ -62,14 +60,11 @@ def write_shopify_export(export, path) -> dict:
 
 @pytest.fixture(scope="module")
 def shopify_store(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("shopify_files_store")
-    mp = pytest.MonkeyPatch()
-    inbox = use_files_only_store(mp, tmp)  # the export's Currency column gives the currency
-    written = write_shopify_export(synthesize(n_customers=300, seed=5, lines_per_invoice=3),
-                                   inbox / "orders_export_1.csv")
-    code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
-    yield SimpleNamespace(code=code, db=tmp / "files.duckdb", written=written)
-    mp.undo()
+    export = synthesize(n_customers=300, seed=5, lines_per_invoice=3)
+    # the export's Currency column gives the currency
+    with files_store_run(tmp_path_factory.mktemp("shopify_files_store"),
+                         lambda inbox: write_shopify_export(export, inbox / "orders_export_1.csv")) as store:
+        yield store
 
 
 def test_a_shopify_orders_export_reaches_scores(shopify_store):

@@ -403,11 +403,13 @@ class BTYDBacktest:
     chosen: btyd.BTYDModel | None = None
     """The BTYD behind the ``btyd`` column and the stages (``btyd_selection``)."""
 
-    def restage(self, p_alive: np.ndarray, model_columns: list[str]) -> dict:
+    def restage(self, p_alive: np.ndarray, model_columns: list[str], p_purchase: np.ndarray | None = None) -> dict:
         """``per_stage`` again with production's lifecycle rule on ``p_alive`` (aligned with
         ``summary``): the served p_alive where the next-purchase model lowers the BTYD's
-        (``clv.reconcile_alive``); the frame's ``stage`` column is replaced."""
-        self.frame["stage"] = lifecycle.stages_from_summary(self.summary, p_alive=p_alive).to_numpy()
+        (``clv.reconcile_alive``), and the served trained model's ``p_purchase`` (P(90 d)); the
+        frame's ``stage`` column is replaced."""
+        self.frame["stage"] = lifecycle.stages_from_summary(self.summary, p_alive=p_alive,
+                                                            p_purchase=p_purchase).to_numpy()
         return evaluate_frame(self.frame, model_columns)["per_stage"]
 
 

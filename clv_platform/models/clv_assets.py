@@ -431,6 +431,28 @@ def scoring_join_sql(conn, features: list[str] | None = None, alive: bool = Fals
             f"left join {BTYD_TABLE} b using (customer_id){npd_join} where {{where}} order by customer_id")
 
 
+def trained_npd_scores(conn, cutoff) -> tuple[dict | None, str]:
+    """(the served next-purchase model's registry row, "") when it is a trained model (not the BTYD
+    fallback, whose probabilities are the BTYD's own) and scores.customer_npd holds its scores of
+    this cutoff, else (None, why not): a table left from another day is not read as today's."""
+    served = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
+    if served is None:
+        return None, "no next-purchase model is registered"
+    version = str(served["model_version"])
+    if str(served.get("objective")) == NPD_BTYD_ONLY:
+        return None, f"the served next-purchase model {version} is the BTYD fallback (the BTYD's own timing)"
+    if not table_exists(conn, NPD_TABLE):
+        return None, f"{NPD_TABLE} does not exist (materialize scores/customer_npd first)"
+    columns = {c for (c,) in conn.execute(f"select column_name from (describe {NPD_TABLE})").fetchall()}
+    held = (conn.execute(f"select distinct cutoff, model_version from {NPD_TABLE}").fetchall()
+            if "cutoff" in columns else [("unknown", "unknown")])
+    if held != [(cutoff, version)]:
+        shown = ", ".join(f"{c} / {v}" for c, v in held[:3]) or "no rows"
+        return None, (f"{NPD_TABLE} holds cutoff / version {shown}, not {cutoff} / {version} "
+                      "(materialize scores/customer_npd first)")
+    return served, ""
+
+
 def alive_evidence(conn, cutoff) -> tuple[object | None, str]:
     """(BTYD transaction model, why) when the served p_alive is reconciled with the served
     next-purchase model (``clv.reconcile_alive``), else (None, why not).
@@ -439,14 +461,11 @@ def alive_evidence(conn, cutoff) -> tuple[object | None, str]:
     P(purchase | alive) of the same fit, which would give back p_alive), and only one whose P(purchase
     within 90 days) beat the BTYD's beyond noise on its validation window (``npd_backtest.paired_brier``,
     recorded with its metrics): the minimum of two estimates that differ by noise is biased down. Its
-    scores must be of this cutoff and this version: a table left from another day is not read as today's."""
-    served = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
+    scores must be of this cutoff and this version (``trained_npd_scores``)."""
+    served, why = trained_npd_scores(conn, cutoff)
     if served is None:
-        return None, "no next-purchase model is registered: p_alive is the BTYD's"
+        return None, f"{why}: p_alive is the BTYD's"
     version = str(served["model_version"])
-    if str(served.get("objective")) == NPD_BTYD_ONLY:
-        return None, (f"the served next-purchase model {version} is the BTYD fallback (the BTYD's own timing): "
-                      "p_alive is the BTYD's")
     metrics = served.get("metrics")
     metrics = json.loads(metrics) if isinstance(metrics, str) else dict(metrics or {})
     gain_key = f"brier_{clv.ALIVE_EVIDENCE_DAYS}d_gain_over_btyd"
@@ -458,15 +477,6 @@ def alive_evidence(conn, cutoff) -> tuple[object | None, str]:
         return None, (f"the served next-purchase model {version} is not better than the BTYD at "
                       f"{clv.ALIVE_EVIDENCE_DAYS} days beyond noise on its validation window (Brier gain {gain:.5f}, "
                       f"SE {se:.5f}): p_alive is the BTYD's")
-    if not table_exists(conn, NPD_TABLE):
-        return None, f"{NPD_TABLE} does not exist: p_alive is the BTYD's (materialize scores/customer_npd first)"
-    columns = {c for (c,) in conn.execute(f"select column_name from (describe {NPD_TABLE})").fetchall()}
-    held = (conn.execute(f"select distinct cutoff, model_version from {NPD_TABLE}").fetchall()
-            if "cutoff" in columns else [("unknown", "unknown")])
-    if held != [(cutoff, version)]:
-        shown = ", ".join(f"{c} / {v}" for c, v in held[:3]) or "no rows"
-        return None, (f"{NPD_TABLE} holds cutoff / version {shown}, not {cutoff} / {version}: p_alive is the "
-                      "BTYD's (materialize scores/customer_npd first)")
     stored = stored_fits.load(conn, stored_fits.BTYD)
     if stored is None:
         return None, "no stored BTYD fit: p_alive is the BTYD's"

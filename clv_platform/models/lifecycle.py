@@ -19,6 +19,12 @@ irregular the store's customers are; the ratio has not. On a store where nobody 
 "either signal" rule called 233 of 3,000 customers churned whose p_alive was 1.0
 (``benchmarks/awkward_stores.py``, nochurn.csv); on the demo it moves 0.4 % of the churned.
 
+Where a trained next-purchase model is served (it earned its place against the BTYD), its
+P(purchase within 90 days) is a third signal: at least ``active_min_p_purchase`` and the cadence
+test is waived. The pooled interval calls a store's December buyers overdue every October; on the
+gift store of ``benchmarks/awkward_stores.py`` 580 of them were ``at_risk`` (64 % still customers,
+P(90 d) 0.75) next to the 120 real ones (35 %, 0.24).
+
 A store with fewer repeat buyers than ``cadence_min_repeat_buyers`` (default 1: a store where
 nobody bought twice) has no population interval to judge its one-time buyers by. The rule then
 switches the cadence test off for them (their cadence ratio is undefined, never "overdue") and
@@ -103,19 +109,28 @@ def cadence_ratio(frame: pd.DataFrame, config: dict | None = None, cadence: Naiv
 
 
 def lifecycle_stages(frame: pd.DataFrame, config: dict | None = None, p_alive=None,
-                     cadence: NaiveCadence | None = None) -> pd.Series:
+                     cadence: NaiveCadence | None = None, p_purchase=None) -> pd.Series:
     """``new`` / ``churned`` / ``at_risk`` / ``active``, checked in that order (thresholds in config).
 
     ``p_alive`` (optional, array-like aligned with ``frame``) adds the probability-alive tests;
     either signal - cadence or p_alive - is enough to mark a customer at risk, and a low p_alive is
     enough for churned, but the cadence makes a customer churned only where p_alive is below
-    ``at_risk_max_p_alive`` too (or unknown: NaN): see the module docstring.
+    ``at_risk_max_p_alive`` too (or unknown: NaN): see the module docstring. ``p_purchase``
+    (optional: the served P(purchase within 90 days) of a *trained* next-purchase model, which
+    earned its place against the BTYD) waives the cadence test where it is at least
+    ``active_min_p_purchase``: a model that reads the customer's own cadence and last year's season
+    and still expects a purchase soon outweighs the store's pooled interval (a December buyer in
+    October, a one-time buyer of a seasonal store). The p_alive tests stay.
     """
     life = _lifecycle_config(config)
     ratio = cadence_ratio(frame, config, cadence).to_numpy()
     tenure = pd.to_numeric(frame[life["tenure_column"]], errors="coerce").to_numpy(dtype=float)
     churned = ratio >= life["churned_min_ratio"]
     at_risk = ratio >= life["at_risk_min_ratio"]
+    if p_purchase is not None:
+        expected = np.asarray(p_purchase, dtype=float) >= float(life.get("active_min_p_purchase", 0.5))
+        churned &= ~expected
+        at_risk &= ~expected
     if p_alive is not None:
         alive = np.asarray(p_alive, dtype=float)
         churned = (churned & ~(alive >= life["at_risk_max_p_alive"])) | (alive < life["churned_max_p_alive"])
@@ -152,6 +167,8 @@ def features_from_summary(summary: pd.DataFrame, config: dict | None = None) -> 
     )
 
 
-def stages_from_summary(summary: pd.DataFrame, config: dict | None = None, p_alive=None) -> pd.Series:
+def stages_from_summary(summary: pd.DataFrame, config: dict | None = None, p_alive=None,
+                        p_purchase=None) -> pd.Series:
     """Production's ``lifecycle_stages`` applied to a BTYD calibration summary (the backtest's frame)."""
-    return lifecycle_stages(features_from_summary(summary, config), config, p_alive).rename("stage")
+    return lifecycle_stages(features_from_summary(summary, config), config, p_alive,
+                            p_purchase=p_purchase).rename("stage")

@@ -232,6 +232,9 @@ def run_npd_backtest(
         "alive_p_purchase": (predictions[AFT][column].set_axis(scoring.index)
                              if served["earned"] and served["validation"][AFT].get("alive_evidence")
                              and column in predictions[AFT] else None),
+        # what the lifecycle stages read where the trained model is served (lifecycle.lifecycle_stages)
+        "served_p_purchase": (predictions[AFT][column].set_axis(scoring.index)
+                              if served["earned"] and column in predictions[AFT] else None),
         "calibration_end": calibration_end.date().isoformat(),
         "holdout_end": holdout_end.date().isoformat(),
         "training_window": {

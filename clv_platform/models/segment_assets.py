@@ -18,7 +18,7 @@ from clv_platform import contract
 from clv_platform.core.assets import layer_spec
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.models import stored_fits
-from clv_platform.models.clv_assets import CUSTOMER_CLV, TRAINING_KEYS
+from clv_platform.models.clv_assets import CUSTOMER_CLV, CUSTOMER_NPD, TRAINING_KEYS, trained_npd_scores
 from clv_platform.models.lifecycle import (_lifecycle_config, cadence_rule, lifecycle_stages, population_cadence,
                                           repeat_buyers)
 from clv_platform.models.segments import assign_clusters, fit_clusters, load_config, rfm_from_scores
@@ -65,9 +65,11 @@ def stored_or_fitted_clusters(context, conn, cutoff, config: dict, max_age_days:
     return params, decision, cutoff
 
 
-def write_segments(conn, config: dict, params: dict, batch: int) -> dict:
+def write_segments(conn, config: dict, params: dict, batch: int, p_purchase: bool = False) -> dict:
     """scores.customer_segments in batches of ``batch`` customers with the clusters of ``params``;
-    returns the segment sizes for the metadata."""
+    returns the segment sizes for the metadata. With ``p_purchase`` (a trained next-purchase model
+    is served and scores.customer_npd holds its scores of this cutoff: ``trained_npd_scores``) the
+    lifecycle rule reads its P(purchase within 90 days) too (``lifecycle.lifecycle_stages``)."""
     rfm, life = config["rfm"], _lifecycle_config(config)
     run_sql = read_sql("clv_platform.models", "sql/segment_rfm.sql").format(
         recency=_column(rfm["recency_column"]), frequency=_column(rfm["frequency_column"]),
@@ -93,14 +95,17 @@ def write_segments(conn, config: dict, params: dict, batch: int) -> dict:
         for _, frame in read_batches(conn, f"""
                 select f.customer_id, {', '.join(f'f."{c}"' for c in needed)},
                        c.p_alive, c.predicted_clv, r.r_score, r.f_score, r.m_score
+                       {', n.p_purchase_90d' if p_purchase else ''}
                 from {FEATURE_TABLE} as f
                 left join scores.customer_clv as c using (customer_id)
                 join segment_rfm as r using (customer_id)
+                {'left join scores.customer_npd as n using (customer_id)' if p_purchase else ''}
                 where {{where}}
                 order by f.customer_id""", ranges, column="f.customer_id"):
             out = rfm_from_scores(frame, config)
             out.insert(0, "customer_id", frame["customer_id"].to_numpy())
-            out["lifecycle_stage"] = lifecycle_stages(frame, config, frame["p_alive"], cadence).to_numpy()
+            out["lifecycle_stage"] = lifecycle_stages(frame, config, frame["p_alive"], cadence,
+                                                      frame["p_purchase_90d"] if p_purchase else None).to_numpy()
             out["cluster_id"], out["cluster_name"] = assign_clusters(frame, params)
             out = out[SEGMENT_COLUMNS]
             writer.write(out)
@@ -118,7 +123,7 @@ def write_segments(conn, config: dict, params: dict, batch: int) -> dict:
 @dg.multi_asset(
     name="customer_segments",
     specs=[
-        layer_spec(CUSTOMER_SEGMENTS, deps=[CUSTOMER_FEATURES, CUSTOMER_CLV], kinds={"python", "scikitlearn", "duckdb"},
+        layer_spec(CUSTOMER_SEGMENTS, deps=[CUSTOMER_FEATURES, CUSTOMER_CLV, CUSTOMER_NPD], kinds={"python", "scikitlearn", "duckdb"},
                    description="Per customer: RFM quintile scores and named segment (rules in models/segments.toml),\n"
                    "lifecycle stage (tenure, cadence-relative recency, probability alive) and a KMeans cluster\n"
                    "with k chosen by silhouette (fitted weekly, stored, assigned nightly); the cluster summary\n"
@@ -136,7 +141,8 @@ def customer_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
         cutoff = scoring_cutoff(conn)
         params, decision, fit_cutoff = stored_or_fitted_clusters(context, conn, cutoff, config,
                                                                  settings.refit_after_days)
-        written = write_segments(conn, config, params, settings.batch_customers)
+        npd, npd_why = trained_npd_scores(conn, cutoff)
+        written = write_segments(conn, config, params, settings.batch_customers, p_purchase=npd is not None)
         summary = conn.execute(f"select * from {CLUSTER_SUMMARY_TABLE} order by cluster").df()
         summary_rows = row_count(conn, CLUSTER_SUMMARY_TABLE)
         contract.apply_comments(conn, tables=[SEGMENTS_TABLE, CLUSTER_SUMMARY_TABLE])
@@ -162,6 +168,9 @@ def customer_segments(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
             "rfm_segment_sizes": dg.MetadataValue.md(sizes["rfm_segment"].to_markdown(index=False)),
             "lifecycle_stage_sizes": dg.MetadataValue.md(sizes["lifecycle_stage"].to_markdown(index=False)),
             "lifecycle_cadence": written["lifecycle_cadence"],
+            # whether the served next-purchase model's P(90 d) waives the cadence test (lifecycle.py)
+            "lifecycle_next_purchase": (f"P(purchase within 90 days) of {npd['model_version']}" if npd is not None
+                                        else f"not read: {npd_why}"),
             "cluster_sizes": dg.MetadataValue.md(sizes["cluster_name"].to_markdown(index=False)),
             "cluster_summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
         }

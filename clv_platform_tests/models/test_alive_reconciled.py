@@ -13,11 +13,10 @@ import pandas as pd
 import pytest
 
 from clv_platform.backtest_cli import json_view, run_backtest
-from clv_platform.cli import run_files
 from clv_platform.models import btyd, clv
 from clv_platform.models.clv_assets import alive_evidence
 from clv_platform.models.npd_backtest import paired_brier
-from clv_platform_tests.cheap_config import use_files_only_store
+from clv_platform_tests.cheap_config import files_store_run
 
 END = pd.Timestamp("2024-12-30")
 
@@ -39,14 +38,10 @@ def subscription_export(customers: int = 700, seed: int = 11) -> tuple[pd.DataFr
 
 @pytest.fixture(scope="module")
 def subscription_store(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("subscription_store")
-    mp = pytest.MonkeyPatch()
-    inbox = use_files_only_store(mp, tmp, file_currency="USD")
     export, subscribed = subscription_export()
-    export.to_csv(inbox / "subscriptions.csv", index=False)
-    code = run_files(SimpleNamespace(database=None, retrain=False, import_only=False, build_only=False))
-    yield SimpleNamespace(code=code, db=tmp / "files.duckdb", subscribed=subscribed)
-    mp.undo()
+    with files_store_run(tmp_path_factory.mktemp("subscription_store"),
+                         lambda inbox: export.to_csv(inbox / "subscriptions.csv", index=False), "USD") as store:
+        yield SimpleNamespace(code=store.code, db=store.db, subscribed=subscribed)
 
 
 def test_cancelled_subscribers_are_not_kept_alive_by_the_btyd(subscription_store):

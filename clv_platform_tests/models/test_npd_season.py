@@ -27,12 +27,13 @@ CUTOFF = pd.Timestamp("2023-10-31")
 
 def _gift_store(n: int = 900, seed: int = 11) -> pd.DataFrame:
     """Two thirds buy one gift around 10 December each year from their first year on (a fifth stop
-    each year); a third buy on exponential gaps of 30-150 days all year."""
+    each year); a third buy on exponential gaps of 30-150 days all year (until January 2025: the
+    files store below sees them until 2024-10-31)."""
     rng = np.random.default_rng(seed)
     rows = []
     for c in range(n):
         if rng.random() < 2 / 3:
-            year = int(rng.integers(2020, 2023))
+            year = int(rng.integers(2020, 2024))
             while year <= 2024:
                 day = pd.Timestamp(f"{year}-12-10") + pd.Timedelta(days=int(rng.integers(-12, 12)))
                 rows.append((f"G{c}", day, round(float(rng.lognormal(4.2, 0.4)), 2)))
@@ -42,7 +43,7 @@ def _gift_store(n: int = 900, seed: int = 11) -> pd.DataFrame:
         else:
             t = pd.Timestamp("2020-01-01") + pd.Timedelta(days=int(rng.integers(0, 1000)))
             gap = rng.uniform(30, 150)
-            while t <= pd.Timestamp("2024-06-30"):
+            while t <= pd.Timestamp("2025-01-31"):
                 rows.append((f"A{c}", t, round(float(rng.lognormal(3.8, 0.5)), 2)))
                 t = t + pd.Timedelta(days=max(1, int(rng.exponential(gap))))
     return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
@@ -149,3 +150,58 @@ def test_a_served_fallback_gives_way_to_a_candidate_that_knew_the_season(data_en
         seasonal = npd_registration_gate(conn, holdout, {**worse, "season_evidence": 1}, 90)
     assert not refused["register"]
     assert seasonal["register"] and "coming season" in seasonal["reason"]
+
+
+def test_cadence_waived_where_the_served_model_expects_a_purchase():
+    """Overdue by the pooled interval, but the trained model gives P(90 d) >= 0.5: not at risk."""
+    from clv_platform.models.lifecycle import lifecycle_stages
+
+    frame = pd.DataFrame({"T_days": [400.0, 400.0, 400.0, 400.0], "days_since_last_order": [330.0] * 4,
+                          "mean_interpurchase_days": [np.nan, np.nan, np.nan, 60.0], "frequency": [0, 0, 0, 1]})
+    alive = np.array([0.8, 0.8, 0.3, 0.8])
+    assert lifecycle_stages(frame, p_alive=alive).tolist() == ["at_risk", "at_risk", "churned", "at_risk"]
+    stages = lifecycle_stages(frame, p_alive=alive, p_purchase=np.array([0.7, 0.4, 0.7, 0.5]))
+    # the p_alive tests stay: at 0.3 the customer is at risk whatever the next-purchase model says
+    # (churned by the cadence with a p_alive below 0.5 before)
+    assert stages.tolist() == ["active", "at_risk", "at_risk", "active"]
+
+
+@pytest.fixture(scope="module")
+def gift_files_store(tmp_path_factory):
+    """The gift store through the files pipeline, its file ending 2024-10-31 (before the season)."""
+    from clv_platform_tests.cheap_config import files_store_run
+
+    tx = _gift_store()
+    known = tx[tx["order_date"] <= pd.Timestamp("2024-10-31")]
+    cutoff = known["order_date"].max()  # the store's scoring cutoff: its last order day
+    season = tx[(tx["order_date"] > cutoff) & (tx["order_date"] <= cutoff + pd.Timedelta(days=90))]
+
+    def write(inbox):
+        known.assign(order_date=known["order_date"].dt.date.astype(str)).to_csv(inbox / "gift.csv", index=False)
+
+    with files_store_run(tmp_path_factory.mktemp("gift_store"), write, "USD") as store:
+        store.buyers = set(season["customer_id"])
+        yield store
+
+
+def test_december_buyers_in_october_are_expected_and_not_at_risk(gift_files_store):
+    assert gift_files_store.code == 0
+    with duckdb.connect(str(gift_files_store.db), read_only=True) as conn:
+        served = conn.execute("select objective from ml.model_runs where model_name = 'npd_aft' and is_registered "
+                              "order by trained_at desc limit 1").fetchone()[0]
+        frame = conn.execute("select customer_id, lifecycle_stage, p_purchase_90d, p_alive "
+                             "from marts.customer_scores").df()
+    assert served != "btyd_only"
+    frame["id"] = frame["customer_id"].str.replace("import:", "", regex=False)
+    frame["buys"] = frame["id"].isin(gift_files_store.buyers)
+    gift = frame[frame["id"].str.startswith("G")]
+    # about as many expected buyers among the December buyers as there will be
+    assert gift["p_purchase_90d"].sum() == pytest.approx(gift["buys"].sum(), rel=0.35)
+    by_stage = frame.groupby("lifecycle_stage")["buys"].mean()
+    assert by_stage["churned"] < 0.05 < 0.6 < by_stage["active"]
+    # last December's one-time buyers are overdue by the store's pooled interval, but the served model
+    # expects them: no customer it gives P(90 d) >= 0.5 is at risk or churned by the cadence
+    expected = frame[(frame["p_purchase_90d"] >= 0.5) & (frame["p_alive"] >= 0.5)]
+    assert len(expected) > 200 and set(expected["lifecycle_stage"]) <= {"active", "new"}
+    coming = gift[gift["buys"]]
+    assert (coming["lifecycle_stage"].isin(["at_risk", "churned"])).mean() < 0.1
