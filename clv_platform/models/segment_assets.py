@@ -123,9 +123,11 @@ def write_segments(conn, config: dict, params: dict, batch: int, p_purchase: boo
 @dg.multi_asset(
     name="customer_segments",
     specs=[
-        layer_spec(CUSTOMER_SEGMENTS, deps=[CUSTOMER_FEATURES, CUSTOMER_CLV, CUSTOMER_NPD], kinds={"python", "scikitlearn", "duckdb"},
+        layer_spec(CUSTOMER_SEGMENTS, deps=[CUSTOMER_FEATURES, CUSTOMER_CLV, CUSTOMER_NPD],
+                   kinds={"python", "scikitlearn", "duckdb"},
                    description="Per customer: RFM quintile scores and named segment (rules in models/segments.toml),\n"
-                   "lifecycle stage (tenure, cadence-relative recency, probability alive) and a KMeans cluster\n"
+                   "lifecycle stage (tenure, cadence-relative recency, probability alive, the served trained\n"
+                   "next-purchase model's P(90 d)) and a KMeans cluster\n"
                    "with k chosen by silhouette (fitted weekly, stored, assigned nightly); the cluster summary\n"
                    "goes to ml.cluster_summary."),
         layer_spec(CLUSTER_SUMMARY, deps=[CUSTOMER_FEATURES, CUSTOMER_CLV], kinds={"python", "scikitlearn", "duckdb"},
