@@ -28,7 +28,7 @@ from clv_platform.models.npd import (BTYD_ONLY, DATE_MIN_PROBABILITY, DATE_WINDO
 from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features
 from clv_platform.models.npd_backtest import (alive_test, baseline_on, earns_its_place, evaluate, season_check,
-                                             season_validation, season_window_end, time_split_backtest, with_season)
+                                             season_frames, season_validation, time_split_backtest, with_season)
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.settings import load_settings
 from clv_platform.transforms.cutoff import scoring_cutoff
@@ -227,13 +227,11 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
         try:
             window = frames.get(cutoff, horizon, rows)
             earlier = frames.get(cutoff - timedelta(days=horizon), horizon, rows)
-            # each model also trains on the window a year before the one it predicts (a seasonal store)
-            season = frames.get(season_window_end(cutoff, horizon), horizon, rows).frame
-            before_season_end = season_window_end(cutoff - timedelta(days=horizon), horizon)
-            before_season = frames.get(before_season_end, horizon, rows).frame
-            # judged on the coming season a year ago too, trained as this asset would have been then
-            validation = season_validation(season, before_season,
-                                           frames.get(season_window_end(before_season_end, horizon), horizon, rows).frame)
+            # each model also trains on the window a year before the one it predicts (a seasonal store),
+            # and is judged on the coming season a year ago too, trained as this asset would have been then
+            season, before_season, before_that = season_frames(
+                lambda end: frames.get(end, horizon, rows).frame, cutoff, horizon)
+            validation = season_validation(season, before_season, before_that)
         finally:
             frames.close()
     frame = window.frame
@@ -249,8 +247,9 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     backtest = time_split_backtest(with_season(earlier.frame, before_season)[0], cutoff, horizon, frame, features,
                                    model, settings, trained_p)
     with duckdb.get_connection() as conn:
-        baseline, why_no_baseline = btyd_baseline(conn, frame, horizon, baseline_p)
         pareto_start = stored_fits.served_pareto_start(conn)
+    # the BTYD fallback on the same rows (btyd_baseline), from the served fit's parameters read once
+    baseline, why_no_baseline = baseline_on(frame, horizon, pareto_start, baseline_p)
     # whether the served p_alive may be lowered with this model's probabilities (scores/customer_clv)
     backtest.update(alive_test(frame, trained_p, baseline_p, horizon))
     # a model that loses on the latest window may still know the coming season better (earns_its_place)

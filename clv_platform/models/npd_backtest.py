@@ -76,6 +76,21 @@ def season_window_end(end, horizon: int):
     return end - timedelta(days=SEASON_DAYS - int(horizon))
 
 
+def season_frames(get, cutoff, horizon: int) -> tuple:
+    """The three year-ago windows of ``horizon`` days that ``ml/npd_model`` and the backtest both
+    read, each by ``get(window end)``: the coming season a year ago (ending C - 365 + H: stacked with
+    the latest window, and the holdout of ``season_validation``), the window ending C - 365 (the
+    season of the earlier window, and the season validation's training) and that one's own season
+    (ending C - 730 + H)."""
+    before_end = cutoff - timedelta(days=SEASON_DAYS)  # season_window_end(C - H, H)
+    return get(season_window_end(cutoff, horizon)), get(before_end), get(season_window_end(before_end, horizon))
+
+
+def _refit(chosen: NPDModel, settings: dict, rows: pd.DataFrame, features: list[str]) -> NPDModel:
+    """The chosen distribution and scale trained again on ``rows`` (an out-of-time check's model)."""
+    return NPDModel(**{**settings, "distribution": chosen.distribution, "scale": chosen.scale}).fit(rows, features)
+
+
 def _trainable(frame: pd.DataFrame | None) -> bool:
     """A window a model can train on: ``npd.MIN_TRAINING_ROWS`` rows with an observed purchase."""
     return (frame is not None and len(frame) >= MIN_TRAINING_ROWS
@@ -118,8 +133,7 @@ def season_check(validation: tuple[pd.DataFrame, pd.DataFrame] | None, horizon: 
     train, holdout = validation
     trained_p, baseline_p = {}, {}
     try:
-        model = NPDModel(**{**settings, "distribution": chosen.distribution, "scale": chosen.scale})
-        model.fit(train, features)
+        model = _refit(chosen, settings, train, features)
         _keep_alive_test_probability(model.predict(holdout, within_days=horizon), trained_p)
         fallback_metrics(holdout, horizon, pareto_start, baseline_p)
     except (ValueError, KeyError, ArithmeticError):
@@ -193,12 +207,11 @@ def run_npd_backtest(
         training = features.build_training_frame(conn, cutoff, h)
         earlier = features.build_training_frame(conn, cutoff - timedelta(days=h), h)
         # each model also trains on the window a year before the one it predicts (season_window_end)
-        season = features.build_training_frame(conn, season_window_end(cutoff, h), h)
+        season, before_season, before_that = season_frames(
+            lambda end: features.build_training_frame(conn, end, h), cutoff, h)
         stacked, season_rows = with_season(training, season)
-        before_season = features.build_training_frame(conn, season_window_end(cutoff - timedelta(days=h), h), h)
         earlier, _ = with_season(earlier, before_season)
-        validation = season_validation(season, before_season, features.build_training_frame(
-            conn, season_window_end(season_window_end(cutoff - timedelta(days=h), h), h), h))
+        validation = season_validation(season, before_season, before_that)
         scoring = features.build_scoring_frame(conn, cutoff)
     finally:
         conn.close()
@@ -406,8 +419,7 @@ def time_split_backtest(earlier: pd.DataFrame, cutoff, horizon: int, holdout: pd
     holdout rows, for ``paired_brier``.
     """
     try:
-        model = NPDModel(**{**settings, "distribution": chosen.distribution, "scale": chosen.scale})
-        model.fit(earlier, features)
+        model = _refit(chosen, settings, earlier, features)
     except ValueError as exc:  # too little history for a second window
         return {"skipped": str(exc)}
     predictions = model.predict(holdout, within_days=horizon)
