@@ -95,8 +95,7 @@ def _forecast_inputs(conn: duckdb.DuckDBPyConnection, config, cutoff) -> tuple[p
 
 GROUPED_SUMMARY_SQL = """
 select b.frequency::bigint as frequency, b.recency_weeks::double as recency, b.T_weeks::double as T,
-       b.monetary::double as monetary, count(*) as customers, {predicted} as predicted_spend,
-       {alive} as alive_customers
+       b.monetary::double as monetary, count(*) as customers, {predicted} as predicted_spend{alive}
 from ml.btyd_scores as b
 {join}
 group by all
@@ -115,15 +114,12 @@ def _grouped_summary(conn: duckdb.DuckDBPyConnection, with_predicted: bool) -> t
     """(grouped summary, summed predicted spend per row or None), both on the same RangeIndex."""
     sql = GROUPED_SUMMARY_SQL.format(
         predicted="sum(coalesce(c.predicted_spend::double, 0.0))" if with_predicted else "null::double",
-        alive=("sum(case when b.p_alive > 0 and c.p_alive is not null then least(c.p_alive / b.p_alive, 1.0) "
-               "else 1.0 end)"
-               if with_predicted else "count(*)::double"),
+        alive=(", sum(case when b.p_alive > 0 and c.p_alive is not null then least(c.p_alive / b.p_alive, 1.0) "
+               "else 1.0 end) as alive_customers" if with_predicted else ""),
         join="left join scores.customer_clv as c on c.customer_id::varchar = b.customer_id::varchar"
         if with_predicted else "")
     summary = conn.execute(sql).df()
     predicted = summary.pop("predicted_spend").astype(float)
-    if not with_predicted:
-        summary = summary.drop(columns="alive_customers")
     return summary, predicted if with_predicted else None
 
 
