@@ -82,6 +82,46 @@ def test_same_dropout_rate_store_is_a_boundary_fit_within_few_evaluations(evalua
     assert auto.model != btyd.PARETO_NBD and btyd.degeneracy(auto, summary) is None
 
 
+def annual_buyers_store(customers: int = 1200, seed: int = 4) -> pd.DataFrame:
+    """Calibration summary (at 2024-10-31) of a gift store: 60 % of the customers buy once a year
+    around 10 December (a fifth of them stop each year), the others on gamma-distributed rates
+    with exponential lifetimes. The Pareto/NBD likelihood rises along s, beta -> inf, and lifetimes'
+    turns NaN there already below s = 100 (``PARETO_EDGE_SHAPE`` was 100)."""
+    rng = np.random.default_rng(seed)
+    end, rows = pd.Timestamp("2024-10-31"), []
+    for c in range(customers):
+        if rng.random() < 0.6:
+            year = int(rng.integers(2021, 2024))
+            while year <= 2023:
+                day = pd.Timestamp(f"{year}-12-10") + pd.Timedelta(days=int(rng.integers(-12, 12)))
+                rows.append((f"g{c}", day, float(rng.lognormal(4.2, 0.5))))
+                if rng.random() < 0.2:
+                    break
+                year += 1
+        else:
+            t = pd.Timestamp("2021-01-01") + pd.Timedelta(days=int(rng.integers(0, 1000)))
+            rate = max(rng.gamma(0.8, 1 / 60), 1 / 3000)
+            until = t + pd.Timedelta(days=float(rng.exponential(500)))
+            while t <= end and t < until:
+                rows.append((f"a{c}", t, float(rng.lognormal(3.8, 0.6))))
+                t = t + pd.Timedelta(days=min(3000, max(1, int(rng.exponential(1 / rate)))))
+    return btyd.summarize(pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"]), end)
+
+
+def test_a_fit_on_its_way_to_the_edge_stops_before_the_likelihood_gives_out(evaluations):
+    """Stopped at s = 100, BFGS ran into the NaN wall first and probed it (414 evaluations, 86 of
+    them not finite, s asked up to 154; those near the wall the slowest, 4.9 s for this fit)."""
+    summary = annual_buyers_store()
+    model = btyd.fit_btyd(summary, btyd.PARETO_NBD)
+    assert evaluations["n"] <= 300 and evaluations["not_finite"] <= 10
+    params = model.transactions.params_
+    assert params["s"] > btyd.PARETO_EDGE_SHAPE and params["beta"] > 1000
+    problem = btyd.degeneracy(model, summary)
+    assert problem.startswith(btyd.BOUNDARY) and "s, beta -> inf" in problem
+    auto = btyd.fit_auto(summary, fits={btyd.PARETO_NBD: model})
+    assert auto.model == btyd.MBGNBD and btyd.degeneracy(auto, summary) is None
+
+
 def test_cdnow_fit_reproduces_the_published_estimates_in_few_evaluations(evaluations):
     """Fader, Hardie & Lee's Pareto/NBD on the CDNOW 1/10 sample: r 0.553, alpha 10.578,
     s 0.606, beta 11.669; an interior optimum (not at an edge); Nelder-Mead needed about 960."""
