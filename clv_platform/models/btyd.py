@@ -112,6 +112,22 @@ s -> 0 (nobody drops out). The walk on (a store where nobody churns: 600 to 960 
 moved s further towards 0: measured against where it ended, the stopped fit's P(alive) is within
 1e-4 for every customer, the expected purchases within 1.2e-4 and the total within 3e-5.
 A fit stopped here is at the boundary, like one stopped at ``PARETO_EDGE_SHAPE``."""
+PARETO_WALL_HITS = 3
+PARETO_WALL_NEAR = 1.5
+PARETO_WALL_MIN_SHAPE = 5.0
+"""A BFGS iterate of the Pareto/NBD fit is stopped as pressed against the wall where lifetimes'
+likelihood gives out (``_ParetoLikelihood.pressed_against_wall``) once ``PARETO_WALL_HITS`` of the
+evaluations so far returned no finite value within a factor ``PARETO_WALL_NEAR`` of it in every
+parameter, its r or s at least ``PARETO_WALL_MIN_SHAPE``. Where that wall lies depends on the data,
+and on an Online-Retail-shaped export (``tools/backtest_csvs.py``, calibrated to 2011-06-01) it is at
+s = 18, far below ``PARETO_EDGE_SHAPE``: BFGS climbed the ray s, beta -> inf to it in 120
+evaluations and then spent 150 more (4.1 of the fit's 4.8 s, each 20-35 ms) in line searches
+bouncing off it. An iterate still climbing keeps asking for steps beyond the wall; near an interior
+optimum the steps shrink and seldom reach it. A fit stopped there is at the boundary (``degeneracy``),
+whatever the edge test says at the stopping point: next to the wall the likelihood is what the formula
+still gives, not a maximum (an Online-Retail-shaped window at 2011-09-09 passed the edge test there
+and would have served that Pareto/NBD by its likelihood, where stopped at ``PARETO_EDGE_SHAPE`` it
+was a boundary fit and MBG/NBD was served)."""
 
 def _daily(transactions: pd.DataFrame) -> pd.DataFrame:
     """One row per customer and purchase day with the day's amounts summed (the papers' protocol).
@@ -230,6 +246,10 @@ def _fit_transactions(
     raise ValueError(f"unknown transaction model {model!r}; expected one of {TRANSACTION_MODELS}")
 
 
+class PressedAgainstWall(Exception):
+    """Raised inside a BFGS line search of the Pareto/NBD fit: its last iterate is the end."""
+
+
 class _ParetoLikelihood:
     """lifetimes' Pareto/NBD objective on log parameters, in lifetimes' time scale (max T = 1).
 
@@ -250,13 +270,32 @@ class _ParetoLikelihood:
         self.total = float(self.weights.sum())
         self.penalizer = float(penalizer)
         self.evaluations = 0
+        self.walls: list[np.ndarray] = []
+        """Log parameters of the evaluations that gave no finite value."""
+        self.iterate: np.ndarray | None = None
+        """The last BFGS iterate of the start being run (``_pareto_fit``), else None: while it is set,
+        an evaluation that finds it pressed against the wall ends the start (``PressedAgainstWall``)."""
 
     def __call__(self, z) -> float:
         self.evaluations += 1
         with np.errstate(all="ignore"):
             value = ParetoNBDFitter._negative_log_likelihood(
                 np.exp(z), self.frequency, self.recency, self.T, self.weights, self.penalizer)
-        return float(value) * float(self.weights.mean()) / self.total if np.isfinite(value) else 1e300
+        if np.isfinite(value):
+            return float(value) * float(self.weights.mean()) / self.total
+        self.walls.append(np.array(z, dtype=float))
+        if self.iterate is not None and self.pressed_against_wall(self.iterate):
+            # a line search probing the wall again and again from there: its iterate is the end
+            raise PressedAgainstWall
+        return 1e300
+
+    def pressed_against_wall(self, z) -> bool:
+        """Whether the iterate ``z`` is pressed against the wall where the likelihood gives out
+        (``PARETO_WALL_HITS``, ``PARETO_WALL_NEAR``, ``PARETO_WALL_MIN_SHAPE``)."""
+        if len(self.walls) < PARETO_WALL_HITS or max(z[0], z[2]) < np.log(PARETO_WALL_MIN_SHAPE):
+            return False
+        near = np.log(PARETO_WALL_NEAR)
+        return sum(bool(np.all(np.abs(w - z) <= near)) for w in self.walls) >= PARETO_WALL_HITS
 
     def log_start(self, params: dict) -> np.ndarray:
         """Log parameters in the internal scale of week-unit ``params``."""
@@ -283,35 +322,53 @@ def _pareto_fit(frequency, recency, T, weights, penalizer: float, start: dict | 
     (above s = 165 on a 300-customer store), and the simplex walked the iteration cap into and
     around the NaN region at 20-300 ms an evaluation: 19 minutes for one fit and a NaN likelihood
     at the end. BFGS is stopped once a gamma shape passes ``PARETO_EDGE_SHAPE``, before that wall
-    (it stopped at the wall within its iteration cap, but only after many probes of it), or once
-    almost nobody would drop out within the history (``PARETO_EDGE_DROPOUT``), and ``_pareto_edge``
-    (or ``_stopped_edge``) then says the fit is at the boundary, so ``degeneracy`` reports it as such.
+    (it stopped at the wall within its iteration cap, but only after many probes of it), once
+    almost nobody would drop out within the history (``PARETO_EDGE_DROPOUT``), or once it is pressed
+    against that wall where it lies below that shape (``PARETO_WALL_HITS``), and ``_pareto_edge`` (or
+    ``_stopped_edge``) then says whether the fit is at the boundary, so ``degeneracy`` reports it as such.
 
     The best (lowest objective) end over the starts is kept; deterministic. ``start`` (week units,
-    e.g. a nearby window's optimum) is tried alone first, and the fixed starts only when it ends
-    without a finite likelihood. Raises ``ConvergenceError`` when no start ends at one.
+    e.g. a nearby window's optimum, its gamma shapes brought back to ``PARETO_START_SHAPE``) is tried
+    alone first, and the fixed starts only when it ends without a finite likelihood. Raises ``ConvergenceError`` when no start ends at one.
     """
     from scipy.optimize import minimize
 
     objective = _ParetoLikelihood(frequency, recency, T, weights, penalizer)
-    tries = [[objective.log_start(start)]] if start else []
+    tries = [[_inside_edge_shape(objective.log_start(start))]] if start else []
     tries.append([np.log(np.asarray(point, dtype=float)) for point in _PARETO_STARTS])
 
+    walled = []  # the ends of the starts stopped pressed against the wall
+
     def stop_at_edge(z) -> None:
+        objective.iterate = np.array(z, dtype=float)
         if _stopped_edge(z):
+            raise StopIteration
+        if objective.pressed_against_wall(z):
+            walled.append(objective.iterate)
             raise StopIteration
 
     for starts in tries:
         ends = []
         for z0 in starts:
-            result = minimize(objective, z0, method="BFGS", callback=stop_at_edge,
-                              options={"gtol": 1e-8, "maxiter": PARETO_MAX_ITERATIONS})
-            if np.all(np.isfinite(result.x)) and result.fun < 1e300:
-                ends.append((float(result.fun), result.x))
+            try:
+                result = minimize(objective, z0, method="BFGS", callback=stop_at_edge,
+                                  options={"gtol": 1e-8, "maxiter": PARETO_MAX_ITERATIONS})
+                x, value = result.x, result.fun
+            except PressedAgainstWall:
+                x = objective.iterate
+                walled.append(x)
+                objective.iterate = None
+                value = objective(x)
+            objective.iterate = None
+            if np.all(np.isfinite(x)) and value < 1e300:
+                ends.append((float(value), x))
         if ends:
             value, z = min(ends, key=lambda end: end[0])
             fitter = objective.fitter(z, value)
-            fitter.boundary_ = _pareto_edge(objective, z, value) or _stopped_edge(z)
+            # next to the wall the likelihood is what lifetimes' formula still gives, not an optimum
+            wall = (f"pressed against where lifetimes' likelihood gives out (r = {np.exp(z[0]):.3g}, "
+                    f"s = {np.exp(z[2]):.3g})") if any(w is z for w in walled) else None
+            fitter.boundary_ = _pareto_edge(objective, z, value) or _stopped_edge(z) or wall
             fitter.evaluations_ = objective.evaluations
             return fitter
     raise ConvergenceError("Pareto/NBD: no start ends at a finite likelihood")
@@ -324,6 +381,30 @@ PARETO_RAYS = (("s, beta -> inf (every customer drops out at the same rate)", np
 """Edges of the Pareto/NBD parameter space as directions in log parameters: along the first two a
 gamma spread vanishes (shape and rate grow together, the mean rate stays put), along the last two
 the mean dropout or purchase rate goes to 0."""
+
+
+PARETO_START_SHAPE = 10.0
+"""The largest gamma shape (r or s) a warm start of the Pareto/NBD fit keeps (``_inside_edge_shape``)."""
+
+
+def _inside_edge_shape(z: np.ndarray) -> np.ndarray:
+    """A warm start (log parameters) with each gamma shape above ``PARETO_START_SHAPE`` brought back
+    to it along its ray (shape and rate scaled together: the same mean rate, a wider spread).
+
+    Warm starts come from a nearby window's fit (``pareto_params``), a boundary fit too: started at
+    or beyond ``PARETO_EDGE_SHAPE``, the first iterate stopped the fit at once, so once one window's
+    fit went to the edge every later window stayed there. An Online-Retail-shaped window at
+    2011-09-09 was reported at the edge that way (MBG/NBD served) although its likelihood has an
+    interior maximum at s = 8.26 that the fixed starts find, 85 log-likelihood units above the
+    MBG/NBD's. From the pulled-back start a store whose likelihood does rise to the edge climbs back
+    to it within a few iterations."""
+    z = np.array(z, dtype=float)
+    cap = np.log(PARETO_START_SHAPE)
+    for shape, rate in ((0, 1), (2, 3)):
+        if z[shape] > cap:
+            z[rate] -= z[shape] - cap
+            z[shape] = cap
+    return z
 
 
 def _stopped_edge(z: np.ndarray) -> str | None:
