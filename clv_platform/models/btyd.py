@@ -100,8 +100,9 @@ a 300-customer store, but s = 92 on a store of 2,359 customers who buy once a ye
 (``awkward_stores`` gift.csv), short of the 100 this was before, so BFGS never stopped and spent 160
 evaluations of a 384-evaluation fit (6.2 of its 7.2 s) probing that wall, for a fit ``fit_auto``
 then drops as degenerate; the backtest's rolling windows fit it 30 times (6 of its 7 minutes).
-Stopped at 50, the chosen family is the same on ten data sets (the seven awkward stores, CDNOW
-full and sample, a 20,000-customer demo store; ``fit_auto``), and that fit takes 2.1 s. A fit
+Stopped at 50, the chosen family is the same on twelve data sets (the seven awkward stores, CDNOW
+full and sample, a 20,000-customer demo store, ``tools/backtest_csvs.py``'s two CSVs; ``fit_auto``),
+and that fit takes 2.1 s. A fit
 stopped here is at the boundary (``degeneracy``), whatever the edge test says at the stopping
 point."""
 PARETO_EDGE_DROPOUT = 1e-5
@@ -125,9 +126,7 @@ evaluations and then spent 150 more (4.1 of the fit's 4.8 s, each 20-35 ms) in l
 bouncing off it. An iterate still climbing keeps asking for steps beyond the wall; near an interior
 optimum the steps shrink and seldom reach it. A fit stopped there is at the boundary (``degeneracy``),
 whatever the edge test says at the stopping point: next to the wall the likelihood is what the formula
-still gives, not a maximum (an Online-Retail-shaped window at 2011-09-09 passed the edge test there
-and would have served that Pareto/NBD by its likelihood, where stopped at ``PARETO_EDGE_SHAPE`` it
-was a boundary fit and MBG/NBD was served)."""
+still gives as its precision runs out, not a maximum to compare with another family's."""
 
 def _daily(transactions: pd.DataFrame) -> pd.DataFrame:
     """One row per customer and purchase day with the day's amounts summed (the papers' protocol).
@@ -329,7 +328,8 @@ def _pareto_fit(frequency, recency, T, weights, penalizer: float, start: dict | 
 
     The best (lowest objective) end over the starts is kept; deterministic. ``start`` (week units,
     e.g. a nearby window's optimum, its gamma shapes brought back to ``PARETO_START_SHAPE``) is tried
-    alone first, and the fixed starts only when it ends without a finite likelihood. Raises ``ConvergenceError`` when no start ends at one.
+    alone first, and the fixed starts only when it ends without a finite likelihood. Raises
+    ``ConvergenceError`` when no start ends at one.
     """
     from scipy.optimize import minimize
 
@@ -337,37 +337,36 @@ def _pareto_fit(frequency, recency, T, weights, penalizer: float, start: dict | 
     tries = [[_inside_edge_shape(objective.log_start(start))]] if start else []
     tries.append([np.log(np.asarray(point, dtype=float)) for point in _PARETO_STARTS])
 
-    walled = []  # the ends of the starts stopped pressed against the wall
+    pressed = [False]  # whether the start being run ended pressed against the wall
 
     def stop_at_edge(z) -> None:
         objective.iterate = np.array(z, dtype=float)
         if _stopped_edge(z):
             raise StopIteration
         if objective.pressed_against_wall(z):
-            walled.append(objective.iterate)
+            pressed[0] = True
             raise StopIteration
 
     for starts in tries:
         ends = []
         for z0 in starts:
+            pressed[0] = False
             try:
                 result = minimize(objective, z0, method="BFGS", callback=stop_at_edge,
                                   options={"gtol": 1e-8, "maxiter": PARETO_MAX_ITERATIONS})
                 x, value = result.x, result.fun
             except PressedAgainstWall:
-                x = objective.iterate
-                walled.append(x)
-                objective.iterate = None
+                x, objective.iterate, pressed[0] = objective.iterate, None, True
                 value = objective(x)
             objective.iterate = None
             if np.all(np.isfinite(x)) and value < 1e300:
-                ends.append((float(value), x))
+                ends.append((float(value), x, pressed[0]))
         if ends:
-            value, z = min(ends, key=lambda end: end[0])
+            value, z, at_wall = min(ends, key=lambda end: end[0])
             fitter = objective.fitter(z, value)
             # next to the wall the likelihood is what lifetimes' formula still gives, not an optimum
             wall = (f"pressed against where lifetimes' likelihood gives out (r = {np.exp(z[0]):.3g}, "
-                    f"s = {np.exp(z[2]):.3g})") if any(w is z for w in walled) else None
+                    f"s = {np.exp(z[2]):.3g})") if at_wall else None
             fitter.boundary_ = _pareto_edge(objective, z, value) or _stopped_edge(z) or wall
             fitter.evaluations_ = objective.evaluations
             return fitter
