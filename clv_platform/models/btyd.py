@@ -337,30 +337,31 @@ def _pareto_fit(frequency, recency, T, weights, penalizer: float, start: dict | 
     tries = [[_inside_edge_shape(objective.log_start(start))]] if start else []
     tries.append([np.log(np.asarray(point, dtype=float)) for point in _PARETO_STARTS])
 
-    pressed = [False]  # whether the start being run ended pressed against the wall
+    pressed = False  # whether the start being run ended pressed against the wall
 
     def stop_at_edge(z) -> None:
+        nonlocal pressed
         objective.iterate = np.array(z, dtype=float)
         if _stopped_edge(z):
             raise StopIteration
         if objective.pressed_against_wall(z):
-            pressed[0] = True
+            pressed = True
             raise StopIteration
 
     for starts in tries:
         ends = []
         for z0 in starts:
-            pressed[0] = False
+            pressed = False
             try:
                 result = minimize(objective, z0, method="BFGS", callback=stop_at_edge,
                                   options={"gtol": 1e-8, "maxiter": PARETO_MAX_ITERATIONS})
                 x, value = result.x, result.fun
             except PressedAgainstWall:
-                x, objective.iterate, pressed[0] = objective.iterate, None, True
+                x, objective.iterate, pressed = objective.iterate, None, True
                 value = objective(x)
             objective.iterate = None
             if np.all(np.isfinite(x)) and value < 1e300:
-                ends.append((float(value), x, pressed[0]))
+                ends.append((float(value), x, pressed))
         if ends:
             value, z, at_wall = min(ends, key=lambda end: end[0])
             fitter = objective.fitter(z, value)
