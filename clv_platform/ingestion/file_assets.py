@@ -63,10 +63,19 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
     malformed = int(frame["parse_error"].notna().sum())
     sheets = frame["sheet_name"].dropna().value_counts(sort=False).to_dict()
     titles = frame.attrs.get("title_lines", {})
+    not_imported = frame.attrs.get("sheets_not_imported", {})
+    returned = frame.attrs.get("returned_orders", {})
+    for sheet, report in returned.items():
+        if report["orders_not_in_file"]:
+            context.log.warning(
+                f"{file_name}: sheet '{sheet}' lists {report['orders_not_in_file']} returned orders that no sheet of the "
+                f"file holds (e.g. {report['not_in_file_examples']}); an order imported from another file stays "
+                "as imported there")
     read_from = ", ".join(f"{column} <- {header!r}" for column, header in frame.attrs.get("columns", {}).items())
     context.log.info(f"{file_name}: {len(frame)} rows imported as {file_format} ({malformed} malformed lines; "
                      f"{read_from})"
-                     + (f"; title lines above the header skipped: {titles}" if titles else ""))
+                     + (f"; title lines above the header skipped: {titles}" if titles else "")
+                     + (f"; sheets not read as transactions: {not_imported}" if not_imported else ""))
     return dg.MaterializeResult(
         metadata={
             "file": file_name,
@@ -80,6 +89,10 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
             "columns_read_from": dg.MetadataValue.json(frame.attrs.get("columns", {})),
             **({"delimiter": frame.attrs["delimiter"]} if "delimiter" in frame.attrs else {}),
             "rows_per_sheet": dg.MetadataValue.json({str(k): int(v) for k, v in sheets.items()}),
+            # a workbook's sheets that are no transactions (a returns list, a lookup list), with why
+            "sheets_not_imported": dg.MetadataValue.json(not_imported),
+            # per returns sheet: orders listed, found in the file and marked returned, not found
+            "returned_orders": dg.MetadataValue.json(returned),
             "currencies": dg.MetadataValue.json(frame["currency"].value_counts().to_dict()),
             # the store's own header names, when it has any (store.toml [files.columns])
             **({"named_columns": dg.MetadataValue.json(dict(settings.file_columns))} if settings.file_columns else {}),

@@ -24,8 +24,11 @@ Any other export is read once the store names its headers (store.toml [files.col
 encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Windows-1252) are detected. A line
 whose field count does not match the header is kept as a raw row with its line number and a
 parse error, which staging rejects with that reason: one bad line never refuses the file.
-Every sheet of a workbook is read (an empty sheet contributes no rows; a sheet with another
-header fails the file naming the sheet). Values are judged in staging SQL, where every bad row
+Every sheet of a workbook is read (an empty sheet contributes no rows; a sheet that lists returned
+orders, an order id and a `Returned` flag as Tableau's Sample Superstore's `Returns`, marks those
+orders' rows returned; a sheet with no transaction column and no date or number, a lookup list such
+as Superstore's `People`, is named in the import's report and not read; any other header fails the
+file naming the sheet). Values are judged in staging SQL, where every bad row
 gets a reason; this module only refuses files it cannot read at all, naming the file and the
 problem.
 """
@@ -596,6 +599,121 @@ def _hidden_sheets(path: Path) -> set[str]:
         return set()
 
 
+RETURNED_HEADERS = ("returned", "isreturned", "returnstatus", "returnflag", "status", "orderstatus")
+"""The flag column of a workbook sheet that lists returned orders (normalized header): Tableau's
+Sample Superstore has the sheet `Returns` with the columns `Returned` (`Yes`) and `Order ID`
+beside its `Orders` (older releases: `Order ID`, `Status` = `Returned`)."""
+RETURNED_YES = frozenset({"yes", "y", "true", "1", "x", "returned", "return"})
+RETURNED_NO = frozenset({"no", "n", "false", "0", "notreturned", "kept"})
+"""A returns list's flag values (normalized like a header): a listed order is returned or not;
+any other value refuses the file (guessing would drop or keep revenue on a misreading)."""
+TRANSACTION_COLUMNS = frozenset({"order_id", "customer_id", "order_date", "amount", "unit_price", "quantity",
+                                 "product_id"})
+"""The raw columns that make a sheet a sheet of transactions: one header among their spellings
+means the sheet is meant to be read (and refuses the file when it cannot be)."""
+_DATE_TEXT = re.compile(
+    r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}|\d{8}"
+    r"|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s*\d|\d\s*[-/ ]?\s*(jan|feb|mar|apr|may|jun|jul"
+    r"|aug|sep|oct|nov|dec)[a-z]*\b", re.IGNORECASE)
+_NUMBER_TEXT = re.compile(r"^[^0-9]{0,4}-?[0-9][0-9.,' ]*[^0-9]{0,4}$")
+
+
+def _column_of(normalized: list[str], column: str, named: Mapping[str, str] | None) -> int | None:
+    """The index of the header read as raw column ``column`` (the store's name, a built-in or a
+    looser spelling), else None."""
+    own = normalize_header((named or {}).get(column, "")) or None
+    spellings = [own] if own else []
+    spellings += [name for name, target in HEADER_ALIASES.items() if target == column]
+    spellings += list(FALLBACK_ALIASES.get(column, ()))
+    for spelling in spellings:
+        if spelling in normalized:
+            return normalized.index(spelling)
+    return None
+
+
+def returns_list(header: list[str], rows: list[tuple[int, list | None, str | None]], where: str,
+                 named: Mapping[str, str] | None = None) -> tuple[dict[str, int], int] | None:
+    """A sheet that lists returned orders (an order id and a returned flag, no customer, date or
+    money): ({order id as written: its sheet row} of the orders flagged returned, rows flagged not
+    returned); None for any other sheet. A flag that is neither yes nor no refuses the file."""
+    normalized = [normalize_header(name) for name in header]
+    order = _column_of(normalized, "order_id", named)
+    flag = next((normalized.index(h) for h in RETURNED_HEADERS if h in normalized), None)
+    if order is None or flag is None or flag == order:
+        return None
+    if any(_column_of(normalized, column, named) is not None for column in TRANSACTION_COLUMNS - {"order_id"}):
+        return None
+    returned: dict[str, int] = {}
+    kept = 0
+    for number, fields, _ in rows:
+        cells = [_cell_text(v) for v in (fields or [])]
+        order_id = _order_text(cells[order] if order < len(cells) else None)
+        value = normalize_header(cells[flag] or "") if flag < len(cells) else ""
+        if order_id is None and not value:
+            continue
+        if order_id is None:
+            raise UnreadableFileError(f"{where}: row {number} flags {header[flag]!r} = {cells[flag]!r} for no order id "
+                                      "(a list of returned orders needs the order id on every row)")
+        if value in RETURNED_YES:
+            returned.setdefault(order_id, number)
+        elif value in RETURNED_NO or not value:
+            kept += 1
+        else:
+            raise UnreadableFileError(
+                f"{where}: row {number}: {header[flag]!r} = {cells[flag]!r} for order {order_id} is neither yes nor no "
+                "(a list of returned orders: write Yes for a returned order, or remove the row)")
+    return returned, kept
+
+
+def _order_text(value: str | None) -> str | None:
+    """An order id as the returns list and the orders are matched: trimmed, an integral float's
+    `.0` dropped (`536365.0` is `536365`, as staging reads ids)."""
+    if value is None or not value.strip():
+        return None
+    return re.sub(r"^([0-9]+)\.0+$", r"\1", value.strip())
+
+
+def holds_no_transactions(header: list[str], rows: list[tuple[int, list | None, str | None]],
+                          named: Mapping[str, str] | None = None) -> bool:
+    """Whether a sheet with an unrecognized header is plainly no sheet of transactions (a lookup
+    list such as Superstore's `People`: names and regions): no header among the spellings of an
+    order, customer, date, amount, price, quantity or product, and no cell that is or reads as a
+    date or a number. A sheet of purchases has dates and amounts, so one under headers the import
+    cannot read is never taken for such a list: it refuses the file."""
+    normalized = [normalize_header(name) for name in header]
+    if any(_column_of(normalized, column, named) is not None for column in TRANSACTION_COLUMNS):
+        return False
+    for _, fields, _ in rows:
+        for value in fields or []:
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float, datetime, pd.Timestamp)) and not pd.isna(value):
+                return False
+            text = _cell_text(value)
+            if text and (_DATE_TEXT.search(text) or _NUMBER_TEXT.match(text.strip())):
+                return False
+    return True
+
+
+def _mark_returned(frame: pd.DataFrame, returns: list[tuple[str, dict[str, int]]]) -> dict:
+    """Mark the rows of every order a returns list names (`layout_fields.returned_on_sheet`: staging
+    rejects them as returned, data_contracts.md "Files"); what was listed and found, for the report."""
+    report = {}
+    has_orders = frame["file_format"].isin(["generic", "online_retail"]) & frame["parse_error"].isna()
+    order_text = frame["order_id"].where(has_orders).map(_order_text, na_action="ignore")
+    for sheet, returned in returns:
+        hit = order_text.isin(returned.keys())
+        found = set(order_text[hit])
+        missing = [o for o in returned if o not in found]
+        frame.loc[hit, "layout_fields"] = [
+            json.dumps({**(json.loads(v) if isinstance(v, str) else {}), "returned_on_sheet": sheet},
+                       ensure_ascii=False)
+            for v in frame.loc[hit, "layout_fields"]]
+        report[sheet] = {"orders_listed": len(returned), "orders_found": len(found), "rows_marked": int(hit.sum()),
+                         "orders_not_in_file": len(missing), "not_in_file_examples": missing[:5]}
+    return report
+
+
 def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
                  content_sha256: str | None = None, named: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Every data row of the file as a raw.file_transactions row (nothing dropped here).
@@ -614,21 +732,35 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
     title_lines: dict[str, int] = {}  # report title lines above the header, per file or sheet
     read_as: dict[str, str] = {}  # column (raw or layout field) -> the header it was read from, first sheet's
     delimiter_read = None  # how a CSV was split (a workbook has none)
+    returns: list[tuple[str, dict[str, int]]] = []  # a workbook's lists of returned orders: (sheet, orders)
+    not_imported: dict[str, str] = {}  # a workbook's sheets read as no transactions, with why
     if suffix in WORKBOOK_SUFFIXES:
         sheets = _read_workbook(path)
         formats = set()
         for sheet, header, rows in sheets:
             if not header:
                 continue
+            where = f"{path.name}, sheet '{sheet}'"
             try:
                 header, rows, (file_format, mapping, fields), skipped = find_header(
-                    header, rows, f"{path.name}, sheet '{sheet}'", named, width_checked=False)
+                    header, rows, where, named, width_checked=False)
             except UnreadableFileError as exc:
+                listed = returns_list(header, rows, where, named)
+                if listed is not None:
+                    returns.append((sheet, listed[0]))
+                    not_imported[sheet] = (f"a list of returned orders: {len(listed[0])} returned, {listed[1]} not "
+                                           "(their orders' rows are rejected as returned)")
+                    continue
+                if holds_no_transactions(header, rows, named):
+                    not_imported[sheet] = (f"no transactions: no order, customer, date or money column "
+                                           f"({[str(h) for h in header]}) and no date or number in its rows")
+                    continue
                 hidden = _hidden_sheets(path)
                 names = [f"{s} (hidden)" if s in hidden else s for s, _, _ in sheets]
                 raise UnreadableFileError(
                     f"{exc} (the workbook has sheets {names}; every sheet is imported, hidden ones too, so each "
-                    "must have a recognized header or be empty"
+                    "must have a recognized header, be empty, list returned orders (an order id and a Returned "
+                    "column) or hold no dates and numbers at all (a lookup list)"
                     + ("; unhide a hidden sheet in Excel (right-click a sheet tab, Unhide) to see it" if hidden else "")
                     + ")"
                 ) from None
@@ -639,6 +771,8 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
             _refuse_unsaved_formulas(path, sheet, header, rows, mapping)
             read_as = read_as or _headers_read(header, mapping, fields)
             parts.append(_frame_from_rows(header, rows, path.name, sheet, mapping, file_format, fields))
+        if not parts and not_imported:
+            raise UnreadableFileError(f"{path.name}: no sheet holds transactions ({not_imported})")
         if not parts:
             raise UnreadableFileError(f"{path.name}: every sheet is empty ({[s for s, _, _ in sheets]})")
         if len(formats) > 1:
@@ -689,6 +823,8 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
     frame["content_sha256"] = content_sha256
     frame = frame[RAW_COLUMNS].reset_index(drop=True)
     frame.attrs["title_lines"] = title_lines
+    frame.attrs["sheets_not_imported"] = not_imported
+    frame.attrs["returned_orders"] = _mark_returned(frame, returns) if returns else {}
     frame.attrs["columns"] = read_as
     if delimiter_read:
         frame.attrs["delimiter"] = delimiter_read

@@ -300,13 +300,96 @@ def test_every_sheet_of_a_workbook_is_read(data_env):
     with duckdb.connect(str(db)) as conn:
         assert conn.execute("select distinct customer_id from staging.orders").fetchall() == [("import:17850",)]
 
+    # a sheet of purchases under headers the import cannot read (dates and amounts in its rows) refuses
+    # the file: never passed over as a lookup list
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
         sheet([1]).to_excel(writer, sheet_name="Sales", index=False)
-        pd.DataFrame({"note": ["x"]}).to_excel(writer, sheet_name="Pivot", index=False)
+        pd.DataFrame({"Kunde": ["k1"], "Datum": [pd.Timestamp("2011-01-05")], "Betrag": [12.5]}).to_excel(
+            writer, sheet_name="Pivot", index=False)
     result, _ = _import(data_env, "book.xlsx")
     assert not result.success
     message = _failure(result)
     assert "sheet 'Pivot'" in message and "['Sales', 'Pivot']" in message
+    # ... and so does one whose dates and amounts are text
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        sheet([1]).to_excel(writer, sheet_name="Sales", index=False)
+        pd.DataFrame({"Kunde": ["k1"], "Datum": ["5 Jan 2011"], "Betrag": ["n/a"]}).to_excel(
+            writer, sheet_name="Pivot", index=False)
+    result, _ = _import(data_env, "book.xlsx")
+    assert not result.success and "sheet 'Pivot'" in _failure(result)
+
+
+def _superstore(path, returned_flags: dict[str, str]):
+    """Tableau's Sample Superstore workbook as it ships: sheets Orders (one row per line, money in
+    `Sales`), Returns (`Returned`, `Order ID`) and People (`Regional Manager`, `Region`)."""
+    line = lambda order, customer, day, product, sales: {  # noqa: E731
+        "Row ID": 0, "Order ID": order, "Order Date": pd.Timestamp(day), "Ship Date": pd.Timestamp(day),
+        "Ship Mode": "Second Class", "Customer ID": customer, "Customer Name": "Claire Gute", "Segment": "Consumer",
+        "Country/Region": "United States", "City": "Henderson", "State": "Kentucky", "Postal Code": 42420,
+        "Region": "South", "Product ID": product, "Category": "Furniture", "Sub-Category": "Bookcases",
+        "Product Name": "Bush Somerset Collection Bookcase", "Sales": sales, "Quantity": 2, "Discount": 0.0,
+        "Profit": 41.91}
+    orders = pd.DataFrame([
+        line("CA-2016-152156", "CG-12520", "2016-11-08", "FUR-BO-10001798", 261.96),
+        line("CA-2016-152156", "CG-12520", "2016-11-08", "FUR-CH-10000454", 731.94),
+        line("CA-2016-138688", "DV-13045", "2016-06-12", "OFF-LA-10000240", 14.62),
+        line("US-2015-108966", "SO-20335", "2015-10-11", "FUR-TA-10000577", 957.5775),
+        line("CA-2017-114412", "CG-12520", "2017-04-15", "OFF-PA-10002365", 15.552),
+    ])
+    orders["Row ID"] = range(1, len(orders) + 1)
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        orders.to_excel(writer, sheet_name="Orders", index=False)
+        pd.DataFrame({"Returned": list(returned_flags.values()), "Order ID": list(returned_flags.keys())}).to_excel(
+            writer, sheet_name="Returns", index=False)
+        pd.DataFrame({"Regional Manager": ["Anna Andreadi", "Chuck Magee", "Kelly Williams", "Cassandra Brandow"],
+                      "Region": ["West", "East", "Central", "South"]}).to_excel(writer, sheet_name="People", index=False)
+
+
+def test_superstore_workbook_reads_as_it_ships_with_its_returns_and_people_sheets(data_env):
+    """Tableau's Sample Superstore has the sheets Orders, Returns and People: the import refused it
+    ("sheet 'Returns': unrecognized columns ['Returned', 'Order ID']"), so the README's "Sample
+    Superstore reads as it is" held for its CSV only. The Returns sheet's orders are returned (their
+    rows rejected as such, as a refunded status is); People (names and regions) is no transactions
+    and is named in the import's report; a listed order the file does not hold is reported."""
+    path = data_env / "inbox" / "Sample - Superstore.xlsx"
+    _superstore(path, {"CA-2016-152156": "Yes", "US-2015-108966": "No", "CA-2013-999999": "Yes"})
+    result, db = _import(data_env, path.name)
+    assert result.success
+    meta = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert meta["rows_per_sheet"].value == {"Orders": 5}
+    assert set(meta["sheets_not_imported"].value) == {"Returns", "People"}
+    assert meta["returned_orders"].value == {"Returns": {
+        "orders_listed": 2, "orders_found": 1, "rows_marked": 2, "orders_not_in_file": 1,
+        "not_in_file_examples": ["CA-2013-999999"]}}
+    _, rejected, orders = _stage(db)
+    reason = "returned: the workbook's sheet 'Returns' lists the order as returned (not a purchase, as a refunded status)"
+    assert rejected == {"Sample - Superstore.xlsx#Orders!2": reason, "Sample - Superstore.xlsx#Orders!3": reason}
+    assert orders == {"import:CA-2016-138688": pytest.approx(14.62), "import:US-2015-108966": pytest.approx(957.58),
+                      "import:CA-2017-114412": pytest.approx(15.55)}
+    with duckdb.connect(str(db)) as conn:
+        assert dict(conn.execute("select customer_id, count(*) from staging.orders group by 1").fetchall()) == {
+            "import:CG-12520": 1, "import:DV-13045": 1, "import:SO-20335": 1}
+
+    # a flag that is neither yes nor no refuses the file, naming the row: guessing would keep or drop revenue
+    _superstore(path, {"CA-2016-152156": "Yes", "US-2015-108966": "Maybe"})
+    result, _ = _import(data_env, path.name)
+    assert not result.success
+    assert ("sheet 'Returns': row 3: 'Returned' = 'Maybe' for order US-2015-108966 is neither yes nor no"
+            in _failure(result))
+
+
+def test_a_workbook_of_only_lists_is_refused(data_env):
+    """Without a sheet of transactions, a returns list and a lookup list import nothing: the file is
+    refused naming what each sheet was read as (not imported as an empty store)."""
+    path = data_env / "inbox" / "lists.xlsx"
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        pd.DataFrame({"Order ID": ["A-1"], "Returned": ["Yes"]}).to_excel(writer, sheet_name="Returns", index=False)
+        pd.DataFrame({"Person": ["Anna"], "Region": ["West"]}).to_excel(writer, sheet_name="People", index=False)
+    result, _ = _import(data_env, path.name)
+    assert not result.success
+    message = _failure(result)
+    assert message.startswith("lists.xlsx: no sheet holds transactions (") and "'Returns'" in message \
+        and "'People'" in message
 
 
 def test_rows_repeated_on_two_sheets_of_a_workbook_count_once(data_env):

@@ -12,6 +12,8 @@
 -- * An order status column (Status, Order Status, Payment Status; data_contracts.md) of a layout
 --   other than Shopify's: cancelled, failed, unpaid (pending, on hold), draft and fully refunded
 --   orders are rejected with their status; any other status is a purchase.
+-- * An order a workbook's returns sheet lists as returned (layout_fields.returned_on_sheet, set at
+--   import: Tableau's Sample Superstore `Returns`) is rejected as returned, as a refunded status is.
 -- * A file without an order id column (file_format 'transactions': customer, date, amount) has one
 --   order per row, keyed by its customer, date and amount as written and its place among its
 --   sheet's identical rows (`row:` and a hash): a log's two identical purchases are two orders (such
@@ -449,6 +451,10 @@ judged as (
                 then 'no order row: no row of order ' || order_name_text || ' in the file has its Email, Financial '
                      || 'Status, Created at or Subtotal'
             when is_bad_debt then 'bad-debt adjustment (A invoice): not a customer transaction'
+            -- a workbook's sheet that lists returned orders (Superstore's `Returns`; file_import.returns_list)
+            when not is_shopify and nullif(layout_fields ->> 'returned_on_sheet', '') is not null
+                then 'returned: the workbook''s sheet ''' || (layout_fields ->> 'returned_on_sheet')
+                     || ''' lists the order as returned (not a purchase, as a refunded status)'
             when regexp_replace(order_status, '^wc-', '') in ('cancelled', 'canceled', 'failed', 'voided', 'void',
                                                                'declined', 'denied', 'expired', 'reversed',
                                                                'draft', 'trash', 'pending',
