@@ -129,6 +129,27 @@ def _runs_with_ui_origin(instance, job_name: str) -> None:
     instance.create_run_for_job = with_origin
 
 
+def _dagster_instance():
+    """The Dagster instance of `DAGSTER_HOME` (its folder made first: Dagster refuses a missing one
+    with a traceback, and a first run in a new data folder is the usual case), else an ephemeral one."""
+    import dagster as dg
+
+    from clv_platform.settings import env_value
+
+    home = env_value("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.ephemeral()
+    folder = Path(home).expanduser()
+    if not folder.is_dir():
+        try:
+            folder.mkdir(parents=True)
+        except OSError as exc:
+            raise SystemExit(f"DAGSTER_HOME={home} is not a folder and cannot be made one ({exc}): "
+                             "point it at a folder for Dagster's run history") from None
+        print(f"created DAGSTER_HOME {folder} (Dagster's run history)", file=sys.stderr)
+    return dg.DagsterInstance.get()
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Materialize the whole graph on the demo store, in this process, into the DuckDB file."""
     from clv_platform.settings import env_value, force_environment
@@ -157,7 +178,7 @@ def run_demo(args: argparse.Namespace) -> int:
     loggers = demo_loggers(log_path)
     job = defs.resolve_job_def("refresh_everything").with_logger_defs(loggers)
     keys = shopify_daily_partitions.get_partition_keys()
-    instance = dg.DagsterInstance.get() if env_value("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance = _dagster_instance()
     if instance.is_persistent:
         _runs_with_ui_origin(instance, job.name)
 
@@ -255,7 +276,7 @@ def run_files(args: argparse.Namespace) -> int:
         print(f"no exports in {inbox} ({', '.join(SUPPORTED_SUFFIXES)}): put your file there first", file=sys.stderr)
         return 2
     defs = build_definitions(database=str(database))
-    instance = dg.DagsterInstance.get() if env_value("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance = _dagster_instance()
     instance.add_dynamic_partitions(inbox_file_partitions.name, files)
     started = time.perf_counter()
     importer = defs.resolve_job_def("import_inbox_file")

@@ -119,3 +119,25 @@ def test_a_failed_run_is_reported_as_plain_lines_not_a_traceback(capsys):
     _print_failures(result)
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == ["FAILED no_btyd_model: ValueError: no BTYD model could be fitted: pareto_nbd(0.0): degenerate"]
+
+
+def test_a_dagster_home_that_does_not_exist_yet_is_made_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """`DAGSTER_HOME=data/.dagster clv-platform files` on a fresh data folder ended in Dagster's
+    DagsterInvariantViolationError traceback ("is not a directory or does not exist"): the command
+    makes the folder and says so; a path that cannot be a folder stops with one plain line."""
+    from clv_platform.cli import _dagster_instance
+
+    home = tmp_path / "data" / ".dagster"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = _dagster_instance()
+    assert instance.is_persistent and home.is_dir()
+    assert capsys.readouterr().err == f"created DAGSTER_HOME {home} (Dagster's run history)\n"
+    instance.dispose()
+    assert _dagster_instance().is_persistent and capsys.readouterr().err == ""  # there now: nothing said
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("DAGSTER_HOME", str(blocker / "home"))
+    with pytest.raises(SystemExit) as stopped:
+        _dagster_instance()
+    assert str(stopped.value).startswith(f"DAGSTER_HOME={blocker / 'home'} is not a folder and cannot be made one (")
