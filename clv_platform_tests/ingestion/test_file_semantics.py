@@ -1562,6 +1562,33 @@ def test_looser_header_spellings_yield_to_the_usual_ones():
                        "AMOUNT", "ASSET", "SALES_PRICE"], "tafeng.csv")
 
 
+def test_the_retail_data_transactions_file_of_rfm_exercises_is_read(data_env):
+    """Kaggle's "Retail Data Transactions" (`Retail_Data_Transactions.csv`, 125,000 rows, a common RFM
+    and CLV exercise) writes `customer_id, trans_date, tran_amount` with dates `11-Feb-13`: refused as
+    'unrecognized columns'. It is a transactions file (a row is an order)."""
+    result, db = _import(data_env, "Retail_Data_Transactions.csv", """\
+        customer_id,trans_date,tran_amount
+        CS5295,11-Feb-13,35
+        CS4768,15-Mar-15,39
+        CS5295,01-Jan-12,99
+        CS5295,11-Feb-13,35
+        """)
+    assert result.success
+    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert metadata["format"].value == "transactions"
+    assert metadata["columns_read_from"].value == {"amount": "tran_amount", "customer_id": "customer_id",
+                                                   "order_date": "trans_date"}
+    _, rejected, orders = _stage(db)
+    assert rejected == {}
+    with duckdb.connect(str(db)) as conn:
+        rows = conn.execute("select customer_id, cast(order_date as varchar), net_revenue from staging.orders "
+                            "order by 1, 2").fetchall()
+    # the two identical rows of one customer and day are two purchases, as in any transactions file
+    assert [(c, d, float(v)) for c, d, v in rows] == [
+        ("import:CS4768", "2015-03-15", 39.0), ("import:CS5295", "2012-01-01", 99.0),
+        ("import:CS5295", "2013-02-11", 35.0), ("import:CS5295", "2013-02-11", 35.0)]
+
+
 def test_a_text_file_with_columns_aligned_by_spaces_is_read(data_env):
     """CDNOW_master.txt as the lifetimes wheel ships it: columns aligned with runs of spaces (and
     a leading one; a tab among them), CRLF line ends, `YYYYMMDD` dates, the money as `dollar_value`. It was refused as
