@@ -88,6 +88,8 @@ class Settings:
     # store.toml [files.columns]: (raw column, header as the export writes it) pairs, for exports
     # whose headers the importer does not know (`file_import.detect_format`); sorted, so hashable
     file_columns: tuple[tuple[str, str], ...] = ()
+    # store.toml [files] sheets: the only sheets of a workbook that are read (empty: every sheet)
+    file_sheets: tuple[str, ...] = ()
     # store.toml [exports]: which files each scoring date writes, and how many scoring dates of
     # them stay in the folder (0: every date; a pair is about 430 MB at 1,000,000 customers)
     export_formats: tuple[str, ...] = EXPORT_FORMATS
@@ -124,6 +126,17 @@ def _file_columns(table: object) -> tuple[tuple[str, str], ...]:
     if len(set(headers)) < len(headers):
         raise SettingsError("store.toml [files.columns]: one header is named for two columns")
     return tuple(sorted((k, v.strip()) for k, v in table.items()))
+
+
+def _file_sheets(value: object) -> tuple[str, ...]:
+    """store.toml [files] sheets checked: a list of sheet names (none empty, none twice)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise SettingsError("store.toml [files] sheets must be a list of sheet names, e.g. [\"Transactions\"] "
+                            "(empty: every sheet of a workbook is read)")
+    names = [v.strip() for v in value]
+    if len({n.casefold() for n in names}) < len(names):
+        raise SettingsError(f"store.toml [files] sheets names a sheet twice: {names}")
+    return tuple(names)
 
 
 def _packaged_toml() -> dict:
@@ -263,6 +276,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     config = _merged_toml(data_dir, env)
     store, demo, scale = config.get("store", {}), config.get("demo", {}), config.get("scale", {})
     file_columns = _file_columns(config.get("files", {}).get("columns", {}))
+    file_sheets = _file_sheets(config.get("files", {}).get("sheets", []))
     export_formats, export_keep_dates = _exports(config.get("exports", {}))
 
     as_of_text = (env.get("CLV_AS_OF") or "").strip()
@@ -325,6 +339,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         batch_customers=batch_customers,
         refit_after_days=refit_after_days,
         file_columns=file_columns,
+        file_sheets=file_sheets,
         export_formats=export_formats,
         export_keep_dates=export_keep_dates,
     )
@@ -341,7 +356,7 @@ def settings_fields(settings: Settings) -> dict[str, object]:
             out[key] = value.isoformat()
         elif key == "file_columns":
             out[key] = dict(value)
-        elif key == "export_formats":
+        elif key in ("export_formats", "file_sheets"):
             out[key] = list(value)
         else:
             out[key] = value
@@ -357,6 +372,7 @@ def settings_from_fields(fields: Mapping[str, object]) -> Settings:
     kwargs["file_currency"] = kwargs.get("file_currency") or None
     kwargs["file_columns"] = tuple(sorted(dict(kwargs.get("file_columns") or {}).items()))
     kwargs["export_formats"] = tuple(kwargs.get("export_formats") or EXPORT_FORMATS)
+    kwargs["file_sheets"] = tuple(kwargs.get("file_sheets") or ())
     return Settings(**kwargs)
 
 

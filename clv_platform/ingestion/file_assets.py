@@ -50,7 +50,7 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
     digest = content_hash(path)
     try:
         frame = parse_export(path, datetime.now(timezone.utc).replace(tzinfo=None), settings.file_currency, digest,
-                             dict(settings.file_columns))
+                             dict(settings.file_columns), settings.file_sheets)
     except UnreadableFileError as exc:
         raise dg.Failure(description=str(exc)) from exc
 
@@ -96,6 +96,8 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
             "currencies": dg.MetadataValue.json(frame["currency"].value_counts().to_dict()),
             # the store's own header names, when it has any (store.toml [files.columns])
             **({"named_columns": dg.MetadataValue.json(dict(settings.file_columns))} if settings.file_columns else {}),
+            # the only sheets of a workbook read, when the store names them (store.toml [files] sheets)
+            **({"named_sheets": dg.MetadataValue.json(list(settings.file_sheets))} if settings.file_sheets else {}),
             "preview": dg.MetadataValue.md(frame.drop(columns=["payload"]).head(5).to_markdown(index=False)),
         }
     )

@@ -717,12 +717,15 @@ def _mark_returned(frame: pd.DataFrame, returns: list[tuple[str, dict[str, int]]
 
 
 def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
-                 content_sha256: str | None = None, named: Mapping[str, str] | None = None) -> pd.DataFrame:
+                 content_sha256: str | None = None, named: Mapping[str, str] | None = None,
+                 sheets_read: tuple[str, ...] = ()) -> pd.DataFrame:
     """Every data row of the file as a raw.file_transactions row (nothing dropped here).
 
     `currency` is the store's file currency (setting); a currency column wins row by row. Without
     either the file is refused: amounts without a currency cannot be added up honestly. `named`:
-    the store's header names (`detect_format`).
+    the store's header names (`detect_format`). `sheets_read` (store.toml [files] sheets): the only
+    sheets of a workbook that are read, names compared without case (empty: every sheet); the
+    others are named in the report, and a workbook with none of them is refused.
     """
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
@@ -738,6 +741,16 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
     not_imported: dict[str, str] = {}  # a workbook's sheets read as no transactions, with why
     if suffix in WORKBOOK_SUFFIXES:
         sheets = _read_workbook(path)
+        if sheets_read:
+            wanted = {name.casefold() for name in sheets_read}
+            if not any(name.casefold() in wanted for name, _, _ in sheets):
+                raise UnreadableFileError(
+                    f"{path.name}: none of the sheets store.toml [files] sheets names ({list(sheets_read)}) is in the "
+                    f"workbook (its sheets: {[name for name, _, _ in sheets]})")
+            for name, _, _ in sheets:
+                if name.casefold() not in wanted:
+                    not_imported[name] = "not among the sheets store.toml [files] sheets names"
+            sheets = [sheet for sheet in sheets if sheet[0].casefold() in wanted]
         formats = set()
         for sheet, header, rows in sheets:
             if not header:
@@ -762,7 +775,8 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
                 raise UnreadableFileError(
                     f"{exc} (the workbook has sheets {names}; every sheet is imported, hidden ones too, so each "
                     "must have a recognized header, be empty, list returned orders (an order id and a Returned "
-                    "column) or hold no dates and numbers at all (a lookup list)"
+                    "column) or hold no dates and numbers at all (a lookup list); or name the sheets to read in "
+                    "store.toml [files] sheets"
                     + ("; unhide a hidden sheet in Excel (right-click a sheet tab, Unhide) to see it" if hidden else "")
                     + ")"
                 ) from None
@@ -774,7 +788,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
             read_as = read_as or _headers_read(header, mapping, fields)
             parts.append(_frame_from_rows(header, rows, path.name, sheet, mapping, file_format, fields))
         if not parts and not_imported:
-            raise UnreadableFileError(f"{path.name}: no sheet holds transactions ({not_imported})")
+            raise UnreadableFileError(f"{path.name}: no sheet read holds transactions ({not_imported})")
         if not parts:
             raise UnreadableFileError(f"{path.name}: every sheet is empty ({[s for s, _, _ in sheets]})")
         if len(formats) > 1:

@@ -415,11 +415,12 @@ def read_export_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dic
     settings = load_settings()
     # one backtest loads its data set more than once (the ML and the BTYD backtests): import once
     key = (str(path), path.stat().st_mtime_ns, path.stat().st_size, settings.file_currency,
-           settings.file_columns, settings.store_timezone)
+           settings.file_columns, settings.file_sheets, settings.store_timezone)
     if key not in _IMPORTED:
         try:
             frame = parse_export(path, datetime.now(timezone.utc).replace(tzinfo=None),
-                                 settings.file_currency or NO_CURRENCY, content_hash(path), dict(settings.file_columns))
+                                 settings.file_currency or NO_CURRENCY, content_hash(path), dict(settings.file_columns),
+                                 settings.file_sheets)
         except UnreadableFileError as error:
             raise ValueError(f"{error} (the backtest reads a file as `clv-platform files` imports it)") from None
         with tempfile.TemporaryDirectory(prefix="clv-backtest-import-") as folder:

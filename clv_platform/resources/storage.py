@@ -101,6 +101,7 @@ class StorageResource(DuckDBResource):
     batch_customers: int = DEFAULT_BATCH_CUSTOMERS
     refit_after_days: int = DEFAULT_REFIT_AFTER_DAYS
     file_columns: dict[str, str] = {}
+    file_sheets: list[str] = []
     export_formats: list[str] = list(EXPORT_FORMATS)
     export_keep_dates: int = 0
 

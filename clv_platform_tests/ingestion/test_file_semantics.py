@@ -319,6 +319,44 @@ def test_every_sheet_of_a_workbook_is_read(data_env):
     assert not result.success and "sheet 'Pivot'" in _failure(result)
 
 
+def test_the_store_names_the_sheets_of_a_workbook_to_read(data_env):
+    """A workbook whose pivot sheet holds dates and totals is refused (rightly: it cannot be told from
+    purchases under headers the import does not know), and the merchant had to delete the sheet:
+    store.toml [files] sheets names the sheets to read instead; the others are named in the report,
+    and a workbook with none of the named sheets is refused naming its sheets."""
+    from clv_platform.settings import SettingsError, _file_sheets
+
+    path = data_env / "inbox" / "book.xlsx"
+    orders = pd.DataFrame({"Customer": ["c1", "c1", "c2"], "Order ID": ["o1", "o2", "o3"],
+                           "Order Date": pd.to_datetime(["2024-01-03", "2024-02-01", "2024-02-05"]),
+                           "Total": [10.0, 20.0, 7.5]})
+    pivot = pd.DataFrame({"Month": pd.to_datetime(["2024-01-01", "2024-02-01"]), "Sum of Total": [10.0, 27.5]})
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        orders.to_excel(writer, sheet_name="Data", index=False)
+        pivot.to_excel(writer, sheet_name="Pivot", index=False)
+    result, _ = _import(data_env, "book.xlsx")
+    assert not result.success and "name the sheets to read in store.toml [files] sheets" in _failure(result)
+
+    (data_env / "store.toml").write_text('[files]\nsheets = ["data"]\n')
+    result, db = _import(data_env, "book.xlsx")
+    assert result.success
+    meta = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert meta["rows_per_sheet"].value == {"Data": 3} and meta["named_sheets"].value == ["data"]
+    assert meta["sheets_not_imported"].value == {"Pivot": "not among the sheets store.toml [files] sheets names"}
+    _, rejected, orders_read = _stage(db)
+    assert rejected == {} and orders_read == {"import:o1": 10.0, "import:o2": 20.0, "import:o3": 7.5}
+
+    (data_env / "store.toml").write_text('[files]\nsheets = ["Transactions"]\n')
+    result, _ = _import(data_env, "book.xlsx")
+    assert not result.success
+    assert _failure(result) == ("book.xlsx: none of the sheets store.toml [files] sheets names (['Transactions']) is "
+                                "in the workbook (its sheets: ['Data', 'Pivot'])")
+    assert _file_sheets([" Data ", "Returns"]) == ("Data", "Returns")
+    for bad in ("Data", [""], ["Data", "data"]):
+        with pytest.raises(SettingsError, match=r"store.toml \[files\] sheets"):
+            _file_sheets(bad)
+
+
 def _superstore(path, returned_flags: dict[str, str]):
     """Tableau's Sample Superstore workbook as it ships: sheets Orders (one row per line, money in
     `Sales`), Returns (`Returned`, `Order ID`) and People (`Regional Manager`, `Region`)."""
@@ -388,7 +426,7 @@ def test_a_workbook_of_only_lists_is_refused(data_env):
     result, _ = _import(data_env, path.name)
     assert not result.success
     message = _failure(result)
-    assert message.startswith("lists.xlsx: no sheet holds transactions (") and "'Returns'" in message \
+    assert message.startswith("lists.xlsx: no sheet read holds transactions (") and "'Returns'" in message \
         and "'People'" in message
 
 
