@@ -407,6 +407,10 @@ def test_superstore_workbook_reads_as_it_ships_with_its_returns_and_people_sheet
     with duckdb.connect(str(db)) as conn:
         assert dict(conn.execute("select customer_id, count(*) from staging.orders group by 1").fetchall()) == {
             "import:CG-12520": 1, "import:DV-13045": 1, "import:SO-20335": 1}
+        # the edition's `Country/Region` is the country (it was left unread: no customer had one)
+        assert dict(conn.execute("select customer_id, country from staging.customers").fetchall()) == {
+            "import:CG-12520": "United States", "import:DV-13045": "United States", "import:SO-20335": "United States"}
+    assert meta["columns_read_from"].value["country"] == "Country/Region"
 
     # a flag that is neither yes nor no refuses the file, naming the row: guessing would keep or drop revenue
     _superstore(path, {"CA-2016-152156": "Yes", "US-2015-108966": "Maybe"})
