@@ -87,6 +87,7 @@ FALLBACK_ALIASES = {
     "customer_id": ("clientid", "customercode", "userid", "memberid", "buyerid"),
     "unit_price": ("priceperunit", "priceeach", "itemprice"),
     "quantity": ("quantityordered", "qtyordered"),
+    "product_id": ("productno", "productnumber", "itemcode", "itemnumber"),
     "country": ("countryregion", "countryname"),
 }
 """Looser spellings of a column (normalized header, in order of preference), read only when the file
@@ -94,7 +95,8 @@ has none of ``HEADER_ALIASES``' spellings of it: public sales data sets write th
 (Tableau's Superstore, one row per line, summed per order), `Total Amount` or `Revenue` and the
 order as `Transaction ID`; the Kaggle "Retail Data Transactions" file, a common RFM and CLV exercise,
 writes `customer_id, trans_date, tran_amount` (dates `11-Feb-13`); Superstore's editions since 2019
-write the country as `Country/Region`; a file with `Amount` and `Sales` reads `Amount`. A customer's name is no
+write the country as `Country/Region`; Kaggle's "Sales Transaction v.4a" (an online shop's lines)
+writes `TransactionNo, Date, ProductNo, ProductName, Price, Quantity, CustomerNo, Country`; a file with `Amount` and `Sales` reads `Amount`. A customer's name is no
 id (two people share one) and stays unread; so does a date header that names no date
 (`TRANSACTION_DT` of Ta Feng, whose `AMOUNT` is the quantity: refused, not misread)."""
 STATUS_HEADERS = {"status", "orderstatus", "paymentstatus"}

@@ -1727,3 +1727,37 @@ def test_quoted_decimal_commas_in_a_comma_separated_file(data_env):
     assert rejected == {"us.csv#3": "unparseable amount: 10,50"}
     assert orders["import:p1"] == pytest.approx(1234.5) and orders["import:p3"] == pytest.approx(2000.0)
 
+
+
+def test_the_sales_transaction_file_of_an_online_shop_is_read_as_lines(data_env):
+    """Kaggle's "Sales Transaction v.4a" (an online shop's 536,350 lines, 2018-12..2019-12, a common
+    RFM and CLV exercise): `TransactionNo, Date, ProductNo, ProductName, Price, Quantity, CustomerNo,
+    Country`, dates `8/30/2019`, the customer a float-looking number or blank, a cancellation's
+    transaction prefixed `C` with a negative quantity. It was refused as 'unrecognized columns'
+    (`ProductNo` named no product); it is Online Retail's line layout under other names."""
+    result, db = _import(data_env, "Sales Transaction v.4a.csv", """\
+        TransactionNo,Date,ProductNo,ProductName,Price,Quantity,CustomerNo,Country
+        548511,7/17/2019,85136B,Chest Of Drawers Gingham Heart,90.5,164,15837.0,European Community
+        550960,7/26/2019,21813,Pink Combo Mini Crystals Necklace,25.16,188,12450.0,Malta
+        550960,7/26/2019,21809,Hanging Metal Rabbit Decoration,11.26,10,12450.0,Malta
+        C550961,7/28/2019,21809,Hanging Metal Rabbit Decoration,11.26,-4,12450.0,Malta
+        553012,8/30/2019,21809,Hanging Metal Rabbit Decoration,11.26,-60,,Lithuania
+        """)
+    assert result.success
+    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert metadata["format"].value == "online_retail"
+    assert metadata["columns_read_from"].value == {
+        "country": "Country", "customer_id": "CustomerNo", "description": "ProductName", "order_date": "Date",
+        "order_id": "TransactionNo", "product_id": "ProductNo", "quantity": "Quantity", "unit_price": "Price"}
+    _, rejected, orders = _stage(db)
+    # the adjustment line without a customer is rejected as such, not dropped in silence
+    assert rejected == {"Sales Transaction v.4a.csv#6": "missing customer id"}
+    # 188 x 25.16 + 10 x 11.26 = 4,842.68, less the cancelled 4 x 11.26 two days later (a refund of it)
+    assert orders == {"import:548511": pytest.approx(164 * 90.5), "import:550960": pytest.approx(4797.64)}
+    with duckdb.connect(str(db)) as conn:
+        assert conn.execute("select customer_id, country from staging.customers order by 1").fetchall() == [
+            ("import:12450", "Malta"), ("import:15837", "European Community")]
+        assert conn.execute("select order_id, cast(refunded_on as varchar), cast(amount as double) from staging.refunds").fetchall() == [
+            ("import:550960", "2019-07-28", pytest.approx(45.04))]
+        assert dict(conn.execute("select order_id, cast(order_date as varchar) from staging.orders").fetchall()) == {
+            "import:548511": "2019-07-17", "import:550960": "2019-07-26"}
