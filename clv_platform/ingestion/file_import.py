@@ -79,10 +79,15 @@ HEADER_ALIASES = {
     "amount": "amount", "total": "amount", "ordertotal": "amount", "orderamount": "amount",
     "currency": "currency", "currencycode": "currency", "ordercurrency": "currency",
 }
+PREFERRED_ALIASES = {"customer_id": ("customeruniqueid", "uniquecustomerid")}
+"""Spellings read before ``HEADER_ALIASES``' when a file has both: Olist's Brazilian e-commerce data
+(the most used public marketplace data set) gives every order a `customer_id` of its own and the
+person a `customer_unique_id`; read as the customer, the order-level id made every buyer a one-time
+buyer."""
 FALLBACK_ALIASES = {
     "amount": ("sales", "salesamount", "totalamount", "linetotal", "revenue", "transactionamount", "purchaseamount",
-               "dollarvalue", "tranamount", "transamount", "txnamount"),
-    "order_date": ("transdate", "trandate", "txndate"),
+               "dollarvalue", "tranamount", "transamount", "txnamount", "paymentvalue"),
+    "order_date": ("transdate", "trandate", "txndate", "orderpurchasetimestamp", "purchasetimestamp"),
     "order_id": ("transactionid", "transactionno", "transactionnumber", "receiptid", "receiptno", "receiptnumber"),
     "customer_id": ("clientid", "customercode", "userid", "memberid", "buyerid"),
     "unit_price": ("priceperunit", "priceeach", "itemprice"),
@@ -406,6 +411,10 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
             if found:
                 fields[field] = min(found)[1]
                 taken.add(fields[field])
+    for target, spellings in PREFERRED_ALIASES.items():
+        found = [(spellings.index(name), i) for i, name in enumerate(normalized) if name in spellings and i not in taken]
+        if target not in mapping and found:
+            mapping[target] = min(found)[1]
     for index, name in enumerate(columns):
         target = HEADER_ALIASES.get(normalize_header(name))
         if target and target not in mapping and index not in taken:

@@ -1761,3 +1761,39 @@ def test_the_sales_transaction_file_of_an_online_shop_is_read_as_lines(data_env)
             ("import:550960", "2019-07-28", pytest.approx(45.04))]
         assert dict(conn.execute("select order_id, cast(order_date as varchar) from staging.orders").fetchall()) == {
             "import:548511": "2019-07-17", "import:550960": "2019-07-26"}
+
+
+def test_olist_orders_are_read_by_the_person_not_the_order_level_customer_id(data_env):
+    """Olist's Brazilian e-commerce data (orders joined with customers and payments, as the data set's
+    own schema says to) gives each order a `customer_id` of its own and the person a
+    `customer_unique_id`: the file was refused (no date, no amount recognized), and a store naming
+    only the date and the amount would have read the order-level id, every buyer a one-time buyer.
+    The person is the customer, `order_purchase_timestamp` the date, an order's payments (a voucher
+    and a card: two rows) one amount; `unavailable` (never fulfilled) and `canceled` are no purchase."""
+    header = ("order_id,customer_id,order_status,order_purchase_timestamp,order_approved_at,customer_unique_id,"
+              "customer_zip_code_prefix,customer_city,customer_state,payment_sequential,payment_type,"
+              "payment_installments,payment_value")
+    result, db = _import(data_env, "olist_orders_payments.csv", "\n".join([
+        header,
+        "e481f51c,9ef432eb,delivered,2017-10-02 10:56:33,2017-10-02 11:07:15,7c396fd4,3149,sao paulo,SP,1,credit_card,1,18.12",
+        "e481f51c,9ef432eb,delivered,2017-10-02 10:56:33,2017-10-02 11:07:15,7c396fd4,3149,sao paulo,SP,2,voucher,1,2.00",
+        "53cdb2fc,b0830fb4,delivered,2018-07-24 20:41:37,2018-07-26 03:24:27,7c396fd4,3149,sao paulo,SP,1,boleto,1,141.46",
+        "47770eb9,41ce2a54,canceled,2018-08-08 08:38:49,2018-08-08 08:55:23,af07308b,47813,barreiras,BA,1,credit_card,3,179.12",
+        "949d5b44,f88197465,unavailable,2018-02-13 21:18:39,2018-02-13 22:20:29,af07308b,47813,barreiras,BA,1,credit_card,1,72.20",
+        "ad21c59c,8ab97904,shipped,2018-08-15 18:29:31,2018-08-15 20:02:28,af07308b,47813,barreiras,BA,1,credit_card,2,99.90",
+    ]) + "\n")
+    assert result.success
+    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert metadata["format"].value == "generic"
+    assert metadata["columns_read_from"].value == {"amount": "payment_value", "customer_id": "customer_unique_id",
+                                                   "order_date": "order_purchase_timestamp", "order_id": "order_id",
+                                                   "status": "order_status"}
+    _, rejected, orders = _stage(db)
+    not_a_purchase = ": not a purchase (cancelled, failed, unpaid or fully refunded; a later export that shows it completed replaces this row)"
+    assert rejected == {"olist_orders_payments.csv#5": "order status canceled" + not_a_purchase,
+                        "olist_orders_payments.csv#6": "order status unavailable" + not_a_purchase}
+    assert orders == {"import:e481f51c": pytest.approx(20.12), "import:53cdb2fc": pytest.approx(141.46),
+                      "import:ad21c59c": pytest.approx(99.90)}
+    with duckdb.connect(str(db)) as conn:
+        assert dict(conn.execute("select customer_id, count(*) from staging.orders group by 1").fetchall()) == {
+            "import:7c396fd4": 2, "import:af07308b": 1}

@@ -10,8 +10,9 @@
 --   be a real id elsewhere: the staging check customers_hold_plausible_order_shares warns of it).
 -- * A totals row (`Total`, `Grand Total`, Excel's `<value> Total` subtotals) is not an order: rejected.
 -- * An order status column (Status, Order Status, Payment Status; data_contracts.md) of a layout
---   other than Shopify's: cancelled, failed, unpaid (pending, on hold), draft and fully refunded
---   orders are rejected with their status; any other status is a purchase.
+--   other than Shopify's: cancelled, failed, unpaid (pending, on hold), draft, fully refunded and
+--   unavailable (Olist's: never fulfilled, the payment returned) orders are rejected with their
+--   status; any other status is a purchase.
 -- * An order a workbook's returns sheet lists as returned (layout_fields.returned_on_sheet, set at
 --   import: Tableau's Sample Superstore `Returns`) is rejected as returned, as a refunded status is.
 -- * A file without an order id column (file_format 'transactions': customer, date, amount) has one
@@ -459,7 +460,8 @@ judged as (
                                                                'declined', 'denied', 'expired', 'reversed',
                                                                'draft', 'trash', 'pending',
                                                                'pending payment', 'pending-payment', 'on-hold',
-                                                               'on hold', 'refunded', 'checkout-draft')
+                                                               'on hold', 'refunded', 'checkout-draft',
+                                                               'unavailable')
                 then 'order status ' || order_status || ': not a purchase (cancelled, failed, unpaid or fully '
                      || 'refunded; a later export that shows it completed replaces this row)'
             when is_shopify and customer_key is null
