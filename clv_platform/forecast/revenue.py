@@ -18,7 +18,10 @@ backtest) and covers twelve monthly periods plus 30/90/365-day totals.
   repeat spend: the model's unconditional E[X(tau(d) - tau(a))] for a customer arriving on day a
   times the Gamma-Gamma population mean order value.
 
-Intervals (80 %, normal approximation, floored at 0): purchase counts are compound Poisson
+Intervals (80 %, symmetric in log space: revenue x exp(+-1.2816 sigma), sigma^2 = ln(1 + CV^2) of the
+part's mean and sd, as the CLV store total's interval is; a normal interval floored at 0 put the
+lower bound of a store's 365-day existing revenue at 0 as soon as its relative sd passed 0.78, a
+bound no store of steady buyers will meet): purchase counts are compound Poisson
 (order values Gamma with CV 1/sqrt(p)), counts of new customers are over-dispersed by the Pearson
 dispersion of the weekly fit, and each part has a systematic relative error: the larger of the
 in-sample scatter (the month-to-month scatter of actual vs expected repeat purchases around the
@@ -357,12 +360,37 @@ def _order_value_cv2(model: btyd.BTYDModel) -> float:
     return 1.0 / float(fitter.params_["p"])
 
 
+def log_bounds(mean, sd):
+    """80 % bounds of revenue with this mean and sd, symmetric in log space: mean x exp(-+Z80 sigma),
+    sigma^2 = ln(1 + (sd / mean)^2) (the log sd of the log-normal of that mean and sd). Revenue is positive and its
+    errors multiplicative (the rehearsal measures them as log(actual / forecast)); for a small CV the
+    bounds are the normal mean -+ Z80 sd, for a large one the lower bound stays above 0 where the
+    normal one was floored there. A mean of 0 keeps (0, Z80 sd). Scalars or arrays."""
+    m = np.asarray(mean, dtype=float)
+    s = np.clip(np.asarray(sd, dtype=float), 0.0, None)
+    safe = np.where(m > 0, m, 1.0)
+    sigma = np.sqrt(np.log1p((s / safe) ** 2))
+    low = np.where(m > 0, safe * np.exp(-Z80 * sigma), 0.0)
+    high = np.where(m > 0, safe * np.exp(Z80 * sigma), Z80 * s)
+    if low.ndim == 0:
+        return float(low), float(high)
+    return low, high
+
+
+def sd_from_bounds(mean: float, high: float) -> float:
+    """The sd ``log_bounds`` turned into ``high`` around ``mean`` (its inverse)."""
+    if mean <= 0:
+        return max(high, 0.0) / Z80
+    sigma = math.log(max(high, mean) / mean) / Z80
+    return mean * math.sqrt(math.expm1(sigma * sigma))
+
+
 def _bounds(period: Period, part: str, mean: float, variance: float, **extra) -> dict:
     sd = math.sqrt(max(variance, 0.0))
+    low, high = log_bounds(mean, sd)
     return {
         "period": period.label, "period_kind": period.kind, "period_start": period.start, "period_end": period.end,
-        "part": part, "revenue": mean, "revenue_sd": sd,
-        "revenue_low": max(0.0, mean - Z80 * sd), "revenue_high": mean + Z80 * sd, **extra,
+        "part": part, "revenue": mean, "revenue_sd": sd, "revenue_low": low, "revenue_high": high, **extra,
     }
 
 
@@ -524,8 +552,7 @@ def combine(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
         out[f"{name}_revenue_high"] = part["revenue_high"]
     out["total_revenue"] = e["revenue"] + n["revenue"]
     sd = np.sqrt(e["revenue_sd"] ** 2 + n["revenue_sd"] ** 2)
-    out["total_revenue_low"] = (out["total_revenue"] - Z80 * sd).clip(lower=0.0)
-    out["total_revenue_high"] = out["total_revenue"] + Z80 * sd
+    out["total_revenue_low"], out["total_revenue_high"] = log_bounds(out["total_revenue"].to_numpy(), sd.to_numpy())
     out["expected_new_customers"] = n["expected_new_customers"]
     out["existing_expected_purchases"] = e["expected_purchases"]
     return out.reset_index()
@@ -611,19 +638,25 @@ def rehearse(history: pd.DataFrame, cutoff: date, model_name: str = btyd.BGNBD,
 def rehearsal_errors(table: pd.DataFrame, actual: pd.DataFrame, periods: list[Period], rc: date) -> Rehearsal:
     """The error scale s per part of the forecast ``table`` made at ``rc`` against the ``actual`` revenue
     per period (``period_actuals``), fitted as |log(actual / forecast)| ~ s * sqrt(h) over the
-    rehearsal months h = 1..months (s^2 = mean((log error^2 - relative purchase noise^2) / h))."""
+    rehearsal months h = 1..months (s^2 = mean((log error^2 - relative purchase noise^2) / h)).
+    A rehearsal with no month where both the forecast and the actual revenue are positive measured
+    nothing (a store whose few buyers bought again only after the cutoff): it is no rehearsal, not a
+    scale of 0 that the interval rule would report as measured."""
     actual = actual.set_index("period")
     table = table.set_index("period")
-    scales = {}
+    scales, scored = {}, 0
     for part, column in (("existing", "actual_existing_revenue"), ("new", "actual_new_revenue")):
         ratios = []
         for h, p in enumerate(periods, start=1):
             predicted, observed = float(table.loc[p.label, f"{part}_revenue"]), float(actual.loc[p.label, column])
             if predicted > 0 and observed > 0:
                 # the purchase noise the interval has anyway is not part of the systematic error
-                noise_sd = (table.loc[p.label, f"{part}_revenue_high"] - table.loc[p.label, f"{part}_revenue"]) / Z80
+                noise_sd = sd_from_bounds(predicted, float(table.loc[p.label, f"{part}_revenue_high"]))
                 ratios.append(max(0.0, math.log(observed / predicted) ** 2 - (noise_sd / predicted) ** 2) / h)
         scales[part] = math.sqrt(float(np.mean(ratios))) if ratios else 0.0
+        scored += len(ratios)
+    if not scored:
+        return Rehearsal.none()
     return Rehearsal(rc, scales["existing"], scales["new"], len(periods))
 
 

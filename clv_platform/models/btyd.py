@@ -1091,9 +1091,15 @@ def fit_btyd(
                 fitter = TransactionModel(_fit_transactions(*args, attempt, **start), model)
             penalizer = attempt
             break
-        except ConvergenceError:
+        except (ConvergenceError, np.linalg.LinAlgError) as error:
+            # lifetimes inverts the Hessian at the optimum for its standard errors: on a store too small
+            # to identify the parameters (one customer) it is singular, which is a fit that did not
+            # converge as well (a penalizer makes it regular), not a crash of the refresh
             if attempt == FALLBACK_PENALIZERS[-1] or attempt > FALLBACK_PENALIZERS[-1]:
-                raise
+                if isinstance(error, ConvergenceError):
+                    raise
+                raise ConvergenceError(f"{model}: singular Hessian at the optimum ({len(combos)} distinct "
+                                       "frequency/recency/T rows): the data do not identify the parameters") from error
     log_likelihood = transaction_log_likelihood(
         fitter, combos["frequency"], combos["recency"], combos["T"], combos["weight"]
     )

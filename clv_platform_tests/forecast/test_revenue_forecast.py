@@ -207,7 +207,8 @@ def test_systematic_term_is_one_rehearsal_as_a_t_draw_grown_with_the_square_root
 
 def test_rehearsal_scale_widens_the_existing_interval_by_the_t_rule(fitted):
     """The existing part's variance is purchase noise plus (systematic sd x revenue)^2: with a scale of
-    0.05 the 365-day 80 % bounds of a flat season are revenue +- 1.2816 sqrt(noise + (0.29403 revenue)^2)."""
+    0.05 the 365-day sd of a flat season is sqrt(noise + (0.29403 revenue)^2), and its 80 % bounds are
+    revenue x exp(-+1.2816 sigma), sigma^2 = ln(1 + (sd / revenue)^2) (symmetric in log space)."""
     _, summary, model = fitted
     flat = revenue.SeasonalIndex.flat()
     cutoff = CUTOFF
@@ -220,9 +221,30 @@ def test_rehearsal_scale_widens_the_existing_interval_by_the_t_rule(fitted):
     expected_sd = np.sqrt(noise_sd ** 2 + (systematic * mean) ** 2)
     assert wide.loc["365d", "revenue"] == pytest.approx(mean, rel=1e-12)
     assert wide.loc["365d", "revenue_sd"] == pytest.approx(expected_sd, rel=1e-6)
-    assert wide.loc["365d", "revenue_high"] - mean == pytest.approx(1.2815516 * expected_sd, rel=1e-6)
-    # the systematic term dominates: half width about 3.078 x 0.05 x sqrt(6) = 37.7 % of the revenue
-    assert (wide.loc["365d", "revenue_high"] - mean) / mean == pytest.approx(0.3768, abs=0.01)
+    sigma = np.sqrt(np.log1p((expected_sd / mean) ** 2))
+    assert wide.loc["365d", "revenue_high"] == pytest.approx(mean * np.exp(1.2815516 * sigma), rel=1e-6)
+    assert wide.loc["365d", "revenue_low"] == pytest.approx(mean * np.exp(-1.2815516 * sigma), rel=1e-6)
+    # the systematic term dominates: sigma about ln(1 + 0.294^2) ^ 0.5 = 0.288, bounds x 0.69 .. 1.45
+    assert wide.loc["365d", "revenue_high"] / mean == pytest.approx(1.447, abs=0.01)
+    assert wide.loc["365d", "revenue_low"] / mean == pytest.approx(1 / 1.447, abs=0.01)
+
+
+def test_bounds_are_symmetric_in_log_space_and_never_floored_at_zero():
+    """A normal interval floored at 0 put the lower bound of a store's existing revenue at 0 once its
+    relative sd passed 1 / 1.2816 (a 787-customer Superstore-shaped store of steady buyers: 365-day
+    forecast 588,933 with bounds 0 .. 1,257,406, and months 6-12 floored at 0). The bounds are the
+    revenue x exp(-+1.2816 sigma), sigma^2 = ln(1 + CV^2): the normal ones for a small CV, above 0 for
+    any; the sd is recovered from them (the rehearsal subtracts the purchase noise with it)."""
+    low, high = revenue.log_bounds(100.0, 1.0)
+    assert (low, high) == (pytest.approx(100.0 - 1.2815516, abs=0.01), pytest.approx(100.0 + 1.2815516, abs=0.01))
+    low, high = revenue.log_bounds(588_933.0, 1.3 * 588_933.0)
+    sigma = np.sqrt(np.log(1 + 1.3 ** 2))
+    assert low == pytest.approx(588_933.0 * np.exp(-1.2815516 * sigma)) and low > 0.2 * 588_933.0
+    assert high == pytest.approx(588_933.0 ** 2 / low)
+    assert revenue.sd_from_bounds(588_933.0, high) == pytest.approx(1.3 * 588_933.0, rel=1e-9)
+    assert revenue.log_bounds(0.0, 5.0) == (0.0, pytest.approx(1.2815516 * 5.0))
+    lows, highs = revenue.log_bounds(np.array([100.0, 0.0]), np.array([1.0, 5.0]))
+    assert lows.tolist() == [pytest.approx(98.72, abs=0.01), 0.0] and highs[1] == pytest.approx(6.4078, abs=1e-3)
 
 
 def test_interval_rule_says_what_the_systematic_term_rests_on():
@@ -270,3 +292,41 @@ def test_demo_transactions_are_net_sales_a_shipping_refund_leaves_the_order_whol
     # a partial refund takes the returned line off, not its tax
     np.testing.assert_allclose(amounts[partial], gross[partial] - kept["refund_products_cents"].to_numpy()[partial] / 100.0)
     assert (amounts[partial] > gross[partial] - kept["refund_cents"].to_numpy()[partial] / 100.0).all()
+
+
+def test_a_rehearsal_on_one_customer_gives_a_forecast_not_a_linear_algebra_error():
+    """A line-level export of three customers (Kaggle's Sales Transaction v.4a, cut down): six months
+    before the cutoff one customer had bought once, the rehearsal's BG/NBD Hessian was singular and
+    marts/revenue_forecast failed with numpy's 'Singular matrix'. The forecast is made; its bounds are
+    finite and above 0 where the revenue is."""
+    history = pd.DataFrame({
+        "customer_id": ["17490", "17490", "13069", "14397"],
+        "order_date": pd.to_datetime(["2018-12-01", "2019-12-09", "2019-12-09", "2019-12-08"]),
+        "amount": [36.24, 257.64, 521.76, 66.36],
+    })
+    cutoff = date(2019, 12, 9)
+    rehearsal = revenue.rehearse(history, cutoff)
+    assert rehearsal.cutoff == date(2019, 6, 9) and rehearsal.months == 6
+    result = revenue.forecast_revenue(history, cutoff, model=btyd.fit_btyd(btyd.summarize(history, cutoff), btyd.AUTO))
+    table = result.table.set_index("period")
+    bounds = table[["existing_revenue_low", "existing_revenue_high", "total_revenue_low", "total_revenue_high"]]
+    assert np.isfinite(bounds.to_numpy()).all()
+    assert (table["existing_revenue_low"] > 0).all() and (table["existing_revenue"] > 0).all()
+    assert (table["existing_revenue_low"] < table["existing_revenue"]).all()
+
+
+def test_a_rehearsal_that_scored_no_month_is_no_rehearsal():
+    """Where neither part had a month with a positive forecast and a positive actual, the rehearsal
+    measured nothing: the interval rule says so (in-sample scatter only) instead of a measured scale of 0."""
+    rc = date(2026, 4, 30)
+    periods = [p for p in revenue.forecast_periods(rc, 6) if p.kind == "month"]
+    table = pd.DataFrame({"period": [p.label for p in periods], "existing_revenue": 100.0, "existing_revenue_high": 120.0,
+                          "new_revenue": 0.0, "new_revenue_high": 0.0})
+    actual = pd.DataFrame({"period": [p.label for p in periods], "actual_existing_revenue": 0.0, "actual_new_revenue": 0.0})
+    assert revenue.rehearsal_errors(table, actual, periods, rc) == revenue.Rehearsal.none()
+    actual.loc[2, "actual_existing_revenue"] = 100.0 * np.exp(0.3)
+    measured = revenue.rehearsal_errors(table, actual, periods, rc)
+    # one month (h = 3): s^2 = (0.3^2 - (sd / 100)^2) / 3, the sd of bounds 100 .. 120 in log space
+    sd = revenue.sd_from_bounds(100.0, 120.0)
+    assert measured.cutoff == rc and measured.new_scale == 0.0
+    assert measured.existing_scale == pytest.approx(np.sqrt((0.09 - (sd / 100.0) ** 2) / 3), rel=1e-9)

@@ -287,3 +287,16 @@ def test_spend_fit_is_the_same_in_any_row_order_and_keeps_the_customers_mean():
     loaded = load_dataset("cdnow-sample")
     cdnow = btyd.fit_gamma_gamma(btyd.summarize(loaded.transactions, loaded.calibration_end))
     assert dict(cdnow.fitter.params_.round(2)) == {"p": 6.25, "q": 3.74, "v": 15.44}
+
+
+def test_a_singular_hessian_at_the_optimum_is_a_fit_that_did_not_converge():
+    """lifetimes inverts the Hessian at the optimum for its standard errors; for one customer it is
+    singular and the fit raised numpy's LinAlgError past the penalizer fallback (the revenue
+    forecast's rehearsal of a three-customer store, six months back, failed marts/revenue_forecast).
+    It is retried with the first penalizer, as a fit that did not converge, and scores finitely."""
+    summary = pd.DataFrame({"frequency": [0], "recency": [0.0], "T": [26.0], "monetary": [0.0]}, index=["c0"])
+    model = btyd.fit_btyd(summary, btyd.BGNBD)
+    assert model.penalizer == btyd.FALLBACK_PENALIZERS[0]
+    scores = model.score(summary.assign(T=[30.0]), 52.0)
+    assert np.isfinite(scores[["expected_purchases", "p_alive"]].to_numpy()).all()
+    assert 0.0 <= scores["expected_purchases"].iloc[0] < 1.0
