@@ -59,6 +59,10 @@ HISTORY_DAYS = 730
 TREND_HOLD_YEARS = 0.5
 """The fitted acquisition trend is extrapolated for half a year, then held flat (no runaway growth)."""
 
+YOUNG_TREND_HALF_LIFE_DAYS = 91.0
+"""Under a year of history the acquisition trend is fitted with day weights halving every quarter
+back from the cutoff: the slope extrapolated is the recent one (a young store's growth slows)."""
+
 
 @dataclass(frozen=True)
 class Period:
@@ -432,8 +436,13 @@ def fit_acquisition(firsts: pd.DataFrame, cutoff: date, horizon_days: int) -> Ac
     """Poisson regression of daily new customers: trend + day of week + yearly Fourier terms.
 
     Two years of history or more: trend + 3 yearly harmonics; one to two years: 2 harmonics and no
-    trend; less than a year: trend only. The weekly dispersion (Pearson chi-square / dof, at least
-    1) widens the interval of the counts.
+    trend; less than a year: trend only, fitted with weights halving every
+    ``YOUNG_TREND_HALF_LIFE_DAYS`` back from the cutoff. An evenly weighted log-linear trend carried
+    a young store's early climb (a launch, then a plateau) into the next six months: on an
+    Olist-shaped store of growing, slowing acquisition the backtest forecast at 7 and 10 months of
+    history read +135 % and +86 % over the year (MAPE 1.28 and 0.83; 0.89 and 0.47 weighted), and
+    the 9-month one of a store of one-time buyers 0.154 (0.112). The weekly dispersion (Pearson
+    chi-square / dof, at least 1) widens the interval of the counts.
     """
     from sklearn.linear_model import PoissonRegressor
 
@@ -451,7 +460,11 @@ def fit_acquisition(firsts: pd.DataFrame, cutoff: date, horizon_days: int) -> Ac
     with_trend = span >= 728 or span < 365
     t = (days - cutoff_ts).days.to_numpy(dtype=float) * (1.0 if with_trend else 0.0)
     x = _design(t, days, harmonics, None)
-    reg = PoissonRegressor(alpha=1e-6, max_iter=3000).fit(x, counts)
+    weights = None
+    if with_trend and harmonics == 0:
+        weights = 0.5 ** ((cutoff_ts - days).days.to_numpy(dtype=float) / YOUNG_TREND_HALF_LIFE_DAYS)
+        weights *= span / weights.sum()
+    reg = PoissonRegressor(alpha=1e-6, max_iter=3000).fit(x, counts, sample_weight=weights)
     fitted = reg.predict(x)
 
     future = pd.date_range(cutoff_ts + pd.Timedelta(days=1), periods=horizon_days, freq="D")

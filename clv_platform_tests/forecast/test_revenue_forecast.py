@@ -330,3 +330,24 @@ def test_a_rehearsal_that_scored_no_month_is_no_rehearsal():
     sd = revenue.sd_from_bounds(100.0, 120.0)
     assert measured.cutoff == rc and measured.new_scale == 0.0
     assert measured.existing_scale == pytest.approx(np.sqrt((0.09 - (sd / 100.0) ** 2) / 3), rel=1e-9)
+
+
+def test_a_young_store_whose_acquisition_slows_is_not_extrapolated_at_its_early_climb():
+    """Ten months of a store whose first orders climb after its launch and level off at about 40 a
+    day. Under a year the acquisition model is a trend only; fitted evenly over the history it took
+    the launch's climb for today's growth: 49 a day in the first month and 77.5 from six months on
+    (1.95 x the plateau). With the recent days weighing more (half-life a quarter) the slope is the
+    recent one: 43.6 and 58.9 (1.48 x). Still above the plateau: the weighted log-linear trend
+    keeps some of the climb, which a store under a year old cannot tell from growth."""
+    rng = np.random.default_rng(3)
+    days = pd.date_range("2025-01-01", "2025-10-31", freq="D")
+    rate = 40.0 * (1.0 - np.exp(-np.arange(len(days)) / 60.0))
+    counts = rng.poisson(rate)
+    firsts = pd.DataFrame({"first_date": np.repeat(days.to_numpy(), counts), "first_value": 50.0})
+    fit = revenue.fit_acquisition(firsts, date(2025, 10, 31), 365)
+    assert fit.history_days < 365
+    plateau = rate[-1]
+    assert fit.daily_mean[:30].mean() / plateau == pytest.approx(1.10, abs=0.03)
+    # six months on, where the trend is held flat
+    assert fit.daily_mean[180:].mean() / plateau == pytest.approx(1.48, abs=0.05)
+    assert fit.daily_mean[180:].mean() == pytest.approx(fit.daily_mean[180:210].mean(), rel=0.03)
