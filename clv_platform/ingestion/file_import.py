@@ -90,7 +90,7 @@ FALLBACK_ALIASES = {
     "order_date": ("transdate", "trandate", "txndate", "orderpurchasetimestamp", "purchasetimestamp"),
     "order_id": ("transactionid", "transactionno", "transactionnumber", "receiptid", "receiptno", "receiptnumber"),
     "customer_id": ("clientid", "customercode", "userid", "memberid", "buyerid"),
-    "unit_price": ("priceperunit", "priceeach", "itemprice"),
+    "unit_price": ("priceperunit", "priceeach", "itemprice", "listprice"),
     "quantity": ("quantityordered", "qtyordered"),
     "product_id": ("productno", "productnumber", "itemcode", "itemnumber"),
     "country": ("countryregion", "countryname"),
@@ -424,6 +424,10 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
         found = [(spellings.index(name), i) for i, name in enumerate(normalized) if name in spellings and i not in used]
         if target not in mapping and found:
             mapping[target] = min(found)[1]
+    if "amount" not in mapping and "quantity" not in mapping and "unit_price" in mapping:
+        # without a quantity a row is one item, and its price is what the row sold for (KPMG's
+        # Sprocket Central `Transactions`: transaction_id, product_id, customer_id, list_price)
+        mapping["amount"] = mapping.pop("unit_price")
     if LINE_LEVEL_REQUIRED <= set(mapping):
         mapping.pop("amount", None)
         fields.pop("refunded_amount", None)  # a line-level file's refunds are its credit notes

@@ -1797,3 +1797,47 @@ def test_olist_orders_are_read_by_the_person_not_the_order_level_customer_id(dat
     with duckdb.connect(str(db)) as conn:
         assert dict(conn.execute("select customer_id, count(*) from staging.orders group by 1").fetchall()) == {
             "import:7c396fd4": 2, "import:af07308b": 1}
+
+
+def test_a_transactions_sheet_with_a_price_and_no_quantity_reads_the_price_as_the_amount(data_env):
+    """KPMG's Sprocket Central workbook (a common CLV and RFM exercise): a title sheet and customer
+    lists beside `Transactions` (a note above the header; transaction_id, product_id, customer_id,
+    transaction_date, online_order, order_status, brand, ..., list_price, standard_cost). With the
+    sheet named in store.toml it was still refused: no amount and no quantity. A row without a
+    quantity is one item; its price is what it sold for. A cancelled order is no purchase."""
+    path = data_env / "inbox" / "KPMG_VI_New_raw_data_update_final.xlsx"
+    note = "Note: The data and information in this document is reflective of a hypothetical situation and client."
+    header = ["transaction_id", "product_id", "customer_id", "transaction_date", "online_order", "order_status",
+              "brand", "product_line", "product_class", "product_size", "list_price", "standard_cost"]
+    rows = [[1, 2, 2950, pd.Timestamp("2017-02-25"), False, "Approved", "Solex", "Standard", "medium", "medium",
+             71.49, 53.62],
+            [2, 3, 3120, pd.Timestamp("2017-05-21"), True, "Approved", "Trek Bicycles", "Standard", "medium", "large",
+             2091.47, 388.92],
+            [3, 37, 402, pd.Timestamp("2017-10-16"), False, "Approved", "OHM Cycles", "Standard", "low", "medium",
+             1793.43, 248.82],
+            [4, 88, 2950, pd.Timestamp("2017-08-31"), True, "Cancelled", "Norco Bicycles", "Standard", "medium",
+             "medium", 1198.46, 381.10],
+            [5, 78, 2950, pd.Timestamp("2017-10-01"), True, "Approved", "Giant Bicycles", "Standard", "medium",
+             "large", 1765.30, 709.48]]
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        pd.DataFrame([["Sprocket Central Pty Ltd"], ["Data Quality Assessment"]]).to_excel(
+            writer, sheet_name="Title Sheet", index=False, header=False)
+        pd.DataFrame([[note] + [None] * (len(header) - 1), header, *rows]).to_excel(
+            writer, sheet_name="Transactions", index=False, header=False)
+        pd.DataFrame({"customer_id": [1, 2], "first_name": ["Laraine", "Eli"], "DOB": pd.to_datetime(
+            ["1953-10-12", "1980-12-16"]), "tenure": [11, 16]}).to_excel(writer, sheet_name="CustomerDemographic",
+                                                                         index=False)
+    (data_env / "store.toml").write_text('[files]\nsheets = ["Transactions"]\n')
+    result, db = _import(data_env, path.name)
+    assert result.success
+    meta = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    assert meta["rows_per_sheet"].value == {"Transactions": 5}
+    assert meta["columns_read_from"].value == {"amount": "list_price", "customer_id": "customer_id",
+                                               "order_date": "transaction_date", "order_id": "transaction_id",
+                                               "product_id": "product_id", "status": "order_status"}
+    _, rejected, orders = _stage(db)
+    assert list(rejected.values()) == [
+        "order status cancelled: not a purchase (cancelled, failed, unpaid or fully refunded; a later export that "
+        "shows it completed replaces this row)"]
+    assert orders == {"import:1": pytest.approx(71.49), "import:2": pytest.approx(2091.47),
+                      "import:3": pytest.approx(1793.43), "import:5": pytest.approx(1765.30)}
