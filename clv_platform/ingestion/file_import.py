@@ -375,6 +375,16 @@ def _read_csv(path: Path, delimiter: str | None = None,
 # --------------------------------------------------------------------------- layout
 
 
+def _first_spelling(normalized: list[str], spellings: tuple[str, ...] | frozenset[str] | set[str],
+                    excluded: set[int]) -> int | None:
+    """The index of the header (``normalized``, not in ``excluded``) of the most preferred of
+    ``spellings`` (a tuple is in order of preference; a set's spellings are equal, the leftmost
+    header wins), else None."""
+    found = [(spellings.index(name) if isinstance(spellings, tuple) else 0, i)
+             for i, name in enumerate(normalized) if name in spellings and i not in excluded]
+    return min(found)[1] if found else None
+
+
 def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] | None = None,
                   ) -> tuple[str, dict[str, int], dict[str, int]]:
     """The layout, for each raw column the index of the file column feeding it, and for each
@@ -406,24 +416,22 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
     taken = set(mapping.values()) | set(fields.values())
     for field, headers in LAYOUT_FIELD_HEADERS.items():
         if field not in wanted.values():
-            found = [(list(headers).index(normalize_header(name)) if isinstance(headers, tuple) else 0, i)
-                     for i, name in enumerate(columns) if normalize_header(name) in headers and i not in taken]
-            if found:
-                fields[field] = min(found)[1]
-                taken.add(fields[field])
+            index = _first_spelling(normalized, headers, taken)
+            if index is not None:
+                fields[field] = index
+                taken.add(index)
     for target, spellings in PREFERRED_ALIASES.items():
-        found = [(spellings.index(name), i) for i, name in enumerate(normalized) if name in spellings and i not in taken]
-        if target not in mapping and found:
-            mapping[target] = min(found)[1]
+        index = _first_spelling(normalized, spellings, taken)
+        if target not in mapping and index is not None:
+            mapping[target] = index
     for index, name in enumerate(columns):
         target = HEADER_ALIASES.get(normalize_header(name))
         if target and target not in mapping and index not in taken:
             mapping[target] = index
     for target, spellings in FALLBACK_ALIASES.items():
-        used = taken | set(mapping.values())
-        found = [(spellings.index(name), i) for i, name in enumerate(normalized) if name in spellings and i not in used]
-        if target not in mapping and found:
-            mapping[target] = min(found)[1]
+        index = _first_spelling(normalized, spellings, taken | set(mapping.values()))
+        if target not in mapping and index is not None:
+            mapping[target] = index
     if "amount" not in mapping and "quantity" not in mapping and "unit_price" in mapping:
         # without a quantity a row is one item, and its price is what the row sold for (KPMG's
         # Sprocket Central `Transactions`: transaction_id, product_id, customer_id, list_price)

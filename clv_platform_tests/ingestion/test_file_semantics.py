@@ -35,6 +35,11 @@ def _stage(db, store_timezone: str = "UTC"):
     return result, rejected, orders
 
 
+def _metadata(result) -> dict:
+    """The metadata of the import's `raw/file_transactions` materialization."""
+    return result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+
+
 def _by_order(db, column: str = "created_at") -> dict[str, str]:
     """`column` of every staging order as text, keyed by the file's own order id (`import:` dropped)."""
     with duckdb.connect(str(db)) as conn:
@@ -293,7 +298,7 @@ def test_every_sheet_of_a_workbook_is_read(data_env):
             .to_excel(writer, sheet_name="Year 2010-2011", index=False)
     result, db = _import(data_env, "book.xlsx")
     assert result.success
-    meta = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    meta = _metadata(result)
     assert meta["rows_per_sheet"].value == {"Year 2009-2010": 3, "Year 2010-2011": 2}
     _, rejected, orders = _stage(db)
     assert rejected == {} and len(orders) == 5
@@ -340,7 +345,7 @@ def test_the_store_names_the_sheets_of_a_workbook_to_read(data_env):
     (data_env / "store.toml").write_text('[files]\nsheets = ["data"]\n')
     result, db = _import(data_env, "book.xlsx")
     assert result.success
-    meta = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    meta = _metadata(result)
     assert meta["rows_per_sheet"].value == {"Data": 3} and meta["named_sheets"].value == ["data"]
     assert meta["sheets_not_imported"].value == {"Pivot": "not among the sheets store.toml [files] sheets names"}
     _, rejected, orders_read = _stage(db)
@@ -393,7 +398,7 @@ def test_superstore_workbook_reads_as_it_ships_with_its_returns_and_people_sheet
     _superstore(path, {"CA-2016-152156": "Yes", "US-2015-108966": "No", "CA-2013-999999": "Yes"})
     result, db = _import(data_env, path.name)
     assert result.success
-    meta = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    meta = _metadata(result)
     assert meta["rows_per_sheet"].value == {"Orders": 5}
     assert set(meta["sheets_not_imported"].value) == {"Returns", "People"}
     assert meta["returned_orders"].value == {"Returns": {
@@ -690,7 +695,7 @@ def test_an_export_with_unknown_headers_is_read_once_the_store_names_them(data_e
                                          'order_id = "order number"\namount = "Order Total Amount"\n')
     result, db = _import(data_env, "woo.csv")
     assert result.success
-    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    metadata = _metadata(result)
     assert metadata["format"].value == "generic"
     assert metadata["named_columns"].value == {"amount": "Order Total Amount", "customer_id": "Email (Billing)",
                                                "order_id": "order number"}
@@ -1142,7 +1147,7 @@ def test_a_reports_title_lines_above_the_header_are_skipped_and_reported(data_en
         c2,o3,2024-03-03
         """)
     assert result.success
-    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    metadata = _metadata(result)
     assert metadata["title_lines_skipped"].value == {"report.csv": 2}
     assert metadata["malformed_lines"].value == 1  # only the short line, checked against the real header
     with duckdb.connect(str(db)) as conn:
@@ -1155,7 +1160,7 @@ def test_a_reports_title_lines_above_the_header_are_skipped_and_reported(data_en
     frame.to_excel(data_env / "inbox" / "titled.xlsx", index=False, header=False)
     result, db = _import(data_env, "titled.xlsx")
     assert result.success
-    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    metadata = _metadata(result)
     assert metadata["title_lines_skipped"].value == {"sheet 'Sheet1'": 1}
     with duckdb.connect(str(db)) as conn:
         rows = conn.execute("select row_number, order_id from raw.file_transactions where file_name = 'titled.xlsx' "
@@ -1175,7 +1180,7 @@ def test_title_lines_above_a_semicolon_header_with_decimal_commas(data_env):
             "Kundé1;R-1;26.01.2022;475,60\r\nKundé2;R-2;28.01.2022;1.234,50 €\r\nKundé2;R-3;29.01.2022\r\n")
     result, db = _import(data_env, "umsatz.csv", text.encode("cp1252"))
     assert result.success
-    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    metadata = _metadata(result)
     assert metadata["title_lines_skipped"].value == {"umsatz.csv": 2}
     _, rejected, orders = _stage(db)
     assert orders == {"import:R-1": pytest.approx(475.60), "import:R-2": pytest.approx(1234.50)}
@@ -1568,7 +1573,7 @@ def test_public_sales_data_sets_that_write_the_money_as_sales_are_read(data_env)
     result, db = _import(data_env, "superstore.csv", SUPERSTORE)
     assert result.success
     # which header was taken for what is in the import's metadata (the UI) and its log line
-    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    metadata = _metadata(result)
     assert metadata["columns_read_from"].value == {
         "amount": "Sales", "country": "Country", "customer_id": "Customer ID", "description": "Product Name",
         "order_date": "Order Date", "order_id": "Order ID", "product_id": "Product ID", "quantity": "Quantity"}
@@ -1616,7 +1621,7 @@ def test_the_retail_data_transactions_file_of_rfm_exercises_is_read(data_env):
         CS5295,11-Feb-13,35
         """)
     assert result.success
-    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    metadata = _metadata(result)
     assert metadata["format"].value == "transactions"
     assert metadata["columns_read_from"].value == {"amount": "tran_amount", "customer_id": "customer_id",
                                                    "order_date": "trans_date"}
@@ -1641,7 +1646,7 @@ def test_a_text_file_with_columns_aligned_by_spaces_is_read(data_env):
              " 00003 19970330\t2   20.76  "]
     result, db = _import(data_env, "CDNOW_master.txt", ("\r\n".join(lines) + "\r\n").encode())
     assert result.success
-    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    metadata = _metadata(result)
     assert metadata["delimiter"].value == "columns aligned by spaces"
     assert metadata["columns_read_from"].value == {"amount": "dollar_value", "customer_id": "customer_id",
                                                    "order_date": "date"}
@@ -1744,7 +1749,7 @@ def test_the_sales_transaction_file_of_an_online_shop_is_read_as_lines(data_env)
         553012,8/30/2019,21809,Hanging Metal Rabbit Decoration,11.26,-60,,Lithuania
         """)
     assert result.success
-    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    metadata = _metadata(result)
     assert metadata["format"].value == "online_retail"
     assert metadata["columns_read_from"].value == {
         "country": "Country", "customer_id": "CustomerNo", "description": "ProductName", "order_date": "Date",
@@ -1783,7 +1788,7 @@ def test_olist_orders_are_read_by_the_person_not_the_order_level_customer_id(dat
         "ad21c59c,8ab97904,shipped,2018-08-15 18:29:31,2018-08-15 20:02:28,af07308b,47813,barreiras,BA,1,credit_card,2,99.90",
     ]) + "\n")
     assert result.success
-    metadata = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    metadata = _metadata(result)
     assert metadata["format"].value == "generic"
     assert metadata["columns_read_from"].value == {"amount": "payment_value", "customer_id": "customer_unique_id",
                                                    "order_date": "order_purchase_timestamp", "order_id": "order_id",
@@ -1830,7 +1835,7 @@ def test_a_transactions_sheet_with_a_price_and_no_quantity_reads_the_price_as_th
     (data_env / "store.toml").write_text('[files]\nsheets = ["Transactions"]\n')
     result, db = _import(data_env, path.name)
     assert result.success
-    meta = result.asset_materializations_for_node("raw__file_transactions")[0].metadata
+    meta = _metadata(result)
     assert meta["rows_per_sheet"].value == {"Transactions": 5}
     assert meta["columns_read_from"].value == {"amount": "list_price", "customer_id": "customer_id",
                                                "order_date": "transaction_date", "order_id": "transaction_id",
