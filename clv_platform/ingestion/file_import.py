@@ -5,7 +5,8 @@ Layouts are recognized from the header, whatever its case, spaces and punctuatio
 * line level (both UCI Online Retail files and their usual spellings): invoice
   (`InvoiceNo` / `Invoice`), stock code, quantity, invoice date, unit price (`UnitPrice` /
   `Price`), customer id (`CustomerID` / `Customer ID`), optionally description, country and
-  currency;
+  currency; without a stock code when the file has no amount column either (a line is worth its
+  quantity times its price; a credit note then reduces the customer's latest order before it);
 * order level (generic): `customer_id, order_id, order_date, amount`, optionally `product_id`,
   `quantity`, `country`, `currency`, an order status and a refunded amount (``LAYOUT_FIELD_HEADERS``);
 * transactions without an order id (`customer_id, order_date, amount`, the same optional columns;
@@ -141,7 +142,8 @@ SHOPIFY_ORDERS_REQUIRED = {"name", "email", "financialstatus", "createdat", "sub
                            "lineitemquantity", "lineitemprice", "lineitemname"}
 EXPECTED_LAYOUTS = (
     "Online Retail (InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID, Country), "
-    "Online Retail II (Invoice, StockCode, Description, Quantity, InvoiceDate, Price, Customer ID, Country), "
+    "Online Retail II (Invoice, StockCode, Description, Quantity, InvoiceDate, Price, Customer ID, Country; "
+    "StockCode optional in a file without an amount column), "
     "order level (customer_id, order_id, order_date, amount[, product_id, quantity, country, currency]), "
     "transactions without an order id (customer_id, order_date, amount[, ...]: a row is an order), "
     "or Shopify's orders export (Name, Email, Financial Status, Created at, Subtotal, Lineitem quantity, "
@@ -436,7 +438,11 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
         # without a quantity a row is one item, and its price is what the row sold for (KPMG's
         # Sprocket Central `Transactions`: transaction_id, product_id, customer_id, list_price)
         mapping["amount"] = mapping.pop("unit_price")
-    if LINE_LEVEL_REQUIRED <= set(mapping):
+    if LINE_LEVEL_REQUIRED <= set(mapping) or ("amount" not in mapping
+                                               and LINE_LEVEL_REQUIRED - {"product_id"} <= set(mapping)):
+        # lines without a stock code (an Online Retail cut to CustomerID, InvoiceNo, InvoiceDate,
+        # Quantity, UnitPrice) are still lines, each worth its quantity times its price; with an
+        # amount column of its own a file without products is order level and its amount wins
         mapping.pop("amount", None)
         fields.pop("refunded_amount", None)  # a line-level file's refunds are its credit notes
         return "online_retail", mapping, fields

@@ -1846,3 +1846,39 @@ def test_a_transactions_sheet_with_a_price_and_no_quantity_reads_the_price_as_th
         "shows it completed replaces this row)"]
     assert orders == {"import:1": pytest.approx(71.49), "import:2": pytest.approx(2091.47),
                       "import:3": pytest.approx(1793.43), "import:5": pytest.approx(1765.30)}
+
+
+def test_online_retail_lines_without_stock_codes_are_lines_worth_quantity_times_price(data_env):
+    """The UCI Online Retail file as RFM tutorials cut it (`CustomerID, InvoiceNo, InvoiceDate,
+    Quantity, UnitPrice`, no stock code and no amount) was refused as unrecognized columns. Each
+    row is a line worth its quantity times its price; an invoice is one order; a credit note (`C`,
+    a negative quantity) has no stock code to match, so it gives money back on the customer's
+    latest order at or before it. A file of the same shape with its own amount stays order level."""
+    result, db = _import(data_env, "online_retail_rfm.csv", """\
+        CustomerID,InvoiceNo,InvoiceDate,Quantity,UnitPrice
+        17850.0,536365,12/1/2010 8:26,6,2.55
+        17850.0,536365,12/1/2010 8:26,8,3.39
+        13047.0,536367,12/1/2010 8:34,24,1.69
+        17850.0,536400,12/3/2010 9:00,2,7.95
+        17850.0,C536401,12/4/2010 10:00,-1,7.95
+        ,536402,12/4/2010 11:00,3,1.00
+        """)
+    assert result.success
+    metadata = _metadata(result)
+    assert metadata["format"].value == "online_retail"
+    assert metadata["columns_read_from"].value == {
+        "customer_id": "CustomerID", "order_date": "InvoiceDate", "order_id": "InvoiceNo",
+        "quantity": "Quantity", "unit_price": "UnitPrice"}
+    _, rejected, orders = _stage(db)
+    assert rejected == {"online_retail_rfm.csv#7": "missing customer id"}
+    # 6 x 2.55 + 8 x 3.39 = 42.42; 2 x 7.95 = 15.90 less the credit note's 7.95 the next day
+    assert orders == {"import:536365": pytest.approx(42.42), "import:536367": pytest.approx(40.56),
+                      "import:536400": pytest.approx(7.95)}
+    with duckdb.connect(str(db)) as conn:
+        assert conn.execute("select order_id, cast(refunded_on as varchar), cast(amount as double) "
+                            "from staging.refunds").fetchall() == [("import:536400", "2010-12-04", pytest.approx(7.95))]
+    result, _ = _import(data_env, "retail_sales_dataset.csv", """\
+        Transaction ID,Date,Customer ID,Gender,Age,Product Category,Quantity,Price per Unit,Total Amount
+        1,2023-11-24,CUST001,Male,34,Beauty,3,50,140
+        """)
+    assert result.success and _metadata(result)["format"].value == "generic"
