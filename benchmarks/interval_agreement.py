@@ -17,9 +17,9 @@ Per cutoff (data up to C only):
   ``process_interval``), widened by the served BTYD's errors (windows ending at C and C - 91, each
   fitted at its feature cutoff; ``models.backtest._window_fit``); ``clv_hybrid`` the same with the
   hybrid's single level error (``method_errors(level_calibrated=True)``);
-* ``forecast``: ``revenue.existing_customer_forecast`` with the BG/NBD, seasonal index and
-  rehearsal of ``forecast_revenue`` (as ``clv-platform backtest --forecast-only``), over one period
-  (C, C + H];
+* ``forecast``: ``revenue.existing_customer_forecast`` with the served BTYD (``fit_auto``, the one
+  marts/revenue_forecast reads; BG/NBD before 5 December 2026), seasonal index and BG/NBD rehearsal
+  of ``forecast_revenue`` (as ``clv-platform backtest --forecast-only``), over one period (C, C + H];
 * the actual revenue of the customers whose first order is on or before C (``period_actuals``).
 
 ``python -m benchmarks.interval_agreement cdnow-sample demo --out /tmp/agree.json``; each row keeps
@@ -77,15 +77,15 @@ def evaluate_cutoff(tx: pd.DataFrame, cutoff: date, horizons: tuple[int, ...], c
         return []
     history = tx[tx["order_date"] <= c]
     summary = btyd.summarize(history, c)
-    # the revenue forecast as the forecast backtest makes it
-    bg = revenue.fit_purchase_model(summary, btyd.BGNBD)
+    # the BTYD ml/btyd_scores serves at C (fit_auto): the centre of the CLV total and the purchase
+    # model of the revenue forecast, whose rehearsal refits BG/NBD as the asset's does
+    auto = btyd.fit_auto(summary)
     rehearsal = revenue.rehearse(history, cutoff, btyd.BGNBD)
-    season = revenue.seasonal_index(history, bg, cutoff)
-    existing = revenue.existing_customer_forecast(summary, bg, cutoff, periods, season, None, 365,
+    season = revenue.seasonal_index(history, auto, cutoff)
+    existing = revenue.existing_customer_forecast(summary, auto, cutoff, periods, season, None, 365,
                                                   rehearsal.existing_scale).set_index("period")
     actual = revenue.period_actuals(tx, periods, cutoff).set_index("period")
-    # the CLV total as scores/customer_clv serves it (undiscounted): auto BTYD at C, served errors
-    auto = btyd.fit_auto(summary)
+    # the CLV total as scores/customer_clv serves it (undiscounted): served errors
     first = pd.Timestamp(tx["order_date"].min()).normalize()
     errors = {h: served_errors(tx, c, first, h, cache) for h in LABEL_WINDOWS}
     rows = []

@@ -1,7 +1,8 @@
 """Revenue-forecast backtest: forecast at a past cutoff vs the actual monthly revenue after it.
 
 The forecast of ``revenue.forecast_revenue`` is made with data up to the cutoff only (per-customer
-predictions = BTYD expected spend, since the backtest does not train the XGBoost model) and
+predictions = the expected spend of the BTYD ml/btyd_scores would serve at the cutoff,
+``served_purchase_model``, since the backtest does not train the XGBoost model) and
 compared month by month with the actual revenue, against a seasonal-naive baseline: the same
 month one year earlier times the recent trend (revenue of the last three months before the
 cutoff / the same three months a year earlier; 1 when the history does not reach that far back,
@@ -149,6 +150,21 @@ def _mean(values) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
+def served_purchase_model(transactions: pd.DataFrame, cutoff: date):
+    """The BTYD that ``ml/btyd_scores`` would serve at ``cutoff`` (clv.toml's family, ``auto`` by
+    default, its penalizers and fit sample), fitted on the orders up to it: marts/revenue_forecast
+    forecasts with that fit, so the backtest does too. A fixed BG/NBD failed the backtest of a store
+    where nobody churns ("The model did not converge") that the platform forecasts with MBG/NBD."""
+    from clv_platform.models import btyd
+    from clv_platform.models.clv import load_config
+
+    config = load_config()
+    history = transactions[pd.to_datetime(transactions["order_date"]) <= pd.Timestamp(cutoff)]
+    return revenue.fit_purchase_model(btyd.summarize(history, cutoff), config.btyd_model,
+                                      config.max_btyd_fit_customers or None, config.btyd_penalizer,
+                                      config.spend_penalizer)
+
+
 def run_forecast_backtest(dataset: str, cutoff: str | date | None = None) -> dict:
     """Forecast at ``cutoff`` with data up to it; score every whole month the data still cover."""
     loaded = load_forecast_dataset(dataset)
@@ -159,7 +175,7 @@ def run_forecast_backtest(dataset: str, cutoff: str | date | None = None) -> dic
     data_end = pd.Timestamp(tx["order_date"].max()).normalize()
     if pd.Timestamp(cutoff) >= data_end:
         raise ValueError(f"forecast cutoff {cutoff} is not before the end of the data ({data_end.date()})")
-    forecast = revenue.forecast_revenue(tx, cutoff)
+    forecast = revenue.forecast_revenue(tx, cutoff, model=served_purchase_model(tx, cutoff))
     table = forecast.table
     months = [
         p for p in revenue.forecast_periods(cutoff)

@@ -572,7 +572,8 @@ def combine(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_purchase_model(summary: pd.DataFrame, model_name: str = btyd.BGNBD,
-                       max_customers: int | None = None) -> btyd.BTYDModel:
+                       max_customers: int | None = None, penalizer: float = 0.0,
+                       spend_penalizer: float = 0.0) -> btyd.BTYDModel:
     """BTYD fitted on a calibration summary (``"auto"``: the family ``btyd.fit_auto`` serves).
 
     ``btyd.TransactionModel`` keeps every expectation total over valid inputs, also for a
@@ -586,7 +587,7 @@ def fit_purchase_model(summary: pd.DataFrame, model_name: str = btyd.BGNBD,
         ids = summary.index.to_series(name="customer_id").astype(str).reset_index(drop=True)
         summary = cap_rows(summary.reset_index(drop=True).assign(customer_id=ids), max_customers)
         summary = summary.set_index("customer_id")
-    return btyd.fit_btyd(summary, model_name)
+    return btyd.fit_btyd(summary, model_name, penalizer, spend_penalizer)
 
 
 def rehearsal_model(summary: pd.DataFrame, model_name: str = btyd.BGNBD,

@@ -351,3 +351,33 @@ def test_a_young_store_whose_acquisition_slows_is_not_extrapolated_at_its_early_
     # six months on, where the trend is held flat
     assert fit.daily_mean[180:].mean() / plateau == pytest.approx(1.48, abs=0.05)
     assert fit.daily_mean[180:].mean() == pytest.approx(fit.daily_mean[180:210].mean(), rel=0.03)
+
+
+def test_the_forecast_backtest_forecasts_with_the_family_the_platform_serves(tmp_path):
+    """A store where nobody stops buying: BG/NBD does not converge at any penalizer there, and the
+    forecast backtest, which fitted BG/NBD whatever the platform serves, failed ("The model did not
+    converge") on a store that marts/revenue_forecast forecasts with the family ``fit_auto`` serves.
+    The backtest now forecasts with that family, clv.toml's, as the asset does."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in range(800):
+        day = pd.Timestamp("2022-01-01") + pd.Timedelta(days=int(rng.integers(0, 365)))
+        rate = max(rng.gamma(0.8, 1 / 20), 1 / 2000)  # purchases a day, nobody drops out
+        while day < pd.Timestamp("2023-12-31"):
+            rows.append((f"c{c}", day.date().isoformat(), round(float(rng.lognormal(3.5, 0.6)), 2)))
+            day += pd.Timedelta(days=min(2000, max(1, int(rng.exponential(1 / rate)))))
+    tx = pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+    path = tmp_path / "nochurn.csv"
+    tx.to_csv(path, index=False)
+    cutoff = date(2023, 1, 31)
+    history = tx.assign(order_date=pd.to_datetime(tx["order_date"]))
+    summary = btyd.summarize(history[history["order_date"] <= pd.Timestamp(cutoff)], cutoff)
+    with pytest.raises(btyd.ConvergenceError):
+        btyd.fit_btyd(summary, btyd.BGNBD)
+    served = backtest.served_purchase_model(history, cutoff)
+    assert served.model in btyd.AUTO_FAMILIES and served.model == btyd.fit_btyd(summary, btyd.AUTO).model
+    result = backtest.run_forecast_backtest(str(path), "2023-01-31")
+    assert result["summary"]["months_scored"] == 10  # February to November 2023
+    # every customer is still buying: the existing customers' part of the first months is near what came
+    first = result["months"][0]
+    assert first["forecast_existing"] == pytest.approx(first["actual_existing"], rel=0.15)
