@@ -100,6 +100,7 @@ def run_backtest(
                              "--skip-npd backtests the CLV models without it") from None
         served = {k: npd["served"][k] for k in ("model", "reason", "comparisons", "validation")}
         result["npd"] = backtest._clean({"models": npd["models"], "training_window": npd.get("training_window"),
+                                         "btyd_timing": npd.get("btyd_timing"),
                                          "served": {**served, "holdout": npd["served"]["metrics"]},
                                          "p_alive": restage(run, npd, result)})
     if coverage_windows > 0:
@@ -323,6 +324,8 @@ def json_view(result: dict) -> dict:
         **({"npd": {"models": result["npd"]["models"],
                     # the label windows it trained on: the latest, and the season of a year ago (season_rows)
                     "training_window": result["npd"].get("training_window"),
+                    # the family of the `btyd` timing block (BG/NBD, else MBG/NBD) and why
+                    "btyd_timing": result["npd"].get("btyd_timing"),
                     "served": {k: result["npd"]["served"][k] for k in ("model", "reason")},
                     # the 90-day paired Brier test on the validation window and what the stages rest on
                     "alive_evidence": {k: v for k, v in ((result["npd"]["served"].get("validation") or {})
@@ -416,15 +419,22 @@ def _fmt(value, digits: int) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _params_text(label: str, params: dict) -> str:
+    """``BG/NBD r=0.243, ...``, or ``BG/NBD not fitted`` for a family that did not converge (its
+    error is in the JSON; a store where nobody churns has no BG/NBD fit)."""
+    if all(v is None for v in params.values()):
+        return f"{label} not fitted"
+    return f"{label} " + ", ".join(f"{k}={v:.4g}" for k, v in params.items() if v is not None)
+
+
 def table_text(result: dict, ml_summary: dict) -> str:
     """A readable plain-text summary of the backtest."""
     window = result.get("window", {})
     lines = [
         f"dataset {result['dataset']}: {result['customers']:,} customers, calibration to "
         f"{window.get('calibration_end')}, holdout to {window.get('holdout_end')}",
-        "BG/NBD " + ", ".join(f"{k}={v:.4g}" for k, v in json_view(result)["bgnbd"].items())
-        + "; Pareto/NBD " + ", ".join(f"{k}={v:.4g}" for k, v in json_view(result)["pareto_nbd"].items())
-        + "; Gamma-Gamma " + ", ".join(f"{k}={v:.4g}" for k, v in json_view(result)["gamma_gamma"].items() if v),
+        "; ".join(_params_text(label, json_view(result)[key]) for label, key in (
+            ("BG/NBD", "bgnbd"), ("Pareto/NBD", "pareto_nbd"), ("Gamma-Gamma", "gamma_gamma"))),
         "",
         f"{'model':<11} {'MAE':>9} {'RMSE':>9} {'Spearman':>9} {'Gini':>7} {'predicted':>13} {'actual':>13}",
     ]
@@ -519,6 +529,9 @@ def table_text(result: dict, ml_summary: dict) -> str:
                 f"{_fmt(m.get('auc_30d'), 3):>7} {_fmt(m.get('brier_30d'), 4):>8} "
                 f"{_fmt(m.get('auc_90d'), 3):>7} {_fmt(m.get('brier_90d'), 4):>8}"
             )
+        timing = result["npd"].get("btyd_timing") or {}
+        if timing.get("reason", "fitted") != "fitted":
+            lines.append(f"btyd timing: {timing.get('family') or 'none'} ({timing['reason']})")
         served = result["npd"].get("served")
         if served:
             lines.append(f"served: {served['model']} ({served['reason']})")

@@ -225,16 +225,16 @@ def run_npd_backtest(
 
     naive = NaiveCadence(horizons=horizons).fit(scoring)
     summary = btyd.summarize(transactions, calibration_end)
-    bgnbd = btyd.fit_btyd(summary, btyd.BGNBD)
+    timing, timing_note = timing_fit(summary)
     summary_rows = summary.reindex(scoring.index).reset_index()
     window = float((holdout_end - calibration_end).days)
-    predictions = {
-        NAIVE: naive.predict(scoring, cutoff=calibration_end, within_days=window),
-        BTYD: BTYDTiming(bgnbd.transactions, horizons=horizons)
-        .predict(summary_rows, recency_col="recency", T_col="T", cutoff=calibration_end, within_days=window)
-        .set_index(scoring.index),
-        AFT: model.predict(scoring, cutoff=calibration_end, within_days=window),
-    }
+    predictions = {NAIVE: naive.predict(scoring, cutoff=calibration_end, within_days=window)}
+    if timing is not None:
+        predictions[BTYD] = (BTYDTiming(timing.transactions, horizons=horizons)
+                             .predict(summary_rows, recency_col="recency", T_col="T", cutoff=calibration_end,
+                                      within_days=window)
+                             .set_index(scoring.index))
+    predictions[AFT] = model.predict(scoring, cutoff=calibration_end, within_days=window)
     blocks = {name: evaluate(actual_days, frame, horizons) for name, frame in predictions.items()}
     blocks[FALLBACK] = fallback_metrics(scoring.assign(days_to_next_purchase=actual_days), int(window))
     served = served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model, validation)
@@ -266,9 +266,33 @@ def run_npd_backtest(
             "selection": model.selection_,
         },
         "naive_population_interval_days": naive.population_interval_,
+        "btyd_timing": timing_note,
         "models": blocks,
         "served": served,
     }
+
+
+TIMING_FAMILIES = (btyd.BGNBD, btyd.MBGNBD)
+"""The BTYD timing baseline's families, in order: both are BetaGeoFitters, whose next-purchase
+formulas (``BTYDTiming``) are exact; MBG/NBD where BG/NBD converges at no penalizer."""
+
+
+def timing_fit(summary: pd.DataFrame) -> tuple[btyd.BTYDModel | None, dict]:
+    """(the fit of the timing baseline, what was fitted and why). On a store where nobody churns the
+    BG/NBD did not converge at any penalizer and the whole backtest exited with lifetimes' "The model
+    did not converge"; the MBG/NBD fits there. Neither: no BTYD timing block, and the note says why."""
+    failed = {}
+    for family in TIMING_FAMILIES:
+        try:
+            model = btyd.fit_btyd(summary, family)
+        except (btyd.ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            failed[family] = (str(error).strip() or type(error).__name__).splitlines()[0]
+            continue
+        reason = ("fitted" if not failed else
+                  f"{' and '.join(failed)} did not converge at any penalizer ({'; '.join(failed.values())})")
+        return model, {"family": family, "penalizer": model.penalizer, "reason": reason}
+    return None, {"family": None, "reason": "no BTYD timing baseline: "
+                  + "; ".join(f"{k} did not converge ({v})" for k, v in failed.items())}
 
 
 def served_on_history(earlier: pd.DataFrame, latest: pd.DataFrame, cutoff, horizon: int, feature_cols: list[str],

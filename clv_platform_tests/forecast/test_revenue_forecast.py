@@ -9,6 +9,7 @@ import pytest
 
 from clv_platform.forecast import backtest, revenue
 from clv_platform.models import btyd
+from clv_platform_tests.no_churn import no_churn_transactions
 
 CUTOFF = date(2025, 10, 31)
 
@@ -358,15 +359,7 @@ def test_the_forecast_backtest_forecasts_with_the_family_the_platform_serves(tmp
     forecast backtest, which fitted BG/NBD whatever the platform serves, failed ("The model did not
     converge") on a store that marts/revenue_forecast forecasts with the family ``fit_auto`` serves.
     The backtest now forecasts with that family, clv.toml's, as the asset does."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for c in range(800):
-        day = pd.Timestamp("2022-01-01") + pd.Timedelta(days=int(rng.integers(0, 365)))
-        rate = max(rng.gamma(0.8, 1 / 20), 1 / 2000)  # purchases a day, nobody drops out
-        while day < pd.Timestamp("2023-12-31"):
-            rows.append((f"c{c}", day.date().isoformat(), round(float(rng.lognormal(3.5, 0.6)), 2)))
-            day += pd.Timedelta(days=min(2000, max(1, int(rng.exponential(1 / rate)))))
-    tx = pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+    tx = no_churn_transactions()
     path = tmp_path / "nochurn.csv"
     tx.to_csv(path, index=False)
     cutoff = date(2023, 1, 31)

@@ -66,3 +66,31 @@ def test_an_unchecked_trained_model_is_kept_unregistered_and_the_btyd_fallback_s
     assert 0.5 < json.loads(metrics)["auc_30d"] <= 1.0  # the fallback's own metrics on the window
     assert scored == (customers, customers, fallback)
     assert four_month_store.assets["scores/customer_npd"]["serves"] == "btyd"
+
+
+def test_the_btyd_timing_baseline_is_an_mbg_nbd_where_the_bg_nbd_does_not_converge():
+    """A store where nobody stops buying: the next-purchase backtest fitted its BTYD timing baseline
+    as a BG/NBD, which converges there at no penalizer, and the whole backtest exited with "The
+    model did not converge". The MBG/NBD (the same timing formulas) is fitted instead and the result
+    says so; where the BG/NBD converges it is the baseline as before."""
+    from datetime import date
+
+    import pandas as pd
+
+    from clv_platform.backtest_cli import _params_text
+    from clv_platform.models import btyd
+    from clv_platform_tests.no_churn import no_churn_transactions
+
+    tx = no_churn_transactions()
+    tx["order_date"] = pd.to_datetime(tx["order_date"])
+    cutoff = date(2023, 1, 31)
+    summary = btyd.summarize(tx[tx["order_date"] <= pd.Timestamp(cutoff)], cutoff)
+    model, note = npd_backtest.timing_fit(summary)
+    assert model.model == btyd.MBGNBD and note["family"] == btyd.MBGNBD
+    assert note["reason"].startswith("bgnbd did not converge at any penalizer (The model did not converge.")
+    young = btyd.summarize(tx[tx["order_date"] <= pd.Timestamp("2022-06-30")], date(2022, 6, 30))
+    model, note = npd_backtest.timing_fit(young)
+    assert model.model == btyd.BGNBD and note == {"family": btyd.BGNBD, "penalizer": model.penalizer, "reason": "fitted"}
+    # the backtest's text names a family it could not fit instead of failing on its missing parameters
+    assert _params_text("BG/NBD", dict.fromkeys(("r", "alpha", "a", "b"))) == "BG/NBD not fitted"
+    assert _params_text("Gamma-Gamma", {"p": 6.25, "q": 3.74, "v": 15.44}) == "Gamma-Gamma p=6.25, q=3.74, v=15.44"
