@@ -1853,11 +1853,14 @@ def test_online_retail_lines_without_stock_codes_are_lines_worth_quantity_times_
     Quantity, UnitPrice`, no stock code and no amount) was refused as unrecognized columns. Each
     row is a line worth its quantity times its price; an invoice is one order; a credit note (`C`,
     a negative quantity) has no stock code to match, so it gives money back on the customer's
-    latest order at or before it. A file of the same shape with its own amount stays order level."""
+    latest order at or before it. Two lines alike in every cell are two lines: nothing tells them
+    from a repeat, and lines of one quantity and price were 1 % of such a file's lines (they were
+    rejected as duplicate rows). A file of the same shape with its own amount stays order level."""
     result, db = _import(data_env, "online_retail_rfm.csv", """\
         CustomerID,InvoiceNo,InvoiceDate,Quantity,UnitPrice
         17850.0,536365,12/1/2010 8:26,6,2.55
         17850.0,536365,12/1/2010 8:26,8,3.39
+        17850.0,536365,12/1/2010 8:26,6,2.55
         13047.0,536367,12/1/2010 8:34,24,1.69
         17850.0,536400,12/3/2010 9:00,2,7.95
         17850.0,C536401,12/4/2010 10:00,-1,7.95
@@ -1870,9 +1873,9 @@ def test_online_retail_lines_without_stock_codes_are_lines_worth_quantity_times_
         "customer_id": "CustomerID", "order_date": "InvoiceDate", "order_id": "InvoiceNo",
         "quantity": "Quantity", "unit_price": "UnitPrice"}
     _, rejected, orders = _stage(db)
-    assert rejected == {"online_retail_rfm.csv#7": "missing customer id"}
-    # 6 x 2.55 + 8 x 3.39 = 42.42; 2 x 7.95 = 15.90 less the credit note's 7.95 the next day
-    assert orders == {"import:536365": pytest.approx(42.42), "import:536367": pytest.approx(40.56),
+    assert rejected == {"online_retail_rfm.csv#8": "missing customer id"}
+    # 2 x 6 x 2.55 + 8 x 3.39 = 57.72; 2 x 7.95 = 15.90 less the credit note's 7.95 the next day
+    assert orders == {"import:536365": pytest.approx(57.72), "import:536367": pytest.approx(40.56),
                       "import:536400": pytest.approx(7.95)}
     with duckdb.connect(str(db)) as conn:
         assert conn.execute("select order_id, cast(refunded_on as varchar), cast(amount as double) "
@@ -1882,3 +1885,31 @@ def test_online_retail_lines_without_stock_codes_are_lines_worth_quantity_times_
         1,2023-11-24,CUST001,Male,34,Beauty,3,50,140
         """)
     assert result.success and _metadata(result)["format"].value == "generic"
+
+
+def test_rows_told_apart_by_a_column_not_read_are_two_rows_and_a_repeat_in_every_cell_is_one(data_env):
+    """Tableau's Superstore numbers its rows (`Row ID`), Olist its payments (`payment_sequential`):
+    two rows of one order alike in every column read but their row id are two lines (an order with
+    two vouchers of the same value paid twice that value; the second was rejected as a duplicate
+    row). A row repeated in every cell, its row id too, is still a duplicate row."""
+    result, db = _import(data_env, "superstore.csv", """\
+        Row ID,Order ID,Order Date,Customer ID,Product ID,Sales,Quantity
+        1,CA-2016-152156,11/8/2016,CG-12520,FUR-BO-10001798,261.96,2
+        2,CA-2016-152156,11/8/2016,CG-12520,FUR-BO-10001798,261.96,2
+        3,CA-2016-138688,6/12/2016,DV-13045,OFF-LA-10000240,14.62,2
+        3,CA-2016-138688,6/12/2016,DV-13045,OFF-LA-10000240,14.62,2
+        """)
+    assert result.success and _metadata(result)["format"].value == "generic"
+    _, rejected, orders = _stage(db)
+    assert rejected == {"superstore.csv#5": "duplicate row"}
+    assert orders == {"import:CA-2016-152156": pytest.approx(523.92), "import:CA-2016-138688": pytest.approx(14.62)}
+    result, db = _import(data_env, "olist_payments.csv", """\
+        order_id,customer_unique_id,order_purchase_timestamp,payment_sequential,payment_type,payment_value
+        b8b61059,3c7e305796add66698959fc7ad176f6b,2017-11-07 12:57:45,1,voucher,20.00
+        b8b61059,3c7e305796add66698959fc7ad176f6b,2017-11-07 12:57:45,2,voucher,20.00
+        b8b61059,3c7e305796add66698959fc7ad176f6b,2017-11-07 12:57:45,3,credit_card,35.79
+        """)
+    assert result.success
+    _, rejected, orders = _stage(db)
+    assert rejected == {"superstore.csv#5": "duplicate row"}
+    assert orders["import:b8b61059"] == pytest.approx(75.79)

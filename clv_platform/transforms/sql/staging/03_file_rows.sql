@@ -525,7 +525,11 @@ latest as (
             as last_customer_of_order,
         row_number() over same_row as copy_number,
         first_value(sheet_name) over same_row as first_copy_sheet,
-        first_value(row_number) over same_row as first_copy_row
+        first_value(row_number) over same_row as first_copy_row,
+        -- the same row in every cell of its sheet, the columns not read too: rows told apart by a row
+        -- id or a payment's sequence number (Superstore's Row ID, Olist's payment_sequential) are two
+        row_number() over (partition by file_name, sheet_name, resend_key, cast(payload as varchar),
+                                        cast(layout_fields as varchar) order by row_number) as cell_copy_number
     from judged
     -- the same row as read (order, customer, time, product, quantity, money, status), anywhere in the
     -- file: a workbook whose sheets repeat rows (Online Retail II's two sheets both hold 1-9 Dec 2010, a
@@ -549,7 +553,12 @@ judged_rows as (
             when copy_number > 1 and first_copy_sheet is distinct from sheet_name
                 then 'duplicate row: the same as sheet ''' || first_copy_sheet || ''' row ' || first_copy_row
                      || ' (a workbook''s sheets that repeat rows count them once)'
-            when copy_number > 1 then 'duplicate row'
+            -- a line without a product or a description cannot be told from another line of the same
+            -- quantity and price (an Online Retail cut to CustomerID, InvoiceNo, InvoiceDate, Quantity,
+            -- UnitPrice: 1 % of its lines), so it counts as a transactions file's row does
+            when copy_number > 1 and cell_copy_number > 1
+                 and (product_key is not null or nullif(trim(description), '') is not null)
+                then 'duplicate row'
         end as row_reason
     from latest
 ),
