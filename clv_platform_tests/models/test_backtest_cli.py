@@ -126,6 +126,8 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert all(isinstance(v, float) for v in head.values())
     assert out["serving"]["served"] in ("hybrid", "btyd") and "validation window" in out["serving"]["reason"]
     assert set(out["npd"]["models"]) == {"naive", "btyd", "aft", "btyd_fallback"}
+    # the timing block is CDNOW's BG/NBD, fitted as it stands
+    assert out["npd"]["btyd_timing"] == {"family": "bgnbd", "penalizer": 0.0, "reason": "fitted"}
     for name, block in out["npd"]["models"].items():
         assert 0.0 <= block["brier_30d"] <= 1.0 and 0.0 <= block["auc_90d"] <= 1.0
         assert name == "btyd_fallback" or block["mae_days"] > 0
