@@ -676,7 +676,7 @@ def run_forecast(args: argparse.Namespace) -> dict | None:
 
     if not (args.forecast or args.forecast_only or args.dataset in DEMO_DATASETS):
         return None
-    return run_forecast_backtest(args.dataset, args.forecast_cutoff)
+    return run_forecast_backtest(args.dataset, args.forecast_cutoff, args.config)
 
 
 STORE = "store"

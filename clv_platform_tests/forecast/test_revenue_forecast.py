@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from clv_platform.forecast import backtest, revenue
-from clv_platform.models import btyd
+from clv_platform.models import btyd, clv
 from clv_platform_tests.no_churn import no_churn_transactions
 
 CUTOFF = date(2025, 10, 31)
@@ -371,6 +371,11 @@ def test_the_forecast_backtest_forecasts_with_the_family_the_platform_serves(tmp
     assert served.model in btyd.AUTO_FAMILIES and served.model == btyd.fit_btyd(summary, btyd.AUTO).model
     result = backtest.run_forecast_backtest(str(path), "2023-01-31")
     assert result["summary"]["months_scored"] == 10  # February to November 2023
+    # a store that names one family in its clv.toml (`backtest --config`) is backtested with it
+    toml = tmp_path / "clv.toml"
+    toml.write_text(clv.default_config_path().read_text().replace('model = "auto"', 'model = "bgnbd"', 1))
+    with pytest.raises(btyd.ConvergenceError):
+        backtest.run_forecast_backtest(str(path), "2023-01-31", config_path=toml)
     # every customer is still buying: the existing customers' part of the first months is near what came
     first = result["months"][0]
     assert first["forecast_existing"] == pytest.approx(first["actual_existing"], rel=0.15)
