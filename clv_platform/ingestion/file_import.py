@@ -652,10 +652,11 @@ _NUMBER_TEXT = re.compile(r"^[^0-9]{0,4}-?[0-9][0-9.,' ]*[^0-9]{0,4}$")
 
 
 def _column_of(normalized: list[str], column: str, named: Mapping[str, str] | None) -> int | None:
-    """The index of the header read as raw column ``column`` (the store's name, a built-in or a
-    looser spelling), else None."""
+    """The index of the header read as raw column ``column`` (the store's name, a preferred, a
+    built-in or a looser spelling, in ``detect_format``'s order), else None."""
     own = normalize_header((named or {}).get(column, "")) or None
     spellings = [own] if own else []
+    spellings += list(PREFERRED_ALIASES.get(column, ()))
     spellings += [name for name, target in HEADER_ALIASES.items() if target == column]
     spellings += list(FALLBACK_ALIASES.get(column, ()))
     for spelling in spellings:

@@ -1913,3 +1913,17 @@ def test_rows_told_apart_by_a_column_not_read_are_two_rows_and_a_repeat_in_every
     _, rejected, orders = _stage(db)
     assert rejected == {"superstore.csv#5": "duplicate row"}
     assert orders["import:b8b61059"] == pytest.approx(75.79)
+
+
+def test_a_sheet_with_olists_person_id_is_no_list_of_returned_orders():
+    """The returns-list and lookup-sheet tests find a sheet's columns as the import reads them:
+    `customer_unique_id` (Olist's person) is a customer, so a sheet of orders with it and a
+    returned flag is a sheet of purchases, not a list of returned orders to mark, and no lookup list."""
+    from clv_platform.ingestion.file_import import holds_no_transactions, returns_list
+
+    rows = [(2, ["e481f51c", "7c396fd4", "Yes"], None)]
+    assert returns_list(["order_id", "customer_unique_id", "Returned"], rows, "olist.xlsx") is None
+    assert returns_list(["order_id", "Returned"], [(2, ["e481f51c", "Yes"], None)], "olist.xlsx") == (
+        {"e481f51c": 2}, 0)
+    assert not holds_no_transactions(["customer_unique_id", "customer_city"], [(2, ["7c396fd4", "sao paulo"], None)])
+    assert holds_no_transactions(["Person", "Region"], [(2, ["Anna Andreadi", "West"], None)])
