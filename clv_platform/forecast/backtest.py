@@ -150,20 +150,17 @@ def _mean(values) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def served_purchase_model(transactions: pd.DataFrame, cutoff: date, config_path=None):
-    """The BTYD that ``ml/btyd_scores`` would serve at ``cutoff`` (clv.toml's family, ``auto`` by
-    default, its penalizers and fit sample), fitted on the orders up to it: marts/revenue_forecast
+def served_purchase_model(summary: pd.DataFrame, config_path=None):
+    """The BTYD that ``ml/btyd_scores`` would serve on ``summary`` (``btyd.summarize`` at the cutoff;
+    clv.toml's family, ``auto`` by default, its penalizers and fit sample): marts/revenue_forecast
     forecasts with that fit, so the backtest does too. A fixed BG/NBD failed the backtest of a store
     where nobody churns ("The model did not converge") that the platform forecasts with MBG/NBD.
     ``config_path``: another clv.toml (the backtest's ``--config``)."""
-    from clv_platform.models import btyd
     from clv_platform.models.clv import load_config
 
     config = load_config(config_path)
-    history = transactions[pd.to_datetime(transactions["order_date"]) <= pd.Timestamp(cutoff)]
-    return revenue.fit_purchase_model(btyd.summarize(history, cutoff), config.btyd_model,
-                                      config.max_btyd_fit_customers or None, config.btyd_penalizer,
-                                      config.spend_penalizer)
+    return revenue.fit_purchase_model(summary, config.btyd_model, config.max_btyd_fit_customers or None,
+                                      config.btyd_penalizer, config.spend_penalizer)
 
 
 def run_forecast_backtest(dataset: str, cutoff: str | date | None = None, config_path=None) -> dict:
@@ -176,7 +173,9 @@ def run_forecast_backtest(dataset: str, cutoff: str | date | None = None, config
     data_end = pd.Timestamp(tx["order_date"].max()).normalize()
     if pd.Timestamp(cutoff) >= data_end:
         raise ValueError(f"forecast cutoff {cutoff} is not before the end of the data ({data_end.date()})")
-    forecast = revenue.forecast_revenue(tx, cutoff, model=served_purchase_model(tx, cutoff, config_path))
+    # one summary at the cutoff for the fit and the forecast (summarize reads orders up to it only)
+    summary = revenue.btyd.summarize(tx, cutoff)
+    forecast = revenue.forecast_revenue(tx, cutoff, model=served_purchase_model(summary, config_path), summary=summary)
     table = forecast.table
     months = [
         p for p in revenue.forecast_periods(cutoff)

@@ -367,7 +367,7 @@ def test_the_forecast_backtest_forecasts_with_the_family_the_platform_serves(tmp
     summary = btyd.summarize(history[history["order_date"] <= pd.Timestamp(cutoff)], cutoff)
     with pytest.raises(btyd.ConvergenceError):
         btyd.fit_btyd(summary, btyd.BGNBD)
-    served = backtest.served_purchase_model(history, cutoff)
+    served = backtest.served_purchase_model(summary)
     assert served.model in btyd.AUTO_FAMILIES and served.model == btyd.fit_btyd(summary, btyd.AUTO).model
     result = backtest.run_forecast_backtest(str(path), "2023-01-31")
     assert result["summary"]["months_scored"] == 10  # February to November 2023
