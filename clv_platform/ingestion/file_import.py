@@ -140,14 +140,52 @@ SHOPIFY_ORDERS_FIELDS = {
 }
 SHOPIFY_ORDERS_REQUIRED = {"name", "email", "financialstatus", "createdat", "subtotal",
                            "lineitemquantity", "lineitemprice", "lineitemname"}
+# A Shopify orders table as a warehouse holds it, one row per order, exported to a file: the
+# `order` table of Fivetran's Shopify connector, or dbt_shopify's `shopify__orders` model built on it
+# (the usual way a data team keeps Shopify orders). Column meanings: dbt_shopify's models/shopify.yml
+# and shopify_source's get_order_columns (fivetran/dbt_shopify, fivetran/dbt_shopify_source).
+# Raw column -> normalized spellings, the most preferred first.
+SHOPIFY_TABLE_COLUMNS = {
+    # dbt renames the connector's `id`; its `number` and `order_number` are not the id
+    "order_id": ("orderid", "id"),
+    "customer_id": ("customerid",),
+    # "the date that appears on your orders and that's used in the analytic reports": orders imported
+    # from another platform keep their own day here, while `created_at` is the day of the import
+    "order_date": ("processedtimestamp", "processedat", "createdtimestamp", "createdat"),
+    # "the price of the order in the shop currency after discounts but before shipping, taxes, and tips"
+    "amount": ("subtotalprice",),
+    "currency": ("currency",),
+    "country": ("billingaddresscountry", "shippingaddresscountry"),
+}
+# ... and the order's columns kept in `layout_fields` (staging reads them; data_contracts.md)
+SHOPIFY_TABLE_FIELDS = {
+    "financial_status": ("financialstatus",),
+    # dbt's refunded line-item subtotals (without tax and shipping, like the subtotal); the connector's
+    # own table has no refunds (they are in its `refund` and `order_line_refund` tables)
+    "refunded_amount": ("refundsubtotal",),
+    "cancelled_at": ("cancelledtimestamp", "cancelledat"),
+    "test": ("istestorder", "test"),
+    "deleted": ("isdeleted", "fivetrandeleted"),
+    "taxes_included": ("hastaxesincluded", "taxesincluded"),
+    "taxes": ("totaltax",),
+    "email": ("email",),
+}
+SHOPIFY_TABLE_REQUIRED = {"customerid", "financialstatus", "subtotalprice"}
+SHOPIFY_TABLE_UNION_HEADERS = ("sourcerelation",)
+"""dbt_shopify's `source_relation`: the connector (shop) a row came from when a project unions several
+shops into one table. One database holds one store, so a file of several is refused."""
+
+
 EXPECTED_LAYOUTS = (
     "Online Retail (InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID, Country), "
     "Online Retail II (Invoice, StockCode, Description, Quantity, InvoiceDate, Price, Customer ID, Country; "
     "StockCode optional in a file without an amount column), "
     "order level (customer_id, order_id, order_date, amount[, product_id, quantity, country, currency]), "
     "transactions without an order id (customer_id, order_date, amount[, ...]: a row is an order), "
-    "or Shopify's orders export (Name, Email, Financial Status, Created at, Subtotal, Lineitem quantity, "
-    "Lineitem name, Lineitem price, ...); header names are matched ignoring case, spaces and punctuation"
+    "Shopify's orders export (Name, Email, Financial Status, Created at, Subtotal, Lineitem quantity, "
+    "Lineitem name, Lineitem price, ...), or a Shopify orders table from a warehouse (Fivetran's `order`, "
+    "dbt_shopify's `shopify__orders`: order_id or id, customer_id, processed_at or processed_timestamp, "
+    "subtotal_price, financial_status, ...); header names are matched ignoring case, spaces and punctuation"
 )
 
 RAW_COLUMNS = [
@@ -407,6 +445,9 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
             if name in SHOPIFY_ORDERS_FIELDS:
                 fields.setdefault(SHOPIFY_ORDERS_FIELDS[name], index)
         return "shopify_orders", mapping, fields
+    table = _shopify_table(normalized)
+    if table is not None:
+        return table
     wanted = {normalize_header(header): column for column, header in (named or {}).items()}
     mapping, fields = {}, {}
     for index, name in enumerate(columns):
@@ -455,6 +496,26 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
                               "or name your headers in store.toml [files.columns]")
 
 
+def _shopify_table(normalized: list[str]) -> tuple[str, dict[str, int], dict[str, int]] | None:
+    """("shopify_table", mapping, fields) when the header is a Shopify orders table's (``SHOPIFY_TABLE_*``):
+    the store's own header names do not apply to it, as to Shopify's export."""
+    if not SHOPIFY_TABLE_REQUIRED <= set(normalized):
+        return None
+    mapping, fields, taken = {}, {}, set()
+    for target, table in ((mapping, SHOPIFY_TABLE_COLUMNS), (fields, SHOPIFY_TABLE_FIELDS)):
+        for column, spellings in table.items():
+            index = _first_spelling(normalized, spellings, taken)
+            if index is not None:
+                target[column] = index
+                taken.add(index)
+    if "order_id" not in mapping or "order_date" not in mapping:
+        return None
+    union = _first_spelling(normalized, SHOPIFY_TABLE_UNION_HEADERS, taken)
+    if union is not None:
+        fields["source_relation"] = union
+    return "shopify_table", mapping, fields
+
+
 HEADER_SEARCH_ROWS = 20
 """How many rows a report's title lines may take above the header (``find_header``)."""
 
@@ -498,6 +559,10 @@ def _date_zone_fields(header: list[str], mapping: dict[str, int], file_format: s
     layouts than Shopify's, whose wall clock is the shop's): staging then converts the times written
     without an offset from UTC to the store's time zone instead of taking them as already in it."""
     index = mapping.get("order_date")
+    if file_format == "shopify_table" and index is not None:
+        # the connector writes UTC (Fivetran converts every timestamp to it), and dbt_shopify keeps UTC
+        # unless a project sets its `shopify_timezone` (data_contracts.md)
+        return {"order_date_zone": "UTC"}
     if file_format == "shopify_orders" or index is None or not UTC_HEADER.search(str(header[index])):
         return {}
     return {"order_date_zone": "UTC"}
@@ -853,6 +918,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
         delimiter_read = "columns aligned by spaces" if delimiter == ALIGNED else delimiter
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
+    _refuse_several_shops(frame, path.name)
     if "decimal_separator" not in frame:
         # a number cell is a number; numbers stored as text (typed after an apostrophe, pasted or
         # imported as text) are written as the person wrote them: `1.234,56` in a German workbook,
@@ -877,6 +943,20 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
     if delimiter_read:
         frame.attrs["delimiter"] = delimiter_read
     return frame
+
+
+def _refuse_several_shops(frame: pd.DataFrame, file_name: str) -> None:
+    """A Shopify orders table that unions several shops (dbt_shopify's `source_relation`) is refused:
+    one database holds one store, and an order id is unique only within its shop."""
+    table = frame["file_format"].eq("shopify_table") & frame["layout_fields"].notna()
+    if not table.any():
+        return
+    shops = sorted({value.strip() for value in frame.loc[table, "layout_fields"].map(
+        lambda text: json.loads(text).get("source_relation")).dropna() if value.strip()})
+    if len(shops) > 1:
+        raise UnreadableFileError(
+            f"{file_name}: the table holds the orders of {len(shops)} shops (source_relation {shops[:5]}); a "
+            "database holds one store: export one shop's orders (where source_relation = ...) per store")
 
 
 def _headers_read(header: list, mapping: dict[str, int], fields: dict[str, int]) -> dict[str, str]:

@@ -52,6 +52,13 @@
 --   Name instead) and re-sends are matched by Name; `Created at` is read as the wall-clock time
 --   it is written in (the shop's own time zone), so the order day is the day the shop saw.
 --   The order's revenue comes from its Subtotal, refunds and cancellation (05_staging_tables.sql).
+-- * A Shopify orders table from a warehouse (file_format 'shopify_table': Fivetran's `order`, dbt_shopify's
+--   `shopify__orders`; one row per order): an order-level file read with Shopify's semantics, as the API
+--   path reads them: the customer is `customer_id`, else the customer of another order of the file with
+--   the same e-mail, else the e-mail; test orders and rows the connector marks deleted are rejected; a
+--   cancelled, voided or expired order is kept as cancelled; the subtotal is the gross revenue, less
+--   the taxes when the prices include them; `refund_subtotal` is its refunds; a time without an offset
+--   is UTC (data_contracts.md, "Files").
 -- a cell's text without the white space around it: trim() takes spaces (also no-break ones) but not a
 -- line break or tab, which a cell edited by hand may end in (Alt+Enter, text pasted from elsewhere):
 -- `c1` and `c1<line break>` are one customer
@@ -244,6 +251,12 @@ keyed as (
                        order by f.row_number))
              else clv_file_id(f.order_id) end as resend_key,
         case when is_shopify then nullif(lower(trim(f.customer_id)), '')
+             when f.file_format = 'shopify_table' then coalesce(
+                 clv_file_customer(f.customer_id),
+                 -- a guest checkout of a known customer's e-mail is theirs, as the API path joins it
+                 case when nullif(trim(f.layout_fields ->> 'email'), '') is not null then max(clv_file_customer(f.customer_id))
+                     over (partition by f.file_name, lower(trim(f.layout_fields ->> 'email'))) end,
+                 clv_file_customer(lower(trim(f.layout_fields ->> 'email'))))
              else clv_file_customer(f.customer_id) end as customer_key,
         -- a totals or subtotal row's label: in its order id or date cell, or in its customer cell when
         -- it has no order id (a total row has none; with one the row is an order of a customer so named)
@@ -275,17 +288,37 @@ keyed as (
         clv_file_number_text(f.unit_price, f.decimal_separator) as price_text,
         clv_file_number_text(f.amount, f.decimal_separator) as amount_text,
         -- Shopify's order columns (NULL for other layouts) and the line's own discount
-        upper(nullif(trim(head_fields ->> 'financial_status'), '')) as financial_status,
-        nullif(trim(head_fields ->> 'cancelled_at'), '') as cancelled_text,
+        upper(nullif(trim(case when is_shopify then head_fields ->> 'financial_status'
+                               when f.file_format = 'shopify_table' then f.layout_fields ->> 'financial_status' end),
+                     '')) as financial_status,
+        nullif(trim(case when is_shopify then head_fields ->> 'cancelled_at'
+                         when f.file_format = 'shopify_table' then f.layout_fields ->> 'cancelled_at' end),
+               '') as cancelled_text,
         -- the money given back: Shopify's `Refunded Amount` (its order's head row), or an order-level or
         -- transactions file's refunded-amount column (file_import.REFUNDED_HEADERS), on the row itself
         clv_file_number_text(case when is_shopify then head_fields ->> 'refunded_amount'
-                                  when f.file_format in ('generic', 'transactions')
+                                  -- the connector's own table has no refunds: a `refunded` order (Shopify's
+                                  -- status of a fully refunded one) gave all of it back
+                                  when f.file_format = 'shopify_table'
+                                       and not list_contains(json_keys(f.layout_fields), 'refunded_amount')
+                                       and upper(trim(f.layout_fields ->> 'financial_status')) = 'REFUNDED'
+                                      then f.amount
+                                  when f.file_format in ('generic', 'transactions', 'shopify_table')
                                       then f.layout_fields ->> 'refunded_amount' end,
                              f.decimal_separator) as refunded_text,
         clv_file_number_text(head_fields ->> 'discount_amount', f.decimal_separator) as discount_text,
         clv_file_number_text(head_fields ->> 'shipping', f.decimal_separator) as shipping_text,
-        clv_file_number_text(head_fields ->> 'taxes', f.decimal_separator) as taxes_text,
+        clv_file_number_text(case when is_shopify then head_fields ->> 'taxes'
+                                  when f.file_format = 'shopify_table' then f.layout_fields ->> 'taxes' end,
+                             f.decimal_separator) as taxes_text,
+        -- a Shopify orders table's flags (NULL for other layouts): true as a warehouse writes it
+        case when f.file_format = 'shopify_table'
+             then coalesce(lower(trim(f.layout_fields ->> 'taxes_included')) in ('true', 't', '1', 'yes'), false)
+        end as taxes_included,
+        f.file_format = 'shopify_table'
+            and coalesce(lower(trim(f.layout_fields ->> 'test')) in ('true', 't', '1', 'yes'), false) as is_test_order,
+        f.file_format = 'shopify_table'
+            and coalesce(lower(trim(f.layout_fields ->> 'deleted')) in ('true', 't', '1', 'yes'), false) as is_deleted_row,
         clv_file_number_text(head_fields ->> 'duties', f.decimal_separator) as duties_text,
         clv_file_number_text(head_fields ->> 'total', f.decimal_separator) as total_text,
         clv_file_number_text(f.layout_fields ->> 'line_discount', f.decimal_separator) as line_discount_text,
@@ -360,7 +393,9 @@ typed as (
                 clv_file_unambiguous_date(date_text)
             )
         end as order_ts,
-        clv_file_wall_clock(cancelled_text) as cancelled_ts,
+        case when file_format = 'shopify_table' and not regexp_matches(cancelled_text, '(Z|[+-][0-9]{2}:?[0-9]{2})$')
+             then timezone($store_timezone, timezone('UTC', clv_file_wall_clock(cancelled_text)))
+             else clv_file_wall_clock(cancelled_text) end as cancelled_ts,
         try_cast(qty_text as double) as qty_double,
         try_cast(price_text as decimal(38, 2)) as price_wide,
         try_cast(amount_text as decimal(38, 2)) as amount_wide,
@@ -434,6 +469,8 @@ valued as (
         case when file_format = 'online_retail' then cast(qty as decimal(38, 2)) * price_wide
              -- a Shopify line: its units at their price, less the line's own discount
              when is_shopify then cast(qty as decimal(38, 2)) * price_wide - line_discount_wide
+             -- a Shopify orders table's subtotal includes the taxes when the prices do (`taxes_included`)
+             when taxes_included then greatest(amount_wide - taxes_wide, 0)
              else amount_wide end as value_wide
     from counted
 ),
@@ -445,6 +482,10 @@ judged as (
             when totals_label is not null
                 then 'totals row (' || totals_label || '): a sum of other rows, not an order'
             when order_key is null and file_format <> 'transactions' then 'missing order id'
+            -- what the API path rejects as `test order`; a row the connector keeps after Shopify deleted
+            -- the order (Fivetran's _fivetran_deleted, dbt's is_deleted) is no order any more
+            when is_test_order then 'test order'
+            when is_deleted_row then 'deleted in Shopify (the table marks the row deleted)'
             when order_id_lost_digits
                 then 'order id in scientific notation has lost digits: ' || trim(order_id)
                      || ' (a spreadsheet wrote the id as a number: export the column as text)'
@@ -480,9 +521,9 @@ judged as (
             when order_ts is null then 'unparseable order date: ' || coalesce(order_date, 'empty')
             when qty is null and abs(qty_double) >= 2147483648 then 'quantity out of range: ' || quantity
             when qty is null then 'unparseable quantity: ' || coalesce(quantity, 'empty')
-            when file_format not in ('generic', 'transactions') and price_double is null
+            when file_format not in ('generic', 'transactions', 'shopify_table') and price_double is null
                 then 'unparseable price: ' || coalesce(unit_price, 'empty')
-            when file_format not in ('generic', 'transactions') and (price_wide is null or abs(price_wide) > 999999999999.99)
+            when file_format not in ('generic', 'transactions', 'shopify_table') and (price_wide is null or abs(price_wide) > 999999999999.99)
                 then 'price out of range: ' || unit_price
             when file_format <> 'online_retail' and amount_double is null
                 then 'unparseable ' || case when is_shopify then 'Subtotal' else 'amount' end || ': '
@@ -577,7 +618,9 @@ select
     -- what 05_staging_tables.sql reads per order (the same on every row of an order): the order's
     -- name and identity, and for Shopify's export its money columns and status (NULL otherwise)
     coalesce(r.order_name_text, r.order_key) as order_name,
-    case when r.is_shopify then r.customer_key end as customer_email,
+    case when r.is_shopify then r.customer_key
+         when r.file_format = 'shopify_table' then lower(nullif(trim(r.layout_fields ->> 'email'), '')) end
+        as customer_email,
     case when r.is_shopify then r.sku_text else r.product_key end as line_sku,
     coalesce(r.cancelled_ts is not null, false) as order_cancelled,
     coalesce(r.financial_status in ('VOIDED', 'EXPIRED'), false) as order_unpaid,

@@ -1,0 +1,98 @@
+"""A Shopify orders table exported from a warehouse (Fivetran's connector `order` table, dbt_shopify's
+`shopify__orders` model) is read with Shopify's meanings, not as any order-level file: the column names
+are the dbt model's and the connector's (fivetran/dbt_shopify models/shopify.yml,
+fivetran/dbt_shopify_source get_order_columns); the mock file pymc-marketing ships as
+`data/fivetran_examples/shopify_orders_schema.csv` has this header and unions two shops."""
+
+import duckdb
+import pytest
+
+from clv_platform_tests.ingestion.test_file_semantics import _stage
+from clv_platform_tests.inbox import import_file
+
+# the dbt model's columns that matter here, in its order, with some it has that are not read
+DBT_HEADER = ("order_id,user_id,total_discounts,total_price,total_tax,subtotal_price,has_taxes_included,name,"
+              "number,order_number,created_timestamp,cancelled_timestamp,processed_timestamp,updated_timestamp,"
+              "currency,customer_id,email,financial_status,billing_address_country,presentment_currency,"
+              "is_test_order,is_deleted,_fivetran_synced,source_relation,refund_subtotal,order_adjusted_total,"
+              "customer_order_seq_number,new_vs_repeat")
+
+
+def _dbt_row(order_id, customer, email, processed, subtotal, status="paid", *, created=None, cancelled="",
+             tax="0.00", taxes_included="false", test="false", deleted="false", refund="0.0", shop="shopify_us"):
+    return ",".join(str(v) for v in (
+        order_id, "", "0.0", subtotal, tax, subtotal, taxes_included, f"#{order_id}", order_id, order_id,
+        created or processed, cancelled, processed, processed, "USD", customer, email, status, "United States",
+        "USD", test, deleted, processed, shop, refund, subtotal, 1, "new"))
+
+
+def test_a_dbt_shopify_orders_table_reads_with_shopifys_meanings(data_env):
+    """Every row kind of a real store's `shopify__orders`: the order day is `processed_timestamp` in
+    UTC read on the shop's calendar (an evening order in New York is 01:30 UTC the next day), an order
+    imported from another platform keeps its own day (processed years before it was created), a guest
+    checkout with a customer's e-mail is that customer's, test orders and deleted rows are not orders,
+    a cancelled order is kept as cancelled with no revenue, refunds and the taxes of a taxes-included
+    order come off, a float-looking customer id is the id."""
+    rows = [
+        _dbt_row(5001, "6543210987654.0", "Ann@Example.com", "2024-03-11 01:30:00", "100.00"),
+        _dbt_row(5002, "", "ann@example.com", "2024-03-12 15:00:00", "40.00"),  # guest checkout, Ann's e-mail
+        _dbt_row(5003, "", "new@example.com", "2024-03-12 16:00:00", "25.00"),  # a guest never seen with an id
+        _dbt_row(5004, "", "", "2024-03-12 17:00:00", "30.00"),  # a POS sale to nobody
+        _dbt_row(5005, "6543210987654", "ann@example.com", "2024-03-13 12:00:00", "55.00", test="true"),
+        _dbt_row(5006, "6543210987655", "bo@example.com", "2024-03-13 12:00:00", "60.00", deleted="True"),
+        _dbt_row(5007, "6543210987655", "bo@example.com", "2024-03-14 12:00:00", "70.00", "voided",
+                 cancelled="2024-03-14 13:00:00"),
+        _dbt_row(5008, "6543210987655", "bo@example.com", "2024-03-15 12:00:00", "80.00", "partially_refunded",
+                 refund="30.0"),
+        _dbt_row(5009, "6543210987655", "bo@example.com", "2024-03-16 12:00:00", "120.00", tax="20.00",
+                 taxes_included="true"),
+        _dbt_row(5010, "6543210987655", "bo@example.com", "2021-06-01 12:00:00", "90.00",
+                 created="2024-03-01 09:00:00"),
+    ]
+    result, db = import_file(data_env, "shopify__orders.csv", "\n".join([DBT_HEADER, *rows]) + "\n")
+    assert result.success
+    with duckdb.connect(str(db)) as conn:
+        formats = {f for (f,) in conn.execute("select distinct file_format from raw.file_transactions").fetchall()}
+    assert formats == {"shopify_table"}
+    _, rejected, net = _stage(db, "America/New_York")
+    assert sorted(rejected.values()) == ["deleted in Shopify (the table marks the row deleted)",
+                                         "missing customer id", "test order"]
+    assert net == {"import:5001": 100.0, "import:5002": 40.0, "import:5003": 25.0, "import:5007": 0.0,
+                   "import:5008": 50.0, "import:5009": 100.0, "import:5010": 90.0}
+    with duckdb.connect(str(db)) as conn:
+        orders = {o: (c, str(d), e, cancelled) for o, c, d, e, cancelled in conn.execute(
+            "select order_id, customer_id, order_date, email, is_cancelled from staging.orders").fetchall()}
+    assert orders["import:5001"] == ("import:6543210987654", "2024-03-10", "ann@example.com", False)
+    assert orders["import:5002"][0] == "import:6543210987654"  # the guest checkout is Ann's
+    assert orders["import:5003"][0] == "import:new@example.com"
+    assert orders["import:5007"][3] is True
+    assert orders["import:5010"][1] == "2021-06-01"
+
+
+def test_a_table_of_several_shops_is_refused(data_env):
+    """dbt_shopify unions connectors into one table with `source_relation` (pymc-marketing's mock of the
+    model holds `shopify.eu` and `shopify.us` with the same customer ids): one database holds one store."""
+    rows = [_dbt_row(1, "11", "a@x.com", "2024-01-01 10:00:00", "10.00", shop="shopify_eu"),
+            _dbt_row(1, "11", "a@x.com", "2024-01-02 10:00:00", "12.00", shop="shopify_us")]
+    result, _ = import_file(data_env, "orders.csv", "\n".join([DBT_HEADER, *rows]) + "\n")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    message = failure.user_failure_data.description if failure.user_failure_data else failure.error.message
+    assert "2 shops" in message and "shopify_eu" in message and "shopify_us" in message
+
+
+@pytest.mark.parametrize("refunded_status, net", [("refunded", 0.0), ("paid", 64.5)])
+def test_the_connectors_own_order_table_reads_too(data_env, refunded_status, net):
+    """Fivetran's `order` table before dbt: `id`, `processed_at`, `test`, `_fivetran_deleted`, and no
+    refund columns (refunds are in its `refund` tables), so a `refunded` order gave all of it back."""
+    text = ("ID,CUSTOMER_ID,EMAIL,CREATED_AT,PROCESSED_AT,SUBTOTAL_PRICE,TOTAL_TAX,TAXES_INCLUDED,CURRENCY,"
+            "FINANCIAL_STATUS,CANCELLED_AT,TEST,_FIVETRAN_DELETED,_FIVETRAN_SYNCED\n"
+            f"4400001,88,c@x.com,2024-05-02 04:00:00,2024-05-02 04:00:00,64.50,0,false,GBP,{refunded_status},,"
+            "false,false,2024-05-03 00:00:00\n"
+            "4400002,88,c@x.com,2024-05-03 04:00:00,2024-05-03 04:00:00,10.00,0,false,GBP,paid,,true,false,"
+            "2024-05-03 00:00:00\n")
+    result, db = import_file(data_env, "order.csv", text)
+    assert result.success
+    _, rejected, orders = _stage(db, "Europe/London")
+    assert list(rejected.values()) == ["test order"]
+    assert orders == {"import:4400001": net}
