@@ -142,13 +142,16 @@ SHOPIFY_ORDERS_REQUIRED = {"name", "email", "financialstatus", "createdat", "sub
                            "lineitemquantity", "lineitemprice", "lineitemname"}
 # A Shopify orders table as a warehouse holds it, one row per order, exported to a file: the
 # `order` table of Fivetran's Shopify connector, or dbt_shopify's `shopify__orders` model built on it
-# (the usual way a data team keeps Shopify orders). Column meanings: dbt_shopify's models/shopify.yml
-# and shopify_source's get_order_columns (fivetran/dbt_shopify, fivetran/dbt_shopify_source).
+# (the usual way a data team keeps Shopify orders), or the `orders` stream of Airbyte's Shopify source
+# (the REST Admin API's order, its `customer` and `refunds` objects kept as JSON). Column meanings:
+# dbt_shopify's models/shopify.yml and shopify_source's get_order_columns (fivetran/dbt_shopify,
+# fivetran/dbt_shopify_source), Shopify's REST Order resource.
 # Raw column -> normalized spellings, the most preferred first.
 SHOPIFY_TABLE_COLUMNS = {
     # dbt renames the connector's `id`; its `number` and `order_number` are not the id
     "order_id": ("orderid", "id"),
-    "customer_id": ("customerid",),
+    # Airbyte's `customer` is the customer object as JSON ({"id": 6543210987654, ...}): staging reads its id
+    "customer_id": ("customerid", "customer"),
     # "the date that appears on your orders and that's used in the analytic reports": orders imported
     # from another platform keep their own day here, while `created_at` is the day of the import
     "order_date": ("processedtimestamp", "processedat", "createdtimestamp", "createdat"),
@@ -169,8 +172,12 @@ SHOPIFY_TABLE_FIELDS = {
     "taxes_included": ("hastaxesincluded", "taxesincluded"),
     "taxes": ("totaltax",),
     "email": ("email",),
+    # Airbyte: the order's refunds as JSON (their `refund_line_items[].subtotal` are the products
+    # refunded), and the time Shopify deleted the order (the source emits deleted orders)
+    "refunds": ("refunds",),
+    "deleted_at": ("deletedat",),
 }
-SHOPIFY_TABLE_REQUIRED = {"customerid", "financialstatus", "subtotalprice"}
+SHOPIFY_TABLE_REQUIRED = {"financialstatus", "subtotalprice"}
 SHOPIFY_TABLE_UNION_HEADERS = ("sourcerelation",)
 """dbt_shopify's `source_relation`: the connector (shop) a row came from when a project unions several
 shops into one table. One database holds one store, so a file of several is refused."""
@@ -508,7 +515,7 @@ def _shopify_table(normalized: list[str]) -> tuple[str, dict[str, int], dict[str
             if index is not None:
                 target[column] = index
                 taken.add(index)
-    if "order_id" not in mapping or "order_date" not in mapping:
+    if not {"order_id", "order_date", "customer_id"} <= set(mapping):
         return None
     union = _first_spelling(normalized, SHOPIFY_TABLE_UNION_HEADERS, taken)
     if union is not None:

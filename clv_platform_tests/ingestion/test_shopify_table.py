@@ -96,3 +96,46 @@ def test_the_connectors_own_order_table_reads_too(data_env, refunded_status, net
     _, rejected, orders = _stage(db, "Europe/London")
     assert list(rejected.values()) == ["test order"]
     assert orders == {"import:4400001": net}
+
+
+def test_airbytes_shopify_orders_stream_reads_its_customer_and_refunds_objects(data_env):
+    """Airbyte's Shopify source writes the REST Admin API's order with its `customer` and `refunds`
+    objects as JSON, times with the shop's offset, and emits deleted orders with `deleted_at`: the
+    customer is the object's id, refunds are the subtotals of the refunded line items."""
+    import csv
+    import io
+    import json
+
+    header = ["_airbyte_raw_id", "_airbyte_extracted_at", "id", "name", "email", "created_at", "processed_at",
+              "currency", "subtotal_price", "total_tax", "taxes_included", "financial_status", "cancelled_at", "test",
+              "customer", "refunds", "deleted_at", "shop_url"]
+    ann = json.dumps({"id": 6543210987654, "email": "ann@x.com", "orders_count": 3, "total_spent": "150.00"})
+    refunds = json.dumps([{"id": 901, "created_at": "2024-03-20T10:00:00-04:00",
+                           "refund_line_items": [{"quantity": 1, "subtotal": "12.50", "total_tax": 1.0},
+                                                 {"quantity": 1, "subtotal": 7.5, "total_tax": 0.6}]}])
+    rows = [
+        ["r1", "2024-04-01", 820001, "#1001", "ann@x.com", "2024-03-10T21:15:00-05:00", "2024-03-10T21:15:00-05:00",
+         "USD", "50.00", "0.00", "false", "paid", "", "false", ann, "[]", "", "x.myshopify.com"],
+        ["r2", "2024-04-01", 820002, "#1002", "ann@x.com", "2024-03-12T10:00:00-04:00", "2024-03-12T10:00:00-04:00",
+         "USD", "60.00", "0.00", "false", "partially_refunded", "", "false", ann, refunds, "", "x.myshopify.com"],
+        ["r3", "2024-04-01", 820003, "#1003", "ann@x.com", "2024-03-13T10:00:00-04:00", "2024-03-13T10:00:00-04:00",
+         "USD", "70.00", "0.00", "false", "paid", "", "false", ann, "[]", "2024-03-14T09:00:00-04:00",
+         "x.myshopify.com"],
+        ["r4", "2024-04-01", 820004, "#1004", "guest@x.com", "2024-03-14T10:00:00-04:00", "2024-03-14T10:00:00-04:00",
+         "USD", "30.00", "0.00", "false", "paid", "", "false", "", "[]", "", "x.myshopify.com"],
+        ["r5", "2024-04-01", 820005, "#1005", "ann@x.com", "2024-03-15T10:00:00-04:00", "2024-03-15T10:00:00-04:00",
+         "USD", "80.00", "0.00", "false", "partially_refunded", "", "false", ann, "[{broken", "", "x.myshopify.com"],
+    ]
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *rows])
+    result, db = import_file(data_env, "airbyte_orders.csv", out.getvalue())
+    assert result.success
+    _, rejected, net = _stage(db, "America/New_York")
+    assert sorted(rejected.values()) == ["deleted in Shopify (the table marks the row deleted)",
+                                         "unparseable refunded amount: [{broken"]
+    assert net == {"import:820001": 50.0, "import:820002": 40.0, "import:820004": 30.0}
+    with duckdb.connect(str(db)) as conn:
+        orders = dict(conn.execute("select order_id, customer_id || ' ' || order_date from staging.orders").fetchall())
+    assert orders == {"import:820001": "import:6543210987654 2024-03-10",
+                      "import:820002": "import:6543210987654 2024-03-12",
+                      "import:820004": "import:guest@x.com 2024-03-14"}

@@ -92,6 +92,11 @@ create or replace temp macro clv_file_missing_id(t) as
 create or replace temp macro clv_file_customer(t) as
     case when clv_file_missing_id(t) then null
          when contains(clv_file_id_trimmed(t), '@') then lower(clv_file_id(t)) else clv_file_id(t) end;
+-- a Shopify orders table's customer: its id, or the id of Airbyte's customer object (JSON); an object
+-- without one, or not JSON, is no customer id
+create or replace temp macro clv_file_table_customer(t) as
+    case when starts_with(ltrim(t), '{') then case when json_valid(t) then json_extract_string(t, '$.id') end
+         else t end;
 -- a spreadsheet's totals label (data_contracts.md, "Files"): Excel's Subtotal command writes
 -- `<value> Total` and `Grand Total` (German Excel `<value> Ergebnis`, `Gesamtergebnis`) in the column
 -- it groups by, a table's total row `Total` (`Summe`), a sheet typed by hand `Subtotal`, `Sum`
@@ -252,10 +257,11 @@ keyed as (
              else clv_file_id(f.order_id) end as resend_key,
         case when is_shopify then nullif(lower(trim(f.customer_id)), '')
              when f.file_format = 'shopify_table' then coalesce(
-                 clv_file_customer(f.customer_id),
+                 clv_file_customer(clv_file_table_customer(f.customer_id)),
                  -- a guest checkout of a known customer's e-mail is theirs, as the API path joins it
-                 case when nullif(trim(f.layout_fields ->> 'email'), '') is not null then max(clv_file_customer(f.customer_id))
-                     over (partition by f.file_name, lower(trim(f.layout_fields ->> 'email'))) end,
+                 case when nullif(trim(f.layout_fields ->> 'email'), '') is not null
+                      then max(clv_file_customer(clv_file_table_customer(f.customer_id)))
+                          over (partition by f.file_name, lower(trim(f.layout_fields ->> 'email'))) end,
                  clv_file_customer(lower(trim(f.layout_fields ->> 'email'))))
              else clv_file_customer(f.customer_id) end as customer_key,
         -- a totals or subtotal row's label: in its order id or date cell, or in its customer cell when
@@ -299,6 +305,16 @@ keyed as (
         clv_file_number_text(case when is_shopify then head_fields ->> 'refunded_amount'
                                   -- the connector's own table has no refunds: a `refunded` order (Shopify's
                                   -- status of a fully refunded one) gave all of it back
+                                  -- Airbyte's refunds: the subtotals of their refunded line items
+                                  when f.file_format = 'shopify_table'
+                                       and list_contains(json_keys(f.layout_fields), 'refunds')
+                                       and not list_contains(json_keys(f.layout_fields), 'refunded_amount')
+                                      then case when coalesce(trim(f.layout_fields ->> 'refunds'), '') in ('', '[]') then '0'
+                                                when json_valid(f.layout_fields ->> 'refunds') then coalesce(cast(
+                                                    list_sum(list_transform(json_extract_string(
+                                                        f.layout_fields ->> 'refunds', '$[*].refund_line_items[*].subtotal'),
+                                                        lambda v: try_cast(v as decimal(38, 2)))) as varchar), '0')
+                                                else f.layout_fields ->> 'refunds' end
                                   when f.file_format = 'shopify_table'
                                        and not list_contains(json_keys(f.layout_fields), 'refunded_amount')
                                        and upper(trim(f.layout_fields ->> 'financial_status')) = 'REFUNDED'
@@ -318,7 +334,8 @@ keyed as (
         f.file_format = 'shopify_table'
             and coalesce(lower(trim(f.layout_fields ->> 'test')) in ('true', 't', '1', 'yes'), false) as is_test_order,
         f.file_format = 'shopify_table'
-            and coalesce(lower(trim(f.layout_fields ->> 'deleted')) in ('true', 't', '1', 'yes'), false) as is_deleted_row,
+            and (coalesce(lower(trim(f.layout_fields ->> 'deleted')) in ('true', 't', '1', 'yes'), false)
+                 or nullif(trim(f.layout_fields ->> 'deleted_at'), '') is not null) as is_deleted_row,
         clv_file_number_text(head_fields ->> 'duties', f.decimal_separator) as duties_text,
         clv_file_number_text(head_fields ->> 'total', f.decimal_separator) as total_text,
         clv_file_number_text(f.layout_fields ->> 'line_discount', f.decimal_separator) as line_discount_text,
