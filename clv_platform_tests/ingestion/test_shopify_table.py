@@ -101,7 +101,8 @@ def test_the_connectors_own_order_table_reads_too(data_env, refunded_status, net
 def test_airbytes_shopify_orders_stream_reads_its_customer_and_refunds_objects(data_env):
     """Airbyte's Shopify source writes the REST Admin API's order with its `customer` and `refunds`
     objects as JSON, times with the shop's offset, and emits deleted orders with `deleted_at`: the
-    customer is the object's id, refunds are the subtotals of the refunded line items."""
+    customer is the object's id, refunds are the subtotals of the refunded line items, each booked on
+    its own day."""
     import csv
     import io
     import json
@@ -136,6 +137,10 @@ def test_airbytes_shopify_orders_stream_reads_its_customer_and_refunds_objects(d
     assert net == {"import:820001": 50.0, "import:820002": 40.0, "import:820004": 30.0}
     with duckdb.connect(str(db)) as conn:
         orders = dict(conn.execute("select order_id, customer_id || ' ' || order_date from staging.orders").fetchall())
+        refunds = conn.execute("select refund_id, customer_id, refunded_on, amount from staging.refunds").fetchall()
+    # the refund on its own New York day (point in time: a cutoff before 20 March does not see it)
+    assert [(r, c, str(d), float(a)) for r, c, d, a in refunds] == [
+        ("import:820002#refund:901", "import:6543210987654", "2024-03-20", 20.0)]
     assert orders == {"import:820001": "import:6543210987654 2024-03-10",
                       "import:820002": "import:6543210987654 2024-03-12",
                       "import:820004": "import:guest@x.com 2024-03-14"}

@@ -635,6 +635,16 @@ select
     -- what 05_staging_tables.sql reads per order (the same on every row of an order): the order's
     -- name and identity, and for Shopify's export its money columns and status (NULL otherwise)
     coalesce(r.order_name_text, r.order_key) as order_name,
+    -- Airbyte's refunds of a Shopify orders table, each with its own time (05 books them on their days)
+    case when r.file_format = 'shopify_table' and starts_with(ltrim(coalesce(r.layout_fields ->> 'refunds', '')), '[')
+              and json_valid(r.layout_fields ->> 'refunds')
+         then list_transform(
+             json_transform(r.layout_fields ->> 'refunds',
+                            '[{"id": "VARCHAR", "created_at": "VARCHAR", "refund_line_items": [{"subtotal": "VARCHAR"}]}]'),
+             lambda e, position: {'refund_id': e.id, 'position': position, 'created_at': e.created_at,
+                        'amount': coalesce(list_sum(list_transform(e.refund_line_items,
+                                                                   lambda i: try_cast(i.subtotal as decimal(38, 2)))), 0)})
+    end as refund_events,
     case when r.is_shopify then r.customer_key
          when r.file_format = 'shopify_table' then lower(nullif(trim(r.layout_fields ->> 'email'), '')) end
         as customer_email,
