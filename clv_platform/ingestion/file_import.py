@@ -145,7 +145,10 @@ SHOPIFY_ORDERS_REQUIRED = {"name", "email", "financialstatus", "createdat", "sub
 # (the usual way a data team keeps Shopify orders), or the `orders` stream of Airbyte's Shopify source
 # (the REST Admin API's order, its `customer` and `refunds` objects kept as JSON). Column meanings:
 # dbt_shopify's models/shopify.yml and shopify_source's get_order_columns (fivetran/dbt_shopify,
-# fivetran/dbt_shopify_source), Shopify's REST Order resource.
+# fivetran/dbt_shopify_source), Shopify's REST Order resource. Fivetran's connector on the GraphQL Admin
+# API writes a money set's shop amount as `<field>_set_shop_amount` (`subtotal_price_set_shop_amount`;
+# dbt's `shopify_gql__orders` renames it `subtotal_price_shop_amount`) and the status as
+# `display_financial_status`: the shop amount, never the presentment one, is read.
 # Raw column -> normalized spellings, the most preferred first.
 SHOPIFY_TABLE_COLUMNS = {
     # dbt renames the connector's `id`; its `number` and `order_number` are not the id
@@ -156,13 +159,13 @@ SHOPIFY_TABLE_COLUMNS = {
     # from another platform keep their own day here, while `created_at` is the day of the import
     "order_date": ("processedtimestamp", "processedat", "createdtimestamp", "createdat"),
     # "the price of the order in the shop currency after discounts but before shipping, taxes, and tips"
-    "amount": ("subtotalprice",),
-    "currency": ("currency",),
+    "amount": ("subtotalprice", "subtotalpriceshopamount", "subtotalpricesetshopamount"),
+    "currency": ("currency", "currencycode"),
     "country": ("billingaddresscountry", "shippingaddresscountry"),
 }
 # ... and the order's columns kept in `layout_fields` (staging reads them; data_contracts.md)
 SHOPIFY_TABLE_FIELDS = {
-    "financial_status": ("financialstatus",),
+    "financial_status": ("financialstatus", "displayfinancialstatus"),
     # dbt's refunded line-item subtotals (without tax and shipping, like the subtotal); the connector's
     # own table has no refunds (they are in its `refund` and `order_line_refund` tables)
     "refunded_amount": ("refundsubtotal",),
@@ -170,14 +173,16 @@ SHOPIFY_TABLE_FIELDS = {
     "test": ("istestorder", "test"),
     "deleted": ("isdeleted", "fivetrandeleted"),
     "taxes_included": ("hastaxesincluded", "taxesincluded"),
-    "taxes": ("totaltax",),
+    "taxes": ("totaltax", "totaltaxshopamount", "totaltaxsetshopamount"),
     "email": ("email",),
     # Airbyte: the order's refunds as JSON (their `refund_line_items[].subtotal` are the products
     # refunded), and the time Shopify deleted the order (the source emits deleted orders)
     "refunds": ("refunds",),
     "deleted_at": ("deletedat",),
 }
-SHOPIFY_TABLE_REQUIRED = {"financialstatus", "subtotalprice"}
+SHOPIFY_TABLE_REQUIRED = ("financial_status", "amount")
+"""What makes a header a Shopify orders table's (any spelling of each), with an order id, an order time
+and a customer."""
 SHOPIFY_TABLE_UNION_HEADERS = ("sourcerelation",)
 """dbt_shopify's `source_relation`: the connector (shop) a row came from when a project unions several
 shops into one table. One database holds one store, so a file of several is refused."""
@@ -506,7 +511,8 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
 def _shopify_table(normalized: list[str]) -> tuple[str, dict[str, int], dict[str, int]] | None:
     """("shopify_table", mapping, fields) when the header is a Shopify orders table's (``SHOPIFY_TABLE_*``):
     the store's own header names do not apply to it, as to Shopify's export."""
-    if not SHOPIFY_TABLE_REQUIRED <= set(normalized):
+    spellings = {**SHOPIFY_TABLE_COLUMNS, **SHOPIFY_TABLE_FIELDS}
+    if not all(set(spellings[column]) & set(normalized) for column in SHOPIFY_TABLE_REQUIRED):
         return None
     mapping, fields, taken = {}, {}, set()
     for target, table in ((mapping, SHOPIFY_TABLE_COLUMNS), (fields, SHOPIFY_TABLE_FIELDS)):

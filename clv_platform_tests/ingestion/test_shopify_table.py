@@ -144,3 +144,21 @@ def test_airbytes_shopify_orders_stream_reads_its_customer_and_refunds_objects(d
     assert orders == {"import:820001": "import:6543210987654 2024-03-10",
                       "import:820002": "import:6543210987654 2024-03-12",
                       "import:820004": "import:guest@x.com 2024-03-14"}
+
+
+def test_the_graphql_connectors_order_table_reads_its_shop_amounts(data_env):
+    """Fivetran's Shopify connector on the GraphQL Admin API writes money sets as `<field>_set_shop_amount`
+    beside `_set_pres_amount` (the customer's currency) and the status as `display_financial_status`
+    (PAID, PARTIALLY_REFUNDED): the shop amount is the revenue, the presentment amount is not read."""
+    text = ("id,customer_id,email,created_at,processed_at,currency_code,presentment_currency_code,"
+            "subtotal_price_set_pres_amount,subtotal_price_set_shop_amount,total_tax_set_shop_amount,taxes_included,"
+            "display_financial_status,cancelled_at,test,_fivetran_deleted\n"
+            "5550001,901,d@x.com,2024-06-01 10:00:00,2024-06-01 10:00:00,EUR,USD,108.00,100.00,19.00,true,PAID,,"
+            "false,false\n"
+            "5550002,901,d@x.com,2024-06-02 10:00:00,2024-06-02 10:00:00,EUR,USD,54.00,50.00,0,false,VOIDED,,"
+            "false,false\n")
+    result, db = import_file(data_env, "order.csv", text)
+    assert result.success
+    _, rejected, orders = _stage(db, "Europe/Berlin")
+    assert rejected == {}
+    assert orders == {"import:5550001": 81.0, "import:5550002": 0.0}
