@@ -32,7 +32,7 @@ def test_a_dbt_shopify_orders_table_reads_with_shopifys_meanings(data_env):
     imported from another platform keeps its own day (processed years before it was created), a guest
     checkout with a customer's e-mail is that customer's, test orders and deleted rows are not orders,
     a cancelled order is kept as cancelled with no revenue, refunds and the taxes of a taxes-included
-    order come off, a float-looking customer id is the id."""
+    order come off, a `refunded` order gave all of it back, a float-looking customer id is the id."""
     rows = [
         _dbt_row(5001, "6543210987654.0", "Ann@Example.com", "2024-03-11 01:30:00", "100.00"),
         _dbt_row(5002, "", "ann@example.com", "2024-03-12 15:00:00", "40.00"),  # guest checkout, Ann's e-mail
@@ -48,6 +48,8 @@ def test_a_dbt_shopify_orders_table_reads_with_shopifys_meanings(data_env):
                  taxes_included="true"),
         _dbt_row(5010, "6543210987655", "bo@example.com", "2021-06-01 12:00:00", "90.00",
                  created="2024-03-01 09:00:00"),
+        # fully refunded by an amount without refunded lines: dbt's refund_subtotal is 0, the status says all
+        _dbt_row(5011, "6543210987655", "bo@example.com", "2024-03-17 12:00:00", "45.00", "refunded"),
     ]
     result, db = import_file(data_env, "shopify__orders.csv", "\n".join([DBT_HEADER, *rows]) + "\n")
     assert result.success
@@ -58,7 +60,7 @@ def test_a_dbt_shopify_orders_table_reads_with_shopifys_meanings(data_env):
     assert sorted(rejected.values()) == ["deleted in Shopify (the table marks the row deleted)",
                                          "missing customer id", "test order"]
     assert net == {"import:5001": 100.0, "import:5002": 40.0, "import:5003": 25.0, "import:5007": 0.0,
-                   "import:5008": 50.0, "import:5009": 100.0, "import:5010": 90.0}
+                   "import:5008": 50.0, "import:5009": 100.0, "import:5010": 90.0, "import:5011": 0.0}
     with duckdb.connect(str(db)) as conn:
         orders = {o: (c, str(d), e, cancelled) for o, c, d, e, cancelled in conn.execute(
             "select order_id, customer_id, order_date, email, is_cancelled from staging.orders").fetchall()}

@@ -303,8 +303,6 @@ keyed as (
         -- the money given back: Shopify's `Refunded Amount` (its order's head row), or an order-level or
         -- transactions file's refunded-amount column (file_import.REFUNDED_HEADERS), on the row itself
         clv_file_number_text(case when is_shopify then head_fields ->> 'refunded_amount'
-                                  -- the connector's own table has no refunds: a `refunded` order (Shopify's
-                                  -- status of a fully refunded one) gave all of it back
                                   -- Airbyte's refunds: the subtotals of their refunded line items
                                   when f.file_format = 'shopify_table'
                                        and list_contains(json_keys(f.layout_fields), 'refunds')
@@ -315,8 +313,10 @@ keyed as (
                                                         f.layout_fields ->> 'refunds', '$[*].refund_line_items[*].subtotal'),
                                                         lambda v: try_cast(v as decimal(38, 2)))) as varchar), '0')
                                                 else f.layout_fields ->> 'refunds' end
+                                  -- `refunded` is Shopify's status of a fully refunded order, whatever its
+                                  -- refunded lines add up to: dbt's refund_subtotal misses a refund of an
+                                  -- amount without lines, and the connector's own table has no refunds at all
                                   when f.file_format = 'shopify_table'
-                                       and not list_contains(json_keys(f.layout_fields), 'refunded_amount')
                                        and upper(trim(f.layout_fields ->> 'financial_status')) = 'REFUNDED'
                                       then f.amount
                                   when f.file_format in ('generic', 'transactions', 'shopify_table')
