@@ -179,6 +179,8 @@ SHOPIFY_TABLE_FIELDS = {
     # refunded), and the time Shopify deleted the order (the source emits deleted orders)
     "refunds": ("refunds",),
     "deleted_at": ("deletedat",),
+    # "whether the customer consented to receive email updates from the shop" when ordering
+    "accepts_marketing": ("hasbuyeracceptedmarketing", "buyeracceptsmarketing", "customeracceptsmarketing"),
 }
 SHOPIFY_TABLE_REQUIRED = ("financial_status", "amount")
 """What makes a header a Shopify orders table's (any spelling of each), with an order id, an order time

@@ -88,16 +88,21 @@ def test_the_connectors_own_order_table_reads_too(data_env, refunded_status, net
     """Fivetran's `order` table before dbt: `id`, `processed_at`, `test`, `_fivetran_deleted`, and no
     refund columns (refunds are in its `refund` tables), so a `refunded` order gave all of it back."""
     text = ("ID,CUSTOMER_ID,EMAIL,CREATED_AT,PROCESSED_AT,SUBTOTAL_PRICE,TOTAL_TAX,TAXES_INCLUDED,CURRENCY,"
-            "FINANCIAL_STATUS,CANCELLED_AT,TEST,_FIVETRAN_DELETED,_FIVETRAN_SYNCED\n"
+            "FINANCIAL_STATUS,CANCELLED_AT,TEST,_FIVETRAN_DELETED,_FIVETRAN_SYNCED,BUYER_ACCEPTS_MARKETING\n"
             f"4400001,88,c@x.com,2024-05-02 04:00:00,2024-05-02 04:00:00,64.50,0,false,GBP,{refunded_status},,"
-            "false,false,2024-05-03 00:00:00\n"
+            "false,false,2024-05-03 00:00:00,true\n"
             "4400002,88,c@x.com,2024-05-03 04:00:00,2024-05-03 04:00:00,10.00,0,false,GBP,paid,,true,false,"
-            "2024-05-03 00:00:00\n")
+            "2024-05-03 00:00:00,false\n")
     result, db = import_file(data_env, "order.csv", text)
     assert result.success
     _, rejected, orders = _stage(db, "Europe/London")
     assert list(rejected.values()) == ["test order"]
     assert orders == {"import:4400001": net}
+    with duckdb.connect(str(db)) as conn:
+        # the consent given with the customer's newest accepted order (the test order's is not theirs)
+        consent = conn.execute("select customer_id, email, email_consent, can_receive_email_marketing "
+                               "from staging.customers").fetchall()
+    assert consent == [("import:88", "c@x.com", "SUBSCRIBED", True)]
 
 
 def test_airbytes_shopify_orders_stream_reads_its_customer_and_refunds_objects(data_env):

@@ -340,7 +340,12 @@ keyed as (
         clv_file_number_text(head_fields ->> 'total', f.decimal_separator) as total_text,
         clv_file_number_text(f.layout_fields ->> 'line_discount', f.decimal_separator) as line_discount_text,
         -- the e-mail marketing consent of the customer as Shopify held it when the file was exported
-        lower(nullif(trim(head_fields ->> 'accepts_marketing'), '')) as accepts_marketing,
+        case when is_shopify then lower(nullif(trim(head_fields ->> 'accepts_marketing'), ''))
+             -- a Shopify orders table's consent flag is a boolean as the warehouse writes it
+             when f.file_format = 'shopify_table' then case
+                 when lower(trim(f.layout_fields ->> 'accepts_marketing')) in ('true', 't', '1', 'yes') then 'yes'
+                 when lower(trim(f.layout_fields ->> 'accepts_marketing')) in ('false', 'f', '0', 'no') then 'no' end
+        end as accepts_marketing,
         -- the order status column of another layout's export (file_import.STATUS_HEADERS)
         case when not is_shopify then lower(nullif(trim(f.layout_fields ->> 'status'), '')) end as order_status
     from filled as f
