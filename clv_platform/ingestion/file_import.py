@@ -170,6 +170,8 @@ SHOPIFY_TABLE_FIELDS = {
     # own table has no refunds (they are in its `refund` and `order_line_refund` tables)
     "refunded_amount": ("refundsubtotal",),
     "cancelled_at": ("cancelledtimestamp", "cancelledat"),
+    # the creation time, read where an order has no processing time (the API path's coalesce)
+    "created_at": ("createdtimestamp", "createdat"),
     "test": ("istestorder", "test"),
     "deleted": ("isdeleted", "fivetrandeleted"),
     "taxes_included": ("hastaxesincluded", "taxesincluded"),

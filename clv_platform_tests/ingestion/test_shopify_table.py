@@ -50,6 +50,8 @@ def test_a_dbt_shopify_orders_table_reads_with_shopifys_meanings(data_env):
                  created="2024-03-01 09:00:00"),
         # fully refunded by an amount without refunded lines: dbt's refund_subtotal is 0, the status says all
         _dbt_row(5011, "6543210987655", "bo@example.com", "2024-03-17 12:00:00", "45.00", "refunded"),
+        # no processing time: the creation time, as the API path reads coalesce(processedAt, createdAt)
+        _dbt_row(5012, "6543210987655", "bo@example.com", "", "15.00", created="2024-03-18 03:00:00"),
     ]
     result, db = import_file(data_env, "shopify__orders.csv", "\n".join([DBT_HEADER, *rows]) + "\n")
     assert result.success
@@ -60,7 +62,8 @@ def test_a_dbt_shopify_orders_table_reads_with_shopifys_meanings(data_env):
     assert sorted(rejected.values()) == ["deleted in Shopify (the table marks the row deleted)",
                                          "missing customer id", "test order"]
     assert net == {"import:5001": 100.0, "import:5002": 40.0, "import:5003": 25.0, "import:5007": 0.0,
-                   "import:5008": 50.0, "import:5009": 100.0, "import:5010": 90.0, "import:5011": 0.0}
+                   "import:5008": 50.0, "import:5009": 100.0, "import:5010": 90.0, "import:5011": 0.0,
+                   "import:5012": 15.0}
     with duckdb.connect(str(db)) as conn:
         orders = {o: (c, str(d), e, cancelled) for o, c, d, e, cancelled in conn.execute(
             "select order_id, customer_id, order_date, email, is_cancelled from staging.orders").fetchall()}
@@ -69,6 +72,7 @@ def test_a_dbt_shopify_orders_table_reads_with_shopifys_meanings(data_env):
     assert orders["import:5003"][0] == "import:new@example.com"
     assert orders["import:5007"][3] is True
     assert orders["import:5010"][1] == "2021-06-01"
+    assert orders["import:5012"][1] == "2024-03-17"  # 03:00 UTC is the evening before in New York
 
 
 def test_a_table_of_several_shops_is_refused(data_env):

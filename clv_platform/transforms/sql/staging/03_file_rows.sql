@@ -281,7 +281,10 @@ keyed as (
         -- its currency column (or the store's file_currency) is
         coalesce(clv_file_written_currency(f.amount), clv_file_written_currency(f.unit_price),
                  clv_file_written_currency(f.layout_fields ->> 'refunded_amount')) as written_currency,
-        clv_file_date_text(f.order_date) as date_text,
+        -- a Shopify orders table's order without a processing time: its creation time, as the API path
+        clv_file_date_text(case when f.file_format = 'shopify_table'
+                                then coalesce(nullif(trim(f.order_date), ''), f.layout_fields ->> 'created_at')
+                                else f.order_date end) as date_text,
         -- an offset after a time of day (`21:15:00-05:00`, `T21:15Z`, `10:00:00 GMT` as date_text writes
         -- it): not the year of `10-Mar-2024`
         regexp_matches(date_text, '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}:?[0-9]{2})$')
