@@ -200,8 +200,8 @@ EXPECTED_LAYOUTS = (
     "transactions without an order id (customer_id, order_date, amount[, ...]: a row is an order), "
     "Shopify's orders export (Name, Email, Financial Status, Created at, Subtotal, Lineitem quantity, "
     "Lineitem name, Lineitem price, ...), or a Shopify orders table from a warehouse (Fivetran's `order`, "
-    "dbt_shopify's `shopify__orders`: order_id or id, customer_id, processed_at or processed_timestamp, "
-    "subtotal_price, financial_status, ...); header names are matched ignoring case, spaces and punctuation"
+    "dbt_shopify's `shopify__orders`, Airbyte's `orders`: order_id or id, customer_id or customer, "
+    "processed_at or processed_timestamp, subtotal_price, financial_status, ...); header names are matched ignoring case, spaces and punctuation"
 )
 
 RAW_COLUMNS = [
@@ -965,8 +965,9 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
 def _refuse_several_shops(frame: pd.DataFrame, file_name: str) -> None:
     """A Shopify orders table that unions several shops (dbt_shopify's `source_relation`) is refused:
     one database holds one store, and an order id is unique only within its shop."""
-    table = frame["file_format"].eq("shopify_table") & frame["layout_fields"].notna()
-    if not table.any():
+    table = (frame["file_format"].eq("shopify_table") & frame["layout_fields"].notna()
+             & frame["layout_fields"].str.contains('"source_relation"', regex=False, na=False))
+    if not table.any():  # no such column: nothing to parse row by row
         return
     shops = sorted({value.strip() for value in frame.loc[table, "layout_fields"].map(
         lambda text: json.loads(text).get("source_relation")).dropna() if value.strip()})

@@ -53,12 +53,13 @@
 --   it is written in (the shop's own time zone), so the order day is the day the shop saw.
 --   The order's revenue comes from its Subtotal, refunds and cancellation (05_staging_tables.sql).
 -- * A Shopify orders table from a warehouse (file_format 'shopify_table': Fivetran's `order`, dbt_shopify's
---   `shopify__orders`; one row per order): an order-level file read with Shopify's semantics, as the API
---   path reads them: the customer is `customer_id`, else the customer of another order of the file with
---   the same e-mail, else the e-mail; test orders and rows the connector marks deleted are rejected; a
---   cancelled, voided or expired order is kept as cancelled; the subtotal is the gross revenue, less
---   the taxes when the prices include them; `refund_subtotal` is its refunds; a time without an offset
---   is UTC (data_contracts.md, "Files").
+--   `shopify__orders`, Airbyte's `orders`; one row per order): an order-level file read with Shopify's
+--   semantics, as the API path reads them: the customer is `customer_id` (Airbyte: its customer
+--   object's id), else the customer of another order of the file with the same e-mail, else the
+--   e-mail; test orders and rows the table marks deleted are rejected; a cancelled, voided or expired
+--   order is kept as cancelled; the subtotal is the gross revenue, less the taxes when the prices
+--   include them; `refund_subtotal` (Airbyte: its refunds' line-item subtotals) is its refunds, all of
+--   it for a `refunded` order; a time without an offset is UTC (data_contracts.md, "Files").
 -- a cell's text without the white space around it: trim() takes spaces (also no-break ones) but not a
 -- line break or tab, which a cell edited by hand may end in (Alt+Enter, text pasted from elsewhere):
 -- `c1` and `c1<line break>` are one customer

@@ -316,7 +316,7 @@ union all
 -- without a readable time is booked on the order's day
 select
     'import:' || order_key as order_id,
-    'import:' || order_key || '#refund:' || coalesce(e.refund_id, '#' || e.position) as refund_id,
+    'import:' || order_key || '#refund:' || coalesce(e.refund_id, '#' || cast(e.position as varchar)) as refund_id,
     'import:' || customer_key as customer_id,
     coalesce(e.refunded_at, order_ts) as refunded_at,
     cast(coalesce(e.refunded_at, order_ts) as date) as refunded_on,
