@@ -139,6 +139,11 @@ def test_airbytes_shopify_orders_stream_reads_its_customer_and_refunds_objects(d
          "USD", "30.00", "0.00", "false", "paid", "", "false", "", "[]", "", "x.myshopify.com"],
         ["r5", "2024-04-01", 820005, "#1005", "ann@x.com", "2024-03-15T10:00:00-04:00", "2024-03-15T10:00:00-04:00",
          "USD", "80.00", "0.00", "false", "partially_refunded", "", "false", ann, "[{broken", "", "x.myshopify.com"],
+        # refunded in full: one line back (30) and the rest as an amount without lines, the same day
+        ["r6", "2024-04-01", 820006, "#1006", "ann@x.com", "2024-03-16T10:00:00-04:00", "2024-03-16T10:00:00-04:00",
+         "USD", "90.00", "0.00", "false", "refunded", "", "false", ann,
+         json.dumps([{"id": 902, "created_at": "2024-03-22T23:30:00-04:00",
+                      "refund_line_items": [{"quantity": 1, "subtotal": "30.00"}]}]), "", "x.myshopify.com"],
     ]
     out = io.StringIO()
     csv.writer(out).writerows([header, *rows])
@@ -147,7 +152,7 @@ def test_airbytes_shopify_orders_stream_reads_its_customer_and_refunds_objects(d
     _, rejected, net = _stage(db, "America/New_York")
     assert sorted(rejected.values()) == ["deleted in Shopify (the table marks the row deleted)",
                                          "unparseable refunded amount: [{broken"]
-    assert net == {"import:820001": 50.0, "import:820002": 35.0, "import:820004": 30.0}
+    assert net == {"import:820001": 50.0, "import:820002": 35.0, "import:820004": 30.0, "import:820006": 0.0}
     with duckdb.connect(str(db)) as conn:
         orders = dict(conn.execute("select order_id, customer_id || ' ' || order_date from staging.orders").fetchall())
         refunds = conn.execute("select refund_id, customer_id, refunded_on, amount from staging.refunds "
@@ -155,10 +160,14 @@ def test_airbytes_shopify_orders_stream_reads_its_customer_and_refunds_objects(d
     # each refund on its own New York day (point in time: a cutoff before 20 March does not see it)
     assert [(r, c, str(d), float(a)) for r, c, d, a in refunds] == [
         ("import:820002#refund:#2", "import:6543210987654", "2024-03-12", 5.0),
-        ("import:820002#refund:901", "import:6543210987654", "2024-03-20", 20.0)]
+        ("import:820002#refund:901", "import:6543210987654", "2024-03-20", 20.0),
+        # the part of a refunded order its refunded lines do not hold, on the day of its last refund
+        ("import:820006#refund:902", "import:6543210987654", "2024-03-22", 30.0),
+        ("import:820006#refunded", "import:6543210987654", "2024-03-22", 60.0)]
     assert orders == {"import:820001": "import:6543210987654 2024-03-10",
                       "import:820002": "import:6543210987654 2024-03-12",
-                      "import:820004": "import:guest@x.com 2024-03-14"}
+                      "import:820004": "import:guest@x.com 2024-03-14",
+                      "import:820006": "import:6543210987654 2024-03-16"}
 
 
 def test_the_graphql_connectors_order_table_reads_its_shop_amounts(data_env):

@@ -307,6 +307,13 @@ keyed as (
         -- the money given back: Shopify's `Refunded Amount` (its order's head row), or an order-level or
         -- transactions file's refunded-amount column (file_import.REFUNDED_HEADERS), on the row itself
         clv_file_number_text(case when is_shopify then head_fields ->> 'refunded_amount'
+                                  -- `refunded` is Shopify's status of a fully refunded order, whatever its
+                                  -- refunded lines add up to: dbt's refund_subtotal and Airbyte's refunded
+                                  -- lines miss a refund of an amount without lines, and the connector's own
+                                  -- table has no refunds at all
+                                  when f.file_format = 'shopify_table'
+                                       and upper(trim(f.layout_fields ->> 'financial_status')) = 'REFUNDED'
+                                      then f.amount
                                   -- Airbyte's refunds: the subtotals of their refunded line items
                                   when f.file_format = 'shopify_table'
                                        and list_contains(json_keys(f.layout_fields), 'refunds')
@@ -317,12 +324,6 @@ keyed as (
                                                         f.layout_fields ->> 'refunds', '$[*].refund_line_items[*].subtotal'),
                                                         lambda v: try_cast(v as decimal(38, 2)))) as varchar), '0')
                                                 else f.layout_fields ->> 'refunds' end
-                                  -- `refunded` is Shopify's status of a fully refunded order, whatever its
-                                  -- refunded lines add up to: dbt's refund_subtotal misses a refund of an
-                                  -- amount without lines, and the connector's own table has no refunds at all
-                                  when f.file_format = 'shopify_table'
-                                       and upper(trim(f.layout_fields ->> 'financial_status')) = 'REFUNDED'
-                                      then f.amount
                                   when f.file_format in ('generic', 'transactions', 'shopify_table')
                                       then f.layout_fields ->> 'refunded_amount' end,
                              f.decimal_separator) as refunded_text,
