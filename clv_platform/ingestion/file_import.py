@@ -187,9 +187,10 @@ SHOPIFY_TABLE_FIELDS = {
 SHOPIFY_TABLE_REQUIRED = ("financial_status", "amount")
 """What makes a header a Shopify orders table's (any spelling of each), with an order id, an order time
 and a customer."""
-SHOPIFY_TABLE_UNION_HEADERS = ("sourcerelation",)
-"""dbt_shopify's `source_relation`: the connector (shop) a row came from when a project unions several
-shops into one table. One database holds one store, so a file of several is refused."""
+SHOPIFY_TABLE_UNION_HEADERS = ("sourcerelation", "shopurl")
+"""dbt_shopify's `source_relation` (the connector a row came from when a project unions several shops
+into one table) and Airbyte's `shop_url` (the shop each order of its stream is from). One database
+holds one store, so a file of several is refused."""
 
 
 EXPECTED_LAYOUTS = (
@@ -935,7 +936,7 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
         delimiter_read = "columns aligned by spaces" if delimiter == ALIGNED else delimiter
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
-    _refuse_several_shops(frame, path.name)
+    _refuse_several_shops(frame, path.name, read_as.get("source_relation", "source_relation"))
     if "decimal_separator" not in frame:
         # a number cell is a number; numbers stored as text (typed after an apostrophe, pasted or
         # imported as text) are written as the person wrote them: `1.234,56` in a German workbook,
@@ -962,9 +963,10 @@ def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
     return frame
 
 
-def _refuse_several_shops(frame: pd.DataFrame, file_name: str) -> None:
-    """A Shopify orders table that unions several shops (dbt_shopify's `source_relation`) is refused:
-    one database holds one store, and an order id is unique only within its shop."""
+def _refuse_several_shops(frame: pd.DataFrame, file_name: str, header: str) -> None:
+    """A Shopify orders table that unions several shops (dbt_shopify's `source_relation`, Airbyte's
+    `shop_url`: ``header``) is refused: one database holds one store, and an order id is unique only
+    within its shop."""
     table = (frame["file_format"].eq("shopify_table") & frame["layout_fields"].notna()
              & frame["layout_fields"].str.contains('"source_relation"', regex=False, na=False))
     if not table.any():  # no such column: nothing to parse row by row
@@ -973,8 +975,8 @@ def _refuse_several_shops(frame: pd.DataFrame, file_name: str) -> None:
         lambda text: json.loads(text).get("source_relation")).dropna() if value.strip()})
     if len(shops) > 1:
         raise UnreadableFileError(
-            f"{file_name}: the table holds the orders of {len(shops)} shops (source_relation {shops[:5]}); a "
-            "database holds one store: export one shop's orders (where source_relation = ...) per store")
+            f"{file_name}: the table holds the orders of {len(shops)} shops ({header} {shops[:5]}); a database "
+            "holds one store: export one shop's orders per store")
 
 
 def _headers_read(header: list, mapping: dict[str, int], fields: dict[str, int]) -> dict[str, str]:

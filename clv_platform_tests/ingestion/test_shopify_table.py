@@ -87,6 +87,18 @@ def test_a_table_of_several_shops_is_refused(data_env):
     assert "2 shops" in message and "shopify_eu" in message and "shopify_us" in message
 
 
+def test_an_airbyte_stream_of_several_shops_is_refused(data_env):
+    """Airbyte's Shopify orders carry the shop they are from in `shop_url`."""
+    text = ("id,email,processed_at,currency,subtotal_price,financial_status,customer,shop_url\n"
+            '1,a@x.com,2024-01-01T10:00:00Z,USD,10.00,paid,"{""id"": 11}",a.myshopify.com\n'
+            '1,a@x.com,2024-01-02T10:00:00Z,USD,12.00,paid,"{""id"": 11}",b.myshopify.com\n')
+    result, _ = import_file(data_env, "orders.csv", text)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    message = failure.user_failure_data.description if failure.user_failure_data else failure.error.message
+    assert "2 shops" in message and "a.myshopify.com" in message and "b.myshopify.com" in message
+
+
 @pytest.mark.parametrize("refunded_status, net", [("refunded", 0.0), ("paid", 64.5)])
 def test_the_connectors_own_order_table_reads_too(data_env, refunded_status, net):
     """Fivetran's `order` table before dbt: `id`, `processed_at`, `test`, `_fivetran_deleted`, and no
