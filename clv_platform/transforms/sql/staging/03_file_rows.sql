@@ -313,6 +313,17 @@ keyed as (
         nullif(trim(case when is_shopify then head_fields ->> 'cancelled_at'
                          when f.file_format = 'shopify_table' then f.layout_fields ->> 'cancelled_at' end),
                '') as cancelled_text,
+        -- Airbyte's refunds of a Shopify orders table, each with its own time (05 books them on their
+        -- days) and the subtotals of its refunded line items (a row's refunded amount is their sum)
+        case when f.file_format = 'shopify_table' and starts_with(ltrim(coalesce(f.layout_fields ->> 'refunds', '')), '[')
+                  and json_valid(f.layout_fields ->> 'refunds')
+             then list_transform(
+                 json_transform(f.layout_fields ->> 'refunds',
+                                '[{"id": "VARCHAR", "created_at": "VARCHAR", "refund_line_items": [{"subtotal": "VARCHAR"}]}]'),
+                 lambda e, position: {'refund_id': e.id, 'position': position, 'created_at': e.created_at,
+                            'amount': coalesce(list_sum(list_transform(e.refund_line_items,
+                                                                       lambda i: try_cast(i.subtotal as decimal(38, 2)))), 0)})
+        end as refund_events,
         -- the money given back: Shopify's `Refunded Amount` (its order's head row), or an order-level or
         -- transactions file's refunded-amount column (file_import.REFUNDED_HEADERS), on the row itself
         clv_file_number_text(case when is_shopify then head_fields ->> 'refunded_amount'
@@ -329,9 +340,8 @@ keyed as (
                                        and not list_contains(json_keys(f.layout_fields), 'refunded_amount')
                                       then case when coalesce(trim(f.layout_fields ->> 'refunds'), '') in ('', '[]') then '0'
                                                 when json_valid(f.layout_fields ->> 'refunds') then coalesce(cast(
-                                                    list_sum(list_transform(json_extract_string(
-                                                        f.layout_fields ->> 'refunds', '$[*].refund_line_items[*].subtotal'),
-                                                        lambda v: try_cast(v as decimal(38, 2)))) as varchar), '0')
+                                                    list_sum(list_transform(refund_events, lambda e: e.amount))
+                                                    as varchar), '0')
                                                 else f.layout_fields ->> 'refunds' end
                                   when f.file_format in ('generic', 'transactions', 'shopify_table')
                                       then f.layout_fields ->> 'refunded_amount' end,
@@ -654,16 +664,6 @@ select
     -- what 05_staging_tables.sql reads per order (the same on every row of an order): the order's
     -- name and identity, and for Shopify's export its money columns and status (NULL otherwise)
     coalesce(r.order_name_text, r.order_key) as order_name,
-    -- Airbyte's refunds of a Shopify orders table, each with its own time (05 books them on their days)
-    case when r.file_format = 'shopify_table' and starts_with(ltrim(coalesce(r.layout_fields ->> 'refunds', '')), '[')
-              and json_valid(r.layout_fields ->> 'refunds')
-         then list_transform(
-             json_transform(r.layout_fields ->> 'refunds',
-                            '[{"id": "VARCHAR", "created_at": "VARCHAR", "refund_line_items": [{"subtotal": "VARCHAR"}]}]'),
-             lambda e, position: {'refund_id': e.id, 'position': position, 'created_at': e.created_at,
-                        'amount': coalesce(list_sum(list_transform(e.refund_line_items,
-                                                                   lambda i: try_cast(i.subtotal as decimal(38, 2)))), 0)})
-    end as refund_events,
     case when r.is_shopify then r.customer_key
          when r.file_format = 'shopify_table' then lower(nullif(trim(r.layout_fields ->> 'email'), '')) end
         as customer_email,
