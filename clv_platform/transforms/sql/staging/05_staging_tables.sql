@@ -234,22 +234,38 @@ where reject_reason is null and not is_return;
 
 -- Refunds with their own dates, so features can see only the refunds made by a cutoff.
 create or replace table staging.refunds as
-with table_refund_events as (
-    -- the refunds of a Shopify orders table's order listed with their times (Airbyte's `refunds`, 03's
-    -- refund_events), at that time in the store's time zone: with its offset (Shopify's REST times),
-    -- else as UTC, as 03 reads the table's order times; a refund without a readable time at the order's
-    select order_key, customer_key, event.refund_id, event.position, event.amount,
+with table_refund_orders as (
+    -- the orders of a Shopify orders table that list their refunds with their times (Airbyte's
+    -- `refunds`, 03's refund_events)
+    select order_key, any_value(customer_key) as customer_key, any_value(order_refunded) as order_refunded,
+           min(order_ts) as order_ts, any_value(refund_events) as refund_events
+    from staging_build._file_rows
+    where reject_reason is null and not is_return and refund_events is not null
+    group by order_key
+),
+table_refund_events as (
+    -- each of those refunds at its time in the store's time zone: with its offset (Shopify's REST
+    -- times), else as UTC, as 03 reads the table's order times; without a readable time, the order's
+    select order_key, customer_key, '#refund:' || coalesce(event.refund_id, '#' || cast(event.position as varchar))
+               as refund_key, event.amount,
            coalesce(case when regexp_matches(event.created_at, '(Z|[+-][0-9]{2}:?[0-9]{2})$')
                          then timezone($store_timezone, try_cast(event.created_at as timestamptz))
                          else timezone($store_timezone, timezone('UTC', try_cast(event.created_at as timestamp)))
                     end, order_ts) as refunded_at
-    from (
-        select order_key, any_value(customer_key) as customer_key, min(order_ts) as order_ts,
-               unnest(any_value(refund_events)) as event
-        from staging_build._file_rows
-        where reject_reason is null and not is_return and refund_events is not null
-        group by order_key
-    )
+    from (select *, unnest(refund_events) as event from table_refund_orders)
+),
+table_refunds as (
+    select order_key, customer_key, refund_key, refunded_at, amount from table_refund_events
+    union all
+    -- what such an order gave back beyond its dated refunds (a `refunded` order's refund of an amount
+    -- without refunded lines): on the day of its last dated refund, else on the order's day
+    select o.order_key, o.customer_key, '#refunded', coalesce(e.last_refunded_at, o.order_ts),
+           o.order_refunded - coalesce(e.dated, 0)
+    from table_refund_orders as o
+    left join (
+        select order_key, sum(amount) as dated, max(refunded_at) as last_refunded_at
+        from table_refund_events group by order_key
+    ) as e on e.order_key = o.order_key
 ),
 refund_rows as (
     select
@@ -329,47 +345,18 @@ group by order_key
 union all
 
 -- the refunds of an order of a Shopify orders table that lists them with their times (Airbyte's
--- `refunds`): each on its own day, so a feature cutoff before a refund does not see it yet
+-- `refunds`): each on its own day, so a feature cutoff before a refund does not see it yet, and what a
+-- `refunded` one gave back beyond them (table_refunds)
 select
     'import:' || order_key as order_id,
-    'import:' || order_key || '#refund:' || coalesce(refund_id, '#' || cast(position as varchar)) as refund_id,
+    'import:' || order_key || refund_key as refund_id,
     'import:' || customer_key as customer_id,
     refunded_at,
     cast(refunded_at as date) as refunded_on,
     cast(amount as decimal(18, 2)) as amount,
     cast(amount as decimal(18, 2)) as total_refunded,
     cast(amount as decimal(18, 2)) as products_refunded
-from table_refund_events
-where amount > 0
-
-union all
-
--- what such an order gave back beyond its dated refunds (a `refunded` order's refund of an amount
--- without refunded lines): on the day of its last dated refund, else on the order's day
-select
-    'import:' || order_key as order_id,
-    'import:' || order_key || '#refunded' as refund_id,
-    'import:' || customer_key as customer_id,
-    refunded_at,
-    cast(refunded_at as date) as refunded_on,
-    cast(amount as decimal(18, 2)) as amount,
-    cast(amount as decimal(18, 2)) as total_refunded,
-    cast(amount as decimal(18, 2)) as products_refunded
-from (
-    select o.order_key, o.customer_key, o.order_refunded - coalesce(e.dated, 0) as amount,
-           coalesce(e.last_refunded_at, o.order_ts) as refunded_at
-    from (
-        select order_key, any_value(customer_key) as customer_key, any_value(order_refunded) as order_refunded,
-               min(order_ts) as order_ts
-        from staging_build._file_rows
-        where reject_reason is null and not is_return and refund_events is not null
-        group by order_key
-    ) as o
-    left join (
-        select order_key, sum(amount) as dated, max(refunded_at) as last_refunded_at
-        from table_refund_events group by order_key
-    ) as e on e.order_key = o.order_key
-)
+from table_refunds
 where amount > 0;
 
 -- Every credit-note line of imported exports, with the order it was matched to (and how); the
