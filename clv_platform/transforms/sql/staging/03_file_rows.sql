@@ -98,6 +98,8 @@ create or replace temp macro clv_file_customer(t) as
 create or replace temp macro clv_file_table_customer(t) as
     case when starts_with(ltrim(t), '{') then case when json_valid(t) then json_extract_string(t, '$.id') end
          else t end;
+-- a Shopify orders table's boolean as a warehouse writes it (true, t, 1, yes; case ignored); NULL is false
+create or replace temp macro clv_file_flag(t) as coalesce(lower(trim(t)) in ('true', 't', '1', 'yes'), false);
 -- a spreadsheet's totals label (data_contracts.md, "Files"): Excel's Subtotal command writes
 -- `<value> Total` and `Grand Total` (German Excel `<value> Ergebnis`, `Gesamtergebnis`) in the column
 -- it groups by, a table's total row `Total` (`Summe`), a sheet typed by hand `Subtotal`, `Sum`
@@ -353,12 +355,12 @@ keyed as (
                              f.decimal_separator) as taxes_text,
         -- a Shopify orders table's flags (NULL for other layouts): true as a warehouse writes it
         case when f.file_format = 'shopify_table'
-             then coalesce(lower(trim(f.layout_fields ->> 'taxes_included')) in ('true', 't', '1', 'yes'), false)
+             then clv_file_flag(f.layout_fields ->> 'taxes_included')
         end as taxes_included,
         f.file_format = 'shopify_table'
-            and coalesce(lower(trim(f.layout_fields ->> 'test')) in ('true', 't', '1', 'yes'), false) as is_test_order,
+            and clv_file_flag(f.layout_fields ->> 'test') as is_test_order,
         f.file_format = 'shopify_table'
-            and (coalesce(lower(trim(f.layout_fields ->> 'deleted')) in ('true', 't', '1', 'yes'), false)
+            and (clv_file_flag(f.layout_fields ->> 'deleted')
                  or nullif(trim(f.layout_fields ->> 'deleted_at'), '') is not null) as is_deleted_row,
         clv_file_number_text(head_fields ->> 'duties', f.decimal_separator) as duties_text,
         clv_file_number_text(head_fields ->> 'total', f.decimal_separator) as total_text,
@@ -367,7 +369,7 @@ keyed as (
         case when is_shopify then lower(nullif(trim(head_fields ->> 'accepts_marketing'), ''))
              -- a Shopify orders table's consent flag is a boolean as the warehouse writes it
              when f.file_format = 'shopify_table' then case
-                 when lower(trim(f.layout_fields ->> 'accepts_marketing')) in ('true', 't', '1', 'yes') then 'yes'
+                 when clv_file_flag(f.layout_fields ->> 'accepts_marketing') then 'yes'
                  when lower(trim(f.layout_fields ->> 'accepts_marketing')) in ('false', 'f', '0', 'no') then 'no' end
         end as accepts_marketing,
         -- the order status column of another layout's export (file_import.STATUS_HEADERS)
