@@ -50,7 +50,7 @@ def stored_model():
 
 def run(customers: int, batch: int = 200_000, chunk: int = 20_000) -> dict:
     from clv_platform.models import btyd, btyd_intervals, clv
-    from clv_platform.models.clv_assets import _score_chunks
+    from clv_platform.models.clv_assets import _score_batch
 
     config = clv.load_config()
     model = stored_model()
@@ -61,8 +61,7 @@ def run(customers: int, batch: int = 200_000, chunk: int = 20_000) -> dict:
     interval_s = time.perf_counter() - started
     rows, spend = 0, 0.0
     for start in range(0, customers, batch):
-        scored = _score_chunks(None, features.iloc[start:start + batch], model, config, date(2026, 10, 31),
-                               start, chunk, table)
+        scored = _score_batch(None, features.iloc[start:start + batch], model, config, date(2026, 10, 31), table)
         rows += len(scored)
         spend += float(scored["expected_spend"].sum())
     return {"customers": customers, "interval_keys": int(table.codes.size), "interval_table_s": round(interval_s, 2),

@@ -508,7 +508,7 @@ def _beta_expectation(g, alpha_, beta_, n_nodes: int = 48) -> np.ndarray:
         values = g(np.broadcast_to(p, (int(rows.sum()), n_nodes)), rows)
         k = (values - g0[rows, None]) / p
         m = (k - k1[rows, None]) / (1.0 - p)
-        out[rows] = g0[rows] + a_ / (a_ + b_) * (k1[rows] + b_ / (a_ + b_ + 1.0) * (m @ weights))
+        out[rows] = g0[rows] + a_ / (a_ + b_) * (k1[rows] + b_ / (a_ + b_ + 1.0) * (m * weights).sum(axis=1))
     return out
 
 
@@ -636,7 +636,7 @@ class TransactionModel:
                 values = -np.expm1(-s * np.log1p(p * t / bb)) / p
                 k = (values - g0[:, None]) / p
                 m = (k - k1[:, None]) / (1.0 - p)
-                block[:, j] = g0 + a / (a + b_) * (k1 + b_ / (a + b_ + 1.0) * (m @ weights))
+                block[:, j] = g0 + a / (a + b_) * (k1 + b_ / (a + b_ + 1.0) * (m * weights).sum(axis=1))
             out[rows] = block[back.reshape(-1)]
         return self.conditional_probability_alive(x, tx, age)[:, None] * out
 

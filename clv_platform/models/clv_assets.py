@@ -130,28 +130,27 @@ BTYD_READ_COLUMNS = ", ".join(["customer_id", *BTYD_KEY_COLUMNS])
 them strings) took longer to convert to pandas than the BTYD evaluation of a batch's distinct keys."""
 
 
-def _score_chunks(conn, features: pd.DataFrame, model, config: clv.ClvConfig, cutoff, offset: int,
-                  chunk: int, intervals=None) -> pd.DataFrame:
-    """ml.btyd_scores rows of one batch, ``chunk`` customers at a time: each chunk's distinct
-    ``BTYD_KEY_COLUMNS`` rows are scored (interval ratios looked up in ``intervals``, the store's
-    table) and the results given to every customer of the chunk that shares them."""
-    parts = []
-    for start in range(0, len(features), chunk):
-        part = features.iloc[start:start + chunk]
-        # each customer's key numbered in the order of its first appearance (a hash grouping: the
-        # lexicographic sort of np.unique(axis=0) cost 1.2 s a night at 300k customers)
-        inverse = part.groupby(BTYD_KEY_COLUMNS, sort=False, dropna=False).ngroup().to_numpy()
-        _, first = np.unique(inverse, return_index=True)
-        distinct = part.iloc[first]
-        frame, _ = clv.scoring_frame(conn, cutoff, config, model=model, features=distinct.reset_index(drop=True))
-        scored = clv.btyd_scores_table(frame, model, config, cutoff, chunk=chunk, intervals=intervals)
-        rows = scored.iloc[inverse].reset_index(drop=True)
-        rows["customer_id"] = part["customer_id"].astype(str).to_numpy()
-        parts.append(rows)
-    if not parts:
+def _score_batch(conn, features: pd.DataFrame, model, config: clv.ClvConfig, cutoff,
+                 intervals=None) -> pd.DataFrame:
+    """ml.btyd_scores rows of one batch: the batch's distinct ``BTYD_KEY_COLUMNS`` rows are scored
+    (interval ratios looked up in ``intervals``, the store's table) and the results given to every
+    customer that shares them. Grouped over the whole batch, not 20,000 customers at a time as
+    before: 0.4 s instead of 0.8 s per 200,000 customers of the 1M bench store (a key of several
+    chunks is scored once; same values bit for bit, ``BTYDModel.expected_at_times``' row sums do
+    not depend on how many rows are evaluated together)."""
+    if features.empty:
         frame, _ = clv.scoring_frame(conn, cutoff, config, model=model, features=features)
-        return clv.btyd_scores_table(frame, model, config, cutoff, chunk=chunk, intervals=intervals)
-    return pd.concat(parts, ignore_index=True)
+        return clv.btyd_scores_table(frame, model, config, cutoff, intervals=intervals)
+    # each customer's key numbered in the order of its first appearance (a hash grouping: the
+    # lexicographic sort of np.unique(axis=0) cost 1.2 s a night at 300k customers)
+    inverse = features.groupby(BTYD_KEY_COLUMNS, sort=False, dropna=False).ngroup().to_numpy()
+    _, first = np.unique(inverse, return_index=True)
+    distinct = features.iloc[first]
+    frame, _ = clv.scoring_frame(conn, cutoff, config, model=model, features=distinct.reset_index(drop=True))
+    scored = clv.btyd_scores_table(frame, model, config, cutoff, intervals=intervals)
+    rows = scored.iloc[inverse].reset_index(drop=True)
+    rows["customer_id"] = features["customer_id"].astype(str).to_numpy()
+    return rows
 
 
 def mixture_inputs_needed(context, conn, config: clv.ClvConfig) -> tuple[bool, str]:
@@ -199,9 +198,9 @@ def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, ch
     totals["interval_keys"] = int(intervals.codes.size)
     top = []
     with BatchWriter(conn, BTYD_TABLE) as writer:
-        for offset, features in read_batches(conn, f"select {BTYD_READ_COLUMNS} from {FEATURE_TABLE} where {{where}} "
+        for _, features in read_batches(conn, f"select {BTYD_READ_COLUMNS} from {FEATURE_TABLE} where {{where}} "
                                              "order by customer_id", ranges, prefetch=True):
-            table = _score_chunks(conn, features, model, config, cutoff, offset, chunk, intervals)
+            table = _score_batch(conn, features, model, config, cutoff, intervals)
             writer.write(table)
             one_time = table["frequency"] == 0
             totals["rows"] += len(table)
