@@ -125,8 +125,15 @@ def survival_bounds(duration, horizon_days) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _as_matrix(frame: pd.DataFrame, feature_cols: list[str]) -> np.ndarray:
-    """Features as float64 with NaN for nulls (xgboost learns a direction for missing values)."""
-    return frame[list(feature_cols)].apply(pd.to_numeric, errors="coerce").astype("float64").to_numpy()
+    """Features as float64 with NaN for nulls (xgboost learns a direction for missing values).
+
+    Only a column that is not numeric already goes through ``pd.to_numeric`` (column by column, it
+    cost 0.4 s of the 1M-customer nightly's next-purchase scoring on columns that were all numeric)."""
+    block = frame[list(feature_cols)]
+    other = [c for c, kind in block.dtypes.items() if not pd.api.types.is_numeric_dtype(kind)]
+    if other:
+        block = block.assign(**{c: pd.to_numeric(block[c], errors="coerce") for c in other})
+    return block.astype("float64").to_numpy()
 
 
 def _cutoff_series(frame: pd.DataFrame, cutoff) -> pd.Series:
