@@ -99,8 +99,9 @@ class BtydScoresConfig(dg.Config):
 BTYD_FIT_COLUMNS = "customer_id, frequency, first_to_last_order_days, T_days, monetary"
 """The feature columns a BTYD fit reads (the calibration summary), not the whole feature row."""
 INTERVAL_CHUNK = 20_000
-"""Customers per draw of the spend intervals; each chunk gets its own seed (its index in the store),
-so batches are whole chunks and the intervals do not depend on the batch size."""
+"""Interval keys per draw of the spend intervals (``interval_cache.DrawSettings.chunk``): the draws are
+made per key of the whole store, so a customer's interval depends neither on the batch nor on who
+else is scored with it."""
 TRAINING_KEYS = (CLV_MODEL_KEY, NPD_MODEL_KEY)
 """A run whose selection holds one of these trains the models, and refits every stored fit."""
 
@@ -173,13 +174,12 @@ def mixture_inputs_needed(context, conn, config: clv.ClvConfig) -> tuple[bool, s
 def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, chunk: int | None = None,
                       mixture: bool = True, fit: str | None = None) -> dict:
     """Score every customer of the feature table with ``model`` in batches of about ``batch``
-    customers (whole interval chunks) into ml.btyd_scores; returns the totals for the metadata.
+    customers into ml.btyd_scores; returns the totals for the metadata.
     Without ``mixture`` the mixture point rule's label-window P(buy) and positive-part quantile
     columns are null (``mixture_inputs_needed``). With ``fit`` (``interval_cache.fit_identity`` of
     the stored fit ``model`` is) the interval table comes from that fit's interval cache, only the
     keys it lacks drawn; without it every key is drawn and nothing is kept."""
     chunk = int(chunk or INTERVAL_CHUNK)
-    batch = max(chunk, int(batch) - int(batch) % chunk)
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
     totals = {"rows": 0, "p_alive_sum": 0.0, "one_time": 0, "one_time_p_alive_sum": 0.0, "expected_spend": 0.0}
     # the interval draws, once per interval key of the whole store (btyd_intervals): a few tens of
