@@ -46,8 +46,8 @@ from clv_platform.resources.storage import qualified, read_sql, row_count, table
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.models.clv_assets import CUSTOMER_CLV
 from clv_platform.models.segment_assets import CUSTOMER_SEGMENTS
-from clv_platform.transforms.features import (FEATURE_COLUMNS, FEATURE_TABLE, check_order_history, feature_query,
-                                              feature_sql)
+from clv_platform.transforms.features import (AFFINE_COPIES, FEATURE_COLUMNS, FEATURE_TABLE, check_order_history,
+                                              feature_query, feature_sql)
 from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
 from clv_platform.transforms.staging_assets import ORDERS
 
@@ -62,6 +62,9 @@ MODEL_PERFORMANCE = dg.AssetKey(["monitoring", "model_performance"])
 DRIFT_RUNS_TABLE = "monitoring.drift_runs"
 DRIFT_COLUMNS_TABLE = "monitoring.drift_columns"
 PERFORMANCE_TABLE = "monitoring.model_performance"
+
+DRIFT_FEATURES = [c for c in FEATURE_COLUMNS if c not in AFFINE_COPIES]
+"""The feature columns whose drift is measured: every model feature once (``AFFINE_COPIES`` left out)."""
 
 SCORE_VALUE_COLUMNS = ["predicted_clv", "p_alive", "expected_purchases"]
 SEGMENT_SOURCE_COLUMNS = ["rfm_segment", "lifecycle_stage"]
@@ -487,7 +490,7 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     with duckdb.get_connection() as conn:
         ensure_monitoring_tables(conn)
         # only the rows the comparison measures leave DuckDB: memory is bounded by drift max_rows
-        current, n_current = sampled_table(conn, FEATURE_TABLE, settings.max_rows, FEATURE_COLUMNS)
+        current, n_current = sampled_table(conn, FEATURE_TABLE, settings.max_rows, DRIFT_FEATURES)
         current_cutoff = conn.execute(f"select max(feature_cutoff) from {FEATURE_TABLE}").fetchone()[0]
         current_cutoff = pd.Timestamp(current_cutoff).date() if current_cutoff is not None else scoring_cutoff(conn)
         ref_cutoff, ref_kind = reference_cutoff(conn, current_cutoff, config)
@@ -498,7 +501,7 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             f"select report_path from {DRIFT_RUNS_TABLE} where drift_run_id = ?", [context.run.run_id]
         ).fetchone()
     compared = ref_cutoff != current_cutoff
-    columns = [c for c in FEATURE_COLUMNS if c in current.columns and c in reference.columns] if compared else []
+    columns = [c for c in DRIFT_FEATURES if c in current.columns and c in reference.columns] if compared else []
     have_predictions = snapshots["previous_predictions"] is not None and snapshots["latest_predictions"] is not None
     result = detect_drift(
         reference,
@@ -563,6 +566,7 @@ def drift_runs(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         "columns": _md(drifted, rows=len(drifted)),
         "max_segment_share_change": row["max_segment_share_change"],
         "skipped_columns": dg.MetadataValue.json(result.skipped),
+        "copies_not_measured": ", ".join(f"{c} = {o}" for c, o in AFFINE_COPIES.items()),
         "dagster/row_count": int(total),
         **schema,
     }

@@ -88,6 +88,17 @@ FEATURE_COLUMNS: list[str] = [
 ratios with a zero denominator, profile age without a profile) are left null on purpose:
 tree models handle missing values, and imputing here would hide the difference."""
 
+AFFINE_COPIES: dict[str, str] = {
+    "purchase_days": "frequency + 1",
+    "T_weeks": "T_days / 7",
+    "recency_weeks": "first_to_last_order_days / 7",
+}
+"""Features that are an exact affine function of another (``sql/customer_features.sql``), kept for
+the models (the BTYD reads weeks) but not measured twice for drift: the drift distances (normed
+Wasserstein, Jensen-Shannon, and any test that ranks values) do not change under a shift and a
+scale, so a copy drifts exactly when its original does, and measuring both counted one change twice
+in the share of drifted columns that launches a retrain."""
+
 CONTEXT_COLUMNS: list[str] = [
     "customer_id",
     "feature_cutoff",

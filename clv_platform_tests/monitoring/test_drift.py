@@ -372,6 +372,36 @@ def _registered_model(conn, cutoff: date) -> None:
     )
 
 
+def _with_copies(frame: pd.DataFrame) -> pd.DataFrame:
+    """The feature table's exact affine copies (customer_features.sql) beside their originals."""
+    return frame.assign(purchase_days=frame["frequency"] + 1, first_to_last_order_days=frame["T_days"] / 2,
+                        T_weeks=frame["T_days"] / 7, recency_weeks=frame["T_days"] / 14)
+
+
+def test_drift_measures_each_feature_once_not_its_affine_copies(data_env, monkeypatch):
+    """T_days and T_weeks (and frequency / purchase_days, first_to_last_order_days / recency_weeks)
+    drift together by construction: measured both, one change counted twice in the drifted share."""
+    db = data_env / "clv.duckdb"
+    older = customers(300, 3).assign(T_days=lambda f: f["T_days"] + 400)  # the same customers, older
+    current = _with_copies(older).assign(feature_cutoff=date(2025, 7, 31))
+    monkeypatch.setattr(monitoring_assets, "reference_features",
+                        lambda conn, cutoff, max_rows: (_with_copies(customers(300, 1)), 300))
+    with duckdb.connect(str(db)) as conn:
+        _write(conn, "features.customer_features", current)
+        _registered_model(conn, date(2025, 6, 30))
+    result = dg.materialize([monitoring_assets.drift_runs], resources={"duckdb": DuckDBResource(database=str(db))})
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    with duckdb.connect(str(db), read_only=True) as conn:
+        measured = [c for (c,) in conn.execute("select \"column\" from monitoring.drift_columns").fetchall()]
+        n_columns, n_drifted = conn.execute("select n_columns, n_drifted from monitoring.drift_runs").fetchone()
+    assert {"T_days", "frequency", "first_to_last_order_days"} <= set(measured)
+    assert not {"T_weeks", "purchase_days", "recency_weeks"} & set(measured)
+    # the age shift drifts T_days and first_to_last_order_days, each counted once
+    assert {"T_days", "first_to_last_order_days"} <= set(metadata["drifted_columns"].value.split(", "))
+    assert n_columns == len(measured) and n_drifted == len(metadata["drifted_columns"].value.split(", "))
+    assert "T_weeks = T_days / 7" in metadata["copies_not_measured"].value
+
+
 def test_first_drift_run_after_training_reports_no_comparison_yet(data_env, monkeypatch):
     """Right after training the reference features ARE the current ones: not a drift of 0."""
     db = data_env / "clv.duckdb"
