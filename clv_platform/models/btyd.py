@@ -1014,6 +1014,18 @@ class BTYDModel:
         return out
 
 
+def distinct_rows(frame: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(position of each distinct row's first occurrence, each row's distinct index) over ``columns``.
+
+    Every BTYD quantity of a customer is a function of a few summary columns, which many customers
+    share, so callers evaluate the distinct rows once and give the values to every row
+    (``values[inverse]``). A hash grouping: ``np.unique(axis=0)`` sorts the rows as opaque bytes
+    (1.2 s a night at 300k customers in the BTYD scores, 1.6 s at 1M in the revenue forecast)."""
+    inverse = frame.groupby(list(columns), sort=False, dropna=False).ngroup().to_numpy()
+    _, first = np.unique(inverse, return_index=True)
+    return first, inverse
+
+
 def discount_steps(horizon_weeks: float, period_weeks: float = WEEKS_PER_MONTH) -> np.ndarray:
     """Ends of the discounting periods of ``BTYDModel.discounted_clv``: every ``period_weeks`` and
     the horizon itself (a shorter last period when the horizon is not a multiple)."""
