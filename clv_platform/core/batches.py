@@ -107,10 +107,19 @@ def _prefetched(conn, query: str, ranges: list, params: list | None, column: str
 
 class BatchWriter:
     """Writes the batches of one table inside one transaction: readers see the old table until the
-    last batch is in, and a failure leaves the old table as it was (nothing half-written)."""
+    last batch is in, and a failure leaves the old table as it was (nothing half-written).
+
+    ``background``: each batch is written by a worker thread on a cursor of its own (the transaction
+    is the cursor's) while the caller computes the next batch; DuckDB releases the GIL while it
+    stores a batch, so the write costs the caller nothing but the wait for the one before it (1.4 s
+    of the 1M nightly's BTYD scoring). At most one batch is being written while the caller holds
+    the next, and a failed write is raised at the next ``write`` or when the block ends. The
+    caller's own connection stays free for its reads; it must not read the table being written
+    (the cursor's transaction has not committed it yet)."""
 
     def __init__(self, conn: duckdb.DuckDBPyConnection, table: str, casts: dict[str, str] | None = None,
-                 constants: dict[str, tuple[str, object]] | None = None, temporary: bool = False):
+                 constants: dict[str, tuple[str, object]] | None = None, temporary: bool = False,
+                 background: bool = False):
         """``casts``: column -> SQL type for columns a batch may hold only nulls of (pandas cannot
         tell their type then, and the first batch creates the table). ``constants``: column ->
         (SQL type, value) of columns equal on every row (a model version, a run time), added after
@@ -118,7 +127,10 @@ class BatchWriter:
         Python object per row to build and to scan. ``temporary``: ``table`` is a plain name of a
         temp table (this connection's, gone with it) that SQL inside the same transaction turns into
         the stored table: the batches are then not written to the store only to be rewritten."""
+        if background and temporary:
+            raise ValueError("a temp table belongs to its connection: it cannot be written in the background")
         self.conn, self.rows, self._first, self._temporary = conn, 0, True, temporary
+        self._background, self._writer, self._pool, self._pending = background, conn, None, None
         if temporary:
             if not table.isidentifier():
                 raise ValueError(f"a temp table takes a plain name, got {table!r}")
@@ -134,29 +146,64 @@ class BatchWriter:
     def __enter__(self) -> "BatchWriter":
         if not self._temporary:
             self.conn.execute(f"create schema if not exists {self.table.split('.')[0]}")
-        self.conn.execute("begin transaction")
+        if self._background:
+            self._writer = self.conn.cursor()
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch_writer")
+        self._writer.execute("begin transaction")
         return self
 
     def write(self, frame: pd.DataFrame) -> None:
         if not self._first and frame.empty:
             return
-        self.conn.register("_batch_to_write", frame)
+        create, self._first = self._first, False
+        if not self._background:
+            self._store(frame, create)
+            return
+        self._wait()
+        self._pending = self._pool.submit(self._store, frame, create)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _store(self, frame: pd.DataFrame, create: bool) -> None:
+        writer = self._writer
+        writer.register("_batch_to_write", frame)
         try:
-            if self._first:
+            if create:
                 kind = "temp table" if self._temporary else "table"
-                self.conn.execute(f"create or replace {kind} {self.table} as {self._select}", self._params)
-                self._first = False
+                writer.execute(f"create or replace {kind} {self.table} as {self._select}", self._params)
             else:
-                self.conn.execute(f"insert into {self.table} by name {self._select}", self._params)
+                writer.execute(f"insert into {self.table} by name {self._select}", self._params)
         finally:
-            self.conn.unregister("_batch_to_write")
+            writer.unregister("_batch_to_write")
         self.rows += len(frame)
 
     def __exit__(self, kind, error, traceback) -> None:
-        if kind is None:
-            self.conn.execute("commit")
+        try:
+            if self._background:
+                try:
+                    self._wait()
+                except Exception:
+                    if kind is None:
+                        raise
+                    # the caller's error is the one to see; this write is rolled back with it
+        except BaseException:
+            self._rollback()
+            raise
         else:
-            try:
-                self.conn.execute("rollback")
-            except duckdb.TransactionException:
-                pass  # the failing statement already ended the transaction
+            if kind is None:
+                self._writer.execute("commit")
+            else:
+                self._rollback()
+        finally:
+            if self._background:
+                self._pool.shutdown(wait=True)
+                self._writer.close()
+
+    def _rollback(self) -> None:
+        try:
+            self._writer.execute("rollback")
+        except duckdb.TransactionException:
+            pass  # the failing statement already ended the transaction

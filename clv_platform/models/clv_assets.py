@@ -191,7 +191,7 @@ def write_btyd_scores(conn, model, config: clv.ClvConfig, cutoff, batch: int, ch
                                                                                    cutoff, mixture)
     totals["interval_keys"] = int(intervals.codes.size)
     top = []
-    with BatchWriter(conn, BTYD_TABLE) as writer:
+    with BatchWriter(conn, BTYD_TABLE, background=True) as writer:
         for _, features in read_batches(conn, f"select {BTYD_READ_COLUMNS} from {FEATURE_TABLE} where {{where}} "
                                              "order by customer_id", ranges, prefetch=True):
             table = _score_batch(conn, features, model, config, cutoff, intervals)

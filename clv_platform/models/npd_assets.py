@@ -398,7 +398,7 @@ def write_npd_scores(conn, model: NPDModel | BTYDNextPurchase, cutoff, settings:
     constants = {"model_version": ("varchar", model_version), "scored_at": ("timestamp", scored_at),
                  "cutoff": ("date", pd.Timestamp(cutoff).date())}
     with BatchWriter(conn, "scores.customer_npd", casts={"predicted_next_purchase_date": "date"},
-                     constants=constants) as writer:
+                     constants=constants, background=True) as writer:
         for _, frame in read_batches(conn, f"select {columns} from {table} where {{where}} order by customer_id",
                                      ranges, prefetch=True):
             writer.write(_npd_rows(model, frame, cutoff, **settings))

@@ -65,6 +65,39 @@ def stored_or_fitted_clusters(context, conn, cutoff, config: dict, max_age_days:
     return params, decision, cutoff
 
 
+RFM_SCRATCH = "ml._segment_rfm"
+"""The store-wide RFM scores of one segmentation run (sql/segment_rfm.sql), dropped when it ends."""
+
+
+def _write_segment_batches(conn, config: dict, params: dict, ranges, needed: list[str], cadence,
+                           p_purchase: bool, sizes: dict[str, pd.Series]) -> int:
+    """scores.customer_segments batch by batch (``write_segments``): each batch is read ahead while
+    the one before is assigned, and written in the background while the next is; adds the batch's
+    segment sizes to ``sizes`` and returns the rows written."""
+    with BatchWriter(conn, SEGMENTS_TABLE, background=True) as writer:
+        for _, frame in read_batches(conn, f"""
+                select f.customer_id, {', '.join(f'f."{c}"' for c in needed)},
+                       c.p_alive, c.predicted_clv, r.r_score, r.f_score, r.m_score
+                       {', n.p_purchase_90d' if p_purchase else ''}
+                from {FEATURE_TABLE} as f
+                left join scores.customer_clv as c using (customer_id)
+                join {RFM_SCRATCH} as r using (customer_id)
+                {'left join scores.customer_npd as n using (customer_id)' if p_purchase else ''}
+                where {{where}}
+                order by f.customer_id""", ranges, column="f.customer_id", prefetch=True):
+            out = rfm_from_scores(frame, config)
+            out.insert(0, "customer_id", frame["customer_id"].to_numpy())
+            out["lifecycle_stage"] = lifecycle_stages(frame, config, frame["p_alive"], cadence,
+                                                      frame["p_purchase_90d"] if p_purchase else None).to_numpy()
+            out["cluster_id"], out["cluster_name"] = assign_clusters(frame, params)
+            out = out[SEGMENT_COLUMNS]
+            writer.write(out)
+            for column in ("rfm_segment", "lifecycle_stage", "cluster_name"):
+                counts = out[column].value_counts()
+                sizes[column] = counts if column not in sizes else sizes[column].add(counts, fill_value=0)
+    return writer.rows
+
+
 def write_segments(conn, config: dict, params: dict, batch: int, p_purchase: bool = False) -> dict:
     """scores.customer_segments in batches of ``batch`` customers with the clusters of ``params``;
     returns the segment sizes for the metadata. With ``p_purchase`` (a trained next-purchase model
@@ -74,7 +107,6 @@ def write_segments(conn, config: dict, params: dict, batch: int, p_purchase: boo
     run_sql = read_sql("clv_platform.models", "sql/segment_rfm.sql").format(
         recency=_column(rfm["recency_column"]), frequency=_column(rfm["frequency_column"]),
         monetary=_column(rfm["monetary_column"]), bins=int(rfm.get("bins", 5)))
-    conn.execute(run_sql)
     # the pooled population interval of the lifecycle rule, over the whole store
     pooled = conn.execute(
         f"select {_column(life['interval_column'])}, {_column(life['frequency_column'])} from {FEATURE_TABLE}"
@@ -91,33 +123,16 @@ def write_segments(conn, config: dict, params: dict, batch: int, p_purchase: boo
     for name in needed:  # feature names as the feature table spells them (T_days), checked before SQL
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
             raise ValueError(f"segments.toml names the column {name!r}: expected an identifier")
-    with BatchWriter(conn, SEGMENTS_TABLE) as writer:
-        for _, frame in read_batches(conn, f"""
-                select f.customer_id, {', '.join(f'f."{c}"' for c in needed)},
-                       c.p_alive, c.predicted_clv, r.r_score, r.f_score, r.m_score
-                       {', n.p_purchase_90d' if p_purchase else ''}
-                from {FEATURE_TABLE} as f
-                left join scores.customer_clv as c using (customer_id)
-                join segment_rfm as r using (customer_id)
-                {'left join scores.customer_npd as n using (customer_id)' if p_purchase else ''}
-                where {{where}}
-                order by f.customer_id""", ranges, column="f.customer_id"):
-            out = rfm_from_scores(frame, config)
-            out.insert(0, "customer_id", frame["customer_id"].to_numpy())
-            out["lifecycle_stage"] = lifecycle_stages(frame, config, frame["p_alive"], cadence,
-                                                      frame["p_purchase_90d"] if p_purchase else None).to_numpy()
-            out["cluster_id"], out["cluster_name"] = assign_clusters(frame, params)
-            out = out[SEGMENT_COLUMNS]
-            writer.write(out)
-            for column in ("rfm_segment", "lifecycle_stage", "cluster_name"):
-                counts = out[column].value_counts()
-                sizes[column] = counts if column not in sizes else sizes[column].add(counts, fill_value=0)
-    conn.execute("drop table if exists segment_rfm")
+    try:
+        conn.execute(run_sql)
+        rows = _write_segment_batches(conn, config, params, ranges, needed, cadence, p_purchase, sizes)
+    finally:
+        conn.execute(f"drop table if exists {RFM_SCRATCH}")
     cfg = config["clusters"]
     conn.execute(read_sql("clv_platform.models", "sql/cluster_summary.sql").format(
         revenue=_column(cfg["revenue_column"]), recency=_column(cfg["recency_column"]),
         frequency=_column(cfg["frequency_column"]), aov=_column(cfg["aov_column"])))
-    return {"rows": writer.rows, "batches": len(ranges), "sizes": sizes, "lifecycle_cadence": rule}
+    return {"rows": rows, "batches": len(ranges), "sizes": sizes, "lifecycle_cadence": rule}
 
 
 @dg.multi_asset(

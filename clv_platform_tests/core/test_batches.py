@@ -128,3 +128,47 @@ def test_a_prefetching_reader_stopped_early_or_failing_ends_cleanly(tmp_path):
     assert seen == [0, 100, 200, 300, 400]
     # the connection is still usable afterwards
     assert conn.execute("select count(*) from s.t").fetchone() == (1000,)
+
+
+def test_a_background_writer_stores_what_a_foreground_one_does_and_commits_once(tmp_path):
+    """``BatchWriter(background=True)``: the batches are written on a cursor of its own while the
+    caller computes; the table equals the one written in the caller's thread, and readers of the
+    store see the old table until the block ends."""
+    from clv_platform.core.batches import BatchWriter
+
+    conn = _file_table(tmp_path, [f"c{i:04d}" for i in range(1000)])
+    ranges = customer_ranges(conn, "s.t", 300)
+    conn.execute("create table s.out as select 'old' as customer_id, 0.0 as value")
+    other = conn.cursor()
+    for background, table in ((False, "s.fg"), (True, "s.out")):
+        with BatchWriter(conn, table, constants={"run": ("varchar", "r1")}, background=background) as writer:
+            for index, (_, frame) in enumerate(read_batches(conn, QUERY, ranges, prefetch=True)):
+                writer.write(frame.assign(value=frame["value"] * 2))
+                if background and index == 1:  # two batches written, none committed
+                    assert other.execute("select customer_id from s.out").fetchall() == [("old",)]
+        assert writer.rows == 1000
+    assert conn.execute("select count(*), sum(value), min(run) from s.out").fetchone() == (1000, 2.0 * sum(range(1000)), "r1")
+    assert conn.execute("select * from s.out order by customer_id").df().equals(
+        conn.execute("select * from s.fg order by customer_id").df())
+
+
+def test_a_failed_background_write_or_a_failing_caller_leaves_the_old_table(tmp_path):
+    from clv_platform.core.batches import BatchWriter
+
+    conn = _file_table(tmp_path, [f"c{i:04d}" for i in range(1000)])
+    ranges = customer_ranges(conn, "s.t", 300)
+    conn.execute("create table s.out as select customer_id, value from s.t")
+    # a batch the table cannot take (a column the first batch did not have) fails in the worker
+    # thread and is raised in the caller, at its next write or when the block ends
+    with pytest.raises(duckdb.Error):
+        with BatchWriter(conn, "s.out", background=True) as writer:
+            for index, (_, frame) in enumerate(read_batches(conn, QUERY, ranges)):
+                writer.write(frame.assign(extra=1) if index == 2 else frame)
+    with pytest.raises(RuntimeError, match="caller failed"):
+        with BatchWriter(conn, "s.out", background=True) as writer:
+            for _, frame in read_batches(conn, QUERY, ranges):
+                writer.write(frame.assign(value=-1.0))
+                raise RuntimeError("caller failed")
+    assert conn.execute("select count(*), sum(value) from s.out").fetchone() == (1000, float(sum(range(1000))))
+    with pytest.raises(ValueError, match="temp table"):
+        BatchWriter(conn, "scratch", temporary=True, background=True)
