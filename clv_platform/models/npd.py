@@ -144,6 +144,20 @@ def _cutoff_series(frame: pd.DataFrame, cutoff) -> pd.Series:
     raise ValueError("pass cutoff= or provide a feature_cutoff column to date the predictions")
 
 
+def _whole_days(days: np.ndarray) -> np.ndarray:
+    """Whole day counts (NaN: none) as timedelta64[ns] (NaT). ``pd.to_timedelta`` of a float array
+    converts value by value: 0.7 s of the 1M-customer nightly's next-purchase scoring for two
+    columns of whole days. The same values; a count beyond ``MAX_DATE_DAYS`` (or infinite) still goes
+    through it, which raises, as before, where nanoseconds end."""
+    days = np.asarray(days, dtype=float)
+    known = ~np.isnan(days)
+    if np.any(np.abs(days[known]) > MAX_DATE_DAYS):
+        return pd.to_timedelta(days, unit="D").to_numpy()
+    out = np.full(days.shape, np.timedelta64("NaT"), dtype="m8[ns]")
+    out[known] = days[known].astype("int64") * np.timedelta64(1, "D")
+    return out
+
+
 def prediction_frame(
     frame: pd.DataFrame,
     days_to_next: np.ndarray,
@@ -162,7 +176,7 @@ def prediction_frame(
     if "customer_id" in frame:
         out["customer_id"] = frame["customer_id"].to_numpy()
     out["days_to_next"] = days
-    out["predicted_next_purchase_date"] = _cutoff_series(frame, cutoff) + pd.to_timedelta(dated, unit="D")
+    out["predicted_next_purchase_date"] = _cutoff_series(frame, cutoff) + _whole_days(dated)
     for horizon, values in probabilities.items():
         out[f"p_purchase_{horizon}d"] = np.asarray(values, dtype=float)
     if given_purchase is not None:
@@ -203,7 +217,7 @@ def next_purchase_contract(
         out["customer_id"] = predictions["customer_id"].to_numpy()
     out["days_to_next_purchase"] = days
     out["predicted_next_purchase_date"] = (pd.Series(pd.Timestamp(cutoff).normalize(), index=predictions.index)
-                                           + pd.to_timedelta(whole, unit="D"))
+                                           + _whole_days(whole))
     for column in [c for c in predictions.columns if c.startswith("p_purchase_")]:
         out[column] = predictions[column].to_numpy(dtype=float)
     return out

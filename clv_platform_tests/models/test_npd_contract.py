@@ -127,3 +127,21 @@ def test_contract_hides_the_date_of_unlikely_buyers():
     assert np.isnan(out["days_to_next_purchase"].iloc[2])
     with pytest.raises(ValueError, match="within_days"):
         next_purchase_contract(predictions.drop(columns="days_to_next_given_purchase"), "2026-10-31")
+
+
+def test_whole_days_are_the_timedeltas_pandas_gives():
+    """The dates' day offsets are built in numpy (``npd._whole_days``), not value by value by
+    ``pd.to_timedelta``: the same timedeltas and NaT for every count, including none, 0 and the
+    century cap, and an infinite count or one beyond nanoseconds still raises."""
+    from clv_platform.models.npd import MAX_DATE_DAYS, _whole_days
+
+    days = np.array([0.0, 1.0, 7.0, np.nan, 365.0, float(MAX_DATE_DAYS), np.nan, 42.0])
+    expected = pd.to_timedelta(days, unit="D").to_numpy()
+    got = _whole_days(days)
+    assert got.dtype == np.dtype("m8[ns]")
+    assert list(got.astype("int64")) == list(expected.astype("int64"))
+    assert list(pd.isna(got)) == [False, False, False, True, False, False, True, False]
+    assert got[2] == np.timedelta64(7, "D")
+    for beyond in (1e9, np.inf):
+        with pytest.raises((OverflowError, ValueError)):
+            _whole_days(np.array([1.0, beyond]))
