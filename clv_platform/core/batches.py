@@ -115,7 +115,8 @@ class BatchWriter:
     of the 1M nightly's BTYD scoring). At most one batch is being written while the caller holds
     the next, and a failed write is raised at the next ``write`` or when the block ends. The
     caller's own connection stays free for its reads; it must not read the table being written
-    (the cursor's transaction has not committed it yet)."""
+    (the cursor's transaction has not committed it yet), nor hold an open transaction of its own:
+    the cursor would neither see that transaction's writes nor commit with it."""
 
     def __init__(self, conn: duckdb.DuckDBPyConnection, table: str, casts: dict[str, str] | None = None,
                  constants: dict[str, tuple[str, object]] | None = None, temporary: bool = False,
