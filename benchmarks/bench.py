@@ -292,7 +292,7 @@ def model_stages(conn: duckdb.DuckDBPyConnection, workdir: Path) -> list[StageTi
     bench database; one timing per asset step, model files and reports kept under `workdir`."""
     import dagster as dg
 
-    from clv_platform.definitions import ASSETS, source_resources
+    from clv_platform.definitions import ASSET_CHECKS, ASSETS, source_resources
 
     key = str(workdir / "bench.duckdb")
     settings = bench_settings(workdir, Path(key))
@@ -302,7 +302,7 @@ def model_stages(conn: duckdb.DuckDBPyConnection, workdir: Path) -> list[StageTi
     try:
         with using_settings(settings):
             result = dg.materialize(
-                ASSETS,
+                [*ASSETS, *ASSET_CHECKS],
                 selection=dg.AssetSelection.groups(*MODEL_GROUPS),
                 resources={"duckdb": _SharedDuckDB.from_settings(settings), **source_resources(settings)},
                 instance=dg.DagsterInstance.ephemeral(),

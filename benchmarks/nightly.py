@@ -237,7 +237,7 @@ def _dagster_run(conn, workdir: Path, name: str, selection, run_config: dict | N
     import dagster as dg
 
     from benchmarks import bench
-    from clv_platform.definitions import ASSETS, source_resources
+    from clv_platform.definitions import ASSET_CHECKS, ASSETS, source_resources
     from clv_platform.settings import using_settings
 
     key = str(workdir / "bench.duckdb")
@@ -255,7 +255,7 @@ def _dagster_run(conn, workdir: Path, name: str, selection, run_config: dict | N
     try:
         with using_settings(settings):
             result = dg.materialize(
-                ASSETS,
+                [*ASSETS, *ASSET_CHECKS],  # a scheduled job runs the selected assets' checks too
                 selection=selection,
                 resources={"duckdb": bench._SharedDuckDB.from_settings(settings), **source_resources(settings),
                            "activation": _activation()},
