@@ -35,6 +35,8 @@ from clv_platform.checks.staging_checks import (
     orders_keys_not_null,
     orders_net_revenue_non_negative,
     orders_no_future_timestamps,
+    order_history_matches_orders,
+    order_lines_keys,
     orders_unique_order_id,
     staging_rows_reconcile,
 )
@@ -106,6 +108,63 @@ def test_duplicate_order_id_fails(db):
     result = orders_unique_order_id(duckdb=resource)
     assert not result.passed
     assert "gid://shopify/Order/0" in result.description
+
+
+def _history(path, sequences: dict[str, list[int]]) -> None:
+    """staging.orders and a staging.order_history whose purchase_seq per customer are ``sequences``."""
+    rows = [(f"{c}-o{i}", c, seq) for c, seqs in sequences.items() for i, seq in enumerate(seqs)]
+    frame = pd.DataFrame(rows, columns=["order_id", "customer_id", "purchase_seq"])
+    write(path, "staging.orders", frame[["order_id", "customer_id"]])
+    write(path, "staging.order_history", frame)
+
+
+@pytest.mark.parametrize("broken, why", [
+    ({"a": [1, 2, 3], "b": [1, 3, 4]}, "a gap"),
+    ({"a": [1, 2, 3], "b": [1, 2, 2]}, "a repeat"),
+    ({"a": [1, 2, 3], "b": [2, 3, 4]}, "no first purchase"),
+    ({"a": [1, 2, 3], "b": [0, 2, 3]}, "a sequence from 0 (n values, max n, all distinct)"),
+    ({"a": [1, 2, 3], "b": [1, 1, 3]}, "a repeat hidden by max = n"),
+    ({"a": [1, 2, 3], "b": [1, 3, 3, 3, 5]}, "repeats with the sum of 1..n"),
+])
+def test_a_broken_purchase_sequence_fails_the_history_check(db, broken, why):
+    path, resource = db
+    _history(path, {"a": [1, 2, 3], "c": [1]})
+    assert order_history_matches_orders(duckdb=resource).passed
+    _history(path, {**broken, "c": [1]})
+    result = order_history_matches_orders(duckdb=resource)
+    assert not result.passed, why
+    assert result.metadata["broken_customers"].value == 1 and "e.g. b" in result.description
+
+
+def test_repeated_or_missing_line_keys_fail_the_line_check(db):
+    path, resource = db
+    lines = pd.DataFrame({"order_id": ["o1", "o1", "o2", "o3"], "line_number": [1, 2, 1, 1]})
+    write(path, "staging.order_lines", lines)
+    assert order_lines_keys(duckdb=resource).passed
+    write(path, "staging.order_lines", pd.concat([lines, lines.iloc[[1, 3, 3]]]))
+    result = order_lines_keys(duckdb=resource)
+    assert not result.passed and result.metadata["duplicate_keys"].value == 2
+    write(path, "staging.order_lines", lines.assign(order_id=["o1", "o1", None, None]))
+    result = order_lines_keys(duckdb=resource)
+    assert not result.passed
+    assert result.metadata["null_keys"].value == 2 and result.metadata["duplicate_keys"].value == 1
+
+
+def test_repeated_keys_counts_exactly_what_a_grouping_counts():
+    """The hash pre-count of ``checks.common.repeated_keys`` never hides a repeat and never invents
+    one: on random keys with repeats, nulls and none, it equals grouping the keys themselves."""
+    from clv_platform.checks.common import repeated_keys
+
+    rng = np.random.default_rng(7)
+    for repeats in (0, 1, 25):
+        conn = duckdb.connect()
+        ids = [f"o{i}" for i in range(2000)] + [f"o{int(i)}" for i in rng.integers(0, 2000, repeats)]
+        frame = pd.DataFrame({"a": ids, "b": 1})
+        frame.loc[::97, "a"] = None
+        conn.register("t", frame)
+        exact = conn.execute("select count(*) from (select a, b from t group by all having count(*) > 1)").fetchone()[0]
+        assert repeated_keys(conn, "t", "a, b") == exact
+        assert (exact > 0) == bool(repeats or frame["a"].isna().sum() > 1)
 
 
 def test_null_key_fails(db):
@@ -295,6 +354,26 @@ def test_score_checks_pass_on_good_scores(db):
     for check in SCORE_CHECKS:
         result = check(duckdb=resource)
         assert result.passed, (check.check_key.name, result.description)
+
+
+def test_the_scored_once_counts_name_each_defect(db):
+    """Duplicates, customers without a score, scores of nobody and null ids are each counted, with
+    the feature table and without it."""
+    from clv_platform.checks.score_checks import scored_once_counts
+
+    path, resource = db
+    bad = pd.concat([scores().iloc[2:], scores().iloc[[4, 4, 5]]])  # c0, c1 missing; c4 x3, c5 x2
+    bad = pd.concat([bad, scores().iloc[[6]].assign(customer_id="stranger"),
+                     scores().iloc[[7, 8]].assign(customer_id=None)])  # two null ids: one group of 2
+    write(path, "scores.customer_clv", bad)
+    with duckdb.connect(str(path)) as conn:
+        assert scored_once_counts(conn, "scores.customer_clv") == {"rows": 14, "null_ids": 2, "duplicated_ids": 3}
+    write(path, "features.customer_features", features(10))
+    with duckdb.connect(str(path)) as conn:
+        assert scored_once_counts(conn, "scores.customer_clv") == {
+            "rows": 14, "null_ids": 2, "duplicated_ids": 3, "missing_customers": 2, "unknown_customers": 1}
+    result = clv_every_customer_scored_once(duckdb=resource)
+    assert not result.passed and "'missing_customers': 2" in result.description and "e.g. " in result.description
 
 
 def test_a_history_far_shorter_than_the_horizon_is_warned_of(db):
