@@ -187,13 +187,9 @@ class BatchWriter:
                 try:
                     self._wait()
                 except Exception:
-                    if kind is None:
+                    if kind is None:  # the failed write is the error; else the caller's is the one to see
+                        self._rollback()
                         raise
-                    # the caller's error is the one to see; this write is rolled back with it
-        except BaseException:
-            self._rollback()
-            raise
-        else:
             if kind is None:
                 self._writer.execute("commit")
             else:
