@@ -24,5 +24,7 @@ select
     datediff('day', klaviyo_expected_next_order_date, predicted_next_purchase_date) as next_order_days_difference,
     rank() over (order by predicted_clv desc) as our_clv_rank,
     rank() over (order by klaviyo_predicted_clv desc) as klaviyo_clv_rank
-from both_scored
-order by predicted_clv desc, customer_id;
+from both_scored;
+-- no ORDER BY: every reader that shows rows in order sorts them by the contract's order_by
+-- (predicted_clv desc, customer_id: the snapshot, the preview), so a sort here was done twice
+
