@@ -281,7 +281,7 @@ ACQUISITION_VALUE = dg.AssetKey(["marts", "acquisition_value"])
 @dg.asset(
     key=REVENUE_FORECAST,
     group_name="marts",
-    deps=[ORDERS, BTYD_KEY, CUSTOMER_CLV],
+    deps=[ORDERS, ORDER_HISTORY, BTYD_KEY, CUSTOMER_CLV],
     kinds={"python", "duckdb"},
     owners=OWNERS,
 )
