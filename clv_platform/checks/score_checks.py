@@ -8,7 +8,7 @@ Columns a table does not have are skipped, so the checks stay valid while the sc
 
 import dagster as dg
 
-from clv_platform.checks.common import column_rule_check, count, result, sample_ids, table_check
+from clv_platform.checks.common import column_rule_check, repeated_keys, result, sample_ids, table_check
 from clv_platform.resources.storage import table_exists
 from clv_platform.models import clv
 from clv_platform.models.clv_assets import CUSTOMER_CLV
@@ -58,8 +58,7 @@ def scored_once_counts(conn, table: str) -> dict[str, int]:
         f"select count(*), count(*) filter (where customer_id is null) from {table}").fetchone()
     counts = {"rows": int(rows), "null_ids": int(nulls)}
     if not table_exists(conn, FEATURE_TABLE):
-        counts["duplicated_ids"] = count(
-            conn, f"select count(*) from (select customer_id from {table} group by 1 having count(*) > 1)")
+        counts["duplicated_ids"] = repeated_keys(conn, table, "customer_id")
         return counts
     duplicated, missing, unknown = conn.execute(f"""
         with scored as (select cast(customer_id as varchar) as id, count(*) as n from {table} group by 1),
