@@ -70,10 +70,11 @@ RFM_SCRATCH = "ml._segment_rfm"
 
 
 def _write_segment_batches(conn, config: dict, params: dict, ranges, needed: list[str], cadence,
-                           p_purchase: bool, sizes: dict[str, pd.Series]) -> int:
+                           p_purchase: bool) -> tuple[int, dict[str, pd.Series]]:
     """scores.customer_segments batch by batch (``write_segments``): each batch is read ahead while
-    the one before is assigned, and written in the background while the next is; adds the batch's
-    segment sizes to ``sizes`` and returns the rows written."""
+    the one before is assigned, and written in the background while the next is; returns the rows
+    written and the segment sizes."""
+    sizes: dict[str, pd.Series] = {}
     with BatchWriter(conn, SEGMENTS_TABLE, background=True) as writer:
         for _, frame in read_batches(conn, f"""
                 select f.customer_id, {', '.join(f'f."{c}"' for c in needed)},
@@ -95,7 +96,7 @@ def _write_segment_batches(conn, config: dict, params: dict, ranges, needed: lis
             for column in ("rfm_segment", "lifecycle_stage", "cluster_name"):
                 counts = out[column].value_counts()
                 sizes[column] = counts if column not in sizes else sizes[column].add(counts, fill_value=0)
-    return writer.rows
+    return writer.rows, sizes
 
 
 def write_segments(conn, config: dict, params: dict, batch: int, p_purchase: bool = False) -> dict:
@@ -115,7 +116,6 @@ def write_segments(conn, config: dict, params: dict, batch: int, p_purchase: boo
     rule = cadence_rule(cadence, repeat_buyers(pooled, config), config)
     del pooled
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
-    sizes: dict[str, pd.Series] = {}
     # only the feature columns the lifecycle rule and the cluster assignment read leave DuckDB
     # (not the whole feature row, whose conversion to pandas grows with every feature added)
     needed = sorted({*params["features"],
@@ -125,7 +125,7 @@ def write_segments(conn, config: dict, params: dict, batch: int, p_purchase: boo
             raise ValueError(f"segments.toml names the column {name!r}: expected an identifier")
     try:
         conn.execute(run_sql)
-        rows = _write_segment_batches(conn, config, params, ranges, needed, cadence, p_purchase, sizes)
+        rows, sizes = _write_segment_batches(conn, config, params, ranges, needed, cadence, p_purchase)
     finally:
         conn.execute(f"drop table if exists {RFM_SCRATCH}")
     cfg = config["clusters"]
