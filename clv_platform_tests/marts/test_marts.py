@@ -305,6 +305,12 @@ def test_klaviyo_comparison_rank_correlation(warehouse):
     assert comparison["clv_difference"].to_numpy() == pytest.approx(
         (comparison["predicted_clv"] - comparison["klaviyo_predicted_clv"]).to_numpy()
     )
+    # ranks with ties sharing the best (SQL rank()), 1 = highest, within the compared customers
+    assert comparison["klaviyo_predicted_clv"].duplicated().any()  # cent-rounded values tie: ties are exercised
+    for value, rank in (("predicted_clv", "our_clv_rank"), ("klaviyo_predicted_clv", "klaviyo_clv_rank")):
+        expected_rank = comparison[value].rank(method="min", ascending=False).astype("int64")
+        assert (comparison[rank].to_numpy() == expected_rank.to_numpy()).all(), rank
+        assert str(comparison[rank].dtype) == "int64", rank
     metadata = next(
         e.materialization.metadata
         for e in result.get_asset_materialization_events()

@@ -7,27 +7,38 @@
 -- its maximum first, as in numpy), since each batch could only keep its own sum. With the median
 -- point rule ({recompute} = false) the point is per customer and the batches' values are kept.
 -- {source}: the batches' temp table (write_clv_scores), so the table is written once.
+-- The store-wide max and sums are one aggregate row, not windows over (), and the rank is numbered
+-- on the row's id and sort keys alone, then joined back by the row id ({source} is a table): a window
+-- over the whole row buffered and sorted every column of every customer (1.1-1.4 s at 1M).
 create or replace table scores.customer_clv as
 with clipped as (
-    select *, case when predicted_clv is null or isnan(predicted_clv) or predicted_clv < 0 then 0.0
+    select rowid as _row, *, case when predicted_clv is null or isnan(predicted_clv) or predicted_clv < 0 then 0.0
                    else predicted_clv end as _p
     from {source}
-), powered as (
-    select *, case when max(_p) over () > 0 then pow(_p / max(_p) over (), {gamma}) else _p end as _w
-    from clipped
+), clipped_values as (
+    select case when predicted_clv is null or isnan(predicted_clv) or predicted_clv < 0 then 0.0
+                else predicted_clv end as _p
+    from {source}
+), totals as (
+    select max(_p) as _max, sum(_p) as _sum, count(*) as _n from clipped_values
+), scale as (
+    select _max, _sum, _n,
+           (select sum(case when t._max > 0 then pow(c._p / t._max, {gamma}) else c._p end) from clipped_values as c)
+               as _wsum
+    from totals as t
+), ranks as (
+    select rowid as _row, row_number() over (order by predicted_clv desc, customer_id) as clv_rank from {source}
 ), pointed as (
-    select * exclude (_p, _w) replace (
+    select c.* exclude (_row, _p) replace (
         case when not {recompute} then predicted_clv_point
-             when {gamma} = 1.0 or max(_p) over () <= 0 then _p
-             else _w * sum(_p) over () / sum(_w) over () end as predicted_clv_point)
-    from powered
-), ranked as (
-    select *, row_number() over (order by predicted_clv desc, customer_id) as clv_rank, count(*) over () as _n
-    from pointed
+             when {gamma} = 1.0 or s._max <= 0 then c._p
+             else pow(c._p / s._max, {gamma}) * s._sum / s._wsum end as predicted_clv_point),
+           r.clv_rank, s._n
+    from clipped as c join ranks as r on r._row = c._row, scale as s
 )
 select * exclude (_n, model_version, scored_at),
        100.0::double * (_n - clv_rank + 1) / greatest(_n, 1) as clv_percentile,
        case when predicted_clv is null or isnan(predicted_clv) or predicted_clv <= 0 then '{rest}'
             {tiers} else '{rest}' end as clv_tier,
        model_version, scored_at
-from ranked
+from pointed
