@@ -211,7 +211,9 @@ def one_row_per_customer_check(
 
     def probe(conn: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
         nulls = count(conn, f"select count(*) from {table} where customer_id is null")
-        dupes, examples = offenders(conn, f"select customer_id from {table} group by customer_id having count(*) > 1")
+        dupes = repeated_keys(conn, table, "customer_id")
+        examples = sample_ids(conn, f"select customer_id from {table} group by customer_id having count(*) > 1") \
+            if dupes else []
         return result(
             nulls == 0 and dupes == 0, "one row per customer",
             failed.format(nulls=nulls, dupes=dupes, examples=", ".join(examples)),
