@@ -17,9 +17,11 @@ of order nodes and profile objects the way `../shared/api-contracts.md` describe
 
 - Activation writes (issue 23): Shopify `nodes(ids:)` on customers (null for a deleted one),
   `metafieldsSet` (≤ 25, atomic, typed values validated, userErrors with elementIndex),
-  `tagsAdd`/`tagsRemove`; Klaviyo `/api/profile-bulk-import-jobs/` (POST ≤ 10,000 profiles and
-  5 MB, 202 + job; job polled queued → processing → complete; `import-errors`; job list) and
-  `filter=any(id,[…])` on profiles. Every value a write carried is logged in `fake.received`
+  `metafieldsDelete` (a metafield that does not exist comes back null), `tagsAdd`/`tagsRemove`;
+  Klaviyo `/api/profile-bulk-import-jobs/` (POST ≤ 10,000 profiles and 5 MB, 202 + job; job polled
+  queued → processing → complete; `import-errors`; job list; a null property value is ignored,
+  as Klaviyo's import does), `PATCH /api/profiles/{id}/` (properties set, `meta.patch_properties.unset`
+  keys removed; 404 for a deleted profile) and `filter=any(id,[…])` on profiles. Every value a write carried is logged in `fake.received`
   (`received_checksum()`); switches `customers`, `shopify_invalid_owners`, `klaviyo_deleted`,
   `klaviyo_reject_ids`, `klaviyo_job_polls_to_complete`.
 
@@ -52,7 +54,8 @@ KLAVIYO = "klaviyo_profiles"
 ROUTES = (SHOPIFY, SHOPIFY_TOKEN, BULK_DOWNLOAD, KLAVIYO)
 # Activation writes (issue 23): Klaviyo bulk profile import jobs.
 KLAVIYO_IMPORT = "klaviyo_import"
-ROUTES = (*ROUTES, KLAVIYO_IMPORT)
+KLAVIYO_PROFILE = "klaviyo_profile"  # PATCH /api/profiles/{id}/
+ROUTES = (*ROUTES, KLAVIYO_IMPORT, KLAVIYO_PROFILE)
 
 # Faults checked on every request of a route; the others fire at an event (see FakeApi.fault).
 REQUEST_KINDS = {"status", "throttled", "slow", "truncated", "reset", "duplicate", "bucket_low",
@@ -1017,8 +1020,7 @@ class FakeApi:
             attributes = {k: v for k, v in profile["attributes"].items()
                           if k not in {"subscriptions", "predictive_analytics"} or k in extra}
             if profile["id"] in self.klaviyo_properties:
-                attributes["properties"] = {**(attributes.get("properties") or {}),
-                                            **self.klaviyo_properties[profile["id"]]}
+                attributes["properties"] = dict(self.klaviyo_properties[profile["id"]])
             data.append({**profile, "attributes": attributes})
         params = {k: v for k, v in q.items() if k != "page[cursor]"}
         base = f"{self.base_url}/api/profiles/"
@@ -1058,7 +1060,7 @@ class FakeApi:
 
     def _activation_handlers(self) -> dict:
         return {"nodes": self._customers_read, "metafieldsSet": self._metafields_set,
-                "tagsAdd": self._tags_add, "tagsRemove": self._tags_remove}
+                "metafieldsDelete": self._metafields_delete, "tagsAdd": self._tags_add, "tagsRemove": self._tags_remove}
 
     def _customers_read(self, sel: Selection, faults: dict) -> tuple[int, Any]:
         ids = list(sel.args.get("ids") or [])
@@ -1126,6 +1128,20 @@ class FakeApi:
         result = {"metafields": saved if not errors else None, "userErrors": errors}
         return 200, {"data": {"metafieldsSet": project(result, (sel.fields or None))}, "extensions": extensions}
 
+    def _metafields_delete(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        items = list(sel.args.get("metafields") or [])
+        if not items:
+            return 200, {"errors": [{"message": "At least one identifier must be specified."}]}
+        extensions = self._charge(10, 10)
+        deleted = []
+        for item in items:
+            self.received.append({"dest": "shopify_delete", **{k: item.get(k) for k in ("ownerId", "namespace", "key")}})
+            metafields = (self.customers.get(item.get("ownerId")) or {}).get("metafields") or {}
+            found = metafields.pop((item.get("namespace"), item.get("key")), None)
+            deleted.append({k: item.get(k) for k in ("ownerId", "namespace", "key")} if found else None)
+        result = {"deletedMetafields": deleted, "userErrors": []}
+        return 200, {"data": {"metafieldsDelete": project(result, (sel.fields or None))}, "extensions": extensions}
+
     def _tags(self, sel: Selection, op: str) -> tuple[int, Any]:
         extensions = self._charge(10, 10)
         gid, tags = sel.args.get("id"), [str(t) for t in sel.args.get("tags") or []]
@@ -1172,10 +1188,38 @@ class FakeApi:
                     "source": {"pointer": f"/data/attributes/profiles/data/{index}"}, "original_payload": profile}})
                 continue
             props = (profile.get("attributes") or {}).get("properties") or {}
-            self.klaviyo_properties.setdefault(pid, {}).update(props)
+            # Klaviyo's import ignores a null: it cannot clear a property
+            self._klaviyo_props(pid).update({k: v for k, v in props.items() if v is not None})
         job["failed_count"] = len(job["errors"])
         job["completed_count"] = len(job["profiles"]) - job["failed_count"]
         job["status"], job["completed_at"] = "complete", _iso(datetime.now(timezone.utc))
+
+    def _klaviyo_props(self, pid: str) -> dict:
+        """The profile's properties as written so far (its original ones until first written)."""
+        if pid not in self.klaviyo_properties:
+            original = next((p for p in self.profiles if p["id"] == pid), {})
+            self.klaviyo_properties[pid] = dict((original.get("attributes") or {}).get("properties") or {})
+        return self.klaviyo_properties[pid]
+
+    def klaviyo_update_profile(self, request: Recorded) -> tuple[int, Any]:
+        """Update Profile: set `attributes.properties`, remove `meta.patch_properties.unset`."""
+        pid = [p for p in request.path.split("/") if p][2]
+        data = (request.body or {}).get("data") if isinstance(request.body, dict) else None
+        if request.method != "PATCH" or not isinstance(data, dict) or data.get("type") != "profile" \
+                or data.get("id") != pid:
+            raise _Response(400, _klaviyo_error(400, "invalid", "data must be a profile whose id is the path's"))
+        with self._lock:
+            if pid not in {p["id"] for p in self.profiles} - self.klaviyo_deleted:
+                raise _Response(404, _klaviyo_error(404, "not_found", f"A profile with id {pid} does not exist."))
+            props = (data.get("attributes") or {}).get("properties") or {}
+            unset = ((data.get("meta") or {}).get("patch_properties") or {}).get("unset") or []
+            unset = [unset] if isinstance(unset, str) else list(unset)
+            self.received.append({"dest": "klaviyo", "id": pid, "properties": props, "unset": unset})
+            stored = self._klaviyo_props(pid)
+            stored.update({k: v for k, v in props.items() if v is not None})
+            for key in unset:
+                stored.pop(key, None)
+            return 200, {"data": {"type": "profile", "id": pid, "attributes": {"properties": dict(stored)}}}
 
     def klaviyo_import(self, request: Recorded) -> tuple[int, Any]:
         parts = [p for p in request.path.split("/") if p]  # api, profile-bulk-import-jobs, [id, [sub]]
@@ -1286,6 +1330,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch()
 
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
     def _route(self, path: str) -> str | None:
         if re.fullmatch(r"/admin/api/[^/]+/graphql\.json", path):
             return SHOPIFY
@@ -1295,6 +1342,8 @@ class _Handler(BaseHTTPRequestHandler):
             return BULK_DOWNLOAD
         if path.rstrip("/") == "/api/profiles":
             return KLAVIYO
+        if re.fullmatch(r"/api/profiles/[^/]+/?", path):
+            return KLAVIYO_PROFILE
         if path.startswith("/api/profile-bulk-import-jobs"):
             return KLAVIYO_IMPORT
         return None
@@ -1373,6 +1422,9 @@ class _Handler(BaseHTTPRequestHandler):
         if route == KLAVIYO_IMPORT:
             status, payload = fake.klaviyo_import(record)
             return status, payload, {"Content-Type": "application/vnd.api+json"}
+        if route == KLAVIYO_PROFILE:
+            status, payload = fake.klaviyo_update_profile(record)
+            return status, payload, {"Content-Type": "application/vnd.api+json"}
         status, payload = fake.klaviyo_profiles(record)
         return status, payload, {"Content-Type": "application/vnd.api+json"}
 
@@ -1386,7 +1438,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                 "wrong password)"})
             if fake.shopify_forbidden:
                 raise _Response(403, {"errors": "[API] This action requires merchant approval for read_orders scope."})
-        elif route in (KLAVIYO, KLAVIYO_IMPORT):
+        elif route in (KLAVIYO, KLAVIYO_IMPORT, KLAVIYO_PROFILE):
             if record.headers.get("authorization") != f"Klaviyo-API-Key {fake.klaviyo_key}":
                 raise _Response(401, _klaviyo_error(401, "authentication_failed",
                                                     "Incorrect authentication credentials."))
@@ -1452,7 +1504,8 @@ def _graphql_op(root: dict[str, Selection] | None) -> str | None:
         return "refunds"
     for name, op in (("orders", "orders"), ("order", "line_items"), ("bulkOperationRunQuery", "bulk_start"),
                      ("node", "bulk_poll"), ("shop", "shop"), ("nodes", "customer_read"),
-                     ("metafieldsSet", "metafields_set"), ("tagsAdd", "tags_add"), ("tagsRemove", "tags_remove")):
+                     ("metafieldsSet", "metafields_set"), ("metafieldsDelete", "metafields_delete"),
+                     ("tagsAdd", "tags_add"), ("tagsRemove", "tags_remove")):
         if root and name in root:
             return op
     return None

@@ -75,6 +75,8 @@ def activate(
                 {k: int(v) for k, v in changes.groupby("field").size().items()}
             ),
             "new_customers": int(changes.loc[changes["old_value"].isna(), "target_id"].nunique()),
+            # values the platform withdrew (e.g. a next purchase date no longer likely): cleared upstream
+            "planned_clears": int(changes["new_value"].isna().sum()),
             "preview": dg.MetadataValue.md(preview(changes)),
             "absent_score_columns": dg.MetadataValue.json(absent),
         }
@@ -127,11 +129,13 @@ def activation_asset(key: list[str], destination: str, description: str) -> dg.A
 
 klaviyo_profiles = activation_asset(
     ["activation", "klaviyo_profiles"], "klaviyo",
-    "clv_* custom properties on Klaviyo profiles, through bulk profile import jobs (off by default).",
+    "clv_* custom properties on Klaviyo profiles, through bulk profile import jobs; a withdrawn value is "
+    "removed with Update Profile (off by default).",
 )
 shopify_customers = activation_asset(
     ["activation", "shopify_customers"], "shopify",
-    "clv namespace metafields (and optional clv: tags) on Shopify customers (off by default).",
+    "clv namespace metafields (and optional clv: tags) on Shopify customers; a withdrawn value's metafield "
+    "is deleted (off by default).",
 )
 
 

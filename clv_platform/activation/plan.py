@@ -1,7 +1,10 @@
 """Planning: which values each destination should receive, from `marts.customer_scores` vs sync state.
 
-`marts.customer_scores` is read by column name; optional columns that are absent (another
-engineer's model may not write them yet) read as null, and a null value is never sent.
+`marts.customer_scores` is read by column name. A value that turned null since it was sent (a
+next purchase date withdrawn because the purchase became unlikely) is planned as a clear
+(`new_value` null): the destination must not keep showing it. A column that is absent, or null
+for every customer (its model not scored, e.g. the scores of a store whose next-purchase model
+never trained), is left out of the plan: nothing is cleared on the strength of a missing model.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
 
 
 def build_values_view(conn: duckdb.DuckDBPyConnection, destination: str, shopify_tags: bool) -> list[str]:
-    """Create `_activation_values` for one destination; returns the optional score columns absent."""
+    """Create `_activation_values` for one destination; returns the optional score columns left out
+    (absent from the mart, or null for every customer)."""
     for table in (SCORES, "staging.customers"):
         if not table_exists(conn, table):
             raise ActivationInputError(f"{table} does not exist: materialize the marts before activation")
@@ -46,14 +50,17 @@ def build_values_view(conn: duckdb.DuckDBPyConnection, destination: str, shopify
     missing_required = REQUIRED_COLUMNS - present
     if missing_required:
         raise ActivationInputError(f"{SCORES} lacks required columns {sorted(missing_required)}")
-    absent = []
+    absent = [spec.column for spec in FIELDS if spec.column not in present]
     select = ["s.customer_id::varchar as customer_id", f"c.{TARGET_COLUMN[destination]}::varchar as target_id"]
-    for spec in FIELDS:
-        if spec.column in present:
-            typed = f'cast(s."{spec.column}" as {spec.column_type})'
-        else:
-            absent.append(spec.column)
-            typed = f"null::{spec.column_type}"
+    fields = [spec for spec in FIELDS if spec.column in present]
+    counts = conn.execute(
+        "select count(*), " + ", ".join(f'count(s."{spec.column}")' for spec in fields) + f" from {SCORES} as s"
+    ).fetchone()
+    for spec, known in zip(fields, counts[1:]):
+        if counts[0] and not known:
+            absent.append(spec.column)  # no customer has it: not a value to clear everywhere
+            continue
+        typed = f'cast(s."{spec.column}" as {spec.column_type})'
         select.append(f'{sql_render(spec, typed)} as "{spec.name}"')
     if destination == "shopify" and shopify_tags:
         for tag, (column, rule) in TAGS.items():
@@ -80,7 +87,8 @@ def plan_changes(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Write this destination's plan to `activation.planned_changes` and return it.
 
-    Columns: customer_id, target_id, field, new_value, old_value (null: never sent before).
+    Columns: customer_id, target_id, field, new_value (null: clear the value upstream), old_value
+    (null: never sent before).
     """
     if destination not in DESTINATIONS:
         raise ValueError(f"unknown destination {destination!r}")

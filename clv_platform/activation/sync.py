@@ -13,6 +13,10 @@ The design that makes a rerun send nothing twice:
    instead of being resubmitted; when a crash lost the id, the next run first waits for
    Klaviyo's unfinished import jobs, so its read-back sees their result.
 
+A value planned as null is cleared upstream (Klaviyo: the profile is updated on its own with
+`patch_properties.unset`, which the bulk import cannot do; Shopify: `metafieldsDelete`), and its
+state becomes null, so it is not cleared again. Read back as absent, it is already cleared.
+
 Failures (rejected values, userErrors, import errors) are recorded per customer in
 `activation.sync_failures`; the caller fails the run when they pass the threshold.
 """
@@ -32,6 +36,7 @@ from clv_platform.resources.klaviyo_write import KlaviyoWriter, pack_jobs
 from clv_platform.resources.shopify_write import MAX_METAFIELDS_PER_CALL, NAMESPACE, ShopifyWriter
 
 DELETED = "deleted or erased upstream: not found by id"
+PROFILE_UPDATE = "profile-update"  # the batch kind of one Klaviyo Update Profile request
 
 
 def checkpoint(event: str) -> None:
@@ -241,6 +246,10 @@ def _count_failures(report: SyncReport, failures: list[dict]) -> None:
 def resume_klaviyo(ledger: Ledger, writer: KlaviyoWriter, options: SyncOptions, report: SyncReport) -> None:
     for batch in ledger.open_batches():
         report.resumed_batches += 1
+        if batch["kind"] == PROFILE_UPDATE:  # synchronous: the read-back finds what was saved
+            report.abandoned_batches += 1
+            ledger.settle([], [], batch["batch_id"], status="abandoned", detail="in doubt after a crash; re-read")
+            continue
         if batch["status"] == "submitted" and batch["job_id"]:
             writer.client.info(f"Klaviyo: resuming import job {batch['job_id']} of an interrupted sync")
             _klaviyo_finish(ledger, writer, batch["batch_id"], batch["job_id"], batch["items"], options, report)
@@ -256,6 +265,29 @@ def resume_klaviyo(ledger: Ledger, writer: KlaviyoWriter, options: SyncOptions, 
         ledger.settle([], [], batch["batch_id"], status="abandoned", detail="in doubt after a crash; re-read")
 
 
+def _klaviyo_update(ledger: Ledger, writer: KlaviyoWriter, profile: dict, report: SyncReport) -> None:
+    """One profile's changes, removals included, in one Update Profile request."""
+    items = profile["items"]
+    batch_id = ledger.start_batch(PROFILE_UPDATE, items)
+    refused = writer.update_profile(profile["id"], profile["properties"], profile["unset"])
+    checkpoint("klaviyo_profile_updated")
+    report.write_requests += 1
+    if refused is None:
+        report.sent_customers += 1
+        report.sent_values += len(items)
+        ledger.settle(items, [], batch_id)
+        return
+    record = {"customer_id": items[0]["customer_id"], "target_id": profile["id"]}
+    if refused.status == 404:  # deleted since the read-back: skipped like the ones it found gone
+        report.skipped_customers += 1
+        ledger.settle([], [{**record, "kind": "skipped", "reason": DELETED}], batch_id, status="failed",
+                      detail="profile not found")
+        return
+    failure = {**record, "reason": f"Klaviyo profile update refused: {refused}"}
+    _count_failures(report, [failure])
+    ledger.settle([], [failure], batch_id, status="failed")
+
+
 def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, changes: pd.DataFrame, run_id: str,
                  options: SyncOptions) -> SyncReport:
     ledger = Ledger(conn, "klaviyo", run_id)
@@ -264,6 +296,7 @@ def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, changes
     targets = _by_target(changes)
     report.planned_customers, report.planned_values = len(targets), len(changes)
     pending: list[dict] = []
+    clearing: list[dict] = []  # profiles with a value to remove: one update request each
     for chunk in _chunks(list(targets), 100):
         current = writer.current_properties(chunk)
         already: list[dict] = []
@@ -274,14 +307,17 @@ def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, changes
             send, same = _split(upstream, entry["fields"])
             already += _items(target, entry["customer_id"], same)
             if send:
-                pending.append({
+                (clearing if None in send.values() else pending).append({
                     "id": target,
-                    "properties": {f: klaviyo_value(BY_NAME[f], v) for f, v in send.items()},
+                    "properties": {f: klaviyo_value(BY_NAME[f], v) for f, v in send.items() if v is not None},
+                    "unset": [f for f, v in send.items() if v is None],
                     "items": _items(target, entry["customer_id"], send),
                 })
         report.already_upstream_values += len(already)
         report.skipped_customers += len(skipped)
         ledger.settle(already, skipped)
+    for profile in clearing:
+        _klaviyo_update(ledger, writer, profile, report)
     for job in pack_jobs(pending, options.klaviyo_max_profiles_per_job, options.klaviyo_max_job_bytes):
         items = [i for p in job for i in p["items"]]
         batch_id = ledger.start_batch("profile-import-job", items)
@@ -306,11 +342,18 @@ def _metafield_input(item: dict) -> dict:
 
 
 def _send_metafields(ledger: Ledger, writer: ShopifyWriter, customers: list[list[dict]], report: SyncReport) -> None:
-    """One metafieldsSet call for these customers' items; on userErrors (atomic: nothing saved)
-    each customer is retried alone so one bad value does not block the others."""
+    """One metafieldsSet call for these customers' items (metafieldsDelete when their values are
+    null: cleared); on userErrors (metafieldsSet is atomic: nothing saved) each customer is
+    retried alone so one bad value does not block the others."""
     items = [i for customer in customers for i in customer]
-    batch_id = ledger.start_batch("metafieldsSet", items)
-    errors = writer.set_metafields([_metafield_input(i) for i in items])
+    delete = items[0]["value"] is None
+    mutation = "metafieldsDelete" if delete else "metafieldsSet"
+    batch_id = ledger.start_batch(mutation, items)
+    if delete:
+        errors = writer.delete_metafields([
+            {"ownerId": i["target_id"], "namespace": NAMESPACE, "key": BY_NAME[i["field"]].shopify_key} for i in items])
+    else:
+        errors = writer.set_metafields([_metafield_input(i) for i in items])
     checkpoint("shopify_metafields_sent")
     report.write_requests += 1
     if not errors:
@@ -327,7 +370,7 @@ def _send_metafields(ledger: Ledger, writer: ShopifyWriter, customers: list[list
         where = items[index]["field"] if isinstance(index, int) and 0 <= index < len(items) else None
         reasons.append(f"{where or error.get('field')}: {error.get('code') or ''} {error.get('message')}".strip())
     failure = {"customer_id": items[0]["customer_id"], "target_id": items[0]["target_id"],
-               "reason": "Shopify metafieldsSet userErrors: " + "; ".join(reasons)}
+               "reason": f"Shopify {mutation} userErrors: " + "; ".join(reasons)}
     _count_failures(report, [failure])
     ledger.settle([], [failure], batch_id, status="failed")
 
@@ -353,7 +396,7 @@ def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, changes
     ledger = Ledger(conn, "shopify", run_id)
     report = SyncReport("shopify")
     for batch in ledger.open_batches():
-        # metafieldsSet and tags are synchronous: the read-back below finds what was saved.
+        # metafieldsSet/-Delete and tags are synchronous: the read-back below finds what was saved.
         report.resumed_batches += 1
         report.abandoned_batches += 1
         ledger.settle([], [], batch["batch_id"], status="abandoned", detail="in doubt after a crash; re-read")
@@ -362,7 +405,7 @@ def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, changes
     sent: set[str] = set()
     for chunk in _chunks(list(targets), options.shopify_read_chunk):
         current = writer.current(chunk)
-        already, to_send, tag_sends = [], [], []
+        already, to_send, to_delete, tag_sends = [], [], [], []
         present, skipped = _upstream_or_skipped(chunk, targets, current)
         for target in present:
             entry = targets[target]
@@ -374,26 +417,30 @@ def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, changes
                     upstream[f] = canonical(BY_NAME[f].kind, current[target]["metafields"].get(BY_NAME[f].shopify_key))
             send, same = _split(upstream, entry["fields"])
             already += _items(target, entry["customer_id"], same)
-            metafields = {f: v for f, v in send.items() if not f.startswith(TAG_PREFIX)}
+            metafields = {f: v for f, v in send.items() if not f.startswith(TAG_PREFIX) and v is not None}
+            cleared = {f: v for f, v in send.items() if not f.startswith(TAG_PREFIX) and v is None}
             tags = {f: v for f, v in send.items() if f.startswith(TAG_PREFIX)}
             if metafields:
                 to_send.append(_items(target, entry["customer_id"], metafields))
+            if cleared:
+                to_delete.append(_items(target, entry["customer_id"], cleared))
             if tags:
                 tag_sends.append(_items(target, entry["customer_id"], tags))
         report.already_upstream_values += len(already)
         report.skipped_customers += len(skipped)
         ledger.settle(already, skipped)
-        call: list[list[dict]] = []
-        for customer in to_send:
-            if call and sum(map(len, call)) + len(customer) > options.shopify_metafields_per_call:
+        for customers in (to_send, to_delete):
+            call: list[list[dict]] = []
+            for customer in customers:
+                if call and sum(map(len, call)) + len(customer) > options.shopify_metafields_per_call:
+                    _send_metafields(ledger, writer, call, report)
+                    call = []
+                call.append(customer)
+            if call:
                 _send_metafields(ledger, writer, call, report)
-                call = []
-            call.append(customer)
-        if call:
-            _send_metafields(ledger, writer, call, report)
         for items in tag_sends:
             _send_tags(ledger, writer, items, report)
-        for items in [*to_send, *tag_sends]:
+        for items in [*to_send, *to_delete, *tag_sends]:
             sent.add(items[0]["target_id"])
             report.sent_values += len(items)
     report.sent_customers = len(sent)

@@ -69,7 +69,12 @@ class NotFoundError(ConnectorError):
 
 
 class RequestRejectedError(ConnectorError):
-    """Another 4xx: the request itself is wrong; retrying would not help."""
+    """Another 4xx (or a 404 its caller expects, see `request`'s `fatal_hints`): retrying would
+    not help. `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class RetriesExhaustedError(ConnectorError):
@@ -283,7 +288,8 @@ class HttpClient:
                     continue
                 if status >= 400:
                     raise RequestRejectedError(
-                        self._clean(f"{self.service} rejected {what} (HTTP {status}): {self._excerpt(response)}")
+                        self._clean(f"{self.service} rejected {what} (HTTP {status}): {self._excerpt(response)}"),
+                        status=status,
                     )
                 try:
                     return consume(response)

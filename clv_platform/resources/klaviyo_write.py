@@ -9,7 +9,11 @@ in `http.py`: 429 with Retry-After, 5xx, resets and timeouts are retried there).
   5 MB per job; answered 202 with the job, which runs asynchronously;
 - `GET /api/profile-bulk-import-jobs/{id}/`: job status (queued, processing, complete, cancelled);
 - `GET /api/profile-bulk-import-jobs/{id}/import-errors/`: one error per rejected profile;
-- `GET /api/profile-bulk-import-jobs/`: recent jobs, to wait out a job whose id was lost in a crash.
+- `GET /api/profile-bulk-import-jobs/`: recent jobs, to wait out a job whose id was lost in a crash;
+- `PATCH /api/profiles/{id}/` (Update Profile, 75/s burst, 750/min steady): one profile whose update
+  removes a property (`meta.patch_properties.unset`). The bulk import cannot clear a property
+  (a null there is ignored), so a value the platform withdrew goes this way, with that profile's
+  other changed values in the same request.
 
 The key needs `profiles:read` and `profiles:write` (Klaviyo also lists `lists:write`/`lists:read`
 for the import endpoints). The import is an upsert: profiles are named by `id` only, never by
@@ -23,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from clv_platform.resources.http import ConnectorError, HttpClient
+from clv_platform.resources.http import ConnectorError, HttpClient, RequestRejectedError, parse_json
 from clv_platform.resources.klaviyo import KlaviyoResource
 
 JOB_TYPE = "profile-bulk-import-job"
@@ -110,6 +114,28 @@ class KlaviyoWriter:
         if not job_id:
             raise ConnectorError("Klaviyo accepted the import job but returned no job id")
         return str(job_id)
+
+    def update_profile(self, profile_id: str, properties: dict, unset: list[str]) -> RequestRejectedError | None:
+        """Set `properties` and remove the `unset` keys of one profile; None when Klaviyo took it.
+
+        A refusal is returned, not raised: a 404 (`status`) is a profile deleted since the read-back,
+        any other 4xx a value Klaviyo rejected; both concern this profile only. The client's 404
+        hint (a wrong base URL) is not applied here, where a 404 names the profile."""
+        body = {"data": {"type": "profile", "id": profile_id, "attributes": {"properties": properties},
+                         "meta": {"patch_properties": {"unset": unset}}}}
+        try:
+            self.client.request(
+                "PATCH",
+                f"{self.base}/api/profiles/{profile_id}/",
+                what=f"profile update ({len(properties)} set, {len(unset)} removed)",
+                json_body=body,
+                headers={"content-type": "application/vnd.api+json"},
+                consume=parse_json,
+                fatal_hints={k: v for k, v in self.client.fatal_hints.items() if k != 404},
+            )
+        except RequestRejectedError as refused:
+            return refused
+        return None
 
     def job(self, job_id: str) -> dict:
         body = self.client.request_json(

@@ -8,6 +8,8 @@ or 429) waits for the bucket to refill and retries the same call, 5xx/timeouts b
   null is a customer that was deleted (or erased on a GDPR request) and is skipped;
 - `metafieldsSet` writes at most 25 metafields per call and is atomic: when Shopify answers
   with `userErrors`, nothing of that call was saved;
+- `metafieldsDelete` removes metafields (by owner, namespace and key; one that does not exist
+  comes back null and is no error): a value the platform withdrew is deleted, not left stale;
 - `tagsAdd` / `tagsRemove` put or take the `clv:` tags used by customer segments.
 
 The app needs the `write_customers` scope (which includes reading customers).
@@ -36,6 +38,10 @@ READ_QUERY = (
 SET_MUTATION = (
     "mutation ClvMetafieldsSet($metafields: [MetafieldsSetInput!]!) { metafieldsSet(metafields: $metafields) { "
     "metafields { key namespace value } userErrors { field message code elementIndex } } }"
+)
+DELETE_MUTATION = (
+    "mutation ClvMetafieldsDelete($metafields: [MetafieldIdentifierInput!]!) { metafieldsDelete(metafields: "
+    "$metafields) { deletedMetafields { key namespace ownerId } userErrors { field message } } }"
 )
 TAGS_ADD = (
     "mutation ClvTagsAdd($id: ID!, $tags: [String!]!) { tagsAdd(id: $id, tags: $tags) { node { id } "
@@ -118,6 +124,13 @@ class ShopifyWriter:
             raise ValueError(f"metafieldsSet takes 1..{MAX_METAFIELDS_PER_CALL} metafields, got {len(metafields)}")
         data = self._call("metafields set", SET_MUTATION, {"metafields": metafields})
         return list(((data.get("metafieldsSet") or {}).get("userErrors")) or [])
+
+    def delete_metafields(self, identifiers: list[dict]) -> list[dict]:
+        """Send one `metafieldsDelete` call (`ownerId`, `namespace`, `key` each); returns its userErrors."""
+        if not identifiers or len(identifiers) > MAX_METAFIELDS_PER_CALL:
+            raise ValueError(f"metafieldsDelete is sent 1..{MAX_METAFIELDS_PER_CALL} metafields, got {len(identifiers)}")
+        data = self._call("metafields delete", DELETE_MUTATION, {"metafields": identifiers})
+        return list(((data.get("metafieldsDelete") or {}).get("userErrors")) or [])
 
     def change_tags(self, customer_id: str, add: list[str], remove: list[str]) -> list[dict]:
         """`tagsAdd` then `tagsRemove` for one customer; returns the userErrors of both."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import dagster as dg
 import duckdb
@@ -27,7 +28,7 @@ from clv_platform_tests.activation.conftest import (
     resources_for,
     write_base,
 )
-from clv_platform_tests.fake_api import KLAVIYO, KLAVIYO_IMPORT, SHOPIFY
+from clv_platform_tests.fake_api import KLAVIYO, KLAVIYO_IMPORT, KLAVIYO_PROFILE, SHOPIFY
 
 ROWS = customer_rows()
 KLAVIYO_TARGETS = [r for r in ROWS if r["klaviyo_profile_id"]]
@@ -179,6 +180,118 @@ def test_live_run_sends_each_value_once_and_unchanged_customers_are_not_resent(b
     requests = len(fake.requests)
     last = sync_once(base, fake, "klaviyo")
     assert last.planned_customers == 0 and len(fake.requests) == requests
+
+
+def test_a_withdrawn_value_is_cleared_upstream_once(base, fake, clock):
+    """A next purchase date the platform withdrew (P(buy within 90 days) fell below its threshold)
+    is removed from the Klaviyo profile (Update Profile with patch_properties.unset: the bulk import
+    ignores a null) and from the Shopify customer (metafieldsDelete), not left there stale."""
+    sync_once(base, fake, "klaviyo")
+    sync_once(base, fake, "shopify")
+    withdrawn = [r for r in ROWS[:12] if r["predicted_next_purchase_date"] is not None
+                 and r["klaviyo_profile_id"] and r["shopify_customer_id"]][:2]
+    conn = duckdb.connect(base)
+    conn.execute("update marts.customer_scores set scored_at = scored_at + interval 1 day")
+    conn.execute("update marts.customer_scores set predicted_next_purchase_date = null where customer_id in (?, ?)",
+                 [r["customer_id"] for r in withdrawn])
+    conn.close()
+    before, writes_before = len(fake.received), len(writes(fake))
+
+    report = sync_once(base, fake, "klaviyo")
+    planned = query(base, "select target_id, old_value, new_value from activation.planned_changes "
+                          "where destination = 'klaviyo' and field = 'clv_next_purchase_date' order by 1")
+    assert planned == sorted((r["klaviyo_profile_id"], r["predicted_next_purchase_date"].isoformat(), None)
+                             for r in withdrawn)
+    assert report.planned_customers == report.sent_customers == 2 and report.failed_customers == 0
+    patches = [r for r in fake.requests if r.route == KLAVIYO_PROFILE]
+    assert len(patches) == 2 and len(writes(fake)) == writes_before  # no import job: it cannot clear
+    scored_at = (withdrawn[0]["scored_at"] + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for request in patches:
+        assert request.method == "PATCH"
+        assert request.body["data"]["meta"] == {"patch_properties": {"unset": ["clv_next_purchase_date"]}}
+        assert request.body["data"]["attributes"]["properties"] == {"clv_scored_at": scored_at}
+    for row in withdrawn:
+        expected = {**expected_klaviyo_properties(row), "clv_scored_at": scored_at}
+        del expected["clv_next_purchase_date"]
+        assert fake.klaviyo_properties[row["klaviyo_profile_id"]] == expected
+
+    shop = sync_once(base, fake, "shopify")
+    assert shop.planned_customers == shop.sent_customers == 2 and shop.failed_customers == 0
+    deletes = [r for r in fake.received[before:] if r["dest"] == "shopify_delete"]
+    assert sorted(r["ownerId"] for r in deletes) == sorted(r["shopify_customer_id"] for r in withdrawn)
+    assert {(r["namespace"], r["key"]) for r in deletes} == {("clv", "next_purchase_date")}
+    for row in withdrawn:
+        metafields = fake.customers[row["shopify_customer_id"]]["metafields"]
+        assert ("clv", "next_purchase_date") not in metafields
+        assert metafields[("clv", "scored_at")]["value"] == scored_at
+        assert ("clv", "predicted_12m") in metafields  # the rest stays
+    assert sorted(query(base, "select destination, value from activation.sync_state "
+                              "where field = 'clv_next_purchase_date' and customer_id in (?, ?)",
+                        [r["customer_id"] for r in withdrawn])) == [("klaviyo", None)] * 2 + [("shopify", None)] * 2
+
+    # Cleared once: the next night plans nothing for them and sends nothing at all.
+    requests = len(fake.requests)
+    assert sync_once(base, fake, "klaviyo").planned_customers == 0
+    assert sync_once(base, fake, "shopify").planned_customers == 0
+    assert len(fake.requests) == requests
+
+
+@pytest.mark.parametrize("destination,event", [("klaviyo", "klaviyo_profile_updated"),
+                                               ("shopify", "shopify_metafields_sent")])
+def test_kill_after_a_clear_then_rerun_clears_nothing_twice(base, fake, clock, monkeypatch, destination, event):
+    sync_once(base, fake, destination)
+    withdrawn = [r for r in (KLAVIYO_TARGETS if destination == "klaviyo" else SHOPIFY_TARGETS)[:12]
+                 if r["predicted_next_purchase_date"] is not None][:3]
+    conn = duckdb.connect(base)
+    conn.execute("update marts.customer_scores set predicted_next_purchase_date = null where customer_id in (?, ?, ?)",
+                 [r["customer_id"] for r in withdrawn])
+    conn.close()
+    before = len(fake.received)
+
+    def die(name):
+        if name == event:
+            raise SimulatedKill(name)
+
+    monkeypatch.setattr(sync_module, "checkpoint", die)
+    with pytest.raises(SimulatedKill):  # the first clear reached the destination, its record did not
+        sync_once(base, fake, destination)
+    monkeypatch.setattr(sync_module, "checkpoint", lambda name: None)
+    report = sync_once(base, fake, destination)
+    assert report.abandoned_batches == 1 and report.failed_customers == 0
+    assert report.already_upstream_values >= 1  # the cleared value was read back as gone
+    clears = [r for r in fake.received[before:] if r["dest"] == "shopify_delete" or r.get("unset")]
+    targets = [r.get("ownerId") or r.get("id") for r in clears]
+    assert len(targets) == len(set(targets))  # each cleared exactly once
+    assert sorted(set(targets)) == sorted(r["klaviyo_profile_id" if destination == "klaviyo" else
+                                             "shopify_customer_id"] for r in withdrawn)
+    assert query(base, "select count(*) from activation.sync_state where field = 'clv_next_purchase_date' "
+                       "and destination = ? and value is null", [destination]) == [(3,)]
+
+
+def test_a_score_missing_for_every_customer_is_not_cleared(base, fake, clock):
+    """A column null for every customer (its model not scored) is no withdrawal: nothing is cleared."""
+    sync_once(base, fake, "klaviyo")
+    conn = duckdb.connect(base)
+    conn.execute("update marts.customer_scores set scored_at = scored_at + interval 1 day, "
+                 "predicted_next_purchase_date = null, p_purchase_30d = null")
+    changes, absent = plan_changes(conn, "klaviyo", run_id="r2", mode="dry_run", now=now_utc())
+    conn.close()
+    assert set(absent) == {"predicted_next_purchase_date", "p_purchase_30d"}
+    assert len(changes) == 0  # scored_at alone changed: a companion is never sent on its own
+
+
+def test_a_profile_deleted_before_its_update_is_refused_by_id(fake, clock):
+    klaviyo, _ = resources_for(fake)
+    writer = KlaviyoWriter(klaviyo)
+    try:
+        gone, kept = KLAVIYO_TARGETS[0]["klaviyo_profile_id"], KLAVIYO_TARGETS[1]["klaviyo_profile_id"]
+        fake.klaviyo_deleted.add(gone)
+        refused = writer.update_profile(gone, {}, ["clv_next_purchase_date"])
+        assert refused is not None and refused.status == 404
+        assert writer.update_profile(kept, {"clv_tier": "Rest"}, ["clv_p_alive"]) is None
+        assert fake.klaviyo_properties[kept]["clv_tier"] == "Rest" and "clv_p_alive" not in fake.klaviyo_properties[kept]
+    finally:
+        writer.close()
 
 
 @pytest.fixture(scope="module")

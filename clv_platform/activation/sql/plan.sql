@@ -1,6 +1,11 @@
 -- The values to send to one destination: desired values that differ from the last confirmed
 -- sync. Reads the temp view _activation_values (customer_id, target_id, one varchar column per
 -- field, canonical strings) that plan.py builds from marts.customer_scores.
+--
+-- A null value is kept (include nulls): a value the platform no longer gives (a next purchase
+-- date withdrawn because the purchase became unlikely) must be cleared upstream, not left there
+-- stale. A null never sent before is no change; a field plan.py left out of the view (absent
+-- from the mart, or null for every customer) is not touched at all.
 create or replace temp table _activation_desired as
 with one_per_target as (
     select * from _activation_values
@@ -8,7 +13,8 @@ with one_per_target as (
     qualify row_number() over (partition by target_id order by customer_id) = 1
 )
 select customer_id, target_id, field, value
-from (unpivot one_per_target on columns(* exclude (customer_id, target_id)) into name field value value);
+from one_per_target
+unpivot include nulls (value for field in (columns(* exclude (customer_id, target_id))));
 
 create or replace temp table _activation_changes as
 with state as (
