@@ -20,6 +20,9 @@ class FieldSpec:
     kind: str            # decimal2 | decimal4 | text | date | datetime
     shopify_type: str    # metafield type
     trigger: bool = True  # a change of this value makes the customer be sent
+    # a column that is set whenever this one's model scored the customer (this one may be null by
+    # design): a store where this column is null for everyone is then told from one not scored
+    scored_with: str | None = None
 
     @property
     def shopify_key(self) -> str:
@@ -30,7 +33,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("clv_predicted_12m", "predicted_clv", "double", "decimal2", "number_decimal"),
     FieldSpec("clv_tier", "clv_tier", "varchar", "text", "single_line_text_field"),
     FieldSpec("clv_p_alive", "p_alive", "double", "decimal4", "number_decimal"),
-    FieldSpec("clv_next_purchase_date", "predicted_next_purchase_date", "date", "date", "date"),
+    # null when P(purchase within 90 days) is below date_min_probability (npd.next_purchase_contract)
+    FieldSpec("clv_next_purchase_date", "predicted_next_purchase_date", "date", "date", "date",
+              scored_with="p_purchase_30d"),
     FieldSpec("clv_p_purchase_30d", "p_purchase_30d", "double", "decimal4", "number_decimal"),
     FieldSpec("clv_rfm_segment", "rfm_segment", "varchar", "text", "single_line_text_field"),
     FieldSpec("clv_lifecycle_stage", "lifecycle_stage", "varchar", "text", "single_line_text_field"),

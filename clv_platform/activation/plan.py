@@ -2,9 +2,10 @@
 
 `marts.customer_scores` is read by column name. A value that turned null since it was sent (a
 next purchase date withdrawn because the purchase became unlikely) is planned as a clear
-(`new_value` null): the destination must not keep showing it. A column that is absent, or null
-for every customer (its model not scored, e.g. the scores of a store whose next-purchase model
-never trained), is left out of the plan: nothing is cleared on the strength of a missing model.
+(`new_value` null): the destination must not keep showing it. A column that is absent, or whose
+model scored no customer (null for everyone, and for the date its P(30 d) null too: a store whose
+next-purchase model never trained), is left out of the plan: nothing is cleared on the strength
+of a missing model. Every date withdrawn at once while P(30 d) is there is cleared.
 """
 
 from __future__ import annotations
@@ -53,12 +54,15 @@ def build_values_view(conn: duckdb.DuckDBPyConnection, destination: str, shopify
     absent = [spec.column for spec in FIELDS if spec.column not in present]
     select = ["s.customer_id::varchar as customer_id", f"c.{TARGET_COLUMN[destination]}::varchar as target_id"]
     fields = [spec for spec in FIELDS if spec.column in present]
+    # whether the column's model scored anyone: the column itself, or the one that is always set
+    # beside it (a next purchase date is null by design when the purchase is unlikely)
+    evidence = [spec.scored_with if spec.scored_with in present else spec.column for spec in fields]
     counts = conn.execute(
-        "select count(*), " + ", ".join(f'count(s."{spec.column}")' for spec in fields) + f" from {SCORES} as s"
+        "select count(*), " + ", ".join(f'count(s."{column}")' for column in evidence) + f" from {SCORES} as s"
     ).fetchone()
     for spec, known in zip(fields, counts[1:]):
         if counts[0] and not known:
-            absent.append(spec.column)  # no customer has it: not a value to clear everywhere
+            absent.append(spec.column)  # not scored for any customer: not a value to clear everywhere
             continue
         typed = f'cast(s."{spec.column}" as {spec.column_type})'
         select.append(f'{sql_render(spec, typed)} as "{spec.name}"')

@@ -280,6 +280,22 @@ def test_a_score_missing_for_every_customer_is_not_cleared(base, fake, clock):
     assert len(changes) == 0  # scored_at alone changed: a companion is never sent on its own
 
 
+def test_every_date_withdrawn_at_once_is_still_cleared(base, fake, clock):
+    """Null for every customer while P(30 d) is there: the model scored them and withdrew every
+    date (a new, less confident model), which must reach the destinations."""
+    sync_once(base, fake, "shopify")
+    conn = duckdb.connect(base)
+    conn.execute("update marts.customer_scores set predicted_next_purchase_date = null")
+    changes, absent = plan_changes(conn, "shopify", run_id="r2", mode="dry_run", now=now_utc())
+    conn.close()
+    dated = [r for r in SHOPIFY_TARGETS if r["predicted_next_purchase_date"] is not None]
+    assert absent == []
+    dates = changes[changes["field"] == "clv_next_purchase_date"]
+    assert sorted(dates["target_id"]) == sorted(r["shopify_customer_id"] for r in dated)
+    assert dates["new_value"].isna().all()
+    assert set(changes["field"]) == {"clv_next_purchase_date", "clv_scored_at"}  # the companion rides along
+
+
 def test_a_profile_deleted_before_its_update_is_refused_by_id(fake, clock):
     klaviyo, _ = resources_for(fake)
     writer = KlaviyoWriter(klaviyo)
