@@ -43,7 +43,7 @@ def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
 
 def build_values_view(conn: duckdb.DuckDBPyConnection, destination: str, shopify_tags: bool) -> list[str]:
     """Create `_activation_values` for one destination; returns the optional score columns left out
-    (absent from the mart, or null for every customer)."""
+    (absent from the mart, or not scored for any customer)."""
     for table in (SCORES, "staging.customers"):
         if not table_exists(conn, table):
             raise ActivationInputError(f"{table} does not exist: materialize the marts before activation")
