@@ -65,6 +65,13 @@ def repeated_keys(conn: duckdb.DuckDBPyConnection, table: str, keys: str, where:
     return count(conn, f"select count(*) from (select {keys} from {table} where {where} group by all having count(*) > 1)")
 
 
+def repeated_ids(conn: duckdb.DuckDBPyConnection, table: str, key: str) -> tuple[int, list[str]]:
+    """`repeated_keys` of one id column, and a few of the repeated ids to name (the ids are grouped
+    only when some repeat): the shape `offenders` gives the other checks."""
+    n = repeated_keys(conn, table, key)
+    return n, (sample_ids(conn, f"select {key} from {table} group by {key} having count(*) > 1") if n else [])
+
+
 def problems(*found: tuple[object, str]) -> list[str]:
     """The messages of the (value, message) pairs whose value is non-empty, in order."""
     return [message for value, message in found if value]
@@ -211,9 +218,7 @@ def one_row_per_customer_check(
 
     def probe(conn: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
         nulls = count(conn, f"select count(*) from {table} where customer_id is null")
-        dupes = repeated_keys(conn, table, "customer_id")
-        examples = sample_ids(conn, f"select customer_id from {table} group by customer_id having count(*) > 1") \
-            if dupes else []
+        dupes, examples = repeated_ids(conn, table, "customer_id")
         return result(
             nulls == 0 and dupes == 0, "one row per customer",
             failed.format(nulls=nulls, dupes=dupes, examples=", ".join(examples)),

@@ -16,6 +16,7 @@ from clv_platform.checks.common import (
     offenders,
     offending_ids_check,
     one_row_per_customer_check,
+    repeated_ids,
     repeated_keys,
     result,
     rows_where_check,
@@ -57,11 +58,9 @@ raw_profiles_no_future_updates = rows_where_check(
 
 @table_check(ORDERS, "staging.orders", description="order_id is unique in staging.orders.")
 def orders_unique_order_id(conn) -> dg.AssetCheckResult:
-    # counted from the ids' hashes first (repeated_keys, as the other key checks); the ids are grouped
-    # only for the examples of a failure
-    n = repeated_keys(conn, "staging.orders", "order_id")
-    examples = ", ".join(sample_ids(conn, "select order_id from staging.orders group by order_id having count(*) > 1")
-                         if n else [])
+    # counted from the ids' hashes first, as the other key checks; the ids are grouped only for a failure's examples
+    n, examples = repeated_ids(conn, "staging.orders", "order_id")
+    examples = ", ".join(examples)
     return result(n == 0, "order_id is unique", f"{n} order ids appear more than once, e.g. {examples}",
                   duplicate_order_ids=n, examples=examples)
 
