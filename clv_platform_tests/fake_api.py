@@ -21,7 +21,12 @@ of order nodes and profile objects the way `../shared/api-contracts.md` describe
   Klaviyo `/api/profile-bulk-import-jobs/` (POST ≤ 10,000 profiles and 5 MB, 202 + job; job polled
   queued → processing → complete; `import-errors`; job list; a null property value is ignored,
   as Klaviyo's import does), `PATCH /api/profiles/{id}/` (properties set, `meta.patch_properties.unset`
-  keys removed; 404 for a deleted profile) and `filter=any(id,[…])` on profiles. Every value a write carried is logged in `fake.received`
+  keys removed; 404 for a deleted profile) and `filter=any(id,[…])` on profiles. Bulk write-back:
+  `stagedUploadsCreate` (BULK_MUTATION_VARIABLES) and the multipart POST of the JSONL to the
+  target it names, `bulkOperationRunMutation` (one at a time; each line run through the same
+  mutation handlers, free of the cost bucket; the result JSONL keyed by `__lineNumber`, written
+  in reverse line order), `currentBulkOperation(type: MUTATION)`, and a bulk query of `customers`
+  with their metafields as child lines. Every value a write carried is logged in `fake.received`
   (`received_checksum()`); switches `customers`, `shopify_invalid_owners`, `klaviyo_deleted`,
   `klaviyo_reject_ids`, `klaviyo_job_polls_to_complete`.
 
@@ -43,6 +48,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -55,7 +62,10 @@ ROUTES = (SHOPIFY, SHOPIFY_TOKEN, BULK_DOWNLOAD, KLAVIYO)
 # Activation writes (issue 23): Klaviyo bulk profile import jobs.
 KLAVIYO_IMPORT = "klaviyo_import"
 KLAVIYO_PROFILE = "klaviyo_profile"  # PATCH /api/profiles/{id}/
-ROUTES = (*ROUTES, KLAVIYO_IMPORT, KLAVIYO_PROFILE)
+STAGED_UPLOAD = "staged_upload"  # POST of a bulk mutation's JSONL to the URL stagedUploadsCreate gave
+ROUTES = (*ROUTES, KLAVIYO_IMPORT, KLAVIYO_PROFILE, STAGED_UPLOAD)
+# Shopify's staged upload refuses a bulk mutation file above 20 MiB (EntityTooLarge).
+STAGED_UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 
 # Faults checked on every request of a route; the others fire at an event (see FakeApi.fault).
 REQUEST_KINDS = {"status", "throttled", "slow", "truncated", "reset", "duplicate", "bucket_low",
@@ -470,6 +480,8 @@ class _BulkOperation:
     completed_at: str | None = None
     partial_url: str | None = None
     group_objects: bool = False
+    kind: str = "QUERY"  # or "MUTATION" (bulkOperationRunMutation: `query` is the mutation)
+    staged_path: str | None = None
 
 
 class _Response(Exception):
@@ -541,6 +553,8 @@ class FakeApi:
         self._counters = {route: 0 for route in ROUTES}
         self._bulk: dict[str, _BulkOperation] = {}
         self._files: dict[str, bytes] = {}
+        self._staged: dict[str, bytes] = {}  # staged upload key -> the JSONL posted to it
+        self._free = False  # True while a bulk mutation runs its lines: bulk work is outside the bucket
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -740,7 +754,7 @@ class FakeApi:
             return 200, {"data": {name: None for name in root}}
         handlers = {"orders": self._orders_page, "order": self._order_line_items,
                     "bulkOperationRunQuery": self._bulk_start, "node": self._bulk_poll, "shop": self._shop,
-                    **self._activation_handlers()}
+                    **self._activation_handlers(), **self._bulk_write_handlers()}
         name = next((n for n in root if n in handlers), None)
         if name is None:
             return 200, {"errors": [{"message": f"unsupported root fields {list(root)}"}]}
@@ -760,6 +774,8 @@ class FakeApi:
 
     def _charge(self, requested: float, actual: float) -> dict:
         """Check the single-query limit and the bucket, then charge; returns `extensions`."""
+        if self._free:
+            return {}
         if self.max_query_cost is not None and requested > self.max_query_cost:
             raise _Response(200, {"errors": [{
                 "message": f"Query cost is {int(requested)}, which exceeds the single query max cost limit "
@@ -883,7 +899,7 @@ class FakeApi:
 
     def _bulk_start(self, sel: Selection, faults: dict) -> tuple[int, Any]:
         extensions = self._charge(10, 10)
-        running = [op for op in self._bulk.values() if op.status in {"CREATED", "RUNNING"}]
+        running = [op for op in self._bulk.values() if op.status in {"CREATED", "RUNNING"} and op.kind == "QUERY"]
         if running or self._event("bulk_busy"):
             busy = running[0].id if running else "gid://shopify/BulkOperation/4046676525245"
             result = {"bulkOperation": None, "userErrors": [{"code": None, "field": None, "message":
@@ -906,24 +922,34 @@ class FakeApi:
         op = self._bulk.get(sel.args.get("id"))
         if op is None:
             return 200, {"data": {"node": None}, "extensions": extensions}
-        op.polls += 1
-        if op.status in {"CREATED", "RUNNING"}:
-            if op.polls >= self.bulk_polls_to_complete:
-                self._finish_bulk(op)
-            else:
-                op.status = "RUNNING"
+        self._advance_bulk(op)
         node = {"id": op.id, "status": op.status, "errorCode": op.error_code, "createdAt": op.created_at,
                 "completedAt": op.completed_at, "objectCount": str(op.object_count),
                 "fileSize": str(op.file_size) if op.url else None, "url": op.url, "partialDataUrl": op.partial_url}
         fields = (sel.fields or {})
         return 200, {"data": {"node": {k: v for k, v in node.items() if k in fields}}, "extensions": extensions}
 
+    def _advance_bulk(self, op: _BulkOperation) -> None:
+        """Operations run as they are polled: done after `bulk_polls_to_complete` looks."""
+        op.polls += 1
+        if op.status in {"CREATED", "RUNNING"}:
+            if op.polls >= self.bulk_polls_to_complete:
+                self._finish_bulk(op)
+            else:
+                op.status = "RUNNING"
+
     def _finish_bulk(self, op: _BulkOperation) -> None:
         op.completed_at = _iso(datetime.now(timezone.utc))
+        if op.kind == "MUTATION":
+            self._run_bulk_mutation(op)
+            return
         if self._event("bulk_failed"):
             op.status, op.error_code = "FAILED", "INTERNAL_SERVER_ERROR"
             return
         root = parse_graphql(op.query)
+        if "customers" in root:
+            self._publish_bulk(op, self._bulk_customers(root["customers"]))
+            return
         orders_sel = root["orders"]
         node_fields = orders_sel.fields["edges"].fields["node"].fields
         parents, children = [], []
@@ -953,8 +979,6 @@ class FakeApi:
         # Ungrouped output (groupObjects: false, the default since 2026-01) promises no order at all:
         # here every child comes before the parents, the arrangement a reader is least likely to expect.
         objects = children + parents
-        op.status = "COMPLETED"
-        op.object_count = len(objects)
         partial = self._event_spec("bulk_partial")
         if partial is not None and objects:
             # Shopify: a failed operation may leave part of its result at partialDataUrl.
@@ -967,12 +991,145 @@ class FakeApi:
             op.object_count = len(kept)
             op.partial_url = f"{self.base_url}{path}?X-Goog-Signature=fake"
             return
-        if objects:
-            data = "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in objects).encode()
-            path = f"/bulk/{op.id.rsplit('/', 1)[1]}.jsonl"
-            self._files[path] = data
-            op.file_size = len(data)
-            op.url = f"{self.base_url}{path}?X-Goog-Signature=fake"
+        self._publish_bulk(op, objects)
+
+    def _publish_bulk(self, op: _BulkOperation, objects: list[dict], partial: bool = False) -> None:
+        """The operation's JSONL result at a URL this server serves (none when there are no objects)."""
+        op.status = "FAILED" if partial else "COMPLETED"
+        op.object_count = len(objects)
+        if not objects:
+            return
+        data = "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in objects).encode()
+        path = f"/bulk/{op.id.rsplit('/', 1)[1]}{'-partial' if partial else ''}.jsonl"
+        self._files[path] = data
+        url = f"{self.base_url}{path}?X-Goog-Signature=fake"
+        if partial:
+            op.error_code, op.partial_url = "INTERNAL_SERVER_ERROR", url
+        else:
+            op.file_size, op.url = len(data), url
+
+    def _bulk_customers(self, sel: Selection) -> list[dict]:
+        """A bulk query of `customers { edges { node { id tags metafields(namespace:) {...} } } }`:
+        customer lines, and a child line (`__parentId`) per metafield, children first (ungrouped)."""
+        node_fields = sel.fields["edges"].fields["node"].fields
+        meta = node_fields.get("metafields")
+        namespace = meta.args.get("namespace") if meta else None
+        parents, children = [], []
+        for gid, customer in self.customers.items():
+            line = {"__typename": "Customer"}
+            for name in node_fields:
+                if name == "id":
+                    line["id"] = gid
+                elif name == "tags":
+                    line["tags"] = sorted(customer["tags"])
+                elif name not in {"__typename", "metafields"}:
+                    raise UnknownField(name)
+            parents.append(line)
+            if meta is not None:
+                for (ns, key), m in sorted(customer["metafields"].items()):
+                    if namespace in (None, ns):
+                        children.append({"__typename": "Metafield", "key": key, "value": m["value"], "__parentId": gid})
+        return children + parents
+
+    def _staged_uploads_create(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        extensions = self._charge(10, 10)
+        targets, errors = [], []
+        for entry in sel.args.get("input") or []:
+            if entry.get("resource") != "BULK_MUTATION_VARIABLES" or entry.get("httpMethod") != "POST":
+                errors.append({"field": ["input"], "message": "the fake stages BULK_MUTATION_VARIABLES by POST only"})
+                continue
+            key = f"tmp/fake/bulk/{len(self._staged) + len(targets) + 1}/{entry.get('filename')}"
+            targets.append({"url": f"{self.base_url}/staged-uploads/", "resourceUrl": None, "parameters": [
+                {"name": "Content-Type", "value": entry.get("mimeType")}, {"name": "success_action_status",
+                                                                          "value": "201"},
+                {"name": "acl", "value": "private"}, {"name": "key", "value": key},
+                {"name": "policy", "value": "ZmFrZQ=="}]})
+        result = {"stagedTargets": targets if not errors else None, "userErrors": errors}
+        return 200, {"data": {"stagedUploadsCreate": project(result, sel.fields)}, "extensions": extensions}
+
+    def staged_upload(self, record: Recorded) -> tuple[int, Any]:
+        """The storage service's form POST: fields first, the file last; 201 with an XML receipt."""
+        fields = record.body if isinstance(record.body, dict) else {}
+        data, key = fields.get("file"), fields.get("key")
+        if not isinstance(data, bytes) or not isinstance(key, str):
+            raise _Response(400, b"<Error><Code>InvalidArgument</Code></Error>")
+        if len(data) > STAGED_UPLOAD_MAX_BYTES:
+            raise _Response(400, b"<Error><Code>EntityTooLarge</Code></Error>")
+        with self._lock:
+            self._staged[key] = data
+        return 201, f"<PostResponse><Key>{key}</Key></PostResponse>".encode()
+
+    def _bulk_mutation_start(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        extensions = self._charge(10, 10)
+
+        def refused(code: str, message: str) -> tuple[int, Any]:
+            result = {"bulkOperation": None, "userErrors": [{"code": code, "field": None, "message": message}]}
+            return 200, {"data": {"bulkOperationRunMutation": project(result, sel.fields)}, "extensions": extensions}
+
+        running = [op for op in self._bulk.values() if op.kind == "MUTATION" and op.status in {"CREATED", "RUNNING"}]
+        if running:
+            self._advance_bulk(running[0])  # it runs on while the caller waits
+            return refused("OPERATION_IN_PROGRESS", "A bulk mutation operation for this app and shop is already "
+                                                    "in progress.")
+        path = sel.args.get("stagedUploadPath")
+        if path not in self._staged:
+            return refused("NO_SUCH_FILE", "The JSONL file could not be found.")
+        try:
+            root = parse_graphql(sel.args.get("mutation") or "")
+        except (ValueError, IndexError):
+            root = {}
+        if len(root) != 1 or next(iter(root)) not in self._activation_handlers():
+            return refused("INVALID_MUTATION", "The mutation is invalid.")
+        op = _BulkOperation(id=f"gid://shopify/BulkOperation/{len(self._bulk) + 1}", query=sel.args["mutation"],
+                            kind="MUTATION", staged_path=path)
+        self._bulk[op.id] = op
+        result = {"bulkOperation": {"id": op.id, "status": op.status}, "userErrors": []}
+        return 200, {"data": {"bulkOperationRunMutation": project(result, sel.fields)}, "extensions": extensions}
+
+    def start_other_bulk_mutation(self) -> str:
+        """A bulk mutation of someone else (another app, or the admin) that is running now."""
+        with self._lock:
+            self._staged["other-app"] = b""
+            op = _BulkOperation(id=f"gid://shopify/BulkOperation/{len(self._bulk) + 1}", kind="MUTATION",
+                                query="mutation Other($id: ID!, $tags: [String!]!) { tagsAdd(id: $id, tags: $tags) "
+                                "{ userErrors { message } } }", status="RUNNING", staged_path="other-app")
+            self._bulk[op.id] = op
+            return op.id
+
+    def _run_bulk_mutation(self, op: _BulkOperation) -> None:
+        """Run the mutation once per line with that line's variables; `bulk_partial` stops after half
+        the lines (FAILED, their results at partialDataUrl), `bulk_failed` runs none."""
+        if self._event("bulk_failed"):
+            op.status, op.error_code = "FAILED", "INTERNAL_SERVER_ERROR"
+            return
+        lines = [json.loads(line) for line in self._staged[op.staged_path].decode().splitlines() if line.strip()]
+        partial = self._event_spec("bulk_partial") is not None
+        if partial:
+            lines = lines[: max(1, len(lines) // 2)]
+        results = []
+        self._free = True
+        try:
+            for number, variables in enumerate(lines):
+                root = parse_graphql(op.query, variables)
+                name = next(iter(root))
+                _, payload = self._activation_handlers()[name](root[name], {})
+                if "errors" in payload:
+                    results.append({"errors": payload["errors"], "__lineNumber": number})
+                else:
+                    results.append({"data": payload["data"], "__lineNumber": number})
+        finally:
+            self._free = False
+        self._publish_bulk(op, results[::-1], partial=partial)
+
+    def _current_bulk_operation(self, sel: Selection, faults: dict) -> tuple[int, Any]:
+        extensions = self._charge(1, 1)
+        kind = sel.args.get("type", "QUERY")
+        ops = [op for op in self._bulk.values() if op.kind == kind]
+        if ops:
+            self._advance_bulk(ops[-1])
+        node = {"id": ops[-1].id, "status": ops[-1].status} if ops else None
+        return 200, {"data": {"currentBulkOperation": project(node, sel.fields) if node else None},
+                     "extensions": extensions}
 
     # -- Klaviyo
 
@@ -1061,6 +1218,10 @@ class FakeApi:
     def _activation_handlers(self) -> dict:
         return {"nodes": self._customers_read, "metafieldsSet": self._metafields_set,
                 "metafieldsDelete": self._metafields_delete, "tagsAdd": self._tags_add, "tagsRemove": self._tags_remove}
+
+    def _bulk_write_handlers(self) -> dict:
+        return {"stagedUploadsCreate": self._staged_uploads_create, "bulkOperationRunMutation": self._bulk_mutation_start,
+                "currentBulkOperation": self._current_bulk_operation}
 
     def _customers_read(self, sel: Selection, faults: dict) -> tuple[int, Any]:
         ids = list(sel.args.get("ids") or [])
@@ -1340,6 +1501,8 @@ class _Handler(BaseHTTPRequestHandler):
             return SHOPIFY_TOKEN
         if path.startswith("/bulk/"):
             return BULK_DOWNLOAD
+        if path.startswith("/staged-uploads/"):
+            return STAGED_UPLOAD
         if path.rstrip("/") == "/api/profiles":
             return KLAVIYO
         if re.fullmatch(r"/api/profiles/[^/]+/?", path):
@@ -1359,6 +1522,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         if "x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
             body = dict(parse_qsl(raw.decode(), keep_blank_values=True))
+        if "multipart/form-data" in (self.headers.get("Content-Type") or ""):
+            body = _multipart_fields(self.headers["Content-Type"], raw)
         route = self._route(parts.path)
         with fake._lock:
             number = 0
@@ -1419,6 +1584,9 @@ class _Handler(BaseHTTPRequestHandler):
             if data is None:
                 raise _Response(404, {"errors": "Not Found"})
             return 200, data, {"Content-Type": "application/jsonl"}
+        if route == STAGED_UPLOAD:
+            status, payload = fake.staged_upload(record)
+            return status, payload, {"Content-Type": "application/xml"}
         if route == KLAVIYO_IMPORT:
             status, payload = fake.klaviyo_import(record)
             return status, payload, {"Content-Type": "application/vnd.api+json"}
@@ -1489,6 +1657,17 @@ class _Reset(Exception):
     pass
 
 
+def _multipart_fields(content_type: str, raw: bytes) -> dict[str, Any]:
+    """A multipart/form-data body as {name: text}, the `file` part as bytes."""
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        fields[name] = payload if part.get_filename() else payload.decode()
+    return fields
+
+
 def _parse_body(body: Any) -> dict[str, Selection] | None:
     query = body.get("query") if isinstance(body, dict) else None
     if not isinstance(query, str):
@@ -1505,7 +1684,9 @@ def _graphql_op(root: dict[str, Selection] | None) -> str | None:
     for name, op in (("orders", "orders"), ("order", "line_items"), ("bulkOperationRunQuery", "bulk_start"),
                      ("node", "bulk_poll"), ("shop", "shop"), ("nodes", "customer_read"),
                      ("metafieldsSet", "metafields_set"), ("metafieldsDelete", "metafields_delete"),
-                     ("tagsAdd", "tags_add"), ("tagsRemove", "tags_remove")):
+                     ("tagsAdd", "tags_add"), ("tagsRemove", "tags_remove"), ("stagedUploadsCreate", "staged_upload"),
+                     ("bulkOperationRunMutation", "bulk_mutation_start"),
+                     ("currentBulkOperation", "bulk_mutation_status")):
         if root and name in root:
             return op
     return None

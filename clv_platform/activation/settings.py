@@ -37,6 +37,14 @@ class ActivationResource(dg.ConfigurableResource):
         default=1800.0, description="Give up waiting for one job (the next run resumes it)."
     )
     shopify_read_chunk: int = Field(default=25, description="Customers read back per nodes(ids:) query.")
+    shopify_bulk_min_customers: int = Field(
+        default=5_000,
+        description="A Shopify sync planning at least this many customers reads back and writes through bulk "
+        "operations (outside the cost bucket) instead of calls; 0 = always, -1 = never.",
+    )
+    shopify_bulk_max_file_bytes: int = Field(
+        default=20_000_000, description="Bytes per bulk mutation file (Shopify's staged upload takes 20 MiB)."
+    )
 
     def enabled(self, destination: str) -> bool:
         return {"klaviyo": self.klaviyo_enabled, "shopify": self.shopify_enabled}[destination]
@@ -48,6 +56,8 @@ class ActivationResource(dg.ConfigurableResource):
             klaviyo_poll_seconds=self.klaviyo_poll_seconds,
             klaviyo_job_timeout_seconds=self.klaviyo_job_timeout_seconds,
             shopify_read_chunk=max(1, min(self.shopify_read_chunk, 250)),
+            shopify_bulk_min_customers=self.shopify_bulk_min_customers,
+            shopify_bulk_max_file_bytes=max(10_000, min(self.shopify_bulk_max_file_bytes, 20 * 1024 * 1024)),
         )
 
 

@@ -9,9 +9,14 @@ The design that makes a rerun send nothing twice:
    values already there are confirmed without sending. So a batch whose confirmation was lost
    in a crash (`sending` left behind) is found upstream by the next run and not sent again;
    the read-back is also how deleted or erased customers are found and skipped;
-3. a Klaviyo job whose id was recorded (`submitted`) is polled to its end by the next run
-   instead of being resubmitted; when a crash lost the id, the next run first waits for
-   Klaviyo's unfinished import jobs, so its read-back sees their result.
+3. a Klaviyo job or a Shopify bulk operation whose id was recorded (`submitted`) is polled to
+   its end by the next run and settled by its result instead of being resubmitted; when a crash
+   lost the id, the next run first waits until the destination has nothing unfinished (Klaviyo
+   import jobs, a Shopify bulk mutation), so its read-back sees their result.
+
+A large Shopify plan (`shopify_bulk_min_customers`) is read back with one bulk query and sent as
+bulk mutations over staged JSONL files (`_BulkSender`), outside the cost bucket; a smaller one
+call by call (`_CallSender`). Both send the same calls' variables.
 
 A value planned as null is cleared upstream (Klaviyo: the profile is updated on its own with
 `patch_properties.unset`, which the bulk import cannot do; Shopify: `metafieldsDelete`), and its
@@ -33,7 +38,7 @@ import pandas as pd
 from clv_platform.core.sql import transaction
 from clv_platform.activation.fields import BY_NAME, TAG_PREFIX, canonical, klaviyo_value
 from clv_platform.resources.klaviyo_write import KlaviyoWriter, pack_jobs
-from clv_platform.resources.shopify_write import MAX_METAFIELDS_PER_CALL, NAMESPACE, ShopifyWriter
+from clv_platform.resources.shopify_write import BULK_MUTATIONS, MAX_METAFIELDS_PER_CALL, NAMESPACE, ShopifyWriter
 
 DELETED = "deleted or erased upstream: not found by id"
 PROFILE_UPDATE = "profile-update"  # the batch kind of one Klaviyo Update Profile request
@@ -56,6 +61,8 @@ class SyncOptions:
     klaviyo_poll_seconds: float
     klaviyo_job_timeout_seconds: float
     shopify_read_chunk: int
+    shopify_bulk_min_customers: int = 5_000
+    shopify_bulk_max_file_bytes: int = 20_000_000
     shopify_metafields_per_call: int = MAX_METAFIELDS_PER_CALL
 
 
@@ -72,6 +79,7 @@ class SyncReport:
     failed_customers: int = 0
     resumed_batches: int = 0
     abandoned_batches: int = 0
+    bulk_operations: int = 0
     failures: list[dict] = field(default_factory=list)
 
     def as_metadata(self) -> dict[str, int]:
@@ -334,6 +342,8 @@ def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, changes
 
 # ------------------------------------------------------------------------------------ Shopify
 
+BULK_KIND = "bulk "  # batch kind prefix of a bulk operation: "bulk metafieldsSet", "bulk tagsAdd", ...
+
 
 def _metafield_input(item: dict) -> dict:
     spec = BY_NAME[item["field"]]
@@ -341,19 +351,55 @@ def _metafield_input(item: dict) -> dict:
             "type": spec.shopify_type, "value": item["value"]}
 
 
+def _metafield_variables(items: list[dict]) -> dict:
+    """One metafieldsSet call's variables, or metafieldsDelete's when the values are null (cleared)."""
+    if items[0]["value"] is None:
+        return {"metafields": [{"ownerId": i["target_id"], "namespace": NAMESPACE,
+                                "key": BY_NAME[i["field"]].shopify_key} for i in items]}
+    return {"metafields": [_metafield_input(i) for i in items]}
+
+
+def _tag_variables(items: list[dict]) -> dict:
+    return {"id": items[0]["target_id"], "tags": [i["field"].removeprefix(TAG_PREFIX) for i in items]}
+
+
+def _error_reasons(mutation: str, errors: list[dict], items: list[dict]) -> str:
+    reasons = []
+    for error in errors:
+        index = error.get("elementIndex")
+        where = items[index]["field"] if isinstance(index, int) and 0 <= index < len(items) else None
+        reasons.append(f"{where or error.get('field')}: {error.get('code') or ''} {error.get('message')}".strip())
+    return f"Shopify {mutation} userErrors: " + "; ".join(reasons)
+
+
+def _failure(items: list[dict], reason: str) -> dict:
+    return {"customer_id": items[0]["customer_id"], "target_id": items[0]["target_id"], "reason": reason}
+
+
+def _calls(customers: list[list[dict]], per_call: int) -> Iterator[list[list[dict]]]:
+    """Customers' items packed into calls of at most `per_call` values (a customer is never split)."""
+    call: list[list[dict]] = []
+    for customer in customers:
+        if call and sum(map(len, call)) + len(customer) > per_call:
+            yield call
+            call = []
+        call.append(customer)
+    if call:
+        yield call
+
+
 def _send_metafields(ledger: Ledger, writer: ShopifyWriter, customers: list[list[dict]], report: SyncReport) -> None:
     """One metafieldsSet call for these customers' items (metafieldsDelete when their values are
     null: cleared); on userErrors (metafieldsSet is atomic: nothing saved) each customer is
     retried alone so one bad value does not block the others."""
     items = [i for customer in customers for i in customer]
-    delete = items[0]["value"] is None
-    mutation = "metafieldsDelete" if delete else "metafieldsSet"
+    mutation = "metafieldsDelete" if items[0]["value"] is None else "metafieldsSet"
     batch_id = ledger.start_batch(mutation, items)
-    if delete:
-        errors = writer.delete_metafields([
-            {"ownerId": i["target_id"], "namespace": NAMESPACE, "key": BY_NAME[i["field"]].shopify_key} for i in items])
+    variables = _metafield_variables(items)["metafields"]
+    if mutation == "metafieldsDelete":
+        errors = writer.delete_metafields(variables)
     else:
-        errors = writer.set_metafields([_metafield_input(i) for i in items])
+        errors = writer.set_metafields(variables)
     checkpoint("shopify_metafields_sent")
     report.write_requests += 1
     if not errors:
@@ -364,13 +410,7 @@ def _send_metafields(ledger: Ledger, writer: ShopifyWriter, customers: list[list
         for customer in customers:
             _send_metafields(ledger, writer, [customer], report)
         return
-    reasons = []
-    for error in errors:
-        index = error.get("elementIndex")
-        where = items[index]["field"] if isinstance(index, int) and 0 <= index < len(items) else None
-        reasons.append(f"{where or error.get('field')}: {error.get('code') or ''} {error.get('message')}".strip())
-    failure = {"customer_id": items[0]["customer_id"], "target_id": items[0]["target_id"],
-               "reason": f"Shopify {mutation} userErrors: " + "; ".join(reasons)}
+    failure = _failure(items, _error_reasons(mutation, errors, items))
     _count_failures(report, [failure])
     ledger.settle([], [failure], batch_id, status="failed")
 
@@ -383,39 +423,186 @@ def _send_tags(ledger: Ledger, writer: ShopifyWriter, items: list[dict], report:
     checkpoint("shopify_tags_sent")
     report.write_requests += 1
     if errors:
-        failure = {"customer_id": items[0]["customer_id"], "target_id": items[0]["target_id"],
-                   "reason": "Shopify tags userErrors: " + "; ".join(str(e.get("message")) for e in errors)}
+        failure = _failure(items, "Shopify tags userErrors: " + "; ".join(str(e.get("message")) for e in errors))
         _count_failures(report, [failure])
         ledger.settle([], [failure], batch_id, status="failed")
     else:
         ledger.settle(items, [], batch_id)
 
 
-def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, changes: pd.DataFrame, run_id: str,
-                 options: SyncOptions) -> SyncReport:
-    ledger = Ledger(conn, "shopify", run_id)
-    report = SyncReport("shopify")
+class _CallSender:
+    """Sends each chunk's changes at once, one GraphQL call per 25 values (tags: per customer)."""
+
+    def __init__(self, ledger: Ledger, writer: ShopifyWriter, options: SyncOptions, report: SyncReport):
+        self.ledger, self.writer, self.options, self.report = ledger, writer, options, report
+
+    def send(self, metafields: list[list[dict]], cleared: list[list[dict]], tags: list[list[dict]]) -> None:
+        for customers in (metafields, cleared):
+            for call in _calls(customers, self.options.shopify_metafields_per_call):
+                _send_metafields(self.ledger, self.writer, call, self.report)
+        for items in tags:
+            _send_tags(self.ledger, self.writer, items, self.report)
+
+    def flush(self) -> None:
+        """Nothing is held back."""
+
+
+class _BulkSender:
+    """Collects the calls as lines of one JSONL file per mutation and runs a bulk operation over a
+    file when it is full (`shopify_bulk_max_file_bytes`) and over each file at the end."""
+
+    def __init__(self, ledger: Ledger, writer: ShopifyWriter, options: SyncOptions, report: SyncReport):
+        self.ledger, self.writer, self.options, self.report = ledger, writer, options, report
+        self.lines: dict[str, list[tuple[str, list[dict]]]] = {m: [] for m in BULK_MUTATIONS}
+        self.size = dict.fromkeys(BULK_MUTATIONS, 0)
+
+    def add(self, mutation: str, variables: dict, items: list[dict]) -> None:
+        text = json.dumps(variables, separators=(",", ":"))
+        if self.lines[mutation] and self.size[mutation] + len(text) + 1 > self.options.shopify_bulk_max_file_bytes:
+            self.run(mutation)
+        self.lines[mutation].append((text, items))
+        self.size[mutation] += len(text) + 1
+
+    def send(self, metafields: list[list[dict]], cleared: list[list[dict]], tags: list[list[dict]]) -> None:
+        for mutation, customers in (("metafieldsSet", metafields), ("metafieldsDelete", cleared)):
+            for call in _calls(customers, self.options.shopify_metafields_per_call):
+                items = [i for customer in call for i in customer]
+                self.add(mutation, _metafield_variables(items), items)
+        for items in tags:
+            for mutation, part in (("tagsAdd", [i for i in items if i["value"] == "true"]),
+                                   ("tagsRemove", [i for i in items if i["value"] != "true"])):
+                if part:
+                    self.add(mutation, _tag_variables(part), part)
+
+    def run(self, mutation: str) -> None:
+        lines, self.lines[mutation], self.size[mutation] = self.lines[mutation], [], 0
+        _bulk_operation(self.ledger, self.writer, mutation, lines, self.report)
+
+    def flush(self) -> None:
+        for mutation in BULK_MUTATIONS:
+            if self.lines[mutation]:
+                self.run(mutation)
+
+
+def _bulk_operation(ledger: Ledger, writer: ShopifyWriter, mutation: str, lines: list[tuple[str, list[dict]]],
+                    report: SyncReport) -> None:
+    """Record the file's items (each with its line number), upload the file, start the operation,
+    record its id, then wait for it and settle every line by its result."""
+    items = [{**i, "line": number} for number, (_, line_items) in enumerate(lines) for i in line_items]
+    batch_id = ledger.start_batch(BULK_KIND + mutation, items)
+    path = writer.stage_upload(("\n".join(text for text, _ in lines) + "\n").encode(), f"clv-{mutation}.jsonl")
+    operation_id = writer.start_bulk_mutation(mutation, path, client_identifier=batch_id)
+    checkpoint("shopify_bulk_started")
+    ledger.set_status(batch_id, "submitted", job_id=operation_id)
+    report.write_requests += 1
+    report.bulk_operations += 1
+    _bulk_settle(ledger, writer, batch_id, operation_id, mutation, items, report)
+
+
+def _bulk_settle(ledger: Ledger, writer: ShopifyWriter, batch_id: str, operation_id: str, mutation: str,
+                 items: list[dict], report: SyncReport) -> None:
+    """Confirm the lines that succeeded; a line with errors is a failure of its customer, except a
+    metafieldsSet of several customers (atomic per line), whose customers are sent again one per
+    line so one bad value does not block the others. A line without a result (an operation that
+    failed part-way) is a failure too: its values stay out of the state, and the next run's
+    read-back finds whether Shopify saved them."""
+    operation, results = writer.finished_bulk_mutation(operation_id)
+    by_line: dict[int, list[dict]] = {}
+    for item in items:
+        by_line.setdefault(item["line"], []).append({k: v for k, v in item.items() if k != "line"})
+    confirmed: list[dict] = []
+    failures: list[dict] = []
+    again: list[tuple[str, list[dict]]] = []
+    for number, line_items in sorted(by_line.items()):
+        record = results.get(number)
+        if record is None:
+            reason = (f"Shopify bulk {mutation} {operation_id} ended {operation.get('status')} "
+                      f"(errorCode {operation.get('errorCode')}) without a result for this call")
+            failures += [_failure(c, reason) for c in _by_customer(line_items)]
+            continue
+        errors = record.get("errors") or (((record.get("data") or {}).get(mutation) or {}).get("userErrors")) or []
+        if not errors:
+            confirmed += line_items
+            continue
+        customers = _by_customer(line_items)
+        if mutation == "metafieldsSet" and len(customers) > 1:
+            again += [(json.dumps(_metafield_variables(c), separators=(",", ":")), c) for c in customers]
+            continue
+        reason = _error_reasons(mutation, errors, line_items)
+        failures += [_failure(c, reason) for c in customers]
+    _count_failures(report, failures)
+    ledger.settle(confirmed, failures, batch_id, status="done" if len(confirmed) == len(items) else "failed",
+                  detail=f"operation {operation_id} {operation.get('status')}: {len(results)} of {len(by_line)} "
+                  f"calls returned, {len(again)} customers sent again alone")
+    if again:
+        _bulk_operation(ledger, writer, mutation, again, report)
+
+
+def _by_customer(items: list[dict]) -> list[list[dict]]:
+    customers: dict[str, list[dict]] = {}
+    for item in items:
+        customers.setdefault(item["target_id"], []).append(item)
+    return list(customers.values())
+
+
+def resume_shopify(ledger: Ledger, writer: ShopifyWriter, report: SyncReport) -> None:
+    """Finish what a killed sync left open. A bulk operation whose id was recorded is waited for
+    and settled by its result; one started without its id recorded is let finish (no bulk mutation
+    running any more), then abandoned like the synchronous calls: the read-back finds what was saved."""
     for batch in ledger.open_batches():
-        # metafieldsSet/-Delete and tags are synchronous: the read-back below finds what was saved.
         report.resumed_batches += 1
+        if batch["kind"].startswith(BULK_KIND):
+            mutation = batch["kind"].removeprefix(BULK_KIND)
+            if batch["status"] == "submitted" and batch["job_id"]:
+                writer.client.info(f"Shopify: resuming bulk {mutation} {batch['job_id']} of an interrupted sync")
+                _bulk_settle(ledger, writer, batch["batch_id"], batch["job_id"], mutation, batch["items"], report)
+                continue
+            waited = 0.0
+            while writer.bulk_mutation_running():
+                if waited >= writer.resource.bulk_timeout_seconds:
+                    raise RuntimeError("a Shopify bulk mutation stayed running; rerun activation later")
+                writer.client.wait(writer.resource.bulk_poll_interval_seconds,
+                                   "an interrupted sync may have a bulk mutation running in Shopify")
+                waited += writer.resource.bulk_poll_interval_seconds
         report.abandoned_batches += 1
         ledger.settle([], [], batch["batch_id"], status="abandoned", detail="in doubt after a crash; re-read")
+
+
+def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, changes: pd.DataFrame, run_id: str,
+                 options: SyncOptions) -> SyncReport:
+    """Read back, compare and send. A plan of at least `shopify_bulk_min_customers` customers is
+    read with one bulk query and written with bulk mutations (outside the cost bucket, which a
+    nightly of a large store would exhaust for hours); a smaller one with paced calls."""
+    ledger = Ledger(conn, "shopify", run_id)
+    report = SyncReport("shopify")
+    resume_shopify(ledger, writer, report)
     targets = _by_target(changes)
     report.planned_customers, report.planned_values = len(targets), len(changes)
+    bulk = bool(targets) and 0 <= options.shopify_bulk_min_customers <= len(targets)
+    if bulk:
+        upstream = writer.bulk_current(set(targets))
+        sender: _CallSender | _BulkSender = _BulkSender(ledger, writer, options, report)
+        chunk_size = 1_000
+
+        def read(chunk: list[str]) -> dict[str, dict]:
+            return {t: upstream[t] for t in chunk if t in upstream}
+    else:
+        sender, chunk_size, read = _CallSender(ledger, writer, options, report), options.shopify_read_chunk, writer.current
     sent: set[str] = set()
-    for chunk in _chunks(list(targets), options.shopify_read_chunk):
-        current = writer.current(chunk)
+    for chunk in _chunks(list(targets), chunk_size):
+        current = read(chunk)
         already, to_send, to_delete, tag_sends = [], [], [], []
         present, skipped = _upstream_or_skipped(chunk, targets, current)
         for target in present:
             entry = targets[target]
-            upstream: dict[str, str | None] = {}
+            upstream_values: dict[str, str | None] = {}
             for f in entry["fields"]:
                 if f.startswith(TAG_PREFIX):
-                    upstream[f] = "true" if f.removeprefix(TAG_PREFIX) in current[target]["tags"] else "false"
+                    upstream_values[f] = "true" if f.removeprefix(TAG_PREFIX) in current[target]["tags"] else "false"
                 else:
-                    upstream[f] = canonical(BY_NAME[f].kind, current[target]["metafields"].get(BY_NAME[f].shopify_key))
-            send, same = _split(upstream, entry["fields"])
+                    upstream_values[f] = canonical(BY_NAME[f].kind,
+                                                   current[target]["metafields"].get(BY_NAME[f].shopify_key))
+            send, same = _split(upstream_values, entry["fields"])
             already += _items(target, entry["customer_id"], same)
             metafields = {f: v for f, v in send.items() if not f.startswith(TAG_PREFIX) and v is not None}
             cleared = {f: v for f, v in send.items() if not f.startswith(TAG_PREFIX) and v is None}
@@ -429,20 +616,11 @@ def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, changes
         report.already_upstream_values += len(already)
         report.skipped_customers += len(skipped)
         ledger.settle(already, skipped)
-        for customers in (to_send, to_delete):
-            call: list[list[dict]] = []
-            for customer in customers:
-                if call and sum(map(len, call)) + len(customer) > options.shopify_metafields_per_call:
-                    _send_metafields(ledger, writer, call, report)
-                    call = []
-                call.append(customer)
-            if call:
-                _send_metafields(ledger, writer, call, report)
-        for items in tag_sends:
-            _send_tags(ledger, writer, items, report)
+        sender.send(to_send, to_delete, tag_sends)
         for items in [*to_send, *to_delete, *tag_sends]:
             sent.add(items[0]["target_id"])
             report.sent_values += len(items)
+    sender.flush()
     report.sent_customers = len(sent)
     _log_summary(writer.client, report)
     return report

@@ -243,12 +243,14 @@ class HttpClient:
         session: requests.Session | None = None,
         fatal_hints: Mapping[int, str] | None = None,
         data: Mapping[str, Any] | None = None,
+        files: Mapping[str, Any] | None = None,
     ) -> Any:
         """The retry loop. `consume(response)` turns a 2xx response into the result.
 
         `consume` runs inside the loop, so a body that breaks while being read or parsed
         (truncated download, invalid JSON) is retried like any other transient fault. `data` is
-        sent form-encoded (OAuth token requests).
+        sent form-encoded (OAuth token requests); with `files`, as multipart form fields before
+        the files (a staged upload).
         """
         failures = 0
         last_status: int | None = None
@@ -262,6 +264,7 @@ class HttpClient:
                     params=params,
                     json=json_body,
                     data=data,
+                    files=files,
                     headers=headers,
                     timeout=self.timeout,
                     stream=stream,

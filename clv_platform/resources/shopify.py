@@ -694,22 +694,31 @@ class ShopifyResource(HttpConnectorResource):
             )
 
     def _start_bulk(self, client: HttpClient, pacer: _CostPacer, query: str) -> str:
-        for _ in range(self.bulk_busy_max_waits + 1):
+        def attempt() -> dict:
             data = self._graphql(client, pacer, "bulk start", BULK_RUN_MUTATION, {"query": query})
-            result = data.get("bulkOperationRunQuery") or {}
+            return data.get("bulkOperationRunQuery") or {}
+
+        return self.start_when_free(client, attempt, "bulk query",
+                                    lambda errors: "already in progress" in _messages(errors).lower())
+
+    def start_when_free(self, client: HttpClient, attempt: Any, what: str, busy: Any) -> str:
+        """Start a bulk operation: `attempt()` sends the start mutation and returns its payload
+        ({bulkOperation, userErrors}); while `busy(userErrors)` says another operation runs, wait
+        `bulk_busy_wait_seconds` and try again, at most `bulk_busy_max_waits` times."""
+        for _ in range(self.bulk_busy_max_waits + 1):
+            result = attempt()
             errors = result.get("userErrors") or []
             if not errors:
                 operation = result.get("bulkOperation") or {}
                 if not operation.get("id"):
-                    raise ConnectorError("Shopify bulkOperationRunQuery returned no operation id")
-                client.info(f"Shopify bulk operation {operation['id']} started")
+                    raise ConnectorError(f"Shopify returned no operation id for the {what}")
+                client.info(f"Shopify {what} {operation['id']} started")
                 return operation["id"]
-            messages = "; ".join(str(e.get("message")) for e in errors)
-            if "already in progress" not in messages.lower():
-                raise ConnectorError(f"Shopify refused the bulk query: {messages}")
-            client.wait(self.bulk_busy_wait_seconds, f"another bulk query is running ({messages})")
+            if not busy(errors):
+                raise ConnectorError(f"Shopify refused the {what}: {_messages(errors)}")
+            client.wait(self.bulk_busy_wait_seconds, f"another {what} is running ({_messages(errors)})")
         raise ConnectorError(
-            f"Shopify: another bulk query kept running for {self.bulk_busy_max_waits} waits of "
+            f"Shopify: another {what} kept running for {self.bulk_busy_max_waits} waits of "
             f"{self.bulk_busy_wait_seconds:.0f}s; cancel it or retry later"
         )
 
@@ -731,12 +740,14 @@ class ShopifyResource(HttpConnectorResource):
             client.wait(self.bulk_poll_interval_seconds, f"bulk operation {operation_id} is {status}")
             waited += self.bulk_poll_interval_seconds
 
-    def _download(self, client: HttpClient, url: str, spool: IO[bytes], expected: int) -> None:
+    def _download(self, client: HttpClient, url: str, spool: IO[bytes], expected: int | None) -> None:
         """Download the JSONL result to `spool`, checking every line; a broken download is redone whole.
 
         The line count must equal the operation's `objectCount` (every object, parents and
         children, is one line): a body cut at a line boundary, served without
-        `Content-Length`, parses cleanly and is only caught by this count.
+        `Content-Length`, parses cleanly and is only caught by this count. A bulk mutation's
+        result is checked by its caller instead (`expected` None): every input line must come
+        back under its `__lineNumber`.
         """
 
         def consume(response: requests.Response) -> int:
@@ -752,7 +763,7 @@ class ShopifyResource(HttpConnectorResource):
                     raise TransientBodyError(f"invalid JSONL line {lines + 1} in the bulk result") from None
                 spool.write(line + b"\n")
                 lines += 1
-            if lines != expected:
+            if expected is not None and lines != expected:
                 raise TransientBodyError(
                     f"bulk result has {lines} JSONL lines but the operation reported objectCount {expected} "
                     "(download cut short or inconsistent)"
@@ -848,6 +859,10 @@ def _valid_bulk_node(data: dict) -> None:
     node = data.get("node")
     if not isinstance(node, dict) or not isinstance(node.get("status"), str):
         raise _invalid("bulk poll", "`node` has no status")
+
+
+def _messages(errors: list[dict]) -> str:
+    return "; ".join(f"{e.get('message')}" + (f" ({e['code']})" if e.get("code") else "") for e in errors)
 
 
 def _object_count(operation: dict) -> int:

@@ -12,12 +12,21 @@ or 429) waits for the bucket to refill and retries the same call, 5xx/timeouts b
   comes back null and is no error): a value the platform withdrew is deleted, not left stale;
 - `tagsAdd` / `tagsRemove` put or take the `clv:` tags used by customer segments.
 
+A large sync goes through bulk operations instead, which Shopify runs outside the cost bucket
+(shopify.dev, "Bulk import data with the GraphQL Admin API"): `bulk_current` reads every
+customer's `clv` metafields and tags with one `bulkOperationRunQuery`, and `start_bulk_mutation`
+runs one of the mutations above once per line of a JSONL file of variables, uploaded first with
+`stagedUploadsCreate` (resource BULK_MUTATION_VARIABLES) to the URL and form fields it returns.
+The result is a JSONL file with one line per input line, in any order, keyed by `__lineNumber`;
+a line carries that call's payload (with its `userErrors`) or top-level `errors`.
+
 The app needs the `write_customers` scope (which includes reading customers).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from typing import Any
 
 from clv_platform.resources.http import (
@@ -25,8 +34,9 @@ from clv_platform.resources.http import (
     HttpClient,
     PermissionDeniedError,
     TransientBodyError,
+    make_session,
 )
-from clv_platform.resources.shopify import ShopifyResource, _CostPacer
+from clv_platform.resources.shopify import ShopifyResource, _CostPacer, _object_count
 
 NAMESPACE = "clv"
 MAX_METAFIELDS_PER_CALL = 25
@@ -51,6 +61,23 @@ TAGS_REMOVE = (
     "mutation ClvTagsRemove($id: ID!, $tags: [String!]!) { tagsRemove(id: $id, tags: $tags) { node { id } "
     "userErrors { field message } } }"
 )
+# The mutation a bulk operation runs once per JSONL line, by its root field.
+BULK_MUTATIONS = {"metafieldsSet": SET_MUTATION, "metafieldsDelete": DELETE_MUTATION, "tagsAdd": TAGS_ADD,
+                  "tagsRemove": TAGS_REMOVE}
+BULK_READ_QUERY = (
+    "{ customers { edges { node { __typename id tags "
+    f'metafields(namespace: "{NAMESPACE}") {{ edges {{ node {{ __typename key value }} }} }} }} }} }} }}'
+)
+STAGED_UPLOAD = (
+    "mutation ClvStagedUpload($input: [StagedUploadInput!]!) { stagedUploadsCreate(input: $input) { "
+    "stagedTargets { url resourceUrl parameters { name value } } userErrors { field message } } }"
+)
+BULK_MUTATION_RUN = (
+    "mutation ClvBulkMutation($mutation: String!, $stagedUploadPath: String!, $clientIdentifier: String) { "
+    "bulkOperationRunMutation(mutation: $mutation, stagedUploadPath: $stagedUploadPath, "
+    "clientIdentifier: $clientIdentifier) { bulkOperation { id status } userErrors { code field message } } }"
+)
+CURRENT_BULK_MUTATION = "query ClvCurrentBulkMutation { currentBulkOperation(type: MUTATION) { id status } }"
 
 
 class ShopifyWriter:
@@ -142,3 +169,97 @@ class ShopifyWriter:
             data = self._call("tags remove", TAGS_REMOVE, {"id": customer_id, "tags": remove})
             errors += list(((data.get("tagsRemove") or {}).get("userErrors")) or [])
         return errors
+
+    # ------------------------------------------------------------------ bulk operations
+
+    def bulk_current(self, wanted: set[str]) -> dict[str, dict]:
+        """`current` for the `wanted` customers, read with one bulk query of every customer.
+
+        Customers that are not wanted are dropped while the file is read, so the map holds the
+        planned customers only; a wanted customer missing from the file was deleted upstream.
+        Children (metafields) may come before or after their customer (ungrouped output).
+        """
+        resource, client = self.resource, self.client
+        operation = resource._completed_bulk_operation(client, self.pacer, BULK_READ_QUERY)
+        found: dict[str, dict] = {}
+        if not operation.get("url"):
+            if _object_count(operation) == 0:
+                return found
+            raise ConnectorError(f"Shopify bulk operation {operation.get('id')} completed with objects but no "
+                                 "result URL")
+        metafields: dict[str, dict[str, str]] = {}
+        with tempfile.TemporaryFile(mode="w+b") as spool:
+            resource._download(client, operation["url"], spool, _object_count(operation))
+            for raw in spool:
+                record = json.loads(raw)
+                parent = record.get("__parentId")
+                if parent is None:
+                    if record.get("id") in wanted:
+                        found[record["id"]] = {"metafields": {}, "tags": set(record.get("tags") or [])}
+                elif parent in wanted and record.get("key") is not None:
+                    metafields.setdefault(parent, {})[record["key"]] = record.get("value")
+        for gid, values in metafields.items():
+            if gid in found:
+                found[gid]["metafields"] = values
+        return found
+
+    def stage_upload(self, jsonl: bytes, filename: str) -> str:
+        """Upload a JSONL file of mutation variables; returns its `stagedUploadPath` (the form's `key`)."""
+        data = self._call("staged upload", STAGED_UPLOAD, {"input": [{
+            "resource": "BULK_MUTATION_VARIABLES", "filename": filename, "mimeType": "text/jsonl",
+            "httpMethod": "POST"}]})
+        result = data.get("stagedUploadsCreate") or {}
+        if result.get("userErrors"):
+            raise ConnectorError(f"Shopify refused the staged upload: {json.dumps(result['userErrors'])[:500]}")
+        targets = result.get("stagedTargets") or []
+        if not targets or not targets[0].get("url"):
+            raise ConnectorError("Shopify stagedUploadsCreate returned no upload target")
+        fields = {p["name"]: p["value"] for p in targets[0].get("parameters") or []}
+        if not fields.get("key"):
+            raise ConnectorError("Shopify stagedUploadsCreate returned no `key` parameter (the staged upload path)")
+        plain = make_session()
+        try:  # the upload URL is the storage service's: no Shopify token goes there
+            self.client.request(
+                "POST", targets[0]["url"], what="staged upload of bulk mutation variables", session=plain,
+                data=fields, files={"file": (filename, jsonl, "text/jsonl")}, consume=lambda response: None,
+                fatal_hints={s: f"the staged upload URL answered HTTP {s} (expired or refused)" for s in (401, 403)},
+            )
+        finally:
+            plain.close()
+        return fields["key"]
+
+    def start_bulk_mutation(self, mutation: str, staged_path: str, client_identifier: str) -> str:
+        """Start `mutation` (a key of BULK_MUTATIONS) over a staged file; waits while another runs."""
+
+        def attempt() -> dict:
+            data = self._call("bulk mutation start", BULK_MUTATION_RUN, {
+                "mutation": BULK_MUTATIONS[mutation], "stagedUploadPath": staged_path,
+                "clientIdentifier": client_identifier})
+            return data.get("bulkOperationRunMutation") or {}
+
+        return self.resource.start_when_free(
+            self.client, attempt, f"bulk {mutation}",
+            lambda errors: bool({e.get("code") for e in errors} & {"OPERATION_IN_PROGRESS", "LIMIT_REACHED"}))
+
+    def bulk_mutation_running(self) -> bool:
+        """Whether the shop's latest bulk mutation is still created or running."""
+        data = self._call("bulk mutation status", CURRENT_BULK_MUTATION, {})
+        return ((data.get("currentBulkOperation") or {}).get("status")) in {"CREATED", "RUNNING", "CANCELING"}
+
+    def finished_bulk_mutation(self, operation_id: str) -> tuple[dict, dict[int, dict]]:
+        """Wait for the operation to end; returns it and its result lines by `__lineNumber`.
+
+        A failed operation's processed lines come from `partialDataUrl` when Shopify left one;
+        lines without a result were not (knowably) run.
+        """
+        operation = self.resource._poll_bulk(self.client, self.pacer, operation_id)
+        url = operation.get("url") or operation.get("partialDataUrl")
+        results: dict[int, dict] = {}
+        if url:
+            with tempfile.TemporaryFile(mode="w+b") as spool:
+                self.resource._download(self.client, url, spool, None)
+                for raw in spool:
+                    record = json.loads(raw)
+                    if isinstance(record.get("__lineNumber"), int):
+                        results[record["__lineNumber"]] = record
+        return operation, results

@@ -2,6 +2,8 @@
 
     CLV_DEMO_CUSTOMERS=2000 .venv/bin/python -m clv_platform_tests.activation.demo_against_fakes
 
+`CLV_DEMO_SHOPIFY_BULK_MIN` sets `shopify_bulk_min_customers` (0: the Shopify write-back through
+bulk operations whatever the size; default the resource's 5,000).
 Builds the demo store end to end (`refresh_everything`) in a temporary folder, starts the fake
 Shopify + Klaviyo with the demo's customers and profiles, then materializes both activation
 assets: a dry run, a live run, and a second live run (nothing changed, nothing sent).
@@ -22,10 +24,10 @@ from clv_platform.activation.settings import ActivationResource
 from clv_platform.ingestion.source_resources import DemoStoreResource
 from clv_platform.resources.klaviyo import KlaviyoResource
 from clv_platform.resources.shopify import ShopifyResource
-from clv_platform_tests.fake_api import FakeApi
+from clv_platform_tests.fake_api import SHOPIFY, FakeApi
 
 COUNTS = ("planned_customers", "planned_values", "sent_customers", "sent_values", "write_requests",
-          "already_upstream_values", "skipped_customers", "failed_customers", "rate_limit_waits")
+          "already_upstream_values", "skipped_customers", "failed_customers", "rate_limit_waits", "bulk_operations")
 
 
 def main() -> None:
@@ -60,10 +62,13 @@ def main() -> None:
             }
             print(f"demo store: {demo.n_customers} customers, {scored} scored, {len(fake.profiles)} Klaviyo "
                   f"profiles, {len(customers)} Shopify customers")
+            bulk_min = int(os.environ.get("CLV_DEMO_SHOPIFY_BULK_MIN",
+                                          ActivationResource.model_fields["shopify_bulk_min_customers"].default))
             for label, mode in (("dry run", "dry_run"), ("live run", "live"), ("second live run", "live")):
-                before = len(fake.received)
+                before, requests_before = len(fake.received), len(fake.requests)
                 activation = ActivationResource(klaviyo_enabled=True, shopify_enabled=True, mode=mode,
-                                                shopify_tags=True, klaviyo_poll_seconds=0.2)
+                                                shopify_tags=True, klaviyo_poll_seconds=0.2,
+                                                shopify_bulk_min_customers=bulk_min)
                 run = dg.materialize(ACTIVATION_ASSETS, resources={**resources, "activation": activation})
                 for event in run.get_asset_materialization_events():
                     meta = {k: v.value for k, v in event.materialization.metadata.items()}
@@ -72,7 +77,8 @@ def main() -> None:
                 received = fake.received[before:]
                 print(f"{label:16s} fake received: {sum(r['dest'] == 'klaviyo' for r in received)} Klaviyo profile "
                       f"updates, {sum(r['dest'] == 'shopify' for r in received)} metafields, "
-                      f"{sum(r['dest'] == 'shopify_tags' for r in received)} tag changes")
+                      f"{sum(r['dest'] == 'shopify_tags' for r in received)} tag changes; "
+                      f"{sum(r.route == SHOPIFY for r in fake.requests[requests_before:])} Shopify GraphQL requests")
 
 
 if __name__ == "__main__":
