@@ -63,33 +63,31 @@ def activate(
         return dg.MaterializeResult(metadata={"status": "off", "mode": activation.mode})
     run_id = new_run_id(context.run.run_id[:8])
     with duckdb.get_connection() as conn:
-        changes, absent = plan_changes(
+        plan, absent = plan_changes(
             conn, destination, run_id=run_id, mode=activation.mode, now=now_utc(),
             shopify_tags=activation.shopify_tags,
         )
         metadata: dict[str, Any] = {
             "status": activation.mode,
-            "planned_customers": int(changes["target_id"].nunique()),
-            "planned_values": len(changes),
-            "planned_by_field": dg.MetadataValue.json(
-                {k: int(v) for k, v in changes.groupby("field").size().items()}
-            ),
-            "new_customers": int(changes.loc[changes["old_value"].isna(), "target_id"].nunique()),
+            "planned_customers": plan.customers,
+            "planned_values": plan.values,
+            "planned_by_field": dg.MetadataValue.json(plan.by_field),
+            "new_customers": plan.new_customers,
             # values the platform withdrew (e.g. a next purchase date no longer likely): cleared upstream
-            "planned_clears": int(changes["new_value"].isna().sum()),
-            "preview": dg.MetadataValue.md(preview(changes)),
+            "planned_clears": plan.clears,
+            "preview": dg.MetadataValue.md(preview(plan.frame(limit=10))),
             "absent_score_columns": dg.MetadataValue.json(absent),
         }
         if activation.mode == "dry_run":
             context.log.info(
-                f"activation to {destination}: dry run planned {len(changes)} values for "
+                f"activation to {destination}: dry run planned {plan.values} values for "
                 f"{metadata['planned_customers']} customers into activation.planned_changes; nothing was sent"
             )
             return dg.MaterializeResult(metadata=metadata)
         writer = _live_writer(destination, source, context.log)
         try:
             sync = sync_klaviyo if destination == "klaviyo" else sync_shopify
-            report: SyncReport = sync(conn, writer, changes, run_id, activation.options())
+            report: SyncReport = sync(conn, writer, plan, run_id, activation.options())
         finally:
             writer.close()
         metadata.update(report.as_metadata())

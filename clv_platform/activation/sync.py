@@ -32,15 +32,19 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
+
 import duckdb
 import pandas as pd
 
 from clv_platform.core.sql import transaction
 from clv_platform.activation.fields import BY_NAME, TAG_PREFIX, canonical, klaviyo_value
+from clv_platform.activation.plan import Plan
 from clv_platform.resources.klaviyo_write import KlaviyoWriter, pack_jobs
 from clv_platform.resources.shopify_write import BULK_MUTATIONS, MAX_METAFIELDS_PER_CALL, NAMESPACE, ShopifyWriter
 
 DELETED = "deleted or erased upstream: not found by id"
+PLAN_BLOCK = 5_000  # targets read from the plan (and, in bulk mode, from the read-back) at a time
 PROFILE_UPDATE = "profile-update"  # the batch kind of one Klaviyo Update Profile request
 
 
@@ -173,15 +177,6 @@ class Ledger:
         self._transaction(work)
 
 
-def _by_target(changes: pd.DataFrame) -> dict[str, dict]:
-    """`{target_id: {"customer_id": ..., "fields": {field: value}}}` in target order."""
-    targets: dict[str, dict] = {}
-    for row in changes.itertuples(index=False):
-        entry = targets.setdefault(row.target_id, {"customer_id": row.customer_id, "fields": {}})
-        entry["fields"][row.field] = row.new_value
-    return targets
-
-
 def _chunks(values: list, size: int) -> Iterator[list]:
     for start in range(0, len(values), size):
         yield values[start:start + size]
@@ -296,37 +291,13 @@ def _klaviyo_update(ledger: Ledger, writer: KlaviyoWriter, profile: dict, report
     ledger.settle([], [failure], batch_id, status="failed")
 
 
-def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, changes: pd.DataFrame, run_id: str,
-                 options: SyncOptions) -> SyncReport:
-    ledger = Ledger(conn, "klaviyo", run_id)
-    report = SyncReport("klaviyo")
-    resume_klaviyo(ledger, writer, options, report)
-    targets = _by_target(changes)
-    report.planned_customers, report.planned_values = len(targets), len(changes)
-    pending: list[dict] = []
-    clearing: list[dict] = []  # profiles with a value to remove: one update request each
-    for chunk in _chunks(list(targets), 100):
-        current = writer.current_properties(chunk)
-        already: list[dict] = []
-        present, skipped = _upstream_or_skipped(chunk, targets, current)
-        for target in present:
-            entry = targets[target]
-            upstream = {f: canonical(BY_NAME[f].kind, current[target].get(f)) for f in entry["fields"]}
-            send, same = _split(upstream, entry["fields"])
-            already += _items(target, entry["customer_id"], same)
-            if send:
-                (clearing if None in send.values() else pending).append({
-                    "id": target,
-                    "properties": {f: klaviyo_value(BY_NAME[f], v) for f, v in send.items() if v is not None},
-                    "unset": [f for f, v in send.items() if v is None],
-                    "items": _items(target, entry["customer_id"], send),
-                })
-        report.already_upstream_values += len(already)
-        report.skipped_customers += len(skipped)
-        ledger.settle(already, skipped)
-    for profile in clearing:
-        _klaviyo_update(ledger, writer, profile, report)
-    for job in pack_jobs(pending, options.klaviyo_max_profiles_per_job, options.klaviyo_max_job_bytes):
+def _klaviyo_jobs(ledger: Ledger, writer: KlaviyoWriter, pending: list[dict], options: SyncOptions,
+                  report: SyncReport, *, keep_last: bool) -> list[dict]:
+    """Send the pending profiles in import jobs; with `keep_last`, the last (perhaps part-full) job's
+    profiles are returned unsent, to be topped up by the next block of the plan."""
+    jobs = list(pack_jobs(pending, options.klaviyo_max_profiles_per_job, options.klaviyo_max_job_bytes))
+    held = jobs.pop() if keep_last and jobs else []
+    for job in jobs:
         items = [i for p in job for i in p["items"]]
         batch_id = ledger.start_batch("profile-import-job", items)
         job_id = writer.submit_job([{"id": p["id"], "properties": p["properties"]} for p in job])
@@ -336,6 +307,41 @@ def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, changes
         report.sent_customers += len(job)
         report.sent_values += len(items)
         _klaviyo_finish(ledger, writer, batch_id, job_id, items, options, report)
+    return held
+
+
+def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, plan: Plan, run_id: str,
+                 options: SyncOptions) -> SyncReport:
+    ledger = Ledger(conn, "klaviyo", run_id)
+    report = SyncReport("klaviyo")
+    resume_klaviyo(ledger, writer, options, report)
+    report.planned_customers, report.planned_values = plan.customers, plan.values
+    pending: list[dict] = []
+    for targets in plan.blocks(PLAN_BLOCK):
+        clearing: list[dict] = []  # profiles with a value to remove: one update request each
+        for chunk in _chunks(list(targets), 100):
+            current = writer.current_properties(chunk)
+            already: list[dict] = []
+            present, skipped = _upstream_or_skipped(chunk, targets, current)
+            for target in present:
+                entry = targets[target]
+                upstream = {f: canonical(BY_NAME[f].kind, current[target].get(f)) for f in entry["fields"]}
+                send, same = _split(upstream, entry["fields"])
+                already += _items(target, entry["customer_id"], same)
+                if send:
+                    (clearing if None in send.values() else pending).append({
+                        "id": target,
+                        "properties": {f: klaviyo_value(BY_NAME[f], v) for f, v in send.items() if v is not None},
+                        "unset": [f for f, v in send.items() if v is None],
+                        "items": _items(target, entry["customer_id"], send),
+                    })
+            report.already_upstream_values += len(already)
+            report.skipped_customers += len(skipped)
+            ledger.settle(already, skipped)
+        for profile in clearing:
+            _klaviyo_update(ledger, writer, profile, report)
+        pending = _klaviyo_jobs(ledger, writer, pending, options, report, keep_last=True)
+    _klaviyo_jobs(ledger, writer, pending, options, report, keep_last=False)
     _log_summary(writer.client, report)
     return report
 
@@ -568,62 +574,103 @@ def resume_shopify(ledger: Ledger, writer: ShopifyWriter, report: SyncReport) ->
         ledger.settle([], [], batch["batch_id"], status="abandoned", detail="in doubt after a crash; re-read")
 
 
-def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, changes: pd.DataFrame, run_id: str,
+def _load_upstream(conn: duckdb.DuckDBPyConnection, path: Path | None) -> None:
+    """The bulk read-back's JSONL into temp tables, the planned customers only: customer lines
+    (id, tags) and metafield lines (their customer in `__parentId`). DuckDB reads the file, so a
+    million customers' values never become Python objects at once."""
+    conn.execute("create or replace temp table _shopify_upstream_customers (id varchar, tags varchar[])")
+    conn.execute("create or replace temp table _shopify_upstream_metafields (parent varchar, key varchar, "
+                 "value varchar)")
+    if path is None:
+        return
+    conn.execute(
+        "create or replace temp table _shopify_upstream_lines as select * from read_json(?, "
+        "format = 'newline_delimited', columns = {id: 'varchar', tags: 'varchar[]', key: 'varchar', "
+        "value: 'varchar', __parentId: 'varchar'})", [str(path)])
+    conn.execute("insert into _shopify_upstream_customers select id, coalesce(tags, []) from _shopify_upstream_lines "
+                 "where __parentId is null and id in (select target_id from _activation_changes)")
+    conn.execute("insert into _shopify_upstream_metafields select __parentId, key, value from _shopify_upstream_lines "
+                 "where __parentId in (select target_id from _activation_changes) and key is not null")
+    conn.execute("drop table _shopify_upstream_lines")
+
+
+def _upstream_block(conn: duckdb.DuckDBPyConnection, first: int, last: int) -> dict[str, dict]:
+    """`current` (as `ShopifyWriter.current` gives it) of the plan's targets `first`..`last` (seq)."""
+    block = "(select target_id from _activation_changes where seq between ? and ?)"
+    found = {gid: {"metafields": {}, "tags": set(tags)} for gid, tags in conn.execute(
+        f"select id, tags from _shopify_upstream_customers where id in {block}", [first, last]).fetchall()}
+    for parent, key, value in conn.execute(
+            f"select parent, key, value from _shopify_upstream_metafields where parent in {block}",
+            [first, last]).fetchall():
+        if parent in found:
+            found[parent]["metafields"][key] = value
+    return found
+
+
+def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, plan: Plan, run_id: str,
                  options: SyncOptions) -> SyncReport:
-    """Read back, compare and send. A plan of at least `shopify_bulk_min_customers` customers is
-    read with one bulk query and written with bulk mutations (outside the cost bucket, which a
-    nightly of a large store would exhaust for hours); a smaller one with paced calls."""
+    """Read back, compare and send, a block of the plan at a time. A plan of at least
+    `shopify_bulk_min_customers` customers is read with one bulk query and written with bulk
+    mutations (outside the cost bucket, which a nightly of a large store would exhaust for
+    hours); a smaller one with paced calls."""
     ledger = Ledger(conn, "shopify", run_id)
     report = SyncReport("shopify")
     resume_shopify(ledger, writer, report)
-    targets = _by_target(changes)
-    report.planned_customers, report.planned_values = len(targets), len(changes)
-    bulk = bool(targets) and 0 <= options.shopify_bulk_min_customers <= len(targets)
+    report.planned_customers, report.planned_values = plan.customers, plan.values
+    bulk = plan.customers > 0 and 0 <= options.shopify_bulk_min_customers <= plan.customers
+    sender: _CallSender | _BulkSender
     if bulk:
-        upstream = writer.bulk_current(set(targets))
-        sender: _CallSender | _BulkSender = _BulkSender(ledger, writer, options, report)
-        chunk_size = 1_000
-
-        def read(chunk: list[str]) -> dict[str, dict]:
-            return {t: upstream[t] for t in chunk if t in upstream}
+        with writer.bulk_customers_file() as path:
+            _load_upstream(plan.conn, path)
+        sender = _BulkSender(ledger, writer, options, report)
     else:
-        sender, chunk_size, read = _CallSender(ledger, writer, options, report), options.shopify_read_chunk, writer.current
-    sent: set[str] = set()
-    for chunk in _chunks(list(targets), chunk_size):
-        current = read(chunk)
-        already, to_send, to_delete, tag_sends = [], [], [], []
-        present, skipped = _upstream_or_skipped(chunk, targets, current)
-        for target in present:
-            entry = targets[target]
-            upstream_values: dict[str, str | None] = {}
-            for f in entry["fields"]:
-                if f.startswith(TAG_PREFIX):
-                    upstream_values[f] = "true" if f.removeprefix(TAG_PREFIX) in current[target]["tags"] else "false"
-                else:
-                    upstream_values[f] = canonical(BY_NAME[f].kind,
-                                                   current[target]["metafields"].get(BY_NAME[f].shopify_key))
-            send, same = _split(upstream_values, entry["fields"])
-            already += _items(target, entry["customer_id"], same)
-            metafields = {f: v for f, v in send.items() if not f.startswith(TAG_PREFIX) and v is not None}
-            cleared = {f: v for f, v in send.items() if not f.startswith(TAG_PREFIX) and v is None}
-            tags = {f: v for f, v in send.items() if f.startswith(TAG_PREFIX)}
-            if metafields:
-                to_send.append(_items(target, entry["customer_id"], metafields))
-            if cleared:
-                to_delete.append(_items(target, entry["customer_id"], cleared))
-            if tags:
-                tag_sends.append(_items(target, entry["customer_id"], tags))
-        report.already_upstream_values += len(already)
-        report.skipped_customers += len(skipped)
-        ledger.settle(already, skipped)
-        sender.send(to_send, to_delete, tag_sends)
-        for items in [*to_send, *to_delete, *tag_sends]:
-            sent.add(items[0]["target_id"])
-            report.sent_values += len(items)
+        sender = _CallSender(ledger, writer, options, report)
+    for number, targets in enumerate(plan.blocks(PLAN_BLOCK)):
+        if bulk:
+            first = number * PLAN_BLOCK + 1
+            chunks, upstream = [list(targets)], _upstream_block(plan.conn, first, first + PLAN_BLOCK - 1)
+        else:
+            chunks, upstream = list(_chunks(list(targets), options.shopify_read_chunk)), None
+        for chunk in chunks:
+            current = upstream if upstream is not None else writer.current(chunk)
+            _shopify_chunk(ledger, sender, chunk, targets, current, report)
     sender.flush()
-    report.sent_customers = len(sent)
     _log_summary(writer.client, report)
     return report
+
+
+def _shopify_chunk(ledger: Ledger, sender: _CallSender | _BulkSender, chunk: list[str], targets: dict,
+                   current: dict, report: SyncReport) -> None:
+    """Compare one chunk's planned values with what Shopify holds; record what is already there and
+    who is gone, and hand the rest to the sender."""
+    already, to_send, to_delete, tag_sends = [], [], [], []
+    present, skipped = _upstream_or_skipped(chunk, targets, current)
+    for target in present:
+        entry = targets[target]
+        upstream: dict[str, str | None] = {}
+        for f in entry["fields"]:
+            if f.startswith(TAG_PREFIX):
+                upstream[f] = "true" if f.removeprefix(TAG_PREFIX) in current[target]["tags"] else "false"
+            else:
+                upstream[f] = canonical(BY_NAME[f].kind, current[target]["metafields"].get(BY_NAME[f].shopify_key))
+        send, same = _split(upstream, entry["fields"])
+        already += _items(target, entry["customer_id"], same)
+        metafields = {f: v for f, v in send.items() if not f.startswith(TAG_PREFIX) and v is not None}
+        cleared = {f: v for f, v in send.items() if not f.startswith(TAG_PREFIX) and v is None}
+        tags = {f: v for f, v in send.items() if f.startswith(TAG_PREFIX)}
+        if metafields:
+            to_send.append(_items(target, entry["customer_id"], metafields))
+        if cleared:
+            to_delete.append(_items(target, entry["customer_id"], cleared))
+        if tags:
+            tag_sends.append(_items(target, entry["customer_id"], tags))
+    report.already_upstream_values += len(already)
+    report.skipped_customers += len(skipped)
+    ledger.settle(already, skipped)
+    sender.send(to_send, to_delete, tag_sends)
+    sent = [*to_send, *to_delete, *tag_sends]
+    report.sent_customers += len({items[0]["target_id"] for items in sent})
+    report.sent_values += sum(map(len, sent))
 
 
 def _log_summary(client, report: SyncReport) -> None:

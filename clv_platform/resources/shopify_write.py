@@ -13,7 +13,7 @@ or 429) waits for the bucket to refill and retries the same call, 5xx/timeouts b
 - `tagsAdd` / `tagsRemove` put or take the `clv:` tags used by customer segments.
 
 A large sync goes through bulk operations instead, which Shopify runs outside the cost bucket
-(shopify.dev, "Bulk import data with the GraphQL Admin API"): `bulk_current` reads every
+(shopify.dev, "Bulk import data with the GraphQL Admin API"): `bulk_customers_file` reads every
 customer's `clv` metafields and tags with one `bulkOperationRunQuery`, and `start_bulk_mutation`
 runs one of the mutations above once per line of a JSONL file of variables, uploaded first with
 `stagedUploadsCreate` (resource BULK_MUTATION_VARIABLES) to the URL and form fields it returns.
@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from clv_platform.resources.http import (
@@ -172,36 +175,25 @@ class ShopifyWriter:
 
     # ------------------------------------------------------------------ bulk operations
 
-    def bulk_current(self, wanted: set[str]) -> dict[str, dict]:
-        """`current` for the `wanted` customers, read with one bulk query of every customer.
-
-        Customers that are not wanted are dropped while the file is read, so the map holds the
-        planned customers only; a wanted customer missing from the file was deleted upstream.
-        Children (metafields) may come before or after their customer (ungrouped output).
+    @contextmanager
+    def bulk_customers_file(self) -> Iterator[Path | None]:
+        """Every customer's `clv` metafields and tags through one bulk query: yields the downloaded
+        JSONL (customer lines with `id` and `tags`, metafield lines with `key`, `value` and their
+        customer in `__parentId`, in any order), or None when the shop has no customer; the file is
+        removed afterwards. A customer missing from it was deleted upstream.
         """
         resource, client = self.resource, self.client
         operation = resource._completed_bulk_operation(client, self.pacer, BULK_READ_QUERY)
-        found: dict[str, dict] = {}
         if not operation.get("url"):
             if _object_count(operation) == 0:
-                return found
+                yield None
+                return
             raise ConnectorError(f"Shopify bulk operation {operation.get('id')} completed with objects but no "
                                  "result URL")
-        metafields: dict[str, dict[str, str]] = {}
-        with tempfile.TemporaryFile(mode="w+b") as spool:
+        with tempfile.NamedTemporaryFile(mode="w+b", suffix=".jsonl") as spool:
             resource._download(client, operation["url"], spool, _object_count(operation))
-            for raw in spool:
-                record = json.loads(raw)
-                parent = record.get("__parentId")
-                if parent is None:
-                    if record.get("id") in wanted:
-                        found[record["id"]] = {"metafields": {}, "tags": set(record.get("tags") or [])}
-                elif parent in wanted and record.get("key") is not None:
-                    metafields.setdefault(parent, {})[record["key"]] = record.get("value")
-        for gid, values in metafields.items():
-            if gid in found:
-                found[gid]["metafields"] = values
-        return found
+            spool.flush()
+            yield Path(spool.name)
 
     def stage_upload(self, jsonl: bytes, filename: str) -> str:
         """Upload a JSONL file of mutation variables; returns its `stagedUploadPath` (the form's `key`)."""

@@ -18,7 +18,9 @@ from clv_platform_tests.activation.conftest import customer_rows, write_base
 def plan(path, destination="klaviyo", tags=False):
     conn = duckdb.connect(path)
     try:
-        return plan_changes(conn, destination, run_id="r1", mode="dry_run", now=now_utc(), shopify_tags=tags)
+        planned, absent = plan_changes(conn, destination, run_id="r1", mode="dry_run", now=now_utc(),
+                                       shopify_tags=tags)
+        return planned.frame(), absent
     finally:
         conn.close()
 

@@ -49,9 +49,9 @@ def sync_once(path, fake, destination, *, tags=False, options=SMALL, klaviyo_key
     conn = duckdb.connect(path)
     writer = KlaviyoWriter(klaviyo) if destination == "klaviyo" else ShopifyWriter(shopify)
     try:
-        changes, _ = plan_changes(conn, destination, run_id=run_id, mode="live", now=now_utc(), shopify_tags=tags)
+        planned, _ = plan_changes(conn, destination, run_id=run_id, mode="live", now=now_utc(), shopify_tags=tags)
         run = sync_klaviyo if destination == "klaviyo" else sync_shopify
-        return run(conn, writer, changes, run_id, options)
+        return run(conn, writer, planned, run_id, options)
     finally:
         writer.close()
         conn.close()
@@ -274,7 +274,8 @@ def test_a_score_missing_for_every_customer_is_not_cleared(base, fake, clock):
     conn = duckdb.connect(base)
     conn.execute("update marts.customer_scores set scored_at = scored_at + interval 1 day, "
                  "predicted_next_purchase_date = null, p_purchase_30d = null")
-    changes, absent = plan_changes(conn, "klaviyo", run_id="r2", mode="dry_run", now=now_utc())
+    planned, absent = plan_changes(conn, "klaviyo", run_id="r2", mode="dry_run", now=now_utc())
+    changes = planned.frame()
     conn.close()
     assert set(absent) == {"predicted_next_purchase_date", "p_purchase_30d"}
     assert len(changes) == 0  # scored_at alone changed: a companion is never sent on its own
@@ -286,7 +287,8 @@ def test_every_date_withdrawn_at_once_is_still_cleared(base, fake, clock):
     sync_once(base, fake, "shopify")
     conn = duckdb.connect(base)
     conn.execute("update marts.customer_scores set predicted_next_purchase_date = null")
-    changes, absent = plan_changes(conn, "shopify", run_id="r2", mode="dry_run", now=now_utc())
+    planned, absent = plan_changes(conn, "shopify", run_id="r2", mode="dry_run", now=now_utc())
+    changes = planned.frame()
     conn.close()
     dated = [r for r in SHOPIFY_TARGETS if r["predicted_next_purchase_date"] is not None]
     assert absent == []
@@ -510,14 +512,14 @@ from clv_platform.resources.shopify_write import ShopifyWriter
 path, destination, base_url, key, token = sys.argv[1:6]
 conn = duckdb.connect(path)
 run_id = new_run_id()
-changes, _ = plan_changes(conn, destination, run_id=run_id, mode="live", now=now_utc())
+planned, _ = plan_changes(conn, destination, run_id=run_id, mode="live", now=now_utc())
 options = ActivationResource(klaviyo_max_profiles_per_job=20, klaviyo_poll_seconds=0.05, shopify_read_chunk=10).options()
 if destination == "klaviyo":
     sync_klaviyo(conn, KlaviyoWriter(KlaviyoResource(api_key=key, base_url=base_url, timeout_seconds=30)),
-                 changes, run_id, options)
+                 planned, run_id, options)
 else:
     sync_shopify(conn, ShopifyWriter(ShopifyResource(shop_domain=base_url, access_token=token, timeout_seconds=30)),
-                 changes, run_id, options)
+                 planned, run_id, options)
 """
 
 
@@ -555,3 +557,17 @@ def test_sigkill_during_a_write_then_rerun_sends_nothing_twice(base, fake, clock
     report = sync_once(base, fake, destination)
     assert report.abandoned_batches == 1 and report.failed_customers == 0
     assert fake.received_checksum(destination) == reference[destination]
+
+
+def test_a_plan_read_in_small_blocks_delivers_the_same(base, fake, clock, reference, monkeypatch):
+    """The sync reads the plan a block of targets at a time (PLAN_BLOCK; Klaviyo profiles left
+    over from one block are topped up by the next before a job is sent): blocks far smaller
+    than a job, a read chunk or the plan deliver what one block does."""
+    monkeypatch.setattr(sync_module, "PLAN_BLOCK", 7)
+    k = sync_once(base, fake, "klaviyo")
+    s = sync_once(base, fake, "shopify", tags=True)
+    assert {d: fake.received_checksum(d) for d in reference} == reference
+    assert k.planned_customers == k.sent_customers == len(KLAVIYO_TARGETS)
+    assert s.planned_customers == s.sent_customers == len(SHOPIFY_TARGETS)
+    jobs = [r for r in fake.requests if r.route == KLAVIYO_IMPORT and r.method == "POST"]
+    assert [len(j.body["data"]["attributes"]["profiles"]["data"]) for j in jobs] == [20] * 4 + [16]  # full jobs

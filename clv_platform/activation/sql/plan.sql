@@ -31,11 +31,20 @@ triggered as (
       and old_value is distinct from new_value
       -- a tag we never set needs no removal
       and not (field like 'tag:%' and new_value = 'false' and old_value is null)
+),
+planned as (
+    select * from triggered
+    union all
+    select * from joined
+    where field = 'clv_scored_at' and target_id in (select target_id from triggered)
 )
-select * from triggered
-union all
-select * from joined
-where field = 'clv_scored_at' and target_id in (select target_id from triggered);
+-- seq numbers the targets 1..n in target order, and the rows are stored in that order, so that
+-- the sync reads a block of targets at a time (`seq between a and b` skips the other row groups)
+select dense_rank() over (order by target_id) as seq, customer_id, target_id, field, new_value, old_value
+from planned
+order by target_id, field;
+
+drop table _activation_desired;
 
 delete from activation.planned_changes where destination = $destination;
 
