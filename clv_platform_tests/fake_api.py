@@ -23,7 +23,8 @@ of order nodes and profile objects the way `../shared/api-contracts.md` describe
   as Klaviyo's import does), `PATCH /api/profiles/{id}/` (properties set, `meta.patch_properties.unset`
   keys removed; 404 for a deleted profile) and `filter=any(id,[…])` on profiles. Bulk write-back:
   `stagedUploadsCreate` (BULK_MUTATION_VARIABLES) and the multipart POST of the JSONL to the
-  target it names, `bulkOperationRunMutation` (one at a time; each line run through the same
+  target it names, `bulkOperationRunMutation` (`bulk_mutation_concurrency` at a time, 5 as from
+  API 2026-01; `most_running_mutations` records the most seen; each line run through the same
   mutation handlers, free of the cost bucket; the result JSONL keyed by `__lineNumber`, written
   in reverse line order), `currentBulkOperation(type: MUTATION)`, and a bulk query of `customers`
   with their metafields as child lines. Every value a write carried is logged in `fake.received`
@@ -555,6 +556,9 @@ class FakeApi:
         self._files: dict[str, bytes] = {}
         self._staged: dict[str, bytes] = {}  # staged upload key -> the JSONL posted to it
         self._free = False  # True while a bulk mutation runs its lines: bulk work is outside the bucket
+        # Bulk mutations that may run at once: 5 from API 2026-01 (the versions served here), 1 before.
+        self.bulk_mutation_concurrency = 5
+        self.most_running_mutations = 0
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -1067,10 +1071,13 @@ class FakeApi:
             return 200, {"data": {"bulkOperationRunMutation": project(result, sel.fields)}, "extensions": extensions}
 
         running = [op for op in self._bulk.values() if op.kind == "MUTATION" and op.status in {"CREATED", "RUNNING"}]
-        if running:
+        if len(running) >= self.bulk_mutation_concurrency:
             self._advance_bulk(running[0])  # it runs on while the caller waits
-            return refused("OPERATION_IN_PROGRESS", "A bulk mutation operation for this app and shop is already "
-                                                    "in progress.")
+            if self.bulk_mutation_concurrency == 1:
+                return refused("OPERATION_IN_PROGRESS", "A bulk mutation operation for this app and shop is "
+                                                        "already in progress.")
+            return refused("LIMIT_REACHED", "Bulk operations limit reached. Please try again later.")
+        self.most_running_mutations = max(self.most_running_mutations, len(running) + 1)
         path = sel.args.get("stagedUploadPath")
         if path not in self._staged:
             return refused("NO_SUCH_FILE", "The JSONL file could not be found.")

@@ -45,6 +45,10 @@ class ActivationResource(dg.ConfigurableResource):
     shopify_bulk_max_file_bytes: int = Field(
         default=20_000_000, description="Bytes per bulk mutation file (Shopify's staged upload takes 20 MiB)."
     )
+    shopify_bulk_concurrency: int = Field(
+        default=5, description="Bulk mutations running at once (Shopify allows 5 from API 2026-01; 1 before, "
+        "which an older SHOPIFY_API_VERSION gets whatever this says)."
+    )
 
     def enabled(self, destination: str) -> bool:
         return {"klaviyo": self.klaviyo_enabled, "shopify": self.shopify_enabled}[destination]
@@ -58,6 +62,7 @@ class ActivationResource(dg.ConfigurableResource):
             shopify_read_chunk=max(1, min(self.shopify_read_chunk, 250)),
             shopify_bulk_min_customers=self.shopify_bulk_min_customers,
             shopify_bulk_max_file_bytes=max(10_000, min(self.shopify_bulk_max_file_bytes, 20 * 1024 * 1024)),
+            shopify_bulk_concurrency=max(1, min(self.shopify_bulk_concurrency, 5)),
         )
 
 

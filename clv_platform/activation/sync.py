@@ -67,6 +67,7 @@ class SyncOptions:
     shopify_read_chunk: int
     shopify_bulk_min_customers: int = 5_000
     shopify_bulk_max_file_bytes: int = 20_000_000
+    shopify_bulk_concurrency: int = 5
     shopify_metafields_per_call: int = MAX_METAFIELDS_PER_CALL
 
 
@@ -123,6 +124,11 @@ class Ledger:
             "detail = coalesce(?, detail), updated_at = ? where batch_id = ?",
             [status, job_id, detail, _now(), batch_id],
         )
+
+    def batch_items(self, batch_id: str) -> list[dict]:
+        (items,) = self.conn.execute("select items from activation.sync_batches where batch_id = ?",
+                                     [batch_id]).fetchone()
+        return json.loads(items)
 
     def open_batches(self) -> list[dict]:
         rows = self.conn.execute(
@@ -454,13 +460,19 @@ class _CallSender:
 
 
 class _BulkSender:
-    """Collects the calls as lines of one JSONL file per mutation and runs a bulk operation over a
-    file when it is full (`shopify_bulk_max_file_bytes`) and over each file at the end."""
+    """Collects the calls as lines of one JSONL file per mutation and starts a bulk operation over a
+    file when it is full (`shopify_bulk_max_file_bytes`) and over each file at the end, with at most
+    `concurrency` operations running: before starting one more, the oldest is waited for and settled.
+    """
 
-    def __init__(self, ledger: Ledger, writer: ShopifyWriter, options: SyncOptions, report: SyncReport):
+    def __init__(self, ledger: Ledger, writer: ShopifyWriter, options: SyncOptions, report: SyncReport,
+                 concurrency: int = 1):
         self.ledger, self.writer, self.options, self.report = ledger, writer, options, report
         self.lines: dict[str, list[tuple[str, list[dict]]]] = {m: [] for m in BULK_MUTATIONS}
         self.size = dict.fromkeys(BULK_MUTATIONS, 0)
+        self.concurrency = max(1, concurrency)
+        # mutation, batch id, operation id: the items wait in the batch record, not in memory
+        self.running: list[tuple[str, str, str]] = []
 
     def add(self, mutation: str, variables: dict, items: list[dict]) -> None:
         text = json.dumps(variables, separators=(",", ":"))
@@ -482,18 +494,35 @@ class _BulkSender:
 
     def run(self, mutation: str) -> None:
         lines, self.lines[mutation], self.size[mutation] = self.lines[mutation], [], 0
-        _bulk_operation(self.ledger, self.writer, mutation, lines, self.report)
+        while len(self.running) >= self.concurrency:
+            self.settle_oldest()
+        batch_id, operation_id, _ = _bulk_start(self.ledger, self.writer, mutation, lines, self.report)
+        self.running.append((mutation, batch_id, operation_id))
+
+    def settle_oldest(self) -> None:
+        mutation, batch_id, operation_id = self.running.pop(0)
+        items = self.ledger.batch_items(batch_id)
+        _bulk_settle(self.ledger, self.writer, batch_id, operation_id, mutation, items, self.report)
 
     def flush(self) -> None:
         for mutation in BULK_MUTATIONS:
             if self.lines[mutation]:
                 self.run(mutation)
+        while self.running:
+            self.settle_oldest()
 
 
 def _bulk_operation(ledger: Ledger, writer: ShopifyWriter, mutation: str, lines: list[tuple[str, list[dict]]],
                     report: SyncReport) -> None:
-    """Record the file's items (each with its line number), upload the file, start the operation,
-    record its id, then wait for it and settle every line by its result."""
+    """Start a bulk operation over these lines, then wait for it and settle every line by its result."""
+    batch_id, operation_id, items = _bulk_start(ledger, writer, mutation, lines, report)
+    _bulk_settle(ledger, writer, batch_id, operation_id, mutation, items, report)
+
+
+def _bulk_start(ledger: Ledger, writer: ShopifyWriter, mutation: str, lines: list[tuple[str, list[dict]]],
+                report: SyncReport) -> tuple[str, str, list[dict]]:
+    """Record the file's items (each with its line number), upload the file, start the operation
+    and record its id; returns (batch id, operation id, items)."""
     items = [{**i, "line": number} for number, (_, line_items) in enumerate(lines) for i in line_items]
     batch_id = ledger.start_batch(BULK_KIND + mutation, items)
     path = writer.stage_upload(("\n".join(text for text, _ in lines) + "\n").encode(), f"clv-{mutation}.jsonl")
@@ -502,7 +531,7 @@ def _bulk_operation(ledger: Ledger, writer: ShopifyWriter, mutation: str, lines:
     ledger.set_status(batch_id, "submitted", job_id=operation_id)
     report.write_requests += 1
     report.bulk_operations += 1
-    _bulk_settle(ledger, writer, batch_id, operation_id, mutation, items, report)
+    return batch_id, operation_id, items
 
 
 def _bulk_settle(ledger: Ledger, writer: ShopifyWriter, batch_id: str, operation_id: str, mutation: str,
@@ -622,7 +651,9 @@ def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, plan: P
     if bulk:
         with writer.bulk_customers_file() as path:
             _load_upstream(plan.conn, path)
-        sender = _BulkSender(ledger, writer, options, report)
+        # five bulk mutations may run at once from API 2026-01, one before (shopify.dev, bulk imports)
+        concurrent = options.shopify_bulk_concurrency if writer.resource.api_version >= "2026-01" else 1
+        sender = _BulkSender(ledger, writer, options, report, concurrent)
     else:
         sender = _CallSender(ledger, writer, options, report)
     for number, targets in enumerate(plan.blocks(PLAN_BLOCK)):

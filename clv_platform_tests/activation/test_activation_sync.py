@@ -18,6 +18,7 @@ from clv_platform.activation.sync import new_run_id, now_utc, sync_klaviyo, sync
 from clv_platform.resources.http import AuthenticationError
 from clv_platform.resources.klaviyo import KlaviyoResource
 from clv_platform.resources.klaviyo_write import KlaviyoWriter
+from clv_platform.resources.shopify import ShopifyResource
 from clv_platform.resources.shopify_write import ShopifyWriter
 from clv_platform.resources import http
 from clv_platform_tests.activation.conftest import (
@@ -41,10 +42,13 @@ class SimulatedKill(BaseException):
     """Stands for the process dying: nothing in the sync may catch it."""
 
 
-def sync_once(path, fake, destination, *, tags=False, options=SMALL, klaviyo_key=None):
+def sync_once(path, fake, destination, *, tags=False, options=SMALL, klaviyo_key=None, shopify_api_version=None):
     klaviyo, shopify = resources_for(fake)
     if klaviyo_key is not None:
         klaviyo = KlaviyoResource(api_key=klaviyo_key, base_url=fake.base_url, **FAST)
+    if shopify_api_version is not None:
+        shopify = ShopifyResource(shop_domain=fake.base_url, access_token=fake.shopify_token,
+                                  api_version=shopify_api_version, **FAST)
     run_id = new_run_id()
     conn = duckdb.connect(path)
     writer = KlaviyoWriter(klaviyo) if destination == "klaviyo" else ShopifyWriter(shopify)

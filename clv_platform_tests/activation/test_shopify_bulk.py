@@ -78,6 +78,7 @@ def test_files_split_at_the_size_limit_and_lines_settle_in_any_order(base, fake,
 
 
 def test_a_bulk_mutation_already_running_is_waited_for(base, fake, clock, reference):
+    fake.bulk_mutation_concurrency = 1  # one at a time, as before API 2026-01
     other = fake.start_other_bulk_mutation()
     report = sync_once(base, fake, "shopify", options=BULK)
     starts = [r for r in fake.requests if r.op == "bulk_mutation_start"]
@@ -86,6 +87,19 @@ def test_a_bulk_mutation_already_running_is_waited_for(base, fake, clock, refere
     assert clock.sleeps.count(resources_for(fake)[1].bulk_busy_wait_seconds) == 2
     assert fake._bulk[other].status == "COMPLETED"
     assert report.failed_customers == 0 and fake.received_checksum("shopify") == reference["shopify"]
+
+
+@pytest.mark.parametrize("api_version,most", [("2026-10", 5), ("2025-10", 1)])
+def test_up_to_five_bulk_mutations_run_at_once_from_api_2026_01(base, fake, clock, reference, api_version, most):
+    """Shopify runs five bulk mutations at once from API 2026-01, one before: the files are
+    started up to that many ahead of the oldest one's settlement, and delivered the same."""
+    small = ActivationResource(shopify_bulk_min_customers=0, shopify_bulk_max_file_bytes=10_000).options()
+    report = sync_once(base, fake, "shopify", tags=True, options=small, shopify_api_version=api_version)
+    assert report.bulk_operations >= 6 and fake.most_running_mutations == most
+    assert report.failed_customers == 0
+    assert {d: fake.received_checksum(d) for d in ("shopify", "shopify_tags")} == {
+        d: reference[d] for d in ("shopify", "shopify_tags")}
+    assert query(base, "select count(*) from activation.sync_batches where status <> 'done'") == [(0,)]
 
 
 def test_a_rejected_line_is_sent_again_one_customer_per_line(base, fake, clock):
