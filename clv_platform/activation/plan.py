@@ -102,19 +102,21 @@ class Plan:
     def __len__(self) -> int:
         return self.values
 
-    def blocks(self, targets: int) -> Iterator[dict[str, dict]]:
-        """`{target_id: {"customer_id": ..., "fields": {field: new_value}}}` for `targets` targets
-        at a time, in target order (each block one range query)."""
+    def blocks(self, targets: int) -> Iterator[tuple[int, int, dict[str, dict]]]:
+        """`(first, last, {target_id: {"customer_id": ..., "fields": {field: new_value}}})` for
+        `targets` targets at a time in target order: the block's range of `seq` (which other tables
+        of the same connection can be joined on) and its targets (each block one range query)."""
         for first in range(1, self.customers + 1, targets):
+            last = first + targets - 1
             rows = self.conn.execute(
                 "select customer_id, target_id, field, new_value from _activation_changes "
                 "where seq between ? and ? order by seq, field",
-                [first, first + targets - 1],
+                [first, last],
             ).fetchall()
             block: dict[str, dict] = {}
             for customer_id, target_id, name, value in rows:
                 block.setdefault(target_id, {"customer_id": customer_id, "fields": {}})["fields"][name] = value
-            yield block
+            yield first, last, block
 
     def target_ids(self) -> set[str]:
         return {t for (t,) in self.conn.execute("select distinct target_id from _activation_changes").fetchall()}

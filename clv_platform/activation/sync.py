@@ -323,7 +323,7 @@ def sync_klaviyo(conn: duckdb.DuckDBPyConnection, writer: KlaviyoWriter, plan: P
     resume_klaviyo(ledger, writer, options, report)
     report.planned_customers, report.planned_values = plan.customers, plan.values
     pending: list[dict] = []
-    for targets in plan.blocks(PLAN_BLOCK):
+    for _, _, targets in plan.blocks(PLAN_BLOCK):
         clearing: list[dict] = []  # profiles with a value to remove: one update request each
         for chunk in _chunks(list(targets), 100):
             current = writer.current_properties(chunk)
@@ -656,10 +656,9 @@ def sync_shopify(conn: duckdb.DuckDBPyConnection, writer: ShopifyWriter, plan: P
         sender = _BulkSender(ledger, writer, options, report, concurrent)
     else:
         sender = _CallSender(ledger, writer, options, report)
-    for number, targets in enumerate(plan.blocks(PLAN_BLOCK)):
+    for first, last, targets in plan.blocks(PLAN_BLOCK):
         if bulk:
-            first = number * PLAN_BLOCK + 1
-            chunks, upstream = [list(targets)], _upstream_block(plan.conn, first, first + PLAN_BLOCK - 1)
+            chunks, upstream = [list(targets)], _upstream_block(plan.conn, first, last)
         else:
             chunks, upstream = list(_chunks(list(targets), options.shopify_read_chunk)), None
         for chunk in chunks:
