@@ -11,7 +11,7 @@ of a missing model. Every date withdrawn at once while P(30 d) is there is clear
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
@@ -97,10 +97,6 @@ class Plan:
     by_field: dict[str, int]
     new_customers: int
     clears: int
-    absent: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return self.values
 
     def blocks(self, targets: int) -> Iterator[tuple[int, int, dict[str, dict]]]:
         """`(first, last, {target_id: {"customer_id": ..., "fields": {field: new_value}}})` for
@@ -117,9 +113,6 @@ class Plan:
             for customer_id, target_id, name, value in rows:
                 block.setdefault(target_id, {"customer_id": customer_id, "fields": {}})["fields"][name] = value
             yield first, last, block
-
-    def target_ids(self) -> set[str]:
-        return {t for (t,) in self.conn.execute("select distinct target_id from _activation_changes").fetchall()}
 
     def frame(self, limit: int | None = None) -> pd.DataFrame:
         """The plan (or its first `limit` rows) as a frame: customer_id, target_id, field, new_value,
@@ -161,4 +154,4 @@ def plan_changes(
     by_field = dict(conn.execute("select field, count(*) from _activation_changes group by field order by field"
                                  ).fetchall())
     return Plan(conn, int(customers), int(values), {k: int(v) for k, v in by_field.items()}, int(new_customers),
-                int(clears), absent), absent
+                int(clears)), absent
