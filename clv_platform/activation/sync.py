@@ -252,26 +252,38 @@ def _count_failures(report: SyncReport, failures: list[dict]) -> None:
     report.failed_customers += len({(f.get("target_id"), f.get("customer_id")) for f in failures})
 
 
+def _abandon(ledger: Ledger, batch: dict, report: SyncReport) -> None:
+    """A batch in doubt after a crash: closed unsettled; the read-back finds what the destination saved."""
+    report.abandoned_batches += 1
+    ledger.settle([], [], batch["batch_id"], status="abandoned", detail="in doubt after a crash; re-read")
+
+
+def _wait_while(busy: Callable[[], bool], client, poll: float, timeout: float, why: str, gave_up: str) -> None:
+    """Before an in-doubt batch is abandoned: wait (polling every `poll` s) until the destination has
+    nothing unfinished, so the read-back sees its result; raise `gave_up` after `timeout` s."""
+    waited = 0.0
+    while busy():
+        if waited >= timeout:
+            raise RuntimeError(gave_up)
+        client.wait(poll, why)
+        waited += poll
+
+
 def resume_klaviyo(ledger: Ledger, writer: KlaviyoWriter, options: SyncOptions, report: SyncReport) -> None:
     for batch in ledger.open_batches():
         report.resumed_batches += 1
         if batch["kind"] == PROFILE_UPDATE:  # synchronous: the read-back finds what was saved
-            report.abandoned_batches += 1
-            ledger.settle([], [], batch["batch_id"], status="abandoned", detail="in doubt after a crash; re-read")
+            _abandon(ledger, batch, report)
             continue
         if batch["status"] == "submitted" and batch["job_id"]:
             writer.client.info(f"Klaviyo: resuming import job {batch['job_id']} of an interrupted sync")
             _klaviyo_finish(ledger, writer, batch["batch_id"], batch["job_id"], batch["items"], options, report)
             continue
         # Sent or not, we cannot tell: let Klaviyo finish whatever it has, then the read-back decides.
-        waited = 0.0
-        while writer.unfinished_jobs():
-            if waited >= options.klaviyo_job_timeout_seconds:
-                raise RuntimeError("Klaviyo import jobs stayed unfinished; rerun activation later")
-            writer.client.wait(options.klaviyo_poll_seconds, "an interrupted sync may have a job in Klaviyo")
-            waited += options.klaviyo_poll_seconds
-        report.abandoned_batches += 1
-        ledger.settle([], [], batch["batch_id"], status="abandoned", detail="in doubt after a crash; re-read")
+        _wait_while(writer.unfinished_jobs, writer.client, options.klaviyo_poll_seconds,
+                    options.klaviyo_job_timeout_seconds, "an interrupted sync may have a job in Klaviyo",
+                    "Klaviyo import jobs stayed unfinished; rerun activation later")
+        _abandon(ledger, batch, report)
 
 
 def _klaviyo_update(ledger: Ledger, writer: KlaviyoWriter, profile: dict, report: SyncReport) -> None:
@@ -592,15 +604,11 @@ def resume_shopify(ledger: Ledger, writer: ShopifyWriter, report: SyncReport) ->
                 writer.client.info(f"Shopify: resuming bulk {mutation} {batch['job_id']} of an interrupted sync")
                 _bulk_settle(ledger, writer, batch["batch_id"], batch["job_id"], mutation, batch["items"], report)
                 continue
-            waited = 0.0
-            while writer.bulk_mutation_running():
-                if waited >= writer.resource.bulk_timeout_seconds:
-                    raise RuntimeError("a Shopify bulk mutation stayed running; rerun activation later")
-                writer.client.wait(writer.resource.bulk_poll_interval_seconds,
-                                   "an interrupted sync may have a bulk mutation running in Shopify")
-                waited += writer.resource.bulk_poll_interval_seconds
-        report.abandoned_batches += 1
-        ledger.settle([], [], batch["batch_id"], status="abandoned", detail="in doubt after a crash; re-read")
+            _wait_while(writer.bulk_mutation_running, writer.client, writer.resource.bulk_poll_interval_seconds,
+                        writer.resource.bulk_timeout_seconds,
+                        "an interrupted sync may have a bulk mutation running in Shopify",
+                        "a Shopify bulk mutation stayed running; rerun activation later")
+        _abandon(ledger, batch, report)
 
 
 def _load_upstream(conn: duckdb.DuckDBPyConnection, path: Path | None) -> None:
