@@ -53,6 +53,8 @@ from clv_platform.resources.redaction import excerpt
 from clv_platform.resources.shopify_acquisition import ACQUISITION_FIELDS, ACQUISITION_KEYS
 
 _MONEY = "shopMoney{amount currencyCode}"
+# A bulk result is copied to its spool file in blocks of this size (requests' iter_lines reads 512 bytes at a time).
+_DOWNLOAD_BLOCK = 1 << 20
 # The newest stable Admin API version (versions are quarterly, YYYY-01/04/07/10, each supported
 # for 12 months; Shopify silently serves the oldest supported one for an expired version).
 DEFAULT_API_VERSION = "2026-10"
@@ -741,28 +743,36 @@ class ShopifyResource(HttpConnectorResource):
             waited += self.bulk_poll_interval_seconds
 
     def _download(self, client: HttpClient, url: str, spool: IO[bytes], expected: int | None) -> None:
-        """Download the JSONL result to `spool`, checking every line; a broken download is redone whole.
+        """Download the JSONL result to `spool`, checking that it is whole; a broken download is redone whole.
 
-        The line count must equal the operation's `objectCount` (every object, parents and
-        children, is one line): a body cut at a line boundary, served without
-        `Content-Length`, parses cleanly and is only caught by this count. A bulk mutation's
-        result is checked by its caller instead (`expected` None): every input line must come
-        back under its `__lineNumber`.
+        The body is copied in blocks of a megabyte and its lines counted; no line is parsed here
+        (every reader parses each line anyway: a million customers' read-back is 7.6 million
+        lines, and parsing each one twice and splitting the body into lines in Python cost more
+        CPU than the whole comparison it feeds). A body cut short is told by its last line, which
+        is then a prefix of a JSON object and does not parse, or, cut at a line boundary and
+        served without `Content-Length`, by the count: it must equal the operation's `objectCount`
+        (every object, parents and children, is one line). A bulk mutation's result is checked by
+        its caller instead (`expected` None): every input line must come back under its
+        `__lineNumber`.
         """
 
         def consume(response: requests.Response) -> int:
             spool.seek(0)
             spool.truncate()
-            lines = 0
-            for line in response.iter_lines():
-                if not line.strip():
-                    continue
+            for block in response.iter_content(chunk_size=_DOWNLOAD_BLOCK):
+                spool.write(block)
+            spool.flush()
+            spool.seek(0)
+            lines, last = 0, b""
+            for line in spool:  # C-speed iteration; blank lines are no objects
+                if line.strip():
+                    lines, last = lines + 1, line
+            if last:
                 try:
-                    json.loads(line)
+                    json.loads(last)
                 except ValueError:
-                    raise TransientBodyError(f"invalid JSONL line {lines + 1} in the bulk result") from None
-                spool.write(line + b"\n")
-                lines += 1
+                    raise TransientBodyError(f"the bulk result's last line (line {lines}) is not JSON: "
+                                             "download cut short") from None
             if expected is not None and lines != expected:
                 raise TransientBodyError(
                     f"bulk result has {lines} JSONL lines but the operation reported objectCount {expected} "
@@ -801,6 +811,8 @@ class ShopifyResource(HttpConnectorResource):
         orders: dict[str, dict] = {}
         items: dict[str, list[dict]] = {}
         for raw in spool:
+            if not raw.strip():
+                continue
             record = json.loads(raw)
             parent = record.get("__parentId")
             if parent is None:

@@ -251,6 +251,8 @@ class ShopifyWriter:
             with tempfile.TemporaryFile(mode="w+b") as spool:
                 self.resource._download(self.client, url, spool, None)
                 for raw in spool:
+                    if not raw.strip():
+                        continue
                     record = json.loads(raw)
                     if isinstance(record.get("__lineNumber"), int):
                         results[record["__lineNumber"]] = record

@@ -22,7 +22,7 @@ from clv_platform_tests.activation.test_activation_sync import (
     reference,  # noqa: F401 (fixture)
     sync_once,
 )
-from clv_platform_tests.fake_api import SHOPIFY, STAGED_UPLOAD
+from clv_platform_tests.fake_api import BULK_DOWNLOAD, SHOPIFY, STAGED_UPLOAD
 
 BULK = ActivationResource(shopify_bulk_min_customers=0, shopify_read_chunk=10).options()
 PER_CALL_OPS = {"customer_read", "metafields_set", "metafields_delete", "tags_add", "tags_remove"}
@@ -197,3 +197,28 @@ def test_bulk_over_small_plan_blocks_delivers_the_same(base, fake, clock, refere
     assert report.bulk_operations == 2 and report.sent_customers == len(SHOPIFY_TARGETS)
     # the read-back held in DuckDB: every planned customer found in it
     assert report.skipped_customers == 0
+
+
+@pytest.mark.parametrize("mode", ["invalid_json", "cut_lines"])
+def test_a_result_download_cut_short_is_downloaded_again(base, fake, clock, reference, mode):
+    """The mutation's result file is cut (mid-line with a consistent Content-Length, or after 60 %
+    of its lines without one) on its first download. A cut mid-line is told by the last line,
+    which does not parse, and the file is fetched again; a cut at a line boundary cannot be told
+    from a complete file (a mutation result has no objectCount): its missing lines are failures
+    of their customers, whose values the next run sends. Nothing is confirmed that Shopify's
+    result does not say."""
+    fake.fault(BULK_DOWNLOAD, "truncated", at={2}, mode=mode, fraction=0.6)  # 1: the read-back, 2: the result
+    report = sync_once(base, fake, "shopify", options=BULK)
+    downloads = [r for r in fake.requests if r.route == BULK_DOWNLOAD]
+    if mode == "invalid_json":
+        assert len(downloads) == 3 and report.failed_customers == 0
+        assert fake.received_checksum("shopify") == reference["shopify"]
+    else:
+        assert len(downloads) == 2 and 0 < report.failed_customers < len(SHOPIFY_TARGETS)
+        confirmed = query(base, "select count(distinct target_id) from activation.sync_state "
+                                "where destination = 'shopify'")[0][0]
+        assert confirmed == len(SHOPIFY_TARGETS) - report.failed_customers
+        rerun = sync_once(base, fake, "shopify", options=BULK)
+        assert rerun.failed_customers == 0 and rerun.sent_customers == 0  # the values were saved: read back
+        assert query(base, "select count(distinct target_id) from activation.sync_state "
+                           "where destination = 'shopify'")[0][0] == len(SHOPIFY_TARGETS)
