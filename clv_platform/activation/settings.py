@@ -49,6 +49,10 @@ class ActivationResource(dg.ConfigurableResource):
         default=5, description="Bulk mutations running at once (Shopify allows 5 from API 2026-01; 1 before, "
         "which an older SHOPIFY_API_VERSION gets whatever this says)."
     )
+    batch_items_keep_days: int = Field(
+        default=14, description="Days the items (every value) of a settled write batch stay in "
+        "activation.sync_batches; then they are emptied and the batch row kept. 0 = kept forever."
+    )
 
     def enabled(self, destination: str) -> bool:
         return {"klaviyo": self.klaviyo_enabled, "shopify": self.shopify_enabled}[destination]
@@ -63,6 +67,7 @@ class ActivationResource(dg.ConfigurableResource):
             shopify_bulk_min_customers=self.shopify_bulk_min_customers,
             shopify_bulk_max_file_bytes=max(10_000, min(self.shopify_bulk_max_file_bytes, 20 * 1024 * 1024)),
             shopify_bulk_concurrency=max(1, min(self.shopify_bulk_concurrency, 5)),
+            batch_items_keep_days=max(0, self.batch_items_keep_days),
         )
 
 

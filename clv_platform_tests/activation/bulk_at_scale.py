@@ -10,7 +10,9 @@ DuckDB settings (`duckdb_config`: the 4 GB memory limit): the first night (every
 the next (p_alive, the CLV and scored_at moved for everyone, as a real night moves them). Prints
 per night the planned and sent values, the bulk operations and GraphQL requests, the wall time
 (the fake's work included: it runs an operation while it is polled), the CPU time of the thread
-that runs the sync (DuckDB's own threads not counted), and this process's peak RSS.
+that runs the sync (DuckDB's own threads not counted), this process's peak RSS, and what the
+night leaves in the store: the batch records still holding their items, the size of those items
+as JSON, and the DuckDB file's size.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def _night(db: str, pipe, shopify: ShopifyResource, label: str) -> dict:
         writer.close()
         conn.close()
     seconds, cpu = time.perf_counter() - started, time.thread_time() - cpu
+    with duckdb.connect(db) as conn:  # what the night leaves in the store (not timed)
+        log_rows, log_bytes = conn.execute("select count(*), coalesce(sum(octet_length(items::varchar)), 0) "
+                                           "from activation.sync_batches where items is not null").fetchone()
     return {
         "night": label, "planned_customers": report.planned_customers, "planned_values": report.planned_values,
         "sent_values": report.sent_values, "failed_customers": report.failed_customers,
@@ -67,6 +72,8 @@ def _night(db: str, pipe, shopify: ShopifyResource, label: str) -> dict:
         "graphql_requests": _requests(pipe) - requests,
         "seconds": round(seconds, 1), "plan_seconds": round(planned, 1), "platform_cpu_seconds": round(cpu, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "batch_log_rows": log_rows, "batch_log_json_mb": round(log_bytes / 1e6, 1),
+        "store_file_mb": round(Path(db).stat().st_size / 1e6, 1),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 
@@ -14,7 +15,7 @@ from clv_platform.activation import sync as sync_module
 from clv_platform.activation.assets import klaviyo_profiles, shopify_customers
 from clv_platform.activation.plan import plan_changes
 from clv_platform.activation.settings import ActivationResource
-from clv_platform.activation.sync import new_run_id, now_utc, sync_klaviyo, sync_shopify
+from clv_platform.activation.sync import Ledger, new_run_id, now_utc, sync_klaviyo, sync_shopify
 from clv_platform.resources.http import AuthenticationError
 from clv_platform.resources.klaviyo import KlaviyoResource
 from clv_platform.resources.klaviyo_write import KlaviyoWriter
@@ -575,3 +576,51 @@ def test_a_plan_read_in_small_blocks_delivers_the_same(base, fake, clock, refere
     assert s.planned_customers == s.sent_customers == len(SHOPIFY_TARGETS)
     jobs = [r for r in fake.requests if r.route == KLAVIYO_IMPORT and r.method == "POST"]
     assert [len(j.body["data"]["attributes"]["profiles"]["data"]) for j in jobs] == [20] * 4 + [16]  # full jobs
+
+
+@pytest.mark.parametrize("destination", ["klaviyo", "shopify"])
+def test_settled_batch_items_are_emptied_after_the_kept_days(base, fake, clock, destination):
+    """The items of a settled batch are the night's log (sync_state keeps what was confirmed):
+    emptied `batch_items_keep_days` after it settled, its row kept; a batch a killed run left
+    open is resumed first and keeps its items; 0 keeps them all."""
+    first = sync_once(base, fake, destination)
+    count, values = query(base, "select count(*), sum(item_count) from activation.sync_batches")[0]
+    assert first.cleared_batch_items == 0 and count > 1 and values == first.sent_values
+
+    def age_batches(days: int) -> None:
+        conn = duckdb.connect(base)
+        conn.execute(f"update activation.sync_batches set updated_at = updated_at - interval {days} day")
+        conn.close()
+
+    age_batches(15)
+    keep_all = ActivationResource(klaviyo_max_profiles_per_job=20, klaviyo_poll_seconds=1.0, shopify_read_chunk=10,
+                                  batch_items_keep_days=0).options()
+    assert sync_once(base, fake, destination, options=keep_all).cleared_batch_items == 0
+    assert query(base, "select count(*) from activation.sync_batches where items is null") == [(0,)]
+
+    conn = duckdb.connect(base)
+    # the newest batch left 'sending' 15 days ago by a killed run; and a night with values to send
+    conn.execute("update activation.sync_batches set status = 'sending' where batch_id = "
+                 "(select max(batch_id) from activation.sync_batches)")
+    conn.execute("update marts.customer_scores set p_alive = 0.0123")
+    conn.close()
+    night = sync_once(base, fake, destination)  # keeps 14 days, the default
+    assert night.resumed_batches == 1 and night.sent_values > 0
+    assert night.cleared_batch_items == count - 1  # the resumed batch settled just now: kept
+    emptied = query(base, "select count(*), sum(item_count) from activation.sync_batches where items is null")
+    assert emptied == [(count - 1, values - query(base, "select item_count from activation.sync_batches where "
+                                                        "status = 'abandoned'")[0][0])]
+    # every row is still there; this night's batches and the resumed one keep their items
+    kept = query(base, "select count(*), sum(item_count) filter (where status <> 'abandoned') "
+                       "from activation.sync_batches where items is not null")[0]
+    assert kept[1] == night.sent_values and query(base, "select count(*) from activation.sync_batches") == [
+        (count - 1 + kept[0],)]
+    items = query(base, "select items from activation.sync_batches where status = 'abandoned'")[0][0]
+    assert json.loads(items)[0]["target_id"]
+    # a batch still open (a job submitted, not yet settled) is never emptied, however old
+    conn = duckdb.connect(base)
+    conn.execute("update activation.sync_batches set status = 'submitted', updated_at = updated_at - interval 30 day "
+                 "where status = 'abandoned'")
+    assert Ledger(conn, destination, "later").clear_settled_items(14) == 0
+    conn.close()
+    assert query(base, "select items is not null from activation.sync_batches where status = 'submitted'") == [(True,)]
