@@ -63,7 +63,7 @@ def _night(db: str, pipe, shopify: ShopifyResource, label: str) -> dict:
         conn.close()
     seconds, cpu = time.perf_counter() - started, time.thread_time() - cpu
     with duckdb.connect(db) as conn:  # what the night leaves in the store (not timed)
-        log_rows, log_bytes = conn.execute("select count(*), coalesce(sum(octet_length(items::varchar)), 0) "
+        log_rows, log_bytes = conn.execute("select count(*), coalesce(sum(strlen(items::varchar)), 0) "
                                            "from activation.sync_batches where items is not null").fetchone()
     return {
         "night": label, "planned_customers": report.planned_customers, "planned_values": report.planned_values,
