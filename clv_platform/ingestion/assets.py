@@ -16,12 +16,15 @@ store has no API ingestion: these assets then record that they did nothing.
 """
 
 import json
+import tempfile
 from dataclasses import replace
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
+import duckdb as _duckdb
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
@@ -37,7 +40,7 @@ from clv_platform.resources.http import (
     PermissionDeniedError,
     RequestRejectedError,
 )
-from clv_platform.resources.storage import StorageResource, settings_of
+from clv_platform.resources.storage import StorageResource, duckdb_config, settings_of
 from clv_platform.settings import Settings, load_settings
 
 ORDERS_START_DATE = load_settings().orders_start_date
@@ -48,6 +51,8 @@ shopify_daily_partitions = dg.DailyPartitionsDefinition(start_date=ORDERS_START_
 CHUNK_DAYS = 31
 # Bigger ranges than this go through a Shopify bulk operation instead of paging.
 BULK_THRESHOLD_DAYS = 90
+# Fetched order nodes written to the scratch file at a time (`_replace_window`).
+ORDER_BATCH = 20_000
 
 
 class ReplacementRefused(RuntimeError):
@@ -208,16 +213,15 @@ def _load_shopify_orders(
     total = 0
     if use_bulk:
         context.log.info(f"{start:%Y-%m-%d}..{end:%Y-%m-%d}: first full load through a bulk operation")
-        # A list, not a stream: the window is replaced only after the fetch has finished
-        # without an error (the connectors raise on every incomplete or malformed answer).
-        nodes = [n for n in shopify.bulk_orders(start, context.log) if _in_window(n, start, end)]
-        total += _replace_window(duckdb, start, end, order_frame(nodes, source, ingested_at), source, guard)
+        # The window is replaced only after the fetch has finished without an error (the
+        # connectors raise on every incomplete or malformed answer); meanwhile the fetched rows wait
+        # in a scratch file, not in memory: a store's first load can be millions of orders.
+        nodes = (n for n in shopify.bulk_orders(start, context.log) if _in_window(n, start, end))
+        total += _replace_window(duckdb, start, end, nodes, source, ingested_at, guard)
     else:
         for chunk_start, chunk_end in _chunks(start, end, CHUNK_DAYS):
-            nodes = list(shopify.iter_orders(chunk_start, chunk_end, context.log))
-            written = _replace_window(
-                duckdb, chunk_start, chunk_end, order_frame(nodes, source, ingested_at), source, guard
-            )
+            nodes = shopify.iter_orders(chunk_start, chunk_end, context.log)
+            written = _replace_window(duckdb, chunk_start, chunk_end, nodes, source, ingested_at, guard)
             total += written
             context.log.info(f"{chunk_start:%Y-%m-%d}..{chunk_end:%Y-%m-%d}: {written} order versions")
 
@@ -336,44 +340,76 @@ def _replace_window(
     duckdb: DuckDBResource,
     start: datetime,
     end: datetime,
-    frame: pd.DataFrame,
+    nodes: Iterable[dict],
     source: str,
+    ingested_at: datetime,
     guard: ShrinkGuard | None = None,
 ) -> int:
-    """Delete the window's partitions and insert the fetched rows, atomically.
+    """Fetch `nodes` to the end, then delete the window's partitions and insert them, atomically.
 
-    `frame` must come from a fetch that finished cleanly; `guard` refuses (before anything
-    is deleted) a fetch that lost most of the window's orders.
+    The nodes are written as they arrive, `ORDER_BATCH` at a time, to a scratch DuckDB file (a
+    first full load through a bulk operation is every order of the store's history: millions of
+    nodes, tens of gigabytes as Python objects), and the store is opened only once the fetch
+    has ended: a fetch that raises leaves the stored window as it was, and the store's file is
+    not held for the minutes a fetch takes. `guard` refuses (before anything is deleted) a fetch
+    that lost most of the window's orders.
     Rows whose `updatedAt` is unparseable carry no partition date; they are stored under the
     window's first day so that they are replaced by the same rerun and reach staging's
     rejected rows.
     """
-    frame = frame.copy()
-    frame["partition_date"] = frame["partition_date"].where(frame["partition_date"].notna(), start.date())
-    with duckdb.get_connection() as conn:
-        try:
-            with transaction(conn):
-                conn.register("_orders_batch", frame)
-                if guard is not None:
-                    guard.check(conn, start, end, source)
-                conn.execute(
-                    "delete from raw.shopify_orders where partition_date >= ? and partition_date < ? and source = ?",
-                    [start.date(), end.date(), source],
-                )
-                conn.execute(
-                    """
-                    insert into raw.shopify_orders
-                    select order_id, updated_at, partition_date, payload::json, source, ingested_at
-                    from _orders_batch
-                    """
-                )
-                conn.unregister("_orders_batch")
-        except Exception:
-            # DuckDBResource.get_connection closes only on success; a connection left open
-            # by a failed step would keep the file locked for as long as its traceback lives.
-            conn.close()
-            raise
-    return len(frame)
+    with tempfile.TemporaryDirectory(prefix="clv-orders-") as scratch:
+        fetched = Path(scratch) / "fetched.duckdb"
+        with _duckdb.connect(str(fetched), config={**duckdb_config(), "temp_directory": scratch}) as spool:
+            spool.execute("create table orders (order_id varchar, updated_at timestamp, partition_date date, "
+                          "payload varchar, source varchar, ingested_at timestamp)")
+            for batch in _batches(nodes, ORDER_BATCH):
+                frame = order_frame(batch, source, ingested_at)
+                spool.register("_orders_fetched", frame)
+                spool.execute("insert into orders select order_id, updated_at, coalesce(partition_date, ?), payload, "
+                              "source, ingested_at from _orders_fetched", [start.date()])
+                spool.unregister("_orders_fetched")
+            (rows,) = spool.execute("select count(*) from orders").fetchone()
+        with duckdb.get_connection() as conn:
+            try:
+                conn.execute(f"attach '{fetched}' as clv_fetched_orders (read_only)")
+                try:
+                    with transaction(conn):
+                        conn.execute("create or replace temp view _orders_batch as "
+                                     "select * from clv_fetched_orders.orders")
+                        if guard is not None:
+                            guard.check(conn, start, end, source)
+                        conn.execute(
+                            "delete from raw.shopify_orders where partition_date >= ? and partition_date < ? "
+                            "and source = ?",
+                            [start.date(), end.date(), source],
+                        )
+                        conn.execute(
+                            """
+                            insert into raw.shopify_orders
+                            select order_id, updated_at, partition_date, payload::json, source, ingested_at
+                            from _orders_batch
+                            """
+                        )
+                    conn.execute("drop view _orders_batch")
+                finally:
+                    conn.execute("detach database if exists clv_fetched_orders")
+            except Exception:
+                # DuckDBResource.get_connection closes only on success; a connection left open
+                # by a failed step would keep the file locked for as long as its traceback lives.
+                conn.close()
+                raise
+    return int(rows)
+
+
+def _batches(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 PROFILE_BATCH = 5000

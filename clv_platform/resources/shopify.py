@@ -27,11 +27,13 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from pathlib import Path
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import IO, Any
 
 import dagster as dg
+import duckdb
 import requests
 from pydantic import Field, PrivateAttr
 
@@ -51,10 +53,14 @@ from clv_platform.resources.http import (
 )
 from clv_platform.resources.redaction import excerpt
 from clv_platform.resources.shopify_acquisition import ACQUISITION_FIELDS, ACQUISITION_KEYS
+from clv_platform.resources.storage import duckdb_config
 
 _MONEY = "shopMoney{amount currencyCode}"
 # A bulk result is copied to its spool file in blocks of this size (requests' iter_lines reads 512 bytes at a time).
 _DOWNLOAD_BLOCK = 1 << 20
+# Lines of a bulk result fetched from DuckDB at a time while orders are rebuilt.
+_REBUILD_ROWS = 10_000
+_NO_KEY = object()  # before the first group of lines (an order id may be null)
 # The newest stable Admin API version (versions are quarterly, YYYY-01/04/07/10, each supported
 # for 12 months; Shopify silently serves the oldest supported one for an expired version).
 DEFAULT_API_VERSION = "2026-10"
@@ -660,9 +666,9 @@ class ShopifyResource(HttpConnectorResource):
                     return
                 raise ConnectorError(f"Shopify bulk operation {operation.get('id')} completed with {count} "
                                      "objects but no result URL")
-            with tempfile.TemporaryFile(mode="w+b") as spool:
+            with tempfile.NamedTemporaryFile(mode="w+b", suffix=".jsonl") as spool:
                 self._download(client, url, spool, count)
-                for order in self._rebuild_orders(spool, client):
+                for order in self._rebuild_orders(Path(spool.name), client):
                     if order.get("refunds"):
                         # The bulk query cannot carry the refunds' line items: fetch them per refunded
                         # order, keeping only the refunds this order version has (a refund made since
@@ -800,40 +806,48 @@ class ShopifyResource(HttpConnectorResource):
         client.info(f"Shopify bulk result downloaded: {lines} JSONL objects")
         spool.seek(0)
 
-    def _rebuild_orders(self, spool: IO[bytes], client: HttpClient) -> Iterator[dict]:
+    def _rebuild_orders(self, path: Path, client: HttpClient) -> Iterator[dict]:
         """Group JSONL children under their `__parentId` order and yield contract-shaped nodes.
 
         From API 2026-01 `bulkOperationRunQuery(groupObjects:)` defaults to false: the JSONL is
         not grouped, so a line item may come anywhere in the file, before its order as well as
-        after it. Children are therefore collected by parent id over the whole file and joined
-        at the end; only a child whose order is nowhere in the file is an error.
+        after it. DuckDB reads the file into a scratch database (on disk, within the platform's
+        memory limit) and hands the lines back sorted by order, each order's lines in file
+        order, so an order is complete when the next one begins: holding every order and line
+        item of a store's first full load in Python dicts took tens of gigabytes for millions of
+        orders. The first line of an order id is its order (a repeat is dropped); a child whose
+        order is nowhere in the file is an error, raised before any order is yielded.
         """
-        orders: dict[str, dict] = {}
-        items: dict[str, list[dict]] = {}
-        for raw in spool:
-            if not raw.strip():
-                continue
-            record = json.loads(raw)
-            parent = record.get("__parentId")
-            if parent is None:
-                orders.setdefault(record["id"], record)
-                items.setdefault(record["id"], [])
-            else:
-                items.setdefault(parent, []).append(record)
-        orphans = sorted(set(items) - set(orders))
-        if orphans:
-            raise ConnectorError(
-                f"Shopify bulk result has line items of {len(orphans)} order(s) missing from the file "
-                f"(e.g. {orphans[0]})"
-            )
-        seen = set()
-        for order_id, order in orders.items():
-            key = (order_id, order.get("updatedAt"))
-            if key in seen:
-                continue
-            seen.add(key)
-            yield shape_order(order, items[order_id])
-        client.info(f"Shopify bulk: {len(seen)} orders rebuilt")
+        with tempfile.TemporaryDirectory(prefix="clv-bulk-") as scratch, duckdb.connect(
+                str(Path(scratch) / "lines.duckdb"), config={**duckdb_config(), "temp_directory": scratch}) as conn:
+            conn.execute(
+                "create table lines as select ordinality as n, json->>'__parentId' as parent, json->>'id' as id, "
+                "json::varchar as line from read_ndjson_objects(?) with ordinality", [str(path)])
+            orphans, example = conn.execute(
+                "select count(distinct parent), min(parent) from lines where parent is not null "
+                "and parent not in (select id from lines where parent is null and id is not null)").fetchone()
+            if orphans:
+                raise ConnectorError(
+                    f"Shopify bulk result has line items of {orphans} order(s) missing from the file (e.g. {example})"
+                )
+            cursor = conn.execute("select coalesce(parent, id), parent is not null, line from lines "
+                                  "order by 1, 2, n")
+            rebuilt, key, order, items = 0, _NO_KEY, None, []
+            while rows := cursor.fetchmany(_REBUILD_ROWS):
+                for group, child, line in rows:
+                    if group != key:
+                        if order is not None:
+                            rebuilt += 1
+                            yield shape_order(order, items)
+                        key, order, items = group, None, []
+                    if child:
+                        items.append(json.loads(line))
+                    elif order is None:
+                        order = json.loads(line)
+            if order is not None:
+                rebuilt += 1
+                yield shape_order(order, items)
+        client.info(f"Shopify bulk: {rebuilt} orders rebuilt")
 
 
 def _invalid(what: str, detail: str) -> TransientBodyError:

@@ -119,6 +119,23 @@ def test_fault_free_load_is_the_reference(tmp_path, source, window):
     assert len(rows) == len(source) and {json.loads(r[3])["id"] for r in rows} == {n["id"] for n in source}
 
 
+@pytest.mark.parametrize("window", [PAGED, BULK], ids=["paged", "bulk"])
+def test_a_load_in_small_batches_equals_a_load_in_one(tmp_path, source, window, monkeypatch):
+    """The fetched nodes wait in a scratch file, a batch at a time, and the bulk result's lines
+    come back from DuckDB a few at a time, so an order's lines can span two fetches: the stored
+    rows are the same, byte for byte, as with one batch of everything."""
+    from clv_platform.ingestion import assets as ingestion_assets
+    from clv_platform.resources import shopify as shopify_module
+
+    with FakeApi(source) as server:
+        _run(server, str(tmp_path / "one.duckdb"), window)
+        monkeypatch.setattr(ingestion_assets, "ORDER_BATCH", 7)
+        monkeypatch.setattr(shopify_module, "_REBUILD_ROWS", 3)
+        _run(server, str(tmp_path / "small.duckdb"), window)
+    one, small = _rows(str(tmp_path / "one.duckdb")), _rows(str(tmp_path / "small.duckdb"))
+    assert len(one) == len(source) > 7 * 3 and small == one
+
+
 def test_orders_null_mid_chunk_page_once_equals_a_fault_free_load(tmp_path, source):
     clean, faulty = str(tmp_path / "clean.duckdb"), str(tmp_path / "faulty.duckdb")
     with FakeApi(source) as server:

@@ -258,18 +258,43 @@ def test_bulk_ungrouped_by_default_children_before_their_orders(fake, shopify, o
     assert [i["id"] for i in by_id[some["id"]]["lineItems"]["nodes"]] == [i["id"] for i in some["lineItems"]["nodes"]]
 
 
-def test_bulk_child_of_an_order_missing_from_the_file_is_an_error(shopify):
-    import io
-
+def _bulk_client():
     from clv_platform.resources.http import HttpClient, RetryPolicy, make_session
 
-    spool = io.BytesIO(
+    return HttpClient("Shopify", make_session(), (1.0, 1.0), RetryPolicy(), {})
+
+
+def test_bulk_child_of_an_order_missing_from_the_file_is_an_error(shopify, tmp_path):
+    path = tmp_path / "result.jsonl"
+    path.write_bytes(
         b'{"__typename":"LineItem","id":"gid://shopify/LineItem/1","__parentId":"gid://shopify/Order/9"}\n'
         b'{"__typename":"Order","id":"gid://shopify/Order/1","updatedAt":"2025-01-01T00:00:00Z"}\n'
     )
-    client = HttpClient("Shopify", make_session(), (1.0, 1.0), RetryPolicy(), {})
+    rebuilt = shopify._rebuild_orders(path, _bulk_client())
     with pytest.raises(ConnectorError, match="line items of 1 order.*gid://shopify/Order/9"):
-        list(shopify._rebuild_orders(spool, client))
+        next(rebuilt)  # before any order is yielded
+
+
+def test_bulk_lines_are_grouped_by_order_in_file_order(shopify, tmp_path):
+    """Children before, between and after their orders, a repeated order line and a blank line:
+    each order once (its first line), its line items in file order."""
+    lines = [
+        {"id": "L3", "__parentId": "O2", "title": "c"},
+        {"id": "O1", "updatedAt": "2025-01-01T00:00:00Z", "name": "first"},
+        {"id": "L1", "__parentId": "O1", "title": "a"},
+        {"id": "O2", "updatedAt": "2025-01-02T00:00:00Z", "name": "second"},
+        {"id": "L4", "__parentId": "O2", "title": "d"},
+        {"id": "O1", "updatedAt": "2025-01-01T00:00:00Z", "name": "repeat"},
+        {"id": "L2", "__parentId": "O1", "title": "b"},
+    ]
+    path = tmp_path / "result.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines[:3]) + "\n\n"
+                    + "\n".join(json.dumps(line) for line in lines[3:]) + "\n")
+    got = {o["id"]: o for o in shopify._rebuild_orders(path, _bulk_client())}
+    assert sorted(got) == ["O1", "O2"] and got["O1"]["name"] == "first"
+    assert [i["title"] for i in got["O1"]["lineItems"]["nodes"]] == ["a", "b"]
+    assert [i["title"] for i in got["O2"]["lineItems"]["nodes"]] == ["c", "d"]
+    assert all(tuple(o) == ORDER_KEYS for o in got.values())
 
 
 def test_bulk_failed_once_is_restarted(fake, shopify, order_nodes, caplog, log):
