@@ -371,7 +371,8 @@ def _replace_window(
             (rows,) = spool.execute("select count(*) from orders").fetchone()
         with duckdb.get_connection() as conn:
             try:
-                conn.execute(f"attach '{fetched}' as clv_fetched_orders (read_only)")
+                quoted = str(fetched).replace("'", "''")
+                conn.execute(f"attach '{quoted}' as clv_fetched_orders (read_only)")
                 try:
                     with transaction(conn):
                         conn.execute("create or replace temp view _orders_batch as "
