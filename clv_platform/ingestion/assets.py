@@ -53,6 +53,7 @@ CHUNK_DAYS = 31
 BULK_THRESHOLD_DAYS = 90
 # Fetched order nodes written to the scratch file at a time (`_replace_window`).
 ORDER_BATCH = 20_000
+SPOOL_MEMORY_LIMIT = "512MB"
 
 
 class ReplacementRefused(RuntimeError):
@@ -359,7 +360,10 @@ def _replace_window(
     """
     with tempfile.TemporaryDirectory(prefix="clv-orders-") as scratch:
         fetched = Path(scratch) / "fetched.duckdb"
-        with _duckdb.connect(str(fetched), config={**duckdb_config(), "temp_directory": scratch}) as spool:
+        # the scratch file only takes appends: a small buffer pool (the rebuild beside it has the
+        # platform's memory limit for its sort)
+        with _duckdb.connect(str(fetched), config={**duckdb_config(), "memory_limit": SPOOL_MEMORY_LIMIT,
+                                                   "temp_directory": scratch}) as spool:
             spool.execute("create table orders (order_id varchar, updated_at timestamp, partition_date date, "
                           "payload varchar, source varchar, ingested_at timestamp)")
             for batch in _batches(nodes, ORDER_BATCH):
