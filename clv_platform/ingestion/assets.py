@@ -16,12 +16,10 @@ store has no API ingestion: these assets then record that they did nothing.
 """
 
 import json
-import tempfile
 from dataclasses import replace
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import dagster as dg
 import duckdb as _duckdb
@@ -29,6 +27,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from clv_platform.core.scratch import scratch_dir
 from clv_platform.core.sql import transaction
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.ingestion.store_source import fail_unless_store_matches
@@ -358,12 +357,12 @@ def _replace_window(
     window's first day so that they are replaced by the same rerun and reach staging's
     rejected rows.
     """
-    with tempfile.TemporaryDirectory(prefix="clv-orders-") as scratch:
-        fetched = Path(scratch) / "fetched.duckdb"
+    with scratch_dir("orders") as scratch:
+        fetched = scratch / "fetched.duckdb"
         # the scratch file only takes appends: a small buffer pool (the rebuild beside it has the
         # platform's memory limit for its sort)
         with _duckdb.connect(str(fetched), config={**duckdb_config(), "memory_limit": SPOOL_MEMORY_LIMIT,
-                                                   "temp_directory": scratch}) as spool:
+                                                   "temp_directory": str(scratch)}) as spool:
             spool.execute("create table orders (order_id varchar, updated_at timestamp, partition_date date, "
                           "payload varchar, source varchar, ingested_at timestamp)")
             for batch in _batches(nodes, ORDER_BATCH):

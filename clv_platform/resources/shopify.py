@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from pathlib import Path
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -37,6 +36,7 @@ import duckdb
 import requests
 from pydantic import Field, PrivateAttr
 
+from clv_platform.core.scratch import scratch_dir
 from clv_platform.resources import http
 from clv_platform.resources.http import (
     AuthenticationError,
@@ -666,9 +666,9 @@ class ShopifyResource(HttpConnectorResource):
                     return
                 raise ConnectorError(f"Shopify bulk operation {operation.get('id')} completed with {count} "
                                      "objects but no result URL")
-            with tempfile.NamedTemporaryFile(mode="w+b", suffix=".jsonl") as spool:
+            with scratch_dir("bulk-orders") as folder, open(folder / "result.jsonl", "w+b") as spool:
                 self._download(client, url, spool, count)
-                for order in self._rebuild_orders(Path(spool.name), client):
+                for order in self._rebuild_orders(folder / "result.jsonl", client):
                     if order.get("refunds"):
                         # The bulk query cannot carry the refunds' line items: fetch them per refunded
                         # order, keeping only the refunds this order version has (a refund made since
@@ -818,8 +818,8 @@ class ShopifyResource(HttpConnectorResource):
         orders. The first line of an order id is its order (a repeat is dropped); a child whose
         order is nowhere in the file is an error, raised before any order is yielded.
         """
-        with tempfile.TemporaryDirectory(prefix="clv-bulk-") as scratch, duckdb.connect(
-                str(Path(scratch) / "lines.duckdb"), config={**duckdb_config(), "temp_directory": scratch}) as conn:
+        with scratch_dir("bulk-lines") as scratch, duckdb.connect(
+                str(scratch / "lines.duckdb"), config={**duckdb_config(), "temp_directory": str(scratch)}) as conn:
             conn.execute(
                 "create table lines as select ordinality as n, json->>'__parentId' as parent, json->>'id' as id, "
                 "json::varchar as line from read_ndjson_objects(?) with ordinality", [str(path)])

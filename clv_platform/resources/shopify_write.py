@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from clv_platform.core.scratch import scratch_dir
 from clv_platform.resources.http import (
     ConnectorError,
     HttpClient,
@@ -190,10 +191,10 @@ class ShopifyWriter:
                 return
             raise ConnectorError(f"Shopify bulk operation {operation.get('id')} completed with objects but no "
                                  "result URL")
-        with tempfile.NamedTemporaryFile(mode="w+b", suffix=".jsonl") as spool:
+        with scratch_dir("bulk-customers") as folder, open(folder / "customers.jsonl", "w+b") as spool:
             resource._download(client, operation["url"], spool, _object_count(operation))
             spool.flush()
-            yield Path(spool.name)
+            yield folder / "customers.jsonl"
 
     def stage_upload(self, jsonl: bytes, filename: str) -> str:
         """Upload a JSONL file of mutation variables; returns its `stagedUploadPath` (the form's `key`)."""
