@@ -458,13 +458,8 @@ def _load_klaviyo_profiles(
     context.log.info(f"fetching profiles updated after {updated_after or 'the beginning'}")
 
     fetched = 0
-    batch: list[dict] = []
-    for profile in klaviyo.iter_profiles(updated_after, context.log):
-        batch.append(profile)
-        if len(batch) >= PROFILE_BATCH:
-            fetched += _upsert_profiles(duckdb, batch, source, ingested_at)
-            batch = []
-    fetched += _upsert_profiles(duckdb, batch, source, ingested_at)
+    for batch in _batches(klaviyo.iter_profiles(updated_after, context.log), PROFILE_BATCH):
+        fetched += _upsert_profiles(duckdb, batch, source, ingested_at)
     refetched = _refetch_missing_predictions(context, duckdb, klaviyo, source, ingested_at)
 
     with duckdb.get_connection() as conn:

@@ -28,6 +28,7 @@ import json
 import re
 from pathlib import Path
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import IO, Any
 
@@ -666,9 +667,8 @@ class ShopifyResource(HttpConnectorResource):
                     return
                 raise ConnectorError(f"Shopify bulk operation {operation.get('id')} completed with {count} "
                                      "objects but no result URL")
-            with scratch_dir("bulk-orders") as folder, open(folder / "result.jsonl", "w+b") as spool:
-                self._download(client, url, spool, count)
-                for order in self._rebuild_orders(folder / "result.jsonl", client):
+            with self._downloaded(client, url, count, "bulk-orders") as path:
+                for order in self._rebuild_orders(path, client):
                     if order.get("refunds"):
                         # The bulk query cannot carry the refunds' line items: fetch them per refunded
                         # order, keeping only the refunds this order version has (a refund made since
@@ -747,6 +747,14 @@ class ShopifyResource(HttpConnectorResource):
                 )
             client.wait(self.bulk_poll_interval_seconds, f"bulk operation {operation_id} is {status}")
             waited += self.bulk_poll_interval_seconds
+
+    @contextmanager
+    def _downloaded(self, client: HttpClient, url: str, expected: int | None, purpose: str) -> Iterator[Path]:
+        """The bulk result at `url` downloaded (`_download`) to a file of a scratch folder, for a
+        reader that opens it by path (DuckDB); the folder is removed afterwards."""
+        with scratch_dir(purpose) as folder, open(folder / "result.jsonl", "w+b") as spool:
+            self._download(client, url, spool, expected)
+            yield folder / "result.jsonl"
 
     def _download(self, client: HttpClient, url: str, spool: IO[bytes], expected: int | None) -> None:
         """Download the JSONL result to `spool`, checking that it is whole; a broken download is redone whole.

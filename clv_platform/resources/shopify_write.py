@@ -32,7 +32,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from clv_platform.core.scratch import scratch_dir
 from clv_platform.resources.http import (
     ConnectorError,
     HttpClient,
@@ -191,10 +190,8 @@ class ShopifyWriter:
                 return
             raise ConnectorError(f"Shopify bulk operation {operation.get('id')} completed with objects but no "
                                  "result URL")
-        with scratch_dir("bulk-customers") as folder, open(folder / "customers.jsonl", "w+b") as spool:
-            resource._download(client, operation["url"], spool, _object_count(operation))
-            spool.flush()
-            yield folder / "customers.jsonl"
+        with resource._downloaded(client, operation["url"], _object_count(operation), "bulk-customers") as path:
+            yield path
 
     def stage_upload(self, jsonl: bytes, filename: str) -> str:
         """Upload a JSONL file of mutation variables; returns its `stagedUploadPath` (the form's `key`)."""
