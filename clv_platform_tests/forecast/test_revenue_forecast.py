@@ -9,7 +9,7 @@ import pytest
 
 from clv_platform.forecast import backtest, revenue
 from clv_platform.models import btyd, clv
-from clv_platform_tests.no_churn import no_churn_transactions
+from clv_platform_tests.no_churn import bgnbd_never_converges, no_churn_transactions
 
 CUTOFF = date(2025, 10, 31)
 
@@ -354,11 +354,12 @@ def test_a_young_store_whose_acquisition_slows_is_not_extrapolated_at_its_early_
     assert fit.daily_mean[180:].mean() == pytest.approx(fit.daily_mean[180:210].mean(), rel=0.03)
 
 
-def test_the_forecast_backtest_forecasts_with_the_family_the_platform_serves(tmp_path):
+def test_the_forecast_backtest_forecasts_with_the_family_the_platform_serves(tmp_path, monkeypatch):
     """A store where nobody stops buying: BG/NBD does not converge at any penalizer there, and the
     forecast backtest, which fitted BG/NBD whatever the platform serves, failed ("The model did not
     converge") on a store that marts/revenue_forecast forecasts with the family ``fit_auto`` serves.
     The backtest now forecasts with that family, clv.toml's, as the asset does."""
+    bgnbd_never_converges(monkeypatch)
     tx = no_churn_transactions()
     path = tmp_path / "nochurn.csv"
     tx.to_csv(path, index=False)

@@ -68,7 +68,7 @@ def test_an_unchecked_trained_model_is_kept_unregistered_and_the_btyd_fallback_s
     assert four_month_store.assets["scores/customer_npd"]["serves"] == "btyd"
 
 
-def test_the_btyd_timing_baseline_is_an_mbg_nbd_where_the_bg_nbd_does_not_converge():
+def test_the_btyd_timing_baseline_is_an_mbg_nbd_where_the_bg_nbd_does_not_converge(monkeypatch):
     """A store where nobody stops buying: the next-purchase backtest fitted its BTYD timing baseline
     as a BG/NBD, which converges there at no penalizer, and the whole backtest exited with "The
     model did not converge". The MBG/NBD (the same timing formulas) is fitted instead and the result
@@ -79,13 +79,15 @@ def test_the_btyd_timing_baseline_is_an_mbg_nbd_where_the_bg_nbd_does_not_conver
 
     from clv_platform.backtest_cli import _params_text
     from clv_platform.models import btyd
-    from clv_platform_tests.no_churn import no_churn_transactions
+    from clv_platform_tests.no_churn import bgnbd_never_converges, no_churn_transactions
 
     tx = no_churn_transactions()
     tx["order_date"] = pd.to_datetime(tx["order_date"])
     cutoff = date(2023, 1, 31)
     summary = btyd.summarize(tx[tx["order_date"] <= pd.Timestamp(cutoff)], cutoff)
-    model, note = npd_backtest.timing_fit(summary)
+    with monkeypatch.context() as patch:
+        bgnbd_never_converges(patch)
+        model, note = npd_backtest.timing_fit(summary)
     assert model.model == btyd.MBGNBD and note["family"] == btyd.MBGNBD
     assert note["reason"].startswith("bgnbd did not converge at any penalizer (The model did not converge.")
     young = btyd.summarize(tx[tx["order_date"] <= pd.Timestamp("2022-06-30")], date(2022, 6, 30))
