@@ -39,7 +39,7 @@ from clv_platform.resources.http import (
     PermissionDeniedError,
     RequestRejectedError,
 )
-from clv_platform.resources.storage import StorageResource, duckdb_config, settings_of
+from clv_platform.resources.storage import SPOOL_MEMORY_LIMIT, StorageResource, duckdb_config, settings_of
 from clv_platform.settings import Settings, load_settings
 
 ORDERS_START_DATE = load_settings().orders_start_date
@@ -52,7 +52,6 @@ CHUNK_DAYS = 31
 BULK_THRESHOLD_DAYS = 90
 # Fetched order nodes written to the scratch file at a time (`_replace_window`).
 ORDER_BATCH = 20_000
-SPOOL_MEMORY_LIMIT = "512MB"
 
 
 class ReplacementRefused(RuntimeError):

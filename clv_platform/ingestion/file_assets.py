@@ -1,14 +1,16 @@
 """raw/file_transactions: transaction exports dropped into data/inbox, one partition per file."""
 
 
+from contextlib import closing
 from dataclasses import replace
 from datetime import datetime, timezone
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from clv_platform.core.sql import transaction
-from clv_platform.ingestion.file_import import UnreadableFileError, content_hash, insert_file_rows, parse_export
+from clv_platform.ingestion.file_import import (
+    UnreadableFileError, content_hash, read_export, replace_file_rows, spooled_export,
+)
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.ingestion.store_source import fail_unless_store_matches
 from clv_platform.resources.storage import StorageResource, settings_of
@@ -29,9 +31,11 @@ RAW_FILE_TRANSACTIONS = dg.AssetKey(["raw", "file_transactions"])  # the table r
 def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """Rows of one imported CSV/Excel export (the partition key is the file name), cells as text.
 
-    The file is read completely before anything is written, and its rows replace the
-    previous import of the same file in one transaction: an unreadable file fails the
-    run and leaves everything loaded before untouched.
+    Its rows replace the previous import of the same file in one transaction, once the whole file
+    has been read: a CSV is read a batch of rows at a time into a scratch file (``file_import``'s
+    ``read_export`` and ``spooled_export``: memory bounded by a batch, not the file), so a file
+    refused anywhere, on its first line or its last, fails the run and leaves everything loaded
+    before untouched, and the store is opened only for the replacement.
     """
     file_name = context.partition_key
     settings = settings_of(duckdb)
@@ -49,30 +53,30 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
         raise dg.Failure(description=f"{file_name}: file not found in {inbox}")
     digest = content_hash(path)
     try:
-        frame = parse_export(path, datetime.now(timezone.utc).replace(tzinfo=None), settings.file_currency, digest,
-                             dict(settings.file_columns), settings.file_sheets)
+        reading, batches = read_export(path, datetime.now(timezone.utc).replace(tzinfo=None), settings.file_currency,
+                                       digest, dict(settings.file_columns), settings.file_sheets)
+        with spooled_export(batches) as spool:
+            # closed on an error too (a plain DuckDBResource closes only after a clean block), so that
+            # a later connection of the same process is not refused while this one stays open
+            with duckdb.get_connection() as conn, closing(conn):
+                ensure_raw_tables(conn)
+                replace_file_rows(conn, file_name, spool, reading)
     except UnreadableFileError as exc:
         raise dg.Failure(description=str(exc)) from exc
-
-    with duckdb.get_connection() as conn:
-        ensure_raw_tables(conn)
-        with transaction(conn):
-            conn.execute("delete from raw.file_transactions where file_name = ?", [file_name])
-            insert_file_rows(conn, frame)
-    file_format = frame["file_format"].iat[0] if len(frame) else "empty"
-    malformed = int(frame["parse_error"].notna().sum())
-    sheets = frame["sheet_name"].dropna().value_counts(sort=False).to_dict()
-    titles = frame.attrs.get("title_lines", {})
-    not_imported = frame.attrs.get("sheets_not_imported", {})
-    returned = frame.attrs.get("returned_orders", {})
+    file_format = reading.file_format
+    malformed = reading.malformed
+    sheets = reading.rows_per_sheet
+    titles = reading.title_lines
+    not_imported = reading.sheets_not_imported
+    returned = reading.returned_orders
     for sheet, report in returned.items():
         if report["orders_not_in_file"]:
             context.log.warning(
                 f"{file_name}: sheet '{sheet}' lists {report['orders_not_in_file']} returned orders that no sheet of the "
                 f"file holds (e.g. {report['not_in_file_examples']}); an order imported from another file stays "
                 "as imported there")
-    read_from = ", ".join(f"{column} <- {header!r}" for column, header in frame.attrs.get("columns", {}).items())
-    context.log.info(f"{file_name}: {len(frame)} rows imported as {file_format} ({malformed} malformed lines; "
+    read_from = ", ".join(f"{column} <- {header!r}" for column, header in reading.columns.items())
+    context.log.info(f"{file_name}: {reading.rows} rows imported as {file_format} ({malformed} malformed lines; "
                      f"{read_from})"
                      + (f"; title lines above the header skipped: {titles}" if titles else "")
                      + (f"; sheets not read as transactions: {not_imported}" if not_imported else ""))
@@ -81,23 +85,23 @@ def raw_file_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResou
             "file": file_name,
             "format": file_format,
             "content_sha256": digest,
-            "dagster/row_count": len(frame),
+            "dagster/row_count": reading.rows,
             "malformed_lines": malformed,
             # a report's title lines above the header, skipped (file_import.find_header)
-            "title_lines_skipped": dg.MetadataValue.json(frame.attrs.get("title_lines", {})),
+            "title_lines_skipped": dg.MetadataValue.json(titles),
             # which header each column was read from (the looser spellings and store.toml names included)
-            "columns_read_from": dg.MetadataValue.json(frame.attrs.get("columns", {})),
-            **({"delimiter": frame.attrs["delimiter"]} if "delimiter" in frame.attrs else {}),
+            "columns_read_from": dg.MetadataValue.json(reading.columns),
+            **({"delimiter": reading.delimiter} if reading.delimiter else {}),
             "rows_per_sheet": dg.MetadataValue.json({str(k): int(v) for k, v in sheets.items()}),
             # a workbook's sheets that are no transactions (a returns list, a lookup list), with why
             "sheets_not_imported": dg.MetadataValue.json(not_imported),
             # per returns sheet: orders listed, found in the file and marked returned, not found
             "returned_orders": dg.MetadataValue.json(returned),
-            "currencies": dg.MetadataValue.json(frame["currency"].value_counts().to_dict()),
+            "currencies": dg.MetadataValue.json(dict(sorted(reading.currencies.items(), key=lambda kv: -kv[1]))),
             # the store's own header names, when it has any (store.toml [files.columns])
             **({"named_columns": dg.MetadataValue.json(dict(settings.file_columns))} if settings.file_columns else {}),
             # the only sheets of a workbook read, when the store names them (store.toml [files] sheets)
             **({"named_sheets": dg.MetadataValue.json(list(settings.file_sheets))} if settings.file_sheets else {}),
-            "preview": dg.MetadataValue.md(frame.drop(columns=["payload"]).head(5).to_markdown(index=False)),
+            "preview": dg.MetadataValue.md(reading.preview.drop(columns=["payload"]).to_markdown(index=False)),
         }
     )

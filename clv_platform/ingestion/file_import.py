@@ -32,6 +32,12 @@ as Superstore's `People`, is named in the import's report and not read; any othe
 file naming the sheet). Values are judged in staging SQL, where every bad row
 gets a reason; this module only refuses files it cannot read at all, naming the file and the
 problem.
+
+A CSV is decoded a block at a time and its rows are turned into frames ``BATCH_ROWS`` at a time
+(``read_export``), spooled to a scratch DuckDB file and moved into the store in one transaction
+(``spooled_export``, ``replace_file_rows``): the import's memory does not grow with the file. What
+needs the whole file (its encoding, its decimal separator, the shops of a warehouse table) is
+decided on the whole file all the same.
 """
 
 from __future__ import annotations
@@ -42,11 +48,19 @@ import hashlib
 import io
 import json
 import re
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from collections.abc import Mapping
+from itertools import chain, islice
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
+import duckdb
 import pandas as pd
+
+from clv_platform.core.scratch import scratch_dir
+from clv_platform.core.sql import transaction
+from clv_platform.resources.storage import SPOOL_MEMORY_LIMIT, duckdb_config
 
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
 """Spreadsheets read by pandas' calamine engine (Excel 2007+, Excel 97-2003, binary Excel, OpenDocument)."""
@@ -349,6 +363,10 @@ def file_number_text(values: pd.Series) -> pd.Series:
     return bare_number_text(values)
 
 
+DECIDING_VALUES = 5000
+"""Money texts a file's decimal separator is decided on: its first unit prices, then its first amounts."""
+
+
 def decimal_separator(frame: pd.DataFrame, delimiter: str | None) -> str:
     """`,` when a semicolon/tab file (or a workbook's number cells stored as text, ``delimiter``
     None) writes its prices or amounts with a decimal comma (European Excel: `6,95`, `1.234,50`),
@@ -357,14 +375,35 @@ def decimal_separator(frame: pd.DataFrame, delimiter: str | None) -> str:
     A comma-separated file can only write a decimal comma quoted (`"10,50"`: a sheet in a European
     locale downloaded as CSV, Google Sheets'); there it takes one or two decimals (`_QUOTED_DECIMAL_COMMA`)
     and no US grouping (`1,234.50`) anywhere, so a thousands group (`"1,234"`) never decides it."""
-    values = file_number_text(pd.concat([frame["unit_price"], frame["amount"]]).dropna().astype(str))
-    values = values[values != ""].head(5000)
-    if values.empty:
-        return "."
-    if delimiter == ",":
-        comma = values.str.match(_QUOTED_DECIMAL_COMMA).mean() > 0.5 and not values.str.match(_US_GROUPING).any()
-        return "," if comma else "."
-    return "," if values.str.match(_DECIMAL_COMMA).mean() > 0.5 else "."
+    texts = _MoneyTexts()
+    texts.add(frame)
+    return texts.separator(delimiter)
+
+
+class _MoneyTexts:
+    """The money texts ``decimal_separator`` decides on, gathered batch by batch: a streamed CSV's
+    separator is the one its whole file gives (the first ``DECIDING_VALUES`` unit prices of the file,
+    then its first amounts), however its rows are split."""
+
+    def __init__(self):
+        self.prices: list[str] = []
+        self.amounts: list[str] = []
+
+    def add(self, frame: pd.DataFrame) -> None:
+        for kept, column in ((self.prices, "unit_price"), (self.amounts, "amount")):
+            if len(kept) < DECIDING_VALUES:
+                values = frame[column].dropna()
+                values = file_number_text(values.astype(str)) if len(values) else values
+                kept.extend(values[values != ""].head(DECIDING_VALUES - len(kept)).tolist())
+
+    def separator(self, delimiter: str | None) -> str:
+        values = pd.Series((self.prices + self.amounts)[:DECIDING_VALUES], dtype=object)
+        if values.empty:
+            return "."
+        if delimiter == ",":
+            comma = values.str.match(_QUOTED_DECIMAL_COMMA).mean() > 0.5 and not values.str.match(_US_GROUPING).any()
+            return "," if comma else "."
+        return "," if values.str.match(_DECIMAL_COMMA).mean() > 0.5 else "."
 
 
 def _width_error(line: int, fields: list[str], header: list) -> str | None:
@@ -385,48 +424,95 @@ def _width_error(line: int, fields: list[str], header: list) -> str | None:
     return f"malformed line {line}: {len(fields)} fields, the header has {width}"
 
 
-def _read_csv(path: Path, delimiter: str | None = None,
-              ) -> tuple[list[str], list[tuple[int, list[str] | None, str | None]], str]:
+_TEXT_BLOCK = 1 << 20
+"""Characters of a CSV decoded at a time."""
+
+
+def _csv_text(path: Path) -> tuple[str, str]:
+    """(encoding, errors) the whole CSV decodes with: the detected encoding, or Windows-1252 with
+    replacement characters for a file detected as UTF-8 that is not (a single Latin-1 byte anywhere,
+    also far below the sample the detection reads). Refuses a blank file and one that is not valid
+    text in its detected encoding. Reads the file block by block: nothing of it is kept."""
+    with path.open("rb") as handle:
+        if not any(block.strip() for block in iter(lambda: handle.read(_TEXT_BLOCK), b"")):
+            raise UnreadableFileError(f"{path.name}: the file is empty")
+        handle.seek(0)
+        encoding = detect_encoding(handle.read(_SNIFF_BYTES))
+        handle.seek(0)
+        decoder = codecs.getincrementaldecoder(encoding)("strict")
+        try:
+            for block in iter(lambda: handle.read(_TEXT_BLOCK), b""):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            if not encoding.startswith("utf-8"):
+                raise UnreadableFileError(f"{path.name}: not valid {encoding} text") from None
+            return "cp1252", "replace"
+    return encoding, "strict"
+
+
+def _text_lines(path: Path, encoding: str, errors: str, aligned: bool) -> Iterator[str]:
+    """The CSV's lines as ``io.StringIO(text, newline="")`` gives them from the whole decoded text
+    (a line ends at `\n`, `\r` or `\r\n`, kept; a leading BOM dropped), decoded a block at a time.
+    ``aligned``: tabs as spaces and ``_LINE_EDGE_BLANKS`` left out, as on the whole text. A block is
+    cut after its last `\n` (else, not aligned, its last `\r` that is not its last character), so no
+    line and no `\r\n` is split and the line-anchored pattern sees whole lines."""
+    with path.open("rb") as raw, io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline="") as text:
+        carry, first = "", True
+        while True:
+            block = text.read(_TEXT_BLOCK)
+            end = not block
+            if first:
+                block, first = block.removeprefix("\ufeff"), False
+            block = carry + (block.replace("\t", " ") if aligned else block)
+            carry = ""
+            if not end:
+                cut = block.rfind("\n") + 1
+                if not cut and not aligned:
+                    cut = block.rfind("\r", 0, len(block) - 1) + 1
+                block, carry = block[:cut], block[cut:]
+            if aligned:
+                block = _LINE_EDGE_BLANKS.sub("", block)
+            yield from io.StringIO(block, newline="")
+            if end:
+                return
+
+
+def _read_csv(path: Path, delimiter: str | None, text: tuple[str, str],
+              ) -> tuple[list[str], Iterator[tuple[int, list[str] | None, str | None]], str]:
     """Header, data rows as (line number, fields, parse error), and the delimiter of a CSV (the
-    one given, else the one detected)."""
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise UnreadableFileError(f"{path.name}: the file is empty")
-    encoding = detect_encoding(raw[:_SNIFF_BYTES])
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace") if encoding.startswith("utf-8") else None
-        if text is None:
-            raise UnreadableFileError(f"{path.name}: not valid {encoding} text") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    delimiter = delimiter or detect_delimiter(text[:_SNIFF_BYTES])
-    if delimiter == ALIGNED:
-        # a run of spaces (or tabs among them: a printout aligned by both) is one separator; the
-        # blanks that align the first column or end a line are none
-        text = _LINE_EDGE_BLANKS.sub("", text.replace("\t", " "))
+    one given, else the one detected). The rows are read as they are iterated (a block of the file
+    at a time); ``text``: the file's (encoding, errors) (``_csv_text``)."""
+    encoding, errors = text
+    if delimiter is None:
+        with path.open("r", encoding=encoding, errors=errors, newline="") as handle:
+            delimiter = detect_delimiter(handle.read(_SNIFF_BYTES + 1).removeprefix("\ufeff")[:_SNIFF_BYTES])
+    lines = _text_lines(path, encoding, errors, delimiter == ALIGNED)
     # strict: an unterminated quote or a stray quote is a malformed line, not silently joined text
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
-                        skipinitialspace=delimiter == ALIGNED)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True, skipinitialspace=delimiter == ALIGNED)
     try:
         header = next(reader)
     except StopIteration:
+        lines.close()
         raise UnreadableFileError(f"{path.name}: the file is empty") from None
-    width = len(header)
-    rows: list[tuple[int, list[str] | None, str | None]] = []
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:  # e.g. a NUL byte or an unterminated quote: that line, not the file
-            rows.append((reader.line_num, None, f"malformed line {reader.line_num}: {exc}"))
-            continue
-        if not fields or all(not f.strip() for f in fields):
-            continue  # blank line: not a row
-        rows.append((reader.line_num, fields, _width_error(reader.line_num, fields, header)))
-    return header, rows, delimiter
+    return header, _csv_rows(reader, header, lines), delimiter
+
+
+def _csv_rows(reader, header: list[str], lines: Iterator[str]) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    try:
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # e.g. a NUL byte or an unterminated quote: that line, not the file
+                yield reader.line_num, None, f"malformed line {reader.line_num}: {exc}"
+                continue
+            if not fields or all(not f.strip() for f in fields):
+                continue  # blank line: not a row
+            yield reader.line_num, fields, _width_error(reader.line_num, fields, header)
+    finally:
+        lines.close()
 
 
 # --------------------------------------------------------------------------- layout
@@ -831,149 +917,323 @@ def _mark_returned(frame: pd.DataFrame, returns: list[tuple[str, dict[str, int]]
     return report
 
 
+BATCH_ROWS = 100_000
+"""CSV rows turned into one frame at a time (``read_export``): an import holds a batch, not its file (a
+CSV read whole took about 2 KB of memory per line: 1.8 GB for 786,000 Online Retail lines, 4 GB for
+2,000,000)."""
+
+
+@dataclass
+class ExportReading:
+    """How a file is read, beside its rows: what the import reports. The counts, the preview and a
+    CSV's decimal separator are complete once every batch of ``read_export`` has been taken."""
+
+    title_lines: dict[str, int] = field(default_factory=dict)
+    """A report's title lines above the header, skipped, per file or sheet (``find_header``)."""
+    sheets_not_imported: dict[str, str] = field(default_factory=dict)
+    """A workbook's sheets read as no transactions, with why."""
+    returned_orders: dict = field(default_factory=dict)
+    """Per returns sheet of a workbook: orders listed, found and marked, not found."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Which header each column was read from (the first sheet's)."""
+    delimiter: str | None = None
+    """How a CSV was split (a workbook has none)."""
+    decimal_separator: str | None = None
+    """A CSV's, decided on the whole file (``_MoneyTexts``); a workbook's is per row."""
+    rows: int = 0
+    malformed: int = 0
+    file_format: str = "empty"
+    rows_per_sheet: dict[str, int] = field(default_factory=dict)
+    currencies: dict[str, int] = field(default_factory=dict)
+    preview: pd.DataFrame | None = None
+
+    def attrs(self) -> dict:
+        """``parse_export``'s ``frame.attrs``."""
+        out = {"title_lines": self.title_lines, "sheets_not_imported": self.sheets_not_imported,
+               "returned_orders": self.returned_orders, "columns": self.columns}
+        if self.delimiter:
+            out["delimiter"] = self.delimiter
+        return out
+
+    def _count(self, batch: pd.DataFrame) -> pd.DataFrame:
+        if len(batch) and not self.rows:
+            self.file_format = str(batch["file_format"].iat[0])
+        if self.preview is None or len(self.preview) < 5:
+            self.preview = pd.concat([p for p in (self.preview, batch.head(5)) if p is not None],
+                                     ignore_index=True).head(5)
+        self.rows += len(batch)
+        self.malformed += int(batch["parse_error"].notna().sum())
+        for counts, column in ((self.rows_per_sheet, "sheet_name"), (self.currencies, "currency")):
+            for key, n in batch[column].value_counts(sort=False).items():
+                counts[key] = counts.get(key, 0) + int(n)
+        return batch
+
+
 def parse_export(path: Path, ingested_at: datetime, currency: str | None = None,
                  content_sha256: str | None = None, named: Mapping[str, str] | None = None,
                  sheets_read: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Every data row of the file as a raw.file_transactions row (nothing dropped here).
+    """Every data row of the file as one raw.file_transactions frame (``read_export``'s batches
+    together), with what ``ExportReading.attrs`` reports in ``frame.attrs``."""
+    reading, batches = read_export(path, ingested_at, currency, content_sha256, named, sheets_read)
+    frames = list(batches)
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if reading.decimal_separator is not None:
+        frame["decimal_separator"] = reading.decimal_separator
+    frame.attrs.update(reading.attrs())
+    return frame
+
+
+@contextmanager
+def spooled_export(batches: Iterable[pd.DataFrame]) -> Iterator[Path]:
+    """``read_export``'s batches written to a scratch DuckDB file as they are read, each committed
+    on its own; yields the file (removed after, also on an error). Rows appended from pandas inside
+    one open transaction stay in memory until it commits (a 2,000,000-line CSV: 2.6 GB), so the
+    rows wait here and ``replace_file_rows`` moves them into the store in SQL, in one transaction;
+    and the store is not held while a long file is read."""
+    columns = ", ".join(f"{c} {_SPOOL_TYPES.get(c, 'varchar')}" for c in RAW_COLUMNS)
+    with scratch_dir("file-import") as scratch:
+        path = scratch / "rows.duckdb"
+        with duckdb.connect(str(path), config={**duckdb_config(), "memory_limit": SPOOL_MEMORY_LIMIT,
+                                               "temp_directory": str(scratch)}) as spool:
+            spool.execute(f"create table file_rows ({columns})")
+            for batch in batches:
+                spool.register("_file_batch", batch)
+                spool.execute(f"insert into file_rows select {', '.join(RAW_COLUMNS)} from _file_batch")
+                spool.unregister("_file_batch")
+        yield path
+
+
+_SPOOL_TYPES = {"row_number": "bigint", "ingested_at": "timestamp"}
+
+
+def replace_file_rows(conn, file_name: str, spool: Path, reading: ExportReading) -> int:
+    """Replace the file's rows in raw.file_transactions with the spooled ones (``spooled_export``) in
+    one transaction: a refused or failed import leaves the table as it was. A CSV's rows get the
+    decimal separator its whole file decided (a batch carries the one the rows read before it
+    gave). Returns the rows inserted."""
+    quoted = str(spool).replace("'", "''")
+    conn.execute(f"attach '{quoted}' as clv_file_rows (read_only)")
+    try:
+        values = ", ".join(f"{c}::json" if c in ("payload", "layout_fields") else
+                           "coalesce($separator, decimal_separator)" if c == "decimal_separator" else c
+                           for c in RAW_COLUMNS)
+        with transaction(conn):
+            conn.execute("delete from raw.file_transactions where file_name = $file", {"file": file_name})
+            conn.execute(f"insert into raw.file_transactions ({', '.join(RAW_COLUMNS)}) "
+                         f"select {values} from clv_file_rows.file_rows", {"separator": reading.decimal_separator})
+            (rows,) = conn.execute("select count(*) from clv_file_rows.file_rows").fetchone()
+    finally:
+        conn.execute("detach database if exists clv_file_rows")
+    return int(rows)
+
+
+def read_export(path: Path, ingested_at: datetime, currency: str | None = None,
+                content_sha256: str | None = None, named: Mapping[str, str] | None = None,
+                sheets_read: tuple[str, ...] = (), batch_rows: int | None = None,
+                ) -> tuple[ExportReading, Iterator[pd.DataFrame]]:
+    """Every data row of the file as raw.file_transactions rows (nothing dropped here): how it is
+    read, and its rows in batches. The layout is found (or the file refused) before this returns; a
+    CSV's rows are read ``batch_rows`` (default ``BATCH_ROWS``) at a time as the batches are taken,
+    so a file of any length is read in the memory of a batch. A workbook is read whole (its reader
+    loads every sheet) and handed out as one batch.
 
     `currency` is the store's file currency (setting); a currency column wins row by row. Without
     either the file is refused: amounts without a currency cannot be added up honestly. `named`:
     the store's header names (`detect_format`). `sheets_read` (store.toml [files] sheets): the only
     sheets of a workbook that are read, names compared without case (empty: every sheet); the
-    others are named in the report, and a workbook with none of them is refused.
+    others are named in the report, and a workbook with none of them is refused. A refusal found
+    in a CSV's rows (several shops, no currency) is raised while its batches are taken.
     """
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnreadableFileError(
             f"{path.name}: unsupported file type '{suffix}' (expected one of {', '.join(SUPPORTED_SUFFIXES)})"
         )
-    parts = []
-    without_currency_column = False
-    title_lines: dict[str, int] = {}  # report title lines above the header, per file or sheet
-    read_as: dict[str, str] = {}  # column (raw or layout field) -> the header it was read from, first sheet's
-    delimiter_read = None  # how a CSV was split (a workbook has none)
-    returns: list[tuple[str, dict[str, int]]] = []  # a workbook's lists of returned orders: (sheet, orders)
-    not_imported: dict[str, str] = {}  # a workbook's sheets read as no transactions, with why
     if suffix in WORKBOOK_SUFFIXES:
-        sheets = _read_workbook(path)
-        if sheets_read:
-            wanted = {name.casefold() for name in sheets_read}
-            if not any(name.casefold() in wanted for name, _, _ in sheets):
-                raise UnreadableFileError(
-                    f"{path.name}: none of the sheets store.toml [files] sheets names ({list(sheets_read)}) is in the "
-                    f"workbook (its sheets: {[name for name, _, _ in sheets]})")
-            for name, _, _ in sheets:
-                if name.casefold() not in wanted:
-                    not_imported[name] = "not among the sheets store.toml [files] sheets names"
-            sheets = [sheet for sheet in sheets if sheet[0].casefold() in wanted]
-        formats = set()
-        for sheet, header, rows in sheets:
-            if not header:
-                continue
-            where = f"{path.name}, sheet '{sheet}'"
+        reading, frame = _read_workbook_export(path, ingested_at, currency, content_sha256, named, sheets_read)
+        return reading, map(reading._count, iter([frame]))
+    reading = ExportReading()
+    text = _csv_text(path)
+    header, rows, delimiter = _read_csv(path, None, text)
+    try:
+        found = _header_of(header, rows, path.name, named)
+    except UnreadableFileError as error:
+        # the delimiter is detected on the file's first lines, a report's title lines included
+        # (`Umsatzbericht` above a `;` header whose amounts are `475,60`: `,` won): a header
+        # recognized below them with another delimiter is the file's
+        for other in (d for d in ",;\t|" + ALIGNED if d != delimiter):
+            header, rows, _ = _read_csv(path, other, text)
             try:
-                header, rows, (file_format, mapping, fields), skipped = find_header(
-                    header, rows, where, named, width_checked=False)
-            except UnreadableFileError as exc:
-                listed = returns_list(header, rows, where, named)
-                if listed is not None:
-                    returns.append((sheet, listed[0]))
-                    not_imported[sheet] = (f"a list of returned orders: {len(listed[0])} returned, {listed[1]} not "
-                                           "(their orders' rows are rejected as returned)")
-                    continue
-                if holds_no_transactions(header, rows, named):
-                    not_imported[sheet] = (f"no transactions: no order, customer, date or money column "
-                                           f"({[str(h) for h in header]}) and no date or number in its rows")
-                    continue
-                hidden = _hidden_sheets(path)
-                names = [f"{s} (hidden)" if s in hidden else s for s, _, _ in sheets]
-                raise UnreadableFileError(
-                    f"{exc} (the workbook has sheets {names}; every sheet is imported, hidden ones too, so each "
-                    "must have a recognized header, be empty, list returned orders (an order id and a Returned "
-                    "column) or hold no dates and numbers at all (a lookup list); or name the sheets to read in "
-                    "store.toml [files] sheets"
-                    + ("; unhide a hidden sheet in Excel (right-click a sheet tab, Unhide) to see it" if hidden else "")
-                    + ")"
-                ) from None
-            if skipped:
-                title_lines[f"sheet '{sheet}'"] = skipped
-            formats.add(file_format)
-            without_currency_column |= "currency" not in mapping
-            _refuse_unsaved_formulas(path, sheet, header, rows, mapping)
-            read_as = read_as or _headers_read(header, mapping, fields)
-            parts.append(_frame_from_rows(header, rows, path.name, sheet, mapping, file_format, fields))
-        if not parts and not_imported:
-            raise UnreadableFileError(f"{path.name}: no sheet read holds transactions ({not_imported})")
-        if not parts:
-            raise UnreadableFileError(f"{path.name}: every sheet is empty ({[s for s, _, _ in sheets]})")
-        if len(formats) > 1:
-            raise UnreadableFileError(f"{path.name}: sheets have different layouts ({sorted(formats)})")
+                found = _header_of(header, rows, path.name, named)
+            except UnreadableFileError:
+                continue
+            delimiter = other
+            break
+        else:
+            raise error from None
+    header, rows, (file_format, mapping, fields), skipped = found
+    if skipped:
+        reading.title_lines[path.name] = skipped
+    reading.columns = _headers_read(header, mapping, fields)
+    reading.delimiter = "columns aligned by spaces" if delimiter == ALIGNED else delimiter
+    batches = _csv_batches(reading, path.name, header, rows, mapping, file_format, fields, delimiter,
+                           ingested_at, currency, content_sha256, batch_rows or BATCH_ROWS)
+    return reading, map(reading._count, batches)
+
+
+def _header_of(header: list[str], rows: Iterator, file_name: str, named: Mapping[str, str] | None):
+    """``find_header`` on a streamed CSV: its candidates are the first ``HEADER_SEARCH_ROWS`` rows,
+    and the rest of the file follows its body (checked against the header found below the first
+    row, as ``find_header`` checks its own rows). Without a recognized header the rows are closed
+    and the first row's error raised."""
+    head = list(islice(rows, HEADER_SEARCH_ROWS))
+    try:
+        header, body, detected, skipped = find_header(header, head, file_name, named)
+    except UnreadableFileError:
+        rows.close()
+        raise
+    if skipped:
+        rest = ((n, f, e if f is None else _width_error(n, f, header)) for n, f, e in rows)
     else:
-        header, rows, delimiter = _read_csv(path)
-        try:
-            header, rows, (file_format, mapping, fields), skipped = find_header(header, rows, path.name, named)
-        except UnreadableFileError as error:
-            # the delimiter is detected on the file's first lines, a report's title lines included
-            # (`Umsatzbericht` above a `;` header whose amounts are `475,60`: `,` won): a header
-            # recognized below them with another delimiter is the file's
-            for other in (d for d in ",;\t|" + ALIGNED if d != delimiter):
-                header, rows, _ = _read_csv(path, other)
-                try:
-                    header, rows, (file_format, mapping, fields), skipped = find_header(
-                        header, rows, path.name, named)
-                except UnreadableFileError:
-                    continue
-                delimiter = other
-                break
-            else:
-                raise error from None
-        if skipped:
-            title_lines[path.name] = skipped
-        without_currency_column = "currency" not in mapping
-        read_as = _headers_read(header, mapping, fields)
-        part = _frame_from_rows(header, rows, path.name, None, mapping, file_format, fields)
-        part["decimal_separator"] = decimal_separator(part, delimiter)
-        delimiter_read = "columns aligned by spaces" if delimiter == ALIGNED else delimiter
-        parts.append(part)
-    frame = pd.concat(parts, ignore_index=True)
-    _refuse_several_shops(frame, path.name, read_as.get("source_relation", "source_relation"))
-    if "decimal_separator" not in frame:
-        # a number cell is a number; numbers stored as text (typed after an apostrophe, pasted or
-        # imported as text) are written as the person wrote them: `1.234,56` in a German workbook,
-        # where `1.234` is 1234, not 1.234. Their separator is decided on the workbook's text cells.
-        text = frame["money_as_text"]
-        frame["decimal_separator"] = "."
-        frame.loc[text, "decimal_separator"] = decimal_separator(frame[text], None)
+        rest = rows
+    return header, chain(body, rest), detected, skipped
+
+
+def _csv_batches(reading: ExportReading, file_name: str, header: list[str], rows: Iterator, mapping: dict[str, int],
+                 file_format: str, fields: dict[str, int], delimiter: str, ingested_at: datetime,
+                 currency: str | None, content_sha256: str | None, batch_rows: int) -> Iterator[pd.DataFrame]:
+    texts, shops, batch, handed = _MoneyTexts(), set(), [], False
+    read_as = reading.columns.get("source_relation", "source_relation")
+
+    def finished(chunk) -> pd.DataFrame:
+        part = _frame_from_rows(header, chunk, file_name, None, mapping, file_format, fields)
+        shops.update(_shops_of(part))
+        texts.add(part)
+        part["decimal_separator"] = texts.separator(delimiter)
+        return _with_currency(part, file_name, currency, "currency" not in mapping, ingested_at, content_sha256)
+
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= batch_rows:
+            yield finished(batch)
+            batch, handed = [], True
+    if batch or not handed:
+        yield finished(batch)
+    _refuse_several_shops(shops, file_name, read_as)
+    reading.decimal_separator = texts.separator(delimiter)
+
+
+def _with_currency(part: pd.DataFrame, file_name: str, currency: str | None, without_currency_column: bool,
+                   ingested_at: datetime, content_sha256: str | None) -> pd.DataFrame:
+    """The rows with the store's currency where they have none (refused without one), the import's
+    time and the file's hash, in ``RAW_COLUMNS``' order."""
     if currency:
-        frame["currency"] = frame["currency"].where(frame["currency"].notna(), currency)
-    elif without_currency_column and len(frame):
+        part["currency"] = part["currency"].where(part["currency"].notna(), currency)
+    elif without_currency_column and len(part):
         raise UnreadableFileError(
-            f"{path.name}: no currency column and no store currency set; set [store] file_currency in "
+            f"{file_name}: no currency column and no store currency set; set [store] file_currency in "
             "store.toml (e.g. \"GBP\") or CLV_FILE_CURRENCY, then import the file again"
         )
-    frame["ingested_at"] = ingested_at
-    frame["content_sha256"] = content_sha256
-    frame = frame[RAW_COLUMNS].reset_index(drop=True)
-    frame.attrs["title_lines"] = title_lines
-    frame.attrs["sheets_not_imported"] = not_imported
-    frame.attrs["returned_orders"] = _mark_returned(frame, returns) if returns else {}
-    frame.attrs["columns"] = read_as
-    if delimiter_read:
-        frame.attrs["delimiter"] = delimiter_read
-    return frame
+    part["ingested_at"] = ingested_at
+    part["content_sha256"] = content_sha256
+    return part[RAW_COLUMNS].reset_index(drop=True)
 
 
-def _refuse_several_shops(frame: pd.DataFrame, file_name: str, header: str) -> None:
-    """A Shopify orders table that unions several shops (dbt_shopify's `source_relation`, Airbyte's
-    `shop_url`: ``header``) is refused: one database holds one store, and an order id is unique only
-    within its shop."""
+def _read_workbook_export(path: Path, ingested_at: datetime, currency: str | None, content_sha256: str | None,
+                          named: Mapping[str, str] | None, sheets_read: tuple[str, ...],
+                          ) -> tuple[ExportReading, pd.DataFrame]:
+    reading = ExportReading()
+    parts = []
+    without_currency_column = False
+    title_lines = reading.title_lines
+    not_imported = reading.sheets_not_imported
+    returns: list[tuple[str, dict[str, int]]] = []  # a workbook's lists of returned orders: (sheet, orders)
+    read_as: dict[str, str] = {}
+    sheets = _read_workbook(path)
+    if sheets_read:
+        wanted = {name.casefold() for name in sheets_read}
+        if not any(name.casefold() in wanted for name, _, _ in sheets):
+            raise UnreadableFileError(
+                f"{path.name}: none of the sheets store.toml [files] sheets names ({list(sheets_read)}) is in the "
+                f"workbook (its sheets: {[name for name, _, _ in sheets]})")
+        for name, _, _ in sheets:
+            if name.casefold() not in wanted:
+                not_imported[name] = "not among the sheets store.toml [files] sheets names"
+        sheets = [sheet for sheet in sheets if sheet[0].casefold() in wanted]
+    formats = set()
+    for sheet, header, rows in sheets:
+        if not header:
+            continue
+        where = f"{path.name}, sheet '{sheet}'"
+        try:
+            header, rows, (file_format, mapping, fields), skipped = find_header(
+                header, rows, where, named, width_checked=False)
+        except UnreadableFileError as exc:
+            listed = returns_list(header, rows, where, named)
+            if listed is not None:
+                returns.append((sheet, listed[0]))
+                not_imported[sheet] = (f"a list of returned orders: {len(listed[0])} returned, {listed[1]} not "
+                                       "(their orders' rows are rejected as returned)")
+                continue
+            if holds_no_transactions(header, rows, named):
+                not_imported[sheet] = (f"no transactions: no order, customer, date or money column "
+                                       f"({[str(h) for h in header]}) and no date or number in its rows")
+                continue
+            hidden = _hidden_sheets(path)
+            names = [f"{s} (hidden)" if s in hidden else s for s, _, _ in sheets]
+            raise UnreadableFileError(
+                f"{exc} (the workbook has sheets {names}; every sheet is imported, hidden ones too, so each "
+                "must have a recognized header, be empty, list returned orders (an order id and a Returned "
+                "column) or hold no dates and numbers at all (a lookup list); or name the sheets to read in "
+                "store.toml [files] sheets"
+                + ("; unhide a hidden sheet in Excel (right-click a sheet tab, Unhide) to see it" if hidden else "")
+                + ")"
+            ) from None
+        if skipped:
+            title_lines[f"sheet '{sheet}'"] = skipped
+        formats.add(file_format)
+        without_currency_column |= "currency" not in mapping
+        _refuse_unsaved_formulas(path, sheet, header, rows, mapping)
+        read_as = read_as or _headers_read(header, mapping, fields)
+        parts.append(_frame_from_rows(header, rows, path.name, sheet, mapping, file_format, fields))
+    if not parts and not_imported:
+        raise UnreadableFileError(f"{path.name}: no sheet read holds transactions ({not_imported})")
+    if not parts:
+        raise UnreadableFileError(f"{path.name}: every sheet is empty ({[s for s, _, _ in sheets]})")
+    if len(formats) > 1:
+        raise UnreadableFileError(f"{path.name}: sheets have different layouts ({sorted(formats)})")
+    frame = pd.concat(parts, ignore_index=True)
+    _refuse_several_shops(_shops_of(frame), path.name, read_as.get("source_relation", "source_relation"))
+    # a number cell is a number; numbers stored as text (typed after an apostrophe, pasted or
+    # imported as text) are written as the person wrote them: `1.234,56` in a German workbook,
+    # where `1.234` is 1234, not 1.234. Their separator is decided on the workbook's text cells.
+    text = frame["money_as_text"]
+    frame["decimal_separator"] = "."
+    frame.loc[text, "decimal_separator"] = decimal_separator(frame[text], None)
+    frame = _with_currency(frame, path.name, currency, without_currency_column, ingested_at, content_sha256)
+    reading.returned_orders = _mark_returned(frame, returns) if returns else {}
+    reading.columns = read_as
+    return reading, frame
+
+
+def _shops_of(frame: pd.DataFrame) -> set[str]:
+    """The shops a Shopify orders table's rows name (dbt_shopify's `source_relation`, Airbyte's `shop_url`)."""
+    if not len(frame):
+        return set()
     table = (frame["file_format"].eq("shopify_table") & frame["layout_fields"].notna()
              & frame["layout_fields"].str.contains('"source_relation"', regex=False, na=False))
     if not table.any():  # no such column: nothing to parse row by row
-        return
-    shops = sorted({value.strip() for value in frame.loc[table, "layout_fields"].map(
-        lambda text: json.loads(text).get("source_relation")).dropna() if value.strip()})
+        return set()
+    return {value.strip() for value in frame.loc[table, "layout_fields"].map(
+        lambda text: json.loads(text).get("source_relation")).dropna() if value.strip()}
+
+
+def _refuse_several_shops(shops: set[str], file_name: str, header: str) -> None:
+    """A Shopify orders table that unions several shops (dbt_shopify's `source_relation`, Airbyte's
+    `shop_url`: ``header``) is refused: one database holds one store, and an order id is unique only
+    within its shop."""
     if len(shops) > 1:
+        shops = sorted(shops)
         raise UnreadableFileError(
             f"{file_name}: the table holds the orders of {len(shops)} shops ({header} {shops[:5]}); a database "
             "holds one store: export one shop's orders per store")
@@ -984,14 +1244,3 @@ def _headers_read(header: list, mapping: dict[str, int], fields: dict[str, int])
     (``FALLBACK_ALIASES``) and the store's own names, what the import took for the money, the customer
     and the date must be visible where the import is reported, not only in this module."""
     return {column: str(header[index]) for column, index in sorted({**mapping, **fields}.items())}
-
-
-def insert_file_rows(conn, frame: pd.DataFrame) -> None:
-    """Append ``parse_export``'s rows to raw.file_transactions (the caller replaces a file's earlier
-    rows first, in its transaction)."""
-    conn.register("_file_batch", frame)
-    try:
-        values = ", ".join(f"{c}::json" if c in ("payload", "layout_fields") else c for c in RAW_COLUMNS)
-        conn.execute(f"insert into raw.file_transactions ({', '.join(RAW_COLUMNS)}) select {values} from _file_batch")
-    finally:
-        conn.unregister("_file_batch")

@@ -407,7 +407,9 @@ def read_export_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dic
     counted, as the import rejects them. Times are read in the store's time zone setting."""
     from datetime import datetime, timezone
 
-    from clv_platform.ingestion.file_import import UnreadableFileError, content_hash, insert_file_rows, parse_export
+    from clv_platform.ingestion.file_import import (
+        UnreadableFileError, content_hash, read_export, replace_file_rows, spooled_export,
+    )
     from clv_platform.ingestion.raw_tables import ensure_raw_tables
     from clv_platform.transforms.staging import build_staging
 
@@ -417,17 +419,18 @@ def read_export_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dic
     key = (str(path), path.stat().st_mtime_ns, path.stat().st_size, settings.file_currency,
            settings.file_columns, settings.file_sheets, settings.store_timezone)
     if key not in _IMPORTED:
-        try:
-            frame = parse_export(path, datetime.now(timezone.utc).replace(tzinfo=None),
-                                 settings.file_currency or NO_CURRENCY, content_hash(path), dict(settings.file_columns),
-                                 settings.file_sheets)
-        except UnreadableFileError as error:
-            raise ValueError(f"{error} (the backtest reads a file as `clv-platform files` imports it)") from None
         with tempfile.TemporaryDirectory(prefix="clv-backtest-import-") as folder:
             store = Path(folder) / "import.duckdb"
             with duckdb.connect(str(store)) as conn:
                 ensure_raw_tables(conn)
-                insert_file_rows(conn, frame)
+                try:
+                    reading, batches = read_export(
+                        path, datetime.now(timezone.utc).replace(tzinfo=None), settings.file_currency or NO_CURRENCY,
+                        content_hash(path), dict(settings.file_columns), settings.file_sheets)
+                    with spooled_export(batches) as spool:
+                        replace_file_rows(conn, path.name, spool, reading)
+                except UnreadableFileError as error:
+                    raise ValueError(f"{error} (the backtest reads a file as `clv-platform files` imports it)") from None
                 build_staging(conn, store_timezone=settings.store_timezone)
             _IMPORTED.clear()
             _IMPORTED[key] = read_store_transactions(store)

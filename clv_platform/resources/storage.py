@@ -50,6 +50,10 @@ def duckdb_path() -> Path:
     return load_settings().duckdb_path
 
 
+SPOOL_MEMORY_LIMIT = "512MB"
+"""Buffer pool of a scratch DuckDB file that only takes appends (fetched orders, an export's rows)."""
+
+
 def duckdb_config() -> dict[str, object]:
     """Settings of the platform's DuckDB connection.
 
