@@ -508,8 +508,8 @@ def _csv_rows(reader, header: list[str], lines: Iterator[str]) -> Iterator[tuple
             except csv.Error as exc:  # e.g. a NUL byte or an unterminated quote: that line, not the file
                 yield reader.line_num, None, f"malformed line {reader.line_num}: {exc}"
                 continue
-            if not fields or all(not f.strip() for f in fields):
-                continue  # blank line: not a row
+            if not "".join(fields).strip():
+                continue  # blank line (or only blank fields): not a row
             yield reader.line_num, fields, _width_error(reader.line_num, fields, header)
     finally:
         lines.close()
@@ -672,12 +672,18 @@ def _date_zone_fields(header: list[str], mapping: dict[str, int], file_format: s
     return {"order_date_zone": "UTC"}
 
 
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False).encode
+"""``json.dumps(value, ensure_ascii=False)`` without building an encoder per call (two a row)."""
+
+
 def _frame_from_rows(
     header: list[str], rows: list[tuple[int, list | None, str | None]], file_name: str, sheet: str | None,
-    mapping: dict[str, int], file_format: str, fields: dict[str, int],
+    mapping: dict[str, int], file_format: str, fields: dict[str, int], text: bool = False,
 ) -> pd.DataFrame:
+    """A file's or a sheet's rows as raw.file_transactions columns. ``text``: every cell is a str
+    (a CSV's), rendered as ``_cell_text`` renders a str without its per-cell type tests."""
     zone = _date_zone_fields(header, mapping, file_format)
-    columns: dict[str, list] = {c: [] for c in _VALUE_COLUMNS}
+    value_at = [([], mapping.get(column)) for column in _VALUE_COLUMNS]  # each raw column's values, its cell
     currency, payloads, numbers, errors, layout, money_text = [], [], [], [], [], []
     money = [i for i in (mapping.get("unit_price"), mapping.get("amount"), fields.get("refunded_amount"))
              if i is not None]
@@ -685,6 +691,7 @@ def _frame_from_rows(
     header_key = [normalize_header(name) for name in names]
     probe = min(mapping.values())  # one cell compared first, so the whole row is normalized only for a header
     probe_text = names[probe].strip().lower()
+    date_index, currency_index = mapping.get("order_date"), mapping.get("currency")
     for number, cells_in, error in rows:
         if (error is None and cells_in is not None and probe < len(cells_in)
                 and str(cells_in[probe]).strip().lower() == probe_text
@@ -694,28 +701,28 @@ def _frame_from_rows(
         numbers.append(number)
         errors.append(error)
         if cells_in is None or error is not None:
-            for column in _VALUE_COLUMNS:
-                columns[column].append(None)
+            for values, _ in value_at:
+                values.append(None)
             currency.append(None)
             layout.append(None)
             money_text.append(False)
             payloads.append(json.dumps({"fields": cells_in}, ensure_ascii=False, default=str))
             continue
-        cells = [_cell_text(v) for v in cells_in]
-        written = [cells_in[i] for i in money if cells[i] is not None]
-        money_text.append(bool(written) and all(isinstance(v, str) for v in written))
-        date_index = mapping.get("order_date")
-        if date_index is not None:  # CSV cells are text: only a workbook's numeric date cell changes
-            cells[date_index] = _date_cell_text(cells_in[date_index])
-        for column in _VALUE_COLUMNS:
-            index = mapping.get(column)
-            columns[column].append(cells[index] if index is not None else None)
-        index = mapping.get("currency")
-        currency.append(cells[index] if index is not None else None)
-        layout.append(json.dumps({**{k: cells[i] for k, i in fields.items()}, **zone}, ensure_ascii=False)
-                      if fields or zone else None)
-        payloads.append(json.dumps(dict(zip(names, cells)), ensure_ascii=False))
-    out = pd.DataFrame(columns)
+        if text:
+            cells = [v if v.strip() else None for v in cells_in]
+            money_text.append(any(cells[i] is not None for i in money))
+        else:
+            cells = [_cell_text(v) for v in cells_in]
+            written = [cells_in[i] for i in money if cells[i] is not None]
+            money_text.append(bool(written) and all(isinstance(v, str) for v in written))
+            if date_index is not None:  # CSV cells are text: only a workbook's numeric date cell changes
+                cells[date_index] = _date_cell_text(cells_in[date_index])
+        for values, index in value_at:
+            values.append(cells[index] if index is not None else None)
+        currency.append(cells[currency_index] if currency_index is not None else None)
+        layout.append(_JSON_TEXT({**{k: cells[i] for k, i in fields.items()}, **zone}) if fields or zone else None)
+        payloads.append(_JSON_TEXT(dict(zip(names, cells))))
+    out = pd.DataFrame({column: values for column, (values, _) in zip(_VALUE_COLUMNS, value_at)})
     out.insert(0, "file_name", file_name)
     out.insert(1, "file_format", file_format)
     out.insert(2, "row_number", pd.Series(numbers, dtype="int64"))
@@ -1106,7 +1113,7 @@ def _csv_batches(reading: ExportReading, file_name: str, header: list[str], rows
     read_as = reading.columns.get("source_relation", "source_relation")
 
     def finished(chunk) -> pd.DataFrame:
-        part = _frame_from_rows(header, chunk, file_name, None, mapping, file_format, fields)
+        part = _frame_from_rows(header, chunk, file_name, None, mapping, file_format, fields, text=True)
         shops.update(_shops_of(part))
         texts.add(part)
         part["decimal_separator"] = texts.separator(delimiter)

@@ -26,7 +26,8 @@ TEXTS = [
     "a,b\n1,\"x\r\ny\"\r\n2,3\n\n4,5",
     "\ufeffa;b\r\n 1 ;2 \n3;4",
 ]
-ALIGNED = " customer_id  date\tcds  dollars  \r\n 00001 19970101  1   11.77  \r\n\t00002 19970112 \t 1   12.00\n 3 4 5 6"
+ALIGNED = (" customer_id  date\tcds  dollars  \r\n 00001 19970101  1   11.77  \r\n"
+           "\t00002 19970112 \t 1   12.00\n 3 4 5 6")
 
 
 @pytest.mark.parametrize("block", [1, 2, 3, 5, 64])
@@ -50,7 +51,8 @@ def test_lines_read_in_blocks_are_the_whole_texts_lines(tmp_path, monkeypatch, b
 
 def _quoted_csv(n: int) -> str:
     lines = ["customer_id,order_id,order_date,amount,product_id,quantity"]
-    lines += [f'c{i % 13},o{i},2024-03-{1 + i % 28:02d},"{i % 40},{i % 100:02d}",p{i % 7},{1 + i % 3}' for i in range(n)]
+    lines += [f'c{i % 13},o{i},2024-03-{1 + i % 28:02d},"{i % 40},{i % 100:02d}",p{i % 7},{1 + i % 3}'
+              for i in range(n)]
     lines[10] = 'c1,o10,2024-03-01,"5,00",p1'  # too few fields
     lines[20] = 'c1,o20,2024-03-01,"5,00",p1,1,extra'  # too many
     lines[30] = lines[0]  # the header again (two exports pasted together)
@@ -68,12 +70,12 @@ SHAPES = {
                              for i in range(150))).encode(),
     # CDNOW's text layout: columns aligned by spaces, CRLF
     "aligned.txt": (" customer_id  date number_of_cds  dollar_value\r\n"
-                    + "".join(f" {i % 31:05d} 1997{1 + i % 12:02d}{1 + i % 28:02d}  {1 + i % 3}   {i % 90}.{i % 100:02d}\r\n"
-                              for i in range(150))).encode(),
+                    + "".join(f" {i % 31:05d} 1997{1 + i % 12:02d}{1 + i % 28:02d}  {1 + i % 3}   "
+                              f"{i % 90}.{i % 100:02d}\r\n" for i in range(150))).encode(),
     # UTF-8 until a Windows-1252 byte far down: the whole file is read as Windows-1252
     "late_latin1.csv": ("customer_id,order_id,order_date,amount,description\n"
-                        + "".join(f"c{i % 9},o{i},2024-02-0{1 + i % 9},{i % 70}.5,{'caf' + chr(233) if i == 140 else 'x'}\n"
-                                  for i in range(150))).encode("cp1252"),
+                        + "".join(f"c{i % 9},o{i},2024-02-0{1 + i % 9},{i % 70}.5,"
+                                  f"{'caf' + chr(233) if i == 140 else 'x'}\n" for i in range(150))).encode("cp1252"),
 }
 
 
