@@ -18,11 +18,10 @@ store has no API ingestion: these assets then record that they did nothing.
 import json
 from dataclasses import replace
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
-import duckdb as _duckdb
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
@@ -39,7 +38,9 @@ from clv_platform.resources.http import (
     PermissionDeniedError,
     RequestRejectedError,
 )
-from clv_platform.resources.storage import SPOOL_MEMORY_LIMIT, StorageResource, duckdb_config, settings_of
+from clv_platform.resources.storage import (
+    StorageResource, attached_read_only, settings_of, spool_connection,
+)
 from clv_platform.settings import Settings, load_settings
 
 ORDERS_START_DATE = load_settings().orders_start_date
@@ -360,8 +361,7 @@ def _replace_window(
         fetched = scratch / "fetched.duckdb"
         # the scratch file only takes appends: a small buffer pool (the rebuild beside it has the
         # platform's memory limit for its sort)
-        with _duckdb.connect(str(fetched), config={**duckdb_config(), "memory_limit": SPOOL_MEMORY_LIMIT,
-                                                   "temp_directory": str(scratch)}) as spool:
+        with spool_connection(fetched) as spool:
             spool.execute("create table orders (order_id varchar, updated_at timestamp, partition_date date, "
                           "payload varchar, source varchar, ingested_at timestamp)")
             for batch in _batches(nodes, ORDER_BATCH):
@@ -371,36 +371,27 @@ def _replace_window(
                               "source, ingested_at from _orders_fetched", [start.date()])
                 spool.unregister("_orders_fetched")
             (rows,) = spool.execute("select count(*) from orders").fetchone()
-        with duckdb.get_connection() as conn:
-            try:
-                quoted = str(fetched).replace("'", "''")
-                conn.execute(f"attach '{quoted}' as clv_fetched_orders (read_only)")
-                try:
-                    with transaction(conn):
-                        conn.execute("create or replace temp view _orders_batch as "
-                                     "select * from clv_fetched_orders.orders")
-                        if guard is not None:
-                            guard.check(conn, start, end, source)
-                        conn.execute(
-                            "delete from raw.shopify_orders where partition_date >= ? and partition_date < ? "
-                            "and source = ?",
-                            [start.date(), end.date(), source],
-                        )
-                        conn.execute(
-                            """
-                            insert into raw.shopify_orders
-                            select order_id, updated_at, partition_date, payload::json, source, ingested_at
-                            from _orders_batch
-                            """
-                        )
-                    conn.execute("drop view _orders_batch")
-                finally:
-                    conn.execute("detach database if exists clv_fetched_orders")
-            except Exception:
-                # DuckDBResource.get_connection closes only on success; a connection left open
-                # by a failed step would keep the file locked for as long as its traceback lives.
-                conn.close()
-                raise
+        # closed on an error too: DuckDBResource.get_connection closes only on success, and a connection
+        # left open by a failed step would keep the file locked for as long as its traceback lives
+        with (duckdb.get_connection() as conn, closing(conn),
+              attached_read_only(conn, fetched, "clv_fetched_orders")):
+            with transaction(conn):
+                conn.execute("create or replace temp view _orders_batch as select * from clv_fetched_orders.orders")
+                if guard is not None:
+                    guard.check(conn, start, end, source)
+                conn.execute(
+                    "delete from raw.shopify_orders where partition_date >= ? and partition_date < ? "
+                    "and source = ?",
+                    [start.date(), end.date(), source],
+                )
+                conn.execute(
+                    """
+                    insert into raw.shopify_orders
+                    select order_id, updated_at, partition_date, payload::json, source, ingested_at
+                    from _orders_batch
+                    """
+                )
+            conn.execute("drop view _orders_batch")
     return int(rows)
 
 

@@ -55,12 +55,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from clv_platform.core.scratch import scratch_dir
 from clv_platform.core.sql import transaction
-from clv_platform.resources.storage import SPOOL_MEMORY_LIMIT, duckdb_config
+from clv_platform.resources.storage import attached_read_only, spool_connection
 
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
 """Spreadsheets read by pandas' calamine engine (Excel 2007+, Excel 97-2003, binary Excel, OpenDocument)."""
@@ -1000,8 +999,7 @@ def spooled_export(batches: Iterable[pd.DataFrame]) -> Iterator[Path]:
     columns = ", ".join(f"{c} {_SPOOL_TYPES.get(c, 'varchar')}" for c in RAW_COLUMNS)
     with scratch_dir("file-import") as scratch:
         path = scratch / "rows.duckdb"
-        with duckdb.connect(str(path), config={**duckdb_config(), "memory_limit": SPOOL_MEMORY_LIMIT,
-                                               "temp_directory": str(scratch)}) as spool:
+        with spool_connection(path) as spool:
             spool.execute(f"create table file_rows ({columns})")
             for batch in batches:
                 spool.register("_file_batch", batch)
@@ -1013,25 +1011,18 @@ def spooled_export(batches: Iterable[pd.DataFrame]) -> Iterator[Path]:
 _SPOOL_TYPES = {"row_number": "bigint", "ingested_at": "timestamp"}
 
 
-def replace_file_rows(conn, file_name: str, spool: Path, reading: ExportReading) -> int:
+def replace_file_rows(conn, file_name: str, spool: Path, reading: ExportReading) -> None:
     """Replace the file's rows in raw.file_transactions with the spooled ones (``spooled_export``) in
     one transaction: a refused or failed import leaves the table as it was. A CSV's rows get the
     decimal separator its whole file decided (a batch carries the one the rows read before it
-    gave). Returns the rows inserted."""
-    quoted = str(spool).replace("'", "''")
-    conn.execute(f"attach '{quoted}' as clv_file_rows (read_only)")
-    try:
-        values = ", ".join(f"{c}::json" if c in ("payload", "layout_fields") else
-                           "coalesce($separator, decimal_separator)" if c == "decimal_separator" else c
-                           for c in RAW_COLUMNS)
-        with transaction(conn):
-            conn.execute("delete from raw.file_transactions where file_name = $file", {"file": file_name})
-            conn.execute(f"insert into raw.file_transactions ({', '.join(RAW_COLUMNS)}) "
-                         f"select {values} from clv_file_rows.file_rows", {"separator": reading.decimal_separator})
-            (rows,) = conn.execute("select count(*) from clv_file_rows.file_rows").fetchone()
-    finally:
-        conn.execute("detach database if exists clv_file_rows")
-    return int(rows)
+    gave)."""
+    values = ", ".join(f"{c}::json" if c in ("payload", "layout_fields") else
+                       "coalesce($separator, decimal_separator)" if c == "decimal_separator" else c
+                       for c in RAW_COLUMNS)
+    with attached_read_only(conn, spool, "clv_file_rows"), transaction(conn):
+        conn.execute("delete from raw.file_transactions where file_name = $file", {"file": file_name})
+        conn.execute(f"insert into raw.file_transactions ({', '.join(RAW_COLUMNS)}) "
+                     f"select {values} from clv_file_rows.file_rows", {"separator": reading.decimal_separator})
 
 
 def read_export(path: Path, ingested_at: datetime, currency: str | None = None,
@@ -1058,7 +1049,7 @@ def read_export(path: Path, ingested_at: datetime, currency: str | None = None,
         )
     if suffix in WORKBOOK_SUFFIXES:
         reading, frame = _read_workbook_export(path, ingested_at, currency, content_sha256, named, sheets_read)
-        return reading, map(reading._count, iter([frame]))
+        return reading, map(reading._count, [frame])
     reading = ExportReading()
     text = _csv_text(path)
     header, rows, delimiter = _read_csv(path, None, text)

@@ -54,6 +54,26 @@ SPOOL_MEMORY_LIMIT = "512MB"
 """Buffer pool of a scratch DuckDB file that only takes appends (fetched orders, an export's rows)."""
 
 
+def spool_connection(path: Path) -> duckdb.DuckDBPyConnection:
+    """A scratch DuckDB file at ``path`` that only takes appends (a load's fetched orders, an export's
+    rows, waiting for one transaction to move them into the store): the platform's settings with a
+    ``SPOOL_MEMORY_LIMIT`` buffer pool, spilling beside the file."""
+    return duckdb.connect(str(path), config={**duckdb_config(), "memory_limit": SPOOL_MEMORY_LIMIT,
+                                             "temp_directory": str(path.parent)})
+
+
+@contextmanager
+def attached_read_only(conn: duckdb.DuckDBPyConnection, path: Path, alias: str) -> Iterator[str]:
+    """``path`` attached to ``conn`` read-only as ``alias`` for the block (a spool the store reads
+    from), detached after it, also on an error."""
+    quoted = str(path).replace("'", "''")
+    conn.execute(f"attach '{quoted}' as {alias} (read_only)")
+    try:
+        yield alias
+    finally:
+        conn.execute(f"detach database if exists {alias}")
+
+
 def duckdb_config() -> dict[str, object]:
     """Settings of the platform's DuckDB connection.
 
