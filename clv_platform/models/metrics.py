@@ -7,6 +7,8 @@ take array-likes of equal length and are pure numpy/pandas.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
@@ -92,7 +94,19 @@ def gini(y_true, y_pred) -> float:
 def normalized_gini(y_true, y_pred) -> float:
     """Gini of ``y`` ordered by ``p`` over the Gini of ``y`` ordered by itself (1.0 = perfect)."""
     y, p = _arrays(y_true, y_pred)
+    return _normalized(y, p, gini(y, y))
+
+
+def normalized_gini_on(y_true) -> Callable[[np.ndarray], float]:
+    """``normalized_gini(y_true, p)`` for many ``p`` on the same customers, with the Gini of ``y``
+    ordered by itself (the denominator, a sort of every customer) computed once: the blend search
+    ranks 66 blends on one validation window (``objective.blend_weight``)."""
+    y = np.asarray(y_true, dtype=float)
     best = gini(y, y)
+    return lambda y_pred: _normalized(*_arrays(y, y_pred), best)
+
+
+def _normalized(y: np.ndarray, p: np.ndarray, best: float) -> float:
     if not np.isfinite(best) or best == 0:
         return float("nan")
     return float(gini(y, p) / best)

@@ -44,6 +44,20 @@ def test_gini_ties_use_group_means_and_ignore_input_order():
     assert metrics.gini(Y, [7.0] * 5) == pytest.approx(1 / 5)
 
 
+def test_normalized_gini_on_one_set_of_customers_is_normalized_gini_for_every_ranking():
+    """The blend search ranks many blends on one validation window with the denominator (the
+    customers' own Gini) computed once: every value must be normalized_gini's, exactly."""
+    rng = np.random.default_rng(5)
+    y = np.where(rng.random(3000) < 0.3, rng.gamma(1.5, 60.0, 3000), 0.0)
+    ranking = metrics.normalized_gini_on(list(y))
+    for p in [y, -y, np.zeros(3000), np.round(rng.gamma(1.0, 20.0, 3000)), y + rng.normal(0, 30, 3000)]:
+        assert ranking(p) == metrics.normalized_gini(y, p)
+    assert ranking(Y * 600) == metrics.normalized_gini(y, Y * 600)  # 3,000 rankings of 5 values' ties
+    assert math.isnan(metrics.normalized_gini_on([0.0, 0.0, 0.0])([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="equal length"):
+        ranking(y[:10])
+
+
 def test_degenerate_inputs_give_nan():
     assert math.isnan(metrics.normalized_gini([0, 0, 0], [1, 2, 3]))
     assert math.isnan(metrics.spearman([1, 2, 3], [5, 5, 5]))

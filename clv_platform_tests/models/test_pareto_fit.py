@@ -21,21 +21,21 @@ class TooManyEvaluations(Exception):
 
 @pytest.fixture
 def evaluations(monkeypatch):
-    """Counts calls of lifetimes' Pareto/NBD likelihood (the cost of a fit: two ``hyp2f1`` per row),
+    """Counts evaluations of the Pareto/NBD likelihood (the cost of a fit: two ``hyp2f1`` per row),
     the calls whose value is not finite, and the largest s asked for."""
     calls = {"n": 0, "not_finite": 0, "max_s": 0.0}
-    real = ParetoNBDFitter._negative_log_likelihood
+    real = btyd._ParetoLikelihood._negative_log_likelihood
 
-    def counted(params, *args, **kwargs):
+    def counted(self, params):
         calls["n"] += 1
         if calls["n"] > EVALUATION_LIMIT:
             raise TooManyEvaluations(f"more than {EVALUATION_LIMIT} likelihood evaluations")
-        value = real(params, *args, **kwargs)
+        value = real(self, params)
         calls["not_finite"] += not np.isfinite(value)
         calls["max_s"] = max(calls["max_s"], float(params[2]))
         return value
 
-    monkeypatch.setattr(ParetoNBDFitter, "_negative_log_likelihood", staticmethod(counted))
+    monkeypatch.setattr(btyd._ParetoLikelihood, "_negative_log_likelihood", counted)
     return calls
 
 
@@ -133,17 +133,17 @@ WALL_LIMIT, EVALUATIONS_LIMIT = 10, 250
 def test_a_fit_pressed_against_a_wall_below_the_edge_shape_stops_there(monkeypatch):
     """Without the wall rule BFGS bounced its line searches off such a wall until they lost
     precision (on the export above: 150 of the fit's 395 evaluations, 4.1 of its 4.8 s)."""
-    real = ParetoNBDFitter._negative_log_likelihood
+    real = btyd._ParetoLikelihood._negative_log_likelihood
     calls = {"n": 0, "wall": 0}
 
-    def walled(params, *args, **kwargs):
+    def walled(self, params):
         calls["n"] += 1
         if params[2] > WALL_SHAPE:
             calls["wall"] += 1
             return np.nan
-        return real(params, *args, **kwargs)
+        return real(self, params)
 
-    monkeypatch.setattr(ParetoNBDFitter, "_negative_log_likelihood", staticmethod(walled))
+    monkeypatch.setattr(btyd._ParetoLikelihood, "_negative_log_likelihood", walled)
     # _pareto_fit itself: fit_btyd's Pareto/NBD fits are memoized per input for the suite (conftest)
     combos = btyd.condense(same_dropout_store())
     fitter = btyd._pareto_fit(combos["frequency"], combos["recency"], combos["T"], combos["weight"], 0.0)
@@ -215,3 +215,31 @@ def test_a_store_where_nobody_churns_is_a_boundary_fit_stopped_early(evaluations
     # at the stop almost nobody drops out: everyone alive, as in the limit (before: 0.999999 at least)
     assert btyd.prediction_problem(model, summary) is None
     assert float(np.min(model.probability_alive(summary))) > 0.9999
+
+
+def test_the_likelihood_split_over_threads_is_lifetimes_value_to_the_last_bit(monkeypatch):
+    """The fit's likelihood computes its per-customer terms in parts on threads and puts them back
+    together; the value must be lifetimes' own (the same BFGS path, the same fitted parameters),
+    including the penalty, the weights and the inf of a parameter at or below 0."""
+    monkeypatch.setattr(btyd, "LIKELIHOOD_THREADS", 3)
+    rng = np.random.default_rng(3)
+    n = 10_001  # parts of 3,334, 3,333 and 3,334 rows
+    T = rng.random(n) * 100 + 1
+    frequency = rng.poisson(2, n)
+    recency = np.where(frequency > 0, T * rng.random(n), 0.0)
+    weights = rng.integers(1, 4, n).astype(float)
+    objective = btyd._ParetoLikelihood(frequency, recency, T, weights, 0.01)
+    try:
+        assert [part.stop - part.start for part in objective._parts] == [3333, 3334, 3334]
+        draws = [np.exp(rng.normal(0.0, 1.5, 4)) for _ in range(20)] + [np.array([0.5, 1.0, 0.0, 1.2])]
+        for params in draws:
+            with np.errstate(all="ignore"):
+                expected = ParetoNBDFitter._negative_log_likelihood(
+                    params, objective.frequency, objective.recency, objective.T, objective.weights, 0.01)
+            value = objective._negative_log_likelihood(params)
+            assert value == expected or (np.isnan(value) and np.isnan(expected)), params
+    finally:
+        objective.close()
+    # a store too small to split is evaluated in one part, without threads
+    small = btyd._ParetoLikelihood(frequency[:3999], recency[:3999], T[:3999], weights[:3999], 0.0)
+    assert small._parts == [] and small._pool is None
