@@ -188,3 +188,28 @@ def test_the_extension_frames_hold_the_same_customers(store):
         uncapped = clv.btyd_extension_factor(conn, cutoff, dataclasses.replace(config, max_extension_rows=0))
     assert extension["customers"] == 500 < extension["window_customers"] == uncapped["customers"]
     assert 0.5 <= extension["factor"] <= 2.0
+
+
+def test_the_extension_corrects_the_btyds_growth_not_its_level(store, monkeypatch):
+    """The hybrid's forecast over h is level-calibrated, so the extension factor measures only the
+    BTYD's error on the growth beyond h: a BTYD three times too high in both windows one window
+    back has the same factor as the BTYD itself (the factor before 6 December 2026, actual / expected
+    beyond h, fell to a third)."""
+    from clv_platform.models.clv import train
+
+    config = _capped_config(max_btyd_fit_customers=300, max_extension_rows=500)
+    real = train.btyd_features_horizons
+    with duckdb.connect(str(store), read_only=True) as conn:
+        cutoff = scoring_cutoff(conn)
+        measured = clv.btyd_extension_factor(conn, cutoff, config)
+
+        def three_times(*args, **kwargs):
+            return [part.assign(btyd_expected_spend=3.0 * part["btyd_expected_spend"]) for part in real(*args, **kwargs)]
+
+        monkeypatch.setattr(train, "btyd_features_horizons", three_times)
+        high = clv.btyd_extension_factor(conn, cutoff, config)
+    growth = (measured["actual"] / measured["within_actual"]) / (measured["btyd_expected"] / measured["within_btyd_expected"])
+    assert measured["factor"] == pytest.approx(min(max(growth, 0.5), 2.0), rel=1e-12)
+    assert high["btyd_expected"] == pytest.approx(3.0 * measured["btyd_expected"], rel=1e-9)
+    assert high["factor"] == pytest.approx(measured["factor"], rel=1e-9)
+    assert measured["within_actual"] > 0 and 0.5 < measured["factor"] < 2.0
