@@ -72,7 +72,7 @@ def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config:
     within_actual = float(sample["label_spend"].sum())
     actual = float(both["label_spend"].sum()) - within_actual
     if expected <= 0 or within_expected <= 0:
-        return {"factor": 1.0, "reason": "the BTYD expects no spend beyond the label window"}
+        return {"factor": 1.0, "reason": "the BTYD expects no spend within or beyond the label window"}
     if within_actual <= 0:
         return {"factor": 1.0, "reason": f"no spend within the label window {2 * h} days before the cutoff"}
     growth = (actual / within_actual) / (expected / within_expected)
