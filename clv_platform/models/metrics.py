@@ -100,7 +100,7 @@ def normalized_gini(y_true, y_pred) -> float:
 def normalized_gini_on(y_true) -> Callable[[np.ndarray], float]:
     """``normalized_gini(y_true, p)`` for many ``p`` on the same customers, with the Gini of ``y``
     ordered by itself (the denominator, a sort of every customer) computed once: the blend search
-    ranks 66 blends on one validation window (``objective.blend_weight``)."""
+    ranks 66 blends on one validation window (``objective.blend_weight``), ``paired_gini_gain`` two."""
     y = np.asarray(y_true, dtype=float)
     best = gini(y, y)
     return lambda y_pred: _normalized(*_arrays(y, y_pred), best)
@@ -119,7 +119,8 @@ def paired_gini_gain(actual, base, new, draws: int = 200, seed: int = 0) -> tupl
     thousandths on a few thousand customers is often noise, one of a few hundredths rarely."""
     y = np.asarray(actual, dtype=float)
     b, p = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
-    gain = normalized_gini(y, p) - normalized_gini(y, b)
+    ranking = normalized_gini_on(y)
+    gain = ranking(p) - ranking(b)
     if y.size < 2 or not np.isfinite(gain):
         return float(gain), 0.0
     sorts = [_sorted_groups(y, x) for x in (y, b, p)]

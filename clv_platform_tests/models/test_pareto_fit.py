@@ -223,7 +223,7 @@ def test_the_likelihood_split_over_threads_is_lifetimes_value_to_the_last_bit(mo
     including the penalty, the weights and the inf of a parameter at or below 0."""
     monkeypatch.setattr(btyd, "LIKELIHOOD_THREADS", 3)
     rng = np.random.default_rng(3)
-    n = 10_001  # parts of 3,334, 3,333 and 3,334 rows
+    n = 10_001  # parts of 3,333, 3,334 and 3,334 rows
     T = rng.random(n) * 100 + 1
     frequency = rng.poisson(2, n)
     recency = np.where(frequency > 0, T * rng.random(n), 0.0)
