@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from clv_platform import backtest_cli
+from clv_platform.models import metrics
 from clv_platform_tests.cheap_config import cheap_clv_config
 
 MODELS = {"naive", "btyd", "xgboost", "hybrid", "hybrid_mean", "btyd_point", "served"}
@@ -148,7 +149,14 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert set(out["gamma_gamma"]) == {"p", "q", "v"}
     assert out["gamma_gamma"]["p"] == pytest.approx(6.25, rel=0.01)
     holdout = out["holdout"]
-    assert set(holdout) == {"actual_total", "models", "hybrid_point_vs_btyd"} and set(holdout["models"]) == MODELS
+    assert set(holdout) == {"actual_total", "models", "hybrid_point_vs_btyd", "hybrid_ranking_vs"}
+    assert set(holdout["models"]) == MODELS
+    # the hybrid mean's ranking lead over each baseline, read off the models' own holdout Gini
+    for rival, block in holdout["hybrid_ranking_vs"].items():
+        assert block["gain"] == pytest.approx(holdout["models"]["hybrid_mean"]["normalized_gini"]
+                                              - holdout["models"][rival]["normalized_gini"], abs=1e-12)
+        assert block["se"] > 0 and out["headline"][f"hybrid_gini_se_vs_{rival}"] == block["se"]
+    assert set(holdout["hybrid_ranking_vs"]) == {"btyd", "naive"}
     for block in holdout["models"].values():
         assert set(block) == METRICS and all(math.isfinite(v) for v in block.values())
     assert set(out["deciles"]) == MODELS and all(len(rows) == 10 for rows in out["deciles"].values())
@@ -252,6 +260,36 @@ def test_a_lower_mae_within_noise_is_a_tie_not_ahead():
     result["holdout"]["hybrid_point_vs_btyd"] = ahead
     assert (backtest_cli.verdict(result)["hybrid_ahead_on_mae"], backtest_cli.verdict(result)["hybrid_ties_on_mae"]) \
         == (1.0, 0.0)
+
+
+def test_a_ranking_lead_or_lag_within_its_noise_is_a_tie():
+    """The hybrid mean's holdout Gini against each rival, with the bootstrap SE of the paired gain:
+    the actual spend itself ranks perfectly (ahead of a coin-flip ranking by far beyond noise), the
+    naive ranking with its top two swapped differs from it by a hair (a tie), and the reversed ranking is
+    behind. The verdict carries the gains and the behind-beyond-noise flags."""
+    rng = np.random.default_rng(4)
+    actual = np.r_[rng.gamma(0.6, 80.0, 600), np.zeros(1400)]
+    noisy = actual + rng.normal(0.0, 40.0, actual.size)
+    swapped = noisy.copy()
+    top = np.argsort(-noisy)[:2]
+    swapped[top] = swapped[top[::-1]]
+    frame = pd.DataFrame({"actual": actual, "hybrid_mean": actual, "btyd": rng.random(actual.size),
+                          "naive": noisy})
+    gains = backtest_cli.paired_gini_gains(frame, "hybrid_mean", ("btyd", "naive", "absent"))
+    assert set(gains) == {"btyd", "naive"}
+    assert gains["btyd"]["gain"] == pytest.approx(1.0 - metrics.normalized_gini(actual, frame["btyd"]))
+    assert gains["btyd"]["outcome"] == "ahead" and gains["btyd"]["gain"] > 10 * gains["btyd"]["se"] > 0
+    tie = backtest_cli.paired_gini_gains(frame.assign(hybrid_mean=swapped), "hybrid_mean", ("naive",))["naive"]
+    assert tie["gain"] != 0.0 and abs(tie["gain"]) < 1.645 * tie["se"] and tie["outcome"] == "tie"
+    behind = backtest_cli.paired_gini_gains(frame.assign(hybrid_mean=-actual), "hybrid_mean", ("naive",))["naive"]
+    assert behind["gain"] < -1.645 * behind["se"] and behind["outcome"] == "behind"
+    models = {"hybrid": {"mae": 1.0}, "btyd": {"mae": 2.0, "normalized_gini": 0.5}, "naive": {"normalized_gini": 0.4},
+              "hybrid_mean": {"normalized_gini": 0.45, "predicted_total": 10.0}}
+    flags = backtest_cli.verdict({"holdout": {"actual_total": 10.0, "models": models, "hybrid_ranking_vs": {
+        "btyd": {**behind, "outcome": "behind"}, "naive": tie}}})
+    assert flags["hybrid_gini_gain_vs_btyd"] == behind["gain"] and flags["hybrid_gini_se_vs_naive"] == tie["se"]
+    assert (flags["hybrid_gini_behind_btyd_beyond_noise"], flags["hybrid_gini_behind_naive_beyond_noise"]) == (1.0, 0.0)
+    assert flags["hybrid_ahead_on_gini"] == 0.0
 
 
 def test_all_orders_on_one_day_is_refused_without_a_negative_period(tmp_path, capsys):
