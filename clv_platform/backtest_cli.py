@@ -452,6 +452,22 @@ def _params_text(label: str, params: dict) -> str:
     return f"{label} " + ", ".join(f"{k}={v:.4g}" for k, v in params.items() if v is not None)
 
 
+def holdout_gains_text(result: dict) -> str | None:
+    """One line: the hybrid's holdout leads over the baselines with their noise (Gini of its mean vs
+    the BTYD and the naive rule, point MAE vs the better BTYD column), each ahead / tie / behind at
+    1.645 standard errors; None when the backtest has no hybrid."""
+    ranking, paired = result["holdout"].get("hybrid_ranking_vs") or {}, result["holdout"].get("hybrid_point_vs_btyd")
+    if not ranking and not paired:
+        return None
+    parts = [f"Gini of its mean vs {rival} {block['gain']:+.4f} (SE {block['se']:.4f}, {block['outcome']})"
+             for rival, block in ranking.items()]
+    if paired:
+        outcome = ("ahead" if paired["significant"] else "tie" if paired["gain"] > -paired["z"] * paired["se"]
+                   else "behind")
+        parts.append(f"point MAE vs {paired['rival']} gain {paired['gain']:+.4g} (SE {paired['se']:.4g}, {outcome})")
+    return "hybrid on the holdout: " + "; ".join(parts)
+
+
 def table_text(result: dict, ml_summary: dict) -> str:
     """A readable plain-text summary of the backtest."""
     window = result.get("window", {})
@@ -470,16 +486,9 @@ def table_text(result: dict, ml_summary: dict) -> str:
             f"{name:<11} {_fmt(m['mae'], 2):>9} {_fmt(m['rmse'], 2):>9} {_fmt(m['spearman'], 4):>9} "
             f"{_fmt(m['normalized_gini'], 4):>7} {_fmt(m['predicted_total'], 0):>13} {_fmt(actual, 0):>13}"
         )
-    ranking, paired = result["holdout"].get("hybrid_ranking_vs") or {}, result["holdout"].get("hybrid_point_vs_btyd")
-    if ranking or paired:
-        # each lead with its noise: a lead or a lag within 1.645 standard errors is a tie
-        parts = [f"Gini of its mean vs {rival} {block['gain']:+.4f} (SE {block['se']:.4f}, {block['outcome']})"
-                 for rival, block in ranking.items()]
-        if paired:
-            parts.append(f"point MAE vs {paired['rival']} gain {paired['gain']:+.4g} (SE {paired['se']:.4g}, "
-                         + ("ahead" if paired["significant"] else "tie" if paired["gain"] > -paired["z"] * paired["se"]
-                            else "behind") + ")")
-        lines += ["", "hybrid on the holdout: " + "; ".join(parts)]
+    gains = holdout_gains_text(result)
+    if gains:
+        lines += ["", gains]
     chosen = result.get("btyd_selection", {})
     lines += ["", f"BTYD family: {chosen.get('chosen')} - {chosen.get('reason')}"]
     for row in chosen.get("candidates", []):
@@ -610,7 +619,9 @@ def extra_sections_html(result: dict) -> str:
         f"<td>{_fmt(r.get('log_likelihood'), 1)}</td><td>{esc(r.get('reason') or '')}</td></tr>"
         for r in chosen.get("candidates", [])
     )
-    parts = [f"<h2>BTYD family</h2><p>Served: <b>{esc(str(chosen.get('chosen')))}</b> - "
+    gains = holdout_gains_text(result)
+    parts = [f"<h2>The hybrid against the baselines</h2><p>{esc(gains)}</p>"] if gains else []
+    parts += [f"<h2>BTYD family</h2><p>Served: <b>{esc(str(chosen.get('chosen')))}</b> - "
              f"{esc(str(chosen.get('reason')))}</p>",
              "<table><thead><tr><th>family</th><th>penalizer</th><th>status</th><th>log-likelihood</th>"
              f"<th>note</th></tr></thead><tbody>{rows}</tbody></table>"]

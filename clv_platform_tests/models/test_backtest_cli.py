@@ -164,6 +164,10 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
         assert MODELS <= set(stage)
     document = report.read_text(encoding="utf-8")
     assert document.count("<svg") >= 5 and "objective selection" in document and "hybrid" in document
+    btyd_gain = holdout["hybrid_ranking_vs"]["btyd"]
+    assert "The hybrid against the baselines" in document
+    assert f"Gini of its mean vs btyd {btyd_gain['gain']:+.4f} (SE {btyd_gain['se']:.4f}, {btyd_gain['outcome']})" \
+        in document
     assert "Next purchase: naive cadence vs BTYD timing vs XGBoost AFT" in document
     assert "BTYD family" in document and "80 % intervals" in document and "served total interval" in document
 
