@@ -180,7 +180,10 @@ def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, 
     scored on ``holdout`` (features at C - H, outcomes in (C - H, C]) - out of sample. The served
     model is scored on the same ``holdout`` rows; a served BTYD fallback as it would have been
     served at C - H, with a BTYD fitted on the holdout's features: ``baseline`` when the caller has
-    it already (``btyd_baseline`` on the same ``holdout``), else fitted here.
+    it already (``btyd_baseline`` on the same ``holdout``), else fitted here. A trained served model
+    may have seen part of that window in training (a retrain a week after the last one: its labels
+    end a week before C), which favours it: as the CLV gate (``clv_assets.registration_gate``), this
+    one errs on keeping what is served, by at most what its in-sample lead is worth beyond the margin.
     """
     served_row = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
     if served_row is None:
