@@ -182,8 +182,9 @@ def npd_registration_gate(conn, holdout: pd.DataFrame, candidate_metrics: dict, 
     served at C - H, with a BTYD fitted on the holdout's features: ``baseline`` when the caller has
     it already (``btyd_baseline`` on the same ``holdout``), else fitted here. A trained served model
     may have seen part of that window in training (a retrain a week after the last one: its labels
-    end a week before C), which favours it: as the CLV gate (``clv_assets.registration_gate``), this
-    one errs on keeping what is served, by at most what its in-sample lead is worth beyond the margin.
+    end a week before C), which favours it: like the CLV gate (``clv_assets.registration_gate``), this
+    one errs on the side of keeping what is served; ``NPD_REGISTRATION``'s margin (0.02) lets a
+    candidate through a small in-sample lead of the served model.
     """
     served_row = registry.latest_registered(conn, registry.NPD_MODEL_NAME)
     if served_row is None:
