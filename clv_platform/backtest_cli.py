@@ -382,7 +382,13 @@ def paired_mae_gain(frame: pd.DataFrame, model: str, rivals: tuple[str, ...], z:
     y = frame["actual"].to_numpy(dtype=float)
     rival = min(present, key=lambda r: float(np.abs(frame[r].to_numpy(dtype=float) - y).mean()))
     gain, se = metrics.paired_mae_gain(y, frame[rival].to_numpy(dtype=float), frame[model].to_numpy(dtype=float))
-    return {"rival": rival, "gain": gain, "se": se, "z": z, "significant": bool(gain > z * se)}
+    return {"rival": rival, "gain": gain, "se": se, "z": z, "significant": bool(gain > z * se),
+            "outcome": _outcome(gain, se, z)}
+
+
+def _outcome(gain: float, se: float, z: float) -> str:
+    """A paired gain read against its noise: ahead or behind beyond ``z`` standard errors, else a tie."""
+    return "ahead" if gain > z * se else "behind" if gain < -z * se else "tie"
 
 
 def paired_gini_gains(frame: pd.DataFrame, model: str, rivals: tuple[str, ...], z: float = 1.645) -> dict:
@@ -399,8 +405,7 @@ def paired_gini_gains(frame: pd.DataFrame, model: str, rivals: tuple[str, ...], 
     out = {}
     for rival in (r for r in rivals if r in frame):
         gain, se = metrics.paired_gini_gain(y, frame[rival].to_numpy(dtype=float), frame[model].to_numpy(dtype=float))
-        out[rival] = {"gain": gain, "se": se, "z": z,
-                      "outcome": "ahead" if gain > z * se else "behind" if gain < -z * se else "tie"}
+        out[rival] = {"gain": gain, "se": se, "z": z, "outcome": _outcome(gain, se, z)}
     return out
 
 
@@ -462,8 +467,7 @@ def holdout_gains_text(result: dict) -> str | None:
     parts = [f"Gini of its mean vs {rival} {block['gain']:+.4f} (SE {block['se']:.4f}, {block['outcome']})"
              for rival, block in ranking.items()]
     if paired:
-        outcome = ("ahead" if paired["significant"] else "tie" if paired["gain"] > -paired["z"] * paired["se"]
-                   else "behind")
+        outcome = _outcome(paired["gain"], paired["se"], paired["z"])
         parts.append(f"point MAE vs {paired['rival']} gain {paired['gain']:+.4g} (SE {paired['se']:.4g}, {outcome})")
     return "hybrid on the holdout: " + "; ".join(parts)
 

@@ -251,9 +251,13 @@ def test_a_lower_mae_within_noise_is_a_tie_not_ahead():
     tie = backtest_cli.paired_mae_gain(frame, "hybrid", ("btyd", "btyd_point"))
     assert tie["rival"] == "btyd" and tie["gain"] == pytest.approx(0.000025)
     assert tie["se"] == pytest.approx(np.std(np.r_[np.full(4, 0.01), np.full(3, -0.01), np.zeros(393)], ddof=1) / 20.0)
-    assert tie["significant"] is False
+    assert tie["significant"] is False and tie["outcome"] == "tie"
     ahead = backtest_cli.paired_mae_gain(frame.assign(hybrid=actual), "hybrid", ("btyd", "btyd_point"))
     assert ahead["gain"] == pytest.approx(1.0) and ahead["se"] == 0.0 and ahead["significant"] is True
+    assert ahead["outcome"] == "ahead"
+    # 3.0 off every customer where the BTYD is 1.0 off: behind by 2.0 with no noise at all
+    behind = backtest_cli.paired_mae_gain(frame.assign(hybrid=actual + 3.0), "hybrid", ("btyd", "btyd_point"))
+    assert behind["gain"] == pytest.approx(-2.0) and behind["significant"] is False and behind["outcome"] == "behind"
     result = {"holdout": {"actual_total": 2000.0, "hybrid_point_vs_btyd": tie, "models": {
         name: {"mae": float(np.abs(frame[name] - actual).mean()), "normalized_gini": 0.5, "predicted_total": 2000.0}
         for name in ("btyd", "btyd_point", "hybrid")} | {"hybrid_mean": {"normalized_gini": 0.6,
