@@ -42,7 +42,7 @@ class SettingsError(ValueError):
 
 DEFAULT_REPORTS_URL = "http://127.0.0.1:3001"
 DEFAULT_REPORT_RETENTION = 5
-DEFAULT_BATCH_CUSTOMERS = 200_000
+DEFAULT_BATCH_CUSTOMERS = 500_000
 DEFAULT_REFIT_AFTER_DAYS = 8
 EXPORT_FORMATS = ("parquet", "csv")
 """The file formats of the dated customer-scores export (store.toml [exports] formats)."""
