@@ -467,8 +467,8 @@ def holdout_gains_text(result: dict) -> str | None:
     parts = [f"Gini of its mean vs {rival} {block['gain']:+.4f} (SE {block['se']:.4f}, {block['outcome']})"
              for rival, block in ranking.items()]
     if paired:
-        outcome = _outcome(paired["gain"], paired["se"], paired["z"])
-        parts.append(f"point MAE vs {paired['rival']} gain {paired['gain']:+.4g} (SE {paired['se']:.4g}, {outcome})")
+        parts.append(f"point MAE vs {paired['rival']} gain {paired['gain']:+.4g} (SE {paired['se']:.4g}, "
+                     f"{paired['outcome']})")
     return "hybrid on the holdout: " + "; ".join(parts)
 
 

@@ -294,7 +294,7 @@ def test_a_ranking_lead_or_lag_within_its_noise_is_a_tie():
     models = {"hybrid": {"mae": 1.0}, "btyd": {"mae": 2.0, "normalized_gini": 0.5}, "naive": {"normalized_gini": 0.4},
               "hybrid_mean": {"normalized_gini": 0.45, "predicted_total": 10.0}}
     flags = backtest_cli.verdict({"holdout": {"actual_total": 10.0, "models": models, "hybrid_ranking_vs": {
-        "btyd": {**behind, "outcome": "behind"}, "naive": tie}}})
+        "btyd": behind, "naive": tie}}})
     assert flags["hybrid_gini_gain_vs_btyd"] == behind["gain"] and flags["hybrid_gini_se_vs_naive"] == tie["se"]
     assert (flags["hybrid_gini_behind_btyd_beyond_noise"], flags["hybrid_gini_behind_naive_beyond_noise"]) == (1.0, 0.0)
     assert flags["hybrid_ahead_on_gini"] == 0.0
