@@ -98,6 +98,34 @@ def test_blend_serves_the_mixture_only_when_it_beats_the_btyds_own_point_with_th
     assert lost["btyd_point_mae"] == pytest.approx(0.0) and lost["metrics"] is None
 
 
+def test_blends_tied_on_the_point_mae_serve_the_one_nearest_the_btyd():
+    # 900 non-buyers, 100 buyers spending 10 (MAE of predicting 0 for all: 1.0). The classifier
+    # gives everyone P(buy) 0.1, so the mixture median of any mean is 0; the BTYD's own point is
+    # its mean of 1 for everyone (MAE 1.8). The booster puts the buyers and 100 non-buyers first
+    # (2.0, the rest 0.5; the same total), so every blend with w > 0 ranks the same, better than
+    # the BTYD, and no sharpening of it reaches below 1.0: ten blends tied on Gini, total and MAE.
+    y = np.r_[np.full(100, 10.0), np.zeros(900)]
+    btyd_mean = np.ones(1000)
+    booster = np.r_[np.full(200, 2.0), np.full(800, 0.5)]
+    mixture = (np.full(1000, 0.1), np.tile(RATIOS, (1000, 1)))
+    chosen = clv.blend_weight(y, btyd_mean, booster, None, 1.645, sharpening=True, p50_ratio=np.ones(1000),
+                              mixture=mixture)
+    assert chosen["btyd_point_mae"] == pytest.approx(1.8)
+    tied = [r for r in chosen["comparison"] if r["weight"] > 0]
+    assert len(tied) == 10 and all(r["mae"] == 1.0 and r["point_rule"] == clv.MIXTURE for r in tied)
+    # the window cannot tell these blends apart: the smallest step off the BTYD is served, not
+    # the booster alone (the mean a merchant sums and ranks by is 0.1 x booster + 0.9 x BTYD)
+    assert (chosen["weight"], chosen["naive_weight"]) == (0.1, 0.0)
+    assert chosen["metrics"]["mae"] == 1.0 and chosen["metrics"]["normalized_gini"] > 0.5
+    # where the blends' points differ, the lowest MAE decides whatever its weight: a booster that
+    # ranks the buyers alone first, sharpened, is nearly exact, and more of it is better
+    sure = np.r_[np.full(100, 5.5), np.full(900, 0.5)]
+    apart = clv.blend_weight(y, btyd_mean, sure, None, 1.645, sharpening=True, p50_ratio=np.ones(1000),
+                             mixture=mixture)
+    maes = {r["weight"]: r["mae"] for r in apart["comparison"] if r["weight"] > 0}
+    assert len(set(maes.values())) == len(maes) and apart["weight"] == min(maes, key=maes.get) == 1.0
+
+
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
     return demo_database(tmp_path_factory.mktemp("demo_mixture") / "demo.duckdb", 2000, features=True)
