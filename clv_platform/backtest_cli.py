@@ -136,7 +136,9 @@ def run_backtest(
                          "blend_validation": ml.trained[clv.HYBRID].selection.blend_comparison,
                          # the mixture point rule's classifier: rounds, calibration shift, mean P vs buyers
                          "buy_classifier": serving.get("buy_classifier"),
-                         "extension": serving.get("extension")}
+                         "extension": serving.get("extension"),
+                         # the training windows' BTYD fits: the family served at the calibration end
+                         "window_btyd": serving.get("window_btyd")}
     summary = {
         "seconds": ml.seconds,
         "variants": ml.summary(),

@@ -295,8 +295,10 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     config = clv.load_config()
     with duckdb.get_connection() as conn:
         cutoff = scoring_cutoff(conn)
-        # the window fits' Pareto/NBD starts at the served fit's optimum (ml/btyd_scores ran first)
-        trained = clv.train_clv(conn, cutoff, config, clv.HYBRID, pareto_start=stored_fits.served_pareto_start(conn))
+        # the window fits take the served fit's family, and a Pareto/NBD starts at its optimum
+        # (ml/btyd_scores ran first)
+        trained = clv.train_clv(conn, cutoff, config, clv.HYBRID, pareto_start=stored_fits.served_pareto_start(conn),
+                                btyd_family=stored_fits.served_family(conn))
         gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
         context.log_event(registry.model_runs_event(record.name, record.version, gate["register"]))
@@ -355,6 +357,8 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "level_factor": float(trained.model.level),
             "extension_factor": float(trained.model.extension_factor),
             "extension": dg.MetadataValue.json(trained.serving.get("extension") or {}),
+            # the training windows' BTYD fits: the served fit's family, or why a window has its own
+            "window_btyd": dg.MetadataValue.json(trained.serving.get("window_btyd") or {}),
             "btyd_validation_metrics": dg.MetadataValue.json(trained.serving.get("btyd_metrics") or {}),
             # the total errors behind the served store-total interval of scores/customer_clv (total_interval)
             "total_interval_errors": dg.MetadataValue.json(trained.serving.get("total_error") or {}),

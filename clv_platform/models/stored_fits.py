@@ -207,6 +207,15 @@ def served_pareto_start(conn: duckdb.DuckDBPyConnection) -> dict | None:
     return pareto_params(btyd_from_params(stored.params)) if stored is not None else None
 
 
+def served_family(conn: duckdb.DuckDBPyConnection) -> tuple[str, float] | None:
+    """(family, L2 penalizer) of the stored BTYD fit, which the CLV training's window fits take
+    (``clv.windows.WindowFits``); None without a stored fit."""
+    stored = load(conn, BTYD)
+    if stored is None or "model" not in stored.params:
+        return None
+    return str(stored.params["model"]), float(stored.params.get("penalizer") or 0.0)
+
+
 def btyd_config_key(config) -> str:
     """The settings of ``clv.toml`` a BTYD fit depends on."""
     cap = int(getattr(config, "max_btyd_fit_customers", 0) or 0)

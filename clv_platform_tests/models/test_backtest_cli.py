@@ -51,6 +51,13 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert out["window"]["label_window"] == "91 days ([backtest] label_horizon_days)"
     assert set(out["intervals"]) == {"btyd", "xgboost", "hybrid", "hybrid_mean", "btyd_point", "served"}
     serving = out["serving"]
+    # the training windows' BTYD fits, by feature cutoff: this config names the family (cheap_config),
+    # so none is taken from the served fit (with "auto": test_window_fits.py)
+    windows = serving["window_btyd"]
+    assert (windows["family"], windows["reason"], windows["unpinned"]) == (None, "[btyd] model = mbgnbd", {})
+    assert list(windows["windows"]) == ["1997-04-01", "1997-07-01"]  # the feature cutoffs C - 2h and C - h
+    assert {w["model"] for w in windows["windows"].values()} == {"mbgnbd"}
+    assert max(windows["windows"]) < out["window"]["calibration_end"]
     assert serving["hybrid_point_rule"] in ("sharpen", "median") and serving["btyd_point_rule"] in ("sharpen", "median")
     assert serving["point_rule"] == serving["btyd_point_rule" if serving["served"] == "btyd" else "hybrid_point_rule"]
     point, mean = out["holdout"]["models"]["hybrid"], out["holdout"]["models"]["hybrid_mean"]

@@ -85,6 +85,9 @@ def test_nightly_btyd_scores_reuse_the_stored_fit_and_refit_when_it_is_stale(fea
         stored = stored_fits.load(conn, stored_fits.BTYD)
         cutoff = scoring_cutoff(conn)
     assert stored.fit_cutoff == cutoff and stored.params["model"] == meta["model"]
+    # what the CLV training's window fits take from it (clv.windows.WindowFits)
+    with duckdb.connect(str(database)) as conn:
+        assert stored_fits.served_family(conn) == (meta["model"], float(stored.params["penalizer"]))
 
     second = dg.materialize([btyd_scores], resources=resources)
     meta = _metadata(second)

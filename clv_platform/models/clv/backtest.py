@@ -81,8 +81,10 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     horizon = (pd.Timestamp(holdout_end) - pd.Timestamp(calibration_end)).days
     config = config.for_backtest(horizon, label_days)
     frame, model_btyd = scoring_frame(conn, cutoff, config)
-    hybrid = train_clv(conn, cutoff, config, HYBRID)
-    plain = train_clv(conn, cutoff, config, XGBOOST, objective=hybrid.selection.chosen)
+    # the windows' BTYD fits take the family served at the calibration end (``WindowFits``)
+    family = (model_btyd.model, model_btyd.penalizer)
+    hybrid = train_clv(conn, cutoff, config, HYBRID, btyd_family=family)
+    plain = train_clv(conn, cutoff, config, XGBOOST, objective=hybrid.selection.chosen, btyd_family=family)
     index = frame["customer_id"].astype(str).to_numpy()
     ratio = frame["btyd_horizon_ratio"].to_numpy()
     # each variant's own forecast, also when the platform would serve the BTYD instead (``serving``

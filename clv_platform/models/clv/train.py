@@ -143,10 +143,13 @@ def train_clv(
     variant: str = HYBRID,
     objective: ObjectiveSpec | None = None,
     pareto_start: dict | None = None,
+    btyd_family: tuple[str, float] | None = None,
 ) -> TrainedClv:
     """Select the objective (unless given) and train the final model on windows ending <= C.
 
     ``pareto_start``: Pareto/NBD parameters the run's first window fit starts from (``WindowFits``).
+    ``btyd_family``: (family, penalizer) of the BTYD served at the cutoff, which every window's BTYD
+    fit then uses (``WindowFits``; None = each window's own ``auto`` choice).
 
     Selection: train windows end at C - h - k * step, validation window ends at C. Final model:
     windows end at C - k * step, trained for the early-stopped number of rounds of the chosen
@@ -164,7 +167,7 @@ def train_clv(
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     h = config.label_horizon_days
     per_window = -(-config.max_training_rows // max(config.window_count, 1)) if config.max_training_rows else None
-    fits = WindowFits(config, pareto_start)  # one BTYD fit per feature cutoff of this run
+    fits = WindowFits(config, pareto_start, btyd_family)  # one BTYD fit per feature cutoff of this run
     final_ends = window_ends(cutoff, config.window_count, config.window_step_days)
     inner_ends = window_ends(cutoff, config.window_count, config.window_step_days, h)
     # every frame of the run is read once, customer-sampled in SQL to the largest cap it serves
@@ -297,7 +300,7 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         window_ends=sorted({str(t.date()) for t in final["window_end"].drop_duplicates()}),  # distinct ends first: a Timestamp per row cost seconds
         validation_metrics=validation_metrics,
         validation_frame=valid,
-        serving={**serving, "extension": extension,
+        serving={**serving, "extension": extension, "window_btyd": fits.record(),
                  "buy_classifier": None if classifier is None else {
                      **classifier, "validation_mean_p": float(valid[BUY_P_COLUMN].mean()),
                      "validation_buyer_share": float((valid["label_spend"] > 0).mean())}},

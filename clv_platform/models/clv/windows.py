@@ -6,6 +6,7 @@ cutoff would know the labels of earlier windows).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 import duckdb
@@ -100,23 +101,70 @@ class WindowFits:
     Windows of a run share feature cutoffs (the extension factor's window is the oldest selection
     window), so each snapshot is fitted once; and a Pareto/NBD fit starts from the previous
     window's optimum (``btyd.fit_btyd``'s ``pareto_start``) instead of the fixed starts.
+
+    ``family`` (with ``[btyd] model = "auto"``): the family and L2 penalizer of the BTYD served at
+    the cutoff, fitted at every window's cutoff instead of each window choosing its own. Why: the
+    booster's offset and its correction are learned against the windows' BTYD and applied to the
+    served one, so a family that changes between the windows and the cutoff turns the correction
+    into an error. On a store of 88 % one-time buyers (``benchmarks/awkward_stores.py``) the
+    windows chose the MBG/NBD, which forecast 0.61-0.65 of each window's actual purchases too many,
+    and the cutoff's fit chose a penalized Pareto/NBD (1.03): the hybrid learned to cut the BTYD by a
+    third and cut a BTYD that was right. Only the family is taken from the cutoff's fit, not its
+    parameters: each window's are fitted on that window's data alone (point in time). A window where
+    the family gives no usable fit (``btyd.degeneracy``, or no fit at all) falls back to its own
+    ``auto`` choice and is listed in ``unpinned``.
     """
 
-    def __init__(self, config: ClvConfig, pareto_start: dict | None = None) -> None:
+    def __init__(self, config: ClvConfig, pareto_start: dict | None = None,
+                 family: tuple[str, float] | None = None) -> None:
         """``pareto_start``: week-unit Pareto/NBD parameters to start the run's first fit from
-        (the served BTYD fit's, ``pareto_params``); None = the fixed starts."""
+        (the served BTYD fit's, ``pareto_params``); None = the fixed starts. ``family``: (family,
+        penalizer) of the served BTYD fit, or None for each window's own choice."""
         self.config = config
         self.models: dict[date, btyd.BTYDModel] = {}
         self.fitted = 0
         self._pareto: dict | None = pareto_start
+        self.family = family if config.btyd_model == btyd.AUTO and family and family[0] in btyd.AUTO_FAMILIES else None
+        self.unpinned: dict[str, str] = {}
+        """Feature cutoff (ISO date) -> why that window's BTYD is its own ``auto`` choice, not ``family``."""
 
     def fit(self, features: pd.DataFrame, feature_cutoff: date) -> btyd.BTYDModel:
         if feature_cutoff not in self.models:
-            model = fit_btyd_at(features, self.config, pareto_start=self._pareto)
+            model = self._pinned(features, feature_cutoff) if self.family else None
+            if model is None:
+                model = fit_btyd_at(features, self.config, pareto_start=self._pareto)
             self.fitted += 1
             self.models[feature_cutoff] = model
             self._pareto = pareto_params(model) or self._pareto
         return self.models[feature_cutoff]
+
+    def _pinned(self, features: pd.DataFrame, feature_cutoff: date) -> btyd.BTYDModel | None:
+        family, penalizer = self.family
+        summary = btyd_summary(cap_rows(features, self.config.max_btyd_fit_customers or None))
+        try:
+            model = btyd.fit_btyd(summary, family, max(float(penalizer), self.config.btyd_penalizer),
+                                  self.config.spend_penalizer,
+                                  pareto_start=self._pareto if family == btyd.PARETO_NBD else None)
+        except (btyd.ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            self.unpinned[feature_cutoff.isoformat()] = f"{family} failed: {type(error).__name__}: {error}"[:200]
+            return None
+        problem = btyd.degeneracy(model, summary) or (
+            None if np.isfinite(model.log_likelihood) else "log-likelihood not finite")
+        if problem:
+            self.unpinned[feature_cutoff.isoformat()] = f"{family} not usable: {problem}"[:200]
+            return None
+        return replace(model, reason=f"{family} (penalizer {model.penalizer:g}): the family served at the cutoff")
+
+    def record(self) -> dict:
+        """What the run's window fits were, for the training metadata."""
+        return {"family": self.family[0] if self.family else None,
+                "penalizer": float(self.family[1]) if self.family else None,
+                "windows": {d.isoformat(): {"model": m.model, "penalizer": float(m.penalizer)}
+                            for d, m in sorted(self.models.items())},
+                "unpinned": dict(self.unpinned),
+                "reason": ("each window fits the family served at the cutoff" if self.family else
+                           "each window chooses its own family" if self.config.btyd_model == btyd.AUTO else
+                           f"[btyd] model = {self.config.btyd_model}")}
 
 
 def btyd_features(
