@@ -562,6 +562,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
                                       conn.execute(f"select * from {BTYD_TABLE} limit 0").df())
         registry.require_features(registry.DEFAULT_MODEL_NAME, sidecar["model_version"], model.features, empty.columns)
         alive, alive_reason = alive_evidence(conn, scoring_cutoff(conn))
+        family = _family_check(sidecar, stored_fits.served_family(conn), model.serves_btyd)
         written = write_clv_scores(conn, model, config, sidecar["model_version"], scored_at, settings.batch_customers,
                                    alive=alive)
         rows = written["rows"]
@@ -578,6 +579,8 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
              .dropna(how="all").reset_index())
     context.log.info(f"scored {rows} customers with {sidecar['model_name']} {sidecar['model_version']} "
                      f"in {written['batches']} batches; p_alive: {alive_reason}")
+    if family.get("btyd_family_matches_training") is False:
+        context.log.warning(family.pop("warning"))
     reconciled = written["alive"]
     alive_metadata = {"p_alive_source": alive_reason}
     if reconciled is not None:
@@ -600,6 +603,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "sharpen_at_horizon": written["gamma"],
             "point_rule": written["point_rule"],
             **alive_metadata,
+            **{k: v for k, v in family.items() if k != "warning"},
             **point_share,
             "tiers": dg.MetadataValue.md(
                 tiers.astype({"customers": int}).to_markdown(index=False, floatfmt=",.2f")
@@ -608,6 +612,24 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "preview": _md(preview),
         }
     )
+
+
+def _family_check(sidecar: dict, served: tuple[str, float] | None, serves_btyd: bool) -> dict:
+    """Whether the served BTYD is of the family the hybrid's training windows were fitted in
+    (``clv.windows.WindowFits``): the booster's correction belongs to that family's errors. A
+    training run refits both, so they differ only when the BTYD was refitted since (a stored fit
+    past ``refit_after_days`` and no retrain); the scores are still written, with a warning to
+    retrain. Empty for a model that serves the BTYD, or one whose windows chose their own family."""
+    trained = ((sidecar.get("serving") or {}).get("window_btyd") or {}).get("family")
+    if serves_btyd or not trained or served is None:
+        return {}
+    out = {"btyd_family_trained_against": trained, "btyd_family_served": served[0],
+           "btyd_family_matches_training": trained == served[0]}
+    if trained != served[0]:
+        out["warning"] = (f"the hybrid {sidecar.get('model_version')} was trained against {trained} BTYD fits and "
+                          f"the BTYD served now is {served[0]} (refitted since): its correction of the BTYD is "
+                          "of the other family's errors; retrain (retrain_models_job)")
+    return out
 
 
 def _point_in_interval_sql(conn) -> dict:

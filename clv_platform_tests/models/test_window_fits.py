@@ -58,3 +58,20 @@ def test_a_configured_family_or_a_last_resort_family_is_not_pinned():
     # BG/NBD is only the penalized last resort of auto: a window fits auto rather than copy it
     assert windows.WindowFits(config, family=(btyd.BGNBD, 0.01)).family is None
     assert windows.WindowFits(config, family=None).record()["reason"] == "each window chooses its own family"
+
+
+def test_scoring_says_when_the_served_btyd_is_not_the_family_the_hybrid_was_trained_against():
+    from clv_platform.models.clv_assets import _family_check
+
+    sidecar = {"model_version": "v7", "serving": {"window_btyd": {"family": btyd.MBGNBD, "penalizer": 0.0}}}
+    assert _family_check(sidecar, (btyd.MBGNBD, 0.0), serves_btyd=False) == {
+        "btyd_family_trained_against": btyd.MBGNBD, "btyd_family_served": btyd.MBGNBD,
+        "btyd_family_matches_training": True}
+    refitted = _family_check(sidecar, (btyd.PARETO_NBD, 0.001), serves_btyd=False)
+    assert refitted["btyd_family_matches_training"] is False
+    assert "trained against mbgnbd BTYD fits and the BTYD served now is pareto_nbd" in refitted["warning"]
+    assert "retrain" in refitted["warning"]
+    # a served BTYD forecast has no correction to go stale; an older model (no record) says nothing
+    assert _family_check(sidecar, (btyd.PARETO_NBD, 0.001), serves_btyd=True) == {}
+    assert _family_check({"serving": {}}, (btyd.PARETO_NBD, 0.001), serves_btyd=False) == {}
+    assert _family_check(sidecar, None, serves_btyd=False) == {}
