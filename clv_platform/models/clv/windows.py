@@ -107,9 +107,9 @@ class WindowFits:
     booster's offset and its correction are learned against the windows' BTYD and applied to the
     served one, so a family that changes between the windows and the cutoff turns the correction
     into an error. On a store of 88 % one-time buyers (``benchmarks/awkward_stores.py``) the
-    windows chose the MBG/NBD, which forecast 0.61-0.65 of each window's actual purchases too many,
-    and the cutoff's fit chose a penalized Pareto/NBD (1.03): the hybrid learned to cut the BTYD by a
-    third and cut a BTYD that was right. Only the family is taken from the cutoff's fit, not its
+    windows chose the MBG/NBD (actual / forecast purchases over the next 91 days 0.61-0.65, about
+    1.6 times too many) and the cutoff's fit a penalized Pareto/NBD (1.03): the hybrid learned to
+    cut the BTYD by a third and cut a BTYD that was right. Only the family is taken from the cutoff's fit, not its
     parameters: each window's are fitted on that window's data alone (point in time). A window where
     the family gives no usable fit (``btyd.degeneracy``, or no fit at all) falls back to its own
     ``auto`` choice and is listed in ``unpinned``.
