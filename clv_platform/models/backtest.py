@@ -31,7 +31,6 @@ import pandas as pd
 from clv_platform.models import btyd, lifecycle, metrics, total_interval
 from clv_platform.models.datasets import load_dataset
 from clv_platform.reports import svg_chart_start, svg_value_axis
-from lifetimes.utils import ConvergenceError
 
 NAIVE = "naive"
 BTYD = "btyd"
@@ -259,7 +258,7 @@ def _window_fit(transactions: pd.DataFrame, end: pd.Timestamp, holdout_days: int
     try:
         model = (btyd.fit_auto(summary, pareto_start=start) if model_choice == AUTO
                  else btyd.fit_btyd(summary, model_choice, pareto_start=start))
-    except (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+    except btyd.FIT_ERRORS as error:
         cache[end] = (summary, None, None, actual, f"BTYD fit failed: {error}")
         return cache[end]
     predicted = float(model.score(summary, int(holdout_days) / btyd.DAYS_PER_WEEK)["expected_spend"].sum())
@@ -454,7 +453,7 @@ def btyd_backtest(
         t0 = time.perf_counter()
         try:
             attempts[name] = btyd.fit_btyd(summary, name)
-        except (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+        except btyd.FIT_ERRORS as error:
             attempts[name] = error  # reported; a family that cannot be fitted must not stop the backtest
         timings[name] = time.perf_counter() - t0
     fitted = {name: m for name, m in attempts.items() if not isinstance(m, Exception)}

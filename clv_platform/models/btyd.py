@@ -1102,7 +1102,7 @@ def parameter_bootstrap(
         try:
             refit = fit_btyd(resample, model.model, model.penalizer, pareto_start=start)
             total = float(refit.score(summary, horizon_weeks)["expected_spend"].sum())
-        except (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError):
+        except FIT_ERRORS:
             failed += 1
             continue
         if not np.isfinite(total) or base <= 0:
@@ -1165,6 +1165,17 @@ def fit_btyd(
         n_customers=int(len(summary)),
         penalizer=penalizer,
     )
+
+
+FIT_ERRORS = (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError)
+"""What a BTYD fit that did not succeed raises (non-convergence, a singular Hessian, parameters
+lifetimes rejects, overflow): the callers that try a fit and go on without it catch these."""
+
+
+def unusable(model: BTYDModel, summary: pd.DataFrame) -> str | None:
+    """Why a fit must not be served (``degeneracy``, or a log-likelihood lifetimes cannot compute,
+    which would win or lose a comparison of likelihoods at random), or None when it can be."""
+    return degeneracy(model, summary) or (None if np.isfinite(model.log_likelihood) else "log-likelihood not finite")
 
 
 def degeneracy(model: BTYDModel, summary: pd.DataFrame) -> str | None:
@@ -1283,13 +1294,11 @@ def fit_auto(
                 raise prefit
             fitted = prefit or fit_btyd(summary, family, pen, spend_penalizer,
                                         pareto_start=_ladder_start(family, pen))
-        except (ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+        except FIT_ERRORS as error:
             rows.append({"family": family, "penalizer": pen, "log_likelihood": None, "status": "failed",
                          "reason": f"{type(error).__name__}: {error}"[:200]})
             return None
-        # a likelihood lifetimes cannot compute would win or lose the max() below at random
-        problem = degeneracy(fitted, summary) or (
-            None if np.isfinite(fitted.log_likelihood) else "log-likelihood not finite")
+        problem = unusable(fitted, summary)
         rows.append({"family": family, "penalizer": fitted.penalizer, "log_likelihood": fitted.log_likelihood,
                      "status": "degenerate" if problem else "usable", "reason": problem or "",
                      "params": {k: float(v) for k, v in fitted.transactions.params_.items()}})

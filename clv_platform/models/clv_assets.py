@@ -579,8 +579,9 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
              .dropna(how="all").reset_index())
     context.log.info(f"scored {rows} customers with {sidecar['model_name']} {sidecar['model_version']} "
                      f"in {written['batches']} batches; p_alive: {alive_reason}")
-    if family.get("btyd_family_matches_training") is False:
-        context.log.warning(family.pop("warning"))
+    warning = family.pop("warning", None)
+    if warning:
+        context.log.warning(warning)
     reconciled = written["alive"]
     alive_metadata = {"p_alive_source": alive_reason}
     if reconciled is not None:
@@ -603,7 +604,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "sharpen_at_horizon": written["gamma"],
             "point_rule": written["point_rule"],
             **alive_metadata,
-            **{k: v for k, v in family.items() if k != "warning"},
+            **family,
             **point_share,
             "tiers": dg.MetadataValue.md(
                 tiers.astype({"customers": int}).to_markdown(index=False, floatfmt=",.2f")

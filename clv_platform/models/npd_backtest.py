@@ -285,7 +285,7 @@ def timing_fit(summary: pd.DataFrame) -> tuple[btyd.BTYDModel | None, dict]:
     for family in TIMING_FAMILIES:
         try:
             model = btyd.fit_btyd(summary, family)
-        except (btyd.ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+        except btyd.FIT_ERRORS as error:
             failed[family] = (str(error).strip() or type(error).__name__).splitlines()[0]
             continue
         reason = ("fitted" if not failed else

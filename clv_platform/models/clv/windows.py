@@ -90,9 +90,14 @@ def fit_btyd_at(features: pd.DataFrame, config: ClvConfig, pareto_start: dict | 
     deterministic customer sample (``cap_rows``), the parameters then serve every customer:
     the fit's cost stops growing with the store, smaller stores are fitted on every customer.
     """
-    sample = cap_rows(features, config.max_btyd_fit_customers or None)
-    return btyd.fit_btyd(btyd_summary(sample), config.btyd_model, config.btyd_penalizer, config.spend_penalizer,
-                         pareto_start=pareto_start)
+    return btyd.fit_btyd(fit_summary(features, config), config.btyd_model, config.btyd_penalizer,
+                         config.spend_penalizer, pareto_start=pareto_start)
+
+
+def fit_summary(features: pd.DataFrame, config: ClvConfig) -> pd.DataFrame:
+    """The calibration summary a window's BTYD is fitted on: ``btyd_summary`` of the
+    ``[sampling] max_btyd_fit_customers`` deterministic customer sample (all customers below it)."""
+    return btyd_summary(cap_rows(features, config.max_btyd_fit_customers or None))
 
 
 class WindowFits:
@@ -140,16 +145,15 @@ class WindowFits:
 
     def _pinned(self, features: pd.DataFrame, feature_cutoff: date) -> btyd.BTYDModel | None:
         family, penalizer = self.family
-        summary = btyd_summary(cap_rows(features, self.config.max_btyd_fit_customers or None))
+        summary = fit_summary(features, self.config)
         try:
             model = btyd.fit_btyd(summary, family, max(float(penalizer), self.config.btyd_penalizer),
                                   self.config.spend_penalizer,
                                   pareto_start=self._pareto if family == btyd.PARETO_NBD else None)
-        except (btyd.ConvergenceError, ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+        except btyd.FIT_ERRORS as error:
             self.unpinned[feature_cutoff.isoformat()] = f"{family} failed: {type(error).__name__}: {error}"[:200]
             return None
-        problem = btyd.degeneracy(model, summary) or (
-            None if np.isfinite(model.log_likelihood) else "log-likelihood not finite")
+        problem = btyd.unusable(model, summary)
         if problem:
             self.unpinned[feature_cutoff.isoformat()] = f"{family} not usable: {problem}"[:200]
             return None
