@@ -49,6 +49,14 @@ class DayAppended:
         return self.profile_updates + self.new_profiles
 
 
+def _with_payloads(sample_sql: str) -> str:
+    """The sampled newest versions (``order_id, _rowid``) with their raw payload and source, numbered
+    1..n by order id."""
+    return (f"select s.order_id, o.payload, o.source, row_number() over (order by s.order_id) as i "
+            f"from ({sample_sql}) s join (select rowid as _rowid, payload, source from raw.shopify_orders) o "
+            f"using (_rowid)")
+
+
 def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: float = 0.21) -> DayAppended:
     """Append one day of news to raw after the newest order version, shaped like the demo store's.
 
@@ -74,17 +82,23 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
     at = datetime(day.year, day.month, day.day, 15)  # mid-afternoon UTC: the same day in the shop's zone
     stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
     ingested = datetime.now().replace(microsecond=0)
-    # the newest version of each order, the population the day's news is drawn from
+    # the newest version of each order, the population the day's news is drawn from: its rowid and
+    # the flags the samples need, not its payload (a copy of every payload spilled some 30 GB of
+    # temp files at 3M customers and filled the disk); the sampled rows' payloads are read after
     conn.execute("""
         create or replace temp table _latest as
-        select order_id, payload, source from raw.shopify_orders
+        select order_id, _rowid, copyable, untouched
+        from (select order_id, rowid as _rowid, updated_at, ingested_at,
+                     coalesce(payload ->> '$.test', 'false') <> 'true' as copyable,
+                     payload ->> '$.cancelledAt' is null
+                         and json_array_length(coalesce(payload -> '$.refunds', '[]')) = 0 as untouched
+              from raw.shopify_orders)
         qualify row_number() over (partition by order_id order by updated_at desc, ingested_at desc) = 1
     """)
     # samples by a seeded hash order, not DuckDB's reservoir sample: a seeded SAMPLE repeats only
     # single-threaded, and the day must be the same on every run (and test orders are never copied)
-    conn.execute(f"create or replace temp table _picked as select *, row_number() over (order by order_id) as i from "
-                 f"(select * from _latest where coalesce(payload ->> '$.test', 'false') <> 'true' "
-                 f"order by hash(order_id || '#7') limit {n_new})")
+    picked = f"select order_id, _rowid from _latest where copyable order by hash(order_id || '#7') limit {n_new}"
+    conn.execute(f"create or replace temp table _picked as {_with_payloads(picked)}")
     conn.execute(
         """
         insert into raw.shopify_orders
@@ -108,15 +122,9 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
          "n_new_customers": n_new_customers, "ingested": ingested},
     )
     # old orders: a refund, a cancellation or a discount edit each (disjoint samples of paid orders)
-    conn.execute(f"""
-        create or replace temp table _old as
-        select *, row_number() over (order by order_id) as i from (
-            select * from _latest
-            where payload ->> '$.cancelledAt' is null
-              and json_array_length(coalesce(payload -> '$.refunds', '[]')) = 0
-              and coalesce(payload ->> '$.test', 'false') <> 'true'
-            order by hash(order_id || '#11') limit {n_refund + n_cancel + n_edit})
-    """)
+    old = (f"select order_id, _rowid from _latest where untouched and copyable "
+           f"order by hash(order_id || '#11') limit {n_refund + n_cancel + n_edit}")
+    conn.execute(f"create or replace temp table _old as {_with_payloads(old)}")
     conn.execute(
         """
         insert into raw.shopify_orders
@@ -151,12 +159,20 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
     # profiles: updates of existing ones, and one new profile per new customer
     conn.execute("""
         create or replace temp table _profiles as
-        select profile_id, payload, source from raw.klaviyo_profiles
+        select profile_id, _rowid
+        from (select profile_id, rowid as _rowid, updated_at, ingested_at from raw.klaviyo_profiles)
         qualify row_number() over (partition by profile_id order by updated_at desc, ingested_at desc) = 1
     """)
+
+    def profiles(sample_sql: str) -> str:  # the sampled profiles' newest payloads, as `_with_payloads`
+        return (f"select s.profile_id, p.payload, p.source from ({sample_sql}) s join "
+                f"(select rowid as _rowid, payload, source from raw.klaviyo_profiles) p using (_rowid)")
+
     n_profiles = int(conn.execute("select count(*) from _profiles").fetchone()[0])
     if n_profiles:
         stamp_tz = at.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        updated = profiles(f"select * from _profiles order by hash(profile_id || '#13') limit {min(n_new, n_profiles)}")
+        copied = profiles("select * from _profiles order by profile_id limit $n")
         conn.execute(
             f"""
             insert into raw.klaviyo_profiles
@@ -164,19 +180,20 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
                    json_merge_patch(payload, json_object('attributes', json_object(
                        'updated', $stamp, 'location', json_object('city', 'Nightly City')))),
                    source, $ingested
-            from (select * from _profiles order by hash(profile_id || '#13') limit {min(n_new, n_profiles)})
+            from ({updated})
             """,
             {"at": at, "stamp": stamp_tz, "ingested": ingested},
         )
         conn.execute(
-            """
+            f"""
             insert into raw.klaviyo_profiles
             select 'NIGHTLY' || ($serial + i), $at,
                    json_merge_patch(payload, json_object('id', 'NIGHTLY' || ($serial + i), 'attributes', json_object(
                        'email', 'nightly-' || ($serial + i) || '@example.com', 'external_id', null,
                        'created', $stamp, 'updated', $stamp))),
                    source, $ingested
-            from (select *, row_number() over (order by profile_id) as i from (select * from _profiles order by profile_id limit $n))
+            from (select *, row_number() over (order by profile_id) as i
+                  from ({copied}))
             """,
             {"at": at, "stamp": stamp_tz, "ingested": ingested, "n": n_new_customers, "serial": serial},
         )
