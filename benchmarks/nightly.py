@@ -49,12 +49,16 @@ class DayAppended:
         return self.profile_updates + self.new_profiles
 
 
-def _with_payloads(sample_sql: str) -> str:
-    """The sampled newest versions (``order_id, _rowid``) with their raw payload and source, numbered
-    1..n by order id."""
-    return (f"select s.order_id, o.payload, o.source, row_number() over (order by s.order_id) as i "
-            f"from ({sample_sql}) s join (select rowid as _rowid, payload, source from raw.shopify_orders) o "
-            f"using (_rowid)")
+def _payloads(sample_sql: str, table: str, key: str) -> str:
+    """The sampled newest versions (``key, _rowid`` of ``table``) with their raw payload and source."""
+    return (f"select s.{key}, r.payload, r.source from ({sample_sql}) s "
+            f"join (select rowid as _rowid, payload, source from {table}) r using (_rowid)")
+
+
+def _numbered_orders(sample_sql: str) -> str:
+    """The sampled orders' newest payloads, numbered 1..n by order id."""
+    return (f"select *, row_number() over (order by order_id) as i "
+            f"from ({_payloads(sample_sql, 'raw.shopify_orders', 'order_id')})")
 
 
 def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: float = 0.21) -> DayAppended:
@@ -83,8 +87,8 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
     stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
     ingested = datetime.now().replace(microsecond=0)
     # the newest version of each order, the population the day's news is drawn from: its rowid and
-    # the flags the samples need, not its payload (a copy of every payload spilled some 30 GB of
-    # temp files at 3M customers and filled the disk); the sampled rows' payloads are read after
+    # the flags the samples need, not its payload (a copy of every payload spilled to temp files at
+    # 3M customers until the disk, 56 GB free, was full); the sampled rows' payloads are read after
     conn.execute("""
         create or replace temp table _latest as
         select order_id, _rowid, copyable, untouched
@@ -98,7 +102,7 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
     # samples by a seeded hash order, not DuckDB's reservoir sample: a seeded SAMPLE repeats only
     # single-threaded, and the day must be the same on every run (and test orders are never copied)
     picked = f"select order_id, _rowid from _latest where copyable order by hash(order_id || '#7') limit {n_new}"
-    conn.execute(f"create or replace temp table _picked as {_with_payloads(picked)}")
+    conn.execute(f"create or replace temp table _picked as {_numbered_orders(picked)}")
     conn.execute(
         """
         insert into raw.shopify_orders
@@ -124,7 +128,7 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
     # old orders: a refund, a cancellation or a discount edit each (disjoint samples of paid orders)
     old = (f"select order_id, _rowid from _latest where untouched and copyable "
            f"order by hash(order_id || '#11') limit {n_refund + n_cancel + n_edit}")
-    conn.execute(f"create or replace temp table _old as {_with_payloads(old)}")
+    conn.execute(f"create or replace temp table _old as {_numbered_orders(old)}")
     conn.execute(
         """
         insert into raw.shopify_orders
@@ -163,16 +167,13 @@ def append_day(conn: duckdb.DuckDBPyConnection, fraction: float = 0.003, seed: f
         from (select profile_id, rowid as _rowid, updated_at, ingested_at from raw.klaviyo_profiles)
         qualify row_number() over (partition by profile_id order by updated_at desc, ingested_at desc) = 1
     """)
-
-    def profiles(sample_sql: str) -> str:  # the sampled profiles' newest payloads, as `_with_payloads`
-        return (f"select s.profile_id, p.payload, p.source from ({sample_sql}) s join "
-                f"(select rowid as _rowid, payload, source from raw.klaviyo_profiles) p using (_rowid)")
-
     n_profiles = int(conn.execute("select count(*) from _profiles").fetchone()[0])
     if n_profiles:
         stamp_tz = at.strftime("%Y-%m-%dT%H:%M:%S+00:00")
-        updated = profiles(f"select * from _profiles order by hash(profile_id || '#13') limit {min(n_new, n_profiles)}")
-        copied = profiles("select * from _profiles order by profile_id limit $n")
+        updated = _payloads(
+            f"select * from _profiles order by hash(profile_id || '#13') limit {min(n_new, n_profiles)}",
+            "raw.klaviyo_profiles", "profile_id")
+        copied = _payloads("select * from _profiles order by profile_id limit $n", "raw.klaviyo_profiles", "profile_id")
         conn.execute(
             f"""
             insert into raw.klaviyo_profiles
