@@ -45,7 +45,8 @@ from clv_platform.models import btyd, total_interval
 from clv_platform.models import backtest as mbt
 
 LABEL_DAYS = 91
-"""The backtest's label window (``[backtest] label_horizon_days``)."""
+"""A quarter: the backtest's label window until 6 December 2026 (its own ``[backtest]`` section,
+since replaced by production's rule, ``clv.supported_label_window``; 89 days on CDNOW)."""
 SERVED_LABEL_DAYS = 180
 """The packaged clv.toml's label window (``[horizon] label_horizon_days``): ``clv180_*``."""
 LABEL_WINDOWS = (LABEL_DAYS, SERVED_LABEL_DAYS)

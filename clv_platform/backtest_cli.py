@@ -68,9 +68,10 @@ def run_backtest(
     if holdout_end <= calibration_end:
         raise ValueError("--holdout-end must be after --calibration-end")
     config = clv.load_config(config_path)
-    label_days, label_note = check_history(loaded.transactions, calibration_end, holdout_end, config)
+    check_history(loaded.transactions, calibration_end, holdout_end)
     conn = frames.staging_connection(loaded.transactions)
     try:
+        label_days, label_note = label_window(conn, calibration_end, holdout_end, config)
         ml = clv.ml_backtest(conn, calibration_end, holdout_end, config, label_days=label_days)
     finally:
         conn.close()
@@ -89,7 +90,7 @@ def run_backtest(
         from clv_platform.models.npd_backtest import DEFAULT_TRAINING_HORIZON_DAYS, run_npd_backtest
 
         # the AFT trains on one label window before the calibration end: at most the label window the
-        # history supports (check_history), else a short file has no training rows at C - 90 days
+        # history supports (label_window), else a short file has no training rows at C - 90 days
         npd_days = min(DEFAULT_TRAINING_HORIZON_DAYS, label_days)
         try:
             npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1),
@@ -106,10 +107,9 @@ def run_backtest(
                                          "p_alive": restage(run, npd, result)})
     if coverage_windows > 0:
         # the store-total interval over several windows: one window cannot tell noise from bias.
-        # Holdouts of one label window ([backtest] label_horizon_days) so that earlier windows'
-        # errors are known at later calibration ends (the bias term)
-        days = int(min(config.backtest.get("label_horizon_days", config.label_horizon_days),
-                       (holdout_end - calibration_end).days))
+        # Holdouts of COVERAGE_WINDOW_DAYS so that earlier windows' errors are known at later
+        # calibration ends (the bias term)
+        days = int(min(COVERAGE_WINDOW_DAYS, (holdout_end - calibration_end).days))
         ends = backtest.coverage_window_ends(loaded.transactions, days, limit=coverage_windows)
         result["total_coverage_windows"] = backtest._clean(
             backtest.rolling_total_coverage(loaded.transactions, ends, days, config.btyd_model))
@@ -233,68 +233,63 @@ def default_window(loaded, calibration_end=None, holdout_end=None) -> tuple[pd.T
         "derived: the last third of the history (28 to 365 days) is the holdout, ending at the last order day")
 
 
-MIN_REPEAT_CUSTOMERS = 10
-"""Customers who must have bought on two different days by the earliest feature cutoff of the ML
-training (C - 2h, the objective selection's training window): that window's BTYD is fitted there."""
-MIN_LABEL_DAYS = 14
-"""The shortest label window the backtest shortens to before it calls the history too short."""
+COVERAGE_WINDOW_DAYS = 91
+"""Holdout of each rolling window of ``--coverage-windows`` (the BTYD store-total interval's
+coverage): a quarter, so that six of them fit a year and a half of history."""
 
 
-def check_history(transactions: pd.DataFrame, calibration_end, holdout_end, config) -> tuple[int, str]:
-    """The label window h of the ML models (days) and a sentence on how it was set; fails with a
-    plain sentence when the data cannot support the backtest.
+def check_history(transactions: pd.DataFrame, calibration_end, holdout_end) -> None:
+    """Fail with a plain sentence when the data cannot support a backtest at all: no history before
+    the calibration end (at least three ``MIN_LABEL_DAYS`` windows), nothing after it, or fewer than
+    ``MIN_REPEAT_CUSTOMERS`` repeat buyers. The label window itself is ``label_window``'s."""
+    from clv_platform.models.clv import MIN_LABEL_DAYS, MIN_REPEAT_CUSTOMERS
 
-    The ML models train on a label window of h days (``[backtest] label_horizon_days`` of
-    clv.toml, at most the holdout) whose features are computed h days before the calibration end,
-    and select their objective on the window before that, with features at C - 2h: at that
-    date ``MIN_REPEAT_CUSTOMERS`` customers must have bought twice. A short file whose first repeat
-    buyers come late gets a shorter h (down to ``MIN_LABEL_DAYS``) rather than failing deep inside
-    the training with no usable window.
-    """
-    calibration_end, holdout_end = pd.Timestamp(calibration_end), pd.Timestamp(holdout_end)
+    calibration_end = pd.Timestamp(calibration_end)
     dates = transactions["order_date"]
     first, last = dates.min().normalize(), dates.max().normalize()
-    holdout_days = (holdout_end - calibration_end).days
-    configured = int(config.backtest.get("label_horizon_days", config.label_horizon_days))
-    h = min(configured, holdout_days)
     have = (calibration_end - first).days
     if have < 0:
         raise ValueError(
             f"history too short: the file's orders span {(last - first).days} days ({first.date()} to {last.date()}) "
             f"and the calibration end {calibration_end.date()} is before the first order; the models need at least "
-            f"{2 * MIN_LABEL_DAYS} days of history before the calibration end and orders after it")
-    if have < 2 * MIN_LABEL_DAYS:
+            f"{3 * MIN_LABEL_DAYS} days of history before the calibration end and orders after it")
+    if have < 3 * MIN_LABEL_DAYS:
         raise ValueError(
             f"history too short: the calibration period runs {have} days ({first.date()} to "
-            f"{calibration_end.date()}), the models need at least {2 * MIN_LABEL_DAYS} days (two label windows of "
+            f"{calibration_end.date()}), the models need at least {3 * MIN_LABEL_DAYS} days (three label windows of "
             f"at least {MIN_LABEL_DAYS} days) before the calibration end; use a longer file or a later --calibration-end")
     if last <= calibration_end:
         raise ValueError(f"no transactions after the calibration end {calibration_end.date()} "
                          f"(the file ends {last.date()}): nothing to compare the forecasts with")
     before = transactions[transactions["order_date"] <= calibration_end]
-    # each customer's second distinct purchase day: when they became a repeat buyer
-    second = (before.assign(day=before["order_date"].dt.normalize()).drop_duplicates(["customer_id", "day"])
-              .sort_values("day").groupby("customer_id")["day"].nth(1).sort_values())
-    if second.empty:
+    repeat = int((before.assign(day=before["order_date"].dt.normalize()).groupby("customer_id")["day"].nunique() > 1).sum())
+    if repeat == 0:
         raise ValueError(f"no customer bought on two different days before {calibration_end.date()}: "
                          "repeat-purchase models cannot be fitted")
-    if len(second) < MIN_REPEAT_CUSTOMERS:
-        raise ValueError(f"history too short: only {len(second)} customers bought on two different days before "
+    if repeat < MIN_REPEAT_CUSTOMERS:
+        raise ValueError(f"history too short: only {repeat} customers bought on two different days before "
                          f"{calibration_end.date()}, the models need at least {MIN_REPEAT_CUSTOMERS}")
-    ready = second.iloc[MIN_REPEAT_CUSTOMERS - 1]
-    fits = (calibration_end - ready).days // 2
-    if fits < h:
-        if fits < MIN_LABEL_DAYS:
-            raise ValueError(
-                f"history too short: the calibration period runs {have} days ({first.date()} to "
-                f"{calibration_end.date()}) and its {MIN_REPEAT_CUSTOMERS}th repeat buyer came on {ready.date()}; "
-                f"the models need two label windows of at least {MIN_LABEL_DAYS} days after that "
-                f"(by {(ready + pd.Timedelta(days=2 * MIN_LABEL_DAYS)).date()}) before the calibration end; "
-                "use a longer file or a later --calibration-end")
-        return fits, (f"{fits} days, shortened from {h}: the objective selection trains on features at "
-                      f"C - 2h, and only from {ready.date()} had {MIN_REPEAT_CUSTOMERS} customers bought twice")
-    return h, (f"{h} days ([backtest] label_horizon_days)" if h == configured
-               else f"{h} days (the holdout; [backtest] label_horizon_days is {configured})")
+
+
+def label_window(conn, calibration_end, holdout_end, config) -> tuple[int, str]:
+    """The ML models' label window h (days) and how it was set: production's rule
+    (``clv.supported_label_window``: ``[horizon] label_horizon_days``, at most a third of the history
+    since its 10th repeat buyer) with the holdout as a further cap. ``conn`` holds the data set's
+    staging tables. A history that supports less than ``MIN_LABEL_DAYS`` is refused in a sentence."""
+    from clv_platform.models import clv
+
+    calibration_end, holdout_end = pd.Timestamp(calibration_end), pd.Timestamp(holdout_end)
+    holdout_days = (holdout_end - calibration_end).days
+    configured = config.label_horizon_days
+    try:
+        window = clv.supported_label_window(conn, calibration_end.date(), min(configured, holdout_days))
+    except clv.HistoryTooShort as error:
+        raise ValueError(f"history too short: {error}; use a longer file or a later --calibration-end") from None
+    if window.days < window.configured:
+        return window.days, window.note
+    if window.days < configured:
+        return window.days, f"{window.days} days (the holdout; [horizon] label_horizon_days is {configured})"
+    return window.days, f"{window.days} days ([horizon] label_horizon_days)"
 
 
 def json_view(result: dict) -> dict:

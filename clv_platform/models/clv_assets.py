@@ -106,6 +106,48 @@ TRAINING_KEYS = (CLV_MODEL_KEY, NPD_MODEL_KEY)
 """A run whose selection holds one of these trains the models, and refits every stored fit."""
 
 
+def trained_label_config(conn, cutoff, config: clv.ClvConfig) -> tuple[clv.ClvConfig, str, str | None]:
+    """(config, note, why too short): the label window a model trained at ``cutoff`` uses, the one
+    the store's history supports (``clv.supported_label_window``, at most ``[horizon]
+    label_horizon_days``), the rule the backtest measures; with the reason when the history is too
+    short to train (the BTYD stand-in, on the configured window)."""
+    try:
+        window = clv.supported_label_window(conn, cutoff, config.label_horizon_days)
+    except clv.HistoryTooShort as error:
+        return config, f"{config.label_horizon_days} days (configured; the history is too short to train)", str(error)
+    return config.with_label_days(window.days), window.note, None
+
+
+def btyd_label_config(context, conn, cutoff, config: clv.ClvConfig) -> tuple[clv.ClvConfig, str]:
+    """(config, note): the label window of ml.btyd_scores' label-window columns, the BTYD inputs the
+    hybrid is scored with (its offset and features over h). A run that trains the models computes
+    them for the window the new model trains on (``trained_label_config``); any other run for the
+    served model's window, which is what scores/customer_clv reads them for (the window grows with
+    a young store's history, so tonight's rule may differ from the served model's)."""
+    served = None if stored_fits.training_run(context, TRAINING_KEYS) else registry.latest_registered(conn)
+    if served is not None:
+        days = int(registry.read_sidecar(served["path"])["label_horizon_days"])
+        return config.with_label_days(days), f"{days} days: the served model {served['model_version']}'s label window"
+    config, note, _ = trained_label_config(conn, cutoff, config)
+    return config, note
+
+
+class LabelWindowMismatch(ValueError):
+    """ml.btyd_scores holds label-window columns for another window than the served model's."""
+
+
+def require_label_window(conn, model, version: str) -> None:
+    """Fail before scoring when ml.btyd_scores' label window is not the served model's: the hybrid
+    would read BTYD inputs over another span than it was trained on (a rollback, or ml/clv_model
+    materialized without ml/btyd_scores in its run)."""
+    windows = [int(r[0]) for r in conn.execute(f"select distinct label_horizon_days from {BTYD_TABLE}").fetchall()]
+    if windows and windows != [int(model.label_horizon_days)]:
+        raise LabelWindowMismatch(
+            f"{BTYD_TABLE} holds label-window columns over {', '.join(map(str, windows))} days, the served CLV model "
+            f"{version} was trained on {model.label_horizon_days}-day labels: materialize ml/btyd_scores (outside a "
+            "training run it computes them for the served model's window), then scores/customer_clv")
+
+
 def stored_or_fitted_btyd(context, conn, cutoff, config: clv.ClvConfig, max_age_days: int,
                           refit: bool = False) -> tuple:
     """(BTYD model, ``stored_fits.Decision``, fit cutoff): the stored fit when it may be reused at
@@ -228,6 +270,7 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
         cutoff = scoring_cutoff(conn)
         model, decision, fit_cutoff = stored_or_fitted_btyd(context, conn, cutoff, clv_config,
                                                             settings.refit_after_days, config.refit)
+        clv_config, label_note = btyd_label_config(context, conn, cutoff, clv_config)
         mixture, mixture_reason = mixture_inputs_needed(context, conn, clv_config)
         fit = interval_cache.fit_identity(stored_fits.load(conn, stored_fits.BTYD))
         totals = write_btyd_scores(conn, model, clv_config, cutoff, settings.batch_customers, mixture=mixture, fit=fit)
@@ -255,6 +298,8 @@ def btyd_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
                                             for row in model.selection]) if model.selection else
                               pd.DataFrame({"family": [model.model]})),
             "horizon_days": clv_config.horizon_days,
+            "label_horizon_days": clv_config.label_horizon_days,
+            "label_window": label_note,
             "transaction_params": dg.MetadataValue.json(params["transaction_params"]),
             "spend_params": dg.MetadataValue.json(params["spend_params"]),
             "log_likelihood": float(model.log_likelihood),
@@ -297,8 +342,12 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         cutoff = scoring_cutoff(conn)
         # the window fits take the served fit's family, and a Pareto/NBD starts at its optimum
         # (ml/btyd_scores ran first)
-        trained = clv.train_clv(conn, cutoff, config, clv.HYBRID, pareto_start=stored_fits.served_pareto_start(conn),
-                                btyd_family=stored_fits.served_family(conn))
+        # the label window the store's history supports (the backtest's rule): shorter for a young store
+        config, label_note, too_short = trained_label_config(conn, cutoff, config)
+        trained = (clv.btyd_only(cutoff, config, too_short) if too_short else
+                   clv.train_clv(conn, cutoff, config, clv.HYBRID, pareto_start=stored_fits.served_pareto_start(conn),
+                                 btyd_family=stored_fits.served_family(conn)))
+        trained.serving["label_window"] = label_note
         gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
         context.log_event(registry.model_runs_event(record.name, record.version, gate["register"]))
@@ -353,6 +402,8 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "registration": gate["reason"],
             "served_version_compared": gate.get("served_version") or "",
             "serves": trained.serving.get("served", clv.HYBRID),
+            "label_horizon_days": trained.model.label_horizon_days,
+            "label_window": label_note,
             "serving_reason": trained.serving.get("reason", ""),
             "level_factor": float(trained.model.level),
             "extension_factor": float(trained.model.extension_factor),
@@ -561,6 +612,7 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
         empty = clv.frame_from_tables(conn.execute(f"select * from {FEATURE_TABLE} limit 0").df(),
                                       conn.execute(f"select * from {BTYD_TABLE} limit 0").df())
         registry.require_features(registry.DEFAULT_MODEL_NAME, sidecar["model_version"], model.features, empty.columns)
+        require_label_window(conn, model, sidecar["model_version"])
         alive, alive_reason = alive_evidence(conn, scoring_cutoff(conn))
         family = _family_check(sidecar, stored_fits.served_family(conn), model.serves_btyd)
         written = write_clv_scores(conn, model, config, sidecar["model_version"], scored_at, settings.batch_customers,
@@ -735,6 +787,16 @@ def registration_gate(conn, trained: clv.TrainedClv) -> dict:
     if trained.validation_frame is None:
         # a BTYD-only model (history too short to train): no validation window to compare on
         return registry.short_history_decision(conn, registry.DEFAULT_MODEL_NAME)
+    served = registry.latest_registered(conn, registry.DEFAULT_MODEL_NAME)
+    served_days = None if served is None else registry.read_sidecar(served["path"]).get("label_horizon_days")
+    if served_days is not None and int(served_days) != trained.model.label_horizon_days:
+        # a young store's label window grows with its history (clv.supported_label_window): the
+        # served model's BTYD inputs span another window than this validation frame's
+        return {"register": True, "served_version": served["model_version"], "comparisons": [],
+                "served_metrics": None,
+                "reason": f"served {served['model_version']} was trained on {int(served_days)}-day labels, this model on "
+                          f"{trained.model.label_horizon_days} (the label window the store's history supports now): "
+                          "the served model cannot be scored on this validation window"}
     version, served = served_metrics_on(conn, trained)
     decision = registry.decide(trained.validation_metrics, served, monitoring_config().model_regression, version)
     decision["served_metrics"] = served

@@ -45,17 +45,20 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
                          "served_total_interval", "serving", "headline", "npd"]
     assert out["input"] == {"rows_used": 6919, "rows_dropped": {}}
     assert out["btyd_selection"]["chosen"] == "mbgnbd" and out["btyd_selection"]["reason"]
-    # the published protocol's window; the label window is the configured 91 days, not shortened
+    # the published protocol's window; the label window production's rule gives this history: a
+    # third of the 262 days since the tenth repeat buyer (1997-01-11), not the configured 180
     assert (out["window"]["calibration_end"], out["window"]["holdout_end"]) == ("1997-09-30", "1998-06-30")
-    assert out["window"]["label_window_days"] == 91
-    assert out["window"]["label_window"] == "91 days ([backtest] label_horizon_days)"
+    assert out["window"]["label_window_days"] == 87
+    assert out["window"]["label_window"].startswith("87 days, shortened from 180: a third of the 262 days since the "
+                                                    "history's 10th repeat buyer (1997-01-11)")
     assert set(out["intervals"]) == {"btyd", "xgboost", "hybrid", "hybrid_mean", "btyd_point", "served"}
     serving = out["serving"]
     # the training windows' BTYD fits, by feature cutoff: this config names the family (cheap_config),
     # so none is taken from the served fit (with "auto": test_window_fits.py)
     windows = serving["window_btyd"]
     assert (windows["family"], windows["reason"], windows["unpinned"]) == (None, "[btyd] model = mbgnbd", {})
-    assert list(windows["windows"]) == ["1997-04-01", "1997-07-01"]  # the feature cutoffs C - 2h and C - h
+    # the feature cutoffs of production's one window: C - 2h (the objective selection's) and C - h
+    assert list(windows["windows"]) == ["1997-04-09", "1997-07-05"]
     assert {w["model"] for w in windows["windows"].values()} == {"mbgnbd"}
     assert max(windows["windows"]) < out["window"]["calibration_end"]
     assert serving["hybrid_point_rule"] in ("sharpen", "median") and serving["btyd_point_rule"] in ("sharpen", "median")
@@ -99,8 +102,8 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     # the served store-total interval (what scores/customer_clv serves), next to its process-only base
     served = out["served_total_interval"]
     record = served["training_windows"]
-    assert served["served_model"] == out["serving"]["served"] and record["label_days"] == 91
-    assert [w["label_end"] for w in record["windows"]] == ["1997-09-30", "1997-07-01"]
+    assert served["served_model"] == out["serving"]["served"] and record["label_days"] == 87
+    assert [w["label_end"] for w in record["windows"]] == ["1997-09-30", "1997-07-05"]
     assert record["btyd_log_errors"] == pytest.approx(
         [math.log(w["actual_total"] / w["predicted_total"]) for w in record["windows"]])
     for name in ("btyd", "btyd_point", "hybrid", "hybrid_mean", "served"):
@@ -109,10 +112,10 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
         errors = ([record["btyd_log_errors"][1] - record["btyd_log_errors"][0]] if level
                   else record["btyd_log_errors"])
         assert block["served_total_log_errors"] == pytest.approx(errors), name
-        # t(0.9, n) x rms x sqrt(273 / 91 days)
+        # t(0.9, n) x rms x sqrt(273 / 87 days)
         t = {1: 3.077683537175253, 2: 1.8856180831641267}[len(errors)]
         assert block["served_total_log_half_width"] == pytest.approx(
-            t * float(np.sqrt(np.mean(np.square(errors)))) * math.sqrt(273 / 91))
+            t * float(np.sqrt(np.mean(np.square(errors)))) * math.sqrt(273 / 87))
         assert block["served_total_p10"] <= block["served_total_process_p10"] <= block["served_total_process_p90"]
         assert block["served_total_process_p90"] <= block["served_total_p90"]
         assert block["served_total_covered"] == (
@@ -204,27 +207,56 @@ def _repeat_buyers(second_days: list[str], n_one_time: int = 30) -> pd.DataFrame
     return frame.assign(order_date=pd.to_datetime(frame["order_date"]))
 
 
-def test_label_window_shrinks_to_what_the_history_supports_and_refuses_below_two_weeks():
+def _label_window(transactions: pd.DataFrame, calibration_end, holdout_end, config) -> tuple[int, str]:
+    from clv_platform.models import frames
+
+    backtest_cli.check_history(transactions, calibration_end, holdout_end)
+    conn = frames.staging_connection(transactions)
+    try:
+        return backtest_cli.label_window(conn, calibration_end, holdout_end, config)
+    finally:
+        conn.close()
+
+
+def test_label_window_is_a_third_of_the_history_since_the_tenth_repeat_buyer_and_refuses_below_two_weeks():
     from clv_platform.models import clv
 
     config = clv.load_config()
+    assert config.label_horizon_days == 180
     calibration_end, holdout_end = pd.Timestamp("2024-05-31"), pd.Timestamp("2024-06-30")
-    # ten repeat buyers by 2024-01-20: two 30-day windows fit after it, the holdout (30 days) rules
+    # ten repeat buyers by 2024-01-20: 132 days // 3 = 44 would fit, the holdout (30 days) rules
     early = _repeat_buyers(["2024-01-%02d" % d for d in range(11, 21)])
-    assert backtest_cli.check_history(early, calibration_end, holdout_end, config) == (
-        30, "30 days (the holdout; [backtest] label_horizon_days is 91)")
-    # the tenth repeat buyer on 2024-04-11: C - 2h must not come before it, so h = 50 // 2 = 25
+    assert _label_window(early, calibration_end, holdout_end, config) == (
+        30, "30 days (the holdout; [horizon] label_horizon_days is 180)")
+    # a year-long holdout: 44 days, a third of the 132 since the tenth repeat buyer
+    days, note = _label_window(early, calibration_end, pd.Timestamp("2025-05-31"), config)
+    assert days == 44 and note.startswith("44 days, shortened from 180: a third of the 132 days") and "2024-01-20" in note
+    # the tenth repeat buyer on 2024-04-11: 50 days // 3 = 16 (the third-day rule, not the holdout)
     late = _repeat_buyers(["2024-03-%02d" % d for d in range(1, 10)] + ["2024-04-11"])
-    days, note = backtest_cli.check_history(late, calibration_end, holdout_end, config)
-    assert days == 25 and note.startswith("25 days, shortened from 30") and "2024-04-11" in note
-    assert config.for_backtest(30, days).label_horizon_days == 25
-    assert config.for_backtest(30).label_horizon_days == 30 and config.for_backtest(200).label_horizon_days == 91
-    # the tenth on 2024-05-10: 21 days // 2 = 10 < 14, refused in plain words
-    with pytest.raises(ValueError, match=r"history too short: .*10th repeat buyer came on 2024-05-10.*by 2024-06-07"):
-        backtest_cli.check_history(_repeat_buyers(["2024-03-01"] * 9 + ["2024-05-10"]), calibration_end,
-                                   holdout_end, config)
+    days, note = _label_window(late, calibration_end, holdout_end, config)
+    assert days == 16 and note.startswith("16 days, shortened from 30") and "2024-04-11" in note
+    assert config.for_backtest(30, days).label_horizon_days == 16
+    assert config.for_backtest(30).label_horizon_days == 30 and config.for_backtest(400).label_horizon_days == 180
+    # the backtest trains on production's windows
+    assert config.for_backtest(30).window_count == config.window_count == 1
+    # the tenth on 2024-05-10: 21 days // 3 = 7 < 14, refused in plain words
+    with pytest.raises(ValueError, match=r"history too short: the 10th repeat buyer came on 2024-05-10, 21 days before "
+                                         r"2024-05-31: .* by 2024-06-21"):
+        _label_window(_repeat_buyers(["2024-03-01"] * 9 + ["2024-05-10"]), calibration_end, holdout_end, config)
     with pytest.raises(ValueError, match="only 9 customers bought on two different days"):
-        backtest_cli.check_history(_repeat_buyers(["2024-02-01"] * 9), calibration_end, holdout_end, config)
+        backtest_cli.check_history(_repeat_buyers(["2024-02-01"] * 9), calibration_end, holdout_end)
+
+
+def test_a_clv_toml_with_the_old_backtest_section_is_refused(tmp_path):
+    """[backtest] set the backtest's own label window until 6 December 2026; ignoring it silently
+    would backtest another configuration than the file's author meant."""
+    from clv_platform.models import clv
+
+    path = tmp_path / "clv.toml"
+    path.write_text(clv.default_config_path().read_text(encoding="utf-8")
+                    + "\n[backtest]\nlabel_horizon_days = 91\nwindow_count = 1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"\[backtest\] is no longer read"):
+        clv.load_config(path)
 
 
 def test_default_window_of_a_csv_is_its_last_third():

@@ -247,7 +247,8 @@ def test_assets_materialize_in_process(demo_db, data_env, monkeypatch):
     assert (scores["predicted_clv"] >= 0).all() and scores["predicted_clv"].sum() > 0
     assert set(scores["clv_tier"]) == {"Top 1%", "1-5%", "5-10%", "10-25%", "Rest"}
     assert (scores["model_version"] == runs.loc[0, "model_version"]).all()
-    assert len(runs) == 1 and runs.loc[0, "is_registered"] and runs.loc[0, "n_train"] > customers
+    # one training window ([windows] count = 1): the customers known at C - h, fewer than at C
+    assert len(runs) == 1 and runs.loc[0, "is_registered"] and 0.5 * customers < runs.loc[0, "n_train"] < customers
     assert importance["mean_abs_shap"].is_monotonic_decreasing and len(interactions) > 0
     # the side tables are assets: the SHAP tables are specs of ml/clv_model, the registry index is logged
     counts = {e.asset_key.to_user_string(): e.materialization.metadata.get("dagster/row_count")
@@ -346,6 +347,7 @@ def test_training_with_row_caps(demo_db):
         objectives=({"name": "tweedie", "objective": "reg:tweedie", "variance_powers": [1.5]},),
         xgboost={**base.xgboost, "num_boost_round": 200, "nthread": 1},
         btyd_model="mbgnbd",  # the caps are the subject, not the BTYD family
+        window_count=3,  # the training cap is split over stacked windows
         max_selection_rows=700,
         max_training_rows=1500,
     )

@@ -77,7 +77,13 @@ def test_a_short_store_registers_a_btyd_only_model_with_the_reason(short_store):
     assert short_store.metadata is not None, "ml/clv_model did not materialize"
     meta = short_store.metadata
     assert meta["serves"] == "btyd" and meta["registered"] is True
-    assert meta["serving_reason"].startswith("history too short to train: no training window with customers")
+    # the label window the history supports (clv.supported_label_window) is under two weeks, or nobody bought twice
+    assert meta["serving_reason"].startswith(
+        "history too short to train: the 10th repeat buyer came on 2026-01-20, 33 days before 2026-02-22: a label window "
+        "of h days needs 3h days after that" if short_store.kind == "seven_weeks" else
+        "history too short to train: no customer has bought on two different days by 2026-02-22: there is no repeat "
+        "behaviour to learn yet")
+    assert meta["label_window"] == "180 days (configured; the history is too short to train)"
     assert meta["objective"] == clv.BTYD_ONLY and meta["n_train"] == 0
     assert "booster_path" not in meta and "explainability_url" not in meta
     assert meta["explainability"].startswith("none: a BTYD-only model has no booster")

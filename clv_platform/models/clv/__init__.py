@@ -46,6 +46,10 @@ from clv_platform.models.clv.config import (  # noqa: F401
 )
 from clv_platform.models.clv.windows import (  # noqa: F401
     HistoryTooShort,
+    LabelWindow,
+    MIN_LABEL_DAYS,
+    MIN_REPEAT_CUSTOMERS,
+    supported_label_window,
     add_derived_features,
     btyd_summary,
     naive_spend,

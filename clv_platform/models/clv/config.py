@@ -5,7 +5,7 @@ feature lists, and the candidate objectives (``ObjectiveSpec``).
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -47,7 +47,7 @@ class ClvConfig:
     btyd_model: str = btyd.AUTO
     btyd_penalizer: float = 0.0
     spend_penalizer: float = 0.0
-    window_count: int = 3
+    window_count: int = 1
     window_step_days: int = 30
     xgboost: dict = field(default_factory=dict)
     objectives: tuple = ()
@@ -69,26 +69,25 @@ class ClvConfig:
     top_interactions: int = 20
     explain_max_customers: int = 50000
     """``[explain] max_customers``: a larger store's SHAP sample is drawn from that many customers (0 = all)."""
-    backtest: dict = field(default_factory=dict)
     max_selection_rows: int = 0
     max_training_rows: int = 0
     max_btyd_fit_customers: int = 0
     max_extension_rows: int = 0
     """``[sampling] max_extension_rows``: customers the extension factor is measured on (0 = all)."""
 
+    def with_label_days(self, days: int) -> "ClvConfig":
+        """This config training on ``days``-day labels (``windows.supported_label_window``: what the
+        store's history supports at a cutoff, at most ``label_horizon_days``)."""
+        return replace(self, label_horizon_days=int(days))
+
     def for_backtest(self, horizon_days: int, label_days: int | None = None) -> "ClvConfig":
-        """The config a dataset backtest uses: its holdout as horizon, ``[backtest]`` windows, and
-        the label window at most ``label_days`` (what the history supports, ``check_history``)."""
-        values = asdict(self)
-        label = min(self.backtest.get("label_horizon_days", self.label_horizon_days), horizon_days)
-        values.update(
-            horizon_days=int(horizon_days),
-            label_horizon_days=int(min(label, label_days) if label_days else label),
-            window_count=int(self.backtest.get("window_count", self.window_count)),
-            window_step_days=int(self.backtest.get("window_step_days", self.window_step_days)),
-            objectives=tuple(self.objectives),
-        )
-        return ClvConfig(**values)
+        """The config a dataset backtest uses: its holdout as horizon and the label window at most
+        the holdout and ``label_days`` (what the history supports, ``windows.supported_label_window``).
+        The training windows are production's (``[windows]``): the backtest measures the model a
+        store of that history is served."""
+        label = min(self.label_horizon_days, horizon_days)
+        return replace(self, horizon_days=int(horizon_days),
+                       label_horizon_days=int(min(label, label_days) if label_days else label))
 
 
 def default_config_path() -> Path:
@@ -99,6 +98,13 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
     """Read ``clv.toml`` (default: the one shipped beside this module)."""
     with open(path or default_config_path(), "rb") as handle:
         raw = tomllib.load(handle)
+    if raw.get("backtest"):
+        # until 6 December 2026 the backtest trained on its own windows (91-day labels, one window),
+        # so it did not measure the model a store is served; a file still setting them is refused
+        # rather than silently ignored
+        raise ValueError(f"{path or default_config_path()}: [backtest] is no longer read: the backtest trains on "
+                         "[horizon] label_horizon_days and [windows] as production does, its label window cut to the "
+                         "holdout and to what the history supports; remove the section")
     horizon, model, windows = raw.get("horizon", {}), raw.get("btyd", {}), raw.get("windows", {})
     selection, explain = raw.get("selection", {}), raw.get("explain", {})
     sampling = raw.get("sampling", {})
@@ -109,7 +115,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         btyd_model=str(model.get("model", btyd.AUTO)),
         btyd_penalizer=float(model.get("penalizer", 0.0)),
         spend_penalizer=float(model.get("spend_penalizer", 0.0)),
-        window_count=int(windows.get("count", 3)),
+        window_count=int(windows.get("count", 1)),
         window_step_days=int(windows.get("step_days", 30)),
         xgboost=dict(raw.get("xgboost", {})),
         objectives=tuple(dict(o) for o in raw.get("objectives", ())),
@@ -128,7 +134,6 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         interaction_sample=int(explain.get("interaction_sample", 400)),
         top_interactions=int(explain.get("top_interactions", 20)),
         explain_max_customers=int(explain.get("max_customers", 50000)),
-        backtest=dict(raw.get("backtest", {})),
         max_selection_rows=int(sampling.get("max_selection_rows", 0)),
         max_training_rows=int(sampling.get("max_training_rows", 0)),
         max_btyd_fit_customers=int(sampling.get("max_btyd_fit_customers", 0)),
