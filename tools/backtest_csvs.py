@@ -10,7 +10,11 @@
   ``M``, bank charges, ...) are left out; customer-days whose net is 0 (an order cancelled in
   full the same day) are dropped.
 
-Usage: ``.venv/bin/python tools/backtest_csvs.py OUT_DIR [--retail-customers N]``.
+* ``demo4y.csv`` (with ``--four-year-demo``): the same demo store over four years, 2022-11-01 to
+  2026-10-31: a store old enough for production's 180-day labels at a calibration end a year
+  before its last day (a year-long holdout, production's horizon).
+
+Usage: ``.venv/bin/python tools/backtest_csvs.py OUT_DIR [--retail-customers N] [--four-year-demo]``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
     parser.add_argument("--retail-customers", type=int, default=4000)
+    parser.add_argument("--four-year-demo", action="store_true", help="also write demo4y.csv (2022-11-01 to 2026-10-31)")
     args = parser.parse_args(argv)
     from clv_platform.forecast.backtest import demo_transactions
 
@@ -56,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.assign(order_date=demo["order_date"].dt.date).to_csv(out / "demo.csv", index=False)
     retail = online_retail_transactions(args.retail_customers)
     retail.assign(order_date=retail["order_date"].dt.date).to_csv(out / "online_retail.csv", index=False)
-    for name, frame in (("demo.csv", demo), ("online_retail.csv", retail)):
+    written = [("demo.csv", demo), ("online_retail.csv", retail)]
+    if args.four_year_demo:
+        long_demo = demo_transactions(date(2022, 11, 1), date(2026, 10, 31))
+        long_demo.assign(order_date=long_demo["order_date"].dt.date).to_csv(out / "demo4y.csv", index=False)
+        written.append(("demo4y.csv", long_demo))
+    for name, frame in written:
         print(f"{out / name}: {len(frame):,} rows, {frame['customer_id'].nunique():,} customers, "
               f"{frame['order_date'].min().date()} to {frame['order_date'].max().date()}")
     return 0
