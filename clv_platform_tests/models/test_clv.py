@@ -347,8 +347,9 @@ def test_training_with_row_caps(demo_db):
         objectives=({"name": "tweedie", "objective": "reg:tweedie", "variance_powers": [1.5]},),
         xgboost={**base.xgboost, "num_boost_round": 200, "nthread": 1},
         btyd_model="mbgnbd",  # the caps are the subject, not the BTYD family
-        window_count=3,  # the training cap is split over stacked windows
+        window_count=3,  # the training caps are split over stacked windows
         max_selection_rows=700,
+        max_selection_training_rows=2100,
         max_training_rows=1500,
     )
     with duckdb.connect(str(path), read_only=True) as conn:
@@ -360,6 +361,19 @@ def test_training_with_row_caps(demo_db):
     assert trained.selection.comparison[0]["rounds"] >= 1
     assert len(trained.window_ends) == config.window_count
     assert clv.load_config().max_selection_rows > 0 and clv.load_config().max_training_rows > 0
+
+
+def test_the_selection_training_rows_are_a_total_over_its_windows():
+    from clv_platform.models.clv.train import selection_rows_per_window
+
+    base = clv.load_config()
+    assert (base.window_count, base.max_selection_training_rows, base.max_selection_rows) == (1, 150000, 75000)
+    assert selection_rows_per_window(base) == 150000
+    assert selection_rows_per_window(dataclasses.replace(base, window_count=3, max_selection_training_rows=225000)) == 75000
+    assert selection_rows_per_window(dataclasses.replace(base, window_count=3, max_selection_training_rows=100)) == 34
+    # without the total: the validation window's cap per window, as before; without either: every row
+    assert selection_rows_per_window(dataclasses.replace(base, max_selection_training_rows=0)) == 75000
+    assert selection_rows_per_window(dataclasses.replace(base, max_selection_training_rows=0, max_selection_rows=0)) is None
 
 
 def test_blend_weight_takes_the_lowest_mae_blend_that_beats_the_btyd():

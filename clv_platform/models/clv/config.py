@@ -70,6 +70,8 @@ class ClvConfig:
     explain_max_customers: int = 50000
     """``[explain] max_customers``: a larger store's SHAP sample is drawn from that many customers (0 = all)."""
     max_selection_rows: int = 0
+    max_selection_training_rows: int = 0
+    """``[sampling] max_selection_training_rows``: rows the objective selection trains on, over its windows (0 = no cap)."""
     max_training_rows: int = 0
     max_btyd_fit_customers: int = 0
     max_extension_rows: int = 0
@@ -135,6 +137,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         top_interactions=int(explain.get("top_interactions", 20)),
         explain_max_customers=int(explain.get("max_customers", 50000)),
         max_selection_rows=int(sampling.get("max_selection_rows", 0)),
+        max_selection_training_rows=int(sampling.get("max_selection_training_rows", 0)),
         max_training_rows=int(sampling.get("max_training_rows", 0)),
         max_btyd_fit_customers=int(sampling.get("max_btyd_fit_customers", 0)),
         max_extension_rows=int(sampling.get("max_extension_rows", 0)),
