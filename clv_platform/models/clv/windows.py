@@ -56,9 +56,10 @@ def supported_label_window(conn: duckdb.DuckDBPyConnection, cutoff: date, label_
     customers watched for less than one label window has seen nobody stop over such a span: it
     extrapolates their first weeks' rate. So the history before C - 2h must be at least h long:
     h <= (C - ready) / 3. Measured (6 December 2026, sessions 42-43) with production's 180-day labels
-    cut only to (C - ready) / 2: on CDNOW (one cohort, all bought in the first quarter of 1997) the
-    fit at C - 2h = 1997-01-05 saw 1,102 customers a few days old, the extension factor came out
-    0.67 and the holdout total -25.6 %; on the demo CSV 1.75 from 823 customers, +53.8 %.
+    cut only to (C - ready) / 2, as the backtest used to: on CDNOW (one cohort, all bought in the
+    first quarter of 1997) the fit at C - 2h = 1997-01-05 saw 1,102 customers a few days old, the
+    extension factor came out 0.67 and the holdout total -25.6 %; with a third, 89-day labels, a
+    factor of 1.21 and -2.0 % (benchmarks/MEASUREMENTS.md, "The backtests train as production does").
 
     The same rule sets production's label window (``ml/clv_model``) and the backtest's, so the
     backtest measures the model a store of that age is served. A store older than about 18 months
