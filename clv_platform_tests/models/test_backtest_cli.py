@@ -244,7 +244,7 @@ def test_label_window_is_a_third_of_the_history_since_the_tenth_repeat_buyer_and
                                          r"2024-05-31: .* by 2024-06-21"):
         _label_window(_repeat_buyers(["2024-03-01"] * 9 + ["2024-05-10"]), calibration_end, holdout_end, config)
     with pytest.raises(ValueError, match="only 9 customers bought on two different days"):
-        backtest_cli.check_history(_repeat_buyers(["2024-02-01"] * 9), calibration_end, holdout_end)
+        _label_window(_repeat_buyers(["2024-02-01"] * 9), calibration_end, holdout_end, config)
 
 
 def test_a_clv_toml_with_the_old_backtest_section_is_refused(tmp_path):
