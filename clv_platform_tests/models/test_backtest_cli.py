@@ -245,6 +245,12 @@ def test_label_window_is_a_third_of_the_history_since_the_tenth_repeat_buyer_and
         _label_window(_repeat_buyers(["2024-03-01"] * 9 + ["2024-05-10"]), calibration_end, holdout_end, config)
     with pytest.raises(ValueError, match="only 9 customers bought on two different days"):
         _label_window(_repeat_buyers(["2024-02-01"] * 9), calibration_end, holdout_end, config)
+    # a return is not a purchase day: a tenth customer whose second day is a return leaves nine
+    returned = pd.concat([_repeat_buyers(["2024-02-01"] * 9), pd.DataFrame(
+        {"customer_id": ["ret", "ret"], "order_date": pd.to_datetime(["2024-01-05", "2024-02-01"]),
+         "amount": [40.0, -15.0]})], ignore_index=True)
+    with pytest.raises(ValueError, match="only 9 customers bought on two different days"):
+        _label_window(returned, calibration_end, holdout_end, config)
 
 
 def test_a_clv_toml_with_the_old_backtest_section_is_refused(tmp_path):
