@@ -47,10 +47,8 @@ import pandas as pd
 from scipy import stats
 
 from clv_platform.models import btyd
+from clv_platform.models.seasonality import SeasonalIndex, purchase_days, seasonal_index, seasonal_index_from_days  # noqa: F401  (the forecast's seasonal operational time; CSV data sets)
 from clv_platform.models.total_interval import Z80  # one constant for every 80 % interval (the CLV total's too)
-
-MIN_EXPECTED_PER_MONTH = 20.0
-"""Months in which the model expects fewer repeat purchases than this do not shape the seasonal index."""
 
 TOTAL_DAYS = (30, 90, 365)
 HISTORY_DAYS = 730
@@ -100,126 +98,6 @@ def forecast_periods(cutoff: date, months: int = 12, totals: tuple[int, ...] = T
         for days in totals
     ]
     return periods
-
-
-# ----------------------------------------------------------------------------- seasonality
-@dataclass(frozen=True)
-class SeasonalIndex:
-    """Month-of-year intensity of repeat purchases (mean 1) and the scatter around it."""
-
-    index: np.ndarray  # 12 values, January first
-    relative_sd: float  # systematic relative error of a month's existing-customer revenue
-    months_used: int
-    table: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
-
-    @staticmethod
-    def flat() -> "SeasonalIndex":
-        return SeasonalIndex(np.ones(12), 0.0, 0)
-
-    def operational_weeks(self, cutoff: date, days: np.ndarray) -> np.ndarray:
-        """tau(d) in weeks for day offsets ``days`` after the cutoff (each day = s(month) / 7 weeks)."""
-        days = np.asarray(days, dtype=int)
-        horizon = int(days.max(initial=0))
-        if horizon <= 0:
-            return np.zeros(days.shape)
-        calendar = pd.date_range(pd.Timestamp(cutoff) + pd.Timedelta(days=1), periods=horizon, freq="D")
-        weights = self.index[calendar.month.to_numpy() - 1] / btyd.DAYS_PER_WEEK
-        cumulative = np.concatenate([[0.0], np.cumsum(weights)])
-        return cumulative[np.clip(days, 0, None)]
-
-
-def _daily(transactions: pd.DataFrame) -> pd.DataFrame:
-    return btyd._daily(transactions)
-
-
-def purchase_days(transactions: pd.DataFrame, cutoff: date) -> pd.DataFrame:
-    """Per calendar day up to ``cutoff``: buyers whose first purchase day it is and repeat purchase days.
-
-    ``seasonal_index`` needs nothing else from the orders; ``sql/forecast_purchase_days.sql`` is the
-    same table in DuckDB (the asset's refit), this one serves the backtest's CSV data sets.
-    """
-    daily = _daily(transactions)
-    daily = daily[daily["order_date"] <= pd.Timestamp(cutoff).normalize()]
-    first = daily.groupby("customer_id")["order_date"].transform("min")
-    is_first = daily["order_date"] == first
-    days = pd.DataFrame({"day": daily["order_date"], "first_buyers": is_first.astype(int),
-                         "repeat_days": (~is_first).astype(int)})
-    return days.groupby("day", as_index=False, sort=True)[["first_buyers", "repeat_days"]].sum()
-
-
-def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> SeasonalIndex:
-    """``seasonal_index_from_days`` on the transactions' ``purchase_days``."""
-    return seasonal_index_from_days(purchase_days(transactions, cutoff), model, cutoff)
-
-
-def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> SeasonalIndex:
-    """Actual / model-expected repeat purchase days per calendar month up to ``cutoff``.
-
-    ``days``: ``purchase_days`` (day, first_buyers, repeat_days), possibly longer than ``cutoff``
-    (later days are ignored, so one table serves the cutoff and the rehearsal cutoff before it).
-    The expectation is the unconditional E[X(age)] of every customer by first-purchase day (the
-    fitted parameters only), so the ratio carries what the stationary model cannot: the calendar.
-    The log ratios are fitted with a level plus yearly harmonics (one below 24 usable months, two
-    from then on; weighted by the expected count), so the index is smooth, covers months not
-    observed yet and does not reproduce one year's noise; it is normalized to mean 1.
-    """
-    cutoff_ts = pd.Timestamp(cutoff).normalize()
-    days = days.assign(day=pd.to_datetime(days["day"]))
-    days = days[days["day"] <= cutoff_ts]
-    if days.empty:
-        return SeasonalIndex.flat()
-    cohort_days = days[days["first_buyers"] > 0]
-    start = cohort_days["day"].min()
-    month_starts = pd.date_range(start.to_period("M").to_timestamp() + pd.offsets.MonthBegin(1), cutoff_ts,
-                                 freq="MS")
-    # complete months only
-    month_starts = month_starts[(month_starts + pd.offsets.MonthEnd(0)) <= cutoff_ts]
-    if len(month_starts) == 0:
-        return SeasonalIndex.flat()
-    bounds = np.concatenate([(month_starts - start).days.to_numpy(),
-                             [((month_starts[-1] + pd.offsets.MonthEnd(0)) - start).days + 1]])
-    f = (cohort_days["day"] - start).dt.days.to_numpy(dtype=float)
-    n = cohort_days["first_buyers"].to_numpy(dtype=float)
-    # age at the start of boundary day b (= end of day b-1): (b - f) days, clipped at 0
-    age = np.clip((bounds[:, None] - f[None, :] - 1) / btyd.DAYS_PER_WEEK, 0.0, None)
-    expected_cum = np.zeros_like(age)
-    positive = age > 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        expected_cum[positive] = np.asarray(
-            model.transactions.expected_number_of_purchases_up_to_time(age[positive]), dtype=float
-        )
-    expected_cum = np.nan_to_num(expected_cum)
-    expected = np.diff((expected_cum * n[None, :]).sum(axis=1))
-    repeat_day = (days["day"] - start).dt.days.to_numpy()
-    inside = repeat_day < bounds[-1]  # np.histogram's last bin is closed
-    actual = np.histogram(repeat_day[inside], bins=bounds,
-                          weights=days["repeat_days"].to_numpy(dtype=float)[inside])[0]
-    table = pd.DataFrame({"month": month_starts, "actual": actual, "expected": expected})
-    used = table[table["expected"] >= MIN_EXPECTED_PER_MONTH].copy()
-    if len(used) < 3:
-        return SeasonalIndex(np.ones(12), 0.0, len(used), table)
-    used["ratio"] = used["actual"] / used["expected"]
-    used["moy"] = used["month"].dt.month - 1
-    # log(ratio) = level + yearly harmonics, weighted by the expected count: one harmonic with less
-    # than two years of months (a smooth year, also for months not seen yet), two with more
-    harmonics = 2 if len(used) >= 24 else 1
-    angle = 2 * np.pi * (used["moy"].to_numpy() + 0.5) / 12
-
-    def basis(a: np.ndarray) -> np.ndarray:
-        return np.column_stack([f(k * a) for k in range(1, harmonics + 1) for f in (np.cos, np.sin)])
-
-    design = np.column_stack([np.ones(len(used)), basis(angle)])
-    y = np.log(used["ratio"].clip(lower=1e-6).to_numpy())
-    w = np.sqrt(used["expected"].to_numpy())
-    coef, *_ = np.linalg.lstsq(design * w[:, None], y * w, rcond=None)
-    shape = np.exp(basis(2 * np.pi * (np.arange(12) + 0.5) / 12) @ coef[1:])
-    index = np.clip(shape / shape.mean(), 0.3, 3.0)
-    residual = y - design @ coef
-    # what Poisson noise of the monthly counts alone would explain is not systematic
-    poisson = 1.0 / used["actual"].clip(lower=1).to_numpy()
-    relative_sd = float(math.sqrt(max(0.0, float(np.average(residual**2 - poisson, weights=w**2)))))
-    return SeasonalIndex(index, relative_sd, len(used), table)
 
 
 # ----------------------------------------------------------------------------- existing customers
@@ -414,7 +292,7 @@ class AcquisitionFit:
 
 def first_orders(transactions: pd.DataFrame) -> pd.DataFrame:
     """One row per customer: first purchase day and that day's spend (``first_date``, ``first_value``)."""
-    daily = _daily(transactions)
+    daily = btyd._daily(transactions)
     first = daily.sort_values(["customer_id", "order_date"]).drop_duplicates("customer_id")
     return first.rename(columns={"order_date": "first_date", "amount": "first_value"}).reset_index(drop=True)
 

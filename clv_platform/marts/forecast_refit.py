@@ -20,7 +20,7 @@ import pandas as pd
 
 from clv_platform.core.sql import read_sql, run_script
 from clv_platform.forecast import revenue
-from clv_platform.models import btyd
+from clv_platform.models import btyd, seasonality
 
 SUMMARY_TABLE = "forecast_btyd_summary"
 """Temp table written by ``sql/forecast_btyd_summary.sql`` (dropped after use)."""
@@ -28,7 +28,7 @@ SUMMARY_TABLE = "forecast_btyd_summary"
 
 def purchase_days(conn: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:
     """``revenue.purchase_days`` of staging.orders up to ``cutoff`` (one row per calendar day)."""
-    return conn.execute(read_sql("clv_platform.marts", "sql/forecast_purchase_days.sql"), {"cutoff": cutoff}).df()
+    return seasonality.purchase_days_sql(conn, cutoff)
 
 
 def first_orders(conn: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:

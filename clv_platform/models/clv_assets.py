@@ -571,6 +571,8 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
     if model.naive_weight and not model.serves_btyd:
         # the naive component's level comes from the whole store, not from each batch
         model = dataclasses.replace(model, naive_population_ratio=naive_population_ratio(conn, model.label_horizon_days))
+    # the forecast goes into the season after the scoring cutoff (``clv.season``)
+    model = dataclasses.replace(model, scoring_cutoff=scoring_cutoff(conn))
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
     constants = {"model_version": ("varchar", model_version), "scored_at": ("timestamp", scored_at)}
     reconciled = {"lowered": 0, "lowered_by_half": 0, "btyd_p_alive_sum": 0.0, "p_alive_sum": 0.0}

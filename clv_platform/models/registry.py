@@ -29,6 +29,7 @@ import xgboost as xgb
 
 from clv_platform.core.assets import side_table_spec
 from clv_platform.models.clv import ClvConfig, ClvModel, ObjectiveSpec, TrainedClv
+from clv_platform.models.clv.season import ClvSeason
 from clv_platform.settings import load_settings
 
 MODEL_RUNS_TABLE = "ml.model_runs"
@@ -180,6 +181,7 @@ def load_model(path: str | Path) -> tuple[ClvModel, dict]:
         point_rule=str(sidecar.get("point_rule", "sharpen")),
         point_shrink=float(sidecar.get("point_shrink", 1.0)),
         classifier_shift=float(sidecar.get("classifier_shift", 0.0)),
+        season=ClvSeason.from_dict(sidecar.get("season")),
     )
     if sidecar.get("classifier_file"):
         model.classifier = xgb.Booster()

@@ -26,7 +26,7 @@ The log1p candidate predicts exp(f) * s - 1 with Duan's smearing factor s estima
 validation window (out of sample; in-sample residuals of boosted trees are too small).
 
 The package is split by concern: ``config`` (settings, objectives), ``windows`` (training data),
-``booster`` (the model and training one booster), ``objective`` (selection on the validation
+``booster`` (the model and training one booster), ``season`` (labels out of season, forecasts into it), ``objective`` (selection on the validation
 window), ``train`` (the served model and the BTYD fallback), ``score`` (scores, intervals, tiers),
 ``explain`` (SHAP, SVG/HTML) and ``backtest`` (the ML side of the dataset backtest). Every public
 name is re-exported here, so ``from clv_platform.models import clv; clv.train_clv(...)`` works.
@@ -44,6 +44,7 @@ from clv_platform.models.clv.config import (  # noqa: F401
     ObjectiveSpec,
     objective_candidates,
 )
+from clv_platform.models.clv.season import ClvSeason, fit_season, deseasonalize  # noqa: F401
 from clv_platform.models.clv.windows import (  # noqa: F401
     HistoryTooShort,
     LabelWindow,

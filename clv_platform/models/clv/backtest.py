@@ -89,7 +89,8 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     ratio = frame["btyd_horizon_ratio"].to_numpy()
     # each variant's own forecast, also when the platform would serve the BTYD instead (``serving``
     # says which): the backtest compares the models, not the serving decision
-    means = {name: replace(trained.model, serves_btyd=False).predict(frame, horizon, ratio)
+    # (forecast from the calibration end: each model's season is put back, ``ClvModel.scoring_cutoff``)
+    means = {name: replace(trained.model, serves_btyd=False, scoring_cutoff=cutoff).predict(frame, horizon, ratio)
              for name, trained in ((XGBOOST, plain), (HYBRID, hybrid))}
     # each customer's BTYD P50 / mean over the holdout, for the median point rule (the same draws'
     # shape the intervals use); only drawn when the rule can be chosen
@@ -103,16 +104,19 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     serving = hybrid.serving
     # the hybrid's point forecast under the rule chosen on the validation window (also when the
     # BTYD is served); the BTYD's own point forecast under its rule; and what the platform serves
+    # (the BTYD's point is the plain BTYD's, the baseline; the hybrid's median shrinks towards the
+    # BTYD in the hybrid's own season, as it was chosen on labels without one)
     btyd_mean = replace(hybrid.model, serves_btyd=True).predict(frame, horizon, ratio)
+    btyd_in_season = replace(hybrid.model, serves_btyd=True, scoring_cutoff=cutoff).predict(frame, horizon, ratio)
     hybrid_point = replace(hybrid.model, sharpen=serving.get("hybrid_sharpen", 1.0),
                            point_rule=serving.get("hybrid_point_rule", SHARPEN),
                            point_shrink=serving.get("hybrid_point_shrink", 1.0)).point(means[HYBRID], horizon, p50,
-                                                                                     btyd_mean, frame)
+                                                                                     btyd_in_season, frame)
     btyd_point = replace(hybrid.model, serves_btyd=True, sharpen=serving.get("btyd_sharpen", 1.0),
                          point_rule=serving.get("btyd_point_rule", SHARPEN),
                          point_shrink=1.0).point(btyd_mean, horizon, p50, frame=frame)
-    served_model = hybrid.model
-    served = served_model.point(served_model.predict(frame, horizon, ratio), horizon, p50, btyd_mean, frame)
+    served_model = replace(hybrid.model, scoring_cutoff=cutoff)
+    served = served_model.point(served_model.predict(frame, horizon, ratio), horizon, p50, btyd_in_season, frame)
     predictions = {
         XGBOOST: pd.Series(means[XGBOOST], index=index, name=XGBOOST),
         HYBRID: pd.Series(hybrid_point, index=index, name=HYBRID),

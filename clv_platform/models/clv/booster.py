@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 
 from clv_platform.models.clv.config import HYBRID, ClvConfig, ObjectiveSpec
+from clv_platform.models.clv.season import ClvSeason
 from clv_platform.models.clv.windows import naive_btyd_ratio, naive_spend
 
 
@@ -137,6 +139,21 @@ class ClvModel:
     """Log-odds added to the classifier's margin: its calibration in the large on the validation
     window (``calibration_shift``)."""
 
+    season: ClvSeason | None = None
+    """The store's season the labels were taken out of (``clv.season``); None or flat = none."""
+
+    scoring_cutoff: date | None = None
+    """The cutoff ``predict`` forecasts from, for the season to put back (set by the scorer, as
+    ``naive_population_ratio`` is); None = the forecast without its season (the validation window's
+    units, where the labels have none)."""
+
+    def season_factors(self, horizon_days: int) -> tuple[float, float]:
+        """(factor of the label-window part, of the part after it) of a forecast over ``horizon_days``
+        from ``scoring_cutoff`` (``ClvSeason.forward``); (1, 1) without a season or a cutoff."""
+        if self.season is None or self.scoring_cutoff is None:
+            return 1.0, 1.0
+        return self.season.forward(self.scoring_cutoff, self.label_horizon_days, horizon_days)
+
     def buy_probability(self, frame: pd.DataFrame) -> np.ndarray:
         """The calibrated classifier's P(any spend over the label window) of each customer."""
         if self.classifier is None:
@@ -231,22 +248,26 @@ class ClvModel:
         """Expected net spend over ``horizon_days`` (see the module docstring on extrapolation).
 
         The hybrid's h-window prediction p_h is extended with the BTYD's growth from h to H,
-        ``horizon_ratio`` = E[X(H)] / E[X(h)]: p_H = p_h (1 + c (ratio - 1)), with c the BTYD's
+        ``horizon_ratio`` = E[X(H)] / E[X(h)]: p_H = p_h (s_h + c (ratio - 1) s_H), with c the BTYD's
         measured error beyond h (``extension_factor``, 1 = the BTYD's shape as is; for an offset
-        model with c = 1 this is its learned correction applied to the BTYD spend over H). The
+        model with c = 1 this is its learned correction applied to the BTYD spend over H) and s_h,
+        s_H the coming season of the two parts (``season_factors``; 1 without a season). The
         xgboost variant (no BTYD) or a call without a ratio scales by H / h.
         """
+        within, after = self.season_factors(horizon_days)
         if horizon_days == self.label_horizon_days:
-            return self.predict_label_window(frame)
+            return self.predict_label_window(frame) * within
         if (self.variant == HYBRID or self.serves_btyd) and horizon_ratio is not None:
             # h-window prediction x the BTYD's growth from h to H, the part after h corrected by the
             # BTYD error measured there one window back (1 for the BTYD served as is)
             factor = 1.0 if self.serves_btyd else self.extension_factor
             ratio = np.asarray(horizon_ratio, dtype=float)
-            return self.predict_label_window(frame) * (1.0 + factor * (ratio - 1.0))
+            return self.predict_label_window(frame) * (within + factor * (ratio - 1.0) * after)
+        h, days = self.label_horizon_days, horizon_days
+        mean_season = (within * min(h, days) + after * max(days - h, 0)) / days
         if self.offset or self.serves_btyd:
-            return self._predict(frame, "btyd_expected_spend_horizon", horizon_days)
-        return self.predict_label_window(frame) * horizon_days / self.label_horizon_days
+            return self._predict(frame, "btyd_expected_spend_horizon", horizon_days) * mean_season
+        return self.predict_label_window(frame) * horizon_days / self.label_horizon_days * mean_season
 
 
 def _train_params(config: ClvConfig, spec: ObjectiveSpec) -> dict:

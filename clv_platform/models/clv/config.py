@@ -54,6 +54,9 @@ class ClvConfig:
     hybrid_offset: bool = True
     level_calibration: bool = True
     extension_calibration: bool = True
+    seasonality_min_months: int = 12
+    """``[hybrid] seasonality_min_months``: months of tracking a store needs before the model takes
+    the season out of its label windows and puts it back into its forecast (``clv.season``); 0 = never."""
     hybrid_blend: bool = True
     hybrid_naive: bool = True
     """``[hybrid] naive_component``: the blend may include the naive spend-rate rule (``blend_weight``)."""
@@ -124,6 +127,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         hybrid_offset=bool(raw.get("hybrid", {}).get("btyd_offset", True)),
         level_calibration=bool(raw.get("hybrid", {}).get("level_calibration", True)),
         extension_calibration=bool(raw.get("hybrid", {}).get("extension_calibration", True)),
+        seasonality_min_months=int(raw.get("hybrid", {}).get("seasonality_min_months", 12)),
         hybrid_blend=bool(raw.get("hybrid", {}).get("blend", True)),
         hybrid_naive=bool(raw.get("hybrid", {}).get("naive_component", True)),
         sharpen=bool(raw.get("hybrid", {}).get("sharpen", True)),

@@ -17,6 +17,7 @@ from clv_platform.models.sampling import TrainingFrames
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
 from clv_platform.models.clv.windows import (HistoryTooShort, WindowFits, btyd_features_horizons, window_ends, cap_rows,
                                              training_windows, feature_list, fetch_rows)
+from clv_platform.models.clv.season import ClvSeason, deseasonalize, fit_season
 from clv_platform.models.clv.booster import (ClvModel, calibration_shift, predict_rows, train_buy_classifier,
                                              uses_offset, train_booster)
 from clv_platform.models.clv.objective import (BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
@@ -29,7 +30,8 @@ EXTENSION_BOUNDS = (0.5, 2.0)
 
 
 def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config: ClvConfig,
-                          fits: WindowFits | None = None, frames: TrainingFrames | None = None) -> dict:
+                          fits: WindowFits | None = None, frames: TrainingFrames | None = None,
+                          season: ClvSeason | None = None) -> dict:
     """The BTYD's error on the *growth* of spend beyond the label window, measured one window back.
 
     Features at C - 2h (customers known then), BTYD fitted there. The same customers' actual
@@ -48,6 +50,10 @@ def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config:
 
     A store with more than ``[sampling] max_extension_rows`` customers at C - 2h measures the
     ratio on that deterministic customer sample (the same customers in both frames), drawn in SQL.
+    With a ``season`` (``clv.season``) each window's actual spend is first divided by its season's
+    factor, as the training labels are: the growth measured is then the BTYD's, not the calendar's
+    (the demo CSV's two windows, April to September and September to March: 1.54 with the peak
+    season in the second, 1.35 without).
     """
     h = config.label_horizon_days
     if not config.extension_calibration:
@@ -71,6 +77,10 @@ def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config:
     expected = float(long["btyd_expected_spend"].sum()) - within_expected
     within_actual = float(sample["label_spend"].sum())
     actual = float(both["label_spend"].sum()) - within_actual
+    if season is not None and not season.is_flat:
+        start = cutoff - timedelta(days=2 * h)
+        within_actual /= season.label_factor(start, h)
+        actual /= season.mean_over(cutoff - timedelta(days=h), h) / season.exposure_mean(start)
     if expected <= 0 or within_expected <= 0:
         return {"factor": 1.0, "reason": "the BTYD expects no spend within or beyond the label window"}
     if within_actual <= 0:
@@ -121,6 +131,7 @@ class TrainedClv:
             "serves_btyd": self.model.serves_btyd,
             "level": self.model.level,
             "extension_factor": self.model.extension_factor,
+            "season": None if self.model.season is None else self.model.season.as_dict(),
             "blend": self.model.blend,
             "naive_weight": self.model.naive_weight,
             "naive_level": self.model.naive_level,
@@ -249,6 +260,9 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
     final = training_windows(conn, final_ends, config, per_window, fits, frames)
     final = cap_rows(final, config.max_training_rows)
     inner = training_windows(conn, inner_ends, config, per_inner, fits, frames)
+    # every label without its season, against the BTYD fitted at the validation window's features
+    season = fit_season(conn, cutoff, fits.models.get(cutoff - timedelta(days=h)), config.seasonality_min_months)
+    final, inner = deseasonalize(final, season, h), deseasonalize(inner, season, h)
     valid = cap_rows(final[final["window_end"] == pd.Timestamp(cutoff)].reset_index(drop=True),
                      config.max_selection_rows)
     valid_fit = fits.models.get(cutoff - timedelta(days=h))
@@ -277,14 +291,15 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
     )
     model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
                      level=selection.level, blend=selection.blend, naive_weight=selection.naive_weight,
-                     naive_level=selection.naive_level)
+                     naive_level=selection.naive_level, season=season)
     if classifier is not None:
         # the served classifier is the one the point rule was chosen with (trained on the inner
         # windows, calibrated on the validation window), not a refit on the final windows: its
         # shift belongs to it, and the validation MAE of the mixture is then the served rule's
         model.classifier = classifier.pop("booster")
         model.classifier_shift = float(classifier["shift"])
-    extension = btyd_extension_factor(conn, cutoff, config, fits, frames) if variant == HYBRID else {"factor": 1.0}
+    extension = (btyd_extension_factor(conn, cutoff, config, fits, frames, season) if variant == HYBRID
+                 else {"factor": 1.0})
     model.extension_factor = float(extension["factor"])
     validation_metrics = {k: chosen[k] for k in ("mae", "rmse", "spearman", "normalized_gini",
                                                  "predicted_total", "actual_total")}
@@ -321,7 +336,7 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         window_ends=sorted({str(t.date()) for t in final["window_end"].drop_duplicates()}),  # distinct ends first: a Timestamp per row cost seconds
         validation_metrics=validation_metrics,
         validation_frame=valid,
-        serving={**serving, "extension": extension, "window_btyd": fits.record(),
+        serving={**serving, "extension": extension, "window_btyd": fits.record(), "season": season.as_dict(),
                  "buy_classifier": None if classifier is None else {
                      **classifier, "validation_mean_p": float(valid[BUY_P_COLUMN].mean()),
                      "validation_buyer_share": float((valid["label_spend"] > 0).mean())}},

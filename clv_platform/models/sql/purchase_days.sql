@@ -1,5 +1,5 @@
 -- per calendar day up to $cutoff: buyers whose first purchase day it is and repeat purchase days
--- (forecast.revenue.purchase_days in sql, the seasonal index's only input from the orders): never-cancelled
+-- (models.seasonality.purchase_days in sql, the seasonal index's only input from the orders): never-cancelled
 -- orders, an untied guest order is its own buyer, several orders of one day are one purchase day.
 -- Repeat days of a day = its purchase days - its first buyers: two group-bys and no window over the
 -- purchase days (300k store, 1.25M orders: 1.9 s against 3.9 s with min() over (partition by customer)).
