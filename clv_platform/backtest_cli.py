@@ -137,6 +137,8 @@ def run_backtest(
                          # the mixture point rule's classifier: rounds, calibration shift, mean P vs buyers
                          "buy_classifier": serving.get("buy_classifier"),
                          "extension": serving.get("extension"),
+                         # the store's season the labels were taken out of (clv.season), and why none
+                         "season": serving.get("season"),
                          # the training windows' BTYD fits: the family served at the calibration end
                          "window_btyd": serving.get("window_btyd")}
     summary = {
@@ -546,7 +548,8 @@ def table_text(result: dict, ml_summary: dict) -> str:
                   f"BTYD {serving.get('btyd_point_rule') or 'sharpen'} (gamma {serving.get('btyd_sharpen') or 1.0:g}); "
                   "BTYD extension "
                   f"factor {(serving.get('extension') or {}).get('factor', 1.0):.3f} "
-                  f"({(serving.get('extension') or {}).get('reason', '')})"]
+                  f"({(serving.get('extension') or {}).get('reason', '')}); season: "
+                  f"{(serving.get('season') or {}).get('reason') or 'none recorded'}"]
     hybrid = ml_summary["variants"]["hybrid"]
     selection = hybrid["selection"]
     lines += ["", f"objective chosen on the validation window ending {selection['validation_window_end']} "

@@ -408,6 +408,11 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "level_factor": float(trained.model.level),
             "extension_factor": float(trained.model.extension_factor),
             "extension": dg.MetadataValue.json(trained.serving.get("extension") or {}),
+            # the store's season the labels were taken out of (clv.season), and why none
+            "season": (trained.model.season.reason if trained.model.season is not None
+                       else trained.serving.get("reason", "")),
+            "season_index_jan_dec": dg.MetadataValue.json(
+                [round(v, 3) for v in (trained.model.season.index if trained.model.season is not None else [1.0] * 12)]),
             # the training windows' BTYD fits: the served fit's family, or why a window has its own
             "window_btyd": dg.MetadataValue.json(trained.serving.get("window_btyd") or {}),
             "btyd_validation_metrics": dg.MetadataValue.json(trained.serving.get("btyd_metrics") or {}),
@@ -594,8 +599,10 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
             tiers=tiers, rest=clv.REST, gamma=repr(float(gamma)),
             recompute="false" if model.point_rule != clv.SHARPEN else "true", source="_clv_unranked"))
         conn.execute("drop table _clv_unranked")
+    within, after = model.season_factors(config.horizon_days)
     return {"rows": writer.rows, "batches": len(ranges), "gamma": float(gamma), "point_rule": model.point_rule,
-            "alive": reconciled if alive is not None else None}
+            "alive": reconciled if alive is not None else None,
+            "season_factors": {"label_window": round(within, 4), "after_label_window": round(after, 4)}}
 
 
 @layer_asset(CUSTOMER_CLV, deps=[FEATURES, BTYD_KEY, CLV_MODEL_KEY, CUSTOMER_NPD], kinds={"python", "duckdb"})
@@ -657,6 +664,8 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "sharpen": float(model.sharpen),
             "sharpen_at_horizon": written["gamma"],
             "point_rule": written["point_rule"],
+            # the coming season the forecast was put into (clv.season; 1 and 1 without one)
+            "season_factors": dg.MetadataValue.json(written["season_factors"]),
             **alive_metadata,
             **family,
             **point_share,

@@ -57,6 +57,9 @@ class ClvConfig:
     seasonality_min_months: int = 12
     """``[hybrid] seasonality_min_months``: months of tracking a store needs before the model takes
     the season out of its label windows and puts it back into its forecast (``clv.season``); 0 = never."""
+    seasonality_max_p: float = 0.05
+    """``[hybrid] seasonality_max_p``: the season's F test (``clv.season.season_from_table``) must give a
+    p-value below this."""
     hybrid_blend: bool = True
     hybrid_naive: bool = True
     """``[hybrid] naive_component``: the blend may include the naive spend-rate rule (``blend_weight``)."""
@@ -128,6 +131,7 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         level_calibration=bool(raw.get("hybrid", {}).get("level_calibration", True)),
         extension_calibration=bool(raw.get("hybrid", {}).get("extension_calibration", True)),
         seasonality_min_months=int(raw.get("hybrid", {}).get("seasonality_min_months", 12)),
+        seasonality_max_p=float(raw.get("hybrid", {}).get("seasonality_max_p", 0.05)),
         hybrid_blend=bool(raw.get("hybrid", {}).get("blend", True)),
         hybrid_naive=bool(raw.get("hybrid", {}).get("naive_component", True)),
         sharpen=bool(raw.get("hybrid", {}).get("sharpen", True)),

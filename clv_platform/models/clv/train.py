@@ -261,7 +261,8 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
     final = cap_rows(final, config.max_training_rows)
     inner = training_windows(conn, inner_ends, config, per_inner, fits, frames)
     # every label without its season, against the BTYD fitted at the validation window's features
-    season = fit_season(conn, cutoff, fits.models.get(cutoff - timedelta(days=h)), config.seasonality_min_months)
+    season = fit_season(conn, cutoff, fits.models.get(cutoff - timedelta(days=h)), config.seasonality_min_months,
+                        config.seasonality_max_p)
     final, inner = deseasonalize(final, season, h), deseasonalize(inner, season, h)
     valid = cap_rows(final[final["window_end"] == pd.Timestamp(cutoff)].reset_index(drop=True),
                      config.max_selection_rows)
