@@ -576,8 +576,9 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
     if model.naive_weight and not model.serves_btyd:
         # the naive component's level comes from the whole store, not from each batch
         model = dataclasses.replace(model, naive_population_ratio=naive_population_ratio(conn, model.label_horizon_days))
-    # the forecast goes into the season after the scoring cutoff (``clv.season``)
-    model = dataclasses.replace(model, scoring_cutoff=scoring_cutoff(conn))
+    if model.season is not None and not model.season.is_flat:
+        # the forecast goes into the season after the scoring cutoff (``clv.season``)
+        model = dataclasses.replace(model, scoring_cutoff=scoring_cutoff(conn))
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
     constants = {"model_version": ("varchar", model_version), "scored_at": ("timestamp", scored_at)}
     reconciled = {"lowered": 0, "lowered_by_half": 0, "btyd_p_alive_sum": 0.0, "p_alive_sum": 0.0}
@@ -599,7 +600,7 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
             tiers=tiers, rest=clv.REST, gamma=repr(float(gamma)),
             recompute="false" if model.point_rule != clv.SHARPEN else "true", source="_clv_unranked"))
         conn.execute("drop table _clv_unranked")
-    within, after = model.season_factors(config.horizon_days)
+    within, after = model.season_factors(config.horizon_days) if model.season is not None else (1.0, 1.0)
     return {"rows": writer.rows, "batches": len(ranges), "gamma": float(gamma), "point_rule": model.point_rule,
             "alive": reconciled if alive is not None else None,
             "season_factors": {"label_window": round(within, 4), "after_label_window": round(after, 4)}}

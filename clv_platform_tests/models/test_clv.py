@@ -11,7 +11,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from clv_platform.ingestion.demo_store import DemoStoreParams
-from clv_platform.models import btyd_intervals, clv, metrics, total_interval
+from clv_platform.models import btyd_intervals, clv, metrics, registry, total_interval
 from clv_platform.models.clv_assets import CLV_ASSETS
 from clv_platform.models.clv import objective
 from clv_platform.transforms.cutoff import scoring_cutoff
@@ -277,6 +277,15 @@ def test_assets_materialize_in_process(demo_db, data_env, monkeypatch):
     scoring = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                    if e.asset_key == dg.AssetKey(["scores", "customer_clv"]))
     assert scoring["point_rule"].value == metadata["point_rule"].value
+    # the demo store's yearly season (clv.season), recorded with the model; the scores put the
+    # forecast into the months after the scoring cutoff with the recorded season's factors
+    sidecar = registry.read_sidecar(runs.loc[0, "path"])
+    season = clv.ClvSeason.from_dict(sidecar["season"])
+    assert metadata["season"].value == season.reason and season.reason.startswith("month-of-year index from")
+    assert max(season.index) in (season.index[10], season.index[11]) and min(season.index) < 0.95
+    with duckdb.connect(str(database), read_only=True) as conn:
+        within, after = season.forward(scoring_cutoff(conn), sidecar["label_horizon_days"], clv.load_config().horizon_days)
+    assert scoring["season_factors"].value == {"label_window": round(within, 4), "after_label_window": round(after, 4)}
     # the store total's served interval: the process interval widened by the errors ml/clv_model recorded
     record = metadata["total_interval_errors"].value
     assert record["level_calibrated"] == (metadata["serves"].value == "hybrid")

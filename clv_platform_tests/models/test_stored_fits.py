@@ -149,6 +149,7 @@ class _SpendModel:
     point_rule = "sharpen"
     features = ["frequency", "spend_rate_per_week", "btyd_p_alive"]  # what the scoring reads of the features
     naive_weight = 0.0  # no naive spend-rate component in the blend (ClvModel.naive_weight)
+    season = None  # no season to put the forecast into (ClvModel.season)
 
     def predict(self, frame, horizon_days, ratio):
         return 1.1 * frame["btyd_expected_spend_horizon"].to_numpy(dtype=float)
