@@ -139,8 +139,6 @@ def run_backtest(
                          "extension": serving.get("extension"),
                          # the store's season the labels were taken out of (clv.season), and why none
                          "season": serving.get("season"),
-                         # the served booster's level and the calibrations behind it
-                         "level": serving.get("level"),
                          # the training windows' BTYD fits: the family served at the calibration end
                          "window_btyd": serving.get("window_btyd")}
     summary = {

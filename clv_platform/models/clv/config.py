@@ -54,9 +54,6 @@ class ClvConfig:
     hybrid_offset: bool = True
     level_calibration: bool = True
     extension_calibration: bool = True
-    level_transfer: bool = False
-    """``[hybrid] level_transfer``: the final booster's level is the selection's times the ratio of
-    the two boosters' calibrations in sample (``train._train``); false = the selection's level."""
     seasonality_min_months: int = 12
     """``[hybrid] seasonality_min_months``: months of tracking a store needs before the model takes
     the season out of its label windows and puts it back into its forecast (``clv.season``); 0 = never."""
@@ -133,7 +130,6 @@ def load_config(path: str | Path | None = None) -> ClvConfig:
         hybrid_offset=bool(raw.get("hybrid", {}).get("btyd_offset", True)),
         level_calibration=bool(raw.get("hybrid", {}).get("level_calibration", True)),
         extension_calibration=bool(raw.get("hybrid", {}).get("extension_calibration", True)),
-        level_transfer=bool(raw.get("hybrid", {}).get("level_transfer", False)),
         seasonality_min_months=int(raw.get("hybrid", {}).get("seasonality_min_months", 12)),
         seasonality_max_p=float(raw.get("hybrid", {}).get("seasonality_max_p", 0.05)),
         hybrid_blend=bool(raw.get("hybrid", {}).get("blend", True)),

@@ -4,7 +4,7 @@ out-of-sample level factor of each candidate.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -65,9 +65,6 @@ class Selection:
     """What decided: "beats_btyd" (a blend beat the BTYD, lowest blended MAE) or the metric."""
     validation_prediction: np.ndarray | None = field(default=None, repr=False)
     """The chosen candidate's validation-window predictions (level applied, no blend; not stored)."""
-    training_ratio: float = 1.0
-    """actual / predicted total of the chosen candidate (before its level) on the rows it trained on:
-    its calibration in sample, which ``train`` compares with the final booster's (``level_transfer``)."""
 
     def as_dict(self) -> dict:
         return {
@@ -137,7 +134,7 @@ def select_objective(
                        blend_point_shrink=blend["shrink"] if blend["metrics"] else None,
                        blend_mae=(blend["metrics"] or {}).get("mae"))
         rows.append(row)
-        state = (spec, rounds, smear, level, prediction, blend, model)
+        state = (spec, rounds, smear, level, prediction, blend)
         if blend["metrics"] is not None:
             # the issue's criterion first: a blend of this candidate beats the BTYD on Gini and MAE
             # with a total within the bound; among those candidates, the lowest blended MAE
@@ -147,8 +144,7 @@ def select_objective(
             best, best_state = row, state
     if best_beating is not None:
         best_state = best_beating[1]
-    spec, rounds, smear, level, chosen_prediction, blend, chosen_model = best_state
-    training_ratio = in_sample_ratio(chosen_model, train)
+    spec, rounds, smear, level, chosen_prediction, blend = best_state
     return Selection(
         chosen=spec,
         comparison=rows,
@@ -168,7 +164,6 @@ def select_objective(
         blend_metrics=blend["metrics"],
         blend_comparison=blend["comparison"],
         validation_prediction=chosen_prediction,
-        training_ratio=training_ratio,
         criterion="beats_btyd" if best_beating is not None else config.selection_metric,
     )
 
@@ -626,16 +621,6 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
 
 
 LEVEL_BOUNDS = (0.25, 4.0)
-
-
-def in_sample_ratio(model: ClvModel, rows: pd.DataFrame) -> float:
-    """actual / predicted total of ``model``'s booster alone (no level, blend or naive part) on
-    ``rows``; 1 when it predicts nothing or there are no rows."""
-    if model.booster is None or rows.empty:
-        return 1.0
-    raw = replace(model, level=1.0, blend=1.0, naive_weight=0.0, serves_btyd=False).predict_label_window(rows)
-    total = float(np.sum(raw))
-    return float(np.sum(rows["label_spend"].to_numpy(dtype=float))) / total if total > 0 else 1.0
 
 
 def level_factor(actual: np.ndarray, predicted: np.ndarray) -> float:

@@ -20,7 +20,7 @@ from clv_platform.models.clv.windows import (HistoryTooShort, WindowFits, btyd_f
 from clv_platform.models.clv.season import ClvSeason, deseasonalize, fit_season
 from clv_platform.models.clv.booster import (ClvModel, calibration_shift, predict_rows, train_buy_classifier,
                                              uses_offset, train_booster)
-from clv_platform.models.clv.objective import (LEVEL_BOUNDS, in_sample_ratio, BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
+from clv_platform.models.clv.objective import (BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
                                                POSITIVE_COLUMNS, SHARPEN, Selection, blend_mean, naive_validation,
                                                select_objective, point_rule, validation_mixture, _only,
                                                apply_point_rule)
@@ -293,11 +293,6 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
     model = ClvModel(booster, columns, selection.chosen, variant, h, selection.smearing, rounds, offset,
                      level=selection.level, blend=selection.blend, naive_weight=selection.naive_weight,
                      naive_level=selection.naive_level, season=season)
-    level_record = {"selection_level": float(selection.level), "selection_training_ratio": selection.training_ratio}
-    if config.level_calibration and config.level_transfer:
-        final_ratio = in_sample_ratio(model, final)
-        model.level = float(np.clip(selection.level * final_ratio / selection.training_ratio, *LEVEL_BOUNDS))
-        level_record.update(final_training_ratio=final_ratio, level=model.level)
     if classifier is not None:
         # the served classifier is the one the point rule was chosen with (trained on the inner
         # windows, calibrated on the validation window), not a refit on the final windows: its
@@ -343,7 +338,6 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         validation_metrics=validation_metrics,
         validation_frame=valid,
         serving={**serving, "extension": extension, "window_btyd": fits.record(), "season": season.as_dict(),
-                 "level": level_record,
                  "buy_classifier": None if classifier is None else {
                      **classifier, "validation_mean_p": float(valid[BUY_P_COLUMN].mean()),
                      "validation_buyer_share": float((valid["label_spend"] > 0).mean())}},
