@@ -138,7 +138,8 @@ def run_backtest(
                          "buy_classifier": serving.get("buy_classifier"),
                          "extension": serving.get("extension"),
                          # the store's season the labels were taken out of (clv.season), and why none
-                         "season": serving.get("season"),
+                         "season": (None if ml.trained[clv.HYBRID].model.season is None
+                                    else ml.trained[clv.HYBRID].model.season.as_dict()),
                          # the training windows' BTYD fits: the family served at the calibration end
                          "window_btyd": serving.get("window_btyd")}
     summary = {

@@ -410,7 +410,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "extension": dg.MetadataValue.json(trained.serving.get("extension") or {}),
             # the store's season the labels were taken out of (clv.season), and why none
             "season": (trained.model.season.reason if trained.model.season is not None
-                       else trained.serving.get("reason", "")),
+                       else f"none: {trained.serving.get('reason', '')}"),
             "season_index_jan_dec": dg.MetadataValue.json(
                 [round(v, 3) for v in (trained.model.season.index if trained.model.season is not None else [1.0] * 12)]),
             # the training windows' BTYD fits: the served fit's family, or why a window has its own

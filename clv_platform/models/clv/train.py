@@ -337,7 +337,7 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         window_ends=sorted({str(t.date()) for t in final["window_end"].drop_duplicates()}),  # distinct ends first: a Timestamp per row cost seconds
         validation_metrics=validation_metrics,
         validation_frame=valid,
-        serving={**serving, "extension": extension, "window_btyd": fits.record(), "season": season.as_dict(),
+        serving={**serving, "extension": extension, "window_btyd": fits.record(),
                  "buy_classifier": None if classifier is None else {
                      **classifier, "validation_mean_p": float(valid[BUY_P_COLUMN].mean()),
                      "validation_buyer_share": float((valid["label_spend"] > 0).mean())}},
