@@ -108,11 +108,16 @@ def test_a_season_is_kept_only_from_a_year_of_months_and_when_it_is_there():
     assert clv.season.season_from_table(thin, 12).months_used == 11
 
 
-def test_after_black_friday_the_btyd_in_season_forecasts_spring_better_than_the_stationary_btyd():
+@pytest.fixture(scope="module")
+def demo_tx() -> pd.DataFrame:
+    return forecast_backtest.demo_transactions(date(2023, 11, 1), date(2025, 10, 31), n_customers=3000, seed=8)
+
+
+def test_after_black_friday_the_btyd_in_season_forecasts_spring_better_than_the_stationary_btyd(demo_tx):
     """The demo store (yearly intensity 1 + 0.15 cos(2 pi (t - Nov 28) / year)) at the end of February:
     the BTYD fitted there learned a rate lifted by the peak it just watched, and over March-July it
     forecasts too much; the season measured by that cutoff puts it back into spring."""
-    tx = forecast_backtest.demo_transactions(date(2023, 11, 1), date(2025, 10, 31), n_customers=3000, seed=8)
+    tx = demo_tx
     cutoff, h = date(2025, 2, 28), 150
     conn = frames.staging_connection(tx)
     try:
@@ -130,3 +135,27 @@ def test_after_black_friday_the_btyd_in_season_forecasts_spring_better_than_the_
     stationary = float(frame["btyd_expected_spend"].sum())
     assert stationary / actual - 1.0 > 0.08  # the stationary BTYD is well over
     assert abs(stationary * within / actual - 1.0) < 0.5 * abs(stationary / actual - 1.0)
+
+
+def test_the_extension_factor_compares_the_windows_without_their_seasons(demo_tx):
+    """The extension factor's two windows one window back (features at C - 2h) are taken out of
+    their seasons as the training labels are: the factor with the season is the one without it
+    times (within window's factor / beyond window's factor)."""
+    cutoff, h = date(2025, 8, 31), 120
+    season = _halves()
+    conn = frames.staging_connection(demo_tx)
+    try:
+        config = replace(clv.load_config(), label_horizon_days=h, max_extension_rows=0)
+        plain = clv.btyd_extension_factor(conn, cutoff, config)
+        seasonal = clv.btyd_extension_factor(conn, cutoff, config, season=season)
+    finally:
+        conn.close()
+    start = date(2025, 8, 31) - pd.Timedelta(days=2 * h)  # 2025-01-03: windows to 2025-05-03 and 2025-08-31
+    within = season.label_factor(start, h)
+    beyond = season.mean_over(start + pd.Timedelta(days=h), h) / season.exposure_mean(start)
+    # no month of the index's exposure is complete by 2025-01-03: the BTYD there watched the year's mean, 1
+    assert within == pytest.approx(1.2) and beyond == pytest.approx((58 * 1.2 + 62 * 0.8) / 120)
+    assert 0.5 < plain["factor"] < 2.0  # not at a bound, so the two are comparable
+    assert seasonal["within_actual"] == pytest.approx(plain["within_actual"] / within)
+    assert seasonal["actual"] == pytest.approx(plain["actual"] / beyond)
+    assert seasonal["factor"] == pytest.approx(plain["factor"] * within / beyond)
