@@ -1,8 +1,8 @@
 """The CLV model's seasons: labels taken out of their season, the forecast put into the coming one.
 
-The BTYD models under the hybrid are stationary. A BTYD fitted at a cutoff C buys at the customers'
-average rate over what it watched, so its forecast for the next label window is too high after a
-peak season and too low before one. The hybrid learned the same thing twice over: its booster
+The BTYD models under the hybrid are stationary. A BTYD fitted at a cutoff C forecasts at the
+customers' average rate over the months it watched, so its forecast for the next label window is too
+high after a peak season and too low before one. The hybrid learned the same thing twice over: its booster
 trained on one label window's season and its level was calibrated on another's. On the demo store
 (yearly peak at Black Friday) the production configuration over-forecast the first label window
 after a February cutoff by 24 % (the BTYD alone by 18 %), and the level carried the peak season
