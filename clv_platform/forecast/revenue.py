@@ -47,7 +47,7 @@ import pandas as pd
 from scipy import stats
 
 from clv_platform.models import btyd
-from clv_platform.models.seasonality import SeasonalIndex, purchase_days, seasonal_index, seasonal_index_from_days  # noqa: F401  (the forecast's seasonal operational time; CSV data sets)
+from clv_platform.models.seasonality import SeasonalIndex, seasonal_index
 from clv_platform.models.total_interval import Z80  # one constant for every 80 % interval (the CLV total's too)
 
 TOTAL_DAYS = (30, 90, 365)

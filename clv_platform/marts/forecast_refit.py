@@ -26,11 +26,6 @@ SUMMARY_TABLE = "forecast_btyd_summary"
 """Temp table written by ``sql/forecast_btyd_summary.sql`` (dropped after use)."""
 
 
-def purchase_days(conn: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:
-    """``revenue.purchase_days`` of staging.orders up to ``cutoff`` (one row per calendar day)."""
-    return seasonality.purchase_days_sql(conn, cutoff)
-
-
 def first_orders(conn: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:
     """``revenue.first_orders`` of staging.orders up to ``cutoff`` (one row per buyer)."""
     return conn.execute(read_sql("clv_platform.marts", "sql/forecast_first_orders.sql"), {"cutoff": cutoff}).df()
@@ -85,7 +80,7 @@ def rehearse(conn: duckdb.DuckDBPyConnection, cutoff: date, days: pd.DataFrame, 
                                "group by all order by all").df()
     finally:
         conn.execute(f"drop table if exists {SUMMARY_TABLE}")
-    season = revenue.seasonal_index_from_days(days, model, rc)
+    season = seasonality.seasonal_index_from_days(days, model, rc)
     past = revenue.forecast_revenue(None, rc, model=model, summary=grouped, months=months, with_rehearsal=False,
                                     season=season, firsts=firsts)
     periods = [p for p in revenue.forecast_periods(rc, months) if p.kind == "month"]
@@ -96,6 +91,6 @@ def refit(conn: duckdb.DuckDBPyConnection, model: btyd.BTYDModel, cutoff: date, 
           max_fit_customers: int | None = None) -> tuple[revenue.SeasonalIndex, revenue.Rehearsal]:
     """(seasonal index of ``model`` at ``cutoff``, rehearsal errors) as ``revenue.seasonal_index`` and
     ``revenue.rehearse`` give them on every order up to ``cutoff``; ``firsts``: ``first_orders`` at it."""
-    days = purchase_days(conn, cutoff)
-    season = revenue.seasonal_index_from_days(days, model, cutoff)
+    days = seasonality.purchase_days_sql(conn, cutoff)
+    season = seasonality.seasonal_index_from_days(days, model, cutoff)
     return season, rehearse(conn, cutoff, days, firsts, max_fit_customers=max_fit_customers)

@@ -71,22 +71,22 @@ def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: da
     return seasonal_index_from_days(purchase_days(transactions, cutoff), model, cutoff)
 
 
-def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> SeasonalIndex:
-    """Actual / model-expected repeat purchase days per calendar month up to ``cutoff``.
+def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> pd.DataFrame:
+    """(month, actual, expected) repeat purchase days of every complete calendar month up to ``cutoff``
+    (the BTYD papers' tracking plot); empty when no month is complete.
 
     ``days``: ``purchase_days`` (day, first_buyers, repeat_days), possibly longer than ``cutoff``
     (later days are ignored, so one table serves the cutoff and the rehearsal cutoff before it).
     The expectation is the unconditional E[X(age)] of every customer by first-purchase day (the
     fitted parameters only), so the ratio carries what the stationary model cannot: the calendar.
-    The log ratios are fitted with a level plus yearly harmonics (one below 24 usable months, two
-    from then on; weighted by the expected count), so the index is smooth, covers months not
-    observed yet and does not reproduce one year's noise; it is normalized to mean 1.
     """
+    empty = pd.DataFrame({"month": pd.Series(dtype="datetime64[ns]"), "actual": pd.Series(dtype=float),
+                          "expected": pd.Series(dtype=float)})
     cutoff_ts = pd.Timestamp(cutoff).normalize()
     days = days.assign(day=pd.to_datetime(days["day"]))
     days = days[days["day"] <= cutoff_ts]
     if days.empty:
-        return SeasonalIndex.flat()
+        return empty
     cohort_days = days[days["first_buyers"] > 0]
     start = cohort_days["day"].min()
     month_starts = pd.date_range(start.to_period("M").to_timestamp() + pd.offsets.MonthBegin(1), cutoff_ts,
@@ -94,7 +94,7 @@ def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: 
     # complete months only
     month_starts = month_starts[(month_starts + pd.offsets.MonthEnd(0)) <= cutoff_ts]
     if len(month_starts) == 0:
-        return SeasonalIndex.flat()
+        return empty
     bounds = np.concatenate([(month_starts - start).days.to_numpy(),
                              [((month_starts[-1] + pd.offsets.MonthEnd(0)) - start).days + 1]])
     f = (cohort_days["day"] - start).dt.days.to_numpy(dtype=float)
@@ -114,7 +114,20 @@ def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: 
     inside = repeat_day < bounds[-1]  # np.histogram's last bin is closed
     actual = np.histogram(repeat_day[inside], bins=bounds,
                           weights=days["repeat_days"].to_numpy(dtype=float)[inside])[0]
-    table = pd.DataFrame({"month": month_starts, "actual": actual, "expected": expected})
+    return pd.DataFrame({"month": month_starts, "actual": actual, "expected": expected})
+
+
+def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> SeasonalIndex:
+    """Actual / model-expected repeat purchase days per calendar month up to ``cutoff``
+    (``tracking_table``), fitted.
+
+    The log ratios are fitted with a level plus yearly harmonics (one below 24 usable months, two
+    from then on; weighted by the expected count), so the index is smooth, covers months not
+    observed yet and does not reproduce one year's noise; it is normalized to mean 1.
+    """
+    table = tracking_table(days, model, cutoff)
+    if table.empty:
+        return SeasonalIndex.flat()
     used = table[table["expected"] >= MIN_EXPECTED_PER_MONTH].copy()
     if len(used) < 3:
         return SeasonalIndex(np.ones(12), 0.0, len(used), table)

@@ -49,13 +49,13 @@ def _history(conn, cutoff):
 def test_seasonal_index_and_first_orders_equal_the_pandas_ones(store, cutoff):
     from clv_platform.forecast import revenue
     from clv_platform.marts import forecast_refit
-    from clv_platform.models import btyd
+    from clv_platform.models import btyd, seasonality
 
     with duckdb.connect(str(store)) as conn:
         history = _history(conn, cutoff)
-        days = forecast_refit.purchase_days(conn, cutoff)
+        days = seasonality.purchase_days_sql(conn, cutoff)
         firsts = forecast_refit.first_orders(conn, cutoff)
-    expected_days = revenue.purchase_days(history, cutoff)
+    expected_days = seasonality.purchase_days(history, cutoff)
     assert days["day"].tolist() == expected_days["day"].tolist()
     assert days["first_buyers"].tolist() == expected_days["first_buyers"].tolist()
     assert days["repeat_days"].tolist() == expected_days["repeat_days"].tolist()
@@ -66,7 +66,7 @@ def test_seasonal_index_and_first_orders_equal_the_pandas_ones(store, cutoff):
     np.testing.assert_allclose(firsts["first_value"], expected_firsts["first_value"], rtol=REL)
 
     model = revenue.fit_purchase_model(btyd.summarize(history, cutoff))
-    got = revenue.seasonal_index_from_days(days, model, cutoff)
+    got = seasonality.seasonal_index_from_days(days, model, cutoff)
     expected = revenue.seasonal_index(history, model, cutoff)
     assert got.months_used == expected.months_used >= 12
     np.testing.assert_allclose(got.index, expected.index, rtol=REL)
@@ -79,10 +79,11 @@ def test_seasonal_index_and_first_orders_equal_the_pandas_ones(store, cutoff):
 def test_rehearsal_equals_the_pandas_rehearsal(store, cutoff, cap):
     from clv_platform.forecast import revenue
     from clv_platform.marts import forecast_refit
+    from clv_platform.models import seasonality
 
     with duckdb.connect(str(store)) as conn:
         history = _history(conn, cutoff)
-        days = forecast_refit.purchase_days(conn, cutoff)
+        days = seasonality.purchase_days_sql(conn, cutoff)
         firsts = forecast_refit.first_orders(conn, cutoff)
         got = forecast_refit.rehearse(conn, cutoff, days, firsts, max_fit_customers=cap)
         rc = revenue.rehearsal_cutoff(cutoff)

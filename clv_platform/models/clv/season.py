@@ -76,23 +76,24 @@ class ClvSeason:
             return 1.0
         return float(np.average(values, weights=weights))
 
-    def label_factor(self, feature_cutoff: date, days: int) -> float:
-        """What the season alone makes of a stationary forecast over (feature_cutoff, + days]."""
+    def factor(self, after: date, days: int, watched_at: date) -> float:
+        """What the season alone makes of the forecast over (after, after + days] of a stationary
+        BTYD fitted at ``watched_at``: the window's mean index over the one that BTYD has seen."""
         if self.is_flat:
             return 1.0
-        return self.mean_over(feature_cutoff, days) / self.exposure_mean(feature_cutoff)
+        return self.mean_over(after, days) / self.exposure_mean(watched_at)
+
+    def label_factor(self, feature_cutoff: date, days: int) -> float:
+        """``factor`` of a label window (feature_cutoff, + days] of customers known at its start."""
+        return self.factor(feature_cutoff, days, feature_cutoff)
 
     def forward(self, cutoff: date, label_days: int, horizon_days: int) -> tuple[float, float]:
         """(factor of the label-window part, factor of the part after it) of a forecast made at
         ``cutoff`` over ``horizon_days``; the part after h is empty (factor of the first) for H <= h."""
-        if self.is_flat:
-            return 1.0, 1.0
-        bar = self.exposure_mean(cutoff)
-        first = min(label_days, horizon_days)
-        within = self.mean_over(cutoff, first) / bar
+        within = self.factor(cutoff, min(label_days, horizon_days), cutoff)
         if horizon_days <= label_days:
             return within, within
-        return within, self.mean_over(cutoff + timedelta(days=label_days), horizon_days - label_days) / bar
+        return within, self.factor(cutoff + timedelta(days=label_days), horizon_days - label_days, cutoff)
 
     def as_dict(self) -> dict:
         return {"index": [round(float(v), 6) for v in self.index],
@@ -115,8 +116,8 @@ def fit_season(conn: duckdb.DuckDBPyConnection, cutoff: date, model: btyd.BTYDMo
         return ClvSeason.none("disabled ([hybrid] seasonality_min_months = 0)")
     if model is None:
         return ClvSeason.none("no BTYD fit at the validation window's feature cutoff to track the months against")
-    tracked = seasonality.seasonal_index_from_days(seasonality.purchase_days_sql(conn, cutoff), model, cutoff)
-    return season_from_table(tracked.table, min_months, max_p)
+    return season_from_table(seasonality.tracking_table(seasonality.purchase_days_sql(conn, cutoff), model, cutoff),
+                             min_months, max_p)
 
 
 def season_from_table(table: pd.DataFrame, min_months: int, max_p: float = 0.05) -> ClvSeason:

@@ -77,10 +77,10 @@ def btyd_extension_factor(conn: duckdb.DuckDBPyConnection, cutoff: date, config:
     expected = float(long["btyd_expected_spend"].sum()) - within_expected
     within_actual = float(sample["label_spend"].sum())
     actual = float(both["label_spend"].sum()) - within_actual
-    if season is not None and not season.is_flat:
+    if season is not None:
         start = cutoff - timedelta(days=2 * h)
         within_actual /= season.label_factor(start, h)
-        actual /= season.mean_over(cutoff - timedelta(days=h), h) / season.exposure_mean(start)
+        actual /= season.factor(cutoff - timedelta(days=h), h, start)
     if expected <= 0 or within_expected <= 0:
         return {"factor": 1.0, "reason": "the BTYD expects no spend within or beyond the label window"}
     if within_actual <= 0:
