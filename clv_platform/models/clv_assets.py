@@ -744,12 +744,12 @@ def _interval_metadata(total: float, variance: float, mean_p10: float, mean_p90:
                 "served_validation_log_error", "reason")})}
 
 
-def served_metrics_on(conn, trained: clv.TrainedClv, name: str = registry.DEFAULT_MODEL_NAME) -> tuple[str | None, dict | None]:
+def served_metrics_on(served: dict | None, trained: clv.TrainedClv) -> tuple[str | None, dict | None]:
     """(served version, its metrics on the candidate's validation rows) - (None, None) when nothing
-    is registered, (version, None) when the served model cannot be scored on those rows."""
+    is registered (``served``: its ``registry.latest_registered`` row), (version, None) when the
+    served model cannot be scored on those rows."""
     from clv_platform.models import metrics
 
-    served = registry.latest_registered(conn, name)
     if served is None:
         return None, None
     frame = trained.validation_frame
@@ -809,9 +809,9 @@ def registration_gate(conn, trained: clv.TrainedClv) -> dict:
                 "reason": f"served {served['model_version']} was trained on {int(served_days)}-day labels, this model on "
                           f"{trained.model.label_horizon_days} (the label window the store's history supports now): "
                           "the served model cannot be scored on this validation window"}
-    version, served = served_metrics_on(conn, trained)
-    decision = registry.decide(trained.validation_metrics, served, monitoring_config().model_regression, version)
-    decision["served_metrics"] = served
+    version, served_metrics = served_metrics_on(served, trained)
+    decision = registry.decide(trained.validation_metrics, served_metrics, monitoring_config().model_regression, version)
+    decision["served_metrics"] = served_metrics
     return decision
 
 
