@@ -137,6 +137,9 @@ def run_backtest(
                          # the mixture point rule's classifier: rounds, calibration shift, mean P vs buyers
                          "buy_classifier": serving.get("buy_classifier"),
                          "extension": serving.get("extension"),
+                         # the retrained hybrid's label-window total over the BTYD's at the cutoff
+                         # against the validated blend's (train.level_check)
+                         "level_check": serving.get("level_check"),
                          # the store's season the labels were taken out of (clv.season), and why none
                          "season": (None if ml.trained[clv.HYBRID].model.season is None
                                     else ml.trained[clv.HYBRID].model.season.as_dict()),
@@ -550,7 +553,8 @@ def table_text(result: dict, ml_summary: dict) -> str:
                   "BTYD extension "
                   f"factor {(serving.get('extension') or {}).get('factor', 1.0):.3f} "
                   f"({(serving.get('extension') or {}).get('reason', '')}); season: "
-                  f"{(serving.get('season') or {}).get('reason') or 'none recorded'}"]
+                  f"{(serving.get('season') or {}).get('reason') or 'none recorded'}"
+                  + (f"; level check: {serving['level_check']['reason']}" if serving.get("level_check") else "")]
     hybrid = ml_summary["variants"]["hybrid"]
     selection = hybrid["selection"]
     lines += ["", f"objective chosen on the validation window ending {selection['validation_window_end']} "

@@ -90,6 +90,16 @@ def explain_frame(conn, max_customers: int) -> pd.DataFrame:
     return clv.frame_from_tables(features, scores)
 
 
+def serving_sample(conn, config: clv.ClvConfig) -> pd.DataFrame | None:
+    """``explain_frame`` when ml.btyd_scores holds this training's label window (its BTYD inputs
+    are over the span the model trains on), else None: the level check is then skipped rather than
+    made against BTYD spend over another span (ml/clv_model materialized without ml/btyd_scores)."""
+    windows = [int(r[0]) for r in conn.execute(f"select distinct label_horizon_days from {BTYD_TABLE}").fetchall()]
+    if windows != [int(config.label_horizon_days)]:
+        return None
+    return explain_frame(conn, config.explain_max_customers)
+
+
 class BtydScoresConfig(dg.Config):
     """``refit``: fit the BTYD at this run's cutoff even when a fresh stored fit exists."""
 
@@ -344,16 +354,19 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         # (ml/btyd_scores ran first)
         # the label window the store's history supports (the backtest's rule): shorter for a young store
         config, label_note, too_short = trained_label_config(conn, cutoff, config)
+        # the frame the model is scored on (a customer sample at a large store): the served hybrid's
+        # level check (train.level_check) and the SHAP tables read it
+        frame = None if too_short else serving_sample(conn, config)
         trained = (clv.btyd_only(cutoff, config, too_short) if too_short else
                    clv.train_clv(conn, cutoff, config, clv.HYBRID, pareto_start=stored_fits.served_pareto_start(conn),
-                                 btyd_family=stored_fits.served_family(conn)))
+                                 btyd_family=stored_fits.served_family(conn), serving_frame=frame))
         trained.serving["label_window"] = label_note
         gate = registration_gate(conn, trained)
         record = registry.save_model(conn, trained, config, register=gate["register"])
         context.log_event(registry.model_runs_event(record.name, record.version, gate["register"]))
         explained = trained.model.booster is not None
         # a BTYD-only model (history too short to train) has no booster: empty SHAP tables, no chart
-        frame = explain_frame(conn, config.explain_max_customers) if explained else None
+        frame = frame if explained else None
         importance = clv.shap_importance(trained.model, frame, config.shap_sample)
         interactions = clv.shap_interactions(trained.model, frame, config.interaction_sample, config.top_interactions)
         side = {}
@@ -408,6 +421,11 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "level_factor": float(trained.model.level),
             "extension_factor": float(trained.model.extension_factor),
             "extension": dg.MetadataValue.json(trained.serving.get("extension") or {}),
+            # the retrained hybrid's label-window total over the BTYD's at the cutoff against the
+            # validated blend's (train.level_check); a drift beyond the bound serves the BTYD
+            "level_check": dg.MetadataValue.json(trained.serving.get("level_check") or {
+                "reason": "not checked: " + ("the BTYD is served" if trained.serving.get("served") == "btyd"
+                                             else "no scoring frame at the cutoff")}),
             # the store's season the labels were taken out of (clv.season), and why none
             "season": (trained.model.season.reason if trained.model.season is not None
                        else f"none: {trained.serving.get('reason', '')}"),

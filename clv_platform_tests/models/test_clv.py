@@ -277,6 +277,13 @@ def test_assets_materialize_in_process(demo_db, data_env, monkeypatch):
     scoring = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                    if e.asset_key == dg.AssetKey(["scores", "customer_clv"]))
     assert scoring["point_rule"].value == metadata["point_rule"].value
+    # the served hybrid's level check ran on the frame it is scored on (every customer of this store)
+    level = metadata["level_check"].value
+    if metadata["serves"].value == "hybrid":
+        assert level["consistent"] and abs(level["log_drift"]) <= level["bound"] == pytest.approx(np.log(1.15))
+        assert level["customers"] == customers
+    else:
+        assert level["reason"].startswith("not checked") or not level["consistent"]
     # the demo store's yearly season (clv.season), recorded with the model; the scores put the
     # forecast into the months after the scoring cutoff with the recorded season's factors
     sidecar = registry.read_sidecar(runs.loc[0, "path"])

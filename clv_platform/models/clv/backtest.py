@@ -83,7 +83,7 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     frame, model_btyd = scoring_frame(conn, cutoff, config)
     # the windows' BTYD fits take the family served at the calibration end (``WindowFits``)
     family = (model_btyd.model, model_btyd.penalizer)
-    hybrid = train_clv(conn, cutoff, config, HYBRID, btyd_family=family)
+    hybrid = train_clv(conn, cutoff, config, HYBRID, btyd_family=family, serving_frame=frame)
     plain = train_clv(conn, cutoff, config, XGBOOST, objective=hybrid.selection.chosen, btyd_family=family)
     index = frame["customer_id"].astype(str).to_numpy()
     ratio = frame["btyd_horizon_ratio"].to_numpy()

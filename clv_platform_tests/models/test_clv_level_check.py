@@ -1,0 +1,86 @@
+"""The served hybrid's level check (``train.level_check``): the retrained booster must keep the
+correction of the BTYD that was validated, or the BTYD is served."""
+
+from types import SimpleNamespace
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from clv_platform.models import clv
+from clv_platform.models.clv import train
+from clv_platform.models.clv.booster import ClvModel
+from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform_tests.cheap_config import one_tweedie_config
+from clv_platform_tests.demo_cache import demo_database
+
+
+def _stand_in(served_over_btyd: float, validated_over_btyd: float, btyd_now: np.ndarray, btyd_valid: np.ndarray):
+    """A model whose label-window forecast is ``served_over_btyd`` x the frame's BTYD, and a selection
+    whose validated (out-of-sample) booster forecast was ``validated_over_btyd`` x the validation BTYD."""
+    model = SimpleNamespace(label_horizon_days=90, blend=0.6, naive_weight=0.0,
+                            predict_label_window=lambda frame: served_over_btyd * frame["btyd_expected_spend"].to_numpy())
+    # blend 0.6: the validated mean is 0.6 x booster + 0.4 x BTYD
+    booster = (validated_over_btyd - 0.4) / 0.6 * btyd_valid
+    selection = SimpleNamespace(validation_prediction=booster)
+    return model, selection, pd.DataFrame({"btyd_expected_spend": btyd_now}), pd.DataFrame(
+        {"btyd_expected_spend": btyd_valid, "label_spend": btyd_valid})
+
+
+def test_level_check_compares_the_served_and_validated_totals_over_the_btyd():
+    rng = np.random.default_rng(3)
+    now, valid = rng.gamma(0.5, 40.0, 400), rng.gamma(0.5, 30.0, 300)
+    # the year-old demo store's figures: served 1.597 x, validated 1.148 x -> drift 0.331 > log(1.15)
+    model, selection, frame, valid_frame = _stand_in(1.597, 1.148, now, valid)
+    check = train.level_check(model, selection, valid_frame, frame, 0.15)
+    assert check["validated_over_btyd"] == pytest.approx(1.148)
+    assert check["served_over_btyd"] == pytest.approx(1.597)
+    assert check["log_drift"] == pytest.approx(np.log(1.597 / 1.148))
+    assert check["bound"] == pytest.approx(np.log(1.15))
+    assert not check["consistent"] and "not the one validated" in check["reason"]
+    assert check["customers"] == 400 and check["validation_customers"] == 300
+    # a retrained booster 10 % low, or 12 % high: within the bound either way
+    for served in (1.148 / 1.10, 1.148 * 1.12):
+        assert train.level_check(*_stand_in(served, 1.148, now, valid)[:2], valid_frame, frame, 0.15)["consistent"]
+    # 20 % low is beyond it as well (the check is two-sided)
+    low = train.level_check(*_stand_in(1.148 / 1.2, 1.148, now, valid)[:2], valid_frame, frame, 0.15)
+    assert not low["consistent"] and low["log_drift"] == pytest.approx(-np.log(1.2))
+    # nothing to compare with: no bound, or no BTYD spend at the cutoff
+    assert train.level_check(model, selection, valid_frame, frame, None)["consistent"]
+    empty = train.level_check(model, selection, valid_frame, frame.assign(btyd_expected_spend=0.0), 0.15)
+    assert empty["consistent"] and empty["reason"].startswith("not checked")
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory):
+    return demo_database(tmp_path_factory.mktemp("level") / "demo.duckdb", 2000, features=True)
+
+
+def test_training_serves_the_btyd_when_the_retrained_booster_leaves_the_validated_level(demo_db, monkeypatch):
+    config = one_tweedie_config(200)
+    with duckdb.connect(str(demo_db), read_only=True) as conn:
+        cutoff = scoring_cutoff(conn)
+        frame, _ = clv.scoring_frame(conn, cutoff, config)
+        trained = clv.train_clv(conn, cutoff, config, serving_frame=frame)
+        check = trained.serving["level_check"]
+        # the demo store's retrained booster keeps the validated level (measured: drift within 0.05)
+        assert trained.serving["served"] == clv.HYBRID and check["consistent"]
+        assert abs(check["log_drift"]) < 0.1 and check["customers"] == len(frame)
+        # the same training whose final booster forecasts twice as much at the cutoff: the BTYD is served
+        original = ClvModel.predict_label_window
+
+        def doubled(self, scored):
+            out = original(self, scored)
+            return out * 2.0 if "_doubled" in scored else out
+
+        monkeypatch.setattr(ClvModel, "predict_label_window", doubled)
+        inflated = clv.train_clv(conn, cutoff, config, serving_frame=frame.assign(_doubled=1))
+    check = inflated.serving["level_check"]
+    assert inflated.serving["served"] == "btyd" and inflated.model.serves_btyd
+    assert not check["consistent"] and check["log_drift"] > np.log(1.15)
+    assert inflated.serving["reason"].startswith("the retrained hybrid forecasts the label window")
+    assert "served_for" not in inflated.serving
+    # the served model's validation metrics are then the BTYD's
+    assert inflated.validation_metrics["normalized_gini"] == inflated.serving["btyd_metrics"]["normalized_gini"]
+    assert inflated.validation_metrics["predicted_total"] == inflated.serving["btyd_metrics"]["predicted_total"]
