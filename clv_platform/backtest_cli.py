@@ -337,8 +337,9 @@ def json_view(result: dict) -> dict:
 def headline(result: dict) -> dict:
     """Flat top-level numbers per model: ``<model>_mae``, ``_normalized_gini``, ``_predicted_total``,
     ``_total_error`` (predicted / actual total - 1), ``_customer_coverage`` and ``_total_covered``
-    (1.0 / 0.0) of the 80 % intervals, plus the actual total, so dashboards and scripts read
-    them without walking the nested sections."""
+    (1.0 / 0.0) of the 80 % intervals, plus the actual total and ``served_mean_total_error`` (the
+    served model's mean, BTYD or hybrid), so dashboards and scripts read them without walking the
+    nested sections."""
     actual = float(result["holdout"]["actual_total"])
     out = {"actual_total": actual}
     for name, block in result["holdout"]["models"].items():
@@ -362,6 +363,14 @@ def headline(result: dict) -> dict:
                 out[f"{name}_served_total_covered"] = 1.0 if interval["served_total_covered"] else 0.0
             if "point_within_interval" in interval:
                 out[f"{name}_point_within_interval"] = interval["point_within_interval"]
+    served = (result.get("serving") or {}).get("served")
+    mean = {"btyd": "btyd", "hybrid": "hybrid_mean"}.get(served)
+    if mean in result["holdout"]["models"]:
+        # the served point's total (served_predicted_total) is a median's when the point rule is one:
+        # the forecast total the store's scores sum to is the served model's mean
+        total = float(result["holdout"]["models"][mean]["predicted_total"])
+        out["served_mean_predicted_total"] = total
+        out["served_mean_total_error"] = total / actual - 1.0 if actual else None
     out.update(verdict(result))
     return out
 
@@ -543,7 +552,11 @@ def table_text(result: dict, ml_summary: dict) -> str:
                 lines.append(f"  {row['calibration_end']}: not evaluated - {row.get('reason')}")
     serving = result.get("serving") or {}
     if serving:
-        lines += ["", f"served for this store: {serving.get('served')} - {serving.get('reason')}",
+        head = result.get("headline") or headline(result)
+        served_total = (f"; its forecast total (the mean's) {head['served_mean_predicted_total']:,.0f}, "
+                        f"{head['served_mean_total_error']:+.1%} against the actual"
+                        if head.get("served_mean_total_error") is not None else "")
+        lines += ["", f"served for this store: {serving.get('served')} - {serving.get('reason')}{served_total}",
                   f"hybrid level factor (validation window) {serving.get('level_factor', 1.0):.3f}; booster blend "
                   f"weight {serving.get('blend', 1.0):.2f}; point rule (chosen on the validation window): served "
                   f"{serving.get('point_rule') or 'sharpen'} (gamma {serving.get('sharpen', 1.0):g}), hybrid "
@@ -554,7 +567,9 @@ def table_text(result: dict, ml_summary: dict) -> str:
                   f"factor {(serving.get('extension') or {}).get('factor', 1.0):.3f} "
                   f"({(serving.get('extension') or {}).get('reason', '')}); season: "
                   f"{(serving.get('season') or {}).get('reason') or 'none recorded'}"
-                  + (f"; level check: {serving['level_check']['reason']}" if serving.get("level_check") else "")]
+                  + (f"; level check: {serving['level_check']['reason']}"
+                     if serving.get("level_check") and serving["level_check"]["reason"] not in serving.get("reason", "")
+                     else "")]
     hybrid = ml_summary["variants"]["hybrid"]
     selection = hybrid["selection"]
     lines += ["", f"objective chosen on the validation window ending {selection['validation_window_end']} "
@@ -683,6 +698,9 @@ def extra_sections_html(result: dict) -> str:
                      "The <i>hybrid</i> row is the hybrid's point forecast, <i>hybrid_mean</i> its conditional mean "
                      "(rank it by this one's Gini), <i>btyd_point</i> the BTYD's own point forecast, <i>served</i> "
                      "what the platform serves.</p>")
+        level = serving.get("level_check") or {}
+        if level.get("reason") and level["reason"] not in str(serving.get("reason")):
+            parts.append(f"<p>Level check of the served hybrid: {esc(level['reason'])}.</p>")
     npd = (result.get("npd") or {}).get("models") or {}
     if npd:
         horizons = sorted({int(k[4:-1]) for block in npd.values() for k in block if k.startswith("auc_")})

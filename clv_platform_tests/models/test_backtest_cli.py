@@ -85,6 +85,15 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     verdict = out["headline"]
     assert verdict["hybrid_ranking_gini"] == mean["normalized_gini"] and verdict["hybrid_point_mae"] == point["mae"]
     assert verdict["best_btyd_mae"] == min(models["btyd"]["mae"], models["btyd_point"]["mae"])
+    # the served model's forecast total is its mean's, whatever its point rule
+    served_mean = models["btyd" if serving["served"] == "btyd" else "hybrid_mean"]["predicted_total"]
+    assert head["served_mean_predicted_total"] == served_mean
+    assert head["served_mean_total_error"] == pytest.approx(served_mean / out["holdout"]["actual_total"] - 1.0)
+    # the served hybrid's level check, with the numbers behind it
+    level = serving["level_check"]
+    if serving["served"] == "hybrid":
+        assert level["consistent"] and level["log_drift"] == pytest.approx(
+            math.log(level["served_over_btyd"] / level["validated_over_btyd"]))
     # ahead only beyond 1.645 paired standard errors of the per-customer gain; within them a tie
     paired = out["holdout"]["hybrid_point_vs_btyd"]
     assert paired["rival"] == min(("btyd", "btyd_point"), key=lambda m: models[m]["mae"])
@@ -180,6 +189,11 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
         in document
     assert "Next purchase: naive cadence vs BTYD timing vs XGBoost AFT" in document
     assert "BTYD family" in document and "80 % intervals" in document and "served total interval" in document
+    # the served hybrid's level check, with its drift (the cheap config's run serves the hybrid)
+    level = out["serving"]["level_check"]
+    assert out["serving"]["served"] == "hybrid" and level["consistent"]
+    assert f"Level check of the served hybrid: the retrained hybrid forecasts the label window at " \
+           f"{level['served_over_btyd']:.3f} x the BTYD" in document
 
 
 def test_short_history_is_refused_in_plain_words(tmp_path, capsys):
