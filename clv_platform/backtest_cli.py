@@ -118,6 +118,8 @@ def run_backtest(
     result["window"]["label_window"] = label_note
     serving = ml.trained[clv.HYBRID].serving
     result["serving"] = {"served": serving.get("served"), "reason": serving.get("reason"),
+                         # the served model's forecast total over the holdout (its mean, in season)
+                         "served_mean_predicted_total": ml.served_mean_total,
                          "level_factor": ml.trained[clv.HYBRID].model.level,
                          "blend": ml.trained[clv.HYBRID].model.blend,
                          # the naive spend-rate rule's weight in the blend and its validation level
@@ -363,14 +365,13 @@ def headline(result: dict) -> dict:
                 out[f"{name}_served_total_covered"] = 1.0 if interval["served_total_covered"] else 0.0
             if "point_within_interval" in interval:
                 out[f"{name}_point_within_interval"] = interval["point_within_interval"]
-    served = (result.get("serving") or {}).get("served")
-    mean = {"btyd": "btyd", "hybrid": "hybrid_mean"}.get(served)
-    if mean in result["holdout"]["models"]:
+    total = (result.get("serving") or {}).get("served_mean_predicted_total")
+    if total is not None:
         # the served point's total (served_predicted_total) is a median's when the point rule is one:
-        # the forecast total the store's scores sum to is the served model's mean
-        total = float(result["holdout"]["models"][mean]["predicted_total"])
-        out["served_mean_predicted_total"] = total
-        out["served_mean_total_error"] = total / actual - 1.0 if actual else None
+        # the forecast total the store's scores sum to is the served model's mean (a served BTYD's
+        # put into the store's season: not the plain `btyd` column's on a seasonal store)
+        out["served_mean_predicted_total"] = float(total)
+        out["served_mean_total_error"] = float(total) / actual - 1.0 if actual else None
     out.update(verdict(result))
     return out
 

@@ -50,6 +50,9 @@ class MLBacktest:
     """Column -> (total errors of its method recorded at training, why none): the served
     store-total interval of each column (``backtest.btyd_backtest(..., served_errors=...)``)."""
     label_days: int | None = None
+    served_mean_total: float | None = None
+    """The served model's forecast total over the holdout: its mean (the BTYD's put into the store's
+    season when the BTYD is served, the hybrid's otherwise), what the store's scores sum to."""
 
     def summary(self) -> dict:
         return {
@@ -116,7 +119,8 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
                          point_rule=serving.get("btyd_point_rule", SHARPEN),
                          point_shrink=1.0).point(btyd_mean, horizon, p50, frame=frame)
     served_model = replace(hybrid.model, scoring_cutoff=cutoff)
-    served = served_model.point(served_model.predict(frame, horizon, ratio), horizon, p50, btyd_in_season, frame)
+    served_mean = served_model.predict(frame, horizon, ratio)
+    served = served_model.point(served_mean, horizon, p50, btyd_in_season, frame)
     predictions = {
         XGBOOST: pd.Series(means[XGBOOST], index=index, name=XGBOOST),
         HYBRID: pd.Series(hybrid_point, index=index, name=HYBRID),
@@ -128,7 +132,7 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     mean_columns = {HYBRID: HYBRID_MEAN, BTYD_POINT: "btyd",
                     SERVED: "btyd" if hybrid.model.serves_btyd else HYBRID_MEAN}
     return MLBacktest(predictions, {XGBOOST: plain, HYBRID: hybrid}, importance, time.perf_counter() - started,
-                      mean_columns, served_errors(hybrid, plain), config.label_horizon_days)
+                      mean_columns, served_errors(hybrid, plain), config.label_horizon_days, float(served_mean.sum()))
 
 
 def served_errors(hybrid: TrainedClv, plain: TrainedClv) -> dict:
