@@ -600,6 +600,7 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
     ranges = customer_ranges(conn, FEATURE_TABLE, batch)
     constants = {"model_version": ("varchar", model_version), "scored_at": ("timestamp", scored_at)}
     reconciled = {"lowered": 0, "lowered_by_half": 0, "btyd_p_alive_sum": 0.0, "p_alive_sum": 0.0}
+    level = {"label_window": 0.0, "btyd": 0.0}  # the served hybrid's label-window total and the BTYD's
     conn.execute(f"create schema if not exists {SCORES_TABLE.split('.')[0]}")
     # the batches go to a temp table the tier SQL below turns into scores.customer_clv (one write
     # of the table instead of two; -0.2 CPU s of 1.1 at 300k), all in the writer's transaction
@@ -608,6 +609,12 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
                                      prefetch=True):
             frame = clv.add_derived_features(frame)
             scores = clv.predict_scores(model, frame, config)
+            part = model.label_window_part(scores["predicted_spend"].to_numpy(), config.horizon_days,
+                                           frame["btyd_horizon_ratio"].to_numpy())
+            if part is not None:
+                level["label_window"] += float(part.sum())
+                level["btyd"] += float(np.clip(np.nan_to_num(frame["btyd_expected_spend"].to_numpy(dtype=float)),
+                                               0.0, None).sum())
             if alive is not None:
                 _reconcile_batch(scores, frame, alive, reconciled)
             writer.write(scores)
@@ -621,6 +628,7 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
     within, after = model.season_factors(config.horizon_days) if model.season is not None else (1.0, 1.0)
     return {"rows": writer.rows, "batches": len(ranges), "gamma": float(gamma), "point_rule": model.point_rule,
             "alive": reconciled if alive is not None else None,
+            "served_over_btyd": level["label_window"] / level["btyd"] if level["btyd"] > 0 else None,
             "season_factors": {"label_window": round(within, 4), "after_label_window": round(after, 4)}}
 
 
@@ -662,6 +670,9 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
     warning = family.pop("warning", None)
     if warning:
         context.log.warning(warning)
+    level = _level_tonight(sidecar, written["served_over_btyd"])
+    if level.pop("warning", None):
+        context.log.warning(level["reason"])
     reconciled = written["alive"]
     alive_metadata = {"p_alive_source": alive_reason}
     if reconciled is not None:
@@ -685,6 +696,8 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "point_rule": written["point_rule"],
             # the coming season the forecast was put into (clv.season; 1 and 1 without one)
             "season_factors": dg.MetadataValue.json(written["season_factors"]),
+            # the served hybrid's label-window total over the BTYD's tonight against the validated level
+            "level_check": dg.MetadataValue.json(level),
             **alive_metadata,
             **family,
             **point_share,
@@ -712,6 +725,33 @@ def _family_check(sidecar: dict, served: tuple[str, float] | None, serves_btyd: 
         out["warning"] = (f"the hybrid {sidecar.get('model_version')} was trained against {trained} BTYD fits and "
                           f"the BTYD served now is {served[0]} (refitted since): its correction of the BTYD is "
                           "of the other family's errors; retrain (retrain_models_job)")
+    return out
+
+
+def _level_tonight(sidecar: dict, served_over_btyd: float | None) -> dict:
+    """The training's ``level_check`` read again at tonight's cutoff: the served hybrid's label-window
+    total (without its season) over the BTYD's, against the validated blend's on the validation
+    window. The model was served because the two agreed at training; nights later the features and
+    the BTYD (refitted after ``refit_after_days``) move, and a drift beyond the same bound means the
+    served correction of the BTYD is no longer the validated one: the scores are written, with a
+    warning to retrain (``retrain_models_job``)."""
+    trained = (sidecar.get("serving") or {}).get("level_check") or {}
+    validated, bound = trained.get("validated_over_btyd"), trained.get("bound")
+    if served_over_btyd is None or not validated or bound is None:
+        return {"reason": "not checked: " + ("the BTYD is served" if served_over_btyd is None else
+                                             "the model was trained without a level check")}
+    drift = float(np.log(served_over_btyd / validated)) if served_over_btyd > 0 else float("-inf")
+    within = bool(abs(drift) <= bound)
+    out = {"validated_over_btyd": float(validated), "served_over_btyd": float(served_over_btyd),
+           "at_training": trained.get("served_over_btyd"), "log_drift": drift, "bound": float(bound),
+           "within_bound": within,
+           "reason": (f"the served hybrid forecasts the label window at {served_over_btyd:.3f} x the BTYD tonight, "
+                      f"the validated blend {validated:.3f} x (log drift {drift:+.3f}, "
+                      + ("within the bound)" if within else
+                         f"beyond the bound {bound:.3f}: its correction of the BTYD is no longer the validated one; "
+                         "retrain (retrain_models_job))"))}
+    if not within:
+        out["warning"] = True
     return out
 
 

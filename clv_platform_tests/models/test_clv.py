@@ -277,13 +277,18 @@ def test_assets_materialize_in_process(demo_db, data_env, monkeypatch):
     scoring = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                    if e.asset_key == dg.AssetKey(["scores", "customer_clv"]))
     assert scoring["point_rule"].value == metadata["point_rule"].value
-    # the served hybrid's level check ran on the frame it is scored on (every customer of this store)
+    # the served hybrid's level check (the demo store's hybrid earns its place on this config) ran on
+    # the frame it is scored on (every customer of this store)
     level = metadata["level_check"].value
-    if metadata["serves"].value == "hybrid":
-        assert level["consistent"] and abs(level["log_drift"]) <= level["bound"] == pytest.approx(np.log(1.15))
-        assert level["customers"] == customers
-    else:
-        assert level["reason"].startswith("not checked") or not level["consistent"]
+    assert metadata["serves"].value == "hybrid"
+    assert level["consistent"] and abs(level["log_drift"]) <= level["bound"] == pytest.approx(np.log(1.15))
+    assert level["customers"] == customers
+    # read again by the scoring at the same cutoff, from each customer's horizon forecast
+    # (ClvModel.label_window_part): the same ratio as the training's check
+    tonight = scoring["level_check"].value
+    assert tonight["validated_over_btyd"] == level["validated_over_btyd"] and tonight["within_bound"]
+    assert tonight["served_over_btyd"] == pytest.approx(level["served_over_btyd"], rel=1e-6)
+    assert tonight["at_training"] == level["served_over_btyd"]
     # the demo store's yearly season (clv.season), recorded with the model; the scores put the
     # forecast into the months after the scoring cutoff with the recorded season's factors
     sidecar = registry.read_sidecar(runs.loc[0, "path"])

@@ -84,3 +84,19 @@ def test_training_serves_the_btyd_when_the_retrained_booster_leaves_the_validate
     # the served model's validation metrics are then the BTYD's
     assert inflated.validation_metrics["normalized_gini"] == inflated.serving["btyd_metrics"]["normalized_gini"]
     assert inflated.validation_metrics["predicted_total"] == inflated.serving["btyd_metrics"]["predicted_total"]
+
+
+def test_the_nightly_reading_warns_when_the_served_level_leaves_the_validated_one():
+    from clv_platform.models.clv_assets import _level_tonight
+
+    sidecar = {"serving": {"level_check": {"validated_over_btyd": 1.1, "bound": float(np.log(1.15)),
+                                           "served_over_btyd": 1.12}}}
+    tonight = _level_tonight(sidecar, 1.15)
+    assert tonight["within_bound"] and "warning" not in tonight and tonight["at_training"] == 1.12
+    assert tonight["log_drift"] == pytest.approx(np.log(1.15 / 1.1))
+    # the BTYD refitted since, the features older: 1.5 x where 1.1 x was validated
+    moved = _level_tonight(sidecar, 1.5)
+    assert not moved["within_bound"] and moved.pop("warning") is True
+    assert moved["reason"].endswith("no longer the validated one; retrain (retrain_models_job))")
+    assert _level_tonight(sidecar, None)["reason"] == "not checked: the BTYD is served"
+    assert _level_tonight({"serving": {}}, 1.2)["reason"] == "not checked: the model was trained without a level check"

@@ -154,6 +154,10 @@ class _SpendModel:
     def predict(self, frame, horizon_days, ratio):
         return 1.1 * frame["btyd_expected_spend_horizon"].to_numpy(dtype=float)
 
+    def label_window_part(self, spend, horizon_days, ratio):
+        # 1.1 x the BTYD over h: the horizon's spend back over the BTYD's growth to H
+        return np.asarray(spend, dtype=float) / np.asarray(ratio, dtype=float)
+
     def horizon_gamma(self, horizon_days=None):
         return self.sharpen
 
@@ -201,6 +205,12 @@ def test_clv_scores_in_batches_equal_the_whole_frame_scoring(features_db, data_e
     assert "country" not in narrow.columns and narrow.shape[1] < joined.shape[1]
     pd.testing.assert_frame_equal(narrow, joined[list(narrow.columns)])
     assert one["batches"] == 1 and many["batches"] == -(-len(single) // 211)
+    # the label-window total over the BTYD's (the nightly's level reading), summed over the batches
+    ratio, btyd_h = frame["btyd_horizon_ratio"].to_numpy(), frame["btyd_expected_spend"].to_numpy()
+    reference_level = float((1.1 * frame["btyd_expected_spend_horizon"].to_numpy() / ratio).sum() / btyd_h.sum())
+    assert one["served_over_btyd"] == pytest.approx(reference_level, rel=1e-12)
+    assert many["served_over_btyd"] == pytest.approx(reference_level, rel=1e-12)
+    assert reference_level == pytest.approx(1.1, rel=0.01)
     pd.testing.assert_frame_equal(batched, single)
     # the old whole-frame path: predict everyone, then clv.assign_tiers in pandas
     expected = clv.assign_tiers(clv.predict_scores(_SpendModel(), frame, config)).assign(

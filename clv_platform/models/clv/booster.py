@@ -269,6 +269,24 @@ class ClvModel:
             return self._predict(frame, "btyd_expected_spend_horizon", horizon_days) * mean_season
         return self.predict_label_window(frame) * horizon_days / self.label_horizon_days * mean_season
 
+    def label_window_part(self, spend: np.ndarray, horizon_days: int,
+                          horizon_ratio: np.ndarray | None = None) -> np.ndarray | None:
+        """The label-window forecast without its season behind ``spend`` = ``predict(frame,
+        horizon_days, horizon_ratio)``: the served hybrid's p_h, read back from p_H = p_h (s_h + c
+        (ratio - 1) s_H) without predicting again (the nightly's ``level_check`` reading, which
+        would otherwise cost a second pass of the booster). None where ``predict`` is not that
+        (the xgboost variant, a served BTYD, no ratio)."""
+        if self.serves_btyd or self.variant != HYBRID:
+            return None
+        within, after = self.season_factors(horizon_days)
+        spend = np.asarray(spend, dtype=float)
+        if horizon_days == self.label_horizon_days:
+            return spend / within
+        if horizon_ratio is None:
+            return None
+        scale = within + self.extension_factor * (np.asarray(horizon_ratio, dtype=float) - 1.0) * after
+        return np.divide(spend, scale, out=np.zeros_like(spend), where=scale > 0)
+
 
 def _train_params(config: ClvConfig, spec: ObjectiveSpec) -> dict:
     params = {k: v for k, v in config.xgboost.items() if k not in ("num_boost_round", "early_stopping_rounds")}
