@@ -740,13 +740,15 @@ def _level_tonight(sidecar: dict, served_over_btyd: float | None) -> dict:
     if served_over_btyd is None or not validated or bound is None:
         return {"reason": "not checked: " + ("the BTYD is served" if served_over_btyd is None else
                                              "the model was trained without a level check")}
-    drift = float(np.log(served_over_btyd / validated)) if served_over_btyd > 0 else float("-inf")
-    within = bool(abs(drift) <= bound)
+    # a hybrid forecasting nothing tonight has no ratio to the validated one: beyond the bound
+    drift = float(np.log(served_over_btyd / validated)) if served_over_btyd > 0 else None
+    within = drift is not None and bool(abs(drift) <= bound)
     out = {"validated_over_btyd": float(validated), "served_over_btyd": float(served_over_btyd),
            "at_training": trained.get("served_over_btyd"), "log_drift": drift, "bound": float(bound),
            "within_bound": within,
            "reason": (f"the served hybrid forecasts the label window at {served_over_btyd:.3f} x the BTYD tonight, "
-                      f"the validated blend {validated:.3f} x (log drift {drift:+.3f}, "
+                      f"the validated blend {validated:.3f} x ("
+                      + ("no ratio" if drift is None else f"log drift {drift:+.3f}") + ", "
                       + ("within the bound)" if within else
                          f"beyond the bound {bound:.3f}: its correction of the BTYD is no longer the validated one; "
                          "retrain (retrain_models_job))"))}

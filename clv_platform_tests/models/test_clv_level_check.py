@@ -46,6 +46,9 @@ def test_level_check_compares_the_served_and_validated_totals_over_the_btyd():
     # 20 % low is beyond it as well (the check is two-sided)
     low = train.level_check(*_stand_in(1.148 / 1.2, 1.148, now, valid)[:2], valid_frame, frame, 0.15)
     assert not low["consistent"] and low["log_drift"] == pytest.approx(-np.log(1.2))
+    # a retrained booster forecasting nothing has no ratio to the validated one: not the validated model
+    nothing = train.level_check(*_stand_in(0.0, 1.148, now, valid)[:2], valid_frame, frame, 0.15)
+    assert not nothing["consistent"] and nothing["log_drift"] is None and "no ratio" in nothing["reason"]
     # nothing to compare with: no bound, or no BTYD spend at the cutoff
     assert train.level_check(model, selection, valid_frame, frame, None)["consistent"]
     empty = train.level_check(model, selection, valid_frame, frame.assign(btyd_expected_spend=0.0), 0.15)
@@ -98,5 +101,7 @@ def test_the_nightly_reading_warns_when_the_served_level_leaves_the_validated_on
     moved = _level_tonight(sidecar, 1.5)
     assert not moved["within_bound"] and moved.pop("warning") is True
     assert moved["reason"].endswith("no longer the validated one; retrain (retrain_models_job))")
+    silent = _level_tonight(sidecar, 0.0)
+    assert not silent["within_bound"] and silent["log_drift"] is None and silent.pop("warning") is True
     assert _level_tonight(sidecar, None)["reason"] == "not checked: the BTYD is served"
     assert _level_tonight({"serving": {}}, 1.2)["reason"] == "not checked: the model was trained without a level check"

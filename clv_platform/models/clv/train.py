@@ -381,13 +381,15 @@ def level_check(model: ClvModel, selection: Selection, valid: pd.DataFrame, fram
     validated = float(blend_mean(selection.validation_prediction, valid_btyd, model.blend, naive,
                                  model.naive_weight).sum() / valid_btyd.sum())
     served = float(model.predict_label_window(frame).sum() / btyd_now.sum())
-    drift = float(np.log(served / validated)) if served > 0 and validated > 0 else float("inf")
-    consistent = bool(abs(drift) <= np.log1p(bound))
+    # a forecast of nothing on either side has no ratio to the other: not the validated model
+    drift = float(np.log(served / validated)) if served > 0 and validated > 0 else None
+    consistent = drift is not None and bool(abs(drift) <= np.log1p(bound))
     return {**record, "validated_over_btyd": validated, "served_over_btyd": served, "log_drift": drift,
             "consistent": consistent,
             "reason": (f"the retrained hybrid forecasts the label window at {served:.3f} x the BTYD at the cutoff, the "
-                       f"validated blend {validated:.3f} x on the validation window (log drift {drift:+.3f}, "
-                       f"{'within' if consistent else 'beyond'} the bound {np.log1p(bound):.3f} = log(1 + "
+                       f"validated blend {validated:.3f} x on the validation window ("
+                       + ("no ratio: one of them forecasts nothing" if drift is None else f"log drift {drift:+.3f}")
+                       + f", {'within' if consistent else 'beyond'} the bound {np.log1p(bound):.3f} = log(1 + "
                        f"max_total_error){'' if consistent else ': the served model is not the one validated'})")}
 
 
