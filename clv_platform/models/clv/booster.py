@@ -254,15 +254,10 @@ class ClvModel:
         s_H the coming season of the two parts (``season_factors``; 1 without a season). The
         xgboost variant (no BTYD) or a call without a ratio scales by H / h.
         """
+        growth = self._growth(horizon_days, horizon_ratio)
+        if growth is not None:
+            return self.predict_label_window(frame) * growth
         within, after = self.season_factors(horizon_days)
-        if horizon_days == self.label_horizon_days:
-            return self.predict_label_window(frame) * within
-        if (self.variant == HYBRID or self.serves_btyd) and horizon_ratio is not None:
-            # h-window prediction x the BTYD's growth from h to H, the part after h corrected by the
-            # BTYD error measured there one window back (1 for the BTYD served as is)
-            factor = 1.0 if self.serves_btyd else self.extension_factor
-            ratio = np.asarray(horizon_ratio, dtype=float)
-            return self.predict_label_window(frame) * (within + factor * (ratio - 1.0) * after)
         h, days = self.label_horizon_days, horizon_days
         mean_season = (within * min(h, days) + after * max(days - h, 0)) / days
         if self.offset or self.serves_btyd:
@@ -276,16 +271,25 @@ class ClvModel:
         (ratio - 1) s_H) without predicting again (the nightly's ``level_check`` reading, which
         would otherwise cost a second pass of the booster). None where ``predict`` is not that
         (the xgboost variant, a served BTYD, no ratio)."""
-        if self.serves_btyd or self.variant != HYBRID:
+        growth = None if self.serves_btyd or self.variant != HYBRID else self._growth(horizon_days, horizon_ratio)
+        if growth is None:
             return None
-        within, after = self.season_factors(horizon_days)
         spend = np.asarray(spend, dtype=float)
+        growth = np.broadcast_to(np.asarray(growth, dtype=float), spend.shape)
+        return np.divide(spend, growth, out=np.zeros_like(spend), where=growth > 0)
+
+    def _growth(self, horizon_days: int, horizon_ratio: np.ndarray | None) -> np.ndarray | float | None:
+        """p_H / p_h where ``predict`` extends the label-window prediction p_h: s_h over the label
+        window itself, s_h + c (ratio - 1) s_H for the hybrid or a served BTYD with the BTYD's
+        growth ``horizon_ratio`` (the part after h corrected by the BTYD error measured there one
+        window back, c = 1 for the BTYD served as is); None where ``predict`` scales otherwise."""
+        within, after = self.season_factors(horizon_days)
         if horizon_days == self.label_horizon_days:
-            return spend / within
-        if horizon_ratio is None:
-            return None
-        scale = within + self.extension_factor * (np.asarray(horizon_ratio, dtype=float) - 1.0) * after
-        return np.divide(spend, scale, out=np.zeros_like(spend), where=scale > 0)
+            return within
+        if (self.variant == HYBRID or self.serves_btyd) and horizon_ratio is not None:
+            factor = 1.0 if self.serves_btyd else self.extension_factor
+            return within + factor * (np.asarray(horizon_ratio, dtype=float) - 1.0) * after
+        return None
 
 
 def _train_params(config: ClvConfig, spec: ObjectiveSpec) -> dict:
