@@ -94,8 +94,7 @@ def serving_sample(conn, config: clv.ClvConfig) -> pd.DataFrame | None:
     """``explain_frame`` when ml.btyd_scores holds this training's label window (its BTYD inputs
     are over the span the model trains on), else None: the level check is then skipped rather than
     made against BTYD spend over another span (ml/clv_model materialized without ml/btyd_scores)."""
-    windows = [int(r[0]) for r in conn.execute(f"select distinct label_horizon_days from {BTYD_TABLE}").fetchall()]
-    if windows != [int(config.label_horizon_days)]:
+    if btyd_label_windows(conn) != [int(config.label_horizon_days)]:
         return None
     return explain_frame(conn, config.explain_max_customers)
 
@@ -142,6 +141,11 @@ def btyd_label_config(context, conn, cutoff, config: clv.ClvConfig) -> tuple[clv
     return config, note
 
 
+def btyd_label_windows(conn) -> list[int]:
+    """The label windows (days) ml.btyd_scores' label-window columns are over: one after a build."""
+    return [int(r[0]) for r in conn.execute(f"select distinct label_horizon_days from {BTYD_TABLE} order by 1").fetchall()]
+
+
 class LabelWindowMismatch(ValueError):
     """ml.btyd_scores holds label-window columns for another window than the served model's."""
 
@@ -150,7 +154,7 @@ def require_label_window(conn, model, version: str) -> None:
     """Fail before scoring when ml.btyd_scores' label window is not the served model's: the hybrid
     would read BTYD inputs over another span than it was trained on (a rollback, or ml/clv_model
     materialized without ml/btyd_scores in its run)."""
-    windows = [int(r[0]) for r in conn.execute(f"select distinct label_horizon_days from {BTYD_TABLE}").fetchall()]
+    windows = btyd_label_windows(conn)
     if windows and windows != [int(model.label_horizon_days)]:
         raise LabelWindowMismatch(
             f"{BTYD_TABLE} holds label-window columns over {', '.join(map(str, windows))} days, the served CLV model "
