@@ -132,26 +132,39 @@ def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: 
     if len(used) < 3:
         return SeasonalIndex(np.ones(12), 0.0, len(used), table)
     used["ratio"] = used["actual"] / used["expected"]
-    used["moy"] = used["month"].dt.month - 1
     # log(ratio) = level + yearly harmonics, weighted by the expected count: one harmonic with less
     # than two years of months (a smooth year, also for months not seen yet), two with more
-    harmonics = 2 if len(used) >= 24 else 1
-    angle = 2 * np.pi * (used["moy"].to_numpy() + 0.5) / 12
-
-    def basis(a: np.ndarray) -> np.ndarray:
-        return np.column_stack([f(k * a) for k in range(1, harmonics + 1) for f in (np.cos, np.sin)])
-
-    design = np.column_stack([np.ones(len(used)), basis(angle)])
+    harmonics = harmonics_for(len(used))
+    design = np.column_stack([np.ones(len(used)), yearly_harmonics(used["month"].dt.month.to_numpy() - 1, harmonics)])
     y = np.log(used["ratio"].clip(lower=1e-6).to_numpy())
-    w = np.sqrt(used["expected"].to_numpy())
-    coef, *_ = np.linalg.lstsq(design * w[:, None], y * w, rcond=None)
-    shape = np.exp(basis(2 * np.pi * (np.arange(12) + 0.5) / 12) @ coef[1:])
+    weights = used["expected"].to_numpy()
+    _, coef = weighted_fit(design, y, weights)
+    shape = np.exp(yearly_harmonics(np.arange(12), harmonics) @ coef[1:])
     index = np.clip(shape / shape.mean(), 0.3, 3.0)
     residual = y - design @ coef
     # what Poisson noise of the monthly counts alone would explain is not systematic
     poisson = 1.0 / used["actual"].clip(lower=1).to_numpy()
-    relative_sd = float(math.sqrt(max(0.0, float(np.average(residual**2 - poisson, weights=w**2)))))
+    relative_sd = float(math.sqrt(max(0.0, float(np.average(residual**2 - poisson, weights=weights)))))
     return SeasonalIndex(index, relative_sd, len(used), table)
+
+
+def harmonics_for(months: int) -> int:
+    """Yearly harmonics a fit of ``months`` usable months gets: one below two years, two from then on."""
+    return 2 if months >= 24 else 1
+
+
+def yearly_harmonics(month_of_year: np.ndarray, harmonics: int) -> np.ndarray:
+    """cos and sin of k times each month's angle (its middle; 0 = January), k = 1..``harmonics``."""
+    angle = 2 * np.pi * (np.asarray(month_of_year) + 0.5) / 12
+    return np.column_stack([f(k * angle) for k in range(1, harmonics + 1) for f in (np.cos, np.sin)])
+
+
+def weighted_fit(design: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """(weighted residual sum of squares, coefficients) of the least-squares fit."""
+    root = np.sqrt(weights)
+    coef, *_ = np.linalg.lstsq(design * root[:, None], y * root, rcond=None)
+    residual = y - design @ coef
+    return float(np.sum(weights * residual**2)), coef
 
 
 def purchase_days_sql(conn: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:

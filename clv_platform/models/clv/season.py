@@ -145,16 +145,11 @@ def season_from_table(table: pd.DataFrame, min_months: int, max_p: float = 0.05)
     y = np.log(usable["actual"].clip(lower=1.0).to_numpy(dtype=float) / usable["expected"].to_numpy(dtype=float))
     weights = usable["expected"].to_numpy(dtype=float)
     years = (months - months.min()).dt.days.to_numpy(dtype=float) / 365.25
-    harmonics = 2 if used >= 24 else 1
-
-    def basis(month_of_year: np.ndarray) -> np.ndarray:
-        angle = 2 * np.pi * (month_of_year + 0.5) / 12
-        return np.column_stack([f(k * angle) for k in range(1, harmonics + 1) for f in (np.cos, np.sin)])
-
+    harmonics = seasonality.harmonics_for(used)
     plain = np.column_stack([np.ones(used), years])
-    seasonal = np.column_stack([plain, basis(months.dt.month.to_numpy() - 1)])
-    residual0, _ = _weighted_fit(plain, y, weights)
-    residual1, coef = _weighted_fit(seasonal, y, weights)
+    seasonal = np.column_stack([plain, seasonality.yearly_harmonics(months.dt.month.to_numpy() - 1, harmonics)])
+    residual0, _ = seasonality.weighted_fit(plain, y, weights)
+    residual1, coef = seasonality.weighted_fit(seasonal, y, weights)
     extra, dof = seasonal.shape[1] - plain.shape[1], used - seasonal.shape[1]
     if dof <= 0 or residual1 <= 0:
         return ClvSeason.none(f"{used} usable months: too few to test a season against", used)
@@ -162,20 +157,12 @@ def season_from_table(table: pd.DataFrame, min_months: int, max_p: float = 0.05)
     if p >= max_p:
         return ClvSeason.none(f"no season in {used} tracked months (F test of the yearly harmonics against a "
                               f"level and trend: p = {p:.3f}, at least {max_p:g})", used)
-    shape = np.exp(basis(np.arange(12)) @ coef[plain.shape[1]:])
+    shape = np.exp(seasonality.yearly_harmonics(np.arange(12), harmonics) @ coef[plain.shape[1]:])
     values = tuple(float(v) for v in np.clip(shape / shape.mean(), 0.3, 3.0))
     exposure = tuple((pd.Timestamp(m).date().isoformat(), float(e)) for m, e in zip(table["month"], table["expected"]))
     return ClvSeason(values, exposure, used,
                      f"month-of-year index from {used} tracked months, p = {p:.4f} (lowest {min(values):.3f}, "
                      f"highest {max(values):.3f})")
-
-
-def _weighted_fit(design: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
-    """(weighted residual sum of squares, coefficients) of the least-squares fit."""
-    root = np.sqrt(weights)
-    coef, *_ = np.linalg.lstsq(design * root[:, None], y * root, rcond=None)
-    residual = y - design @ coef
-    return float(np.sum(weights * residual**2)), coef
 
 
 def deseasonalize(frame: pd.DataFrame, season: ClvSeason | None, label_days: int) -> pd.DataFrame:
