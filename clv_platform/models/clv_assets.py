@@ -744,9 +744,7 @@ def _level_tonight(sidecar: dict, served_over_btyd: float | None) -> dict:
     if served_over_btyd is None or not validated or bound is None:
         return {"reason": "not checked: " + ("the BTYD is served" if served_over_btyd is None else
                                              "the model was trained without a level check")}
-    # a hybrid forecasting nothing tonight has no ratio to the validated one: beyond the bound
-    drift = float(np.log(served_over_btyd / validated)) if served_over_btyd > 0 else None
-    within = drift is not None and bool(abs(drift) <= bound)
+    drift, within = clv.level_drift(served_over_btyd, validated, float(bound))
     out = {"validated_over_btyd": float(validated), "served_over_btyd": float(served_over_btyd),
            "at_training": trained.get("served_over_btyd"), "log_drift": drift, "bound": float(bound),
            "within_bound": within,

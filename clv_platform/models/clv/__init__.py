@@ -110,6 +110,7 @@ from clv_platform.models.clv.train import (  # noqa: F401
     btyd_extension_factor,
     TrainedClv,
     train_clv,
+    level_drift,
     serve_or_fall_back,
     point_forecasts,
     p50_ratio,

@@ -381,9 +381,7 @@ def level_check(model: ClvModel, selection: Selection, valid: pd.DataFrame, fram
     validated = float(blend_mean(selection.validation_prediction, valid_btyd, model.blend, naive,
                                  model.naive_weight).sum() / valid_btyd.sum())
     served = float(model.predict_label_window(frame).sum() / btyd_now.sum())
-    # a forecast of nothing on either side has no ratio to the other: not the validated model
-    drift = float(np.log(served / validated)) if served > 0 and validated > 0 else None
-    consistent = drift is not None and bool(abs(drift) <= np.log1p(bound))
+    drift, consistent = level_drift(served, validated, float(np.log1p(bound)))
     return {**record, "validated_over_btyd": validated, "served_over_btyd": served, "log_drift": drift,
             "consistent": consistent,
             "reason": (f"the retrained hybrid forecasts the label window at {served:.3f} x the BTYD at the cutoff, the "
@@ -391,6 +389,15 @@ def level_check(model: ClvModel, selection: Selection, valid: pd.DataFrame, fram
                        + ("no ratio: one of them forecasts nothing" if drift is None else f"log drift {drift:+.3f}")
                        + f", {'within' if consistent else 'beyond'} the bound {np.log1p(bound):.3f} = log(1 + "
                        f"max_total_error){'' if consistent else ': the served model is not the one validated'})")}
+
+
+def level_drift(served_over_btyd: float, validated_over_btyd: float, bound: float) -> tuple[float | None, bool]:
+    """(log of served / validated, whether within ``bound``) of ``level_check`` and the nightly's
+    reading of it; a forecast of nothing on either side has no ratio and is never within."""
+    if served_over_btyd <= 0 or validated_over_btyd <= 0:
+        return None, False
+    drift = float(np.log(served_over_btyd / validated_over_btyd))
+    return drift, bool(abs(drift) <= bound)
 
 
 def total_error_record(valid: pd.DataFrame, inner: pd.DataFrame, cutoff: date, h: int, level_calibrated: bool,
