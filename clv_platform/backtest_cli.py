@@ -78,6 +78,7 @@ def run_backtest(
     run = backtest.btyd_backtest(
         dataset, calibration_end, holdout_end, config.btyd_model, extra_predictions=ml.predictions,
         mean_columns=ml.mean_columns, served_errors=ml.served_errors, label_days=ml.label_days,
+        mean_series=ml.means,
     )
     result = run.result
     # the rows of the file the backtest could not use, by reason (a CSV's missing ids, unreadable dates)

@@ -422,6 +422,7 @@ def btyd_backtest(
     mean_columns: dict[str, str] | None = None,
     served_errors: dict[str, tuple[list[float], str | None]] | None = None,
     label_days: int | None = None,
+    mean_series: dict[str, pd.Series] | None = None,
 ) -> BTYDBacktest:
     """Run the BTYD backtest and keep the per-customer frame for further models.
 
@@ -429,6 +430,9 @@ def btyd_backtest(
     "pareto_nbd" or "auto" = higher log-likelihood, both having four parameters) picks the one
     behind the ``btyd`` prediction. ``extra_predictions`` maps a model name to predicted holdout
     spend indexed by customer_id; customers missing from a series count as predicted 0.
+    ``mean_columns`` maps a model column to the column its intervals are centred on (its mean), which
+    is a model column or one of ``mean_series`` (means that are not evaluated as models, indexed the
+    same way).
     ``served_errors`` maps a model column to the total errors its method recorded at training
     (``clv.ml_backtest``), ``label_days`` their window: those models' intervals report the served
     store-total interval too (``interval_metrics``).
@@ -479,6 +483,8 @@ def btyd_backtest(
     for name, series in (extra_predictions or {}).items():
         frame[name] = series.reindex(frame.index).fillna(0.0).astype(float)
         model_columns.append(name)
+    for name, series in (mean_series or {}).items():
+        frame[name] = series.reindex(frame.index).fillna(0.0).astype(float)
 
     draws = chosen.sample_spend(summary, horizon, INTERVAL_DRAWS)
     holdout_days = (holdout_end - calibration_end).days  # the served horizon of the backtest

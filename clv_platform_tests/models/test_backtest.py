@@ -168,6 +168,18 @@ def test_point_forecast_columns_keep_their_interval_around_the_mean(run):
     low, high = backtest.customer_intervals(draws)
     inside = ((point.to_numpy() >= low - 1e-9) & (point.to_numpy() <= high + 1e-9)).mean()
     assert with_mean["point_within_interval"] == pytest.approx(float(inside))
+    # a mean that is no model column of its own (the served model's, in season): the same interval
+    # around it, and it is not evaluated as a model
+    seasonal = 1.3 * mean
+    hidden = backtest.btyd_backtest("cdnow-sample", extra_predictions={"point": point, "seasonal": seasonal},
+                                    mean_series={"seasonal_mean": seasonal}, bootstrap_replicates=0,
+                                    mean_columns={"point": "seasonal_mean"}).result
+    assert "seasonal_mean" not in hidden["intervals"] and "seasonal_mean" not in hidden["holdout"]["models"]
+    centred, own = hidden["intervals"]["point"], hidden["intervals"]["seasonal"]
+    assert centred["total_p10"] == pytest.approx(own["total_p10"]) and centred["total_p90"] == pytest.approx(
+        own["total_p90"])
+    assert centred["total_p10"] == pytest.approx(1.3 * with_mean["total_p10"])
+    assert centred["customer_coverage"] == pytest.approx(own["customer_coverage"])
 
 
 def test_coverage_summary_tells_bias_from_noise():

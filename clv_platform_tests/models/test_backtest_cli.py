@@ -91,6 +91,10 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert head["served_mean_predicted_total"] == pytest.approx(served_mean, rel=1e-9)
     assert serving["served_mean_predicted_total"] == head["served_mean_predicted_total"]
     assert head["served_mean_total_error"] == pytest.approx(served_mean / out["holdout"]["actual_total"] - 1.0)
+    # the served column's interval is centred on the served mean (here that column's own interval)
+    mean_column = "btyd" if serving["served"] == "btyd" else "hybrid_mean"
+    for bound in ("total_p10", "total_p90", "mean_p10", "mean_p90", "served_total_process_p10"):
+        assert out["intervals"]["served"][bound] == pytest.approx(out["intervals"][mean_column][bound]), bound
     # the served hybrid's level check, with the numbers behind it
     level = serving["level_check"]
     if serving["served"] == "hybrid":

@@ -28,6 +28,11 @@ SERVED = "served"
 """Backtest column: the point forecast the platform would serve for the store (hybrid or BTYD)."""
 
 
+SERVED_MEAN = "served_mean"
+"""Not a backtest column: the served model's mean (the BTYD's in the store's season when the BTYD
+is served), which the ``served`` column's intervals are centred on, as scores/customer_clv's are."""
+
+
 BTYD_POINT = "btyd_point"
 """Backtest column: the BTYD's own point forecast under its point rule chosen on the validation
 window (``train.point_forecasts``): what the hybrid's point forecast is fairly compared with."""
@@ -53,6 +58,9 @@ class MLBacktest:
     served_mean_total: float | None = None
     """The served model's forecast total over the holdout: its mean (the BTYD's put into the store's
     season when the BTYD is served, the hybrid's otherwise), what the store's scores sum to."""
+    means: dict = field(default_factory=dict)
+    """Means that are no model column of their own (``SERVED_MEAN``), by name: the backtest frame
+    holds them for ``mean_columns`` (``backtest.btyd_backtest(..., mean_series=...)``)."""
 
     def summary(self) -> dict:
         return {
@@ -129,10 +137,12 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
         SERVED: pd.Series(served, index=index, name=SERVED),
     }
     importance = shap_importance(hybrid.model, frame, config.shap_sample)
-    mean_columns = {HYBRID: HYBRID_MEAN, BTYD_POINT: "btyd",
-                    SERVED: "btyd" if hybrid.model.serves_btyd else HYBRID_MEAN}
+    # the served interval is centred on the served mean: with the BTYD served on a seasonal store
+    # that is the BTYD in season, not the plain BTYD column (the customers' P10/P90 of production)
+    mean_columns = {HYBRID: HYBRID_MEAN, BTYD_POINT: "btyd", SERVED: SERVED_MEAN}
     return MLBacktest(predictions, {XGBOOST: plain, HYBRID: hybrid}, importance, time.perf_counter() - started,
-                      mean_columns, served_errors(hybrid, plain), config.label_horizon_days, float(served_mean.sum()))
+                      mean_columns, served_errors(hybrid, plain), config.label_horizon_days, float(served_mean.sum()),
+                      means={SERVED_MEAN: pd.Series(served_mean, index=index, name=SERVED_MEAN)})
 
 
 def served_errors(hybrid: TrainedClv, plain: TrainedClv) -> dict:
