@@ -19,6 +19,10 @@ to see what the backtest and the BTYD fits do on them (time taken, families chos
 * `b2b.csv` (seed 9): 150 business accounts ordering every 7, 14 or 28 days (± 20 %) until they stop,
   lognormal order sizes around 1,800, 10 % of orders followed by a partial credit; day-first dates
   (`31/12/2024`) and the headers `Customer, Order Date, Order Total`.
+* `lapse.csv` (seed 13): 1,500 customers who all arrive in the first 100 days of 2024, buy one to
+  five times 10-120 days apart and stop; 30 % of orders are refunded at 1-1.5 times their amount
+  within 20 days (returns larger than the order). Nobody is left by the end: the BTYD, which
+  expects customers to stay, over-forecasts more with every month.
 
     python -m benchmarks.awkward_stores /tmp/awkward
     clv-platform backtest --dataset /tmp/awkward/onetime.csv --json
@@ -139,6 +143,20 @@ def b2b(rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["Customer", "Order Date", "Order Total"])
 
 
+def lapse(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for c in range(1500):
+        t = pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(rng.integers(0, 100)))
+        for _ in range(int(rng.integers(1, 6))):
+            amount = round(float(rng.uniform(10, 200)), 2)
+            rows.append((f"L{c}", t.date().isoformat(), amount))
+            if rng.random() < 0.3:  # a refund larger than the order, up to 20 days later
+                later = t + pd.Timedelta(days=int(rng.integers(1, 20)))
+                rows.append((f"L{c}", later.date().isoformat(), -round(amount * float(rng.uniform(1.0, 1.5)), 2)))
+            t = t + pd.Timedelta(days=int(rng.integers(10, 120)))
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
 def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     """Write the files into ``folder``; the same seeds give the same bytes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -151,6 +169,7 @@ def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     stores["launch"] = launch(np.random.default_rng(seed + 5))
     stores["gift"], _ = gift(np.random.default_rng(seed - 2))
     stores["b2b"] = b2b(np.random.default_rng(seed + 2))
+    stores["lapse"] = lapse(np.random.default_rng(seed + 6))
     paths = {}
     for name, frame in stores.items():
         paths[name] = folder / f"{name}.csv"

@@ -426,7 +426,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "extension_factor": float(trained.model.extension_factor),
             "extension": dg.MetadataValue.json(trained.serving.get("extension") or {}),
             # the retrained hybrid's label-window total over the BTYD's at the cutoff against the
-            # validated blend's (train.level_check); a drift beyond the bound serves the BTYD
+            # validated blend's (train.level_check); a drift beyond the threshold serves the BTYD
             "level_check": dg.MetadataValue.json(trained.serving.get("level_check") or {
                 "reason": "not checked: " + ("the BTYD is served" if trained.serving.get("served") == "btyd"
                                              else "no scoring frame at the cutoff")}),
@@ -740,19 +740,21 @@ def _level_tonight(sidecar: dict, served_over_btyd: float | None) -> dict:
     served correction of the BTYD is no longer the validated one: the scores are written, with a
     warning to retrain (``retrain_models_job``)."""
     trained = (sidecar.get("serving") or {}).get("level_check") or {}
-    validated, bound = trained.get("validated_over_btyd"), trained.get("bound")
+    # the training's threshold (the bound, or the BTYD's larger miss of the validation window);
+    # a model trained before it was recorded has the bound alone
+    validated, bound = trained.get("validated_over_btyd"), trained.get("threshold", trained.get("bound"))
     if served_over_btyd is None or not validated or bound is None:
         return {"reason": "not checked: " + ("the BTYD is served" if served_over_btyd is None else
                                              "the model was trained without a level check")}
     drift, within = clv.level_drift(served_over_btyd, validated, float(bound))
     out = {"validated_over_btyd": float(validated), "served_over_btyd": float(served_over_btyd),
-           "at_training": trained.get("served_over_btyd"), "log_drift": drift, "bound": float(bound),
+           "at_training": trained.get("served_over_btyd"), "log_drift": drift, "threshold": float(bound),
            "within_bound": within,
            "reason": (f"the served hybrid forecasts the label window at {served_over_btyd:.3f} x the BTYD tonight, "
                       f"the validated blend {validated:.3f} x ("
                       + ("no ratio" if drift is None else f"log drift {drift:+.3f}") + ", "
-                      + ("within the bound)" if within else
-                         f"beyond the bound {bound:.3f}: its correction of the BTYD is no longer the validated one; "
+                      + ("within the threshold)" if within else
+                         f"beyond the threshold {bound:.3f}: its correction of the BTYD is no longer the validated one; "
                          "retrain (retrain_models_job))"))}
     if not within:
         out["warning"] = True

@@ -283,12 +283,13 @@ def test_assets_materialize_in_process(demo_db, data_env, monkeypatch):
     assert metadata["serves"].value == "hybrid"
     assert level["consistent"] and abs(level["log_drift"]) <= level["bound"] == pytest.approx(np.log(1.15))
     assert level["customers"] == customers
+    assert level["threshold"] == pytest.approx(max(np.log(1.15), abs(level["btyd_validation_log_error"])))
     # read again by the scoring at the same cutoff, from each customer's horizon forecast
     # (ClvModel.label_window_part): the same ratio as the training's check
     tonight = scoring["level_check"].value
     assert tonight["validated_over_btyd"] == level["validated_over_btyd"] and tonight["within_bound"]
     assert tonight["served_over_btyd"] == pytest.approx(level["served_over_btyd"], rel=1e-6)
-    assert tonight["at_training"] == level["served_over_btyd"]
+    assert tonight["at_training"] == level["served_over_btyd"] and tonight["threshold"] == level["threshold"]
     # the demo store's yearly season (clv.season), recorded with the model; the scores put the
     # forecast into the months after the scoring cutoff with the recorded season's factors
     sidecar = registry.read_sidecar(runs.loc[0, "path"])

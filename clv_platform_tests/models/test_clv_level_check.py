@@ -55,6 +55,34 @@ def test_level_check_compares_the_served_and_validated_totals_over_the_btyd():
     assert empty["consistent"] and empty["reason"].startswith("not checked")
 
 
+def test_the_btyd_replaces_the_hybrid_only_when_it_missed_the_validation_window_by_less():
+    """The fallback trades the hybrid's drift for the BTYD's own measured miss: a store whose BTYD
+    forecast the validation window 2.5 x its actual (log error -0.92) keeps a hybrid drifted by -0.46."""
+    rng = np.random.default_rng(5)
+    now, valid = rng.gamma(0.5, 40.0, 400), rng.gamma(0.5, 30.0, 300)
+    # the returns-heavy store's figures: validated 0.474 x the BTYD, served 0.300 x (drift -0.457)
+    model, selection, frame, valid_frame = _stand_in(0.300, 0.474, now, valid)
+    missed = valid_frame.assign(label_spend=0.4 * valid)
+    check = train.level_check(model, selection, missed, frame, 0.15)
+    assert check["btyd_validation_log_error"] == pytest.approx(np.log(0.4))
+    assert check["threshold"] == pytest.approx(-np.log(0.4)) and check["bound"] == pytest.approx(np.log(1.15))
+    assert check["log_drift"] == pytest.approx(np.log(0.300 / 0.474)) and check["consistent"]
+    assert "within the BTYD's own miss of the validation window's total (log error -0.916)" in check["reason"]
+    assert check["reason"].endswith("the BTYD is no safer)")
+    # a drift beyond the BTYD's miss still serves the BTYD
+    far = train.level_check(*_stand_in(0.474 * 0.35, 0.474, now, valid)[:2], missed, frame, 0.15)
+    assert not far["consistent"] and far["log_drift"] < np.log(0.4)
+    assert "beyond the threshold 0.916" in far["reason"] and far["reason"].endswith("not the one validated)")
+    # a BTYD that met the validation window's total: the bound alone (the year-old demo store's case)
+    met = train.level_check(*_stand_in(1.597, 1.148, now, valid)[:2], valid_frame.assign(label_spend=1.05 * valid),
+                            frame, 0.15)
+    assert met["threshold"] == pytest.approx(np.log(1.15)) and not met["consistent"]
+    # no spend in the validation window: no BTYD error to weigh, the bound alone
+    silent = train.level_check(model, selection, valid_frame.assign(label_spend=0.0), frame, 0.15)
+    assert silent["btyd_validation_log_error"] is None and silent["threshold"] == pytest.approx(np.log(1.15))
+    assert not silent["consistent"]
+
+
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
     return demo_database(tmp_path_factory.mktemp("level") / "demo.duckdb", 2000, features=True)
@@ -70,6 +98,9 @@ def test_training_serves_the_btyd_when_the_retrained_booster_leaves_the_validate
         # the demo store's retrained booster keeps the validated level (measured: drift within 0.05)
         assert trained.serving["served"] == clv.HYBRID and check["consistent"]
         assert abs(check["log_drift"]) < 0.1 and check["customers"] == len(frame)
+        # the validated (inner-window) booster on the same customers, for the record: close to the served one
+        assert check["direct_log_drift"] is not None and abs(check["direct_log_drift"]) < 0.2
+        assert check["threshold"] == pytest.approx(max(np.log(1.15), abs(check["btyd_validation_log_error"])))
         # the same training whose final booster forecasts twice as much at the cutoff: the BTYD is served
         original = ClvModel.predict_label_window
 
@@ -79,7 +110,10 @@ def test_training_serves_the_btyd_when_the_retrained_booster_leaves_the_validate
 
         monkeypatch.setattr(ClvModel, "predict_label_window", doubled)
         inflated = clv.train_clv(conn, cutoff, config, serving_frame=frame.assign(_doubled=1))
-    check = inflated.serving["level_check"]
+    doubled_check = inflated.serving["level_check"]
+    # both boosters doubled on that frame: the direct comparison cannot see it, the BTYD's ratio does
+    assert doubled_check["direct_log_drift"] == pytest.approx(check["direct_log_drift"])
+    check = doubled_check
     assert inflated.serving["served"] == "btyd" and inflated.model.serves_btyd
     assert not check["consistent"] and check["log_drift"] > np.log(1.15)
     assert inflated.serving["reason"].startswith("the retrained hybrid forecasts the label window")
@@ -99,9 +133,14 @@ def test_the_nightly_reading_warns_when_the_served_level_leaves_the_validated_on
     assert tonight["log_drift"] == pytest.approx(np.log(1.15 / 1.1))
     # the BTYD refitted since, the features older: 1.5 x where 1.1 x was validated
     moved = _level_tonight(sidecar, 1.5)
-    assert not moved["within_bound"] and moved.pop("warning") is True
+    assert not moved["within_bound"] and moved.pop("warning") is True and moved["threshold"] == pytest.approx(np.log(1.15))
     assert moved["reason"].endswith("no longer the validated one; retrain (retrain_models_job))")
     silent = _level_tonight(sidecar, 0.0)
     assert not silent["within_bound"] and silent["log_drift"] is None and silent.pop("warning") is True
     assert _level_tonight(sidecar, None)["reason"] == "not checked: the BTYD is served"
     assert _level_tonight({"serving": {}}, 1.2)["reason"] == "not checked: the model was trained without a level check"
+    # the training's threshold, where the BTYD's own miss of the validation window set it
+    wide = {"serving": {"level_check": {**sidecar["serving"]["level_check"], "threshold": 0.9}}}
+    kept = _level_tonight(wide, 1.5)
+    assert kept["within_bound"] and kept["threshold"] == 0.9 and "warning" not in kept
+    assert not _level_tonight(wide, 3.0)["within_bound"]

@@ -65,6 +65,9 @@ class Selection:
     """What decided: "beats_btyd" (a blend beat the BTYD, lowest blended MAE) or the metric."""
     validation_prediction: np.ndarray | None = field(default=None, repr=False)
     """The chosen candidate's validation-window predictions (level applied, no blend; not stored)."""
+    validated_booster: object | None = field(default=None, repr=False)
+    """The chosen candidate's booster (trained on the inner windows, the one the validation window
+    scored; not stored): ``train.level_check`` compares the served, retrained booster with it."""
 
     def as_dict(self) -> dict:
         return {
@@ -134,7 +137,7 @@ def select_objective(
                        blend_point_shrink=blend["shrink"] if blend["metrics"] else None,
                        blend_mae=(blend["metrics"] or {}).get("mae"))
         rows.append(row)
-        state = (spec, rounds, smear, level, prediction, blend)
+        state = (spec, rounds, smear, level, prediction, blend, booster)
         if blend["metrics"] is not None:
             # the issue's criterion first: a blend of this candidate beats the BTYD on Gini and MAE
             # with a total within the bound; among those candidates, the lowest blended MAE
@@ -144,7 +147,7 @@ def select_objective(
             best, best_state = row, state
     if best_beating is not None:
         best_state = best_beating[1]
-    spec, rounds, smear, level, chosen_prediction, blend = best_state
+    spec, rounds, smear, level, chosen_prediction, blend, chosen_booster = best_state
     return Selection(
         chosen=spec,
         comparison=rows,
@@ -164,6 +167,7 @@ def select_objective(
         blend_metrics=blend["metrics"],
         blend_comparison=blend["comparison"],
         validation_prediction=chosen_prediction,
+        validated_booster=chosen_booster,
         criterion="beats_btyd" if best_beating is not None else config.selection_metric,
     )
 
