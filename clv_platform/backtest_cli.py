@@ -105,7 +105,9 @@ def run_backtest(
         result["npd"] = backtest._clean({"models": npd["models"], "training_window": npd.get("training_window"),
                                          "btyd_timing": npd.get("btyd_timing"),
                                          "served": {**served, "holdout": npd["served"]["metrics"]},
-                                         "p_alive": restage(run, npd, result)})
+                                         "p_alive": restage(run, npd, result),
+                                         "served_clv_reconciled": served_reconciled(
+                                             run, npd, ml.trained[clv.HYBRID].model.serves_btyd)})
     if coverage_windows > 0:
         # the store-total interval over several windows: one window cannot tell noise from bias.
         # Holdouts of COVERAGE_WINDOW_DAYS so that earlier windows' errors are known at later
@@ -156,11 +158,54 @@ def run_backtest(
     return result, summary
 
 
+def reconciled_alive(run, npd: dict) -> np.ndarray | None:
+    """The p_alive production serves at the calibration end where the served next-purchase model beats
+    the BTYD at 90 days beyond noise on its validation window (``clv.reconcile_alive``), else None."""
+    from clv_platform.models import clv
+    from clv_platform.models.npd_backtest import AFT
+
+    p_purchase = npd.get("alive_p_purchase")
+    if npd["served"].get("model") != AFT or p_purchase is None or run.chosen is None:
+        return None
+    summary, frame = run.summary, run.frame
+    served, _ = clv.reconcile_alive_with(run.chosen.transactions, frame["btyd_p_alive"].to_numpy(dtype=float),
+                                         np.zeros(len(frame)),
+                                         p_purchase.reindex(summary.index.astype(str)).to_numpy(dtype=float),
+                                         summary["frequency"], summary["T"])
+    return served
+
+
+def served_reconciled(run, npd: dict, serves_btyd: bool) -> dict:
+    """The served forecast as scores/customer_clv writes it when the BTYD is served and the served
+    next-purchase model lowers its p_alive (``reconciled_alive``): the BTYD's spend scaled by the
+    lowered p_alive over its own (``clv.alive_scale``), the point forecast and the mean alike. The
+    ``served`` column of the holdout is the forecast before it (the CLV backtest runs without the
+    next-purchase model); this block is the forecast served."""
+    from clv_platform.models import clv, metrics
+
+    reconciled = reconciled_alive(run, npd) if serves_btyd else None
+    if reconciled is None:
+        return {"applies": False, "reason": "the hybrid is served: its CLV is its own" if not serves_btyd else
+                "the served next-purchase model does not lower the BTYD's p_alive"}
+    frame = run.frame
+    scale = clv.alive_scale(frame["btyd_p_alive"].to_numpy(dtype=float), reconciled)
+    y = frame["actual"].to_numpy(dtype=float)
+    point, mean = frame["served"].to_numpy(dtype=float) * scale, frame["served_mean"].to_numpy(dtype=float) * scale
+    before = metrics.regression_metrics(y, frame["served_mean"].to_numpy(dtype=float))
+    after = metrics.regression_metrics(y, mean)
+    return {"applies": True, "customers_scaled": int((scale < 1.0).sum()),
+            "point_mae": metrics.regression_metrics(y, point)["mae"],
+            "point_mae_before": metrics.regression_metrics(y, frame["served"].to_numpy(dtype=float))["mae"],
+            "normalized_gini": after["normalized_gini"], "normalized_gini_before": before["normalized_gini"],
+            "predicted_total": float(mean.sum()), "predicted_total_before": float(before["predicted_total"]),
+            "actual_total": float(y.sum())}
+
+
 def restage(run, npd: dict, result: dict) -> str:
     """The per-stage errors with the stages production would assign where the trained next-purchase
     model is served: its P(purchase within 90 days) waives the cadence test where it is high
     (``lifecycle.lifecycle_stages``), and where it also beats the BTYD at 90 days beyond noise on its
-    validation window it lowers the BTYD's p_alive (``clv.reconcile_alive``); ``per_stage`` is rebuilt
+    validation window it lowers the BTYD's p_alive (``reconciled_alive``); ``per_stage`` is rebuilt
     on both. Returns what p_alive the stages rest on."""
     from clv_platform.models import backtest, clv
     from clv_platform.models.npd_backtest import AFT
@@ -170,12 +215,10 @@ def restage(run, npd: dict, result: dict) -> str:
     summary, frame = run.summary, run.frame
     ids = summary.index.astype(str)
     btyd_alive = frame["btyd_p_alive"].to_numpy(dtype=float)
-    p_purchase = npd.get("alive_p_purchase")
     served, said = btyd_alive, "the BTYD's (the served next-purchase model does not beat it at 90 days beyond noise)"
-    if p_purchase is not None and run.chosen is not None:
-        served, _ = clv.reconcile_alive_with(run.chosen.transactions, btyd_alive, np.zeros(len(frame)),
-                                             p_purchase.reindex(ids).to_numpy(dtype=float),
-                                             summary["frequency"], summary["T"])
+    reconciled = reconciled_alive(run, npd)
+    if reconciled is not None:
+        served = reconciled
         said = (f"lowered for {int((served < btyd_alive).sum())} of {len(served)} customers by the served "
                 f"next-purchase model's P(purchase within {clv.ALIVE_EVIDENCE_DAYS} days) (clv.reconcile_alive)")
     # the same model columns as the per-stage errors before, in their order
@@ -332,7 +375,9 @@ def json_view(result: dict) -> dict:
                     "alive_evidence": {k: v for k, v in ((result["npd"]["served"].get("validation") or {})
                                                          .get("aft") or {}).items()
                                        if k.startswith("brier_90d_gain") or k == "alive_evidence"},
-                    "p_alive": result["npd"].get("p_alive")}} if "npd" in result else {}),
+                    "p_alive": result["npd"].get("p_alive"),
+                    # a served BTYD's forecast with that p_alive, as scores/customer_clv writes it
+                    "served_clv_reconciled": result["npd"].get("served_clv_reconciled")}} if "npd" in result else {}),
         **({"total_coverage_windows": result["total_coverage_windows"]} if "total_coverage_windows" in result else {}),
     }
 

@@ -574,14 +574,26 @@ def naive_population_ratio(conn, days: int) -> float | None:
     return float(btyd_total) / float(naive_total)
 
 
-def _reconcile_batch(scores: pd.DataFrame, frame: pd.DataFrame, alive, tally: dict) -> None:
+def _reconcile_batch(scores: pd.DataFrame, frame: pd.DataFrame, alive, tally: dict, serves_btyd: bool = False) -> None:
     """``scores``' p_alive and expected purchases reconciled in place (``clv.reconcile_alive``) with
-    ``frame``'s served P(purchase within 90 days); ``tally`` adds up what changed, for the metadata."""
+    ``frame``'s served P(purchase within 90 days); ``tally`` adds up what changed, for the metadata.
+
+    With the BTYD served (``serves_btyd``) its spend, CLV, point and interval scale the same way: the
+    BTYD's expected spend is P(alive) x E[spend | alive], and a CLV left at the BTYD's p_alive would
+    contradict the expected purchases beside it (a store whose customers all stop: 48 expected
+    purchases, a CLV of 40,000). The hybrid's CLV is its own, learned from labels: left as it is."""
     btyd_alive = scores["p_alive"].to_numpy(dtype=float)
     served, purchases = clv.reconcile_alive_with(alive, btyd_alive, scores["expected_purchases"],
                                                  frame["npd_p_purchase"], frame["frequency"],
                                                  frame["T_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK)
     scores["p_alive"], scores["expected_purchases"] = served, purchases
+    if serves_btyd:
+        tally["btyd_clv_sum"] = tally.get("btyd_clv_sum", 0.0) + float(np.nansum(scores["predicted_clv"]))
+        scale = clv.alive_scale(btyd_alive, served)
+        for column in clv.SPEND_COLUMNS:
+            if column in scores:
+                scores[column] = scores[column].to_numpy(dtype=float) * scale
+        tally["clv_sum"] = tally.get("clv_sum", 0.0) + float(np.nansum(scores["predicted_clv"]))
     lowered = served < btyd_alive
     tally["lowered"] += int(lowered.sum())
     tally["lowered_by_half"] += int((lowered & (served < btyd_alive / 2)).sum())
@@ -620,7 +632,7 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
                 level["btyd"] += float(np.clip(np.nan_to_num(frame["btyd_expected_spend"].to_numpy(dtype=float)),
                                                0.0, None).sum())
             if alive is not None:
-                _reconcile_batch(scores, frame, alive, reconciled)
+                _reconcile_batch(scores, frame, alive, reconciled, serves_btyd=model.serves_btyd)
             writer.write(scores)
         tiers = " ".join(f"when clv_rank <= {share!r}::double * _n then '{label}'" for label, share in clv.TIERS)
         # the point forecast's scale c keeps the sum over the whole store (not per batch): SQL, after the batches
@@ -686,6 +698,9 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             "mean_btyd_p_alive": round(reconciled["btyd_p_alive_sum"] / max(rows, 1), 4),
             "mean_p_alive": round(reconciled["p_alive_sum"] / max(rows, 1), 4),
         })
+        if "btyd_clv_sum" in reconciled:
+            # the served BTYD's CLV follows the lowered p_alive (_reconcile_batch): what it was before
+            alive_metadata["btyd_clv_before_p_alive"] = round(reconciled["btyd_clv_sum"], 2)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,

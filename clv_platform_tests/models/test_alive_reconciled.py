@@ -105,6 +105,51 @@ def test_only_a_model_better_beyond_noise_and_scores_of_this_cutoff_lower_p_aliv
         assert model is None and "not better than the BTYD at 90 days beyond noise" in why
 
 
+def test_a_served_btyd_clv_follows_the_lowered_p_alive(subscription_store, tmp_path):
+    """With the BTYD served, its spend is P(alive) x E[spend | alive]: the CLV, its point and interval
+    scale with the p_alive the next-purchase model lowered, as the expected purchases do."""
+    from dataclasses import replace
+
+    from clv_platform.models import registry
+    from clv_platform.models.clv_assets import write_clv_scores
+    from clv_platform.transforms.cutoff import scoring_cutoff
+
+    db = tmp_path / "copy.duckdb"
+    db.write_bytes(subscription_store.db.read_bytes())
+    config = clv.load_config()
+    with duckdb.connect(str(db)) as conn:
+        model, _ = registry.load_latest(conn)
+        alive, _ = alive_evidence(conn, scoring_cutoff(conn))
+        assert alive is not None
+        btyd_model = replace(model, serves_btyd=True)
+        plain = write_clv_scores(conn, btyd_model, config, "v", pd.Timestamp("2025-01-01"), 10_000)
+        before = conn.execute("select customer_id, predicted_clv, predicted_clv_p90, p_alive, expected_purchases "
+                              "from scores.customer_clv order by customer_id").df()
+        served = write_clv_scores(conn, btyd_model, config, "v", pd.Timestamp("2025-01-01"), 10_000, alive=alive)
+        after = conn.execute("select customer_id, predicted_clv, predicted_clv_p90, p_alive, expected_purchases "
+                             "from scores.customer_clv order by customer_id").df()
+        # the hybrid's own CLV is left as it is
+        write_clv_scores(conn, replace(model, serves_btyd=False), config, "v", pd.Timestamp("2025-01-01"), 10_000)
+        hybrid = conn.execute("select predicted_clv from scores.customer_clv order by customer_id").df()
+        write_clv_scores(conn, replace(model, serves_btyd=False), config, "v", pd.Timestamp("2025-01-01"), 10_000,
+                         alive=alive)
+        hybrid_reconciled = conn.execute("select predicted_clv from scores.customer_clv order by customer_id").df()
+    assert plain["alive"] is None and served["alive"]["lowered"] > 10
+    ratio = np.where(before["p_alive"] > 0, after["p_alive"] / before["p_alive"], 1.0)
+    assert (ratio < 0.5).sum() >= 10
+    np.testing.assert_allclose(after["predicted_clv"], before["predicted_clv"] * ratio, rtol=1e-6, atol=0.011)
+    np.testing.assert_allclose(after["predicted_clv_p90"], before["predicted_clv_p90"] * ratio, rtol=1e-6, atol=0.011)
+    np.testing.assert_allclose(after["expected_purchases"], before["expected_purchases"] * ratio, rtol=1e-9)
+    assert served["alive"]["btyd_clv_sum"] == pytest.approx(before["predicted_clv"].sum(), rel=1e-4)
+    assert served["alive"]["clv_sum"] == pytest.approx(after["predicted_clv"].sum(), rel=1e-4)
+    np.testing.assert_allclose(hybrid_reconciled["predicted_clv"], hybrid["predicted_clv"], rtol=1e-9)
+
+
+def test_alive_scale_only_lowers_and_keeps_what_it_cannot_judge():
+    scale = clv.alive_scale([0.8, 0.5, 0.0, np.nan, 0.4], [0.2, 0.5, 0.0, 0.3, 0.6])
+    np.testing.assert_allclose(scale, [0.25, 1.0, 1.0, 1.0, 1.0])
+
+
 def test_paired_brier_gain_needs_to_be_beyond_noise():
     rng = np.random.default_rng(0)
     days = np.where(rng.random(4000) < 0.3, rng.integers(1, 200, 4000), np.nan).astype(float)
@@ -141,6 +186,14 @@ def test_the_backtest_judges_stages_on_the_p_alive_production_serves(tmp_path):
     evidence = view["npd"]["alive_evidence"]
     assert evidence["alive_evidence"] == 1 and evidence["brier_90d_gain_over_btyd"] > 0
     assert view["npd"]["p_alive"].startswith("lowered for ")
+    # a served BTYD's forecast would follow that p_alive (as scores/customer_clv writes it); a served
+    # hybrid's CLV is its own
+    reconciled = view["npd"]["served_clv_reconciled"]
+    if view["serving"]["served"] == "btyd":
+        assert reconciled["applies"] and reconciled["customers_scaled"] > 0
+        assert reconciled["predicted_total"] < reconciled["predicted_total_before"]
+    else:
+        assert reconciled == {"applies": False, "reason": "the hybrid is served: its CLV is its own"}
     stages = view["per_stage"]
     active = stages["active"]["actual_mean"]
     # the churned buy (next to) nothing in the holdout; no stage that is not churned is a group of

@@ -128,6 +128,8 @@ from clv_platform.models.clv.score import (  # noqa: F401
     predict_scores,
     reconcile_alive,
     reconcile_alive_with,
+    alive_scale,
+    SPEND_COLUMNS,
     ALIVE_EVIDENCE_DAYS,
     interval_columns,
     TIERS,

@@ -218,6 +218,21 @@ def reconcile_alive(p_alive, expected_purchases, p_purchase, p_purchase_if_alive
     return served, scaled
 
 
+SPEND_COLUMNS = ("predicted_spend", "predicted_clv", "predicted_clv_point", "predicted_clv_p10", "predicted_clv_p90")
+"""The per-customer money columns of ``predict_scores``: what a served BTYD's reconciled p_alive scales."""
+
+
+def alive_scale(btyd_alive, served_alive) -> np.ndarray:
+    """served / BTYD p_alive per customer, 1 where the BTYD's is 0 or not a number: the factor by
+    which ``reconcile_alive`` lowered a customer's expected purchases, which a served BTYD's spend
+    (P(alive) x E[spend | alive]) takes too."""
+    before = np.asarray(btyd_alive, dtype=float)
+    after = np.asarray(served_alive, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = after / before
+    return np.where(np.isfinite(ratio) & (before > 0), np.clip(ratio, 0.0, 1.0), 1.0)
+
+
 def reconcile_alive_with(transactions, p_alive, expected_purchases, p_purchase, frequency,
                          T_weeks) -> tuple[np.ndarray, np.ndarray]:
     """``reconcile_alive`` with the BTYD ``transactions`` model's P(purchase within
