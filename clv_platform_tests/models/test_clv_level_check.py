@@ -23,7 +23,7 @@ def _stand_in(served_over_btyd: float, validated_over_btyd: float, btyd_now: np.
                             predict_label_window=lambda frame: served_over_btyd * frame["btyd_expected_spend"].to_numpy())
     # blend 0.6: the validated mean is 0.6 x booster + 0.4 x BTYD
     booster = (validated_over_btyd - 0.4) / 0.6 * btyd_valid
-    selection = SimpleNamespace(validation_prediction=booster)
+    selection = SimpleNamespace(validation_prediction=booster, validated_booster=None)
     return model, selection, pd.DataFrame({"btyd_expected_spend": btyd_now}), pd.DataFrame(
         {"btyd_expected_spend": btyd_valid, "label_spend": btyd_valid})
 
