@@ -376,7 +376,7 @@ def level_check(model: ClvModel, selection: Selection, valid: pd.DataFrame, fram
     the threshold is the larger of the two. On stores whose customers all stop (``lapse.csv`` of
     benchmarks/awkward_stores.py and its seeds) the BTYD missed the validation window by a log error
     of -0.76 to -0.88 and the hybrid's ratio to it fell as that miss grew; the bound alone served a
-    BTYD 5-11 x over the holdout's total every time, the threshold keeps the hybrid on six of ten.
+    BTYD 6-12 x over the holdout's total every time, the threshold keeps the hybrid on six of ten.
     """
     valid_btyd = np.clip(np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
     btyd_now = np.clip(np.nan_to_num(frame["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
