@@ -102,12 +102,14 @@ def run_backtest(
                              f"days before the calibration end {calibration_end.date()}): {error}; "
                              "--skip-npd backtests the CLV models without it") from None
         served = {k: npd["served"][k] for k in ("model", "reason", "comparisons", "validation")}
+        # the p_alive production would serve at the calibration end: the stages and the served CLV read it
+        reconciled = reconciled_alive(run, npd)
         result["npd"] = backtest._clean({"models": npd["models"], "training_window": npd.get("training_window"),
                                          "btyd_timing": npd.get("btyd_timing"),
                                          "served": {**served, "holdout": npd["served"]["metrics"]},
-                                         "p_alive": restage(run, npd, result),
+                                         "p_alive": restage(run, npd, result, reconciled),
                                          "served_clv_reconciled": served_reconciled(
-                                             run, npd, ml.trained[clv.HYBRID].model.serves_btyd)})
+                                             run, reconciled, ml.trained[clv.HYBRID].model.serves_btyd)})
     if coverage_windows > 0:
         # the store-total interval over several windows: one window cannot tell noise from bias.
         # Holdouts of COVERAGE_WINDOW_DAYS so that earlier windows' errors are known at later
@@ -175,16 +177,15 @@ def reconciled_alive(run, npd: dict) -> np.ndarray | None:
     return served
 
 
-def served_reconciled(run, npd: dict, serves_btyd: bool) -> dict:
+def served_reconciled(run, reconciled: np.ndarray | None, serves_btyd: bool) -> dict:
     """The served forecast as scores/customer_clv writes it when the BTYD is served and the served
-    next-purchase model lowers its p_alive (``reconciled_alive``): the BTYD's spend scaled by the
+    next-purchase model lowers its p_alive (``reconciled``, from ``reconciled_alive``): the BTYD's spend scaled by the
     lowered p_alive over its own (``clv.alive_scale``), the point forecast and the mean alike. The
     ``served`` column of the holdout is the forecast before it (the CLV backtest runs without the
     next-purchase model); this block is the forecast served."""
     from clv_platform.models import clv, metrics
 
-    reconciled = reconciled_alive(run, npd) if serves_btyd else None
-    if reconciled is None:
+    if not serves_btyd or reconciled is None:
         return {"applies": False, "reason": "the hybrid is served: its CLV is its own" if not serves_btyd else
                 "the served next-purchase model does not lower the BTYD's p_alive"}
     frame = run.frame
@@ -201,11 +202,11 @@ def served_reconciled(run, npd: dict, serves_btyd: bool) -> dict:
             "actual_total": float(y.sum())}
 
 
-def restage(run, npd: dict, result: dict) -> str:
+def restage(run, npd: dict, result: dict, reconciled: np.ndarray | None) -> str:
     """The per-stage errors with the stages production would assign where the trained next-purchase
     model is served: its P(purchase within 90 days) waives the cadence test where it is high
     (``lifecycle.lifecycle_stages``), and where it also beats the BTYD at 90 days beyond noise on its
-    validation window it lowers the BTYD's p_alive (``reconciled_alive``); ``per_stage`` is rebuilt
+    validation window it lowers the BTYD's p_alive (``reconciled``, from ``reconciled_alive``); ``per_stage`` is rebuilt
     on both. Returns what p_alive the stages rest on."""
     from clv_platform.models import backtest, clv
     from clv_platform.models.npd_backtest import AFT
@@ -216,7 +217,6 @@ def restage(run, npd: dict, result: dict) -> str:
     ids = summary.index.astype(str)
     btyd_alive = frame["btyd_p_alive"].to_numpy(dtype=float)
     served, said = btyd_alive, "the BTYD's (the served next-purchase model does not beat it at 90 days beyond noise)"
-    reconciled = reconciled_alive(run, npd)
     if reconciled is not None:
         served = reconciled
         said = (f"lowered for {int((served < btyd_alive).sum())} of {len(served)} customers by the served "

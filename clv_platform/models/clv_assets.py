@@ -591,8 +591,7 @@ def _reconcile_batch(scores: pd.DataFrame, frame: pd.DataFrame, alive, tally: di
         tally["btyd_clv_sum"] = tally.get("btyd_clv_sum", 0.0) + float(np.nansum(scores["predicted_clv"]))
         scale = clv.alive_scale(btyd_alive, served)
         for column in clv.SPEND_COLUMNS:
-            if column in scores:
-                scores[column] = scores[column].to_numpy(dtype=float) * scale
+            scores[column] = scores[column].to_numpy(dtype=float) * scale
         tally["clv_sum"] = tally.get("clv_sum", 0.0) + float(np.nansum(scores["predicted_clv"]))
     lowered = served < btyd_alive
     tally["lowered"] += int(lowered.sum())
@@ -751,26 +750,26 @@ def _level_tonight(sidecar: dict, served_over_btyd: float | None) -> dict:
     """The training's ``level_check`` read again at tonight's cutoff: the served hybrid's label-window
     total (without its season) over the BTYD's, against the validated blend's on the validation
     window. The model was served because the two agreed at training; nights later the features and
-    the BTYD (refitted after ``refit_after_days``) move, and a drift beyond the same bound means the
+    the BTYD (refitted after ``refit_after_days``) move, and a drift beyond the same threshold means the
     served correction of the BTYD is no longer the validated one: the scores are written, with a
     warning to retrain (``retrain_models_job``)."""
     trained = (sidecar.get("serving") or {}).get("level_check") or {}
     # the training's threshold (the bound, or the BTYD's larger miss of the validation window);
     # a model trained before it was recorded has the bound alone
-    validated, bound = trained.get("validated_over_btyd"), trained.get("threshold", trained.get("bound"))
-    if served_over_btyd is None or not validated or bound is None:
+    validated, threshold = trained.get("validated_over_btyd"), trained.get("threshold", trained.get("bound"))
+    if served_over_btyd is None or not validated or threshold is None:
         return {"reason": "not checked: " + ("the BTYD is served" if served_over_btyd is None else
                                              "the model was trained without a level check")}
-    drift, within = clv.level_drift(served_over_btyd, validated, float(bound))
+    drift, within = clv.level_drift(served_over_btyd, validated, float(threshold))
     out = {"validated_over_btyd": float(validated), "served_over_btyd": float(served_over_btyd),
-           "at_training": trained.get("served_over_btyd"), "log_drift": drift, "threshold": float(bound),
+           "at_training": trained.get("served_over_btyd"), "log_drift": drift, "threshold": float(threshold),
            "within_bound": within,
            "reason": (f"the served hybrid forecasts the label window at {served_over_btyd:.3f} x the BTYD tonight, "
                       f"the validated blend {validated:.3f} x ("
                       + ("no ratio" if drift is None else f"log drift {drift:+.3f}") + ", "
                       + ("within the threshold)" if within else
-                         f"beyond the threshold {bound:.3f}: its correction of the BTYD is no longer the validated one; "
-                         "retrain (retrain_models_job))"))}
+                         f"beyond the threshold {threshold:.3f}: its correction of the BTYD is no longer the "
+                         "validated one; retrain (retrain_models_job))"))}
     if not within:
         out["warning"] = True
     return out

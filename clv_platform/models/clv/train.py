@@ -390,8 +390,8 @@ def level_check(model: ClvModel, selection: Selection, valid: pd.DataFrame, fram
                                  model.naive_weight).sum() / valid_btyd.sum())
     served_total = float(model.predict_label_window(frame).sum())
     served = served_total / float(btyd_now.sum())
-    actual = float(valid["label_spend"].to_numpy(dtype=float).sum())
-    btyd_error = float(np.log(actual / valid_btyd.sum())) if actual > 0 else None
+    # the BTYD's log total error on the validation window, as the served total interval records it
+    btyd_error = total_interval.window_errors([("validation", valid)])[0]["log_error"]
     threshold = max(float(np.log1p(bound)), abs(btyd_error) if btyd_error is not None else 0.0)
     drift, consistent = level_drift(served, validated, threshold)
     # the validated (inner-window) booster on the same customers, with the served level and blend
