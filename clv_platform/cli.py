@@ -73,6 +73,8 @@ def demo_loggers(log_path: Path, out=None) -> dict:
     def own_logger(name: str, handler: logging.Handler) -> logging.Logger:
         """A logger with only `handler`: a rerun must not add a second one, nor echo to the root."""
         logger = logging.getLogger(name)
+        for old in logger.handlers:
+            old.close()  # a rerun's file handler would otherwise leave its log file open
         logger.handlers.clear()
         logger.propagate = False
         logger.setLevel(logging.DEBUG)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -345,7 +346,7 @@ def test_assets_materialize_in_process(demo_db, data_env, monkeypatch):
         by_point = scores.sort_values(["predicted_clv_point", "customer_id"])["customer_id"].to_numpy()
         assert (by_mean == by_point).all()
     plot = metadata["explainability_plot"].value
-    assert plot.startswith(str(data_env / "reports")) and "<svg" in open(plot, encoding="utf-8").read()
+    assert plot.startswith(str(data_env / "reports")) and "<svg" in Path(plot).read_text(encoding="utf-8")
     assert (data_env / "models" / f"clv_xgb_{runs.loc[0, 'model_version']}.ubj").is_file()
 
 

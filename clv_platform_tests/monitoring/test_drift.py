@@ -3,6 +3,7 @@
 import dataclasses
 import re
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -421,7 +422,7 @@ def test_first_drift_run_after_training_reports_no_comparison_yet(data_env, monk
     with duckdb.connect(str(db), read_only=True) as conn:
         row = conn.execute("select n_columns, share_drifted, drift_detected, reference_kind from monitoring.drift_runs").fetchone()
     assert row == (0, None, False, "registered model v9")
-    note = open(metadata["report"].value, encoding="utf-8").read()  # the link opens a page saying why
+    note = Path(metadata["report"].value).read_text(encoding="utf-8")  # the link opens a page saying why
     assert "No feature comparison yet" in note and "training cutoff" in note
 
     # after the data moved on, the same model's training features are the reference, and the
@@ -437,7 +438,7 @@ def test_first_drift_run_after_training_reports_no_comparison_yet(data_env, monk
     title = metadata["report_title"].value
     assert "features at 2025-07-31 vs the training reference at 2025-06-30 (registered model v9)" in title
     report = metadata["report"].value
-    html = open(report, encoding="utf-8").read()
+    html = Path(report).read_text(encoding="utf-8")
     assert f"<title>{title}</title>" in html and title in html.split("<body", 1)[1]
     assert metadata["report_url"].value.endswith("/" + report.split("/")[-1])
     with duckdb.connect(str(db), read_only=True) as conn:
