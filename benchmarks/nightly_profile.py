@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.staging_only:
         selection = dg.AssetSelection.groups("staging")
     elif args.select:
-        selection = dg.AssetSelection.keys(*[dg.AssetKey(k.split("/")) for k in args.select])
+        selection = dg.AssetSelection.assets(*[dg.AssetKey(k.split("/")) for k in args.select])
     elif args.with_staging:
         selection = nightly_selection
     else:
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 if run == 1 and args.advance_day:
                     advanced = time.perf_counter()
                     nightly._dagster_run(run_conn, workdir, "advance", dg.AssetSelection.groups("staging")
-                                         | dg.AssetSelection.keys(CUSTOMER_FEATURES), None, memory_limit)
+                                         | dg.AssetSelection.assets(CUSTOMER_FEATURES), None, memory_limit)
                     print(f"advanced staging and features by the kept day in {time.perf_counter() - advanced:.1f} s",
                           file=sys.stderr)
                 cpu = time.process_time()
