@@ -23,6 +23,15 @@ to see what the backtest and the BTYD fits do on them (time taken, families chos
   five times 10-120 days apart and stop; 30 % of orders are refunded at 1-1.5 times their amount
   within 20 days (returns larger than the order). Nobody is left by the end: the BTYD, which
   expects customers to stay, over-forecasts more with every month.
+* `holiday.csv` (seed 14): 4,000 accounts of a wholesale-like store over the span of the UCI Online
+  Retail II export (2009-12-01 to 2011-12-09) with its two traits the Online-Retail-shaped test export
+  lacks: the autumn ramp (purchase intensity per month 0.75 in January and February, 1.35, 1.5 and
+  1.75 in September to November, the year's mean about 1.06) and a history cut at its start (a
+  quarter of the accounts were already customers and first appear in its first month). Gamma
+  purchase rates, exponential lifetimes (mean 700 days), lognormal order values with 2 % of
+  accounts ten times larger, 3 % of orders partly credited a few days later, ids like `12346.0`.
+  The issue's split of the real retailer (calibration to 2011-09-09, holdout to 2011-12-09) forecasts
+  into the ramp.
 
     python -m benchmarks.awkward_stores /tmp/awkward
     clv-platform backtest --dataset /tmp/awkward/onetime.csv --json
@@ -157,6 +166,40 @@ def lapse(rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
 
 
+HOLIDAY_MONTHS = np.array([0.75, 0.75, 0.95, 0.85, 0.95, 0.95, 0.95, 0.95, 1.35, 1.5, 1.75, 1.0])
+"""Purchase (and arrival) intensity of `holiday()` by calendar month, January first."""
+
+
+def holiday(rng: np.random.Generator) -> pd.DataFrame:
+    start, end = pd.Timestamp("2009-12-01"), pd.Timestamp("2011-12-09")
+    span = (end - start).days
+    peak = float(HOLIDAY_MONTHS.max())
+    # the monthly intensity by day of the span, for thinning (events drawn at the peak rate, kept with s(t) / peak)
+    days = pd.date_range(start, end, freq="D")
+    intensity = HOLIDAY_MONTHS[days.month.to_numpy() - 1]
+    arrival_cdf = np.cumsum(intensity) / intensity.sum()
+    rows = []
+    for c in range(4000):
+        if c < 1000:  # already a customer when the export starts: first seen in its first month
+            day = int(rng.integers(0, 31))
+        else:
+            day = int(np.searchsorted(arrival_cdf, rng.random()))
+        rate = max(float(rng.gamma(0.7, 1 / 25)), 1 / 3000)  # purchases a day at intensity 1
+        life_end = day + float(rng.exponential(700))
+        size = float(rng.lognormal(5.5, 0.9)) * (10 if rng.random() < 0.02 else 1)
+        ident = f"{12346 + c}.0"
+        t = day
+        while t <= span and t < life_end:
+            if rng.random() * peak <= intensity[t]:
+                amount = round(size * float(rng.lognormal(0, 0.4)), 2)
+                rows.append((ident, days[t].date().isoformat(), amount))
+                if rng.random() < 0.03:  # a credit note for part of the order a few days later
+                    credit_day = min(span, t + int(rng.integers(1, 10)))
+                    rows.append((ident, days[credit_day].date().isoformat(), -round(amount * float(rng.uniform(0.1, 0.6)), 2)))
+            t = t + max(1, int(rng.exponential(1 / (rate * peak))))
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
 def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     """Write the files into ``folder``; the same seeds give the same bytes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -170,6 +213,7 @@ def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     stores["gift"], _ = gift(np.random.default_rng(seed - 2))
     stores["b2b"] = b2b(np.random.default_rng(seed + 2))
     stores["lapse"] = lapse(np.random.default_rng(seed + 6))
+    stores["holiday"] = holiday(np.random.default_rng(seed + 7))
     paths = {}
     for name, frame in stores.items():
         paths[name] = folder / f"{name}.csv"
