@@ -94,7 +94,8 @@ def test_a_season_is_kept_only_from_a_year_of_months_and_when_it_is_there():
     assert not season.is_flat and season.months_used == 15
     assert max(season.index) == season.index[10] or max(season.index) == season.index[11]
     assert 1.10 < max(season.index) < 1.20 and 0.80 < min(season.index) < 0.90
-    assert season.reason.startswith("month-of-year index from 15 tracked months, p = 0.0")
+    # one harmonic: a second adds nothing beyond noise to a sinusoid
+    assert season.reason.startswith("month-of-year index from 15 tracked months, 1 yearly harmonic (F tests p = 0.0")
     # eleven months of it: too few for a yearly season
     young = clv.season.season_from_table(yearly.head(11), 12)
     assert young.is_flat and young.months_used == 11
@@ -103,6 +104,18 @@ def test_a_season_is_kept_only_from_a_year_of_months_and_when_it_is_there():
     # a BTYD drifting 10 % a year against the months, no season: half a sine over 15 months is not one
     drift = clv.season.season_from_table(_table(15, lambda k, m: np.exp(-0.1 * k / 12 + noise[k])), 12)
     assert drift.is_flat and drift.reason.startswith("no season in 15 tracked months (F test")
+    # an autumn ramp (holiday.csv of benchmarks/awkward_stores: 1.35, 1.5, 1.75 from September to November, 0.75
+    # in January and February, 0.85-1.0 otherwise): more harmonics, each beyond noise, resolve its peak where one
+    # spread it into a hump of about 1.2 from August to October
+    ramp = np.array([0.75, 0.75, 0.95, 0.85, 0.95, 0.95, 0.95, 0.95, 1.35, 1.5, 1.75, 1.0])
+    for months in (15, 20):
+        autumn = clv.season.season_from_table(_table(months, lambda k, m: ramp[m] * np.exp(noise[k])), 12)
+        index = np.asarray(autumn.index)
+        truth = ramp / ramp.mean()
+        assert " 3 yearly harmonics " in autumn.reason or " 2 yearly harmonics " in autumn.reason
+        assert int(np.argmax(index)) in (9, 10) and index[9:11].mean() > 1.4
+        assert index[:2].max() < 0.8
+        assert np.sqrt(np.mean(np.log(index / truth) ** 2)) < 0.10  # one harmonic: 0.18
     # months the model expects under 20 repeat purchases in do not count
     thin = yearly.assign(expected=np.where(np.arange(15) < 4, 10.0, 400.0))
     assert clv.season.season_from_table(thin, 12).months_used == 11
