@@ -89,6 +89,23 @@ def test_seasonal_index_finds_the_demo_stores_black_friday_peak():
     assert season.months_used >= 20
 
 
+def test_seasonal_index_resolves_an_autumn_ramp_with_more_harmonics():
+    from benchmarks.awkward_stores import HOLIDAY_MONTHS, holiday
+
+    # intensity 1.35, 1.5, 1.75 from September to November, 0.75 in January and February: one
+    # harmonic spread the ramp into a hump of about 1.2 peaking in September
+    tx = holiday(np.random.default_rng(14))
+    tx = tx[tx["amount"] > 0].assign(order_date=lambda f: pd.to_datetime(f["order_date"]))
+    cutoff = date(2011, 9, 9)
+    model = revenue.fit_purchase_model(btyd.summarize(tx, cutoff))
+    season = revenue.seasonal_index(tx, model, cutoff)
+    truth = HOLIDAY_MONTHS / HOLIDAY_MONTHS.mean()
+    assert season.index.mean() == pytest.approx(1.0)
+    assert int(np.argmax(season.index)) in (9, 10) and season.index[[9, 10]].mean() > 1.35
+    assert season.index[[0, 1]].mean() < 0.8
+    assert np.sqrt(np.mean(np.log(season.index / truth) ** 2)) < 0.12
+
+
 def test_acquisition_fit_recovers_a_known_daily_rate_and_weekday_pattern():
     rng = np.random.default_rng(1)
     days = pd.date_range("2024-01-01", "2025-12-31", freq="D")

@@ -18,7 +18,7 @@ scoring cutoff t is multiplied back: the label-window part by S(t, t + h] / S_ba
 it by S(t + h, t + H] / S_bar (``ClvModel.predict``).
 
 A yearly season needs a year of months seen, and a season that is there: a store with fewer than
-``[hybrid] seasonality_min_months`` usable months (12), or whose first yearly harmonic does not pass an F
+``[hybrid] seasonality_min_months`` usable months (12), or whose yearly harmonics do not pass an F
 test against a level and trend (``season_from_table``), gets none (every factor 1) and the reason.
 """
 
@@ -30,7 +30,6 @@ from datetime import date, timedelta
 import duckdb
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from clv_platform.models import btyd, seasonality
 
@@ -120,27 +119,21 @@ def fit_season(conn: duckdb.DuckDBPyConnection, cutoff: date, model: btyd.BTYDMo
                              min_months, max_p)
 
 
-MAX_HARMONICS = 3
-"""Yearly harmonics a season may have: three resolve a peak of about three months (an autumn ramp)."""
-MIN_RESIDUAL_DOF = 6
-"""Months left over after the fit's parameters that a further harmonic needs (the F test's power)."""
-
-
 def season_from_table(table: pd.DataFrame, min_months: int, max_p: float = 0.05) -> ClvSeason:
     """``ClvSeason`` of a tracking table (month, actual, expected repeat purchase days): none below
     ``min_months`` usable months or when the season is not significant.
 
     The log ratios actual / expected are fitted by weighted least squares (weights the expected
-    counts) with a level, a linear trend and yearly harmonics, added one at a time: the k-th is kept
-    only if an F test against the fit with k - 1 gives p < ``max_p`` (the first one against level and
-    trend alone: no season without it), up to ``MAX_HARMONICS`` while ``MIN_RESIDUAL_DOF`` months are
-    left over. Why the trend: a BTYD whose dropout is a little off drifts against the months it
-    tracks, and over 15-18 months a drift looks like half a sine. Measured on stores without a season
+    counts) with a level, a linear trend and yearly harmonics (one below 24 months, two from then on),
+    kept only if an F test against level and trend alone gives p < ``max_p``; a further harmonic, up
+    to three, is added only if its own F test against the fit without it passes too
+    (``seasonality.added_harmonics``). Why the trend: a BTYD whose dropout is a little off drifts
+    against the months it tracks, and over 15-18 months a drift looks like half a sine. Measured on stores without a season
     (``benchmarks/awkward_stores.py`` one-time store, the Online-Retail-shaped export of
     ``tools/backtest_csvs.py``): the revenue forecast's index (no trend) read 0.93-1.07 and 0.97-1.04
     into them and the CLV backtests moved by 8-12 points of total; with the trend their seasons
     have p = 0.40 and 0.24, the demo store's (a yearly amplitude of 0.15) p = 0.0005 at 15 months.
-    Why more than one harmonic below two years (until 7 December 2026 one, two from 24 months): a
+    Why the added harmonics (since 7 December 2026; one below two years before, two from then on): a
     store whose year peaks in September to November (``holiday.csv`` of awkward_stores, intensity
     1.35-1.75 there against 0.75-0.95 the rest of the year) tracked 1.41, 1.56 and 1.80 in those
     months, and one harmonic spread that into a hump of 1.20 from August to October (rms log error
@@ -158,21 +151,8 @@ def season_from_table(table: pd.DataFrame, min_months: int, max_p: float = 0.05)
     weights = usable["expected"].to_numpy(dtype=float)
     years = (months - months.min()).dt.days.to_numpy(dtype=float) / 365.25
     plain = np.column_stack([np.ones(used), years])
-    harmonics, coef, tests = 0, None, []
-    residual_before, _ = seasonality.weighted_fit(plain, y, weights)
-    for k in range(1, MAX_HARMONICS + 1):
-        design = np.column_stack([plain, seasonality.yearly_harmonics(months.dt.month.to_numpy() - 1, k)])
-        dof = used - design.shape[1]
-        if dof < (1 if k == 1 else MIN_RESIDUAL_DOF):
-            break
-        residual, fitted = seasonality.weighted_fit(design, y, weights)
-        if residual <= 0:
-            break
-        p = float(stats.f.sf(((residual_before - residual) / 2) / (residual / dof), 2, dof))
-        tests.append(p)
-        if p >= max_p:
-            break
-        harmonics, coef, residual_before = k, fitted, residual
+    harmonics, coef, tests = seasonality.added_harmonics(months.dt.month.to_numpy() - 1, plain, y, weights,
+                                                         test_first=True, max_p=max_p)
     if not tests:
         return ClvSeason.none(f"{used} usable months: too few to test a season against", used)
     if harmonics == 0:
