@@ -124,8 +124,8 @@ def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: 
 
     The log ratios are fitted with a level plus yearly harmonics (one below 24 usable months, two
     from then on, and up to three where each added one passes its F test, ``added_harmonics``;
-    weighted by the expected count), so the index is smooth, covers months not observed yet and does not reproduce one year's
-    noise; it is normalized to mean 1.
+    weighted by the expected count), so the index is smooth, covers months not observed yet and
+    does not reproduce one year's noise; it is normalized to mean 1.
     """
     table = tracking_table(days, model, cutoff)
     if table.empty:
