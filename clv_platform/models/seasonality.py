@@ -188,7 +188,7 @@ def added_harmonics(month_of_year: np.ndarray, base: np.ndarray, y: np.ndarray, 
         residual_base, _ = weighted_fit(base, y, weights)
         if residual_before <= 0:
             return 0, None, []
-        p = float(stats.f.sf(((residual_base - residual_before) / (2 * first)) / (residual_before / dof), 2 * first, dof))
+        p = _f_test(residual_base, residual_before, 2 * first, dof)
         tests.append(p)
         if p >= max_p:
             return 0, None, tests
@@ -201,12 +201,18 @@ def added_harmonics(month_of_year: np.ndarray, base: np.ndarray, y: np.ndarray, 
         residual, fitted = weighted_fit(design, y, weights)
         if residual <= 0 or residual_before <= 0:
             break
-        p = float(stats.f.sf(((residual_before - residual) / 2) / (residual / dof), 2, dof))
+        p = _f_test(residual_before, residual, 2, dof)
         tests.append(p)
         if p >= max_p:
             break
         harmonics, coef, residual_before = k, fitted, residual
     return harmonics, coef, tests
+
+
+def _f_test(residual_without: float, residual_with: float, extra: int, dof: int) -> float:
+    """p-value of the F test that ``extra`` added parameters lower the weighted residual sum of squares
+    from ``residual_without`` to ``residual_with`` by more than noise (``dof`` left over with them)."""
+    return float(stats.f.sf(((residual_without - residual_with) / extra) / (residual_with / dof), extra, dof))
 
 
 def yearly_harmonics(month_of_year: np.ndarray, harmonics: int) -> np.ndarray:
