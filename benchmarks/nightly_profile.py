@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                                          | dg.AssetSelection.assets(CUSTOMER_FEATURES), None, memory_limit)
                     print(f"advanced staging and features by the kept day in {time.perf_counter() - advanced:.1f} s",
                           file=sys.stderr)
-                cpu = time.process_time()
+                cpu, times = time.process_time(), os.times()
                 profiling = profiler is not None and run == max(1, args.repeat) - 1
                 if profiling:  # the steady state only: the last run of --repeat
                     profiler.enable()
@@ -148,19 +148,21 @@ def main(argv: list[str] | None = None) -> int:
                     timing.seconds += timing.steps["CHECKPOINT"]
                 if profiling:
                     profiler.disable()
-                runs.append((timing, time.process_time() - cpu))
+                after = os.times()
+                runs.append((timing, time.process_time() - cpu, after.user - times.user, after.system - times.system))
         finally:
             if profiler:
                 profiler.dump_stats(str(args.profile))
             conn.close()
-    for run, (timing, cpu) in enumerate(runs, start=1):
+    for run, (timing, cpu, user, system) in enumerate(runs, start=1):
         if len(runs) > 1:
             print(f"run {run}:")
         for step, seconds in timing.steps.items():
             cpu_step = timing.step_cpu_seconds.get(step)
             print(f"  {step:<44}{seconds:8.2f}" + (f"   cpu {cpu_step:.1f} s" if cpu_step is not None else ""))
-        print(f"  {'total (run)':<44}{timing.seconds:8.2f}   cpu {cpu:.1f} s   peak RSS {timing.peak_rss_mb} MB")
-        print(json.dumps({"run": run, "steps": timing.steps, "seconds": timing.seconds, "cpu_seconds": cpu,
+        print(f"  {'total (run)':<44}{timing.seconds:8.2f}   cpu {cpu:.1f} s (user {user:.1f}, system {system:.1f})"
+              f"   peak RSS {timing.peak_rss_mb} MB")
+        print(json.dumps({"run": run, "steps": timing.steps, "seconds": timing.seconds, "cpu_seconds": cpu, "user_seconds": user, "system_seconds": system,
                           "peak_rss_mb": timing.peak_rss_mb, "fits": timing.fits, "interval_keys": timing.interval_keys}))
     return 0
 

@@ -5,7 +5,7 @@ One file per format and scoring date (the date of `scored_at`; the formats are s
 is written under a temporary name and renamed into place, so a reader (or a sync job picking the
 folder up) never sees a half-written export.
 
-The folder grows by one export a night (about 430 MB for both formats at 1,000,000 customers).
+The folder grows by one export a night (about 360 MB for both formats at 1,000,000 customers).
 Nothing in it can be fetched again (an old export holds columns monitoring.score_history does
 not keep), so nothing is deleted unless the store asks for it: with [exports] keep_dates = N the
 export keeps the newest N scoring dates' files and deletes the older ones after a successful write.
@@ -22,6 +22,11 @@ from clv_platform.settings import load_settings
 
 EXPORT_TABLE = "marts.customer_scores"
 FORMATS = {"parquet": "(format parquet, compression zstd)", "csv": "(format csv, header true)"}
+CSV_DECIMALS = 6
+"""Decimals of the CSV's DOUBLE columns (probabilities, expected purchases, percentiles; money is in
+cents already). DuckDB writes a double with all 17 significant digits (0.9086699666750278): noise
+for a spreadsheet or a sync tool, and formatting it was a third of the CSV's write time at 1,000,000
+customers (2.9-3.8 s -> 2.0-2.4 s, 362 -> 300 MB). The Parquet file and the mart keep full precision."""
 
 
 def exports_dir() -> Path:
@@ -91,13 +96,15 @@ def export_customer_scores(
         raise ValueError(f"export formats must be a non-empty subset of {list(FORMATS)}, got {list(formats)}")
     on = on or scoring_date(conn)
     paths = export_paths(on, folder, formats)
+    columns = {"parquet": "*", "csv": _csv_columns(conn)}
     for fmt, path in paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.tmp")
         quoted = "'" + str(temp).replace("'", "''") + "'"
         try:
             conn.execute(
-                f"copy (select * from {EXPORT_TABLE} order by clv_rank, customer_id) to {quoted} {FORMATS[fmt]}"
+                f"copy (select {columns[fmt]} from {EXPORT_TABLE} order by clv_rank, customer_id) "
+                f"to {quoted} {FORMATS[fmt]}"
             )
             os.replace(temp, path)
         finally:
@@ -105,3 +112,13 @@ def export_customer_scores(
     for stale in export_paths(on, folder, [f for f in FORMATS if f not in formats]).values():
         stale.unlink(missing_ok=True)
     return paths
+
+
+def _csv_columns(conn: duckdb.DuckDBPyConnection) -> str:
+    """The mart's columns in order, its DOUBLE columns rounded to ``CSV_DECIMALS``."""
+    schema, table = EXPORT_TABLE.split(".")
+    columns = conn.execute(
+        "select column_name, data_type from duckdb_columns() where database_name = current_database() "
+        "and schema_name = ? and table_name = ? order by column_index", [schema, table]).fetchall()
+    return ", ".join(f'round("{name}", {CSV_DECIMALS}) as "{name}"' if kind == "DOUBLE" else f'"{name}"'
+                     for name, kind in columns)
