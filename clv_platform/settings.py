@@ -91,7 +91,7 @@ class Settings:
     # store.toml [files] sheets: the only sheets of a workbook that are read (empty: every sheet)
     file_sheets: tuple[str, ...] = ()
     # store.toml [exports]: which files each scoring date writes, and how many scoring dates of
-    # them stay in the folder (0: every date; a pair is about 430 MB at 1,000,000 customers)
+    # them stay in the folder (0: every date; a pair is about 360 MB at 1,000,000 customers)
     export_formats: tuple[str, ...] = EXPORT_FORMATS
     export_keep_dates: int = 0
 
