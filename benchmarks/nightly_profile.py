@@ -162,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {step:<44}{seconds:8.2f}" + (f"   cpu {cpu_step:.1f} s" if cpu_step is not None else ""))
         print(f"  {'total (run)':<44}{timing.seconds:8.2f}   cpu {cpu:.1f} s (user {user:.1f}, system {system:.1f})"
               f"   peak RSS {timing.peak_rss_mb} MB")
-        print(json.dumps({"run": run, "steps": timing.steps, "seconds": timing.seconds, "cpu_seconds": cpu, "user_seconds": user, "system_seconds": system,
-                          "peak_rss_mb": timing.peak_rss_mb, "fits": timing.fits, "interval_keys": timing.interval_keys}))
+        print(json.dumps({"run": run, "steps": timing.steps, "seconds": timing.seconds, "cpu_seconds": cpu,
+                          "user_seconds": user, "system_seconds": system, "peak_rss_mb": timing.peak_rss_mb,
+                          "fits": timing.fits, "interval_keys": timing.interval_keys}))
     return 0
 
 
