@@ -78,7 +78,8 @@ def order_by(table: str) -> str | None:
     return contract.order_by if contract else None
 
 
-def _columns(conn: duckdb.DuckDBPyConnection, table: str, catalog: str | None = None) -> list[tuple[str, str]]:
+def table_columns(conn: duckdb.DuckDBPyConnection, table: str, catalog: str | None = None) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of each column of ``schema.table``, in table order."""
     schema, name = table.split(".")
     return [
         (str(c), str(t))
@@ -96,7 +97,7 @@ def column_schema(conn: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema
     return dg.TableSchema(
         columns=[
             dg.TableColumn(name=column, type=kind.lower(), description=describe(table, column) or UNDESCRIBED)
-            for column, kind in _columns(conn, table)
+            for column, kind in table_columns(conn, table)
         ]
     )
 
@@ -108,7 +109,7 @@ def column_metadata(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, dg
 
 def undescribed(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     """Columns of `table` that the contract does not describe."""
-    return [c for c, _ in _columns(conn, table) if not describe(table, c)]
+    return [c for c, _ in table_columns(conn, table) if not describe(table, c)]
 
 
 def _literal(text: str) -> str:
@@ -139,7 +140,7 @@ def apply_comments(
             continue
         if schemas is not None and table.split(".")[0] not in schemas:
             continue
-        present = {c for c, _ in _columns(conn, table, catalog)}
+        present = {c for c, _ in table_columns(conn, table, catalog)}
         if not present:
             continue
         if spec.description:

@@ -221,7 +221,7 @@ def test_the_column_contract_matches_the_tables_of_a_full_refresh(demo_run):
         tables = {f"{s}.{t}" for s, t in conn.execute("select schema_name, table_name from duckdb_tables()").fetchall()}
         described = {t: c for t, c in contract.load_contract().items() if t in tables}
         assert {"scores.customer_clv", "scores.customer_segments", "marts.customer_scores"} <= set(described)
-        stale = {t: sorted(set(c.columns) - {name for name, _ in contract._columns(conn, t)})
+        stale = {t: sorted(set(c.columns) - {name for name, _ in contract.table_columns(conn, t)})
                  for t, c in described.items()}
         assert {t: cols for t, cols in stale.items() if cols} == {}
         missing = {t: contract.undescribed(conn, t) for t in tables if t.split(".")[0] in ("scores", "marts")}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 
+from clv_platform import contract
 from clv_platform.settings import load_settings
 
 EXPORT_TABLE = "marts.customer_scores"
@@ -116,9 +117,5 @@ def export_customer_scores(
 
 def _csv_columns(conn: duckdb.DuckDBPyConnection) -> str:
     """The mart's columns in order, its DOUBLE columns rounded to ``CSV_DECIMALS``."""
-    schema, table = EXPORT_TABLE.split(".")
-    columns = conn.execute(
-        "select column_name, data_type from duckdb_columns() where database_name = current_database() "
-        "and schema_name = ? and table_name = ? order by column_index", [schema, table]).fetchall()
     return ", ".join(f'round("{name}", {CSV_DECIMALS}) as "{name}"' if kind == "DOUBLE" else f'"{name}"'
-                     for name, kind in columns)
+                     for name, kind in contract.table_columns(conn, EXPORT_TABLE))
