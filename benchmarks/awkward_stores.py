@@ -195,7 +195,8 @@ def holiday(rng: np.random.Generator) -> pd.DataFrame:
                 rows.append((ident, days[t].date().isoformat(), amount))
                 if rng.random() < 0.03:  # a credit note for part of the order a few days later
                     credit_day = min(span, t + int(rng.integers(1, 10)))
-                    rows.append((ident, days[credit_day].date().isoformat(), -round(amount * float(rng.uniform(0.1, 0.6)), 2)))
+                    credit = -round(amount * float(rng.uniform(0.1, 0.6)), 2)
+                    rows.append((ident, days[credit_day].date().isoformat(), credit))
             t = t + max(1, int(rng.exponential(1 / (rate * peak))))
     return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
 

@@ -107,7 +107,7 @@ def test_a_season_is_kept_only_from_a_year_of_months_and_when_it_is_there():
     # an autumn ramp (holiday.csv of benchmarks/awkward_stores: 1.35, 1.5, 1.75 from September to November, 0.75
     # in January and February, 0.85-1.0 otherwise): more harmonics, each beyond noise, resolve its peak where one
     # spread it into a hump of about 1.2 from August to October
-    ramp = np.array([0.75, 0.75, 0.95, 0.85, 0.95, 0.95, 0.95, 0.95, 1.35, 1.5, 1.75, 1.0])
+    from benchmarks.awkward_stores import HOLIDAY_MONTHS as ramp
     for months in (15, 20):
         autumn = clv.season.season_from_table(_table(months, lambda k, m: ramp[m] * np.exp(noise[k])), 12)
         index = np.asarray(autumn.index)

@@ -128,8 +128,8 @@ def season_from_table(table: pd.DataFrame, min_months: int, max_p: float = 0.05)
     kept only if an F test against level and trend alone gives p < ``max_p``; a further harmonic, up
     to three, is added only if its own F test against the fit without it passes too
     (``seasonality.added_harmonics``). Why the trend: a BTYD whose dropout is a little off drifts
-    against the months it tracks, and over 15-18 months a drift looks like half a sine. Measured on stores without a season
-    (``benchmarks/awkward_stores.py`` one-time store, the Online-Retail-shaped export of
+    against the months it tracks, and over 15-18 months a drift looks like half a sine. Measured on
+    stores without a season (``benchmarks/awkward_stores.py`` one-time store, the Online-Retail-shaped export of
     ``tools/backtest_csvs.py``): the revenue forecast's index (no trend) read 0.93-1.07 and 0.97-1.04
     into them and the CLV backtests moved by 8-12 points of total; with the trend their seasons
     have p = 0.40 and 0.24, the demo store's (a yearly amplitude of 0.15) p = 0.0005 at 15 months.
