@@ -59,6 +59,7 @@ def run_backtest(
     """Run all four CLV models (and the next-purchase models); returns (result, ML summary)."""
     from clv_platform.models import backtest, clv, frames
     from clv_platform.models.datasets import load_dataset
+    from clv_platform.transforms.order_gaps import order_gaps
 
     loaded = load_dataset(dataset)
     if loaded.dropped:
@@ -71,6 +72,10 @@ def run_backtest(
     check_history(loaded.transactions, calibration_end, holdout_end)
     conn = frames.staging_connection(loaded.transactions)
     try:
+        gaps = order_gaps(conn)
+        for gap in gaps:
+            print(f"backtest: {loaded.name}: {gap.describe()}: a missing part of the file? The models read "
+                  "these days as customers who bought nothing", file=sys.stderr)
         label_days, label_note = label_window(conn, calibration_end, holdout_end, config)
         ml = clv.ml_backtest(conn, calibration_end, holdout_end, config, label_days=label_days)
     finally:
@@ -82,7 +87,9 @@ def run_backtest(
     )
     result = run.result
     # the rows of the file the backtest could not use, by reason (a CSV's missing ids, unreadable dates)
-    result["input"] = {"rows_used": int(len(loaded.transactions)), "rows_dropped": dict(loaded.dropped)}
+    result["input"] = {"rows_used": int(len(loaded.transactions)), "rows_dropped": dict(loaded.dropped),
+                       # stretches without orders the store's rate cannot explain (transforms.order_gaps)
+                       "order_gaps": [gap.as_dict() for gap in gaps]}
     result["served_total_interval"] = served_interval_section(result, ml)
     result["holdout"]["hybrid_point_vs_btyd"] = paired_mae_gain(run.frame, "hybrid", ("btyd", "btyd_point"))
     result["holdout"]["hybrid_ranking_vs"] = paired_gini_gains(run.frame, "hybrid_mean", ("btyd", "naive"))

@@ -4,7 +4,7 @@ Raw keeps records exactly as received, so its checks only warn (staging rejects 
 a reason). Staging is what every feature and model reads: its checks are blocking, so a rebuild
 with duplicate orders, lost rows, future dates or negative revenue stops before the features;
 `ADVISORY_CHECKS` only warn of what may be real (a customer with an implausible share of orders,
-an order of an implausible amount).
+an order of an implausible amount, weeks without an order).
 """
 
 import dagster as dg
@@ -24,6 +24,7 @@ from clv_platform.checks.common import (
     table_check,
 )
 from clv_platform.ingestion.assets import RAW_KLAVIYO_PROFILES, RAW_SHOPIFY_ORDERS
+from clv_platform.transforms.order_gaps import CONTEXT_DAYS, MAX_EMPTY_PROBABILITY, MIN_GAP_DAYS, order_gaps
 from clv_platform.transforms.order_history import StaleOrderHistory, check_order_history
 from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORDER_LINES, ORDERS, REJECTED_ROWS
 
@@ -122,7 +123,7 @@ def order_lines_keys(conn) -> dg.AssetCheckResult:
     )
 
 
-ADVISORY_CHECKS = {"customers_hold_plausible_order_shares", "orders_have_plausible_amounts"}
+ADVISORY_CHECKS = {"customers_hold_plausible_order_shares", "orders_have_plausible_amounts", "orders_cover_their_span"}
 """Staging checks that only warn: what they find may be real (see each), so it must not stop a run."""
 PLAUSIBLE_SHARE = 0.01
 PLAUSIBLE_MIN_ORDERS = 50
@@ -214,6 +215,30 @@ def orders_have_plausible_amounts(conn) -> dg.AssetCheckResult:
         metadata={"median_order": float(median or 0.0), "amount_floor": float(floor or 0.0), "large_orders": n,
                   **({"examples": dg.MetadataValue.json([[str(r["order_id"]), str(r["customer_id"]), r["amount"]]
                                                          for r in examples])} if n else {})},
+    )
+
+
+@table_check(
+    ORDERS, "staging.orders", blocking=False, name="orders_cover_their_span",
+    description=f"No run of {MIN_GAP_DAYS} or more days without an order where the store's rate over the "
+    f"{CONTEXT_DAYS} days around it leaves one that long empty with a chance below {MAX_EMPTY_PROBABILITY:g}: "
+    "usually a part of the export missing (a month's file, a sheet), which every model would read as "
+    "customers who stopped buying.",
+)
+def orders_cover_their_span(conn) -> dg.AssetCheckResult:
+    """Warns, never blocks: a store can close for weeks (a seasonal shop, a move), and only the
+    merchant knows. What the run says lets them add the missing file before they trust a forecast
+    whose label windows overlap the gap (`transforms.order_gaps`)."""
+    gaps = order_gaps(conn)
+    listed = "; ".join(gap.describe() for gap in gaps[:5])
+    return dg.AssetCheckResult(
+        passed=not gaps, severity=dg.AssetCheckSeverity.WARN,
+        description=("every stretch of the history has the orders its neighbours' rate implies" if not gaps else
+                     f"{len(gaps)} implausible stretch{'es' if len(gaps) > 1 else ''} without orders: {listed}. "
+                     "If part of the export is missing, add the missing file (or fetch the range again); "
+                     "the models read these days as customers who bought nothing"),
+        metadata={"gaps": len(gaps), "empty_days": sum(gap.days for gap in gaps),
+                  **({"examples": dg.MetadataValue.json([gap.as_dict() for gap in gaps[:5]])} if gaps else {})},
     )
 
 
@@ -317,6 +342,7 @@ STAGING_CHECKS = [
     customers_unique_id,
     customers_hold_plausible_order_shares,
     orders_have_plausible_amounts,
+    orders_cover_their_span,
     staging_rows_reconcile,
     order_history_matches_orders,
 ]

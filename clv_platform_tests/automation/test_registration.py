@@ -30,6 +30,7 @@ CHECKS = {
     ("staging/customers", "customers_unique_id"),
     ("staging/orders", "customers_hold_plausible_order_shares"),
     ("staging/orders", "orders_have_plausible_amounts"),
+    ("staging/orders", "orders_cover_their_span"),
     ("staging/order_history", "order_history_matches_orders"),
     ("staging/order_lines", "order_lines_keys"),
     ("staging/orders", "orders_keys_not_null"),

@@ -43,7 +43,7 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert list(out) == ["dataset", "customers", "window", "input", "bgnbd", "pareto_nbd", "gamma_gamma", "holdout",
                          "per_stage", "deciles", "btyd_selection", "intervals", "parameter_bootstrap",
                          "served_total_interval", "serving", "headline", "npd"]
-    assert out["input"] == {"rows_used": 6919, "rows_dropped": {}}
+    assert out["input"] == {"rows_used": 6919, "rows_dropped": {}, "order_gaps": []}
     assert out["btyd_selection"]["chosen"] == "mbgnbd" and out["btyd_selection"]["reason"]
     # the published protocol's window; the label window production's rule gives this history: a
     # third of the 262 days since the tenth repeat buyer (1997-01-11), not the configured 180
@@ -400,7 +400,7 @@ def test_rows_left_out_of_a_csv_are_reported_in_the_json(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err[-2000:]
     result = json.loads(captured.out)
-    assert result["input"] == {"rows_used": len(rows) - 7, "rows_dropped": {"missing customer id": 7}}
+    assert result["input"] == {"rows_used": len(rows) - 7, "rows_dropped": {"missing customer id": 7}, "order_gaps": []}
     assert result["customers"] <= 120  # customers first seen by the calibration end; never one called "nan"
     assert "7 missing customer id" in captured.err
 
@@ -459,6 +459,8 @@ def test_a_dormant_store_trains_next_purchase_on_the_season_of_a_year_before(tmp
     window = result["npd"]["training_window"]
     assert window["feature_cutoff"] == "2022-12-12" and window["censored_share"] == 1.0
     assert window["season_feature_cutoff"] == "2022-03-12" and window["season_rows"] > 100
+    # the thirteen silent months are named (a dormant store, or a part of the file missing)
+    assert [(gap["start"], gap["end"]) for gap in result["input"]["order_gaps"]] == [("2022-09-01", "2023-10-14")]
     # and --json says so
     assert backtest_cli.json_view(result)["npd"]["training_window"]["season_rows"] == window["season_rows"]
 

@@ -31,6 +31,7 @@ from clv_platform.checks.score_checks import (
 )
 from clv_platform.checks.staging_checks import (
     customers_hold_plausible_order_shares,
+    orders_cover_their_span,
     orders_have_plausible_amounts,
     orders_keys_not_null,
     orders_net_revenue_non_negative,
@@ -426,6 +427,22 @@ def test_an_order_of_an_implausible_amount_is_warned_of(db):
     assert "gid://shopify/Order/3 of customer c1 (1,000,000,000.00)" in result.description
 
 
+def test_a_month_missing_from_the_orders_is_warned_of(db):
+    """One order a day: a 30-day hole (a monthly file left out) warns with its dates, never blocking."""
+    path, resource = db
+    frame = orders(120)
+    write(path, "staging.orders", frame)
+    result = orders_cover_their_span(duckdb=resource)
+    assert result.passed and result.metadata["gaps"].value == 0
+    write(path, "staging.orders", frame[(frame.index < 30) | (frame.index >= 60)])
+    result = orders_cover_their_span(duckdb=resource)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["empty_days"].value == 30
+    assert result.metadata["examples"].value == [
+        {"start": "2025-03-31", "end": "2025-04-29", "days": 30, "orders_per_day_around": 1.0}]
+    assert "no orders from 2025-03-31 to 2025-04-29 (30 days)" in result.description
+
+
 # ----------------------------------------------------------------------------- wiring
 
 
@@ -448,7 +465,7 @@ def test_every_data_check_is_blocking_and_names_are_unique():
             else:
                 assert spec.blocking == (layer not in ("raw", "ml")), spec.key
     assert advisory == ADVISORY_CHECKS == {"customers_hold_plausible_order_shares", "orders_have_plausible_amounts",
-                                           "clv_horizon_within_history"}
+                                           "orders_cover_their_span", "clv_horizon_within_history"}
 
 
 def test_checks_for_returns_every_check_when_every_target_is_defined():

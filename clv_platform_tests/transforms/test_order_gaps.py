@@ -1,0 +1,49 @@
+"""`transforms.order_gaps`: which empty stretches of a store's orders are named, and which are not."""
+
+from datetime import date, timedelta
+
+import duckdb
+import pytest
+
+from clv_platform.transforms.order_gaps import OrderGap, order_gaps
+
+START = date(2024, 1, 1)
+
+
+def store(per_day: dict[int, int]) -> duckdb.DuckDBPyConnection:
+    """staging.orders with ``per_day[i]`` orders on day i after START."""
+    conn = duckdb.connect()
+    conn.execute("create schema staging")
+    conn.execute("create table staging.orders (order_id varchar, order_date date)")
+    rows = [(f"o{day}-{k}", START + timedelta(days=day)) for day, n in per_day.items() for k in range(n)]
+    if rows:
+        conn.executemany("insert into staging.orders values (?, ?)", rows)
+    return conn
+
+
+def test_a_missing_month_in_a_busy_store_is_named_with_its_dates_and_rate():
+    # 5 orders a day for 150 days, nothing on days 40-69 (30 days)
+    conn = store({day: 5 for day in range(150) if not 40 <= day < 70})
+    assert order_gaps(conn) == [OrderGap(START + timedelta(days=40), START + timedelta(days=69), 30, 5.0)]
+    assert "no orders from 2024-02-10 to 2024-03-10 (30 days)" in order_gaps(conn)[0].describe()
+    # point in time: a cutoff inside the gap sees no run yet closed by an order
+    assert order_gaps(conn, until=START + timedelta(days=55)) == []
+    assert len(order_gaps(conn, until=START + timedelta(days=100))) == 1
+
+
+@pytest.mark.parametrize(
+    "per_day",
+    [
+        {day: 5 for day in range(150) if not 40 <= day < 53},  # 13 empty days: shorter than a named run
+        {day: 1 for day in range(0, 400, 7)},  # one order a week: six empty days every week
+        {day: 1 for day in range(0, 300, 2) if not 100 <= day < 124},  # 0.5 a day: 24 days empty has p = 6e-6
+        {day: 3 for day in range(90)},  # no gap at all
+    ],
+    ids=["thirteen_days", "weekly_store", "slow_store", "no_gap"],
+)
+def test_quiet_spells_that_the_rate_explains_are_not_named(per_day):
+    assert order_gaps(store(per_day)) == []
+
+
+def test_an_empty_table_has_no_gaps():
+    assert order_gaps(store({})) == []
