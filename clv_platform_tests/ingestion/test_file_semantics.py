@@ -570,6 +570,36 @@ def test_day_first_dates_are_read_day_first_and_contradictions_rejected(data_env
     assert rejected == {"both.csv#4": "ambiguous order date: 05/06/2023 (the file writes dates both day-first and month-first)"}
 
 
+def test_a_file_whose_dates_cannot_tell_takes_the_stores_day_first_habit(data_env):
+    """A British store's weekly export of 1 to 7 December has no field above 12: on its own it was read
+    month-first, its orders dated 12 January to 12 July (the week vanished into the past, the cutoff
+    stayed at November's end). With another file of the store that is day-first only, it is read
+    day-first; a store whose files show both habits, or none, keeps the documented month-first."""
+    november = """\
+        customer_id,order_id,order_date,amount
+        c1,n1,28/11/2024,10.00
+        c2,n2,30/11/2024,10.00
+        """
+    week = """\
+        customer_id,order_id,order_date,amount
+        c1,w1,01/12/2024,10.00
+        c2,w2,07/12/2024 18:30,10.00
+        """
+    assert _import(data_env, "week.csv", week)[0].success
+    db = data_env / "clv.duckdb"
+    _stage(db)
+    assert _by_order(db, "order_date") == {"w1": "2024-01-12", "w2": "2024-07-12"}  # alone: month-first
+    assert _import(data_env, "november.csv", november)[0].success
+    _stage(db)
+    assert _by_order(db, "order_date") == {"n1": "2024-11-28", "n2": "2024-11-30", "w1": "2024-12-01",
+                                           "w2": "2024-12-07"}
+    # a month-first file beside them: the store shows both habits, the undecided week is month-first again
+    assert _import(data_env, "us.csv", "customer_id,order_id,order_date,amount\nc3,u1,12/31/2024,10.00\n")[0].success
+    _stage(db)
+    assert {k: v for k, v in _by_order(db, "order_date").items() if k.startswith("w")} == {"w1": "2024-01-12",
+                                                                                          "w2": "2024-07-12"}
+
+
 def test_an_order_id_on_rows_of_several_customers_is_rejected_not_merged(data_env):
     """An order id reused for another customer used to become one order of the first customer with
     both amounts: the other customer's purchase vanished without a reason."""

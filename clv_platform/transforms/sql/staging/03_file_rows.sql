@@ -376,11 +376,11 @@ keyed as (
         case when not is_shopify then lower(nullif(trim(f.layout_fields ->> 'status'), '')) end as order_status
     from filled as f
 ),
-slash_dates as (
+file_slash_dates as (
     -- which way a file writes d/m/y dates: a first field above 12 can only be a day (day-first,
     -- the European and British habit), a second field above 12 only a day (month-first, the US
-    -- habit and the UCI files). A file with only fields up to 12 says nothing: month-first, as
-    -- documented. A file with both is contradictory: its rows that could be either are rejected.
+    -- habit and the UCI files). A file with both is contradictory: its rows that could be either
+    -- are rejected.
     select
         file_name,
         coalesce(bool_or(try_cast(regexp_extract(date_text, '^([0-9]{1,2})/([0-9]{1,2})/', 1) as integer) > 12), false)
@@ -390,6 +390,18 @@ slash_dates as (
     from keyed
     where not is_shopify
     group by file_name
+),
+slash_dates as (
+    -- a file with only fields up to 12 says nothing by itself (a British store's export of 1 to 7
+    -- December was read as 12 January to 12 July): it takes the store's habit when the store's other
+    -- files show one way only, else month-first, as documented
+    select
+        f.file_name,
+        f.day_first_seen or (not f.month_first_seen and store.day_first and not store.month_first) as day_first_seen,
+        f.month_first_seen
+    from file_slash_dates as f,
+         (select bool_or(day_first_seen) as day_first, bool_or(month_first_seen) as month_first
+          from file_slash_dates) as store
 ),
 typed as (
     select
