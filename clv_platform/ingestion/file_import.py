@@ -100,10 +100,13 @@ person a `customer_unique_id`; read as the customer, the order-level id made eve
 buyer."""
 FALLBACK_ALIASES = {
     "amount": ("sales", "salesamount", "totalamount", "linetotal", "revenue", "transactionamount", "purchaseamount",
-               "dollarvalue", "tranamount", "transamount", "txnamount", "paymentvalue"),
-    "order_date": ("transdate", "trandate", "txndate", "orderpurchasetimestamp", "purchasetimestamp"),
+               "dollarvalue", "tranamount", "transamount", "txnamount", "paymentvalue", "grandtotal", "ordervalue",
+               "totalprice", "totalsales", "netamount"),
+    "order_date": ("transdate", "trandate", "txndate", "orderpurchasetimestamp", "purchasetimestamp", "tdat",
+                   "ordercreatedat", "createdat", "orderdatetime", "ordertimestamp"),
     "order_id": ("transactionid", "transactionno", "transactionnumber", "receiptid", "receiptno", "receiptnumber"),
-    "customer_id": ("clientid", "customercode", "userid", "memberid", "buyerid"),
+    "customer_id": ("clientid", "customercode", "userid", "memberid", "buyerid", "accountid", "customeremail",
+                    "email", "emailaddress", "buyeremail"),
     "unit_price": ("priceperunit", "priceeach", "itemprice", "listprice"),
     "quantity": ("quantityordered", "qtyordered"),
     "product_id": ("productno", "productnumber", "itemcode", "itemnumber"),
@@ -117,7 +120,59 @@ writes `customer_id, trans_date, tran_amount` (dates `11-Feb-13`); Superstore's 
 write the country as `Country/Region`; Kaggle's "Sales Transaction v.4a" (an online shop's lines)
 writes `TransactionNo, Date, ProductNo, ProductName, Price, Quantity, CustomerNo, Country`; a file with `Amount` and `Sales` reads `Amount`. A customer's name is no
 id (two people share one) and stays unread; so does a date header that names no date
-(`TRANSACTION_DT` of Ta Feng, whose `AMOUNT` is the quantity: refused, not misread)."""
+(`TRANSACTION_DT` of Ta Feng, whose `AMOUNT` is the quantity: refused, not misread). A file with no
+customer id but an e-mail column (`Email`, `Customer Email`) reads the address as the customer (a
+file with both reads the id: WooCommerce's `Customer ID` is 0 for every guest, named in store.toml
+instead); H&M's Kaggle transactions write the day as `t_dat`; `Created at` and `Grand Total` are the
+order tables of many shop systems."""
+
+CURRENCY_CODES = frozenset("""
+AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD CAD
+CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ
+GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR
+LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN
+PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB
+TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW ZWL
+""".split())
+"""ISO 4217's active currency codes: a money header may name its currency (`Amount (EUR)`)."""
+_WORD_CODES = frozenset({"ALL", "BOB", "CUP", "GEL", "MAD", "MOP", "NAD", "PEN", "SOS", "TOP", "TRY"})
+"""Codes that are also English words: read as a currency in a header only written in capitals inside
+brackets (`Total (TRY)`), so `Total all` or `price_top` name no currency."""
+_HEADER_CODE = re.compile(r"^(?P<name>.*?[A-Za-z0-9])(?:\s*[(\[]\s*(?P<bracketed>[A-Za-z]{3})\s*[)\]]"
+                          r"|[\s_\-]+(?P<plain>[A-Za-z]{3}))\s*$")
+
+
+def header_currency(name: str) -> tuple[str, str] | None:
+    """(the header without its currency, normalized; the ISO code) of a header that ends in a
+    currency code, written apart from the rest (`Amount (EUR)`, `Order Total [GBP]`, `amount_usd`,
+    `Sales USD`), else None."""
+    match = _HEADER_CODE.match(str(name).strip())
+    if match is None:
+        return None
+    written = match["bracketed"] or match["plain"]
+    code = written.upper()
+    if code not in CURRENCY_CODES or (code in _WORD_CODES and not (match["bracketed"] and written.isupper())):
+        return None
+    return normalize_header(match["name"]), code
+
+
+MONEY_SPELLINGS = frozenset({name for name, column in HEADER_ALIASES.items() if column in ("amount", "unit_price")}
+                            | set(FALLBACK_ALIASES["amount"]) | set(FALLBACK_ALIASES["unit_price"]))
+"""Normalized money headers: with a currency code after them (``header_currency``) they are read as
+without it, and the code is the currency of the file's rows when it has no currency column."""
+
+
+def money_header_currency(header: list, mapping: Mapping[str, int]) -> str | None:
+    """The currency a file's money header names (``header_currency`` of its amount's, else its unit
+    price's header), None when it names none or the file has a currency column."""
+    if "currency" in mapping:
+        return None
+    for column in ("amount", "unit_price"):
+        if column in mapping:
+            named = header_currency(str(header[mapping[column]]))
+            if named is not None and named[0] in MONEY_SPELLINGS:
+                return named[1]
+    return None
 STATUS_HEADERS = {"status", "orderstatus", "paymentstatus"}
 """An order's status column of an order- or line-level export (normalized header), kept in
 `layout_fields` as `status`: staging rejects the rows of orders that are not purchases
@@ -550,6 +605,10 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
     table = _shopify_table(normalized)
     if table is not None:
         return table
+    # `Amount (EUR)` is the amount; its currency is read by money_header_currency
+    named_codes = [header_currency(name) for name in columns]
+    normalized = [code[0] if code is not None and code[0] in MONEY_SPELLINGS else name
+                  for name, code in zip(normalized, named_codes)]
     wanted = {normalize_header(header): column for column, header in (named or {}).items()}
     mapping, fields = {}, {}
     for index, name in enumerate(columns):
@@ -569,8 +628,8 @@ def detect_format(columns: list[str], file_name: str, named: Mapping[str, str] |
         index = _first_spelling(normalized, spellings, taken)
         if target not in mapping and index is not None:
             mapping[target] = index
-    for index, name in enumerate(columns):
-        target = HEADER_ALIASES.get(normalize_header(name))
+    for index, name in enumerate(normalized):
+        target = HEADER_ALIASES.get(name)
         if target and target not in mapping and index not in taken:
             mapping[target] = index
     for target, spellings in FALLBACK_ALIASES.items():
@@ -691,6 +750,7 @@ def _frame_from_rows(
     probe = min(mapping.values())  # one cell compared first, so the whole row is normalized only for a header
     probe_text = names[probe].strip().lower()
     date_index, currency_index = mapping.get("order_date"), mapping.get("currency")
+    named_currency = money_header_currency(names, mapping)  # `Amount (EUR)`: each row's currency
     for number, cells_in, error in rows:
         if (error is None and cells_in is not None and probe < len(cells_in)
                 and str(cells_in[probe]).strip().lower() == probe_text
@@ -718,7 +778,7 @@ def _frame_from_rows(
                 cells[date_index] = _date_cell_text(cells_in[date_index])
         for values, index in value_at:
             values.append(cells[index] if index is not None else None)
-        currency.append(cells[currency_index] if currency_index is not None else None)
+        currency.append(cells[currency_index] if currency_index is not None else named_currency)
         layout.append(_JSON_TEXT({**{k: cells[i] for k, i in fields.items()}, **zone}) if fields or zone else None)
         payloads.append(_JSON_TEXT(dict(zip(names, cells))))
     out = pd.DataFrame({column: values for column, (values, _) in zip(_VALUE_COLUMNS, value_at)})
@@ -1108,7 +1168,8 @@ def _csv_batches(reading: ExportReading, file_name: str, header: list[str], rows
         shops.update(_shops_of(part))
         texts.add(part)
         part["decimal_separator"] = texts.separator(delimiter)
-        return _with_currency(part, file_name, currency, "currency" not in mapping, ingested_at, content_sha256)
+        return _with_currency(part, file_name, currency, not _names_its_currency(header, mapping), ingested_at,
+                              content_sha256)
 
     for row in rows:
         batch.append(row)
@@ -1119,6 +1180,11 @@ def _csv_batches(reading: ExportReading, file_name: str, header: list[str], rows
         yield finished(batch)
     _refuse_several_shops(shops, file_name, read_as)
     reading.decimal_separator = texts.separator(delimiter)
+
+
+def _names_its_currency(header: list, mapping: Mapping[str, int]) -> bool:
+    """A currency column, or a money header that names the currency (``money_header_currency``)."""
+    return "currency" in mapping or money_header_currency([str(h) for h in header], mapping) is not None
 
 
 def _with_currency(part: pd.DataFrame, file_name: str, currency: str | None, without_currency_column: bool,
@@ -1190,7 +1256,7 @@ def _read_workbook_export(path: Path, ingested_at: datetime, currency: str | Non
         if skipped:
             title_lines[f"sheet '{sheet}'"] = skipped
         formats.add(file_format)
-        without_currency_column |= "currency" not in mapping
+        without_currency_column |= not _names_its_currency(header, mapping)
         _refuse_unsaved_formulas(path, sheet, header, rows, mapping)
         read_as = read_as or _headers_read(header, mapping, fields)
         parts.append(_frame_from_rows(header, rows, path.name, sheet, mapping, file_format, fields))

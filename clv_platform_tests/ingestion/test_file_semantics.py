@@ -497,6 +497,47 @@ def test_currency_comes_from_a_column_or_the_setting_and_is_never_guessed(data_e
     assert set(orders) == {"import:o1", "import:o3"}
 
 
+def test_a_money_header_that_names_its_currency_is_the_rows_currency(data_env, monkeypatch):
+    """`Order Total (GBP)` is the amount and says the currency: without a currency column or setting
+    the file was refused ("unrecognized columns", then "no currency column"); an e-mail column is the
+    customer of a file without a customer id. A header's code other than the store's rejects the rows
+    as a currency column's would."""
+    monkeypatch.delenv("CLV_FILE_CURRENCY")
+    text = """\
+        Customer Email,Order Date,Order Total (GBP)
+        Ana@Example.com,2024-03-01,10.00
+        ana@example.com,2024-03-05,5.00
+        bo@example.com,2024-03-02,7.00
+        """
+    result = _import(data_env, "shop.csv", text)[0]
+    assert result.success
+    assert _metadata(result)["columns_read_from"].value == {
+        "amount": "Order Total (GBP)", "customer_id": "Customer Email", "order_date": "Order Date"}
+    db = data_env / "clv.duckdb"
+    with duckdb.connect(str(db)) as conn:
+        assert conn.execute("select distinct currency from raw.file_transactions").fetchall() == [("GBP",)]
+    staged, rejected, orders = _stage(db)
+    assert staged.shop_currency == "GBP" and rejected == {} and sorted(orders.values()) == [5.0, 7.0, 10.0]
+    with duckdb.connect(str(db)) as conn:
+        assert conn.execute("select count(distinct customer_id) from staging.orders").fetchone()[0] == 2
+    us = "customer_id,order_date,amount_usd\nc9,2024-03-03,4.00\n"
+    assert _import(data_env, "us.csv", us)[0].success
+    _, rejected, _ = _stage(db)
+    assert rejected == {"us.csv#2": "currency USD differs from the store currency GBP"}
+
+
+@pytest.mark.parametrize("header, read", [
+    ("Amount (EUR)", ("amount", "EUR")), ("Order Total [GBP]", ("ordertotal", "GBP")), ("amount_usd", ("amount", "USD")),
+    ("Sales USD", ("sales", "USD")), ("Unit Price (eur)", ("unitprice", "EUR")), ("Total (TRY)", ("total", "TRY")),
+    ("Total all", None), ("price_top", None), ("Total (try)", None), ("Total Tax", None), ("Created (UTC)", None),
+    ("Amount EURO", None), ("amounteur", None),
+])
+def test_header_currency_reads_an_iso_code_written_apart(header, read):
+    from clv_platform.ingestion.file_import import header_currency
+
+    assert header_currency(header) == read
+
+
 def test_withdrawing_a_file_removes_only_its_rows(data_env):
     assert _import(data_env, "a.csv", "customer_id,order_id,order_date,amount\nc1,o1,2024-03-01,10.00\n")[0].success
     assert _import(data_env, "b.csv", "customer_id,order_id,order_date,amount\nc2,o2,2024-03-01,20.00\n")[0].success
