@@ -51,7 +51,9 @@ runs as (
     select min(day) as gap_start, max(day) as gap_end, count(*)::integer as days
     from empty group by island having count(*) >= $min_days
 )
-select r.gap_start, r.gap_end, r.days, sum(f.orders)::bigint as context_orders, count(f.day)::integer as context_days
+select r.gap_start, r.gap_end, r.days, sum(f.orders)::bigint as context_orders, count(f.day)::integer as context_days,
+       (select sum(orders) from filled where day > r.gap_end)::bigint as orders_after,
+       (select last_day from span) as last_day
 from runs as r
 left join filled as f
     on (f.day between r.gap_start - $context and r.gap_start - 1) or (f.day between r.gap_end + 1 and r.gap_end + $context)
@@ -68,14 +70,27 @@ class OrderGap:
     end: date
     days: int
     orders_per_day_around: float
+    orders_after: int = 0
+    """Orders after the run up to the last order day."""
+    last_day: date | None = None
+
+    @property
+    def strands_the_last_day(self) -> bool:
+        """Fewer orders after the run than a day of the store's had: a mistyped date (2025 for 2024)
+        that alone sets the as-of date every feature and score is computed at."""
+        return self.last_day is not None and self.orders_after < max(self.orders_per_day_around, 1.0)
 
     def describe(self) -> str:
-        return (f"no orders from {self.start} to {self.end} ({self.days} days) where the store had "
+        text = (f"no orders from {self.start} to {self.end} ({self.days} days) where the store had "
                 f"{self.orders_per_day_around:,.1f} a day around it")
+        if self.strands_the_last_day:
+            text += (f", then {self.orders_after} order{'s' if self.orders_after != 1 else ''} up to {self.last_day}, "
+                     "the last order day, which sets the as-of date of every score (a mistyped date?)")
+        return text
 
     def as_dict(self) -> dict:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "days": self.days,
-                "orders_per_day_around": round(self.orders_per_day_around, 3)}
+                "orders_per_day_around": round(self.orders_per_day_around, 3), "orders_after": self.orders_after}
 
 
 def order_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> list[OrderGap]:
@@ -83,8 +98,8 @@ def order_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> li
     rows = conn.execute(_RUNS_SQL, {"until": until, "min_days": MIN_GAP_DAYS, "context": CONTEXT_DAYS}).fetchall()
     threshold = -math.log(MAX_EMPTY_PROBABILITY)
     gaps = []
-    for start, end, days, context_orders, context_days in rows:
+    for start, end, days, context_orders, context_days, orders_after, last_day in rows:
         rate = (context_orders or 0) / context_days if context_days else 0.0
         if rate * days >= threshold:
-            gaps.append(OrderGap(start, end, int(days), float(rate)))
+            gaps.append(OrderGap(start, end, int(days), float(rate), int(orders_after or 0), last_day))
     return gaps

@@ -24,8 +24,10 @@ def store(per_day: dict[int, int]) -> duckdb.DuckDBPyConnection:
 def test_a_missing_month_in_a_busy_store_is_named_with_its_dates_and_rate():
     # 5 orders a day for 150 days, nothing on days 40-69 (30 days)
     conn = store({day: 5 for day in range(150) if not 40 <= day < 70})
-    assert order_gaps(conn) == [OrderGap(START + timedelta(days=40), START + timedelta(days=69), 30, 5.0)]
-    assert "no orders from 2024-02-10 to 2024-03-10 (30 days)" in order_gaps(conn)[0].describe()
+    assert order_gaps(conn) == [OrderGap(START + timedelta(days=40), START + timedelta(days=69), 30, 5.0,
+                                         orders_after=400, last_day=START + timedelta(days=149))]
+    assert order_gaps(conn)[0].describe() == ("no orders from 2024-02-10 to 2024-03-10 (30 days) where the store had "
+                                              "5.0 a day around it")
     # point in time: a cutoff inside the gap sees no run yet closed by an order
     assert order_gaps(conn, until=START + timedelta(days=55)) == []
     assert len(order_gaps(conn, until=START + timedelta(days=100))) == 1
@@ -43,6 +45,19 @@ def test_a_missing_month_in_a_busy_store_is_named_with_its_dates_and_rate():
 )
 def test_quiet_spells_that_the_rate_explains_are_not_named(per_day):
     assert order_gaps(store(per_day)) == []
+
+
+def test_a_lone_order_long_after_the_rest_is_named_as_what_sets_the_as_of_date():
+    """A mistyped year (2025 for 2024) on one order: the files store's as-of date is its last order
+    day, so every customer would look a year lapsed; the gap before it says so."""
+    per_day = {day: 4 for day in range(120)}
+    per_day[480] = 1
+    (gap,) = order_gaps(store(per_day))
+    assert (gap.start, gap.end, gap.orders_after, gap.last_day) == (
+        START + timedelta(days=120), START + timedelta(days=479), 1, START + timedelta(days=480))
+    assert gap.strands_the_last_day
+    assert gap.describe().endswith("then 1 order up to 2025-04-25, the last order day, which sets the as-of date of "
+                                   "every score (a mistyped date?)")
 
 
 def test_an_empty_table_has_no_gaps():
