@@ -90,6 +90,9 @@ class Settings:
     file_columns: tuple[tuple[str, str], ...] = ()
     # store.toml [files] sheets: the only sheets of a workbook that are read (empty: every sheet)
     file_sheets: tuple[str, ...] = ()
+    # store.toml [files] date_order: how a file's slash dates read when its own dates cannot tell
+    # (every field up to 12): "auto" (the store's other files, else month-first), "day-first", "month-first"
+    file_date_order: str = "auto"
     # store.toml [exports]: which files each scoring date writes, and how many scoring dates of
     # them stay in the folder (0: every date; a pair is about 360 MB at 1,000,000 customers)
     export_formats: tuple[str, ...] = EXPORT_FORMATS
@@ -126,6 +129,17 @@ def _file_columns(table: object) -> tuple[tuple[str, str], ...]:
     if len(set(headers)) < len(headers):
         raise SettingsError("store.toml [files.columns]: one header is named for two columns")
     return tuple(sorted((k, v.strip()) for k, v in table.items()))
+
+
+FILE_DATE_ORDERS = ("auto", "day-first", "month-first")
+
+
+def _file_date_order(value: object) -> str:
+    """store.toml [files] date_order (env CLV_FILE_DATE_ORDER) checked."""
+    order = str(value).strip().lower()
+    if order not in FILE_DATE_ORDERS:
+        raise SettingsError(f"store.toml [files] date_order = {value!r} is not one of {', '.join(FILE_DATE_ORDERS)}")
+    return order
 
 
 def _file_sheets(value: object) -> tuple[str, ...]:
@@ -277,6 +291,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     store, demo, scale = config.get("store", {}), config.get("demo", {}), config.get("scale", {})
     file_columns = _file_columns(config.get("files", {}).get("columns", {}))
     file_sheets = _file_sheets(config.get("files", {}).get("sheets", []))
+    file_date_order = _file_date_order(env.get("CLV_FILE_DATE_ORDER") or config.get("files", {}).get("date_order")
+                                       or "auto")
     export_formats, export_keep_dates = _exports(config.get("exports", {}))
 
     as_of_text = (env.get("CLV_AS_OF") or "").strip()
@@ -340,6 +356,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         refit_after_days=refit_after_days,
         file_columns=file_columns,
         file_sheets=file_sheets,
+        file_date_order=file_date_order,
         export_formats=export_formats,
         export_keep_dates=export_keep_dates,
     )

@@ -417,7 +417,7 @@ def read_export_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dic
     settings = load_settings()
     # one backtest loads its data set more than once (the ML and the BTYD backtests): import once
     key = (str(path), path.stat().st_mtime_ns, path.stat().st_size, settings.file_currency,
-           settings.file_columns, settings.file_sheets, settings.store_timezone)
+           settings.file_columns, settings.file_sheets, settings.store_timezone, settings.file_date_order)
     if key not in _IMPORTED:
         with tempfile.TemporaryDirectory(prefix="clv-backtest-import-") as folder:
             store = Path(folder) / "import.duckdb"
@@ -431,7 +431,7 @@ def read_export_transactions(path: str | os.PathLike) -> tuple[pd.DataFrame, dic
                         replace_file_rows(conn, path.name, spool, reading)
                 except UnreadableFileError as error:
                     raise ValueError(f"{error} (the backtest reads a file as `clv-platform files` imports it)") from None
-                build_staging(conn, store_timezone=settings.store_timezone)
+                build_staging(conn, store_timezone=settings.store_timezone, date_order=settings.file_date_order)
             _IMPORTED.clear()
             _IMPORTED[key] = read_store_transactions(store)
     frame, dropped = _IMPORTED[key]

@@ -126,6 +126,7 @@ class StorageResource(DuckDBResource):
     refit_after_days: int = DEFAULT_REFIT_AFTER_DAYS
     file_columns: dict[str, str] = {}
     file_sheets: list[str] = []
+    file_date_order: str = "auto"
     export_formats: list[str] = list(EXPORT_FORMATS)
     export_keep_dates: int = 0
 

@@ -162,6 +162,7 @@ def build_staging(
     store_timezone: str | None = None,
     *,
     full_rebuild: bool = False,
+    date_order: str = "auto",
 ) -> StagingResult:
     """Bring every staging table up to date with raw in one transaction and reconcile the counts.
 
@@ -169,8 +170,9 @@ def build_staging(
     else (or with `full_rebuild`) rebuilds everything. The shop currency and time zone come from
     `raw.shopify_shop` (what Shopify said), else the currency is inferred from the orders and the
     time zone is the store setting (`store_timezone`, e.g. for a files-only store), else UTC.
-    Order days of every source are calendar days in that time zone. Raises if any raw table does
-    not balance: silently losing rows is worse than failing.
+    Order days of every source are calendar days in that time zone. `date_order` reads the slash
+    dates of a file whose own dates cannot tell (store.toml [files] date_order). Raises if any raw
+    table does not balance: silently losing rows is worse than failing.
     """
     ensure_raw_tables(conn)
     stored_currency, stored_timezone = stored_shop(conn)
@@ -185,8 +187,10 @@ def build_staging(
     basis = basis or revenue_basis()
     if basis not in REVENUE_BASES:
         raise ValueError(f"revenue basis must be one of {REVENUE_BASES}, got {basis!r}")
+    if date_order not in ("auto", "day-first", "month-first"):
+        raise ValueError(f"date order must be auto, day-first or month-first, got {date_order!r}")
     params = {"shop_currency": currency, "shop_timezone": timezone, "store_timezone": timezone,
-              "revenue_basis": basis}
+              "revenue_basis": basis, "file_date_order": date_order}
     result = StagingResult(shop_currency=currency, shop_timezone=timezone, revenue_basis=basis)
     state = None if full_rebuild else _read_state(conn)
     marks, at_state = _raw_marks(conn, state)
@@ -735,8 +739,8 @@ def _why_not_merge(conn: duckdb.DuckDBPyConnection, state: dict | None, marks: d
     (`at_state`: the fingerprints of raw up to `state`'s marks now, from `_raw_marks`)."""
     if state is None:
         return "no previous build"
-    for key in ("shop_currency", "shop_timezone", "revenue_basis"):
-        if state.get(key) != params[key]:
+    for key in ("shop_currency", "shop_timezone", "revenue_basis", "file_date_order"):
+        if state.get(key, "auto" if key == "file_date_order" else None) != params[key]:
             return f"{key} changed ({state.get(key)} → {params[key]})"
     if state.get("rules_version") != RULES_VERSION:
         return (f"the staging rules changed (scripts version {state.get('rules_version') or 'unrecorded'} → "
@@ -757,7 +761,8 @@ def _why_not_merge(conn: duckdb.DuckDBPyConnection, state: dict | None, marks: d
 
 def _write_state(conn: duckdb.DuckDBPyConnection, marks: dict, params: dict, mode: str) -> None:
     values = {**marks, "shop_currency": params["shop_currency"], "shop_timezone": params["shop_timezone"],
-              "revenue_basis": params["revenue_basis"], "rules_version": RULES_VERSION, "mode": mode}
+              "revenue_basis": params["revenue_basis"], "file_date_order": params["file_date_order"],
+              "rules_version": RULES_VERSION, "mode": mode}
     conn.execute(
         f"create or replace table {STATE_TABLE} as select now() as built_at, "
         + ", ".join(f"${k} as {k}" for k in values),

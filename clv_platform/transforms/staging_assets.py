@@ -85,7 +85,7 @@ def staging_tables(context: dg.AssetExecutionContext, config: StagingConfig, duc
     with duckdb.get_connection() as conn:
         result = build_staging(
             conn, settings.file_currency if settings.source == "files" else None, settings.store_timezone,
-            full_rebuild=config.full_rebuild,
+            full_rebuild=config.full_rebuild, date_order=settings.file_date_order,
         )
         previews = {
             name: conn.execute(f"select * from staging.{name} limit 5").df()

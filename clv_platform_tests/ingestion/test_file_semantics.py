@@ -357,6 +357,11 @@ def test_the_store_names_the_sheets_of_a_workbook_to_read(data_env):
     assert _failure(result) == ("book.xlsx: none of the sheets store.toml [files] sheets names (['Transactions']) is "
                                 "in the workbook (its sheets: ['Data', 'Pivot'])")
     assert _file_sheets([" Data ", "Returns"]) == ("Data", "Returns")
+    from clv_platform.settings import _file_date_order
+
+    assert _file_date_order(" Day-First ") == "day-first"
+    with pytest.raises(SettingsError, match=r"store.toml \[files\] date_order = 'dmy' is not one of auto"):
+        _file_date_order("dmy")
     for bad in ("Data", [""], ["Data", "data"]):
         with pytest.raises(SettingsError, match=r"store.toml \[files\] sheets"):
             _file_sheets(bad)
@@ -630,6 +635,13 @@ def test_a_file_whose_dates_cannot_tell_takes_the_stores_day_first_habit(data_en
     db = data_env / "clv.duckdb"
     _stage(db)
     assert _by_order(db, "order_date") == {"w1": "2024-01-12", "w2": "2024-07-12"}  # alone: month-first
+    # the first file of a store whose habit no file shows yet: store.toml [files] date_order says it
+    with duckdb.connect(str(db)) as conn:
+        result = build_staging(conn, date_order="day-first")
+    assert result.full_reason == "file_date_order changed (auto → day-first)"
+    assert _by_order(db, "order_date") == {"w1": "2024-12-01", "w2": "2024-12-07"}
+    with duckdb.connect(str(db)) as conn:
+        build_staging(conn)
     assert _import(data_env, "november.csv", november)[0].success
     _stage(db)
     assert _by_order(db, "order_date") == {"n1": "2024-11-28", "n2": "2024-11-30", "w1": "2024-12-01",

@@ -393,11 +393,13 @@ file_slash_dates as (
 ),
 slash_dates as (
     -- a file with only fields up to 12 says nothing by itself (a British store's export of 1 to 7
-    -- December was read as 12 January to 12 July): it takes the store's habit when the store's other
-    -- files show one way only, else month-first, as documented
+    -- December was read as 12 January to 12 July): it reads as store.toml [files] date_order says,
+    -- and with "auto" takes the store's habit when the store's other files show one way only, else
+    -- month-first, as documented
     select
         f.file_name,
-        f.day_first_seen or (not f.month_first_seen and store.day_first and not store.month_first) as day_first_seen,
+        f.day_first_seen or (not f.month_first_seen and ($file_date_order = 'day-first'
+            or ($file_date_order = 'auto' and store.day_first and not store.month_first))) as day_first_seen,
         f.month_first_seen
     from file_slash_dates as f,
          (select bool_or(day_first_seen) as day_first, bool_or(month_first_seen) as month_first
