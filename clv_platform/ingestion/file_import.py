@@ -173,6 +173,8 @@ def money_header_currency(header: list, mapping: Mapping[str, int]) -> str | Non
             if named is not None and named[0] in MONEY_SPELLINGS:
                 return named[1]
     return None
+
+
 STATUS_HEADERS = {"status", "orderstatus", "paymentstatus"}
 """An order's status column of an order- or line-level export (normalized header), kept in
 `layout_fields` as `status`: staging rejects the rows of orders that are not purchases
@@ -1184,7 +1186,7 @@ def _csv_batches(reading: ExportReading, file_name: str, header: list[str], rows
 
 def _names_its_currency(header: list, mapping: Mapping[str, int]) -> bool:
     """A currency column, or a money header that names the currency (``money_header_currency``)."""
-    return "currency" in mapping or money_header_currency([str(h) for h in header], mapping) is not None
+    return "currency" in mapping or money_header_currency(header, mapping) is not None
 
 
 def _with_currency(part: pd.DataFrame, file_name: str, currency: str | None, without_currency_column: bool,

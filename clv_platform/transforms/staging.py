@@ -31,6 +31,7 @@ import duckdb
 from clv_platform.core.sql import sql_code_version, transaction
 from clv_platform.ingestion.raw_tables import ensure_raw_tables
 from clv_platform.resources.storage import read_sql, run_script, split_statements, table_exists
+from clv_platform.settings import FILE_DATE_ORDERS
 
 STAGING_SCRIPTS = (
     "00_value_limits.sql",
@@ -187,8 +188,8 @@ def build_staging(
     basis = basis or revenue_basis()
     if basis not in REVENUE_BASES:
         raise ValueError(f"revenue basis must be one of {REVENUE_BASES}, got {basis!r}")
-    if date_order not in ("auto", "day-first", "month-first"):
-        raise ValueError(f"date order must be auto, day-first or month-first, got {date_order!r}")
+    if date_order not in FILE_DATE_ORDERS:
+        raise ValueError(f"date order must be one of {', '.join(FILE_DATE_ORDERS)}, got {date_order!r}")
     params = {"shop_currency": currency, "shop_timezone": timezone, "store_timezone": timezone,
               "revenue_basis": basis, "file_date_order": date_order}
     result = StagingResult(shop_currency=currency, shop_timezone=timezone, revenue_basis=basis)
@@ -740,8 +741,10 @@ def _why_not_merge(conn: duckdb.DuckDBPyConnection, state: dict | None, marks: d
     if state is None:
         return "no previous build"
     for key in ("shop_currency", "shop_timezone", "revenue_basis", "file_date_order"):
-        if state.get(key, "auto" if key == "file_date_order" else None) != params[key]:
-            return f"{key} changed ({state.get(key)} → {params[key]})"
+        # a build before the date order setting read such files as "auto" does
+        before = state.get(key, "auto" if key == "file_date_order" else None)
+        if before != params[key]:
+            return f"{key} changed ({before} → {params[key]})"
     if state.get("rules_version") != RULES_VERSION:
         return (f"the staging rules changed (scripts version {state.get('rules_version') or 'unrecorded'} → "
                 f"{RULES_VERSION}): every raw row is parsed again with them")
