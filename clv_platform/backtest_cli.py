@@ -692,7 +692,11 @@ def extra_sections_html(result: dict) -> str:
         for r in chosen.get("candidates", [])
     )
     gains = holdout_gains_text(result)
-    parts = [f"<h2>The hybrid against the baselines</h2><p>{esc(gains)}</p>"] if gains else []
+    gaps = (result.get("input") or {}).get("order_gaps") or []
+    # first: a stretch without orders the rate cannot explain makes every figure below suspect
+    parts = [f"<h2>The data</h2><p>{esc(gap['description'])}: a missing part of the file? The models read these "
+             "days as customers who bought nothing.</p>" for gap in gaps]
+    parts += [f"<h2>The hybrid against the baselines</h2><p>{esc(gains)}</p>"] if gains else []
     parts += [f"<h2>BTYD family</h2><p>Served: <b>{esc(str(chosen.get('chosen')))}</b> - "
              f"{esc(str(chosen.get('reason')))}</p>",
              "<table><thead><tr><th>family</th><th>penalizer</th><th>status</th><th>log-likelihood</th>"

@@ -90,7 +90,8 @@ class OrderGap:
 
     def as_dict(self) -> dict:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "days": self.days,
-                "orders_per_day_around": round(self.orders_per_day_around, 3), "orders_after": self.orders_after}
+                "orders_per_day_around": round(self.orders_per_day_around, 3), "orders_after": self.orders_after,
+                "description": self.describe()}
 
 
 def order_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> list[OrderGap]:

@@ -461,6 +461,8 @@ def test_a_dormant_store_trains_next_purchase_on_the_season_of_a_year_before(tmp
     assert window["season_feature_cutoff"] == "2022-03-12" and window["season_rows"] > 100
     # the thirteen silent months are named (a dormant store, or a part of the file missing)
     assert [(gap["start"], gap["end"]) for gap in result["input"]["order_gaps"]] == [("2022-09-01", "2023-10-14")]
+    assert ("<h2>The data</h2><p>no orders from 2022-09-01 to 2023-10-14 (409 days)"
+            in backtest_cli.extra_sections_html(result))
     # and --json says so
     assert backtest_cli.json_view(result)["npd"]["training_window"]["season_rows"] == window["season_rows"]
 

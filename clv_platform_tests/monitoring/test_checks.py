@@ -439,7 +439,8 @@ def test_a_month_missing_from_the_orders_is_warned_of(db):
     assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
     assert result.metadata["empty_days"].value == 30
     assert result.metadata["examples"].value == [
-        {"start": "2025-03-31", "end": "2025-04-29", "days": 30, "orders_per_day_around": 1.0, "orders_after": 60}]
+        {"start": "2025-03-31", "end": "2025-04-29", "days": 30, "orders_per_day_around": 1.0, "orders_after": 60,
+         "description": "no orders from 2025-03-31 to 2025-04-29 (30 days) where the store had 1.0 a day around it"}]
     assert "no orders from 2025-03-31 to 2025-04-29 (30 days)" in result.description
 
 
