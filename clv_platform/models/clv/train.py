@@ -18,6 +18,7 @@ from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, Objectiv
 from clv_platform.models.clv.windows import (HistoryTooShort, WindowFits, btyd_features_horizons, window_ends, cap_rows,
                                              training_windows, feature_list, fetch_rows)
 from clv_platform.models.clv.season import ClvSeason, deseasonalize, fit_season
+from clv_platform.transforms.order_gaps import OrderGap, order_gaps
 from clv_platform.models.clv.booster import (ClvModel, calibration_shift, predict_rows, train_buy_classifier,
                                              uses_offset, train_booster)
 from clv_platform.models.clv.objective import (BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
@@ -323,6 +324,14 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         if not check["consistent"]:
             serving.pop("served_for", None)
             serving.update(served="btyd", reason=f"{check['reason']}: serving the BTYD forecast")
+    holes = label_window_gaps(conn, cutoff, min([*final_ends, *inner_ends]) - timedelta(days=h))
+    if holes and serving["served"] == HYBRID:
+        serving.pop("served_for", None)
+        serving.update(served="btyd", label_window_gaps=[gap.as_dict() for gap in holes],
+                       reason=f"the label windows the hybrid learned its level on hold {holes[0].describe()}"
+                              f"{f' and {len(holes) - 1} more such stretches' if len(holes) > 1 else ''}: a "
+                              "level learned where orders are missing is not one to forecast with (a missing "
+                              "part of the export? transforms.order_gaps): serving the BTYD forecast")
     if serving["served"] == "btyd":
         model.serves_btyd = True
         validation_metrics = serving["btyd_metrics"]
@@ -351,6 +360,18 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
                      **classifier, "validation_mean_p": float(valid[BUY_P_COLUMN].mean()),
                      "validation_buyer_share": float((valid["label_spend"] > 0).mean())}},
     )
+
+
+def label_window_gaps(conn: duckdb.DuckDBPyConnection, cutoff: date, first_label_day: date) -> list[OrderGap]:
+    """The stretches without orders that the store's rate cannot explain (``transforms.order_gaps``,
+    seen at the cutoff) overlapping the training's label windows, (first_label_day, cutoff].
+
+    Why the hybrid is not served over one: its level, blend and extension factor are measured on
+    those windows' spend, so a month missing from an export reads as customers who stopped buying.
+    The autumn-ramp store without two months (benchmarks/MEASUREMENTS.md, "A month missing from an
+    export") got a hybrid forecast of -66.3 % of the holdout against the BTYD's -27.5 % (-22.5 %
+    and -14.7 % with the months). A closure looks the same; the BTYD is then the cautious choice."""
+    return [gap for gap in order_gaps(conn, until=cutoff) if gap.end > first_label_day]
 
 
 def level_check(model: ClvModel, selection: Selection, valid: pd.DataFrame, frame: pd.DataFrame,
