@@ -35,6 +35,7 @@ from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.models.sampling import TrainingFrames
 from clv_platform.transforms.features import FEATURE_COLUMNS, FEATURE_TABLE
 from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
+from clv_platform.transforms.order_gaps import gaps_after
 from clv_platform.transforms.staging_assets import ORDER_HISTORY, REFUNDS
 
 FEATURES = CUSTOMER_FEATURES
@@ -236,6 +237,8 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             season, before_season, before_that = season_frames(
                 lambda end: frames.get(end, horizon, rows).frame, cutoff, horizon)
             validation = season_validation(season, before_season, before_that)
+            # stretches without orders inside the two windows (C - 2H, C] (earns_its_place)
+            gaps = gaps_after(conn, cutoff - timedelta(days=2 * horizon), cutoff)
         finally:
             frames.close()
     frame = window.frame
@@ -259,7 +262,7 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     # a model that loses on the latest window may still know the coming season better (earns_its_place)
     backtest.update(season_check(validation, horizon, features, model, settings, pareto_start))
     candidate_metrics = {k: v for k, v in backtest.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    check = earns_its_place(candidate_metrics, baseline, why_no_baseline, backtest.get("skipped"))
+    check = earns_its_place(candidate_metrics, baseline, why_no_baseline, backtest.get("skipped"), gaps)
     if not check["earned"]:
         return _serve_btyd_instead(context, duckdb, model, check, baseline, backtest, candidate_metrics, {
             "cutoff": str(cutoff), "training_horizon_days": horizon, "n_train": n_train, "n_rows": window.rows,

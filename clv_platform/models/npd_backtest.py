@@ -48,6 +48,7 @@ from clv_platform.models import btyd, clv, metrics
 from clv_platform.models.frames import load_staging, usable_features
 from clv_platform.models.npd import MIN_TRAINING_ROWS, BTYDNextPurchase, BTYDTiming, NaiveCadence, NPDModel
 from clv_platform.transforms import features
+from clv_platform.transforms.order_gaps import OrderGap, gaps_after
 
 NAIVE = "naive"
 BTYD = "btyd"
@@ -213,6 +214,7 @@ def run_npd_backtest(
         earlier, _ = with_season(earlier, before_season)
         validation = season_validation(season, before_season, before_that)
         scoring = features.build_scoring_frame(conn, cutoff)
+        gaps = gaps_after(conn, cutoff - timedelta(days=2 * h), cutoff)
     finally:
         conn.close()
     feature_cols = usable_features(stacked, features.FEATURE_COLUMNS)
@@ -237,7 +239,7 @@ def run_npd_backtest(
     predictions[AFT] = model.predict(scoring, cutoff=calibration_end, within_days=window)
     blocks = {name: evaluate(actual_days, frame, horizons) for name, frame in predictions.items()}
     blocks[FALLBACK] = fallback_metrics(scoring.assign(days_to_next_purchase=actual_days), int(window))
-    served = served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model, validation)
+    served = served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model, validation, gaps)
     served["metrics"] = blocks[AFT if served["earned"] else FALLBACK]
     column = f"p_purchase_{ALIVE_TEST_DAYS}d"
     return {
@@ -296,7 +298,8 @@ def timing_fit(summary: pd.DataFrame) -> tuple[btyd.BTYDModel | None, dict]:
 
 
 def served_on_history(earlier: pd.DataFrame, latest: pd.DataFrame, cutoff, horizon: int, feature_cols: list[str],
-                      chosen: NPDModel, season: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> dict:
+                      chosen: NPDModel, season: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+                      gaps: list[OrderGap] | None = None) -> dict:
     """Which next-purchase model ``ml/npd_model`` would serve at ``cutoff`` (its rule, on the same
     frames): the chosen AFT shape trained on ``earlier`` and scored on ``latest`` against the BTYD
     fallback fitted on ``latest``'s features. Returns ``earns_its_place``'s verdict with ``model``
@@ -308,7 +311,7 @@ def served_on_history(earlier: pd.DataFrame, latest: pd.DataFrame, cutoff, horiz
     check.update(alive_test(latest, trained_p, baseline_p, horizon))
     check.update(season_check(season, horizon, feature_cols, chosen, settings))
     candidate = {k: v for k, v in check.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    verdict = earns_its_place(candidate, baseline, why, check.get("skipped"))
+    verdict = earns_its_place(candidate, baseline, why, check.get("skipped"), gaps)
     return {**verdict, "model": AFT if verdict["earned"] else FALLBACK,
             "validation": {AFT: candidate, FALLBACK: baseline}}
 
@@ -321,7 +324,7 @@ not earned its place (on an Online Retail II-sized store it lost on every horizo
 
 
 def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_baseline: str = "",
-                    skipped: str | None = None) -> dict:
+                    skipped: str | None = None, gaps: list[OrderGap] | None = None) -> dict:
     """Whether the trained model is served rather than the BTYD fallback (``NPD_BASELINE``).
 
     ``candidate_metrics``: the trained shape's out-of-sample metrics (trained at C - 2H, scored on
@@ -331,8 +334,18 @@ def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_basel
     loses on the latest window is still served when it predicted the coming season a year ago better
     beyond noise (``season_check``'s ``season_evidence`` in ``candidate_metrics``): the latest
     window of a seasonal store never holds the season the served model is about to predict.
-    Returns ``{"earned", "reason", "comparisons"}``.
+    A model whose two windows (C - 2H, C] hold a stretch without orders the store's rate cannot
+    explain (``gaps``, ``transforms.order_gaps.gaps_after``) has not earned its place either: it
+    learned the missing days as customers who did not buy (the autumn-ramp store without two months
+    served the AFT, whose holdout AUC and Brier at 30 days were behind the BTYD's, where the whole
+    file serves the fallback). Returns ``{"earned", "reason", "comparisons"}``.
     """
+    if gaps and baseline is not None:
+        more = f" and {len(gaps) - 1} more such stretches" if len(gaps) > 1 else ""
+        return {"earned": False, "comparisons": [],
+                "reason": f"the trained model's windows hold {gaps[0].describe()}{more}: a model that learned "
+                          "where orders are missing is not one to serve (a missing part of the export? "
+                          "transforms.order_gaps): serving the BTYD fallback"}
     if baseline is None:
         return {"earned": True, "comparisons": [], "reason": f"served without a comparison: {why_no_baseline}"}
     comparisons = compare_runs({"metrics": candidate_metrics}, {"metrics": baseline}, NPD_BASELINE)

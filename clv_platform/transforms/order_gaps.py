@@ -94,6 +94,12 @@ class OrderGap:
                 "description": self.describe()}
 
 
+def gaps_after(conn: duckdb.DuckDBPyConnection, first_day: date, until: date) -> list[OrderGap]:
+    """The stretches (seen at ``until``, point in time) that reach into (first_day, until]: those a
+    model's label windows over that span would read as customers who bought nothing."""
+    return [gap for gap in order_gaps(conn, until=until) if gap.end > first_day]
+
+
 def order_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> list[OrderGap]:
     """The implausible empty runs of `staging.orders` (all orders, by `order_date`), up to ``until``."""
     rows = conn.execute(_RUNS_SQL, {"until": until, "min_days": MIN_GAP_DAYS, "context": CONTEXT_DAYS}).fetchall()

@@ -437,8 +437,9 @@ def test_next_purchase_backtest_of_a_short_history_trains_on_the_window_it_suppo
 
 def test_a_month_missing_inside_the_label_windows_serves_the_btyd_and_says_why(tmp_path):
     """Orders every day for two years but none from 1 August to 14 September 2023, inside the label
-    windows before the calibration end: the hybrid's level would learn the hole as customers who
-    stopped buying, so the BTYD is served, and the reason names the stretch."""
+    windows before the calibration end: the hybrid's level (and the next-purchase model) would learn
+    the hole as customers who stopped buying, so the BTYD (its fallback) is served, and the reason
+    names the stretch."""
     rng = np.random.default_rng(11)
     rows = []
     for i in range(400):
@@ -450,11 +451,15 @@ def test_a_month_missing_inside_the_label_windows_serves_the_btyd_and_says_why(t
     path = tmp_path / "hole.csv"
     pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"]).to_csv(path, index=False)
     result, _ = backtest_cli.run_backtest(str(path), "2023-10-31", "2023-12-31", cheap_clv_config(tmp_path),
-                                          with_npd=False)
+                                          with_npd=True)
     assert [(gap["start"], gap["end"]) for gap in result["input"]["order_gaps"]] == [("2023-08-01", "2023-09-14")]
     assert result["serving"]["served"] == "btyd"
     assert result["serving"]["reason"].startswith(
         "the label windows the hybrid learned its level on hold no orders from 2023-08-01 to 2023-09-14 (45 days)")
+    # the next-purchase model's two windows before the calibration end hold it too
+    served = result["npd"]["served"]
+    assert served["model"] == "btyd_fallback" and served["reason"].startswith(
+        "the trained model's windows hold no orders from 2023-08-01 to 2023-09-14 (45 days)")
 
 
 def _dormant_store(tmp_path, last_day: str):

@@ -239,3 +239,21 @@ def test_a_model_file_without_a_registry_row_is_never_served(data_env):
         model, sidecar = load_latest_npd_model(conn)
     assert isinstance(model, npd.NPDModel) and sidecar["model_version"] == served
     assert len({refused, served, later}) == 3
+
+
+def test_a_model_trained_over_a_stretch_without_orders_has_not_earned_its_place():
+    """`earns_its_place` with a stretch the store's rate cannot explain inside the model's windows:
+    the fallback is served whatever the metrics, and the reason names the stretch."""
+    from datetime import date
+
+    from clv_platform.models.npd_backtest import earns_its_place
+    from clv_platform.transforms.order_gaps import OrderGap
+
+    gap = OrderGap(date(2024, 3, 1), date(2024, 3, 31), 31, 12.0, orders_after=900, last_day=date(2024, 6, 30))
+    better = {"auc_30d": 0.8, "brier_30d": 0.10}
+    baseline = {"auc_30d": 0.7, "brier_30d": 0.12}
+    assert earns_its_place(better, baseline)["earned"]
+    verdict = earns_its_place(better, baseline, gaps=[gap])
+    assert not verdict["earned"] and verdict["reason"].startswith(
+        "the trained model's windows hold no orders from 2024-03-01 to 2024-03-31 (31 days) where the store had "
+        "12.0 a day around it")

@@ -18,7 +18,7 @@ from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, Objectiv
 from clv_platform.models.clv.windows import (HistoryTooShort, WindowFits, btyd_features_horizons, window_ends, cap_rows,
                                              training_windows, feature_list, fetch_rows)
 from clv_platform.models.clv.season import ClvSeason, deseasonalize, fit_season
-from clv_platform.transforms.order_gaps import OrderGap, order_gaps
+from clv_platform.transforms.order_gaps import OrderGap, gaps_after
 from clv_platform.models.clv.booster import (ClvModel, calibration_shift, predict_rows, train_buy_classifier,
                                              uses_offset, train_booster)
 from clv_platform.models.clv.objective import (BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
@@ -371,7 +371,7 @@ def label_window_gaps(conn: duckdb.DuckDBPyConnection, cutoff: date, first_label
     The autumn-ramp store without two months (benchmarks/MEASUREMENTS.md, "A month missing from an
     export") got a hybrid forecast of -66.3 % of the holdout against the BTYD's -27.5 % (-22.5 %
     and -14.7 % with the months). A closure looks the same; the BTYD is then the cautious choice."""
-    return [gap for gap in order_gaps(conn, until=cutoff) if gap.end > first_label_day]
+    return gaps_after(conn, first_label_day, cutoff)
 
 
 def level_check(model: ClvModel, selection: Selection, valid: pd.DataFrame, frame: pd.DataFrame,
