@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import date
 
 import duckdb
+import numpy as np
+import pandas as pd
 
 MIN_GAP_DAYS = 14
 """Shorter empty runs are weekends, public holidays and quiet spells of small stores."""
@@ -28,37 +30,12 @@ CONTEXT_DAYS = 28
 MAX_EMPTY_PROBABILITY = 1e-6
 """A run is named when orders at the surrounding rate leave it empty less often than this."""
 
-_RUNS_SQL = """
-with daily as (
-    select order_date as day, count(*)::bigint as orders
-    from staging.orders
-    where order_date is not null and ($until is null or order_date <= $until)
-    group by order_date
-),
-span as (select min(day) as first_day, max(day) as last_day from daily),
-calendar as (
-    select cast(unnest(generate_series(first_day, last_day, interval 1 day)) as date) as day
-    from span where first_day is not null
-),
-filled as (
-    select c.day, coalesce(d.orders, 0) as orders from calendar as c left join daily as d using (day)
-),
-empty as (
-    -- consecutive empty days share day - (their rank): the island trick
-    select day, day - cast(row_number() over (order by day) as integer) as island from filled where orders = 0
-),
-runs as (
-    select min(day) as gap_start, max(day) as gap_end, count(*)::integer as days
-    from empty group by island having count(*) >= $min_days
-)
-select r.gap_start, r.gap_end, r.days, sum(f.orders)::bigint as context_orders, count(f.day)::integer as context_days,
-       (select sum(orders) from filled where day > r.gap_end)::bigint as orders_after,
-       (select last_day from span) as last_day
-from runs as r
-left join filled as f
-    on (f.day between r.gap_start - $context and r.gap_start - 1) or (f.day between r.gap_end + 1 and r.gap_end + $context)
-group by all
-order by r.gap_start
+_DAILY_SQL = """
+select order_date as day, count(*)::bigint as orders
+from staging.orders
+where order_date is not null and ($until is null or order_date <= $until)
+group by order_date
+order by order_date
 """
 
 
@@ -102,11 +79,35 @@ def gaps_after(conn: duckdb.DuckDBPyConnection, first_day: date, until: date) ->
 
 def order_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> list[OrderGap]:
     """The implausible empty runs of `staging.orders` (all orders, by `order_date`), up to ``until``."""
-    rows = conn.execute(_RUNS_SQL, {"until": until, "min_days": MIN_GAP_DAYS, "context": CONTEXT_DAYS}).fetchall()
+    daily = conn.execute(_DAILY_SQL, {"until": until}).fetchall()
+    return gaps_in_daily_counts([day for day, _ in daily], [n for _, n in daily])
+
+
+def gaps_in_daily_counts(days: list[date], counts: list[float]) -> list[OrderGap]:
+    """The implausible empty runs of a store's activity per day (``days`` with their counts; days
+    missing between the first and the last are empty): orders in `staging.orders`, or the purchase
+    days the season's tracking table counts (``models.seasonality.tracking_table``)."""
+    if not days:
+        return []
+    first = pd.Timestamp(min(days)).normalize()
+    index = (pd.to_datetime(pd.Series(days)).dt.normalize() - first).dt.days.to_numpy()
+    filled = np.zeros(int(index.max()) + 1)
+    np.add.at(filled, index, np.asarray(counts, dtype=float))
+    empty = np.concatenate([[False], filled == 0, [False]])
+    starts = np.flatnonzero(~empty[:-1] & empty[1:])  # first empty day of each run
+    ends = np.flatnonzero(empty[:-1] & ~empty[1:])  # one past its last
     threshold = -math.log(MAX_EMPTY_PROBABILITY)
+    last_day = (first + pd.Timedelta(days=len(filled) - 1)).date()
     gaps = []
-    for start, end, days, context_orders, context_days, orders_after, last_day in rows:
-        rate = (context_orders or 0) / context_days if context_days else 0.0
-        if rate * days >= threshold:
-            gaps.append(OrderGap(start, end, int(days), float(rate), int(orders_after or 0), last_day))
+    for start, stop in zip(starts, ends):
+        length = int(stop - start)
+        if length < MIN_GAP_DAYS:
+            continue
+        before = filled[max(start - CONTEXT_DAYS, 0):start]
+        after = filled[stop:stop + CONTEXT_DAYS]
+        rate = float(before.sum() + after.sum()) / (len(before) + len(after))
+        if rate * length >= threshold:
+            gaps.append(OrderGap((first + pd.Timedelta(days=int(start))).date(),
+                                 (first + pd.Timedelta(days=int(stop) - 1)).date(), length, rate,
+                                 int(filled[stop:].sum()), last_day))
     return gaps

@@ -106,6 +106,29 @@ def test_seasonal_index_resolves_an_autumn_ramp_with_more_harmonics():
     assert np.sqrt(np.mean(np.log(season.index / truth) ** 2)) < 0.12
 
 
+def test_a_month_missing_from_the_export_is_left_out_of_the_season_not_read_as_one():
+    """The autumn-ramp store without February and March 2011 (a monthly file left out): those two
+    months tracked near zero; with them the CLV season's F test failed at 2011-06-09 (p = 0.183) and
+    the revenue forecast's monthly error from 2011-05-31 was 0.83 instead of 0.15. The tracking
+    table leaves out the months the hole overlaps, and the ramp is found again."""
+    from benchmarks.awkward_stores import holiday
+
+    from clv_platform.models import seasonality
+
+    tx = holiday(np.random.default_rng(15))
+    tx = tx[tx["amount"] > 0].assign(order_date=lambda f: pd.to_datetime(f["order_date"]))
+    cutoff = date(2011, 5, 31)
+    holed = tx[~tx["order_date"].between("2011-02-01", "2011-03-31")]
+    model = revenue.fit_purchase_model(btyd.summarize(holed, cutoff))
+    table = seasonality.tracking_table(seasonality.purchase_days(holed, cutoff), model, cutoff)
+    months = set(table["month"].dt.strftime("%Y-%m"))
+    assert {"2011-01", "2011-04", "2011-05"} <= months and not {"2011-02", "2011-03"} & months
+    whole = seasonality.tracking_table(seasonality.purchase_days(tx, cutoff), model, cutoff)
+    assert len(whole) == len(table) + 2
+    season = revenue.seasonal_index(holed, model, cutoff)
+    assert int(np.argmax(season.index)) in (9, 10) and season.index[[9, 10]].mean() > 1.35
+
+
 def test_acquisition_fit_recovers_a_known_daily_rate_and_weekday_pattern():
     rng = np.random.default_rng(1)
     days = pd.date_range("2024-01-01", "2025-12-31", freq="D")

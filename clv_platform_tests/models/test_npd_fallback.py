@@ -244,7 +244,6 @@ def test_a_model_file_without_a_registry_row_is_never_served(data_env):
 def test_a_model_trained_over_a_stretch_without_orders_has_not_earned_its_place():
     """`earns_its_place` with a stretch the store's rate cannot explain inside the model's windows:
     the fallback is served whatever the metrics, and the reason names the stretch."""
-    from datetime import date
 
     from clv_platform.models.npd_backtest import earns_its_place
     from clv_platform.transforms.order_gaps import OrderGap
