@@ -5,7 +5,9 @@ that skipped a range) looks to every model like a month in which all customers s
 CLV model's label windows that overlap it learn a lower level, and the forecast follows. A store
 that closes for a fortnight at Christmas looks the same. Only the merchant can tell the two apart,
 so the platform names such stretches (a warning check on `staging.orders`, the backtest's `input`
-block) instead of modelling them silently.
+block and report) and keeps them out of what would learn them as a habit: the season's tracking
+table leaves their months out (`models.seasonality`), and a hybrid CLV or a next-purchase model
+trained on windows that hold one is not served (the BTYD and its fallback are, saying why).
 
 A run of at least ``MIN_GAP_DAYS`` consecutive days without an order is named when orders arriving
 at the store's rate around it (the ``CONTEXT_DAYS`` before and after) would leave that many days
