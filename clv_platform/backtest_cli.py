@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forecast-cutoff", help="month end the revenue forecast is made at (default per data set)")
 
 
+GAP_WARNING = "a missing part of the file? The models read these days as customers who bought nothing"
+"""What the backtest says after each stretch without orders (``transforms.order_gaps``), on stderr and
+atop its report."""
+
+
 def run_backtest(
     dataset: str, calibration_end=None, holdout_end=None, config_path=None, with_npd: bool = True,
     coverage_windows: int = 0,
@@ -74,8 +79,7 @@ def run_backtest(
     try:
         gaps = order_gaps(conn)
         for gap in gaps:
-            print(f"backtest: {loaded.name}: {gap.describe()}: a missing part of the file? The models read "
-                  "these days as customers who bought nothing", file=sys.stderr)
+            print(f"backtest: {loaded.name}: {gap.describe()}: {GAP_WARNING}", file=sys.stderr)
         label_days, label_note = label_window(conn, calibration_end, holdout_end, config)
         ml = clv.ml_backtest(conn, calibration_end, holdout_end, config, label_days=label_days)
     finally:
@@ -694,8 +698,7 @@ def extra_sections_html(result: dict) -> str:
     gains = holdout_gains_text(result)
     gaps = (result.get("input") or {}).get("order_gaps") or []
     # first: a stretch without orders the rate cannot explain makes every figure below suspect
-    parts = [f"<h2>The data</h2><p>{esc(gap['description'])}: a missing part of the file? The models read these "
-             "days as customers who bought nothing.</p>" for gap in gaps]
+    parts = [f"<h2>The data</h2><p>{esc(gap['description'])}: {esc(GAP_WARNING)}.</p>" for gap in gaps]
     parts += [f"<h2>The hybrid against the baselines</h2><p>{esc(gains)}</p>"] if gains else []
     parts += [f"<h2>BTYD family</h2><p>Served: <b>{esc(str(chosen.get('chosen')))}</b> - "
              f"{esc(str(chosen.get('reason')))}</p>",

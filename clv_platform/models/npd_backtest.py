@@ -48,7 +48,7 @@ from clv_platform.models import btyd, clv, metrics
 from clv_platform.models.frames import load_staging, usable_features
 from clv_platform.models.npd import MIN_TRAINING_ROWS, BTYDNextPurchase, BTYDTiming, NaiveCadence, NPDModel
 from clv_platform.transforms import features
-from clv_platform.transforms.order_gaps import OrderGap, gaps_after
+from clv_platform.transforms.order_gaps import OrderGap, first_and_more, gaps_after
 
 NAIVE = "naive"
 BTYD = "btyd"
@@ -341,9 +341,8 @@ def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_basel
     file serves the fallback). Returns ``{"earned", "reason", "comparisons"}``.
     """
     if gaps and baseline is not None:
-        more = f" and {len(gaps) - 1} more such stretches" if len(gaps) > 1 else ""
         return {"earned": False, "comparisons": [],
-                "reason": f"the trained model's windows hold {gaps[0].describe()}{more}: a model that learned "
+                "reason": f"the trained model's windows hold {first_and_more(gaps)}: a model that learned "
                           "where orders are missing is not one to serve (a missing part of the export? "
                           "transforms.order_gaps): serving the BTYD fallback"}
     if baseline is None:

@@ -73,6 +73,12 @@ class OrderGap:
                 "description": self.describe()}
 
 
+def first_and_more(gaps: list[OrderGap]) -> str:
+    """The first stretch described and how many more there are: the words of a serving reason."""
+    more = f" and {len(gaps) - 1} more such stretches" if len(gaps) > 1 else ""
+    return gaps[0].describe() + more
+
+
 def gaps_after(conn: duckdb.DuckDBPyConnection, first_day: date, until: date) -> list[OrderGap]:
     """The stretches (seen at ``until``, point in time) that reach into (first_day, until]: those a
     model's label windows over that span would read as customers who bought nothing."""

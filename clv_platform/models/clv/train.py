@@ -18,7 +18,7 @@ from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, Objectiv
 from clv_platform.models.clv.windows import (HistoryTooShort, WindowFits, btyd_features_horizons, window_ends, cap_rows,
                                              training_windows, feature_list, fetch_rows)
 from clv_platform.models.clv.season import ClvSeason, deseasonalize, fit_season
-from clv_platform.transforms.order_gaps import OrderGap, gaps_after
+from clv_platform.transforms.order_gaps import OrderGap, first_and_more, gaps_after
 from clv_platform.models.clv.booster import (ClvModel, calibration_shift, predict_rows, train_buy_classifier,
                                              uses_offset, train_booster)
 from clv_platform.models.clv.objective import (BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
@@ -328,8 +328,7 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
     if holes and serving["served"] == HYBRID:
         serving.pop("served_for", None)
         serving.update(served="btyd", label_window_gaps=[gap.as_dict() for gap in holes],
-                       reason=f"the label windows the hybrid learned its level on hold {holes[0].describe()}"
-                              f"{f' and {len(holes) - 1} more such stretches' if len(holes) > 1 else ''}: a "
+                       reason=f"the label windows the hybrid learned its level on hold {first_and_more(holes)}: a "
                               "level learned where orders are missing is not one to forecast with (a missing "
                               "part of the export? transforms.order_gaps): serving the BTYD forecast")
     if serving["served"] == "btyd":
