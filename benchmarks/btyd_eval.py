@@ -32,6 +32,9 @@ def synthetic_features(customers: int, seed: int = 21) -> pd.DataFrame:
         "frequency": frequency.astype(np.int64),
         "first_to_last_order_days": recency.astype(np.int64),
         "T_days": T.astype(np.int64),
+        # observed time equals calendar time in a store without stretches lacking orders
+        "observed_recency_days": recency.astype(np.int64),
+        "observed_T_days": T.astype(np.int64),
         "monetary": monetary,
         "total_net_spend": monetary * (frequency + 1),
     })

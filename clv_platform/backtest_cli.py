@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clv_platform.transforms.order_gaps import UNOBSERVED_NOTE
+
 MODEL_ORDER = ("naive", "btyd", "xgboost", "hybrid")
 EXTRA_MODELS = ("hybrid_mean", "btyd_point", "served")
 """Further backtest columns when present: the hybrid's conditional mean (``hybrid`` is its point
@@ -52,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forecast-cutoff", help="month end the revenue forecast is made at (default per data set)")
 
 
-GAP_WARNING = "a missing part of the file? The models read these days as customers who bought nothing"
+GAP_WARNING = f"a missing part of the file? {UNOBSERVED_NOTE[0].upper()}{UNOBSERVED_NOTE[1:]}"
 """What the backtest says after each stretch without orders (``transforms.order_gaps``), on stderr and
 atop its report."""
 

@@ -24,7 +24,7 @@ from clv_platform.checks.common import (
     table_check,
 )
 from clv_platform.ingestion.assets import RAW_KLAVIYO_PROFILES, RAW_SHOPIFY_ORDERS
-from clv_platform.transforms.order_gaps import CONTEXT_DAYS, MAX_EMPTY_PROBABILITY, MIN_GAP_DAYS, order_gaps
+from clv_platform.transforms.order_gaps import CONTEXT_DAYS, MAX_EMPTY_PROBABILITY, MIN_GAP_DAYS, UNOBSERVED_NOTE, order_gaps
 from clv_platform.transforms.order_history import StaleOrderHistory, check_order_history
 from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORDER_LINES, ORDERS, REJECTED_ROWS
 
@@ -235,8 +235,8 @@ def orders_cover_their_span(conn) -> dg.AssetCheckResult:
         passed=not gaps, severity=dg.AssetCheckSeverity.WARN,
         description=("every stretch of the history has the orders its neighbours' rate implies" if not gaps else
                      f"{len(gaps)} implausible stretch{'es' if len(gaps) > 1 else ''} without orders: {listed}. "
-                     "If part of the export is missing, add the missing file (or fetch the range again); "
-                     "the models read these days as customers who bought nothing"),
+                     "If part of the export is missing, add the missing file (or fetch the range again): "
+                     f"{UNOBSERVED_NOTE}"),
         metadata={"gaps": len(gaps), "empty_days": sum(gap.days for gap in gaps),
                   **({"examples": dg.MetadataValue.json([gap.as_dict() for gap in gaps[:5]])} if gaps else {})},
     )

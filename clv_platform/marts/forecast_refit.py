@@ -21,6 +21,7 @@ import pandas as pd
 from clv_platform.core.sql import read_sql, run_script
 from clv_platform.forecast import revenue
 from clv_platform.models import btyd, seasonality
+from clv_platform.transforms.order_gaps import order_gaps, stretch_days_sql
 
 SUMMARY_TABLE = "forecast_btyd_summary"
 """Temp table written by ``sql/forecast_btyd_summary.sql`` (dropped after use)."""
@@ -40,11 +41,24 @@ def period_actuals(conn: duckdb.DuckDBPyConnection, periods: list[revenue.Period
     }).df()
 
 
+def define_stretch_days(conn: duckdb.DuckDBPyConnection, cutoff: date) -> None:
+    """The temp macro ``clv_stretch_days(a, b)`` the summary SQL reads: days of the stretches without
+    orders seen at ``cutoff`` inside (a, b] (``order_gaps.stretch_days_sql``), so its recency and T
+    are in observed time as every other BTYD summary's."""
+    days = stretch_days_sql(order_gaps(conn, until=cutoff), "a", "b")
+    conn.execute(f"create or replace temp macro clv_stretch_days(a, b) as {days}")
+
+
+def _summary_table(conn: duckdb.DuckDBPyConnection, cutoff: date) -> None:
+    define_stretch_days(conn, cutoff)
+    run_script(conn, read_sql("clv_platform.marts", "sql/forecast_btyd_summary.sql"), {"cutoff": cutoff})
+
+
 def customer_summary(conn: duckdb.DuckDBPyConnection, cutoff: date, known_only: bool = False) -> pd.DataFrame:
     """``btyd.summarize`` of staging.orders at ``cutoff`` with the columns the BTYD fit reads (customer_id,
     frequency, recency, T, monetary), in customer id order (``summarize``'s); ``known_only`` leaves out
     the untied guest orders (the forecast's fallback summary when ml.btyd_scores is missing)."""
-    run_script(conn, read_sql("clv_platform.marts", "sql/forecast_btyd_summary.sql"), {"cutoff": cutoff})
+    _summary_table(conn, cutoff)
     try:
         return _summary_rows(conn, known_only)
     finally:
@@ -69,7 +83,7 @@ def rehearse(conn: duckdb.DuckDBPyConnection, cutoff: date, days: pd.DataFrame, 
     rc = revenue.rehearsal_cutoff(cutoff, months)
     if days.empty or (pd.Timestamp(rc) - pd.Timestamp(days["day"].min())).days < revenue.MIN_REHEARSAL_HISTORY_DAYS:
         return revenue.Rehearsal.none()
-    run_script(conn, read_sql("clv_platform.marts", "sql/forecast_btyd_summary.sql"), {"cutoff": rc})
+    _summary_table(conn, rc)
     try:
         # the fit reads customers (its deterministic sample is of customer ids); the forecast reads
         # the summary grouped with customer counts (``existing_customer_forecast``)

@@ -41,8 +41,11 @@ STAGES = lifecycle.STAGES
 
 
 def naive_prediction(summary: pd.DataFrame, horizon_weeks: float) -> pd.Series:
-    """Calibration spend rate x horizon; the age is floored at one week to avoid dividing by 0."""
-    rate = summary["calibration_spend"] / summary["T"].clip(lower=1.0)
+    """Calibration spend rate x horizon; the age is floored at one week to avoid dividing by 0.
+    The age is in calendar weeks (``calendar_T``; the summary's T is in observed time), as the hybrid's naive
+    component reads it (``total_net_spend / T_days``): the baseline is the rule the platform blends."""
+    age = summary["calendar_T"]
+    rate = summary["calibration_spend"] / age.clip(lower=1.0)
     return (rate * horizon_weeks).rename(NAIVE)
 
 

@@ -34,6 +34,7 @@ from lifetimes.utils import ConvergenceError
 from scipy.special import expit, roots_jacobi
 
 from clv_platform.models.datasets import net_purchases
+from clv_platform.transforms.order_gaps import stretch_days, transaction_gaps
 
 _log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ SUMMARY_COLUMNS = [
     "frequency",
     "recency",
     "T",
+    "calendar_recency",
+    "calendar_T",
     "monetary",
     "calibration_spend",
     "holdout_purchases",
@@ -158,7 +161,11 @@ def summarize(
     days / 7), ``monetary`` (mean repeat-transaction spend, 0 without repeats),
     ``calibration_spend`` (all calibration spend including the first purchase),
     ``holdout_purchases`` and ``holdout_spend`` (both 0 when ``holdout_end`` is None).
-    The index is ``customer_id``.
+    The index is ``customer_id``. Recency and T are in observed time: the days of a stretch without
+    orders the store's rate cannot explain (``transforms.order_gaps``, seen in these transactions up
+    to ``calibration_end``) are not counted, as the feature table's ``observed_*`` columns;
+    ``calendar_recency`` and ``calendar_T`` keep the calendar weeks (the lifecycle rule and the naive
+    rate read those, as production's features).
     """
     calibration_end = pd.Timestamp(calibration_end).normalize()
     # each window's spend net of the returns made by its end (point in time): a return after the
@@ -176,13 +183,16 @@ def summarize(
     frequency = (days - 1).astype(int)
     repeat_spend = spend - first_amount
     monetary = (repeat_spend / frequency.where(frequency > 0)).fillna(0.0)
+    gaps = transaction_gaps(transactions, calibration_end)
 
     summary = pd.DataFrame(
         {
             "first_purchase": first,
             "frequency": frequency,
-            "recency": (last - first).dt.days / DAYS_PER_WEEK,
-            "T": (calibration_end - first).dt.days / DAYS_PER_WEEK,
+            "recency": ((last - first).dt.days - stretch_days(gaps, first, last)) / DAYS_PER_WEEK,
+            "T": ((calibration_end - first).dt.days - stretch_days(gaps, first, calibration_end)) / DAYS_PER_WEEK,
+            "calendar_recency": (last - first).dt.days / DAYS_PER_WEEK,
+            "calendar_T": (calibration_end - first).dt.days / DAYS_PER_WEEK,
             "monetary": monetary,
             "calibration_spend": spend,
         }

@@ -35,15 +35,17 @@ import numpy as np
 import pandas as pd
 
 from clv_platform.models import btyd
+from clv_platform.transforms.features import btyd_days
 
 KEY_DAYS = 7
 """Width in days of the t_x and T bins of an interval key (rounded to the nearest bin)."""
 _X, _TX = 10**8, 10**4
 """Key code = x * 10^8 + t_x bin * 10^4 + T bin: bins below 10^4 weeks (190 years of history)."""
 
-KEY_SQL = (f"frequency * {_X} + ((first_to_last_order_days + {KEY_DAYS // 2}) // {KEY_DAYS}) * {_TX}"
-           f" + (T_days + {KEY_DAYS // 2}) // {KEY_DAYS}")
-"""The key code in DuckDB over the feature table's integer day columns (same as ``interval_keys``)."""
+KEY_SQL = (f"frequency * {_X} + ((observed_recency_days + {KEY_DAYS // 2}) // {KEY_DAYS}) * {_TX}"
+           f" + (observed_T_days + {KEY_DAYS // 2}) // {KEY_DAYS}")
+"""The key code in DuckDB over the feature table's integer day columns in observed time
+(``features.OBSERVED_COLUMNS``; same as ``frame_keys``)."""
 
 
 def interval_keys(frequency, recency_days, T_days) -> np.ndarray:
@@ -57,9 +59,10 @@ def interval_keys(frequency, recency_days, T_days) -> np.ndarray:
 
 
 def frame_keys(frame: pd.DataFrame) -> np.ndarray:
-    """``interval_keys`` of a feature frame's customers (``frequency``, ``first_to_last_order_days``,
-    ``T_days``): the keys scoring, training and the backtest look the ratios up by."""
-    return interval_keys(frame["frequency"], frame["first_to_last_order_days"], frame["T_days"])
+    """``interval_keys`` of a feature frame's customers (``frequency`` with recency and age as the BTYD
+    reads them, ``features.btyd_days``): the keys scoring, training and the backtest look the ratios up by."""
+    recency_days, age_days = btyd_days(frame)
+    return interval_keys(frame["frequency"], recency_days, age_days)
 
 
 def key_summary(codes: np.ndarray) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url
 from clv_platform.resources.storage import read_sql, replace_table, reports_dir, settings_of
 from clv_platform.transforms.cutoff import scoring_cutoff
-from clv_platform.transforms.features import FEATURE_TABLE
+from clv_platform.transforms.features import FEATURE_TABLE, OBSERVED_COLUMNS, btyd_days
 from clv_platform.transforms.features_assets import CUSTOMER_FEATURES
 from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORDER_LINES, REFUNDS
 
@@ -105,8 +105,9 @@ class BtydScoresConfig(dg.Config):
     refit: bool = False
 
 
-BTYD_FIT_COLUMNS = "customer_id, frequency, first_to_last_order_days, T_days, monetary"
-"""The feature columns a BTYD fit reads (the calibration summary), not the whole feature row."""
+BTYD_FIT_COLUMNS = "customer_id, frequency, observed_recency_days, observed_T_days, monetary"
+"""The feature columns a BTYD fit reads (the calibration summary, recency and age in observed time:
+``features.OBSERVED_COLUMNS``), not the whole feature row."""
 INTERVAL_CHUNK = 20_000
 """Interval keys per draw of the spend intervals (``interval_cache.DrawSettings.chunk``): the draws are
 made per key of the whole store, so a customer's interval depends neither on the batch nor on who
@@ -179,7 +180,7 @@ def stored_or_fitted_btyd(context, conn, cutoff, config: clv.ClvConfig, max_age_
     return model, decision, cutoff
 
 
-BTYD_KEY_COLUMNS = ["frequency", "first_to_last_order_days", "T_days", "monetary"]
+BTYD_KEY_COLUMNS = ["frequency", "observed_recency_days", "observed_T_days", "monetary"]
 """Every BTYD quantity of a customer is a function of these alone: customers who share them (a
 store's one-time buyers of the same first-order day, many of them) are scored once."""
 BTYD_READ_COLUMNS = ", ".join(["customer_id", *BTYD_KEY_COLUMNS])
@@ -487,7 +488,7 @@ def scoring_join_sql(conn, features: list[str] | None = None, alive: bool = Fals
     sorted in pandas (add ``clv.add_derived_features`` to the result). With ``features`` (a model's)
     only those feature columns are read, with customer_id, total_net_spend and T_days: converting the
     whole feature row to pandas cost more than the booster's prediction. With ``alive`` each row also
-    carries the BTYD's ``frequency`` and the served P(purchase within 90 days) of scores.customer_npd
+    carries the BTYD's ``frequency``, recency and age (``features.OBSERVED_COLUMNS``) and the served P(purchase within 90 days) of scores.customer_npd
     (``npd_p_purchase``), what ``clv.reconcile_alive`` reads."""
     present = {c for (c,) in conn.execute(f"select column_name from (describe {BTYD_TABLE})").fetchall()}
     renamed = [f'b."{target}" as "{source}"' for source, target in clv.BTYD_SCORE_COLUMNS.items()]
@@ -495,7 +496,8 @@ def scoring_join_sql(conn, features: list[str] | None = None, alive: bool = Fals
     own = "f.*"
     if features is not None:
         # the model's features, and what the derived spend rate (naive component) is computed from
-        wanted = {"customer_id", "total_net_spend", "T_days", *features, *(["frequency"] if alive else [])}
+        wanted = {"customer_id", "total_net_spend", "T_days", *features,
+                  *(["frequency", *OBSERVED_COLUMNS] if alive else [])}
         columns = [c for (c,) in conn.execute(f"select column_name from (describe {FEATURE_TABLE})").fetchall()]
         own = ", ".join(f'f."{c}"' for c in columns if c in wanted)
     npd_column, npd_join = "", ""
@@ -585,7 +587,7 @@ def _reconcile_batch(scores: pd.DataFrame, frame: pd.DataFrame, alive, tally: di
     btyd_alive = scores["p_alive"].to_numpy(dtype=float)
     served, purchases = clv.reconcile_alive_with(alive, btyd_alive, scores["expected_purchases"],
                                                  frame["npd_p_purchase"], frame["frequency"],
-                                                 frame["T_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK)
+                                                 btyd_days(frame)[1] / btyd.DAYS_PER_WEEK)
     scores["p_alive"], scores["expected_purchases"] = served, purchases
     if serves_btyd:
         tally["btyd_clv_sum"] = tally.get("btyd_clv_sum", 0.0) + float(np.nansum(scores["predicted_clv"]))

@@ -153,8 +153,9 @@ def features_from_summary(summary: pd.DataFrame, config: dict | None = None) -> 
     """
     life = _lifecycle_config(config)
     frequency = summary["frequency"].to_numpy(dtype=float)
-    span_days = summary["recency"].to_numpy(dtype=float) * DAYS_PER_WEEK
-    age_days = summary["T"].to_numpy(dtype=float) * DAYS_PER_WEEK
+    # calendar weeks where the summary has them (``btyd.summarize``'s recency and T are in observed time)
+    span_days = summary.get("calendar_recency", summary["recency"]).to_numpy(dtype=float) * DAYS_PER_WEEK
+    age_days = summary.get("calendar_T", summary["T"]).to_numpy(dtype=float) * DAYS_PER_WEEK
     safe = np.where(frequency > 0, frequency, 1.0)
     return pd.DataFrame(
         {

@@ -378,8 +378,8 @@ def fallback_metrics(holdout: pd.DataFrame, horizon: int, pareto_start: dict | N
     ``time_split_backtest``."""
     fit = clv.fit_btyd_at(holdout, clv.load_config(), pareto_start)
     model = BTYDNextPurchase(fit.transactions)
-    inputs = holdout.assign(recency_weeks=holdout["first_to_last_order_days"].astype(float) / 7.0,
-                            T_weeks=holdout["T_days"].astype(float) / 7.0)
+    recency_days, age_days = features.btyd_days(holdout)  # observed time, as the fit read them
+    inputs = holdout.assign(recency_weeks=recency_days / 7.0, T_weeks=age_days / 7.0)
     predictions = model.predict(inputs, within_days=horizon)  # dated from the frame's feature_cutoff
     _keep_alive_test_probability(predictions, probabilities)
     return evaluate(holdout["days_to_next_purchase"].to_numpy(dtype=float), predictions, tuple(model.horizons))

@@ -17,13 +17,13 @@ whole-frame path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from clv_platform.transforms.features import build_training_frame, check_order_history, training_query
+from clv_platform.transforms.features import build_training_frame, check_order_history, cutoff_gaps, training_query
 
 KEYS_VIEW = "__clv_customer_sample_keys"
 """Temp table of (customer_id, sample_key), written once per run and connection, dropped by ``close``."""
@@ -140,7 +140,7 @@ class TrainingFrames:
             return SampledFrame(frame, len(whole), bool(len(whole) and whole["frequency"].sum() > 0),
                                 None if frame is whole else max_rows)
         self._register_keys()
-        sql, params = training_query(end, horizon_days)
+        sql, params = training_query(end, horizon_days, cutoff_gaps(self.conn, end - timedelta(days=horizon_days)))
         sampled = self._fetch_pushed_down(sql, params, max_rows)
         if sampled is None:
             sampled = self._fetch_filtered_after(sql, params, max_rows)

@@ -105,8 +105,14 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> p
                              [((month_starts[-1] + pd.offsets.MonthEnd(0)) - start).days + 1]])
     f = (cohort_days["day"] - start).dt.days.to_numpy(dtype=float)
     n = cohort_days["first_buyers"].to_numpy(dtype=float)
-    # age at the start of boundary day b (= end of day b-1): (b - f) days, clipped at 0
-    age = np.clip((bounds[:, None] - f[None, :] - 1) / btyd.DAYS_PER_WEEK, 0.0, None)
+    # age at the start of boundary day b (= end of day b-1): (b - f) days, clipped at 0, in observed
+    # time as the BTYD was fitted (a stretch's days inside (f, b - 1] are no days of the customer's)
+    gaps = gaps_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]))
+    unseen = np.zeros((len(bounds), len(f)))
+    for gap in gaps:
+        gap_first, gap_last = (pd.Timestamp(gap.start) - start).days, (pd.Timestamp(gap.end) - start).days
+        unseen += np.clip(np.minimum(gap_last, bounds[:, None] - 1) - np.maximum(gap_first, f[None, :] + 1) + 1, 0, None)
+    age = np.clip((bounds[:, None] - f[None, :] - 1 - unseen) / btyd.DAYS_PER_WEEK, 0.0, None)
     expected_cum = np.zeros_like(age)
     positive = age > 0
     with warnings.catch_warnings():
@@ -121,7 +127,6 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> p
     actual = np.histogram(repeat_day[inside], bins=bounds,
                           weights=days["repeat_days"].to_numpy(dtype=float)[inside])[0]
     table = pd.DataFrame({"month": month_starts, "actual": actual, "expected": expected})
-    gaps = gaps_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]))
     if not gaps:
         return table
     month_ends = table["month"] + pd.offsets.MonthEnd(0)

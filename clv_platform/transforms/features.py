@@ -45,9 +45,11 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from clv_platform.resources.storage import qualified, read_sql
+from clv_platform.transforms.order_gaps import OrderGap, order_gaps, stretch_days_sql
 from clv_platform.transforms.order_history import check_order_history
 
 FEATURE_TABLE = "features.customer_features"
@@ -98,6 +100,13 @@ the models (the BTYD reads weeks) but not measured twice for drift: the drift di
 Wasserstein, Jensen-Shannon, and any test that ranks values) do not change under a shift and a
 scale, so a copy drifts exactly when its original does, and measuring both counted one change twice
 in the share of drifted columns that launches a retrain."""
+
+OBSERVED_COLUMNS = {"observed_recency_days": "first_to_last_order_days",
+                    "observed_T_days": "T_days"}
+"""The BTYD's recency and age in observed time -> the calendar column each is taken from: without the
+days of the stretches without orders the store's rate cannot explain that the span holds
+(``transforms.order_gaps``, seen at the cutoff), equal to it when there are none. Every BTYD fit,
+prediction and interval key reads these (``btyd_days``); the models' features stay in calendar days."""
 
 CONTEXT_COLUMNS: list[str] = [
     "customer_id",
@@ -176,15 +185,37 @@ def feature_sql() -> str:
     return read_sql("clv_platform.transforms", "sql/customer_features.sql").strip().rstrip(";")
 
 
-def feature_query(cutoff: date) -> tuple[str, dict[str, date]]:
-    """The feature query and its parameters for `conn.execute(sql, params)`."""
-    return feature_sql(), {"cutoff": _as_date(cutoff)}
+def observed_time_sql(sql: str, gaps: list[OrderGap]) -> str:
+    """``sql`` (the feature query) with the ``OBSERVED_COLUMNS`` appended for ``gaps``."""
+    recency = stretch_days_sql(gaps, "first_order_date", "last_order_date")
+    age = stretch_days_sql(gaps, "first_order_date", "feature_cutoff")
+    return (f"select *, first_to_last_order_days - {recency} as observed_recency_days, "
+            f"T_days - {age} as observed_T_days from (\n{sql}\n)")
+
+
+def feature_query(cutoff: date, gaps: list[OrderGap] = ()) -> tuple[str, dict[str, date]]:
+    """The feature query and its parameters for `conn.execute(sql, params)`; ``gaps``: the store's
+    stretches without orders seen at ``cutoff`` (``cutoff_gaps``), for the ``OBSERVED_COLUMNS``."""
+    return observed_time_sql(feature_sql(), list(gaps)), {"cutoff": _as_date(cutoff)}
+
+
+def cutoff_gaps(conn: duckdb.DuckDBPyConnection, cutoff: date) -> list[OrderGap]:
+    """The stretches without orders of `staging.orders` as seen at ``cutoff`` (point in time)."""
+    return order_gaps(conn, until=_as_date(cutoff))
+
+
+def btyd_days(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(recency, age) in days as the BTYD reads them: the ``OBSERVED_COLUMNS`` where the frame has
+    them, else its calendar columns (frames rebuilt from ``ml.btyd_scores``, whose weeks are
+    observed time already)."""
+    recency, age = (column if column in frame.columns else calendar for column, calendar in OBSERVED_COLUMNS.items())
+    return frame[recency].to_numpy(dtype=float), frame[age].to_numpy(dtype=float)
 
 
 def build_features(conn: duckdb.DuckDBPyConnection, cutoff: date) -> pd.DataFrame:
     """Features as of `cutoff`, one row per customer, ordered by customer_id."""
     check_order_history(conn)
-    sql, params = feature_query(cutoff)
+    sql, params = feature_query(cutoff, cutoff_gaps(conn, cutoff))
     return conn.execute(f"select * from ({sql}) order by customer_id", params).df()
 
 
@@ -194,22 +225,23 @@ def materialize_features(
     """Replace `table` with the features as of `cutoff` (idempotent); return its row count."""
     name = qualified(table)
     check_order_history(conn)
-    sql, params = feature_query(cutoff)
+    sql, params = feature_query(cutoff, cutoff_gaps(conn, cutoff))
     conn.execute(f"create schema if not exists {name.split('.')[0]}")
     conn.execute(f"create or replace table {name} as {sql}", params)
     return int(conn.execute(f"select count(*) from {name}").fetchone()[0])
 
 
-def training_query(cutoff: date, horizon_days: int) -> tuple[str, dict[str, date]]:
+def training_query(cutoff: date, horizon_days: int, gaps: list[OrderGap] = ()) -> tuple[str, dict[str, date]]:
     """Features at `cutoff − horizon_days` joined to labels from (cutoff − H, cutoff].
 
     The feature part is the same SQL as scoring, parameterized at C − H, so a model
-    trained on these rows sees exactly what it will see when scoring at C.
+    trained on these rows sees exactly what it will see when scoring at C. ``gaps``: the
+    stretches seen at C − H (``cutoff_gaps``), not at C.
     """
     if horizon_days <= 0:
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
     label_end = _as_date(cutoff)
-    sql = f"with features as (\n{feature_sql()}\n)\n{_LABELS_SQL}"
+    sql = f"with features as (\n{observed_time_sql(feature_sql(), list(gaps))}\n)\n{_LABELS_SQL}"
     return sql, {"cutoff": label_end - timedelta(days=horizon_days), "label_end": label_end}
 
 
@@ -222,7 +254,8 @@ def build_training_frame(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_
     customer did not buy in the window — censored at H for a survival model).
     """
     check_order_history(conn)
-    sql, params = training_query(cutoff, horizon_days)
+    sql, params = training_query(cutoff, horizon_days,
+                                 cutoff_gaps(conn, _as_date(cutoff) - timedelta(days=horizon_days)))
     return conn.execute(sql, params).df()
 
 

@@ -6,8 +6,10 @@ CLV model's label windows that overlap it learn a lower level, and the forecast 
 that closes for a fortnight at Christmas looks the same. Only the merchant can tell the two apart,
 so the platform names such stretches (a warning check on `staging.orders`, the backtest's `input`
 block and report) and keeps them out of what would learn them as a habit: the season's tracking
-table leaves their months out (`models.seasonality`), and a hybrid CLV or a next-purchase model
-trained on windows that hold one is not served (the BTYD and its fallback are, saying why).
+table leaves their months out (`models.seasonality`), a hybrid CLV or a next-purchase model
+trained on windows that hold one is not served (the BTYD and its fallback are, saying why), and the
+BTYD counts a customer's recency and age in observed time, without the stretch's days
+(``stretch_days``; `features.OBSERVED_COLUMNS`, `models.btyd.summarize`).
 
 A run of at least ``MIN_GAP_DAYS`` consecutive days without an order is named when orders arriving
 at the store's rate around it (the ``CONTEXT_DAYS`` before and after) would leave that many days
@@ -24,6 +26,11 @@ from datetime import date
 import duckdb
 import numpy as np
 import pandas as pd
+
+UNOBSERVED_NOTE = ("the models treat these days as unobserved (the BTYD leaves them out of each customer's time, "
+                   "the season out of its months, and no model trained over them is served), but what was bought "
+                   "on them is in no total")
+"""What the staging check and the backtest say the platform does with a named stretch."""
 
 MIN_GAP_DAYS = 14
 """Shorter empty runs are weekends, public holidays and quiet spells of small stores."""
@@ -81,7 +88,8 @@ def first_and_more(gaps: list[OrderGap]) -> str:
 
 def gaps_after(conn: duckdb.DuckDBPyConnection, first_day: date, until: date) -> list[OrderGap]:
     """The stretches (seen at ``until``, point in time) that reach into (first_day, until]: those a
-    model's label windows over that span would read as customers who bought nothing."""
+    model's label windows over that span would read as customers who bought nothing (and are
+    therefore not served over them)."""
     return [gap for gap in order_gaps(conn, until=until) if gap.end > first_day]
 
 
@@ -119,3 +127,47 @@ def gaps_in_daily_counts(days: list[date], counts: list[float]) -> list[OrderGap
                                  (first + pd.Timedelta(days=int(stop) - 1)).date(), length, rate,
                                  int(filled[stop:].sum()), last_day))
     return gaps
+
+
+# Observed time. A day inside such a stretch is a day the store has no record of: nobody can be
+# seen there not to buy. The BTYD's recency (first to last purchase) and age (first purchase to the
+# cutoff) count the days a customer was observed, so the stretch's days are taken out of both
+# (holiday store without February-March 2011: the BTYD's holdout total -27 % in calendar time,
+# -12 % in observed time, -15 % with the whole file; benchmarks/MEASUREMENTS.md, session 50).
+
+def stretch_days(gaps: list[OrderGap], start, end) -> np.ndarray:
+    """Days of ``gaps`` inside (start, end] for each pair of dates (array-likes of dates): what
+    observed time takes out of the span from a first purchase to a last purchase or a cutoff."""
+    first, last = np.broadcast_arrays(_as_days(start), _as_days(end))
+    total = np.zeros(first.shape, dtype=np.int64)
+    for gap in gaps:
+        inside = (np.minimum(last, np.datetime64(gap.end, "D")) - np.maximum(first + 1, np.datetime64(gap.start, "D"))
+                  ).astype(np.int64) + 1
+        total += np.clip(inside, 0, None)
+    return total
+
+
+def _as_days(values) -> np.ndarray:
+    converted = pd.to_datetime(values)
+    if isinstance(converted, pd.Timestamp):
+        return np.datetime64(converted.date(), "D")
+    return np.asarray(converted, dtype="datetime64[D]")
+
+
+def stretch_days_sql(gaps: list[OrderGap], start: str, end: str) -> str:
+    """``stretch_days`` as a DuckDB expression of two DATE expressions (the stretches as literals):
+    ``0`` when there are none, so a store without a stretch runs the same SQL values as before."""
+    if not gaps:
+        return "0"
+    terms = [f"greatest(least({end}, DATE '{gap.end.isoformat()}') - greatest({start} + 1, "
+             f"DATE '{gap.start.isoformat()}') + 1, 0)" for gap in gaps]
+    return "(" + " + ".join(terms) + ")"
+
+
+def transaction_gaps(transactions: pd.DataFrame, until) -> list[OrderGap]:
+    """The stretches of a transactions frame (``customer_id``, ``order_date``, one row per order
+    or line) up to ``until``: the rule of ``order_gaps`` on its rows per day, for the BTYD summaries
+    made from frames (``models.btyd.summarize``)."""
+    dates = pd.to_datetime(transactions["order_date"]).dt.normalize()
+    counts = dates[dates <= pd.Timestamp(until).normalize()].value_counts().sort_index()
+    return gaps_in_daily_counts(list(counts.index.date), list(counts.to_numpy(dtype=float)))

@@ -73,7 +73,9 @@ def test_btyd_beats_naive_on_errors(run):
 
 
 def test_naive_prediction_is_spend_rate_times_holdout():
-    summary = pd.DataFrame({"calibration_spend": [39.0, 10.0], "T": [13.0, 0.0]})
+    """Spend per calendar week since the first purchase (floored at a week), whatever the summary's
+    observed-time T says (here a stretch without orders took 4 weeks out of the first customer's)."""
+    summary = pd.DataFrame({"calibration_spend": [39.0, 10.0], "T": [9.0, 0.0], "calendar_T": [13.0, 0.0]})
     assert backtest.naive_prediction(summary, 39.0).tolist() == pytest.approx([117.0, 390.0])
 
 

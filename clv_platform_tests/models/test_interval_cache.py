@@ -65,7 +65,7 @@ def _cache(conn) -> pd.DataFrame:
 
 def _next_day(conn) -> None:
     """The feature table one cutoff day later for customers without news: every T one day longer."""
-    conn.execute(f"update {FEATURE_TABLE} set T_days = T_days + 1")
+    conn.execute(f"update {FEATURE_TABLE} set T_days = T_days + 1, observed_T_days = observed_T_days + 1")
 
 
 def test_a_second_night_draws_only_its_new_keys_and_keeps_the_cached_values(store, model):

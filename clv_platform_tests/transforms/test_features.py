@@ -12,6 +12,7 @@ import pytest
 
 from clv_platform.transforms.features import (
     FEATURE_COLUMNS,
+    OBSERVED_COLUMNS,
     build_features,
     build_scoring_frame,
     build_training_frame,
@@ -306,6 +307,14 @@ def reference_sql(name: str) -> str:
     return (Path(__file__).parent / name).read_text(encoding="utf-8").strip().rstrip(";")
 
 
+def calendar_only(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame without its observed-time columns, after checking them: a store without a stretch
+    lacking orders has them equal to the calendar columns they are taken from."""
+    for observed, calendar in OBSERVED_COLUMNS.items():
+        assert (frame[observed] == frame[calendar]).all(), observed
+    return frame.drop(columns=list(OBSERVED_COLUMNS))
+
+
 def test_matches_the_direct_formulation(conn):
     """The production query (precomputed order history + recomputed exceptions) gives exactly the
     rows of the direct formulation (a window and a distinct count at every cutoff), features and
@@ -320,14 +329,15 @@ def test_matches_the_direct_formulation(conn):
     for cutoff in cutoffs:
         reference = conn.execute(f"select * from ({reference_sql('reference_features.sql')}) order by customer_id",
                                  {"cutoff": cutoff}).df()
-        pd.testing.assert_frame_equal(build_features(conn, cutoff), reference, check_exact=False, rtol=1e-12)
+        pd.testing.assert_frame_equal(calendar_only(build_features(conn, cutoff)), reference,
+                                      check_exact=False, rtol=1e-12)
 
         sql, params = training_query(cutoff, 45)
         reference_training = conn.execute(
             f"with features as (\n{reference_sql('reference_features.sql')}\n)\n{reference_sql('reference_labels.sql')}",
             params,
         ).df()
-        pd.testing.assert_frame_equal(conn.execute(sql, params).df(), reference_training,
+        pd.testing.assert_frame_equal(calendar_only(conn.execute(sql, params).df()), reference_training,
                                       check_exact=False, rtol=1e-12)
         exceptions += recomputed_at(conn, cutoff)[0]
     # the recomputed path was exercised, not just the precomputed one
@@ -360,3 +370,40 @@ def test_order_history_sequence_and_first_bought_credits(conn):
     assert list(a.new_products[["a1", "a2", "a3", "a4", "a6"]]) == [1, 1, 0, 1, 1]
     assert list(a.new_categories[["a1", "a2", "a3", "a4", "a6"]]) == [1, 1, 0, 0, 1]
     assert a.refunded_total["a4"] == 20 and a.last_refunded_on["a4"] == pd.Timestamp(2024, 6, 10)
+
+
+def test_the_btyd_days_leave_out_a_stretch_without_orders_seen_at_the_cutoff(conn):
+    """Thirty customers buying every third day from January to May 2024, but no order at all in March
+    (a month missing from the export): at a cutoff after the orders resumed, the BTYD's recency and
+    age (``OBSERVED_COLUMNS``) lose the stretch's days inside their spans, the calendar columns keep
+    them; at a cutoff inside the stretch nothing is taken out (no order has closed it yet); the
+    transactions' ``btyd.summarize`` gives the same weeks and keeps the calendar ones apart."""
+    from clv_platform.models import btyd
+
+    orders = []
+    for c in range(30):
+        day, k = date(2024, 1, 1) + timedelta(days=c % 10), 0
+        while day <= date(2024, 5, 31):
+            if not date(2024, 3, 1) <= day <= date(2024, 3, 31):
+                orders.append(Order(f"o{c}-{k}", f"c{c}", day, 20.0))
+            day, k = day + timedelta(days=3), k + 1
+    orders += [Order("e1", "early", date(2024, 1, 5), 30.0), Order("e2", "early", date(2024, 2, 10), 30.0),
+               Order("l1", "late", date(2024, 4, 10), 30.0)]
+    build_staging(conn, orders)
+    after = build_features(conn, date(2024, 5, 31)).set_index("customer_id")
+    taken = after[["first_to_last_order_days", "T_days"]].to_numpy() - after[list(OBSERVED_COLUMNS)].to_numpy()
+    taken = pd.DataFrame(taken, index=after.index, columns=["recency", "age"])
+    assert taken.loc["c0"].tolist() == [31, 31]  # first 1 January, last 31 May: all of March inside both
+    assert taken.loc["early"].tolist() == [0, 31]  # last purchase before March
+    assert taken.loc["late"].tolist() == [0, 0]  # first purchase after it
+    assert row(after.reset_index(), "early").T_days == 147 and row(after.reset_index(), "early").observed_T_days == 116
+    inside = build_features(conn, date(2024, 3, 20))
+    assert (inside["observed_T_days"] == inside["T_days"]).all()
+    assert (inside["observed_recency_days"] == inside["first_to_last_order_days"]).all()
+
+    transactions = pd.DataFrame([(o.customer_id, o.order_date, o.gross) for o in orders],
+                                columns=["customer_id", "order_date", "amount"])
+    summary = btyd.summarize(transactions, date(2024, 5, 31)).reindex(after.index)
+    assert (summary["recency"] * 7).round(9).tolist() == after["observed_recency_days"].astype(float).tolist()
+    assert (summary["T"] * 7).round(9).tolist() == after["observed_T_days"].astype(float).tolist()
+    assert (summary["calendar_T"] * 7).round(9).tolist() == after["T_days"].astype(float).tolist()

@@ -3,9 +3,10 @@
 from datetime import date, timedelta
 
 import duckdb
+import pandas as pd
 import pytest
 
-from clv_platform.transforms.order_gaps import OrderGap, order_gaps
+from clv_platform.transforms.order_gaps import OrderGap, order_gaps, stretch_days, stretch_days_sql, transaction_gaps
 
 START = date(2024, 1, 1)
 
@@ -62,3 +63,32 @@ def test_a_lone_order_long_after_the_rest_is_named_as_what_sets_the_as_of_date()
 
 def test_an_empty_table_has_no_gaps():
     assert order_gaps(store({})) == []
+
+
+def test_stretch_days_count_the_stretch_inside_each_span_in_numpy_and_in_sql():
+    """Observed time takes a stretch's days out of (start, end]: a span that starts inside the
+    stretch loses only the days after its start, one that ends before it nothing, the start day
+    itself is never taken out; DuckDB's expression gives the same days."""
+    gaps = [OrderGap(date(2024, 2, 10), date(2024, 3, 10), 30, 5.0),
+            OrderGap(date(2024, 5, 1), date(2024, 5, 14), 14, 9.0)]
+    spans = [(date(2024, 1, 1), date(2024, 6, 30), 44), (date(2024, 2, 20), date(2024, 3, 5), 14),
+             (date(2024, 1, 1), date(2024, 2, 9), 0), (date(2024, 3, 10), date(2024, 6, 1), 14),
+             (date(2024, 2, 9), date(2024, 2, 10), 1), (date(2024, 3, 11), date(2024, 3, 11), 0)]
+    starts, ends, expected = zip(*spans)
+    assert stretch_days(gaps, list(starts), list(ends)).tolist() == list(expected)
+    assert stretch_days(gaps, list(starts), date(2024, 6, 30)).tolist() == [44, 33, 44, 14, 44, 14]
+    assert stretch_days([], list(starts), list(ends)).tolist() == [0] * len(spans)
+    conn = duckdb.connect()
+    sql = stretch_days_sql(gaps, "s", "e")
+    got = [conn.execute(f"select {sql} from (select ?::date as s, ?::date as e)", [s, e]).fetchone()[0]
+           for s, e, _ in spans]
+    assert got == list(expected)
+    assert stretch_days_sql([], "s", "e") == "0"
+
+
+def test_a_transactions_frame_shows_the_same_stretch_as_its_orders():
+    per_day = {day: 5 for day in range(150) if not 40 <= day < 70}
+    frame = pd.DataFrame([(f"c{k}", START + timedelta(days=day), 10.0) for day, n in per_day.items() for k in range(n)],
+                         columns=["customer_id", "order_date", "amount"])
+    assert transaction_gaps(frame, START + timedelta(days=149)) == order_gaps(store(per_day))
+    assert transaction_gaps(frame, START + timedelta(days=55)) == []

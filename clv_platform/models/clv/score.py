@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from clv_platform.models import btyd, btyd_intervals
-from clv_platform.transforms.features import build_scoring_frame
+from clv_platform.transforms.features import btyd_days, build_scoring_frame
 from clv_platform.models.clv.config import ClvConfig
 from clv_platform.models.clv.windows import add_derived_features, btyd_summary, fit_btyd_at, btyd_features_horizons
 from clv_platform.models.clv.booster import ClvModel
@@ -86,8 +86,9 @@ def btyd_scores_table(frame: pd.DataFrame, model: btyd.BTYDModel, config: ClvCon
     out["horizon_days"] = config.horizon_days
     out["label_horizon_days"] = config.label_horizon_days
     out["frequency"] = frame["frequency"].to_numpy()
-    out["recency_weeks"] = frame["first_to_last_order_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK
-    out["T_weeks"] = frame["T_days"].to_numpy(dtype=float) / btyd.DAYS_PER_WEEK
+    recency_days, age_days = btyd_days(frame)  # observed time, as the fit read them
+    out["recency_weeks"] = recency_days / btyd.DAYS_PER_WEEK
+    out["T_weeks"] = age_days / btyd.DAYS_PER_WEEK
     out["monetary"] = frame["monetary"].to_numpy(dtype=float)
     for source, target in BTYD_SCORE_COLUMNS.items():
         out[target] = frame[source].to_numpy(dtype=float)

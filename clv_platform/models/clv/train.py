@@ -497,8 +497,8 @@ def p50_ratio(model: btyd.BTYDModel, frame: pd.DataFrame, horizon_weeks: float, 
     """Each customer's P50 / mean of the BTYD predictive spend over ``horizon_weeks`` (0 where the
     mean in ``mean_column`` is 0), read from ``btyd_intervals.interval_table(...).lookup``: the
     estimator that serves the median in ``ml.btyd_scores.spend_p50_ratio``, so the point rule is
-    chosen (training, backtest) with the ratios it is served with. ``frame`` needs ``frequency``,
-    ``first_to_last_order_days`` and ``T_days`` (integer days)."""
+    chosen (training, backtest) with the ratios it is served with. ``frame`` needs ``frequency``
+    and the recency and age in days ``features.btyd_days`` reads (observed time where it has it)."""
     codes = btyd_intervals.frame_keys(frame)
     _, median, _ = btyd_intervals.interval_table(model, codes, horizon_weeks, draws, seed).lookup(codes)
     mean = frame[mean_column].to_numpy(dtype=float)

@@ -17,7 +17,7 @@ from clv_platform.models import btyd
 from clv_platform.models.btyd import pareto_params
 from clv_platform.models.frames import usable_features
 from clv_platform.models.sampling import TrainingFrames, cap_rows
-from clv_platform.transforms.features import FEATURE_COLUMNS
+from clv_platform.transforms.features import FEATURE_COLUMNS, btyd_days
 from clv_platform.models.clv.config import HYBRID, BTYD_FEATURES, DERIVED_FEATURES, ClvConfig
 
 
@@ -160,14 +160,16 @@ def naive_btyd_ratio(frame: pd.DataFrame, days: int) -> float | None:
 def btyd_summary(features: pd.DataFrame) -> pd.DataFrame:
     """The BTYD calibration summary (weeks, not rounded) from a feature frame, by customer_id.
 
-    Equal to ``btyd.summarize`` at the same cutoff: the feature SQL already counts purchase days.
+    Equal to ``btyd.summarize`` at the same cutoff: the feature SQL already counts purchase days,
+    and recency and T are in observed time (``features.btyd_days``) as there.
     """
     frame = features.set_index("customer_id")
+    recency_days, age_days = btyd_days(frame)
     return pd.DataFrame(
         {
             "frequency": frame["frequency"].astype(int),
-            "recency": frame["first_to_last_order_days"].astype(float) / btyd.DAYS_PER_WEEK,
-            "T": frame["T_days"].astype(float) / btyd.DAYS_PER_WEEK,
+            "recency": recency_days / btyd.DAYS_PER_WEEK,
+            "T": age_days / btyd.DAYS_PER_WEEK,
             "monetary": frame["monetary"].astype(float),
         },
         index=frame.index,
