@@ -25,6 +25,13 @@ Decisions, and why:
   `gross_revenue` is Shopify's net sales before returns, already after discounts, so dividing
   by it alone could exceed 1.
 
+* The BTYD's recency and age come twice: in calendar days (`first_to_last_order_days`, `T_days`,
+  what the boosters, the lifecycle rule and analysts read) and in observed days
+  (`OBSERVED_COLUMNS`), without the days of a stretch without orders that the store's rate cannot
+  explain (`transforms.order_gaps`, as seen at the cutoff): a month missing from an export is no
+  month in which the customers were seen not to buy. The stretches are found in Python and enter
+  the SQL as literals, so the query text stays one for every store.
+
 Refunds count from the shop's calendar day they were made (`staging.refunds.refunded_on`, the day
 staging gives each refund for its source, like `order_date`; the history keeps each
 order's first and last refund day), so a refund made after the cutoff is unknown at it
