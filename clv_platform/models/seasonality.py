@@ -22,7 +22,7 @@ from scipy import stats
 
 from clv_platform.core.sql import read_sql
 from clv_platform.models import btyd
-from clv_platform.transforms.order_gaps import gaps_in_daily_counts
+from clv_platform.transforms.order_gaps import gaps_in_daily_counts, stretch_days
 
 MIN_EXPECTED_PER_MONTH = 20.0
 """Months in which the model expects fewer repeat purchases than this do not shape the seasonal index."""
@@ -108,10 +108,8 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> p
     # age at the start of boundary day b (= end of day b-1): (b - f) days, clipped at 0, in observed
     # time as the BTYD was fitted (a stretch's days inside (f, b - 1] are no days of the customer's)
     gaps = gaps_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]))
-    unseen = np.zeros((len(bounds), len(f)))
-    for gap in gaps:
-        gap_first, gap_last = (pd.Timestamp(gap.start) - start).days, (pd.Timestamp(gap.end) - start).days
-        unseen += np.clip(np.minimum(gap_last, bounds[:, None] - 1) - np.maximum(gap_first, f[None, :] + 1) + 1, 0, None)
+    day0 = np.datetime64(start.date(), "D")
+    unseen = stretch_days(gaps, (day0 + f.astype(np.int64))[None, :], (day0 + (bounds - 1).astype(np.int64))[:, None])
     age = np.clip((bounds[:, None] - f[None, :] - 1 - unseen) / btyd.DAYS_PER_WEEK, 0.0, None)
     expected_cum = np.zeros_like(age)
     positive = age > 0

@@ -136,8 +136,9 @@ def gaps_in_daily_counts(days: list[date], counts: list[float]) -> list[OrderGap
 # -12 % in observed time, -15 % with the whole file; benchmarks/MEASUREMENTS.md, session 50).
 
 def stretch_days(gaps: list[OrderGap], start, end) -> np.ndarray:
-    """Days of ``gaps`` inside (start, end] for each pair of dates (array-likes of dates): what
-    observed time takes out of the span from a first purchase to a last purchase or a cutoff."""
+    """Days of ``gaps`` inside (start, end] for each pair of dates (array-likes of dates, or datetime64
+    arrays of any shapes that broadcast): what observed time takes out of the span from a first
+    purchase to a last purchase or a cutoff."""
     first, last = np.broadcast_arrays(_as_days(start), _as_days(end))
     total = np.zeros(first.shape, dtype=np.int64)
     for gap in gaps:
@@ -148,6 +149,8 @@ def stretch_days(gaps: list[OrderGap], start, end) -> np.ndarray:
 
 
 def _as_days(values) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype.kind == "M":  # any shape, broadcast by the caller
+        return values.astype("datetime64[D]")
     converted = pd.to_datetime(values)
     if isinstance(converted, pd.Timestamp):
         return np.datetime64(converted.date(), "D")
