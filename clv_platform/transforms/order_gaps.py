@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 UNOBSERVED_NOTE = ("the models treat these days as unobserved (the BTYD leaves them out of each customer's time, "
-                   "the season out of its months, and no model trained over them is served), but what was bought "
+                   "the season out of its months, and no model trained on windows that hold them is served), but what was bought "
                    "on them is in no total")
 """What the staging check and the backtest say the platform does with a named stretch."""
 
