@@ -96,7 +96,7 @@ def rehearse(conn: duckdb.DuckDBPyConnection, cutoff: date, days: pd.DataFrame, 
         conn.execute(f"drop table if exists {SUMMARY_TABLE}")
     season = seasonality.seasonal_index_from_days(days, model, rc)
     past = revenue.forecast_revenue(None, rc, model=model, summary=grouped, months=months, with_rehearsal=False,
-                                    season=season, firsts=firsts)
+                                    season=season, firsts=firsts, gaps=order_gaps(conn, until=rc))
     periods = [p for p in revenue.forecast_periods(rc, months) if p.kind == "month"]
     return revenue.rehearsal_errors(past.table, period_actuals(conn, periods, rc, cutoff), periods, rc)
 

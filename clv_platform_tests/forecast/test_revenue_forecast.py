@@ -147,6 +147,27 @@ def test_acquisition_fit_recovers_a_known_daily_rate_and_weekday_pattern():
     assert fit.dispersion == pytest.approx(1.0, abs=0.3)
 
 
+def test_acquisition_fit_reads_a_stretch_without_orders_as_unobserved_days():
+    """Six new customers a day for eighteen months, none in February-March 2025 (a part of the
+    export missing): read as days without new customers the stretch bends the yearly terms and the
+    monthly spread; named, its days weigh nothing and the fit is that of the whole file."""
+    from clv_platform.transforms.order_gaps import OrderGap
+
+    rng = np.random.default_rng(2)
+    days = pd.date_range("2024-01-01", "2025-06-30", freq="D")
+    counts = rng.poisson(6.0, len(days))
+    firsts = pd.DataFrame({"first_date": np.repeat(days, counts), "first_value": 50.0})
+    holed = firsts[~firsts["first_date"].between("2025-02-01", "2025-03-31")]
+    stretch = [OrderGap(date(2025, 2, 1), date(2025, 3, 31), 59, 6.0)]
+    whole = revenue.fit_acquisition(firsts, date(2025, 6, 30), 90)
+    named = revenue.fit_acquisition(holed, date(2025, 6, 30), 90, stretch)
+    read_as_zero = revenue.fit_acquisition(holed, date(2025, 6, 30), 90)
+    assert named.daily_mean.mean() == pytest.approx(whole.daily_mean.mean(), rel=0.01)
+    assert read_as_zero.daily_mean.mean() < 0.97 * whole.daily_mean.mean()
+    assert named.relative_sd == whole.relative_sd == 0.0 and read_as_zero.relative_sd > 1.0
+    assert named.dispersion == pytest.approx(whole.dispersion, abs=0.1) and read_as_zero.dispersion > 3.0
+
+
 def test_new_customer_part_is_arrivals_times_first_value_plus_repeats(fitted):
     _, _, model = fitted
     acquisition = revenue.AcquisitionFit(
