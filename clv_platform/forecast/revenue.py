@@ -48,7 +48,7 @@ from scipy import stats
 
 from clv_platform.models import btyd
 from clv_platform.models.seasonality import SeasonalIndex, seasonal_index
-from clv_platform.transforms.order_gaps import OrderGap, transaction_gaps
+from clv_platform.transforms.order_gaps import OrderGap, touches_stretches, transaction_gaps
 from clv_platform.models.total_interval import Z80  # one constant for every 80 % interval (the CLV total's too)
 
 TOTAL_DAYS = (30, 90, 365)
@@ -345,9 +345,7 @@ def fit_acquisition(firsts: pd.DataFrame, cutoff: date, horizon_days: int,
     with_trend = span >= 728 or span < 365
     t = (days - cutoff_ts).days.to_numpy(dtype=float) * (1.0 if with_trend else 0.0)
     x = _design(t, days, harmonics, None)
-    unobserved = np.zeros(span, dtype=bool)
-    for gap in gaps:
-        unobserved |= np.asarray((days >= pd.Timestamp(gap.start)) & (days <= pd.Timestamp(gap.end)))
+    unobserved = touches_stretches(list(gaps), days, days)
     weights = None
     if with_trend and harmonics == 0:
         weights = 0.5 ** ((cutoff_ts - days).days.to_numpy(dtype=float) / YOUNG_TREND_HALF_LIFE_DAYS)

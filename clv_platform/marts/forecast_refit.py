@@ -21,7 +21,7 @@ import pandas as pd
 from clv_platform.core.sql import read_sql, run_script
 from clv_platform.forecast import revenue
 from clv_platform.models import btyd, seasonality
-from clv_platform.transforms.order_gaps import order_gaps, stretch_days_sql
+from clv_platform.transforms.order_gaps import OrderGap, order_gaps, stretch_days_sql
 
 SUMMARY_TABLE = "forecast_btyd_summary"
 """Temp table written by ``sql/forecast_btyd_summary.sql`` (dropped after use)."""
@@ -41,16 +41,15 @@ def period_actuals(conn: duckdb.DuckDBPyConnection, periods: list[revenue.Period
     }).df()
 
 
-def define_stretch_days(conn: duckdb.DuckDBPyConnection, cutoff: date) -> None:
-    """The temp macro ``clv_stretch_days(a, b)`` the summary SQL reads: days of the stretches without
-    orders seen at ``cutoff`` inside (a, b] (``order_gaps.stretch_days_sql``), so its recency and T
-    are in observed time as every other BTYD summary's."""
-    days = stretch_days_sql(order_gaps(conn, until=cutoff), "a", "b")
-    conn.execute(f"create or replace temp macro clv_stretch_days(a, b) as {days}")
+def define_stretch_days(conn: duckdb.DuckDBPyConnection, gaps: list[OrderGap]) -> None:
+    """The temp macro ``clv_stretch_days(a, b)`` the summary SQL reads: days of ``gaps`` (the stretches
+    without orders seen at its cutoff) inside (a, b] (``order_gaps.stretch_days_sql``), so its recency
+    and T are in observed time as every other BTYD summary's."""
+    conn.execute(f"create or replace temp macro clv_stretch_days(a, b) as {stretch_days_sql(gaps, 'a', 'b')}")
 
 
-def _summary_table(conn: duckdb.DuckDBPyConnection, cutoff: date) -> None:
-    define_stretch_days(conn, cutoff)
+def _summary_table(conn: duckdb.DuckDBPyConnection, cutoff: date, gaps: list[OrderGap]) -> None:
+    define_stretch_days(conn, gaps)
     run_script(conn, read_sql("clv_platform.marts", "sql/forecast_btyd_summary.sql"), {"cutoff": cutoff})
 
 
@@ -58,7 +57,7 @@ def customer_summary(conn: duckdb.DuckDBPyConnection, cutoff: date, known_only: 
     """``btyd.summarize`` of staging.orders at ``cutoff`` with the columns the BTYD fit reads (customer_id,
     frequency, recency, T, monetary), in customer id order (``summarize``'s); ``known_only`` leaves out
     the untied guest orders (the forecast's fallback summary when ml.btyd_scores is missing)."""
-    _summary_table(conn, cutoff)
+    _summary_table(conn, cutoff, order_gaps(conn, until=cutoff))
     try:
         return _summary_rows(conn, known_only)
     finally:
@@ -83,7 +82,8 @@ def rehearse(conn: duckdb.DuckDBPyConnection, cutoff: date, days: pd.DataFrame, 
     rc = revenue.rehearsal_cutoff(cutoff, months)
     if days.empty or (pd.Timestamp(rc) - pd.Timestamp(days["day"].min())).days < revenue.MIN_REHEARSAL_HISTORY_DAYS:
         return revenue.Rehearsal.none()
-    _summary_table(conn, rc)
+    gaps = order_gaps(conn, until=rc)  # the stretches seen at the rehearsal cutoff: its summary and its acquisitions
+    _summary_table(conn, rc, gaps)
     try:
         # the fit reads customers (its deterministic sample is of customer ids); the forecast reads
         # the summary grouped with customer counts (``existing_customer_forecast``)
@@ -96,7 +96,7 @@ def rehearse(conn: duckdb.DuckDBPyConnection, cutoff: date, days: pd.DataFrame, 
         conn.execute(f"drop table if exists {SUMMARY_TABLE}")
     season = seasonality.seasonal_index_from_days(days, model, rc)
     past = revenue.forecast_revenue(None, rc, model=model, summary=grouped, months=months, with_rehearsal=False,
-                                    season=season, firsts=firsts, gaps=order_gaps(conn, until=rc))
+                                    season=season, firsts=firsts, gaps=gaps)
     periods = [p for p in revenue.forecast_periods(rc, months) if p.kind == "month"]
     return revenue.rehearsal_errors(past.table, period_actuals(conn, periods, rc, cutoff), periods, rc)
 

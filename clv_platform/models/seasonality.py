@@ -22,7 +22,7 @@ from scipy import stats
 
 from clv_platform.core.sql import read_sql
 from clv_platform.models import btyd
-from clv_platform.transforms.order_gaps import gaps_in_daily_counts, stretch_days
+from clv_platform.transforms.order_gaps import gaps_in_daily_counts, stretch_days, touches_stretches
 
 MIN_EXPECTED_PER_MONTH = 20.0
 """Months in which the model expects fewer repeat purchases than this do not shape the seasonal index."""
@@ -127,10 +127,7 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> p
     table = pd.DataFrame({"month": month_starts, "actual": actual, "expected": expected})
     if not gaps:
         return table
-    month_ends = table["month"] + pd.offsets.MonthEnd(0)
-    holed = np.zeros(len(table), dtype=bool)
-    for gap in gaps:
-        holed |= ((table["month"] <= pd.Timestamp(gap.end)) & (month_ends >= pd.Timestamp(gap.start))).to_numpy()
+    holed = touches_stretches(gaps, table["month"], table["month"] + pd.offsets.MonthEnd(0))
     return table[~holed].reset_index(drop=True)
 
 

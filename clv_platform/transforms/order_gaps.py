@@ -148,6 +148,13 @@ def stretch_days(gaps: list[OrderGap], start, end) -> np.ndarray:
     return total
 
 
+def touches_stretches(gaps: list[OrderGap], first, last) -> np.ndarray:
+    """Whether each span of days [first, last] (both included; as ``stretch_days`` takes them) shares
+    a day with one of ``gaps``: the days an acquisition fit must not read, the months a season must
+    leave out."""
+    return stretch_days(gaps, _as_days(first) - np.timedelta64(1, "D"), last) > 0
+
+
 def _as_days(values) -> np.ndarray:
     if isinstance(values, np.ndarray) and values.dtype.kind == "M":  # any shape, broadcast by the caller
         return values.astype("datetime64[D]")
