@@ -32,6 +32,13 @@ to see what the backtest and the BTYD fits do on them (time taken, families chos
   accounts ten times larger, 3 % of orders partly credited a few days later, ids like `12346.0`.
   The issue's split of the real retailer (calibration to 2011-09-09, holdout to 2011-12-09) forecasts
   into the ramp.
+* `invoicing.csv` (seed 15): 900 wholesale accounts whose export dates every invoice on the first of
+  the month (monthly billing), January 2022 to June 2025: each account orders in a month with its
+  own beta-distributed chance until it lapses (exponential, mean 30 months); lognormal invoice
+  sizes. Between invoicing days no order at all: the store's rhythm, not missing months.
+* `drops.csv` (seed 16): 3,000 customers of a brand that sells only on the first four days of each
+  month (a monthly drop), October 2022 to September 2025: gamma purchase chances per drop day,
+  exponential lifetimes (mean 900 days).
 
     python -m benchmarks.awkward_stores /tmp/awkward
     clv-platform backtest --dataset /tmp/awkward/onetime.csv --json
@@ -201,6 +208,40 @@ def holiday(rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
 
 
+def invoicing(rng: np.random.Generator) -> pd.DataFrame:
+    months = pd.date_range("2022-01-01", "2025-06-01", freq="MS")
+    rows = []
+    for c in range(900):
+        first = int(rng.integers(0, len(months) - 3))
+        chance = float(rng.beta(2, 3))  # of an invoice in a month while an account
+        lapse_month = first + float(rng.exponential(30))
+        size = float(rng.lognormal(6, 0.8))
+        ident = f"A{c:04d}"
+        for m in range(first, len(months)):
+            if m > lapse_month:
+                break
+            if m == first or rng.random() < chance:
+                rows.append((ident, months[m].date().isoformat(), round(size * float(rng.lognormal(0, 0.3)), 2)))
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
+def drops(rng: np.random.Generator) -> pd.DataFrame:
+    days = pd.date_range("2022-10-01", "2025-09-30", freq="D")
+    drop_days = np.flatnonzero(days.day <= 4)
+    rows = []
+    for c in range(3000):
+        first = int(rng.choice(drop_days))
+        chance = max(float(rng.gamma(0.8, 1 / 12)), 1e-4)  # of a purchase on a drop day
+        life_end = first + float(rng.exponential(900))
+        size = float(rng.lognormal(4, 0.6))
+        ident = f"D{c:04d}"
+        later = drop_days[(drop_days > first) & (drop_days <= life_end)]
+        bought = np.concatenate([[first], later[rng.random(later.size) < chance]])
+        for day in bought:
+            rows.append((ident, days[day].date().isoformat(), round(size * float(rng.lognormal(0, 0.3)), 2)))
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
 def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     """Write the files into ``folder``; the same seeds give the same bytes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -215,6 +256,8 @@ def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     stores["b2b"] = b2b(np.random.default_rng(seed + 2))
     stores["lapse"] = lapse(np.random.default_rng(seed + 6))
     stores["holiday"] = holiday(np.random.default_rng(seed + 7))
+    stores["invoicing"] = invoicing(np.random.default_rng(seed + 8))
+    stores["drops"] = drops(np.random.default_rng(seed + 9))
     paths = {}
     for name, frame in stores.items():
         paths[name] = folder / f"{name}.csv"

@@ -66,7 +66,7 @@ def run_backtest(
     """Run all four CLV models (and the next-purchase models); returns (result, ML summary)."""
     from clv_platform.models import backtest, clv, frames
     from clv_platform.models.datasets import load_dataset
-    from clv_platform.transforms.order_gaps import order_gaps
+    from clv_platform.transforms.order_gaps import order_stretches
 
     loaded = load_dataset(dataset)
     if loaded.dropped:
@@ -79,9 +79,12 @@ def run_backtest(
     check_history(loaded.transactions, calibration_end, holdout_end)
     conn = frames.staging_connection(loaded.transactions)
     try:
-        gaps = order_gaps(conn)
+        stretches = order_stretches(conn)
+        gaps = stretches.unobserved
         for gap in gaps:
             print(f"backtest: {loaded.name}: {gap.describe()}: {GAP_WARNING}", file=sys.stderr)
+        if stretches.rhythm:
+            print(f"backtest: {loaded.name}: {stretches.describe_rhythm()}", file=sys.stderr)
         label_days, label_note = label_window(conn, calibration_end, holdout_end, config)
         ml = clv.ml_backtest(conn, calibration_end, holdout_end, config, label_days=label_days)
     finally:
@@ -95,7 +98,10 @@ def run_backtest(
     # the rows of the file the backtest could not use, by reason (a CSV's missing ids, unreadable dates)
     result["input"] = {"rows_used": int(len(loaded.transactions)), "rows_dropped": dict(loaded.dropped),
                        # stretches without orders the store's rate cannot explain (transforms.order_gaps)
-                       "order_gaps": [gap.as_dict() for gap in gaps]}
+                       "order_gaps": [gap.as_dict() for gap in gaps],
+                       # recurring runs read as the store's calendar (monthly invoicing dates, drops)
+                       **({"order_rhythm": {"runs": len(stretches.rhythm), "description": stretches.describe_rhythm()}}
+                          if stretches.rhythm else {})}
     result["served_total_interval"] = served_interval_section(result, ml)
     result["holdout"]["hybrid_point_vs_btyd"] = paired_mae_gain(run.frame, "hybrid", ("btyd", "btyd_point"))
     result["holdout"]["hybrid_ranking_vs"] = paired_gini_gains(run.frame, "hybrid_mean", ("btyd", "naive"))
@@ -701,6 +707,8 @@ def extra_sections_html(result: dict) -> str:
     gaps = (result.get("input") or {}).get("order_gaps") or []
     # first: a stretch without orders the rate cannot explain makes every figure below suspect
     parts = [f"<h2>The data</h2><p>{esc(gap['description'])}: {esc(GAP_WARNING)}.</p>" for gap in gaps]
+    rhythm = (result.get("input") or {}).get("order_rhythm")
+    parts += [f"<h2>The store's rhythm</h2><p>{esc(rhythm['description'])}.</p>"] if rhythm else []
     parts += [f"<h2>The hybrid against the baselines</h2><p>{esc(gains)}</p>"] if gains else []
     parts += [f"<h2>BTYD family</h2><p>Served: <b>{esc(str(chosen.get('chosen')))}</b> - "
              f"{esc(str(chosen.get('reason')))}</p>",

@@ -24,7 +24,7 @@ from clv_platform.checks.common import (
     table_check,
 )
 from clv_platform.ingestion.assets import RAW_KLAVIYO_PROFILES, RAW_SHOPIFY_ORDERS
-from clv_platform.transforms.order_gaps import CONTEXT_DAYS, MAX_EMPTY_PROBABILITY, MIN_GAP_DAYS, UNOBSERVED_NOTE, order_gaps
+from clv_platform.transforms.order_gaps import CONTEXT_DAYS, MAX_EMPTY_PROBABILITY, MIN_GAP_DAYS, UNOBSERVED_NOTE, order_stretches
 from clv_platform.transforms.order_history import StaleOrderHistory, check_order_history
 from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORDER_LINES, ORDERS, REJECTED_ROWS
 
@@ -223,22 +223,28 @@ def orders_have_plausible_amounts(conn) -> dg.AssetCheckResult:
     description=f"No run of {MIN_GAP_DAYS} or more days without an order where the store's rate over the "
     f"{CONTEXT_DAYS} days around it leaves one that long empty with a chance below {MAX_EMPTY_PROBABILITY:g}: "
     "usually a part of the export missing (a month's file, a sheet), which every model would read as "
-    "customers who stopped buying.",
+    "customers who stopped buying. Runs that recur in a rhythm (monthly invoicing dates, drops) are the "
+    "store's calendar and pass, reported in the metadata.",
 )
 def orders_cover_their_span(conn) -> dg.AssetCheckResult:
     """Warns, never blocks: a store can close for weeks (a seasonal shop, a move), and only the
     merchant knows. What the run says lets them add the missing file before they trust a forecast
     whose label windows overlap the gap (`transforms.order_gaps`)."""
-    gaps = order_gaps(conn)
+    stretches = order_stretches(conn)
+    gaps = stretches.unobserved
     listed = "; ".join(gap.describe() for gap in gaps[:5])
+    rhythm = stretches.describe_rhythm()
     return dg.AssetCheckResult(
         passed=not gaps, severity=dg.AssetCheckSeverity.WARN,
-        description=("every stretch of the history has the orders its neighbours' rate implies" if not gaps else
+        description=(("every stretch of the history has the orders its neighbours' rate implies" if not stretches.rhythm
+                      else "no stretch without orders looks like missing records") if not gaps else
                      f"{len(gaps)} implausible stretch{'es' if len(gaps) > 1 else ''} without orders: {listed}. "
                      "If part of the export is missing, add the missing file (or fetch the range again): "
-                     f"{UNOBSERVED_NOTE}"),
+                     f"{UNOBSERVED_NOTE}") + (f"; {rhythm}" if rhythm else ""),
         metadata={"gaps": len(gaps), "empty_days": sum(gap.days for gap in gaps),
-                  **({"examples": dg.MetadataValue.json([gap.as_dict() for gap in gaps[:5]])} if gaps else {})},
+                  **({"examples": dg.MetadataValue.json([gap.as_dict() for gap in gaps[:5]])} if gaps else {}),
+                  "rhythm_runs": len(stretches.rhythm),
+                  **({"rhythm": rhythm} if rhythm else {})},
     )
 
 

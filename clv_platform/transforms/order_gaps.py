@@ -15,6 +15,14 @@ A run of at least ``MIN_GAP_DAYS`` consecutive days without an order is named wh
 at the store's rate around it (the ``CONTEXT_DAYS`` before and after) would leave that many days
 empty with a probability below ``MAX_EMPTY_PROBABILITY`` (Poisson: exp(-rate x days)). A store with
 one order a week never gets a fortnight flagged; one with forty a day gets it after two weeks.
+
+Such runs that recur in a rhythm are the store's calendar, not missing records (``in_rhythm``): a
+wholesaler that dates every invoice on the first of the month, a brand that sells in a drop of a
+few days each month. Between its order days nobody could buy, as in any week's night, and the same
+holds in the months to come, so the models keep calendar time there (counting those days as
+unobserved made the BTYD forecast a drop store's year at +98 % instead of -0.3 %, because the
+coming year's closed days were then counted as days to buy on; benchmarks/MEASUREMENTS.md,
+session 51). They are reported (``Stretches.rhythm``), not warned about.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ CONTEXT_DAYS = 28
 """Days before and after a run whose orders give the rate it is judged at."""
 MAX_EMPTY_PROBABILITY = 1e-6
 """A run is named when orders at the surrounding rate leave it empty less often than this."""
+RHYTHM_TOLERANCE = 0.2
+"""Three runs in a row are a rhythm when their two start-to-start spacings, and their lengths, agree
+within this share of the larger (monthly cycles of 28-31 days, drops of 24-27 empty days)."""
 
 _DAILY_SQL = """
 select order_date as day, count(*)::bigint as orders
@@ -93,16 +104,73 @@ def gaps_after(conn: duckdb.DuckDBPyConnection, first_day: date, until: date) ->
     return [gap for gap in order_gaps(conn, until=until) if gap.end > first_day]
 
 
+@dataclass(frozen=True)
+class Stretches:
+    """A store's implausible empty runs, split into those read as unobserved days and its rhythm."""
+
+    unobserved: list[OrderGap]
+    rhythm: list[OrderGap]
+
+    def describe_rhythm(self) -> str:
+        """One sentence on the recurring runs (empty when there are none)."""
+        if not self.rhythm:
+            return ""
+        lengths = [gap.days for gap in self.rhythm]
+        spacing = np.diff([gap.start.toordinal() for gap in self.rhythm])
+        every = (f", one every {int(spacing.min())}-{int(spacing.max())} days" if spacing.min() != spacing.max()
+                 else f", one every {int(spacing.min())} days")
+        return (f"{len(self.rhythm)} runs of {min(lengths)}-{max(lengths)} days without orders recur from "
+                f"{self.rhythm[0].start} to {self.rhythm[-1].end}{every}: the store's own rhythm (orders on a few "
+                "days of each cycle: invoicing dates, drops), read as its calendar, not as missing records")
+
+
 def order_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> list[OrderGap]:
-    """The implausible empty runs of `staging.orders` (all orders, by `order_date`), up to ``until``."""
+    """The implausible empty runs of `staging.orders` (all orders, by `order_date`), up to ``until``,
+    that the models read as unobserved days (not the store's rhythm)."""
+    return order_stretches(conn, until).unobserved
+
+
+def order_stretches(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> Stretches:
+    """``order_gaps`` and the runs it leaves out as the store's rhythm (for the staging check)."""
     daily = conn.execute(_DAILY_SQL, {"until": until}).fetchall()
-    return gaps_in_daily_counts([day for day, _ in daily], [n for _, n in daily])
+    return stretches_in_daily_counts([day for day, _ in daily], [n for _, n in daily])
 
 
 def gaps_in_daily_counts(days: list[date], counts: list[float]) -> list[OrderGap]:
     """The implausible empty runs of a store's activity per day (``days`` with their counts; days
     missing between the first and the last are empty): orders in `staging.orders`, or the purchase
-    days the season's tracking table counts (``models.seasonality.tracking_table``)."""
+    days the season's tracking table counts (``models.seasonality.tracking_table``). Runs in the
+    store's rhythm (``in_rhythm``) are not among them."""
+    return stretches_in_daily_counts(days, counts).unobserved
+
+
+def stretches_in_daily_counts(days: list[date], counts: list[float]) -> Stretches:
+    """Every implausible empty run of the daily counts, split by ``in_rhythm``."""
+    runs = _implausible_runs(days, counts)
+    rhythm = in_rhythm(runs)
+    return Stretches([gap for gap, r in zip(runs, rhythm) if not r], [gap for gap, r in zip(runs, rhythm) if r])
+
+
+def in_rhythm(gaps: list[OrderGap]) -> np.ndarray:
+    """Whether each run (in date order) recurs: it is one of three consecutive runs whose two
+    start-to-start spacings agree within ``RHYTHM_TOLERANCE``, as do their lengths. A missing
+    month in a monthly-invoicing store is a run twice as long and stays named; two closures a year
+    apart are not yet a rhythm (a third would make one)."""
+    flags = np.zeros(len(gaps), dtype=bool)
+    starts = np.array([gap.start.toordinal() for gap in gaps], dtype=float)
+    lengths = np.array([gap.days for gap in gaps], dtype=float)
+
+    def agree(values: np.ndarray) -> bool:
+        return float(values.max() - values.min()) <= RHYTHM_TOLERANCE * float(values.max())
+
+    for i in range(1, len(gaps) - 1):
+        if agree(np.diff(starts[i - 1:i + 2])) and agree(lengths[i - 1:i + 2]):
+            flags[i - 1:i + 2] = True
+    return flags
+
+
+def _implausible_runs(days: list[date], counts: list[float]) -> list[OrderGap]:
+    """Every run of at least ``MIN_GAP_DAYS`` empty days that the rate around it cannot explain."""
     if not days:
         return []
     first = pd.Timestamp(min(days)).normalize()

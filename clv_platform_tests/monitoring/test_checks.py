@@ -444,6 +444,23 @@ def test_a_month_missing_from_the_orders_is_warned_of(db):
     assert "no orders from 2025-03-31 to 2025-04-29 (30 days)" in result.description
 
 
+def test_orders_on_monthly_invoicing_days_pass_as_the_stores_rhythm(db):
+    """Ten orders on each of the first two days of a month, for a year: eleven empty runs of 26-29
+    days, each implausible alone, recur monthly and pass, named in the metadata."""
+    path, resource = db
+    days = [datetime(2025, m, d, 12) for m in range(1, 13) for d in (1, 2) for _ in range(10)]
+    frame = orders(len(days))
+    frame["created_at"] = days
+    frame["updated_at"] = days
+    frame["order_date"] = [d.date() for d in days]
+    write(path, "staging.orders", frame)
+    result = orders_cover_their_span(duckdb=resource)
+    assert result.passed and result.metadata["gaps"].value == 0
+    assert result.metadata["rhythm_runs"].value == 11
+    assert result.metadata["rhythm"].value.startswith("11 runs of 26-29 days without orders recur from 2025-01-03 "
+                                                      "to 2025-11-30, one every 28-31 days")
+
+
 # ----------------------------------------------------------------------------- wiring
 
 

@@ -6,7 +6,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from clv_platform.transforms.order_gaps import OrderGap, order_gaps, stretch_days, stretch_days_sql, transaction_gaps
+from clv_platform.models import btyd
+from clv_platform.transforms.order_gaps import (
+    OrderGap, order_gaps, order_stretches, stretch_days, stretch_days_sql, transaction_gaps,
+)
 
 START = date(2024, 1, 1)
 
@@ -92,3 +95,60 @@ def test_a_transactions_frame_shows_the_same_stretch_as_its_orders():
                          columns=["customer_id", "order_date", "amount"])
     assert transaction_gaps(frame, START + timedelta(days=149)) == order_gaps(store(per_day))
     assert transaction_gaps(frame, START + timedelta(days=55)) == []
+
+
+def invoicing_days(months: int, skip: int | None = None, per_day: int = 20) -> dict[int, int]:
+    """Orders only on the first three days of each month from START (a wholesaler's invoicing dates,
+    a brand's monthly drop), ``per_day`` on each; month ``skip`` has none."""
+    days = {}
+    for m in range(months):
+        if m == skip:
+            continue
+        first = date(START.year + m // 12, m % 12 + 1, 1)
+        for d in range(3):
+            days[(first - START).days + d] = per_day
+    return days
+
+
+def test_runs_that_recur_every_month_are_the_stores_rhythm_not_missing_records():
+    """Thirteen runs of 26-28 empty days between monthly invoicing days: each alone is implausible
+    at 20 orders a day around it, together they are the store's calendar: none is unobserved."""
+    conn = store(invoicing_days(14))
+    stretches = order_stretches(conn)
+    assert order_gaps(conn) == [] and stretches.unobserved == []
+    assert [(g.start, g.end) for g in stretches.rhythm][:2] == [(date(2024, 1, 4), date(2024, 1, 31)),
+                                                               (date(2024, 2, 4), date(2024, 2, 29))]
+    assert len(stretches.rhythm) == 13 and {g.days for g in stretches.rhythm} == {26, 27, 28}
+    assert stretches.describe_rhythm() == (
+        "13 runs of 26-28 days without orders recur from 2024-01-04 to 2025-01-31, one every 29-31 days: the "
+        "store's own rhythm (orders on a few days of each cycle: invoicing dates, drops), read as its calendar, "
+        "not as missing records")
+
+
+def test_a_month_missing_from_a_monthly_rhythm_is_still_named():
+    """The skipped month leaves one run twice as long as the rhythm's: that one is a missing file."""
+    conn = store(invoicing_days(14, skip=6))
+    stretches = order_stretches(conn)
+    assert [(g.start, g.end, g.days) for g in stretches.unobserved] == [(date(2024, 6, 4), date(2024, 7, 31), 58)]
+    assert len(stretches.rhythm) == 11
+
+
+def test_two_closures_a_year_apart_are_not_yet_a_rhythm():
+    """A winter shop's two summers closed: two runs cannot show a rhythm (three would), so both stay
+    named, as a missing part of the export would be."""
+    per_day = {day: 8 for day in range(800) if (START + timedelta(days=day)).month in (10, 11, 12, 1)}
+    stretches = order_stretches(store(per_day))
+    assert [(g.start, g.end) for g in stretches.unobserved] == [(date(2024, 2, 1), date(2024, 9, 30)),
+                                                               (date(2025, 2, 1), date(2025, 9, 30))]
+    assert stretches.rhythm == []
+
+
+def test_the_btyd_keeps_calendar_time_in_a_stores_rhythm():
+    """The drop store's empty days between drops are days nobody bought on, this year and next: its
+    customers' recency and age stay in calendar weeks (observed time would count only drop days)."""
+    rows = [(f"c{(day * 7 + k) % 40}", START + timedelta(days=day), 25.0)
+            for day, n in invoicing_days(14).items() for k in range(n)]
+    frame = pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+    summary = btyd.summarize(frame, date(2025, 2, 3))
+    assert (summary["T"] == summary["calendar_T"]).all() and (summary["recency"] == summary["calendar_recency"]).all()
+    assert summary["T"].max() == (date(2025, 2, 3) - START).days / 7
