@@ -39,6 +39,10 @@ to see what the backtest and the BTYD fits do on them (time taken, families chos
 * `drops.csv` (seed 16): 3,000 customers of a brand that sells only on the first four days of each
   month (a monthly drop), October 2022 to September 2025: gamma purchase chances per drop day,
   exponential lifetimes (mean 900 days).
+* `winter.csv` (seed 17): 3,000 customers of a shop open only from October to January, October 2022
+  to September 2025: gamma purchase chances per open day, exponential lifetimes (mean 900 days).
+  Its two summer closures are named as stretches (two are not yet a rhythm); a cutoff in a closure
+  reads eight months of everyone's silence: a known failure (benchmarks/MEASUREMENTS.md, session 51).
 
     python -m benchmarks.awkward_stores /tmp/awkward
     clv-platform backtest --dataset /tmp/awkward/onetime.csv --json
@@ -225,9 +229,10 @@ def invoicing(rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
 
 
-def drops(rng: np.random.Generator) -> pd.DataFrame:
+def drops(rng: np.random.Generator, months_open: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """The drop store; with ``months_open`` a shop open every day of those months instead (winter)."""
     days = pd.date_range("2022-10-01", "2025-09-30", freq="D")
-    drop_days = np.flatnonzero(days.day <= 4)
+    drop_days = np.flatnonzero(days.day <= 4 if months_open is None else days.month.isin(months_open))
     rows = []
     for c in range(3000):
         first = int(rng.choice(drop_days))
@@ -258,6 +263,7 @@ def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     stores["holiday"] = holiday(np.random.default_rng(seed + 7))
     stores["invoicing"] = invoicing(np.random.default_rng(seed + 8))
     stores["drops"] = drops(np.random.default_rng(seed + 9))
+    stores["winter"] = drops(np.random.default_rng(seed + 10), months_open=(10, 11, 12, 1))
     paths = {}
     for name, frame in stores.items():
         paths[name] = folder / f"{name}.csv"

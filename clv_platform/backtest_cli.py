@@ -123,7 +123,7 @@ def run_backtest(
         served = {k: npd["served"][k] for k in ("model", "reason", "comparisons", "validation")}
         # the p_alive production would serve at the calibration end: the stages and the served CLV read it
         reconciled = reconciled_alive(run, npd)
-        result["npd"] = backtest._clean({"models": npd["models"], "training_window": npd.get("training_window"),
+        result["npd"] = backtest.json_safe({"models": npd["models"], "training_window": npd.get("training_window"),
                                          "btyd_timing": npd.get("btyd_timing"),
                                          "served": {**served, "holdout": npd["served"]["metrics"]},
                                          "p_alive": restage(run, npd, result, reconciled),
@@ -135,7 +135,7 @@ def run_backtest(
         # calibration ends (the bias term)
         days = int(min(COVERAGE_WINDOW_DAYS, (holdout_end - calibration_end).days))
         ends = backtest.coverage_window_ends(loaded.transactions, days, limit=coverage_windows)
-        result["total_coverage_windows"] = backtest._clean(
+        result["total_coverage_windows"] = backtest.json_safe(
             backtest.rolling_total_coverage(loaded.transactions, ends, days, config.btyd_model))
     result["window"]["chosen_by"] = window_note
     result["window"]["label_window_days"] = label_days
@@ -242,7 +242,7 @@ def restage(run, npd: dict, result: dict, reconciled: np.ndarray | None) -> str:
                 f"next-purchase model's P(purchase within {clv.ALIVE_EVIDENCE_DAYS} days) (clv.reconcile_alive)")
     # the same model columns as the per-stage errors before, in their order
     columns = list(dict.fromkeys(m for block in result["per_stage"].values() for m in block if m in frame.columns))
-    result["per_stage"] = backtest._clean(run.restage(served, columns,
+    result["per_stage"] = backtest.json_safe(run.restage(served, columns,
                                                       npd["served_p_purchase"].reindex(ids).to_numpy(dtype=float)))
     return f"{said}; per_stage uses it and the served model's P({clv.ALIVE_EVIDENCE_DAYS} d) for the cadence test"
 
@@ -838,6 +838,7 @@ def resolve_dataset(dataset: str) -> str:
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from clv_platform.forecast.backtest import DEMO_DATASETS, forecast_text, write_forecast_report
+    from clv_platform.models.backtest import json_safe
 
     try:
         args.dataset = resolve_dataset(args.dataset)
@@ -850,7 +851,7 @@ def run(args: argparse.Namespace) -> int:
         if args.report:
             write_forecast_report(forecast, args.report)
         if args.json:
-            print(json.dumps({"forecast": forecast}, allow_nan=False, default=str))
+            print(json.dumps(json_safe({"forecast": forecast}), allow_nan=False, default=str))
         else:
             print(forecast_text(forecast))
             print(f"\nrun time: {time.perf_counter() - started:.1f} s")
@@ -876,7 +877,9 @@ def run(args: argparse.Namespace) -> int:
         view = json_view(result)
         if forecast is not None:
             view["forecast"] = forecast
-        print(json.dumps(view, allow_nan=False, default=str))
+        # the serving and interval sections added here may hold NaN (a validation window without a
+        # buyer has no Gini): null in JSON, as in the backtest's own result
+        print(json.dumps(json_safe(view), allow_nan=False, default=str))
     else:
         print(table_text(result, ml_summary))
         if forecast is not None:

@@ -49,12 +49,12 @@ def naive_prediction(summary: pd.DataFrame, horizon_weeks: float) -> pd.Series:
     return (rate * horizon_weeks).rename(NAIVE)
 
 
-def _clean(value):
+def json_safe(value):
     """Make a nested result JSON-safe: numpy scalars to Python, NaN/inf to None."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -559,7 +559,7 @@ def btyd_backtest(
         ),
     }
     result["runtime_seconds"] = time.perf_counter() - started
-    return BTYDBacktest(_clean(result), frame, summary, fitted, loaded.transactions, chosen)
+    return BTYDBacktest(json_safe(result), frame, summary, fitted, loaded.transactions, chosen)
 
 
 def run_btyd_backtest(*args, **kwargs) -> dict:

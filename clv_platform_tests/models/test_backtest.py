@@ -210,7 +210,7 @@ def test_rolling_total_coverage_on_the_cdnow_sample():
     transactions = load_cdnow_sample()
     ends = [pd.Timestamp(d) for d in ("1997-06-30", "1997-09-29", "1997-12-29", "1998-03-30")]
     result = backtest.rolling_total_coverage(transactions, ends, 91, model_choice=btyd.MBGNBD, replicates=2)
-    json.dumps(backtest._clean(result), allow_nan=False)
+    json.dumps(backtest.json_safe(result), allow_nan=False)
     rows = result["windows"]
     assert [r["calibration_end"] for r in rows] == [d.date().isoformat() for d in ends]
     for end, r in zip(ends, rows):

@@ -525,3 +525,32 @@ def test_dataset_store_is_the_configured_store_and_never_built(data_env, monkeyp
     (data_env / "other.duckdb").touch()
     assert backtest_cli.resolve_dataset("store") == str((data_env / "other.duckdb").resolve())
     assert backtest_cli.resolve_dataset("cdnow-full") == "cdnow-full"
+
+
+def test_json_of_a_store_closed_through_its_validation_window_is_clean(tmp_path, capsys):
+    """A shop open only from October to January, backtested from the end of a summer closure: the
+    validation window has no buyer, so its Gini is undefined. The JSON says null (it crashed with
+    "Out of range float values are not JSON compliant"), and the two closures are named."""
+    rng = np.random.default_rng(8)
+    days = pd.date_range("2022-10-01", "2025-09-30", freq="D")
+    open_days = days[days.month.isin([10, 11, 12, 1])]
+    rows = []
+    for i in range(250):
+        first = int(rng.integers(0, len(open_days)))
+        bought = [first] + [k for k in range(first + 1, len(open_days)) if rng.random() < 0.03]
+        rows += [(f"w{i}", open_days[k].date().isoformat(), float(rng.gamma(3.0, 20.0))) for k in bought]
+    path = tmp_path / "winter.csv"
+    pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"]).to_csv(path, index=False)
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_arguments(parser)
+    code = backtest_cli.run(parser.parse_args(["--dataset", str(path), "--json", "--skip-npd", "--calibration-end",
+                                               "2024-09-30", "--holdout-end", "2025-09-30", "--coverage-windows", "0",
+                                               "--config", str(cheap_clv_config(tmp_path))]))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    result = json.loads(captured.out)
+    assert [(gap["start"], gap["end"]) for gap in result["input"]["order_gaps"]] == [
+        ("2023-02-01", "2023-09-30"), ("2024-02-01", "2024-09-30")]
+    assert result["serving"]["served"] == "btyd"
+    assert result["serving"]["component_gini"] == {"booster": None, "btyd": None, "naive": None}
+    assert "Gini n/a vs BTYD n/a and naive n/a" in result["serving"]["reason"]

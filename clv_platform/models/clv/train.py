@@ -608,8 +608,8 @@ def serve_or_fall_back(candidate_metrics: dict, valid: pd.DataFrame, variant: st
     b_gini, b_mae = btyd_metrics.get("normalized_gini"), btyd_metrics.get("mae")
     if btyd_point_mae is not None and b_mae is not None:
         b_mae = min(b_mae, btyd_point_mae)
-    def fmt(value) -> str:
-        return "n/a" if value is None else f"{value:.4g}"
+    def fmt(value) -> str:  # a window without spend has no Gini: n/a, not nan
+        return "n/a" if value is None or not np.isfinite(value) else f"{value:.4g}"
 
     if unbeaten_blend is not None:
         blend = unbeaten_blend
