@@ -49,6 +49,12 @@ MAX_EMPTY_PROBABILITY = 1e-6
 RHYTHM_TOLERANCE = 0.2
 """Three runs in a row are a rhythm when their two start-to-start spacings, and their lengths, agree
 within this share of the larger (monthly cycles of 28-31 days, drops of 24-27 empty days)."""
+RHYTHM_EMPTY_SHARE = 0.5
+"""Three or more runs that together hold at least this share of the store's days (first to last
+order day) are its rhythm however irregular (drops every three to six weeks): missing files are a
+few holes in a history, not most of it. Runs longer than ``RHYTHM_MAX_LENGTH_RATIO`` times the
+median run are left out of it (a month missing from a monthly rhythm is a run twice as long)."""
+RHYTHM_MAX_LENGTH_RATIO = 1.75
 
 _DAILY_SQL = """
 select order_date as day, count(*)::bigint as orders
@@ -147,18 +153,23 @@ def gaps_in_daily_counts(days: list[date], counts: list[float]) -> list[OrderGap
 def stretches_in_daily_counts(days: list[date], counts: list[float]) -> Stretches:
     """Every implausible empty run of the daily counts, split by ``in_rhythm``."""
     runs = _implausible_runs(days, counts)
-    rhythm = in_rhythm(runs)
+    span = (pd.Timestamp(max(days)) - pd.Timestamp(min(days))).days + 1 if days else 0
+    rhythm = in_rhythm(runs, span)
     return Stretches([gap for gap, r in zip(runs, rhythm) if not r], [gap for gap, r in zip(runs, rhythm) if r])
 
 
-def in_rhythm(gaps: list[OrderGap]) -> np.ndarray:
+def in_rhythm(gaps: list[OrderGap], span_days: int = 0) -> np.ndarray:
     """Whether each run (in date order) recurs: it is one of three consecutive runs whose two
-    start-to-start spacings agree within ``RHYTHM_TOLERANCE``, as do their lengths. A missing
-    month in a monthly-invoicing store is a run twice as long and stays named; two closures a year
-    apart are not yet a rhythm (a third would make one)."""
+    start-to-start spacings agree within ``RHYTHM_TOLERANCE``, as do their lengths; or there are
+    three or more runs and they hold ``RHYTHM_EMPTY_SHARE`` of the ``span_days`` of the history
+    (then every run up to ``RHYTHM_MAX_LENGTH_RATIO`` times the median's length). A missing month in
+    a monthly-invoicing store is a run twice as long and stays named; two closures a year apart are
+    not yet a rhythm."""
     flags = np.zeros(len(gaps), dtype=bool)
     starts = np.array([gap.start.toordinal() for gap in gaps], dtype=float)
     lengths = np.array([gap.days for gap in gaps], dtype=float)
+    if len(gaps) >= 3 and span_days and lengths.sum() >= RHYTHM_EMPTY_SHARE * span_days:
+        return lengths <= RHYTHM_MAX_LENGTH_RATIO * float(np.median(lengths))
 
     def agree(values: np.ndarray) -> bool:
         return float(values.max() - values.min()) <= RHYTHM_TOLERANCE * float(values.max())

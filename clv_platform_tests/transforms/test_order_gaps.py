@@ -3,12 +3,13 @@
 from datetime import date, timedelta
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
 from clv_platform.models import btyd
 from clv_platform.transforms.order_gaps import (
-    OrderGap, order_gaps, order_stretches, stretch_days, stretch_days_sql, transaction_gaps,
+    OrderGap, in_rhythm, order_gaps, order_stretches, stretch_days, stretch_days_sql, transaction_gaps,
 )
 
 START = date(2024, 1, 1)
@@ -131,6 +132,21 @@ def test_a_month_missing_from_a_monthly_rhythm_is_still_named():
     stretches = order_stretches(conn)
     assert [(g.start, g.end, g.days) for g in stretches.unobserved] == [(date(2024, 6, 4), date(2024, 7, 31), 58)]
     assert len(stretches.rhythm) == 11
+
+
+def test_drops_at_irregular_spacings_are_a_rhythm_when_the_runs_hold_most_of_the_history():
+    """Three-day drops every 20 to 45 days: the spacings and lengths seldom agree three in a row,
+    but the runs hold most of the store's days, which missing files do not."""
+    rng = np.random.default_rng(3)
+    per_day, day = {}, 0
+    while day < 1200:
+        per_day.update({day + k: int(rng.integers(30, 80)) for k in range(3)})
+        day += int(rng.integers(20, 46))
+    stretches = order_stretches(store(per_day))
+    assert stretches.unobserved == [] and len(stretches.rhythm) == 36
+    assert sum(g.days for g in stretches.rhythm) > 0.5 * (max(per_day) + 1)
+    # the same drops with the spacing rule alone: some runs would be named as missing records
+    assert not in_rhythm(stretches.rhythm).all()
 
 
 def test_two_closures_a_year_apart_are_not_yet_a_rhythm():
