@@ -133,7 +133,8 @@ def _btyd_model(conn, config, features: pd.DataFrame | None, cutoff):
     from clv_platform.models import clv, stored_fits
 
     stored = stored_fits.load(conn, stored_fits.BTYD)
-    if stored is not None and stored.fit_cutoff <= cutoff and stored.config_key == stored_fits.btyd_config_key(config):
+    if (stored is not None and stored.fit_cutoff <= cutoff
+            and stored.config_key == stored_fits.btyd_key_at(conn, config, stored.fit_cutoff)):
         return stored_fits.btyd_from_params(stored.params), stored, f"stored BTYD fit of {stored.fit_cutoff}"
     if features is None:  # the grouped path: the fit needs the per-customer summary
         features, _, _ = _forecast_inputs(conn, config, cutoff)

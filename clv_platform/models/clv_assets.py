@@ -167,12 +167,16 @@ def stored_or_fitted_btyd(context, conn, cutoff, config: clv.ClvConfig, max_age_
                           refit: bool = False) -> tuple:
     """(BTYD model, ``stored_fits.Decision``, fit cutoff): the stored fit when it may be reused at
     ``cutoff``, else a fit on every customer's features at ``cutoff`` (stored for the next nights)."""
-    key = stored_fits.btyd_config_key(config)
     stored = stored_fits.load(conn, stored_fits.BTYD)
+    # the stored fit's key as of its own cutoff (the runs without orders it read), tonight's as of this one
+    fit_at = stored.fit_cutoff if stored is not None and stored.fit_cutoff <= cutoff else cutoff
+    key = stored_fits.btyd_key_at(conn, config, fit_at)
     force = "refit requested (BtydScoresConfig.refit)" if refit else stored_fits.training_run(context, TRAINING_KEYS)
     decision = stored_fits.decide(stored, cutoff, key, max_age_days, force)
     if decision.reuse:
         return stored_fits.btyd_from_params(stored.params), decision, stored.fit_cutoff
+    if fit_at != cutoff:
+        key = stored_fits.btyd_key_at(conn, config, cutoff)
     summary_frame = conn.execute(f"select {BTYD_FIT_COLUMNS} from {FEATURE_TABLE} order by customer_id").df()
     model = clv.fit_btyd_at(summary_frame, config)
     del summary_frame

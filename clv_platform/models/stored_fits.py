@@ -24,6 +24,7 @@ import pandas as pd
 
 from clv_platform.core.assets import side_table_spec
 from clv_platform.core.sql import table_exists, transaction
+from clv_platform.transforms.order_gaps import Stretches, order_stretches
 
 TABLE = "ml.stored_fits"
 # written by whichever asset refits a component (ml/btyd_scores, scores/customer_segments,
@@ -124,7 +125,7 @@ def decide(stored: StoredFit | None, cutoff: date, key: str, max_age_days: int, 
     if stored is None:
         return Decision(False, "no stored fit", 0)
     if stored.config_key != key:
-        return Decision(False, "the settings changed since the stored fit", 0)
+        return Decision(False, "the settings, or the runs without orders the fit read, changed since the stored fit", 0)
     age = (cutoff - stored.fit_cutoff).days
     if age < 0:
         return Decision(False, f"the stored fit is from a later cutoff ({stored.fit_cutoff}) than this run's "
@@ -216,9 +217,23 @@ def served_family(conn: duckdb.DuckDBPyConnection) -> tuple[str, float] | None:
     return str(stored.params["model"]), float(stored.params.get("penalizer") or 0.0)
 
 
-def btyd_config_key(config) -> str:
-    """The settings of ``clv.toml`` a BTYD fit depends on."""
+def btyd_config_key(config, stretches: Stretches | None = None) -> str:
+    """The settings of ``clv.toml`` a BTYD fit depends on, and the runs without orders it read
+    (``stretches``, seen at its cutoff): which days it took out of its customers' time and which it
+    kept as the store's rhythm. A run named or gone since (a missing file added, a rhythm seen)
+    means the stored parameters measure another time than tonight's features: refit."""
     cap = int(getattr(config, "max_btyd_fit_customers", 0) or 0)
-    # the cap enters the key only when set, so fits stored before it existed stay valid
+    runs = {}
+    if stretches is not None:
+        runs = {kind: [[gap.start.isoformat(), gap.end.isoformat()] for gap in gaps]
+                for kind, gaps in (("unobserved", stretches.unobserved), ("rhythm", stretches.rhythm)) if gaps}
+    # the cap and the runs enter the key only when there are any, so a store's fits stored before
+    # they existed stay valid
     return config_key({"model": config.btyd_model, "penalizer": config.btyd_penalizer,
-                       "spend_penalizer": config.spend_penalizer, **({"max_fit_customers": cap} if cap else {})})
+                       "spend_penalizer": config.spend_penalizer, **({"max_fit_customers": cap} if cap else {}),
+                       **runs})
+
+
+def btyd_key_at(conn: duckdb.DuckDBPyConnection, config, fit_cutoff: date) -> str:
+    """``btyd_config_key`` of a BTYD fit made at ``fit_cutoff`` on this database's orders."""
+    return btyd_config_key(config, order_stretches(conn, until=fit_cutoff))

@@ -20,6 +20,7 @@ from clv_platform.models import btyd, clv, stored_fits
 from clv_platform.models.clv_assets import BTYD_FIT_COLUMNS, btyd_scores, write_btyd_scores
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE
+from clv_platform.transforms.order_gaps import order_gaps
 from clv_platform_tests.dagster_events import materialization_metadata
 from clv_platform_tests.demo_cache import demo_database
 
@@ -113,6 +114,32 @@ def test_nightly_btyd_scores_reuse_the_stored_fit_and_refit_when_it_is_stale(fea
     forced = _metadata(dg.materialize([btyd_scores], resources=resources,
                                       run_config={"ops": {"ml__btyd_scores": {"config": {"refit": True}}}}))
     assert forced["fit"] == "refitted" and "refit requested" in forced["fit_reason"]
+
+
+def test_a_stored_btyd_fit_is_refitted_when_the_runs_without_orders_it_read_change(features_db, data_env):
+    """The fit read its customers' time with the store's stretches without orders as of its cutoff;
+    a month of orders gone from before that cutoff (or a missing file added) is another time:
+    refit, even the next night. A store without such runs keeps the key it had before runs entered it."""
+    database = data_env / "runs.duckdb"
+    shutil.copy(features_db, database)
+    resources = {"duckdb": DuckDBResource(database=str(database))}
+    config = clv.load_config()
+    with duckdb.connect(str(database)) as conn:
+        cutoff = scoring_cutoff(conn)
+        assert stored_fits.btyd_key_at(conn, config, cutoff) == stored_fits.btyd_config_key(config)
+    assert _metadata(dg.materialize([btyd_scores], resources=resources))["fit"] == "refitted"
+    assert _metadata(dg.materialize([btyd_scores], resources=resources))["fit"] == "reused"
+    hole = (cutoff - timedelta(days=200), cutoff - timedelta(days=170))
+    with duckdb.connect(str(database)) as conn:
+        conn.execute("delete from staging.orders where order_date between ? and ?", list(hole))
+        (gap,) = order_gaps(conn, until=cutoff)
+        assert (gap.start, gap.end) == hole
+    meta = _metadata(dg.materialize([btyd_scores], resources=resources))
+    assert meta["fit"] == "refitted" and "runs without orders the fit read" in meta["fit_reason"]
+    with duckdb.connect(str(database)) as conn:
+        stored = stored_fits.load(conn, stored_fits.BTYD)
+        assert stored.config_key == stored_fits.btyd_key_at(conn, config, cutoff) != stored_fits.btyd_config_key(config)
+    assert _metadata(dg.materialize([btyd_scores], resources=resources))["fit"] == "reused"
 
 
 def _mbgnbd_on_copy(features_db, data_env, name: str):
