@@ -826,6 +826,36 @@ def test_dates_with_month_names_and_compact_dates_are_read(data_env):
     assert rejected == {"names.csv#6": "unparseable order date: 2024031", "names.csv#7": "unparseable order date: 31-Foo-2024"}
 
 
+def test_dates_written_to_the_month_are_the_months_first_day_in_both_readers(data_env, tmp_path):
+    """An accounting export's period or a monthly report dates a row to the month only (`2024-03`,
+    `2024/4`, `05/2024`, `Jun 2024`, `July 2024`): each is its month's first day (they were
+    rejected as unparseable dates, and a whole such file left the store without orders). The
+    backtest's reader gives the same days; a thirteenth month stays unparseable."""
+    from clv_platform.models import datasets
+
+    text = """\
+        customer_id,order_date,amount
+        c1,2024-03,10.00
+        c1,2024/4,11.00
+        c2,05/2024,12.00
+        c2,Jun 2024,13.00
+        c3,July 2024,14.00
+        c3,2024-13,15.00
+        """
+    result, db = _import(data_env, "periods.csv", text)
+    assert result.success
+    _, rejected, _ = _stage(db)
+    with duckdb.connect(str(db)) as conn:
+        days = conn.execute("select customer_id, order_date::varchar from staging.order_history "
+                            "order by order_date").fetchall()
+    assert [day for _, day in days] == ["2024-03-01", "2024-04-01", "2024-05-01", "2024-06-01", "2024-07-01"]
+    assert rejected == {"periods.csv#7": "unparseable order date: 2024-13"}
+    path = tmp_path / "periods.csv"
+    path.write_text(textwrap.dedent(text))
+    loaded = datasets.load_dataset(str(path))
+    assert sorted(loaded.transactions["order_date"].dt.strftime("%Y-%m-%d")) == [day for _, day in days]
+
+
 def test_two_digit_years_are_read_with_their_century(data_env):
     """Etsy's Sold Orders export writes `Sale Date` as `12/31/23` (and Excel's m/d/yy, German
     `31.12.23`): read with %Y the year was 23, and a cast read `1/5/23` as 0001-05-23, so the orders

@@ -126,12 +126,17 @@ create or replace temp macro clv_file_twelve_hour(t, day_first) as
                                               '%B %d, %Y %I:%M %p', '%B %d, %Y %I:%M:%S %p']))
     end;
 -- a date written with its month's English name (`10-Mar-2024`, `10 March 2024`, `Mar 10, 2024`) or
--- as compact yyyymmdd (`20240310`): one reading only, whatever way the file writes slash dates
+-- as compact yyyymmdd (`20240310`): one reading only, whatever way the file writes slash dates; a
+-- date written to the month only (`2024-03`, `2024/3`, `03/2024`, `Mar 2024`, `March 2024`: an
+-- accounting export's period, a monthly report) is its month's first day (it was rejected as
+-- unparseable; the orders then fall on the first of each month, a rhythm, transforms/order_gaps.py)
 create or replace temp macro clv_file_unambiguous_date(t) as coalesce(
     try_strptime(t, ['%d-%b-%Y %H:%M:%S', '%d-%b-%Y %H:%M', '%d-%b-%Y', '%d %b %Y %H:%M:%S', '%d %b %Y %H:%M',
                      '%d %b %Y', '%d %B %Y %H:%M', '%d %B %Y', '%b %d, %Y %H:%M:%S', '%b %d, %Y %H:%M', '%b %d, %Y',
                      '%B %d, %Y %H:%M', '%B %d, %Y', '%d.%m.%Y %H:%M:%S', '%d-%B-%Y %H:%M', '%d-%B-%Y']),
-    case when regexp_matches(t, '^[0-9]{8}$') then try_strptime(t, '%Y%m%d') end);
+    case when regexp_matches(t, '^[0-9]{8}$') then try_strptime(t, '%Y%m%d') end,
+    case when regexp_matches(t, '^[0-9]{4}[-/][0-9]{1,2}$|^[0-9]{1,2}/[0-9]{4}$|^[A-Za-z]{3,9} [0-9]{4}$')
+         then try_strptime(t, ['%Y-%m', '%Y/%m', '%m/%Y', '%b %Y', '%B %Y']) end);
 -- a slash or dot date with a two-digit year (`12/31/23`: Etsy's Sold Orders, Excel's m/d/yy; `31.12.23`),
 -- or a month name's (`31-Dec-23`: Excel's built-in d-mmm-yy, as a CSV saved from it writes it; `31 Dec 23`)
 -- written with its century, 00-68 as 2000-2068 and 69-99 as 1969-1999 (strptime's %y): read with
