@@ -901,8 +901,9 @@ def test_long_dates_with_weekday_names_and_month_name_dates_with_two_digit_years
 def test_more_hand_written_and_regional_date_spellings_are_read(data_env):
     """`Dec 31 2023` (no comma after the day), `20 Dec. 2023` / `Dec. 18, 2023` (an abbreviation's
     dot), `26-December-2023`, the year-first dotted `2023.12.30` (East Asian and Hungarian sheets) and
-    RFC 2822's `Sun, 24 Dec 2023 10:00:00 +0000` were rejected as unparseable order dates. Each has
-    one reading: read, the RFC 2822 one converted to the store's time zone by its offset."""
+    RFC 2822's `Sun, 24 Dec 2023 10:00:00 +0000` were rejected as unparseable order dates, and so were
+    days typed with an ordinal suffix (`March 10th, 2023`, `1st Jan 2023`). Each has one reading:
+    read, the RFC 2822 one converted to the store's time zone by its offset."""
     text = """\
         customer_id,order_id,order_date,amount
         c1,o1,Dec 31 2023,10.00
@@ -913,14 +914,21 @@ def test_more_hand_written_and_regional_date_spellings_are_read(data_env):
         c1,o6,"Dec. 18, 2023",10.00
         c1,o7,Dec 17 2023 10:30 PM,10.00
         c1,o8,2023.12.31x,10.00
+        c1,o9,"March 10th, 2023",10.00
+        c1,o10,1st Jan 2023,10.00
+        c1,o11,Dec 2nd 2023,10.00
+        c1,o12,23rd December 2023,10.00
+        c1,o13,2023-12-3th,10.00
         """
     assert _import(data_env, "spellings.csv", text)[0].success
     _, rejected, _ = _stage(data_env / "clv.duckdb", "America/Los_Angeles")
-    assert rejected == {"spellings.csv#9": "unparseable order date: 2023.12.31x"}
+    assert rejected == {"spellings.csv#9": "unparseable order date: 2023.12.31x",
+                        "spellings.csv#14": "unparseable order date: 2023-12-3th"}
     assert _by_order(data_env / "clv.duckdb") == {
         "o1": "2023-12-31 00:00:00", "o2": "2023-12-30 00:00:00", "o3": "2023-12-24 02:00:00",
         "o4": "2023-12-26 00:00:00", "o5": "2023-12-20 00:00:00", "o6": "2023-12-18 00:00:00",
-        "o7": "2023-12-17 22:30:00"}
+        "o7": "2023-12-17 22:30:00", "o9": "2023-03-10 00:00:00", "o10": "2023-01-01 00:00:00",
+        "o11": "2023-12-02 00:00:00", "o12": "2023-12-23 00:00:00"}
 
 
 def test_times_written_with_utc_or_gmt_are_converted_to_the_store_time_zone(data_env):

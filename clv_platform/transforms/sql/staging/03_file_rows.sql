@@ -152,7 +152,8 @@ create or replace temp macro clv_file_full_year(t) as
          else t end;
 -- an order date's text as the rules below read it: without an English weekday name before it (Excel's
 -- long date `Sunday, December 31, 2023`, `Sun 31 Dec 2023`: a CSV saved from a sheet formatted so
--- writes them); a two-digit year with its century; a d-m-y / m-d-y
+-- writes them); a day's ordinal suffix left out (`March 10th, 2024`, `1st Jan 2024`: dates typed
+-- by hand); a two-digit year with its century; a d-m-y / m-d-y
 -- date written with dashes (`31-12-2023`, `12-31-2023 10:30`) with slashes, so that the file's one
 -- day-first / month-first decision (slash_dates) reads both; a month name's date with a comma before
 -- the time (`Dec 31, 2023, 10:30 PM`, US locales' date formatting) without that comma, and one without
@@ -162,7 +163,8 @@ create or replace temp macro clv_file_full_year(t) as
 -- other spelling of +0000) as the offset +0000
 create or replace temp macro clv_file_date_text(t) as
     regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(clv_file_full_year(
-                                      regexp_replace(trim(t), '^(?i:mon|tue|wed|thu|fri|sat|sun)[a-z]*[.,]?\s+', '')),
+                                      regexp_replace(regexp_replace(trim(t), '^(?i:mon|tue|wed|thu|fri|sat|sun)[a-z]*[.,]?\s+', ''),
+                                                     '(^|\s)([0-9]{1,2})(?i:st|nd|rd|th)([\s,]|$)', '\1\2\3', 'g')),
                                   '^([0-9]{1,2})-([0-9]{1,2})-([0-9]{4})([ T].*)?$', '\1/\2/\3\4'),
                    '^([0-9]{1,2} )?([A-Za-z]{3})[.](\s)', '\1\2\3'),
                    '^([A-Za-z]{3,9}) ([0-9]{1,2}) ([0-9]{4})\b', '\1 \2, \3'),
