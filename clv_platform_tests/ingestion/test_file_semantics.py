@@ -948,6 +948,33 @@ def test_times_written_with_utc_or_gmt_are_converted_to_the_store_time_zone(data
                                                   "plain": "2024-01-01 03:00:00"}
 
 
+def test_times_with_a_zone_name_or_an_hour_offset_are_converted_not_read_as_the_stores_clock(data_env):
+    """`21:15 PST`, `21:15:00 EST` and `T21:15:00-05` were read as the store's own wall clock (a cast
+    to a timestamp drops a zone's name and an hour-only offset), so a Pacific evening order in a New
+    York store fell on the wrong day; JavaScript's `GMT-0800 (Pacific Standard Time)` and Apple's
+    `… at 9:15 PM` were rejected. A slash date with `GMT+1` (whose day order the offset's reading
+    cannot take from the file) stays unparseable, loudly."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,pst,2024-03-10 21:15 PST,10.00
+        c1,est,2024-01-10 21:15:00 EST,11.00
+        c1,hour,2024-03-10T21:15:00-05,12.00
+        c2,js,Sat Mar 09 2024 21:15:00 GMT-0800 (Pacific Standard Time),13.00
+        c2,apple,"March 9, 2024 at 9:15 PM",14.00
+        c2,apple24,9 Mar 2024 at 21:15,15.00
+        c3,iana,2024-03-10 21:15:00 America/Chicago,16.00
+        c3,pm,3/9/2024 9:15 PM,17.00
+        c3,slash,10/03/2024 21:15 GMT+1,18.00
+        """
+    assert _import(data_env, "zones.csv", text)[0].success
+    _, rejected, _ = _stage(data_env / "clv.duckdb", "America/New_York")
+    assert rejected == {"zones.csv#10": "unparseable order date: 10/03/2024 21:15 GMT+1"}
+    assert _by_order(data_env / "clv.duckdb") == {
+        "pst": "2024-03-11 00:15:00", "est": "2024-01-10 21:15:00", "hour": "2024-03-10 22:15:00",
+        "js": "2024-03-10 00:15:00", "apple": "2024-03-09 21:15:00", "apple24": "2024-03-09 21:15:00",
+        "iana": "2024-03-10 22:15:00", "pm": "2024-03-09 21:15:00"}
+
+
 def test_unix_times_and_excel_serials_written_as_text_are_dates(data_env):
     """A database's or an API's export writes an instant as a Unix time (`1704078000` seconds,
     `1704078000000` milliseconds); a CSV saved from a sheet whose date column is formatted General

@@ -161,9 +161,18 @@ create or replace temp macro clv_file_full_year(t) as
 -- `Dec. 20, 2023`); a year-first dotted date (`2023.12.31`, the East Asian and Hungarian habit: one
 -- reading only) with dashes; a time's `GMT` / `UTC` (`Sun, 24 Dec 2023 10:00:00 GMT`, RFC 2822's
 -- other spelling of +0000) as the offset +0000
+-- a time's zone as a cast reads it: JavaScript's `… GMT-0800 (Pacific Standard Time)` without the
+-- zone's name in parentheses, `GMT+1` / `UTC-05:00` as the offsets +0100 / -0500; and a date and its
+-- time joined by `at` (`March 9, 2024 at 9:15 PM`, `9 Mar 2024 at 21:15`: Apple's formatting) without it
+create or replace temp macro clv_file_zone_text(t) as
+    regexp_replace(regexp_replace(regexp_replace(regexp_replace(t,
+        '\s*\([A-Za-z][A-Za-z .]*\)$', ''),
+        '\s*(?:GMT|UTC)([+-])([0-9])$', ' \10\200'),
+        '\s*(?:GMT|UTC)([+-][0-9]{2}):?([0-9]{2})?$', ' \1\2'),
+        '([0-9]{4}),?\s+(?i:at)\s+([0-9])', '\1 \2');
 create or replace temp macro clv_file_date_text(t) as
     regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(clv_file_full_year(
-                                      regexp_replace(regexp_replace(trim(t), '^(?i:mon|tue|wed|thu|fri|sat|sun)[a-z]*[.,]?\s+', ''),
+                                      regexp_replace(regexp_replace(clv_file_zone_text(trim(t)), '^(?i:mon|tue|wed|thu|fri|sat|sun)[a-z]*[.,]?\s+', ''),
                                                      '(^|\s)([0-9]{1,2})(?i:st|nd|rd|th)([\s,]|$)', '\1\2\3', 'g')),
                                   '^([0-9]{1,2})-([0-9]{1,2})-([0-9]{4})([ T].*)?$', '\1/\2/\3\4'),
                    '^([0-9]{1,2} )?([A-Za-z]{3})[.](\s)', '\1\2\3'),
@@ -304,9 +313,14 @@ keyed as (
         clv_file_date_text(case when f.file_format = 'shopify_table'
                                 then coalesce(nullif(trim(f.order_date), ''), f.layout_fields ->> 'created_at')
                                 else f.order_date end) as date_text,
-        -- an offset after a time of day (`21:15:00-05:00`, `T21:15Z`, `10:00:00 GMT` as date_text writes
-        -- it): not the year of `10-Mar-2024`
-        regexp_matches(date_text, '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}:?[0-9]{2})$')
+        -- an offset after a time of day (`21:15:00-05:00`, `T21:15-05`, `T21:15Z`, `10:00:00 GMT` as
+        -- date_text writes it): not the year of `10-Mar-2024`
+        regexp_matches(date_text, '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s*(Z|[+-][0-9]{2}(:?[0-9]{2})?)$')
+            -- or a zone's name (`21:15:00 EST`, `21:15 America/Chicago`), not a 12-hour clock's AM / PM:
+            -- read as the wall clock it was (the zone dropped), a PST evening was the next day's in
+            -- New York; a name no cast knows makes the date unparseable, not silently shifted
+            or (regexp_matches(date_text, '[0-9]:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?\s+[A-Za-z][A-Za-z_]*(/[A-Za-z_]+)*$')
+                and not regexp_matches(date_text, '[0-9]\s*(?i:[ap]\.?m\.?)$'))
             -- a Unix time (read below) is an instant too
             or clv_file_unix_time(date_text) as has_offset,
         -- the order-date header says its times are UTC (Stripe's `Created (UTC)`; file_import.py)
@@ -437,8 +451,9 @@ typed as (
             -- `24 Dec 2023 10:00:00 +0000` (RFC 2822, e-mail and some APIs' dates, weekday and GMT read
             -- above) is no cast's text: read with its offset (%z)
             when has_offset then timezone($store_timezone, coalesce(try_cast(
-                regexp_replace(date_text, '\s+(Z|[+-][0-9]{2}:?[0-9]{2})$', '\1') as timestamptz),
-                try_strptime(date_text, ['%d %b %Y %H:%M:%S %z', '%d %b %Y %H:%M %z'])))
+                regexp_replace(date_text, '\s+(Z|[+-][0-9]{2}(:?[0-9]{2})?)$', '\1') as timestamptz),
+                try_strptime(date_text, ['%d %b %Y %H:%M:%S %z', '%d %b %Y %H:%M %z', '%b %d, %Y %H:%M:%S %z',
+                                         '%b %d, %Y %H:%M %z', '%B %d, %Y %H:%M:%S %z', '%B %d, %Y %H:%M %z'])))
             -- a day-first file, or a row of a contradictory one whose first field can only be a day
             when s.day_first_seen and (not s.month_first_seen
                                        or try_cast(regexp_extract(date_text, '^([0-9]{1,2})/', 1) as integer) > 12)
