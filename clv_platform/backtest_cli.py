@@ -124,11 +124,11 @@ def run_backtest(
         # the p_alive production would serve at the calibration end: the stages and the served CLV read it
         reconciled = reconciled_alive(run, npd)
         result["npd"] = backtest.json_safe({"models": npd["models"], "training_window": npd.get("training_window"),
-                                         "btyd_timing": npd.get("btyd_timing"),
-                                         "served": {**served, "holdout": npd["served"]["metrics"]},
-                                         "p_alive": restage(run, npd, result, reconciled),
-                                         "served_clv_reconciled": served_reconciled(
-                                             run, reconciled, ml.trained[clv.HYBRID].model.serves_btyd)})
+                                            "btyd_timing": npd.get("btyd_timing"),
+                                            "served": {**served, "holdout": npd["served"]["metrics"]},
+                                            "p_alive": restage(run, npd, result, reconciled),
+                                            "served_clv_reconciled": served_reconciled(
+                                                run, reconciled, ml.trained[clv.HYBRID].model.serves_btyd)})
     if coverage_windows > 0:
         # the store-total interval over several windows: one window cannot tell noise from bias.
         # Holdouts of COVERAGE_WINDOW_DAYS so that earlier windows' errors are known at later
@@ -243,7 +243,7 @@ def restage(run, npd: dict, result: dict, reconciled: np.ndarray | None) -> str:
     # the same model columns as the per-stage errors before, in their order
     columns = list(dict.fromkeys(m for block in result["per_stage"].values() for m in block if m in frame.columns))
     result["per_stage"] = backtest.json_safe(run.restage(served, columns,
-                                                      npd["served_p_purchase"].reindex(ids).to_numpy(dtype=float)))
+                                                         npd["served_p_purchase"].reindex(ids).to_numpy(dtype=float)))
     return f"{said}; per_stage uses it and the served model's P({clv.ALIVE_EVIDENCE_DAYS} d) for the cadence test"
 
 
