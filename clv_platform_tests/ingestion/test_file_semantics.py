@@ -952,8 +952,8 @@ def test_times_with_a_zone_name_or_an_hour_offset_are_converted_not_read_as_the_
     """`21:15 PST`, `21:15:00 EST` and `T21:15:00-05` were read as the store's own wall clock (a cast
     to a timestamp drops a zone's name and an hour-only offset), so a Pacific evening order in a New
     York store fell on the wrong day; JavaScript's `GMT-0800 (Pacific Standard Time)` and Apple's
-    `… at 9:15 PM` were rejected. A slash date with `GMT+1` (whose day order the offset's reading
-    cannot take from the file) stays unparseable, loudly."""
+    `… at 9:15 PM` were rejected, and so was a slash date with an offset (`10/03/2024 21:15 GMT+1`),
+    now read in the file's own day order (month-first here, day-first in a file that shows it)."""
     text = """\
         customer_id,order_id,order_date,amount
         c1,pst,2024-03-10 21:15 PST,10.00
@@ -968,11 +968,23 @@ def test_times_with_a_zone_name_or_an_hour_offset_are_converted_not_read_as_the_
         """
     assert _import(data_env, "zones.csv", text)[0].success
     _, rejected, _ = _stage(data_env / "clv.duckdb", "America/New_York")
-    assert rejected == {"zones.csv#10": "unparseable order date: 10/03/2024 21:15 GMT+1"}
+    assert rejected == {}
     assert _by_order(data_env / "clv.duckdb") == {
         "pst": "2024-03-11 00:15:00", "est": "2024-01-10 21:15:00", "hour": "2024-03-10 22:15:00",
         "js": "2024-03-10 00:15:00", "apple": "2024-03-09 21:15:00", "apple24": "2024-03-09 21:15:00",
-        "iana": "2024-03-10 22:15:00", "pm": "2024-03-09 21:15:00"}
+        "iana": "2024-03-10 22:15:00", "pm": "2024-03-09 21:15:00", "slash": "2024-10-03 16:15:00"}
+
+
+def test_a_day_first_files_slash_dates_with_an_offset_are_read_day_first(data_env):
+    text = """\
+        customer_id,order_id,order_date,amount
+        c4,uk,31/12/2023 21:15:00 +0100,19.00
+        c4,uk2,05/01/2024 10:00 +00:00,20.00
+        """
+    assert _import(data_env, "zones_uk.csv", text)[0].success
+    _, rejected, _ = _stage(data_env / "clv.duckdb", "America/New_York")
+    assert rejected == {}
+    assert _by_order(data_env / "clv.duckdb") == {"uk": "2023-12-31 15:15:00", "uk2": "2024-01-05 05:00:00"}
 
 
 def test_unix_times_and_excel_serials_written_as_text_are_dates(data_env):

@@ -450,10 +450,16 @@ typed as (
             -- as `…21:15:00-0500`; a cast of it as written failed, and the row was an unparseable date
             -- `24 Dec 2023 10:00:00 +0000` (RFC 2822, e-mail and some APIs' dates, weekday and GMT read
             -- above) is no cast's text: read with its offset (%z)
+            -- a slash date with an offset (`03/10/2024 21:15:00 +05:30`, `10/03/2024 21:15 GMT+1`) in
+            -- the file's own day order, as the rule below reads one without
             when has_offset then timezone($store_timezone, coalesce(try_cast(
                 regexp_replace(date_text, '\s+(Z|[+-][0-9]{2}(:?[0-9]{2})?)$', '\1') as timestamptz),
                 try_strptime(date_text, ['%d %b %Y %H:%M:%S %z', '%d %b %Y %H:%M %z', '%b %d, %Y %H:%M:%S %z',
-                                         '%b %d, %Y %H:%M %z', '%B %d, %Y %H:%M:%S %z', '%B %d, %Y %H:%M %z'])))
+                                         '%b %d, %Y %H:%M %z', '%B %d, %Y %H:%M:%S %z', '%B %d, %Y %H:%M %z']),
+                case when s.day_first_seen and (not s.month_first_seen
+                                                or try_cast(regexp_extract(date_text, '^([0-9]{1,2})/', 1) as integer) > 12)
+                     then try_strptime(date_text, ['%d/%m/%Y %H:%M:%S %z', '%d/%m/%Y %H:%M %z'])
+                     else try_strptime(date_text, ['%m/%d/%Y %H:%M:%S %z', '%m/%d/%Y %H:%M %z']) end))
             -- a day-first file, or a row of a contradictory one whose first field can only be a day
             when s.day_first_seen and (not s.month_first_seen
                                        or try_cast(regexp_extract(date_text, '^([0-9]{1,2})/', 1) as integer) > 12)
