@@ -122,8 +122,11 @@ class Stretches:
         if not self.rhythm:
             return ""
         lengths = [gap.days for gap in self.rhythm]
-        spacing = np.diff([gap.start.toordinal() for gap in self.rhythm])
-        every = (f", one every {int(spacing.min())}-{int(spacing.max())} days" if spacing.min() != spacing.max()
+        # spacings of neighbouring rhythm runs only: a named run between two (a missing month) is no cycle
+        spacing = np.array([b.start.toordinal() - a.start.toordinal() for a, b in zip(self.rhythm, self.rhythm[1:])
+                            if not any(a.start < gap.start < b.start for gap in self.unobserved)] or [0])
+        every = ("" if spacing.max() == 0 else
+                 f", one every {int(spacing.min())}-{int(spacing.max())} days" if spacing.min() != spacing.max()
                  else f", one every {int(spacing.min())} days")
         return (f"{len(self.rhythm)} runs of {min(lengths)}-{max(lengths)} days without orders recur from "
                 f"{self.rhythm[0].start} to {self.rhythm[-1].end}{every}: the store's own rhythm (orders on a few "

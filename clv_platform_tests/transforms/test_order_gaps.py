@@ -132,6 +132,8 @@ def test_a_month_missing_from_a_monthly_rhythm_is_still_named():
     stretches = order_stretches(conn)
     assert [(g.start, g.end, g.days) for g in stretches.unobserved] == [(date(2024, 6, 4), date(2024, 7, 31), 58)]
     assert len(stretches.rhythm) == 11
+    # the cycle is told from neighbouring rhythm runs, not across the missing month (May to August: 92 days)
+    assert "one every 29-31 days" in stretches.describe_rhythm()
 
 
 def test_drops_at_irregular_spacings_are_a_rhythm_when_the_runs_hold_most_of_the_history():
