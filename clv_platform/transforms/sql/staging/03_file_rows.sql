@@ -137,6 +137,10 @@ create or replace temp macro clv_file_unambiguous_date(t) as coalesce(
     case when regexp_matches(t, '^[0-9]{8}$') then try_strptime(t, '%Y%m%d') end,
     case when regexp_matches(t, '^[0-9]{4}[-/][0-9]{1,2}$|^[0-9]{1,2}/[0-9]{4}$|^[A-Za-z]{3,9} [0-9]{4}$')
          then try_strptime(t, ['%Y-%m', '%Y/%m', '%m/%Y', '%b %Y', '%B %Y']) end);
+-- whether a slash date reads day-first: a day-first file, or a row of a contradictory one whose
+-- first field can only be a day (the file's decision: slash_dates below)
+create or replace temp macro clv_file_reads_day_first(t, day_first_seen, month_first_seen) as
+    day_first_seen and (not month_first_seen or try_cast(regexp_extract(t, '^([0-9]{1,2})/', 1) as integer) > 12);
 -- a slash or dot date with a two-digit year (`12/31/23`: Etsy's Sold Orders, Excel's m/d/yy; `31.12.23`),
 -- or a month name's (`31-Dec-23`: Excel's built-in d-mmm-yy, as a CSV saved from it writes it; `31 Dec 23`)
 -- written with its century, 00-68 as 2000-2068 and 69-99 as 1969-1999 (strptime's %y): read with
@@ -456,13 +460,10 @@ typed as (
                 regexp_replace(date_text, '\s+(Z|[+-][0-9]{2}(:?[0-9]{2})?)$', '\1') as timestamptz),
                 try_strptime(date_text, ['%d %b %Y %H:%M:%S %z', '%d %b %Y %H:%M %z', '%b %d, %Y %H:%M:%S %z',
                                          '%b %d, %Y %H:%M %z', '%B %d, %Y %H:%M:%S %z', '%B %d, %Y %H:%M %z']),
-                case when s.day_first_seen and (not s.month_first_seen
-                                                or try_cast(regexp_extract(date_text, '^([0-9]{1,2})/', 1) as integer) > 12)
+                case when clv_file_reads_day_first(date_text, s.day_first_seen, s.month_first_seen)
                      then try_strptime(date_text, ['%d/%m/%Y %H:%M:%S %z', '%d/%m/%Y %H:%M %z'])
                      else try_strptime(date_text, ['%m/%d/%Y %H:%M:%S %z', '%m/%d/%Y %H:%M %z']) end))
-            -- a day-first file, or a row of a contradictory one whose first field can only be a day
-            when s.day_first_seen and (not s.month_first_seen
-                                       or try_cast(regexp_extract(date_text, '^([0-9]{1,2})/', 1) as integer) > 12)
+            when clv_file_reads_day_first(date_text, s.day_first_seen, s.month_first_seen)
                 then coalesce(
                     clv_file_twelve_hour(date_text, true),
                     try_strptime(date_text, '%d/%m/%Y %H:%M'),
