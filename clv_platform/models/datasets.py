@@ -272,8 +272,12 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     bare = bare.where(~bare.str.match(r"^[-+]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?$"), bare.str.replace(",", ""))
     amount = pd.to_numeric(bare.replace("", None), errors="coerce").astype(float)
     unread = order_date.isna() & (date_text != "")
+    # a time in ISO 8601's basic format (`20240309T211500Z`, `20240309T2115-0500`) parses here, but its
+    # offset has no colon for _TIME_WITH_OFFSET to see, so it was read as the store's wall clock (a
+    # day late west of UTC): the files import converts it
+    unread |= date_text.str.match(r"^[0-9]{8}[T ]?[0-9]{4}")
     if unread.any():  # the files import reads the other spellings (and says which it cannot): one reader of dates
-        raise NotPlainTransactions(f"{path}: order_date {date_text[unread].iloc[0]!r} is not ISO 8601")
+        raise NotPlainTransactions(f"{path}: order_date {date_text[unread].iloc[0]!r} is not ISO 8601's extended format")
     written = raw["amount"].str.strip() != ""
     if written.any() and amount[written].isna().mean() > 0.5:  # a format (`"10,50"`), not a stray bad cell
         raise NotPlainTransactions(f"{path}: most amounts are not decimal-point numbers "

@@ -987,6 +987,57 @@ def test_a_day_first_files_slash_dates_with_an_offset_are_read_day_first(data_en
     assert _by_order(data_env / "clv.duckdb") == {"uk": "2023-12-31 15:15:00", "uk2": "2024-01-05 05:00:00"}
 
 
+def test_a_comma_before_the_time_iso_basic_format_and_month_names_with_any_clock_are_read(data_env):
+    """JavaScript's toLocaleString (`3/9/2024, 9:15:00 PM` in the US, `9.3.2024, 21:15:00` in
+    Germany), a month name's date with a comma or a 12-hour clock (`9 Mar 2024, 21:15`,
+    `9-Mar-2024 9:15 PM`), a full month name with seconds (`9 March 2024 21:15:00`), ISO 8601's basic
+    format (`20240309T211500Z`) and its decimal comma (`21:15:00,250`) were all rejected as
+    unparseable dates: a web app's whole export of the first kind could not be imported."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,us,"3/9/2024, 9:15:00 PM",10.00
+        c1,us24,"3/9/2024, 21:15:00",11.00
+        c1,usshort,"3/9/24, 9:15 PM",12.00
+        c1,de,"9.3.2024, 21:15:00",13.00
+        c2,isocomma,"2024-03-09, 21:15",14.00
+        c2,name,"9 Mar 2024, 21:15",15.00
+        c2,name12,9-Mar-2024 9:15 PM,16.00
+        c2,full,9 March 2024 21:15:00,17.00
+        c3,fullus,"March 9, 2024 21:15:00",18.00
+        c3,slash12,2024/03/09 9:15 PM,19.00
+        c3,basic,20240309T211500Z,20.00
+        c3,basicoffset,20240309T2115-0500,21.00
+        c4,basicspace,20240309 211500,22.00
+        c4,fraction,"2024-03-09 21:15:00,250",23.00
+        c4,rfc,"Sat, 09 Mar 2024 21:15:00 GMT",24.00
+        c4,unix,Sat Mar 9 21:15:00 UTC 2024,25.00
+        """
+    assert _import(data_env, "clocks.csv", text)[0].success
+    _, rejected, _ = _stage(data_env / "clv.duckdb", "America/New_York")
+    # the Unix `date` command's order (the year after the zone) stays unread, and says so
+    assert rejected == {"clocks.csv#17": "unparseable order date: Sat Mar 9 21:15:00 UTC 2024"}
+    wall = "2024-03-09 21:15:00"
+    assert _by_order(data_env / "clv.duckdb") == {
+        "us": wall, "us24": wall, "usshort": wall, "de": wall, "isocomma": wall, "name": wall, "name12": wall,
+        "full": wall, "fullus": wall, "slash12": wall, "basicoffset": wall, "basicspace": wall,
+        # 21:15 UTC is 16:15 in New York (EST: the clocks change on the 10th)
+        "basic": "2024-03-09 16:15:00", "rfc": "2024-03-09 16:15:00", "fraction": "2024-03-09 21:15:00.250000"}
+
+
+def test_a_day_first_files_dates_with_a_comma_before_the_time_are_read_day_first(data_env):
+    """`13/03/2024, 21:15:00` (toLocaleString in a British locale) in a file whose dates are
+    day-first."""
+    text = """\
+        customer_id,order_id,order_date,amount
+        c1,gb,"13/03/2024, 21:15:00",10.00
+        c1,gb2,"05/04/2024, 09:30:00",11.00
+        """
+    assert _import(data_env, "clocks_gb.csv", text)[0].success
+    _, rejected, _ = _stage(data_env / "clv.duckdb", "Europe/London")
+    assert rejected == {}
+    assert _by_order(data_env / "clv.duckdb") == {"gb": "2024-03-13 21:15:00", "gb2": "2024-04-05 09:30:00"}
+
+
 def test_unix_times_and_excel_serials_written_as_text_are_dates(data_env):
     """A database's or an API's export writes an instant as a Unix time (`1704078000` seconds,
     `1704078000000` milliseconds); a CSV saved from a sheet whose date column is formatted General

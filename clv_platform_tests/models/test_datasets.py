@@ -376,3 +376,21 @@ def test_a_time_with_an_offset_falls_on_the_store_calendar_day_in_both_readers(t
                                                                                   "2024-01-01"]
     assert loaded.transactions["customer_id"].tolist() == ["a", "b", "c"]  # the plain reader
 
+
+
+def test_a_time_in_iso_basic_format_falls_on_the_store_calendar_day(tmp_path, monkeypatch):
+    """`20240101T030000Z` and `20240101T0300-0500` parse as ISO 8601, but the plain reader saw no
+    offset in them (it looks for one after `hh:mm`) and took the UTC day: 1 January for an order of
+    New Year's Eve in Los Angeles, and 1 January for one of 31 December written with its own offset.
+    Such a file goes through the files import, which converts both."""
+    monkeypatch.setenv("CLV_STORE_TIMEZONE", "America/Los_Angeles")
+    monkeypatch.setenv("CLV_DATA_DIR", str(tmp_path / "data"))
+    path = tmp_path / "orders.csv"
+    path.write_text("customer_id,order_date,amount\na,20240101T030000Z,10\nb,20231231T2230-0500,20\n"
+                    "c,2024-01-01 12:00:00,5\n")
+    with pytest.raises(datasets.NotPlainTransactions, match="20240101T030000Z"):
+        datasets.read_transactions_csv(path)
+    loaded = datasets.load_dataset(path)
+    by_customer = dict(zip(loaded.transactions["customer_id"].str.split(":").str[-1],
+                           loaded.transactions["order_date"].dt.strftime("%Y-%m-%d")))
+    assert by_customer == {"a": "2023-12-31", "b": "2023-12-31", "c": "2024-01-01"}

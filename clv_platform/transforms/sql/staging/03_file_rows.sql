@@ -121,9 +121,12 @@ create or replace temp macro clv_file_twelve_hour(t, day_first) as
         -- only a slash date's field order depends on the file
         case when day_first then try_strptime(clv_file_clock_text(t), ['%d/%m/%Y %I:%M %p', '%d/%m/%Y %I:%M:%S %p'])
              else try_strptime(clv_file_clock_text(t), ['%m/%d/%Y %I:%M %p', '%m/%d/%Y %I:%M:%S %p']) end,
-        try_strptime(clv_file_clock_text(t), ['%Y-%m-%d %I:%M:%S %p', '%Y-%m-%d %I:%M %p', '%d.%m.%Y %I:%M %p',
-                                              '%d.%m.%Y %I:%M:%S %p', '%b %d, %Y %I:%M %p', '%b %d, %Y %I:%M:%S %p',
-                                              '%B %d, %Y %I:%M %p', '%B %d, %Y %I:%M:%S %p']))
+        try_strptime(clv_file_clock_text(t), ['%Y-%m-%d %I:%M:%S %p', '%Y-%m-%d %I:%M %p', '%Y/%m/%d %I:%M:%S %p',
+                                              '%Y/%m/%d %I:%M %p', '%d.%m.%Y %I:%M %p', '%d.%m.%Y %I:%M:%S %p',
+                                              '%b %d, %Y %I:%M %p', '%b %d, %Y %I:%M:%S %p', '%B %d, %Y %I:%M %p',
+                                              '%B %d, %Y %I:%M:%S %p', '%d %b %Y %I:%M %p', '%d %b %Y %I:%M:%S %p',
+                                              '%d %B %Y %I:%M %p', '%d %B %Y %I:%M:%S %p', '%d-%b-%Y %I:%M %p',
+                                              '%d-%b-%Y %I:%M:%S %p', '%d-%B-%Y %I:%M %p', '%d-%B-%Y %I:%M:%S %p']))
     end;
 -- a date written with its month's English name (`10-Mar-2024`, `10 March 2024`, `Mar 10, 2024`) or
 -- as compact yyyymmdd (`20240310`): one reading only, whatever way the file writes slash dates; a
@@ -131,9 +134,12 @@ create or replace temp macro clv_file_twelve_hour(t, day_first) as
 -- accounting export's period, a monthly report) is its month's first day (it was rejected as
 -- unparseable; the orders then fall on the first of each month, a rhythm, transforms/order_gaps.py)
 create or replace temp macro clv_file_unambiguous_date(t) as coalesce(
-    try_strptime(t, ['%d-%b-%Y %H:%M:%S', '%d-%b-%Y %H:%M', '%d-%b-%Y', '%d %b %Y %H:%M:%S', '%d %b %Y %H:%M',
-                     '%d %b %Y', '%d %B %Y %H:%M', '%d %B %Y', '%b %d, %Y %H:%M:%S', '%b %d, %Y %H:%M', '%b %d, %Y',
-                     '%B %d, %Y %H:%M', '%B %d, %Y', '%d.%m.%Y %H:%M:%S', '%d-%B-%Y %H:%M', '%d-%B-%Y']),
+    -- each way of writing the date with each clock: a day's month named short or in full, with or without
+    -- the time's seconds (`10 March 2024 21:15:00` and `March 10, 2024 21:15:00` were rejected)
+    try_strptime(t, ['%d-%b-%Y %H:%M:%S', '%d-%b-%Y %H:%M', '%d-%b-%Y', '%d-%B-%Y %H:%M:%S', '%d-%B-%Y %H:%M',
+                     '%d-%B-%Y', '%d %b %Y %H:%M:%S', '%d %b %Y %H:%M', '%d %b %Y', '%d %B %Y %H:%M:%S',
+                     '%d %B %Y %H:%M', '%d %B %Y', '%b %d, %Y %H:%M:%S', '%b %d, %Y %H:%M', '%b %d, %Y',
+                     '%B %d, %Y %H:%M:%S', '%B %d, %Y %H:%M', '%B %d, %Y', '%d.%m.%Y %H:%M:%S']),
     case when regexp_matches(t, '^[0-9]{8}$') then try_strptime(t, '%Y%m%d') end,
     case when regexp_matches(t, '^[0-9]{4}[-/][0-9]{1,2}$|^[0-9]{1,2}/[0-9]{4}$|^[A-Za-z]{3,9} [0-9]{4}$')
          then try_strptime(t, ['%Y-%m', '%Y/%m', '%m/%Y', '%b %Y', '%B %Y']) end);
@@ -154,34 +160,45 @@ create or replace temp macro clv_file_full_year(t) as
               || case when cast(clv_file_two_digit_year_parts(t).year as integer) < 69 then '20' else '19' end
               || clv_file_two_digit_year_parts(t).year || clv_file_two_digit_year_parts(t).tail
          else t end;
+-- a time's zone as a cast reads it: JavaScript's `… GMT-0800 (Pacific Standard Time)` without the
+-- zone's name in parentheses, `GMT+1` / `UTC-05:00` as the offsets +0100 / -0500
+create or replace temp macro clv_file_zone_text(t) as
+    regexp_replace(regexp_replace(regexp_replace(t,
+        '\s*\([A-Za-z][A-Za-z .]*\)$', ''),
+        '\s*(?:GMT|UTC)([+-])([0-9])$', ' \10\200'),
+        '\s*(?:GMT|UTC)([+-][0-9]{2}):?([0-9]{2})?$', ' \1\2');
+-- a date and its time joined as a cast reads them: by a space, not by `at` (`March 9, 2024 at 9:15 PM`,
+-- `9 Mar 2024 at 21:15`: Apple's formatting) or a comma (`3/9/2024, 9:15:00 PM`, `09/03/2024, 21:15:00`,
+-- `9.3.2024, 21:15:00`: JavaScript's toLocaleString in the US, British and German locales, the
+-- timestamps of many web apps' exports; `Dec 31, 2023, 10:30 PM`); ISO 8601's basic format
+-- (`20240309T211500Z`, `20240309 211500`, `20240309T2115-0500`: iCalendar, some APIs and loggers) in
+-- its extended one; and a decimal comma in the seconds (`21:15:00,250`: ISO 8601 allows it, Python's
+-- logging writes it) as a point
+create or replace temp macro clv_file_clock_joined(t) as
+    regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(t,
+        '([0-9]{4}),?\s+(?i:at)\s+([0-9])', '\1 \2'),
+        '([0-9]),\s*([0-9]{1,2}:[0-9]{2})', '\1 \2'),
+        '^([0-9]{4})([01][0-9])([0-3][0-9])[T ]?([0-2][0-9])([0-5][0-9])([0-5][0-9])([.,][0-9]+)?(Z|[+-][0-9]{2}:?[0-9]{2})?$',
+        '\1-\2-\3T\4:\5:\6\7\8'),
+        '^([0-9]{4})([01][0-9])([0-3][0-9])T([0-2][0-9])([0-5][0-9])(Z|[+-][0-9]{2}:?[0-9]{2})?$', '\1-\2-\3T\4:\5\6'),
+        '([0-9]:[0-9]{2}:[0-9]{2}),([0-9]+)', '\1.\2');
 -- an order date's text as the rules below read it: without an English weekday name before it (Excel's
 -- long date `Sunday, December 31, 2023`, `Sun 31 Dec 2023`: a CSV saved from a sheet formatted so
 -- writes them); a day's ordinal suffix left out (`March 10th, 2024`, `1st Jan 2024`: dates typed
 -- by hand); a two-digit year with its century; a d-m-y / m-d-y
 -- date written with dashes (`31-12-2023`, `12-31-2023 10:30`) with slashes, so that the file's one
--- day-first / month-first decision (slash_dates) reads both; a month name's date with a comma before
--- the time (`Dec 31, 2023, 10:30 PM`, US locales' date formatting) without that comma, and one without
--- the comma after its day (`Dec 31 2023`) with it; an abbreviated month's dot left out (`20 Dec. 2023`,
+-- day-first / month-first decision (slash_dates) reads both; a month name's date without the comma
+-- after its day (`Dec 31 2023`) with it; an abbreviated month's dot left out (`20 Dec. 2023`,
 -- `Dec. 20, 2023`); a year-first dotted date (`2023.12.31`, the East Asian and Hungarian habit: one
 -- reading only) with dashes; a time's `GMT` / `UTC` (`Sun, 24 Dec 2023 10:00:00 GMT`, RFC 2822's
 -- other spelling of +0000) as the offset +0000
--- a time's zone as a cast reads it: JavaScript's `… GMT-0800 (Pacific Standard Time)` without the
--- zone's name in parentheses, `GMT+1` / `UTC-05:00` as the offsets +0100 / -0500; and a date and its
--- time joined by `at` (`March 9, 2024 at 9:15 PM`, `9 Mar 2024 at 21:15`: Apple's formatting) without it
-create or replace temp macro clv_file_zone_text(t) as
-    regexp_replace(regexp_replace(regexp_replace(regexp_replace(t,
-        '\s*\([A-Za-z][A-Za-z .]*\)$', ''),
-        '\s*(?:GMT|UTC)([+-])([0-9])$', ' \10\200'),
-        '\s*(?:GMT|UTC)([+-][0-9]{2}):?([0-9]{2})?$', ' \1\2'),
-        '([0-9]{4}),?\s+(?i:at)\s+([0-9])', '\1 \2');
 create or replace temp macro clv_file_date_text(t) as
-    regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(clv_file_full_year(
-                                      regexp_replace(regexp_replace(clv_file_zone_text(trim(t)), '^(?i:mon|tue|wed|thu|fri|sat|sun)[a-z]*[.,]?\s+', ''),
+    regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(clv_file_full_year(
+                                      regexp_replace(regexp_replace(clv_file_zone_text(clv_file_clock_joined(trim(t))), '^(?i:mon|tue|wed|thu|fri|sat|sun)[a-z]*[.,]?\s+', ''),
                                                      '(^|\s)([0-9]{1,2})(?i:st|nd|rd|th)([\s,]|$)', '\1\2\3', 'g')),
                                   '^([0-9]{1,2})-([0-9]{1,2})-([0-9]{4})([ T].*)?$', '\1/\2/\3\4'),
                    '^([0-9]{1,2} )?([A-Za-z]{3})[.](\s)', '\1\2\3'),
                    '^([A-Za-z]{3,9}) ([0-9]{1,2}) ([0-9]{4})\b', '\1 \2, \3'),
-                   '^([A-Za-z]+ [0-9]{1,2}, [0-9]{4}),\s*', '\1 '),
                    '^([0-9]{4})[.]([0-9]{1,2})[.]([0-9]{1,2})\b', '\1-\2-\3'),
                    '([0-9]:[0-9]{2}(:[0-9]{2})?)\s*(GMT|UTC)$', '\1 +0000');
 -- a number's text without its currency: symbols (`$ £ € ¥ ₹`, `R$` and other letters before a `$`) and
@@ -458,8 +475,9 @@ typed as (
             -- the file's own day order, as the rule below reads one without
             when has_offset then timezone($store_timezone, coalesce(try_cast(
                 regexp_replace(date_text, '\s+(Z|[+-][0-9]{2}(:?[0-9]{2})?)$', '\1') as timestamptz),
-                try_strptime(date_text, ['%d %b %Y %H:%M:%S %z', '%d %b %Y %H:%M %z', '%b %d, %Y %H:%M:%S %z',
-                                         '%b %d, %Y %H:%M %z', '%B %d, %Y %H:%M:%S %z', '%B %d, %Y %H:%M %z']),
+                try_strptime(date_text, ['%d %b %Y %H:%M:%S %z', '%d %b %Y %H:%M %z', '%d %B %Y %H:%M:%S %z',
+                                         '%d %B %Y %H:%M %z', '%b %d, %Y %H:%M:%S %z', '%b %d, %Y %H:%M %z',
+                                         '%B %d, %Y %H:%M:%S %z', '%B %d, %Y %H:%M %z']),
                 case when clv_file_reads_day_first(date_text, s.day_first_seen, s.month_first_seen)
                      then try_strptime(date_text, ['%d/%m/%Y %H:%M:%S %z', '%d/%m/%Y %H:%M %z'])
                      else try_strptime(date_text, ['%m/%d/%Y %H:%M:%S %z', '%m/%d/%Y %H:%M %z']) end))
