@@ -248,6 +248,10 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     missing = [c for c in TRANSACTION_COLUMNS if c not in raw.columns]
     if missing:
         raise NotPlainTransactions(f"{path}: missing columns {missing}; expected {TRANSACTION_COLUMNS}")
+    for column in TRANSACTION_COLUMNS:  # `="00123"`: Excel's text wrapper, read as the import reads it (clv_file_cell)
+        wrapped = raw[column].str.startswith('="') & raw[column].str.endswith('"') & (raw[column].str.len() >= 3)
+        if wrapped.any():
+            raw.loc[wrapped, column] = raw.loc[wrapped, column].str[2:-1].str.replace('""', '"')
     judged = [c for c in raw.columns if normalize_header(c) in (*STATUS_HEADERS, *REFUNDED_HEADERS)]
     if judged:  # the import rejects cancelled orders and subtracts refunds; the plain reader would count them
         raise NotPlainTransactions(f"{path}: a column the files import reads ({', '.join(map(str, judged))})")

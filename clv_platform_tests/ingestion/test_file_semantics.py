@@ -1038,6 +1038,28 @@ def test_a_day_first_files_dates_with_a_comma_before_the_time_are_read_day_first
     assert _by_order(data_env / "clv.duckdb") == {"gb": "2024-03-13 21:15:00", "gb2": "2024-04-05 09:30:00"}
 
 
+def test_cells_wrapped_as_excel_text_are_read_as_their_text(data_env):
+    """`="00123"` is how ERP and bank exports keep an id's leading zeros (or a date or an amount as
+    text) for Excel: the id was the customer `="00123"`, apart from `00123` in the store's other file,
+    and the wrapped date and amount were unparseable."""
+    wrapped = "\n".join(['customer_id,order_id,order_date,amount',
+                         '"=""00123""","=""A-1""","=""2024-03-10""","=""20.00"""',
+                         '"=""00123""",A-2,2024-03-11,"=""1,250.50"""', ''])
+    plain = """\
+        customer_id,order_id,order_date,amount
+        00123,B-1,2024-03-12,5.00
+        """
+    assert _import(data_env, "wrapped.csv", wrapped)[0].success
+    assert _import(data_env, "plain.csv", plain)[0].success
+    _, rejected, orders = _stage(data_env / "clv.duckdb")
+    assert rejected == {}
+    assert orders == {"import:A-1": 20.0, "import:A-2": 1250.5, "import:B-1": 5.0}
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        assert conn.execute("select distinct customer_id from staging.orders").fetchall() == [("import:00123",)]
+        assert str(conn.execute("select order_date from staging.orders where order_id = 'import:A-1'").fetchone()[0]) \
+            == "2024-03-10"
+
+
 def test_unix_times_and_excel_serials_written_as_text_are_dates(data_env):
     """A database's or an API's export writes an instant as a Unix time (`1704078000` seconds,
     `1704078000000` milliseconds); a CSV saved from a sheet whose date column is formatted General

@@ -394,3 +394,14 @@ def test_a_time_in_iso_basic_format_falls_on_the_store_calendar_day(tmp_path, mo
     by_customer = dict(zip(loaded.transactions["customer_id"].str.split(":").str[-1],
                            loaded.transactions["order_date"].dt.strftime("%Y-%m-%d")))
     assert by_customer == {"a": "2023-12-31", "b": "2023-12-31", "c": "2024-01-01"}
+
+
+def test_an_id_wrapped_as_excel_text_is_the_plain_id_in_the_plain_reader(tmp_path):
+    """`="00123"` (Excel's text wrapper) is the id `00123`, as the files import reads it; a wrapped date
+    and amount are their text too."""
+    path = tmp_path / "wrapped.csv"
+    path.write_text('customer_id,order_date,amount\n"=""00123""",2024-01-05,10\n00123,"=""2024-01-06""","=""20"""\n')
+    frame, dropped = datasets.read_transactions_csv(path)
+    assert frame["customer_id"].tolist() == ["00123", "00123"] and dropped == {}
+    assert frame["amount"].tolist() == [10.0, 20.0]
+    assert frame["order_date"].dt.strftime("%Y-%m-%d").tolist() == ["2024-01-05", "2024-01-06"]

@@ -60,6 +60,12 @@
 --   order is kept as cancelled; the subtotal is the gross revenue, less the taxes when the prices
 --   include them; `refund_subtotal` (Airbyte: its refunds' line-item subtotals) is its refunds, all of
 --   it for a `refunded` order; a time without an offset is UTC (data_contracts.md, "Files").
+-- a cell as a spreadsheet reads it: `="00123"` (an exporter's way to keep an id's leading zeros, or a
+-- date or amount as text, when the CSV is opened in Excel: ERP and bank exports write it) is `00123`;
+-- the id was `="00123"`, a customer apart from the same id in a file without the wrapper, and such a
+-- date or amount was unparseable
+create or replace temp macro clv_file_cell(t) as
+    case when starts_with(t, '="') and ends_with(t, '"') and length(t) >= 3 then replace(t[3:-2], '""', '"') else t end;
 -- a cell's text without the white space around it: trim() takes spaces (also no-break ones) but not a
 -- line break or tab, which a cell edited by hand may end in (Alt+Enter, text pasted from elsewhere):
 -- `c1` and `c1<line break>` are one customer
@@ -268,18 +274,23 @@ table_emails as (
 filled as (
     select
         f.* replace (
-            case when f.file_format = 'shopify_orders' then h.head_customer else f.customer_id end as customer_id,
-            case when f.file_format = 'shopify_orders' then h.head_date else f.order_date end as order_date,
-            case when f.file_format = 'shopify_orders' then h.head_amount else f.amount end as amount,
+            case when f.file_format = 'shopify_orders' then h.head_customer else clv_file_cell(f.customer_id) end
+                as customer_id,
+            case when f.file_format = 'shopify_orders' then h.head_date else clv_file_cell(f.order_date) end as order_date,
+            case when f.file_format = 'shopify_orders' then h.head_amount else clv_file_cell(f.amount) end as amount,
             case when f.file_format = 'shopify_orders' then coalesce(h.head_currency, f.currency)
-                 else f.currency end as currency,
-            case when f.file_format = 'shopify_orders' then h.head_country else f.country end as country
+                 else clv_file_cell(f.currency) end as currency,
+            case when f.file_format = 'shopify_orders' then h.head_country else clv_file_cell(f.country) end as country,
+            clv_file_cell(f.order_id) as order_id,
+            clv_file_cell(f.product_id) as product_id,
+            clv_file_cell(f.quantity) as quantity,
+            clv_file_cell(f.unit_price) as unit_price
         ),
         f.file_format = 'shopify_orders' as is_shopify,
         h.head_name is not null as has_head,
         h.head_fields,
-        nullif(trim(f.order_id), '') as order_name_text,
-        nullif(trim(f.product_id), '') as sku_text,
+        nullif(trim(clv_file_cell(f.order_id)), '') as order_name_text,
+        nullif(trim(clv_file_cell(f.product_id)), '') as sku_text,
         e.email_customer
     from raw.file_transactions as f
     left join heads as h on f.file_format = 'shopify_orders' and h.file_name = f.file_name
