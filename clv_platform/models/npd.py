@@ -39,6 +39,7 @@ prediction to compare with the customers who did buy in a window of length L):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,6 +182,34 @@ def prediction_frame(
         out[f"p_purchase_{horizon}d"] = np.asarray(values, dtype=float)
     if given_purchase is not None:
         out["days_to_next_given_purchase"] = np.asarray(given_purchase, dtype=float)
+    return out
+
+
+def predict_on_calendar(model, frame: pd.DataFrame, cutoff, within_days: float | None = None, calendar=None,
+                        **kwargs) -> pd.DataFrame:
+    """``model.predict`` (any next-purchase model with ``horizons``), read on a rhythm store's own
+    clock when ``calendar`` (``transforms.order_gaps.RhythmCalendar``, of this cutoff) is given: each
+    horizon's probability is the model's at the horizon's length in the store's order days
+    (``effective_days``), and the days to the next purchase are mapped back to calendar days, onto an
+    order day (``calendar_days``). Without a calendar, ``model.predict`` as it is."""
+    if calendar is None:
+        return model.predict(frame, cutoff=cutoff, within_days=within_days, **kwargs)
+    if pd.Timestamp(cutoff).date() != calendar.cutoff:
+        raise ValueError(f"the order calendar is of {calendar.cutoff}, the predictions of {cutoff}")
+    horizons = tuple(model.horizons)
+    # a horizon without an order day has no chance: read just above 0, where every curve is 0 (log 0 warns)
+    on_clock = {h: max(float(calendar.effective_days(h)), 1e-9) for h in horizons}
+    scorer = copy.copy(model)  # horizons are only read-outs of the fitted curve
+    scorer.horizons = tuple(dict.fromkeys(on_clock.values()))
+    window = None if within_days is None else max(float(calendar.effective_days(within_days)), 1e-9)
+    read = scorer.predict(frame, cutoff=cutoff, within_days=window, **kwargs)
+    given = (calendar.calendar_days(read["days_to_next_given_purchase"].to_numpy(dtype=float))
+             if "days_to_next_given_purchase" in read else None)
+    out = prediction_frame(frame, calendar.calendar_days(read["days_to_next"].to_numpy(dtype=float)),
+                           {h: read[f"p_purchase_{on_clock[h]}d"].to_numpy() for h in horizons}, cutoff, given)
+    for column in read.columns.difference(out.columns):
+        if not column.startswith("p_purchase_"):
+            out[column] = read[column].to_numpy()
     return out
 
 

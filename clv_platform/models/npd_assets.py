@@ -24,7 +24,8 @@ from clv_platform.models import clv, registry, stored_fits
 from clv_platform.core.assets import layer_asset
 from clv_platform.core.thresholds import ModelRegressionSettings
 from clv_platform.models.npd import (BTYD_ONLY, DATE_MIN_PROBABILITY, DATE_WINDOW_DAYS, BTYDNextPurchase,
-                                     HistoryTooShort, NPDModel, next_purchase_contract)
+                                     HistoryTooShort, NPDModel, next_purchase_contract,
+                                     predict_on_calendar)
 from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features
 from clv_platform.models.npd_backtest import (alive_test, baseline_on, earns_its_place, evaluate, season_check,
@@ -393,10 +394,12 @@ def _register_fallback(context, duckdb: DuckDBResource, cutoff, horizon: int, ro
 
 
 def write_npd_scores(conn, model: NPDModel | BTYDNextPurchase, cutoff, settings: dict, model_version: str,
-                     scored_at, batch: int, table: str = FEATURE_TABLE, columns: list[str] | None = None) -> dict:
+                     scored_at, batch: int, table: str = FEATURE_TABLE, columns: list[str] | None = None,
+                     calendar=None) -> dict:
     """scores.customer_npd in batches of ``batch`` customers of ``table`` (each customer's prediction
     reads only its own row): the feature table and the trained model's features by default; the
-    BTYD fallback reads its inputs from ml.btyd_scores (``npd_score_assets``)."""
+    BTYD fallback reads its inputs from ml.btyd_scores (``npd_score_assets``). ``calendar``: a rhythm
+    store's order days ahead (``npd.predict_on_calendar``)."""
     ranges = customer_ranges(conn, table, batch)
     # only the model's features leave DuckDB: converting the whole feature row (36 columns, three
     # of them strings) to pandas cost more than the prediction itself
@@ -408,7 +411,7 @@ def write_npd_scores(conn, model: NPDModel | BTYDNextPurchase, cutoff, settings:
                      constants=constants, background=True) as writer:
         for _, frame in read_batches(conn, f"select {columns} from {table} where {{where}} order by customer_id",
                                      ranges, prefetch=True):
-            writer.write(_npd_rows(model, frame, cutoff, **settings))
+            writer.write(_npd_rows(model, frame, cutoff, **settings, calendar=calendar))
     return {"rows": writer.rows, "batches": len(ranges)}
 
 
@@ -421,21 +424,22 @@ def date_settings() -> dict:
 
 
 def npd_scores(model: NPDModel | BTYDNextPurchase, frame: pd.DataFrame, cutoff, window_days: int = DATE_WINDOW_DAYS,
-               min_probability: float = DATE_MIN_PROBABILITY) -> pd.DataFrame:
+               min_probability: float = DATE_MIN_PROBABILITY, calendar=None) -> pd.DataFrame:
     """Rows of ``scores.customer_npd`` (without version / time): see ``next_purchase_contract``."""
-    out = _npd_rows(model, frame, cutoff, window_days, min_probability)
+    out = _npd_rows(model, frame, cutoff, window_days, min_probability, calendar)
     out["predicted_next_purchase_date"] = out["predicted_next_purchase_date"].dt.date.to_numpy()
     return out
 
 
-def _npd_rows(model: NPDModel | BTYDNextPurchase, frame: pd.DataFrame, cutoff, window_days: int, min_probability: float) -> pd.DataFrame:
+def _npd_rows(model: NPDModel | BTYDNextPurchase, frame: pd.DataFrame, cutoff, window_days: int, min_probability: float,
+              calendar=None) -> pd.DataFrame:
     """``npd_scores`` with the date still a midnight timestamp (NaT: no date): the batched writer
     casts it to a date in SQL, where a column of Python ``date`` objects cost one object per row to
     build and to scan."""
     horizons = tuple(sorted({*model.horizons, 7, 30, 90, int(window_days)}))
     scorer = copy.copy(model)  # horizons are only read-outs of the fitted curve
     scorer.horizons = horizons
-    pred = scorer.predict(frame, cutoff=pd.Timestamp(cutoff), within_days=window_days)
+    pred = predict_on_calendar(scorer, frame, pd.Timestamp(cutoff), within_days=window_days, calendar=calendar)
     served = next_purchase_contract(pred, cutoff, window_days, min_probability)
     return pd.DataFrame(
         {

@@ -46,9 +46,10 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from clv_platform.core.thresholds import ModelRegressionSettings, compare_runs
 from clv_platform.models import btyd, clv, metrics
 from clv_platform.models.frames import load_staging, usable_features
-from clv_platform.models.npd import MIN_TRAINING_ROWS, BTYDNextPurchase, BTYDTiming, NaiveCadence, NPDModel
+from clv_platform.models.npd import (MIN_TRAINING_ROWS, BTYDNextPurchase, BTYDTiming, NaiveCadence, NPDModel,
+                                     predict_on_calendar)
 from clv_platform.transforms import features
-from clv_platform.transforms.order_gaps import OrderGap, first_and_more, gaps_after
+from clv_platform.transforms.order_gaps import OrderGap, first_and_more, gaps_after, order_stretches
 
 NAIVE = "naive"
 BTYD = "btyd"
@@ -215,6 +216,7 @@ def run_npd_backtest(
         validation = season_validation(season, before_season, before_that)
         scoring = features.build_scoring_frame(conn, cutoff)
         gaps = gaps_after(conn, cutoff - timedelta(days=2 * h), cutoff)
+        calendar = order_stretches(conn, until=cutoff).calendar_ahead(cutoff)  # as customer_npd reads it
     finally:
         conn.close()
     feature_cols = usable_features(stacked, features.FEATURE_COLUMNS)
@@ -230,15 +232,17 @@ def run_npd_backtest(
     timing, timing_note = timing_fit(summary)
     summary_rows = summary.reindex(scoring.index).reset_index()
     window = float((holdout_end - calibration_end).days)
-    predictions = {NAIVE: naive.predict(scoring, cutoff=calibration_end, within_days=window)}
+    predictions = {NAIVE: predict_on_calendar(naive, scoring, calibration_end, window, calendar)}
     if timing is not None:
-        predictions[BTYD] = (BTYDTiming(timing.transactions, horizons=horizons)
-                             .predict(summary_rows, recency_col="recency", T_col="T", cutoff=calibration_end,
-                                      within_days=window)
+        predictions[BTYD] = (predict_on_calendar(BTYDTiming(timing.transactions, horizons=horizons), summary_rows,
+                                                 calibration_end, window, calendar, recency_col="recency", T_col="T")
                              .set_index(scoring.index))
+    # the trained model is not: its label windows start a whole number of months before the cutoff (and a
+    # year), so it learned when the store's order days fall (P(7 d) 0.0007 on the invoicing store)
     predictions[AFT] = model.predict(scoring, cutoff=calibration_end, within_days=window)
     blocks = {name: evaluate(actual_days, frame, horizons) for name, frame in predictions.items()}
-    blocks[FALLBACK] = fallback_metrics(scoring.assign(days_to_next_purchase=actual_days), int(window))
+    blocks[FALLBACK] = fallback_metrics(scoring.assign(days_to_next_purchase=actual_days), int(window),
+                                        calendar=calendar)
     served = served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model, validation, gaps)
     served["metrics"] = blocks[AFT if served["earned"] else FALLBACK]
     column = f"p_purchase_{ALIVE_TEST_DAYS}d"
@@ -369,18 +373,20 @@ def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_basel
 
 
 def fallback_metrics(holdout: pd.DataFrame, horizon: int, pareto_start: dict | None = None,
-                     probabilities: dict | None = None) -> dict:
+                     probabilities: dict | None = None, calendar=None) -> dict:
     """AUC / Brier of the BTYD fallback on ``holdout`` (features at C - H, outcomes in (C - H, C]):
     the BTYD fitted on those features alone (``clv.fit_btyd_at``, the settings of clv.toml), so it
     is out of sample like the candidate it is compared with. ``pareto_start``: the served fit's
     Pareto/NBD parameters to start from, as the CLV training's window fits do (lifetimes' Pareto/NBD
     likelihood is slow to search from the fixed starts on some stores). ``probabilities`` as in
-    ``time_split_backtest``."""
+    ``time_split_backtest``. ``calendar``: a rhythm store's order days after the frame's cutoff
+    (``npd.predict_on_calendar``)."""
     fit = clv.fit_btyd_at(holdout, clv.load_config(), pareto_start)
     model = BTYDNextPurchase(fit.transactions)
     recency_days, age_days = features.btyd_days(holdout)  # observed time, as the fit read them
     inputs = holdout.assign(recency_weeks=recency_days / 7.0, T_weeks=age_days / 7.0)
-    predictions = model.predict(inputs, within_days=horizon)  # dated from the frame's feature_cutoff
+    predictions = (model.predict(inputs, within_days=horizon) if calendar is None  # dated from the feature_cutoff
+                   else predict_on_calendar(model, inputs, calendar.cutoff, horizon, calendar))
     _keep_alive_test_probability(predictions, probabilities)
     return evaluate(holdout["days_to_next_purchase"].to_numpy(dtype=float), predictions, tuple(model.horizons))
 

@@ -22,6 +22,7 @@ from clv_platform.models.npd_assets import (FEATURES, NPD_MODEL_KEY, date_settin
 from clv_platform.resources.storage import settings_of
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE
+from clv_platform.transforms.order_gaps import order_stretches
 
 BTYD_INPUTS = ["frequency", "recency_weeks", "T_weeks"]
 """What the BTYD fallback reads of ml.btyd_scores per customer (the BTYD's own inputs, in weeks)."""
@@ -63,14 +64,18 @@ def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
     with duckdb.get_connection() as conn:
         model, meta = load_latest_npd_model(conn)
         cutoff = scoring_cutoff(conn)
+        # a store whose orders fall on a few days of each cycle (invoicing dates): the BTYD's chances and
+        # dates on them
+        calendar = order_stretches(conn, until=cutoff).calendar_ahead(cutoff) if model is None else None
         if model is None:
             fallback, serving = served_btyd_timing(conn, cutoff)
             written = write_npd_scores(conn, fallback, cutoff, settings, meta["model_version"], scored_at, batch,
-                                       table=BTYD_TABLE, columns=BTYD_INPUTS)
+                                       table=BTYD_TABLE, columns=BTYD_INPUTS, calendar=calendar)
             serving = {"serves": "btyd", "serving_reason": str(meta.get("serving_reason", "")), **serving}
         else:
             columns = conn.execute(f"select * from {FEATURE_TABLE} limit 0").df().columns
             registry.require_features(registry.NPD_MODEL_NAME, meta["model_version"], model.feature_cols_, columns)
+            # the trained model learned the calendar from label windows that start months before the cutoff
             written = write_npd_scores(conn, model, cutoff, settings, meta["model_version"], scored_at, batch)
             serving = {"serves": "aft", "serving_reason": "trained: the XGBoost survival:aft model"}
         rows = written["rows"]
@@ -93,6 +98,9 @@ def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
             **serving,
             "date_window_days": settings["window_days"],
             "date_min_probability": settings["min_probability"],
+            "order_calendar": (calendar.describe() if calendar else
+                               "the trained model's (it learns when orders come from its label windows)"
+                               if model is not None else "every day (no regular rhythm of order days)"),
             "batches": written["batches"],
             "customers_with_date": int(summary[0]),
             **{f"mean_p_purchase_{h}d": float(summary[1 + i] or 0.0) for i, h in enumerate((7, 30, 90))},

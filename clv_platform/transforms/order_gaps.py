@@ -133,6 +133,128 @@ class Stretches:
                 "days of each cycle: invoicing dates, drops), read as its calendar, not as missing records")
 
 
+    def calendar_ahead(self, cutoff) -> RhythmCalendar | None:
+        """The store's order days after ``cutoff`` projected from a regular rhythm (``RhythmCalendar``):
+        its last three runs agree in spacing and length as ``in_rhythm``'s consecutive rule reads them,
+        no named run follows the first of them, and the last one ended less than a cycle before the
+        cutoff. None otherwise: irregular drops (the share rule) cannot be placed ahead, and a rhythm
+        the store has left is no calendar."""
+        runs = self.rhythm
+        if len(runs) < 3 or any(gap.start > runs[-3].start for gap in self.unobserved):
+            return None
+        # neighbouring rhythm runs only, without a named run between (a missing month is no cycle)
+        spacings = [b.start.toordinal() - a.start.toordinal() for a, b in zip(runs, runs[1:])
+                    if not any(a.start < gap.start < b.start for gap in self.unobserved)][-RHYTHM_CYCLES:]
+        lengths = np.array([gap.days for gap in runs[-RHYTHM_CYCLES:]], dtype=float)
+        if len(spacings) < 2 or not (_agree(np.diff([gap.start.toordinal() for gap in runs[-3:]]).astype(float))
+                                     and _agree(lengths[-3:])):
+            return None
+        period = int(round(float(np.median(spacings))))
+        # the order days between neighbouring runs (period - a median run is a day short when the months'
+        # lengths vary: the 5th and 6th of each month are 2 days, 30 - 29 = 1)
+        opened = [b.start.toordinal() - a.end.toordinal() - 1 for a, b in zip(runs, runs[1:])][-RHYTHM_CYCLES:]
+        closed = period - min(max(int(round(float(np.median(opened)))), 1), period - 1)
+        cutoff = pd.Timestamp(cutoff).date()
+        if (cutoff - runs[-1].end).days > period:
+            return None
+        # the calendar's months: every recent cycle's order days begin on one day of the month (the 1st
+        # of an invoicing wholesaler), which a cycle of 28-31 days keeps only on the calendar
+        opened = {(gap.end.toordinal() + 1) for gap in runs[-RHYTHM_CYCLES:]}
+        month_days = {date.fromordinal(day).day for day in opened}
+        monthly = MONTH_CYCLE_DAYS[0] <= period <= MONTH_CYCLE_DAYS[1] and len(month_days) == 1 \
+            and next(iter(month_days)) <= 28
+        return RhythmCalendar(cutoff, period, closed, runs[-1].end, next(iter(month_days)) if monthly else None)
+
+
+RHYTHM_CYCLES = 6
+"""Recent rhythm runs whose median spacing and length project the store's calendar ahead."""
+MONTH_CYCLE_DAYS = (27, 32)
+"""A rhythm's cycle (median start-to-start days) that is read as the calendar's month when its order
+days all begin on one day of the month."""
+AVERAGE_MONTH_DAYS = 365.2425 / 12
+RHYTHM_LOOKAHEAD_DAYS = 1100
+"""Days after the cutoff the projected calendar covers (beyond them a day counts as a calendar day)."""
+
+
+@dataclass(frozen=True)
+class RhythmCalendar:
+    """The days after ``cutoff`` on which a store in a regular rhythm takes orders.
+
+    A wholesaler that dates every invoice on the first of the month has no order on the 2nd to the
+    31st, in any month to come: P(an order within 7 days) as of the 1st is nil, and the order a
+    customer places "next" is dated on the next invoice day. Every next-purchase model reads time as
+    calendar days, and its curve spreads the cycle's chance over all of them, so it is read here on
+    the store's own clock: the runs without orders continue every ``period`` days (``closed`` days
+    each, the first after the one that ended at ``last_run_end``), and each open day counts
+    ``period / (period - closed)`` days, so that a whole cycle counts its calendar length and the
+    model's long-run rate is kept (``effective_days``; ``npd.predict_on_calendar``). A rhythm of the
+    calendar's months (``month_day``: each cycle's order days start on that day of the month) is
+    projected by months: a fixed 30-day cycle put the first of the month eleven days early within a
+    year, and the dated next purchases of a year's window with it.
+    """
+
+    cutoff: date
+    period: int
+    closed: int
+    last_run_end: date
+    month_day: int | None = None
+
+    @property
+    def open_days(self) -> int:
+        return self.period - self.closed
+
+    def weights(self) -> np.ndarray:
+        """What each day cutoff + 1, cutoff + 2, ... counts: 0 on a projected day without orders."""
+        if self.month_day is not None:
+            days = np.datetime64(self.cutoff, "D") + 1 + np.arange(RHYTHM_LOOKAHEAD_DAYS)
+            month = days.astype("datetime64[M]")
+            # this month's first order day, or the last month's while it has not come (the 1st to the 4th
+            # of a month whose order days start on the 5th belong to last month's window)
+            anchor = month.astype("datetime64[D]") + (self.month_day - 1)
+            anchor = np.where(days < anchor, (month - 1).astype("datetime64[D]") + (self.month_day - 1), anchor)
+            is_open = (days - anchor).astype(int) < self.open_days
+            return np.where(is_open, AVERAGE_MONTH_DAYS / self.open_days, 0.0)
+        first_open = self.last_run_end.toordinal() + 1
+        offset = (self.cutoff.toordinal() + 1 - first_open) + np.arange(RHYTHM_LOOKAHEAD_DAYS)
+        is_open = np.mod(offset, self.period) < self.open_days
+        return np.where(is_open, self.period / self.open_days, 0.0)
+
+    def effective_days(self, days) -> np.ndarray:
+        """The store-clock length of (cutoff, cutoff + days] for each ``days`` (fractions of a day
+        count that share of it; beyond the lookahead, one per day)."""
+        days = np.asarray(days, dtype=float)
+        weights = self.weights()
+        ends = np.concatenate([[0.0], np.cumsum(weights)])
+        whole = np.clip(np.floor(np.nan_to_num(days, nan=0.0)), 0, RHYTHM_LOOKAHEAD_DAYS).astype(int)
+        partial = np.where(whole < RHYTHM_LOOKAHEAD_DAYS, np.clip(days - whole, 0.0, 1.0), 0.0)
+        out = ends[whole] + partial * weights[np.minimum(whole, RHYTHM_LOOKAHEAD_DAYS - 1)]
+        out = out + np.clip(days - RHYTHM_LOOKAHEAD_DAYS, 0.0, None)
+        return np.where(np.isnan(days), np.nan, np.where(days <= 0, 0.0, out))
+
+    def calendar_days(self, effective) -> np.ndarray:
+        """The inverse of ``effective_days``: the calendar days after the cutoff at which the store's
+        clock reaches ``effective`` (on an open day; infinite stays infinite)."""
+        effective = np.asarray(effective, dtype=float)
+        weights = self.weights()
+        ends = np.cumsum(weights)
+        known = np.isfinite(effective)
+        target = np.where(known, effective, 0.0)
+        day = np.searchsorted(ends, target, side="left")  # the first day whose end reaches the target
+        inside = day < RHYTHM_LOOKAHEAD_DAYS
+        index = np.minimum(day, RHYTHM_LOOKAHEAD_DAYS - 1)
+        before = np.where(index > 0, ends[np.maximum(index - 1, 0)], 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            within = np.where(weights[index] > 0, (target - before) / weights[index], 1.0)
+        days = np.where(inside, index + np.clip(within, 0.0, 1.0), RHYTHM_LOOKAHEAD_DAYS + (target - ends[-1]))
+        return np.where(known, np.where(target <= 0, 0.0, days), effective)
+
+    def describe(self) -> str:
+        days = f"{self.open_days} day{'s' if self.open_days != 1 else ''}"
+        cycle = (f"from day {self.month_day} of every month" if self.month_day is not None else
+                 f"of every {self.period} (the last run without orders ended {self.last_run_end})")
+        return f"orders on {days} {cycle}: next-purchase chances and dates are read on those days"
+
+
 def order_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> list[OrderGap]:
     """The implausible empty runs of `staging.orders` (all orders, by `order_date`), up to ``until``,
     that the models read as unobserved days (not the store's rhythm)."""
@@ -173,14 +295,15 @@ def in_rhythm(gaps: list[OrderGap], span_days: int = 0) -> np.ndarray:
     lengths = np.array([gap.days for gap in gaps], dtype=float)
     if len(gaps) >= 3 and span_days and lengths.sum() >= RHYTHM_EMPTY_SHARE * span_days:
         return lengths <= RHYTHM_MAX_LENGTH_RATIO * float(np.median(lengths))
-
-    def agree(values: np.ndarray) -> bool:
-        return float(values.max() - values.min()) <= RHYTHM_TOLERANCE * float(values.max())
-
     for i in range(1, len(gaps) - 1):
-        if agree(np.diff(starts[i - 1:i + 2])) and agree(lengths[i - 1:i + 2]):
+        if _agree(np.diff(starts[i - 1:i + 2])) and _agree(lengths[i - 1:i + 2]):
             flags[i - 1:i + 2] = True
     return flags
+
+
+def _agree(values: np.ndarray) -> bool:
+    """Whether the values differ by at most ``RHYTHM_TOLERANCE`` of the largest."""
+    return float(values.max() - values.min()) <= RHYTHM_TOLERANCE * float(values.max())
 
 
 def _implausible_runs(days: list[date], counts: list[float]) -> list[OrderGap]:

@@ -256,3 +256,41 @@ def test_a_model_trained_over_a_stretch_without_orders_has_not_earned_its_place(
     assert not verdict["earned"] and verdict["reason"].startswith(
         "the trained model's windows hold no orders from 2024-03-01 to 2024-03-31 (31 days) where the store had "
         "12.0 a day around it")
+
+
+def _invoicing_calendar(cutoff: date):
+    """The order calendar of a wholesaler invoicing on the 1st of each month, seen up to ``cutoff``."""
+    from clv_platform.transforms.order_gaps import stretches_in_daily_counts
+    days = list(pd.date_range("2024-01-01", cutoff, freq="MS").date)
+    return stretches_in_daily_counts(days, [40.0] * len(days)).calendar_ahead(cutoff)
+
+
+def test_on_an_invoicing_stores_calendar_the_fallback_reads_its_chances_and_dates_on_invoice_days():
+    """As of 1 March, invoicing on the 1st of each month: no order can come in the next 7 days (the
+    fallback's curve said more than 0.10) nor in the next 30 (2-31 March hold no 1st); the 90 days to
+    30 May hold 1 April and 1 May, two average months of the curve; the date is the invoice day on
+    which the median given a purchase within them falls. As of 25 February the week holds 1 March:
+    one month of the curve."""
+    model = _model(btyd.MBGNBD, MBG)
+    frame = pd.DataFrame({"customer_id": ["recent"], "frequency": [3.0], "recency_weeks": [9.0], "T_weeks": [10.0]})
+    plain = npd_scores(npd.BTYDNextPurchase(model), frame, CUTOFF)
+    calendar = _invoicing_calendar(CUTOFF)
+    assert (calendar.month_day, calendar.open_days) == (1, 1)
+    out = npd_scores(npd.BTYDNextPurchase(model), frame, CUTOFF, calendar=calendar)
+    month = 365.2425 / 12
+    curve = lambda days: float(model.probability_of_purchase_within(days / 7.0, 3.0, 9.0, 10.0)[0])  # noqa: E731
+    assert plain.loc[0, "p_purchase_7d"] == pytest.approx(curve(7)) and plain.loc[0, "p_purchase_7d"] > 0.1
+    assert out.loc[0, "p_purchase_7d"] == pytest.approx(0.0, abs=1e-9)
+    assert out.loc[0, "p_purchase_30d"] == pytest.approx(0.0, abs=1e-9)  # 2-31 March: no 1st
+    assert out.loc[0, "p_purchase_90d"] == pytest.approx(curve(2 * month), rel=1e-9)
+    # the served date is an invoice day: 1 April or 1 May
+    assert out.loc[0, "predicted_next_purchase_date"] in (date(2026, 4, 1), date(2026, 5, 1))
+    assert plain.loc[0, "predicted_next_purchase_date"] not in (date(2026, 4, 1), date(2026, 5, 1))
+    # the median given a purchase within the 90 days' two months: more than half of it by 1 April
+    half = curve(2 * month) / 2
+    assert out.loc[0, "predicted_next_purchase_date"] == (date(2026, 4, 1) if curve(month) >= half else date(2026, 5, 1))
+    # a week that holds an invoice day holds one month of the curve
+    before = date(2026, 2, 25)
+    week = npd_scores(npd.BTYDNextPurchase(model), frame, before, calendar=_invoicing_calendar(before))
+    assert week.loc[0, "p_purchase_7d"] == pytest.approx(curve(month), rel=1e-9)
+    assert week.loc[0, "predicted_next_purchase_date"] == date(2026, 3, 1)

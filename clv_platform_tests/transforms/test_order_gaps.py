@@ -170,3 +170,52 @@ def test_the_btyd_keeps_calendar_time_in_a_stores_rhythm():
     summary = btyd.summarize(frame, date(2025, 2, 3))
     assert (summary["T"] == summary["calendar_T"]).all() and (summary["recency"] == summary["calendar_recency"]).all()
     assert summary["T"].max() == (date(2025, 2, 3) - START).days / 7
+
+
+def test_a_monthly_rhythm_projects_its_order_days_by_the_calendars_months():
+    """Invoicing on the 1st to the 3rd of each month, seen up to 2025-02-03: the next order days are
+    1-3 March, 1-3 April, ... (a fixed cycle of the median 31 days put them on 4 March, 4 April, ...
+    and eleven days off within a year). Each counts a third of an average month, so the store's clock
+    keeps the calendar's length over whole months."""
+    conn = store(invoicing_days(14))
+    calendar = order_stretches(conn, until=date(2025, 2, 3)).calendar_ahead(date(2025, 2, 3))
+    assert (calendar.month_day, calendar.open_days, calendar.last_run_end) == (1, 3, date(2025, 1, 31))
+    month = 365.2425 / 12
+    # 4-28 February: no order day; 1 March is day 26 after the cutoff, 3 March day 28, 1 April day 57
+    assert calendar.effective_days([7, 25, 26, 28, 56, 57]).tolist() == pytest.approx(
+        [0.0, 0.0, month / 3, month, month, month + month / 3])
+    # a year ahead: twelve months of the store's clock
+    assert float(calendar.effective_days(365)) == pytest.approx(12 * month)
+    # the way back lands on an order day: half of March 1's share is reached during March 1 (day 26)
+    assert calendar.calendar_days([month / 6, month, month + 1]).tolist() == pytest.approx(
+        [25.5, 28.0, 56 + 3 / month])
+    assert calendar.describe() == ("orders on 3 days from day 1 of every month: next-purchase chances and dates are "
+                                   "read on those days")
+
+
+def test_a_cycle_of_whole_weeks_is_projected_by_its_period():
+    """Drops every 21 days, three days each: the order days ahead are every 21 days from the last
+    drop's first day."""
+    per_day = {day + k: 30 for day in range(0, 630, 21) for k in range(3)}
+    calendar = order_stretches(store(per_day)).calendar_ahead(START + timedelta(days=611))
+    assert (calendar.month_day, calendar.period, calendar.open_days) == (None, 21, 3)
+    assert calendar.last_run_end == START + timedelta(days=608)  # the last drop: days 609-611
+    # days 612-629 closed, 630-632 open
+    assert calendar.effective_days([18, 19, 21, 39, 40]).tolist() == pytest.approx([0.0, 7.0, 21.0, 21.0, 28.0])
+
+
+def test_no_calendar_is_projected_from_irregular_drops_a_stopped_rhythm_or_past_a_missing_month():
+    """The share rule's drops cannot be placed ahead; a rhythm whose last run ended more than a cycle
+    before the cutoff is one the store has left; a named run among the last three breaks the cycle."""
+    rng = np.random.default_rng(3)
+    per_day, day = {}, 0
+    while day < 1200:
+        per_day.update({day + k: int(rng.integers(30, 80)) for k in range(3)})
+        day += int(rng.integers(20, 46))
+    drops = order_stretches(store(per_day))
+    assert len(drops.rhythm) == 36 and drops.calendar_ahead(START + timedelta(days=max(per_day))) is None
+    monthly = order_stretches(store(invoicing_days(14)), until=date(2025, 2, 3))
+    assert monthly.calendar_ahead(date(2025, 2, 3)) is not None
+    assert monthly.calendar_ahead(date(2025, 3, 4)) is None
+    skipped = order_stretches(store(invoicing_days(14, skip=12)), until=date(2025, 2, 3))
+    assert skipped.unobserved and skipped.calendar_ahead(date(2025, 2, 3)) is None
