@@ -7,6 +7,8 @@ with duplicate orders, lost rows, future dates or negative revenue stops before 
 an order of an implausible amount, weeks without an order).
 """
 
+from datetime import timedelta
+
 import dagster as dg
 
 from clv_platform.checks.common import (
@@ -24,7 +26,9 @@ from clv_platform.checks.common import (
     table_check,
 )
 from clv_platform.ingestion.assets import RAW_KLAVIYO_PROFILES, RAW_SHOPIFY_ORDERS
-from clv_platform.transforms.order_gaps import CONTEXT_DAYS, MAX_EMPTY_PROBABILITY, MIN_GAP_DAYS, UNOBSERVED_NOTE, order_stretches
+from clv_platform.transforms.cutoff import scoring_cutoff
+from clv_platform.transforms.order_gaps import (CONTEXT_DAYS, MAX_EMPTY_PROBABILITY, MIN_GAP_DAYS, UNOBSERVED_NOTE,
+                                                order_stretches, silent_tail)
 from clv_platform.transforms.order_history import StaleOrderHistory, check_order_history
 from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORDER_LINES, ORDERS, REJECTED_ROWS
 
@@ -224,28 +228,55 @@ def orders_have_plausible_amounts(conn) -> dg.AssetCheckResult:
     f"{CONTEXT_DAYS} days around it leaves one that long empty with a chance below {MAX_EMPTY_PROBABILITY:g}: "
     "usually a part of the export missing (a month's file, a sheet), which every model would read as "
     "customers who stopped buying. Runs that recur in a rhythm (monthly invoicing dates, drops) are the "
-    "store's calendar and pass, reported in the metadata.",
+    "store's calendar and pass, reported in the metadata. The days from the last order to the as-of date "
+    "are held to the same rule at the rate before them.",
 )
 def orders_cover_their_span(conn) -> dg.AssetCheckResult:
     """Warns, never blocks: a store can close for weeks (a seasonal shop, a move), and only the
     merchant knows. What the run says lets them add the missing file before they trust a forecast
-    whose label windows overlap the gap (`transforms.order_gaps`)."""
+    whose label windows overlap the gap (`transforms.order_gaps`). A live store's silence up to the
+    as-of date is a feed that stopped or a closed season: every score reads it as customers who
+    stopped buying, so the run says so, with last year's closure when there was one."""
     stretches = order_stretches(conn)
     gaps = stretches.unobserved
     listed = "; ".join(gap.describe() for gap in gaps[:5])
     rhythm = stretches.describe_rhythm()
+    try:
+        tail = silent_tail(conn, scoring_cutoff(conn))
+    except ValueError:  # no as-of date (no orders of the store's source): nothing is silent after it
+        tail = None
+    description = (("every stretch of the history has the orders its neighbours' rate implies" if not stretches.rhythm
+                    else "no stretch without orders looks like missing records") if not gaps else
+                   f"{len(gaps)} implausible stretch{'es' if len(gaps) > 1 else ''} without orders: {listed}. "
+                   "If part of the export is missing, add the missing file (or fetch the range again): "
+                   f"{UNOBSERVED_NOTE}") + (f"; {rhythm}" if rhythm else "")
+    if tail is not None:  # the history before it, when something is to be said of it
+        description = describe_silent_tail(tail, [*gaps, *stretches.rhythm]) + (
+            f". {description}" if gaps else f"; {rhythm}" if rhythm else "")
     return dg.AssetCheckResult(
-        passed=not gaps, severity=dg.AssetCheckSeverity.WARN,
-        description=(("every stretch of the history has the orders its neighbours' rate implies" if not stretches.rhythm
-                      else "no stretch without orders looks like missing records") if not gaps else
-                     f"{len(gaps)} implausible stretch{'es' if len(gaps) > 1 else ''} without orders: {listed}. "
-                     "If part of the export is missing, add the missing file (or fetch the range again): "
-                     f"{UNOBSERVED_NOTE}") + (f"; {rhythm}" if rhythm else ""),
+        passed=not gaps and tail is None, severity=dg.AssetCheckSeverity.WARN,
+        description=description,
         metadata={"gaps": len(gaps), "empty_days": sum(gap.days for gap in gaps),
                   **({"examples": dg.MetadataValue.json([gap.as_dict() for gap in gaps[:5]])} if gaps else {}),
                   "rhythm_runs": len(stretches.rhythm),
-                  **({"rhythm": rhythm} if rhythm else {})},
+                  **({"rhythm": rhythm} if rhythm else {}),
+                  "silent_days_before_as_of": tail.days if tail is not None else 0},
     )
+
+
+def describe_silent_tail(tail, earlier) -> str:
+    """What a silence up to the as-of date means, naming a stretch without orders a year before it
+    (``earlier``: the history's named and rhythm runs) as a possible closed season."""
+    text = (f"no orders from {tail.start} to the as-of date {tail.end} ({tail.days} days) where the store had "
+            f"{tail.orders_per_day_around:,.1f} a day before: every score reads this as customers who stopped buying. "
+            "If orders stopped arriving (a connector, an export cut short), fetch or add them")
+    year = timedelta(days=365)
+    season = next((gap for gap in earlier if gap.start <= tail.end - year + timedelta(days=MIN_GAP_DAYS)
+                   and gap.end >= tail.start - year - timedelta(days=MIN_GAP_DAYS)), None)
+    if season is not None:
+        text += (f"; the store had none from {season.start} to {season.end} a year before either: if it closes for a "
+                 "season, its customers' scores fall until it opens again")
+    return text
 
 
 customers_unique_id = one_row_per_customer_check(

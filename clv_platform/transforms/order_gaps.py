@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import duckdb
 import numpy as np
@@ -265,6 +265,25 @@ def order_stretches(conn: duckdb.DuckDBPyConnection, until: date | None = None) 
     """``order_gaps`` and the runs it leaves out as the store's rhythm (for the staging check)."""
     daily = conn.execute(_DAILY_SQL, {"until": until}).fetchall()
     return stretches_in_daily_counts([day for day, _ in daily], [n for _, n in daily])
+
+
+def silent_tail(conn: duckdb.DuckDBPyConnection, until: date) -> OrderGap | None:
+    """The days from the last order day to ``until`` (the as-of date) when the store's rate over the
+    ``CONTEXT_DAYS`` before them leaves that many days empty with a probability below
+    ``MAX_EMPTY_PROBABILITY`` (at least ``MIN_GAP_DAYS``), else None. ``order_stretches`` sees only
+    runs that orders end; this one no order has ended yet: a live store's feed that stopped, or a
+    store closed for its season, which every score reads as customers who stopped buying."""
+    daily = conn.execute(_DAILY_SQL, {"until": until}).fetchall()
+    if not daily:
+        return None
+    last = daily[-1][0]
+    length = (until - last).days
+    if length < MIN_GAP_DAYS:
+        return None
+    rate = sum(n for day, n in daily if (last - day).days < CONTEXT_DAYS) / CONTEXT_DAYS
+    if rate * length < -math.log(MAX_EMPTY_PROBABILITY):
+        return None
+    return OrderGap(last + timedelta(days=1), until, length, rate)
 
 
 def gaps_in_daily_counts(days: list[date], counts: list[float]) -> list[OrderGap]:

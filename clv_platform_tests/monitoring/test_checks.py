@@ -461,6 +461,47 @@ def test_orders_on_monthly_invoicing_days_pass_as_the_stores_rhythm(db):
                                                       "to 2025-11-30, one every 28-31 days")
 
 
+def _orders_on(days: list) -> pd.DataFrame:
+    """Orders at noon on each of ``days`` (dates, repeated for several a day)."""
+    frame = orders(len(days))
+    stamps = [datetime(d.year, d.month, d.day, 12) for d in days]
+    frame["created_at"], frame["updated_at"], frame["order_date"] = stamps, stamps, list(days)
+    return frame
+
+
+def test_a_silence_up_to_the_as_of_date_is_warned_of(db, monkeypatch):
+    """Three orders a day to 31 March, then none to the as-of date of 30 May: a feed that stopped (or a
+    store that closed) reads as every customer stopping; the history has no hole, so only the tail
+    warns. As of 5 April the five quiet days are no news."""
+    path, resource = db
+    days = [d.date() for d in pd.date_range("2025-01-01", "2025-03-31") for _ in range(3)]
+    write(path, "staging.orders", _orders_on(days))
+    monkeypatch.setenv("CLV_AS_OF", "2025-05-30")
+    result = orders_cover_their_span(duckdb=resource)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["gaps"].value == 0 and result.metadata["silent_days_before_as_of"].value == 60
+    assert result.description == (
+        "no orders from 2025-04-01 to the as-of date 2025-05-30 (60 days) where the store had 3.0 a day before: every "
+        "score reads this as customers who stopped buying. If orders stopped arriving (a connector, an export cut "
+        "short), fetch or add them")
+    monkeypatch.setenv("CLV_AS_OF", "2025-04-05")
+    result = orders_cover_their_span(duckdb=resource)
+    assert result.passed and result.metadata["silent_days_before_as_of"].value == 0
+
+
+def test_a_silence_where_the_store_was_closed_a_year_before_names_the_closed_season(db, monkeypatch):
+    """A shop open October to January: as of 30 June its silence since February is the season it was
+    closed last year too (named then as a stretch without orders), which the warning says."""
+    path, resource = db
+    days = [d.date() for d in pd.date_range("2023-10-01", "2025-01-31") if d.month in (10, 11, 12, 1) for _ in range(4)]
+    write(path, "staging.orders", _orders_on(days))
+    monkeypatch.setenv("CLV_AS_OF", "2025-06-30")
+    result = orders_cover_their_span(duckdb=resource)
+    assert not result.passed and result.metadata["silent_days_before_as_of"].value == 150
+    assert ("the store had none from 2024-02-01 to 2024-09-30 a year before either: if it closes for a season, its "
+            "customers' scores fall until it opens again") in result.description
+
+
 # ----------------------------------------------------------------------------- wiring
 
 
