@@ -136,14 +136,20 @@ def test_a_month_missing_from_a_monthly_rhythm_is_still_named():
     assert "one every 29-31 days" in stretches.describe_rhythm()
 
 
-def test_drops_at_irregular_spacings_are_a_rhythm_when_the_runs_hold_most_of_the_history():
-    """Three-day drops every 20 to 45 days: the spacings and lengths seldom agree three in a row,
-    but the runs hold most of the store's days, which missing files do not."""
+def irregular_drops() -> dict[int, int]:
+    """Three-day drops every 20 to 45 days over 1,200 days (seeded), 30-79 orders a drop day."""
     rng = np.random.default_rng(3)
     per_day, day = {}, 0
     while day < 1200:
         per_day.update({day + k: int(rng.integers(30, 80)) for k in range(3)})
         day += int(rng.integers(20, 46))
+    return per_day
+
+
+def test_drops_at_irregular_spacings_are_a_rhythm_when_the_runs_hold_most_of_the_history():
+    """Three-day drops every 20 to 45 days: the spacings and lengths seldom agree three in a row,
+    but the runs hold most of the store's days, which missing files do not."""
+    per_day = irregular_drops()
     stretches = order_stretches(store(per_day))
     assert stretches.unobserved == [] and len(stretches.rhythm) == 36
     assert sum(g.days for g in stretches.rhythm) > 0.5 * (max(per_day) + 1)
@@ -207,11 +213,7 @@ def test_a_cycle_of_whole_weeks_is_projected_by_its_period():
 def test_no_calendar_is_projected_from_irregular_drops_a_stopped_rhythm_or_past_a_missing_month():
     """The share rule's drops cannot be placed ahead; a rhythm whose last run ended more than a cycle
     before the cutoff is one the store has left; a named run among the last three breaks the cycle."""
-    rng = np.random.default_rng(3)
-    per_day, day = {}, 0
-    while day < 1200:
-        per_day.update({day + k: int(rng.integers(30, 80)) for k in range(3)})
-        day += int(rng.integers(20, 46))
+    per_day = irregular_drops()
     drops = order_stretches(store(per_day))
     assert len(drops.rhythm) == 36 and drops.calendar_ahead(START + timedelta(days=max(per_day))) is None
     monthly = order_stretches(store(invoicing_days(14)), until=date(2025, 2, 3))
