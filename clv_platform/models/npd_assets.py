@@ -28,8 +28,9 @@ from clv_platform.models.npd import (BTYD_ONLY, DATE_MIN_PROBABILITY, DATE_WINDO
                                      predict_on_calendar)
 from clv_platform.reports import float_metrics
 from clv_platform.models.frames import usable_features
-from clv_platform.models.npd_backtest import (alive_test, baseline_on, earns_its_place, evaluate, season_check,
-                                             season_frames, season_validation, time_split_backtest, with_season)
+from clv_platform.models.npd_backtest import (alive_test, baseline_on, earns_its_place, evaluate, order_calendar_at,
+                                             season_check, season_frames, season_validation, time_split_backtest,
+                                             with_season)
 from clv_platform.core.batches import BatchWriter, customer_ranges, read_batches
 from clv_platform.settings import load_settings
 from clv_platform.transforms.cutoff import scoring_cutoff
@@ -240,6 +241,8 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
             validation = season_validation(season, before_season, before_that)
             # stretches without orders inside the two windows (C - 2H, C] (earns_its_place)
             gaps = gaps_after(conn, cutoff - timedelta(days=2 * horizon), cutoff)
+            # a rhythm store's order days after C - H: the fallback as it would have been served then
+            validation_calendar = order_calendar_at(conn, cutoff - timedelta(days=horizon))
         finally:
             frames.close()
     frame = window.frame
@@ -257,7 +260,7 @@ def npd_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
     with duckdb.get_connection() as conn:
         pareto_start = stored_fits.served_pareto_start(conn)
     # the BTYD fallback on the same rows (btyd_baseline), from the served fit's parameters read once
-    baseline, why_no_baseline = baseline_on(frame, horizon, pareto_start, baseline_p)
+    baseline, why_no_baseline = baseline_on(frame, horizon, pareto_start, baseline_p, validation_calendar)
     # whether the served p_alive may be lowered with this model's probabilities (scores/customer_clv)
     backtest.update(alive_test(frame, trained_p, baseline_p, horizon))
     # a model that loses on the latest window may still know the coming season better (earns_its_place)

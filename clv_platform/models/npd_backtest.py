@@ -216,7 +216,8 @@ def run_npd_backtest(
         validation = season_validation(season, before_season, before_that)
         scoring = features.build_scoring_frame(conn, cutoff)
         gaps = gaps_after(conn, cutoff - timedelta(days=2 * h), cutoff)
-        calendar = order_stretches(conn, until=cutoff).calendar_ahead(cutoff)  # as customer_npd reads it
+        calendar = order_calendar_at(conn, cutoff)  # as customer_npd reads it
+        validation_calendar = order_calendar_at(conn, cutoff - timedelta(days=h))
     finally:
         conn.close()
     feature_cols = usable_features(stacked, features.FEATURE_COLUMNS)
@@ -243,7 +244,8 @@ def run_npd_backtest(
     blocks = {name: evaluate(actual_days, frame, horizons) for name, frame in predictions.items()}
     blocks[FALLBACK] = fallback_metrics(scoring.assign(days_to_next_purchase=actual_days), int(window),
                                         calendar=calendar)
-    served = served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model, validation, gaps)
+    served = served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model, validation, gaps,
+                               validation_calendar)
     served["metrics"] = blocks[AFT if served["earned"] else FALLBACK]
     column = f"p_purchase_{ALIVE_TEST_DAYS}d"
     return {
@@ -303,7 +305,7 @@ def timing_fit(summary: pd.DataFrame) -> tuple[btyd.BTYDModel | None, dict]:
 
 def served_on_history(earlier: pd.DataFrame, latest: pd.DataFrame, cutoff, horizon: int, feature_cols: list[str],
                       chosen: NPDModel, season: tuple[pd.DataFrame, pd.DataFrame] | None = None,
-                      gaps: list[OrderGap] | None = None) -> dict:
+                      gaps: list[OrderGap] | None = None, calendar=None) -> dict:
     """Which next-purchase model ``ml/npd_model`` would serve at ``cutoff`` (its rule, on the same
     frames): the chosen AFT shape trained on ``earlier`` and scored on ``latest`` against the BTYD
     fallback fitted on ``latest``'s features. Returns ``earns_its_place``'s verdict with ``model``
@@ -311,7 +313,7 @@ def served_on_history(earlier: pd.DataFrame, latest: pd.DataFrame, cutoff, horiz
     settings = {f.name: getattr(chosen, f.name) for f in dataclasses.fields(chosen) if f.init}
     trained_p, baseline_p = {}, {}
     check = time_split_backtest(earlier, cutoff, horizon, latest, feature_cols, chosen, settings, trained_p)
-    baseline, why = baseline_on(latest, horizon, probabilities=baseline_p)
+    baseline, why = baseline_on(latest, horizon, probabilities=baseline_p, calendar=calendar)
     check.update(alive_test(latest, trained_p, baseline_p, horizon))
     check.update(season_check(season, horizon, feature_cols, chosen, settings))
     candidate = {k: v for k, v in check.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -372,6 +374,13 @@ def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_basel
             "reason": f"the trained model is no worse than the BTYD fallback on the validation window ({summary})"}
 
 
+def order_calendar_at(conn, cutoff):
+    """The store's order days after ``cutoff`` when it has a regular rhythm
+    (``order_gaps.Stretches.calendar_ahead``, from the orders up to it), else None: what the served
+    BTYD fallback reads its chances on (``npd.predict_on_calendar``)."""
+    return order_stretches(conn, until=cutoff).calendar_ahead(cutoff)
+
+
 def fallback_metrics(holdout: pd.DataFrame, horizon: int, pareto_start: dict | None = None,
                      probabilities: dict | None = None, calendar=None) -> dict:
     """AUC / Brier of the BTYD fallback on ``holdout`` (features at C - H, outcomes in (C - H, C]):
@@ -392,10 +401,12 @@ def fallback_metrics(holdout: pd.DataFrame, horizon: int, pareto_start: dict | N
 
 
 def baseline_on(holdout: pd.DataFrame, horizon: int, pareto_start: dict | None = None,
-                probabilities: dict | None = None) -> tuple[dict | None, str]:
-    """(``fallback_metrics``, "") on ``holdout``, or (None, why) when no BTYD can be fitted on it."""
+                probabilities: dict | None = None, calendar=None) -> tuple[dict | None, str]:
+    """(``fallback_metrics``, "") on ``holdout``, or (None, why) when no BTYD can be fitted on it;
+    ``calendar``: the store's order days after the holdout's feature cutoff, as the fallback would
+    have been served then (``order_calendar_at``)."""
     try:
-        return fallback_metrics(holdout, horizon, pareto_start, probabilities), ""
+        return fallback_metrics(holdout, horizon, pareto_start, probabilities, calendar), ""
     except (ValueError, KeyError, ArithmeticError) as error:
         return None, f"no BTYD baseline on this window ({type(error).__name__}: {error})"[:300]
 

@@ -19,10 +19,10 @@ from clv_platform.models.clv_assets import BTYD_KEY, BTYD_TABLE, CUSTOMER_NPD, N
 from clv_platform.models.npd import BTYDNextPurchase
 from clv_platform.models.npd_assets import (FEATURES, NPD_MODEL_KEY, date_settings, load_latest_npd_model,
                                             write_npd_scores)
+from clv_platform.models.npd_backtest import order_calendar_at
 from clv_platform.resources.storage import settings_of
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE
-from clv_platform.transforms.order_gaps import order_stretches
 
 BTYD_INPUTS = ["frequency", "recency_weeks", "T_weeks"]
 """What the BTYD fallback reads of ml.btyd_scores per customer (the BTYD's own inputs, in weeks)."""
@@ -66,7 +66,7 @@ def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
         cutoff = scoring_cutoff(conn)
         # a store whose orders fall on a few days of each cycle (invoicing dates): the BTYD's chances and
         # dates on them
-        calendar = order_stretches(conn, until=cutoff).calendar_ahead(cutoff) if model is None else None
+        calendar = order_calendar_at(conn, cutoff) if model is None else None
         if model is None:
             fallback, serving = served_btyd_timing(conn, cutoff)
             written = write_npd_scores(conn, fallback, cutoff, settings, meta["model_version"], scored_at, batch,
