@@ -125,6 +125,7 @@ def run_backtest(
         reconciled = reconciled_alive(run, npd)
         result["npd"] = backtest.json_safe({"models": npd["models"], "training_window": npd.get("training_window"),
                                             "btyd_timing": npd.get("btyd_timing"),
+                                            "order_calendar": npd.get("order_calendar"),
                                             "served": {**served, "holdout": npd["served"]["metrics"]},
                                             "p_alive": restage(run, npd, result, reconciled),
                                             "served_clv_reconciled": served_reconciled(
@@ -389,6 +390,8 @@ def json_view(result: dict) -> dict:
                     "training_window": result["npd"].get("training_window"),
                     # the family of the `btyd` timing block (BG/NBD, else MBG/NBD) and why
                     "btyd_timing": result["npd"].get("btyd_timing"),
+                    # a rhythm store's order days, on which the BTYD curves and the fallback were read
+                    "order_calendar": result["npd"].get("order_calendar"),
                     "served": {k: result["npd"]["served"][k] for k in ("model", "reason")},
                     # the 90-day paired Brier test on the validation window and what the stages rest on
                     "alive_evidence": {k: v for k, v in ((result["npd"]["served"].get("validation") or {})
@@ -660,6 +663,8 @@ def table_text(result: dict, ml_summary: dict) -> str:
         timing = result["npd"].get("btyd_timing") or {}
         if timing.get("reason", "fitted") != "fitted":
             lines.append(f"btyd timing: {timing.get('family') or 'none'} ({timing['reason']})")
+        if result["npd"].get("order_calendar"):
+            lines.append(f"btyd, naive and fallback read on the store's calendar: {result['npd']['order_calendar']}")
         served = result["npd"].get("served")
         if served:
             lines.append(f"served: {served['model']} ({served['reason']})")
@@ -793,6 +798,10 @@ def extra_sections_html(result: dict) -> str:
                          f"rule on the same history): <b>{esc(str(served['model']))}</b> - "
                          f"{esc(str(served['reason']))}. <i>btyd_fallback</i> is that fallback (the BTYD family of "
                          "clv.toml), <i>btyd</i> the BG/NBD timing baseline.</p>")
+        calendar = (result.get("npd") or {}).get("order_calendar")
+        if calendar:
+            parts.append(f"<p>The BTYD curves, the naive cadence and the fallback were read on the store's calendar: "
+                         f"{esc(calendar)}.</p>")
     return "".join(parts)
 
 

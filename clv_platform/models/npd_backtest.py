@@ -275,6 +275,8 @@ def run_npd_backtest(
         },
         "naive_population_interval_days": naive.population_interval_,
         "btyd_timing": timing_note,
+        # the order days the BTYD curves (and the fallback) were read on: a regular rhythm's, else none
+        "order_calendar": calendar.describe() if calendar is not None else None,
         "models": blocks,
         "served": served,
     }

@@ -294,3 +294,39 @@ def test_on_an_invoicing_stores_calendar_the_fallback_reads_its_chances_and_date
     week = npd_scores(npd.BTYDNextPurchase(model), frame, before, calendar=_invoicing_calendar(before))
     assert week.loc[0, "p_purchase_7d"] == pytest.approx(curve(month), rel=1e-9)
     assert week.loc[0, "predicted_next_purchase_date"] == date(2026, 3, 1)
+
+
+def _invoicing_store(accounts: int = 300, seed: int = 4) -> pd.DataFrame:
+    """Accounts invoiced on the 1st of a month (a chance of 0.2-0.6 each month while they last)."""
+    rng = np.random.default_rng(seed)
+    months = pd.date_range("2022-01-01", "2024-12-01", freq="MS")
+    rows = []
+    for a in range(accounts):
+        first = int(rng.integers(0, len(months) - 6))
+        chance, last = float(rng.uniform(0.2, 0.6)), first + rng.exponential(24)
+        rows += [(f"A{a}", months[m], float(rng.gamma(4.0, 50.0))) for m in range(first, len(months))
+                 if m == first or (m <= last and rng.random() < chance)]
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
+def test_the_backtest_reads_an_invoicing_stores_btyd_curves_on_its_order_days():
+    """Backtested from 10 July, the week to 17 July holds no invoice day and nobody buys in it: the
+    BTYD timing baseline and the fallback now say so (0, they said about 0.05 each), the naive
+    cadence too; the 30 days to 9 August hold 1 August, where the buyers are. The trained model is
+    left as it learned (its windows start a whole number of months back), and the backtest says which
+    calendar it read."""
+    from clv_platform.models.npd_backtest import run_npd_backtest
+
+    tx = _invoicing_store()
+    cutoff = pd.Timestamp("2024-07-10")
+    result = run_npd_backtest(tx, cutoff, pd.Timestamp("2024-12-01"), aft=npd.NPDModel(n_threads=1))
+    assert result["order_calendar"] == ("orders on 1 day from day 1 of every month: next-purchase chances and dates "
+                                        "are read on those days")
+    models = result["models"]
+    assert (models["btyd"]["positives_7d"], models["btyd"]["positives_30d"]) == (0, 61)
+    for name in ("btyd", "btyd_fallback", "naive"):
+        assert models[name]["mean_p_7d"] == pytest.approx(0.0, abs=1e-9), name
+    # the month's chance falls on 1 August: 53 and 51 expected buyers of the 61 who bought
+    for name in ("btyd", "btyd_fallback"):
+        assert 0.8 * 61 < 300 * models[name]["mean_p_30d"] < 1.2 * 61, name
+    assert models["aft"]["mean_p_7d"] > 1e-3  # its own curve, not read on the calendar
