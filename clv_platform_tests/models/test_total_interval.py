@@ -105,3 +105,28 @@ def test_scores_metadata_serve_the_widened_interval_and_keep_the_process_one():
     for key in ("total_predicted_clv_p10", "total_predicted_clv_p90", "total_predicted_clv_p10_process",
                 "total_predicted_clv_p90_process", "total_interval_error_windows"):
         assert sql[key] == pytest.approx(served[key], rel=1e-12), key
+
+
+def test_a_window_that_holds_a_stretch_without_orders_records_no_error():
+    """A shop closed from February to September: the validation window's BTYD was fitted inside the
+    closure and its labels hold part of it, so its error (log 6.28 at the winter store) is the
+    closure's, not the method's: it is left out, and so would the older window be."""
+    from clv_platform.transforms.order_gaps import OrderGap
+
+    cutoff, h = date(2026, 6, 30), 91
+    valid = _window([60.0, 40.0], [70.0, 50.0], "2026-06-30")
+    inner = _window([150.0, 50.0], [100.0, 80.0], "2026-03-31")
+    closed = OrderGap(date(2026, 2, 1), date(2026, 4, 15), 74, 30.0)  # overlaps both: [C - 2h, C - h] and after
+    late = OrderGap(date(2026, 5, 1), date(2026, 5, 20), 20, 30.0)  # the validation window's only
+    record = total_error_record(valid, inner, cutoff, h, level_calibrated=False, stretches=[late])
+    assert [w["log_error"] for w in record["windows"]] == [None, pytest.approx(math.log(0.9))]
+    assert record["windows"][0]["stretch"].startswith("no orders from 2026-05-01 to 2026-05-20 (20 days)")
+    assert record["method_log_errors"] == pytest.approx([math.log(0.9)])
+    both = total_error_record(valid, inner, cutoff, h, level_calibrated=False, stretches=[closed])
+    assert both["method_log_errors"] == [] and both["btyd_log_errors"] == []
+    assert both["reason"] == ("the label windows hold no orders from 2026-02-01 to 2026-04-15 (74 days) where the store "
+                              "had 30.0 a day around it: their total errors measure that stretch, not the method")
+    # a stretch before both windows' feature cutoffs leaves them as they were
+    early = OrderGap(date(2025, 10, 1), date(2025, 12, 1), 62, 30.0)
+    assert total_error_record(valid, inner, cutoff, h, level_calibrated=False, stretches=[early])["method_log_errors"] \
+        == pytest.approx([math.log(1.2), math.log(0.9)])

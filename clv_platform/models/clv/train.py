@@ -345,7 +345,7 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         # hybrid's metrics are already those of its sharpened blend
         validation_metrics = {**validation_metrics, "mae": serving["btyd_point_mae"]}
     serving["total_error"] = total_error_record(valid, inner, cutoff, h, level_calibrated=not model.serves_btyd,
-                                                served_metrics=validation_metrics)
+                                                served_metrics=validation_metrics, stretches=holes)
     return TrainedClv(
         model=model,
         selection=selection,
@@ -446,7 +446,7 @@ def level_drift(served_over_btyd: float, validated_over_btyd: float, bound: floa
 
 
 def total_error_record(valid: pd.DataFrame, inner: pd.DataFrame, cutoff: date, h: int, level_calibrated: bool,
-                       served_metrics: dict | None = None) -> dict:
+                       served_metrics: dict | None = None, stretches: list[OrderGap] | None = None) -> dict:
     """The total errors behind the served store-total interval (``total_interval``), point in time.
 
     Windows whose labels end by the cutoff and do not overlap: the validation window (labels
@@ -455,9 +455,21 @@ def total_error_record(valid: pd.DataFrame, inner: pd.DataFrame, cutoff: date, h
     errors are the BTYD's, or for the hybrid (level calibrated on the validation window) the error
     of that level on the older window (``total_interval.method_errors``). The served model's own
     validation error is kept for the record: for the hybrid it is in sample (its level).
+
+    A window that shares a day with one of ``stretches`` (runs without orders the store's rate
+    cannot explain, seen at the cutoff: ``label_window_gaps``), from its feature cutoff to its
+    label end, has no error: its BTYD read the stretch as customers who stopped buying (fitted
+    inside one, a shop closed from February to September, it forecast 610 where 325,310 was
+    spent, log error 6.28) and its labels miss what the stretch misses, so the error measures the
+    stretch, not the method, and widened the served interval to 3e-7 .. 7.7e18.
     """
     older = inner[inner["window_end"] == pd.Timestamp(cutoff - timedelta(days=h))] if len(inner) else inner
     windows = total_interval.window_errors([(cutoff, valid), (cutoff - timedelta(days=h), older)])
+    for window in windows:
+        end = pd.Timestamp(window["label_end"]).date()
+        held = [gap for gap in stretches or [] if gap.start <= end and gap.end >= end - timedelta(days=h)]
+        if held:
+            window.update(log_error=None, stretch=held[0].describe())
     btyd_errors = [w["log_error"] for w in windows if w["log_error"] is not None]
     method = total_interval.method_errors(btyd_errors, level_calibrated)
     own = served_metrics or {}
@@ -470,6 +482,8 @@ def total_error_record(valid: pd.DataFrame, inner: pd.DataFrame, cutoff: date, h
         "served_validation_log_error": (float(np.log(own["actual_total"] / own["predicted_total"]))
                                         if own.get("actual_total") and own.get("predicted_total") else None),
         "reason": (f"{len(method)} out-of-sample total error(s) of the served method" if method else
+                   f"the label windows hold {next(w['stretch'] for w in windows if w.get('stretch'))}: their total "
+                   "errors measure that stretch, not the method" if any(w.get("stretch") for w in windows) else
                    f"too short a history: {len(btyd_errors)} of 2 label windows of {h} days ending by {cutoff} have a "
                    "BTYD total error" + (" and the hybrid's level needs two" if level_calibrated else "")),
     }
