@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clv_platform.transforms.order_gaps import UNOBSERVED_NOTE
+from clv_platform.transforms.order_gaps import UNOBSERVED_NOTE, closed_season_note
 
 MODEL_ORDER = ("naive", "btyd", "xgboost", "hybrid")
 EXTRA_MODELS = ("hybrid_mean", "btyd_point", "served")
@@ -83,6 +83,8 @@ def run_backtest(
         gaps = stretches.unobserved
         for gap in gaps:
             print(f"backtest: {loaded.name}: {gap.describe()}: {GAP_WARNING}", file=sys.stderr)
+        if closed_season_note(gaps):
+            print(f"backtest: {loaded.name}: {closed_season_note(gaps)}", file=sys.stderr)
         if stretches.rhythm:
             print(f"backtest: {loaded.name}: {stretches.describe_rhythm()}", file=sys.stderr)
         label_days, label_note = label_window(conn, calibration_end, holdout_end, config)
@@ -99,6 +101,8 @@ def run_backtest(
     result["input"] = {"rows_used": int(len(loaded.transactions)), "rows_dropped": dict(loaded.dropped),
                        # stretches without orders the store's rate cannot explain (transforms.order_gaps)
                        "order_gaps": [gap.as_dict() for gap in gaps],
+                       # a stretch as long as a closed season: what the forecasts then get wrong
+                       **({"closed_season": closed_season_note(gaps)} if closed_season_note(gaps) else {}),
                        # recurring runs read as the store's calendar (monthly invoicing dates, drops)
                        **({"order_rhythm": {"runs": len(stretches.rhythm), "description": stretches.describe_rhythm()}}
                           if stretches.rhythm else {})}
@@ -712,6 +716,8 @@ def extra_sections_html(result: dict) -> str:
     gaps = (result.get("input") or {}).get("order_gaps") or []
     # first: a stretch without orders the rate cannot explain makes every figure below suspect
     parts = [f"<h2>The data</h2><p>{esc(gap['description'])}: {esc(GAP_WARNING)}.</p>" for gap in gaps]
+    season = (result.get("input") or {}).get("closed_season")
+    parts += [f"<p>{esc(season[0].upper() + season[1:])}.</p>"] if season else []
     rhythm = (result.get("input") or {}).get("order_rhythm")
     parts += [f"<h2>The store's rhythm</h2><p>{esc(rhythm['description'])}.</p>"] if rhythm else []
     parts += [f"<h2>The hybrid against the baselines</h2><p>{esc(gains)}</p>"] if gains else []

@@ -28,7 +28,7 @@ from clv_platform.checks.common import (
 from clv_platform.ingestion.assets import RAW_KLAVIYO_PROFILES, RAW_SHOPIFY_ORDERS
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.order_gaps import (CONTEXT_DAYS, MAX_EMPTY_PROBABILITY, MIN_GAP_DAYS, UNOBSERVED_NOTE,
-                                                order_stretches, silent_tail)
+                                                closed_season_note, order_stretches, silent_tail)
 from clv_platform.transforms.order_history import StaleOrderHistory, check_order_history
 from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORDER_LINES, ORDERS, REJECTED_ROWS
 
@@ -249,7 +249,8 @@ def orders_cover_their_span(conn) -> dg.AssetCheckResult:
                     else "no stretch without orders looks like missing records") if not gaps else
                    f"{len(gaps)} implausible stretch{'es' if len(gaps) > 1 else ''} without orders: {listed}. "
                    "If part of the export is missing, add the missing file (or fetch the range again): "
-                   f"{UNOBSERVED_NOTE}") + (f"; {rhythm}" if rhythm else "")
+                   f"{UNOBSERVED_NOTE}") + (f"; {closed_season_note(gaps)}" if closed_season_note(gaps) else "") \
+        + (f"; {rhythm}" if rhythm else "")
     if tail is not None:  # the history before it, when something is to be said of it
         description = describe_silent_tail(tail, [*gaps, *stretches.rhythm]) + (
             f". {description}" if gaps else f"; {rhythm}" if rhythm else "")

@@ -40,6 +40,9 @@ UNOBSERVED_NOTE = ("the models treat these days as unobserved (the BTYD leaves t
                    "on them is in no total")
 """What the staging check and the backtest say the platform does with a named stretch."""
 
+SEASON_LIKE_DAYS = 60
+"""A named stretch this long may be a season the store closes for rather than missing records
+(``closed_season_note``)."""
 MIN_GAP_DAYS = 14
 """Shorter empty runs are weekends, public holidays and quiet spells of small stores."""
 CONTEXT_DAYS = 28
@@ -95,6 +98,20 @@ class OrderGap:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "days": self.days,
                 "orders_per_day_around": round(self.orders_per_day_around, 3), "orders_after": self.orders_after,
                 "description": self.describe()}
+
+
+def closed_season_note(gaps: list[OrderGap]) -> str:
+    """What a stretch as long as a closed season means for the forecasts, when there is one ("" else).
+
+    One stretch cannot tell a missing part of the export from a shop closed for its season, and the
+    models read it as missing records: they count its days of the coming year as days to buy on.
+    The winter store of benchmarks/awkward_stores.py (open October to January), as of the end of a
+    season, is forecast at +175 % of its year (benchmarks/MEASUREMENTS.md, session 52)."""
+    long = [gap for gap in gaps if gap.days >= SEASON_LIKE_DAYS]
+    if not long:
+        return ""
+    return (f"a stretch of {long[0].days} days may also be a season the store closes for: if it closes then every "
+            "year, the forecasts count those days of the coming year as days to buy on and are too high")
 
 
 def first_and_more(gaps: list[OrderGap]) -> str:

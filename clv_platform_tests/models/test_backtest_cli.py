@@ -551,6 +551,11 @@ def test_json_of_a_store_closed_through_its_validation_window_is_clean(tmp_path,
     result = json.loads(captured.out)
     assert [(gap["start"], gap["end"]) for gap in result["input"]["order_gaps"]] == [
         ("2023-02-01", "2023-09-30"), ("2024-02-01", "2024-09-30")]
+    # eight months without an order may be the season the shop closes for: what the forecasts then get wrong
+    assert result["input"]["closed_season"] == (
+        "a stretch of 242 days may also be a season the store closes for: if it closes then every year, the "
+        "forecasts count those days of the coming year as days to buy on and are too high")
+    assert result["input"]["closed_season"] in captured.err
     assert result["serving"]["served"] == "btyd"
     assert result["serving"]["component_gini"] == {"booster": None, "btyd": None, "naive": None}
     assert "Gini n/a vs BTYD n/a and naive n/a" in result["serving"]["reason"]

@@ -442,6 +442,7 @@ def test_a_month_missing_from_the_orders_is_warned_of(db):
         {"start": "2025-03-31", "end": "2025-04-29", "days": 30, "orders_per_day_around": 1.0, "orders_after": 60,
          "description": "no orders from 2025-03-31 to 2025-04-29 (30 days) where the store had 1.0 a day around it"}]
     assert "no orders from 2025-03-31 to 2025-04-29 (30 days)" in result.description
+    assert "may also be a season" not in result.description  # a month: a missing file, not a season
 
 
 def test_orders_on_monthly_invoicing_days_pass_as_the_stores_rhythm(db):
@@ -500,6 +501,9 @@ def test_a_silence_where_the_store_was_closed_a_year_before_names_the_closed_sea
     assert not result.passed and result.metadata["silent_days_before_as_of"].value == 150
     assert ("the store had none from 2024-02-01 to 2024-09-30 a year before either: if it closes for a season, its "
             "customers' scores fall until it opens again") in result.description
+    # the named stretch of 2024 is as long as a season: what the forecasts get wrong if it is one
+    assert ("a stretch of 243 days may also be a season the store closes for: if it closes then every year, the "
+            "forecasts count those days of the coming year as days to buy on and are too high") in result.description
 
 
 # ----------------------------------------------------------------------------- wiring
