@@ -281,7 +281,8 @@ def read_transactions_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[s
     # day late west of UTC): the files import converts it
     unread |= date_text.str.match(r"^[0-9]{8}[T ]?[0-9]{4}")
     if unread.any():  # the files import reads the other spellings (and says which it cannot): one reader of dates
-        raise NotPlainTransactions(f"{path}: order_date {date_text[unread].iloc[0]!r} is not ISO 8601's extended format")
+        raise NotPlainTransactions(
+            f"{path}: order_date {date_text[unread].iloc[0]!r} is not ISO 8601's extended format")
     written = raw["amount"].str.strip() != ""
     if written.any() and amount[written].isna().mean() > 0.5:  # a format (`"10,50"`), not a stray bad cell
         raise NotPlainTransactions(f"{path}: most amounts are not decimal-point numbers "

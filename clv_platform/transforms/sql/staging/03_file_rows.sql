@@ -200,7 +200,8 @@ create or replace temp macro clv_file_clock_joined(t) as
 -- other spelling of +0000) as the offset +0000
 create or replace temp macro clv_file_date_text(t) as
     regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(clv_file_full_year(
-                                      regexp_replace(regexp_replace(clv_file_zone_text(clv_file_clock_joined(trim(t))), '^(?i:mon|tue|wed|thu|fri|sat|sun)[a-z]*[.,]?\s+', ''),
+                                      regexp_replace(regexp_replace(clv_file_zone_text(clv_file_clock_joined(trim(t))),
+                                                                    '^(?i:mon|tue|wed|thu|fri|sat|sun)[a-z]*[.,]?\s+', ''),
                                                      '(^|\s)([0-9]{1,2})(?i:st|nd|rd|th)([\s,]|$)', '\1\2\3', 'g')),
                                   '^([0-9]{1,2})-([0-9]{1,2})-([0-9]{4})([ T].*)?$', '\1/\2/\3\4'),
                    '^([0-9]{1,2} )?([A-Za-z]{3})[.](\s)', '\1\2\3'),
@@ -276,7 +277,8 @@ filled as (
         f.* replace (
             case when f.file_format = 'shopify_orders' then h.head_customer else clv_file_cell(f.customer_id) end
                 as customer_id,
-            case when f.file_format = 'shopify_orders' then h.head_date else clv_file_cell(f.order_date) end as order_date,
+            case when f.file_format = 'shopify_orders' then h.head_date else clv_file_cell(f.order_date) end
+                as order_date,
             case when f.file_format = 'shopify_orders' then h.head_amount else clv_file_cell(f.amount) end as amount,
             case when f.file_format = 'shopify_orders' then coalesce(h.head_currency, f.currency)
                  else clv_file_cell(f.currency) end as currency,
