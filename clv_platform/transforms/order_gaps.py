@@ -149,7 +149,6 @@ class Stretches:
                 f"{self.rhythm[0].start} to {self.rhythm[-1].end}{every}: the store's own rhythm (orders on a few "
                 "days of each cycle: invoicing dates, drops), read as its calendar, not as missing records")
 
-
     def calendar_ahead(self, cutoff) -> RhythmCalendar | None:
         """The store's order days after ``cutoff`` projected from a regular rhythm (``RhythmCalendar``):
         its last three runs agree in spacing and length as ``in_rhythm``'s consecutive rule reads them,
@@ -176,8 +175,7 @@ class Stretches:
             return None
         # the calendar's months: every recent cycle's order days begin on one day of the month (the 1st
         # of an invoicing wholesaler), which a cycle of 28-31 days keeps only on the calendar
-        opened = {(gap.end.toordinal() + 1) for gap in runs[-RHYTHM_CYCLES:]}
-        month_days = {date.fromordinal(day).day for day in opened}
+        month_days = {date.fromordinal(gap.end.toordinal() + 1).day for gap in runs[-RHYTHM_CYCLES:]}
         monthly = MONTH_CYCLE_DAYS[0] <= period <= MONTH_CYCLE_DAYS[1] and len(month_days) == 1 \
             and next(iter(month_days)) <= 28
         return RhythmCalendar(cutoff, period, closed, runs[-1].end, next(iter(month_days)) if monthly else None)
