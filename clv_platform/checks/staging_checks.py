@@ -245,12 +245,12 @@ def orders_cover_their_span(conn) -> dg.AssetCheckResult:
         tail = silent_tail(conn, scoring_cutoff(conn))
     except ValueError:  # no as-of date (no orders of the store's source): nothing is silent after it
         tail = None
+    season = closed_season_note(gaps)
     description = (("every stretch of the history has the orders its neighbours' rate implies" if not stretches.rhythm
                     else "no stretch without orders looks like missing records") if not gaps else
                    f"{len(gaps)} implausible stretch{'es' if len(gaps) > 1 else ''} without orders: {listed}. "
                    "If part of the export is missing, add the missing file (or fetch the range again): "
-                   f"{UNOBSERVED_NOTE}") + (f"; {closed_season_note(gaps)}" if closed_season_note(gaps) else "") \
-        + (f"; {rhythm}" if rhythm else "")
+                   f"{UNOBSERVED_NOTE}") + (f"; {season}" if season else "") + (f"; {rhythm}" if rhythm else "")
     if tail is not None:  # the history before it, when something is to be said of it
         description = describe_silent_tail(tail, [*gaps, *stretches.rhythm]) + (
             f". {description}" if gaps else f"; {rhythm}" if rhythm else "")
