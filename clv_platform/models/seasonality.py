@@ -107,7 +107,7 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> p
     n = cohort_days["first_buyers"].to_numpy(dtype=float)
     # age at the start of boundary day b (= end of day b-1): (b - f) days, clipped at 0, in observed
     # time as the BTYD was fitted (a stretch's days inside (f, b - 1] are no days of the customer's)
-    gaps = gaps_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]))
+    gaps = gaps_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]), cutoff_ts)
     day0 = np.datetime64(start.date(), "D")
     unseen = stretch_days(gaps, (day0 + f.astype(np.int64))[None, :], (day0 + (bounds - 1).astype(np.int64))[:, None])
     age = np.clip((bounds[:, None] - f[None, :] - 1 - unseen) / btyd.DAYS_PER_WEEK, 0.0, None)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -129,10 +129,13 @@ def gaps_after(conn: duckdb.DuckDBPyConnection, first_day: date, until: date) ->
 
 @dataclass(frozen=True)
 class Stretches:
-    """A store's implausible empty runs, split into those read as unobserved days and its rhythm."""
+    """A store's implausible empty runs, split into those read as unobserved days and its rhythm;
+    ``tail``: the silence from the last order day to the cutoff when it is one (``silent_tail``),
+    also among the unobserved."""
 
     unobserved: list[OrderGap]
     rhythm: list[OrderGap]
+    tail: OrderGap | None = None
 
     def describe_rhythm(self) -> str:
         """One sentence on the recurring runs (empty when there are none)."""
@@ -277,44 +280,62 @@ def order_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> li
 
 
 def order_stretches(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> Stretches:
-    """``order_gaps`` and the runs it leaves out as the store's rhythm (for the staging check)."""
+    """``order_gaps`` and the runs it leaves out as the store's rhythm (for the staging check); with
+    ``until``, the silence up to it too (``silent_tail``)."""
     daily = conn.execute(_DAILY_SQL, {"until": until}).fetchall()
-    return stretches_in_daily_counts([day for day, _ in daily], [n for _, n in daily])
+    return stretches_in_daily_counts([day for day, _ in daily], [n for _, n in daily], until)
 
 
 def silent_tail(conn: duckdb.DuckDBPyConnection, until: date) -> OrderGap | None:
     """The days from the last order day to ``until`` (the as-of date) when the store's rate over the
     ``CONTEXT_DAYS`` before them leaves that many days empty with a probability below
-    ``MAX_EMPTY_PROBABILITY`` (at least ``MIN_GAP_DAYS``), else None. ``order_stretches`` sees only
-    runs that orders end; this one no order has ended yet: a live store's feed that stopped, or a
-    store closed for its season, which every score reads as customers who stopped buying."""
-    daily = conn.execute(_DAILY_SQL, {"until": until}).fetchall()
-    if not daily:
+    ``MAX_EMPTY_PROBABILITY`` (at least ``MIN_GAP_DAYS``), else None; not the current run of the
+    store's rhythm (up to ``RHYTHM_MAX_LENGTH_RATIO`` times its median run). The runs between orders
+    are seen only once an order ends them; this one no order has ended yet: a live store's feed that
+    stopped, or a store closed for its season. Every model reads it as the runs between orders, as
+    unobserved days (``order_gaps``): counted in each customer's time, a 30-day outage before the
+    cutoff had the BTYD forecast the demo store's next six months at -85 % (benchmarks/MEASUREMENTS.md,
+    session 52)."""
+    return order_stretches(conn, until).tail
+
+
+def _silent_tail(days: list[date], counts: list[float], until, rhythm: list[OrderGap]) -> OrderGap | None:
+    """``silent_tail`` of the daily counts."""
+    if not days or until is None:
         return None
-    last = daily[-1][0]
+    until = pd.Timestamp(until).date()
+    last = max(days)
+    last = last.date() if isinstance(last, datetime) else last
     length = (until - last).days
     if length < MIN_GAP_DAYS:
         return None
-    rate = sum(n for day, n in daily if (last - day).days < CONTEXT_DAYS) / CONTEXT_DAYS
+    if rhythm and length <= RHYTHM_MAX_LENGTH_RATIO * float(np.median([gap.days for gap in rhythm])):
+        return None  # the rhythm's current run, as every run before it
+    recent = pd.Timestamp(last) - pd.Timedelta(days=CONTEXT_DAYS)
+    rate = float(sum(n for day, n in zip(days, counts) if pd.Timestamp(day) > recent)) / CONTEXT_DAYS
     if rate * length < -math.log(MAX_EMPTY_PROBABILITY):
         return None
     return OrderGap(last + timedelta(days=1), until, length, rate)
 
 
-def gaps_in_daily_counts(days: list[date], counts: list[float]) -> list[OrderGap]:
+def gaps_in_daily_counts(days: list[date], counts: list[float], until=None) -> list[OrderGap]:
     """The implausible empty runs of a store's activity per day (``days`` with their counts; days
     missing between the first and the last are empty): orders in `staging.orders`, or the purchase
     days the season's tracking table counts (``models.seasonality.tracking_table``). Runs in the
-    store's rhythm (``in_rhythm``) are not among them."""
-    return stretches_in_daily_counts(days, counts).unobserved
+    store's rhythm (``in_rhythm``) are not among them; with ``until``, the silence up to it is
+    (``silent_tail``)."""
+    return stretches_in_daily_counts(days, counts, until).unobserved
 
 
-def stretches_in_daily_counts(days: list[date], counts: list[float]) -> Stretches:
-    """Every implausible empty run of the daily counts, split by ``in_rhythm``."""
+def stretches_in_daily_counts(days: list[date], counts: list[float], until=None) -> Stretches:
+    """Every implausible empty run of the daily counts, split by ``in_rhythm``; with ``until``, the
+    silence from the last day to it when it is one (``silent_tail``), among the unobserved."""
     runs = _implausible_runs(days, counts)
     span = (pd.Timestamp(max(days)) - pd.Timestamp(min(days))).days + 1 if days else 0
-    rhythm = in_rhythm(runs, span)
-    return Stretches([gap for gap, r in zip(runs, rhythm) if not r], [gap for gap, r in zip(runs, rhythm) if r])
+    flags = in_rhythm(runs, span)
+    rhythm = [gap for gap, r in zip(runs, flags) if r]
+    tail = _silent_tail(days, counts, until, rhythm)
+    return Stretches([gap for gap, r in zip(runs, flags) if not r] + ([tail] if tail else []), rhythm, tail)
 
 
 def in_rhythm(gaps: list[OrderGap], span_days: int = 0) -> np.ndarray:
@@ -419,4 +440,4 @@ def transaction_gaps(transactions: pd.DataFrame, until) -> list[OrderGap]:
     made from frames (``models.btyd.summarize``)."""
     dates = pd.to_datetime(transactions["order_date"]).dt.normalize()
     counts = dates[dates <= pd.Timestamp(until).normalize()].value_counts().sort_index()
-    return gaps_in_daily_counts(list(counts.index.date), list(counts.to_numpy(dtype=float)))
+    return gaps_in_daily_counts(list(counts.index.date), list(counts.to_numpy(dtype=float)), until)

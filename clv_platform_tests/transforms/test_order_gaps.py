@@ -33,8 +33,12 @@ def test_a_missing_month_in_a_busy_store_is_named_with_its_dates_and_rate():
                                          orders_after=400, last_day=START + timedelta(days=149))]
     assert order_gaps(conn)[0].describe() == ("no orders from 2024-02-10 to 2024-03-10 (30 days) where the store had "
                                               "5.0 a day around it")
-    # point in time: a cutoff inside the gap sees no run yet closed by an order
-    assert order_gaps(conn, until=START + timedelta(days=55)) == []
+    # point in time: a cutoff inside the gap sees no run yet closed by an order, but the silence up to
+    # it (16 days at 5 a day): its days are unobserved as the run's will be once an order ends it
+    tail = OrderGap(START + timedelta(days=40), START + timedelta(days=55), 16, 5.0)
+    assert order_gaps(conn, until=START + timedelta(days=55)) == [tail]
+    assert order_stretches(conn, until=START + timedelta(days=55)).tail == tail
+    assert order_gaps(conn, until=START + timedelta(days=52)) == []  # 13 days: shorter than a named run
     assert len(order_gaps(conn, until=START + timedelta(days=100))) == 1
 
 
@@ -95,7 +99,8 @@ def test_a_transactions_frame_shows_the_same_stretch_as_its_orders():
     frame = pd.DataFrame([(f"c{k}", START + timedelta(days=day), 10.0) for day, n in per_day.items() for k in range(n)],
                          columns=["customer_id", "order_date", "amount"])
     assert transaction_gaps(frame, START + timedelta(days=149)) == order_gaps(store(per_day))
-    assert transaction_gaps(frame, START + timedelta(days=55)) == []
+    assert transaction_gaps(frame, START + timedelta(days=55)) == order_gaps(store(per_day), START + timedelta(days=55))
+    assert [gap.days for gap in transaction_gaps(frame, START + timedelta(days=55))] == [16]
 
 
 def invoicing_days(months: int, skip: int | None = None, per_day: int = 20) -> dict[int, int]:
