@@ -80,3 +80,29 @@ def test_a_drop_stores_btyd_forecasts_its_year_in_calendar_time(monkeypatch):
     assert abs(in_calendar) < 0.15
     monkeypatch.setattr(order_gaps, "in_rhythm", lambda gaps, span_days=0: np.zeros(len(gaps), dtype=bool))
     assert forecast_error() > 0.5  # +77 %
+
+
+def test_a_silence_up_to_the_cutoff_is_unobserved_like_a_stretch_between_orders():
+    """The same store with nothing after 30 April, seen at 31 May: no order has ended the 31 days
+    yet, so they were counted as days every customer was seen not to buy (the demo store with a
+    30-day outage before the cutoff: the BTYD's next six months -29.8 % where they are +3.2 % without
+    it, benchmarks/MEASUREMENTS.md, session 52). They are unobserved now, as March is."""
+    rng = np.random.default_rng(5)
+    orders = []
+    for c in range(40):
+        day, k = date(2024, 1, 1) + timedelta(days=int(rng.integers(0, 15))), 0
+        while day <= date(2024, 4, 30):
+            orders.append(Order(f"o{c}-{k}", f"c{c}", day, 20.0))
+            day, k = day + timedelta(days=int(rng.integers(1, 4))), k + 1
+    conn = duckdb.connect()
+    build_staging(conn, orders)
+    materialize_features(conn, CUTOFF)
+    ages = conn.execute(f"select T_days, observed_T_days, first_to_last_order_days, observed_recency_days "
+                        f"from {FEATURE_TABLE}").df()
+    assert ((ages["T_days"] - ages["observed_T_days"]) == 31).all()
+    assert (ages["first_to_last_order_days"] == ages["observed_recency_days"]).all()
+    # a week of quiet at the cutoff is no silence to take out
+    materialize_features(conn, date(2024, 5, 7))
+    ages = conn.execute(f"select T_days, observed_T_days from {FEATURE_TABLE}").df()
+    assert (ages["T_days"] == ages["observed_T_days"]).all()
+    conn.close()

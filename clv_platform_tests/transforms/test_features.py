@@ -20,6 +20,7 @@ from clv_platform.transforms.features import (
     training_query,
 )
 from clv_platform.transforms.order_history import StaleOrderHistory, build_order_history, recomputed_at
+from clv_platform.transforms.order_gaps import order_gaps, silent_tail
 
 CUTOFF = date(2024, 6, 30)
 
@@ -307,11 +308,13 @@ def reference_sql(name: str) -> str:
     return (Path(__file__).parent / name).read_text(encoding="utf-8").strip().rstrip(";")
 
 
-def calendar_only(frame: pd.DataFrame) -> pd.DataFrame:
+def calendar_only(frame: pd.DataFrame, silent_days: int = 0) -> pd.DataFrame:
     """The frame without its observed-time columns, after checking them: a store without a stretch
-    lacking orders has them equal to the calendar columns they are taken from."""
+    lacking orders has them equal to the calendar columns they are taken from, but for the age's
+    ``silent_days`` (a silence from the last order day to the cutoff, ``order_gaps.silent_tail``)."""
     for observed, calendar in OBSERVED_COLUMNS.items():
-        assert (frame[observed] == frame[calendar]).all(), observed
+        taken = silent_days if observed == "observed_T_days" else 0
+        assert (frame[observed] == frame[calendar] - taken).all(), observed
     return frame.drop(columns=list(OBSERVED_COLUMNS))
 
 
@@ -329,7 +332,10 @@ def test_matches_the_direct_formulation(conn):
     for cutoff in cutoffs:
         reference = conn.execute(f"select * from ({reference_sql('reference_features.sql')}) order by customer_id",
                                  {"cutoff": cutoff}).df()
-        pd.testing.assert_frame_equal(calendar_only(build_features(conn, cutoff)), reference,
+        # a cutoff weeks after the last order (a late refund's day): its silence is unobserved days
+        tail = silent_tail(conn, cutoff)
+        assert not order_gaps(conn, until=cutoff) or tail is not None and order_gaps(conn, until=cutoff) == [tail]
+        pd.testing.assert_frame_equal(calendar_only(build_features(conn, cutoff), tail.days if tail else 0), reference,
                                       check_exact=False, rtol=1e-12)
 
         sql, params = training_query(cutoff, 45)
@@ -337,6 +343,7 @@ def test_matches_the_direct_formulation(conn):
             f"with features as (\n{reference_sql('reference_features.sql')}\n)\n{reference_sql('reference_labels.sql')}",
             params,
         ).df()
+        # (the training query here is given no stretches: its observed columns are the calendar ones)
         pd.testing.assert_frame_equal(calendar_only(conn.execute(sql, params).df()), reference_training,
                                       check_exact=False, rtol=1e-12)
         exceptions += recomputed_at(conn, cutoff)[0]
@@ -376,8 +383,9 @@ def test_the_btyd_days_leave_out_a_stretch_without_orders_seen_at_the_cutoff(con
     """Thirty customers buying every third day from January to May 2024, but no order at all in March
     (a month missing from the export): at a cutoff after the orders resumed, the BTYD's recency and
     age (``OBSERVED_COLUMNS``) lose the stretch's days inside their spans, the calendar columns keep
-    them; at a cutoff inside the stretch nothing is taken out (no order has closed it yet); the
-    transactions' ``btyd.summarize`` gives the same weeks and keeps the calendar ones apart."""
+    them; at a cutoff inside the stretch its days so far are taken out of every age (no order has
+    closed it yet: a silence up to the cutoff, ``order_gaps.silent_tail``); the transactions'
+    ``btyd.summarize`` gives the same weeks and keeps the calendar ones apart."""
     from clv_platform.models import btyd
 
     orders = []
@@ -398,7 +406,7 @@ def test_the_btyd_days_leave_out_a_stretch_without_orders_seen_at_the_cutoff(con
     assert taken.loc["late"].tolist() == [0, 0]  # first purchase after it
     assert row(after.reset_index(), "early").T_days == 147 and row(after.reset_index(), "early").observed_T_days == 116
     inside = build_features(conn, date(2024, 3, 20))
-    assert (inside["observed_T_days"] == inside["T_days"]).all()
+    assert (inside["T_days"] - inside["observed_T_days"] == 20).all()  # 1-20 March
     assert (inside["observed_recency_days"] == inside["first_to_last_order_days"]).all()
 
     transactions = pd.DataFrame([(o.customer_id, o.order_date, o.gross) for o in orders],
