@@ -235,8 +235,8 @@ def orders_cover_their_span(conn) -> dg.AssetCheckResult:
     """Warns, never blocks: a store can close for weeks (a seasonal shop, a move), and only the
     merchant knows. What the run says lets them add the missing file before they trust a forecast
     whose label windows overlap the gap (`transforms.order_gaps`). A live store's silence up to the
-    as-of date is a feed that stopped or a closed season: every score reads it as customers who
-    stopped buying, so the run says so, with last year's closure when there was one."""
+    as-of date is a feed that stopped or a closed season, which the models read as unobserved days
+    (``order_gaps.silent_tail``): the run says so, with last year's closure when there was one."""
     stretches = order_stretches(conn)
     gaps = stretches.unobserved
     listed = "; ".join(gap.describe() for gap in gaps[:5])
@@ -269,14 +269,15 @@ def describe_silent_tail(tail, earlier) -> str:
     """What a silence up to the as-of date means, naming a stretch without orders a year before it
     (``earlier``: the history's named and rhythm runs) as a possible closed season."""
     text = (f"no orders from {tail.start} to the as-of date {tail.end} ({tail.days} days) where the store had "
-            f"{tail.orders_per_day_around:,.1f} a day before: every score reads this as customers who stopped buying. "
-            "If orders stopped arriving (a connector, an export cut short), fetch or add them")
+            f"{tail.orders_per_day_around:,.1f} a day before: the models read these days as unobserved, as a missing "
+            "part of the export, so the scores stand where they were when the orders stopped. If orders stopped "
+            "arriving (a connector, an export cut short), fetch or add them")
     year = timedelta(days=365)
     season = next((gap for gap in earlier if gap.start <= tail.end - year + timedelta(days=MIN_GAP_DAYS)
                    and gap.end >= tail.start - year - timedelta(days=MIN_GAP_DAYS)), None)
     if season is not None:
         text += (f"; the store had none from {season.start} to {season.end} a year before either: if it closes for a "
-                 "season, its customers' scores fall until it opens again")
+                 "season, the forecasts count the closed days ahead as days to buy on")
     return text
 
 

@@ -472,8 +472,8 @@ def _orders_on(days: list) -> pd.DataFrame:
 
 def test_a_silence_up_to_the_as_of_date_is_warned_of(db, monkeypatch):
     """Three orders a day to 31 March, then none to the as-of date of 30 May: a feed that stopped (or a
-    store that closed) reads as every customer stopping; the history has no hole, so only the tail
-    warns. As of 5 April the five quiet days are no news."""
+    store that closed), whose days the models leave out of every customer's time; the history has no
+    hole, so only the tail warns. As of 5 April the five quiet days are no news."""
     path, resource = db
     days = [d.date() for d in pd.date_range("2025-01-01", "2025-03-31") for _ in range(3)]
     write(path, "staging.orders", _orders_on(days))
@@ -482,9 +482,9 @@ def test_a_silence_up_to_the_as_of_date_is_warned_of(db, monkeypatch):
     assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
     assert result.metadata["gaps"].value == 0 and result.metadata["silent_days_before_as_of"].value == 60
     assert result.description == (
-        "no orders from 2025-04-01 to the as-of date 2025-05-30 (60 days) where the store had 3.0 a day before: every "
-        "score reads this as customers who stopped buying. If orders stopped arriving (a connector, an export cut "
-        "short), fetch or add them")
+        "no orders from 2025-04-01 to the as-of date 2025-05-30 (60 days) where the store had 3.0 a day before: the "
+        "models read these days as unobserved, as a missing part of the export, so the scores stand where they were "
+        "when the orders stopped. If orders stopped arriving (a connector, an export cut short), fetch or add them")
     monkeypatch.setenv("CLV_AS_OF", "2025-04-05")
     result = orders_cover_their_span(duckdb=resource)
     assert result.passed and result.metadata["silent_days_before_as_of"].value == 0
@@ -499,8 +499,8 @@ def test_a_silence_where_the_store_was_closed_a_year_before_names_the_closed_sea
     monkeypatch.setenv("CLV_AS_OF", "2025-06-30")
     result = orders_cover_their_span(duckdb=resource)
     assert not result.passed and result.metadata["silent_days_before_as_of"].value == 150
-    assert ("the store had none from 2024-02-01 to 2024-09-30 a year before either: if it closes for a season, its "
-            "customers' scores fall until it opens again") in result.description
+    assert ("the store had none from 2024-02-01 to 2024-09-30 a year before either: if it closes for a season, the "
+            "forecasts count the closed days ahead as days to buy on") in result.description
     # the named stretch of 2024 is as long as a season: what the forecasts get wrong if it is one
     assert ("a stretch of 243 days may also be a season the store closes for: if it closes then every year, the "
             "forecasts count those days of the coming year as days to buy on and are too high") in result.description
