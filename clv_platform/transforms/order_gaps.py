@@ -294,7 +294,7 @@ def silent_tail(conn: duckdb.DuckDBPyConnection, until: date) -> OrderGap | None
     are seen only once an order ends them; this one no order has ended yet: a live store's feed that
     stopped, or a store closed for its season. Every model reads it as the runs between orders, as
     unobserved days (``order_gaps``): counted in each customer's time, a 30-day outage before the
-    cutoff had the BTYD forecast the demo store's next six months at -85 % (benchmarks/MEASUREMENTS.md,
+    cutoff had the demo store's next six months served at -86 % (-49 % now; benchmarks/MEASUREMENTS.md,
     session 52)."""
     return order_stretches(conn, until).tail
 
@@ -311,8 +311,8 @@ def _silent_tail(days: list[date], counts: list[float], until, rhythm: list[Orde
         return None
     if rhythm and length <= RHYTHM_MAX_LENGTH_RATIO * float(np.median([gap.days for gap in rhythm])):
         return None  # the rhythm's current run, as every run before it
-    recent = pd.Timestamp(last) - pd.Timedelta(days=CONTEXT_DAYS)
-    rate = float(sum(n for day, n in zip(days, counts) if pd.Timestamp(day) > recent)) / CONTEXT_DAYS
+    recent = np.asarray(pd.to_datetime(pd.Series(days)), dtype="datetime64[D]") > np.datetime64(last, "D") - CONTEXT_DAYS
+    rate = float(np.asarray(counts, dtype=float)[recent].sum()) / CONTEXT_DAYS
     if rate * length < -math.log(MAX_EMPTY_PROBABILITY):
         return None
     return OrderGap(last + timedelta(days=1), until, length, rate)
