@@ -106,7 +106,7 @@ def closed_season_note(gaps: list[OrderGap]) -> str:
     One stretch cannot tell a missing part of the export from a shop closed for its season, and the
     models read it as missing records: they count its days of the coming year as days to buy on.
     The winter store of benchmarks/awkward_stores.py (open October to January), as of the end of a
-    season, is forecast at +175 % of its year (benchmarks/MEASUREMENTS.md, session 52)."""
+    season, is forecast at +125 % of its year (its BTYD's mean +175 %; benchmarks/MEASUREMENTS.md, session 52)."""
     long = [gap for gap in gaps if gap.days >= SEASON_LIKE_DAYS]
     if not long:
         return ""
