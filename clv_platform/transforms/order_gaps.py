@@ -142,15 +142,19 @@ class Stretches:
         if not self.rhythm:
             return ""
         lengths = [gap.days for gap in self.rhythm]
-        # spacings of neighbouring rhythm runs only: a named run between two (a missing month) is no cycle
-        spacing = np.array([b.start.toordinal() - a.start.toordinal() for a, b in zip(self.rhythm, self.rhythm[1:])
-                            if not any(a.start < gap.start < b.start for gap in self.unobserved)] or [0])
+        spacing = np.array(self.rhythm_spacings() or [0])
         every = ("" if spacing.max() == 0 else
                  f", one every {int(spacing.min())}-{int(spacing.max())} days" if spacing.min() != spacing.max()
                  else f", one every {int(spacing.min())} days")
         return (f"{len(self.rhythm)} runs of {min(lengths)}-{max(lengths)} days without orders recur from "
                 f"{self.rhythm[0].start} to {self.rhythm[-1].end}{every}: the store's own rhythm (orders on a few "
                 "days of each cycle: invoicing dates, drops), read as its calendar, not as missing records")
+
+    def rhythm_spacings(self) -> list[int]:
+        """Start-to-start days of neighbouring rhythm runs, in order: not across a named run between
+        two (a month missing from a monthly rhythm is no cycle)."""
+        return [b.start.toordinal() - a.start.toordinal() for a, b in zip(self.rhythm, self.rhythm[1:])
+                if not any(a.start < gap.start < b.start for gap in self.unobserved)]
 
     def calendar_ahead(self, cutoff) -> RhythmCalendar | None:
         """The store's order days after ``cutoff`` projected from a regular rhythm (``RhythmCalendar``):
@@ -161,9 +165,7 @@ class Stretches:
         runs = self.rhythm
         if len(runs) < 3 or any(gap.start > runs[-3].start for gap in self.unobserved):
             return None
-        # neighbouring rhythm runs only, without a named run between (a missing month is no cycle)
-        spacings = [b.start.toordinal() - a.start.toordinal() for a, b in zip(runs, runs[1:])
-                    if not any(a.start < gap.start < b.start for gap in self.unobserved)][-RHYTHM_CYCLES:]
+        spacings = self.rhythm_spacings()[-RHYTHM_CYCLES:]
         lengths = np.array([gap.days for gap in runs[-RHYTHM_CYCLES:]], dtype=float)
         if len(spacings) < 2 or not (_agree(np.diff([gap.start.toordinal() for gap in runs[-3:]]).astype(float))
                                      and _agree(lengths[-3:])):
