@@ -83,8 +83,9 @@ def run_backtest(
         gaps = stretches.unobserved
         for gap in gaps:
             print(f"backtest: {loaded.name}: {gap.describe()}: {GAP_WARNING}", file=sys.stderr)
-        if closed_season_note(gaps):
-            print(f"backtest: {loaded.name}: {closed_season_note(gaps)}", file=sys.stderr)
+        season = closed_season_note(gaps)
+        if season:
+            print(f"backtest: {loaded.name}: {season}", file=sys.stderr)
         if stretches.rhythm:
             print(f"backtest: {loaded.name}: {stretches.describe_rhythm()}", file=sys.stderr)
         label_days, label_note = label_window(conn, calibration_end, holdout_end, config)
@@ -102,7 +103,7 @@ def run_backtest(
                        # stretches without orders the store's rate cannot explain (transforms.order_gaps)
                        "order_gaps": [gap.as_dict() for gap in gaps],
                        # a stretch as long as a closed season: what the forecasts then get wrong
-                       **({"closed_season": closed_season_note(gaps)} if closed_season_note(gaps) else {}),
+                       **({"closed_season": season} if season else {}),
                        # recurring runs read as the store's calendar (monthly invoicing dates, drops)
                        **({"order_rhythm": {"runs": len(stretches.rhythm), "description": stretches.describe_rhythm()}}
                           if stretches.rhythm else {})}

@@ -68,6 +68,13 @@ def window_errors(windows: list[tuple[str, pd.DataFrame]], predicted: str = "bty
     return rows
 
 
+def stretch_reason(windows: list[dict]) -> str | None:
+    """Why the ``window_errors`` rows have no error when one holds a stretch without orders (marked
+    ``stretch`` by ``train.total_error_record``), else None."""
+    held = next((w["stretch"] for w in windows if w.get("stretch")), None)
+    return f"the label windows hold {held}: their total errors measure that stretch, not the method" if held else None
+
+
 def method_errors(log_errors: list[float], level_calibrated: bool) -> list[float]:
     """The served method's out-of-sample total errors from the BTYD's, newest first: the BTYD's
     own, or for a forecast whose level was fitted on the newest window (the hybrid) the error of

@@ -154,11 +154,10 @@ def served_errors(hybrid: TrainedClv, plain: TrainedClv) -> dict:
     hybrid_errors = total_interval.method_errors(block.get("btyd_log_errors") or [], level_calibrated=True)
     windows = f"{len(btyd_errors)} of 2 label windows ending by the cutoff have a BTYD total error"
     # a window that holds a stretch without orders has none (total_error_record): say so, not "too short"
-    held = next((w["stretch"] for w in block.get("windows") or [] if w.get("stretch")), None)
-    why = (f"the label windows hold {held}: their total errors measure that stretch, not the method" if held
-           else f"too short a history: {windows}")
-    btyd_entry = (btyd_errors, None if btyd_errors else why)
-    hybrid_entry = (hybrid_errors, None if hybrid_errors else why if held else f"{why}, the level needs two")
+    held = total_interval.stretch_reason(block.get("windows") or [])
+    btyd_entry = (btyd_errors, None if btyd_errors else held or f"too short a history: {windows}")
+    hybrid_entry = (hybrid_errors, None if hybrid_errors else
+                    held or f"too short a history: {windows}, the level needs two")
     plain_block = plain.serving.get("total_error") or {}
     plain_entry = (list(plain_block.get("method_log_errors") or []), plain_block.get("reason"))
     return {"btyd": btyd_entry, BTYD_POINT: btyd_entry, HYBRID: hybrid_entry, HYBRID_MEAN: hybrid_entry,

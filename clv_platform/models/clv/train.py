@@ -482,8 +482,7 @@ def total_error_record(valid: pd.DataFrame, inner: pd.DataFrame, cutoff: date, h
         "served_validation_log_error": (float(np.log(own["actual_total"] / own["predicted_total"]))
                                         if own.get("actual_total") and own.get("predicted_total") else None),
         "reason": (f"{len(method)} out-of-sample total error(s) of the served method" if method else
-                   f"the label windows hold {next(w['stretch'] for w in windows if w.get('stretch'))}: their total "
-                   "errors measure that stretch, not the method" if any(w.get("stretch") for w in windows) else
+                   total_interval.stretch_reason(windows) or
                    f"too short a history: {len(btyd_errors)} of 2 label windows of {h} days ending by {cutoff} have a "
                    "BTYD total error" + (" and the hybrid's level needs two" if level_calibrated else "")),
     }
