@@ -198,7 +198,8 @@ def reconciled_alive(run, npd: dict) -> np.ndarray | None:
     served, _ = clv.reconcile_alive_with(run.chosen.transactions, frame["btyd_p_alive"].to_numpy(dtype=float),
                                          np.zeros(len(frame)),
                                          p_purchase.reindex(summary.index.astype(str)).to_numpy(dtype=float),
-                                         summary["frequency"], summary["T"])
+                                         summary["frequency"], summary["T"],
+                                         npd.get("alive_window_days", clv.ALIVE_EVIDENCE_DAYS))
     return served
 
 

@@ -48,7 +48,7 @@ from scipy import stats
 
 from clv_platform.models import btyd
 from clv_platform.models.seasonality import SeasonalIndex, seasonal_index
-from clv_platform.transforms.order_gaps import OrderGap, touches_stretches, transaction_gaps
+from clv_platform.transforms.order_gaps import OrderGap, touches_stretches, transaction_stretches
 from clv_platform.models.total_interval import Z80  # one constant for every 80 % interval (the CLV total's too)
 
 TOTAL_DAYS = (30, 90, 365)
@@ -529,7 +529,7 @@ def rehearse(history: pd.DataFrame, cutoff: date, model_name: str = btyd.BGNBD,
     dates = pd.to_datetime(history["order_date"])
     if (pd.Timestamp(rc) - dates.min()).days < MIN_REHEARSAL_HISTORY_DAYS:
         return Rehearsal.none()
-    summary = btyd.summarize(history[dates <= pd.Timestamp(rc)], rc)
+    summary = btyd.summarize(history[dates <= pd.Timestamp(rc)], rc, closed_seasons=False)
     model = rehearsal_model(summary, model_name, max_fit_customers)
     if model is None:
         return Rehearsal.none()
@@ -613,7 +613,7 @@ def forecast_revenue(
     elif summary is None or model is None or season is None or firsts is None or (with_rehearsal and rehearsal is None):
         raise ValueError("forecast_revenue without transactions needs summary, model, season, firsts and rehearsal")
     if summary is None:
-        summary = btyd.summarize(history, cutoff)
+        summary = btyd.summarize(history, cutoff, closed_seasons=False)
     if model is None:
         model = fit_purchase_model(summary, model_name, max_fit_customers)
     if rehearsal is None:
@@ -621,12 +621,12 @@ def forecast_revenue(
                      if with_rehearsal else Rehearsal.none())
     periods = forecast_periods(cutoff, months)
     if season is None:
-        season = seasonal_index(history, model, cutoff)
+        season = seasonal_index(history, model, cutoff, closed_seasons=False)
     existing = existing_customer_forecast(summary, model, cutoff, periods, season, predicted_spend, horizon_days,
                                           rehearsal.existing_scale)
     horizon = max(p.offsets(cutoff)[1] for p in periods)
     if gaps is None:
-        gaps = transaction_gaps(history, cutoff) if history is not None and not history.empty else []
+        gaps = transaction_stretches(history, cutoff).unobserved if history is not None and not history.empty else []
     acquisition = fit_acquisition(first_orders(history) if firsts is None else firsts, cutoff, horizon, gaps)
     new = new_customer_forecast(acquisition, model, cutoff, periods, season, rehearsal.new_scale)
     return RevenueForecast(combine(existing, new), season, acquisition, model, cutoff, rehearsal)

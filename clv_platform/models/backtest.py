@@ -450,7 +450,7 @@ def btyd_backtest(
         raise ValueError("holdout_end must be after calibration_end")
 
     summary = btyd.summarize(loaded.transactions, calibration_end, holdout_end)
-    horizon = btyd.holdout_weeks(calibration_end, holdout_end)
+    horizon = btyd.holdout_weeks(calibration_end, holdout_end, loaded.transactions)
 
     if model_choice not in (*btyd.TRANSACTION_MODELS, AUTO):
         raise ValueError(f"model_choice must be one of {btyd.TRANSACTION_MODELS + (AUTO,)}, got {model_choice!r}")

@@ -34,7 +34,7 @@ from lifetimes.utils import ConvergenceError
 from scipy.special import expit, roots_jacobi
 
 from clv_platform.models.datasets import net_purchases
-from clv_platform.transforms.order_gaps import stretch_days, transaction_gaps
+from clv_platform.transforms.order_gaps import stretch_days, transaction_stretches
 
 _log = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ def summarize(
     transactions: pd.DataFrame,
     calibration_end,
     holdout_end=None,
+    closed_seasons: bool = True,
 ) -> pd.DataFrame:
     """Per-customer RFM summary at ``calibration_end`` (inclusive) and holdout outcomes.
 
@@ -183,7 +184,8 @@ def summarize(
     frequency = (days - 1).astype(int)
     repeat_spend = spend - first_amount
     monetary = (repeat_spend / frequency.where(frequency > 0)).fillna(0.0)
-    gaps = transaction_gaps(transactions, calibration_end)
+    stretches = transaction_stretches(transactions, calibration_end)
+    gaps = stretches.time_gaps if closed_seasons else stretches.unobserved
 
     summary = pd.DataFrame(
         {
@@ -213,9 +215,18 @@ def summarize(
     return summary
 
 
-def holdout_weeks(calibration_end, holdout_end) -> float:
-    """Length of the holdout window in weeks (CDNOW: 273 days = 39 weeks)."""
-    return (pd.Timestamp(holdout_end) - pd.Timestamp(calibration_end)).days / DAYS_PER_WEEK
+def holdout_weeks(calibration_end, holdout_end, transactions: pd.DataFrame | None = None) -> float:
+    """Length of the holdout window in weeks (CDNOW: 273 days = 39 weeks); with ``transactions``,
+    without the days of the closed seasons a store's history up to the calibration end projects into
+    it (``order_gaps.Stretches.closed_ranges``): ``summarize`` reads a closed season as no customer's
+    time, so the forecast counts only the open days ahead."""
+    start, end = pd.Timestamp(calibration_end).normalize(), pd.Timestamp(holdout_end).normalize()
+    days = (end - start).days
+    if transactions is not None:
+        for first, last in transaction_stretches(transactions, start).closed_ranges():
+            days -= max((min(pd.Timestamp(last), end) - max(pd.Timestamp(first), start + pd.Timedelta(days=1))).days
+                        + 1, 0)
+    return days / DAYS_PER_WEEK
 
 
 def condense(summary: pd.DataFrame) -> pd.DataFrame:

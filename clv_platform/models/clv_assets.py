@@ -24,6 +24,7 @@ from clv_platform.core.sql import table_exists
 from clv_platform.models import btyd, btyd_intervals, clv, interval_cache, registry, stored_fits, total_interval as totals_
 from clv_platform.models.npd import BTYD_ONLY as NPD_BTYD_ONLY
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
+from clv_platform.models.npd_backtest import order_calendar_at, trained_model_calendar
 from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url
 from clv_platform.resources.storage import read_sql, replace_table, reports_dir, settings_of
@@ -566,6 +567,16 @@ def alive_evidence(conn, cutoff) -> tuple[object | None, str]:
             f"model {version} (Brier gain over the BTYD {gain:.5f}, SE {se:.5f}, on its validation window)")
 
 
+def alive_window_days(conn, cutoff) -> float:
+    """The days of the next ``ALIVE_EVIDENCE_DAYS`` the served next-purchase model's P(purchase) was
+    read on: the open days of a store closed for a season (``npd_backtest.trained_model_calendar``),
+    else all of them."""
+    calendar = trained_model_calendar(order_calendar_at(conn, cutoff))
+    if calendar is None:
+        return float(clv.ALIVE_EVIDENCE_DAYS)
+    return float(calendar.effective_days(clv.ALIVE_EVIDENCE_DAYS))
+
+
 def naive_population_ratio(conn, days: int) -> float | None:
     """``clv.windows.naive_btyd_ratio`` over every customer of the feature table, in SQL: the BTYD's
     label-window spend total (ml.btyd_scores) / the naive spend-rate rule's over ``days``. The
@@ -580,7 +591,8 @@ def naive_population_ratio(conn, days: int) -> float | None:
     return float(btyd_total) / float(naive_total)
 
 
-def _reconcile_batch(scores: pd.DataFrame, frame: pd.DataFrame, alive, tally: dict, serves_btyd: bool = False) -> None:
+def _reconcile_batch(scores: pd.DataFrame, frame: pd.DataFrame, alive, tally: dict, serves_btyd: bool = False,
+                     window_days: float = clv.ALIVE_EVIDENCE_DAYS) -> None:
     """``scores``' p_alive and expected purchases reconciled in place (``clv.reconcile_alive``) with
     ``frame``'s served P(purchase within 90 days); ``tally`` adds up what changed, for the metadata.
 
@@ -591,7 +603,7 @@ def _reconcile_batch(scores: pd.DataFrame, frame: pd.DataFrame, alive, tally: di
     btyd_alive = scores["p_alive"].to_numpy(dtype=float)
     served, purchases = clv.reconcile_alive_with(alive, btyd_alive, scores["expected_purchases"],
                                                  frame["npd_p_purchase"], frame["frequency"],
-                                                 btyd_days(frame)[1] / btyd.DAYS_PER_WEEK)
+                                                 btyd_days(frame)[1] / btyd.DAYS_PER_WEEK, window_days)
     scores["p_alive"], scores["expected_purchases"] = served, purchases
     if serves_btyd:
         tally["btyd_clv_sum"] = tally.get("btyd_clv_sum", 0.0) + float(np.nansum(scores["predicted_clv"]))
@@ -607,7 +619,7 @@ def _reconcile_batch(scores: pd.DataFrame, frame: pd.DataFrame, alive, tally: di
 
 
 def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, scored_at, batch: int,
-                     alive=None) -> dict:
+                     alive=None, alive_window_days: float = clv.ALIVE_EVIDENCE_DAYS) -> dict:
     """scores.customer_clv in batches of ``batch`` customers (features and ml.btyd_scores of the
     same id range), then rank, percentile and tier over the whole table in SQL. With ``alive`` (the
     BTYD transaction model of ``alive_evidence``) p_alive and expected purchases are reconciled with
@@ -637,7 +649,8 @@ def write_clv_scores(conn, model, config: clv.ClvConfig, model_version: str, sco
                 level["btyd"] += float(np.clip(np.nan_to_num(frame["btyd_expected_spend"].to_numpy(dtype=float)),
                                                0.0, None).sum())
             if alive is not None:
-                _reconcile_batch(scores, frame, alive, reconciled, serves_btyd=model.serves_btyd)
+                _reconcile_batch(scores, frame, alive, reconciled, serves_btyd=model.serves_btyd,
+                                 window_days=alive_window_days)
             writer.write(scores)
         tiers = " ".join(f"when clv_rank <= {share!r}::double * _n then '{label}'" for label, share in clv.TIERS)
         # the point forecast's scale c keeps the sum over the whole store (not per batch): SQL, after the batches
@@ -671,9 +684,12 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
         registry.require_features(registry.DEFAULT_MODEL_NAME, sidecar["model_version"], model.features, empty.columns)
         require_label_window(conn, model, sidecar["model_version"])
         alive, alive_reason = alive_evidence(conn, scoring_cutoff(conn))
+        alive_window = alive_window_days(conn, scoring_cutoff(conn)) if alive is not None else clv.ALIVE_EVIDENCE_DAYS
+        if alive_window != clv.ALIVE_EVIDENCE_DAYS:
+            alive_reason += f" (the {alive_window:g} open days of the next {clv.ALIVE_EVIDENCE_DAYS})"
         family = _family_check(sidecar, stored_fits.served_family(conn), model.serves_btyd)
         written = write_clv_scores(conn, model, config, sidecar["model_version"], scored_at, settings.batch_customers,
-                                   alive=alive)
+                                   alive=alive, alive_window_days=alive_window)
         rows = written["rows"]
         contract.apply_comments(conn, tables=[SCORES_TABLE])
         schema = contract.column_metadata(conn, SCORES_TABLE)

@@ -239,8 +239,9 @@ def run_npd_backtest(
                                                  calibration_end, window, calendar, recency_col="recency", T_col="T")
                              .set_index(scoring.index))
     # the trained model is not: its label windows start a whole number of months before the cutoff (and a
-    # year), so it learned when the store's order days fall (P(7 d) 0.0007 on the invoicing store)
-    predictions[AFT] = model.predict(scoring, cutoff=calibration_end, within_days=window)
+    # year), so it learned when the store's order days fall (P(7 d) 0.0007 on the invoicing store); but
+    # not a closed season longer than its windows (``trained_model_calendar``)
+    predictions[AFT] = predict_on_calendar(model, scoring, calibration_end, window, trained_model_calendar(calendar))
     blocks = {name: evaluate(actual_days, frame, horizons) for name, frame in predictions.items()}
     blocks[FALLBACK] = fallback_metrics(scoring.assign(days_to_next_purchase=actual_days), int(window),
                                         calendar=calendar)
@@ -256,6 +257,9 @@ def run_npd_backtest(
         # what the lifecycle stages read where the trained model is served (lifecycle.lifecycle_stages)
         "served_p_purchase": (predictions[AFT][column].set_axis(scoring.index)
                               if served["earned"] and column in predictions[AFT] else None),
+        # the days of those 90 the trained model was read on (a closed season's open days), for the BTYD's
+        "alive_window_days": (float(trained_model_calendar(calendar).effective_days(ALIVE_TEST_DAYS))
+                              if trained_model_calendar(calendar) is not None else float(ALIVE_TEST_DAYS)),
         "calibration_end": calibration_end.date().isoformat(),
         "holdout_end": holdout_end.date().isoformat(),
         "training_window": {
@@ -374,6 +378,14 @@ def earns_its_place(candidate_metrics: dict, baseline: dict | None, why_no_basel
                           "serving the BTYD fallback"}
     return {"earned": True, "comparisons": comparisons,
             "reason": f"the trained model is no worse than the BTYD fallback on the validation window ({summary})"}
+
+
+def trained_model_calendar(calendar):
+    """The calendar a trained next-purchase model is read on: a closed season's (``RhythmCalendar.open_time``:
+    closures of months, longer than its 90-day label windows, so it never saw one whole and would date a
+    purchase in the closure: the winter store's, as of the season's last day, in February; benchmarks/MEASUREMENTS.md,
+    session 53), else none (a short rhythm it learns from its windows)."""
+    return calendar if calendar is not None and calendar.open_time else None
 
 
 def order_calendar_at(conn, cutoff):

@@ -19,7 +19,7 @@ from clv_platform.models.clv_assets import BTYD_KEY, BTYD_TABLE, CUSTOMER_NPD, N
 from clv_platform.models.npd import BTYDNextPurchase
 from clv_platform.models.npd_assets import (FEATURES, NPD_MODEL_KEY, date_settings, load_latest_npd_model,
                                             write_npd_scores)
-from clv_platform.models.npd_backtest import order_calendar_at
+from clv_platform.models.npd_backtest import order_calendar_at, trained_model_calendar
 from clv_platform.resources.storage import settings_of
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.features import FEATURE_TABLE
@@ -65,8 +65,9 @@ def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
         model, meta = load_latest_npd_model(conn)
         cutoff = scoring_cutoff(conn)
         # a store whose orders fall on a few days of each cycle (invoicing dates): the BTYD's chances and
-        # dates on them
-        calendar = order_calendar_at(conn, cutoff) if model is None else None
+        # dates on them; a store closed for a season: every model's (``trained_model_calendar``)
+        calendar = order_calendar_at(conn, cutoff)
+        calendar = calendar if model is None else trained_model_calendar(calendar)
         if model is None:
             fallback, serving = served_btyd_timing(conn, cutoff)
             written = write_npd_scores(conn, fallback, cutoff, settings, meta["model_version"], scored_at, batch,
@@ -75,8 +76,9 @@ def customer_npd(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
         else:
             columns = conn.execute(f"select * from {FEATURE_TABLE} limit 0").df().columns
             registry.require_features(registry.NPD_MODEL_NAME, meta["model_version"], model.feature_cols_, columns)
-            # the trained model learned the calendar from label windows that start months before the cutoff
-            written = write_npd_scores(conn, model, cutoff, settings, meta["model_version"], scored_at, batch)
+            # the trained model learned a short rhythm from label windows that start months before the cutoff
+            written = write_npd_scores(conn, model, cutoff, settings, meta["model_version"], scored_at, batch,
+                                       calendar=calendar)
             serving = {"serves": "aft", "serving_reason": "trained: the XGBoost survival:aft model"}
         rows = written["rows"]
         contract.apply_comments(conn, tables=[NPD_TABLE])

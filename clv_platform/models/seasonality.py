@@ -22,7 +22,7 @@ from scipy import stats
 
 from clv_platform.core.sql import read_sql
 from clv_platform.models import btyd
-from clv_platform.transforms.order_gaps import gaps_in_daily_counts, stretch_days, touches_stretches
+from clv_platform.transforms.order_gaps import stretch_days, stretches_in_daily_counts, touches_stretches
 
 MIN_EXPECTED_PER_MONTH = 20.0
 """Months in which the model expects fewer repeat purchases than this do not shape the seasonal index."""
@@ -68,12 +68,14 @@ def purchase_days(transactions: pd.DataFrame, cutoff: date) -> pd.DataFrame:
     return days.groupby("day", as_index=False, sort=True)[["first_buyers", "repeat_days"]].sum()
 
 
-def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> SeasonalIndex:
+def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: date,
+                   closed_seasons: bool = True) -> SeasonalIndex:
     """``seasonal_index_from_days`` on the transactions' ``purchase_days``."""
-    return seasonal_index_from_days(purchase_days(transactions, cutoff), model, cutoff)
+    return seasonal_index_from_days(purchase_days(transactions, cutoff), model, cutoff, closed_seasons)
 
 
-def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> pd.DataFrame:
+def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date,
+                   closed_seasons: bool = True) -> pd.DataFrame:
     """(month, actual, expected) repeat purchase days of every complete calendar month up to ``cutoff``
     (the BTYD papers' tracking plot); empty when no month is complete.
 
@@ -84,7 +86,9 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> p
     A month that overlaps a stretch without purchases the store's rate cannot explain
     (``transforms.order_gaps``, on these days' purchase counts) is left out: a month missing from an
     export is no season (the autumn-ramp store without February and March lost its season, F test
-    p = 0.183, and the revenue forecast's monthly error went from 0.15 to 0.83).
+    p = 0.183, and the revenue forecast's monthly error went from 0.15 to 0.83). So is a month of a
+    closed season (``order_gaps.Stretches.closed``) unless ``closed_seasons`` is False (the revenue
+    forecast, which reads a closed season in calendar time and projects none).
     """
     empty = pd.DataFrame({"month": pd.Series(dtype="datetime64[ns]"), "actual": pd.Series(dtype=float),
                           "expected": pd.Series(dtype=float)})
@@ -107,7 +111,9 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> p
     n = cohort_days["first_buyers"].to_numpy(dtype=float)
     # age at the start of boundary day b (= end of day b-1): (b - f) days, clipped at 0, in observed
     # time as the BTYD was fitted (a stretch's days inside (f, b - 1] are no days of the customer's)
-    gaps = gaps_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]), cutoff_ts)
+    stretches = stretches_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]),
+                                          cutoff_ts)
+    gaps = stretches.time_gaps if closed_seasons else stretches.unobserved
     day0 = np.datetime64(start.date(), "D")
     unseen = stretch_days(gaps, (day0 + f.astype(np.int64))[None, :], (day0 + (bounds - 1).astype(np.int64))[:, None])
     age = np.clip((bounds[:, None] - f[None, :] - 1 - unseen) / btyd.DAYS_PER_WEEK, 0.0, None)
@@ -131,7 +137,8 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> p
     return table[~holed].reset_index(drop=True)
 
 
-def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> SeasonalIndex:
+def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date,
+                             closed_seasons: bool = True) -> SeasonalIndex:
     """Actual / model-expected repeat purchase days per calendar month up to ``cutoff``
     (``tracking_table``), fitted.
 
@@ -140,7 +147,7 @@ def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: 
     weighted by the expected count), so the index is smooth, covers months not observed yet and
     does not reproduce one year's noise; it is normalized to mean 1.
     """
-    table = tracking_table(days, model, cutoff)
+    table = tracking_table(days, model, cutoff, closed_seasons)
     if table.empty:
         return SeasonalIndex.flat()
     used = table[table["expected"] >= MIN_EXPECTED_PER_MONTH].copy()

@@ -23,12 +23,22 @@ holds in the months to come, so the models keep calendar time there (counting th
 unobserved made the BTYD forecast a drop store's year at +98 % instead of -0.3 %, because the
 coming year's closed days were then counted as days to buy on; benchmarks/MEASUREMENTS.md,
 session 51). They are reported (``Stretches.rhythm``), not warned about.
+
+A rhythm whose runs are a season long (``SEASON_LIKE_DAYS``: a ski or Christmas shop closed from
+February to September every year) is the exception: calendar time there reads every customer as
+lapsing through each closure (the BTYD at a cutoff inside one ranked customers backwards, Gini
+-0.15, and a hybrid calibrated on it was served at +1,298 % of the next year; benchmarks/MEASUREMENTS.md,
+session 53). Its closures, those seen and the one under way at the cutoff, are no customer's
+time (``Stretches.closed``, among the days ``order_gaps`` returns), and the coming ones are
+projected from its cycle (``Stretches.closed_ranges``) so the forecasts count only the open days
+ahead (``models.clv.season``, ``models.seasonality``); no model is withheld over them
+(``gaps_after`` is of the unobserved stretches only).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 import duckdb
@@ -124,7 +134,7 @@ def gaps_after(conn: duckdb.DuckDBPyConnection, first_day: date, until: date) ->
     """The stretches (seen at ``until``, point in time) that reach into (first_day, until]: those a
     model's label windows over that span would read as customers who bought nothing (and are
     therefore not served over them)."""
-    return [gap for gap in order_gaps(conn, until=until) if gap.end > first_day]
+    return [gap for gap in order_stretches(conn, until=until).unobserved if gap.end > first_day]
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,27 @@ class Stretches:
     unobserved: list[OrderGap]
     rhythm: list[OrderGap]
     tail: OrderGap | None = None
+    closed: list[OrderGap] = field(default_factory=list)
+    """The closed seasons read as unobserved days (``season_calendar``): the rhythm's runs, and the
+    days of the projected closure from the last order day to the cutoff."""
+    season_calendar: RhythmCalendar | None = None
+    """The cycle of a rhythm of closed seasons, projected from the cutoff (open days count one day)."""
+
+    @property
+    def time_gaps(self) -> list[OrderGap]:
+        """The days no customer can be seen not to buy, as observed time leaves them out: the
+        unobserved stretches and the closed seasons, in date order."""
+        return sorted([*self.unobserved, *self.closed], key=lambda gap: gap.start)
+
+    def closed_ranges(self) -> list[tuple[date, date]]:
+        """(first, last) day of every closed season, seen and projected (``RhythmCalendar.closed_ranges``,
+        ``RHYTHM_LOOKAHEAD_DAYS`` ahead of the cutoff): the days a forecast counts none of."""
+        if self.season_calendar is None:
+            return []
+        calendar = self.season_calendar
+        ahead = calendar.closed_ranges(calendar.cutoff + timedelta(days=1),
+                                       calendar.cutoff + timedelta(days=RHYTHM_LOOKAHEAD_DAYS))
+        return [(gap.start, gap.end) for gap in self.closed] + ahead
 
     def describe_rhythm(self) -> str:
         """One sentence on the recurring runs (empty when there are none)."""
@@ -146,9 +177,13 @@ class Stretches:
         every = ("" if spacing.max() == 0 else
                  f", one every {int(spacing.min())}-{int(spacing.max())} days" if spacing.min() != spacing.max()
                  else f", one every {int(spacing.min())} days")
-        return (f"{len(self.rhythm)} runs of {min(lengths)}-{max(lengths)} days without orders recur from "
-                f"{self.rhythm[0].start} to {self.rhythm[-1].end}{every}: the store's own rhythm (orders on a few "
-                "days of each cycle: invoicing dates, drops), read as its calendar, not as missing records")
+        runs = (f"{len(self.rhythm)} runs of {min(lengths)}-{max(lengths)} days without orders recur from "
+                f"{self.rhythm[0].start} to {self.rhythm[-1].end}{every}")
+        if self.season_calendar is not None:
+            return (f"{runs}: a season the store closes for, not missing records; its days are no customer's "
+                    "time, and the forecasts count only the open days of the cycle ahead")
+        return (f"{runs}: the store's own rhythm (orders on a few days of each cycle: invoicing dates, drops), "
+                "read as its calendar, not as missing records")
 
     def rhythm_spacings(self) -> list[int]:
         """Start-to-start days of neighbouring rhythm runs, in order: not across a named run between
@@ -183,7 +218,11 @@ class Stretches:
         month_days = {date.fromordinal(gap.end.toordinal() + 1).day for gap in runs[-RHYTHM_CYCLES:]}
         monthly = MONTH_CYCLE_DAYS[0] <= period <= MONTH_CYCLE_DAYS[1] and len(month_days) == 1 \
             and next(iter(month_days)) <= 28
-        return RhythmCalendar(cutoff, period, closed, runs[-1].end, next(iter(month_days)) if monthly else None)
+        yearly = YEAR_CYCLE_DAYS[0] <= period <= YEAR_CYCLE_DAYS[1]
+        return RhythmCalendar(cutoff, period, closed, runs[-1].end, next(iter(month_days)) if monthly else None,
+                              open_time=closed >= SEASON_LIKE_DAYS,
+                              year_span=((runs[-1].start.month, runs[-1].start.day),
+                                         (runs[-1].end.month, runs[-1].end.day)) if yearly else None)
 
 
 RHYTHM_CYCLES = 6
@@ -192,6 +231,9 @@ MONTH_CYCLE_DAYS = (27, 32)
 """A rhythm's cycle (median start-to-start days) that is read as the calendar's month when its order
 days all begin on one day of the month."""
 AVERAGE_MONTH_DAYS = 365.2425 / 12
+YEAR_CYCLE_DAYS = (360, 370)
+"""A rhythm's cycle read as the calendar's year: its closures start on the last one's day of the year
+(a fixed 365-day cycle moves a day off every leap year)."""
 RHYTHM_LOOKAHEAD_DAYS = 1100
 """Days after the cutoff the projected calendar covers (beyond them a day counts as a calendar day)."""
 
@@ -218,10 +260,31 @@ class RhythmCalendar:
     closed: int
     last_run_end: date
     month_day: int | None = None
+    open_time: bool = False
+    """A season the store closes for (``SEASON_LIKE_DAYS`` or more of each cycle): the models read its
+    history without the closures (``Stretches.closed``), so an open day counts one day, not the
+    cycle's share."""
+    year_span: tuple[tuple[int, int], tuple[int, int]] | None = None
+    """(month, day) of the first and the last day of the closures of a yearly cycle (``YEAR_CYCLE_DAYS``):
+    the last closure's, in every year."""
 
     @property
     def open_days(self) -> int:
         return self.period - self.closed
+
+    def _open_weight(self) -> float:
+        return 1.0 if self.open_time else self.period / self.open_days
+
+    def closed_ranges(self, first: date, last: date) -> list[tuple[date, date]]:
+        """The cycle's closed days in [first, last] (days after the last run's end), as (first, last)
+        runs; a calendar of the months has none this long and gives none."""
+        if self.month_day is not None or last < first:
+            return []
+        days = np.arange(first.toordinal(), last.toordinal() + 1)
+        closed = ~self._is_open(days)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], closed.astype(np.int8), [0]])))
+        return [(date.fromordinal(int(days[a])), date.fromordinal(int(days[b - 1])))
+                for a, b in zip(edges[::2], edges[1::2])]
 
     def weights(self) -> np.ndarray:
         """What each day cutoff + 1, cutoff + 2, ... counts: 0 on a projected day without orders."""
@@ -234,10 +297,21 @@ class RhythmCalendar:
             anchor = np.where(days < anchor, (month - 1).astype("datetime64[D]") + (self.month_day - 1), anchor)
             is_open = (days - anchor).astype(int) < self.open_days
             return np.where(is_open, AVERAGE_MONTH_DAYS / self.open_days, 0.0)
-        first_open = self.last_run_end.toordinal() + 1
-        offset = (self.cutoff.toordinal() + 1 - first_open) + np.arange(RHYTHM_LOOKAHEAD_DAYS)
-        is_open = np.mod(offset, self.period) < self.open_days
-        return np.where(is_open, self.period / self.open_days, 0.0)
+        days = self.cutoff.toordinal() + 1 + np.arange(RHYTHM_LOOKAHEAD_DAYS)
+        return np.where(self._is_open(days), self._open_weight(), 0.0)
+
+    def _is_open(self, days: np.ndarray) -> np.ndarray:
+        """Whether each day (proleptic ordinals, after the last run's end) is open in the projected cycle."""
+        if self.year_span is None:
+            return np.mod(days - (self.last_run_end.toordinal() + 1), self.period) < self.open_days
+        (first_month, first_day), (last_month, last_day) = self.year_span
+        wraps = (last_month, last_day) < (first_month, first_day)  # closed over the new year
+        closed = np.zeros(days.shape, dtype=bool)
+        for year in range(date.fromordinal(int(days.min())).year - 1, date.fromordinal(int(days.max())).year + 1):
+            start = _day_of_year(year, first_month, first_day)
+            end = _day_of_year(year + 1 if wraps else year, last_month, last_day)
+            closed |= (days >= start) & (days <= end)
+        return ~closed
 
     def effective_days(self, days) -> np.ndarray:
         """The store-clock length of (cutoff, cutoff + days] for each ``days`` (fractions of a day
@@ -269,15 +343,32 @@ class RhythmCalendar:
         return np.where(known, np.where(target <= 0, 0.0, days), effective)
 
     def describe(self) -> str:
+        if self.open_time:
+            return (f"open {self.open_days} days of every {self.period} (closed for its season since "
+                    f"{self.last_run_end + timedelta(days=self.open_days + 1)} in the cycle of the last closure, "
+                    f"which ended {self.last_run_end}): next-purchase chances and dates are read on the open days")
         days = f"{self.open_days} day{'s' if self.open_days != 1 else ''}"
         cycle = (f"from day {self.month_day} of every month" if self.month_day is not None else
                  f"of every {self.period} (the last run without orders ended {self.last_run_end})")
         return f"orders on {days} {cycle}: next-purchase chances and dates are read on those days"
 
 
+def _day_of_year(year: int, month: int, day: int) -> int:
+    """The ordinal of (month, day) in ``year``; 29 February is the 28th in a year without it."""
+    return date(year, month, 28 if (month, day) == (2, 29) else day).toordinal()
+
+
 def order_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> list[OrderGap]:
     """The implausible empty runs of `staging.orders` (all orders, by `order_date`), up to ``until``,
-    that the models read as unobserved days (not the store's rhythm)."""
+    that the models read as unobserved days (not the store's rhythm), and its closed seasons
+    (``Stretches.time_gaps``)."""
+    return order_stretches(conn, until).time_gaps
+
+
+def forecast_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> list[OrderGap]:
+    """The stretches the revenue forecast reads as unobserved days: ``order_gaps`` without the closed
+    seasons, which it keeps in calendar time (its monthly season spreads the year over the months; it
+    projects no closure, so reading the closures as no customer's time would forecast them open)."""
     return order_stretches(conn, until).unobserved
 
 
@@ -324,9 +415,9 @@ def gaps_in_daily_counts(days: list[date], counts: list[float], until=None) -> l
     """The implausible empty runs of a store's activity per day (``days`` with their counts; days
     missing between the first and the last are empty): orders in `staging.orders`, or the purchase
     days the season's tracking table counts (``models.seasonality.tracking_table``). Runs in the
-    store's rhythm (``in_rhythm``) are not among them; with ``until``, the silence up to it is
-    (``silent_tail``)."""
-    return stretches_in_daily_counts(days, counts, until).unobserved
+    store's rhythm (``in_rhythm``) are not among them, its closed seasons are; with ``until``, the
+    silence up to it is (``silent_tail``)."""
+    return stretches_in_daily_counts(days, counts, until).time_gaps
 
 
 def stretches_in_daily_counts(days: list[date], counts: list[float], until=None) -> Stretches:
@@ -337,7 +428,27 @@ def stretches_in_daily_counts(days: list[date], counts: list[float], until=None)
     flags = in_rhythm(runs, span)
     rhythm = [gap for gap, r in zip(runs, flags) if r]
     tail = _silent_tail(days, counts, until, rhythm)
-    return Stretches([gap for gap, r in zip(runs, flags) if not r] + ([tail] if tail else []), rhythm, tail)
+    stretches = Stretches([gap for gap, r in zip(runs, flags) if not r] + ([tail] if tail else []), rhythm, tail)
+    if not rhythm:
+        return stretches
+    return _with_closed_seasons(stretches, max(days), until)
+
+
+def _with_closed_seasons(stretches: Stretches, last_day, until) -> Stretches:
+    """``stretches`` with its closed seasons when its rhythm is one of seasons (``calendar_ahead``
+    at ``until``, else at the last order day, closed ``SEASON_LIKE_DAYS`` or more of each cycle):
+    every such run, and the cycle's closed days between the last order day and ``until`` (the
+    closure under way) unless that silence is already the ``tail``."""
+    last_day = pd.Timestamp(last_day).date()
+    cutoff = pd.Timestamp(until).date() if until is not None else last_day
+    calendar = stretches.calendar_ahead(cutoff)
+    if calendar is None or not calendar.open_time:
+        return stretches
+    closed = [gap for gap in stretches.rhythm if gap.days >= SEASON_LIKE_DAYS]
+    if stretches.tail is None:
+        closed += [OrderGap(first, last, (last - first).days + 1, 0.0)
+                   for first, last in calendar.closed_ranges(last_day + timedelta(days=1), cutoff)]
+    return replace(stretches, closed=closed, season_calendar=calendar)
 
 
 def in_rhythm(gaps: list[OrderGap], span_days: int = 0) -> np.ndarray:
@@ -440,6 +551,11 @@ def transaction_gaps(transactions: pd.DataFrame, until) -> list[OrderGap]:
     """The stretches of a transactions frame (``customer_id``, ``order_date``, one row per order
     or line) up to ``until``: the rule of ``order_gaps`` on its rows per day, for the BTYD summaries
     made from frames (``models.btyd.summarize``)."""
+    return transaction_stretches(transactions, until).time_gaps
+
+
+def transaction_stretches(transactions: pd.DataFrame, until) -> Stretches:
+    """``stretches_in_daily_counts`` of a transactions frame's rows per day up to ``until``."""
     dates = pd.to_datetime(transactions["order_date"]).dt.normalize()
     counts = dates[dates <= pd.Timestamp(until).normalize()].value_counts().sort_index()
-    return gaps_in_daily_counts(list(counts.index.date), list(counts.to_numpy(dtype=float)), until)
+    return stretches_in_daily_counts(list(counts.index.date), list(counts.to_numpy(dtype=float)), until)

@@ -95,13 +95,17 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     # the windows' BTYD fits take the family served at the calibration end (``WindowFits``)
     family = (model_btyd.model, model_btyd.penalizer)
     hybrid = train_clv(conn, cutoff, config, HYBRID, btyd_family=family, serving_frame=frame)
-    plain = train_clv(conn, cutoff, config, XGBOOST, objective=hybrid.selection.chosen, btyd_family=family)
+    # a label window in a closed season throughout trains no booster (``train.btyd_only``): both
+    # columns are then the BTYD stand-in the platform serves, in its season (``serving`` says why)
+    stand_in = hybrid.model.booster is None
+    plain = hybrid if stand_in else train_clv(conn, cutoff, config, XGBOOST, objective=hybrid.selection.chosen,
+                                              btyd_family=family)
     index = frame["customer_id"].astype(str).to_numpy()
     ratio = frame["btyd_horizon_ratio"].to_numpy()
     # each variant's own forecast, also when the platform would serve the BTYD instead (``serving``
     # says which): the backtest compares the models, not the serving decision
     # (forecast from the calibration end: each model's season is put back, ``ClvModel.scoring_cutoff``)
-    means = {name: replace(trained.model, serves_btyd=False, scoring_cutoff=cutoff).predict(frame, horizon, ratio)
+    means = {name: replace(trained.model, serves_btyd=stand_in, scoring_cutoff=cutoff).predict(frame, horizon, ratio)
              for name, trained in ((XGBOOST, plain), (HYBRID, hybrid))}
     # each customer's BTYD P50 / mean over the holdout, for the median point rule (the same draws'
     # shape the intervals use); only drawn when the rule can be chosen
@@ -117,7 +121,11 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     # BTYD is served); the BTYD's own point forecast under its rule; and what the platform serves
     # (the BTYD's point is the plain BTYD's, the baseline; the hybrid's median shrinks towards the
     # BTYD in the hybrid's own season, as it was chosen on labels without one)
-    btyd_mean = replace(hybrid.model, serves_btyd=True).predict(frame, horizon, ratio)
+    # (a store closed for a season: its closures are no customer's time, so the BTYD counts the open
+    # days ahead, ``ClvSeason.closures_only``)
+    closures = hybrid.model.season.closures_only() if hybrid.model.season is not None else None
+    btyd_mean = replace(hybrid.model, serves_btyd=True, season=closures,
+                        scoring_cutoff=cutoff if closures is not None else None).predict(frame, horizon, ratio)
     btyd_in_season = replace(hybrid.model, serves_btyd=True, scoring_cutoff=cutoff).predict(frame, horizon, ratio)
     hybrid_point = replace(hybrid.model, sharpen=serving.get("hybrid_sharpen", 1.0),
                            point_rule=serving.get("hybrid_point_rule", SHARPEN),

@@ -235,11 +235,13 @@ def alive_scale(btyd_alive, served_alive) -> np.ndarray:
 
 
 def reconcile_alive_with(transactions, p_alive, expected_purchases, p_purchase, frequency,
-                         T_weeks) -> tuple[np.ndarray, np.ndarray]:
+                         T_weeks, window_days: float = ALIVE_EVIDENCE_DAYS) -> tuple[np.ndarray, np.ndarray]:
     """``reconcile_alive`` with the BTYD ``transactions`` model's P(purchase within
     ``ALIVE_EVIDENCE_DAYS`` | alive) of customers with ``frequency`` repeat purchases at age ``T_weeks``
-    (``TransactionModel.purchase_within_if_alive``): what the scores and the backtest both serve."""
-    if_alive = transactions.purchase_within_if_alive(ALIVE_EVIDENCE_DAYS / btyd.DAYS_PER_WEEK,
+    (``TransactionModel.purchase_within_if_alive``): what the scores and the backtest both serve.
+    ``window_days``: the BTYD's days in those 90 (a store closed for a season: the open days the
+    next-purchase model was read on, ``npd_backtest.trained_model_calendar``; none open, no evidence)."""
+    if_alive = transactions.purchase_within_if_alive(float(window_days) / btyd.DAYS_PER_WEEK,
                                                      np.asarray(frequency, dtype=float),
                                                      np.asarray(T_weeks, dtype=float))
     return reconcile_alive(p_alive, expected_purchases, p_purchase, if_alive)

@@ -228,9 +228,10 @@ BTYD_ONLY = "btyd_only"
 """Objective name of a model without a booster (``btyd_only``): there was nothing to select."""
 
 
-def btyd_only(cutoff: date, config: ClvConfig, why: str) -> TrainedClv:
-    """The served model when the history is too short to train (``windows.HistoryTooShort``): the
-    BTYD forecast as is, no booster.
+def btyd_only(cutoff: date, config: ClvConfig, why: str, season: ClvSeason | None = None) -> TrainedClv:
+    """The served model when the history is too short to train (``windows.HistoryTooShort``), or
+    when a label window lies in a closed season throughout (``season``: the store's, with its
+    closures, put into the forecast as for any served BTYD): the BTYD forecast as is, no booster.
 
     Its predictions are ``ml.btyd_scores``' own (``ClvModel.serves_btyd``); the point forecast is
     the mean (the median and the sharpening are chosen on a validation window, which this history
@@ -238,15 +239,16 @@ def btyd_only(cutoff: date, config: ClvConfig, why: str) -> TrainedClv:
     interval only (``total_interval.served_errors``: no recorded total error).
     """
     h = config.label_horizon_days
-    reason = f"history too short to train: {why}"
+    too_short = season is None
+    reason = f"history too short to train: {why}" if too_short else why
     spec = ObjectiveSpec(BTYD_ONLY, {}, "identity")
-    model = ClvModel(None, [], spec, HYBRID, h, serves_btyd=True, point_rule=SHARPEN, sharpen=1.0)
+    model = ClvModel(None, [], spec, HYBRID, h, serves_btyd=True, point_rule=SHARPEN, sharpen=1.0, season=season)
     selection = Selection(chosen=spec, comparison=[], metric=config.selection_metric, rounds=0, smearing=1.0,
                           validation_window_end="", train_window_ends=[], criterion=reason)
     total_error = {"label_days": int(h), "windows": [], "btyd_log_errors": [], "level_calibrated": False,
                    "method_log_errors": [], "served_validation_log_error": None,
                    "reason": f"{reason} (no label window to measure the total error on: process interval only)"}
-    serving = {"served": "btyd", "reason": reason, "history_too_short": True, "btyd_metrics": {},
+    serving = {"served": "btyd", "reason": reason, "history_too_short": too_short, "btyd_metrics": {},
                "total_error": total_error, "extension": {"factor": 1.0, "reason": reason},
                "buy_classifier": None, "btyd_point_rule": SHARPEN, "btyd_sharpen": 1.0, "btyd_point_mae": None,
                "hybrid_point_rule": SHARPEN, "hybrid_sharpen": 1.0, "hybrid_point_shrink": 1.0,
@@ -267,6 +269,14 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
     # every label without its season, against the BTYD fitted at the validation window's features
     season = fit_season(conn, cutoff, fits.models.get(cutoff - timedelta(days=h)), config.seasonality_min_months,
                         config.seasonality_max_p)
+    closed = season.closed_windows([*final_ends, *inner_ends], h)
+    if closed:
+        why = (f"the label window{'s' if len(closed) > 1 else ''} ending {', '.join(map(str, closed))} "
+               f"hold{'' if len(closed) > 1 else 's'} no open day of the store's season (closed for it "
+               "throughout): nothing to train or validate a booster on")
+        if variant != HYBRID:
+            raise ValueError(why)
+        return btyd_only(cutoff, config, why, season=season)
     final, inner = deseasonalize(final, season, h), deseasonalize(inner, season, h)
     valid = cap_rows(final[final["window_end"] == pd.Timestamp(cutoff)].reset_index(drop=True),
                      config.max_selection_rows)

@@ -1,0 +1,153 @@
+"""A shop closed for a season every year (open October to January): its closures are no customer's
+time, the coming ones are projected, and no model is withheld over them."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from clv_platform.models import btyd
+from clv_platform.models.clv.season import ClvSeason
+from clv_platform.transforms import order_gaps
+
+OPEN_MONTHS = (10, 11, 12, 1)
+
+
+def winter_store(seed: int = 3, customers: int = 400, start: str = "2020-10-01", end: str = "2025-01-31") -> pd.DataFrame:
+    """Customers who buy on open days only (October to January), each at a rate of their own until
+    a lifetime ends: the shape of benchmarks/awkward_stores.py's winter store, over four seasons."""
+    rng = np.random.default_rng(seed)
+    days = pd.date_range(start, end, freq="D")
+    open_days = np.flatnonzero(days.month.isin(OPEN_MONTHS))
+    rows = []
+    for c in range(customers):
+        first = int(rng.choice(open_days))
+        chance = max(float(rng.gamma(0.8, 1 / 12)), 1e-3)
+        later = open_days[(open_days > first) & (open_days <= first + rng.exponential(900))]
+        for day in np.concatenate([[first], later[rng.random(later.size) < chance]]):
+            rows.append((f"W{c:04d}", days[day].date(), round(float(rng.lognormal(4, 0.5)), 2)))
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
+@pytest.fixture(scope="module")
+def store() -> pd.DataFrame:
+    return winter_store()
+
+
+def stretches_at(store: pd.DataFrame, cutoff: str) -> order_gaps.Stretches:
+    return order_gaps.transaction_stretches(store, pd.Timestamp(cutoff))
+
+
+def test_a_yearly_closure_is_a_closed_season_read_as_no_customers_time(store):
+    stretches = stretches_at(store, "2024-01-31")
+    # three closures by the end of the fourth season: a rhythm, and one of seasons
+    assert [(gap.start, gap.end) for gap in stretches.rhythm] == [
+        (date(2021, 2, 1), date(2021, 9, 30)), (date(2022, 2, 1), date(2022, 9, 30)),
+        (date(2023, 2, 1), date(2023, 9, 30))]
+    assert stretches.unobserved == []
+    assert stretches.closed == stretches.rhythm
+    calendar = stretches.season_calendar
+    assert calendar.open_time and calendar.period == 365 and calendar.closed == 242
+    assert calendar.year_span == ((2, 1), (9, 30))
+    # the coming closures fall on the same days of the year (a fixed 365-day cycle slips in a leap year)
+    assert stretches.closed_ranges()[3:5] == [(date(2024, 2, 1), date(2024, 9, 30)), (date(2025, 2, 1), date(2025, 9, 30))]
+    # the store's clock counts an open day as one day: the 366 days ahead (a leap year) hold the 123 of
+    # October to January
+    assert calendar.effective_days([7, 90, 365, 366]).tolist() == [0.0, 0.0, 122.0, 123.0]
+    # the models read the closures as unobserved days; the gate that withholds a trained model does not
+    gaps = order_gaps.transaction_gaps(store, pd.Timestamp("2024-01-31"))
+    assert [(gap.start, gap.end) for gap in gaps] == [(gap.start, gap.end) for gap in stretches.rhythm]
+    assert "a season the store closes for" in stretches.describe_rhythm()
+
+
+def test_the_closure_under_way_at_the_cutoff_is_no_customers_time(store):
+    stretches = stretches_at(store, "2024-08-04")
+    last_order = pd.to_datetime(store["order_date"])[lambda d: d <= "2024-08-04"].max().date()
+    assert last_order == date(2024, 1, 31)
+    assert stretches.tail is None  # as long as the rhythm's runs: the current run, not a feed that stopped
+    current = stretches.closed[-1]
+    assert (current.start, current.end, current.days) == (date(2024, 2, 1), date(2024, 8, 4), 186)
+    # a customer who last bought on the last open day is as recent at the cutoff as on that day
+    summary = btyd.summarize(store, pd.Timestamp("2024-08-04"))
+    first = pd.to_datetime(store.groupby("customer_id")["order_date"].min()).reindex(summary.index)
+    calendar_age = (pd.Timestamp("2024-08-04") - first).dt.days.to_numpy()
+    closed_days = order_gaps.stretch_days(stretches.time_gaps, first.to_numpy(), np.datetime64("2024-08-04"))
+    assert np.allclose(summary["T"].to_numpy() * 7, calendar_age - closed_days)
+    # a customer who first bought in January 2024 is as old at the cutoff as on the season's last day
+    january = (first >= "2024-01-01").to_numpy()
+    assert january.sum() > 10
+    assert np.allclose(summary["T"].to_numpy()[january] * 7, (pd.Timestamp("2024-01-31") - first[january]).dt.days)
+    # without the closed seasons (the revenue forecast's reading) the age is calendar time
+    plain = btyd.summarize(store, pd.Timestamp("2024-08-04"), closed_seasons=False)
+    assert np.allclose(plain["T"].to_numpy() * 7, calendar_age)
+
+
+def test_the_holdout_counts_the_open_days_the_history_projects(store):
+    # February 2024 to January 2025: October to January are open (31 + 30 + 31 + 31 days)
+    assert btyd.holdout_weeks("2024-01-31", "2025-01-31", store) == pytest.approx(123 / 7)
+    assert btyd.holdout_weeks("2024-01-31", "2025-01-31") == pytest.approx(366 / 7)
+    # only what the history up to the calibration end shows: two closures are no rhythm yet
+    assert btyd.holdout_weeks("2023-01-31", "2024-01-31", store) == pytest.approx(365 / 7)
+
+
+def test_a_monthly_rhythm_is_no_closed_season():
+    days = pd.date_range("2023-01-01", "2024-12-31", freq="MS")  # invoices dated on the 1st
+    store = pd.DataFrame({"customer_id": [f"A{i % 40}" for i in range(len(days) * 30)],
+                          "order_date": np.repeat(days, 30), "amount": 10.0})
+    stretches = stretches_at(store, "2024-12-31")
+    assert len(stretches.rhythm) >= 20 and stretches.closed == [] and stretches.season_calendar is None
+    assert stretches.time_gaps == stretches.unobserved == []
+    assert btyd.holdout_weeks("2024-06-30", "2024-12-31", store) == pytest.approx(184 / 7)
+
+
+def test_the_clv_season_counts_a_closed_day_zero():
+    closed = (("2024-02-01", "2024-09-30"), ("2025-02-01", "2025-09-30"))
+    season = ClvSeason((1.0,) * 12, (), 0, "no season", closed)
+    assert not season.is_flat
+    # a year from the end of the season holds 123 open days of 366
+    assert season.mean_over(date(2024, 1, 31), 366) == pytest.approx(123 / 366)
+    assert season.mean_over(date(2024, 2, 10), 180) == 0.0
+    assert season.factor(date(2024, 1, 31), 366, date(2024, 1, 31)) == pytest.approx(123 / 366)
+    assert season.closed_windows([date(2024, 8, 8), date(2025, 1, 31)], 180) == [date(2024, 8, 8)]
+    assert ClvSeason.from_dict(season.as_dict()) == season
+    assert season.closures_only() == season
+    assert ClvSeason.none("none").closures_only() is None
+    assert ClvSeason.from_dict(ClvSeason.none("none").as_dict()).closed == ()
+
+
+@pytest.fixture(scope="module")
+def winter_run(tmp_path_factory):
+    from clv_platform_tests.cheap_config import files_store_run
+
+    folder = tmp_path_factory.mktemp("winter")
+    orders = winter_store(seed=5, customers=900)
+    with files_store_run(folder, lambda inbox: orders.to_csv(inbox / "winter.csv", index=False), "USD") as run:
+        yield run, orders
+
+
+def test_a_closed_seasons_store_end_to_end_forecasts_its_open_days(winter_run):
+    run, orders = winter_run
+    assert run.code == 0
+    dates = pd.to_datetime(orders["order_date"])
+    last_season = float(orders.loc[dates > "2024-09-30", "amount"].sum())
+    with duckdb.connect(str(run.db), read_only=True) as conn:
+        assert conn.execute("select max(feature_cutoff) from features.customer_features").fetchone()[0] == date(2025, 1, 31)
+        sidecar = conn.execute("""select path from ml.model_runs where model_name = 'clv_xgb'
+                                  order by trained_at desc limit 1""").fetchone()[0]
+        total, alive = conn.execute("select sum(predicted_spend), median(p_alive) from scores.customer_clv").fetchone()
+        npd = conn.execute("""select max(p_purchase_90d), count(predicted_next_purchase_date)
+                              from scores.customer_npd""").fetchone()
+    # the validation window (August 2024 back to February) was closed throughout: the BTYD is served
+    serving = json.loads(Path(sidecar).read_text())["serving"]
+    assert serving["served"] == "btyd" and "holds no open day of the store's season" in serving["reason"]
+    # as of the season's last day the next 90 days are closed: nobody buys, nobody is dated
+    assert npd[0] < 1e-6 and npd[1] == 0
+    # the coming year holds one season: the forecast is of its order, and nobody is read as lapsed
+    assert 0.4 * last_season < total < 1.6 * last_season
+    assert alive > 0.1
