@@ -357,7 +357,7 @@ def label_window(conn, calibration_end, holdout_end, config) -> tuple[int, str]:
         window = clv.supported_label_window(conn, calibration_end.date(), min(configured, holdout_days))
     except clv.HistoryTooShort as error:
         raise ValueError(f"history too short: {error}; use a longer file or a later --calibration-end") from None
-    if window.days < window.configured:
+    if window.days != window.configured:  # shortened by the history, or a closed season's whole cycle
         return window.days, window.note
     if window.days < configured:
         return window.days, f"{window.days} days (the holdout; [horizon] label_horizon_days is {configured})"

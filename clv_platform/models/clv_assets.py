@@ -367,7 +367,7 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         # the frame the model is scored on (a customer sample at a large store): the served hybrid's
         # level check (train.level_check) and the SHAP tables read it
         frame = None if too_short else serving_sample(conn, config)
-        trained = (clv.btyd_only(cutoff, config, too_short) if too_short else
+        trained = (clv.btyd_only(cutoff, config, too_short, season=clv.closures_at(conn, cutoff)) if too_short else
                    clv.train_clv(conn, cutoff, config, clv.HYBRID, pareto_start=stored_fits.served_pareto_start(conn),
                                  btyd_family=stored_fits.served_family(conn), serving_frame=frame))
         trained.serving["label_window"] = label_note

@@ -3,16 +3,14 @@ time, the coming ones are projected, and no model is withheld over them."""
 
 from __future__ import annotations
 
-import json
 from datetime import date
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
-from clv_platform.models import btyd
+from clv_platform.models import btyd, registry
 from clv_platform.models.clv.season import ClvSeason
 from clv_platform.transforms import order_gaps
 
@@ -143,11 +141,42 @@ def test_a_closed_seasons_store_end_to_end_forecasts_its_open_days(winter_run):
         total, alive = conn.execute("select sum(predicted_spend), median(p_alive) from scores.customer_clv").fetchone()
         npd = conn.execute("""select max(p_purchase_90d), count(predicted_next_purchase_date)
                               from scores.customer_npd""").fetchone()
-    # the validation window (August 2024 back to February) was closed throughout: the BTYD is served
-    serving = json.loads(Path(sidecar).read_text())["serving"]
-    assert serving["served"] == "btyd" and "holds no open day of the store's season" in serving["reason"]
+    # every label window spans a whole cycle, so each holds one season (180 days from the season's end
+    # would hold none: nothing to learn)
+    saved = registry.read_sidecar(sidecar)
+    assert saved["label_horizon_days"] == 365
+    assert saved["serving"]["label_window"].startswith("365 days: a whole cycle of the store's closed seasons")
     # as of the season's last day the next 90 days are closed: nobody buys, nobody is dated
     assert npd[0] < 1e-6 and npd[1] == 0
     # the coming year holds one season: the forecast is of its order, and nobody is read as lapsed
     assert 0.4 * last_season < total < 1.6 * last_season
     assert alive > 0.1
+
+
+def test_label_windows_span_a_whole_cycle_and_a_stand_in_keeps_the_closures(store):
+    from clv_platform.models import clv
+    from clv_platform.models.clv.season import closures_at
+    from clv_platform.models.frames import load_staging
+
+    conn = duckdb.connect()
+    load_staging(conn, store)
+    # four seasons of history: a whole cycle, whatever is configured
+    window = clv.supported_label_window(conn, date(2024, 12, 31), 180)
+    assert (window.days, window.configured) == (365, 180)
+    assert window.note.startswith("365 days: a whole cycle")
+    # three closures, but a cycle needs three cycles after the 10th repeat buyer (7 November 2020): too
+    # short to train on 3 October 2023
+    with pytest.raises(clv.HistoryTooShort, match="its label windows span a whole cycle"):
+        clv.supported_label_window(conn, date(2023, 10, 3), 180)
+    # the BTYD stand-in then still counts only the open days ahead: 4 October to 31 January, 1-3 October
+    season = closures_at(conn, date(2023, 10, 3))
+    assert season.closed[-3:-1] == (("2024-02-01", "2024-09-30"), ("2025-02-01", "2025-09-30"))
+    stand_in = clv.btyd_only(date(2023, 10, 3), clv.load_config(), "too short", season=season)
+    assert stand_in.model.season is season and stand_in.serving["history_too_short"]
+    assert stand_in.model.season.factor(date(2023, 10, 3), 366, date(2023, 10, 3)) == pytest.approx((120 + 3) / 366)
+    # a store that never closes gets none
+    open_store = store.assign(order_date=pd.to_datetime(store["order_date"]) + pd.to_timedelta(
+        np.arange(len(store)) % 240, unit="D"))
+    other = duckdb.connect()
+    load_staging(other, open_store)
+    assert closures_at(other, date(2024, 12, 31)) is None

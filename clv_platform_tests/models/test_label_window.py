@@ -19,12 +19,14 @@ from clv_platform_tests.models.test_short_history import build_files_store
 
 
 def _history(rows: list[tuple[str, str, bool, str | None]]) -> duckdb.DuckDBPyConnection:
-    """An in-memory staging.order_history of (customer, order day, cancelled, cancelled on)."""
+    """An in-memory staging.order_history of (customer, order day, cancelled, cancelled on), and its orders."""
     conn = duckdb.connect(":memory:")
     conn.execute("create schema staging")
     conn.execute("create table staging.order_history (customer_id varchar, order_date date, is_cancelled boolean, "
                  "cancelled_on date)")
     conn.executemany("insert into staging.order_history values (?, ?, ?, ?)", rows)
+    # the store's orders by day, which the rule reads for a closed season (none here)
+    conn.execute("create view staging.orders as select customer_id, order_date from staging.order_history")
     return conn
 
 

@@ -90,12 +90,11 @@ class ClvConfig:
 
     def for_backtest(self, horizon_days: int, label_days: int | None = None) -> "ClvConfig":
         """The config a dataset backtest uses: its holdout as horizon and the label window at most
-        the holdout and ``label_days`` (what the history supports, ``windows.supported_label_window``).
-        The training windows are production's (``[windows]``): the backtest measures the model a
-        store of that history is served."""
+        the holdout, or ``label_days`` (what the history supports, ``windows.supported_label_window``:
+        at most those two, or a closed season's whole cycle). The training windows are production's
+        (``[windows]``): the backtest measures the model a store of that history is served."""
         label = min(self.label_horizon_days, horizon_days)
-        return replace(self, horizon_days=int(horizon_days),
-                       label_horizon_days=int(min(label, label_days) if label_days else label))
+        return replace(self, horizon_days=int(horizon_days), label_horizon_days=int(label_days or label))
 
 
 def default_config_path() -> Path:

@@ -159,6 +159,14 @@ def with_closures(season: ClvSeason, conn: duckdb.DuckDBPyConnection, cutoff: da
                           "the closures' days count 0")
 
 
+def closures_at(conn: duckdb.DuckDBPyConnection, cutoff: date) -> ClvSeason | None:
+    """The store's closed seasons at ``cutoff`` without a month-of-year index (``with_closures``), for
+    a BTYD served without a training run's season (the history too short to train); None when it
+    closes for none."""
+    season = with_closures(ClvSeason.none("no month-of-year season: no training run"), conn, cutoff)
+    return season if season.closed else None
+
+
 def fit_season(conn: duckdb.DuckDBPyConnection, cutoff: date, model: btyd.BTYDModel | None,
                min_months: int, max_p: float = 0.05) -> ClvSeason:
     """The store's season at ``cutoff`` against ``model`` (a BTYD fit of the training run): staging's

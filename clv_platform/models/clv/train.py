@@ -17,7 +17,7 @@ from clv_platform.models.sampling import TrainingFrames
 from clv_platform.models.clv.config import HYBRID, VARIANTS, ClvConfig, ObjectiveSpec
 from clv_platform.models.clv.windows import (HistoryTooShort, WindowFits, btyd_features_horizons, window_ends, cap_rows,
                                              training_windows, feature_list, fetch_rows)
-from clv_platform.models.clv.season import ClvSeason, deseasonalize, fit_season
+from clv_platform.models.clv.season import ClvSeason, closures_at, deseasonalize, fit_season
 from clv_platform.transforms.order_gaps import OrderGap, first_and_more, gaps_after
 from clv_platform.models.clv.booster import (ClvModel, calibration_shift, predict_rows, train_buy_classifier,
                                              uses_offset, train_booster)
@@ -202,7 +202,7 @@ def train_clv(
     except HistoryTooShort as error:
         if variant != HYBRID:
             raise  # the xgboost variant has no BTYD to serve
-        return btyd_only(cutoff, config, str(error))
+        return btyd_only(cutoff, config, str(error), season=closures_at(conn, cutoff))
     finally:
         frames.close()
 
@@ -228,10 +228,12 @@ BTYD_ONLY = "btyd_only"
 """Objective name of a model without a booster (``btyd_only``): there was nothing to select."""
 
 
-def btyd_only(cutoff: date, config: ClvConfig, why: str, season: ClvSeason | None = None) -> TrainedClv:
+def btyd_only(cutoff: date, config: ClvConfig, why: str, season: ClvSeason | None = None,
+              too_short: bool = True) -> TrainedClv:
     """The served model when the history is too short to train (``windows.HistoryTooShort``), or
-    when a label window lies in a closed season throughout (``season``: the store's, with its
-    closures, put into the forecast as for any served BTYD): the BTYD forecast as is, no booster.
+    (``too_short`` False) when a label window lies in a closed season throughout: the BTYD forecast
+    as is, no booster; ``season``: a store's closed seasons (``season.closures_at``), put into the
+    forecast as for any served BTYD.
 
     Its predictions are ``ml.btyd_scores``' own (``ClvModel.serves_btyd``); the point forecast is
     the mean (the median and the sharpening are chosen on a validation window, which this history
@@ -239,7 +241,6 @@ def btyd_only(cutoff: date, config: ClvConfig, why: str, season: ClvSeason | Non
     interval only (``total_interval.served_errors``: no recorded total error).
     """
     h = config.label_horizon_days
-    too_short = season is None
     reason = f"history too short to train: {why}" if too_short else why
     spec = ObjectiveSpec(BTYD_ONLY, {}, "identity")
     model = ClvModel(None, [], spec, HYBRID, h, serves_btyd=True, point_rule=SHARPEN, sharpen=1.0, season=season)
@@ -276,7 +277,7 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
                "throughout): nothing to train or validate a booster on")
         if variant != HYBRID:
             raise ValueError(why)
-        return btyd_only(cutoff, config, why, season=season)
+        return btyd_only(cutoff, config, why, season=season, too_short=False)
     final, inner = deseasonalize(final, season, h), deseasonalize(inner, season, h)
     valid = cap_rows(final[final["window_end"] == pd.Timestamp(cutoff)].reset_index(drop=True),
                      config.max_selection_rows)

@@ -18,6 +18,7 @@ from clv_platform.models.btyd import pareto_params
 from clv_platform.models.frames import usable_features
 from clv_platform.models.sampling import TrainingFrames, cap_rows
 from clv_platform.transforms.features import FEATURE_COLUMNS, btyd_days
+from clv_platform.transforms.order_gaps import order_stretches
 from clv_platform.models.clv.config import HYBRID, BTYD_FEATURES, DERIVED_FEATURES, ClvConfig
 
 
@@ -78,6 +79,9 @@ def supported_label_window(conn: duckdb.DuckDBPyConnection, cutoff: date, label_
                               f"trains from {MIN_REPEAT_CUSTOMERS} on")
     ready = pd.Timestamp(rows[-1][0]).date()
     supported = (cutoff - ready).days // 3
+    calendar = order_stretches(conn, until=cutoff).season_calendar
+    if calendar is not None:
+        return _whole_cycles(calendar, cutoff, ready, supported, label_days)
     if supported < MIN_LABEL_DAYS:
         raise HistoryTooShort(
             f"the {MIN_REPEAT_CUSTOMERS}th repeat buyer came on {ready}, {(cutoff - ready).days} days before {cutoff}: "
@@ -89,6 +93,24 @@ def supported_label_window(conn: duckdb.DuckDBPyConnection, cutoff: date, label_
                        f"{supported} days, shortened from {label_days}: a third of the {(cutoff - ready).days} days "
                        f"since the history's {MIN_REPEAT_CUSTOMERS}th repeat buyer ({ready}), so that the BTYD "
                        "fitted at C - 2h has watched its customers for a label window")
+
+
+def _whole_cycles(calendar, cutoff: date, ready: date, supported: int, label_days: int) -> LabelWindow:
+    """The label window of a store closed for a season every year (``order_gaps.Stretches.season_calendar``):
+    one whole cycle, whatever is configured, so that every window holds one season. Shorter windows
+    held a season, part of one or none: the label windows of a cutoff at a season's end were closed
+    throughout (nothing to learn), one mid-season held 27 open days whose labels the season factor
+    scaled up 6.7x, and the hybrid trained on them was served at -15 to -38 % of the year where the
+    BTYD was +7 to +11 % (benchmarks/MEASUREMENTS.md, session 53). Raises ``HistoryTooShort`` when
+    the history does not support a cycle (the BTYD stand-in)."""
+    cycle = int(calendar.period)
+    if supported < cycle:
+        raise HistoryTooShort(
+            f"the store closes for a season every {cycle} days ({calendar.describe().split(':')[0]}): its label "
+            f"windows span a whole cycle, which needs {3 * cycle} days after the history's {MIN_REPEAT_CUSTOMERS}th "
+            f"repeat buyer ({ready}); it has {(cutoff - ready).days}")
+    return LabelWindow(cycle, int(label_days), ready,
+                       f"{cycle} days: a whole cycle of the store's closed seasons (configured {label_days})")
 
 
 def _first_second_days(conn: duckdb.DuckDBPyConnection, cutoff: date, n: int) -> list[tuple]:
