@@ -88,8 +88,13 @@ def run_backtest(
             print(f"backtest: {loaded.name}: {season}", file=sys.stderr)
         if stretches.rhythm:
             print(f"backtest: {loaded.name}: {stretches.describe_rhythm()}", file=sys.stderr)
-        label_days, label_note = label_window(conn, calibration_end, holdout_end, config)
-        ml = clv.ml_backtest(conn, calibration_end, holdout_end, config, label_days=label_days)
+        try:
+            label_days, label_note = label_window(conn, calibration_end, holdout_end, config)
+            stand_in = None
+        except clv.CycleTooShort as error:  # production serves the BTYD stand-in here: so does the backtest
+            label_days, label_note, stand_in = None, f"none: the BTYD stand-in is served ({error})", str(error)
+            print(f"backtest: {loaded.name}: the BTYD stand-in is served: {error}", file=sys.stderr)
+        ml = clv.ml_backtest(conn, calibration_end, holdout_end, config, label_days=label_days, stand_in=stand_in)
     finally:
         conn.close()
     run = backtest.btyd_backtest(
@@ -355,6 +360,8 @@ def label_window(conn, calibration_end, holdout_end, config) -> tuple[int, str]:
     configured = config.label_horizon_days
     try:
         window = clv.supported_label_window(conn, calibration_end.date(), min(configured, holdout_days))
+    except clv.CycleTooShort:
+        raise  # a closed-season store: the stand-in (run_backtest)
     except clv.HistoryTooShort as error:
         raise ValueError(f"history too short: {error}; use a longer file or a later --calibration-end") from None
     if window.days != window.configured:  # shortened by the history, or a closed season's whole cycle

@@ -193,17 +193,19 @@ class Stretches:
 
     def calendar_ahead(self, cutoff) -> RhythmCalendar | None:
         """The store's order days after ``cutoff`` projected from a regular rhythm (``RhythmCalendar``):
-        its last three runs agree in spacing and length as ``in_rhythm``'s consecutive rule reads them,
-        no named run follows the first of them, and the last one ended less than a cycle before the
-        cutoff. None otherwise: irregular drops (the share rule) cannot be placed ahead, and a rhythm
+        its last three runs agree in spacing and length as ``in_rhythm``'s consecutive rule reads them
+        (or its last two are a closed season seen twice, ``_season_pair``), no named run follows the
+        first of them, and the last one ended less than a cycle before the cutoff. None otherwise: irregular drops (the share rule) cannot be placed ahead, and a rhythm
         the store has left is no calendar."""
         runs = self.rhythm
-        if len(runs) < 3 or any(gap.start > runs[-3].start for gap in self.unobserved):
+        pair = len(runs) >= 2 and _season_pair(runs[-2], runs[-1])  # a closed season seen twice
+        first = -2 if pair else -3
+        if len(runs) < -first or any(gap.start > runs[first].start for gap in self.unobserved):
             return None
         spacings = self.rhythm_spacings()[-RHYTHM_CYCLES:]
         lengths = np.array([gap.days for gap in runs[-RHYTHM_CYCLES:]], dtype=float)
-        if len(spacings) < 2 or not (_agree(np.diff([gap.start.toordinal() for gap in runs[-3:]]).astype(float))
-                                     and _agree(lengths[-3:])):
+        if not pair and (len(spacings) < 2 or not (_agree(np.diff([gap.start.toordinal() for gap in runs[-3:]])
+                                                          .astype(float)) and _agree(lengths[-3:]))):
             return None
         period = int(round(float(np.median(spacings))))
         # the order days between neighbouring runs (period - a median run is a day short when the months'
@@ -455,9 +457,9 @@ def in_rhythm(gaps: list[OrderGap], span_days: int = 0) -> np.ndarray:
     """Whether each run (in date order) recurs: it is one of three consecutive runs whose two
     start-to-start spacings agree within ``RHYTHM_TOLERANCE``, as do their lengths; or there are
     three or more runs and they hold ``RHYTHM_EMPTY_SHARE`` of the ``span_days`` of the history
-    (then every run up to ``RHYTHM_MAX_LENGTH_RATIO`` times the median's length). A missing month in
-    a monthly-invoicing store is a run twice as long and stays named; two closures a year apart are
-    not yet a rhythm."""
+    (then every run up to ``RHYTHM_MAX_LENGTH_RATIO`` times the median's length); or two runs a season
+    long a year apart (``_season_pair``). A missing month in a monthly-invoicing store is a run twice
+    as long and stays named; two Christmas closures are not yet a rhythm."""
     flags = np.zeros(len(gaps), dtype=bool)
     starts = np.array([gap.start.toordinal() for gap in gaps], dtype=float)
     lengths = np.array([gap.days for gap in gaps], dtype=float)
@@ -466,7 +468,21 @@ def in_rhythm(gaps: list[OrderGap], span_days: int = 0) -> np.ndarray:
     for i in range(1, len(gaps) - 1):
         if _agree(np.diff(starts[i - 1:i + 2])) and _agree(lengths[i - 1:i + 2]):
             flags[i - 1:i + 2] = True
+    for i in range(len(gaps) - 1):
+        if _season_pair(gaps[i], gaps[i + 1]):
+            flags[i:i + 2] = True
     return flags
+
+
+def _season_pair(first: OrderGap, second: OrderGap) -> bool:
+    """Two runs a season long (``SEASON_LIKE_DAYS``), a year apart (``YEAR_CYCLE_DAYS``, start to start)
+    and as long as each other (``RHYTHM_TOLERANCE``): a shop closed for the same months two years
+    running, which a missing part of an export hardly repeats to the week. Shorter yearly runs (a
+    Christmas fortnight) need three, as any rhythm does: a wholesaler closed at Christmas twice
+    was made a rhythm, and the hybrid it unblocked was behind (benchmarks/MEASUREMENTS.md, session 51)."""
+    spacing = second.start.toordinal() - first.start.toordinal()
+    return (min(first.days, second.days) >= SEASON_LIKE_DAYS and YEAR_CYCLE_DAYS[0] <= spacing <= YEAR_CYCLE_DAYS[1]
+            and _agree(np.array([first.days, second.days], dtype=float)))
 
 
 def _agree(values: np.ndarray) -> bool:

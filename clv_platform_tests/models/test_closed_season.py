@@ -90,8 +90,10 @@ def test_the_holdout_counts_the_open_days_the_history_projects(store):
     # February 2024 to January 2025: October to January are open (31 + 30 + 31 + 31 days)
     assert btyd.holdout_weeks("2024-01-31", "2025-01-31", store) == pytest.approx(123 / 7)
     assert btyd.holdout_weeks("2024-01-31", "2025-01-31") == pytest.approx(366 / 7)
-    # only what the history up to the calibration end shows: two closures are no rhythm yet
-    assert btyd.holdout_weeks("2023-01-31", "2024-01-31", store) == pytest.approx(365 / 7)
+    # two closures the same months a year apart are a closed season already (February 2023 to January
+    # 2024: 123 open days); one is a stretch, which the forecast counts as open days ahead
+    assert btyd.holdout_weeks("2023-01-31", "2024-01-31", store) == pytest.approx(123 / 7)
+    assert btyd.holdout_weeks("2022-01-31", "2023-01-31", store) == pytest.approx(365 / 7)
 
 
 def test_a_monthly_rhythm_is_no_closed_season():
@@ -180,3 +182,24 @@ def test_label_windows_span_a_whole_cycle_and_a_stand_in_keeps_the_closures(stor
     other = duckdb.connect()
     load_staging(other, open_store)
     assert closures_at(other, date(2024, 12, 31)) is None
+
+
+def test_the_backtest_of_a_store_short_of_three_cycles_serves_the_stand_in_with_the_closures(store, tmp_path,
+                                                                                            monkeypatch):
+    from clv_platform.backtest_cli import run_backtest
+
+    monkeypatch.setenv("CLV_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    path = tmp_path / "winter.csv"
+    store.to_csv(path, index=False)
+    # two closures by the end of the third season: a closed season, but no three whole cycles to train on
+    result, _ = run_backtest(str(path), "2023-01-31", "2024-01-31", with_npd=False)
+    serving = result["serving"]
+    assert serving["served"] == "btyd" and "its label windows span a whole cycle" in serving["reason"]
+    assert result["window"]["label_window"].startswith("none: the BTYD stand-in is served")
+    models, actual = result["holdout"]["models"], result["holdout"]["actual_total"]
+    # the closures count no days ahead: the year's forecast is of its one season (in calendar time,
+    # read as missing records, the BTYD forecast this store's year at about three times the actual)
+    assert abs(models["served"]["predicted_total"] / actual - 1) < 0.35
+    assert abs(models["btyd"]["predicted_total"] / actual - 1) < 0.35
+    assert models["served"]["normalized_gini"] > 0.75

@@ -162,14 +162,33 @@ def test_drops_at_irregular_spacings_are_a_rhythm_when_the_runs_hold_most_of_the
     assert not in_rhythm(stretches.rhythm).all()
 
 
-def test_two_closures_a_year_apart_are_not_yet_a_rhythm():
-    """A winter shop's two summers closed: two runs cannot show a rhythm (three would), so both stay
-    named, as a missing part of the export would be."""
+def test_two_season_long_closures_a_year_apart_are_a_closed_season():
+    """A winter shop's two summers closed, the same months a year apart: a closed season (session 53;
+    until then two runs stayed named, as a missing part of the export would be)."""
     per_day = {day: 8 for day in range(800) if (START + timedelta(days=day)).month in (10, 11, 12, 1)}
     stretches = order_stretches(store(per_day))
-    assert [(g.start, g.end) for g in stretches.unobserved] == [(date(2024, 2, 1), date(2024, 9, 30)),
-                                                               (date(2025, 2, 1), date(2025, 9, 30))]
-    assert stretches.rhythm == []
+    assert stretches.unobserved == []
+    assert [(g.start, g.end) for g in stretches.rhythm] == [(date(2024, 2, 1), date(2024, 9, 30)),
+                                                           (date(2025, 2, 1), date(2025, 9, 30))]
+    assert stretches.closed == stretches.rhythm and stretches.season_calendar.year_span == ((2, 1), (9, 30))
+    # one such closure is a stretch; two of another length or not a year apart are two stretches
+    one = order_stretches(store({day: n for day, n in per_day.items() if day < 500}))
+    assert [(g.start, g.end) for g in one.unobserved] == [(date(2024, 2, 1), date(2024, 9, 30))] and not one.rhythm
+    shifted = {day: 8 for day in range(800)
+               if (START + timedelta(days=day)).month in ((10, 11, 12, 1) if day < 400 else (1,))}
+    apart = order_stretches(store(shifted))
+    assert apart.rhythm == [] and len(apart.unobserved) == 2
+
+
+def test_two_christmas_closures_are_not_yet_a_rhythm():
+    """A wholesaler closed over Christmas two years running: runs shorter than a season need three to
+    be a rhythm (two unblocked a hybrid that was behind, session 51)."""
+    per_day = {day: 8 for day in range(740)
+               if not ((START + timedelta(days=day)).month == 12 and (START + timedelta(days=day)).day >= 15)}
+    stretches = order_stretches(store(per_day))
+    assert [(g.start, g.end) for g in stretches.unobserved] == [(date(2024, 12, 15), date(2024, 12, 31)),
+                                                               (date(2025, 12, 15), date(2025, 12, 31))]
+    assert stretches.rhythm == [] and stretches.closed == []
 
 
 def test_the_btyd_keeps_calendar_time_in_a_stores_rhythm():

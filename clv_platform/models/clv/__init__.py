@@ -46,6 +46,7 @@ from clv_platform.models.clv.config import (  # noqa: F401
 )
 from clv_platform.models.clv.season import ClvSeason, closures_at, fit_season, deseasonalize  # noqa: F401
 from clv_platform.models.clv.windows import (  # noqa: F401
+    CycleTooShort,
     HistoryTooShort,
     LabelWindow,
     MIN_LABEL_DAYS,

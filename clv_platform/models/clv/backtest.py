@@ -15,7 +15,8 @@ from clv_platform.models.clv.windows import window_ends
 from clv_platform.models import btyd, total_interval
 from clv_platform.models.clv.objective import SHARPEN
 from clv_platform.models.clv.objective import P50_COLUMN
-from clv_platform.models.clv.train import TrainedClv, point_rule_columns, train_clv
+from clv_platform.models.clv.season import closures_at
+from clv_platform.models.clv.train import TrainedClv, btyd_only, point_rule_columns, train_clv
 from clv_platform.models.clv.score import scoring_frame
 from clv_platform.models.clv.explain import shap_importance
 
@@ -78,7 +79,7 @@ class MLBacktest:
 
 
 def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, config: ClvConfig,
-                label_days: int | None = None) -> MLBacktest:
+                label_days: int | None = None, stand_in: str | None = None) -> MLBacktest:
     """Train both variants on data up to ``calibration_end`` and predict spend to ``holdout_end``.
 
     ``conn`` holds staging tables of the whole data set (``frames.load_staging``); only windows
@@ -86,6 +87,9 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     prediction are computed at the calibration end. The objective is selected once, for the
     hybrid, and the xgboost variant reuses it so the two differ only in the BTYD features.
     ``label_days`` caps the label window at what the history supports (``backtest_cli.check_history``).
+    ``stand_in``: why production serves the BTYD stand-in at this cutoff without training (a
+    closed-season store short of three cycles, ``windows.CycleTooShort``): no model is trained, and
+    the hybrid and xgboost columns are that stand-in, with the store's closures.
     """
     started = time.perf_counter()
     cutoff = pd.Timestamp(calibration_end).date()
@@ -94,7 +98,8 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     frame, model_btyd = scoring_frame(conn, cutoff, config)
     # the windows' BTYD fits take the family served at the calibration end (``WindowFits``)
     family = (model_btyd.model, model_btyd.penalizer)
-    hybrid = train_clv(conn, cutoff, config, HYBRID, btyd_family=family, serving_frame=frame)
+    hybrid = (btyd_only(cutoff, config, stand_in, season=closures_at(conn, cutoff)) if stand_in else
+              train_clv(conn, cutoff, config, HYBRID, btyd_family=family, serving_frame=frame))
     # a label window in a closed season throughout trains no booster (``train.btyd_only``): both
     # columns are then the BTYD stand-in the platform serves, in its season (``serving`` says why)
     stand_in = hybrid.model.booster is None

@@ -29,6 +29,12 @@ class HistoryTooShort(ValueError):
     so callers that do not fall back see the error they always saw."""
 
 
+class CycleTooShort(HistoryTooShort):
+    """A closed-season store whose history does not yet hold the three whole cycles its label windows
+    need (``supported_label_window``): production serves the BTYD with the closures, and so does the
+    backtest (``backtest_cli.label_window``), rather than refusing the file."""
+
+
 MIN_REPEAT_CUSTOMERS = 10
 """Repeat buyers (customers with purchases on two different days) a history needs by the earliest
 BTYD fit of a training run; ``supported_label_window`` dates the history from the day it had them."""
@@ -102,13 +108,13 @@ def _whole_cycles(calendar, cutoff: date, ready: date, supported: int, label_day
     throughout (nothing to learn), one mid-season held 27 open days whose labels the season factor
     scaled up 6.7x, and the hybrid trained on them was served at -15 to -38 % of the year where the
     BTYD was +7 to +11 % (benchmarks/MEASUREMENTS.md, session 53). Raises ``HistoryTooShort`` when
-    the history does not support a cycle (the BTYD stand-in)."""
+    the history does not support a cycle (``CycleTooShort``, one: the BTYD stand-in)."""
     cycle = int(calendar.period)
     if supported < cycle:
-        raise HistoryTooShort(
-            f"the store closes for a season every {cycle} days ({calendar.describe().split(':')[0]}): its label "
-            f"windows span a whole cycle, which needs {3 * cycle} days after the history's {MIN_REPEAT_CUSTOMERS}th "
-            f"repeat buyer ({ready}); it has {(cutoff - ready).days}")
+        raise CycleTooShort(
+            f"the store closes for {calendar.closed} days of every {cycle} (a season): its label windows span a "
+            f"whole cycle, which needs {3 * cycle} days after the history's {MIN_REPEAT_CUSTOMERS}th repeat buyer "
+            f"({ready}); it has {(cutoff - ready).days}")
     return LabelWindow(cycle, int(label_days), ready,
                        f"{cycle} days: a whole cycle of the store's closed seasons (configured {label_days})")
 
