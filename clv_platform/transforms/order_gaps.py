@@ -195,8 +195,9 @@ class Stretches:
         """The store's order days after ``cutoff`` projected from a regular rhythm (``RhythmCalendar``):
         its last three runs agree in spacing and length as ``in_rhythm``'s consecutive rule reads them
         (or its last two are a closed season seen twice, ``_season_pair``), no named run follows the
-        first of them, and the last one ended less than a cycle before the cutoff. None otherwise: irregular drops (the share rule) cannot be placed ahead, and a rhythm
-        the store has left is no calendar."""
+        first of them, and the last one ended less than a cycle before the cutoff. None otherwise:
+        irregular drops (the share rule) cannot be placed ahead, and a rhythm the store has left is no
+        calendar."""
         runs = self.rhythm
         pair = len(runs) >= 2 and _season_pair(runs[-2], runs[-1])  # a closed season seen twice
         first = -2 if pair else -3

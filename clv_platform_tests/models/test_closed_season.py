@@ -17,7 +17,8 @@ from clv_platform.transforms import order_gaps
 OPEN_MONTHS = (10, 11, 12, 1)
 
 
-def winter_store(seed: int = 3, customers: int = 400, start: str = "2020-10-01", end: str = "2025-01-31") -> pd.DataFrame:
+def winter_store(seed: int = 3, customers: int = 400, start: str = "2020-10-01",
+                 end: str = "2025-01-31") -> pd.DataFrame:
     """Customers who buy on open days only (October to January), each at a rate of their own until
     a lifetime ends: the shape of benchmarks/awkward_stores.py's winter store, over four seasons."""
     rng = np.random.default_rng(seed)
@@ -54,7 +55,8 @@ def test_a_yearly_closure_is_a_closed_season_read_as_no_customers_time(store):
     assert calendar.open_time and calendar.period == 365 and calendar.closed == 242
     assert calendar.year_span == ((2, 1), (9, 30))
     # the coming closures fall on the same days of the year (a fixed 365-day cycle slips in a leap year)
-    assert stretches.closed_ranges()[3:5] == [(date(2024, 2, 1), date(2024, 9, 30)), (date(2025, 2, 1), date(2025, 9, 30))]
+    assert stretches.closed_ranges()[3:5] == [(date(2024, 2, 1), date(2024, 9, 30)),
+                                              (date(2025, 2, 1), date(2025, 9, 30))]
     # the store's clock counts an open day as one day: the 366 days ahead (a leap year) hold the 123 of
     # October to January
     assert calendar.effective_days([7, 90, 365, 366]).tolist() == [0.0, 0.0, 122.0, 123.0]
@@ -137,7 +139,8 @@ def test_a_closed_seasons_store_end_to_end_forecasts_its_open_days(winter_run):
     dates = pd.to_datetime(orders["order_date"])
     last_season = float(orders.loc[dates > "2024-09-30", "amount"].sum())
     with duckdb.connect(str(run.db), read_only=True) as conn:
-        assert conn.execute("select max(feature_cutoff) from features.customer_features").fetchone()[0] == date(2025, 1, 31)
+        cutoff = conn.execute("select max(feature_cutoff) from features.customer_features").fetchone()[0]
+        assert cutoff == date(2025, 1, 31)
         sidecar = conn.execute("""select path from ml.model_runs where model_name = 'clv_xgb'
                                   order by trained_at desc limit 1""").fetchone()[0]
         total, alive = conn.execute("select sum(predicted_spend), median(p_alive) from scores.customer_clv").fetchone()
