@@ -174,7 +174,7 @@ def run_forecast_backtest(dataset: str, cutoff: str | date | None = None, config
     if pd.Timestamp(cutoff) >= data_end:
         raise ValueError(f"forecast cutoff {cutoff} is not before the end of the data ({data_end.date()})")
     # one summary at the cutoff for the fit and the forecast (summarize reads orders up to it only)
-    summary = revenue.btyd.summarize(tx, cutoff, closed_seasons=False)
+    summary = revenue.btyd.summarize(tx, cutoff)
     forecast = revenue.forecast_revenue(tx, cutoff, model=served_purchase_model(summary, config_path), summary=summary)
     table = forecast.table
     months = [

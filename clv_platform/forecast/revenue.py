@@ -405,6 +405,12 @@ def new_customer_forecast(
         raise ValueError(f"acquisition forecast covers {len(acquisition.daily_mean)} days, periods need {horizon}")
     arrival = np.arange(1, horizon + 1)
     mu = acquisition.daily_mean[:horizon]
+    open_days = season.day_weights(cutoff, horizon)
+    if (open_days == 0).any() and (mu * open_days).sum() > 0:
+        # a store closed for a season: the acquisition fit reads its closures in calendar time (as
+        # unobserved days it extrapolated them to 1.9e11 customers a month), so its arrivals are
+        # moved onto the open days, as many as the fit expects
+        mu = mu * open_days * (mu.sum() / (mu * open_days).sum())
     tau = season.operational_weeks(cutoff, np.arange(0, horizon + 1))
     aov = float(model.spend.population_mean)
     cv2 = _order_value_cv2(model)
@@ -529,7 +535,7 @@ def rehearse(history: pd.DataFrame, cutoff: date, model_name: str = btyd.BGNBD,
     dates = pd.to_datetime(history["order_date"])
     if (pd.Timestamp(rc) - dates.min()).days < MIN_REHEARSAL_HISTORY_DAYS:
         return Rehearsal.none()
-    summary = btyd.summarize(history[dates <= pd.Timestamp(rc)], rc, closed_seasons=False)
+    summary = btyd.summarize(history[dates <= pd.Timestamp(rc)], rc)
     model = rehearsal_model(summary, model_name, max_fit_customers)
     if model is None:
         return Rehearsal.none()
@@ -613,7 +619,7 @@ def forecast_revenue(
     elif summary is None or model is None or season is None or firsts is None or (with_rehearsal and rehearsal is None):
         raise ValueError("forecast_revenue without transactions needs summary, model, season, firsts and rehearsal")
     if summary is None:
-        summary = btyd.summarize(history, cutoff, closed_seasons=False)
+        summary = btyd.summarize(history, cutoff)
     if model is None:
         model = fit_purchase_model(summary, model_name, max_fit_customers)
     if rehearsal is None:
@@ -621,7 +627,7 @@ def forecast_revenue(
                      if with_rehearsal else Rehearsal.none())
     periods = forecast_periods(cutoff, months)
     if season is None:
-        season = seasonal_index(history, model, cutoff, closed_seasons=False)
+        season = seasonal_index(history, model, cutoff)
     existing = existing_customer_forecast(summary, model, cutoff, periods, season, predicted_spend, horizon_days,
                                           rehearsal.existing_scale)
     horizon = max(p.offsets(cutoff)[1] for p in periods)

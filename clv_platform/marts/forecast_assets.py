@@ -188,7 +188,8 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
     if decision.reuse:
         p = stored.params
         season = revenue.SeasonalIndex(np.asarray(p["season_index"], dtype=float), float(p["season_relative_sd"]),
-                                       int(p["season_months_used"]))
+                                       int(p["season_months_used"]),
+                                       closed=tuple(tuple(span) for span in p.get("season_closed", ())))
         rehearsal = revenue.Rehearsal(date.fromisoformat(p["rehearsal_cutoff"]) if p["rehearsal_cutoff"] else None,
                                       float(p["rehearsal_existing_scale"]), float(p["rehearsal_new_scale"]),
                                       int(p["rehearsal_months"]))
@@ -202,6 +203,7 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
         stored_fits.save(conn, stored_fits.REVENUE_FORECAST, cutoff, key, {
             "season_index": [float(v) for v in season.index], "season_relative_sd": float(season.relative_sd),
             "season_months_used": int(season.months_used),
+            "season_closed": [list(span) for span in season.closed],
             "rehearsal_cutoff": str(rehearsal.cutoff) if rehearsal.cutoff else None,
             "rehearsal_existing_scale": float(rehearsal.existing_scale),
             "rehearsal_new_scale": float(rehearsal.new_scale), "rehearsal_months": int(rehearsal.months),

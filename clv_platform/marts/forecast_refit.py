@@ -21,7 +21,7 @@ import pandas as pd
 from clv_platform.core.sql import read_sql, run_script
 from clv_platform.forecast import revenue
 from clv_platform.models import btyd, seasonality
-from clv_platform.transforms.order_gaps import OrderGap, forecast_gaps, stretch_days_sql
+from clv_platform.transforms.order_gaps import OrderGap, forecast_gaps, order_gaps, stretch_days_sql
 
 SUMMARY_TABLE = "forecast_btyd_summary"
 """Temp table written by ``sql/forecast_btyd_summary.sql`` (dropped after use)."""
@@ -57,7 +57,7 @@ def customer_summary(conn: duckdb.DuckDBPyConnection, cutoff: date, known_only: 
     """``btyd.summarize`` of staging.orders at ``cutoff`` with the columns the BTYD fit reads (customer_id,
     frequency, recency, T, monetary), in customer id order (``summarize``'s); ``known_only`` leaves out
     the untied guest orders (the forecast's fallback summary when ml.btyd_scores is missing)."""
-    _summary_table(conn, cutoff, forecast_gaps(conn, until=cutoff))
+    _summary_table(conn, cutoff, order_gaps(conn, until=cutoff))
     try:
         return _summary_rows(conn, known_only)
     finally:
@@ -82,8 +82,9 @@ def rehearse(conn: duckdb.DuckDBPyConnection, cutoff: date, days: pd.DataFrame, 
     rc = revenue.rehearsal_cutoff(cutoff, months)
     if days.empty or (pd.Timestamp(rc) - pd.Timestamp(days["day"].min())).days < revenue.MIN_REHEARSAL_HISTORY_DAYS:
         return revenue.Rehearsal.none()
-    gaps = forecast_gaps(conn, until=rc)  # the stretches seen at the rehearsal cutoff: its summary and its acquisitions
-    _summary_table(conn, rc, gaps)
+    # the stretches seen at the rehearsal cutoff: its summary's (a closed season's too) and its acquisitions'
+    _summary_table(conn, rc, order_gaps(conn, until=rc))
+    gaps = forecast_gaps(conn, until=rc)
     try:
         # the fit reads customers (its deterministic sample is of customer ids); the forecast reads
         # the summary grouped with customer counts (``existing_customer_forecast``)
@@ -94,7 +95,7 @@ def rehearse(conn: duckdb.DuckDBPyConnection, cutoff: date, days: pd.DataFrame, 
                                "group by all order by all").df()
     finally:
         conn.execute(f"drop table if exists {SUMMARY_TABLE}")
-    season = seasonality.seasonal_index_from_days(days, model, rc, closed_seasons=False)
+    season = seasonality.seasonal_index_from_days(days, model, rc)
     past = revenue.forecast_revenue(None, rc, model=model, summary=grouped, months=months, with_rehearsal=False,
                                     season=season, firsts=firsts, gaps=gaps)
     periods = [p for p in revenue.forecast_periods(rc, months) if p.kind == "month"]
@@ -106,5 +107,5 @@ def refit(conn: duckdb.DuckDBPyConnection, model: btyd.BTYDModel, cutoff: date, 
     """(seasonal index of ``model`` at ``cutoff``, rehearsal errors) as ``revenue.seasonal_index`` and
     ``revenue.rehearse`` give them on every order up to ``cutoff``; ``firsts``: ``first_orders`` at it."""
     days = seasonality.purchase_days_sql(conn, cutoff)
-    season = seasonality.seasonal_index_from_days(days, model, cutoff, closed_seasons=False)
+    season = seasonality.seasonal_index_from_days(days, model, cutoff)
     return season, rehearse(conn, cutoff, days, firsts, max_fit_customers=max_fit_customers)

@@ -152,7 +152,6 @@ def summarize(
     transactions: pd.DataFrame,
     calibration_end,
     holdout_end=None,
-    closed_seasons: bool = True,
 ) -> pd.DataFrame:
     """Per-customer RFM summary at ``calibration_end`` (inclusive) and holdout outcomes.
 
@@ -184,8 +183,7 @@ def summarize(
     frequency = (days - 1).astype(int)
     repeat_spend = spend - first_amount
     monetary = (repeat_spend / frequency.where(frequency > 0)).fillna(0.0)
-    stretches = transaction_stretches(transactions, calibration_end)
-    gaps = stretches.time_gaps if closed_seasons else stretches.unobserved
+    gaps = transaction_stretches(transactions, calibration_end).time_gaps
 
     summary = pd.DataFrame(
         {

@@ -36,19 +36,35 @@ class SeasonalIndex:
     relative_sd: float  # systematic relative error of a month's existing-customer revenue
     months_used: int
     table: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+    closed: tuple[tuple[str, str], ...] = ()
+    """(first, last) day of each closed season, seen and projected (``order_gaps.Stretches.closed_ranges``):
+    a day inside counts 0 (``day_weights``)."""
 
     @staticmethod
     def flat() -> "SeasonalIndex":
         return SeasonalIndex(np.ones(12), 0.0, 0)
 
+    def day_weights(self, cutoff: date, horizon: int) -> np.ndarray:
+        """What each day cutoff + 1 .. cutoff + ``horizon`` counts besides its month's index: 0 in a
+        closed season, else 1."""
+        if not self.closed:
+            return np.ones(int(horizon))
+        calendar = pd.date_range(pd.Timestamp(cutoff) + pd.Timedelta(days=1), periods=int(horizon), freq="D")
+        values = calendar.to_numpy(dtype="datetime64[D]")
+        inside = np.zeros(len(values), dtype=bool)
+        for first, last in self.closed:
+            inside |= (values >= np.datetime64(first, "D")) & (values <= np.datetime64(last, "D"))
+        return np.where(inside, 0.0, 1.0)
+
     def operational_weeks(self, cutoff: date, days: np.ndarray) -> np.ndarray:
-        """tau(d) in weeks for day offsets ``days`` after the cutoff (each day = s(month) / 7 weeks)."""
+        """tau(d) in weeks for day offsets ``days`` after the cutoff (each day = s(month) / 7 weeks, times
+        ``day_weights``)."""
         days = np.asarray(days, dtype=int)
         horizon = int(days.max(initial=0))
         if horizon <= 0:
             return np.zeros(days.shape)
         calendar = pd.date_range(pd.Timestamp(cutoff) + pd.Timedelta(days=1), periods=horizon, freq="D")
-        weights = self.index[calendar.month.to_numpy() - 1] / btyd.DAYS_PER_WEEK
+        weights = self.index[calendar.month.to_numpy() - 1] / btyd.DAYS_PER_WEEK * self.day_weights(cutoff, horizon)
         cumulative = np.concatenate([[0.0], np.cumsum(weights)])
         return cumulative[np.clip(days, 0, None)]
 
@@ -68,14 +84,12 @@ def purchase_days(transactions: pd.DataFrame, cutoff: date) -> pd.DataFrame:
     return days.groupby("day", as_index=False, sort=True)[["first_buyers", "repeat_days"]].sum()
 
 
-def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: date,
-                   closed_seasons: bool = True) -> SeasonalIndex:
+def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> SeasonalIndex:
     """``seasonal_index_from_days`` on the transactions' ``purchase_days``."""
-    return seasonal_index_from_days(purchase_days(transactions, cutoff), model, cutoff, closed_seasons)
+    return seasonal_index_from_days(purchase_days(transactions, cutoff), model, cutoff)
 
 
-def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date,
-                   closed_seasons: bool = True) -> pd.DataFrame:
+def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> pd.DataFrame:
     """(month, actual, expected) repeat purchase days of every complete calendar month up to ``cutoff``
     (the BTYD papers' tracking plot); empty when no month is complete.
 
@@ -87,8 +101,7 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date,
     (``transforms.order_gaps``, on these days' purchase counts) is left out: a month missing from an
     export is no season (the autumn-ramp store without February and March lost its season, F test
     p = 0.183, and the revenue forecast's monthly error went from 0.15 to 0.83). So is a month of a
-    closed season (``order_gaps.Stretches.closed``) unless ``closed_seasons`` is False (the revenue
-    forecast, which reads a closed season in calendar time and projects none).
+    closed season (``order_gaps.Stretches.closed``).
     """
     empty = pd.DataFrame({"month": pd.Series(dtype="datetime64[ns]"), "actual": pd.Series(dtype=float),
                           "expected": pd.Series(dtype=float)})
@@ -111,9 +124,8 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date,
     n = cohort_days["first_buyers"].to_numpy(dtype=float)
     # age at the start of boundary day b (= end of day b-1): (b - f) days, clipped at 0, in observed
     # time as the BTYD was fitted (a stretch's days inside (f, b - 1] are no days of the customer's)
-    stretches = stretches_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]),
-                                          cutoff_ts)
-    gaps = stretches.time_gaps if closed_seasons else stretches.unobserved
+    gaps = stretches_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]),
+                                     cutoff_ts).time_gaps
     day0 = np.datetime64(start.date(), "D")
     unseen = stretch_days(gaps, (day0 + f.astype(np.int64))[None, :], (day0 + (bounds - 1).astype(np.int64))[:, None])
     age = np.clip((bounds[:, None] - f[None, :] - 1 - unseen) / btyd.DAYS_PER_WEEK, 0.0, None)
@@ -137,8 +149,34 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date,
     return table[~holed].reset_index(drop=True)
 
 
-def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date,
-                             closed_seasons: bool = True) -> SeasonalIndex:
+def _closed_season_index(days: pd.DataFrame, table: pd.DataFrame, cutoff: date) -> SeasonalIndex | None:
+    """The season of a store closed for one every year (``order_gaps.Stretches.season_calendar``): flat
+    over the open days, none over the closures seen and projected (its BTYD reads the closures as no
+    customer's time, so an open day counts one day); None for a store that closes for none. Yearly
+    harmonics cannot carry months of nothing: on the five-season store that closes February to
+    September they were clipped to 0.3 and 3.0 and spread the next year's revenue at about 47k a
+    month over the closed months (benchmarks/MEASUREMENTS.md, session 53). The scatter is of the
+    open months' actual over expected (the months a closure touches are out of the table)."""
+    days = days.assign(day=pd.to_datetime(days["day"]))
+    days = days[days["day"] <= pd.Timestamp(cutoff).normalize()]
+    stretches = stretches_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]),
+                                          pd.Timestamp(cutoff))
+    if stretches.season_calendar is None:
+        return None
+    spans = stretches.closed_ranges()
+    used = table[table["expected"] >= MIN_EXPECTED_PER_MONTH]
+    relative_sd = 0.0
+    if len(used) >= 3:
+        y = np.log(used["actual"].clip(lower=1.0).to_numpy(dtype=float) / used["expected"].to_numpy(dtype=float))
+        weights = used["expected"].to_numpy(dtype=float)
+        poisson = 1.0 / used["actual"].clip(lower=1).to_numpy(dtype=float)
+        centred = y - np.average(y, weights=weights)
+        relative_sd = float(math.sqrt(max(0.0, float(np.average(centred**2 - poisson, weights=weights)))))
+    return SeasonalIndex(np.ones(12), relative_sd, len(used), table,
+                         tuple((a.isoformat(), b.isoformat()) for a, b in spans))
+
+
+def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> SeasonalIndex:
     """Actual / model-expected repeat purchase days per calendar month up to ``cutoff``
     (``tracking_table``), fitted.
 
@@ -147,9 +185,12 @@ def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: 
     weighted by the expected count), so the index is smooth, covers months not observed yet and
     does not reproduce one year's noise; it is normalized to mean 1.
     """
-    table = tracking_table(days, model, cutoff, closed_seasons)
+    table = tracking_table(days, model, cutoff)
     if table.empty:
         return SeasonalIndex.flat()
+    closed = _closed_season_index(days, table, cutoff)
+    if closed is not None:
+        return closed
     used = table[table["expected"] >= MIN_EXPECTED_PER_MONTH].copy()
     if len(used) < 3:
         return SeasonalIndex(np.ones(12), 0.0, len(used), table)

@@ -369,9 +369,10 @@ def order_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> li
 
 
 def forecast_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> list[OrderGap]:
-    """The stretches the revenue forecast reads as unobserved days: ``order_gaps`` without the closed
-    seasons, which it keeps in calendar time (its monthly season spreads the year over the months; it
-    projects no closure, so reading the closures as no customer's time would forecast them open)."""
+    """The stretches the revenue forecast's acquisition fit reads as unobserved days: ``order_gaps``
+    without the closed seasons, which it fits in calendar time (read as unobserved days, they made it
+    extrapolate 1.9e11 new customers a month on the five-season store); the new customers it expects
+    are then moved onto the open days (``forecast.revenue.new_customer_forecast``)."""
     return order_stretches(conn, until).unobserved
 
 
