@@ -22,7 +22,7 @@ from scipy import stats
 
 from clv_platform.core.sql import read_sql
 from clv_platform.models import btyd
-from clv_platform.transforms.order_gaps import stretch_days, stretches_in_daily_counts, touches_stretches
+from clv_platform.transforms.order_gaps import in_spans, stretch_days, stretches_in_daily_counts, touches_stretches
 
 MIN_EXPECTED_PER_MONTH = 20.0
 """Months in which the model expects fewer repeat purchases than this do not shape the seasonal index."""
@@ -50,11 +50,7 @@ class SeasonalIndex:
         if not self.closed:
             return np.ones(int(horizon))
         calendar = pd.date_range(pd.Timestamp(cutoff) + pd.Timedelta(days=1), periods=int(horizon), freq="D")
-        values = calendar.to_numpy(dtype="datetime64[D]")
-        inside = np.zeros(len(values), dtype=bool)
-        for first, last in self.closed:
-            inside |= (values >= np.datetime64(first, "D")) & (values <= np.datetime64(last, "D"))
-        return np.where(inside, 0.0, 1.0)
+        return np.where(in_spans(self.closed, calendar), 0.0, 1.0)
 
     def operational_weeks(self, cutoff: date, days: np.ndarray) -> np.ndarray:
         """tau(d) in weeks for day offsets ``days`` after the cutoff (each day = s(month) / 7 weeks, times

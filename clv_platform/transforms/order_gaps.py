@@ -415,18 +415,13 @@ def _silent_tail(days: list[date], counts: list[float], until, rhythm: list[Orde
     return OrderGap(last + timedelta(days=1), until, length, rate)
 
 
-def gaps_in_daily_counts(days: list[date], counts: list[float], until=None) -> list[OrderGap]:
-    """The implausible empty runs of a store's activity per day (``days`` with their counts; days
-    missing between the first and the last are empty): orders in `staging.orders`, or the purchase
-    days the season's tracking table counts (``models.seasonality.tracking_table``). Runs in the
-    store's rhythm (``in_rhythm``) are not among them, its closed seasons are; with ``until``, the
-    silence up to it is (``silent_tail``)."""
-    return stretches_in_daily_counts(days, counts, until).time_gaps
-
-
 def stretches_in_daily_counts(days: list[date], counts: list[float], until=None) -> Stretches:
-    """Every implausible empty run of the daily counts, split by ``in_rhythm``; with ``until``, the
-    silence from the last day to it when it is one (``silent_tail``), among the unobserved."""
+    """Every implausible empty run of a store's activity per day (``days`` with their counts; days
+    missing between the first and the last are empty: orders in `staging.orders`, or the purchase
+    days the season's tracking table counts, ``models.seasonality.tracking_table``), split by
+    ``in_rhythm``; with ``until``, the silence from the last day to it when it is one
+    (``silent_tail``), among the unobserved; and the closed seasons (``Stretches.time_gaps``, the
+    days observed time leaves out)."""
     runs = _implausible_runs(days, counts)
     span = (pd.Timestamp(max(days)) - pd.Timestamp(min(days))).days + 1 if days else 0
     flags = in_rhythm(runs, span)
@@ -537,6 +532,17 @@ def stretch_days(gaps: list[OrderGap], start, end) -> np.ndarray:
                   ).astype(np.int64) + 1
         total += np.clip(inside, 0, None)
     return total
+
+
+def in_spans(spans, days) -> np.ndarray:
+    """Whether each of ``days`` (dates, a DatetimeIndex or datetime64) lies in one of ``spans``, (first,
+    last) days both included as ISO texts or dates (``Stretches.closed_ranges``): the closed days a
+    forecast counts none of."""
+    values = _as_days(days)
+    inside = np.zeros(values.shape, dtype=bool)
+    for first, last in spans:
+        inside |= (values >= np.datetime64(first, "D")) & (values <= np.datetime64(last, "D"))
+    return inside
 
 
 def touches_stretches(gaps: list[OrderGap], first, last) -> np.ndarray:

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from clv_platform.models import btyd, seasonality
-from clv_platform.transforms.order_gaps import order_stretches
+from clv_platform.transforms.order_gaps import in_spans, order_stretches
 
 FLAT = (1.0,) * 12
 
@@ -73,7 +73,7 @@ class ClvSeason:
         calendar = pd.date_range(pd.Timestamp(after) + pd.Timedelta(days=1), periods=int(days), freq="D")
         values = np.asarray(self.index)[calendar.month.to_numpy() - 1]
         if self.closed:
-            values = np.where(closed_days(self.closed, calendar), 0.0, values)
+            values = np.where(in_spans(self.closed, calendar), 0.0, values)
         return float(values.mean())
 
     def closures_only(self) -> "ClvSeason | None":
@@ -135,15 +135,6 @@ class ClvSeason:
         return ClvSeason(tuple(float(v) for v in raw["index"]), tuple((str(m), float(e)) for m, e in raw["exposure"]),
                          int(raw.get("months_used", 0)), str(raw.get("reason", "")),
                          tuple((str(a), str(b)) for a, b in raw.get("closed", ())))
-
-
-def closed_days(closed: tuple[tuple[str, str], ...], days: pd.DatetimeIndex) -> np.ndarray:
-    """Whether each of ``days`` is inside one of the ``closed`` (first, last) spans."""
-    values = days.to_numpy(dtype="datetime64[D]")
-    inside = np.zeros(len(values), dtype=bool)
-    for first, last in closed:
-        inside |= (values >= np.datetime64(first, "D")) & (values <= np.datetime64(last, "D"))
-    return inside
 
 
 def with_closures(season: ClvSeason, conn: duckdb.DuckDBPyConnection, cutoff: date) -> ClvSeason:
