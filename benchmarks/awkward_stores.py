@@ -41,8 +41,12 @@ to see what the backtest and the BTYD fits do on them (time taken, families chos
   exponential lifetimes (mean 900 days).
 * `winter.csv` (seed 17): 3,000 customers of a shop open only from October to January, October 2022
   to September 2025: gamma purchase chances per open day, exponential lifetimes (mean 900 days).
-  Its two summer closures are named as stretches (two are not yet a rhythm); a cutoff in a closure
-  reads eight months of everyone's silence: a known failure (benchmarks/MEASUREMENTS.md, session 51).
+  Two summer closures a year apart are a closed season (session 53; until then they were named as
+  stretches and a cutoff in a closure read eight months of everyone's silence); at its default
+  split one closure is seen, still a stretch.
+* `winter5.csv` (seed 17; `--seed 8` and `9` give seeds 18 and 19): the same shop over five seasons,
+  October 2020 to January 2026, 5,000 customers: the closed-season store of benchmarks/MEASUREMENTS.md,
+  session 53.
 
     python -m benchmarks.awkward_stores /tmp/awkward
     clv-platform backtest --dataset /tmp/awkward/onetime.csv --json
@@ -229,12 +233,14 @@ def invoicing(rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
 
 
-def drops(rng: np.random.Generator, months_open: tuple[int, ...] | None = None) -> pd.DataFrame:
-    """The drop store; with ``months_open`` a shop open every day of those months instead (winter)."""
-    days = pd.date_range("2022-10-01", "2025-09-30", freq="D")
+def drops(rng: np.random.Generator, months_open: tuple[int, ...] | None = None, start: str = "2022-10-01",
+          end: str = "2025-09-30", customers: int = 3000) -> pd.DataFrame:
+    """The drop store; with ``months_open`` a shop open every day of those months instead (winter;
+    over 2020-10 to 2026-01 with 5,000 customers, the five-season store of session 53)."""
+    days = pd.date_range(start, end, freq="D")
     drop_days = np.flatnonzero(days.day <= 4 if months_open is None else days.month.isin(months_open))
     rows = []
-    for c in range(3000):
+    for c in range(customers):
         first = int(rng.choice(drop_days))
         chance = max(float(rng.gamma(0.8, 1 / 12)), 1e-4)  # of a purchase on a drop day
         life_end = first + float(rng.exponential(900))
@@ -264,6 +270,8 @@ def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     stores["invoicing"] = invoicing(np.random.default_rng(seed + 8))
     stores["drops"] = drops(np.random.default_rng(seed + 9))
     stores["winter"] = drops(np.random.default_rng(seed + 10), months_open=(10, 11, 12, 1))
+    stores["winter5"] = drops(np.random.default_rng(seed + 10), months_open=(10, 11, 12, 1), start="2020-10-01",
+                              end="2026-01-31", customers=5000)
     paths = {}
     for name, frame in stores.items():
         paths[name] = folder / f"{name}.csv"
