@@ -22,7 +22,7 @@ from clv_platform.resources.storage import read_sql, replace_table, row_count, r
 from clv_platform.models.clv_assets import BTYD_KEY, CUSTOMER_CLV
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.staging_assets import CUSTOMER_ACQUISITION, ORDER_HISTORY, ORDERS
-from clv_platform.transforms.order_gaps import forecast_gaps
+from clv_platform.transforms.order_gaps import unobserved_gaps
 
 OWNERS = ["team:analytics"]
 FORECAST_TABLE = "marts.revenue_forecast"
@@ -216,7 +216,7 @@ def build_revenue_forecast(conn: duckdb.DuckDBPyConnection, context=None, max_ag
         source = "scores.customer_clv.predicted_spend"
     result = revenue.forecast_revenue(
         None, cutoff, model=model, summary=summary, predicted_spend=predicted, horizon_days=horizon_days,
-        season=season, rehearsal=rehearsal, firsts=firsts, gaps=forecast_gaps(conn, until=cutoff),
+        season=season, rehearsal=rehearsal, firsts=firsts, gaps=unobserved_gaps(conn, until=cutoff),
     )
     table = result.table
     table.insert(0, "cutoff", cutoff)

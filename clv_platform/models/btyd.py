@@ -34,7 +34,7 @@ from lifetimes.utils import ConvergenceError
 from scipy.special import expit, roots_jacobi
 
 from clv_platform.models.datasets import net_purchases
-from clv_platform.transforms.order_gaps import stretch_days, transaction_stretches
+from clv_platform.transforms.order_gaps import in_spans, stretch_days, transaction_gaps, transaction_stretches
 
 _log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def summarize(
     frequency = (days - 1).astype(int)
     repeat_spend = spend - first_amount
     monetary = (repeat_spend / frequency.where(frequency > 0)).fillna(0.0)
-    gaps = transaction_stretches(transactions, calibration_end).time_gaps
+    gaps = transaction_gaps(transactions, calibration_end)
 
     summary = pd.DataFrame(
         {
@@ -221,9 +221,8 @@ def holdout_weeks(calibration_end, holdout_end, transactions: pd.DataFrame | Non
     start, end = pd.Timestamp(calibration_end).normalize(), pd.Timestamp(holdout_end).normalize()
     days = (end - start).days
     if transactions is not None:
-        for first, last in transaction_stretches(transactions, start).closed_ranges():
-            days -= max((min(pd.Timestamp(last), end) - max(pd.Timestamp(first), start + pd.Timedelta(days=1))).days
-                        + 1, 0)
+        holdout = pd.date_range(start + pd.Timedelta(days=1), end, freq="D")
+        days -= int(in_spans(transaction_stretches(transactions, start).closed_ranges(), holdout).sum())
     return days / DAYS_PER_WEEK
 
 

@@ -24,7 +24,7 @@ from clv_platform.core.sql import table_exists
 from clv_platform.models import btyd, btyd_intervals, clv, interval_cache, registry, stored_fits, total_interval as totals_
 from clv_platform.models.npd import BTYD_ONLY as NPD_BTYD_ONLY
 from clv_platform.models.npd_assets import NPD_MODEL_KEY
-from clv_platform.models.npd_backtest import order_calendar_at, trained_model_calendar
+from clv_platform.models.npd_backtest import alive_window_days, order_calendar_at
 from clv_platform.models.registry_view import create_model_registry_view
 from clv_platform.reports import float_metrics, prune_reports, report_url
 from clv_platform.resources.storage import read_sql, replace_table, reports_dir, settings_of
@@ -567,16 +567,6 @@ def alive_evidence(conn, cutoff) -> tuple[object | None, str]:
             f"model {version} (Brier gain over the BTYD {gain:.5f}, SE {se:.5f}, on its validation window)")
 
 
-def alive_window_days(conn, cutoff) -> float:
-    """The days of the next ``ALIVE_EVIDENCE_DAYS`` the served next-purchase model's P(purchase) was
-    read on: the open days of a store closed for a season (``npd_backtest.trained_model_calendar``),
-    else all of them."""
-    calendar = trained_model_calendar(order_calendar_at(conn, cutoff))
-    if calendar is None:
-        return float(clv.ALIVE_EVIDENCE_DAYS)
-    return float(calendar.effective_days(clv.ALIVE_EVIDENCE_DAYS))
-
-
 def naive_population_ratio(conn, days: int) -> float | None:
     """``clv.windows.naive_btyd_ratio`` over every customer of the feature table, in SQL: the BTYD's
     label-window spend total (ml.btyd_scores) / the naive spend-rate rule's over ``days``. The
@@ -683,8 +673,11 @@ def customer_clv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
                                       conn.execute(f"select * from {BTYD_TABLE} limit 0").df())
         registry.require_features(registry.DEFAULT_MODEL_NAME, sidecar["model_version"], model.features, empty.columns)
         require_label_window(conn, model, sidecar["model_version"])
-        alive, alive_reason = alive_evidence(conn, scoring_cutoff(conn))
-        alive_window = alive_window_days(conn, scoring_cutoff(conn)) if alive is not None else clv.ALIVE_EVIDENCE_DAYS
+        cutoff = scoring_cutoff(conn)
+        alive, alive_reason = alive_evidence(conn, cutoff)
+        # the served next-purchase model's P(90 d) is read on a closed-season store's open days
+        alive_window = (alive_window_days(order_calendar_at(conn, cutoff)) if alive is not None
+                        else clv.ALIVE_EVIDENCE_DAYS)
         if alive_window != clv.ALIVE_EVIDENCE_DAYS:
             alive_reason += f" (the {alive_window:g} open days of the next {clv.ALIVE_EVIDENCE_DAYS})"
         family = _family_check(sidecar, stored_fits.served_family(conn), model.serves_btyd)

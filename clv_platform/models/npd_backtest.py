@@ -258,8 +258,7 @@ def run_npd_backtest(
         "served_p_purchase": (predictions[AFT][column].set_axis(scoring.index)
                               if served["earned"] and column in predictions[AFT] else None),
         # the days of those 90 the trained model was read on (a closed season's open days), for the BTYD's
-        "alive_window_days": (float(trained_model_calendar(calendar).effective_days(ALIVE_TEST_DAYS))
-                              if trained_model_calendar(calendar) is not None else float(ALIVE_TEST_DAYS)),
+        "alive_window_days": alive_window_days(calendar),
         "calibration_end": calibration_end.date().isoformat(),
         "holdout_end": holdout_end.date().isoformat(),
         "training_window": {
@@ -386,6 +385,15 @@ def trained_model_calendar(calendar):
     purchase in the closure: the winter store's, as of the season's last day, in February; benchmarks/MEASUREMENTS.md,
     session 53), else none (a short rhythm it learns from its windows)."""
     return calendar if calendar is not None and calendar.open_time else None
+
+
+def alive_window_days(calendar) -> float:
+    """The days of the next ``ALIVE_TEST_DAYS`` a trained next-purchase model's P(purchase) is read on
+    (``trained_model_calendar`` of the store's ``calendar``): the open days of a store closed for a
+    season, else all of them; the BTYD's P(purchase | alive) that lowers p_alive is read over as
+    many (``clv.reconcile_alive_with``)."""
+    calendar = trained_model_calendar(calendar)
+    return float(ALIVE_TEST_DAYS) if calendar is None else float(calendar.effective_days(ALIVE_TEST_DAYS))
 
 
 def order_calendar_at(conn, cutoff):

@@ -134,7 +134,7 @@ def gaps_after(conn: duckdb.DuckDBPyConnection, first_day: date, until: date) ->
     """The stretches (seen at ``until``, point in time) that reach into (first_day, until]: those a
     model's label windows over that span would read as customers who bought nothing (and are
     therefore not served over them)."""
-    return [gap for gap in order_stretches(conn, until=until).unobserved if gap.end > first_day]
+    return [gap for gap in unobserved_gaps(conn, until=until) if gap.end > first_day]
 
 
 @dataclass(frozen=True)
@@ -368,11 +368,13 @@ def order_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> li
     return order_stretches(conn, until).time_gaps
 
 
-def forecast_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> list[OrderGap]:
-    """The stretches the revenue forecast's acquisition fit reads as unobserved days: ``order_gaps``
-    without the closed seasons, which it fits in calendar time (read as unobserved days, they made it
-    extrapolate 1.9e11 new customers a month on the five-season store); the new customers it expects
-    are then moved onto the open days (``forecast.revenue.new_customer_forecast``)."""
+def unobserved_gaps(conn: duckdb.DuckDBPyConnection, until: date | None = None) -> list[OrderGap]:
+    """``order_gaps`` without the closed seasons: the stretches that withhold a trained model
+    (``gaps_after``: a closed season is the store's, not missing records) and that the revenue
+    forecast's acquisition fit reads as unobserved days (it fits a closed season in calendar time:
+    read as unobserved days, the closures made it extrapolate 1.9e11 new customers a month on the
+    five-season store; the new customers it expects are then moved onto the open days,
+    ``forecast.revenue.new_customer_forecast``)."""
     return order_stretches(conn, until).unobserved
 
 

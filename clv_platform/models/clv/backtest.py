@@ -102,15 +102,15 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
               train_clv(conn, cutoff, config, HYBRID, btyd_family=family, serving_frame=frame))
     # a label window in a closed season throughout trains no booster (``train.btyd_only``): both
     # columns are then the BTYD stand-in the platform serves, in its season (``serving`` says why)
-    stand_in = hybrid.model.booster is None
-    plain = hybrid if stand_in else train_clv(conn, cutoff, config, XGBOOST, objective=hybrid.selection.chosen,
-                                              btyd_family=family)
+    no_booster = hybrid.model.booster is None
+    plain = hybrid if no_booster else train_clv(conn, cutoff, config, XGBOOST, objective=hybrid.selection.chosen,
+                                                btyd_family=family)
     index = frame["customer_id"].astype(str).to_numpy()
     ratio = frame["btyd_horizon_ratio"].to_numpy()
     # each variant's own forecast, also when the platform would serve the BTYD instead (``serving``
     # says which): the backtest compares the models, not the serving decision
     # (forecast from the calibration end: each model's season is put back, ``ClvModel.scoring_cutoff``)
-    means = {name: replace(trained.model, serves_btyd=stand_in, scoring_cutoff=cutoff).predict(frame, horizon, ratio)
+    means = {name: replace(trained.model, serves_btyd=no_booster, scoring_cutoff=cutoff).predict(frame, horizon, ratio)
              for name, trained in ((XGBOOST, plain), (HYBRID, hybrid))}
     # each customer's BTYD P50 / mean over the holdout, for the median point rule (the same draws'
     # shape the intervals use); only drawn when the rule can be chosen
