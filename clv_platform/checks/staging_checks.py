@@ -28,7 +28,7 @@ from clv_platform.checks.common import (
 from clv_platform.ingestion.assets import RAW_KLAVIYO_PROFILES, RAW_SHOPIFY_ORDERS
 from clv_platform.transforms.cutoff import scoring_cutoff
 from clv_platform.transforms.order_gaps import (CONTEXT_DAYS, MAX_EMPTY_PROBABILITY, MIN_GAP_DAYS, UNOBSERVED_NOTE,
-                                                closed_season_note, order_stretches, silent_tail)
+                                                closed_season_note, order_stretches)
 from clv_platform.transforms.order_history import StaleOrderHistory, check_order_history
 from clv_platform.transforms.staging_assets import CUSTOMERS, ORDER_HISTORY, ORDER_LINES, ORDERS, REJECTED_ROWS
 
@@ -236,15 +236,20 @@ def orders_cover_their_span(conn) -> dg.AssetCheckResult:
     merchant knows. What the run says lets them add the missing file before they trust a forecast
     whose label windows overlap the gap (`transforms.order_gaps`). A live store's silence up to the
     as-of date is a feed that stopped or a closed season, which the models read as unobserved days
-    (``order_gaps.silent_tail``): the run says so, with last year's closure when there was one."""
+    (``order_gaps.silent_tail``): the run says so, with last year's closure when there was one. A
+    silence that began a year after a season-long closure began is that season again
+    (``Stretches.under_way``): the models read both as the store's closures, and so does the check."""
     stretches = order_stretches(conn)
+    try:
+        at_as_of = order_stretches(conn, until=scoring_cutoff(conn))
+    except ValueError:  # no as-of date (no orders of the store's source): nothing is silent after it
+        at_as_of = None
+    tail = at_as_of.tail if at_as_of is not None else None
+    if at_as_of is not None and at_as_of.under_way is not None:
+        stretches = at_as_of
     gaps = stretches.unobserved
     listed = "; ".join(gap.describe() for gap in gaps[:5])
     rhythm = stretches.describe_rhythm()
-    try:
-        tail = silent_tail(conn, scoring_cutoff(conn))
-    except ValueError:  # no as-of date (no orders of the store's source): nothing is silent after it
-        tail = None
     season = closed_season_note(gaps)
     description = (("every stretch of the history has the orders its neighbours' rate implies" if not stretches.rhythm
                     else "no stretch without orders looks like missing records") if not gaps else

@@ -209,6 +209,30 @@ def test_the_backtest_of_a_store_short_of_three_cycles_serves_the_stand_in_with_
     assert models["served"]["normalized_gini"] > 0.75
 
 
+def test_the_backtest_from_inside_the_second_closure_reads_it_as_the_season_again(store, tmp_path, monkeypatch):
+    """One closure seen (2021) and the next under way since the same day a year later (session 54):
+    the BTYD counts neither, nor the rest of the closure ahead. Read as unobserved days, the silence
+    left the coming summer as days to buy on: the year was served at +221 % (the BTYD +248 %)."""
+    from clv_platform.backtest_cli import run_backtest
+    from clv_platform_tests.cheap_config import cheap_clv_config
+
+    monkeypatch.setenv("CLV_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    path = tmp_path / "winter.csv"
+    store.to_csv(path, index=False)
+    stretches = stretches_at(store, "2022-07-31")
+    assert stretches.under_way.start == date(2022, 2, 1) and stretches.tail is None
+    assert stretches.closed_ranges()[:3] == [(date(2021, 2, 1), date(2021, 9, 30)), (date(2022, 2, 1), date(2022, 7, 31)),
+                                             (date(2022, 8, 1), date(2022, 9, 30))]
+    result, _ = run_backtest(str(path), "2022-07-31", "2023-07-31", config_path=str(cheap_clv_config(tmp_path)),
+                             with_npd=False)
+    assert result["serving"]["served"] == "btyd" and "its label windows span a whole cycle" in result["serving"]["reason"]
+    models, actual = result["holdout"]["models"], result["holdout"]["actual_total"]
+    assert abs(models["served"]["predicted_total"] / actual - 1) < 0.35
+    assert abs(models["btyd"]["predicted_total"] / actual - 1) < 0.35
+    assert models["served"]["normalized_gini"] > 0.75
+
+
 def test_the_revenue_forecast_of_a_closed_seasons_store_has_none_in_its_closures(store):
     from clv_platform.forecast import revenue
 

@@ -180,6 +180,36 @@ def test_two_season_long_closures_a_year_apart_are_a_closed_season():
     assert apart.rhythm == [] and len(apart.unobserved) == 2
 
 
+def test_one_closure_and_the_next_under_way_a_year_later_are_a_closed_season():
+    """A winter shop as of a day in its second summer: its one closure seen and the silence since the
+    same day a year later are its season (session 54; until then the silence was unobserved days and
+    the coming summer counted as days to buy on: +94 % served). A silence begun at another time of
+    the year, or already far longer than the closure, is a feed that stopped, as before."""
+    per_day = {day: 8 for day in range(500) if (START + timedelta(days=day)).month in (10, 11, 12, 1)}
+    conn = store(per_day)  # orders to 2025-01-31; closed 2024-02-01 to 2024-09-30
+    stretches = order_stretches(conn, until=date(2025, 4, 22))
+    assert stretches.unobserved == [] and stretches.tail is None
+    assert [(g.start, g.end) for g in stretches.rhythm] == [(date(2024, 2, 1), date(2024, 9, 30))]
+    assert (stretches.under_way.start, stretches.under_way.end, stretches.under_way.days) == \
+        (date(2025, 2, 1), date(2025, 4, 22), 81)
+    calendar = stretches.season_calendar
+    assert (calendar.period, calendar.closed, calendar.year_span, calendar.open_time) == (366, 243, ((2, 1), (9, 30)), True)
+    assert stretches.closed_ranges()[:4] == [(date(2024, 2, 1), date(2024, 9, 30)), (date(2025, 2, 1), date(2025, 4, 22)),
+                                             (date(2025, 4, 23), date(2025, 9, 30)), (date(2026, 2, 1), date(2026, 9, 30))]
+    # what observed time leaves out of a customer who bought on 2025-01-15: the closure under way
+    assert order_gaps(conn, until=date(2025, 4, 22)) == stretches.closed
+    assert stretches.calendar_ahead(date(2025, 4, 22)) == calendar
+    # the orders stopped on 2024-12-31: the silence began 335 days after the closure, not the season
+    stopped = order_stretches(store({d: n for d, n in per_day.items() if START + timedelta(days=d) < date(2025, 1, 1)}),
+                              until=date(2025, 4, 22))
+    assert stopped.season_calendar is None and stopped.tail.start == date(2025, 1, 1)
+    assert [(g.start, g.end) for g in stopped.unobserved] == [(date(2024, 2, 1), date(2024, 9, 30)),
+                                                             (date(2025, 1, 1), date(2025, 4, 22))]
+    # still silent long after last year's closure ended (more than a fifth longer): no season either
+    late = order_stretches(conn, until=date(2025, 12, 31))
+    assert late.season_calendar is None and late.tail.days == 334 and late.under_way is None
+
+
 def test_two_christmas_closures_are_not_yet_a_rhythm():
     """A wholesaler closed over Christmas two years running: runs shorter than a season need three to
     be a rhythm (two unblocked a hybrid that was behind, session 51)."""
