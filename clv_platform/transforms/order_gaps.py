@@ -206,17 +206,15 @@ class Stretches:
         """The store's order days after ``cutoff`` projected from a regular rhythm (``RhythmCalendar``):
         its last three runs agree in spacing and length as ``in_rhythm``'s consecutive rule reads them
         (or its last two are a closed season seen twice, ``_season_pair``, or its one closed season has
-        its next closure ``under_way``: the cycle is the spacing of their starts), no named run follows the
+        its next closure ``under_way``; a closed season about a year apart is projected by the calendar's
+        year, ``_season_calendar``), no named run follows the
         first of them, and the last one ended less than a cycle before the cutoff. None otherwise:
         irregular drops (the share rule) cannot be placed ahead, and a rhythm the store has left is no
         calendar."""
         runs = self.rhythm
         cutoff = pd.Timestamp(cutoff).date()
         if self.under_way is not None:  # a closed season seen once, the next closure under way
-            last = runs[-1]
-            return RhythmCalendar(cutoff, self.under_way.start.toordinal() - last.start.toordinal(), last.days,
-                                  last.end, open_time=True,
-                                  year_span=((last.start.month, last.start.day), (last.end.month, last.end.day)))
+            return _season_calendar(cutoff, runs[-1:], YEAR_DAYS - runs[-1].days)
         pair = len(runs) >= 2 and _season_pair(runs[-2], runs[-1])  # a closed season seen twice
         first = -2 if pair else -3
         if len(runs) < -first or any(gap.start > runs[first].start for gap in self.unobserved):
@@ -230,9 +228,12 @@ class Stretches:
         # the order days between neighbouring runs (period - a median run is a day short when the months'
         # lengths vary: the 5th and 6th of each month are 2 days, 30 - 29 = 1)
         opened = [b.start.toordinal() - a.end.toordinal() - 1 for a, b in zip(runs, runs[1:])][-RHYTHM_CYCLES:]
-        closed = period - min(max(int(round(float(np.median(opened)))), 1), period - 1)
+        opened_days = int(round(float(np.median(opened))))
         if (cutoff - runs[-1].end).days > period:
             return None
+        if _season_spacing(period) and period - opened_days >= SEASON_LIKE_DAYS:  # a closed season: by the year
+            return _season_calendar(cutoff, runs, opened_days)
+        closed = period - min(max(opened_days, 1), period - 1)
         # the calendar's months: every recent cycle's order days begin on one day of the month (the 1st
         # of an invoicing wholesaler), which a cycle of 28-31 days keeps only on the calendar
         month_days = {date.fromordinal(gap.end.toordinal() + 1).day for gap in runs[-RHYTHM_CYCLES:]}
@@ -241,12 +242,17 @@ class Stretches:
         yearly = YEAR_CYCLE_DAYS[0] <= period <= YEAR_CYCLE_DAYS[1]
         return RhythmCalendar(cutoff, period, closed, runs[-1].end, next(iter(month_days)) if monthly else None,
                               open_time=closed >= SEASON_LIKE_DAYS,
-                              year_span=((runs[-1].start.month, runs[-1].start.day),
-                                         (runs[-1].end.month, runs[-1].end.day)) if yearly else None)
+                              year_span=_year_span(runs[-1:]) if yearly else None)
 
 
 RHYTHM_CYCLES = 6
 """Recent rhythm runs whose median spacing and length project the store's calendar ahead."""
+YEAR_DAYS = 365
+SEASON_CYCLE_DAYS = (335, 395)
+"""Start-to-start days of the closures of a closed season (``SEASON_LIKE_DAYS``) that is read as
+yearly: a season's dates move with the weather (a ski shop closes with the snow) and with holidays
+tied to weekdays (a beach shop open from Memorial Day to Labor Day: its closures start 357 to 371
+days apart), so within a month of a year, where shorter yearly runs keep ``YEAR_CYCLE_DAYS``."""
 MONTH_CYCLE_DAYS = (27, 32)
 """A rhythm's cycle (median start-to-start days) that is read as the calendar's month when its order
 days all begin on one day of the month."""
@@ -373,6 +379,37 @@ class RhythmCalendar:
         return f"orders on {days} {cycle}: next-purchase chances and dates are read on those days"
 
 
+def _season_spacing(days: int) -> bool:
+    return SEASON_CYCLE_DAYS[0] <= days <= SEASON_CYCLE_DAYS[1]
+
+
+def _season_calendar(cutoff: date, runs: list[OrderGap], opened_days: int) -> RhythmCalendar:
+    """The calendar of a closed season: a cycle of the calendar's year (``YEAR_DAYS``), closed on the
+    days of the year its recent closures held (``_year_span``); ``opened_days``, the median days
+    open between them, for the cycle's description."""
+    closed = YEAR_DAYS - min(max(opened_days, 1), YEAR_DAYS - SEASON_LIKE_DAYS)
+    return RhythmCalendar(cutoff, YEAR_DAYS, closed, runs[-1].end, open_time=True,
+                          year_span=_year_span([gap for gap in runs[-RHYTHM_CYCLES:] if gap.days >= SEASON_LIKE_DAYS]))
+
+
+def _year_span(runs: list[OrderGap]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(month, day) of the first and last closed day of the coming closures: the median of the recent
+    closures' (``runs``), each moved into the last one's year, so that a season whose dates move
+    (with the weather) is projected from its usual dates, not from its last year's alone."""
+    last = runs[-1]
+
+    def median_day(pick) -> date:
+        offsets = []
+        for gap in runs:
+            day, years = pick(gap), pick(last).year - pick(gap).year
+            moved = date.fromordinal(_day_of_year(day.year + years, day.month, day.day))
+            offsets.append(moved.toordinal() - pick(last).toordinal())
+        return date.fromordinal(pick(last).toordinal() + int(round(float(np.median(offsets)))))
+
+    first, final = median_day(lambda gap: gap.start), median_day(lambda gap: gap.end)
+    return (first.month, first.day), (final.month, final.day)
+
+
 def _day_of_year(year: int, month: int, day: int) -> int:
     """The ordinal of (month, day) in ``year``; 29 February is the 28th in a year without it."""
     return date(year, month, 28 if (month, day) == (2, 29) else day).toordinal()
@@ -459,19 +496,20 @@ def stretches_in_daily_counts(days: list[date], counts: list[float], until=None)
 def _with_closed_seasons(stretches: Stretches, last_day, until) -> Stretches:
     """``stretches`` with its closed seasons when its rhythm is one of seasons (``calendar_ahead``
     at ``until``, else at the last order day, closed ``SEASON_LIKE_DAYS`` or more of each cycle):
-    every such run, and the cycle's closed days between the last order day and ``until`` (the
-    closure under way) unless that silence is already the ``tail``."""
+    every such run, and the silence between the last order day and ``until`` when it reaches into a
+    closure the cycle projects (the closure under way; or ``under_way``) unless it is the ``tail``."""
     last_day = pd.Timestamp(last_day).date()
     cutoff = pd.Timestamp(until).date() if until is not None else last_day
     calendar = stretches.calendar_ahead(cutoff)
     if calendar is None or not calendar.open_time:
         return stretches
     closed = [gap for gap in stretches.rhythm if gap.days >= SEASON_LIKE_DAYS]
-    if stretches.under_way is not None:  # from its own first day, which may be a few days off last year's
+    if stretches.under_way is not None:  # from its own first day, which may be days off last year's
         closed.append(stretches.under_way)
-    elif stretches.tail is None:
-        closed += [OrderGap(first, last, (last - first).days + 1, 0.0)
-                   for first, last in calendar.closed_ranges(last_day + timedelta(days=1), cutoff)]
+    elif stretches.tail is None and calendar.closed_ranges(last_day + timedelta(days=1), cutoff):
+        # the silence since the last order day reaches into the closure the cycle projects: all of it is
+        # the closure under way (this year's season may have ended days before or after its usual date)
+        closed.append(OrderGap(last_day + timedelta(days=1), cutoff, (cutoff - last_day).days, 0.0))
     return replace(stretches, closed=closed, season_calendar=calendar)
 
 
@@ -497,25 +535,25 @@ def in_rhythm(gaps: list[OrderGap], span_days: int = 0) -> np.ndarray:
 
 
 def _season_pair(first: OrderGap, second: OrderGap) -> bool:
-    """Two runs a season long (``SEASON_LIKE_DAYS``), a year apart (``YEAR_CYCLE_DAYS``, start to start)
-    and as long as each other (``RHYTHM_TOLERANCE``): a shop closed for the same months two years
-    running, which a missing part of an export hardly repeats to the week. Shorter yearly runs (a
+    """Two runs a season long (``SEASON_LIKE_DAYS``), about a year apart (``SEASON_CYCLE_DAYS``, start to
+    start) and as long as each other (``RHYTHM_TOLERANCE``): a shop closed for the same months two
+    years running, which a missing part of an export hardly repeats to the month. Shorter yearly runs (a
     Christmas fortnight) need three, as any rhythm does: a wholesaler closed at Christmas twice
     was made a rhythm, and the hybrid it unblocked was behind (benchmarks/MEASUREMENTS.md, session 51)."""
     spacing = second.start.toordinal() - first.start.toordinal()
-    return (min(first.days, second.days) >= SEASON_LIKE_DAYS and YEAR_CYCLE_DAYS[0] <= spacing <= YEAR_CYCLE_DAYS[1]
+    return (min(first.days, second.days) >= SEASON_LIKE_DAYS and _season_spacing(spacing)
             and _agree(np.array([first.days, second.days], dtype=float)))
 
 
 def _season_under_way(closure: OrderGap, silence: OrderGap) -> bool:
-    """The silence up to the cutoff began a year (``YEAR_CYCLE_DAYS``) after a season-long run began,
+    """The silence up to the cutoff began about a year (``SEASON_CYCLE_DAYS``) after a season-long run began,
     and is not yet longer than that run by more than ``RHYTHM_TOLERANCE``: the store closed for the
     same months again, which a feed that stopped or an export cut short hardly does to the week. Read
     as unobserved days, the closure under way was counted as days to buy on in every forecast ahead:
     the winter store (benchmarks/awkward_stores.py, open October to January) was served at +94 % of
     its next nine months from inside its second closure (benchmarks/MEASUREMENTS.md, session 54)."""
     spacing = silence.start.toordinal() - closure.start.toordinal()
-    return (closure.days >= SEASON_LIKE_DAYS and YEAR_CYCLE_DAYS[0] <= spacing <= YEAR_CYCLE_DAYS[1]
+    return (closure.days >= SEASON_LIKE_DAYS and _season_spacing(spacing)
             and (silence.days <= closure.days or _agree(np.array([closure.days, silence.days], dtype=float))))
 
 

@@ -493,7 +493,7 @@ def test_a_silence_up_to_the_as_of_date_is_warned_of(db, monkeypatch):
 def test_a_silence_where_the_store_was_closed_a_year_before_names_the_closed_season(db, monkeypatch):
     """A shop open October to January: as of 30 June its silence since 1 February began a year after
     last year's closure began, so it is that season again (session 54), and the check passes naming
-    both closures. Had the orders stopped on 31 December instead, a month before the season's end,
+    both closures. Had the orders stopped on 30 November instead, two months before the season's end,
     the silence warns and names last year's closure as a possible season."""
     path, resource = db
     days = [d.date() for d in pd.date_range("2023-10-01", "2025-01-31") if d.month in (10, 11, 12, 1) for _ in range(4)]
@@ -507,9 +507,9 @@ def test_a_silence_where_the_store_was_closed_a_year_before_names_the_closed_sea
         "and none since 2025-02-01 (150 days to 2025-06-30), a year after that closure began: a season the store "
         "closes for, not missing records; its days are no customer's time, and the forecasts count only the open "
         "days of the cycle ahead (the closure's days of the year, as last year's)")
-    write(path, "staging.orders", _orders_on([d for d in days if d < date(2025, 1, 1)]))
+    write(path, "staging.orders", _orders_on([d for d in days if d < date(2024, 12, 1)]))
     result = orders_cover_their_span(duckdb=resource)
-    assert not result.passed and result.metadata["silent_days_before_as_of"].value == 181
+    assert not result.passed and result.metadata["silent_days_before_as_of"].value == 212
     assert ("the store had none from 2024-02-01 to 2024-09-30 a year before either: if it closes for a season, the "
             "forecasts count the closed days ahead as days to buy on") in result.description
     # the named stretch of 2024 is as long as a season: what the forecasts get wrong if it is one
