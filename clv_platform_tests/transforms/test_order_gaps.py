@@ -210,6 +210,31 @@ def test_one_closure_and_the_next_under_way_a_year_later_are_a_closed_season():
     assert late.season_calendar is None and late.tail.days == 334 and late.under_way is None
 
 
+def test_a_season_whose_dates_move_with_the_snow_is_projected_on_its_usual_days():
+    """A ski shop that closes with the snow: its two closures start 383 days apart and last 249 and
+    216 days (until session 54 the pair had to start within 5 days of a year apart, so they were two
+    stretches read as missing records). The coming closures fall on the median days of the year of
+    the recent ones, and this year's early closure is under way from its own first day."""
+    seasons = [(date(2024, 1, 1), date(2024, 3, 31)), (date(2024, 12, 6), date(2025, 4, 18)),
+               (date(2025, 11, 21), date(2026, 3, 16))]
+    per_day = {day: 8 for day in range(900)
+               if any(a <= START + timedelta(days=day) <= b for a, b in seasons)}
+    conn = store(per_day)
+    stretches = order_stretches(conn, until=date(2026, 3, 16))
+    assert stretches.unobserved == []
+    assert [(g.start, g.end, g.days) for g in stretches.rhythm] == [(date(2024, 4, 1), date(2024, 12, 5), 249),
+                                                                   (date(2025, 4, 19), date(2025, 11, 20), 216)]
+    calendar = stretches.season_calendar
+    # 2024-04-01 and 2025-04-19 put into one year: 18 days apart, the median 9 days before the last start
+    assert (calendar.period, calendar.year_span) == (365, ((4, 10), (11, 28)))
+    assert stretches.closed_ranges()[2:4] == [(date(2026, 4, 10), date(2026, 11, 28)), (date(2027, 4, 10), date(2027, 11, 28))]
+    # as of 30 June the store has been closed since 17 March, before its usual 10 April: all of it is
+    # the closure under way (read as observed days, its customers would lapse through it)
+    later = order_stretches(conn, until=date(2026, 6, 30))
+    assert later.closed_ranges()[2:4] == [(date(2026, 3, 17), date(2026, 6, 30)), (date(2026, 7, 1), date(2026, 11, 28))]
+    assert later.unobserved == [] and later.tail is None
+
+
 def test_two_christmas_closures_are_not_yet_a_rhythm():
     """A wholesaler closed over Christmas two years running: runs shorter than a season need three to
     be a rhythm (two unblocked a hybrid that was behind, session 51)."""
