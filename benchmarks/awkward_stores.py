@@ -43,10 +43,16 @@ to see what the backtest and the BTYD fits do on them (time taken, families chos
   to September 2025: gamma purchase chances per open day, exponential lifetimes (mean 900 days).
   Two summer closures a year apart are a closed season (session 53; until then they were named as
   stretches and a cutoff in a closure read eight months of everyone's silence); at its default
-  split one closure is seen, still a stretch.
+  split (2024-04-22) one closure is seen and the next is under way, which is the season again
+  (session 54; until then served at +94 %).
 * `winter5.csv` (seed 17; `--seed 8` and `9` give seeds 18 and 19): the same shop over five seasons,
   October 2020 to January 2026, 5,000 customers: the closed-season store of benchmarks/MEASUREMENTS.md,
   session 53.
+* `ski.csv` (seed 1; `--seed 8` and `9` give seeds 2 and 3): 5,000 customers of a ski shop whose
+  season follows the snow, winters 2020-21 to 2025-26: it opens on 1 December ± 10 days and closes
+  on 31 March ± 20 days, so its closures start 332 to 399 days apart and last 216 to 266 days (seeds 1-3);
+  customers as in the winter store (session 54: until then such a season was a closed one only
+  when its closures started within five days of a year apart).
 
     python -m benchmarks.awkward_stores /tmp/awkward
     clv-platform backtest --dataset /tmp/awkward/onetime.csv --json
@@ -253,6 +259,27 @@ def drops(rng: np.random.Generator, months_open: tuple[int, ...] | None = None, 
     return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
 
 
+def ski(rng: np.random.Generator, customers: int = 5000, first_winter: int = 2020, last_winter: int = 2025) -> pd.DataFrame:
+    """The ski shop: each winter's opening and closing days drawn around 1 December and 31 March,
+    customers buying on open days at gamma chances until an exponential lifetime ends."""
+    seasons = []
+    for year in range(first_winter, last_winter + 1):
+        opens = pd.Timestamp(f"{year}-12-01") + pd.Timedelta(days=int(rng.integers(-10, 11)))
+        closes = pd.Timestamp(f"{year + 1}-03-31") + pd.Timedelta(days=int(rng.integers(-20, 21)))
+        seasons.append(pd.date_range(opens, closes, freq="D"))
+    days = seasons[0].append(seasons[1:])
+    rows = []
+    for c in range(customers):
+        first = int(rng.integers(0, len(days)))
+        chance = max(float(rng.gamma(0.8, 1 / 12)), 1e-4)  # of a purchase on an open day
+        life_end = days[first] + pd.Timedelta(days=float(rng.exponential(900)))
+        size = float(rng.lognormal(4, 0.6))
+        later = np.flatnonzero((days > days[first]) & (days <= life_end))
+        for day in np.concatenate([[first], later[rng.random(later.size) < chance]]):
+            rows.append((f"S{c:04d}", days[int(day)].date().isoformat(), round(size * float(rng.lognormal(0, 0.3)), 2)))
+    return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
+
+
 def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     """Write the files into ``folder``; the same seeds give the same bytes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -272,6 +299,7 @@ def write(folder: Path, seed: int = 7) -> dict[str, Path]:
     stores["winter"] = drops(np.random.default_rng(seed + 10), months_open=(10, 11, 12, 1))
     stores["winter5"] = drops(np.random.default_rng(seed + 10), months_open=(10, 11, 12, 1), start="2020-10-01",
                               end="2026-01-31", customers=5000)
+    stores["ski"] = ski(np.random.default_rng(seed - 6))
     paths = {}
     for name, frame in stores.items():
         paths[name] = folder / f"{name}.csv"
