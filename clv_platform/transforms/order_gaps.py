@@ -369,6 +369,10 @@ class RhythmCalendar:
         return np.where(known, np.where(target <= 0, 0.0, days), effective)
 
     def describe(self) -> str:
+        if self.open_time and self.year_span is not None:
+            first, last = (date(2000, month, day) for month, day in self.year_span)  # a leap year holds 29 February
+            return (f"closed for its season from {first.day} {first:%B} to {last.day} {last:%B} every year (its recent "
+                    "closures' usual days): next-purchase chances and dates are read on the open days")
         if self.open_time:
             return (f"open {self.open_days} days of every {self.period} (closed for its season since "
                     f"{self.last_run_end + timedelta(days=self.open_days + 1)} in the cycle of the last closure, "

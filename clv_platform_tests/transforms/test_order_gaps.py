@@ -199,6 +199,8 @@ def test_one_closure_and_the_next_under_way_a_year_later_are_a_closed_season():
     # what observed time leaves out of a customer who bought on 2025-01-15: the closure under way
     assert order_gaps(conn, until=date(2025, 4, 22)) == stretches.closed
     assert stretches.calendar_ahead(date(2025, 4, 22)) == calendar
+    assert calendar.describe() == ("closed for its season from 1 February to 30 September every year (its recent "
+                                   "closures' usual days): next-purchase chances and dates are read on the open days")
     # the orders stopped on 2024-11-30: the silence began 304 days after the closure, not the season
     stopped = order_stretches(store({d: n for d, n in per_day.items() if START + timedelta(days=d) < date(2024, 12, 1)}),
                               until=date(2025, 4, 22))
