@@ -120,8 +120,9 @@ def run_backtest(
         from clv_platform.models.npd_backtest import DEFAULT_TRAINING_HORIZON_DAYS, run_npd_backtest
 
         # the AFT trains on one label window before the calibration end: at most the label window the
-        # history supports (label_window), else a short file has no training rows at C - 90 days
-        npd_days = min(DEFAULT_TRAINING_HORIZON_DAYS, label_days)
+        # history supports (label_window), else a short file has no training rows at C - 90 days (none
+        # where the CLV's BTYD stand-in is served for a closed season's cycles, not for a short file)
+        npd_days = DEFAULT_TRAINING_HORIZON_DAYS if label_days is None else min(DEFAULT_TRAINING_HORIZON_DAYS, label_days)
         try:
             npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1),
                                    training_horizon_days=npd_days)

@@ -46,8 +46,8 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from clv_platform.core.thresholds import ModelRegressionSettings, compare_runs
 from clv_platform.models import btyd, clv, metrics
 from clv_platform.models.frames import load_staging, usable_features
-from clv_platform.models.npd import (MIN_TRAINING_ROWS, BTYDNextPurchase, BTYDTiming, NaiveCadence, NPDModel,
-                                     predict_on_calendar)
+from clv_platform.models.npd import (MIN_TRAINING_ROWS, BTYDNextPurchase, BTYDTiming, HistoryTooShort, NaiveCadence,
+                                     NPDModel, predict_on_calendar)
 from clv_platform.transforms import features
 from clv_platform.transforms.order_gaps import OrderGap, first_and_more, gaps_after, order_stretches
 
@@ -221,7 +221,13 @@ def run_npd_backtest(
     finally:
         conn.close()
     feature_cols = usable_features(stacked, features.FEATURE_COLUMNS)
-    model.fit(stacked, feature_cols)
+    try:
+        model.fit(stacked, feature_cols)
+        untrained = None
+    except HistoryTooShort as error:
+        # as ml/npd_model registers the fallback: a closed season's label window before a cutoff in its
+        # closure holds no purchase at all, and the whole backtest used to stop there
+        untrained = f"history too short to train: {error}"
 
     scoring["customer_id"] = scoring["customer_id"].astype(str)
     scoring = scoring.set_index("customer_id", drop=False)
@@ -241,12 +247,16 @@ def run_npd_backtest(
     # the trained model is not: its label windows start a whole number of months before the cutoff (and a
     # year), so it learned when the store's order days fall (P(7 d) 0.0007 on the invoicing store); but
     # not a closed season longer than its windows (``trained_model_calendar``)
-    predictions[AFT] = predict_on_calendar(model, scoring, calibration_end, window, trained_model_calendar(calendar))
+    if untrained is None:
+        predictions[AFT] = predict_on_calendar(model, scoring, calibration_end, window,
+                                               trained_model_calendar(calendar))
     blocks = {name: evaluate(actual_days, frame, horizons) for name, frame in predictions.items()}
     blocks[FALLBACK] = fallback_metrics(scoring.assign(days_to_next_purchase=actual_days), int(window),
                                         calendar=calendar)
-    served = served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model, validation, gaps,
-                               validation_calendar)
+    served = (served_on_history(earlier, training, cutoff, training_horizon_days, feature_cols, model, validation,
+                                gaps, validation_calendar) if untrained is None else
+              {"earned": False, "model": FALLBACK, "comparisons": [], "validation": None,
+               "reason": f"{untrained}: serving the BTYD fallback"})
     served["metrics"] = blocks[AFT if served["earned"] else FALLBACK]
     column = f"p_purchase_{ALIVE_TEST_DAYS}d"
     return {
@@ -269,13 +279,13 @@ def run_npd_backtest(
             "season_feature_cutoff": (season_window_end(cutoff, h) - timedelta(days=h)).isoformat(),
             "season_rows": int(season_rows),
         },
-        "aft": {
+        "aft": ({"untrained": untrained} if untrained is not None else {
             "distribution": model.distribution,
             "scale": model.scale,
             "rounds": model.n_rounds_,
             "features": feature_cols,
             "selection": model.selection_,
-        },
+        }),
         "naive_population_interval_days": naive.population_interval_,
         "btyd_timing": timing_note,
         # the order days the BTYD curves (and the fallback) were read on: a regular rhythm's, else none

@@ -224,13 +224,36 @@ def test_the_backtest_from_inside_the_second_closure_reads_it_as_the_season_agai
     assert stretches.under_way.start == date(2022, 2, 1) and stretches.tail is None
     assert stretches.closed_ranges()[:3] == [(date(2021, 2, 1), date(2021, 9, 30)), (date(2022, 2, 1), date(2022, 7, 31)),
                                              (date(2022, 8, 1), date(2022, 9, 30))]
-    result, _ = run_backtest(str(path), "2022-07-31", "2023-07-31", config_path=str(cheap_clv_config(tmp_path)),
-                             with_npd=False)
+    result, _ = run_backtest(str(path), "2022-07-31", "2023-07-31", config_path=str(cheap_clv_config(tmp_path)))
     assert result["serving"]["served"] == "btyd" and "its label windows span a whole cycle" in result["serving"]["reason"]
     models, actual = result["holdout"]["models"], result["holdout"]["actual_total"]
     assert abs(models["served"]["predicted_total"] / actual - 1) < 0.35
     assert abs(models["btyd"]["predicted_total"] / actual - 1) < 0.35
     assert models["served"]["normalized_gini"] > 0.75
+    # the next-purchase backtest: no purchase in the closed label window before the cutoff, so the
+    # fallback is served, as ml/npd_model does (the whole backtest used to stop), and nobody is
+    # expected to buy within 30 or 60 days of 31 July, the shop opening on 1 October
+    npd = result["npd"]
+    assert npd["served"]["model"] == "btyd_fallback" and "every row is censored" in npd["served"]["reason"]
+    assert npd["training_window"]["censored_share"] == 1.0 and npd["models"]["btyd_fallback"]["buyers"] == 80
+    assert all(block["mean_p_30d"] < 1e-9 for block in npd["models"].values())
+
+
+def test_the_next_purchase_backtest_inside_a_closure_with_nothing_to_train_on_serves_the_fallback(store):
+    """As of 31 July 2021, in the first closure: the label window before it and the one a year
+    earlier hold no purchase, so the AFT cannot train; the backtest serves the BTYD fallback, as
+    ml/npd_model registers it, instead of stopping (session 54)."""
+    from clv_platform.models.npd import NPDModel
+    from clv_platform.models.npd_backtest import run_npd_backtest
+
+    result = run_npd_backtest(store, pd.Timestamp("2021-07-31"), pd.Timestamp("2022-07-31"), aft=NPDModel(n_threads=1))
+    assert result["served"]["model"] == "btyd_fallback"
+    assert result["served"]["reason"] == ("history too short to train: every row is censored: no purchase was "
+                                          "observed in the label window: serving the BTYD fallback")
+    assert result["aft"] == {"untrained": "history too short to train: every row is censored: no purchase was "
+                                          "observed in the label window"}
+    assert set(result["models"]) == {"naive", "btyd", "btyd_fallback"}
+    assert result["models"]["btyd_fallback"]["buyers"] > 0
 
 
 def test_the_revenue_forecast_of_a_closed_seasons_store_has_none_in_its_closures(store):
