@@ -227,7 +227,8 @@ def run_npd_backtest(
     except HistoryTooShort as error:
         # as ml/npd_model registers the fallback: a closed season's label window before a cutoff in its
         # closure holds no purchase at all, and the whole backtest used to stop there
-        untrained = f"history too short to train: {error}"
+        untrained = (f"history too short to train on the {h} days before {cutoff} (and the same window a year "
+                     f"earlier): {error}")
 
     scoring["customer_id"] = scoring["customer_id"].astype(str)
     scoring = scoring.set_index("customer_id", drop=False)

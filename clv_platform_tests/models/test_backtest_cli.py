@@ -494,20 +494,20 @@ def test_a_dormant_store_trains_next_purchase_on_the_season_of_a_year_before(tmp
     assert backtest_cli.json_view(result)["npd"]["training_window"]["season_rows"] == window["season_rows"]
 
 
-def test_a_store_without_orders_before_the_calibration_end_is_refused_for_the_next_purchase_backtest_in_words(
-        tmp_path):
+def test_a_store_without_orders_before_the_calibration_end_serves_the_next_purchase_fallback_in_words(tmp_path):
     """Orders through 10 March 2022, then nothing until five in October 2023 (a dormant store, or typo
     dates): the derived calibration end 2023-03-12 has no purchase in the AFT's 90-day label window
-    before it, nor in the same window a year earlier, and the backtest ended in "backtest: every row
-    is censored: no purchase was observed in the label window" without saying what was too short or
-    that the CLV backtest can run alone."""
+    before it, nor in the same window a year earlier. The backtest ended in "backtest: every row is
+    censored" without saying what was too short, then refused the next-purchase part; since session
+    54 it serves the BTYD fallback, as ml/npd_model registers it, saying what was too short."""
     path = _dormant_store(tmp_path, "2022-03-10")
-    with pytest.raises(ValueError) as refused:
-        backtest_cli.run_backtest(str(path), config_path=cheap_clv_config(tmp_path), with_npd=True)
-    assert str(refused.value) == (
-        "history too short for the next-purchase backtest (its model trains on the 90 days before the calibration "
-        "end 2023-03-12): every row is censored: no purchase was observed in the label window; --skip-npd "
-        "backtests the CLV models without it")
+    result, _ = backtest_cli.run_backtest(str(path), config_path=cheap_clv_config(tmp_path), with_npd=True)
+    served = result["npd"]["served"]
+    assert served["model"] == "btyd_fallback"
+    assert served["reason"] == (
+        "history too short to train on the 90 days before 2023-03-12 (and the same window a year earlier): every "
+        "row is censored: no purchase was observed in the label window: serving the BTYD fallback")
+    assert set(result["npd"]["models"]) == {"naive", "btyd", "btyd_fallback"}
 
 
 def test_dataset_store_is_the_configured_store_and_never_built(data_env, monkeypatch, capsys):

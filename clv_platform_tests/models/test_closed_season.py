@@ -248,10 +248,10 @@ def test_the_next_purchase_backtest_inside_a_closure_with_nothing_to_train_on_se
 
     result = run_npd_backtest(store, pd.Timestamp("2021-07-31"), pd.Timestamp("2022-07-31"), aft=NPDModel(n_threads=1))
     assert result["served"]["model"] == "btyd_fallback"
-    assert result["served"]["reason"] == ("history too short to train: every row is censored: no purchase was "
-                                          "observed in the label window: serving the BTYD fallback")
-    assert result["aft"] == {"untrained": "history too short to train: every row is censored: no purchase was "
-                                          "observed in the label window"}
+    untrained = ("history too short to train on the 90 days before 2021-07-31 (and the same window a year earlier): "
+                 "every row is censored: no purchase was observed in the label window")
+    assert result["served"]["reason"] == f"{untrained}: serving the BTYD fallback"
+    assert result["aft"] == {"untrained": untrained}
     assert set(result["models"]) == {"naive", "btyd", "btyd_fallback"}
     assert result["models"]["btyd_fallback"]["buyers"] > 0
 
