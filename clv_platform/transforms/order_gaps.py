@@ -291,6 +291,9 @@ class RhythmCalendar:
     history without the closures (``Stretches.closed``), so an open day counts one day, not the
     cycle's share."""
     year_span: tuple[tuple[int, int], tuple[int, int]] | None = None
+    early_closure: tuple[date, date] | None = None
+    """Days after the cutoff up to the usual first closed day of a yearly season that closed early
+    this year (``_with_closed_seasons``): closed too."""
     """(month, day) of the first and the last day of the closures of a yearly cycle (``YEAR_CYCLE_DAYS``):
     the last closure's, in every year."""
 
@@ -337,6 +340,8 @@ class RhythmCalendar:
             start = _day_of_year(year, first_month, first_day)
             end = _day_of_year(year + 1 if wraps else year, last_month, last_day)
             closed |= (days >= start) & (days <= end)
+        if self.early_closure is not None:
+            closed |= (days >= self.early_closure[0].toordinal()) & (days <= self.early_closure[1].toordinal())
         return ~closed
 
     def effective_days(self, days) -> np.ndarray:
@@ -458,6 +463,16 @@ def silent_tail(conn: duckdb.DuckDBPyConnection, until: date) -> OrderGap | None
 
 def _silent_tail(days: list[date], counts: list[float], until, rhythm: list[OrderGap]) -> OrderGap | None:
     """``silent_tail`` of the daily counts."""
+    silence = _silence(days, counts, until)
+    if silence is not None and rhythm and \
+            silence.days <= RHYTHM_MAX_LENGTH_RATIO * float(np.median([gap.days for gap in rhythm])):
+        return None  # the rhythm's current run, as every run before it
+    return silence
+
+
+def _silence(days: list[date], counts: list[float], until) -> OrderGap | None:
+    """The days from the last order day to ``until`` when at least ``MIN_GAP_DAYS`` and the rate of the
+    ``CONTEXT_DAYS`` before them leaves that many empty with a chance below ``MAX_EMPTY_PROBABILITY``."""
     if not days or until is None:
         return None
     until = pd.Timestamp(until).date()
@@ -466,8 +481,6 @@ def _silent_tail(days: list[date], counts: list[float], until, rhythm: list[Orde
     length = (until - last).days
     if length < MIN_GAP_DAYS:
         return None
-    if rhythm and length <= RHYTHM_MAX_LENGTH_RATIO * float(np.median([gap.days for gap in rhythm])):
-        return None  # the rhythm's current run, as every run before it
     recent = np.asarray(pd.to_datetime(pd.Series(days)), dtype="datetime64[D]") > np.datetime64(last, "D") - CONTEXT_DAYS
     rate = float(np.asarray(counts, dtype=float)[recent].sum()) / CONTEXT_DAYS
     if rate * length < -math.log(MAX_EMPTY_PROBABILITY):
@@ -494,14 +507,17 @@ def stretches_in_daily_counts(days: list[date], counts: list[float], until=None)
                           under_way=under_way)
     if not rhythm:
         return stretches
-    return _with_closed_seasons(stretches, max(days), until)
+    return _with_closed_seasons(stretches, max(days), until, _silence(days, counts, until))
 
 
-def _with_closed_seasons(stretches: Stretches, last_day, until) -> Stretches:
+def _with_closed_seasons(stretches: Stretches, last_day, until, silence: OrderGap | None = None) -> Stretches:
     """``stretches`` with its closed seasons when its rhythm is one of seasons (``calendar_ahead``
     at ``until``, else at the last order day, closed ``SEASON_LIKE_DAYS`` or more of each cycle):
     every such run, and the silence between the last order day and ``until`` when it reaches into a
-    closure the cycle projects (the closure under way; or ``under_way``) unless it is the ``tail``."""
+    closure the cycle projects (the closure under way; or ``under_way``) unless it is the ``tail``;
+    or when it is implausible at the store's rate (``silence``) and the projected closure begins
+    within ``SEASON_EARLY_DAYS`` of its first day: the season ended early, and the days up to the
+    projected closure are closed too (``RhythmCalendar.early_closure``)."""
     last_day = pd.Timestamp(last_day).date()
     cutoff = pd.Timestamp(until).date() if until is not None else last_day
     calendar = stretches.calendar_ahead(cutoff)
@@ -514,7 +530,19 @@ def _with_closed_seasons(stretches: Stretches, last_day, until) -> Stretches:
         # the silence since the last order day reaches into the closure the cycle projects: all of it is
         # the closure under way (this year's season may have ended days before or after its usual date)
         closed.append(OrderGap(last_day + timedelta(days=1), cutoff, (cutoff - last_day).days, 0.0))
+    elif stretches.tail is None and silence is not None and calendar.year_span is not None:
+        coming = calendar.closed_ranges(cutoff + timedelta(days=1), silence.start + timedelta(days=SEASON_EARLY_DAYS))
+        if coming:  # the season ended before its usual last day: closed from then to the usual closure
+            closed.append(replace(silence, orders_per_day_around=0.0))
+            if coming[0][0] > cutoff + timedelta(days=1):
+                calendar = replace(calendar, early_closure=(cutoff + timedelta(days=1),
+                                                            coming[0][0] - timedelta(days=1)))
     return replace(stretches, closed=closed, season_calendar=calendar)
+
+
+SEASON_EARLY_DAYS = (SEASON_CYCLE_DAYS[1] - SEASON_CYCLE_DAYS[0]) // 2
+"""Days before a closed season's usual first closed day within which an implausible silence is that
+closure begun early (the ski store's seed 1 closed on 17 March 2023, its usual day 10 April)."""
 
 
 def in_rhythm(gaps: list[OrderGap], span_days: int = 0) -> np.ndarray:

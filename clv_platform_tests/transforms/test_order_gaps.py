@@ -235,6 +235,13 @@ def test_a_season_whose_dates_move_with_the_snow_is_projected_on_its_usual_days(
     later = order_stretches(conn, until=date(2026, 6, 30))
     assert later.closed_ranges()[2:4] == [(date(2026, 3, 17), date(2026, 6, 30)), (date(2026, 7, 1), date(2026, 11, 28))]
     assert later.unobserved == [] and later.tail is None
+    # as of 31 March, a fortnight of silence 24 days before the usual closure: the season ended early,
+    # and the days up to 10 April are closed too (counted as open, they were days to buy on)
+    early = order_stretches(conn, until=date(2026, 3, 31))
+    assert early.season_calendar.early_closure == (date(2026, 4, 1), date(2026, 4, 9))
+    assert early.closed_ranges()[2:4] == [(date(2026, 3, 17), date(2026, 3, 31)), (date(2026, 4, 1), date(2026, 11, 28))]
+    # a week of silence is no closure yet (below MIN_GAP_DAYS)
+    assert order_stretches(conn, until=date(2026, 3, 23)).season_calendar.early_closure is None
 
 
 def test_two_christmas_closures_are_not_yet_a_rhythm():
