@@ -50,8 +50,8 @@ to see what the backtest and the BTYD fits do on them (time taken, families chos
   session 53.
 * `ski.csv` (seed 1; `--seed 8` and `9` give seeds 2 and 3): 5,000 customers of a ski shop whose
   season follows the snow, winters 2020-21 to 2025-26: it opens on 1 December ± 10 days and closes
-  on 31 March ± 20 days, so its closures start 332 to 399 days apart and last 216 to 266 days (seeds 1-3);
-  customers as in the winter store (session 54: until then such a season was a closed one only
+  on 31 March ± 20 days, so its closures start 332 to 399 days apart and last 216 to 266 days
+  (seeds 1-3); customers as in the winter store (session 54: until then such a season was a closed one only
   when its closures started within five days of a year apart).
 
     python -m benchmarks.awkward_stores /tmp/awkward
@@ -259,7 +259,8 @@ def drops(rng: np.random.Generator, months_open: tuple[int, ...] | None = None, 
     return pd.DataFrame(rows, columns=["customer_id", "order_date", "amount"])
 
 
-def ski(rng: np.random.Generator, customers: int = 5000, first_winter: int = 2020, last_winter: int = 2025) -> pd.DataFrame:
+def ski(rng: np.random.Generator, customers: int = 5000, first_winter: int = 2020,
+        last_winter: int = 2025) -> pd.DataFrame:
     """The ski shop: each winter's opening and closing days drawn around 1 December and 31 March,
     customers buying on open days at gamma chances until an exponential lifetime ends."""
     seasons = []

@@ -116,21 +116,16 @@ def run_backtest(
     result["holdout"]["hybrid_point_vs_btyd"] = paired_mae_gain(run.frame, "hybrid", ("btyd", "btyd_point"))
     result["holdout"]["hybrid_ranking_vs"] = paired_gini_gains(run.frame, "hybrid_mean", ("btyd", "naive"))
     if with_npd:
-        from clv_platform.models.npd import HistoryTooShort, NPDModel
+        from clv_platform.models.npd import NPDModel
         from clv_platform.models.npd_backtest import DEFAULT_TRAINING_HORIZON_DAYS, run_npd_backtest
 
         # the AFT trains on one label window before the calibration end: at most the label window the
         # history supports (label_window), else a short file has no training rows at C - 90 days (none
-        # where the CLV's BTYD stand-in is served for a closed season's cycles, not for a short file)
-        npd_days = DEFAULT_TRAINING_HORIZON_DAYS if label_days is None else min(DEFAULT_TRAINING_HORIZON_DAYS, label_days)
-        try:
-            npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1),
-                                   training_horizon_days=npd_days)
-        except HistoryTooShort as error:
-            # e.g. a store without orders in the label window before the calibration end
-            raise ValueError(f"history too short for the next-purchase backtest (its model trains on the {npd_days} "
-                             f"days before the calibration end {calibration_end.date()}): {error}; "
-                             "--skip-npd backtests the CLV models without it") from None
+        # where the CLV's BTYD stand-in is served for a closed season's cycles, not for a short file).
+        # Where it has nothing to train on, the BTYD fallback is served and its reason says why
+        npd_days = min(DEFAULT_TRAINING_HORIZON_DAYS, label_days or DEFAULT_TRAINING_HORIZON_DAYS)
+        npd = run_npd_backtest(loaded.transactions, calibration_end, holdout_end, aft=NPDModel(n_threads=1),
+                               training_horizon_days=npd_days)
         served = {k: npd["served"][k] for k in ("model", "reason", "comparisons", "validation")}
         # the p_alive production would serve at the calibration end: the stages and the served CLV read it
         reconciled = reconciled_alive(run, npd)

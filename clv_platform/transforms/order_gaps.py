@@ -31,8 +31,9 @@ lapsing through each closure (the BTYD at a cutoff inside one ranked customers b
 session 53). Its closures, those seen and the one under way at the cutoff, are no customer's
 time (``Stretches.closed``, among the days ``order_gaps`` returns; one closure is a season when the
 silence at the cutoff began a year after it, ``Stretches.under_way``), and the coming ones are
-projected from its cycle (``Stretches.closed_ranges``) so the forecasts count only the open days
-ahead (``models.clv.season``, ``models.seasonality``); no model is withheld over them
+projected from its cycle (``Stretches.closed_ranges``: the calendar's year, on the usual days of its
+recent closures, since a season's dates move with the weather) so the forecasts count only the open
+days ahead (``models.clv.season``, ``models.seasonality``); no model is withheld over them
 (``gaps_after`` is of the unobserved stretches only).
 """
 
@@ -291,11 +292,12 @@ class RhythmCalendar:
     history without the closures (``Stretches.closed``), so an open day counts one day, not the
     cycle's share."""
     year_span: tuple[tuple[int, int], tuple[int, int]] | None = None
+    """(month, day) of the first and the last day of the closures of a yearly cycle (``YEAR_CYCLE_DAYS``):
+    the last closure's, in every year; a closed season's, the median of its recent closures'
+    (``_year_span``)."""
     early_closure: tuple[date, date] | None = None
     """Days after the cutoff up to the usual first closed day of a yearly season that closed early
     this year (``_with_closed_seasons``): closed too."""
-    """(month, day) of the first and the last day of the closures of a yearly cycle (``YEAR_CYCLE_DAYS``):
-    the last closure's, in every year."""
 
     @property
     def open_days(self) -> int:
@@ -461,9 +463,8 @@ def silent_tail(conn: duckdb.DuckDBPyConnection, until: date) -> OrderGap | None
     return order_stretches(conn, until).tail
 
 
-def _silent_tail(days: list[date], counts: list[float], until, rhythm: list[OrderGap]) -> OrderGap | None:
-    """``silent_tail`` of the daily counts."""
-    silence = _silence(days, counts, until)
+def _silent_tail(silence: OrderGap | None, rhythm: list[OrderGap]) -> OrderGap | None:
+    """``silent_tail`` of the silence up to the cutoff (``_silence``)."""
     if silence is not None and rhythm and \
             silence.days <= RHYTHM_MAX_LENGTH_RATIO * float(np.median([gap.days for gap in rhythm])):
         return None  # the rhythm's current run, as every run before it
@@ -499,7 +500,8 @@ def stretches_in_daily_counts(days: list[date], counts: list[float], until=None)
     span = (pd.Timestamp(max(days)) - pd.Timestamp(min(days))).days + 1 if days else 0
     flags = in_rhythm(runs, span)
     rhythm = [gap for gap, r in zip(runs, flags) if r]
-    tail = _silent_tail(days, counts, until, rhythm)
+    silence = _silence(days, counts, until)
+    tail = _silent_tail(silence, rhythm)
     under_way = None
     if tail is not None and not rhythm and runs and _season_under_way(runs[-1], tail):
         flags[-1], rhythm, under_way, tail = True, [runs[-1]], tail, None
@@ -507,7 +509,7 @@ def stretches_in_daily_counts(days: list[date], counts: list[float], until=None)
                           under_way=under_way)
     if not rhythm:
         return stretches
-    return _with_closed_seasons(stretches, max(days), until, _silence(days, counts, until))
+    return _with_closed_seasons(stretches, max(days), until, silence)
 
 
 def _with_closed_seasons(stretches: Stretches, last_day, until, silence: OrderGap | None = None) -> Stretches:
@@ -580,7 +582,7 @@ def _season_pair(first: OrderGap, second: OrderGap) -> bool:
 def _season_under_way(closure: OrderGap, silence: OrderGap) -> bool:
     """The silence up to the cutoff began about a year (``SEASON_CYCLE_DAYS``) after a season-long run began,
     and is not yet longer than that run by more than ``RHYTHM_TOLERANCE``: the store closed for the
-    same months again, which a feed that stopped or an export cut short hardly does to the week. Read
+    same months again, which a feed that stopped or an export cut short hardly does to the month. Read
     as unobserved days, the closure under way was counted as days to buy on in every forecast ahead:
     the winter store (benchmarks/awkward_stores.py, open October to January) was served at +94 % of
     its next nine months from inside its second closure (benchmarks/MEASUREMENTS.md, session 54)."""

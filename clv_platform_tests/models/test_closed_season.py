@@ -225,7 +225,8 @@ def test_the_backtest_from_inside_the_second_closure_reads_it_as_the_season_agai
     assert stretches.closed_ranges()[:3] == [(date(2021, 2, 1), date(2021, 9, 30)), (date(2022, 2, 1), date(2022, 7, 31)),
                                              (date(2022, 8, 1), date(2022, 9, 30))]
     result, _ = run_backtest(str(path), "2022-07-31", "2023-07-31", config_path=str(cheap_clv_config(tmp_path)))
-    assert result["serving"]["served"] == "btyd" and "its label windows span a whole cycle" in result["serving"]["reason"]
+    serving = result["serving"]
+    assert serving["served"] == "btyd" and "its label windows span a whole cycle" in serving["reason"]
     models, actual = result["holdout"]["models"], result["holdout"]["actual_total"]
     assert abs(models["served"]["predicted_total"] / actual - 1) < 0.35
     assert abs(models["btyd"]["predicted_total"] / actual - 1) < 0.35

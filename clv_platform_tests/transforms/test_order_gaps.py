@@ -193,17 +193,19 @@ def test_one_closure_and_the_next_under_way_a_year_later_are_a_closed_season():
     assert (stretches.under_way.start, stretches.under_way.end, stretches.under_way.days) == \
         (date(2025, 2, 1), date(2025, 4, 22), 81)
     calendar = stretches.season_calendar
-    assert (calendar.period, calendar.closed, calendar.year_span, calendar.open_time) == (365, 243, ((2, 1), (9, 30)), True)
-    assert stretches.closed_ranges()[:4] == [(date(2024, 2, 1), date(2024, 9, 30)), (date(2025, 2, 1), date(2025, 4, 22)),
-                                             (date(2025, 4, 23), date(2025, 9, 30)), (date(2026, 2, 1), date(2026, 9, 30))]
+    assert (calendar.period, calendar.closed, calendar.year_span, calendar.open_time) == \
+        (365, 243, ((2, 1), (9, 30)), True)
+    assert stretches.closed_ranges()[:4] == [
+        (date(2024, 2, 1), date(2024, 9, 30)), (date(2025, 2, 1), date(2025, 4, 22)),
+        (date(2025, 4, 23), date(2025, 9, 30)), (date(2026, 2, 1), date(2026, 9, 30))]
     # what observed time leaves out of a customer who bought on 2025-01-15: the closure under way
     assert order_gaps(conn, until=date(2025, 4, 22)) == stretches.closed
     assert stretches.calendar_ahead(date(2025, 4, 22)) == calendar
     assert calendar.describe() == ("closed for its season from 1 February to 30 September every year (its recent "
                                    "closures' usual days): next-purchase chances and dates are read on the open days")
     # the orders stopped on 2024-11-30: the silence began 304 days after the closure, not the season
-    stopped = order_stretches(store({d: n for d, n in per_day.items() if START + timedelta(days=d) < date(2024, 12, 1)}),
-                              until=date(2025, 4, 22))
+    before = {d: n for d, n in per_day.items() if START + timedelta(days=d) < date(2024, 12, 1)}
+    stopped = order_stretches(store(before), until=date(2025, 4, 22))
     assert stopped.season_calendar is None and stopped.tail.start == date(2024, 12, 1)
     assert [(g.start, g.end) for g in stopped.unobserved] == [(date(2024, 2, 1), date(2024, 9, 30)),
                                                              (date(2024, 12, 1), date(2025, 4, 22))]
@@ -229,17 +231,20 @@ def test_a_season_whose_dates_move_with_the_snow_is_projected_on_its_usual_days(
     calendar = stretches.season_calendar
     # 2024-04-01 and 2025-04-19 put into one year: 18 days apart, the median 9 days before the last start
     assert (calendar.period, calendar.year_span) == (365, ((4, 10), (11, 28)))
-    assert stretches.closed_ranges()[2:4] == [(date(2026, 4, 10), date(2026, 11, 28)), (date(2027, 4, 10), date(2027, 11, 28))]
+    assert stretches.closed_ranges()[2:4] == [(date(2026, 4, 10), date(2026, 11, 28)),
+                                              (date(2027, 4, 10), date(2027, 11, 28))]
     # as of 30 June the store has been closed since 17 March, before its usual 10 April: all of it is
     # the closure under way (read as observed days, its customers would lapse through it)
     later = order_stretches(conn, until=date(2026, 6, 30))
-    assert later.closed_ranges()[2:4] == [(date(2026, 3, 17), date(2026, 6, 30)), (date(2026, 7, 1), date(2026, 11, 28))]
+    assert later.closed_ranges()[2:4] == [(date(2026, 3, 17), date(2026, 6, 30)),
+                                          (date(2026, 7, 1), date(2026, 11, 28))]
     assert later.unobserved == [] and later.tail is None
     # as of 31 March, a fortnight of silence 24 days before the usual closure: the season ended early,
     # and the days up to 10 April are closed too (counted as open, they were days to buy on)
     early = order_stretches(conn, until=date(2026, 3, 31))
     assert early.season_calendar.early_closure == (date(2026, 4, 1), date(2026, 4, 9))
-    assert early.closed_ranges()[2:4] == [(date(2026, 3, 17), date(2026, 3, 31)), (date(2026, 4, 1), date(2026, 11, 28))]
+    assert early.closed_ranges()[2:4] == [(date(2026, 3, 17), date(2026, 3, 31)),
+                                          (date(2026, 4, 1), date(2026, 11, 28))]
     # a week of silence is no closure yet (below MIN_GAP_DAYS)
     assert order_stretches(conn, until=date(2026, 3, 23)).season_calendar.early_closure is None
 
