@@ -245,8 +245,15 @@ def test_a_season_whose_dates_move_with_the_snow_is_projected_on_its_usual_days(
     assert early.season_calendar.early_closure == (date(2026, 4, 1), date(2026, 4, 9))
     assert early.closed_ranges()[2:4] == [(date(2026, 3, 17), date(2026, 3, 31)),
                                           (date(2026, 4, 1), date(2026, 11, 28))]
-    # a week of silence is no closure yet (below MIN_GAP_DAYS)
-    assert order_stretches(conn, until=date(2026, 3, 23)).season_calendar.early_closure is None
+    # near the season's usual end three silent days of a busy shop are its closure already; two are not
+    assert order_stretches(conn, until=date(2026, 3, 19)).season_calendar.early_closure == (date(2026, 3, 20),
+                                                                                           date(2026, 4, 9))
+    assert order_stretches(conn, until=date(2026, 3, 18)).season_calendar.early_closure is None
+    # a market open on weekends only has five silent weekdays every week of its seasons: six are its closure
+    weekends = store({day: 20 for day in per_day if (START + timedelta(days=day)).weekday() >= 5})
+    assert order_stretches(weekends, until=date(2026, 3, 20)).season_calendar.early_closure is None
+    calendar = order_stretches(weekends, until=date(2026, 3, 21)).season_calendar
+    assert calendar.early_closure == (date(2026, 3, 22), date(2026, 4, 7)) and calendar.year_span == ((4, 8), (11, 29))
 
 
 def test_two_christmas_closures_are_not_yet_a_rhythm():
