@@ -410,8 +410,10 @@ def alive_window_days(calendar) -> float:
 def order_calendar_at(conn, cutoff):
     """The store's order days after ``cutoff`` when it has a regular rhythm
     (``order_gaps.Stretches.calendar_ahead``, from the orders up to it), else None: what the served
-    BTYD fallback reads its chances on (``npd.predict_on_calendar``)."""
-    return order_stretches(conn, until=cutoff).calendar_ahead(cutoff)
+    BTYD fallback reads its chances on (``npd.predict_on_calendar``). A closed season's is the one
+    the CLV models read (``Stretches.season_calendar``), with this year's closure when it began early."""
+    stretches = order_stretches(conn, until=cutoff)
+    return stretches.season_calendar or stretches.calendar_ahead(cutoff)
 
 
 def fallback_metrics(holdout: pd.DataFrame, horizon: int, pareto_start: dict | None = None,

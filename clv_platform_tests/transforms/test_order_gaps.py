@@ -243,6 +243,10 @@ def test_a_season_whose_dates_move_with_the_snow_is_projected_on_its_usual_days(
     # and the days up to 10 April are closed too (counted as open, they were days to buy on)
     early = order_stretches(conn, until=date(2026, 3, 31))
     assert early.season_calendar.early_closure == (date(2026, 4, 1), date(2026, 4, 9))
+    # and the next-purchase models read the same calendar: no chance to buy in the 30 days ahead
+    from clv_platform.models.npd_backtest import order_calendar_at
+    assert order_calendar_at(conn, date(2026, 3, 31)) == early.season_calendar
+    assert early.season_calendar.effective_days([7, 30]).tolist() == [0.0, 0.0]
     assert early.closed_ranges()[2:4] == [(date(2026, 3, 17), date(2026, 3, 31)),
                                           (date(2026, 4, 1), date(2026, 11, 28))]
     # near the season's usual end three silent days of a busy shop are its closure already; two are not
