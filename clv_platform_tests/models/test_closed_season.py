@@ -157,6 +157,38 @@ def test_a_closed_seasons_store_end_to_end_forecasts_its_open_days(winter_run):
     assert alive > 0.1
 
 
+def test_a_live_store_in_its_second_closed_season_is_scored_as_closed(tmp_path, monkeypatch):
+    """The files pipeline as of 30 June 2024, inside the second summer of a shop open October to
+    January since 2022 (one closure seen): the silence since 1 February is the season again (session
+    54). Read as unobserved days, the coming summer was days to buy on: P(90 d) and next-purchase
+    dates for a shop closed until October, and a revenue forecast in the closed months."""
+    from clv_platform_tests.cheap_config import files_store_run
+
+    orders = winter_store(seed=5, customers=900, start="2022-10-01", end="2024-01-31")
+
+    def write(inbox):  # after files_store_run has cleared the environment, CLV_AS_OF among it
+        monkeypatch.setenv("CLV_AS_OF", "2024-06-30")
+        orders.to_csv(inbox / "winter.csv", index=False)
+
+    with files_store_run(tmp_path, write, "USD") as run:
+        assert run.code == 0
+        with duckdb.connect(str(run.db), read_only=True) as conn:
+            cutoff = conn.execute("select max(feature_cutoff) from features.customer_features").fetchone()[0]
+            npd = conn.execute("""select max(p_purchase_90d), count(predicted_next_purchase_date)
+                                  from scores.customer_npd""").fetchone()
+            total = conn.execute("select sum(predicted_spend) from scores.customer_clv").fetchone()[0]
+            months = dict(conn.execute("""select period, total_revenue from marts.revenue_forecast
+                                          where period_kind = 'month'""").fetchall())
+    assert cutoff == date(2024, 6, 30)
+    # closed until 30 September: nobody buys within 90 days, nobody is dated
+    assert npd[0] < 1e-6 and npd[1] == 0
+    # July to September forecast nothing, October (the season's first month) something
+    assert [months[m] for m in ("M01", "M02", "M03")] == [0.0, 0.0, 0.0] and months["M04"] > 0
+    # the coming year holds one season of these customers: of the order of the last one's sales
+    last_season = float(orders.loc[pd.to_datetime(orders["order_date"]) > "2023-09-30", "amount"].sum())
+    assert 0.3 * last_season < total < 1.5 * last_season
+
+
 def test_label_windows_span_a_whole_cycle_and_a_stand_in_keeps_the_closures(store):
     from clv_platform.models import clv
     from clv_platform.models.clv.season import closures_at
