@@ -21,7 +21,7 @@ import pandas as pd
 from clv_platform.core.sql import read_sql, run_script
 from clv_platform.forecast import revenue
 from clv_platform.models import btyd, seasonality
-from clv_platform.transforms.order_gaps import OrderGap, unobserved_gaps, order_gaps, stretch_days_sql
+from clv_platform.transforms.order_gaps import OrderGap, order_gaps, order_stretches, stretch_days_sql
 
 SUMMARY_TABLE = "forecast_btyd_summary"
 """Temp table written by ``sql/forecast_btyd_summary.sql`` (dropped after use)."""
@@ -83,8 +83,9 @@ def rehearse(conn: duckdb.DuckDBPyConnection, cutoff: date, days: pd.DataFrame, 
     if days.empty or (pd.Timestamp(rc) - pd.Timestamp(days["day"].min())).days < revenue.MIN_REHEARSAL_HISTORY_DAYS:
         return revenue.Rehearsal.none()
     # the stretches seen at the rehearsal cutoff: its summary's (a closed season's too) and its acquisitions'
-    _summary_table(conn, rc, order_gaps(conn, until=rc))
-    gaps = unobserved_gaps(conn, until=rc)
+    stretches = order_stretches(conn, until=rc)
+    _summary_table(conn, rc, stretches.time_gaps)
+    gaps = stretches.unobserved
     try:
         # the fit reads customers (its deterministic sample is of customer ids); the forecast reads
         # the summary grouped with customer counts (``existing_customer_forecast``)

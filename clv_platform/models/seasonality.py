@@ -22,7 +22,8 @@ from scipy import stats
 
 from clv_platform.core.sql import read_sql
 from clv_platform.models import btyd
-from clv_platform.transforms.order_gaps import in_spans, stretch_days, stretches_in_daily_counts, touches_stretches
+from clv_platform.transforms.order_gaps import (Stretches, in_spans, stretch_days, stretches_in_daily_counts,
+                                                touches_stretches)
 
 MIN_EXPECTED_PER_MONTH = 20.0
 """Months in which the model expects fewer repeat purchases than this do not shape the seasonal index."""
@@ -85,7 +86,17 @@ def seasonal_index(transactions: pd.DataFrame, model: btyd.BTYDModel, cutoff: da
     return seasonal_index_from_days(purchase_days(transactions, cutoff), model, cutoff)
 
 
-def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> pd.DataFrame:
+def purchase_day_stretches(days: pd.DataFrame, cutoff: date) -> Stretches:
+    """The stretches of ``purchase_days`` (first buyers and repeat days per day) up to ``cutoff``
+    (``order_gaps.stretches_in_daily_counts``)."""
+    cutoff_ts = pd.Timestamp(cutoff).normalize()
+    days = days[pd.to_datetime(days["day"]) <= cutoff_ts]
+    return stretches_in_daily_counts(list(pd.to_datetime(days["day"])),
+                                     list(days["first_buyers"] + days["repeat_days"]), cutoff_ts)
+
+
+def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date,
+                   stretches: Stretches | None = None) -> pd.DataFrame:
     """(month, actual, expected) repeat purchase days of every complete calendar month up to ``cutoff``
     (the BTYD papers' tracking plot); empty when no month is complete.
 
@@ -97,7 +108,8 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> p
     (``transforms.order_gaps``, on these days' purchase counts) is left out: a month missing from an
     export is no season (the autumn-ramp store without February and March lost its season, F test
     p = 0.183, and the revenue forecast's monthly error went from 0.15 to 0.83). So is a month of a
-    closed season (``order_gaps.Stretches.closed``).
+    closed season (``order_gaps.Stretches.closed``). ``stretches``: ``purchase_day_stretches`` of
+    ``days`` at ``cutoff`` when the caller has them.
     """
     empty = pd.DataFrame({"month": pd.Series(dtype="datetime64[ns]"), "actual": pd.Series(dtype=float),
                           "expected": pd.Series(dtype=float)})
@@ -120,8 +132,7 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> p
     n = cohort_days["first_buyers"].to_numpy(dtype=float)
     # age at the start of boundary day b (= end of day b-1): (b - f) days, clipped at 0, in observed
     # time as the BTYD was fitted (a stretch's days inside (f, b - 1] are no days of the customer's)
-    gaps = stretches_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]),
-                                     cutoff_ts).time_gaps
+    gaps = (stretches or purchase_day_stretches(days, cutoff_ts)).time_gaps
     day0 = np.datetime64(start.date(), "D")
     unseen = stretch_days(gaps, (day0 + f.astype(np.int64))[None, :], (day0 + (bounds - 1).astype(np.int64))[:, None])
     age = np.clip((bounds[:, None] - f[None, :] - 1 - unseen) / btyd.DAYS_PER_WEEK, 0.0, None)
@@ -145,7 +156,7 @@ def tracking_table(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: date) -> p
     return table[~holed].reset_index(drop=True)
 
 
-def _closed_season_index(days: pd.DataFrame, table: pd.DataFrame, cutoff: date) -> SeasonalIndex | None:
+def _closed_season_index(stretches: Stretches, table: pd.DataFrame) -> SeasonalIndex | None:
     """The season of a store closed for one every year (``order_gaps.Stretches.season_calendar``): flat
     over the open days, none over the closures seen and projected (its BTYD reads the closures as no
     customer's time, so an open day counts one day); None for a store that closes for none. Yearly
@@ -153,10 +164,6 @@ def _closed_season_index(days: pd.DataFrame, table: pd.DataFrame, cutoff: date) 
     September they were clipped to 0.3 and 3.0 and spread the next year's revenue at about 47k a
     month over the closed months (benchmarks/MEASUREMENTS.md, session 53). The scatter is of the
     open months' actual over expected (the months a closure touches are out of the table)."""
-    days = days.assign(day=pd.to_datetime(days["day"]))
-    days = days[days["day"] <= pd.Timestamp(cutoff).normalize()]
-    stretches = stretches_in_daily_counts(list(days["day"]), list(days["first_buyers"] + days["repeat_days"]),
-                                          pd.Timestamp(cutoff))
     if stretches.season_calendar is None:
         return None
     spans = stretches.closed_ranges()
@@ -164,10 +171,7 @@ def _closed_season_index(days: pd.DataFrame, table: pd.DataFrame, cutoff: date) 
     relative_sd = 0.0
     if len(used) >= 3:
         y = np.log(used["actual"].clip(lower=1.0).to_numpy(dtype=float) / used["expected"].to_numpy(dtype=float))
-        weights = used["expected"].to_numpy(dtype=float)
-        poisson = 1.0 / used["actual"].clip(lower=1).to_numpy(dtype=float)
-        centred = y - np.average(y, weights=weights)
-        relative_sd = float(math.sqrt(max(0.0, float(np.average(centred**2 - poisson, weights=weights)))))
+        relative_sd = _systematic_sd(y - np.average(y, weights=used["expected"].to_numpy(dtype=float)), used)
     return SeasonalIndex(np.ones(12), relative_sd, len(used), table,
                          tuple((a.isoformat(), b.isoformat()) for a, b in spans))
 
@@ -181,10 +185,11 @@ def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: 
     weighted by the expected count), so the index is smooth, covers months not observed yet and
     does not reproduce one year's noise; it is normalized to mean 1.
     """
-    table = tracking_table(days, model, cutoff)
+    stretches = purchase_day_stretches(days, cutoff)
+    table = tracking_table(days, model, cutoff, stretches)
     if table.empty:
         return SeasonalIndex.flat()
-    closed = _closed_season_index(days, table, cutoff)
+    closed = _closed_season_index(stretches, table)
     if closed is not None:
         return closed
     used = table[table["expected"] >= MIN_EXPECTED_PER_MONTH].copy()
@@ -200,11 +205,15 @@ def seasonal_index_from_days(days: pd.DataFrame, model: btyd.BTYDModel, cutoff: 
     design = np.column_stack([np.ones(len(used)), yearly_harmonics(used["month"].dt.month.to_numpy() - 1, harmonics)])
     shape = np.exp(yearly_harmonics(np.arange(12), harmonics) @ coef[1:])
     index = np.clip(shape / shape.mean(), 0.3, 3.0)
-    residual = y - design @ coef
-    # what Poisson noise of the monthly counts alone would explain is not systematic
-    poisson = 1.0 / used["actual"].clip(lower=1).to_numpy()
-    relative_sd = float(math.sqrt(max(0.0, float(np.average(residual**2 - poisson, weights=weights)))))
-    return SeasonalIndex(index, relative_sd, len(used), table)
+    return SeasonalIndex(index, _systematic_sd(y - design @ coef, used), len(used), table)
+
+
+def _systematic_sd(residual: np.ndarray, used: pd.DataFrame) -> float:
+    """The systematic relative error of a month's revenue: the log residuals' spread (weighted by the
+    expected count) beyond what Poisson noise of the monthly counts alone would explain."""
+    poisson = 1.0 / used["actual"].clip(lower=1).to_numpy(dtype=float)
+    weights = used["expected"].to_numpy(dtype=float)
+    return float(math.sqrt(max(0.0, float(np.average(residual**2 - poisson, weights=weights)))))
 
 
 MAX_HARMONICS = 3
