@@ -105,7 +105,9 @@ def select_objective(
     the platform serves by, so the objective is not picked by Gini alone and then lose on MAE. If
     no candidate's blend does, the winner maximizes ``config.selection_metric`` (MAE is
     minimized; ties within the tolerance go to the lower MAE) and the serving falls back to the BTYD
-    unless the best-ranking blend beats it by its ranking (``train.serve_or_fall_back``).
+    unless the best-ranking blend beats it by its ranking (``train.serve_or_fall_back``). A
+    candidate whose level had to be clipped (``level_out_of_bounds``) competes only when every one
+    had to be.
     """
     y = valid["label_spend"].to_numpy(dtype=float)
     btyd_spend = np.clip(np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
@@ -113,17 +115,19 @@ def select_objective(
     mixture = validation_mixture(valid)
     naive, naive_level = (naive_validation(valid, config.label_horizon_days)
                           if variant == HYBRID and config.hybrid_blend and config.hybrid_naive else (None, 1.0))
-    rows, best, best_state, cache, best_beating = [], None, None, {}, None
+    rows, tried, cache = [], [], {}
     for spec in objective_candidates(config):
         offset = uses_offset(config, spec, variant)
         booster, rounds = train_booster(config, spec, train, columns, valid, offset=offset, cache=cache)
         smear = _smearing(booster, valid, columns, spec, offset) if spec.target == "log1p" else 1.0
         model = ClvModel(booster, columns, spec, variant, config.label_horizon_days, smear, rounds, offset)
-        level = level_factor(y, model.predict_label_window(valid)) if config.level_calibration else 1.0
+        raw = model.predict_label_window(valid)
+        level = level_factor(y, raw) if config.level_calibration else 1.0
         model.level = level
         block = metrics.regression_metrics(y, model.predict_label_window(valid))
         row = {"objective": spec.name, "params": spec.params, "btyd_offset": offset, "rounds": rounds,
-               "smearing": smear, "level": level, "actual_total": float(y.sum()), **block}
+               "smearing": smear, "level": level, "level_out_of_bounds": level_out_of_bounds(y, raw),
+               "actual_total": float(y.sum()), **block}
         prediction = model.predict_label_window(valid)
         blend = {"weight": 1.0, "naive_weight": 0.0, "sharpen": 1.0, "point_rule": SHARPEN, "shrink": 1.0,
                  "metrics": None, "comparison": [], "component_gini": {}}
@@ -137,7 +141,16 @@ def select_objective(
                        blend_point_shrink=blend["shrink"] if blend["metrics"] else None,
                        blend_mae=(blend["metrics"] or {}).get("mae"))
         rows.append(row)
-        state = (spec, rounds, smear, level, prediction, blend, booster)
+        tried.append((row, (spec, rounds, smear, level, prediction, blend, booster)))
+    # a candidate whose validation total is off by more than the level bounds allow is a degenerate
+    # fit, not a model (pseudo-Huber's bounded steps on spend in the thousands: 3 rounds, a flat
+    # prediction, Gini 0.0005); blended at a small weight it only shrinks the BTYD, which can win the
+    # MAE by a hair and is then served (benchmarks/MEASUREMENTS.md, session 55). It competes only
+    # when every candidate is one.
+    eligible = [(row, state) for row, state in tried if not row["level_out_of_bounds"]] or tried
+    best, best_state, best_beating = None, None, None
+    for row, state in eligible:
+        blend = state[5]
         if blend["metrics"] is not None:
             # the issue's criterion first: a blend of this candidate beats the BTYD on Gini and MAE
             # with a total within the bound; among those candidates, the lowest blended MAE
@@ -625,6 +638,16 @@ def blend_weight(actual: np.ndarray, btyd_spend: np.ndarray, booster_spend: np.n
 
 
 LEVEL_BOUNDS = (0.25, 4.0)
+
+
+def level_out_of_bounds(actual: np.ndarray, predicted: np.ndarray) -> bool:
+    """Whether ``level_factor`` had to clip: the candidate forecasts nothing, or its total is off
+    the actual by more than ``LEVEL_BOUNDS`` allow (``select_objective`` leaves it out)."""
+    total = float(np.sum(predicted))
+    if total <= 0:
+        return True
+    low, high = LEVEL_BOUNDS
+    return not low <= float(np.sum(actual)) / total <= high
 
 
 def level_factor(actual: np.ndarray, predicted: np.ndarray) -> float:

@@ -21,7 +21,7 @@ from clv_platform.models.clv.season import ClvSeason, closures_at, deseasonalize
 from clv_platform.transforms.order_gaps import OrderGap, first_and_more, gaps_after
 from clv_platform.models.clv.booster import (ClvModel, calibration_shift, predict_rows, train_buy_classifier,
                                              uses_offset, train_booster)
-from clv_platform.models.clv.objective import (BUY_P_COLUMN, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
+from clv_platform.models.clv.objective import (BUY_P_COLUMN, LEVEL_BOUNDS, P50_COLUMN, P_BUY_HORIZON, P_BUY_LABEL,
                                                POSITIVE_COLUMNS, SHARPEN, Selection, blend_mean, naive_validation,
                                                select_objective, point_rule, validation_mixture, _only,
                                                apply_point_rule)
@@ -329,6 +329,15 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
                                  naive_gini=selection.component_gini.get("naive"),
                                  max_total_error=config.max_total_error)
     serving.update(points)
+    flat = [row["objective"] for row in selection.comparison if row.get("level_out_of_bounds")]
+    if serving["served"] == HYBRID and flat and len(flat) == len(selection.comparison):
+        # every candidate needed a level beyond LEVEL_BOUNDS (``objective.level_out_of_bounds``): no
+        # booster fits these label windows, and a blend with one only rescales the BTYD
+        serving.pop("served_for", None)
+        serving.update(served="btyd", reason=(
+            f"no objective candidate fits the label windows: every one ({', '.join(flat)}) forecast the validation "
+            f"window's total off the actual by more than the level bounds allow ({LEVEL_BOUNDS[0]:g} to "
+            f"{LEVEL_BOUNDS[1]:g} x): serving the BTYD forecast"))
     if serving["served"] == HYBRID and serving_frame is not None:
         check = level_check(model, selection, valid, serving_frame, config.max_total_error)
         serving["level_check"] = check

@@ -1,0 +1,86 @@
+"""The objective selection leaves out a degenerate candidate: one whose validation total is off the
+actual by more than the level bounds allow (``objective.level_out_of_bounds``).
+
+Found on the autumn-ramp store (``benchmarks/awkward_stores.holiday``, seeds 15 and 16, from
+2011-06-09): pseudo-Huber's bounded steps on yearly spend in the thousands stopped after 3 rounds
+with a flat prediction (validation Gini 0.0005, its total a 30th of the actual, the level clipped at
+4). Blended with the BTYD at a weight of 0.2 it only shrank the BTYD's forecast, which won the
+validation MAE by under 1 % and was served, its plain-xgboost column at -90 % of the holdout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.awkward_stores import holiday
+from clv_platform.backtest_cli import label_window
+from clv_platform.models import clv, frames
+from clv_platform.models.clv.config import HYBRID
+from clv_platform.models.clv.objective import LEVEL_BOUNDS, level_factor, level_out_of_bounds
+from clv_platform.models.clv.score import scoring_frame
+from clv_platform.models.clv.train import train_clv
+from clv_platform.models.datasets import load_dataset
+
+
+def test_a_level_is_out_of_bounds_when_the_factor_had_to_be_clipped():
+    actual = np.array([10.0, 0.0, 30.0])
+    assert not level_out_of_bounds(actual, actual)
+    assert not level_out_of_bounds(actual, actual / 3.9)  # 3.9 x: within (0.25, 4)
+    assert level_out_of_bounds(actual, actual / 4.5)
+    assert level_factor(actual, actual / 4.5) == LEVEL_BOUNDS[1]
+    assert level_out_of_bounds(actual, actual * 4.5)
+    assert level_out_of_bounds(actual, np.zeros(3))  # forecasts nothing: level_factor's 1.0 is no fit
+    assert level_factor(actual, np.zeros(3)) == 1.0
+
+
+TWEEDIE = {"name": "tweedie", "objective": "reg:tweedie", "target": "identity", "variance_powers": [1.65]}
+PSEUDO_HUBER = {"name": "pseudohubererror", "objective": "reg:pseudohubererror", "target": "identity",
+                "huber_slope": 25.0}
+
+
+def _train_holiday(tmp_path, objectives: tuple):
+    """The hybrid trained on the autumn-ramp store (seed 15) at 2011-06-09 as the backtest to
+    2011-12-09 trains it, with only the given objective candidates."""
+    path = tmp_path / "holiday15.csv"
+    holiday(np.random.default_rng(15)).to_csv(path, index=False)
+    loaded = load_dataset(str(path))
+    calibration_end, holdout_end = pd.Timestamp("2011-06-09").date(), pd.Timestamp("2011-12-09").date()
+    conn = frames.staging_connection(loaded.transactions)
+    try:
+        config = clv.load_config()
+        label_days, _ = label_window(conn, calibration_end, holdout_end, config)
+        config = replace(config.for_backtest((holdout_end - calibration_end).days, label_days), objectives=objectives)
+        frame, fitted = scoring_frame(conn, calibration_end, config)
+        return train_clv(conn, calibration_end, config, HYBRID, btyd_family=(fitted.model, fitted.penalizer),
+                         serving_frame=frame)
+    finally:
+        conn.close()
+
+
+def test_a_flat_candidate_does_not_win_the_selection_by_shrinking_the_btyd(tmp_path):
+    trained = _train_holiday(tmp_path, (TWEEDIE, PSEUDO_HUBER))
+    rows = {row["objective"]: row for row in trained.selection.comparison}
+    flat, tweedie = rows["pseudohubererror"], rows["tweedie_1.65"]
+    assert flat["level_out_of_bounds"] and flat["level"] == LEVEL_BOUNDS[1]
+    assert flat["normalized_gini"] < 0.05 and flat["rounds"] < 10
+    assert not tweedie["level_out_of_bounds"] and tweedie["normalized_gini"] > 0.85
+    # without the rule the flat candidate won: its blend's validation MAE is the lower one
+    assert flat["blend_mae"] < tweedie["blend_mae"]
+    assert trained.selection.chosen.name == "tweedie_1.65"
+    assert trained.selection.criterion == "beats_btyd"
+    assert trained.selection.component_gini["booster"] > 0.85
+    assert trained.serving["served"] == HYBRID
+
+
+def test_when_every_candidate_is_flat_the_btyd_is_served_and_the_reason_says_so(tmp_path):
+    trained = _train_holiday(tmp_path, (PSEUDO_HUBER,))
+    (row,) = trained.selection.comparison
+    assert row["level_out_of_bounds"]
+    # it competes (there is no other), and its blend would have been served
+    assert trained.selection.chosen.name == "pseudohubererror" and trained.selection.criterion == "beats_btyd"
+    assert trained.serving["served"] == "btyd" and trained.model.serves_btyd
+    assert "no objective candidate fits the label windows" in trained.serving["reason"]
+    assert "pseudohubererror" in trained.serving["reason"]
