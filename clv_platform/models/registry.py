@@ -181,6 +181,8 @@ def load_model(path: str | Path) -> tuple[ClvModel, dict]:
         point_rule=str(sidecar.get("point_rule", "sharpen")),
         point_shrink=float(sidecar.get("point_shrink", 1.0)),
         classifier_shift=float(sidecar.get("classifier_shift", 0.0)),
+        classifier_season_mean=(None if sidecar.get("classifier_season_mean") is None
+                                else float(sidecar["classifier_season_mean"])),
         season=ClvSeason.from_dict(sidecar.get("season")),
     )
     if sidecar.get("classifier_file"):

@@ -185,6 +185,17 @@ def test_stored_model_reproduces_trainings_mixture_point_and_scoring_carries_it(
     unscored = dataclasses.replace(loaded, point_rule=clv.SHARPEN)
     assert scores["predicted_clv"].to_numpy() == pytest.approx(
         clv.predict_scores(unscored, scoring, config)["predicted_clv"].to_numpy())
+    # in a season: P(buy) goes into the coming season's purchase rate, r = its mean index over the
+    # one the classifier was calibrated in (P -> 1 - (1 - P) ** r); 1 without a horizon or cutoff
+    season = clv.ClvSeason(index=(2.0,) * 12, exposure=(), months_used=24, reason="test")
+    seasonal = dataclasses.replace(loaded, season=season, classifier_season_mean=0.8, scoring_cutoff=cutoff)
+    assert seasonal.buy_season_ratio(config.horizon_days) == pytest.approx(2.5)
+    p_season, _ = seasonal.mixture_inputs(scoring, config.horizon_days)
+    assert p_season == pytest.approx(1.0 - (1.0 - carried) ** 2.5)
+    assert seasonal.buy_season_ratio(None) == 1.0
+    assert dataclasses.replace(seasonal, scoring_cutoff=None).buy_season_ratio(config.horizon_days) == 1.0
+    assert dataclasses.replace(seasonal, classifier_season_mean=None).buy_season_ratio(config.horizon_days) == 1.0
+    assert seasonal.mixture_inputs(scoring)[0] == pytest.approx(carried)
     # a frame without the BTYD's mixture columns fails loudly, naming them
     with pytest.raises(ValueError, match="p_buy_horizon"):
         loaded.point(mean, None, p50, btyd_mean, valid.drop(columns=[clv.P_BUY_HORIZON]))

@@ -11,9 +11,11 @@ validation MAE by under 1 % and was served, its plain-xgboost column at -90 % of
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from benchmarks.awkward_stores import holiday
 from clv_platform.backtest_cli import label_window
@@ -73,6 +75,14 @@ def test_a_flat_candidate_does_not_win_the_selection_by_shrinking_the_btyd(tmp_p
     assert trained.selection.criterion == "beats_btyd"
     assert trained.selection.component_gini["booster"] > 0.85
     assert trained.serving["served"] == HYBRID
+    # its buy classifier was calibrated on December to June, below the season's mean: scored from the
+    # cutoff into the summer and autumn ramp, its P(buy) is put into that season (``buy_season_ratio``)
+    model = trained.model
+    assert model.classifier is not None and not model.season.is_flat
+    calibrated_in = model.season.mean_over(date(2011, 6, 9) - timedelta(days=model.label_horizon_days),
+                                           model.label_horizon_days)
+    assert model.classifier_season_mean == pytest.approx(calibrated_in) and calibrated_in < 0.9
+    assert replace(model, scoring_cutoff=date(2011, 6, 9)).buy_season_ratio(183) > 1.2
 
 
 def test_when_every_candidate_is_flat_the_btyd_is_served_and_the_reason_says_so(tmp_path):

@@ -132,7 +132,7 @@ def ml_backtest(conn: duckdb.DuckDBPyConnection, calibration_end, holdout_end, c
     btyd_mean = replace(hybrid.model, serves_btyd=True, season=closures,
                         scoring_cutoff=cutoff if closures is not None else None).predict(frame, horizon, ratio)
     btyd_in_season = replace(hybrid.model, serves_btyd=True, scoring_cutoff=cutoff).predict(frame, horizon, ratio)
-    hybrid_point = replace(hybrid.model, sharpen=serving.get("hybrid_sharpen", 1.0),
+    hybrid_point = replace(hybrid.model, scoring_cutoff=cutoff, sharpen=serving.get("hybrid_sharpen", 1.0),
                            point_rule=serving.get("hybrid_point_rule", SHARPEN),
                            point_shrink=serving.get("hybrid_point_shrink", 1.0)).point(means[HYBRID], horizon, p50,
                                                                                      btyd_in_season, frame)

@@ -139,6 +139,11 @@ class ClvModel:
     """Log-odds added to the classifier's margin: its calibration in the large on the validation
     window (``calibration_shift``)."""
 
+    classifier_season_mean: float | None = None
+    """The season's mean index over the window the shift was calibrated on (the validation label
+    window, ``ClvSeason.mean_over``): the season the classifier's P(buy) belongs to
+    (``buy_season_ratio``); None without a season or a classifier."""
+
     season: ClvSeason | None = None
     """The store's season the labels were taken out of (``clv.season``); None or flat = none."""
 
@@ -161,11 +166,13 @@ class ClvModel:
         margin = predict_rows(self.classifier, frame, self.features, output_margin=True).astype(float)
         return 1.0 / (1.0 + np.exp(-(margin + self.classifier_shift)))
 
-    def mixture_inputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def mixture_inputs(self, frame: pd.DataFrame, horizon_days: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(P(buy over the frame's horizon), positive-part ratios) of the mixture point rule: the
         classifier's label-window P carried to the horizon by the BTYD's log-odds
         (``objective.carry_buy_probability``) with the frame's ``p_buy_horizon`` /
-        ``p_buy_label_window`` (equal on a label-window frame, where nothing is carried)."""
+        ``p_buy_label_window`` (equal on a label-window frame, where nothing is carried), then put
+        into the coming season (``buy_season_ratio`` r: P -> 1 - (1 - P) ** r, the purchase
+        rate scaled by r) when ``horizon_days`` and a scoring cutoff say which."""
         from clv_platform.models.clv.objective import P_BUY_HORIZON, P_BUY_LABEL, POSITIVE_COLUMNS, carry_buy_probability
 
         missing = [c for c in (P_BUY_HORIZON, P_BUY_LABEL, *POSITIVE_COLUMNS) if c not in frame]
@@ -179,7 +186,25 @@ class ClvModel:
                              "then used another rule, see its `mixture_inputs` metadata): materialize ml/btyd_scores "
                              "again before scoring with this model")
         p = carry_buy_probability(self.buy_probability(frame), frame[P_BUY_HORIZON].to_numpy(dtype=float), label)
+        ratio = self.buy_season_ratio(horizon_days)
+        if ratio != 1.0:
+            p = 1.0 - np.power(np.clip(1.0 - p, 0.0, 1.0), ratio)
         return p, positive
+
+    def buy_season_ratio(self, horizon_days: int | None) -> float:
+        """The coming season's mean index over ``horizon_days`` from ``scoring_cutoff`` over the one
+        the buy classifier was calibrated in (``classifier_season_mean``); 1 without either.
+
+        Why: the mean forecast is put into its season (``predict``), but the classifier's shift is
+        calibrated on the validation window's buyers, whose season it keeps. On the autumn-ramp store
+        from 2011-06-09 (a validation window of December to June, index 0.84; the holdout June to
+        December, 1.16) the mixture median zeroed customers who bought in the peak, and the served
+        point MAE lost to the BTYD's; with the ratio it was lower on all five splits served the
+        mixture rule (benchmarks/MEASUREMENTS.md, session 55)."""
+        if (horizon_days is None or self.scoring_cutoff is None or self.season is None or self.season.is_flat
+                or not self.classifier_season_mean or self.classifier_season_mean <= 0):
+            return 1.0
+        return self.season.mean_over(self.scoring_cutoff, int(horizon_days)) / self.classifier_season_mean
 
     def point(self, mean: np.ndarray, horizon_days: int | None = None, p50_ratio: np.ndarray | None = None,
               btyd_mean: np.ndarray | None = None, frame: pd.DataFrame | None = None) -> np.ndarray:
@@ -199,7 +224,7 @@ class ClvModel:
         if self.point_rule == MIXTURE:
             if frame is None:
                 raise ValueError("the mixture point rule needs the scoring frame (classifier features, BTYD P(buy))")
-            mixture = self.mixture_inputs(frame)
+            mixture = self.mixture_inputs(frame, horizon_days)
         return apply_point_rule(mean, self.point_rule, self.horizon_gamma(horizon_days), p50_ratio,
                                 self.point_shrink, btyd_mean, mixture)
 

@@ -140,6 +140,7 @@ class TrainedClv:
             "point_rule": self.model.point_rule,
             "point_shrink": self.model.point_shrink,
             "classifier_shift": self.model.classifier_shift,
+            "classifier_season_mean": self.model.classifier_season_mean,
             "serving": self.serving,
             "num_boost_round": self.model.num_boost_round,
             "selection": self.selection.as_dict(),
@@ -314,6 +315,9 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         # shift belongs to it, and the validation MAE of the mixture is then the served rule's
         model.classifier = classifier.pop("booster")
         model.classifier_shift = float(classifier["shift"])
+        if not season.is_flat:
+            calibrated_in = season.mean_over(cutoff - timedelta(days=h), h)
+            model.classifier_season_mean = float(calibrated_in) if calibrated_in > 0 else None
     extension = (btyd_extension_factor(conn, cutoff, config, fits, frames, season) if variant == HYBRID
                  else {"factor": 1.0})
     model.extension_factor = float(extension["factor"])
