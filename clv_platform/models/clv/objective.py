@@ -124,11 +124,11 @@ def select_objective(
         raw = model.predict_label_window(valid)
         level = level_factor(y, raw) if config.level_calibration else 1.0
         model.level = level
-        block = metrics.regression_metrics(y, model.predict_label_window(valid))
+        prediction = model.predict_label_window(valid)
+        block = metrics.regression_metrics(y, prediction)
         row = {"objective": spec.name, "params": spec.params, "btyd_offset": offset, "rounds": rounds,
                "smearing": smear, "level": level, "level_out_of_bounds": level_out_of_bounds(y, raw),
                "actual_total": float(y.sum()), **block}
-        prediction = model.predict_label_window(valid)
         blend = {"weight": 1.0, "naive_weight": 0.0, "sharpen": 1.0, "point_rule": SHARPEN, "shrink": 1.0,
                  "metrics": None, "comparison": [], "component_gini": {}}
         if variant == HYBRID and config.hybrid_blend:
