@@ -11,16 +11,17 @@ validation MAE by under 1 % and was served, its plain-xgboost column at -90 % of
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
 from benchmarks.awkward_stores import holiday
 from clv_platform.backtest_cli import label_window
-from clv_platform.models import clv, frames
-from clv_platform.models.clv.config import HYBRID
+from clv_platform.models import clv, frames, registry
+from clv_platform.models.clv.config import HYBRID, load_config
 from clv_platform.models.clv.objective import LEVEL_BOUNDS, level_factor, level_out_of_bounds
 from clv_platform.models.clv.score import scoring_frame
 from clv_platform.models.clv.train import train_clv
@@ -62,7 +63,7 @@ def _train_holiday(tmp_path, objectives: tuple):
         conn.close()
 
 
-def test_a_flat_candidate_does_not_win_the_selection_by_shrinking_the_btyd(tmp_path):
+def test_a_flat_candidate_does_not_win_the_selection_by_shrinking_the_btyd(tmp_path, data_env):
     trained = _train_holiday(tmp_path, (TWEEDIE, PSEUDO_HUBER))
     rows = {row["objective"]: row for row in trained.selection.comparison}
     flat, tweedie = rows["pseudohubererror"], rows["tweedie_1.65"]
@@ -83,6 +84,14 @@ def test_a_flat_candidate_does_not_win_the_selection_by_shrinking_the_btyd(tmp_p
                                            model.label_horizon_days)
     assert model.classifier_season_mean == pytest.approx(calibrated_in) and calibrated_in < 0.9
     assert replace(model, scoring_cutoff=date(2011, 6, 9)).buy_season_ratio(183) > 1.2
+    # the registry keeps it: the scoring asset loads the model from there
+    with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
+        registry.save_model(conn, trained, load_config(), trained_at=datetime(2011, 6, 10, tzinfo=timezone.utc))
+        loaded, sidecar = registry.load_latest(conn)
+    assert sidecar["classifier_season_mean"] == pytest.approx(calibrated_in)
+    assert loaded.classifier_season_mean == pytest.approx(calibrated_in)
+    assert replace(loaded, scoring_cutoff=date(2011, 6, 9)).buy_season_ratio(183) == pytest.approx(
+        replace(model, scoring_cutoff=date(2011, 6, 9)).buy_season_ratio(183))
 
 
 def test_when_every_candidate_is_flat_the_btyd_is_served_and_the_reason_says_so(tmp_path):
