@@ -103,3 +103,28 @@ def test_when_every_candidate_is_flat_the_btyd_is_served_and_the_reason_says_so(
     assert trained.serving["served"] == "btyd" and trained.model.serves_btyd
     assert "no objective candidate fits the label windows" in trained.serving["reason"]
     assert "pseudohubererror" in trained.serving["reason"]
+
+
+def test_the_backtests_hybrid_point_is_the_served_point_in_its_season(tmp_path):
+    """The backtest's hybrid column is the hybrid's point forecast from the calibration end, as the
+    served column is when the hybrid is served: both put the classifier's P(buy) into the holdout's
+    season (before session 55 the hybrid column scored without a cutoff, its P in the validation
+    window's season)."""
+    from clv_platform.models.clv.backtest import HYBRID as HYBRID_COLUMN, SERVED, ml_backtest
+
+    path = tmp_path / "holiday15.csv"
+    holiday(np.random.default_rng(15)).to_csv(path, index=False)
+    loaded = load_dataset(str(path))
+    calibration_end, holdout_end = pd.Timestamp("2011-06-09").date(), pd.Timestamp("2011-12-09").date()
+    conn = frames.staging_connection(loaded.transactions)
+    try:
+        config = replace(clv.load_config(), objectives=(TWEEDIE,))
+        label_days, _ = label_window(conn, calibration_end, holdout_end, config)
+        run = ml_backtest(conn, calibration_end, holdout_end, config, label_days=label_days)
+    finally:
+        conn.close()
+    model = run.trained[HYBRID].model
+    assert run.trained[HYBRID].serving["served"] == HYBRID and model.point_rule == "mixture"
+    assert replace(model, scoring_cutoff=calibration_end).buy_season_ratio(
+        (holdout_end - calibration_end).days) > 1.2
+    assert run.predictions[HYBRID_COLUMN].to_numpy() == pytest.approx(run.predictions[SERVED].to_numpy())
