@@ -2,10 +2,14 @@
 actual by more than the level bounds allow (``objective.level_out_of_bounds``).
 
 Found on the autumn-ramp store (``benchmarks/awkward_stores.holiday``, seeds 15 and 16, from
-2011-06-09): pseudo-Huber's bounded steps on yearly spend in the thousands stopped after 3 rounds
-with a flat prediction (validation Gini 0.0005, its total a 30th of the actual, the level clipped at
-4). Blended with the BTYD at a weight of 0.2 it only shrank the BTYD's forecast, which won the
-validation MAE by under 1 % and was served, its plain-xgboost column at -90 % of the holdout.
+2011-06-09): pseudo-Huber's bounded steps on half-year spend in the thousands stopped after 3
+rounds with a flat prediction (validation Gini 0.0005, its total a 30th of the actual, the level
+clipped at 4). Blended with the BTYD at a weight of 0.2 it only shrank the BTYD's forecast, which won
+the validation MAE by under 1 % and was served, its plain-xgboost column at -90 % of the holdout.
+
+The same store trains the mixture point rule's buy classifier in one season (a validation window of
+December to June) for a holdout in another: its P(buy) is put into the scored horizon's season
+(``ClvModel.buy_season_ratio``), in production and in the backtest's hybrid column alike.
 """
 
 from __future__ import annotations
