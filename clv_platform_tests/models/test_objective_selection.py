@@ -14,12 +14,12 @@ December to June) for a holdout in another: its P(buy) is put into the scored ho
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pytest
 
 from benchmarks.awkward_stores import holiday
@@ -48,23 +48,33 @@ PSEUDO_HUBER = {"name": "pseudohubererror", "objective": "reg:pseudohubererror",
                 "huber_slope": 25.0}
 
 
-def _train_holiday(tmp_path, objectives: tuple):
-    """The hybrid trained on the autumn-ramp store (seed 15) at 2011-06-09 as the backtest to
-    2011-12-09 trains it, with only the given objective candidates."""
+CALIBRATION_END, HOLDOUT_END = date(2011, 6, 9), date(2011, 12, 9)
+
+
+@contextmanager
+def _holiday_store(tmp_path, objectives: tuple):
+    """(staging connection, config with only ``objectives``, the label window the backtest takes) of
+    the autumn-ramp store (seed 15) for the split CALIBRATION_END -> HOLDOUT_END, as the backtest
+    reads it from its CSV."""
     path = tmp_path / "holiday15.csv"
     holiday(np.random.default_rng(15)).to_csv(path, index=False)
-    loaded = load_dataset(str(path))
-    calibration_end, holdout_end = pd.Timestamp("2011-06-09").date(), pd.Timestamp("2011-12-09").date()
-    conn = frames.staging_connection(loaded.transactions)
+    conn = frames.staging_connection(load_dataset(str(path)).transactions)
     try:
-        config = clv.load_config()
-        label_days, _ = label_window(conn, calibration_end, holdout_end, config)
-        config = replace(config.for_backtest((holdout_end - calibration_end).days, label_days), objectives=objectives)
-        frame, fitted = scoring_frame(conn, calibration_end, config)
-        return train_clv(conn, calibration_end, config, HYBRID, btyd_family=(fitted.model, fitted.penalizer),
-                         serving_frame=frame)
+        config = replace(clv.load_config(), objectives=objectives)
+        label_days, _ = label_window(conn, CALIBRATION_END, HOLDOUT_END, config)
+        yield conn, config, label_days
     finally:
         conn.close()
+
+
+def _train_holiday(tmp_path, objectives: tuple):
+    """The hybrid trained on the autumn-ramp store at CALIBRATION_END as the backtest to HOLDOUT_END
+    trains it, with only the given objective candidates."""
+    with _holiday_store(tmp_path, objectives) as (conn, config, label_days):
+        config = config.for_backtest((HOLDOUT_END - CALIBRATION_END).days, label_days)
+        frame, fitted = scoring_frame(conn, CALIBRATION_END, config)
+        return train_clv(conn, CALIBRATION_END, config, HYBRID, btyd_family=(fitted.model, fitted.penalizer),
+                         serving_frame=frame)
 
 
 def test_a_flat_candidate_does_not_win_the_selection_by_shrinking_the_btyd(tmp_path, data_env):
@@ -84,18 +94,18 @@ def test_a_flat_candidate_does_not_win_the_selection_by_shrinking_the_btyd(tmp_p
     # cutoff into the summer and autumn ramp, its P(buy) is put into that season (``buy_season_ratio``)
     model = trained.model
     assert model.classifier is not None and not model.season.is_flat
-    calibrated_in = model.season.mean_over(date(2011, 6, 9) - timedelta(days=model.label_horizon_days),
+    calibrated_in = model.season.mean_over(CALIBRATION_END - timedelta(days=model.label_horizon_days),
                                            model.label_horizon_days)
     assert model.classifier_season_mean == pytest.approx(calibrated_in) and calibrated_in < 0.9
-    assert replace(model, scoring_cutoff=date(2011, 6, 9)).buy_season_ratio(183) > 1.2
+    assert replace(model, scoring_cutoff=CALIBRATION_END).buy_season_ratio(183) > 1.2
     # the registry keeps it: the scoring asset loads the model from there
     with duckdb.connect(str(data_env / "clv.duckdb")) as conn:
         registry.save_model(conn, trained, load_config(), trained_at=datetime(2011, 6, 10, tzinfo=timezone.utc))
         loaded, sidecar = registry.load_latest(conn)
     assert sidecar["classifier_season_mean"] == pytest.approx(calibrated_in)
     assert loaded.classifier_season_mean == pytest.approx(calibrated_in)
-    assert replace(loaded, scoring_cutoff=date(2011, 6, 9)).buy_season_ratio(183) == pytest.approx(
-        replace(model, scoring_cutoff=date(2011, 6, 9)).buy_season_ratio(183))
+    assert replace(loaded, scoring_cutoff=CALIBRATION_END).buy_season_ratio(183) == pytest.approx(
+        replace(model, scoring_cutoff=CALIBRATION_END).buy_season_ratio(183))
 
 
 def test_when_every_candidate_is_flat_the_btyd_is_served_and_the_reason_says_so(tmp_path):
@@ -116,19 +126,10 @@ def test_the_backtests_hybrid_point_is_the_served_point_in_its_season(tmp_path):
     window's season)."""
     from clv_platform.models.clv.backtest import HYBRID as HYBRID_COLUMN, SERVED, ml_backtest
 
-    path = tmp_path / "holiday15.csv"
-    holiday(np.random.default_rng(15)).to_csv(path, index=False)
-    loaded = load_dataset(str(path))
-    calibration_end, holdout_end = pd.Timestamp("2011-06-09").date(), pd.Timestamp("2011-12-09").date()
-    conn = frames.staging_connection(loaded.transactions)
-    try:
-        config = replace(clv.load_config(), objectives=(TWEEDIE,))
-        label_days, _ = label_window(conn, calibration_end, holdout_end, config)
-        run = ml_backtest(conn, calibration_end, holdout_end, config, label_days=label_days)
-    finally:
-        conn.close()
+    with _holiday_store(tmp_path, (TWEEDIE,)) as (conn, config, label_days):
+        run = ml_backtest(conn, CALIBRATION_END, HOLDOUT_END, config, label_days=label_days)
     model = run.trained[HYBRID].model
     assert run.trained[HYBRID].serving["served"] == HYBRID and model.point_rule == "mixture"
-    assert replace(model, scoring_cutoff=calibration_end).buy_season_ratio(
-        (holdout_end - calibration_end).days) > 1.2
+    assert replace(model, scoring_cutoff=CALIBRATION_END).buy_season_ratio(
+        (HOLDOUT_END - CALIBRATION_END).days) > 1.2
     assert run.predictions[HYBRID_COLUMN].to_numpy() == pytest.approx(run.predictions[SERVED].to_numpy())
