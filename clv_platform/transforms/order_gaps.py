@@ -471,7 +471,7 @@ def _silent_tail(silence: OrderGap | None, rhythm: list[OrderGap]) -> OrderGap |
     return silence
 
 
-def _silence(days: list[date], counts: list[float], until, min_days: int = MIN_GAP_DAYS) -> OrderGap | None:
+def _silence(days: list[date], counts: list[float], until, min_days: int) -> OrderGap | None:
     """The days from the last order day to ``until`` when at least ``min_days`` and the rate of the
     ``CONTEXT_DAYS`` before them leaves that many empty with a chance below ``MAX_EMPTY_PROBABILITY``."""
     if not days or until is None:
@@ -500,8 +500,10 @@ def stretches_in_daily_counts(days: list[date], counts: list[float], until=None)
     span = (pd.Timestamp(max(days)) - pd.Timestamp(min(days))).days + 1 if days else 0
     flags = in_rhythm(runs, span)
     rhythm = [gap for gap, r in zip(runs, flags) if r]
-    silence = _silence(days, counts, until)
-    tail = _silent_tail(silence, rhythm)
+    # one test of the silence up to ``until`` (its length and the rate before it) at the shortest
+    # length anything reads: a tail needs MIN_GAP_DAYS, a season's early closure fewer
+    silence = _silence(days, counts, until, EARLY_CLOSURE_MIN_DAYS)
+    tail = _silent_tail(silence if silence is not None and silence.days >= MIN_GAP_DAYS else None, rhythm)
     under_way = None
     if tail is not None and not rhythm and runs and _season_under_way(runs[-1], tail):
         flags[-1], rhythm, under_way, tail = True, [runs[-1]], tail, None
@@ -510,7 +512,8 @@ def stretches_in_daily_counts(days: list[date], counts: list[float], until=None)
     if not rhythm:
         return stretches
     early = max(EARLY_CLOSURE_MIN_DAYS, _longest_quiet_spell(days) + 1)
-    return _with_closed_seasons(stretches, max(days), until, _silence(days, counts, until, early))
+    return _with_closed_seasons(stretches, max(days), until,
+                                silence if silence is not None and silence.days >= early else None)
 
 
 def _longest_quiet_spell(days: list[date]) -> int:
