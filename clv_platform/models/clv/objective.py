@@ -124,7 +124,9 @@ def select_objective(
         raw = model.predict_label_window(valid)
         level = level_factor(y, raw) if config.level_calibration else 1.0
         model.level = level
-        prediction = model.predict_label_window(valid)
+        # scored alone (no blend, no naive part), the candidate's forecast is its booster's times
+        # its level (``ClvModel._predict``): no second pass of the booster over the window
+        prediction = raw * level
         block = metrics.regression_metrics(y, prediction)
         row = {"objective": spec.name, "params": spec.params, "btyd_offset": offset, "rounds": rounds,
                "smearing": smear, "level": level, "level_out_of_bounds": level_out_of_bounds(y, raw),
