@@ -173,6 +173,9 @@ def run_backtest(
                          # the retrained hybrid's label-window total over the BTYD's at the cutoff
                          # against the validated blend's (train.level_check)
                          "level_check": serving.get("level_check"),
+                         # the validation window's level on the label window a year before the
+                         # forecast's first, against the BTYD's miss there (train.year_back_check)
+                         "year_back_check": serving.get("year_back_check"),
                          # the store's season the labels were taken out of (clv.season), and why none
                          "season": (None if ml.trained[clv.HYBRID].model.season is None
                                     else ml.trained[clv.HYBRID].model.season.as_dict()),

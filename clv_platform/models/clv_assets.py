@@ -436,6 +436,10 @@ def clv_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
             "level_check": dg.MetadataValue.json(trained.serving.get("level_check") or {
                 "reason": "not checked: " + ("the BTYD is served" if trained.serving.get("served") == "btyd"
                                              else "no scoring frame at the cutoff")}),
+            # the validation window's level on the label window a year before the forecast's first
+            # (train.year_back_check); beyond the BTYD's own miss there the BTYD is served
+            "year_back_check": dg.MetadataValue.json(trained.serving.get("year_back_check") or {
+                "reason": "not checked: the BTYD is served before it"}),
             # the store's season the labels were taken out of (clv.season), and why none
             "season": (trained.model.season.reason if trained.model.season is not None
                        else f"none: {trained.serving.get('reason', '')}"),

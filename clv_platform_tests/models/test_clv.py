@@ -285,6 +285,10 @@ def test_assets_materialize_in_process(demo_db, data_env, monkeypatch):
     assert level["consistent"] and abs(level["log_drift"]) <= level["bound"] == pytest.approx(np.log(1.15))
     assert level["customers"] == customers
     assert level["threshold"] == pytest.approx(max(np.log(1.15), abs(level["btyd_validation_log_error"])))
+    # the year-back check (train.year_back_check) kept the hybrid: recorded with its label window
+    year = metadata["year_back_check"].value
+    assert year["consistent"] and year["label_days"] == metadata["label_horizon_days"].value
+    assert year["applies"] == (abs(2 * year["label_days"] - 365) <= 31)
     # read again by the scoring at the same cutoff, from each customer's horizon forecast
     # (ClvModel.label_window_part): the same ratio as the training's check
     tonight = scoring["level_check"].value

@@ -349,6 +349,13 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
             serving.pop("served_for", None)
             serving.update(served="btyd", reason=f"{check['reason']}: serving the BTYD forecast")
     holes = label_window_gaps(conn, cutoff, min([*final_ends, *inner_ends]) - timedelta(days=h))
+    if serving["served"] == HYBRID:
+        year_back = year_back_check(total_error_record(valid, inner, cutoff, h, level_calibrated=True,
+                                                       stretches=holes)["windows"], h, config.max_total_error)
+        serving["year_back_check"] = year_back
+        if not year_back["consistent"]:
+            serving.pop("served_for", None)
+            serving.update(served="btyd", reason=f"{year_back['reason']}: serving the BTYD forecast")
     if holes and serving["served"] == HYBRID:
         serving.pop("served_for", None)
         serving.update(served="btyd", label_window_gaps=[gap.as_dict() for gap in holes],
@@ -458,6 +465,58 @@ def level_check(model: ClvModel, selection: Selection, valid: pd.DataFrame, fram
             "btyd_validation_log_error": btyd_error, "threshold": threshold, "direct_log_drift": direct,
             "consistent": consistent,
             "reason": reason}
+
+
+YEAR_BACK_TOLERANCE_DAYS = 31
+"""How far from a year (365 days) the inner label window may lie before the forecast's first one
+(2h days: h = 167-198, the configured half year) for ``year_back_check`` to read it as the same season."""
+
+
+def year_back_check(windows: list[dict], h: int, bound: float | None) -> dict:
+    """Does the level the validation window calibrated carry to the season ahead? Tested on the one
+    window of that season the training holds: the inner window, when it lies a year before the
+    forecast's first label window.
+
+    The hybrid's level is the validation window's actual over its forecast (labels (C - h, C]); the
+    forecast's first label window is (C, C + h]. With the configured half-year label window the
+    inner window (C - 2h, C - h] lies a year before it (2h = 360 days): the same months, out of
+    sample for the level. That level applied there errs by e_inner - e_validation in log total
+    (``total_interval.method_errors``: the BTYD's log errors on both windows, fitted before each),
+    the BTYD alone by e_inner. Where the level errs by more than the BTYD plus log(1 + ``bound``) it
+    measured a season the month-of-year index (``clv.season``) does not hold, and would carry it
+    into the other half of the year: the BTYD is served. Measured (benchmarks/MEASUREMENTS.md,
+    "A season the index does not hold", session 56): a gift store whose customers buy around
+    10 December (``benchmarks/awkward_stores.gift``, data to 31 October) learned its level on May
+    to October (e = -0.44 to -0.57) where the December half a year before had e = +0.51 to +0.58;
+    the hybrid served on two of five seeds forecast -64 and -68 % of the year ahead, the BTYD
+    served now -18 and -27 %. No other backtest that serves a hybrid at such a label window changed
+    (the four-year demo at its default split and from 2024-09-01 and 2025-05-01, the demo from
+    2026-05-01, the drops, invoicing and one-time stores, the autumn-ramp store from 2011-06-09).
+    Label windows of other lengths are not tested: their inner window holds other months, and with
+    two windows a trend and a season look the same (the lapse and launch stores' errors flip sign
+    as the gift store's do, and the BTYD served there would forecast +844 % and +43 %)."""
+    record = {"label_days": int(h), "bound": None if bound is None else float(np.log1p(bound))}
+    if abs(2 * h - 365) > YEAR_BACK_TOLERANCE_DAYS:
+        return {**record, "applies": False, "consistent": True,
+                "reason": f"not checked: the inner label window lies {2 * h} days before the forecast's first, "
+                          f"not a year ({365 - YEAR_BACK_TOLERANCE_DAYS}-{365 + YEAR_BACK_TOLERANCE_DAYS} days)"}
+    errors = [w.get("log_error") for w in windows[:2]]
+    if bound is None or len(errors) < 2 or any(e is None or not np.isfinite(e) for e in errors):
+        return {**record, "applies": True, "consistent": True,
+                "reason": "not checked: " + ("no total-error bound" if bound is None else
+                                             "the validation or the inner window has no BTYD total error")}
+    e_valid, e_inner = (float(e) for e in errors)
+    level_error = e_inner - e_valid
+    consistent = abs(level_error) <= abs(e_inner) + float(np.log1p(bound))
+    inner = windows[1]
+    reason = (f"the level calibrated on the validation window (the BTYD's log total error there {e_valid:+.3f}) "
+              f"misses the label window a year before the forecast's first (ending {inner['label_end']}) by "
+              f"{level_error:+.3f} in log total, the BTYD by {e_inner:+.3f}: "
+              + (f"within log(1 + max_total_error) = {np.log1p(bound):.3f} of the BTYD's miss" if consistent else
+                 f"more than log(1 + max_total_error) = {np.log1p(bound):.3f} beyond the BTYD's miss, the level "
+                 "does not carry to the season ahead (a season the month-of-year index does not hold)"))
+    return {**record, "applies": True, "validation_log_error": e_valid, "inner_log_error": e_inner,
+            "level_log_error": level_error, "consistent": bool(consistent), "reason": reason}
 
 
 def level_drift(served_over_btyd: float, validated_over_btyd: float, bound: float) -> tuple[float | None, bool]:
