@@ -85,6 +85,26 @@ def test_point_rule_takes_the_mixture_when_it_wins_on_the_rows_given_and_refuses
         clv.apply_point_rule(mean, clv.MIXTURE, 1.0, p50, 0.0, btyd_mean, None)
 
 
+def test_the_mixture_must_beat_the_median_beyond_noise_too():
+    """1,000 customers with a mean of 10 and a P50 ratio of 1 (the median rule's point is 10); the
+    classifier is sure of 990 (P 1: the mixture's point 10 too) and puts 10 below one half (point 0).
+    Six of those ten buy nothing and four spend 20: the mixture's MAE is 0.02 lower, a paired gain
+    of 0.6 standard errors, and the median's point is served; with all ten at 0 the gain is 3.2
+    SE and the mixture is."""
+    mean, p50 = np.full(1000, 10.0), np.ones(1000)
+    p_buy = np.r_[np.full(10, 0.4), np.ones(990)]
+    ratios = np.tile([1.0] * 6, (1000, 1))
+    y = np.r_[np.zeros(6), np.full(4, 20.0), np.full(990, 10.0)]
+    chosen = clv.point_rule(y, mean, p50, 1.645, mixture=(p_buy, ratios))
+    maes = {r["rule"]: r["mae"] for r in chosen["comparison"] if r["rule"] != clv.SHARPEN}
+    assert maes[clv.MIXTURE] == pytest.approx(maes[clv.MEDIAN] - 0.02)
+    assert chosen["rule"] != clv.MIXTURE
+    y[6:10] = 0.0
+    chosen = clv.point_rule(y, mean, p50, 1.645, mixture=(p_buy, ratios))
+    assert chosen["rule"] == clv.MIXTURE and chosen["mae"] == pytest.approx(0.0)
+    assert chosen["reason"].endswith("over the mean and the best median")
+
+
 def test_blend_serves_the_mixture_only_when_it_beats_the_btyds_own_point_with_the_margin():
     y, mean, btyd_mean, p50, mixture = _case()
     booster = np.r_[np.random.default_rng(0).uniform(0.0, 2.0, 500), np.full(500, 10.0)]

@@ -52,16 +52,17 @@ CALIBRATION_END, HOLDOUT_END = date(2011, 6, 9), date(2011, 12, 9)
 
 
 @contextmanager
-def _holiday_store(tmp_path, objectives: tuple):
+def _holiday_store(tmp_path, objectives: tuple, seed: int = 15, calibration_end: date = CALIBRATION_END,
+                   holdout_end: date = HOLDOUT_END):
     """(staging connection, config with only ``objectives``, the label window the backtest takes) of
-    the autumn-ramp store (seed 15) for the split CALIBRATION_END -> HOLDOUT_END, as the backtest
-    reads it from its CSV."""
-    path = tmp_path / "holiday15.csv"
-    holiday(np.random.default_rng(15)).to_csv(path, index=False)
+    the autumn-ramp store (seed 15 unless given) for the split ``calibration_end`` ->
+    ``holdout_end``, as the backtest reads it from its CSV."""
+    path = tmp_path / f"holiday{seed}.csv"
+    holiday(np.random.default_rng(seed)).to_csv(path, index=False)
     conn = frames.staging_connection(load_dataset(str(path)).transactions)
     try:
         config = replace(clv.load_config(), objectives=objectives)
-        label_days, _ = label_window(conn, CALIBRATION_END, HOLDOUT_END, config)
+        label_days, _ = label_window(conn, calibration_end, holdout_end, config)
         yield conn, config, label_days
     finally:
         conn.close()
@@ -84,8 +85,10 @@ def test_a_flat_candidate_does_not_win_the_selection_by_shrinking_the_btyd(tmp_p
     assert flat["level_out_of_bounds"] and flat["level"] == LEVEL_BOUNDS[1]
     assert flat["normalized_gini"] < 0.05 and flat["rounds"] < 10
     assert not tweedie["level_out_of_bounds"] and tweedie["normalized_gini"] > 0.85
-    # without the rule the flat candidate won: its blend's validation MAE is the lower one
-    assert flat["blend_mae"] < tweedie["blend_mae"]
+    # without the rule the flat candidate nearly wins: its blend's validation MAE is within 0.5 % of
+    # Tweedie's (960.9 against 958.8; the lower one, 947.7 against 955.9, before session 56's margin
+    # for the mixture point rule over the median)
+    assert abs(flat["blend_mae"] / tweedie["blend_mae"] - 1.0) < 0.005
     assert trained.selection.chosen.name == "tweedie_1.65"
     assert trained.selection.criterion == "beats_btyd"
     assert trained.selection.component_gini["booster"] > 0.85
@@ -123,13 +126,15 @@ def test_the_backtests_hybrid_point_is_the_served_point_in_its_season(tmp_path):
     """The backtest's hybrid column is the hybrid's point forecast from the calibration end, as the
     served column is when the hybrid is served: both put the classifier's P(buy) into the holdout's
     season (before session 55 the hybrid column scored without a cutoff, its P in the validation
-    window's season)."""
+    window's season). The store of seed 16 from 2011-09-09, three months into the peak: its mixture
+    rule beats the median beyond noise (seed 15 from 2011-06-09 serves the median since session 56)."""
     from clv_platform.models.clv.backtest import HYBRID as HYBRID_COLUMN, SERVED, ml_backtest
 
-    with _holiday_store(tmp_path, (TWEEDIE,)) as (conn, config, label_days):
-        run = ml_backtest(conn, CALIBRATION_END, HOLDOUT_END, config, label_days=label_days)
+    calibration_end = date(2011, 9, 9)
+    with _holiday_store(tmp_path, (TWEEDIE,), 16, calibration_end) as (conn, config, label_days):
+        run = ml_backtest(conn, calibration_end, HOLDOUT_END, config, label_days=label_days)
     model = run.trained[HYBRID].model
     assert run.trained[HYBRID].serving["served"] == HYBRID and model.point_rule == "mixture"
-    assert replace(model, scoring_cutoff=CALIBRATION_END).buy_season_ratio(
-        (HOLDOUT_END - CALIBRATION_END).days) > 1.2
+    assert replace(model, scoring_cutoff=calibration_end).buy_season_ratio(
+        (HOLDOUT_END - calibration_end).days) > 1.2
     assert run.predictions[HYBRID_COLUMN].to_numpy() == pytest.approx(run.predictions[SERVED].to_numpy())

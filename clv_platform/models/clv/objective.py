@@ -352,19 +352,34 @@ def point_rule(actual: np.ndarray, prediction: np.ndarray, p50_ratio: np.ndarray
     With ``mixture`` = (each customer's classifier P(buy) over the same window, the BTYD's
     positive-part quantile ratios, customers x ``POSITIVE_LEVELS``) the mixture median
     (``mixture_median``) of lambda * prediction + (1 - lambda) * btyd_mean is a candidate for each
-    lambda of ``MIXTURE_SHRINK_GRID`` (only lambda = 1 without ``btyd_mean``), on the same footing.
+    lambda of ``MIXTURE_SHRINK_GRID`` (only lambda = 1 without ``btyd_mean``), on the same footing,
+    and, where the median is a candidate too, only with a gain beyond ``significance_z`` standard
+    errors over the best median's point as well: the mixture is the median's level with one more
+    fitted piece, a buy classifier whose calibration shift is fitted on these same rows.
+
+    Why the second margin (since session 56): on sixteen backtests serving the mixture rule its
+    validation gain over the median of the same blend was within noise (-0.02 to 1.31 SE) on eleven
+    (the autumn-ramp store at seven splits, the b2b, drops and four-year demo stores, CDNOW full),
+    and the served point MAE of the holdout was then lower on eight of them (the autumn ramp by 2-9
+    %, the b2b store, served the BTYD now, 9,208 -> 7,894), higher on three by 0.3-1.0 % (CDNOW
+    full 28.105 -> 28.184, the BTYD's point 28.187); where the gain was 2-14 SE (the lapse and
+    launch stores, the Online-Retail-shaped CSV, four months, the ramp three months into its peak)
+    the mixture stays (benchmarks/MEASUREMENTS.md, "The mixture must beat the median").
     """
     y = np.asarray(actual, dtype=float)
     p = np.clip(np.nan_to_num(np.asarray(prediction, dtype=float)), 0.0, None)
     sharp = sharpen_exponent(y, p, significance_z)
     rows = [dict(r, rule=SHARPEN) for r in sharp["comparison"]]
     best = {"rule": SHARPEN, "gamma": sharp["gamma"], "shrink": 1.0, "mae": sharp["mae"], "reason": sharp["reason"]}
+    best_median = None  # (MAE, point) of the best median candidate: what a mixture must beat beyond noise
     if p50_ratio is not None and y.size:
         weights = (1.0,) if btyd_mean is None else (1.0, *sorted(SHRINK_GRID, reverse=True))
         for lam in weights:
             median = median_point(shrunk_mean(p, lam, btyd_mean), p50_ratio)
             error = metrics.mae(y, median)
             rows.append({"rule": MEDIAN, "gamma": None, "shrink": float(lam), "mae": error})
+            if best_median is None or error < best_median[0]:
+                best_median = (error, median)
             if error < best["mae"] and _significant_gain(y, p, median, significance_z):
                 best = {"rule": MEDIAN, "gamma": 1.0, "shrink": float(lam), "mae": error,
                         "reason": "predictive median" + (f" of the mean shrunk to the BTYD's (lambda = {lam:g})"
@@ -377,10 +392,12 @@ def point_rule(actual: np.ndarray, prediction: np.ndarray, p50_ratio: np.ndarray
             point = shape.median(shrunk_mean(p, lam, btyd_mean))
             error = metrics.mae(y, point)
             rows.append({"rule": MIXTURE, "gamma": None, "shrink": float(lam), "mae": error})
-            if error < best["mae"] and _significant_gain(y, p, point, significance_z):
+            if (error < best["mae"] and _significant_gain(y, p, point, significance_z)
+                    and (best_median is None or _significant_gain(y, best_median[1], point, significance_z))):
                 best = {"rule": MIXTURE, "gamma": 1.0, "shrink": float(lam), "mae": error,
                         "reason": f"mixture median (classifier P(buy), BTYD positive-part shape, lambda = {lam:g})"
-                                  ": lowest validation MAE with a significant gain over the mean"}
+                                  ": lowest validation MAE with a significant gain over the mean"
+                                  + (" and the best median" if best_median is not None else "")}
     return {**best, "comparison": rows}
 
 
