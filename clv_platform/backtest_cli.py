@@ -650,7 +650,10 @@ def table_text(result: dict, ml_summary: dict) -> str:
                   f"{(serving.get('season') or {}).get('reason') or 'none recorded'}"
                   + (f"; level check: {serving['level_check']['reason']}"
                      if serving.get("level_check") and serving["level_check"]["reason"] not in serving.get("reason", "")
-                     else "")]
+                     else "")
+                  + (f"; year-back check: {serving['year_back_check']['reason']}"
+                     if serving.get("year_back_check")
+                     and serving["year_back_check"]["reason"] not in serving.get("reason", "") else "")]
     hybrid = ml_summary["variants"]["hybrid"]
     selection = hybrid["selection"]
     lines += ["", f"objective chosen on the validation window ending {selection['validation_window_end']} "
@@ -791,6 +794,10 @@ def extra_sections_html(result: dict) -> str:
         level = serving.get("level_check") or {}
         if level.get("reason") and level["reason"] not in str(serving.get("reason")):
             parts.append(f"<p>Level check of the served hybrid: {esc(level['reason'])}.</p>")
+        # the validation window's level on the label window a year before the forecast's first
+        year_back = serving.get("year_back_check") or {}
+        if year_back.get("reason") and year_back["reason"] not in str(serving.get("reason")):
+            parts.append(f"<p>Year-back check of the served hybrid: {esc(year_back['reason'])}.</p>")
     npd = (result.get("npd") or {}).get("models") or {}
     if npd:
         horizons = sorted({int(k[4:-1]) for block in npd.values() for k in block if k.startswith("auc_")})

@@ -200,6 +200,11 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert out["serving"]["served"] == "hybrid" and level["consistent"]
     assert f"Level check of the served hybrid: the retrained hybrid forecasts the label window at " \
            f"{level['served_over_btyd']:.3f} x the BTYD" in document
+    # the year-back check (train.year_back_check): CDNOW's short label window is no half year
+    year_back = out["serving"]["year_back_check"]
+    assert year_back["consistent"] and not year_back["applies"]
+    assert (f"Year-back check of the served hybrid: not checked: the inner label window lies "
+            f"{2 * year_back['label_days']} days before the forecast") in document
 
 
 def test_short_history_is_refused_in_plain_words(tmp_path, capsys):
