@@ -337,31 +337,28 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
     if serving["served"] == HYBRID and flat and len(flat) == len(selection.comparison):
         # every candidate needed a level beyond LEVEL_BOUNDS (``objective.level_out_of_bounds``): no
         # booster fits these label windows, and a blend with one only rescales the BTYD
-        serving.pop("served_for", None)
-        serving.update(served="btyd", reason=(
-            f"no objective candidate fits the label windows: every one ({', '.join(flat)}) forecast the validation "
-            f"window's total off the actual by more than the level bounds allow ({LEVEL_BOUNDS[0]:g} to "
-            f"{LEVEL_BOUNDS[1]:g} x): serving the BTYD forecast"))
+        serve_btyd(serving, f"no objective candidate fits the label windows: every one ({', '.join(flat)}) forecast "
+                            f"the validation window's total off the actual by more than the level bounds allow "
+                            f"({LEVEL_BOUNDS[0]:g} to {LEVEL_BOUNDS[1]:g} x)")
     if serving["served"] == HYBRID and serving_frame is not None:
         check = level_check(model, selection, valid, serving_frame, config.max_total_error)
         serving["level_check"] = check
         if not check["consistent"]:
-            serving.pop("served_for", None)
-            serving.update(served="btyd", reason=f"{check['reason']}: serving the BTYD forecast")
+            serve_btyd(serving, check["reason"])
     holes = label_window_gaps(conn, cutoff, min([*final_ends, *inner_ends]) - timedelta(days=h))
+    # the BTYD's total error on the validation and the inner window: the year-back check and the
+    # served total interval read the same two
+    windows = label_window_errors(valid, inner, cutoff, h, holes)
     if serving["served"] == HYBRID:
-        year_back = year_back_check(total_error_record(valid, inner, cutoff, h, level_calibrated=True,
-                                                       stretches=holes)["windows"], h, config.max_total_error)
+        year_back = year_back_check(windows, h, config.max_total_error)
         serving["year_back_check"] = year_back
         if not year_back["consistent"]:
-            serving.pop("served_for", None)
-            serving.update(served="btyd", reason=f"{year_back['reason']}: serving the BTYD forecast")
+            serve_btyd(serving, year_back["reason"])
     if holes and serving["served"] == HYBRID:
-        serving.pop("served_for", None)
-        serving.update(served="btyd", label_window_gaps=[gap.as_dict() for gap in holes],
-                       reason=f"the label windows the hybrid learned its level on hold {first_and_more(holes)}: a "
-                              "level learned where orders are missing is not one to forecast with (a missing "
-                              "part of the export? transforms.order_gaps): serving the BTYD forecast")
+        serve_btyd(serving, f"the label windows the hybrid learned its level on hold {first_and_more(holes)}: a level "
+                            "learned where orders are missing is not one to forecast with (a missing part of the "
+                            "export? transforms.order_gaps)",
+                   label_window_gaps=[gap.as_dict() for gap in holes])
     if serving["served"] == "btyd":
         model.serves_btyd = True
         validation_metrics = serving["btyd_metrics"]
@@ -376,6 +373,7 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
         # hybrid's metrics are already those of its sharpened blend
         validation_metrics = {**validation_metrics, "mae": serving["btyd_point_mae"]}
     serving["total_error"] = total_error_record(valid, inner, cutoff, h, level_calibrated=not model.serves_btyd,
+                                                windows=windows,
                                                 served_metrics=validation_metrics, stretches=holes)
     return TrainedClv(
         model=model,
@@ -390,6 +388,13 @@ def _train(conn, cutoff: date, config: ClvConfig, variant: str, objective: Objec
                      **classifier, "validation_mean_p": float(valid[BUY_P_COLUMN].mean()),
                      "validation_buyer_share": float((valid["label_spend"] > 0).mean())}},
     )
+
+
+def serve_btyd(serving: dict, why: str, **record) -> None:
+    """A serving decision overturned by a check after the validation window's: the BTYD is served,
+    ``why`` says so (with ``record`` beside it), and no "served for its ranking" remains."""
+    serving.pop("served_for", None)
+    serving.update(served="btyd", reason=f"{why}: serving the BTYD forecast", **record)
 
 
 def label_window_gaps(conn: duckdb.DuckDBPyConnection, cutoff: date, first_label_day: date) -> list[OrderGap]:
@@ -528,8 +533,24 @@ def level_drift(served_over_btyd: float, validated_over_btyd: float, bound: floa
     return drift, bool(abs(drift) <= bound)
 
 
+def label_window_errors(valid: pd.DataFrame, inner: pd.DataFrame, cutoff: date, h: int,
+                        stretches: list[OrderGap] | None = None) -> list[dict]:
+    """The BTYD's total error on the validation window and the inner window before it, newest first
+    (``total_interval.window_errors``), none on a window that holds one of ``stretches``
+    (``total_error_record`` says why)."""
+    older = inner[inner["window_end"] == pd.Timestamp(cutoff - timedelta(days=h))] if len(inner) else inner
+    windows = total_interval.window_errors([(cutoff, valid), (cutoff - timedelta(days=h), older)])
+    for window in windows:
+        end = pd.Timestamp(window["label_end"]).date()
+        held = [gap for gap in stretches or [] if gap.start <= end and gap.end >= end - timedelta(days=h)]
+        if held:
+            window.update(log_error=None, stretch=held[0].describe())
+    return windows
+
+
 def total_error_record(valid: pd.DataFrame, inner: pd.DataFrame, cutoff: date, h: int, level_calibrated: bool,
-                       served_metrics: dict | None = None, stretches: list[OrderGap] | None = None) -> dict:
+                       served_metrics: dict | None = None, stretches: list[OrderGap] | None = None,
+                       windows: list[dict] | None = None) -> dict:
     """The total errors behind the served store-total interval (``total_interval``), point in time.
 
     Windows whose labels end by the cutoff and do not overlap: the validation window (labels
@@ -544,15 +565,11 @@ def total_error_record(valid: pd.DataFrame, inner: pd.DataFrame, cutoff: date, h
     label end, has no error: its BTYD read the stretch as customers who stopped buying (fitted
     inside one, a shop closed from February to September, it forecast 610 where 325,310 was
     spent, log error 6.28) and its labels miss what the stretch misses, so the error measures the
-    stretch, not the method, and widened the served interval to 3e-7 .. 7.7e18.
+    stretch, not the method, and widened the served interval to 3e-7 .. 7.7e18. ``windows``: those
+    errors when the caller has them (``label_window_errors`` of the same frames and stretches).
     """
-    older = inner[inner["window_end"] == pd.Timestamp(cutoff - timedelta(days=h))] if len(inner) else inner
-    windows = total_interval.window_errors([(cutoff, valid), (cutoff - timedelta(days=h), older)])
-    for window in windows:
-        end = pd.Timestamp(window["label_end"]).date()
-        held = [gap for gap in stretches or [] if gap.start <= end and gap.end >= end - timedelta(days=h)]
-        if held:
-            window.update(log_error=None, stretch=held[0].describe())
+    if windows is None:
+        windows = label_window_errors(valid, inner, cutoff, h, stretches)
     btyd_errors = [w["log_error"] for w in windows if w["log_error"] is not None]
     method = total_interval.method_errors(btyd_errors, level_calibrated)
     own = served_metrics or {}
