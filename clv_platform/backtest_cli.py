@@ -559,6 +559,18 @@ def holdout_gains_text(result: dict) -> str | None:
     return "hybrid on the holdout: " + "; ".join(parts)
 
 
+SERVED_CHECKS = {"level_check": "level check", "year_back_check": "year-back check"}
+"""The checks a served hybrid passes after the validation window (``train.level_check``,
+``train.year_back_check``): ``serving`` key -> name in the reports."""
+
+
+def served_checks(serving: dict) -> list[tuple[str, str]]:
+    """(name, reason) of each of ``SERVED_CHECKS`` the training recorded, unless its reason is the
+    serving reason already (the check that had the BTYD served)."""
+    return [(name, check["reason"]) for key, name in SERVED_CHECKS.items()
+            if (check := serving.get(key) or {}).get("reason") and check["reason"] not in str(serving.get("reason"))]
+
+
 def table_text(result: dict, ml_summary: dict) -> str:
     """A readable plain-text summary of the backtest."""
     window = result.get("window", {})
@@ -648,12 +660,7 @@ def table_text(result: dict, ml_summary: dict) -> str:
                   f"factor {(serving.get('extension') or {}).get('factor', 1.0):.3f} "
                   f"({(serving.get('extension') or {}).get('reason', '')}); season: "
                   f"{(serving.get('season') or {}).get('reason') or 'none recorded'}"
-                  + (f"; level check: {serving['level_check']['reason']}"
-                     if serving.get("level_check") and serving["level_check"]["reason"] not in serving.get("reason", "")
-                     else "")
-                  + (f"; year-back check: {serving['year_back_check']['reason']}"
-                     if serving.get("year_back_check")
-                     and serving["year_back_check"]["reason"] not in serving.get("reason", "") else "")]
+                  + "".join(f"; {name}: {why}" for name, why in served_checks(serving))]
     hybrid = ml_summary["variants"]["hybrid"]
     selection = hybrid["selection"]
     lines += ["", f"objective chosen on the validation window ending {selection['validation_window_end']} "
@@ -791,13 +798,8 @@ def extra_sections_html(result: dict) -> str:
                      "The <i>hybrid</i> row is the hybrid's point forecast, <i>hybrid_mean</i> its conditional mean "
                      "(rank it by this one's Gini), <i>btyd_point</i> the BTYD's own point forecast, <i>served</i> "
                      "what the platform serves.</p>")
-        level = serving.get("level_check") or {}
-        if level.get("reason") and level["reason"] not in str(serving.get("reason")):
-            parts.append(f"<p>Level check of the served hybrid: {esc(level['reason'])}.</p>")
-        # the validation window's level on the label window a year before the forecast's first
-        year_back = serving.get("year_back_check") or {}
-        if year_back.get("reason") and year_back["reason"] not in str(serving.get("reason")):
-            parts.append(f"<p>Year-back check of the served hybrid: {esc(year_back['reason'])}.</p>")
+        parts += [f"<p>{esc(name.capitalize())} of the served hybrid: {esc(why)}.</p>"
+                  for name, why in served_checks(serving)]
     npd = (result.get("npd") or {}).get("models") or {}
     if npd:
         horizons = sorted({int(k[4:-1]) for block in npd.values() for k in block if k.startswith("auc_")})
