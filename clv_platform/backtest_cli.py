@@ -559,16 +559,23 @@ def holdout_gains_text(result: dict) -> str | None:
     return "hybrid on the holdout: " + "; ".join(parts)
 
 
-SERVED_CHECKS = {"level_check": "level check", "year_back_check": "year-back check"}
-"""The checks a served hybrid passes after the validation window (``train.level_check``,
-``train.year_back_check``): ``serving`` key -> name in the reports."""
+SERVED_CHECKS = {"level_check": "level check", "level_check.win_at_served_level": "win at the served level",
+                 "year_back_check": "year-back check"}
+"""The checks a served hybrid passes after the validation window (``train.level_check``, its
+``train.served_level_win``, ``train.year_back_check``): dotted ``serving`` key -> name in the reports."""
 
 
 def served_checks(serving: dict) -> list[tuple[str, str]]:
     """(name, reason) of each of ``SERVED_CHECKS`` the training recorded, unless its reason is the
     serving reason already (the check that had the BTYD served)."""
+    def recorded(key: str) -> dict:
+        check = serving
+        for part in key.split("."):
+            check = check.get(part) if isinstance(check, dict) else None
+        return check if isinstance(check, dict) else {}
+
     return [(name, check["reason"]) for key, name in SERVED_CHECKS.items()
-            if (check := serving.get(key) or {}).get("reason") and check["reason"] not in str(serving.get("reason"))]
+            if (check := recorded(key)).get("reason") and check["reason"] not in str(serving.get("reason"))]
 
 
 def table_text(result: dict, ml_summary: dict) -> str:

@@ -1,6 +1,7 @@
 """`clv-platform backtest` on the CDNOW sample: the --json shape, published parameters, report."""
 
 import argparse
+import html
 import json
 import math
 
@@ -200,6 +201,9 @@ def test_json_has_the_documented_shape_and_published_parameters(sample_run, caps
     assert out["serving"]["served"] == "hybrid" and level["consistent"]
     assert f"Level check of the served hybrid: the retrained hybrid forecasts the label window at " \
            f"{level['served_over_btyd']:.3f} x the BTYD" in document
+    # the validated win at the served level (train.served_level_win): judged or not, and why
+    win = level["win_at_served_level"]
+    assert win["consistent"] and f"Win at the served level of the served hybrid: {html.escape(win['reason'])}" in document
     # the year-back check (train.year_back_check): CDNOW's short label window is no half year
     year_back = out["serving"]["year_back_check"]
     assert year_back["consistent"] and not year_back["applies"]

@@ -101,6 +101,10 @@ def test_training_serves_the_btyd_when_the_retrained_booster_leaves_the_validate
         # the validated (inner-window) booster on the same customers, for the record: close to the served one
         assert check["direct_log_drift"] is not None and abs(check["direct_log_drift"]) < 0.2
         assert check["threshold"] == pytest.approx(max(np.log(1.15), abs(check["btyd_validation_log_error"])))
+        # and the validated win, judged again at the served level where the drift exceeds the BTYD's miss
+        win = check["win_at_served_level"]
+        assert win["consistent"] and win["log_drift"] == pytest.approx(check["log_drift"])
+        assert win["btyd_validation_log_error"] == pytest.approx(check["btyd_validation_log_error"])
         # the same training whose final booster forecasts twice as much at the cutoff: the BTYD is served
         original = ClvModel.predict_label_window
 
