@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clv_platform.models.clv.train import served_level_win
+from clv_platform.models.clv.train import ranking_at_level, served_level_win
 
 Z = 1.645
 
@@ -29,7 +29,7 @@ def identity(mean):
 
 
 def _leads(leads: bool = True):
-    return lambda: {"gini_gain": 0.02, "gini_gain_se": 0.005, "leads": leads}
+    return lambda mae, factor: {"gini_gain": 0.02, "gini_gain_se": 0.005, "leads": leads}
 
 
 def test_a_win_that_was_the_level_is_gone_at_the_served_level():
@@ -66,19 +66,32 @@ def test_a_drift_within_the_btyds_own_miss_is_not_judged():
     assert not served_level_win(y, btyd, identity, hybrid, np.log(1.04), btyd_miss=None, z=Z)["consistent"]
 
 
-def test_a_gain_within_noise_needs_a_ranking_lead_and_a_total_within_the_bound():
+def test_a_gain_within_noise_needs_a_ranking_lead():
     y, btyd, hybrid = _store()
     drift = np.log(1.038)  # the gain at the served level is positive, below the validated bar
-    kept = served_level_win(y, btyd, identity, hybrid, drift, btyd_miss=0.0, z=Z, ranking=_leads(),
-                            max_total_error=0.15)
+    asked = []
+    kept = served_level_win(y, btyd, identity, hybrid, drift, btyd_miss=0.0, z=Z,
+                            ranking=lambda mae, factor: asked.append((mae, factor)) or _leads()(mae, factor))
     assert 0 < kept["gain"] < kept["bar"] and kept["total_error"] == pytest.approx(0.0427, abs=1e-3)
     assert kept["consistent"] and kept["served_for"] == "ranking" and kept["ranking"]["leads"]
+    assert asked == [(pytest.approx(kept["mae"]), pytest.approx(1.038))]
     assert "its ranking leads (Gini gain +0.02, SE 0.005)" in kept["reason"]
     no_lead = served_level_win(y, btyd, identity, hybrid, drift, btyd_miss=0.0, z=Z, ranking=_leads(False))
     assert not no_lead["consistent"] and "(Gini gain +0.02, SE 0.005): the win does not" in no_lead["reason"]
-    tight = served_level_win(y, btyd, identity, hybrid, drift, btyd_miss=0.0, z=Z, ranking=_leads(),
-                             max_total_error=0.02)
-    assert not tight["consistent"]
+
+
+def test_the_ranking_way_is_the_serving_rules():
+    rng = np.random.default_rng(5)
+    y = rng.gamma(2.0, 50.0, 3000)
+    hybrid = np.clip(y + rng.normal(0.0, 20.0, y.size), 0.0, None)
+    btyd = np.clip(y + rng.normal(0.0, 60.0, y.size), 0.0, None)
+    lead = ranking_at_level(y, btyd, hybrid, btyd_mae=30.0, naive_gini=None, z=Z, max_total_error=0.15)
+    ok = lead(25.0, 1.0)
+    assert ok["leads"] and ok["gini_gain"] > Z * ok["gini_gain_se"] > 0
+    assert not lead(31.0, 1.0)["leads"]  # no lower point MAE than the BTYD's
+    assert not lead(25.0, 1.2)["leads"]  # the total 20 % over at the served level
+    assert not ranking_at_level(y, btyd, hybrid, 30.0, naive_gini=0.99, z=Z, max_total_error=0.15)(25.0, 1.0)["leads"]
+    assert not ranking_at_level(y, hybrid, btyd, 30.0, None, Z, 0.15)(25.0, 1.0)["leads"]  # ranks below the BTYD
 
 
 def test_the_point_rule_is_applied_at_the_served_level():

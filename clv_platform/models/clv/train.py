@@ -498,23 +498,32 @@ def win_at_served_level(serving: dict, selection: Selection, valid: pd.DataFrame
     base = btyd_point if metrics.mae(y, btyd_point) <= metrics.mae(y, b) else b
     return served_level_win(y, base, lambda mean: apply_point_rule(mean, rule, gamma, p50, shrink, b, mixture),
                             blend, drift, check.get("btyd_validation_log_error"), z,
-                            ranking=lambda: _ranking_lead(y, b, blend, naive_gini, z), max_total_error=bound)
+                            ranking=ranking_at_level(y, b, blend, metrics.mae(y, base), naive_gini, z, bound))
 
 
-def _ranking_lead(actual: np.ndarray, btyd_mean: np.ndarray, mean: np.ndarray, naive_gini: float | None,
-                  z: float | None) -> dict:
-    """The validated blend's ranking as ``serve_or_fall_back`` weighs it: its paired Gini gain over
-    the BTYD's mean beyond ``z`` bootstrap standard errors and a Gini no lower than the naive rule's."""
-    gain, se = metrics.paired_gini_gain(actual, btyd_mean, mean)
-    gini = metrics.regression_metrics(actual, mean).get("normalized_gini")
-    beyond = bool(np.isfinite(gain) and se > 0 and gain > (z or 0.0) * se)
-    above_naive = naive_gini is None or not np.isfinite(naive_gini) or (gini is not None and gini >= naive_gini)
-    return {"gini_gain": float(gain), "gini_gain_se": se, "leads": bool(beyond and above_naive)}
+def ranking_at_level(actual: np.ndarray, btyd_mean: np.ndarray, mean: np.ndarray, btyd_mae: float,
+                     naive_gini: float | None, z: float | None, max_total_error: float | None):
+    """``served_level_win``'s ranking way: ``(point MAE, level factor) -> {gini_gain, gini_gain_se,
+    leads}``, ``leads`` being ``serve_or_fall_back``'s second way to beat the BTYD
+    (``_ranks_beyond_noise``) for ``mean`` moved by the factor: the Gini (which the factor does not
+    move) beyond noise and no worse than the naive rule's, the point MAE below ``btyd_mae`` and the
+    total within ``max_total_error``. The Gini's bootstrap runs only when asked."""
+    y = np.asarray(actual, dtype=float)
+    ranking = metrics.normalized_gini_on(y)
+
+    def lead(mae: float, factor: float) -> dict:
+        gain, se = metrics.paired_gini_gain(y, btyd_mean, mean)
+        blend = {"normalized_gini": ranking(mean), "gini_gain": gain, "gini_gain_se": se, "mae": mae,
+                 "predicted_total": float(np.sum(mean)) * factor}
+        leads = _ranks_beyond_noise(blend, ranking(btyd_mean), btyd_mae, naive_gini, z, max_total_error,
+                                    float(y.sum()))
+        return {"gini_gain": gain, "gini_gain_se": se, "leads": bool(leads)}
+
+    return lead
 
 
 def served_level_win(actual: np.ndarray, btyd_point: np.ndarray, point_of, validated_mean: np.ndarray,
-                     drift: float, btyd_miss: float | None, z: float | None, ranking=None,
-                     max_total_error: float | None = None) -> dict:
+                     drift: float, btyd_miss: float | None, z: float | None, ranking=None) -> dict:
     """Does the hybrid's validated win over the BTYD survive the level it is served at?
 
     ``level_check`` lets the retrained hybrid's level drift from the validated blend's by up to
@@ -524,9 +533,8 @@ def served_level_win(actual: np.ndarray, btyd_point: np.ndarray, point_of, valid
     served level, x exp(``drift``), and ``serve_or_fall_back``'s two ways to beat the BTYD are
     asked again there: its point MAE gain over the BTYD's point forecast still clears ``z``
     standard errors of the validated paired gain (or is no smaller than the validated gain: the
-    drift then helps); or its ranking leads (``ranking()``: the paired Gini gain beyond noise and
-    no worse than the naive rule's, which the level does not move) with a lower point MAE and the
-    total at the served level within ``max_total_error``. Only a drift larger than the BTYD's own
+    drift then helps); or its ranking leads with a lower point MAE and the total at the served level
+    within the bound (``ranking(point MAE, factor)``, ``ranking_at_level``). Only a drift larger than the BTYD's own
     log total error on the validation window (``btyd_miss``) is judged: a BTYD that misses the
     window by more is no safer (``level_check``'s argument; the lapse store's BTYD misses by -0.90,
     the hybrid drifts -0.66 and wins the holdout by 18 SE). Measured (benchmarks/MEASUREMENTS.md,
@@ -548,14 +556,11 @@ def served_level_win(actual: np.ndarray, btyd_point: np.ndarray, point_of, valid
     gain, se = metrics.paired_mae_gain(y, btyd_point, served)
     bar = (z or 0.0) * v_se
     total_error = float(mean.sum() * factor / y.sum() - 1.0) if y.sum() > 0 else None
-    by_mae = bool(gain > bar or gain >= v_gain)
-    lead = None
-    if not by_mae and gain > 0 and ranking is not None:
-        lead = ranking()
-    by_ranking = bool(lead and lead["leads"] and gain > 0 and
-                      (max_total_error is None or total_error is None or abs(total_error) <= max_total_error))
-    consistent = by_mae or by_ranking
     mae, btyd_mae = metrics.mae(y, served), metrics.mae(y, btyd_point)
+    by_mae = bool(gain > bar or gain >= v_gain)
+    lead = ranking(mae, factor) if not by_mae and gain > 0 and ranking is not None else None
+    by_ranking = bool(lead and lead["leads"])
+    consistent = by_mae or by_ranking
     reason = (f"moved to the level it is served at (x {factor:.3f} the validated blend's: level_check's log drift "
               f"{drift:+.3f}, beyond the BTYD's own miss of the validation window"
               + ("" if btyd_miss is None else f", {btyd_miss:+.3f}") + f"), the hybrid's validation point MAE is "
@@ -567,7 +572,8 @@ def served_level_win(actual: np.ndarray, btyd_point: np.ndarray, point_of, valid
         reason += (f", within noise, but its ranking leads (Gini gain {lead['gini_gain']:+.4g}, SE "
                    f"{lead['gini_gain_se']:.3g}) and its total is within the bound")
     else:
-        reason += (f", within {z or 0:g} SE of the validated gain and no ranking lead with a lower MAE"
+        reason += (f", within {z or 0:g} SE of the validated gain, and no ranking lead beyond noise with a lower "
+                   "MAE and a total within the bound"
                    + ("" if lead is None else f" (Gini gain {lead['gini_gain']:+.4g}, SE {lead['gini_gain_se']:.3g})")
                    + ": the win does not survive the served level")
     return {**record, "validated_mae": metrics.mae(y, validated), "mae": mae, "btyd_mae": btyd_mae,
