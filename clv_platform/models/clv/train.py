@@ -447,9 +447,7 @@ def level_check(model: ClvModel, selection: Selection, valid: pd.DataFrame, fram
     if bound is None or selection.validation_prediction is None or valid_btyd.sum() <= 0 or btyd_now.sum() <= 0:
         return {**record, "consistent": True, "reason": "not checked: no validated forecast or no BTYD spend to "
                 "compare with" if bound is not None else "not checked: no total-error bound"}
-    naive = naive_validation(valid, model.label_horizon_days)[0] if model.naive_weight else None
-    validated = float(blend_mean(selection.validation_prediction, valid_btyd, model.blend, naive,
-                                 model.naive_weight).sum() / valid_btyd.sum())
+    validated = float(validated_blend(selection, valid, model, valid_btyd).sum() / valid_btyd.sum())
     served_total = float(model.predict_label_window(frame).sum())
     served = served_total / float(btyd_now.sum())
     # the BTYD's log total error on the validation window, as the served total interval records it
@@ -478,6 +476,14 @@ def level_check(model: ClvModel, selection: Selection, valid: pd.DataFrame, fram
             "reason": reason}
 
 
+def validated_blend(selection: Selection, valid: pd.DataFrame, model: ClvModel, btyd_spend: np.ndarray) -> np.ndarray:
+    """The validated hybrid's mean on the validation window: the selection's out-of-sample booster
+    forecast blended with ``btyd_spend`` (and the naive rule) at the model's weights; what
+    ``point_forecasts``, ``level_check`` and ``win_at_served_level`` judge."""
+    naive = naive_validation(valid, model.label_horizon_days)[0] if model.naive_weight else None
+    return blend_mean(selection.validation_prediction, btyd_spend, model.blend, naive, model.naive_weight)
+
+
 def win_at_served_level(serving: dict, selection: Selection, valid: pd.DataFrame, model: ClvModel, check: dict,
                         z: float | None, bound: float | None) -> dict:
     """``served_level_win`` on the validation window: the validated blend, its point rule and the
@@ -489,8 +495,7 @@ def win_at_served_level(serving: dict, selection: Selection, valid: pd.DataFrame
     b = np.clip(np.nan_to_num(valid["btyd_expected_spend"].to_numpy(dtype=float)), 0.0, None)
     p50 = valid[P50_COLUMN].to_numpy(dtype=float) if P50_COLUMN in valid else None
     mixture = validation_mixture(valid)
-    naive = naive_validation(valid, model.label_horizon_days)[0] if model.naive_weight else None
-    blend = blend_mean(selection.validation_prediction, b, model.blend, naive, model.naive_weight)
+    blend = validated_blend(selection, valid, model, b)
     naive_gini = selection.component_gini.get("naive")
     rule, gamma, shrink = serving["hybrid_point_rule"], serving["hybrid_sharpen"], serving["hybrid_point_shrink"]
     btyd_point = apply_point_rule(b, serving["btyd_point_rule"], serving["btyd_sharpen"], p50)
@@ -766,8 +771,7 @@ def point_forecasts(config: ClvConfig, selection: Selection, valid: pd.DataFrame
     if selection.blend_metrics is not None:
         hybrid = (selection.point_rule, selection.sharpen, selection.point_shrink)
     elif model.variant == HYBRID and selection.validation_prediction is not None:
-        naive = naive_validation(valid, model.label_horizon_days)[0] if model.naive_weight else None
-        mean = blend_mean(selection.validation_prediction, btyd_spend, model.blend, naive, model.naive_weight)
+        mean = validated_blend(selection, valid, model, btyd_spend)
         mixture = validation_mixture(valid)
         choice = point_rule(y, mean, p50, z, btyd_mean=btyd_spend, mixture=mixture)
         hybrid, hybrid_comparison = (choice["rule"], choice["gamma"], choice["shrink"]), choice["comparison"]
